@@ -1,0 +1,5 @@
+import sys
+
+from torchssm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,54 @@
+"""``torchssm`` command line: train | eval | tasks | bench | plot | generate | export.
+
+Each group of commands lives next to the code it drives and exposes ``register(subparsers)``;
+this module only assembles them (nothing imports ``cli``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+# Modules that add sub-commands. A module that is missing (not written yet, or an optional
+# dependency absent) simply contributes no command.
+_COMMAND_MODULES = (
+    "torchssm.train.cli",      # train, eval
+    "torchssm.data.cli",       # tasks
+    "torchssm.bench.cli",      # bench
+    "torchssm.analysis.cli",   # plot
+    "torchssm.models.cli",     # generate, export
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="torchssm", description="Structured state-space sequence models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name and (err.name == name or name.startswith(err.name + ".")):
+                continue  # that command group does not exist (yet)
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, KeyError) as err:
+        # Bad input (unknown key, missing file, wrong shape): one clear line, not a traceback.
+        print(f"torchssm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

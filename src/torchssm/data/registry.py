@@ -1,0 +1,104 @@
+"""Task registry: every task builds a :class:`TaskData` (info + train/val/test datasets).
+
+A task module registers its builder with :func:`register_task`; the registry imports modules
+lazily so ``torchssm tasks`` can list everything without building any data.
+
+Batches are dicts of tensors (default collate):
+    "inputs":  (L, d_input) float, or (L,) long token ids when ``info.input_kind == "tokens"``;
+               for paired tasks (``info.paired``) also "inputs2" (the second sequence).
+    "targets": () long class id (classification), (L,) long (seq2seq / lm), or float (regression).
+    "lengths": () long, present when sequences are padded (true length before padding).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+from torch.utils.data import Dataset
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a model needs to know about a task.
+
+    name: registry name. d_input: features per step (vocab size when input_kind == "tokens").
+    d_output: number of classes (classification / seq2seq / lm) or output features (regression).
+    length: (max) sequence length. kind: "classification" (one label per sequence), "seq2seq"
+    (one label per step), "lm" (next-token), "regression". input_kind: "real" or "tokens".
+    paired: two sequences per example (LRA Retrieval). ignore_index: target value to skip.
+    """
+
+    name: str
+    d_input: int
+    d_output: int
+    length: int
+    kind: str = "classification"
+    input_kind: str = "real"
+    paired: bool = False
+    ignore_index: int = -100
+    citation: str = ""
+
+
+@dataclass
+class TaskData:
+    info: TaskInfo
+    train: Dataset
+    val: Optional[Dataset]
+    test: Dataset
+    extra: dict = field(default_factory=dict)
+
+
+# name -> module that registers it on import
+_TASK_MODULES: Dict[str, str] = {
+    "mnist1d": "torchssm.data.mnist1d",
+}
+_BUILDERS: Dict[str, Callable[..., TaskData]] = {}
+_DESCRIPTIONS: Dict[str, str] = {}
+
+
+def register_task(name: str, description: str = ""):
+    """Decorator: ``@register_task("copying")`` on ``def build(data_dir=None, seed=0, **options) -> TaskData``."""
+
+    def wrap(fn):
+        _BUILDERS[name] = fn
+        doc = (fn.__doc__ or "").strip()
+        _DESCRIPTIONS[name] = description or (doc.splitlines()[0] if doc else "")
+        return fn
+
+    return wrap
+
+
+def declare_task_module(name: str, module: str) -> None:
+    """Tell the registry which module registers ``name`` (imported on first use)."""
+    _TASK_MODULES[name] = module
+
+
+def _load(name: str) -> None:
+    if name in _BUILDERS:
+        return
+    if name not in _TASK_MODULES:
+        raise ValueError(f"unknown task {name!r}; expected one of {sorted(set(_TASK_MODULES) | set(_BUILDERS))}")
+    importlib.import_module(_TASK_MODULES[name])
+    if name not in _BUILDERS:
+        raise RuntimeError(f"module {_TASK_MODULES[name]} did not register task {name!r}")
+
+
+def list_tasks() -> Dict[str, str]:
+    """{name: one-line description} of every known task."""
+    for name in list(_TASK_MODULES):
+        try:
+            _load(name)
+        except ImportError:
+            _DESCRIPTIONS.setdefault(name, "(unavailable: missing optional dependency)")
+    return {n: _DESCRIPTIONS.get(n, "") for n in sorted(set(_TASK_MODULES) | set(_BUILDERS))}
+
+
+def build_task(name: str, **options) -> TaskData:
+    """Build task ``name``; ``options`` (data_dir, seed, task-specific) go to its builder."""
+    _load(name)
+    try:
+        return _BUILDERS[name](**options)
+    except TypeError as err:
+        raise TypeError(f"bad options for task {name!r}: {err}") from err

@@ -1,0 +1,151 @@
+"""The SSM layer contract shared by every layer (see DESIGN.md, "The layer contract").
+
+Glossary of symbols used in shape comments across ``torchssm.layers``:
+
+    b: batch size          l: sequence length      h (= d_model): model width
+    n (= d_state): state size per channel or per layer (diagonal: complex entries)
+
+Every layer:
+
+* ``forward(x, state=None, *, return_state=False)`` maps ``x`` of shape (b, l, h) to ``y``
+  of shape (b, l, h). ``state`` is the initial hidden state (``None`` = zero); with
+  ``return_state=True`` the call returns ``(y, final_state)``, otherwise ``y``.
+* ``step(x_t, state) -> (y_t, new_state)`` for one token ``x_t`` of shape (b, h); pure and O(1)
+  in the length. Only causal layers (``self.causal``) have it.
+* ``init_state(batch, device=None, dtype=None)``: the zero state.
+
+The checks below cost no device synchronisation (shapes and dtypes only), so ``torch.compile``
+and CUDA graphs keep working; value checks (NaN/Inf) are opt-in via :func:`torchssm.set_debug`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+State = Any  # a tensor, or a tuple of tensors (e.g. Mamba's (conv_buffer, ssm_state))
+
+_DEBUG = False
+
+
+def set_debug(enabled: bool = True) -> None:
+    """Turn on value checks (NaN/Inf in inputs and states). Off by default: they sync the device."""
+    global _DEBUG
+    _DEBUG = bool(enabled)
+
+
+def debug_enabled() -> bool:
+    return _DEBUG
+
+
+def check_sequence(x: torch.Tensor, d_model: int, name: str = "x") -> None:
+    """Raise a clear error unless ``x`` is a (batch, length, d_model) floating tensor with length >= 1."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (batch, length, {d_model}), got {type(x).__name__}")
+    if x.dim() != 3:
+        raise ValueError(
+            f"{name} must have shape (batch, length, d_model={d_model}); got a {x.dim()}-D tensor of shape "
+            f"{tuple(x.shape)}"
+        )
+    if x.shape[-1] != d_model:
+        raise ValueError(f"{name} must have last dimension d_model={d_model}; got shape {tuple(x.shape)}")
+    if x.shape[1] == 0:
+        raise ValueError(f"{name} is an empty sequence (length 0); expected shape (batch, length>=1, {d_model})")
+    if not (x.is_floating_point() or x.is_complex()):
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if _DEBUG and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf (debug checks are on)")
+
+
+def check_token(x_t: torch.Tensor, d_model: int, name: str = "x_t") -> None:
+    """Raise a clear error unless ``x_t`` is a (batch, d_model) floating tensor (one step)."""
+    if not isinstance(x_t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (batch, {d_model}), got {type(x_t).__name__}")
+    if x_t.dim() != 2 or x_t.shape[-1] != d_model:
+        raise ValueError(f"{name} must have shape (batch, d_model={d_model}); got shape {tuple(x_t.shape)}")
+    if not (x_t.is_floating_point() or x_t.is_complex()):
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x_t.dtype}")
+    if _DEBUG and not bool(torch.isfinite(x_t).all()):
+        raise ValueError(f"{name} contains NaN or Inf (debug checks are on)")
+
+
+def _flatten(state: State) -> list:
+    if isinstance(state, (tuple, list)):
+        out = []
+        for s in state:
+            out.extend(_flatten(s))
+        return out
+    return [state]
+
+
+def check_state_like(state: State, expected: State, name: str = "state") -> None:
+    """Check that ``state`` has the structure, shapes and dtypes of ``expected``.
+
+    ``expected`` is normally ``layer.init_state(batch, device="meta", dtype=...)``: a meta tensor
+    costs no memory, so the check is free.
+    """
+    got, want = _flatten(state), _flatten(expected)
+    if len(got) != len(want):
+        raise ValueError(f"{name} must hold {len(want)} tensor(s); got {len(got)}")
+    for i, (g, w) in enumerate(zip(got, want)):
+        label = name if len(want) == 1 else f"{name}[{i}]"
+        if not isinstance(g, torch.Tensor):
+            raise TypeError(f"{label} must be a torch.Tensor of shape {tuple(w.shape)}, got {type(g).__name__}")
+        if tuple(g.shape) != tuple(w.shape):
+            raise ValueError(f"{label} must have shape {tuple(w.shape)}; got {tuple(g.shape)}")
+        if g.dtype != w.dtype:
+            raise TypeError(f"{label} must have dtype {w.dtype}; got {g.dtype}")
+        if _DEBUG and not bool(torch.isfinite(torch.view_as_real(g) if g.is_complex() else g).all()):
+            raise ValueError(f"{label} contains NaN or Inf (debug checks are on)")
+
+
+class SSMLayer(nn.Module):
+    """Base class of every sequence-mixing layer; subclasses implement the contract above.
+
+    Class attributes:
+        causal: whether output t depends only on inputs <= t (then ``step`` exists).
+        optim_overrides: ``{parameter_name: {"lr_scale": float} or {"lr": float}, "weight_decay": float}``
+            read by :func:`torchssm.train.optim.build_optimizer` to reproduce each paper's optimizer
+            conventions (e.g. LRU: recurrent parameters at lr * 0.5 and no weight decay).
+    """
+
+    causal: bool = True
+    optim_overrides: dict = {}
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        if not isinstance(d_model, int) or d_model < 1:
+            raise ValueError(f"d_model must be a positive int, got {d_model!r}")
+        self.d_model = d_model
+
+    # --- contract -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, state: Optional[State] = None, *, return_state: bool = False):
+        raise NotImplementedError
+
+    def step(self, x_t: torch.Tensor, state: State):
+        raise NotImplementedError(f"{type(self).__name__} is not causal and has no step()")
+
+    def init_state(self, batch: int, device=None, dtype=None) -> State:
+        raise NotImplementedError
+
+    # --- helpers for subclasses -----------------------------------------------------------------
+    def _param_dtype(self) -> torch.dtype:
+        for p in self.parameters():
+            return p.dtype
+        return torch.get_default_dtype()
+
+    def _check_forward(self, x: torch.Tensor, state: Optional[State]) -> None:
+        check_sequence(x, self.d_model)
+        if state is not None:
+            self._check_state(state, x.shape[0])
+
+    def _check_step(self, x_t: torch.Tensor, state: State) -> None:
+        if not self.causal:
+            raise NotImplementedError(f"{type(self).__name__} is not causal (bidirectional) and has no step()")
+        check_token(x_t, self.d_model)
+        self._check_state(state, x_t.shape[0])
+
+    def _check_state(self, state: State, batch: int) -> None:
+        check_state_like(state, self.init_state(batch, device="meta"))

@@ -1,0 +1,59 @@
+"""Layer registry: build any sequence-mixing layer by name (``model.layer=s4d`` in a config).
+
+Entries are resolved lazily (module imported on first use), so a layer whose optional
+dependency is missing does not break the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Dict, Tuple
+
+from torch import nn
+
+# name -> (module, class name). Causality is a property of the built instance (``layer.causal``):
+# e.g. LRU(bidirectional=True) is not causal.
+_LAYERS: Dict[str, Tuple[str, str]] = {
+    "lru": ("torchssm.layers.lru", "LRU"),
+    "s4": ("torchssm.layers.s4", "S4"),
+    "s4d": ("torchssm.layers.s4d", "S4D"),
+    "dss": ("torchssm.layers.dss", "DSS"),
+    "s5": ("torchssm.layers.s5", "S5"),
+    "mamba": ("torchssm.layers.mamba", "Mamba"),
+    "mamba2": ("torchssm.layers.mamba2", "Mamba2"),
+    "hydra": ("torchssm.layers.hydra", "Hydra"),
+    "transformer": ("torchssm.layers.attention", "SelfAttention"),
+}
+
+
+def register_layer(name: str, module: str, class_name: str) -> None:
+    """Register a layer class under ``name`` (for user extensions)."""
+    _LAYERS[name] = (module, class_name)
+
+
+def available_layers() -> list:
+    """Names of registered layers whose module imports."""
+    out = []
+    for name in sorted(_LAYERS):
+        try:
+            get_layer_class(name)
+        except (ImportError, AttributeError):
+            continue
+        out.append(name)
+    return out
+
+
+def get_layer_class(name: str) -> type:
+    if name not in _LAYERS:
+        raise ValueError(f"unknown layer {name!r}; expected one of {sorted(_LAYERS)}")
+    module, cls = _LAYERS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_layer(name: str, d_model: int, **kwargs) -> nn.Module:
+    """Instantiate layer ``name`` with width ``d_model`` and its own keyword arguments."""
+    cls = get_layer_class(name)
+    try:
+        return cls(d_model, **kwargs)
+    except TypeError as err:
+        raise TypeError(f"bad arguments for layer {name!r} ({cls.__name__}): {err}") from err

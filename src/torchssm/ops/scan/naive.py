@@ -1,0 +1,36 @@
+"""Reference linear recurrence: a plain Python loop over time, the ground truth for tests.
+
+    h_t = a_t * h_{t-1} + b_t          (elementwise; h_{-1} = h0, or 0 where reset[:, t])
+
+Shapes: b (B, L, D) real or complex; a (B, L, D) or (D,); h0 (B, D) or None; reset (B, L) bool
+or None. Returns h (B, L, D). With ``reverse=True`` the recurrence runs from t = L-1 down to 0
+(h_{L} = h0). Differentiable by autograd (it builds a graph of L steps: slow, tests only).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+def linear_scan_naive(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    h0: Optional[torch.Tensor] = None,
+    *,
+    reverse: bool = False,
+    reset: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    batch, length, dim = b.shape
+    h = h0 if h0 is not None else b.new_zeros(batch, dim)
+    if a.dim() == 1:
+        a = a.expand(batch, length, dim)
+    out = [None] * length
+    times = range(length - 1, -1, -1) if reverse else range(length)
+    for t in times:
+        if reset is not None:
+            h = torch.where(reset[:, t, None], torch.zeros_like(h), h)
+        h = a[:, t] * h + b[:, t]
+        out[t] = h
+    return torch.stack(out, dim=1)
