@@ -1,0 +1,114 @@
+"""Checks of the layer contract (DESIGN.md), usable on any layer, including your own.
+
+    from torchssm.testing import check_layer_contract
+    check_layer_contract(MyLayer(16).double(), length=12)
+
+Each function raises AssertionError (via torch.testing.assert_close) with the mismatch.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import contextlib
+import re
+
+import torch
+
+from torchssm.layers.base import _flatten
+
+
+@contextlib.contextmanager
+def _raises(match: str = "."):
+    """Like pytest.raises((ValueError, TypeError), match=...) without depending on pytest."""
+    try:
+        yield
+    except (ValueError, TypeError) as err:
+        if not re.search(match, str(err)):
+            raise AssertionError(f"error message {str(err)!r} does not mention {match!r}") from err
+    else:
+        raise AssertionError("expected a ValueError or TypeError, nothing was raised")
+
+
+def _sequence(layer, batch: int, length: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    p = next(layer.parameters())
+    return torch.randn(batch, length, layer.d_model, generator=gen, dtype=p.real.dtype).to(p.device)
+
+
+def assert_states_close(got, want, **tol) -> None:
+    for g, w in zip(_flatten(got), _flatten(want), strict=True):
+        torch.testing.assert_close(g, w, **tol)
+
+
+def check_step_matches_forward(layer, x: Optional[torch.Tensor] = None, *, length: int = 12, **tol) -> None:
+    """Causal layers: unrolling ``step`` over the sequence equals ``forward`` (outputs and final state)."""
+    layer.eval()
+    x = _sequence(layer, 2, length) if x is None else x
+    with torch.no_grad():
+        y, final = layer(x, return_state=True)
+        state = layer.init_state(x.shape[0], device=x.device)
+        outs = []
+        for t in range(x.shape[1]):
+            y_t, state = layer.step(x[:, t], state)
+            outs.append(y_t)
+    torch.testing.assert_close(torch.stack(outs, dim=1), y, **tol)
+    assert_states_close(state, final, **tol)
+
+
+def check_chunked_continuation(layer, x: Optional[torch.Tensor] = None, *, length: int = 12, split: int = 5,
+                               **tol) -> None:
+    """forward(x[:, :k]) then forward(x[:, k:], state) equals forward(x), outputs and final state."""
+    layer.eval()
+    x = _sequence(layer, 2, length, seed=1) if x is None else x
+    with torch.no_grad():
+        y, final = layer(x, return_state=True)
+        y1, s1 = layer(x[:, :split], return_state=True)
+        y2, s2 = layer(x[:, split:], s1, return_state=True)
+    torch.testing.assert_close(torch.cat([y1, y2], dim=1), y, **tol)
+    assert_states_close(s2, final, **tol)
+
+
+def check_state_is_not_mutated(layer, *, batch: int = 2) -> None:
+    """``step`` is pure: it returns a new state and leaves the one passed in unchanged."""
+    x_t = _sequence(layer, batch, 1, seed=2)[:, 0]
+    state = layer.init_state(batch, device=x_t.device)
+    state = tuple(s + 0.1 for s in state) if isinstance(state, tuple) else state + 0.1
+    before = [s.clone() for s in _flatten(state)]
+    with torch.no_grad():
+        layer.step(x_t, state)
+    for b, s in zip(before, _flatten(state)):
+        torch.testing.assert_close(s, b, rtol=0, atol=0)
+
+
+def check_bad_inputs_raise(layer) -> None:
+    """Wrong rank, wrong d_model, empty sequence, wrong state shape/dtype raise ValueError/TypeError."""
+    d = layer.d_model
+    p = next(layer.parameters())
+    dtype = p.real.dtype
+    bad_inputs = [
+        torch.randn(3, d, dtype=dtype),  # rank 2
+        torch.randn(2, 4, d + 1, dtype=dtype),  # wrong d_model
+        torch.randn(2, 0, d, dtype=dtype),  # empty sequence
+    ]
+    for x in bad_inputs:
+        with _raises(str(d) if x.shape[-1] != d else "."):
+            layer(x)
+    good = torch.randn(2, 4, d, dtype=dtype)
+    state = layer.init_state(3)  # batch 3 for an input of batch 2
+    with _raises("shape"):
+        layer(good, state)
+    if layer.causal:
+        with _raises():
+            layer.step(torch.randn(2, d + 1, dtype=dtype), layer.init_state(2))
+        with _raises("shape"):
+            layer.step(good[:, 0], state)
+
+
+def check_layer_contract(layer, *, length: int = 12, **tol) -> None:
+    """All contract checks that apply to ``layer`` (use float64 layers for tight tolerances)."""
+    check_bad_inputs_raise(layer)
+    if layer.causal:
+        check_step_matches_forward(layer, length=length, **tol)
+        check_chunked_continuation(layer, length=length, **tol)
+        check_state_is_not_mutated(layer)
