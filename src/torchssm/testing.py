@@ -69,11 +69,16 @@ def check_chunked_continuation(layer, x: Optional[torch.Tensor] = None, *, lengt
     assert_states_close(s2, final, **tol)
 
 
+def _perturb(s: torch.Tensor) -> torch.Tensor:
+    """A non-zero state of the same dtype: +0.1 for float/complex, +1 for integer (e.g. a KV-cache position)."""
+    return s + 0.1 if (s.is_floating_point() or s.is_complex()) else s + 1
+
+
 def check_state_is_not_mutated(layer, *, batch: int = 2) -> None:
     """``step`` is pure: it returns a new state and leaves the one passed in unchanged."""
     x_t = _sequence(layer, batch, 1, seed=2)[:, 0]
     state = layer.init_state(batch, device=x_t.device)
-    state = tuple(s + 0.1 for s in state) if isinstance(state, tuple) else state + 0.1
+    state = tuple(_perturb(s) for s in state) if isinstance(state, tuple) else _perturb(state)
     before = [s.clone() for s in _flatten(state)]
     with torch.no_grad():
         layer.step(x_t, state)

@@ -1,0 +1,153 @@
+"""Multi-head self-attention with rotary positions: the Transformer baseline, as an SSM layer.
+
+    q, k, v = split(W_qkv x);  q, k <- RoPE(q, pos), RoPE(k, pos)
+    y_t = W_o concat_heads( sum_{j <= t} softmax_j(q_t . k_j / sqrt(d_head)) v_j )      (causal)
+
+Positions are rotary (RoPE; Su et al. 2021, "RoFormer", Sec. 3.4.2: theta_i = 10000^(-2i/d_head)),
+not learned: the layer has no parameter tied to a maximum length, so a model trained at length L
+can be *evaluated* at 2L..16L (``torchssm bench extrapolation``); ``max_len`` only sizes the KV cache.
+
+To fit the layer contract, the recurrent "state" of attention is its KV cache, preallocated:
+
+    state = (k_cache (b, heads, max_len, d_head), v_cache (b, heads, max_len, d_head), position (b,) long)
+
+``k_cache`` holds keys already rotated to their absolute position; ``position[i]`` is how many
+tokens sequence i has seen. ``step`` appends one token and attends over the cache: O(position) work
+per token (a Transformer's generation cost grows with the context; an SSM step does not), O(max_len)
+memory. ``forward`` with a state (chunked continuation) uses the same cached path as ``step``
+(:meth:`SelfAttention._attend_cached`), so the two cannot drift apart.
+
+Defaults: ``n_heads=4`` and ``max_len=4096`` are engineering choices for the baseline (4096 covers
+the Long Range Arena lengths up to Pathfinder-64, Tay et al. 2020, Table 1), not a paper's values.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchssm.layers.base import SSMLayer
+
+KVState = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+ROPE_BASE = 10000.0  # RoFormer (Su et al. 2021), Eq. 15
+
+
+def rope_rotate(x: torch.Tensor, positions: torch.Tensor, base: float = ROPE_BASE) -> torch.Tensor:
+    """Rotate pairs (x_i, x_{i + d/2}) of ``x`` (b, heads, l, d) by angle positions * base^(-2i/d).
+
+    ``positions`` is (b, l) (integer positions; any dtype). "Rotate-half" layout as in GPT-NeoX/LLaMA.
+    """
+    d = x.shape[-1]
+    half = d // 2
+    inv_freq = base ** (-torch.arange(half, device=x.device, dtype=torch.float64) * 2.0 / d)  # (d/2,)
+    angles = positions.to(torch.float64)[..., None] * inv_freq  # (b, l, d/2)
+    cos = angles.cos().to(x.dtype)[:, None]  # (b, 1, l, d/2)
+    sin = angles.sin().to(x.dtype)[:, None]
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class SelfAttention(SSMLayer):
+    """Multi-head scaled dot-product self-attention (``F.scaled_dot_product_attention``) with RoPE.
+
+    Args:
+        d_model: width h (divisible by ``n_heads``; d_head = h / n_heads must be even for RoPE).
+        n_heads: number of heads.
+        causal: causal mask (then ``step`` and stateful ``forward`` exist); ``False`` = bidirectional.
+        max_len: KV-cache capacity (tokens per sequence) for ``step`` / stateful ``forward``; a plain
+            ``forward(x)`` accepts any length.
+    """
+
+    def __init__(self, d_model: int, n_heads: int = 4, *, causal: bool = True, max_len: int = 4096):
+        super().__init__(d_model)
+        if not isinstance(n_heads, int) or n_heads < 1 or d_model % n_heads:
+            raise ValueError(f"n_heads must be a positive divisor of d_model={d_model}; got {n_heads!r}")
+        if (d_model // n_heads) % 2:
+            raise ValueError(f"d_head = d_model / n_heads = {d_model // n_heads} must be even for rotary positions")
+        if not isinstance(max_len, int) or max_len < 1:
+            raise ValueError(f"max_len must be a positive int; got {max_len!r}")
+        self.n_heads = n_heads
+        self.d_head = d_model // n_heads
+        self.causal = bool(causal)
+        self.max_len = max_len
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    # --- shared by forward and step ---------------------------------------------------------------
+    def _project(self, x: torch.Tensor, positions: torch.Tensor):
+        """x (b, l, h), positions (b, l) -> rotated q, k and v, each (b, heads, l, d_head)."""
+        b, l, _ = x.shape
+        q, k, v = self.qkv(x).view(b, l, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
+        return rope_rotate(q, positions), rope_rotate(k, positions), v
+
+    def _merge(self, o: torch.Tensor) -> torch.Tensor:
+        """o (b, heads, l, d_head) -> y (b, l, h)."""
+        b, _, l, _ = o.shape
+        return self.out(o.transpose(1, 2).reshape(b, l, self.d_model))
+
+    def _attend_cached(self, x: torch.Tensor, state: KVState) -> Tuple[torch.Tensor, KVState]:
+        """Append x (b, l, h) to the KV cache and attend causally over cache + x. Pure (copies the cache).
+
+        Reads ``position.max()`` once (a host sync) to attend only over the filled part of the cache.
+        """
+        k_cache, v_cache, position = state
+        b, l, _ = x.shape
+        end = int(position.max()) + l  # filled length after this call (longest sequence in the batch)
+        if end > self.max_len:
+            raise ValueError(
+                f"KV cache overflow: position {end - l} + {l} new tokens > max_len={self.max_len}; "
+                f"build SelfAttention(..., max_len>={end})"
+            )
+        positions = position[:, None] + torch.arange(l, device=x.device)  # (b, l)
+        q, k, v = self._project(x, positions)
+        index = positions[:, None, :, None].expand(b, self.n_heads, l, self.d_head)  # (b, heads, l, d_head)
+        k_cache = k_cache.scatter(2, index, k.to(k_cache.dtype))
+        v_cache = v_cache.scatter(2, index, v.to(v_cache.dtype))
+        keys = torch.arange(end, device=x.device)  # (end,)
+        mask = keys[None, None, :] <= positions[:, :, None]  # (b, l, end): key j visible to query t
+        o = F.scaled_dot_product_attention(
+            q, k_cache[:, :, :end].to(q.dtype), v_cache[:, :, :end].to(q.dtype), attn_mask=mask[:, None]
+        )  # (b, heads, l, d_head)
+        return self._merge(o), (k_cache, v_cache, position + l)
+
+    # --- contract ---------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, state: Optional[KVState] = None, *, return_state: bool = False):
+        """x (b, l, h) -> y (b, l, h); with a state, continue the sequences held in the KV cache."""
+        self._check_forward(x, state)
+        if not self.causal:
+            if state is not None or return_state:
+                raise ValueError("bidirectional SelfAttention (causal=False) has no state; call forward(x)")
+            positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+            q, k, v = self._project(x, positions)
+            return self._merge(F.scaled_dot_product_attention(q, k, v))
+        if state is None and not return_state:  # training fast path: SDPA's fused causal kernel
+            positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+            q, k, v = self._project(x, positions)
+            return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=True))
+        if state is None:
+            state = self.init_state(x.shape[0], device=x.device, dtype=self._param_dtype())
+        y, new_state = self._attend_cached(x, state)
+        return (y, new_state) if return_state else y
+
+    def step(self, x_t: torch.Tensor, state: KVState):
+        """x_t (b, h) -> (y_t (b, h), new_state): one token, attending over the cache."""
+        self._check_step(x_t, state)
+        y, new_state = self._attend_cached(x_t[:, None], state)
+        return y[:, 0], new_state
+
+    def init_state(self, batch: int, device=None, dtype=None) -> KVState:
+        """Empty cache: k_cache, v_cache (b, heads, max_len, d_head) zeros, position (b,) zeros (long)."""
+        dtype = dtype or self._param_dtype()
+        shape = (batch, self.n_heads, self.max_len, self.d_head)
+        return (
+            torch.zeros(shape, device=device, dtype=dtype),
+            torch.zeros(shape, device=device, dtype=dtype),
+            torch.zeros(batch, device=device, dtype=torch.long),
+        )
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, n_heads={self.n_heads}, causal={self.causal}, max_len={self.max_len}"

@@ -1,0 +1,114 @@
+"""SelfAttention (the Transformer baseline): layer contract, KV cache, RoPE, errors."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torchssm.layers.attention import SelfAttention, rope_rotate
+from torchssm.layers.registry import build_layer
+from torchssm.testing import check_layer_contract, check_bad_inputs_raise
+
+
+def _layer(**kw):
+    torch.manual_seed(0)
+    return SelfAttention(8, n_heads=2, max_len=32, **kw).double()
+
+
+def test_contract_float64():
+    check_layer_contract(_layer(), length=12, rtol=1e-10, atol=1e-10)
+
+
+def test_contract_float32():
+    torch.manual_seed(0)
+    check_layer_contract(SelfAttention(8, n_heads=2, max_len=32), length=12, rtol=1e-4, atol=1e-5)
+
+
+def test_registered_as_transformer():
+    layer = build_layer("transformer", 8, n_heads=2)
+    assert isinstance(layer, SelfAttention) and layer.causal
+
+
+def test_matches_explicit_softmax_attention():
+    """forward == softmax(q k^T / sqrt(d) + causal mask) v with the same projections (float64)."""
+    layer = _layer()
+    x = torch.randn(2, 7, 8, dtype=torch.float64)
+    pos = torch.arange(7).expand(2, -1)
+    q, k, v = layer._project(x, pos)  # (b, heads, l, d_head)
+    scores = q @ k.transpose(-1, -2) / layer.d_head**0.5
+    scores = scores.masked_fill(torch.ones(7, 7, dtype=torch.bool).triu(1), float("-inf"))
+    want = layer._merge(scores.softmax(-1) @ v)
+    torch.testing.assert_close(layer(x), want)
+
+
+def test_cached_path_gradients_match_fused_path():
+    """The cached path (used by step / stateful forward) and SDPA's causal path: every gradient."""
+    layer = _layer()
+    x = torch.randn(2, 6, 8, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 6, 8, dtype=torch.float64)
+    grads = []
+    for use_cache in (False, True):
+        layer.zero_grad()
+        x.grad = None
+        y = layer(x, return_state=True)[0] if use_cache else layer(x)
+        (y * g).sum().backward()
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in layer.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_rope_is_relative():
+    """<RoPE(q, m), RoPE(k, n)> depends only on m - n (RoFormer, Sec. 3.4.2)."""
+    q = torch.randn(1, 1, 1, 8, dtype=torch.float64)
+    k = torch.randn(1, 1, 1, 8, dtype=torch.float64)
+
+    def dot(m, n):
+        return (rope_rotate(q, torch.tensor([[m]])) * rope_rotate(k, torch.tensor([[n]]))).sum()
+
+    torch.testing.assert_close(dot(5, 2), dot(13, 10))
+    torch.testing.assert_close(dot(0, 0), (q * k).sum())
+
+
+def test_per_sequence_positions_in_batch():
+    """Sequences at different cache positions in one batch each continue their own history."""
+    layer = _layer()
+    x = torch.randn(2, 9, 8, dtype=torch.float64)
+    full = layer(x)
+    state = layer.init_state(2)
+    _, s_a = layer(x[:1, :4], return_state=True)
+    _, s_b = layer(x[1:, :6], return_state=True)
+    state = tuple(torch.cat([a, b]) for a, b in zip(s_a, s_b))
+    assert state[2].tolist() == [4, 6]
+    y0, _ = layer.step(torch.stack([x[0, 4], x[1, 6]]), state)
+    torch.testing.assert_close(y0, torch.stack([full[0, 4], full[1, 6]]))
+
+
+def test_cache_overflow_raises():
+    layer = _layer()
+    with pytest.raises(ValueError, match="max_len"):
+        layer(torch.randn(1, 33, 8, dtype=torch.float64), return_state=True)
+    layer(torch.randn(1, 40, 8, dtype=torch.float64))  # plain forward: any length
+
+
+def test_bidirectional():
+    layer = _layer(causal=False)
+    check_bad_inputs_raise(layer)
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    y = layer(x)
+    x2 = x.clone()
+    x2[:, -1] += 1.0
+    assert not torch.allclose(layer(x2)[:, 0], y[:, 0])  # sees the future
+    with pytest.raises(NotImplementedError):
+        layer.step(x[:, 0], layer.init_state(2))
+    with pytest.raises(ValueError, match="no state"):
+        layer(x, return_state=True)
+
+
+@pytest.mark.parametrize("kw", [dict(n_heads=3), dict(n_heads=8), dict(max_len=0)])
+def test_bad_constructor_args(kw):
+    with pytest.raises(ValueError):
+        SelfAttention(8, **kw)
+
+
+def test_state_on_meta_device():
+    k, v, pos = SelfAttention(8, n_heads=2, max_len=16).init_state(3, device="meta")
+    assert k.shape == v.shape == (3, 2, 16, 4) and pos.shape == (3,) and pos.dtype == torch.long
