@@ -1,0 +1,205 @@
+"""Linear Recurrent Unit (LRU): Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks for
+Long Sequences" (ICML), Sec. 3 and the reference code of App. A.
+
+Math, per channel of the complex diagonal state (n = d_state entries, h = d_model channels):
+
+    lambda   = exp(-exp(nu_log) + i exp(theta_log))           (n,)  stable exponential parameterisation
+    gamma    = exp(gamma_log)                                 (n,)  normalisation, init sqrt(1 - |lambda|^2)
+    h_t      = lambda * h_{t-1} + gamma * (B x_t)             (b, n) complex, B = B_re + i B_im (n, h)
+    y_t      = Re(C h_t) + D * x_t                            (b, h), C = C_re + i C_im (h, n), D (h,)
+
+Bidirectional mode (as S5's, Smith et al. 2023, App. D.1): lambda and B are shared, the recurrence also
+runs reversed in time, and a second readout C2 reads the reversed state:
+    y_t = Re(C h_t) + Re(C2 g_t) + D * x_t,   g_t = lambda * g_{t+1} + gamma * (B x_t).
+
+Shapes: b batch, l length, h = d_model, n = d_state (see torchssm.layers.base).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+from torchssm.layers.base import SSMLayer
+from torchssm.layers.init import lru_ring_init
+from torchssm.ops import linear_scan
+
+# LRU reference code (App. A): the recurrent parameters get lr * lr_factor (lr_factor = 0.5, App. D,
+# "we use a smaller learning rate, 0.5x, for the recurrent parameters") and no weight decay.
+_RECURRENT = ("nu_log", "theta_log", "gamma_log", "B_re", "B_im")
+
+
+def _complex_dtype(real: torch.dtype) -> torch.dtype:
+    return torch.complex128 if real == torch.float64 else torch.complex64
+
+
+def lengths_to_reset(lengths: torch.Tensor, length: int) -> torch.Tensor:
+    """(b,) valid lengths -> (b, l) bool, true at each sequence's last valid step (t = lengths - 1).
+
+    A reversed scan with this ``reset`` starts from a zero state at the last valid step, so padding
+    (t >= lengths) never flows backward into the valid part.
+    """
+    t = torch.arange(length, device=lengths.device)  # (l,)
+    return t[None, :] == (lengths[:, None] - 1)  # (b, l)
+
+
+def check_lengths(lengths: Optional[torch.Tensor], batch: int) -> None:
+    """Shape/dtype check of a (batch,) integer ``lengths`` tensor (no device sync)."""
+    if lengths is None:
+        return
+    if not isinstance(lengths, torch.Tensor) or tuple(lengths.shape) != (batch,):
+        shape = tuple(lengths.shape) if isinstance(lengths, torch.Tensor) else type(lengths).__name__
+        raise ValueError(f"lengths must have shape (batch,)=({batch},); got {shape}")
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must be an integer tensor; got dtype {lengths.dtype}")
+
+
+class LRU(SSMLayer):
+    """Linear Recurrent Unit with complex diagonal state (see the module docstring for the math).
+
+    Args:
+        d_model: h, input/output channels.
+        d_state: n, complex state size.
+        r_min, r_max: ring init radii of lambda (Lemma 3.2). Defaults 0 and 1 are the paper's
+            general ring of Sec. 3.2 (the whole unit disk); its LRA runs use r_min in [0, 0.9] and
+            r_max 0.99-0.999 (Table 10 / App. D), MNIST-1D here uses 0.5 / 0.99 (configs/).
+        max_phase: phases ~ U[0, max_phase]; 2*pi is the paper's default, pi/10 its PathX choice
+            (Sec. 3.3, "reducing the phase at initialisation").
+        bidirectional: also run the recurrence reversed with a second readout C2 (non-causal).
+        backend: scan backend passed to :func:`torchssm.ops.linear_scan`.
+    """
+
+    optim_overrides = {name: {"lr_scale": 0.5, "weight_decay": 0.0} for name in _RECURRENT}
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int,
+        *,
+        r_min: float = 0.0,
+        r_max: float = 1.0,
+        max_phase: float = 2 * math.pi,
+        bidirectional: bool = False,
+        backend: str = "auto",
+    ):
+        super().__init__(d_model)
+        if not isinstance(d_state, int) or d_state < 1:
+            raise ValueError(f"d_state must be a positive int, got {d_state!r}")
+        self.d_state = d_state
+        self.bidirectional = bool(bidirectional)
+        self.causal = not self.bidirectional
+        self.backend = backend
+        self.r_min, self.r_max, self.max_phase = r_min, r_max, max_phase
+        h, n = d_model, d_state
+        dtype = torch.get_default_dtype()
+
+        nu_log, theta_log = lru_ring_init(n, r_min, r_max, max_phase, dtype=torch.float64)  # (n,), (n,)
+        # gamma = sqrt(1 - |lambda|^2) = sqrt(-expm1(-2 nu)): exact near |lambda| = 1 (no 1 - 1 = 0)
+        gamma_log = 0.5 * torch.log(-torch.expm1(-2 * torch.exp(nu_log)))  # (n,)
+        self.nu_log = nn.Parameter(nu_log.to(dtype))
+        self.theta_log = nn.Parameter(theta_log.to(dtype))
+        self.gamma_log = nn.Parameter(gamma_log.to(dtype))
+        # Glorot-like init of App. A: B ~ N(0, 1/(2h)) per real/imag part, C ~ N(0, 1/n), D ~ N(0, 1)
+        self.B_re = nn.Parameter(torch.randn(n, h) / math.sqrt(2 * h))  # (n, h)
+        self.B_im = nn.Parameter(torch.randn(n, h) / math.sqrt(2 * h))  # (n, h)
+        self.C_re = nn.Parameter(torch.randn(h, n) / math.sqrt(n))  # (h, n)
+        self.C_im = nn.Parameter(torch.randn(h, n) / math.sqrt(n))  # (h, n)
+        if self.bidirectional:
+            self.C2_re = nn.Parameter(torch.randn(h, n) / math.sqrt(n))  # (h, n)
+            self.C2_im = nn.Parameter(torch.randn(h, n) / math.sqrt(n))  # (h, n)
+        self.D = nn.Parameter(torch.randn(h))  # (h,)
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, d_state={self.d_state}, r_min={self.r_min}, r_max={self.r_max}, "
+                f"max_phase={self.max_phase:.4g}, bidirectional={self.bidirectional}")
+
+    # --- the one place lambda and the normalised B are built ----------------------------------------
+    def _discretized(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """lambda (n,) complex and gamma-normalised B (n, h) complex, used by forward and step."""
+        lam = torch.exp(torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log)))  # (n,)
+        gamma = torch.exp(self.gamma_log)[:, None]  # (n, 1)
+        B_norm = torch.complex(self.B_re * gamma, self.B_im * gamma)  # (n, h)
+        return lam, B_norm
+
+    @staticmethod
+    def _input(x: torch.Tensor, B_norm: torch.Tensor) -> torch.Tensor:
+        """gamma * B x for x (..., h) real: (..., n) complex (two real matmuls, no complex GEMM)."""
+        return torch.complex(x @ B_norm.real.T, x @ B_norm.imag.T)
+
+    @staticmethod
+    def _readout(h: torch.Tensor, C_re: torch.Tensor, C_im: torch.Tensor) -> torch.Tensor:
+        """Re(C h) for h (..., n) complex: (..., h) real."""
+        return h.real @ C_re.T - h.imag @ C_im.T
+
+    # --- contract --------------------------------------------------------------------------------------
+    def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
+        """Zero state (b, n), complex64 for float32 parameters, complex128 for float64."""
+        real = self.nu_log.dtype if dtype is None else dtype
+        cdtype = real if (isinstance(real, torch.dtype) and real.is_complex) else _complex_dtype(real)
+        device = self.nu_log.device if device is None else device
+        return torch.zeros(batch, self.d_state, device=device, dtype=cdtype)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: Optional[torch.Tensor] = None,
+        *,
+        return_state: bool = False,
+        reset: Optional[torch.Tensor] = None,
+        lengths: Optional[torch.Tensor] = None,
+    ):
+        """x (b, l, h) -> y (b, l, h); with ``return_state`` also the state after the last valid step.
+
+        ``state`` (b, n) complex: initial state (causal mode only). ``reset`` (b, l) bool: zero the state
+        before step t (episode starts). ``lengths`` (b,) int: valid lengths of a right-padded batch;
+        the reversed direction starts at each sequence's last valid step and the returned state is the
+        one at ``lengths - 1``. Outputs at padded positions are finite but meaningless.
+        """
+        self._check_forward(x, state)
+        batch, length, _ = x.shape
+        check_lengths(lengths, batch)
+        if self.bidirectional and (state is not None or return_state):
+            raise ValueError("a bidirectional LRU carries no state: call it with state=None, return_state=False")
+        lam, B_norm = self._discretized()
+        xp = x.to(self.nu_log.dtype)  # (b, l, h): params' dtype (bf16 has no complex type)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            bu = self._input(xp, B_norm)  # (b, l, n) complex
+            h = linear_scan(lam, bu, state, reset=reset, backend=self.backend)  # (b, l, n)
+            y = self._readout(h, self.C_re, self.C_im) + self.D * xp  # (b, l, h)
+            if self.bidirectional:
+                # reversed scan: state before step t is zeroed where a new episode starts at t + 1
+                # (reset) and at each sequence's last valid step (lengths), so nothing flows backward
+                # across an episode boundary or out of the padding
+                rev_reset = torch.zeros(batch, length, dtype=torch.bool, device=x.device)  # (b, l)
+                if reset is not None:
+                    rev_reset[:, :-1] = reset[:, 1:]
+                if lengths is not None:
+                    rev_reset = rev_reset | lengths_to_reset(lengths.to(x.device), length)
+                g = linear_scan(lam, bu, None, reverse=True, reset=rev_reset, backend=self.backend)  # (b, l, n)
+                y = y + self._readout(g, self.C2_re, self.C2_im)
+        y = y.to(x.dtype)
+        if not return_state:
+            return y
+        if lengths is None:
+            return y, h[:, -1]
+        last = (lengths.to(x.device).clamp(1, length) - 1)[:, None, None].expand(-1, 1, self.d_state)  # (b, 1, n)
+        return y, h.gather(1, last)[:, 0]
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor):
+        """One token: x_t (b, h), state (b, n) complex -> (y_t (b, h), new_state (b, n)). Pure, O(1)."""
+        self._check_step(x_t, state)
+        lam, B_norm = self._discretized()
+        xp = x_t.to(self.nu_log.dtype)  # (b, h)
+        with torch.autocast(device_type=x_t.device.type, enabled=False):
+            new_state = lam * state + self._input(xp, B_norm)  # (b, n)
+            y_t = self._readout(new_state, self.C_re, self.C_im) + self.D * xp  # (b, h)
+        return y_t.to(x_t.dtype), new_state
+
+    # --- introspection ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def eigenvalues(self) -> torch.Tensor:
+        """lambda (n,) complex: the diagonal of the state transition (for plots and analysis)."""
+        return self._discretized()[0]

@@ -1,0 +1,153 @@
+"""The LRU article's deep model (Orvieto et al. 2023, Fig. 1 / App. D), built from a ModelConfig:
+
+    inputs (b, l, d_input) float  -> Linear d_input -> h         (or (b, l) token ids -> Embedding)
+      -> n_layers x ResidualBlock (norm, SSM layer, GELU, dropout, GLU, dropout, skip)   (b, l, h)
+      -> pooling: "mean" over valid steps | "last" valid step  (b, h)  | "none" (b, l, h)
+      -> Linear h -> d_output                                  logits (b, d_output) or (b, l, d_output)
+
+Paired tasks (LRA Retrieval, Tay et al. 2021, Sec. 3; its ``classifier_head_dual``): the same encoder
+and blocks embed both sequences into u and v (b, h), and an MLP reads [u, v, u*v, u-v] (b, 4h):
+Linear 4h -> h, GELU, Linear h -> d_output (GELU as in S5's RetrievalDecoder).
+
+Padding (``lengths`` (b,) int, right-padded batches): causal layers never see later steps, BatchNorm
+statistics ignore padded steps (``MaskedBatchNorm``), bidirectional layers receive ``lengths``, and
+pooling averages / picks valid steps only, so logits do not depend on the padding.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from torchssm.models.blocks import ResidualBlock, lengths_to_mask
+from torchssm.models.config import ModelConfig
+from torchssm.models.pretrained import PretrainedMixin
+
+_POOLINGS = ("mean", "last", "none")
+_INPUT_KINDS = ("real", "tokens")
+
+
+def _check_config(cfg: ModelConfig) -> None:
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"expected a ModelConfig, got {type(cfg).__name__}")
+    for name in ("d_model", "d_input", "d_output"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"model config {name} must be a positive int, got {value!r}")
+    if not isinstance(cfg.n_layers, int) or cfg.n_layers < 0:
+        raise ValueError(f"model config n_layers must be an int >= 0, got {cfg.n_layers!r}")
+    if cfg.pooling not in _POOLINGS:
+        raise ValueError(f"model config pooling must be one of {list(_POOLINGS)}, got {cfg.pooling!r}")
+    if cfg.input_kind not in _INPUT_KINDS:
+        raise ValueError(f"model config input_kind must be one of {list(_INPUT_KINDS)}, got {cfg.input_kind!r}")
+    if cfg.paired and cfg.pooling == "none":
+        raise ValueError("a paired (two-tower) model needs pooling 'mean' or 'last', not 'none'")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"model config dropout must be in [0, 1), got {cfg.dropout!r}")
+
+
+class DeepSSM(PretrainedMixin, nn.Module):
+    """Encoder, residual SSM blocks, pooling and head (see the module docstring)."""
+
+    model_type = "deep_ssm"
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        _check_config(config)
+        self.config = config
+        h = config.d_model
+        if config.input_kind == "tokens":
+            self.encoder = nn.Embedding(config.d_input, h)
+        else:
+            self.encoder = nn.Linear(config.d_input, h)
+        self.blocks = nn.ModuleList(
+            ResidualBlock(config.layer, h, config.layer_kwargs, norm=config.norm, prenorm=config.prenorm,
+                          dropout=config.dropout, glu=config.glu)
+            for _ in range(config.n_layers)
+        )
+        if config.paired:
+            self.head = nn.Sequential(nn.Linear(4 * h, h), nn.GELU(), nn.Linear(h, config.d_output))
+        else:
+            self.head = nn.Linear(h, config.d_output)
+
+    # --- input checks (shapes/dtypes only: no device sync) ----------------------------------------------
+    def _check_inputs(self, inputs, lengths, name: str) -> torch.Tensor:
+        cfg = self.config
+        if not isinstance(inputs, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(inputs).__name__}")
+        if cfg.input_kind == "tokens":
+            if inputs.dim() != 2 or inputs.is_floating_point() or inputs.is_complex():
+                raise ValueError(f"{name} must be integer token ids of shape (batch, length); got "
+                                 f"dtype {inputs.dtype}, shape {tuple(inputs.shape)}")
+        else:
+            if inputs.dim() == 2 and cfg.d_input == 1:
+                inputs = inputs[..., None]  # (b, l) -> (b, l, 1)
+            if inputs.dim() != 3 or inputs.shape[-1] != cfg.d_input:
+                raise ValueError(f"{name} must have shape (batch, length, d_input={cfg.d_input}); got "
+                                 f"{tuple(inputs.shape)}")
+            if not inputs.is_floating_point():
+                raise TypeError(f"{name} must be a floating-point tensor (input_kind='real'); got {inputs.dtype}")
+        if inputs.shape[1] == 0:
+            raise ValueError(f"{name} is an empty sequence (length 0)")
+        if lengths is not None:
+            if not isinstance(lengths, torch.Tensor) or tuple(lengths.shape) != (inputs.shape[0],):
+                shape = tuple(lengths.shape) if isinstance(lengths, torch.Tensor) else type(lengths).__name__
+                raise ValueError(f"lengths for {name} must have shape (batch,)=({inputs.shape[0]},); got {shape}")
+            if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+                raise TypeError(f"lengths for {name} must be an integer tensor; got dtype {lengths.dtype}")
+        return inputs
+
+    # --- model --------------------------------------------------------------------------------------------
+    def features(self, inputs: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Encoder + blocks + pooling: (b, h) pooled, or (b, l, h) with pooling "none"."""
+        inputs = self._check_inputs(inputs, lengths, "inputs")
+        length = inputs.shape[1]
+        if lengths is not None:
+            lengths = lengths.to(inputs.device).clamp(1, length)
+        mask = lengths_to_mask(lengths, length)  # (b, l) or None
+        x = self.encoder(inputs)  # (b, l, h)
+        for block in self.blocks:
+            x = block(x, lengths, mask)
+        pooling = self.config.pooling
+        if pooling == "none":
+            return x
+        if pooling == "mean":
+            if mask is None:
+                return x.mean(dim=1)
+            m = mask[..., None].to(x.dtype)  # (b, l, 1)
+            return (x * m).sum(dim=1) / m.sum(dim=1)  # (b, h)
+        if lengths is None:  # "last"
+            return x[:, -1]
+        idx = (lengths - 1)[:, None, None].expand(-1, 1, x.shape[-1])  # (b, 1, h)
+        return x.gather(1, idx)[:, 0]  # (b, h)
+
+    def forward(self, inputs: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+                inputs2: Optional[torch.Tensor] = None, lengths2: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits (b, d_output), or (b, l, d_output) with pooling "none".
+
+        ``lengths`` (b,) int: valid lengths of right-padded ``inputs``. Paired models also take the
+        second sequence ``inputs2`` (and its ``lengths2``).
+        """
+        if self.config.paired:
+            if inputs2 is None:
+                raise ValueError("this paired (two-tower) model needs inputs2, the second sequence")
+            u = self.features(inputs, lengths)  # (b, h)
+            v = self.features(inputs2, lengths2)  # (b, h)
+            if u.shape[0] != v.shape[0]:
+                raise ValueError(f"inputs and inputs2 must have the same batch size; got {u.shape[0]} and {v.shape[0]}")
+            return self.head(torch.cat([u, v, u * v, u - v], dim=-1))  # (b, d_output)
+        if inputs2 is not None:
+            raise ValueError("inputs2 was given but the model is not paired (ModelConfig.paired=False)")
+        return self.head(self.features(inputs, lengths))
+
+
+def build_model(cfg: ModelConfig) -> DeepSSM:
+    """The deep SSM model of the LRU article for ``cfg`` (layer chosen by registry name)."""
+    return DeepSSM(cfg)
+
+
+def build_model_from_dict(data: dict) -> DeepSSM:
+    """Builder used by :func:`torchssm.models.pretrained.from_pretrained` for ``model_type='deep_ssm'``."""
+    return DeepSSM(ModelConfig.from_dict(data))

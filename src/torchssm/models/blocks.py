@@ -1,0 +1,123 @@
+"""Residual block of the LRU article's deep model (Orvieto et al. 2023, Fig. 1 and App. D; the same
+block as S5, Smith et al. 2023, App. B):
+
+    pre-norm:   x + Dropout(GLU(Dropout(GELU(SSM(Norm(x))))))
+    post-norm:  Norm(x + Dropout(GLU(Dropout(GELU(SSM(x))))))
+    GLU(z) = W1 z * sigmoid(W2 z), one Linear h -> 2h followed by ``F.glu``.
+
+Shapes: b batch, l length, h = d_model. ``mask`` (b, l) bool is true at valid (non-padded) steps.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchssm.layers.registry import build_layer
+
+
+def lengths_to_mask(lengths: Optional[torch.Tensor], length: int) -> Optional[torch.Tensor]:
+    """(b,) valid lengths -> (b, l) bool mask, true where t < lengths (None stays None)."""
+    if lengths is None:
+        return None
+    return torch.arange(length, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class MaskedBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over channels of (b, l, h) sequences whose statistics ignore padded steps.
+
+    Without a mask this is exactly ``nn.BatchNorm1d(h)`` over the b*l tokens. With a (b, l) mask
+    in training, mean and (biased) variance are taken over the valid tokens only, and the running
+    statistics are updated with them (unbiased variance, as ``nn.BatchNorm1d``); all positions are
+    then normalised with those statistics. No boolean indexing, so no device sync.
+    """
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:  # (b, l, h)
+        if mask is None or not self.training:
+            return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+        m = mask[..., None].to(x.dtype)  # (b, l, 1)
+        count = m.sum().clamp_min(1.0)
+        mean = (x * m).sum((0, 1)) / count  # (h,)
+        var = (((x - mean) ** 2) * m).sum((0, 1)) / count  # (h,)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                unbiased = var * count / (count - 1).clamp_min(1.0)
+                self.running_mean.mul_(1 - mom).add_(mom * mean)
+                self.running_var.mul_(1 - mom).add_(mom * unbiased)
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            y = y * self.weight + self.bias
+        return y
+
+
+class _LayerNorm(nn.LayerNorm):
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return super().forward(x)
+
+
+class _NoNorm(nn.Identity):
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return x
+
+
+def build_norm(kind: str, d_model: int) -> nn.Module:
+    """"batch" (masked-aware BatchNorm), "layer" (LayerNorm) or "none"; all take (x, mask)."""
+    if kind == "batch":
+        return MaskedBatchNorm(d_model)
+    if kind == "layer":
+        return _LayerNorm(d_model)
+    if kind == "none":
+        return _NoNorm()
+    raise ValueError(f"unknown norm {kind!r}; expected one of ['batch', 'layer', 'none']")
+
+
+def _accepts(fn, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class ResidualBlock(nn.Module):
+    """One residual block: norm, SSM layer (by registry name), GELU, dropout, GLU, dropout, skip.
+
+    ``glu=False`` replaces the GLU by a plain Linear h -> h (S4's default output projection).
+    ``lengths`` is passed to the SSM layer when its ``forward`` accepts it (bidirectional layers
+    need it so padding does not flow backward); causal layers are padding-invariant on valid steps.
+    """
+
+    def __init__(self, layer: str, d_model: int, layer_kwargs: Optional[dict] = None, *, norm: str = "batch",
+                 prenorm: bool = True, dropout: float = 0.0, glu: bool = True):
+        super().__init__()
+        self.prenorm = prenorm
+        self.norm = build_norm(norm, d_model)
+        self.ssm = build_layer(layer, d_model, **(layer_kwargs or {}))
+        self.out = nn.Linear(d_model, 2 * d_model if glu else d_model)
+        self.glu = glu
+        self.dropout = nn.Dropout(dropout)
+        self._ssm_takes_lengths = _accepts(self.ssm.forward, "lengths")
+
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (b, l, h) -> (b, l, h); ``mask`` (b, l) is ``lengths_to_mask(lengths, l)`` (computed once)."""
+        skip = x
+        if self.prenorm:
+            x = self.norm(x, mask)
+        if self._ssm_takes_lengths and lengths is not None:
+            x = self.ssm(x, lengths=lengths)
+        else:
+            x = self.ssm(x)
+        x = self.dropout(F.gelu(x))
+        x = self.out(x)  # (b, l, 2h) or (b, l, h)
+        if self.glu:
+            x = F.glu(x, dim=-1)  # (b, l, h)
+        x = skip + self.dropout(x)
+        if not self.prenorm:
+            x = self.norm(x, mask)
+        return x

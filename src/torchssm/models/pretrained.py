@@ -1,0 +1,136 @@
+"""Save and load trained models the ecosystem's way: a directory with ``config.json`` + ``model.safetensors``.
+
+    model.save_pretrained("runs/mnist1d")          # any model with PretrainedMixin
+    model = torchssm.from_pretrained("runs/mnist1d")
+
+``config.json`` is the model's config dict plus ``"model_type"``; the type names a builder
+``fn(config_dict) -> nn.Module``. Builders are registered with :func:`register_model_type`
+(lazily, by module path), and a type ``t`` not registered is looked up by importing
+``torchssm.models.t`` (that module calls ``register_model_type`` on import). Both files are written
+atomically (temporary file in the same directory, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, Tuple, Union
+
+import torch
+from torch import nn
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+_META_KEYS = ("model_type", "torchssm_version")
+
+# model_type -> (module, function name) of a builder fn(config_dict) -> nn.Module
+_MODEL_TYPES: Dict[str, Tuple[str, str]] = {
+    "deep_ssm": ("torchssm.models.backbone", "build_model_from_dict"),
+}
+
+
+def register_model_type(model_type: str, module: str, builder: str) -> None:
+    """Register ``module.builder(config_dict) -> nn.Module`` for configs whose model_type is ``model_type``."""
+    _MODEL_TYPES[model_type] = (module, builder)
+
+
+def _get_builder(model_type: str) -> Callable[[dict], nn.Module]:
+    if model_type not in _MODEL_TYPES and re.fullmatch(r"[a-z_][a-z0-9_]*", model_type or ""):
+        try:  # convention: torchssm.models.<model_type> registers itself on import
+            importlib.import_module(f"torchssm.models.{model_type}")
+        except ModuleNotFoundError:
+            pass
+    if model_type not in _MODEL_TYPES:
+        raise ValueError(f"unknown model_type {model_type!r} in {CONFIG_NAME}; expected one of "
+                         f"{sorted(_MODEL_TYPES)} (register others with register_model_type)")
+    module, name = _MODEL_TYPES[model_type]
+    return getattr(importlib.import_module(module), name)
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_pretrained(model: nn.Module, path: Union[str, os.PathLike]) -> Path:
+    """Write ``config.json`` (``model.config.to_dict()`` + model_type) and ``model.safetensors`` into ``path``."""
+    from safetensors.torch import save_model
+
+    from torchssm import __version__
+
+    model_type = getattr(model, "model_type", None)
+    config = getattr(model, "config", None)
+    if model_type is None or not hasattr(config, "to_dict"):
+        raise TypeError(f"{type(model).__name__} needs a `model_type` and a `config` with to_dict() to be saved")
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"model_type": model_type, "torchssm_version": __version__, **config.to_dict()}
+    text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+
+    def write_config(tmp: str) -> None:
+        Path(tmp).write_text(text)
+
+    _atomic_write(out / CONFIG_NAME, write_config)
+    # save_model drops duplicates of shared tensors (tied embeddings) that safetensors cannot store
+    _atomic_write(out / WEIGHTS_NAME, lambda tmp: save_model(model, tmp, metadata={"model_type": model_type}))
+    return out
+
+
+def load_config(path: Union[str, os.PathLike]) -> dict:
+    """The parsed ``config.json`` of a saved model directory (with its "model_type")."""
+    file = Path(path) / CONFIG_NAME
+    if not file.is_file():
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {str(path)!r}: expected a directory written by save_pretrained")
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file} is not valid JSON (corrupt config): {err}") from err
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+        raise ValueError(f"{file} must be a JSON object with a string 'model_type'")
+    return data
+
+
+def from_pretrained(path: Union[str, os.PathLike], *, device: Union[str, torch.device, None] = None) -> nn.Module:
+    """Rebuild the model saved in ``path`` and load its weights (strict: every tensor must match)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    data = load_config(path)
+    builder = _get_builder(data["model_type"])
+    config = {k: v for k, v in data.items() if k not in _META_KEYS}
+    model = builder(config)
+    weights = Path(path) / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {str(path)!r}: expected a directory written by save_pretrained")
+    try:
+        missing, unexpected = load_model(model, weights, strict=False)
+    except SafetensorError as err:
+        raise ValueError(f"{weights} is not a valid safetensors file (corrupt or truncated): {err}") from err
+    except RuntimeError as err:  # shape mismatch
+        raise ValueError(f"{CONFIG_NAME} does not match the weights in {weights}: {err}") from err
+    if missing or unexpected:
+        raise ValueError(f"{CONFIG_NAME} does not match the weights in {weights}: missing {sorted(missing)}, "
+                         f"unexpected {sorted(unexpected)}")
+    model.eval()
+    return model.to(device) if device is not None else model
+
+
+class PretrainedMixin:
+    """Adds ``save_pretrained(dir)`` to a model with ``model_type`` and ``config`` (with ``to_dict``)."""
+
+    model_type: str = ""
+
+    def save_pretrained(self, path: Union[str, os.PathLike]) -> Path:
+        return save_pretrained(self, path)
