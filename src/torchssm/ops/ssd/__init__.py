@@ -1,1 +1,48 @@
-"""ssd package."""
+"""Mamba-2's state-space duality (SSD): scalar-times-identity A per head, grouped B/C.
+
+``ssd(...)`` dispatches: ``backend="naive"`` runs the recurrence (:func:`ssd_naive`); any other
+backend runs the chunked matmul algorithm (:func:`ssd_chunked`, plain PyTorch, any device).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from torchssm.ops.ssd.chunked import segsum, ssd_chunked
+from torchssm.ops.ssd.naive import ssd_naive
+
+
+def ssd(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: Optional[torch.Tensor] = None,
+    z: Optional[torch.Tensor] = None,
+    dt_bias: Optional[torch.Tensor] = None,
+    dt_softplus: bool = False,
+    h0: Optional[torch.Tensor] = None,
+    *,
+    return_final_state: bool = False,
+    reset: Optional[torch.Tensor] = None,
+    chunk_size: int = 64,
+    backend: str = "auto",
+):
+    """SSD y = SSM(A, dt x, B, C) + D x, gated by silu(z) (math in ``naive.py``).
+
+    Args:
+        x: (b, l, h, p).  dt: (b, l, h) raw steps.  A: (h,) negative scalars (Mamba-2: -exp(A_log)).
+        B, C: (b, l, g, n) with g dividing h.  D: (h,) or (h, p).  z: (b, l, h, p).  dt_bias: (h,).
+        h0: (b, h, p, n).  reset: bool (b, l), zero the state before step t.
+        chunk_size: chunk of the matmul algorithm (any value; L need not be a multiple).
+        backend: "naive" | anything else (chunked PyTorch).
+    """
+    fn = ssd_naive if backend == "naive" else ssd_chunked
+    return fn(x, dt, A, B, C, D, z, dt_bias, dt_softplus, h0,
+              return_final_state=return_final_state, reset=reset, chunk_size=chunk_size)
+
+
+__all__ = ["segsum", "ssd", "ssd_chunked", "ssd_naive"]
