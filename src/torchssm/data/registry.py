@@ -53,6 +53,12 @@ class TaskData:
 # name -> module that registers it on import
 _TASK_MODULES: Dict[str, str] = {
     "mnist1d": "torchssm.data.mnist1d",
+    "copying": "torchssm.data.synthetic.copying",
+    "selective_copying": "torchssm.data.synthetic.copying",
+    "induction_heads": "torchssm.data.synthetic.recall",
+    "mqar": "torchssm.data.synthetic.recall",
+    "adding": "torchssm.data.synthetic.signals",
+    "aa_ab": "torchssm.data.synthetic.signals",
 }
 _BUILDERS: Dict[str, Callable[..., TaskData]] = {}
 _DESCRIPTIONS: Dict[str, str] = {}
