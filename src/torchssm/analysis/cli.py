@@ -1,0 +1,86 @@
+"""``torchssm plot <figure>``: the LRU article's figures and checkpoint analyses as PNG/SVG files.
+
+    torchssm plot smd --out figs/            spring-mass-damper: eigenvalues, damping, ZOH vs bilinear
+    torchssm plot aa-ab --out figs/          information propagation with low / high / negative damping
+    torchssm plot ring --r-min 0.4 --r-max 0.9
+    torchssm plot eigs --checkpoint runs/x   eigenvalues of a trained LRU (vs its ring init)
+    torchssm plot impulse --layer lru        impulse responses of a fresh layer, or --checkpoint
+    torchssm plot hippo                      HiPPO matrices as heat maps
+    torchssm plot all --out figs/            every figure that needs no checkpoint
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+FIGURES = ("smd", "aa-ab", "ring", "eigs", "impulse", "hippo", "all")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("plot", help="analysis figures (eigenvalues, damping demos, impulse responses)")
+    p.add_argument("figure", choices=FIGURES)
+    p.add_argument("--out", default="figures", help="output directory (default: figures/)")
+    p.add_argument("--format", default="png", choices=("png", "svg", "pdf"))
+    p.add_argument("--r-min", type=float, default=0.4, help="ring init r_min (the article's figure: 0.4)")
+    p.add_argument("--r-max", type=float, default=0.9, help="ring init r_max (the article's figure: 0.9)")
+    p.add_argument("--max-phase", type=float, default=2 * math.pi, help="ring init max phase (PathX: pi/10)")
+    p.add_argument("--n", type=int, default=512, help="number of eigenvalues (ring) / HiPPO size")
+    p.add_argument("--checkpoint", help="save_pretrained directory, .safetensors or torch state dict")
+    p.add_argument("--init", help="eigs: checkpoint before training (default: ring init with --r-min/--r-max)")
+    p.add_argument("--layer", default="lru", help="impulse: registry name of a fresh layer (no --checkpoint)")
+    p.add_argument("--d-model", type=int, default=8, help="impulse: width of the fresh layer")
+    p.add_argument("--layer-kwargs", default="{}", help="impulse: JSON keyword arguments of the fresh layer")
+    p.add_argument("--length", type=int, default=256, help="impulse: response length")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def _model_for_impulse(args):
+    import torch
+
+    if args.checkpoint:
+        import torchssm
+
+        return torchssm.from_pretrained(args.checkpoint)
+    from torchssm.layers.registry import build_layer
+
+    torch.manual_seed(args.seed)
+    return build_layer(args.layer, args.d_model, **json.loads(args.layer_kwargs))
+
+
+def run(args) -> int:
+    from torchssm.analysis import plots
+
+    def out(name):
+        return os.path.join(args.out, f"{name}.{args.format}")
+
+    ring = {"r_min": args.r_min, "r_max": args.r_max, "max_phase": args.max_phase}
+    todo = ["smd", "aa-ab", "ring", "impulse", "hippo"] if args.figure == "all" else [args.figure]
+    for fig in todo:
+        if fig == "smd":
+            res = plots.plot_spring_mass_damper(out("spring_mass_damper"))
+        elif fig == "aa-ab":
+            res = plots.plot_information_propagation(out("aa_vs_ab"))
+            for label, sep in res["separation"].items():
+                print(f"  {label:17s} |s_aa - s_ab| at t_end = {sep:.3e}")
+        elif fig == "ring":
+            res = plots.plot_lru_ring(out("lru_ring_init"), n=args.n, seed=args.seed, **ring)
+            print(f"  |lambda| in [{res['min_abs']:.4f}, {res['max_abs']:.4f}], max |phase| {res['max_abs_phase']:.4f}")
+        elif fig == "eigs":
+            if not args.checkpoint:
+                raise ValueError("plot eigs needs --checkpoint PATH")
+            res = plots.plot_checkpoint_eigenvalues(out("lru_eigenvalues"), args.checkpoint, args.init or ring)
+            for name, s in res["summary"].items():
+                print(f"  {name}: |lambda| in [{s['min_abs']:.4f}, {s['max_abs']:.4f}], "
+                      f"max |phase| {s['max_abs_phase']:.4f}")
+        elif fig == "impulse":
+            res = plots.plot_impulse_responses(out("impulse_response"), _model_for_impulse(args), args.length)
+        else:
+            res = plots.plot_hippo(out("hippo"), n=min(args.n, 64))
+        if res["path"] is None:
+            print(f"skipped {fig}: {res['skipped']}")
+        else:
+            print(f"wrote {res['path']}")
+    return 0

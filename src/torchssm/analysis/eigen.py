@@ -1,0 +1,99 @@
+"""Eigenvalues of LRU layers: at ring initialisation and in a trained checkpoint (pure functions).
+
+The LRU's stable exponential parameterisation (Orvieto et al. 2023, "Resurrecting Recurrent Neural
+Networks for Long Sequences", Sec. 3.3, Eq. 6):
+
+    lambda = exp(-exp(nu_log) + i exp(theta_log)),   |lambda| = exp(-exp(nu_log)) < 1 always,
+
+and the ring initialisation (Lemma 3.2): |lambda| uniform over the area of the ring
+r_min <= |lambda| <= r_max, arg(lambda) ~ U[0, max_phase]. The article's figure uses r_min = 0.4,
+r_max = 0.9; the paper restricts the phase to max_phase = pi/10 for PathX (Sec. 3.3, "initialization
+of the phase") and uses r_min up to 0.9-0.999 on the long-range tasks (App. D, hyper-parameter tables).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Dict, Mapping, Union
+
+import torch
+from torch import nn
+
+from torchssm.layers.init import lru_ring_init
+
+# The article's ring figure (shared/seeds/000, "Stable exponential parameterization").
+ARTICLE_RING = {"r_min": 0.4, "r_max": 0.9, "max_phase": 2 * math.pi}
+
+
+def lru_eigenvalues(nu_log: torch.Tensor, theta_log: torch.Tensor) -> torch.Tensor:
+    """lambda = exp(-exp(nu_log) + i exp(theta_log)): (n,) real parameters -> (n,) complex128."""
+    nu_log, theta_log = nu_log.detach().to(torch.float64), theta_log.detach().to(torch.float64)
+    return torch.exp(torch.complex(-torch.exp(nu_log), torch.exp(theta_log)))
+
+
+def ring_init_eigenvalues(
+    n: int = 256, r_min: float = 0.4, r_max: float = 0.9, max_phase: float = 2 * math.pi, seed: int = 0
+) -> torch.Tensor:
+    """Eigenvalues (n,) complex128 drawn by the LRU ring init (:func:`torchssm.layers.init.lru_ring_init`)."""
+    gen = torch.Generator().manual_seed(seed)
+    nu_log, theta_log = lru_ring_init(n, r_min, r_max, max_phase, generator=gen, dtype=torch.float64)
+    return lru_eigenvalues(nu_log, theta_log)
+
+
+def load_state_dict(source: Union[str, os.PathLike, nn.Module, Mapping[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """A state dict from a model, a mapping, a ``save_pretrained`` directory, a .safetensors or a torch file.
+
+    Directories go through :func:`torchssm.from_pretrained`; torch files may wrap the state dict
+    under "model" or "state_dict" (training checkpoints).
+    """
+    if isinstance(source, nn.Module):
+        return dict(source.state_dict())
+    if isinstance(source, Mapping):
+        return dict(source)
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        import torchssm
+
+        return dict(torchssm.from_pretrained(path).state_dict())
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path!r} (expected a directory, .safetensors or torch file)")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "model_state"):
+        if isinstance(data, Mapping) and isinstance(data.get(key), Mapping):
+            return dict(data[key])
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path!r} does not hold a state dict (got {type(data).__name__})")
+    return dict(data)
+
+
+def checkpoint_eigenvalues(source) -> Dict[str, torch.Tensor]:
+    """{layer prefix: eigenvalues (n,) complex128} for every ``<prefix>nu_log`` / ``<prefix>theta_log`` pair."""
+    state = load_state_dict(source)
+    out = {}
+    for key in sorted(state):
+        if key.endswith("nu_log"):
+            prefix = key[: -len("nu_log")]
+            if prefix + "theta_log" in state:
+                out[prefix.rstrip(".") or "lru"] = lru_eigenvalues(state[key], state[prefix + "theta_log"]).flatten()
+    if not out:
+        raise ValueError("no LRU eigenvalues found: the checkpoint has no '<prefix>nu_log' + '<prefix>theta_log' pair")
+    return out
+
+
+def eigenvalue_summary(lam: torch.Tensor) -> Dict[str, float]:
+    """Magnitude and phase statistics of eigenvalues (n,) complex: the numbers printed next to a plot."""
+    mag, phase = lam.abs(), lam.angle().abs()
+    return {
+        "n": int(lam.numel()),
+        "min_abs": float(mag.min()),
+        "max_abs": float(mag.max()),
+        "mean_abs": float(mag.mean()),
+        "max_abs_phase": float(phase.max()),
+        # effective memory 1 / (1 - |lambda|): steps until a component decays by ~e
+        "max_memory_steps": float(1.0 / (1.0 - mag.max()).clamp_min(1e-12)),
+    }

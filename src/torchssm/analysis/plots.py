@@ -1,0 +1,183 @@
+"""Figures of the LRU article and of trained models (matplotlib, imported lazily, no display needed).
+
+Each ``plot_*`` function computes its numbers with the pure functions of
+:mod:`torchssm.analysis.dynamics`, :mod:`~torchssm.analysis.eigen` and :mod:`~torchssm.analysis.impulse`,
+writes one figure (format from the suffix: .png or .svg) and returns ``{"path": ..., **numbers}``.
+Figures are drawn on a bare ``matplotlib.figure.Figure`` (Agg canvas): no pyplot, no GUI backend.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional, Sequence
+
+import torch
+
+from torchssm.analysis import dynamics, eigen, impulse
+
+
+def _figure(ncols: int = 1, nrows: int = 1, size=(5.0, 4.0)):
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("plots need matplotlib: pip install 'torchssm[plot]'") from err
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    return fig, axes
+
+
+def _save(fig, path) -> str:
+    path = os.fspath(path)
+    if os.path.splitext(path)[1].lower() not in {".png", ".svg", ".pdf"}:
+        raise ValueError(f"figure path must end in .png, .svg or .pdf; got {path!r}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _unit_circle(ax, shade: bool = True):
+    t = torch.linspace(0, 2 * math.pi, 400)
+    ax.plot(t.cos(), t.sin(), color="k", lw=0.8)
+    if shade:
+        ax.fill(t.cos(), t.sin(), color="tab:green", alpha=0.08, label="stable |z| < 1")
+    ax.set_aspect("equal")
+    ax.set_xlabel("Re")
+    ax.set_ylabel("Im")
+
+
+def plot_spring_mass_damper(path, m: float = 1.0, k: float = 1.0, dt: float = 0.5,
+                            dampings: Sequence[float] = (-0.4, -0.1, 0.1, 0.4, 1.0, 2.0, 3.0)) -> dict:
+    """Four panels: continuous eigenvalues vs damping c (stable / unstable half-planes), free response
+    vs damping ratio, and ZOH vs bilinear discrete eigenvalues in the unit disk."""
+    fig, (ax_s, ax_r, ax_z, ax_zz) = _figure(2, 2)
+    sweep = torch.linspace(min(dampings), max(dampings), 200).tolist()
+    locus = dynamics.eigenvalue_locus(sweep, m, k)  # (200, 2)
+    ax_s.axvspan(-4, 0, color="tab:green", alpha=0.08, label="stable Re < 0")
+    ax_s.axvspan(0, 4, color="tab:red", alpha=0.08, label="unstable Re > 0")
+    ax_s.plot(locus.real.ravel(), locus.imag.ravel(), ".", ms=1.5, color="0.5")
+    eigs = {c: dynamics.smd_eigenvalues(m, k, c) for c in dampings}
+    for c, lam in eigs.items():
+        ax_s.plot(lam.real, lam.imag, "x", label=f"c={c:g} (zeta={dynamics.damping_ratio(m, k, c):.2f})")
+    ax_s.set_xlim(-3.5, 1.0)
+    ax_s.set_title(f"continuous eigenvalues, m={m:g}, k={k:g}")
+    ax_s.set_xlabel("Re lambda = -c / 2m")
+    ax_s.set_ylabel("Im lambda")
+    ax_s.legend(fontsize=6)
+
+    zetas = (-0.05, 0.1, 0.5, 1.0, 2.0)
+    t, responses = dynamics.damping_responses(zetas, omega_n=math.sqrt(k / m))
+    for zeta, x in responses.items():
+        ax_r.plot(t, x, label=f"zeta={zeta:g}")
+    ax_r.set_title("free response x(t), x(0)=1")
+    ax_r.set_xlabel("t")
+    ax_r.legend(fontsize=7)
+
+    discrete = {}
+    for ax, method in ((ax_z, "zoh"), (ax_zz, "bilinear")):
+        _unit_circle(ax)
+        for c, lam in eigs.items():
+            z = dynamics.discrete_eigenvalues(lam, dt, method)
+            discrete[(method, c)] = z
+            ax.plot(z.real, z.imag, "x", label=f"c={c:g}")
+        ax.set_title(f"{method} eigenvalues, dt={dt:g}")
+        ax.legend(fontsize=6)
+    out = {"path": _save(fig, path), "continuous": eigs, "discrete": discrete, "responses": responses}
+    return out
+
+
+def plot_information_propagation(path, **kwargs) -> dict:
+    """The aa-vs-ab demo (the article's Figures 3-5): inputs and responses for each damping regime."""
+    demo = dynamics.information_propagation(**kwargs)
+    labels = list(demo["response"])
+    fig, axes = _figure(1, len(labels) + 1, size=(9.0, 2.2))
+    t = demo["t"]
+    for seq, u in demo["inputs"].items():
+        axes[0].plot(t[:-1], u, label=seq)
+    axes[0].set_title("inputs: token a = +1, b = -1")
+    axes[0].legend(fontsize=7)
+    for ax, label in zip(axes[1:], labels):
+        for seq, x in demo["response"][label].items():
+            ax.plot(t, x, label=seq)
+        nu = demo["damping"][label]
+        ax.set_title(f"{label} (nu={nu:g}): |s_aa - s_ab| at end = {demo['separation'][label]:.3g}")
+        ax.legend(fontsize=7)
+    axes[-1].set_xlabel("t")
+    demo["path"] = _save(fig, path)
+    return demo
+
+
+def plot_lru_ring(path, n: int = 512, r_min: float = 0.4, r_max: float = 0.9, max_phase: float = 2 * math.pi,
+                  seed: int = 0) -> dict:
+    """Eigenvalues of the LRU ring init in the complex plane, with the ring r_min <= |lambda| <= r_max."""
+    lam = eigen.ring_init_eigenvalues(n, r_min, r_max, max_phase, seed)
+    fig, (ax,) = _figure()
+    _unit_circle(ax, shade=False)
+    t = torch.linspace(0, max_phase, 200)
+    for r in (r_min, r_max):
+        ax.plot(r * t.cos(), r * t.sin(), "--", color="tab:red", lw=0.8)
+    ax.plot(lam.real, lam.imag, ".", ms=3)
+    ax.set_title(f"LRU ring init: r in [{r_min:g}, {r_max:g}], phase in [0, {max_phase:.3g}]")
+    return {"path": _save(fig, path), "eigenvalues": lam, **eigen.eigenvalue_summary(lam)}
+
+
+def plot_checkpoint_eigenvalues(path, checkpoint, init: Optional[dict] = None) -> dict:
+    """Eigenvalues of every LRU layer in a checkpoint; with ``init`` (another checkpoint or ring
+    kwargs {"r_min", "r_max", "max_phase"}) also the eigenvalues before training, for comparison."""
+    trained = eigen.checkpoint_eigenvalues(checkpoint)
+    before = None
+    if isinstance(init, dict) and set(init) <= {"r_min", "r_max", "max_phase", "seed"}:
+        n = max(v.numel() for v in trained.values())
+        before = {"ring init": eigen.ring_init_eigenvalues(n, **init)}
+    elif init is not None:
+        before = eigen.checkpoint_eigenvalues(init)
+    fig, axes = _figure(len(trained), 1)
+    for ax, (name, lam) in zip(axes, trained.items()):
+        _unit_circle(ax, shade=False)
+        if before is not None:
+            ref = before.get(name, next(iter(before.values())))
+            ax.plot(ref.real, ref.imag, ".", ms=3, color="0.6", label="before training")
+        ax.plot(lam.real, lam.imag, ".", ms=3, color="tab:blue", label="trained")
+        ax.set_title(name)
+        ax.legend(fontsize=7)
+    summary = {name: eigen.eigenvalue_summary(lam) for name, lam in trained.items()}
+    return {"path": _save(fig, path), "eigenvalues": trained, "before": before, "summary": summary}
+
+
+def plot_impulse_responses(path, model: torch.nn.Module, length: int = 256, channels: int = 4) -> dict:
+    """For every SSM layer in ``model``: K[t, i, i] of the first ``channels`` channels and ||K[t]||_F."""
+    layers = list(impulse.sequence_layers(model))
+    if not layers:
+        raise ValueError(f"{type(model).__name__} contains no SSM layer (torchssm.layers.base.SSMLayer)")
+    fig, axes = _figure(2, len(layers), size=(5.0, 3.0))
+    kernels = {}
+    for row, (name, layer) in enumerate(layers):
+        k = impulse.impulse_response(layer, length)  # (l, h, h)
+        kernels[name] = k
+        ax_k, ax_n = axes[2 * row], axes[2 * row + 1]
+        for i in range(min(channels, k.shape[1])):
+            ax_k.plot(k[:, i, i].double(), lw=0.8, label=f"channel {i}")
+        ax_k.set_title(f"{name}: impulse response K[t, i, i]")
+        ax_k.legend(fontsize=6)
+        ax_n.semilogy(impulse.kernel_norms(k).clamp_min(1e-30))
+        ax_n.set_title(f"{name}: ||K[t]||_F")
+        ax_n.set_xlabel("t")
+    return {"path": _save(fig, path), "kernels": kernels}
+
+
+def plot_hippo(path, n: int = 64) -> dict:
+    """HiPPO matrices (LegS, LegT, FouT, whichever torchssm.layers.init provides) as heat maps.
+
+    Returns {"path": None, "skipped": reason} without writing a file when none is available.
+    """
+    mats = impulse.hippo_matrices(n)
+    if not mats:
+        return {"path": None, "skipped": "torchssm.layers.init provides no HiPPO matrices (hippo_legs, ...) yet"}
+    fig, axes = _figure(len(mats), 1, size=(4.0, 3.6))
+    for ax, (kind, a) in zip(axes, mats.items()):
+        im = ax.imshow(a, cmap="RdBu_r", vmin=-a.abs().max(), vmax=a.abs().max())
+        ax.set_title(f"HiPPO-{kind} A ({n}x{n})")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    return {"path": _save(fig, path), "matrices": mats}

@@ -1,0 +1,199 @@
+"""The numbers behind each analysis figure, and that `torchssm plot` writes non-empty files."""
+
+import math
+import os
+
+import pytest
+import torch
+
+from torchssm.analysis import dynamics, eigen, impulse
+from torchssm.layers.base import SSMLayer
+from torchssm.layers.init import lru_ring_init
+from torchssm.ops.scan.naive import linear_scan_naive
+
+# --- spring-mass-damper ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("c", [-0.5, -0.1, 0.1, 0.5, 2.0, 3.0])
+def test_eigenvalues_match_matrix_and_stability_sign(c):
+    a, _ = dynamics.smd_matrices(1.5, 2.0, c)
+    want = torch.linalg.eigvals(a)
+    got = dynamics.smd_eigenvalues(1.5, 2.0, c)
+    torch.testing.assert_close(sorted(got.tolist(), key=lambda z: (z.imag, z.real)),
+                               sorted(want.tolist(), key=lambda z: (z.imag, z.real)))
+    assert bool((got.real < 0).all()) == (c > 0)  # positive damping <=> left half-plane
+
+
+def test_damping_ratio_regimes():
+    assert dynamics.damping_ratio(1.0, 4.0, 4.0) == pytest.approx(1.0)  # critical: c = 2 sqrt(mk)
+    t, resp = dynamics.damping_responses((-0.05, 0.1, 1.0, 2.0), t_end=40.0)
+    assert resp[0.1].min() < -0.5  # under-damped: overshoots through 0
+    assert resp[1.0].min() > -1e-9 and resp[2.0].min() > -1e-9  # critically / over-damped: no crossing
+    assert resp[-0.05][t > 30].abs().max() > 1.5  # negative damping grows
+    # under-damped envelope exp(-zeta t)
+    assert resp[0.1][t > 30].abs().max() <= math.exp(-0.1 * 30) * 1.01 + 1e-12
+
+
+@pytest.mark.parametrize("method", ["zoh", "bilinear"])
+def test_discrete_eigenvalues_match_discretized_matrices(method):
+    a, b = dynamics.smd_matrices(1.0, 2.0, 0.3)
+    dt = 0.4
+    a_bar, _ = dynamics.discretize(a, b, dt, method)
+    got = dynamics.discrete_eigenvalues(torch.linalg.eigvals(a), dt, method)
+    want = torch.linalg.eigvals(a_bar)
+    key = lambda z: (round(z.imag, 9), z.real)  # noqa: E731
+    torch.testing.assert_close(sorted(got.tolist(), key=key), sorted(want.tolist(), key=key))
+
+
+def test_stable_maps_into_unit_disk():
+    lam = torch.complex(-torch.rand(100, dtype=torch.float64) * 3 - 1e-3, torch.randn(100, dtype=torch.float64) * 3)
+    for method in ("zoh", "bilinear"):
+        assert bool((dynamics.discrete_eigenvalues(lam, 0.7, method).abs() < 1).all())
+        assert bool((dynamics.discrete_eigenvalues(-lam.conj(), 0.7, method).abs() > 1).all())
+
+
+def test_zoh_is_exact_for_held_inputs():
+    """simulate() with ZOH equals the closed form of a first-order system x' = -x + u, u = 1."""
+    a, b = torch.tensor([[-1.0]], dtype=torch.float64), torch.tensor([[1.0]], dtype=torch.float64)
+    states = dynamics.simulate(a, b, torch.ones(20), 0.25)
+    t = torch.arange(21, dtype=torch.float64) * 0.25
+    torch.testing.assert_close(states[:, 0], 1 - torch.exp(-t))
+
+
+def test_zoh_singular_a():
+    a = torch.tensor([[0.0, 1.0], [0.0, 0.0]], dtype=torch.float64)  # k = c = 0: free mass, singular
+    b = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+    a_bar, b_bar = dynamics.discretize(a, b, 2.0, "zoh")
+    torch.testing.assert_close(a_bar, torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=torch.float64))
+    torch.testing.assert_close(b_bar, torch.tensor([[2.0], [2.0]], dtype=torch.float64))  # (dt^2/2, dt)
+
+
+def test_information_propagation_aa_vs_ab():
+    demo = dynamics.information_propagation()
+    sep = demo["separation"]
+    assert sep["low damping"] > 0.1  # the first token's information survives
+    assert sep["high damping"] < 1e-6  # forgotten: final states coincide
+    for seq in ("aa", "ab"):
+        x = demo["response"]["negative damping"][seq]
+        t = demo["t"]
+        assert x[t > 20].abs().max() > 1.5 * x[t < 10].abs().max()  # grows without bound
+        assert demo["final"]["high damping"][seq].abs().max() < 1e-6
+    u = demo["inputs"]["ab"]
+    assert u.max() == 1.0 and u.min() == -1.0
+    assert demo["inputs"]["aa"].min() == 0.0
+
+
+# --- LRU eigenvalues -------------------------------------------------------------------------------
+
+
+def test_ring_init_eigenvalues_inside_ring():
+    lam = eigen.ring_init_eigenvalues(4000, r_min=0.4, r_max=0.9, max_phase=math.pi / 10, seed=1)
+    mag = lam.abs()
+    assert mag.min() >= 0.4 - 1e-9 and mag.max() <= 0.9 + 1e-9
+    assert lam.angle().min() >= 0 and lam.angle().max() <= math.pi / 10 + 1e-9
+    # uniform over the ring's area (Lemma 3.2): E|lambda|^2 = (r_min^2 + r_max^2) / 2
+    assert float((mag**2).mean()) == pytest.approx((0.16 + 0.81) / 2, abs=0.01)
+
+
+def test_checkpoint_eigenvalues_from_state_dict_and_files(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    nu_log, theta_log = lru_ring_init(16, 0.9, 0.99, generator=gen)
+    state = {"blocks.0.layer.nu_log": nu_log, "blocks.0.layer.theta_log": theta_log, "head.weight": torch.ones(2)}
+    want = torch.exp(torch.complex(-nu_log.double().exp(), theta_log.double().exp()))
+    got = eigen.checkpoint_eigenvalues(state)
+    assert list(got) == ["blocks.0.layer"]
+    torch.testing.assert_close(got["blocks.0.layer"], want)
+    torch.save({"model": state, "step": 3}, tmp_path / "ckpt.pt")
+    torch.testing.assert_close(eigen.checkpoint_eigenvalues(tmp_path / "ckpt.pt")["blocks.0.layer"], want)
+    from safetensors.torch import save_file
+
+    save_file(state, str(tmp_path / "m.safetensors"))
+    torch.testing.assert_close(eigen.checkpoint_eigenvalues(tmp_path / "m.safetensors")["blocks.0.layer"], want)
+    with pytest.raises(ValueError, match="nu_log"):
+        eigen.checkpoint_eigenvalues({"w": torch.ones(1)})
+    with pytest.raises(FileNotFoundError):
+        eigen.checkpoint_eigenvalues(tmp_path / "missing.pt")
+
+
+# --- impulse responses ---------------------------------------------------------------------------
+
+
+class _DiagonalLTI(SSMLayer):
+    """Test layer y_t = sum_k lambda^k x_{t-k} (diagonal, real): its kernel is K[t] = diag(lambda^t)."""
+
+    def __init__(self, d_model):
+        super().__init__(d_model)
+        self.lam = torch.nn.Parameter(torch.linspace(0.5, 0.95, d_model, dtype=torch.float64))
+
+    def forward(self, x, state=None, *, return_state=False):
+        return linear_scan_naive(self.lam, x)
+
+
+def test_impulse_response_is_the_convolution_kernel():
+    layer = _DiagonalLTI(3)
+    k = impulse.impulse_response(layer, length=10)
+    assert k.shape == (10, 3, 3)
+    t = torch.arange(10, dtype=torch.float64)[:, None]
+    want = torch.diag_embed(layer.lam.detach()[None] ** t)
+    torch.testing.assert_close(k, want)
+    norms = impulse.kernel_norms(k)
+    assert bool((norms[1:] < norms[:-1]).all())
+
+
+def test_impulse_response_causal_attention_removes_bias():
+    from torchssm.layers.attention import SelfAttention
+
+    torch.manual_seed(0)
+    layer = SelfAttention(4, n_heads=2).double()
+    k = impulse.impulse_response(layer, length=6)
+    assert k.shape == (6, 4, 4) and torch.isfinite(k).all()
+    assert layer.training  # mode restored
+
+
+def _legs(n):
+    """HiPPO-LegS (Gu et al. 2020, Theorem 2): A_nk = -sqrt(2n+1)sqrt(2k+1) (n > k), -(n+1) (n = k), 0 else."""
+    q = torch.sqrt(2 * torch.arange(n, dtype=torch.float64) + 1)
+    a = -torch.tril(q[:, None] * q[None, :], -1)
+    return a - torch.diag(torch.arange(n, dtype=torch.float64) + 1)
+
+
+def test_hippo_matrices_when_available():
+    mats = impulse.hippo_matrices(8)
+    if "legs" not in mats:
+        pytest.skip("torchssm.layers.init has no HiPPO-LegS yet")
+    a = mats["legs"]
+    want = _legs(8)
+    assert a.shape == (8, 8)
+    torch.testing.assert_close(a, want)
+
+
+# --- files -----------------------------------------------------------------------------------------
+
+
+def test_plot_cli_writes_files(tmp_path):
+    pytest.importorskip("matplotlib")
+    from torchssm.cli import main
+
+    assert main(["plot", "all", "--out", str(tmp_path), "--layer", "transformer", "--d-model", "4",
+                 "--layer-kwargs", '{"n_heads": 2}', "--length", "16", "--n", "64"]) == 0
+    for name in ("spring_mass_damper", "aa_vs_ab", "lru_ring_init", "impulse_response"):
+        assert os.path.getsize(tmp_path / f"{name}.png") > 1000
+    assert main(["plot", "ring", "--out", str(tmp_path), "--format", "svg"]) == 0
+    assert (tmp_path / "lru_ring_init.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_plot_checkpoint_eigenvalues(tmp_path):
+    pytest.importorskip("matplotlib")
+    from torchssm.analysis import plots
+    from torchssm.cli import main
+
+    gen = torch.Generator().manual_seed(0)
+    state = dict(zip(("l.nu_log", "l.theta_log"), lru_ring_init(32, 0.5, 0.9, generator=gen)))
+    torch.save(state, tmp_path / "sd.pt")
+    res = plots.plot_checkpoint_eigenvalues(tmp_path / "e.png", tmp_path / "sd.pt", {"r_min": 0.5, "r_max": 0.9})
+    assert os.path.getsize(res["path"]) > 1000
+    assert 0.5 - 1e-6 <= res["summary"]["l"]["min_abs"] <= res["summary"]["l"]["max_abs"] <= 0.9 + 1e-6
+    assert main(["plot", "eigs", "--checkpoint", str(tmp_path / "sd.pt"), "--out", str(tmp_path)]) == 0
+    assert main(["plot", "eigs", "--out", str(tmp_path)]) == 2  # needs --checkpoint: one-line error
+    with pytest.raises(ValueError, match=".png"):
+        plots.plot_lru_ring(tmp_path / "x.jpg")
