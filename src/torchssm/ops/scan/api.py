@@ -6,6 +6,8 @@ from typing import Optional
 
 import torch
 
+from torchssm.ops.backend import BACKENDS
+from torchssm.ops.scan.function import scan
 from torchssm.ops.scan.naive import linear_scan_naive
 
 
@@ -28,9 +30,12 @@ def check_scan_inputs(a, b, h0, reset) -> None:
             raise ValueError(f"reset must have shape (batch, length)={(batch, length)}; got {tuple(reset.shape)}")
         if reset.dtype != torch.bool:
             raise TypeError(f"reset must be a bool tensor; got dtype {reset.dtype}")
-    for name, t in (("a", a), ("h0", h0)):
+    for name, t in (("a", a), ("h0", h0), ("reset", reset)):
         if t is not None and t.device != b.device:
             raise ValueError(f"{name} is on {t.device} but b is on {b.device}")
+    for name, t in (("a", a), ("b", b), ("h0", h0)):
+        if t is not None and not (t.is_floating_point() or t.is_complex()):
+            raise TypeError(f"{name} must be a floating-point or complex tensor; got dtype {t.dtype}")
 
 
 def linear_scan(
@@ -50,12 +55,23 @@ def linear_scan(
         h0: initial state (batch, dim); zero if None.
         reverse: run from the end of the sequence.
         reset: bool (batch, length); where true the state is zeroed before step t (episode starts).
-        backend: "auto" | "naive" | "chunked" | "cpu" | "gpu" (see torchssm.ops.backend).
+        backend: "auto" | "naive" | "chunked" | "cpu" | "gpu" (see torchssm.ops.backend). "auto" is the
+            Triton kernel on CUDA, the numba kernel on CPU, else the chunked PyTorch scan. Every
+            backend except "naive" runs under one autograd Function whose backward is a reverse scan.
     Returns:
-        h: (batch, length, dim), dtype of the promoted (a, b).
+        h: (batch, length, dim), dtype of the promoted (a, b, h0).
+
+    Example:
+        >>> import torch
+        >>> from torchssm.ops import linear_scan
+        >>> a = torch.full((3,), 0.5)                     # time-invariant decay, (dim,)
+        >>> b = torch.ones(1, 4, 3)                       # (batch, length, dim)
+        >>> linear_scan(a, b)[0, :, 0]
+        tensor([1.0000, 1.5000, 1.7500, 1.8750])
     """
     check_scan_inputs(a, b, h0, reset)
-    if backend == "naive":
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(repr(n) for n in BACKENDS)}")
+    if backend == "naive":  # the reference loop, differentiated by autograd (slow: tests and benchmarks)
         return linear_scan_naive(a, b, h0, reverse=reverse, reset=reset)
-    # Filled in by ops/scan/function.py + ops/backend.py (autograd Function with a scan backward).
-    return linear_scan_naive(a, b, h0, reverse=reverse, reset=reset)
+    return scan(a, b, h0, reverse=reverse, reset=reset, backend=backend)

@@ -34,3 +34,8 @@ def linear_scan_naive(
         h = a[:, t] * h + b[:, t]
         out[t] = h
     return torch.stack(out, dim=1)
+
+
+# The backend primitive's name, shared by every backend module (chunked.py, cpu.py, gpu.py), so
+# ``resolve_backend("naive", x).linear_scan_forward`` is this loop.
+linear_scan_forward = linear_scan_naive
