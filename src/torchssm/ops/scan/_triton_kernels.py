@@ -1,0 +1,266 @@
+"""Triton kernels of the diagonal linear scan (private: use torchssm.ops.scan.gpu).
+
+Glossary: b = batch, l = length (time), d = channel; BL x BD is one tile (time x channels).
+
+Forward, per channel, with a'_t = a_t * (1 - reset_t):
+
+    h_t = a'_t h_{t-1} + b_t                  (t = 0..L-1, h_{-1} = h0), or t = L-1..0 with REVERSE
+
+Backward (PyTorch's complex convention: grad = dLoss/d conj(z)), g_t = dLoss/dh_t in total:
+
+    g_t     = grad_h_t + conj(a'_{t+1}) g_{t+1}     (a reverse scan; t+1 -> t-1 with REVERSE)
+    grad_b  = g
+    grad_a  = g_t conj(h_{t-1}) (1 - reset_t)       (h_{-1} = h0)
+    grad_h0 = conj(a'_0) g_0
+
+One program owns (one batch row) x (BD channels) and walks over time in tiles of BL steps:
+each tile is scanned with ``tl.associative_scan`` along time (many loads in flight per program,
+which is what keeps a memory-bound scan near the bandwidth limit), then combined with the state
+carried from the previous tile. Arithmetic and the carried state are float32 whatever the input
+dtype (bf16/fp16 inputs are upcast on load); complex tensors are read through
+``torch.view_as_real`` (interleaved re/im, channel stride 2), so no copy into planes is made.
+
+Padding rows (t >= L) act as the identity (a' = 1, b = 0), so the carry passes through them.
+
+A_MODE: 0 = a is (B, L, D) time-varying; 1 = a is (D,) time-invariant (broadcast in-kernel);
+2 = LRU (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks", eq. 6-7): a is built
+in-kernel as lambda = exp(-exp(nu_log) + i exp(theta_log)) and b is scaled by
+gamma = exp(gamma_log), so the layer never materialises gamma * (B u) nor lambda per step.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _comb_real(a1, b1, a2, b2):
+    # (a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2
+    return a2 * a1, a2 * b1 + b2
+
+
+@triton.jit
+def _comb_cplx(a1r, a1i, b1r, b1i, a2r, a2i, b2r, b2i):
+    return (
+        a2r * a1r - a2i * a1i,
+        a2r * a1i + a2i * a1r,
+        a2r * b1r - a2i * b1i + b2r,
+        a2r * b1i + a2i * b1r + b2i,
+    )
+
+
+@triton.jit
+def _load2(ptr, row_off, cols, mask, IS_C: tl.constexpr, other_re):
+    """Load a (re, im) float32 pair; row_off in real elements, channel stride 2 if complex."""
+    if IS_C:
+        off = row_off + cols * 2
+        re = tl.load(ptr + off, mask=mask, other=other_re).to(tl.float32)
+        im = tl.load(ptr + off + 1, mask=mask, other=0.0).to(tl.float32)
+    else:
+        re = tl.load(ptr + row_off + cols, mask=mask, other=other_re).to(tl.float32)
+        im = tl.zeros_like(re)
+    return re, im
+
+
+@triton.jit
+def _store2(ptr, row_off, cols, mask, re, im, IS_C: tl.constexpr):
+    """Store a (re, im) pair; only re when the destination is real (grad of a real input)."""
+    if IS_C:
+        off = row_off + cols * 2
+        tl.store(ptr + off, re.to(ptr.dtype.element_ty), mask=mask)
+        tl.store(ptr + off + 1, im.to(ptr.dtype.element_ty), mask=mask)
+    else:
+        tl.store(ptr + row_off + cols, re.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _invariant_a(a_ptr, a2_ptr, cols, dmask, A_MODE: tl.constexpr, A_C: tl.constexpr):
+    """Time-invariant decay (BD,) for A_MODE 1 (given) or 2 (LRU: built from nu_log, theta_log)."""
+    if A_MODE == 2:
+        nu_log = tl.load(a_ptr + cols, mask=dmask, other=0.0).to(tl.float32)
+        theta_log = tl.load(a2_ptr + cols, mask=dmask, other=0.0).to(tl.float32)
+        modulus = tl.exp(-tl.exp(nu_log))  # |lambda| = exp(-exp(nu_log))
+        angle = tl.exp(theta_log)  # arg lambda = exp(theta_log)
+        re = modulus * tl.cos(angle)
+        im = modulus * tl.sin(angle)
+    else:
+        re, im = _load2(a_ptr, 0, cols, dmask, A_C, 1.0)
+    return re, im
+
+
+@triton.jit
+def _row(x, rows, edge):
+    """Row ``edge`` of a (BL, BD) tile as a (BD,) vector."""
+    return tl.sum(tl.where(rows[:, None] == edge, x, 0.0), axis=0)
+
+
+@triton.jit
+def _decay_tile(
+    a_ptr, r_ptr, t, tvalid, cols, dmask, pid_b, s_ab, s_al, s_rb, s_rl, inv_re, inv_im,
+    A_MODE: tl.constexpr, A_C: tl.constexpr, HAS_RESET: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """a'_t = a_t (1 - reset_t) for the time indices t (BL,); 0 where tvalid is false."""
+    mask = tvalid[:, None] & dmask[None, :]
+    if A_MODE == 0:
+        ar, ai = _load2(a_ptr, pid_b * s_ab + t[:, None] * s_al, cols[None, :], mask, A_C, 0.0)
+    else:
+        ar = tl.where(mask, tl.broadcast_to(inv_re[None, :], (BLOCK_L, BLOCK_D)), 0.0)
+        ai = tl.where(mask, tl.broadcast_to(inv_im[None, :], (BLOCK_L, BLOCK_D)), 0.0)
+    if HAS_RESET:
+        r = tl.load(r_ptr + pid_b * s_rb + t * s_rl, mask=tvalid, other=0)
+        keep = (r == 0)[:, None]
+        ar = tl.where(keep, ar, 0.0)
+        ai = tl.where(keep, ai, 0.0)
+    return ar, ai
+
+
+@triton.jit
+def scan_fwd_kernel(
+    a_ptr, a2_ptr, b_ptr, bs_ptr, h0_ptr, r_ptr, h_ptr,
+    L, D,
+    s_ab, s_al, s_bb, s_bl, s_h0b, s_rb, s_rl, s_hb, s_hl,
+    A_MODE: tl.constexpr, A_C: tl.constexpr, B_C: tl.constexpr, H0_C: tl.constexpr,
+    COMPLEX: tl.constexpr, HAS_H0: tl.constexpr, HAS_RESET: tl.constexpr, REVERSE: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """h (B, L, D) from a, b (B, L, D) [a (D,) / LRU logs (D,)], h0 (B, D), reset (B, L)."""
+    pid_b = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
+    dmask = cols < D
+    rows = tl.arange(0, BLOCK_L)  # (BL,)
+    inv_re, inv_im = _invariant_a(a_ptr, a2_ptr, cols, dmask, A_MODE, A_C)  # (BD,) if A_MODE > 0
+    if A_MODE == 2:
+        gamma = tl.exp(tl.load(bs_ptr + cols, mask=dmask, other=0.0).to(tl.float32))  # (BD,)
+    if HAS_H0:
+        cr, ci = _load2(h0_ptr, pid_b * s_h0b, cols, dmask, H0_C, 0.0)  # carried state (BD,)
+    else:
+        cr = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        ci = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    edge = 0 if REVERSE else BLOCK_L - 1  # the row handed to the next tile
+    n_tiles = tl.cdiv(L, BLOCK_L)
+    for i in range(n_tiles):
+        tile = n_tiles - 1 - i if REVERSE else i
+        t = tile * BLOCK_L + rows  # (BL,)
+        tvalid = t < L
+        mask = tvalid[:, None] & dmask[None, :]  # (BL, BD)
+        ar, ai = _decay_tile(a_ptr, r_ptr, t, tvalid, cols, dmask, pid_b, s_ab, s_al, s_rb, s_rl,
+                             inv_re, inv_im, A_MODE, A_C, HAS_RESET, BLOCK_L, BLOCK_D)
+        ar = tl.where(tvalid[:, None], ar, 1.0)  # padding rows: identity
+        br, bi = _load2(b_ptr, pid_b * s_bb + t[:, None] * s_bl, cols[None, :], mask, B_C, 0.0)
+        if A_MODE == 2:
+            br = br * gamma[None, :]
+            bi = bi * gamma[None, :]
+        if COMPLEX:
+            pr, pi, qr, qi = tl.associative_scan((ar, ai, br, bi), 0, _comb_cplx, reverse=REVERSE)
+            hr = pr * cr[None, :] - pi * ci[None, :] + qr
+            hi = pr * ci[None, :] + pi * cr[None, :] + qi
+        else:
+            pr, qr = tl.associative_scan((ar, br), 0, _comb_real, reverse=REVERSE)
+            hr = pr * cr[None, :] + qr
+            hi = hr  # unused
+        _store2(h_ptr, pid_b * s_hb + t[:, None] * s_hl, cols[None, :], mask, hr, hi, COMPLEX)
+        cr = _row(hr, rows, edge)
+        if COMPLEX:
+            ci = _row(hi, rows, edge)
+
+
+@triton.jit
+def scan_bwd_kernel(
+    a_ptr, a2_ptr, b_ptr, bs_ptr, h0_ptr, r_ptr, h_ptr, gh_ptr,
+    ga_ptr, gb_ptr, gh0_ptr, ggam_ptr,
+    L, D,
+    s_ab, s_al, s_bb, s_bl, s_h0b, s_rb, s_rl, s_hb, s_hl, s_ghb, s_ghl,
+    s_gab, s_gal, s_gbb, s_gbl, s_gh0b,
+    A_MODE: tl.constexpr, A_C: tl.constexpr, B_C: tl.constexpr, H0_C: tl.constexpr,
+    COMPLEX: tl.constexpr, HAS_H0: tl.constexpr, HAS_RESET: tl.constexpr, REVERSE: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """grad_b (B, L, D), grad_a (B, L, D) [or per-batch partial sums (B, D) when a is (D,)],
+    grad_h0 (B, D), and for LRU the per-batch partial sums of Re(g conj(u)) (B, D) for gamma."""
+    pid_b = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
+    dmask = cols < D
+    rows = tl.arange(0, BLOCK_L)  # (BL,)
+    step = -1 if REVERSE else 1  # forward-time direction of the forward scan
+    inv_re, inv_im = _invariant_a(a_ptr, a2_ptr, cols, dmask, A_MODE, A_C)
+    if A_MODE == 2:
+        gamma = tl.exp(tl.load(bs_ptr + cols, mask=dmask, other=0.0).to(tl.float32))
+    if HAS_H0:
+        h0r, h0i = _load2(h0_ptr, pid_b * s_h0b, cols, dmask, H0_C, 0.0)
+    else:
+        h0r = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        h0i = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    cr = tl.zeros((BLOCK_D,), dtype=tl.float32)  # carried g
+    ci = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    acc_r = tl.zeros((BLOCK_D,), dtype=tl.float32)  # sum over time of grad_a (A_MODE > 0)
+    acc_i = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    acc_g = tl.zeros((BLOCK_D,), dtype=tl.float32)  # sum over time of Re(g conj(u)) (LRU)
+    edge = BLOCK_L - 1 if REVERSE else 0
+    n_tiles = tl.cdiv(L, BLOCK_L)
+    for i in range(n_tiles):
+        tile = i if REVERSE else n_tiles - 1 - i
+        t = tile * BLOCK_L + rows  # (BL,)
+        tvalid = t < L
+        mask = tvalid[:, None] & dmask[None, :]
+        # coefficient of g_{t+step} in g_t: conj(a'_{t+step}), 0 outside [0, L), 1 on padding
+        tn = t + step
+        nvalid = (tn >= 0) & (tn < L)
+        nr, ni = _decay_tile(a_ptr, r_ptr, tn, nvalid, cols, dmask, pid_b, s_ab, s_al, s_rb, s_rl,
+                             inv_re, inv_im, A_MODE, A_C, HAS_RESET, BLOCK_L, BLOCK_D)
+        nr = tl.where(tvalid[:, None], nr, 1.0)
+        ni = tl.where(tvalid[:, None], -ni, 0.0)
+        ghr, ghi = _load2(gh_ptr, pid_b * s_ghb + t[:, None] * s_ghl, cols[None, :], mask, COMPLEX, 0.0)
+        if COMPLEX:
+            pr, pi, qr, qi = tl.associative_scan((nr, ni, ghr, ghi), 0, _comb_cplx, reverse=not REVERSE)
+            gr = pr * cr[None, :] - pi * ci[None, :] + qr
+            gi = pr * ci[None, :] + pi * cr[None, :] + qi
+        else:
+            pr, qr = tl.associative_scan((nr, ghr), 0, _comb_real, reverse=not REVERSE)
+            gr = pr * cr[None, :] + qr
+            gi = tl.zeros_like(gr)
+        cr = _row(gr, rows, edge)
+        if COMPLEX:
+            ci = _row(gi, rows, edge)
+        # grad_b = g (LRU: gamma g)
+        if A_MODE == 2:
+            _store2(gb_ptr, pid_b * s_gbb + t[:, None] * s_gbl, cols[None, :], mask,
+                    gr * gamma[None, :], gi * gamma[None, :], B_C)
+            ur, ui = _load2(b_ptr, pid_b * s_bb + t[:, None] * s_bl, cols[None, :], mask, B_C, 0.0)
+            acc_g += tl.sum(tl.where(mask, gr * ur + gi * ui, 0.0), axis=0)
+        else:
+            _store2(gb_ptr, pid_b * s_gbb + t[:, None] * s_gbl, cols[None, :], mask, gr, gi, B_C)
+        # grad_a = g_t conj(h_{t-step}) (1 - reset_t), h0 before the first step
+        tp = t - step
+        pvalid = (tp >= 0) & (tp < L)
+        pmask = pvalid[:, None] & dmask[None, :]
+        hr, hi = _load2(h_ptr, pid_b * s_hb + tp[:, None] * s_hl, cols[None, :], pmask, COMPLEX, 0.0)
+        first = (tvalid & ~pvalid)[:, None]
+        hr = tl.where(first, h0r[None, :], hr)
+        hi = tl.where(first, h0i[None, :], hi)
+        gar = gr * hr + gi * hi
+        gai = gi * hr - gr * hi
+        if HAS_RESET:
+            r = tl.load(r_ptr + pid_b * s_rb + t * s_rl, mask=tvalid, other=0)
+            keep = (r == 0)[:, None]
+            gar = tl.where(keep, gar, 0.0)
+            gai = tl.where(keep, gai, 0.0)
+        if A_MODE == 0:
+            _store2(ga_ptr, pid_b * s_gab + t[:, None] * s_gal, cols[None, :], mask, gar, gai, A_C)
+        else:
+            acc_r += tl.sum(tl.where(mask, gar, 0.0), axis=0)
+            acc_i += tl.sum(tl.where(mask, gai, 0.0), axis=0)
+    if A_MODE != 0:
+        _store2(ga_ptr, pid_b * s_gab, cols, dmask, acc_r, acc_i, A_C or A_MODE == 2)
+    if A_MODE == 2:
+        tl.store(ggam_ptr + pid_b * D + cols, acc_g, mask=dmask)
+    if HAS_H0:
+        # grad_h0 = conj(a'_first) g_first, first = the first step of the forward scan
+        first_t = L - 1 if REVERSE else 0
+        ft = first_t + tl.zeros((1,), dtype=tl.int32)  # (1,)
+        fr, fi = _decay_tile(a_ptr, r_ptr, ft, ft < L, cols, dmask, pid_b, s_ab, s_al, s_rb, s_rl,
+                             inv_re, inv_im, A_MODE, A_C, HAS_RESET, 1, BLOCK_D)
+        fr = tl.sum(fr, axis=0)  # (BD,)
+        fi = -tl.sum(fi, axis=0)
+        _store2(gh0_ptr, pid_b * s_gh0b, cols, dmask, fr * cr - fi * ci, fr * ci + fi * cr, H0_C)

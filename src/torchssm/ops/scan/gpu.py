@@ -1,0 +1,338 @@
+"""Fused Triton kernels of the linear scan (forward + backward), and the fused LRU scan.
+
+    h_t = a_t * h_{t-1} + b_t       (elementwise over channels; h_{-1} = h0, zeroed where reset)
+
+Same primitive as every scan backend (naive.py, chunked.py, cpu.py):
+
+    linear_scan_forward(a, b, h0=None, *, reverse=False, reset=None) -> h
+    linear_scan_backward(a, h, grad_h, h0=None, *, reverse=False, reset=None)
+        -> (grad_a, grad_b, grad_h0)
+
+Shapes: a (B, L, D) or (D,), b (B, L, D), h0 (B, D) or None, reset bool (B, L) or None,
+h (B, L, D). Real (float32, bfloat16, float16) or complex64; the kernels compute and carry the
+state in float32 (DESIGN.md "Numerics": no bf16 complex exists and bf16 rounds 0.999 to 1.0).
+The output dtype is ``promote(a, b, h0)`` like the naive reference; grad_x has x's dtype and
+shape (grad_a of a (D,) is (D,), summed over batch and time; grad_h0 is None when h0 is None).
+
+Importing this module needs Triton (``pip install torchssm[gpu]``); it raises ImportError
+otherwise. Tensors must be on CUDA, or on the CPU with ``TRITON_INTERPRET=1`` set before
+Triton is first imported (the test suite does this; slow, for tests only).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+try:
+    import triton
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "torchssm.ops.scan.gpu needs Triton: pip install 'torchssm[gpu]' (Linux + CUDA)"
+    ) from err
+
+from torchssm.ops.scan import _triton_kernels as K
+from torchssm.ops.scan.api import check_scan_inputs
+from torchssm.ops.scan.naive import linear_scan_naive
+
+__all__ = [
+    "linear_scan_forward",
+    "linear_scan_backward",
+    "lru_scan",
+    "lru_scan_reference",
+    "INTERPRET",
+]
+
+# Decided when Triton decorates the kernels (on import), so read it once, here.
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+_REAL = (torch.float32, torch.bfloat16, torch.float16)
+_COMPLEX = (torch.complex64,)
+
+# Fixed tile under the interpreter (each tile op is a numpy call there: big tiles are cheaper);
+# autotuned on CUDA. Tiles are BLOCK_L time steps x BLOCK_D channels.
+_INTERPRET_CONFIG = {"BLOCK_L": 16, "BLOCK_D": 32}
+_CUDA_CONFIGS = [
+    triton.Config({"BLOCK_L": bl, "BLOCK_D": bd}, num_warps=w)
+    for bl, bd, w in [
+        (16, 64, 2), (32, 32, 2), (32, 64, 4), (64, 32, 4), (32, 128, 4),
+        (64, 64, 4), (64, 64, 8), (128, 32, 4), (64, 128, 8), (128, 64, 8),
+    ]
+]
+_KEY = ["L", "D", "A_MODE", "COMPLEX", "HAS_RESET", "REVERSE"]
+_fwd_tuned = triton.autotune(configs=_CUDA_CONFIGS, key=_KEY)(K.scan_fwd_kernel)
+_bwd_tuned = triton.autotune(configs=_CUDA_CONFIGS, key=_KEY)(K.scan_bwd_kernel)
+
+
+def _launch(kernel, tuned, batch, dim, *args, **flags):
+    if INTERPRET:
+        cfg = _INTERPRET_CONFIG
+        kernel[(batch, triton.cdiv(dim, cfg["BLOCK_D"]))](*args, **flags, **cfg)
+    else:
+        tuned[lambda meta: (batch, triton.cdiv(dim, meta["BLOCK_D"]))](*args, **flags)
+
+
+def _check_tensor(name: str, t: Optional[torch.Tensor], device: torch.device) -> None:
+    if t is None:
+        return
+    if t.dtype not in _REAL + _COMPLEX:
+        raise TypeError(
+            f"{name} has dtype {t.dtype}; the Triton scan takes float32, bfloat16, float16 or "
+            "complex64 (it computes in float32: use backend='cpu' or 'chunked' for float64)"
+        )
+    if t.device.type != "cuda" and not INTERPRET:
+        raise ValueError(
+            f"{name} is on {t.device}; the Triton scan needs CUDA tensors "
+            "(or TRITON_INTERPRET=1 set before importing triton, to test on the CPU)"
+        )
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device} but b is on {device}")
+
+
+def _view(t: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """A real view with unit channel stride (complex: interleaved re/im) and its complex flag.
+
+    Only the channel (last) dimension must be dense: batch/time strides are passed to the
+    kernel, so expanded or sliced inputs are not copied.
+    """
+    if t.stride(-1) != 1:
+        t = t.contiguous()
+    if t.is_complex():
+        return torch.view_as_real(t), True
+    return t, False
+
+
+def _strides(t: torch.Tensor, n: int) -> list[int]:
+    """The first n strides of a real view, in real elements (0 for a broadcast dimension)."""
+    return [t.stride(i) if t.size(i) > 1 else 0 for i in range(n)]
+
+
+def _promote(*ts: Optional[torch.Tensor]) -> torch.dtype:
+    dtype = None
+    for t in ts:
+        if t is not None:
+            dtype = t.dtype if dtype is None else torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def _common(a, b, h0, reset):
+    """Checks and views shared by forward and backward (and the LRU path)."""
+    for name, t in (("a", a), ("b", b), ("h0", h0)):
+        _check_tensor(name, t, b.device)
+    if reset is not None and reset.device != b.device:
+        raise ValueError(f"reset is on {reset.device} but b is on {b.device}")
+    r = reset.view(torch.uint8) if reset is not None else None
+    return r
+
+
+def linear_scan_forward(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    h0: Optional[torch.Tensor] = None,
+    *,
+    reverse: bool = False,
+    reset: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """h_t = a_t h_{t-1} + b_t by the fused Triton kernel (see the module docstring).
+
+    a (B, L, D) or (D,), b (B, L, D), h0 (B, D) or None, reset bool (B, L) or None
+    -> h (B, L, D) of dtype promote(a, b, h0); float32 accumulation. Not differentiable by
+    itself: ops/scan/function.py wraps it with :func:`linear_scan_backward`.
+    """
+    check_scan_inputs(a, b, h0, reset)
+    r = _common(a, b, h0, reset)
+    batch, length, dim = b.shape
+    out_dtype = _promote(a, b, h0)
+    h = torch.empty(batch, length, dim, dtype=out_dtype, device=b.device)  # (B, L, D)
+    return _forward(a, None, b, None, h0, r, h, reverse=reverse, a_mode=0 if a.dim() == 3 else 1)
+
+
+def _forward(a, a2, b, bscale, h0, r, h, *, reverse, a_mode):
+    batch, length, dim = b.shape
+    av, a_c = _view(a)
+    bv, b_c = _view(b)
+    hv, h_c = _view(h)
+    h0v, h0_c = _view(h0) if h0 is not None else (bv, False)
+    rv = r if r is not None else bv
+    _launch(
+        K.scan_fwd_kernel, _fwd_tuned, batch, dim,
+        av, a2 if a2 is not None else av, bv, bscale if bscale is not None else av, h0v, rv, hv,
+        length, dim,
+        *(_strides(av, 2) if a_mode == 0 else [0, 0]), *_strides(bv, 2),
+        _strides(h0v, 1)[0] if h0 is not None else 0,
+        *(_strides(rv, 2) if r is not None else [0, 0]), *_strides(hv, 2),
+        A_MODE=a_mode, A_C=a_c, B_C=b_c, H0_C=h0_c, COMPLEX=h_c,
+        HAS_H0=h0 is not None, HAS_RESET=r is not None, REVERSE=bool(reverse),
+    )
+    return h
+
+
+def linear_scan_backward(
+    a: torch.Tensor,
+    h: torch.Tensor,
+    grad_h: torch.Tensor,
+    h0: Optional[torch.Tensor] = None,
+    *,
+    reverse: bool = False,
+    reset: Optional[torch.Tensor] = None,
+    b: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Gradients of :func:`linear_scan_forward` in one reverse-scan kernel.
+
+    With g_t = dLoss/dh_t in total (PyTorch's complex convention, grad = dLoss/d conj z):
+        g_t = grad_h_t + conj(a'_{t+1}) g_{t+1},  a'_t = a_t (1 - reset_t)   (t+1 -> t-1 if reverse)
+        grad_b = g,   grad_a_t = g_t conj(h_{t-1}) (1 - reset_t),   grad_h0 = conj(a'_0) g_0.
+
+    Args: a, h0, reverse, reset as given to the forward; h (B, L, D) its output; grad_h
+    (B, L, D) the incoming gradient; b (optional) only fixes grad_b's dtype (real b gets the
+    real part), default h's dtype. Returns (grad_a like a, grad_b (B, L, D), grad_h0 (B, D) or
+    None). grad_a of a time-invariant a (D,) is summed over batch and time.
+    """
+    check_scan_inputs(a, h, h0, reset)
+    if tuple(grad_h.shape) != tuple(h.shape):
+        raise ValueError(f"grad_h must have the shape of h {tuple(h.shape)}; got {tuple(grad_h.shape)}")
+    r = _common(a, h, h0, reset)
+    _check_tensor("grad_h", grad_h, h.device)
+    if grad_h.dtype != h.dtype:
+        grad_h = grad_h.to(h.dtype)
+    batch, length, dim = h.shape
+    b_dtype = b.dtype if b is not None else h.dtype
+    grad_b = torch.empty(batch, length, dim, dtype=b_dtype, device=h.device)  # (B, L, D)
+    invariant = a.dim() == 1
+    if invariant:  # per-batch partial sums (B, D), float32, reduced below
+        part = torch.empty(batch, dim, dtype=torch.complex64 if a.is_complex() else torch.float32,
+                           device=h.device)
+    else:
+        part = torch.empty_like(a, memory_format=torch.contiguous_format)
+    grad_h0 = torch.empty_like(h0, memory_format=torch.contiguous_format) if h0 is not None else None
+    _backward(a, None, None, None, h0, r, h, grad_h, part, grad_b, grad_h0, None,
+              reverse=reverse, a_mode=1 if invariant else 0)
+    grad_a = part.sum(0).to(a.dtype) if invariant else part
+    return grad_a, grad_b, grad_h0
+
+
+def _backward(a, a2, b, bscale, h0, r, h, grad_h, ga, gb, gh0, ggam, *, reverse, a_mode):
+    batch, length, dim = h.shape
+    av, a_c = _view(a)
+    hv, h_c = _view(h)
+    ghv, _ = _view(grad_h)
+    gav, _ = _view(ga)
+    gbv, gb_c = _view(gb)
+    bv = _view(b)[0] if b is not None else hv
+    h0v, h0_c = _view(h0) if h0 is not None else (hv, False)
+    gh0v = _view(gh0)[0] if gh0 is not None else hv
+    rv = r if r is not None else hv
+    _launch(
+        K.scan_bwd_kernel, _bwd_tuned, batch, dim,
+        av, a2 if a2 is not None else av, bv, bscale if bscale is not None else av, h0v, rv, hv, ghv,
+        gav, gbv, gh0v, ggam if ggam is not None else gav,
+        length, dim,
+        *(_strides(av, 2) if a_mode == 0 else [0, 0]), *_strides(bv, 2),
+        _strides(h0v, 1)[0] if h0 is not None else 0,
+        *(_strides(rv, 2) if r is not None else [0, 0]), *_strides(hv, 2), *_strides(ghv, 2),
+        *(_strides(gav, 2) if a_mode == 0 else [_strides(gav, 1)[0], 0]), *_strides(gbv, 2),
+        _strides(gh0v, 1)[0] if gh0 is not None else 0,
+        A_MODE=a_mode, A_C=a_c, B_C=gb_c, H0_C=h0_c, COMPLEX=h_c,
+        HAS_H0=h0 is not None, HAS_RESET=r is not None, REVERSE=bool(reverse),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Fused LRU scan (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks for Long
+# Sequences", eq. (6)-(7) and Section 3.3): lambda = exp(-exp(nu_log) + i exp(theta_log)),
+# x_t = lambda * x_{t-1} + exp(gamma_log) * (B u)_t.
+# ----------------------------------------------------------------------------------------------
+
+
+def _lru_lambda(nu_log: torch.Tensor, theta_log: torch.Tensor) -> torch.Tensor:
+    """lambda (N,) complex = exp(-exp(nu_log) + i exp(theta_log))."""
+    return torch.exp(torch.complex(-torch.exp(nu_log), torch.exp(theta_log)))
+
+
+def lru_scan_reference(
+    nu_log: torch.Tensor,
+    theta_log: torch.Tensor,
+    gamma_log: torch.Tensor,
+    bu: torch.Tensor,
+    h0: Optional[torch.Tensor] = None,
+    *,
+    reverse: bool = False,
+    reset: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Plain PyTorch reference of :func:`lru_scan` (same signature; any dtype, autograd)."""
+    lam = _lru_lambda(nu_log, theta_log)  # (N,)
+    return linear_scan_naive(lam, torch.exp(gamma_log) * bu, h0, reverse=reverse, reset=reset)
+
+
+def _check_lru(nu_log, theta_log, gamma_log, bu):
+    if not isinstance(bu, torch.Tensor) or bu.dim() != 3:
+        raise ValueError(f"bu must have shape (batch, length, N); got {getattr(bu, 'shape', type(bu))}")
+    n = bu.shape[-1]
+    for name, p in (("nu_log", nu_log), ("theta_log", theta_log), ("gamma_log", gamma_log)):
+        if not isinstance(p, torch.Tensor) or tuple(p.shape) != (n,):
+            raise ValueError(f"{name} must have shape (N,)=({n},); got {getattr(p, 'shape', type(p))}")
+        if p.dtype not in _REAL:
+            raise TypeError(f"{name} must be a real float32/bf16/fp16 tensor; got {p.dtype}")
+
+
+class _LRUScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, nu_log, theta_log, gamma_log, bu, h0, reset, reverse):
+        r = _common(nu_log, bu, h0, reset)
+        batch, length, n = bu.shape
+        out_dtype = torch.complex64
+        h = torch.empty(batch, length, n, dtype=out_dtype, device=bu.device)  # (B, L, N)
+        nu = nu_log.contiguous()
+        th = theta_log.contiguous()
+        ga = gamma_log.contiguous()
+        _forward(nu, th, bu, ga, h0, r, h, reverse=reverse, a_mode=2)
+        ctx.save_for_backward(nu, th, ga, bu, h0, reset, h)
+        ctx.reverse = reverse
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        nu, th, ga, bu, h0, reset, h = ctx.saved_tensors
+        batch, length, n = bu.shape
+        r = reset.view(torch.uint8) if reset is not None else None
+        grad_bu = torch.empty_like(bu, memory_format=torch.contiguous_format)  # (B, L, N)
+        part_lam = torch.empty(batch, n, dtype=torch.complex64, device=bu.device)  # (B, N)
+        part_gam = torch.empty(batch, n, dtype=torch.float32, device=bu.device)  # (B, N)
+        grad_h0 = torch.empty_like(h0, memory_format=torch.contiguous_format) if h0 is not None else None
+        grad_h = grad_h.to(torch.complex64)
+        _backward(nu, th, bu, ga, h0, r, h, grad_h, part_lam, grad_bu, grad_h0, part_gam,
+                  reverse=ctx.reverse, a_mode=2)
+        # chain rule through lambda = exp(z), z = -exp(nu_log) + i exp(theta_log): O(N) work
+        lam = _lru_lambda(nu.float(), th.float())
+        grad_z = part_lam.sum(0) * lam.conj()  # (N,)
+        grad_nu = (grad_z.real * -torch.exp(nu.float())).to(nu.dtype)
+        grad_th = (grad_z.imag * torch.exp(th.float())).to(th.dtype)
+        grad_gam = (part_gam.sum(0) * torch.exp(ga.float())).to(ga.dtype)
+        return grad_nu, grad_th, grad_gam, grad_bu, grad_h0, None, None
+
+
+def lru_scan(
+    nu_log: torch.Tensor,
+    theta_log: torch.Tensor,
+    gamma_log: torch.Tensor,
+    bu: torch.Tensor,
+    h0: Optional[torch.Tensor] = None,
+    *,
+    reverse: bool = False,
+    reset: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Fused LRU recurrence x_t = lambda x_{t-1} + gamma (B u)_t, differentiable.
+
+    lambda = exp(-exp(nu_log) + i exp(theta_log)) and gamma = exp(gamma_log) are built inside
+    the kernel (forward and backward), so neither lambda per step nor gamma * (B u) is
+    materialised; the backward recomputes them and writes grad (B u) and per-batch partial sums
+    for the three (N,) parameters.
+
+    Args: nu_log, theta_log, gamma_log (N,) real; bu (B, L, N) complex64 (or real);
+    h0 (B, N) or None; reverse; reset bool (B, L) or None. Returns x (B, L, N) complex64.
+    """
+    _check_lru(nu_log, theta_log, gamma_log, bu)
+    check_scan_inputs(nu_log, bu, h0, reset)
+    return _LRUScan.apply(nu_log, theta_log, gamma_log, bu, h0, reset, bool(reverse))
