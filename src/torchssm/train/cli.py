@@ -1,0 +1,119 @@
+"""``torchssm train`` and ``torchssm eval``.
+
+    torchssm train --config configs/mnist1d_lru.yaml [--set train.lr=1e-3 model.n_layers=4]
+                   [--out-dir runs/x] [--data-dir D] [--resume [CHECKPOINT]] [--stop-after N]
+    torchssm eval --checkpoint runs/x/best [--split test] [--data-dir D]
+
+``--resume`` alone continues from ``<out_dir>/last``; with ``--resume`` the config may be omitted
+(the checkpoint's own is used). ``eval`` accepts a checkpoint directory or a run directory
+(then ``best``, else ``last``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from torchssm.train.checkpoint import SIDECAR, load_checkpoint, read_checkpoint_state
+from torchssm.train.config import ExperimentConfig, load_config, model_config_for_task
+from torchssm.train.loop import TrainingDiverged, evaluate, resolve_device, train
+
+_AUTO = "<out_dir>/last"
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _run_train(args) -> int:
+    t0 = time.perf_counter()
+    overrides = args.set or []
+    cfg = load_config(args.config, overrides) if args.config else None
+    resume = None
+    if args.resume is not None:
+        if args.resume == _AUTO:
+            out_dir = args.out_dir or (cfg.train.out_dir if cfg is not None else None)
+            if out_dir is None:
+                raise ValueError("--resume without a path needs --config or --out-dir to find <out_dir>/last")
+            resume = Path(out_dir) / "last"
+        else:
+            resume = Path(args.resume)
+        state = read_checkpoint_state(resume)  # a missing / corrupt checkpoint fails here, clearly
+        if cfg is None:
+            cfg = load_config(base=state["config"], overrides=overrides)
+    if cfg is None:
+        raise ValueError("torchssm train needs --config PATH (or --resume CHECKPOINT)")
+    if args.out_dir:
+        cfg.train.out_dir = str(args.out_dir)
+    try:
+        result = train(cfg, data_dir=args.data_dir, resume=resume, stop_after_epochs=args.stop_after)
+    except TrainingDiverged as err:
+        print(f"torchssm train: stopped: {err}", file=sys.stderr)
+        return 1
+    last, best = result.last, result.best
+    done = f"epoch {result.epochs_done}/{cfg.train.epochs}"
+    if "test_acc" in last:
+        line = f"test accuracy: {_pct(last['test_acc'])} ({done})"
+        if best is not None and "val_acc" in best:
+            line += f"; best val {_pct(best['val_acc'])} at epoch {best['epoch']} (test {_pct(best['test_acc'])})"
+    elif "test_loss" in last:
+        line = f"test loss: {last['test_loss']:.5f} ({done})"
+    else:
+        line = f"stopped after {done} (not evaluated)"
+    print(line)
+    print(f"time: {result.train_time_s:.1f} s training + evaluation, {time.perf_counter() - t0:.1f} s in all; "
+          f"outputs in {result.out_dir}")
+    return 0
+
+
+def find_checkpoint(path) -> Path:
+    """A checkpoint directory, or a run directory's ``best`` (else ``last``) checkpoint."""
+    path = Path(path)
+    if not (path / SIDECAR).exists():
+        for name in ("best", "last"):
+            if (path / name / SIDECAR).exists():
+                return path / name
+    return path
+
+
+def _run_eval(args) -> int:
+    from torchssm.data.registry import build_task
+    from torchssm.models import build_model
+
+    path = find_checkpoint(args.checkpoint)
+    state = read_checkpoint_state(path)
+    cfg = ExperimentConfig.from_dict(state["config"])
+    task = build_task(cfg.task_name, data_dir=args.data_dir, **{"seed": cfg.train.seed, **cfg.task_options})
+    dataset = {"train": task.train, "val": task.val, "test": task.test}[args.split]
+    if dataset is None:
+        raise ValueError(f"task {cfg.task_name!r} has no {args.split!r} split")
+    device = resolve_device(args.device)
+    model = build_model(model_config_for_task(cfg.model, task.info)).to(device)
+    load_checkpoint(path, model, map_location=device)
+    metrics = evaluate(model, dataset, task.info, cfg.train.eval_batch_size, device)
+    acc = f"accuracy {_pct(metrics['acc'])}, " if "acc" in metrics else ""
+    print(f"{cfg.task_name} {args.split}: {acc}loss {metrics['loss']:.4f} ({metrics['n']} targets; "
+          f"checkpoint {path}, epoch {state['epoch']})")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a model from a YAML experiment config")
+    p.add_argument("--config", help="experiment YAML (e.g. configs/mnist1d_lru.yaml)")
+    p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="override config entries, e.g. --set train.lr=1e-3 model.n_layers=4 (values are YAML)")
+    p.add_argument("--resume", nargs="?", const=_AUTO, default=None, metavar="CHECKPOINT",
+                   help="continue from a checkpoint (default: <out_dir>/last), bit-for-bit")
+    p.add_argument("--data-dir", default=None, help="data cache directory (default: $TORCHSSM_DATA or ~/.cache/torchssm)")
+    p.add_argument("--out-dir", default=None, help="where metrics and checkpoints go (overrides train.out_dir)")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop after N epochs in this invocation (the schedule still spans train.epochs)")
+    p.set_defaults(func=_run_train)
+
+    e = subparsers.add_parser("eval", help="evaluate a checkpoint on its task's test set")
+    e.add_argument("--checkpoint", required=True, help="a checkpoint directory, or a run directory (uses best/)")
+    e.add_argument("--split", choices=("test", "val", "train"), default="test")
+    e.add_argument("--data-dir", default=None, help="data cache directory (default: $TORCHSSM_DATA or ~/.cache/torchssm)")
+    e.add_argument("--device", default="auto", help="auto | cpu | cuda ...")
+    e.set_defaults(func=_run_eval)
