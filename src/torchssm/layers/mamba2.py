@@ -1,0 +1,131 @@
+"""Mamba-2 block (SSD): Dao & Gu 2024, "Transformers are SSMs: Generalized Models and Efficient
+Algorithms Through Structured State Space Duality", Sec. 7 and Fig. 6; reference
+``mamba_ssm/modules/mamba2.py`` (and ``mamba2_simple.py``).
+
+Math (h = d_model, d = d_inner = expand * h, H = d / headdim heads, P = headdim, G groups, n = d_state):
+
+    z, xBC, dt = split(in_proj(u))                         (b, l, d), (b, l, d + 2Gn), (b, l, H)
+    x, B, C    = split(silu(causal_depthwise_conv1d(xBC))) one short conv over [x, B, C]
+    y          = SSD(x (b, l, H, P), dt, A = -exp(A_log) (H,), B, C (b, l, G, n), D (H,), dt_bias)
+    y          = RMSNorm_grouped(y * silu(z)) * weight     gated norm, gate before the norm (norm_before_gate=False)
+    out        = out_proj(y)
+
+Defaults (reference Mamba2 module; paper Sec. 7 / App. D): d_state = 128, d_conv = 4, expand = 2,
+headdim = 64, ngroups = 1, A ~ U[1, 16] (A_init_range), dt ~ log-uniform [1e-3, 1e-1] with floor 1e-4
+through the inverse-softplus ``dt_bias``, D = 1, chunk_size = 256, RMSNorm eps 1e-5 with group size
+d / ngroups (mamba_ssm; Hugging Face's Mamba2 normalises over all of d: ``norm_group_size=d_inner``).
+No weight decay on A_log, D, dt_bias.
+
+State: ``(conv_buffer (b, d + 2Gn, d_conv-1), ssm_state (b, H, P, n))``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchssm.layers.mamba import ConvSSMLayer, dt_bias_init
+from torchssm.ops.shortconv import causal_conv1d
+from torchssm.ops.ssd import ssd
+
+
+class RMSNormGated(nn.Module):
+    """Gated RMSNorm of mamba_ssm (``mamba_ssm/ops/triton/layernorm_gated.py``, reference ``rms_norm_ref``):
+
+        norm_before_gate=False:  out = rmsnorm(x * silu(z)) * weight
+        norm_before_gate=True:   out = rmsnorm(x) * weight * silu(z)
+
+    with the mean of squares taken over groups of ``group_size`` channels (default: all of them).
+    Computed in float32 (or float64), returned in x's dtype."""
+
+    def __init__(self, d: int, eps: float = 1e-5, *, group_size: Optional[int] = None, norm_before_gate: bool = False):
+        super().__init__()
+        group_size = d if group_size is None else group_size
+        if d % group_size:
+            raise ValueError(f"norm group_size={group_size} must divide the width {d}")
+        self.eps, self.group_size, self.norm_before_gate = eps, group_size, norm_before_gate
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:  # (..., d)
+        dtype = x.dtype
+        wd = torch.float64 if dtype == torch.float64 else torch.float32
+        y = x.to(wd)
+        if z is not None and not self.norm_before_gate:
+            y = y * F.silu(z.to(wd))
+        g = y.unflatten(-1, (-1, self.group_size))  # (..., groups, group_size)
+        y = (g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)).flatten(-2) * self.weight.to(wd)
+        if z is not None and self.norm_before_gate:
+            y = y * F.silu(z.to(wd))
+        return y.to(dtype)
+
+
+class Mamba2(ConvSSMLayer):
+    """The Mamba-2 block (see module docstring). ``backend="naive"`` uses the SSD recurrence."""
+
+    optim_overrides = {"A_log": {"weight_decay": 0.0}, "D": {"weight_decay": 0.0}, "dt_bias": {"weight_decay": 0.0}}
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 128,
+        d_conv: int = 4,
+        expand: int = 2,
+        headdim: int = 64,
+        ngroups: int = 1,
+        A_init_range: Sequence[float] = (1.0, 16.0),
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        norm_eps: float = 1e-5,
+        norm_group_size: Optional[int] = None,
+        *,
+        chunk_size: int = 256,
+        backend: str = "auto",
+    ):
+        super().__init__(d_model)
+        self.d_inner = expand * d_model
+        if headdim < 1 or self.d_inner % headdim:
+            raise ValueError(f"headdim={headdim} must divide d_inner = expand * d_model = {self.d_inner}")
+        self.nheads = self.d_inner // headdim
+        if ngroups < 1 or self.nheads % ngroups:
+            raise ValueError(f"ngroups={ngroups} must divide the number of heads {self.nheads}")
+        self.d_state, self.d_conv, self.expand, self.headdim, self.ngroups = d_state, d_conv, expand, headdim, ngroups
+        self.chunk_size, self.backend = chunk_size, backend
+        d, H, G, n = self.d_inner, self.nheads, ngroups, d_state
+        self.conv_dim = d + 2 * G * n
+        self.in_proj = nn.Linear(d_model, 2 * d + 2 * G * n + H, bias=bias)  # [z, x, B, C, dt]
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, kernel_size=d_conv, groups=self.conv_dim, bias=conv_bias)
+        self.dt_bias = nn.Parameter(dt_bias_init(H, dt_min, dt_max, dt_init_floor).float())
+        lo, hi = A_init_range
+        self.A_log = nn.Parameter(torch.log(torch.empty(H).uniform_(lo, hi)))
+        self.D = nn.Parameter(torch.ones(H))
+        self.norm = RMSNormGated(d, eps=norm_eps, group_size=norm_group_size or d // G, norm_before_gate=False)
+        self.out_proj = nn.Linear(d, d_model, bias=bias)
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, d_state={self.d_state}, heads={self.nheads}x{self.headdim}, "
+                f"ngroups={self.ngroups}, d_conv={self.d_conv}")
+
+    def _ssm_state_shape(self, batch: int) -> tuple:
+        return (batch, self.nheads, self.headdim, self.d_state)
+
+    def _A(self) -> torch.Tensor:
+        """A = -exp(A_log) (H,), float32 (float64 in float64 tests)."""
+        return -torch.exp(self.A_log if self.A_log.dtype == torch.float64 else self.A_log.float())
+
+    def _mix(self, u, conv_state, ssm_state, reset, backend):
+        b, l, _ = u.shape
+        d, G, n, H, P = self.d_inner, self.ngroups, self.d_state, self.nheads, self.headdim
+        z, xBC, dt = torch.split(self.in_proj(u), [d, self.conv_dim, H], dim=-1)
+        xBC, conv_state = causal_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, conv_state, reset=reset)
+        x, B, C = torch.split(F.silu(xBC), [d, G * n, G * n], dim=-1)
+        y, ssm_state = ssd(x.reshape(b, l, H, P), dt, self._A(), B.reshape(b, l, G, n), C.reshape(b, l, G, n),
+                           self.D, None, self.dt_bias, True, ssm_state, return_final_state=True, reset=reset,
+                           chunk_size=self.chunk_size, backend=backend)  # (b, l, H, P)
+        y = self.norm(y.reshape(b, l, d).to(u.dtype), z)
+        return self.out_proj(y), conv_state, ssm_state

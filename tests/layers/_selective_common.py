@@ -1,0 +1,61 @@
+"""Checks shared by the Mamba and Mamba-2 layer tests."""
+
+import torch
+
+
+def check_reset_separates_packed(layer, d_model: int, split: int = 5, length: int = 11) -> None:
+    """A packed row [seq1 | seq2] with reset at seq2's start == each sequence run alone."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, length, d_model, generator=g, dtype=torch.float64)
+    reset = torch.zeros(1, length, dtype=torch.bool)
+    reset[0, split] = True
+    with torch.no_grad():
+        y, (conv, ssm) = layer(x, reset=reset, return_state=True)
+        y1 = layer(x[:, :split])
+        y2, (conv2, ssm2) = layer(x[:, split:], return_state=True)
+    torch.testing.assert_close(y[:, :split], y1)
+    torch.testing.assert_close(y[:, split:], y2)
+    torch.testing.assert_close(conv, conv2)
+    torch.testing.assert_close(ssm, ssm2)
+
+
+def check_conv_buffer_is_carried(layer, d_model: int) -> None:
+    """Continuation needs the conv buffer: dropping it (zeros) changes the output right after the cut."""
+    x = torch.randn(2, 8, d_model, dtype=torch.float64)
+    with torch.no_grad():
+        full = layer(x)
+        _, (conv, ssm) = layer(x[:, :4], return_state=True)
+        assert conv.abs().sum() > 0
+        y_wrong = layer(x[:, 4:], (torch.zeros_like(conv), ssm))
+    assert not torch.allclose(y_wrong[:, 0], full[:, 4])
+
+
+def check_backends_agree_with_grads(make_layer, d_model: int, length: int = 9) -> None:
+    """Layer with the naive op == layer with the fast op: outputs and every parameter gradient."""
+    torch.manual_seed(0)
+    fast = make_layer("auto").double()
+    slow = make_layer("naive").double()
+    slow.load_state_dict(fast.state_dict())
+    x = torch.randn(2, length, d_model, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for layer in (fast, slow):
+        y = layer(x)
+        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=torch.float64).view_as(y)).sum()
+        params = [x] + list(layer.parameters())
+        grads.append((y, torch.autograd.grad(loss, params)))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b)
+
+
+def check_float32_step(layer, d_model: int, length: int = 32) -> None:
+    x = torch.randn(2, length, d_model)
+    with torch.no_grad():
+        y = layer(x)
+        state = layer.init_state(2)
+        outs = []
+        for t in range(length):
+            y_t, state = layer.step(x[:, t], state)
+            outs.append(y_t)
+    scale = y.abs().max().item()
+    torch.testing.assert_close(torch.stack(outs, 1), y, rtol=1e-4, atol=1e-5 * max(scale, 1.0))

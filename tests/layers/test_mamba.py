@@ -1,0 +1,73 @@
+"""Mamba (S6) layer: contract in float64 (step == forward, continuation incl. the conv buffer,
+purity, bad inputs), reset on packed sequences, init values from the paper, optimizer tags."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torchssm.layers.mamba import Mamba
+from torchssm.layers.registry import build_layer
+from torchssm.testing import check_layer_contract, check_step_matches_forward
+
+from _selective_common import (
+    check_backends_agree_with_grads,
+    check_conv_buffer_is_carried,
+    check_float32_step,
+    check_reset_separates_packed,
+)
+
+
+@pytest.fixture
+def layer():
+    torch.manual_seed(0)
+    return Mamba(16, d_state=4, chunk_size=5).double()  # chunk 5 does not divide L = 12
+
+
+def test_contract_float64(layer):
+    check_layer_contract(layer, length=12)
+
+
+def test_length_one(layer):
+    check_step_matches_forward(layer, length=1)
+
+
+def test_conv_buffer_carried(layer):
+    check_conv_buffer_is_carried(layer, 16)
+
+
+def test_reset_separates_packed_sequences(layer):
+    check_reset_separates_packed(layer, 16)
+
+
+def test_naive_and_fast_backends_agree_with_grads():
+    check_backends_agree_with_grads(lambda be: Mamba(16, d_state=4, chunk_size=4, backend=be), 16)
+
+
+def test_float32_step_matches_forward():
+    torch.manual_seed(1)
+    check_float32_step(Mamba(16, d_state=8), 16)
+
+
+def test_init_follows_reference():
+    torch.manual_seed(0)
+    m = Mamba(40)
+    assert m.dt_rank == math.ceil(40 / 16) and m.d_inner == 80 and m.d_state == 16 and m.d_conv == 4
+    dt = F.softplus(m.dt_proj.bias)
+    assert dt.min() >= 1e-4 - 1e-9 and dt.max() <= 0.1 + 1e-6
+    torch.testing.assert_close(-torch.exp(m.A_log[3]), -torch.arange(1, 17, dtype=torch.float32))
+    torch.testing.assert_close(m.D, torch.ones(80))
+    names = dict(m.named_parameters())
+    for name, tag in m.optim_overrides.items():
+        assert name in names and tag == {"weight_decay": 0.0}
+
+
+def test_registry_builds_it():
+    assert isinstance(build_layer("mamba", 8, d_state=4), Mamba)
+    assert Mamba.causal
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="d_state"):
+        Mamba(8, d_state=0)
