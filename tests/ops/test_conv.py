@@ -1,0 +1,127 @@
+"""Long-convolution ops of the S4 family: FFT convolution, Vandermonde and Cauchy kernels.
+Each fast op == its naive reference in float64, outputs and every gradient; bad input raises."""
+
+import pytest
+import torch
+
+from torchssm.ops.cauchy import cauchy, cauchy_naive
+from torchssm.ops.conv import conv_naive, fft_conv
+from torchssm.ops.vandermonde import (vandermonde, vandermonde_naive, vandermonde_transpose,
+                                      vandermonde_transpose_naive)
+
+F64 = dict(rtol=1e-10, atol=1e-10)
+
+
+def _grads(fn, inputs, seed=0):
+    """Output and gradients of <fn(*inputs), G> for a fixed random cotangent G (complex aware)."""
+    inputs = [t.detach().clone().requires_grad_(True) for t in inputs]
+    out = fn(*inputs)
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(out.shape, generator=gen, dtype=out.real.dtype)
+    if out.is_complex():
+        g = torch.complex(g, torch.randn(out.shape, generator=gen, dtype=out.real.dtype))
+    grads = torch.autograd.grad(out, inputs, g)
+    return out, grads
+
+
+def _assert_same(fast, ref, inputs):
+    out_f, g_f = _grads(fast, inputs)
+    out_r, g_r = _grads(ref, inputs)
+    torch.testing.assert_close(out_f, out_r, **F64)
+    for a, b in zip(g_f, g_r, strict=True):
+        torch.testing.assert_close(a, b, **F64)
+
+
+def _cplx(*shape, scale=1.0):
+    return torch.complex(torch.randn(*shape, dtype=torch.float64), torch.randn(*shape, dtype=torch.float64)) * scale
+
+
+# --- FFT convolution ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("length,klen", [(1, 1), (7, 7), (16, 20)])
+def test_fft_conv_matches_naive_causal(length, klen):
+    torch.manual_seed(0)
+    u, k = torch.randn(2, length, 3, dtype=torch.float64), torch.randn(3, klen, dtype=torch.float64)
+    _assert_same(fft_conv, conv_naive, [u, k])
+
+
+def test_fft_conv_matches_naive_bidirectional():
+    torch.manual_seed(1)
+    u = torch.randn(2, 9, 3, dtype=torch.float64)
+    k, kb = torch.randn(3, 9, dtype=torch.float64), torch.randn(3, 12, dtype=torch.float64)
+    _assert_same(fft_conv, conv_naive, [u, k, kb])
+
+
+def test_conv_naive_is_the_written_sum():
+    u = torch.randn(1, 5, 2, dtype=torch.float64)
+    k, kb = torch.randn(2, 5, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
+    y = conv_naive(u, k, kb)
+    t, h = 2, 1
+    want = sum(k[h, t - s] * u[0, s, h] for s in range(t + 1)) + sum(kb[h, s - t - 1] * u[0, s, h] for s in range(t + 1, 5))
+    torch.testing.assert_close(y[0, t, h], want, **F64)
+
+
+def test_fft_conv_low_precision_input_keeps_dtype():
+    u = torch.randn(2, 32, 4).to(torch.bfloat16)
+    k = torch.randn(4, 32)
+    y = fft_conv(u, k)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), conv_naive(u.float(), k), rtol=0.02, atol=0.05)
+
+
+def test_fft_conv_bad_input():
+    u = torch.randn(2, 8, 3)
+    with pytest.raises(ValueError, match="shorter than the input length 8"):
+        fft_conv(u, torch.randn(3, 7))
+    with pytest.raises(ValueError, match=r"\(3, Lk\)"):
+        fft_conv(u, torch.randn(4, 8))
+    with pytest.raises(ValueError, match="channels"):
+        fft_conv(u[0], torch.randn(3, 8))
+    with pytest.raises(ValueError, match="empty"):
+        fft_conv(u[:, :0], torch.randn(3, 8))
+
+
+# --- Vandermonde -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("max_elements", [1 << 22, 7])  # one chunk, and many chunks (checkpointed)
+def test_vandermonde_matches_naive(max_elements):
+    torch.manual_seed(2)
+    c, log_z = _cplx(2, 3, 4), torch.complex(-torch.rand(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64))
+    _assert_same(lambda c, z: vandermonde(c, z, 11, max_elements=max_elements),
+                 lambda c, z: vandermonde_naive(c, z, 11), [c, log_z])
+
+
+@pytest.mark.parametrize("max_elements", [1 << 22, 5])
+def test_vandermonde_transpose_matches_naive(max_elements):
+    torch.manual_seed(3)
+    u = torch.randn(2, 3, 10, dtype=torch.float64)
+    log_z = torch.complex(-torch.rand(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64))
+    _assert_same(lambda u, z: vandermonde_transpose(u, z, max_elements=max_elements),
+                 vandermonde_transpose_naive, [u, log_z])
+
+
+def test_vandermonde_is_the_power_sum():
+    c, log_z = _cplx(3), torch.tensor([-0.1 + 0.5j, -0.2 + 0.0j, -0.01 - 2j], dtype=torch.complex128)
+    z = torch.exp(log_z)
+    got = vandermonde(c, log_z, 6, max_elements=2)
+    torch.testing.assert_close(got, torch.stack([(c * z**l).sum() for l in range(6)]), **F64)
+
+
+def test_vandermonde_bad_input():
+    with pytest.raises(ValueError, match=r"n=4"):
+        vandermonde(_cplx(3), _cplx(4), 5)
+    with pytest.raises(ValueError, match="length"):
+        vandermonde(_cplx(4), _cplx(4), 0)
+
+
+# --- Cauchy --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("max_elements", [1 << 22, 6])
+def test_cauchy_matches_naive(max_elements):
+    torch.manual_seed(4)
+    v, w, z = _cplx(2, 5), _cplx(2, 5), _cplx(9, scale=3.0)
+    _assert_same(lambda v, z, w: cauchy(v, z, w, max_elements=max_elements), cauchy_naive, [v, z, w])
+
+
+def test_cauchy_bad_input():
+    with pytest.raises(ValueError, match=r"\(L,\)"):
+        cauchy(_cplx(5), _cplx(2, 3), _cplx(5))
+    with pytest.raises(ValueError, match="n=5"):
+        cauchy(_cplx(4), _cplx(3), _cplx(5))
