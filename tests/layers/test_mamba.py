@@ -58,9 +58,10 @@ def test_init_follows_reference():
     assert dt.min() >= 1e-4 - 1e-9 and dt.max() <= 0.1 + 1e-6
     torch.testing.assert_close(-torch.exp(m.A_log[3]), -torch.arange(1, 17, dtype=torch.float32))
     torch.testing.assert_close(m.D, torch.ones(80))
-    names = dict(m.named_parameters())
-    for name, tag in m.optim_overrides.items():
-        assert name in names and tag == {"weight_decay": 0.0}
+    from torchssm.train.optim import param_groups
+
+    no_decay = {n for g in param_groups(m, lr=1e-3, weight_decay=0.1) if g["weight_decay"] == 0.0 for n in g["names"]}
+    assert {"A_log", "D", "dt_proj.bias"} <= no_decay and "in_proj.weight" not in no_decay
 
 
 def test_registry_builds_it():

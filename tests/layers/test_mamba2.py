@@ -56,8 +56,10 @@ def test_init_follows_reference():
     assert A.min() >= 1 and A.max() <= 16
     dt = F.softplus(m.dt_bias)
     assert dt.min() >= 1e-4 - 1e-9 and dt.max() <= 0.1 + 1e-6
-    names = dict(m.named_parameters())
-    assert all(name in names for name in m.optim_overrides)
+    from torchssm.train.optim import param_groups
+
+    no_decay = {n for g in param_groups(m, lr=1e-3, weight_decay=0.1) if g["weight_decay"] == 0.0 for n in g["names"]}
+    assert {"A_log", "D", "dt_bias"} <= no_decay and "in_proj.weight" not in no_decay
 
 
 def test_gated_rmsnorm_groups():

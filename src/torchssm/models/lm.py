@@ -1,0 +1,268 @@
+"""Causal language model over any registered causal layer, with fast generation.
+
+Architecture (Mamba's ``MambaLMHeadModel``: Gu & Dao 2023, Sec. 4.2 / App. E.2; reference
+``mamba_ssm/models/mixer_seq_simple.py``), for b batch, l length, h = d_model, V vocabulary:
+
+    x_0 = Embedding(ids)                                      (b, l, h), vocab padded to a multiple of 8
+    x_{i+1} = x_i + Mixer_i(RMSNorm_i(x_i))                   pre-norm residual blocks, i < n_layer
+    logits = RMSNorm_f(x_N) @ Embedding.weight^T              tied head, (b, l, V)
+
+Defaults and their sources (mamba_ssm ``MambaConfig`` and ``_init_weights``): RMSNorm eps 1e-5, the
+residual stream kept in float32 (``residual_in_fp32``), ``pad_vocab_size_multiple=8``, tied embeddings,
+embedding ~ N(0, 0.02), Linear biases zero, and each mixer's output projection (``out_proj``, or ``out``
+for attention) re-initialised kaiming-uniform and scaled by 1/sqrt(n_layer) (GPT-2's scheme, Radford et
+al. 2019, Sec. 2.3). Module names follow mamba_ssm (``backbone.embedding``, ``backbone.layers.i.norm``,
+``backbone.layers.i.mixer``, ``backbone.norm_f``, ``lm_head``), so its checkpoints map one to one.
+
+Generation (:meth:`CausalLM.generate`): the prompt runs once in parallel mode (``forward`` with
+``return_state=True``), then each new token is one ``step`` of every layer with the carried states:
+O(1) work per token for SSMs, O(position) for the Transformer's KV cache. No recomputation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Iterator, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchssm.layers.base import check_state_like
+from torchssm.layers.registry import build_layer
+from torchssm.models.pretrained import PretrainedMixin, register_model_type
+
+
+@dataclass
+class LMConfig:
+    layer: str = "mamba"  # any causal layer of the registry
+    d_model: int = 256
+    n_layer: int = 4
+    vocab_size: int = 256  # byte-level tokenizer
+    layer_kwargs: dict = field(default_factory=dict)
+    pad_vocab_size_multiple: int = 8  # mamba_ssm MambaConfig
+    norm_eps: float = 1e-5  # mamba_ssm RMSNorm
+    residual_in_fp32: bool = True  # mamba_ssm MambaConfig (the pretrained checkpoints use True)
+    tie_embeddings: bool = True
+    max_length: int = 1 << 20  # longest prompt + generation accepted by ``generate``
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LMConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown LM config key(s) {unknown}; expected some of {sorted(known)}")
+        return cls(**data)
+
+    @property
+    def padded_vocab_size(self) -> int:
+        m = self.pad_vocab_size_multiple
+        return self.vocab_size if m <= 1 else m * math.ceil(self.vocab_size / m)
+
+
+class Block(nn.Module):
+    """x + mixer(norm(x)) (pre-norm residual, as mamba_ssm's ``Block``)."""
+
+    def __init__(self, mixer: nn.Module, d_model: int, eps: float):
+        super().__init__()
+        self.norm = nn.RMSNorm(d_model, eps=eps)
+        self.mixer = mixer
+
+
+class Backbone(nn.Module):
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.embedding = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(
+            Block(build_layer(cfg.layer, cfg.d_model, **cfg.layer_kwargs), cfg.d_model, cfg.norm_eps)
+            for _ in range(cfg.n_layer)
+        )
+        self.norm_f = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+
+
+class CausalLM(PretrainedMixin, nn.Module):
+    """Language model ``ids (b, l) -> logits (b, l, vocab_size)`` (see the module docstring)."""
+
+    model_type = "lm"
+
+    def __init__(self, config: LMConfig):
+        super().__init__()
+        if not isinstance(config, LMConfig):
+            raise TypeError(f"expected an LMConfig, got {type(config).__name__}")
+        for name in ("d_model", "n_layer", "vocab_size", "max_length"):
+            v = getattr(config, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"LM config {name} must be a positive int, got {v!r}")
+        self.config = config
+        self.backbone = Backbone(config)
+        for i, block in enumerate(self.backbone.layers):
+            if not getattr(block.mixer, "causal", False):
+                raise ValueError(f"layer {config.layer!r} is not causal: a language model needs a causal layer")
+        self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
+        self._init_weights()
+        if config.tie_embeddings:
+            self.lm_head.weight = self.backbone.embedding.weight
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        """mamba_ssm ``_init_weights`` (mixer_seq_simple.py), n_residuals_per_layer = 1."""
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear) and module.bias is not None and not getattr(module.bias, "_no_reinit", False):
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+        for block in self.backbone.layers:
+            for pname in ("out_proj", "out"):
+                proj = getattr(block.mixer, pname, None)
+                if isinstance(proj, nn.Linear):
+                    nn.init.kaiming_uniform_(proj.weight, a=math.sqrt(5))
+                    proj.weight /= math.sqrt(self.config.n_layer)
+                    break
+
+    # --- parallel mode -------------------------------------------------------------------------------
+    def _residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual stream: at least float32 with ``residual_in_fp32`` (float64 stays float64)."""
+        return x.to(torch.promote_types(x.dtype, torch.float32)) if self.config.residual_in_fp32 else x
+
+    def _check_ids(self, ids: torch.Tensor, name: str = "input_ids") -> None:
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+            raise ValueError(f"{name} must be a (batch, length) tensor of token ids; got "
+                             f"{tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__}")
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer tensor; got dtype {ids.dtype}")
+        if ids.shape[1] == 0:
+            raise ValueError(f"{name} is empty (length 0); expected shape (batch, length>=1)")
+
+    def init_state(self, batch: int, device=None, dtype=None) -> list:
+        """One zero state per layer."""
+        return [blk.mixer.init_state(batch, device=device, dtype=dtype) for blk in self.backbone.layers]
+
+    def _check_state(self, state, batch: int) -> None:
+        if not isinstance(state, (list, tuple)) or len(state) != len(self.backbone.layers):
+            raise ValueError(f"state must be a list of {len(self.backbone.layers)} per-layer states (from this "
+                             f"model's init_state or forward(..., return_state=True)); got "
+                             f"{type(state).__name__} of length {len(state) if isinstance(state, (list, tuple)) else '-'}")
+        for i, (s, blk) in enumerate(zip(state, self.backbone.layers)):
+            check_state_like(s, blk.mixer.init_state(batch, device="meta"), name=f"state[{i}]")
+
+    def forward(self, input_ids: torch.Tensor, state: Optional[list] = None, *, return_state: bool = False,
+                reset: Optional[torch.Tensor] = None):
+        """ids (b, l) -> logits (b, l, vocab_size) [, new per-layer states]. ``reset`` (b, l) bool marks
+        where a new document starts in a packed row (passed to layers that accept it)."""
+        self._check_ids(input_ids)
+        if state is not None:
+            self._check_state(state, input_ids.shape[0])
+        x = self.backbone.embedding(input_ids)  # (b, l, h)
+        residual = self._residual(x)
+        new_states = []
+        for i, blk in enumerate(self.backbone.layers):
+            kw = {} if reset is None else {"reset": reset}
+            s = None if state is None else state[i]
+            out = blk.mixer(blk.norm(residual.to(x.dtype)), s, return_state=return_state, **kw)
+            if return_state:
+                out, s = out
+                new_states.append(s)
+            residual = residual + out.to(residual.dtype)
+        logits = self.lm_head(self.backbone.norm_f(residual.to(x.dtype)))[..., : self.config.vocab_size]
+        return (logits, new_states) if return_state else logits
+
+    # --- recurrent mode ------------------------------------------------------------------------------
+    def step(self, token_ids: torch.Tensor, state: list):
+        """One token per sequence: ids (b,) -> (logits (b, vocab_size), new_state). Pure, O(1) for SSMs."""
+        if not isinstance(token_ids, torch.Tensor) or token_ids.dim() != 1:
+            raise ValueError(f"token_ids must have shape (batch,); got "
+                             f"{tuple(token_ids.shape) if isinstance(token_ids, torch.Tensor) else type(token_ids)}")
+        self._check_state(state, token_ids.shape[0])
+        x = self.backbone.embedding(token_ids)  # (b, h)
+        residual = self._residual(x)
+        new_states = []
+        for blk, s in zip(self.backbone.layers, state):
+            out, s = blk.mixer.step(blk.norm(residual.to(x.dtype)), s)
+            new_states.append(s)
+            residual = residual + out.to(residual.dtype)
+        logits = self.lm_head(self.backbone.norm_f(residual.to(x.dtype)))[..., : self.config.vocab_size]
+        return logits, new_states
+
+    # --- generation ----------------------------------------------------------------------------------
+    @staticmethod
+    def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
+               top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """logits (b, V) -> ids (b,). temperature 0 = greedy; top_k keeps the k largest; top_p keeps the
+        smallest set whose probability reaches p (nucleus sampling, Holtzman et al. 2020, Sec. 3.1)."""
+        if temperature == 0:
+            return logits.argmax(-1)
+        logits = logits.float() / temperature
+        if top_k is not None and top_k < logits.shape[-1]:
+            kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (b, 1)
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if top_p is not None and top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+            cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+            drop = cum - torch.softmax(sorted_logits, dim=-1) >= top_p  # mass before this token already >= p
+            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)[:, 0]
+
+    def _check_generate(self, prompt_ids, max_new_tokens, temperature, top_k, top_p) -> torch.Tensor:
+        if isinstance(prompt_ids, (list, tuple)):
+            prompt_ids = torch.tensor(prompt_ids, dtype=torch.long)
+        if isinstance(prompt_ids, torch.Tensor) and prompt_ids.dim() == 1:
+            prompt_ids = prompt_ids[None]
+        self._check_ids(prompt_ids, "prompt_ids")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int >= 0; got {max_new_tokens!r}")
+        total = prompt_ids.shape[1] + max_new_tokens
+        if total > self.config.max_length:
+            raise ValueError(f"prompt ({prompt_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) = {total} "
+                             f"exceeds the model's max_length={self.config.max_length}")
+        lo, hi = int(prompt_ids.min()), int(prompt_ids.max())  # one sync, before generation starts
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise ValueError(f"prompt_ids must be token ids in [0, {self.config.vocab_size}); got values in [{lo}, {hi}]")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0; got {temperature}")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a positive int or None; got {top_k!r}")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1] or None; got {top_p!r}")
+        return prompt_ids.to(self.lm_head.weight.device)
+
+    @torch.no_grad()
+    def generate_stream(self, prompt_ids, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
+                        top_p: Optional[float] = None, *, generator: Optional[torch.Generator] = None,
+                        eos_id: Optional[int] = None) -> Iterator[torch.Tensor]:
+        """Yield the new token ids (b,) one at a time: prompt in parallel mode, then ``step``."""
+        prompt_ids = self._check_generate(prompt_ids, max_new_tokens, temperature, top_k, top_p)
+        if max_new_tokens == 0:
+            return
+        logits, state = self(prompt_ids, return_state=True)
+        tok = self.sample(logits[:, -1], temperature, top_k, top_p, generator)
+        for i in range(max_new_tokens):
+            yield tok
+            if i + 1 == max_new_tokens or (eos_id is not None and bool((tok == eos_id).all())):
+                return
+            logits, state = self.step(tok, state)
+            tok = self.sample(logits, temperature, top_k, top_p, generator)
+
+    def generate(self, prompt_ids, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
+                 top_p: Optional[float] = None, *, generator: Optional[torch.Generator] = None,
+                 eos_id: Optional[int] = None) -> torch.Tensor:
+        """prompt_ids (b, l) or (l,) -> (b, l + new) ids: the prompt followed by the generated tokens."""
+        prompt = self._check_generate(prompt_ids, max_new_tokens, temperature, top_k, top_p)
+        new: List[torch.Tensor] = list(self.generate_stream(prompt, max_new_tokens, temperature, top_k, top_p,
+                                                            generator=generator, eos_id=eos_id))
+        return torch.cat([prompt] + [t[:, None] for t in new], dim=1)
+
+
+def build_lm(config: LMConfig) -> CausalLM:
+    return CausalLM(config)
+
+
+def build_lm_from_dict(data: dict) -> CausalLM:
+    """Builder registered for ``model_type = "lm"`` (``torchssm.from_pretrained``)."""
+    return CausalLM(LMConfig.from_dict(data))
+
+
+register_model_type("lm", "torchssm.models.lm", "build_lm_from_dict")
