@@ -1,0 +1,113 @@
+"""Hydra: bidirectional SSM as a quasiseparable matrix mixer. Hwang, Lahoti, Dao, Gu 2024, "Hydra:
+Bidirectional State Space Models Through Generalized Matrix Mixers", Sec. 4 and Eq. (QS); reference
+``hydra/modules/hydra.py`` (goombalab/hydra).
+
+Math (h = d_model, d = d_inner = expand * h, H = d / headdim heads, P = headdim, G groups, n = d_state):
+
+    z, xBC, dt = split(in_proj(u))                  (b, l, d), (b, l, d + 4Gn), (b, l, 2H)
+    x, B_f, C_f, B_b, C_b = split(silu(conv(xBC)))  non-causal depthwise conv, width d_conv = 7, "same" padding
+    y_f = SSD(x, dt_f, A, B_f, C_f)                 forward scan        (A = -exp(A_log), shared)
+    y_b = flip(SSD(flip(x), flip(dt_b), A, flip(B_b), flip(C_b)))        backward scan
+    y   = shift(y_f) + flip(shift(flip-side y_b)) + x * (fc_D(x) + D)   shift: y_t <- y_{t-1}, y_0 = 0
+    out = out_proj(RMSNorm(y) * silu(z))            gated norm, norm before the gate
+
+Shifting both scans by one position makes their diagonals zero, so the sum is the quasiseparable
+matrix (strictly lower part from the forward SSM, strictly upper from the backward one) plus an
+input-dependent diagonal ``fc_D(x) + D`` (paper Sec. 4.2). Defaults from the reference module:
+d_state = 64, d_conv = 7, expand = 2, headdim = 64, ngroups = 1, A_log = log(1) (A = -1), dt ~ log-uniform
+[1e-3, 1e-1] with floor 1e-4 through ``dt_bias``, D = 1, chunk_size = 256, RMSNorm eps 1e-5 over the
+whole width. No weight decay on A_log, D, dt_bias. Non-causal: no ``step``, no state.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchssm.layers.base import SSMLayer
+from torchssm.layers.mamba import dt_bias_init
+from torchssm.layers.mamba2 import RMSNormGated
+from torchssm.ops.ssd import ssd
+
+
+class Hydra(SSMLayer):
+    """Bidirectional (non-causal) Hydra mixer; see the module docstring."""
+
+    causal = False
+    optim_overrides = {"A_log": {"weight_decay": 0.0}, "D": {"weight_decay": 0.0}, "dt_bias": {"weight_decay": 0.0}}
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        d_conv: int = 7,
+        expand: int = 2,
+        headdim: int = 64,
+        ngroups: int = 1,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        norm_eps: float = 1e-5,
+        *,
+        chunk_size: int = 256,
+        backend: str = "auto",
+    ):
+        super().__init__(d_model)
+        self.d_inner = expand * d_model
+        if headdim < 1 or self.d_inner % headdim:
+            raise ValueError(f"headdim={headdim} must divide d_inner = expand * d_model = {self.d_inner}")
+        self.nheads = self.d_inner // headdim
+        if ngroups < 1 or self.nheads % ngroups:
+            raise ValueError(f"ngroups={ngroups} must divide the number of heads {self.nheads}")
+        if d_conv < 1 or d_conv % 2 == 0:
+            raise ValueError(f"d_conv must be odd (a centred, length-preserving conv); got {d_conv}")
+        self.d_state, self.d_conv, self.headdim, self.ngroups = d_state, d_conv, headdim, ngroups
+        self.chunk_size, self.backend = chunk_size, backend
+        d, H, G, n = self.d_inner, self.nheads, ngroups, d_state
+        self.conv_dim = d + 4 * G * n
+        self.in_proj = nn.Linear(d_model, 2 * d + 4 * G * n + 2 * H, bias=bias)  # [z, x, B_f, C_f, B_b, C_b, dt]
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, kernel_size=d_conv, groups=self.conv_dim,
+                                padding=d_conv // 2, bias=conv_bias)
+        self.dt_bias = nn.Parameter(dt_bias_init(H, dt_min, dt_max, dt_init_floor).float())
+        self.A_log = nn.Parameter(torch.zeros(H))  # A = -1 (reference: A = ones, A_log = log(A))
+        self.D = nn.Parameter(torch.ones(H))
+        self.fc_D = nn.Linear(d, H, bias=False)
+        self.norm = RMSNormGated(d, eps=norm_eps, norm_before_gate=True)
+        self.out_proj = nn.Linear(d, d_model, bias=bias)
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, d_state={self.d_state}, heads={self.nheads}x{self.headdim}, "
+                f"ngroups={self.ngroups}, d_conv={self.d_conv}")
+
+    def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
+        """Hydra is non-causal and carries no state: an empty (b, 0) tensor, for generic code only."""
+        return torch.zeros(batch, 0, device=device if device is not None else self.D.device,
+                           dtype=dtype or self._param_dtype())
+
+    def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False):
+        """u (b, l, h) -> y (b, l, h)."""
+        self._check_forward(x, state)
+        if state is not None or return_state:
+            raise ValueError("Hydra is bidirectional (non-causal) and has no state: call forward(x)")
+        b, l, _ = x.shape
+        d, G, n, H, P = self.d_inner, self.ngroups, self.d_state, self.nheads, self.headdim
+        z, xBC, dt = torch.split(self.in_proj(x), [d, self.conv_dim, 2 * H], dim=-1)
+        xBC = F.silu(self.conv1d(xBC.transpose(1, 2)).transpose(1, 2))  # (b, l, d + 4Gn), non-causal
+        xs, BC_f, BC_b = torch.split(xBC, [d, 2 * G * n, 2 * G * n], dim=-1)
+        # both directions as one batch of 2b sequences: [forward; time-reversed]
+        x2 = torch.cat([xs, xs.flip(1)], dim=0)  # (2b, l, d)
+        BC2 = torch.cat([BC_f, BC_b.flip(1)], dim=0)  # (2b, l, 2Gn)
+        dt2 = torch.cat([dt[..., :H], dt[..., H:].flip(1)], dim=0)  # (2b, l, H)
+        B2, C2 = BC2.split([G * n, G * n], dim=-1)
+        A = -torch.exp(self.A_log if self.A_log.dtype == torch.float64 else self.A_log.float())  # (H,)
+        y = ssd(x2.reshape(2 * b, l, H, P), dt2, A, B2.reshape(2 * b, l, G, n), C2.reshape(2 * b, l, G, n),
+                None, None, self.dt_bias, True, None, chunk_size=self.chunk_size, backend=self.backend)
+        y = F.pad(y.reshape(2 * b, l, d)[:, :-1], (0, 0, 1, 0)).to(x.dtype)  # shift by one, first row zero
+        diag = (self.fc_D(xs) + self.D).repeat_interleave(P, dim=-1)  # (b, l, d): input-dependent diagonal
+        y = y[:b] + y[b:].flip(1) + xs * diag
+        return self.out_proj(self.norm(y, z))
