@@ -1,0 +1,209 @@
+"""Shared benchmark helpers: environment record, timing with spread, peak memory, power-law fits, tables.
+
+Every benchmark result carries :func:`environment` (device, versions, date) next to its shapes, dtype
+and repeats, so a number in BENCHMARKS.md can be traced to where it was measured.
+
+Peak memory (:func:`peak_memory`):
+  * CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus the memory
+    allocated before the call (bytes held by the caching allocator for tensors created by the call).
+  * CPU: the PyTorch profiler's allocation events (``profile_memory=True``): the running sum of
+    allocated minus freed bytes, in time order; its maximum is the peak of tensor memory allocated
+    *during* the call above what existed before (no tracemalloc, no RSS: allocator caches and Python
+    objects are not counted). Measured in a separate run from the timings (the profiler slows ops down).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device) -> Dict[str, object]:
+    """Where and with what a number was measured: device name, versions, threads, UTC date."""
+    import numpy
+
+    import torchssm
+
+    env = {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchssm": torchssm.__version__,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        env["cuda"] = torch.version.cuda
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        pass
+    return env
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, repeats: int = 5, warmup: int = 1) -> Dict[str, object]:
+    """Wall time of ``fn()`` (seconds): ``warmup`` untimed calls, then ``repeats`` timed ones.
+
+    Returns {"median", "min", "max", "iqr" (interquartile range; 0 below 4 repeats), "times"}.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1; got {repeats}")
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    q = statistics.quantiles(times, n=4) if len(times) >= 4 else [times[0], 0, times[0]]
+    return {"median": statistics.median(times), "min": min(times), "max": max(times),
+            "iqr": q[2] - q[0] if len(times) >= 4 else 0.0, "times": times}
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence C-level stderr (the profiler logs a line at start and stop); Python errors still raise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> Tuple[int, str]:
+    """(peak bytes allocated during ``fn()`` above the memory held before it, method name)."""
+    if device.type == "cuda":
+        synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - base), "torch.cuda.max_memory_allocated"
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events()
+              if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")]
+    events.sort(key=lambda e: e.start_ns())
+    running = peak = 0
+    for e in events:  # nbytes > 0: allocation, < 0: free
+        running += e.nbytes()
+        peak = max(peak, running)
+    return int(peak), "torch.profiler allocation events (profile_memory=True)"
+
+
+def fit_power_law(xs: Sequence[float], ys: Sequence[float]) -> Optional[Tuple[float, float]]:
+    """Least-squares fit of y = a x^k in log-log space: returns (k, a), or None with < 2 points."""
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if x > 0 and y is not None and y > 0]
+    if len(pts) < 2:
+        return None
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    if sxx == 0:
+        return None
+    k = sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
+    return k, math.exp(my - k * mx)
+
+
+def crossover(lengths: Sequence[int], t_model: Sequence[Optional[float]], t_ref: Sequence[Optional[float]]
+              ) -> Dict[str, Optional[float]]:
+    """Where ``model`` becomes faster than ``ref`` as the length grows.
+
+    "measured": the smallest measured length from which the model is faster at every longer measured
+    length (None if never). "fitted": where the two power-law fits t = a L^k intersect (None if the
+    model's fit does not grow more slowly than the reference's, or a fit is missing); it may lie outside
+    the measured range (an extrapolation).
+    """
+    pairs = [(l, a, b) for l, a, b in zip(lengths, t_model, t_ref) if a is not None and b is not None]
+    measured = None
+    for i, (l, _, _) in enumerate(pairs):
+        if all(a < b for _, a, b in pairs[i:]):
+            measured = l
+            break
+    fm = fit_power_law([p[0] for p in pairs], [p[1] for p in pairs])
+    fr = fit_power_law([p[0] for p in pairs], [p[2] for p in pairs])
+    fitted = None
+    if fm and fr and fr[0] - fm[0] > 1e-9:  # the model grows more slowly: it wins beyond the intersection
+        fitted = (fm[1] / fr[1]) ** (1.0 / (fr[0] - fm[0]))
+    return {"measured": measured, "fitted": fitted}
+
+
+def format_table(rows: List[Dict[str, object]], columns: Sequence[str]) -> str:
+    """A plain aligned text table (also valid Markdown)."""
+    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
+    out = [line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(row) for row in cells]
+    return "\n".join(out)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
+    return str(v)
+
+
+def save_json(path: str, payload: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2, default=str)
+
+
+def is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()

@@ -1,0 +1,198 @@
+"""``torchssm bench layers``: forward+backward time and peak memory of every layer vs the Transformer.
+
+For each registered layer (``torchssm.layers.registry``) and length L, one training step of the
+layer alone: y = layer(x) with x (B, L, H) requiring grad, then y.backward(g). Reported per
+(layer, L): median wall time over ``--repeats`` (after ``--warmup``), its interquartile range,
+tokens/s (B L / time) and peak memory (method in :mod:`torchssm.bench.common`). Per layer: the
+growth exponent k of a fit time ~ L^k (about 1 for a scan, 2 for attention at long L) and the
+crossover length from which it beats the Transformer layer ("transformer", SDPA with RoPE).
+
+Defaults B=8, L in {1k, 4k, 16k}, H=256, N=64 (the issue's GPU shapes); ``--quick`` uses CPU-sized
+shapes B=2, L in {256, 512, 1024, 2048}, H=64, N=16. A configuration that runs out of memory is
+recorded as "oom"; once one length takes longer than ``--max-seconds`` the longer ones are skipped.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import sys
+from typing import Dict, List, Optional
+
+import torch
+
+from torchssm.bench import common
+from torchssm.layers.registry import available_layers, build_layer, get_layer_class
+
+REFERENCE = "transformer"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--layers", default="all", help="comma-separated registry names (default: every available)")
+    p.add_argument("--batch", "-B", type=int, help="batch size (default 8; --quick 2)")
+    p.add_argument("--lengths", "-L", help="comma-separated sequence lengths (default 1024,4096,16384)")
+    p.add_argument("--d-model", "-H", type=int, help="width (default 256; --quick 64)")
+    p.add_argument("--d-state", "-N", type=int, help="state size, for layers that take d_state (default 64)")
+    p.add_argument("--layer-kwargs", default="{}",
+                   help='JSON {"layer": {kwargs}} for specific layers, e.g. \'{"transformer": {"n_heads": 8}}\'')
+    p.add_argument("--repeats", type=int, help="timed repeats (default 5; --quick 3)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--dtype", default="float32", choices=sorted(common.DTYPES))
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    p.add_argument("--quick", action="store_true", help="CPU-sized shapes: B=2, L=256..2048, H=64, N=16, 3 repeats")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="skip longer L once a step takes this long")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write all results to this JSON file")
+    p.add_argument("--plot", help="write time and memory vs L to this PNG/SVG")
+
+
+FULL = {"batch": 8, "lengths": "1024,4096,16384", "d_model": 256, "d_state": 64, "repeats": 5}
+QUICK = {"batch": 2, "lengths": "256,512,1024,2048", "d_model": 64, "d_state": 16, "repeats": 3}
+
+
+def _apply_defaults(args) -> None:
+    """Fill the shape options left unset from FULL, or QUICK with ``--quick`` (explicit values win)."""
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
+def layer_kwargs(name: str, d_state: int, extra: Optional[dict] = None) -> dict:
+    """Keyword arguments for layer ``name``: ``d_state`` if its constructor takes one, plus ``extra``."""
+    params = inspect.signature(get_layer_class(name).__init__).parameters
+    kwargs = {"d_state": d_state} if "d_state" in params else {}
+    if name == REFERENCE and "max_len" in params:
+        kwargs["max_len"] = 1  # no KV cache is used in training mode
+    kwargs.update(extra or {})
+    return kwargs
+
+
+def bench_layer(name: str, lengths: List[int], *, batch: int, d_model: int, d_state: int, device, dtype,
+                repeats: int = 5, warmup: int = 1, memory: bool = True, max_seconds: float = 60.0,
+                extra_kwargs: Optional[dict] = None, seed: int = 0) -> List[Dict[str, object]]:
+    """One row per length: {"layer", "L", "status", "time_s", "iqr_s", "tokens_per_s", "peak_mb"}."""
+    torch.manual_seed(seed)
+    layer = build_layer(name, d_model, **layer_kwargs(name, d_state, extra_kwargs)).to(device=device, dtype=dtype)
+    layer.train()
+    rows, too_slow = [], False
+    for length in lengths:
+        row = {"layer": name, "L": length, "status": "ok", "time_s": None, "iqr_s": None, "tokens_per_s": None,
+               "peak_mb": None}
+        rows.append(row)
+        if too_slow:
+            row["status"] = f"skipped (> {max_seconds:g} s at a shorter L)"
+            continue
+        x = torch.randn(batch, length, d_model, device=device, dtype=dtype, requires_grad=True)  # (b, l, h)
+        g = torch.randn(batch, length, d_model, device=device, dtype=dtype)  # (b, l, h): upstream gradient
+
+        def step():
+            x.grad = None
+            layer.zero_grad(set_to_none=True)
+            layer(x).backward(g)
+
+        try:
+            t = common.time_fn(step, device, repeats=repeats, warmup=warmup)
+            row.update(time_s=t["median"], iqr_s=t["iqr"], min_s=t["min"], max_s=t["max"],
+                       tokens_per_s=batch * length / t["median"])
+            if memory:
+                row["peak_mb"] = common.peak_memory(step, device)[0] / 2**20
+            too_slow = t["median"] > max_seconds
+        except (RuntimeError, torch.OutOfMemoryError) as err:
+            if not common.is_oom(err):
+                raise
+            row["status"] = "oom"
+            too_slow = True
+        finally:
+            del x, g
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return rows
+
+
+def summarize(rows: List[dict], lengths: List[int]) -> List[dict]:
+    """Per layer: growth exponent k (time ~ L^k) and crossover length vs the Transformer layer."""
+    by_layer: Dict[str, Dict[int, Optional[float]]] = {}
+    for r in rows:
+        by_layer.setdefault(r["layer"], {})[r["L"]] = r["time_s"]
+    ref = by_layer.get(REFERENCE)
+    out = []
+    for name, times in by_layer.items():
+        ts = [times.get(l) for l in lengths]
+        fit = common.fit_power_law(lengths, ts)
+        entry = {"layer": name, "exponent_k": fit[0] if fit else None, "crossover_measured": None,
+                 "crossover_fitted": None}
+        if ref is not None and name != REFERENCE:
+            cross = common.crossover(lengths, ts, [ref.get(l) for l in lengths])
+            entry["crossover_measured"], entry["crossover_fitted"] = cross["measured"], cross["fitted"]
+        out.append(entry)
+    return out
+
+
+def plot(path: str, rows: List[dict], meta: dict) -> str:
+    from torchssm.analysis.plots import _figure, _save
+
+    fig, (ax_t, ax_m) = _figure(2, 1)
+    for name in dict.fromkeys(r["layer"] for r in rows):
+        pts = [(r["L"], r["time_s"], r["peak_mb"]) for r in rows if r["layer"] == name and r["time_s"]]
+        if not pts:
+            continue
+        ls = [p[0] for p in pts]
+        style = "k--" if name == REFERENCE else "-"
+        ax_t.loglog(ls, [p[1] * 1e3 for p in pts], style, marker="o", label=name)
+        if any(p[2] for p in pts):
+            ax_m.loglog(ls, [p[2] for p in pts], style, marker="o", label=name)
+    s = meta["shapes"]
+    ax_t.set_title(f"forward+backward, B={s['batch']} H={s['d_model']} N={s['d_state']} {meta['dtype']}")
+    ax_t.set_xlabel("sequence length L")
+    ax_t.set_ylabel(f"median time (ms) of {meta['repeats']} repeats")
+    ax_m.set_title(f"peak memory ({meta['memory_method']})", fontsize=7)
+    ax_m.set_xlabel("sequence length L")
+    ax_m.set_ylabel("MiB")
+    for ax in (ax_t, ax_m):
+        ax.legend(fontsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+    env = meta["environment"]
+    fig.suptitle(f"{env['device_name']} | torch {env['torch']} | {env['date_utc']}", fontsize=8)
+    return _save(fig, path)
+
+
+def run(args) -> int:
+    _apply_defaults(args)
+    device, dtype = common.resolve_device(args.device), common.resolve_dtype(args.dtype)
+    lengths = sorted(int(v) for v in str(args.lengths).split(","))
+    names = available_layers() if args.layers == "all" else [n.strip() for n in args.layers.split(",")]
+    extra = json.loads(args.layer_kwargs)
+    rows: List[dict] = []
+    for name in names:
+        print(f"[bench layers] {name} ...", file=sys.stderr, flush=True)
+        rows += bench_layer(name, lengths, batch=args.batch, d_model=args.d_model, d_state=args.d_state,
+                            device=device, dtype=dtype, repeats=args.repeats, warmup=args.warmup,
+                            memory=not args.no_memory, max_seconds=args.max_seconds,
+                            extra_kwargs=extra.get(name), seed=args.seed)
+    summary = summarize(rows, lengths)
+    memory_method = "cuda max_memory_allocated" if device.type == "cuda" else "torch.profiler allocation events"
+    meta = {"benchmark": "layers (forward+backward)", "environment": common.environment(device), "dtype": args.dtype,
+            "shapes": {"batch": args.batch, "lengths": lengths, "d_model": args.d_model, "d_state": args.d_state},
+            "repeats": args.repeats, "warmup": args.warmup, "spread": "iqr_s = interquartile range of the repeats",
+            "memory_method": "skipped" if args.no_memory else memory_method}
+    env = meta["environment"]
+    print(f"# {env['device_name']} ({env['device']}, {env['cpu_threads']} threads), torch {env['torch']}, "
+          f"{args.dtype}, B={args.batch} H={args.d_model} N={args.d_state}, median of {args.repeats} "
+          f"(+{args.warmup} warmup), {env['date_utc']}")
+    table = [dict(r, time_ms=_ms(r["time_s"]), iqr_ms=_ms(r["iqr_s"]),
+                  ktok_per_s=r["tokens_per_s"] / 1e3 if r["tokens_per_s"] else None) for r in rows]
+    print(common.format_table(table, ["layer", "L", "time_ms", "iqr_ms", "ktok_per_s", "peak_mb", "status"]))
+    print()
+    print(common.format_table(summary, ["layer", "exponent_k", "crossover_measured", "crossover_fitted"]))
+    if args.json:
+        common.save_json(args.json, {**meta, "results": rows, "summary": summary})
+        print(f"wrote {args.json}")
+    if args.plot:
+        print(f"wrote {plot(args.plot, rows, meta)}")
+    return 0
+
+
+def _ms(seconds: Optional[float]) -> Optional[float]:
+    return None if seconds is None or math.isnan(seconds) else seconds * 1e3

@@ -1,0 +1,100 @@
+"""Benchmark helpers and commands at tiny shapes (no timing asserts: only structure and arithmetic)."""
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from torchssm.bench import common
+from torchssm.cli import main
+
+
+def test_fit_power_law_recovers_exponent():
+    ls = [256, 512, 1024, 2048]
+    k, a = common.fit_power_law(ls, [3e-6 * l**1.7 for l in ls])
+    assert k == pytest.approx(1.7) and a == pytest.approx(3e-6)
+    assert common.fit_power_law([10], [1.0]) is None
+    assert common.fit_power_law([10, 20], [None, 1.0]) is None
+
+
+def test_crossover_measured_and_fitted():
+    ls = [100, 200, 400, 800]
+    ssm = [1e-3 * l for l in ls]  # linear
+    attn = [2.5e-6 * l**2 for l in ls]  # quadratic: equal at L = 400
+    cross = common.crossover(ls, ssm, attn)
+    assert cross["fitted"] == pytest.approx(400.0)
+    assert cross["measured"] == 800  # at 400 they tie (not faster)
+    assert common.crossover(ls, attn, ssm) == {"measured": None, "fitted": None}  # grows faster: never wins
+
+
+def test_peak_memory_cpu_counts_live_tensors():
+    def fn():
+        a = torch.empty(1 << 20)  # 4 MiB
+        b = torch.empty(1 << 19)  # 2 MiB
+        del a
+        c = torch.empty(1 << 21)  # 8 MiB: live 10 MiB at most
+        return b, c
+
+    peak, method = common.peak_memory(fn, torch.device("cpu"))
+    assert peak == 10 * 2**20 and "profiler" in method
+
+
+def test_time_fn_and_table():
+    calls = []
+    t = common.time_fn(lambda: calls.append(1), torch.device("cpu"), repeats=4, warmup=2)
+    assert len(calls) == 6 and len(t["times"]) == 4 and t["min"] <= t["median"] <= t["max"] and t["iqr"] >= 0
+    table = common.format_table([{"a": 1.23456, "b": None}], ["a", "b"])
+    assert "1.23" in table and "-" in table.splitlines()[-1]
+    env = common.environment(torch.device("cpu"))
+    assert {"torch", "device_name", "date_utc", "cpu_threads"} <= set(env)
+    with pytest.raises(ValueError, match="float32"):
+        common.resolve_dtype("float31")
+
+
+def test_bench_layers_cli(tmp_path, capsys):
+    path_json, path_png = tmp_path / "layers.json", tmp_path / "layers.png"
+    args = ["bench", "layers", "--layers", "lru,transformer", "-B", "1", "-L", "16,32", "-H", "8", "-N", "4",
+            "--repeats", "1", "--warmup", "0", "--json", str(path_json)]
+    if pytest.importorskip("matplotlib"):
+        args += ["--plot", str(path_png)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "exponent_k" in out and "transformer" in out
+    data = json.loads(path_json.read_text())
+    assert data["shapes"] == {"batch": 1, "lengths": [16, 32], "d_model": 8, "d_state": 4}
+    assert data["environment"]["torch"] == torch.__version__ and data["repeats"] == 1
+    rows = data["results"]
+    assert [(r["layer"], r["L"]) for r in rows] == [("lru", 16), ("lru", 32), ("transformer", 16), ("transformer", 32)]
+    assert all(r["status"] == "ok" and r["time_s"] > 0 and r["peak_mb"] > 0 for r in rows)
+    assert {s["layer"] for s in data["summary"]} == {"lru", "transformer"}
+    assert os.path.getsize(path_png) > 1000
+
+
+def test_bench_layers_skips_after_slow_length():
+    from torchssm.bench.layers import bench_layer
+
+    rows = bench_layer("transformer", [8, 16], batch=1, d_model=8, d_state=4, device=torch.device("cpu"),
+                       dtype=torch.float32, repeats=1, warmup=0, memory=False, max_seconds=0.0,
+                       extra_kwargs={"n_heads": 2})
+    assert rows[0]["status"] == "ok" and rows[1]["status"].startswith("skipped")
+
+
+def test_bench_extrapolation_cli(tmp_path, capsys):
+    from torchssm.models.backbone import build_model
+    from torchssm.models.config import ModelConfig
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(layer="lru", d_model=8, n_layers=1, layer_kwargs={"d_state": 4},
+                                    d_input=1, d_output=2))
+    model.save_pretrained(tmp_path / "ckpt")
+    opts = json.dumps({"n_train": 1, "n_val": 0, "n_test": 8, "gap": 4})
+    assert main(["bench", "extrapolation", "--checkpoint", str(tmp_path / "ckpt"), "--task", "aa_ab",
+                 "--task-options", opts, "--train-length", "16", "--factors", "1,2,4",
+                 "--json", str(tmp_path / "e.json")]) == 0
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert [r["length"] for r in data["results"]] == [16, 32, 64]
+    assert all(r["status"] == "ok" and r["n"] == 8 and 0 <= r["acc"] <= 1 and math.isfinite(r["loss"])
+               for r in data["results"])
+    assert main(["bench", "extrapolation", "--checkpoint", str(tmp_path / "ckpt"), "--task", "aa_ab"]) == 2
