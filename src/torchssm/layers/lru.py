@@ -126,13 +126,20 @@ class LRU(SSMLayer):
 
     @staticmethod
     def _input(x: torch.Tensor, B_norm: torch.Tensor) -> torch.Tensor:
-        """gamma * B x for x (..., h) real: (..., n) complex (two real matmuls, no complex GEMM)."""
-        return torch.complex(x @ B_norm.real.T, x @ B_norm.imag.T)
+        """gamma * B x for x (..., h) real: (..., n) complex.
+
+        One real GEMM against the interleaved (re, im) weight (h, 2n), whose output is already the
+        memory layout of a complex tensor: no complex GEMM, no copy to assemble re + i im.
+        """
+        n = B_norm.shape[0]
+        w = torch.view_as_real(B_norm).transpose(0, 1).reshape(-1, 2 * n)  # (h, 2n): [re_0, im_0, re_1, ...]
+        return torch.view_as_complex((x @ w).unflatten(-1, (n, 2)))  # (..., n)
 
     @staticmethod
     def _readout(h: torch.Tensor, C_re: torch.Tensor, C_im: torch.Tensor) -> torch.Tensor:
-        """Re(C h) for h (..., n) complex: (..., h) real."""
-        return h.real @ C_re.T - h.imag @ C_im.T
+        """Re(C h) = C_re h_re - C_im h_im for h (..., n) complex: (..., h) real, as one real GEMM."""
+        w = torch.stack([C_re, -C_im], dim=-1).flatten(-2)  # (h, 2n), interleaved like view_as_real(h)
+        return torch.view_as_real(h).flatten(-2) @ w.T
 
     # --- contract --------------------------------------------------------------------------------------
     def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
