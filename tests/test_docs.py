@@ -1,0 +1,43 @@
+"""Every ```python code block in docs/*.md runs (blocks fenced as ```python no-run are skipped).
+
+The blocks of one file run in order in one namespace (a page may build on its earlier examples), in a
+temporary working directory, with matplotlib's Agg backend.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+
+
+def python_blocks(text: str):
+    """[(line number, code)] of the runnable ```python blocks of a Markdown text."""
+    out = []
+    for m in FENCE.finditer(text):
+        if "no-run" in m.group(1).split():
+            continue
+        out.append((text.count("\n", 0, m.start()) + 1, m.group(2)))
+    return out
+
+
+def test_python_blocks_parser():
+    text = "a\n```python\nx = 1\n```\n```python no-run\nboom()\n```\n```bash\nls\n```\n```python\ny = x\n```\n"
+    assert python_blocks(text) == [(2, "x = 1\n"), (11, "y = x\n")]
+
+
+@pytest.mark.parametrize("page", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
+def test_doc_examples_run(page, tmp_path, monkeypatch):
+    blocks = python_blocks(page.read_text())
+    if not blocks:
+        pytest.skip(f"{page.name} has no runnable python block")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    namespace = {"__name__": f"docs_{page.stem}"}
+    for line, code in blocks:
+        try:
+            exec(compile(code, f"{page.name}:{line}", "exec"), namespace)
+        except Exception as err:
+            raise AssertionError(f"the python block at {page.name} line {line} failed: {err!r}") from err
