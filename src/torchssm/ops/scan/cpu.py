@@ -31,73 +31,113 @@ SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex
 _MIN_BLOCK = 16
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _scan_fwd_kernel(a, b, h0, reset, out, a_varies, reverse, has_reset, block):  # pragma: no cover - compiled
+@njit(cache=True, nogil=True)
+def _fwd_rows(a, b, h0, reset, out, i, d0, d1, a_varies, reverse, has_reset):  # pragma: no cover - compiled
+    # One job: batch row i, channels d0:d1, all of time.
     # a: (B, L, D) if a_varies else (1, 1, D); b, out: (B, L, D); h0: (B, D); reset: (B, L) or (1, 1)
-    batch, length, dim = b.shape
-    n_blocks = (dim + block - 1) // block
-    for job in prange(batch * n_blocks):
-        i = job // n_blocks
-        d0 = (job % n_blocks) * block
-        d1 = min(d0 + block, dim)
-        h = h0[i, d0:d1].copy()  # (block,) running state
-        for s in range(length):
-            t = length - 1 - s if reverse else s
-            if has_reset and reset[i, t]:
-                h[:] = 0
-            if a_varies:
-                for d in range(d0, d1):
-                    v = a[i, t, d] * h[d - d0] + b[i, t, d]
-                    h[d - d0] = v
-                    out[i, t, d] = v
-            else:
-                for d in range(d0, d1):
-                    v = a[0, 0, d] * h[d - d0] + b[i, t, d]
-                    h[d - d0] = v
-                    out[i, t, d] = v
+    length = b.shape[1]
+    h = h0[i, d0:d1].copy()  # (d1 - d0,) running state
+    for s in range(length):
+        t = length - 1 - s if reverse else s
+        if has_reset and reset[i, t]:
+            h[:] = 0
+        if a_varies:
+            for d in range(d0, d1):
+                v = a[i, t, d] * h[d - d0] + b[i, t, d]
+                h[d - d0] = v
+                out[i, t, d] = v
+        else:
+            for d in range(d0, d1):
+                v = a[0, 0, d] * h[d - d0] + b[i, t, d]
+                h[d - d0] = v
+                out[i, t, d] = v
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _scan_bwd_kernel(a, h, h0, g, reset, grad_b, grad_a, grad_h0, a_varies, reverse, has_reset,
-                     block):  # pragma: no cover - compiled
+@njit(cache=True, nogil=True)
+def _bwd_rows(a, h, h0, g, reset, grad_b, grad_a, grad_h0, i, d0, d1, a_varies, reverse,
+              has_reset):  # pragma: no cover - compiled
     # Reverse-time pass of the forward recurrence (for reverse=False; mirrored for reverse=True):
     #   delta_t = g_t + conj(a_{t+1}) delta_{t+1}   (the carry is cut where reset[t+1])
     #   grad_b_t = delta_t,  grad_a_t = delta_t conj(h_{t-1}),  grad_h0 = conj(a_0) delta_0
     # grad_a: (B, L, D) if a_varies else per-batch sums (B, 1, D), reduced over batch by the caller.
-    batch, length, dim = g.shape
+    length = g.shape[1]
+    carry = np.zeros(d1 - d0, dtype=g.dtype)  # conj(a_{t+1}) delta_{t+1}
+    acc = np.zeros(d1 - d0, dtype=g.dtype)  # sum_t delta_t conj(h_{t-1}) for time-invariant a
+    for s in range(length):
+        t = s if reverse else length - 1 - s  # walk against the forward direction
+        tp = t + 1 if reverse else t - 1  # index of h_{t-1} in the forward direction
+        cut = has_reset and reset[i, t]
+        first = s == length - 1  # t is the first step of the forward recurrence
+        for d in range(d0, d1):
+            delta = g[i, t, d] + carry[d - d0]
+            grad_b[i, t, d] = delta
+            if cut:
+                hp = h0[i, d] * 0
+            elif first:
+                hp = h0[i, d]
+            else:
+                hp = h[i, tp, d]
+            ga = delta * np.conj(hp)
+            if a_varies:
+                grad_a[i, t, d] = ga
+                at = a[i, t, d]
+            else:
+                acc[d - d0] += ga
+                at = a[0, 0, d]
+            carry[d - d0] = (at * 0) if cut else np.conj(at) * delta
+    for d in range(d0, d1):
+        grad_h0[i, d] = carry[d - d0]
+        if not a_varies:
+            grad_a[i, 0, d] = acc[d - d0]
+
+
+# Drivers: the jobs are independent (batch row, channel block) pairs. The parallel driver spreads
+# them over numba's threads; the serial one avoids the thread hand-off for small problems, where
+# it costs more than the work (and much more on a busy machine).
+@njit(parallel=True, cache=True, nogil=True)
+def _fwd_parallel(a, b, h0, reset, out, a_varies, reverse, has_reset, block):  # pragma: no cover - compiled
+    batch, dim = b.shape[0], b.shape[2]
     n_blocks = (dim + block - 1) // block
     for job in prange(batch * n_blocks):
-        i = job // n_blocks
         d0 = (job % n_blocks) * block
-        d1 = min(d0 + block, dim)
-        carry = np.zeros(d1 - d0, dtype=g.dtype)  # conj(a_{t+1}) delta_{t+1}
-        acc = np.zeros(d1 - d0, dtype=g.dtype)  # sum_t delta_t conj(h_{t-1}) for time-invariant a
-        for s in range(length):
-            t = s if reverse else length - 1 - s  # walk against the forward direction
-            tp = t + 1 if reverse else t - 1  # index of h_{t-1} in the forward direction
-            cut = has_reset and reset[i, t]
-            first = s == length - 1  # t is the first step of the forward recurrence
-            for d in range(d0, d1):
-                delta = g[i, t, d] + carry[d - d0]
-                grad_b[i, t, d] = delta
-                if cut:
-                    hp = h0[i, d] * 0
-                elif first:
-                    hp = h0[i, d]
-                else:
-                    hp = h[i, tp, d]
-                ga = delta * np.conj(hp)
-                if a_varies:
-                    grad_a[i, t, d] = ga
-                    at = a[i, t, d]
-                else:
-                    acc[d - d0] += ga
-                    at = a[0, 0, d]
-                carry[d - d0] = (at * 0) if cut else np.conj(at) * delta
-        for d in range(d0, d1):
-            grad_h0[i, d] = carry[d - d0]
-            if not a_varies:
-                grad_a[i, 0, d] = acc[d - d0]
+        _fwd_rows(a, b, h0, reset, out, job // n_blocks, d0, min(d0 + block, dim), a_varies, reverse, has_reset)
+
+
+@njit(cache=True, nogil=True)
+def _fwd_serial(a, b, h0, reset, out, a_varies, reverse, has_reset, block):  # pragma: no cover - compiled
+    for i in range(b.shape[0]):
+        _fwd_rows(a, b, h0, reset, out, i, 0, b.shape[2], a_varies, reverse, has_reset)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _bwd_parallel(a, h, h0, g, reset, grad_b, grad_a, grad_h0, a_varies, reverse, has_reset,
+                  block):  # pragma: no cover - compiled
+    batch, dim = g.shape[0], g.shape[2]
+    n_blocks = (dim + block - 1) // block
+    for job in prange(batch * n_blocks):
+        d0 = (job % n_blocks) * block
+        _bwd_rows(a, h, h0, g, reset, grad_b, grad_a, grad_h0, job // n_blocks, d0, min(d0 + block, dim),
+                  a_varies, reverse, has_reset)
+
+
+@njit(cache=True, nogil=True)
+def _bwd_serial(a, h, h0, g, reset, grad_b, grad_a, grad_h0, a_varies, reverse, has_reset,
+                block):  # pragma: no cover - compiled
+    for i in range(g.shape[0]):
+        _bwd_rows(a, h, h0, g, reset, grad_b, grad_a, grad_h0, i, 0, g.shape[2], a_varies, reverse, has_reset)
+
+
+# Below this many elements (B * L * D) the serial driver is used.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+def _driver(parallel, serial, batch: int, length: int, dim: int):
+    """(kernel, channel block): serial for small problems or a single job, else parallel."""
+    block = _block_size(batch, dim)
+    jobs = batch * -(-dim // block)
+    if jobs == 1 or batch * length * dim < PARALLEL_MIN_ELEMENTS or numba.get_num_threads() == 1:
+        return serial, dim
+    return parallel, block
 
 
 def _block_size(batch: int, dim: int) -> int:
@@ -157,8 +197,8 @@ def linear_scan_forward(
     batch, length, dim = b.shape
     b_c = b.to(dtype)
     out = torch.empty((batch, length, dim), dtype=dtype)  # (B, L, D)
-    _scan_fwd_kernel(a_np, _np(b_c), h0_np, reset_np, out.numpy(), a_varies, reverse, has_reset,
-                     _block_size(batch, dim))
+    kernel, block = _driver(_fwd_parallel, _fwd_serial, batch, length, dim)
+    kernel(a_np, _np(b_c), h0_np, reset_np, out.numpy(), a_varies, reverse, has_reset, block)
     return out.to(result)
 
 
@@ -180,8 +220,9 @@ def linear_scan_backward(
     grad_b = torch.empty((batch, length, dim), dtype=dtype)  # (B, L, D)
     grad_a = torch.empty((batch, length if a_varies else 1, dim), dtype=dtype)  # (B, L or 1, D)
     grad_h0 = torch.empty((batch, dim), dtype=dtype)  # (B, D)
-    _scan_bwd_kernel(a_np, _np(h.to(dtype)), h0_np, _np(grad_h.to(dtype)), reset_np, grad_b.numpy(),
-                     grad_a.numpy(), grad_h0.numpy(), a_varies, reverse, has_reset, _block_size(batch, dim))
+    kernel, block = _driver(_bwd_parallel, _bwd_serial, batch, length, dim)
+    kernel(a_np, _np(h.to(dtype)), h0_np, _np(grad_h.to(dtype)), reset_np, grad_b.numpy(), grad_a.numpy(),
+           grad_h0.numpy(), a_varies, reverse, has_reset, block)
     if not a_varies:
         grad_a = grad_a.sum((0, 1))  # (D,)
     return grad_a.to(result), grad_b.to(result), grad_h0.to(result)

@@ -29,6 +29,12 @@ import torch
 from torchssm.ops.backend import resolve_backend
 
 
+def _conj(x: torch.Tensor) -> torch.Tensor:
+    # A materialised conjugate: lazy conj-bit views are not reliable inside an opaque custom op
+    # called from a torch.compile graph (observed with torch 2.13 + aot_eager).
+    return x.conj_physical() if x.is_complex() else x
+
+
 def scan_backward_generic(
     scan_forward,
     a: torch.Tensor,
@@ -45,7 +51,7 @@ def scan_backward_generic(
     """
     batch, length, dim = h.shape
     a_varies = a.dim() == 3
-    a_conj = a.conj()
+    a_conj = _conj(a)
     zero_step = h.new_zeros(batch, 1, dim)  # (B, 1, D)
     # The backward scan runs against the forward direction; its coefficient at t links delta_t to
     # the delta of the forward-next step: conj(a_{t+1}) (or conj(a_{t-1}) when reverse), cut by its reset.
@@ -66,13 +72,13 @@ def scan_backward_generic(
               else torch.cat([start[:, None], h[:, :-1]], 1))  # (B, L, D): h_{t-1} of the forward direction
     if reset is not None:
         h_prev = h_prev.masked_fill(reset[:, :, None], 0)
-    grad_a = delta * h_prev.conj()  # (B, L, D)
+    grad_a = delta * _conj(h_prev)  # (B, L, D)
     if not a_varies:
         grad_a = grad_a.sum((0, 1))  # (D,)
 
     first = length - 1 if reverse else 0  # first step of the forward recurrence
     a_first = a[:, first] if a_varies else a  # (B, D) or (D,)
-    grad_h0 = a_first.conj() * delta[:, first]  # (B, D)
+    grad_h0 = _conj(a_first) * delta[:, first]  # (B, D)
     if reset is not None:
         grad_h0 = grad_h0.masked_fill(reset[:, first, None], 0)
     return grad_a, delta, grad_h0

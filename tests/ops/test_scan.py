@@ -1,0 +1,290 @@
+"""linear_scan: every backend == the naive loop (outputs and all gradients, float64/complex128),
+gradcheck and opcheck on the custom ops, long sequences with |a| near 1, dispatch and bad input."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from torchssm.ops import linear_scan, linear_scan_naive
+from torchssm.ops.backend import resolve_backend
+from torchssm.ops.scan import chunked, cpu, function
+from torchssm.ops.scan.function import LinearScanFunction, scan_backward_generic
+
+BACKENDS = ["chunked", "cpu"]
+DTYPES = [torch.float64, torch.complex128]
+
+
+def make_inputs(batch, length, dim, dtype, *, a_varies=True, with_h0=True, with_reset=False, radius=0.95,
+                seed=0):
+    """Random (a, b, h0, reset) with |a| <= radius; reset has a True at t=0 and t=L-1 to test both ends."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (batch, length, dim) if a_varies else (dim,)
+    mag = radius * torch.rand(shape, generator=gen, dtype=torch.float64)
+    if dtype.is_complex:
+        phase = 6.28 * torch.rand(shape, generator=gen, dtype=torch.float64)
+        a = torch.polar(mag, phase).to(dtype)
+    else:
+        a = (mag * torch.sign(torch.randn(shape, generator=gen, dtype=torch.float64))).to(dtype)
+    b = torch.randn(batch, length, dim, generator=gen, dtype=dtype)
+    h0 = torch.randn(batch, dim, generator=gen, dtype=dtype) if with_h0 else None
+    reset = None
+    if with_reset:
+        reset = torch.rand(batch, length, generator=gen) < 0.25
+        reset[0, 0] = True
+        reset[-1, -1] = True
+    return a, b, h0, reset
+
+
+def grads(a, b, h0, reset, *, reverse, backend, seed=1):
+    """(h, grad_a, grad_b, grad_h0) of a random linear functional of h through ``backend``."""
+    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in (a, b, h0)]
+    h = linear_scan(*leaves, reverse=reverse, reset=reset, backend=backend)
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.randn(h.shape, generator=gen, dtype=h.dtype)
+    (h * weight).real.sum().backward()
+    return (h.detach(),) + tuple(t.grad if t is not None else None for t in leaves)
+
+
+def assert_matches_naive(a, b, h0, reset, *, reverse, backend):
+    got = grads(a, b, h0, reset, reverse=reverse, backend=backend)
+    want = grads(a, b, h0, reset, reverse=reverse, backend="naive")
+    for name, g, w in zip(("h", "grad_a", "grad_b", "grad_h0"), got, want):
+        if w is None:
+            assert g is None, name
+        else:
+            torch.testing.assert_close(g, w, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("a_varies", [True, False], ids=["a_BLD", "a_D"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("with_h0,with_reset", [(True, False), (False, False), (True, True)],
+                         ids=["h0", "no_h0", "h0_reset"])
+def test_matches_naive(backend, dtype, a_varies, reverse, with_h0, with_reset):
+    # L = 77: not a power of two, and more than two chunks of chunked.CHUNK, so the carry pass runs.
+    a, b, h0, reset = make_inputs(3, 77, 5, dtype, a_varies=a_varies, with_h0=with_h0, with_reset=with_reset)
+    assert_matches_naive(a, b, h0, reset, reverse=reverse, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("length", [1, 2, 31, 32, 33, 1025])
+def test_lengths(backend, length):
+    # Chunk boundaries (CHUNK = 32), L = 1, and a two-level recursion of the chunked scan (1025 > 32^2).
+    a, b, h0, reset = make_inputs(2, length, 3, torch.complex128, with_reset=True)
+    assert_matches_naive(a, b, h0, reset, reverse=False, backend=backend)
+    assert_matches_naive(a, b, h0, reset, reverse=True, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wide_dim_uses_channel_blocks(backend):
+    # batch 1 with D = 70: the cpu kernel splits D into blocks (one partial block) for the threads.
+    a, b, h0, reset = make_inputs(1, 20, 70, torch.complex128, with_reset=True)
+    assert_matches_naive(a, b, h0, reset, reverse=False, backend=backend)
+    a, b, h0, reset = make_inputs(1, 20, 70, torch.float64, a_varies=False)
+    assert_matches_naive(a, b, h0, reset, reverse=True, backend=backend)
+
+
+@pytest.mark.parametrize("batch,dim", [(1, 70), (5, 3)])
+def test_cpu_parallel_driver(monkeypatch, batch, dim):
+    # Small problems take the serial driver; force the parallel one (channel blocks of 16 with a
+    # partial last block for batch 1, one job per batch row for batch 5).
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_ELEMENTS", 0)
+    kernel, _ = cpu._driver(cpu._fwd_parallel, cpu._fwd_serial, batch, 20, dim)
+    assert kernel is cpu._fwd_parallel
+    for a_varies in (True, False):
+        a, b, h0, reset = make_inputs(batch, 20, dim, torch.complex128, a_varies=a_varies, with_reset=True)
+        assert_matches_naive(a, b, h0, reset, reverse=False, backend="cpu")
+        assert_matches_naive(a, b, h0, reset, reverse=True, backend="cpu")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mixed_dtypes_promote(backend):
+    # real a (float32) with complex b: h is complex128 (promotion), grad_a is real, grad_h0 complex64.
+    a, b, _, reset = make_inputs(2, 9, 4, torch.float64, a_varies=False)
+    b = torch.randn(2, 9, 4, dtype=torch.complex128)
+    h0 = torch.randn(2, 4, dtype=torch.complex64)
+    a = a.float()
+    got = grads(a, b, h0, reset, reverse=False, backend=backend)
+    want = grads(a, b, h0, reset, reverse=False, backend="naive")
+    assert got[0].dtype == torch.complex128
+    assert got[1].dtype == torch.float32 and got[3].dtype == torch.complex64
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_contiguous_and_conj_inputs(backend):
+    a, b, h0, _ = make_inputs(2, 11, 6, torch.complex128)
+    a_t = a.transpose(0, 2).contiguous().transpose(0, 2)  # same values, permuted strides
+    b_conj = b.conj()  # lazy conjugate bit
+    h0_slice = torch.randn(2, 12, dtype=torch.complex128)[:, ::2]  # strided
+    got = linear_scan(a_t, b_conj, h0_slice, backend=backend)
+    torch.testing.assert_close(got, linear_scan_naive(a, b.conj().resolve_conj(), h0_slice))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_matches_float64_reference(backend):
+    a, b, h0, reset = make_inputs(2, 300, 8, torch.complex128, with_reset=True)
+    want = linear_scan_naive(a, b, h0, reset=reset)
+    got = linear_scan(a.to(torch.complex64), b.to(torch.complex64), h0.to(torch.complex64), reset=reset,
+                      backend=backend)
+    assert got.dtype == torch.complex64
+    torch.testing.assert_close(got.to(torch.complex128), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+def test_cpu_half_inputs_compute_in_float32():
+    a, b, _, _ = make_inputs(2, 40, 4, torch.float64, a_varies=False)
+    got = cpu.linear_scan_forward(a.bfloat16(), b.bfloat16())
+    assert got.dtype == torch.bfloat16
+    want = linear_scan_naive(a.bfloat16().double(), b.bfloat16().double())
+    torch.testing.assert_close(got.double(), want, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("a_varies", [True, False], ids=["a_BLD", "a_D"])
+def test_gradcheck(backend, reverse, a_varies):
+    a, b, h0, reset = make_inputs(2, 6, 3, torch.complex128, a_varies=a_varies, with_reset=True, seed=3)
+    inputs = tuple(t.requires_grad_() for t in (a, b, h0))
+    fn = lambda a, b, h0: LinearScanFunction.apply(a, b, h0, reset, reverse, backend)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs)
+    real = tuple(t.detach().real.clone().requires_grad_() for t in (a, b, h0))
+    assert torch.autograd.gradcheck(fn, real)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_opcheck_custom_ops(backend):
+    # torch.library's own checks: schema, fake (meta) kernel, autograd registration, aliasing.
+    a, b, h0, reset = make_inputs(2, 5, 3, torch.complex128, with_reset=True)
+    h = function.linear_scan_fwd(a, b, h0, reset, False, backend)
+    torch.library.opcheck(torch.ops.torchssm.linear_scan_fwd.default, (a, b, h0, reset, False, backend))
+    torch.library.opcheck(torch.ops.torchssm.linear_scan_bwd.default,
+                          (a, h, None, torch.randn_like(h), reset, True, backend))
+
+
+def test_torch_compile_sees_opaque_ops():
+    # aot_eager traces without a C++ compiler; a graph break would raise under fullgraph=True.
+    a, b, h0, reset = make_inputs(2, 8, 3, torch.float64, with_reset=True)
+    a.requires_grad_()
+
+    @torch.compile(backend="aot_eager", fullgraph=True)
+    def f(a, b, h0):
+        return linear_scan(a, b, h0, reset=reset, backend="cpu").sum()
+
+    out = f(a, b, h0)
+    out.backward()
+    a2 = a.detach().clone().requires_grad_()
+    linear_scan_naive(a2, b, h0, reset=reset).sum().backward()
+    torch.testing.assert_close(out, linear_scan_naive(a, b, h0, reset=reset).sum())
+    torch.testing.assert_close(a.grad, a2.grad)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_generic_backward_equals_fused_cpu_backward(reverse):
+    # The composition used by backends without a fused backward (chunked, gpu) == cpu's fused kernel.
+    for a_varies, reset_on in itertools.product([True, False], [False, True]):
+        a, b, h0, reset = make_inputs(2, 19, 4, torch.complex128, a_varies=a_varies, with_reset=reset_on)
+        h = linear_scan_naive(a, b, h0, reverse=reverse, reset=reset)
+        g = torch.randn_like(h)
+        want = cpu.linear_scan_backward(a, h, h0, g, reverse=reverse, reset=reset)
+        got = scan_backward_generic(chunked.linear_scan_forward, a, h, h0, g, reverse=reverse, reset=reset)
+        for x, y in zip(got, want):
+            torch.testing.assert_close(x, y)
+
+
+def test_long_sequence_near_unit_modulus():
+    # L = 16384, |a| = 0.9999: the chunked scan never divides by a cumulative product (which would
+    # underflow), so it stays finite and equals the sequential cpu kernel; gradients too.
+    length, dim = 16384, 4
+    gen = torch.Generator().manual_seed(0)
+    a = torch.polar(torch.full((dim,), 0.9999, dtype=torch.float64),
+                    torch.rand(dim, generator=gen, dtype=torch.float64)).to(torch.complex128)
+    a_tv = a.expand(1, length, dim).contiguous()
+    b = torch.randn(1, length, dim, generator=gen, dtype=torch.complex128)
+    for a_in in (a, a_tv):
+        outs = {}
+        for backend in BACKENDS:
+            a_leaf = a_in.clone().requires_grad_()
+            h = linear_scan(a_leaf, b, backend=backend)
+            h.abs().sum().backward()
+            assert torch.isfinite(torch.view_as_real(h)).all(), backend
+            assert torch.isfinite(torch.view_as_real(a_leaf.grad)).all(), backend
+            outs[backend] = (h, a_leaf.grad)
+        torch.testing.assert_close(outs["chunked"][0], outs["cpu"][0])
+        torch.testing.assert_close(outs["chunked"][1], outs["cpu"][1])
+    # float32 too: chunked vs cpu at float32 tolerance relative to the state size.
+    h32 = {be: linear_scan(a_tv.to(torch.complex64), b.to(torch.complex64), backend=be) for be in BACKENDS}
+    scale = h32["cpu"].abs().max().item()
+    torch.testing.assert_close(h32["chunked"], h32["cpu"], rtol=1e-3, atol=1e-4 * scale)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 3), length=st.integers(1, 70), dim=st.integers(1, 9),
+    complex_=st.booleans(), a_varies=st.booleans(), with_h0=st.booleans(), with_reset=st.booleans(),
+    reverse=st.booleans(), backend=st.sampled_from(BACKENDS), seed=st.integers(0, 2**16),
+)
+def test_property_random_shapes(batch, length, dim, complex_, a_varies, with_h0, with_reset, reverse, backend,
+                                seed):
+    dtype = torch.complex128 if complex_ else torch.float64
+    a, b, h0, reset = make_inputs(batch, length, dim, dtype, a_varies=a_varies, with_h0=with_h0,
+                                  with_reset=with_reset, seed=seed)
+    assert_matches_naive(a, b, h0, reset, reverse=reverse, backend=backend)
+
+
+# --- dispatch and bad input -------------------------------------------------------------------------
+
+
+def test_auto_backend_on_cpu_is_numba():
+    assert resolve_backend("auto", torch.zeros(1)) is cpu
+    assert resolve_backend("chunked", torch.zeros(1)) is chunked
+
+
+def test_backend_errors():
+    x = torch.zeros(1)
+    with pytest.raises(ValueError, match="unknown backend 'fast'.*'auto', 'naive', 'chunked', 'cpu', 'gpu'"):
+        resolve_backend("fast", x)
+    with pytest.raises(ValueError, match="backend='gpu'.*CUDA tensors"):
+        resolve_backend("gpu", x)
+    with pytest.raises(ValueError, match="backend='cpu'.*CPU tensors"):
+        resolve_backend("cpu", torch.zeros(1, device="meta"))
+    a, b, _, _ = make_inputs(1, 3, 2, torch.float64)
+    with pytest.raises(ValueError, match="unknown backend"):
+        linear_scan(a, b, backend="numba")
+
+
+def test_gpu_without_triton_says_how_to_install(monkeypatch):
+    from torchssm.ops import backend as backend_module
+
+    fake_cuda = torch.zeros(1, device="meta")
+    monkeypatch.setattr(type(fake_cuda), "device", property(lambda self: torch.device("cuda", 0)))
+    monkeypatch.setitem(backend_module._cache, ("torchssm.ops.scan", "gpu"), ImportError("No module named 'triton'"))
+    with pytest.raises(ImportError, match=r"pip install torchssm\[gpu\]"):
+        resolve_backend("gpu", fake_cuda)
+    # and "auto" on CUDA without Triton falls back to the chunked PyTorch scan
+    assert resolve_backend("auto", fake_cuda) is chunked
+
+
+@pytest.mark.parametrize("backend", ["naive", "chunked", "cpu"])
+def test_bad_inputs_raise(backend):
+    a, b, h0, _ = make_inputs(2, 5, 3, torch.float64)
+    cases = [
+        (dict(b=b[0]), ValueError, r"b must have shape \(batch, length, dim\)"),
+        (dict(b=b[:, :0]), ValueError, "empty sequence"),
+        (dict(a=a[:, :, :2]), ValueError, r"a must have shape \(batch, length, dim\)=\(2, 5, 3\) or \(dim,\)=\(3,\)"),
+        (dict(a=torch.rand(4, dtype=torch.float64)), ValueError, r"\(dim,\)=\(3,\)"),
+        (dict(h0=h0[:, :2]), ValueError, r"h0 must have shape \(batch, dim\)=\(2, 3\)"),
+        (dict(reset=torch.zeros(2, 4, dtype=torch.bool)), ValueError, r"reset must have shape \(batch, length\)=\(2, 5\)"),
+        (dict(reset=torch.zeros(2, 5)), TypeError, "reset must be a bool tensor"),
+        (dict(b=b.long()), TypeError, "b must be a floating-point or complex tensor"),
+    ]
+    for override, err, match in cases:
+        kwargs = dict(a=a, b=b, h0=h0, reset=None) | override
+        with pytest.raises(err, match=match):
+            linear_scan(kwargs["a"], kwargs["b"], kwargs["h0"], reset=kwargs["reset"], backend=backend)
