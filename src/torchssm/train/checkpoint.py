@@ -171,6 +171,10 @@ def load_checkpoint(path: PathLike, model: nn.Module, optimizer: Optional[torch.
         missing, unexpected = load_model(model, str(path / WEIGHTS), strict=False, device=str(map_location))
     except (SafetensorError, OSError) as err:
         raise ValueError(f"checkpoint {path} is corrupt: cannot read {WEIGHTS} ({err})") from None
+    except RuntimeError as err:  # load_state_dict: shape mismatch (one line per tensor; keep three)
+        lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        more = f"; ... ({len(lines) - 3} more)" if len(lines) > 3 else ""
+        raise ValueError(f"checkpoint {path} does not fit this model: {'; '.join(lines[:3])}{more}") from None
     if missing or unexpected:
         raise ValueError(f"checkpoint {path} does not fit this model: missing {sorted(missing)}, "
                          f"unexpected {sorted(unexpected)}")

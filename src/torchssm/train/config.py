@@ -54,7 +54,7 @@ class TrainConfig:
     eval_every: int = 1  # evaluate (val + test) every this many epochs, and after the last one
     num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
     device: str = "auto"  # "auto" (cuda if available, else cpu) | "cpu" | "cuda" | "cuda:1" ...
-    threads: int = 0  # torch.set_num_threads on CPU; 0 leaves torch's default
+    threads: int = 0  # torch.set_num_threads during the run (restored after); 0 keeps torch's default
     progress: bool = True  # tqdm bar (hidden automatically when stdout is not a terminal)
     save_checkpoints: bool = True  # write last/ (each evaluation) and best/ (best validation accuracy)
 

@@ -176,11 +176,19 @@ def train(cfg: ExperimentConfig, *, data_dir=None, resume: Union[str, Path, None
     Raises:
         TrainingDiverged: on a NaN/Inf loss or gradient norm (no checkpoint is written for it).
     """
+    threads = torch.get_num_threads()
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    try:
+        return _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log)
+    finally:
+        torch.set_num_threads(threads)  # a library call leaves the process as it found it
+
+
+def _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log) -> RunResult:
     t_start = time.perf_counter()
     tc = cfg.train
     device = resolve_device(tc.device)
-    if tc.threads > 0:
-        torch.set_num_threads(tc.threads)
     out_dir = Path(tc.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -235,7 +243,7 @@ def train(cfg: ExperimentConfig, *, data_dir=None, resume: Union[str, Path, None
             batch = _to(batch, device)
             loss, correct, n = loss_and_correct(_forward(model, batch), batch["targets"], info)
             if not bool(torch.isfinite(loss)):
-                raise TrainingDiverged(f"loss is {float(loss)} at epoch {epoch + 1}, step {step + 1}; training stopped "
+                raise TrainingDiverged(f"loss is {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; training stopped "
                                        f"(no checkpoint written for it). Try a lower train.lr or set train.grad_clip")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

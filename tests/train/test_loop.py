@@ -1,0 +1,99 @@
+"""The training loop: resume is bit-for-bit, metrics/checkpoints are written, a NaN loss stops
+training without writing a checkpoint for it."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from torchssm.data.loaders import TensorDictDataset
+from torchssm.data.registry import TaskData, TaskInfo
+from torchssm.train.checkpoint import WEIGHTS, read_checkpoint_state
+from torchssm.train.config import load_config
+from torchssm.train.loop import TrainingDiverged, train
+
+
+def toy_task(n=96, length=6):
+    """Label = which of 3 input channels has the largest sum: learnable in a few epochs."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n + 32, length, 3, generator=g)  # (n, l, 3)
+    y = x.sum(1).argmax(-1)  # (n,)
+    ds = TensorDictDataset(inputs=x, targets=y)
+    info = TaskInfo(name="toy", d_input=3, d_output=3, length=length)
+    return TaskData(info=info, train=ds.subset(slice(0, n)), val=ds.subset(slice(n, n + 16)),
+                    test=ds.subset(slice(n + 16, n + 32)))
+
+
+def config(out_dir, *extra):
+    return load_config(base={
+        "task": {"name": "toy"},
+        "model": {"layer": "lru", "d_model": 8, "n_layers": 1, "dropout": 0.1, "layer_kwargs": {"d_state": 4}},
+        "train": {"epochs": 2, "batch_size": 16, "lr": 1e-2, "warmup_steps": 2, "grad_clip": 1.0,
+                  "out_dir": str(out_dir), "progress": False,
+                  "threads": 1},  # tiny tensors: one thread avoids OpenMP overhead on a shared CPU
+    }, overrides=list(extra))
+
+
+def quiet(msg):
+    pass
+
+
+def test_resume_is_bit_for_bit(tmp_path):
+    task = toy_task()
+    straight = train(config(tmp_path / "a"), task=task, log=quiet)
+    first = train(config(tmp_path / "b"), task=task, stop_after_epochs=1, log=quiet)
+    assert first.epochs_done == 1 and read_checkpoint_state(tmp_path / "b" / "last")["epoch"] == 1
+    resumed = train(config(tmp_path / "b"), task=task, resume=tmp_path / "b" / "last", log=quiet)
+    assert resumed.epochs_done == 2
+
+    def losses(run_dir):
+        return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
+    assert len(a) == len(b) == 2
+    for ra, rb in zip(a, b):
+        ra.pop("time_s"), rb.pop("time_s")
+        assert ra == rb  # identical floats, not just close
+    wa, wb = load_file(tmp_path / "a" / "last" / WEIGHTS), load_file(tmp_path / "b" / "last" / WEIGHTS)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
+    assert straight.last["train_loss"] < a[0]["train_loss"] * 1.5  # sanity: it trained
+
+
+def test_resume_rejects_a_different_config(tmp_path):
+    task = toy_task()
+    train(config(tmp_path), task=task, stop_after_epochs=1, log=quiet)
+    with pytest.raises(ValueError, match=r"cannot resume.*train\.lr"):
+        train(config(tmp_path, "train.lr=0.5"), task=task, resume=tmp_path / "last", log=quiet)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(config(tmp_path), task=task, resume=tmp_path / "missing", log=quiet)
+
+
+class Exploding(nn.Module):
+    """Stand-in model (the interface of models.build_model) whose output turns NaN from its 9th call."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.lin = nn.Linear(cfg.d_input, cfg.d_output)
+        self.calls = 0
+
+    def forward(self, inputs, lengths=None, inputs2=None):
+        self.calls += 1
+        out = self.lin(inputs.mean(1))  # (b, d_output)
+        return out * float("nan") if self.calls > 8 else out
+
+
+def test_nan_loss_stops_without_checkpoint(tmp_path):
+    task = toy_task()
+    cfg = config(tmp_path, "train.epochs=3")
+    # epoch 1 (6 steps + val + test = 8 calls) is fine and checkpointed; the 9th call (step 7) is NaN
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 2, step 7"):
+        train(cfg, task=task, model_builder=Exploding, log=quiet)
+    state = read_checkpoint_state(tmp_path / "last")
+    assert state["epoch"] == 1  # the last checkpoint is the healthy one
+    weights = load_file(tmp_path / "last" / WEIGHTS)
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
