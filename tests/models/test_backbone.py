@@ -177,3 +177,14 @@ def test_bad_config_and_inputs():
     tok = model(input_kind="tokens", d_input=7)
     with pytest.raises(ValueError, match="token ids"):
         tok(torch.randn(2, 5, dtype=torch.float64))
+
+
+def test_masked_batchnorm_bf16_activations_use_float32_statistics():
+    torch.manual_seed(0)
+    x = torch.randn(4, 16, 8) * 3 + 100  # large mean: bf16 sums would lose the variance
+    mask = torch.ones(4, 16, dtype=torch.bool)
+    mask[1, 10:] = False
+    bn = MaskedBatchNorm(8)
+    y = bn(x.bfloat16(), mask)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), MaskedBatchNorm(8)(x.bfloat16().float(), mask), rtol=0.01, atol=0.02)

@@ -39,7 +39,9 @@ class MaskedBatchNorm(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:  # (b, l, h)
         if mask is None or not self.training:
             return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
-        m = mask[..., None].to(x.dtype)  # (b, l, 1)
+        out_dtype = x.dtype
+        x = x.to(torch.promote_types(x.dtype, self.running_mean.dtype if self.running_mean is not None else x.dtype))
+        m = mask[..., None].to(x.dtype)  # (b, l, 1); statistics in >= float32 even for bf16 activations
         count = m.sum().clamp_min(1.0)
         mean = (x * m).sum((0, 1)) / count  # (h,)
         var = (((x - mean) ** 2) * m).sum((0, 1)) / count  # (h,)
@@ -53,7 +55,7 @@ class MaskedBatchNorm(nn.BatchNorm1d):
         y = (x - mean) * torch.rsqrt(var + self.eps)
         if self.affine:
             y = y * self.weight + self.bias
-        return y
+        return y.to(out_dtype)
 
 
 class _LayerNorm(nn.LayerNorm):
