@@ -4,6 +4,7 @@ gradcheck and opcheck on the custom ops, long sequences with |a| near 1, dispatc
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -259,16 +260,21 @@ def test_backend_errors():
         linear_scan(a, b, backend="numba")
 
 
-def test_gpu_without_triton_says_how_to_install(monkeypatch):
+def test_gpu_dispatch_without_a_gpu(monkeypatch):
+    # resolve_backend only reads .device and .dtype, so a stand-in describes a CUDA tensor here.
     from torchssm.ops import backend as backend_module
 
-    fake_cuda = torch.zeros(1, device="meta")
-    monkeypatch.setattr(type(fake_cuda), "device", property(lambda self: torch.device("cuda", 0)))
-    monkeypatch.setitem(backend_module._cache, ("torchssm.ops.scan", "gpu"), ImportError("No module named 'triton'"))
+    cuda32 = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.complex64)
+    cuda128 = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.complex128)
+    key = ("torchssm.ops.scan", "gpu")
+    monkeypatch.setitem(backend_module._cache, key, ImportError("No module named 'triton'"))
     with pytest.raises(ImportError, match=r"pip install torchssm\[gpu\]"):
-        resolve_backend("gpu", fake_cuda)
-    # and "auto" on CUDA without Triton falls back to the chunked PyTorch scan
-    assert resolve_backend("auto", fake_cuda) is chunked
+        resolve_backend("gpu", cuda32)
+    assert resolve_backend("auto", cuda32) is chunked  # no Triton: the plain PyTorch scan
+    sentinel = SimpleNamespace(linear_scan_forward=None)
+    monkeypatch.setitem(backend_module._cache, key, sentinel)
+    assert resolve_backend("auto", cuda32) is sentinel
+    assert resolve_backend("auto", cuda128) is chunked  # Triton accumulates in float32: no float64
 
 
 @pytest.mark.parametrize("backend", ["naive", "chunked", "cpu"])

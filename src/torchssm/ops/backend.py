@@ -2,8 +2,9 @@
 
     resolve_backend("auto", tensor)    -> the module implementing the op's backend primitive
 
-``auto`` picks, for the device of ``tensor``:
-    CUDA: "gpu" (Triton kernels) when triton imports, else "chunked";
+``auto`` picks, for the device (and dtype) of ``tensor``:
+    CUDA: "gpu" (Triton kernels) when triton imports, else "chunked"; also "chunked" for float64 and
+          complex128, which the Triton kernels (float32 accumulation) do not take;
     CPU:  "cpu" (numba-compiled loop) when numba imports, else "chunked";
     other devices (MPS, XPU, ...): "chunked" (plain PyTorch).
 Imports are lazy: numba is only imported for CPU tensors and Triton only for CUDA tensors, so a
@@ -18,6 +19,8 @@ from types import ModuleType
 import torch
 
 BACKENDS = ("auto", "naive", "chunked", "cpu", "gpu")
+
+_GPU_UNSUPPORTED = (torch.float64, torch.complex128)  # the Triton kernels accumulate in float32
 
 _cache: dict = {}  # (op package, backend) -> module, or the ImportError raised while importing it
 
@@ -55,7 +58,7 @@ def resolve_backend(name: str, tensor: torch.Tensor, *, package: str = "torchssm
         raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(repr(b) for b in BACKENDS)}")
     device = tensor.device.type
     if name == "auto":
-        if device == "cuda" and _available(package, "gpu"):
+        if device == "cuda" and tensor.dtype not in _GPU_UNSUPPORTED and _available(package, "gpu"):
             return _import(package, "gpu")
         if device == "cpu" and _available(package, "cpu"):
             return _import(package, "cpu")
