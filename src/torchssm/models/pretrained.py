@@ -107,6 +107,10 @@ def from_pretrained(path: Union[str, os.PathLike], *, device: Union[str, torch.d
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
+    from torchssm.models.convert import detect_format, load_converted
+
+    if detect_format(path) is not None:  # a mamba_ssm / Hugging Face Mamba(2) checkpoint: convert on load
+        return load_converted(path, device=device)
     data = load_config(path)
     builder = _get_builder(data["model_type"])
     config = {k: v for k, v in data.items() if k not in _META_KEYS}
