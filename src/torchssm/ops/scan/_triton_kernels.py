@@ -174,8 +174,8 @@ def scan_bwd_kernel(
     s_ab, s_al, s_bb, s_bl, s_h0b, s_rb, s_rl, s_hb, s_hl, s_ghb, s_ghl,
     s_gab, s_gal, s_gbb, s_gbl, s_gh0b,
     A_MODE: tl.constexpr, A_C: tl.constexpr, B_C: tl.constexpr, H0_C: tl.constexpr,
-    COMPLEX: tl.constexpr, HAS_H0: tl.constexpr, HAS_RESET: tl.constexpr, REVERSE: tl.constexpr,
-    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+    COMPLEX: tl.constexpr, HAS_H0: tl.constexpr, STORE_GH0: tl.constexpr, HAS_RESET: tl.constexpr,
+    REVERSE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """grad_b (B, L, D), grad_a (B, L, D) [or per-batch partial sums (B, D) when a is (D,)],
     grad_h0 (B, D), and for LRU the per-batch partial sums of Re(g conj(u)) (B, D) for gamma."""
@@ -255,8 +255,8 @@ def scan_bwd_kernel(
         _store2(ga_ptr, pid_b * s_gab, cols, dmask, acc_r, acc_i, A_C or A_MODE == 2)
     if A_MODE == 2:
         tl.store(ggam_ptr + pid_b * D + cols, acc_g, mask=dmask)
-    if HAS_H0:
-        # grad_h0 = conj(a'_first) g_first, first = the first step of the forward scan
+    if STORE_GH0:
+        # grad_h0 (stored also without h0: the gradient with respect to a zero initial state) = conj(a'_first) g_first, first = the first step of the forward scan
         first_t = L - 1 if REVERSE else 0
         ft = first_t + tl.zeros((1,), dtype=tl.int32)  # (1,)
         fr, fi = _decay_tile(a_ptr, r_ptr, ft, ft < L, cols, dmask, pid_b, s_ab, s_al, s_rb, s_rl,

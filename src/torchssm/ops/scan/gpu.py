@@ -51,9 +51,9 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _REAL = (torch.float32, torch.bfloat16, torch.float16)
 _COMPLEX = (torch.complex64,)
 
-# Fixed tile under the interpreter (each tile op is a numpy call there: big tiles are cheaper);
-# autotuned on CUDA. Tiles are BLOCK_L time steps x BLOCK_D channels.
-_INTERPRET_CONFIG = {"BLOCK_L": 16, "BLOCK_D": 32}
+# Fixed small tile under the interpreter (it runs the in-tile scan element by element, so padding
+# costs time); autotuned on CUDA. Tiles are BLOCK_L time steps x BLOCK_D channels.
+_INTERPRET_CONFIG = {"BLOCK_L": 16, "BLOCK_D": 8}
 _CUDA_CONFIGS = [
     triton.Config({"BLOCK_L": bl, "BLOCK_D": bd}, num_warps=w)
     for bl, bd, w in [
@@ -172,23 +172,25 @@ def _forward(a, a2, b, bscale, h0, r, h, *, reverse, a_mode):
 def linear_scan_backward(
     a: torch.Tensor,
     h: torch.Tensor,
+    h0: Optional[torch.Tensor],
     grad_h: torch.Tensor,
-    h0: Optional[torch.Tensor] = None,
     *,
     reverse: bool = False,
     reset: Optional[torch.Tensor] = None,
     b: Optional[torch.Tensor] = None,
-) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of :func:`linear_scan_forward` in one reverse-scan kernel.
 
     With g_t = dLoss/dh_t in total (PyTorch's complex convention, grad = dLoss/d conj z):
         g_t = grad_h_t + conj(a'_{t+1}) g_{t+1},  a'_t = a_t (1 - reset_t)   (t+1 -> t-1 if reverse)
         grad_b = g,   grad_a_t = g_t conj(h_{t-1}) (1 - reset_t),   grad_h0 = conj(a'_0) g_0.
 
-    Args: a, h0, reverse, reset as given to the forward; h (B, L, D) its output; grad_h
-    (B, L, D) the incoming gradient; b (optional) only fixes grad_b's dtype (real b gets the
-    real part), default h's dtype. Returns (grad_a like a, grad_b (B, L, D), grad_h0 (B, D) or
-    None). grad_a of a time-invariant a (D,) is summed over batch and time.
+    Same signature as cpu.py's, called by ops/scan/function.py. Args: a, h0, reverse, reset as
+    given to the forward; h (B, L, D) its output; grad_h (B, L, D) the incoming gradient; b
+    (optional) only fixes grad_b's dtype (a real b gets the real part), default h's dtype.
+    Returns (grad_a like a, grad_b (B, L, D), grad_h0 (B, D) in h0's dtype, or h's dtype when
+    h0 is None: the gradient with respect to a zero initial state). grad_a of a time-invariant
+    a (D,) is summed over batch and time.
     """
     check_scan_inputs(a, h, h0, reset)
     if tuple(grad_h.shape) != tuple(h.shape):
@@ -206,7 +208,7 @@ def linear_scan_backward(
                            device=h.device)
     else:
         part = torch.empty_like(a, memory_format=torch.contiguous_format)
-    grad_h0 = torch.empty_like(h0, memory_format=torch.contiguous_format) if h0 is not None else None
+    grad_h0 = torch.empty(batch, dim, dtype=(h0 if h0 is not None else h).dtype, device=h.device)
     _backward(a, None, None, None, h0, r, h, grad_h, part, grad_b, grad_h0, None,
               reverse=reverse, a_mode=1 if invariant else 0)
     grad_a = part.sum(0).to(a.dtype) if invariant else part
@@ -221,8 +223,8 @@ def _backward(a, a2, b, bscale, h0, r, h, grad_h, ga, gb, gh0, ggam, *, reverse,
     gav, _ = _view(ga)
     gbv, gb_c = _view(gb)
     bv = _view(b)[0] if b is not None else hv
-    h0v, h0_c = _view(h0) if h0 is not None else (hv, False)
-    gh0v = _view(gh0)[0] if gh0 is not None else hv
+    h0v, _ = _view(h0) if h0 is not None else (hv, False)
+    gh0v, gh0_c = _view(gh0) if gh0 is not None else (hv, False)
     rv = r if r is not None else hv
     _launch(
         K.scan_bwd_kernel, _bwd_tuned, batch, dim,
@@ -234,8 +236,9 @@ def _backward(a, a2, b, bscale, h0, r, h, grad_h, ga, gb, gh0, ggam, *, reverse,
         *(_strides(rv, 2) if r is not None else [0, 0]), *_strides(hv, 2), *_strides(ghv, 2),
         *(_strides(gav, 2) if a_mode == 0 else [_strides(gav, 1)[0], 0]), *_strides(gbv, 2),
         _strides(gh0v, 1)[0] if gh0 is not None else 0,
-        A_MODE=a_mode, A_C=a_c, B_C=gb_c, H0_C=h0_c, COMPLEX=h_c,
-        HAS_H0=h0 is not None, HAS_RESET=r is not None, REVERSE=bool(reverse),
+        A_MODE=a_mode, A_C=a_c, B_C=gb_c, H0_C=gh0_c, COMPLEX=h_c,
+        HAS_H0=h0 is not None, STORE_GH0=gh0 is not None, HAS_RESET=r is not None,
+        REVERSE=bool(reverse),
     )
 
 

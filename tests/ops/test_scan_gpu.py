@@ -1,0 +1,258 @@
+"""Triton scan kernels (ops/scan/gpu.py) == the naive loop in float64: outputs and every gradient.
+
+Runs on CUDA when there is a GPU; otherwise on the CPU under TRITON_INTERPRET=1 (set here, before
+Triton is imported; small shapes: the interpreter runs the in-tile scan element by element).
+Skipped when Triton is not importable.
+
+Error bounds tested (the kernels compute in float32):
+  * float32 / complex64 inputs: max |h - h_ref| <= 2e-6 * max |h_ref| (and the same for every
+    gradient) at L <= 40, |a| <= 0.95: float32 rounding grows like eps * min(L, 1/(1-|a|)).
+  * bf16 b with float32 a (the DESIGN.md convention: decays stay float32): output float32, the
+    same float32 bound against the reference on the bf16-rounded inputs.
+  * bf16 a and b: output rounded to bf16, |h - h_ref| <= 2^-8 |h_ref| + 1e-5 max |h_ref|
+    elementwise (one round-to-nearest bf16 rounding of a float32-accumulated state; 2^-7 under
+    the interpreter, which truncates); a bf16 grad_b is within the same bound.
+  * L = 16k, |a| up to 1 - 1e-3 (slow): float32 state, bf16 b: <= 1e-4 max |h_ref|.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+pytest.importorskip("triton")
+
+from torchssm.ops.scan import gpu  # noqa: E402
+from torchssm.ops.scan.naive import linear_scan_naive  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu" and not gpu.INTERPRET:
+    pytest.skip("torchssm.ops.scan.gpu was imported before TRITON_INTERPRET=1 was set",
+                allow_module_level=True)
+
+TOL = 2e-6  # float32 kernel vs float64 reference, relative to the max of the reference
+# One bf16 rounding of a float32 value (8 significant bits): <= 2^-8 relative on the GPU (round to
+# nearest even), <= 2^-7 under the interpreter (its float32 -> bf16 cast truncates).
+BF16_ULP = 2.0**-7 if gpu.INTERPRET else 2.0**-8
+
+
+def _wide(t):
+    """float64 / complex128 copy (leaf requiring grad) of a float32/bf16/complex64 tensor."""
+    if t is None:
+        return None
+    return t.detach().to(torch.complex128 if t.is_complex() else torch.float64).requires_grad_()
+
+
+def assert_close_rel(got, want, tol=TOL):
+    """|got - want| <= tol * max|want| elementwise, via assert_close (got upcast to want's dtype)."""
+    atol = tol * max(want.abs().max().item(), 1e-30)
+    torch.testing.assert_close(got.to(want.dtype), want.detach(), rtol=0, atol=atol)
+
+
+def make(batch, length, dim, *, complex_, invariant, h0=True, reset=True, seed=0):
+    """Random float32/complex64 (a, b, h0, reset) with |a| in [0.5, 0.95]; reset hits t=0 and t=L-1."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (dim,) if invariant else (batch, length, dim)
+    a = 0.5 + 0.45 * torch.rand(shape, generator=gen)
+    if complex_:
+        a = torch.polar(a, 6.28 * torch.rand(shape, generator=gen))
+    else:
+        a = a * torch.sign(torch.randn(shape, generator=gen))
+    dtype = torch.complex64 if complex_ else torch.float32
+    b = torch.randn(batch, length, dim, generator=gen, dtype=dtype)
+    h = torch.randn(batch, dim, generator=gen, dtype=dtype) if h0 else None
+    r = None
+    if reset:
+        r = torch.rand(batch, length, generator=gen) < 0.2
+        r[0, 0] = r[-1, -1] = True
+    move = lambda t: None if t is None else t.to(DEVICE)  # noqa: E731
+    return move(a), move(b), move(h), move(r)
+
+
+def check_against_naive(a, b, h0, reset, reverse, tol=TOL):
+    """Forward and all gradients (a, b, h0) of the kernels vs autograd through the float64 loop."""
+    h = gpu.linear_scan_forward(a, b, h0, reverse=reverse, reset=reset)
+    aw, bw, h0w = _wide(a), _wide(b), _wide(h0)
+    ref = linear_scan_naive(aw, bw, h0w, reverse=reverse, reset=reset)  # (B, L, D)
+    assert h.shape == ref.shape
+    assert_close_rel(h, ref, tol)
+    grad_h = torch.randn_like(ref)  # (B, L, D)
+    leaves = [t for t in (aw, bw, h0w) if t is not None]
+    want = torch.autograd.grad(ref, leaves, grad_h)
+    # the argument order of ops/scan/function.py: (a, h, h0, grad_h)
+    grad_a, grad_b, grad_h0 = gpu.linear_scan_backward(a, h, h0, grad_h.to(h.dtype), reverse=reverse,
+                                                       reset=reset, b=b)
+    got = [grad_a, grad_b] + ([grad_h0] if h0 is not None else [])
+    for g, w, x in zip(got, want, (a, b, h0)):
+        assert g.shape == x.shape and g.dtype == x.dtype
+        assert_close_rel(g, w, BF16_ULP if x.dtype == torch.bfloat16 else tol)  # one bf16 rounding
+    if h0 is None:  # gradient with respect to a zero initial state
+        h0z = torch.zeros_like(bw[:, 0]).requires_grad_()
+        ref0 = linear_scan_naive(aw.detach(), bw.detach(), h0z, reverse=reverse, reset=reset)
+        assert_close_rel(grad_h0, torch.autograd.grad(ref0, h0z, grad_h)[0], tol)
+
+
+# L = 37 is not a multiple of the interpreter's 16-step tile, D = 12 not of its 8 channels.
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("invariant", [False, True], ids=["a_varies", "a_fixed"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_matches_naive_with_h0_and_reset(complex_, invariant, reverse):
+    a, b, h0, reset = make(2, 37, 12, complex_=complex_, invariant=invariant)
+    check_against_naive(a, b, h0, reset, reverse)
+
+
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+def test_without_h0_and_reset(complex_):
+    a, b, h0, reset = make(2, 21, 10, complex_=complex_, invariant=False, h0=False, reset=False)
+    check_against_naive(a, b, h0, reset, reverse=False)
+
+
+def test_single_step_and_mixed_real_complex():
+    """L = 1; a real decay with complex b and h0 (h complex, grad_a real part only)."""
+    a, b, h0, reset = make(3, 1, 5, complex_=True, invariant=False, reset=False)
+    check_against_naive(a.abs(), b, h0, reset, reverse=False)
+    a, b, h0, reset = make(2, 19, 5, complex_=True, invariant=True, reset=True, seed=1)
+    check_against_naive(a.abs(), b, h0.real.contiguous(), reset, reverse=True)
+
+
+def test_bf16_b_with_float32_decay():
+    a, b, h0, reset = make(2, 37, 12, complex_=False, invariant=False)
+    b16 = b.bfloat16()
+    h = gpu.linear_scan_forward(a, b16, h0, reset=reset)
+    assert h.dtype == torch.float32
+    check_against_naive(a, b16, h0, reset, reverse=False)
+
+
+def test_bf16_a_and_b_round_once():
+    a, b, h0, reset = make(2, 37, 12, complex_=False, invariant=False)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    h = gpu.linear_scan_forward(a16, b16, reset=reset)
+    assert h.dtype == torch.bfloat16
+    ref = linear_scan_naive(a16.double(), b16.double(), reset=reset)
+    torch.testing.assert_close(h.double(), ref, rtol=BF16_ULP, atol=1e-5 * ref.abs().max().item())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+def test_long_sequence_bf16_inputs(complex_):
+    """L = 16k with |a| up to 1 - 1e-3 (memory ~1000 steps): bf16 inputs, float32 state, no NaN."""
+    length, dim = 16384, 8
+    mag = 1 - torch.logspace(-3, -1, dim)  # (D,)
+    a = torch.polar(mag, torch.linspace(0.01, 3.0, dim)) if complex_ else mag
+    gen = torch.Generator().manual_seed(0)
+    b = torch.randn(1, length, dim, generator=gen, dtype=a.dtype)
+    b = (torch.complex(b.real.bfloat16().float(), b.imag.bfloat16().float()) if complex_
+         else b.bfloat16())  # bf16-rounded inputs (there is no bf16 complex dtype)
+    h = gpu.linear_scan_forward(a.to(DEVICE), b.to(DEVICE))
+    assert torch.isfinite(torch.view_as_real(h) if complex_ else h).all()
+    ref = linear_scan_naive(_wide(a).detach(), _wide(b).detach())
+    assert_close_rel(h.cpu(), ref, 1e-4)
+
+
+def test_noncontiguous_and_broadcast_inputs():
+    """Channel-strided inputs are copied, batch/time-strided and expanded ones are read in place."""
+    a, b, h0, reset = make(2, 23, 6, complex_=True, invariant=False)
+    wide = torch.randn(2, 23, 20, dtype=torch.complex64, device=DEVICE)
+    b_slice = wide[:, :, 3:9]  # time stride 20, channel stride 1
+    b_t = b.transpose(1, 2).contiguous().transpose(1, 2)  # channel stride 23
+    a_exp = a[:1].expand(2, -1, -1)  # batch stride 0
+    h0_t = h0.t().contiguous().t()  # (B, D) with channel stride B
+    for aa, bb, hh in [(a, b_slice, h0), (a, b_t, h0_t), (a_exp, b, h0)]:
+        check_against_naive(aa, bb, hh, reset, reverse=False)
+
+
+def test_bad_inputs():
+    a, b, h0, reset = make(2, 5, 4, complex_=False, invariant=False)
+    with pytest.raises(TypeError, match="float32, bfloat16, float16 or complex64"):
+        gpu.linear_scan_forward(a.double(), b.double())
+    with pytest.raises(TypeError, match="complex64"):
+        gpu.linear_scan_forward(a, b.to(torch.complex128))
+    with pytest.raises(TypeError, match="dtype"):
+        gpu.linear_scan_forward(a, b.to(torch.int32))
+    with pytest.raises(ValueError, match=r"\(batch, length, dim\)"):
+        gpu.linear_scan_forward(a, b[0])
+    with pytest.raises(ValueError, match=r"h0 must have shape \(batch, dim\)"):
+        gpu.linear_scan_forward(a, b, h0[:, :2])
+    with pytest.raises(TypeError, match="bool"):
+        gpu.linear_scan_forward(a, b, reset=reset.float())
+    with pytest.raises(ValueError, match="shape of h"):
+        gpu.linear_scan_backward(a, b, None, b[:, :2])
+
+
+def test_cpu_tensor_without_interpreter_is_refused(monkeypatch):
+    monkeypatch.setattr(gpu, "INTERPRET", False)
+    a, b, _, _ = make(1, 3, 2, complex_=False, invariant=False)
+    with pytest.raises(ValueError, match="CUDA"):
+        gpu.linear_scan_forward(a.cpu(), b.cpu())
+
+
+def test_import_without_triton_raises_import_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` now raises ImportError
+    monkeypatch.delitem(sys.modules, "torchssm.ops.scan.gpu")
+    with pytest.raises(ImportError, match=r"pip install 'torchssm\[gpu\]'"):
+        importlib.import_module("torchssm.ops.scan.gpu")
+    # monkeypatch restores the module afterwards, so later tests keep the imported one
+
+
+# ---------------------------------------------------------------------------------------------
+# fused LRU path
+# ---------------------------------------------------------------------------------------------
+
+
+def _lru_inputs(batch, length, n, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    r = 0.5 + 0.45 * torch.rand(n, generator=gen)  # |lambda| in [0.5, 0.95]
+    nu_log = torch.log(-torch.log(r))
+    theta_log = torch.log(6.28 * torch.rand(n, generator=gen))
+    gamma_log = 0.5 * torch.log(1 - r**2)  # log sqrt(1 - |lambda|^2), the LRU paper's normalisation
+    bu = torch.randn(batch, length, n, generator=gen, dtype=torch.complex64)
+    h0 = torch.randn(batch, n, generator=gen, dtype=torch.complex64)
+    reset = torch.rand(batch, length, generator=gen) < 0.2
+    return [t.to(DEVICE) for t in (nu_log, theta_log, gamma_log, bu, h0, reset)]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_lru_scan_matches_reference(reverse):
+    nu_log, theta_log, gamma_log, bu, h0, reset = _lru_inputs(2, 29, 12)
+    leaves = [t.clone().requires_grad_() for t in (nu_log, theta_log, gamma_log, bu, h0)]
+    h = gpu.lru_scan(*leaves, reverse=reverse, reset=reset)
+    wide = [_wide(t) for t in (nu_log, theta_log, gamma_log, bu, h0)]
+    ref = gpu.lru_scan_reference(*wide, reverse=reverse, reset=reset)
+    assert_close_rel(h, ref)
+    grad_h = torch.randn_like(ref)
+    want = torch.autograd.grad(ref, wide, grad_h)
+    got = torch.autograd.grad(h, leaves, grad_h.to(h.dtype))
+    for g, w, x in zip(got, want, leaves):
+        assert g.shape == x.shape and g.dtype == x.dtype
+        assert_close_rel(g, w, 5 * TOL)  # the (N,) parameter grads sum B*L terms
+
+
+def test_lru_scan_bad_inputs():
+    nu_log, theta_log, gamma_log, bu, h0, reset = _lru_inputs(1, 3, 4)
+    with pytest.raises(ValueError, match=r"nu_log must have shape \(N,\)=\(4,\)"):
+        gpu.lru_scan(nu_log[:2], theta_log, gamma_log, bu)
+    with pytest.raises(TypeError, match="gamma_log must be a real"):
+        gpu.lru_scan(nu_log, theta_log, gamma_log.double(), bu)
+    with pytest.raises(ValueError, match=r"bu must have shape \(batch, length, N\)"):
+        gpu.lru_scan(nu_log, theta_log, gamma_log, bu[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="backend='gpu' dispatches CUDA tensors only")
+def test_dispatch_through_linear_scan_function():
+    from torchssm.ops.scan.function import scan
+
+    a, b, h0, reset = make(2, 37, 12, complex_=True, invariant=False)
+    leaves = [t.clone().requires_grad_() for t in (a, b, h0)]
+    h = scan(*leaves, reset=reset, backend="gpu")
+    wide = [_wide(t) for t in (a, b, h0)]
+    ref = linear_scan_naive(*wide, reset=reset)
+    assert_close_rel(h, ref)
+    grad_h = torch.randn_like(ref)
+    for g, w in zip(torch.autograd.grad(h, leaves, grad_h.to(h.dtype)), torch.autograd.grad(ref, wide, grad_h)):
+        assert_close_rel(g, w)
