@@ -36,6 +36,12 @@ def test_output_shapes(pooling, shape, norm):
     assert m(x, lengths).shape == shape
 
 
+def test_default_config_builds_the_article_model():
+    m = build_model(ModelConfig())  # LRU, H = 64, 2 pre-norm BatchNorm blocks with GLU, mean pooling
+    assert m.blocks[0].ssm.d_state == 64 and isinstance(m.blocks[0].norm, MaskedBatchNorm)
+    assert m(torch.randn(2, 40, 1)).shape == (2, 10)
+
+
 def test_token_inputs_and_postnorm_and_plain_projection():
     m = model(input_kind="tokens", d_input=11, prenorm=False, glu=False, dropout=0.1)
     tokens = torch.randint(0, 11, (3, 7))

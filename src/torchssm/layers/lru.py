@@ -62,10 +62,11 @@ class LRU(SSMLayer):
 
     Args:
         d_model: h, input/output channels.
-        d_state: n, complex state size.
+        d_state: n, complex state size. Default 64: the MNIST-1D preset of this package
+            (configs/mnist1d_lru.yaml, H = N = 64) and S4D's default N (Gu et al. 2022, Sec. 5).
         r_min, r_max: ring init radii of lambda (Lemma 3.2). Defaults 0 and 1 are the paper's
-            general ring of Sec. 3.2 (the whole unit disk); its LRA runs use r_min in [0, 0.9] and
-            r_max 0.99-0.999 (Table 10 / App. D), MNIST-1D here uses 0.5 / 0.99 (configs/).
+            general ring of Sec. 3.2 (the whole unit disk); its LRA runs use r_min up to 0.9 and
+            r_max 0.99-0.999 (Sec. 3.3, App. D), MNIST-1D here uses 0.5 / 0.99 (configs/).
         max_phase: phases ~ U[0, max_phase]; 2*pi is the paper's default, pi/10 its PathX choice
             (Sec. 3.3, "reducing the phase at initialisation").
         bidirectional: also run the recurrence reversed with a second readout C2 (non-causal).
@@ -77,7 +78,7 @@ class LRU(SSMLayer):
     def __init__(
         self,
         d_model: int,
-        d_state: int,
+        d_state: int = 64,
         *,
         r_min: float = 0.0,
         r_max: float = 1.0,
