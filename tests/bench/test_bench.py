@@ -97,4 +97,23 @@ def test_bench_extrapolation_cli(tmp_path, capsys):
     assert [r["length"] for r in data["results"]] == [16, 32, 64]
     assert all(r["status"] == "ok" and r["n"] == 8 and 0 <= r["acc"] <= 1 and math.isfinite(r["loss"])
                for r in data["results"])
-    assert main(["bench", "extrapolation", "--checkpoint", str(tmp_path / "ckpt"), "--task", "aa_ab"]) == 2
+    assert main(["bench", "extrapolation", "--checkpoint", str(tmp_path / "ckpt")]) == 2  # no record: needs --task
+
+
+def test_bench_extrapolation_reads_training_record(tmp_path, capsys):
+    """A training run directory: task, options, seed and L come from its trainer_state.json."""
+    from torchssm.models.backbone import build_model
+    from torchssm.models.config import ModelConfig
+    from torchssm.train.checkpoint import save_checkpoint
+    from torchssm.train.config import ExperimentConfig
+
+    torch.manual_seed(0)
+    mcfg = ModelConfig(layer="lru", d_model=8, n_layers=1, layer_kwargs={"d_state": 4}, d_input=1, d_output=2)
+    exp = ExperimentConfig(task={"name": "aa_ab", "length": 12, "gap": 4, "n_train": 1, "n_val": 0, "n_test": 4},
+                           model=mcfg)
+    save_checkpoint(tmp_path / "run" / "best", build_model(mcfg), config=exp.to_dict(), epoch=1)
+    assert main(["bench", "extrapolation", "--checkpoint", str(tmp_path / "run"), "--factors", "1,2",
+                 "--json", str(tmp_path / "e.json")]) == 0
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert data["task"] == "aa_ab" and data["train_length"] == 12
+    assert [(r["length"], r["n"]) for r in data["results"]] == [(12, 4), (24, 4)]

@@ -1,10 +1,13 @@
 """``torchssm bench extrapolation``: evaluate a model trained at length L on the same task at 2L..16L.
 
-    torchssm bench extrapolation --checkpoint runs/aa_ab_lru --task aa_ab --train-length 256
+    torchssm bench extrapolation --checkpoint runs/aa_ab_lru            # task and L from the training run
+    torchssm bench extrapolation --checkpoint model_dir --task aa_ab --train-length 256
 
-For each factor f in ``--factors`` (default 1,2,4,8,16) the task is rebuilt with its length option
-(``--length-key``, default "length"; e.g. "delay" for copying) set to f * L and the model (loaded with
-:func:`torchssm.from_pretrained`) is evaluated on the test split with the training loop's
+``--checkpoint`` is a training run directory (its ``best/``, else ``last/``), a training checkpoint or
+any ``save_pretrained`` directory; the task, its options and L default to those recorded by training
+(``trainer_state.json``). For each factor f in ``--factors`` (default 1,2,4,8,16) the task is rebuilt
+with its length option (``--length-key``, default "length"; e.g. "delay" for copying) set to f * L and
+the model (loaded with :func:`torchssm.from_pretrained`) is evaluated on the test split with the training loop's
 :func:`torchssm.train.loop.evaluate`. A recurrent model has no length limit; a Transformer with
 rotary positions runs at any length too, but its attention was only trained on distances < L.
 Out-of-memory at a length is recorded as "oom" and the longer lengths are skipped.
@@ -14,7 +17,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -22,15 +26,16 @@ from torchssm.bench import common
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--checkpoint", required=True, help="a save_pretrained directory (config.json + model.safetensors)")
-    p.add_argument("--task", required=True, help="task registry name (torchssm tasks)")
-    p.add_argument("--task-options", default="{}", help="JSON options of the task builder (as in training)")
+    p.add_argument("--checkpoint", required=True, help="training run / checkpoint / save_pretrained directory")
+    p.add_argument("--task", help="task registry name (default: the one recorded by training)")
+    p.add_argument("--task-options", help="JSON options of the task builder (default: those recorded by training)")
     p.add_argument("--length-key", default="length", help="the task option that sets the length (default: length)")
-    p.add_argument("--train-length", type=int, help="L the model was trained at (default: --task-options[key])")
+    p.add_argument("--train-length", type=int, help="L the model was trained at (default: the task's length option,"
+                                                    " else its TaskInfo.length)")
     p.add_argument("--factors", default="1,2,4,8,16", help="evaluate at f * L for each f")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0, help="task seed (the test split is seeded independently)")
+    p.add_argument("--seed", type=int, help="task seed (default: the training seed, else 0)")
     p.add_argument("--json", help="write the results to this JSON file")
 
 
@@ -59,26 +64,51 @@ def evaluate_lengths(model: torch.nn.Module, task: str, train_length: int, facto
     return rows
 
 
+def training_record(checkpoint) -> Tuple[str, Optional[dict]]:
+    """(checkpoint directory, training's {"task", "task_options", "seed"} or None if not a training run)."""
+    from torchssm.train.checkpoint import SIDECAR, read_checkpoint_state
+    from torchssm.train.cli import find_checkpoint
+
+    path = find_checkpoint(checkpoint)
+    if not (Path(path) / SIDECAR).exists():
+        return str(path), None
+    cfg = read_checkpoint_state(path).get("config") or {}
+    if "task" not in cfg:
+        return str(path), None
+    from torchssm.train.config import ExperimentConfig
+
+    exp = ExperimentConfig.from_dict(cfg)
+    return str(path), {"task": exp.task_name, "task_options": dict(exp.task_options), "seed": exp.train.seed}
+
+
 def run(args) -> int:
     import torchssm
+    from torchssm.data.registry import build_task
 
-    options = json.loads(args.task_options)
+    path, record = training_record(args.checkpoint)
+    task = args.task or (record or {}).get("task")
+    if not task:
+        raise ValueError(f"{args.checkpoint} holds no training record: give --task (and --task-options)")
+    options = json.loads(args.task_options) if args.task_options else dict((record or {}).get("task_options", {}))
+    seed = args.seed if args.seed is not None else (record or {}).get("seed", 0)
     base = args.train_length or options.get(args.length_key)
+    if base is None:
+        base = build_task(task, seed=seed, **options).info.length
     if not isinstance(base, int) or base < 1:
-        raise ValueError(f"give --train-length or a positive int task option {args.length_key!r}")
+        raise ValueError(f"the training length must be a positive int; got {base!r} (give --train-length)")
     factors = [int(f) for f in str(args.factors).split(",")]
     device = common.resolve_device(args.device)
-    model = torchssm.from_pretrained(args.checkpoint)
-    print(f"[bench extrapolation] {args.checkpoint} on {args.task}, L={base}", file=sys.stderr)
-    rows = evaluate_lengths(model, args.task, base, factors, task_options=options, length_key=args.length_key,
-                            batch_size=args.batch_size, device=device, seed=args.seed)
+    model = torchssm.from_pretrained(path)
+    print(f"[bench extrapolation] {path} on {task}, {args.length_key}={base}", file=sys.stderr)
+    rows = evaluate_lengths(model, task, base, factors, task_options=options, length_key=args.length_key,
+                            batch_size=args.batch_size, device=device, seed=seed)
     env = common.environment(device)
-    print(f"# {args.checkpoint} trained at {args.length_key}={base}; task {args.task}; "
+    print(f"# {path} trained at {args.length_key}={base}; task {task}; "
           f"{env['device_name']}, torch {env['torch']}, {env['date_utc']}")
     print(common.format_table(rows, ["factor", "length", "loss", "acc", "n", "status"]))
     if args.json:
         common.save_json(args.json, {"benchmark": "length extrapolation", "environment": env,
-                                     "checkpoint": str(args.checkpoint), "task": args.task, "task_options": options,
+                                     "checkpoint": path, "task": task, "task_options": options, "seed": seed,
                                      "length_key": args.length_key, "train_length": base, "results": rows})
         print(f"wrote {args.json}")
     return 0
