@@ -256,3 +256,20 @@ def test_dispatch_through_linear_scan_function():
     grad_h = torch.randn_like(ref)
     for g, w in zip(torch.autograd.grad(h, leaves, grad_h.to(h.dtype)), torch.autograd.grad(ref, wide, grad_h)):
         assert_close_rel(g, w)
+
+
+def test_bench_kernels_runs(tmp_path, capsys):
+    """`torchssm bench kernels` end to end at a tiny shape (on the CPU: a smoke test, not a timing)."""
+    import argparse
+
+    from torchssm.bench import kernels
+
+    parser = argparse.ArgumentParser()
+    kernels.add_arguments(parser)
+    args = parser.parse_args(["--device", DEVICE, "--shapes", "1x8x8", "--repeats", "1", "--no-peers",
+                              "--json", str(tmp_path / "k.json")])
+    assert kernels.run(args) == 0
+    out = capsys.readouterr().out
+    for name in ("copy (b.clone)", "scan fwd", "scan bwd", "lru fused", "lru unfused", "vs copy"):
+        assert name in out
+    assert (tmp_path / "k.json").exists()

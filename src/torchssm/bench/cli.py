@@ -8,6 +8,7 @@ import importlib
 # sub-command -> (module, help)
 BENCHMARKS = {
     "scan": ("torchssm.bench.scan", "linear scan backends vs the naive loop and a same-size copy"),
+    "kernels": ("torchssm.bench.kernels", "Triton scan kernels (CUDA) as a fraction of the copy bandwidth"),
     "ops": ("torchssm.bench.ops", "selective scan and SSD vs their naive versions"),
     "layers": ("torchssm.bench.layers", "forward+backward time and memory of every layer vs a Transformer"),
     "generate": ("torchssm.bench.generate", "tokens/s and memory while generating: SSM step vs KV cache"),

@@ -1,0 +1,148 @@
+"""``torchssm bench kernels``: the Triton scan kernels as a fraction of the device's copy bandwidth.
+
+The linear scan is memory-bound: its floor is (bytes read + bytes written) / HBM bandwidth. For each
+shape (B, L, D) and dtype this measures, in one run:
+
+* ``copy``: ``b.clone()`` (reads and writes B L D elements): bandwidth_copy = 2 |b| / t_copy;
+* ``scan fwd``: ``gpu.linear_scan_forward(a, b)``: reads a and b, writes h;
+* ``scan bwd``: ``gpu.linear_scan_backward(a, h, None, grad_h)``: reads a, h, grad_h, writes
+  grad_a and grad_b (the shifted re-reads of a and h hit the cache and are not counted);
+* ``lru fused`` / ``lru unfused`` (complex64 only): the LRU recurrence with lambda and gamma built
+  in-kernel from (nu_log, theta_log, gamma_log) vs lambda built in PyTorch and gamma * Bu
+  materialised before the scan;
+* peers that a user would pick instead, when they run here: ``chunked`` (the plain PyTorch
+  backend) and ``chunked+compile`` (the same under ``torch.compile``).
+
+Each row prints the median time [min, max] over ``--repeats`` after one warm-up call (which also
+autotunes the Triton kernels), the bytes it moves, its bandwidth and ``vs copy`` =
+bandwidth / bandwidth_copy, the fraction of the measured bound (DESIGN.md: performance is shown
+by benchmarks). ``bfloat16`` means a, b and h in bf16 (float32 state inside the kernel).
+
+Defaults: the issue's reference shape (8, 4096, 1536) and a narrow one (8, 4096, 64), float32,
+complex64 and bfloat16. Needs CUDA; on the CPU it runs only under TRITON_INTERPRET=1 at tiny
+shapes (a smoke test of this code, not a timing).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from torchssm.bench import common
+
+DEFAULT_SHAPES = "8x4096x1536,8x4096x64"
+KERNEL_DTYPES = {"float32": torch.float32, "complex64": torch.complex64, "bfloat16": torch.bfloat16}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--device", default="cuda", help="cuda | cuda:1 ... (cpu only under TRITON_INTERPRET=1)")
+    p.add_argument("--shapes", default=DEFAULT_SHAPES, help=f"comma-separated BxLxD (default {DEFAULT_SHAPES})")
+    p.add_argument("--dtypes", default="float32,complex64,bfloat16", help="from " + ", ".join(KERNEL_DTYPES))
+    p.add_argument("--repeats", type=int, default=20, help="timed repeats per measurement (default 20)")
+    p.add_argument("--a-dim", action="store_true", help="time-invariant a of shape (D,) instead of (B, L, D)")
+    p.add_argument("--no-peers", action="store_true", help="skip the chunked / torch.compile peers")
+    p.add_argument("--json", help="write the environment and all results to this JSON file")
+
+
+def _inputs(shape, dtype, device, a_dim: bool):
+    """a with |a| in [0.5, 0.999) (random phase if complex), b ~ N(0, 1)."""
+    from torchssm.bench.scan import make_inputs
+
+    if dtype == torch.bfloat16:
+        a, b = make_inputs(shape, torch.float32, device, a_dim=a_dim, seed=0)
+        return a.bfloat16(), b.bfloat16()
+    return make_inputs(shape, dtype, device, a_dim=a_dim, seed=0)
+
+
+def _nbytes(*ts: Optional[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in ts if t is not None)
+
+
+def _row(name: str, fn: Callable[[], object], nbytes: int, device, repeats: int, copy_bw: float):
+    t = common.time_fn(fn, device, repeats=repeats)
+    bw = nbytes / t["median"]
+    return {"kernel": name, "ms": t["median"] * 1e3, "min_ms": t["min"] * 1e3, "max_ms": t["max"] * 1e3,
+            "MB": nbytes / 1e6, "GB/s": bw / 1e9, "vs copy": bw / copy_bw}
+
+
+def _measure(shape, dtype, device, args) -> List[Dict[str, object]]:
+    from torchssm.ops.scan import chunked, gpu
+
+    a, b = _inputs(shape, dtype, device, args.a_dim)
+    rows = []
+    copy = common.time_fn(lambda: b.clone(), device, repeats=args.repeats)
+    copy_bw = 2 * _nbytes(b) / copy["median"]
+    rows.append({"kernel": "copy (b.clone)", "ms": copy["median"] * 1e3, "min_ms": copy["min"] * 1e3,
+                 "max_ms": copy["max"] * 1e3, "MB": 2 * _nbytes(b) / 1e6, "GB/s": copy_bw / 1e9, "vs copy": 1.0})
+    with torch.no_grad():
+        h = gpu.linear_scan_forward(a, b)
+        grad_h = torch.randn_like(h)
+        rows.append(_row("scan fwd", lambda: gpu.linear_scan_forward(a, b), _nbytes(a, b, h),
+                         device, args.repeats, copy_bw))
+        grad_a_bytes = _nbytes(a) if a.dim() == 3 else 0
+        rows.append(_row("scan bwd", lambda: gpu.linear_scan_backward(a, h, None, grad_h),
+                         _nbytes(a, h, grad_h, b) + grad_a_bytes, device, args.repeats, copy_bw))
+        if dtype == torch.complex64:
+            dim = shape[2]
+            r = 0.5 + 0.499 * torch.rand(dim, device=device)
+            nu_log, theta_log = torch.log(-torch.log(r)), torch.log(6.28 * torch.rand(dim, device=device))
+            gamma_log = 0.5 * torch.log(1 - r**2)
+            rows.append(_row("lru fused", lambda: gpu.lru_scan(nu_log, theta_log, gamma_log, b),
+                             _nbytes(b, h), device, args.repeats, copy_bw))
+
+            def lru_unfused():
+                lam = torch.exp(torch.complex(-torch.exp(nu_log), torch.exp(theta_log)))  # (D,)
+                return gpu.linear_scan_forward(lam, torch.exp(gamma_log) * b)  # gamma * Bu materialised
+
+            rows.append(_row("lru unfused", lru_unfused, _nbytes(b, h), device, args.repeats, copy_bw))
+        if not args.no_peers and dtype != torch.bfloat16:
+            rows.append(_row("chunked (PyTorch)", lambda: chunked.linear_scan_forward(a, b), _nbytes(a, b, h),
+                             device, args.repeats, copy_bw))
+            try:
+                compiled = torch.compile(chunked.linear_scan_forward, dynamic=False)
+                rows.append(_row("chunked + torch.compile", lambda: compiled(a, b), _nbytes(a, b, h),
+                                 device, args.repeats, copy_bw))
+            except Exception as err:  # compile support varies by machine: report, do not fail the run
+                rows.append({"kernel": f"chunked + torch.compile: failed ({type(err).__name__})"})
+    for r in rows:
+        r.update(shape="x".join(map(str, shape)), dtype=str(dtype).replace("torch.", ""),
+                 a="(D,)" if args.a_dim else "(B,L,D)")
+    return rows
+
+
+def run(args) -> int:
+    device = common.resolve_device(args.device)
+    from torchssm.ops.scan import gpu  # ImportError with the install hint when Triton is missing
+
+    if device.type != "cuda" and not gpu.INTERPRET:
+        raise ValueError(f"torchssm bench kernels needs a CUDA device (got {device}); "
+                         "on the CPU it only runs under TRITON_INTERPRET=1, as a smoke test")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1; got {args.repeats}")
+    from torchssm.bench.scan import _parse_shapes
+
+    shapes = _parse_shapes(args.shapes)
+    dtypes = []
+    for name in args.dtypes.split(","):
+        if name.strip() not in KERNEL_DTYPES:
+            raise ValueError(f"unknown dtype {name!r}; expected one of {', '.join(KERNEL_DTYPES)}")
+        dtypes.append(KERNEL_DTYPES[name.strip()])
+    env = common.environment(device)
+    print("torchssm bench kernels: " + ", ".join(f"{k}={v}" for k, v in env.items()))
+    print(f"times in ms: median [min, max] over {args.repeats} repeats after 1 warm-up (autotuning); "
+          "vs copy = achieved bandwidth / b.clone() bandwidth")
+    rows = []
+    for shape in shapes:
+        for dtype in dtypes:
+            block = _measure(shape, dtype, device, args)
+            rows += block
+            print(f"\n(B, L, D) = {shape}, {block[0]['dtype']}, a {block[0]['a']}")
+            table = [{"kernel": r["kernel"],
+                      "ms": f"{r['ms']:.3g} [{r['min_ms']:.3g}, {r['max_ms']:.3g}]" if "ms" in r else None,
+                      "MB": r.get("MB"), "GB/s": r.get("GB/s"), "vs copy": r.get("vs copy")} for r in block]
+            print(common.format_table(table, list(table[0])))
+    if args.json:
+        common.save_json(args.json, {"environment": env, "repeats": args.repeats, "results": rows})
+        print(f"\nwrote {args.json}")
+    return 0
