@@ -112,3 +112,40 @@ def test_bad_constructor_args(kw):
 def test_state_on_meta_device():
     k, v, pos = SelfAttention(8, n_heads=2, max_len=16).init_state(3, device="meta")
     assert k.shape == v.shape == (3, 2, 16, 4) and pos.shape == (3,) and pos.dtype == torch.long
+
+
+def _reference(layer, x, k_cache, v_cache, p):
+    """Plain softmax attention of x (b, l, h) after p cached (rotated) keys/values; explicit math, float64."""
+    b, l, _ = x.shape
+    q, k, v = layer._project(x, p + torch.arange(l).expand(b, -1))  # (b, heads, l, d_head)
+    keys = torch.cat([k_cache[:, :, :p], k], dim=2)  # (b, heads, p + l, d_head)
+    values = torch.cat([v_cache[:, :, :p], v], dim=2)
+    scores = q @ keys.transpose(-1, -2) / layer.d_head**0.5  # (b, heads, l, p + l)
+    future = torch.arange(p + l)[None, :] > (p + torch.arange(l))[:, None]  # (l, p + l)
+    return layer._merge(scores.masked_fill(future, float("-inf")).softmax(-1) @ values)
+
+
+def test_stateful_forward_matches_reference_with_all_gradients():
+    """Outputs and every gradient (x, parameters, initial k_cache / v_cache) vs the explicit reference."""
+    layer = _layer()
+    p = 5
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 8, dtype=torch.float64, generator=gen)
+    k0, v0, _ = layer.init_state(2)
+    k0 = torch.randn(k0.shape, dtype=torch.float64, generator=gen)
+    v0 = torch.randn(v0.shape, dtype=torch.float64, generator=gen)
+    g = torch.randn(2, 4, 8, dtype=torch.float64, generator=gen)
+    results = []
+    for use_layer in (True, False):
+        xs, ks, vs = (t.clone().requires_grad_(True) for t in (x, k0, v0))
+        layer.zero_grad()
+        if use_layer:
+            y, (k1, v1, pos) = layer(xs, (ks, vs, torch.full((2,), p)), return_state=True)
+            assert pos.tolist() == [p + 4] * 2
+        else:
+            y = _reference(layer, xs, ks, vs, p)
+        (y * g).sum().backward()
+        results.append([y.detach(), xs.grad, ks.grad, vs.grad] + [q.grad.clone() for q in layer.parameters()])
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want)
+    assert results[0][2][:, :, p:].abs().max() == 0  # cache slots at and after p are overwritten: no gradient
