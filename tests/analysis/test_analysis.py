@@ -113,6 +113,23 @@ def test_checkpoint_eigenvalues_from_state_dict_and_files(tmp_path):
         eigen.checkpoint_eigenvalues({"w": torch.ones(1)})
     with pytest.raises(FileNotFoundError):
         eigen.checkpoint_eigenvalues(tmp_path / "missing.pt")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        eigen.checkpoint_eigenvalues(tmp_path)
+
+
+def test_checkpoint_eigenvalues_of_a_training_run(tmp_path):
+    """A training run directory: its best/ checkpoint, loaded with torchssm.from_pretrained."""
+    from torchssm.models.backbone import build_model
+    from torchssm.models.config import ModelConfig
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(layer="lru", d_model=4, n_layers=2, d_input=1, d_output=2,
+                                    layer_kwargs={"d_state": 6, "r_min": 0.6, "r_max": 0.8}))
+    model.save_pretrained(tmp_path / "run" / "best")
+    got = eigen.checkpoint_eigenvalues(tmp_path / "run")
+    assert len(got) == 2 and all(v.shape == (6,) for v in got.values())
+    for lam in got.values():
+        assert 0.6 - 1e-6 <= float(lam.abs().min()) and float(lam.abs().max()) <= 0.8 + 1e-6
 
 
 # --- impulse responses ---------------------------------------------------------------------------

@@ -44,7 +44,8 @@ def ring_init_eigenvalues(
 def load_state_dict(source: Union[str, os.PathLike, nn.Module, Mapping[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
     """A state dict from a model, a mapping, a ``save_pretrained`` directory, a .safetensors or a torch file.
 
-    Directories go through :func:`torchssm.from_pretrained`; torch files may wrap the state dict
+    Directories (a ``save_pretrained`` / checkpoint directory, or a training run directory, whose
+    ``best/`` else ``last/`` is used) go through :func:`torchssm.from_pretrained`; torch files may wrap the state dict
     under "model" or "state_dict" (training checkpoints).
     """
     if isinstance(source, nn.Module):
@@ -55,7 +56,10 @@ def load_state_dict(source: Union[str, os.PathLike, nn.Module, Mapping[str, torc
     if os.path.isdir(path):
         import torchssm
 
-        return dict(torchssm.from_pretrained(path).state_dict())
+        for sub in ("", "best", "last"):  # a checkpoint directory, or a training run's best/ (else last/)
+            if os.path.exists(os.path.join(path, sub, "config.json")):
+                return dict(torchssm.from_pretrained(os.path.join(path, sub)).state_dict())
+        raise FileNotFoundError(f"{path!r} has no config.json (nor best/ or last/ checkpoint): not a saved model")
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path!r} (expected a directory, .safetensors or torch file)")
     if path.endswith(".safetensors"):
