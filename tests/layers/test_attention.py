@@ -103,6 +103,21 @@ def test_bidirectional():
         layer(x, return_state=True)
 
 
+def test_bidirectional_padding_is_masked_by_lengths():
+    layer = _layer(causal=False)
+    x = torch.randn(2, 6, 8, dtype=torch.float64)
+    lengths = torch.tensor([4, 6])
+    y = layer(x, lengths=lengths)
+    x2 = x.clone()
+    x2[0, 4:] = 100.0  # change the padding of sequence 0
+    y2 = layer(x2, lengths=lengths)
+    torch.testing.assert_close(y2[0, :4], y[0, :4])
+    torch.testing.assert_close(y[0, :4], layer(x[:1, :4])[0])
+    torch.testing.assert_close(y2[1], y[1])
+    with pytest.raises(ValueError, match="lengths"):
+        layer(x, lengths=torch.tensor([4]))
+
+
 @pytest.mark.parametrize("kw", [dict(n_heads=3), dict(n_heads=8), dict(max_len=0)])
 def test_bad_constructor_args(kw):
     with pytest.raises(ValueError):

@@ -115,15 +115,25 @@ class SelfAttention(SSMLayer):
         return self._merge(o), (k_cache, v_cache, position + l)
 
     # --- contract ---------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, state: Optional[KVState] = None, *, return_state: bool = False):
-        """x (b, l, h) -> y (b, l, h); with a state, continue the sequences held in the KV cache."""
+    def forward(self, x: torch.Tensor, state: Optional[KVState] = None, *, return_state: bool = False,
+                lengths: Optional[torch.Tensor] = None):
+        """x (b, l, h) -> y (b, l, h); with a state, continue the sequences held in the KV cache.
+
+        ``lengths`` (b,) long, for right-padded batches: bidirectional attention ignores keys at
+        t >= lengths (so valid outputs do not depend on the padding); causal attention never sees them.
+        """
         self._check_forward(x, state)
         if not self.causal:
             if state is not None or return_state:
                 raise ValueError("bidirectional SelfAttention (causal=False) has no state; call forward(x)")
             positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
             q, k, v = self._project(x, positions)
-            return self._merge(F.scaled_dot_product_attention(q, k, v))
+            mask = None
+            if lengths is not None:
+                if tuple(lengths.shape) != (x.shape[0],):
+                    raise ValueError(f"lengths must have shape (batch,)=({x.shape[0]},); got {tuple(lengths.shape)}")
+                mask = (positions < lengths[:, None])[:, None, None, :]  # (b, 1, 1, l): valid keys
+            return self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
         if state is None and not return_state:  # training fast path: SDPA's fused causal kernel
             positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
             q, k, v = self._project(x, positions)
