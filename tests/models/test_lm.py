@@ -119,3 +119,16 @@ def test_bad_input():
         m.step(torch.zeros(2, dtype=torch.long), [])
     with pytest.raises(ValueError, match="not causal"):
         CausalLM(LMConfig(layer="lru", d_model=8, n_layer=1, layer_kwargs={"d_state": 4, "bidirectional": True}))
+
+
+def test_bench_generate_runs(tmp_path, capsys):
+    from torchssm.cli import main
+
+    out = tmp_path / "gen.json"
+    assert main(["bench", "generate", "--layers", "mamba,transformer", "--lengths", "12", "--d-model", "16",
+                 "--n-layer", "1", "--json", str(out)]) == 0
+    import json
+
+    rows = json.loads(out.read_text())["results"]
+    assert [r["layer"] for r in rows] == ["mamba", "transformer"]
+    assert all(r["tokens_per_s"] > 0 and r["state_MB"] > 0 for r in rows)

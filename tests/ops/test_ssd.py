@@ -79,3 +79,16 @@ def test_bad_inputs_raise(fn):
         fn(**{**args, "h0": torch.zeros(2, 4, 3, 4, dtype=F64)})
     with pytest.raises(ValueError, match="headdim"):
         fn(**{**args, "x": args["x"][..., 0]})
+
+
+def test_bench_ops_runs(tmp_path):
+    import json
+
+    from torchssm.cli import main
+
+    out = tmp_path / "ops.json"
+    assert main(["bench", "ops", "--sel-shapes", "1x16x4x2", "--ssd-shapes", "1x16x2x4x2", "--chunk-size", "8",
+                 "--repeats", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert {r["op"] for r in rows} == {"selective_scan", "ssd"}
+    assert {r["impl"] for r in rows if r["op"] == "ssd"} == {"naive", "chunked"}
