@@ -181,11 +181,13 @@ class LRU(SSMLayer):
                 # reversed scan: state before step t is zeroed where a new episode starts at t + 1
                 # (reset) and at each sequence's last valid step (lengths), so nothing flows backward
                 # across an episode boundary or out of the padding
-                rev_reset = torch.zeros(batch, length, dtype=torch.bool, device=x.device)  # (b, l)
+                rev_reset = None  # (b, l) bool
                 if reset is not None:
+                    rev_reset = torch.zeros_like(reset)
                     rev_reset[:, :-1] = reset[:, 1:]
                 if lengths is not None:
-                    rev_reset = rev_reset | lengths_to_reset(lengths.to(x.device), length)
+                    at_end = lengths_to_reset(lengths.to(x.device), length)
+                    rev_reset = at_end if rev_reset is None else rev_reset | at_end
                 g = linear_scan(lam, bu, None, reverse=True, reset=rev_reset, backend=self.backend)  # (b, l, n)
                 y = y + self._readout(g, self.C2_re, self.C2_im)
         y = y.to(x.dtype)
