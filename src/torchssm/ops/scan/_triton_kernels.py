@@ -54,9 +54,11 @@ def _comb_cplx(a1r, a1i, b1r, b1i, a2r, a2i, b2r, b2i):
 def _load2(ptr, row_off, cols, mask, IS_C: tl.constexpr, other_re):
     """Load a (re, im) float32 pair; row_off in real elements, channel stride 2 if complex."""
     if IS_C:
-        off = row_off + cols * 2
-        re = tl.load(ptr + off, mask=mask, other=other_re).to(tl.float32)
-        im = tl.load(ptr + off + 1, mask=mask, other=0.0).to(tl.float32)
+        # one (..., 2) load of adjacent (re, im) pairs, so the compiler can vectorise it
+        off = tl.expand_dims(row_off + cols * 2, -1) + tl.arange(0, 2)
+        pair = tl.load(ptr + off, mask=tl.expand_dims(mask, -1), other=0.0).to(tl.float32)
+        re, im = tl.split(pair)
+        re = tl.where(mask, re, other_re)
     else:
         re = tl.load(ptr + row_off + cols, mask=mask, other=other_re).to(tl.float32)
         im = tl.zeros_like(re)
@@ -67,9 +69,8 @@ def _load2(ptr, row_off, cols, mask, IS_C: tl.constexpr, other_re):
 def _store2(ptr, row_off, cols, mask, re, im, IS_C: tl.constexpr):
     """Store a (re, im) pair; only re when the destination is real (grad of a real input)."""
     if IS_C:
-        off = row_off + cols * 2
-        tl.store(ptr + off, re.to(ptr.dtype.element_ty), mask=mask)
-        tl.store(ptr + off + 1, im.to(ptr.dtype.element_ty), mask=mask)
+        off = tl.expand_dims(row_off + cols * 2, -1) + tl.arange(0, 2)
+        tl.store(ptr + off, tl.join(re, im).to(ptr.dtype.element_ty), mask=tl.expand_dims(mask, -1))
     else:
         tl.store(ptr + row_off + cols, re.to(ptr.dtype.element_ty), mask=mask)
 
