@@ -1,0 +1,202 @@
+"""S4: the structured state space layer with a diagonal-plus-low-rank (DPLR) state matrix (Gu, Goel,
+Re 2022, "Efficiently Modeling Long Sequences with Structured State Spaces", ICLR), Algorithm 1.
+
+Per channel (H of them), N states of which m = N/2 are stored (the conjugate half is implied):
+
+    A = Lambda - P P^*    (Lambda diagonal, P rank r; the HiPPO matrix in its normal eigenbasis, [S4] Thm. 1)
+    A_bar = (I - dt/2 A)^-1 (I + dt/2 A),   B_bar = (I - dt/2 A)^-1 dt B        (bilinear, [S4] Eq. 3)
+    h_t = A_bar h_{t-1} + B_bar u_t,        y_t = C h_t + D u_t,   K_l = C A_bar^l B_bar
+
+The kernel comes from the truncated generating function at the L roots of unity omega_k
+([S4] Lemma C.3, Algorithm 1), valid for the bilinear discretisation only:
+
+    K^(omega) = C~ (I - A_bar omega)^-1 B_bar = 2/(1+omega) [C~ R B - C~ R P (1 + P^* R P)^-1 P^* R B],
+    R = (g(omega) - Lambda)^-1,  g(omega) = 2/dt (1-omega)/(1+omega),   K = iFFT(K^)
+
+(four Cauchy sums, ops/cauchy.py; the Woodbury identity handles rank r), where C~ = C (I - A_bar^L)
+is what S4 learns (Algorithm 1 step 1). The kernel length L doubles when a longer input arrives
+(C~ <- C~ (I + A_bar^L) keeps C fixed). ``step`` converts back: C = C~ (I - A_bar^L)^-1 with the dense
+A_bar (O(N^2) per channel and token, as the S4 code's dense step). Chunked calls carry the state:
+an initial state h0 adds C A_bar^(t+1) h0, the kernel of the input vector B' = h0/dt + A h0/2
+(bilinear: B_bar' = A_bar h0), and the final state is A_bar^L h0 + sum_s A_bar^(L-1-s) B_bar u_s
+(by repeated squaring).
+
+Glossary: b batch, l length, h (= H = d_model) channels, m = N/2 stored states, n = N full states,
+r rank of P, k frequency nodes (L/2 + 1).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+from torchssm.layers.base import SSMLayer
+from torchssm.layers.discretize import discretize_dense
+from torchssm.layers.init import HIPPO_MEASURES, hippo_dplr, log_uniform_dt
+from torchssm.layers.s4d import complex_dtype, complex_param
+from torchssm.ops.cauchy import cauchy
+from torchssm.ops.conv import fft_conv
+
+
+def _full(x: torch.Tensor) -> torch.Tensor:
+    """(..., m) -> (..., 2m): the stored half and its conjugate."""
+    return torch.cat([x, x.conj()], dim=-1)
+
+
+def _power_sum(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """sum_s A^(L-1-s) v_s for A (H, n, n), v (b, H, L, n) -> (b, H, n), by pairwise doubling."""
+    while v.shape[2] > 1:
+        if v.shape[2] % 2:
+            v = torch.nn.functional.pad(v, (0, 0, 1, 0))  # a zero at the front takes the highest power
+        v = (A[:, None] @ v[:, :, 0::2, :, None])[..., 0] + v[:, :, 1::2]
+        A = A @ A
+    return v[:, :, 0]
+
+
+class S4(SSMLayer):
+    """S4 layer (DPLR, Cauchy kernel, bilinear, learned C~, kernel doubling, dense recurrent step).
+
+    Args (defaults and their sources):
+        d_model: H channels.
+        d_state: N (m = N/2 stored), 64 ([S4] App. D.2: N = 64 in all experiments).
+        measure: HiPPO init ``"legs"`` (default, [S4] Sec. 3.1), ``"legt"`` or ``"fout"`` ([HTTYH]
+            Table 1); rank 1 (LegS, FouT) or 2 (LegT) (layers/init.py ``hippo_low_rank``).
+        l_max: initial kernel length; doubled whenever a longer input arrives.
+        dt_min, dt_max: log-uniform dt init 1e-3, 1e-1 ([S4] App. D.2; [HTTYH] Sec. 4.2 relates the range to
+            timescales 10..1000 steps; scale them to your sequence length for much longer inputs).
+        lr: learning rate of log_dt, Lambda, P, B: 1e-3 with no weight decay ([S4] App. D.2).
+    Parameters: ``log_dt`` (H,), ``log_A_real``, ``A_imag`` (H, m) with Re Lambda = -exp(log_A_real)
+    (clamped at -1e-4 at init for LegT/FouT, whose normal part has Re = 0), ``P`` (r, H, m, 2),
+    ``B`` (H, m, 2) = V^* B_hippo, ``C`` (H, m, 2) = C~ (complex N(0, 1) at init), ``D`` (H,).
+    """
+
+    def __init__(self, d_model: int, d_state: int = 64, *, measure: str = "legs", l_max: int = 1024,
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, lr: Optional[float] = 1e-3):
+        super().__init__(d_model)
+        if measure not in HIPPO_MEASURES:
+            raise ValueError(f"unknown S4 measure {measure!r}; expected one of {list(HIPPO_MEASURES)}")
+        if d_state < 2 or d_state % 2:
+            raise ValueError(f"S4 keeps one of each conjugate pair: d_state must be even >= 2; got {d_state}")
+        if not isinstance(l_max, int) or l_max < 1:
+            raise ValueError(f"l_max must be a positive int; got {l_max!r}")
+        self.d_state, self.measure, self.n_complex = d_state, measure, d_state // 2
+        H = d_model
+        lam, P, B, _ = hippo_dplr(measure, d_state)  # (m,), (r, m), (m,)
+        self.log_dt = nn.Parameter(log_uniform_dt(H, dt_min, dt_max).float())
+        self.log_A_real = nn.Parameter(torch.log((-lam.real).clamp(min=1e-4)).float().repeat(H, 1))
+        self.A_imag = nn.Parameter(lam.imag.float().repeat(H, 1))
+        self.P = complex_param(P[:, None, :].repeat(1, H, 1))  # (r, H, m, 2)
+        self.B = complex_param(B.repeat(H, 1))  # (H, m, 2)
+        self.C = complex_param(torch.randn(H, self.n_complex, dtype=torch.complex128))  # C~
+        self.D = nn.Parameter(torch.randn(H))
+        self.register_buffer("kernel_length", torch.tensor(l_max, dtype=torch.long))
+        names = ("log_dt", "log_A_real", "A_imag", "P", "B")
+        self.optim_overrides = {} if lr is None else {k: {"lr": lr, "weight_decay": 0.0} for k in names}
+
+    # --- parameters --------------------------------------------------------------------------------
+    def _ssm_params(self):
+        """Continuous DPLR SSM: dt (H,), Lambda (H, m), P (r, H, m), B (H, m), C~ (H, m)."""
+        lam = torch.complex(-torch.exp(self.log_A_real), self.A_imag)
+        c = torch.view_as_complex
+        return torch.exp(self.log_dt), lam, c(self.P), c(self.B), c(self.C)
+
+    def _dense_cached(self):
+        """``_dense()``, reused across ``step`` calls while no parameter changed (inference: the N^3 log L
+        conversion runs once, then each step is O(N^2) per channel). Only without autograd."""
+        if torch.is_grad_enabled():
+            return self._dense()
+        key = (int(self.kernel_length),) + tuple((p.data_ptr(), p._version, p.dtype) for p in self.parameters())
+        cache = self.__dict__.get("_dense_cache")
+        if cache is None or cache[0] != key:
+            cache = (key, self._dense())
+            self.__dict__["_dense_cache"] = cache
+        return cache[1]
+
+    def _dense(self):
+        """Dense discrete SSM on the full n states: A_bar (H, n, n), B_bar (H, n), C (H, n) with
+        C = C~ (I - A_bar^L)^-1 (row vectors), from the same ``_ssm_params``."""
+        dt, lam, P, B, Ct = self._ssm_params()
+        Pf = _full(P)  # (r, H, n)
+        A = torch.diag_embed(_full(lam)) - torch.einsum("rhi,rhj->hij", Pf, Pf.conj())  # (H, n, n)
+        A_bar, B_bar = discretize_dense(dt, A, _full(B)[..., None], "bilinear")
+        eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+        A_L = torch.linalg.matrix_power(A_bar, int(self.kernel_length))
+        C = torch.linalg.solve((eye - A_L).transpose(-1, -2), _full(Ct)[..., None])[..., 0]  # (H, n)
+        return A, A_bar, B_bar[..., 0], C
+
+    def _kernel(self, B: torch.Tensor) -> torch.Tensor:
+        """Kernel K_l = C A_bar^l B_bar(B) for l < kernel_length by the Cauchy path; B (..., H, m) -> (..., H, L)."""
+        dt, lam, P, _, Ct = self._ssm_params()
+        L = int(self.kernel_length)
+        r = P.shape[0]
+        k = torch.arange(L // 2 + 1 - (1 - L % 2), device=lam.device, dtype=lam.real.dtype)
+        omega = torch.exp(-2j * math.pi * k / L).to(lam.dtype)  # (k,) roots of unity (omega = -1 apart)
+        z = 2 * (1 - omega) / (1 + omega)  # dt * g(omega)
+        Pf = _full(P)  # (r, H, n)
+        left = torch.cat([_full(Ct)[None], Pf.conj()], 0)  # (1+r, H, n): C~, P^*
+        right = torch.cat([_full(B)[..., None, :, :], Pf.expand(*B.shape[:-2], *Pf.shape)], -3)  # (..., 1+r, H, n)
+        v = left[:, None] * right[..., None, :, :, :] * dt[:, None]  # (..., 1+r, 1+r, H, n)
+        Rv = cauchy(v, z, _full(dt[:, None] * lam))  # (..., 1+r, 1+r, H, k)
+        r00, r01, r10, r11 = Rv[..., 0, 0, :, :], Rv[..., 0, 1:, :, :], Rv[..., 1:, 0, :, :], Rv[..., 1:, 1:, :, :]
+        # Woodbury: C~ R B - C~ R P (I + P^* R P)^-1 P^* R B, per channel and node
+        M = torch.eye(r, dtype=Rv.dtype, device=Rv.device) + r11.movedim((-2, -1), (-4, -3))  # (..., H, k, r, r)
+        sol = torch.linalg.solve(M, r10.movedim(-3, -1)[..., None])  # (..., H, k, r, 1)
+        k_hat = 2 / (1 + omega) * (r00 - (r01.movedim(-3, -1)[..., None, :] @ sol)[..., 0, 0])  # (..., H, k)
+        if L % 2 == 0:  # omega = -1: the limit of the formula, K^(-1) = C~ (I + A_bar)^-1 B_bar = dt/2 C~ B
+            last = dt / 2 * (_full(Ct) * _full(B)).sum(-1)  # (..., H)
+            k_hat = torch.cat([k_hat, last[..., None]], -1)
+        return torch.fft.irfft(k_hat, n=L)  # (..., H, L)
+
+    @torch.no_grad()
+    def _double_kernel_length(self) -> None:
+        """L -> 2L keeping C fixed: C~_2L = C (I - A_bar^2L) = C~_L (I + A_bar^L)."""
+        _, A_bar, _, _ = self._dense()
+        A_L = torch.linalg.matrix_power(A_bar, int(self.kernel_length))
+        Ct = _full(torch.view_as_complex(self.C))  # (H, n)
+        new = Ct + torch.einsum("hi,hij->hj", Ct, A_L)
+        self.C.copy_(torch.view_as_real(new[..., : self.n_complex]))
+        self.kernel_length.mul_(2)
+
+    # --- contract ----------------------------------------------------------------------------------
+    def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
+        """Zero state (b, H, m): complex64 for float32 parameters, complex128 for float64."""
+        cdtype = complex_dtype(self.D.dtype if dtype is None else dtype)
+        device = self.D.device if device is None else device
+        return torch.zeros(batch, self.d_model, self.n_complex, device=device, dtype=cdtype)
+
+    def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False):
+        self._check_forward(x, state)
+        length = x.shape[1]
+        while length > int(self.kernel_length):
+            self._double_kernel_length()
+        dt, lam, P, B, _ = self._ssm_params()
+        k = self._kernel(B)  # (H, L_k)
+        y = fft_conv(x, k) + x * self.D  # (b, l, H)
+        if state is not None:  # + C A_bar^(t+1) h0 = kernel of B' = h0/dt + A h0 / 2
+            h0 = state.to(lam.dtype)
+            Ah0 = lam * h0 - torch.einsum("rhm,bhr->bhm", P, torch.einsum("rhn,bhn->bhr", _full(P).conj(), _full(h0)))
+            k0 = self._kernel(h0 / dt[:, None] + Ah0 / 2)  # (b, H, L_k)
+            y = y + k0[..., :length].transpose(1, 2).to(y.dtype)
+        y = y.to(x.dtype)
+        if not return_state:
+            return y
+        _, A_bar, B_bar, _ = self._dense()
+        v = B_bar[:, None, :] * x.transpose(1, 2)[..., None].to(B_bar.dtype)  # (b, H, l, n)
+        h = _power_sum(A_bar, v)  # (b, H, n)
+        if state is not None:
+            h = h + (torch.linalg.matrix_power(A_bar, length) @ _full(state.to(h.dtype))[..., None])[..., 0]
+        return y, h[..., : self.n_complex].to(complex_dtype(self.D.dtype))
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor):
+        self._check_step(x_t, state)
+        _, A_bar, B_bar, C = self._dense_cached()
+        h = (A_bar @ _full(state.to(A_bar.dtype))[..., None])[..., 0] + B_bar * x_t[..., None].to(B_bar.dtype)
+        y = (C * h).sum(-1).real + self.D * x_t  # (b, H); real since h, C are conjugate-symmetric
+        return y.to(x_t.dtype), h[..., : self.n_complex].to(state.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, d_state={self.d_state}, measure={self.measure!r}, "
+                f"kernel_length={int(self.kernel_length)}")

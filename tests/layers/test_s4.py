@@ -1,0 +1,153 @@
+"""S4 (DPLR): Cauchy kernel == kernel of the materialised discrete (A_bar, B_bar, C), layer contract in
+float64 (incl. kernel doubling and odd kernel lengths), convolution == recurrence up to L=4096, gradients
+of the convolution path == a dense loop, bad input, optimizer tags, learning a small task."""
+
+import pytest
+import torch
+
+from torchssm.layers import S4, build_layer
+from torchssm.layers.discretize import discretize_dense
+from torchssm.testing import check_layer_contract, first_token_accuracy
+
+F64 = dict(rtol=1e-9, atol=1e-9)
+
+
+def make(d_model=3, d_state=8, seed=0, **kw):
+    torch.manual_seed(seed)
+    return S4(d_model, d_state, **kw).double()
+
+
+def materialised(layer):
+    """The DPLR SSM as explicit full-state matrices, built here from the parameters:
+    A = diag(Lambda) - P P^* on [half, conj half], bilinear A_bar/B_bar, C = C~ (I - A_bar^L)^-1."""
+    lam = torch.complex(-torch.exp(layer.log_A_real), layer.A_imag)
+    full = lambda t: torch.cat([t, t.conj()], -1)  # noqa: E731
+    P = full(torch.view_as_complex(layer.P))  # (r, H, n)
+    A = torch.diag_embed(full(lam)) - torch.einsum("rhi,rhj->hij", P, P.conj())
+    A_bar, B_bar = discretize_dense(torch.exp(layer.log_dt), A, full(torch.view_as_complex(layer.B))[..., None], "bilinear")
+    n = A.shape[-1]
+    A_L = torch.linalg.matrix_power(A_bar, int(layer.kernel_length))
+    Ct = full(torch.view_as_complex(layer.C))
+    C = torch.linalg.solve((torch.eye(n, dtype=A.dtype) - A_L).mT, Ct[..., None])[..., 0]
+    return A_bar, B_bar[..., 0], C
+
+
+def dense_loop(layer, x, h0=None):
+    A_bar, B_bar, C = materialised(layer)
+    h = torch.zeros(x.shape[0], *B_bar.shape, dtype=B_bar.dtype)
+    if h0 is not None:
+        h = torch.cat([h0, h0.conj()], -1)
+    ys = []
+    for t in range(x.shape[1]):
+        h = (A_bar @ h[..., None])[..., 0] + B_bar * x[:, t, :, None]
+        ys.append((C * h).sum(-1).real + layer.D * x[:, t])
+    return torch.stack(ys, 1), h[..., : layer.n_complex]
+
+
+@pytest.mark.parametrize("measure", ["legs", "legt", "fout"])
+@pytest.mark.parametrize("l_max", [16, 13])
+def test_cauchy_kernel_equals_materialised_kernel(measure, l_max):
+    layer = make(measure=measure, l_max=l_max)
+    A_bar, B_bar, C = materialised(layer)
+    with torch.no_grad():
+        K = layer._kernel(torch.view_as_complex(layer.B))  # (H, L)
+    want, v = [], B_bar
+    for _ in range(l_max):
+        want.append((C * v).sum(-1).real)
+        v = (A_bar @ v[..., None])[..., 0]
+    torch.testing.assert_close(K, torch.stack(want, -1).detach(), **F64)
+
+
+@pytest.mark.parametrize("measure", ["legs", "legt", "fout"])
+@pytest.mark.parametrize("l_max", [16, 13, 4])  # 4: the contract's length-13 input doubles the kernel
+def test_contract_float64(measure, l_max):
+    check_layer_contract(make(measure=measure, l_max=l_max), length=13, **F64)
+
+
+def test_contract_float32_relative_to_output_norm():
+    layer = S4(3, 8, l_max=16)
+    scale = layer(torch.randn(2, 13, 3)).abs().max().item()
+    check_layer_contract(layer, length=13, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_convolution_path_gradients_equal_dense_loop():
+    layer = make(l_max=16)
+    x = torch.randn(2, 11, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 3, 4, dtype=torch.complex128, requires_grad=True)
+    y, hL = layer(x, h0, return_state=True)
+    y_ref, hL_ref = dense_loop(layer, x, h0)
+    torch.testing.assert_close(y, y_ref, **F64)
+    torch.testing.assert_close(hL, hL_ref, **F64)
+    g, gh = torch.randn_like(y), torch.randn_like(hL)
+    params = [x, h0, *layer.parameters()]
+    grads = torch.autograd.grad((y * g).sum() + (hL * gh.conj()).real.sum(), params)
+    grads_ref = torch.autograd.grad((y_ref * g).sum() + (hL_ref * gh.conj()).real.sum(), params)
+    for a, b in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(a, b, **F64)
+
+
+def test_convolution_equals_recurrence_at_L4096():
+    layer = make(d_model=2, l_max=4096)
+    x = torch.randn(1, 4096, 2, dtype=torch.float64)
+    with torch.no_grad():
+        y = layer(x)
+        state, ys = layer.init_state(1), []
+        for t in range(4096):
+            y_t, state = layer.step(x[:, t], state)
+            ys.append(y_t)
+    torch.testing.assert_close(torch.stack(ys, 1), y, rtol=1e-8, atol=1e-8)
+
+
+def test_kernel_doubling_keeps_the_function():
+    layer = make(l_max=8)
+    x = torch.randn(1, 20, 3, dtype=torch.float64)
+    with torch.no_grad():
+        state, ys = layer.init_state(1), []
+        for t in range(20):  # recurrence with C converted at kernel length 8
+            y_t, state = layer.step(x[:, t], state)
+            ys.append(y_t)
+        y = layer(x)  # doubles 8 -> 16 -> 32
+    assert int(layer.kernel_length) == 32
+    torch.testing.assert_close(y, torch.stack(ys, 1), **F64)
+    assert "kernel_length" in layer.state_dict()
+
+
+def test_long_sequence_is_finite():
+    with torch.no_grad():
+        assert torch.isfinite(S4(2, 8, l_max=16384)(torch.randn(1, 16384, 2))).all()
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="unknown S4 measure 'legx'"):
+        S4(3, 8, measure="legx")
+    with pytest.raises(ValueError, match="even"):
+        S4(3, 9)
+    with pytest.raises(ValueError, match="dt_min"):
+        S4(3, 8, dt_min=0.2, dt_max=0.1)
+    with pytest.raises(ValueError, match="l_max"):
+        S4(3, 8, l_max=0)
+
+
+def test_registry_and_optimizer_tags():
+    layer = build_layer("s4", 4, d_state=4)
+    assert set(layer.optim_overrides) == {"log_dt", "log_A_real", "A_imag", "P", "B"}
+    assert all(v == {"lr": 1e-3, "weight_decay": 0.0} for v in layer.optim_overrides.values())
+
+
+def test_learns_to_remember_the_first_token():
+    assert first_token_accuracy(S4(16, 16, l_max=64), length=64, steps=30, lr=5e-2) > 0.9
+
+
+@pytest.mark.slow
+def test_learns_to_remember_the_first_token_over_256_steps():
+    assert first_token_accuracy(S4(32, 16, l_max=256), length=256, steps=150, lr=1e-2) > 0.9
+
+
+def test_step_cache_follows_parameter_updates():
+    layer = make(l_max=16)
+    x_t, state = torch.randn(2, 3, dtype=torch.float64), layer.init_state(2) + 0.1
+    with torch.no_grad():
+        y1, _ = layer.step(x_t, state)
+        layer.C.mul_(2.0)  # C = C~ (I - A_bar^L)^-1 is linear in C~
+        y2, _ = layer.step(x_t, state)
+    torch.testing.assert_close(y2 - layer.D * x_t, 2 * (y1 - layer.D * x_t), **F64)
