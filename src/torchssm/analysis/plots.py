@@ -17,7 +17,8 @@ import torch
 from torchssm.analysis import dynamics, eigen, impulse
 
 
-def _figure(ncols: int = 1, nrows: int = 1, size=(5.0, 4.0)):
+def new_figure(ncols: int = 1, nrows: int = 1, size=(5.0, 4.0)):
+    """A bare Figure on an Agg canvas (no pyplot, no GUI) and its flat array of nrows * ncols axes."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -29,7 +30,8 @@ def _figure(ncols: int = 1, nrows: int = 1, size=(5.0, 4.0)):
     return fig, axes
 
 
-def _save(fig, path) -> str:
+def save_figure(fig, path) -> str:
+    """Write ``fig`` to ``path`` (.png, .svg or .pdf, parent directories created); returns the path."""
     path = os.fspath(path)
     if os.path.splitext(path)[1].lower() not in {".png", ".svg", ".pdf"}:
         raise ValueError(f"figure path must end in .png, .svg or .pdf; got {path!r}")
@@ -52,7 +54,7 @@ def plot_spring_mass_damper(path, m: float = 1.0, k: float = 1.0, dt: float = 0.
                             dampings: Sequence[float] = (-0.4, -0.1, 0.1, 0.4, 1.0, 2.0, 3.0)) -> dict:
     """Four panels: continuous eigenvalues vs damping c (stable / unstable half-planes), free response
     vs damping ratio, and ZOH vs bilinear discrete eigenvalues in the unit disk."""
-    fig, (ax_s, ax_r, ax_z, ax_zz) = _figure(2, 2)
+    fig, (ax_s, ax_r, ax_z, ax_zz) = new_figure(2, 2)
     sweep = torch.linspace(min(dampings), max(dampings), 200).tolist()
     locus = dynamics.eigenvalue_locus(sweep, m, k)  # (200, 2)
     ax_s.axvspan(-4, 0, color="tab:green", alpha=0.08, label="stable Re < 0")
@@ -84,7 +86,7 @@ def plot_spring_mass_damper(path, m: float = 1.0, k: float = 1.0, dt: float = 0.
             ax.plot(z.real, z.imag, "x", label=f"c={c:g}")
         ax.set_title(f"{method} eigenvalues, dt={dt:g}")
         ax.legend(fontsize=6)
-    out = {"path": _save(fig, path), "continuous": eigs, "discrete": discrete, "responses": responses}
+    out = {"path": save_figure(fig, path), "continuous": eigs, "discrete": discrete, "responses": responses}
     return out
 
 
@@ -92,7 +94,7 @@ def plot_information_propagation(path, **kwargs) -> dict:
     """The aa-vs-ab demo (the article's Figures 3-5): inputs and responses for each damping regime."""
     demo = dynamics.information_propagation(**kwargs)
     labels = list(demo["response"])
-    fig, axes = _figure(1, len(labels) + 1, size=(9.0, 2.2))
+    fig, axes = new_figure(1, len(labels) + 1, size=(9.0, 2.2))
     t = demo["t"]
     for seq, u in demo["inputs"].items():
         axes[0].plot(t[:-1], u, label=seq)
@@ -105,7 +107,7 @@ def plot_information_propagation(path, **kwargs) -> dict:
         ax.set_title(f"{label} (nu={nu:g}): |s_aa - s_ab| at end = {demo['separation'][label]:.3g}")
         ax.legend(fontsize=7)
     axes[-1].set_xlabel("t")
-    demo["path"] = _save(fig, path)
+    demo["path"] = save_figure(fig, path)
     return demo
 
 
@@ -113,14 +115,14 @@ def plot_lru_ring(path, n: int = 512, r_min: float = 0.4, r_max: float = 0.9, ma
                   seed: int = 0) -> dict:
     """Eigenvalues of the LRU ring init in the complex plane, with the ring r_min <= |lambda| <= r_max."""
     lam = eigen.ring_init_eigenvalues(n, r_min, r_max, max_phase, seed)
-    fig, (ax,) = _figure()
+    fig, (ax,) = new_figure()
     _unit_circle(ax, shade=False)
     t = torch.linspace(0, max_phase, 200)
     for r in (r_min, r_max):
         ax.plot(r * t.cos(), r * t.sin(), "--", color="tab:red", lw=0.8)
     ax.plot(lam.real, lam.imag, ".", ms=3)
     ax.set_title(f"LRU ring init: r in [{r_min:g}, {r_max:g}], phase in [0, {max_phase:.3g}]")
-    return {"path": _save(fig, path), "eigenvalues": lam, **eigen.eigenvalue_summary(lam)}
+    return {"path": save_figure(fig, path), "eigenvalues": lam, **eigen.eigenvalue_summary(lam)}
 
 
 def plot_checkpoint_eigenvalues(path, checkpoint, init: Optional[dict] = None) -> dict:
@@ -133,7 +135,7 @@ def plot_checkpoint_eigenvalues(path, checkpoint, init: Optional[dict] = None) -
         before = {"ring init": eigen.ring_init_eigenvalues(n, **init)}
     elif init is not None:
         before = eigen.checkpoint_eigenvalues(init)
-    fig, axes = _figure(len(trained), 1)
+    fig, axes = new_figure(len(trained), 1)
     for ax, (name, lam) in zip(axes, trained.items()):
         _unit_circle(ax, shade=False)
         if before is not None:
@@ -143,7 +145,7 @@ def plot_checkpoint_eigenvalues(path, checkpoint, init: Optional[dict] = None) -
         ax.set_title(name)
         ax.legend(fontsize=7)
     summary = {name: eigen.eigenvalue_summary(lam) for name, lam in trained.items()}
-    return {"path": _save(fig, path), "eigenvalues": trained, "before": before, "summary": summary}
+    return {"path": save_figure(fig, path), "eigenvalues": trained, "before": before, "summary": summary}
 
 
 def plot_impulse_responses(path, model: torch.nn.Module, length: int = 256, channels: int = 4) -> dict:
@@ -151,7 +153,7 @@ def plot_impulse_responses(path, model: torch.nn.Module, length: int = 256, chan
     layers = list(impulse.sequence_layers(model))
     if not layers:
         raise ValueError(f"{type(model).__name__} contains no SSM layer (torchssm.layers.base.SSMLayer)")
-    fig, axes = _figure(2, len(layers), size=(5.0, 3.0))
+    fig, axes = new_figure(2, len(layers), size=(5.0, 3.0))
     kernels = {}
     for row, (name, layer) in enumerate(layers):
         k = impulse.impulse_response(layer, length)  # (l, h, h)
@@ -164,7 +166,7 @@ def plot_impulse_responses(path, model: torch.nn.Module, length: int = 256, chan
         ax_n.semilogy(impulse.kernel_norms(k).clamp_min(1e-30))
         ax_n.set_title(f"{name}: ||K[t]||_F")
         ax_n.set_xlabel("t")
-    return {"path": _save(fig, path), "kernels": kernels}
+    return {"path": save_figure(fig, path), "kernels": kernels}
 
 
 def plot_hippo(path, n: int = 64) -> dict:
@@ -175,9 +177,9 @@ def plot_hippo(path, n: int = 64) -> dict:
     mats = impulse.hippo_matrices(n)
     if not mats:
         return {"path": None, "skipped": "torchssm.layers.init provides no HiPPO matrices (hippo_legs, ...) yet"}
-    fig, axes = _figure(len(mats), 1, size=(4.0, 3.6))
+    fig, axes = new_figure(len(mats), 1, size=(4.0, 3.6))
     for ax, (kind, a) in zip(axes, mats.items()):
         im = ax.imshow(a, cmap="RdBu_r", vmin=-a.abs().max(), vmax=a.abs().max())
         ax.set_title(f"HiPPO-{kind} A ({n}x{n})")
         fig.colorbar(im, ax=ax, shrink=0.8)
-    return {"path": _save(fig, path), "matrices": mats}
+    return {"path": save_figure(fig, path), "matrices": mats}

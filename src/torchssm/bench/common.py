@@ -70,6 +70,8 @@ def environment(device: torch.device) -> Dict[str, object]:
         "numpy": numpy.__version__,
         "platform": platform.platform(),
     }
+    if hasattr(os, "getloadavg"):  # other processes competing for the CPU make timings noisy
+        env["load_avg_1min"] = round(os.getloadavg()[0], 2)
     if device.type == "cuda":
         env["cuda"] = torch.version.cuda
     try:

@@ -2,8 +2,8 @@
 
 For each registered layer (``torchssm.layers.registry``) and length L, one training step of the
 layer alone: y = layer(x) with x (B, L, H) requiring grad, then y.backward(g). Reported per
-(layer, L): median wall time over ``--repeats`` (after ``--warmup``), its interquartile range,
-tokens/s (B L / time) and peak memory (method in :mod:`torchssm.bench.common`). Per layer: the
+(layer, L): the median (or ``--statistic min``) wall time over ``--repeats`` (after ``--warmup``),
+the min..max spread, tokens/s (B L / time) and peak memory (method in :mod:`torchssm.bench.common`). Per layer: the
 growth exponent k of a fit time ~ L^k (about 1 for a scan, 2 for attention at long L) and the
 crossover length from which it beats the Transformer layer ("transformer", SDPA with RoPE).
 
@@ -37,7 +37,9 @@ def add_arguments(p) -> None:
     p.add_argument("--layer-kwargs", default="{}",
                    help='JSON {"layer": {kwargs}} for specific layers, e.g. \'{"transformer": {"n_heads": 8}}\'')
     p.add_argument("--repeats", type=int, help="timed repeats (default 5; --quick 3)")
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs first (JIT compilation, caches)")
+    p.add_argument("--statistic", default="median", choices=("median", "min"),
+                   help="time reported and fitted: median of the repeats, or min (robust on a shared machine)")
     p.add_argument("--dtype", default="float32", choices=sorted(common.DTYPES))
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     p.add_argument("--quick", action="store_true", help="CPU-sized shapes: B=2, L=256..2048, H=64, N=16, 3 repeats")
@@ -71,8 +73,10 @@ def layer_kwargs(name: str, d_state: int, extra: Optional[dict] = None) -> dict:
 
 def bench_layer(name: str, lengths: List[int], *, batch: int, d_model: int, d_state: int, device, dtype,
                 repeats: int = 5, warmup: int = 1, memory: bool = True, max_seconds: float = 60.0,
-                extra_kwargs: Optional[dict] = None, seed: int = 0) -> List[Dict[str, object]]:
-    """One row per length: {"layer", "L", "status", "time_s", "iqr_s", "tokens_per_s", "peak_mb"}."""
+                extra_kwargs: Optional[dict] = None, seed: int = 0, statistic: str = "median"
+                ) -> List[Dict[str, object]]:
+    """One row per length: {"layer", "L", "status", "time_s" (the ``statistic`` of the repeats),
+    "iqr_s", "min_s", "max_s", "tokens_per_s", "peak_mb"}."""
     torch.manual_seed(seed)
     layer = build_layer(name, d_model, **layer_kwargs(name, d_state, extra_kwargs)).to(device=device, dtype=dtype)
     layer.train()
@@ -94,8 +98,8 @@ def bench_layer(name: str, lengths: List[int], *, batch: int, d_model: int, d_st
 
         try:
             t = common.time_fn(step, device, repeats=repeats, warmup=warmup)
-            row.update(time_s=t["median"], iqr_s=t["iqr"], min_s=t["min"], max_s=t["max"],
-                       tokens_per_s=batch * length / t["median"])
+            row.update(time_s=t[statistic], iqr_s=t["iqr"], min_s=t["min"], max_s=t["max"],
+                       tokens_per_s=batch * length / t[statistic])
             if memory:
                 row["peak_mb"] = common.peak_memory(step, device)[0] / 2**20
             too_slow = t["median"] > max_seconds
@@ -131,9 +135,9 @@ def summarize(rows: List[dict], lengths: List[int]) -> List[dict]:
 
 
 def plot(path: str, rows: List[dict], meta: dict) -> str:
-    from torchssm.analysis.plots import _figure, _save
+    from torchssm.analysis.plots import new_figure, save_figure
 
-    fig, (ax_t, ax_m) = _figure(2, 1)
+    fig, (ax_t, ax_m) = new_figure(2, 1)
     for name in dict.fromkeys(r["layer"] for r in rows):
         pts = [(r["L"], r["time_s"], r["peak_mb"]) for r in rows if r["layer"] == name and r["time_s"]]
         if not pts:
@@ -146,7 +150,7 @@ def plot(path: str, rows: List[dict], meta: dict) -> str:
     s = meta["shapes"]
     ax_t.set_title(f"forward+backward, B={s['batch']} H={s['d_model']} N={s['d_state']} {meta['dtype']}")
     ax_t.set_xlabel("sequence length L")
-    ax_t.set_ylabel(f"median time (ms) of {meta['repeats']} repeats")
+    ax_t.set_ylabel(f"{meta['statistic']} time (ms) of {meta['repeats']} repeats")
     ax_m.set_title(f"peak memory ({meta['memory_method']})", fontsize=7)
     ax_m.set_xlabel("sequence length L")
     ax_m.set_ylabel("MiB")
@@ -155,7 +159,7 @@ def plot(path: str, rows: List[dict], meta: dict) -> str:
         ax.grid(True, which="both", alpha=0.3)
     env = meta["environment"]
     fig.suptitle(f"{env['device_name']} | torch {env['torch']} | {env['date_utc']}", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def run(args) -> int:
@@ -170,20 +174,22 @@ def run(args) -> int:
         rows += bench_layer(name, lengths, batch=args.batch, d_model=args.d_model, d_state=args.d_state,
                             device=device, dtype=dtype, repeats=args.repeats, warmup=args.warmup,
                             memory=not args.no_memory, max_seconds=args.max_seconds,
-                            extra_kwargs=extra.get(name), seed=args.seed)
+                            extra_kwargs=extra.get(name), seed=args.seed, statistic=args.statistic)
     summary = summarize(rows, lengths)
     memory_method = "cuda max_memory_allocated" if device.type == "cuda" else "torch.profiler allocation events"
     meta = {"benchmark": "layers (forward+backward)", "environment": common.environment(device), "dtype": args.dtype,
             "shapes": {"batch": args.batch, "lengths": lengths, "d_model": args.d_model, "d_state": args.d_state},
-            "repeats": args.repeats, "warmup": args.warmup, "spread": "iqr_s = interquartile range of the repeats",
+            "repeats": args.repeats, "warmup": args.warmup, "statistic": args.statistic,
+            "spread": "min_s..max_s over the repeats; iqr_s = interquartile range (0 below 4 repeats)",
             "memory_method": "skipped" if args.no_memory else memory_method}
     env = meta["environment"]
-    print(f"# {env['device_name']} ({env['device']}, {env['cpu_threads']} threads), torch {env['torch']}, "
-          f"{args.dtype}, B={args.batch} H={args.d_model} N={args.d_state}, median of {args.repeats} "
-          f"(+{args.warmup} warmup), {env['date_utc']}")
-    table = [dict(r, time_ms=_ms(r["time_s"]), iqr_ms=_ms(r["iqr_s"]),
+    print(f"# {env['device_name']} ({env['device']}, {env['cpu_threads']} threads, load {env.get('load_avg_1min')}), "
+          f"torch {env['torch']}, {args.dtype}, B={args.batch} H={args.d_model} N={args.d_state}, "
+          f"{args.statistic} of {args.repeats} (+{args.warmup} warmup), {env['date_utc']}")
+    table = [dict(r, time_ms=_ms(r["time_s"]), min_ms=_ms(r.get("min_s")), max_ms=_ms(r.get("max_s")),
                   ktok_per_s=r["tokens_per_s"] / 1e3 if r["tokens_per_s"] else None) for r in rows]
-    print(common.format_table(table, ["layer", "L", "time_ms", "iqr_ms", "ktok_per_s", "peak_mb", "status"]))
+    print(common.format_table(table, ["layer", "L", "time_ms", "min_ms", "max_ms", "ktok_per_s", "peak_mb",
+                                      "status"]))
     print()
     print(common.format_table(summary, ["layer", "exponent_k", "crossover_measured", "crossover_fitted"]))
     if args.json:
