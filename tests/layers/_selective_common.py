@@ -59,3 +59,34 @@ def check_float32_step(layer, d_model: int, length: int = 32) -> None:
             outs.append(y_t)
     scale = y.abs().max().item()
     torch.testing.assert_close(torch.stack(outs, 1), y, rtol=1e-4, atol=1e-5 * max(scale, 1.0))
+
+
+def train_lm_on(layer: str, layer_kwargs: dict, make_example, *, vocab: int, steps: int, batch: int = 32,
+                d_model: int = 64, lr: float = 3e-3, seed: int = 0) -> float:
+    """Train a 2-layer CausalLM on a synthetic seq2seq token task; return accuracy on fresh examples
+    (scored where targets != -100)."""
+    from torchssm.models.lm import CausalLM, LMConfig
+    from torchssm.train.optim import build_optimizer
+
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = CausalLM(LMConfig(layer=layer, d_model=d_model, n_layer=2, vocab_size=vocab, layer_kwargs=layer_kwargs))
+    opt = build_optimizer(model, lr=lr, weight_decay=0.1)
+
+    def batch_of(n):
+        ex = [make_example(g) for _ in range(n)]
+        return torch.stack([e["inputs"] for e in ex]), torch.stack([e["targets"] for e in ex])
+
+    for _ in range(steps):
+        x, y = batch_of(batch)
+        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    model.eval()
+    x, y = batch_of(256)
+    with torch.no_grad():
+        pred = model(x).argmax(-1)
+    mask = y != -100
+    return (pred[mask] == y[mask]).float().mean().item()

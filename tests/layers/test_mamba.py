@@ -72,3 +72,27 @@ def test_registry_builds_it():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="d_state"):
         Mamba(8, d_state=0)
+
+
+@pytest.mark.slow
+def test_learns_selective_copying():
+    """Mamba, Sec. 3.1 / Table 1 task at a CPU size (L = 64, 4 tokens to recall, vocabulary 8)."""
+    from torchssm.data.synthetic.copying import copying_example
+
+    from _selective_common import train_lm_on
+
+    acc = train_lm_on("mamba", {"d_state": 16}, lambda g: copying_example(
+        g, length=64, n_tokens=4, vocab_size=8, selective=True), vocab=8, steps=400)
+    assert acc > 0.9, acc
+
+
+@pytest.mark.slow
+def test_learns_induction_heads():
+    """Mamba, Sec. 4.1.2 task at a CPU size (L = 64, vocabulary 8)."""
+    from torchssm.data.synthetic.recall import induction_example
+
+    from _selective_common import train_lm_on
+
+    acc = train_lm_on("mamba", {"d_state": 16}, lambda g: induction_example(g, length=64, vocab_size=8),
+                      vocab=8, steps=400)
+    assert acc > 0.9, acc

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchssm.layers.base import SSMLayer
-from torchssm.layers.mamba import dt_bias_init
-from torchssm.layers.mamba2 import RMSNormGated
+from torchssm.layers.mamba import decay_rate, dt_bias_init
+from torchssm.layers.mamba2 import RMSNormGated, head_layout
 from torchssm.ops.ssd import ssd
 
 
@@ -59,11 +59,7 @@ class Hydra(SSMLayer):
     ):
         super().__init__(d_model)
         self.d_inner = expand * d_model
-        if headdim < 1 or self.d_inner % headdim:
-            raise ValueError(f"headdim={headdim} must divide d_inner = expand * d_model = {self.d_inner}")
-        self.nheads = self.d_inner // headdim
-        if ngroups < 1 or self.nheads % ngroups:
-            raise ValueError(f"ngroups={ngroups} must divide the number of heads {self.nheads}")
+        self.nheads = head_layout(self.d_inner, headdim, ngroups)
         if d_conv < 1 or d_conv % 2 == 0:
             raise ValueError(f"d_conv must be odd (a centred, length-preserving conv); got {d_conv}")
         self.d_state, self.d_conv, self.headdim, self.ngroups = d_state, d_conv, headdim, ngroups
@@ -104,7 +100,7 @@ class Hydra(SSMLayer):
         BC2 = torch.cat([BC_f, BC_b.flip(1)], dim=0)  # (2b, l, 2Gn)
         dt2 = torch.cat([dt[..., :H], dt[..., H:].flip(1)], dim=0)  # (2b, l, H)
         B2, C2 = BC2.split([G * n, G * n], dim=-1)
-        A = -torch.exp(self.A_log if self.A_log.dtype == torch.float64 else self.A_log.float())  # (H,)
+        A = decay_rate(self.A_log)  # (H,)
         y = ssd(x2.reshape(2 * b, l, H, P), dt2, A, B2.reshape(2 * b, l, G, n), C2.reshape(2 * b, l, G, n),
                 None, None, self.dt_bias, True, None, chunk_size=self.chunk_size, backend=self.backend)
         y = F.pad(y.reshape(2 * b, l, d)[:, :-1], (0, 0, 1, 0)).to(x.dtype)  # shift by one, first row zero

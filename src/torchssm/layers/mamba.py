@@ -48,6 +48,11 @@ def dt_bias_init(size: int, dt_min: float = 1e-3, dt_max: float = 1e-1, floor: f
     return dt + torch.log(-torch.expm1(-dt))
 
 
+def decay_rate(A_log: torch.Tensor) -> torch.Tensor:
+    """A = -exp(A_log), in float32 (float64 when the parameter is float64): never in bf16."""
+    return -torch.exp(A_log if A_log.dtype == torch.float64 else A_log.float())
+
+
 def ssm_state_dtype(dtype: torch.dtype) -> torch.dtype:
     """SSM states stay float32 (float64 in float64 tests), never bf16 (DESIGN.md, Numerics)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -155,7 +160,7 @@ class Mamba(ConvSSMLayer):
         Discretisation (dt <- softplus(dt + bias), exp(dt A), dt B) happens inside the scan op."""
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = dt @ self.dt_proj.weight.T  # (b, l, d); the bias goes to the scan as delta_bias
-        A = -torch.exp(self.A_log.float() if self.A_log.dtype != torch.float64 else self.A_log)  # (d, n)
+        A = decay_rate(self.A_log)  # (d, n)
         return dt, A, B, C
 
     def _mix(self, u, conv_state, ssm_state, reset, backend):

@@ -27,9 +27,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.layers.mamba import ConvSSMLayer, dt_bias_init
+from torchssm.layers.mamba import ConvSSMLayer, decay_rate, dt_bias_init
 from torchssm.ops.shortconv import causal_conv1d
 from torchssm.ops.ssd import ssd
+
+
+def head_layout(d_inner: int, headdim: int, ngroups: int) -> int:
+    """Number of heads d_inner / headdim, checking that headdim divides d_inner and ngroups the heads."""
+    if headdim < 1 or d_inner % headdim:
+        raise ValueError(f"headdim={headdim} must divide d_inner = expand * d_model = {d_inner}")
+    if ngroups < 1 or (d_inner // headdim) % ngroups:
+        raise ValueError(f"ngroups={ngroups} must divide the number of heads {d_inner // headdim}")
+    return d_inner // headdim
 
 
 class RMSNormGated(nn.Module):
@@ -89,11 +98,7 @@ class Mamba2(ConvSSMLayer):
     ):
         super().__init__(d_model)
         self.d_inner = expand * d_model
-        if headdim < 1 or self.d_inner % headdim:
-            raise ValueError(f"headdim={headdim} must divide d_inner = expand * d_model = {self.d_inner}")
-        self.nheads = self.d_inner // headdim
-        if ngroups < 1 or self.nheads % ngroups:
-            raise ValueError(f"ngroups={ngroups} must divide the number of heads {self.nheads}")
+        self.nheads = head_layout(self.d_inner, headdim, ngroups)
         self.d_state, self.d_conv, self.expand, self.headdim, self.ngroups = d_state, d_conv, expand, headdim, ngroups
         self.chunk_size, self.backend = chunk_size, backend
         d, H, G, n = self.d_inner, self.nheads, ngroups, d_state
@@ -114,17 +119,13 @@ class Mamba2(ConvSSMLayer):
     def _ssm_state_shape(self, batch: int) -> tuple:
         return (batch, self.nheads, self.headdim, self.d_state)
 
-    def _A(self) -> torch.Tensor:
-        """A = -exp(A_log) (H,), float32 (float64 in float64 tests)."""
-        return -torch.exp(self.A_log if self.A_log.dtype == torch.float64 else self.A_log.float())
-
     def _mix(self, u, conv_state, ssm_state, reset, backend):
         b, l, _ = u.shape
         d, G, n, H, P = self.d_inner, self.ngroups, self.d_state, self.nheads, self.headdim
         z, xBC, dt = torch.split(self.in_proj(u), [d, self.conv_dim, H], dim=-1)
         xBC, conv_state = causal_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, conv_state, reset=reset)
         x, B, C = torch.split(F.silu(xBC), [d, G * n, G * n], dim=-1)
-        y, ssm_state = ssd(x.reshape(b, l, H, P), dt, self._A(), B.reshape(b, l, G, n), C.reshape(b, l, G, n),
+        y, ssm_state = ssd(x.reshape(b, l, H, P), dt, decay_rate(self.A_log), B.reshape(b, l, G, n), C.reshape(b, l, G, n),
                            self.D, None, self.dt_bias, True, ssm_state, return_final_state=True, reset=reset,
                            chunk_size=self.chunk_size, backend=backend)  # (b, l, H, P)
         y = self.norm(y.reshape(b, l, d).to(u.dtype), z)

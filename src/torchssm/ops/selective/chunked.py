@@ -15,13 +15,7 @@ from typing import Optional
 import torch
 
 from torchssm.ops.scan.api import linear_scan
-from torchssm.ops.selective.common import (
-    check_selective_inputs,
-    compute_dtype,
-    expand_groups,
-    prepare_dt,
-    skip_and_gate,
-)
+from torchssm.ops.selective.common import check_selective_inputs, prepare_selective, skip_and_gate
 
 
 def selective_scan_chunked(
@@ -48,13 +42,8 @@ def selective_scan_chunked(
         raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
     b, l, d = u.shape
     n = A.shape[1]
-    dtype = compute_dtype(u, delta, A, B, C, h0)
-    dt = prepare_dt(delta, delta_bias, delta_softplus, dtype)  # (b, l, d)
-    uc = u.to(dtype)
-    Bx = expand_groups(B.to(dtype), d)  # (b, l, d or 1, n)
-    Cx = expand_groups(C.to(dtype), d)  # (b, l, d or 1, n)
-    Ac = A.to(dtype)  # (d, n)
-    h = h0.to(dtype).reshape(b, d * n) if h0 is not None else None  # (b, d*n)
+    dt, uc, Bx, Cx, Ac, h0 = prepare_selective(u, delta, A, B, C, delta_bias, delta_softplus, h0)
+    h = h0.reshape(b, d * n) if h0 is not None else None  # (b, d*n)
     ys = []
     for s in range(0, l, chunk_size):
         e = min(s + chunk_size, l)

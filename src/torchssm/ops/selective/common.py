@@ -103,3 +103,14 @@ def check_selective_inputs(u, delta, A, B, C, D, z, delta_bias, h0, reset) -> No
         if t is not None and (not isinstance(t, torch.Tensor) or tuple(t.shape) != shape):
             raise ValueError(f"{name} must have shape {shape}; got {_shape(t)}")
     check_reset(reset, b, l)
+
+
+def prepare_selective(u, delta, A, B, C, delta_bias, delta_softplus, h0):
+    """Discretisation inputs shared by the reference and the chunked scan, in the compute dtype:
+    dt (b, l, d), u (b, l, d), B and C expanded to (b, l, d or 1, n), A (d, n), h0 or None."""
+    d = u.shape[2]
+    dtype = compute_dtype(u, delta, A, B, C, h0)
+    dt = prepare_dt(delta, delta_bias, delta_softplus, dtype)  # (b, l, d)
+    Bx = expand_groups(B.to(dtype), d)  # (b, l, d or 1, n)
+    Cx = expand_groups(C.to(dtype), d)  # (b, l, d or 1, n)
+    return dt, u.to(dtype), Bx, Cx, A.to(dtype), None if h0 is None else h0.to(dtype)

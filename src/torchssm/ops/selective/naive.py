@@ -18,13 +18,7 @@ from typing import Optional
 
 import torch
 
-from torchssm.ops.selective.common import (
-    check_selective_inputs,
-    compute_dtype,
-    expand_groups,
-    prepare_dt,
-    skip_and_gate,
-)
+from torchssm.ops.selective.common import check_selective_inputs, prepare_selective, skip_and_gate
 
 
 def selective_scan_naive(
@@ -48,13 +42,8 @@ def selective_scan_naive(
     check_selective_inputs(u, delta, A, B, C, D, z, delta_bias, h0, reset)
     b, l, d = u.shape
     n = A.shape[1]
-    dtype = compute_dtype(u, delta, A, B, C, h0)
-    dt = prepare_dt(delta, delta_bias, delta_softplus, dtype)  # (b, l, d)
-    uc = u.to(dtype)
-    Bx = expand_groups(B.to(dtype), d)  # (b, l, d or 1, n)
-    Cx = expand_groups(C.to(dtype), d)  # (b, l, d or 1, n)
-    Ac = A.to(dtype)  # (d, n)
-    h = h0.to(dtype) if h0 is not None else uc.new_zeros(b, d, n)  # (b, d, n)
+    dt, uc, Bx, Cx, Ac, h0 = prepare_selective(u, delta, A, B, C, delta_bias, delta_softplus, h0)
+    h = h0 if h0 is not None else uc.new_zeros(b, d, n)  # (b, d, n)
     ys = []
     for t in range(l):
         if reset is not None:
