@@ -129,6 +129,8 @@ def test_paired_two_tower():
     torch.testing.assert_close(m(x1, l1, x2, l2), m.head(torch.cat([u, v, u * v, u - v], -1)))
     with pytest.raises(ValueError, match="inputs2"):
         m(x1, l1)
+    with pytest.raises(ValueError, match="inputs2 must have shape"):
+        m(x1, l1, x2[..., :2], l2)
     with pytest.raises(ValueError, match="paired"):
         model()(x1, inputs2=x2)
 

@@ -100,9 +100,10 @@ class DeepSSM(PretrainedMixin, nn.Module):
         return inputs
 
     # --- model --------------------------------------------------------------------------------------------
-    def features(self, inputs: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def features(self, inputs: torch.Tensor, lengths: Optional[torch.Tensor] = None, *,
+                 name: str = "inputs") -> torch.Tensor:
         """Encoder + blocks + pooling: (b, h) pooled, or (b, l, h) with pooling "none"."""
-        inputs = self._check_inputs(inputs, lengths, "inputs")
+        inputs = self._check_inputs(inputs, lengths, name)
         length = inputs.shape[1]
         if lengths is not None:
             lengths = lengths.to(inputs.device).clamp(1, length)
@@ -134,7 +135,7 @@ class DeepSSM(PretrainedMixin, nn.Module):
             if inputs2 is None:
                 raise ValueError("this paired (two-tower) model needs inputs2, the second sequence")
             u = self.features(inputs, lengths)  # (b, h)
-            v = self.features(inputs2, lengths2)  # (b, h)
+            v = self.features(inputs2, lengths2, name="inputs2")  # (b, h)
             if u.shape[0] != v.shape[0]:
                 raise ValueError(f"inputs and inputs2 must have the same batch size; got {u.shape[0]} and {v.shape[0]}")
             return self.head(torch.cat([u, v, u * v, u - v], dim=-1))  # (b, d_output)
