@@ -90,3 +90,15 @@ def train_lm_on(layer: str, layer_kwargs: dict, make_example, *, vocab: int, ste
         pred = model(x).argmax(-1)
     mask = y != -100
     return (pred[mask] == y[mask]).float().mean().item()
+
+
+def check_bf16_autocast(layer, d_model: int, length: int = 40) -> None:
+    """Under bf16 autocast: finite outputs close to float32, and the SSM state stays float32."""
+    x = torch.randn(2, length, d_model)
+    with torch.no_grad():
+        ref = layer(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y, state = layer(x, return_state=True)
+            _, state = layer.step(x[:, 0], state)
+    assert y.dtype == torch.bfloat16 and state[1].dtype == torch.float32
+    assert ((y.float() - ref).norm() / ref.norm()).item() < 3e-2

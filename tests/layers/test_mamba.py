@@ -14,6 +14,7 @@ from torchssm.testing import check_layer_contract, check_step_matches_forward
 from _selective_common import (
     check_backends_agree_with_grads,
     check_conv_buffer_is_carried,
+    check_bf16_autocast,
     check_float32_step,
     check_reset_separates_packed,
 )
@@ -48,6 +49,11 @@ def test_naive_and_fast_backends_agree_with_grads():
 def test_float32_step_matches_forward():
     torch.manual_seed(1)
     check_float32_step(Mamba(16, d_state=8), 16)
+
+
+def test_bf16_autocast_keeps_state_float32():
+    torch.manual_seed(2)
+    check_bf16_autocast(Mamba(16, d_state=8), 16)
 
 
 def test_init_follows_reference():

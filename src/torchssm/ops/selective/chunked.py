@@ -15,9 +15,10 @@ from typing import Optional
 import torch
 
 from torchssm.ops.scan.api import linear_scan
-from torchssm.ops.selective.common import check_selective_inputs, prepare_selective, skip_and_gate
+from torchssm.ops.selective.common import check_selective_inputs, prepare_selective, skip_and_gate, without_autocast
 
 
+@without_autocast
 def selective_scan_chunked(
     u: torch.Tensor,
     delta: torch.Tensor,

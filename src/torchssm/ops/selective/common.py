@@ -8,10 +8,24 @@ Glossary (shape comments):
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
+
+
+def without_autocast(fn):
+    """Run an op with autocast off: under ``torch.autocast`` the einsums/matmuls of SSD would otherwise
+    run in bf16 and the decays exp(dt A) and states with them (DESIGN.md, Numerics). Outputs come back in
+    the input's dtype, so the surrounding network still runs in bf16."""
+    @functools.wraps(fn)
+    def wrapper(x, *args, **kwargs):
+        device = x.device.type if isinstance(x, torch.Tensor) else "cpu"
+        with torch.autocast(device_type=device, enabled=False):
+            return fn(x, *args, **kwargs)
+
+    return wrapper
 
 
 def compute_dtype(*tensors: Optional[torch.Tensor]) -> torch.dtype:

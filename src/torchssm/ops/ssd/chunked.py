@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from torchssm.ops.selective.common import compute_dtype, prepare_dt, skip_and_gate
+from torchssm.ops.selective.common import compute_dtype, prepare_dt, skip_and_gate, without_autocast
 from torchssm.ops.ssd.common import check_ssd_inputs, d_skip
 
 
@@ -42,6 +42,7 @@ def _same_segment(seg: torch.Tensor) -> torch.Tensor:
     return seg[..., :, None] == seg[..., None, :]
 
 
+@without_autocast
 def ssd_chunked(
     x: torch.Tensor,
     dt: torch.Tensor,
