@@ -57,6 +57,13 @@ class TrainConfig:
     threads: int = 0  # torch.set_num_threads during the run (restored after); 0 keeps torch's default
     progress: bool = True  # tqdm bar (hidden automatically when stdout is not a terminal)
     save_checkpoints: bool = True  # write last/ (each evaluation) and best/ (best validation accuracy)
+    # Scale and reliability (docs/reliability.md); the values are this library's choices, not a paper's:
+    keep_checkpoints: int = 3  # also keep the last K epochs in checkpoints/epoch-N (resume falls back to them)
+    max_nonfinite_steps: int = 3  # skip a step with a NaN/Inf loss or gradient; stop after more in a row
+    grad_accum: int = 1  # micro-batches per optimizer step (batch_size is the global batch, split over them)
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast; SSM parameters and states stay float32)
+    compile: bool = False  # torch.compile the model for training
+    tbptt_chunk: int = 0  # truncated BPTT: back-propagate through chunks of this many steps (0: full BPTT)
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -71,6 +78,13 @@ class TrainConfig:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.eval_every < 1:
             raise ValueError(f"train.eval_every must be >= 1, got {self.eval_every}")
+        for name in ("keep_checkpoints", "max_nonfinite_steps", "tbptt_chunk"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.grad_accum < 1 or self.grad_accum > self.batch_size:
+            raise ValueError(f"train.grad_accum must be in [1, batch_size={self.batch_size}], got {self.grad_accum}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
         self.betas = tuple(float(b) for b in self.betas)
         if len(self.betas) != 2:
             raise ValueError(f"train.betas must be two numbers, got {self.betas}")
