@@ -35,7 +35,7 @@ class TrainConfig:
     """Optimisation and bookkeeping of one run.
 
     Defaults are generic (AdamW with warm-up + cosine decay, as in the S5 and LRU training
-    set-ups: Smith et al. 2023, App. G; Orvieto et al. 2023, App. D); each experiment's YAML sets
+    set-ups of Smith et al. 2023 and Orvieto et al. 2023); each experiment's YAML sets
     and cites its own values.
     """
 

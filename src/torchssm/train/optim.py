@@ -3,7 +3,7 @@
 Every module may declare ``optim_overrides = {param_name: {"lr_scale": f} | {"lr": f},
 "weight_decay": f}`` for its *direct* parameters (class or instance attribute; see
 :class:`torchssm.layers.base.SSMLayer`). This is how each paper's recipe is kept without the
-optimizer knowing any layer, e.g. the LRU (Orvieto et al. 2023, App. D and the reference code):
+optimizer knowing any layer, e.g. the LRU (Orvieto et al. 2023, as in its reference code):
 ``nu_log, theta_log, gamma_log, B_re, B_im`` at ``lr * 0.5`` and no weight decay.
 
 Parameters without an override: weight decay ``weight_decay`` for weights, none for biases and

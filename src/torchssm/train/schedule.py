@@ -1,6 +1,6 @@
-"""Learning-rate schedule: linear warm-up, then cosine decay (as in the S5 and LRU set-ups:
-Smith et al. 2023, App. G; Orvieto et al. 2023, App. D; cosine annealing from Loshchilov &
-Hutter 2017, "SGDR"; warm-up from Goyal et al. 2017).
+"""Learning-rate schedule: linear warm-up, then cosine decay, the recipe of the S5 and LRU
+training set-ups (Smith et al. 2023; Orvieto et al. 2023); cosine annealing from Loshchilov &
+Hutter 2017 ("SGDR"), warm-up from Goyal et al. 2017.
 
 The multiplier of step s (0-based, one step = one optimizer update), warm-up W, total T::
 
