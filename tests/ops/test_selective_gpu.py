@@ -61,11 +61,11 @@ def _inputs(b, l, d, n, groups, *, full, seed=0):
 )
 def test_matches_naive_outputs_state_and_all_gradients(groups, full, n):
     # L = 19 is not a multiple of the 8-step chunk; n = 3 is padded to 4 in the kernel
-    x, reset = _inputs(2, 19, 6, n, groups, full=full)
+    x, reset = _inputs(2, 19, 6, n, groups, full=full)  # chunk_size 12 -> tiles of 8 steps
     leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
     wide = {k: v.double().requires_grad_() for k, v in x.items()}
     args, h0 = _args(leaves)
-    y, h_last = selective_scan_gpu(*args, True, h0, reset=reset, return_final_state=True, chunk_size=8)
+    y, h_last = selective_scan_gpu(*args, True, h0, reset=reset, return_final_state=True, chunk_size=12)
     args, h0 = _args(wide)
     y_ref, h_ref = selective_scan_naive(*args, True, h0, reset=reset, return_final_state=True)
     _close(y, y_ref, 2e-6)
@@ -91,11 +91,51 @@ def test_bf16_activations_and_output_only_gradient():
     torch.testing.assert_close(y.double(), ref, rtol=2.0**-7, atol=1e-5 * ref.abs().max().item())
 
 
+def test_kernel_chunk():
+    from torchssm.ops.selective.gpu import kernel_chunk
+
+    assert [kernel_chunk(c, 16) for c in (1, 12, 64, 1000)] == [1, 8, 64, 256]
+    assert kernel_chunk(64, 128) == 32 and kernel_chunk(64, 100) == 32
+
+
 def test_bad_inputs():
     x, _ = _inputs(1, 4, 2, 2, None, full=False)
     with pytest.raises(TypeError, match="float32, bfloat16 or float16"):
         selective_scan_gpu(*_args({k: v.double() for k, v in x.items()})[0])
-    with pytest.raises(ValueError, match="power of two"):
-        selective_scan_gpu(*_args(x)[0], chunk_size=12)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        selective_scan_gpu(*_args(x)[0], chunk_size=0)
     with pytest.raises(ValueError, match=r"A must have shape \(d, n\)"):
         selective_scan_gpu(*_args({**x, "A": x["A"][:1]})[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# SSD (Mamba-2) on the same kernels
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("d_shape", ["h", "hp"])
+def test_ssd_matches_naive_outputs_state_and_all_gradients(d_shape):
+    from torchssm.ops.ssd.gpu import ssd_gpu
+    from torchssm.ops.ssd.naive import ssd_naive
+
+    b, l, h, p, g, n = 2, 13, 4, 2, 2, 3
+    gen = torch.Generator().manual_seed(3)
+    r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
+    x = {"x": r(b, l, h, p), "dt": r(b, l, h) - 1.0, "A": -torch.exp(0.5 * r(h)), "B": r(b, l, g, n),
+         "C": r(b, l, g, n), "D": r(h) if d_shape == "h" else r(h, p), "z": r(b, l, h, p), "dt_bias": 0.1 * r(h)}
+    h0 = r(b, h, p, n)
+    reset = torch.rand(b, l, generator=gen) < 0.2
+    x = {k: v.to(DEVICE) for k, v in x.items()}
+    h0, reset = h0.to(DEVICE), reset.to(DEVICE)
+    leaves = [t.clone().requires_grad_() for t in [*x.values(), h0]]
+    wide = [t.double().requires_grad_() for t in [*x.values(), h0]]
+    y, s = ssd_gpu(*leaves[:8], True, leaves[8], reset=reset, return_final_state=True, chunk_size=8)
+    y_ref, s_ref = ssd_naive(*wide[:8], True, wide[8], reset=reset, return_final_state=True)
+    _close(y, y_ref, 2e-6)
+    _close(s, s_ref, 2e-6)
+    gy, gs = torch.randn_like(y_ref), torch.randn_like(s_ref)
+    want = torch.autograd.grad([y_ref, s_ref], wide, [gy, gs])
+    got = torch.autograd.grad([y, s], leaves, [gy.float(), gs.float()])
+    for name, gg, w, leaf in zip([*x, "h0"], got, want, leaves):
+        assert gg.shape == leaf.shape, name
+        _close(gg, w, 1e-5)

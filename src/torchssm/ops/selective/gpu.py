@@ -40,7 +40,7 @@ from torchssm.ops.scan._triton_kernels import _comb_real, _row
 from torchssm.ops.scan.gpu import INTERPRET
 from torchssm.ops.selective.common import check_selective_inputs, prepare_dt, skip_and_gate
 
-__all__ = ["selective_scan_gpu"]
+__all__ = ["selective_scan_gpu", "kernel_chunk"]
 
 _TILE_ELEMENTS = 4096  # chunk x BLOCK_D x n_pow2 per tile: bounds registers per program
 
@@ -180,6 +180,27 @@ def selective_bwd_kernel(
     tl.store(gA_ptr + pid_b * D * N + dn_off, acc_A, mask=dn_mask)
 
 
+def kernel_chunk(chunk_size: int, n: int) -> int:
+    """The kernel's time tile: chunk_size rounded down to a power of two, at most TILE / n_pow2."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+    cap = max(1, min(chunk_size, _TILE_ELEMENTS // triton.next_power_of_2(n)))
+    return 1 << (cap.bit_length() - 1)
+
+
+def _check_kernel_inputs(op: str, tensors: dict) -> None:
+    """float32/bf16/fp16 only (the kernels compute in float32); CUDA, or CPU under the interpreter."""
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        if t.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise TypeError(f"{name} has dtype {t.dtype}; the Triton {op} takes float32, bfloat16 "
+                            "or float16 (it computes in float32: use backend='chunked' for float64)")
+        if t.device.type != "cuda" and not INTERPRET:
+            raise ValueError(f"{name} is on {t.device}; the Triton {op} needs CUDA tensors "
+                             "(or TRITON_INTERPRET=1 set before importing triton, to test on the CPU)")
+
+
 def _block_d(d: int, dpg: int, chunk: int, np_: int) -> int:
     """Largest power of two <= min(32, TILE / (chunk * n)) dividing the channels per group."""
     cap = max(1, min(32, _TILE_ELEMENTS // (chunk * np_), triton.next_power_of_2(d)))
@@ -278,24 +299,16 @@ def selective_scan_gpu(
     """Selective scan by the fused Triton kernels; same signature and result as
     :func:`~torchssm.ops.selective.naive.selective_scan_naive`, differentiable in every input.
 
-    ``chunk_size`` (a power of two) is the kernel's time tile: one state per chunk is saved for
-    the backward. float64 inputs raise TypeError (the kernels compute in float32).
+    ``chunk_size`` bounds the kernel's time tile (rounded down to a power of two, and to at most
+    4096 / n_pow2 steps so a tile fits in registers): one state per tile is saved for the
+    backward. float64 inputs raise TypeError (the kernels compute in float32).
     Returns y (b, l, d) in u's dtype [, h_last (b, d, n) float32].
     """
     check_selective_inputs(u, delta, A, B, C, D, z, delta_bias, h0, reset)
-    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z),
-                    ("delta_bias", delta_bias), ("h0", h0)):
-        if t is None:
-            continue
-        if t.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            raise TypeError(f"{name} has dtype {t.dtype}; the Triton selective scan takes float32, bfloat16 "
-                            "or float16 (it computes in float32: use backend='chunked' for float64)")
-        if t.device.type != "cuda" and not INTERPRET:
-            raise ValueError(f"{name} is on {t.device}; the Triton selective scan needs CUDA tensors "
-                             "(or TRITON_INTERPRET=1 set before importing triton, to test on the CPU)")
-    if chunk_size < 1 or chunk_size & (chunk_size - 1):
-        raise ValueError(f"chunk_size must be a power of two; got {chunk_size}")
+    _check_kernel_inputs("selective scan", dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z,
+                                                delta_bias=delta_bias, h0=h0))
     dt = prepare_dt(delta, delta_bias, delta_softplus, torch.float32).contiguous()  # (b, l, d)
-    y, h_last = _SelectiveCore.apply(dt, u, A.float().contiguous(), B, C, h0, reset, chunk_size)
+    chunk = kernel_chunk(chunk_size, A.shape[1])
+    y, h_last = _SelectiveCore.apply(dt, u, A.float().contiguous(), B, C, h0, reset, chunk)
     y = skip_and_gate(y, u.float(), D, z).to(u.dtype)  # (b, l, d)
     return (y, h_last) if return_final_state else y
