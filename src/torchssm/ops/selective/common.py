@@ -20,10 +20,10 @@ def without_autocast(fn):
     run in bf16 and the decays exp(dt A) and states with them (DESIGN.md, Numerics). Outputs come back in
     the input's dtype, so the surrounding network still runs in bf16."""
     @functools.wraps(fn)
-    def wrapper(x, *args, **kwargs):
-        device = x.device.type if isinstance(x, torch.Tensor) else "cpu"
-        with torch.autocast(device_type=device, enabled=False):
-            return fn(x, *args, **kwargs)
+    def wrapper(*args, **kwargs):
+        first = next((t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)), None)
+        with torch.autocast(device_type=first.device.type if first is not None else "cpu", enabled=False):
+            return fn(*args, **kwargs)
 
     return wrapper
 
