@@ -130,6 +130,12 @@ def test_checkpoint_eigenvalues_of_a_training_run(tmp_path):
     assert len(got) == 2 and all(v.shape == (6,) for v in got.values())
     for lam in got.values():
         assert 0.6 - 1e-6 <= float(lam.abs().min()) and float(lam.abs().max()) <= 0.8 + 1e-6
+    pytest.importorskip("matplotlib")
+    from torchssm.cli import main
+
+    assert main(["plot", "impulse", "--checkpoint", str(tmp_path / "run"), "--length", "8",
+                 "--out", str(tmp_path / "figs")]) == 0
+    assert os.path.getsize(tmp_path / "figs" / "impulse_response.png") > 1000
 
 
 # --- impulse responses ---------------------------------------------------------------------------

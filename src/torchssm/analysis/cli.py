@@ -41,9 +41,9 @@ def _model_for_impulse(args):
     import torch
 
     if args.checkpoint:
-        import torchssm
+        from torchssm.analysis.eigen import load_model
 
-        return torchssm.from_pretrained(args.checkpoint)
+        return load_model(args.checkpoint)
     from torchssm.layers.registry import build_layer
 
     torch.manual_seed(args.seed)

@@ -41,6 +41,17 @@ def ring_init_eigenvalues(
     return lru_eigenvalues(nu_log, theta_log)
 
 
+def load_model(path: Union[str, os.PathLike]) -> nn.Module:
+    """:func:`torchssm.from_pretrained` on a model directory, or on a training run's ``best/`` (else ``last/``)."""
+    import torchssm
+
+    path = os.fspath(path)
+    for sub in ("", "best", "last"):
+        if os.path.exists(os.path.join(path, sub, "config.json")):
+            return torchssm.from_pretrained(os.path.join(path, sub))
+    raise FileNotFoundError(f"{path!r} has no config.json (nor best/ or last/ checkpoint): not a saved model")
+
+
 def load_state_dict(source: Union[str, os.PathLike, nn.Module, Mapping[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
     """A state dict from a model, a mapping, a ``save_pretrained`` directory, a .safetensors or a torch file.
 
@@ -54,12 +65,7 @@ def load_state_dict(source: Union[str, os.PathLike, nn.Module, Mapping[str, torc
         return dict(source)
     path = os.fspath(source)
     if os.path.isdir(path):
-        import torchssm
-
-        for sub in ("", "best", "last"):  # a checkpoint directory, or a training run's best/ (else last/)
-            if os.path.exists(os.path.join(path, sub, "config.json")):
-                return dict(torchssm.from_pretrained(os.path.join(path, sub)).state_dict())
-        raise FileNotFoundError(f"{path!r} has no config.json (nor best/ or last/ checkpoint): not a saved model")
+        return dict(load_model(path).state_dict())
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path!r} (expected a directory, .safetensors or torch file)")
     if path.endswith(".safetensors"):
