@@ -22,6 +22,12 @@ BACKENDS = ("auto", "naive", "chunked", "cpu", "gpu")
 
 _GPU_UNSUPPORTED = (torch.float64, torch.complex128)  # the Triton kernels accumulate in float32
 
+# compiled backends: name -> (device type, library, install command, the alternatives to suggest)
+_REQUIRES = {
+    "gpu": ("cuda", "Triton", "pip install torchssm[gpu]", "'auto', 'cpu' or 'chunked'"),
+    "cpu": ("cpu", "numba", "pip install numba", "'auto', 'gpu' or 'chunked'"),
+}
+
 _cache: dict = {}  # (op package, backend) -> module, or the ImportError raised while importing it
 
 
@@ -63,22 +69,14 @@ def resolve_backend(name: str, tensor: torch.Tensor, *, package: str = "torchssm
         if device == "cpu" and _available(package, "cpu"):
             return _import(package, "cpu")
         return _import(package, "chunked")
-    if name == "gpu":
-        if device != "cuda":
-            raise ValueError(f"backend='gpu' (Triton) needs CUDA tensors; got a tensor on {tensor.device}. "
-                             "Use backend='auto', 'cpu' or 'chunked'.")
+    if name in _REQUIRES:
+        needed_device, library, install, others = _REQUIRES[name]
+        if device != needed_device:
+            raise ValueError(f"backend={name!r} ({library}) needs {needed_device.upper()} tensors; got a tensor on "
+                             f"{tensor.device}. Use backend={others}.")
         try:
-            return _import(package, "gpu")
+            return _import(package, name)
         except ImportError as err:
-            raise ImportError(f"backend='gpu' needs Triton, which failed to import ({err}); "
-                              "install it with `pip install torchssm[gpu]`") from err
-    if name == "cpu":
-        if device != "cpu":
-            raise ValueError(f"backend='cpu' (numba) needs CPU tensors; got a tensor on {tensor.device}. "
-                             "Use backend='auto', 'gpu' or 'chunked'.")
-        try:
-            return _import(package, "cpu")
-        except ImportError as err:
-            raise ImportError(f"backend='cpu' needs numba, which failed to import ({err}); "
-                              "install it with `pip install numba`") from err
+            raise ImportError(f"backend={name!r} needs {library}, which failed to import ({err}); "
+                              f"install it with `{install}`") from err
     return _import(package, name)
