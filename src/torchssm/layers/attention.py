@@ -17,8 +17,9 @@ per token (a Transformer's generation cost grows with the context; an SSM step d
 memory. ``forward`` with a state (chunked continuation) uses the same cached path as ``step``
 (:meth:`SelfAttention._attend_cached`), so the two cannot drift apart.
 
-Defaults: ``n_heads=4`` and ``max_len=4096`` are engineering choices for the baseline (4096 covers
-the Long Range Arena lengths up to Pathfinder-64, Tay et al. 2020, Table 1), not a paper's values.
+Defaults: ``n_heads=4`` and ``max_len=4096`` are this library's choices for the baseline, not a paper's
+values (4096 is the Long Range Arena's Text / Retrieval document length, its longest below Path-X;
+Tay et al. 2021, "Long Range Arena", Sec. 2).
 """
 
 from __future__ import annotations
