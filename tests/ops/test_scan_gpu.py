@@ -267,10 +267,12 @@ def test_bench_kernels_runs(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     kernels.add_arguments(parser)
     args = parser.parse_args(["--device", DEVICE, "--shapes", "1x8x8", "--repeats", "1", "--no-peers",
+                              "--ops", "--selective-shape", "1x4x2x2", "--ssd-shape", "1x4x1x2x2",
                               "--json", str(tmp_path / "k.json")])
     assert kernels.run(args) == 0
     out = capsys.readouterr().out
-    for name in ("copy (b.clone)", "scan fwd", "scan bwd", "lru fused", "lru unfused", "vs copy"):
+    for name in ("copy (b.clone)", "scan fwd", "scan bwd", "lru fused", "lru unfused", "vs copy",
+                 "selective gpu", "selective chunked", "ssd gpu (recurrent)", "ssd chunked (matmul)"):
         assert name in out
     assert (tmp_path / "k.json").exists()
 

@@ -113,12 +113,14 @@ def test_bad_inputs():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("d_shape", ["h", "hp"])
-def test_ssd_matches_naive_outputs_state_and_all_gradients(d_shape):
+@pytest.mark.parametrize("d_shape,h,g", [("h", 4, 2), ("hp", 4, 2), ("h", 1, 1)],
+                         ids=["D-h", "D-hp", "one-head"])
+def test_ssd_matches_naive_outputs_state_and_all_gradients(d_shape, h, g):
+    """One head: dt (b, l, 1) broadcast over p is a stride-0 view, which the wrapper must copy."""
     from torchssm.ops.ssd.gpu import ssd_gpu
     from torchssm.ops.ssd.naive import ssd_naive
 
-    b, l, h, p, g, n = 2, 13, 4, 2, 2, 3
+    b, l, p, n = 2, 13, 2, 3
     gen = torch.Generator().manual_seed(3)
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
     x = {"x": r(b, l, h, p), "dt": r(b, l, h) - 1.0, "A": -torch.exp(0.5 * r(h)), "B": r(b, l, g, n),

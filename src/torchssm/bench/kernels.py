@@ -11,7 +11,10 @@ shape (B, L, D) and dtype this measures, in one run:
   in-kernel from (nu_log, theta_log, gamma_log) vs lambda built in PyTorch and gamma * Bu
   materialised before the scan;
 * peers that a user would pick instead, when they run here: ``chunked`` (the plain PyTorch
-  backend) and ``chunked+compile`` (the same under ``torch.compile``).
+  backend) and ``chunked+compile`` (the same under ``torch.compile``);
+* with ``--ops``: the selective scan (Mamba) and SSD (Mamba-2) kernels vs the chunked PyTorch
+  backends, forward and forward+backward times and tokens/s (compute- and memory-bound mixes,
+  so no bandwidth fraction).
 
 Each row prints the median time [min, max] over ``--repeats`` after one warm-up call (which also
 autotunes the Triton kernels), the bytes it moves, its bandwidth and ``vs copy`` =
@@ -42,6 +45,10 @@ def add_arguments(p) -> None:
     p.add_argument("--repeats", type=int, default=20, help="timed repeats per measurement (default 20)")
     p.add_argument("--a-dim", action="store_true", help="time-invariant a of shape (D,) instead of (B, L, D)")
     p.add_argument("--no-peers", action="store_true", help="skip the chunked / torch.compile peers")
+    p.add_argument("--ops", action="store_true", help="also time the selective scan and SSD kernels "
+                                                       "(forward and forward+backward) against the PyTorch backends")
+    p.add_argument("--selective-shape", default="8x2048x1536x16", help="BxLxDxN for --ops (Mamba-1 sizes)")
+    p.add_argument("--ssd-shape", default="8x2048x24x64x128", help="BxLxHxPxN for --ops (Mamba-2 sizes, 1 group)")
     p.add_argument("--json", help="write the environment and all results to this JSON file")
 
 
@@ -111,6 +118,56 @@ def _measure(shape, dtype, device, args) -> List[Dict[str, object]]:
     return rows
 
 
+def _dims(text: str, n: int, flag: str) -> tuple:
+    parts = text.lower().split("x")
+    if len(parts) != n or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"{flag} takes {n} positive integers joined by x; got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def _time_pair(name: str, fn: Callable[[], torch.Tensor], leaves, device, repeats: int, tokens: int):
+    """Forward (no graph) and forward+backward times of fn over the given leaves."""
+    def forward():
+        with torch.no_grad():
+            return fn()
+
+    def train_step():
+        for t in leaves:
+            t.grad = None
+        fn().float().square().mean().backward()
+
+    fwd = common.time_fn(forward, device, repeats=repeats)
+    bwd = common.time_fn(train_step, device, repeats=repeats)
+    return {"kernel": name, "fwd_ms": fwd["median"] * 1e3, "fwdbwd_ms": bwd["median"] * 1e3,
+            "fwd Mtok/s": tokens / fwd["median"] / 1e6, "fwd+bwd Mtok/s": tokens / bwd["median"] / 1e6}
+
+
+def _measure_ops(args, device) -> List[Dict[str, object]]:
+    """Selective scan (Mamba) and SSD (Mamba-2): the Triton kernels vs the chunked PyTorch backend."""
+    from torchssm.ops.selective.chunked import selective_scan_chunked
+    from torchssm.ops.selective.gpu import selective_scan_gpu
+    from torchssm.ops.ssd.chunked import ssd_chunked
+    from torchssm.ops.ssd.gpu import ssd_gpu
+
+    gen = torch.Generator().manual_seed(0)
+    rnd = lambda *s: torch.randn(*s, generator=gen).to(device).requires_grad_()  # noqa: E731
+    rows = []
+    b, l, d, n = _dims(args.selective_shape, 4, "--selective-shape")
+    sel = [rnd(b, l, d), rnd(b, l, d), rnd(d, n), rnd(b, l, n), rnd(b, l, n), rnd(d)]
+    A = lambda: -torch.exp(sel[2])  # noqa: E731
+    for name, fn in [("selective gpu", selective_scan_gpu), ("selective chunked", selective_scan_chunked)]:
+        row = _time_pair(name, lambda fn=fn: fn(sel[0], sel[1], A(), sel[3], sel[4], sel[5], None, None, True),
+                         sel, device, args.repeats, b * l)
+        rows.append(dict(row, shape=f"b={b} l={l} d={d} n={n}"))
+    b, l, h, p, n = _dims(args.ssd_shape, 5, "--ssd-shape")
+    ssd = [rnd(b, l, h, p), rnd(b, l, h), rnd(h), rnd(b, l, 1, n), rnd(b, l, 1, n), rnd(h)]
+    for name, fn in [("ssd gpu (recurrent)", ssd_gpu), ("ssd chunked (matmul)", ssd_chunked)]:
+        row = _time_pair(name, lambda fn=fn: fn(ssd[0], ssd[1], -torch.exp(ssd[2]), ssd[3], ssd[4], ssd[5],
+                                                 None, None, True), ssd, device, args.repeats, b * l)
+        rows.append(dict(row, shape=f"b={b} l={l} h={h} p={p} n={n}"))
+    return rows
+
+
 def run(args) -> int:
     device = common.resolve_device(args.device)
     from torchssm.ops.scan import gpu  # ImportError with the install hint when Triton is missing
@@ -142,6 +199,11 @@ def run(args) -> int:
                       "ms": f"{r['ms']:.3g} [{r['min_ms']:.3g}, {r['max_ms']:.3g}]" if "ms" in r else None,
                       "MB": r.get("MB"), "GB/s": r.get("GB/s"), "vs copy": r.get("vs copy")} for r in block]
             print(common.format_table(table, list(table[0])))
+    if args.ops:
+        block = _measure_ops(args, device)
+        rows += block
+        print("\nselective scan and SSD, float32 (loss = mean(y^2)); tokens = B L")
+        print(common.format_table(block, ["kernel", "shape", "fwd_ms", "fwdbwd_ms", "fwd Mtok/s", "fwd+bwd Mtok/s"]))
     if args.json:
         common.save_json(args.json, {"environment": env, "repeats": args.repeats, "results": rows})
         print(f"\nwrote {args.json}")

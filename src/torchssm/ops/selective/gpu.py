@@ -227,7 +227,8 @@ class _SelectiveCore(torch.autograd.Function):
         np_ = triton.next_power_of_2(n)
         bd = _block_d(d, dpg, chunk, np_)
         n_chunks = triton.cdiv(l, chunk)
-        u = u.contiguous()
+        # the kernels assume unit channel stride (an expanded dt can have stride 0 there)
+        dt, u, A = dt.contiguous(), u.contiguous(), A.contiguous()
         y = torch.empty(b, l, d, dtype=torch.float32, device=u.device)  # (b, l, d)
         h_last = torch.empty(b, d, n, dtype=torch.float32, device=u.device)  # (b, d, n)
         S = torch.empty(b, n_chunks, d, n, dtype=torch.float32, device=u.device)  # chunk-entry states
