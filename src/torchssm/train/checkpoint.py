@@ -12,6 +12,12 @@ then are they moved in with ``os.replace`` (atomic on POSIX and Windows), the si
 save that fails midway leaves the previous checkpoint untouched and no temporary file behind;
 the recorded hashes make a torn set (a crash between two renames) a clear error at load time
 instead of a silent mix of two steps.
+
+Rotation (crash safety across saves): the loop also keeps the last K epochs as
+``<out_dir>/checkpoints/epoch-NNNNNN`` (:func:`snapshot_checkpoint`: hard links of ``last``'s files,
+made complete in a temporary directory and renamed in one step) and :func:`find_latest_checkpoint`
+picks the newest intact one, warning about (and skipping) a torn or corrupt ``last``. Temporary
+directories left by a killed save are removed by the next save.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ import os
 import random
 import shutil
 import tempfile
+import time
+import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -37,6 +45,12 @@ WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "config.json"
 OPTIMIZER = "optimizer.pt"
 SIDECAR = "trainer_state.json"
+SNAPSHOTS = "checkpoints"  # <out_dir>/checkpoints/epoch-NNNNNN: the last K epochs
+# Test hook (crash tests only): "POINT:EPOCH:SECONDS:MARKER" pauses the save of a checkpoint named
+# "last" whose state has epoch EPOCH, at POINT ("before_rename": temp files written and fsynced;
+# "mid_rename": sidecar removed, one file moved), after creating the file MARKER, so that a test
+# can SIGKILL the process inside the save.
+PAUSE_ENV = "TORCHSSM_TEST_CHECKPOINT_PAUSE"
 
 PathLike = Union[str, os.PathLike]
 
@@ -92,6 +106,22 @@ def _write_weights(model: nn.Module, tmp: Path) -> None:
         raise RuntimeError(f"{type(model).__name__}.save_pretrained did not write {WEIGHTS}")
 
 
+def _test_pause(point: str, path: Path, epoch: Any) -> None:
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec:
+        return
+    where, at_epoch, seconds, marker = spec.split(":", 3)
+    if where == point and path.name == "last" and str(epoch) == at_epoch:
+        Path(marker).write_text(point)
+        time.sleep(float(seconds))
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temporary directories of a save that was killed (one writer per checkpoint path)."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def save_checkpoint(path: PathLike, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
                     scheduler: Optional[Any] = None, **state: Any) -> Path:
     """Write a checkpoint directory at ``path`` (see the module docstring); returns ``path``.
@@ -104,6 +134,7 @@ def save_checkpoint(path: PathLike, model: nn.Module, optimizer: Optional[torch.
         if p.is_floating_point() and not bool(torch.isfinite(p).all()):
             raise ValueError(f"refusing to save a checkpoint with non-finite values in {name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         _write_weights(model, tmp)
@@ -117,11 +148,14 @@ def save_checkpoint(path: PathLike, model: nn.Module, optimizer: Optional[torch.
         for name in files + [SIDECAR]:  # fsync before the renames so a crash cannot expose empty files
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())
+        _test_pause("before_rename", path, state.get("epoch"))
         path.mkdir(exist_ok=True)
         if (path / SIDECAR).exists():
             os.unlink(path / SIDECAR)  # while files are swapped the directory is marked incomplete
-        for name in files:
+        for i, name in enumerate(files):
             os.replace(tmp / name, path / name)
+            if i == 0:
+                _test_pause("mid_rename", path, state.get("epoch"))
         for stale in {OPTIMIZER} - set(files):
             if (path / stale).exists():
                 os.unlink(path / stale)
@@ -193,3 +227,59 @@ def load_checkpoint(path: PathLike, model: nn.Module, optimizer: Optional[torch.
     if restore_rng:
         set_rng_states(state["rng"])
     return state
+
+
+# --- rotation and recovery ----------------------------------------------------------------------
+def snapshot_checkpoint(src: PathLike, dst: PathLike) -> Path:
+    """Copy checkpoint ``src`` to a new directory ``dst`` atomically (hard links where possible).
+
+    The copy is complete in a temporary sibling before one ``os.rename`` makes it visible, so
+    ``dst`` either does not exist or is whole. Hard links stay valid when ``src``'s files are
+    later replaced (``os.replace`` swaps directory entries, not file contents).
+    """
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(dst)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
+    try:
+        for f in src.iterdir():
+            try:
+                os.link(f, tmp / f.name)
+            except OSError:  # file systems without hard links
+                shutil.copy2(f, tmp / f.name)
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.rename(tmp, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dst
+
+
+def prune_checkpoints(root: PathLike, keep: int) -> None:
+    """Delete all but the ``keep`` newest ``epoch-*`` directories under ``root``."""
+    dirs = sorted(Path(root).glob("epoch-*")) if Path(root).is_dir() else []
+    for old in dirs[: max(len(dirs) - keep, 0)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def find_latest_checkpoint(out_dir: PathLike) -> Optional[Path]:
+    """The newest intact checkpoint of a run: ``<out_dir>/last`` or a ``checkpoints/epoch-*`` snapshot.
+
+    Candidates are verified (sidecar + sha256 of every file); a torn or corrupt one is skipped
+    with a warning naming it. Returns None when the run has no intact checkpoint.
+    """
+    out_dir = Path(out_dir)
+    candidates: List[Path] = [out_dir / "last"] + sorted((out_dir / SNAPSHOTS).glob("epoch-*"))
+    best, best_key = None, None
+    for path in candidates:
+        if not path.exists():
+            continue
+        try:
+            state = read_checkpoint_state(path)
+        except (ValueError, OSError) as err:
+            warnings.warn(f"skipping checkpoint {path}: {err}", RuntimeWarning, stacklevel=2)
+            continue
+        key = (int(state.get("step", 0)), int(state.get("epoch", 0)), path.name == "last")
+        if best_key is None or key > best_key:
+            best, best_key = path, key
+    return best

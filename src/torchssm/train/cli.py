@@ -4,7 +4,8 @@
                    [--out-dir runs/x] [--data-dir D] [--resume [CHECKPOINT]] [--stop-after N]
     torchssm eval --checkpoint runs/x/best [--split test] [--data-dir D]
 
-``--resume`` alone continues from ``<out_dir>/last``; with ``--resume`` the config may be omitted
+``--resume`` alone continues from the newest intact checkpoint of ``<out_dir>`` (``last``, else the
+newest ``checkpoints/epoch-*``, skipping a torn or corrupt one with a warning); with ``--resume`` the config may be omitted
 (the checkpoint's own is used). ``eval`` accepts a checkpoint directory or a run directory
 (then ``best``, else ``last``).
 """
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from torchssm.train.checkpoint import SIDECAR, load_checkpoint, read_checkpoint_state
+from torchssm.train.checkpoint import SIDECAR, find_latest_checkpoint, load_checkpoint, read_checkpoint_state
 from torchssm.train.config import ExperimentConfig, load_config, model_config_for_task
 from torchssm.train.loop import TrainingDiverged, evaluate, resolve_device, train
 
@@ -28,7 +29,9 @@ def _pct(x) -> str:
 
 def _run_train(args) -> int:
     t0 = time.perf_counter()
-    overrides = args.set or []
+    overrides = list(args.set or [])
+    if args.tbptt_chunk is not None:
+        overrides.append(f"train.tbptt_chunk={args.tbptt_chunk}")
     cfg = load_config(args.config, overrides) if args.config else None
     resume = None
     if args.resume is not None:
@@ -36,7 +39,9 @@ def _run_train(args) -> int:
             out_dir = args.out_dir or (cfg.train.out_dir if cfg is not None else None)
             if out_dir is None:
                 raise ValueError("--resume without a path needs --config or --out-dir to find <out_dir>/last")
-            resume = Path(out_dir) / "last"
+            resume = find_latest_checkpoint(out_dir)
+            if resume is None:
+                raise FileNotFoundError(f"--resume: no intact checkpoint in {out_dir} (looked at last/ and checkpoints/)")
         else:
             resume = Path(args.resume)
         state = read_checkpoint_state(resume)  # a missing / corrupt checkpoint fails here, clearly
@@ -109,6 +114,8 @@ def register(subparsers) -> None:
     p.add_argument("--out-dir", default=None, help="where metrics and checkpoints go (overrides train.out_dir)")
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop after N epochs in this invocation (the schedule still spans train.epochs)")
+    p.add_argument("--tbptt-chunk", type=int, default=None, metavar="K",
+                   help="truncated back-propagation through time over chunks of K steps (train.tbptt_chunk)")
     p.set_defaults(func=_run_train)
 
     e = subparsers.add_parser("eval", help="evaluate a checkpoint on its task's test set")

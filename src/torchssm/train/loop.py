@@ -14,6 +14,14 @@ One run (``train(cfg)``):
    at the next epoch; with the data order fixed by (seed, epoch) the result equals an
    uninterrupted run exactly.
 
+Scale and reliability (docs/reliability.md): under ``torchrun`` the model is wrapped in DDP, each
+rank trains on its share of every global batch and only rank 0 writes
+(:mod:`torchssm.train.distributed`); ``train.grad_accum`` micro-batches per step; bf16 autocast
+(``train.precision``); ``train.compile``; truncated BPTT (``train.tbptt_chunk``,
+:mod:`torchssm.train.tbptt`); a NaN/Inf loss or gradient skips the step and stops training after
+``train.max_nonfinite_steps`` in a row (:mod:`torchssm.train.guard`); the last
+``train.keep_checkpoints`` epochs are kept for recovery from a torn ``last``.
+
 Loss: cross-entropy for "classification" (logits (b, c), targets (b,)) and per-step tasks
 ("seq2seq"/"lm": logits (b, l, c), targets (b, l), ``ignore_index`` skipped); mean squared error
 for "regression".
@@ -38,19 +46,19 @@ from tqdm.auto import tqdm
 
 from torchssm.data.loaders import epoch_generator, iterate_batches, num_batches
 from torchssm.data.registry import TaskData, TaskInfo, build_task
-from torchssm.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
+from torchssm.train import distributed as D
+from torchssm.train.checkpoint import (SNAPSHOTS, load_checkpoint, prune_checkpoints, read_checkpoint_state,
+                                       save_checkpoint, snapshot_checkpoint)
 from torchssm.train.config import ExperimentConfig, model_config_for_task
+from torchssm.train.guard import NonFiniteGuard, TrainingDiverged
 from torchssm.train.optim import build_optimizer
 from torchssm.train.schedule import build_scheduler
 
 METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
 # Entries that may differ between a run and its resumption without changing the result.
-RUNTIME_KEYS = {"out_dir", "device", "num_workers", "progress", "threads", "eval_batch_size", "save_checkpoints"}
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradient norm became NaN/Inf; training stopped before updating the weights."""
+RUNTIME_KEYS = {"out_dir", "device", "num_workers", "progress", "threads", "eval_batch_size", "save_checkpoints",
+                "keep_checkpoints", "compile"}
 
 
 def seed_everything(seed: int) -> None:
@@ -58,6 +66,35 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def get_cpu_threads() -> Tuple[int, Optional[int]]:
+    """(torch intra-op threads, numba threads or None when numba is not installed)."""
+    try:
+        import numba
+    except ImportError:
+        return torch.get_num_threads(), None
+    numba_threads = numba.get_num_threads()  # launches numba's threading layer now, see below
+    return torch.get_num_threads(), numba_threads
+
+
+def set_cpu_threads(torch_threads: int, numba_threads: Optional[int] = -1) -> None:
+    """Threads of torch and of numba (the compiled CPU scans); ``numba_threads=-1``: same as torch.
+
+    numba first: launching numba's OpenMP threading layer (its first parallel call) resets the
+    process's shared OpenMP thread count, which torch reads, so a ``torch.set_num_threads`` made
+    before it is silently undone mid-run (2 threads instead of 1 from the first scan on: slower on a
+    shared CPU, and a resumed run would compute with other settings than the original one).
+    """
+    if numba_threads is not None:
+        try:
+            import numba
+        except ImportError:
+            pass
+        else:
+            n = torch_threads if numba_threads == -1 else numba_threads
+            numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    torch.set_num_threads(torch_threads)
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -174,23 +211,59 @@ def train(cfg: ExperimentConfig, *, data_dir=None, resume: Union[str, Path, None
         task: an already built task (skips ``build_task``); model_builder: replaces
             ``torchssm.models.build_model`` (tests use a small stand-in).
     Raises:
-        TrainingDiverged: on a NaN/Inf loss or gradient norm (no checkpoint is written for it).
+        TrainingDiverged: when more than ``train.max_nonfinite_steps`` steps in a row have a NaN/Inf
+            loss or gradient norm (no checkpoint is written for them).
     """
-    threads = torch.get_num_threads()
+    threads = get_cpu_threads()
     if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
+        set_cpu_threads(cfg.train.threads)
+    ctx = D.init_distributed(resolve_device(cfg.train.device))
     try:
-        return _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log)
+        return _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, D.main_only(ctx, log), ctx)
     finally:
-        torch.set_num_threads(threads)  # a library call leaves the process as it found it
+        set_cpu_threads(*threads)  # a library call leaves the process as it found it
+        D.shutdown(ctx)
 
 
-def _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log) -> RunResult:
+def _train_step(model: nn.Module, batch: Dict[str, torch.Tensor], info: TaskInfo, tc, ctx: "D.DistContext",
+                device: torch.device):
+    """Forward + backward of one global batch (this rank's share, in ``tc.grad_accum`` micro-batches).
+
+    Returns (global mean loss, global number of correct predictions, global target count), the
+    gradients accumulated so that they are those of the global mean loss (see
+    :mod:`torchssm.train.distributed`).
+    """
+    parts = D.micro_batches(D.rank_shard(batch, ctx), tc.grad_accum)
+    counts = [D.count_targets(p["targets"], info.kind, info.ignore_index) for p in parts]
+    n_global = D.all_reduce_sum(torch.stack(counts).sum(), ctx).to(torch.float64)  # one sync
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    for i, (part, n_i) in enumerate(zip(parts, counts)):
+        part = _to(part, device)
+        weight = (n_i.to(torch.float64) * ctx.world_size / n_global).float()  # of this micro-batch's mean loss
+        with D.no_sync(model, sync=i == len(parts) - 1), \
+                torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
+            if tc.tbptt_chunk > 0:
+                from torchssm.train.tbptt import tbptt_backward
+
+                loss, c = tbptt_backward(model, part, info, tc.tbptt_chunk, weight)
+            else:
+                loss, c, _ = loss_and_correct(_forward(model, part), part["targets"], info)
+                (loss * weight).backward()
+        loss_sum += loss.detach().double() * n_i
+        correct += c
+    totals = D.all_reduce_sum(torch.stack([loss_sum, correct.double()]), ctx)
+    return totals[0] / n_global, totals[1].long(), int(n_global)
+
+
+def _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log, ctx) -> RunResult:
     t_start = time.perf_counter()
     tc = cfg.train
-    device = resolve_device(tc.device)
+    device = D.rank_device(resolve_device(tc.device), ctx)
     out_dir = Path(tc.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    main = ctx.is_main
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
 
     seed_everything(tc.seed)
     if task is None:
@@ -219,14 +292,20 @@ def _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log) -
         log(f"resumed from {resume} at epoch {start_epoch} (step {step})")
     metrics_path = out_dir / METRICS_FILE
     history = _read_metrics(metrics_path, start_epoch) if resume is not None else []
-    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
+    if main:
+        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
 
     n_params = sum(p.numel() for p in model.parameters())
     log(f"task {info.name}: {len(task.train)} train / {len(task.val) if task.val is not None else 0} val / "
         f"{len(task.test)} test; model {model_cfg.layer} x{model_cfg.n_layers}, {n_params:,} parameters; "
-        f"device {device}; {steps_per_epoch} steps/epoch")
+        f"device {device}; {steps_per_epoch} steps/epoch"
+        + (f"; {ctx.world_size} ranks" if ctx.enabled else ""))
     params = [p for p in model.parameters() if p.requires_grad]
+    train_model = D.wrap_model(model, ctx, device)  # DDP under torchrun; weights/checkpoints use `model`
+    if tc.compile:
+        train_model = torch.compile(train_model)
+    guard = NonFiniteGuard(tc.max_nonfinite_steps)
     t_loop = time.perf_counter()
     record: Dict = history[-1] if history else {}
     end_epoch = tc.epochs if stop_after_epochs is None else min(tc.epochs, start_epoch + stop_after_epochs)
@@ -235,22 +314,20 @@ def _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log) -
         batches = iterate_batches(task.train, tc.batch_size, shuffle=True, generator=epoch_generator(tc.seed, epoch),
                                   num_workers=tc.num_workers, min_batch=2)
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False,
-                   disable=None if tc.progress else True, dynamic_ncols=True)
+                   disable=None if tc.progress and main else True, dynamic_ncols=True)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct_sum = torch.zeros((), dtype=torch.long, device=device)
         count = 0
         for i, batch in enumerate(bar):
-            batch = _to(batch, device)
-            loss, correct, n = loss_and_correct(_forward(model, batch), batch["targets"], info)
-            if not bool(torch.isfinite(loss)):
-                raise TrainingDiverged(f"loss is {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; training stopped "
-                                       f"(no checkpoint written for it). Try a lower train.lr or set train.grad_clip")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, correct, n = _train_step(train_model, batch, info, tc, ctx, device)
+            where = f"epoch {epoch + 1}, step {step + 1}"
+            if not guard.check("loss", loss, where):
+                continue  # skipped: no update, the schedule does not advance
             grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else math.inf)
-            if not bool(torch.isfinite(grad_norm)):
-                raise TrainingDiverged(f"gradient norm is {float(grad_norm)} at epoch {epoch + 1}, step {step + 1}; "
-                                       f"training stopped before the update (no checkpoint written for it)")
+            if not guard.check("gradient norm", grad_norm, where):
+                continue
+            guard.ok()
             optimizer.step()
             scheduler.step()
             step += 1
@@ -258,16 +335,18 @@ def _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log) -
             correct_sum += correct
             count += n
             if i % 10 == 0 or i == steps_per_epoch - 1:
-                postfix = {"loss": f"{float(loss_sum) / count:.4f}"}
+                postfix = {"loss": f"{float(loss_sum) / max(count, 1):.4f}"}
                 if info.kind != "regression":
-                    postfix["acc"] = f"{int(correct_sum) / count:.4f}"
+                    postfix["acc"] = f"{int(correct_sum) / max(count, 1):.4f}"
                 bar.set_postfix(postfix)
         bar.close()
 
         record = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
-                  "train_loss": float(loss_sum) / count}
+                  "train_loss": float(loss_sum) / max(count, 1)}
+        if guard.skipped:
+            record["skipped_steps"] = guard.skipped
         if info.kind != "regression":
-            record["train_acc"] = int(correct_sum) / count
+            record["train_acc"] = int(correct_sum) / max(count, 1)
         if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
             for split, dataset in (("val", task.val), ("test", task.test)):
                 if dataset is not None:
@@ -276,25 +355,31 @@ def _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log) -
                             record[f"{split}_{key}"] = value
         record["time_s"] = round(time.perf_counter() - t_loop, 3)
         history.append(record)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
         improved = _is_better(record, best, info.kind)
         if improved:
             best = record
-        if tc.save_checkpoints:
-            state = {"config": config_dict, "epoch": epoch + 1, "step": step, "metrics": record, "best": best}
-            if improved:
-                save_checkpoint(out_dir / "best", model, **state)
-            save_checkpoint(out_dir / "last", model, optimizer, scheduler, **state)
+        if main:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if tc.save_checkpoints:
+                state = {"config": config_dict, "epoch": epoch + 1, "step": step, "metrics": record, "best": best}
+                if improved:
+                    save_checkpoint(out_dir / "best", model, **state)
+                save_checkpoint(out_dir / "last", model, optimizer, scheduler, **state)
+                if tc.keep_checkpoints > 0:
+                    snapshot_checkpoint(out_dir / "last", out_dir / SNAPSHOTS / f"epoch-{epoch + 1:06d}")
+                    prune_checkpoints(out_dir / SNAPSHOTS, tc.keep_checkpoints)
+        D.barrier(ctx)  # no rank runs ahead of rank 0's checkpoint
         log(_format_record(record))
 
     train_time = time.perf_counter() - t_loop
     result = RunResult(out_dir=out_dir, epochs_done=record.get("epoch", start_epoch), last=record, best=best,
                        train_time_s=train_time, wall_time_s=time.perf_counter() - t_start, history=history)
-    (out_dir / RESULT_FILE).write_text(json.dumps(
-        {"last": record, "best": best, "train_time_s": round(train_time, 3),
-         "wall_time_s": round(result.wall_time_s, 3), "parameters": n_params, "device": str(device),
-         "torch": torch.__version__}, indent=1))
+    if main:
+        (out_dir / RESULT_FILE).write_text(json.dumps(
+            {"last": record, "best": best, "train_time_s": round(train_time, 3),
+             "wall_time_s": round(result.wall_time_s, 3), "parameters": n_params, "device": str(device),
+             "torch": torch.__version__, "world_size": ctx.world_size}, indent=1))
     return result
 
 

@@ -1,0 +1,155 @@
+"""Data-parallel training under ``torchrun`` (DistributedDataParallel), and gradient accumulation.
+
+    torchrun --nproc-per-node 2 -m torchssm train --config configs/mnist1d_lru.yaml
+
+``torchrun`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``;
+:func:`init_distributed` joins the process group (NCCL on CUDA, gloo on CPU) and every rank
+builds the same model from the same seed. Batches: ``train.batch_size`` is the *global* batch
+B. Every rank draws the same seeded order of global batches (``epoch_generator(seed, epoch)``)
+and keeps the examples ``rank::world`` of each one (the striding of torch's
+``DistributedSampler``, applied per global batch); each rank's slice is further split into
+``train.grad_accum`` micro-batches. The loss of micro-batch i on rank r is weighted by
+``n_i * world / N`` (n_i its targets, N those of the global batch, one all-reduce), so that
+after DDP averages the gradients over ranks the update is that of the mean loss over the global
+batch: the same as one process with batch B and no accumulation (up to float rounding), with
+LayerNorm (BatchNorm statistics are per micro-batch and per rank by design) and dropout off.
+
+Only rank 0 writes metrics, checkpoints and logs; every rank evaluates the whole validation
+and test sets (identical numbers, no collective needed).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+Batch = Dict[str, torch.Tensor]
+
+
+@dataclass
+class DistContext:
+    """Where this process stands in the job (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # this context initialised the process group (and destroys it)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistContext:
+    """Join the ``torchrun`` process group when ``WORLD_SIZE > 1`` (else a single-process context).
+
+    ``device`` decides the backend: NCCL for CUDA, gloo otherwise. On CUDA each rank uses
+    ``cuda:LOCAL_RANK`` (see :func:`rank_device`).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), local, owns_group=False)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(local)
+    dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    return DistContext(rank, world, local, owns_group=True)
+
+
+def rank_device(device: torch.device, ctx: DistContext) -> torch.device:
+    """``cuda`` -> ``cuda:LOCAL_RANK`` under torchrun; other devices unchanged."""
+    if ctx.enabled and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", ctx.local_rank)
+    return device
+
+
+def shutdown(ctx: DistContext) -> None:
+    """Leave the process group if :func:`init_distributed` created it."""
+    if ctx.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
+    """``DistributedDataParallel(model)`` when distributed, else ``model`` itself."""
+    if not ctx.enabled:
+        return model
+    ids = [device.index if device.index is not None else ctx.local_rank] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def no_sync(model: nn.Module, sync: bool):
+    """DDP's ``no_sync()`` for accumulation micro-batches that are not the last (else a no-op)."""
+    if not sync and isinstance(model, nn.parallel.DistributedDataParallel):
+        return model.no_sync()
+    return nullcontext()
+
+
+def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum of ``t`` over ranks (``t`` itself when not distributed)."""
+    if ctx.enabled:
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def rank_shard(batch: Batch, ctx: DistContext) -> Batch:
+    """This rank's examples ``rank::world`` of a global batch (every tensor has a batch dimension)."""
+    if not ctx.enabled:
+        return batch
+    n = next(iter(batch.values())).shape[0]
+    if n < ctx.world_size:
+        raise ValueError(f"a global batch of {n} examples cannot be split over {ctx.world_size} ranks; "
+                         f"use train.batch_size >= {ctx.world_size}")
+    return {k: v[ctx.rank::ctx.world_size] for k, v in batch.items()}
+
+
+def micro_batches(batch: Batch, n: int) -> List[Batch]:
+    """Split a batch into ``n`` nearly equal micro-batches (empty ones dropped) for accumulation."""
+    size = next(iter(batch.values())).shape[0]
+    parts = [{k: v[idx] for k, v in batch.items()} for idx in torch.arange(size).tensor_split(min(n, size))]
+    return [p for p in parts if next(iter(p.values())).shape[0] > 0]
+
+
+def count_targets(targets: torch.Tensor, kind: str, ignore_index: int) -> torch.Tensor:
+    """Number of targets a batch contributes to the mean loss (as ``loss_and_correct`` counts them)."""
+    if kind == "regression":
+        return torch.tensor(targets.numel(), device=targets.device)
+    if kind == "classification":
+        return torch.tensor(targets.shape[0], device=targets.device)
+    return (targets != ignore_index).sum()
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP and/or ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def main_only(ctx: Optional[DistContext], fn):
+    """``fn`` on rank 0, a no-op elsewhere (for logging callbacks)."""
+    if ctx is None or ctx.is_main:
+        return fn
+    return lambda *a, **k: None
