@@ -92,16 +92,20 @@ def test_wide_dim_uses_channel_blocks(backend):
 
 
 @pytest.mark.parametrize("batch,dim", [(1, 70), (5, 3)])
-def test_cpu_parallel_driver(monkeypatch, batch, dim):
-    # Small problems take the serial driver; force the parallel one (channel blocks of 16 with a
-    # partial last block for batch 1, one job per batch row for batch 5).
+def test_cpu_threaded_jobs(monkeypatch, batch, dim):
+    # Small problems run on the calling thread; force the job split over threads: channel blocks
+    # of 16 with a partial last block for batch 1, one job per batch row for batch 5.
     monkeypatch.setattr(cpu, "PARALLEL_MIN_ELEMENTS", 0)
-    kernel, _ = cpu._driver(cpu._fwd_parallel, cpu._fwd_serial, batch, 20, dim)
-    assert kernel is cpu._fwd_parallel
+    monkeypatch.setattr(cpu, "_threads", lambda: 3)
+    calls = []
+    kernel = cpu._fwd_jobs
+    monkeypatch.setattr(cpu, "_fwd_jobs", lambda *args: calls.append(args[-3:]) or kernel(*args))
     for a_varies in (True, False):
         a, b, h0, reset = make_inputs(batch, 20, dim, torch.complex128, a_varies=a_varies, with_reset=True)
         assert_matches_naive(a, b, h0, reset, reverse=False, backend="cpu")
         assert_matches_naive(a, b, h0, reset, reverse=True, backend="cpu")
+    n_jobs = 5  # (1, 70): channel blocks of 16 -> 5 jobs; (5, 3): 5 batch rows
+    assert sorted(calls[:3]) == [(16 if batch == 1 else 3, k * n_jobs // 3, (k + 1) * n_jobs // 3) for k in range(3)]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -18,12 +18,12 @@ pass that produces grad_b, grad_a and grad_h0 together (no shifted copies of a o
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Tuple
 
-import numba
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 
@@ -32,123 +32,125 @@ _MIN_BLOCK = 16
 
 
 @njit(cache=True, nogil=True)
-def _fwd_rows(a, b, h0, reset, out, i, d0, d1, a_varies, reverse, has_reset):  # pragma: no cover - compiled
-    # One job: batch row i, channels d0:d1, all of time.
+def _fwd_jobs(a, b, h0, reset, out, a_varies, reverse, has_reset, block, job0, job1):  # pragma: no cover
+    # Jobs job0..job1-1; job = (batch row i, channels d0:d1), all of time, sequential.
     # a: (B, L, D) if a_varies else (1, 1, D); b, out: (B, L, D); h0: (B, D); reset: (B, L) or (1, 1)
-    length = b.shape[1]
-    h = h0[i, d0:d1].copy()  # (d1 - d0,) running state
-    for s in range(length):
-        t = length - 1 - s if reverse else s
-        if has_reset and reset[i, t]:
-            h[:] = 0
-        if a_varies:
-            for d in range(d0, d1):
-                v = a[i, t, d] * h[d - d0] + b[i, t, d]
-                h[d - d0] = v
-                out[i, t, d] = v
-        else:
-            for d in range(d0, d1):
-                v = a[0, 0, d] * h[d - d0] + b[i, t, d]
-                h[d - d0] = v
-                out[i, t, d] = v
+    length, dim = b.shape[1], b.shape[2]
+    n_blocks = (dim + block - 1) // block
+    h = np.empty(block, dtype=out.dtype)  # running state of one job's channels
+    for job in range(job0, job1):
+        i = job // n_blocks
+        d0 = (job % n_blocks) * block
+        d1 = min(d0 + block, dim)
+        for d in range(d0, d1):
+            h[d - d0] = h0[i, d]
+        for s in range(length):
+            t = length - 1 - s if reverse else s
+            if has_reset and reset[i, t]:
+                h[:] = 0
+            if a_varies:
+                for d in range(d0, d1):
+                    v = a[i, t, d] * h[d - d0] + b[i, t, d]
+                    h[d - d0] = v
+                    out[i, t, d] = v
+            else:
+                for d in range(d0, d1):
+                    v = a[0, 0, d] * h[d - d0] + b[i, t, d]
+                    h[d - d0] = v
+                    out[i, t, d] = v
 
 
 @njit(cache=True, nogil=True)
-def _bwd_rows(a, h, h0, g, reset, grad_b, grad_a, grad_h0, i, d0, d1, a_varies, reverse,
-              has_reset):  # pragma: no cover - compiled
+def _bwd_jobs(a, h, h0, g, reset, grad_b, grad_a, grad_h0, a_varies, reverse, has_reset, block, job0,
+              job1):  # pragma: no cover
     # Reverse-time pass of the forward recurrence (for reverse=False; mirrored for reverse=True):
     #   delta_t = g_t + conj(a_{t+1}) delta_{t+1}   (the carry is cut where reset[t+1])
     #   grad_b_t = delta_t,  grad_a_t = delta_t conj(h_{t-1}),  grad_h0 = conj(a_0) delta_0
     # grad_a: (B, L, D) if a_varies else per-batch sums (B, 1, D), reduced over batch by the caller.
-    length = g.shape[1]
-    carry = np.zeros(d1 - d0, dtype=g.dtype)  # conj(a_{t+1}) delta_{t+1}
-    acc = np.zeros(d1 - d0, dtype=g.dtype)  # sum_t delta_t conj(h_{t-1}) for time-invariant a
-    for s in range(length):
-        t = s if reverse else length - 1 - s  # walk against the forward direction
-        tp = t + 1 if reverse else t - 1  # index of h_{t-1} in the forward direction
-        cut = has_reset and reset[i, t]
-        first = s == length - 1  # t is the first step of the forward recurrence
+    length, dim = g.shape[1], g.shape[2]
+    n_blocks = (dim + block - 1) // block
+    carry = np.empty(block, dtype=g.dtype)  # conj(a_{t+1}) delta_{t+1}
+    acc = np.empty(block, dtype=g.dtype)  # sum_t delta_t conj(h_{t-1}) for time-invariant a
+    for job in range(job0, job1):
+        i = job // n_blocks
+        d0 = (job % n_blocks) * block
+        d1 = min(d0 + block, dim)
+        carry[:] = 0
+        acc[:] = 0
+        for s in range(length):
+            t = s if reverse else length - 1 - s  # walk against the forward direction
+            tp = t + 1 if reverse else t - 1  # index of h_{t-1} in the forward direction
+            cut = has_reset and reset[i, t]
+            first = s == length - 1  # t is the first step of the forward recurrence
+            for d in range(d0, d1):
+                delta = g[i, t, d] + carry[d - d0]
+                grad_b[i, t, d] = delta
+                if cut:
+                    hp = h0[i, d] * 0
+                elif first:
+                    hp = h0[i, d]
+                else:
+                    hp = h[i, tp, d]
+                ga = delta * np.conj(hp)
+                if a_varies:
+                    grad_a[i, t, d] = ga
+                    at = a[i, t, d]
+                else:
+                    acc[d - d0] += ga
+                    at = a[0, 0, d]
+                carry[d - d0] = (at * 0) if cut else np.conj(at) * delta
         for d in range(d0, d1):
-            delta = g[i, t, d] + carry[d - d0]
-            grad_b[i, t, d] = delta
-            if cut:
-                hp = h0[i, d] * 0
-            elif first:
-                hp = h0[i, d]
-            else:
-                hp = h[i, tp, d]
-            ga = delta * np.conj(hp)
-            if a_varies:
-                grad_a[i, t, d] = ga
-                at = a[i, t, d]
-            else:
-                acc[d - d0] += ga
-                at = a[0, 0, d]
-            carry[d - d0] = (at * 0) if cut else np.conj(at) * delta
-    for d in range(d0, d1):
-        grad_h0[i, d] = carry[d - d0]
-        if not a_varies:
-            grad_a[i, 0, d] = acc[d - d0]
+            grad_h0[i, d] = carry[d - d0]
+            if not a_varies:
+                grad_a[i, 0, d] = acc[d - d0]
 
 
-# Drivers: the jobs are independent (batch row, channel block) pairs. The parallel driver spreads
-# them over numba's threads; the serial one avoids the thread hand-off for small problems, where
-# it costs more than the work (and much more on a busy machine).
-@njit(parallel=True, cache=True, nogil=True)
-def _fwd_parallel(a, b, h0, reset, out, a_varies, reverse, has_reset, block):  # pragma: no cover - compiled
-    batch, dim = b.shape[0], b.shape[2]
-    n_blocks = (dim + block - 1) // block
-    for job in prange(batch * n_blocks):
-        d0 = (job % n_blocks) * block
-        _fwd_rows(a, b, h0, reset, out, job // n_blocks, d0, min(d0 + block, dim), a_varies, reverse, has_reset)
-
-
-@njit(cache=True, nogil=True)
-def _fwd_serial(a, b, h0, reset, out, a_varies, reverse, has_reset, block):  # pragma: no cover - compiled
-    for i in range(b.shape[0]):
-        _fwd_rows(a, b, h0, reset, out, i, 0, b.shape[2], a_varies, reverse, has_reset)
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def _bwd_parallel(a, h, h0, g, reset, grad_b, grad_a, grad_h0, a_varies, reverse, has_reset,
-                  block):  # pragma: no cover - compiled
-    batch, dim = g.shape[0], g.shape[2]
-    n_blocks = (dim + block - 1) // block
-    for job in prange(batch * n_blocks):
-        d0 = (job % n_blocks) * block
-        _bwd_rows(a, h, h0, g, reset, grad_b, grad_a, grad_h0, job // n_blocks, d0, min(d0 + block, dim),
-                  a_varies, reverse, has_reset)
-
-
-@njit(cache=True, nogil=True)
-def _bwd_serial(a, h, h0, g, reset, grad_b, grad_a, grad_h0, a_varies, reverse, has_reset,
-                block):  # pragma: no cover - compiled
-    for i in range(g.shape[0]):
-        _bwd_rows(a, h, h0, g, reset, grad_b, grad_a, grad_h0, i, 0, g.shape[2], a_varies, reverse, has_reset)
-
-
-# Below this many elements (B * L * D) the serial driver is used.
+# Below this many elements (B * L * D) one thread runs all jobs: handing work to other threads
+# costs more than the work there (and much more on a busy machine).
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
-
-def _driver(parallel, serial, batch: int, length: int, dim: int):
-    """(kernel, channel block): serial for small problems or a single job, else parallel."""
-    block = _block_size(batch, dim)
-    jobs = batch * -(-dim // block)
-    if jobs == 1 or batch * length * dim < PARALLEL_MIN_ELEMENTS or numba.get_num_threads() == 1:
-        return serial, dim
-    return parallel, block
+_pool: Optional[ThreadPoolExecutor] = None
 
 
-def _block_size(batch: int, dim: int) -> int:
-    """Split D into blocks only when the batch alone cannot keep every thread busy."""
-    threads = numba.get_num_threads()
+def _threads() -> int:
+    """Threads for the scan: PyTorch's intra-op setting (torch.set_num_threads) is the one knob."""
+    return max(1, torch.get_num_threads())
+
+
+def _block_size(batch: int, dim: int, threads: int) -> int:
+    """Channels per job: all of D when the batch alone keeps every thread busy, else D split in
+    blocks that are multiples of 16 (the SIMD width) so that there are about 2 jobs per thread."""
     if batch >= 2 * threads:
         return max(dim, 1)
-    splits = math.ceil(2 * threads / batch)
-    block = math.ceil(dim / splits)
-    block = max(_MIN_BLOCK, -(-block // _MIN_BLOCK) * _MIN_BLOCK)
-    return min(block, max(dim, 1))
+    block = math.ceil(dim / math.ceil(2 * threads / batch))
+    return min(max(_MIN_BLOCK, -(-block // _MIN_BLOCK) * _MIN_BLOCK), max(dim, 1))
+
+
+def _launch(kernel, args: tuple, batch: int, length: int, dim: int) -> None:
+    """Run ``kernel(*args, block, job0, job1)`` over all (batch row, channel block) jobs.
+
+    The kernels are compiled with ``nogil=True``, so the job ranges run truly in parallel on a
+    thread pool (the calling thread takes the first range): no numba threading layer to start
+    and no separate parallel compilation, so the first call compiles one small function per dtype.
+    """
+    global _pool
+    threads = _threads()
+    if threads == 1 or batch * length * dim < PARALLEL_MIN_ELEMENTS:
+        kernel(*args, max(dim, 1), 0, batch)
+        return
+    block = _block_size(batch, dim, threads)
+    n_jobs = batch * -(-dim // block)
+    workers = min(threads, n_jobs)
+    if workers == 1:
+        kernel(*args, block, 0, n_jobs)
+        return
+    if _pool is None or _pool._max_workers < workers - 1:
+        _pool = ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="torchssm-scan")
+    bounds = [n_jobs * k // workers for k in range(workers + 1)]
+    futures = [_pool.submit(kernel, *args, block, bounds[k], bounds[k + 1]) for k in range(1, workers)]
+    kernel(*args, block, bounds[0], bounds[1])
+    for f in futures:
+        f.result()
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -197,8 +199,8 @@ def linear_scan_forward(
     batch, length, dim = b.shape
     b_c = b.to(dtype)
     out = torch.empty((batch, length, dim), dtype=dtype)  # (B, L, D)
-    kernel, block = _driver(_fwd_parallel, _fwd_serial, batch, length, dim)
-    kernel(a_np, _np(b_c), h0_np, reset_np, out.numpy(), a_varies, reverse, has_reset, block)
+    _launch(_fwd_jobs, (a_np, _np(b_c), h0_np, reset_np, out.numpy(), a_varies, reverse, has_reset),
+            batch, length, dim)
     return out.to(result)
 
 
@@ -220,9 +222,8 @@ def linear_scan_backward(
     grad_b = torch.empty((batch, length, dim), dtype=dtype)  # (B, L, D)
     grad_a = torch.empty((batch, length if a_varies else 1, dim), dtype=dtype)  # (B, L or 1, D)
     grad_h0 = torch.empty((batch, dim), dtype=dtype)  # (B, D)
-    kernel, block = _driver(_bwd_parallel, _bwd_serial, batch, length, dim)
-    kernel(a_np, _np(h.to(dtype)), h0_np, _np(grad_h.to(dtype)), reset_np, grad_b.numpy(), grad_a.numpy(),
-           grad_h0.numpy(), a_varies, reverse, has_reset, block)
+    _launch(_bwd_jobs, (a_np, _np(h.to(dtype)), h0_np, _np(grad_h.to(dtype)), reset_np, grad_b.numpy(),
+                        grad_a.numpy(), grad_h0.numpy(), a_varies, reverse, has_reset), batch, length, dim)
     if not a_varies:
         grad_a = grad_a.sum((0, 1))  # (D,)
     return grad_a.to(result), grad_b.to(result), grad_h0.to(result)
