@@ -18,6 +18,7 @@ from pathlib import Path
 
 from torchssm.train.checkpoint import SIDECAR, find_latest_checkpoint, load_checkpoint, read_checkpoint_state
 from torchssm.train.config import ExperimentConfig, load_config, model_config_for_task
+from torchssm.train.distributed import is_main_process
 from torchssm.train.loop import TrainingDiverged, evaluate, resolve_device, train
 
 _AUTO = "<out_dir>/last"
@@ -56,6 +57,8 @@ def _run_train(args) -> int:
     except TrainingDiverged as err:
         print(f"torchssm train: stopped: {err}", file=sys.stderr)
         return 1
+    if not is_main_process():
+        return 0  # under torchrun only rank 0 reports
     last, best = result.last, result.best
     done = f"epoch {result.epochs_done}/{cfg.train.epochs}"
     if "test_acc" in last:

@@ -148,6 +148,11 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a ``torchrun`` job (``RANK`` unset: a single process, so True)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def main_only(ctx: Optional[DistContext], fn):
     """``fn`` on rank 0, a no-op elsewhere (for logging callbacks)."""
     if ctx is None or ctx.is_main:
