@@ -59,6 +59,13 @@ _TASK_MODULES: Dict[str, str] = {
     "mqar": "torchssm.data.synthetic.recall",
     "adding": "torchssm.data.synthetic.signals",
     "aa_ab": "torchssm.data.synthetic.signals",
+    "listops": "torchssm.data.lra.listops",
+    "text": "torchssm.data.lra.text",
+    "retrieval": "torchssm.data.lra.text",
+    "image": "torchssm.data.lra.image",
+    "scifar": "torchssm.data.lra.image",
+    "pathfinder": "torchssm.data.lra.pathfinder",
+    "pathx": "torchssm.data.lra.pathfinder",
 }
 _BUILDERS: Dict[str, Callable[..., TaskData]] = {}
 _DESCRIPTIONS: Dict[str, str] = {}

@@ -1,0 +1,279 @@
+"""LRA readers on fixture files in the official formats, and the ListOps / Pathfinder generators."""
+
+import pickle
+import random
+import statistics
+
+import numpy as np
+import pytest
+import torch
+
+from torchssm.data import build_task
+from torchssm.data.lra import listops as lo
+from torchssm.data.lra.common import DataFormatError
+from torchssm.data.lra.pathfinder import draw_pathfinder, generator_options, read_metadata, write_pathfinder
+from torchssm.data.lra.png import encode_png_gray, read_png_gray
+
+
+# ---------------------------------------------------------------- an independent ListOps evaluator
+
+def evaluate(source: str) -> int:
+    """Evaluate a serialised ListOps expression with a token stack (ignores the ( ) wrappers)."""
+    stack = []
+    for tok in source.split():
+        if tok in ("(", ")"):
+            continue
+        if tok == "]":
+            args = []
+            while not isinstance(stack[-1], str):
+                args.append(stack.pop())
+            op = stack.pop()
+            args.reverse()
+            if op == "[MIN":
+                stack.append(min(args))
+            elif op == "[MAX":
+                stack.append(max(args))
+            elif op == "[SM":
+                stack.append(sum(args) % 10)
+            else:
+                stack.append(int(np.median(args)))
+        elif tok.startswith("["):
+            stack.append(tok)
+        else:
+            stack.append(int(tok))
+    assert len(stack) == 1
+    return stack[0]
+
+
+def depth_and_args(source: str):
+    """(max nesting depth of operators, max number of arguments of one operator)."""
+    depth, best, counts, most = 0, 0, [], 0
+    for tok in source.split():
+        if tok.startswith("["):
+            if counts:
+                counts[-1] += 1
+            depth += 1
+            best = max(best, depth)
+            counts.append(0)
+        elif tok == "]":
+            most = max(most, counts.pop())
+            depth -= 1
+        elif tok not in ("(", ")"):
+            if counts:
+                counts[-1] += 1
+    return best, most
+
+
+SMALL = {"num_train": 300, "num_val": 30, "num_test": 30, "min_length": 20, "max_length": 120}
+
+
+@pytest.fixture(scope="module")
+def small_listops():
+    return lo.generate_listops(seed=5, num_workers=1, progress=False, **SMALL)
+
+
+def test_listops_generator_statistics(small_listops):
+    examples = [ex for split in small_listops.values() for ex in split]
+    assert [len(v) for v in small_listops.values()] == [300, 30, 30]
+    sources = [s for s, _ in examples]
+    assert len(set(sources)) == len(sources)  # de-duplicated across the splits
+    for source, target in examples:
+        assert evaluate(source) == target  # answer recomputed independently
+        assert SMALL["min_length"] < lo.expression_length(source) < SMALL["max_length"]
+        depth, n_args = depth_and_args(source)
+        assert 1 <= depth <= 10 and 2 <= n_args <= 10
+        assert source.startswith("( ") and source.endswith(" ] )")
+    counts = np.bincount([t for _, t in examples], minlength=10)
+    assert (counts > 0).sum() >= 8  # all classes occur (skewed as in LRA, MIN/MAX favour 0 and 9)
+    assert counts.max() < 0.5 * len(examples)
+
+
+def test_listops_serialisation_is_left_leaning():
+    rng = random.Random(0)
+    while True:
+        budget = [0, 10 ** 9]
+        source, value = lo.generate_tree(rng, 1, 2, 3, budget)
+        if source.startswith("( ( "):
+            break
+    assert evaluate(source) == value and budget[0] == lo.expression_length(source)
+    assert lo.apply_op("[MED", [1, 2, 3, 4]) == 2 and lo.apply_op("[MED", [9, 0, 4]) == 4
+    assert lo.apply_op("[SM", [9, 9, 3]) == 1
+
+
+def test_listops_generation_is_reproducible_and_worker_independent(small_listops):
+    again = lo.generate_listops(seed=5, num_workers=2, progress=False, **SMALL)
+    assert again == small_listops
+    other = lo.generate_listops(seed=6, num_workers=1, progress=False, **{**SMALL, "num_train": 50})
+    assert other["train"][:5] != small_listops["train"][:5]
+
+
+def test_listops_tsv_roundtrip_and_task(tmp_path, small_listops):
+    folder = tmp_path / "lra_release" / "listops-1000"
+    for name, ex in small_listops.items():
+        lo.write_tsv(ex, folder / f"basic_{name}.tsv")
+    first = (folder / "basic_train.tsv").read_text().splitlines()[:2]
+    assert first[0] == "Source\tTarget" and first[1] == "\t".join(map(str, small_listops["train"][0]))
+    td = build_task("listops", data_dir=tmp_path)
+    assert td.info.d_input == 16 and td.info.length == 2000 and td.info.input_kind == "tokens"
+    ex = td.train[0]
+    assert ex["inputs"].shape == (2000,) and ex["inputs"].dtype == torch.long
+    assert ex["targets"].shape == () and int(ex["targets"]) == small_listops["train"][0][1]
+    n = int(ex["lengths"])
+    assert n == lo.expression_length(small_listops["train"][0][0])
+    assert bool((ex["inputs"][:n] > 0).all() and (ex["inputs"][n:] == 0).all())
+    # decode back and evaluate
+    decoded = " ".join(lo.VOCAB[i] for i in ex["inputs"][:n].tolist())
+    assert evaluate(decoded) == int(ex["targets"])
+    assert (len(td.train), len(td.val), len(td.test)) == (300, 30, 30)
+
+
+def test_listops_generate_option_writes_files(tmp_path):
+    td = build_task("listops", data_dir=tmp_path, seed=1, generate=True, num_workers=1, num_train=20, num_val=4,
+                    num_test=4, min_length=10, max_length_expr=40)
+    assert len(td.train) == 20 and "listops-gen-" in td.extra["folder"]
+    with pytest.raises(FileNotFoundError, match="lra_release.gz"):
+        build_task("listops", data_dir=tmp_path / "empty")
+
+
+@pytest.mark.parametrize("line, match", [("( [MAX 1 2 ] )\t3\textra", "expected 2 tab-separated fields"),
+                                         ("( [MAX 1 2 ] )\t12", "class label in 0..9"),
+                                         ("( [FOO 1 2 ] )\t2", "unknown ListOps token"),
+                                         ("( [MAX 1 2 ] )\tx", "class label")])
+def test_listops_malformed_lines_name_file_and_line(tmp_path, line, match):
+    path = tmp_path / "basic_train.tsv"
+    path.write_text("Source\tTarget\n( ( [MIN 3 ) 4 ) ] )\t3\n" + line + "\n")
+    with pytest.raises(DataFormatError, match=match) as err:
+        lo.read_listops_tsv(path)
+    assert f"{path}:3" in str(err.value)
+    path.write_text("Input\tOutput\n")
+    with pytest.raises(DataFormatError, match=":1: expected the header"):
+        lo.read_listops_tsv(path)
+
+
+# ---------------------------------------------------------------- Text / Retrieval
+
+def test_imdb_reader(tmp_path):
+    root = tmp_path / "aclImdb"
+    texts = {("train", "pos"): ["great film", "lovely é"], ("train", "neg"): ["bad"], ("test", "pos"): ["ok"],
+             ("test", "neg"): ["x" * 5000]}
+    for (split, label), items in texts.items():
+        (root / split / label).mkdir(parents=True)
+        for i, t in enumerate(items):
+            (root / split / label / f"{i}_7.txt").write_text(t, encoding="utf-8")
+    td = build_task("text", data_dir=tmp_path)
+    assert td.info.d_input == 257 and td.info.length == 4096 and td.val is None
+    assert len(td.train) == 3 and td.train[:]["targets"].tolist() == [0, 1, 1]
+    ex = td.train[1]  # "great film" (pos, sorted file order)
+    assert ex["inputs"].shape == (4096,) and ex["inputs"].dtype == torch.long
+    assert bytes((ex["inputs"][: int(ex["lengths"])] - 1).tolist()).decode() == "great film"
+    assert int(td.train[2]["lengths"]) == len("lovely é".encode())
+    assert int(td.test[0]["lengths"]) == 4096  # truncated
+    again = build_task("text", data_dir=tmp_path, val_fraction=0.34)  # from the cache
+    assert len(again.train) == 2 and len(again.val) == 1
+
+
+def test_retrieval_reader_paired(tmp_path):
+    folder = tmp_path / "lra_release" / "lra_release" / "tsv_data"
+    folder.mkdir(parents=True)
+    rows = ["1\tid1\tid2\tpaper one\tpaper two", "0.0\ta\tb\tx\ty"]
+    for split in ("train", "eval", "test"):
+        (folder / f"new_aan_pairs.{split}.tsv").write_text("\n".join(rows) + "\n")
+    td = build_task("retrieval", data_dir=tmp_path)
+    assert td.info.paired and td.info.d_input == 257 and td.info.length == 4000
+    ex = td.train[0]
+    assert set(ex) == {"inputs", "lengths", "inputs2", "lengths2", "targets"}
+    assert ex["inputs"].shape == ex["inputs2"].shape == (4000,) and int(ex["targets"]) == 1
+    assert int(ex["lengths2"]) == len("paper two") and int(td.train[1]["targets"]) == 0
+    bad = tmp_path / "bad.tsv"
+    bad.write_text(rows[0] + "\n1\tonly\tfour\tfields\n")
+    from torchssm.data.lra.text import read_aan_tsv
+    with pytest.raises(DataFormatError, match=f"{bad}:2: expected 5"):
+        read_aan_tsv(bad)
+
+
+# ---------------------------------------------------------------- CIFAR
+
+def _write_cifar(folder, n=4):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(range(n))}
+        with open(folder / name, "wb") as f:
+            pickle.dump(d, f)
+    return d
+
+
+def test_cifar_readers(tmp_path):
+    last = _write_cifar(tmp_path / "cifar-10-batches-py")
+    img = build_task("image", data_dir=tmp_path, val_fraction=0.1)
+    assert (img.info.length, img.info.d_input, img.info.input_kind) == (1024, 1, "real")
+    assert len(img.train) + len(img.val) == 20 and len(img.val) == 2 and len(img.test) == 4
+    px = last[b"data"][1].reshape(3, 1024).astype(np.float64)  # test example 1, raster order
+    grey = 0.2989 * px[0] + 0.5870 * px[1] + 0.1140 * px[2]
+    ex = img.test[1]
+    assert ex["inputs"].shape == (1024, 1) and ex["inputs"].dtype == torch.float32 and int(ex["targets"]) == 1
+    torch.testing.assert_close(ex["inputs"][:, 0].double(), torch.from_numpy((grey / 255 - 122.6 / 255) / (61 / 255)),
+                               rtol=1e-5, atol=1e-5)
+    tok = build_task("image", data_dir=tmp_path, tokens=True)
+    assert tok.test[1]["inputs"].tolist() == np.rint(grey).astype(int).tolist()
+    col = build_task("scifar", data_dir=tmp_path, normalize=False)
+    assert col.info.d_input == 3 and col.test[1]["inputs"].shape == (1024, 3)
+    torch.testing.assert_close(col.test[1]["inputs"][5].double(), torch.from_numpy(px[:, 5] / 255))
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, f)
+    with pytest.raises(DataFormatError, match="test_batch"):
+        build_task("image", data_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="cifar-10-python.tar.gz"):
+        build_task("scifar", data_dir=tmp_path / "nothing")
+
+
+# ---------------------------------------------------------------- PNG + Pathfinder
+
+def test_png_roundtrip_and_filters(tmp_path):
+    img = np.random.default_rng(0).integers(0, 256, (7, 5), dtype=np.uint8)
+    (tmp_path / "a.png").write_bytes(encode_png_gray(img))
+    np.testing.assert_array_equal(read_png_gray(tmp_path / "a.png"), img)
+    pil = pytest.importorskip("PIL.Image")
+    rgb = np.random.default_rng(1).integers(0, 256, (9, 6, 3), dtype=np.uint8)
+    pil.fromarray(rgb).save(tmp_path / "b.png", optimize=True)  # Pillow picks adaptive row filters
+    from torchssm.data.lra import png
+    raw = png._read_with_pillow  # the built-in decoder must agree with Pillow's convert("L")
+    np.testing.assert_array_equal(read_png_gray(tmp_path / "b.png"), raw(tmp_path / "b.png"))
+
+
+def test_pathfinder_generator_balance_and_layout(tmp_path):
+    root = write_pathfinder(tmp_path, n_images=12, size=32, seed=0, per_folder=5, num_workers=1, progress=False)
+    assert root == tmp_path / "pathfinder32" / "curv_contour_length_14"
+    assert sorted(p.name for p in (root / "metadata").iterdir()) == ["0.npy", "1.npy", "2.npy"]
+    entries = read_metadata(root)
+    assert [e[0] for e in entries[:2]] == ["imgs/0/sample_0.png", "imgs/0/sample_1.png"]
+    labels = [lab for _, lab in entries]
+    assert sum(labels) == 6  # exactly balanced
+    img = read_png_gray(root / "imgs" / "1" / "sample_7.png")
+    again, label = draw_pathfinder(0, 7, generator_options(32))
+    np.testing.assert_array_equal(img, again)
+    assert label == 1 and img.dtype == np.uint8 and set(np.unique(img)) <= {0, 255}
+    # the two images of a pair differ only near the markers; both contain contours
+    assert 0.05 < float((img > 0).mean()) < 0.6
+
+
+def test_pathfinder_task_and_errors(tmp_path):
+    td = build_task("pathfinder", data_dir=tmp_path, generate=True, n_images=10, num_workers=1)
+    assert (td.info.length, td.info.d_input, td.info.d_output) == (1024, 1, 2)
+    assert len(td.train) + len(td.val) + len(td.test) == 10
+    ex = td.train[0]
+    assert ex["inputs"].shape == (1024, 1) and ex["inputs"].dtype == torch.float32
+    assert float(ex["inputs"].min()) == -1.0 and float(ex["inputs"].max()) == 1.0
+    assert ex["targets"].dtype == torch.long
+    meta = tmp_path / "pathfinder-gen-seed0" / "pathfinder32" / "curv_contour_length_14" / "metadata" / "0.npy"
+    meta.write_text(meta.read_text() + "imgs/0 sample_99.png 99\n")
+    with pytest.raises(DataFormatError, match=f"{meta}:11"):
+        build_task("pathfinder", data_dir=tmp_path / "pathfinder-gen-seed0")
+    with pytest.raises(FileNotFoundError, match="pathfinder128"):
+        build_task("pathx", data_dir=tmp_path / "none")
+
+
+def test_listops_value_distribution_matches_lra_shape(small_listops):
+    """Most answers of MIN/MAX/MED/SM trees are spread over 0..9 with no class above half."""
+    targets = [t for _, t in small_listops["train"]]
+    assert statistics.pstdev(targets) > 2.0
