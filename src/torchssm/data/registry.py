@@ -66,6 +66,8 @@ _TASK_MODULES: Dict[str, str] = {
     "scifar": "torchssm.data.lra.image",
     "pathfinder": "torchssm.data.lra.pathfinder",
     "pathx": "torchssm.data.lra.pathfinder",
+    "digits": "torchssm.data.digits",
+    "ucr": "torchssm.data.timeseries",
 }
 _BUILDERS: Dict[str, Callable[..., TaskData]] = {}
 _DESCRIPTIONS: Dict[str, str] = {}

@@ -1,0 +1,82 @@
+"""Offline real data: UCR/UEA .ts parser and task, scikit-learn digits (skipped without scikit-learn)."""
+
+import importlib.metadata
+
+import pytest
+import torch
+
+from torchssm.data import build_task
+from torchssm.data.lra.common import DataFormatError
+from torchssm.data.timeseries import _package_dir, read_ts
+
+HEADER = "#comment\n@problemName Toy\n@timeStamps false\n@univariate {uni}\n@classLabel true a b c\n@data\n"
+
+
+def _write(folder, name, train_rows, test_rows, uni="true"):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}_TRAIN.ts").write_text(HEADER.format(uni=uni) + "\n".join(train_rows) + "\n")
+    (folder / f"{name}_TEST.ts").write_text(HEADER.format(uni=uni) + "\n".join(test_rows) + "\n")
+
+
+def test_ts_parser_univariate_multivariate_and_unequal(tmp_path):
+    _write(tmp_path / "UCR" / "Toy", "Toy", ["1,2,3,4:a", "2,?,4,5:b", "0,0,1:c"], ["1,1,1,1:b"])
+    series, labels, classes = read_ts(tmp_path / "UCR" / "Toy" / "Toy_TRAIN.ts")
+    assert classes == ["a", "b", "c"] and labels == ["a", "b", "c"]
+    assert series[0].shape == (4, 1) and series[2].shape == (3, 1) and torch.isnan(series[1][1, 0])
+    td = build_task("ucr", data_dir=tmp_path, dataset="Toy", standardize=False)
+    assert (td.info.d_input, td.info.d_output, td.info.length) == (1, 3, 4)
+    ex = td.train[2]
+    assert ex["inputs"].shape == (4, 1) and ex["inputs"].dtype == torch.float32
+    assert int(ex["lengths"]) == 3 and int(ex["targets"]) == 2
+    assert float(td.train[1]["inputs"][1, 0]) == 0.0  # missing -> 0
+    std = build_task("ucr", data_dir=tmp_path, dataset="Toy")
+    valid = torch.arange(4)[None] < std.train[:]["lengths"][:, None]
+    vals = std.train[:]["inputs"][valid]
+    torch.testing.assert_close(vals.mean(), torch.tensor(0.0), atol=1e-6, rtol=0)
+    _write(tmp_path / "Multi", "Multi", ["1,2,3:4,5,6:a", "1,2,3:4,5,6:c"], ["0,0,0:1,1,1:b"], uni="false")
+    multi = build_task("ucr", data_dir=tmp_path, dataset="Multi", standardize=False)
+    assert multi.info.d_input == 2 and multi.train[0]["inputs"][:, 1].tolist() == [4.0, 5.0, 6.0]
+
+
+@pytest.mark.parametrize("row, match", [("1,2,3:z", "not declared"), ("1,x,3:a", "bad value"),
+                                        ("1,2:3,4,5:a", "same length"), ("a", "expected 'values")])
+def test_ts_malformed_lines(tmp_path, row, match):
+    _write(tmp_path, "Bad", ["1,2,3:a", row], ["1,2,3:a"])
+    with pytest.raises(DataFormatError, match=match) as err:
+        read_ts(tmp_path / "Bad_TRAIN.ts")
+    assert f"Bad_TRAIN.ts:8" in str(err.value)
+
+
+def test_ucr_missing_message(tmp_path):
+    with pytest.raises(FileNotFoundError, match="timeseriesclassification.com"):
+        build_task("ucr", data_dir=tmp_path, dataset="NoSuchSet")
+
+
+@pytest.mark.skipif(not any(_package_dir(p, "GunPoint") for p in ("aeon", "sktime")),
+                    reason="neither aeon nor sktime (which ship GunPoint) is installed")
+def test_gunpoint_from_installed_package(tmp_path):
+    td = build_task("ucr", data_dir=tmp_path, dataset="GunPoint")
+    assert (len(td.train), len(td.test), td.info.length, td.info.d_output) == (50, 150, 150, 2)
+
+
+def _has_sklearn():
+    try:
+        importlib.metadata.distribution("scikit-learn")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not _has_sklearn(), reason="scikit-learn (optional) is not installed")
+def test_digits():
+    td = build_task("digits", seed=0)
+    assert len(td.train) + len(td.val) + len(td.test) == 1797
+    ex = td.train[0]
+    assert ex["inputs"].shape == (64, 1) and 0 <= float(ex["inputs"].min()) and float(ex["inputs"].max()) <= 1
+    assert ex["targets"].dtype == torch.long
+
+
+@pytest.mark.skipif(_has_sklearn(), reason="scikit-learn is installed")
+def test_digits_without_sklearn_says_what_to_install():
+    with pytest.raises(FileNotFoundError, match="pip install scikit-learn"):
+        build_task("digits")
