@@ -9,6 +9,12 @@ Paired tasks (LRA Retrieval, Tay et al. 2021, Sec. 3; its ``classifier_head_dual
 and blocks embed both sequences into u and v (b, h), and an MLP reads [u, v, u*v, u-v] (b, 4h):
 Linear 4h -> h, GELU, Linear h -> d_output (GELU as in S5's RetrievalDecoder).
 
+Streaming (causal layers only): ``forward(inputs, state=..., return_state=True)`` continues from a
+carried state and returns the logits *of the sequence so far* (pooling over every step seen,
+through a running sum and count) and the new state; ``step(x_t, state)`` does the same for one
+token, with each layer's O(1) ``step``. Chunk after chunk (truncated BPTT) or token after token
+(ONNX export), the logits equal those of one call on the whole sequence.
+
 Padding (``lengths`` (b,) int, right-padded batches): causal layers never see later steps, BatchNorm
 statistics ignore padded steps (``MaskedBatchNorm``), bidirectional layers receive ``lengths``, and
 pooling averages / picks valid steps only, so logits do not depend on the padding.
@@ -21,6 +27,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from torchssm.layers.base import check_state_like
 from torchssm.models.blocks import ResidualBlock, lengths_to_mask
 from torchssm.models.config import ModelConfig
 from torchssm.models.pretrained import PretrainedMixin
@@ -125,12 +132,28 @@ class DeepSSM(PretrainedMixin, nn.Module):
         return x.gather(1, idx)[:, 0]  # (b, h)
 
     def forward(self, inputs: torch.Tensor, lengths: Optional[torch.Tensor] = None,
-                inputs2: Optional[torch.Tensor] = None, lengths2: Optional[torch.Tensor] = None) -> torch.Tensor:
+                inputs2: Optional[torch.Tensor] = None, lengths2: Optional[torch.Tensor] = None, *,
+                state: Optional[dict] = None, return_state: bool = False):
         """Logits (b, d_output), or (b, l, d_output) with pooling "none".
 
         ``lengths`` (b,) int: valid lengths of right-padded ``inputs``. Paired models also take the
-        second sequence ``inputs2`` (and its ``lengths2``).
+        second sequence ``inputs2`` (and its ``lengths2``). ``state``/``return_state``: streaming
+        (see the module docstring); returns ``(logits, new_state)`` when ``return_state``.
         """
+        if state is not None or return_state:
+            if lengths is not None or inputs2 is not None:
+                raise ValueError("streaming (state / return_state) takes unpadded, unpaired inputs: "
+                                 "lengths and inputs2 must be None")
+            inputs = self._check_inputs(inputs, None, "inputs")
+            state = self._stream_state(state, inputs.shape[0], inputs.device)
+            x = self.encoder(inputs)  # (b, l, h)
+            blocks = []
+            for block, s in zip(self.blocks, state["blocks"]):
+                x, s = block(x, state=s, return_state=True)
+                blocks.append(s)
+            logits, pool_sum, count = self._stream_head(x, state)
+            out = logits, {"blocks": blocks, "pool_sum": pool_sum, "count": count}
+            return out if return_state else out[0]
         if self.config.paired:
             if inputs2 is None:
                 raise ValueError("this paired (two-tower) model needs inputs2, the second sequence")
@@ -142,6 +165,61 @@ class DeepSSM(PretrainedMixin, nn.Module):
         if inputs2 is not None:
             raise ValueError("inputs2 was given but the model is not paired (ModelConfig.paired=False)")
         return self.head(self.features(inputs, lengths))
+
+
+    # --- streaming (causal layers) ------------------------------------------------------------------------
+    def init_state(self, batch: int, device=None, dtype=None) -> dict:
+        """The zero streaming state: each block's SSM state, the running pooled sum (b, h) and count (b, 1)."""
+        for block in self.blocks:
+            if not block.ssm.causal:
+                raise ValueError(f"streaming needs causal layers; {type(block.ssm).__name__} is bidirectional")
+        if self.config.paired:
+            raise ValueError("a paired (two-tower) model has no streaming state")
+        dtype = dtype or self.head.weight.dtype
+        h = self.config.d_model
+        return {"blocks": [block.ssm.init_state(batch, device=device, dtype=dtype) for block in self.blocks],
+                "pool_sum": torch.zeros(batch, h, device=device, dtype=dtype),  # (b, h)
+                "count": torch.zeros(batch, 1, device=device, dtype=dtype)}  # (b, 1)
+
+    def _stream_state(self, state: Optional[dict], batch: int, device) -> dict:
+        template = self.init_state(batch, device="meta")
+        if state is None:
+            return self.init_state(batch, device=device)
+        if not isinstance(state, dict) or set(state) != set(template) or len(state["blocks"]) != len(self.blocks):
+            raise ValueError(f"state must be a dict with keys {sorted(template)} and {len(self.blocks)} block states, "
+                             f"from init_state() or forward(..., return_state=True)")
+        check_state_like([state["pool_sum"], state["count"]], [template["pool_sum"], template["count"]], "state")
+        return state
+
+    def _stream_head(self, x: torch.Tensor, state: dict):
+        """x (b, l, h) of the new steps -> (logits of the sequence so far, pool_sum (b, h), count (b, 1))."""
+        pool_sum = state["pool_sum"] + x.sum(dim=1).to(state["pool_sum"].dtype)  # (b, h)
+        count = state["count"] + x.shape[1]  # (b, 1)
+        pooling = self.config.pooling
+        if pooling == "none":
+            return self.head(x), pool_sum, count  # (b, l, d_output)
+        feats = (pool_sum / count).to(x.dtype) if pooling == "mean" else x[:, -1]  # (b, h)
+        return self.head(feats), pool_sum, count
+
+    def step(self, x_t: torch.Tensor, state: dict):
+        """One token: x_t (b, d_input) real or (b,) token ids -> (logits (b, d_output), new_state).
+
+        The logits are those of the sequence so far (mean/last pooling included); eval mode expected
+        (BatchNorm uses its running statistics). Pure, O(1) in the length.
+        """
+        if not isinstance(x_t, torch.Tensor) or x_t.dim() not in (1, 2):
+            raise ValueError(f"x_t must have shape (batch, d_input={self.config.d_input}) or (batch,) token ids; "
+                             f"got {getattr(x_t, 'shape', type(x_t).__name__)}")
+        inputs = self._check_inputs(x_t[:, None], None, "x_t")  # (b, 1, m) or (b, 1)
+        state = self._stream_state(state, inputs.shape[0], inputs.device)
+        x = self.encoder(inputs)[:, 0]  # (b, h)
+        blocks = []
+        for block, s in zip(self.blocks, state["blocks"]):
+            x, s = block.step(x, s)
+            blocks.append(s)
+        logits, pool_sum, count = self._stream_head(x[:, None], state)
+        logits = logits[:, 0] if self.config.pooling == "none" else logits  # (b, d_output)
+        return logits, {"blocks": blocks, "pool_sum": pool_sum, "count": count}
 
 
 def build_model(cfg: ModelConfig) -> DeepSSM:

@@ -106,19 +106,39 @@ class ResidualBlock(nn.Module):
         self._ssm_takes_lengths = _accepts(self.ssm.forward, "lengths")
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
-                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x (b, l, h) -> (b, l, h); ``mask`` (b, l) is ``lengths_to_mask(lengths, l)`` (computed once)."""
+                mask: Optional[torch.Tensor] = None, state=None, *, return_state: bool = False):
+        """x (b, l, h) -> (b, l, h); ``mask`` (b, l) is ``lengths_to_mask(lengths, l)`` (computed once).
+
+        ``state``/``return_state``: the SSM layer's carried state (causal layers), as in the layer
+        contract; with ``return_state`` the result is ``(y, new_state)``.
+        """
         skip = x
         if self.prenorm:
             x = self.norm(x, mask)
-        if self._ssm_takes_lengths and lengths is not None:
+        new_state = None
+        if state is not None or return_state:
+            x, new_state = self.ssm(x, state, return_state=True)
+        elif self._ssm_takes_lengths and lengths is not None:
             x = self.ssm(x, lengths=lengths)
         else:
             x = self.ssm(x)
+        x = self._after_ssm(x, skip, mask)
+        return (x, new_state) if return_state else x
+
+    def step(self, x_t: torch.Tensor, state):
+        """One token x_t (b, h) -> (y_t (b, h), new_state) with the SSM layer's ``step`` (norm as in eval)."""
+        skip = x_t
+        if self.prenorm:
+            x_t = self.norm(x_t)
+        y_t, new_state = self.ssm.step(x_t, state)
+        return self._after_ssm(y_t, skip, None), new_state
+
+    def _after_ssm(self, x: torch.Tensor, skip: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """GELU, dropout, GLU (or Linear), dropout, residual add, post-norm: (..., h) -> (..., h)."""
         x = self.dropout(F.gelu(x))
-        x = self.out(x)  # (b, l, 2h) or (b, l, h)
+        x = self.out(x)  # (..., 2h) or (..., h)
         if self.glu:
-            x = F.glu(x, dim=-1)  # (b, l, h)
+            x = F.glu(x, dim=-1)  # (..., h)
         x = skip + self.dropout(x)
         if not self.prenorm:
             x = self.norm(x, mask)
