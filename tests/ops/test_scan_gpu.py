@@ -75,9 +75,9 @@ def make(batch, length, dim, *, complex_, invariant, h0=True, reset=True, seed=0
     return move(a), move(b), move(h), move(r)
 
 
-def check_against_naive(a, b, h0, reset, reverse, tol=TOL):
+def check_against_naive(a, b, h0, reset, reverse, tol=TOL, chunks=None):
     """Forward and all gradients (a, b, h0) of the kernels vs autograd through the float64 loop."""
-    h = gpu.linear_scan_forward(a, b, h0, reverse=reverse, reset=reset)
+    h = gpu.linear_scan_forward(a, b, h0, reverse=reverse, reset=reset, chunks=chunks)
     aw, bw, h0w = _wide(a), _wide(b), _wide(h0)
     ref = linear_scan_naive(aw, bw, h0w, reverse=reverse, reset=reset)  # (B, L, D)
     assert h.shape == ref.shape
@@ -87,7 +87,7 @@ def check_against_naive(a, b, h0, reset, reverse, tol=TOL):
     want = torch.autograd.grad(ref, leaves, grad_h)
     # the argument order of ops/scan/function.py: (a, h, h0, grad_h)
     grad_a, grad_b, grad_h0 = gpu.linear_scan_backward(a, h, h0, grad_h.to(h.dtype), reverse=reverse,
-                                                       reset=reset, b=b)
+                                                       reset=reset, b=b, chunks=chunks)
     got = [grad_a, grad_b] + ([grad_h0] if h0 is not None else [])
     for g, w, x in zip(got, want, (a, b, h0)):
         assert g.shape == x.shape and g.dtype == x.dtype
@@ -105,6 +105,24 @@ def check_against_naive(a, b, h0, reset, reverse, tol=TOL):
 def test_matches_naive_with_h0_and_reset(complex_, invariant, reverse):
     a, b, h0, reset = make(2, 37, 12, complex_=complex_, invariant=invariant)
     check_against_naive(a, b, h0, reset, reverse)
+
+
+# sequence split: 37 steps in 3 chunks of 13 (each one partial tile of the interpreter's 16)
+@pytest.mark.parametrize("complex_,invariant,reverse", [(True, False, False), (True, True, True),
+                                                        (False, False, True), (False, True, False)],
+                         ids=["complex-varies-fwd", "complex-fixed-rev", "real-varies-rev", "real-fixed-fwd"])
+def test_sequence_split_matches_naive(complex_, invariant, reverse):
+    a, b, h0, reset = make(2, 37, 12, complex_=complex_, invariant=invariant, seed=4)
+    check_against_naive(a, b, h0, reset, reverse, chunks=3)
+
+
+def test_sequence_split_without_h0_and_auto_chunks():
+    a, b, _, _ = make(2, 21, 5, complex_=True, invariant=False, h0=False, reset=False, seed=5)
+    check_against_naive(a, b, None, None, reverse=False, chunks=4)
+    assert gpu.auto_chunks(8, 4096, 64, torch.device("cpu")) == 1  # the split is a CUDA-only default
+    if DEVICE == "cuda":  # a narrow shape is split, a wide one is not
+        assert gpu.auto_chunks(8, 4096, 64, torch.device("cuda")) > 1
+        assert gpu.auto_chunks(8, 4096, 4096, torch.device("cuda")) == 1
 
 
 @pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
@@ -183,6 +201,8 @@ def test_bad_inputs():
         gpu.linear_scan_forward(a, b, reset=reset.float())
     with pytest.raises(ValueError, match="shape of h"):
         gpu.linear_scan_backward(a, b, None, b[:, :2])
+    with pytest.raises(ValueError, match="chunks must be a positive int"):
+        gpu.linear_scan_forward(a, b, chunks=0)
 
 
 def test_cpu_tensor_without_interpreter_is_refused(monkeypatch):
@@ -217,11 +237,12 @@ def _lru_inputs(batch, length, n, seed=0):
     return [t.to(DEVICE) for t in (nu_log, theta_log, gamma_log, bu, h0, reset)]
 
 
-@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-def test_lru_scan_matches_reference(reverse):
+@pytest.mark.parametrize("reverse,chunks", [(False, None), (True, None), (True, 2)],
+                         ids=["fwd", "rev", "rev-split"])
+def test_lru_scan_matches_reference(reverse, chunks):
     nu_log, theta_log, gamma_log, bu, h0, reset = _lru_inputs(2, 29, 12)
     leaves = [t.clone().requires_grad_() for t in (nu_log, theta_log, gamma_log, bu, h0)]
-    h = gpu.lru_scan(*leaves, reverse=reverse, reset=reset)
+    h = gpu.lru_scan(*leaves, reverse=reverse, reset=reset, chunks=chunks)
     wide = [_wide(t) for t in (nu_log, theta_log, gamma_log, bu, h0)]
     ref = gpu.lru_scan_reference(*wide, reverse=reverse, reset=reset)
     assert_close_rel(h, ref)
@@ -297,11 +318,12 @@ def build(fn, consts, ptr_types):
     return triton.compile(src, target=GPUTarget("cuda", 80, 32)).asm["ptx"]
 
 out = {}
-for name, fn, extra in [("fwd", K.scan_fwd_kernel, {}), ("bwd", K.scan_bwd_kernel, {"STORE_GH0": True})]:
-    for mode, cplx in [(0, False), (0, True), (2, True)]:
+bwd_flags = {"STORE_GH0": True, "HAS_G0": True}
+for name, fn, extra in [("fwd", K.scan_fwd_kernel, {}), ("bwd", K.scan_bwd_kernel, bwd_flags)]:
+    for mode, cplx, summary in [(0, False, False), (0, True, False), (2, True, False), (1, True, True)]:
         c = dict(BLOCK_L=32, BLOCK_D=64, A_MODE=mode, A_C=cplx and mode == 0, B_C=cplx, H0_C=cplx,
-                 COMPLEX=cplx, HAS_H0=True, HAS_RESET=True, REVERSE=mode == 2, **extra)
-        out[f"{name}-{mode}-{cplx}"] = build(fn, c, {"r_ptr": "*u8"})
+                 COMPLEX=cplx, HAS_H0=True, HAS_RESET=True, REVERSE=mode == 2, SUMMARY=summary, **extra)
+        out[f"{name}-{mode}-{cplx}" + ("-summary" if summary else "")] = build(fn, c, {"r_ptr": "*u8"})
 from torchssm.ops.selective import gpu as S
 sel = dict(HAS_RESET=True, BLOCK_L=64, BLOCK_D=4, NP=16)
 out["selective-fwd"] = build(S.selective_fwd_kernel, dict(sel, HAS_H0=True), {"r_ptr": "*u8", "u_ptr": "*bf16"})
@@ -327,7 +349,7 @@ def test_kernels_compile_for_ampere_without_a_gpu():
         pytest.skip(f"Triton's CUDA toolchain is not usable here: {proc.stderr.strip()[-300:]}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     stats = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(stats) == 8
+    assert len(stats) == 10
     # no spills to local memory (the LRU variants "-2-" keep libdevice sin/cos's local array, used
     # only by its slow path for |angle| > 1e5, so they are not checked)
     assert all(v["local"] == 0 for k, v in stats.items() if "-2-" not in k), stats

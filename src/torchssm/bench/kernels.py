@@ -7,6 +7,9 @@ shape (B, L, D) and dtype this measures, in one run:
 * ``scan fwd``: ``gpu.linear_scan_forward(a, b)``: reads a and b, writes h;
 * ``scan bwd``: ``gpu.linear_scan_backward(a, h, None, grad_h)``: reads a, h, grad_h, writes
   grad_a and grad_b (the shifted re-reads of a and h hit the cache and are not counted);
+  where :func:`~torchssm.ops.scan.gpu.auto_chunks` splits the sequence (narrow shapes), both
+  rows are also given without the split (``chunks=1``); bytes count each tensor once, so the
+  split's second read of a and b shows as a lower fraction;
 * ``lru fused`` / ``lru unfused`` (complex64 only): the LRU recurrence with lambda and gamma built
   in-kernel from (nu_log, theta_log, gamma_log) vs lambda built in PyTorch and gamma * Bu
   materialised before the scan;
@@ -85,11 +88,14 @@ def _measure(shape, dtype, device, args) -> List[Dict[str, object]]:
     with torch.no_grad():
         h = gpu.linear_scan_forward(a, b)
         grad_h = torch.randn_like(h)
-        rows.append(_row("scan fwd", lambda: gpu.linear_scan_forward(a, b), _nbytes(a, b, h),
-                         device, args.repeats, copy_bw))
         grad_a_bytes = _nbytes(a) if a.dim() == 3 else 0
-        rows.append(_row("scan bwd", lambda: gpu.linear_scan_backward(a, h, None, grad_h),
-                         _nbytes(a, h, grad_h, b) + grad_a_bytes, device, args.repeats, copy_bw))
+        auto = gpu.auto_chunks(*shape, device)
+        for chunks in sorted({auto, 1}, reverse=True):  # the default, and without the split if it differs
+            tag = f" (chunks={chunks})" if auto > 1 else ""
+            rows.append(_row("scan fwd" + tag, lambda c=chunks: gpu.linear_scan_forward(a, b, chunks=c),
+                             _nbytes(a, b, h), device, args.repeats, copy_bw))
+            rows.append(_row("scan bwd" + tag, lambda c=chunks: gpu.linear_scan_backward(a, h, None, grad_h, chunks=c),
+                             _nbytes(a, h, grad_h, b) + grad_a_bytes, device, args.repeats, copy_bw))
         if dtype == torch.complex64:
             dim = shape[2]
             r = 0.5 + 0.499 * torch.rand(dim, device=device)

@@ -20,7 +20,14 @@ carried from the previous tile. Arithmetic and the carried state are float32 wha
 dtype (bf16/fp16 inputs are upcast on load); complex tensors are read through
 ``torch.view_as_real`` (interleaved re/im, channel stride 2), so no copy into planes is made.
 
-Padding rows (t >= L) act as the identity (a' = 1, b = 0), so the carry passes through them.
+Padding rows (outside the program's time range) act as the identity (a' = 1, b = 0), so the
+carry passes through them.
+
+Sequence split (third grid axis, for narrow shapes where B * D / BD programs cannot fill the GPU):
+program c owns steps [c CL, (c+1) CL). With SUMMARY the kernel only writes, per chunk, the state
+reached from a zero start (E) and the product of the decays (P): the chunk maps h -> P h + E.
+The wrapper scans those (B, C, D) summaries across chunks and runs the kernel again with each
+chunk's entry state (forward: h0 per chunk; backward: the g carried in per chunk).
 
 A_MODE: 0 = a is (B, L, D) time-varying; 1 = a is (D,) time-invariant (broadcast in-kernel);
 2 = LRU (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks", eq. 6-7): a is built
@@ -118,33 +125,45 @@ def _decay_tile(
 
 
 @triton.jit
+def _chunk_rows(pid_c, CL, L, i, n_tiles, rows, BLOCK_L: tl.constexpr, BACKWARDS: tl.constexpr):
+    """Time indices (BL,) of the i-th tile visited by chunk pid_c, and their validity."""
+    tile = n_tiles - 1 - i if BACKWARDS else i
+    t_lo = pid_c * CL
+    t = t_lo + tile * BLOCK_L + rows
+    return t, (t < L) & (t < t_lo + CL)
+
+
+@triton.jit
 def scan_fwd_kernel(
-    a_ptr, a2_ptr, b_ptr, bs_ptr, h0_ptr, r_ptr, h_ptr,
-    L, D,
-    s_ab, s_al, s_bb, s_bl, s_h0b, s_rb, s_rl, s_hb, s_hl,
+    a_ptr, a2_ptr, b_ptr, bs_ptr, h0_ptr, r_ptr, h_ptr, se_ptr, sp_ptr,
+    L, D, CL,
+    s_ab, s_al, s_bb, s_bl, s_h0b, s_h0c, s_rb, s_rl, s_hb, s_hl,
     A_MODE: tl.constexpr, A_C: tl.constexpr, B_C: tl.constexpr, H0_C: tl.constexpr,
     COMPLEX: tl.constexpr, HAS_H0: tl.constexpr, HAS_RESET: tl.constexpr, REVERSE: tl.constexpr,
-    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+    SUMMARY: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    """h (B, L, D) from a, b (B, L, D) [a (D,) / LRU logs (D,)], h0 (B, D), reset (B, L)."""
+    """h (B, L, D) from a, b (B, L, D) [a (D,) / LRU logs (D,)], h0 (B, [C,] D), reset (B, L);
+    or, with SUMMARY, the per-chunk maps (E, P) (B, C, D)."""
     pid_b = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
+    pid_c = tl.program_id(2)
     dmask = cols < D
     rows = tl.arange(0, BLOCK_L)  # (BL,)
     inv_re, inv_im = _invariant_a(a_ptr, a2_ptr, cols, dmask, A_MODE, A_C)  # (BD,) if A_MODE > 0
     if A_MODE == 2:
         gamma = tl.exp(tl.load(bs_ptr + cols, mask=dmask, other=0.0).to(tl.float32))  # (BD,)
-    if HAS_H0:
-        cr, ci = _load2(h0_ptr, pid_b * s_h0b, cols, dmask, H0_C, 0.0)  # carried state (BD,)
+    if HAS_H0:  # state entering this chunk
+        cr, ci = _load2(h0_ptr, pid_b * s_h0b + pid_c * s_h0c, cols, dmask, H0_C, 0.0)  # (BD,)
     else:
         cr = tl.zeros((BLOCK_D,), dtype=tl.float32)
         ci = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    if SUMMARY:  # running product of the decays
+        qr = tl.full((BLOCK_D,), 1.0, dtype=tl.float32)
+        qi = tl.zeros((BLOCK_D,), dtype=tl.float32)
     edge = 0 if REVERSE else BLOCK_L - 1  # the row handed to the next tile
-    n_tiles = tl.cdiv(L, BLOCK_L)
+    n_tiles = tl.cdiv(tl.minimum(CL, L - pid_c * CL), BLOCK_L)
     for i in range(n_tiles):
-        tile = n_tiles - 1 - i if REVERSE else i
-        t = tile * BLOCK_L + rows  # (BL,)
-        tvalid = t < L
+        t, tvalid = _chunk_rows(pid_c, CL, L, i, n_tiles, rows, BLOCK_L, REVERSE)  # (BL,)
         mask = tvalid[:, None] & dmask[None, :]  # (BL, BD)
         ar, ai = _decay_tile(a_ptr, r_ptr, t, tvalid, cols, dmask, pid_b, s_ab, s_al, s_rb, s_rl,
                              inv_re, inv_im, A_MODE, A_C, HAS_RESET, BLOCK_L, BLOCK_D)
@@ -154,34 +173,51 @@ def scan_fwd_kernel(
             br = br * gamma[None, :]
             bi = bi * gamma[None, :]
         if COMPLEX:
-            pr, pi, qr, qi = tl.associative_scan((ar, ai, br, bi), 0, _comb_cplx, reverse=REVERSE)
-            hr = pr * cr[None, :] - pi * ci[None, :] + qr
-            hi = pr * ci[None, :] + pi * cr[None, :] + qi
+            pr, pi, er, ei = tl.associative_scan((ar, ai, br, bi), 0, _comb_cplx, reverse=REVERSE)
+            hr = pr * cr[None, :] - pi * ci[None, :] + er
+            hi = pr * ci[None, :] + pi * cr[None, :] + ei
         else:
-            pr, qr = tl.associative_scan((ar, br), 0, _comb_real, reverse=REVERSE)
-            hr = pr * cr[None, :] + qr
+            pr, er = tl.associative_scan((ar, br), 0, _comb_real, reverse=REVERSE)
+            hr = pr * cr[None, :] + er
             hi = hr  # unused
-        _store2(h_ptr, pid_b * s_hb + t[:, None] * s_hl, cols[None, :], mask, hr, hi, COMPLEX)
+        if not SUMMARY:
+            _store2(h_ptr, pid_b * s_hb + t[:, None] * s_hl, cols[None, :], mask, hr, hi, COMPLEX)
         cr = _row(hr, rows, edge)
         if COMPLEX:
             ci = _row(hi, rows, edge)
+        if SUMMARY:
+            tr = _row(pr, rows, edge)  # product of this tile's decays
+            if COMPLEX:
+                ti = _row(pi, rows, edge)
+                qr, qi = tr * qr - ti * qi, tr * qi + ti * qr
+            else:
+                qr = tr * qr
+    if SUMMARY:
+        off = (pid_b * tl.num_programs(2) + pid_c) * D + cols
+        _store2(se_ptr, off * (2 if COMPLEX else 1), 0, dmask, cr, ci, COMPLEX)
+        _store2(sp_ptr, off * (2 if COMPLEX else 1), 0, dmask, qr, qi, COMPLEX)
 
 
 @triton.jit
 def scan_bwd_kernel(
-    a_ptr, a2_ptr, b_ptr, bs_ptr, h0_ptr, r_ptr, h_ptr, gh_ptr,
-    ga_ptr, gb_ptr, gh0_ptr, ggam_ptr,
-    L, D,
+    a_ptr, a2_ptr, b_ptr, bs_ptr, h0_ptr, r_ptr, h_ptr, gh_ptr, g0_ptr,
+    ga_ptr, gb_ptr, gh0_ptr, ggam_ptr, se_ptr, sp_ptr,
+    L, D, CL,
     s_ab, s_al, s_bb, s_bl, s_h0b, s_rb, s_rl, s_hb, s_hl, s_ghb, s_ghl,
     s_gab, s_gal, s_gbb, s_gbl, s_gh0b,
     A_MODE: tl.constexpr, A_C: tl.constexpr, B_C: tl.constexpr, H0_C: tl.constexpr,
     COMPLEX: tl.constexpr, HAS_H0: tl.constexpr, STORE_GH0: tl.constexpr, HAS_RESET: tl.constexpr,
-    REVERSE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+    REVERSE: tl.constexpr, HAS_G0: tl.constexpr, SUMMARY: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    """grad_b (B, L, D), grad_a (B, L, D) [or per-batch partial sums (B, D) when a is (D,)],
-    grad_h0 (B, D), and for LRU the per-batch partial sums of Re(g conj(u)) (B, D) for gamma."""
+    """grad_b (B, L, D), grad_a (B, L, D) [or per-(batch, chunk) partial sums (B, C, D) when a is
+    (D,)], grad_h0 (B, D), and for LRU the per-(batch, chunk) partial sums of Re(g conj(u))
+    (B, C, D) for gamma. g0 (B, C, D): the g carried into each chunk (sequence split). With
+    SUMMARY only the per-chunk maps (E, P) of the g recursion are written."""
     pid_b = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
+    pid_c = tl.program_id(2)
+    n_chunks = tl.num_programs(2)
     dmask = cols < D
     rows = tl.arange(0, BLOCK_L)  # (BL,)
     step = -1 if REVERSE else 1  # forward-time direction of the forward scan
@@ -193,17 +229,22 @@ def scan_bwd_kernel(
     else:
         h0r = tl.zeros((BLOCK_D,), dtype=tl.float32)
         h0i = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    cr = tl.zeros((BLOCK_D,), dtype=tl.float32)  # carried g
-    ci = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    chunk_off = (pid_b * n_chunks + pid_c) * D + cols  # (BD,) into (B, C, D) buffers
+    if HAS_G0:  # g carried into this chunk
+        cr, ci = _load2(g0_ptr, chunk_off * (2 if COMPLEX else 1), 0, dmask, COMPLEX, 0.0)
+    else:
+        cr = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        ci = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    if SUMMARY:
+        qr = tl.full((BLOCK_D,), 1.0, dtype=tl.float32)
+        qi = tl.zeros((BLOCK_D,), dtype=tl.float32)
     acc_r = tl.zeros((BLOCK_D,), dtype=tl.float32)  # sum over time of grad_a (A_MODE > 0)
     acc_i = tl.zeros((BLOCK_D,), dtype=tl.float32)
     acc_g = tl.zeros((BLOCK_D,), dtype=tl.float32)  # sum over time of Re(g conj(u)) (LRU)
     edge = BLOCK_L - 1 if REVERSE else 0
-    n_tiles = tl.cdiv(L, BLOCK_L)
+    n_tiles = tl.cdiv(tl.minimum(CL, L - pid_c * CL), BLOCK_L)
     for i in range(n_tiles):
-        tile = i if REVERSE else n_tiles - 1 - i
-        t = tile * BLOCK_L + rows  # (BL,)
-        tvalid = t < L
+        t, tvalid = _chunk_rows(pid_c, CL, L, i, n_tiles, rows, BLOCK_L, not REVERSE)  # (BL,)
         mask = tvalid[:, None] & dmask[None, :]
         # coefficient of g_{t+step} in g_t: conj(a'_{t+step}), 0 outside [0, L), 1 on padding
         tn = t + step
@@ -214,54 +255,69 @@ def scan_bwd_kernel(
         ni = tl.where(tvalid[:, None], -ni, 0.0)
         ghr, ghi = _load2(gh_ptr, pid_b * s_ghb + t[:, None] * s_ghl, cols[None, :], mask, COMPLEX, 0.0)
         if COMPLEX:
-            pr, pi, qr, qi = tl.associative_scan((nr, ni, ghr, ghi), 0, _comb_cplx, reverse=not REVERSE)
-            gr = pr * cr[None, :] - pi * ci[None, :] + qr
-            gi = pr * ci[None, :] + pi * cr[None, :] + qi
+            pr, pi, qr_, qi_ = tl.associative_scan((nr, ni, ghr, ghi), 0, _comb_cplx, reverse=not REVERSE)
+            gr = pr * cr[None, :] - pi * ci[None, :] + qr_
+            gi = pr * ci[None, :] + pi * cr[None, :] + qi_
         else:
-            pr, qr = tl.associative_scan((nr, ghr), 0, _comb_real, reverse=not REVERSE)
-            gr = pr * cr[None, :] + qr
+            pr, qr_ = tl.associative_scan((nr, ghr), 0, _comb_real, reverse=not REVERSE)
+            gr = pr * cr[None, :] + qr_
             gi = tl.zeros_like(gr)
         cr = _row(gr, rows, edge)
         if COMPLEX:
             ci = _row(gi, rows, edge)
-        # grad_b = g (LRU: gamma g)
+        if SUMMARY:
+            tr = _row(pr, rows, edge)
+            if COMPLEX:
+                ti = _row(pi, rows, edge)
+                qr, qi = tr * qr - ti * qi, tr * qi + ti * qr
+            else:
+                qr = tr * qr
+        else:
+            # grad_b = g (LRU: gamma g)
+            if A_MODE == 2:
+                _store2(gb_ptr, pid_b * s_gbb + t[:, None] * s_gbl, cols[None, :], mask,
+                        gr * gamma[None, :], gi * gamma[None, :], B_C)
+                ur, ui = _load2(b_ptr, pid_b * s_bb + t[:, None] * s_bl, cols[None, :], mask, B_C, 0.0)
+                acc_g += tl.sum(tl.where(mask, gr * ur + gi * ui, 0.0), axis=0)
+            else:
+                _store2(gb_ptr, pid_b * s_gbb + t[:, None] * s_gbl, cols[None, :], mask, gr, gi, B_C)
+            # grad_a = g_t conj(h_{t-step}) (1 - reset_t), h0 before the first step
+            tp = t - step
+            pvalid = (tp >= 0) & (tp < L)
+            pmask = pvalid[:, None] & dmask[None, :]
+            hr, hi = _load2(h_ptr, pid_b * s_hb + tp[:, None] * s_hl, cols[None, :], pmask, COMPLEX, 0.0)
+            first = (tvalid & ~pvalid)[:, None]
+            hr = tl.where(first, h0r[None, :], hr)
+            hi = tl.where(first, h0i[None, :], hi)
+            gar = gr * hr + gi * hi
+            gai = gi * hr - gr * hi
+            if HAS_RESET:
+                r = tl.load(r_ptr + pid_b * s_rb + t * s_rl, mask=tvalid, other=0)
+                keep = (r == 0)[:, None]
+                gar = tl.where(keep, gar, 0.0)
+                gai = tl.where(keep, gai, 0.0)
+            if A_MODE == 0:
+                _store2(ga_ptr, pid_b * s_gab + t[:, None] * s_gal, cols[None, :], mask, gar, gai, A_C)
+            else:
+                acc_r += tl.sum(tl.where(mask, gar, 0.0), axis=0)
+                acc_i += tl.sum(tl.where(mask, gai, 0.0), axis=0)
+    if SUMMARY:
+        _store2(se_ptr, chunk_off * (2 if COMPLEX else 1), 0, dmask, cr, ci, COMPLEX)
+        _store2(sp_ptr, chunk_off * (2 if COMPLEX else 1), 0, dmask, qr, qi, COMPLEX)
+    else:
+        if A_MODE != 0:
+            pc = A_C or A_MODE == 2
+            _store2(ga_ptr, chunk_off * (2 if pc else 1), 0, dmask, acc_r, acc_i, pc)
         if A_MODE == 2:
-            _store2(gb_ptr, pid_b * s_gbb + t[:, None] * s_gbl, cols[None, :], mask,
-                    gr * gamma[None, :], gi * gamma[None, :], B_C)
-            ur, ui = _load2(b_ptr, pid_b * s_bb + t[:, None] * s_bl, cols[None, :], mask, B_C, 0.0)
-            acc_g += tl.sum(tl.where(mask, gr * ur + gi * ui, 0.0), axis=0)
-        else:
-            _store2(gb_ptr, pid_b * s_gbb + t[:, None] * s_gbl, cols[None, :], mask, gr, gi, B_C)
-        # grad_a = g_t conj(h_{t-step}) (1 - reset_t), h0 before the first step
-        tp = t - step
-        pvalid = (tp >= 0) & (tp < L)
-        pmask = pvalid[:, None] & dmask[None, :]
-        hr, hi = _load2(h_ptr, pid_b * s_hb + tp[:, None] * s_hl, cols[None, :], pmask, COMPLEX, 0.0)
-        first = (tvalid & ~pvalid)[:, None]
-        hr = tl.where(first, h0r[None, :], hr)
-        hi = tl.where(first, h0i[None, :], hi)
-        gar = gr * hr + gi * hi
-        gai = gi * hr - gr * hi
-        if HAS_RESET:
-            r = tl.load(r_ptr + pid_b * s_rb + t * s_rl, mask=tvalid, other=0)
-            keep = (r == 0)[:, None]
-            gar = tl.where(keep, gar, 0.0)
-            gai = tl.where(keep, gai, 0.0)
-        if A_MODE == 0:
-            _store2(ga_ptr, pid_b * s_gab + t[:, None] * s_gal, cols[None, :], mask, gar, gai, A_C)
-        else:
-            acc_r += tl.sum(tl.where(mask, gar, 0.0), axis=0)
-            acc_i += tl.sum(tl.where(mask, gai, 0.0), axis=0)
-    if A_MODE != 0:
-        _store2(ga_ptr, pid_b * s_gab, cols, dmask, acc_r, acc_i, A_C or A_MODE == 2)
-    if A_MODE == 2:
-        tl.store(ggam_ptr + pid_b * D + cols, acc_g, mask=dmask)
-    if STORE_GH0:
-        # grad_h0 (stored also without h0: the gradient with respect to a zero initial state) = conj(a'_first) g_first, first = the first step of the forward scan
-        first_t = L - 1 if REVERSE else 0
-        ft = first_t + tl.zeros((1,), dtype=tl.int32)  # (1,)
-        fr, fi = _decay_tile(a_ptr, r_ptr, ft, ft < L, cols, dmask, pid_b, s_ab, s_al, s_rb, s_rl,
-                             inv_re, inv_im, A_MODE, A_C, HAS_RESET, 1, BLOCK_D)
-        fr = tl.sum(fr, axis=0)  # (BD,)
-        fi = -tl.sum(fi, axis=0)
-        _store2(gh0_ptr, pid_b * s_gh0b, cols, dmask, fr * cr - fi * ci, fr * ci + fi * cr, H0_C)
+            tl.store(ggam_ptr + chunk_off, acc_g, mask=dmask)
+        if STORE_GH0:
+            # grad_h0 = conj(a'_first) g_first, first = the first step of the forward scan; only
+            # the chunk holding it stores (also without h0: the gradient for a zero initial state)
+            first_t = L - 1 if REVERSE else 0
+            ft = first_t + tl.zeros((1,), dtype=tl.int32)  # (1,)
+            fr, fi = _decay_tile(a_ptr, r_ptr, ft, ft < L, cols, dmask, pid_b, s_ab, s_al, s_rb, s_rl,
+                                 inv_re, inv_im, A_MODE, A_C, HAS_RESET, 1, BLOCK_D)
+            fr = tl.sum(fr, axis=0)  # (BD,)
+            fi = -tl.sum(fi, axis=0)
+            owner = (cols * 0 + pid_c) == (n_chunks - 1 if REVERSE else 0)  # (BD,)
+            _store2(gh0_ptr, pid_b * s_gh0b, cols, dmask & owner, fr * cr - fi * ci, fr * ci + fi * cr, H0_C)

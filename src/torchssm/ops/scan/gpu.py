@@ -61,17 +61,57 @@ _CUDA_CONFIGS = [
         (64, 64, 4), (64, 64, 8), (128, 32, 4), (64, 128, 8), (128, 64, 8),
     ]
 ]
-_KEY = ["L", "D", "A_MODE", "COMPLEX", "HAS_RESET", "REVERSE"]
+_KEY = ["L", "D", "CL", "A_MODE", "COMPLEX", "HAS_RESET", "REVERSE", "SUMMARY"]
 _fwd_tuned = triton.autotune(configs=_CUDA_CONFIGS, key=_KEY)(K.scan_fwd_kernel)
 _bwd_tuned = triton.autotune(configs=_CUDA_CONFIGS, key=_KEY)(K.scan_bwd_kernel)
 
+# Sequence split: used when B * D / 64 programs are fewer than _SPLIT_TARGET_PER_SM per SM and
+# L >= 2 _SPLIT_MIN_CHUNK, with chunks of at least _SPLIT_MIN_CHUNK steps. It reads a and b twice
+# (5 tensor passes instead of 3), so it only pays where the plain grid leaves SMs idle.
+_SPLIT_TARGET_PER_SM = 2
+_SPLIT_MIN_CHUNK = 1024
 
-def _launch(kernel, tuned, batch, dim, *args, **flags):
+
+def auto_chunks(batch: int, length: int, dim: int, device: torch.device) -> int:
+    """How many time chunks the sequence split uses for this shape (1: no split)."""
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    programs = batch * triton.cdiv(dim, 64)
+    want = triton.cdiv(_SPLIT_TARGET_PER_SM * sms, programs)
+    return max(1, min(want, length // _SPLIT_MIN_CHUNK))
+
+
+def _launch(kernel, tuned, batch, dim, chunks, *args, **flags):
     if INTERPRET:
         cfg = _INTERPRET_CONFIG
-        kernel[(batch, triton.cdiv(dim, cfg["BLOCK_D"]))](*args, **flags, **cfg)
+        kernel[(batch, triton.cdiv(dim, cfg["BLOCK_D"]), chunks)](*args, **flags, **cfg)
     else:
-        tuned[lambda meta: (batch, triton.cdiv(dim, meta["BLOCK_D"]))](*args, **flags)
+        tuned[lambda meta: (batch, triton.cdiv(dim, meta["BLOCK_D"]), chunks)](*args, **flags)
+
+
+def _split(length: int, chunks: Optional[int], batch: int, dim: int, device) -> tuple[int, int]:
+    """(number of chunks, chunk length) for ``chunks`` (None: :func:`auto_chunks`)."""
+    if chunks is None:
+        chunks = auto_chunks(batch, length, dim, device)
+    if not isinstance(chunks, int) or chunks < 1:
+        raise ValueError(f"chunks must be a positive int or None; got {chunks!r}")
+    cl = triton.cdiv(length, min(chunks, length))
+    return triton.cdiv(length, cl), cl
+
+
+def _summaries(batch, n_chunks, dim, complex_, device):
+    """Per-chunk maps h -> P h + E: (E, P), each (B, C, D) float32 or complex64."""
+    dtype = torch.complex64 if complex_ else torch.float32
+    return (torch.empty(batch, n_chunks, dim, dtype=dtype, device=device),
+            torch.empty(batch, n_chunks, dim, dtype=dtype, device=device))
+
+
+def _shift_in(S: torch.Tensor, start: torch.Tensor, later: bool) -> torch.Tensor:
+    """Entry value of each chunk from S (B, C, D), the value after each chunk: ``start`` then S
+    shifted by one chunk (towards later chunks if ``later``, else towards earlier ones)."""
+    start = start[:, None].to(S.dtype)  # (B, 1, D)
+    return torch.cat([start, S[:, :-1]], 1) if later else torch.cat([S[:, 1:], start], 1)
 
 
 def _check_tensor(name: str, t: Optional[torch.Tensor], device: torch.device) -> None:
@@ -134,38 +174,57 @@ def linear_scan_forward(
     *,
     reverse: bool = False,
     reset: Optional[torch.Tensor] = None,
+    chunks: Optional[int] = None,
 ) -> torch.Tensor:
     """h_t = a_t h_{t-1} + b_t by the fused Triton kernel (see the module docstring).
 
     a (B, L, D) or (D,), b (B, L, D), h0 (B, D) or None, reset bool (B, L) or None
     -> h (B, L, D) of dtype promote(a, b, h0); float32 accumulation. Not differentiable by
-    itself: ops/scan/function.py wraps it with :func:`linear_scan_backward`.
+    itself: ops/scan/function.py wraps it with :func:`linear_scan_backward`. ``chunks``: number of
+    time chunks run in parallel (sequence split), None = :func:`auto_chunks` (1 off CUDA).
     """
     check_scan_inputs(a, b, h0, reset)
     r = _common(a, b, h0, reset)
     batch, length, dim = b.shape
     out_dtype = _promote(a, b, h0)
     h = torch.empty(batch, length, dim, dtype=out_dtype, device=b.device)  # (B, L, D)
-    return _forward(a, None, b, None, h0, r, h, reverse=reverse, a_mode=0 if a.dim() == 3 else 1)
+    return _forward(a, None, b, None, h0, r, h, reverse=reverse, a_mode=0 if a.dim() == 3 else 1,
+                    chunks=chunks)
 
 
-def _forward(a, a2, b, bscale, h0, r, h, *, reverse, a_mode):
+def _forward(a, a2, b, bscale, h0, r, h, *, reverse, a_mode, chunks=1):
     batch, length, dim = b.shape
+    n_chunks, cl = _split(length, chunks, batch, dim, b.device)
     av, a_c = _view(a)
     bv, b_c = _view(b)
     hv, h_c = _view(h)
-    h0v, h0_c = _view(h0) if h0 is not None else (bv, False)
     rv = r if r is not None else bv
-    _launch(
-        K.scan_fwd_kernel, _fwd_tuned, batch, dim,
-        av, a2 if a2 is not None else av, bv, bscale if bscale is not None else av, h0v, rv, hv,
-        length, dim,
-        *(_strides(av, 2) if a_mode == 0 else [0, 0]), *_strides(bv, 2),
-        _strides(h0v, 1)[0] if h0 is not None else 0,
-        *(_strides(rv, 2) if r is not None else [0, 0]), *_strides(hv, 2),
-        A_MODE=a_mode, A_C=a_c, B_C=b_c, H0_C=h0_c, COMPLEX=h_c,
-        HAS_H0=h0 is not None, HAS_RESET=r is not None, REVERSE=bool(reverse),
-    )
+
+    def launch(h0, out, e=None, p=None):
+        h0v, h0_c = _view(h0) if h0 is not None else (bv, False)
+        h0_strides = [0, 0]
+        if h0 is not None:  # (B, D), or (B, C, D) entry states per chunk
+            h0_strides = _strides(h0v, 2) if h0.dim() == 3 else [_strides(h0v, 1)[0], 0]
+        _launch(
+            K.scan_fwd_kernel, _fwd_tuned, batch, dim, n_chunks,
+            av, a2 if a2 is not None else av, bv, bscale if bscale is not None else av, h0v, rv, out,
+            e if e is not None else out, p if p is not None else out,
+            length, dim, cl,
+            *(_strides(av, 2) if a_mode == 0 else [0, 0]), *_strides(bv, 2), *h0_strides,
+            *(_strides(rv, 2) if r is not None else [0, 0]), *_strides(hv, 2),
+            A_MODE=a_mode, A_C=a_c, B_C=b_c, H0_C=h0_c, COMPLEX=h_c,
+            HAS_H0=h0 is not None, HAS_RESET=r is not None, REVERSE=bool(reverse),
+            SUMMARY=e is not None,
+        )
+
+    if n_chunks > 1:
+        E, P = _summaries(batch, n_chunks, dim, h_c, b.device)  # (B, C, D) each
+        launch(None, hv, _view(E)[0], _view(P)[0])
+        # state after each chunk, in the order the forward visits them: a short scan over chunks
+        S = _forward(P, None, E, None, h0, None, torch.empty_like(E), reverse=reverse, a_mode=0)
+        start = h0 if h0 is not None else torch.zeros(batch, dim, dtype=E.dtype, device=b.device)
+        h0 = _shift_in(S, start, later=not reverse)  # (B, C, D) state entering each chunk
+    launch(h0, hv)
     return h
 
 
@@ -178,6 +237,7 @@ def linear_scan_backward(
     reverse: bool = False,
     reset: Optional[torch.Tensor] = None,
     b: Optional[torch.Tensor] = None,
+    chunks: Optional[int] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of :func:`linear_scan_forward` in one reverse-scan kernel.
 
@@ -190,7 +250,7 @@ def linear_scan_backward(
     (optional) only fixes grad_b's dtype (a real b gets the real part), default h's dtype.
     Returns (grad_a like a, grad_b (B, L, D), grad_h0 (B, D) in h0's dtype, or h's dtype when
     h0 is None: the gradient with respect to a zero initial state). grad_a of a time-invariant
-    a (D,) is summed over batch and time.
+    a (D,) is summed over batch and time. ``chunks``: as in :func:`linear_scan_forward`.
     """
     check_scan_inputs(a, h, h0, reset)
     if tuple(grad_h.shape) != tuple(h.shape):
@@ -203,43 +263,65 @@ def linear_scan_backward(
     b_dtype = b.dtype if b is not None else h.dtype
     grad_b = torch.empty(batch, length, dim, dtype=b_dtype, device=h.device)  # (B, L, D)
     invariant = a.dim() == 1
-    if invariant:  # per-batch partial sums (B, D), float32, reduced below
-        part = torch.empty(batch, dim, dtype=torch.complex64 if a.is_complex() else torch.float32,
-                           device=h.device)
-    else:
-        part = torch.empty_like(a, memory_format=torch.contiguous_format)
+    grad_a = None if invariant else torch.empty_like(a, memory_format=torch.contiguous_format)
     grad_h0 = torch.empty(batch, dim, dtype=(h0 if h0 is not None else h).dtype, device=h.device)
-    _backward(a, None, None, None, h0, r, h, grad_h, part, grad_b, grad_h0, None,
-              reverse=reverse, a_mode=1 if invariant else 0)
-    grad_a = part.sum(0).to(a.dtype) if invariant else part
+    sum_a, _ = _backward(a, None, None, None, h0, r, h, grad_h, grad_a, grad_b, grad_h0,
+                         reverse=reverse, a_mode=1 if invariant else 0, chunks=chunks)
+    if invariant:
+        grad_a = sum_a.to(a.dtype)  # (D,)
     return grad_a, grad_b, grad_h0
 
 
-def _backward(a, a2, b, bscale, h0, r, h, grad_h, ga, gb, gh0, ggam, *, reverse, a_mode):
+def _backward(a, a2, b, bscale, h0, r, h, grad_h, ga, gb, gh0, *, reverse, a_mode, chunks=1):
+    """Launch the backward; returns the sums over batch and time (D,) of grad_a (None for a
+    time-varying a, whose gradient goes to ``ga``) and, for LRU, of Re(g conj(u)) (else None)."""
     batch, length, dim = h.shape
+    n_chunks, cl = _split(length, chunks, batch, dim, h.device)
     av, a_c = _view(a)
     hv, h_c = _view(h)
     ghv, _ = _view(grad_h)
-    gav, _ = _view(ga)
     gbv, gb_c = _view(gb)
     bv = _view(b)[0] if b is not None else hv
     h0v, _ = _view(h0) if h0 is not None else (hv, False)
     gh0v, gh0_c = _view(gh0) if gh0 is not None else (hv, False)
     rv = r if r is not None else hv
-    _launch(
-        K.scan_bwd_kernel, _bwd_tuned, batch, dim,
-        av, a2 if a2 is not None else av, bv, bscale if bscale is not None else av, h0v, rv, hv, ghv,
-        gav, gbv, gh0v, ggam if ggam is not None else gav,
-        length, dim,
-        *(_strides(av, 2) if a_mode == 0 else [0, 0]), *_strides(bv, 2),
-        _strides(h0v, 1)[0] if h0 is not None else 0,
-        *(_strides(rv, 2) if r is not None else [0, 0]), *_strides(hv, 2), *_strides(ghv, 2),
-        *(_strides(gav, 2) if a_mode == 0 else [_strides(gav, 1)[0], 0]), *_strides(gbv, 2),
-        _strides(gh0v, 1)[0] if gh0 is not None else 0,
-        A_MODE=a_mode, A_C=a_c, B_C=gb_c, H0_C=gh0_c, COMPLEX=h_c,
-        HAS_H0=h0 is not None, STORE_GH0=gh0 is not None, HAS_RESET=r is not None,
-        REVERSE=bool(reverse),
-    )
+    if a_mode == 0:
+        gav = _view(ga)[0]
+    else:  # per-(batch, chunk) partial sums, reduced below
+        part_dtype = torch.complex64 if (a_c or a_mode == 2) else torch.float32
+        part = torch.empty(batch, n_chunks, dim, dtype=part_dtype, device=h.device)  # (B, C, D)
+        gav = _view(part)[0]
+    ggam = torch.empty(batch, n_chunks, dim, dtype=torch.float32, device=h.device) if a_mode == 2 else None
+
+    def launch(g0=None, e=None, p=None):
+        _launch(
+            K.scan_bwd_kernel, _bwd_tuned, batch, dim, n_chunks,
+            av, a2 if a2 is not None else av, bv, bscale if bscale is not None else av, h0v, rv, hv, ghv,
+            _view(g0)[0] if g0 is not None else hv,
+            gav, gbv, gh0v, ggam if ggam is not None else hv,
+            e if e is not None else hv, p if p is not None else hv,
+            length, dim, cl,
+            *(_strides(av, 2) if a_mode == 0 else [0, 0]), *_strides(bv, 2),
+            _strides(h0v, 1)[0] if h0 is not None else 0,
+            *(_strides(rv, 2) if r is not None else [0, 0]), *_strides(hv, 2), *_strides(ghv, 2),
+            *(_strides(gav, 2) if a_mode == 0 else [0, 0]), *_strides(gbv, 2),
+            _strides(gh0v, 1)[0] if gh0 is not None else 0,
+            A_MODE=a_mode, A_C=a_c, B_C=gb_c, H0_C=gh0_c, COMPLEX=h_c,
+            HAS_H0=h0 is not None, STORE_GH0=gh0 is not None, HAS_RESET=r is not None,
+            REVERSE=bool(reverse), HAS_G0=g0 is not None, SUMMARY=e is not None,
+        )
+
+    g0 = None
+    if n_chunks > 1:
+        E, P = _summaries(batch, n_chunks, dim, h_c, h.device)  # (B, C, D) each
+        launch(e=_view(E)[0], p=_view(P)[0])
+        # g leaving each chunk, in the order the backward visits them (opposite to the forward)
+        G = _forward(P, None, E, None, None, None, torch.empty_like(E), reverse=not reverse, a_mode=0)
+        g0 = _shift_in(G, torch.zeros(batch, dim, dtype=E.dtype, device=h.device), later=reverse)
+    launch(g0)
+    if a_mode == 0:
+        return None, None
+    return part.sum((0, 1)), ggam.sum((0, 1)) if ggam is not None else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,7 +364,7 @@ def _check_lru(nu_log, theta_log, gamma_log, bu):
 
 class _LRUScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, nu_log, theta_log, gamma_log, bu, h0, reset, reverse):
+    def forward(ctx, nu_log, theta_log, gamma_log, bu, h0, reset, reverse, chunks):
         r = _common(nu_log, bu, h0, reset)
         batch, length, n = bu.shape
         out_dtype = torch.complex64
@@ -290,30 +372,27 @@ class _LRUScan(torch.autograd.Function):
         nu = nu_log.contiguous()
         th = theta_log.contiguous()
         ga = gamma_log.contiguous()
-        _forward(nu, th, bu, ga, h0, r, h, reverse=reverse, a_mode=2)
+        _forward(nu, th, bu, ga, h0, r, h, reverse=reverse, a_mode=2, chunks=chunks)
         ctx.save_for_backward(nu, th, ga, bu, h0, reset, h)
-        ctx.reverse = reverse
+        ctx.reverse, ctx.chunks = reverse, chunks
         return h
 
     @staticmethod
     def backward(ctx, grad_h):
         nu, th, ga, bu, h0, reset, h = ctx.saved_tensors
-        batch, length, n = bu.shape
         r = reset.view(torch.uint8) if reset is not None else None
         grad_bu = torch.empty_like(bu, memory_format=torch.contiguous_format)  # (B, L, N)
-        part_lam = torch.empty(batch, n, dtype=torch.complex64, device=bu.device)  # (B, N)
-        part_gam = torch.empty(batch, n, dtype=torch.float32, device=bu.device)  # (B, N)
         grad_h0 = torch.empty_like(h0, memory_format=torch.contiguous_format) if h0 is not None else None
         grad_h = grad_h.to(torch.complex64)
-        _backward(nu, th, bu, ga, h0, r, h, grad_h, part_lam, grad_bu, grad_h0, part_gam,
-                  reverse=ctx.reverse, a_mode=2)
+        sum_lam, sum_gam = _backward(nu, th, bu, ga, h0, r, h, grad_h, None, grad_bu, grad_h0,
+                                     reverse=ctx.reverse, a_mode=2, chunks=ctx.chunks)  # (N,) each
         # chain rule through lambda = exp(z), z = -exp(nu_log) + i exp(theta_log): O(N) work
         lam = _lru_lambda(nu.float(), th.float())
-        grad_z = part_lam.sum(0) * lam.conj()  # (N,)
+        grad_z = sum_lam * lam.conj()  # (N,)
         grad_nu = (grad_z.real * -torch.exp(nu.float())).to(nu.dtype)
         grad_th = (grad_z.imag * torch.exp(th.float())).to(th.dtype)
-        grad_gam = (part_gam.sum(0) * torch.exp(ga.float())).to(ga.dtype)
-        return grad_nu, grad_th, grad_gam, grad_bu, grad_h0, None, None
+        grad_gam = (sum_gam * torch.exp(ga.float())).to(ga.dtype)
+        return grad_nu, grad_th, grad_gam, grad_bu, grad_h0, None, None, None
 
 
 def lru_scan(
@@ -325,6 +404,7 @@ def lru_scan(
     *,
     reverse: bool = False,
     reset: Optional[torch.Tensor] = None,
+    chunks: Optional[int] = None,
 ) -> torch.Tensor:
     """Fused LRU recurrence x_t = lambda x_{t-1} + gamma (B u)_t, differentiable.
 
@@ -334,8 +414,9 @@ def lru_scan(
     for the three (N,) parameters.
 
     Args: nu_log, theta_log, gamma_log (N,) real; bu (B, L, N) complex64 (or real);
-    h0 (B, N) or None; reverse; reset bool (B, L) or None. Returns x (B, L, N) complex64.
+    h0 (B, N) or None; reverse; reset bool (B, L) or None; chunks (sequence split) as in
+    :func:`linear_scan_forward`. Returns x (B, L, N) complex64.
     """
     _check_lru(nu_log, theta_log, gamma_log, bu)
     check_scan_inputs(nu_log, bu, h0, reset)
-    return _LRUScan.apply(nu_log, theta_log, gamma_log, bu, h0, reset, bool(reverse))
+    return _LRUScan.apply(nu_log, theta_log, gamma_log, bu, h0, reset, bool(reverse), chunks)
