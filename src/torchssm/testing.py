@@ -121,16 +121,20 @@ def check_layer_contract(layer, *, length: int = 12, **tol) -> None:
 
 def first_token_accuracy(layer, *, length: int = 256, steps: int = 150, lr: float = 1e-2, classes: int = 4,
                          batch: int = 32, seed: int = 0) -> float:
-    """Train ``layer`` (with an embedding in front and a linear head on the last output) to recall the
-    first token of a sequence of ``length`` tokens (the rest a blank token), then return the accuracy
-    on 256 fresh sequences. A 1-layer SSM with long memory reaches 100% in a few dozen Adam steps
-    (the "learns a small task" check of the S4 family issue)."""
+    """Train ``layer`` (embedding -> layer -> LayerNorm of the last output -> linear head) to recall
+    the first token of a sequence of ``length`` tokens (the rest a blank token that embeds to zero),
+    then return the accuracy on 256 fresh sequences. One S4/S4D/DSS/S5 layer (H = N = 16) reaches
+    100% at L = 64 in 30 Adam steps for every seed we tried (the "learns a small task" check of the S4
+    family issue; seed the layer's construction for a deterministic test)."""
     from torch import nn
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    emb, head = nn.Embedding(classes + 1, layer.d_model), nn.Linear(layer.d_model, classes)
-    params = [*layer.parameters(), *emb.parameters(), *head.parameters()]
+    # the blank token embeds to zero (padding_idx), so the last output is the recalled signal alone
+    emb = nn.Embedding(classes + 1, layer.d_model, padding_idx=classes)
+    head = nn.Linear(layer.d_model, classes)
+    norm = nn.LayerNorm(layer.d_model)  # the recalled K_l * e(first) may be small: normalise it
+    params = [*layer.parameters(), *emb.parameters(), *norm.parameters(), *head.parameters()]
     opt = torch.optim.Adam(params, lr=lr)
 
     def batch_of(n):
@@ -140,7 +144,7 @@ def first_token_accuracy(layer, *, length: int = 256, steps: int = 150, lr: floa
         return x, first
 
     def logits(x):
-        return head(torch.nn.functional.gelu(layer(emb(x))[:, -1]))  # (b, classes)
+        return head(norm(layer(emb(x))[:, -1]))  # (b, classes)
 
     layer.train()
     for _ in range(steps):
@@ -153,3 +157,29 @@ def first_token_accuracy(layer, *, length: int = 256, steps: int = 150, lr: floa
     x, first = batch_of(256)
     with torch.no_grad():
         return (logits(x).argmax(-1) == first).float().mean().item()
+
+
+def assert_values_and_grads_close(outputs, references, inputs, *, seed: int = 0, **tol) -> None:
+    """``outputs`` and ``references`` (sequences of real or complex tensors, both computed from
+    ``inputs``) are close, and so are the gradients, with respect to every tensor in ``inputs``, of one
+    fixed random projection of them (the cotangent is the same for both, so this checks every vector-
+    Jacobian product direction the projection sees, including the initial state's)."""
+    gen = torch.Generator().manual_seed(seed)
+    inputs = list(inputs)
+
+    def as_real(t):
+        return torch.stack([t.real, t.imag], -1) if t.is_complex() else t
+
+    loss_out, loss_ref = 0.0, 0.0
+    for out, ref in zip(outputs, references, strict=True):
+        torch.testing.assert_close(out, ref, **tol)
+        g = torch.randn(as_real(out).shape, generator=gen, dtype=out.real.dtype).to(out.device)
+        loss_out = loss_out + (as_real(out) * g).sum()
+        loss_ref = loss_ref + (as_real(ref) * g).sum()
+    grads = torch.autograd.grad(loss_out, inputs, allow_unused=True)
+    grads_ref = torch.autograd.grad(loss_ref, inputs, allow_unused=True)
+    for i, (a, b) in enumerate(zip(grads, grads_ref, strict=True)):
+        if a is None or b is None:
+            raise AssertionError(f"input {i}: gradient is None on one side only" if (a is None) != (b is None)
+                                 else f"input {i} does not influence the outputs")
+        torch.testing.assert_close(a, b, **tol)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from torchssm.layers import DSS, build_layer
-from torchssm.testing import check_layer_contract, first_token_accuracy
+from torchssm.testing import check_layer_contract, check_step_matches_forward, first_token_accuracy
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 
@@ -63,14 +63,7 @@ def test_softmax_with_positive_real_parts_is_stable_and_matches_recurrence():
 
 def test_exp_convolution_equals_recurrence_at_L4096():
     layer = make(d_model=2, version="exp")
-    x = torch.randn(1, 4096, 2, dtype=torch.float64)
-    with torch.no_grad():
-        y = layer(x)
-        state, ys = layer.init_state(1), []
-        for t in range(4096):
-            y_t, state = layer.step(x[:, t], state)
-            ys.append(y_t)
-    torch.testing.assert_close(torch.stack(ys, 1), y, rtol=1e-9, atol=1e-9)
+    check_step_matches_forward(layer, torch.randn(1, 4096, 2, dtype=torch.float64), rtol=1e-9, atol=1e-9)
 
 
 def test_bad_arguments_raise():
@@ -93,9 +86,11 @@ def test_registry_and_optimizer_tags():
 
 
 def test_learns_to_remember_the_first_token():
-    assert first_token_accuracy(DSS(16, 16), length=64, steps=30, lr=5e-2) > 0.9
+    torch.manual_seed(0)
+    assert first_token_accuracy(DSS(16, 16), length=64, steps=30, lr=1e-2) > 0.9
 
 
 @pytest.mark.slow
 def test_learns_to_remember_the_first_token_over_256_steps():
-    assert first_token_accuracy(DSS(32, 16), length=256, steps=150, lr=1e-2) > 0.9
+    torch.manual_seed(0)
+    assert first_token_accuracy(DSS(32, 16), length=256, steps=60, lr=1e-2) > 0.9

@@ -7,7 +7,8 @@ import torch
 
 from torchssm.layers import S4, build_layer
 from torchssm.layers.discretize import discretize_dense
-from torchssm.testing import check_layer_contract, first_token_accuracy
+from torchssm.testing import (assert_values_and_grads_close, check_layer_contract, check_step_matches_forward,
+                              first_token_accuracy)
 
 F64 = dict(rtol=1e-9, atol=1e-9)
 
@@ -74,28 +75,13 @@ def test_convolution_path_gradients_equal_dense_loop():
     layer = make(l_max=16)
     x = torch.randn(2, 11, 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2, 3, 4, dtype=torch.complex128, requires_grad=True)
-    y, hL = layer(x, h0, return_state=True)
-    y_ref, hL_ref = dense_loop(layer, x, h0)
-    torch.testing.assert_close(y, y_ref, **F64)
-    torch.testing.assert_close(hL, hL_ref, **F64)
-    g, gh = torch.randn_like(y), torch.randn_like(hL)
     params = [x, h0, *layer.parameters()]
-    grads = torch.autograd.grad((y * g).sum() + (hL * gh.conj()).real.sum(), params)
-    grads_ref = torch.autograd.grad((y_ref * g).sum() + (hL_ref * gh.conj()).real.sum(), params)
-    for a, b in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(a, b, **F64)
+    assert_values_and_grads_close(layer(x, h0, return_state=True), dense_loop(layer, x, h0), params, **F64)
 
 
 def test_convolution_equals_recurrence_at_L4096():
     layer = make(d_model=2, l_max=4096)
-    x = torch.randn(1, 4096, 2, dtype=torch.float64)
-    with torch.no_grad():
-        y = layer(x)
-        state, ys = layer.init_state(1), []
-        for t in range(4096):
-            y_t, state = layer.step(x[:, t], state)
-            ys.append(y_t)
-    torch.testing.assert_close(torch.stack(ys, 1), y, rtol=1e-8, atol=1e-8)
+    check_step_matches_forward(layer, torch.randn(1, 4096, 2, dtype=torch.float64), rtol=1e-8, atol=1e-8)
 
 
 def test_kernel_doubling_keeps_the_function():
@@ -135,12 +121,14 @@ def test_registry_and_optimizer_tags():
 
 
 def test_learns_to_remember_the_first_token():
-    assert first_token_accuracy(S4(16, 16, l_max=64), length=64, steps=30, lr=5e-2) > 0.9
+    torch.manual_seed(0)
+    assert first_token_accuracy(S4(16, 16, l_max=64), length=64, steps=30, lr=1e-2) > 0.9
 
 
 @pytest.mark.slow
 def test_learns_to_remember_the_first_token_over_256_steps():
-    assert first_token_accuracy(S4(32, 16, l_max=256), length=256, steps=150, lr=1e-2) > 0.9
+    torch.manual_seed(0)
+    assert first_token_accuracy(S4(32, 16, l_max=256), length=256, steps=60, lr=1e-2) > 0.9
 
 
 def test_step_cache_follows_parameter_updates():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from torchssm.layers import S4D, build_layer
-from torchssm.testing import check_layer_contract, first_token_accuracy
+from torchssm.testing import assert_values_and_grads_close, check_layer_contract, first_token_accuracy
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 
@@ -52,17 +52,8 @@ def test_convolution_equals_dense_recurrence_with_state_and_gradients(discretiza
     layer = make(discretization=discretization)
     x = torch.randn(2, 17, 4, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2, 4, 4, dtype=torch.complex128, requires_grad=True)
-    y, hL = layer(x, h0, return_state=True)
-    y_ref, hL_ref = dense_loop(layer, x, h0)
-    torch.testing.assert_close(y, y_ref, **F64)
-    torch.testing.assert_close(hL, hL_ref, **F64)
-    g = torch.randn_like(y)
-    gh = torch.randn_like(hL)
     params = [x, h0, *layer.parameters()]
-    grads = torch.autograd.grad((y * g).sum() + (hL * gh.conj()).real.sum(), params)
-    grads_ref = torch.autograd.grad((y_ref * g).sum() + (hL_ref * gh.conj()).real.sum(), params)
-    for a, b in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(a, b, **F64)
+    assert_values_and_grads_close(layer(x, h0, return_state=True), dense_loop(layer, x, h0), params, **F64)
 
 
 def test_convolution_equals_recurrence_at_L4096():
@@ -105,9 +96,11 @@ def test_registry_and_optimizer_tags():
 
 
 def test_learns_to_remember_the_first_token():
-    assert first_token_accuracy(S4D(16, 16), length=64, steps=30, lr=5e-2) > 0.9
+    torch.manual_seed(0)
+    assert first_token_accuracy(S4D(16, 16), length=64, steps=30, lr=1e-2) > 0.9
 
 
 @pytest.mark.slow
 def test_learns_to_remember_the_first_token_over_256_steps():
-    assert first_token_accuracy(S4D(32, 16), length=256, steps=150, lr=1e-2) > 0.9
+    torch.manual_seed(0)
+    assert first_token_accuracy(S4D(32, 16), length=256, steps=60, lr=1e-2) > 0.9

@@ -9,7 +9,8 @@ import torch
 
 from torchssm.layers import S5, build_layer
 from torchssm.layers.discretize import discretize_dense
-from torchssm.testing import check_bad_inputs_raise, check_layer_contract, first_token_accuracy
+from torchssm.testing import (assert_values_and_grads_close, check_bad_inputs_raise, check_layer_contract,
+                              first_token_accuracy)
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 
@@ -68,14 +69,7 @@ def test_equals_dense_matrix_recurrence_outputs_and_gradients(kw):
     layer = make(dt_global=True, **kw)
     x = torch.randn(2, 11, 4, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2, layer.n_complex, dtype=torch.complex128, requires_grad=True)
-    y = layer(x, h0)
-    y_ref = dense_loop(layer, x, h0)
-    torch.testing.assert_close(y, y_ref, **F64)
-    g = torch.randn_like(y)
-    params = [x, h0, *layer.parameters()]
-    for a, b in zip(torch.autograd.grad((y * g).sum(), params), torch.autograd.grad((y_ref * g).sum(), params),
-                    strict=True):
-        torch.testing.assert_close(a, b, **F64)
+    assert_values_and_grads_close([layer(x, h0)], [dense_loop(layer, x, h0)], [x, h0, *layer.parameters()], **F64)
 
 
 def test_timescale_per_step_matches_step_and_step_rescale():
@@ -145,9 +139,11 @@ def test_registry_and_optimizer_group():
 
 
 def test_learns_to_remember_the_first_token():
-    assert first_token_accuracy(S5(16, 16), length=64, steps=30, lr=5e-2) > 0.9
+    torch.manual_seed(0)
+    assert first_token_accuracy(S5(16, 16), length=64, steps=30, lr=1e-2) > 0.9
 
 
 @pytest.mark.slow
 def test_learns_to_remember_the_first_token_over_256_steps():
-    assert first_token_accuracy(S5(32, 16), length=256, steps=150, lr=1e-2) > 0.9
+    torch.manual_seed(0)
+    assert first_token_accuracy(S5(32, 16), length=256, steps=60, lr=1e-2) > 0.9

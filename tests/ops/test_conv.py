@@ -8,28 +8,15 @@ from torchssm.ops.cauchy import cauchy, cauchy_naive
 from torchssm.ops.conv import conv_naive, fft_conv
 from torchssm.ops.vandermonde import (vandermonde, vandermonde_naive, vandermonde_transpose,
                                       vandermonde_transpose_naive)
+from torchssm.testing import assert_values_and_grads_close
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 
 
-def _grads(fn, inputs, seed=0):
-    """Output and gradients of <fn(*inputs), G> for a fixed random cotangent G (complex aware)."""
-    inputs = [t.detach().clone().requires_grad_(True) for t in inputs]
-    out = fn(*inputs)
-    gen = torch.Generator().manual_seed(seed)
-    g = torch.randn(out.shape, generator=gen, dtype=out.real.dtype)
-    if out.is_complex():
-        g = torch.complex(g, torch.randn(out.shape, generator=gen, dtype=out.real.dtype))
-    grads = torch.autograd.grad(out, inputs, g)
-    return out, grads
-
-
 def _assert_same(fast, ref, inputs):
-    out_f, g_f = _grads(fast, inputs)
-    out_r, g_r = _grads(ref, inputs)
-    torch.testing.assert_close(out_f, out_r, **F64)
-    for a, b in zip(g_f, g_r, strict=True):
-        torch.testing.assert_close(a, b, **F64)
+    """Outputs and the gradients with respect to every input agree in float64."""
+    inputs = [t.detach().clone().requires_grad_(True) for t in inputs]
+    assert_values_and_grads_close([fast(*inputs)], [ref(*inputs)], inputs, **F64)
 
 
 def _cplx(*shape, scale=1.0):

@@ -33,10 +33,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from torchssm.layers.base import SSMLayer
 from torchssm.layers.discretize import discretize_dense
 from torchssm.layers.init import HIPPO_MEASURES, hippo_dplr, log_uniform_dt
-from torchssm.layers.s4d import complex_dtype, complex_param
+from torchssm.layers.s4d import ChannelStateSSM, complex_dtype, complex_param
 from torchssm.ops.cauchy import cauchy
 from torchssm.ops.conv import fft_conv
 
@@ -56,7 +55,7 @@ def _power_sum(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return v[:, :, 0]
 
 
-class S4(SSMLayer):
+class S4(ChannelStateSSM):
     """S4 layer (DPLR, Cauchy kernel, bilinear, learned C~, kernel doubling, dense recurrent step).
 
     Args (defaults and their sources):
@@ -75,14 +74,14 @@ class S4(SSMLayer):
 
     def __init__(self, d_model: int, d_state: int = 64, *, measure: str = "legs", l_max: int = 1024,
                  dt_min: float = 1e-3, dt_max: float = 1e-1, lr: Optional[float] = 1e-3):
-        super().__init__(d_model)
         if measure not in HIPPO_MEASURES:
             raise ValueError(f"unknown S4 measure {measure!r}; expected one of {list(HIPPO_MEASURES)}")
         if d_state < 2 or d_state % 2:
             raise ValueError(f"S4 keeps one of each conjugate pair: d_state must be even >= 2; got {d_state}")
         if not isinstance(l_max, int) or l_max < 1:
             raise ValueError(f"l_max must be a positive int; got {l_max!r}")
-        self.d_state, self.measure, self.n_complex = d_state, measure, d_state // 2
+        super().__init__(d_model, d_state // 2)
+        self.d_state, self.measure = d_state, measure
         H = d_model
         lam, P, B, _ = hippo_dplr(measure, d_state)  # (m,), (r, m), (m,)
         self.log_dt = nn.Parameter(log_uniform_dt(H, dt_min, dt_max).float())
@@ -91,7 +90,6 @@ class S4(SSMLayer):
         self.P = complex_param(P[:, None, :].repeat(1, H, 1))  # (r, H, m, 2)
         self.B = complex_param(B.repeat(H, 1))  # (H, m, 2)
         self.C = complex_param(torch.randn(H, self.n_complex, dtype=torch.complex128))  # C~
-        self.D = nn.Parameter(torch.randn(H))
         self.register_buffer("kernel_length", torch.tensor(l_max, dtype=torch.long))
         names = ("log_dt", "log_A_real", "A_imag", "P", "B")
         self.optim_overrides = {} if lr is None else {k: {"lr": lr, "weight_decay": 0.0} for k in names}
@@ -161,12 +159,6 @@ class S4(SSMLayer):
         self.kernel_length.mul_(2)
 
     # --- contract ----------------------------------------------------------------------------------
-    def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
-        """Zero state (b, H, m): complex64 for float32 parameters, complex128 for float64."""
-        cdtype = complex_dtype(self.D.dtype if dtype is None else dtype)
-        device = self.D.device if device is None else device
-        return torch.zeros(batch, self.d_model, self.n_complex, device=device, dtype=cdtype)
-
     def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False):
         self._check_forward(x, state)
         length = x.shape[1]

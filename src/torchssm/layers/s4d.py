@@ -43,16 +43,27 @@ def complex_param(z: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(torch.view_as_real(z.to(torch.complex64)).clone())
 
 
-class DiagonalConvSSM(SSMLayer):
-    """Convolution-mode diagonal SSM: subclasses define ``_ssm_params()`` -> (dtA, B_bar, C), each (H, m)
-    complex, and may override ``_kernel`` (same math, another evaluation order)."""
-
-    kernel_scale: float = 2.0  # s above
+class ChannelStateSSM(SSMLayer):
+    """H single-input single-output SSMs with m complex states each (S4, S4D, DSS): state (b, H, m)
+    and a skip connection D (H,)."""
 
     def __init__(self, d_model: int, n_complex: int):
         super().__init__(d_model)
         self.n_complex = n_complex
         self.D = nn.Parameter(torch.randn(d_model))  # skip connection, N(0, 1) as in the S4 code
+
+    def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
+        """Zero state (b, H, m): complex64 for float32 parameters, complex128 for float64."""
+        cdtype = complex_dtype(self.D.dtype if dtype is None else dtype)
+        device = self.D.device if device is None else device
+        return torch.zeros(batch, self.d_model, self.n_complex, device=device, dtype=cdtype)
+
+
+class DiagonalConvSSM(ChannelStateSSM):
+    """Convolution-mode diagonal SSM: subclasses define ``_ssm_params()`` -> (dtA, B_bar, C), each (H, m)
+    complex, and may override ``_kernel`` (same math, another evaluation order)."""
+
+    kernel_scale: float = 2.0  # s above
 
     def _ssm_params(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -60,12 +71,6 @@ class DiagonalConvSSM(SSMLayer):
     def _kernel(self, length: int, dtA: torch.Tensor, B_bar: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
         """K (H, length) real: s Re(sum_n C_n B_bar_n exp(dtA_n l))."""
         return self.kernel_scale * vandermonde(C * B_bar, dtA, length).real
-
-    def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
-        """Zero state (b, H, m): complex64 for float32 parameters, complex128 for float64."""
-        cdtype = complex_dtype(self.D.dtype if dtype is None else dtype)
-        device = self.D.device if device is None else device
-        return torch.zeros(batch, self.d_model, self.n_complex, device=device, dtype=cdtype)
 
     def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False):
         self._check_forward(x, state)
@@ -155,4 +160,4 @@ class S4D(DiagonalConvSSM):
                 f"discretization={self.discretization!r}")
 
 
-__all__ = ["S4D", "DiagonalConvSSM", "complex_dtype", "complex_param"]
+__all__ = ["S4D", "ChannelStateSSM", "DiagonalConvSSM", "complex_dtype", "complex_param"]
