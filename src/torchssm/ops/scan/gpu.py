@@ -4,15 +4,17 @@
 
 Same primitive as every scan backend (naive.py, chunked.py, cpu.py):
 
-    linear_scan_forward(a, b, h0=None, *, reverse=False, reset=None) -> h
-    linear_scan_backward(a, h, grad_h, h0=None, *, reverse=False, reset=None)
-        -> (grad_a, grad_b, grad_h0)
+    linear_scan_forward(a, b, h0=None, *, reverse=False, reset=None, chunks=None) -> h
+    linear_scan_backward(a, h, h0, grad_h, *, reverse=False, reset=None, chunks=None)
+        -> (grad_a, grad_b, grad_h0)                 (the argument order of cpu.py / function.py)
 
 Shapes: a (B, L, D) or (D,), b (B, L, D), h0 (B, D) or None, reset bool (B, L) or None,
 h (B, L, D). Real (float32, bfloat16, float16) or complex64; the kernels compute and carry the
 state in float32 (DESIGN.md "Numerics": no bf16 complex exists and bf16 rounds 0.999 to 1.0).
 The output dtype is ``promote(a, b, h0)`` like the naive reference; grad_x has x's dtype and
-shape (grad_a of a (D,) is (D,), summed over batch and time; grad_h0 is None when h0 is None).
+shape (grad_a of a (D,) is (D,), summed over batch and time; without h0, grad_h0 is the
+gradient with respect to a zero initial state, in h's dtype). ``chunks`` splits the time axis
+for narrow shapes (:func:`auto_chunks`; see docs/gpu.md).
 
 Importing this module needs Triton (``pip install torchssm[gpu]``); it raises ImportError
 otherwise. Tensors must be on CUDA, or on the CPU with ``TRITON_INTERPRET=1`` set before
@@ -38,6 +40,7 @@ from torchssm.ops.scan.api import check_scan_inputs
 from torchssm.ops.scan.naive import linear_scan_naive
 
 __all__ = [
+    "auto_chunks",
     "linear_scan_forward",
     "linear_scan_backward",
     "lru_scan",
