@@ -20,6 +20,9 @@ carried from the previous tile. Arithmetic and the carried state are float32 wha
 dtype (bf16/fp16 inputs are upcast on load); complex tensors are read through
 ``torch.view_as_real`` (interleaved re/im, channel stride 2), so no copy into planes is made.
 
+LB (unused in the kernels) is the chunk length rounded up to a power of two: the autotuning key,
+so a new sequence length does not trigger a new tuning run unless it changes that bucket.
+
 Padding rows (outside the program's time range) act as the identity (a' = 1, b = 0), so the
 carry passes through them.
 
@@ -136,7 +139,7 @@ def _chunk_rows(pid_c, CL, L, i, n_tiles, rows, BLOCK_L: tl.constexpr, BACKWARDS
 @triton.jit
 def scan_fwd_kernel(
     a_ptr, a2_ptr, b_ptr, bs_ptr, h0_ptr, r_ptr, h_ptr, se_ptr, sp_ptr,
-    L, D, CL,
+    L, D, CL, LB,
     s_ab, s_al, s_bb, s_bl, s_h0b, s_h0c, s_rb, s_rl, s_hb, s_hl,
     A_MODE: tl.constexpr, A_C: tl.constexpr, B_C: tl.constexpr, H0_C: tl.constexpr,
     COMPLEX: tl.constexpr, HAS_H0: tl.constexpr, HAS_RESET: tl.constexpr, REVERSE: tl.constexpr,
@@ -202,7 +205,7 @@ def scan_fwd_kernel(
 def scan_bwd_kernel(
     a_ptr, a2_ptr, b_ptr, bs_ptr, h0_ptr, r_ptr, h_ptr, gh_ptr, g0_ptr,
     ga_ptr, gb_ptr, gh0_ptr, ggam_ptr, se_ptr, sp_ptr,
-    L, D, CL,
+    L, D, CL, LB,
     s_ab, s_al, s_bb, s_bl, s_h0b, s_rb, s_rl, s_hb, s_hl, s_ghb, s_ghl,
     s_gab, s_gal, s_gbb, s_gbl, s_gh0b,
     A_MODE: tl.constexpr, A_C: tl.constexpr, B_C: tl.constexpr, H0_C: tl.constexpr,

@@ -23,6 +23,7 @@ Triton is first imported (the test suite does this; slow, for tests only).
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional
 
@@ -64,7 +65,8 @@ _CUDA_CONFIGS = [
         (64, 64, 4), (64, 64, 8), (128, 32, 4), (64, 128, 8), (128, 64, 8),
     ]
 ]
-_KEY = ["L", "D", "CL", "A_MODE", "COMPLEX", "HAS_RESET", "REVERSE", "SUMMARY"]
+# tuned per (power-of-two bucket of the chunk length, D, variant), not per exact L
+_KEY = ["LB", "D", "A_MODE", "COMPLEX", "HAS_RESET", "REVERSE", "SUMMARY"]
 _fwd_tuned = triton.autotune(configs=_CUDA_CONFIGS, key=_KEY)(K.scan_fwd_kernel)
 _bwd_tuned = triton.autotune(configs=_CUDA_CONFIGS, key=_KEY)(K.scan_bwd_kernel)
 
@@ -75,11 +77,16 @@ _SPLIT_TARGET_PER_SM = 2
 _SPLIT_MIN_CHUNK = 1024
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
 def auto_chunks(batch: int, length: int, dim: int, device: torch.device) -> int:
     """How many time chunks the sequence split uses for this shape (1: no split)."""
     if device.type != "cuda":
         return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     programs = batch * triton.cdiv(dim, 64)
     want = triton.cdiv(_SPLIT_TARGET_PER_SM * sms, programs)
     return max(1, min(want, length // _SPLIT_MIN_CHUNK))
@@ -212,7 +219,7 @@ def _forward(a, a2, b, bscale, h0, r, h, *, reverse, a_mode, chunks=1):
             K.scan_fwd_kernel, _fwd_tuned, batch, dim, n_chunks,
             av, a2 if a2 is not None else av, bv, bscale if bscale is not None else av, h0v, rv, out,
             e if e is not None else out, p if p is not None else out,
-            length, dim, cl,
+            length, dim, cl, triton.next_power_of_2(cl),
             *(_strides(av, 2) if a_mode == 0 else [0, 0]), *_strides(bv, 2), *h0_strides,
             *(_strides(rv, 2) if r is not None else [0, 0]), *_strides(hv, 2),
             A_MODE=a_mode, A_C=a_c, B_C=b_c, H0_C=h0_c, COMPLEX=h_c,
@@ -303,7 +310,7 @@ def _backward(a, a2, b, bscale, h0, r, h, grad_h, ga, gb, gh0, *, reverse, a_mod
             _view(g0)[0] if g0 is not None else hv,
             gav, gbv, gh0v, ggam if ggam is not None else hv,
             e if e is not None else hv, p if p is not None else hv,
-            length, dim, cl,
+            length, dim, cl, triton.next_power_of_2(cl),
             *(_strides(av, 2) if a_mode == 0 else [0, 0]), *_strides(bv, 2),
             _strides(h0v, 1)[0] if h0 is not None else 0,
             *(_strides(rv, 2) if r is not None else [0, 0]), *_strides(hv, 2), *_strides(ghv, 2),
