@@ -102,7 +102,8 @@ def _invariant_a(a_ptr, a2_ptr, cols, dmask, A_MODE: tl.constexpr, A_C: tl.const
 
 @triton.jit
 def _row(x, rows, edge):
-    """Row ``edge`` of a (BL, BD) tile as a (BD,) vector."""
+    """Row ``edge`` (along time, axis 0) of a (BL, BD) tile as a (BD,) vector; pass rows[:, None]
+    for a (BL, BD, N) tile (selective scan) to get a (BD, N) block."""
     return tl.sum(tl.where(rows[:, None] == edge, x, 0.0), axis=0)
 
 
