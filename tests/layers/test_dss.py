@@ -58,6 +58,8 @@ def test_softmax_with_positive_real_parts_is_stable_and_matches_recurrence():
     with torch.no_grad():
         f32.Lambda_re[:2] = 3.0
         assert torch.isfinite(f32(torch.randn(1, 4096, 3))).all()
+        y = f32(torch.randn(2, 64, 3).to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
     check_layer_contract(make(d_model=3, version="softmax", l_max=13), length=13, **F64)
 
 

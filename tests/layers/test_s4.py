@@ -98,9 +98,12 @@ def test_kernel_doubling_keeps_the_function():
     assert "kernel_length" in layer.state_dict()
 
 
-def test_long_sequence_is_finite():
+def test_long_sequence_and_bf16_are_finite():
+    layer = S4(2, 8, l_max=16384)
     with torch.no_grad():
-        assert torch.isfinite(S4(2, 8, l_max=16384)(torch.randn(1, 16384, 2))).all()
+        assert torch.isfinite(layer(torch.randn(1, 16384, 2))).all()
+        y = layer(torch.randn(2, 64, 2).to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
 
 
 def test_bad_arguments_raise():
