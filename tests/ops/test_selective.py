@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from torchssm.ops.selective import selective_scan, selective_scan_chunked, selective_scan_naive
+from torchssm.ops.selective.cpu import selective_scan_cpu
 
 F64 = torch.float64
 
@@ -43,9 +44,35 @@ def test_chunked_matches_naive_outputs_and_all_grads(groups, chunk_size, reset):
         torch.testing.assert_close(g1[name], g0[name], msg=lambda m, k=name: f"grad {k}: {m}")
 
 
+@pytest.mark.parametrize("groups", [None, 3])
+@pytest.mark.parametrize("reset", [False, True])
+def test_fused_cpu_matches_naive_outputs_and_all_grads(groups, reset):
+    args, rst = _inputs(groups=groups, reset=reset)
+    y0, h0, g0 = _run(selective_scan_naive, args, rst)
+    y1, h1, g1 = _run(selective_scan_cpu, args, rst)
+    torch.testing.assert_close(y1, y0)
+    torch.testing.assert_close(h1, h0)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], msg=lambda m, k=name: f"grad {k}: {m}")
+
+
+def test_fused_cpu_float32_and_batch_split():
+    args, _ = _inputs(b=5, l=30)
+    y64, h64 = selective_scan_naive(**args, delta_softplus=True, return_final_state=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # rows split over two threads
+    try:
+        y32, h32 = selective_scan_cpu(**{k: v.float() for k, v in args.items()}, delta_softplus=True,
+                                      return_final_state=True)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(y32.double(), y64, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(h32.double(), h64, rtol=1e-4, atol=1e-4)
+
+
 def test_length_one_and_dispatch():
     args, _ = _inputs(l=1)
-    for backend in ("naive", "chunked", "auto"):
+    for backend in ("naive", "chunked", "cpu", "auto"):
         y, h = selective_scan(**args, return_final_state=True, backend=backend)
         assert y.shape == (2, 1, 6) and h.shape == (2, 6, 4)
     y_n = selective_scan(**args, backend="naive")
@@ -82,7 +109,7 @@ def test_float32_close_to_float64():
     torch.testing.assert_close(y32.double(), y64, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("fn", [selective_scan_naive, selective_scan_chunked])
+@pytest.mark.parametrize("fn", [selective_scan_naive, selective_scan_chunked, selective_scan_cpu])
 def test_bad_inputs_raise(fn):
     args, _ = _inputs()
     with pytest.raises(ValueError, match=r"\(d, n\)"):

@@ -2,8 +2,9 @@
 and vs a same-size memory copy.
 
 * selective scan, shape B x L x D x N (B, C shared by the D channels): ``selective_scan`` with
-  backend "naive" (the Python loop) and the chunked op on each ``linear_scan`` backend that runs on the
-  device ("chunked", "cpu", "gpu"), with dt bias + softplus, D skip and z gate as the Mamba block uses it;
+  backend "naive" (the Python loop), "fused/cpu" (the numba kernel, CPU only) and the chunked op on each
+  ``linear_scan`` backend that runs on the device ("chunked/chunked", "chunked/cpu", "chunked/gpu"), with
+  dt bias + softplus, D skip and z gate as the Mamba block uses it;
 * SSD, shape B x L x H x P x N (one group): the recurrence (naive) vs the chunked matmul algorithm;
 * copy: ``buf.clone()`` of a flat buffer holding the op's minimal input + output elements (read once,
   written once): the bandwidth bound no implementation can beat.
@@ -142,10 +143,11 @@ def run(args) -> int:
         inputs, io = selective_inputs(shape, dtype, device, args.seed)
         buf = torch.empty(io // 2, device=device, dtype=dtype)
         copy = common.time_fn(lambda: buf.clone(), device, repeats=args.repeats)
-        impls = (["naive"] if shape[1] <= args.naive_max_length else []) + [f"chunked/{b}" for b in _scan_backends(device)]
+        impls = (["naive"] if shape[1] <= args.naive_max_length else []) + (["fused/cpu"] if device.type == "cpu" else [])
+        impls += [f"chunked/{b}" for b in _scan_backends(device)]
         rows = []
         for name in impls:
-            backend = "naive" if name == "naive" else name.split("/")[1]
+            backend = {"naive": "naive", "fused/cpu": "cpu"}.get(name) or name.split("/")[1]
 
             def call(backend=backend, **kw):
                 return selective_scan(**kw, delta_softplus=True, chunk_size=args.chunk_size, backend=backend)
