@@ -45,6 +45,10 @@ def test_time_fn_and_table():
     calls = []
     t = common.time_fn(lambda: calls.append(1), torch.device("cpu"), repeats=4, warmup=2)
     assert len(calls) == 6 and len(t["times"]) == 4 and t["min"] <= t["median"] <= t["max"] and t["iqr"] >= 0
+    busy = common.time_fn(lambda: sum(range(20000)), torch.device("cpu"), repeats=2, warmup=0, clock="cpu")
+    assert all(t >= 0 for t in busy["times"])
+    with pytest.raises(ValueError, match="clock"):
+        common.time_fn(lambda: None, torch.device("cuda"), clock="cpu")
     table = common.format_table([{"a": 1.23456, "b": None}], ["a", "b"])
     assert "1.23" in table and "-" in table.splitlines()[-1]
     env = common.environment(torch.device("cpu"))
@@ -56,7 +60,7 @@ def test_time_fn_and_table():
 def test_bench_layers_cli(tmp_path, capsys):
     path_json, path_png = tmp_path / "layers.json", tmp_path / "layers.png"
     args = ["bench", "layers", "--layers", "lru,transformer", "-B", "1", "-L", "16,32", "-H", "8", "-N", "4",
-            "--repeats", "1", "--warmup", "0", "--json", str(path_json)]
+            "--repeats", "1", "--warmup", "0", "--clock", "cpu", "--threads", "1", "--json", str(path_json)]
     if pytest.importorskip("matplotlib"):
         args += ["--plot", str(path_png)]
     assert main(args) == 0
@@ -64,7 +68,8 @@ def test_bench_layers_cli(tmp_path, capsys):
     assert "exponent_k" in out and "transformer" in out
     data = json.loads(path_json.read_text())
     assert data["shapes"] == {"batch": 1, "lengths": [16, 32], "d_model": 8, "d_state": 4}
-    assert data["environment"]["torch"] == torch.__version__ and data["repeats"] == 1
+    assert data["environment"]["torch"] == torch.__version__ and data["repeats"] == 1 and data["clock"] == "cpu"
+    assert data["environment"]["cpu_threads"] == 1
     rows = data["results"]
     assert [(r["layer"], r["L"]) for r in rows] == [("lru", 16), ("lru", 32), ("transformer", 16), ("transformer", 32)]
     assert all(r["status"] == "ok" and r["time_s"] > 0 and r["peak_mb"] > 0 for r in rows)

@@ -88,22 +88,55 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_fn(fn: Callable[[], object], device: torch.device, repeats: int = 5, warmup: int = 1) -> Dict[str, object]:
-    """Wall time of ``fn()`` (seconds): ``warmup`` untimed calls, then ``repeats`` timed ones.
+CLOCKS = ("wall", "cpu")
 
+
+@contextlib.contextmanager
+def threads(n: int):
+    """Run the block with ``n`` CPU threads in numba (the compiled CPU scans) and torch, then restore.
+
+    numba first: with a shared OpenMP runtime, setting numba's threads can reset torch's.
+    """
+    try:
+        import numba
+    except ImportError:
+        numba = None
+    saved_numba = numba.get_num_threads() if numba is not None else None
+    saved_torch = torch.get_num_threads()
+    try:
+        if numba is not None:
+            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        torch.set_num_threads(n)
+        yield
+    finally:
+        if numba is not None:
+            numba.set_num_threads(saved_numba)
+        torch.set_num_threads(saved_torch)
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, repeats: int = 5, warmup: int = 1,
+            clock: str = "wall") -> Dict[str, object]:
+    """Time of ``fn()`` (seconds): ``warmup`` untimed calls, then ``repeats`` timed ones.
+
+    ``clock="wall"``: elapsed time (``time.perf_counter``, device synchronised). ``clock="cpu"``: CPU
+    time of this process summed over its threads (``time.process_time``): the work done, unaffected by
+    other processes competing for the cores (with one thread it is the wall time of an idle machine).
     Returns {"median", "min", "max", "iqr" (interquartile range; 0 below 4 repeats), "times"}.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1; got {repeats}")
+    if clock not in CLOCKS or (clock == "cpu" and device.type != "cpu"):
+        raise ValueError(f"clock must be one of {CLOCKS} ('cpu' only on a CPU device); got {clock!r}")
+    now = time.perf_counter if clock == "wall" else time.process_time
     for _ in range(warmup):
         fn()
     synchronize(device)
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = now()
         fn()
         synchronize(device)
-        times.append(time.perf_counter() - t0)
+        times.append(now() - t0)
     q = statistics.quantiles(times, n=4) if len(times) >= 4 else [times[0], 0, times[0]]
     return {"median": statistics.median(times), "min": min(times), "max": max(times),
             "iqr": q[2] - q[0] if len(times) >= 4 else 0.0, "times": times}

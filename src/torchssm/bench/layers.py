@@ -43,6 +43,9 @@ def add_arguments(p) -> None:
     p.add_argument("--dtype", default="float32", choices=sorted(common.DTYPES))
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     p.add_argument("--quick", action="store_true", help="CPU-sized shapes: B=2, L=256..2048, H=64, N=16, 3 repeats")
+    p.add_argument("--clock", default="wall", choices=common.CLOCKS,
+                   help="wall time, or the process's CPU time (CPU only; unaffected by other processes)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch and numba (0: leave as is)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     p.add_argument("--max-seconds", type=float, default=60.0, help="skip longer L once a step takes this long")
     p.add_argument("--seed", type=int, default=0)
@@ -73,8 +76,8 @@ def layer_kwargs(name: str, d_state: int, extra: Optional[dict] = None) -> dict:
 
 def bench_layer(name: str, lengths: List[int], *, batch: int, d_model: int, d_state: int, device, dtype,
                 repeats: int = 5, warmup: int = 1, memory: bool = True, max_seconds: float = 60.0,
-                extra_kwargs: Optional[dict] = None, seed: int = 0, statistic: str = "median"
-                ) -> List[Dict[str, object]]:
+                extra_kwargs: Optional[dict] = None, seed: int = 0, statistic: str = "median",
+                clock: str = "wall") -> List[Dict[str, object]]:
     """One row per length: {"layer", "L", "status", "time_s" (the ``statistic`` of the repeats),
     "iqr_s", "min_s", "max_s", "tokens_per_s", "peak_mb"}."""
     torch.manual_seed(seed)
@@ -97,7 +100,7 @@ def bench_layer(name: str, lengths: List[int], *, batch: int, d_model: int, d_st
             layer(x).backward(g)
 
         try:
-            t = common.time_fn(step, device, repeats=repeats, warmup=warmup)
+            t = common.time_fn(step, device, repeats=repeats, warmup=warmup, clock=clock)
             row.update(time_s=t[statistic], iqr_s=t["iqr"], min_s=t["min"], max_s=t["max"],
                        tokens_per_s=batch * length / t[statistic])
             if memory:
@@ -150,7 +153,7 @@ def plot(path: str, rows: List[dict], meta: dict) -> str:
     s = meta["shapes"]
     ax_t.set_title(f"forward+backward, B={s['batch']} H={s['d_model']} N={s['d_state']} {meta['dtype']}")
     ax_t.set_xlabel("sequence length L")
-    ax_t.set_ylabel(f"{meta['statistic']} time (ms) of {meta['repeats']} repeats")
+    ax_t.set_ylabel(f"{meta['statistic']} {meta['clock']} time (ms) of {meta['repeats']} repeats")
     ax_m.set_title(f"peak memory ({meta['memory_method']})", fontsize=7)
     ax_m.set_xlabel("sequence length L")
     ax_m.set_ylabel("MiB")
@@ -164,6 +167,13 @@ def plot(path: str, rows: List[dict], meta: dict) -> str:
 
 def run(args) -> int:
     _apply_defaults(args)
+    if args.threads:
+        with common.threads(args.threads):
+            return _run(args)
+    return _run(args)
+
+
+def _run(args) -> int:
     device, dtype = common.resolve_device(args.device), common.resolve_dtype(args.dtype)
     lengths = sorted(int(v) for v in str(args.lengths).split(","))
     names = available_layers() if args.layers == "all" else [n.strip() for n in args.layers.split(",")]
@@ -174,18 +184,19 @@ def run(args) -> int:
         rows += bench_layer(name, lengths, batch=args.batch, d_model=args.d_model, d_state=args.d_state,
                             device=device, dtype=dtype, repeats=args.repeats, warmup=args.warmup,
                             memory=not args.no_memory, max_seconds=args.max_seconds,
-                            extra_kwargs=extra.get(name), seed=args.seed, statistic=args.statistic)
+                            extra_kwargs=extra.get(name), seed=args.seed, statistic=args.statistic,
+                            clock=args.clock)
     summary = summarize(rows, lengths)
     memory_method = "cuda max_memory_allocated" if device.type == "cuda" else "torch.profiler allocation events"
     meta = {"benchmark": "layers (forward+backward)", "environment": common.environment(device), "dtype": args.dtype,
             "shapes": {"batch": args.batch, "lengths": lengths, "d_model": args.d_model, "d_state": args.d_state},
-            "repeats": args.repeats, "warmup": args.warmup, "statistic": args.statistic,
+            "repeats": args.repeats, "warmup": args.warmup, "statistic": args.statistic, "clock": args.clock,
             "spread": "min_s..max_s over the repeats; iqr_s = interquartile range (0 below 4 repeats)",
             "memory_method": "skipped" if args.no_memory else memory_method}
     env = meta["environment"]
     print(f"# {env['device_name']} ({env['device']}, {env['cpu_threads']} threads, load {env.get('load_avg_1min')}), "
           f"torch {env['torch']}, {args.dtype}, B={args.batch} H={args.d_model} N={args.d_state}, "
-          f"{args.statistic} of {args.repeats} (+{args.warmup} warmup), {env['date_utc']}")
+          f"{args.statistic} {args.clock} time of {args.repeats} (+{args.warmup} warmup), {env['date_utc']}")
     table = [dict(r, time_ms=_ms(r["time_s"]), min_ms=_ms(r.get("min_s")), max_ms=_ms(r.get("max_s")),
                   ktok_per_s=r["tokens_per_s"] / 1e3 if r["tokens_per_s"] else None) for r in rows]
     print(common.format_table(table, ["layer", "L", "time_ms", "min_ms", "max_ms", "ktok_per_s", "peak_mb",
