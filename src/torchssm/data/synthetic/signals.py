@@ -13,7 +13,8 @@ label says whether the sequence was "aa" (0) or "ab" (1). A strongly damped line
 (|lambda| << 1) forgets the pulses before the end, so the final states of aa and ab coincide;
 an appropriately damped one keeps them apart. ``first_differs=True`` makes the FIRST token carry
 the label ("aa" vs "ba"), which needs memory over ``length - 1`` steps instead of
-``length - 1 - gap``. ``noise`` adds i.i.d. Gaussian noise so the data set is not two points.
+``length - 1 - gap``. ``noise`` adds i.i.d. Gaussian noise so the data set is not two points (default 0.01: a mode with
+|lambda| ~ 1 sums the noise of all L steps, std noise * sqrt(L), which must stay below the pulses).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def aa_ab_example(generator: torch.Generator, *, length: int, gap: int, first_di
 
 @register_task("aa_ab", "aa vs ab (LRU article): classify two pulses 'gap' apart after a long silence; real")
 def build_aa_ab(data_dir=None, seed: int = 0, length: int = 1024, gap: int = 10, first_differs: bool = False,
-                noise: float = 0.1, n_train: int = 2000, n_val: int = 200, n_test: int = 1000,
+                noise: float = 0.01, n_train: int = 2000, n_val: int = 200, n_test: int = 1000,
                 materialize: Optional[bool] = None) -> TaskData:
     """aa-vs-ab classification (gap 10 as in the article; length and noise are this library's choice)."""
     aa_ab_pair(length, gap, first_differs)  # validates length / gap
