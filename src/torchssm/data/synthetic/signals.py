@@ -13,8 +13,9 @@ label says whether the sequence was "aa" (0) or "ab" (1). A strongly damped line
 (|lambda| << 1) forgets the pulses before the end, so the final states of aa and ab coincide;
 an appropriately damped one keeps them apart. ``first_differs=True`` makes the FIRST token carry
 the label ("aa" vs "ba"), which needs memory over ``length - 1`` steps instead of
-``length - 1 - gap``. ``noise`` adds i.i.d. Gaussian noise so the data set is not two points (default 0.01: a mode with
-|lambda| ~ 1 sums the noise of all L steps, std noise * sqrt(L), which must stay below the pulses).
+``length - 1 - gap``. ``noise`` adds i.i.d. Gaussian noise so the data set is not two points
+(default 0.01: a mode with |lambda| ~ 1 sums the noise of all L steps, std noise * sqrt(L),
+which must stay below the pulses).
 """
 
 from __future__ import annotations
