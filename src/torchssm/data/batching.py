@@ -165,7 +165,8 @@ def cu_seqlens_to_reset(cu_seqlens: torch.Tensor, batch: int, length: int) -> to
 def reset_to_cu_seqlens(reset: torch.Tensor) -> torch.Tensor:
     """reset (batch, length) bool -> cumulative segment lengths (segments+1,) int32 (rows always split)."""
     if reset.dim() != 2 or reset.dtype != torch.bool:
-        raise ValueError(f"reset must be a bool tensor of shape (batch, length); got {tuple(reset.shape)} {reset.dtype}")
+        raise ValueError(f"reset must be a bool tensor of shape (batch, length); "
+                         f"got {tuple(reset.shape)} {reset.dtype}")
     b, l = reset.shape
     starts = reset.clone()
     starts[:, 0] = True

@@ -48,7 +48,8 @@ def read_ts(path) -> Tuple[List[torch.Tensor], List[str], List[str]]:
                 if low.startswith("@classlabel"):
                     parts = line.split()
                     if len(parts) < 2 or parts[1].lower() != "true":
-                        raise DataFormatError(f"{path}:{lineno}: only labelled (@classLabel true ...) files are supported")
+                        raise DataFormatError(f"{path}:{lineno}: only labelled (@classLabel true ...) files "
+                                              "are supported")
                     classes = parts[2:]
                 elif low.startswith("@data"):
                     in_data = True

@@ -35,7 +35,8 @@ from torchssm.data.synthetic.common import check_positive_ints, randint, synthet
 IGNORE = -100
 
 COPYING_CITATION = "Arjovsky, Shah & Bengio 2016, Unitary Evolution Recurrent Neural Networks, Sec. 4.1"
-SELECTIVE_CITATION = "Gu & Dao 2023, Mamba: Linear-Time Sequence Modeling with Selective State Spaces, Sec. 3.1, App. E.1"
+SELECTIVE_CITATION = ("Gu & Dao 2023, Mamba: Linear-Time Sequence Modeling with Selective State Spaces, "
+                      "Sec. 3.1, App. E.1")
 
 
 def copying_example(generator: torch.Generator, *, length: int, n_tokens: int, vocab_size: int,
