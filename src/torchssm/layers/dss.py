@@ -12,6 +12,7 @@ C_n = W_n / (Lambda_n Z_n), Z_n = sum_{l < l_max} exp(Lambda_n dt l), so its rec
 its convolution for inputs up to l_max. The convolution evaluates modes with Re Lambda > 0 in reversed
 time, exp(Lambda dt (l - l_max + 1)), as the DSS code does, so the kernel never overflows.
 Both use the convolution/recurrence machinery of :class:`torchssm.layers.s4d.DiagonalConvSSM`.
+Bracketed references ([S4], [S4D], [DSS], [S5], [HTTYH], [PTD]) are listed in :mod:`torchssm.layers.init`.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ an initial state h0 adds C A_bar^(t+1) h0, the kernel of the input vector B' = h
 
 Glossary: b batch, l length, h (= H = d_model) channels, m = N/2 stored states, n = N full states,
 r rank of P, k frequency nodes (L/2 + 1).
+Bracketed references ([S4], [S4D], [DSS], [S5], [HTTYH], [PTD]) are listed in :mod:`torchssm.layers.init`.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ A_bar^L h0 + B_bar sum_s A_bar^(L-1-s) u_s (a transposed Vandermonde product), s
 continue exactly.
 
 Glossary: b batch, l length, h (= H = d_model) channels, m complex states per channel (N/2).
+Bracketed references ([S4], [S4D], [DSS], [S5], [HTTYH], [PTD]) are listed in :mod:`torchssm.layers.init`.
 """
 
 from __future__ import annotations

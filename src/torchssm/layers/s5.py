@@ -15,6 +15,7 @@ Bidirectional: the same Lambda_bar and B_bar also run in reverse, read out by a 
 layer has no ``step`` ([S5] App. D / the S5 code's ``bidirectional``).
 
 Glossary: b batch, l length, h (= H = d_model) features, m complex states (P/2 or P).
+Bracketed references ([S4], [S4D], [DSS], [S5], [HTTYH], [PTD]) are listed in :mod:`torchssm.layers.init`.
 """
 
 from __future__ import annotations
