@@ -68,6 +68,18 @@ def train_lm_on(layer: str, layer_kwargs: dict, make_example, *, vocab: int, ste
     from torchssm.models.lm import CausalLM, LMConfig
     from torchssm.train.optim import build_optimizer
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small model: one thread is faster than two contending OpenMP threads
+    try:
+        return _train(layer, layer_kwargs, make_example, vocab, steps, batch, d_model, lr, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(layer, layer_kwargs, make_example, vocab, steps, batch, d_model, lr, seed) -> float:
+    from torchssm.models.lm import CausalLM, LMConfig
+    from torchssm.train.optim import build_optimizer
+
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = CausalLM(LMConfig(layer=layer, d_model=d_model, n_layer=2, vocab_size=vocab, layer_kwargs=layer_kwargs))
