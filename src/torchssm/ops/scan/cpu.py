@@ -31,6 +31,13 @@ SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex
 _MIN_BLOCK = 16
 
 
+# The forward kernel indexes one-dimensional row views (``b_i[t, d0:d1]``) in its inner loop: LLVM
+# then vectorises the loop over channels without per-element index arithmetic (measured ~3x faster
+# for float32 and ~2x for complex64 at (1, 16384, 16) than indexing the 3-D arrays). The same
+# rewrite of the backward kernel measured 2x slower (its five streams and branches defeat the
+# vectoriser), so it keeps direct indexing.
+
+
 @njit(cache=True, nogil=True)
 def _fwd_jobs(a, b, h0, reset, out, a_varies, reverse, has_reset, block, job0, job1):  # pragma: no cover
     # Jobs job0..job1-1; job = (batch row i, channels d0:d1), all of time, sequential.
@@ -42,22 +49,19 @@ def _fwd_jobs(a, b, h0, reset, out, a_varies, reverse, has_reset, block, job0, j
         i = job // n_blocks
         d0 = (job % n_blocks) * block
         d1 = min(d0 + block, dim)
-        for d in range(d0, d1):
-            h[d - d0] = h0[i, d]
+        n = d1 - d0
+        h[:n] = h0[i, d0:d1]
+        a_i, b_i, out_i = a[i if a_varies else 0], b[i], out[i]  # (L or 1, D) each
         for s in range(length):
             t = length - 1 - s if reverse else s
             if has_reset and reset[i, t]:
-                h[:] = 0
-            if a_varies:
-                for d in range(d0, d1):
-                    v = a[i, t, d] * h[d - d0] + b[i, t, d]
-                    h[d - d0] = v
-                    out[i, t, d] = v
-            else:
-                for d in range(d0, d1):
-                    v = a[0, 0, d] * h[d - d0] + b[i, t, d]
-                    h[d - d0] = v
-                    out[i, t, d] = v
+                h[:n] = 0
+            a_row = a_i[t if a_varies else 0, d0:d1]  # (n,)
+            b_row, out_row = b_i[t, d0:d1], out_i[t, d0:d1]  # (n,)
+            for k in range(n):
+                v = a_row[k] * h[k] + b_row[k]
+                h[k] = v
+                out_row[k] = v
 
 
 @njit(cache=True, nogil=True)
