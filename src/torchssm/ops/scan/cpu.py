@@ -3,13 +3,19 @@
     h_t = a_t * h_{t-1} + b_t          (elementwise; h_{-1} = h0, or 0 where reset[:, t])
 
 Why numba: the recurrence is memory bound (one multiply-add per element read), so the fastest
-CPU algorithm is the plain sequential loop, compiled, parallel over independent (batch, channel
-block) rows and vectorised over the contiguous channel axis D. ``@njit(parallel=True)`` gives
-exactly that with no C/C++ build step at install time, native complex64/complex128 arithmetic,
-and an on-disk compilation cache (``cache=True``), so the first call in a fresh process loads
-the machine code instead of recompiling. One kernel covers every case (time-varying or
-time-invariant a, h0, reset, reverse): the flags are runtime arguments, so there is a single
-compilation per dtype, not one per combination.
+CPU algorithm is the plain sequential loop, compiled, parallel over independent (batch row,
+channel block) jobs and vectorised over the contiguous channel axis D. numba compiles that loop
+with no C/C++ build step at install time, native complex64/complex128 arithmetic, and an on-disk
+compilation cache (``cache=True``), so a fresh process loads the machine code instead of
+recompiling. One kernel covers every case (time-varying or time-invariant a, h0, reset, reverse):
+the flags are runtime arguments, so there is one compilation per dtype, not one per combination.
+
+Parallelism: the kernels are ``@njit(nogil=True)`` functions over a range of jobs; ``_launch``
+splits the jobs over ``torch.get_num_threads()`` threads (a small thread pool, the calling thread
+takes the first range). This is what ``@njit(parallel=True)`` with ``prange`` over the jobs would
+do, without its costs: a second, slower compilation of every kernel (measured: cold first call
+about twice as long) and the start-up of numba's own threading layer, which also competes with
+PyTorch's OpenMP pool. Problems under ``PARALLEL_MIN_ELEMENTS`` run on the calling thread.
 
 Also provides the fused backward (``linear_scan_backward``) used by ``function.py``: one reverse
 pass that produces grad_b, grad_a and grad_h0 together (no shifted copies of a or h).
