@@ -75,7 +75,7 @@ def layer_kwargs(name: str, d_state: int, extra: Optional[dict] = None) -> dict:
 
 
 def bench_layer(name: str, lengths: List[int], *, batch: int, d_model: int, d_state: int, device, dtype,
-                repeats: int = 5, warmup: int = 1, memory: bool = True, max_seconds: float = 60.0,
+                repeats: int = 5, warmup: int = 2, memory: bool = True, max_seconds: float = 60.0,
                 extra_kwargs: Optional[dict] = None, seed: int = 0, statistic: str = "median",
                 clock: str = "wall") -> List[Dict[str, object]]:
     """One row per length: {"layer", "L", "status", "time_s" (the ``statistic`` of the repeats),
