@@ -135,8 +135,7 @@ def run(args) -> int:
     try:
         import numba
 
-        env["numba"] = numba.__version__
-        env["numba_threads"] = numba.get_num_threads()
+        env["numba"] = numba.__version__  # the cpu backend runs on torch.get_num_threads() threads
     except ImportError:
         pass
     print("torchssm bench scan: " + ", ".join(f"{k}={v}" for k, v in env.items()))
