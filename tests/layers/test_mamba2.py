@@ -84,3 +84,15 @@ def test_registry_and_bad_arguments():
         Mamba2(16, headdim=7)
     with pytest.raises(ValueError, match="ngroups"):
         Mamba2(16, headdim=8, ngroups=3)
+
+
+def test_cu_seqlens_packing():
+    from torchssm.ops.selective import reset_from_cu_seqlens
+
+    reset = reset_from_cu_seqlens(torch.tensor([0, 3, 7, 10]))
+    assert reset.tolist() == [[True, False, False, True, False, False, False, True, False, False]]
+    m = _layer()
+    x = torch.randn(1, 10, 16, dtype=torch.float64)
+    with torch.no_grad():
+        packed = m(x, reset=reset)
+        torch.testing.assert_close(packed[:, 3:7], m(x[:, 3:7]))

@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from torchssm.ops.selective.chunked import selective_scan_chunked
+from torchssm.ops.selective.common import reset_from_cu_seqlens
 from torchssm.ops.selective.naive import selective_scan_naive
 
 
@@ -72,4 +73,4 @@ def selective_scan(
                                   scan_backend=backend)
 
 
-__all__ = ["selective_scan", "selective_scan_chunked", "selective_scan_naive"]
+__all__ = ["reset_from_cu_seqlens", "selective_scan", "selective_scan_chunked", "selective_scan_naive"]

@@ -128,3 +128,15 @@ def prepare_selective(u, delta, A, B, C, delta_bias, delta_softplus, h0):
     Bx = expand_groups(B.to(dtype), d)  # (b, l, d or 1, n)
     Cx = expand_groups(C.to(dtype), d)  # (b, l, d or 1, n)
     return dt, u.to(dtype), Bx, Cx, A.to(dtype), None if h0 is None else h0.to(dtype)
+
+
+def reset_from_cu_seqlens(cu_seqlens: torch.Tensor, length: Optional[int] = None) -> torch.Tensor:
+    """Packed sequences as in flash-attention / mamba_ssm (``cu_seqlens`` = (0, l_1, l_1 + l_2, ..., total))
+    -> the (1, total) bool ``reset`` mask every op and layer here takes (true where a sequence starts)."""
+    if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+        raise ValueError("cu_seqlens must be a 1-D tensor (0, l_1, l_1 + l_2, ..., total) with at least 2 entries")
+    total = int(cu_seqlens[-1]) if length is None else length
+    reset = torch.zeros(1, total, dtype=torch.bool, device=cu_seqlens.device)
+    starts = cu_seqlens[:-1].long()
+    reset[0, starts[starts < total]] = True
+    return reset
