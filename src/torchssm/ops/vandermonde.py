@@ -27,7 +27,10 @@ DEFAULT_MAX_ELEMENTS = 1 << 22
 def _powers(log_z: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     """exp(log_z[..., n] * l) for l in [start, stop): (..., n, stop - start)."""
     l = torch.arange(start, stop, device=log_z.device, dtype=log_z.real.dtype)
-    return torch.exp(log_z[..., None] * l)
+    if not log_z.is_complex():
+        return torch.exp(log_z[..., None] * l)
+    # exp(a + ib) = e^a (cos b + i sin b) from real ops: several times faster than the complex exp on CPU
+    return torch.polar(torch.exp(log_z.real[..., None] * l), log_z.imag[..., None] * l)
 
 
 def _check(log_z: torch.Tensor, other: torch.Tensor, other_name: str, length_dim: bool) -> None:
