@@ -230,8 +230,8 @@ def build(data_dir=None, seed: int = 0, generate: bool = False, num_workers: Opt
     required = [f"basic_{s}.tsv" for s in ("train", "val", "test")]
     hint = lra_download_hint("listops-1000") + " Or generate it offline with the option generate=True."
     try:
-        if gen_opts or seed != 0:
-            raise FileNotFoundError  # non-LRA settings: only the generated folder fits
+        if gen_opts:
+            raise FileNotFoundError  # non-LRA generator settings: only the generated folder fits
         folder = find_dir(data_dir, ["listops-1000", "listops"], required, "LRA ListOps", hint)
     except FileNotFoundError as err:
         folder = generated_dir(data_dir, seed, gen_opts)
