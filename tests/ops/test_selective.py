@@ -75,6 +75,8 @@ def test_length_one_and_dispatch():
     for backend in ("naive", "chunked", "cpu", "auto"):
         y, h = selective_scan(**args, return_final_state=True, backend=backend)
         assert y.shape == (2, 1, 6) and h.shape == (2, 6, 4)
+    with pytest.raises((ValueError, ImportError)):  # the Triton kernels need CUDA (or the interpreter)
+        selective_scan(**{k: v.float() for k, v in args.items()}, backend="gpu")
     y_n = selective_scan(**args, backend="naive")
     torch.testing.assert_close(selective_scan(**args, backend="auto"), y_n)
 

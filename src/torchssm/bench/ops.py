@@ -2,10 +2,11 @@
 and vs a same-size memory copy.
 
 * selective scan, shape B x L x D x N (B, C shared by the D channels): ``selective_scan`` with
-  backend "naive" (the Python loop), "fused/cpu" (the numba kernel, CPU only) and the chunked op on each
-  ``linear_scan`` backend that runs on the device ("chunked/chunked", "chunked/cpu", "chunked/gpu"), with
-  dt bias + softplus, D skip and z gate as the Mamba block uses it;
-* SSD, shape B x L x H x P x N (one group): the recurrence (naive) vs the chunked matmul algorithm;
+  backend "naive" (the Python loop), the fused kernels ("fused/cpu": numba, "fused/gpu": Triton) and the
+  chunked op on each ``linear_scan`` backend that runs on the device ("chunked/chunked", "chunked/cpu",
+  "chunked/gpu"), with dt bias + softplus, D skip and z gate as the Mamba block uses it;
+* SSD, shape B x L x H x P x N (one group): the recurrence (naive), the chunked matmul algorithm, and on
+  CUDA the fused Triton kernels ("gpu");
 * copy: ``buf.clone()`` of a flat buffer holding the op's minimal input + output elements (read once,
   written once): the bandwidth bound no implementation can beat.
 
@@ -15,6 +16,8 @@ d_state = 64); pass ``--sel-shapes`` / ``--ssd-shapes`` for larger ones.
 
 from __future__ import annotations
 
+import functools
+import importlib
 from typing import Dict, List
 
 import torch
@@ -22,7 +25,7 @@ import torch
 from torchssm.bench import common
 from torchssm.bench.generate import set_threads
 from torchssm.ops.backend import resolve_backend
-from torchssm.ops.selective import selective_scan
+from torchssm.ops.selective import selective_scan, selective_scan_chunked
 from torchssm.ops.ssd import ssd
 
 DEFAULT_SEL = "2x1024x256x16"
@@ -50,6 +53,17 @@ def _shapes(text: str, n: int, flag: str) -> List[tuple]:
             raise ValueError(f"{flag} takes comma-separated shapes of {n} positive integers joined by 'x'; got {item!r}")
         out.append(tuple(int(p) for p in parts))
     return out
+
+
+def _fused_available(kind: str, device: torch.device) -> bool:
+    """The fused numba ("cpu") or Triton ("gpu") selective kernels import and fit the device."""
+    if (kind == "cpu") != (device.type == "cpu") or (kind == "gpu" and device.type != "cuda"):
+        return False
+    try:
+        importlib.import_module(f"torchssm.ops.selective.{kind}")
+    except ImportError:
+        return False
+    return True
 
 
 def _scan_backends(device: torch.device) -> List[str]:
@@ -143,14 +157,18 @@ def run(args) -> int:
         inputs, io = selective_inputs(shape, dtype, device, args.seed)
         buf = torch.empty(io // 2, device=device, dtype=dtype)
         copy = common.time_fn(lambda: buf.clone(), device, repeats=args.repeats)
-        impls = (["naive"] if shape[1] <= args.naive_max_length else []) + (["fused/cpu"] if device.type == "cpu" else [])
-        impls += [f"chunked/{b}" for b in _scan_backends(device)]
+        impls = {}
+        if shape[1] <= args.naive_max_length:
+            impls["naive"] = functools.partial(selective_scan, backend="naive")
+        for fused in ("cpu", "gpu"):
+            if _fused_available(fused, device):
+                impls[f"fused/{fused}"] = functools.partial(selective_scan, backend=fused)
+        for b in _scan_backends(device):
+            impls[f"chunked/{b}"] = functools.partial(selective_scan_chunked, scan_backend=b)
         rows = []
-        for name in impls:
-            backend = {"naive": "naive", "fused/cpu": "cpu"}.get(name) or name.split("/")[1]
-
-            def call(backend=backend, **kw):
-                return selective_scan(**kw, delta_softplus=True, chunk_size=args.chunk_size, backend=backend)
+        for name, fn in impls.items():
+            def call(fn=fn, **kw):
+                return fn(**kw, delta_softplus=True, chunk_size=args.chunk_size)
 
             rows.append(_row("selective_scan", shape, name, *_time_pair(call, inputs, device, args.repeats), copy))
         _print(_finish(rows))
@@ -160,7 +178,9 @@ def run(args) -> int:
         buf = torch.empty(io // 2, device=device, dtype=dtype)
         copy = common.time_fn(lambda: buf.clone(), device, repeats=args.repeats)
         rows = []
-        for name in (["naive"] if shape[1] <= args.naive_max_length else []) + ["chunked"]:
+        names = (["naive"] if shape[1] <= args.naive_max_length else []) + ["chunked"]
+        names += ["gpu"] if _fused_available("gpu", device) else []
+        for name in names:
             def call(name=name, **kw):
                 return ssd(**kw, dt_softplus=True, chunk_size=args.chunk_size, backend=name)
 

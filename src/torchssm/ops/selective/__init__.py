@@ -3,14 +3,15 @@
 ``selective_scan(...)`` dispatches:
     "naive"          the reference loop (:func:`selective_scan_naive`);
     "cpu"            the fused numba kernel (:func:`torchssm.ops.selective.cpu.selective_scan_cpu`);
-    "chunked", "gpu" :func:`selective_scan_chunked`, whose inner diagonal scan is ``linear_scan`` with
-                     that backend (plain PyTorch, or the Triton scan on CUDA);
-    "auto"           "cpu" for CPU tensors when numba imports, else the chunked op with ``linear_scan``'s
-                     own "auto" choice.
+    "gpu"            the fused Triton kernels (:func:`torchssm.ops.selective.gpu.selective_scan_gpu`);
+    "chunked"        :func:`selective_scan_chunked` (its inner diagonal scan is ``linear_scan`` "auto");
+    "auto"           "cpu" for CPU tensors when numba imports, "gpu" for CUDA tensors (not float64) when
+                     Triton imports, else "chunked".
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Optional
 
 import torch
@@ -21,12 +22,32 @@ from torchssm.ops.selective.naive import selective_scan_naive
 
 
 def _fused_cpu():
-    """The fused CPU kernel, or None without numba (imported on first use: numba is slow to import)."""
-    try:
-        from torchssm.ops.selective.cpu import selective_scan_cpu
-    except ImportError:
-        return None
+    """The fused CPU kernel (imported on first use: numba is slow to import); ImportError without numba."""
+    from torchssm.ops.selective.cpu import selective_scan_cpu
+
     return selective_scan_cpu
+
+
+def _fused_gpu(module: str, name: str):
+    """A fused Triton op (``module.name``); ImportError without Triton."""
+    return getattr(importlib.import_module(module), name)
+
+
+def auto_backend(x: torch.Tensor, cpu_loader, gpu_module: Optional[str]) -> str:
+    """The "auto" choice of the selective ops for ``x``'s device and dtype (see the module docstring)."""
+    if x.device.type == "cpu" and cpu_loader is not None:
+        try:
+            cpu_loader()
+            return "cpu"
+        except ImportError:
+            return "chunked"
+    if x.device.type == "cuda" and x.dtype != torch.float64 and gpu_module is not None:
+        try:
+            importlib.import_module(gpu_module)
+            return "gpu"
+        except ImportError:
+            return "chunked"
+    return "chunked"
 
 
 def selective_scan(
@@ -57,14 +78,14 @@ def selective_scan(
         return_final_state: also return the last state (b, d, n).
         chunk_size: time chunk of the chunked backend.  backend: "auto" | "naive" | "chunked" | "cpu" | "gpu".
     """
-    if backend == "auto" and u.device.type == "cpu" and _fused_cpu() is not None:
-        backend = "cpu"
-    if backend == "cpu":
-        fused = _fused_cpu()
-        if fused is None:
-            raise ImportError("backend='cpu' needs numba (pip install numba)")
+    if backend == "auto":
+        backend = auto_backend(u, _fused_cpu, "torchssm.ops.selective.gpu")
+    if backend in ("cpu", "gpu"):
+        fused = _fused_cpu() if backend == "cpu" else _fused_gpu("torchssm.ops.selective.gpu", "selective_scan_gpu")
         return fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0,
                      return_final_state=return_final_state, reset=reset, chunk_size=chunk_size)
+    if backend == "chunked":
+        backend = "auto"  # the chunked op, with linear_scan's own choice for the inner scan
     if backend == "naive":
         return selective_scan_naive(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0,
                                     return_final_state=return_final_state, reset=reset, chunk_size=chunk_size)
@@ -73,4 +94,4 @@ def selective_scan(
                                   scan_backend=backend)
 
 
-__all__ = ["reset_from_cu_seqlens", "selective_scan", "selective_scan_chunked", "selective_scan_naive"]
+__all__ = ["auto_backend", "reset_from_cu_seqlens", "selective_scan", "selective_scan_chunked", "selective_scan_naive"]

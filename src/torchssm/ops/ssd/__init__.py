@@ -1,7 +1,9 @@
 """Mamba-2's state-space duality (SSD): scalar-times-identity A per head, grouped B/C.
 
-``ssd(...)`` dispatches: ``backend="naive"`` runs the recurrence (:func:`ssd_naive`); any other
-backend runs the chunked matmul algorithm (:func:`ssd_chunked`, plain PyTorch, any device).
+``ssd(...)`` dispatches: ``backend="naive"`` runs the recurrence (:func:`ssd_naive`); "gpu" the fused
+Triton kernels (:func:`torchssm.ops.ssd.gpu.ssd_gpu`, recurrent form); "chunked" and "cpu" the chunked
+matmul algorithm (:func:`ssd_chunked`, plain PyTorch, any device); "auto" is "gpu" for CUDA tensors
+(not float64) when Triton imports, else "chunked".
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from torchssm.ops.selective import _fused_gpu, auto_backend
 from torchssm.ops.ssd.chunked import segsum, ssd_chunked
 from torchssm.ops.ssd.naive import ssd_naive
 
@@ -38,9 +41,14 @@ def ssd(
         B, C: (b, l, g, n) with g dividing h.  D: (h,) or (h, p).  z: (b, l, h, p).  dt_bias: (h,).
         h0: (b, h, p, n).  reset: bool (b, l), zero the state before step t.
         chunk_size: chunk of the matmul algorithm (any value; L need not be a multiple).
-        backend: "naive" | anything else (chunked PyTorch).
+        backend: "auto" | "naive" | "chunked" | "cpu" (= chunked) | "gpu".
     """
-    fn = ssd_naive if backend == "naive" else ssd_chunked
+    if backend == "auto":
+        backend = auto_backend(x, None, "torchssm.ops.ssd.gpu")
+    if backend == "gpu":
+        fn = _fused_gpu("torchssm.ops.ssd.gpu", "ssd_gpu")
+    else:
+        fn = ssd_naive if backend == "naive" else ssd_chunked
     return fn(x, dt, A, B, C, D, z, dt_bias, dt_softplus, h0,
               return_final_state=return_final_state, reset=reset, chunk_size=chunk_size)
 
