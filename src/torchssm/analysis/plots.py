@@ -40,11 +40,16 @@ def save_figure(fig, path) -> str:
     return path
 
 
+def _np(*tensors):
+    """Tensors -> numpy arrays for matplotlib (which warns on torch's __array__)."""
+    return [t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t for t in tensors]
+
+
 def _unit_circle(ax, shade: bool = True):
     t = torch.linspace(0, 2 * math.pi, 400)
-    ax.plot(t.cos(), t.sin(), color="k", lw=0.8)
+    ax.plot(*_np(t.cos(), t.sin()), color="k", lw=0.8)
     if shade:
-        ax.fill(t.cos(), t.sin(), color="tab:green", alpha=0.08, label="stable |z| < 1")
+        ax.fill(*_np(t.cos(), t.sin()), color="tab:green", alpha=0.08, label="stable |z| < 1")
     ax.set_aspect("equal")
     ax.set_xlabel("Re")
     ax.set_ylabel("Im")
@@ -59,10 +64,10 @@ def plot_spring_mass_damper(path, m: float = 1.0, k: float = 1.0, dt: float = 0.
     locus = dynamics.eigenvalue_locus(sweep, m, k)  # (200, 2)
     ax_s.axvspan(-4, 0, color="tab:green", alpha=0.08, label="stable Re < 0")
     ax_s.axvspan(0, 4, color="tab:red", alpha=0.08, label="unstable Re > 0")
-    ax_s.plot(locus.real.ravel(), locus.imag.ravel(), ".", ms=1.5, color="0.5")
+    ax_s.plot(*_np(locus.real.ravel(), locus.imag.ravel()), ".", ms=1.5, color="0.5")
     eigs = {c: dynamics.smd_eigenvalues(m, k, c) for c in dampings}
     for c, lam in eigs.items():
-        ax_s.plot(lam.real, lam.imag, "x", label=f"c={c:g} (zeta={dynamics.damping_ratio(m, k, c):.2f})")
+        ax_s.plot(*_np(lam.real, lam.imag), "x", label=f"c={c:g} (zeta={dynamics.damping_ratio(m, k, c):.2f})")
     ax_s.set_xlim(-3.5, 1.0)
     ax_s.set_title(f"continuous eigenvalues, m={m:g}, k={k:g}")
     ax_s.set_xlabel("Re lambda = -c / 2m")
@@ -72,7 +77,7 @@ def plot_spring_mass_damper(path, m: float = 1.0, k: float = 1.0, dt: float = 0.
     zetas = (-0.05, 0.1, 0.5, 1.0, 2.0)
     t, responses = dynamics.damping_responses(zetas, omega_n=math.sqrt(k / m))
     for zeta, x in responses.items():
-        ax_r.plot(t, x, label=f"zeta={zeta:g}")
+        ax_r.plot(*_np(t, x), label=f"zeta={zeta:g}")
     ax_r.set_title("free response x(t), x(0)=1")
     ax_r.set_xlabel("t")
     ax_r.legend(fontsize=7)
@@ -83,7 +88,7 @@ def plot_spring_mass_damper(path, m: float = 1.0, k: float = 1.0, dt: float = 0.
         for c, lam in eigs.items():
             z = dynamics.discrete_eigenvalues(lam, dt, method)
             discrete[(method, c)] = z
-            ax.plot(z.real, z.imag, "x", label=f"c={c:g}")
+            ax.plot(*_np(z.real, z.imag), "x", label=f"c={c:g}")
         ax.set_title(f"{method} eigenvalues, dt={dt:g}")
         ax.legend(fontsize=6)
     out = {"path": save_figure(fig, path), "continuous": eigs, "discrete": discrete, "responses": responses}
@@ -97,12 +102,12 @@ def plot_information_propagation(path, **kwargs) -> dict:
     fig, axes = new_figure(1, len(labels) + 1, size=(9.0, 2.2))
     t = demo["t"]
     for seq, u in demo["inputs"].items():
-        axes[0].plot(t[:-1], u, label=seq)
+        axes[0].plot(*_np(t[:-1], u), label=seq)
     axes[0].set_title("inputs: token a = +1, b = -1")
     axes[0].legend(fontsize=7)
     for ax, label in zip(axes[1:], labels):
         for seq, x in demo["response"][label].items():
-            ax.plot(t, x, label=seq)
+            ax.plot(*_np(t, x), label=seq)
         nu = demo["damping"][label]
         ax.set_title(f"{label} (nu={nu:g}): |s_aa - s_ab| at end = {demo['separation'][label]:.3g}")
         ax.legend(fontsize=7)
@@ -119,8 +124,8 @@ def plot_lru_ring(path, n: int = 512, r_min: float = 0.4, r_max: float = 0.9, ma
     _unit_circle(ax, shade=False)
     t = torch.linspace(0, max_phase, 200)
     for r in (r_min, r_max):
-        ax.plot(r * t.cos(), r * t.sin(), "--", color="tab:red", lw=0.8)
-    ax.plot(lam.real, lam.imag, ".", ms=3)
+        ax.plot(*_np(r * t.cos(), r * t.sin()), "--", color="tab:red", lw=0.8)
+    ax.plot(*_np(lam.real, lam.imag), ".", ms=3)
     ax.set_title(f"LRU ring init: r in [{r_min:g}, {r_max:g}], phase in [0, {max_phase:.3g}]")
     return {"path": save_figure(fig, path), "eigenvalues": lam, **eigen.eigenvalue_summary(lam)}
 
@@ -140,8 +145,8 @@ def plot_checkpoint_eigenvalues(path, checkpoint, init: Optional[dict] = None) -
         _unit_circle(ax, shade=False)
         if before is not None:
             ref = before.get(name, next(iter(before.values())))
-            ax.plot(ref.real, ref.imag, ".", ms=3, color="0.6", label="before training")
-        ax.plot(lam.real, lam.imag, ".", ms=3, color="tab:blue", label="trained")
+            ax.plot(*_np(ref.real, ref.imag), ".", ms=3, color="0.6", label="before training")
+        ax.plot(*_np(lam.real, lam.imag), ".", ms=3, color="tab:blue", label="trained")
         ax.set_title(name)
         ax.legend(fontsize=7)
     summary = {name: eigen.eigenvalue_summary(lam) for name, lam in trained.items()}
@@ -160,10 +165,10 @@ def plot_impulse_responses(path, model: torch.nn.Module, length: int = 256, chan
         kernels[name] = k
         ax_k, ax_n = axes[2 * row], axes[2 * row + 1]
         for i in range(min(channels, k.shape[1])):
-            ax_k.plot(k[:, i, i].double(), lw=0.8, label=f"channel {i}")
+            ax_k.plot(*_np(k[:, i, i].double()), lw=0.8, label=f"channel {i}")
         ax_k.set_title(f"{name}: impulse response K[t, i, i]")
         ax_k.legend(fontsize=6)
-        ax_n.semilogy(impulse.kernel_norms(k).clamp_min(1e-30))
+        ax_n.semilogy(*_np(impulse.kernel_norms(k).clamp_min(1e-30)))
         ax_n.set_title(f"{name}: ||K[t]||_F")
         ax_n.set_xlabel("t")
     return {"path": save_figure(fig, path), "kernels": kernels}
@@ -179,7 +184,7 @@ def plot_hippo(path, n: int = 64) -> dict:
         return {"path": None, "skipped": "torchssm.layers.init provides no HiPPO matrices (hippo_legs, ...) yet"}
     fig, axes = new_figure(len(mats), 1, size=(4.0, 3.6))
     for ax, (kind, a) in zip(axes, mats.items()):
-        im = ax.imshow(a, cmap="RdBu_r", vmin=-a.abs().max(), vmax=a.abs().max())
+        im = ax.imshow(*_np(a), cmap="RdBu_r", vmin=-float(a.abs().max()), vmax=float(a.abs().max()))
         ax.set_title(f"HiPPO-{kind} A ({n}x{n})")
         fig.colorbar(im, ax=ax, shrink=0.8)
     return {"path": save_figure(fig, path), "matrices": mats}
