@@ -220,3 +220,13 @@ def test_plot_checkpoint_eigenvalues(tmp_path):
     assert main(["plot", "eigs", "--out", str(tmp_path)]) == 2  # needs --checkpoint: one-line error
     with pytest.raises(ValueError, match=".png"):
         plots.plot_lru_ring(tmp_path / "x.jpg")
+
+
+def test_hippo_plot_skips_cleanly_without_provider(tmp_path, monkeypatch):
+    import torchssm.layers.init as init
+    from torchssm.analysis import plots
+
+    monkeypatch.delattr(init, "hippo", raising=False)
+    assert impulse.hippo_matrices(8) == {}
+    res = plots.plot_hippo(tmp_path / "h.png")
+    assert res["path"] is None and "hippo" in res["skipped"] and not (tmp_path / "h.png").exists()

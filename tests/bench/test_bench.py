@@ -122,3 +122,27 @@ def test_bench_extrapolation_reads_training_record(tmp_path, capsys):
     data = json.loads((tmp_path / "e.json").read_text())
     assert data["task"] == "aa_ab" and data["train_length"] == 12
     assert [(r["length"], r["n"]) for r in data["results"]] == [(12, 4), (24, 4)]
+
+
+class _OOMLayer(torch.nn.Module):
+    """Runs out of memory above 16 tokens (stands in for a real OOM)."""
+
+    def __init__(self, d_model, d_state=4):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(d_model))
+
+    def forward(self, x):
+        if x.shape[1] > 16:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 TiB")
+        return x * self.w
+
+
+def test_bench_layers_records_oom_and_skips_longer(monkeypatch):
+    from torchssm.bench.layers import bench_layer
+    from torchssm.layers import registry
+
+    monkeypatch.setitem(registry._LAYERS, "oom_test", (__name__, "_OOMLayer"))
+    rows = bench_layer("oom_test", [8, 32, 64], batch=1, d_model=4, d_state=4, device=torch.device("cpu"),
+                       dtype=torch.float32, repeats=1, warmup=0, memory=False)
+    assert [r["status"] for r in rows] == ["ok", "oom", "skipped (oom at a shorter L)"]
+    assert rows[0]["time_s"] > 0 and rows[1]["time_s"] is None

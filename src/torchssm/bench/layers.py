@@ -83,13 +83,13 @@ def bench_layer(name: str, lengths: List[int], *, batch: int, d_model: int, d_st
     torch.manual_seed(seed)
     layer = build_layer(name, d_model, **layer_kwargs(name, d_state, extra_kwargs)).to(device=device, dtype=dtype)
     layer.train()
-    rows, too_slow = [], False
+    rows, skip = [], None  # skip: why the longer lengths are not run
     for length in lengths:
         row = {"layer": name, "L": length, "status": "ok", "time_s": None, "iqr_s": None, "tokens_per_s": None,
                "peak_mb": None}
         rows.append(row)
-        if too_slow:
-            row["status"] = f"skipped (> {max_seconds:g} s at a shorter L)"
+        if skip:
+            row["status"] = f"skipped ({skip} at a shorter L)"
             continue
         x = torch.randn(batch, length, d_model, device=device, dtype=dtype, requires_grad=True)  # (b, l, h)
         g = torch.randn(batch, length, d_model, device=device, dtype=dtype)  # (b, l, h): upstream gradient
@@ -105,12 +105,12 @@ def bench_layer(name: str, lengths: List[int], *, batch: int, d_model: int, d_st
                        tokens_per_s=batch * length / t[statistic])
             if memory:
                 row["peak_mb"] = common.peak_memory(step, device)[0] / 2**20
-            too_slow = t["median"] > max_seconds
+            if t["median"] > max_seconds:
+                skip = f"> {max_seconds:g} s"
         except (RuntimeError, torch.OutOfMemoryError) as err:
             if not common.is_oom(err):
                 raise
-            row["status"] = "oom"
-            too_slow = True
+            row["status"], skip = "oom", "oom"
         finally:
             del x, g
             if device.type == "cuda":
