@@ -14,7 +14,10 @@ To fit the layer contract, the recurrent "state" of attention is its KV cache, p
 ``k_cache`` holds keys already rotated to their absolute position; ``position[i]`` is how many
 tokens sequence i has seen. ``step`` appends one token and attends over the cache: O(position) work
 per token (a Transformer's generation cost grows with the context; an SSM step does not), O(max_len)
-memory. ``forward`` with a state (chunked continuation) uses the same cached path as ``step``
+memory. Because ``step`` is pure (the contract), each call writes the new key/value into a *copy* of
+the cache: O(max_len) extra memory traffic per token, the same order as reading the cache for
+attention; an in-place cache (as in inference engines) would save that copy, so generation
+benchmarks of this layer are an upper bound on a tuned KV-cache implementation. ``forward`` with a state (chunked continuation) uses the same cached path as ``step``
 (:meth:`SelfAttention._attend_cached`), so the two cannot drift apart.
 
 Defaults: ``n_heads=4`` and ``max_len=4096`` are this library's choices for the baseline, not a paper's
