@@ -2,11 +2,12 @@
 
 ``selective_scan(...)`` dispatches:
     "naive"          the reference loop (:func:`selective_scan_naive`);
-    "cpu"            the fused numba kernel (:func:`torchssm.ops.selective.cpu.selective_scan_cpu`);
+    "cpu"            the fused numba kernel (:func:`torchssm.ops.selective.cpu.selective_scan_cpu`): a
+                     third of the chunked op's autograd memory, but not faster on the CPU measured
+                     (BENCHMARKS.md), so "auto" does not pick it;
     "gpu"            the fused Triton kernels (:func:`torchssm.ops.selective.gpu.selective_scan_gpu`);
     "chunked"        :func:`selective_scan_chunked` (its inner diagonal scan is ``linear_scan`` "auto");
-    "auto"           "cpu" for CPU tensors when numba imports, "gpu" for CUDA tensors (not float64) when
-                     Triton imports, else "chunked".
+    "auto"           "gpu" for CUDA tensors (not float64) when Triton imports, else "chunked".
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def selective_scan(
         chunk_size: time chunk of the chunked backend.  backend: "auto" | "naive" | "chunked" | "cpu" | "gpu".
     """
     if backend == "auto":
-        backend = auto_backend(u, _fused_cpu, "torchssm.ops.selective.gpu")
+        backend = auto_backend(u, None, "torchssm.ops.selective.gpu")
     if backend in ("cpu", "gpu"):
         fused = _fused_cpu() if backend == "cpu" else _fused_gpu("torchssm.ops.selective.gpu", "selective_scan_gpu")
         return fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0,

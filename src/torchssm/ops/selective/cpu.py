@@ -33,7 +33,7 @@ from torchssm.ops.selective.common import (
 )
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "afn"})
 def _forward_rows(dt, u, A, B, C, h0, reset, gsize, y, hs, hlast, i0, i1):  # pragma: no cover (compiled)
     l, d = u.shape[1], u.shape[2]
     n = A.shape[1]
@@ -55,7 +55,7 @@ def _forward_rows(dt, u, A, B, C, h0, reset, gsize, y, hs, hlast, i0, i1):  # pr
             hlast[i, c] = h
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "afn"})
 def _backward_rows(dt, u, A, B, C, h0, reset, gsize, hs, gy, ghlast,
                    gdt, gu, gA, gB, gC, gh0, i0, i1):  # pragma: no cover (compiled)
     l, d = u.shape[1], u.shape[2]
