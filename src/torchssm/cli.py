@@ -18,7 +18,8 @@ _COMMAND_MODULES = (
     "torchssm.data.cli",       # tasks
     "torchssm.bench.cli",      # bench
     "torchssm.analysis.cli",   # plot
-    "torchssm.models.cli",     # generate, export
+    "torchssm.models.cli",     # generate
+    "torchssm.models.export",  # export (ONNX)
 )
 
 
