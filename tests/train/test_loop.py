@@ -97,3 +97,22 @@ def test_nan_loss_stops_without_checkpoint(tmp_path):
     weights = load_file(tmp_path / "last" / WEIGHTS)
     assert all(torch.isfinite(w).all() for w in weights.values())
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_threads_hold_during_the_run_and_are_restored(tmp_path):
+    """train.threads sets torch's (and numba's) threads for the whole run, even after the first
+    compiled scan launches numba's OpenMP layer (which resets the shared OpenMP thread count)."""
+    from torchssm.models import build_model
+
+    seen = []
+
+    def builder(cfg):
+        model = build_model(cfg)
+        model.register_forward_hook(lambda *args: seen.append(torch.get_num_threads()))
+        return model
+
+    before = torch.get_num_threads()
+    train(config(tmp_path, "train.epochs=1", f"train.threads={before + 1}"), task=toy_task(), model_builder=builder,
+          log=quiet)
+    assert seen and set(seen) == {before + 1}
+    assert torch.get_num_threads() == before
