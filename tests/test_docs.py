@@ -1,4 +1,4 @@
-"""Every ```python code block in docs/*.md runs (blocks fenced as ```python no-run are skipped).
+"""Every ```python code block in README.md and docs/*.md runs (blocks fenced as ```python no-run are skipped).
 
 The blocks of one file run in order in one namespace (a page may build on its earlier examples), in a
 temporary working directory (files they write do not land in the repository; ``configs/`` is linked
@@ -30,7 +30,7 @@ def test_python_blocks_parser():
     assert python_blocks(text) == [(2, "x = 1\n"), (11, "y = x\n")]
 
 
-@pytest.mark.parametrize("page", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
+@pytest.mark.parametrize("page", [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md"))], ids=lambda p: p.name)
 def test_doc_examples_run(page, tmp_path, monkeypatch):
     blocks = python_blocks(page.read_text())
     if not blocks:
