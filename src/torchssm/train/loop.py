@@ -238,18 +238,22 @@ def _train_step(model: nn.Module, batch: Dict[str, torch.Tensor], info: TaskInfo
     n_global = D.all_reduce_sum(torch.stack(counts).sum(), ctx).to(torch.float64)  # one sync
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
+    def autocast():  # bf16 activations; SSM parameters and states stay float32 (the layers see to it)
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
+
     for i, (part, n_i) in enumerate(zip(parts, counts)):
         part = _to(part, device)
-        weight = (n_i.to(torch.float64) * ctx.world_size / n_global).float()  # of this micro-batch's mean loss
-        with D.no_sync(model, sync=i == len(parts) - 1), \
-                torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
-            if tc.tbptt_chunk > 0:
-                from torchssm.train.tbptt import tbptt_backward
+        weight = n_i.to(torch.float64) * ctx.world_size / n_global  # of this micro-batch's mean loss
+        sync = i == len(parts) - 1  # DDP reduces gradients in the last micro-batch's backward
+        if tc.tbptt_chunk > 0:
+            from torchssm.train.tbptt import tbptt_backward
 
-                loss, c = tbptt_backward(model, part, info, tc.tbptt_chunk, weight)
-            else:
-                loss, c, _ = loss_and_correct(_forward(model, part), part["targets"], info)
-                (loss * weight).backward()
+            loss, c = tbptt_backward(model, part, info, tc.tbptt_chunk, weight, sync=sync, autocast=autocast)
+        else:
+            with D.no_sync(model, sync):
+                with autocast():
+                    loss, c, _ = loss_and_correct(_forward(model, part), part["targets"], info)
+                (loss * weight.to(loss.dtype)).backward()
         loss_sum += loss.detach().double() * n_i
         correct += c
     totals = D.all_reduce_sum(torch.stack([loss_sum, correct.double()]), ctx)
