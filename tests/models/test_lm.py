@@ -132,3 +132,16 @@ def test_bench_generate_runs(tmp_path, capsys):
     rows = json.loads(out.read_text())["results"]
     assert [r["layer"] for r in rows] == ["mamba", "transformer"]
     assert all(r["tokens_per_s"] > 0 and r["state_MB"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("layer", ["mamba", "mamba2"])
+def test_right_padded_batch_of_different_lengths(layer):
+    """Causal: the valid positions of a right-padded row equal the row run alone at its true length."""
+    m = _lm(layer)
+    g = torch.Generator().manual_seed(5)
+    long, short = torch.randint(0, 37, (9,), generator=g), torch.randint(0, 37, (5,), generator=g)
+    batch = torch.stack([long, torch.cat([short, torch.zeros(4, dtype=torch.long)])])
+    with torch.no_grad():
+        logits = m(batch)
+        torch.testing.assert_close(logits[1, :5], m(short[None])[0])
+        torch.testing.assert_close(logits[0], m(long[None])[0])
