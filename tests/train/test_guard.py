@@ -5,12 +5,11 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
 from torchssm.train.guard import NonFiniteGuard, TrainingDiverged
 from torchssm.train.loop import train
 
-from test_loop import config, quiet, toy_task
+from test_loop import Exploding, config, quiet, toy_task
 
 
 def test_guard_counts_streaks_and_raises_past_the_limit():
@@ -28,16 +27,11 @@ def test_guard_counts_streaks_and_raises_past_the_limit():
         NonFiniteGuard(-1)
 
 
-class Flaky(nn.Module):
+class Flaky(Exploding):
     """Stand-in model whose loss is NaN on some training calls, or whose gradient is NaN with a finite loss."""
 
     bad_calls = {3, 4}
     mode = "loss"
-
-    def __init__(self, cfg):
-        super().__init__()
-        self.lin = nn.Linear(cfg.d_input, cfg.d_output)
-        self.calls = 0
 
     def forward(self, inputs, lengths=None, inputs2=None):
         out = self.lin(inputs.mean(1))  # (b, d_output)
