@@ -17,6 +17,10 @@ LAYERS = {
     "mamba2": dict(d_state=4, headdim=8, ngroups=2, chunk_size=3),
     "lru": dict(d_state=8),
     "transformer": dict(n_heads=2, max_len=32),
+    "s4": dict(d_state=4),
+    "s4d": dict(d_state=4),
+    "dss": dict(d_state=4),
+    "s5": dict(d_state=4),
 }
 
 
