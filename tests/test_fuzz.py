@@ -304,3 +304,24 @@ def test_malformed_tsv_raises_clearly(tmp_path_factory, lines, header):
         return
     assert ds.tensors["inputs"].shape[1] == 16 and len(ds) >= 1
     assert math.isfinite(float(ds.tensors["targets"].float().sum()))
+
+
+# Found by fuzzing: these layers crash inside a matmul (RuntimeError) when the input dtype differs from
+# their parameters outside autocast, instead of computing in the input's dtype or raising a clear error.
+_DTYPE_CRASH = {"mamba", "mamba2", "hydra", "transformer"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("name", ["lru", "s4", "s4d", "dss", "s5", "mamba", "mamba2", "hydra", "transformer"])
+def test_layer_input_dtype_other_than_its_parameters(name, dtype, request):
+    if name in _DTYPE_CRASH:
+        request.applymarker(pytest.mark.xfail(raises=RuntimeError, strict=True,
+                                              reason="input/parameter dtype mismatch crashes in a matmul"))
+    x = torch.randn(2, 5, D_MODEL, dtype=dtype)
+    try:
+        with torch.no_grad():
+            y = layer(name)(x)
+    except CLEAR as err:
+        assert "dtype" in str(err)
+        return
+    assert y.shape == x.shape and y.dtype == dtype and torch.isfinite(y).all()
