@@ -325,3 +325,11 @@ def test_layer_input_dtype_other_than_its_parameters(name, dtype, request):
         assert "dtype" in str(err)
         return
     assert y.shape == x.shape and y.dtype == dtype and torch.isfinite(y).all()
+
+
+def test_debug_checks_can_be_switched_on_by_environment_variable():
+    from torchssm.layers import base
+
+    assert base.DEBUG_ENV == "TORCHSSM_DEBUG"
+    assert all(base._flag(v) for v in ("1", "true", "ON", " yes "))
+    assert not any(base._flag(v) for v in ("", "0", "false", "off", "No"))

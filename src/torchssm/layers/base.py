@@ -15,11 +15,13 @@ Every layer:
 * ``init_state(batch, device=None, dtype=None)``: the zero state.
 
 The checks below cost no device synchronisation (shapes and dtypes only), so ``torch.compile``
-and CUDA graphs keep working; value checks (NaN/Inf) are opt-in via :func:`torchssm.set_debug`.
+and CUDA graphs keep working; value checks (NaN/Inf) are opt-in via :func:`torchssm.set_debug`
+or the environment variable ``TORCHSSM_DEBUG=1``.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 import torch
@@ -27,7 +29,14 @@ from torch import nn
 
 State = Any  # a tensor, or a tuple of tensors (e.g. Mamba's (conv_buffer, ssm_state))
 
-_DEBUG = False
+DEBUG_ENV = "TORCHSSM_DEBUG"  # TORCHSSM_DEBUG=1 turns the value checks on at import
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+_DEBUG = _flag(os.environ.get(DEBUG_ENV, ""))
 
 
 def set_debug(enabled: bool = True) -> None:
