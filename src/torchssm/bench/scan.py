@@ -9,7 +9,8 @@ a (B, L, D), |a| < 1 (``--a-dim`` for a time-invariant (D,) a):
   bandwidth bound of any scan (which reads a and b and writes h);
 
 and prints, per backend, the median time [min, max] over ``--repeats`` (after one warm-up call,
-which also compiles numba/Triton kernels), the speed-up over the naive Python loop and the ratio
+which also compiles numba/Triton kernels; the naive loop: ``--naive-repeats``, default 3, no
+warm-up), the speed-up over the naive Python loop and the ratio
 to the copy. Defaults: the issue's shapes (B=8, L=4096, D=256) and (B=1, L=16384, D=16), complex64
 and float32. Backends: naive, chunked and, where they apply, cpu (numba, CPU) and gpu (Triton, CUDA).
 """
@@ -36,6 +37,9 @@ def add_arguments(p) -> None:
     p.add_argument("--backends", default="all", help="comma-separated from naive, chunked, cpu, gpu (default: all "
                                                     "that run on the device)")
     p.add_argument("--repeats", type=int, default=10, help="timed repeats per measurement (default 10)")
+    p.add_argument("--naive-repeats", type=int, default=3,
+                   help="timed repeats of the naive loop, no warm-up (default 3: its backward through "
+                        "L autograd steps takes seconds to minutes)")
     p.add_argument("--a-dim", action="store_true", help="time-invariant a of shape (D,) instead of (B, L, D)")
     p.add_argument("--no-backward", action="store_true", help="forward only")
     p.add_argument("--seed", type=int, default=0)
@@ -95,8 +99,10 @@ def _measure(shape, dtype, device, backends, args) -> List[Dict[str, object]]:
             a_, b_ = a.detach().requires_grad_(), b.detach().requires_grad_()
             linear_scan(a_, b_, backend=name).backward(grad)
 
-        fwd = common.time_fn(forward, device, repeats=args.repeats)
-        bwd = None if args.no_backward else common.time_fn(train_step, device, repeats=args.repeats)
+        # the naive loop compiles nothing, so it needs no warm-up, and its backward is very slow
+        reps, warm = (min(args.repeats, args.naive_repeats), 0) if name == "naive" else (args.repeats, 1)
+        fwd = common.time_fn(forward, device, repeats=reps, warmup=warm)
+        bwd = None if args.no_backward else common.time_fn(train_step, device, repeats=reps, warmup=warm)
         rows.append({"shape": "x".join(map(str, shape)), "dtype": str(dtype).replace("torch.", ""),
                      "a": "(D,)" if args.a_dim else "(B,L,D)", "backend": name,
                      "fwd_ms": fwd["median"] * 1e3, "fwd_min_ms": fwd["min"] * 1e3, "fwd_max_ms": fwd["max"] * 1e3,
@@ -122,8 +128,8 @@ def _span(r, key) -> str:
 
 def run(args) -> int:
     device = common.resolve_device(args.device)
-    if args.repeats < 1:
-        raise ValueError(f"--repeats must be >= 1; got {args.repeats}")
+    if args.repeats < 1 or args.naive_repeats < 1:
+        raise ValueError(f"--repeats and --naive-repeats must be >= 1; got {args.repeats}, {args.naive_repeats}")
     dtypes = []
     for name in args.dtypes.split(","):
         if name.strip() not in SCAN_DTYPES:
@@ -139,7 +145,8 @@ def run(args) -> int:
     except ImportError:
         pass
     print("torchssm bench scan: " + ", ".join(f"{k}={v}" for k, v in env.items()))
-    print(f"times in ms: median [min, max] over {args.repeats} repeats after 1 warm-up; copy = b.clone()")
+    print(f"times in ms: median [min, max] over {args.repeats} repeats after 1 warm-up (naive: "
+          f"{min(args.repeats, args.naive_repeats)}, no warm-up); copy = b.clone()")
     rows = []
     for shape in shapes:
         for dtype in dtypes:
@@ -153,6 +160,7 @@ def run(args) -> int:
                      for r in block]
             print(common.format_table(table, list(table[0])))
     if args.json:
-        common.save_json(args.json, {"environment": env, "repeats": args.repeats, "results": rows})
+        common.save_json(args.json, {"environment": env, "repeats": args.repeats,
+                                     "naive_repeats": min(args.repeats, args.naive_repeats), "results": rows})
         print(f"\nwrote {args.json}")
     return 0
