@@ -21,8 +21,6 @@ from torchssm.train.config import load_config
 from torchssm.train.loop import train
 
 # Tiny run: adding problem (regression) of length 12, 3 steps per epoch, LayerNorm, one LRU block.
-# (train.threads is left at 0: with threads=1 the first run in a process differs from later ones in the
-# last float32 bit, a numba scan effect reported to the lead, which would break the bit-for-bit compare.)
 CONFIG = {
     "task": {"name": "adding", "length": 12, "n_train": 48, "n_val": 16, "n_test": 16},
     "model": {"layer": "lru", "d_model": 8, "n_layers": 1, "norm": "layer", "layer_kwargs": {"d_state": 4}},

@@ -14,8 +14,8 @@ after DDP averages the gradients over ranks the update is that of the mean loss 
 batch: the same as one process with batch B and no accumulation (up to float rounding), with
 LayerNorm (BatchNorm statistics are per micro-batch and per rank by design) and dropout off.
 
-Only rank 0 writes metrics, checkpoints and logs; every rank evaluates the whole validation
-and test sets (identical numbers, no collective needed).
+Only rank 0 writes metrics, checkpoints and logs; evaluation is sharded the same way
+(examples ``rank::world``, sums all-reduced), so every rank holds the metrics of the whole set.
 """
 
 from __future__ import annotations
@@ -114,6 +114,16 @@ def rank_shard(batch: Batch, ctx: DistContext) -> Batch:
         raise ValueError(f"a global batch of {n} examples cannot be split over {ctx.world_size} ranks; "
                          f"use train.batch_size >= {ctx.world_size}")
     return {k: v[ctx.rank::ctx.world_size] for k, v in batch.items()}
+
+
+def rank_subset(dataset, ctx: DistContext):
+    """This rank's examples ``rank::world`` of a whole dataset (for sharded evaluation)."""
+    from torch.utils.data import Subset
+
+    from torchssm.data.loaders import TensorDictDataset
+
+    index = torch.arange(ctx.rank, len(dataset), ctx.world_size)
+    return dataset.subset(index) if isinstance(dataset, TensorDictDataset) else Subset(dataset, index.tolist())
 
 
 def micro_batches(batch: Batch, n: int) -> List[Batch]:

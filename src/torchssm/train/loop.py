@@ -134,13 +134,19 @@ def _to(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, info: TaskInfo, batch_size: int = 512,
-             device: Union[str, torch.device] = "cpu") -> Dict[str, float]:
-    """{"loss", "acc" (classification kinds), "n"} of ``model`` on ``dataset`` (eval mode, restored after)."""
+             device: Union[str, torch.device] = "cpu", ctx: Optional["D.DistContext"] = None) -> Dict[str, float]:
+    """{"loss", "acc" (classification kinds), "n"} of ``model`` on ``dataset`` (eval mode, restored after).
+
+    Under ``torchrun`` (``ctx``) each rank evaluates the examples ``rank::world`` and the sums are
+    all-reduced, so every rank returns the numbers of the whole set.
+    """
     was_training = model.training
     model.eval()
     loss_sum, correct, count = 0.0, 0, 0
+    if ctx is not None and ctx.enabled:
+        dataset = D.rank_subset(dataset, ctx)
     try:
-        for batch in iterate_batches(dataset, batch_size):
+        for batch in iterate_batches(dataset, batch_size) if len(dataset) else ():
             batch = _to(batch, torch.device(device))
             loss, c, n = loss_and_correct(_forward(model, batch), batch["targets"], info)
             loss_sum += float(loss) * n
@@ -148,6 +154,9 @@ def evaluate(model: nn.Module, dataset, info: TaskInfo, batch_size: int = 512,
             count += n
     finally:
         model.train(was_training)
+    if ctx is not None and ctx.enabled:
+        totals = D.all_reduce_sum(torch.tensor([loss_sum, correct, count], dtype=torch.float64, device=device), ctx)
+        loss_sum, correct, count = float(totals[0]), int(totals[1]), int(totals[2])
     out = {"loss": loss_sum / max(count, 1), "n": count}
     if info.kind != "regression":
         out["acc"] = correct / max(count, 1)
@@ -354,7 +363,7 @@ def _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log, c
         if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
             for split, dataset in (("val", task.val), ("test", task.test)):
                 if dataset is not None:
-                    for key, value in evaluate(model, dataset, info, tc.eval_batch_size, device).items():
+                    for key, value in evaluate(model, dataset, info, tc.eval_batch_size, device, ctx).items():
                         if key != "n":
                             record[f"{split}_{key}"] = value
         record["time_s"] = round(time.perf_counter() - t_loop, 3)
