@@ -308,7 +308,7 @@ def test_malformed_tsv_raises_clearly(tmp_path_factory, lines, header):
 
 # Found by fuzzing: these layers crash inside a matmul (RuntimeError) when the input dtype differs from
 # their parameters outside autocast, instead of computing in the input's dtype or raising a clear error.
-_DTYPE_CRASH = {"mamba", "mamba2", "hydra", "transformer"}
+_DTYPE_CRASH = {"transformer"}  # mamba, mamba2, hydra: fixed (computed in the parameters' dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)

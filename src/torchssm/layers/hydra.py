@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchssm.layers.base import SSMLayer
-from torchssm.layers.mamba import decay_rate, dt_bias_init
+from torchssm.layers.mamba import decay_rate, dt_bias_init, out_dtype, to_param_dtype
 from torchssm.layers.mamba2 import RMSNormGated, head_layout
 from torchssm.ops.ssd import ssd
 
@@ -92,7 +92,8 @@ class Hydra(SSMLayer):
             raise ValueError("Hydra is bidirectional (non-causal) and has no state: call forward(x)")
         b, l, _ = x.shape
         d, G, n, H, P = self.d_inner, self.ngroups, self.d_state, self.nheads, self.headdim
-        z, xBC, dt = torch.split(self.in_proj(x), [d, self.conv_dim, 2 * H], dim=-1)
+        u = to_param_dtype(self, x)
+        z, xBC, dt = torch.split(self.in_proj(u), [d, self.conv_dim, 2 * H], dim=-1)
         xBC = F.silu(self.conv1d(xBC.transpose(1, 2)).transpose(1, 2))  # (b, l, d + 4Gn), non-causal
         xs, BC_f, BC_b = torch.split(xBC, [d, 2 * G * n, 2 * G * n], dim=-1)
         # both directions as one batch of 2b sequences: [forward; time-reversed]
@@ -103,7 +104,7 @@ class Hydra(SSMLayer):
         A = decay_rate(self.A_log)  # (H,)
         y = ssd(x2.reshape(2 * b, l, H, P), dt2, A, B2.reshape(2 * b, l, G, n), C2.reshape(2 * b, l, G, n),
                 None, None, self.dt_bias, True, None, chunk_size=self.chunk_size, backend=self.backend)
-        y = F.pad(y.reshape(2 * b, l, d)[:, :-1], (0, 0, 1, 0)).to(x.dtype)  # shift by one, first row zero
+        y = F.pad(y.reshape(2 * b, l, d)[:, :-1], (0, 0, 1, 0)).to(xs.dtype)  # shift by one, first row zero
         diag = (self.fc_D(xs) + self.D).repeat_interleave(P, dim=-1)  # (b, l, d): input-dependent diagonal
         y = y[:b] + y[b:].flip(1) + xs * diag
-        return self.out_proj(self.norm(y, z))
+        return out_dtype(self.out_proj(self.norm(y, z)), x)

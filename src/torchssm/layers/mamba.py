@@ -58,6 +58,17 @@ def ssm_state_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def to_param_dtype(layer: SSMLayer, x: torch.Tensor) -> torch.Tensor:
+    """Inputs in another dtype than the parameters (e.g. float64 or bf16 into a float32 layer, outside
+    autocast) are computed in the parameters' dtype; the caller casts the output back (:func:`out_dtype`)."""
+    return x if torch.is_autocast_enabled(x.device.type) else x.to(layer._param_dtype())
+
+
+def out_dtype(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The output in the input's dtype, except under autocast (where the autocast dtype is the contract)."""
+    return y if torch.is_autocast_enabled(x.device.type) else y.to(x.dtype)
+
+
 class ConvSSMLayer(SSMLayer):
     """Shared contract plumbing of Mamba and Mamba-2: state = (conv_buffer, ssm_state).
 
@@ -87,7 +98,8 @@ class ConvSSMLayer(SSMLayer):
         (packed batches): both the short conv and the scan stop mixing across it."""
         self._check_forward(x, state)
         conv_state, ssm_state = state if state is not None else (None, None)
-        y, conv_state, ssm_state = self._mix(x, conv_state, ssm_state, reset, self.backend)
+        y, conv_state, ssm_state = self._mix(to_param_dtype(self, x), conv_state, ssm_state, reset, self.backend)
+        y = out_dtype(y, x)
         if not return_state:
             return y
         return y, (conv_state.to(self._param_dtype()), ssm_state)
@@ -95,8 +107,8 @@ class ConvSSMLayer(SSMLayer):
     def step(self, x_t: torch.Tensor, state: MambaState):
         """x_t (b, h) -> (y_t (b, h), new_state): the forward code on one token (naive scan: O(1))."""
         self._check_step(x_t, state)
-        y, conv_state, ssm_state = self._mix(x_t[:, None], state[0], state[1], None, "naive")
-        return y[:, 0], (conv_state.to(self._param_dtype()), ssm_state)
+        y, conv_state, ssm_state = self._mix(to_param_dtype(self, x_t)[:, None], state[0], state[1], None, "naive")
+        return out_dtype(y[:, 0], x_t), (conv_state.to(self._param_dtype()), ssm_state)
 
 
 class Mamba(ConvSSMLayer):
