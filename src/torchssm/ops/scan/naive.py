@@ -24,14 +24,17 @@ def linear_scan_naive(
 ) -> torch.Tensor:
     batch, length, dim = b.shape
     h = h0 if h0 is not None else b.new_zeros(batch, dim)
-    if a.dim() == 1:
-        a = a.expand(batch, length, dim)
+    # unbind (not a[:, t]): its backward stacks the L step gradients once, whereas the backward of
+    # each a[:, t] would write into a fresh zero tensor of the full (B, L, D) shape (O(L^2) work).
+    b_steps = b.unbind(1)  # L x (B, D)
+    a_steps = a.unbind(1) if a.dim() == 3 else [a] * length  # L x (B, D), or the (D,) a broadcast
+    reset_steps = reset.unbind(1) if reset is not None else None  # L x (B,)
     out = [None] * length
     times = range(length - 1, -1, -1) if reverse else range(length)
     for t in times:
-        if reset is not None:
-            h = torch.where(reset[:, t, None], torch.zeros_like(h), h)
-        h = a[:, t] * h + b[:, t]
+        if reset_steps is not None:
+            h = torch.where(reset_steps[t][:, None], torch.zeros_like(h), h)
+        h = a_steps[t] * h + b_steps[t]
         out[t] = h
     return torch.stack(out, dim=1)
 
