@@ -6,7 +6,9 @@ a (B, L, D), |a| < 1 (``--a-dim`` for a time-invariant (D,) a):
 * forward (no autograd graph);
 * forward + backward: h = linear_scan(a, b) with a and b requiring grad, then h.backward(g);
 * a same-size memory copy, ``b.clone()``: one read and one write of B L D elements, the
-  bandwidth bound of any scan (which reads a and b and writes h);
+  bandwidth bound of any scan (which reads a and b and writes h); on the CPU also the same copy
+  with ``torch.set_num_threads(1)`` ("copy 1t"), since PyTorch's multi-threaded copy waits for
+  its OpenMP workers, which a busy machine can delay by milliseconds;
 
 and prints, per backend, the median time [min, max] over ``--repeats`` (after one warm-up call,
 which also compiles numba/Triton kernels; the naive loop: ``--naive-repeats``, default 3, no
@@ -89,6 +91,14 @@ def _measure(shape, dtype, device, backends, args) -> List[Dict[str, object]]:
     a, b = make_inputs(shape, dtype, device, a_dim=args.a_dim, seed=args.seed)
     grad = torch.randn_like(b)
     copy = common.time_fn(lambda: b.clone(), device, repeats=args.repeats)
+    copy1 = None
+    if device.type == "cpu":  # the same copy on one thread: no OpenMP hand-off (which a busy machine delays)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            copy1 = common.time_fn(lambda: b.clone(), device, repeats=args.repeats)
+        finally:
+            torch.set_num_threads(threads)
     rows = []
     for name in backends:
         def forward():
@@ -110,10 +120,14 @@ def _measure(shape, dtype, device, backends, args) -> List[Dict[str, object]]:
                      "fwdbwd_min_ms": bwd["min"] * 1e3 if bwd else None,
                      "fwdbwd_max_ms": bwd["max"] * 1e3 if bwd else None,
                      "copy_ms": copy["median"] * 1e3, "copy_min_ms": copy["min"] * 1e3,
-                     "copy_max_ms": copy["max"] * 1e3})
+                     "copy_max_ms": copy["max"] * 1e3,
+                     "copy1_ms": copy1["median"] * 1e3 if copy1 else None,
+                     "copy1_min_ms": copy1["min"] * 1e3 if copy1 else None,
+                     "copy1_max_ms": copy1["max"] * 1e3 if copy1 else None})
     naive = next((r for r in rows if r["backend"] == "naive"), None)
     for r in rows:
         r["fwd_vs_copy"] = r["fwd_ms"] / r["copy_ms"]
+        r["fwd_vs_copy1"] = r["fwd_ms"] / r["copy1_ms"] if r["copy1_ms"] else None
         r["fwd_speedup_vs_naive"] = naive["fwd_ms"] / r["fwd_ms"] if naive else None
         r["fwdbwd_speedup_vs_naive"] = (naive["fwdbwd_ms"] / r["fwdbwd_ms"]
                                         if naive and r["fwdbwd_ms"] else None)
@@ -153,9 +167,10 @@ def run(args) -> int:
             block = _measure(shape, dtype, device, backends, args)
             rows += block
             print(f"\n(B, L, D) = {shape}, {block[0]['dtype']}, a {block[0]['a']}, "
-                  f"copy {_span(block[0], 'copy_ms')} ms")
+                  f"copy {_span(block[0], 'copy_ms')} ms, on 1 thread {_span(block[0], 'copy1_ms')} ms")
             table = [{"backend": r["backend"], "forward ms": _span(r, "fwd_ms"),
                       "fwd x naive": r["fwd_speedup_vs_naive"], "fwd / copy": r["fwd_vs_copy"],
+                      "fwd / copy 1t": r["fwd_vs_copy1"],
                       "fwd+bwd ms": _span(r, "fwdbwd_ms"), "fwd+bwd x naive": r["fwdbwd_speedup_vs_naive"]}
                      for r in block]
             print(common.format_table(table, list(table[0])))
