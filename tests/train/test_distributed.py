@@ -66,18 +66,36 @@ def test_grad_accumulation_equals_one_big_batch(tmp_path):
     assert_same_run(tmp_path / "one", tmp_path / "acc", rtol=1e-5)
 
 
-def test_torchrun_two_gloo_processes_equal_one_process(tmp_path):
-    data = tmp_path / "data"
-    single = tmp_path / "single"
-    train(load_config(base=run_config(single)), data_dir=data, log=lambda m: None)
-    ddp = tmp_path / "ddp"
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """The one-process reference run (global batch 10, 2 epochs)."""
+    root = tmp_path_factory.mktemp("single")
+    train(load_config(base=run_config(root / "run")), data_dir=root / "data", log=lambda m: None)
+    return root
+
+
+def torchrun(tmp_path, data_dir, out_dir, *args, **train_opts):
     cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(yaml.safe_dump(run_config(ddp)))
-    env = {**os.environ, "TORCHSSM_DATA": str(data), "OMP_NUM_THREADS": "1"}
+    cfg_path.write_text(yaml.safe_dump(run_config(out_dir, **train_opts)))
+    env = {**os.environ, "TORCHSSM_DATA": str(data_dir), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "torchssm", "train", "--config", str(cfg_path)],
+                           "-m", "torchssm", "train", "--config", str(cfg_path), *args],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_torchrun_two_gloo_processes_equal_one_process(tmp_path, single):
+    ddp = tmp_path / "ddp"
+    proc = torchrun(tmp_path, single / "data", ddp)
     assert proc.stdout.count("test loss:") == 1  # only rank 0 reports
     assert json.loads((ddp / "result.json").read_text())["world_size"] == 2
-    assert_same_run(single, ddp, rtol=1e-5)
+    assert_same_run(single / "run", ddp, rtol=1e-5)
+
+
+def test_fsdp_two_processes_with_resume_equal_one_process(tmp_path, single):
+    run = tmp_path / "fsdp"
+    torchrun(tmp_path, single / "data", run, "--stop-after", "1", fsdp=True)  # epoch 1, full checkpoint
+    torchrun(tmp_path, single / "data", run, "--resume", fsdp=True)  # epoch 2 from it
+    assert [r["epoch"] for r in metrics(run)] == [1, 2]
+    assert_same_run(single / "run", run, rtol=1e-5)

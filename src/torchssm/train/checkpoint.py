@@ -123,11 +123,13 @@ def _remove_stale_temps(path: Path) -> None:
 
 
 def save_checkpoint(path: PathLike, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
-                    scheduler: Optional[Any] = None, **state: Any) -> Path:
+                    scheduler: Optional[Any] = None, *, optimizer_state: Optional[dict] = None, **state: Any) -> Path:
     """Write a checkpoint directory at ``path`` (see the module docstring); returns ``path``.
 
     ``state`` (epoch, step, metrics, config, ...) must be JSON-serialisable; the RNG states are
     added here. Non-finite weights are refused (a NaN checkpoint is never written).
+    ``optimizer_state``: an optimizer state dict to store instead of ``optimizer.state_dict()``
+    (FSDP's gathered full state, keyed by parameter names).
     """
     path = Path(path)
     for name, p in model.state_dict().items():
@@ -138,8 +140,8 @@ def save_checkpoint(path: PathLike, model: nn.Module, optimizer: Optional[torch.
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         _write_weights(model, tmp)
-        if optimizer is not None:
-            torch.save({"optimizer": optimizer.state_dict(),
+        if optimizer is not None or optimizer_state is not None:
+            torch.save({"optimizer": optimizer_state if optimizer_state is not None else optimizer.state_dict(),
                         "scheduler": scheduler.state_dict() if scheduler is not None else None}, tmp / OPTIMIZER)
         files = sorted(p.name for p in tmp.iterdir())
         sidecar = {"format_version": FORMAT_VERSION, **state, "rng": get_rng_states(),

@@ -64,6 +64,7 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32" | "bf16" (autocast; SSM parameters and states stay float32)
     compile: bool = False  # torch.compile the model for training
     tbptt_chunk: int = 0  # truncated BPTT: back-propagate through chunks of this many steps (0: full BPTT)
+    fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
 
     def __post_init__(self):
         if self.epochs < 1:

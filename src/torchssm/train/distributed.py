@@ -16,12 +16,17 @@ LayerNorm (BatchNorm statistics are per micro-batch and per rank by design) and 
 
 Only rank 0 writes metrics, checkpoints and logs; evaluation is sharded the same way
 (examples ``rank::world``, sums all-reduced), so every rank holds the metrics of the whole set.
+
+``train.fsdp=true`` shards parameters, gradients and optimizer state instead (FSDP2
+``fully_shard`` per residual block, :func:`shard_model`); checkpoints are gathered in full on rank
+0 (:func:`full_state`) and have the same format as unsharded ones, so a run can be resumed, or
+evaluated, with or without FSDP.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -91,10 +96,53 @@ def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.M
 
 
 def no_sync(model: nn.Module, sync: bool):
-    """DDP's ``no_sync()`` for accumulation micro-batches that are not the last (else a no-op)."""
+    """Skip the gradient reduction for accumulation micro-batches that are not the last (DDP's
+    ``no_sync()``, FSDP2's ``set_requires_gradient_sync(False)``); a no-op otherwise."""
     if not sync and isinstance(model, nn.parallel.DistributedDataParallel):
         return model.no_sync()
+    if not sync and hasattr(model, "set_requires_gradient_sync"):
+        return _fsdp_no_sync(model)
     return nullcontext()
+
+
+@contextmanager
+def _fsdp_no_sync(model):
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
+# --- FSDP2 (models that do not fit one device) ------------------------------------------------------------
+def shard_model(model: nn.Module) -> nn.Module:
+    """FSDP2 in place: ``fully_shard`` every residual block (``model.blocks``, or a language model's
+    ``backbone.layers``), then the root. Build the optimizer *after* this (parameters become DTensors)."""
+    from torch.distributed.fsdp import fully_shard
+
+    blocks = getattr(model, "blocks", None)
+    if blocks is None:
+        blocks = getattr(getattr(model, "backbone", None), "layers", [])
+    for block in blocks:
+        fully_shard(block)
+    fully_shard(model)
+    return model
+
+
+def full_state(model: nn.Module, optimizer) -> tuple:
+    """(model state dict, optimizer state dict keyed by parameter names), gathered in full on rank 0
+    (other ranks get empty dicts). A collective: every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state(model: nn.Module, optimizer, model_state: dict, optimizer_state: dict) -> None:
+    """Load full (unsharded) state dicts into a sharded model and its optimizer (every rank)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state,
+                   options=StateDictOptions(full_state_dict=True))
 
 
 def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
@@ -129,6 +177,8 @@ def rank_subset(dataset, ctx: DistContext):
 def micro_batches(batch: Batch, n: int) -> List[Batch]:
     """Split a batch into ``n`` nearly equal micro-batches (empty ones dropped) for accumulation."""
     size = next(iter(batch.values())).shape[0]
+    if size == 0:
+        return []
     parts = [{k: v[idx] for k, v in batch.items()} for idx in torch.arange(size).tensor_split(min(n, size))]
     return [p for p in parts if next(iter(p.values())).shape[0] > 0]
 

@@ -47,8 +47,8 @@ from tqdm.auto import tqdm
 from torchssm.data.loaders import epoch_generator, iterate_batches, num_batches
 from torchssm.data.registry import TaskData, TaskInfo, build_task
 from torchssm.train import distributed as D
-from torchssm.train.checkpoint import (SNAPSHOTS, load_checkpoint, prune_checkpoints, read_checkpoint_state,
-                                       save_checkpoint, snapshot_checkpoint)
+from torchssm.train.checkpoint import (OPTIMIZER, SNAPSHOTS, load_checkpoint, prune_checkpoints,
+                                       read_checkpoint_state, save_checkpoint, snapshot_checkpoint)
 from torchssm.train.config import ExperimentConfig, model_config_for_task
 from torchssm.train.guard import NonFiniteGuard, TrainingDiverged
 from torchssm.train.optim import build_optimizer
@@ -242,7 +242,9 @@ def _train_step(model: nn.Module, batch: Dict[str, torch.Tensor], info: TaskInfo
     gradients accumulated so that they are those of the global mean loss (see
     :mod:`torchssm.train.distributed`).
     """
-    parts = D.micro_batches(D.rank_shard(batch, ctx), tc.grad_accum)
+    # the same number of micro-batches on every rank (FSDP's collectives run per forward)
+    n_parts = min(tc.grad_accum, next(iter(batch.values())).shape[0] // ctx.world_size) or 1
+    parts = D.micro_batches(D.rank_shard(batch, ctx), n_parts)
     counts = [D.count_targets(p["targets"], info.kind, info.ignore_index) for p in parts]
     n_global = D.all_reduce_sum(torch.stack(counts).sum(), ctx).to(torch.float64)  # one sync
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -287,6 +289,12 @@ def _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log, c
         from torchssm.models import build_model as model_builder
     seed_everything(tc.seed)  # the initial weights do not depend on how the data was built
     model = model_builder(model_cfg).to(device)
+    fsdp = tc.fsdp and ctx.enabled
+    plain = None  # FSDP: an unsharded copy on the CPU that checkpoints are written from / read into
+    if fsdp:
+        with torch.random.fork_rng(devices=[]):
+            plain = model_builder(model_cfg)
+        D.shard_model(model)  # before the optimizer: it must hold the sharded parameters
     optimizer = build_optimizer(model, tc.lr, tc.weight_decay, tc.betas)
     steps_per_epoch = num_batches(task.train, tc.batch_size, min_batch=2)
     if steps_per_epoch < 1:
@@ -300,7 +308,13 @@ def _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log, c
     if resume is not None:
         state = read_checkpoint_state(resume)
         _check_resume_config(state["config"], config_dict)
-        state = load_checkpoint(resume, model, optimizer, scheduler, restore_rng=True, map_location=device)
+        if fsdp:  # every rank reads the full checkpoint, then keeps its shard
+            state = load_checkpoint(resume, plain, restore_rng=True)
+            extra = torch.load(Path(resume) / OPTIMIZER, map_location="cpu", weights_only=True)
+            D.load_full_state(model, optimizer, plain.state_dict(), extra["optimizer"])
+            scheduler.load_state_dict(extra["scheduler"])
+        else:
+            state = load_checkpoint(resume, model, optimizer, scheduler, restore_rng=True, map_location=device)
         start_epoch, step, best = state["epoch"], state["step"], state.get("best")
         log(f"resumed from {resume} at epoch {start_epoch} (step {step})")
     metrics_path = out_dir / METRICS_FILE
@@ -315,7 +329,8 @@ def _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log, c
         f"device {device}; {steps_per_epoch} steps/epoch"
         + (f"; {ctx.world_size} ranks" if ctx.enabled else ""))
     params = [p for p in model.parameters() if p.requires_grad]
-    train_model = D.wrap_model(model, ctx, device)  # DDP under torchrun; weights/checkpoints use `model`
+    # DDP under torchrun (FSDP shards in place); weights/checkpoints use `model`
+    train_model = model if fsdp else D.wrap_model(model, ctx, device)
     if tc.compile:
         train_model = torch.compile(train_model)
     guard = NonFiniteGuard(tc.max_nonfinite_steps)
@@ -338,6 +353,7 @@ def _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log, c
             if not guard.check("loss", loss, where):
                 continue  # skipped: no update, the schedule does not advance
             grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else math.inf)
+            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: DTensor
             if not guard.check("gradient norm", grad_norm, where):
                 continue
             guard.ok()
@@ -363,7 +379,9 @@ def _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log, c
         if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
             for split, dataset in (("val", task.val), ("test", task.test)):
                 if dataset is not None:
-                    for key, value in evaluate(model, dataset, info, tc.eval_batch_size, device, ctx).items():
+                    # FSDP: every rank runs every batch (its collectives must match), so no sharding here
+                    eval_ctx = None if fsdp else ctx
+                    for key, value in evaluate(model, dataset, info, tc.eval_batch_size, device, eval_ctx).items():
                         if key != "n":
                             record[f"{split}_{key}"] = value
         record["time_s"] = round(time.perf_counter() - t_loop, 3)
@@ -371,14 +389,21 @@ def _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log, c
         improved = _is_better(record, best, info.kind)
         if improved:
             best = record
+        saved, optimizer_state = model, None
+        if fsdp and tc.save_checkpoints:  # gather the full state (a collective), rank 0 writes it
+            model_state, optimizer_state = D.full_state(model, optimizer)
+            if main:
+                plain.load_state_dict(model_state)
+            saved = plain
         if main:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             if tc.save_checkpoints:
                 state = {"config": config_dict, "epoch": epoch + 1, "step": step, "metrics": record, "best": best}
                 if improved:
-                    save_checkpoint(out_dir / "best", model, **state)
-                save_checkpoint(out_dir / "last", model, optimizer, scheduler, **state)
+                    save_checkpoint(out_dir / "best", saved, **state)
+                save_checkpoint(out_dir / "last", saved, optimizer if not fsdp else None, scheduler,
+                                optimizer_state=optimizer_state, **state)
                 if tc.keep_checkpoints > 0:
                     snapshot_checkpoint(out_dir / "last", out_dir / SNAPSHOTS / f"epoch-{epoch + 1:06d}")
                     prune_checkpoints(out_dir / SNAPSHOTS, tc.keep_checkpoints)
