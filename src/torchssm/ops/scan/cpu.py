@@ -23,6 +23,7 @@ pass that produces grad_b, grad_a and grad_h0 together (no shifted copies of a o
 
 from __future__ import annotations
 
+import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Tuple
@@ -119,7 +120,8 @@ def _bwd_jobs(a, h, h0, g, reset, grad_b, grad_a, grad_h0, a_varies, reverse, ha
 # costs more than the work there (and much more on a busy machine).
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
-_pool: Optional[ThreadPoolExecutor] = None
+_pool: Optional[ThreadPoolExecutor] = None  # worker threads (the calling thread works too)
+_pool_size = 0
 
 
 def _threads() -> int:
@@ -139,11 +141,11 @@ def _block_size(batch: int, dim: int, threads: int) -> int:
 def _launch(kernel, args: tuple, batch: int, length: int, dim: int) -> None:
     """Run ``kernel(*args, block, job0, job1)`` over all (batch row, channel block) jobs.
 
-    The kernels are compiled with ``nogil=True``, so the job ranges run truly in parallel on a
-    thread pool (the calling thread takes the first range): no numba threading layer to start
-    and no separate parallel compilation, so the first call compiles one small function per dtype.
+    The kernels are compiled with ``nogil=True``, so job ranges run truly in parallel on a thread
+    pool plus the calling thread: no numba threading layer to start and no separate parallel
+    compilation, so the first call compiles one small function per dtype.
     """
-    global _pool
+    global _pool, _pool_size
     threads = _threads()
     if threads == 1 or batch * length * dim < PARALLEL_MIN_ELEMENTS:
         kernel(*args, max(dim, 1), 0, batch)
@@ -154,11 +156,23 @@ def _launch(kernel, args: tuple, batch: int, length: int, dim: int) -> None:
     if workers == 1:
         kernel(*args, block, 0, n_jobs)
         return
-    if _pool is None or _pool._max_workers < workers - 1:
+    if _pool is None or _pool_size < workers - 1:
         _pool = ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="torchssm-scan")
-    bounds = [n_jobs * k // workers for k in range(workers + 1)]
-    futures = [_pool.submit(kernel, *args, block, bounds[k], bounds[k + 1]) for k in range(1, workers)]
-    kernel(*args, block, bounds[0], bounds[1])
+        _pool_size = workers - 1
+    # Dynamic balancing: every thread takes the next range of jobs from one shared counter (next()
+    # on itertools.count is atomic under the GIL), so a thread that the OS delays on a busy machine
+    # does not hold the others up as a static split would.
+    chunk = max(1, n_jobs // (4 * workers))
+    starts = itertools.count(0, chunk)
+
+    def work() -> None:
+        for j0 in starts:
+            if j0 >= n_jobs:
+                return
+            kernel(*args, block, j0, min(j0 + chunk, n_jobs))
+
+    futures = [_pool.submit(work) for _ in range(workers - 1)]
+    work()
     for f in futures:
         f.result()
 
