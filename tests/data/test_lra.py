@@ -12,7 +12,7 @@ from torchssm.data import build_task
 from torchssm.data.lra import listops as lo
 from torchssm.data.lra.common import DataFormatError
 from torchssm.data.lra.pathfinder import draw_pathfinder, generator_options, read_metadata, write_pathfinder
-from torchssm.data.lra.png import encode_png_gray, read_png_gray
+from torchssm.data.lra.png import decode_png_gray, encode_png_gray, read_png_gray
 
 
 # ---------------------------------------------------------------- an independent ListOps evaluator
@@ -233,12 +233,15 @@ def test_png_roundtrip_and_filters(tmp_path):
     img = np.random.default_rng(0).integers(0, 256, (7, 5), dtype=np.uint8)
     (tmp_path / "a.png").write_bytes(encode_png_gray(img))
     np.testing.assert_array_equal(read_png_gray(tmp_path / "a.png"), img)
+    np.testing.assert_array_equal(decode_png_gray(tmp_path / "a.png"), img)
     pil = pytest.importorskip("PIL.Image")
     rgb = np.random.default_rng(1).integers(0, 256, (9, 6, 3), dtype=np.uint8)
     pil.fromarray(rgb).save(tmp_path / "b.png", optimize=True)  # Pillow picks adaptive row filters
     from torchssm.data.lra import png
     raw = png._read_with_pillow  # the built-in decoder must agree with Pillow's convert("L")
-    np.testing.assert_array_equal(read_png_gray(tmp_path / "b.png"), raw(tmp_path / "b.png"))
+    np.testing.assert_array_equal(decode_png_gray(tmp_path / "b.png"), raw(tmp_path / "b.png"))  # filters 0, 1, 3, 4
+    pil.fromarray(np.tile(np.arange(40, dtype=np.uint8), (30, 1))).save(tmp_path / "c.png")  # filters 1, 2
+    np.testing.assert_array_equal(decode_png_gray(tmp_path / "c.png"), raw(tmp_path / "c.png"))
 
 
 def test_pathfinder_generator_balance_and_layout(tmp_path):
