@@ -116,3 +116,22 @@ def test_threads_hold_during_the_run_and_are_restored(tmp_path):
           log=quiet)
     assert seen and set(seen) == {before + 1}
     assert torch.get_num_threads() == before
+
+
+def test_paired_batches_pass_lengths2_to_the_model():
+    """LRA Retrieval: the second document's padding must be masked, so lengths2 reaches the model."""
+    from torchssm.train.loop import _forward
+
+    seen = {}
+
+    class Recorder(torch.nn.Module):
+        def forward(self, inputs, lengths=None, inputs2=None, **kwargs):
+            seen.update(kwargs, lengths=lengths, inputs2=inputs2)
+            return inputs.sum(1)
+
+    x = torch.zeros(2, 5, 1)
+    _forward(Recorder(), {"inputs": x, "targets": torch.zeros(2)})
+    assert "lengths2" not in seen  # unpaired batches: the plain (inputs, lengths, inputs2) interface
+    lengths2 = torch.tensor([3, 5])
+    _forward(Recorder(), {"inputs": x, "inputs2": x, "lengths": torch.tensor([5, 4]), "lengths2": lengths2})
+    assert seen["lengths2"] is lengths2 and seen["inputs2"] is x

@@ -125,7 +125,10 @@ def loss_and_correct(output: torch.Tensor, targets: torch.Tensor, info: TaskInfo
 
 
 def _forward(model: nn.Module, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(batch["inputs"], lengths=batch.get("lengths"), inputs2=batch.get("inputs2"))
+    """Model call for a batch dict; ``lengths2`` (padded second sequence of a paired task such as
+    LRA Retrieval) is passed only when the batch has it, so models without that argument still work."""
+    extra = {"lengths2": batch["lengths2"]} if batch.get("lengths2") is not None else {}
+    return model(batch["inputs"], lengths=batch.get("lengths"), inputs2=batch.get("inputs2"), **extra)
 
 
 def _to(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
