@@ -306,9 +306,10 @@ def test_malformed_tsv_raises_clearly(tmp_path_factory, lines, header):
     assert math.isfinite(float(ds.tensors["targets"].float().sum()))
 
 
-# Found by fuzzing: these layers crash inside a matmul (RuntimeError) when the input dtype differs from
-# their parameters outside autocast, instead of computing in the input's dtype or raising a clear error.
-_DTYPE_CRASH = {"transformer"}  # mamba, mamba2, hydra: fixed (computed in the parameters' dtype)
+# Found by fuzzing: these layers crashed inside a matmul (RuntimeError) when the input dtype differed from
+# their parameters outside autocast; mamba, mamba2, hydra and transformer now compute in the parameters'
+# dtype (base.to_param_dtype) and return the input's dtype.
+_DTYPE_CRASH: set = set()
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)

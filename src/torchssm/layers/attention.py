@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.layers.base import SSMLayer
+from torchssm.layers.base import SSMLayer, out_dtype, to_param_dtype
 
 KVState = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -127,6 +127,12 @@ class SelfAttention(SSMLayer):
         t >= lengths (so valid outputs do not depend on the padding); causal attention never sees them.
         """
         self._check_forward(x, state)
+        y, new_state = self._forward(to_param_dtype(self, x), state, return_state, lengths)
+        y = out_dtype(y, x)
+        return (y, new_state) if return_state else y
+
+    def _forward(self, x, state, return_state, lengths):
+        """forward() on an input already in the parameters' dtype: (y, final state or None)."""
         if not self.causal:
             if state is not None or return_state:
                 raise ValueError("bidirectional SelfAttention (causal=False) has no state; call forward(x)")
@@ -137,21 +143,20 @@ class SelfAttention(SSMLayer):
                 if tuple(lengths.shape) != (x.shape[0],):
                     raise ValueError(f"lengths must have shape (batch,)=({x.shape[0]},); got {tuple(lengths.shape)}")
                 mask = (positions < lengths[:, None])[:, None, None, :]  # (b, 1, 1, l): valid keys
-            return self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+            return self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)), None
         if state is None and not return_state:  # training fast path: SDPA's fused causal kernel
             positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
             q, k, v = self._project(x, positions)
-            return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=True))
+            return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=True)), None
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=self._param_dtype())
-        y, new_state = self._attend_cached(x, state)
-        return (y, new_state) if return_state else y
+        return self._attend_cached(x, state)
 
     def step(self, x_t: torch.Tensor, state: KVState):
         """x_t (b, h) -> (y_t (b, h), new_state): one token, attending over the cache."""
         self._check_step(x_t, state)
-        y, new_state = self._attend_cached(x_t[:, None], state)
-        return y[:, 0], new_state
+        y, new_state = self._attend_cached(to_param_dtype(self, x_t)[:, None], state)
+        return out_dtype(y[:, 0], x_t), new_state
 
     def init_state(self, batch: int, device=None, dtype=None) -> KVState:
         """Empty cache: k_cache, v_cache (b, heads, max_len, d_head) zeros, position (b,) zeros (long)."""

@@ -110,6 +110,17 @@ def check_state_like(state: State, expected: State, name: str = "state") -> None
             raise ValueError(f"{label} contains NaN or Inf (debug checks are on)")
 
 
+def to_param_dtype(layer: "SSMLayer", x: torch.Tensor) -> torch.Tensor:
+    """Inputs in another dtype than the parameters (e.g. float64 or bf16 into a float32 layer, outside
+    autocast) are computed in the parameters' dtype; the caller casts the output back (:func:`out_dtype`)."""
+    return x if torch.is_autocast_enabled(x.device.type) else x.to(layer._param_dtype())
+
+
+def out_dtype(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The output in the input's dtype, except under autocast (where the autocast dtype is the contract)."""
+    return y if torch.is_autocast_enabled(x.device.type) else y.to(x.dtype)
+
+
 class SSMLayer(nn.Module):
     """Base class of every sequence-mixing layer; subclasses implement the contract above.
 

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.layers.base import SSMLayer
-from torchssm.layers.mamba import decay_rate, dt_bias_init, out_dtype, to_param_dtype
+from torchssm.layers.base import SSMLayer, out_dtype, to_param_dtype
+from torchssm.layers.mamba import decay_rate, dt_bias_init
 from torchssm.layers.mamba2 import RMSNormGated, head_layout
 from torchssm.ops.ssd import ssd
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.layers.base import SSMLayer
+from torchssm.layers.base import SSMLayer, out_dtype, to_param_dtype
 from torchssm.ops.selective import selective_scan
 from torchssm.ops.shortconv import causal_conv1d
 
@@ -56,17 +56,6 @@ def decay_rate(A_log: torch.Tensor) -> torch.Tensor:
 def ssm_state_dtype(dtype: torch.dtype) -> torch.dtype:
     """SSM states stay float32 (float64 in float64 tests), never bf16 (DESIGN.md, Numerics)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def to_param_dtype(layer: SSMLayer, x: torch.Tensor) -> torch.Tensor:
-    """Inputs in another dtype than the parameters (e.g. float64 or bf16 into a float32 layer, outside
-    autocast) are computed in the parameters' dtype; the caller casts the output back (:func:`out_dtype`)."""
-    return x if torch.is_autocast_enabled(x.device.type) else x.to(layer._param_dtype())
-
-
-def out_dtype(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The output in the input's dtype, except under autocast (where the autocast dtype is the contract)."""
-    return y if torch.is_autocast_enabled(x.device.type) else y.to(x.dtype)
 
 
 class ConvSSMLayer(SSMLayer):
