@@ -142,3 +142,43 @@ def test_step_cache_follows_parameter_updates():
         layer.C.mul_(2.0)  # C = C~ (I - A_bar^L)^-1 is linear in C~
         y2, _ = layer.step(x_t, state)
     torch.testing.assert_close(y2 - layer.D * x_t, 2 * (y1 - layer.D * x_t), **F64)
+
+
+def test_loaded_kernel_length_is_the_one_used():
+    """L is a buffer (saved) and a plain int (read by the code): load_state_dict updates both, so a fresh
+    L = 8 layer loaded from one whose L doubled to 32 computes the same forward and step."""
+    trained = make(l_max=8)
+    x = torch.randn(2, 20, 3, dtype=torch.float64)  # (b, l, H)
+    with torch.no_grad():
+        want = trained(x)  # doubles 8 -> 32
+    fresh = make(l_max=8, seed=1)
+    fresh.load_state_dict(trained.state_dict())
+    assert fresh._kernel_length == 32 and "kernel_length=32" in repr(fresh)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), want, **F64)
+    assert fresh._kernel_length == 32  # no further doubling: C~ is the trained one at L = 32
+    check_step_matches_forward(fresh, x, **F64)
+    bad = dict(trained.state_dict(), kernel_length=torch.tensor(0))
+    with pytest.raises(ValueError, match="kernel_length must be a positive int"):
+        fresh.load_state_dict(bad)
+
+
+def test_step_traces_with_torch_export():
+    """torch.export traces ``step`` (the int kernel length; the step cache is bypassed while tracing,
+    so no traced tensor is cached) and the traced step equals the eager one."""
+    layer = make(l_max=8).eval()
+
+    class Step(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x_t, state):
+            return self.layer.step(x_t, state)
+
+    x_t, state = torch.randn(2, 3, dtype=torch.float64), layer.init_state(2) + 0.1  # (b, H), (b, H, m)
+    with torch.no_grad():
+        traced = torch.export.export(Step(), (x_t, state), strict=False).module()
+        assert "_dense_cache" not in layer.__dict__
+        for got, want in zip(traced(x_t, state), layer.step(x_t, state)):
+            torch.testing.assert_close(got, want, **F64)

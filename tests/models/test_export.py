@@ -24,7 +24,7 @@ TOL = 1e-5  # max |diff| / max |y|, float32
 
 def model(layer, **kw):
     torch.manual_seed(0)
-    layer_kwargs = {"mamba2": {"headdim": 4}, "mamba": {}}.get(layer, {"d_state": 4})
+    layer_kwargs = {"mamba2": {"headdim": 4}, "mamba": {}}.get(layer, {"d_state": 4}) | kw.pop("layer_kwargs", {})
     cfg = ModelConfig(layer=layer, d_model=8, n_layers=2, d_input=3, d_output=5, layer_kwargs=layer_kwargs, **kw)
     return build_model(cfg).eval()
 
@@ -67,11 +67,27 @@ def test_cli_exports_a_trained_run_and_onnxruntime_matches(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layer", ["s4d", "dss", "s5", "mamba", "mamba2"])
+@pytest.mark.parametrize("layer", ["s4", "s4d", "dss", "s5", "mamba", "mamba2"])
 def test_layers_export_and_match_onnxruntime(tmp_path, layer):
     m = model(layer, pooling="none", norm="layer")
     path = export_step(m, tmp_path / f"{layer}.onnx", batch=2)
     assert compare_with_onnxruntime(m, path, STEPS, batch=2) < TOL
+
+
+def test_s4_exports_at_its_loaded_kernel_length(tmp_path):
+    """S4's dense step uses C = C~ (I - A_bar^L)^-1 at the current kernel length L: a model whose L doubled
+    (8 -> 32) in training, reloaded into a fresh L = 8 model, exports the step of the trained one."""
+    trained = model("s4", pooling="none", norm="layer", layer_kwargs={"l_max": 8})
+    with torch.no_grad():
+        trained(torch.randn(1, 20, 3))  # (b, l, d_input): doubles L 8 -> 16 -> 32 in both blocks
+    fresh = model("s4", pooling="none", norm="layer", layer_kwargs={"l_max": 8})
+    fresh.load_state_dict(trained.state_dict())
+    path = export_step(fresh, tmp_path / "s4.onnx", batch=2)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    shapes = {i.name: i.shape for i in session.get_inputs()}
+    # per block the S4 state (b=2, H=8, m=N/2=2) complex as (2, 8, 2, 2) planes
+    assert shapes["x_t"] == [2, 3] and shapes["state_0"] == shapes["state_1"] == [2, 8, 2, 2]
+    assert compare_with_onnxruntime(trained, path, STEPS, batch=2) < TOL
 
 
 @pytest.mark.slow

@@ -56,6 +56,14 @@ def _power_sum(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return v[:, :, 0]
 
 
+def _sync_kernel_length(module: "S4", incompatible_keys) -> None:
+    """load_state_dict post-hook: the int ``_kernel_length`` follows the loaded ``kernel_length`` buffer."""
+    L = int(module.kernel_length)
+    if L < 1:
+        raise ValueError(f"S4 kernel_length must be a positive int; the loaded state dict has {L}")
+    module._kernel_length = L
+
+
 class S4(ChannelStateSSM):
     """S4 layer (DPLR, Cauchy kernel, bilinear, learned C~, kernel doubling, dense recurrent step).
 
@@ -91,7 +99,12 @@ class S4(ChannelStateSSM):
         self.P = complex_param(P[:, None, :].repeat(1, H, 1))  # (r, H, m, 2)
         self.B = complex_param(B.repeat(H, 1))  # (H, m, 2)
         self.C = complex_param(torch.randn(H, self.n_complex, dtype=torch.complex128))  # C~
+        # L lives twice: the buffer (saved in the state dict) and a plain int read by the code, so that no
+        # tensor is turned into a Python number per call (no device sync; torch.export/compile can trace the
+        # step). Both are written together by _double_kernel_length and by load_state_dict (the hook below).
         self.register_buffer("kernel_length", torch.tensor(l_max, dtype=torch.long))
+        self._kernel_length = l_max
+        self.register_load_state_dict_post_hook(_sync_kernel_length)
         names = ("log_dt", "log_A_real", "A_imag", "P", "B")
         self.optim_overrides = {} if lr is None else {k: {"lr": lr, "weight_decay": 0.0} for k in names}
 
@@ -104,10 +117,11 @@ class S4(ChannelStateSSM):
 
     def _dense_cached(self):
         """``_dense()``, reused across ``step`` calls while no parameter changed (inference: the N^3 log L
-        conversion runs once, then each step is O(N^2) per channel). Only without autograd."""
-        if torch.is_grad_enabled():
+        conversion runs once, then each step is O(N^2) per channel). Only without autograd, and not while
+        torch.export/torch.compile trace the step (the graph recomputes it, or folds it into constants)."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self._dense()
-        key = (int(self.kernel_length),) + tuple((p.data_ptr(), p._version, p.dtype) for p in self.parameters())
+        key = (self._kernel_length,) + tuple((p.data_ptr(), p._version, p.dtype) for p in self.parameters())
         cache = self.__dict__.get("_dense_cache")
         if cache is None or cache[0] != key:
             cache = (key, self._dense())
@@ -122,14 +136,14 @@ class S4(ChannelStateSSM):
         A = torch.diag_embed(_full(lam)) - torch.einsum("rhi,rhj->hij", Pf, Pf.conj())  # (H, n, n)
         A_bar, B_bar = discretize_dense(dt, A, _full(B)[..., None], "bilinear")
         eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
-        A_L = torch.linalg.matrix_power(A_bar, int(self.kernel_length))
+        A_L = torch.linalg.matrix_power(A_bar, self._kernel_length)
         C = torch.linalg.solve((eye - A_L).transpose(-1, -2), _full(Ct)[..., None])[..., 0]  # (H, n)
         return A, A_bar, B_bar[..., 0], C
 
     def _kernel(self, B: torch.Tensor) -> torch.Tensor:
         """Kernel K_l = C A_bar^l B_bar(B) for l < kernel_length by the Cauchy path; B (..., H, m) -> (..., H, L)."""
         dt, lam, P, _, Ct = self._ssm_params()
-        L = int(self.kernel_length)
+        L = self._kernel_length
         r = P.shape[0]
         k = torch.arange(L // 2 + 1 - (1 - L % 2), device=lam.device, dtype=lam.real.dtype)
         omega = torch.exp(-2j * math.pi * k / L).to(lam.dtype)  # (k,) roots of unity (omega = -1 apart)
@@ -153,17 +167,18 @@ class S4(ChannelStateSSM):
     def _double_kernel_length(self) -> None:
         """L -> 2L keeping C fixed: C~_2L = C (I - A_bar^2L) = C~_L (I + A_bar^L)."""
         _, A_bar, _, _ = self._dense()
-        A_L = torch.linalg.matrix_power(A_bar, int(self.kernel_length))
+        A_L = torch.linalg.matrix_power(A_bar, self._kernel_length)
         Ct = _full(torch.view_as_complex(self.C))  # (H, n)
         new = Ct + torch.einsum("hi,hij->hj", Ct, A_L)
         self.C.copy_(torch.view_as_real(new[..., : self.n_complex]))
         self.kernel_length.mul_(2)
+        self._kernel_length *= 2
 
     # --- contract ----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False):
         self._check_forward(x, state)
         length = x.shape[1]
-        while length > int(self.kernel_length):
+        while length > self._kernel_length:
             self._double_kernel_length()
         dt, lam, P, B, _ = self._ssm_params()
         k = self._kernel(B)  # (H, L_k)
@@ -186,10 +201,13 @@ class S4(ChannelStateSSM):
     def step(self, x_t: torch.Tensor, state: torch.Tensor):
         self._check_step(x_t, state)
         _, A_bar, B_bar, C = self._dense_cached()
-        h = (A_bar @ _full(state.to(A_bar.dtype))[..., None])[..., 0] + B_bar * x_t[..., None].to(B_bar.dtype)
+        hf = _full(state.to(A_bar.dtype))  # (b, H, n)
+        # A_bar h as a matmul between views (not [..., None] / [..., 0]): the ONNX exporter lowers complex
+        # matmul, view, cat and conj to real arithmetic, but not complex unsqueeze/select (models/export.py)
+        h = (A_bar @ hf.view(*hf.shape, 1)).view(hf.shape) + B_bar * x_t[..., None].to(B_bar.dtype)  # (b, H, n)
         y = (C * h).sum(-1).real + self.D * x_t  # (b, H); real since h, C are conjugate-symmetric
         return y.to(x_t.dtype), h[..., : self.n_complex].to(state.dtype)
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_state={self.d_state}, measure={self.measure!r}, "
-                f"kernel_length={int(self.kernel_length)}")
+                f"kernel_length={self._kernel_length}")

@@ -9,7 +9,7 @@ The graph is one token in, one token out, with the state as explicit inputs and 
 
 The model's state (a nested dict/list/tuple of tensors: per-layer SSM states, conv buffers, the
 running pooled sum) is flattened in a fixed order; ``state_i`` of the outputs feeds ``state_i`` of
-the inputs at the next step. ONNX has no complex type, so a complex state (LRU, S4D, DSS, S5)
+the inputs at the next step. ONNX has no complex type, so a complex state (LRU, S4, S4D, DSS, S5)
 travels as its real and imaginary planes: a complex (b, n) state is a float (b, n, 2) tensor
 (``torch.view_as_real``). Zero states are the initial states.
 
@@ -100,9 +100,15 @@ class StepGraph(nn.Module):
         return (y_t, *[to_planes(t) for t in new_leaves])
 
 
+def _deterministic_factory(target) -> bool:
+    """Whether a node with no tensor inputs (``eye``, ``arange``, ``full``, ...) always gives the same value,
+    so that it may be folded like a parameter (S4's dense step solves with ``I - A_bar^L``)."""
+    return isinstance(target, torch._ops.OpOverload) and torch.Tag.nondeterministic_seeded not in target.tags
+
+
 def fold_constants(graph: StepGraph, args: tuple) -> torch.fx.GraphModule:
-    """``graph`` traced by ``torch.export``, with every node that depends on parameters and buffers
-    only (each layer's discretisation: exp of complex eigenvalues, B_bar, ...) evaluated once in
+    """``graph`` traced by ``torch.export``, with every node that depends on parameters, buffers and
+    deterministic factories only (each layer's discretisation: exp of complex eigenvalues, B_bar, ...) evaluated once in
     PyTorch and stored as a constant buffer; the result computes the same step."""
     with torch.no_grad():
         gm = torch.export.export(graph, args, strict=False).module()
@@ -114,10 +120,11 @@ def fold_constants(graph: StepGraph, args: tuple) -> torch.fx.GraphModule:
                     value = getattr(value, part)
                 values[node] = value
                 continue
-            if (node.op != "call_function" or not node.all_input_nodes
-                    or isinstance(node.target, torch._ops.HigherOrderOperator)
+            if (node.op != "call_function" or isinstance(node.target, torch._ops.HigherOrderOperator)
                     or not all(n in values for n in node.all_input_nodes)):
                 continue
+            if not node.all_input_nodes and not _deterministic_factory(node.target):
+                continue  # e.g. a random op: evaluated per call, never frozen
             fetch = lambda n: values[n]  # noqa: E731
             value = node.target(*torch.fx.node.map_arg(node.args, fetch), **torch.fx.node.map_arg(node.kwargs, fetch))
             if isinstance(value, torch.Tensor):
