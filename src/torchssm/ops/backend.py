@@ -52,6 +52,12 @@ def _available(package: str, name: str) -> bool:
     return True
 
 
+def check_backend_name(name: str) -> None:
+    """Raise ValueError naming the valid backends unless ``name`` is one of them."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(repr(b) for b in BACKENDS)}")
+
+
 def resolve_backend(name: str, tensor: torch.Tensor, *, package: str = "torchssm.ops.scan") -> ModuleType:
     """Return the backend module of ``package`` named ``name`` (or chosen by "auto") for ``tensor``'s device.
 
@@ -60,8 +66,7 @@ def resolve_backend(name: str, tensor: torch.Tensor, *, package: str = "torchssm
             another device.
         ImportError: "gpu" without Triton (``pip install torchssm[gpu]``), "cpu" without numba.
     """
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(repr(b) for b in BACKENDS)}")
+    check_backend_name(name)
     device = tensor.device.type
     if name == "auto":
         if device == "cuda" and tensor.dtype not in _GPU_UNSUPPORTED and _available(package, "gpu"):

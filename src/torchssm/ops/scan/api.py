@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from torchssm.ops.backend import BACKENDS
+from torchssm.ops.backend import check_backend_name
 from torchssm.ops.scan.function import scan
 from torchssm.ops.scan.naive import linear_scan_naive
 
@@ -70,8 +70,7 @@ def linear_scan(
         tensor([1.0000, 1.5000, 1.7500, 1.8750])
     """
     check_scan_inputs(a, b, h0, reset)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(repr(n) for n in BACKENDS)}")
+    check_backend_name(backend)
     if backend == "naive":  # the reference loop, differentiated by autograd (slow: tests and benchmarks)
         return linear_scan_naive(a, b, h0, reverse=reverse, reset=reset)
     return scan(a, b, h0, reverse=reverse, reset=reset, backend=backend)
