@@ -10,13 +10,14 @@ so a run resumed at an epoch boundary sees exactly the batches an uninterrupted 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Union
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from torchssm.fileio import atomic_write
 
 ENV_DATA_DIR = "TORCHSSM_DATA"
 
@@ -33,21 +34,12 @@ def save_npz_atomic(path: Union[str, os.PathLike], **arrays: np.ndarray) -> Path
 
     A reader never sees a half-written cache file, and a failed write leaves no temporary file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a cache is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 class TensorDictDataset(Dataset):

@@ -16,12 +16,13 @@ import importlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Callable, Dict, Tuple, Union
 
 import torch
 from torch import nn
+
+from torchssm.fileio import atomic_write
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -51,19 +52,6 @@ def _get_builder(model_type: str) -> Callable[[dict], nn.Module]:
     return getattr(importlib.import_module(module), name)
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_pretrained(model: nn.Module, path: Union[str, os.PathLike]) -> Path:
     """Write ``config.json`` (``model.config.to_dict()`` + model_type) and ``model.safetensors`` into ``path``."""
     from safetensors.torch import save_model
@@ -82,9 +70,9 @@ def save_pretrained(model: nn.Module, path: Union[str, os.PathLike]) -> Path:
     def write_config(tmp: str) -> None:
         Path(tmp).write_text(text)
 
-    _atomic_write(out / CONFIG_NAME, write_config)
+    atomic_write(out / CONFIG_NAME, write_config)
     # save_model drops duplicates of shared tensors (tied embeddings) that safetensors cannot store
-    _atomic_write(out / WEIGHTS_NAME, lambda tmp: save_model(model, tmp, metadata={"model_type": model_type}))
+    atomic_write(out / WEIGHTS_NAME, lambda tmp: save_model(model, tmp, metadata={"model_type": model_type}))
     return out
 
 

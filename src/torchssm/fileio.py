@@ -1,0 +1,33 @@
+"""Atomic file writes: nothing ever sees a half-written file.
+
+``atomic_write(path, write)`` lets ``write(tmp_path)`` fill a temporary file in the same directory,
+flushes it to disk (fsync), then renames it over ``path`` (``os.replace``: atomic on POSIX and
+Windows). A failed write leaves the old file as it was and no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Union
+
+
+def atomic_write(path: Union[str, os.PathLike], write: Callable[[str], None], *, mode: int = 0o644) -> Path:
+    """Call ``write(tmp_path)``, fsync the result, set its permission bits to ``mode`` (mkstemp makes
+    0600 files), then rename it over ``path``. Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
