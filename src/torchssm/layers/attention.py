@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.layers.base import SSMLayer, out_dtype, to_param_dtype
+from torchssm.layers.base import SSMLayer, check_lengths, out_dtype, to_param_dtype
 
 KVState = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -140,8 +140,7 @@ class SelfAttention(SSMLayer):
             q, k, v = self._project(x, positions)
             mask = None
             if lengths is not None:
-                if tuple(lengths.shape) != (x.shape[0],):
-                    raise ValueError(f"lengths must have shape (batch,)=({x.shape[0]},); got {tuple(lengths.shape)}")
+                check_lengths(lengths, x.shape[0])
                 mask = (positions < lengths[:, None])[:, None, None, :]  # (b, 1, 1, l): valid keys
             return self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)), None
         if state is None and not return_state:  # training fast path: SDPA's fused causal kernel

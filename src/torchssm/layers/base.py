@@ -80,6 +80,17 @@ def check_token(x_t: torch.Tensor, d_model: int, name: str = "x_t") -> None:
         raise ValueError(f"{name} contains NaN or Inf (debug checks are on)")
 
 
+def check_lengths(lengths: Optional[torch.Tensor], batch: int) -> None:
+    """Shape/dtype check of a (batch,) integer ``lengths`` tensor (no device sync)."""
+    if lengths is None:
+        return
+    if not isinstance(lengths, torch.Tensor) or tuple(lengths.shape) != (batch,):
+        shape = tuple(lengths.shape) if isinstance(lengths, torch.Tensor) else type(lengths).__name__
+        raise ValueError(f"lengths must have shape (batch,)=({batch},); got {shape}")
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must be an integer tensor; got dtype {lengths.dtype}")
+
+
 def _flatten(state: State) -> list:
     if isinstance(state, (tuple, list)):
         out = []

@@ -23,7 +23,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from torchssm.layers.base import SSMLayer
+from torchssm.layers.base import SSMLayer, check_lengths
 from torchssm.layers.init import lru_ring_init
 from torchssm.ops import linear_scan
 
@@ -44,17 +44,6 @@ def lengths_to_reset(lengths: torch.Tensor, length: int) -> torch.Tensor:
     """
     t = torch.arange(length, device=lengths.device)  # (l,)
     return t[None, :] == (lengths[:, None] - 1)  # (b, l)
-
-
-def check_lengths(lengths: Optional[torch.Tensor], batch: int) -> None:
-    """Shape/dtype check of a (batch,) integer ``lengths`` tensor (no device sync)."""
-    if lengths is None:
-        return
-    if not isinstance(lengths, torch.Tensor) or tuple(lengths.shape) != (batch,):
-        shape = tuple(lengths.shape) if isinstance(lengths, torch.Tensor) else type(lengths).__name__
-        raise ValueError(f"lengths must have shape (batch,)=({batch},); got {shape}")
-    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-        raise TypeError(f"lengths must be an integer tensor; got dtype {lengths.dtype}")
 
 
 class LRU(SSMLayer):
