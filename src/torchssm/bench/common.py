@@ -27,6 +27,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from torchssm.cpu_threads import get_cpu_threads, set_cpu_threads
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -93,25 +95,13 @@ CLOCKS = ("wall", "cpu")
 
 @contextlib.contextmanager
 def threads(n: int):
-    """Run the block with ``n`` CPU threads in numba (the compiled CPU scans) and torch, then restore.
-
-    numba first: with a shared OpenMP runtime, setting numba's threads can reset torch's.
-    """
+    """Run the block with ``n`` CPU threads in numba (the compiled CPU scans) and torch, then restore."""
+    saved = get_cpu_threads()
     try:
-        import numba
-    except ImportError:
-        numba = None
-    saved_numba = numba.get_num_threads() if numba is not None else None
-    saved_torch = torch.get_num_threads()
-    try:
-        if numba is not None:
-            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-        torch.set_num_threads(n)
+        set_cpu_threads(n)
         yield
     finally:
-        if numba is not None:
-            numba.set_num_threads(saved_numba)
-        torch.set_num_threads(saved_torch)
+        set_cpu_threads(*saved)
 
 
 def time_fn(fn: Callable[[], object], device: torch.device, repeats: int = 5, warmup: int = 1,

@@ -25,6 +25,7 @@ from typing import Dict, List
 import torch
 
 from torchssm.bench import common
+from torchssm.cpu_threads import set_cpu_threads
 from torchssm.layers.base import _flatten
 from torchssm.models.lm import CausalLM, LMConfig
 
@@ -91,7 +92,7 @@ def run(args) -> int:
     device = common.resolve_device(args.device)
     dtype = common.resolve_dtype(args.dtype)
     if args.threads:
-        set_threads(args.threads)
+        set_cpu_threads(args.threads)
     lengths = [int(x) for x in args.lengths.split(",") if x.strip()]
     if not lengths or min(lengths) < 10:
         raise ValueError(f"--lengths must be integers >= 10; got {args.lengths!r}")
@@ -110,13 +111,3 @@ def run(args) -> int:
     return 0
 
 
-def set_threads(n: int) -> None:
-    """torch and numba thread counts: after a numba parallel region its idle workers compete with
-    torch's OpenMP threads, which on a small shared CPU slowed torch ops ~100x here (see BENCHMARKS.md)."""
-    torch.set_num_threads(n)
-    try:
-        import numba
-
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass

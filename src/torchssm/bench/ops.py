@@ -23,7 +23,7 @@ from typing import Dict, List
 import torch
 
 from torchssm.bench import common
-from torchssm.bench.generate import set_threads
+from torchssm.cpu_threads import set_cpu_threads
 from torchssm.ops.backend import resolve_backend
 from torchssm.ops.selective import selective_scan, selective_scan_chunked
 from torchssm.ops.ssd import ssd
@@ -145,7 +145,7 @@ def run(args) -> int:
     device = common.resolve_device(args.device)
     dtype = common.resolve_dtype(args.dtype)
     if args.threads:
-        set_threads(args.threads)
+        set_cpu_threads(args.threads)
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1; got {args.repeats}")
     env = common.environment(device)

@@ -44,6 +44,7 @@ import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
+from torchssm.cpu_threads import get_cpu_threads, set_cpu_threads
 from torchssm.data.loaders import epoch_generator, iterate_batches, num_batches
 from torchssm.data.registry import TaskData, TaskInfo, build_task
 from torchssm.train import distributed as D
@@ -66,35 +67,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def get_cpu_threads() -> Tuple[int, Optional[int]]:
-    """(torch intra-op threads, numba threads or None when numba is not installed)."""
-    try:
-        import numba
-    except ImportError:
-        return torch.get_num_threads(), None
-    numba_threads = numba.get_num_threads()  # launches numba's threading layer now, see below
-    return torch.get_num_threads(), numba_threads
-
-
-def set_cpu_threads(torch_threads: int, numba_threads: Optional[int] = -1) -> None:
-    """Threads of torch and of numba (the compiled CPU scans); ``numba_threads=-1``: same as torch.
-
-    numba first: launching numba's OpenMP threading layer (its first parallel call) resets the
-    process's shared OpenMP thread count, which torch reads, so a ``torch.set_num_threads`` made
-    before it is silently undone mid-run (2 threads instead of 1 from the first scan on: slower on a
-    shared CPU, and a resumed run would compute with other settings than the original one).
-    """
-    if numba_threads is not None:
-        try:
-            import numba
-        except ImportError:
-            pass
-        else:
-            n = torch_threads if numba_threads == -1 else numba_threads
-            numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
-    torch.set_num_threads(torch_threads)
 
 
 def resolve_device(spec: str) -> torch.device:
