@@ -14,8 +14,25 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 
+class ConfigDict:
+    """``to_dict`` / ``from_dict`` for a config dataclass; unknown keys are an error naming the valid ones."""
+
+    config_name = "model"  # used in error messages
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.config_name} config key(s) {unknown}; expected some of {sorted(known)}")
+        return cls(**data)
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(ConfigDict):
     layer: str = "lru"  # registry name (torchssm.layers.registry)
     d_model: int = 64  # H: width of the residual stream
     n_layers: int = 2  # N residual blocks
@@ -30,14 +47,3 @@ class ModelConfig:
     d_output: int = 10
     input_kind: str = "real"  # "real" (linear encoder) | "tokens" (embedding)
     paired: bool = False  # two-tower model for paired tasks (LRA Retrieval)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config key(s) {unknown}; expected some of {sorted(known)}")
-        return cls(**data)

@@ -22,20 +22,21 @@ O(1) work per token for SSMs, O(position) for the Transformer's KV cache. No rec
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Iterator, List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from torchssm.layers.base import check_state_like
 from torchssm.layers.registry import build_layer
+from torchssm.models.config import ConfigDict
 from torchssm.models.pretrained import PretrainedMixin, register_model_type
 
 
 @dataclass
-class LMConfig:
+class LMConfig(ConfigDict):
+    config_name = "LM"  # class attribute (no annotation): not a dataclass field
     layer: str = "mamba"  # any causal layer of the registry
     d_model: int = 256
     n_layer: int = 4
@@ -46,17 +47,6 @@ class LMConfig:
     residual_in_fp32: bool = True  # mamba_ssm MambaConfig (the pretrained checkpoints use True)
     tie_embeddings: bool = True
     max_length: int = 1 << 20  # longest prompt + generation accepted by ``generate``
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "LMConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown LM config key(s) {unknown}; expected some of {sorted(known)}")
-        return cls(**data)
 
     @property
     def padded_vocab_size(self) -> int:
