@@ -146,3 +146,14 @@ def test_bench_layers_records_oom_and_skips_longer(monkeypatch):
                        dtype=torch.float32, repeats=1, warmup=0, memory=False)
     assert [r["status"] for r in rows] == ["ok", "oom", "skipped (oom at a shorter L)"]
     assert rows[0]["time_s"] > 0 and rows[1]["time_s"] is None
+
+
+def test_is_oom_recognises_cuda_and_cpu_allocator_failures():
+    from torchssm.bench.common import is_oom
+
+    assert is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    # The CPU allocator's message (e.g. under `ulimit -v`): a layer that does not fit is skipped, not fatal.
+    assert is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+                               "can't allocate memory: you tried to allocate 17179869184 bytes."))
+    assert is_oom(MemoryError())
+    assert not is_oom(RuntimeError("shape mismatch"))

@@ -231,4 +231,9 @@ def save_json(path: str, payload: dict) -> None:
 
 
 def is_oom(err: BaseException) -> bool:
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+    """CUDA's OutOfMemoryError, or the CPU allocator's failure (RuntimeError "can't allocate memory",
+    e.g. under ``ulimit -v``)."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(err).lower()
+    return "out of memory" in text or "can't allocate memory" in text

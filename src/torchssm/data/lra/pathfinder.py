@@ -123,7 +123,7 @@ def draw_pathfinder(seed: int, index: int, opts: dict) -> Tuple[np.ndarray, int]
         canvas = np.zeros((size, size), dtype=np.uint8)
         for pix, _, _ in paths:
             canvas[pix[:, 0], pix[:, 1]] = 255
-        (_, a0, a1), (_, _b0, b1) = paths[0], paths[1]
+        (_, a0, a1), (_, _, b1) = paths[0], paths[1]
         _disk(canvas, a0, opts["marker_radius"])
         _disk(canvas, a1 if label == 1 else b1, opts["marker_radius"])
         return canvas, label
