@@ -17,6 +17,7 @@ Shapes: b batch, l length, h = d_model, n = d_state (see torchssm.layers.base).
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Optional, Tuple
 
@@ -26,6 +27,7 @@ from torch import nn
 from torchssm.layers.base import SSMLayer, check_lengths
 from torchssm.layers.init import lru_ring_init
 from torchssm.ops import linear_scan
+from torchssm.ops.backend import check_backend_name, resolve_backend
 
 # LRU reference code (App. A): the recurrent parameters get lr * lr_factor (lr_factor = 0.5, App. D,
 # "we use a smaller learning rate, 0.5x, for the recurrent parameters") and no weight decay.
@@ -34,6 +36,29 @@ _RECURRENT = ("nu_log", "theta_log", "gamma_log", "B_re", "B_im")
 
 def _complex_dtype(real: torch.dtype) -> torch.dtype:
     return torch.complex128 if real == torch.float64 else torch.complex64
+
+
+def fused_lru_module(backend: str, like: torch.Tensor):
+    """``torchssm.ops.scan.gpu`` when ``backend`` resolves to the Triton kernels for ``like``'s device
+    and dtype, else None (the layer then runs :func:`~torchssm.ops.linear_scan`).
+
+    CUDA: "gpu", or "auto" with Triton importable and a non-float64 ``like`` (ops/backend.py's rule);
+    "gpu" without Triton raises ImportError naming ``pip install torchssm[gpu]``. CPU: only "gpu"
+    under ``TRITON_INTERPRET=1`` (the tests); otherwise None, and linear_scan raises for "gpu".
+    """
+    check_backend_name(backend)
+    if backend not in ("auto", "gpu"):
+        return None
+    if like.device.type == "cuda":
+        module = resolve_backend(backend, like)
+        return module if module.__name__ == "torchssm.ops.scan.gpu" else None
+    if backend == "gpu":
+        try:
+            module = importlib.import_module("torchssm.ops.scan.gpu")
+        except ImportError:
+            return None
+        return module if module.INTERPRET else None
+    return None
 
 
 def lengths_to_reset(lengths: torch.Tensor, length: int) -> torch.Tensor:
@@ -59,7 +84,9 @@ class LRU(SSMLayer):
         max_phase: phases ~ U[0, max_phase]; 2*pi is the paper's default, pi/10 its PathX choice
             (Sec. 3.3, "reducing the phase at initialisation").
         bidirectional: also run the recurrence reversed with a second readout C2 (non-causal).
-        backend: scan backend passed to :func:`torchssm.ops.linear_scan`.
+        backend: scan backend passed to :func:`torchssm.ops.linear_scan`; where it resolves to the
+            Triton kernels ("gpu", or "auto" on CUDA) the fused ``ops.scan.gpu.lru_scan`` runs
+            instead, for every mode (state, reset, lengths, bidirectional); float32 parameters only.
     """
 
     optim_overrides = {name: {"lr_scale": 0.5, "weight_decay": 0.0} for name in _RECURRENT}
@@ -160,11 +187,25 @@ class LRU(SSMLayer):
         check_lengths(lengths, batch)
         if self.bidirectional and (state is not None or return_state):
             raise ValueError("a bidirectional LRU carries no state: call it with state=None, return_state=False")
-        lam, B_norm = self._discretized()
         xp = x.to(self.nu_log.dtype)  # (b, l, h): params' dtype (bf16 has no complex type)
+        fused = fused_lru_module(self.backend, self.nu_log)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            bu = self._input(xp, B_norm)  # (b, l, n) complex
-            h = linear_scan(lam, bu, state, reset=reset, backend=self.backend)  # (b, l, n)
+            if fused is not None:
+                # Triton path: lambda and gamma built in-kernel from nu_log, theta_log, gamma_log
+                # (the same formulas as _discretized), so only the un-normalised B u is formed here
+                bu = self._input(xp, torch.complex(self.B_re, self.B_im))  # (b, l, n) complex
+
+                def scan(h0, reverse, reset_):
+                    return fused.lru_scan(self.nu_log, self.theta_log, self.gamma_log, bu, h0,
+                                          reverse=reverse, reset=reset_)
+            else:
+                lam, B_norm = self._discretized()
+                bu = self._input(xp, B_norm)  # (b, l, n) complex, gamma folded into B
+
+                def scan(h0, reverse, reset_):
+                    return linear_scan(lam, bu, h0, reverse=reverse, reset=reset_, backend=self.backend)
+
+            h = scan(state, False, reset)  # (b, l, n)
             y = self._readout(h, self.C_re, self.C_im) + self.D * xp  # (b, l, h)
             if self.bidirectional:
                 # reversed scan: state before step t is zeroed where a new episode starts at t + 1
@@ -177,7 +218,7 @@ class LRU(SSMLayer):
                 if lengths is not None:
                     at_end = lengths_to_reset(lengths.to(x.device), length)
                     rev_reset = at_end if rev_reset is None else rev_reset | at_end
-                g = linear_scan(lam, bu, None, reverse=True, reset=rev_reset, backend=self.backend)  # (b, l, n)
+                g = scan(None, True, rev_reset)  # (b, l, n)
                 y = y + self._readout(g, self.C2_re, self.C2_im)
         y = y.to(x.dtype)
         if not return_state:

@@ -369,7 +369,8 @@ def _check_lru(nu_log, theta_log, gamma_log, bu):
         if not isinstance(p, torch.Tensor) or tuple(p.shape) != (n,):
             raise ValueError(f"{name} must have shape (N,)=({n},); got {getattr(p, 'shape', type(p))}")
         if p.dtype not in _REAL:
-            raise TypeError(f"{name} must be a real float32/bf16/fp16 tensor; got {p.dtype}")
+            raise TypeError(f"{name} must be a real float32/bf16/fp16 tensor; got {p.dtype} (the Triton "
+                            "kernels compute in float32: use backend='cpu' or 'chunked' for float64)")
 
 
 class _LRUScan(torch.autograd.Function):
