@@ -262,6 +262,20 @@ def test_lru_scan_bad_inputs():
         gpu.lru_scan(nu_log, theta_log, gamma_log.double(), bu)
     with pytest.raises(ValueError, match=r"bu must have shape \(batch, length, N\)"):
         gpu.lru_scan(nu_log, theta_log, gamma_log, bu[0])
+    with pytest.raises(TypeError, match="bu has dtype torch.complex128.*complex64"):
+        gpu.lru_scan(nu_log, theta_log, gamma_log, bu.to(torch.complex128))
+
+
+def test_lru_scan_strided_inputs_equal_contiguous():
+    """A channel-strided bu and h0 and a strided parameter view give the contiguous result."""
+    nu_log, theta_log, gamma_log, bu, h0, reset = _lru_inputs(2, 9, 4, seed=2)
+    bu_t = bu.transpose(1, 2).contiguous().transpose(1, 2)  # channel stride 9
+    h0_t = h0.t().contiguous().t()  # channel stride 2
+    nu_s = torch.stack([nu_log, nu_log], 1)[:, 0]  # stride 2
+    assert not (bu_t.is_contiguous() or h0_t.is_contiguous() or nu_s.is_contiguous())
+    want = gpu.lru_scan(nu_log, theta_log, gamma_log, bu, h0, reset=reset)
+    torch.testing.assert_close(gpu.lru_scan(nu_s, theta_log, gamma_log, bu_t, h0_t, reset=reset), want,
+                               rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="backend='gpu' dispatches CUDA tensors only")

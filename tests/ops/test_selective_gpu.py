@@ -141,3 +141,63 @@ def test_ssd_matches_naive_outputs_state_and_all_gradients(d_shape, h, g):
     for name, gg, w, leaf in zip([*x, "h0"], got, want, leaves):
         assert gg.shape == leaf.shape, name
         _close(gg, w, 1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input (issue 6): strided inputs are copied, wrong dtypes / devices and a missing Triton refused
+# ---------------------------------------------------------------------------------------------
+
+
+def test_strided_inputs_are_made_contiguous():
+    """Mamba slices x, B, C (and dt) out of one projection: every input arrives with a time stride
+    wider than its channels, and u here also with a non-unit channel stride; results and gradients
+    equal those of the contiguous copies."""
+    b, l, d, n = 2, 11, 6, 3
+    gen = torch.Generator().manual_seed(7)
+    proj = torch.randn(b, l, 2 * d + 2 * n, generator=gen).to(DEVICE)  # (b, l, 2d + 2n)
+    u = torch.randn(b, d, l, generator=gen).to(DEVICE).transpose(1, 2)  # (b, l, d), channel stride l
+    delta, B, C = proj[..., :d], proj[..., d:d + n], proj[..., d + n:d + 2 * n]
+    A = -torch.exp(torch.randn(n, d, generator=gen)).to(DEVICE).t()  # (d, n), transposed
+    h0 = torch.randn(b, n, d, generator=gen).to(DEVICE).transpose(1, 2)  # (b, d, n)
+    strided = [u, delta, A, B, C]
+    assert not any(t.is_contiguous() for t in strided + [h0])
+    leaves = [t.detach().requires_grad_() for t in strided + [h0]]
+    dense = [t.detach().contiguous().requires_grad_() for t in strided + [h0]]
+    ys = [selective_scan_gpu(*v[:5], h0=v[5], return_final_state=True, chunk_size=4) for v in (leaves, dense)]
+    for got, want in zip(ys[0], ys[1]):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    gy = torch.randn_like(ys[1][0])
+    for g, w in zip(torch.autograd.grad(ys[0][0], leaves, gy), torch.autograd.grad(ys[1][0], dense, gy)):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+def test_cpu_tensors_without_interpreter_are_refused(monkeypatch):
+    from torchssm.ops.selective import gpu as sel_gpu
+
+    monkeypatch.setattr(sel_gpu, "INTERPRET", False)
+    x, _ = _inputs(1, 4, 2, 2, None, full=False)
+    with pytest.raises(ValueError, match="needs CUDA tensors"):
+        selective_scan_gpu(*[t.cpu() for t in _args(x)[0][:5]])
+
+
+@pytest.mark.parametrize("op", ["selective", "ssd"])
+def test_backend_gpu_without_triton_names_the_gpu_extra(monkeypatch, op):
+    """backend="gpu" imports the Triton module before it looks at the tensors, so the error a CUDA
+    tensor gets without Triton is the one raised here (CPU tensors stand in: there is no GPU)."""
+    import sys
+
+    from torchssm.ops import selective, ssd
+
+    module = f"torchssm.ops.{op}.gpu"
+    monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` now raises ImportError
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    if op == "ssd":
+        monkeypatch.delitem(sys.modules, "torchssm.ops.selective.gpu")  # ssd.gpu imports it
+        args = [torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2), -torch.ones(2), torch.randn(1, 4, 1, 3),
+                torch.randn(1, 4, 1, 3)]
+        call = lambda: ssd.ssd(*args, backend="gpu")  # noqa: E731
+    else:
+        x, _ = _inputs(1, 4, 2, 2, None, full=False)
+        call = lambda: selective.selective_scan(*[t.cpu() for t in _args(x)[0][:5]], backend="gpu")  # noqa: E731
+    with pytest.raises(ImportError, match=r"pip install 'torchssm\[gpu\]'"):
+        call()

@@ -364,6 +364,7 @@ def lru_scan_reference(
 def _check_lru(nu_log, theta_log, gamma_log, bu):
     if not isinstance(bu, torch.Tensor) or bu.dim() != 3:
         raise ValueError(f"bu must have shape (batch, length, N); got {getattr(bu, 'shape', type(bu))}")
+    _check_tensor("bu", bu, bu.device)
     n = bu.shape[-1]
     for name, p in (("nu_log", nu_log), ("theta_log", theta_log), ("gamma_log", gamma_log)):
         if not isinstance(p, torch.Tensor) or tuple(p.shape) != (n,):
