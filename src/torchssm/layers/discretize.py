@@ -8,7 +8,11 @@ Diagonal A: ``A`` holds the diagonal (..., n) (complex or real) and everything i
 Dense A: ``A`` is (..., n, n); ZOH uses the matrix exponential of the augmented matrix
 [[A, B], [0, 0]] * dt, whose top-right block is B_bar, so it is valid for singular A as well.
 ``dt`` broadcasts against A's leading dimensions (diagonal: against (..., n)).
-References [S4], [S4D], [S5] as listed in :mod:`torchssm.layers.init`.
+
+The step also sets the timescales the SSM remembers: a mode with decay rate |Re A| ~ 1 forgets over
+about 1/dt steps, so a log-uniform dt in [dt_min, dt_max] spreads the memory lengths 1/dt over
+[1/dt_max, 1/dt_min] steps. :func:`dt_range_for_length` picks dt_min = 1/L so they reach the sequence length.
+References [S4], [S4D], [S5], [HTTYH] as listed in :mod:`torchssm.layers.init`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,27 @@ from typing import Tuple
 import torch
 
 METHODS = ("zoh", "bilinear")
+DT_MAX = 1e-1  # the state-spaces/s4 SSMKernel default (dt_max=0.1) and its LRA configs: memory from 10 steps
+
+
+def dt_range_for_length(length: int, dt_max: float = DT_MAX) -> Tuple[float, float]:
+    """(dt_min, dt_max) whose memory lengths 1/dt span [1/dt_max, length] steps: dt_min = min(1/length, dt_max).
+
+    The rule "1/dt covers the sequence length" of the S4 line of work, as an opt-in choice (S4's
+    ``dt_scale_to_length``). The reference code does not apply it automatically: state-spaces/s4
+    ``SSMKernel.init_dt`` (src/models/sequence/kernels/ssm.py) samples log dt ~ U[log dt_min, log dt_max]
+    with no dependence on L, and its LRA configs set the range by hand per task: [1e-3, 1e-1] for
+    ListOps, Text, Retrieval, Image, Pathfinder (L = 2000, 4096, 4000, 1024, 1024) and [1e-4, 1e-1] for
+    Path-X (L = 16384; configs/experiment/lra/s4-lra-*.yaml). 1/L is within a factor 4.1 of each of
+    those dt_min. [HTTYH] relates dt to the timescale of the dependencies the model captures (its
+    abstract: "how to initialize the important timescale parameter"); its timescale section could not
+    be read here (only its abstract), so no sentence of it is quoted.
+    """
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"length must be a positive int (the sequence length); got {length!r}")
+    if not dt_max > 0:
+        raise ValueError(f"dt_max must be > 0; got {dt_max}")
+    return min(1.0 / length, dt_max), dt_max
 
 
 def _check_method(method: str) -> None:

@@ -11,7 +11,8 @@ over a fixed kernel length l_max (Re Lambda may be positive): a diagonal SSM wit
 C_n = W_n / (Lambda_n Z_n), Z_n = sum_{l < l_max} exp(Lambda_n dt l), so its recurrence (``step``) equals
 its convolution for inputs up to l_max. The convolution evaluates modes with Re Lambda > 0 in reversed
 time, exp(Lambda dt (l - l_max + 1)), as the DSS code does, so the kernel never overflows.
-Both use the convolution/recurrence machinery of :class:`torchssm.layers.s4d.DiagonalConvSSM`.
+Both use the convolution/recurrence machinery of :class:`torchssm.layers.s4d.DiagonalConvSSM`, including
+its bidirectional mode (a second W2 for the anti-causal kernel, as S4D's C2).
 Bracketed references ([S4], [S4D], [DSS], [S5], [HTTYH], [PTD]) are listed in :mod:`torchssm.layers.init`.
 """
 
@@ -40,15 +41,19 @@ class DSS(DiagonalConvSSM):
             Table 1) or ``"softmax"``.
         l_max: kernel length; required by ``"softmax"`` (its normalisation length, [DSS] Prop. 1).
         dt_min, dt_max: log-uniform dt range 1e-3, 1e-1 ([DSS] Sec. 3.3, following [S4]).
+        bidirectional: a second readout W2 and an anti-causal kernel (see :mod:`torchssm.layers.s4d`);
+            default False (causal, with ``step``).
         lr: learning rate of Lambda and log_dt, 1e-3 with no weight decay ([DSS] App. A, as [S4]).
     Parameters: ``Lambda_log_neg_re`` (exp: Re Lambda = -exp(.)) or ``Lambda_re`` (softmax), ``Lambda_im``
-    (m,), ``log_dt`` (H,), ``W`` (H, m, 2) complex N(0, 1) as real pairs, ``D`` (H,).
+    (m,), ``log_dt`` (H,), ``W`` (H, m, 2) complex N(0, 1) as real pairs, ``W2`` like W (bidirectional),
+    ``D`` (H,).
     """
 
     kernel_scale = 1.0
 
     def __init__(self, d_model: int, d_state: int = 64, *, version: str = "exp", l_max: Optional[int] = None,
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, lr: Optional[float] = 1e-3):
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, bidirectional: bool = False,
+                 lr: Optional[float] = 1e-3):
         if version not in VERSIONS:
             raise ValueError(f"unknown DSS version {version!r}; expected one of {list(VERSIONS)}")
         if version == "softmax" and (l_max is None or l_max < 1):
@@ -64,7 +69,9 @@ class DSS(DiagonalConvSSM):
             self.Lambda_re = nn.Parameter(lam.real.float())
         self.Lambda_im = nn.Parameter(lam.imag.float())
         self.log_dt = nn.Parameter(log_uniform_dt(d_model, dt_min, dt_max).float())
-        self.W = complex_param(torch.randn(d_model, d_state // 2, dtype=torch.complex128))
+        W = torch.randn(d_model, d_state // 2, dtype=torch.complex128)  # (H, m)
+        W2 = torch.randn(d_model, d_state // 2, dtype=torch.complex128) if bidirectional else None
+        self._set_readouts("W", W, W2)  # (H, m, 2) each
         names = ("Lambda_log_neg_re" if version == "exp" else "Lambda_re", "Lambda_im", "log_dt")
         self.optim_overrides = {} if lr is None else {k: {"lr": lr, "weight_decay": 0.0} for k in names}
 
@@ -73,10 +80,11 @@ class DSS(DiagonalConvSSM):
         return torch.complex(re, self.Lambda_im)  # (m,)
 
     def _ssm_params(self):
-        """(dt Lambda, B_bar, C), each (H, m): the one place both modes read the SSM from."""
+        """(dt Lambda, B_bar, C): (H, m), C (H, m) or (2, H, m) bidirectional; the one place both modes read
+        the SSM from."""
         lam = self._lambda()  # (m,)
         dtA = torch.exp(self.log_dt)[:, None] * lam  # (H, m)
-        W = torch.view_as_complex(self.W)  # (H, m)
+        W = self._readouts()  # (H, m) or (2, H, m)
         if self.version == "exp":
             return dtA, (torch.exp(dtA) - 1) / lam, W
         z = torch.exp(dtA)
@@ -96,10 +104,11 @@ class DSS(DiagonalConvSSM):
         pos = dtA.real > 0  # (H, m)
         a = torch.where(pos, -dtA, dtA)  # Re a <= 0
         q = torch.exp(a)
-        c = torch.view_as_complex(self.W) / self._lambda() * (q - 1) / (q**L - 1)  # (H, m)
+        c = self._readouts() / self._lambda() * (q - 1) / (q**L - 1)  # (H, m) or (2, H, m)
         zero = torch.zeros((), dtype=c.dtype, device=c.device)
         k = vandermonde(torch.where(pos, zero, c), a, L).real
-        return k + vandermonde(torch.where(pos, c, zero), a, L).real.flip(-1)  # (H, l_max)
+        return k + vandermonde(torch.where(pos, c, zero), a, L).real.flip(-1)  # (H, l_max) or (2, H, l_max)
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, d_state={self.d_state}, version={self.version!r}, l_max={self.l_max}"
+        return (f"d_model={self.d_model}, d_state={self.d_state}, version={self.version!r}, l_max={self.l_max}, "
+                f"bidirectional={self.bidirectional}")

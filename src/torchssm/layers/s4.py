@@ -34,7 +34,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from torchssm.layers.discretize import discretize_dense
+from torchssm.layers.discretize import discretize_dense, dt_range_for_length
 from torchssm.layers.init import HIPPO_MEASURES, hippo_dplr, log_uniform_dt
 from torchssm.layers.s4d import ChannelStateSSM, complex_dtype, complex_param
 from torchssm.ops.cauchy import cauchy
@@ -73,8 +73,11 @@ class S4(ChannelStateSSM):
         measure: HiPPO init ``"legs"`` (default, [S4] Sec. 3.1), ``"legt"`` or ``"fout"`` ([HTTYH]
             Table 1); rank 1 (LegS, FouT) or 2 (LegT) (layers/init.py ``hippo_low_rank``).
         l_max: initial kernel length; doubled whenever a longer input arrives.
-        dt_min, dt_max: log-uniform dt init 1e-3, 1e-1 ([S4] App. D.2; [HTTYH] Sec. 4.2 relates the range to
-            timescales 10..1000 steps; scale them to your sequence length for much longer inputs).
+        dt_min, dt_max: log-uniform dt init 1e-3, 1e-1 (the state-spaces/s4 ``SSMKernel`` defaults and its
+            LRA configs for L <= 4096; memory lengths 1/dt of 10..1000 steps).
+        dt_scale_to_length: replace dt_min by 1/l_max so that 1/dt spans [1/dt_max, l_max] steps
+            (:func:`torchssm.layers.discretize.dt_range_for_length`). Off by default, as in the reference
+            code, which sets the range per task instead (Path-X, L = 16384: dt_min = 1e-4).
         lr: learning rate of log_dt, Lambda, P, B: 1e-3 with no weight decay ([S4] App. D.2).
     Parameters: ``log_dt`` (H,), ``log_A_real``, ``A_imag`` (H, m) with Re Lambda = -exp(log_A_real)
     (clamped at -1e-4 at init for LegT/FouT, whose normal part has Re = 0), ``P`` (r, H, m, 2),
@@ -82,7 +85,8 @@ class S4(ChannelStateSSM):
     """
 
     def __init__(self, d_model: int, d_state: int = 64, *, measure: str = "legs", l_max: int = 1024,
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, lr: Optional[float] = 1e-3):
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, dt_scale_to_length: bool = False,
+                 lr: Optional[float] = 1e-3):
         if measure not in HIPPO_MEASURES:
             raise ValueError(f"unknown S4 measure {measure!r}; expected one of {list(HIPPO_MEASURES)}")
         if d_state < 2 or d_state % 2:
@@ -93,6 +97,8 @@ class S4(ChannelStateSSM):
         self.d_state, self.measure = d_state, measure
         H = d_model
         lam, P, B, _ = hippo_dplr(measure, d_state)  # (m,), (r, m), (m,)
+        if dt_scale_to_length:
+            dt_min, dt_max = dt_range_for_length(l_max, dt_max)
         self.log_dt = nn.Parameter(log_uniform_dt(H, dt_min, dt_max).float())
         self.log_A_real = nn.Parameter(torch.log((-lam.real).clamp(min=1e-4)).float().repeat(H, 1))
         self.A_imag = nn.Parameter(lam.imag.float().repeat(H, 1))

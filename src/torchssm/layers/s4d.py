@@ -15,6 +15,15 @@ initial state adds s Re(C A_bar^(t+1) h0) to y_t (a Vandermonde product), and th
 A_bar^L h0 + B_bar sum_s A_bar^(L-1-s) u_s (a transposed Vandermonde product), so chunked calls
 continue exactly.
 
+Bidirectional mode (``bidirectional=True``, as ``FFTConv`` of state-spaces/s4, src/models/sequence/kernels/
+fftconv.py, used by all its LRA configs): the same (dt, A, B) with a second readout C2 gives a second
+kernel K2, applied anti-causally one step away (ops/conv.py):
+
+    y_t = sum_{s <= t} K_{t-s} u_s + sum_{s > t} K2_{s-t-1} u_s + D u_t
+
+The layer is then not causal: no ``step``, no carried state; ``lengths`` (b,) zeroes the padding
+of a right-padded batch so that it does not flow backward into the valid steps.
+
 Glossary: b batch, l length, h (= H = d_model) channels, m complex states per channel (N/2).
 Bracketed references ([S4], [S4D], [DSS], [S5], [HTTYH], [PTD]) are listed in :mod:`torchssm.layers.init`.
 """
@@ -26,7 +35,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from torchssm.layers.base import SSMLayer
+from torchssm.layers.base import SSMLayer, check_lengths
 from torchssm.layers.discretize import discretize_diag
 from torchssm.layers.init import DIAGONAL_INITS, diagonal_init, hippo, log_uniform_dt, ptd_init
 from torchssm.ops.conv import fft_conv
@@ -61,24 +70,61 @@ class ChannelStateSSM(SSMLayer):
 
 
 class DiagonalConvSSM(ChannelStateSSM):
-    """Convolution-mode diagonal SSM: subclasses define ``_ssm_params()`` -> (dtA, B_bar, C), each (H, m)
-    complex, and may override ``_kernel`` (same math, another evaluation order)."""
+    """Convolution-mode diagonal SSM: subclasses define ``_ssm_params()`` -> (dtA, B_bar, C), dtA and B_bar
+    (H, m) complex, C (H, m) or, bidirectional, (2, H, m) (from :meth:`_readouts`), and may override
+    ``_kernel`` (same math, another evaluation order)."""
 
     kernel_scale: float = 2.0  # s above
+    bidirectional: bool = False
 
     def _ssm_params(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def _set_readouts(self, name: str, C: torch.Tensor, C2: Optional[torch.Tensor] = None) -> None:
+        """Register the readout ``name`` (H, m, 2) from C (H, m) complex and, if C2 is given, the backward
+        readout ``name + "2"``: the layer is then bidirectional (non-causal)."""
+        self._readout_name = name
+        self.bidirectional = C2 is not None
+        self.causal = not self.bidirectional
+        setattr(self, name, complex_param(C))
+        if C2 is not None:
+            setattr(self, name + "2", complex_param(C2))
+
+    def _readouts(self) -> torch.Tensor:
+        """The readout C (H, m) complex, or [C, C2] stacked (2, H, m) for a bidirectional layer."""
+        C = torch.view_as_complex(getattr(self, self._readout_name))
+        if not self.bidirectional:
+            return C
+        return torch.stack([C, torch.view_as_complex(getattr(self, self._readout_name + "2"))])
+
     def _kernel(self, length: int, dtA: torch.Tensor, B_bar: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-        """K (H, length) real: s Re(sum_n C_n B_bar_n exp(dtA_n l))."""
+        """K (..., H, length) real: s Re(sum_n C_n B_bar_n exp(dtA_n l)); C (..., H, m)."""
         return self.kernel_scale * vandermonde(C * B_bar, dtA, length).real
 
-    def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False):
+    def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False,
+                lengths: Optional[torch.Tensor] = None):
+        """x (b, l, H) -> y (b, l, H). ``lengths`` (b,) int, bidirectional only: valid lengths of a
+        right-padded batch (padded inputs are zeroed before the backward kernel reads them; outputs at
+        padded steps are meaningless). A causal layer ignores it (its valid outputs never see padding)."""
         self._check_forward(x, state)
+        check_lengths(lengths, x.shape[0])
+        if self.bidirectional and (state is not None or return_state):
+            raise ValueError(f"a bidirectional {type(self).__name__} carries no state: "
+                             "call it with state=None, return_state=False")
+        if lengths is not None and return_state:
+            raise ValueError("lengths cannot be combined with return_state (the final state would be the one "
+                             "after the padding); pass x without padding")
         length = x.shape[1]
-        dtA, B_bar, C = self._ssm_params()  # (H, m) each
-        k = self._kernel(length, dtA, B_bar, C)  # (H, L)
-        y = fft_conv(x, k.to(torch.promote_types(k.dtype, torch.float32))) + x * self.D  # (b, L, H)
+        dtA, B_bar, C = self._ssm_params()  # (H, m), (H, m), (H, m) or (2, H, m)
+        k = self._kernel(length, dtA, B_bar, C)  # (H, L) or (2, H, L)
+        k = k.to(torch.promote_types(k.dtype, torch.float32))
+        if self.bidirectional:
+            u = x
+            if lengths is not None:
+                valid = torch.arange(length, device=x.device) < lengths.to(x.device)[:, None]  # (b, L)
+                u = x * valid[..., None]
+            return (fft_conv(u, k[0], k[1]) + x * self.D).to(x.dtype)  # (b, L, H)
+        y = fft_conv(x, k) + x * self.D  # (b, L, H)
         if state is not None:  # + s Re(C A_bar^(t+1) h0)
             c0 = C * torch.exp(dtA) * state.to(C.dtype)  # (b, H, m)
             y = y + self.kernel_scale * vandermonde(c0, dtA, length).real.transpose(1, 2).to(y.dtype)
@@ -111,15 +157,19 @@ class S4D(DiagonalConvSSM):
             (S4-PTD, Yu et al. 2024: perturbed LegS, B = V^-1 B_hippo, C = C V; full state, no
             conjugate symmetry).
         discretization: ``"zoh"`` (default, [S4D] Sec. 3.2 / Table 4 "ZOH") or ``"bilinear"``.
-        dt_min, dt_max: log-uniform dt init range, 1e-3 and 1e-1 ([S4D] Sec. 3.3, from [S4] App. D.2).
+        dt_min, dt_max: log-uniform dt init range, 1e-3 and 1e-1 ([S4D] Sec. 3.3, from [S4] App. D.2);
+            ``discretize.dt_range_for_length(L)`` gives a range whose memory lengths 1/dt reach L.
+        bidirectional: a second readout C2 and an anti-causal kernel (module docstring); default False
+            (causal, with ``step``). The state-spaces/s4 LRA configs set ``bidirectional: true`` on every task.
         lr: learning rate of the SSM parameters (log_dt, A, B), 1e-3 with no weight decay ([S4] App.
             D.2 and the S4 code's ``lr=0.001`` for SSM parameters; [S4D] App. B keeps it).
     Parameters: ``log_dt`` (H,), ``log_A_real`` (H, m) = log(-Re A), ``A_imag`` (H, m), ``B`` and
-    ``C`` (H, m, 2) (complex as real pairs; C ~ N(0, 1) complex), ``D`` (H,).
+    ``C`` (H, m, 2) (complex as real pairs; C ~ N(0, 1) complex), ``C2`` like C (bidirectional), ``D`` (H,).
     """
 
     def __init__(self, d_model: int, d_state: int = 64, *, init: str = "legs", discretization: str = "zoh",
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, lr: Optional[float] = 1e-3):
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, bidirectional: bool = False,
+                 lr: Optional[float] = 1e-3):
         if init not in DIAGONAL_INITS + ("ptd",):
             raise ValueError(f"unknown S4D init {init!r}; expected one of {list(DIAGONAL_INITS) + ['ptd']}")
         if discretization not in ("zoh", "bilinear"):
@@ -135,30 +185,36 @@ class S4D(DiagonalConvSSM):
         if init == "ptd":
             lam, V, V_inv, _ = ptd_init("legs", d_state)
             B = V_inv @ hippo("legs", d_state)[1].to(V_inv.dtype)  # (m,)
-            C = torch.randn(H, m, dtype=torch.complex128) @ V  # C~ = C V
         else:
-            lam = diagonal_init(init, d_state)
+            lam, V = diagonal_init(init, d_state), None
             B = torch.ones(m, dtype=torch.complex128)  # B = 1 ([S4D] Sec. 3.2, as in DSS)
+
+        def draw_C():  # (H, m) complex N(0, 1); PTD: C~ = C V
             C = torch.randn(H, m, dtype=torch.complex128)
+            return C if V is None else C @ V
+
+        C = draw_C()
+        C2 = draw_C() if bidirectional else None
         self.log_dt = nn.Parameter(log_uniform_dt(H, dt_min, dt_max).float())
         self.log_A_real = nn.Parameter(torch.log(-lam.real).float().repeat(H, 1))  # (H, m)
         self.A_imag = nn.Parameter(lam.imag.float().repeat(H, 1))  # (H, m)
         self.B = complex_param(B.repeat(H, 1))  # (H, m, 2)
-        self.C = complex_param(C)  # (H, m, 2)
+        self._set_readouts("C", C, C2)  # (H, m, 2) each
         ssm = {"lr": lr, "weight_decay": 0.0}
         self.optim_overrides = {} if lr is None else {k: dict(ssm) for k in ("log_dt", "log_A_real", "A_imag", "B")}
 
     def _ssm_params(self):
-        """(dt A, B_bar, C), each (H, m) complex: the one place both modes read the SSM from."""
+        """(dt A, B_bar, C): (H, m) complex, C (H, m) or (2, H, m) bidirectional; the one place both modes
+        read the SSM from."""
         A = torch.complex(-torch.exp(self.log_A_real), self.A_imag)  # (H, m)
         dt = torch.exp(self.log_dt)[:, None]  # (H, 1)
         A_bar, B_bar = discretize_diag(dt, A, torch.view_as_complex(self.B), self.discretization)
         dtA = dt * A if self.discretization == "zoh" else torch.log(A_bar)
-        return dtA, B_bar, torch.view_as_complex(self.C)
+        return dtA, B_bar, self._readouts()
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_state={self.d_state}, init={self.init!r}, "
-                f"discretization={self.discretization!r}")
+                f"discretization={self.discretization!r}, bidirectional={self.bidirectional}")
 
 
 __all__ = ["S4D", "ChannelStateSSM", "DiagonalConvSSM", "complex_dtype", "complex_param"]
