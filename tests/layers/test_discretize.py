@@ -1,9 +1,11 @@
-"""ZOH and bilinear discretisation: diagonal == dense on diagonal matrices, closed forms, bad input."""
+"""ZOH and bilinear discretisation: diagonal == dense on diagonal matrices, closed forms, bad input;
+the dt range whose memory lengths 1/dt reach the sequence length."""
 
 import pytest
 import torch
 
-from torchssm.layers.discretize import discretize_dense, discretize_diag
+from torchssm.layers.discretize import discretize_dense, discretize_diag, dt_range_for_length
+from torchssm.layers.init import log_uniform_dt
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 
@@ -62,3 +64,24 @@ def test_unknown_method_and_bad_shapes_raise():
         discretize_diag(torch.tensor(0.1), A, B, "euler")
     with pytest.raises(ValueError, match=r"\(\.\.\., n, n\)"):
         discretize_dense(torch.tensor(0.1), torch.zeros(3, 4), torch.zeros(3, 1))
+
+
+@pytest.mark.parametrize("length", [10, 1024, 16384])
+def test_dt_range_for_length_memory_lengths_span_10_to_L(length):
+    """1/dt of the range's ends are 1/dt_max = 10 and L steps; log-uniform samples cover [10, L]."""
+    dt_min, dt_max = dt_range_for_length(length)
+    assert (1 / dt_max, 1 / dt_min) == pytest.approx((10, length))
+    torch.manual_seed(0)
+    memory = 1 / torch.exp(log_uniform_dt(4096, dt_min, dt_max))  # (4096,) steps
+    assert memory.min() >= 10 * (1 - 1e-9) and memory.max() <= length * (1 + 1e-9)
+    assert memory.max() / memory.min() > 0.9 * length / 10
+
+
+def test_dt_range_for_length_short_sequences_and_bad_input():
+    assert dt_range_for_length(4) == (0.1, 0.1)  # shorter than 1/dt_max: the range collapses to dt_max
+    assert dt_range_for_length(100, dt_max=0.5) == (0.01, 0.5)
+    for bad in (0, -3, 2.5, True, None):
+        with pytest.raises(ValueError, match="length"):
+            dt_range_for_length(bad)
+    with pytest.raises(ValueError, match="dt_max"):
+        dt_range_for_length(100, dt_max=0.0)

@@ -1,12 +1,15 @@
 """DSS (exp and softmax): layer contract in float64, kernels == the paper's formulas, convolution ==
 recurrence (exp up to L=4096; softmax at its normalisation length l_max), positive Re(Lambda) in
-softmax, bad input, optimizer tags, learning a small task."""
+softmax, bidirectional mode == both paper kernels convolved (values and gradients), bad input, optimizer
+tags, learning a small task."""
 
 import pytest
 import torch
 
 from torchssm.layers import DSS, build_layer
-from torchssm.testing import check_layer_contract, check_step_matches_forward, first_token_accuracy
+from torchssm.ops.conv import conv_naive
+from torchssm.testing import (assert_values_and_grads_close, check_layer_contract, check_step_matches_forward,
+                              first_token_accuracy)
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 
@@ -16,13 +19,13 @@ def make(d_model=4, d_state=8, seed=0, **kw):
     return DSS(d_model, d_state, **kw).double()
 
 
-def paper_kernel(layer, length):
-    """[DSS] Sec. 3.2 written out with an explicit (H, m, L) matrix P = dt Lambda l."""
+def paper_kernel(layer, length, W=None):
+    """[DSS] Sec. 3.2 written out with an explicit (H, m, L) matrix P = dt Lambda l (W: the layer's W by default)."""
     lam = layer._lambda()  # (m,)
     dt = torch.exp(layer.log_dt)[:, None, None]  # (H, 1, 1)
     l = torch.arange(length, dtype=torch.float64)
     P = dt * lam[None, :, None] * l  # (H, m, L)
-    W = torch.view_as_complex(layer.W)[..., None]  # (H, m, 1)
+    W = torch.view_as_complex(layer.W if W is None else W)[..., None]  # (H, m, 1)
     if layer.version == "exp":
         return (W * (torch.exp(dt * lam[None, :, None]) - 1) / lam[None, :, None] * torch.exp(P)).sum(1).real
     softmax = torch.exp(P) / torch.exp(P).sum(-1, keepdim=True)  # complex softmax over l (float64: no overflow here)
@@ -79,6 +82,27 @@ def test_bad_arguments_raise():
         DSS(4, 8, dt_min=1.0, dt_max=0.1)
     with pytest.raises(ValueError, match="shorter than the input length 20"):
         DSS(4, 8, version="softmax", l_max=16)(torch.randn(1, 20, 4))
+
+
+def test_bad_arguments_raise_for_non_positive_dt():
+    for dt_min in (0.0, -0.01):
+        with pytest.raises(ValueError, match="dt_min"):
+            DSS(4, 8, dt_min=dt_min)
+
+
+@pytest.mark.parametrize("version", ["exp", "softmax"])
+def test_bidirectional_equals_paper_kernels_convolved_both_ways_with_gradients(version):
+    """K from W forward, K2 from W2 on the time-reversed input one step away (ops.conv.conv_naive's
+    explicit Toeplitz sum): values and the gradient of every parameter."""
+    layer = make(version=version, l_max=12, bidirectional=True)
+    assert not layer.causal and set(dict(layer.named_parameters())) >= {"W", "W2"}
+    x = torch.randn(2, 12, 4, dtype=torch.float64, requires_grad=True)
+    want = conv_naive(x, paper_kernel(layer, 12), paper_kernel(layer, 12, layer.W2)) + layer.D * x
+    assert_values_and_grads_close([layer(x)], [want], [x, *layer.parameters()], **F64)
+    with pytest.raises(NotImplementedError, match="not causal"):
+        layer.step(x[:, 0], layer.init_state(2))
+    with pytest.raises(ValueError, match="no state"):
+        layer(x, return_state=True)
 
 
 def test_registry_and_optimizer_tags():

@@ -7,6 +7,7 @@ import torch
 
 from torchssm.layers import S4, build_layer
 from torchssm.layers.discretize import discretize_dense
+from torchssm.layers.init import log_uniform_dt
 from torchssm.testing import (assert_values_and_grads_close, check_layer_contract, check_step_matches_forward,
                               first_token_accuracy)
 
@@ -115,6 +116,32 @@ def test_bad_arguments_raise():
         S4(3, 8, dt_min=0.2, dt_max=0.1)
     with pytest.raises(ValueError, match="l_max"):
         S4(3, 8, l_max=0)
+
+
+def test_bad_arguments_raise_for_non_positive_dt():
+    for dt_min in (0.0, -1e-3):
+        with pytest.raises(ValueError, match="dt_min"):
+            S4(3, 8, dt_min=dt_min)
+    with pytest.raises(ValueError, match="dt_max"):
+        S4(3, 8, dt_max=0.0, dt_scale_to_length=True)
+
+
+def test_dt_scale_to_length_draws_dt_from_the_length_range(monkeypatch):
+    """S4 draws log dt with log_uniform_dt over dt_range_for_length(l_max) (opt-in) or [dt_min, dt_max]."""
+    import torchssm.layers.s4 as s4_module
+    calls = []
+
+    def recording(size, dt_min, dt_max):
+        calls.append((size, dt_min, dt_max))
+        return log_uniform_dt(size, dt_min, dt_max)
+
+    monkeypatch.setattr(s4_module, "log_uniform_dt", recording)
+    S4(16, 8, l_max=4096, dt_min=2e-3, dt_max=0.05)
+    layer = S4(256, 8, l_max=4096, dt_scale_to_length=True)
+    assert calls == [(16, 2e-3, 0.05), (256, 1 / 4096, 0.1)]
+    memory = torch.exp(-layer.log_dt.double())  # 1/dt (H,): memory lengths in steps
+    assert memory.min() >= 10 * (1 - 1e-6) and memory.max() <= 4096 * (1 + 1e-6)
+    assert memory.max() > 2048  # reaches beyond the default range's 1000 steps, towards L
 
 
 def test_registry_and_optimizer_tags():
