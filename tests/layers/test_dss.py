@@ -84,10 +84,16 @@ def test_bad_arguments_raise():
         DSS(4, 8, version="softmax", l_max=16)(torch.randn(1, 20, 4))
 
 
-def test_bad_arguments_raise_for_non_positive_dt():
+def test_bad_arguments_raise_for_non_positive_dt_and_non_int_sizes():
     for dt_min in (0.0, -0.01):
         with pytest.raises(ValueError, match="dt_min"):
             DSS(4, 8, dt_min=dt_min)
+    for l_max in (0, 12.5, True):
+        with pytest.raises(ValueError, match="int l_max"):
+            DSS(4, 8, version="softmax", l_max=l_max)
+    for d_state in (8.0, 0):
+        with pytest.raises(ValueError, match="positive int"):
+            DSS(4, d_state)
 
 
 @pytest.mark.parametrize("version", ["exp", "softmax"])

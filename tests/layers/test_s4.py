@@ -124,6 +124,8 @@ def test_bad_arguments_raise_for_non_positive_dt():
             S4(3, 8, dt_min=dt_min)
     with pytest.raises(ValueError, match="dt_max"):
         S4(3, 8, dt_max=0.0, dt_scale_to_length=True)
+    with pytest.raises(ValueError, match="positive int"):
+        S4(3, 8.0)
 
 
 def test_dt_scale_to_length_draws_dt_from_the_length_range(monkeypatch):

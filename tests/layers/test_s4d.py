@@ -112,6 +112,11 @@ def test_bad_arguments_raise_for_dt_and_odd_state():
         with pytest.raises(ValueError, match="dt_min"):
             S4D(4, 8, dt_min=dt_min)
     assert S4D(4, 7, init="ptd").n_complex == 7  # no conjugate symmetry: odd N is fine
+    for d_state in (8.0, 0, -2):
+        with pytest.raises(ValueError, match="positive int"):
+            S4D(4, d_state)
+    with pytest.raises(ValueError, match="positive int"):
+        S4D(4, 0, init="ptd")
 
 
 # --- bidirectional ------------------------------------------------------------------------------------------

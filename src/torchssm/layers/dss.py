@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from torchssm.layers.init import diagonal_init, log_uniform_dt
-from torchssm.layers.s4d import DiagonalConvSSM, complex_param
+from torchssm.layers.s4d import DiagonalConvSSM, check_d_state
 from torchssm.ops.vandermonde import vandermonde
 
 VERSIONS = ("exp", "softmax")
@@ -56,10 +56,10 @@ class DSS(DiagonalConvSSM):
                  lr: Optional[float] = 1e-3):
         if version not in VERSIONS:
             raise ValueError(f"unknown DSS version {version!r}; expected one of {list(VERSIONS)}")
-        if version == "softmax" and (l_max is None or l_max < 1):
-            raise ValueError("DSS version='softmax' normalises its kernel over a fixed length: pass l_max >= 1")
-        if d_state < 2 or d_state % 2:
-            raise ValueError(f"DSS keeps one of each conjugate pair: d_state must be even >= 2; got {d_state}")
+        if version == "softmax" and (isinstance(l_max, bool) or not isinstance(l_max, int) or l_max < 1):
+            raise ValueError("DSS version='softmax' normalises its kernel over a fixed length: pass an int "
+                             f"l_max >= 1; got l_max={l_max!r}")
+        check_d_state("DSS", d_state)
         super().__init__(d_model, d_state // 2)
         self.d_state, self.version, self.l_max = d_state, version, l_max
         lam = diagonal_init("legs", d_state)  # (m,)

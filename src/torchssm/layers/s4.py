@@ -36,7 +36,7 @@ from torch import nn
 
 from torchssm.layers.discretize import discretize_dense, dt_range_for_length
 from torchssm.layers.init import HIPPO_MEASURES, hippo_dplr, log_uniform_dt
-from torchssm.layers.s4d import ChannelStateSSM, complex_dtype, complex_param
+from torchssm.layers.s4d import ChannelStateSSM, check_d_state, complex_dtype, complex_param
 from torchssm.ops.cauchy import cauchy
 from torchssm.ops.conv import fft_conv
 
@@ -89,8 +89,7 @@ class S4(ChannelStateSSM):
                  lr: Optional[float] = 1e-3):
         if measure not in HIPPO_MEASURES:
             raise ValueError(f"unknown S4 measure {measure!r}; expected one of {list(HIPPO_MEASURES)}")
-        if d_state < 2 or d_state % 2:
-            raise ValueError(f"S4 keeps one of each conjugate pair: d_state must be even >= 2; got {d_state}")
+        check_d_state("S4", d_state)
         if not isinstance(l_max, int) or l_max < 1:
             raise ValueError(f"l_max must be a positive int; got {l_max!r}")
         super().__init__(d_model, d_state // 2)

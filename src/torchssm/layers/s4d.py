@@ -48,6 +48,15 @@ def complex_dtype(real: torch.dtype) -> torch.dtype:
     return torch.complex128 if real == torch.float64 else torch.complex64
 
 
+def check_d_state(layer: str, d_state, conj_sym: bool = True) -> None:
+    """d_state must be a positive int, and even where one state of each conjugate pair is stored."""
+    if isinstance(d_state, bool) or not isinstance(d_state, int) or d_state < 1:
+        raise ValueError(f"{layer} d_state must be a positive int; got {d_state!r}")
+    if conj_sym and d_state % 2:
+        raise ValueError(f"{layer} keeps one state of each conjugate pair and needs an even d_state >= 2; "
+                         f"got d_state={d_state}")
+
+
 def complex_param(z: torch.Tensor) -> nn.Parameter:
     """A complex tensor stored as a real (..., 2) parameter (optimizers and weight decay see reals)."""
     return nn.Parameter(torch.view_as_real(z.to(torch.complex64)).clone())
@@ -175,8 +184,7 @@ class S4D(DiagonalConvSSM):
         if discretization not in ("zoh", "bilinear"):
             raise ValueError(f"unknown discretization {discretization!r}; expected 'zoh' or 'bilinear'")
         conj_sym = init != "ptd"
-        if conj_sym and (d_state < 2 or d_state % 2):
-            raise ValueError(f"S4D with conjugate symmetry needs an even d_state >= 2; got d_state={d_state}")
+        check_d_state("S4D", d_state, conj_sym)
         m = d_state // 2 if conj_sym else d_state
         super().__init__(d_model, m)
         self.d_state, self.init, self.discretization = d_state, init, discretization
@@ -217,4 +225,4 @@ class S4D(DiagonalConvSSM):
                 f"discretization={self.discretization!r}, bidirectional={self.bidirectional}")
 
 
-__all__ = ["S4D", "ChannelStateSSM", "DiagonalConvSSM", "complex_dtype", "complex_param"]
+__all__ = ["S4D", "ChannelStateSSM", "DiagonalConvSSM", "check_d_state", "complex_dtype", "complex_param"]
