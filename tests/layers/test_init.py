@@ -1,4 +1,4 @@
-"""HiPPO matrices, their NPLR/DPLR forms, diagonal inits, dt init, S5 block init and PTD: each
+"""HiPPO matrices, their NPLR/DPLR forms, diagonal inits, dt init and S5 block init (PTD: test_ptd.py): each
 checked against a property stated in its paper."""
 
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from torchssm.layers.init import (block_hippo_n_init, diagonal_init, hippo, hippo_dplr, hippo_low_rank,
-                                  log_uniform_dt, normal_eig, ptd_init)
+                                  log_uniform_dt, normal_eig)
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 
@@ -104,31 +104,3 @@ def test_block_hippo_n_init_is_block_diagonal_and_unitary():
     Vf = torch.cat([V, V.conj()], 1)
     torch.testing.assert_close(Vf.conj().T @ Vf, torch.eye(16, dtype=Vf.dtype), rtol=0, atol=1e-12)
     torch.testing.assert_close(lam[:4], lam[4:])
-
-
-def _transfer(lam, b, c, s):
-    """C (sI - diag(lam))^-1 B for s (k,): (k,)."""
-    return ((c * b)[None, :] / (s[:, None] - lam[None, :])).sum(-1)
-
-
-def test_ptd_transfer_function_stays_close_to_hippo_where_s4d_legs_does_not():
-    """[PTD] Thm. 2 / Sec. 4: the PTD system converges to HiPPO's transfer function uniformly on the
-    imaginary axis; the S4D-LegS system (normal part only) does not."""
-    n = 32
-    gen = torch.Generator().manual_seed(0)
-    A, B = hippo("legs", n)
-    A, B = A.to(torch.complex128), B.to(torch.complex128)
-    C = torch.randn(n, generator=gen, dtype=torch.float64).to(torch.complex128)
-    s = 1j * torch.logspace(-2, 2, 100, dtype=torch.float64)
-    eye = torch.eye(n, dtype=torch.complex128)
-    G = torch.stack([C @ torch.linalg.solve(si * eye - A, B) for si in s])
-    lam, V, V_inv, E = ptd_init("legs", n, generator=gen)
-    assert torch.linalg.matrix_norm(E, 2).item() < 1e-3 * torch.linalg.matrix_norm(A.real, 2).item()
-    G_ptd = _transfer(lam, V_inv @ B, C @ V, s)
-    W, _, Bt, Vn = hippo_dplr("legs", n)
-    Vf = torch.cat([Vn, Vn.conj()], 1)
-    G_s4d = _transfer(torch.cat([W, W.conj()]), Vf.conj().T @ B, C @ Vf, s)
-    scale = G.abs().max().item()
-    assert (G_ptd - G).abs().max().item() < 0.1 * scale
-    assert (G_s4d - G).abs().max().item() > 1.0 * scale
-    assert lam.real.max().item() < 0

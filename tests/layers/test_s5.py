@@ -51,8 +51,9 @@ def dense_loop(layer, x, h0=None):
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(blocks=2), dict(conj_sym=False), dict(init="ptd", conj_sym=False),
-                                dict(discretization="bilinear"), dict(dt_global=True, clip_eigs=True, step_rescale=2.0)],
-                         ids=["default", "blocks2", "full", "ptd", "bilinear", "global-clip-rescale"])
+                                dict(init="ptd"), dict(discretization="bilinear"),
+                                dict(dt_global=True, clip_eigs=True, step_rescale=2.0)],
+                         ids=["default", "blocks2", "full", "ptd", "ptd-conj", "bilinear", "global-clip-rescale"])
 def test_contract_float64(kw):
     check_layer_contract(make(**kw), length=13, **F64)
 
@@ -126,8 +127,8 @@ def test_bad_arguments_raise():
         S5(4, 8, init="legs")
     with pytest.raises(ValueError, match="dt_min"):
         S5(4, 8, dt_min=0.5, dt_max=0.1)
-    with pytest.raises(ValueError, match="conj_sym=False"):
-        S5(4, 8, init="ptd")
+    with pytest.raises(ValueError, match="blocks=1"):
+        S5(4, 8, init="ptd", blocks=2)
 
 
 def test_registry_and_optimizer_group():

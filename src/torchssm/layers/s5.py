@@ -44,8 +44,8 @@ class S5(SSMLayer):
         blocks: J, the number of HiPPO-N blocks of size P/J on the diagonal of the init ([S5] Sec. 4.1,
             App. B.1.1); 1 by default.
         init: ``"hippo_n"`` (default, [S5] Sec. 4.1: the diagonalised normal part of HiPPO-LegS) or
-            ``"ptd"`` (S5-PTD, Yu et al. 2024: the perturbed LegS matrix, full state, needs
-            ``conj_sym=False`` and ``blocks=1``).
+            ``"ptd"`` (S5-PTD, Yu et al. 2024: the perturbed LegS matrix, ``blocks=1``; with
+            ``conj_sym`` it keeps (P + k)/2 states, k = the few real eigenvalues, see ``ptd_init``).
         conj_sym: keep one state per conjugate pair and output 2 Re(.) ([S5] App. B.1.1); default True.
         discretization: ``"zoh"`` (default, [S5] Sec. 2 / App. C) or ``"bilinear"``.
         dt_min, dt_max: log-uniform init of the per-state steps, 1e-3 and 1e-1 ([S5] App. B.1.3).
@@ -71,8 +71,8 @@ class S5(SSMLayer):
             raise ValueError(f"unknown discretization {discretization!r}; expected 'zoh' or 'bilinear'")
         if conj_sym and d_state % 2:
             raise ValueError(f"conj_sym=True needs an even d_state (conjugate pairs); got d_state={d_state}")
-        if init == "ptd" and (conj_sym or blocks != 1):
-            raise ValueError("init='ptd' diagonalises the full perturbed LegS matrix: use conj_sym=False, blocks=1")
+        if init == "ptd" and blocks != 1:
+            raise ValueError("init='ptd' diagonalises the full perturbed LegS matrix: use blocks=1")
         if not step_rescale > 0:
             raise ValueError(f"step_rescale must be > 0; got {step_rescale}")
         self.d_state, self.blocks, self.init, self.conj_sym = d_state, blocks, init, conj_sym
@@ -81,7 +81,7 @@ class S5(SSMLayer):
         self.causal = not self.bidirectional
         H, P = d_model, d_state
         if init == "ptd":
-            lam, V, V_inv, _ = ptd_init("legs", P)
+            lam, V, V_inv, _ = ptd_init("legs", P, conj_sym=conj_sym)  # m = (P + #real eigenvalues)/2 halved
         else:
             lam, V = block_hippo_n_init(P, blocks, conj_sym=conj_sym)  # (m,), (P, m): unitary blocks
             V_inv = V.conj().T  # (m, P)
