@@ -37,6 +37,28 @@ def segsum(a: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(~lower, float("-inf"))
 
 
+def chunk_decays(dt: torch.Tensor, A: torch.Tensor, reset: Optional[torch.Tensor], chunk_size: int):
+    """The chunk layout shared by ``ssd_chunked`` and the Triton chunked kernels (``gpu_chunked.py``).
+
+    dt (b, l, h) prepared steps, A (h,), reset bool (b, l) or None. The sequence is cut into c chunks
+    of T = min(chunk_size, l) steps, the last one padded with dt = 0 (decay 1, nothing added).
+    Returns (T, c, pad, a (b, h, c, T) log-decays dt_t A, a_cum (b, h, c, T) their cumulative sum
+    within each chunk, seg (b, c, T) int64 number of resets so far in the chunk, or None).
+    """
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1; got {chunk_size!r}")
+    b, l, h = dt.shape
+    T = min(chunk_size, l)
+    pad = (-l) % T
+    c = (l + pad) // T
+    a = F.pad(dt * A, (0, 0, 0, pad)).view(b, c, T, h).permute(0, 3, 1, 2)  # (b, h, c, T) log decays
+    a_cum = torch.cumsum(a, dim=-1)  # (b, h, c, T)
+    seg = None
+    if reset is not None:
+        seg = torch.cumsum(F.pad(reset, (0, pad)).view(b, c, T).to(torch.int64), dim=-1)  # (b, c, T)
+    return T, c, pad, a, a_cum, seg
+
+
 def _same_segment(seg: torch.Tensor) -> torch.Tensor:
     """seg (..., T) nondecreasing segment ids -> (..., T, T) bool: no reset in (j, i]."""
     return seg[..., :, None] == seg[..., None, :]
@@ -61,30 +83,21 @@ def ssd_chunked(
 ):
     """Same math and signature as :func:`ssd_naive`. Returns y (b, l, h, p) [, h_last (b, h, p, n)]."""
     check_ssd_inputs(x, dt, A, B, C, D, z, dt_bias, h0, reset)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
-    T = min(chunk_size, l)
-    pad = (-l) % T
-    c = (l + pad) // T
     dtype = compute_dtype(x, dt, A, B, C, h0)
     dtc = prepare_dt(dt, dt_bias, dt_softplus, dtype)  # (b, l, h); softplus before padding with 0
+    T, c, pad, a, a_cum, seg = chunk_decays(dtc, A.to(dtype), reset, chunk_size)
     xc = x.to(dtype)
     X = xc * dtc[..., None]  # (b, l, h, p): dt x, i.e. B_bar = dt B
     Bc, Cc = B.to(dtype), C.to(dtype)  # (b, l, g, n)
     if pad:
         X = F.pad(X, (0, 0, 0, 0, 0, pad))
-        dtc_p = F.pad(dtc, (0, 0, 0, pad))
         Bc = F.pad(Bc, (0, 0, 0, 0, 0, pad))
         Cc = F.pad(Cc, (0, 0, 0, 0, 0, pad))
-    else:
-        dtc_p = dtc
     X = X.view(b, c, T, h, p)
     Bc = Bc.view(b, c, T, g, n)
     Cc = Cc.view(b, c, T, g, n)
-    a = (dtc_p * A.to(dtype)).view(b, c, T, h).permute(0, 3, 1, 2)  # (b, h, c, T) log decays
-    a_cum = torch.cumsum(a, dim=-1)  # (b, h, c, T)
 
     def heads(M: torch.Tensor, dim: int) -> torch.Tensor:  # group axis of size g -> h heads
         if g == h:
@@ -97,8 +110,6 @@ def ssd_chunked(
     CB = torch.einsum("bclgn,bcsgn->bclsg", Cc, Bc)  # (b, c, T, T, g)
     Lmat = torch.exp(segsum(a)).permute(0, 2, 3, 4, 1)  # (b, c, T, T, h)
     if reset is not None:
-        r = F.pad(reset, (0, pad)).view(b, c, T)
-        seg = torch.cumsum(r.to(torch.int64), dim=-1)  # (b, c, T) resets so far in the chunk
         Lmat = Lmat * _same_segment(seg)[..., None]
     scores = heads(CB, -1) * Lmat  # (b, c, T, T, h)
     y = torch.einsum("bclsh,bcshp->bclhp", scores, X)  # (b, c, T, h, p)
