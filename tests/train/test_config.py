@@ -19,7 +19,7 @@ model: {layer: lru, d_model: 32, layer_kwargs: {d_state: 16, r_min: 0.5}}
 train: {lr: 4e-3, epochs: 3, betas: [0.9, 0.98]}
 """)
     cfg = load_config(path)
-    assert cfg.task_name == "mnist1d" and cfg.task_options == {"val_fraction": 0.2}
+    assert cfg.task_name == "mnist1d" and cfg.task_options == {"val_fraction": 0.2, "seed": 0}  # data seed 0 by default
     assert cfg.model.d_model == 32 and cfg.model.layer_kwargs == {"d_state": 16, "r_min": 0.5}
     assert cfg.train.lr == pytest.approx(4e-3) and isinstance(cfg.train.lr, float)  # YAML 1.1 reads 4e-3 as str
     assert cfg.train.epochs == 3 and cfg.train.betas == (0.9, 0.98)
@@ -35,7 +35,7 @@ def test_overrides_are_yaml_typed_and_nested(tmp_path):
     assert cfg.train.lr == 1e-3 and cfg.train.grad_clip == 1.0 and isinstance(cfg.train.grad_clip, float)
     assert cfg.model.prenorm is False and cfg.model.norm == "layer"
     assert cfg.model.layer_kwargs == {"d_state": 16, "r_max": 0.9}
-    assert cfg.task_options == {"limit": 100}
+    assert cfg.task_options == {"limit": 100, "seed": 0}
     assert cfg.train.betas == (0.8, 0.9)
 
 
@@ -55,6 +55,8 @@ def test_overrides_do_not_mutate_input():
     ("train.epochs=yes", TypeError, r"train\.epochs expects a value of type int"),
     ("train.epochs=0", ValueError, r"epochs must be >= 1"),
     ("model.layer_kwargs=3", TypeError, r"model\.layer_kwargs expects a value of type dict"),
+    ("task.seed=1.5", TypeError, r"task\.seed expects a value of type int"),
+    ("task.seed=true", TypeError, r"task\.seed expects a value of type int"),
 ])
 def test_bad_overrides_raise_clearly(override, error, match):
     with pytest.raises(error, match=match):

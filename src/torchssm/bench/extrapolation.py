@@ -75,10 +75,11 @@ def training_record(checkpoint) -> Tuple[str, Optional[dict]]:
     cfg = read_checkpoint_state(path).get("config") or {}
     if "task" not in cfg:
         return str(path), None
-    from torchssm.train.config import ExperimentConfig
+    from torchssm.train.config import ExperimentConfig, saved_config
 
-    exp = ExperimentConfig.from_dict(cfg)
-    return str(path), {"task": exp.task_name, "task_options": dict(exp.task_options), "seed": exp.train.seed}
+    exp = ExperimentConfig.from_dict(saved_config(cfg))
+    options = {k: v for k, v in exp.task_options.items() if k != "seed"}
+    return str(path), {"task": exp.task_name, "task_options": options, "seed": exp.data_seed}  # the data's seed
 
 
 def run(args) -> int:

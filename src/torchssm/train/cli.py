@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from torchssm.train.checkpoint import SIDECAR, find_latest_checkpoint, load_checkpoint, read_checkpoint_state
-from torchssm.train.config import ExperimentConfig, load_config, model_config_for_task
+from torchssm.train.config import ExperimentConfig, load_config, model_config_for_task, saved_config
 from torchssm.train.distributed import is_main_process
 from torchssm.train.loop import TrainingDiverged, evaluate, resolve_device, train
 
@@ -47,7 +47,7 @@ def _run_train(args) -> int:
             resume = Path(args.resume)
         state = read_checkpoint_state(resume)  # a missing / corrupt checkpoint fails here, clearly
         if cfg is None:
-            cfg = load_config(base=state["config"], overrides=overrides)
+            cfg = load_config(base=saved_config(state["config"]), overrides=overrides)
     if cfg is None:
         raise ValueError("torchssm train needs --config PATH (or --resume CHECKPOINT)")
     if args.out_dir:
@@ -92,8 +92,8 @@ def _run_eval(args) -> int:
 
     path = find_checkpoint(args.checkpoint)
     state = read_checkpoint_state(path)
-    cfg = ExperimentConfig.from_dict(state["config"])
-    task = build_task(cfg.task_name, data_dir=args.data_dir, **{"seed": cfg.train.seed, **cfg.task_options})
+    cfg = ExperimentConfig.from_dict(saved_config(state["config"]))
+    task = build_task(cfg.task_name, data_dir=args.data_dir, **cfg.task_options)  # task.seed: the run's data
     dataset = {"train": task.train, "val": task.val, "test": task.test}[args.split]
     if dataset is None:
         raise ValueError(f"task {cfg.task_name!r} has no {args.split!r} split")

@@ -11,6 +11,12 @@ One YAML file per experiment (``configs/*.yaml``), three sections and no nesting
 ``model.norm=layer``, ``model.layer_kwargs={d_state: 32}``). Unknown keys raise a ``ValueError``
 naming the valid ones. The model's ``d_input``/``d_output``/``input_kind``/``paired`` come from the
 task (:func:`model_config_for_task`), not from the file.
+
+Two seeds: ``task.seed`` (default 0) seeds the data (generated examples, validation/test splits);
+``train.seed`` seeds the initial weights, dropout and the shuffling order. So changing
+``train.seed`` alone re-runs the same data with another initialisation, and ``--set task.seed=1``
+draws other data. (Before ``task.seed`` existed, ``train.seed`` seeded both; a config saved
+without ``task.seed`` is read back with ``task.seed = train.seed``: :func:`saved_config`.)
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from torchssm.data.registry import TaskInfo
 from torchssm.models.config import ModelConfig
 
 SECTIONS = ("task", "model", "train")
+DEFAULT_DATA_SEED = 0  # task.seed when a config gives none (every task builder's own default seed)
 
 
 @dataclass
@@ -97,12 +104,22 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self):
+        self.task = dict(self.task)  # a copy: the data seed is recorded in it explicitly
+        self.task["seed"] = _coerce(self.task.get("seed", DEFAULT_DATA_SEED), int, "task.seed")
+
     @property
     def task_name(self) -> str:
         return self.task["name"]
 
     @property
+    def data_seed(self) -> int:
+        """``task.seed``: seeds the task's data only (``train.seed`` seeds weights, dropout, shuffling)."""
+        return self.task["seed"]
+
+    @property
     def task_options(self) -> Dict[str, Any]:
+        """Keyword arguments of the task builder, ``seed`` (the data seed) included."""
         return {k: v for k, v in self.task.items() if k != "name"}
 
     def to_dict(self) -> dict:
@@ -237,6 +254,17 @@ def load_config(path: Union[str, Path, None] = None, overrides: Iterable[str] = 
     else:
         data = copy.deepcopy(base) if base is not None else {}
     return ExperimentConfig.from_dict(apply_overrides(data or {}, overrides))
+
+
+def saved_config(data: dict) -> dict:
+    """A config dict read back from a run (checkpoint sidecar, ``config.yaml``), ready for
+    :meth:`ExperimentConfig.from_dict`: one saved before ``task.seed`` existed built its data with
+    ``train.seed``, so that becomes its ``task.seed``; any other config is returned unchanged (a copy)."""
+    data = copy.deepcopy(data)
+    task = data.get("task")
+    if isinstance(task, dict) and "seed" not in task:
+        task["seed"] = (data.get("train") or {}).get("seed", TrainConfig.seed)
+    return data
 
 
 def model_config_for_task(model: ModelConfig, info: TaskInfo) -> ModelConfig:

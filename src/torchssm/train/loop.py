@@ -50,7 +50,7 @@ from torchssm.data.registry import TaskData, TaskInfo, build_task
 from torchssm.train import distributed as D
 from torchssm.train.checkpoint import (OPTIMIZER, SNAPSHOTS, load_checkpoint, prune_checkpoints,
                                        read_checkpoint_state, save_checkpoint, snapshot_checkpoint)
-from torchssm.train.config import ExperimentConfig, model_config_for_task
+from torchssm.train.config import ExperimentConfig, model_config_for_task, saved_config
 from torchssm.train.guard import NonFiniteGuard, TrainingDiverged
 from torchssm.train.optim import build_optimizer
 from torchssm.train.schedule import build_scheduler
@@ -257,7 +257,7 @@ def _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log, c
 
     seed_everything(tc.seed)
     if task is None:
-        task = build_task(cfg.task_name, data_dir=data_dir, **{"seed": tc.seed, **cfg.task_options})
+        task = build_task(cfg.task_name, data_dir=data_dir, **cfg.task_options)  # seeded by task.seed, not train.seed
     info = task.info
     model_cfg = model_config_for_task(cfg.model, info)
     if model_builder is None:
@@ -282,7 +282,7 @@ def _train(cfg, data_dir, resume, stop_after_epochs, task, model_builder, log, c
     start_epoch, step, best = 0, 0, None
     if resume is not None:
         state = read_checkpoint_state(resume)
-        _check_resume_config(state["config"], config_dict)
+        _check_resume_config(saved_config(state["config"]), config_dict)
         if fsdp:  # every rank reads the full checkpoint, then keeps its shard
             state = load_checkpoint(resume, plain, restore_rng=True)
             extra = torch.load(Path(resume) / OPTIMIZER, map_location="cpu", weights_only=True)
