@@ -333,7 +333,8 @@ def test_bench_kernels_runs(tmp_path, capsys):
     assert kernels.run(args) == 0
     out = capsys.readouterr().out
     for name in ("copy (b.clone)", "scan fwd", "scan bwd", "lru fused", "lru unfused", "vs copy",
-                 "selective gpu", "selective chunked", "ssd gpu (recurrent)", "ssd chunked (matmul)"):
+                 "selective gpu", "selective chunked", "ssd gpu (recurrent)", "ssd chunked (matmul)",
+                 "ssd gpu (chunked matmul, ieee)", "ssd gpu (chunked matmul, tf32)"):
         assert name in out
     assert (tmp_path / "k.json").exists()
 

@@ -17,7 +17,8 @@ shape (B, L, D) and dtype this measures, in one run:
   backend) and ``chunked+compile`` (the same under ``torch.compile``);
 * with ``--ops``: the selective scan (Mamba) and SSD (Mamba-2) kernels vs the chunked PyTorch
   backends, forward and forward+backward times and tokens/s (compute- and memory-bound mixes,
-  so no bandwidth fraction).
+  so no bandwidth fraction); SSD also by the Triton chunked-matmul kernels (IEEE float32 and TF32
+  dots; their backward is PyTorch recomputation, see ops/ssd/gpu_chunked.py).
 
 Each row prints the median time [min, max] over ``--repeats`` after one warm-up call (which also
 autotunes the Triton kernels), the bytes it moves, its bandwidth and ``vs copy`` =
@@ -31,6 +32,7 @@ shapes (a smoke test of this code, not a timing).
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -154,6 +156,7 @@ def _measure_ops(args, device) -> List[Dict[str, object]]:
     from torchssm.ops.selective.gpu import selective_scan_gpu
     from torchssm.ops.ssd.chunked import ssd_chunked
     from torchssm.ops.ssd.gpu import ssd_gpu
+    from torchssm.ops.ssd.gpu_chunked import ssd_chunked_gpu
 
     gen = torch.Generator().manual_seed(0)
     rnd = lambda *s: torch.randn(*s, generator=gen).to(device).requires_grad_()  # noqa: E731
@@ -167,7 +170,10 @@ def _measure_ops(args, device) -> List[Dict[str, object]]:
         rows.append(dict(row, shape=f"b={b} l={l} d={d} n={n}"))
     b, l, h, p, n = _dims(args.ssd_shape, 5, "--ssd-shape")
     ssd = [rnd(b, l, h, p), rnd(b, l, h), rnd(h), rnd(b, l, 1, n), rnd(b, l, 1, n), rnd(h)]
-    for name, fn in [("ssd gpu (recurrent)", ssd_gpu), ("ssd chunked (matmul)", ssd_chunked)]:
+    ssd_impls = [("ssd gpu (recurrent)", ssd_gpu), ("ssd gpu (chunked matmul, ieee)", ssd_chunked_gpu),
+                 ("ssd gpu (chunked matmul, tf32)", functools.partial(ssd_chunked_gpu, tf32=True)),
+                 ("ssd chunked (matmul)", ssd_chunked)]
+    for name, fn in ssd_impls:
         row = _time_pair(name, lambda fn=fn: fn(ssd[0], ssd[1], -torch.exp(ssd[2]), ssd[3], ssd[4], ssd[5],
                                                  None, None, True), ssd, device, args.repeats, b * l)
         rows.append(dict(row, shape=f"b={b} l={l} h={h} p={p} n={n}"))
