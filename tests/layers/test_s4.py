@@ -1,6 +1,8 @@
 """S4 (DPLR): Cauchy kernel == kernel of the materialised discrete (A_bar, B_bar, C), layer contract in
 float64 (incl. kernel doubling and odd kernel lengths), convolution == recurrence up to L=4096, gradients
-of the convolution path == a dense loop, bad input, optimizer tags, learning a small task."""
+of the convolution path == a dense loop, bidirectional mode == a forward plus a time-reversed dense
+recurrence (values, gradients, kernel doubling, padding), the dt timescale option, bad input, optimizer
+tags, learning a small task."""
 
 import pytest
 import torch
@@ -8,8 +10,8 @@ import torch
 from torchssm.layers import S4, build_layer
 from torchssm.layers.discretize import discretize_dense
 from torchssm.layers.init import log_uniform_dt
-from torchssm.testing import (assert_values_and_grads_close, check_layer_contract, check_step_matches_forward,
-                              first_token_accuracy)
+from torchssm.testing import (assert_values_and_grads_close, check_bad_inputs_raise, check_layer_contract,
+                              check_step_matches_forward, first_token_accuracy)
 
 F64 = dict(rtol=1e-9, atol=1e-9)
 
@@ -19,9 +21,10 @@ def make(d_model=3, d_state=8, seed=0, **kw):
     return S4(d_model, d_state, **kw).double()
 
 
-def materialised(layer):
+def materialised(layer, readout="C"):
     """The DPLR SSM as explicit full-state matrices, built here from the parameters:
-    A = diag(Lambda) - P P^* on [half, conj half], bilinear A_bar/B_bar, C = C~ (I - A_bar^L)^-1."""
+    A = diag(Lambda) - P P^* on [half, conj half], bilinear A_bar/B_bar, C = C~ (I - A_bar^L)^-1
+    (C~ = the parameter named ``readout``)."""
     lam = torch.complex(-torch.exp(layer.log_A_real), layer.A_imag)
     full = lambda t: torch.cat([t, t.conj()], -1)  # noqa: E731
     P = full(torch.view_as_complex(layer.P))  # (r, H, n)
@@ -29,21 +32,36 @@ def materialised(layer):
     A_bar, B_bar = discretize_dense(torch.exp(layer.log_dt), A, full(torch.view_as_complex(layer.B))[..., None], "bilinear")
     n = A.shape[-1]
     A_L = torch.linalg.matrix_power(A_bar, int(layer.kernel_length))
-    Ct = full(torch.view_as_complex(layer.C))
+    Ct = full(torch.view_as_complex(getattr(layer, readout)))
     C = torch.linalg.solve((torch.eye(n, dtype=A.dtype) - A_L).mT, Ct[..., None])[..., 0]
     return A_bar, B_bar[..., 0], C
 
 
-def dense_loop(layer, x, h0=None):
-    A_bar, B_bar, C = materialised(layer)
+def readout_loop(layer, x, h0=None, *, readout="C", before_update=False):
+    """Dense recurrence h_t = A_bar h_{t-1} + B_bar x_t; returns (Re(C h_t) (b, l, H), h_L (b, H, m));
+    ``before_update`` reads h_{t-1} instead."""
+    A_bar, B_bar, C = materialised(layer, readout)
     h = torch.zeros(x.shape[0], *B_bar.shape, dtype=B_bar.dtype)
     if h0 is not None:
         h = torch.cat([h0, h0.conj()], -1)
     ys = []
     for t in range(x.shape[1]):
-        h = (A_bar @ h[..., None])[..., 0] + B_bar * x[:, t, :, None]
-        ys.append((C * h).sum(-1).real + layer.D * x[:, t])
+        h_new = (A_bar @ h[..., None])[..., 0] + B_bar * x[:, t, :, None]
+        ys.append((C * (h if before_update else h_new)).sum(-1).real)
+        h = h_new
     return torch.stack(ys, 1), h[..., : layer.n_complex]
+
+
+def dense_loop(layer, x, h0=None):
+    y, h = readout_loop(layer, x, h0)
+    return y + layer.D * x, h
+
+
+def bidirectional_reference(layer, x):
+    """Dense recurrence read by C, plus the one over the time-reversed input read by C2 one step before
+    each update (anti-causal kernel from lag 1, as state-spaces/s4 FFTConv), plus D x."""
+    y_bwd, _ = readout_loop(layer, x.flip(1), readout="C2", before_update=True)
+    return readout_loop(layer, x)[0] + y_bwd.flip(1) + layer.D * x
 
 
 @pytest.mark.parametrize("measure", ["legs", "legt", "fout"])
@@ -52,7 +70,7 @@ def test_cauchy_kernel_equals_materialised_kernel(measure, l_max):
     layer = make(measure=measure, l_max=l_max)
     A_bar, B_bar, C = materialised(layer)
     with torch.no_grad():
-        K = layer._kernel(torch.view_as_complex(layer.B))  # (H, L)
+        K = layer._kernel(torch.view_as_complex(layer.B), torch.view_as_complex(layer.C)[None])[0]  # (H, L)
     want, v = [], B_bar
     for _ in range(l_max):
         want.append((C * v).sum(-1).real)
@@ -97,6 +115,32 @@ def test_kernel_doubling_keeps_the_function():
     assert int(layer.kernel_length) == 32
     torch.testing.assert_close(y, torch.stack(ys, 1), **F64)
     assert "kernel_length" in layer.state_dict()
+
+
+@pytest.mark.parametrize("measure", ["legs", "legt"])
+def test_bidirectional_equals_two_dense_recurrences_with_gradients(measure):
+    layer = make(measure=measure, l_max=12, bidirectional=True)
+    assert not layer.causal and "bidirectional=True" in repr(layer)
+    x = torch.randn(2, 12, 3, dtype=torch.float64, requires_grad=True)
+    assert_values_and_grads_close([layer(x)], [bidirectional_reference(layer, x)], [x, *layer.parameters()], **F64)
+
+
+def test_bidirectional_kernel_doubling_padding_and_no_step():
+    layer = make(l_max=8, bidirectional=True)
+    x = torch.randn(2, 13, 3, dtype=torch.float64)
+    with torch.no_grad():
+        want = bidirectional_reference(layer, x)  # C and C2 converted at kernel length 8
+        padded = x.clone()
+        padded[1, 9:] = 50.0
+        y = layer(padded, lengths=torch.tensor([13, 9]))  # doubles 8 -> 16, C~ and C~2 both follow
+        torch.testing.assert_close(y[0], want[0], **F64)
+        torch.testing.assert_close(y[1, :9], bidirectional_reference(layer, x[1:, :9])[0], **F64)
+    assert int(layer.kernel_length) == 16
+    check_bad_inputs_raise(layer)
+    with pytest.raises(NotImplementedError, match="not causal"):
+        layer.step(x[:, 0], layer.init_state(2))
+    with pytest.raises(ValueError, match="no state"):
+        layer(x, layer.init_state(2))
 
 
 def test_long_sequence_and_bf16_are_finite():

@@ -78,15 +78,18 @@ class S4(ChannelStateSSM):
         dt_scale_to_length: replace dt_min by 1/l_max so that 1/dt spans [1/dt_max, l_max] steps
             (:func:`torchssm.layers.discretize.dt_range_for_length`). Off by default, as in the reference
             code, which sets the range per task instead (Path-X, L = 16384: dt_min = 1e-4).
+        bidirectional: a second readout C~2 and an anti-causal kernel, as S4D's (:mod:`torchssm.layers.s4d`);
+            default False (causal, with ``step``); the state-spaces/s4 LRA configs set it on every task.
         lr: learning rate of log_dt, Lambda, P, B: 1e-3 with no weight decay ([S4] App. D.2).
     Parameters: ``log_dt`` (H,), ``log_A_real``, ``A_imag`` (H, m) with Re Lambda = -exp(log_A_real)
     (clamped at -1e-4 at init for LegT/FouT, whose normal part has Re = 0), ``P`` (r, H, m, 2),
-    ``B`` (H, m, 2) = V^* B_hippo, ``C`` (H, m, 2) = C~ (complex N(0, 1) at init), ``D`` (H,).
+    ``B`` (H, m, 2) = V^* B_hippo, ``C`` (H, m, 2) = C~ (complex N(0, 1) at init), ``C2`` like C
+    (bidirectional), ``D`` (H,).
     """
 
     def __init__(self, d_model: int, d_state: int = 64, *, measure: str = "legs", l_max: int = 1024,
                  dt_min: float = 1e-3, dt_max: float = 1e-1, dt_scale_to_length: bool = False,
-                 lr: Optional[float] = 1e-3):
+                 bidirectional: bool = False, lr: Optional[float] = 1e-3):
         if measure not in HIPPO_MEASURES:
             raise ValueError(f"unknown S4 measure {measure!r}; expected one of {list(HIPPO_MEASURES)}")
         check_d_state("S4", d_state)
@@ -103,7 +106,8 @@ class S4(ChannelStateSSM):
         self.A_imag = nn.Parameter(lam.imag.float().repeat(H, 1))
         self.P = complex_param(P[:, None, :].repeat(1, H, 1))  # (r, H, m, 2)
         self.B = complex_param(B.repeat(H, 1))  # (H, m, 2)
-        self.C = complex_param(torch.randn(H, self.n_complex, dtype=torch.complex128))  # C~
+        C = torch.randn(H, self.n_complex, dtype=torch.complex128)  # C~ (H, m)
+        self._set_readouts("C", C, torch.randn(H, self.n_complex, dtype=torch.complex128) if bidirectional else None)
         # L lives twice: the buffer (saved in the state dict) and a plain int read by the code, so that no
         # tensor is turned into a Python number per call (no device sync; torch.export/compile can trace the
         # step). Both are written together by _double_kernel_length and by load_state_dict (the hook below).
@@ -115,7 +119,8 @@ class S4(ChannelStateSSM):
 
     # --- parameters --------------------------------------------------------------------------------
     def _ssm_params(self):
-        """Continuous DPLR SSM: dt (H,), Lambda (H, m), P (r, H, m), B (H, m), C~ (H, m)."""
+        """Continuous DPLR SSM: dt (H,), Lambda (H, m), P (r, H, m), B (H, m), C~ (H, m) (the forward readout;
+        a bidirectional layer's C~2 is read by ``_readout_stack``)."""
         lam = torch.complex(-torch.exp(self.log_A_real), self.A_imag)
         c = torch.view_as_complex
         return torch.exp(self.log_dt), lam, c(self.P), c(self.B), c(self.C)
@@ -145,53 +150,67 @@ class S4(ChannelStateSSM):
         C = torch.linalg.solve((eye - A_L).transpose(-1, -2), _full(Ct)[..., None])[..., 0]  # (H, n)
         return A, A_bar, B_bar[..., 0], C
 
-    def _kernel(self, B: torch.Tensor) -> torch.Tensor:
-        """Kernel K_l = C A_bar^l B_bar(B) for l < kernel_length by the Cauchy path; B (..., H, m) -> (..., H, L)."""
-        dt, lam, P, _, Ct = self._ssm_params()
+    def _kernel(self, B: torch.Tensor, Ct: torch.Tensor) -> torch.Tensor:
+        """Kernels K_l = C A_bar^l B_bar(B) for l < kernel_length by the Cauchy path, one per readout C~:
+        B (..., H, m), Ct (c, H, m) -> (..., c, H, L)."""
+        dt, lam, P, _, _ = self._ssm_params()
         L = self._kernel_length
-        r = P.shape[0]
+        r, c = P.shape[0], Ct.shape[0]
         k = torch.arange(L // 2 + 1 - (1 - L % 2), device=lam.device, dtype=lam.real.dtype)
         omega = torch.exp(-2j * math.pi * k / L).to(lam.dtype)  # (k,) roots of unity (omega = -1 apart)
         z = 2 * (1 - omega) / (1 + omega)  # dt * g(omega)
         Pf = _full(P)  # (r, H, n)
-        left = torch.cat([_full(Ct)[None], Pf.conj()], 0)  # (1+r, H, n): C~, P^*
+        left = torch.cat([_full(Ct), Pf.conj()], 0)  # (c+r, H, n): C~ (each readout), P^*
         right = torch.cat([_full(B)[..., None, :, :], Pf.expand(*B.shape[:-2], *Pf.shape)], -3)  # (..., 1+r, H, n)
-        v = left[:, None] * right[..., None, :, :, :] * dt[:, None]  # (..., 1+r, 1+r, H, n)
-        Rv = cauchy(v, z, _full(dt[:, None] * lam))  # (..., 1+r, 1+r, H, k)
-        r00, r01, r10, r11 = Rv[..., 0, 0, :, :], Rv[..., 0, 1:, :, :], Rv[..., 1:, 0, :, :], Rv[..., 1:, 1:, :, :]
-        # Woodbury: C~ R B - C~ R P (I + P^* R P)^-1 P^* R B, per channel and node
+        v = left[:, None] * right[..., None, :, :, :] * dt[:, None]  # (..., c+r, 1+r, H, n)
+        Rv = cauchy(v, z, _full(dt[:, None] * lam))  # (..., c+r, 1+r, H, k)
+        r00, r01, r10, r11 = Rv[..., :c, 0, :, :], Rv[..., :c, 1:, :, :], Rv[..., c:, 0, :, :], Rv[..., c:, 1:, :, :]
+        # Woodbury: C~ R B - C~ R P (I + P^* R P)^-1 P^* R B, per readout, channel and node
         M = torch.eye(r, dtype=Rv.dtype, device=Rv.device) + r11.movedim((-2, -1), (-4, -3))  # (..., H, k, r, r)
         sol = torch.linalg.solve(M, r10.movedim(-3, -1)[..., None])  # (..., H, k, r, 1)
-        k_hat = 2 / (1 + omega) * (r00 - (r01.movedim(-3, -1)[..., None, :] @ sol)[..., 0, 0])  # (..., H, k)
+        corr = (r01.movedim(-3, -1) * sol[..., 0].unsqueeze(-4)).sum(-1)  # (..., c, H, k)
+        k_hat = 2 / (1 + omega) * (r00 - corr)  # (..., c, H, k)
         if L % 2 == 0:  # omega = -1: the limit of the formula, K^(-1) = C~ (I + A_bar)^-1 B_bar = dt/2 C~ B
-            last = dt / 2 * (_full(Ct) * _full(B)).sum(-1)  # (..., H)
+            last = dt / 2 * (_full(Ct) * _full(B)[..., None, :, :]).sum(-1)  # (..., c, H)
             k_hat = torch.cat([k_hat, last[..., None]], -1)
-        return torch.fft.irfft(k_hat, n=L)  # (..., H, L)
+        return torch.fft.irfft(k_hat, n=L)  # (..., c, H, L)
+
+    def _readout_stack(self) -> torch.Tensor:
+        """C~ (1, H, m), or [C~, C~2] (2, H, m) for a bidirectional layer."""
+        Ct = self._readouts()
+        return Ct if self.bidirectional else Ct[None]
 
     @torch.no_grad()
     def _double_kernel_length(self) -> None:
-        """L -> 2L keeping C fixed: C~_2L = C (I - A_bar^2L) = C~_L (I + A_bar^L)."""
+        """L -> 2L keeping C (and C2) fixed: C~_2L = C (I - A_bar^2L) = C~_L (I + A_bar^L)."""
         _, A_bar, _, _ = self._dense()
         A_L = torch.linalg.matrix_power(A_bar, self._kernel_length)
-        Ct = _full(torch.view_as_complex(self.C))  # (H, n)
-        new = Ct + torch.einsum("hi,hij->hj", Ct, A_L)
-        self.C.copy_(torch.view_as_real(new[..., : self.n_complex]))
+        for name in ("C", "C2") if self.bidirectional else ("C",):
+            param = getattr(self, name)
+            Ct = _full(torch.view_as_complex(param))  # (H, n)
+            new = Ct + torch.einsum("hi,hij->hj", Ct, A_L)
+            param.copy_(torch.view_as_real(new[..., : self.n_complex]))
         self.kernel_length.mul_(2)
         self._kernel_length *= 2
 
     # --- contract ----------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False):
-        self._check_forward(x, state)
+    def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False,
+                lengths: Optional[torch.Tensor] = None):
+        """x (b, l, H) -> y (b, l, H); ``lengths`` (b,) as in :class:`torchssm.layers.s4d.DiagonalConvSSM`
+        (bidirectional: padding is zeroed before the backward kernel; a causal layer ignores it)."""
+        self._check_call(x, state, return_state, lengths)
         length = x.shape[1]
         while length > self._kernel_length:
             self._double_kernel_length()
-        dt, lam, P, B, _ = self._ssm_params()
-        k = self._kernel(B)  # (H, L_k)
-        y = fft_conv(x, k) + x * self.D  # (b, l, H)
+        dt, lam, P, B, Ct = self._ssm_params()
+        k = self._kernel(B, self._readout_stack())  # (1 or 2, H, L_k)
+        if self.bidirectional:
+            return self._two_sided(x, k, lengths)
+        y = fft_conv(x, k[0]) + x * self.D  # (b, l, H)
         if state is not None:  # + C A_bar^(t+1) h0 = kernel of B' = h0/dt + A h0 / 2
             h0 = state.to(lam.dtype)
             Ah0 = lam * h0 - torch.einsum("rhm,bhr->bhm", P, torch.einsum("rhn,bhn->bhr", _full(P).conj(), _full(h0)))
-            k0 = self._kernel(h0 / dt[:, None] + Ah0 / 2)  # (b, H, L_k)
+            k0 = self._kernel(h0 / dt[:, None] + Ah0 / 2, Ct[None])[:, 0]  # (b, H, L_k)
             y = y + k0[..., :length].transpose(1, 2).to(y.dtype)
         y = y.to(x.dtype)
         if not return_state:
@@ -215,4 +234,4 @@ class S4(ChannelStateSSM):
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_state={self.d_state}, measure={self.measure!r}, "
-                f"kernel_length={self._kernel_length}")
+                f"kernel_length={self._kernel_length}, bidirectional={self.bidirectional}")

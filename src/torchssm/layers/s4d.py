@@ -63,8 +63,10 @@ def complex_param(z: torch.Tensor) -> nn.Parameter:
 
 
 class ChannelStateSSM(SSMLayer):
-    """H single-input single-output SSMs with m complex states each (S4, S4D, DSS): state (b, H, m)
-    and a skip connection D (H,)."""
+    """H single-input single-output SSMs with m complex states each (S4, S4D, DSS): state (b, H, m), a
+    skip connection D (H,), a readout (C or W) and, bidirectional, a second readout for the backward kernel."""
+
+    bidirectional: bool = False
 
     def __init__(self, d_model: int, n_complex: int):
         super().__init__(d_model)
@@ -76,18 +78,6 @@ class ChannelStateSSM(SSMLayer):
         cdtype = complex_dtype(self.D.dtype if dtype is None else dtype)
         device = self.D.device if device is None else device
         return torch.zeros(batch, self.d_model, self.n_complex, device=device, dtype=cdtype)
-
-
-class DiagonalConvSSM(ChannelStateSSM):
-    """Convolution-mode diagonal SSM: subclasses define ``_ssm_params()`` -> (dtA, B_bar, C), dtA and B_bar
-    (H, m) complex, C (H, m) or, bidirectional, (2, H, m) (from :meth:`_readouts`), and may override
-    ``_kernel`` (same math, another evaluation order)."""
-
-    kernel_scale: float = 2.0  # s above
-    bidirectional: bool = False
-
-    def _ssm_params(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
 
     def _set_readouts(self, name: str, C: torch.Tensor, C2: Optional[torch.Tensor] = None) -> None:
         """Register the readout ``name`` (H, m, 2) from C (H, m) complex and, if C2 is given, the backward
@@ -106,6 +96,38 @@ class DiagonalConvSSM(ChannelStateSSM):
             return C
         return torch.stack([C, torch.view_as_complex(getattr(self, self._readout_name + "2"))])
 
+    def _check_call(self, x: torch.Tensor, state, return_state: bool, lengths: Optional[torch.Tensor]) -> None:
+        """forward's checks: the contract's, ``lengths`` (b,) int, no state for a bidirectional layer."""
+        self._check_forward(x, state)
+        check_lengths(lengths, x.shape[0])
+        if self.bidirectional and (state is not None or return_state):
+            raise ValueError(f"a bidirectional {type(self).__name__} carries no state: "
+                             "call it with state=None, return_state=False")
+        if lengths is not None and return_state:
+            raise ValueError("lengths cannot be combined with return_state (the final state would be the one "
+                             "after the padding); pass x without padding")
+
+    def _two_sided(self, x: torch.Tensor, k: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        """Bidirectional output K * u + K2 (anti-causal, from lag 1) * u + D u: x (b, L, H), k (2, H, >= L) real.
+        ``lengths`` (b,) zeroes the inputs past each sequence's end, so padding never flows backward."""
+        u = x
+        if lengths is not None:
+            valid = torch.arange(x.shape[1], device=x.device) < lengths.to(x.device)[:, None]  # (b, L)
+            u = x * valid[..., None]
+        k = k.to(torch.promote_types(k.dtype, torch.float32))
+        return (fft_conv(u, k[0], k[1]) + x * self.D).to(x.dtype)  # (b, L, H)
+
+
+class DiagonalConvSSM(ChannelStateSSM):
+    """Convolution-mode diagonal SSM: subclasses define ``_ssm_params()`` -> (dtA, B_bar, C), dtA and B_bar
+    (H, m) complex, C (H, m) or, bidirectional, (2, H, m) (from :meth:`_readouts`), and may override
+    ``_kernel`` (same math, another evaluation order)."""
+
+    kernel_scale: float = 2.0  # s above
+
+    def _ssm_params(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
     def _kernel(self, length: int, dtA: torch.Tensor, B_bar: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
         """K (..., H, length) real: s Re(sum_n C_n B_bar_n exp(dtA_n l)); C (..., H, m)."""
         return self.kernel_scale * vandermonde(C * B_bar, dtA, length).real
@@ -115,25 +137,13 @@ class DiagonalConvSSM(ChannelStateSSM):
         """x (b, l, H) -> y (b, l, H). ``lengths`` (b,) int, bidirectional only: valid lengths of a
         right-padded batch (padded inputs are zeroed before the backward kernel reads them; outputs at
         padded steps are meaningless). A causal layer ignores it (its valid outputs never see padding)."""
-        self._check_forward(x, state)
-        check_lengths(lengths, x.shape[0])
-        if self.bidirectional and (state is not None or return_state):
-            raise ValueError(f"a bidirectional {type(self).__name__} carries no state: "
-                             "call it with state=None, return_state=False")
-        if lengths is not None and return_state:
-            raise ValueError("lengths cannot be combined with return_state (the final state would be the one "
-                             "after the padding); pass x without padding")
+        self._check_call(x, state, return_state, lengths)
         length = x.shape[1]
         dtA, B_bar, C = self._ssm_params()  # (H, m), (H, m), (H, m) or (2, H, m)
         k = self._kernel(length, dtA, B_bar, C)  # (H, L) or (2, H, L)
-        k = k.to(torch.promote_types(k.dtype, torch.float32))
         if self.bidirectional:
-            u = x
-            if lengths is not None:
-                valid = torch.arange(length, device=x.device) < lengths.to(x.device)[:, None]  # (b, L)
-                u = x * valid[..., None]
-            return (fft_conv(u, k[0], k[1]) + x * self.D).to(x.dtype)  # (b, L, H)
-        y = fft_conv(x, k) + x * self.D  # (b, L, H)
+            return self._two_sided(x, k, lengths)
+        y = fft_conv(x, k.to(torch.promote_types(k.dtype, torch.float32))) + x * self.D  # (b, L, H)
         if state is not None:  # + s Re(C A_bar^(t+1) h0)
             c0 = C * torch.exp(dtA) * state.to(C.dtype)  # (b, H, m)
             y = y + self.kernel_scale * vandermonde(c0, dtA, length).real.transpose(1, 2).to(y.dtype)
