@@ -243,8 +243,10 @@ def lecun_normal(shape, fan_in: int, *, generator: Optional[torch.Generator] = N
 # "Estimating the transfer function perturbation", Sec. 4.2 "Perturbed initialization as an
 # optimization problem", App. H, App. J.3 "ablation study"); the README of the authors' S5-PTD code
 # (pre-computed perturbation matrices per state size, fed to S5's make_DPLR; B = V^-1 B_lecun, or the
-# exact HiPPO-LegS B for sCIFAR); and public ICLR 2024 reviews of the paper quoting its Eq. (4) and
-# "We implement a solver to this optimization problem using gradient descent".
+# exact HiPPO-LegS B for sCIFAR); and public ICLR 2024 reviews of the paper quoting its optimisation
+# problem (numbered Eq. (4) in one reviewed version, (7)/(8) in others), "We implement a solver to this
+# optimization problem using gradient descent", Thm. 3 and the Sec. 5.3 ablation; the reviews also
+# note that the paper gives neither the solver's settings nor the gamma -> ||E|| mapping.
 # ------------------------------------------------------------------------------------------------
 
 PTD_GAMMA = 1e4  # ours: [PTD] leaves gamma a free trade-off constant (value used not found, see ptd_init)
