@@ -20,23 +20,16 @@ Error bounds tested (the kernels compute in float32):
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import pytest
 import torch
+from _triton_common import ptx_stats, triton_device
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton")
+DEVICE = triton_device()
 
 from torchssm.ops.scan import gpu  # noqa: E402
 from torchssm.ops.scan.naive import linear_scan_naive  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and not gpu.INTERPRET:
-    pytest.skip("torchssm.ops.scan.gpu was imported before TRITON_INTERPRET=1 was set",
-                allow_module_level=True)
 
 TOL = 2e-6  # float32 kernel vs float64 reference, relative to the max of the reference
 # One bf16 rounding of a float32 value (8 significant bits): <= 2^-8 relative on the GPU (round to
@@ -340,23 +333,7 @@ def test_bench_kernels_runs(tmp_path, capsys):
 
 
 _AOT_SCRIPT = r'''
-import inspect, json
-import triton
-from triton.compiler import ASTSource
-from triton.backends.compiler import GPUTarget
 from torchssm.ops.scan import _triton_kernels as K
-
-def build(fn, consts, ptr_types):
-    names = list(inspect.signature(fn.fn).parameters)
-    sig, attrs = {}, {}
-    for i, n in enumerate(names):  # what the JIT specialises at run time for 16-aligned shapes
-        if n in consts:
-            sig[n] = "constexpr"
-        else:
-            sig[n] = ptr_types.get(n, "*fp32") if n.endswith("_ptr") else "i32"
-            attrs[(i,)] = [["tt.divisibility", 16]]
-    src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 80, 32)).asm["ptx"]
 
 out = {}
 bwd_flags = {"STORE_GH0": True, "HAS_G0": True}
@@ -379,17 +356,7 @@ def test_kernels_compile_for_ampere_without_a_gpu():
     """The real compiler (not the interpreter) lowers the scan kernel variants and the selective
     scan kernels to PTX for sm_80, without register spills, with vectorised global loads in the
     scan (16-byte for float32, 8-byte re/im pairs for complex64)."""
-    import json
-    import subprocess
-
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_DEFAULT_FP_FUSION"] = "1"
-    proc = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=300)
-    if proc.returncode != 0 and ("ptxas" in proc.stderr or "nvidia" in proc.stderr.lower()):
-        pytest.skip(f"Triton's CUDA toolchain is not usable here: {proc.stderr.strip()[-300:]}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    stats = json.loads(proc.stdout.strip().splitlines()[-1])
+    stats = ptx_stats(_AOT_SCRIPT)
     assert len(stats) == 10
     # no spills to local memory (the LRU variants "-2-" keep libdevice sin/cos's local array, used
     # only by its slow path for |angle| > 1e5, so they are not checked)

@@ -8,22 +8,14 @@ l, d and n terms) times the max of the float64 reference.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from _triton_common import triton_device
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton")
+DEVICE = triton_device()
 
-from torchssm.ops.scan import gpu as scan_gpu  # noqa: E402
 from torchssm.ops.selective.gpu import selective_scan_gpu  # noqa: E402
 from torchssm.ops.selective.naive import selective_scan_naive  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and not scan_gpu.INTERPRET:
-    pytest.skip("Triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
 
 
 ORDER = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")

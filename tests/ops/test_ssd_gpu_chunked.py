@@ -9,23 +9,15 @@ max error <= 2e-6 (output, state) / 1e-5 (gradients) times the max of the float6
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from _triton_common import ptx_stats, triton_device
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton")
+DEVICE = triton_device()
 
-from torchssm.ops.scan import gpu as scan_gpu  # noqa: E402
 from torchssm.ops.ssd import ssd  # noqa: E402
 from torchssm.ops.ssd.gpu_chunked import ssd_chunked_gpu  # noqa: E402
 from torchssm.ops.ssd.naive import ssd_naive  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and not scan_gpu.INTERPRET:
-    pytest.skip("Triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
 
 NAMES = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias")
 
@@ -130,29 +122,13 @@ def test_bad_inputs():
 
 
 _AOT_SCRIPT = r'''
-import inspect, json
-import triton
-from triton.compiler import ASTSource
-from triton.backends.compiler import GPUTarget
 from torchssm.ops.ssd import gpu_chunked as K
-
-def build(fn, consts):
-    names = list(inspect.signature(fn.fn).parameters)
-    sig, attrs = {}, {}
-    for i, n in enumerate(names):  # what the JIT specialises at run time for 16-aligned shapes
-        if n in consts:
-            sig[n] = "constexpr"
-        else:
-            sig[n] = ("*i32" if n == "seg_ptr" else "*fp32") if n.endswith("_ptr") else "i32"
-            attrs[(i,)] = [["tt.divisibility", 16]]
-    src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 80, 32)).asm["ptx"]
 
 out = {}
 for prec in ("ieee", "tf32"):  # Mamba-2's sizes: chunk 64, head dim 64, state 128
     consts = dict(HAS_RESET=True, PRECISION=prec, CHUNK=64, BLOCK_P=64, NP=128)
     for name, fn in (("state", K.ssd_chunk_state_kernel), ("scan", K.ssd_chunk_scan_kernel)):
-        ptx = build(fn, consts)
+        ptx = build(fn, consts, {"seg_ptr": "*i32"})
         out[f"{name}-{prec}"] = {"mma": ptx.count("mma.sync"), "local": ptx.count("st.local")}
 print(json.dumps(out))
 '''
@@ -162,18 +138,7 @@ print(json.dumps(out))
 def test_kernels_compile_for_ampere_without_a_gpu():
     """The real compiler lowers both kernels to PTX for sm_80 at Mamba-2's tile sizes without
     register spills; with tf32=True the dots become tensor-core mma instructions."""
-    import json
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_DEFAULT_FP_FUSION"] = "1"
-    proc = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=300)
-    if proc.returncode != 0 and ("ptxas" in proc.stderr or "nvidia" in proc.stderr.lower()):
-        pytest.skip(f"Triton's CUDA toolchain is not usable here: {proc.stderr.strip()[-300:]}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    stats = json.loads(proc.stdout.strip().splitlines()[-1])
+    stats = ptx_stats(_AOT_SCRIPT)
     assert all(v["local"] == 0 for v in stats.values()), stats
     assert stats["state-tf32"]["mma"] > 0 and stats["scan-tf32"]["mma"] > 0, stats
     assert stats["state-ieee"]["mma"] == 0, stats  # IEEE float32 dots stay off the tensor cores
