@@ -262,3 +262,16 @@ def test_docs_examples_run():
     assert len(blocks) >= 3
     for code in blocks:
         exec(compile(code, str(doc), "exec"), {})
+
+
+def test_lr_factor_sets_the_recurrent_groups_and_rejects_bad_values():
+    """lr_factor (LRU paper App. D.2, per-task values in Tb. 9) scales lambda, B, gamma's learning rate."""
+    from torchssm.train.optim import param_groups
+
+    layer = make(lr_factor=0.25)
+    groups = {tuple(sorted(g["names"])): (g["lr"], g["weight_decay"]) for g in param_groups(layer, 1e-2, 0.05)}
+    assert groups[("B_im", "B_re", "gamma_log", "nu_log", "theta_log")] == (pytest.approx(2.5e-3), 0.0)
+    assert groups[("C_im", "C_re", "D")] == (1e-2, 0.05)
+    for bad in (0, -0.5, 1.5, True, "0.5"):
+        with pytest.raises(ValueError, match=r"lr_factor must be a number in \(0, 1\]"):
+            LRU(4, 4, lr_factor=bad)
