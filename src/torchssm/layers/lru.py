@@ -17,7 +17,6 @@ Shapes: b batch, l length, h = d_model, n = d_state (see torchssm.layers.base).
 
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Optional, Tuple
 
@@ -54,10 +53,10 @@ def fused_lru_module(backend: str, like: torch.Tensor):
         return module if module.__name__ == "torchssm.ops.scan.gpu" else None
     if backend == "gpu":
         try:
-            module = importlib.import_module("torchssm.ops.scan.gpu")
+            from torchssm.ops.scan import gpu
         except ImportError:
             return None
-        return module if module.INTERPRET else None
+        return gpu if gpu.INTERPRET else None
     return None
 
 

@@ -374,37 +374,70 @@ def _check_lru(nu_log, theta_log, gamma_log, bu):
                             "kernels compute in float32: use backend='cpu' or 'chunked' for float64)")
 
 
+@torch.library.custom_op("torchssm::lru_scan_fwd", mutates_args=())
+def _lru_scan_fwd(
+    nu_log: torch.Tensor, theta_log: torch.Tensor, gamma_log: torch.Tensor, bu: torch.Tensor,
+    h0: Optional[torch.Tensor], reset: Optional[torch.Tensor], reverse: bool, chunks: Optional[int],
+) -> torch.Tensor:
+    """x (B, L, N) complex64 by the kernel with A_MODE=2 (lambda, gamma built in-kernel)."""
+    r = _common(nu_log, bu, h0, reset)
+    batch, length, n = bu.shape
+    h = torch.empty(batch, length, n, dtype=torch.complex64, device=bu.device)  # (B, L, N)
+    _forward(nu_log.contiguous(), theta_log.contiguous(), bu, gamma_log.contiguous(), h0, r, h,
+             reverse=reverse, a_mode=2, chunks=chunks)
+    return h
+
+
+@_lru_scan_fwd.register_fake
+def _(nu_log, theta_log, gamma_log, bu, h0, reset, reverse, chunks):
+    return bu.new_empty(bu.shape, dtype=torch.complex64)  # (B, L, N)
+
+
+@torch.library.custom_op("torchssm::lru_scan_bwd", mutates_args=())
+def _lru_scan_bwd(
+    nu_log: torch.Tensor, theta_log: torch.Tensor, gamma_log: torch.Tensor, bu: torch.Tensor,
+    h0: Optional[torch.Tensor], reset: Optional[torch.Tensor], h: torch.Tensor, grad_h: torch.Tensor,
+    reverse: bool, chunks: Optional[int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad nu_log, theta_log, gamma_log (N,), grad bu (B, L, N), grad h0 (B, N), or (0,) without h0)."""
+    nu, th, ga = nu_log.contiguous(), theta_log.contiguous(), gamma_log.contiguous()
+    r = reset.view(torch.uint8) if reset is not None else None
+    grad_bu = torch.empty_like(bu, memory_format=torch.contiguous_format)  # (B, L, N)
+    grad_h0 = torch.empty_like(h0, memory_format=torch.contiguous_format) if h0 is not None else None
+    sum_lam, sum_gam = _backward(nu, th, bu, ga, h0, r, h, grad_h.to(torch.complex64), None, grad_bu, grad_h0,
+                                 reverse=reverse, a_mode=2, chunks=chunks)  # (N,) each
+    # chain rule through lambda = exp(z), z = -exp(nu_log) + i exp(theta_log): O(N) work
+    lam = _lru_lambda(nu.float(), th.float())
+    grad_z = sum_lam * lam.conj()  # (N,)
+    grad_nu = (grad_z.real * -torch.exp(nu.float())).to(nu.dtype)
+    grad_th = (grad_z.imag * torch.exp(th.float())).to(th.dtype)
+    grad_gam = (sum_gam * torch.exp(ga.float())).to(ga.dtype)
+    return grad_nu, grad_th, grad_gam, grad_bu, grad_h0 if grad_h0 is not None else bu.new_empty(0)
+
+
+@_lru_scan_bwd.register_fake
+def _(nu_log, theta_log, gamma_log, bu, h0, reset, h, grad_h, reverse, chunks):
+    grad_h0 = torch.empty_like(h0) if h0 is not None else bu.new_empty(0)
+    return (torch.empty_like(nu_log), torch.empty_like(theta_log), torch.empty_like(gamma_log),
+            torch.empty_like(bu), grad_h0)
+
+
 class _LRUScan(torch.autograd.Function):
+    """Differentiable fused LRU scan over the two custom ops (opaque to torch.compile)."""
+
     @staticmethod
     def forward(ctx, nu_log, theta_log, gamma_log, bu, h0, reset, reverse, chunks):
-        r = _common(nu_log, bu, h0, reset)
-        batch, length, n = bu.shape
-        out_dtype = torch.complex64
-        h = torch.empty(batch, length, n, dtype=out_dtype, device=bu.device)  # (B, L, N)
-        nu = nu_log.contiguous()
-        th = theta_log.contiguous()
-        ga = gamma_log.contiguous()
-        _forward(nu, th, bu, ga, h0, r, h, reverse=reverse, a_mode=2, chunks=chunks)
-        ctx.save_for_backward(nu, th, ga, bu, h0, reset, h)
+        h = _lru_scan_fwd(nu_log, theta_log, gamma_log, bu, h0, reset, reverse, chunks)  # (B, L, N)
+        ctx.save_for_backward(nu_log, theta_log, gamma_log, bu, h0, reset, h)
         ctx.reverse, ctx.chunks = reverse, chunks
         return h
 
     @staticmethod
     def backward(ctx, grad_h):
         nu, th, ga, bu, h0, reset, h = ctx.saved_tensors
-        r = reset.view(torch.uint8) if reset is not None else None
-        grad_bu = torch.empty_like(bu, memory_format=torch.contiguous_format)  # (B, L, N)
-        grad_h0 = torch.empty_like(h0, memory_format=torch.contiguous_format) if h0 is not None else None
-        grad_h = grad_h.to(torch.complex64)
-        sum_lam, sum_gam = _backward(nu, th, bu, ga, h0, r, h, grad_h, None, grad_bu, grad_h0,
-                                     reverse=ctx.reverse, a_mode=2, chunks=ctx.chunks)  # (N,) each
-        # chain rule through lambda = exp(z), z = -exp(nu_log) + i exp(theta_log): O(N) work
-        lam = _lru_lambda(nu.float(), th.float())
-        grad_z = sum_lam * lam.conj()  # (N,)
-        grad_nu = (grad_z.real * -torch.exp(nu.float())).to(nu.dtype)
-        grad_th = (grad_z.imag * torch.exp(th.float())).to(th.dtype)
-        grad_gam = (sum_gam * torch.exp(ga.float())).to(ga.dtype)
-        return grad_nu, grad_th, grad_gam, grad_bu, grad_h0, None, None, None
+        grad_nu, grad_th, grad_gam, grad_bu, grad_h0 = _lru_scan_bwd(
+            nu, th, ga, bu, h0, reset, h, grad_h.contiguous(), ctx.reverse, ctx.chunks)
+        return grad_nu, grad_th, grad_gam, grad_bu, grad_h0 if h0 is not None else None, None, None, None
 
 
 def lru_scan(
