@@ -21,7 +21,10 @@ bias), the D skip and the z gate are elementwise PyTorch ops (autograd).
 Backward: NOT in Triton. It recomputes the forward through PyTorch autograd of the chunked
 reference (``ssd_chunked``, plain einsums) from the saved inputs and returns its gradients, so a
 training step costs the Triton forward plus the PyTorch chunked forward and backward (memory of
-the PyTorch path: (b, c, T, T, h) scores). Only the forward is a Triton kernel.
+the PyTorch path: (b, c, T, T, h) scores). Only the forward is a Triton kernel; it is a
+torch.library custom op (``torchssm::ssd_chunked_fwd``). The backward calls torch.autograd.grad,
+which torch.compile does not trace: under torch.compile the op is a graph break (fullgraph=True
+fails), unlike the scan and the fused LRU path.
 
 Precision: inputs are loaded as float32 (bf16/fp16 upcast) and every dot accumulates in float32.
 ``tf32=False`` (default) asks for IEEE float32 dots (exact to float32 rounding; on the GPU these
@@ -208,31 +211,51 @@ def _chunked_forward(x, dt, A, B, C, h0, reset, chunk_size, precision):
     return y, Hs[:, -1].view(b, h, p, n)
 
 
+@torch.library.custom_op("torchssm::ssd_chunked_fwd", mutates_args=())
+def _ssd_chunked_fwd(
+    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    h0: Optional[torch.Tensor], reset: Optional[torch.Tensor], chunk_size: int, precision: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y (b, l, h, p) without D/z, final state (b, h, p, n)), float32, by the Triton kernels."""
+    return _chunked_forward(x, dt, A, B, C, h0, reset, chunk_size, precision)
+
+
+@_ssd_chunked_fwd.register_fake
+def _(x, dt, A, B, C, h0, reset, chunk_size, precision):
+    b, l, h, p = x.shape
+    return x.new_empty(b, l, h, p, dtype=torch.float32), x.new_empty(b, h, p, B.shape[-1], dtype=torch.float32)
+
+
+def _ssd_chunked_grads(x, dt, A, B, C, h0, reset, grad_y, grad_final, chunk_size, needs):
+    """Gradients of (x, dt, A, B, C, h0) by recomputing ``ssd_chunked`` under autograd; None where
+    ``needs`` is false."""
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(need) if t is not None else None
+                  for t, need in zip((x, dt, A, B, C, h0), needs)]
+        y, final = ssd_chunked(*leaves[:5], h0=leaves[5], return_final_state=True, reset=reset,
+                               chunk_size=chunk_size)
+        wanted = [t for t in leaves if t is not None and t.requires_grad]
+        grads = iter(torch.autograd.grad([y, final], wanted, [grad_y, grad_final]) if wanted else ())
+    return [next(grads) if need else None for need in needs]
+
+
 class _SSDChunkedCore(torch.autograd.Function):
-    """(x, dt, A, B, C, h0) -> (y without D/z, final state): Triton forward, backward by recomputing
-    ``ssd_chunked`` under PyTorch autograd (see the module docstring)."""
+    """(x, dt, A, B, C, h0) -> (y without D/z, final state): Triton forward (a custom op), backward
+    by recomputing ``ssd_chunked`` under PyTorch autograd (see the module docstring)."""
 
     @staticmethod
     def forward(ctx, x, dt, A, B, C, h0, reset, chunk_size, precision):
-        y, final = _chunked_forward(x, dt, A, B, C, h0, reset, chunk_size, precision)
+        y, final = _ssd_chunked_fwd(x, dt, A, B, C, h0, reset, chunk_size, precision)
         ctx.save_for_backward(x, dt, A, B, C, h0, reset)
         ctx.chunk_size = chunk_size
         return y, final
 
     @staticmethod
     def backward(ctx, grad_y, grad_final):
-        saved = ctx.saved_tensors
-        reset = saved[6]
-        with torch.enable_grad():
-            leaves = [t.detach().requires_grad_(need) if t is not None else None
-                      for t, need in zip(saved[:6], ctx.needs_input_grad[:6])]
-            x, dt, A, B, C, h0 = leaves
-            y, final = ssd_chunked(x, dt, A, B, C, h0=h0, return_final_state=True, reset=reset,
-                                   chunk_size=ctx.chunk_size)
-            wanted = [t for t in leaves if t is not None and t.requires_grad]
-            grads = iter(torch.autograd.grad([y, final], wanted, [grad_y, grad_final]) if wanted else ())
-        out = [next(grads) if t is not None and t.requires_grad else None for t in leaves]
-        return (*out, None, None, None)
+        x, dt, A, B, C, h0, reset = ctx.saved_tensors
+        needs = [bool(n) and t is not None for n, t in zip(ctx.needs_input_grad[:6], (x, dt, A, B, C, h0))]
+        grads = _ssd_chunked_grads(x, dt, A, B, C, h0, reset, grad_y, grad_final, ctx.chunk_size, needs)
+        return (*grads, None, None, None)
 
 
 def ssd_chunked_gpu(
