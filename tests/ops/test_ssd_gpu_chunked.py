@@ -15,6 +15,7 @@ from _triton_common import ptx_stats, triton_device
 
 DEVICE = triton_device()
 
+from torchssm.ops.scan.gpu import INTERPRET  # noqa: E402
 from torchssm.ops.ssd import ssd  # noqa: E402
 from torchssm.ops.ssd.gpu_chunked import ssd_chunked_gpu  # noqa: E402
 from torchssm.ops.ssd.naive import ssd_naive  # noqa: E402
@@ -84,24 +85,40 @@ def test_dispatch_through_ssd_method_chunked():
     _check(x, h0, reset, 4, method_call=lambda *a, **k: ssd(*a, **k, backend="gpu", method="chunked"))
 
 
-def test_bf16_inputs_and_strided_x():
-    """bf16 x, B, C (upcast on load, float32 dots): output in bf16, within one bf16 rounding; x as
-    a slice of a wider projection (time stride > h p) gives the contiguous result."""
+def test_strided_x():
+    """x as a slice of a wider projection (time stride > h p) gives the contiguous result."""
     x, h0, reset = _inputs(2, 10, 2, 4, 1, 3, seed=7)
     args = {k: v.to(DEVICE) for k, v in x.items()}
     wide = torch.randn(2, 10, 2, 6, device=DEVICE)
     wide[..., :4] = args["x"]
     strided = wide[..., :4]
     assert not strided.is_contiguous()
-    y = ssd_chunked_gpu(*[args[k] for k in NAMES], True, h0.to(DEVICE), reset=reset.to(DEVICE), chunk_size=4)
-    args_s = dict(args, x=strided)
-    y_s = ssd_chunked_gpu(*[args_s[k] for k in NAMES], True, h0.to(DEVICE), reset=reset.to(DEVICE), chunk_size=4)
+    kw = dict(reset=reset.to(DEVICE), chunk_size=4)
+    y = ssd_chunked_gpu(*[args[k] for k in NAMES], True, h0.to(DEVICE), **kw)
+    y_s = ssd_chunked_gpu(*[dict(args, x=strided)[k] for k in NAMES], True, h0.to(DEVICE), **kw)
     torch.testing.assert_close(y_s, y, rtol=0, atol=0)
-    half = {k: (v.bfloat16() if k in ("x", "B", "C", "z") else v) for k, v in args.items()}
-    y16 = ssd_chunked_gpu(*[half[k] for k in NAMES], True, h0.to(DEVICE), reset=reset.to(DEVICE), chunk_size=4)
-    assert y16.dtype == torch.bfloat16
-    ref = ssd_naive(*[half[k].double() for k in NAMES], True, h0.double().to(DEVICE), reset=reset.to(DEVICE))
-    torch.testing.assert_close(y16.double(), ref, rtol=2.0**-7, atol=1e-5 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_16bit_inputs_within_the_rounding_bound(dtype):
+    """16-bit x, B, C (h0 float32): the dots take 16-bit operands (tensor cores on a GPU). The rounded
+    operands are dt x, the decay-weighted dt x of the chunk state, the masked scores and the
+    carried state (x, B, C are exact): each term of y carries at most 3 roundings, so
+    |y - y_ref| <= 4 u |y|_abs, with u = 2^-8 (bf16; 2^-7 under the interpreter, which truncates),
+    2^-11 (fp16), and |y|_abs the same SSD on |x|, |B|, |C|, |h0| (the sum of the terms' moduli)."""
+    x, h0, reset = _inputs(2, 19, 2, 4, 1, 3, full=False, seed=8)
+    h0 = torch.randn(2, 2, 4, 3, generator=torch.Generator().manual_seed(3))
+    x["dt"] = torch.nn.functional.softplus(x["dt"])
+    low = {k: (v.to(dtype) if k in ("x", "B", "C") else v) for k, v in x.items()}
+    y = ssd_chunked_gpu(*[low[k].to(DEVICE) for k in NAMES[:5]], h0=h0.to(DEVICE), chunk_size=8)
+    assert y.dtype == dtype
+    wide = [low[k].double() for k in NAMES[:5]]
+    ref = ssd_naive(*wide, h0=h0.double())
+    absref = ssd_naive(wide[0].abs(), wide[1], wide[2], wide[3].abs(), wide[4].abs(), h0=h0.double().abs())
+    u = {torch.bfloat16: 2.0**-7 if INTERPRET else 2.0**-8, torch.float16: 2.0**-11}[dtype]
+    err = (y.double().cpu() - ref).abs()
+    out_round = u * ref.abs()  # the final rounding of y to the 16-bit output dtype
+    assert (err <= 4 * u * absref + out_round + 1e-6).all(), (err / (4 * u * absref + out_round)).max()
 
 
 def test_bad_inputs():
@@ -125,7 +142,7 @@ _AOT_SCRIPT = r'''
 from torchssm.ops.ssd import gpu_chunked as K
 
 out = {}
-for prec in ("ieee", "tf32"):  # Mamba-2's sizes: chunk 64, head dim 64, state 128
+for prec in ("ieee", "tf32", "bf16"):  # Mamba-2's sizes: chunk 64, head dim 64, state 128
     consts = dict(HAS_RESET=True, PRECISION=prec, CHUNK=64, BLOCK_P=64, NP=128)
     for name, fn in (("state", K.ssd_chunk_state_kernel), ("scan", K.ssd_chunk_scan_kernel)):
         ptx = build(fn, consts, {"seg_ptr": "*i32"})
@@ -137,10 +154,11 @@ print(json.dumps(out))
 @pytest.mark.skipif(DEVICE == "cuda", reason="on a GPU the kernels are compiled and run by the other tests")
 def test_kernels_compile_for_ampere_without_a_gpu():
     """The real compiler lowers both kernels to PTX for sm_80 at Mamba-2's tile sizes without
-    register spills; with tf32=True the dots become tensor-core mma instructions."""
+    register spills; with TF32 or bf16 operands the dots become tensor-core mma instructions."""
     stats = ptx_stats(_AOT_SCRIPT)
     assert all(v["local"] == 0 for v in stats.values()), stats
     assert stats["state-tf32"]["mma"] > 0 and stats["scan-tf32"]["mma"] > 0, stats
+    assert stats["state-bf16"]["mma"] > 0 and stats["scan-bf16"]["mma"] > 0, stats
     assert stats["state-ieee"]["mma"] == 0, stats  # IEEE float32 dots stay off the tensor cores
 
 

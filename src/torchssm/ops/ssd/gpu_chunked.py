@@ -27,8 +27,14 @@ which torch.compile does not trace: under torch.compile the op is a graph break 
 fails), unlike the scan and the fused LRU path.
 
 Precision: inputs are loaded as float32 (bf16/fp16 upcast) and every dot accumulates in float32.
-``tf32=False`` (default) asks for IEEE float32 dots (exact to float32 rounding; on the GPU these
-run on the CUDA cores); ``tf32=True`` lets them use TF32 tensor cores (about 1e-3 relative error).
+For float32 ``x``, ``tf32=False`` (default) asks for IEEE float32 dots (exact to float32 rounding;
+on the GPU these run on the CUDA cores) and ``tf32=True`` lets them use TF32 tensor cores (about
+1e-3 relative error). For bf16 / fp16 ``x`` the dot operands (C, B, dt x, the decay-masked
+scores and the carried state) are rounded to that dtype, as in mamba_ssm's kernels, so the dots
+run on 16-bit tensor cores: relative error of the order of that dtype's rounding (2^-8 for bf16).
+Under TRITON_INTERPRET=1 the bf16 dot is emulated (operands rounded to bf16, then a float32 dot),
+because the interpreter's own bf16 ``tl.dot`` returns garbage (Triton 3.9); the tests therefore
+check the bf16 numerics, and only PTX compilation checks the bf16 ``tl.dot`` itself.
 Tile sizes are fixed (not autotuned): T, p and n are padded to powers of two >= 16 (tl.dot's
 minimum), p is split in blocks of at most 64. Needs Triton; CUDA tensors, or CPU tensors under
 TRITON_INTERPRET=1 (tests).
@@ -49,6 +55,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     ) from err
 
 from torchssm.ops.scan.api import linear_scan
+from torchssm.ops.scan.gpu import INTERPRET
 from torchssm.ops.selective.common import prepare_dt, skip_and_gate
 from torchssm.ops.selective.gpu import _check_kernel_inputs
 from torchssm.ops.ssd.chunked import chunk_decays, ssd_chunked
@@ -98,6 +105,21 @@ def _load_bc(ptr, bi, grp, t, tvalid, ns, nmask, s_b, s_l, s_g):
 
 
 @triton.jit
+def _dot(a, b, PRECISION: tl.constexpr):
+    """a @ b with float32 accumulation: operands rounded to bf16 / fp16 ("bf16", "fp16": tensor
+    cores, as mamba_ssm's kernels do for 16-bit inputs), or float32 with input_precision "ieee"
+    (exact products) or "tf32" (tensor cores)."""
+    if PRECISION == "bf16":
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif PRECISION == "bf16_emulated":  # the interpreter's bf16 tl.dot is wrong (Triton 3.9): round, then fp32
+        return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision="ieee")
+    elif PRECISION == "fp16":
+        return tl.dot(a.to(tl.float16), b.to(tl.float16))
+    else:
+        return tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
 def ssd_chunk_state_kernel(
     x_ptr, dt_ptr, B_ptr, acum_ptr, seg_ptr, st_ptr,
     L, T, NCH, H, P, N, HPG,
@@ -121,7 +143,7 @@ def ssd_chunk_state_kernel(
     w = tl.where(keep, w, 0.0)
     X = _load_x(x_ptr, dt_ptr, bi, pid_h, t, tvalid, ps, pmask, s_xb, s_xl, s_xh, s_db, s_dl, s_dh)
     Bt = _load_bc(B_ptr, bi, pid_h // HPG, t, tvalid, ns, nmask, s_Bb, s_Bl, s_Bg)  # (CHUNK, NP)
-    st = tl.dot(tl.trans(X * w[:, None]), Bt, input_precision=PRECISION)  # (BP, NP)
+    st = _dot(tl.trans(X * w[:, None]), Bt, PRECISION)  # (BP, NP)
     off = (pid_bc.to(tl.int64) * H + pid_h) * P * N + ps[:, None] * N + ns[None, :]
     tl.store(st_ptr + off, st, mask=pmask[:, None] & nmask[None, :])
 
@@ -153,17 +175,20 @@ def ssd_chunk_scan_kernel(
     f = tl.exp(acum)
     if HAS_RESET:
         f = tl.where(seg == 0, f, 0.0)
-    y = tl.dot(Ct, tl.trans(Hp), input_precision=PRECISION) * f[:, None]  # (CHUNK, BP)
+    y = _dot(Ct, tl.trans(Hp), PRECISION) * f[:, None]  # (CHUNK, BP)
     # intra-chunk: (C B^T masked by exp(segsum)) @ X
-    cb = tl.dot(Ct, tl.trans(Bt), input_precision=PRECISION)  # (CHUNK, CHUNK)
+    cb = _dot(Ct, tl.trans(Bt), PRECISION)  # (CHUNK, CHUNK)
     causal = (rows[:, None] >= rows[None, :]) & tvalid[None, :]
     if HAS_RESET:
         causal = causal & (seg[:, None] == seg[None, :])
     decay = tl.exp(tl.where(causal, acum[:, None] - acum[None, :], float("-inf")))  # (CHUNK, CHUNK)
     X = _load_x(x_ptr, dt_ptr, bi, pid_h, t, tvalid, ps, pmask, s_xb, s_xl, s_xh, s_db, s_dl, s_dh)
-    y += tl.dot(cb * decay, X, input_precision=PRECISION)  # (CHUNK, BP)
+    y += _dot(cb * decay, X, PRECISION)  # (CHUNK, BP)
     yoff = ((bi * L + t[:, None]) * H + pid_h) * P + ps[None, :]  # y (b, l, h, p) contiguous
     tl.store(y_ptr + yoff, y, mask=tvalid[:, None] & pmask[None, :])
+
+
+_HALF = {torch.bfloat16: "bf16", torch.float16: "fp16"}  # dot operands of 16-bit inputs
 
 
 def _dense_last(t: torch.Tensor) -> torch.Tensor:
@@ -279,7 +304,8 @@ def ssd_chunked_gpu(
 
     x (b, l, h, p), dt (b, l, h), A (h,), B and C (b, l, g, n), D (h,) or (h, p), z (b, l, h, p),
     dt_bias (h,), h0 (b, h, p, n), reset bool (b, l). ``chunk_size``: T, any value >= 1 (the last
-    chunk may be partial). ``tf32``: let the dots use TF32 tensor cores (see the module docstring).
+    chunk may be partial). ``tf32``: for float32 x, let the dots use TF32 tensor cores; bf16 / fp16
+    x always use 16-bit tensor-core dots (see the module docstring).
     Differentiable in every input (backward recomputed by PyTorch autograd, not in Triton).
     Returns y (b, l, h, p) in x's dtype [, h_last (b, h, p, n) float32].
     """
@@ -288,6 +314,9 @@ def ssd_chunked_gpu(
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an int >= 1; got {chunk_size!r}")
     dtc = prepare_dt(dt, dt_bias, dt_softplus, torch.float32)  # (b, l, h)
-    y, final = _SSDChunkedCore.apply(x, dtc, A, B, C, h0, reset, chunk_size, "tf32" if tf32 else "ieee")
+    precision = _HALF.get(x.dtype, "tf32" if tf32 else "ieee")
+    if precision == "bf16" and INTERPRET:
+        precision = "bf16_emulated"
+    y, final = _SSDChunkedCore.apply(x, dtc, A, B, C, h0, reset, chunk_size, precision)
     y = skip_and_gate(y, x.float(), d_skip(D, x), z).to(x.dtype)  # (b, l, h, p)
     return (y, final) if return_final_state else y
