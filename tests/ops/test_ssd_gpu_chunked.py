@@ -12,6 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 from _triton_common import ptx_stats, triton_device
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 DEVICE = triton_device()
 
@@ -179,3 +181,27 @@ def test_torch_compile_and_partial_gradients():
     want = torch.autograd.grad(y_eager, [args["x"], args["A"]], gy)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
+
+
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(b=st.integers(1, 2), l=st.integers(1, 12), heads=st.sampled_from([1, 2, 4]), groups=st.sampled_from([1, 2]),
+       p=st.integers(1, 5), n=st.integers(1, 5), chunk=st.integers(1, 7), with_h0=st.booleans(),
+       with_reset=st.booleans(), seed=st.integers(0, 2**16))
+def test_fuzz_shapes_match_naive(b, l, heads, groups, p, n, chunk, with_h0, with_reset, seed):
+    """Random small shapes (chunk of 1, p = n = 1, l < chunk, grouped B/C) against the float64 loop."""
+    groups = min(groups, heads)
+    gen = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
+    args = [r(b, l, heads, p), r(b, l, heads), -torch.rand(heads, generator=gen) - 0.1, r(b, l, groups, n),
+            r(b, l, groups, n)]
+    h0 = r(b, heads, p, n) if with_h0 else None
+    reset = (torch.rand(b, l, generator=gen) < 0.3) if with_reset else None
+    dev = lambda t: None if t is None else t.to(DEVICE)  # noqa: E731
+    y, s = ssd_chunked_gpu(*map(dev, args), None, None, None, True, dev(h0), reset=dev(reset),
+                           return_final_state=True, chunk_size=chunk)
+    y_ref, s_ref = ssd_naive(*[t.double() for t in args], None, None, None, True,
+                             None if h0 is None else h0.double(), reset=reset, return_final_state=True)
+    _close(y, y_ref, 2e-6)
+    _close(s, s_ref, 2e-6)
