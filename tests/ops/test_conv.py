@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from torchssm.ops.cauchy import cauchy, cauchy_naive
-from torchssm.ops.conv import conv_naive, fft_conv
+from torchssm.ops.conv import conv_naive, fast_fft_length, fft_conv
 from torchssm.ops.vandermonde import (vandermonde, vandermonde_naive, vandermonde_transpose,
                                       vandermonde_transpose_naive)
 from torchssm.testing import assert_values_and_grads_close
@@ -36,6 +36,43 @@ def test_fft_conv_matches_naive_bidirectional():
     u = torch.randn(2, 9, 3, dtype=torch.float64)
     k, kb = torch.randn(3, 9, dtype=torch.float64), torch.randn(3, 12, dtype=torch.float64)
     _assert_same(fft_conv, conv_naive, [u, k, kb])
+
+
+@pytest.mark.parametrize("length", [11, 13])  # FFT sizes 24 and 27 > 2L: a zero gap in the circular kernel
+def test_fft_conv_fast_size_bidirectional(length):
+    torch.manual_seed(length)
+    assert fast_fft_length(2 * length) > 2 * length
+    u = torch.randn(2, length, 3, dtype=torch.float64)
+    k, kb = torch.randn(3, length + 2, dtype=torch.float64), torch.randn(3, length, dtype=torch.float64)
+    _assert_same(fft_conv, conv_naive, [u, k, kb])
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_fft_conv_gradient_of_one_input_only(which):
+    """The autograd Function keeps only the spectrum the requested gradient needs."""
+    torch.manual_seed(2)
+    u, k = torch.randn(2, 6, 3, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
+    inputs = [u, k]
+    inputs[which] = inputs[which].clone().requires_grad_(True)
+    g = torch.randn(2, 6, 3, dtype=torch.float64)
+    got = torch.autograd.grad((fft_conv(*inputs) * g).sum(), inputs[which])[0]
+    want = torch.autograd.grad((conv_naive(*inputs) * g).sum(), inputs[which])[0]
+    torch.testing.assert_close(got, want, **F64)
+
+
+def test_fast_fft_length_is_the_smallest_5_smooth_size():
+    def smooth(m):
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    for n in range(1, 600):
+        got = fast_fft_length(n)
+        assert smooth(got) and got >= n and not any(smooth(j) for j in range(n, got)), n
+    assert fast_fft_length(2 * 4096) == 8192 and fast_fft_length(2 * 1001) == 2025
+    with pytest.raises(ValueError, match="positive int"):
+        fast_fft_length(0)
 
 
 def test_conv_naive_is_the_written_sum():
