@@ -83,6 +83,12 @@ def resolve_device(spec: str) -> torch.device:
 def loss_and_correct(output: torch.Tensor, targets: torch.Tensor, info: TaskInfo) -> Tuple[torch.Tensor, torch.Tensor, int]:
     """(mean loss, number of correct predictions (0 for regression), number of counted targets)."""
     if info.kind == "regression":
+        # targets (b, d) like the output, or (b,) for d_output 1; never a reshape of another layout
+        # (a transposed (d, b) would pair values with the wrong examples) nor a (b,) vs (b, 1) broadcast
+        if targets.shape != output.shape and not (output.shape[-1] == 1 and targets.shape == output.shape[:-1]):
+            raise ValueError(f"regression targets must have the model output's shape {tuple(output.shape)}"
+                             + (f" or {tuple(output.shape[:-1])}" if output.shape[-1] == 1 else "")
+                             + f"; got {tuple(targets.shape)}")
         targets = targets.to(output.dtype).reshape(output.shape)
         return F.mse_loss(output, targets), output.new_zeros((), dtype=torch.long), targets.numel()
     logits = output.reshape(-1, output.shape[-1])  # (b, c) or (b*l, c)
