@@ -80,3 +80,37 @@ def test_digits():
 def test_digits_without_sklearn_says_what_to_install():
     with pytest.raises(FileNotFoundError, match="pip install scikit-learn"):
         build_task("digits")
+
+
+_HAS_GUNPOINT = any(_package_dir(p, "GunPoint") for p in ("aeon", "sktime"))
+_PRESETS = [
+    pytest.param("digits_lru.yaml", marks=pytest.mark.skipif(not _has_sklearn(), reason="needs scikit-learn")),
+    pytest.param("gunpoint_lru.yaml", marks=pytest.mark.skipif(not _HAS_GUNPOINT, reason="needs sktime or aeon")),
+]
+
+
+@pytest.mark.parametrize("name", _PRESETS)
+def test_real_data_preset_builds_and_learns(name, tmp_path):
+    """configs/digits_lru.yaml and configs/gunpoint_lru.yaml: the task and the model at the preset's sizes and
+    optimizer; 40 full-batch steps on 32 training examples fit them (full runs: RESULTS.md)."""
+    from pathlib import Path
+
+    from torchssm.models import build_model
+    from torchssm.train.config import load_config, model_config_for_task
+    from torchssm.train.loop import loss_and_correct
+    from torchssm.train.optim import build_optimizer
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / name)
+    td = build_task(cfg.task_name, data_dir=tmp_path, **cfg.task_options)
+    torch.manual_seed(0)
+    model = build_model(model_config_for_task(cfg.model, td.info))
+    opt = build_optimizer(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    batch = td.train[0:32]  # inputs (32, L, 1), targets (32,)
+    losses = []
+    for _ in range(40):
+        opt.zero_grad(set_to_none=True)
+        loss, correct, _ = loss_and_correct(model(batch["inputs"]), batch["targets"], td.info)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0] and int(correct) >= 28, (losses, int(correct))
