@@ -5,8 +5,9 @@ TRITON_INTERPRET=1 (set here if tests/conftest.py has not, before Triton is firs
 skips the module when Triton is missing or was imported before the interpreter was switched on.
 
 ``ptx_stats(body)`` compiles kernels with the real Triton compiler to PTX for sm_80 (Ampere) in a
-fresh interpreter without TRITON_INTERPRET: ``body`` uses ``build(fn, consts, ptr_types)`` and
-prints one JSON line, which is returned. Skips when Triton's CUDA toolchain (ptxas) is unusable.
+fresh interpreter without TRITON_INTERPRET: ``body`` (run with ``argv`` as sys.argv[1:]) uses
+``build(fn, consts, ptr_types)`` and prints one JSON line, which is returned. Skips when Triton's
+CUDA toolchain (ptxas) is unusable.
 """
 
 from __future__ import annotations
@@ -53,11 +54,11 @@ def build(fn, consts, ptr_types):
 '''
 
 
-def ptx_stats(body: str) -> dict:
+def ptx_stats(body: str, *argv: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"
-    proc = subprocess.run([sys.executable, "-c", _PRELUDE + body], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", _PRELUDE + body, *argv], env=env, capture_output=True,
+                          text=True, timeout=600)
     if proc.returncode != 0 and ("ptxas" in proc.stderr or "nvidia" in proc.stderr.lower()):
         pytest.skip(f"Triton's CUDA toolchain is not usable here: {proc.stderr.strip()[-300:]}")
     assert proc.returncode == 0, proc.stderr[-2000:]

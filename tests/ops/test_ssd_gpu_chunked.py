@@ -141,12 +141,15 @@ def test_bad_inputs():
 
 
 _AOT_SCRIPT = r'''
+import sys
 from torchssm.ops.ssd import gpu_chunked as K
 
+kernels = {"fwd": [("state", K.ssd_chunk_state_kernel), ("scan", K.ssd_chunk_scan_kernel)],
+           "bwd": [("state_bwd", K.ssd_chunk_state_bwd_kernel), ("scan_bwd", K.ssd_chunk_scan_bwd_kernel)]}
 out = {}
-for prec in ("ieee", "tf32", "bf16"):  # Mamba-2's sizes: chunk 64, head dim 64, state 128
+for prec in sys.argv[2].split(","):  # Mamba-2's sizes: chunk 64, head dim 64, state 128
     consts = dict(HAS_RESET=True, PRECISION=prec, CHUNK=64, BLOCK_P=64, NP=128)
-    for name, fn in (("state", K.ssd_chunk_state_kernel), ("scan", K.ssd_chunk_scan_kernel)):
+    for name, fn in kernels[sys.argv[1]]:
         ptx = build(fn, consts, {"seg_ptr": "*i32"})
         out[f"{name}-{prec}"] = {"mma": ptx.count("mma.sync"), "local": ptx.count("st.local")}
 print(json.dumps(out))
@@ -154,33 +157,18 @@ print(json.dumps(out))
 
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="on a GPU the kernels are compiled and run by the other tests")
-def test_kernels_compile_for_ampere_without_a_gpu():
-    """The real compiler lowers both kernels to PTX for sm_80 at Mamba-2's tile sizes without
-    register spills; with TF32 or bf16 operands the dots become tensor-core mma instructions."""
-    stats = ptx_stats(_AOT_SCRIPT)
+@pytest.mark.parametrize("which,precisions", [
+    ("fwd", "ieee,bf16"), pytest.param("fwd", "tf32", marks=pytest.mark.slow),
+    pytest.param("bwd", "tf32,bf16", marks=pytest.mark.slow)])
+def test_kernels_compile_for_ampere_without_a_gpu(which, precisions):
+    """The real compiler lowers the kernels to PTX for sm_80 at Mamba-2's tile sizes (backward:
+    all of p = 64 in one program) without register spills; with TF32 or bf16 operands the dots
+    become tensor-core mma instructions, with IEEE float32 ones they do not. (The backward with
+    IEEE float32 dots is not compiled here: its FMA-expanded dots take minutes to compile.)"""
+    stats = ptx_stats(_AOT_SCRIPT, which, precisions)
     assert all(v["local"] == 0 for v in stats.values()), stats
-    assert stats["state-tf32"]["mma"] > 0 and stats["scan-tf32"]["mma"] > 0, stats
-    assert stats["state-bf16"]["mma"] > 0 and stats["scan-bf16"]["mma"] > 0, stats
-    assert stats["state-ieee"]["mma"] == 0, stats  # IEEE float32 dots stay off the tensor cores
-
-
-def test_torch_compile_and_partial_gradients():
-    """Under torch.compile (aot_eager) the op runs and matches eager, also with gradients for a
-    subset of the inputs. Not fullgraph: the recomputed backward calls torch.autograd.grad, which
-    dynamo does not trace, so the op is a graph break."""
-    x, h0, reset = _inputs(1, 10, 2, 2, 1, 3, seed=9)
-    args = {k: v.to(DEVICE) for k, v in x.items()}
-    args["x"].requires_grad_()
-    args["A"].requires_grad_()
-    fn = lambda *a: ssd_chunked_gpu(*a, True, h0.to(DEVICE), reset=reset.to(DEVICE), chunk_size=4)  # noqa: E731
-    compiled = torch.compile(fn, backend="aot_eager")
-    y, y_eager = compiled(*[args[k] for k in NAMES]), fn(*[args[k] for k in NAMES])
-    torch.testing.assert_close(y, y_eager)
-    gy = torch.randn_like(y)
-    got = torch.autograd.grad(y, [args["x"], args["A"]], gy)
-    want = torch.autograd.grad(y_eager, [args["x"], args["A"]], gy)
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w)
+    for k, v in stats.items():
+        assert (v["mma"] == 0) if k.endswith("ieee") else (v["mma"] > 0), stats
 
 
 @pytest.mark.slow

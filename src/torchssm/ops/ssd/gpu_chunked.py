@@ -16,15 +16,31 @@ sum_{k <= t} dt_k A[j] inside the chunk and seg_t the number of resets so far in
                    -- ssd_chunk_scan_kernel
 
 so the (b, l, h, p, n) states are never formed, only one (p, n) state per chunk. dt = softplus(dt +
-bias), the D skip and the z gate are elementwise PyTorch ops (autograd).
+bias), X = dt x, a_cum = cumsum(dt A), the D skip and the z gate are elementwise PyTorch ops (autograd).
 
-Backward: NOT in Triton. It recomputes the forward through PyTorch autograd of the chunked
-reference (``ssd_chunked``, plain einsums) from the saved inputs and returns its gradients, so a
-training step costs the Triton forward plus the PyTorch chunked forward and backward (memory of
-the PyTorch path: (b, c, T, T, h) scores). Only the forward is a Triton kernel; it is a
-torch.library custom op (``torchssm::ssd_chunked_fwd``). The backward calls torch.autograd.grad,
-which torch.compile does not trace: under torch.compile the op is a graph break (fullgraph=True
-fails), unlike the scan and the fused LRU path.
+Backward, in Triton: steps 1 and 3 are torch.library custom ops (``torchssm::ssd_chunk_state``,
+``torchssm::ssd_chunk_scan``) whose registered autograd calls one backward kernel each, itself a
+custom op (``torchssm::ssd_chunk_state_bwd``, ``torchssm::ssd_chunk_scan_bwd``); step 2 is
+differentiated by linear_scan's own backward (a reverse scan), the glue above by PyTorch autograd.
+One program per (batch, chunk, head) holds all of p. With K[t, s] = exp(a_cum[t] - a_cum[s])
+[s <= t, seg_s = seg_t], M = (C B^T) * K, f_t = exp(a_cum[t]) [seg_t = 0] and dY (T, p) the chunk's
+gradient of y, step 3's kernel (ssd_chunk_scan_bwd_kernel) computes, with dM = dY X^T (T, T):
+
+    dX        = M^T dY                       dH_{c-1} = (f dY)^T C              (p, n)
+    dC        = f (dY H_{c-1}) + (dM * K) B  dB       = (dM * K)^T C
+    d a_cum[t] = f_t sum_p dY_t (C H_{c-1}^T)_t + sum_s Q[t, s] - sum_s Q[s, t],   Q = dM * M
+
+(the last two terms because dK[t, s]/d a_cum[t] = K[t, s] = -dK[t, s]/d a_cum[s]); step 1's kernel
+(ssd_chunk_state_bwd_kernel), from dS (p, n) the gradient of the chunk's state, with E = B dS^T (T, p):
+
+    dX += w E,   dB += w (X dS),   d a_cum[s] -= w_s sum_p X_s E_s,   d a_cum[T-1] += sum_s w_s sum_p X_s E_s
+
+dB and dC are written per head, (b, l, h, n) float32, and summed over each group's h / g heads
+by PyTorch. Saved for the backward: X (b, l, h, p) float32, B, C, a_cum (b, h, c, T), seg and the
+carried states (b, c, h, p, n) float32; linear_scan saves its per-chunk decay, expanded to (b, c,
+h p n), and its outputs (b, c, h p n): three float32 tensors of b c h p n (1/T of the per-step
+states) besides the inputs. No (T, T) tensor is written to memory: M, K and dM are recomputed
+in the program. Under torch.compile the op is captured whole (``fullgraph=True`` works).
 
 Precision: inputs are loaded as float32 (bf16/fp16 upcast) and every dot accumulates in float32.
 For float32 ``x``, ``tf32=False`` (default) asks for IEEE float32 dots (exact to float32 rounding;
@@ -34,10 +50,12 @@ scores and the carried state) are rounded to that dtype, as in mamba_ssm's kerne
 run on 16-bit tensor cores: relative error of the order of that dtype's rounding (2^-8 for bf16).
 Under TRITON_INTERPRET=1 the bf16 dot is emulated (operands rounded to bf16, then a float32 dot),
 because the interpreter's own bf16 ``tl.dot`` returns garbage (Triton 3.9); the tests therefore
-check the bf16 numerics, and only PTX compilation checks the bf16 ``tl.dot`` itself.
+check the bf16 numerics, and only PTX compilation checks the bf16 ``tl.dot`` itself. The
+backward kernels round their dot operands the same way.
 Tile sizes are fixed (not autotuned): T, p and n are padded to powers of two >= 16 (tl.dot's
-minimum), p is split in blocks of at most 64. Needs Triton; CUDA tensors, or CPU tensors under
-TRITON_INTERPRET=1 (tests).
+minimum); the forward splits p in blocks of at most 64, the backward holds all of p (it sums
+over p for d a_cum) and is checked free of register spills only at p = 64 (T 64, n 128).
+Needs Triton; CUDA tensors, or CPU tensors under TRITON_INTERPRET=1 (tests).
 """
 
 from __future__ import annotations
@@ -58,7 +76,7 @@ from torchssm.ops.scan.api import linear_scan
 from torchssm.ops.scan.gpu import INTERPRET
 from torchssm.ops.selective.common import prepare_dt, skip_and_gate
 from torchssm.ops.selective.gpu import _check_kernel_inputs
-from torchssm.ops.ssd.chunked import chunk_decays, ssd_chunked
+from torchssm.ops.ssd.chunked import chunk_decays
 from torchssm.ops.ssd.common import check_ssd_inputs, d_skip
 
 __all__ = ["ssd_chunked_gpu"]
@@ -67,17 +85,18 @@ __all__ = ["ssd_chunked_gpu"]
 @triton.jit
 def _chunk_rows(acum_ptr, seg_ptr, pid_bc, pid_h, NCH, T, L, H, HAS_RESET: tl.constexpr,
                 CHUNK: tl.constexpr):
-    """Row indices of chunk pid_bc = (batch, chunk): (rows (CHUNK,), global time t, validity,
-    a_cum (CHUNK,), a_cum of the chunk's last row, seg (CHUNK,), seg of the last row)."""
+    """Rows of chunk pid_bc = (batch, chunk): (batch index, rows (CHUNK,), time t, validity,
+    a_cum (CHUNK,), a_cum of the chunk's last row, seg (CHUNK,), seg of the last row, the offset
+    of this (batch, head, chunk) in a (b, h, c, T) tensor)."""
     bi = (pid_bc // NCH).to(tl.int64)
     ci = pid_bc % NCH
     rows = tl.arange(0, CHUNK)
     inchunk = rows < T
     t = ci * T + rows
     tvalid = inchunk & (t < L)
-    abase = acum_ptr + (bi * H + pid_h) * NCH * T + ci * T  # a_cum (b, h, c, T) contiguous
-    acum = tl.load(abase + rows, mask=inchunk, other=0.0)
-    alast = tl.load(abase + T - 1)
+    a_off = (bi * H + pid_h) * NCH * T + ci * T  # a_cum (b, h, c, T) contiguous
+    acum = tl.load(acum_ptr + a_off + rows, mask=inchunk, other=0.0)
+    alast = tl.load(acum_ptr + a_off + T - 1)
     if HAS_RESET:
         sbase = seg_ptr + pid_bc * T  # seg (b, c, T) contiguous
         seg = tl.load(sbase + rows, mask=inchunk, other=0)
@@ -85,23 +104,33 @@ def _chunk_rows(acum_ptr, seg_ptr, pid_bc, pid_h, NCH, T, L, H, HAS_RESET: tl.co
     else:
         seg = tl.zeros((CHUNK,), dtype=tl.int32)
         slast = 0
-    return bi, rows, t, tvalid, acum, alast, seg, slast
+    return bi, rows, t, tvalid, acum, alast, seg, slast, a_off
 
 
 @triton.jit
-def _load_x(x_ptr, dt_ptr, bi, pid_h, t, tvalid, ps, pmask, s_xb, s_xl, s_xh, s_db, s_dl, s_dh):
-    """X = dt x for the chunk's rows: (CHUNK, BLOCK_P) float32, 0 off range."""
-    dt = tl.load(dt_ptr + bi * s_db + t * s_dl + pid_h * s_dh, mask=tvalid, other=0.0).to(tl.float32)
-    x = tl.load(x_ptr + bi * s_xb + t[:, None] * s_xl + pid_h * s_xh + ps[None, :],
-                mask=tvalid[:, None] & pmask[None, :], other=0.0).to(tl.float32)
-    return x * dt[:, None]
+def _rows_p(ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P):
+    """Offsets and mask of a (CHUNK, BLOCK_P) tile of a contiguous (b, l, h, p) tensor."""
+    off = ((bi * L + t[:, None]) * H + pid_h) * P + ps[None, :]
+    return ptr + off, tvalid[:, None] & pmask[None, :]
 
 
 @triton.jit
-def _load_bc(ptr, bi, grp, t, tvalid, ns, nmask, s_b, s_l, s_g):
-    """B or C of the head's group for the chunk's rows: (CHUNK, NP) float32."""
-    return tl.load(ptr + bi * s_b + t[:, None] * s_l + grp * s_g + ns[None, :],
-                   mask=tvalid[:, None] & nmask[None, :], other=0.0).to(tl.float32)
+def _rows_n(ptr, bi, j, t, tvalid, ns, nmask, L, J, N):
+    """Offsets and mask of a (CHUNK, NP) tile of a contiguous (b, l, J, n) tensor, index j of J."""
+    off = ((bi * L + t[:, None]) * J + j) * N + ns[None, :]
+    return ptr + off, tvalid[:, None] & nmask[None, :]
+
+
+@triton.jit
+def _load(ptr, mask):
+    return tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _pn(ptr, pid_bc, pid_h, ps, pmask, ns, nmask, H, P, N):
+    """Offsets and mask of the (BLOCK_P, NP) state of (batch x chunk, head) in (b, c, h, p, n)."""
+    off = (pid_bc.to(tl.int64) * H + pid_h) * P * N + ps[:, None] * N + ns[None, :]
+    return ptr + off, pmask[:, None] & nmask[None, :]
 
 
 @triton.jit
@@ -120,106 +149,298 @@ def _dot(a, b, PRECISION: tl.constexpr):
 
 
 @triton.jit
+def _state_weights(acum, alast, seg, slast, tvalid, HAS_RESET: tl.constexpr):
+    """w_s = exp(a_cum[T-1] - a_cum[s]) for the rows after the chunk's last reset, else 0."""
+    keep = tvalid
+    if HAS_RESET:
+        keep = keep & (seg == slast)
+    return tl.where(keep, tl.exp(alast - acum), 0.0)
+
+
+@triton.jit
+def _intra(acum, seg, rows, tvalid, HAS_RESET: tl.constexpr):
+    """exp(a_cum[t] - a_cum[s]) for s <= t in the same segment, else 0: (CHUNK, CHUNK)."""
+    causal = (rows[:, None] >= rows[None, :]) & tvalid[None, :] & tvalid[:, None]
+    if HAS_RESET:
+        causal = causal & (seg[:, None] == seg[None, :])
+    return tl.exp(tl.where(causal, acum[:, None] - acum[None, :], float("-inf")))
+
+
+@triton.jit
+def _readout_decay(acum, seg, HAS_RESET: tl.constexpr):
+    """exp(a_cum[t]) before the chunk's first reset, else 0: how the carried state reaches row t."""
+    f = tl.exp(acum)
+    if HAS_RESET:
+        f = tl.where(seg == 0, f, 0.0)
+    return f
+
+
+@triton.jit
 def ssd_chunk_state_kernel(
-    x_ptr, dt_ptr, B_ptr, acum_ptr, seg_ptr, st_ptr,
-    L, T, NCH, H, P, N, HPG,
-    s_xb, s_xl, s_xh, s_db, s_dl, s_dh, s_Bb, s_Bl, s_Bg,
+    X_ptr, B_ptr, C_ptr, acum_ptr, seg_ptr, st_ptr, L, T, NCH, H, P, N, G, HPG,
     HAS_RESET: tl.constexpr, PRECISION: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, NP: tl.constexpr,
 ):
     """state_c (b, c, h, p, n) = sum_s w_s X_s B_s^T over the chunk (step 1 of the module docstring)."""
-    pid_bc = tl.program_id(0)
-    pid_h = tl.program_id(1)
+    pid_bc, pid_h = tl.program_id(0), tl.program_id(1)
     ps = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,)
     pmask = ps < P
     ns = tl.arange(0, NP)  # (NP,)
     nmask = ns < N
-    bi, rows, t, tvalid, acum, alast, seg, slast = _chunk_rows(
+    bi, rows, t, tvalid, acum, alast, seg, slast, _ = _chunk_rows(
         acum_ptr, seg_ptr, pid_bc, pid_h, NCH, T, L, H, HAS_RESET, CHUNK)
-    w = tl.exp(alast - acum)  # (CHUNK,) decay from step s to the chunk's end
-    keep = tvalid
-    if HAS_RESET:
-        keep = keep & (seg == slast)
-    w = tl.where(keep, w, 0.0)
-    X = _load_x(x_ptr, dt_ptr, bi, pid_h, t, tvalid, ps, pmask, s_xb, s_xl, s_xh, s_db, s_dl, s_dh)
-    Bt = _load_bc(B_ptr, bi, pid_h // HPG, t, tvalid, ns, nmask, s_Bb, s_Bl, s_Bg)  # (CHUNK, NP)
+    w = _state_weights(acum, alast, seg, slast, tvalid, HAS_RESET)  # (CHUNK,)
+    ptr, mask = _rows_p(X_ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P)
+    X = _load(ptr, mask)  # (CHUNK, BP)
+    ptr, mask = _rows_n(B_ptr, bi, pid_h // HPG, t, tvalid, ns, nmask, L, G, N)
+    Bt = _load(ptr, mask)  # (CHUNK, NP)
     st = _dot(tl.trans(X * w[:, None]), Bt, PRECISION)  # (BP, NP)
-    off = (pid_bc.to(tl.int64) * H + pid_h) * P * N + ps[:, None] * N + ns[None, :]
-    tl.store(st_ptr + off, st, mask=pmask[:, None] & nmask[None, :])
+    ptr, mask = _pn(st_ptr, pid_bc, pid_h, ps, pmask, ns, nmask, H, P, N)
+    tl.store(ptr, st, mask=mask)
+
+
+@triton.jit
+def ssd_chunk_state_bwd_kernel(
+    X_ptr, B_ptr, C_ptr, acum_ptr, seg_ptr, dst_ptr, dX_ptr, dB_ptr, dacum_ptr, L, T, NCH, H, P, N, G, HPG,
+    HAS_RESET: tl.constexpr, PRECISION: tl.constexpr,
+    CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, NP: tl.constexpr,
+):
+    """Gradients of step 1 from d state (BLOCK_P covers all of p): with E = B dS^T (CHUNK, p),
+    dX = w E, dB (per head) = w X dS, dw_s = sum_p X E, d a_cum[s] = -w dw, d a_cum[T-1] += sum w dw."""
+    pid_bc, pid_h = tl.program_id(0), tl.program_id(1)
+    ps = tl.arange(0, BLOCK_P)
+    pmask = ps < P
+    ns = tl.arange(0, NP)
+    nmask = ns < N
+    bi, rows, t, tvalid, acum, alast, seg, slast, a_off = _chunk_rows(
+        acum_ptr, seg_ptr, pid_bc, pid_h, NCH, T, L, H, HAS_RESET, CHUNK)
+    w = _state_weights(acum, alast, seg, slast, tvalid, HAS_RESET)
+    ptr, mask = _rows_p(X_ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P)
+    X = _load(ptr, mask)  # (CHUNK, BP)
+    ptr, mask = _rows_n(B_ptr, bi, pid_h // HPG, t, tvalid, ns, nmask, L, G, N)
+    Bt = _load(ptr, mask)  # (CHUNK, NP)
+    ptr, mask = _pn(dst_ptr, pid_bc, pid_h, ps, pmask, ns, nmask, H, P, N)
+    dS = _load(ptr, mask)  # (BP, NP)
+    E = _dot(Bt, tl.trans(dS), PRECISION)  # (CHUNK, BP)
+    ptr, mask = _rows_p(dX_ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P)
+    tl.store(ptr, E * w[:, None], mask=mask)
+    ptr, mask = _rows_n(dB_ptr, bi, pid_h, t, tvalid, ns, nmask, L, H, N)  # per head: (b, l, h, n)
+    tl.store(ptr, _dot(X, dS, PRECISION) * w[:, None], mask=mask)
+    wdw = w * tl.sum(X * E, axis=1)  # (CHUNK,)
+    dacum = tl.where(rows == T - 1, tl.sum(wdw, axis=0), 0.0) - wdw
+    tl.store(dacum_ptr + a_off + rows, dacum, mask=rows < T)
 
 
 @triton.jit
 def ssd_chunk_scan_kernel(
-    x_ptr, dt_ptr, B_ptr, C_ptr, acum_ptr, seg_ptr, hp_ptr, y_ptr,
-    L, T, NCH, H, P, N, HPG,
-    s_xb, s_xl, s_xh, s_db, s_dl, s_dh, s_Bb, s_Bl, s_Bg, s_Cb, s_Cl, s_Cg,
+    X_ptr, B_ptr, C_ptr, acum_ptr, seg_ptr, hp_ptr, y_ptr, L, T, NCH, H, P, N, G, HPG,
     HAS_RESET: tl.constexpr, PRECISION: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, NP: tl.constexpr,
 ):
     """y (b, l, h, p) of one chunk from the state carried in, hp (b, c, h, p, n), and the chunk's
     own inputs (step 3 of the module docstring)."""
-    pid_bc = tl.program_id(0)
-    pid_h = tl.program_id(1)
-    ps = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,)
+    pid_bc, pid_h = tl.program_id(0), tl.program_id(1)
+    ps = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
     pmask = ps < P
     ns = tl.arange(0, NP)
     nmask = ns < N
-    bi, rows, t, tvalid, acum, alast, seg, slast = _chunk_rows(
+    bi, rows, t, tvalid, acum, alast, seg, slast, _ = _chunk_rows(
         acum_ptr, seg_ptr, pid_bc, pid_h, NCH, T, L, H, HAS_RESET, CHUNK)
     grp = pid_h // HPG
-    Ct = _load_bc(C_ptr, bi, grp, t, tvalid, ns, nmask, s_Cb, s_Cl, s_Cg)  # (CHUNK, NP)
-    Bt = _load_bc(B_ptr, bi, grp, t, tvalid, ns, nmask, s_Bb, s_Bl, s_Bg)  # (CHUNK, NP)
-    # the carried-in state read out: exp(a_cum[t]) C_t H_{c-1}, cut after the chunk's first reset
-    hoff = (pid_bc.to(tl.int64) * H + pid_h) * P * N + ps[:, None] * N + ns[None, :]
-    Hp = tl.load(hp_ptr + hoff, mask=pmask[:, None] & nmask[None, :], other=0.0)  # (BP, NP)
-    f = tl.exp(acum)
-    if HAS_RESET:
-        f = tl.where(seg == 0, f, 0.0)
-    y = _dot(Ct, tl.trans(Hp), PRECISION) * f[:, None]  # (CHUNK, BP)
-    # intra-chunk: (C B^T masked by exp(segsum)) @ X
-    cb = _dot(Ct, tl.trans(Bt), PRECISION)  # (CHUNK, CHUNK)
-    causal = (rows[:, None] >= rows[None, :]) & tvalid[None, :]
-    if HAS_RESET:
-        causal = causal & (seg[:, None] == seg[None, :])
-    decay = tl.exp(tl.where(causal, acum[:, None] - acum[None, :], float("-inf")))  # (CHUNK, CHUNK)
-    X = _load_x(x_ptr, dt_ptr, bi, pid_h, t, tvalid, ps, pmask, s_xb, s_xl, s_xh, s_db, s_dl, s_dh)
-    y += _dot(cb * decay, X, PRECISION)  # (CHUNK, BP)
-    yoff = ((bi * L + t[:, None]) * H + pid_h) * P + ps[None, :]  # y (b, l, h, p) contiguous
-    tl.store(y_ptr + yoff, y, mask=tvalid[:, None] & pmask[None, :])
+    ptr, mask = _rows_n(C_ptr, bi, grp, t, tvalid, ns, nmask, L, G, N)
+    Ct = _load(ptr, mask)  # (CHUNK, NP)
+    ptr, mask = _rows_n(B_ptr, bi, grp, t, tvalid, ns, nmask, L, G, N)
+    Bt = _load(ptr, mask)  # (CHUNK, NP)
+    ptr, mask = _pn(hp_ptr, pid_bc, pid_h, ps, pmask, ns, nmask, H, P, N)
+    Hp = _load(ptr, mask)  # (BP, NP)
+    f = _readout_decay(acum, seg, HAS_RESET)  # (CHUNK,)
+    y = _dot(Ct, tl.trans(Hp), PRECISION) * f[:, None]  # (CHUNK, BP): carried-in state read out
+    M = _dot(Ct, tl.trans(Bt), PRECISION) * _intra(acum, seg, rows, tvalid, HAS_RESET)  # (CHUNK, CHUNK)
+    ptr, mask = _rows_p(X_ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P)
+    X = _load(ptr, mask)  # (CHUNK, BP)
+    y += _dot(M, X, PRECISION)
+    ptr, mask = _rows_p(y_ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P)
+    tl.store(ptr, y, mask=mask)
+
+
+@triton.jit
+def ssd_chunk_scan_bwd_kernel(
+    X_ptr, B_ptr, C_ptr, acum_ptr, seg_ptr, hp_ptr, dy_ptr, dX_ptr, dB_ptr, dC_ptr, dacum_ptr, dhp_ptr,
+    L, T, NCH, H, P, N, G, HPG,
+    HAS_RESET: tl.constexpr, PRECISION: tl.constexpr,
+    CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, NP: tl.constexpr,
+):
+    """Gradients of step 3 (BLOCK_P covers all of p; math in the module docstring). With K the
+    masked decays, M = (C B^T) * K, dM = dy X^T (* elementwise): dHp = (f dy)^T C,
+    dC = f (dy Hp) + (dM * K) B, dX = M^T dy, dB (per head) = (dM * K)^T C,
+    d a_cum[t] = f_t sum_p dy (C Hp^T) + sum_s Q[t, s] - sum_s Q[s, t], Q = dM * M."""
+    pid_bc, pid_h = tl.program_id(0), tl.program_id(1)
+    ps = tl.arange(0, BLOCK_P)
+    pmask = ps < P
+    ns = tl.arange(0, NP)
+    nmask = ns < N
+    bi, rows, t, tvalid, acum, alast, seg, slast, a_off = _chunk_rows(
+        acum_ptr, seg_ptr, pid_bc, pid_h, NCH, T, L, H, HAS_RESET, CHUNK)
+    grp = pid_h // HPG
+    ptr, mask = _rows_n(C_ptr, bi, grp, t, tvalid, ns, nmask, L, G, N)
+    Ct = _load(ptr, mask)  # (CHUNK, NP)
+    ptr, mask = _rows_n(B_ptr, bi, grp, t, tvalid, ns, nmask, L, G, N)
+    Bt = _load(ptr, mask)  # (CHUNK, NP)
+    ptr, mask = _pn(hp_ptr, pid_bc, pid_h, ps, pmask, ns, nmask, H, P, N)
+    Hp = _load(ptr, mask)  # (BP, NP)
+    ptr, mask = _rows_p(X_ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P)
+    X = _load(ptr, mask)  # (CHUNK, BP)
+    ptr, mask = _rows_p(dy_ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P)
+    dy = _load(ptr, mask)  # (CHUNK, BP)
+    f = _readout_decay(acum, seg, HAS_RESET)  # (CHUNK,)
+    K = _intra(acum, seg, rows, tvalid, HAS_RESET)  # (CHUNK, CHUNK)
+    M = _dot(Ct, tl.trans(Bt), PRECISION) * K
+    dM = _dot(dy, tl.trans(X), PRECISION)  # (CHUNK, CHUNK)
+    dcb = dM * K
+    Q = dM * M
+    dacum = f * tl.sum(dy * _dot(Ct, tl.trans(Hp), PRECISION), axis=1) + tl.sum(Q, axis=1) - tl.sum(Q, axis=0)
+    tl.store(dacum_ptr + a_off + rows, dacum, mask=rows < T)
+    ptr, mask = _pn(dhp_ptr, pid_bc, pid_h, ps, pmask, ns, nmask, H, P, N)
+    tl.store(ptr, _dot(tl.trans(dy * f[:, None]), Ct, PRECISION), mask=mask)
+    ptr, mask = _rows_n(dC_ptr, bi, pid_h, t, tvalid, ns, nmask, L, H, N)  # per head: (b, l, h, n)
+    tl.store(ptr, _dot(dy, Hp, PRECISION) * f[:, None] + _dot(dcb, Bt, PRECISION), mask=mask)
+    ptr, mask = _rows_n(dB_ptr, bi, pid_h, t, tvalid, ns, nmask, L, H, N)
+    tl.store(ptr, _dot(tl.trans(dcb), Ct, PRECISION), mask=mask)
+    ptr, mask = _rows_p(dX_ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P)
+    tl.store(ptr, _dot(tl.trans(M), dy, PRECISION), mask=mask)
 
 
 _HALF = {torch.bfloat16: "bf16", torch.float16: "fp16"}  # dot operands of 16-bit inputs
 
 
-def _dense_last(t: torch.Tensor) -> torch.Tensor:
-    """The kernels index the last dimension with unit stride; other strides are passed."""
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
-def _tiles(T: int, p: int, n: int) -> tuple[int, int, int]:
-    """(CHUNK, BLOCK_P, NP): powers of two >= 16 (tl.dot's smallest tile), BLOCK_P <= 64."""
+def _launch(kernel, X, B, C, a_cum, seg, *tensors, precision: str, whole_p: bool) -> None:
+    """Run a chunk kernel on the grid (b * c, h, p blocks). X (b, l, h, p) float32, B and C
+    (b, l, g, n), a_cum (b, h, c, T) float32 and seg (b, c, T) int32 or None, all contiguous.
+    Tiles: powers of two >= 16 (tl.dot's smallest); p in blocks of <= 64, or whole (``whole_p``:
+    the backward kernels reduce over p inside one program)."""
+    b, l, h, p = X.shape
+    g, n = B.shape[2], B.shape[3]
+    c, T = a_cum.shape[2], a_cum.shape[3]
     pow2 = lambda v: max(16, triton.next_power_of_2(v))  # noqa: E731
-    return pow2(T), min(64, pow2(p)), pow2(n)
+    BP = pow2(p) if whole_p else min(64, pow2(p))
+    kernel[(b * c, h, triton.cdiv(p, BP))](
+        X, B, C, a_cum, seg if seg is not None else a_cum, *tensors, l, T, c, h, p, n, g, h // g,
+        HAS_RESET=seg is not None, PRECISION=precision, CHUNK=pow2(T), BLOCK_P=BP, NP=pow2(n))
+
+
+def _per_group(d_heads: torch.Tensor, g: int) -> torch.Tensor:
+    """(b, l, h, n) gradient per head -> (b, l, g, n): heads sharing a group's B or C summed."""
+    b, l, h, n = d_heads.shape
+    return d_heads.view(b, l, g, h // g, n).sum(3)
+
+
+@torch.library.custom_op("torchssm::ssd_chunk_state", mutates_args=())
+def _chunk_state(X: torch.Tensor, B: torch.Tensor, a_cum: torch.Tensor, seg: Optional[torch.Tensor],
+                 precision: str) -> torch.Tensor:
+    """Step 1: each chunk's own end state (b, c, h, p, n)."""
+    b, l, h, p = X.shape
+    states = X.new_empty(b, a_cum.shape[2], h, p, B.shape[3])
+    _launch(ssd_chunk_state_kernel, X, B, B, a_cum, seg, states, precision=precision, whole_p=False)
+    return states
+
+
+@_chunk_state.register_fake
+def _(X, B, a_cum, seg, precision):
+    return X.new_empty(X.shape[0], a_cum.shape[2], X.shape[2], X.shape[3], B.shape[3])
+
+
+@torch.library.custom_op("torchssm::ssd_chunk_state_bwd", mutates_args=())
+def _chunk_state_bwd(X: torch.Tensor, B: torch.Tensor, a_cum: torch.Tensor, seg: Optional[torch.Tensor],
+                     d_states: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dX (b, l, h, p), dB (b, l, g, n), d a_cum (b, h, c, T)) of step 1."""
+    dX, dB, da = torch.empty_like(X), X.new_empty(*X.shape[:3], B.shape[3]), torch.empty_like(a_cum)
+    _launch(ssd_chunk_state_bwd_kernel, X, B, B, a_cum, seg, d_states.contiguous(), dX, dB, da,
+            precision=precision, whole_p=True)
+    return dX, _per_group(dB, B.shape[2]).to(B.dtype), da
+
+
+@_chunk_state_bwd.register_fake
+def _(X, B, a_cum, seg, d_states, precision):
+    return torch.empty_like(X), torch.empty_like(B), torch.empty_like(a_cum)
+
+
+def _chunk_state_setup(ctx, inputs, output):
+    X, B, a_cum, seg, precision = inputs
+    ctx.save_for_backward(X, B, a_cum, seg)
+    ctx.precision = precision
+
+
+def _chunk_state_backward(ctx, d_states):
+    X, B, a_cum, seg = ctx.saved_tensors
+    dX, dB, da = _chunk_state_bwd(X, B, a_cum, seg, d_states, ctx.precision)
+    return dX, dB, da, None, None
+
+
+torch.library.register_autograd("torchssm::ssd_chunk_state", _chunk_state_backward,
+                                setup_context=_chunk_state_setup)
+
+
+@torch.library.custom_op("torchssm::ssd_chunk_scan", mutates_args=())
+def _chunk_scan(X: torch.Tensor, B: torch.Tensor, C: torch.Tensor, a_cum: torch.Tensor,
+                seg: Optional[torch.Tensor], carried: torch.Tensor, precision: str) -> torch.Tensor:
+    """Step 3: y (b, l, h, p) float32 from each chunk's inputs and the state carried into it."""
+    y = torch.empty_like(X)
+    _launch(ssd_chunk_scan_kernel, X, B, C, a_cum, seg, carried, y, precision=precision, whole_p=False)
+    return y
+
+
+@_chunk_scan.register_fake
+def _(X, B, C, a_cum, seg, carried, precision):
+    return torch.empty_like(X)
+
+
+@torch.library.custom_op("torchssm::ssd_chunk_scan_bwd", mutates_args=())
+def _chunk_scan_bwd(X: torch.Tensor, B: torch.Tensor, C: torch.Tensor, a_cum: torch.Tensor,
+                    seg: Optional[torch.Tensor], carried: torch.Tensor, dy: torch.Tensor, precision: str,
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dX, dB (b, l, g, n), dC (b, l, g, n), d a_cum, d carried) of step 3."""
+    heads = X.new_empty(*X.shape[:3], B.shape[3])  # (b, l, h, n)
+    dX, dB, dC = torch.empty_like(X), heads, torch.empty_like(heads)
+    da, dcar = torch.empty_like(a_cum), torch.empty_like(carried)
+    _launch(ssd_chunk_scan_bwd_kernel, X, B, C, a_cum, seg, carried, dy.contiguous(), dX, dB, dC, da, dcar,
+            precision=precision, whole_p=True)
+    g = B.shape[2]
+    return dX, _per_group(dB, g).to(B.dtype), _per_group(dC, g).to(C.dtype), da, dcar
+
+
+@_chunk_scan_bwd.register_fake
+def _(X, B, C, a_cum, seg, carried, dy, precision):
+    return (torch.empty_like(X), torch.empty_like(B), torch.empty_like(C), torch.empty_like(a_cum),
+            torch.empty_like(carried))
+
+
+def _chunk_scan_setup(ctx, inputs, output):
+    X, B, C, a_cum, seg, carried, precision = inputs
+    ctx.save_for_backward(X, B, C, a_cum, seg, carried)
+    ctx.precision = precision
+
+
+def _chunk_scan_backward(ctx, dy):
+    X, B, C, a_cum, seg, carried = ctx.saved_tensors
+    dX, dB, dC, da, dcar = _chunk_scan_bwd(X, B, C, a_cum, seg, carried, dy, ctx.precision)
+    return dX, dB, dC, da, None, dcar, None
+
+
+torch.library.register_autograd("torchssm::ssd_chunk_scan", _chunk_scan_backward,
+                                setup_context=_chunk_scan_setup)
 
 
 def _chunked_forward(x, dt, A, B, C, h0, reset, chunk_size, precision):
-    """The Triton forward: (y (b, l, h, p) float32 without D/z, final state (b, h, p, n) float32)."""
+    """(y (b, l, h, p) float32 without D/z, final state (b, h, p, n) float32); differentiable: the
+    kernels' backward kernels, linear_scan's backward and PyTorch autograd for the glue."""
     b, l, h, p = x.shape
-    g, n = B.shape[2], B.shape[3]
+    n = B.shape[3]
     T, c, _, _, a_cum, seg = chunk_decays(dt, A.float(), reset, chunk_size)  # (b, h, c, T), (b, c, T)
     a_cum = a_cum.contiguous()
     seg = seg.to(torch.int32).contiguous() if seg is not None else None
-    x, dt, B, C = _dense_last(x), dt.contiguous(), _dense_last(B), _dense_last(C)
-    CHUNK, BP, NP = _tiles(T, p, n)
-    grid = (b * c, h, triton.cdiv(p, BP))
-    common = dict(HAS_RESET=seg is not None, PRECISION=precision, CHUNK=CHUNK, BLOCK_P=BP, NP=NP)
-    sizes = (l, T, c, h, p, n, h // g)
-    xs = (*x.stride()[:3], *dt.stride())
-    seg_arg = seg if seg is not None else a_cum
-
-    states = torch.empty(b, c, h, p, n, dtype=torch.float32, device=x.device)  # each chunk's own end state
-    ssd_chunk_state_kernel[grid](x, dt, B, a_cum, seg_arg, states, *sizes, *xs, *B.stride()[:3], **common)
-
+    X = (x.float() * dt[..., None]).contiguous()  # (b, l, h, p): dt x
+    B, C = B.contiguous(), C.contiguous()  # (b, l, g, n)
+    states = _chunk_state(X, B, a_cum, seg, precision)  # (b, c, h, p, n)
     # inter-chunk state passing: H_c = decay_c H_{c-1} + state_c over the c chunks, p*n channels per head
     decay = torch.exp(a_cum[..., -1])  # (b, h, c) total decay of each chunk
     if seg is not None:
@@ -229,58 +450,8 @@ def _chunked_forward(x, dt, A, B, C, h0, reset, chunk_size, precision):
     Hs = linear_scan(decay, states.view(b, c, h * p * n), s0)  # (b, c, h p n): state after each chunk
     start = s0 if s0 is not None else Hs.new_zeros(b, h * p * n)
     carried = torch.cat([start[:, None], Hs[:, :-1]], 1).view(b, c, h, p, n).contiguous()  # entering each chunk
-
-    y = torch.empty(b, l, h, p, dtype=torch.float32, device=x.device)  # (b, l, h, p)
-    ssd_chunk_scan_kernel[grid](x, dt, B, C, a_cum, seg_arg, carried, y, *sizes, *xs,
-                                *B.stride()[:3], *C.stride()[:3], **common)
+    y = _chunk_scan(X, B, C, a_cum, seg, carried, precision)  # (b, l, h, p)
     return y, Hs[:, -1].view(b, h, p, n)
-
-
-@torch.library.custom_op("torchssm::ssd_chunked_fwd", mutates_args=())
-def _ssd_chunked_fwd(
-    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-    h0: Optional[torch.Tensor], reset: Optional[torch.Tensor], chunk_size: int, precision: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y (b, l, h, p) without D/z, final state (b, h, p, n)), float32, by the Triton kernels."""
-    return _chunked_forward(x, dt, A, B, C, h0, reset, chunk_size, precision)
-
-
-@_ssd_chunked_fwd.register_fake
-def _(x, dt, A, B, C, h0, reset, chunk_size, precision):
-    b, l, h, p = x.shape
-    return x.new_empty(b, l, h, p, dtype=torch.float32), x.new_empty(b, h, p, B.shape[-1], dtype=torch.float32)
-
-
-def _ssd_chunked_grads(x, dt, A, B, C, h0, reset, grad_y, grad_final, chunk_size, needs):
-    """Gradients of (x, dt, A, B, C, h0) by recomputing ``ssd_chunked`` under autograd; None where
-    ``needs`` is false."""
-    with torch.enable_grad():
-        leaves = [t.detach().requires_grad_(need) if t is not None else None
-                  for t, need in zip((x, dt, A, B, C, h0), needs)]
-        y, final = ssd_chunked(*leaves[:5], h0=leaves[5], return_final_state=True, reset=reset,
-                               chunk_size=chunk_size)
-        wanted = [t for t in leaves if t is not None and t.requires_grad]
-        grads = iter(torch.autograd.grad([y, final], wanted, [grad_y, grad_final]) if wanted else ())
-    return [next(grads) if need else None for need in needs]
-
-
-class _SSDChunkedCore(torch.autograd.Function):
-    """(x, dt, A, B, C, h0) -> (y without D/z, final state): Triton forward (a custom op), backward
-    by recomputing ``ssd_chunked`` under PyTorch autograd (see the module docstring)."""
-
-    @staticmethod
-    def forward(ctx, x, dt, A, B, C, h0, reset, chunk_size, precision):
-        y, final = _ssd_chunked_fwd(x, dt, A, B, C, h0, reset, chunk_size, precision)
-        ctx.save_for_backward(x, dt, A, B, C, h0, reset)
-        ctx.chunk_size = chunk_size
-        return y, final
-
-    @staticmethod
-    def backward(ctx, grad_y, grad_final):
-        x, dt, A, B, C, h0, reset = ctx.saved_tensors
-        needs = [bool(n) and t is not None for n, t in zip(ctx.needs_input_grad[:6], (x, dt, A, B, C, h0))]
-        grads = _ssd_chunked_grads(x, dt, A, B, C, h0, reset, grad_y, grad_final, ctx.chunk_size, needs)
-        return (*grads, None, None, None)
 
 
 def ssd_chunked_gpu(
@@ -306,7 +477,7 @@ def ssd_chunked_gpu(
     dt_bias (h,), h0 (b, h, p, n), reset bool (b, l). ``chunk_size``: T, any value >= 1 (the last
     chunk may be partial). ``tf32``: for float32 x, let the dots use TF32 tensor cores; bf16 / fp16
     x always use 16-bit tensor-core dots (see the module docstring).
-    Differentiable in every input (backward recomputed by PyTorch autograd, not in Triton).
+    Differentiable in every input (Triton backward kernels; see the module docstring).
     Returns y (b, l, h, p) in x's dtype [, h_last (b, h, p, n) float32].
     """
     check_ssd_inputs(x, dt, A, B, C, D, z, dt_bias, h0, reset)
@@ -317,6 +488,6 @@ def ssd_chunked_gpu(
     precision = _HALF.get(x.dtype, "tf32" if tf32 else "ieee")
     if precision == "bf16" and INTERPRET:
         precision = "bf16_emulated"
-    y, final = _SSDChunkedCore.apply(x, dtc, A, B, C, h0, reset, chunk_size, precision)
+    y, final = _chunked_forward(x, dtc, A, B, C, h0, reset, chunk_size, precision)
     y = skip_and_gate(y, x.float(), d_skip(D, x), z).to(x.dtype)  # (b, l, h, p)
     return (y, final) if return_final_state else y
