@@ -83,11 +83,15 @@ __all__ = ["ssd_chunked_gpu"]
 
 
 @triton.jit
-def _chunk_rows(acum_ptr, seg_ptr, pid_bc, pid_h, NCH, T, L, H, HAS_RESET: tl.constexpr,
-                CHUNK: tl.constexpr):
-    """Rows of chunk pid_bc = (batch, chunk): (batch index, rows (CHUNK,), time t, validity,
-    a_cum (CHUNK,), a_cum of the chunk's last row, seg (CHUNK,), seg of the last row, the offset
-    of this (batch, head, chunk) in a (b, h, c, T) tensor)."""
+def _chunk_rows(acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET: tl.constexpr, CHUNK: tl.constexpr,
+                BLOCK_P: tl.constexpr, NP: tl.constexpr):
+    """What every chunk kernel's program (batch x chunk pid_bc, head pid_h, p block) works on:
+    (pid_bc, pid_h, batch index, rows (CHUNK,), time t, validity, a_cum (CHUNK,), a_cum of the
+    chunk's last row, seg (CHUNK,), seg of the last row, the offset of this (batch, head, chunk)
+    in a (b, h, c, T) tensor, p indices (BLOCK_P,) and mask, n indices (NP,) and mask)."""
+    pid_bc, pid_h = tl.program_id(0), tl.program_id(1)
+    ps = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)  # the backward's grid has one p block
+    ns = tl.arange(0, NP)
     bi = (pid_bc // NCH).to(tl.int64)
     ci = pid_bc % NCH
     rows = tl.arange(0, CHUNK)
@@ -104,7 +108,21 @@ def _chunk_rows(acum_ptr, seg_ptr, pid_bc, pid_h, NCH, T, L, H, HAS_RESET: tl.co
     else:
         seg = tl.zeros((CHUNK,), dtype=tl.int32)
         slast = 0
-    return bi, rows, t, tvalid, acum, alast, seg, slast, a_off
+    return pid_bc, pid_h, bi, rows, t, tvalid, acum, alast, seg, slast, a_off, ps, ps < P, ns, ns < N
+
+
+@triton.jit
+def _scan_operands(C_ptr, B_ptr, hp_ptr, pid_bc, pid_h, bi, t, tvalid, ps, pmask, ns, nmask, L, H, P, N, G,
+                   HPG):
+    """C and B of the head's group for the chunk's rows, (CHUNK, NP) each, and the state carried
+    into the chunk, Hp (BLOCK_P, NP), as float32: the inputs shared by both chunk-scan kernels."""
+    grp = pid_h // HPG
+    ptr, mask = _rows_n(C_ptr, bi, grp, t, tvalid, ns, nmask, L, G, N)
+    Ct = _load(ptr, mask)
+    ptr, mask = _rows_n(B_ptr, bi, grp, t, tvalid, ns, nmask, L, G, N)
+    Bt = _load(ptr, mask)
+    ptr, mask = _pn(hp_ptr, pid_bc, pid_h, ps, pmask, ns, nmask, H, P, N)
+    return Ct, Bt, _load(ptr, mask)
 
 
 @triton.jit
@@ -182,13 +200,8 @@ def ssd_chunk_state_kernel(
     CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, NP: tl.constexpr,
 ):
     """state_c (b, c, h, p, n) = sum_s w_s X_s B_s^T over the chunk (step 1 of the module docstring)."""
-    pid_bc, pid_h = tl.program_id(0), tl.program_id(1)
-    ps = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,)
-    pmask = ps < P
-    ns = tl.arange(0, NP)  # (NP,)
-    nmask = ns < N
-    bi, rows, t, tvalid, acum, alast, seg, slast, _ = _chunk_rows(
-        acum_ptr, seg_ptr, pid_bc, pid_h, NCH, T, L, H, HAS_RESET, CHUNK)
+    pid_bc, pid_h, bi, rows, t, tvalid, acum, alast, seg, slast, _, ps, pmask, ns, nmask = _chunk_rows(
+        acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET, CHUNK, BLOCK_P, NP)
     w = _state_weights(acum, alast, seg, slast, tvalid, HAS_RESET)  # (CHUNK,)
     ptr, mask = _rows_p(X_ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P)
     X = _load(ptr, mask)  # (CHUNK, BP)
@@ -207,13 +220,8 @@ def ssd_chunk_state_bwd_kernel(
 ):
     """Gradients of step 1 from d state (BLOCK_P covers all of p): with E = B dS^T (CHUNK, p),
     dX = w E, dB (per head) = w X dS, dw_s = sum_p X E, d a_cum[s] = -w dw, d a_cum[T-1] += sum w dw."""
-    pid_bc, pid_h = tl.program_id(0), tl.program_id(1)
-    ps = tl.arange(0, BLOCK_P)
-    pmask = ps < P
-    ns = tl.arange(0, NP)
-    nmask = ns < N
-    bi, rows, t, tvalid, acum, alast, seg, slast, a_off = _chunk_rows(
-        acum_ptr, seg_ptr, pid_bc, pid_h, NCH, T, L, H, HAS_RESET, CHUNK)
+    pid_bc, pid_h, bi, rows, t, tvalid, acum, alast, seg, slast, a_off, ps, pmask, ns, nmask = _chunk_rows(
+        acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET, CHUNK, BLOCK_P, NP)
     w = _state_weights(acum, alast, seg, slast, tvalid, HAS_RESET)
     ptr, mask = _rows_p(X_ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P)
     X = _load(ptr, mask)  # (CHUNK, BP)
@@ -239,20 +247,10 @@ def ssd_chunk_scan_kernel(
 ):
     """y (b, l, h, p) of one chunk from the state carried in, hp (b, c, h, p, n), and the chunk's
     own inputs (step 3 of the module docstring)."""
-    pid_bc, pid_h = tl.program_id(0), tl.program_id(1)
-    ps = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
-    pmask = ps < P
-    ns = tl.arange(0, NP)
-    nmask = ns < N
-    bi, rows, t, tvalid, acum, alast, seg, slast, _ = _chunk_rows(
-        acum_ptr, seg_ptr, pid_bc, pid_h, NCH, T, L, H, HAS_RESET, CHUNK)
-    grp = pid_h // HPG
-    ptr, mask = _rows_n(C_ptr, bi, grp, t, tvalid, ns, nmask, L, G, N)
-    Ct = _load(ptr, mask)  # (CHUNK, NP)
-    ptr, mask = _rows_n(B_ptr, bi, grp, t, tvalid, ns, nmask, L, G, N)
-    Bt = _load(ptr, mask)  # (CHUNK, NP)
-    ptr, mask = _pn(hp_ptr, pid_bc, pid_h, ps, pmask, ns, nmask, H, P, N)
-    Hp = _load(ptr, mask)  # (BP, NP)
+    pid_bc, pid_h, bi, rows, t, tvalid, acum, alast, seg, slast, _, ps, pmask, ns, nmask = _chunk_rows(
+        acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET, CHUNK, BLOCK_P, NP)
+    Ct, Bt, Hp = _scan_operands(C_ptr, B_ptr, hp_ptr, pid_bc, pid_h, bi, t, tvalid, ps, pmask, ns, nmask,
+                                L, H, P, N, G, HPG)  # (CHUNK, NP), (CHUNK, NP), (BP, NP)
     f = _readout_decay(acum, seg, HAS_RESET)  # (CHUNK,)
     y = _dot(Ct, tl.trans(Hp), PRECISION) * f[:, None]  # (CHUNK, BP): carried-in state read out
     M = _dot(Ct, tl.trans(Bt), PRECISION) * _intra(acum, seg, rows, tvalid, HAS_RESET)  # (CHUNK, CHUNK)
@@ -274,20 +272,10 @@ def ssd_chunk_scan_bwd_kernel(
     masked decays, M = (C B^T) * K, dM = dy X^T (* elementwise): dHp = (f dy)^T C,
     dC = f (dy Hp) + (dM * K) B, dX = M^T dy, dB (per head) = (dM * K)^T C,
     d a_cum[t] = f_t sum_p dy (C Hp^T) + sum_s Q[t, s] - sum_s Q[s, t], Q = dM * M."""
-    pid_bc, pid_h = tl.program_id(0), tl.program_id(1)
-    ps = tl.arange(0, BLOCK_P)
-    pmask = ps < P
-    ns = tl.arange(0, NP)
-    nmask = ns < N
-    bi, rows, t, tvalid, acum, alast, seg, slast, a_off = _chunk_rows(
-        acum_ptr, seg_ptr, pid_bc, pid_h, NCH, T, L, H, HAS_RESET, CHUNK)
-    grp = pid_h // HPG
-    ptr, mask = _rows_n(C_ptr, bi, grp, t, tvalid, ns, nmask, L, G, N)
-    Ct = _load(ptr, mask)  # (CHUNK, NP)
-    ptr, mask = _rows_n(B_ptr, bi, grp, t, tvalid, ns, nmask, L, G, N)
-    Bt = _load(ptr, mask)  # (CHUNK, NP)
-    ptr, mask = _pn(hp_ptr, pid_bc, pid_h, ps, pmask, ns, nmask, H, P, N)
-    Hp = _load(ptr, mask)  # (BP, NP)
+    pid_bc, pid_h, bi, rows, t, tvalid, acum, alast, seg, slast, a_off, ps, pmask, ns, nmask = _chunk_rows(
+        acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET, CHUNK, BLOCK_P, NP)
+    Ct, Bt, Hp = _scan_operands(C_ptr, B_ptr, hp_ptr, pid_bc, pid_h, bi, t, tvalid, ps, pmask, ns, nmask,
+                                L, H, P, N, G, HPG)  # (CHUNK, NP), (CHUNK, NP), (BP, NP)
     ptr, mask = _rows_p(X_ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P)
     X = _load(ptr, mask)  # (CHUNK, BP)
     ptr, mask = _rows_p(dy_ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P)
