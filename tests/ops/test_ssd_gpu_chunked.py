@@ -309,7 +309,8 @@ def test_kernels_compile_for_ampere_without_a_gpu(which, precisions):
        p=st.integers(1, 5), n=st.integers(1, 5), chunk=st.integers(1, 7), with_h0=st.booleans(),
        with_reset=st.booleans(), seed=st.integers(0, 2**16))
 def test_fuzz_shapes_match_naive(b, l, heads, groups, p, n, chunk, with_h0, with_reset, seed):
-    """Random small shapes (chunk of 1, p = n = 1, l < chunk, grouped B/C) against the float64 loop."""
+    """Random small shapes (chunk of 1, p = n = 1, l < chunk, grouped B/C) against the float64 loop:
+    output, final state and the gradients of x, dt, A, B, C (and h0)."""
     groups = min(groups, heads)
     gen = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
@@ -318,9 +319,16 @@ def test_fuzz_shapes_match_naive(b, l, heads, groups, p, n, chunk, with_h0, with
     h0 = r(b, heads, p, n) if with_h0 else None
     reset = (torch.rand(b, l, generator=gen) < 0.3) if with_reset else None
     dev = lambda t: None if t is None else t.to(DEVICE)  # noqa: E731
-    y, s = ssd_chunked_gpu(*map(dev, args), None, None, None, True, dev(h0), reset=dev(reset),
-                           return_final_state=True, chunk_size=chunk)
-    y_ref, s_ref = ssd_naive(*[t.double() for t in args], None, None, None, True,
-                             None if h0 is None else h0.double(), reset=reset, return_final_state=True)
+    wide = [t.double().requires_grad_() for t in args + ([h0] if with_h0 else [])]
+    leaves = [t.to(DEVICE).requires_grad_() for t in args + ([h0] if with_h0 else [])]
+    y, s = ssd_chunked_gpu(*leaves[:5], None, None, None, True, leaves[5] if with_h0 else None,
+                           reset=dev(reset), return_final_state=True, chunk_size=chunk)
+    y_ref, s_ref = ssd_naive(*wide[:5], None, None, None, True, wide[5] if with_h0 else None, reset=reset,
+                             return_final_state=True)
     _close(y, y_ref, 2e-6)
     _close(s, s_ref, 2e-6)
+    gy, gs = torch.randn(y_ref.shape, generator=gen).double(), torch.randn(s_ref.shape, generator=gen).double()
+    got = torch.autograd.grad([y, s], leaves, [gy.float().to(DEVICE), gs.float().to(DEVICE)])
+    want = torch.autograd.grad([y_ref, s_ref], wide, [gy, gs])
+    for g_, w in zip(got, want):
+        _close(g_, w, 1e-5)
