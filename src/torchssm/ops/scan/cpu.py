@@ -146,23 +146,17 @@ def _block_size(batch: int, dim: int, threads: int) -> int:
     return min(max(_MIN_BLOCK, -(-block // _MIN_BLOCK) * _MIN_BLOCK), max(dim, 1))
 
 
-def _launch(kernel, args: tuple, batch: int, length: int, dim: int) -> None:
-    """Run ``kernel(*args, block, job0, job1)`` over all (batch row, channel block) jobs.
+def run_jobs(kernel, args: tuple, n_jobs: int, parallel: bool = True) -> None:
+    """Run ``kernel(*args, job0, job1)`` over the jobs ``range(n_jobs)`` (a ``nogil`` numba kernel).
 
-    The kernels are compiled with ``nogil=True``, so job ranges run truly in parallel on a thread
-    pool plus the calling thread: no numba threading layer to start and no separate parallel
-    compilation, so the first call compiles one small function per dtype.
+    With ``parallel`` and more than one thread (``torch.get_num_threads()``), the job ranges are shared
+    by a small thread pool plus the calling thread; else the calling thread runs all of them. Shared by
+    the compiled CPU kernels of the other ops (the fused selective scan), so there is one pool.
     """
     global _pool, _pool_size
-    threads = _threads()
-    if threads == 1 or batch * length * dim < PARALLEL_MIN_ELEMENTS:
-        kernel(*args, max(dim, 1), 0, batch)
-        return
-    block = _block_size(batch, dim, threads)
-    n_jobs = batch * -(-dim // block)
-    workers = min(threads, n_jobs)
-    if workers == 1:
-        kernel(*args, block, 0, n_jobs)
+    workers = min(_threads(), n_jobs) if parallel else 1
+    if workers <= 1:
+        kernel(*args, 0, n_jobs)
         return
     if _pool is None or _pool_size < workers - 1:
         _pool = ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="torchssm-scan")
@@ -177,12 +171,27 @@ def _launch(kernel, args: tuple, batch: int, length: int, dim: int) -> None:
         for j0 in starts:
             if j0 >= n_jobs:
                 return
-            kernel(*args, block, j0, min(j0 + chunk, n_jobs))
+            kernel(*args, j0, min(j0 + chunk, n_jobs))
 
     futures = [_pool.submit(work) for _ in range(workers - 1)]
     work()
     for f in futures:
         f.result()
+
+
+def _launch(kernel, args: tuple, batch: int, length: int, dim: int) -> None:
+    """Run ``kernel(*args, block, job0, job1)`` over all (batch row, channel block) jobs.
+
+    The kernels are compiled with ``nogil=True``, so job ranges run truly in parallel on a thread
+    pool plus the calling thread (:func:`run_jobs`): no numba threading layer to start and no separate
+    parallel compilation, so the first call compiles one small function per dtype.
+    """
+    threads = _threads()
+    if threads == 1 or batch * length * dim < PARALLEL_MIN_ELEMENTS:
+        run_jobs(kernel, args + (max(dim, 1),), batch, parallel=False)
+        return
+    block = _block_size(batch, dim, threads)
+    run_jobs(kernel, args + (block,), batch * -(-dim // block))
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
