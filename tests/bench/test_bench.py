@@ -77,6 +77,20 @@ def test_bench_layers_cli(tmp_path, capsys):
     assert os.path.getsize(path_png) > 1000
 
 
+def test_bench_ops_cpu_clock(tmp_path, capsys):
+    out = tmp_path / "ops.json"
+    assert main(["bench", "ops", "--device", "cpu", "--sel-shapes", "1x16x4x2", "--ssd-shapes", "1x16x2x4x2",
+                 "--chunk-size", "8", "--repeats", "2", "--clock", "cpu", "--threads", "1", "--json", str(out)]) == 0
+    assert "cpu times in ms" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["clock"] == "cpu" and data["repeats"] == 2
+    sel = {r["impl"] for r in data["results"] if r["op"] == "selective_scan"}
+    assert {"naive", "fused/cpu"} <= sel and any(i.startswith("chunked/") for i in sel)
+    assert all(r["fwd_min_ms"] >= 0 and r["fwdbwd_min_ms"] >= 0 and r["copy_ms"] >= 0 for r in data["results"])
+    with pytest.raises(SystemExit):  # argparse: not one of wall | cpu
+        main(["bench", "ops", "--clock", "gpu"])
+
+
 def test_bench_layers_skips_after_slow_length():
     from torchssm.bench.layers import bench_layer
 

@@ -42,6 +42,8 @@ def add_arguments(p) -> None:
     p.add_argument("--naive-max-length", type=int, default=4096, help="skip the naive loop above this length")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU; 1 on a shared machine)")
+    p.add_argument("--clock", default="wall", choices=common.CLOCKS,
+                   help="wall: elapsed time; cpu: CPU time of this process (CPU device only; see bench layers)")
     p.add_argument("--json", help="write the environment and all results to this JSON file")
 
 
@@ -98,7 +100,7 @@ def ssd_inputs(shape, dtype, device, seed):
     return {k: v.to(device=device, dtype=dtype) for k, v in args.items()}, io
 
 
-def _time_pair(call, args, device, repeats):
+def _time_pair(call, args, device, repeats, clock="wall"):
     """(forward, forward+backward) timings of ``call(**args)``."""
     def forward():
         with torch.no_grad():
@@ -113,7 +115,8 @@ def _time_pair(call, args, device, repeats):
             grads["g"] = torch.randn_like(y)
         y.backward(grads["g"])
 
-    return common.time_fn(forward, device, repeats=repeats), common.time_fn(train_step, device, repeats=repeats)
+    return (common.time_fn(forward, device, repeats=repeats, clock=clock),
+            common.time_fn(train_step, device, repeats=repeats, clock=clock))
 
 
 def _row(op, shape, name, fwd, bwd, copy) -> Dict[str, object]:
@@ -150,13 +153,13 @@ def run(args) -> int:
         raise ValueError(f"--repeats must be >= 1; got {args.repeats}")
     env = common.environment(device)
     print("torchssm bench ops: " + ", ".join(f"{k}={v}" for k, v in env.items()))
-    print(f"times in ms: median [min, max] over {args.repeats} repeats after 1 warm-up; dtype {args.dtype}, "
-          f"chunk {args.chunk_size}")
+    print(f"{args.clock} times in ms: median [min, max] over {args.repeats} repeats after 1 warm-up; "
+          f"dtype {args.dtype}, chunk {args.chunk_size}")
     results = []
     for shape in _shapes(args.sel_shapes, 4, "--sel-shapes"):
         inputs, io = selective_inputs(shape, dtype, device, args.seed)
         buf = torch.empty(io // 2, device=device, dtype=dtype)
-        copy = common.time_fn(lambda: buf.clone(), device, repeats=args.repeats)
+        copy = common.time_fn(lambda: buf.clone(), device, repeats=args.repeats, clock=args.clock)
         impls = {}
         if shape[1] <= args.naive_max_length:
             impls["naive"] = functools.partial(selective_scan, backend="naive")
@@ -170,13 +173,14 @@ def run(args) -> int:
             def call(fn=fn, **kw):
                 return fn(**kw, delta_softplus=True, chunk_size=args.chunk_size)
 
-            rows.append(_row("selective_scan", shape, name, *_time_pair(call, inputs, device, args.repeats), copy))
+            times = _time_pair(call, inputs, device, args.repeats, args.clock)
+            rows.append(_row("selective_scan", shape, name, *times, copy))
         _print(_finish(rows))
         results += rows
     for shape in _shapes(args.ssd_shapes, 5, "--ssd-shapes"):
         inputs, io = ssd_inputs(shape, dtype, device, args.seed)
         buf = torch.empty(io // 2, device=device, dtype=dtype)
-        copy = common.time_fn(lambda: buf.clone(), device, repeats=args.repeats)
+        copy = common.time_fn(lambda: buf.clone(), device, repeats=args.repeats, clock=args.clock)
         rows = []
         names = (["naive"] if shape[1] <= args.naive_max_length else []) + ["chunked"]
         names += ["gpu"] if _fused_available("gpu", device) else []
@@ -184,10 +188,12 @@ def run(args) -> int:
             def call(name=name, **kw):
                 return ssd(**kw, dt_softplus=True, chunk_size=args.chunk_size, backend=name)
 
-            rows.append(_row("ssd", shape, name, *_time_pair(call, inputs, device, args.repeats), copy))
+            times = _time_pair(call, inputs, device, args.repeats, args.clock)
+            rows.append(_row("ssd", shape, name, *times, copy))
         _print(_finish(rows))
         results += rows
     if args.json:
-        common.save_json(args.json, {"environment": env, "repeats": args.repeats, "results": results})
+        common.save_json(args.json, {"environment": env, "repeats": args.repeats, "clock": args.clock,
+                                     "results": results})
         print(f"\nwrote {args.json}")
     return 0
