@@ -18,7 +18,7 @@ shape (B, L, D) and dtype this measures, in one run:
 * with ``--ops``: the selective scan (Mamba) and SSD (Mamba-2) kernels vs the chunked PyTorch
   backends, forward and forward+backward times and tokens/s (compute- and memory-bound mixes,
   so no bandwidth fraction); SSD also by the Triton chunked-matmul kernels (IEEE float32 and TF32
-  dots; their backward is PyTorch recomputation, see ops/ssd/gpu_chunked.py).
+  dots; their backward is Triton too, see ops/ssd/gpu_chunked.py).
 
 Each row prints the median time [min, max] over ``--repeats`` after one warm-up call (which also
 autotunes the Triton kernels), the bytes it moves, its bandwidth and ``vs copy`` =

@@ -3,7 +3,7 @@
 ``ssd(...)`` dispatches: ``backend="naive"`` runs the recurrence (:func:`ssd_naive`); "gpu" the
 Triton kernels, of the recurrent form (``method="recurrent"``, the default:
 :func:`torchssm.ops.ssd.gpu.ssd_gpu`) or of the chunked matmul form (``method="chunked"``:
-:func:`torchssm.ops.ssd.gpu_chunked.ssd_chunked_gpu`, Triton forward, PyTorch-recomputed backward);
+:func:`torchssm.ops.ssd.gpu_chunked.ssd_chunked_gpu`, Triton forward and backward);
 "chunked" and "cpu" the chunked matmul algorithm (:func:`ssd_chunked`, plain PyTorch, any device);
 "auto" is "gpu" for CUDA tensors (not float64) when Triton imports, else "chunked".
 """
