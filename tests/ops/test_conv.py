@@ -4,6 +4,7 @@ Each fast op == its naive reference in float64, outputs and every gradient; bad 
 import pytest
 import torch
 
+from torchssm.ops import conv
 from torchssm.ops.cauchy import cauchy, cauchy_naive
 from torchssm.ops.conv import conv_naive, fast_fft_length, fft_conv
 from torchssm.ops.vandermonde import (vandermonde, vandermonde_naive, vandermonde_transpose,
@@ -47,6 +48,58 @@ def test_fft_conv_fast_size_bidirectional(length):
     _assert_same(fft_conv, conv_naive, [u, k, kb])
 
 
+# (B, L, H) = (3, 13, 5): FFT size n = 27; CHUNK_ELEMENTS = lines * n. None: the default (one block per
+# batch row group); 2 * 27: channel blocks 2, 2, 1 (a partial one) per b; 1: one line per block;
+# 2 * 5 * 27: two whole rows per block, then a partial group of one row.
+BLOCKS = [None, 2 * 27, 1, 2 * 5 * 27]
+
+
+@pytest.mark.parametrize("chunk", BLOCKS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_fft_conv_with_skip_matches_naive(monkeypatch, chunk, bidirectional):
+    """y = K * u (+ K2 * u) + D u: output and du, dk, (dk_bwd), dD, over one block and over many."""
+    if chunk is not None:
+        monkeypatch.setattr(conv, "CHUNK_ELEMENTS", chunk)
+    torch.manual_seed(5)
+    assert fast_fft_length(2 * 13) == 27
+    u, D = torch.randn(3, 13, 5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    kernels = [torch.randn(5, 15, dtype=torch.float64)]  # k (H, Lk > L)
+    if bidirectional:
+        kernels.append(torch.randn(5, 13, dtype=torch.float64))  # k_bwd (H, L)
+    if bidirectional:
+        _assert_same(lambda u, k, kb, D: fft_conv(u, k, kb, D=D), lambda u, k, kb, D: conv_naive(u, k, kb, D=D),
+                     [u, *kernels, D])
+    else:
+        _assert_same(lambda u, k, D: fft_conv(u, k, D=D), lambda u, k, D: conv_naive(u, k, D=D), [u, *kernels, D])
+
+
+@pytest.mark.parametrize("chunk", BLOCKS)
+def test_fft_conv_blocks_cover_every_line_once(monkeypatch, chunk):
+    if chunk is not None:
+        monkeypatch.setattr(conv, "CHUNK_ELEMENTS", chunk)
+    seen = torch.zeros(3, 5, dtype=torch.int64)
+    blocks = list(conv._chunks(3, 5, 27))
+    for bs, hs in blocks:
+        seen[bs, hs] += 1
+        assert (bs.stop - bs.start) * (hs.stop - hs.start) <= max(1, conv.CHUNK_ELEMENTS // 27)
+    assert (seen == 1).all()
+    assert len(blocks) == {None: 1, 2 * 27: 9, 1: 15, 2 * 5 * 27: 2}[chunk]
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_fft_conv_gradient_of_one_input_only_with_skip(monkeypatch, which):
+    """Only the requested gradient (du, dk or dD) is computed, over several blocks."""
+    monkeypatch.setattr(conv, "CHUNK_ELEMENTS", 2 * 27)
+    torch.manual_seed(6)
+    inputs = [torch.randn(3, 13, 5, dtype=torch.float64), torch.randn(5, 13, dtype=torch.float64),
+              torch.randn(5, dtype=torch.float64)]
+    inputs[which] = inputs[which].clone().requires_grad_(True)
+    g = torch.randn(3, 13, 5, dtype=torch.float64)
+    got = torch.autograd.grad((fft_conv(*inputs[:2], D=inputs[2]) * g).sum(), inputs[which])[0]
+    want = torch.autograd.grad((conv_naive(*inputs[:2], D=inputs[2]) * g).sum(), inputs[which])[0]
+    torch.testing.assert_close(got, want, **F64)
+
+
 @pytest.mark.parametrize("which", [0, 1])
 def test_fft_conv_gradient_of_one_input_only(which):
     """The autograd Function keeps only the spectrum the requested gradient needs."""
@@ -78,10 +131,11 @@ def test_fast_fft_length_is_the_smallest_5_smooth_size():
 def test_conv_naive_is_the_written_sum():
     u = torch.randn(1, 5, 2, dtype=torch.float64)
     k, kb = torch.randn(2, 5, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
-    y = conv_naive(u, k, kb)
+    D = torch.randn(2, dtype=torch.float64)
+    y = conv_naive(u, k, kb, D=D)
     t, h = 2, 1
     want = sum(k[h, t - s] * u[0, s, h] for s in range(t + 1)) + sum(kb[h, s - t - 1] * u[0, s, h] for s in range(t + 1, 5))
-    torch.testing.assert_close(y[0, t, h], want, **F64)
+    torch.testing.assert_close(y[0, t, h], want + D[h] * u[0, t, h], **F64)
 
 
 def test_fft_conv_low_precision_input_keeps_dtype():
@@ -102,6 +156,10 @@ def test_fft_conv_bad_input():
         fft_conv(u[0], torch.randn(3, 8))
     with pytest.raises(ValueError, match="empty"):
         fft_conv(u[:, :0], torch.randn(3, 8))
+    for bad_D in (torch.randn(4), torch.randn(1, 3), [1.0, 2.0, 3.0]):
+        for op in (fft_conv, conv_naive):
+            with pytest.raises(ValueError, match=r"D must have shape \(channels,\)=\(3,\)"):
+                op(u, torch.randn(3, 8), D=bad_D)
 
 
 # --- Vandermonde -------------------------------------------------------------------------------------------

@@ -206,7 +206,7 @@ class S4(ChannelStateSSM):
         k = self._kernel(B, self._readout_stack())  # (1 or 2, H, L_k)
         if self.bidirectional:
             return self._two_sided(x, k, lengths)
-        y = fft_conv(x, k[0]) + x * self.D  # (b, l, H)
+        y = fft_conv(x, k[0], D=self.D)  # (b, l, H): K * u + D u
         if state is not None:  # + C A_bar^(t+1) h0 = kernel of B' = h0/dt + A h0 / 2
             h0 = state.to(lam.dtype)
             Ah0 = lam * h0 - torch.einsum("rhm,bhr->bhm", P, torch.einsum("rhn,bhn->bhr", _full(P).conj(), _full(h0)))

@@ -110,12 +110,12 @@ class ChannelStateSSM(SSMLayer):
     def _two_sided(self, x: torch.Tensor, k: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
         """Bidirectional output K * u + K2 (anti-causal, from lag 1) * u + D u: x (b, L, H), k (2, H, >= L) real.
         ``lengths`` (b,) zeroes the inputs past each sequence's end, so padding never flows backward."""
-        u = x
-        if lengths is not None:
-            valid = torch.arange(x.shape[1], device=x.device) < lengths.to(x.device)[:, None]  # (b, L)
-            u = x * valid[..., None]
         k = k.to(torch.promote_types(k.dtype, torch.float32))
-        return (fft_conv(u, k[0], k[1]) + x * self.D).to(x.dtype)  # (b, L, H)
+        if lengths is None:
+            return fft_conv(x, k[0], k[1], D=self.D).to(x.dtype)  # (b, L, H)
+        valid = torch.arange(x.shape[1], device=x.device) < lengths.to(x.device)[:, None]  # (b, L)
+        u = x * valid[..., None]  # (b, L, H)
+        return (fft_conv(u, k[0], k[1]) + x * self.D).to(x.dtype)  # the skip term reads the unmasked x
 
 
 class DiagonalConvSSM(ChannelStateSSM):
@@ -143,7 +143,7 @@ class DiagonalConvSSM(ChannelStateSSM):
         k = self._kernel(length, dtA, B_bar, C)  # (H, L) or (2, H, L)
         if self.bidirectional:
             return self._two_sided(x, k, lengths)
-        y = fft_conv(x, k.to(torch.promote_types(k.dtype, torch.float32))) + x * self.D  # (b, L, H)
+        y = fft_conv(x, k.to(torch.promote_types(k.dtype, torch.float32)), D=self.D)  # (b, L, H): K * u + D u
         if state is not None:  # + s Re(C A_bar^(t+1) h0)
             c0 = C * torch.exp(dtA) * state.to(C.dtype)  # (b, H, m)
             y = y + self.kernel_scale * vandermonde(c0, dtA, length).real.transpose(1, 2).to(y.dtype)

@@ -4,6 +4,7 @@ Per channel h, with a causal kernel k (H, Lk) (Lk >= L, only k[:, :L] is used) a
 anti-causal one k_bwd (H, Lk) for bidirectional layers:
 
     y[b, t, h] = sum_{s <= t} k[h, t - s] u[b, s, h]  +  sum_{s > t} k_bwd[h, s - t - 1] u[b, s, h]
+                 (+ D[h] u[b, t, h], the skip term of the SSM layers, when D (H,) is given)
 
 (the anti-causal part starts one step away so the diagonal is not counted twice, as in the
 bidirectional S4 of Gu et al. 2022, "Efficiently Modeling Long Sequences with Structured State
@@ -21,7 +22,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 
-def _check(u: torch.Tensor, k: torch.Tensor, k_bwd: Optional[torch.Tensor]) -> None:
+def _check(u: torch.Tensor, k: torch.Tensor, k_bwd: Optional[torch.Tensor], D: Optional[torch.Tensor]) -> None:
     if not isinstance(u, torch.Tensor) or u.dim() != 3:
         raise ValueError(f"u must have shape (batch, length, channels); got {getattr(u, 'shape', type(u))}")
     _, length, h = u.shape
@@ -36,6 +37,8 @@ def _check(u: torch.Tensor, k: torch.Tensor, k_bwd: Optional[torch.Tensor]) -> N
         if kern.shape[1] < length:
             raise ValueError(f"{name} has kernel length {kern.shape[1]}, shorter than the input length {length}; "
                              f"expected shape ({h}, Lk >= {length})")
+    if D is not None and (not isinstance(D, torch.Tensor) or D.shape != (h,)):
+        raise ValueError(f"D must have shape (channels,)=({h},); got {getattr(D, 'shape', type(D))}")
 
 
 def fast_fft_length(n: int) -> int:
@@ -54,47 +57,90 @@ def fast_fft_length(n: int) -> int:
     return best
 
 
-class _FFTConv(torch.autograd.Function):
-    """y[b, t, h] = sum_{s < L} k[h, (t - s) mod n] u[b, s, h] for t < L: a circular convolution of size n of
-    the zero-padded input with a circular kernel k (H, nk <= n), truncated to the first L outputs.
+CHUNK_ELEMENTS = 1 << 18  # padded lines of length n per FFT call: 1 MiB in float32 (~ L2), reused from the heap
 
-    Backward by the adjoints, also FFT products (one rfft and one irfft of size n per (b, h) line each way):
-        du[s] = sum_{t < L} g[t] k[(t - s) mod n]     = irfft(conj(K) G)[:L]
-        dk[j] = sum_b sum_{t < L} g[t] u[(t - j) mod n] = irfft(sum_b conj(U) G)[:nk]
-    The spectra U (B, H, n/2+1) (for dk) and K (H, n/2+1) (for du) are kept from the forward pass, so no
-    transform is recomputed, and autograd's generic rfft backward (a full-length complex FFT) is not used."""
+
+def _chunks(batch: int, channels: int, n: int):
+    """(batch slice, channel slice) blocks of the (B, H) lines, at most max(1, CHUNK_ELEMENTS // n) lines of
+    length n each: whole rows of H channels for several b when a row fits, else channel slices of one b."""
+    lines = max(1, CHUNK_ELEMENTS // n)
+    if lines >= channels:
+        rows = lines // channels
+        for b0 in range(0, batch, rows):
+            yield slice(b0, min(batch, b0 + rows)), slice(0, channels)
+        return
+    for b in range(batch):
+        for h0 in range(0, channels, lines):
+            yield slice(b, b + 1), slice(h0, min(channels, h0 + lines))
+
+
+class _FFTConv(torch.autograd.Function):
+    """y[b, t, h] = sum_{s < L} k[h, (t - s) mod n] u[b, s, h] + D[h] u[b, t, h] for t < L: a circular
+    convolution of size n of the zero-padded input with a circular kernel k (H, nk <= n), truncated to the
+    first L outputs, plus the skip term (D = None: no skip term).
+
+    Backward by the adjoints, also FFT products (G = rfft(g), U = rfft(u), K = rfft(k), size n):
+        du[s] = sum_{t < L} g[t] k[(t - s) mod n] + D g[s]   = irfft(conj(K) G)[:L] + D g
+        dk[j] = sum_b sum_{t < L} g[t] u[(t - j) mod n]      = irfft(sum_b conj(U) G)[:nk]
+        dD    = sum_b sum_t g[t] u[t]
+    Both passes run over blocks of (b, channel) lines (``_chunks``): every FFT buffer is at most about
+    CHUNK_ELEMENTS complex entries, reused by the allocator, instead of fresh (B, H, n) buffers whose first
+    touch (page faults) costs as much as the FFT itself on CPU. U is recomputed in the backward pass (one
+    more rfft per line) rather than kept: the saved state is u (B, L, H), K (H, n/2+1) and D."""
 
     @staticmethod
-    def forward(ctx, u: torch.Tensor, kern: torch.Tensor, n: int) -> torch.Tensor:
-        length = u.shape[1]
-        u_f = torch.fft.rfft(u.transpose(1, 2), n=n)  # (B, H, n/2+1)
+    def forward(ctx, u: torch.Tensor, kern: torch.Tensor, skip: Optional[torch.Tensor], n: int) -> torch.Tensor:
+        batch, length, channels = u.shape
         k_f = torch.fft.rfft(kern, n=n)  # (H, n/2+1): one transform of the kernel per call
-        y = torch.fft.irfft(u_f * k_f, n=n)[..., :length]  # (B, H, L)
-        ctx.n, ctx.length, ctx.klen = n, length, kern.shape[-1]
-        ctx.save_for_backward(u_f if ctx.needs_input_grad[1] else None, k_f if ctx.needs_input_grad[0] else None)
-        return y.transpose(1, 2)  # (B, L, H)
+        y = torch.empty_like(u, memory_format=torch.contiguous_format)  # (B, L, H)
+        for bs, hs in _chunks(batch, channels, n):
+            u_c = u[bs, :, hs].transpose(1, 2)  # (rows, lines, L)
+            y_c = torch.fft.irfft(torch.fft.rfft(u_c, n=n).mul_(k_f[hs]), n=n)[..., :length]  # (rows, lines, L)
+            if skip is not None:
+                y_c.addcmul_(u_c, skip[hs, None])
+            y[bs, :, hs] = y_c.transpose(1, 2)
+        ctx.n, ctx.klen = n, kern.shape[-1]
+        ctx.save_for_backward(u, k_f, skip)
+        return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y: torch.Tensor):
-        u_f, k_f = ctx.saved_tensors
+        u, k_f, skip = ctx.saved_tensors
         n = ctx.n
-        g_f = torch.fft.rfft(grad_y.transpose(1, 2), n=n)  # (B, H, n/2+1)
-        grad_k = None
-        if ctx.needs_input_grad[1]:
-            grad_k = torch.fft.irfft(torch.einsum("bhf,bhf->hf", u_f.conj(), g_f), n=n)[:, :ctx.klen]  # (H, nk)
-        grad_u = None
-        if ctx.needs_input_grad[0]:
-            grad_u = torch.fft.irfft(g_f.mul_(k_f.conj()), n=n)[..., :ctx.length].transpose(1, 2)  # (B, L, H)
-        return grad_u, grad_k, None
+        batch, length, channels = u.shape
+        need_u, need_k, need_d = ctx.needs_input_grad[:3]
+        grad_u = torch.empty_like(u, memory_format=torch.contiguous_format) if need_u else None  # (B, L, H)
+        acc = k_f.new_zeros(k_f.shape) if need_k else None  # (H, n/2+1): sum_b conj(U) G
+        grad_d = u.new_zeros(channels) if need_d else None  # (H,)
+        k_conj = k_f.conj() if need_u else None  # (H, n/2+1)
+        for bs, hs in _chunks(batch, channels, n):
+            g_c = grad_y[bs, :, hs].transpose(1, 2)  # (rows, lines, L)
+            u_c = u[bs, :, hs].transpose(1, 2)  # (rows, lines, L)
+            if need_d:
+                grad_d[hs] += (g_c * u_c).sum((0, 2))
+            if not (need_u or need_k):
+                continue
+            g_f = torch.fft.rfft(g_c, n=n)  # (rows, lines, n/2+1)
+            if need_k:
+                acc[hs] += torch.fft.rfft(u_c, n=n).conj_physical_().mul_(g_f).sum(0)
+            if need_u:
+                gu_c = torch.fft.irfft(g_f.mul_(k_conj[hs]), n=n)[..., :length]  # (rows, lines, L)
+                if skip is not None:
+                    gu_c.addcmul_(g_c, skip[hs, None])
+                grad_u[bs, :, hs] = gu_c.transpose(1, 2)
+        grad_k = torch.fft.irfft(acc, n=n)[:, :ctx.klen] if need_k else None  # (H, nk)
+        return grad_u, grad_k, grad_d, None
 
 
-def fft_conv(u: torch.Tensor, k: torch.Tensor, k_bwd: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """u (B, L, H), k (H, Lk >= L), k_bwd (H, Lk >= L) or None -> y (B, L, H) (see module docstring).
+def fft_conv(u: torch.Tensor, k: torch.Tensor, k_bwd: Optional[torch.Tensor] = None,
+             D: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """u (B, L, H), k (H, Lk >= L), k_bwd (H, Lk >= L) or None, D (H,) or None -> y (B, L, H) (see module
+    docstring), plus the skip term D u when D is given (added blockwise, no extra pass over (B, L, H)).
 
     FFT size n = :func:`fast_fft_length` (2L) >= 2L: the causal taps sit at 0..L-1 of the circular kernel and
     anti-causal tap j at n-1-j, so the causal part never wraps around (n >= 2L - 1) and the two never overlap."""
-    _check(u, k, k_bwd)
+    _check(u, k, k_bwd, D)
     length = u.shape[1]
     out_dtype = u.dtype
     work = torch.promote_types(u.dtype, torch.float32)
@@ -103,12 +149,14 @@ def fft_conv(u: torch.Tensor, k: torch.Tensor, k_bwd: Optional[torch.Tensor] = N
     if k_bwd is not None:
         gap = kern.new_zeros(kern.shape[0], n - 2 * length)
         kern = torch.cat([kern, gap, k_bwd[:, :length].to(work).flip(-1)], dim=-1)  # (H, n)
-    return _FFTConv.apply(u.to(work), kern, n).to(out_dtype)
+    skip = None if D is None else D.to(work)
+    return _FFTConv.apply(u.to(work), kern, skip, n).to(out_dtype)
 
 
-def conv_naive(u: torch.Tensor, k: torch.Tensor, k_bwd: Optional[torch.Tensor] = None) -> torch.Tensor:
+def conv_naive(u: torch.Tensor, k: torch.Tensor, k_bwd: Optional[torch.Tensor] = None,
+               D: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Reference for :func:`fft_conv` (same signature): an explicit (H, L, L) Toeplitz matrix product."""
-    _check(u, k, k_bwd)
+    _check(u, k, k_bwd, D)
     length = u.shape[1]
     t = torch.arange(length, device=u.device)
     diff = t[:, None] - t[None, :]  # (L, L): t - s
@@ -116,4 +164,5 @@ def conv_naive(u: torch.Tensor, k: torch.Tensor, k_bwd: Optional[torch.Tensor] =
     if k_bwd is not None:
         T = T + torch.where(diff < 0, k_bwd[:, (-diff - 1).clamp(min=0)],
                             torch.zeros((), dtype=k.dtype, device=k.device))
-    return torch.einsum("hts,bsh->bth", T.to(u.dtype), u)
+    y = torch.einsum("hts,bsh->bth", T.to(u.dtype), u)  # (B, L, H)
+    return y if D is None else y + u * D
