@@ -7,7 +7,7 @@ import torch
 from torchssm.ops import conv
 from torchssm.ops.cauchy import cauchy, cauchy_naive
 from torchssm.ops.conv import conv_naive, fast_fft_length, fft_conv
-from torchssm.ops.vandermonde import (vandermonde, vandermonde_naive, vandermonde_transpose,
+from torchssm.ops.vandermonde import (_split, vandermonde, vandermonde_naive, vandermonde_transpose,
                                       vandermonde_transpose_naive)
 from torchssm.testing import assert_values_and_grads_close
 
@@ -163,28 +163,86 @@ def test_fft_conv_bad_input():
 
 
 # --- Vandermonde -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("max_elements", [1 << 22, 7])  # one chunk, and many chunks (checkpointed)
-def test_vandermonde_matches_naive(max_elements):
-    torch.manual_seed(2)
-    c, log_z = _cplx(2, 3, 4), torch.complex(-torch.rand(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64))
-    _assert_same(lambda c, z: vandermonde(c, z, 11, max_elements=max_elements),
-                 lambda c, z: vandermonde_naive(c, z, 11), [c, log_z])
+def _log_z(*shape):
+    return torch.complex(-torch.rand(*shape, dtype=torch.float64), torch.randn(*shape, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("max_elements", [1 << 22, 5])
-def test_vandermonde_transpose_matches_naive(max_elements):
-    torch.manual_seed(3)
-    u = torch.randn(2, 3, 10, dtype=torch.float64)
-    log_z = torch.complex(-torch.rand(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64))
-    _assert_same(lambda u, z: vandermonde_transpose(u, z, max_elements=max_elements),
-                 vandermonde_transpose_naive, [u, log_z])
+LENGTHS = [1, 2, 3, 11, 16, 17, 50]  # 11, 17, 50: not squares, a partial last block; 1, 2: a single block
+
+
+def test_split_blocks_cover_the_length():
+    """z^(qT + r) for q < Q, r < T covers 0..L-1 with no whole block to spare, T = ceil(sqrt(L))."""
+    for length in range(1, 2000):
+        T, Q = _split(length)
+        assert (T - 1) ** 2 < length <= T**2 and T * Q >= length > T * (Q - 1), length
+    assert _split(11) == (4, 3) and _split(16384) == (128, 128)
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+def test_vandermonde_matches_naive(length):
+    torch.manual_seed(length)
+    c, log_z = _cplx(2, 3, 4), _log_z(3, 4)  # c broadcasts over log_z's leading dimension
+    _assert_same(lambda c, z: vandermonde(c, z, length), lambda c, z: vandermonde_naive(c, z, length), [c, log_z])
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+def test_vandermonde_transpose_matches_naive(length):
+    torch.manual_seed(100 + length)
+    u, log_z = torch.randn(2, 3, length, dtype=torch.float64), _log_z(3, 4)
+    _assert_same(vandermonde_transpose, vandermonde_transpose_naive, [u, log_z])
+    w = _cplx(3, length)  # complex input, the same leading shape as log_z
+    _assert_same(vandermonde_transpose, vandermonde_transpose_naive, [w, log_z])
 
 
 def test_vandermonde_is_the_power_sum():
     c, log_z = _cplx(3), torch.tensor([-0.1 + 0.5j, -0.2 + 0.0j, -0.01 - 2j], dtype=torch.complex128)
     z = torch.exp(log_z)
-    got = vandermonde(c, log_z, 6, max_elements=2)
+    got = vandermonde(c, log_z, 6)
     torch.testing.assert_close(got, torch.stack([(c * z**l).sum() for l in range(6)]), **F64)
+
+
+# |z| close to 1, several phases up to ~pi: the hardest case for long kernels
+LONG_LOG_Z = torch.complex(torch.tensor([-1e-5, -1e-4, -1e-3, -3e-4], dtype=torch.float64),
+                           torch.tensor([1e-3, 0.7, 2.0, 3.1], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.complex128, torch.complex64])
+def test_vandermonde_long_length_accuracy(dtype):
+    """L = 16384 against exp(l log z) in float64 from the same (rounded) inputs. Both round the phase
+    l Im(log z) once per factor, so per output l
+        |fast_l - ref_l| <= eps (l |log z|_max + T + Q) sum_n |c_n| |z_n|^l     (eps of dtype's real part;
+    the phase term dominates: about 1e-4 relative in float32, 2e-13 in float64, as exp(l log z) itself)."""
+    torch.manual_seed(7)
+    length, eps = 16384, torch.finfo(dtype.to_real()).eps
+    log_z, c = LONG_LOG_Z.to(dtype), _cplx(4).to(dtype)
+    z64, c64 = log_z.to(torch.complex128), c.to(torch.complex128)
+    l = torch.arange(length, dtype=torch.float64)
+    powers = torch.exp(z64[:, None] * l)  # (n, L): direct exp(l log z)
+    ref = (c64[:, None] * powers).sum(0)  # (L,)
+    got = vandermonde(c, log_z, length)
+    assert got.dtype == dtype
+    T, Q = _split(length)
+    bound = eps * ((c64.abs()[:, None] * powers.abs()) * (l * z64.abs().max() + T + Q)).sum(0)  # (L,)
+    assert ((got.to(torch.complex128) - ref).abs() <= bound).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_vandermonde_transpose_long_length_accuracy(dtype):
+    """The same bound for sum_l u_l z_n^l at L = 16384:
+        |fast_n - ref_n| <= eps sum_l |u_l| |z_n|^l (l |log z|_max + T + Q)."""
+    torch.manual_seed(8)
+    length, eps = 16384, torch.finfo(dtype).eps
+    cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    u, log_z = torch.randn(2, length, dtype=dtype), LONG_LOG_Z.to(cdtype)
+    z64, u64 = log_z.to(torch.complex128), u.to(torch.float64)
+    l = torch.arange(length, dtype=torch.float64)
+    powers = torch.exp(z64[:, None] * l)  # (n, L)
+    ref = (u64[:, None, :] * powers).sum(-1)  # (2, n)
+    got = vandermonde_transpose(u, log_z)
+    assert got.dtype == cdtype
+    T, Q = _split(length)
+    bound = eps * (u64.abs()[:, None, :] * powers.abs() * (l * z64.abs().max() + T + Q)).sum(-1)  # (2, n)
+    assert ((got.to(torch.complex128) - ref).abs() <= bound).all()
 
 
 def test_vandermonde_bad_input():
@@ -192,6 +250,9 @@ def test_vandermonde_bad_input():
         vandermonde(_cplx(3), _cplx(4), 5)
     with pytest.raises(ValueError, match="length"):
         vandermonde(_cplx(4), _cplx(4), 0)
+    for op in (vandermonde_transpose, vandermonde_transpose_naive):
+        with pytest.raises(ValueError, match=r"L >= 1"):
+            op(torch.randn(3, 0), _cplx(4))
 
 
 # --- Cauchy --------------------------------------------------------------------------------------------------
