@@ -206,6 +206,19 @@ def test_length_one_and_dispatch():
     torch.testing.assert_close(selective_scan(**args, backend="auto"), y_n)
 
 
+def test_auto_is_fused_cpu_in_float32_and_chunked_in_float64():
+    args, rst = _inputs(b=2, l=40, d=8, reset=True)
+    for dtype, want in ((torch.float32, "cpu"), (torch.float64, "chunked")):
+        a = {k: v.detach().to(dtype) for k, v in args.items()}
+        out = {be: selective_scan(**a, delta_softplus=True, reset=rst, chunk_size=16, backend=be)
+               for be in ("auto", "cpu", "chunked")}
+        assert not torch.equal(out["cpu"], out["chunked"])  # the two backends round differently
+        assert torch.equal(out["auto"], out[want]), dtype
+    a = {k: v.detach().float() for k, v in args.items()}
+    a["A"] = a["A"].double()  # any float64 input makes the compute dtype float64: chunked
+    torch.testing.assert_close(selective_scan(**a), selective_scan(**a, backend="chunked"), rtol=0, atol=0)
+
+
 def test_continuation_with_final_state():
     args, _ = _inputs(l=12)
     full, hf = selective_scan_chunked(**args, return_final_state=True)
