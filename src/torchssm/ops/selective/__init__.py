@@ -4,7 +4,7 @@
     "naive"          the reference loop (:func:`selective_scan_naive`);
     "cpu"            the fused numba kernel (:func:`torchssm.ops.selective.cpu.selective_scan_cpu`):
                      float32 vectorised with polynomial exp/softplus, states checkpointed per chunk
-                     (1/6 of the chunked op's autograd memory in float32); in float32 1.7-1.9x faster
+                     (1/6 of the chunked op's autograd memory in float32); in float32 1.4-2.3x faster
                      than "chunked" forward+backward, in float64 (libm exp) 1.2-1.3x slower;
     "gpu"            the fused Triton kernels (:func:`torchssm.ops.selective.gpu.selective_scan_gpu`);
     "chunked"        :func:`selective_scan_chunked` (its inner diagonal scan is ``linear_scan`` "auto");
