@@ -23,6 +23,7 @@ _LAYERS: Dict[str, Tuple[str, str]] = {
     "mamba2": ("torchssm.layers.mamba2", "Mamba2"),
     "hydra": ("torchssm.layers.hydra", "Hydra"),
     "transformer": ("torchssm.layers.attention", "SelfAttention"),
+    "hiss": ("torchssm.timeseries.hiss", "HiSSLayer"),  # two-level (chunk / sequence) HiSS layer
 }
 
 
