@@ -24,6 +24,10 @@ _LAYERS: Dict[str, Tuple[str, str]] = {
     "hydra": ("torchssm.layers.hydra", "Hydra"),
     "transformer": ("torchssm.layers.attention", "SelfAttention"),
     "hiss": ("torchssm.timeseries.hiss", "HiSSLayer"),  # two-level (chunk / sequence) HiSS layer
+    # 2-D mixers over raster-ordered H x W grids (grid=(H, W)); docs/vision.md
+    "cross_scan": ("torchssm.vision.cross_scan", "CrossScan2D"),
+    "spatial_mamba": ("torchssm.vision.spatial_mamba", "SpatialMamba"),
+    "s4nd": ("torchssm.vision.s4nd", "S4ND"),
 }
 
 
