@@ -47,6 +47,23 @@ def test_ts_malformed_lines(tmp_path, row, match):
     assert f"Bad_TRAIN.ts:8" in str(err.value)
 
 
+def test_ts_equal_length_file_rejects_a_truncated_case(tmp_path):
+    header = "@problemName Eq\n@univariate true\n@equalLength {eq}\n{length}@classLabel true a b\n@data\n"
+    path = tmp_path / "Eq_TRAIN.ts"
+    path.write_text(header.format(eq="true", length="") + "1,2,3,4:a\n1,2,3:b\n")
+    with pytest.raises(DataFormatError, match="@equalLength true but this case has 3 values") as err:
+        read_ts(path)
+    assert f"{path}:7:" in str(err.value)
+    path.write_text(header.format(eq="true", length="@seriesLength 4\n") + "1,2,3:a\n")
+    with pytest.raises(DataFormatError, match=f"{path}:7: .* @seriesLength 4"):
+        read_ts(path)
+    path.write_text(header.format(eq="false", length="") + "1,2,3,4:a\n1,2,3:b\n")  # unequal is fine here
+    assert [s.shape[0] for s in read_ts(path)[0]] == [4, 3]
+    path.write_bytes(header.format(eq="true", length="").encode() + b"1,2:a\n1,\xff:b\n")
+    with pytest.raises(DataFormatError, match=f"{path}:7: invalid UTF-8"):
+        read_ts(path)
+
+
 def test_ucr_missing_message(tmp_path):
     with pytest.raises(FileNotFoundError, match="timeseriesclassification.com"):
         build_task("ucr", data_dir=tmp_path, dataset="NoSuchSet")

@@ -28,6 +28,8 @@ class TaskInfo:
     length: (max) sequence length. kind: "classification" (one label per sequence), "seq2seq"
     (one label per step), "lm" (next-token), "regression". input_kind: "real" or "tokens".
     paired: two sequences per example (LRA Retrieval). ignore_index: target value to skip.
+    source: where the examples came from, for tasks that can be read or generated: "release" (the
+    official files) or "generated" (written by torchssm's generator); "" where there is no choice.
     """
 
     name: str
@@ -39,6 +41,7 @@ class TaskInfo:
     paired: bool = False
     ignore_index: int = -100
     citation: str = ""
+    source: str = ""
 
 
 @dataclass
@@ -68,6 +71,7 @@ _TASK_MODULES: Dict[str, str] = {
     "pathx": "torchssm.data.lra.pathfinder",
     "digits": "torchssm.data.digits",
     "ucr": "torchssm.data.timeseries",
+    "imu": "torchssm.timeseries.imu",
 }
 _BUILDERS: Dict[str, Callable[..., TaskData]] = {}
 _DESCRIPTIONS: Dict[str, str] = {}

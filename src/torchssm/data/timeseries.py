@@ -13,8 +13,10 @@ package's installed file list, without importing the package, and parsed here: n
 is a dependency of torchssm.
 
 Examples: {"inputs": (L, channels) float32, "targets": () long, "lengths": () long}; series of
-unequal length are right-padded with zeros. Missing values become 0. ``standardize`` (default)
-subtracts the training mean and divides by the training std of each channel.
+unequal length are right-padded with zeros; in a file that declares ``@equalLength true`` a case
+of another length (a truncated row) is an error naming file and line. Missing values become 0.
+``standardize`` (default) subtracts the training mean and divides by the training std of each
+channel.
 """
 
 from __future__ import annotations
@@ -38,14 +40,26 @@ def read_ts(path) -> Tuple[List[torch.Tensor], List[str], List[str]]:
     """Parse a ``.ts`` file: series [(l_i, channels) float32], labels [str], class names from the header."""
     path = Path(path)
     series, labels, classes, in_data = [], [], None, False
-    with open(path, "r", encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            line = raw.strip()
+    equal_length, series_length = False, None  # from @equalLength / @seriesLength
+    with open(path, "rb") as f:
+        for lineno, raw_bytes in enumerate(f, start=1):
+            try:
+                line = raw_bytes.decode("utf-8").strip()
+            except UnicodeDecodeError as err:
+                raise DataFormatError(f"{path}:{lineno}: invalid UTF-8 at byte {err.start} of the line") from None
             if not line or line.startswith("#"):
                 continue
             if not in_data:
                 low = line.lower()
-                if low.startswith("@classlabel"):
+                if low.startswith("@equallength"):
+                    equal_length = low.split()[1:2] == ["true"]
+                elif low.startswith("@serieslength"):
+                    try:
+                        series_length = int(line.split()[1])
+                    except (IndexError, ValueError):
+                        raise DataFormatError(f"{path}:{lineno}: expected '@seriesLength <integer>', "
+                                              f"got {line[:60]!r}") from None
+                elif low.startswith("@classlabel"):
                     parts = line.split()
                     if len(parts) < 2 or parts[1].lower() != "true":
                         raise DataFormatError(f"{path}:{lineno}: only labelled (@classLabel true ...) files "
@@ -67,6 +81,12 @@ def read_ts(path) -> Tuple[List[torch.Tensor], List[str], List[str]]:
                 raise DataFormatError(f"{path}:{lineno}: bad value ({err})") from None
             if len({len(c) for c in chans}) != 1:
                 raise DataFormatError(f"{path}:{lineno}: channels of one case must have the same length")
+            if equal_length:  # a truncated (or overlong) case would otherwise be zero-padded silently
+                expected = series_length if series_length is not None else (len(series[0]) if series else None)
+                if expected is not None and len(chans[0]) != expected:
+                    what = "@seriesLength" if series_length is not None else "the first case"
+                    raise DataFormatError(f"{path}:{lineno}: the file declares @equalLength true but this case has "
+                                          f"{len(chans[0])} values per channel, {what} {expected}")
             series.append(torch.tensor(chans, dtype=torch.float32).T.contiguous())  # (l, channels)
             labels.append(label)
     if not series:

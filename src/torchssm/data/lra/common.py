@@ -32,13 +32,37 @@ def candidate_dirs(data_dir, names: Sequence[str]) -> List[Path]:
     return [base / name for base in bases for name in names]
 
 
+GENERATED_MARKER = "torchssm-generated.json"  # written into every folder a torchssm generator fills
+
+
+def mark_generated(folder, **settings) -> None:
+    """Mark ``folder`` as written by a torchssm generator (the file records ``settings``)."""
+    import json
+
+    from torchssm.fileio import atomic_write
+
+    text = json.dumps({"generator": "torchssm", **settings}, sort_keys=True) + "\n"
+    atomic_write(Path(folder) / GENERATED_MARKER, lambda tmp: Path(tmp).write_text(text))
+
+
+def is_generated(folder) -> bool:
+    """True for a folder written by a torchssm generator (it holds :data:`GENERATED_MARKER`)."""
+    return (Path(folder) / GENERATED_MARKER).exists()
+
+
+def data_source(folder) -> str:
+    """``"generated"`` or ``"release"``: the value of ``TaskInfo.source`` for data read from ``folder``."""
+    return "generated" if is_generated(folder) else "release"
+
+
 def find_dir(data_dir, names: Sequence[str], required: Sequence[str], what: str, how: str) -> Path:
-    """The first candidate folder holding every path in ``required``; else a FileNotFoundError saying
-    what to download from where and where to put it."""
+    """The first candidate folder holding every path in ``required``, official releases before
+    generated folders (:func:`is_generated`); else a FileNotFoundError saying what to download from
+    where and where to put it."""
     cands = candidate_dirs(data_dir, names)
-    for d in cands:
-        if all((d / r).exists() for r in required):
-            return d
+    found = [d for d in cands if all((d / r).exists() for r in required)]
+    if found:
+        return sorted(found, key=is_generated)[0]  # stable: a release first, then the search order
     root = resolve_data_dir(data_dir)
     raise FileNotFoundError(
         f"{what} not found: looked for {', '.join(required)} in {', '.join(str(c) for c in cands[:len(names)])} "
@@ -53,13 +77,19 @@ def lra_download_hint(folder: str) -> str:
 
 
 def read_tsv(path: Path, n_fields: int, header: Optional[Sequence[str]] = None) -> Iterator[Tuple[int, List[str]]]:
-    """Yield (line number, fields) of a tab-separated file with exactly ``n_fields`` fields per line.
+    """Yield (line number, fields) of a tab-separated UTF-8 file with exactly ``n_fields`` fields per line.
 
-    No quoting (as the LRA pipelines read them, ``use_quote_delim=False``); a trailing ``\\r`` is
-    dropped. A wrong header or field count raises :class:`DataFormatError` naming file and line.
+    Lines end at ``\\n`` (a trailing ``\\r`` is dropped), no quoting (as the LRA pipelines read
+    them, ``use_quote_delim=False``). A wrong header, a wrong field count or bytes that are not
+    UTF-8 raise :class:`DataFormatError` naming file and line.
     """
-    with open(path, "r", encoding="utf-8", newline="") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataFormatError(f"{path}:{lineno}: invalid UTF-8 at byte {err.start} of the line "
+                                      f"({raw[max(0, err.start - 10):err.start + 10]!r})") from None
             line = line.rstrip("\n").rstrip("\r")
             fields = line.split("\t")
             if lineno == 1 and header is not None:

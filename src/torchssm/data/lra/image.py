@@ -8,7 +8,13 @@ order (row by row): step s = 32 * row + col.
 
 - ``image`` (LRA Image, Tay et al. 2021, Sec. 3.4): grey = 0.2989 R + 0.5870 G + 0.1140 B (as
   ``tf.image.rgb_to_grayscale`` in the LRA pipeline and torchvision's Grayscale), (1024, 1).
-  ``tokens=True`` gives LRA's original integer pixels 0..255 (input_kind "tokens", vocab 256).
+  ``tokens=True`` gives LRA's integer pixels 0..255 (input_kind "tokens", vocab 256) exactly as
+  LRA computes them (``lra_benchmarks/image/input_pipeline.py``:
+  ``tf.cast(tf.image.rgb_to_grayscale(x['image']), tf.int32)``): TensorFlow converts the uint8
+  image to float32 (x * (1/255)), takes the weighted sum, and converts back to uint8 with
+  ``convert_image_dtype``, which multiplies by 255.5 and casts - a truncation, so the token is
+  floor(g * 255.5 / 255) for the grey value g in 0..255, not round(g) (they differ on about a
+  quarter of the pixels). See :func:`lra_grey_tokens`.
 - ``scifar`` (sequential CIFAR, the task of the LRU's 89.0 in the LRU article's table): (1024, 3).
 
 Normalisation (state-spaces/s4 ``src/dataloaders/basic.py``): grey (x/255 - 122.6/255) / (61.0/255);
@@ -64,13 +70,25 @@ def _load(data_dir):
     return folder, train, read_cifar_batch(folder / "test_batch")
 
 
+def lra_grey_tokens(pixels: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 RGB -> (...) int64 grey tokens, as ``tf.image.rgb_to_grayscale`` on uint8.
+
+    TensorFlow ``image_ops_impl.py``: ``convert_image_dtype`` uint8 -> float32 is cast * (1/255);
+    ``rgb_to_grayscale`` is a tensordot with (0.2989, 0.5870, 0.1140) in float32; float32 -> uint8
+    multiplies by ``dtype.max + 0.5`` = 255.5 and casts (truncation toward zero).
+    """
+    flt = pixels.astype(np.float32) * np.float32(1.0 / 255.0)  # (..., 3)
+    grey = flt @ np.asarray(GREY_WEIGHTS, dtype=np.float32)  # (...,) float32 in [0, 1]
+    return (grey * np.float32(255.5)).astype(np.int64)
+
+
 def to_sequences(pixels: np.ndarray, grey: bool, tokens: bool = False, normalize: bool = True) -> torch.Tensor:
     """(n, 1024, 3) uint8 -> (n, 1024) long tokens, or (n, 1024, 1|3) float32."""
+    if grey and tokens:
+        return torch.from_numpy(lra_grey_tokens(pixels))  # (n, 1024)
     x = torch.from_numpy(pixels).float()  # (n, 1024, 3) in 0..255
     if grey:
         x = x @ torch.tensor(GREY_WEIGHTS)[:, None]  # (n, 1024, 1)
-        if tokens:
-            return x[..., 0].round().clamp(0, 255).long()  # (n, 1024)
         return (x / 255.0 - GREY_MEAN) / GREY_STD if normalize else x / 255.0
     x = x / 255.0
     return (x - torch.tensor(RGB_MEAN)) / torch.tensor(RGB_STD) if normalize else x

@@ -4,7 +4,8 @@ The task (Nangia & Bowman 2018; LRA version, Tay et al. 2021, Sec. 3.1): evaluat
 expression of the operators MIN, MAX, MED (median, truncated to an integer) and SM (sum mod 10)
 over the digits 0-9; 10 classes. The LRA generator (google-research/long-range-arena,
 ``lra_benchmarks/data/listops.py``) draws a tree recursively: below ``max_depth`` = 10 a node is a
-value with probability 0.25 (always at the maximum depth), else an operator drawn uniformly with
+value (leaf) with probability 0.75 - it draws r = random() and makes a leaf when r > ``VALUE_P`` =
+0.25 - and always at the maximum depth; otherwise an operator drawn uniformly with
 2..``max_args`` = 10 arguments; it keeps trees whose length - counted over values, operators and
 closing ``]`` but not the ``( )`` wrappers - is strictly between 500 and 2000, and serialises
 them left-leaning::
@@ -30,20 +31,21 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import random
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from torchssm.data.lra.common import (LRA_CITATION, DataFormatError, find_dir, imap_ordered, lra_download_hint,
-                                      pad_rows, parse_label, read_tsv)
+from torchssm.data.lra.common import (LRA_CITATION, DataFormatError, data_source, find_dir, imap_ordered,
+                                      lra_download_hint, mark_generated, pad_rows, parse_label, read_tsv)
 from torchssm.data.loaders import TensorDictDataset, resolve_data_dir
 from torchssm.data.registry import TaskData, TaskInfo, register_task
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
-VALUE_P = 0.25  # probability of a leaf below max_depth (LRA listops.py VALUE_P)
+VALUE_P = 0.25  # LRA listops.py VALUE_P: a node is a leaf when random() > VALUE_P, i.e. with probability 0.75
 # LRA listops.py flags: num_train_samples, num_valid_samples, num_test_samples, max_depth, max_args,
 # min_length, max_length.
 LRA_DEFAULTS = {"num_train": 96000, "num_val": 2000, "num_test": 2000, "max_depth": 10, "max_args": 10,
@@ -52,6 +54,7 @@ VOCAB = ["<pad>"] + [str(v) for v in range(10)] + list(OPERATORS) + [END]  # ids
 TOKEN_ID = {tok: i for i, tok in enumerate(VOCAB)}
 SEQ_LENGTH = 2000  # LRA ListOps max_length
 CHUNK = 200  # candidate trees per chunk
+logger = logging.getLogger(__name__)
 
 
 class _TooLong(Exception):
@@ -166,21 +169,24 @@ def write_tsv(examples: List[Tuple[str, int]], path: Path) -> None:
 
 
 def generated_dir(data_dir, seed: int, options: dict) -> Path:
-    """``listops-1000`` for the LRA settings and seed 0, else ``listops-gen-<hash>``."""
+    """``listops-gen-seed<seed>`` for the LRA settings, else ``listops-gen-<hash>``: never the
+    release's own folder name, so a generated set cannot pass for the release."""
     opts = {**LRA_DEFAULTS, **{k: int(v) for k, v in options.items()}}
-    if opts == LRA_DEFAULTS and seed == 0:
-        return resolve_data_dir(data_dir) / "listops-1000"
+    if opts == LRA_DEFAULTS:
+        return resolve_data_dir(data_dir) / f"listops-gen-seed{seed}"
     key = hashlib.sha256(json.dumps({"seed": seed, **opts}, sort_keys=True).encode()).hexdigest()[:10]
     return resolve_data_dir(data_dir) / f"listops-gen-{key}"
 
 
 def write_listops(out_dir, seed: int = 0, num_workers: Optional[int] = None, progress: bool = True,
                   **options) -> Path:
-    """Generate and write ``basic_{train,val,test}.tsv`` into ``out_dir``; returns the folder."""
+    """Generate and write ``basic_{train,val,test}.tsv`` into ``out_dir`` (marked as generated,
+    :func:`~torchssm.data.lra.common.mark_generated`); returns the folder."""
     out_dir = Path(out_dir)
     splits = generate_listops(seed=seed, num_workers=num_workers, progress=progress, **options)
     for name, examples in splits.items():
         write_tsv(examples, out_dir / f"basic_{name}.tsv")
+    mark_generated(out_dir, task="listops", seed=seed, **{**LRA_DEFAULTS, **options})
     return out_dir
 
 
@@ -218,10 +224,12 @@ def build(data_dir=None, seed: int = 0, generate: bool = False, num_workers: Opt
           max_length: int = SEQ_LENGTH, limit: Optional[int] = None, **generator_options) -> TaskData:
     """LRA ListOps from ``basic_{train,val,test}.tsv``.
 
-    With ``generate=True`` missing files are generated (seeded by ``seed``) into
-    ``<data root>/listops-1000`` (LRA settings) or ``listops-gen-<hash>`` (other
+    The official release (``listops-1000`` under the data root or its ``lra_release/``) is
+    preferred; without it, with ``generate=True``, the files are generated (seeded by ``seed``) into
+    ``<data root>/listops-gen-seed<seed>`` (LRA settings) or ``listops-gen-<hash>`` (other
     ``generator_options``: num_train, num_val, num_test, max_depth, max_args, min_length,
-    max_length_expr). ``max_length`` is the padded sequence length; ``limit`` caps each split.
+    max_length_expr). ``info.source`` says which was read ("release" or "generated"), and so does
+    an INFO log line. ``max_length`` is the padded sequence length; ``limit`` caps each split.
     """
     gen_opts = {("max_length" if k == "max_length_expr" else k): v for k, v in generator_options.items()}
     unknown = set(gen_opts) - set(LRA_DEFAULTS)
@@ -232,7 +240,9 @@ def build(data_dir=None, seed: int = 0, generate: bool = False, num_workers: Opt
     try:
         if gen_opts:
             raise FileNotFoundError  # non-LRA generator settings: only the generated folder fits
-        folder = find_dir(data_dir, ["listops-1000", "listops"], required, "LRA ListOps", hint)
+        # the release first (find_dir puts generated folders last), then a generated LRA-sized set
+        folder = find_dir(data_dir, ["listops-1000", "listops", generated_dir(data_dir, seed, {}).name], required,
+                          "LRA ListOps", hint)
     except FileNotFoundError as err:
         folder = generated_dir(data_dir, seed, gen_opts)
         if not all((folder / r).exists() for r in required):
@@ -240,10 +250,12 @@ def build(data_dir=None, seed: int = 0, generate: bool = False, num_workers: Opt
                 raise FileNotFoundError(str(err) if str(err) else
                                         f"generated ListOps files not found in {folder}; pass generate=True") from None
             write_listops(folder, seed=seed, num_workers=num_workers, **gen_opts)
+    source = data_source(folder)
+    logger.info("ListOps: reading the %s files in %s", source, folder)
     splits = {s: read_listops_tsv(folder / f"basic_{s}.tsv", max_length) for s in ("train", "val", "test")}
     if limit is not None:
         splits = {s: d.subset(slice(0, int(limit))) for s, d in splits.items()}
     info = TaskInfo(name="listops", d_input=len(VOCAB), d_output=10, length=max_length, kind="classification",
-                    input_kind="tokens", citation=LRA_CITATION + "; Nangia & Bowman 2018, ListOps")
+                    input_kind="tokens", citation=LRA_CITATION + "; Nangia & Bowman 2018, ListOps", source=source)
     return TaskData(info=info, train=splits["train"], val=splits["val"], test=splits["test"],
                     extra={"folder": str(folder)})
