@@ -159,8 +159,7 @@ class HiSSLayer(SSMLayer):
         self._low_tuple = isinstance(self.low.init_state(1, device="meta"), tuple)
         self._high_tuple = isinstance(self.high.init_state(1, device="meta"), tuple)
         self._n_low = len(self.low.init_state(1, device="meta")) if self._low_tuple else 1
-        self.optim_overrides = {f"{lvl}.{k}": v for lvl, layer in (("low", self.low), ("high", self.high))
-                                for k, v in layer.optim_overrides.items()}
+        # the two levels keep their own optim_overrides (read per module by torchssm.train.optim)
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, chunk={self.chunk}, tail={self.tail!r}"

@@ -1,0 +1,92 @@
+"""HiSS vs flat sequence models on the simulated inertial-odometry task (:mod:`torchssm.timeseries.imu`), as
+in HiSS's Table 2 protocol (Bhirangi et al. 2024, Sec. 5): every model predicts the velocity at the end of
+each chunk of k steps (HiSS natively; flat models read their output at steps k-1, 2k-1, ...), all at the same
+parameter budget and with the same number of tuned configurations (learning rates), the best one chosen
+on the validation set and reported on the test set: MSE (m^2/s^2) and CPU speed.
+
+    torchssm timeseries imu --budget 20000 --steps 300 --lrs 1e-3,3e-3
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+
+from torchssm.fileio import atomic_write
+from torchssm.timeseries.fit import (
+    build_sequence_model,
+    count_parameters,
+    evaluate_loss,
+    fit_regression,
+    inference_cpu_seconds,
+    width_for_budget,
+)
+from torchssm.timeseries.imu import IMUConfig, imu_dataset
+
+DEFAULT_MODELS = ("hiss:lru/lru", "hiss:s5/s5", "flat:lru", "flat:s5", "flat:mamba", "lstm", "flat:transformer")
+
+
+def chunk_end_loss(chunk: int) -> callable:
+    """MSE between the per-chunk predictions and the targets at the chunk ends (steps k-1, 2k-1, ...)."""
+
+    def loss_of(model, batch):
+        targets = batch["targets"][:, chunk - 1:: chunk]  # (b, L/k, 3)
+        out = model(batch["inputs"])
+        if out.shape[1] != targets.shape[1]:  # a per-step model: read it at the chunk ends
+            out = out[:, chunk - 1:: chunk]
+        return torch.nn.functional.mse_loss(out, targets)
+
+    return loss_of
+
+
+def run(models=DEFAULT_MODELS, *, budget: int = 20000, steps: int = 300, lrs=(1e-3, 3e-3), chunk: int = 10,
+        n_train: int = 512, n_val: int = 128, n_test: int = 256, seconds: float = 5.0, batch_size: int = 16,
+        seed: int = 0, out=None, progress: bool = True) -> list:
+    """Train every model at every learning rate; return one row per model (its best configuration)."""
+    torch.set_num_threads(1)
+    cfg = IMUConfig(seconds=seconds)
+    L = cfg.length
+    if L % chunk:
+        raise ValueError(f"chunk={chunk} must divide the sequence length {L} (rate_hz * seconds)")
+    train, val, test = (imu_dataset(n, cfg, seed=3 * seed + i) for i, n in enumerate((n_train, n_val, n_test)))
+    loss_of = chunk_end_loss(chunk)
+    zero = evaluate_loss(lambda x: torch.zeros(x.shape[0], L // chunk, 3), test, loss_of)
+    rows = []
+    for kind in models:
+        kw = dict(d_input=6, d_output=3, length=L, chunk=chunk)
+        width = width_for_budget(kind, budget, **kw)
+        best = None
+        for lr in lrs:
+            torch.manual_seed(seed)
+            model = build_sequence_model(kind, width, **kw)
+            t0 = time.time()
+            fit = fit_regression(model, train, val, loss_of, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                 progress=progress)
+            trial = {"model": kind, "width": width, "params": count_parameters(model), "lr": lr, "val_mse": fit["val"],
+                     "train_cpu_s_per_step": fit["cpu_s"] / steps, "wall_s": time.time() - t0}
+            print(json.dumps(trial), flush=True)
+            if best is None or fit["val"] < best[0]["val_mse"]:
+                best = (trial, model)
+        trial, model = best
+        trial["test_mse"] = evaluate_loss(model, test, loss_of)
+        trial["infer_cpu_s_batch16"] = inference_cpu_seconds(model, test.tensors["inputs"][:16])
+        rows.append(trial)
+    result = {"task": "imu velocity at chunk ends", "imu_config": cfg.__dict__, "chunk": chunk, "budget": budget,
+              "steps": steps, "lrs": list(lrs), "batch_size": batch_size, "n_train": n_train, "seed": seed,
+              "zero_predictor_test_mse": zero, "rows": rows}
+    if out:
+        atomic_write(out, lambda p: open(p, "w").write(json.dumps(result, indent=1)))
+    return result
+
+
+def format_table(result: dict) -> str:
+    lines = ["| model | width | params | best lr | val MSE | test MSE | train CPU ms/step | infer CPU ms (16 seqs) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['model']} | {r['width']} | {r['params']} | {r['lr']:g} | {r['val_mse']:.4f} | "
+                     f"{r['test_mse']:.4f} | {1e3 * r['train_cpu_s_per_step']:.0f} | "
+                     f"{1e3 * r['infer_cpu_s_batch16']:.0f} |")
+    lines.append(f"| predict 0 | | 0 | | | {result['zero_predictor_test_mse']:.4f} | | |")
+    return "\n".join(lines)
