@@ -1,0 +1,127 @@
+"""``torchssm rl``: envs | presets | train | eval | bench | meta-eval.
+
+    torchssm rl envs                                     # the POPGym environments
+    torchssm rl train --preset repeat_previous_easy --model lru --out runs/rl/rpe_lru [--set ppo.lr=1e-3] [--resume]
+    torchssm rl eval --checkpoint runs/rl/rpe_lru [--episodes 100]
+    torchssm rl bench --lengths 256 1024 4096 --out bench.json --plot bench.png
+    torchssm rl meta-eval --checkpoint runs/rl/meta_lru --trials 100 --plot meta.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _run_envs(args) -> int:
+    from torchssm.rl.envs import ISSUE_ENVS, available_envs
+
+    names = available_envs()
+    print("\n".join(names))
+    print(f"# {len(names)} POPGym environments; the issue's set: {', '.join(ISSUE_ENVS)} (x Easy/Medium/Hard)")
+    return 0
+
+
+def _run_presets(args) -> int:
+    from torchssm.rl.train import list_presets
+
+    envs, models = list_presets()
+    print("environments (--preset): " + " ".join(envs))
+    print("models (--model): " + " ".join(models))
+    return 0
+
+
+def _run_train(args) -> int:
+    from torchssm.rl.train import load_rl_config, train
+
+    cfg = load_rl_config(args.preset, args.config, args.set or (), model=args.model)
+    row = train(cfg, args.out, resume=args.resume, progress=not args.no_progress, max_iterations=args.iterations)
+    print(json.dumps(row))
+    return 0
+
+
+def _run_eval(args) -> int:
+    from torchssm.rl.train import evaluate_run
+
+    print(json.dumps(evaluate_run(args.checkpoint, args.episodes, seed=args.seed, greedy=args.greedy, env_name=args.env)))
+    return 0
+
+
+def _run_bench(args) -> int:
+    from torchssm.rl.bench import bench_ppo_update, plot_bench
+
+    result = bench_ppo_update(args.memories, args.lengths, target_params=args.params, batch=args.batch,
+                              repeats=args.repeats, out=args.out)
+    if args.plot:
+        plot_bench(result, args.plot)
+    return 0
+
+
+def _run_meta_eval(args) -> int:
+    from torchssm.rl.meta import evaluate_meta, plot_meta
+
+    result = evaluate_meta(args.checkpoint, trials=args.trials, heldout=args.heldout, seed=args.seed,
+                           reset_each_episode=args.reset_each_episode, out=args.out)
+    print(json.dumps({k: v for k, v in result.items() if k != "returns"}))
+    if args.plot:
+        plot_meta([result], args.plot)
+    return 0
+
+
+def register(subparsers) -> None:
+    rl = subparsers.add_parser("rl", help="in-context RL with resettable SSMs on POPGym (PPO)",
+                               description="Recurrent PPO on the POPGym suite and the meta-RL task (Lu et al. 2023).")
+    sub = rl.add_subparsers(dest="rl_command", metavar="RL_COMMAND")
+    rl.set_defaults(func=lambda args: (rl.print_help(), 2)[1])
+
+    p = sub.add_parser("envs", help="list the POPGym environments")
+    p.set_defaults(func=_run_envs)
+    p = sub.add_parser("presets", help="list the RL presets")
+    p.set_defaults(func=_run_presets)
+
+    p = sub.add_parser("train", help="train a recurrent PPO agent")
+    p.add_argument("--preset", help="a preset name (torchssm rl presets)")
+    p.add_argument("--config", help="a YAML config file")
+    p.add_argument("--model", help="a model preset (torchssm rl presets): replaces the config's model section")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. ppo.lr=1e-3 (repeatable)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--iterations", type=int, help="stop after this many PPO iterations (default: ppo.total_steps)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained run on fresh episodes")
+    p.add_argument("--checkpoint", required=True, help="run directory or checkpoint directory")
+    p.add_argument("--episodes", type=int, help="episodes (default: run.eval_episodes)")
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling")
+    p.add_argument("--env", help="evaluate on another POPGym env with the same spaces")
+    p.set_defaults(func=_run_eval)
+
+    p = sub.add_parser("bench", help="CPU time of one PPO update per memory and trajectory length")
+    p.add_argument("--memories", nargs="+", default=["s5", "lru", "mamba", "gru", "lstm", "window_transformer"])
+    p.add_argument("--lengths", nargs="+", type=int, default=[256, 1024, 4096, 8192])
+    p.add_argument("--params", type=int, default=100_000, help="target memory parameter count (equalised)")
+    p.add_argument("--batch", type=int, default=8, help="trajectories per minibatch")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", help="JSON results file")
+    p.add_argument("--plot", help="figure path (.png/.svg)")
+    p.set_defaults(func=_run_bench)
+
+    p = sub.add_parser("meta-eval", help="return per episode index within meta-RL trials")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--trials", type=int, default=100)
+    p.add_argument("--heldout", action="store_true", help="the held-out environments")
+    p.add_argument("--reset-each-episode", action="store_true",
+                   help="ablation: reset the memory at every episode (not only between trials)")
+    p.add_argument("--seed", type=int, default=777)
+    p.add_argument("--out", help="JSON results file")
+    p.add_argument("--plot", help="figure of return vs episode index")
+    p.set_defaults(func=_run_meta_eval)
+
+
+def main(argv=None) -> int:  # pragma: no cover - convenience
+    parser = argparse.ArgumentParser(prog="torchssm")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
