@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "torchssm.analysis.cli",   # plot
     "torchssm.models.cli",     # generate
     "torchssm.models.export",  # export (ONNX)
+    "torchssm.rl.cli",         # rl (POPGym PPO, meta-RL)
 )
 
 
