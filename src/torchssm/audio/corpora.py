@@ -1,0 +1,149 @@
+"""Readers for real speech corpora in their official on-disk layouts (read with ``soundfile``).
+
+Speech Commands v0.02 (Warden 2018, arXiv:1804.03209, Sec. 6): ``<root>/<word>/<speaker>_nohash_<n>.wav``
+(16 kHz mono, at most 1 s), ``validation_list.txt`` and ``testing_list.txt`` listing the validation and
+test files as ``<word>/<file>.wav`` (every other file is training), and ``_background_noise_/*.wav``.
+The task ``speech_commands`` keeps the 10 command words (S4's SC10, Gu et al. 2022, Sec. 5.3) or all 35
+(``words="all"``), zero-pads each clip to 16000 samples.
+
+LibriSpeech (Panayotov et al. 2015): ``<root>/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac``
+with one ``<speaker>-<chapter>.trans.txt`` per chapter, lines ``<utterance id> <TRANSCRIPT>`` in upper
+case. The task ``librispeech`` returns {"audio", "text"} items (text lower-cased).
+
+The data directory holds the corpora as their archives unpack: ``<data_dir>/speech_commands_v0.02/``
+and ``<data_dir>/LibriSpeech/`` (or pass ``root=``). Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from torchssm.audio.synthetic import COMMANDS, SAMPLE_RATE, SpeechDataset
+from torchssm.audio.text import CharVocabulary, normalize_transcript
+from torchssm.data.loaders import TensorDictDataset, resolve_data_dir
+from torchssm.data.registry import TaskData, TaskInfo, register_task
+
+BACKGROUND = "_background_noise_"
+SPEECH_COMMANDS_DIR = "speech_commands_v0.02"
+LIBRISPEECH_DIR = "LibriSpeech"
+
+
+def read_audio(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """(n,) float32 samples of a mono audio file; ValueError for unreadable, multi-channel or wrong-rate audio."""
+    import soundfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no audio file {path}")
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError) as err:  # LibsndfileError subclasses RuntimeError in new versions
+        raise ValueError(f"{path}: unreadable audio ({err})") from None
+    if rate != sample_rate:
+        raise ValueError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz (resample it first)")
+    if data.shape[1] != 1:
+        raise ValueError(f"{path}: {data.shape[1]} channels, expected mono")
+    return data[:, 0]
+
+
+# --- Speech Commands ------------------------------------------------------------------------------
+def _read_list(path: Path) -> set:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: expected the official Speech Commands v0.02 layout")
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+def speech_commands_files(root) -> dict[str, list[tuple[str, str]]]:
+    """{"train"|"val"|"test": [(relative path "word/file.wav", word)]} from the official lists."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no Speech Commands directory {root}")
+    val, test = _read_list(root / "validation_list.txt"), _read_list(root / "testing_list.txt")
+    splits: dict[str, list[tuple[str, str]]] = {"train": [], "val": [], "test": []}
+    words = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != BACKGROUND and not p.name.startswith("."))
+    if not words:
+        raise FileNotFoundError(f"{root} has no word folders")
+    for word in words:
+        for wav in sorted((root / word).glob("*.wav")):
+            rel = f"{word}/{wav.name}"
+            splits["test" if rel in test else "val" if rel in val else "train"].append((rel, word))
+    return splits
+
+
+def background_noise(root) -> dict[str, np.ndarray]:
+    """{file stem: samples} of ``_background_noise_/*.wav`` (empty when the folder is absent)."""
+    folder = Path(root) / BACKGROUND
+    return {p.stem: read_audio(p) for p in sorted(folder.glob("*.wav"))} if folder.is_dir() else {}
+
+
+@register_task("speech_commands", "Speech Commands v0.02 read from disk (official layout and splits); "
+               "10 words (SC10) or all 35")
+def build_speech_commands(data_dir=None, seed: int = 0, root: str | None = None, words: str = "10") -> TaskData:
+    """Real Speech Commands clips, zero-padded to 1 s: inputs (16000, 1), targets word index."""
+    root = Path(root) if root else resolve_data_dir(data_dir) / SPEECH_COMMANDS_DIR
+    files = speech_commands_files(root)
+    if words == "10":
+        vocabulary = list(COMMANDS)
+    elif words == "all":
+        vocabulary = sorted({w for items in files.values() for _, w in items})
+    else:
+        raise ValueError(f"words must be '10' or 'all', got {words!r}")
+    label = {w: i for i, w in enumerate(vocabulary)}
+    splits = {}
+    for split, items in files.items():
+        items = [(rel, w) for rel, w in items if w in label]
+        if not items and split != "val":
+            raise FileNotFoundError(f"{root}: no {split} clips of the words {vocabulary}")
+        clips = np.zeros((len(items), SAMPLE_RATE), np.float32)
+        for i, (rel, _) in enumerate(items):
+            audio = read_audio(root / rel)[:SAMPLE_RATE]
+            clips[i, : len(audio)] = audio
+        splits[split] = TensorDictDataset(inputs=torch.from_numpy(clips).unsqueeze(-1),
+                                          targets=torch.tensor([label[w] for _, w in items], dtype=torch.long))
+    info = TaskInfo(name="speech_commands", d_input=1, d_output=len(vocabulary), length=SAMPLE_RATE,
+                    citation="Warden 2018, Speech Commands v0.02")
+    return TaskData(info=info, train=splits["train"], val=splits["val"] if len(splits["val"]) else None,
+                    test=splits["test"], extra={"words": vocabulary})
+
+
+# --- LibriSpeech ------------------------------------------------------------------------------------
+def librispeech_utterances(subset_dir) -> Iterator[tuple[Path, str]]:
+    """(flac path, lower-cased transcript) of every utterance under ``<root>/<subset>``, in sorted order."""
+    subset_dir = Path(subset_dir)
+    if not subset_dir.is_dir():
+        raise FileNotFoundError(f"no LibriSpeech subset directory {subset_dir}")
+    vocab = CharVocabulary()
+    transcripts = sorted(subset_dir.glob("*/*/*.trans.txt"))
+    if not transcripts:
+        raise FileNotFoundError(f"{subset_dir} has no <speaker>/<chapter>/*.trans.txt files")
+    for trans in transcripts:
+        for n, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            utt_id, _, text = line.strip().partition(" ")
+            text = normalize_transcript(text)
+            try:
+                vocab.encode(text)
+            except ValueError as err:
+                raise ValueError(f"{trans}:{n}: {err}") from None
+            yield trans.parent / f"{utt_id}.flac", text
+
+
+@register_task("librispeech", "LibriSpeech read from disk (flac + .trans.txt); items {audio, text}")
+def build_librispeech(data_dir=None, seed: int = 0, root: str | None = None, train: str = "train-clean-100",
+                      val: str | None = "dev-clean", test: str = "test-clean", limit: int | None = None) -> TaskData:
+    """Utterances of the named subsets (``limit``: at most that many per subset, in sorted order)."""
+    root = Path(root) if root else resolve_data_dir(data_dir) / LIBRISPEECH_DIR
+    splits = {}
+    for split, subset in (("train", train), ("val", val), ("test", test)):
+        if subset is None:
+            continue
+        items = list(librispeech_utterances(root / subset))[:limit]
+        splits[split] = SpeechDataset([read_audio(p) for p, _ in items], [t for _, t in items])
+    info = TaskInfo(name="librispeech", d_input=1, d_output=len(CharVocabulary()), length=0, kind="transcription",
+                    citation="Panayotov et al. 2015, LibriSpeech")
+    return TaskData(info=info, train=splits["train"], val=splits.get("val"), test=splits["test"])

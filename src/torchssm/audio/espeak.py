@@ -1,0 +1,161 @@
+"""Offline speech synthesis with eSpeak NG (Dunn, Duddington et al., github.com/espeak-ng/espeak-ng).
+
+The library and its voice data come from the ``espeakng-loader`` wheel (``pip install
+"torchssm[audio]"``; no system package); it is driven through ctypes by a small server process
+(:mod:`torchssm.audio.espeak_worker`, which explains why it forks once per utterance). This module
+is the client::
+
+    speech = synthesize("stop", voice="en-us+m3", rate=160, pitch=45, pitch_range=60, seed=0)
+    # (n,) float32 in [-1, 1] at eSpeak's native 22050 Hz; resample with torchssm.audio.dsp.resample
+
+An utterance is a pure function of its arguments (text, voice, rate, pitch, range, seed): the same
+call always returns the same samples, whatever was synthesised before.
+
+Voices are ``<accent>+<variant>``: the English accents eSpeak NG ships (``ACCENTS``) and its voice
+variants (``VARIANTS``: m1..m7 male, f1..f5 female, and character voices such as whisper, croak).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+# The English voices of eSpeak NG 1.52 (espeak-ng-data/lang/gmw/en*; name -> accent).
+ACCENTS = {
+    "en-us": "American",
+    "en": "British (southern)",
+    "en-gb-x-rp": "British Received Pronunciation",
+    "en-gb-scotland": "Scottish",
+    "en-gb-x-gbclan": "Lancastrian",
+    "en-gb-x-gbcwmd": "West Midlands",
+    "en-us-nyc": "New York City",
+    "en-029": "Caribbean",
+}
+MALE_VARIANTS = tuple(f"m{i}" for i in range(1, 8))
+FEMALE_VARIANTS = tuple(f"f{i}" for i in range(1, 6))
+OTHER_VARIANTS = ("whisper", "croak", "klatt", "klatt2", "klatt3", "grandpa", "grandma", "aunty", "steph", "edward")
+VARIANTS = MALE_VARIANTS + FEMALE_VARIANTS + OTHER_VARIANTS
+
+# eSpeak NG parameter ranges (speak_lib.h: espeakRATE 80-450 words/min, espeakPITCH and espeakRANGE 0-100).
+RATE_LIMITS = (80, 450)
+PERCENT_LIMITS = (0, 100)
+
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "espeak_worker.py")
+
+
+def voice_name(accent: str, variant: str | None = None) -> str:
+    """``"en-us+m3"`` from ``("en-us", "m3")``; ``variant`` None or "" is the accent's default voice."""
+    if accent not in ACCENTS:
+        raise ValueError(f"unknown accent {accent!r}; expected one of {sorted(ACCENTS)}")
+    if variant and variant not in VARIANTS:
+        raise ValueError(f"unknown voice variant {variant!r}; expected one of {list(VARIANTS)}")
+    return f"{accent}+{variant}" if variant else accent
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """Everything that determines one synthesised utterance."""
+
+    text: str
+    voice: str = "en-us"
+    rate: int = 175  # words per minute (eSpeak NG default 175)
+    pitch: int = 50  # 0-100 (default 50)
+    pitch_range: int = 50  # 0-100, intonation range (default 50; 0 is monotone)
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise ValueError(f"text to synthesise must be a non-empty string, got {self.text!r}")
+        for name, (lo, hi) in (("rate", RATE_LIMITS), ("pitch", PERCENT_LIMITS), ("pitch_range", PERCENT_LIMITS)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+                raise ValueError(f"{name} must be an int in [{lo}, {hi}], got {value!r}")
+
+    def request(self) -> dict:
+        return {"text": self.text, "voice": self.voice, "rate": int(self.rate), "pitch": int(self.pitch),
+                "range": int(self.pitch_range), "seed": int(self.seed)}
+
+
+class ESpeak:
+    """A connection to one synthesis server (started lazily; calls are serialised by a lock)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self.sample_rate: int | None = None
+
+    def _start(self) -> None:
+        if not hasattr(os, "fork"):
+            raise RuntimeError("the eSpeak NG server needs os.fork (Linux, macOS); not available on this platform")
+        try:
+            import espeakng_loader  # noqa: F401  (a clear error here rather than in the server)
+        except ImportError as err:
+            raise ImportError('speech synthesis needs espeakng-loader: pip install "torchssm[audio]"') from err
+        self._proc = subprocess.Popen([sys.executable, _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        status, payload = self._read_reply()
+        if status != 0:
+            raise RuntimeError(f"eSpeak NG server failed to start: {payload.decode(errors='replace')}")
+        self.sample_rate = struct.unpack(">i", payload)[0]
+
+    def _read_reply(self):
+        header = self._proc.stdout.read(8)
+        if len(header) != 8:
+            code = self._proc.poll()
+            self._proc = None
+            raise RuntimeError(f"eSpeak NG server exited unexpectedly (exit code {code})")
+        size, status = struct.unpack(">Ii", header)
+        return status, self._proc.stdout.read(size)
+
+    def synthesize(self, utterance: Utterance) -> np.ndarray:
+        """(n,) float32 samples in [-1, 1] at :attr:`sample_rate` (22050 Hz for eSpeak NG)."""
+        if not isinstance(utterance, Utterance):
+            raise TypeError(f"expected an Utterance, got {type(utterance).__name__}")
+        data = json.dumps(utterance.request()).encode("utf-8")
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._start()
+            self._proc.stdin.write(struct.pack(">I", len(data)) + data)
+            self._proc.stdin.flush()
+            status, payload = self._read_reply()
+        if status != 0:
+            raise ValueError(payload.decode("utf-8", errors="replace"))
+        return np.frombuffer(payload, dtype="<i2").astype(np.float32) / 32768.0
+
+    def close(self) -> None:
+        with self._lock:
+            if self._proc is not None:
+                self._proc.stdin.close()
+                self._proc.wait(timeout=10)
+                self._proc.stdout.close()
+                self._proc = None
+
+
+_DEFAULT: ESpeak | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_engine() -> ESpeak:
+    """The process-wide :class:`ESpeak` (closed at exit)."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = ESpeak()
+            atexit.register(_DEFAULT.close)
+        return _DEFAULT
+
+
+def synthesize(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, pitch_range: int = 50,
+               seed: int = 0) -> np.ndarray:
+    """(n,) float32 speech of ``text`` at :data:`NATIVE_RATE` Hz (see :class:`Utterance` for the arguments)."""
+    return default_engine().synthesize(Utterance(text, voice, rate, pitch, pitch_range, seed))
+
+
+NATIVE_RATE = 22050  # eSpeak NG's output rate (espeak_Initialize's return value; checked by the tests)

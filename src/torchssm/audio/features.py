@@ -1,0 +1,96 @@
+"""Log-mel filterbank features in torch, offline and streaming.
+
+For a waveform x (b, n) at ``sample_rate`` Hz, frame t covers x[t*hop : t*hop + n_fft] (no centre
+padding, so frames depend only on past samples and a stream gives exactly the offline frames):
+
+    X_t(k)   = sum_m w(m) x[t*hop + m] exp(-2 pi i k m / n_fft),     w = periodic Hann window
+    P_t(k)   = |X_t(k)|^2                                             k = 0 .. n_fft/2
+    M_t(j)   = sum_k F(j, k) P_t(k)                                   F: triangular mel filters
+    out_t(j) = log(max(M_t(j), floor))                                (b, frames, n_mels)
+
+with ``frames = 1 + (n - n_fft) // hop``. The mel scale is HTK's, mel(f) = 2595 log10(1 + f / 700)
+(Young et al., The HTK Book, Sec. 5.4), filters with unit peak spaced uniformly in mel between
+``f_min`` and ``f_max``. Defaults: 25 ms windows every 10 ms and 80 mel channels, the front end of
+Samba-ASR (Shakhadri et al. 2025, Sec. 3: "80-channel log-mel spectrogram with a 25 ms window and a
+stride of 10 ms", as Whisper, Radford et al. 2022, Sec. 2.2), 40 channels for keyword spotting (the
+Speech Commands front end of Warden 2018, Sec. 4, is 40 MFCC-like channels; UNVERIFIED which exact
+filterbank it uses).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def hz_to_mel(f):
+    """HTK mel of ``f`` Hz (a float or a tensor)."""
+    if isinstance(f, (int, float)):
+        return 2595.0 * math.log10(1.0 + f / 700.0)
+    return 2595.0 * torch.log10(1.0 + f / 700.0)
+
+
+def mel_to_hz(m):
+    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+
+def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, f_min: float = 0.0,
+                   f_max: float | None = None, dtype=torch.float32) -> torch.Tensor:
+    """(n_mels, n_fft // 2 + 1) triangular filters on the DFT bins, unit peak, HTK mel scale."""
+    f_max = sample_rate / 2.0 if f_max is None else float(f_max)
+    if not 0.0 <= f_min < f_max <= sample_rate / 2.0:
+        raise ValueError(f"need 0 <= f_min < f_max <= sample_rate / 2, got {f_min}, {f_max}, {sample_rate}")
+    edges = mel_to_hz(torch.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2, dtype=torch.float64))
+    bins = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * sample_rate / n_fft  # (k,) Hz
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # (n_mels, 1)
+    rising = (bins - lower) / (centre - lower)
+    falling = (upper - bins) / (upper - centre)
+    return torch.clamp(torch.minimum(rising, falling), min=0.0).to(dtype)
+
+
+class LogMel(nn.Module):
+    """Waveform (b, n) or (b, n, 1) -> log-mel frames (b, frames, n_mels); see the module docstring."""
+
+    def __init__(self, sample_rate: int = 16000, n_fft: int = 400, hop: int = 160, n_mels: int = 80,
+                 f_min: float = 0.0, f_max: float | None = None, floor: float = 1e-10):
+        super().__init__()
+        for name, value in (("sample_rate", sample_rate), ("n_fft", n_fft), ("hop", hop), ("n_mels", n_mels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.sample_rate, self.n_fft, self.hop, self.n_mels, self.floor = sample_rate, n_fft, hop, n_mels, floor
+        # float64 constants, cast to the input's dtype in forward (a float64 input gets float64 filters)
+        self.register_buffer("window", torch.hann_window(n_fft, periodic=True, dtype=torch.float64), persistent=False)
+        self.register_buffer("filters", mel_filterbank(n_mels, n_fft, sample_rate, f_min, f_max, torch.float64),
+                             persistent=False)
+
+    def num_frames(self, n_samples: int) -> int:
+        return 0 if n_samples < self.n_fft else 1 + (n_samples - self.n_fft) // self.hop
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        if waveform.dim() == 3 and waveform.shape[-1] == 1:
+            waveform = waveform[..., 0]
+        if waveform.dim() != 2 or not waveform.is_floating_point():
+            raise ValueError(f"expected a float waveform (batch, samples) or (batch, samples, 1), "
+                             f"got {tuple(waveform.shape)} {waveform.dtype}")
+        if waveform.shape[1] < self.n_fft:
+            raise ValueError(f"waveform of {waveform.shape[1]} samples is shorter than one window ({self.n_fft})")
+        frames = waveform.unfold(1, self.n_fft, self.hop)  # (b, t, n_fft)
+        spectrum = torch.fft.rfft(frames * self.window.to(waveform.dtype), dim=-1)  # (b, t, n_fft/2+1)
+        power = spectrum.real**2 + spectrum.imag**2
+        mel = power @ self.filters.to(power.dtype).T  # (b, t, n_mels)
+        return torch.log(torch.clamp(mel, min=self.floor))
+
+    def stream(self, chunk: torch.Tensor, buffer: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames completed by ``chunk`` (b, c) given the unconsumed ``buffer`` (b, r) from the last call.
+
+        Returns (frames (b, t, n_mels) with t possibly 0, new buffer). Feeding a waveform in chunks of
+        any size yields, concatenated, exactly ``forward(waveform)``.
+        """
+        samples = chunk if buffer is None else torch.cat([buffer, chunk], dim=1)  # (b, r + c)
+        t = self.num_frames(samples.shape[1])
+        if t == 0:
+            return samples.new_zeros(samples.shape[0], 0, self.n_mels), samples
+        frames = self.forward(samples[:, : (t - 1) * self.hop + self.n_fft])
+        return frames, samples[:, t * self.hop :]

@@ -1,0 +1,282 @@
+"""Synthetic speech tasks generated offline with eSpeak NG: ``spoken_commands`` and ``spoken_sentences``.
+
+No speech corpus can be downloaded here, so the speech is synthesised (:mod:`torchssm.audio.espeak`)
+with a voice, speaking rate, pitch and pitch range drawn per utterance, resampled from 22050 to
+16000 Hz, optionally reverberated (:func:`torchssm.audio.dsp.synthetic_rir`), given a random gain
+and, when the task is built, mixed with noise at ``snr_db``. Synthetic speech is far more regular
+than recorded speech: results on these tasks are not results on real corpora (the readers for those
+are in :mod:`torchssm.audio.corpora`).
+
+Voices are split by family, so no test voice is heard in training (nor used for validation):
+
+    train: accents en-us, en (British), en-gb-x-rp, en-029 (Caribbean)  x  male variants m1..m7
+    val:   accent  en-gb-x-gbclan (Lancastrian)                          x  m1..m7, f1..f5
+    test:  accents en-gb-scotland, en-us-nyc, en-gb-x-gbcwmd (West Mids) x  f1..f5, whisper, croak
+
+Determinism: clip i of split s for seed k is a pure function of (k, s, i) and the options (its
+voice, parameters, eSpeak seed, placement and reverberation come from
+``numpy.random.default_rng([k, s, i])``; the noise from ``default_rng([k, s, i, 1])``). The clean
+clips are cached as int16 in ``<data_dir>/<task>_<hash>.npz`` (written atomically); the noise is
+added at build time, so an SNR sweep reuses one cache.
+
+``spoken_commands`` (Warden 2018, the 10 command words of Speech Commands used by S4's SC10, Gu et
+al. 2022, Sec. 5.3): 1-second 16 kHz clips, label = word index; inputs (16000, 1) raw samples, or
+``features="logmel"``: (98, n_mels) log-mel frames (:class:`torchssm.audio.features.LogMel`).
+
+``spoken_sentences``: sentences of English prose (:mod:`torchssm.audio.prose`, the standard library's
+docstrings), transcripts in :class:`torchssm.audio.text.CharVocabulary`'s alphabet. ``n_heldout_words``
+words (drawn among those used 2 to 5 times) never occur in a training or validation sentence: every
+sentence containing one goes to the test pool, which therefore measures recognition of unseen words.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from torchssm.audio import dsp
+from torchssm.audio.espeak import FEMALE_VARIANTS, MALE_VARIANTS, NATIVE_RATE, Utterance, default_engine, voice_name
+from torchssm.audio.text import CharVocabulary
+from torchssm.data.loaders import TensorDictDataset, resolve_data_dir, save_npz_atomic
+from torchssm.data.registry import TaskData, TaskInfo, register_task
+
+SAMPLE_RATE = 16000
+COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+VOICE_SPLITS: dict[str, list[str]] = {
+    "train": [voice_name(a, v) for a in ("en-us", "en", "en-gb-x-rp", "en-029") for v in MALE_VARIANTS],
+    "val": [voice_name("en-gb-x-gbclan", v) for v in MALE_VARIANTS + FEMALE_VARIANTS],
+    "test": [voice_name(a, v) for a in ("en-gb-scotland", "en-us-nyc", "en-gb-x-gbcwmd")
+             for v in FEMALE_VARIANTS + ("whisper", "croak")],
+}
+# Per-utterance parameter ranges (this library's choice: around eSpeak NG's defaults 175 wpm, 50, 50).
+RATE_RANGE, PITCH_RANGE, INTONATION_RANGE = (130, 220), (25, 75), (20, 80)
+GAIN_DB_RANGE = (-6.0, 0.0)  # peak level relative to -6 dBFS
+RT60_RANGE = (0.2, 0.6)  # seconds: small to medium rooms
+NOISES = {"white": 0.0, "pink": 1.0, "brown": 2.0}
+_CACHE_VERSION = 1
+
+
+def _check_split_sizes(**sizes) -> None:
+    for name, n in sizes.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < (0 if name.startswith("n_val") else 1):
+            raise ValueError(f"{name} must be a {'non-negative' if name.startswith('n_val') else 'positive'} int, "
+                             f"got {n!r}")
+
+
+def _trim_silence(x: np.ndarray, threshold_db: float = -40.0) -> np.ndarray:
+    """``x`` without leading / trailing samples quieter than ``threshold_db`` below its peak."""
+    peak = np.abs(x).max(initial=0.0)
+    if peak == 0.0:
+        raise ValueError("eSpeak NG returned silence")
+    loud = np.nonzero(np.abs(x) >= peak * 10.0 ** (threshold_db / 20.0))[0]
+    return x[loud[0] : loud[-1] + 1]
+
+
+def speak(text: str, rng: np.random.Generator, voices: Sequence[str], reverb: float) -> np.ndarray:
+    """One utterance of ``text`` (float32 at 16 kHz, peak at -6..-12 dBFS) with parameters drawn from ``rng``."""
+    utterance = Utterance(text, voice=voices[int(rng.integers(len(voices)))],
+                          rate=int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1)),
+                          pitch=int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
+                          pitch_range=int(rng.integers(INTONATION_RANGE[0], INTONATION_RANGE[1] + 1)),
+                          seed=int(rng.integers(1 << 31)))
+    speech = dsp.resample(_trim_silence(default_engine().synthesize(utterance)), NATIVE_RATE, SAMPLE_RATE)
+    if rng.random() < reverb:
+        rir = dsp.synthetic_rir(SAMPLE_RATE, float(rng.uniform(*RT60_RANGE)), rng)
+        speech = dsp.reverberate(np.concatenate([speech, np.zeros(len(rir), np.float32)]), rir)
+    peak = 0.5 * 10.0 ** (rng.uniform(*GAIN_DB_RANGE) / 20.0)
+    return (speech * (peak / np.abs(speech).max())).astype(np.float32)
+
+
+def _progress(iterable, total: int, desc: str):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, leave=False, disable=total < 50 or not sys.stderr.isatty())
+
+
+def _to_int16(x: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+def _cache_file(data_dir, task: str, key: dict):
+    digest = hashlib.sha256(json.dumps({**key, "version": _CACHE_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
+    return resolve_data_dir(data_dir) / f"{task}_{digest}.npz"
+
+
+def _load_cache(path, rebuild: bool) -> dict | None:
+    if path.exists() and not rebuild:
+        try:
+            with np.load(path) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError):
+            pass  # unreadable cache: rebuilt
+    return None
+
+
+def noisy(clip: np.ndarray, snr_db: float | None, noise: str, rng: np.random.Generator) -> np.ndarray:
+    """float32 copy of the int16 ``clip`` with noise of colour ``noise`` at ``snr_db`` dB (None: clean)."""
+    if noise not in NOISES:
+        raise ValueError(f"noise must be one of {list(NOISES)}, got {noise!r}")
+    out = clip.astype(np.float32) / 32767.0
+    if snr_db is None:
+        return out
+    return dsp.mix_at_snr(out, dsp.colored_noise(len(out), rng, NOISES[noise]), float(snr_db))
+
+
+def noisy_split(clips: Sequence[np.ndarray], snr_db: float | None, noise: str, seed: int, split: int) -> list:
+    """:func:`noisy` on clip i of a split with ``numpy.random.default_rng([seed, split, i, 1])``."""
+    return [noisy(c, snr_db, noise, np.random.default_rng([seed, split, i, 1])) for i, c in enumerate(clips)]
+
+
+# --- spoken_commands ----------------------------------------------------------------------------------
+def command_clip(seed: int, split: int, index: int, reverb: float) -> np.ndarray:
+    """Clip ``index`` of a split: word ``COMMANDS[index % 10]`` placed at a random offset in one second."""
+    rng = np.random.default_rng([seed, split, index])
+    name = next(k for k, v in SPLIT_IDS.items() if v == split)
+    speech = speak(COMMANDS[index % len(COMMANDS)], rng, VOICE_SPLITS[name], reverb)[:SAMPLE_RATE]
+    clip = np.zeros(SAMPLE_RATE, np.float32)
+    start = int(rng.integers(SAMPLE_RATE - len(speech) + 1))
+    clip[start : start + len(speech)] = speech
+    return clip
+
+
+def generate_commands(seed: int, split: str, n: int, reverb: float, data_dir=None, rebuild_cache: bool = False) -> dict:
+    """{"clips": (n, 16000) int16, "labels": (n,) int64} of a split, from the cache or generated and cached."""
+    path = _cache_file(data_dir, "spoken_commands", {"seed": seed, "split": split, "n": n, "reverb": reverb})
+    cached = _load_cache(path, rebuild_cache)
+    if cached is not None:
+        return cached
+    sid = SPLIT_IDS[split]
+    clips = np.stack([_to_int16(command_clip(seed, sid, i, reverb))
+                      for i in _progress(range(n), n, f"spoken_commands {split}")])
+    arrays = {"clips": clips, "labels": np.arange(n, dtype=np.int64) % len(COMMANDS)}
+    save_npz_atomic(path, **arrays)
+    return arrays
+
+
+def _commands_dataset(arrays: dict, snr_db, noise: str, seed: int, split: int, features: str, n_mels: int):
+    waves = torch.from_numpy(np.stack(noisy_split(arrays["clips"], snr_db, noise, seed, split)))  # (n, 16000)
+    if features == "logmel":
+        from torchssm.audio.features import LogMel
+
+        with torch.no_grad():
+            inputs = LogMel(SAMPLE_RATE, n_mels=n_mels)(waves)  # (n, 98, n_mels)
+    else:
+        inputs = waves.unsqueeze(-1)  # (n, 16000, 1)
+    return TensorDictDataset(inputs=inputs, targets=torch.from_numpy(arrays["labels"]))
+
+
+@register_task("spoken_commands", "10 spoken command words synthesised by eSpeak NG, 1 s at 16 kHz; "
+               "test voices unseen in training (needs torchssm[audio])")
+def build_spoken_commands(data_dir=None, seed: int = 0, n_train: int = 3000, n_val: int = 300, n_test: int = 1000,
+                          snr_db: float | None = 10.0, noise: str = "white", reverb: float = 0.0,
+                          features: str = "waveform", n_mels: int = 40, rebuild_cache: bool = False) -> TaskData:
+    """Keyword spotting on synthetic speech (see the module docstring)."""
+    _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
+    if features not in ("waveform", "logmel"):
+        raise ValueError(f"features must be 'waveform' or 'logmel', got {features!r}")
+    if not 0.0 <= reverb <= 1.0:
+        raise ValueError(f"reverb is the probability of reverberating a clip, in [0, 1]; got {reverb!r}")
+    if noise not in NOISES:
+        raise ValueError(f"noise must be one of {list(NOISES)}, got {noise!r}")
+    splits = {}
+    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        if n:
+            arrays = generate_commands(seed, split, n, reverb, data_dir, rebuild_cache)
+            splits[split] = _commands_dataset(arrays, snr_db, noise, seed, SPLIT_IDS[split], features, n_mels)
+    length, d_input = (98, n_mels) if features == "logmel" else (SAMPLE_RATE, 1)
+    info = TaskInfo(name="spoken_commands", d_input=d_input, d_output=len(COMMANDS), length=length,
+                    kind="classification", citation="eSpeak NG synthetic speech; words of Warden 2018 (Speech "
+                    "Commands) as in S4's SC10 (Gu et al. 2022)")
+    return TaskData(info=info, train=splits["train"], val=splits.get("val"), test=splits["test"],
+                    extra={"words": COMMANDS, "voices": VOICE_SPLITS})
+
+
+# --- spoken_sentences ---------------------------------------------------------------------------------
+class SpeechDataset(Dataset):
+    """Variable-length utterances: item i = {"audio": (n_i,) float32 16 kHz, "text": str}."""
+
+    def __init__(self, audio: list[np.ndarray], texts: list[str]):
+        if len(audio) != len(texts):
+            raise ValueError(f"{len(audio)} utterances but {len(texts)} transcripts")
+        self.audio, self.texts = audio, texts
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"audio": self.audio[i], "text": self.texts[i]}
+
+
+def split_sentences(sentences: Sequence[str], seed: int, n_heldout_words: int) -> dict:
+    """{"heldout": sorted held-out words, "train": [...], "test_pool": [...]} (see the module docstring)."""
+    counts = Counter(w for s in sentences for w in s.split())
+    candidates = sorted(w for w, c in counts.items() if 2 <= c <= 5 and len(w) >= 4)
+    if n_heldout_words > len(candidates):
+        raise ValueError(f"n_heldout_words={n_heldout_words} but only {len(candidates)} candidate words")
+    rng = np.random.default_rng([seed, 7])
+    heldout = sorted(rng.choice(candidates, size=n_heldout_words, replace=False).tolist()) if n_heldout_words else []
+    held = set(heldout)
+    order = rng.permutation(len(sentences))
+    train = [sentences[i] for i in order if not held & set(sentences[i].split())]
+    with_heldout = [sentences[i] for i in order if held & set(sentences[i].split())]
+    return {"heldout": heldout, "train": train, "test_pool": with_heldout}
+
+
+def generate_sentences(seed: int, split: str, texts: list[str], reverb: float, data_dir=None,
+                       rebuild_cache: bool = False) -> dict:
+    """{"audio": concatenated int16, "offsets": (n + 1,) int64} of ``texts`` spoken by the split's voices."""
+    key = {"seed": seed, "split": split, "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(),
+           "reverb": reverb}
+    path = _cache_file(data_dir, "spoken_sentences", key)
+    cached = _load_cache(path, rebuild_cache)
+    if cached is not None:
+        return cached
+    sid = SPLIT_IDS[split]
+    clips = [_to_int16(speak(t, np.random.default_rng([seed, sid, i]), VOICE_SPLITS[split], reverb))
+             for i, t in _progress(enumerate(texts), len(texts), f"spoken_sentences {split}")]
+    arrays = {"audio": np.concatenate(clips), "offsets": np.cumsum([0] + [len(c) for c in clips]).astype(np.int64)}
+    save_npz_atomic(path, **arrays)
+    return arrays
+
+
+@register_task("spoken_sentences", "English prose sentences synthesised by eSpeak NG with transcripts; unseen "
+               "voices and held-out words in test (needs torchssm[audio]; train with `torchssm speech train`)")
+def build_spoken_sentences(data_dir=None, seed: int = 0, n_train: int = 2000, n_val: int = 100, n_test: int = 200,
+                           max_words: int = 12, n_heldout_words: int = 100, snr_db: float | None = None,
+                           noise: str = "white", reverb: float = 0.0, rebuild_cache: bool = False) -> TaskData:
+    """Speech recognition on synthetic speech (see the module docstring); items are {"audio", "text"}."""
+    from torchssm.audio import prose
+
+    _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
+    sentences = prose.cached_stdlib_sentences(max_words, data_dir)
+    parts = split_sentences(sentences, seed, n_heldout_words)
+    if n_train + n_val + max(0, n_test - len(parts["test_pool"])) > len(parts["train"]):
+        raise ValueError(f"asked for {n_train} + {n_val} + {n_test} sentences; only {len(sentences)} are available")
+    # test: every sentence with a held-out word (up to half of n_test), the rest unseen ordinary sentences
+    n_heldout_test = min(len(parts["test_pool"]), n_test // 2)
+    texts = {"train": parts["train"][:n_train], "val": parts["train"][n_train : n_train + n_val],
+             "test": parts["test_pool"][:n_heldout_test]
+             + parts["train"][n_train + n_val : n_train + n_val + n_test - n_heldout_test]}
+    splits = {}
+    for split, items in texts.items():
+        if not items:
+            continue
+        arrays = generate_sentences(seed, split, items, reverb, data_dir, rebuild_cache)
+        offsets = arrays["offsets"]
+        clips = [arrays["audio"][offsets[i] : offsets[i + 1]] for i in range(len(items))]
+        splits[split] = SpeechDataset(noisy_split(clips, snr_db, noise, seed, SPLIT_IDS[split]), items)
+    vocab = sorted({w for s in texts["train"] for w in s.split()})
+    info = TaskInfo(name="spoken_sentences", d_input=1, d_output=len(CharVocabulary()), length=0, kind="transcription",
+                    citation="eSpeak NG synthetic speech of Python standard library docstrings")
+    return TaskData(info=info, train=splits["train"], val=splits.get("val"), test=splits["test"],
+                    extra={"heldout_words": parts["heldout"], "train_vocabulary": vocab})

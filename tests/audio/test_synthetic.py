@@ -1,0 +1,88 @@
+"""spoken_commands / spoken_sentences: voice split, determinism, caching, held-out words."""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("espeakng_loader")
+
+from torchssm.audio import synthetic  # noqa: E402
+from torchssm.audio.espeak import ACCENTS  # noqa: E402
+from torchssm.data.registry import build_task  # noqa: E402
+
+
+def test_voice_families_are_disjoint():
+    split = {name: set(voices) for name, voices in synthetic.VOICE_SPLITS.items()}
+    assert not split["train"] & split["test"] and not split["val"] & split["test"] and not split["train"] & split["val"]
+    accent = lambda v: v.split("+")[0]  # noqa: E731
+    variant = lambda v: v.split("+")[1]  # noqa: E731
+    assert not {accent(v) for v in split["train"]} & {accent(v) for v in split["test"]}
+    assert not {variant(v) for v in split["train"]} & {variant(v) for v in split["test"]}
+    assert {accent(v) for s in split.values() for v in s} <= set(ACCENTS)
+
+
+def test_spoken_commands_deterministic_and_cached(tmp_path):
+    kw = dict(n_train=10, n_val=0, n_test=10, snr_db=10.0)
+    a = build_task("spoken_commands", data_dir=tmp_path, **kw)
+    assert a.info.length == 16000 and a.info.d_output == 10 and a.val is None
+    x = a.train.tensors["inputs"]
+    assert x.shape == (10, 16000, 1) and a.train.tensors["targets"].tolist() == list(range(10))
+    cache = sorted(tmp_path.glob("spoken_commands_*.npz"))
+    assert len(cache) == 2
+    b = build_task("spoken_commands", data_dir=tmp_path / "other", **kw)  # regenerated from scratch
+    torch.testing.assert_close(b.train.tensors["inputs"], x, rtol=0, atol=0)
+    c = build_task("spoken_commands", data_dir=tmp_path, seed=1, **kw)
+    assert not torch.equal(c.train.tensors["inputs"], x)
+    clean = build_task("spoken_commands", data_dir=tmp_path, n_train=10, n_val=0, n_test=10, snr_db=None)
+    noise = x[..., 0] - clean.train.tensors["inputs"][..., 0]
+    snr = 10 * torch.log10(clean.train.tensors["inputs"][..., 0].pow(2).mean(1) / noise.pow(2).mean(1))
+    torch.testing.assert_close(snr, torch.full((10,), 10.0), atol=1e-3, rtol=0)
+    mel = build_task("spoken_commands", data_dir=tmp_path, features="logmel", n_mels=16, **kw)
+    assert mel.train.tensors["inputs"].shape == (10, 98, 16)
+
+
+def test_spoken_commands_bad_options(tmp_path):
+    with pytest.raises(ValueError, match="features"):
+        synthetic.build_spoken_commands(tmp_path, features="mfcc")
+    with pytest.raises(ValueError, match="noise"):
+        synthetic.build_spoken_commands(tmp_path, noise="purple")
+    with pytest.raises(ValueError, match="n_train"):
+        synthetic.build_spoken_commands(tmp_path, n_train=0)
+
+
+def test_heldout_words_never_in_training():
+    sentences = ["the cat sat down", "a dog ran away fast", "the quick brown fox jumped", "the dog sat",
+                 "brown cows eat grass", "quick brown dogs run", "cows sat", "a cat ran quick"]
+    parts = synthetic.split_sentences(sentences, seed=0, n_heldout_words=1)
+    held = set(parts["heldout"])
+    assert len(held) == 1 and all(not held & set(s.split()) for s in parts["train"])
+    assert parts["test_pool"] and all(held & set(s.split()) for s in parts["test_pool"])
+    assert sorted(parts["train"] + parts["test_pool"]) == sorted(sentences)
+
+
+def test_spoken_sentences_tiny(tmp_path, monkeypatch):
+    from torchssm.audio import prose
+
+    words = "alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega".split()
+    rng = np.random.default_rng(0)
+    sentences = {" ".join(rng.choice(words, 4)) for _ in range(400)}
+    sentences = sorted(sentences | {"alpha rarely beta", "rarely gamma delta"})  # "rarely": the one candidate
+    monkeypatch.setattr(prose, "cached_stdlib_sentences", lambda max_words, data_dir: sentences)
+    task = build_task("spoken_sentences", data_dir=tmp_path, n_train=3, n_val=0, n_test=2, n_heldout_words=1)
+    assert len(task.train) == 3 and len(task.test) == 2
+    item = task.test[0]
+    assert item["audio"].dtype == np.float32 and len(item["audio"]) > 8000 and item["text"]
+    held = set(task.extra["heldout_words"])
+    assert len(held) == 1 and not any(held & set(task.train[i]["text"].split()) for i in range(3))
+    assert held & set(task.test[0]["text"].split())  # the first test sentences carry held-out words
+
+
+def test_stdlib_prose_vocabulary(tmp_path):
+    from torchssm.audio.prose import cached_stdlib_sentences, clean_sentence
+
+    sentences = cached_stdlib_sentences(12, tmp_path)
+    vocabulary = {w for s in sentences for w in s.split()}
+    assert len(sentences) > 2000 and len(vocabulary) >= 2000
+    assert cached_stdlib_sentences(12, tmp_path) == sentences  # read back from the cache
+    assert clean_sentence("Return the value, or None.") == "return the value or none"
+    assert clean_sentence("Call f(x) twice.") is None and clean_sentence("lower case start.") is None
