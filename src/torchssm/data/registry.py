@@ -72,6 +72,10 @@ _TASK_MODULES: Dict[str, str] = {
     "digits": "torchssm.data.digits",
     "ucr": "torchssm.data.timeseries",
     "imu": "torchssm.timeseries.imu",
+    "spoken_commands": "torchssm.audio.synthetic",
+    "spoken_sentences": "torchssm.audio.synthetic",
+    "speech_commands": "torchssm.audio.corpora",
+    "librispeech": "torchssm.audio.corpora",
 }
 _BUILDERS: Dict[str, Callable[..., TaskData]] = {}
 _DESCRIPTIONS: Dict[str, str] = {}
