@@ -63,7 +63,7 @@ def test_train_seed_changes_initialisation_not_data(tmp_path, monkeypatch):
     assert a["init"].keys() == b["init"].keys()
     assert not same_weights(a["init"], b["init"])
     # task.seed draws other data; the run records it in its config.yaml
-    c = run(config(tmp_path, 0, seed=1), monkeypatch)
+    c = run(config(tmp_path, 0, seed=1), monkeypatch, overwrite=True)  # into run0 again: replace it
     assert c["seed"] == 1 and not torch.equal(c["task"].train[:]["inputs"], a["task"].train[:]["inputs"])
     assert same_weights(c["init"], a["init"])
 

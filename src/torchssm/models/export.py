@@ -203,7 +203,7 @@ def compare_with_onnxruntime(model: nn.Module, path: Union[str, Path], steps: in
 # --- command line ---------------------------------------------------------------------------------------------------
 def _run_export(args) -> int:
     from torchssm.models.pretrained import from_pretrained
-    from torchssm.train.cli import find_checkpoint
+    from torchssm.runs import find_checkpoint
 
     checkpoint = find_checkpoint(args.checkpoint)
     model = from_pretrained(checkpoint)

@@ -40,12 +40,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from torchssm.runs import SIDECAR, SNAPSHOTS  # noqa: F401  (the run layout: torchssm/runs.py)
+
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "config.json"
 OPTIMIZER = "optimizer.pt"
-SIDECAR = "trainer_state.json"
-SNAPSHOTS = "checkpoints"  # <out_dir>/checkpoints/epoch-NNNNNN: the last K epochs
 # Test hook (crash tests only): "POINT:EPOCH:SECONDS:MARKER" pauses the save of a checkpoint named
 # "last" whose state has epoch EPOCH, at POINT ("before_rename": temp files written and fsynced;
 # "mid_rename": sidecar removed, one file moved), after creating the file MARKER, so that a test

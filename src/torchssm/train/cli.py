@@ -1,27 +1,39 @@
 """``torchssm train`` and ``torchssm eval``.
 
     torchssm train --config configs/mnist1d_lru.yaml [--set train.lr=1e-3 model.n_layers=4]
-                   [--out-dir runs/x] [--data-dir D] [--resume [CHECKPOINT]] [--stop-after N]
+                   [--out-dir runs/x] [--data-dir D] [--resume [CHECKPOINT]] [--overwrite] [--stop-after N]
+                   [--device cpu|cuda|auto] [--tensorboard]
     torchssm eval --checkpoint runs/x/best [--split test] [--data-dir D]
 
 ``--resume`` alone continues from the newest intact checkpoint of ``<out_dir>`` (``last``, else the
-newest ``checkpoints/epoch-*``, skipping a torn or corrupt one with a warning); with ``--resume`` the config may be omitted
-(the checkpoint's own is used). ``eval`` accepts a checkpoint directory or a run directory
-(then ``best``, else ``last``).
+newest ``checkpoints/epoch-*``, skipping a torn or corrupt one with a warning); with ``--resume``
+the config may be omitted (the checkpoint's own is used). ``--resume RUN/last`` continues into
+``RUN``, the directory named (a moved or copied run keeps its history), unless ``--out-dir`` names
+another one. A run directory
+that already holds a run is refused unless ``--resume`` or ``--overwrite``; a run that cannot
+write (full disk, read-only directory) or finds its directory in use by another run stops with
+one line and exit status 1. ``eval`` accepts a checkpoint directory or a run directory (then
+``best``, else ``last``).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
-from torchssm.train.checkpoint import SIDECAR, find_latest_checkpoint, load_checkpoint, read_checkpoint_state
+from torchssm.runs import find_checkpoint, run_dir_of
+from torchssm.train.checkpoint import find_latest_checkpoint, load_checkpoint, read_checkpoint_state
 from torchssm.train.config import ExperimentConfig, load_config, model_config_for_task, saved_config
 from torchssm.train.distributed import is_main_process
 from torchssm.train.loop import TrainingDiverged, evaluate, resolve_device, train
+from torchssm.train.run_dir import RunDirBusy, RunWriteError
+
+__all__ = ["find_checkpoint", "register"]  # find_checkpoint: the run layout's, torchssm.runs (kept importable here)
 
 _AUTO = "<out_dir>/last"
+_DATA_DIR_HELP = "data cache directory (default: $TORCHSSM_DATA or ~/.cache/torchssm)"
 
 
 def _pct(x) -> str:
@@ -33,6 +45,10 @@ def _run_train(args) -> int:
     overrides = list(args.set or [])
     if args.tbptt_chunk is not None:
         overrides.append(f"train.tbptt_chunk={args.tbptt_chunk}")
+    if args.device is not None:
+        overrides.append(f"train.device={args.device}")
+    if args.tensorboard:
+        overrides.append("train.tensorboard=true")
     cfg = load_config(args.config, overrides) if args.config else None
     resume = None
     if args.resume is not None:
@@ -42,7 +58,8 @@ def _run_train(args) -> int:
                 raise ValueError("--resume without a path needs --config or --out-dir to find <out_dir>/last")
             resume = find_latest_checkpoint(out_dir)
             if resume is None:
-                raise FileNotFoundError(f"--resume: no intact checkpoint in {out_dir} (looked at last/ and checkpoints/)")
+                raise FileNotFoundError(f"--resume: no intact checkpoint in {out_dir} "
+                                        f"(looked at last/ and checkpoints/)")
         else:
             resume = Path(args.resume)
         state = read_checkpoint_state(resume)  # a missing / corrupt checkpoint fails here, clearly
@@ -52,9 +69,16 @@ def _run_train(args) -> int:
         raise ValueError("torchssm train needs --config PATH (or --resume CHECKPOINT)")
     if args.out_dir:
         cfg.train.out_dir = str(args.out_dir)
+    elif resume is not None:
+        run_dir = run_dir_of(resume)  # continue where the checkpoint is, not where its config says it was
+        if run_dir is None:
+            raise ValueError(f"--resume {resume}: this checkpoint is not inside a run directory (no metrics.jsonl "
+                             f"or config.yaml next to it); say where to write with --out-dir")
+        cfg.train.out_dir = str(run_dir)
     try:
-        result = train(cfg, data_dir=args.data_dir, resume=resume, stop_after_epochs=args.stop_after)
-    except TrainingDiverged as err:
+        result = train(cfg, data_dir=args.data_dir, resume=resume, stop_after_epochs=args.stop_after,
+                       overwrite=args.overwrite)
+    except (TrainingDiverged, RunWriteError, RunDirBusy) as err:
         print(f"torchssm train: stopped: {err}", file=sys.stderr)
         return 1
     if not is_main_process():
@@ -74,16 +98,6 @@ def _run_train(args) -> int:
     print(f"time: {result.train_time_s:.1f} s training + evaluation, {time.perf_counter() - t0:.1f} s in all "
           f"({time.process_time() - cpu0:.1f} s CPU); outputs in {result.out_dir}")
     return 0
-
-
-def find_checkpoint(path) -> Path:
-    """A checkpoint directory, or a run directory's ``best`` (else ``last``) checkpoint."""
-    path = Path(path)
-    if not (path / SIDECAR).exists():
-        for name in ("best", "last"):
-            if (path / name / SIDECAR).exists():
-                return path / name
-    return path
 
 
 def _run_eval(args) -> int:
@@ -107,6 +121,16 @@ def _run_eval(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a model from a YAML experiment config")
     p.add_argument("--config", help="experiment YAML (e.g. configs/mnist1d_lru.yaml)")
@@ -114,10 +138,15 @@ def register(subparsers) -> None:
                    help="override config entries, e.g. --set train.lr=1e-3 model.n_layers=4 (values are YAML)")
     p.add_argument("--resume", nargs="?", const=_AUTO, default=None, metavar="CHECKPOINT",
                    help="continue from a checkpoint (default: <out_dir>/last), bit-for-bit")
-    p.add_argument("--data-dir", default=None, help="data cache directory (default: $TORCHSSM_DATA or ~/.cache/torchssm)")
+    p.add_argument("--data-dir", default=None, help=_DATA_DIR_HELP)
     p.add_argument("--out-dir", default=None, help="where metrics and checkpoints go (overrides train.out_dir)")
-    p.add_argument("--stop-after", type=int, default=None, metavar="N",
-                   help="stop after N epochs in this invocation (the schedule still spans train.epochs)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in the output directory (its metrics and checkpoints are deleted)")
+    p.add_argument("--stop-after", type=_positive_int, default=None, metavar="N",
+                   help="stop after N >= 1 epochs in this invocation (the schedule still spans train.epochs)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides train.device)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log the metrics to <out_dir>/tensorboard (needs the tensorboard package)")
     p.add_argument("--tbptt-chunk", type=int, default=None, metavar="K",
                    help="truncated back-propagation through time over chunks of K steps (train.tbptt_chunk)")
     p.set_defaults(func=_run_train)
@@ -125,6 +154,6 @@ def register(subparsers) -> None:
     e = subparsers.add_parser("eval", help="evaluate a checkpoint on its task's test set")
     e.add_argument("--checkpoint", required=True, help="a checkpoint directory, or a run directory (uses best/)")
     e.add_argument("--split", choices=("test", "val", "train"), default="test")
-    e.add_argument("--data-dir", default=None, help="data cache directory (default: $TORCHSSM_DATA or ~/.cache/torchssm)")
+    e.add_argument("--data-dir", default=None, help=_DATA_DIR_HELP)
     e.add_argument("--device", default="auto", help="auto | cpu | cuda ...")
     e.set_defaults(func=_run_eval)

@@ -72,6 +72,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model for training
     tbptt_chunk: int = 0  # truncated BPTT: back-propagate through chunks of this many steps (0: full BPTT)
     fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
+    tensorboard: bool = False  # also write metrics.jsonl's scalars to <out_dir>/tensorboard (needs `tensorboard`)
 
     def __post_init__(self):
         if self.epochs < 1:

@@ -27,6 +27,7 @@ from torch import nn
 
 from torchssm.data.registry import TaskInfo
 from torchssm.train import distributed as D
+from torchssm.train.losses import loss_and_correct
 
 
 def detach_state(state):
@@ -46,8 +47,6 @@ def tbptt_backward(model: nn.Module, batch: Dict[str, torch.Tensor], info: TaskI
     parameters. ``sync``: let DDP reduce gradients in this call (its last backward); ``autocast``:
     a context factory wrapping each forward (bf16), backward runs outside it.
     """
-    from torchssm.train.loop import loss_and_correct
-
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"tbptt chunk must be a positive int, got {chunk!r}")
     if batch.get("lengths") is not None or batch.get("inputs2") is not None:

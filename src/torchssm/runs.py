@@ -1,0 +1,84 @@
+"""A training run on disk: what ``torchssm train`` leaves in its run directory, and how to find it.
+
+    <run>/config.yaml              the experiment config of the run
+    <run>/metrics.jsonl            one JSON record per epoch (epoch, step, lr, train/val/test loss and accuracy)
+    <run>/result.json              the last and best records and the times, written when the run ends
+    <run>/last/, <run>/best/       checkpoint directories (:mod:`torchssm.train.checkpoint`); each is also a
+                                   ``torchssm.from_pretrained`` directory; their sidecar is ``trainer_state.json``
+    <run>/checkpoints/epoch-N/     the last ``train.keep_checkpoints`` epochs
+    <run>/tensorboard/             TensorBoard event files (``train.tensorboard``)
+    <run>/.lock                    present while a run writes into the directory (:mod:`torchssm.train.run_dir`)
+
+This module is the readers' side of that layout (``eval``, ``export``, benchmarks, plots). It
+imports nothing else of torchssm, so ``models/`` or ``analysis/`` can find a run's checkpoints
+without importing ``train/`` (whose package pulls in the training loop, data and models).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+PathLike = str | os.PathLike
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+RESULT_FILE = "result.json"
+LAST, BEST = "last", "best"
+SNAPSHOTS = "checkpoints"  # <run>/checkpoints/epoch-NNNNNN
+TENSORBOARD_DIR = "tensorboard"
+LOCK_FILE = ".lock"
+SIDECAR = "trainer_state.json"  # marks a complete checkpoint directory
+
+# What a run writes (``--overwrite`` removes exactly these, plus temporary directories of killed saves).
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, RESULT_FILE, LAST, BEST, SNAPSHOTS, TENSORBOARD_DIR)
+
+
+def find_checkpoint(path: PathLike) -> Path:
+    """A checkpoint directory as given, or a run directory's ``best`` (else ``last``) checkpoint."""
+    path = Path(path)
+    if not (path / SIDECAR).exists():
+        for name in (BEST, LAST):
+            if (path / name / SIDECAR).exists():
+                return path / name
+    return path
+
+
+def run_dir_of(checkpoint: PathLike) -> Path | None:
+    """The run directory holding ``checkpoint`` (``<run>/last``, ``<run>/best`` or
+    ``<run>/checkpoints/epoch-N``), recognised by its ``metrics.jsonl`` or ``config.yaml``;
+    None for a checkpoint directory that stands alone."""
+    checkpoint = Path(checkpoint)
+    parent = checkpoint.parent
+    if parent.name == SNAPSHOTS:
+        parent = parent.parent
+    if (parent / METRICS_FILE).is_file() or (parent / CONFIG_FILE).is_file():
+        return parent
+    return None
+
+
+def read_metrics(path: PathLike, upto_epoch: int | None = None) -> list[dict]:
+    """The records of ``<run>/metrics.jsonl`` (``path``: the run directory or the file), oldest first.
+
+    ``upto_epoch`` keeps the records with ``epoch <= upto_epoch``. A last line cut short (a write
+    interrupted by a full disk or a kill) is skipped with a warning; a damaged earlier line is an error.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path} line {i + 1} is not a JSON record ({err})") from None
+            warnings.warn(f"{path}: skipping its last line, cut short ({err})", RuntimeWarning, stacklevel=2)
+    if upto_epoch is not None:
+        records = [r for r in records if r.get("epoch", 0) <= upto_epoch]
+    return records

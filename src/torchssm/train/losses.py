@@ -1,0 +1,88 @@
+"""Loss, accuracy and evaluation of a model on the task's batches.
+
+Loss by task kind (:class:`~torchssm.data.registry.TaskInfo`): cross-entropy for
+"classification" (logits (b, c), targets (b,)) and per-step tasks ("seq2seq"/"lm": logits
+(b, l, c), targets (b, l), ``info.ignore_index`` skipped); mean squared error for "regression"
+(output (b, d), targets (b, d), or (b,) when d = 1).
+
+Shared by the training loop (:mod:`torchssm.train.epoch`), truncated BPTT
+(:mod:`torchssm.train.tbptt`) and evaluation; it imports neither of them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchssm.data.loaders import iterate_batches
+from torchssm.data.registry import TaskInfo
+from torchssm.train import distributed as D
+
+Batch = dict[str, torch.Tensor]
+
+
+def loss_and_correct(output: torch.Tensor, targets: torch.Tensor,
+                     info: TaskInfo) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(mean loss, number of correct predictions (0 for regression), number of counted targets)."""
+    if info.kind == "regression":
+        # targets (b, d) like the output, or (b,) for d_output 1; never a reshape of another layout
+        # (a transposed (d, b) would pair values with the wrong examples) nor a (b,) vs (b, 1) broadcast
+        if targets.shape != output.shape and not (output.shape[-1] == 1 and targets.shape == output.shape[:-1]):
+            raise ValueError(f"regression targets must have the model output's shape {tuple(output.shape)}"
+                             + (f" or {tuple(output.shape[:-1])}" if output.shape[-1] == 1 else "")
+                             + f"; got {tuple(targets.shape)}")
+        targets = targets.to(output.dtype).reshape(output.shape)
+        return F.mse_loss(output, targets), output.new_zeros((), dtype=torch.long), targets.numel()
+    logits = output.reshape(-1, output.shape[-1])  # (b, c) or (b*l, c)
+    flat = targets.reshape(-1)  # (b,) or (b*l,)
+    if flat.shape[0] != logits.shape[0]:
+        raise ValueError(f"model output {tuple(output.shape)} does not match targets {tuple(targets.shape)} "
+                         f"for a {info.kind!r} task")
+    loss = F.cross_entropy(logits, flat, ignore_index=info.ignore_index)
+    valid = flat != info.ignore_index
+    correct = ((logits.argmax(-1) == flat) & valid).sum()
+    return loss, correct, int(valid.sum()) if info.kind != "classification" else flat.shape[0]
+
+
+def forward_batch(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Model call for a batch dict; ``lengths2`` (padded second sequence of a paired task such as
+    LRA Retrieval) is passed only when the batch has it, so models without that argument still work."""
+    extra = {"lengths2": batch["lengths2"]} if batch.get("lengths2") is not None else {}
+    return model(batch["inputs"], lengths=batch.get("lengths"), inputs2=batch.get("inputs2"), **extra)
+
+
+def batch_to(batch: Batch, device: torch.device) -> Batch:
+    """Every tensor of ``batch`` on ``device``."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, info: TaskInfo, batch_size: int = 512,
+             device: str | torch.device = "cpu", ctx: D.DistContext | None = None) -> dict[str, float]:
+    """{"loss", "acc" (classification kinds), "n"} of ``model`` on ``dataset`` (eval mode, restored after).
+
+    Under ``torchrun`` (``ctx``) each rank evaluates the examples ``rank::world`` and the sums are
+    all-reduced, so every rank returns the numbers of the whole set.
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    if ctx is not None and ctx.enabled:
+        dataset = D.rank_subset(dataset, ctx)
+    try:
+        for batch in iterate_batches(dataset, batch_size) if len(dataset) else ():
+            batch = batch_to(batch, torch.device(device))
+            loss, c, n = loss_and_correct(forward_batch(model, batch), batch["targets"], info)
+            loss_sum += float(loss) * n
+            correct += int(c)
+            count += n
+    finally:
+        model.train(was_training)
+    if ctx is not None and ctx.enabled:
+        totals = D.all_reduce_sum(torch.tensor([loss_sum, correct, count], dtype=torch.float64, device=device), ctx)
+        loss_sum, correct, count = float(totals[0]), int(totals[1]), int(totals[2])
+    out = {"loss": loss_sum / max(count, 1), "n": count}
+    if info.kind != "regression":
+        out["acc"] = correct / max(count, 1)
+    return out
