@@ -19,8 +19,9 @@ def test_eigenvalues_match_matrix_and_stability_sign(c):
     a, _ = dynamics.smd_matrices(1.5, 2.0, c)
     want = torch.linalg.eigvals(a)
     got = dynamics.smd_eigenvalues(1.5, 2.0, c)
-    torch.testing.assert_close(sorted(got.tolist(), key=lambda z: (z.imag, z.real)),
-                               sorted(want.tolist(), key=lambda z: (z.imag, z.real)))
+    torch.testing.assert_close(
+        sorted(got.tolist(), key=lambda z: (z.imag, z.real)), sorted(want.tolist(), key=lambda z: (z.imag, z.real))
+    )
     assert bool((got.real < 0).all()) == (c > 0)  # positive damping <=> left half-plane
 
 
@@ -123,8 +124,16 @@ def test_checkpoint_eigenvalues_of_a_training_run(tmp_path):
     from torchssm.models.config import ModelConfig
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(layer="lru", d_model=4, n_layers=2, d_input=1, d_output=2,
-                                    layer_kwargs={"d_state": 6, "r_min": 0.6, "r_max": 0.8}))
+    model = build_model(
+        ModelConfig(
+            layer="lru",
+            d_model=4,
+            n_layers=2,
+            d_input=1,
+            d_output=2,
+            layer_kwargs={"d_state": 6, "r_min": 0.6, "r_max": 0.8},
+        )
+    )
     model.save_pretrained(tmp_path / "run" / "best")
     got = eigen.checkpoint_eigenvalues(tmp_path / "run")
     assert len(got) == 2 and all(v.shape == (6,) for v in got.values())
@@ -133,8 +142,12 @@ def test_checkpoint_eigenvalues_of_a_training_run(tmp_path):
     pytest.importorskip("matplotlib")
     from torchssm.cli import main
 
-    assert main(["plot", "impulse", "--checkpoint", str(tmp_path / "run"), "--length", "8",
-                 "--out", str(tmp_path / "figs")]) == 0
+    assert (
+        main(
+            ["plot", "impulse", "--checkpoint", str(tmp_path / "run"), "--length", "8", "--out", str(tmp_path / "figs")]
+        )
+        == 0
+    )
     assert os.path.getsize(tmp_path / "figs" / "impulse_response.png") > 1000
 
 
@@ -197,8 +210,27 @@ def test_plot_cli_writes_files(tmp_path):
     pytest.importorskip("matplotlib")
     from torchssm.cli import main
 
-    assert main(["plot", "all", "--out", str(tmp_path), "--layer", "transformer", "--d-model", "4",
-                 "--layer-kwargs", '{"n_heads": 2}', "--length", "16", "--n", "64"]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "all",
+                "--out",
+                str(tmp_path),
+                "--layer",
+                "transformer",
+                "--d-model",
+                "4",
+                "--layer-kwargs",
+                '{"n_heads": 2}',
+                "--length",
+                "16",
+                "--n",
+                "64",
+            ]
+        )
+        == 0
+    )
     for name in ("spring_mass_damper", "aa_vs_ab", "lru_ring_init", "impulse_response"):
         assert os.path.getsize(tmp_path / f"{name}.png") > 1000
     assert main(["plot", "ring", "--out", str(tmp_path), "--format", "svg"]) == 0
@@ -230,3 +262,174 @@ def test_hippo_plot_skips_cleanly_without_provider(tmp_path, monkeypatch):
     assert impulse.hippo_matrices(8) == {}
     res = plots.plot_hippo(tmp_path / "h.png")
     assert res["path"] is None and "hippo" in res["skipped"] and not (tmp_path / "h.png").exists()
+
+
+# --- training runs: curves and the run's own initial eigenvalues ---------------------------------------
+
+
+def _write_metrics(run, records, tail=""):
+    import json
+
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + tail)
+    return run
+
+
+def _epoch(e, loss, acc=None, evaluated=True):
+    r = {"epoch": e, "step": 10 * e, "lr": 1e-3, "train_loss": loss}
+    if acc is not None:
+        r["train_acc"] = acc
+    if evaluated:
+        r.update({"val_loss": loss + 0.1, "test_loss": loss + 0.2})
+        if acc is not None:
+            r.update({"val_acc": acc - 0.05, "test_acc": acc - 0.1})
+    return r
+
+
+def test_metrics_reading_and_series(tmp_path):
+    from torchssm.analysis import curves
+
+    run = _write_metrics(
+        tmp_path / "a",
+        [_epoch(1, 2.0, 0.3), _epoch(2, 1.5, 0.5, evaluated=False), _epoch(3, 1.0, 0.7)],
+        tail='{"epoch": 4, "tra',
+    )
+    with pytest.warns(UserWarning, match="incomplete last line"):
+        records = curves.read_metrics(run)  # a run still writing: the torn last line is skipped
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert curves.series(records, "train_loss") == ([1, 2, 3], [2.0, 1.5, 1.0])
+    assert curves.series(records, "val_acc") == (
+        [1, 3],
+        [pytest.approx(0.25), pytest.approx(0.65)],
+    )  # epoch 2 not evaluated
+    assert curves.series(records, "test_loss", x="step") == ([10, 30], [2.2, 1.2])
+    # a resumed run re-writes an epoch: the later record wins, x sorted
+    assert curves.series(records + [_epoch(2, 9.0)], "train_loss") == ([1, 2, 3], [2.0, 9.0, 1.0])
+    assert curves.has_metric(records, "acc") and not curves.has_metric([_epoch(1, 1.0)], "acc")
+    with pytest.raises(ValueError, match="x must be one of"):
+        curves.series(records, "train_loss", x="time")
+    bad = _write_metrics(tmp_path / "bad", [_epoch(1, 1.0)], tail="not json\n" + '{"epoch": 2}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: not a metrics record"):
+        curves.read_metrics(bad)
+    with pytest.raises(ValueError, match="no records yet"):
+        curves.read_metrics(_write_metrics(tmp_path / "empty", []))
+    with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
+        curves.read_metrics(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        curves.read_metrics(tmp_path / "missing")
+
+
+def test_run_labels_tell_runs_apart(tmp_path):
+    from torchssm.analysis.curves import run_labels
+
+    assert run_labels([tmp_path / "x" / "lru", tmp_path / "y" / "s4d"]) == ["lru", "s4d"]
+    assert run_labels([tmp_path / "x" / "lru", tmp_path / "y" / "lru"]) == ["x/lru", "y/lru"]
+    assert run_labels([tmp_path / "x" / "lru" / "metrics.jsonl"]) == ["lru"]
+
+
+def test_plot_training_curves(tmp_path):
+    pytest.importorskip("matplotlib")
+    from torchssm.analysis import plots
+    from torchssm.cli import main
+
+    a = _write_metrics(tmp_path / "runs" / "a", [_epoch(e, 2.0 / e, 0.2 * e) for e in range(1, 5)])
+    b = _write_metrics(tmp_path / "other" / "a", [_epoch(e, 3.0 / e, 0.1 * e) for e in range(1, 3)])
+    res = plots.plot_training_curves(tmp_path / "c.png", [a, b])
+    assert res["labels"] == ["runs/a", "other/a"] and os.path.getsize(res["path"]) > 10_000
+    assert res["curves"]["runs/a"]["val_acc"][1] == pytest.approx([0.15, 0.35, 0.55, 0.75])
+    assert set(res["curves"]["other/a"]) == {f"{s}_{k}" for s in ("train", "val", "test") for k in ("loss", "acc")}
+    # regression runs (no accuracy): one panel, loss only
+    reg = _write_metrics(tmp_path / "reg", [_epoch(e, 1.0 / e) for e in range(1, 4)])
+    res = plots.plot_training_curves(tmp_path / "r.svg", [reg], x="step", labels=["adding"])
+    assert res["labels"] == ["adding"] and res["curves"]["adding"]["train_loss"][0] == [10, 20, 30]
+    with pytest.raises(ValueError, match="2 labels for 1 runs"):
+        plots.plot_training_curves(tmp_path / "r.png", [reg], labels=["a", "b"])
+    with pytest.raises(ValueError, match="at least one run"):
+        plots.plot_training_curves(tmp_path / "r.png", [])
+    assert main(["plot", "curves", str(a), str(b), "--out", str(tmp_path / "figs")]) == 0
+    assert os.path.getsize(tmp_path / "figs" / "training_curves.png") > 10_000
+    assert main(["plot", "curves", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2  # one-line error
+    assert main(["plot", "ring", str(a), "--out", str(tmp_path)]) == 2  # only curves takes runs
+
+
+@pytest.fixture(scope="module")
+def lru_run(tmp_path_factory):
+    """A 2-epoch MNIST-1D LRU run (64 examples, width 8) whose initial weights were captured by its builder."""
+    from torchssm.models import build_model
+    from torchssm.train.config import ExperimentConfig
+    from torchssm.train.loop import train
+
+    root = tmp_path_factory.mktemp("lru_run")
+    cfg = ExperimentConfig.from_dict(
+        {
+            "task": {"name": "mnist1d", "limit": 64},
+            "model": {"layer": "lru", "d_model": 8, "n_layers": 2, "layer_kwargs": {"d_state": 8, "r_min": 0.5}},
+            "train": {
+                "epochs": 2,
+                "batch_size": 16,
+                "lr": 5e-2,
+                "seed": 3,
+                "threads": 1,
+                "progress": False,
+                "out_dir": str(root / "run"),
+            },
+        }
+    )
+    captured = {}
+
+    def builder(model_cfg):
+        model = build_model(model_cfg)
+        captured.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return model
+
+    train(cfg, data_dir=root / "data", model_builder=builder)
+    return root / "run", captured
+
+
+def test_initial_eigenvalues_are_the_runs_own(lru_run):
+    """Rebuilt from the run's config and train.seed, the initial eigenvalues equal those the loop trained from
+    (captured by its model builder), exactly; the trained ones moved away from them."""
+    import random
+
+    import numpy as np
+
+    run, captured = lru_run
+    states = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+    initial, seed = eigen.initial_eigenvalues(run)
+    assert seed == 3
+    assert torch.equal(torch.get_rng_state(), states[0]) and random.getstate() == states[1]
+    assert np.array_equal(np.random.get_state()[1], states[2])  # the caller's random state is untouched
+    want = eigen.checkpoint_eigenvalues(captured)
+    trained = eigen.checkpoint_eigenvalues(run)
+    assert list(initial) == list(want) == list(trained) and len(initial) == 2
+    for name in want:
+        torch.testing.assert_close(initial[name], want[name], rtol=0, atol=0)
+        assert float((trained[name] - want[name]).abs().max()) > 1e-4  # training moved them
+    # from a checkpoint directory of the run too (last/, a snapshot)
+    torch.testing.assert_close(eigen.initial_eigenvalues(run / "last")[0][name], want[name], rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError, match="trainer_state.json"):
+        eigen.initial_eigenvalues(run.parent)
+
+
+def test_plot_eigs_draws_the_runs_initial_eigenvalues(lru_run, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from torchssm.analysis import plots
+    from torchssm.cli import main
+
+    run, captured = lru_run
+    res = plots.plot_checkpoint_eigenvalues(tmp_path / "e.png", run, "run")
+    assert res["before_label"] == "initial (train.seed 3)"
+    for name, lam in eigen.checkpoint_eigenvalues(captured).items():
+        torch.testing.assert_close(res["before"][name], lam, rtol=0, atol=0)
+    assert main(["plot", "eigs", "--checkpoint", str(run), "--out", str(tmp_path)]) == 0
+    assert "initial (train.seed 3)" in capsys.readouterr().out
+    assert os.path.getsize(tmp_path / "lru_eigenvalues.png") > 10_000
+    # a bare state dict has no run record: trained eigenvalues only, said so; --init ring is the old comparison
+    gen = torch.Generator().manual_seed(0)
+    torch.save(dict(zip(("l.nu_log", "l.theta_log"), lru_ring_init(16, 0.5, 0.9, generator=gen))), tmp_path / "sd.pt")
+    assert main(["plot", "eigs", "--checkpoint", str(tmp_path / "sd.pt"), "--out", str(tmp_path)]) == 0
+    assert "not a training run" in capsys.readouterr().out
+    assert (
+        main(["plot", "eigs", "--checkpoint", str(tmp_path / "sd.pt"), "--init", "ring", "--out", str(tmp_path)]) == 0
+    )
+    assert "a fresh ring-init draw" in capsys.readouterr().out

@@ -19,7 +19,7 @@ All functions work in float64 and return tensors.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 
@@ -28,7 +28,7 @@ from torchssm.layers.discretize import discretize_dense, discretize_diag
 F64 = torch.float64
 
 
-def smd_matrices(m: float = 1.0, k: float = 1.0, c: float = 0.2) -> Tuple[torch.Tensor, torch.Tensor]:
+def smd_matrices(m: float = 1.0, k: float = 1.0, c: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
     """(A (2, 2), B (2, 1)) of the spring-mass-damper in state (position, velocity)."""
     if m <= 0 or k < 0:
         raise ValueError(f"need mass m > 0 and spring constant k >= 0; got m={m}, k={k}")
@@ -53,7 +53,7 @@ def eigenvalue_locus(cs: Sequence[float], m: float = 1.0, k: float = 1.0) -> tor
     return torch.stack([smd_eigenvalues(m, k, c) for c in cs])
 
 
-def discretize(a: torch.Tensor, b: torch.Tensor, dt: float, method: str = "zoh") -> Tuple[torch.Tensor, torch.Tensor]:
+def discretize(a: torch.Tensor, b: torch.Tensor, dt: float, method: str = "zoh") -> tuple[torch.Tensor, torch.Tensor]:
     """Dense (A (n, n), B (n, p)) -> (A_bar, B_bar) by "zoh" or "bilinear" (:mod:`torchssm.layers.discretize`)."""
     return discretize_dense(torch.tensor(dt, dtype=F64), a, b, method)
 
@@ -84,7 +84,7 @@ def damping_responses(
     omega_n: float = 1.0,
     t_end: float = 30.0,
     dt: float = 0.05,
-) -> Tuple[torch.Tensor, Dict[float, torch.Tensor]]:
+) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
     """Free response x(t) from x(0) = 1, x'(0) = 0 for each damping ratio (m = 1, k = omega_n^2).
 
     Returns (t (T + 1,), {zeta: x (T + 1,)}). zeta < 0 grows, 0 < zeta < 1 oscillates inside a
@@ -99,8 +99,9 @@ def damping_responses(
     return t, out
 
 
-def pulse_train(tokens: Sequence[float], interval: float = 10.0, width: float = 1.0, t_end: float = 30.0,
-                dt: float = 0.01) -> Tuple[torch.Tensor, torch.Tensor]:
+def pulse_train(
+    tokens: Sequence[float], interval: float = 10.0, width: float = 1.0, t_end: float = 30.0, dt: float = 0.01
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The article's Figure 3: token i is a rectangular pulse of height tokens[i] at t = i * interval.
 
     Returns (t (T,), u (T,)) sampled every dt (u held constant over each step).
@@ -121,7 +122,7 @@ DEMO_DAMPING = {"low damping": 0.05, "high damping": 1.0, "negative damping": -0
 
 
 def information_propagation(
-    damping: Dict[str, float] = DEMO_DAMPING,
+    damping: dict[str, float] = DEMO_DAMPING,
     sequences: Sequence[str] = ("aa", "ab"),
     omega: float = 1.0,
     interval: float = 10.0,
@@ -153,5 +154,11 @@ def information_propagation(
         if len(sequences) == 2:
             s1, s2 = (final[label][seq] for seq in sequences)
             separation[label] = float(torch.linalg.vector_norm(s1 - s2))
-    return {"t": t_states, "inputs": inputs, "response": response, "final": final, "separation": separation,
-            "damping": dict(damping)}
+    return {
+        "t": t_states,
+        "inputs": inputs,
+        "response": response,
+        "final": final,
+        "separation": separation,
+        "damping": dict(damping),
+    }

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, Mapping, Union
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -41,7 +41,7 @@ def ring_init_eigenvalues(
     return lru_eigenvalues(nu_log, theta_log)
 
 
-def load_model(path: Union[str, os.PathLike]) -> nn.Module:
+def load_model(path: str | os.PathLike) -> nn.Module:
     """:func:`torchssm.from_pretrained` on a model directory, or on a training run's ``best/`` (else ``last/``)."""
     import torchssm
 
@@ -52,7 +52,7 @@ def load_model(path: Union[str, os.PathLike]) -> nn.Module:
     raise FileNotFoundError(f"{path!r} has no config.json (nor best/ or last/ checkpoint): not a saved model")
 
 
-def load_state_dict(source: Union[str, os.PathLike, nn.Module, Mapping[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+def load_state_dict(source: str | os.PathLike | nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict from a model, a mapping, a ``save_pretrained`` directory, a .safetensors or a torch file.
 
     Directories (a ``save_pretrained`` / checkpoint directory, or a training run directory, whose
@@ -81,7 +81,7 @@ def load_state_dict(source: Union[str, os.PathLike, nn.Module, Mapping[str, torc
     return dict(data)
 
 
-def checkpoint_eigenvalues(source) -> Dict[str, torch.Tensor]:
+def checkpoint_eigenvalues(source) -> dict[str, torch.Tensor]:
     """{layer prefix: eigenvalues (n,) complex128} for every ``<prefix>nu_log`` / ``<prefix>theta_log`` pair."""
     state = load_state_dict(source)
     out = {}
@@ -95,7 +95,70 @@ def checkpoint_eigenvalues(source) -> Dict[str, torch.Tensor]:
     return out
 
 
-def eigenvalue_summary(lam: torch.Tensor) -> Dict[str, float]:
+def training_checkpoint(run: str | os.PathLike) -> str | None:
+    """A checkpoint directory written by ``torchssm train`` (it has the trainer sidecar) for ``run``:
+    ``run`` itself, or a run directory's ``best/``, ``last/`` or newest ``checkpoints/epoch-*``; else None."""
+    from torchssm.train.checkpoint import SIDECAR, SNAPSHOTS
+
+    path = os.fspath(run)
+    if not os.path.isdir(path):
+        return None
+    snapshots = os.path.join(path, SNAPSHOTS)
+    newest = sorted(os.listdir(snapshots), reverse=True) if os.path.isdir(snapshots) else []
+    for sub in ["", "best", "last"] + [os.path.join(SNAPSHOTS, name) for name in newest]:
+        if os.path.isfile(os.path.join(path, sub, SIDECAR)):
+            return os.path.join(path, sub)
+    return None
+
+
+def initial_model(run: str | os.PathLike) -> tuple[nn.Module, int]:
+    """The model of a training run as it was before its first step, and the seed that made it.
+
+    Rebuilt, not read: the checkpoint's ``config.json`` is the exact model config the training loop
+    built (task sizes filled in), and the loop seeds with ``train.seed`` right before building the
+    model (:func:`torchssm.train.loop.seed_everything`), so the same seed and builder give the same
+    initial weights. The caller's random state is left as it was.
+    """
+    import random
+
+    import numpy as np
+
+    from torchssm.models import ModelConfig, build_model
+    from torchssm.models.pretrained import load_config
+    from torchssm.train.checkpoint import read_checkpoint_state
+    from torchssm.train.config import saved_config
+    from torchssm.train.loop import seed_everything
+
+    ckpt = training_checkpoint(run)
+    if ckpt is None:
+        raise FileNotFoundError(
+            f"{os.fspath(run)!r} is not a `torchssm train` run or checkpoint (no "
+            "trainer_state.json): its initial weights cannot be rebuilt"
+        )
+    model_dict = load_config(ckpt)
+    if model_dict.get("model_type") != "deep_ssm":
+        raise ValueError(
+            f"initial weights can be rebuilt for the deep SSM model only, not model_type "
+            f"{model_dict.get('model_type')!r}; pass the checkpoint saved before training instead"
+        )
+    config = ModelConfig.from_dict({k: v for k, v in model_dict.items() if k not in ("model_type", "torchssm_version")})
+    seed = int((saved_config(read_checkpoint_state(ckpt, verify=False)["config"]).get("train") or {}).get("seed", 0))
+    states = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        seed_everything(seed)
+        model = build_model(config)
+    random.setstate(states[0])
+    np.random.set_state(states[1])
+    return model, seed
+
+
+def initial_eigenvalues(run: str | os.PathLike) -> tuple[dict[str, torch.Tensor], int]:
+    """({layer prefix: eigenvalues (n,) complex128} of a training run before its first step, train.seed)."""
+    model, seed = initial_model(run)
+    return checkpoint_eigenvalues(model), seed
+
+
+def eigenvalue_summary(lam: torch.Tensor) -> dict[str, float]:
     """Magnitude and phase statistics of eigenvalues (n,) complex: the numbers printed next to a plot."""
     mag, phase = lam.abs(), lam.angle().abs()
     return {

@@ -11,7 +11,7 @@ convolution kernel: y = K * x. For other layers it is the response to that impul
 from __future__ import annotations
 
 import importlib
-from typing import Dict, Iterator, Tuple
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -44,7 +44,7 @@ def kernel_norms(kernel: torch.Tensor) -> torch.Tensor:
     return torch.linalg.matrix_norm(kernel.to(torch.float64))
 
 
-def sequence_layers(model: nn.Module) -> Iterator[Tuple[str, SSMLayer]]:
+def sequence_layers(model: nn.Module) -> Iterator[tuple[str, SSMLayer]]:
     """(name, layer) for every SSM-contract layer inside ``model`` (the model itself if it is one)."""
     for name, module in model.named_modules():
         if isinstance(module, SSMLayer):
@@ -56,7 +56,7 @@ def sequence_layers(model: nn.Module) -> Iterator[Tuple[str, SSMLayer]]:
 HIPPO_KINDS = ("legs", "legt", "fout")
 
 
-def hippo_matrices(n: int = 64) -> Dict[str, torch.Tensor]:
+def hippo_matrices(n: int = 64) -> dict[str, torch.Tensor]:
     """{measure: A (n, n) float64} for HiPPO-LegS, -LegT and -FouT ({} if layers.init has no ``hippo``).
 
     LegS: A_nk = -sqrt(2n+1) sqrt(2k+1) for n > k, -(n+1) on the diagonal (Gu et al. 2020, "HiPPO",

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from torchssm.analysis import dynamics, eigen, impulse
+from torchssm.analysis import curves, dynamics, eigen, impulse
+
+LEGEND_FONTSIZE = 8  # the smallest size that stays legible at dpi 120 (figures are viewed at ~100%)
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, size=(5.0, 4.0)):
@@ -40,6 +42,13 @@ def save_figure(fig, path) -> str:
     return path
 
 
+def legend(ax, **kwargs):
+    """A legend readable at the figure's size (a half-opaque frame over the data); ``kwargs`` as ax.legend."""
+    kwargs.setdefault("fontsize", LEGEND_FONTSIZE)
+    kwargs.setdefault("framealpha", 0.85)
+    return ax.legend(**kwargs)
+
+
 def _np(*tensors):
     """Tensors -> numpy arrays for matplotlib (which warns on torch's __array__)."""
     return [t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t for t in tensors]
@@ -55,8 +64,13 @@ def _unit_circle(ax, shade: bool = True):
     ax.set_ylabel("Im")
 
 
-def plot_spring_mass_damper(path, m: float = 1.0, k: float = 1.0, dt: float = 0.5,
-                            dampings: Sequence[float] = (-0.4, -0.1, 0.1, 0.4, 1.0, 2.0, 3.0)) -> dict:
+def plot_spring_mass_damper(
+    path,
+    m: float = 1.0,
+    k: float = 1.0,
+    dt: float = 0.5,
+    dampings: Sequence[float] = (-0.4, -0.1, 0.1, 0.4, 1.0, 2.0, 3.0),
+) -> dict:
     """Four panels: continuous eigenvalues vs damping c (stable / unstable half-planes), free response
     vs damping ratio, and ZOH vs bilinear discrete eigenvalues in the unit disk."""
     fig, (ax_s, ax_r, ax_z, ax_zz) = new_figure(2, 2)
@@ -69,10 +83,11 @@ def plot_spring_mass_damper(path, m: float = 1.0, k: float = 1.0, dt: float = 0.
     for c, lam in eigs.items():
         ax_s.plot(*_np(lam.real, lam.imag), "x", label=f"c={c:g} (zeta={dynamics.damping_ratio(m, k, c):.2f})")
     ax_s.set_xlim(-3.5, 1.0)
+    ax_s.set_ylim(-1.15, 2.0)  # room above the eigenvalues for the legend
     ax_s.set_title(f"continuous eigenvalues, m={m:g}, k={k:g}")
     ax_s.set_xlabel("Re lambda = -c / 2m")
     ax_s.set_ylabel("Im lambda")
-    ax_s.legend(fontsize=6)
+    legend(ax_s, loc="upper left", ncols=2)
 
     zetas = (-0.05, 0.1, 0.5, 1.0, 2.0)
     t, responses = dynamics.damping_responses(zetas, omega_n=math.sqrt(k / m))
@@ -80,7 +95,8 @@ def plot_spring_mass_damper(path, m: float = 1.0, k: float = 1.0, dt: float = 0.
         ax_r.plot(*_np(t, x), label=f"zeta={zeta:g}")
     ax_r.set_title("free response x(t), x(0)=1")
     ax_r.set_xlabel("t")
-    ax_r.legend(fontsize=7)
+    ax_r.set_ylabel("position x(t)")
+    legend(ax_r, loc="upper left", title="damping ratio")
 
     discrete = {}
     for ax, method in ((ax_z, "zoh"), (ax_zz, "bilinear")):
@@ -90,7 +106,7 @@ def plot_spring_mass_damper(path, m: float = 1.0, k: float = 1.0, dt: float = 0.
             discrete[(method, c)] = z
             ax.plot(*_np(z.real, z.imag), "x", label=f"c={c:g}")
         ax.set_title(f"{method} eigenvalues, dt={dt:g}")
-        ax.legend(fontsize=6)
+        legend(ax, loc="lower left", ncols=2)
     out = {"path": save_figure(fig, path), "continuous": eigs, "discrete": discrete, "responses": responses}
     return out
 
@@ -104,53 +120,127 @@ def plot_information_propagation(path, **kwargs) -> dict:
     for seq, u in demo["inputs"].items():
         axes[0].plot(*_np(t[:-1], u), label=seq)
     axes[0].set_title("inputs: token a = +1, b = -1")
-    axes[0].legend(fontsize=7)
+    axes[0].set_ylabel("input u(t)")
+    legend(axes[0], loc="upper right", title="sequence")
     for ax, label in zip(axes[1:], labels):
         for seq, x in demo["response"][label].items():
             ax.plot(*_np(t, x), label=seq)
         nu = demo["damping"][label]
         ax.set_title(f"{label} (nu={nu:g}): |s_aa - s_ab| at end = {demo['separation'][label]:.3g}")
-        ax.legend(fontsize=7)
+        ax.set_ylabel("position x(t)")  # colours as in the inputs' legend
     axes[-1].set_xlabel("t")
     demo["path"] = save_figure(fig, path)
     return demo
 
 
-def plot_lru_ring(path, n: int = 512, r_min: float = 0.4, r_max: float = 0.9, max_phase: float = 2 * math.pi,
-                  seed: int = 0) -> dict:
+def plot_lru_ring(
+    path, n: int = 512, r_min: float = 0.4, r_max: float = 0.9, max_phase: float = 2 * math.pi, seed: int = 0
+) -> dict:
     """Eigenvalues of the LRU ring init in the complex plane, with the ring r_min <= |lambda| <= r_max."""
     lam = eigen.ring_init_eigenvalues(n, r_min, r_max, max_phase, seed)
     fig, (ax,) = new_figure()
     _unit_circle(ax, shade=False)
     t = torch.linspace(0, max_phase, 200)
-    for r in (r_min, r_max):
-        ax.plot(*_np(r * t.cos(), r * t.sin()), "--", color="tab:red", lw=0.8)
-    ax.plot(*_np(lam.real, lam.imag), ".", ms=3)
+    for i, r in enumerate((r_min, r_max)):
+        ax.plot(
+            *_np(r * t.cos(), r * t.sin()),
+            "--",
+            color="tab:red",
+            lw=0.8,
+            label="|lambda| = r_min, r_max" if i == 0 else None,
+        )
+    ax.plot(*_np(lam.real, lam.imag), ".", ms=3, label=f"{lam.numel()} eigenvalues (seed {seed})")
+    legend(ax, loc="upper left", bbox_to_anchor=(0.0, -0.12))
     ax.set_title(f"LRU ring init: r in [{r_min:g}, {r_max:g}], phase in [0, {max_phase:.3g}]")
     return {"path": save_figure(fig, path), "eigenvalues": lam, **eigen.eigenvalue_summary(lam)}
 
 
-def plot_checkpoint_eigenvalues(path, checkpoint, init: Optional[dict] = None) -> dict:
-    """Eigenvalues of every LRU layer in a checkpoint; with ``init`` (another checkpoint or ring
-    kwargs {"r_min", "r_max", "max_phase"}) also the eigenvalues before training, for comparison."""
+def plot_checkpoint_eigenvalues(path, checkpoint, init=None) -> dict:
+    """Eigenvalues of every LRU layer in a checkpoint over those before training.
+
+    ``init`` says what "before" is: ``"run"`` (the run's own initial eigenvalues, rebuilt from its
+    config and ``train.seed``: :func:`eigen.initial_eigenvalues`; ``checkpoint`` must be a training
+    run), another checkpoint (a path), ring-init keyword arguments ``{"r_min", "r_max", "max_phase",
+    "seed"}`` (a fresh draw of the ring, not this run's), or None (trained eigenvalues only).
+    """
     trained = eigen.checkpoint_eigenvalues(checkpoint)
-    before = None
-    if isinstance(init, dict) and set(init) <= {"r_min", "r_max", "max_phase", "seed"}:
-        n = max(v.numel() for v in trained.values())
-        before = {"ring init": eigen.ring_init_eigenvalues(n, **init)}
+    before, label = None, None
+    if isinstance(init, str) and init == "run":
+        before, seed = eigen.initial_eigenvalues(checkpoint)
+        label = f"initial (train.seed {seed})"
+    elif isinstance(init, dict) and set(init) <= {"r_min", "r_max", "max_phase", "seed"}:
+        before = {name: eigen.ring_init_eigenvalues(lam.numel(), **init) for name, lam in trained.items()}
+        label = "a fresh ring-init draw"
     elif init is not None:
-        before = eigen.checkpoint_eigenvalues(init)
-    fig, axes = new_figure(len(trained), 1)
+        before, label = eigen.checkpoint_eigenvalues(init), "init checkpoint"
+    fig, axes = new_figure(len(trained), 1, size=(4.5, 4.8))
     for ax, (name, lam) in zip(axes, trained.items()):
         _unit_circle(ax, shade=False)
         if before is not None:
-            ref = before.get(name, next(iter(before.values())))
-            ax.plot(*_np(ref.real, ref.imag), ".", ms=3, color="0.6", label="before training")
-        ax.plot(*_np(lam.real, lam.imag), ".", ms=3, color="tab:blue", label="trained")
+            ref = before.get(name, next(iter(before.values())))  # an init checkpoint with other layer names
+            ax.plot(*_np(ref.real, ref.imag), "o", ms=3.5, mfc="none", color="0.55", label=label)
+        ax.plot(*_np(lam.real, lam.imag), ".", ms=4, color="tab:blue", label="trained")
         ax.set_title(name)
-        ax.legend(fontsize=7)
+        legend(ax, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2)
     summary = {name: eigen.eigenvalue_summary(lam) for name, lam in trained.items()}
-    return {"path": save_figure(fig, path), "eigenvalues": trained, "before": before, "summary": summary}
+    before_summary = {name: eigen.eigenvalue_summary(lam) for name, lam in (before or {}).items()}
+    return {
+        "path": save_figure(fig, path),
+        "eigenvalues": trained,
+        "before": before,
+        "before_label": label,
+        "summary": summary,
+        "before_summary": before_summary,
+    }
+
+
+def plot_training_curves(path, runs: Sequence, x: str = "epoch", labels: Sequence[str] | None = None) -> dict:
+    """Loss and (for classification) accuracy against ``x`` ("epoch" or "step") of one or more training
+    runs read from their ``metrics.jsonl``: one colour per run, one line style per split (train solid,
+    val dashed, test dotted). Returns the curves drawn: ``{"curves": {label: {metric: (xs, ys)}}}``."""
+    runs = list(runs)
+    if not runs:
+        raise ValueError("plot curves needs at least one run directory (or metrics.jsonl)")
+    labels = list(labels) if labels else curves.run_labels(runs)
+    if len(labels) != len(runs):
+        raise ValueError(f"got {len(labels)} labels for {len(runs)} runs")
+    records = [curves.read_metrics(run) for run in runs]
+    kinds = [k for k in ("loss", "acc") if any(curves.has_metric(r, k) for r in records)]
+    if not kinds:
+        raise ValueError(f"no *_loss or *_acc entries in {runs[0]}'s metrics: not a `torchssm train` run?")
+    fig, axes = new_figure(len(kinds), 1, size=(5.5, 4.0))
+    styles = {"train": "-", "val": "--", "test": ":"}
+    drawn: dict = {}
+    for i, (label, recs) in enumerate(zip(labels, records)):
+        color = f"C{i % 10}"
+        for ax, kind in zip(axes, kinds):
+            for split, style in styles.items():
+                xs, ys = curves.series(recs, f"{split}_{kind}", x)
+                if not xs:
+                    continue
+                scale = 100.0 if kind == "acc" else 1.0
+                ax.plot(
+                    xs, [scale * v for v in ys], style, color=color, lw=1.5, marker="o" if len(xs) < 12 else None, ms=3
+                )
+                drawn.setdefault(label, {})[f"{split}_{kind}"] = (xs, ys)
+    names = {"loss": "loss", "acc": "accuracy (%)"}
+    for ax, kind in zip(axes, kinds):
+        ax.set_xlabel(x)
+        ax.set_ylabel(names[kind])
+        ax.set_title(f"{names[kind].split(' ')[0]} per {x}")
+        ax.grid(alpha=0.3)
+    # two legends: the runs (colour) on the first panel, the splits (line style) on the last
+    handles = [axes[0].plot([], [], "-", color=f"C{i % 10}", lw=2)[0] for i in range(len(labels))]
+    legend(axes[0], handles=handles, labels=labels, loc="upper right", title="run")
+    split_handles = [axes[-1].plot([], [], style, color="0.2")[0] for style in styles.values()]
+    legend(
+        axes[-1],
+        handles=split_handles,
+        labels=list(styles),
+        loc="lower right" if "acc" in kinds else "upper right",
+        title="split",
+    )
+    return {"path": save_figure(fig, path), "curves": drawn, "labels": labels}
 
 
 def plot_impulse_responses(path, model: torch.nn.Module, length: int = 256, channels: int = 4) -> dict:
@@ -167,10 +257,13 @@ def plot_impulse_responses(path, model: torch.nn.Module, length: int = 256, chan
         for i in range(min(channels, k.shape[1])):
             ax_k.plot(*_np(k[:, i, i].double()), lw=0.8, label=f"channel {i}")
         ax_k.set_title(f"{name}: impulse response K[t, i, i]")
-        ax_k.legend(fontsize=6)
+        ax_k.set_xlabel("t")
+        ax_k.set_ylabel("K[t, i, i] (output i, input i)")
+        legend(ax_k, loc="upper right")
         ax_n.semilogy(*_np(impulse.kernel_norms(k).clamp_min(1e-30)))
         ax_n.set_title(f"{name}: ||K[t]||_F")
         ax_n.set_xlabel("t")
+        ax_n.set_ylabel("||K[t]||_F (log scale)")
     return {"path": save_figure(fig, path), "kernels": kernels}
 
 
@@ -186,5 +279,7 @@ def plot_hippo(path, n: int = 64) -> dict:
     for ax, (kind, a) in zip(axes, mats.items()):
         im = ax.imshow(*_np(a), cmap="RdBu_r", vmin=-float(a.abs().max()), vmax=float(a.abs().max()))
         ax.set_title(f"HiPPO-{kind} A ({n}x{n})")
-        fig.colorbar(im, ax=ax, shrink=0.8)
+        ax.set_xlabel("column k")
+        ax.set_ylabel("row n")
+        fig.colorbar(im, ax=ax, shrink=0.8, label="A[n, k]")
     return {"path": save_figure(fig, path), "matrices": mats}
