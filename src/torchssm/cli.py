@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 # dependency absent) simply contributes no command.
 _COMMAND_MODULES = (
     "torchssm.train.cli",      # train, eval
+    "torchssm.presets.cli",    # presets
     "torchssm.data.cli",       # tasks
     "torchssm.bench.cli",      # bench
     "torchssm.analysis.cli",   # plot
