@@ -1,6 +1,6 @@
 """``torchssm train`` and ``torchssm eval``.
 
-    torchssm train --config configs/mnist1d_lru.yaml [--set train.lr=1e-3 model.n_layers=4]
+    torchssm train --preset mnist1d_lru [--set train.lr=1e-3 model.n_layers=4]   (or --config my.yaml)
                    [--out-dir runs/x] [--data-dir D] [--resume [CHECKPOINT]] [--overwrite] [--stop-after N]
                    [--device cpu|cuda|auto] [--tensorboard]
     torchssm eval --checkpoint runs/x/best [--split test] [--data-dir D]
@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from torchssm.presets import preset_path
 from torchssm.runs import find_checkpoint, run_dir_of
 from torchssm.train.checkpoint import find_latest_checkpoint, load_checkpoint, read_checkpoint_state
 from torchssm.train.config import ExperimentConfig, load_config, model_config_for_task, saved_config
@@ -49,7 +50,8 @@ def _run_train(args) -> int:
         overrides.append(f"train.device={args.device}")
     if args.tensorboard:
         overrides.append("train.tensorboard=true")
-    cfg = load_config(args.config, overrides) if args.config else None
+    config = preset_path(args.preset) if args.preset else args.config  # a shipped preset (torchssm presets)
+    cfg = load_config(config, overrides) if config else None
     resume = None
     if args.resume is not None:
         if args.resume == _AUTO:
@@ -66,7 +68,7 @@ def _run_train(args) -> int:
         if cfg is None:
             cfg = load_config(base=saved_config(state["config"]), overrides=overrides)
     if cfg is None:
-        raise ValueError("torchssm train needs --config PATH (or --resume CHECKPOINT)")
+        raise ValueError("torchssm train needs --preset NAME or --config PATH (or --resume CHECKPOINT)")
     if args.out_dir:
         cfg.train.out_dir = str(args.out_dir)
     elif resume is not None:
@@ -133,7 +135,10 @@ def _positive_int(text: str) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a model from a YAML experiment config")
-    p.add_argument("--config", help="experiment YAML (e.g. configs/mnist1d_lru.yaml)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--config", help="experiment YAML file (any path)")
+    source.add_argument("--preset", metavar="NAME",
+                        help="a preset shipped with torchssm: mnist1d_lru, lra/listops_s4d, ... (torchssm presets)")
     p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", default=[],
                    help="override config entries, e.g. --set train.lr=1e-3 model.n_layers=4 (values are YAML)")
     p.add_argument("--resume", nargs="?", const=_AUTO, default=None, metavar="CHECKPOINT",
