@@ -77,7 +77,8 @@ def check_run_dir(out_dir: Path, *, resuming_here: bool, overwrite: bool) -> Non
                          f"use one of --resume and --overwrite, or resume into another --out-dir")
     if resuming_here or overwrite:
         return
-    found = run_files(out_dir)
+    order = {name: i for i, name in enumerate(RUN_FILES)}  # a run's own files first
+    found = sorted(run_files(out_dir), key=lambda name: (order.get(name, len(order)), name))
     if found:
         shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
         raise ValueError(f"the run directory {out_dir} is not empty ({shown}); continue that run with --resume, "
