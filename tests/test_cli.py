@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from torchssm.cli import main
+from torchssm.presets import preset_path
 
-REPO_CONFIG = "configs/mnist1d_lru.yaml"
 TINY = ["task.limit=600", "model.d_model=16", "model.layer_kwargs.d_state=16", "train.epochs=5",
         "train.lr=1e-2", "train.batch_size=32", "train.threads=1", "train.progress=false"]
 
@@ -23,10 +23,8 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, data_dir):
     """`torchssm train` on 600 MNIST-1D examples (5 epochs, width 16; ~45% test accuracy): shared by several tests."""
-    from pathlib import Path
-
     out = tmp_path_factory.mktemp("run")
-    config = Path(__file__).resolve().parents[1] / REPO_CONFIG
+    config = preset_path("mnist1d_lru")
     argv = ["train", "--config", str(config), "--set", *TINY, "--out-dir", str(out), "--data-dir", str(data_dir)]
     return config, out, argv
 
@@ -76,7 +74,7 @@ def test_bad_input_is_one_line_error(tiny_run, tmp_path, capsys):
     assert main(["train", "--resume", "--out-dir", str(tmp_path / "fresh")]) == 2
     assert re.search(r"no (intact )?checkpoint", capsys.readouterr().err)
     assert main(["train"]) == 2
-    assert "needs --config" in capsys.readouterr().err
+    assert "needs --preset NAME or --config PATH" in capsys.readouterr().err
 
 
 def test_tasks_lists_mnist1d(capsys):

@@ -1,8 +1,8 @@
 """Every ```python code block in README.md and docs/*.md runs (blocks fenced as ```python no-run are skipped).
 
 The blocks of one file run in order in one namespace (a page may build on its earlier examples), in a
-temporary working directory (files they write do not land in the repository; ``configs/`` is linked
-there so examples can name presets), with matplotlib's Agg backend. A block that needs something
+temporary working directory (files they write do not land in the repository; presets are found by name, inside the package),
+with matplotlib's Agg backend. A block that needs something
 the test cannot provide (a trained run, a GPU, a download) is fenced ```python no-run.
 """
 
@@ -35,7 +35,6 @@ def test_doc_examples_run(page, tmp_path, monkeypatch):
     blocks = python_blocks(page.read_text())
     if not blocks:
         pytest.skip(f"{page.name} has no runnable python block")
-    (tmp_path / "configs").symlink_to(DOCS.parent / "configs", target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     namespace = {"__name__": f"docs_{page.stem}"}

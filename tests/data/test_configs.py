@@ -1,19 +1,19 @@
-"""configs/lra and configs/synthetic: every preset loads, names a registered task, and its layer accepts
+"""The lra/ and synthetic/ presets (torchssm.presets): every preset loads, names a registered task, and its layer accepts
 its layer_kwargs; every file cites its source; every LRA preset builds its task (tiny files in the
 official formats), its model and optimizer, and runs a forward pass."""
 
 import inspect
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from torchssm.data.registry import _TASK_MODULES
 from torchssm.layers.registry import get_layer_class
+from torchssm.presets import PRESET_DIR
 from torchssm.train.config import load_config
 
-ROOT = Path(__file__).resolve().parents[2] / "configs"
+ROOT = PRESET_DIR
 FILES = sorted((ROOT / "lra").glob("*.yaml")) + sorted((ROOT / "synthetic").glob("*.yaml"))
 
 

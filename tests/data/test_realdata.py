@@ -108,16 +108,15 @@ _PRESETS = [
 
 @pytest.mark.parametrize("name", _PRESETS)
 def test_real_data_preset_builds_and_learns(name, tmp_path):
-    """configs/digits_lru.yaml and configs/gunpoint_lru.yaml: the task and the model at the preset's sizes and
+    """The digits_lru and gunpoint_lru presets: the task and the model at the preset's sizes and
     optimizer; 40 full-batch steps on 32 training examples fit them (full runs: RESULTS.md)."""
-    from pathlib import Path
-
     from torchssm.models import build_model
+    from torchssm.presets import preset_path
     from torchssm.train.config import load_config, model_config_for_task
     from torchssm.train.loop import loss_and_correct
     from torchssm.train.optim import build_optimizer
 
-    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / name)
+    cfg = load_config(preset_path(name))
     td = build_task(cfg.task_name, data_dir=tmp_path, **cfg.task_options)
     torch.manual_seed(0)
     model = build_model(model_config_for_task(cfg.model, td.info))

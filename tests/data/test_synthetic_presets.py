@@ -1,18 +1,17 @@
-"""configs/synthetic/*_mamba*.yaml: each preset builds its task (with its own options, few examples) and
+"""The synthetic/*_mamba* presets: each preset builds its task (with its own options, few examples) and
 its model, and one forward/backward on a cropped batch gives a finite loss; the paper-size selective
 copying preset has the Mamba paper's shape (Gu & Dao 2023, Sec. 4.1.1: L = 4096, 16 tokens, vocab 16)."""
-
-from pathlib import Path
 
 import pytest
 import torch
 
 from torchssm.data.registry import build_task
 from torchssm.models import build_model
+from torchssm.presets import PRESET_DIR
 from torchssm.train.config import load_config, model_config_for_task
 from torchssm.train.loop import loss_and_correct
 
-ROOT = Path(__file__).resolve().parents[2] / "configs" / "synthetic"
+ROOT = PRESET_DIR / "synthetic"
 MAMBA_PRESETS = sorted(ROOT.glob("*_mamba*.yaml"))
 FEW = {"n_train": 2, "n_val": 1, "n_test": 1}
 

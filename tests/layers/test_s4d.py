@@ -2,16 +2,12 @@
 dense recurrence (L up to 4096), bidirectional mode == a forward plus a time-reversed recurrence (values
 and every gradient), padding with lengths, bad input, config path, optimizer tags, learning a small task."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from torchssm.layers import S4D, build_layer
 from torchssm.testing import (assert_values_and_grads_close, check_bad_inputs_raise, check_layer_contract,
                               first_token_accuracy)
-
-ROOT = Path(__file__).resolve().parents[2]
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 
@@ -161,8 +157,10 @@ def test_bidirectional_padding_does_not_flow_backward():
 
 def test_bidirectional_through_the_config_and_registry():
     from torchssm.models.backbone import build_model
+    from torchssm.presets import preset_path
     from torchssm.train.config import load_config
-    cfg = load_config(ROOT / "configs/lra/listops_s4d.yaml",
+
+    cfg = load_config(preset_path("lra/listops_s4d"),
                       ["model.d_model=8", "model.n_layers=1", "model.layer_kwargs.d_state=4"])
     assert cfg.model.layer_kwargs["bidirectional"] is True  # the state-spaces/s4 LRA configs' setting
     model = build_model(cfg.model)
