@@ -1,4 +1,4 @@
-"""LRU(backend="gpu") runs the fused Triton path (ops.scan.gpu.lru_scan: lambda and gamma built
+"""LRU(backend="gpu") runs the fused Triton LRU op (ops.scan.gpu.lru_scan: lambda and gamma built
 in-kernel) and equals LRU(backend="naive") in float32 against float64, outputs and the gradient
 of every parameter, the input and the initial state, in every mode the layer has (state, reset,
 lengths, bidirectional). On CUDA when there is a GPU, else on the CPU under TRITON_INTERPRET=1.
@@ -21,7 +21,6 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from torchssm.layers import LRU  # noqa: E402
-from torchssm.layers import lru as lru_module  # noqa: E402
 from torchssm.ops.scan import gpu  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -90,31 +89,31 @@ def test_step_unrolled_matches_gpu_forward():
 
 
 def test_backend_resolution(monkeypatch):
-    """Which scan the layer runs: "gpu" on CPU tensors only under the interpreter; on CUDA the
-    backend rule of ops/backend.py (a stand-in describes a CUDA tensor: only .device/.dtype are read)."""
-    cpu32 = torch.zeros(1)
-    assert lru_module.fused_lru_module("gpu", cpu32) is gpu
-    assert lru_module.fused_lru_module("auto", cpu32) is None
-    assert lru_module.fused_lru_module("chunked", cpu32) is None
+    """Which LRU scan runs is the dispatcher's choice (ops/backend.py, op "lru_scan"): "gpu" on CPU
+    tensors only under the interpreter; on CUDA "auto" is the fused kernel except for float64 (a
+    stand-in describes a CUDA tensor: only .device/.dtype are read)."""
+    from torchssm.ops import backend as backend_module
+    from torchssm.ops.backend import choose_backend
+
+    cpu64 = torch.zeros(1, dtype=torch.complex64)
+    assert choose_backend("lru_scan", "gpu", cpu64) == "gpu"  # TRITON_INTERPRET=1
+    assert choose_backend("lru_scan", "auto", cpu64) == "cpu"
+    assert choose_backend("lru_scan", "chunked", cpu64) == "chunked"
     with pytest.raises(ValueError, match="unknown backend"):
-        lru_module.fused_lru_module("triton", cpu32)
+        LRU(4, 3, backend="triton")
     monkeypatch.setattr(gpu, "INTERPRET", False)
-    assert lru_module.fused_lru_module("gpu", cpu32) is None  # then linear_scan refuses CPU tensors
     with pytest.raises(ValueError, match="needs CUDA tensors"):
         LRU(4, 3, backend="gpu")(torch.randn(1, 3, 4))
 
-    from torchssm.ops import backend as backend_module
-
-    cuda32 = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.float32)
-    cuda64 = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.float64)
-    key = ("torchssm.ops.scan", "gpu")
-    monkeypatch.setitem(backend_module._cache, key, gpu)
-    assert lru_module.fused_lru_module("auto", cuda32) is gpu
-    assert lru_module.fused_lru_module("auto", cuda64) is None  # float64: the chunked scan
-    monkeypatch.setitem(backend_module._cache, key, ImportError("No module named 'triton'"))
-    assert lru_module.fused_lru_module("auto", cuda32) is None
+    monkeypatch.setattr(backend_module, "_cache", {})
+    cuda64 = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.complex64)
+    cuda128 = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.complex128)
+    assert choose_backend("lru_scan", "auto", cuda64) == "gpu"
+    assert choose_backend("lru_scan", "auto", cuda128) == "chunked"  # float64: the chunked scan
+    monkeypatch.setitem(backend_module._cache, "torchssm.ops.scan.gpu", ImportError("No module named 'triton'"))
+    assert choose_backend("lru_scan", "auto", cuda64) == "chunked"
     with pytest.raises(ImportError, match=r"pip install torchssm\[gpu\]"):
-        lru_module.fused_lru_module("gpu", cuda32)
+        choose_backend("lru_scan", "gpu", cuda64)
 
 
 def test_float64_parameters_are_refused_with_a_clear_message():

@@ -257,10 +257,13 @@ def test_auto_backend_on_cpu_is_numba():
     assert resolve_backend("chunked", torch.zeros(1)) is chunked
 
 
-def test_backend_errors():
+def test_backend_errors(monkeypatch):
+    from torchssm.ops.scan import gpu
+
     x = torch.zeros(1)
     with pytest.raises(ValueError, match="unknown backend 'fast'.*'auto', 'naive', 'chunked', 'cpu', 'gpu'"):
         resolve_backend("fast", x)
+    monkeypatch.setattr(gpu, "INTERPRET", False)  # CPU tensors go to Triton only under its interpreter
     with pytest.raises(ValueError, match="backend='gpu'.*CUDA tensors"):
         resolve_backend("gpu", x)
     with pytest.raises(ValueError, match="backend='cpu'.*CPU tensors"):
@@ -271,20 +274,87 @@ def test_backend_errors():
 
 
 def test_gpu_dispatch_without_a_gpu(monkeypatch):
-    # resolve_backend only reads .device and .dtype, so a stand-in describes a CUDA tensor here.
+    # the dispatcher only reads .device and .dtype, so a stand-in describes a CUDA tensor here.
     from torchssm.ops import backend as backend_module
 
     cuda32 = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.complex64)
     cuda128 = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.complex128)
-    key = ("torchssm.ops.scan", "gpu")
+    key = "torchssm.ops.scan.gpu"
     monkeypatch.setitem(backend_module._cache, key, ImportError("No module named 'triton'"))
     with pytest.raises(ImportError, match=r"pip install torchssm\[gpu\]"):
         resolve_backend("gpu", cuda32)
     assert resolve_backend("auto", cuda32) is chunked  # no Triton: the plain PyTorch scan
-    sentinel = SimpleNamespace(linear_scan_forward=None)
+    sentinel = SimpleNamespace(linear_scan_forward=None, INTERPRET=False)
     monkeypatch.setitem(backend_module._cache, key, sentinel)
     assert resolve_backend("auto", cuda32) is sentinel
     assert resolve_backend("auto", cuda128) is chunked  # Triton accumulates in float32: no float64
+
+
+def test_one_dispatch_table_for_every_op(monkeypatch):
+    """The same names mean the same thing in every op: the auto table of ops/backend.py on the CPU, a
+    compiled backend the op lacks is refused by name (SSD has no numba kernel), CUDA via a stand-in."""
+    from torchssm.ops import backend as backend_module
+    from torchssm.ops.backend import OPS, choose_backend
+
+    f32, f64 = torch.zeros(1), torch.zeros(1, dtype=torch.float64)
+    auto_cpu = {op: (choose_backend(op, "auto", f32), choose_backend(op, "auto", f64)) for op in OPS}
+    assert auto_cpu == {"linear_scan": ("cpu", "cpu"), "lru_scan": ("cpu", "cpu"), "selective_scan": ("cpu", "chunked"),
+                        "ssd": ("chunked", "chunked"), "ssd_chunked": ("chunked", "chunked")}
+    for op in OPS:
+        assert choose_backend(op, "naive", f32) == "naive" and choose_backend(op, "chunked", f32) == "chunked"
+    with pytest.raises(ValueError, match="ssd has no 'cpu' backend.*'auto', 'naive', 'chunked', 'gpu'"):
+        choose_backend("ssd", "cpu", f32)
+    with pytest.raises(ValueError, match="unknown op"):
+        choose_backend("conv", "auto", f32)
+    cuda32 = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.float32)
+    cuda64 = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.float64)
+    for op, kernels in OPS.items():
+        module, _, function = kernels.gpu.partition(":")
+        monkeypatch.setitem(backend_module._cache, module, SimpleNamespace(**{function: None}))
+        assert choose_backend(op, "auto", cuda32) == "gpu", op
+        assert choose_backend(op, "auto", cuda64) == "chunked", op
+    mps = SimpleNamespace(device=torch.device("mps"), dtype=torch.float32)
+    assert {choose_backend(op, "auto", mps) for op in OPS} == {"chunked"}
+
+
+@pytest.mark.parametrize("backend", ["naive", "chunked", "cpu"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lru_scan_op_matches_reference_outputs_and_every_gradient(backend, reverse):
+    """The LRU op (ops/scan/lru.py) on each CPU backend == its reference, float64: x and the gradients of
+    nu_log, theta_log, bu and h0."""
+    from torchssm.ops.scan.lru import lru_lambda, lru_scan, lru_scan_reference
+
+    gen = torch.Generator().manual_seed(3)
+    n = 5
+    r = 0.5 + 0.45 * torch.rand(n, generator=gen, dtype=torch.float64)
+    params = [torch.log(-torch.log(r)), torch.log(6.28 * torch.rand(n, generator=gen, dtype=torch.float64))]
+    bu = torch.randn(2, 17, n, generator=gen, dtype=torch.complex128)
+    h0 = torch.randn(2, n, generator=gen, dtype=torch.complex128)
+    reset = torch.rand(2, 17, generator=gen) < 0.2
+    reset[0, 0] = True
+    leaves = [t.clone().requires_grad_() for t in (*params, bu, h0)]
+    wide = [t.clone().requires_grad_() for t in (*params, bu, h0)]
+    x = lru_scan(*leaves, reverse=reverse, reset=reset, backend=backend)
+    ref = lru_scan_reference(*wide, reverse=reverse, reset=reset)
+    torch.testing.assert_close(x, ref)
+    lam = lru_lambda(*params)
+    torch.testing.assert_close(lam.abs(), r)  # |lambda| = exp(-exp(nu_log)) = r
+    grad_x = torch.randn(ref.shape, generator=gen, dtype=ref.dtype)
+    for name, g, w in zip(("nu_log", "theta_log", "bu", "h0"),
+                          torch.autograd.grad(x, leaves, grad_x), torch.autograd.grad(ref, wide, grad_x)):
+        torch.testing.assert_close(g, w, msg=name)
+
+
+def test_lru_scan_op_bad_inputs():
+    from torchssm.ops.scan.lru import lru_scan
+
+    p = torch.zeros(3)
+    with pytest.raises(ValueError, match=r"theta_log must have shape \(N,\)=\(3,\)"):
+        lru_scan(p, torch.zeros(2), torch.zeros(1, 4, 3, dtype=torch.complex64))
+    with pytest.raises(ValueError, match=r"bu must have shape \(batch, length, N\)"):
+        lru_scan(p, p, torch.zeros(4, 3, dtype=torch.complex64))
+    with pytest.raises(TypeError, match="nu_log must be a real floating-point tensor"):
+        lru_scan(p.to(torch.complex64), p, torch.zeros(1, 4, 3, dtype=torch.complex64))
 
 
 @pytest.mark.parametrize("backend", ["naive", "chunked", "cpu"])

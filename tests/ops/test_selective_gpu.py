@@ -180,7 +180,10 @@ def test_backend_gpu_without_triton_names_the_gpu_extra(monkeypatch, op):
 
     from torchssm.ops import selective, ssd
 
+    from torchssm.ops import backend
+
     module = f"torchssm.ops.{op}.gpu"
+    monkeypatch.setattr(backend, "_cache", {})  # the dispatcher imports afresh
     monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` now raises ImportError
     monkeypatch.delitem(sys.modules, module, raising=False)
     if op == "ssd":

@@ -18,46 +18,20 @@ Shapes: b batch, l length, h = d_model, n = d_state (see torchssm.layers.base).
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import nn
 
 from torchssm.layers.base import SSMLayer, check_lengths
 from torchssm.layers.init import lru_ring_init
-from torchssm.ops import linear_scan
-from torchssm.ops.backend import check_backend_name, resolve_backend
+from torchssm.layers.s4d import complex_dtype
+from torchssm.ops.backend import check_backend_name
+from torchssm.ops.scan.lru import lru_lambda, lru_scan
 
 # The recurrent parameters (A = lambda, B, and gamma) train at lr * lr_factor with no weight decay
 # (LRU paper App. D.2; the factor is per task in its Tb. 9: 0.1 to 0.5).
 _RECURRENT = ("nu_log", "theta_log", "gamma_log", "B_re", "B_im")
-
-
-def _complex_dtype(real: torch.dtype) -> torch.dtype:
-    return torch.complex128 if real == torch.float64 else torch.complex64
-
-
-def fused_lru_module(backend: str, like: torch.Tensor):
-    """``torchssm.ops.scan.gpu`` when ``backend`` resolves to the Triton kernels for ``like``'s device
-    and dtype, else None (the layer then runs :func:`~torchssm.ops.linear_scan`).
-
-    CUDA: "gpu", or "auto" with Triton importable and a non-float64 ``like`` (ops/backend.py's rule);
-    "gpu" without Triton raises ImportError naming ``pip install torchssm[gpu]``. CPU: only "gpu"
-    under ``TRITON_INTERPRET=1`` (the tests); otherwise None, and linear_scan raises for "gpu".
-    """
-    check_backend_name(backend)
-    if backend not in ("auto", "gpu"):
-        return None
-    if like.device.type == "cuda":
-        module = resolve_backend(backend, like)
-        return module if module.__name__ == "torchssm.ops.scan.gpu" else None
-    if backend == "gpu":
-        try:
-            from torchssm.ops.scan import gpu
-        except ImportError:
-            return None
-        return gpu if gpu.INTERPRET else None
-    return None
 
 
 def lengths_to_reset(lengths: torch.Tensor, length: int) -> torch.Tensor:
@@ -86,9 +60,9 @@ class LRU(SSMLayer):
             weight decay (App. D.2; per-task factors in Tb. 9). Default 0.5: Tb. 9's ListOps and
             Retrieval value and minimal-LRU's default (NicolasZucchet/minimal-LRU run_train.py).
         bidirectional: also run the recurrence reversed with a second readout C2 (non-causal).
-        backend: scan backend passed to :func:`torchssm.ops.linear_scan`; where it resolves to the
-            Triton kernels ("gpu", or "auto" on CUDA) the fused ``ops.scan.gpu.lru_scan`` runs
-            instead, for every mode (state, reset, lengths, bidirectional); float32 parameters only.
+        backend: backend of the LRU op :func:`torchssm.ops.scan.lru.lru_scan` (the dispatcher's
+            names, :mod:`torchssm.ops.backend`): "gpu" (or "auto" on CUDA) is the fused Triton scan,
+            float32 parameters only; "cpu", "chunked", "naive" the linear scan's backends.
     """
 
     def __init__(
@@ -113,6 +87,7 @@ class LRU(SSMLayer):
         self.d_state = d_state
         self.bidirectional = bool(bidirectional)
         self.causal = not self.bidirectional
+        check_backend_name(backend)
         self.backend = backend
         self.r_min, self.r_max, self.max_phase = r_min, r_max, max_phase
         h, n = d_model, d_state
@@ -138,13 +113,11 @@ class LRU(SSMLayer):
         return (f"d_model={self.d_model}, d_state={self.d_state}, r_min={self.r_min}, r_max={self.r_max}, "
                 f"max_phase={self.max_phase:.4g}, bidirectional={self.bidirectional}")
 
-    # --- the one place lambda and the normalised B are built ----------------------------------------
-    def _discretized(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """lambda (n,) complex and gamma-normalised B (n, h) complex, used by forward and step."""
-        lam = torch.exp(torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log)))  # (n,)
+    # --- the one place the normalised B is built (lambda: ops.scan.lru.lru_lambda) --------------------
+    def _normalised_B(self) -> torch.Tensor:
+        """gamma-normalised B (n, h) complex, used by forward and step: gamma * B, gamma = exp(gamma_log)."""
         gamma = torch.exp(self.gamma_log)[:, None]  # (n, 1)
-        B_norm = torch.complex(self.B_re * gamma, self.B_im * gamma)  # (n, h)
-        return lam, B_norm
+        return torch.complex(self.B_re * gamma, self.B_im * gamma)  # (n, h)
 
     @staticmethod
     def _input(x: torch.Tensor, B_norm: torch.Tensor) -> torch.Tensor:
@@ -166,8 +139,7 @@ class LRU(SSMLayer):
     # --- contract --------------------------------------------------------------------------------------
     def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
         """Zero state (b, n), complex64 for float32 parameters, complex128 for float64."""
-        real = self.nu_log.dtype if dtype is None else dtype
-        cdtype = real if (isinstance(real, torch.dtype) and real.is_complex) else _complex_dtype(real)
+        cdtype = complex_dtype(self.nu_log.dtype if dtype is None else dtype)
         device = self.nu_log.device if device is None else device
         return torch.zeros(batch, self.d_state, device=device, dtype=cdtype)
 
@@ -193,22 +165,12 @@ class LRU(SSMLayer):
         if self.bidirectional and (state is not None or return_state):
             raise ValueError("a bidirectional LRU carries no state: call it with state=None, return_state=False")
         xp = x.to(self.nu_log.dtype)  # (b, l, h): params' dtype (bf16 has no complex type)
-        fused = fused_lru_module(self.backend, self.nu_log)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            if fused is not None:
-                # Triton path: lambda and gamma built in-kernel from nu_log, theta_log, gamma_log
-                # (the same formulas as _discretized), so only the un-normalised B u is formed here
-                bu = self._input(xp, torch.complex(self.B_re, self.B_im))  # (b, l, n) complex
+            bu = self._input(xp, self._normalised_B())  # (b, l, n) complex, gamma folded into B
 
-                def scan(h0, reverse, reset_):
-                    return fused.lru_scan(self.nu_log, self.theta_log, self.gamma_log, bu, h0,
-                                          reverse=reverse, reset=reset_)
-            else:
-                lam, B_norm = self._discretized()
-                bu = self._input(xp, B_norm)  # (b, l, n) complex, gamma folded into B
-
-                def scan(h0, reverse, reset_):
-                    return linear_scan(lam, bu, h0, reverse=reverse, reset=reset_, backend=self.backend)
+            def scan(h0, reverse, reset_):
+                return lru_scan(self.nu_log, self.theta_log, bu, h0, reverse=reverse, reset=reset_,
+                                backend=self.backend)
 
             h = scan(state, False, reset)  # (b, l, n)
             y = self._readout(h, self.C_re, self.C_im) + self.D * xp  # (b, l, h)
@@ -236,10 +198,10 @@ class LRU(SSMLayer):
     def step(self, x_t: torch.Tensor, state: torch.Tensor):
         """One token: x_t (b, h), state (b, n) complex -> (y_t (b, h), new_state (b, n)). Pure, O(1)."""
         self._check_step(x_t, state)
-        lam, B_norm = self._discretized()
+        lam = lru_lambda(self.nu_log, self.theta_log)  # (n,)
         xp = x_t.to(self.nu_log.dtype)  # (b, h)
         with torch.autocast(device_type=x_t.device.type, enabled=False):
-            new_state = lam * state + self._input(xp, B_norm)  # (b, n)
+            new_state = lam * state + self._input(xp, self._normalised_B())  # (b, n)
             y_t = self._readout(new_state, self.C_re, self.C_im) + self.D * xp  # (b, h)
         return y_t.to(x_t.dtype), new_state
 
@@ -247,4 +209,4 @@ class LRU(SSMLayer):
     @torch.no_grad()
     def eigenvalues(self) -> torch.Tensor:
         """lambda (n,) complex: the diagonal of the state transition (for plots and analysis)."""
-        return self._discretized()[0]
+        return lru_lambda(self.nu_log, self.theta_log)

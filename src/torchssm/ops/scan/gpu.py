@@ -1,4 +1,5 @@
-"""Fused Triton kernels of the linear scan (forward + backward), and the fused LRU scan.
+"""Fused Triton kernels of the linear scan (forward + backward), and the fused LRU scan (the "gpu"
+backend of :func:`torchssm.ops.scan.lru.lru_scan`, whose reference is beside it in ``lru.py``).
 
     h_t = a_t * h_{t-1} + b_t       (elementwise over channels; h_{-1} = h0, zeroed where reset)
 
@@ -38,14 +39,13 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 from torchssm.ops.scan import _triton_kernels as K
 from torchssm.ops.scan.api import check_scan_inputs
-from torchssm.ops.scan.naive import linear_scan_naive
+from torchssm.ops.scan.lru import check_lru_inputs, lru_lambda
 
 __all__ = [
     "auto_chunks",
     "linear_scan_forward",
     "linear_scan_backward",
     "lru_scan",
-    "lru_scan_reference",
     "INTERPRET",
 ]
 
@@ -341,34 +341,11 @@ def _backward(a, a2, b, bscale, h0, r, h, grad_h, ga, gb, gh0, *, reverse, a_mod
 # ----------------------------------------------------------------------------------------------
 
 
-def _lru_lambda(nu_log: torch.Tensor, theta_log: torch.Tensor) -> torch.Tensor:
-    """lambda (N,) complex = exp(-exp(nu_log) + i exp(theta_log))."""
-    return torch.exp(torch.complex(-torch.exp(nu_log), torch.exp(theta_log)))
-
-
-def lru_scan_reference(
-    nu_log: torch.Tensor,
-    theta_log: torch.Tensor,
-    gamma_log: torch.Tensor,
-    bu: torch.Tensor,
-    h0: Optional[torch.Tensor] = None,
-    *,
-    reverse: bool = False,
-    reset: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """Plain PyTorch reference of :func:`lru_scan` (same signature; any dtype, autograd)."""
-    lam = _lru_lambda(nu_log, theta_log)  # (N,)
-    return linear_scan_naive(lam, torch.exp(gamma_log) * bu, h0, reverse=reverse, reset=reset)
-
-
 def _check_lru(nu_log, theta_log, gamma_log, bu):
-    if not isinstance(bu, torch.Tensor) or bu.dim() != 3:
-        raise ValueError(f"bu must have shape (batch, length, N); got {getattr(bu, 'shape', type(bu))}")
+    """The LRU op's shape checks, then the kernels' dtypes."""
+    check_lru_inputs(bu, nu_log=nu_log, theta_log=theta_log, gamma_log=gamma_log)
     _check_tensor("bu", bu, bu.device)
-    n = bu.shape[-1]
     for name, p in (("nu_log", nu_log), ("theta_log", theta_log), ("gamma_log", gamma_log)):
-        if not isinstance(p, torch.Tensor) or tuple(p.shape) != (n,):
-            raise ValueError(f"{name} must have shape (N,)=({n},); got {getattr(p, 'shape', type(p))}")
         if p.dtype not in _REAL:
             raise TypeError(f"{name} must be a real float32/bf16/fp16 tensor; got {p.dtype} (the Triton "
                             "kernels compute in float32: use backend='cpu' or 'chunked' for float64)")
@@ -407,7 +384,7 @@ def _lru_scan_bwd(
     sum_lam, sum_gam = _backward(nu, th, bu, ga, h0, r, h, grad_h.to(torch.complex64), None, grad_bu, grad_h0,
                                  reverse=reverse, a_mode=2, chunks=chunks)  # (N,) each
     # chain rule through lambda = exp(z), z = -exp(nu_log) + i exp(theta_log): O(N) work
-    lam = _lru_lambda(nu.float(), th.float())
+    lam = lru_lambda(nu.float(), th.float())
     grad_z = sum_lam * lam.conj()  # (N,)
     grad_nu = (grad_z.real * -torch.exp(nu.float())).to(nu.dtype)
     grad_th = (grad_z.imag * torch.exp(th.float())).to(th.dtype)

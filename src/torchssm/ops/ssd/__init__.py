@@ -1,11 +1,11 @@
 """Mamba-2's state-space duality (SSD): scalar-times-identity A per head, grouped B/C.
 
-``ssd(...)`` dispatches: ``backend="naive"`` runs the recurrence (:func:`ssd_naive`); "gpu" the
-Triton kernels, of the recurrent form (``method="recurrent"``, the default:
-:func:`torchssm.ops.ssd.gpu.ssd_gpu`) or of the chunked matmul form (``method="chunked"``:
-:func:`torchssm.ops.ssd.gpu_chunked.ssd_chunked_gpu`, Triton forward and backward);
-"chunked" and "cpu" the chunked matmul algorithm (:func:`ssd_chunked`, plain PyTorch, any device);
-"auto" is "gpu" for CUDA tensors (not float64) when Triton imports, else "chunked".
+``ssd(..., backend=...)`` runs, as chosen by :func:`torchssm.ops.backend.choose_backend` (the one
+dispatcher; its table gives "auto"): "naive" the recurrence (:func:`ssd_naive`); "chunked" the
+chunked matmul algorithm (:func:`ssd_chunked`, plain PyTorch, any device); "gpu" the Triton kernels,
+of the recurrent form (``method="recurrent"``, the default: :func:`torchssm.ops.ssd.gpu.ssd_gpu`) or
+of the chunked matmul form (``method="chunked"``: :func:`torchssm.ops.ssd.gpu_chunked.ssd_chunked_gpu`,
+Triton forward and backward). SSD has no numba kernel: "cpu" is refused (it used to mean "chunked").
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from typing import Optional
 
 import torch
 
-from torchssm.ops.backend import check_backend_name
-from torchssm.ops.selective import _fused_gpu, auto_backend
+from torchssm.ops.backend import check_backend_name, choose_backend, load_kernel
 from torchssm.ops.ssd.chunked import segsum, ssd_chunked
 from torchssm.ops.ssd.naive import ssd_naive
 
@@ -47,28 +46,24 @@ def ssd(
         B, C: (b, l, g, n) with g dividing h.  D: (h,) or (h, p).  z: (b, l, h, p).  dt_bias: (h,).
         h0: (b, h, p, n).  reset: bool (b, l), zero the state before step t.
         chunk_size: chunk of the matmul algorithm (any value; L need not be a multiple).
-        backend: "auto" | "naive" | "chunked" | "cpu" (= chunked) | "gpu".
+        backend: "auto" | "naive" | "chunked" | "gpu" (module docstring; no "cpu": no numba kernel).
         method: "auto" | "recurrent" | "chunked": the algorithm of the "gpu" backend ("auto" =
-            "recurrent"); other backends have one form each ("naive" recurrent, "chunked"/"cpu"
-            chunked) and accept "auto" or that form.
+            "recurrent"); other backends have one form each ("naive" recurrent, "chunked" chunked)
+            and accept "auto" or that form.
     """
     check_backend_name(backend)
     if method not in _METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(map(repr, _METHODS))}")
-    chosen = backend == "auto"
-    if chosen:
-        backend = auto_backend(x, None, "torchssm.ops.ssd.gpu")
-    own = {"naive": "recurrent", "chunked": "chunked", "cpu": "chunked"}.get(backend)
+    op = "ssd_chunked" if method == "chunked" else "ssd"  # the form of the "gpu" kernels
+    chosen = choose_backend(op, backend, x)
+    own = {"naive": "recurrent", "chunked": "chunked"}.get(chosen)
     if own is not None and method not in ("auto", own):
-        raise ValueError(f"backend={backend!r}{' (chosen by auto)' if chosen else ''} has only the {own} "
-                         f"form; got method={method!r} (both forms exist for backend='gpu')")
-    if backend == "gpu":
-        if method == "chunked":
-            fn = _fused_gpu("torchssm.ops.ssd.gpu_chunked", "ssd_chunked_gpu")
-        else:
-            fn = _fused_gpu("torchssm.ops.ssd.gpu", "ssd_gpu")
+        raise ValueError(f"backend={chosen!r}{' (chosen by auto)' if backend == 'auto' else ''} has only the "
+                         f"{own} form; got method={method!r} (both forms exist for backend='gpu')")
+    if chosen == "gpu":
+        fn = load_kernel(op, "gpu")
     else:
-        fn = ssd_naive if backend == "naive" else ssd_chunked
+        fn = ssd_naive if chosen == "naive" else ssd_chunked
     return fn(x, dt, A, B, C, D, z, dt_bias, dt_softplus, h0,
               return_final_state=return_final_state, reset=reset, chunk_size=chunk_size)
 
