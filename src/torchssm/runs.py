@@ -74,8 +74,11 @@ def read_metrics(path: PathLike, upto_epoch: int | None = None) -> list[dict]:
     records = []
     for i, line in enumerate(lines):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON object per line, got {type(record).__name__}")
+            records.append(record)
+        except ValueError as err:  # json.JSONDecodeError is a ValueError
             if i < len(lines) - 1:
                 raise ValueError(f"{path} line {i + 1} is not a JSON record ({err})") from None
             warnings.warn(f"{path}: skipping its last line, cut short ({err})", RuntimeWarning, stacklevel=2)

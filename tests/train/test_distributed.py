@@ -85,6 +85,7 @@ def torchrun(tmp_path, data_dir, out_dir, *args, **train_opts):
     return proc
 
 
+@pytest.mark.slow  # two torchrun processes each import torch: 20-60 s, over the area's 45 s budget
 def test_torchrun_two_gloo_processes_equal_one_process(tmp_path, single):
     ddp = tmp_path / "ddp"
     proc = torchrun(tmp_path, single / "data", ddp)
@@ -93,6 +94,7 @@ def test_torchrun_two_gloo_processes_equal_one_process(tmp_path, single):
     assert_same_run(single / "run", ddp, rtol=1e-5)
 
 
+@pytest.mark.slow  # two torchrun processes each import torch: 20-60 s, over the area's 45 s budget
 def test_fsdp_two_processes_with_resume_equal_one_process(tmp_path, single):
     run = tmp_path / "fsdp"
     torchrun(tmp_path, single / "data", run, "--stop-after", "1", fsdp=True)  # epoch 1, full checkpoint

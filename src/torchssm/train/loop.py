@@ -41,6 +41,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,44 +180,49 @@ def _train(cfg, data_dir, resume, source_run, resuming_here, overwrite, stop_aft
     t_start = time.perf_counter()
     run = set_up(cfg, data_dir, task, model_builder, ctx)
     progress = resume_run(run, resume, source_run, log) if resume is not None else Progress()
-    tc = run.tc
-    with claim_run_dir(run.out_dir, resuming_here=resuming_here, overwrite=overwrite, log=log) if run.main \
-            else _no_claim():
-        D.barrier(ctx)  # the directory exists before any rank goes on
+    # only now, with config, data, model and checkpoint known good, does the run directory appear (rank 0)
+    claim = claim_run_dir(run.out_dir, resuming_here=resuming_here, overwrite=overwrite, log=log) if run.main \
+        else nullcontext()
+    with claim:
+        D.barrier(ctx)  # no rank goes on before the directory is there
+        metrics_log = _start_writing(run, progress, source_run if not resuming_here else None)
         try:
-            metrics_log = open_metrics_log(run.main, run.out_dir, progress.history, run.config_dict,
-                                           tensorboard=tc.tensorboard)
-            if run.main and source_run is not None and not resuming_here:
-                _copy_best(source_run, run.out_dir, progress)
-        except OSError as err:
-            raise RunWriteError(run.out_dir, err) from err
-        try:
-            log(_describe(run))
-            _prepare_for_training(run)
-            guard = NonFiniteGuard(tc.max_nonfinite_steps)
-            run.t_loop = time.perf_counter()
-            record: dict = progress.history[-1] if progress.history else {}
-            end_epoch = tc.epochs if stop_after_epochs is None else min(tc.epochs,
-                                                                        progress.start_epoch + stop_after_epochs)
-            for epoch in range(progress.start_epoch, end_epoch):
-                record = train_epoch(run, epoch, progress, guard)
-                evaluate_epoch(run, record, epoch)
-                improved = progress.add(record, run.info.kind)
-                write_epoch(run, record, progress, improved, metrics_log)
-                log(_format_record(record))
-            return _finish(run, progress, record, t_start)
+            record = _run_epochs(run, progress, stop_after_epochs, metrics_log, log)
         finally:
             metrics_log.close()
+        return _finish(run, progress, record, t_start)
 
 
-class _no_claim:
-    """Ranks > 0 under torchrun neither create nor lock the run directory (rank 0 does)."""
+def _start_writing(run: Run, progress: Progress, fork_of: Path | None):
+    """Rank 0: ``config.yaml`` and ``metrics.jsonl`` holding the history; for a run resumed into
+    another directory (``fork_of``: the checkpoint's run), its ``best/`` too. Returns the metrics log."""
+    try:
+        metrics_log = open_metrics_log(run.main, run.out_dir, progress.history, run.config_dict,
+                                       tensorboard=run.tc.tensorboard)
+        if run.main and fork_of is not None:
+            _copy_best(fork_of, run.out_dir, progress)
+    except OSError as err:
+        raise RunWriteError(run.out_dir, err) from err
+    return metrics_log
 
-    def __enter__(self):
-        return None
 
-    def __exit__(self, *exc):
-        return False
+def _run_epochs(run: Run, progress: Progress, stop_after_epochs: int | None, metrics_log, log) -> dict:
+    """Epochs ``progress.start_epoch ..`` up to ``train.epochs`` (or ``stop_after_epochs`` of them);
+    returns the last record (the history's last one when no epoch is left)."""
+    tc = run.tc
+    log(_describe(run))
+    _prepare_for_training(run)
+    guard = NonFiniteGuard(tc.max_nonfinite_steps)
+    run.t_loop = time.perf_counter()
+    record: dict = progress.history[-1] if progress.history else {}
+    end_epoch = tc.epochs if stop_after_epochs is None else min(tc.epochs, progress.start_epoch + stop_after_epochs)
+    for epoch in range(progress.start_epoch, end_epoch):
+        record = train_epoch(run, epoch, progress, guard)
+        evaluate_epoch(run, record, epoch)
+        improved = progress.add(record, run.info.kind)
+        write_epoch(run, record, progress, improved, metrics_log)
+        log(_format_record(record))
+    return record
 
 
 def set_up(cfg: ExperimentConfig, data_dir, task: TaskData | None, model_builder, ctx: D.DistContext) -> Run:
