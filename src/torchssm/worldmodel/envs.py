@@ -1,0 +1,147 @@
+"""Environments and an episode collector for world-model training.
+
+Environments: MiniGrid (Chevalier-Boisvert et al. 2023, the ``minigrid`` package) with its symbolic
+egocentric observation, a (7, 7, 3) uint8 grid of (object type, colour, state) indices per cell
+(``minigrid.core.constants``: 11 object types, 6 colours, 3 states), and the 7 discrete actions (left,
+right, forward, pickup, drop, toggle, done). The memory tasks (``MiniGrid-MemoryS7-v0`` ... S17) show a cue
+object at the start and ask for it at the end of a corridor. Any gymnasium environment with a ``Discrete``
+action space and such an ``image`` observation works.
+
+Collector: a random or scripted exploration policy runs ``n`` episodes; each episode is written as one
+``.npz`` file (obs (T + 1, 7, 7, 3) uint8, actions (T,) int64, rewards (T,) float32, terminated bool) with
+:func:`torchssm.data.loaders.save_npz_atomic`, so a crash never leaves a half-written episode.
+
+The scripted policy ("spin") mixes random moves with full turns in place (four ``left`` actions), after which
+the view repeats: it gives the data the "seen before, asked for again" structure of the recall evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from torchssm.data.loaders import save_npz_atomic
+
+N_OBJECTS, N_COLORS, N_STATES = 11, 6, 3  # minigrid.core.constants OBJECT_TO_IDX, COLOR_TO_IDX, STATE_TO_IDX
+LEFT = 0  # minigrid Actions.left
+POLICIES = ("random", "spin")
+
+
+def make_env(name: str = "MiniGrid-MemoryS7-v0", **kwargs):
+    """gymnasium.make(name) with the minigrid environments registered (ImportError names the extra)."""
+    try:
+        import gymnasium as gym
+        import minigrid  # noqa: F401  (registers the MiniGrid-* ids)
+    except ImportError as err:
+        raise ImportError(f"world-model environments need gymnasium and minigrid: pip install torchssm[world] "
+                          f"({err})") from None
+    return gym.make(name, **kwargs)
+
+
+def check_action_space(space, n_actions: int) -> None:
+    """A clear error unless ``space`` is ``Discrete(n_actions)`` (the world model embeds one-hot actions)."""
+    from gymnasium.spaces import Discrete
+
+    if not isinstance(space, Discrete):
+        raise ValueError(f"the world model needs a Discrete({n_actions}) action space; got {space}")
+    if int(space.n) != n_actions:
+        raise ValueError(f"action space {space} does not match the model's n_actions={n_actions}")
+
+
+def observation_grid(obs) -> np.ndarray:
+    """The (7, 7, 3) uint8 symbolic grid of a MiniGrid observation dict (or the array itself)."""
+    grid = obs["image"] if isinstance(obs, dict) else obs
+    grid = np.asarray(grid)
+    if grid.ndim != 3 or grid.shape[-1] != 3:
+        raise ValueError(f"expected a symbolic (H, W, 3) observation grid; got shape {grid.shape}")
+    return grid.astype(np.uint8)
+
+
+def _policy_actions(policy: str, n_actions: int, rng: np.random.Generator):
+    """An endless stream of actions. "spin": random moves (mostly forward/turns) and, with prob. 0.15 per
+    decision, a full turn in place (four lefts)."""
+    while True:
+        if policy == "spin" and rng.random() < 0.15:
+            yield from (LEFT,) * 4
+        elif policy == "spin":
+            yield int(rng.choice(3, p=[0.25, 0.25, 0.5])) if rng.random() < 0.9 else int(rng.integers(n_actions))
+        else:
+            yield int(rng.integers(n_actions))
+
+
+def run_episode(env, policy: str = "random", seed: int = 0, max_steps: int = None, actions=None) -> dict:
+    """One episode: {"obs" (T + 1, 7, 7, 3) uint8, "actions" (T,), "rewards" (T,), "terminated"}.
+    ``actions`` (a sequence) replaces the policy (the episode stops when it runs out)."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; expected one of {list(POLICIES)}")
+    rng = np.random.default_rng(seed)
+    stream = iter(actions) if actions is not None else _policy_actions(policy, int(env.action_space.n), rng)
+    obs, _ = env.reset(seed=int(seed))
+    frames, acts, rewards, terminated = [observation_grid(obs)], [], [], False
+    for t, action in enumerate(stream):
+        if max_steps is not None and t >= max_steps:
+            break
+        obs, reward, terminated, truncated, _ = env.step(action)
+        frames.append(observation_grid(obs))
+        acts.append(action)
+        rewards.append(reward)
+        if terminated or truncated:
+            break
+    return {"obs": np.stack(frames), "actions": np.asarray(acts, dtype=np.int64),
+            "rewards": np.asarray(rewards, dtype=np.float32), "terminated": np.asarray(terminated)}
+
+
+def collect(out_dir, env_name: str = "MiniGrid-MemoryS7-v0", episodes: int = 100, policy: str = "spin",
+            seed: int = 0, max_steps: int = None, progress: bool = False) -> list:
+    """Write ``episodes`` episodes to ``out_dir/episode_<seed>_<i>.npz`` (atomically); return the paths."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1; got {episodes}")
+    env = make_env(env_name)
+    out_dir = Path(out_dir)
+    paths = []
+    it = range(episodes)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc=f"collect {env_name}")
+    for i in it:
+        ep = run_episode(env, policy, seed=seed * 100_003 + i, max_steps=max_steps)
+        paths.append(save_npz_atomic(out_dir / f"episode_{seed}_{i:05d}.npz", **ep))
+    env.close()
+    return paths
+
+
+def load_episodes(folder) -> list:
+    """Every ``*.npz`` episode in ``folder`` (sorted by name) as dicts of numpy arrays."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.npz"))
+    if not files:
+        raise FileNotFoundError(f"no episode .npz files in {folder}; write some with torchssm.worldmodel.envs.collect "
+                                f"or `torchssm world collect`")
+    out = []
+    for f in files:
+        with np.load(f) as z:
+            missing = {"obs", "actions", "rewards"} - set(z.files)
+            if missing:
+                raise ValueError(f"{f}: not an episode file (missing {sorted(missing)})")
+            out.append({k: z[k] for k in z.files})
+    return out
+
+
+def segments(episodes: list, length: int) -> dict:
+    """Non-overlapping windows of ``length`` steps from every episode at least that long:
+    {"obs": (n, length, 7, 7, 3) long, "actions": (n, length) long (a_t taken after obs_t),
+    "rewards": (n, length) float (r_t received on reaching obs_t; 0 at a window's first step)}."""
+    obs, acts, rews = [], [], []
+    for ep in episodes:
+        T = len(ep["actions"])  # obs has T + 1 frames
+        for s in range(0, T + 1 - length, length):
+            obs.append(ep["obs"][s: s + length])
+            acts.append(ep["actions"][s: s + length])
+            r = np.concatenate([[0.0], ep["rewards"]])[s: s + length]  # reward that led to obs_t
+            rews.append(r)
+    if not obs:
+        raise ValueError(f"no episode has {length} steps; collect longer episodes or use a shorter length")
+    return {"obs": torch.as_tensor(np.stack(obs)).long(), "actions": torch.as_tensor(np.stack(acts)).long(),
+            "rewards": torch.as_tensor(np.stack(rews)).float()}

@@ -1,0 +1,185 @@
+"""Training and the S4WM evaluations (Deng et al. 2023, Sec. 4) on MiniGrid episodes:
+
+* imagined-frame error vs horizon: observe C frames of a held-out segment, imagine the rest from the true
+  actions (prior means, step mode); error = fraction of the 7 x 7 cells whose object type is wrong, per step
+  after the context (S4WM reports image MSE on its 3-D tasks; MiniGrid frames are symbolic, so a cell error);
+  the "copy the last context frame" forecast is the floor a model must beat;
+* recall: after a random-walk context, the agent turns in place N times (N a multiple of 4), so the true frame
+  after the turns is the one last seen N steps before: the error of the imagined frame at N, for growing N
+  (the frames come from the real environment);
+* reward prediction: squared error of the predicted reward, teacher-forced, on all held-out steps and on the
+  steps with a reward;
+* imagination speed: CPU seconds per imagined step after contexts of growing length (the Transformer's
+  KV-cache step grows with the position, an SSM's does not).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import torch
+
+from torchssm.fileio import atomic_write
+from torchssm.train.optim import build_optimizer
+from torchssm.train.schedule import build_scheduler
+from torchssm.worldmodel.envs import LEFT, check_action_space, make_env, run_episode
+from torchssm.worldmodel.model import WorldModel, WorldModelConfig
+
+
+def train_world_model(model: WorldModel, data: dict, *, steps: int = 500, batch_size: int = 16, lr: float = 1e-3,
+                      seed: int = 0, log_every: int = 100) -> dict:
+    """AdamW (layer conventions via param_groups), warm-up + cosine, clip 100 (Dreamer's grad clip)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = build_optimizer(model, lr, weight_decay=0.0)
+    sched = build_scheduler(opt, steps, warmup_steps=max(1, steps // 20))
+    n = data["obs"].shape[0]
+    cpu, history = 0.0, []
+    model.train()
+    for step in range(1, steps + 1):
+        idx = torch.randint(n, (batch_size,), generator=gen)
+        t0 = time.process_time()
+        loss, metrics = model.loss(data["obs"][idx], data["actions"][idx], data["rewards"][idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
+        opt.step()
+        sched.step()
+        cpu += time.process_time() - t0
+        if step % log_every == 0 or step == steps:
+            history.append({"step": step, "loss": float(loss), **metrics})
+    model.eval()
+    return {"cpu_s": cpu, "history": history}
+
+
+def cell_error(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Fraction of cells whose object type differs: (..., grid, grid, 3) x 2 -> (...)."""
+    return (pred[..., 0] != true[..., 0]).float().mean((-1, -2))
+
+
+@torch.no_grad()
+def imagination_error(model: WorldModel, data: dict, context: int) -> dict:
+    """Per-horizon cell error of imagined frames (and of copying the last context frame), averaged."""
+    obs, actions = data["obs"], data["actions"]
+    out = model.imagine(obs[:, :context], actions)
+    err = cell_error(out["frames"][:, context:], obs[:, context:]).mean(0)  # (T - C,)
+    copy = cell_error(obs[:, context - 1: context].expand_as(obs[:, context:]), obs[:, context:]).mean(0)
+    recon = cell_error(out["frames"][:, :context], obs[:, :context]).mean()
+    return {"horizon_error": err.tolist(), "copy_last_error": copy.tolist(), "context_recon_error": float(recon)}
+
+
+def recall_episodes(env_name: str, n: int, context: int, turns: int, seed: int = 10_000) -> dict:
+    """Real frames for the recall test: a random walk of ``context`` steps, then ``turns`` left turns."""
+    env = make_env(env_name)
+    obs, acts = [], []
+    rng = np.random.default_rng(seed)
+    i = 0
+    while len(obs) < n:
+        walk = [int(a) for a in rng.choice(3, size=context - 1, p=[0.25, 0.25, 0.5])]  # left/right/forward
+        ep = run_episode(env, "random", seed=seed + i, actions=walk + [LEFT] * turns)
+        i += 1
+        if len(ep["actions"]) == context - 1 + turns:  # did not end early
+            obs.append(ep["obs"])
+            acts.append(np.concatenate([ep["actions"], [LEFT]]))  # a_T for the last frame (unused)
+    env.close()
+    return {"obs": torch.as_tensor(np.stack(obs)).long(), "actions": torch.as_tensor(np.stack(acts)).long()}
+
+
+@torch.no_grad()
+def recall_error(model: WorldModel, env_name: str, n: int, context: int, turns_list=(4, 8, 16, 32)) -> dict:
+    """Cell error of the imagined frame after N turns in place (= the last context frame) for each N."""
+    out = {}
+    for turns in turns_list:
+        ep = recall_episodes(env_name, n, context, turns)
+        obs, actions = ep["obs"], ep["actions"]
+        assert bool((obs[:, -1] == obs[:, context - 1]).all())  # MiniGrid: four lefts give the same view back
+        im = model.imagine(obs[:, :context], actions)
+        out[turns] = float(cell_error(im["frames"][:, -1], obs[:, -1]).mean())
+    return out
+
+
+@torch.no_grad()
+def reward_error(model: WorldModel, data: dict) -> dict:
+    pred = model(data["obs"], data["actions"], sample=False)["reward"]
+    r = data["rewards"]
+    hit = r != 0
+    return {"reward_mse": float((pred - r).square().mean()), "rewarded_steps": int(hit.sum()),
+            "reward_mse_on_rewarded": float((pred - r)[hit].square().mean()) if hit.any() else None}
+
+
+@torch.no_grad()
+def imagination_speed(config: WorldModelConfig, contexts=(64, 256, 1024), steps: int = 32, batch: int = 1) -> dict:
+    """CPU ms per imagined step after a teacher-forced context of each length (random weights)."""
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(**{**config.to_dict(), "max_len": max(contexts) + steps + 1})
+    model = WorldModel(cfg).eval()
+    out = {}
+    for C in contexts:
+        obs = torch.randint(0, 3, (batch, C, cfg.grid, cfg.grid, 3))
+        actions = torch.randint(0, cfg.n_actions, (batch, C))
+        q_mean, _ = model.posterior(obs)
+        state = model.init_state(batch)
+        _, state = model.backbone(model.backbone_inputs(q_mean, actions), state=state, return_state=True)
+        z, a = q_mean[:, -1], actions[:, -1]
+        t0 = time.process_time()
+        for _ in range(steps):
+            h, (pm, _), state = model.step(z, a, state)
+            z = pm
+            model.decode(z, h)
+        out[C] = 1e3 * (time.process_time() - t0) / steps
+    return out
+
+
+def run(data_dir, *, backbones=("lru", "s4d", "mamba", "transformer", "gru"), env_name: str = "MiniGrid-MemoryS7-v0",
+        steps: int = 500, context: int = 16, d_model: int = 64, seed: int = 0, out=None) -> dict:
+    """Train every backbone on ``data_dir``/train episodes, evaluate on ``data_dir``/test; return the results."""
+    from torchssm.worldmodel.envs import load_episodes, segments
+
+    torch.set_num_threads(1)
+    env = make_env(env_name)
+    cfg0 = WorldModelConfig(d_model=d_model, d_hidden=2 * d_model, d_latent=16)
+    check_action_space(env.action_space, cfg0.n_actions)
+    env.close()
+    train = segments(load_episodes(f"{data_dir}/train"), 64)
+    test = segments(load_episodes(f"{data_dir}/test"), 64)
+    rows = []
+    for bb in backbones:
+        torch.manual_seed(seed)
+        cfg = WorldModelConfig(**{**cfg0.to_dict(), "backbone": bb})
+        model = WorldModel(cfg)
+        fit = train_world_model(model, train, steps=steps, seed=seed)
+        row = {"backbone": bb, "params": sum(p.numel() for p in model.parameters()),
+               "train_cpu_s": fit["cpu_s"], "final": fit["history"][-1],
+               **imagination_error(model, test, context), "recall": recall_error(model, env_name, 64, context),
+               **reward_error(model, test), "step_ms": imagination_speed(cfg)}
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k not in ("horizon_error", "copy_last_error")}), flush=True)
+    result = {"env": env_name, "steps": steps, "context": context, "n_train_segments": int(train["obs"].shape[0]),
+              "n_test_segments": int(test["obs"].shape[0]), "segment": 64, "seed": seed, "rows": rows}
+    if out:
+        atomic_write(out, lambda p: open(p, "w").write(json.dumps(result, indent=1)))
+    return result
+
+
+def format_tables(result: dict) -> str:
+    rows = result["rows"]
+    hs = [1, 4, 8, 16, 32, 48]
+    C = result["context"]
+    head = " | ".join(f"err@{h}" for h in hs)
+    lines = [f"| backbone | params | train CPU s | {head} | recall N=4 / 8 / 16 / 32 | reward MSE "
+             "| step ms @ctx 64 / 256 / 1024 |", "|---" * (len(hs) + 6) + "|"]
+    for r in rows:
+        e = r["horizon_error"]
+        err = " | ".join(f"{e[h - 1]:.3f}" if h - 1 < len(e) else "" for h in hs)
+        rec = " / ".join(f"{r['recall'][k]:.3f}" for k in sorted(r["recall"], key=int))
+        sp = " / ".join(f"{r['step_ms'][k]:.2f}" for k in sorted(r["step_ms"], key=int))
+        lines.append(f"| {r['backbone']} | {r['params']} | {r['train_cpu_s']:.0f} | {err} | {rec} | "
+                     f"{r['reward_mse']:.2e} | {sp} |")
+    e = rows[0]["copy_last_error"]
+    lines.append("| copy last context frame | | | " + " | ".join(f"{e[h - 1]:.3f}" if h - 1 < len(e) else ""
+                                                            for h in hs) + " | 0 (by construction) | | |")
+    lines.append(f"\nContext C = {C} frames, segments of {result['segment']} steps; err@h = fraction of 7x7 cells with "
+                 f"a wrong object type h steps after the context.")
+    return "\n".join(lines)
