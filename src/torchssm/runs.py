@@ -46,17 +46,21 @@ def find_checkpoint(path: PathLike) -> Path:
     return path
 
 
+def is_run_dir(path: PathLike) -> bool:
+    """Whether ``path`` is a run directory (it holds ``metrics.jsonl`` or ``config.yaml``) rather
+    than a checkpoint directory (which holds ``trainer_state.json``)."""
+    path = Path(path)
+    return not (path / SIDECAR).exists() and ((path / METRICS_FILE).is_file() or (path / CONFIG_FILE).is_file())
+
+
 def run_dir_of(checkpoint: PathLike) -> Path | None:
     """The run directory holding ``checkpoint`` (``<run>/last``, ``<run>/best`` or
     ``<run>/checkpoints/epoch-N``), recognised by its ``metrics.jsonl`` or ``config.yaml``;
     None for a checkpoint directory that stands alone."""
-    checkpoint = Path(checkpoint)
-    parent = checkpoint.parent
+    parent = Path(checkpoint).parent
     if parent.name == SNAPSHOTS:
         parent = parent.parent
-    if (parent / METRICS_FILE).is_file() or (parent / CONFIG_FILE).is_file():
-        return parent
-    return None
+    return parent if is_run_dir(parent) else None
 
 
 def read_metrics(path: PathLike, upto_epoch: int | None = None) -> list[dict]:

@@ -124,7 +124,7 @@ def test_resume_writes_into_the_directory_named(tmp_path):
     moved = tmp_path / "moved"
     shutil.move(old, moved)
     assert run_dir_of(moved / "last") == moved
-    assert main(["train", "--resume", str(moved / "last"), "--stop-after", "1"]) == 0
+    assert main(["train", "--resume", str(moved), "--stop-after", "1"]) == 0  # the run directory: its last/
     assert not old.exists()
     assert records(moved) == records(straight)[:2]
     fork = tmp_path / "fork"

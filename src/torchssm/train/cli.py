@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from torchssm.presets import preset_path
-from torchssm.runs import find_checkpoint, run_dir_of
+from torchssm.runs import find_checkpoint, is_run_dir, run_dir_of
 from torchssm.train.checkpoint import find_latest_checkpoint, load_checkpoint, read_checkpoint_state
 from torchssm.train.config import ExperimentConfig, load_config, model_config_for_task, saved_config
 from torchssm.train.distributed import is_main_process
@@ -64,6 +64,12 @@ def _run_train(args) -> int:
                                         f"(looked at last/ and checkpoints/)")
         else:
             resume = Path(args.resume)
+            if is_run_dir(resume):  # a run directory given for its checkpoint: its newest intact one
+                found = find_latest_checkpoint(resume)
+                if found is None:
+                    raise FileNotFoundError(f"--resume: no intact checkpoint in the run directory {resume} "
+                                            f"(looked at last/ and checkpoints/)")
+                resume = found
         state = read_checkpoint_state(resume)  # a missing / corrupt checkpoint fails here, clearly
         if cfg is None:
             cfg = load_config(base=saved_config(state["config"]), overrides=overrides)
