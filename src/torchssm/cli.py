@@ -22,6 +22,8 @@ _COMMAND_MODULES = (
     "torchssm.models.cli",     # generate
     "torchssm.models.export",  # export (ONNX)
     "torchssm.rl.cli",         # rl (POPGym PPO, meta-RL)
+    "torchssm.timeseries.cli",  # timeseries (HiSS / IMU, forecasting, irregular sampling)
+    "torchssm.worldmodel.cli",  # world (S4WM world models on MiniGrid)
 )
 
 
