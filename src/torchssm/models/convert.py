@@ -31,6 +31,7 @@ from typing import Optional, Union
 import torch
 
 from torchssm.models.lm import CausalLM, LMConfig
+from torchssm.models.pretrained import register_converter
 
 PathLike = Union[str, os.PathLike]
 _HF_GROUPED_NORM_SINCE = (4, 57)  # first transformers release assumed to carry PR #40861
@@ -178,3 +179,6 @@ def load_converted(path: PathLike, *, device=None, dtype: torch.dtype = torch.fl
                          f"unexpected {sorted(unexpected)}")
     model.eval()
     return model.to(device) if device is not None else model
+
+
+register_converter(detect_format, load_converted)  # torchssm.from_pretrained loads these directories too

@@ -8,6 +8,10 @@
 (lazily, by module path), and a type ``t`` not registered is looked up by importing
 ``torchssm.models.t`` (that module calls ``register_model_type`` on import). Both files are written
 atomically (temporary file in the same directory, then ``os.replace``).
+
+Checkpoints of other libraries (e.g. mamba_ssm / Hugging Face Mamba directories) load through
+converters that register themselves with :func:`register_converter` (``torchssm.models.convert``
+does on import; ``torchssm.models`` imports it), so this module imports no converter.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Callable, Dict, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from torchssm.fileio import atomic_write
 
+PathLike = Union[str, os.PathLike]
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _META_KEYS = ("model_type", "torchssm_version")
@@ -32,6 +37,17 @@ _META_KEYS = ("model_type", "torchssm_version")
 _MODEL_TYPES: Dict[str, Tuple[str, str]] = {
     "deep_ssm": ("torchssm.models.backbone", "build_model_from_dict"),
 }
+
+
+# converters of other libraries' checkpoint directories: (detect(path) -> format name or None, load)
+_CONVERTERS: List[Tuple[Callable[[PathLike], Optional[str]], Callable[..., nn.Module]]] = []
+
+
+def register_converter(detect: Callable[[PathLike], Optional[str]], load: Callable[..., nn.Module]) -> None:
+    """Let :func:`from_pretrained` load directories for which ``detect(path)`` names a format, by
+    ``load(path, device=...)``."""
+    if (detect, load) not in _CONVERTERS:
+        _CONVERTERS.append((detect, load))
 
 
 def register_model_type(model_type: str, module: str, builder: str) -> None:
@@ -95,10 +111,9 @@ def from_pretrained(path: Union[str, os.PathLike], *, device: Union[str, torch.d
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
-    from torchssm.models.convert import detect_format, load_converted
-
-    if detect_format(path) is not None:  # a mamba_ssm / Hugging Face Mamba(2) checkpoint: convert on load
-        return load_converted(path, device=device)
+    for detect, load in _CONVERTERS:  # e.g. a mamba_ssm / Hugging Face Mamba(2) checkpoint: convert on load
+        if detect(path) is not None:
+            return load(path, device=device)
     data = load_config(path)
     builder = _get_builder(data["model_type"])
     config = {k: v for k, v in data.items() if k not in _META_KEYS}
