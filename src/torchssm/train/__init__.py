@@ -1,7 +1,8 @@
 """Training: experiment configs, optimizer groups, schedules, checkpoints and the loop.
 
+    from torchssm.presets import preset_path
     from torchssm.train import load_config, train
-    result = train(load_config("configs/mnist1d_lru.yaml", ["train.epochs=2"]))
+    result = train(load_config(preset_path("mnist1d_lru"), ["train.epochs=2"]))
 """
 
 from torchssm.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint

@@ -1,6 +1,6 @@
 """Experiment configuration: ``{task: {name, ...options}, model: ModelConfig, train: TrainConfig}``.
 
-One YAML file per experiment (``configs/*.yaml``), three sections and no nesting beyond that
+One YAML file per experiment (a shipped preset, ``torchssm presets``, or any file), three sections and no nesting beyond that
 (``model.layer_kwargs`` is a plain dict passed to the layer)::
 
     task:  {name: mnist1d, val_fraction: 0.1}

@@ -1,6 +1,6 @@
 """Data-parallel training under ``torchrun`` (DistributedDataParallel), and gradient accumulation.
 
-    torchrun --nproc-per-node 2 -m torchssm train --config configs/mnist1d_lru.yaml
+    torchrun --nproc-per-node 2 -m torchssm train --preset mnist1d_lru
 
 ``torchrun`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``;
 :func:`init_distributed` joins the process group (NCCL on CUDA, gloo on CPU) and every rank
