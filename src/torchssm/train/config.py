@@ -1,7 +1,7 @@
 """Experiment configuration: ``{task: {name, ...options}, model: ModelConfig, train: TrainConfig}``.
 
-One YAML file per experiment (a shipped preset, ``torchssm presets``, or any file), three sections and no nesting beyond that
-(``model.layer_kwargs`` is a plain dict passed to the layer)::
+One YAML file per experiment (a shipped preset, ``torchssm presets``, or any file), three sections
+and no nesting beyond that (``model.layer_kwargs`` is a plain dict passed to the layer)::
 
     task:  {name: mnist1d, val_fraction: 0.1}
     model: {layer: lru, d_model: 64, n_layers: 2, layer_kwargs: {d_state: 64, r_min: 0.5}}
