@@ -217,3 +217,23 @@ def test_metrics_with_a_torn_last_line_are_read(tmp_path):
     path.write_text('{"epoch": 1\n{"epoch": 2}\n')
     with pytest.raises(ValueError, match="line 1 is not a JSON record"):
         read_metrics(path)
+
+
+def test_lock_without_fcntl_uses_an_exclusive_file_and_the_pid(tmp_path, monkeypatch):
+    """The fallback where flock does not exist (Windows): a live holder refuses, a dead one is taken over."""
+    from torchssm.train import run_dir
+
+    monkeypatch.setattr(run_dir, "fcntl", None)
+    first = RunDirLock(tmp_path).acquire()
+    with pytest.raises(RunDirBusy, match=rf"in use by pid {os.getpid()}"):
+        RunDirLock(tmp_path).acquire()
+    first.release()
+    assert not (tmp_path / LOCK_FILE).exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    import socket
+
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 0}))
+    lock = RunDirLock(tmp_path).acquire()
+    assert lock.stale["pid"] == dead.pid and json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    lock.release()
