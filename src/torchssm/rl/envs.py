@@ -5,7 +5,8 @@ Each environment is the package's own class, wrapped as POPGym's PPO baseline wr
 (``popgym/baselines/ppo.py``: ``Antialias(PreviousAction(env))``: the previous action and an
 "is first step" flag are appended to the observation), then ``Flatten`` (Tuple/Discrete
 observations -> one flat 0/1 or float vector) and ``DiscreteAction`` (a MultiDiscrete action such as
-Battleship's (row, column) -> one Discrete index), all from ``popgym.wrappers``.
+Battleship's (row, column) -> one Discrete index; applied to MultiDiscrete actions only), all from
+``popgym.wrappers``.
 
 Reward normalisation: POPGym scales every environment's rewards inside the environment so that an
 episode's return lies in [-1, 1] (e.g. ``RepeatPrevious.step``: ``reward_scale = 1 / (num_cards - k)``,
@@ -90,7 +91,11 @@ def make_env(name: str, **kwargs):
         close = difflib.get_close_matches(str(name), list(classes), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ValueError(f"unknown POPGym environment {name!r}{hint}; run `torchssm rl envs` for the list")
-    env = DiscreteAction(Flatten(Antialias(PreviousAction(classes[name](**kwargs)))))
+    from gymnasium import spaces
+
+    env = Flatten(Antialias(PreviousAction(classes[name](**kwargs))))
+    if isinstance(env.action_space, spaces.MultiDiscrete):
+        env = DiscreteAction(env)
     obs_shape = env.observation_space.shape
     if obs_shape is None or len(obs_shape) != 1:
         raise TypeError(f"{name}: flattened observation space {env.observation_space} is not a vector")
