@@ -294,7 +294,7 @@ def test_metrics_reading_and_series(tmp_path):
         [_epoch(1, 2.0, 0.3), _epoch(2, 1.5, 0.5, evaluated=False), _epoch(3, 1.0, 0.7)],
         tail='{"epoch": 4, "tra',
     )
-    with pytest.warns(UserWarning, match="incomplete last line"):
+    with pytest.warns(RuntimeWarning, match="last line, cut short"):
         records = curves.read_metrics(run)  # a run still writing: the torn last line is skipped
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert curves.series(records, "train_loss") == ([1, 2, 3], [2.0, 1.5, 1.0])
@@ -309,7 +309,7 @@ def test_metrics_reading_and_series(tmp_path):
     with pytest.raises(ValueError, match="x must be one of"):
         curves.series(records, "train_loss", x="time")
     bad = _write_metrics(tmp_path / "bad", [_epoch(1, 1.0)], tail="not json\n" + '{"epoch": 2}\n')
-    with pytest.raises(ValueError, match=r"metrics.jsonl:2: not a metrics record"):
+    with pytest.raises(ValueError, match=r"metrics.jsonl line 2 is not a JSON record"):
         curves.read_metrics(bad)
     with pytest.raises(ValueError, match="no records yet"):
         curves.read_metrics(_write_metrics(tmp_path / "empty", []))

@@ -11,13 +11,13 @@ metric of one split against ``epoch`` or ``step``: :func:`series` picks the reco
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import warnings
 from pathlib import Path
 
-METRICS_FILE = "metrics.jsonl"  # written by torchssm.train.loop
+from torchssm.runs import METRICS_FILE
+from torchssm.runs import read_metrics as read_run_metrics
+
 SPLITS = ("train", "val", "test")
 X_AXES = ("epoch", "step")
 
@@ -34,26 +34,11 @@ def metrics_file(run: str | os.PathLike) -> Path:
 
 
 def read_metrics(run: str | os.PathLike) -> list[dict]:
-    """The records of ``run/metrics.jsonl`` in file order.
-
-    A torn last line (a run still writing, or killed mid-write) is skipped with a warning; a bad line
-    anywhere else is a ValueError naming the file and line."""
+    """The records of ``run/metrics.jsonl`` in file order (:func:`torchssm.runs.read_metrics`: a torn
+    last line, from a run still writing or killed mid-write, is skipped with a warning; a bad line
+    anywhere else is a ValueError naming the file and line); no records is a ValueError."""
     path = metrics_file(run)
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    records = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError(f"a JSON object per line, got {type(record).__name__}")
-        except ValueError as err:
-            if i == len(lines):
-                warnings.warn(f"{path}:{i}: skipped an incomplete last line ({err})", stacklevel=2)
-                continue
-            raise ValueError(f"{path}:{i}: not a metrics record: {err}") from None
-        records.append(record)
+    records = read_run_metrics(path)
     if not records:
         raise ValueError(f"{path} holds no records yet (a run writes one per epoch)")
     return records

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -98,17 +99,13 @@ def checkpoint_eigenvalues(source) -> dict[str, torch.Tensor]:
 def training_checkpoint(run: str | os.PathLike) -> str | None:
     """A checkpoint directory written by ``torchssm train`` (it has the trainer sidecar) for ``run``:
     ``run`` itself, or a run directory's ``best/``, ``last/`` or newest ``checkpoints/epoch-*``; else None."""
-    from torchssm.train.checkpoint import SIDECAR, SNAPSHOTS
+    from torchssm.runs import SIDECAR, SNAPSHOTS, find_checkpoint
 
-    path = os.fspath(run)
-    if not os.path.isdir(path):
-        return None
-    snapshots = os.path.join(path, SNAPSHOTS)
-    newest = sorted(os.listdir(snapshots), reverse=True) if os.path.isdir(snapshots) else []
-    for sub in ["", "best", "last"] + [os.path.join(SNAPSHOTS, name) for name in newest]:
-        if os.path.isfile(os.path.join(path, sub, SIDECAR)):
-            return os.path.join(path, sub)
-    return None
+    found = find_checkpoint(run)
+    if (found / SIDECAR).is_file():
+        return os.fspath(found)
+    snapshots = sorted(Path(run).glob(f"{SNAPSHOTS}/*/{SIDECAR}"))
+    return os.fspath(snapshots[-1].parent) if snapshots else None
 
 
 def initial_model(run: str | os.PathLike) -> tuple[nn.Module, int]:
