@@ -117,3 +117,9 @@ def test_gap_ssm_uses_the_gaps(layer):
         torch.testing.assert_close(m(x, dt), m(x, 2 * dt))
     with pytest.raises(ValueError, match="gap_mode"):
         GapSSM(layer, gap_mode="sometimes")
+
+
+def test_gap_lru_layer_contract_without_gaps():
+    from torchssm.testing import check_layer_contract
+
+    check_layer_contract(_gap_lru(), length=10)

@@ -36,7 +36,8 @@ from torch import nn
 
 from torchssm.data.loaders import TensorDictDataset
 from torchssm.fileio import atomic_write
-from torchssm.layers.lru import LRU
+from torchssm.layers.base import SSMLayer
+from torchssm.layers.init import lru_ring_init
 from torchssm.layers.registry import build_layer
 from torchssm.ops.scan import linear_scan
 
@@ -156,47 +157,76 @@ def kalman_filter(process: LinearSDE, values: torch.Tensor, mask: torch.Tensor, 
 
 
 # --- the gap-aware LRU ------------------------------------------------------------------------------------------
-class GapLRU(LRU):
+class GapLRU(SSMLayer):
     """LRU with a gap-dependent transition: h_t = lambda^dt_t h_{t-1} + gamma(dt_t) B x_t, y_t = Re(C h_t) + D x_t.
 
     lambda^dt = exp(dt (-exp(nu) + i exp(theta))); gamma(dt) = gamma sqrt((1 - |lambda|^(2 dt)) / (1 - |lambda|^2))
     keeps the LRU's normalisation (the stationary state variance of unit white input does not depend on the
-    gap). With dt = 1 (or ``dt=None``) this is exactly :class:`torchssm.layers.lru.LRU`.
+    gap). Parameters, their names and initialisation are the LRU's (Orvieto et al. 2023, Sec. 3 and App. A;
+    :class:`torchssm.layers.lru.LRU`: ring init of lambda, gamma = sqrt(1 - |lambda|^2), Glorot-like B, C), so
+    an LRU's state dict loads here and, with dt = 1 (or ``dt=None``), the outputs are the LRU's.
     """
 
-    def _gap_params(self, dt: torch.Tensor):
-        """dt (b, l) -> lambda^dt (b, l, n) complex and the gap factor of gamma (b, l, n) real."""
-        nu, theta = torch.exp(self.nu_log), torch.exp(self.theta_log)  # (n,)
-        dtp = dt.to(nu.dtype)[..., None]  # (b, l, 1)
-        lam_dt = torch.exp(torch.complex(-nu * dtp, theta * dtp))  # (b, l, n)
-        factor = torch.sqrt(-torch.expm1(-2 * nu * dtp) / -torch.expm1(-2 * nu))  # (b, l, n)
-        return lam_dt, factor
+    def __init__(self, d_model: int, d_state: int = 64, *, r_min: float = 0.0, r_max: float = 1.0,
+                 max_phase: float = 2 * math.pi, lr_factor: float = 0.5):
+        super().__init__(d_model)
+        h, n = d_model, d_state
+        self.d_state = d_state
+        nu_log, theta_log = lru_ring_init(n, r_min, r_max, max_phase, dtype=torch.float64)  # (n,), (n,)
+        self.nu_log = nn.Parameter(nu_log.float())
+        self.theta_log = nn.Parameter(theta_log.float())
+        self.gamma_log = nn.Parameter((0.5 * torch.log(-torch.expm1(-2 * torch.exp(nu_log)))).float())
+        self.B_re = nn.Parameter(torch.randn(n, h) / math.sqrt(2 * h))  # (n, h)
+        self.B_im = nn.Parameter(torch.randn(n, h) / math.sqrt(2 * h))
+        self.C_re = nn.Parameter(torch.randn(h, n) / math.sqrt(n))  # (h, n)
+        self.C_im = nn.Parameter(torch.randn(h, n) / math.sqrt(n))
+        self.D = nn.Parameter(torch.randn(h))
+        # the LRU's optimizer convention (App. D.2): recurrent parameters at lr * lr_factor, no weight decay
+        self.optim_overrides = {k: {"lr_scale": float(lr_factor), "weight_decay": 0.0}
+                                for k in ("nu_log", "theta_log", "gamma_log", "B_re", "B_im")}
 
-    def forward(self, x: torch.Tensor, state=None, *, return_state: bool = False, dt=None, **kwargs):
-        """x (b, l, h), dt (b, l) > 0 gaps (None: the plain LRU) -> y (b, l, h)."""
-        if dt is None:
-            return super().forward(x, state, return_state=return_state, **kwargs)
-        if kwargs or self.bidirectional:
-            raise ValueError("GapLRU with dt supports the causal mode only (no reset / lengths / bidirectional)")
+    def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
+        real = self.nu_log.dtype if dtype is None else dtype
+        cdtype = torch.complex128 if real == torch.float64 else torch.complex64
+        return torch.zeros(batch, self.d_state, device=self.nu_log.device if device is None else device, dtype=cdtype)
+
+    def _coefficients(self, dt: torch.Tensor):
+        """dt (...) -> lambda^dt (..., n) complex and the input map gamma(dt) B as (..., n, h) complex."""
+        nu, theta = torch.exp(self.nu_log), torch.exp(self.theta_log)  # (n,)
+        dtp = dt.to(nu.dtype)[..., None]  # (..., 1)
+        lam_dt = torch.exp(torch.complex(-nu * dtp, theta * dtp))  # (..., n)
+        gamma = torch.exp(self.gamma_log) * torch.sqrt(-torch.expm1(-2 * nu * dtp) / -torch.expm1(-2 * nu))  # (..., n)
+        return lam_dt, gamma
+
+    def _readout(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        C = torch.complex(self.C_re, self.C_im)  # (h, n)
+        return (h @ C.T).real + self.D * x
+
+    def forward(self, x: torch.Tensor, state=None, *, return_state: bool = False, dt=None):
+        """x (b, l, h), dt (b, l) > 0 gaps (None: every gap 1, the plain LRU) -> y (b, l, h)."""
         self._check_forward(x, state)
+        if dt is None:
+            dt = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
         if tuple(dt.shape) != tuple(x.shape[:2]):
             raise ValueError(f"dt must have shape (batch, length)={tuple(x.shape[:2])}; got {tuple(dt.shape)}")
-        _, B_norm = self._discretized()
-        lam_dt, factor = self._gap_params(dt)
-        bu = self._input(x.to(self.nu_log.dtype), B_norm) * factor  # (b, l, n)
-        h = linear_scan(lam_dt, bu, state)
-        y = (self._readout(h, self.C_re, self.C_im) + self.D * x.to(self.nu_log.dtype)).to(x.dtype)
+        xp = x.to(self.nu_log.dtype)
+        lam_dt, gamma = self._coefficients(dt)  # (b, l, n) x 2
+        B = torch.complex(self.B_re, self.B_im)  # (n, h)
+        bu = (xp.to(B.dtype) @ B.T) * gamma  # (b, l, n)
+        h = linear_scan(lam_dt, bu, state)  # (b, l, n)
+        y = self._readout(h, xp).to(x.dtype)
         return (y, h[:, -1]) if return_state else y
 
     def step(self, x_t: torch.Tensor, state, *, dt=None):
-        if dt is None:
-            return super().step(x_t, state)
+        """One observation x_t (b, h) after a gap dt (b,) -> (y_t, new state (b, n))."""
         self._check_step(x_t, state)
-        _, B_norm = self._discretized()
-        lam_dt, factor = self._gap_params(dt[:, None])  # (b, 1, n)
-        h = lam_dt[:, 0] * state + self._input(x_t.to(self.nu_log.dtype), B_norm) * factor[:, 0]
-        y = self._readout(h, self.C_re, self.C_im) + self.D * x_t.to(self.nu_log.dtype)
-        return y.to(x_t.dtype), h
+        if dt is None:
+            dt = torch.ones(x_t.shape[0], dtype=x_t.dtype, device=x_t.device)
+        xp = x_t.to(self.nu_log.dtype)
+        lam_dt, gamma = self._coefficients(dt)  # (b, n)
+        B = torch.complex(self.B_re, self.B_im)
+        h = lam_dt * state + (xp.to(B.dtype) @ B.T) * gamma
+        return self._readout(h, xp).to(x_t.dtype), h
 
 
 def gap_lru_reference(layer: GapLRU, x: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
