@@ -22,6 +22,11 @@ import yaml
 
 PRESET_DIR = Path(__file__).resolve().parent
 SUFFIXES = (".yaml", ".yml")
+# Areas whose presets another command runs (the rest are `torchssm train --preset NAME` configs).
+AREA_COMMANDS = {
+    "rl": "torchssm rl train --preset NAME --model MODEL (names without rl/; torchssm rl presets)",
+    "audio": "torchssm speech train --preset audio/NAME",
+}
 
 
 def list_presets(root: str | os.PathLike = PRESET_DIR) -> list[str]:
