@@ -76,6 +76,7 @@ _TASK_MODULES: Dict[str, str] = {
     "spoken_sentences": "torchssm.audio.synthetic",
     "speech_commands": "torchssm.audio.corpora",
     "librispeech": "torchssm.audio.corpora",
+    "lm_text": "torchssm.data.text",
 }
 _BUILDERS: Dict[str, Callable[..., TaskData]] = {}
 _DESCRIPTIONS: Dict[str, str] = {}
