@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "torchssm.analysis.cli",   # plot
     "torchssm.models.cli",     # generate
     "torchssm.models.export",  # export (ONNX)
+    "torchssm.vision.cli",     # vision (restore, cost, classify)
     "torchssm.rl.cli",         # rl (POPGym PPO, meta-RL)
     "torchssm.timeseries.cli",  # timeseries (HiSS / IMU, forecasting, irregular sampling)
     "torchssm.worldmodel.cli",  # world (S4WM world models on MiniGrid)
