@@ -1,0 +1,119 @@
+"""``torchssm vision``: restore (denoise / deblur vs scikit-image), cost (FLOPs and memory vs resolution),
+classify (2-D scans vs raster, Hydra / 2-D SSM / ViT). Presets: src/torchssm/presets/vision/*.yaml."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PRESETS = Path(__file__).resolve().parent.parent / "presets" / "vision"
+
+
+def load_preset(name_or_path) -> dict:
+    """A preset by name (presets/vision/<name>.yaml) or by path."""
+    import yaml
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESETS / f"{name_or_path}.yaml"
+    if not path.exists():
+        names = sorted(p.stem for p in PRESETS.glob("*.yaml"))
+        raise FileNotFoundError(f"no vision preset {name_or_path!r}; expected a YAML path or one of {names}")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a YAML mapping")
+    return data
+
+
+def _threads(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+
+def _run_restore(args) -> int:
+    from torchssm.vision.restore import run_restoration
+
+    _threads(args)
+    cfg = load_preset(args.preset) if args.preset else {}
+    for key in ("task", "mixer", "width", "steps", "batch", "patch", "lr", "crop", "seed"):
+        value = getattr(args, key)
+        if value is not None:
+            cfg[key] = value
+    if args.sigmas:
+        cfg["sigmas"] = args.sigmas
+    cfg.setdefault("task", "denoise")
+    res = run_restoration(args.out, **cfg)
+    for level, row in res["results"].items():
+        print(f"{res['task']} sigma={level}: " + ", ".join(f"{k} {v:.2f} dB" for k, v in row["mean"].items()))
+    print(f"wrote {Path(args.out) / 'results.json'}")
+    return 0
+
+
+def _run_cost(args) -> int:
+    from torchssm.fileio import atomic_write
+    from torchssm.vision.cost import cost_table
+    from torchssm.vision.restoration import RestorationUNet
+
+    _threads(args)
+    models = {name: RestorationUNet(1, args.width, (1, 1, 1), name) for name in args.mixers}
+    rows = cost_table(models, args.resolutions)
+    for r in rows:
+        print(f"{r['model']:>14} {r['resolution']:>5}px  {r['gflops']:9.3f} GFLOP  saved {r['saved_mib']:8.1f} MiB  "
+              f"attn matrix {r['attn_matrix_mib']:9.1f} MiB  {r['cpu_s']:7.2f} s CPU")
+    if args.out:
+        atomic_write(args.out, lambda p: Path(p).write_text(json.dumps(rows, indent=2)))
+    return 0
+
+
+def _run_classify(args) -> int:
+    from torchssm.vision.classify import run_classification
+
+    _threads(args)
+    cfg = load_preset(args.preset)
+    specs = cfg.pop("models")
+    if args.only:
+        specs = {k: v for k, v in specs.items() if k in args.only}
+    for key in ("steps", "n_images", "seed"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    res = run_classification(args.out, specs, **cfg)
+    for name, r in res["models"].items():
+        print(f"{name:>26}: {r['parameters']:7d} params  test acc {r['test_accuracy']:.3f}  "
+              f"train acc {r['train_accuracy']:.3f}  {r['train_cpu_s']:.0f} s CPU")
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("vision", help="2-D SSMs: restoration, cost vs resolution, classification")
+    sub = parser.add_subparsers(dest="vision_command", required=True)
+
+    restore = sub.add_parser("restore", help="train the U-Net restorer and compare with scikit-image's methods")
+    restore.add_argument("--preset", help="name in presets/vision or a YAML path (e.g. denoise_serpent)")
+    restore.add_argument("--out", required=True, help="run folder (results.json, model.pt, figure.png)")
+    restore.add_argument("--task", choices=("denoise", "deblur"))
+    restore.add_argument("--mixer", help="cross_scan | spatial_mamba | s4nd | attention")
+    for name, typ in (("width", int), ("steps", int), ("batch", int), ("patch", int), ("lr", float),
+                      ("crop", int), ("seed", int)):
+        restore.add_argument(f"--{name}", type=typ)
+    restore.add_argument("--sigmas", type=float, nargs="+", help="noise levels on the 0..255 scale")
+    restore.add_argument("--threads", type=int, default=1)
+    restore.set_defaults(func=_run_restore)
+
+    cost = sub.add_parser("cost", help="FLOPs / saved activations / CPU time vs resolution, SSM vs attention")
+    cost.add_argument("--mixers", nargs="+", default=["cross_scan", "spatial_mamba", "attention"])
+    cost.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 128])
+    cost.add_argument("--width", type=int, default=16)
+    cost.add_argument("--out", help="JSON file for the rows")
+    cost.add_argument("--threads", type=int, default=1)
+    cost.set_defaults(func=_run_cost)
+
+    classify = sub.add_parser("classify", help="train the models of a preset on the same split and budget")
+    classify.add_argument("--preset", required=True, help="e.g. pathfinder32_scan_vs_raster, digits_vit_hydra_2d")
+    classify.add_argument("--out", required=True, help="run folder (results.json)")
+    classify.add_argument("--only", nargs="+", help="train only these models of the preset")
+    classify.add_argument("--steps", type=int)
+    classify.add_argument("--n-images", dest="n_images", type=int)
+    classify.add_argument("--seed", type=int)
+    classify.add_argument("--threads", type=int, default=1)
+    classify.set_defaults(func=_run_classify)
