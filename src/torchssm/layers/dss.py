@@ -23,8 +23,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from torchssm.layers.diagonal import DiagonalConvSSM, check_d_state
 from torchssm.layers.init import diagonal_init, log_uniform_dt
-from torchssm.layers.s4d import DiagonalConvSSM, check_d_state
 from torchssm.ops.vandermonde import vandermonde
 
 VERSIONS = ("exp", "softmax")

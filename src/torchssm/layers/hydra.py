@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchssm.layers.base import SSMLayer, out_dtype, to_param_dtype
-from torchssm.layers.mamba import decay_rate, dt_bias_init
-from torchssm.layers.mamba2 import RMSNormGated, head_layout
+from torchssm.layers.conv_ssm import RMSNormGated, decay_rate, head_layout
+from torchssm.layers.init import dt_bias_init
 from torchssm.ops.ssd import ssd
 
 

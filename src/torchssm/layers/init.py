@@ -199,6 +199,18 @@ def diagonal_init(name: str, n: int, *, generator: Optional[torch.Generator] = N
     return torch.complex(half, torch.exp(torch.randn(m, generator=generator, dtype=torch.float64)))
 
 
+def dt_bias_init(size: int, dt_min: float = 1e-3, dt_max: float = 1e-1, floor: float = 1e-4,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Bias b with softplus(b) = dt, dt ~ exp(U[log dt_min, log dt_max]) clamped to >= floor (Mamba,
+    Mamba-2, Hydra: Gu & Dao 2023 Sec. 3.6 / App. E.2 defaults 1e-3, 1e-1, 1e-4).
+
+    Mamba reference (mamba_simple.py): ``inv_dt = dt + log(-expm1(-dt))`` is the inverse of softplus.
+    """
+    u = torch.rand(size, generator=generator, dtype=torch.float64)
+    dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
 def log_uniform_dt(
     size, dt_min: float = 1e-3, dt_max: float = 1e-1, *, generator: Optional[torch.Generator] = None
 ) -> torch.Tensor:

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from torchssm.layers.base import SSMLayer, check_lengths
+from torchssm.layers.diagonal import complex_dtype
 from torchssm.layers.init import lru_ring_init
-from torchssm.layers.s4d import complex_dtype
 from torchssm.ops.backend import check_backend_name
 from torchssm.ops.scan.lru import lru_lambda, lru_scan
 

@@ -24,80 +24,15 @@ State (what ``step`` and chunked ``forward`` carry): ``(conv_buffer (b, d, d_con
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.layers.base import SSMLayer, out_dtype, to_param_dtype
+from torchssm.layers.conv_ssm import ConvSSMLayer, MambaState, decay_rate, ssm_state_dtype  # noqa: F401  (MambaState, ssm_state_dtype: re-exported from their old home)
+from torchssm.layers.init import dt_bias_init
 from torchssm.ops.selective import selective_scan
 from torchssm.ops.shortconv import causal_conv1d
-
-MambaState = Tuple[torch.Tensor, torch.Tensor]
-
-
-def dt_bias_init(size: int, dt_min: float = 1e-3, dt_max: float = 1e-1, floor: float = 1e-4,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Bias b with softplus(b) = dt, dt ~ exp(U[log dt_min, log dt_max]) clamped to >= floor.
-
-    Mamba reference (mamba_simple.py): ``inv_dt = dt + log(-expm1(-dt))`` is the inverse of softplus.
-    """
-    u = torch.rand(size, generator=generator, dtype=torch.float64)
-    dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
-    return dt + torch.log(-torch.expm1(-dt))
-
-
-def decay_rate(A_log: torch.Tensor) -> torch.Tensor:
-    """A = -exp(A_log), in float32 (float64 when the parameter is float64): never in bf16."""
-    return -torch.exp(A_log if A_log.dtype == torch.float64 else A_log.float())
-
-
-def ssm_state_dtype(dtype: torch.dtype) -> torch.dtype:
-    """SSM states stay float32 (float64 in float64 tests), never bf16 (DESIGN.md, Numerics)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-class ConvSSMLayer(SSMLayer):
-    """Shared contract plumbing of Mamba and Mamba-2: state = (conv_buffer, ssm_state).
-
-    Subclasses implement ``_mix(x, conv_state, ssm_state, reset, backend) -> (y, conv_state, ssm_state)``
-    for any length, and ``_ssm_state_shape(batch)``; ``forward`` and ``step`` both call ``_mix``.
-    """
-
-    conv_dim: int
-    d_conv: int
-
-    def _ssm_state_shape(self, batch: int) -> tuple:
-        raise NotImplementedError
-
-    def _mix(self, x, conv_state, ssm_state, reset, backend):
-        raise NotImplementedError
-
-    def init_state(self, batch: int, device=None, dtype=None) -> MambaState:
-        """Zeros: conv_buffer (b, conv_dim, d_conv-1) in the parameters' dtype, ssm_state in float32/64."""
-        dtype = dtype or self._param_dtype()
-        device = device if device is not None else self.in_proj.weight.device
-        return (torch.zeros(batch, self.conv_dim, self.d_conv - 1, device=device, dtype=dtype),
-                torch.zeros(self._ssm_state_shape(batch), device=device, dtype=ssm_state_dtype(dtype)))
-
-    def forward(self, x: torch.Tensor, state: Optional[MambaState] = None, *, return_state: bool = False,
-                reset: Optional[torch.Tensor] = None):
-        """x (b, l, h) -> y (b, l, h) [, final state]. ``reset`` (b, l) bool: a new sequence starts at t
-        (packed batches): both the short conv and the scan stop mixing across it."""
-        self._check_forward(x, state)
-        conv_state, ssm_state = state if state is not None else (None, None)
-        y, conv_state, ssm_state = self._mix(to_param_dtype(self, x), conv_state, ssm_state, reset, self.backend)
-        y = out_dtype(y, x)
-        if not return_state:
-            return y
-        return y, (conv_state.to(self._param_dtype()), ssm_state)
-
-    def step(self, x_t: torch.Tensor, state: MambaState):
-        """x_t (b, h) -> (y_t (b, h), new_state): the forward code on one token (naive scan: O(1))."""
-        self._check_step(x_t, state)
-        y, conv_state, ssm_state = self._mix(to_param_dtype(self, x_t)[:, None], state[0], state[1], None, "naive")
-        return out_dtype(y[:, 0], x_t), (conv_state.to(self._param_dtype()), ssm_state)
 
 
 class Mamba(ConvSSMLayer):

@@ -27,48 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.layers.mamba import ConvSSMLayer, decay_rate, dt_bias_init
+from torchssm.layers.conv_ssm import ConvSSMLayer, RMSNormGated, decay_rate, head_layout  # noqa: F401 (re-exported)
+from torchssm.layers.init import dt_bias_init
 from torchssm.ops.shortconv import causal_conv1d
 from torchssm.ops.ssd import ssd
-
-
-def head_layout(d_inner: int, headdim: int, ngroups: int) -> int:
-    """Number of heads d_inner / headdim, checking that headdim divides d_inner and ngroups the heads."""
-    if headdim < 1 or d_inner % headdim:
-        raise ValueError(f"headdim={headdim} must divide d_inner = expand * d_model = {d_inner}")
-    if ngroups < 1 or (d_inner // headdim) % ngroups:
-        raise ValueError(f"ngroups={ngroups} must divide the number of heads {d_inner // headdim}")
-    return d_inner // headdim
-
-
-class RMSNormGated(nn.Module):
-    """Gated RMSNorm of mamba_ssm (``mamba_ssm/ops/triton/layernorm_gated.py``, reference ``rms_norm_ref``):
-
-        norm_before_gate=False:  out = rmsnorm(x * silu(z)) * weight
-        norm_before_gate=True:   out = rmsnorm(x) * weight * silu(z)
-
-    with the mean of squares taken over groups of ``group_size`` channels (default: all of them).
-    Computed in float32 (or float64), returned in x's dtype."""
-
-    def __init__(self, d: int, eps: float = 1e-5, *, group_size: Optional[int] = None, norm_before_gate: bool = False):
-        super().__init__()
-        group_size = d if group_size is None else group_size
-        if d % group_size:
-            raise ValueError(f"norm group_size={group_size} must divide the width {d}")
-        self.eps, self.group_size, self.norm_before_gate = eps, group_size, norm_before_gate
-        self.weight = nn.Parameter(torch.ones(d))
-
-    def forward(self, x: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:  # (..., d)
-        dtype = x.dtype
-        wd = torch.float64 if dtype == torch.float64 else torch.float32
-        y = x.to(wd)
-        if z is not None and not self.norm_before_gate:
-            y = y * F.silu(z.to(wd))
-        g = y.unflatten(-1, (-1, self.group_size))  # (..., groups, group_size)
-        y = (g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)).flatten(-2) * self.weight.to(wd)
-        if z is not None and self.norm_before_gate:
-            y = y * F.silu(z.to(wd))
-        return y.to(dtype)
 
 
 class Mamba2(ConvSSMLayer):

@@ -34,9 +34,9 @@ from typing import Optional
 import torch
 from torch import nn
 
+from torchssm.layers.diagonal import ChannelStateSSM, check_d_state, complex_dtype, complex_param
 from torchssm.layers.discretize import discretize_dense, dt_range_for_length
 from torchssm.layers.init import HIPPO_MEASURES, hippo_dplr, log_uniform_dt
-from torchssm.layers.s4d import ChannelStateSSM, check_d_state, complex_dtype, complex_param
 from torchssm.ops.cauchy import cauchy
 from torchssm.ops.conv import fft_conv
 

@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from torchssm.layers.base import SSMLayer
+from torchssm.layers.diagonal import complex_dtype, complex_param
 from torchssm.layers.discretize import discretize_diag
 from torchssm.layers.init import block_hippo_n_init, lecun_normal, log_uniform_dt, ptd_init
-from torchssm.layers.s4d import complex_dtype, complex_param
 from torchssm.ops.scan import linear_scan
 
 INITS = ("hippo_n", "ptd")

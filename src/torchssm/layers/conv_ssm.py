@@ -1,0 +1,118 @@
+"""The base of the Mamba family (Mamba, Mamba-2; Hydra shares its pieces): a short depthwise
+convolution followed by an input-dependent SSM, with state ``(conv_buffer, ssm_state)``.
+
+    ConvSSMLayer   the layer contract (init_state / forward / step) over a subclass's
+                   ``_mix(x, conv_state, ssm_state, reset, backend)``; ``step`` runs the very same
+                   ``_mix`` on a length-1 sequence, so forward and step cannot drift apart
+    decay_rate     A = -exp(A_log), never in bf16
+    ssm_state_dtype  SSM states stay float32 (float64 in float64 tests)
+    head_layout, RMSNormGated   Mamba-2's heads and gated RMSNorm (also Hydra's)
+
+Symbols as in docs/architecture.md (d = d_inner channels, n = d_state, H heads of P = headdim).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchssm.layers.base import SSMLayer, out_dtype, to_param_dtype
+
+MambaState = Tuple[torch.Tensor, torch.Tensor]  # (conv_buffer (b, conv_dim, d_conv-1), ssm_state)
+
+
+def decay_rate(A_log: torch.Tensor) -> torch.Tensor:
+    """A = -exp(A_log), in float32 (float64 when the parameter is float64): never in bf16."""
+    return -torch.exp(A_log if A_log.dtype == torch.float64 else A_log.float())
+
+
+def ssm_state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """SSM states stay float32 (float64 in float64 tests), never bf16 (docs/architecture.md, Numerics)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class ConvSSMLayer(SSMLayer):
+    """Shared contract plumbing of Mamba and Mamba-2: state = (conv_buffer, ssm_state).
+
+    Subclasses implement ``_mix(x, conv_state, ssm_state, reset, backend) -> (y, conv_state, ssm_state)``
+    for any length, and ``_ssm_state_shape(batch)``; ``forward`` and ``step`` both call ``_mix``.
+    """
+
+    conv_dim: int
+    d_conv: int
+
+    def _ssm_state_shape(self, batch: int) -> tuple:
+        raise NotImplementedError
+
+    def _mix(self, x, conv_state, ssm_state, reset, backend):
+        raise NotImplementedError
+
+    def init_state(self, batch: int, device=None, dtype=None) -> MambaState:
+        """Zeros: conv_buffer (b, conv_dim, d_conv-1) in the parameters' dtype, ssm_state in float32/64."""
+        dtype = dtype or self._param_dtype()
+        device = device if device is not None else self.in_proj.weight.device
+        return (torch.zeros(batch, self.conv_dim, self.d_conv - 1, device=device, dtype=dtype),
+                torch.zeros(self._ssm_state_shape(batch), device=device, dtype=ssm_state_dtype(dtype)))
+
+    def forward(self, x: torch.Tensor, state: Optional[MambaState] = None, *, return_state: bool = False,
+                reset: Optional[torch.Tensor] = None):
+        """x (b, l, h) -> y (b, l, h) [, final state]. ``reset`` (b, l) bool: a new sequence starts at t
+        (packed batches): both the short conv and the scan stop mixing across it."""
+        self._check_forward(x, state)
+        conv_state, ssm_state = state if state is not None else (None, None)
+        y, conv_state, ssm_state = self._mix(to_param_dtype(self, x), conv_state, ssm_state, reset, self.backend)
+        y = out_dtype(y, x)
+        if not return_state:
+            return y
+        return y, (conv_state.to(self._param_dtype()), ssm_state)
+
+    def step(self, x_t: torch.Tensor, state: MambaState):
+        """x_t (b, h) -> (y_t (b, h), new_state): the forward code on one token (naive scan: O(1))."""
+        self._check_step(x_t, state)
+        y, conv_state, ssm_state = self._mix(to_param_dtype(self, x_t)[:, None], state[0], state[1], None, "naive")
+        return out_dtype(y[:, 0], x_t), (conv_state.to(self._param_dtype()), ssm_state)
+
+
+def head_layout(d_inner: int, headdim: int, ngroups: int) -> int:
+    """Number of heads d_inner / headdim, checking that headdim divides d_inner and ngroups the heads."""
+    if headdim < 1 or d_inner % headdim:
+        raise ValueError(f"headdim={headdim} must divide d_inner = expand * d_model = {d_inner}")
+    if ngroups < 1 or (d_inner // headdim) % ngroups:
+        raise ValueError(f"ngroups={ngroups} must divide the number of heads {d_inner // headdim}")
+    return d_inner // headdim
+
+
+class RMSNormGated(nn.Module):
+    """Gated RMSNorm of mamba_ssm (``mamba_ssm/ops/triton/layernorm_gated.py``, reference ``rms_norm_ref``):
+
+        norm_before_gate=False:  out = rmsnorm(x * silu(z)) * weight
+        norm_before_gate=True:   out = rmsnorm(x) * weight * silu(z)
+
+    with the mean of squares taken over groups of ``group_size`` channels (default: all of them).
+    Computed in float32 (or float64), returned in x's dtype."""
+
+    def __init__(self, d: int, eps: float = 1e-5, *, group_size: Optional[int] = None, norm_before_gate: bool = False):
+        super().__init__()
+        group_size = d if group_size is None else group_size
+        if d % group_size:
+            raise ValueError(f"norm group_size={group_size} must divide the width {d}")
+        self.eps, self.group_size, self.norm_before_gate = eps, group_size, norm_before_gate
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:  # (..., d)
+        dtype = x.dtype
+        wd = torch.float64 if dtype == torch.float64 else torch.float32
+        y = x.to(wd)
+        if z is not None and not self.norm_before_gate:
+            y = y * F.silu(z.to(wd))
+        g = y.unflatten(-1, (-1, self.group_size))  # (..., groups, group_size)
+        y = (g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)).flatten(-2) * self.weight.to(wd)
+        if z is not None and self.norm_before_gate:
+            y = y * F.silu(z.to(wd))
+        return y.to(dtype)
+
+
+__all__ = ["ConvSSMLayer", "MambaState", "RMSNormGated", "decay_rate", "head_layout", "ssm_state_dtype"]
