@@ -29,6 +29,7 @@ import math
 
 import torch
 
+
 def _powers_at(log_z: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
     """exp(log_z[..., n] * l[j]) for the exponents l (j,): (..., n, j)."""
     l = l.to(device=log_z.device, dtype=log_z.real.dtype)

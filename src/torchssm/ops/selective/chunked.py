@@ -11,7 +11,6 @@ chunked PyTorch, compiled CPU, Triton), and gradients (including w.r.t. h0) flow
 from __future__ import annotations
 
 import itertools
-
 from typing import Optional
 
 import torch

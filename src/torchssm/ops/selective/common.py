@@ -1,113 +1,41 @@
-"""Shared pieces of the selective scan (Mamba's S6) and of SSD (Mamba-2): input checks,
-dt preparation, group expansion and the D-skip / z-gate epilogue.
+"""The selective scan's own input checks and preparation (Mamba's S6); the pieces it shares with SSD
+live in :mod:`torchssm.ops.common` (re-exported here).
 
-Glossary (shape comments):
-    b: batch   l: length   d: channels (d_inner)   n: state size per channel
-    g: groups of channels sharing B and C   h: heads (SSD)   p: head dim (SSD)
+Symbols as in docs/architecture.md: b batch, l length, d channels, n state size per channel,
+g groups of channels sharing B and C.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
-
-def without_autocast(fn):
-    """Run an op with autocast off: under ``torch.autocast`` the einsums/matmuls of SSD would otherwise
-    run in bf16 and the decays exp(dt A) and states with them (DESIGN.md, Numerics). Outputs come back in
-    the input's dtype, so the surrounding network still runs in bf16."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        first = next((t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)), None)
-        with torch.autocast(device_type=first.device.type if first is not None else "cpu", enabled=False):
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def compute_dtype(*tensors: Optional[torch.Tensor]) -> torch.dtype:
-    """float64 if any input is float64, else float32: decays and states never run in bf16/fp16
-    (DESIGN.md, Numerics: bf16 rounds exp(dt A) = 0.999 to 1.0)."""
-    for t in tensors:
-        if t is not None and t.dtype == torch.float64:
-            return torch.float64
-    return torch.float32
-
-
-def prepare_dt(dt: torch.Tensor, bias: Optional[torch.Tensor], softplus: bool, dtype: torch.dtype) -> torch.Tensor:
-    """dt <- softplus(dt + bias) as in Mamba's reference ``selective_scan_ref`` (delta_bias, delta_softplus)."""
-    dt = dt.to(dtype)
-    if bias is not None:
-        dt = dt + bias.to(dtype)
-    if softplus:
-        dt = F.softplus(dt)
-    return dt
-
-
-def expand_groups(M: torch.Tensor, channels: int) -> torch.Tensor:
-    """(b, l, n) -> (b, l, 1, n) (shared by all channels) or (b, l, g, n) -> (b, l, channels, n),
-    channel c using group c // (channels // g) (Mamba-2's n_groups layout)."""
-    if M.dim() == 3:
-        return M[:, :, None, :]
-    return M.repeat_interleave(channels // M.shape[2], dim=2)
-
-
-def skip_and_gate(y: torch.Tensor, x: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor]) -> torch.Tensor:
-    """y + D * x, then y * silu(z) (Mamba's reference epilogue). D broadcasts over the last dims of x."""
-    if D is not None:
-        y = y + x * D.to(y.dtype)
-    if z is not None:
-        y = y * F.silu(z.to(y.dtype))
-    return y
-
-
-def _shape(t) -> str:
-    return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
-
-
-def check_bc(name: str, M, batch: int, length: int, channels: int, n: Optional[int]) -> int:
-    """B or C: (b, l, n) or grouped (b, l, g, n) with channels % g == 0. Returns n."""
-    if not isinstance(M, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor of shape (batch, length, n) or (batch, length, groups, n)")
-    ok = M.dim() in (3, 4) and tuple(M.shape[:2]) == (batch, length)
-    if ok and n is not None:
-        ok = M.shape[-1] == n
-    if ok and M.dim() == 4:
-        ok = M.shape[2] >= 1 and channels % M.shape[2] == 0
-    if not ok:
-        want_n = "n" if n is None else n
-        raise ValueError(
-            f"{name} must have shape (batch, length, n)=({batch}, {length}, {want_n}) or (batch, length, groups, n) "
-            f"with groups dividing {channels}; got {_shape(M)}"
-        )
-    return M.shape[-1]
-
-
-def check_reset(reset, batch: int, length: int) -> None:
-    if reset is None:
-        return
-    if not isinstance(reset, torch.Tensor) or tuple(reset.shape) != (batch, length):
-        raise ValueError(f"reset must have shape (batch, length)=({batch}, {length}); got {_shape(reset)}")
-    if reset.dtype != torch.bool:
-        raise TypeError(f"reset must be a bool tensor; got dtype {reset.dtype}")
+from torchssm.ops.common import (  # noqa: F401  (re-exported: the selective ops import them from here)
+    check_bc,
+    check_reset,
+    compute_dtype,
+    expand_groups,
+    prepare_dt,
+    shape_str,
+    skip_and_gate,
+    without_autocast,
+)
 
 
 def check_selective_inputs(u, delta, A, B, C, D, z, delta_bias, h0, reset) -> None:
     """Shapes/dtypes only (no device sync). See :func:`torchssm.ops.selective.selective_scan`."""
     if not isinstance(u, torch.Tensor) or u.dim() != 3:
-        raise ValueError(f"u must have shape (batch, length, d); got {_shape(u)}")
+        raise ValueError(f"u must have shape (batch, length, d); got {shape_str(u)}")
     b, l, d = u.shape
     if l == 0:
         raise ValueError("u is an empty sequence (length 0); expected shape (batch, length>=1, d)")
     if not u.is_floating_point():
         raise TypeError(f"u must be a floating-point tensor; got dtype {u.dtype}")
     if not isinstance(delta, torch.Tensor) or tuple(delta.shape) != (b, l, d):
-        raise ValueError(f"delta must have shape (batch, length, d)=({b}, {l}, {d}); got {_shape(delta)}")
+        raise ValueError(f"delta must have shape (batch, length, d)=({b}, {l}, {d}); got {shape_str(delta)}")
     if not isinstance(A, torch.Tensor) or A.dim() != 2 or A.shape[0] != d:
-        raise ValueError(f"A must have shape (d, n)=({d}, n); got {_shape(A)}")
+        raise ValueError(f"A must have shape (d, n)=({d}, n); got {shape_str(A)}")
     if A.is_complex():
         raise TypeError("A must be real (Mamba's S6 uses a real diagonal A)")
     n = A.shape[1]
@@ -115,7 +43,7 @@ def check_selective_inputs(u, delta, A, B, C, D, z, delta_bias, h0, reset) -> No
     check_bc("C", C, b, l, d, n)
     for name, t, shape in (("D", D, (d,)), ("delta_bias", delta_bias, (d,)), ("z", z, (b, l, d)), ("h0", h0, (b, d, n))):
         if t is not None and (not isinstance(t, torch.Tensor) or tuple(t.shape) != shape):
-            raise ValueError(f"{name} must have shape {shape}; got {_shape(t)}")
+            raise ValueError(f"{name} must have shape {shape}; got {shape_str(t)}")
     check_reset(reset, b, l)
 
 

@@ -188,7 +188,7 @@ def kernel_chunk(chunk_size: int, n: int) -> int:
     return 1 << (cap.bit_length() - 1)
 
 
-def _check_kernel_inputs(op: str, tensors: dict) -> None:
+def check_kernel_inputs(op: str, tensors: dict) -> None:
     """float32/bf16/fp16 only (the kernels compute in float32); CUDA, or CPU under the interpreter."""
     for name, t in tensors.items():
         if t is None:
@@ -215,7 +215,7 @@ def _bc4(M: torch.Tensor) -> torch.Tensor:
     return (M[:, :, None, :] if M.dim() == 3 else M).contiguous()
 
 
-class _SelectiveCore(torch.autograd.Function):
+class SelectiveCore(torch.autograd.Function):
     """(dt, u, A, B, C, h0, reset) -> (y (b, l, d) = sum_i C h, h_last (b, d, n)), float32."""
 
     @staticmethod
@@ -306,10 +306,10 @@ def selective_scan_gpu(
     Returns y (b, l, d) in u's dtype [, h_last (b, d, n) float32].
     """
     check_selective_inputs(u, delta, A, B, C, D, z, delta_bias, h0, reset)
-    _check_kernel_inputs("selective scan", dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z,
+    check_kernel_inputs("selective scan", dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z,
                                                 delta_bias=delta_bias, h0=h0))
     dt = prepare_dt(delta, delta_bias, delta_softplus, torch.float32).contiguous()  # (b, l, d)
     chunk = kernel_chunk(chunk_size, A.shape[1])
-    y, h_last = _SelectiveCore.apply(dt, u, A.float().contiguous(), B, C, h0, reset, chunk)
+    y, h_last = SelectiveCore.apply(dt, u, A.float().contiguous(), B, C, h0, reset, chunk)
     y = skip_and_gate(y, u.float(), D, z).to(u.dtype)  # (b, l, d)
     return (y, h_last) if return_final_state else y

@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from torchssm.ops.selective.common import compute_dtype, prepare_dt, skip_and_gate, without_autocast
+from torchssm.ops.common import compute_dtype, prepare_dt, skip_and_gate, without_autocast
 from torchssm.ops.ssd.common import check_ssd_inputs, d_skip
 
 

@@ -18,8 +18,8 @@ from typing import Optional
 
 import torch
 
-from torchssm.ops.selective.common import prepare_dt, skip_and_gate
-from torchssm.ops.selective.gpu import _check_kernel_inputs, _SelectiveCore, kernel_chunk
+from torchssm.ops.common import prepare_dt, skip_and_gate
+from torchssm.ops.selective.gpu import SelectiveCore, check_kernel_inputs, kernel_chunk
 from torchssm.ops.ssd.common import check_ssd_inputs, d_skip
 
 __all__ = ["ssd_gpu"]
@@ -48,7 +48,7 @@ def ssd_gpu(
     (see ``selective_scan_gpu``). Returns y (b, l, h, p) in x's dtype [, h_last (b, h, p, n) float32].
     """
     check_ssd_inputs(x, dt, A, B, C, D, z, dt_bias, h0, reset)
-    _check_kernel_inputs("SSD", dict(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, h0=h0))
+    check_kernel_inputs("SSD", dict(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, h0=h0))
     b, l, h, p = x.shape
     n = B.shape[-1]
     dtc = prepare_dt(dt, dt_bias, dt_softplus, torch.float32)  # (b, l, h)
@@ -56,6 +56,6 @@ def ssd_gpu(
     A_c = A.float()[:, None, None].expand(h, p, n).reshape(h * p, n)  # (d, n)
     u = x.reshape(b, l, h * p)  # (b, l, d)
     s0 = h0.reshape(b, h * p, n) if h0 is not None else None  # (b, d, n)
-    y, h_last = _SelectiveCore.apply(dt_c, u, A_c, B, C, s0, reset, kernel_chunk(chunk_size, n))
+    y, h_last = SelectiveCore.apply(dt_c, u, A_c, B, C, s0, reset, kernel_chunk(chunk_size, n))
     y = skip_and_gate(y.reshape(b, l, h, p), x.float(), d_skip(D, x), z).to(x.dtype)  # (b, l, h, p)
     return (y, h_last.reshape(b, h, p, n)) if return_final_state else y

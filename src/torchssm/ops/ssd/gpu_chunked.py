@@ -72,10 +72,10 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "torchssm.ops.ssd.gpu_chunked needs Triton: pip install 'torchssm[gpu]' (Linux + CUDA)"
     ) from err
 
+from torchssm.ops.common import prepare_dt, skip_and_gate
 from torchssm.ops.scan.api import linear_scan
 from torchssm.ops.scan.gpu import INTERPRET
-from torchssm.ops.selective.common import prepare_dt, skip_and_gate
-from torchssm.ops.selective.gpu import _check_kernel_inputs
+from torchssm.ops.selective.gpu import check_kernel_inputs
 from torchssm.ops.ssd.chunked import chunk_decays
 from torchssm.ops.ssd.common import check_ssd_inputs, d_skip
 
@@ -469,7 +469,7 @@ def ssd_chunked_gpu(
     Returns y (b, l, h, p) in x's dtype [, h_last (b, h, p, n) float32].
     """
     check_ssd_inputs(x, dt, A, B, C, D, z, dt_bias, h0, reset)
-    _check_kernel_inputs("SSD", dict(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, h0=h0))
+    check_kernel_inputs("SSD", dict(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, h0=h0))
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an int >= 1; got {chunk_size!r}")
     dtc = prepare_dt(dt, dt_bias, dt_softplus, torch.float32)  # (b, l, h)

@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from torchssm.ops.selective.common import compute_dtype, expand_groups, prepare_dt, skip_and_gate, without_autocast
+from torchssm.ops.common import compute_dtype, expand_groups, prepare_dt, skip_and_gate, without_autocast
 from torchssm.ops.ssd.common import check_ssd_inputs, d_skip
 
 
