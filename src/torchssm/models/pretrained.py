@@ -20,8 +20,9 @@ import importlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Union
 
 import torch
 from torch import nn
@@ -34,16 +35,16 @@ WEIGHTS_NAME = "model.safetensors"
 _META_KEYS = ("model_type", "torchssm_version")
 
 # model_type -> (module, function name) of a builder fn(config_dict) -> nn.Module
-_MODEL_TYPES: Dict[str, Tuple[str, str]] = {
+_MODEL_TYPES: dict[str, tuple[str, str]] = {
     "deep_ssm": ("torchssm.models.backbone", "build_model_from_dict"),
 }
 
 
 # converters of other libraries' checkpoint directories: (detect(path) -> format name or None, load)
-_CONVERTERS: List[Tuple[Callable[[PathLike], Optional[str]], Callable[..., nn.Module]]] = []
+_CONVERTERS: list[tuple[Callable[[PathLike], str | None], Callable[..., nn.Module]]] = []
 
 
-def register_converter(detect: Callable[[PathLike], Optional[str]], load: Callable[..., nn.Module]) -> None:
+def register_converter(detect: Callable[[PathLike], str | None], load: Callable[..., nn.Module]) -> None:
     """Let :func:`from_pretrained` load directories for which ``detect(path)`` names a format, by
     ``load(path, device=...)``."""
     if (detect, load) not in _CONVERTERS:
@@ -68,8 +69,9 @@ def _get_builder(model_type: str) -> Callable[[dict], nn.Module]:
     return getattr(importlib.import_module(module), name)
 
 
-def save_pretrained(model: nn.Module, path: Union[str, os.PathLike]) -> Path:
-    """Write ``config.json`` (``model.config.to_dict()`` + model_type) and ``model.safetensors`` into ``path``."""
+def save_pretrained(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write ``config.json`` (``model.config.to_dict()`` + model_type) and ``model.safetensors`` into ``path``
+    (and ``model.tokenizer``'s files, e.g. ``tokenizer.json``, when the model carries a tokenizer)."""
     from safetensors.torch import save_model
 
     from torchssm import __version__
@@ -89,10 +91,13 @@ def save_pretrained(model: nn.Module, path: Union[str, os.PathLike]) -> Path:
     atomic_write(out / CONFIG_NAME, write_config)
     # save_model drops duplicates of shared tensors (tied embeddings) that safetensors cannot store
     atomic_write(out / WEIGHTS_NAME, lambda tmp: save_model(model, tmp, metadata={"model_type": model_type}))
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:  # a language model's tokenizer travels with it (tokenizer.json for BPE)
+        tokenizer.save(out)
     return out
 
 
-def load_config(path: Union[str, os.PathLike]) -> dict:
+def load_config(path: str | os.PathLike) -> dict:
     """The parsed ``config.json`` of a saved model directory (with its "model_type")."""
     file = Path(path) / CONFIG_NAME
     if not file.is_file():
@@ -106,14 +111,63 @@ def load_config(path: Union[str, os.PathLike]) -> dict:
     return data
 
 
-def from_pretrained(path: Union[str, os.PathLike], *, device: Union[str, torch.device, None] = None) -> nn.Module:
-    """Rebuild the model saved in ``path`` and load its weights (strict: every tensor must match)."""
+LAYOUTS = ("a torchssm directory (config.json with model_type + model.safetensors, written by save_pretrained "
+           "or torchssm train)",
+           "a Hugging Face MambaForCausalLM / Mamba2ForCausalLM directory (config.json with model_type 'mamba' / "
+           "'mamba2' + model.safetensors [.index.json] or pytorch_model.bin)",
+           "a mamba_ssm checkpoint directory (config.json with d_model, n_layer, ssm_cfg + pytorch_model.bin)")
+
+
+def _check_directory(path) -> None:
+    """A one-line error naming the accepted layouts when ``path`` is no local directory (e.g. a hub id)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return
+    if p.exists():
+        why = f"{str(path)!r} is a file, not a model directory"
+    elif re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", str(path)):
+        why = (f"{str(path)!r} is not a local directory (a Hugging Face hub id? torchssm downloads nothing: "
+               f"download it first, e.g. `huggingface-cli download {path} --local-dir DIR`, and pass DIR)")
+    else:
+        why = f"no directory {str(path)!r}"
+    raise FileNotFoundError(why + "; expected one of: " + "; ".join(LAYOUTS))
+
+
+def _attach_tokenizer(model: nn.Module, path) -> None:
+    """``model.tokenizer``: the directory's tokenizer.json (+ tokenizer_config.json), or bytes for vocab 256."""
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is None and not (Path(path) / "tokenizer.json").is_file():
+        return
+    from torchssm.models.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(path, vocab)
+    if tokenizer is not None and vocab is not None and tokenizer.vocab_size > vocab:
+        raise ValueError(f"{path}/tokenizer.json has {tokenizer.vocab_size} tokens but the model's vocabulary "
+                         f"has {vocab}: the tokenizer does not belong to this model")
+    model.tokenizer = tokenizer
+
+
+def from_pretrained(path: str | os.PathLike, *, device: str | torch.device | None = None,
+                    dtype: torch.dtype | None = None) -> nn.Module:
+    """Rebuild the model saved in ``path`` and load its weights (strict: every tensor must match), in eval mode.
+
+    ``path``: one of :data:`LAYOUTS` (other libraries' directories go through the registered converters).
+    ``device`` / ``dtype``: where and in which floating dtype the weights end up (default: as saved, on the
+    CPU; converted checkpoints default to float32). A language model gets ``model.tokenizer``: the
+    directory's ``tokenizer.json`` (with ``tokenizer_config.json``'s eos token) when present, the byte
+    tokenizer for a 256-token vocabulary, else None.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
+    _check_directory(path)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float32); got {dtype!r}")
     for detect, load in _CONVERTERS:  # e.g. a mamba_ssm / Hugging Face Mamba(2) checkpoint: convert on load
         if detect(path) is not None:
-            return load(path, device=device)
+            model = load(path, device=device, dtype=dtype or torch.float32)
+            _attach_tokenizer(model, path)
+            return model
     data = load_config(path)
     builder = _get_builder(data["model_type"])
     config = {k: v for k, v in data.items() if k not in _META_KEYS}
@@ -131,6 +185,9 @@ def from_pretrained(path: Union[str, os.PathLike], *, device: Union[str, torch.d
         raise ValueError(f"{CONFIG_NAME} does not match the weights in {weights}: missing {sorted(missing)}, "
                          f"unexpected {sorted(unexpected)}")
     model.eval()
+    _attach_tokenizer(model, path)
+    if dtype is not None:
+        model = model.to(dtype)
     return model.to(device) if device is not None else model
 
 
@@ -139,5 +196,5 @@ class PretrainedMixin:
 
     model_type: str = ""
 
-    def save_pretrained(self, path: Union[str, os.PathLike]) -> Path:
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
         return save_pretrained(self, path)
