@@ -16,6 +16,7 @@ gradient clipping at 1, evaluation on the validation set every ``eval_every`` st
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from torchssm.data.loaders import iterate_batches
+from torchssm.fileio import atomic_write
 from torchssm.models.backbone import DeepSSM
 from torchssm.models.config import ModelConfig
 from torchssm.timeseries.hiss import HiSS, HiSSConfig
@@ -160,3 +162,13 @@ def inference_cpu_seconds(model: nn.Module, x: torch.Tensor, repeats: int = 3) -
         model(x)
         times.append(time.process_time() - t0)
     return sorted(times)[len(times) // 2]
+
+
+def write_json(path, payload: dict) -> None:
+    """Write ``payload`` as indented JSON, atomically (a reader never sees half a results file)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=1)
+
+    atomic_write(path, write)

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from torchssm.data.loaders import TensorDictDataset
-from torchssm.fileio import atomic_write
+from torchssm.timeseries.fit import write_json
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ def run(series=tuple(SERIES), models=("flat:lru", "flat:s5", "lstm"), *, steps: 
             print(json.dumps(row), flush=True)
     result = {"rows": rows, "steps": steps, "seed": seed, "splits": "70/10/20 in time, train-standardised"}
     if out:
-        atomic_write(out, lambda p: open(p, "w").write(json.dumps(result, indent=1)))
+        write_json(out, result)
     return result
 
 

@@ -14,7 +14,6 @@ import time
 
 import torch
 
-from torchssm.fileio import atomic_write
 from torchssm.timeseries.fit import (
     build_sequence_model,
     count_parameters,
@@ -22,6 +21,7 @@ from torchssm.timeseries.fit import (
     fit_regression,
     inference_cpu_seconds,
     width_for_budget,
+    write_json,
 )
 from torchssm.timeseries.imu import IMUConfig, imu_dataset
 
@@ -77,7 +77,7 @@ def run(models=DEFAULT_MODELS, *, budget: int = 20000, steps: int = 300, lrs=(1e
               "steps": steps, "lrs": list(lrs), "batch_size": batch_size, "n_train": n_train, "seed": seed,
               "zero_predictor_test_mse": zero, "rows": rows}
     if out:
-        atomic_write(out, lambda p: open(p, "w").write(json.dumps(result, indent=1)))
+        write_json(out, result)
     return result
 
 

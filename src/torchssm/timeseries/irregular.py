@@ -35,11 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchssm.data.loaders import TensorDictDataset
-from torchssm.fileio import atomic_write
 from torchssm.layers.base import SSMLayer
 from torchssm.layers.init import lru_ring_init
 from torchssm.layers.registry import build_layer
 from torchssm.ops.scan import linear_scan
+from torchssm.timeseries.fit import write_json
 
 
 # --- the process ------------------------------------------------------------------------------------------------
@@ -330,7 +330,7 @@ def run(*, steps: int = 400, n_train: int = 512, n_val: int = 128, n_test: int =
               "mean_gap": mean_gap, "dropout": 0.2,
               "noise": noise, "length": length, "steps": steps, "lrs": list(lrs), "seed": seed, "rows": rows}
     if out:
-        atomic_write(out, lambda p: open(p, "w").write(json.dumps(result, indent=1)))
+        write_json(out, result)
     return result
 
 

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from torchssm.fileio import atomic_write
+from torchssm.timeseries.fit import write_json
 from torchssm.train.optim import build_optimizer
 from torchssm.train.schedule import build_scheduler
 from torchssm.worldmodel.envs import LEFT, check_action_space, make_env, run_episode
@@ -159,7 +159,7 @@ def run(data_dir, *, backbones=("lru", "s4d", "mamba", "transformer", "gru"), en
     result = {"env": env_name, "steps": steps, "context": context, "n_train_segments": int(train["obs"].shape[0]),
               "n_test_segments": int(test["obs"].shape[0]), "segment": 64, "seed": seed, "rows": rows}
     if out:
-        atomic_write(out, lambda p: open(p, "w").write(json.dumps(result, indent=1)))
+        write_json(out, result)
     return result
 
 
