@@ -36,6 +36,10 @@ def _run_restore(args) -> int:
 
     _threads(args)
     cfg = load_preset(args.preset) if args.preset else {}
+    if args.mixer is not None and args.mixer != cfg.get("mixer"):
+        cfg.pop("mixer_kwargs", None)  # the preset's kwargs belong to its own mixer
+    if args.mixer_kwargs is not None:
+        cfg["mixer_kwargs"] = json.loads(args.mixer_kwargs)
     for key in ("task", "mixer", "width", "steps", "batch", "patch", "lr", "crop", "seed"):
         value = getattr(args, key)
         if value is not None:
@@ -93,6 +97,7 @@ def register(subparsers) -> None:
     restore.add_argument("--out", required=True, help="run folder (results.json, model.pt, figure.png)")
     restore.add_argument("--task", choices=("denoise", "deblur"))
     restore.add_argument("--mixer", help="cross_scan | spatial_mamba | s4nd | attention")
+    restore.add_argument("--mixer-kwargs", dest="mixer_kwargs", help='JSON, e.g. \'{"d_state": 1}\'')
     for name, typ in (("width", int), ("steps", int), ("batch", int), ("patch", int), ("lr", float),
                       ("crop", int), ("seed", int)):
         restore.add_argument(f"--{name}", type=typ)
