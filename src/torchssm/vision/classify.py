@@ -35,17 +35,29 @@ def patch_tokens(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     return x.reshape(n, (h // p) * (w // p), c * p * p)
 
 
-def load_images(data: str, n_images: int, seed: int):
-    """(images (n, C, H, W), labels, classes) for "digits" (all 1797) or "pathfinder" (n generated)."""
+def load_images(data: str, n_images: int, seed: int, cache=None):
+    """(images (n, C, H, W), labels, classes) for "digits" (all 1797) or "pathfinder" (n generated).
+    ``cache``: a .pt file that keeps generated Pathfinder images (written once, atomically; reused only
+    when it holds the same n and seed)."""
+    from pathlib import Path
+
+    from torchssm.fileio import atomic_write
     from torchssm.vision.data import digits_images, pathfinder_images
 
     if data == "digits":
         x, y = digits_images()
         return x, y, 10
-    if data == "pathfinder":
-        x, y = pathfinder_images(n_images, 32, seed)
-        return x, y, 2
-    raise ValueError(f"data must be 'digits' or 'pathfinder'; got {data!r}")
+    if data != "pathfinder":
+        raise ValueError(f"data must be 'digits' or 'pathfinder'; got {data!r}")
+    key = {"n_images": n_images, "seed": seed, "size": 32}
+    if cache is not None and Path(cache).exists():
+        saved = torch.load(cache)
+        if saved.get("key") == key:
+            return saved["images"], saved["labels"], 2
+    x, y = pathfinder_images(n_images, 32, seed)
+    if cache is not None:
+        atomic_write(cache, lambda p: torch.save({"key": key, "images": x, "labels": y}, p))
+    return x, y, 2
 
 
 def split(n: int, seed: int, test_fraction: float = 0.2):
@@ -99,7 +111,7 @@ def train_classifier(model, x_train, y_train, x_test, y_test, *, steps: int, bat
 
 def run_classification(out_dir, specs: dict, *, data: str = "pathfinder", n_images: int = 2000, patch: int = 4,
                        steps: int = 300, batch: int = 32, lr: float = 2e-3, seed: int = 0,
-                       progress: bool = True) -> dict:
+                       cache=None, progress: bool = True) -> dict:
     """Train every model of ``specs`` ({name: spec}) for ``steps`` steps on the same split; write
     ``results.json`` under ``out_dir``; return {name: {parameters, test_accuracy, ...}}."""
     import json
@@ -107,7 +119,7 @@ def run_classification(out_dir, specs: dict, *, data: str = "pathfinder", n_imag
 
     from torchssm.fileio import atomic_write
 
-    images, labels, classes = load_images(data, n_images, seed)
+    images, labels, classes = load_images(data, n_images, seed, cache)
     tokens = patch_tokens(images, patch)  # (n, L, C p p)
     grid = (images.shape[2] // patch, images.shape[3] // patch)
     train_idx, test_idx = split(len(tokens), seed)

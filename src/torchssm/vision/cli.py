@@ -81,7 +81,7 @@ def _run_classify(args) -> int:
     for key in ("steps", "n_images", "seed"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
-    res = run_classification(args.out, specs, **cfg)
+    res = run_classification(args.out, specs, cache=args.cache, **cfg)
     for name, r in res["models"].items():
         print(f"{name:>26}: {r['parameters']:7d} params  test acc {r['test_accuracy']:.3f}  "
               f"train acc {r['train_accuracy']:.3f}  {r['train_cpu_s']:.0f} s CPU")
@@ -120,5 +120,6 @@ def register(subparsers) -> None:
     classify.add_argument("--steps", type=int)
     classify.add_argument("--n-images", dest="n_images", type=int)
     classify.add_argument("--seed", type=int)
+    classify.add_argument("--cache", help=".pt file keeping the generated images between runs")
     classify.add_argument("--threads", type=int, default=1)
     classify.set_defaults(func=_run_classify)
