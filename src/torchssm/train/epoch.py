@@ -199,6 +199,10 @@ def evaluate_epoch(run: Run, record: dict, epoch: int) -> None:
                                            eval_ctx).items():
                     if key != "n":
                         record[f"{split}_{key}"] = value
+                if run.info.kind == "lm":  # bits per byte (loss in nats/token over bytes/token) and perplexity
+                    loss = record[f"{split}_loss"]
+                    record[f"{split}_bpb"] = loss / math.log(2) / getattr(dataset, "bytes_per_token", 1.0)
+                    record[f"{split}_ppl"] = math.exp(min(loss, 700.0))
     record["time_s"] = round(time.perf_counter() - run.t_loop, 3)
 
 

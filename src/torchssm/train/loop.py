@@ -234,6 +234,10 @@ def set_up(cfg: ExperimentConfig, data_dir, task: TaskData | None, model_builder
     if task is None:
         task = build_task(cfg.task_name, data_dir=data_dir, **cfg.task_options)  # seeded by task.seed, not train.seed
     model_cfg = model_config_for_task(cfg.model, task.info)
+    if model_builder is None and task.info.kind == "lm":  # language modelling: a CausalLM (torchssm.lm.build)
+        from torchssm.lm.build import causal_lm_builder
+
+        model_builder = causal_lm_builder(task)
     if model_builder is None:
         from torchssm.models import build_model as model_builder
     seed_everything(tc.seed)  # the initial weights do not depend on how the data was built
@@ -313,10 +317,13 @@ def _finish(run: Run, progress: Progress, record: dict, t_start: float) -> RunRe
                        best=progress.best, train_time_s=train_time, wall_time_s=time.perf_counter() - t_start,
                        history=progress.history)
     if run.main:
-        text = json.dumps({"last": record, "best": progress.best, "train_time_s": round(train_time, 3),
-                           "wall_time_s": round(result.wall_time_s, 3),
-                           "parameters": sum(p.numel() for p in run.model.parameters()), "device": str(run.device),
-                           "torch": torch.__version__, "world_size": run.ctx.world_size}, indent=1)
+        summary = {"last": record, "best": progress.best, "train_time_s": round(train_time, 3),
+                   "wall_time_s": round(result.wall_time_s, 3),
+                   "parameters": sum(p.numel() for p in run.model.parameters()), "device": str(run.device),
+                   "torch": torch.__version__, "world_size": run.ctx.world_size}
+        if run.task.extra.get("record"):  # what the task records about its data (lm_text: the corpus)
+            summary["data"] = run.task.extra["record"]
+        text = json.dumps(summary, indent=1)
         try:
             atomic_write(run.out_dir / RESULT_FILE, lambda tmp: Path(tmp).write_text(text))
         except OSError as err:
@@ -329,6 +336,8 @@ def _format_record(r: dict) -> str:
     for split in ("train", "val", "test"):
         if f"{split}_acc" in r:
             parts.append(f"{split} acc {100 * r[f'{split}_acc']:.2f}%")
+            if f"{split}_bpb" in r:  # language modelling
+                parts.append(f"{split} bpb {r[f'{split}_bpb']:.4f}")
         elif split != "train" and f"{split}_loss" in r:
             parts.append(f"{split} loss {r[f'{split}_loss']:.4f}")
     parts.append(f"{r['time_s']:.1f} s")

@@ -47,7 +47,10 @@ def loss_and_correct(output: torch.Tensor, targets: torch.Tensor,
 
 def forward_batch(model: nn.Module, batch: Batch) -> torch.Tensor:
     """Model call for a batch dict; ``lengths2`` (padded second sequence of a paired task such as
-    LRA Retrieval) is passed only when the batch has it, so models without that argument still work."""
+    LRA Retrieval) is passed only when the batch has it, so models without that argument still work;
+    a batch with ``reset`` (packed documents) calls ``model(inputs, reset=reset)``."""
+    if batch.get("reset") is not None:  # packed token rows (lm_text): a document starts where reset is true
+        return model(batch["inputs"], reset=batch["reset"])
     extra = {"lengths2": batch["lengths2"]} if batch.get("lengths2") is not None else {}
     return model(batch["inputs"], lengths=batch.get("lengths"), inputs2=batch.get("inputs2"), **extra)
 
