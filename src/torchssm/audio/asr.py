@@ -1,0 +1,354 @@
+"""Speech recognisers: a causal SSM encoder over log-mel frames with a CTC head, and Samba-ASR.
+
+Encoder (shared; causal, so it can stream, see :mod:`torchssm.audio.streaming`)::
+
+    audio (b, n) 16 kHz -> LogMel (b, t, n_mels)  25 ms / 10 ms frames
+      -> LayerNorm over mel channels (per frame)
+      -> 2 x causal Conv1d(kernel 3, stride 2) + GELU          (b, ceil(ceil(t/2)/2), d_model)  40 ms frames
+      -> n_layers x [x + SSM(LayerNorm(x))]                   (a registered causal layer; Mamba by default)
+      -> LayerNorm                                            (b, t', d_model)
+
+Samba-ASR (Shakhadri et al. 2025, arXiv:2501.02832): "a Mamba encoder over log-mel frames (with
+convolutional subsampling) and a Mamba decoder over text tokens joined by the Mamba-cross-connection,
+trained with cross-entropy". What that paper states and this module follows: log-mel input (80 channels,
+25 ms / 10 ms), convolutional layers then Mamba blocks in the encoder, Mamba blocks in the decoder over
+token embeddings, a Mamba-cross-connection that lets the decoder read the encoded audio, cross-entropy
+training, autoregressive decoding. UNVERIFIED (the paper's equations for the cross-connection were not
+available to us; this is our construction): each decoder block is
+
+    x = x + Mamba_self(LN(x))                               causal over the text            (b, u, d)
+    x = x + Mamba_cross([M ; LN(x)])[:, t':]                the cross-connection: one selective scan
+                                                            over the encoded audio M (b, t', d), then
+                                                            the text, so every text position reads the
+                                                            audio through the scan's state
+    x = x + MLP(LN(x))
+
+so the decoder is attention-free like the paper's: the audio enters through the cross layer's state,
+computed once per utterance (the prefix state) and then stepped token by token when decoding.
+Padded audio frames are placed *before* each utterance's frames and the scan is reset at its first
+real frame (Mamba's ``reset``), so padding never leaks into the state.
+
+CTC baseline (Graves et al. 2006) on the same encoder: Linear d_model -> blank + characters.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchssm.audio.features import LogMel
+from torchssm.audio.text import BLANK, CharVocabulary
+from torchssm.layers import build_layer
+
+
+@dataclass
+class ASRConfig:
+    """Architecture of a recogniser (saved with its checkpoint)."""
+
+    kind: str = "ctc"  # "ctc" | "samba"
+    n_mels: int = 80  # Samba-ASR's front end (Sec. 3), as Whisper's
+    d_model: int = 128
+    n_layers: int = 4  # encoder blocks
+    n_decoder_layers: int = 2  # Samba-ASR decoder blocks
+    layer: str = "mamba"
+    layer_kwargs: dict[str, Any] = field(default_factory=lambda: {"d_state": 16, "expand": 2})
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.kind not in ("ctc", "samba"):
+            raise ValueError(f"ASR kind must be 'ctc' or 'samba', got {self.kind!r}")
+        for name in ("n_mels", "d_model", "n_layers"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CausalConv1d(nn.Module):
+    """Conv1d over time with ``kernel - 1`` zeros of left padding: output j sees inputs <= j * stride."""
+
+    def __init__(self, d_in: int, d_out: int, kernel: int = 3, stride: int = 2):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+        self.conv = nn.Conv1d(d_in, d_out, kernel, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, t, c) -> (b, ceil(t / stride), d_out)
+        return self.conv(F.pad(x.transpose(1, 2), (self.kernel - 1, 0))).transpose(1, 2)
+
+    def out_length(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.div(t + self.stride - 1, self.stride, rounding_mode="floor")
+
+    def stream(self, x: torch.Tensor, buffer: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs completed by ``x`` (b, c_in frames); ``buffer``: the unconsumed inputs (None at the start)."""
+        if buffer is None:
+            buffer = x.new_zeros(x.shape[0], self.kernel - 1, x.shape[2])  # the left padding
+        seq = torch.cat([buffer, x], 1)
+        n = max(0, (seq.shape[1] - self.kernel) // self.stride + 1)
+        if n == 0:
+            return x.new_zeros(x.shape[0], 0, self.conv.out_channels), seq
+        out = self.conv(seq[:, : (n - 1) * self.stride + self.kernel].transpose(1, 2)).transpose(1, 2)
+        return out, seq[:, n * self.stride :]
+
+
+class SpeechEncoder(nn.Module):
+    """audio (b, n) -> encoded frames (b, t', d_model), causal (see the module docstring)."""
+
+    def __init__(self, cfg: ASRConfig):
+        super().__init__()
+        self.front = LogMel(16000, n_fft=400, hop=160, n_mels=cfg.n_mels)
+        self.in_norm = nn.LayerNorm(cfg.n_mels)
+        self.sub1 = CausalConv1d(cfg.n_mels, cfg.d_model)
+        self.sub2 = CausalConv1d(cfg.d_model, cfg.d_model)
+        self.norms = nn.ModuleList(nn.LayerNorm(cfg.d_model) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(build_layer(cfg.layer, cfg.d_model, **cfg.layer_kwargs)
+                                    for _ in range(cfg.n_layers))
+        for layer in self.layers:
+            if not getattr(layer, "causal", False):
+                raise ValueError(f"the speech encoder must be causal (streaming); layer {cfg.layer!r} is not")
+        self.out_norm = nn.LayerNorm(cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def frame_lengths(self, n_samples: torch.Tensor) -> torch.Tensor:
+        """Encoded frames of utterances of ``n_samples`` samples."""
+        frames = torch.clamp(torch.div(n_samples - self.front.n_fft, self.front.hop, rounding_mode="floor") + 1, min=0)
+        return self.sub2.out_length(self.sub1.out_length(frames))
+
+    def subsample(self, mel: torch.Tensor) -> torch.Tensor:  # (b, t, n_mels) -> (b, t', d)
+        return F.gelu(self.sub2(F.gelu(self.sub1(self.in_norm(mel)))))
+
+    def blocks(self, x: torch.Tensor, states: list | None = None):
+        """(b, t', d) through the SSM blocks; with ``states`` (list per layer, None entries allowed) also
+        returns the new states."""
+        new_states = []
+        for i, (norm, layer) in enumerate(zip(self.norms, self.layers)):
+            if states is None:
+                x = x + self.dropout(layer(norm(x)))
+            else:
+                y, s = layer(norm(x), states[i], return_state=True)
+                x = x + y
+                new_states.append(s)
+        x = self.out_norm(x)
+        return x if states is None else (x, new_states)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.subsample(self.front(audio)))
+
+
+class CTCRecognizer(nn.Module):
+    """Encoder + Linear to blank and characters; ``forward`` returns log-probabilities (b, t', n_ctc)."""
+
+    def __init__(self, cfg: ASRConfig, vocab: CharVocabulary | None = None):
+        super().__init__()
+        self.cfg, self.vocab = cfg, vocab or CharVocabulary()
+        self.encoder = SpeechEncoder(cfg)
+        self.head = nn.Linear(cfg.d_model, self.vocab.n_ctc)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.head(self.encoder(audio)), dim=-1)
+
+    def loss(self, audio, audio_lengths, targets, target_lengths) -> torch.Tensor:
+        """Mean CTC loss per target character (``F.ctc_loss``, blank 0)."""
+        log_probs = self(audio)  # (b, t', v)
+        frames = torch.clamp(self.encoder.frame_lengths(audio_lengths), max=log_probs.shape[1])
+        return F.ctc_loss(log_probs.transpose(0, 1), targets, frames, target_lengths, blank=BLANK,
+                          reduction="sum", zero_infinity=True) / target_lengths.sum()
+
+    @torch.no_grad()
+    def transcribe(self, audio: torch.Tensor, audio_lengths: torch.Tensor, beam: int = 1) -> list[str]:
+        from torchssm.audio.ctc import greedy_decode, prefix_beam_search
+
+        log_probs = self(audio)
+        frames = self.encoder.frame_lengths(audio_lengths)
+        out = []
+        for lp, n in zip(log_probs, frames.tolist()):
+            ids = greedy_decode(lp[:n]) if beam == 1 else list(prefix_beam_search(lp[:n], beam)[0][0])
+            out.append(self.vocab.decode(ids))
+        return out
+
+
+def _accepts_reset(layer: nn.Module) -> bool:
+    return "reset" in inspect.signature(layer.forward).parameters
+
+
+def _select_state(state, index: torch.Tensor):
+    """Rows ``index`` of every tensor in a (nested) layer state."""
+    if isinstance(state, torch.Tensor):
+        return state.index_select(0, index)
+    if isinstance(state, (tuple, list)):
+        return type(state)(_select_state(s, index) for s in state)
+    if isinstance(state, dict):
+        return {k: _select_state(v, index) for k, v in state.items()}
+    return state
+
+
+class CrossConnectedBlock(nn.Module):
+    """Decoder block: Mamba over the text, the Mamba-cross-connection, MLP (see the module docstring)."""
+
+    def __init__(self, cfg: ASRConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.norm_self, self.norm_cross, self.norm_mlp = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.self_mixer = build_layer(cfg.layer, d, **cfg.layer_kwargs)
+        self.cross = build_layer(cfg.layer, d, **cfg.layer_kwargs)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def prefix_state(self, memory: torch.Tensor, reset: torch.Tensor | None):
+        """The cross layer's state after scanning the encoded audio ``memory`` (b, t', d)."""
+        kwargs = {"reset": reset} if reset is not None and _accepts_reset(self.cross) else {}
+        return self.cross(memory, return_state=True, **kwargs)[1]
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, reset: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.self_mixer(self.norm_self(x))
+        t = memory.shape[1]
+        joined = torch.cat([memory, self.norm_cross(x)], 1)  # (b, t' + u, d)
+        kwargs = {}
+        if reset is not None and _accepts_reset(self.cross):
+            kwargs["reset"] = torch.cat([reset, reset.new_zeros(x.shape[0], x.shape[1])], 1)
+        x = x + self.cross(joined, **kwargs)[:, t:]
+        return x + self.mlp(self.norm_mlp(x))
+
+    def step(self, x_t: torch.Tensor, state: tuple):
+        """One token (b, d) with state (self state, cross state)."""
+        s_self, s_cross = state
+        y, s_self = self.self_mixer.step(self.norm_self(x_t), s_self)
+        x_t = x_t + y
+        y, s_cross = self.cross.step(self.norm_cross(x_t), s_cross)
+        x_t = x_t + y
+        return x_t + self.mlp(self.norm_mlp(x_t)), (s_self, s_cross)
+
+
+class SambaASR(nn.Module):
+    """Mamba encoder + cross-connected Mamba decoder over characters, cross-entropy (module docstring)."""
+
+    def __init__(self, cfg: ASRConfig, vocab: CharVocabulary | None = None):
+        super().__init__()
+        self.cfg, self.vocab = cfg, vocab or CharVocabulary()
+        self.encoder = SpeechEncoder(cfg)
+        self.embed = nn.Embedding(len(self.vocab), cfg.d_model)
+        self.blocks = nn.ModuleList(CrossConnectedBlock(cfg) for _ in range(cfg.n_decoder_layers))
+        self.out_norm = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, len(self.vocab))
+
+    def memory(self, audio: torch.Tensor, audio_lengths: torch.Tensor):
+        """Encoded audio moved to the right end of each row (padding first) and the reset mask (b, t')."""
+        encoded = self.encoder(audio)  # (b, t', d)
+        frames = torch.clamp(self.encoder.frame_lengths(audio_lengths), min=1, max=encoded.shape[1])
+        t = encoded.shape[1]
+        shift = t - frames  # (b,)
+        index = (torch.arange(t, device=audio.device)[None, :] - shift[:, None]) % t  # row j of the output
+        memory = torch.gather(encoded, 1, index[..., None].expand(-1, -1, encoded.shape[2]))
+        valid = torch.arange(t, device=audio.device)[None, :] >= shift[:, None]
+        memory = memory * valid[..., None]
+        reset = torch.arange(t, device=audio.device)[None, :] == shift[:, None]  # first real frame
+        return memory, reset
+
+    def logits(self, audio, audio_lengths, tokens) -> torch.Tensor:
+        """Teacher-forced next-token logits (b, u, vocabulary) for input ``tokens`` (b, u) (``<s>`` first)."""
+        memory, reset = self.memory(audio, audio_lengths)
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x, memory, reset)
+        return self.head(self.out_norm(x))
+
+    def loss(self, audio, audio_lengths, targets, target_lengths) -> torch.Tensor:
+        """Cross-entropy of ``<s> y`` -> ``y </s>`` per predicted token (targets (b, u) padded with 0)."""
+        b, u = targets.shape
+        inputs = torch.cat([targets.new_full((b, 1), self.vocab.bos), targets], 1)  # (b, u + 1)
+        outputs = torch.cat([targets, targets.new_zeros(b, 1)], 1)
+        outputs[torch.arange(b), target_lengths] = self.vocab.eos
+        mask = torch.arange(u + 1, device=targets.device)[None, :] <= target_lengths[:, None]
+        outputs = outputs.masked_fill(~mask, -100)
+        logits = self.logits(audio, audio_lengths, inputs)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), outputs.reshape(-1), ignore_index=-100)
+
+    def _start(self, audio, audio_lengths):
+        memory, reset = self.memory(audio, audio_lengths)
+        states = []
+        for block in self.blocks:
+            s_self = block.self_mixer.init_state(memory.shape[0], device=memory.device, dtype=memory.dtype)
+            states.append((s_self, block.prefix_state(memory, reset)))
+        return states
+
+    def _next_logprobs(self, tokens: torch.Tensor, states: list):
+        x = self.embed(tokens)  # (b, d)
+        new_states = []
+        for block, state in zip(self.blocks, states):
+            x, state = block.step(x, state)
+            new_states.append(state)
+        return F.log_softmax(self.head(self.out_norm(x)), dim=-1), new_states
+
+    @torch.no_grad()
+    def transcribe(self, audio: torch.Tensor, audio_lengths: torch.Tensor, beam: int = 1,
+                   max_tokens: int = 300) -> list[str]:
+        """Greedy (``beam`` 1) or beam-search decoding, one utterance at a time for the beam."""
+        if beam == 1:
+            return self._greedy(audio, audio_lengths, max_tokens)
+        return [self._beam(audio[i : i + 1], audio_lengths[i : i + 1], beam, max_tokens)
+                for i in range(audio.shape[0])]
+
+    def _greedy(self, audio, audio_lengths, max_tokens):
+        states = self._start(audio, audio_lengths)
+        b = audio.shape[0]
+        token = torch.full((b,), self.vocab.bos, dtype=torch.long, device=audio.device)
+        out, done = [[] for _ in range(b)], torch.zeros(b, dtype=torch.bool, device=audio.device)
+        for _ in range(max_tokens):
+            logp, states = self._next_logprobs(token, states)
+            logp[:, [BLANK, self.vocab.bos]] = -float("inf")
+            token = logp.argmax(-1)
+            done |= token == self.vocab.eos
+            for i in range(b):
+                if not done[i]:
+                    out[i].append(int(token[i]))
+            if bool(done.all()):
+                break
+        return [self.vocab.decode(ids) for ids in out]
+
+    def _beam(self, audio, audio_lengths, beam, max_tokens) -> str:
+        """Beam search over character sequences, hypotheses ranked by total log-probability / length."""
+        states = self._start(audio, audio_lengths)
+        hyps: list[tuple[list[int], float]] = [([], 0.0)]
+        finished: list[tuple[list[int], float]] = []
+        for _ in range(max_tokens):
+            tokens = torch.tensor([h[-1] if h else self.vocab.bos for h, _ in hyps], device=audio.device)
+            if len(hyps) != states_batch(states):
+                states = _select_state(states, torch.zeros(len(hyps), dtype=torch.long, device=audio.device))
+            logp, states = self._next_logprobs(tokens, states)
+            logp[:, [BLANK, self.vocab.bos]] = -float("inf")
+            scores = torch.tensor([s for _, s in hyps], device=audio.device)[:, None] + logp  # (k, v)
+            top = scores.flatten().topk(min(beam, scores.numel()))
+            keep, next_hyps = [], []
+            for value, flat in zip(top.values.tolist(), top.indices.tolist()):
+                row, tok = divmod(flat, scores.shape[1])
+                if tok == self.vocab.eos:
+                    finished.append((hyps[row][0], value))
+                else:
+                    next_hyps.append((hyps[row][0] + [tok], value))
+                    keep.append(row)
+            if not next_hyps or len(finished) >= beam:
+                break
+            hyps = next_hyps
+            states = _select_state(states, torch.tensor(keep, device=audio.device))
+        pool = finished or hyps
+        best = max(pool, key=lambda h: h[1] / (len(h[0]) + 1))
+        return self.vocab.decode(best[0])
+
+
+def states_batch(states) -> int:
+    """Batch size of a nested state (the first tensor's first dimension)."""
+    if isinstance(states, torch.Tensor):
+        return states.shape[0]
+    for s in states.values() if isinstance(states, dict) else states:
+        n = states_batch(s)
+        if n >= 0:
+            return n
+    return -1
+
+
+def build_recognizer(cfg: ASRConfig) -> nn.Module:
+    return CTCRecognizer(cfg) if cfg.kind == "ctc" else SambaASR(cfg)

@@ -1,0 +1,196 @@
+"""Training and evaluation of the speech recognisers of :mod:`torchssm.audio.asr`.
+
+A run is one YAML file (presets under ``torchssm/presets/audio/``)::
+
+    task:  {name: spoken_sentences, n_train: 2000, ...}     a task whose items are {"audio", "text"}
+    model: {kind: ctc | samba, d_model: 128, ...}           torchssm.audio.asr.ASRConfig
+    train: {epochs: 20, batch_size: 16, lr: 2.0e-3, ...}    ASRTrainConfig below
+
+The optimiser and schedule are the library's (``torchssm.train.optim.build_optimizer``: AdamW with
+the layers' own parameter groups; ``build_scheduler``: linear warm-up then cosine), the checkpoints
+``torchssm.train.checkpoint``'s (written atomically, config in the sidecar). Batches group utterances
+of similar length (sorted within pools of 50 batches, as is usual for speech) in an order that depends
+only on (seed, epoch). Metrics: CER and WER with jiwer, and the CER on held-out words.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from torchssm.audio.asr import ASRConfig, build_recognizer
+from torchssm.audio.ctc import char_error_rate, heldout_word_cer, word_error_rate
+from torchssm.audio.text import CharVocabulary
+
+
+@dataclass
+class ASRTrainConfig:
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    seed: int = 0
+    out_dir: str = "runs/asr"
+    threads: int = 1
+    max_minutes: float = 0.0  # stop after this much wall time (0: no limit); the budget is recorded
+    eval_every: int = 1
+    eval_beam: int = 1  # 1: greedy decoding in the per-epoch evaluation
+
+
+def _dataclass_from(cls, data: dict, what: str):
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown}; expected some of {sorted(names)}")
+    return cls(**data)
+
+
+def collate(items: Sequence[dict], vocab: CharVocabulary) -> dict[str, torch.Tensor]:
+    """Right-padded audio (b, n_max), lengths (b,), character ids (b, u_max) padded with 0, lengths (b,)."""
+    lengths = torch.tensor([len(it["audio"]) for it in items])
+    audio = torch.zeros(len(items), int(lengths.max()))
+    for i, it in enumerate(items):
+        audio[i, : len(it["audio"])] = torch.as_tensor(it["audio"])
+    ids = [vocab.encode(it["text"]) for it in items]
+    target_lengths = torch.tensor([len(t) for t in ids])
+    targets = torch.zeros(len(items), int(target_lengths.max()), dtype=torch.long)
+    for i, t in enumerate(ids):
+        targets[i, : len(t)] = torch.tensor(t)
+    return {"audio": audio, "audio_lengths": lengths, "targets": targets, "target_lengths": target_lengths}
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator,
+                   pool: int = 50) -> list[list[int]]:
+    """Shuffled indices, sorted by length within pools of ``pool`` batches, cut into batches, batches shuffled."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    batches = []
+    for start in range(0, len(order), pool * batch_size):
+        chunk = sorted(order[start : start + pool * batch_size], key=lambda i: lengths[i])
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    perm = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[p] for p in perm]
+
+
+@torch.no_grad()
+def evaluate_asr(model: nn.Module, dataset, heldout_words: Sequence[str] = (), beam: int = 1,
+                 batch_size: int = 16, limit: int | None = None) -> dict[str, float]:
+    """{"cer", "wer", "heldout_cer", "heldout_words_n", "n"} of greedy (beam 1) or beam decoding."""
+    was_training = model.training
+    model.eval()
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    order = sorted(range(n), key=lambda i: len(dataset[i]["audio"]))
+    refs, hyps = [], []
+    try:
+        for start in range(0, n, batch_size):
+            items = [dataset[i] for i in order[start : start + batch_size]]
+            batch = collate(items, model.vocab)
+            hyps += model.transcribe(batch["audio"], batch["audio_lengths"], beam=beam)
+            refs += [it["text"] for it in items]
+    finally:
+        model.train(was_training)
+    out = {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps), "n": n}
+    if heldout_words:
+        out["heldout_cer"], out["heldout_words_n"] = heldout_word_cer(refs, hyps, heldout_words)
+    out["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]]
+    return out
+
+
+def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
+    """Train the recogniser of ``config`` ({task, model, train}); returns the final metrics."""
+    from torchssm.data.registry import build_task
+    from torchssm.train.checkpoint import save_checkpoint
+    from torchssm.train.optim import build_optimizer
+    from torchssm.train.schedule import build_scheduler
+
+    unknown = sorted(set(config) - {"task", "model", "train"})
+    if unknown:
+        raise ValueError(f"unknown top-level keys {unknown}; expected task, model, train")
+    model_cfg = _dataclass_from(ASRConfig, dict(config.get("model") or {}), "model")
+    tc = _dataclass_from(ASRTrainConfig, dict(config.get("train") or {}), "train")
+    task_cfg = dict(config.get("task") or {"name": "spoken_sentences"})
+    if task is None:
+        task = build_task(task_cfg.pop("name"), data_dir=data_dir, **task_cfg)
+    if task.info.kind != "transcription":
+        raise ValueError(f"task {task.info.name!r} is a {task.info.kind!r} task; speech recognition needs "
+                         "a 'transcription' task (spoken_sentences, librispeech)")
+    heldout = task.extra.get("heldout_words", [])
+    threads = torch.get_num_threads()
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+    try:
+        torch.manual_seed(tc.seed)
+        model = build_recognizer(model_cfg)
+        lengths = [len(task.train[i]["audio"]) for i in range(len(task.train))]
+        steps_per_epoch = -(-len(lengths) // tc.batch_size)
+        optimizer = build_optimizer(model, tc.lr, tc.weight_decay)
+        total_steps = tc.epochs * steps_per_epoch
+        scheduler = build_scheduler(optimizer, total_steps, min(tc.warmup_steps, total_steps))
+        out_dir = Path(tc.out_dir)
+        start_wall, cpu0 = time.perf_counter(), time.process_time()
+        history, stopped_early = [], False
+        for epoch in range(tc.epochs):
+            model.train()
+            total, count = 0.0, 0
+            order = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
+            for batch_index in length_batches(lengths, tc.batch_size, order):
+                batch = collate([task.train[i] for i in batch_index], model.vocab)
+                loss = model.loss(batch["audio"], batch["audio_lengths"], batch["targets"], batch["target_lengths"])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if tc.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                total, count = total + float(loss.detach()), count + 1
+                if tc.max_minutes and time.perf_counter() - start_wall > 60 * tc.max_minutes:
+                    stopped_early = True
+                    break
+            record = {"epoch": epoch + 1, "train_loss": total / max(count, 1),
+                      "wall_s": time.perf_counter() - start_wall, "cpu_s": time.process_time() - cpu0}
+            last = stopped_early or epoch + 1 == tc.epochs
+            if task.val is not None and ((epoch + 1) % tc.eval_every == 0 or last):
+                metrics = evaluate_asr(model, task.val, heldout, beam=tc.eval_beam)
+                record.update(val_cer=metrics["cer"], val_wer=metrics["wer"])
+            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            history.append(record)
+            if stopped_early:
+                log(f"stopped after {tc.max_minutes} minutes (train.max_minutes) in epoch {epoch + 1}")
+                break
+        full_config = {"task": dict(config.get("task") or {}), "model": model_cfg.to_dict(), "train": asdict(tc)}
+        result = {"history": history, "stopped_early": stopped_early}
+        for name, beam in (("test_greedy", 1), ("test_beam", 4)):
+            result[name] = evaluate_asr(model, task.test, heldout, beam=beam)
+        save_checkpoint(out_dir / "last", model, config=full_config, epoch=len(history),
+                        metrics={k: v for k, v in result.items() if k.startswith("test")})
+        log(f"test greedy: {_fmt(result['test_greedy'])}")
+        log(f"test beam 4: {_fmt(result['test_beam'])}")
+        return result
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fmt(m: dict) -> str:
+    return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items() if k != "examples")
+
+
+def load_recognizer(path) -> nn.Module:
+    """The recogniser saved by :func:`train_asr` at ``path`` (a checkpoint directory or its run directory)."""
+    from torchssm.train.checkpoint import load_checkpoint, read_checkpoint_state
+
+    path = Path(path)
+    if (path / "last").is_dir():
+        path = path / "last"
+    state = read_checkpoint_state(path)
+    config = state.get("config") or {}
+    if "model" not in config or "kind" not in config["model"]:
+        raise ValueError(f"{path} is not a speech recogniser checkpoint (no model.kind in its config)")
+    model = build_recognizer(_dataclass_from(ASRConfig, config["model"], "model"))
+    load_checkpoint(path, model)
+    return model.eval()

@@ -1,0 +1,156 @@
+"""``torchssm transcribe`` and ``torchssm speech {say, train, kws-baseline, snr-sweep}``.
+
+    torchssm speech say "stop" --voice en-us+m3 --out stop.wav      eSpeak NG speech at 16 kHz
+    torchssm speech train --preset audio/asr_ctc                     train a recogniser (asr_train)
+    torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4]
+    torchssm speech kws-baseline --snr 0 10 20                       log-mel + logistic regression
+    torchssm speech snr-sweep --checkpoint runs/spoken_commands_s4d/best
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _load_wav(path: str):
+    import torch
+
+    from torchssm.audio import dsp
+
+    try:
+        import soundfile
+    except ImportError as err:
+        raise ImportError('reading audio needs soundfile: pip install "torchssm[audio]"') from err
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no audio file {path}")
+    try:
+        data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: unreadable audio ({err})") from None
+    mono = data.mean(1)
+    return torch.from_numpy(dsp.resample(mono, int(rate), 16000) if rate != 16000 else mono)
+
+
+def _cmd_transcribe(args) -> int:
+    import torch
+
+    from torchssm.audio.asr_train import load_recognizer
+    from torchssm.audio.ctc import collapse
+
+    torch.set_num_threads(args.threads)
+    model = load_recognizer(args.checkpoint)
+    for path in args.files:
+        audio = _load_wav(path)
+        if args.stream:
+            from torchssm.audio.streaming import stream_audio
+
+            emissions, timing = stream_audio(model, audio, args.chunk_ms)
+            text = model.vocab.decode(collapse(emissions.argmax(-1).tolist()))
+            print(f"{path}\t{text}")
+            print(f"  chunks of {args.chunk_ms} ms: {timing['mean_chunk_ms']:.2f} ms per chunk (max "
+                  f"{timing['max_chunk_ms']:.2f}), real-time factor {timing['rtf']:.3f} (CPU time)")
+        else:
+            text = model.transcribe(audio[None], torch.tensor([len(audio)]), beam=args.beam)[0]
+            print(f"{path}\t{text}")
+    return 0
+
+
+def _cmd_say(args) -> int:
+    import soundfile
+
+    from torchssm.audio import dsp
+    from torchssm.audio.espeak import NATIVE_RATE, synthesize
+    from torchssm.fileio import atomic_write
+
+    speech = dsp.resample(synthesize(args.text, voice=args.voice, rate=args.rate, pitch=args.pitch,
+                                     pitch_range=args.range, seed=args.seed), NATIVE_RATE, 16000)
+    atomic_write(args.out, lambda tmp: soundfile.write(tmp, speech, 16000, format="WAV", subtype="PCM_16"))
+    print(f"wrote {args.out} ({len(speech) / 16000:.2f} s at 16 kHz)")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    import yaml
+
+    from torchssm.audio.asr_train import train_asr
+
+    if bool(args.config) == bool(args.preset):
+        raise ValueError("give exactly one of --config FILE or --preset NAME (e.g. audio/asr_ctc)")
+    if args.preset:
+        from torchssm.presets import preset_path
+
+        path = preset_path(args.preset)
+    else:
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"no config file {path}")
+    config = yaml.safe_load(path.read_text())
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in ("task", "model", "train"):
+            raise ValueError(f"--set expects section.key=value with section task|model|train, got {item!r}")
+        config.setdefault(section, {})[name] = yaml.safe_load(value)
+    result = train_asr(config, data_dir=args.data_dir)
+    out = Path(config.get("train", {}).get("out_dir", "runs/asr")) / "result.json"
+    out.write_text(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+def _cmd_kws_baseline(args) -> int:
+    from torchssm.audio.kws import logmel_logistic_baseline
+
+    for snr in args.snr:
+        r = logmel_logistic_baseline(snr_db=snr, data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test)
+        print(f"snr {snr:g} dB: test accuracy {r['test_acc']:.4f} (train {r['train_acc']:.4f}, "
+              f"{r['n_train']} train / {r['n_test']} test clips)")
+    return 0
+
+
+def _cmd_snr_sweep(args) -> int:
+    from torchssm.audio.kws import snr_sweep
+
+    for snr, acc in snr_sweep(args.checkpoint, args.snr, data_dir=args.data_dir).items():
+        print(f"snr {snr:g} dB: test accuracy {acc:.4f}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("transcribe", help="transcribe audio files with a speech recogniser checkpoint")
+    p.add_argument("files", nargs="+", help="audio files (any rate: resampled to 16 kHz; channels averaged)")
+    p.add_argument("--checkpoint", required=True, help="run directory or checkpoint of `torchssm speech train`")
+    p.add_argument("--stream", action="store_true", help="run the causal encoder chunk by chunk (CTC models)")
+    p.add_argument("--chunk-ms", type=float, default=20.0, help="chunk length for --stream (default 20 ms)")
+    p.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_cmd_transcribe)
+
+    speech = subparsers.add_parser("speech", help="offline speech data and speech recognition")
+    sub = speech.add_subparsers(dest="speech_command", metavar="SPEECH_COMMAND", required=True)
+    s = sub.add_parser("say", help="synthesise text with eSpeak NG to a 16 kHz WAV file")
+    s.add_argument("text")
+    s.add_argument("--out", required=True)
+    s.add_argument("--voice", default="en-us", help="e.g. en-us, en-us+m3, en-gb-scotland+f2")
+    s.add_argument("--rate", type=int, default=175, help="words per minute (80-450)")
+    s.add_argument("--pitch", type=int, default=50, help="0-100")
+    s.add_argument("--range", type=int, default=50, help="pitch range 0-100")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_say)
+    t = sub.add_parser("train", help="train a CTC or Samba-ASR recogniser")
+    t.add_argument("--config")
+    t.add_argument("--preset", help="e.g. audio/asr_ctc, audio/asr_samba")
+    t.add_argument("--set", action="append", help="override, e.g. train.epochs=2 (repeatable)")
+    t.add_argument("--data-dir")
+    t.set_defaults(func=_cmd_train)
+    b = sub.add_parser("kws-baseline", help="log-mel + logistic regression on spoken_commands")
+    b.add_argument("--snr", type=float, nargs="+", default=[10.0])
+    b.add_argument("--n-train", type=int, default=3000)
+    b.add_argument("--n-test", type=int, default=1000)
+    b.add_argument("--data-dir")
+    b.set_defaults(func=_cmd_kws_baseline)
+    w = sub.add_parser("snr-sweep", help="test accuracy of a spoken_commands checkpoint at several SNRs")
+    w.add_argument("--checkpoint", required=True)
+    w.add_argument("--snr", type=float, nargs="+", default=[0.0, 5.0, 10.0, 15.0, 20.0])
+    w.add_argument("--data-dir")
+    w.set_defaults(func=_cmd_snr_sweep)

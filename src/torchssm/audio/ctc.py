@@ -1,0 +1,164 @@
+"""CTC decoding (Graves et al. 2006) and the error rates of transcripts.
+
+Emissions are per-frame log-probabilities (T, V) over blank (id 0) and the characters. A labelling
+y is the collapse B(pi) of frame paths pi (merge repeats, then drop blanks); its probability sums
+over all paths: p(y | x) = sum_{pi in B^-1(y)} prod_t p_t(pi_t).
+
+* :func:`greedy_decode`: B(argmax path), the best path (not always the best labelling).
+* :func:`prefix_beam_search`: CTC prefix beam search (Hannun et al. 2014, arXiv:1408.2873, Alg. 1,
+  without a language model): for each prefix it keeps the probabilities of the paths so far that end
+  in a blank (p_b) and in its last character (p_nb), so repeated characters are merged exactly; with a
+  beam as wide as the number of prefixes it returns the most probable labelling.
+
+Error rates use ``jiwer`` (word and character error rate: edit distance / reference length, summed
+over the utterances); :func:`heldout_word_cer` is the character error rate restricted to chosen
+reference words, each compared with the hypothesis word that the word alignment pairs it with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from torchssm.audio.text import BLANK
+
+
+def _check_emissions(emissions: torch.Tensor) -> torch.Tensor:
+    if not isinstance(emissions, torch.Tensor) or emissions.dim() != 2:
+        raise ValueError(f"expected emissions (frames, vocabulary) as a 2-D tensor, got "
+                         f"{getattr(emissions, 'shape', type(emissions).__name__)}")
+    return emissions.detach().double().cpu()
+
+
+def collapse(path: Iterable[int], blank: int = BLANK) -> list[int]:
+    """B(path): merge repeated ids, then drop blanks."""
+    out, previous = [], None
+    for p in path:
+        p = int(p)
+        if p != previous and p != blank:
+            out.append(p)
+        previous = p
+    return out
+
+
+def greedy_decode(emissions: torch.Tensor, blank: int = BLANK) -> list[int]:
+    """Ids of B(argmax_t emissions[t])."""
+    return collapse(_check_emissions(emissions).argmax(-1).tolist(), blank)
+
+
+def _logaddexp(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
+
+
+def prefix_beam_search(emissions: torch.Tensor, beam: int = 8, blank: int = BLANK,
+                       prune: float = -12.0) -> list[tuple[tuple[int, ...], float]]:
+    """[(labelling, log p(labelling | x))] of the ``beam`` best prefixes, best first.
+
+    ``prune``: characters with a frame log-probability below it are not tried at that frame.
+    """
+    if not isinstance(beam, int) or beam < 1:
+        raise ValueError(f"beam must be a positive int, got {beam!r}")
+    logp = _check_emissions(emissions)
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (log p_b, log p_nb)
+    for t in range(logp.shape[0]):
+        frame = logp[t].tolist()
+        candidates = [c for c, lp in enumerate(frame) if lp >= prune or c == blank]
+        nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
+        for prefix, (p_b, p_nb) in beams.items():
+            total = _logaddexp(p_b, p_nb)
+            for c in candidates:
+                lp = frame[c]
+                if c == blank:  # the prefix stays, now ending in a blank
+                    entry = nxt[prefix]
+                    entry[0] = _logaddexp(entry[0], total + lp)
+                    continue
+                extended = prefix + (c,)
+                entry = nxt[extended]
+                if prefix and prefix[-1] == c:
+                    # a repeat only extends after a blank; without one it merges into the same prefix
+                    entry[1] = _logaddexp(entry[1], p_b + lp)
+                    same = nxt[prefix]
+                    same[1] = _logaddexp(same[1], p_nb + lp)
+                else:
+                    entry[1] = _logaddexp(entry[1], total + lp)
+        ranked = sorted(((prefix, p) for prefix, p in nxt.items() if _logaddexp(*p) > -math.inf),
+                        key=lambda kv: _logaddexp(*kv[1]), reverse=True)[:beam] or [((), [-math.inf, -math.inf])]
+        beams = {prefix: (p[0], p[1]) for prefix, p in ranked}
+    return sorted(((prefix, _logaddexp(*p)) for prefix, p in beams.items()), key=lambda kv: kv[1], reverse=True)
+
+
+def labelling_log_prob(emissions: torch.Tensor, labels: Sequence[int], blank: int = BLANK) -> float:
+    """log p(labels | x) by the CTC forward recursion (``torch.nn.functional.ctc_loss``)."""
+    logp = _check_emissions(emissions)
+    target = torch.tensor([list(labels)], dtype=torch.long)
+    loss = torch.nn.functional.ctc_loss(logp[:, None], target, torch.tensor([logp.shape[0]]),
+                                        torch.tensor([len(labels)]), blank=blank, reduction="sum",
+                                        zero_infinity=False)
+    return -float(loss)
+
+
+# --- error rates ------------------------------------------------------------------------------------------
+def _jiwer():
+    try:
+        import jiwer
+    except ImportError as err:
+        raise ImportError('error rates need jiwer: pip install "torchssm[audio]"') from err
+    return jiwer
+
+
+def _check_pairs(references: Sequence[str], hypotheses: Sequence[str]) -> None:
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    if not references or any(not r.strip() for r in references):
+        raise ValueError("references must be non-empty transcripts")
+
+
+def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """WER over the corpus (``jiwer.wer``)."""
+    _check_pairs(references, hypotheses)
+    return float(_jiwer().wer(list(references), list(hypotheses)))
+
+
+def char_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """CER over the corpus (``jiwer.cer``)."""
+    _check_pairs(references, hypotheses)
+    return float(_jiwer().cer(list(references), list(hypotheses)))
+
+
+def heldout_word_cer(references: Sequence[str], hypotheses: Sequence[str], words: Iterable[str]) -> tuple[float, int]:
+    """(CER over the reference occurrences of ``words``, number of occurrences); NaN when there are none.
+
+    Each occurrence is paired by jiwer's word alignment with a hypothesis word (a substitution or a
+    hit) or with nothing (a deletion: all its characters are errors).
+    """
+    _check_pairs(references, hypotheses)
+    jiwer, words = _jiwer(), set(words)
+    output = jiwer.process_words(list(references), [h if h.strip() else "" for h in hypotheses])
+    pairs = []
+    for ref, hyp, chunks in zip(output.references, output.hypotheses, output.alignments):
+        for chunk in chunks:
+            for k in range(chunk.ref_end_idx - chunk.ref_start_idx):
+                word = ref[chunk.ref_start_idx + k]
+                if word in words:
+                    aligned = hyp[chunk.hyp_start_idx + k] if chunk.type in ("equal", "substitute") else ""
+                    pairs.append((word, aligned))
+    if not pairs:
+        return float("nan"), 0
+    errors = sum(_edit_distance(r, h) for r, h in pairs)
+    return errors / sum(len(r) for r, _ in pairs), len(pairs)
+
+
+def _edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]

@@ -1,0 +1,103 @@
+"""The recognisers: shapes, padding independence, step == teacher forcing, streaming == offline, a tiny fit."""
+
+import pytest
+import torch
+
+from torchssm.audio.asr import ASRConfig, CausalConv1d, CTCRecognizer, SambaASR, build_recognizer
+from torchssm.audio.asr_train import collate, evaluate_asr, load_recognizer, train_asr
+from torchssm.audio.streaming import StreamingRecognizer, stream_audio
+from torchssm.audio.synthetic import SpeechDataset
+from torchssm.audio.text import CharVocabulary
+from torchssm.data.registry import TaskData, TaskInfo
+
+TINY = dict(d_model=16, n_layers=2, n_mels=16, n_decoder_layers=1, layer_kwargs={"d_state": 4, "expand": 2})
+
+
+def test_causal_conv_stream_equals_offline():
+    torch.manual_seed(0)
+    conv = CausalConv1d(3, 5).double()
+    x = torch.randn(2, 11, 3, dtype=torch.float64)
+    outs, buffer = [], None
+    for start in (0, 1, 4, 5, 9):
+        stop = {0: 1, 1: 4, 4: 5, 5: 9, 9: 11}[start]
+        out, buffer = conv.stream(x[:, start:stop], buffer)
+        outs.append(out)
+    torch.testing.assert_close(torch.cat(outs, 1), conv(x))
+    assert conv(x).shape[1] == 6
+
+
+def test_vocabulary():
+    vocab = CharVocabulary()
+    assert vocab.decode(vocab.encode("it's a test")) == "it's a test"
+    assert len(vocab) == 31 and vocab.n_ctc == 29
+    with pytest.raises(ValueError, match="outside the alphabet"):
+        vocab.encode("caf\u00e9")
+    with pytest.raises(ValueError, match="empty"):
+        vocab.encode(" ")
+
+
+def test_samba_padding_and_step():
+    torch.manual_seed(0)
+    model = SambaASR(ASRConfig(kind="samba", **TINY)).double().eval()
+    audio = torch.randn(2, 6000, dtype=torch.float64)
+    lengths = torch.tensor([6000, 3500])
+    tokens = torch.tensor([[29, 3, 4], [29, 6, 7]])
+    batched = model.logits(audio, lengths, tokens)
+    alone = model.logits(audio[1:, :3500], lengths[1:], tokens[1:])
+    torch.testing.assert_close(batched[1], alone[0])  # padding does not leak into the cross-connection
+    states = model._start(audio[1:, :3500], lengths[1:])
+    for u in range(3):  # decoding step by step == teacher forcing
+        logp, states = model._next_logprobs(tokens[1:, u], states)
+        torch.testing.assert_close(logp[0], torch.log_softmax(alone[0, u], -1))
+    assert len(model.transcribe(audio, lengths, beam=2, max_tokens=5)) == 2
+
+
+def test_ctc_streaming_equals_offline():
+    torch.manual_seed(0)
+    model = CTCRecognizer(ASRConfig(**TINY)).double().eval()
+    audio = torch.randn(7000, dtype=torch.float64)
+    offline = model(audio[None])[0]
+    for chunk_ms in (10.0, 20.0, 13.7):
+        emissions, timing = stream_audio(model, audio, chunk_ms)
+        torch.testing.assert_close(emissions, offline, rtol=1e-10, atol=1e-10)
+        assert timing["rtf"] > 0 and timing["chunks"] == -(-7000 // round(chunk_ms * 16))
+    stream = StreamingRecognizer(model)
+    stream.feed(audio[None, :4000])
+    stream.feed(audio[None, 4000:])
+    assert stream.transcript() == model.transcribe(audio[None], torch.tensor([7000]))[0]
+    with pytest.raises(TypeError, match="CTCRecognizer"):
+        StreamingRecognizer(SambaASR(ASRConfig(kind="samba", **TINY)))
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="kind"):
+        ASRConfig(kind="rnnt")
+    with pytest.raises(ValueError, match="causal"):
+        build_recognizer(ASRConfig(layer="lru", layer_kwargs={"bidirectional": True}, d_model=16, n_layers=1,
+                                   n_mels=16))
+
+
+def _toy_task():
+    """Two 'words' as tones of different pitch: a recogniser must map them to their letters."""
+    t = torch.arange(4000) / 16000
+    tone = lambda f: (0.5 * torch.sin(2 * torch.pi * f * t)).numpy()  # noqa: E731
+    audio, texts = [], []
+    for i in range(8):
+        audio.append(tone(300.0) if i % 2 == 0 else tone(2000.0))
+        texts.append("a" if i % 2 == 0 else "b")
+    ds = SpeechDataset(audio, texts)
+    info = TaskInfo(name="toy", d_input=1, d_output=31, length=0, kind="transcription")
+    return TaskData(info=info, train=ds, val=None, test=ds, extra={"heldout_words": ["b"]})
+
+
+@pytest.mark.parametrize("kind", ["ctc", "samba"])
+def test_tiny_model_fits_a_few_clips(tmp_path, kind):
+    task = _toy_task()
+    cfg = {"model": {"kind": kind, **TINY},
+           "train": {"epochs": 40, "batch_size": 8, "lr": 1e-2, "warmup_steps": 0, "out_dir": str(tmp_path)}}
+    result = train_asr(cfg, task=task, log=lambda s: None)
+    assert result["test_greedy"]["cer"] == 0.0 and result["test_greedy"]["heldout_cer"] == 0.0
+    model = load_recognizer(tmp_path)
+    batch = collate([task.test[i] for i in range(2)], model.vocab)
+    assert model.transcribe(batch["audio"], batch["audio_lengths"]) == ["a", "b"]
+    assert evaluate_asr(model, task.test)["cer"] == 0.0
