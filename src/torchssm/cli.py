@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "torchssm.rl.cli",         # rl (POPGym PPO, meta-RL)
     "torchssm.timeseries.cli",  # timeseries (HiSS / IMU, forecasting, irregular sampling)
     "torchssm.worldmodel.cli",  # world (S4WM world models on MiniGrid)
+    "torchssm.audio.cli",      # transcribe, speech (synthetic speech, ASR, keyword spotting)
 )
 
 
