@@ -1,10 +1,10 @@
 """AdamW with parameter groups built from the layers' own optimizer conventions.
 
-Every module may declare ``optim_overrides = {param_name: {"lr_scale": f} | {"lr": f},
-"weight_decay": f}`` for its *direct* parameters (class or instance attribute; see
-:class:`torchssm.layers.base.SSMLayer`). This is how each paper's recipe is kept without the
-optimizer knowing any layer, e.g. the LRU (Orvieto et al. 2023, as in its reference code):
-``nu_log, theta_log, gamma_log, B_re, B_im`` at ``lr * 0.5`` and no weight decay.
+Every module may tag its parameters with ``optim_overrides = {path: {"lr_scale": f} | {"lr": f},
+"weight_decay": f}`` (the one tagging mechanism, :mod:`torchssm.layers.tags`; a path names a direct
+parameter or a submodule's, e.g. Mamba's ``"dt_proj.bias"``). This is how each paper's recipe is kept
+without the optimizer knowing any layer, e.g. the LRU (Orvieto et al. 2023, as in its reference
+code): ``nu_log, theta_log, gamma_log, B_re, B_im`` at ``lr * 0.5`` and no weight decay.
 
 Parameters without an override: weight decay ``weight_decay`` for weights, none for biases and
 for the affine parameters of normalisation layers (BatchNorm, LayerNorm, GroupNorm, RMSNorm),
@@ -18,10 +18,12 @@ its parameters under ``"names"`` (for logging and tests).
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
+
+from torchssm.layers.tags import parameter_tags
 
 NORM_TYPES: Tuple[type, ...] = (
     nn.modules.batchnorm._NormBase,  # BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm*
@@ -30,43 +32,28 @@ NORM_TYPES: Tuple[type, ...] = (
     nn.LocalResponseNorm,
 ) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
-_OVERRIDE_KEYS = {"lr", "lr_scale", "weight_decay"}
-
-
-def _resolve(module: nn.Module, module_name: str, param_name: str, lr: float, weight_decay: float) -> Tuple[float, float]:
-    """(lr, weight_decay) of ``module.<param_name>``: the module's override, else the default rule."""
+def _resolve(module: nn.Module, param_name: str, spec: Optional[dict], lr: float,
+             weight_decay: float) -> Tuple[float, float]:
+    """(lr, weight_decay) of ``module.<param_name>``: its tag ``spec``, else the default rule."""
     default_wd = 0.0 if (isinstance(module, NORM_TYPES) or param_name == "bias") else weight_decay
-    overrides = getattr(module, "optim_overrides", None) or {}
-    spec = overrides.get(param_name)
     if spec is None:
         return lr, default_wd
-    full = f"{module_name}.{param_name}" if module_name else param_name
-    unknown = set(spec) - _OVERRIDE_KEYS
-    if unknown:
-        raise ValueError(f"optim_overrides[{param_name!r}] of {type(module).__name__} has unknown key(s) "
-                         f"{sorted(unknown)}; expected some of {sorted(_OVERRIDE_KEYS)}")
-    if "lr" in spec and "lr_scale" in spec:
-        raise ValueError(f"optim_overrides for {full} sets both 'lr' and 'lr_scale'; use one")
     p_lr = float(spec["lr"]) if "lr" in spec else lr * float(spec.get("lr_scale", 1.0))
     return p_lr, float(spec.get("weight_decay", default_wd))
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float) -> List[Dict]:
-    """Parameter groups for ``torch.optim`` from ``optim_overrides`` and the no-decay rule above."""
+    """Parameter groups for ``torch.optim`` from the parameter tags and the no-decay rule above."""
+    tags = parameter_tags(model)  # id(param) -> (name, spec); raises on a bad tag
     groups: Dict[Tuple[float, float], Dict] = {}
     seen = set()
     for module_name, module in model.named_modules():
-        overrides = getattr(module, "optim_overrides", None) or {}
-        own = dict(module.named_parameters(recurse=False))
-        missing = sorted(set(overrides) - set(own))
-        if missing:
-            raise ValueError(f"{type(module).__name__}.optim_overrides names {missing}, which are not parameters "
-                             f"of the module; its parameters are {sorted(own)}")
-        for param_name, param in own.items():
+        for param_name, param in module.named_parameters(recurse=False):
             if not param.requires_grad or id(param) in seen:
                 continue
             seen.add(id(param))
-            key = _resolve(module, module_name, param_name, lr, weight_decay)
+            spec = tags[id(param)][1] if id(param) in tags else None
+            key = _resolve(module, param_name, spec, lr, weight_decay)
             group = groups.setdefault(key, {"params": [], "names": [], "lr": key[0], "weight_decay": key[1]})
             group["params"].append(param)
             group["names"].append(f"{module_name}.{param_name}" if module_name else param_name)
