@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 
+from torchssm.layers.tags import parameter_tags
 from torchssm.models import DeepSSM, MaskedBatchNorm, ModelConfig, build_model
 
 
@@ -141,7 +142,7 @@ def test_gradients_reach_every_parameter_and_layer_tags_are_visible():
     m(x, lengths, x.flip(1), lengths).sum().backward()
     for name, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
-    tagged = [f"{mod_name}.{p}" for mod_name, mod in m.named_modules() for p in getattr(mod, "optim_overrides", {})]
+    tagged = {name for name, _ in parameter_tags(m).values()}
     assert "blocks.0.ssm.nu_log" in tagged and "blocks.1.ssm.B_im" in tagged
 
 

@@ -137,9 +137,10 @@ class SSMLayer(nn.Module):
 
     Class attributes:
         causal: whether output t depends only on inputs <= t (then ``step`` exists).
-        optim_overrides: ``{parameter_name: {"lr_scale": float} or {"lr": float}, "weight_decay": float}``
-            read by :func:`torchssm.train.optim.build_optimizer` to reproduce each paper's optimizer
-            conventions (e.g. LRU: recurrent parameters at lr * 0.5 and no weight decay).
+        optim_overrides: the layer's parameter tags ``{path: {"lr" | "lr_scale", "weight_decay", "reinit"}}``
+            (:mod:`torchssm.layers.tags`, the one tagging mechanism), read by the optimizer builder and
+            the LM's init to reproduce each paper's conventions (e.g. LRU: recurrent parameters at
+            lr * 0.5 and no weight decay).
     """
 
     causal: bool = True

@@ -38,8 +38,10 @@ from torchssm.ops.shortconv import causal_conv1d
 class Mamba(ConvSSMLayer):
     """The Mamba block (see module docstring). ``backend`` is passed to the selective scan."""
 
-    # optim_overrides name a module's *direct* parameters; the dt bias is tagged on dt_proj itself.
-    optim_overrides = {"A_log": {"weight_decay": 0.0}, "D": {"weight_decay": 0.0}}
+    # parameter tags (layers/tags.py): no weight decay on A_log, D and the dt bias (the reference's
+    # _no_weight_decay), and the LM's init keeps the dt bias (the reference's _no_reinit)
+    optim_overrides = {"A_log": {"weight_decay": 0.0}, "D": {"weight_decay": 0.0},
+                       "dt_proj.bias": {"weight_decay": 0.0, "reinit": False}}
 
     def __init__(
         self,
@@ -76,8 +78,6 @@ class Mamba(ConvSSMLayer):
         with torch.no_grad():
             nn.init.uniform_(self.dt_proj.weight, -std, std)
             self.dt_proj.bias.copy_(dt_bias_init(d, dt_min, dt_max, dt_init_floor))
-        self.dt_proj.bias._no_reinit = True  # the LM's init leaves it alone (as the reference does)
-        self.dt_proj.optim_overrides = {"bias": {"weight_decay": 0.0}}  # reference: _no_weight_decay
         A = torch.arange(1, n + 1, dtype=torch.float32).repeat(d, 1)  # (d, n): S4D-Real
         self.A_log = nn.Parameter(torch.log(A))
         self.D = nn.Parameter(torch.ones(d))

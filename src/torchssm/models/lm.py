@@ -30,6 +30,7 @@ from torch import nn
 
 from torchssm.layers.base import check_state_like
 from torchssm.layers.registry import build_layer
+from torchssm.layers.tags import parameter_tags
 from torchssm.models.config import ConfigDict
 from torchssm.models.pretrained import PretrainedMixin, register_model_type
 
@@ -100,9 +101,11 @@ class CausalLM(PretrainedMixin, nn.Module):
     @torch.no_grad()
     def _init_weights(self) -> None:
         """mamba_ssm ``_init_weights`` (mixer_seq_simple.py), n_residuals_per_layer = 1."""
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Linear) and module.bias is not None and not getattr(module.bias, "_no_reinit", False):
-                nn.init.zeros_(module.bias)
+        tags = parameter_tags(self)  # a layer's "reinit": False keeps its own init (Mamba's dt bias)
+        for module in self.modules():
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                if tags.get(id(module.bias), ("", {}))[1].get("reinit", True):
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=0.02)
         for block in self.backbone.layers:
