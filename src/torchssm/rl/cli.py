@@ -1,4 +1,4 @@
-"""``torchssm rl``: envs | presets | train | eval | bench | meta-eval.
+"""``torchssm rl``: envs | presets | train | eval | table | bench | meta-eval.
 
     torchssm rl envs                                     # the POPGym environments
     torchssm rl train --preset repeat_previous_easy --model lru --out runs/rl/rpe_lru [--set ppo.lr=1e-3] [--resume]
@@ -47,11 +47,21 @@ def _run_eval(args) -> int:
     return 0
 
 
+def _run_table(args) -> int:
+    from torchssm.rl.table import run_table
+
+    result = run_table(args.envs, args.models, args.seeds, args.out, iterations=args.iterations,
+                       episodes=args.episodes, overrides=args.set or (), progress=not args.no_progress)
+    print(result["markdown"])
+    return 0
+
+
 def _run_bench(args) -> int:
     from torchssm.rl.bench import bench_ppo_update, plot_bench
 
     result = bench_ppo_update(args.memories, args.lengths, target_params=args.params, batch=args.batch,
-                              repeats=args.repeats, out=args.out)
+                              repeats=args.repeats, episode_length=args.episode_length, out=args.out)
+    print(result["markdown"])
     if args.plot:
         plot_bench(result, args.plot)
     return 0
@@ -98,12 +108,24 @@ def register(subparsers) -> None:
     p.add_argument("--env", help="evaluate on another POPGym env with the same spaces")
     p.set_defaults(func=_run_eval)
 
+    p = sub.add_parser("table", help="train + evaluate env presets x model presets x seeds; reward table")
+    p.add_argument("--envs", nargs="+", required=True, help="environment presets")
+    p.add_argument("--models", nargs="+", default=["lru", "s5", "mamba", "gru"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--iterations", type=int, help="PPO iterations per run (default: ppo.total_steps)")
+    p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per run")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every run")
+    p.add_argument("--out", required=True, help="directory of the runs and table.json / table.md")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_table)
+
     p = sub.add_parser("bench", help="CPU time of one PPO update per memory and trajectory length")
     p.add_argument("--memories", nargs="+", default=["s5", "lru", "mamba", "gru", "lstm", "window_transformer"])
     p.add_argument("--lengths", nargs="+", type=int, default=[256, 1024, 4096, 8192])
     p.add_argument("--params", type=int, default=100_000, help="target memory parameter count (equalised)")
     p.add_argument("--batch", type=int, default=8, help="trajectories per minibatch")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--episode-length", type=int, help="reset every that many steps (default: one episode)")
     p.add_argument("--out", help="JSON results file")
     p.add_argument("--plot", help="figure path (.png/.svg)")
     p.set_defaults(func=_run_bench)

@@ -78,10 +78,11 @@ class ActionSpec:
         raise TypeError(f"{env_name}: unsupported action space {space}; expected Discrete or a 1-D float Box")
 
 
-def make_env(name: str, **kwargs):
+def make_env(name: str, memory_wrappers: bool = True, **kwargs):
     """One POPGym environment by class name, wrapped as in the module docstring (gymnasium API).
 
     ``kwargs`` go to the environment's constructor (e.g. ``RepeatPrevious(num_decks=1, k=4)``).
+    ``memory_wrappers=False`` leaves out PreviousAction and Antialias (the meta-RL task adds its own).
     """
     from popgym.wrappers import Antialias, DiscreteAction, Flatten, PreviousAction
 
@@ -93,9 +94,14 @@ def make_env(name: str, **kwargs):
         raise ValueError(f"unknown POPGym environment {name!r}{hint}; run `torchssm rl envs` for the list")
     from gymnasium import spaces
 
-    env = Flatten(Antialias(PreviousAction(classes[name](**kwargs))))
+    env = classes[name](**kwargs)
+    env = Flatten(Antialias(PreviousAction(env)) if memory_wrappers else env)
     if isinstance(env.action_space, spaces.MultiDiscrete):
         env = DiscreteAction(env)
+    if not isinstance(env.observation_space, spaces.Box):  # a bare Discrete observation: one-hot
+        from gymnasium.wrappers import FlattenObservation
+
+        env = FlattenObservation(env)
     obs_shape = env.observation_space.shape
     if obs_shape is None or len(obs_shape) != 1:
         raise TypeError(f"{name}: flattened observation space {env.observation_space} is not a vector")

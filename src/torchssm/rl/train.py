@@ -219,7 +219,8 @@ def train(cfg: RLConfig, out_dir: Union[str, Path], resume: bool = False, progre
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
         _write_jsonl(metrics_path, [])
-    collector = RolloutCollector(env, policy)
+    ablation = cfg.meta is not None and bool(cfg.meta.get("reset_each_episode", False))
+    collector = RolloutCollector(env, policy, also_reset_on="episode_done" if ablation else None)
     total = cfg.ppo.num_updates if max_iterations is None else min(max_iterations, cfg.ppo.num_updates)
     bar = None
     if progress:
