@@ -124,3 +124,12 @@ def test_gaussian_kl_matches_torch():
     m1, s1, m2, s2 = torch.randn(3, 4), torch.rand(3, 4) + 0.1, torch.randn(3, 4), torch.rand(3, 4) + 0.1
     want = torch.distributions.kl_divergence(torch.distributions.Normal(m1, s1), torch.distributions.Normal(m2, s2))
     torch.testing.assert_close(gaussian_kl(m1, s1, m2, s2), want.sum(-1))
+
+
+def test_plot_horizon_error(tmp_path):
+    pytest.importorskip("matplotlib")
+    from torchssm.worldmodel.evaluate import plot_horizon_error
+
+    rows = [{"backbone": "lru", "horizon_error": [0.1, 0.2], "copy_last_error": [0.2, 0.3]}]
+    path = plot_horizon_error(rows, tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 0 and path.endswith("h.png")

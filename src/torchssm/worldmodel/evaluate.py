@@ -183,3 +183,21 @@ def format_tables(result: dict) -> str:
     lines.append(f"\nContext C = {C} frames, segments of {result['segment']} steps; err@h = fraction of 7x7 cells with "
                  f"a wrong object type h steps after the context.")
     return "\n".join(lines)
+
+
+def plot_horizon_error(results: list, path) -> str:
+    """Imagined-frame cell error vs steps after the context, one line per backbone (and the copy baseline),
+    from the results of :func:`run` (one or several runs' ``rows``)."""
+    from torchssm.analysis.plots import legend, new_figure, save_figure
+
+    fig, (ax,) = new_figure(size=(6.0, 4.0))
+    for row in results:
+        e = row["horizon_error"]
+        ax.plot(range(1, len(e) + 1), e, label=row["backbone"])
+    copy = results[0]["copy_last_error"]
+    ax.plot(range(1, len(copy) + 1), copy, "k--", label="copy last context frame")
+    ax.set_xlabel("steps imagined after the context")
+    ax.set_ylabel("cell error (wrong object type)")
+    ax.set_ylim(0, None)
+    legend(ax)
+    return save_figure(fig, path)
