@@ -13,8 +13,8 @@ Batches are dicts of tensors (default collate):
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
 
 from torch.utils.data import Dataset
 
@@ -48,13 +48,13 @@ class TaskInfo:
 class TaskData:
     info: TaskInfo
     train: Dataset
-    val: Optional[Dataset]
+    val: Dataset | None
     test: Dataset
     extra: dict = field(default_factory=dict)
 
 
 # name -> module that registers it on import
-_TASK_MODULES: Dict[str, str] = {
+_TASK_MODULES: dict[str, str] = {
     "mnist1d": "torchssm.data.mnist1d",
     "copying": "torchssm.data.synthetic.copying",
     "selective_copying": "torchssm.data.synthetic.copying",
@@ -78,8 +78,8 @@ _TASK_MODULES: Dict[str, str] = {
     "librispeech": "torchssm.audio.corpora",
     "lm_text": "torchssm.data.text",
 }
-_BUILDERS: Dict[str, Callable[..., TaskData]] = {}
-_DESCRIPTIONS: Dict[str, str] = {}
+_BUILDERS: dict[str, Callable[..., TaskData]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
 
 
 def register_task(name: str, description: str = ""):
@@ -109,7 +109,7 @@ def _load(name: str) -> None:
         raise RuntimeError(f"module {_TASK_MODULES[name]} did not register task {name!r}")
 
 
-def list_tasks() -> Dict[str, str]:
+def list_tasks() -> dict[str, str]:
     """{name: one-line description} of every known task."""
     for name in list(_TASK_MODULES):
         try:

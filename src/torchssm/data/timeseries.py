@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
-from typing import List, Optional, Tuple
 
 import torch
 
@@ -36,7 +35,7 @@ PACKAGES = ("aeon", "sktime")
 ARCHIVE_URL = "https://www.timeseriesclassification.com/dataset.php"
 
 
-def read_ts(path) -> Tuple[List[torch.Tensor], List[str], List[str]]:
+def read_ts(path) -> tuple[list[torch.Tensor], list[str], list[str]]:
     """Parse a ``.ts`` file: series [(l_i, channels) float32], labels [str], class names from the header."""
     path = Path(path)
     series, labels, classes, in_data = [], [], None, False
@@ -96,7 +95,7 @@ def read_ts(path) -> Tuple[List[torch.Tensor], List[str], List[str]]:
     return series, labels, classes
 
 
-def _package_dir(package: str, name: str) -> Optional[Path]:
+def _package_dir(package: str, name: str) -> Path | None:
     try:
         dist = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
@@ -122,7 +121,7 @@ def find_ts(name: str, data_dir=None) -> Path:
         f"(it ships GunPoint, ArrowHead, ItalyPowerDemand, OSULeaf, BasicMotions, JapaneseVowels).")
 
 
-def _stack(series: List[torch.Tensor], length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _stack(series: list[torch.Tensor], length: int) -> tuple[torch.Tensor, torch.Tensor]:
     out = torch.zeros(len(series), length, series[0].shape[1])  # (n, L, c)
     for i, s in enumerate(series):
         out[i, : s.shape[0]] = s[:length]

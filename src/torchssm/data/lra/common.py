@@ -10,8 +10,8 @@ nesting), so unpacking the archive into the root just works.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -25,7 +25,7 @@ class DataFormatError(ValueError):
     """A malformed line in a data file; the message names the file and the line."""
 
 
-def candidate_dirs(data_dir, names: Sequence[str]) -> List[Path]:
+def candidate_dirs(data_dir, names: Sequence[str]) -> list[Path]:
     """Where a data set folder called one of ``names`` may live under the data root."""
     root = resolve_data_dir(data_dir)
     bases = [root, root / "lra_release", root / "lra_release" / "lra_release"]
@@ -76,7 +76,7 @@ def lra_download_hint(folder: str) -> str:
             f"`tar xzf lra_release.gz`, and keep (or move) its folder {folder!r}.")
 
 
-def read_tsv(path: Path, n_fields: int, header: Optional[Sequence[str]] = None) -> Iterator[Tuple[int, List[str]]]:
+def read_tsv(path: Path, n_fields: int, header: Sequence[str] | None = None) -> Iterator[tuple[int, list[str]]]:
     """Yield (line number, fields) of a tab-separated UTF-8 file with exactly ``n_fields`` fields per line.
 
     Lines end at ``\\n`` (a trailing ``\\r`` is dropped), no quoting (as the LRA pipelines read
@@ -124,7 +124,7 @@ def encode_bytes(text: str, max_length: int) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).long() + 1 if data else torch.zeros(0, dtype=torch.long)
 
 
-def pad_rows(rows: Sequence[torch.Tensor], length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def pad_rows(rows: Sequence[torch.Tensor], length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(n, length) long padded with 0, and (n,) true lengths (at least 1: an empty row keeps one pad)."""
     out = torch.zeros(len(rows), length, dtype=torch.long)
     lengths = torch.empty(len(rows), dtype=torch.long)
@@ -134,14 +134,14 @@ def pad_rows(rows: Sequence[torch.Tensor], length: int) -> Tuple[torch.Tensor, t
     return out, lengths
 
 
-def split_off(n: int, fraction: float, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def split_off(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded permutation of range(n) cut into (rest, held_out) with round(n * fraction) held out."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
     k = int(round(n * float(fraction)))
     return perm[k:], perm[:k]
 
 
-def imap_ordered(fn, items: Sequence, workers: Optional[int] = None):
+def imap_ordered(fn, items: Sequence, workers: int | None = None):
     """``map(fn, items)`` in worker processes (fork where available), results in input order.
 
     With ``workers`` <= 1 (or one item) it runs in this process. A generator: close it (or run it

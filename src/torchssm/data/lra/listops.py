@@ -34,13 +34,22 @@ import json
 import logging
 import random
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from torchssm.data.lra.common import (LRA_CITATION, DataFormatError, data_source, find_dir, imap_ordered,
-                                      lra_download_hint, mark_generated, pad_rows, parse_label, read_tsv)
 from torchssm.data.loaders import TensorDictDataset, resolve_data_dir
+from torchssm.data.lra.common import (
+    LRA_CITATION,
+    DataFormatError,
+    data_source,
+    find_dir,
+    imap_ordered,
+    lra_download_hint,
+    mark_generated,
+    pad_rows,
+    parse_label,
+    read_tsv,
+)
 from torchssm.data.registry import TaskData, TaskInfo, register_task
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
@@ -61,7 +70,7 @@ class _TooLong(Exception):
     pass
 
 
-def apply_op(op: str, args: List[int]) -> int:
+def apply_op(op: str, args: list[int]) -> int:
     """The value of ``[op args ]``: MIN, MAX, MED (int(np.median): truncated mean of the middle pair), SM."""
     if op == "[MIN":
         return min(args)
@@ -76,7 +85,7 @@ def apply_op(op: str, args: List[int]) -> int:
     raise ValueError(f"unknown ListOps operator {op!r}")
 
 
-def generate_tree(rng: random.Random, depth: int, max_depth: int, max_args: int, budget: List[int]) -> Tuple[str, int]:
+def generate_tree(rng: random.Random, depth: int, max_depth: int, max_args: int, budget: list[int]) -> tuple[str, int]:
     """One (sub)tree as (left-leaning string, value); ``budget[0]`` counts its length so far."""
     r = rng.random() if depth < max_depth else 1.0
     if r > VALUE_P:
@@ -104,7 +113,7 @@ def _chunk_seed(seed: int, chunk: int) -> int:
     return int.from_bytes(hashlib.sha256(f"listops:{seed}:{chunk}".encode()).digest()[:8], "little")
 
 
-def generate_chunk(args: Tuple[int, int, dict]) -> List[Tuple[str, int]]:
+def generate_chunk(args: tuple[int, int, dict]) -> list[tuple[str, int]]:
     """Candidate trees of chunk ``c`` (those of accepted length) as (source, target)."""
     seed, c, opts = args
     rng = random.Random(_chunk_seed(seed, c))
@@ -120,8 +129,8 @@ def generate_chunk(args: Tuple[int, int, dict]) -> List[Tuple[str, int]]:
     return out
 
 
-def generate_listops(seed: int = 0, num_workers: Optional[int] = None, progress: bool = True,
-                     **options) -> Dict[str, List[Tuple[str, int]]]:
+def generate_listops(seed: int = 0, num_workers: int | None = None, progress: bool = True,
+                     **options) -> dict[str, list[tuple[str, int]]]:
     """{"train", "val", "test"} lists of (source, target); ``options`` override :data:`LRA_DEFAULTS`."""
     opts = dict(LRA_DEFAULTS)
     unknown = set(options) - set(opts)
@@ -131,7 +140,7 @@ def generate_listops(seed: int = 0, num_workers: Optional[int] = None, progress:
     if not (0 <= opts["min_length"] < opts["max_length"] and opts["max_depth"] >= 1 and opts["max_args"] >= 2):
         raise ValueError(f"bad ListOps generator options {opts}")
     total = opts["num_train"] + opts["num_val"] + opts["num_test"]
-    found: Dict[str, int] = {}
+    found: dict[str, int] = {}
     from tqdm import tqdm
 
     bar = tqdm(total=total, desc="ListOps", unit="expr", disable=not progress)
@@ -156,7 +165,7 @@ def generate_listops(seed: int = 0, num_workers: Optional[int] = None, progress:
     return {"train": examples[:a], "val": examples[a:b], "test": examples[b:]}
 
 
-def write_tsv(examples: List[Tuple[str, int]], path: Path) -> None:
+def write_tsv(examples: list[tuple[str, int]], path: Path) -> None:
     """The official format: header ``Source<TAB>Target``, one expression and its value per line."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tsv.tmp")
@@ -178,7 +187,7 @@ def generated_dir(data_dir, seed: int, options: dict) -> Path:
     return resolve_data_dir(data_dir) / f"listops-gen-{key}"
 
 
-def write_listops(out_dir, seed: int = 0, num_workers: Optional[int] = None, progress: bool = True,
+def write_listops(out_dir, seed: int = 0, num_workers: int | None = None, progress: bool = True,
                   **options) -> Path:
     """Generate and write ``basic_{train,val,test}.tsv`` into ``out_dir`` (marked as generated,
     :func:`~torchssm.data.lra.common.mark_generated`); returns the folder."""
@@ -220,8 +229,8 @@ def read_listops_tsv(path, max_length: int = SEQ_LENGTH) -> TensorDictDataset:
 
 
 @register_task("listops", "LRA ListOps: evaluate nested MIN/MAX/MED/SM expressions; 10 classes, length 2000")
-def build(data_dir=None, seed: int = 0, generate: bool = False, num_workers: Optional[int] = None,
-          max_length: int = SEQ_LENGTH, limit: Optional[int] = None, **generator_options) -> TaskData:
+def build(data_dir=None, seed: int = 0, generate: bool = False, num_workers: int | None = None,
+          max_length: int = SEQ_LENGTH, limit: int | None = None, **generator_options) -> TaskData:
     """LRA ListOps from ``basic_{train,val,test}.tsv``.
 
     The official release (``listops-1000`` under the data root or its ``lra_release/``) is
