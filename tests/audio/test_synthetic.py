@@ -86,3 +86,19 @@ def test_stdlib_prose_vocabulary(tmp_path):
     assert cached_stdlib_sentences(12, tmp_path) == sentences  # read back from the cache
     assert clean_sentence("Return the value, or None.") == "return the value or none"
     assert clean_sentence("Call f(x) twice.") is None and clean_sentence("lower case start.") is None
+
+
+def test_spoken_mulaw_windows():
+    from torchssm.audio.dsp import mu_law_decode
+    from torchssm.audio.waveform import mulaw_windows
+
+    rng = np.random.default_rng(0)
+    utterances = [np.sin(np.arange(n) / 7.0).astype(np.float32) * 0.5 for n in (50, 300, 400)]
+    ds = mulaw_windows(utterances, 64, 5, rng)
+    x, y = ds.tensors["inputs"], ds.tensors["targets"]
+    assert x.shape == y.shape == (5, 64) and x.dtype == torch.long and 0 <= int(x.min()) and int(x.max()) < 256
+    torch.testing.assert_close(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one sample
+    decoded = mu_law_decode(x[0].numpy())
+    assert np.abs(np.diff(decoded)).max() < 0.2  # a smooth sine, not noise
+    with pytest.raises(ValueError, match="longer than length"):
+        mulaw_windows(utterances, 1000, 1, rng)
