@@ -74,6 +74,7 @@ _TASK_MODULES: dict[str, str] = {
     "imu": "torchssm.timeseries.imu",
     "spoken_commands": "torchssm.audio.synthetic",
     "spoken_sentences": "torchssm.audio.synthetic",
+    "spoken_mulaw": "torchssm.audio.waveform",
     "speech_commands": "torchssm.audio.corpora",
     "librispeech": "torchssm.audio.corpora",
     "lm_text": "torchssm.data.text",
