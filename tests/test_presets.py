@@ -21,6 +21,7 @@ def test_preset_lookup_errors(tmp_path):
         (tmp_path / area).mkdir()
         (tmp_path / area / "x.yaml").write_text("# x\ntask: {name: adding}\n")
     (tmp_path / "top.yml").write_text("not: [valid\n")
+    (tmp_path / ".x.yaml").write_text("")  # an editor's swap file, not a preset
     assert list_presets(tmp_path) == ["a/x", "b/x", "top"]
     with pytest.raises(ValueError, match=r"ambiguous: a/x, b/x"):
         preset_path("x", tmp_path)

@@ -30,10 +30,12 @@ AREA_COMMANDS = {
 
 
 def list_presets(root: str | os.PathLike = PRESET_DIR) -> list[str]:
-    """Every preset name under ``root`` (sub-folders included), sorted: ``["lra/image_lru", ..., "mnist1d_lru"]``."""
+    """Every preset name under ``root`` (sub-folders included), sorted: ``["lra/image_lru", ..., "mnist1d_lru"]``.
+    Hidden or private files and folders (``.x.yaml``, ``_draft/``) are not presets."""
     root = Path(root)
-    names = (p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*") if p.suffix in SUFFIXES)
-    return sorted(names)
+    found = (p.relative_to(root) for p in root.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+    public = (rel for rel in found if not any(part.startswith((".", "_")) for part in rel.parts))
+    return sorted(rel.with_suffix("").as_posix() for rel in public)
 
 
 def preset_path(name: str, root: str | os.PathLike = PRESET_DIR) -> Path:
