@@ -1,4 +1,4 @@
-"""Checks of the layer contract (DESIGN.md), usable on any layer, including your own.
+"""Checks of the layer contract (docs/index.md, "The layer contract"), usable on any layer, including your own.
 
     from torchssm.testing import check_layer_contract
     check_layer_contract(MyLayer(16).double(), length=12)

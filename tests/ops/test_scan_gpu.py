@@ -7,7 +7,7 @@ Skipped when Triton is not importable.
 Error bounds tested (the kernels compute in float32):
   * float32 / complex64 inputs: max |h - h_ref| <= 2e-6 * max |h_ref| (and the same for every
     gradient) at L <= 40, |a| <= 0.95: float32 rounding grows like eps * min(L, 1/(1-|a|)).
-  * bf16 b with float32 a (the DESIGN.md convention: decays stay float32): output float32, the
+  * bf16 b with float32 a (docs/architecture.md, Numerics: decays stay float32): output float32, the
     same float32 bound against the reference on the bf16-rounded inputs.
   * bf16 a and b: output rounded to bf16, |h - h_ref| <= 2^-8 |h_ref| + 1e-5 max |h_ref|
     elementwise (one round-to-nearest bf16 rounding of a float32-accumulated state; 2^-7 under

@@ -22,8 +22,8 @@ shape (B, L, D) and dtype this measures, in one run:
 
 Each row prints the median time [min, max] over ``--repeats`` after one warm-up call (which also
 autotunes the Triton kernels), the bytes it moves, its bandwidth and ``vs copy`` =
-bandwidth / bandwidth_copy, the fraction of the measured bound (DESIGN.md: performance is shown
-by benchmarks). ``bfloat16`` means a, b and h in bf16 (float32 state inside the kernel).
+bandwidth / bandwidth_copy, the fraction of the measured bound (docs/architecture.md, Numerics:
+speed is shown by benchmarks, not asserted). ``bfloat16`` means a, b and h in bf16 (float32 state inside the kernel).
 
 Defaults: the issue's reference shape (8, 4096, 1536) and a narrow one (8, 4096, 64), float32,
 complex64 and bfloat16. Needs CUDA; on the CPU it runs only under TRITON_INTERPRET=1 at tiny

@@ -1,9 +1,7 @@
-"""The SSM layer contract shared by every layer (see DESIGN.md, "The layer contract").
+"""The SSM layer contract shared by every layer (docs/index.md, "The layer contract").
 
-Glossary of symbols used in shape comments across ``torchssm.layers``:
-
-    b: batch size          l: sequence length      h (= d_model): model width
-    n (= d_state): state size per channel or per layer (diagonal: complex entries)
+Symbols in shape comments: the glossary of docs/architecture.md (b batch, l length, h = d_model model
+width, n = d_state state size, ...).
 
 Every layer:
 

@@ -8,7 +8,7 @@ convolution followed by an input-dependent SSM, with state ``(conv_buffer, ssm_s
     ssm_state_dtype  SSM states stay float32 (float64 in float64 tests)
     head_layout, RMSNormGated   Mamba-2's heads and gated RMSNorm (also Hydra's)
 
-Symbols as in docs/architecture.md (d = d_inner channels, n = d_state, H heads of P = headdim).
+Symbols as in docs/architecture.md (d = d_inner channels, n = d_state, nh heads of p = headdim).
 """
 
 from __future__ import annotations

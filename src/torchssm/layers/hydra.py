@@ -2,9 +2,9 @@
 Bidirectional State Space Models Through Generalized Matrix Mixers", Sec. 4 and Eq. (QS); reference
 ``hydra/modules/hydra.py`` (goombalab/hydra).
 
-Math (h = d_model, d = d_inner = expand * h, H = d / headdim heads, P = headdim, G groups, n = d_state):
+Math (h = d_model, d = d_inner = expand * h, nh = d / p heads of p = headdim channels, g groups, n = d_state):
 
-    z, xBC, dt = split(in_proj(u))                  (b, l, d), (b, l, d + 4Gn), (b, l, 2H)
+    z, xBC, dt = split(in_proj(u))                  (b, l, d), (b, l, d + 4gn), (b, l, 2nh)
     x, B_f, C_f, B_b, C_b = split(silu(conv(xBC)))  non-causal depthwise conv, width d_conv = 7, "same" padding
     y_f = SSD(x, dt_f, A, B_f, C_f)                 forward scan        (A = -exp(A_log), shared)
     y_b = flip(SSD(flip(x), flip(dt_b), A, flip(B_b), flip(C_b)))        backward scan
@@ -64,15 +64,15 @@ class Hydra(SSMLayer):
             raise ValueError(f"d_conv must be odd (a centred, length-preserving conv); got {d_conv}")
         self.d_state, self.d_conv, self.headdim, self.ngroups = d_state, d_conv, headdim, ngroups
         self.chunk_size, self.backend = chunk_size, backend
-        d, H, G, n = self.d_inner, self.nheads, ngroups, d_state
-        self.conv_dim = d + 4 * G * n
-        self.in_proj = nn.Linear(d_model, 2 * d + 4 * G * n + 2 * H, bias=bias)  # [z, x, B_f, C_f, B_b, C_b, dt]
+        d, nh, g, n = self.d_inner, self.nheads, ngroups, d_state
+        self.conv_dim = d + 4 * g * n
+        self.in_proj = nn.Linear(d_model, 2 * d + 4 * g * n + 2 * nh, bias=bias)  # [z, x, B_f, C_f, B_b, C_b, dt]
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, kernel_size=d_conv, groups=self.conv_dim,
                                 padding=d_conv // 2, bias=conv_bias)
-        self.dt_bias = nn.Parameter(dt_bias_init(H, dt_min, dt_max, dt_init_floor).float())
-        self.A_log = nn.Parameter(torch.zeros(H))  # A = -1 (reference: A = ones, A_log = log(A))
-        self.D = nn.Parameter(torch.ones(H))
-        self.fc_D = nn.Linear(d, H, bias=False)
+        self.dt_bias = nn.Parameter(dt_bias_init(nh, dt_min, dt_max, dt_init_floor).float())
+        self.A_log = nn.Parameter(torch.zeros(nh))  # A = -1 (reference: A = ones, A_log = log(A))
+        self.D = nn.Parameter(torch.ones(nh))
+        self.fc_D = nn.Linear(d, nh, bias=False)
         self.norm = RMSNormGated(d, eps=norm_eps, norm_before_gate=True)
         self.out_proj = nn.Linear(d, d_model, bias=bias)
 
@@ -91,20 +91,20 @@ class Hydra(SSMLayer):
         if state is not None or return_state:
             raise ValueError("Hydra is bidirectional (non-causal) and has no state: call forward(x)")
         b, l, _ = x.shape
-        d, G, n, H, P = self.d_inner, self.ngroups, self.d_state, self.nheads, self.headdim
+        d, g, n, nh, p = self.d_inner, self.ngroups, self.d_state, self.nheads, self.headdim
         u = to_param_dtype(self, x)
-        z, xBC, dt = torch.split(self.in_proj(u), [d, self.conv_dim, 2 * H], dim=-1)
-        xBC = F.silu(self.conv1d(xBC.transpose(1, 2)).transpose(1, 2))  # (b, l, d + 4Gn), non-causal
-        xs, BC_f, BC_b = torch.split(xBC, [d, 2 * G * n, 2 * G * n], dim=-1)
+        z, xBC, dt = torch.split(self.in_proj(u), [d, self.conv_dim, 2 * nh], dim=-1)
+        xBC = F.silu(self.conv1d(xBC.transpose(1, 2)).transpose(1, 2))  # (b, l, d + 4gn), non-causal
+        xs, BC_f, BC_b = torch.split(xBC, [d, 2 * g * n, 2 * g * n], dim=-1)
         # both directions as one batch of 2b sequences: [forward; time-reversed]
         x2 = torch.cat([xs, xs.flip(1)], dim=0)  # (2b, l, d)
-        BC2 = torch.cat([BC_f, BC_b.flip(1)], dim=0)  # (2b, l, 2Gn)
-        dt2 = torch.cat([dt[..., :H], dt[..., H:].flip(1)], dim=0)  # (2b, l, H)
-        B2, C2 = BC2.split([G * n, G * n], dim=-1)
-        A = decay_rate(self.A_log)  # (H,)
-        y = ssd(x2.reshape(2 * b, l, H, P), dt2, A, B2.reshape(2 * b, l, G, n), C2.reshape(2 * b, l, G, n),
+        BC2 = torch.cat([BC_f, BC_b.flip(1)], dim=0)  # (2b, l, 2gn)
+        dt2 = torch.cat([dt[..., :nh], dt[..., nh:].flip(1)], dim=0)  # (2b, l, nh)
+        B2, C2 = BC2.split([g * n, g * n], dim=-1)
+        A = decay_rate(self.A_log)  # (nh,)
+        y = ssd(x2.reshape(2 * b, l, nh, p), dt2, A, B2.reshape(2 * b, l, g, n), C2.reshape(2 * b, l, g, n),
                 None, None, self.dt_bias, True, None, chunk_size=self.chunk_size, backend=self.backend)
         y = F.pad(y.reshape(2 * b, l, d)[:, :-1], (0, 0, 1, 0)).to(xs.dtype)  # shift by one, first row zero
-        diag = (self.fc_D(xs) + self.D).repeat_interleave(P, dim=-1)  # (b, l, d): input-dependent diagonal
+        diag = (self.fc_D(xs) + self.D).repeat_interleave(p, dim=-1)  # (b, l, d): input-dependent diagonal
         y = y[:b] + y[b:].flip(1) + xs * diag
         return out_dtype(self.out_proj(self.norm(y, z)), x)

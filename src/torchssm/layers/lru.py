@@ -12,7 +12,7 @@ Bidirectional mode (as S5's, Smith et al. 2023, App. D.1): lambda and B are shar
 runs reversed in time, and a second readout C2 reads the reversed state:
     y_t = Re(C h_t) + Re(C2 g_t) + D * x_t,   g_t = lambda * g_{t+1} + gamma * (B x_t).
 
-Shapes: b batch, l length, h = d_model, n = d_state (see torchssm.layers.base).
+Shapes: b batch, l length, h = d_model, n = d_state (the glossary of docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -2,11 +2,11 @@
 Algorithms Through Structured State Space Duality", Sec. 7 and Fig. 6; reference
 ``mamba_ssm/modules/mamba2.py`` (and ``mamba2_simple.py``).
 
-Math (h = d_model, d = d_inner = expand * h, H = d / headdim heads, P = headdim, G groups, n = d_state):
+Math (h = d_model, d = d_inner = expand * h, nh = d / p heads of p = headdim channels, g groups, n = d_state):
 
-    z, xBC, dt = split(in_proj(u))                         (b, l, d), (b, l, d + 2Gn), (b, l, H)
+    z, xBC, dt = split(in_proj(u))                         (b, l, d), (b, l, d + 2gn), (b, l, nh)
     x, B, C    = split(silu(causal_depthwise_conv1d(xBC))) one short conv over [x, B, C]
-    y          = SSD(x (b, l, H, P), dt, A = -exp(A_log) (H,), B, C (b, l, G, n), D (H,), dt_bias)
+    y          = SSD(x (b, l, nh, p), dt, A = -exp(A_log) (nh,), B, C (b, l, g, n), D (nh,), dt_bias)
     y          = RMSNorm_grouped(y * silu(z)) * weight     gated norm, gate before the norm (norm_before_gate=False)
     out        = out_proj(y)
 
@@ -16,7 +16,7 @@ through the inverse-softplus ``dt_bias``, D = 1, chunk_size = 256, RMSNorm eps 1
 d / ngroups (mamba_ssm; Hugging Face's Mamba2 normalises over all of d: ``norm_group_size=d_inner``).
 No weight decay on A_log, D, dt_bias.
 
-State: ``(conv_buffer (b, d + 2Gn, d_conv-1), ssm_state (b, H, P, n))``.
+State: ``(conv_buffer (b, d + 2gn, d_conv-1), ssm_state (b, nh, p, n))``.
 """
 
 from __future__ import annotations
@@ -63,15 +63,15 @@ class Mamba2(ConvSSMLayer):
         self.nheads = head_layout(self.d_inner, headdim, ngroups)
         self.d_state, self.d_conv, self.expand, self.headdim, self.ngroups = d_state, d_conv, expand, headdim, ngroups
         self.chunk_size, self.backend = chunk_size, backend
-        d, H, G, n = self.d_inner, self.nheads, ngroups, d_state
-        self.conv_dim = d + 2 * G * n
-        self.in_proj = nn.Linear(d_model, 2 * d + 2 * G * n + H, bias=bias)  # [z, x, B, C, dt]
+        d, nh, g, n = self.d_inner, self.nheads, ngroups, d_state
+        self.conv_dim = d + 2 * g * n
+        self.in_proj = nn.Linear(d_model, 2 * d + 2 * g * n + nh, bias=bias)  # [z, x, B, C, dt]
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, kernel_size=d_conv, groups=self.conv_dim, bias=conv_bias)
-        self.dt_bias = nn.Parameter(dt_bias_init(H, dt_min, dt_max, dt_init_floor).float())
+        self.dt_bias = nn.Parameter(dt_bias_init(nh, dt_min, dt_max, dt_init_floor).float())
         lo, hi = A_init_range
-        self.A_log = nn.Parameter(torch.log(torch.empty(H).uniform_(lo, hi)))
-        self.D = nn.Parameter(torch.ones(H))
-        self.norm = RMSNormGated(d, eps=norm_eps, group_size=norm_group_size or d // G, norm_before_gate=False)
+        self.A_log = nn.Parameter(torch.log(torch.empty(nh).uniform_(lo, hi)))
+        self.D = nn.Parameter(torch.ones(nh))
+        self.norm = RMSNormGated(d, eps=norm_eps, group_size=norm_group_size or d // g, norm_before_gate=False)
         self.out_proj = nn.Linear(d, d_model, bias=bias)
 
     def extra_repr(self) -> str:
@@ -83,12 +83,12 @@ class Mamba2(ConvSSMLayer):
 
     def _mix(self, u, conv_state, ssm_state, reset, backend):
         b, l, _ = u.shape
-        d, G, n, H, P = self.d_inner, self.ngroups, self.d_state, self.nheads, self.headdim
-        z, xBC, dt = torch.split(self.in_proj(u), [d, self.conv_dim, H], dim=-1)
+        d, g, n, nh, p = self.d_inner, self.ngroups, self.d_state, self.nheads, self.headdim
+        z, xBC, dt = torch.split(self.in_proj(u), [d, self.conv_dim, nh], dim=-1)
         xBC, conv_state = causal_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, conv_state, reset=reset)
-        x, B, C = torch.split(F.silu(xBC), [d, G * n, G * n], dim=-1)
-        y, ssm_state = ssd(x.reshape(b, l, H, P), dt, decay_rate(self.A_log), B.reshape(b, l, G, n), C.reshape(b, l, G, n),
+        x, B, C = torch.split(F.silu(xBC), [d, g * n, g * n], dim=-1)
+        y, ssm_state = ssd(x.reshape(b, l, nh, p), dt, decay_rate(self.A_log), B.reshape(b, l, g, n), C.reshape(b, l, g, n),
                            self.D, None, self.dt_bias, True, ssm_state, return_final_state=True, reset=reset,
-                           chunk_size=self.chunk_size, backend=backend)  # (b, l, H, P)
+                           chunk_size=self.chunk_size, backend=backend)  # (b, l, nh, p)
         y = self.norm(y.reshape(b, l, d).to(u.dtype), z)
         return self.out_proj(y), conv_state, ssm_state

@@ -21,8 +21,8 @@ an initial state h0 adds C A_bar^(t+1) h0, the kernel of the input vector B' = h
 (bilinear: B_bar' = A_bar h0), and the final state is A_bar^L h0 + sum_s A_bar^(L-1-s) B_bar u_s
 (by repeated squaring).
 
-Glossary: b batch, l length, h (= H = d_model) channels, m = N/2 stored states, n = N full states,
-r rank of P, k frequency nodes (L/2 + 1).
+Symbols as in docs/architecture.md: b batch, l length, h = d_model (= H), n = N full states, m = N/2
+stored states; in this file also r the rank of P and k the frequency nodes (L/2 + 1).
 Bracketed references ([S4], [S4D], [DSS], [S5], [HTTYH], [PTD]) are listed in :mod:`torchssm.layers.init`.
 """
 

@@ -14,7 +14,8 @@ The recurrence runs through :func:`torchssm.ops.linear_scan` (parallel/compiled 
 Bidirectional: the same Lambda_bar and B_bar also run in reverse, read out by a second C~2, and the
 layer has no ``step`` ([S5] App. D / the S5 code's ``bidirectional``).
 
-Glossary: b batch, l length, h (= H = d_model) features, m complex states (P/2 or P).
+Symbols as in docs/architecture.md: b batch, l length, h = d_model (the paper's H), n = the state size
+(the paper's P), m complex states kept (P/2 with conjugate symmetry, or P).
 Bracketed references ([S4], [S4D], [DSS], [S5], [HTTYH], [PTD]) are listed in :mod:`torchssm.layers.init`.
 """
 

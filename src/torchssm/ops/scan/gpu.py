@@ -11,7 +11,7 @@ Same primitive as every scan backend (naive.py, chunked.py, cpu.py):
 
 Shapes: a (B, L, D) or (D,), b (B, L, D), h0 (B, D) or None, reset bool (B, L) or None,
 h (B, L, D). Real (float32, bfloat16, float16) or complex64; the kernels compute and carry the
-state in float32 (DESIGN.md "Numerics": no bf16 complex exists and bf16 rounds 0.999 to 1.0).
+state in float32 (docs/architecture.md, Numerics: no bf16 complex exists and bf16 rounds 0.999 to 1.0).
 The output dtype is ``promote(a, b, h0)`` like the naive reference; grad_x has x's dtype and
 shape (grad_a of a (D,) is (D,), summed over batch and time; without h0, grad_h0 is the
 gradient with respect to a zero initial state, in h's dtype). ``chunks`` splits the time axis

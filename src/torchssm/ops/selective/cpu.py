@@ -1,7 +1,7 @@
 """Fused CPU selective scan (numba): vectorised over channels, states checkpointed every chunk.
 
 Same math and signature as :func:`torchssm.ops.selective.naive.selective_scan_naive`; per batch row i,
-channel c and state index k (glossary in ``common.py``):
+channel c and state index k (symbols as in docs/architecture.md):
 
     dt_t[c]   = softplus(delta_t[c] + delta_bias[c])            (each optional; computed in the kernel)
     h_t[k, c] = exp(dt_t[c] A[c, k]) keep_t h_{t-1}[k, c] + dt_t[c] u_t[c] B_t[k]    (keep_t = 0 if reset[t])

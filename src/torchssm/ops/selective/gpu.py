@@ -18,7 +18,7 @@ from the final-state gradient), then with q_t = g_t (h_t - dt_t B_t u_t) = g_t a
     grad A   = sum_t q_t dt_t          grad h0 = a'_0 g_0
 Sums over channels are written per channel block and reduced in PyTorch (deterministic).
 
-float32 compute and state (DESIGN.md, Numerics); u, B, C, z may be bf16/fp16. Importing needs
+float32 compute and state (docs/architecture.md, Numerics); u, B, C, z may be bf16/fp16. Importing needs
 Triton; tensors must be on CUDA, or on the CPU under TRITON_INTERPRET=1 (tests).
 """
 

@@ -1,6 +1,8 @@
 """Input checks shared by the SSD reference and the chunked algorithm.
 
-Glossary: b batch, l length, h heads, p head dim, g groups (B/C shared by h // g heads), n state size.
+Symbols as in docs/architecture.md, except that in the SSD code ``h`` counts heads (the glossary's
+``nh``), after mamba_ssm's einsum letters: x (b, l, h, p), B/C (b, l, g, n), states (b, h, p, n), with
+g groups of B/C each shared by h // g heads.
 """
 
 from __future__ import annotations
