@@ -88,6 +88,24 @@ class SnakesSettings:
     max_distractor_contour_retrial: int = 4
 
 
+# snakes2_wrapper.py's Args defaults for what LRA's settings leave unset
+_ARGS_DEFAULTS = {"padding": 22, "paddle_length": 5, "seed_distance": 27, "paddle_contrast": 1.0,
+                  "max_paddle_retrial": 2, "max_distractor_contour_retrial": 4}
+_DISTRACTOR_LENGTH = 14 // 3  # args.distractor_length = args.contour_length / 3 (integer division)
+# lra_benchmarks/data/pathfinder.py, the Pathfinder<size> docstrings ("N // distractor_length" distractors)
+_LRA = {
+    32: {"padding": 1, "paddle_length": 2, "paddle_thickness": 0.5, "paddle_margins": (1,), "continuity": 1.0,
+         "seed_distance": 7, "marker_radius": 1.5, "snake_contrast": 2.0, "paddle_contrast": 0.75,
+         "num_distractor_snakes": 20 // _DISTRACTOR_LENGTH},
+    64: {"padding": 1, "paddle_thickness": 1.0, "paddle_margins": (1,), "continuity": 1.8, "seed_distance": 12,
+         "marker_radius": 2.5, "snake_contrast": 0.8, "num_distractor_snakes": 22 // _DISTRACTOR_LENGTH},
+    128: {"padding": 1, "paddle_thickness": 1.5, "paddle_margins": (2, 3), "continuity": 1.8, "seed_distance": 20,
+          "marker_radius": 3.0, "snake_contrast": 0.9, "num_distractor_snakes": 35 // _DISTRACTOR_LENGTH},
+    256: {"paddle_thickness": 2.0, "paddle_margins": (3,), "continuity": 1.8, "marker_radius": 5.0,
+          "snake_contrast": 1.0, "num_distractor_snakes": 30 // _DISTRACTOR_LENGTH},
+}
+
+
 def lra_settings(size: int) -> SnakesSettings:
     """LRA's Pathfinder settings at ``size`` (32, 64, 128, 256), set ``curv_contour_length_14``.
 
@@ -95,34 +113,16 @@ def lra_settings(size: int) -> SnakesSettings:
     long-range-arena ``lra_benchmarks/data/pathfinder.py``; a value it does not set is the
     default of ``Args`` in pathfinder ``snakes2_wrapper.py`` (``padding=22``, ``paddle_length=5``,
     ``seed_distance=27``, ``paddle_contrast_list=[1.]``, ``max_paddle_retrial=2``,
-    ``max_distractor_contour_retrial=4``). ``distractor_length = contour_length / 3`` and
-    ``num_distractor_snakes = N / distractor_length`` were integer divisions (Python 2 code,
-    and the 32 px block writes ``//``): 14 // 3 = 4 paddles; 20 // 4 = 5 (32 px), 22 // 4 = 5
-    (64), 35 // 4 = 8 (128), 30 // 4 = 7 (256) distractors. Where the docstring sets
-    ``antialias_scale`` twice, the later value (2) is the one in effect.
+    ``max_distractor_contour_retrial=4``). All four set ``contour_length = 14`` and
+    ``antialias_scale = 2`` (the later of two lines where it is set twice).
+    ``distractor_length = contour_length / 3`` and ``num_distractor_snakes = N / distractor_length``
+    were integer divisions (Python 2 code; the 32 px block writes ``//``): 14 // 3 = 4 paddles;
+    20 // 4 = 5 (32 px), 22 // 4 = 5 (64), 35 // 4 = 8 (128), 30 // 4 = 7 (256) distractors.
     """
-    contour, distractor = 14, 14 // 3
-    if size == 32:  # Pathfinder32 docstring
-        return SnakesSettings(size=32, padding=1, contour_length=contour, distractor_length=distractor,
-                              num_distractor_snakes=20 // distractor, paddle_length=2, paddle_thickness=0.5,
-                              paddle_margins=(1,), continuity=1.0, seed_distance=7, marker_radius=1.5,
-                              antialias_scale=2, snake_contrast=2.0, paddle_contrast=0.75)
-    if size == 64:  # Pathfinder64 docstring
-        return SnakesSettings(size=64, padding=1, contour_length=contour, distractor_length=distractor,
-                              num_distractor_snakes=22 // distractor, paddle_length=5, paddle_thickness=1.0,
-                              paddle_margins=(1,), continuity=1.8, seed_distance=12, marker_radius=2.5,
-                              antialias_scale=2, snake_contrast=0.8, paddle_contrast=1.0)
-    if size == 128:  # Pathfinder128 docstring (Path-X)
-        return SnakesSettings(size=128, padding=1, contour_length=contour, distractor_length=distractor,
-                              num_distractor_snakes=35 // distractor, paddle_length=5, paddle_thickness=1.5,
-                              paddle_margins=(2, 3), continuity=1.8, seed_distance=20, marker_radius=3.0,
-                              antialias_scale=2, snake_contrast=0.9, paddle_contrast=1.0)
-    if size == 256:  # Pathfinder256 docstring
-        return SnakesSettings(size=256, padding=22, contour_length=contour, distractor_length=distractor,
-                              num_distractor_snakes=30 // distractor, paddle_length=5, paddle_thickness=2.0,
-                              paddle_margins=(3,), continuity=1.8, seed_distance=27, marker_radius=5.0,
-                              antialias_scale=2, snake_contrast=1.0, paddle_contrast=1.0)
-    raise ValueError(f"LRA Pathfinder sizes are 32, 64, 128 and 256; got {size!r}")
+    if size not in _LRA:
+        raise ValueError(f"LRA Pathfinder sizes are 32, 64, 128 and 256; got {size!r}")
+    return SnakesSettings(size=size, contour_length=14, distractor_length=_DISTRACTOR_LENGTH, antialias_scale=2,
+                          **{**_ARGS_DEFAULTS, **_LRA[size]})
 
 
 # ----------------------------------------------------------------------------- Pillow-exact drawing
