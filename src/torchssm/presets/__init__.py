@@ -85,7 +85,7 @@ def describe(name: str, root: str | os.PathLike = PRESET_DIR) -> str:
         return f"(not valid YAML: {str(err).splitlines()[0]}) {header}".strip()
     facts = []
     if isinstance(cfg, dict):
-        task, model, train = (cfg.get(k) if isinstance(cfg.get(k), dict) else {} for k in ("task", "model", "train"))
+        task, model, train = (_section(cfg, k) for k in ("task", "model", "train"))
         if task.get("name"):
             facts.append(str(task["name"]))
         if model.get("layer"):
@@ -94,3 +94,8 @@ def describe(name: str, root: str | os.PathLike = PRESET_DIR) -> str:
         if train.get("epochs"):
             facts.append(f"{train['epochs']} epochs")
     return " | ".join(facts + [header]) if facts else header
+
+
+def _section(cfg: dict, key: str) -> dict:
+    value = cfg.get(key)
+    return value if isinstance(value, dict) else {}
