@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -419,6 +420,7 @@ def test_plot_eigs_draws_the_runs_initial_eigenvalues(lru_run, tmp_path, capsys)
     run, captured = lru_run
     res = plots.plot_checkpoint_eigenvalues(tmp_path / "e.png", run, "run")
     assert res["before_label"] == "initial (train.seed 3)"
+    assert re.fullmatch(r"trained \(best, epoch [12]\)", res["label"])  # a run directory: its best/ checkpoint
     for name, lam in eigen.checkpoint_eigenvalues(captured).items():
         torch.testing.assert_close(res["before"][name], lam, rtol=0, atol=0)
     assert main(["plot", "eigs", "--checkpoint", str(run), "--out", str(tmp_path)]) == 0

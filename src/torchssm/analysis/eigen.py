@@ -108,6 +108,14 @@ def training_checkpoint(run: str | os.PathLike) -> str | None:
     return os.fspath(snapshots[-1].parent) if snapshots else None
 
 
+def training_state(run: str | os.PathLike) -> dict | None:
+    """The trainer sidecar (config, epoch, step, metrics) of :func:`training_checkpoint` ``(run)``, or None."""
+    from torchssm.train.checkpoint import read_checkpoint_state
+
+    ckpt = training_checkpoint(run)
+    return read_checkpoint_state(ckpt, verify=False) if ckpt is not None else None
+
+
 def initial_model(run: str | os.PathLike) -> tuple[nn.Module, int]:
     """The model of a training run as it was before its first step, and the seed that made it.
 
@@ -122,7 +130,6 @@ def initial_model(run: str | os.PathLike) -> tuple[nn.Module, int]:
 
     from torchssm.models import ModelConfig, build_model
     from torchssm.models.pretrained import load_config
-    from torchssm.train.checkpoint import read_checkpoint_state
     from torchssm.train.config import saved_config
     from torchssm.train.loop import seed_everything
 
@@ -139,7 +146,7 @@ def initial_model(run: str | os.PathLike) -> tuple[nn.Module, int]:
             f"{model_dict.get('model_type')!r}; pass the checkpoint saved before training instead"
         )
     config = ModelConfig.from_dict({k: v for k, v in model_dict.items() if k not in ("model_type", "torchssm_version")})
-    seed = int((saved_config(read_checkpoint_state(ckpt, verify=False)["config"]).get("train") or {}).get("seed", 0))
+    seed = int((saved_config(training_state(ckpt)["config"]).get("train") or {}).get("seed", 0))
     states = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         seed_everything(seed)

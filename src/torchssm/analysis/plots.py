@@ -164,6 +164,10 @@ def plot_checkpoint_eigenvalues(path, checkpoint, init=None) -> dict:
     "seed"}`` (a fresh draw of the ring, not this run's), or None (trained eigenvalues only).
     """
     trained = eigen.checkpoint_eigenvalues(checkpoint)
+    state, ckpt = eigen.training_state(checkpoint), eigen.training_checkpoint(checkpoint)
+    trained_label = "trained"  # a training run's checkpoint: say which one and its epoch
+    if state is not None and ckpt is not None:
+        trained_label = f"trained ({os.path.basename(ckpt)}, epoch {state.get('epoch', '?')})"
     before, label = None, None
     if isinstance(init, str) and init == "run":
         before, seed = eigen.initial_eigenvalues(checkpoint)
@@ -179,7 +183,7 @@ def plot_checkpoint_eigenvalues(path, checkpoint, init=None) -> dict:
         if before is not None:
             ref = before.get(name, next(iter(before.values())))  # an init checkpoint with other layer names
             ax.plot(*_np(ref.real, ref.imag), "o", ms=3.5, mfc="none", color="0.55", label=label)
-        ax.plot(*_np(lam.real, lam.imag), ".", ms=4, color="tab:blue", label="trained")
+        ax.plot(*_np(lam.real, lam.imag), ".", ms=4, color="tab:blue", label=trained_label)
         ax.set_title(name)
         legend(ax, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2)
     summary = {name: eigen.eigenvalue_summary(lam) for name, lam in trained.items()}
@@ -189,6 +193,7 @@ def plot_checkpoint_eigenvalues(path, checkpoint, init=None) -> dict:
         "eigenvalues": trained,
         "before": before,
         "before_label": label,
+        "label": trained_label,
         "summary": summary,
         "before_summary": before_summary,
     }
