@@ -349,6 +349,16 @@ def test_pathfinder_rendering_matches_pillow():
             enlarged = Image.fromarray(np.array(canvas).astype(np.uint8))
             small = np.array(enlarged.resize((9, 9), Image.Resampling.LANCZOS))
             np.testing.assert_array_equal(np.rint(t.line[0, hy + R, hx + R] * 255).astype(np.uint8), small)
+    differ = total = 0  # wider lines (Pathfinder-64 and up): Pillow's quadrilateral, a simpler fill rule
+    for hy in range(-10, 11):
+        for hx in range(-10, 11):
+            canvas = Image.new("F", (37, 37), "black")
+            ImageDraw.Draw(canvas).line([(18, 18), (18 + hx, 18 + hy)], fill="white", width=3)
+            mine = np.zeros((37, 37), bool)
+            pix = line_pixels(18, 18, 18 + hx, 18 + hy, 3)
+            mine[pix[:, 0], pix[:, 1]] = True
+            differ, total = differ + int(((np.array(canvas) > 0) != mine).sum()), total + int(mine.sum())
+    assert differ / total < 0.15
 
 
 def test_pathfinder_marker_distance_is_not_a_shortcut():
