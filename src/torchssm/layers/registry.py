@@ -23,6 +23,8 @@ _LAYERS: Dict[str, Tuple[str, str]] = {
     "mamba2": ("torchssm.layers.mamba2", "Mamba2"),
     "hydra": ("torchssm.layers.hydra", "Hydra"),
     "transformer": ("torchssm.layers.attention", "SelfAttention"),
+    "jamba": ("torchssm.models.hybrid", "JambaBlock"),  # hybrid: attention every k SSM layers (+ MoE)
+    "seqboat": ("torchssm.models.hybrid", "SeqBoat"),  # hybrid: SSM gating a sparse local attention
     "hiss": ("torchssm.timeseries.hiss", "HiSSLayer"),  # two-level (chunk / sequence) HiSS layer
     # 2-D mixers over raster-ordered H x W grids (grid=(H, W)); docs/vision.md
     "cross_scan": ("torchssm.vision.cross_scan", "CrossScan2D"),
