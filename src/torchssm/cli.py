@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "torchssm.timeseries.cli",  # timeseries (HiSS / IMU, forecasting, irregular sampling)
     "torchssm.worldmodel.cli",  # world (S4WM world models on MiniGrid)
     "torchssm.audio.cli",      # transcribe, speech (synthetic speech, ASR, keyword spotting)
+    "torchssm.lm.cli",         # tokenizer train, lm eval (language modelling on text)
 )
 
 
