@@ -90,7 +90,7 @@ def _toy_task():
     return TaskData(info=info, train=ds, val=None, test=ds, extra={"heldout_words": ["b"]})
 
 
-@pytest.mark.parametrize("kind", ["ctc", "samba"])
+@pytest.mark.parametrize("kind", ["ctc", pytest.param("samba", marks=pytest.mark.slow)])
 def test_tiny_model_fits_a_few_clips(tmp_path, kind):
     task = _toy_task()
     cfg = {"model": {"kind": kind, **TINY},

@@ -77,6 +77,7 @@ def test_spoken_sentences_tiny(tmp_path, monkeypatch):
     assert held & set(task.test[0]["text"].split())  # the first test sentences carry held-out words
 
 
+@pytest.mark.slow  # parses every module of the standard library (~5 s unloaded)
 def test_stdlib_prose_vocabulary(tmp_path):
     from torchssm.audio.prose import cached_stdlib_sentences, clean_sentence
 
