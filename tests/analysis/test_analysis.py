@@ -355,7 +355,8 @@ def test_plot_training_curves(tmp_path):
 
 @pytest.fixture(scope="module")
 def lru_run(tmp_path_factory):
-    """A 2-epoch MNIST-1D LRU run (64 examples, width 8) whose initial weights were captured by its builder."""
+    """A 2-epoch LRU run on aa-vs-ab (64 examples of length 32, width 8) whose initial weights were captured
+    by its model builder."""
     from torchssm.models import build_model
     from torchssm.train.config import ExperimentConfig
     from torchssm.train.loop import train
@@ -363,7 +364,7 @@ def lru_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("lru_run")
     cfg = ExperimentConfig.from_dict(
         {
-            "task": {"name": "mnist1d", "limit": 64},
+            "task": {"name": "aa_ab", "length": 32, "gap": 4, "n_train": 64, "n_val": 16, "n_test": 16},
             "model": {"layer": "lru", "d_model": 8, "n_layers": 2, "layer_kwargs": {"d_state": 8, "r_min": 0.5}},
             "train": {
                 "epochs": 2,
