@@ -225,10 +225,11 @@ class PackedTokens(Dataset):
     """
 
     def __init__(self, tokens: np.ndarray, starts: np.ndarray, context: int, rows: np.ndarray | None = None,
-                 n_bytes: int = 0):
+                 n_bytes: int = 0, resets: bool = True):
         if not isinstance(context, int) or context < 1:
             raise ValueError(f"context must be a positive int; got {context!r}")
         self.tokens, self.starts, self.context = tokens, np.asarray(starts, dtype=np.int64), context
+        self.resets = resets  # False: no "reset" in the items (the documents run on, as one stream)
         total = max(0, (len(tokens) - 1) // context)
         self.rows = np.arange(total) if rows is None else np.asarray(rows, dtype=np.int64)
         # bytes per token of the whole split: turns a loss in nats/token into bits per byte
@@ -240,6 +241,8 @@ class PackedTokens(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         begin = int(self.rows[index]) * self.context
         chunk = torch.from_numpy(np.asarray(self.tokens[begin:begin + self.context + 1], dtype=np.int64))
+        if not self.resets:
+            return {"inputs": chunk[:-1], "targets": chunk[1:]}
         reset = torch.zeros(self.context, dtype=torch.bool)  # (L,)
         lo, hi = np.searchsorted(self.starts, [begin, begin + self.context])
         reset[torch.from_numpy(self.starts[lo:hi] - begin)] = True
@@ -258,11 +261,13 @@ def _subset(total: int, limit: int, seed: int) -> np.ndarray | None:
 def build(data_dir=None, seed: int = 0, files=None, suffixes: Sequence[str] = (".txt", ".md", ".py", ".rst"),
           tokenizer: str = "bytes", tokenizer_path: str | None = None, context: int = 512,
           eval_context: int = 0, val_fraction: float = 0.05, test_fraction: float = 0.05, train_rows: int = 0,
-          eval_rows: int = 0) -> TaskData:
+          eval_rows: int = 0, document_resets: bool = True) -> TaskData:
     """Build the ``lm_text`` task (see the module docstring).
 
     ``eval_context`` (default: ``context``) is the row length of val/test; ``train_rows`` / ``eval_rows``
-    (0 = all) keep a seeded subset of the rows, so a run fits a budget.
+    (0 = all) keep a seeded subset of the rows, so a run fits a budget. ``document_resets=False`` leaves
+    "reset" out of the batches, for layers without a resettable state (S5, attention): documents then run
+    on as one stream, as in GPT-style training.
     """
     from torchssm.models.tokenizer import build_tokenizer
 
@@ -280,7 +285,7 @@ def build(data_dir=None, seed: int = 0, files=None, suffixes: Sequence[str] = ("
             raise ValueError(f"the {name} split ({len(a['tokens'])} tokens in {len(split[name])} file(s)) is shorter "
                              f"than one row of {length + 1} tokens; use more files or a shorter context")
         rows = _subset(total, train_rows if name == "train" else eval_rows, seed * 7919 + i)
-        datasets[name] = PackedTokens(a["tokens"], a["starts"], length, rows, a["bytes"])
+        datasets[name] = PackedTokens(a["tokens"], a["starts"], length, rows, a["bytes"], document_resets)
     vocab = tok.vocab_size
     info = TaskInfo(name="lm_text", d_input=vocab, d_output=vocab, length=context, kind="lm", input_kind="tokens",
                     citation="corpus: the files given (default: the Python standard library of this interpreter)")

@@ -18,6 +18,11 @@ over the whole width until huggingface/transformers#40861 ("Support n_groups>1 f
 group-wise. ``mamba2_norm="auto"`` uses group-wise for mamba_ssm checkpoints and for Hugging Face
 checkpoints saved by transformers >= 4.57, whole-width for older ones; pass "grouped" or "whole" to force.
 With ngroups = 1 the two are identical.
+
+Config encodings accepted (fixtures in tests/models/fixtures/hf_configs/): transformers 4.39 (the first
+Mamba: ``intermediate_size``, ``time_step_rank``), 4.44 (the first Mamba-2: ``time_step_limit`` written as
+``[0.0, Infinity]``) and 5.x (non-finite floats written as ``{"__float__": "Infinity"}``). The inverse,
+torchssm -> Hugging Face, is :mod:`torchssm.models.hf_export`.
 """
 
 from __future__ import annotations
@@ -68,6 +73,21 @@ def _version(text: str) -> tuple:
     return tuple(parts)
 
 
+def _json_float(value) -> float:
+    """A float as transformers writes it in config.json: a number, ``Infinity`` (read by ``json`` as inf),
+    ``"inf"``/``"Infinity"`` strings, or transformers 5.x's ``{"__float__": "Infinity"}`` for non-finite values."""
+    if isinstance(value, dict) and set(value) == {"__float__"}:
+        value = value["__float__"]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)  # "inf", "Infinity", "-Infinity", "nan", "1e-3"
+        except ValueError:
+            pass
+    raise ValueError(f"expected a number in config.json, got {value!r}")
+
+
 def lm_config_from(path: PathLike, mamba2_norm: str = "auto") -> LMConfig:
     """Translate the checkpoint's config.json into an :class:`LMConfig` (unsupported options raise)."""
     fmt = detect_format(path)
@@ -88,8 +108,8 @@ def lm_config_from(path: PathLike, mamba2_norm: str = "auto") -> LMConfig:
         for key, ok in (("D_has_hdim", False), ("norm_before_gate", False), ("rmsnorm", True), ("d_ssm", None)):
             if key in ssm and ssm.pop(key) != ok:
                 raise ValueError(f"ssm_cfg.{key} != {ok!r} is not supported")
-        dt_limit = ssm.pop("dt_limit", (0.0, float("inf")))
-        if tuple(dt_limit) != (0.0, float("inf")):
+        dt_limit = tuple(_json_float(v) for v in ssm.pop("dt_limit", (0.0, float("inf"))))
+        if dt_limit != (0.0, float("inf")):
             raise ValueError(f"ssm_cfg.dt_limit={dt_limit} (dt clamping) is not supported")
         for key in ("use_mem_eff_path", "dt_init", "activation", "layer_idx", "process_group", "sequence_parallel"):
             ssm.pop(key, None)
@@ -114,8 +134,8 @@ def lm_config_from(path: PathLike, mamba2_norm: str = "auto") -> LMConfig:
                   dt_rank=math.ceil(h / 16) if rank == "auto" else int(rank),
                   conv_bias=cfg.get("use_conv_bias", True), bias=cfg.get("use_bias", False))
         return LMConfig(layer="mamba", layer_kwargs=kw, **common)
-    limit = cfg.get("time_step_limit", (0.0, float("inf")))
-    if tuple(limit) != (0.0, float("inf")):
+    limit = tuple(_json_float(v) for v in cfg.get("time_step_limit", (0.0, float("inf"))))
+    if limit != (0.0, float("inf")):
         raise ValueError(f"time_step_limit={limit} (dt clamping) is not supported")
     expand = cfg.get("expand", 2)
     heads, headdim = cfg.get("num_heads"), cfg.get("head_dim", 64)
