@@ -5,9 +5,9 @@ in-scan reset; non-causal layers are refused."""
 import pytest
 import torch
 
+from torchssm.rl.envs import ActionSpec
 from torchssm.rl.memory import LayerMemory, build_memory, packed_forward
 from torchssm.rl.policy import RecurrentActorCritic
-from torchssm.rl.envs import ActionSpec
 
 MEMORIES = [
     ("lru", {"d_state": 8}), ("s5", {"d_state": 8}), ("s4d", {"d_state": 8}), ("mamba", {"d_state": 4}),
@@ -76,7 +76,10 @@ def test_packed_fallback_equals_native_reset():
 @pytest.mark.parametrize("kind", ["discrete", "continuous"])
 def test_policy_step_equals_forward(kind):
     torch.manual_seed(2)
-    spec = ActionSpec("discrete", n=5) if kind == "discrete" else ActionSpec("continuous", dim=2, low=(-1, -1), high=(1, 1))
+    if kind == "discrete":
+        spec = ActionSpec("discrete", n=5)
+    else:
+        spec = ActionSpec("continuous", dim=2, low=(-1, -1), high=(1, 1))
     policy = RecurrentActorCritic(7, spec, "s5", d_model=8, hidden=16, memory_kwargs={"d_state": 4}).double()
     obs = torch.randn(2, 11, 7, dtype=torch.float64)
     reset = torch.zeros(2, 11, dtype=torch.bool)

@@ -25,7 +25,8 @@ def test_every_preset_loads_with_every_model():
 
 def test_train_resume_eval(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["rl", "train", "--preset", "repeat_previous_easy", "--model", "lru", "--out", str(out), "--no-progress", *TINY]
+    args = ["rl", "train", "--preset", "repeat_previous_easy", "--model", "lru", "--out", str(out), "--no-progress",
+            *TINY]
     assert main(args + ["--iterations", "2"]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2] and rows[-1]["env_steps"] == 2 * 4 * 16
@@ -45,7 +46,8 @@ def test_train_resume_eval(tmp_path, capsys):
 def test_bad_input(tmp_path, capsys):
     assert main(["rl", "train", "--preset", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "unknown RL preset 'nope'" in capsys.readouterr().err
-    assert main(["rl", "train", "--preset", "repeat_previous_easy", "--model", "hydra", "--out", str(tmp_path / "x")]) == 2
+    assert main(["rl", "train", "--preset", "repeat_previous_easy", "--model", "hydra",
+                 "--out", str(tmp_path / "x")]) == 2
     assert "unknown RL model preset" in capsys.readouterr().err
     assert main(["rl", "train", "--preset", "repeat_previous_easy", "--set", "env=RepeatPrevius",
                  "--out", str(tmp_path / "x"), "--no-progress"]) == 2

@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -64,8 +64,8 @@ def _update_step(policy, optimizer, batch, cfg: PPOConfig) -> None:
 
 
 def bench_ppo_update(memories: Sequence[str], lengths: Sequence[int], target_params: int = 100_000, batch: int = 8,
-                     repeats: int = 3, episode_length: Optional[int] = None, obs_dim: int = 16, n_actions: int = 4,
-                     out: Optional[str] = None, seed: int = 0) -> Dict:
+                     repeats: int = 3, episode_length: int | None = None, obs_dim: int = 16, n_actions: int = 4,
+                     out: str | None = None, seed: int = 0) -> dict:
     """CPU seconds per PPO update step: ``{"rows": [{memory, d_model, params, length, cpu_s}], ...}``.
 
     ``episode_length``: resets every that many steps (None: one episode per trajectory, the in-context
@@ -81,7 +81,7 @@ def bench_ppo_update(memories: Sequence[str], lengths: Sequence[int], target_par
         d = width_for(name, target_params)
         policy = RecurrentActorCritic(obs_dim, spec, name, d_model=d, hidden=64, memory_kwargs=MEMORY_KWARGS.get(name))
         models[name] = (policy, make_optimizer(policy, cfg), d, memory_params(name, d))
-    rows: List[Dict] = []
+    rows: list[dict] = []
     for length in lengths:
         g = torch.Generator().manual_seed(seed + length)
         reset = torch.zeros(batch, length, dtype=torch.bool)
@@ -93,7 +93,7 @@ def bench_ppo_update(memories: Sequence[str], lengths: Sequence[int], target_par
                 torch.full((batch, length), -float(torch.log(torch.tensor(float(n_actions))))),
                 torch.randn(batch, length, generator=g), torch.randn(batch, length, generator=g),
                 torch.randn(batch, length, generator=g))
-        times: Dict[str, List[float]] = {name: [] for name in memories}
+        times: dict[str, list[float]] = {name: [] for name in memories}
         for name in memories:  # warm-up (numba compilation, allocator)
             _update_step(models[name][0], models[name][1], data, cfg)
         for _ in range(repeats):
@@ -114,7 +114,7 @@ def bench_ppo_update(memories: Sequence[str], lengths: Sequence[int], target_par
     return result
 
 
-def markdown(rows: List[Dict]) -> str:
+def markdown(rows: list[dict]) -> str:
     """memory x length table of CPU seconds per update step, with the ratio to the GRU where measured."""
     memories = list(dict.fromkeys(r["memory"] for r in rows))
     lengths = sorted({r["length"] for r in rows})
@@ -133,7 +133,7 @@ def markdown(rows: List[Dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_bench(result: Dict, path: str) -> str:
+def plot_bench(result: dict, path: str) -> str:
     """CPU seconds per update step vs trajectory length, one line per memory (log-log)."""
     from torchssm.analysis.plots import new_figure, save_figure
 

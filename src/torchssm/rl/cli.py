@@ -43,7 +43,8 @@ def _run_train(args) -> int:
 def _run_eval(args) -> int:
     from torchssm.rl.train import evaluate_run
 
-    print(json.dumps(evaluate_run(args.checkpoint, args.episodes, seed=args.seed, greedy=args.greedy, env_name=args.env)))
+    result = evaluate_run(args.checkpoint, args.episodes, seed=args.seed, greedy=args.greedy, env_name=args.env)
+    print(json.dumps(result))
     return 0
 
 

@@ -23,8 +23,8 @@ memory before reading it), the gymnax/popjaxrl auto-reset convention.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -46,7 +46,7 @@ def _popgym_envs():
     return popgym_envs
 
 
-def available_envs() -> List[str]:
+def available_envs() -> list[str]:
     """Names of every POPGym environment class registered by the package (e.g. 'RepeatPreviousEasy')."""
     return sorted(cls.__name__ for cls in _popgym_envs().ALL)
 
@@ -58,8 +58,8 @@ class ActionSpec:
     kind: str  # "discrete" | "continuous"
     n: int = 0  # discrete: number of actions
     dim: int = 0  # continuous: action size
-    low: Tuple[float, ...] = ()
-    high: Tuple[float, ...] = ()
+    low: tuple[float, ...] = ()
+    high: tuple[float, ...] = ()
 
     @property
     def size(self) -> int:
@@ -67,7 +67,7 @@ class ActionSpec:
         return self.n if self.kind == "discrete" else self.dim
 
     @staticmethod
-    def from_space(space, env_name: str = "environment") -> "ActionSpec":
+    def from_space(space, env_name: str = "environment") -> ActionSpec:
         from gymnasium import spaces
 
         if isinstance(space, spaces.Discrete):
@@ -120,7 +120,7 @@ class BatchedEnv:
     (clipped to the space) for a continuous one; anything else raises a ValueError naming the shape.
     """
 
-    def __init__(self, env: Union[str, EnvFactory], num_envs: int, seed: int = 0, **env_kwargs):
+    def __init__(self, env: str | EnvFactory, num_envs: int, seed: int = 0, **env_kwargs):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         factory = (lambda: make_env(env, **env_kwargs)) if isinstance(env, str) else env
@@ -147,7 +147,8 @@ class BatchedEnv:
         spec, n = self.action_spec, self.num_envs
         if spec.kind == "discrete":
             if a.shape != (n,) or not np.issubdtype(a.dtype, np.integer):
-                raise ValueError(f"{self.name}: expected ({n},) integer actions in [0, {spec.n}) for Discrete({spec.n}); "
+                raise ValueError(f"{self.name}: expected ({n},) integer actions in [0, {spec.n}) for "
+                                 f"Discrete({spec.n}); "
                                  f"got {a.dtype} array of shape {a.shape}")
             if a.size and (a.min() < 0 or a.max() >= spec.n):
                 raise ValueError(f"{self.name}: actions must lie in [0, {spec.n}); got range [{a.min()}, {a.max()}]")
@@ -157,12 +158,12 @@ class BatchedEnv:
                              f"got {a.dtype} array of shape {a.shape}")
         return np.clip(a, spec.low, spec.high).astype(np.float32)
 
-    def step(self, actions) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Dict[str, list]]:
+    def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, list]]:
         a = self.check_actions(actions)
         obs = np.empty((self.num_envs, self.obs_dim), dtype=np.float32)
         reward = np.empty(self.num_envs, dtype=np.float32)
         done = np.zeros(self.num_envs, dtype=bool)
-        info: Dict[str, list] = {"episode_returns": [], "episode_lengths": []}
+        info: dict[str, list] = {"episode_returns": [], "episode_lengths": []}
         for i, env in enumerate(self.envs):
             o, r, terminated, truncated, _ = env.step(a[i].item() if a.ndim == 1 else a[i])
             reward[i] = r
@@ -178,16 +179,16 @@ class BatchedEnv:
         return obs, reward, done, info
 
 
-def expand_env_names(names: Union[str, Sequence[str]]) -> List[str]:
+def expand_env_names(names: str | Sequence[str]) -> list[str]:
     """'RepeatPrevious' -> its Easy/Medium/Hard names; full names pass through (checked by make_env)."""
     names = [names] if isinstance(names, str) else list(names)
-    out: List[str] = []
+    out: list[str] = []
     for name in names:
         out.extend(f"{name}{lvl}" for lvl in LEVELS) if name in ISSUE_ENVS else out.append(name)
     return out
 
 
-def random_returns(name: str, episodes: int = 3, seed: int = 0) -> List[float]:
+def random_returns(name: str, episodes: int = 3, seed: int = 0) -> list[float]:
     """Returns of ``episodes`` episodes of a uniformly random policy (checks and chance baselines)."""
     env = make_env(name)
     env.action_space.seed(seed)

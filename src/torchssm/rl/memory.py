@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +61,7 @@ def index_state(state: State, rows: torch.Tensor) -> State:
 
 
 def packed_forward(run: Callable[[torch.Tensor, State], torch.Tensor], initial_state: Callable[[int], State],
-                   x: torch.Tensor, state: Optional[State], reset: torch.Tensor) -> torch.Tensor:
+                   x: torch.Tensor, state: State | None, reset: torch.Tensor) -> torch.Tensor:
     """Run a causal map ``run(x, state) -> y`` with resets by packing episodes as a padded batch.
 
     x (b, l, h), reset (b, l) bool. Pieces start at t = 0 and at every reset; piece p of row r covers
@@ -106,7 +107,7 @@ class Memory(nn.Module):
     def initial_state(self, batch: int, device=None) -> State:
         raise NotImplementedError
 
-    def _forward(self, x: torch.Tensor, state: Optional[State], reset: Optional[torch.Tensor]) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, state: State | None, reset: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
     def _step(self, x_t: torch.Tensor, state: State):
@@ -115,8 +116,8 @@ class Memory(nn.Module):
     def _device(self):
         return next(self.parameters()).device
 
-    def forward(self, x: torch.Tensor, state: Optional[State] = None,
-                reset: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: State | None = None,
+                reset: torch.Tensor | None = None) -> torch.Tensor:
         """x (b, l, h) -> y (b, l, h); ``reset`` (b, l) bool: zero the memory before step t."""
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must have shape (batch, length, {self.d_model}); got {tuple(x.shape)}")
@@ -127,7 +128,7 @@ class Memory(nn.Module):
         return packed_forward(lambda xp, sp: self._forward(xp, sp, None),
                               lambda n: self.initial_state(n, device=x.device), x, state, reset)
 
-    def step(self, x_t: torch.Tensor, state: State, reset_t: Optional[torch.Tensor] = None):
+    def step(self, x_t: torch.Tensor, state: State, reset_t: torch.Tensor | None = None):
         """x_t (b, h) -> (y_t (b, h), new state); ``reset_t`` (b,) bool: start from the initial state."""
         if reset_t is not None:
             state = reset_state(state, self.initial_state(x_t.shape[0], device=x_t.device), reset_t.to(torch.bool))
@@ -160,13 +161,14 @@ class LayerMemory(Memory):
         self.layer_name = layer
         self.mixers = nn.ModuleList(build_layer(layer, d_model, **layer_kwargs) for _ in range(n_layers))
         if not all(getattr(m, "causal", False) for m in self.mixers):
-            raise ValueError(f"layer {layer!r} with {layer_kwargs or 'default arguments'} is not causal (no O(1) step); "
+            raise ValueError(f"layer {layer!r} with {layer_kwargs or 'default arguments'} is not causal "
+                             f"(no O(1) step); "
                              f"a recurrent policy needs a causal layer (e.g. lru, s5, s4d, mamba, mamba2)")
         self.norms = nn.ModuleList((nn.LayerNorm(d_model) if norm else nn.Identity()) for _ in range(n_layers))
         self.glus = nn.ModuleList(GLU(d_model) for _ in range(n_layers))
         self.native_reset = all("reset" in inspect.signature(m.forward).parameters for m in self.mixers)
 
-    def initial_state(self, batch: int, device=None) -> List[State]:
+    def initial_state(self, batch: int, device=None) -> list[State]:
         device = self._device() if device is None else device
         return [m.init_state(batch, device=device) for m in self.mixers]
 
@@ -199,7 +201,8 @@ class RNNMemory(Memory):
 
     def initial_state(self, batch: int, device=None) -> State:
         p = next(self.parameters())
-        z = torch.zeros(batch, self.n_layers, self.d_model, device=p.device if device is None else device, dtype=p.dtype)
+        device = p.device if device is None else device
+        z = torch.zeros(batch, self.n_layers, self.d_model, device=device, dtype=p.dtype)
         return z if self.kind == "gru" else (z, z.clone())
 
     def _to_rnn(self, state):
@@ -242,7 +245,7 @@ class WindowAttention(nn.Module):
         kv = torch.zeros(batch, w, *hd, device=device, dtype=dtype)
         return kv, kv.clone(), torch.zeros(batch, w, device=device, dtype=torch.bool)
 
-    def forward(self, x: torch.Tensor, state, reset: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state, reset: torch.Tensor | None) -> torch.Tensor:
         b, l, d = x.shape
         W, H, dh = self.window, self.n_heads, self.d_head
         q, k, v = self.qkv(x).view(b, l, 3, H, dh).unbind(2)  # (b, l, H, dh) each
@@ -271,7 +274,7 @@ class WindowAttention(nn.Module):
 
     def step(self, x_t: torch.Tensor, state):
         b, d = x_t.shape
-        W, H, dh = self.window, self.n_heads, self.d_head
+        H, dh = self.n_heads, self.d_head
         q, k, v = self.qkv(x_t).view(b, 3, H, dh).unbind(1)  # (b, H, dh)
         pk, pv, pvalid = state
         K = torch.cat([pk.to(k.dtype), k[:, None]], 1)  # (b, W, H, dh)
@@ -294,10 +297,11 @@ class WindowTransformerMemory(Memory):
         self.attn = nn.ModuleList(WindowAttention(d_model, n_heads, window) for _ in range(n_layers))
         self.ln1 = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
         self.ln2 = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
-        self.mlp = nn.ModuleList(nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
-                                 for _ in range(n_layers))
+        self.mlp = nn.ModuleList(
+            nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+            for _ in range(n_layers))
 
-    def initial_state(self, batch: int, device=None) -> List[State]:
+    def initial_state(self, batch: int, device=None) -> list[State]:
         p = next(self.parameters())
         return [a.initial_state(batch, p.device if device is None else device, p.dtype) for a in self.attn]
 
@@ -317,7 +321,7 @@ class WindowTransformerMemory(Memory):
         return x_t, new_state
 
 
-def available_memories() -> List[str]:
+def available_memories() -> list[str]:
     """Memory names: the causal-capable registered layers, the RNNs and the windowed Transformer."""
     from torchssm.layers import available_layers
 

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -40,8 +40,8 @@ from torchssm.rl.envs import ActionSpec, make_env
 
 @dataclass
 class MetaConfig:
-    train_envs: List[str] = field(default_factory=lambda: ["RepeatFirstEasy", "PositionOnlyCartPoleEasy"])
-    heldout_envs: List[str] = field(default_factory=lambda: ["NoisyPositionOnlyCartPoleEasy"])
+    train_envs: list[str] = field(default_factory=lambda: ["RepeatFirstEasy", "PositionOnlyCartPoleEasy"])
+    heldout_envs: list[str] = field(default_factory=lambda: ["NoisyPositionOnlyCartPoleEasy"])
     episodes_per_trial: int = 4
     obs_dim: int = 16  # projected observation size (>= every env's flattened observation)
     num_actions: int = 4  # the agent's actions (>= every env's)
@@ -56,7 +56,7 @@ class MetaConfig:
             raise ValueError(f"meta.episodes_per_trial must be >= 1, got {self.episodes_per_trial}")
 
     @classmethod
-    def from_dict(cls, data: dict) -> "MetaConfig":
+    def from_dict(cls, data: dict) -> MetaConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data or {}) - known)
         if unknown:
@@ -67,7 +67,7 @@ class MetaConfig:
 class _Trial:
     """One copy's current trial: environment, projection Q, permutation P, episode counters."""
 
-    def __init__(self, name: str, env, Q: Optional[np.ndarray], perm: np.ndarray):
+    def __init__(self, name: str, env, Q: np.ndarray | None, perm: np.ndarray):
         self.name, self.env, self.Q, self.perm = name, env, Q, perm
         self.episode, self.episode_return, self.returns = 0, 0.0, []
 
@@ -84,7 +84,7 @@ class MetaEnv:
         self.names = list(cfg.heldout_envs if heldout else cfg.train_envs)
         if not self.names:
             raise ValueError("meta.heldout_envs is empty: no held-out environments to evaluate on")
-        self._envs: List[Dict[str, object]] = [{} for _ in range(num_envs)]
+        self._envs: list[dict[str, object]] = [{} for _ in range(num_envs)]
         for name in set(cfg.train_envs) | set(cfg.heldout_envs):
             env = make_env(name, memory_wrappers=False)
             d_env = int(np.prod(env.observation_space.shape))
@@ -99,7 +99,7 @@ class MetaEnv:
         self.action_spec = ActionSpec("discrete", n=cfg.num_actions)
         self.seed = seed
         self._rngs = [np.random.default_rng(seed + 7919 * i) for i in range(num_envs)]
-        self._trials: List[Optional[_Trial]] = [None] * num_envs
+        self._trials: list[_Trial | None] = [None] * num_envs
 
     def _env(self, i: int, name: str):
         if name not in self._envs[i]:
@@ -142,7 +142,7 @@ class MetaEnv:
             out.append(self._observe(self._trials[i], self._reset_episode(i), -1, 0.0, True))
         return np.stack(out)
 
-    def step(self, actions) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Dict]:
+    def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         a = np.asarray(actions.detach().cpu() if hasattr(actions, "detach") else actions)
         if a.shape != (self.num_envs,) or not np.issubdtype(a.dtype, np.integer):
             raise ValueError(f"meta task: expected ({self.num_envs},) integer actions in [0, {self.cfg.num_actions}); "
@@ -151,7 +151,7 @@ class MetaEnv:
         reward = np.zeros(self.num_envs, dtype=np.float32)
         trial_done = np.zeros(self.num_envs, dtype=bool)
         episode_done = np.zeros(self.num_envs, dtype=bool)
-        info: Dict = {"episode_returns": [], "episode_lengths": [], "trials": []}
+        info: dict = {"episode_returns": [], "episode_lengths": [], "trials": []}
         for i in range(self.num_envs):
             trial = self._trials[i]
             n_env = trial.env.action_space.n
@@ -180,12 +180,12 @@ class MetaEnv:
 
 # --- evaluation: return per episode index within trials -------------------------------------------------
 @torch.no_grad()
-def run_trials(policy, env: MetaEnv, trials: int, reset_each_episode: bool = False) -> List[Tuple[str, List[float]]]:
+def run_trials(policy, env: MetaEnv, trials: int, reset_each_episode: bool = False) -> list[tuple[str, list[float]]]:
     """Play until ``trials`` trials have finished; returns (env name, returns of its episodes) per trial."""
     obs = torch.as_tensor(env.reset())
     starts = torch.ones(env.num_envs, dtype=torch.bool)
     state = policy.initial_state(env.num_envs)
-    done_trials: List[Tuple[str, List[float]]] = []
+    done_trials: list[tuple[str, list[float]]] = []
     while len(done_trials) < trials:
         head, _, state = policy.step(obs, state, starts)
         action = policy.distribution(head).sample()
@@ -196,7 +196,7 @@ def run_trials(policy, env: MetaEnv, trials: int, reset_each_episode: bool = Fal
     return done_trials[:trials]
 
 
-def episode_stats(returns: np.ndarray) -> Dict:
+def episode_stats(returns: np.ndarray) -> dict:
     """returns (trials, episodes): mean per episode index and the paired difference (last index - first)
     with a normal 95% confidence interval."""
     mean = returns.mean(0)
@@ -207,7 +207,7 @@ def episode_stats(returns: np.ndarray) -> Dict:
 
 
 def evaluate_meta(checkpoint: str, trials: int = 100, heldout: bool = False, seed: int = 777,
-                  reset_each_episode: bool = False, num_envs: int = 16, out: Optional[str] = None) -> Dict:
+                  reset_each_episode: bool = False, num_envs: int = 16, out: str | None = None) -> dict:
     """Return per episode index over ``trials`` fresh trials of a meta-RL run (training or held-out envs)."""
     from torchssm.rl.train import load_policy
 
@@ -226,7 +226,7 @@ def evaluate_meta(checkpoint: str, trials: int = 100, heldout: bool = False, see
     return result
 
 
-def plot_meta(results: Sequence[Dict], path: str, labels: Optional[Sequence[str]] = None) -> str:
+def plot_meta(results: Sequence[dict], path: str, labels: Sequence[str] | None = None) -> str:
     """Mean return (+- 95% CI over trials) vs episode index within a trial, one line per result."""
     from torchssm.analysis.plots import new_figure, save_figure
 

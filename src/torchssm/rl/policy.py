@@ -16,7 +16,6 @@ Initialisation as popjaxrl: orthogonal weights with gains sqrt(2) (encoder), 2 (
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import nn
@@ -50,7 +49,7 @@ class RecurrentActorCritic(nn.Module):
     """
 
     def __init__(self, obs_dim: int, action_spec: ActionSpec, memory="lru", d_model: int = 64, n_layers: int = 1,
-                 hidden: int = 128, memory_kwargs: Optional[dict] = None):
+                 hidden: int = 128, memory_kwargs: dict | None = None):
         super().__init__()
         if not isinstance(action_spec, ActionSpec):
             raise TypeError(f"action_spec must be an ActionSpec, got {type(action_spec).__name__}")
@@ -77,13 +76,13 @@ class RecurrentActorCritic(nn.Module):
     def _param_dtype(self):
         return next(self.parameters()).dtype
 
-    def step(self, obs_t: torch.Tensor, state: State, reset_t: Optional[torch.Tensor] = None):
+    def step(self, obs_t: torch.Tensor, state: State, reset_t: torch.Tensor | None = None):
         """obs_t (b, obs_dim) -> (head (b, A), value (b,), new state): one environment step."""
         self._check_obs(obs_t, 2)
         m, state = self.memory.step(self.encoder(obs_t.to(self._param_dtype())), state, reset_t)
         return self.actor(m), self.critic(m)[..., 0], state
 
-    def forward(self, obs: torch.Tensor, state: Optional[State] = None, reset: Optional[torch.Tensor] = None):
+    def forward(self, obs: torch.Tensor, state: State | None = None, reset: torch.Tensor | None = None):
         """obs (b, l, obs_dim) -> (head (b, l, A), value (b, l)): whole trajectories, parallel memory."""
         self._check_obs(obs, 3)
         m = self.memory(self.encoder(obs.to(self._param_dtype())), state, reset)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -69,7 +68,7 @@ class PPOConfig:
         return max(self.total_steps // (self.num_steps * self.num_envs), 1)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PPOConfig":
+    def from_dict(cls, data: dict) -> PPOConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -79,7 +78,7 @@ class PPOConfig:
 
 # --- the math ---------------------------------------------------------------------------------------
 def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_value: torch.Tensor,
-        gamma: float, lam: float) -> Tuple[torch.Tensor, torch.Tensor]:
+        gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over time (dim 0). rewards, values, dones (T, B); last_value (B,)
     = V(s_T). Returns (advantages, returns) (T, B), returns = advantages + values."""
     not_done = 1.0 - dones.to(values.dtype)
@@ -96,7 +95,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_v
 
 def ppo_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, value: torch.Tensor,
              old_value: torch.Tensor, returns: torch.Tensor, entropy: torch.Tensor, clip_eps: float,
-             vf_coef: float, ent_coef: float, normalize_advantages: bool = True) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+             vf_coef: float, ent_coef: float,
+             normalize_advantages: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped PPO objective of the module docstring; all inputs of one shape. Returns (loss, parts)."""
     if normalize_advantages:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -126,8 +126,8 @@ class Rollout:
     dones: torch.Tensor
     init_state: State
     last_value: torch.Tensor
-    episode_returns: List[float] = field(default_factory=list)
-    episode_lengths: List[int] = field(default_factory=list)
+    episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
 
 
 def sample_action(policy: RecurrentActorCritic, head: torch.Tensor, greedy: bool = False) -> torch.Tensor:
@@ -141,7 +141,7 @@ class RolloutCollector:
     """Steps a policy through a batched environment (``BatchedEnv``-like: reset, step, num_envs, obs_dim,
     action_spec), carrying observations, memory state and reset flags across calls."""
 
-    def __init__(self, env, policy: RecurrentActorCritic, also_reset_on: Optional[str] = None):
+    def __init__(self, env, policy: RecurrentActorCritic, also_reset_on: str | None = None):
         self.env, self.policy = env, policy
         if env.action_spec != policy.action_spec:
             raise ValueError(f"the policy's action space {policy.action_spec} does not match the environment's "
@@ -161,7 +161,7 @@ class RolloutCollector:
 
     @torch.no_grad()
     def collect(self, num_steps: int) -> Rollout:
-        policy, n = self.policy, self.env.num_envs
+        policy = self.policy
         dtype = next(policy.parameters()).dtype
         init_state = map_state(lambda s: s.clone(), self.state)
         obs, starts, actions, log_probs, values, rewards, dones = [], [], [], [], [], [], []
@@ -193,7 +193,7 @@ class RolloutCollector:
 
 # --- the update -------------------------------------------------------------------------------------
 def ppo_update(policy: RecurrentActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout, cfg: PPOConfig,
-               generator: Optional[torch.Generator] = None) -> Dict[str, float]:
+               generator: torch.Generator | None = None) -> dict[str, float]:
     """``cfg.update_epochs`` x ``cfg.num_minibatches`` gradient steps on one rollout (module docstring)."""
     adv, returns = gae(rollout.rewards.T, rollout.values.T, rollout.dones.T, rollout.last_value,
                        cfg.gamma, cfg.gae_lambda)
@@ -202,7 +202,7 @@ def ppo_update(policy: RecurrentActorCritic, optimizer: torch.optim.Optimizer, r
     if n % cfg.num_minibatches:
         raise ValueError(f"{n} trajectories cannot be split into {cfg.num_minibatches} equal minibatches")
     size = n // cfg.num_minibatches
-    sums: Dict[str, float] = {}
+    sums: dict[str, float] = {}
     count = 0
     for _ in range(cfg.update_epochs):
         perm = torch.randperm(n, generator=generator)
@@ -229,14 +229,14 @@ def make_optimizer(policy: RecurrentActorCritic, cfg: PPOConfig) -> torch.optim.
 
 
 @torch.no_grad()
-def evaluate(policy: RecurrentActorCritic, env, episodes: int, greedy: bool = False) -> Dict[str, float]:
+def evaluate(policy: RecurrentActorCritic, env, episodes: int, greedy: bool = False) -> dict[str, float]:
     """Mean and standard error of the return of ``episodes`` finished episodes on a fresh batched env."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     obs = torch.as_tensor(env.reset())
     starts = torch.ones(env.num_envs, dtype=torch.bool)
     state = policy.initial_state(env.num_envs)
-    returns: List[float] = []
+    returns: list[float] = []
     t0 = time.process_time()
     while len(returns) < episodes:
         head, _, state = policy.step(obs, state, starts)

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 from torchssm.fileio import atomic_write
 from torchssm.rl.train import evaluate_run, load_rl_config, train
 
 
 def run_table(envs: Sequence[str], models: Sequence[str], seeds: Sequence[int], out: str,
-              iterations: Optional[int] = None, episodes: int = 100, overrides: Sequence[str] = (),
-              progress: bool = True) -> Dict:
+              iterations: int | None = None, episodes: int = 100, overrides: Sequence[str] = (),
+              progress: bool = True) -> dict:
     root = Path(out)
-    rows: List[Dict] = []
+    rows: list[dict] = []
     for env in envs:
         for model in models:
             for seed in seeds:
@@ -41,7 +41,7 @@ def run_table(envs: Sequence[str], models: Sequence[str], seeds: Sequence[int], 
     return {"rows": rows, "markdown": _markdown(rows, models)}
 
 
-def _markdown(rows: List[Dict], models: Sequence[str]) -> str:
+def _markdown(rows: list[dict], models: Sequence[str]) -> str:
     """env x model: mean eval return over seeds (+- std over seeds when > 1 seed), env steps, CPU s per run."""
     envs = list(dict.fromkeys(r["env"] for r in rows))
     lines = ["| env | " + " | ".join(models) + " | env steps / run | CPU s / run (mean) |",
@@ -63,6 +63,6 @@ def _markdown(rows: List[Dict], models: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(root: Path, rows: List[Dict], models: Sequence[str]) -> None:
+def _write(root: Path, rows: list[dict], models: Sequence[str]) -> None:
     atomic_write(root / "table.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
     atomic_write(root / "table.md", lambda tmp: Path(tmp).write_text(_markdown(rows, models)))

@@ -22,9 +22,10 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any
 
 import torch
 import yaml
@@ -46,7 +47,7 @@ class ModelSpec:
     d_model: int = 64
     n_layers: int = 1
     hidden: int = 128
-    memory_kwargs: Dict[str, Any] = field(default_factory=dict)
+    memory_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,16 +60,16 @@ class RunSpec:
 
 @dataclass
 class RLConfig:
-    env: Optional[str] = "RepeatPreviousEasy"
-    env_kwargs: Dict[str, Any] = field(default_factory=dict)
+    env: str | None = "RepeatPreviousEasy"
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     model: ModelSpec = field(default_factory=ModelSpec)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     run: RunSpec = field(default_factory=RunSpec)
-    meta: Optional[Dict[str, Any]] = None  # the meta-RL task's options (rl/meta.py MetaConfig)
+    meta: dict[str, Any] | None = None  # the meta-RL task's options (rl/meta.py MetaConfig)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RLConfig":
+    def from_dict(cls, data: dict) -> RLConfig:
         data = dict(data or {})
         unknown = sorted(set(data) - set(SECTIONS))
         if unknown:
@@ -97,7 +98,8 @@ class RLConfig:
 
 def list_presets():
     """Environment presets (``presets/rl/*.yaml``) and model presets (``presets/rl/models/*.yaml``)."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml")), sorted(p.stem for p in (PRESET_DIR / "models").glob("*.yaml"))
+    envs = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    return envs, sorted(p.stem for p in (PRESET_DIR / "models").glob("*.yaml"))
 
 
 def _read_yaml(path: Path) -> dict:
@@ -135,8 +137,8 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
     return data
 
 
-def load_rl_config(preset: Optional[str] = None, config: Optional[Union[str, Path]] = None,
-                   overrides: Iterable[str] = (), model: Optional[str] = None) -> RLConfig:
+def load_rl_config(preset: str | None = None, config: str | Path | None = None,
+                   overrides: Iterable[str] = (), model: str | None = None) -> RLConfig:
     """An environment preset name or a YAML path, then a model preset's ``model:`` section (``model``),
     then ``--set`` overrides."""
     if preset and config:
@@ -187,8 +189,8 @@ def _read_jsonl(path: Path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def train(cfg: RLConfig, out_dir: Union[str, Path], resume: bool = False, progress: bool = True,
-          max_iterations: Optional[int] = None) -> Dict[str, Any]:
+def train(cfg: RLConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
+          max_iterations: int | None = None) -> dict[str, Any]:
     """Run PPO (``cfg.ppo.num_updates`` iterations, or ``max_iterations``); returns the last metrics row."""
     from torchssm.cpu_threads import set_cpu_threads
     from torchssm.train.checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
@@ -217,7 +219,8 @@ def train(cfg: RLConfig, out_dir: Union[str, Path], resume: bool = False, progre
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     else:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
+        text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+        atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(text))
         _write_jsonl(metrics_path, [])
     ablation = cfg.meta is not None and bool(cfg.meta.get("reset_each_episode", False))
     collector = RolloutCollector(env, policy, also_reset_on="episode_done" if ablation else None)
@@ -226,7 +229,7 @@ def train(cfg: RLConfig, out_dir: Union[str, Path], resume: bool = False, progre
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=total, initial=iteration, desc=f"rl {cfg.model.memory}", unit="it")
-    row: Dict[str, Any] = {}
+    row: dict[str, Any] = {}
     recent: list = []
 
     def checkpoint():
@@ -263,7 +266,7 @@ def train(cfg: RLConfig, out_dir: Union[str, Path], resume: bool = False, progre
     return row
 
 
-def load_policy(run_dir: Union[str, Path]):
+def load_policy(run_dir: str | Path):
     """(policy, config, sidecar) of a run directory or checkpoint directory."""
     from torchssm.train.checkpoint import find_latest_checkpoint, load_checkpoint, read_checkpoint_state
 
@@ -281,8 +284,8 @@ def load_policy(run_dir: Union[str, Path]):
     return policy, cfg, state
 
 
-def evaluate_run(run_dir: Union[str, Path], episodes: Optional[int] = None, seed: int = 12345,
-                 greedy: bool = False, env_name: Optional[str] = None) -> Dict[str, Any]:
+def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int = 12345,
+                 greedy: bool = False, env_name: str | None = None) -> dict[str, Any]:
     """Evaluate a run's checkpoint on fresh episodes (another seed than training); writes eval.json."""
     policy, cfg, state = load_policy(run_dir)
     if env_name is not None:
