@@ -35,6 +35,14 @@ def test_preset_lookup_errors(tmp_path):
     assert describe("top", tmp_path).startswith("(not valid YAML")
 
 
+def test_other_commands():
+    from torchssm.presets import other_command
+
+    assert other_command("mnist1d_lru") is None and other_command("audio/mulaw_mamba") is None
+    assert other_command("rl/repeat_first_easy").startswith("torchssm rl train")
+    assert other_command("audio/asr_ctc").startswith("torchssm speech train")
+
+
 def test_every_preset_has_a_one_line_description():
     for name in list_presets():
         line = describe(name)

@@ -15,6 +15,7 @@ not a clone) ships them.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import os
 from pathlib import Path
 
@@ -22,11 +23,17 @@ import yaml
 
 PRESET_DIR = Path(__file__).resolve().parent
 SUFFIXES = (".yaml", ".yml")
-# Areas whose presets another command runs (the rest are `torchssm train --preset NAME` configs).
-AREA_COMMANDS = {
-    "rl": "torchssm rl train --preset NAME --model MODEL (names without rl/; torchssm rl presets)",
-    "audio": "torchssm speech train --preset audio/NAME",
+# Presets that another command runs (name pattern -> command); the rest are `torchssm train --preset NAME`.
+OTHER_COMMANDS = {
+    "rl/*": "torchssm rl train --preset NAME --model MODEL (names without rl/; torchssm rl presets)",
+    "audio/asr_*": "torchssm speech train --preset audio/NAME",
+    "vision/*": "torchssm vision restore|classify --preset NAME (names without vision/)",
 }
+
+
+def other_command(name: str) -> str | None:
+    """The command that runs preset ``name`` when it is not ``torchssm train`` (see OTHER_COMMANDS)."""
+    return next((cmd for pattern, cmd in OTHER_COMMANDS.items() if fnmatch.fnmatchcase(name, pattern)), None)
 
 
 def list_presets(root: str | os.PathLike = PRESET_DIR) -> list[str]:

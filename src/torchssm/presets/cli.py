@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 
-from torchssm.presets import AREA_COMMANDS, describe, list_presets, preset_path
+from torchssm.presets import OTHER_COMMANDS, describe, list_presets, other_command, preset_path
 
 
 def register(subparsers) -> None:
@@ -36,6 +36,7 @@ def run(args) -> int:
         line = f"{name:<{width}}  {describe(name)}"
         print(line if len(line) <= columns else line[: columns - 3] + "...")
     print(f"{len(shown)} presets; run one with `torchssm train --preset NAME`, show it with `torchssm presets NAME`")
-    for other in sorted({n.split("/")[0] for n in shown} & set(AREA_COMMANDS)):
-        print(f"  {other}/ presets run with: {AREA_COMMANDS[other]}")
+    for pattern, command in OTHER_COMMANDS.items():
+        if any(other_command(n) == command for n in shown):
+            print(f"  except {pattern}: {command}")
     return 0
