@@ -50,6 +50,7 @@ def test_registered_and_grid_errors(name):
     kw = {"mixer_kwargs": {"d_state": 4}} if name == "cross_scan" else {"d_state": 2}
     layer = build_layer(name, D, grid=(4, 4), **kw)
     assert layer(torch.randn(1, 16, D)).shape == (1, 16, D)
+    assert layer(torch.randn(1, 16, D, dtype=F64)).dtype == F64  # computed in float32, returned as given
     with pytest.raises(ValueError, match="4x4 grid: expected sequences of length 16"):
         layer(torch.randn(1, 15, D))
     square = build_layer(name, D, **kw)

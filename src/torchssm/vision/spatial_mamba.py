@@ -143,8 +143,7 @@ class SpatialMamba(Grid2DLayer):
     def forward_image(self, x: torch.Tensor) -> torch.Tensor:
         """x (b, H, W, h) -> (b, H, W, h)."""
         check_image(x, self.d_model)
-        x = x.to(self.in_proj.weight.dtype)
-        u, z = self.in_proj(x).chunk(2, dim=-1)  # (b, H, W, d) each
+        u, z = self.in_proj(x.to(self.in_proj.weight.dtype)).chunk(2, dim=-1)  # (b, H, W, d) each
         u = F.silu(self.conv2d(u.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
         y = self.out_norm(self.ssm(u)) * F.silu(z)
-        return self.out_proj(y)
+        return self.out_proj(y).to(x.dtype)  # the input's dtype (float64 in, float64 out)
