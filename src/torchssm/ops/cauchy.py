@@ -51,7 +51,7 @@ def cauchy(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor, *,
     return torch.cat(outs, dim=-1)
 
 
-def cauchy_naive(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor, **_unused) -> torch.Tensor:
+def cauchy_naive(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor, **_unused: object) -> torch.Tensor:
     """Reference for :func:`cauchy` (same signature): materialises v / (z - w) of shape (..., n, L)."""
     _check(v, z, w)
     dtype = torch.promote_types(torch.promote_types(v.dtype, w.dtype), z.dtype)

@@ -8,23 +8,27 @@ g groups of channels sharing B and C (SSD: nh heads of p channels each).
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import Any, Callable, Optional, TypeVar, Union
 
 import torch
 import torch.nn.functional as F
 
+ScanResult = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]  # y, or (y, final state)
 
-def without_autocast(fn):
+F_ = TypeVar("F_", bound=Callable[..., Any])
+
+
+def without_autocast(fn: F_) -> F_:
     """Run an op with autocast off: under ``torch.autocast`` the einsums/matmuls of SSD would otherwise
     run in bf16 and the decays exp(dt A) and states with them (docs/architecture.md, Numerics). Outputs come back in
     the input's dtype, so the surrounding network still runs in bf16."""
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         first = next((t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)), None)
         with torch.autocast(device_type=first.device.type if first is not None else "cpu", enabled=False):
             return fn(*args, **kwargs)
 
-    return wrapper
+    return wrapper  # type: ignore[return-value]
 
 
 def compute_dtype(*tensors: Optional[torch.Tensor]) -> torch.dtype:
@@ -63,12 +67,12 @@ def skip_and_gate(y: torch.Tensor, x: torch.Tensor, D: Optional[torch.Tensor], z
     return y
 
 
-def shape_str(t) -> str:
+def shape_str(t: object) -> str:
     """A tensor's shape as a tuple string, or the type name of a non-tensor (for error messages)."""
     return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
 
 
-def check_bc(name: str, M, batch: int, length: int, channels: int, n: Optional[int]) -> int:
+def check_bc(name: str, M: object, batch: int, length: int, channels: int, n: Optional[int]) -> int:
     """B or C: (b, l, n) or grouped (b, l, g, n) with channels % g == 0. Returns n."""
     if not isinstance(M, torch.Tensor):
         raise TypeError(f"{name} must be a tensor of shape (batch, length, n) or (batch, length, groups, n)")
@@ -86,7 +90,7 @@ def check_bc(name: str, M, batch: int, length: int, channels: int, n: Optional[i
     return M.shape[-1]
 
 
-def check_reset(reset, batch: int, length: int) -> None:
+def check_reset(reset: Optional[torch.Tensor], batch: int, length: int) -> None:
     """reset: None or a bool (batch, length) tensor."""
     if reset is None:
         return

@@ -16,7 +16,7 @@ Low-precision inputs (bf16/fp16) are convolved in float32 and cast back.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -60,7 +60,7 @@ def fast_fft_length(n: int) -> int:
 CHUNK_ELEMENTS = 1 << 18  # padded lines of length n per FFT call: 1 MiB in float32 (~ L2), reused from the heap
 
 
-def _chunks(batch: int, channels: int, n: int):
+def _chunks(batch: int, channels: int, n: int) -> Iterator[tuple[slice, slice]]:
     """(batch slice, channel slice) blocks of the (B, H) lines, at most max(1, CHUNK_ELEMENTS // n) lines of
     length n each: whole rows of H channels for several b when a row fits, else channel slices of one b."""
     lines = max(1, CHUNK_ELEMENTS // n)
@@ -89,7 +89,8 @@ class _FFTConv(torch.autograd.Function):
     more rfft per line) rather than kept: the saved state is u (B, L, H), K (H, n/2+1) and D."""
 
     @staticmethod
-    def forward(ctx, u: torch.Tensor, kern: torch.Tensor, skip: Optional[torch.Tensor], n: int) -> torch.Tensor:
+    def forward(ctx: Any, u: torch.Tensor, kern: torch.Tensor, skip: Optional[torch.Tensor],  # type: ignore[override]
+                n: int) -> torch.Tensor:
         batch, length, channels = u.shape
         k_f = torch.fft.rfft(kern, n=n)  # (H, n/2+1): one transform of the kernel per call
         y = torch.empty_like(u, memory_format=torch.contiguous_format)  # (B, L, H)
@@ -105,7 +106,7 @@ class _FFTConv(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_y: torch.Tensor):
+    def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
         u, k_f, skip = ctx.saved_tensors
         n = ctx.n
         batch, length, channels = u.shape
@@ -117,19 +118,19 @@ class _FFTConv(torch.autograd.Function):
         for bs, hs in _chunks(batch, channels, n):
             g_c = grad_y[bs, :, hs].transpose(1, 2)  # (rows, lines, L)
             u_c = u[bs, :, hs].transpose(1, 2)  # (rows, lines, L)
-            if need_d:
+            if grad_d is not None:
                 grad_d[hs] += (g_c * u_c).sum((0, 2))
             if not (need_u or need_k):
                 continue
             g_f = torch.fft.rfft(g_c, n=n)  # (rows, lines, n/2+1)
-            if need_k:
+            if acc is not None:
                 acc[hs] += torch.fft.rfft(u_c, n=n).conj_physical_().mul_(g_f).sum(0)
-            if need_u:
+            if grad_u is not None and k_conj is not None:
                 gu_c = torch.fft.irfft(g_f.mul_(k_conj[hs]), n=n)[..., :length]  # (rows, lines, L)
                 if skip is not None:
                     gu_c.addcmul_(g_c, skip[hs, None])
                 grad_u[bs, :, hs] = gu_c.transpose(1, 2)
-        grad_k = torch.fft.irfft(acc, n=n)[:, :ctx.klen] if need_k else None  # (H, nk)
+        grad_k = torch.fft.irfft(acc, n=n)[:, :ctx.klen] if acc is not None else None  # (H, nk)
         return grad_u, grad_k, grad_d, None
 
 

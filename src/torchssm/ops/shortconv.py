@@ -17,13 +17,14 @@ the returned buffer holds zeros for inputs older than the last reset.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 
-def _check(x, weight, bias, state, reset) -> None:
+def _check(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], state: Optional[torch.Tensor],
+           reset: Optional[torch.Tensor]) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 3:
         raise ValueError(f"x must have shape (batch, length, channels); got {getattr(x, 'shape', type(x))}")
     b, l, d = x.shape
@@ -72,7 +73,7 @@ def causal_conv1d(
     state: Optional[torch.Tensor] = None,
     *,
     reset: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """x (b, l, d), weight (d, W), bias (d,), state (b, d, W-1) -> (y (b, l, d), new_state (b, d, W-1))."""
     _check(x, weight, bias, state, reset)
     d, w = weight.shape
@@ -96,7 +97,7 @@ def causal_conv1d_naive(
     state: Optional[torch.Tensor] = None,
     *,
     reset: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference with the signature of :func:`causal_conv1d`: loops over time and taps."""
     _check(x, weight, bias, state, reset)
     b, l, d = x.shape
@@ -113,7 +114,7 @@ def causal_conv1d_naive(
 
 def causal_conv1d_step(
     x_t: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], state: torch.Tensor
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One token: x_t (b, d), state (b, d, W-1) -> (y_t (b, d), new_state (b, d, W-1)). Pure."""
     window = torch.cat([state.to(x_t.dtype), x_t[:, :, None]], dim=-1)  # (b, d, W)
     y = (window * weight.to(x_t.dtype)).sum(-1)  # (b, d)

@@ -11,7 +11,7 @@ from torchssm.ops.scan.function import scan
 from torchssm.ops.scan.naive import linear_scan_naive
 
 
-def check_scan_inputs(a, b, h0, reset) -> None:
+def check_scan_inputs(a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor], reset: Optional[torch.Tensor]) -> None:
     """Shape/dtype checks only (no device sync)."""
     if not isinstance(b, torch.Tensor) or b.dim() != 3:
         raise ValueError(f"b must have shape (batch, length, dim); got {getattr(b, 'shape', type(b))}")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Tuple
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ _MIN_BLOCK = 16
 
 
 @njit(cache=True, nogil=True)
-def _fwd_jobs(a, b, h0, reset, out, a_varies, reverse, has_reset, block, job0, job1):  # pragma: no cover
+def _fwd_jobs(a, b, h0, reset, out, a_varies, reverse, has_reset, block, job0, job1):  # type: ignore[no-untyped-def]  # pragma: no cover
     # Jobs job0..job1-1; job = (batch row i, channels d0:d1), all of time, sequential.
     # a: (B, L, D) if a_varies else (1, 1, D); b, out: (B, L, D); h0: (B, D); reset: (B, L) or (1, 1)
     length, dim = b.shape[1], b.shape[2]
@@ -72,7 +72,7 @@ def _fwd_jobs(a, b, h0, reset, out, a_varies, reverse, has_reset, block, job0, j
 
 
 @njit(cache=True, nogil=True)
-def _bwd_jobs(a, h, h0, g, reset, grad_b, grad_a, grad_h0, a_varies, reverse, has_reset, block, job0,
+def _bwd_jobs(a, h, h0, g, reset, grad_b, grad_a, grad_h0, a_varies, reverse, has_reset, block, job0,  # type: ignore[no-untyped-def]
               job1):  # pragma: no cover
     # Reverse-time pass of the forward recurrence (for reverse=False; mirrored for reverse=True):
     #   delta_t = g_t + conj(a_{t+1}) delta_{t+1}   (the carry is cut where reset[t+1])
@@ -146,7 +146,7 @@ def _block_size(batch: int, dim: int, threads: int) -> int:
     return min(max(_MIN_BLOCK, -(-block // _MIN_BLOCK) * _MIN_BLOCK), max(dim, 1))
 
 
-def run_jobs(kernel, args: tuple, n_jobs: int, parallel: bool = True) -> None:
+def run_jobs(kernel: Any, args: tuple[Any, ...], n_jobs: int, parallel: bool = True) -> None:
     """Run ``kernel(*args, job0, job1)`` over the jobs ``range(n_jobs)`` (a ``nogil`` numba kernel).
 
     With ``parallel`` and more than one thread (``torch.get_num_threads()``), the job ranges are shared
@@ -179,7 +179,7 @@ def run_jobs(kernel, args: tuple, n_jobs: int, parallel: bool = True) -> None:
         f.result()
 
 
-def _launch(kernel, args: tuple, batch: int, length: int, dim: int) -> None:
+def _launch(kernel: Any, args: tuple[Any, ...], batch: int, length: int, dim: int) -> None:
     """Run ``kernel(*args, block, job0, job1)`` over all (batch row, channel block) jobs.
 
     The kernels are compiled with ``nogil=True``, so job ranges run truly in parallel on a thread
@@ -207,7 +207,9 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     raise TypeError(f"cpu scan backend supports {[str(d) for d in SUPPORTED_DTYPES]} (and half types); got {dtype}")
 
 
-def _prepare(a, b, h0, reset):
+def _prepare(
+    a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor], reset: Optional[torch.Tensor],
+) -> tuple[torch.dtype, torch.dtype, bool, np.ndarray, np.ndarray, np.ndarray, bool]:
     """Common dtype (no autograd), a as (Ba, La, D), dummy h0/reset when absent."""
     if b.device.type != "cpu":
         raise ValueError(f"cpu scan backend needs CPU tensors; got b on {b.device} (use backend='auto')")
@@ -219,8 +221,8 @@ def _prepare(a, b, h0, reset):
     a3 = a.reshape(1, 1, dim) if not a_varies else a  # (B, L, D) or (1, 1, D)
     h0 = b.new_zeros(batch, dim, dtype=dtype) if h0 is None else h0
     has_reset = reset is not None
-    reset = reset if has_reset else torch.zeros(1, 1, dtype=torch.bool)
-    return result, dtype, a_varies, _np(a3.to(dtype)), _np(h0.to(dtype)), _np(reset), has_reset
+    mask = reset if reset is not None else torch.zeros(1, 1, dtype=torch.bool)
+    return result, dtype, a_varies, _np(a3.to(dtype)), _np(h0.to(dtype)), _np(mask), has_reset
 
 
 def linear_scan_forward(
@@ -253,7 +255,7 @@ def linear_scan_backward(
     *,
     reverse: bool = False,
     reset: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fused gradients of h = linear_scan(a, b, h0) given dL/dh (conjugate-Wirtinger, as autograd).
 
     a, h, h0, grad_h share one dtype. Returns (grad_a shaped like a, grad_b (B, L, D), grad_h0 (B, D)).

@@ -22,7 +22,7 @@ opaque op per direction instead of tracing into numba or Triton.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -36,7 +36,7 @@ def _conj(x: torch.Tensor) -> torch.Tensor:
 
 
 def scan_backward_generic(
-    scan_forward,
+    scan_forward: Callable[..., torch.Tensor],
     a: torch.Tensor,
     h: torch.Tensor,
     h0: Optional[torch.Tensor],
@@ -44,7 +44,7 @@ def scan_backward_generic(
     *,
     reverse: bool = False,
     reset: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients (grad_a shaped like a, grad_b (B, L, D), grad_h0 (B, D)) from the primitive ``scan_forward``.
 
     a: (B, L, D) or (D,); h: forward output (B, L, D); h0: (B, D) or None; grad_h: (B, L, D); one dtype.
@@ -94,7 +94,7 @@ def linear_scan_fwd(
 
 
 @linear_scan_fwd.register_fake
-def _(a, b, h0, reset, reverse, backend):
+def _(a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor], reset: Optional[torch.Tensor], reverse: bool, backend: str) -> torch.Tensor:
     return torch.empty_like(b)  # (B, L, D)
 
 
@@ -102,7 +102,7 @@ def _(a, b, h0, reset, reverse, backend):
 def linear_scan_bwd(
     a: torch.Tensor, h: torch.Tensor, h0: Optional[torch.Tensor], grad_h: torch.Tensor,
     reset: Optional[torch.Tensor], reverse: bool, backend: str,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(grad_a shaped like a, grad_b (B, L, D), grad_h0 (B, D)): the backend's fused backward if it has one."""
     module = resolve_backend(backend, grad_h)
     fused = getattr(module, "linear_scan_backward", None)
@@ -112,7 +112,8 @@ def linear_scan_bwd(
 
 
 @linear_scan_bwd.register_fake
-def _(a, h, h0, grad_h, reset, reverse, backend):
+def _(a: torch.Tensor, h: torch.Tensor, h0: Optional[torch.Tensor], grad_h: torch.Tensor, reset: Optional[torch.Tensor], reverse: bool,
+      backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return torch.empty_like(a), torch.empty_like(grad_h), grad_h.new_empty(grad_h.shape[0], grad_h.shape[2])
 
 
@@ -120,14 +121,15 @@ class LinearScanFunction(torch.autograd.Function):
     """h = linear_scan(a, b, h0) with a scan backward. Inputs: one dtype, contiguous (see ``scan``)."""
 
     @staticmethod
-    def forward(ctx, a, b, h0, reset, reverse: bool, backend: str):
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor], reset: Optional[torch.Tensor], reverse: bool,  # type: ignore[override]
+                backend: str) -> torch.Tensor:
         h = linear_scan_fwd(a, b, h0, reset, reverse, backend)  # (B, L, D)
         ctx.save_for_backward(a, h, h0, reset)
         ctx.reverse, ctx.backend = reverse, backend
         return h
 
     @staticmethod
-    def backward(ctx, grad_h):
+    def backward(ctx: Any, grad_h: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
         a, h, h0, reset = ctx.saved_tensors
         grad_a, grad_b, grad_h0 = linear_scan_bwd(a, h, h0, grad_h.contiguous(), reset, ctx.reverse, ctx.backend)
         needs_a, needs_b, needs_h0 = ctx.needs_input_grad[:3]

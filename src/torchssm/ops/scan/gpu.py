@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -92,7 +92,7 @@ def auto_chunks(batch: int, length: int, dim: int, device: torch.device) -> int:
     return max(1, min(want, length // _SPLIT_MIN_CHUNK))
 
 
-def _launch(kernel, tuned, batch, dim, chunks, *args, **flags):
+def _launch(kernel: Any, tuned: Any, batch: int, dim: int, chunks: int, *args: Any, **flags: Any) -> None:
     if INTERPRET:
         cfg = _INTERPRET_CONFIG
         kernel[(batch, triton.cdiv(dim, cfg["BLOCK_D"]), chunks)](*args, **flags, **cfg)
@@ -100,7 +100,7 @@ def _launch(kernel, tuned, batch, dim, chunks, *args, **flags):
         tuned[lambda meta: (batch, triton.cdiv(dim, meta["BLOCK_D"]), chunks)](*args, **flags)
 
 
-def _split(length: int, chunks: Optional[int], batch: int, dim: int, device) -> tuple[int, int]:
+def _split(length: int, chunks: Optional[int], batch: int, dim: int, device: torch.device) -> tuple[int, int]:
     """(number of chunks, chunk length) for ``chunks`` (None: :func:`auto_chunks`)."""
     if chunks is None:
         chunks = auto_chunks(batch, length, dim, device)
@@ -110,7 +110,8 @@ def _split(length: int, chunks: Optional[int], batch: int, dim: int, device) -> 
     return triton.cdiv(length, cl), cl
 
 
-def _summaries(batch, n_chunks, dim, complex_, device):
+def _summaries(batch: int, n_chunks: int, dim: int, complex_: bool,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-chunk maps h -> P h + E: (E, P), each (B, C, D) float32 or complex64."""
     dtype = torch.complex64 if complex_ else torch.float32
     return (torch.empty(batch, n_chunks, dim, dtype=dtype, device=device),
@@ -160,14 +161,16 @@ def _strides(t: torch.Tensor, n: int) -> list[int]:
 
 
 def _promote(*ts: Optional[torch.Tensor]) -> torch.dtype:
-    dtype = None
+    dtype: Optional[torch.dtype] = None
     for t in ts:
         if t is not None:
             dtype = t.dtype if dtype is None else torch.promote_types(dtype, t.dtype)
+    if dtype is None:
+        raise ValueError("no tensor to promote")
     return dtype
 
 
-def _common(a, b, h0, reset):
+def _common(a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor], reset: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """Checks and views shared by forward and backward (and the LRU path)."""
     for name, t in (("a", a), ("b", b), ("h0", h0)):
         _check_tensor(name, t, b.device)
@@ -202,7 +205,9 @@ def linear_scan_forward(
                     chunks=chunks)
 
 
-def _forward(a, a2, b, bscale, h0, r, h, *, reverse, a_mode, chunks=1):
+def _forward(a: torch.Tensor, a2: Optional[torch.Tensor], b: torch.Tensor, bscale: Optional[torch.Tensor],
+             h0: Optional[torch.Tensor], r: Optional[torch.Tensor], h: torch.Tensor, *, reverse: bool,
+             a_mode: int, chunks: Optional[int] = 1) -> torch.Tensor:
     batch, length, dim = b.shape
     n_chunks, cl = _split(length, chunks, batch, dim, b.device)
     av, a_c = _view(a)
@@ -210,7 +215,7 @@ def _forward(a, a2, b, bscale, h0, r, h, *, reverse, a_mode, chunks=1):
     hv, h_c = _view(h)
     rv = r if r is not None else bv
 
-    def launch(h0, out, e=None, p=None):
+    def launch(h0: Optional[torch.Tensor], out: torch.Tensor, e: Optional[torch.Tensor] = None, p: Optional[torch.Tensor] = None) -> None:
         h0v, h0_c = _view(h0) if h0 is not None else (bv, False)
         h0_strides = [0, 0]
         if h0 is not None:  # (B, D), or (B, C, D) entry states per chunk
@@ -278,11 +283,17 @@ def linear_scan_backward(
     sum_a, _ = _backward(a, None, None, None, h0, r, h, grad_h, grad_a, grad_b, grad_h0,
                          reverse=reverse, a_mode=1 if invariant else 0, chunks=chunks)
     if invariant:
-        grad_a = sum_a.to(a.dtype)  # (D,)
+        assert sum_a is not None  # a_mode 1 returns the sum over batch and time
+        return sum_a.to(a.dtype), grad_b, grad_h0  # (D,)
+    assert grad_a is not None
     return grad_a, grad_b, grad_h0
 
 
-def _backward(a, a2, b, bscale, h0, r, h, grad_h, ga, gb, gh0, *, reverse, a_mode, chunks=1):
+def _backward(a: torch.Tensor, a2: Optional[torch.Tensor], b: Optional[torch.Tensor], bscale: Optional[torch.Tensor],
+              h0: Optional[torch.Tensor], r: Optional[torch.Tensor], h: torch.Tensor, grad_h: torch.Tensor,
+              ga: Optional[torch.Tensor],
+              gb: torch.Tensor, gh0: Optional[torch.Tensor], *, reverse: bool, a_mode: int,
+              chunks: Optional[int] = 1) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Launch the backward; returns the sums over batch and time (D,) of grad_a (None for a
     time-varying a, whose gradient goes to ``ga``) and, for LRU, of Re(g conj(u)) (else None)."""
     batch, length, dim = h.shape
@@ -296,6 +307,7 @@ def _backward(a, a2, b, bscale, h0, r, h, grad_h, ga, gb, gh0, *, reverse, a_mod
     gh0v, gh0_c = _view(gh0) if gh0 is not None else (hv, False)
     rv = r if r is not None else hv
     if a_mode == 0:
+        assert ga is not None  # a time-varying a: its gradient is written to ga
         gav = _view(ga)[0]
     else:  # per-(batch, chunk) partial sums, reduced below
         part_dtype = torch.complex64 if (a_c or a_mode == 2) else torch.float32
@@ -303,7 +315,7 @@ def _backward(a, a2, b, bscale, h0, r, h, grad_h, ga, gb, gh0, *, reverse, a_mod
         gav = _view(part)[0]
     ggam = torch.empty(batch, n_chunks, dim, dtype=torch.float32, device=h.device) if a_mode == 2 else None
 
-    def launch(g0=None, e=None, p=None):
+    def launch(g0: Optional[torch.Tensor] = None, e: Optional[torch.Tensor] = None, p: Optional[torch.Tensor] = None) -> None:
         _launch(
             K.scan_bwd_kernel, _bwd_tuned, batch, dim, n_chunks,
             av, a2 if a2 is not None else av, bv, bscale if bscale is not None else av, h0v, rv, hv, ghv,
@@ -341,7 +353,7 @@ def _backward(a, a2, b, bscale, h0, r, h, grad_h, ga, gb, gh0, *, reverse, a_mod
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_lru(nu_log, theta_log, gamma_log, bu):
+def _check_lru(nu_log: torch.Tensor, theta_log: torch.Tensor, gamma_log: torch.Tensor, bu: torch.Tensor) -> None:
     """The LRU op's shape checks, then the kernels' dtypes."""
     check_lru_inputs(bu, nu_log=nu_log, theta_log=theta_log, gamma_log=gamma_log)
     _check_tensor("bu", bu, bu.device)
@@ -366,7 +378,8 @@ def _lru_scan_fwd(
 
 
 @_lru_scan_fwd.register_fake
-def _(nu_log, theta_log, gamma_log, bu, h0, reset, reverse, chunks):
+def _(nu_log: torch.Tensor, theta_log: torch.Tensor, gamma_log: torch.Tensor, bu: torch.Tensor, h0: Optional[torch.Tensor], reset: Optional[torch.Tensor], reverse: bool,
+      chunks: Optional[int]) -> torch.Tensor:
     return bu.new_empty(bu.shape, dtype=torch.complex64)  # (B, L, N)
 
 
@@ -383,6 +396,7 @@ def _lru_scan_bwd(
     grad_h0 = torch.empty_like(h0, memory_format=torch.contiguous_format) if h0 is not None else None
     sum_lam, sum_gam = _backward(nu, th, bu, ga, h0, r, h, grad_h.to(torch.complex64), None, grad_bu, grad_h0,
                                  reverse=reverse, a_mode=2, chunks=chunks)  # (N,) each
+    assert sum_lam is not None and sum_gam is not None  # a_mode 2 returns both sums
     # chain rule through lambda = exp(z), z = -exp(nu_log) + i exp(theta_log): O(N) work
     lam = lru_lambda(nu.float(), th.float())
     grad_z = sum_lam * lam.conj()  # (N,)
@@ -393,7 +407,8 @@ def _lru_scan_bwd(
 
 
 @_lru_scan_bwd.register_fake
-def _(nu_log, theta_log, gamma_log, bu, h0, reset, h, grad_h, reverse, chunks):
+def _(nu_log: torch.Tensor, theta_log: torch.Tensor, gamma_log: torch.Tensor, bu: torch.Tensor, h0: Optional[torch.Tensor], reset: Optional[torch.Tensor], h: torch.Tensor, grad_h: torch.Tensor,
+      reverse: bool, chunks: Optional[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     grad_h0 = torch.empty_like(h0) if h0 is not None else bu.new_empty(0)
     return (torch.empty_like(nu_log), torch.empty_like(theta_log), torch.empty_like(gamma_log),
             torch.empty_like(bu), grad_h0)
@@ -403,14 +418,15 @@ class _LRUScan(torch.autograd.Function):
     """Differentiable fused LRU scan over the two custom ops (opaque to torch.compile)."""
 
     @staticmethod
-    def forward(ctx, nu_log, theta_log, gamma_log, bu, h0, reset, reverse, chunks):
+    def forward(ctx: Any, nu_log: torch.Tensor, theta_log: torch.Tensor, gamma_log: torch.Tensor, bu: torch.Tensor, h0: Optional[torch.Tensor],  # type: ignore[override]
+                reset: Optional[torch.Tensor], reverse: bool, chunks: Optional[int]) -> torch.Tensor:
         h = _lru_scan_fwd(nu_log, theta_log, gamma_log, bu, h0, reset, reverse, chunks)  # (B, L, N)
         ctx.save_for_backward(nu_log, theta_log, gamma_log, bu, h0, reset, h)
         ctx.reverse, ctx.chunks = reverse, chunks
         return h
 
     @staticmethod
-    def backward(ctx, grad_h):
+    def backward(ctx: Any, grad_h: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
         nu, th, ga, bu, h0, reset, h = ctx.saved_tensors
         grad_nu, grad_th, grad_gam, grad_bu, grad_h0 = _lru_scan_bwd(
             nu, th, ga, bu, h0, reset, h, grad_h.contiguous(), ctx.reverse, ctx.chunks)

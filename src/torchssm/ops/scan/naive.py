@@ -29,7 +29,7 @@ def linear_scan_naive(
     b_steps = b.unbind(1)  # L x (B, D)
     a_steps = a.unbind(1) if a.dim() == 3 else [a] * length  # L x (B, D), or the (D,) a broadcast
     reset_steps = reset.unbind(1) if reset is not None else None  # L x (B,)
-    out = [None] * length
+    out: list[torch.Tensor] = [b_steps[0]] * length  # every entry is written below
     times = range(length - 1, -1, -1) if reverse else range(length)
     for t in times:
         if reset_steps is not None:

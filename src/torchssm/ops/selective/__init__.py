@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 
 from torchssm.ops.backend import choose_backend, load_kernel
+from torchssm.ops.common import ScanResult
 from torchssm.ops.selective.chunked import selective_scan_chunked
 from torchssm.ops.selective.common import compute_dtype, reset_from_cu_seqlens
 from torchssm.ops.selective.naive import selective_scan_naive
@@ -40,7 +41,7 @@ def selective_scan(
     reset: Optional[torch.Tensor] = None,
     chunk_size: int = 64,
     backend: str = "auto",
-):
+) -> ScanResult:
     """Selective scan y = S6(u; delta, A, B, C) + D u, gated by silu(z) (see ``naive.py`` for the math).
 
     Args:

@@ -15,6 +15,7 @@ from typing import Optional
 
 import torch
 
+from torchssm.ops.common import ScanResult
 from torchssm.ops.scan.api import linear_scan
 from torchssm.ops.selective.common import check_selective_inputs, prepare_selective, skip_and_gate, without_autocast
 
@@ -36,7 +37,7 @@ def selective_scan_chunked(
     reset: Optional[torch.Tensor] = None,
     chunk_size: int = 64,
     scan_backend: str = "auto",
-):
+) -> ScanResult:
     """Same math and signature as :func:`selective_scan_naive`; ``scan_backend`` is passed to
     ``linear_scan``. Returns y (b, l, d) [, h_last (b, d, n)]."""
     check_selective_inputs(u, delta, A, B, C, D, z, delta_bias, h0, reset)
@@ -66,4 +67,7 @@ def selective_scan_chunked(
         ys.append((hs.view(b, T, d, n) * C_c).sum(-1))  # (b, T, d)
         h = hs[:, -1]
     y = skip_and_gate(torch.cat(ys, dim=1), uc, D, z).to(u.dtype)  # (b, l, d)
-    return (y, h.view(b, d, n)) if return_final_state else y
+    if not return_final_state:
+        return y
+    assert h is not None  # l >= 1: at least one chunk ran
+    return y, h.view(b, d, n)

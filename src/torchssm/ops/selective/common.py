@@ -23,7 +23,9 @@ from torchssm.ops.common import (  # noqa: F401  (re-exported: the selective ops
 )
 
 
-def check_selective_inputs(u, delta, A, B, C, D, z, delta_bias, h0, reset) -> None:
+def check_selective_inputs(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                           D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+                           h0: Optional[torch.Tensor], reset: Optional[torch.Tensor]) -> None:
     """Shapes/dtypes only (no device sync). See :func:`torchssm.ops.selective.selective_scan`."""
     if not isinstance(u, torch.Tensor) or u.dim() != 3:
         raise ValueError(f"u must have shape (batch, length, d); got {shape_str(u)}")
@@ -47,7 +49,10 @@ def check_selective_inputs(u, delta, A, B, C, D, z, delta_bias, h0, reset) -> No
     check_reset(reset, b, l)
 
 
-def prepare_selective(u, delta, A, B, C, delta_bias, delta_softplus, h0):
+def prepare_selective(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    delta_bias: Optional[torch.Tensor], delta_softplus: bool, h0: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """Discretisation inputs shared by the reference and the chunked scan, in the compute dtype:
     dt (b, l, d), u (b, l, d), B and C expanded to (b, l, d or 1, n), A (d, n), h0 or None."""
     d = u.shape[2]

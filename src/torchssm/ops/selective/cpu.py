@@ -31,15 +31,16 @@ partial gB/gC (summed afterwards); with one thread there is one split and no ext
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
+from torchssm.ops.common import ScanResult, compute_dtype, skip_and_gate, without_autocast
 from torchssm.ops.scan.cpu import PARALLEL_MIN_ELEMENTS, run_jobs
-from torchssm.ops.selective.common import check_selective_inputs, compute_dtype, skip_and_gate, without_autocast
+from torchssm.ops.selective.common import check_selective_inputs
 
 # --- vectorisable float32 math ------------------------------------------------------------------
 
@@ -62,19 +63,19 @@ _ATANH = tuple(np.float32(1.0 / (2 * j + 1)) for j in range(9))
 
 
 @intrinsic
-def _int32_bits_as_float32(typingctx, bits):
+def _int32_bits_as_float32(typingctx, bits):  # type: ignore[no-untyped-def]
     """Reinterpret an int32's bits as a float32 (an LLVM bitcast: vectorises, unlike math.ldexp)."""
     if bits != types.int32:
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         return builder.bitcast(args[0], context.get_value_type(types.float32))
 
     return types.float32(types.int32), codegen
 
 
 @intrinsic
-def _cody_waite(typingctx, x, k, hi, lo):
+def _cody_waite(typingctx, x, k, hi, lo):  # type: ignore[no-untyped-def]
     """(x - k hi) - k lo for float32s, as written. numba compiles an overload with its caller's fast-math
     flags, and "reassoc" folds this to x - k (hi + lo), losing the split (float32 ln2 is 1.9e-9 off, so
     e^x 2.4e-7 off at |x| = 87). numba's fast-math pass leaves instructions that have flags alone, so
@@ -82,7 +83,7 @@ def _cody_waite(typingctx, x, k, hi, lo):
     if not all(v == types.float32 for v in (x, k, hi, lo)):
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         vx, vk, vhi, vlo = args
         t = builder.fsub(vx, builder.fmul(vk, vhi, flags=("contract",)), flags=("contract",))
         return builder.fsub(t, builder.fmul(vk, vlo, flags=("contract",)), flags=("contract",))
@@ -90,7 +91,7 @@ def _cody_waite(typingctx, x, k, hi, lo):
     return types.float32(types.float32, types.float32, types.float32, types.float32), codegen
 
 
-def fast_exp(x):
+def fast_exp(x: float) -> float:
     """exp(x): for float32 inside numba kernels a branch-free polynomial that LLVM vectorises (relative
     error < 2.5e-7 for -87 <= x <= 88.72, also inside "reassoc" kernels; inf above, NaN for NaN; results
     below e^-87 are about 1.6e-38 instead of 0 or a denormal); float64 calls libm. Called from Python
@@ -98,29 +99,29 @@ def fast_exp(x):
     return math.exp(x)
 
 
-def fast_softplus(x):
+def fast_softplus(x: float) -> float:
     """softplus(x) = log(1 + e^x), and x above 20 as ``torch.nn.functional.softplus``. float32 in numba:
     max(x, 0) + log1p(e^-|x|) by a polynomial (relative error < 4e-7 for x >= -87; below, about 1.6e-38
     as :func:`fast_exp`, an absolute error < 2e-38)."""
     return x if x > _SOFTPLUS_THRESHOLD else math.log1p(math.exp(x))
 
 
-def fast_dsoftplus(x):
+def fast_dsoftplus(x: float) -> float:
     """softplus'(x) = sigmoid(x) (1 above 20, where softplus is the identity). float32 in numba:
     1 / (1 + fast_exp(-x)) (relative error < 2.5e-7 for x >= -87; below, an absolute error < 2e-38)."""
     return 1.0 if x > _SOFTPLUS_THRESHOLD else 1.0 / (1.0 + math.exp(-x))
 
 
-def _is_f32(x) -> bool:
+def _is_f32(x: object) -> bool:
     return isinstance(x, types.Float) and x.bitwidth == 32
 
 
 @overload(fast_exp)
-def _fast_exp_impl(x):
+def _fast_exp_impl(x):  # type: ignore[no-untyped-def]
     if not _is_f32(x):
         return lambda x: math.exp(x)
 
-    def exp_f32(x):
+    def exp_f32(x):  # type: ignore[no-untyped-def]
         xc = min(max(x, _EXP_LO), _EXP_INF_AT)
         k = np.floor(xc * _LOG2E + _F32_HALF)  # float32, in [-126, 128]
         r = _cody_waite(xc, k, _LN2_HI, _LN2_LO)  # |r| <= ln2 / 2
@@ -141,11 +142,11 @@ def _fast_exp_impl(x):
 
 
 @overload(fast_softplus)
-def _fast_softplus_impl(x):
+def _fast_softplus_impl(x):  # type: ignore[no-untyped-def]
     if not _is_f32(x):
         return lambda x: x if x > _SOFTPLUS_THRESHOLD else math.log1p(math.exp(x))
 
-    def softplus_f32(x):
+    def softplus_f32(x):  # type: ignore[no-untyped-def]
         w = fast_exp(-abs(x))  # in (0, 1]
         s = w / (_F32_TWO + w)
         s2 = s * s
@@ -158,18 +159,18 @@ def _fast_softplus_impl(x):
 
 
 @overload(fast_dsoftplus)
-def _fast_dsoftplus_impl(x):
+def _fast_dsoftplus_impl(x):  # type: ignore[no-untyped-def]
     if not _is_f32(x):
         return lambda x: 1.0 if x > _SOFTPLUS_THRESHOLD else 1.0 / (1.0 + math.exp(-x))
 
-    def dsoftplus_f32(x):
+    def dsoftplus_f32(x):  # type: ignore[no-untyped-def]
         return _F32_ONE if x > _F32_THRESHOLD else _F32_ONE / (_F32_ONE + fast_exp(-x))
 
     return dsoftplus_f32
 
 
 @njit(cache=True, fastmath={"reassoc", "contract", "nsz"})
-def _math_rows(x, out_exp, out_softplus, out_dsoftplus):  # pragma: no cover (compiled)
+def _math_rows(x, out_exp, out_softplus, out_dsoftplus):  # type: ignore[no-untyped-def]  # pragma: no cover (compiled)
     """The three functions over a 1-D array, vectorised as in the kernels (for tests)."""
     for j in range(x.shape[0]):
         out_exp[j] = fast_exp(x[j])
@@ -181,7 +182,7 @@ def _math_rows(x, out_exp, out_softplus, out_dsoftplus):  # pragma: no cover (co
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _dt_row(delta, bias, u, i, t, c0, softplus, dt, x):  # pragma: no cover (compiled)
+def _dt_row(delta, bias, u, i, t, c0, softplus, dt, x):  # type: ignore[no-untyped-def]  # pragma: no cover (compiled)
     """dt[c] = softplus(delta[i, t, c0 + c] + bias[c0 + c]) (or without softplus), x = dt u."""
     nb = dt.shape[0]
     d_row, b_row, u_row = delta[i, t, c0:c0 + nb], bias[c0:c0 + nb], u[i, t, c0:c0 + nb]
@@ -193,7 +194,7 @@ def _dt_row(delta, bias, u, i, t, c0, softplus, dt, x):  # pragma: no cover (com
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
-def _fwd_jobs(delta, bias, u, At, B, C, h0t, reset, y, ck, hlast, softplus, has_reset, gsize, chunk, blk,
+def _fwd_jobs(delta, bias, u, At, B, C, h0t, reset, y, ck, hlast, softplus, has_reset, gsize, chunk, blk,  # type: ignore[no-untyped-def]
               job0, job1):  # pragma: no cover (compiled)
     # job = (batch row i, channels c0:c1); all of time, sequential.
     # delta, u, y: (b, l, d); bias: (d,); At: (n, d); B, C: (b, l, g, n); h0t, hlast: (b, n, d);
@@ -234,7 +235,7 @@ def _fwd_jobs(delta, bias, u, At, B, C, h0t, reset, y, ck, hlast, softplus, has_
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
-def _bwd_jobs(delta, bias, u, At, B, C, ck, reset, gy, ghlast_t, gdelta, gu, gA, gB, gC, gh0t, softplus,
+def _bwd_jobs(delta, bias, u, At, B, C, ck, reset, gy, ghlast_t, gdelta, gu, gA, gB, gC, gh0t, softplus,  # type: ignore[no-untyped-def]
               has_reset, gsize, chunk, blk, split, job0, job1):  # pragma: no cover (compiled)
     # job = (batch row i, channel split s of ``split`` channels), in sub-blocks of ``blk`` channels.
     # gA: (b, n, d) per batch row; gB, gC: (n_splits, b, l, g, n) partial sums, zero on entry.
@@ -331,7 +332,7 @@ def _forward_block(d: int, n: int, itemsize: int) -> int:
     return min(d, _round16(_L1_BYTES // (2 * n * itemsize)))
 
 
-def _backward_blocks(b: int, d: int, n: int, chunk: int, itemsize: int, parallel: bool):
+def _backward_blocks(b: int, d: int, n: int, chunk: int, itemsize: int, parallel: bool) -> tuple[int, int]:
     """(channels per sub-block, channels per split): the splits of a batch row run in parallel."""
     blk = min(d, _round16(_SCRATCH_BYTES // ((chunk + 1) * n * itemsize)))
     threads = max(1, torch.get_num_threads())
@@ -351,13 +352,15 @@ class _FusedSelectiveScan(torch.autograd.Function):
     reset (b, l) bool or None) -> (y (b, l, d), h_last (b, d, n)); dt = softplus(delta + bias) inside."""
 
     @staticmethod
-    def forward(ctx, delta, bias, u, A, B, C, h0, reset, softplus, chunk):
+    def forward(ctx: Any, delta: torch.Tensor, bias: torch.Tensor, u: torch.Tensor, A: torch.Tensor,  # type: ignore[override]
+                B: torch.Tensor, C: torch.Tensor, h0: torch.Tensor, reset: Optional[torch.Tensor], softplus: bool,
+                chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
         b, l, d = u.shape
         n = A.shape[1]
         n_chunks = -(-l // chunk)
         At = A.t().contiguous()  # (n, d)
         has_reset = reset is not None
-        rst = reset if has_reset else torch.zeros(1, 1, dtype=torch.bool)
+        rst = reset if reset is not None else torch.zeros(1, 1, dtype=torch.bool)
         y = torch.empty(b, l, d, dtype=u.dtype)
         ck = torch.empty(b, n_chunks, n, d, dtype=u.dtype)  # states entering each chunk
         hlast = torch.empty(b, n, d, dtype=u.dtype)
@@ -371,7 +374,7 @@ class _FusedSelectiveScan(torch.autograd.Function):
         return y, hlast.transpose(1, 2).contiguous()
 
     @staticmethod
-    def backward(ctx, gy, ghlast):
+    def backward(ctx: Any, gy: Optional[torch.Tensor], ghlast: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
         delta, bias, u, At, B, C, ck, rst = ctx.saved_tensors
         softplus, has_reset, chunk, parallel = ctx.flags
         b, l, d = u.shape
@@ -409,7 +412,7 @@ def selective_scan_cpu(
     return_final_state: bool = False,
     reset: Optional[torch.Tensor] = None,
     chunk_size: int = 64,
-):
+) -> ScanResult:
     """Fused CPU kernel with the signature of :func:`selective_scan_naive`; ``chunk_size`` is the
     checkpoint interval (states kept for the backward: (b, ceil(L / chunk_size), d, n)).
     Returns y (b, l, d) [, h_last (b, d, n)] (h_last in the compute dtype, as the reference)."""

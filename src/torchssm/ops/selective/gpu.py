@@ -24,7 +24,7 @@ Triton; tensors must be on CUDA, or on the CPU under TRITON_INTERPRET=1 (tests).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -36,6 +36,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "torchssm.ops.selective.gpu needs Triton: pip install 'torchssm[gpu]' (Linux + CUDA)"
     ) from err
 
+from torchssm.ops.common import ScanResult
 from torchssm.ops.scan._triton_kernels import _comb_real, _row
 from torchssm.ops.scan.gpu import INTERPRET
 from torchssm.ops.selective.common import check_selective_inputs, prepare_dt, skip_and_gate
@@ -46,7 +47,7 @@ _TILE_ELEMENTS = 4096  # chunk x BLOCK_D x n_pow2 per tile: bounds registers per
 
 
 @triton.jit
-def _decay(dt_ptr, r_ptr, A, t, tvalid, cols, dmask, pid_b, s_dtb, s_dtl, s_rb, s_rl,
+def _decay(dt_ptr, r_ptr, A, t, tvalid, cols, dmask, pid_b, s_dtb, s_dtl, s_rb, s_rl,  # type: ignore[no-untyped-def]
            HAS_RESET: tl.constexpr):
     """a'_t = exp(dt_t A) (1 - reset_t): (BL, BD, NP), and dt (BL, BD); dt = 0 (a' = 1) off range."""
     mask = tvalid[:, None] & dmask[None, :]
@@ -60,14 +61,14 @@ def _decay(dt_ptr, r_ptr, A, t, tvalid, cols, dmask, pid_b, s_dtb, s_dtl, s_rb, 
 
 
 @triton.jit
-def _bc(ptr, t, tvalid, ns, nmask, pid_b, grp, s_b, s_l, s_g):
+def _bc(ptr, t, tvalid, ns, nmask, pid_b, grp, s_b, s_l, s_g):  # type: ignore[no-untyped-def]
     """B_t or C_t of this program's channel group: (BL, NP) float32."""
     off = pid_b * s_b + t[:, None] * s_l + grp * s_g + ns[None, :]
     return tl.load(ptr + off, mask=tvalid[:, None] & nmask[None, :], other=0.0).to(tl.float32)
 
 
 @triton.jit
-def selective_fwd_kernel(
+def selective_fwd_kernel(  # type: ignore[no-untyped-def]
     dt_ptr, u_ptr, A_ptr, B_ptr, C_ptr, h0_ptr, r_ptr, y_ptr, hl_ptr, S_ptr,
     L, D, N, DPG,
     s_dtb, s_dtl, s_ub, s_ul, s_Bb, s_Bl, s_Bg, s_Cb, s_Cl, s_Cg, s_rb, s_rl, s_yb, s_yl,
@@ -111,7 +112,7 @@ def selective_fwd_kernel(
 
 
 @triton.jit
-def selective_bwd_kernel(
+def selective_bwd_kernel(  # type: ignore[no-untyped-def]
     dt_ptr, u_ptr, A_ptr, B_ptr, C_ptr, r_ptr, S_ptr, gy_ptr, ghl_ptr,
     gdt_ptr, gu_ptr, gA_ptr, gB_ptr, gC_ptr, gh0_ptr,
     L, D, N, DPG, NDB,
@@ -219,7 +220,9 @@ class SelectiveCore(torch.autograd.Function):
     """(dt, u, A, B, C, h0, reset) -> (y (b, l, d) = sum_i C h, h_last (b, d, n)), float32."""
 
     @staticmethod
-    def forward(ctx, dt, u, A, B, C, h0, reset, chunk):
+    def forward(ctx: Any, dt: torch.Tensor, u: torch.Tensor, A: torch.Tensor, B: torch.Tensor,  # type: ignore[override]
+                C: torch.Tensor, h0: Optional[torch.Tensor], reset: Optional[torch.Tensor],
+                chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
         b, l, d = u.shape
         n = A.shape[1]
         B4, C4 = _bc4(B), _bc4(C)  # (b, l, g, n)
@@ -247,7 +250,8 @@ class SelectiveCore(torch.autograd.Function):
         return y, h_last
 
     @staticmethod
-    def backward(ctx, grad_y, grad_h_last):
+    def backward(ctx: Any, grad_y: Optional[torch.Tensor],  # type: ignore[override]
+                 grad_h_last: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], ...]:
         dt, u, A, B4, C4, h0, r, S = ctx.saved_tensors
         chunk, bd, np_, dpg, bc_dim, b_dtype, c_dtype = ctx.meta
         b, l, d = u.shape
@@ -273,7 +277,7 @@ class SelectiveCore(torch.autograd.Function):
             HAS_RESET=r is not None, BLOCK_L=chunk, BLOCK_D=bd, NP=np_,
         )
 
-        def per_group(part, dtype):  # (b, l, ndb, np) -> (b, l, g, n) [or (b, l, n)]
+        def per_group(part: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # (b, l, ndb, np) -> (b, l, g, n)
             out = part[..., :n].reshape(b, l, g, ndb // g, n).sum(3)
             return (out[:, :, 0] if bc_dim == 3 else out).to(dtype)
 
@@ -296,7 +300,7 @@ def selective_scan_gpu(
     return_final_state: bool = False,
     reset: Optional[torch.Tensor] = None,
     chunk_size: int = 64,
-):
+) -> ScanResult:
     """Selective scan by the fused Triton kernels; same signature and result as
     :func:`~torchssm.ops.selective.naive.selective_scan_naive`, differentiable in every input.
 

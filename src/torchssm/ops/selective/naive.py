@@ -18,6 +18,7 @@ from typing import Optional
 
 import torch
 
+from torchssm.ops.common import ScanResult
 from torchssm.ops.selective.common import check_selective_inputs, prepare_selective, skip_and_gate, without_autocast
 
 
@@ -37,7 +38,7 @@ def selective_scan_naive(
     return_final_state: bool = False,
     reset: Optional[torch.Tensor] = None,
     chunk_size: int = 64,
-):
+) -> ScanResult:
     """Loop reference; same signature as :func:`selective_scan_chunked` (``chunk_size`` is accepted
     for parity and unused: the loop has no chunks). Returns y (b, l, d) [, h_last (b, d, n)]."""
     check_selective_inputs(u, delta, A, B, C, D, z, delta_bias, h0, reset)

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from torchssm.ops.backend import check_backend_name, choose_backend, load_kernel
+from torchssm.ops.common import ScanResult
 from torchssm.ops.ssd.chunked import segsum, ssd_chunked
 from torchssm.ops.ssd.naive import ssd_naive
 
@@ -38,7 +39,7 @@ def ssd(
     chunk_size: int = 64,
     backend: str = "auto",
     method: str = "auto",
-):
+) -> ScanResult:
     """SSD y = SSM(A, dt x, B, C) + D x, gated by silu(z) (math in ``naive.py``).
 
     Args:

@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from torchssm.ops.common import compute_dtype, prepare_dt, skip_and_gate, without_autocast
+from torchssm.ops.common import ScanResult, compute_dtype, prepare_dt, skip_and_gate, without_autocast
 from torchssm.ops.ssd.common import check_ssd_inputs, d_skip
 
 
@@ -37,7 +37,9 @@ def segsum(a: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(~lower, float("-inf"))
 
 
-def chunk_decays(dt: torch.Tensor, A: torch.Tensor, reset: Optional[torch.Tensor], chunk_size: int):
+def chunk_decays(
+    dt: torch.Tensor, A: torch.Tensor, reset: Optional[torch.Tensor], chunk_size: int,
+) -> tuple[int, int, int, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """The chunk layout shared by ``ssd_chunked`` and the Triton chunked kernels (``gpu_chunked.py``).
 
     dt (b, l, h) prepared steps, A (h,), reset bool (b, l) or None. The sequence is cut into c chunks
@@ -80,7 +82,7 @@ def ssd_chunked(
     return_final_state: bool = False,
     reset: Optional[torch.Tensor] = None,
     chunk_size: int = 64,
-):
+) -> ScanResult:
     """Same math and signature as :func:`ssd_naive`. Returns y (b, l, h, p) [, h_last (b, h, p, n)]."""
     check_ssd_inputs(x, dt, A, B, C, D, z, dt_bias, h0, reset)
     b, l, h, p = x.shape
@@ -109,15 +111,15 @@ def ssd_chunked(
     # 1. intra-chunk (diagonal blocks): scores C_i . B_j per group, masked by the decay exp(segsum)
     CB = torch.einsum("bclgn,bcsgn->bclsg", Cc, Bc)  # (b, c, T, T, g)
     Lmat = torch.exp(segsum(a)).permute(0, 2, 3, 4, 1)  # (b, c, T, T, h)
-    if reset is not None:
+    if seg is not None:
         Lmat = Lmat * _same_segment(seg)[..., None]
     scores = heads(CB, -1) * Lmat  # (b, c, T, T, h)
     y = torch.einsum("bclsh,bcshp->bclhp", scores, X)  # (b, c, T, h, p)
 
     # 2. each chunk's end state from its own inputs
     decay_states = torch.exp(a_cum[..., -1:] - a_cum)  # (b, h, c, T)
-    if reset is not None:
-        decay_states = decay_states * (seg == seg[..., -1:])[:, None]
+    if seg is not None:
+        decay_states = decay_states * torch.eq(seg, seg[..., -1:])[:, None]
     Bh = heads(Bc, 3)  # (b, c, T, h, n)
     states = torch.einsum("bclhn,bhcl,bclhp->bchpn", Bh, decay_states, X)  # (b, c, h, p, n)
 
@@ -125,7 +127,7 @@ def ssd_chunked(
     init = h0.to(dtype)[:, None] if h0 is not None else X.new_zeros(b, 1, h, p, n)
     states = torch.cat([init, states], dim=1)  # (b, c+1, h, p, n)
     decay_chunk = torch.exp(segsum(F.pad(a_cum[..., -1], (1, 0))))  # (b, h, c+1, c+1)
-    if reset is not None:
+    if seg is not None:
         chunk_seg = torch.cumsum(F.pad((seg[..., -1] > 0).to(torch.int64), (1, 0)), dim=-1)  # (b, c+1)
         decay_chunk = decay_chunk * _same_segment(chunk_seg)[:, None]
     new_states = torch.einsum("bhzc,bchpn->bzhpn", decay_chunk, states)  # (b, c+1, h, p, n)
@@ -133,8 +135,8 @@ def ssd_chunked(
 
     # 4. read the carried-in state out inside each chunk
     state_decay_out = torch.exp(a_cum)  # (b, h, c, T)
-    if reset is not None:
-        state_decay_out = state_decay_out * (seg == 0)[:, None]
+    if seg is not None:
+        state_decay_out = state_decay_out * torch.eq(seg, 0)[:, None]
     Ch = heads(Cc, 3)  # (b, c, T, h, n)
     y = y + torch.einsum("bclhn,bchpn,bhcl->bclhp", Ch, carried, state_decay_out)
     y = y.reshape(b, c * T, h, p)[:, :l]  # (b, l, h, p)

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from torchssm.ops.common import prepare_dt, skip_and_gate
+from torchssm.ops.common import ScanResult, prepare_dt, skip_and_gate
 from torchssm.ops.selective.gpu import SelectiveCore, check_kernel_inputs, kernel_chunk
 from torchssm.ops.ssd.common import check_ssd_inputs, d_skip
 
@@ -40,7 +40,7 @@ def ssd_gpu(
     return_final_state: bool = False,
     reset: Optional[torch.Tensor] = None,
     chunk_size: int = 64,
-):
+) -> ScanResult:
     """SSD by the fused Triton kernels; same signature and result as ``ssd_naive``, differentiable.
 
     x (b, l, h, p), dt (b, l, h), A (h,), B and C (b, l, g, n), D (h,) or (h, p), z (b, l, h, p),

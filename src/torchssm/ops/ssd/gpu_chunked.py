@@ -60,7 +60,7 @@ Needs Triton; CUDA tensors, or CPU tensors under TRITON_INTERPRET=1 (tests).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -72,18 +72,21 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "torchssm.ops.ssd.gpu_chunked needs Triton: pip install 'torchssm[gpu]' (Linux + CUDA)"
     ) from err
 
-from torchssm.ops.common import prepare_dt, skip_and_gate
+from torchssm.ops.common import ScanResult, prepare_dt, skip_and_gate
 from torchssm.ops.scan.api import linear_scan
 from torchssm.ops.scan.gpu import INTERPRET
 from torchssm.ops.selective.gpu import check_kernel_inputs
 from torchssm.ops.ssd.chunked import chunk_decays
 from torchssm.ops.ssd.common import check_ssd_inputs, d_skip
 
+Tensor = torch.Tensor
+OptTensor = Optional[torch.Tensor]
+
 __all__ = ["ssd_chunked_gpu"]
 
 
 @triton.jit
-def _chunk_rows(acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET: tl.constexpr, CHUNK: tl.constexpr,
+def _chunk_rows(acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET: tl.constexpr, CHUNK: tl.constexpr,  # type: ignore[no-untyped-def]
                 BLOCK_P: tl.constexpr, NP: tl.constexpr):
     """What every chunk kernel's program (batch x chunk pid_bc, head pid_h, p block) works on:
     (pid_bc, pid_h, batch index, rows (CHUNK,), time t, validity, a_cum (CHUNK,), a_cum of the
@@ -112,7 +115,7 @@ def _chunk_rows(acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET: tl.constexpr, 
 
 
 @triton.jit
-def _scan_operands(C_ptr, B_ptr, hp_ptr, pid_bc, pid_h, bi, t, tvalid, ps, pmask, ns, nmask, L, H, P, N, G,
+def _scan_operands(C_ptr, B_ptr, hp_ptr, pid_bc, pid_h, bi, t, tvalid, ps, pmask, ns, nmask, L, H, P, N, G,  # type: ignore[no-untyped-def]
                    HPG):
     """C and B of the head's group for the chunk's rows, (CHUNK, NP) each, and the state carried
     into the chunk, Hp (BLOCK_P, NP), as float32: the inputs shared by both chunk-scan kernels."""
@@ -126,33 +129,33 @@ def _scan_operands(C_ptr, B_ptr, hp_ptr, pid_bc, pid_h, bi, t, tvalid, ps, pmask
 
 
 @triton.jit
-def _rows_p(ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P):
+def _rows_p(ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P):  # type: ignore[no-untyped-def]
     """Offsets and mask of a (CHUNK, BLOCK_P) tile of a contiguous (b, l, h, p) tensor."""
     off = ((bi * L + t[:, None]) * H + pid_h) * P + ps[None, :]
     return ptr + off, tvalid[:, None] & pmask[None, :]
 
 
 @triton.jit
-def _rows_n(ptr, bi, j, t, tvalid, ns, nmask, L, J, N):
+def _rows_n(ptr, bi, j, t, tvalid, ns, nmask, L, J, N):  # type: ignore[no-untyped-def]
     """Offsets and mask of a (CHUNK, NP) tile of a contiguous (b, l, J, n) tensor, index j of J."""
     off = ((bi * L + t[:, None]) * J + j) * N + ns[None, :]
     return ptr + off, tvalid[:, None] & nmask[None, :]
 
 
 @triton.jit
-def _load(ptr, mask):
+def _load(ptr, mask):  # type: ignore[no-untyped-def]
     return tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _pn(ptr, pid_bc, pid_h, ps, pmask, ns, nmask, H, P, N):
+def _pn(ptr, pid_bc, pid_h, ps, pmask, ns, nmask, H, P, N):  # type: ignore[no-untyped-def]
     """Offsets and mask of the (BLOCK_P, NP) state of (batch x chunk, head) in (b, c, h, p, n)."""
     off = (pid_bc.to(tl.int64) * H + pid_h) * P * N + ps[:, None] * N + ns[None, :]
     return ptr + off, pmask[:, None] & nmask[None, :]
 
 
 @triton.jit
-def _dot(a, b, PRECISION: tl.constexpr):
+def _dot(a, b, PRECISION: tl.constexpr):  # type: ignore[no-untyped-def]
     """a @ b with float32 accumulation: operands rounded to bf16 / fp16 ("bf16", "fp16": tensor
     cores, as mamba_ssm's kernels do for 16-bit inputs), or float32 with input_precision "ieee"
     (exact products) or "tf32" (tensor cores)."""
@@ -167,7 +170,7 @@ def _dot(a, b, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _state_weights(acum, alast, seg, slast, tvalid, HAS_RESET: tl.constexpr):
+def _state_weights(acum, alast, seg, slast, tvalid, HAS_RESET: tl.constexpr):  # type: ignore[no-untyped-def]
     """w_s = exp(a_cum[T-1] - a_cum[s]) for the rows after the chunk's last reset, else 0."""
     keep = tvalid
     if HAS_RESET:
@@ -176,7 +179,7 @@ def _state_weights(acum, alast, seg, slast, tvalid, HAS_RESET: tl.constexpr):
 
 
 @triton.jit
-def _intra(acum, seg, rows, tvalid, HAS_RESET: tl.constexpr):
+def _intra(acum, seg, rows, tvalid, HAS_RESET: tl.constexpr):  # type: ignore[no-untyped-def]
     """exp(a_cum[t] - a_cum[s]) for s <= t in the same segment, else 0: (CHUNK, CHUNK)."""
     causal = (rows[:, None] >= rows[None, :]) & tvalid[None, :] & tvalid[:, None]
     if HAS_RESET:
@@ -185,7 +188,7 @@ def _intra(acum, seg, rows, tvalid, HAS_RESET: tl.constexpr):
 
 
 @triton.jit
-def _readout_decay(acum, seg, HAS_RESET: tl.constexpr):
+def _readout_decay(acum, seg, HAS_RESET: tl.constexpr):  # type: ignore[no-untyped-def]
     """exp(a_cum[t]) before the chunk's first reset, else 0: how the carried state reaches row t."""
     f = tl.exp(acum)
     if HAS_RESET:
@@ -194,7 +197,7 @@ def _readout_decay(acum, seg, HAS_RESET: tl.constexpr):
 
 
 @triton.jit
-def ssd_chunk_state_kernel(
+def ssd_chunk_state_kernel(  # type: ignore[no-untyped-def]
     X_ptr, B_ptr, C_ptr, acum_ptr, seg_ptr, st_ptr, L, T, NCH, H, P, N, G, HPG,
     HAS_RESET: tl.constexpr, PRECISION: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, NP: tl.constexpr,
@@ -213,7 +216,7 @@ def ssd_chunk_state_kernel(
 
 
 @triton.jit
-def ssd_chunk_state_bwd_kernel(
+def ssd_chunk_state_bwd_kernel(  # type: ignore[no-untyped-def]
     X_ptr, B_ptr, C_ptr, acum_ptr, seg_ptr, dst_ptr, dX_ptr, dB_ptr, dacum_ptr, L, T, NCH, H, P, N, G, HPG,
     HAS_RESET: tl.constexpr, PRECISION: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, NP: tl.constexpr,
@@ -240,7 +243,7 @@ def ssd_chunk_state_bwd_kernel(
 
 
 @triton.jit
-def ssd_chunk_scan_kernel(
+def ssd_chunk_scan_kernel(  # type: ignore[no-untyped-def]
     X_ptr, B_ptr, C_ptr, acum_ptr, seg_ptr, hp_ptr, y_ptr, L, T, NCH, H, P, N, G, HPG,
     HAS_RESET: tl.constexpr, PRECISION: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, NP: tl.constexpr,
@@ -262,7 +265,7 @@ def ssd_chunk_scan_kernel(
 
 
 @triton.jit
-def ssd_chunk_scan_bwd_kernel(
+def ssd_chunk_scan_bwd_kernel(  # type: ignore[no-untyped-def]
     X_ptr, B_ptr, C_ptr, acum_ptr, seg_ptr, hp_ptr, dy_ptr, dX_ptr, dB_ptr, dC_ptr, dacum_ptr, dhp_ptr,
     L, T, NCH, H, P, N, G, HPG,
     HAS_RESET: tl.constexpr, PRECISION: tl.constexpr,
@@ -301,7 +304,8 @@ def ssd_chunk_scan_bwd_kernel(
 _HALF = {torch.bfloat16: "bf16", torch.float16: "fp16"}  # dot operands of 16-bit inputs
 
 
-def _launch(kernel, X, B, C, a_cum, seg, *tensors, precision: str, whole_p: bool) -> None:
+def _launch(kernel: Any, X: Tensor, B: Tensor, C: Tensor, a_cum: Tensor, seg: OptTensor, *tensors: Tensor,
+            precision: str, whole_p: bool) -> None:
     """Run a chunk kernel on the grid (b * c, h, p blocks). X (b, l, h, p) float32, B and C
     (b, l, g, n), a_cum (b, h, c, T) float32 and seg (b, c, T) int32 or None, all contiguous.
     Tiles: powers of two >= 16 (tl.dot's smallest); p in blocks of <= 64, or whole (``whole_p``:
@@ -333,7 +337,7 @@ def _chunk_state(X: torch.Tensor, B: torch.Tensor, a_cum: torch.Tensor, seg: Opt
 
 
 @_chunk_state.register_fake
-def _(X, B, a_cum, seg, precision):
+def _(X: Tensor, B: Tensor, a_cum: Tensor, seg: OptTensor, precision: str) -> Tensor:
     return X.new_empty(X.shape[0], a_cum.shape[2], X.shape[2], X.shape[3], B.shape[3])
 
 
@@ -348,17 +352,18 @@ def _chunk_state_bwd(X: torch.Tensor, B: torch.Tensor, a_cum: torch.Tensor, seg:
 
 
 @_chunk_state_bwd.register_fake
-def _(X, B, a_cum, seg, d_states, precision):
+def _(X: Tensor, B: Tensor, a_cum: Tensor, seg: OptTensor, d_states: Tensor,
+      precision: str) -> tuple[Tensor, Tensor, Tensor]:
     return torch.empty_like(X), torch.empty_like(B), torch.empty_like(a_cum)
 
 
-def _chunk_state_setup(ctx, inputs, output):
+def _chunk_state_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     X, B, a_cum, seg, precision = inputs
     ctx.save_for_backward(X, B, a_cum, seg)
     ctx.precision = precision
 
 
-def _chunk_state_backward(ctx, d_states):
+def _chunk_state_backward(ctx: Any, d_states: Tensor) -> tuple[OptTensor, ...]:
     X, B, a_cum, seg = ctx.saved_tensors
     dX, dB, da = _chunk_state_bwd(X, B, a_cum, seg, d_states, ctx.precision)
     return dX, dB, da, None, None
@@ -378,7 +383,7 @@ def _chunk_scan(X: torch.Tensor, B: torch.Tensor, C: torch.Tensor, a_cum: torch.
 
 
 @_chunk_scan.register_fake
-def _(X, B, C, a_cum, seg, carried, precision):
+def _(X: Tensor, B: Tensor, C: Tensor, a_cum: Tensor, seg: OptTensor, carried: Tensor, precision: str) -> Tensor:
     return torch.empty_like(X)
 
 
@@ -397,18 +402,19 @@ def _chunk_scan_bwd(X: torch.Tensor, B: torch.Tensor, C: torch.Tensor, a_cum: to
 
 
 @_chunk_scan_bwd.register_fake
-def _(X, B, C, a_cum, seg, carried, dy, precision):
+def _(X: Tensor, B: Tensor, C: Tensor, a_cum: Tensor, seg: OptTensor, carried: Tensor, dy: Tensor,
+      precision: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     return (torch.empty_like(X), torch.empty_like(B), torch.empty_like(C), torch.empty_like(a_cum),
             torch.empty_like(carried))
 
 
-def _chunk_scan_setup(ctx, inputs, output):
+def _chunk_scan_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     X, B, C, a_cum, seg, carried, precision = inputs
     ctx.save_for_backward(X, B, C, a_cum, seg, carried)
     ctx.precision = precision
 
 
-def _chunk_scan_backward(ctx, dy):
+def _chunk_scan_backward(ctx: Any, dy: Tensor) -> tuple[OptTensor, ...]:
     X, B, C, a_cum, seg, carried = ctx.saved_tensors
     dX, dB, dC, da, dcar = _chunk_scan_bwd(X, B, C, a_cum, seg, carried, dy, ctx.precision)
     return dX, dB, dC, da, None, dcar, None
@@ -418,7 +424,8 @@ torch.library.register_autograd("torchssm::ssd_chunk_scan", _chunk_scan_backward
                                 setup_context=_chunk_scan_setup)
 
 
-def _chunked_forward(x, dt, A, B, C, h0, reset, chunk_size, precision):
+def _chunked_forward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: OptTensor, reset: OptTensor,
+                     chunk_size: int, precision: str) -> tuple[Tensor, Tensor]:
     """(y (b, l, h, p) float32 without D/z, final state (b, h, p, n) float32); differentiable: the
     kernels' backward kernels, linear_scan's backward and PyTorch autograd for the glue."""
     b, l, h, p = x.shape
@@ -458,7 +465,7 @@ def ssd_chunked_gpu(
     reset: Optional[torch.Tensor] = None,
     chunk_size: int = 64,
     tf32: bool = False,
-):
+) -> ScanResult:
     """SSD by the Triton chunked-matmul kernels; same signature and result as ``ssd_naive``.
 
     x (b, l, h, p), dt (b, l, h), A (h,), B and C (b, l, g, n), D (h,) or (h, p), z (b, l, h, p),

@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from torchssm.ops.common import compute_dtype, expand_groups, prepare_dt, skip_and_gate, without_autocast
+from torchssm.ops.common import ScanResult, compute_dtype, expand_groups, prepare_dt, skip_and_gate, without_autocast
 from torchssm.ops.ssd.common import check_ssd_inputs, d_skip
 
 
@@ -37,7 +37,7 @@ def ssd_naive(
     return_final_state: bool = False,
     reset: Optional[torch.Tensor] = None,
     chunk_size: int = 64,
-):
+) -> ScanResult:
     """Loop reference with the signature of :func:`ssd_chunked` (``chunk_size`` accepted for parity,
     unused). Returns y (b, l, h, p) [, h_last (b, h, p, n)]."""
     check_ssd_inputs(x, dt, A, B, C, D, z, dt_bias, h0, reset)
