@@ -7,7 +7,7 @@ _CLASS_TO_NAME = {"LRU": "lru", "S4": "s4", "S4D": "s4d", "DSS": "dss", "S5": "s
                   "Mamba2": "mamba2", "Hydra": "hydra", "SelfAttention": "transformer"}
 
 
-def __getattr__(attr):
+def __getattr__(attr: str) -> type:
     if attr in _CLASS_TO_NAME:
         return get_layer_class(_CLASS_TO_NAME[attr])
     raise AttributeError(f"module 'torchssm.layers' has no attribute {attr!r}")

@@ -27,15 +27,15 @@ Tay et al. 2021, "Long Range Arena", Sec. 2).
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.layers.base import SSMLayer, check_lengths, out_dtype, to_param_dtype
+from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepOutput, check_lengths, out_dtype, to_param_dtype
 
-KVState = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+KVState = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 ROPE_BASE = 10000.0  # RoFormer (Su et al. 2021), Eq. 15
 
@@ -82,7 +82,7 @@ class SelfAttention(SSMLayer):
         self.out = nn.Linear(d_model, d_model)
 
     # --- shared by forward and step ---------------------------------------------------------------
-    def _project(self, x: torch.Tensor, positions: torch.Tensor):
+    def _project(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (b, l, h), positions (b, l) -> rotated q, k and v, each (b, heads, l, d_head)."""
         b, l, _ = x.shape
         q, k, v = self.qkv(x).view(b, l, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
@@ -93,7 +93,7 @@ class SelfAttention(SSMLayer):
         b, _, l, _ = o.shape
         return self.out(o.transpose(1, 2).reshape(b, l, self.d_model))
 
-    def _attend_cached(self, x: torch.Tensor, state: KVState) -> Tuple[torch.Tensor, KVState]:
+    def _attend_cached(self, x: torch.Tensor, state: KVState) -> tuple[torch.Tensor, KVState]:
         """Append x (b, l, h) to the KV cache and attend causally over cache + x. Pure (copies the cache).
 
         Reads ``position.max()`` once (a host sync) to attend only over the filled part of the cache.
@@ -120,7 +120,7 @@ class SelfAttention(SSMLayer):
 
     # --- contract ---------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, state: Optional[KVState] = None, *, return_state: bool = False,
-                lengths: Optional[torch.Tensor] = None):
+                lengths: Optional[torch.Tensor] = None) -> LayerOutput:
         """x (b, l, h) -> y (b, l, h); with a state, continue the sequences held in the KV cache.
 
         ``lengths`` (b,) long, for right-padded batches: bidirectional attention ignores keys at
@@ -131,7 +131,8 @@ class SelfAttention(SSMLayer):
         y = out_dtype(y, x)
         return (y, new_state) if return_state else y
 
-    def _forward(self, x, state, return_state, lengths):
+    def _forward(self, x: torch.Tensor, state: Optional[KVState], return_state: bool,
+                 lengths: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[KVState]]:
         """forward() on an input already in the parameters' dtype: (y, final state or None)."""
         if not self.causal:
             if state is not None or return_state:
@@ -151,13 +152,13 @@ class SelfAttention(SSMLayer):
             state = self.init_state(x.shape[0], device=x.device, dtype=self._param_dtype())
         return self._attend_cached(x, state)
 
-    def step(self, x_t: torch.Tensor, state: KVState):
+    def step(self, x_t: torch.Tensor, state: KVState) -> StepOutput:
         """x_t (b, h) -> (y_t (b, h), new_state): one token, attending over the cache."""
         self._check_step(x_t, state)
         y, new_state = self._attend_cached(to_param_dtype(self, x_t)[:, None], state)
         return out_dtype(y[:, 0], x_t), new_state
 
-    def init_state(self, batch: int, device=None, dtype=None) -> KVState:
+    def init_state(self, batch: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> KVState:
         """Empty cache: k_cache, v_cache (b, heads, max_len, d_head) zeros, position (b,) zeros (long)."""
         dtype = dtype or self._param_dtype()
         shape = (batch, self.n_heads, self.max_len, self.d_head)

@@ -20,12 +20,15 @@ or the environment variable ``TORCHSSM_DEBUG=1``.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
 
 State = Any  # a tensor, or a tuple of tensors (e.g. Mamba's (conv_buffer, ssm_state))
+Device = Union[str, torch.device, None]
+LayerOutput = Union[torch.Tensor, tuple[torch.Tensor, Any]]  # y, or (y, final state) with return_state=True
+StepOutput = tuple[torch.Tensor, Any]  # (y_t, new state)
 
 DEBUG_ENV = "TORCHSSM_DEBUG"  # TORCHSSM_DEBUG=1 turns the value checks on at import
 
@@ -151,13 +154,13 @@ class SSMLayer(nn.Module):
         self.d_model = d_model
 
     # --- contract -------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, state: Optional[State] = None, *, return_state: bool = False):
+    def forward(self, x: torch.Tensor, state: Optional[State] = None, *, return_state: bool = False) -> LayerOutput:
         raise NotImplementedError
 
-    def step(self, x_t: torch.Tensor, state: State):
+    def step(self, x_t: torch.Tensor, state: State) -> StepOutput:
         raise NotImplementedError(f"{type(self).__name__} is not causal and has no step()")
 
-    def init_state(self, batch: int, device=None, dtype=None) -> State:
+    def init_state(self, batch: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> State:
         raise NotImplementedError
 
     # --- helpers for subclasses -----------------------------------------------------------------

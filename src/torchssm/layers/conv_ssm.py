@@ -13,15 +13,15 @@ Symbols as in docs/architecture.md (d = d_inner channels, n = d_state, nh heads 
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.layers.base import SSMLayer, out_dtype, to_param_dtype
+from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepOutput, out_dtype, to_param_dtype
 
-MambaState = Tuple[torch.Tensor, torch.Tensor]  # (conv_buffer (b, conv_dim, d_conv-1), ssm_state)
+MambaState = tuple[torch.Tensor, torch.Tensor]  # (conv_buffer (b, conv_dim, d_conv-1), ssm_state)
 
 
 def decay_rate(A_log: torch.Tensor) -> torch.Tensor:
@@ -43,14 +43,17 @@ class ConvSSMLayer(SSMLayer):
 
     conv_dim: int
     d_conv: int
+    in_proj: nn.Linear
+    backend: str
 
     def _ssm_state_shape(self, batch: int) -> tuple:
         raise NotImplementedError
 
-    def _mix(self, x, conv_state, ssm_state, reset, backend):
+    def _mix(self, x: torch.Tensor, conv_state: Optional[torch.Tensor], ssm_state: Optional[torch.Tensor], reset: Optional[torch.Tensor],
+             backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def init_state(self, batch: int, device=None, dtype=None) -> MambaState:
+    def init_state(self, batch: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> MambaState:
         """Zeros: conv_buffer (b, conv_dim, d_conv-1) in the parameters' dtype, ssm_state in float32/64."""
         dtype = dtype or self._param_dtype()
         device = device if device is not None else self.in_proj.weight.device
@@ -58,7 +61,7 @@ class ConvSSMLayer(SSMLayer):
                 torch.zeros(self._ssm_state_shape(batch), device=device, dtype=ssm_state_dtype(dtype)))
 
     def forward(self, x: torch.Tensor, state: Optional[MambaState] = None, *, return_state: bool = False,
-                reset: Optional[torch.Tensor] = None):
+                reset: Optional[torch.Tensor] = None) -> LayerOutput:
         """x (b, l, h) -> y (b, l, h) [, final state]. ``reset`` (b, l) bool: a new sequence starts at t
         (packed batches): both the short conv and the scan stop mixing across it."""
         self._check_forward(x, state)
@@ -69,7 +72,7 @@ class ConvSSMLayer(SSMLayer):
             return y
         return y, (conv_state.to(self._param_dtype()), ssm_state)
 
-    def step(self, x_t: torch.Tensor, state: MambaState):
+    def step(self, x_t: torch.Tensor, state: MambaState) -> StepOutput:
         """x_t (b, h) -> (y_t (b, h), new_state): the forward code on one token (naive scan: O(1))."""
         self._check_step(x_t, state)
         y, conv_state, ssm_state = self._mix(to_param_dtype(self, x_t)[:, None], state[0], state[1], None, "naive")

@@ -31,12 +31,12 @@ states per channel. Bracketed references ([S4], [S4D], [DSS], [S5]) are listed i
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import nn
 
-from torchssm.layers.base import SSMLayer, check_lengths
+from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepOutput, check_lengths
 from torchssm.ops.conv import fft_conv
 from torchssm.ops.vandermonde import vandermonde, vandermonde_transpose
 
@@ -49,7 +49,7 @@ def complex_dtype(real: torch.dtype) -> torch.dtype:
     return torch.complex128 if real == torch.float64 else torch.complex64
 
 
-def check_d_state(layer: str, d_state, conj_sym: bool = True) -> None:
+def check_d_state(layer: str, d_state: object, conj_sym: bool = True) -> None:
     """d_state must be a positive int, and even where one state of each conjugate pair is stored."""
     if isinstance(d_state, bool) or not isinstance(d_state, int) or d_state < 1:
         raise ValueError(f"{layer} d_state must be a positive int; got {d_state!r}")
@@ -74,7 +74,7 @@ class ChannelStateSSM(SSMLayer):
         self.n_complex = n_complex
         self.D = nn.Parameter(torch.randn(d_model))  # skip connection, N(0, 1) as in the S4 code
 
-    def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
+    def init_state(self, batch: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """Zero state (b, H, m): complex64 for float32 parameters, complex128 for float64."""
         cdtype = complex_dtype(self.D.dtype if dtype is None else dtype)
         device = self.D.device if device is None else device
@@ -97,7 +97,7 @@ class ChannelStateSSM(SSMLayer):
             return C
         return torch.stack([C, torch.view_as_complex(getattr(self, self._readout_name + "2"))])
 
-    def _check_call(self, x: torch.Tensor, state, return_state: bool, lengths: Optional[torch.Tensor]) -> None:
+    def _check_call(self, x: torch.Tensor, state: Optional[torch.Tensor], return_state: bool, lengths: Optional[torch.Tensor]) -> None:
         """forward's checks: the contract's, ``lengths`` (b,) int, no state for a bidirectional layer."""
         self._check_forward(x, state)
         check_lengths(lengths, x.shape[0])
@@ -126,7 +126,7 @@ class DiagonalConvSSM(ChannelStateSSM):
 
     kernel_scale: float = 2.0  # s above
 
-    def _ssm_params(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _ssm_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
     def _kernel(self, length: int, dtA: torch.Tensor, B_bar: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
@@ -134,7 +134,7 @@ class DiagonalConvSSM(ChannelStateSSM):
         return self.kernel_scale * vandermonde(C * B_bar, dtA, length).real
 
     def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False,
-                lengths: Optional[torch.Tensor] = None):
+                lengths: Optional[torch.Tensor] = None) -> LayerOutput:
         """x (b, l, H) -> y (b, l, H). ``lengths`` (b,) int, bidirectional only: valid lengths of a
         right-padded batch (padded inputs are zeroed before the backward kernel reads them; outputs at
         padded steps are meaningless). A causal layer ignores it (its valid outputs never see padding)."""
@@ -157,7 +157,7 @@ class DiagonalConvSSM(ChannelStateSSM):
             h = h + torch.exp(dtA * length) * state.to(h.dtype)
         return y, h.to(complex_dtype(self.D.dtype))
 
-    def step(self, x_t: torch.Tensor, state: torch.Tensor):
+    def step(self, x_t: torch.Tensor, state: torch.Tensor) -> StepOutput:
         self._check_step(x_t, state)
         dtA, B_bar, C = self._ssm_params()
         h = torch.exp(dtA) * state + B_bar * x_t.unsqueeze(-1).to(B_bar.dtype)  # (b, H, m)

@@ -17,15 +17,13 @@ References [S4], [S4D], [S5], [HTTYH] as listed in :mod:`torchssm.layers.init`.
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch
 
 METHODS = ("zoh", "bilinear")
 DT_MAX = 1e-1  # the state-spaces/s4 SSMKernel default (dt_max=0.1) and its LRA configs: memory from 10 steps
 
 
-def dt_range_for_length(length: int, dt_max: float = DT_MAX) -> Tuple[float, float]:
+def dt_range_for_length(length: int, dt_max: float = DT_MAX) -> tuple[float, float]:
     """(dt_min, dt_max) whose memory lengths 1/dt span [1/dt_max, length] steps: dt_min = min(1/length, dt_max).
 
     The rule "1/dt covers the sequence length" of the S4 line of work, as an opt-in choice (S4's
@@ -51,7 +49,7 @@ def _check_method(method: str) -> None:
 
 
 def discretize_diag(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, method: str = "zoh"
-                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Diagonal A (..., n), B broadcastable to (..., n); dt broadcastable to (..., n). Returns (A_bar, B_bar)."""
     _check_method(method)
     dtA = dt * A  # (..., n)
@@ -67,7 +65,7 @@ def discretize_diag(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, method: 
 
 
 def discretize_dense(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, method: str = "zoh"
-                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense A (..., n, n), B (..., n, m); dt broadcastable to A's leading dims (...). Returns
     (A_bar (..., n, n), B_bar (..., n, m))."""
     _check_method(method)

@@ -79,7 +79,7 @@ class DSS(DiagonalConvSSM):
         re = -torch.exp(self.Lambda_log_neg_re) if self.version == "exp" else self.Lambda_re
         return torch.complex(re, self.Lambda_im)  # (m,)
 
-    def _ssm_params(self):
+    def _ssm_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(dt Lambda, B_bar, C): (H, m), C (H, m) or (2, H, m) bidirectional; the one place both modes read
         the SSM from."""
         lam = self._lambda()  # (m,)
@@ -87,20 +87,22 @@ class DSS(DiagonalConvSSM):
         W = self._readouts()  # (H, m) or (2, H, m)
         if self.version == "exp":
             return dtA, (torch.exp(dtA) - 1) / lam, W
+        assert self.l_max is not None  # softmax: required, checked in __init__
         z = torch.exp(dtA)
         return dtA, torch.ones_like(dtA), W / lam * (z - 1) / (z ** self.l_max - 1)  # C = W / (Lambda Z)
 
-    def _check_forward(self, x, state) -> None:
+    def _check_forward(self, x: torch.Tensor, state: Optional[torch.Tensor]) -> None:
         super()._check_forward(x, state)
         if self.l_max is not None and self.version == "softmax" and x.shape[1] > self.l_max:
             raise ValueError(f"DSS-softmax kernel length l_max={self.l_max} is shorter than the input length "
                              f"{x.shape[1]}; expected x of shape (batch, length<={self.l_max}, {self.d_model})")
 
-    def _kernel(self, length, dtA, B_bar, C):
+    def _kernel(self, length: int, dtA: torch.Tensor, B_bar: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
         if self.version == "exp":
             return super()._kernel(length, dtA, B_bar, C)
         # softmax: modes with Re(dt Lambda) > 0 run in reversed time (stable, as in the DSS code)
         L = self.l_max
+        assert L is not None  # softmax: required, checked in __init__
         pos = dtA.real > 0  # (H, m)
         a = torch.where(pos, -dtA, dtA)  # Re a <= 0
         q = torch.exp(a)

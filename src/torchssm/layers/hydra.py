@@ -21,13 +21,13 @@ whole width. No weight decay on A_log, D, dt_bias. Non-causal: no ``step``, no s
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.layers.base import SSMLayer, out_dtype, to_param_dtype
+from torchssm.layers.base import Device, LayerOutput, SSMLayer, out_dtype, to_param_dtype
 from torchssm.layers.conv_ssm import RMSNormGated, decay_rate, head_layout
 from torchssm.layers.init import dt_bias_init
 from torchssm.ops.ssd import ssd
@@ -80,12 +80,12 @@ class Hydra(SSMLayer):
         return (f"d_model={self.d_model}, d_state={self.d_state}, heads={self.nheads}x{self.headdim}, "
                 f"ngroups={self.ngroups}, d_conv={self.d_conv}")
 
-    def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
+    def init_state(self, batch: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """Hydra is non-causal and carries no state: an empty (b, 0) tensor, for generic code only."""
         return torch.zeros(batch, 0, device=device if device is not None else self.D.device,
                            dtype=dtype or self._param_dtype())
 
-    def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False):
+    def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False) -> LayerOutput:
         """u (b, l, h) -> y (b, l, h)."""
         self._check_forward(x, state)
         if state is not None or return_state:
@@ -102,8 +102,9 @@ class Hydra(SSMLayer):
         dt2 = torch.cat([dt[..., :nh], dt[..., nh:].flip(1)], dim=0)  # (2b, l, nh)
         B2, C2 = BC2.split([g * n, g * n], dim=-1)
         A = decay_rate(self.A_log)  # (nh,)
-        y = ssd(x2.reshape(2 * b, l, nh, p), dt2, A, B2.reshape(2 * b, l, g, n), C2.reshape(2 * b, l, g, n),
-                None, None, self.dt_bias, True, None, chunk_size=self.chunk_size, backend=self.backend)
+        y = cast(torch.Tensor, ssd(x2.reshape(2 * b, l, nh, p), dt2, A, B2.reshape(2 * b, l, g, n), C2.reshape(2 * b, l, g, n),
+                None, None, self.dt_bias, True, None, chunk_size=self.chunk_size,
+                backend=self.backend))  # y only (no final state)
         y = F.pad(y.reshape(2 * b, l, d)[:, :-1], (0, 0, 1, 0)).to(xs.dtype)  # shift by one, first row zero
         diag = (self.fc_D(xs) + self.D).repeat_interleave(p, dim=-1)  # (b, l, d): input-dependent diagonal
         y = y[:b] + y[b:].flip(1) + xs * diag

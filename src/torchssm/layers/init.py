@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -24,7 +24,7 @@ def lru_ring_init(
     *,
     generator: Optional[torch.Generator] = None,
     dtype: torch.dtype = torch.float32,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample n eigenvalues uniformly on the ring r_min <= |lambda| <= r_max, 0 <= arg < max_phase.
 
     Returns ``(nu_log, theta_log)`` of shape (n,), the LRU's exponential parameterisation
@@ -70,7 +70,7 @@ def _check_measure(measure: str) -> None:
         raise ValueError(f"unknown HiPPO measure {measure!r}; expected one of {list(HIPPO_MEASURES)}")
 
 
-def hippo(measure: str, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def hippo(measure: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The HiPPO state matrix A (n, n) and input vector B (n,) in float64 ([HTTYH] Table 1, [S4] Eq. 2).
 
     LegS:  A_nk = -sqrt(2n+1) sqrt(2k+1) (n > k),  -(n+1) (n = k),  0 (n < k);   B_n = sqrt(2n+1).
@@ -119,7 +119,7 @@ def hippo_low_rank(measure: str, n: int) -> torch.Tensor:
     return hippo(measure, n)[1][None, :]
 
 
-def normal_eig(S: torch.Tensor, conj_sym: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+def normal_eig(S: torch.Tensor, conj_sym: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigen-decomposition of a real normal matrix S = c I + K (K skew-symmetric), computed stably.
 
     K is diagonalised by the Hermitian eigh of -iK (unitary V), so V diag(W) V^* reconstructs S to
@@ -153,7 +153,7 @@ def normal_eig(S: torch.Tensor, conj_sym: bool = True) -> Tuple[torch.Tensor, to
     return W, V_pos
 
 
-def hippo_dplr(measure: str, n: int, conj_sym: bool = True):
+def hippo_dplr(measure: str, n: int, conj_sym: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The DPLR form of a HiPPO matrix in its (unitary) normal-part eigenbasis ([S4] Thm. 1, App. C):
 
         A = V (diag(Lambda) - P~ P~^*) V^*,   P~ = V^* P^T,   B~ = V^* B.
@@ -212,7 +212,7 @@ def dt_bias_init(size: int, dt_min: float = 1e-3, dt_max: float = 1e-1, floor: f
 
 
 def log_uniform_dt(
-    size, dt_min: float = 1e-3, dt_max: float = 1e-1, *, generator: Optional[torch.Generator] = None
+    size: Union[int, Sequence[int]], dt_min: float = 1e-3, dt_max: float = 1e-1, *, generator: Optional[torch.Generator] = None
 ) -> torch.Tensor:
     """log(dt) ~ U[log dt_min, log dt_max], float64 of shape ``size``.
 
@@ -225,7 +225,7 @@ def log_uniform_dt(
     return math.log(dt_min) + u * (math.log(dt_max) - math.log(dt_min))
 
 
-def block_hippo_n_init(p: int, blocks: int = 1, conj_sym: bool = True):
+def block_hippo_n_init(p: int, blocks: int = 1, conj_sym: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """S5's block-diagonal HiPPO-N init ([S5] Sec. 4.1, App. B.1.1): the normal part of HiPPO-LegS of
     size p/J, diagonalised per block, repeated J times along the diagonal.
 
@@ -242,7 +242,7 @@ def block_hippo_n_init(p: int, blocks: int = 1, conj_sym: bool = True):
     return W.repeat(blocks), torch.block_diag(*([V] * blocks))
 
 
-def lecun_normal(shape, fan_in: int, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def lecun_normal(shape: Sequence[int], fan_in: int, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Truncated-normal-free LeCun normal: N(0, 1/fan_in) in float64 ([S5] App. B.1.2 samples B this way)."""
     return torch.randn(shape, generator=generator, dtype=torch.float64) / math.sqrt(fan_in)
 
@@ -277,7 +277,7 @@ def _ptd_condition(V: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(w[-1] / w[0])
 
 
-def ptd_objective(A: torch.Tensor, E: torch.Tensor, gamma: float):
+def ptd_objective(A: torch.Tensor, E: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """[PTD] Sec. 4.2, Eq. (4):  Phi(E) = kappa(V~) + gamma ||E||_2,  A + E = V~ diag(Lambda~) V~^-1.
 
     Returns ``(Phi (), Lambda~ (n,), V~ (n, n))``; V~ has unit-norm columns (LAPACK's convention), the
@@ -315,7 +315,7 @@ def ptd_perturbation(
     G = torch.randn(n, n, generator=generator, dtype=torch.float64)  # (n, n) real Ginibre
     E = eps0 * norm_a / torch.linalg.matrix_norm(G, ord=2) * G  # (n, n), ||E||_2 = eps0 ||A||_2
 
-    def value_and_grad(E):
+    def value_and_grad(E: torch.Tensor) -> tuple[float, bool, Optional[torch.Tensor]]:
         E = E.detach().requires_grad_(True)
         phi, lam, _ = ptd_objective(A, E, gamma)
         try:
@@ -328,11 +328,12 @@ def ptd_perturbation(
     if not stable:
         raise ValueError(f"ptd_perturbation: A + E0 is unstable or its eigenvectors too ill-conditioned; "
                          f"use another eps0 (got {eps0})")
+    assert grad is not None  # a stable start has a gradient
     eta = 0.1 * float(torch.linalg.matrix_norm(E))  # Frobenius step length, adapted below
     for _ in range(steps):  # normalised gradient descent with step-size backtracking: Phi never increases
         trial = E - eta * grad / torch.linalg.matrix_norm(grad)
         phi_t, stable_t, grad_t = value_and_grad(trial)
-        if stable_t and phi_t < phi:
+        if stable_t and phi_t < phi and grad_t is not None:
             E, phi, grad, eta = trial, phi_t, grad_t, 1.5 * eta
         else:
             eta = 0.5 * eta
@@ -348,7 +349,7 @@ def ptd_init(
     steps: int = PTD_STEPS,
     conj_sym: bool = False,
     generator: Optional[torch.Generator] = None,
-):
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Perturb-then-diagonalize ([PTD] Sec. 4): diagonalise A~ = A + E instead of the HiPPO matrix A.
 
     What [PTD] does (what could be read of it, see the sources at the top of this section): the HiPPO
@@ -392,15 +393,17 @@ def ptd_init(
         out = _ptd_init(measure, n, gamma, eps0, steps, conj_sym, generator)
     else:
         out = _ptd_init_cached(measure, n, float(gamma), float(eps0), int(steps), bool(conj_sym))
-    return tuple(t.clone() for t in out)
+    lam, V, V_inv, E = (t.clone() for t in out)
+    return lam, V, V_inv, E
 
 
 @functools.lru_cache(maxsize=32)
-def _ptd_init_cached(measure: str, n: int, gamma: float, eps0: float, steps: int, conj_sym: bool):
+def _ptd_init_cached(measure: str, n: int, gamma: float, eps0: float, steps: int, conj_sym: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return _ptd_init(measure, n, gamma, eps0, steps, conj_sym, torch.Generator().manual_seed(0))
 
 
-def _ptd_init(measure, n, gamma, eps0, steps, conj_sym, generator):
+def _ptd_init(measure: str, n: int, gamma: float, eps0: float, steps: int, conj_sym: bool,
+              generator: Optional[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     A, _ = hippo(measure, n)  # (n, n)
     threads = torch.get_num_threads()
     set_cpu_threads(1, None)  # small eigendecompositions: extra threads only cost (x10 on a busy 2-core CPU)

@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from torchssm.layers.base import SSMLayer, check_lengths
+from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepOutput, check_lengths
 from torchssm.layers.diagonal import complex_dtype
 from torchssm.layers.init import lru_ring_init
 from torchssm.ops.backend import check_backend_name
@@ -137,7 +137,7 @@ class LRU(SSMLayer):
         return torch.view_as_real(h).flatten(-2) @ w.T
 
     # --- contract --------------------------------------------------------------------------------------
-    def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
+    def init_state(self, batch: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """Zero state (b, n), complex64 for float32 parameters, complex128 for float64."""
         cdtype = complex_dtype(self.nu_log.dtype if dtype is None else dtype)
         device = self.nu_log.device if device is None else device
@@ -151,7 +151,7 @@ class LRU(SSMLayer):
         return_state: bool = False,
         reset: Optional[torch.Tensor] = None,
         lengths: Optional[torch.Tensor] = None,
-    ):
+    ) -> LayerOutput:
         """x (b, l, h) -> y (b, l, h); with ``return_state`` also the state after the last valid step.
 
         ``state`` (b, n) complex: initial state (causal mode only). ``reset`` (b, l) bool: zero the state
@@ -168,7 +168,7 @@ class LRU(SSMLayer):
         with torch.autocast(device_type=x.device.type, enabled=False):
             bu = self._input(xp, self._normalised_B())  # (b, l, n) complex, gamma folded into B
 
-            def scan(h0, reverse, reset_):
+            def scan(h0: Optional[torch.Tensor], reverse: bool, reset_: Optional[torch.Tensor]) -> torch.Tensor:
                 return lru_scan(self.nu_log, self.theta_log, bu, h0, reverse=reverse, reset=reset_,
                                 backend=self.backend)
 
@@ -195,7 +195,7 @@ class LRU(SSMLayer):
         last = (lengths.to(x.device).clamp(1, length) - 1)[:, None, None].expand(-1, 1, self.d_state)  # (b, 1, n)
         return y, h.gather(1, last)[:, 0]
 
-    def step(self, x_t: torch.Tensor, state: torch.Tensor):
+    def step(self, x_t: torch.Tensor, state: torch.Tensor) -> StepOutput:
         """One token: x_t (b, h), state (b, n) complex -> (y_t (b, h), new_state (b, n)). Pure, O(1)."""
         self._check_step(x_t, state)
         lam = lru_lambda(self.nu_log, self.theta_log)  # (n,)

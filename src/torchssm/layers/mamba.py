@@ -24,6 +24,7 @@ State (what ``step`` and chunked ``forward`` carry): ``(conv_buffer (b, d, d_con
 from __future__ import annotations
 
 import math
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +50,7 @@ class Mamba(ConvSSMLayer):
         d_state: int = 16,
         d_conv: int = 4,
         expand: int = 2,
-        dt_rank="auto",
+        dt_rank: Union[int, str] = "auto",
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         dt_init_floor: float = 1e-4,
@@ -90,7 +91,7 @@ class Mamba(ConvSSMLayer):
     def _ssm_state_shape(self, batch: int) -> tuple:
         return (batch, self.d_inner, self.d_state)
 
-    def _ssm_params(self, x: torch.Tensor):
+    def _ssm_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (b, l, d) after the conv -> raw dt (b, l, d), A (d, n), B (b, l, n), C (b, l, n).
 
         Discretisation (dt <- softplus(dt + bias), exp(dt A), dt B) happens inside the scan op."""
@@ -99,7 +100,8 @@ class Mamba(ConvSSMLayer):
         A = decay_rate(self.A_log)  # (d, n)
         return dt, A, B, C
 
-    def _mix(self, u, conv_state, ssm_state, reset, backend):
+    def _mix(self, u: torch.Tensor, conv_state: Optional[torch.Tensor], ssm_state: Optional[torch.Tensor], reset: Optional[torch.Tensor],
+             backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, z = self.in_proj(u).chunk(2, dim=-1)  # (b, l, d) each
         x, conv_state = causal_conv1d(x, self.conv1d.weight[:, 0], self.conv1d.bias, conv_state, reset=reset)
         x = F.silu(x)

@@ -81,7 +81,8 @@ class Mamba2(ConvSSMLayer):
     def _ssm_state_shape(self, batch: int) -> tuple:
         return (batch, self.nheads, self.headdim, self.d_state)
 
-    def _mix(self, u, conv_state, ssm_state, reset, backend):
+    def _mix(self, u: torch.Tensor, conv_state: Optional[torch.Tensor], ssm_state: Optional[torch.Tensor], reset: Optional[torch.Tensor],
+             backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, l, _ = u.shape
         d, g, n, nh, p = self.d_inner, self.ngroups, self.d_state, self.nheads, self.headdim
         z, xBC, dt = torch.split(self.in_proj(u), [d, self.conv_dim, nh], dim=-1)

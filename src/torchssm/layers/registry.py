@@ -7,13 +7,13 @@ dependency is missing does not break the others.
 from __future__ import annotations
 
 import importlib
-from typing import Dict, Tuple
+from typing import Any, Dict
 
 from torch import nn
 
 # name -> (module, class name). Causality is a property of the built instance (``layer.causal``):
 # e.g. LRU(bidirectional=True) is not causal.
-_LAYERS: Dict[str, Tuple[str, str]] = {
+_LAYERS: Dict[str, tuple[str, str]] = {
     "lru": ("torchssm.layers.lru", "LRU"),
     "s4": ("torchssm.layers.s4", "S4"),
     "s4d": ("torchssm.layers.s4d", "S4D"),
@@ -57,7 +57,7 @@ def get_layer_class(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
-def build_layer(name: str, d_model: int, **kwargs) -> nn.Module:
+def build_layer(name: str, d_model: int, **kwargs: Any) -> nn.Module:
     """Instantiate layer ``name`` with width ``d_model`` and its own keyword arguments."""
     cls = get_layer_class(name)
     try:

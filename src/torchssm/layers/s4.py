@@ -34,6 +34,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from torchssm.layers.base import LayerOutput, StepOutput
 from torchssm.layers.diagonal import ChannelStateSSM, check_d_state, complex_dtype, complex_param
 from torchssm.layers.discretize import discretize_dense, dt_range_for_length
 from torchssm.layers.init import HIPPO_MEASURES, hippo_dplr, log_uniform_dt
@@ -56,7 +57,7 @@ def _power_sum(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return v[:, :, 0]
 
 
-def _sync_kernel_length(module: "S4", incompatible_keys) -> None:
+def _sync_kernel_length(module: S4, incompatible_keys: object) -> None:
     """load_state_dict post-hook: the int ``_kernel_length`` follows the loaded ``kernel_length`` buffer."""
     L = int(module.kernel_length)
     if L < 1:
@@ -86,6 +87,9 @@ class S4(ChannelStateSSM):
     ``B`` (H, m, 2) = V^* B_hippo, ``C`` (H, m, 2) = C~ (complex N(0, 1) at init), ``C2`` like C
     (bidirectional), ``D`` (H,).
     """
+
+    kernel_length: torch.Tensor  # buffer: the kernel's length L (doubled when an input is longer)
+    C: nn.Parameter  # the readout C~ (H, m, 2), registered by _set_readouts
 
     def __init__(self, d_model: int, d_state: int = 64, *, measure: str = "legs", l_max: int = 1024,
                  dt_min: float = 1e-3, dt_max: float = 1e-1, dt_scale_to_length: bool = False,
@@ -118,14 +122,14 @@ class S4(ChannelStateSSM):
         self.optim_overrides = {} if lr is None else {k: {"lr": lr, "weight_decay": 0.0} for k in names}
 
     # --- parameters --------------------------------------------------------------------------------
-    def _ssm_params(self):
+    def _ssm_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Continuous DPLR SSM: dt (H,), Lambda (H, m), P (r, H, m), B (H, m), C~ (H, m) (the forward readout;
         a bidirectional layer's C~2 is read by ``_readout_stack``)."""
         lam = torch.complex(-torch.exp(self.log_A_real), self.A_imag)
         c = torch.view_as_complex
         return torch.exp(self.log_dt), lam, c(self.P), c(self.B), c(self.C)
 
-    def _dense_cached(self):
+    def _dense_cached(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``_dense()``, reused across ``step`` calls while no parameter changed (inference: the N^3 log L
         conversion runs once, then each step is O(N^2) per channel). Only without autograd, and not while
         torch.export/torch.compile trace the step (the graph recomputes it, or folds it into constants)."""
@@ -138,7 +142,7 @@ class S4(ChannelStateSSM):
             self.__dict__["_dense_cache"] = cache
         return cache[1]
 
-    def _dense(self):
+    def _dense(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Dense discrete SSM on the full n states: A_bar (H, n, n), B_bar (H, n), C (H, n) with
         C = C~ (I - A_bar^L)^-1 (row vectors), from the same ``_ssm_params``."""
         dt, lam, P, B, Ct = self._ssm_params()
@@ -195,7 +199,7 @@ class S4(ChannelStateSSM):
 
     # --- contract ----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False,
-                lengths: Optional[torch.Tensor] = None):
+                lengths: Optional[torch.Tensor] = None) -> LayerOutput:
         """x (b, l, H) -> y (b, l, H); ``lengths`` (b,) as in :class:`torchssm.layers.s4d.DiagonalConvSSM`
         (bidirectional: padding is zeroed before the backward kernel; a causal layer ignores it)."""
         self._check_call(x, state, return_state, lengths)
@@ -222,7 +226,7 @@ class S4(ChannelStateSSM):
             h = h + (torch.linalg.matrix_power(A_bar, length) @ _full(state.to(h.dtype))[..., None])[..., 0]
         return y, h[..., : self.n_complex].to(complex_dtype(self.D.dtype))
 
-    def step(self, x_t: torch.Tensor, state: torch.Tensor):
+    def step(self, x_t: torch.Tensor, state: torch.Tensor) -> StepOutput:
         self._check_step(x_t, state)
         _, A_bar, B_bar, C = self._dense_cached()
         hf = _full(state.to(A_bar.dtype))  # (b, H, n)

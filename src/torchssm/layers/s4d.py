@@ -69,7 +69,7 @@ class S4D(DiagonalConvSSM):
             lam, V = diagonal_init(init, d_state), None
             B = torch.ones(m, dtype=torch.complex128)  # B = 1 ([S4D] Sec. 3.2, as in DSS)
 
-        def draw_C():  # (H, m) complex N(0, 1); PTD: C~ = C V
+        def draw_C() -> torch.Tensor:  # (H, m) complex N(0, 1); PTD: C~ = C V
             C = torch.randn(H, m, dtype=torch.complex128)
             return C if V is None else C @ V
 
@@ -83,7 +83,7 @@ class S4D(DiagonalConvSSM):
         ssm = {"lr": lr, "weight_decay": 0.0}
         self.optim_overrides = {} if lr is None else {k: dict(ssm) for k in ("log_dt", "log_A_real", "A_imag", "B")}
 
-    def _ssm_params(self):
+    def _ssm_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(dt A, B_bar, C): (H, m) complex, C (H, m) or (2, H, m) bidirectional; the one place both modes
         read the SSM from."""
         A = torch.complex(-torch.exp(self.log_A_real), self.A_imag)  # (H, m)

@@ -26,7 +26,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from torchssm.layers.base import SSMLayer
+from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepOutput
 from torchssm.layers.diagonal import complex_dtype, complex_param
 from torchssm.layers.discretize import discretize_diag
 from torchssm.layers.init import block_hippo_n_init, lecun_normal, log_uniform_dt, ptd_init
@@ -93,7 +93,7 @@ class S5(SSMLayer):
         B = lecun_normal((P, H), fan_in=P)  # jax lecun_normal: fan_in = shape[-2] ([S5] App. B.1.2)
         self.B = complex_param(V_inv @ B.to(V_inv.dtype))  # (m, H, 2)
 
-        def c_init():  # truncated standard normal, complex (the S5 code's default C_init)
+        def c_init() -> torch.Tensor:  # truncated standard normal, complex (the S5 code's default C_init)
             C = torch.empty(H, P, 2, dtype=torch.float64)
             nn.init.trunc_normal_(C, std=1.0, a=-2.0, b=2.0)
             return complex_param(torch.view_as_complex(C) @ V)  # (H, m, 2)
@@ -106,7 +106,7 @@ class S5(SSMLayer):
         names = ("B", "Lambda_re", "Lambda_im", "log_step")
         self.optim_overrides = {} if ssm_lr is None else {k: {"lr": ssm_lr, "weight_decay": 0.0} for k in names}
 
-    def _ssm_params(self, timescale: Optional[torch.Tensor] = None):
+    def _ssm_params(self, timescale: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(Lambda_bar, B_bar): (m,), (m, H); with ``timescale`` (...,) : (..., m), (..., m, H)."""
         re = self.Lambda_re.clamp(max=-1e-4) if self.clip_eigs else self.Lambda_re
         lam = torch.complex(re, self.Lambda_im)  # (m,)
@@ -121,18 +121,18 @@ class S5(SSMLayer):
         scale = 2.0 if self.conj_sym else 1.0
         return scale * (h @ torch.view_as_complex(C).T).real  # (..., m) -> (..., H)
 
-    def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
+    def init_state(self, batch: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """Zero state (b, m): complex64 for float32 parameters, complex128 for float64."""
         cdtype = complex_dtype(self.D.dtype if dtype is None else dtype)
         return torch.zeros(batch, self.n_complex, device=self.D.device if device is None else device, dtype=cdtype)
 
-    def _check_timescale(self, timescale, shape) -> None:
+    def _check_timescale(self, timescale: Optional[torch.Tensor], shape: tuple[int, ...]) -> None:
         if timescale is not None and tuple(timescale.shape) != tuple(shape):
             raise ValueError(f"timescale must have shape {tuple(shape)} (batch{', length' if len(shape) > 1 else ''}); "
                              f"got {tuple(timescale.shape)}")
 
     def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False,
-                timescale: Optional[torch.Tensor] = None):
+                timescale: Optional[torch.Tensor] = None) -> LayerOutput:
         """x (b, l, H) -> y (b, l, H); ``timescale`` (b, l) > 0 multiplies dt at each step."""
         self._check_forward(x, state)
         self._check_timescale(timescale, x.shape[:2])
@@ -153,7 +153,7 @@ class S5(SSMLayer):
             return y, h[:, -1].to(complex_dtype(self.D.dtype))
         return y
 
-    def step(self, x_t: torch.Tensor, state: torch.Tensor, *, timescale: Optional[torch.Tensor] = None):
+    def step(self, x_t: torch.Tensor, state: torch.Tensor, *, timescale: Optional[torch.Tensor] = None) -> StepOutput:
         """One token x_t (b, H) -> (y_t (b, H), new state (b, m)); ``timescale`` (b,) as in forward."""
         self._check_step(x_t, state)
         self._check_timescale(timescale, x_t.shape[:1])
