@@ -21,6 +21,7 @@ O(1) work per token for SSMs, O(position) for the Transformer's KV cache. No rec
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional
@@ -93,6 +94,9 @@ class CausalLM(PretrainedMixin, nn.Module):
         for i, block in enumerate(self.backbone.layers):
             if not getattr(block.mixer, "causal", False):
                 raise ValueError(f"layer {config.layer!r} is not causal: a language model needs a causal layer")
+        # packed documents (``reset``) need mixers that restart their state (LRU, Mamba, Mamba-2, SeqBoat, Jamba)
+        self._takes_reset = all("reset" in inspect.signature(blk.mixer.forward).parameters
+                                for blk in self.backbone.layers)
         self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
         self._init_weights()
         if config.tie_embeddings:
@@ -149,6 +153,9 @@ class CausalLM(PretrainedMixin, nn.Module):
         self._check_ids(input_ids)
         if state is not None:
             self._check_state(state, input_ids.shape[0])
+        if reset is not None and not self._takes_reset:
+            raise ValueError(f"layer {self.config.layer!r} has no resettable state, so packed documents cannot be "
+                             f"separated: pass no reset (lm_text: task.document_resets=false)")
         x = self.backbone.embedding(input_ids)  # (b, l, h)
         residual = self._residual(x)
         new_states = []
