@@ -1,9 +1,9 @@
 """Every ```python code block in README.md and docs/*.md runs (blocks fenced as ```python no-run are skipped).
 
 The blocks of one file run in order in one namespace (a page may build on its earlier examples), in a
-temporary working directory (files they write do not land in the repository; presets are found by name, inside the package),
-with matplotlib's Agg backend. A block that needs something
-the test cannot provide (a trained run, a GPU, a download) is fenced ```python no-run.
+temporary working directory (files they write do not land in the repository; presets are found by
+name, inside the package), with matplotlib's Agg backend. A block that needs something the test cannot
+provide (a trained run, a GPU, a download) is fenced ```python no-run.
 """
 
 import re

@@ -1,5 +1,5 @@
-"""The lra/ and synthetic/ presets (torchssm.presets): every preset loads, names a registered task, and its layer accepts
-its layer_kwargs; every file cites its source; every LRA preset builds its task (tiny files in the
+"""The lra/ and synthetic/ presets (torchssm.presets): every preset loads, names a registered task, and its
+layer accepts its layer_kwargs; every file cites its source; every LRA preset builds its task (tiny files in the
 official formats), its model and optimizer, and runs a forward pass."""
 
 import inspect
