@@ -73,6 +73,7 @@ def run(models=DEFAULT_MODELS, *, budget: int = 20000, steps: int = 300, lrs=(1e
         trial["test_mse"] = evaluate_loss(model, test, loss_of)
         trial["infer_cpu_s_batch16"] = inference_cpu_seconds(model, test.tensors["inputs"][:16])
         rows.append(trial)
+        print(json.dumps({"done": trial}), flush=True)  # each model's result as soon as it is known
     result = {"task": "imu velocity at chunk ends", "imu_config": cfg.__dict__, "chunk": chunk, "budget": budget,
               "steps": steps, "lrs": list(lrs), "batch_size": batch_size, "n_train": n_train, "seed": seed,
               "zero_predictor_test_mse": zero, "rows": rows}
