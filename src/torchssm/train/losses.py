@@ -48,9 +48,10 @@ def loss_and_correct(output: torch.Tensor, targets: torch.Tensor,
 def forward_batch(model: nn.Module, batch: Batch) -> torch.Tensor:
     """Model call for a batch dict; ``lengths2`` (padded second sequence of a paired task such as
     LRA Retrieval) is passed only when the batch has it, so models without that argument still work;
-    a batch with ``reset`` (packed documents) calls ``model(inputs, reset=reset)``."""
-    if batch.get("reset") is not None:  # packed token rows (lm_text): a document starts where reset is true
-        return model(batch["inputs"], reset=batch["reset"])
+    an unpadded, unpaired batch calls ``model(inputs)``, with ``reset=`` when it has packed documents."""
+    if batch.get("lengths") is None and batch.get("inputs2") is None:  # e.g. lm_text's packed token rows
+        extra = {"reset": batch["reset"]} if batch.get("reset") is not None else {}  # a document starts at reset
+        return model(batch["inputs"], **extra)
     extra = {"lengths2": batch["lengths2"]} if batch.get("lengths2") is not None else {}
     return model(batch["inputs"], lengths=batch.get("lengths"), inputs2=batch.get("inputs2"), **extra)
 
