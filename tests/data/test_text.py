@@ -86,6 +86,7 @@ def test_packed_rows_shift_targets_and_reset_at_document_starts():
         torch.testing.assert_close(item["targets"], item["inputs"] + 1)
         expected = torch.tensor([(5 * i + t) in set(starts.tolist()) for t in range(5)])
         assert torch.equal(item["reset"], expected)
+    assert set(T.PackedTokens(tokens, starts, context=5, resets=False)[1]) == {"inputs", "targets"}
 
 
 def test_task_cache_is_memory_mapped_and_rebuilt_when_incomplete(corpus, tmp_path):
