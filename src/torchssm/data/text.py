@@ -225,11 +225,12 @@ class PackedTokens(Dataset):
     """
 
     def __init__(self, tokens: np.ndarray, starts: np.ndarray, context: int, rows: np.ndarray | None = None,
-                 n_bytes: int = 0, resets: bool = True):
+                 n_bytes: int = 0, resets: bool = True, mask_vocab: int = 0, mask_seed: int = 0):
         if not isinstance(context, int) or context < 1:
             raise ValueError(f"context must be a positive int; got {context!r}")
         self.tokens, self.starts, self.context = tokens, np.asarray(starts, dtype=np.int64), context
         self.resets = resets  # False: no "reset" in the items (the documents run on, as one stream)
+        self.mask_vocab, self.mask_seed = mask_vocab, mask_seed  # > 0: BERT-masked rows (masked_lm.mask_tokens)
         total = max(0, (len(tokens) - 1) // context)
         self.rows = np.arange(total) if rows is None else np.asarray(rows, dtype=np.int64)
         # bytes per token of the whole split: turns a loss in nats/token into bits per byte
@@ -241,6 +242,12 @@ class PackedTokens(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         begin = int(self.rows[index]) * self.context
         chunk = torch.from_numpy(np.asarray(self.tokens[begin:begin + self.context + 1], dtype=np.int64))
+        if self.mask_vocab:  # masked LM: the row itself, masked once, seeded by (seed, row)
+            from torchssm.models.masked_lm import mask_tokens
+
+            gen = torch.Generator().manual_seed(self.mask_seed * 1_000_003 + int(self.rows[index]))
+            inputs, targets = mask_tokens(chunk[:-1], self.mask_vocab, gen)
+            return {"inputs": inputs, "targets": targets}
         if not self.resets:
             return {"inputs": chunk[:-1], "targets": chunk[1:]}
         reset = torch.zeros(self.context, dtype=torch.bool)  # (L,)
@@ -261,16 +268,19 @@ def _subset(total: int, limit: int, seed: int) -> np.ndarray | None:
 def build(data_dir=None, seed: int = 0, files=None, suffixes: Sequence[str] = (".txt", ".md", ".py", ".rst"),
           tokenizer: str = "bytes", tokenizer_path: str | None = None, context: int = 512,
           eval_context: int = 0, val_fraction: float = 0.05, test_fraction: float = 0.05, train_rows: int = 0,
-          eval_rows: int = 0, document_resets: bool = True) -> TaskData:
+          eval_rows: int = 0, document_resets: bool = True, objective: str = "causal") -> TaskData:
     """Build the ``lm_text`` task (see the module docstring).
 
     ``eval_context`` (default: ``context``) is the row length of val/test; ``train_rows`` / ``eval_rows``
     (0 = all) keep a seeded subset of the rows, so a run fits a budget. ``document_resets=False`` leaves
     "reset" out of the batches, for layers without a resettable state (S5, attention): documents then run
-    on as one stream, as in GPT-style training.
+    on as one stream, as in GPT-style training. ``objective: masked`` turns the rows into BERT's masked
+    language modelling (:mod:`torchssm.models.masked_lm`; bidirectional layers such as Hydra; no resets).
     """
     from torchssm.models.tokenizer import build_tokenizer
 
+    if objective not in ("causal", "masked"):
+        raise ValueError(f"objective must be 'causal' (next token) or 'masked' (BERT); got {objective!r}")
     tok = build_tokenizer(tokenizer, tokenizer_path)
     listed, root = find_files(files, tuple(suffixes))
     split = split_files(listed, root, val_fraction, test_fraction, seed)
@@ -285,14 +295,16 @@ def build(data_dir=None, seed: int = 0, files=None, suffixes: Sequence[str] = ("
             raise ValueError(f"the {name} split ({len(a['tokens'])} tokens in {len(split[name])} file(s)) is shorter "
                              f"than one row of {length + 1} tokens; use more files or a shorter context")
         rows = _subset(total, train_rows if name == "train" else eval_rows, seed * 7919 + i)
-        datasets[name] = PackedTokens(a["tokens"], a["starts"], length, rows, a["bytes"], document_resets)
+        masked = objective == "masked"
+        datasets[name] = PackedTokens(a["tokens"], a["starts"], length, rows, a["bytes"], document_resets and not masked,
+                                      mask_vocab=tok.vocab_size if masked else 0, mask_seed=seed * 31 + i)
     vocab = tok.vocab_size
-    info = TaskInfo(name="lm_text", d_input=vocab, d_output=vocab, length=context, kind="lm", input_kind="tokens",
+    info = TaskInfo(name="lm_text", d_input=vocab + (objective == "masked"), d_output=vocab, length=context, kind="lm", input_kind="tokens",
                     citation="corpus: the files given (default: the Python standard library of this interpreter)")
     record = corpus_record(listed, root, default=files is None)
     record.update(split_files={k: len(v) for k, v in split.items()},
                   split_tokens={k: int(len(arrays[k]["tokens"])) for k in SPLITS},
                   bytes_per_token={k: datasets[k].bytes_per_token for k in SPLITS},
-                  tokenizer=tokenizer, vocab_size=vocab)
+                  tokenizer=tokenizer, vocab_size=vocab, objective=objective)
     return TaskData(info=info, train=datasets["train"], val=datasets["val"], test=datasets["test"],
-                    extra={"tokenizer": tok, "record": record})
+                    extra={"tokenizer": tok, "record": record, "objective": objective})

@@ -7,13 +7,16 @@ final RMSNorm, tied head; :mod:`torchssm.models.lm`) around the registered layer
 So the run's checkpoints are ``torchssm generate`` / ``torchssm.from_pretrained`` language models, and
 every layer (Transformer, Mamba, Mamba-2, LRU, S5, the hybrids of :mod:`torchssm.models.hybrid`) is compared
 inside the same block. The DeepSSM-only fields (``norm``, ``prenorm``, ``glu``, ``pooling``) do not apply;
-``dropout`` > 0 is refused (the LM block has none). The task's tokenizer is attached to the model
+``dropout`` > 0 is refused (the LM block has none). With ``task.objective: masked`` the model is the
+masked LM of :mod:`torchssm.models.masked_lm` (bidirectional layers, e.g. Hydra). The task's tokenizer is attached to the model
 (``model.tokenizer``), so every checkpoint directory holds ``tokenizer.json`` when the tokenizer is BPE.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from torch import nn
 
 from torchssm.data.registry import TaskData
 from torchssm.models.config import ModelConfig
@@ -30,12 +33,20 @@ def lm_config_from_model_config(cfg: ModelConfig) -> LMConfig:
                     layer_kwargs=dict(cfg.layer_kwargs))
 
 
-def causal_lm_builder(task: TaskData) -> Callable[[ModelConfig], CausalLM]:
-    """A ``model_builder`` for the training loop: ModelConfig -> CausalLM carrying the task's tokenizer."""
+def causal_lm_builder(task: TaskData) -> Callable[[ModelConfig], nn.Module]:
+    """A ``model_builder`` for the training loop: ModelConfig -> CausalLM (or MaskedLM) with the task's tokenizer."""
     tokenizer = task.extra.get("tokenizer")
+    masked = task.extra.get("objective") == "masked"
 
-    def build(cfg: ModelConfig) -> CausalLM:
-        model = CausalLM(lm_config_from_model_config(cfg))
+    def build(cfg: ModelConfig) -> nn.Module:
+        if masked:  # BERT's objective over a (bidirectional) layer, e.g. Hydra
+            from torchssm.models.masked_lm import MaskedLM, MaskedLMConfig
+
+            lm = lm_config_from_model_config(cfg)
+            model = MaskedLM(MaskedLMConfig(layer=lm.layer, d_model=lm.d_model, n_layer=lm.n_layer,
+                                            vocab_size=lm.vocab_size, layer_kwargs=lm.layer_kwargs))
+        else:
+            model = CausalLM(lm_config_from_model_config(cfg))
         model.tokenizer = tokenizer  # written beside the weights by save_pretrained (tokenizer.json)
         return model
 
