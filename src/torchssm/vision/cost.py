@@ -7,6 +7,8 @@ For each resolution R (a 1 x 1 x R x R image) and network:
   convolutions, attention), plus the selective scans' elementwise work, which that counter does not
   see (the scan runs in a fused kernel): 9 FLOPs per (step, channel, state) entry of every S6 scan
   (exp(dt A), dt u B, the state update a h + b, the C readout: an estimate, stated as such);
+  The attention products QK^T and AV (4 L^2 d per layer) are added the same way when the counter has
+  no formula for the attention kernel that ran (the case of the CPU flash kernel in torch 2.13);
 * ``saved_mib``: the bytes of every tensor autograd keeps for the backward pass (distinct storages,
   recorded with ``torch.autograd.graph.saved_tensors_hooks``): the activation memory of training,
   measured rather than sampled from a noisy process RSS;
@@ -61,6 +63,18 @@ def _attention_matrix_bytes(model: RestorationUNet, height: int, width: int) -> 
     return total
 
 
+def _attention_flops(model: RestorationUNet, height: int, width: int) -> float:
+    """FLOPs of the softmax attention products QK^T and AV: 2 * 2 * L^2 * d per layer (multiply-adds)."""
+    from torchssm.layers.attention import SelfAttention
+
+    total = 0.0
+    for scale, m in _scaled_modules(model):
+        if isinstance(m, SelfAttention):
+            tokens = (height // scale) * (width // scale)
+            total += 4.0 * tokens * tokens * m.d_model
+    return total
+
+
 def measure(model: RestorationUNet, resolution: int) -> dict:
     """FLOPs, saved activation memory and CPU time of one forward(+backward) at resolution x resolution."""
     x = torch.rand(1, model.in_channels, resolution, resolution)
@@ -68,6 +82,9 @@ def measure(model: RestorationUNet, resolution: int) -> dict:
     with torch.no_grad(), counter:
         model(x)
     flops = counter.get_total_flops() + _scan_flops(model, resolution, resolution)
+    counted_ops = {str(op) for ops in counter.get_flop_counts().values() for op in ops}
+    if not any("scaled_dot_product" in op for op in counted_ops):  # the CPU flash kernel is not in the counter
+        flops += _attention_flops(model, resolution, resolution)
     storages = {}
 
     def pack(t):
