@@ -296,10 +296,12 @@ def build(data_dir=None, seed: int = 0, files=None, suffixes: Sequence[str] = ("
                              f"than one row of {length + 1} tokens; use more files or a shorter context")
         rows = _subset(total, train_rows if name == "train" else eval_rows, seed * 7919 + i)
         masked = objective == "masked"
-        datasets[name] = PackedTokens(a["tokens"], a["starts"], length, rows, a["bytes"], document_resets and not masked,
+        datasets[name] = PackedTokens(a["tokens"], a["starts"], length, rows, a["bytes"],
+                                      resets=document_resets and not masked,
                                       mask_vocab=tok.vocab_size if masked else 0, mask_seed=seed * 31 + i)
     vocab = tok.vocab_size
-    info = TaskInfo(name="lm_text", d_input=vocab + (objective == "masked"), d_output=vocab, length=context, kind="lm", input_kind="tokens",
+    info = TaskInfo(name="lm_text", d_input=vocab + (objective == "masked"), d_output=vocab, length=context,
+                    kind="lm", input_kind="tokens",
                     citation="corpus: the files given (default: the Python standard library of this interpreter)")
     record = corpus_record(listed, root, default=files is None)
     record.update(split_files={k: len(v) for k, v in split.items()},

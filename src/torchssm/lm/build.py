@@ -8,8 +8,9 @@ So the run's checkpoints are ``torchssm generate`` / ``torchssm.from_pretrained`
 every layer (Transformer, Mamba, Mamba-2, LRU, S5, the hybrids of :mod:`torchssm.models.hybrid`) is compared
 inside the same block. The DeepSSM-only fields (``norm``, ``prenorm``, ``glu``, ``pooling``) do not apply;
 ``dropout`` > 0 is refused (the LM block has none). With ``task.objective: masked`` the model is the
-masked LM of :mod:`torchssm.models.masked_lm` (bidirectional layers, e.g. Hydra). The task's tokenizer is attached to the model
-(``model.tokenizer``), so every checkpoint directory holds ``tokenizer.json`` when the tokenizer is BPE.
+masked LM of :mod:`torchssm.models.masked_lm` (bidirectional layers, e.g. Hydra). The task's tokenizer is
+attached to the model (``model.tokenizer``), so every checkpoint directory holds ``tokenizer.json`` when the
+tokenizer is BPE.
 """
 
 from __future__ import annotations
