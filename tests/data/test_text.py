@@ -165,3 +165,13 @@ def test_train_lm_end_to_end_saves_tokenizer_and_corpus_record(corpus, tmp_path)
     assert model.tokenizer.encode(DOCS[2]) == tok.encode(DOCS[2])
     summary = json.loads((tmp_path / "run" / "result.json").read_text())
     assert summary["data"]["file_count"] == len(DOCS) and summary["data"]["tokenizer"] == "bpe"
+
+    from torchssm.cli import main  # the CLI: lm eval at 2x the training context, tokenizer train
+
+    assert main(["lm", "eval", str(tmp_path / "run" / "best"), "--rows", "2", "--context-factor", "2",
+                 "--data-dir", str(tmp_path / "data")]) == 0
+    report = json.loads((tmp_path / "run" / "best" / "lm_eval.json").read_text())
+    assert report["eval_context"] == 32 and [b["from"] for b in report["by_position"]] == [0, 16]
+    assert main(["tokenizer", "train", "--files", str(corpus), "--vocab-size", "300", "--min-frequency", "1",
+                 "--out", str(tmp_path / "tok2")]) == 0
+    assert load_tokenizer(tmp_path / "tok2").encode(DOCS[0]) == tok.encode(DOCS[0])
