@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from torchssm.audio.asr import ASRConfig, build_recognizer
+from torchssm.audio.asr import ASRConfig, SambaASR, build_recognizer
 from torchssm.audio.ctc import char_error_rate, heldout_word_cer, word_error_rate
 from torchssm.audio.text import CharVocabulary
 
@@ -42,6 +42,8 @@ class ASRTrainConfig:
     max_minutes: float = 0.0  # stop after this much wall time (0: no limit); the budget is recorded
     eval_every: int = 1
     eval_beam: int = 1  # 1: greedy decoding in the per-epoch evaluation
+    test_beam: int = 4  # the final test is decoded greedily and, when > 1, with this beam too
+    test_limit: int = 0  # decode only the first N test utterances (0: all)
 
 
 def _dataclass_from(cls, data: dict, what: str):
@@ -91,7 +93,10 @@ def evaluate_asr(model: nn.Module, dataset, heldout_words: Sequence[str] = (), b
         for start in range(0, n, batch_size):
             items = [dataset[i] for i in order[start : start + batch_size]]
             batch = collate(items, model.vocab)
-            hyps += model.transcribe(batch["audio"], batch["audio_lengths"], beam=beam)
+            # an autoregressive decoder stops at </s>, or after twice the longest reference of the batch
+            longest = max(len(it["text"]) for it in items)
+            kwargs = {"max_tokens": 2 * longest + 10} if isinstance(model, SambaASR) else {}
+            hyps += model.transcribe(batch["audio"], batch["audio_lengths"], beam=beam, **kwargs)
             refs += [it["text"] for it in items]
     finally:
         model.train(was_training)
@@ -164,13 +169,13 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
                 log(f"stopped after {tc.max_minutes} minutes (train.max_minutes) in epoch {epoch + 1}")
                 break
         full_config = {"task": dict(config.get("task") or {}), "model": model_cfg.to_dict(), "train": asdict(tc)}
+        save_checkpoint(out_dir / "last", model, config=full_config, epoch=len(history), history=history)
         result = {"history": history, "stopped_early": stopped_early}
-        for name, beam in (("test_greedy", 1), ("test_beam", 4)):
-            result[name] = evaluate_asr(model, task.test, heldout, beam=beam)
-        save_checkpoint(out_dir / "last", model, config=full_config, epoch=len(history),
-                        metrics={k: v for k, v in result.items() if k.startswith("test")})
-        log(f"test greedy: {_fmt(result['test_greedy'])}")
-        log(f"test beam 4: {_fmt(result['test_beam'])}")
+        limit = tc.test_limit or None
+        for name, beam in (("test_greedy", 1), ("test_beam", tc.test_beam)):
+            if name == "test_greedy" or beam > 1:
+                result[name] = evaluate_asr(model, task.test, heldout, beam=beam, limit=limit)
+                log(f"{name} (beam {beam}): {_fmt(result[name])}")
         return result
     finally:
         torch.set_num_threads(threads)
