@@ -23,7 +23,7 @@ def _cfg(**kw):
 def test_trial_structure_projection_and_permutation():
     env = MetaEnv(_cfg(), 3, seed=0)
     obs = env.reset()
-    assert obs.shape == (3, 16 + 4 + 2) and np.all(obs[:, -1] == 1.0)  # first-step flag
+    assert obs.shape == (3, 16 + 4 + 3) and np.all(obs[:, -1] == 1.0)  # first-step flag
     for trial in env._trials:
         np.testing.assert_allclose(trial.Q.T @ trial.Q, np.eye(trial.Q.shape[1]), atol=1e-12)  # orthonormal
         assert sorted(trial.perm) == [0, 1, 2, 3]

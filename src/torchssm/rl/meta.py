@@ -12,9 +12,10 @@ A *trial* is ``episodes_per_trial`` episodes in a row of one environment seen th
   agent action a to environment action P(a) mod n_env. A permutation matrix is the orthogonal linear map
   that keeps one-hot actions one-hot, the discrete counterpart of the paper's random action projection.
 
-The agent observes [Q o_t, one-hot of its previous action, previous reward, first-step-of-episode flag]
+The agent observes [Q o_t, one-hot of its previous action, previous reward r, sign(r), first-step flag]
 (RL^2's inputs, Duan et al. 2016, Sec. 2.2; popjaxrl ``envs/environments/meta_cartpole.py`` also feeds the
-previous action and the episode-done flag). ``done`` marks the end of a trial: PPO's advantages and the
+previous action and the episode-done flag; sign(r) is added here because POPGym's per-step rewards are tiny,
++-1/episode length). ``done`` marks the end of a trial: PPO's advantages and the
 memory reset only there, so what the agent learnt in the trial's earlier episodes (which action does what)
 can raise the return of later ones. The ablation resets the memory at every episode instead
 (``also_reset_on="episode_done"`` in :class:`~torchssm.rl.ppo.RolloutCollector`; ``meta.reset_each_episode``).
@@ -95,7 +96,7 @@ class MetaEnv:
                 raise ValueError(f"{name} has {spec.n} actions > meta.num_actions={cfg.num_actions}")
             if d_env > cfg.obs_dim:
                 raise ValueError(f"{name} has {d_env}-dim observations > meta.obs_dim={cfg.obs_dim}")
-        self.obs_dim = cfg.obs_dim + cfg.num_actions + 2
+        self.obs_dim = cfg.obs_dim + cfg.num_actions + 3
         self.action_spec = ActionSpec("discrete", n=cfg.num_actions)
         self.seed = seed
         self._rngs = [np.random.default_rng(seed + 7919 * i) for i in range(num_envs)]
@@ -127,7 +128,7 @@ class MetaEnv:
             x[: o.shape[0]] = o
         if prev_action >= 0:
             x[self.cfg.obs_dim + prev_action] = 1.0
-        x[-2], x[-1] = prev_reward, float(first)
+        x[-3], x[-2], x[-1] = prev_reward, np.sign(prev_reward), float(first)
         return x
 
     def _reset_episode(self, i: int) -> np.ndarray:
