@@ -12,6 +12,7 @@ BENCHMARKS = {
     "ops": ("torchssm.bench.ops", "selective scan and SSD vs their naive versions"),
     "layers": ("torchssm.bench.layers", "forward+backward time and memory of every layer vs a Transformer"),
     "generate": ("torchssm.bench.generate", "tokens/s and memory while generating: SSM step vs KV cache"),
+    "peers": ("torchssm.bench.peers", "interleaved ratios against the GEMM floor and peers (jax.lax.scan)"),
     "extrapolation": ("torchssm.bench.extrapolation", "evaluate a checkpoint trained at length L at 2L..16L"),
 }
 

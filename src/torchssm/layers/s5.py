@@ -117,9 +117,23 @@ class S5(SSMLayer):
                                          self.discretization)
         return lam_bar[..., 0], B_bar  # (..., m), (..., m, H)
 
+    @staticmethod
+    def _input(x: torch.Tensor, B_bar: torch.Tensor) -> torch.Tensor:
+        """B_bar x for x (..., H) real and B_bar (m, H) complex: (..., m) complex, as one real GEMM.
+
+        The weight is B_bar interleaved (re, im) as (H, 2m), so the GEMM's output already has the memory
+        layout of a complex tensor (as ``LRU._input``): no complex cast of x, no complex GEMM.
+        """
+        m = B_bar.shape[0]
+        w = torch.view_as_real(B_bar).transpose(0, 1).reshape(-1, 2 * m)  # (H, 2m): [re_0, im_0, re_1, ...]
+        return torch.view_as_complex((x.to(w.dtype) @ w).unflatten(-1, (m, 2)))  # (..., m)
+
     def _readout(self, h: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+        """s Re(C~ h) = s (C_re h_re - C_im h_im) for h (..., m) complex: (..., H) real, as one real GEMM
+        of view_as_real(h) (..., 2m) against C (H, m, 2) with its imaginary half negated (and s folded in)."""
         scale = 2.0 if self.conj_sym else 1.0
-        return scale * (h @ torch.view_as_complex(C).T).real  # (..., m) -> (..., H)
+        w = (C * C.new_tensor([scale, -scale])).flatten(-2)  # (H, 2m), interleaved like view_as_real(h)
+        return torch.view_as_real(h).flatten(-2) @ w.T  # (..., H)
 
     def init_state(self, batch: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """Zero state (b, m): complex64 for float32 parameters, complex128 for float64."""
@@ -139,11 +153,10 @@ class S5(SSMLayer):
         if self.bidirectional and (state is not None or return_state):
             raise ValueError("a bidirectional S5 carries no state: call it with state=None, return_state=False")
         lam_bar, B_bar = self._ssm_params(timescale)  # (m,) | (b, l, m);  (m, H) | (b, l, m, H)
-        xc = x.to(B_bar.dtype)
         if timescale is None:
-            Bu = xc @ B_bar.T  # (b, l, m)
+            Bu = self._input(x, B_bar)  # (b, l, m)
         else:
-            Bu = (B_bar @ xc[..., None])[..., 0]
+            Bu = (B_bar @ x.to(B_bar.dtype)[..., None])[..., 0]  # (b, l, m)
         h = linear_scan(lam_bar, Bu, state)  # (b, l, m)
         y = self._readout(h, self.C)
         if self.bidirectional:
@@ -158,8 +171,8 @@ class S5(SSMLayer):
         self._check_step(x_t, state)
         self._check_timescale(timescale, x_t.shape[:1])
         lam_bar, B_bar = self._ssm_params(timescale)
-        xc = x_t.to(B_bar.dtype)
-        Bu = xc @ B_bar.T if timescale is None else (B_bar @ xc[..., None])[..., 0]  # (b, m)
+        Bu = (self._input(x_t, B_bar) if timescale is None
+              else (B_bar @ x_t.to(B_bar.dtype)[..., None])[..., 0])  # (b, m)
         h = lam_bar * state + Bu
         y = self._readout(h, self.C) + self.D * x_t
         return y.to(x_t.dtype), h.to(state.dtype)

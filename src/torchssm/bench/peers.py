@@ -1,0 +1,127 @@
+"""``torchssm bench peers``: torchssm against the floor or the peer a user would pick, as interleaved ratios.
+
+Each case is a few functions timed round-robin in one process (every repeat runs each function once, in
+turn), so a load that changes during the run hits all of them alike; the result is the median CPU time
+(``time.process_time``, summed over this process's threads) and its ratio to the case's reference.
+Outputs are checked equal before timing. Cases (issue 20):
+
+* ``s5``: S5 forward+backward at b=1, H = P = 256, L = 4096 against its two real GEMMs alone (the
+  "GEMM floor": x (L, H) @ (H, P) and (L, P) @ (P, H), forward+backward) and against the earlier complex
+  path (x cast to complex, complex GEMMs, ``.real`` of the readout).
+* ``scan``: the narrow linear scan (1, 16384, 16) complex64 (time-varying a) against ``jax.lax.scan``
+  (jit-compiled; skipped when jax is not installed), forward and forward+backward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from torchssm.bench import common
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median CPU seconds of each function, timed round-robin (``repeats`` rounds after ``warmup``)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.process_time()
+            fn()
+            times[name].append(time.process_time() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def case_s5(length: int = 4096, width: int = 256) -> tuple[dict[str, Callable[[], object]], str]:
+    from torchssm.layers import S5
+    from torchssm.ops.scan import linear_scan
+
+    torch.manual_seed(0)
+    layer = S5(width, width)
+    m = layer.n_complex
+    x = torch.randn(1, length, width, requires_grad=True)  # (b, l, H)
+
+    def complex_path() -> torch.Tensor:  # the earlier S5 forward: complex cast, complex GEMMs, .real
+        lam_bar, B_bar = layer._ssm_params()
+        h = linear_scan(lam_bar, x.to(B_bar.dtype) @ B_bar.T)  # (b, l, m)
+        return 2.0 * (h @ torch.view_as_complex(layer.C).T).real + layer.D * x
+
+    w_in = torch.randn(width, 2 * m, requires_grad=True)  # (H, 2m)
+    w_out = torch.randn(2 * m, width, requires_grad=True)  # (2m, H)
+    torch.testing.assert_close(layer(x), complex_path(), rtol=1e-4, atol=1e-3)
+    fns = {"gemm floor": lambda: ((x @ w_in) @ w_out).sum().backward(),
+           "s5": lambda: layer(x).sum().backward(),
+           "s5 complex (before)": lambda: complex_path().sum().backward()}
+    return fns, "gemm floor"
+
+
+def case_scan(length: int = 16384, dim: int = 16) -> tuple[dict[str, Callable[[], object]], str]:
+    from torchssm.ops.scan import linear_scan
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.polar(torch.rand(1, length, dim, generator=gen) * 0.5 + 0.49,
+                    torch.rand(1, length, dim, generator=gen))  # (1, l, d) complex64, |a| < 1
+    b = torch.randn(1, length, dim, dtype=torch.complex64, generator=gen)
+    w = torch.randn(1, length, dim, generator=gen)  # loss weights: L = sum(w * Re h)
+    a_g, b_g = a.clone().requires_grad_(), b.clone().requires_grad_()
+
+    fns: dict[str, Callable[[], object]] = {
+        "torchssm fwd": lambda: linear_scan(a, b),
+        "torchssm fwd+bwd": lambda: (linear_scan(a_g, b_g).real * w).sum().backward(),
+    }
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return fns, "torchssm fwd"
+
+    def jscan(aj, bj):  # type: ignore[no-untyped-def]
+        def step(h, ab):  # type: ignore[no-untyped-def]
+            h = ab[0] * h + ab[1]
+            return h, h
+        return jax.lax.scan(step, jnp.zeros(aj.shape[1:], aj.dtype), (aj, bj))[1]
+
+    aj, bj, wj = (jnp.asarray(t[0].numpy()) for t in (a, b, w))  # (l, d): scan over the leading axis
+    fwd = jax.jit(jscan)
+    grad = jax.jit(jax.grad(lambda aj, bj: jnp.sum(wj * jnp.real(jscan(aj, bj))), argnums=(0, 1)))
+    torch.testing.assert_close(torch.from_numpy(jax.device_get(fwd(aj, bj)).copy()), linear_scan(a, b)[0],
+                               rtol=1e-4, atol=1e-4)
+    fns["jax.lax.scan fwd"] = lambda: fwd(aj, bj).block_until_ready()
+    fns["jax.lax.scan fwd+bwd"] = lambda: jax.block_until_ready(grad(aj, bj))
+    return fns, "jax.lax.scan fwd"
+
+
+CASES = {"s5": case_s5, "scan": case_scan}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("cases", nargs="*", default=list(CASES), help=f"cases to run (default all): {list(CASES)}")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to run each case at")
+    p.add_argument("--repeats", type=int, default=9, help="interleaved rounds (median reported)")
+    p.add_argument("--json", help="write the environment and all results to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        raise ValueError(f"unknown case(s) {unknown}; expected some of {list(CASES)}")
+    env = common.environment(torch.device("cpu"))
+    print(f"# {env}")
+    results = []
+    for case in args.cases:
+        for n in args.threads:
+            with common.threads(n):
+                fns, ref = CASES[case]()
+                med = interleaved(fns, args.repeats)
+            for name, t in med.items():
+                results.append({"case": case, "threads": n, "fn": name, "cpu_ms": t * 1e3, "ratio": t / med[ref]})
+                print(f"{case:5s} {n}t  {name:22s} {t * 1e3:9.2f} ms cpu  {t / med[ref]:5.2f}x {ref}")
+    if args.json:
+        common.save_json(args.json, {"environment": env, "repeats": args.repeats, "results": results})
+    return 0

@@ -1,0 +1,26 @@
+"""bench peers: the interleaved timer and the cases at small sizes (outputs checked equal inside)."""
+
+import argparse
+
+import pytest
+
+from torchssm.bench import peers
+
+
+def test_interleaved_runs_every_function_round_robin():
+    calls = []
+    med = peers.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    assert calls == ["a", "b"] * 4 and set(med) == {"a", "b"} and all(t >= 0 for t in med.values())
+
+
+def test_cases_small_run_and_name_their_reference():
+    fns, ref = peers.case_s5(length=32, width=8)
+    assert ref in fns and {"s5", "s5 complex (before)"} <= set(fns)
+    fns, ref = peers.case_scan(length=64, dim=4)  # checks jax.lax.scan == linear_scan when jax is installed
+    assert ref in fns and "torchssm fwd+bwd" in fns
+    assert set(peers.interleaved(fns, repeats=1)) == set(fns)
+
+
+def test_unknown_case_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown case"):
+        peers.run(argparse.Namespace(cases=["nope"], threads=[1], repeats=1, json=None))
