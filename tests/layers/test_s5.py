@@ -139,6 +139,25 @@ def test_registry_and_optimizer_group():
     assert math.isclose(S5(4, 8).n_complex, 4)
 
 
+@pytest.mark.parametrize("opt_config, log_step_in_group, b_lr, b_wd, step_lr, step_wd", [
+    ("standard", True, 2e-3, 0.0, 2e-3, 0.0),
+    ("BfastandCdecay", True, 1e-2, 0.05, 2e-3, 0.0),
+    ("BandCdecay", True, 2e-3, 0.05, 2e-3, 0.0),
+    ("standard", False, 2e-3, 0.0, 1e-2, 0.05)])
+def test_opt_configs_give_the_s5_code_groups(opt_config, log_step_in_group, b_lr, b_wd, step_lr, step_wd):
+    """The S5 code's create_train_state groups (lindermanlab/S5 s5/train_helpers.py): (lr, weight decay) of B
+    and log_step per opt_config; Lambda is always at ssm_lr without decay, C and D always at the default."""
+    from torchssm.train.optim import param_groups
+    layer = S5(8, 4, ssm_lr=2e-3, opt_config=opt_config, ssm_group_log_step=log_step_in_group)
+    where = {name: (g["lr"], g["weight_decay"]) for g in param_groups(layer, lr=1e-2, weight_decay=0.05)
+             for name in g["names"]}
+    assert where["B"] == (b_lr, b_wd) and where["log_step"] == (step_lr, step_wd)
+    assert where["Lambda_re"] == where["Lambda_im"] == (2e-3, 0.0)
+    assert where["C"] == where["D"] == (1e-2, 0.05)
+    with pytest.raises(ValueError, match="opt_config"):
+        S5(8, 4, opt_config="noBCdecay")
+
+
 def test_learns_to_remember_the_first_token():
     torch.manual_seed(0)
     assert first_token_accuracy(S5(16, 16), length=64, steps=30, lr=1e-2) > 0.9

@@ -33,6 +33,25 @@ from torchssm.layers.init import block_hippo_n_init, lecun_normal, log_uniform_d
 from torchssm.ops.scan import linear_scan
 
 INITS = ("hippo_n", "ptd")
+OPT_CONFIGS = ("standard", "BfastandCdecay", "BandCdecay")
+
+
+def s5_optim_overrides(ssm_lr: float, opt_config: str = "standard",
+                       ssm_group_log_step: bool = True) -> dict[str, dict[str, float]]:
+    """Parameter tags (:mod:`torchssm.layers.tags`) of S5's optimizer groups, as the S5 code's
+    ``create_train_state`` (lindermanlab/S5 s5/train_helpers.py) builds them for ``--opt_config``:
+    the "ssm" group (Adam at ssm_lr, no weight decay) holds Lambda_re, Lambda_im, log_step (left out with
+    ``ssm_group_log_step=False``, S5's ``--dt_global``) and, in "standard", B; "BandCdecay" trains B at
+    ssm_lr with the default weight decay (S5's "none" group: AdamW at ssm_lr); "BfastandCdecay" leaves B
+    untagged (default lr and decay). Untagged parameters get train/optim.py's default rule."""
+    ssm = {"lr": ssm_lr, "weight_decay": 0.0}
+    names = ["Lambda_re", "Lambda_im"] + (["log_step"] if ssm_group_log_step else [])
+    tags: dict[str, dict[str, float]] = {k: dict(ssm) for k in names}
+    if opt_config == "standard":
+        tags["B"] = dict(ssm)
+    elif opt_config == "BandCdecay":
+        tags["B"] = {"lr": ssm_lr}
+    return tags
 
 
 class S5(SSMLayer):
@@ -54,8 +73,18 @@ class S5(SSMLayer):
         clip_eigs: clamp Re(Lambda) <= -1e-4 for stability (the S5 code's ``clip_eigs``, [S5] App. G).
         step_rescale: multiplies dt: run a trained model at another sampling rate ([S5] Sec. 6.3).
         bidirectional: also scan in reverse with a second readout C2 (non-causal).
-        ssm_lr: learning rate of B, Lambda_re, Lambda_im, log_step, no weight decay (the S5 code's "ssm"
-            optimizer group, [S5] App. G: ssm_lr = 1e-3 on most tasks); None leaves them to the default.
+        ssm_lr: learning rate of the S5 code's "ssm" optimizer group (Adam, no weight decay; [S5] App. G:
+            ssm_lr = 1e-3 on most tasks); None tags nothing (every parameter gets the default lr and decay).
+        opt_config: which parameters are in that group, as the S5 code's ``--opt_config``
+            (lindermanlab/S5 s5/train_helpers.py, ``create_train_state``):
+            ``"standard"`` (default): B, Lambda_re, Lambda_im, log_step at ssm_lr, no weight decay;
+            ``"BfastandCdecay"``: Lambda_re, Lambda_im, log_step at ssm_lr, no decay; B at the default lr
+            with the default weight decay (like C);
+            ``"BandCdecay"``: as BfastandCdecay, but B at ssm_lr (keeping the default weight decay).
+            C, C2 and D are never tagged (default lr and weight decay in every config).
+        ssm_group_log_step: False leaves log_step out of the ssm group (default lr and weight decay): what
+            the S5 code's ``--dt_global=True`` does there (in ``create_train_state`` it changes only this
+            grouping; this layer's ``dt_global`` is a separate choice, one shared step).
     Parameters: ``Lambda_re``, ``Lambda_im`` (m,), ``B`` (m, H, 2) = V^-1 B with B lecun-normal,
     ``C`` (H, m, 2) = C V with C truncated standard normal (complex), ``C2`` (bidirectional), ``D`` (H,),
     ``log_step`` (m,) or (1,).
@@ -64,8 +93,11 @@ class S5(SSMLayer):
     def __init__(self, d_model: int, d_state: int = 64, *, blocks: int = 1, init: str = "hippo_n",
                  conj_sym: bool = True, discretization: str = "zoh", dt_min: float = 1e-3, dt_max: float = 1e-1,
                  dt_global: bool = False, clip_eigs: bool = False, step_rescale: float = 1.0,
-                 bidirectional: bool = False, ssm_lr: Optional[float] = 1e-3):
+                 bidirectional: bool = False, ssm_lr: Optional[float] = 1e-3, opt_config: str = "standard",
+                 ssm_group_log_step: bool = True):
         super().__init__(d_model)
+        if opt_config not in OPT_CONFIGS:
+            raise ValueError(f"unknown S5 opt_config {opt_config!r}; expected one of {list(OPT_CONFIGS)}")
         if init not in INITS:
             raise ValueError(f"unknown S5 init {init!r}; expected one of {list(INITS)}")
         if discretization not in ("zoh", "bilinear"):
@@ -103,8 +135,8 @@ class S5(SSMLayer):
             self.C2 = c_init()
         self.D = nn.Parameter(torch.randn(H))
         self.log_step = nn.Parameter(log_uniform_dt(1 if dt_global else m, dt_min, dt_max).float())
-        names = ("B", "Lambda_re", "Lambda_im", "log_step")
-        self.optim_overrides = {} if ssm_lr is None else {k: {"lr": ssm_lr, "weight_decay": 0.0} for k in names}
+        self.opt_config, self.ssm_group_log_step = opt_config, bool(ssm_group_log_step)
+        self.optim_overrides = {} if ssm_lr is None else s5_optim_overrides(ssm_lr, opt_config, ssm_group_log_step)
 
     def _ssm_params(self, timescale: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(Lambda_bar, B_bar): (m,), (m, H); with ``timescale`` (...,) : (..., m), (..., m, H)."""
