@@ -24,9 +24,10 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from torchssm.layers.base import check_state_like
@@ -206,12 +207,62 @@ class CausalLM(PretrainedMixin, nn.Module):
             logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
         return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)[:, 0]
 
-    def _check_generate(self, prompt_ids, max_new_tokens, temperature, top_k, top_p) -> torch.Tensor:
+    # Decoding defaults (what :meth:`generate` does with no options): greedy (temperature 0), as Hugging
+    # Face's ``generate`` without ``do_sample``; stop a row at ``eos_token_id`` (the model's, see below).
+    eos_token_id: Union[int, List[int], None] = None  # set from a checkpoint's config.json (load_generation_config)
+    pad_token_id: Optional[int] = None
+
+    def special_tokens(self, eos_token_id=None, pad_token_id=None) -> tuple[List[int], int]:
+        """(eos ids, pad id) for generation. eos: the argument, else ``self.eos_token_id`` (a checkpoint's
+        config.json), else ``self.tokenizer.eos_token_id``, else none. pad: the argument, else
+        ``self.pad_token_id``, else the first eos (Hugging Face's fallback), else 0."""
+        eos = eos_token_id if eos_token_id is not None else self.eos_token_id
+        if eos is None:
+            eos = getattr(getattr(self, "tokenizer", None), "eos_token_id", None)
+        eos_ids = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
+        pad = pad_token_id if pad_token_id is not None else self.pad_token_id
+        pad = int(pad) if pad is not None else (eos_ids[0] if eos_ids else 0)
+        for name, v in [("eos_token_id", e) for e in eos_ids] + [("pad_token_id", pad)]:
+            if not 0 <= v < self.config.vocab_size:
+                raise ValueError(f"{name} must be a token id in [0, {self.config.vocab_size}); got {v}")
+        return eos_ids, pad
+
+    def _batch_prompts(self, prompt_ids, attention_mask, pad: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Prompts -> (ids (b, l) left-padded, mask (b, l) bool or None when every row is full length).
+
+        ``prompt_ids``: (l,) / (b, l) tensor or (nested) list; a list of rows of different lengths is
+        left-padded with ``pad``. ``attention_mask`` (b, l): 1 for prompt tokens, 0 for left padding."""
+        mask = None
+        ragged = isinstance(prompt_ids, (list, tuple)) and len(prompt_ids) > 0
+        if ragged and all(isinstance(r, (list, tuple)) for r in prompt_ids):
+            if attention_mask is not None:
+                raise ValueError("attention_mask is only for a (batch, length) tensor; a list of rows is padded here")
+            if any(len(r) == 0 for r in prompt_ids):
+                raise ValueError("prompt_ids has an empty row; every prompt needs at least one token")
+            width = max(len(r) for r in prompt_ids)
+            if any(len(r) != width for r in prompt_ids):
+                mask = torch.tensor([[False] * (width - len(r)) + [True] * len(r) for r in prompt_ids])
+                prompt_ids = [[pad] * (width - len(r)) + list(r) for r in prompt_ids]
         if isinstance(prompt_ids, (list, tuple)):
             prompt_ids = torch.tensor(prompt_ids, dtype=torch.long)
         if isinstance(prompt_ids, torch.Tensor) and prompt_ids.dim() == 1:
             prompt_ids = prompt_ids[None]
         self._check_ids(prompt_ids, "prompt_ids")
+        if attention_mask is not None:
+            m = torch.as_tensor(attention_mask)
+            if tuple(m.shape) != tuple(prompt_ids.shape):
+                raise ValueError(f"attention_mask must have the prompt's shape {tuple(prompt_ids.shape)}; "
+                                 f"got {tuple(m.shape)}")
+            m = m.to(device=prompt_ids.device).bool()
+            if not bool(m[:, -1].all()) or bool((m[:, 1:] < m[:, :-1]).any()):
+                raise ValueError("attention_mask must be left padding: 0s then 1s in each row, "
+                                 "ending with a prompt token")
+            mask = None if bool(m.all()) else m
+        return prompt_ids, mask
+
+    def _check_generate(self, prompt_ids, max_new_tokens, temperature, top_k, top_p, attention_mask=None,
+                        pad: int = 0) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        prompt_ids, mask = self._batch_prompts(prompt_ids, attention_mask, pad)
         if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an int >= 0; got {max_new_tokens!r}")
         total = prompt_ids.shape[1] + max_new_tokens
@@ -220,40 +271,118 @@ class CausalLM(PretrainedMixin, nn.Module):
                              f"exceeds the model's max_length={self.config.max_length}")
         lo, hi = int(prompt_ids.min()), int(prompt_ids.max())  # one sync, before generation starts
         if lo < 0 or hi >= self.config.vocab_size:
-            raise ValueError(f"prompt_ids must be token ids in [0, {self.config.vocab_size}); got values in [{lo}, {hi}]")
+            raise ValueError(f"prompt_ids must be token ids in [0, {self.config.vocab_size}); "
+                             f"got values in [{lo}, {hi}]")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0; got {temperature}")
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a positive int or None; got {top_k!r}")
         if top_p is not None and not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1] or None; got {top_p!r}")
-        return prompt_ids.to(self.lm_head.weight.device)
+        device = self.lm_head.weight.device
+        return prompt_ids.to(device), None if mask is None else mask.to(device)
+
+    def _prefill(self, prompt: torch.Tensor, mask: Optional[torch.Tensor]) -> tuple[torch.Tensor, list]:
+        """Prompt (b, l) in parallel mode -> (last logits (b, V), states). Left-padded rows (mask) restart the
+        state at their first prompt token (``reset``), so the padding leaves no trace: exact, one pass."""
+        if mask is None:
+            logits, state = self(prompt, return_state=True)
+            return logits[:, -1], state
+        if not self._takes_reset:
+            raise ValueError(f"prompts of different lengths in one batch need a layer with a resettable state "
+                             f"(mamba, mamba2, lru); {self.config.layer!r} has none: call generate(), which runs "
+                             f"such rows one at a time, or batch prompts of equal length")
+        first = mask & ~F.pad(mask[:, :-1], (1, 0))  # (b, l): the first prompt token of each row
+        logits, state = self(prompt, return_state=True, reset=first)
+        return logits[:, -1], state
 
     @torch.no_grad()
-    def generate_stream(self, prompt_ids, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
+    def generate_stream(self, prompt_ids, max_new_tokens: int, temperature: float = 0.0, top_k: Optional[int] = None,
                         top_p: Optional[float] = None, *, generator: Optional[torch.Generator] = None,
-                        eos_id: Optional[int] = None) -> Iterator[torch.Tensor]:
-        """Yield the new token ids (b,) one at a time: prompt in parallel mode, then ``step``."""
-        prompt_ids = self._check_generate(prompt_ids, max_new_tokens, temperature, top_k, top_p)
+                        eos_token_id=None, pad_token_id: Optional[int] = None, ignore_eos: bool = False,
+                        attention_mask=None) -> Iterator[torch.Tensor]:
+        """Yield the new token ids (b,) one position at a time: the prompt in parallel mode, then ``step``.
+
+        Default decoding: greedy (``temperature=0``); ``temperature > 0`` samples (with ``top_k`` /
+        ``top_p``). Per-row stopping: a row that has produced an eos token yields ``pad`` from then on
+        (:meth:`special_tokens`), and the stream ends when every row is done or after ``max_new_tokens``.
+        ``ignore_eos=True`` always produces ``max_new_tokens``. Prompts of different lengths: a list of rows,
+        or a left-padded tensor with ``attention_mask`` (layers with resettable state)."""
+        eos_ids, pad = self.special_tokens(eos_token_id, pad_token_id)
+        prompt, mask = self._check_generate(prompt_ids, max_new_tokens, temperature, top_k, top_p, attention_mask, pad)
         if max_new_tokens == 0:
             return
-        logits, state = self(prompt_ids, return_state=True)
-        tok = self.sample(logits[:, -1], temperature, top_k, top_p, generator)
+        eos = None if ignore_eos or not eos_ids else torch.tensor(eos_ids, device=prompt.device)
+        logits, state = self._prefill(prompt, mask)
+        step = self._step_function(prompt.shape[0], state)  # checks once, then the unchecked fast step
+        done = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)
         for i in range(max_new_tokens):
-            yield tok
-            if i + 1 == max_new_tokens or (eos_id is not None and bool((tok == eos_id).all())):
-                return
-            logits, state = self.step(tok, state)
             tok = self.sample(logits, temperature, top_k, top_p, generator)
+            if eos is not None:
+                tok = tok.masked_fill(done, pad)
+                done = done | torch.isin(tok, eos)
+            yield tok
+            if i + 1 == max_new_tokens or (eos is not None and bool(done.all())):  # one host sync per token
+                return
+            logits, state = step(tok, state)
 
-    def generate(self, prompt_ids, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
+    def generate(self, prompt_ids, max_new_tokens: int, temperature: float = 0.0, top_k: Optional[int] = None,
                  top_p: Optional[float] = None, *, generator: Optional[torch.Generator] = None,
-                 eos_id: Optional[int] = None) -> torch.Tensor:
-        """prompt_ids (b, l) or (l,) -> (b, l + new) ids: the prompt followed by the generated tokens."""
-        prompt = self._check_generate(prompt_ids, max_new_tokens, temperature, top_k, top_p)
-        new: List[torch.Tensor] = list(self.generate_stream(prompt, max_new_tokens, temperature, top_k, top_p,
-                                                            generator=generator, eos_id=eos_id))
-        return torch.cat([prompt] + [t[:, None] for t in new], dim=1)
+                 eos_token_id=None, pad_token_id: Optional[int] = None, ignore_eos: bool = False,
+                 attention_mask=None) -> torch.Tensor:
+        """prompt_ids (b, l) or (l,) or a list of rows -> (b, l + new) ids: the prompt (left-padded with ``pad``
+        when rows differ in length) followed by the generated tokens; finished rows are padded and ``new``
+        stops at the last row's eos. Options as :meth:`generate_stream` (default: greedy)."""
+        kw = dict(generator=generator, eos_token_id=eos_token_id, pad_token_id=pad_token_id, ignore_eos=ignore_eos)
+        _, pad = self.special_tokens(eos_token_id, pad_token_id)
+        prompt, mask = self._check_generate(prompt_ids, max_new_tokens, temperature, top_k, top_p, attention_mask, pad)
+        if mask is not None and not self._takes_reset:  # no resettable state: run the rows one at a time
+            rows = [self.generate(prompt[r][mask[r]], max_new_tokens, temperature, top_k, top_p, **kw)[0]
+                    for r in range(prompt.shape[0])]
+            new = max(len(r) - int(m.sum()) for r, m in zip(rows, mask))
+            return torch.stack([torch.cat([torch.full((prompt.shape[1] - int(m.sum()),), pad, device=prompt.device), r,
+                                           torch.full((new - (len(r) - int(m.sum())),), pad, device=prompt.device)])
+                                for r, m in zip(rows, mask)])
+        out: List[torch.Tensor] = list(self.generate_stream(prompt, max_new_tokens, temperature, top_k, top_p,
+                                                            attention_mask=mask, **kw))
+        return torch.cat([prompt] + [t[:, None] for t in out], dim=1)
+
+    def _step_function(self, batch: int, state: list):
+        """The per-token step for a generation loop: the state is checked once here, then every token runs
+        each layer's ``step_unchecked`` (when the layer has one) without per-call checks."""
+        self._check_state(state, batch)
+        return self.step_unchecked
+
+    def step_unchecked(self, token_ids: torch.Tensor, state: list):
+        """:meth:`step` without input checks (the caller checked the state once: :meth:`_step_function`)."""
+        x = self.backbone.embedding(token_ids)  # (b, h)
+        residual = self._residual(x)
+        new_states = []
+        for blk, s in zip(self.backbone.layers, state):
+            mixer: Any = blk.mixer
+            out, s = getattr(mixer, "step_unchecked", mixer.step)(blk.norm(residual.to(x.dtype)), s)
+            new_states.append(s)
+            residual = residual + out.to(residual.dtype)
+        logits = self.lm_head(self.backbone.norm_f(residual.to(x.dtype)))[..., : self.config.vocab_size]
+        return logits, new_states
+
+
+def load_generation_config(path) -> dict:
+    """``{"eos_token_id": ..., "pad_token_id": ...}`` of a checkpoint directory: ``generation_config.json``
+    (Hugging Face) first, then ``config.json``; keys absent or null are left out."""
+    import json
+    from pathlib import Path
+
+    found: dict = {}
+    for name in ("config.json", "generation_config.json"):  # the latter wins, as in transformers
+        f = Path(path) / name
+        if f.is_file():
+            try:
+                data = json.loads(f.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as err:
+                raise ValueError(f"{f} is not valid JSON: {err}") from None
+            found.update({k: data[k] for k in ("eos_token_id", "pad_token_id") if data.get(k) is not None})
+    return found
 
 
 def build_lm(config: LMConfig) -> CausalLM:
