@@ -2,7 +2,8 @@
 layer, Spatial-Mamba, S4ND), image data sets and a multi-scale restoration network (docs/vision.md).
 
 The 2-D mixers are registered layers (``build_layer("cross_scan" | "spatial_mamba" | "s4nd", d,
-grid=(H, W))``); this package imports its submodules lazily.
+grid=(H, W))``). Importing the package loads the layers only; data, restoration and the CLI modules
+(scikit-image, matplotlib) are imported where they are used.
 """
 
 from torchssm.vision.cross_scan import CrossScan2D
