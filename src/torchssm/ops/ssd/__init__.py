@@ -6,6 +6,8 @@ chunked matmul algorithm (:func:`ssd_chunked`, plain PyTorch, any device); "gpu"
 of the recurrent form (``method="recurrent"``, the default: :func:`torchssm.ops.ssd.gpu.ssd_gpu`) or
 of the chunked matmul form (``method="chunked"``: :func:`torchssm.ops.ssd.gpu_chunked.ssd_chunked_gpu`,
 Triton forward and backward). SSD has no numba kernel: "cpu" is refused (it used to mean "chunked").
+``method="attention"`` is the quadratic masked-attention (dual) form, plain PyTorch on any device
+(:func:`torchssm.ops.ssd.attention.ssd_attention`; docs/theory.md).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import torch
 
 from torchssm.ops.backend import check_backend_name, choose_backend, load_kernel
 from torchssm.ops.common import ScanResult
+from torchssm.ops.ssd.attention import ssd_attention
 from torchssm.ops.ssd.chunked import segsum, ssd_chunked
 from torchssm.ops.ssd.naive import ssd_naive
 
-_METHODS = ("auto", "recurrent", "chunked")
+_METHODS = ("auto", "recurrent", "chunked", "attention")
 
 
 def ssd(
@@ -50,11 +53,17 @@ def ssd(
         backend: "auto" | "naive" | "chunked" | "gpu" (module docstring; no "cpu": no numba kernel).
         method: "auto" | "recurrent" | "chunked": the algorithm of the "gpu" backend ("auto" =
             "recurrent"); other backends have one form each ("naive" recurrent, "chunked" chunked)
-            and accept "auto" or that form.
+            and accept "auto" or that form. "attention": the O(l^2) masked-attention form
+            (:func:`ssd_attention`, plain PyTorch), with backend "auto" only.
     """
     check_backend_name(backend)
     if method not in _METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(map(repr, _METHODS))}")
+    if method == "attention":
+        if backend != "auto":
+            raise ValueError(f"method='attention' is plain PyTorch and takes backend='auto'; got backend={backend!r}")
+        return ssd_attention(x, dt, A, B, C, D, z, dt_bias, dt_softplus, h0,
+                             return_final_state=return_final_state, reset=reset, chunk_size=chunk_size)
     op = "ssd_chunked" if method == "chunked" else "ssd"  # the form of the "gpu" kernels
     chosen = choose_backend(op, backend, x)
     own = {"naive": "recurrent", "chunked": "chunked"}.get(chosen)
@@ -69,4 +78,4 @@ def ssd(
               return_final_state=return_final_state, reset=reset, chunk_size=chunk_size)
 
 
-__all__ = ["segsum", "ssd", "ssd_chunked", "ssd_naive"]
+__all__ = ["segsum", "ssd", "ssd_attention", "ssd_chunked", "ssd_naive"]
