@@ -95,3 +95,21 @@ def test_bad_shapes_raise():
         diagonal_ssm_chunked(x, log_a[:, :-1], B, C)
     with pytest.raises(ValueError, match="square"):
         semiseparable_rank(torch.zeros(3, 4))
+
+
+def test_ssd_forms_benchmark_runs():
+    from torchssm.theory.bench import ssd_forms_cpu_time
+
+    rows = ssd_forms_cpu_time(lengths=(16,), heads=1, headdim=2, d_state=2, chunk_size=4, repeats=1)
+    assert set(rows[0]) == {"length", "recurrent_s", "chunked_s", "attention_s", "diagonal_chunked_s"}
+    assert all(v >= 0 for v in rows[0].values())
+
+
+def test_theory_cli_softmax_rank(capsys):
+    import json
+
+    from torchssm.cli import main
+
+    assert main(["theory", "softmax-rank", "--lengths", "8", "16"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["softmax"] for r in rows] == [4, 8]
