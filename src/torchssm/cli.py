@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "torchssm.worldmodel.cli",  # world (S4WM world models on MiniGrid)
     "torchssm.audio.cli",      # transcribe, speech (synthetic speech, ASR, keyword spotting)
     "torchssm.lm.cli",         # tokenizer train, lm eval (language modelling on text)
+    "torchssm.theory.cli",     # theory (SSD duality, HiPPO bases, S4D-LegS convergence)
 )
 
 
