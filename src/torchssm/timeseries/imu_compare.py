@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -28,7 +29,7 @@ from torchssm.timeseries.imu import IMUConfig, imu_dataset
 DEFAULT_MODELS = ("hiss:lru/lru", "hiss:s5/s5", "flat:lru", "flat:s5", "flat:mamba", "lstm", "flat:transformer")
 
 
-def chunk_end_loss(chunk: int) -> callable:
+def chunk_end_loss(chunk: int) -> Callable:
     """MSE between the per-chunk predictions and the targets at the chunk ends (steps k-1, 2k-1, ...)."""
 
     def loss_of(model, batch):
@@ -43,8 +44,8 @@ def chunk_end_loss(chunk: int) -> callable:
 
 def run(models=DEFAULT_MODELS, *, budget: int = 20000, steps: int = 300, lrs=(1e-3, 3e-3), chunk: int = 10,
         n_train: int = 512, n_val: int = 128, n_test: int = 256, seconds: float = 5.0, batch_size: int = 16,
-        seed: int = 0, out=None, progress: bool = True) -> list:
-    """Train every model at every learning rate; return one row per model (its best configuration)."""
+        seed: int = 0, out=None, progress: bool = True) -> dict:
+    """Train every model at every learning rate; the result has one row per model (its best configuration)."""
     torch.set_num_threads(1)
     cfg = IMUConfig(seconds=seconds)
     L = cfg.length

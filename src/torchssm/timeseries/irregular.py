@@ -115,7 +115,7 @@ class DampedOscillator(LinearSDE):
 
 
 # --- observations ----------------------------------------------------------------------------------------------
-def irregular_dataset(n: int, length: int = 100, *, process: LinearSDE = None, mean_gap: float = 0.2,
+def irregular_dataset(n: int, length: int = 100, *, process: LinearSDE | None = None, mean_gap: float = 0.2,
                       dropout: float = 0.2, noise: float = 0.1, seed: int = 0) -> TensorDictDataset:
     """{"inputs": (n, length, 2) [value * mask, mask], "dt": (n, length) gaps (the first from t = 0),
     "targets": (n, length, 1) noise-free position, "values": (n, length) noisy observations} (float32)."""

@@ -71,7 +71,7 @@ def _policy_actions(policy: str, n_actions: int, rng: np.random.Generator):
             yield int(rng.integers(n_actions))
 
 
-def run_episode(env, policy: str = "random", seed: int = 0, max_steps: int = None, actions=None) -> dict:
+def run_episode(env, policy: str = "random", seed: int = 0, max_steps: int | None = None, actions=None) -> dict:
     """One episode: {"obs" (T + 1, 7, 7, 3) uint8, "actions" (T,), "rewards" (T,), "terminated"}.
     ``actions`` (a sequence) replaces the policy (the episode stops when it runs out)."""
     if policy not in POLICIES:
@@ -94,7 +94,7 @@ def run_episode(env, policy: str = "random", seed: int = 0, max_steps: int = Non
 
 
 def collect(out_dir, env_name: str = "MiniGrid-MemoryS7-v0", episodes: int = 100, policy: str = "spin",
-            seed: int = 0, max_steps: int = None, progress: bool = False) -> list:
+            seed: int = 0, max_steps: int | None = None, progress: bool = False) -> list:
     """Write ``episodes`` episodes to ``out_dir/episode_<seed>_<i>.npz`` (atomically); return the paths."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1; got {episodes}")

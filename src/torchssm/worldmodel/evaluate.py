@@ -73,7 +73,8 @@ def imagination_error(model: WorldModel, data: dict, context: int) -> dict:
 def recall_episodes(env_name: str, n: int, context: int, turns: int, seed: int = 10_000) -> dict:
     """Real frames for the recall test: a random walk of ``context`` steps, then ``turns`` left turns."""
     env = make_env(env_name)
-    obs, acts = [], []
+    obs: list = []
+    acts: list = []
     rng = np.random.default_rng(seed)
     i = 0
     while len(obs) < n:

@@ -50,7 +50,7 @@ class WorldModelConfig(ConfigDict):
     d_model: int = 128  # h (backbone width)
     d_hidden: int = 256  # encoder / decoder MLP width
     n_layers: int = 2
-    layer_kwargs: dict = None  # extra kwargs of the backbone layer
+    layer_kwargs: dict | None = None  # extra kwargs of the backbone layer
     max_len: int = 1024  # transformer KV cache length
     beta: float = 1.0  # KL weight (S4WM eq. 3)
     kl_balance: float = 0.8  # DreamerV2's alpha (prior side)
@@ -199,7 +199,7 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def imagine(self, context_obs: torch.Tensor, actions: torch.Tensor, *, sample: bool = False,
-                latents: torch.Tensor = None) -> dict:
+                latents: torch.Tensor | None = None) -> dict:
         """Observe C context frames, then imagine the frames for the remaining actions, all in step mode.
 
         context_obs (b, C, grid, grid, 3); actions (b, T) with T >= C (a_t taken after frame t).
