@@ -195,8 +195,19 @@ def _launch(kernel: Any, args: tuple[Any, ...], batch: int, length: int, dim: in
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
-    """Zero-copy numpy view of a CPU tensor (contiguous, no lazy conj/neg bits, no autograd)."""
-    return t.detach().resolve_conj().resolve_neg().contiguous().numpy()
+    """Zero-copy numpy view of a CPU tensor (contiguous, no lazy conj/neg bits, no autograd).
+
+    Each step runs only when needed: a per-call fixed cost that matters for narrow scans."""
+    if t.requires_grad:
+        t = t.detach()
+    if t.is_conj() or t.is_neg():
+        t = t.resolve_conj().resolve_neg()
+    if not t.is_contiguous():
+        t = t.contiguous()
+    return t.numpy()
+
+
+_NO_RESET = np.zeros((1, 1), dtype=np.bool_)  # the kernels' reset argument when there is none
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -221,8 +232,8 @@ def _prepare(
     a3 = a.reshape(1, 1, dim) if not a_varies else a  # (B, L, D) or (1, 1, D)
     h0 = b.new_zeros(batch, dim, dtype=dtype) if h0 is None else h0
     has_reset = reset is not None
-    mask = reset if reset is not None else torch.zeros(1, 1, dtype=torch.bool)
-    return result, dtype, a_varies, _np(a3.to(dtype)), _np(h0.to(dtype)), _np(mask), has_reset
+    mask = _np(reset) if reset is not None else _NO_RESET
+    return result, dtype, a_varies, _np(a3.to(dtype)), _np(h0.to(dtype)), mask, has_reset
 
 
 def linear_scan_forward(
