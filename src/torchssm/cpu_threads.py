@@ -2,10 +2,18 @@
 
 On a small CPU both pools compete: after a numba parallel region its idle workers slowed torch ops
 ~100x on a shared 2-core machine (BENCHMARKS.md), so training and benchmarks set both.
+
+Thread policy (:func:`auto_cpu_threads`): one thread per core that the other processes leave idle
+(cores usable by this process minus the 1-minute load average), at least 1. Measured (BENCHMARKS.md,
+``torchssm bench peers threads --clock wall``, 2-core machine at load average 17-33): 2 threads ran the
+forward+backward of S5, LRU, Mamba and Mamba-2 layers 2.5-4.7x slower in wall time than 1 thread, and
+even a plain GEMM 1.1x slower; so on a busy machine the policy gives 1. On an idle machine it gives every
+core (torch's own default), which was not measured here (no idle machine).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -38,3 +46,21 @@ def set_cpu_threads(torch_threads: int, numba_threads: Optional[int] = -1) -> No
             n = torch_threads if numba_threads == -1 else numba_threads
             numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
     torch.set_num_threads(torch_threads)
+
+
+def auto_cpu_threads(load: Optional[float] = None, cores: Optional[int] = None) -> int:
+    """The default thread count (see the module docstring): max(1, cores - load), rounded down.
+
+    ``cores``: CPUs this process may run on (``os.sched_getaffinity``); ``load``: the 1-minute load
+    average (``os.getloadavg``), i.e. runnable threads of all processes. Both can be given (tests).
+    """
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # not available on this platform: assume an idle machine
+            load = 0.0
+    if cores < 1 or load < 0:
+        raise ValueError(f"cores must be >= 1 and load >= 0; got cores={cores}, load={load}")
+    return max(1, min(cores, int(cores - load)))

@@ -18,9 +18,23 @@ def test_cases_small_run_and_name_their_reference():
     assert ref in fns and {"s5", "s5 complex (before)"} <= set(fns)
     fns, ref = peers.case_scan(length=64, dim=4)  # checks jax.lax.scan == linear_scan when jax is installed
     assert ref in fns and "torchssm fwd+bwd" in fns
-    assert set(peers.interleaved(fns, repeats=1)) == set(fns)
+    assert set(peers.interleaved(fns, repeats=1, clock="wall")) == set(fns)
+    fns, ref = peers.case_threads(length=16, width=32)
+    assert ref in fns and {"s5 2t", "mamba2 1t"} <= set(fns)
+    with pytest.raises(ValueError, match="clock"):
+        peers.interleaved(fns, repeats=1, clock="gpu")
 
 
 def test_unknown_case_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown case"):
-        peers.run(argparse.Namespace(cases=["nope"], threads=[1], repeats=1, json=None))
+        peers.run(argparse.Namespace(cases=["nope"], threads=[1], repeats=1, json=None, clock="cpu"))
+
+
+def test_thread_policy_uses_the_cores_other_processes_leave_idle():
+    from torchssm.cpu_threads import auto_cpu_threads
+    assert auto_cpu_threads(load=31.7, cores=2) == 1  # the shared machine of BENCHMARKS.md
+    assert auto_cpu_threads(load=0.3, cores=2) == 1 and auto_cpu_threads(load=0.0, cores=2) == 2
+    assert auto_cpu_threads(load=2.5, cores=16) == 13
+    assert 1 <= auto_cpu_threads() <= (__import__("os").cpu_count() or 1)
+    with pytest.raises(ValueError, match="cores"):
+        auto_cpu_threads(load=1.0, cores=0)

@@ -8,6 +8,9 @@ Outputs are checked equal before timing. Cases (issue 20):
 * ``s5``: S5 forward+backward at b=1, H = P = 256, L = 4096 against its two real GEMMs alone (the
   "GEMM floor": x (L, H) @ (H, P) and (L, P) @ (P, H), forward+backward) and against the earlier complex
   path (x cast to complex, complex GEMMs, ``.real`` of the readout).
+* ``threads``: forward+backward of the S5, LRU, Mamba and Mamba-2 layers (b=4, l=1024, h=128) and a
+  GEMM, each with 1 and with 2 threads (torch and numba, :func:`torchssm.cpu_threads.set_cpu_threads`);
+  read it with ``--clock wall`` (the thread policy in :mod:`torchssm.cpu_threads` comes from it).
 * ``scan``: the narrow linear scan (1, 16384, 16) complex64 (time-varying a) against ``jax.lax.scan``
   (jit-compiled; skipped when jax is not installed), forward and forward+backward.
 """
@@ -24,17 +27,22 @@ import torch
 from torchssm.bench import common
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median CPU seconds of each function, timed round-robin (``repeats`` rounds after ``warmup``)."""
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                clock: str = "cpu") -> dict[str, float]:
+    """Median seconds of each function, timed round-robin (``repeats`` rounds after ``warmup``);
+    ``clock``: "cpu" (``time.process_time``, summed over threads) or "wall" (``time.perf_counter``)."""
+    if clock not in ("cpu", "wall"):
+        raise ValueError(f"clock must be 'cpu' or 'wall'; got {clock!r}")
+    now = time.process_time if clock == "cpu" else time.perf_counter
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.process_time()
+            t0 = now()
             fn()
-            times[name].append(time.process_time() - t0)
+            times[name].append(now() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -97,13 +105,44 @@ def case_scan(length: int = 16384, dim: int = 16) -> tuple[dict[str, Callable[[]
     return fns, "jax.lax.scan fwd"
 
 
-CASES = {"s5": case_s5, "scan": case_scan}
+def _train_step(layer: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    return lambda: layer(x).sum().backward()
+
+
+def _with_threads(set_threads: Callable[[int], None], n: int, fn: Callable[[], object]) -> Callable[[], object]:
+    def run() -> object:
+        set_threads(n)
+        return fn()
+    return run
+
+
+def case_threads(length: int = 1024, width: int = 128) -> tuple[dict[str, Callable[[], object]], str]:
+    from torchssm.cpu_threads import set_cpu_threads
+    from torchssm.layers import build_layer
+
+    torch.manual_seed(0)
+    work: dict[str, Callable[[], object]] = {}
+    for name in ("s5", "lru", "mamba", "mamba2"):
+        layer = build_layer(name, width)
+        x = torch.randn(4, length, width, requires_grad=True)  # (b, l, h)
+        work[name] = _train_step(layer, x)
+    w, xg = torch.randn(4 * width, 4 * width, requires_grad=True), torch.randn(4 * length, 4 * width)
+    work["gemm"] = lambda: (xg @ w).sum().backward()
+    fns: dict[str, Callable[[], object]] = {}
+    for name, fn in work.items():
+        for n in (1, 2):
+            fns[f"{name} {n}t"] = _with_threads(set_cpu_threads, n, fn)
+    return fns, "gemm 1t"
+
+
+CASES = {"s5": case_s5, "scan": case_scan, "threads": case_threads}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("cases", nargs="*", default=list(CASES), help=f"cases to run (default all): {list(CASES)}")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to run each case at")
     p.add_argument("--repeats", type=int, default=9, help="interleaved rounds (median reported)")
+    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="CPU time (default) or wall time")
     p.add_argument("--json", help="write the environment and all results to this JSON file")
 
 
@@ -115,13 +154,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"# {env}")
     results = []
     for case in args.cases:
-        for n in args.threads:
+        for n in ([1] if case == "threads" else args.threads):  # "threads" sets its own counts
             with common.threads(n):
                 fns, ref = CASES[case]()
-                med = interleaved(fns, args.repeats)
+                med = interleaved(fns, args.repeats, clock=args.clock)
             for name, t in med.items():
                 results.append({"case": case, "threads": n, "fn": name, "cpu_ms": t * 1e3, "ratio": t / med[ref]})
-                print(f"{case:5s} {n}t  {name:22s} {t * 1e3:9.2f} ms cpu  {t / med[ref]:5.2f}x {ref}")
+                print(f"{case:7s} {n}t  {name:22s} {t * 1e3:9.2f} ms {args.clock}  {t / med[ref]:5.2f}x {ref}")
     if args.json:
-        common.save_json(args.json, {"environment": env, "repeats": args.repeats, "results": results})
+        common.save_json(args.json, {"environment": env, "repeats": args.repeats, "clock": args.clock, "results": results})
     return 0
