@@ -41,3 +41,10 @@ def test_s4d_legs_outputs_converge_with_n_impulse_responses_do_not():
     errors = [s4d_legs_output_error(n) for n in (16, 64, 256)]  # measured 0.120, 0.030, 0.0056
     assert errors[0] > 2 * errors[1] > 4 * errors[2] and errors[2] < 0.01, errors
     assert min(s4d_legs_kernel_error(n) for n in (64, 128)) > 0.3  # [PTD] Sec. 3.3: no system-wise convergence
+
+
+def test_plot_s4d_legs_error_writes_a_figure(tmp_path):
+    from torchssm.theory.hippo import plot_s4d_legs_error
+
+    out = plot_s4d_legs_error(str(tmp_path / "e.png"), sizes=(8, 16))
+    assert (tmp_path / "e.png").stat().st_size > 0 and [r["n"] for r in out["rows"]] == [8, 16]

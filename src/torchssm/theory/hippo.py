@@ -129,6 +129,8 @@ def s4d_legs_error_curve(sizes: Sequence[int] = (16, 32, 64, 128, 256, 512)) -> 
 
 def plot_s4d_legs_error(path: str, sizes: Sequence[int] = (16, 32, 64, 128, 256, 512)) -> dict:
     """Plot kernel error vs N (log-log) to ``path``; returns {"path", "rows"}."""
+    import matplotlib.ticker
+
     from torchssm.analysis.plots import new_figure, save_figure
 
     rows = s4d_legs_error_curve(sizes)
@@ -137,6 +139,9 @@ def plot_s4d_legs_error(path: str, sizes: Sequence[int] = (16, 32, 64, 128, 256,
     ns = [r["n"] for r in rows]
     ax.loglog(ns, [r["output_error"] for r in rows], "o-", label="output, u(t) = exp(-t)")
     ax.loglog(ns, [r["impulse_error"] for r in rows], "s--", label="impulse response")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("state size N")
     ax.set_ylabel("relative L2 error (first 4 states)")
     ax.set_title("S4D-LegS vs S4-LegS")
