@@ -268,6 +268,7 @@ def train(cfg: RLConfig, out_dir: str | Path, resume: bool = False, progress: bo
 
 def load_policy(run_dir: str | Path):
     """(policy, config, sidecar) of a run directory or checkpoint directory."""
+    from torchssm.cpu_threads import set_cpu_threads
     from torchssm.train.checkpoint import find_latest_checkpoint, load_checkpoint, read_checkpoint_state
 
     path = Path(run_dir)
@@ -277,6 +278,7 @@ def load_policy(run_dir: str | Path):
     if ckpt is None:
         raise FileNotFoundError(f"no intact checkpoint under {path}")
     cfg = RLConfig.from_dict(read_checkpoint_state(ckpt)["config"])
+    set_cpu_threads(cfg.run.threads)  # as in training (idle numba workers slow torch ~100x on a loaded CPU)
     env = build_env(cfg, 1, seed=0)
     policy = build_policy(cfg, env)
     state = load_checkpoint(ckpt, policy)
