@@ -128,3 +128,46 @@ def test_cli_refuses_bytes_for_a_non_byte_vocabulary(tmp_path):
     assert torchssm.from_pretrained(tmp_path / "lm").tokenizer is None
     with pytest.raises(ValueError, match="not bytes"):
         run_generate(_args(tmp_path / "lm", "hi"), io.StringIO())
+
+
+@pytest.mark.parametrize("layer", ["mamba", "mamba2", "lru", "transformer"])
+def test_fast_step_equals_checked_step(layer):
+    """The generation loop's step (checked once, fused layer steps) == CausalLM.step, float64, 5 tokens."""
+    m = _lm(layer)
+    ids = torch.randint(0, 37, (3, 8), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        _, state = m(ids[:, :3], return_state=True)
+        fast = m._step_function(3, state)
+        slow_state = state
+        for t in range(3, 8):
+            want, slow_state = m.step(ids[:, t], slow_state)
+            got, state = fast(ids[:, t], state)
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="per-layer states"):
+        m._step_function(3, state[:1])
+
+
+def test_fused_step_under_bf16_autocast_keeps_state_dtypes():
+    m = _lm().float()
+    state = m.init_state(2)
+    step = m._step_function(2, state)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for _ in range(3):
+            logits, state = step(torch.tensor([1, 2]), state)
+    assert torch.isfinite(logits).all()
+    m._check_state(state, 2)  # conv buffers in the parameter dtype, SSM states float32
+
+
+def test_bench_generate_vs_mambapy_and_contexts(tmp_path):
+    """The bench's mambapy twin has the same logits (checked inside), and the context sweep reports rows."""
+    pytest.importorskip("mambapy")
+    from torchssm.cli import main
+
+    out = tmp_path / "gen.json"
+    assert main(["bench", "generate", "--lengths", "0", "--vs-mambapy", "--steps", "2", "--repeats", "1",
+                 "--d-model", "16", "--n-layer", "1", "--contexts", "4,12", "--layers", "mamba", "--json",
+                 str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [r["threads"] for r in data["vs_mambapy"]] == [1, 2]
+    assert all(r["torchssm_ms_per_token"] > 0 and r["mambapy_ms_per_token"] > 0 for r in data["vs_mambapy"])
+    assert [r["context"] for r in data["vs_context"]] == [4, 12]

@@ -2,8 +2,9 @@
 convolution followed by an input-dependent SSM, with state ``(conv_buffer, ssm_state)``.
 
     ConvSSMLayer   the layer contract (init_state / forward / step) over a subclass's
-                   ``_mix(x, conv_state, ssm_state, reset, backend)``; ``step`` runs the very same
-                   ``_mix`` on a length-1 sequence, so forward and step cannot drift apart
+                   ``_mix(x, conv_state, ssm_state, reset, backend)``; ``step`` runs the subclass's
+                   fused one-token update (``step_function``; by default ``_mix`` on a length-1
+                   sequence), tested equal to ``forward`` in float64
     decay_rate     A = -exp(A_log), never in bf16
     ssm_state_dtype  SSM states stay float32 (float64 in float64 tests)
     head_layout, RMSNormGated   Mamba-2's heads and gated RMSNorm (also Hydra's)
@@ -13,7 +14,7 @@ Symbols as in docs/architecture.md (d = d_inner channels, n = d_state, nh heads 
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from torch import nn
 from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepOutput, out_dtype, to_param_dtype
 
 MambaState = tuple[torch.Tensor, torch.Tensor]  # (conv_buffer (b, conv_dim, d_conv-1), ssm_state)
+StepFunction = Callable[[torch.Tensor, MambaState], StepOutput]  # (x_t (b, h), state) -> (y_t (b, h), new_state)
 
 
 def decay_rate(A_log: torch.Tensor) -> torch.Tensor:
@@ -73,10 +75,31 @@ class ConvSSMLayer(SSMLayer):
         return y, (conv_state.to(self._param_dtype()), ssm_state)
 
     def step(self, x_t: torch.Tensor, state: MambaState) -> StepOutput:
-        """x_t (b, h) -> (y_t (b, h), new_state): the forward code on one token (naive scan: O(1))."""
+        """x_t (b, h) -> (y_t (b, h), new_state): one token, O(1) (:meth:`step_function`). Pure."""
         self._check_step(x_t, state)
-        y, conv_state, ssm_state = self._mix(to_param_dtype(self, x_t)[:, None], state[0], state[1], None, "naive")
-        return out_dtype(y[:, 0], x_t), (conv_state.to(self._param_dtype()), ssm_state)
+        return self.step_function()(x_t, state)
+
+    def step_function(self) -> StepFunction:
+        """The one-token step without input checks, for a generation loop that checked the state once.
+        Weights derived from the parameters (e.g. A = -exp(A_log)) are computed here, once: the function
+        is valid while the parameters do not change. Default: the forward code on a length-1 sequence;
+        Mamba and Mamba-2 override it with a fused one-token update."""
+
+        def step(x_t: torch.Tensor, state: MambaState) -> StepOutput:
+            y, conv_state, ssm_state = self._mix(to_param_dtype(self, x_t)[:, None], state[0], state[1], None, "naive")
+            return out_dtype(y[:, 0], x_t), (conv_state.to(self._param_dtype()), ssm_state)
+
+        return step
+
+
+def transposed_linear(linear: nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``linear`` as ``x @ W^T (+ bias)`` with W^T copied contiguous once: at batch 1 (a matrix-vector
+    product) this runs ~1.4x faster on CPU than ``F.linear``'s transposed-weight GEMM (measured, torch 2.13,
+    1 thread, 256 -> 1024). For one-token steps; the copy lives as long as the returned function."""
+    wt, bias = linear.weight.t().contiguous(), linear.bias  # (in, out)
+    if bias is None:
+        return lambda x: x @ wt
+    return lambda x: torch.addmm(bias, x, wt) if x.dim() == 2 else x @ wt + bias
 
 
 def head_layout(d_inner: int, headdim: int, ngroups: int) -> int:
@@ -118,4 +141,5 @@ class RMSNormGated(nn.Module):
         return y.to(dtype)
 
 
-__all__ = ["ConvSSMLayer", "MambaState", "RMSNormGated", "decay_rate", "head_layout", "ssm_state_dtype"]
+__all__ = ["ConvSSMLayer", "MambaState", "RMSNormGated", "StepFunction", "decay_rate", "head_layout",
+           "ssm_state_dtype", "transposed_linear"]

@@ -18,7 +18,8 @@ Defaults and their sources (paper Sec. 3.6 / App. E.2 and the reference module):
     Optimizer: no weight decay on A_log, D and the dt bias (``_no_weight_decay`` in the reference).
 
 State (what ``step`` and chunked ``forward`` carry): ``(conv_buffer (b, d, d_conv-1), ssm_state (b, d, n))``.
-``step`` runs the very same code as ``forward`` on a length-1 sequence, so the two cannot drift apart.
+``step`` is a fused one-token update (:meth:`Mamba.step_function`: the short conv's one-token window sum,
+then h = exp(dt A) h + dt B x, y = C h + D x gated by silu(z)), tested equal to ``forward`` in float64.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.layers.conv_ssm import ConvSSMLayer, MambaState, decay_rate, ssm_state_dtype  # noqa: F401  (MambaState, ssm_state_dtype: re-exported from their old home)
+from torchssm.layers.base import StepOutput
+from torchssm.layers.conv_ssm import (ConvSSMLayer, MambaState, StepFunction,  # noqa: F401  (MambaState: re-exported)
+                                      decay_rate, ssm_state_dtype, transposed_linear)
 from torchssm.layers.init import dt_bias_init
 from torchssm.ops.selective import selective_scan
-from torchssm.ops.shortconv import causal_conv1d
+from torchssm.ops.shortconv import causal_conv1d, causal_conv1d_step
 
 
 class Mamba(ConvSSMLayer):
@@ -110,3 +113,36 @@ class Mamba(ConvSSMLayer):
                                       h0=ssm_state, return_final_state=True, reset=reset,
                                       chunk_size=self.chunk_size, backend=backend)  # (b, l, d)
         return self.out_proj(y.to(u.dtype)), conv_state, ssm_state
+
+    def step_function(self) -> StepFunction:
+        """Fused one-token step (no checks; A, the dt projection and the conv taps prepared once):
+
+            x, z = in_proj(u)                       (b, d) each
+            x    = silu(w . [conv_buffer, x] + bias) one-token short conv, buffer <- last d_conv-1 inputs
+            dt, B, C = x_proj(x);  dt = softplus(dt_proj(dt))       (b, d), (b, n), (b, n)
+            h    = exp(dt A) * h + (dt x) B         (b, d, n), in the state dtype (float32 / float64)
+            y    = out_proj((C h + D x) * silu(z))
+
+        the selective scan's recurrence (``selective_scan_naive``) for one step."""
+        sdt = ssm_state_dtype(self._param_dtype())
+        w, conv_bias = self.conv1d.weight[:, 0], self.conv1d.bias  # (d, W), (d,)
+        A = decay_rate(self.A_log).to(sdt)  # (d, n)
+        w_dt, b_dt = self.dt_proj.weight.to(sdt), self.dt_proj.bias.to(sdt)  # (d, r), (d,)
+        D = self.D.to(sdt)
+        pdt = self.in_proj.weight.dtype
+        in_proj, x_proj, out_proj = (transposed_linear(m) for m in (self.in_proj, self.x_proj, self.out_proj))
+        split = [self.dt_rank, self.d_state, self.d_state]
+
+        def step(x_t: torch.Tensor, state: MambaState) -> StepOutput:
+            conv_state, h = state  # (b, d, W-1), (b, d, n)
+            x, z = in_proj(x_t.to(pdt)).chunk(2, dim=-1)  # (b, d) each
+            x, conv_state = causal_conv1d_step(x, w, conv_bias, conv_state)  # buffer kept in the parameter dtype
+            x = F.silu(x)
+            dt, B, C = torch.split(x_proj(x), split, dim=-1)
+            dt = F.softplus(F.linear(dt.to(sdt), w_dt, b_dt))  # (b, d)
+            x = x.to(sdt)
+            h = torch.addcmul((dt * x)[:, :, None] * B.to(sdt)[:, None, :], torch.exp(dt[:, :, None] * A), h)
+            y = torch.addcmul(torch.bmm(h, C.to(sdt)[:, :, None])[:, :, 0], x, D) * F.silu(z.to(sdt))  # (b, d)
+            return out_proj(y.to(pdt)).to(x_t.dtype), (conv_state.to(w.dtype), h)
+
+        return step

@@ -16,7 +16,8 @@ through the inverse-softplus ``dt_bias``, D = 1, chunk_size = 256, RMSNorm eps 1
 d / ngroups (mamba_ssm; Hugging Face's Mamba2 normalises over all of d: ``norm_group_size=d_inner``).
 No weight decay on A_log, D, dt_bias.
 
-State: ``(conv_buffer (b, d + 2gn, d_conv-1), ssm_state (b, nh, p, n))``.
+State: ``(conv_buffer (b, d + 2gn, d_conv-1), ssm_state (b, nh, p, n))``. ``step`` is a fused one-token
+update (:meth:`Mamba2.step_function`), tested equal to ``forward`` in float64.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.layers.conv_ssm import ConvSSMLayer, RMSNormGated, decay_rate, head_layout  # noqa: F401 (re-exported)
+from torchssm.layers.base import StepOutput
+from torchssm.layers.conv_ssm import (ConvSSMLayer, MambaState, RMSNormGated, StepFunction,  # noqa: F401 (re-exported)
+                                      decay_rate, head_layout, ssm_state_dtype, transposed_linear)
 from torchssm.layers.init import dt_bias_init
-from torchssm.ops.shortconv import causal_conv1d
+from torchssm.ops.shortconv import causal_conv1d, causal_conv1d_step
 from torchssm.ops.ssd import ssd
 
 
@@ -93,3 +96,40 @@ class Mamba2(ConvSSMLayer):
                            chunk_size=self.chunk_size, backend=backend)  # (b, l, nh, p)
         y = self.norm(y.reshape(b, l, d).to(u.dtype), z)
         return self.out_proj(y), conv_state, ssm_state
+
+    def step_function(self) -> StepFunction:
+        """Fused one-token step (no checks; A, the conv taps prepared once), the SSD recurrence
+        (``ssd_naive``) for one step, per head i with scalar decay:
+
+            z, xBC, dt = in_proj(u);  x, B, C = split(silu(w . [conv_buffer, xBC] + bias))
+            dt   = softplus(dt + dt_bias)                          (b, nh)
+            s_i  = exp(dt_i A_i) s_i + dt_i x_i B_g(i)^T            (b, nh, p, n), state dtype
+            y_i  = s_i C_g(i) + D_i x_i;  out = out_proj(norm(y, z))"""
+        sdt = ssm_state_dtype(self._param_dtype())
+        d, g, n, nh, p = self.d_inner, self.ngroups, self.d_state, self.nheads, self.headdim
+        w, conv_bias = self.conv1d.weight[:, 0], self.conv1d.bias  # (conv_dim, W), (conv_dim,)
+        A, dt_bias, D = decay_rate(self.A_log).to(sdt), self.dt_bias.to(sdt), self.D.to(sdt)  # (nh,) each
+        D = D[:, None] if D.dim() == 1 else D  # (nh, 1) or (nh, p)
+        pdt = self.in_proj.weight.dtype
+        in_proj, out_proj = transposed_linear(self.in_proj), transposed_linear(self.out_proj)
+        split_in, split_xbc = [d, self.conv_dim, nh], [d, g * n, g * n]
+
+        def heads(M: torch.Tensor) -> torch.Tensor:  # (b, g*n) -> (b, nh or 1, n): head i reads group i // (nh/g)
+            M = M.to(sdt).view(M.shape[0], g, n)
+            return M if g == 1 else M.repeat_interleave(nh // g, dim=1)
+
+        def step(x_t: torch.Tensor, state: MambaState) -> StepOutput:
+            conv_state, s = state  # (b, conv_dim, W-1), (b, nh, p, n)
+            b = x_t.shape[0]
+            z, xBC, dt = torch.split(in_proj(x_t.to(pdt)), split_in, dim=-1)
+            xBC, conv_state = causal_conv1d_step(xBC, w, conv_bias, conv_state)
+            x, B, C = torch.split(F.silu(xBC), split_xbc, dim=-1)
+            dt = F.softplus(dt.to(sdt) + dt_bias)  # (b, nh)
+            x = x.to(sdt).view(b, nh, p)
+            dBx = (dt[:, :, None] * x)[..., None] * heads(B)[:, :, None, :]  # (b, nh, p, n)
+            s = torch.addcmul(dBx, torch.exp(dt * A)[:, :, None, None], s)
+            y = torch.addcmul(torch.matmul(s, heads(C)[..., None])[..., 0], x, D)  # (b, nh, p)
+            y = self.norm(y.reshape(b, d).to(pdt), z)
+            return out_proj(y).to(x_t.dtype), (conv_state.to(w.dtype), s)
+
+        return step
