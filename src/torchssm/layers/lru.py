@@ -50,10 +50,10 @@ class LRU(SSMLayer):
     Args:
         d_model: h, input/output channels.
         d_state: n, complex state size. Default 64: the MNIST-1D preset of this package
-            (configs/mnist1d_lru.yaml, H = N = 64) and S4D's default N (Gu et al. 2022, Sec. 5).
+            (preset mnist1d_lru, H = N = 64) and S4D's default N (Gu et al. 2022, Sec. 5).
         r_min, r_max: ring init radii of lambda (Lemma 3.2). Defaults 0 and 1 are the paper's
             general ring of Sec. 3.2 (the whole unit disk); its LRA runs use r_min up to 0.9 and
-            r_max 0.99-0.999 (Sec. 3.3, App. D), MNIST-1D here uses 0.5 / 0.99 (configs/).
+            r_max 0.99-0.999 (Sec. 3.3, App. D), MNIST-1D here uses 0.5 / 0.99 (preset mnist1d_lru).
         max_phase: phases ~ U[0, max_phase]; 2*pi is the paper's default, pi/10 its PathX choice
             (Sec. 3.4 "Reducing Eigenvalue Phase at Initialization"; App. C.3 Tb. 8).
         lr_factor: the recurrent parameters (nu, theta, gamma, B) train at lr * lr_factor with no

@@ -6,7 +6,8 @@
 
 Defaults follow the LRU paper (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks for
 Long Sequences", Sec. 3 and App. D): pre-norm residual blocks with GELU + GLU, BatchNorm on
-the LRA image/MNIST tasks; the MNIST-1D values in configs/mnist1d_lru.yaml were tuned here.
+the LRA image/MNIST tasks; the MNIST-1D values in the preset mnist1d_lru
+(src/torchssm/presets/mnist1d_lru.yaml) were tuned here.
 """
 
 from __future__ import annotations
