@@ -169,5 +169,5 @@ def test_bench_generate_vs_mambapy_and_contexts(tmp_path):
                  str(out)]) == 0
     data = json.loads(out.read_text())
     assert [r["threads"] for r in data["vs_mambapy"]] == [1, 2]
-    assert all(r["torchssm_ms_per_token"] > 0 and r["mambapy_ms_per_token"] > 0 for r in data["vs_mambapy"])
+    assert all(r["torchssm_ms_per_step"] > 0 and r["mambapy_ms_per_step"] > 0 for r in data["vs_mambapy"])
     assert [r["context"] for r in data["vs_context"]] == [4, 12]

@@ -19,7 +19,8 @@ machine 1 thread avoids OpenMP spinning against other processes).
 (``--d-model``, batch ``--batch``) in torchssm and in mambapy's pure-PyTorch ``LM`` with the same weights;
 the logits of a prompt and of 8 steps are checked equal first, then ``--repeats`` rounds of ``--steps``
 greedy steps each are timed interleaved (one round of each per repeat, CPU time) with 1 and 2 threads;
-reported: per-token time of each and the ratio torchssm / mambapy (median over rounds).
+reported: the time of one step (one token for each of the batch rows) of each and the ratio torchssm / mambapy
+(median over rounds).
 ``--contexts 16,4096,65536``: per-token step time after a prompt of each length (prefilled in parallel
 mode): flat for an SSM, whose state does not grow.
 """
@@ -178,8 +179,8 @@ def compare_mambapy(args, device, dtype) -> List[Dict[str, object]]:
         set_cpu_threads(threads)
         with torch.no_grad():
             med = interleaved({"torchssm": ours_loop, "mambapy": theirs_loop}, repeats=args.repeats, warmup=2)
-        rows.append({"threads": threads, "batch": b, "torchssm_ms_per_token": med["torchssm"] / args.steps * 1e3,
-                     "mambapy_ms_per_token": med["mambapy"] / args.steps * 1e3,
+        rows.append({"threads": threads, "batch": b, "torchssm_ms_per_step": med["torchssm"] / args.steps * 1e3,
+                     "mambapy_ms_per_step": med["mambapy"] / args.steps * 1e3,
                      "ratio": med["torchssm"] / med["mambapy"]})
     set_cpu_threads(before)
     return rows
@@ -234,7 +235,7 @@ def run(args) -> int:
             print(f"\nvs mambapy: Mamba LM d_model={args.d_model}, n_layer={args.n_layer}, batch={args.batch}, "
                   f"{args.steps} greedy steps x {args.repeats} interleaved rounds, CPU time "
                   f"(logits checked equal first)")
-            print(common.format_table(rows, ["threads", "batch", "torchssm_ms_per_token", "mambapy_ms_per_token",
+            print(common.format_table(rows, ["threads", "batch", "torchssm_ms_per_step", "mambapy_ms_per_step",
                                              "ratio"]))
             extra["vs_mambapy"] = rows
     if args.contexts:
