@@ -171,3 +171,15 @@ def test_bench_generate_vs_mambapy_and_contexts(tmp_path):
     assert [r["threads"] for r in data["vs_mambapy"]] == [1, 2]
     assert all(r["torchssm_ms_per_step"] > 0 and r["mambapy_ms_per_step"] > 0 for r in data["vs_mambapy"])
     assert [r["context"] for r in data["vs_context"]] == [4, 12]
+
+
+@pytest.mark.slow
+def test_compiled_step_generates_the_same_tokens():
+    """generate(compile=True) (torch.compile of the step) == eager, and the compiled step is reused."""
+    m = _lm().float()
+    prompt = torch.tensor([[3, 1, 4, 1, 5]])
+    eager = m.generate(prompt, 6, ignore_eos=True)
+    assert torch.equal(m.generate(prompt, 6, ignore_eos=True, compile=True), eager)
+    first = m._compiled_step
+    assert torch.equal(m.generate(prompt, 6, ignore_eos=True, compile=True), eager)
+    assert m._compiled_step is first

@@ -21,6 +21,7 @@ the logits of a prompt and of 8 steps are checked equal first, then ``--repeats`
 greedy steps each are timed interleaved (one round of each per repeat, CPU time) with 1 and 2 threads;
 reported: the time of one step (one token for each of the batch rows) of each and the ratio torchssm / mambapy
 (median over rounds).
+``--compile`` adds torchssm's step through ``torch.compile`` (``generate(compile=True)``) to that race.
 ``--contexts 16,4096,65536``: per-token step time after a prompt of each length (prefilled in parallel
 mode): flat for an SSM, whose state does not grow.
 """
@@ -62,6 +63,7 @@ def add_arguments(p) -> None:
                    help="per-token time against mambapy's step (same weights, interleaved, 1 and 2 threads)")
     p.add_argument("--steps", type=int, default=64, help="greedy steps per timed round (--vs-mambapy, --contexts)")
     p.add_argument("--repeats", type=int, default=15, help="interleaved rounds (--vs-mambapy)")
+    p.add_argument("--compile", action="store_true", help="--vs-mambapy: also time the torch.compile'd step")
     p.add_argument("--contexts", default=None, help="prompt lengths for per-token latency vs context, e.g. 16,65536")
 
 
@@ -168,6 +170,17 @@ def compare_mambapy(args, device, dtype) -> List[Dict[str, object]]:
             logits, s = step(t, s)
             t = logits.argmax(-1)
 
+    compiled = model._step_function(b, state, compile=True) if getattr(args, "compile", False) else None
+    if compiled is not None:
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(tok, state)[0], step(tok, state)[0], rtol=1e-4, atol=1e-4)
+
+    def compiled_loop() -> None:
+        s, _, t = start
+        for _ in range(args.steps):
+            logits, s = compiled(t, s)
+            t = logits.argmax(-1)
+
     def theirs_loop() -> None:
         _, c, t = start
         for _ in range(args.steps):
@@ -178,10 +191,13 @@ def compare_mambapy(args, device, dtype) -> List[Dict[str, object]]:
     for threads in (1, 2):
         set_cpu_threads(threads)
         with torch.no_grad():
-            med = interleaved({"torchssm": ours_loop, "mambapy": theirs_loop}, repeats=args.repeats, warmup=2)
+            fns = {"torchssm": ours_loop, "mambapy": theirs_loop} | ({"compiled": compiled_loop} if compiled else {})
+            med = interleaved(fns, repeats=args.repeats, warmup=2)
         rows.append({"threads": threads, "batch": b, "torchssm_ms_per_step": med["torchssm"] / args.steps * 1e3,
                      "mambapy_ms_per_step": med["mambapy"] / args.steps * 1e3,
-                     "ratio": med["torchssm"] / med["mambapy"]})
+                     "ratio": med["torchssm"] / med["mambapy"]}
+                    | ({"compiled_ms_per_step": med["compiled"] / args.steps * 1e3,
+                        "compiled_ratio": med["compiled"] / med["mambapy"]} if compiled else {}))
     set_cpu_threads(before)
     return rows
 
@@ -236,7 +252,8 @@ def run(args) -> int:
                   f"{args.steps} greedy steps x {args.repeats} interleaved rounds, CPU time "
                   f"(logits checked equal first)")
             print(common.format_table(rows, ["threads", "batch", "torchssm_ms_per_step", "mambapy_ms_per_step",
-                                             "ratio"]))
+                                             "ratio"] + (["compiled_ms_per_step", "compiled_ratio"]
+                                                         if args.compile else [])))
             extra["vs_mambapy"] = rows
     if args.contexts:
         contexts = [int(x) for x in args.contexts.split(",") if x.strip()]
