@@ -27,6 +27,7 @@ def add_generate_arguments(p) -> None:
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--ignore-eos", action="store_true", help="generate --max-new-tokens even after an eos token")
+    p.add_argument("--compile", action="store_true", help="torch.compile the per-token step (slow first call)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
 
@@ -56,7 +57,8 @@ def run_generate(args, out=None) -> int:
     eos_ids = set(model.special_tokens()[0])
     out.write(args.prompt)
     for t in model.generate_stream(ids, args.max_new_tokens, args.temperature, args.top_k, args.top_p, generator=gen,
-                                   ignore_eos=getattr(args, "ignore_eos", False)):
+                                   ignore_eos=getattr(args, "ignore_eos", False),
+                                   compile=getattr(args, "compile", False)):
         if int(t[0]) in eos_ids:  # the end-of-text token is not printed
             break
         out.write(decode(int(t[0])))
