@@ -21,7 +21,7 @@ _area_seconds: dict = {}
 def _area(nodeid: str) -> str:
     """The top-level folder under tests/ of a test ("ops" for tests/ops/test_scan.py::x), or its file."""
     parts = nodeid.split("::")[0].split("/")
-    parts = parts[parts.index("tests") + 1:] if "tests" in parts else parts
+    parts = parts[parts.index("tests") + 1 :] if "tests" in parts else parts
     return parts[0] if parts else nodeid
 
 

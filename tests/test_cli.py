@@ -11,8 +11,16 @@ import pytest
 from torchssm.cli import main
 from torchssm.presets import preset_path
 
-TINY = ["task.limit=600", "model.d_model=16", "model.layer_kwargs.d_state=16", "train.epochs=5",
-        "train.lr=1e-2", "train.batch_size=32", "train.threads=1", "train.progress=false"]
+TINY = [
+    "task.limit=600",
+    "model.d_model=16",
+    "model.layer_kwargs.d_state=16",
+    "train.epochs=5",
+    "train.lr=1e-2",
+    "train.batch_size=32",
+    "train.threads=1",
+    "train.progress=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +65,10 @@ def test_resume_via_cli_matches(tiny_run, data_dir, tmp_path):
     assert main(base + ["--out-dir", str(tmp_path / "split"), "--stop-after", "3"]) == 0
     assert main(["train", "--resume", str(tmp_path / "split" / "last"), "--data-dir", str(data_dir)]) == 0
     assert main(base + ["--out-dir", str(tmp_path / "straight")]) == 0
-    strip = lambda p: [{k: v for k, v in json.loads(x).items() if k != "time_s"}  # noqa: E731
-                       for x in (p / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda p: [  # noqa: E731
+        {k: v for k, v in json.loads(x).items() if k != "time_s"}
+        for x in (p / "metrics.jsonl").read_text().splitlines()
+    ]
     assert strip(tmp_path / "split") == strip(tmp_path / "straight")  # exactly equal floats
 
 

@@ -24,8 +24,13 @@ from torchssm.ops.selective import selective_scan
 from torchssm.ops.ssd import ssd
 from torchssm.train.config import load_config, parse_override
 
-FUZZ = settings(max_examples=25, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 CLEAR = (ValueError, TypeError)
 
 
@@ -45,11 +50,21 @@ def close(out, ref):
 
 # --- ops -----------------------------------------------------------------------------------------------------------
 @FUZZ
-@given(b=st.integers(1, 3), l=st.integers(0, 7), d=st.integers(1, 4), complex_=st.booleans(), diag=st.booleans(),
-       dtype=st.sampled_from([torch.float32, torch.float64]), with_h0=st.booleans(), with_reset=st.booleans(),
-       reverse=st.booleans(), nan=st.booleans(), backend=st.sampled_from(["auto", "chunked", "cpu", "naive"]),
-       defect=st.sampled_from([None, None, None, "rank", "a_shape", "h0_shape", "reset_dtype", "int_b", "backend"]),
-       seed=st.integers(0, 2**16))
+@given(
+    b=st.integers(1, 3),
+    l=st.integers(0, 7),
+    d=st.integers(1, 4),
+    complex_=st.booleans(),
+    diag=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    with_h0=st.booleans(),
+    with_reset=st.booleans(),
+    reverse=st.booleans(),
+    nan=st.booleans(),
+    backend=st.sampled_from(["auto", "chunked", "cpu", "naive"]),
+    defect=st.sampled_from([None, None, None, "rank", "a_shape", "h0_shape", "reset_dtype", "int_b", "backend"]),
+    seed=st.integers(0, 2**16),
+)
 def test_linear_scan(b, l, d, complex_, diag, dtype, with_h0, with_reset, reverse, nan, backend, defect, seed):
     g = torch.Generator().manual_seed(seed)
     cdtype = {torch.float32: torch.complex64, torch.float64: torch.complex128}[dtype] if complex_ else dtype
@@ -81,17 +96,29 @@ def test_linear_scan(b, l, d, complex_, diag, dtype, with_h0, with_reset, revers
     out = expect(defect, lambda: linear_scan(a, x, h0, reverse=reverse, reset=reset, backend=backend))
     if out is not None:
         assert out.shape == (b, l, d) and out.dtype == cdtype
-        ref = linear_scan_naive(a.to(torch.complex128 if complex_ else torch.float64),
-                                x.to(torch.complex128 if complex_ else torch.float64),
-                                None if h0 is None else h0.to(torch.complex128 if complex_ else torch.float64),
-                                reverse=reverse, reset=reset)
+        ref = linear_scan_naive(
+            a.to(torch.complex128 if complex_ else torch.float64),
+            x.to(torch.complex128 if complex_ else torch.float64),
+            None if h0 is None else h0.to(torch.complex128 if complex_ else torch.float64),
+            reverse=reverse,
+            reset=reset,
+        )
         close(out, ref)
 
 
 @FUZZ
-@given(b=st.integers(1, 2), l=st.integers(0, 9), d=st.integers(1, 4), n=st.integers(1, 3), grouped=st.booleans(),
-       with_h0=st.booleans(), with_z=st.booleans(), chunk=st.integers(1, 5),
-       defect=st.sampled_from([None, None, "rank", "A_shape", "B_shape", "h0_shape"]), seed=st.integers(0, 2**16))
+@given(
+    b=st.integers(1, 2),
+    l=st.integers(0, 9),
+    d=st.integers(1, 4),
+    n=st.integers(1, 3),
+    grouped=st.booleans(),
+    with_h0=st.booleans(),
+    with_z=st.booleans(),
+    chunk=st.integers(1, 5),
+    defect=st.sampled_from([None, None, "rank", "A_shape", "B_shape", "h0_shape"]),
+    seed=st.integers(0, 2**16),
+)
 def test_selective_scan(b, l, d, n, grouped, with_h0, with_z, chunk, defect, seed):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, dtype=torch.float64, generator=g)  # noqa: E731
@@ -111,8 +138,9 @@ def test_selective_scan(b, l, d, n, grouped, with_h0, with_z, chunk, defect, see
         h0 = r(b, d + 1, n)
 
     def run(backend):
-        return selective_scan(u, delta, A, B, C, D, z, None, True, h0, return_final_state=True,
-                              chunk_size=chunk, backend=backend)
+        return selective_scan(
+            u, delta, A, B, C, D, z, None, True, h0, return_final_state=True, chunk_size=chunk, backend=backend
+        )
 
     out = expect(defect, lambda: run("chunked"))
     if out is not None:
@@ -124,9 +152,17 @@ def test_selective_scan(b, l, d, n, grouped, with_h0, with_z, chunk, defect, see
 
 
 @FUZZ
-@given(b=st.integers(1, 2), l=st.integers(0, 9), heads=st.sampled_from([1, 2]), p=st.integers(1, 3),
-       n=st.integers(1, 3), with_h0=st.booleans(), chunk=st.integers(1, 5),
-       defect=st.sampled_from([None, None, "rank", "A_shape", "groups", "h0_shape"]), seed=st.integers(0, 2**16))
+@given(
+    b=st.integers(1, 2),
+    l=st.integers(0, 9),
+    heads=st.sampled_from([1, 2]),
+    p=st.integers(1, 3),
+    n=st.integers(1, 3),
+    with_h0=st.booleans(),
+    chunk=st.integers(1, 5),
+    defect=st.sampled_from([None, None, "rank", "A_shape", "groups", "h0_shape"]),
+    seed=st.integers(0, 2**16),
+)
 def test_ssd(b, l, heads, p, n, with_h0, chunk, defect, seed):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, dtype=torch.float64, generator=g)  # noqa: E731
@@ -145,8 +181,9 @@ def test_ssd(b, l, heads, p, n, with_h0, chunk, defect, seed):
         h0 = r(b, heads, p, n + 1)
 
     def run(backend):
-        return ssd(x, dt, A, B, C, None, None, None, True, h0, return_final_state=True, chunk_size=chunk,
-                   backend=backend)
+        return ssd(
+            x, dt, A, B, C, None, None, None, True, h0, return_final_state=True, chunk_size=chunk, backend=backend
+        )
 
     out = expect(defect, lambda: run("chunked"))
     if out is not None:
@@ -158,8 +195,15 @@ def test_ssd(b, l, heads, p, n, with_h0, chunk, defect, seed):
 
 
 @FUZZ
-@given(b=st.integers(1, 2), l=st.integers(0, 8), h=st.integers(1, 3), extra=st.integers(0, 3), bidir=st.booleans(),
-       defect=st.sampled_from([None, None, "short_kernel", "channels", "rank"]), seed=st.integers(0, 2**16))
+@given(
+    b=st.integers(1, 2),
+    l=st.integers(0, 8),
+    h=st.integers(1, 3),
+    extra=st.integers(0, 3),
+    bidir=st.booleans(),
+    defect=st.sampled_from([None, None, "short_kernel", "channels", "rank"]),
+    seed=st.integers(0, 2**16),
+)
 def test_fft_conv(b, l, h, extra, bidir, defect, seed):
     g = torch.Generator().manual_seed(seed)
     u = torch.randn(b, l, h, dtype=torch.float64, generator=g)
@@ -192,11 +236,16 @@ def layer(name):
 
 
 @FUZZ
-@given(name=st.sampled_from(["lru", "s4", "s4d", "dss", "s5", "mamba", "mamba2", "hydra", "transformer"]),
-       b=st.integers(1, 2), l=st.integers(0, 6), with_state=st.booleans(), nan=st.booleans(), debug=st.booleans(),
-       defect=st.sampled_from([None, None, None, "rank", "d_model", "int", "state_shape", "state_dtype",
-                               "step_shape"]),
-       seed=st.integers(0, 2**16))
+@given(
+    name=st.sampled_from(["lru", "s4", "s4d", "dss", "s5", "mamba", "mamba2", "hydra", "transformer"]),
+    b=st.integers(1, 2),
+    l=st.integers(0, 6),
+    with_state=st.booleans(),
+    nan=st.booleans(),
+    debug=st.booleans(),
+    defect=st.sampled_from([None, None, None, "rank", "d_model", "int", "state_shape", "state_dtype", "step_shape"]),
+    seed=st.integers(0, 2**16),
+)
 def test_layers(name, b, l, with_state, nan, debug, defect, seed):
     m = layer(name)
     g = torch.Generator().manual_seed(seed)
@@ -246,18 +295,40 @@ def _flat(s):
 
 
 # --- configs, YAML, --set ------------------------------------------------------------------------------------------
-_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 300), st.floats(allow_nan=True, allow_infinity=True),
-                    st.text(string.printable, max_size=6), st.lists(st.integers(-2, 2), max_size=3),
-                    st.dictionaries(st.text("abc", min_size=1, max_size=3), st.integers(), max_size=2))
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 300),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(string.printable, max_size=6),
+    st.lists(st.integers(-2, 2), max_size=3),
+    st.dictionaries(st.text("abc", min_size=1, max_size=3), st.integers(), max_size=2),
+)
 _MODEL_KEYS = ["layer", "d_model", "n_layers", "norm", "pooling", "dropout", "glu", "prenorm", "layer_kwargs", "bogus"]
-_TRAIN_KEYS = ["epochs", "batch_size", "lr", "weight_decay", "betas", "grad_clip", "min_lr_ratio", "grad_accum",
-               "precision", "tbptt_chunk", "max_nonfinite_steps", "keep_checkpoints", "eval_every", "nope"]
+_TRAIN_KEYS = [
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "betas",
+    "grad_clip",
+    "min_lr_ratio",
+    "grad_accum",
+    "precision",
+    "tbptt_chunk",
+    "max_nonfinite_steps",
+    "keep_checkpoints",
+    "eval_every",
+    "nope",
+]
 
 
 @FUZZ
-@given(model=st.dictionaries(st.sampled_from(_MODEL_KEYS), _VALUES, max_size=3),
-       train=st.dictionaries(st.sampled_from(_TRAIN_KEYS), _VALUES, max_size=3),
-       section=st.sampled_from(["model", "train", "task", "extra"]))
+@given(
+    model=st.dictionaries(st.sampled_from(_MODEL_KEYS), _VALUES, max_size=3),
+    train=st.dictionaries(st.sampled_from(_TRAIN_KEYS), _VALUES, max_size=3),
+    section=st.sampled_from(["model", "train", "task", "extra"]),
+)
 def test_random_config_values_build_or_raise_clearly(model, train, section):
     data = {"task": {"name": "adding"}, "model": model, "train": train}
     if section == "extra":
@@ -291,8 +362,12 @@ def test_malformed_yaml_and_overrides_raise_clearly(tmp_path_factory, text):
 
 
 @FUZZ
-@given(lines=st.lists(st.text(string.printable.replace("\n", "").replace("\r", "") + "\t", max_size=30),
-                      min_size=0, max_size=4), header=st.booleans())
+@given(
+    lines=st.lists(
+        st.text(string.printable.replace("\n", "").replace("\r", "") + "\t", max_size=30), min_size=0, max_size=4
+    ),
+    header=st.booleans(),
+)
 def test_malformed_tsv_raises_clearly(tmp_path_factory, lines, header):
     listops = pytest.importorskip("torchssm.data.lra.listops")
     path = tmp_path_factory.mktemp("tsv") / "basic_test.tsv"
@@ -316,8 +391,11 @@ _DTYPE_CRASH: set = set()
 @pytest.mark.parametrize("name", ["lru", "s4", "s4d", "dss", "s5", "mamba", "mamba2", "hydra", "transformer"])
 def test_layer_input_dtype_other_than_its_parameters(name, dtype, request):
     if name in _DTYPE_CRASH:
-        request.applymarker(pytest.mark.xfail(raises=RuntimeError, strict=True,
-                                              reason="input/parameter dtype mismatch crashes in a matmul"))
+        request.applymarker(
+            pytest.mark.xfail(
+                raises=RuntimeError, strict=True, reason="input/parameter dtype mismatch crashes in a matmul"
+            )
+        )
     x = torch.randn(2, 5, D_MODEL, dtype=dtype)
     try:
         with torch.no_grad():

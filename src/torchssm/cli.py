@@ -9,25 +9,25 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 # Modules that add sub-commands. A module that is missing (not written yet, or an optional
 # dependency absent) simply contributes no command.
 _COMMAND_MODULES = (
-    "torchssm.train.cli",      # train, eval
-    "torchssm.presets.cli",    # presets
-    "torchssm.data.cli",       # tasks
-    "torchssm.bench.cli",      # bench
-    "torchssm.analysis.cli",   # plot
-    "torchssm.models.cli",     # generate
+    "torchssm.train.cli",  # train, eval
+    "torchssm.presets.cli",  # presets
+    "torchssm.data.cli",  # tasks
+    "torchssm.bench.cli",  # bench
+    "torchssm.analysis.cli",  # plot
+    "torchssm.models.cli",  # generate
     "torchssm.models.export",  # export (ONNX)
-    "torchssm.vision.cli",     # vision (restore, cost, classify)
-    "torchssm.rl.cli",         # rl (POPGym PPO, meta-RL)
+    "torchssm.vision.cli",  # vision (restore, cost, classify)
+    "torchssm.rl.cli",  # rl (POPGym PPO, meta-RL)
     "torchssm.timeseries.cli",  # timeseries (HiSS / IMU, forecasting, irregular sampling)
     "torchssm.worldmodel.cli",  # world (S4WM world models on MiniGrid)
-    "torchssm.audio.cli",      # transcribe, speech (synthetic speech, ASR, keyword spotting)
-    "torchssm.lm.cli",         # tokenizer train, lm eval (language modelling on text)
-    "torchssm.theory.cli",     # theory (SSD duality, HiPPO bases, S4D-LegS convergence)
+    "torchssm.audio.cli",  # transcribe, speech (synthetic speech, ASR, keyword spotting)
+    "torchssm.lm.cli",  # tokenizer train, lm eval (language modelling on text)
+    "torchssm.theory.cli",  # theory (SSD duality, HiPPO bases, S4D-LegS convergence)
 )
 
 
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -14,12 +14,11 @@ core (torch's own default), which was not measured here (no idle machine).
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple
 
 import torch
 
 
-def get_cpu_threads() -> Tuple[int, Optional[int]]:
+def get_cpu_threads() -> tuple[int, int | None]:
     """(torch intra-op threads, numba threads or None when numba is not installed)."""
     try:
         import numba
@@ -29,7 +28,7 @@ def get_cpu_threads() -> Tuple[int, Optional[int]]:
     return torch.get_num_threads(), numba_threads
 
 
-def set_cpu_threads(torch_threads: int, numba_threads: Optional[int] = -1) -> None:
+def set_cpu_threads(torch_threads: int, numba_threads: int | None = -1) -> None:
     """Threads of torch and of numba (the compiled CPU scans); ``numba_threads=-1``: same as torch.
 
     numba first: launching numba's OpenMP threading layer (its first parallel call) resets the
@@ -48,7 +47,7 @@ def set_cpu_threads(torch_threads: int, numba_threads: Optional[int] = -1) -> No
     torch.set_num_threads(torch_threads)
 
 
-def auto_cpu_threads(load: Optional[float] = None, cores: Optional[int] = None) -> int:
+def auto_cpu_threads(load: float | None = None, cores: int | None = None) -> int:
     """The default thread count (see the module docstring): max(1, cores - load), rounded down.
 
     ``cores``: CPUs this process may run on (``os.sched_getaffinity``); ``load``: the 1-minute load

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Union
 
 
-def atomic_write(path: Union[str, os.PathLike], write: Callable[[str], None], *, mode: int = 0o644) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, mode: int = 0o644) -> Path:
     """Call ``write(tmp_path)``, fsync the result, set its permission bits to ``mode`` (mkstemp makes
     0600 files), then rename it over ``path``. Returns ``path``."""
     path = Path(path)

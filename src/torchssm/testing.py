@@ -8,8 +8,6 @@ Each function raises AssertionError (via torch.testing.assert_close) with the mi
 
 from __future__ import annotations
 
-from typing import Optional
-
 import contextlib
 import re
 
@@ -41,7 +39,7 @@ def assert_states_close(got, want, **tol) -> None:
         torch.testing.assert_close(g, w, **tol)
 
 
-def check_step_matches_forward(layer, x: Optional[torch.Tensor] = None, *, length: int = 12, **tol) -> None:
+def check_step_matches_forward(layer, x: torch.Tensor | None = None, *, length: int = 12, **tol) -> None:
     """Causal layers: unrolling ``step`` over the sequence equals ``forward`` (outputs and final state)."""
     layer.eval()
     x = _sequence(layer, 2, length) if x is None else x
@@ -56,8 +54,9 @@ def check_step_matches_forward(layer, x: Optional[torch.Tensor] = None, *, lengt
     assert_states_close(state, final, **tol)
 
 
-def check_chunked_continuation(layer, x: Optional[torch.Tensor] = None, *, length: int = 12, split: int = 5,
-                               **tol) -> None:
+def check_chunked_continuation(
+    layer, x: torch.Tensor | None = None, *, length: int = 12, split: int = 5, **tol
+) -> None:
     """forward(x[:, :k]) then forward(x[:, k:], state) equals forward(x), outputs and final state."""
     layer.eval()
     x = _sequence(layer, 2, length, seed=1) if x is None else x
@@ -119,8 +118,9 @@ def check_layer_contract(layer, *, length: int = 12, **tol) -> None:
         check_state_is_not_mutated(layer)
 
 
-def first_token_accuracy(layer, *, length: int = 256, steps: int = 150, lr: float = 1e-2, classes: int = 4,
-                         batch: int = 32, seed: int = 0) -> float:
+def first_token_accuracy(
+    layer, *, length: int = 256, steps: int = 150, lr: float = 1e-2, classes: int = 4, batch: int = 32, seed: int = 0
+) -> float:
     """Train ``layer`` (embedding -> layer -> LayerNorm of the last output -> linear head) to recall
     the first token of a sequence of ``length`` tokens (the rest a blank token that embeds to zero),
     then return the accuracy on 256 fresh sequences. One S4/S4D/DSS/S5 layer (H = N = 16) reaches
@@ -180,6 +180,9 @@ def assert_values_and_grads_close(outputs, references, inputs, *, seed: int = 0,
     grads_ref = torch.autograd.grad(loss_ref, inputs, allow_unused=True)
     for i, (a, b) in enumerate(zip(grads, grads_ref, strict=True)):
         if a is None or b is None:
-            raise AssertionError(f"input {i}: gradient is None on one side only" if (a is None) != (b is None)
-                                 else f"input {i} does not influence the outputs")
+            raise AssertionError(
+                f"input {i}: gradient is None on one side only"
+                if (a is None) != (b is None)
+                else f"input {i} does not influence the outputs"
+            )
         torch.testing.assert_close(a, b, **tol)

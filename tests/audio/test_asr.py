@@ -73,8 +73,9 @@ def test_bad_config():
     with pytest.raises(ValueError, match="kind"):
         ASRConfig(kind="rnnt")
     with pytest.raises(ValueError, match="causal"):
-        build_recognizer(ASRConfig(layer="lru", layer_kwargs={"bidirectional": True}, d_model=16, n_layers=1,
-                                   n_mels=16))
+        build_recognizer(
+            ASRConfig(layer="lru", layer_kwargs={"bidirectional": True}, d_model=16, n_layers=1, n_mels=16)
+        )
 
 
 def _toy_task():
@@ -93,8 +94,10 @@ def _toy_task():
 @pytest.mark.parametrize("kind", ["ctc", pytest.param("samba", marks=pytest.mark.slow)])
 def test_tiny_model_fits_a_few_clips(tmp_path, kind):
     task = _toy_task()
-    cfg = {"model": {"kind": kind, **TINY},
-           "train": {"epochs": 40, "batch_size": 8, "lr": 1e-2, "warmup_steps": 0, "out_dir": str(tmp_path)}}
+    cfg = {
+        "model": {"kind": kind, **TINY},
+        "train": {"epochs": 40, "batch_size": 8, "lr": 1e-2, "warmup_steps": 0, "out_dir": str(tmp_path)},
+    }
     result = train_asr(cfg, task=task, log=lambda s: None)
     assert result["test_greedy"]["cer"] == 0.0 and result["test_greedy"]["heldout_cer"] == 0.0
     model = load_recognizer(tmp_path)

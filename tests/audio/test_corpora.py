@@ -14,8 +14,11 @@ def _tone(n, f=440.0, rate=16000):
 
 
 def write_speech_commands(root):
-    layout = {"yes": ["a_nohash_0", "b_nohash_0", "c_nohash_0"], "no": ["a_nohash_0", "d_nohash_1"],
-              "marvin": ["a_nohash_0"]}
+    layout = {
+        "yes": ["a_nohash_0", "b_nohash_0", "c_nohash_0"],
+        "no": ["a_nohash_0", "d_nohash_1"],
+        "marvin": ["a_nohash_0"],
+    }
     for word, stems in layout.items():
         (root / word).mkdir(parents=True)
         for i, stem in enumerate(stems):

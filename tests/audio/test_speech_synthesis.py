@@ -51,8 +51,16 @@ def test_spoken_commands_bad_options(tmp_path):
 
 
 def test_heldout_words_never_in_training():
-    sentences = ["the cat sat down", "a dog ran away fast", "the quick brown fox jumped", "the dog sat",
-                 "brown cows eat grass", "quick brown dogs run", "cows sat", "a cat ran quick"]
+    sentences = [
+        "the cat sat down",
+        "a dog ran away fast",
+        "the quick brown fox jumped",
+        "the dog sat",
+        "brown cows eat grass",
+        "quick brown dogs run",
+        "cows sat",
+        "a cat ran quick",
+    ]
     parts = synthetic.split_sentences(sentences, seed=0, n_heldout_words=1)
     held = set(parts["heldout"])
     assert len(held) == 1 and all(not held & set(s.split()) for s in parts["train"])

@@ -59,8 +59,30 @@ def test_time_fn_and_table():
 
 def test_bench_layers_cli(tmp_path, capsys):
     path_json, path_png = tmp_path / "layers.json", tmp_path / "layers.png"
-    args = ["bench", "layers", "--layers", "lru,transformer", "-B", "1", "-L", "16,32", "-H", "8", "-N", "4",
-            "--repeats", "1", "--warmup", "0", "--clock", "cpu", "--threads", "1", "--json", str(path_json)]
+    args = [
+        "bench",
+        "layers",
+        "--layers",
+        "lru,transformer",
+        "-B",
+        "1",
+        "-L",
+        "16,32",
+        "-H",
+        "8",
+        "-N",
+        "4",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--clock",
+        "cpu",
+        "--threads",
+        "1",
+        "--json",
+        str(path_json),
+    ]
     if pytest.importorskip("matplotlib"):
         args += ["--plot", str(path_png)]
     assert main(args) == 0
@@ -79,8 +101,31 @@ def test_bench_layers_cli(tmp_path, capsys):
 
 def test_bench_ops_cpu_clock(tmp_path, capsys):
     out = tmp_path / "ops.json"
-    assert main(["bench", "ops", "--device", "cpu", "--sel-shapes", "1x16x4x2", "--ssd-shapes", "1x16x2x4x2",
-                 "--chunk-size", "8", "--repeats", "2", "--clock", "cpu", "--threads", "1", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "ops",
+                "--device",
+                "cpu",
+                "--sel-shapes",
+                "1x16x4x2",
+                "--ssd-shapes",
+                "1x16x2x4x2",
+                "--chunk-size",
+                "8",
+                "--repeats",
+                "2",
+                "--clock",
+                "cpu",
+                "--threads",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "cpu times in ms" in capsys.readouterr().out
     data = json.loads(out.read_text())
     assert data["clock"] == "cpu" and data["repeats"] == 2
@@ -94,9 +139,20 @@ def test_bench_ops_cpu_clock(tmp_path, capsys):
 def test_bench_layers_skips_after_slow_length():
     from torchssm.bench.layers import bench_layer
 
-    rows = bench_layer("transformer", [8, 16], batch=1, d_model=8, d_state=4, device=torch.device("cpu"),
-                       dtype=torch.float32, repeats=1, warmup=0, memory=False, max_seconds=0.0,
-                       extra_kwargs={"n_heads": 2})
+    rows = bench_layer(
+        "transformer",
+        [8, 16],
+        batch=1,
+        d_model=8,
+        d_state=4,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        repeats=1,
+        warmup=0,
+        memory=False,
+        max_seconds=0.0,
+        extra_kwargs={"n_heads": 2},
+    )
     assert rows[0]["status"] == "ok" and rows[1]["status"].startswith("skipped")
 
 
@@ -105,17 +161,37 @@ def test_bench_extrapolation_cli(tmp_path, capsys):
     from torchssm.models.config import ModelConfig
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(layer="lru", d_model=8, n_layers=1, layer_kwargs={"d_state": 4},
-                                    d_input=1, d_output=2))
+    model = build_model(
+        ModelConfig(layer="lru", d_model=8, n_layers=1, layer_kwargs={"d_state": 4}, d_input=1, d_output=2)
+    )
     model.save_pretrained(tmp_path / "ckpt")
     opts = json.dumps({"n_train": 1, "n_val": 0, "n_test": 8, "gap": 4})
-    assert main(["bench", "extrapolation", "--checkpoint", str(tmp_path / "ckpt"), "--task", "aa_ab",
-                 "--task-options", opts, "--train-length", "16", "--factors", "1,2,4",
-                 "--json", str(tmp_path / "e.json")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "extrapolation",
+                "--checkpoint",
+                str(tmp_path / "ckpt"),
+                "--task",
+                "aa_ab",
+                "--task-options",
+                opts,
+                "--train-length",
+                "16",
+                "--factors",
+                "1,2,4",
+                "--json",
+                str(tmp_path / "e.json"),
+            ]
+        )
+        == 0
+    )
     data = json.loads((tmp_path / "e.json").read_text())
     assert [r["length"] for r in data["results"]] == [16, 32, 64]
-    assert all(r["status"] == "ok" and r["n"] == 8 and 0 <= r["acc"] <= 1 and math.isfinite(r["loss"])
-               for r in data["results"])
+    assert all(
+        r["status"] == "ok" and r["n"] == 8 and 0 <= r["acc"] <= 1 and math.isfinite(r["loss"]) for r in data["results"]
+    )
     assert main(["bench", "extrapolation", "--checkpoint", str(tmp_path / "ckpt")]) == 2  # no record: needs --task
 
 
@@ -128,11 +204,25 @@ def test_bench_extrapolation_reads_training_record(tmp_path, capsys):
 
     torch.manual_seed(0)
     mcfg = ModelConfig(layer="lru", d_model=8, n_layers=1, layer_kwargs={"d_state": 4}, d_input=1, d_output=2)
-    exp = ExperimentConfig(task={"name": "aa_ab", "length": 12, "gap": 4, "n_train": 1, "n_val": 0, "n_test": 4},
-                           model=mcfg)
+    exp = ExperimentConfig(
+        task={"name": "aa_ab", "length": 12, "gap": 4, "n_train": 1, "n_val": 0, "n_test": 4}, model=mcfg
+    )
     save_checkpoint(tmp_path / "run" / "best", build_model(mcfg), config=exp.to_dict(), epoch=1)
-    assert main(["bench", "extrapolation", "--checkpoint", str(tmp_path / "run"), "--factors", "1,2",
-                 "--json", str(tmp_path / "e.json")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "extrapolation",
+                "--checkpoint",
+                str(tmp_path / "run"),
+                "--factors",
+                "1,2",
+                "--json",
+                str(tmp_path / "e.json"),
+            ]
+        )
+        == 0
+    )
     data = json.loads((tmp_path / "e.json").read_text())
     assert data["task"] == "aa_ab" and data["train_length"] == 12
     assert [(r["length"], r["n"]) for r in data["results"]] == [(12, 4), (24, 4)]
@@ -156,8 +246,18 @@ def test_bench_layers_records_oom_and_skips_longer(monkeypatch):
     from torchssm.layers import registry
 
     monkeypatch.setitem(registry._LAYERS, "oom_test", (__name__, "_OOMLayer"))
-    rows = bench_layer("oom_test", [8, 32, 64], batch=1, d_model=4, d_state=4, device=torch.device("cpu"),
-                       dtype=torch.float32, repeats=1, warmup=0, memory=False)
+    rows = bench_layer(
+        "oom_test",
+        [8, 32, 64],
+        batch=1,
+        d_model=4,
+        d_state=4,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        repeats=1,
+        warmup=0,
+        memory=False,
+    )
     assert [r["status"] for r in rows] == ["ok", "oom", "skipped (oom at a shorter L)"]
     assert rows[0]["time_s"] > 0 and rows[1]["time_s"] is None
 
@@ -167,7 +267,11 @@ def test_is_oom_recognises_cuda_and_cpu_allocator_failures():
 
     assert is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     # The CPU allocator's message (e.g. under `ulimit -v`): a layer that does not fit is skipped, not fatal.
-    assert is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
-                               "can't allocate memory: you tried to allocate 17179869184 bytes."))
+    assert is_oom(
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+            "can't allocate memory: you tried to allocate 17179869184 bytes."
+        )
+    )
     assert is_oom(MemoryError())
     assert not is_oom(RuntimeError("shape mismatch"))

@@ -32,6 +32,7 @@ def test_unknown_case_is_a_clear_error():
 
 def test_thread_policy_uses_the_cores_other_processes_leave_idle():
     from torchssm.cpu_threads import auto_cpu_threads
+
     assert auto_cpu_threads(load=31.7, cores=2) == 1  # the shared machine of BENCHMARKS.md
     assert auto_cpu_threads(load=0.3, cores=2) == 1 and auto_cpu_threads(load=0.0, cores=2) == 2
     assert auto_cpu_threads(load=2.5, cores=16) == 13

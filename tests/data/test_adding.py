@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.data.registry import TaskInfo, build_task
 from torchssm.data.loaders import TensorDictDataset
+from torchssm.data.registry import TaskInfo, build_task
 from torchssm.models import build_model
 from torchssm.models.config import ModelConfig
 from torchssm.train.config import model_config_for_task
@@ -68,8 +68,9 @@ def test_tiny_two_layer_lru_fits_64_adding_examples():
     torch.manual_seed(0)
     td = build_task("adding", length=16, n_train=64, n_val=0, n_test=1)
     batch = td.train[0:64]  # inputs (64, 16, 2), targets (64, 1)
-    cfg = ModelConfig(layer="lru", d_model=16, n_layers=2, norm="layer",
-                      layer_kwargs={"d_state": 16, "r_min": 0.5, "r_max": 0.99})
+    cfg = ModelConfig(
+        layer="lru", d_model=16, n_layers=2, norm="layer", layer_kwargs={"d_state": 16, "r_min": 0.5, "r_max": 0.99}
+    )
     model = build_model(model_config_for_task(cfg, td.info))
     opt = build_optimizer(model, lr=1e-2)
     for _ in range(100):

@@ -4,8 +4,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from torchssm.data.batching import (cu_seqlens_to_reset, lengths_to_mask, pack_sequences, pad_collate,
-                                    pad_sequences, reset_to_cu_seqlens, unpack_sequences)
+from torchssm.data.batching import (
+    cu_seqlens_to_reset,
+    lengths_to_mask,
+    pack_sequences,
+    pad_collate,
+    pad_sequences,
+    reset_to_cu_seqlens,
+    unpack_sequences,
+)
 from torchssm.ops.scan import linear_scan
 
 

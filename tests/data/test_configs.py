@@ -43,8 +43,10 @@ def test_all_lra_tasks_have_s5_s4d_lru_presets():
 
 # Default run: the LRU presets (1-3 s each on the 2-core CPU). The S5 / S4D / Mamba presets take 2-10 s each
 # (S5 at H=512, P=384 about 10 s) and are slow-marked; their keys are checked above by test_preset_is_consistent.
-LRA_FILES = [p if p.stem.endswith("_lru") else pytest.param(p, marks=pytest.mark.slow)
-             for p in sorted((ROOT / "lra").glob("*.yaml"))]
+LRA_FILES = [
+    p if p.stem.endswith("_lru") else pytest.param(p, marks=pytest.mark.slow)
+    for p in sorted((ROOT / "lra").glob("*.yaml"))
+]
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +134,16 @@ def test_lru_presets_follow_the_lru_paper_tables():
     for task, (h, n, bsz, factor, dropout, r_min, r_max, bidir) in table.items():
         cfg = load_config(ROOT / "lra" / f"{task}_lru.yaml")
         kw = cfg.model.layer_kwargs
-        assert (cfg.model.d_model, kw["d_state"], cfg.train.batch_size, kw["lr_factor"], cfg.model.dropout,
-                kw["r_min"], kw["r_max"], kw["bidirectional"]) == (h, n, bsz, factor, dropout, r_min, r_max, bidir)
+        assert (
+            cfg.model.d_model,
+            kw["d_state"],
+            cfg.train.batch_size,
+            kw["lr_factor"],
+            cfg.model.dropout,
+            kw["r_min"],
+            kw["r_max"],
+            kw["bidirectional"],
+        ) == (h, n, bsz, factor, dropout, r_min, r_max, bidir)
         assert cfg.model.n_layers == 6 and cfg.train.weight_decay == 0.05 and cfg.model.norm == "batch"
         assert cfg.train.warmup_epochs == pytest.approx(0.1 * cfg.train.epochs)
         assert kw["max_phase"] == pytest.approx(math.pi / 10 if task == "pathx" else 2 * math.pi)

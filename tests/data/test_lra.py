@@ -16,6 +16,7 @@ from torchssm.data.lra.png import decode_png_gray, encode_png_gray, read_png_gra
 
 # ---------------------------------------------------------------- an independent ListOps evaluator
 
+
 def evaluate(source: str) -> int:
     """Evaluate a serialised ListOps expression with a token stack (ignores the ( ) wrappers)."""
     stack = []
@@ -90,7 +91,7 @@ def test_listops_generator_statistics(small_listops):
 def test_listops_serialisation_is_left_leaning():
     rng = random.Random(0)
     while True:
-        budget = [0, 10 ** 9]
+        budget = [0, 10**9]
         source, value = lo.generate_tree(rng, 1, 2, 3, budget)
         if source.startswith("( ( "):
             break
@@ -127,17 +128,32 @@ def test_listops_tsv_roundtrip_and_task(tmp_path, small_listops):
 
 
 def test_listops_generate_option_writes_files(tmp_path):
-    td = build_task("listops", data_dir=tmp_path, seed=1, generate=True, num_workers=1, num_train=20, num_val=4,
-                    num_test=4, min_length=10, max_length_expr=40)
+    td = build_task(
+        "listops",
+        data_dir=tmp_path,
+        seed=1,
+        generate=True,
+        num_workers=1,
+        num_train=20,
+        num_val=4,
+        num_test=4,
+        min_length=10,
+        max_length_expr=40,
+    )
     assert len(td.train) == 20 and "listops-gen-" in td.extra["folder"]
     with pytest.raises(FileNotFoundError, match="lra_release.gz"):
         build_task("listops", data_dir=tmp_path / "empty")
 
 
-@pytest.mark.parametrize("line, match", [("( [MAX 1 2 ] )\t3\textra", "expected 2 tab-separated fields"),
-                                         ("( [MAX 1 2 ] )\t12", "class label in 0..9"),
-                                         ("( [FOO 1 2 ] )\t2", "unknown ListOps token"),
-                                         ("( [MAX 1 2 ] )\tx", "class label")])
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ("( [MAX 1 2 ] )\t3\textra", "expected 2 tab-separated fields"),
+        ("( [MAX 1 2 ] )\t12", "class label in 0..9"),
+        ("( [FOO 1 2 ] )\t2", "unknown ListOps token"),
+        ("( [MAX 1 2 ] )\tx", "class label"),
+    ],
+)
 def test_listops_malformed_lines_name_file_and_line(tmp_path, line, match):
     path = tmp_path / "basic_train.tsv"
     path.write_text("Source\tTarget\n( ( [MIN 3 ) 4 ) ] )\t3\n" + line + "\n")
@@ -151,10 +167,15 @@ def test_listops_malformed_lines_name_file_and_line(tmp_path, line, match):
 
 # ---------------------------------------------------------------- Text / Retrieval
 
+
 def test_imdb_reader(tmp_path):
     root = tmp_path / "aclImdb"
-    texts = {("train", "pos"): ["great film", "lovely é"], ("train", "neg"): ["bad"], ("test", "pos"): ["ok"],
-             ("test", "neg"): ["x" * 5000]}
+    texts = {
+        ("train", "pos"): ["great film", "lovely é"],
+        ("train", "neg"): ["bad"],
+        ("test", "pos"): ["ok"],
+        ("test", "neg"): ["x" * 5000],
+    }
     for (split, label), items in texts.items():
         (root / split / label).mkdir(parents=True)
         for i, t in enumerate(items):
@@ -186,11 +207,13 @@ def test_retrieval_reader_paired(tmp_path):
     bad = tmp_path / "bad.tsv"
     bad.write_text(rows[0] + "\n1\tonly\tfour\tfields\n")
     from torchssm.data.lra.text import read_aan_tsv
+
     with pytest.raises(DataFormatError, match=f"{bad}:2: expected 5"):
         read_aan_tsv(bad)
 
 
 # ---------------------------------------------------------------- CIFAR
+
 
 def _write_cifar(folder, n=4):
     folder.mkdir(parents=True)
@@ -211,8 +234,9 @@ def test_cifar_readers(tmp_path):
     grey = 0.2989 * px[0] + 0.5870 * px[1] + 0.1140 * px[2]
     ex = img.test[1]
     assert ex["inputs"].shape == (1024, 1) and ex["inputs"].dtype == torch.float32 and int(ex["targets"]) == 1
-    torch.testing.assert_close(ex["inputs"][:, 0].double(), torch.from_numpy((grey / 255 - 122.6 / 255) / (61 / 255)),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        ex["inputs"][:, 0].double(), torch.from_numpy((grey / 255 - 122.6 / 255) / (61 / 255)), rtol=1e-5, atol=1e-5
+    )
     tok = build_task("image", data_dir=tmp_path, tokens=True)
     tf_tokens = np.floor(grey.astype(np.float32) / np.float32(255) * np.float32(255.5)).astype(int)  # TF's uint8 cast
     assert np.mean(tok.test[1]["inputs"].numpy() != tf_tokens) < 0.01  # float32 ties aside
@@ -231,9 +255,14 @@ def test_lra_grey_tokens_truncate_like_tensorflow():
     from torchssm.data.lra.image import lra_grey_tokens
 
     # grey g = 0.2989 R + 0.5870 G + 0.1140 B; TF: trunc(g / 255 * 255.5) (convert_image_dtype casts)
-    cases = {(0, 1, 0): 0,  # g = 0.587: round -> 1, TF -> 0
-             (255, 255, 254): 255,  # g = 254.886: floor -> 254, TF -> 255
-             (100, 100, 100): 100, (255, 255, 255): 255, (0, 0, 0): 0, (10, 0, 0): 2}  # g = 2.989 -> 2
+    cases = {
+        (0, 1, 0): 0,  # g = 0.587: round -> 1, TF -> 0
+        (255, 255, 254): 255,  # g = 254.886: floor -> 254, TF -> 255
+        (100, 100, 100): 100,
+        (255, 255, 255): 255,
+        (0, 0, 0): 0,
+        (10, 0, 0): 2,
+    }  # g = 2.989 -> 2
     px = np.array(list(cases), dtype=np.uint8)
     assert lra_grey_tokens(px).tolist() == list(cases.values())
     rng = np.random.default_rng(0)
@@ -251,6 +280,7 @@ def test_tsv_reader_names_file_and_line_of_invalid_utf8(tmp_path):
         lo.read_listops_tsv(path)
     assert f"{path}:3:" in str(err.value)
     from torchssm.data.lra.text import read_aan_tsv
+
     aan = tmp_path / "pairs.tsv"
     aan.write_bytes("1\ta\tb\tcafé\tx\n".encode() + b"0\ta\tb\t\xc3\x28\ty\n")
     with pytest.raises(DataFormatError, match=f"{aan}:2: invalid UTF-8"):
@@ -258,13 +288,23 @@ def test_tsv_reader_names_file_and_line_of_invalid_utf8(tmp_path):
 
 
 def test_listops_prefers_the_release_and_says_which(tmp_path, small_listops, caplog):
-    gen = build_task("listops", data_dir=tmp_path, generate=True, num_workers=1, num_train=12, num_val=3,
-                     num_test=3, min_length=10, max_length_expr=40)
+    gen = build_task(
+        "listops",
+        data_dir=tmp_path,
+        generate=True,
+        num_workers=1,
+        num_train=12,
+        num_val=3,
+        num_test=3,
+        min_length=10,
+        max_length_expr=40,
+    )
     assert gen.info.source == "generated"
     generated = lo.generated_dir(tmp_path, 0, {})  # where an LRA-sized generated set lives
     for name in ("train", "val", "test"):  # a (tiny) generated LRA-sized set directly under the root ...
         lo.write_tsv(small_listops[name][:5], generated / f"basic_{name}.tsv")
     from torchssm.data.lra.common import mark_generated
+
     mark_generated(generated, task="listops", seed=0)
     assert build_task("listops", data_dir=tmp_path).info.source == "generated"
     release = tmp_path / "lra_release" / "listops-1000"  # ... and the release, nested deeper
@@ -278,6 +318,7 @@ def test_listops_prefers_the_release_and_says_which(tmp_path, small_listops, cap
 
 # ---------------------------------------------------------------- PNG + Pathfinder
 
+
 def test_png_roundtrip_and_filters(tmp_path):
     img = np.random.default_rng(0).integers(0, 256, (7, 5), dtype=np.uint8)
     (tmp_path / "a.png").write_bytes(encode_png_gray(img))
@@ -287,6 +328,7 @@ def test_png_roundtrip_and_filters(tmp_path):
     rgb = np.random.default_rng(1).integers(0, 256, (9, 6, 3), dtype=np.uint8)
     pil.fromarray(rgb).save(tmp_path / "b.png", optimize=True)  # Pillow picks adaptive row filters
     from torchssm.data.lra import png
+
     raw = png._read_with_pillow  # the built-in decoder must agree with Pillow's convert("L")
     np.testing.assert_array_equal(decode_png_gray(tmp_path / "b.png"), raw(tmp_path / "b.png"))  # filters 0, 1, 3, 4
     pil.fromarray(np.tile(np.arange(40, dtype=np.uint8), (30, 1))).save(tmp_path / "c.png")  # filters 1, 2
@@ -302,8 +344,17 @@ def test_pathfinder_generator_balance_and_layout(tmp_path):
     labels = [lab for _, lab in entries]
     assert sum(labels) == 6  # exactly balanced
     # snakes2's accumulate_meta fields: continuity, contour length, distractor length, paddle length/thickness, margin
-    assert (root / "metadata" / "1.npy").read_text().splitlines()[2].split()[2:] == \
-        ["7", "1", "1.0", "14", "4", "2", "0.5", "1", "1"]
+    assert (root / "metadata" / "1.npy").read_text().splitlines()[2].split()[2:] == [
+        "7",
+        "1",
+        "1.0",
+        "14",
+        "4",
+        "2",
+        "0.5",
+        "1",
+        "1",
+    ]
     img = read_png_gray(root / "imgs" / "1" / "sample_7.png")
     again, label = draw_pathfinder(0, 7, generator_options(32))
     np.testing.assert_array_equal(img, again)
@@ -334,8 +385,9 @@ def test_pathfinder_rendering_matches_pillow():
     rng = np.random.default_rng(0)
     for shape, out in (((17, 17), (9, 9)), ((64, 64), (32, 32)), ((256, 256), (128, 128))):
         img = (rng.random(shape) < 0.1).astype(np.uint8) * 255
-        np.testing.assert_array_equal(resize_lanczos_u8(img, out),
-                                      np.array(Image.fromarray(img).resize(out[::-1], Image.Resampling.LANCZOS)))
+        np.testing.assert_array_equal(
+            resize_lanczos_u8(img, out), np.array(Image.fromarray(img).resize(out[::-1], Image.Resampling.LANCZOS))
+        )
     t = tables(generator_options(32))
     R = 4  # paddle_length * antialias_scale
     for hy in range(-R, R + 1):

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from torchssm.data import build_task, list_tasks
-from torchssm.data import mnist1d
+from torchssm.data import build_task, list_tasks, mnist1d
 from torchssm.data.loaders import ENV_DATA_DIR, batch_indices, iterate_batches, resolve_data_dir
 
 
@@ -86,8 +85,12 @@ def test_failed_cache_write_leaves_nothing(tmp_path, monkeypatch):
         f.write(b"partial")
         raise OSError("disk full")
 
-    tiny = {"x_train": np.zeros((4, 40), np.float32), "y_train": np.zeros(4, np.int64),
-            "x_test": np.zeros((2, 40), np.float32), "y_test": np.zeros(2, np.int64)}
+    tiny = {
+        "x_train": np.zeros((4, 40), np.float32),
+        "y_train": np.zeros(4, np.int64),
+        "x_test": np.zeros((2, 40), np.float32),
+        "y_test": np.zeros(2, np.int64),
+    }
     monkeypatch.setattr(mnist1d, "generate_mnist1d", lambda: tiny)
     monkeypatch.setattr(np, "savez", broken)
     with pytest.raises(OSError, match="disk full"):

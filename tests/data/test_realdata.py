@@ -38,13 +38,15 @@ def test_ts_parser_univariate_multivariate_and_unequal(tmp_path):
     assert multi.info.d_input == 2 and multi.train[0]["inputs"][:, 1].tolist() == [4.0, 5.0, 6.0]
 
 
-@pytest.mark.parametrize("row, match", [("1,2,3:z", "not declared"), ("1,x,3:a", "bad value"),
-                                        ("1,2:3,4,5:a", "same length"), ("a", "expected 'values")])
+@pytest.mark.parametrize(
+    "row, match",
+    [("1,2,3:z", "not declared"), ("1,x,3:a", "bad value"), ("1,2:3,4,5:a", "same length"), ("a", "expected 'values")],
+)
 def test_ts_malformed_lines(tmp_path, row, match):
     _write(tmp_path, "Bad", ["1,2,3:a", row], ["1,2,3:a"])
     with pytest.raises(DataFormatError, match=match) as err:
         read_ts(tmp_path / "Bad_TRAIN.ts")
-    assert f"Bad_TRAIN.ts:8" in str(err.value)
+    assert "Bad_TRAIN.ts:8" in str(err.value)
 
 
 def test_ts_equal_length_file_rejects_a_truncated_case(tmp_path):
@@ -69,8 +71,10 @@ def test_ucr_missing_message(tmp_path):
         build_task("ucr", data_dir=tmp_path, dataset="NoSuchSet")
 
 
-@pytest.mark.skipif(not any(_package_dir(p, "GunPoint") for p in ("aeon", "sktime")),
-                    reason="neither aeon nor sktime (which ship GunPoint) is installed")
+@pytest.mark.skipif(
+    not any(_package_dir(p, "GunPoint") for p in ("aeon", "sktime")),
+    reason="neither aeon nor sktime (which ship GunPoint) is installed",
+)
 def test_gunpoint_from_installed_package(tmp_path):
     td = build_task("ucr", data_dir=tmp_path, dataset="GunPoint")
     assert (len(td.train), len(td.test), td.info.length, td.info.d_output) == (50, 150, 150, 2)

@@ -111,7 +111,7 @@ def test_mqar_queries_recall_their_values():
     k, vocab = opts["num_kv_pairs"], opts["vocab_size"]
     for i in range(len(td.train)):
         x, y = td.train[i]["inputs"], td.train[i]["targets"]
-        keys, values = x[0:2 * k:2], x[1:2 * k:2]
+        keys, values = x[0 : 2 * k : 2], x[1 : 2 * k : 2]
         assert len(set(keys.tolist())) == k and bool((keys < vocab // 2).all() and (values >= vocab // 2).all())
         table = dict(zip(keys.tolist(), values.tolist()))
         scored = (y != -100).nonzero().flatten()
@@ -145,9 +145,15 @@ def test_aa_ab_pair_and_labels():
         build_task("aa_ab", length=10, gap=10)
 
 
-@pytest.mark.parametrize("name, bad", [("copying", {"n_tokens": 0}), ("adding", {"length": "10"}),
-                                       ("selective_copying", {"length": 20, "n_tokens": 16}),
-                                       ("induction_heads", {"test_lengths": (2,)})])
+@pytest.mark.parametrize(
+    "name, bad",
+    [
+        ("copying", {"n_tokens": 0}),
+        ("adding", {"length": "10"}),
+        ("selective_copying", {"length": 20, "n_tokens": 16}),
+        ("induction_heads", {"test_lengths": (2,)}),
+    ],
+)
 def test_bad_options_raise(name, bad):
     with pytest.raises(ValueError):
         build_task(name, **bad)

@@ -22,8 +22,7 @@ def _task(cfg, **extra):
 
 def test_there_are_mamba_presets_for_each_memory_task():
     names = {p.stem for p in MAMBA_PRESETS}
-    assert {"selective_copying_mamba", "selective_copying_small_mamba", "induction_heads_mamba",
-            "mqar_mamba"} <= names
+    assert {"selective_copying_mamba", "selective_copying_small_mamba", "induction_heads_mamba", "mqar_mamba"} <= names
 
 
 @pytest.mark.parametrize("path", MAMBA_PRESETS, ids=lambda p: p.name)

@@ -11,12 +11,14 @@ import torch
 from torchssm.data import text as T
 from torchssm.models.tokenizer import BPETokenizer, ByteTokenizer, load_tokenizer, train_bpe
 
-DOCS = ["def add(a, b):\n    \"\"\"Return a + b.\"\"\"\n    return a + b\n" * 3,
-        "naïve café — ünïcödé ✓ 数学\nsecond line\n" * 4,
-        "class Point:\n    def __init__(self, x, y):\n        self.x, self.y = x, y\n" * 3,
-        "import os\nprint(os.getcwd())\n" * 5,
-        "# a comment\nx = [i * i for i in range(10)]\n" * 4,
-        "while True:\n    break\n" * 6]
+DOCS = [
+    'def add(a, b):\n    """Return a + b."""\n    return a + b\n' * 3,
+    "naïve café — ünïcödé ✓ 数学\nsecond line\n" * 4,
+    "class Point:\n    def __init__(self, x, y):\n        self.x, self.y = x, y\n" * 3,
+    "import os\nprint(os.getcwd())\n" * 5,
+    "# a comment\nx = [i * i for i in range(10)]\n" * 4,
+    "while True:\n    break\n" * 6,
+]
 
 
 @pytest.fixture()
@@ -133,8 +135,15 @@ def test_bpe_round_trip_save_load_and_stream(corpus, tmp_path):
 def test_bpe_task_counts_bytes_per_token(corpus, tmp_path):
     tok = train_bpe(T.find_files(corpus)[0], vocab_size=300, min_frequency=1)
     tok.save(tmp_path / "tok")
-    task = T.build(data_dir=tmp_path / "data", files=str(corpus), tokenizer="bpe", tokenizer_path=str(tmp_path / "tok"),
-                   context=8, val_fraction=0.2, test_fraction=0.2)
+    task = T.build(
+        data_dir=tmp_path / "data",
+        files=str(corpus),
+        tokenizer="bpe",
+        tokenizer_path=str(tmp_path / "tok"),
+        context=8,
+        val_fraction=0.2,
+        test_fraction=0.2,
+    )
     assert task.info.d_input == tok.vocab_size
     assert task.train.bytes_per_token > 1.0
     assert task.train.tokens.dtype == np.uint16
@@ -150,13 +159,33 @@ def test_train_lm_end_to_end_saves_tokenizer_and_corpus_record(corpus, tmp_path)
 
     tok = train_bpe(T.find_files(corpus)[0], vocab_size=300, min_frequency=1)
     tok.save(tmp_path / "tok")
-    cfg = load_config(base={"task": {"name": "lm_text", "files": str(corpus), "tokenizer": "bpe",
-                                     "tokenizer_path": str(tmp_path / "tok"), "context": 16,
-                                     "val_fraction": 0.2, "test_fraction": 0.2},
-                            "model": {"layer": "mamba", "d_model": 16, "n_layers": 1, "pooling": "none",
-                                      "layer_kwargs": {"d_state": 4}},
-                            "train": {"epochs": 1, "batch_size": 4, "out_dir": str(tmp_path / "run"),
-                                      "progress": False, "device": "cpu"}})
+    cfg = load_config(
+        base={
+            "task": {
+                "name": "lm_text",
+                "files": str(corpus),
+                "tokenizer": "bpe",
+                "tokenizer_path": str(tmp_path / "tok"),
+                "context": 16,
+                "val_fraction": 0.2,
+                "test_fraction": 0.2,
+            },
+            "model": {
+                "layer": "mamba",
+                "d_model": 16,
+                "n_layers": 1,
+                "pooling": "none",
+                "layer_kwargs": {"d_state": 4},
+            },
+            "train": {
+                "epochs": 1,
+                "batch_size": 4,
+                "out_dir": str(tmp_path / "run"),
+                "progress": False,
+                "device": "cpu",
+            },
+        }
+    )
     result = train(cfg, data_dir=tmp_path / "data", log=lambda s: None)
     assert result.last["val_bpb"] > 0 and result.last["val_ppl"] > 1
     assert (tmp_path / "run" / "best" / "tokenizer.json").is_file()
@@ -168,10 +197,39 @@ def test_train_lm_end_to_end_saves_tokenizer_and_corpus_record(corpus, tmp_path)
 
     from torchssm.cli import main  # the CLI: lm eval at 2x the training context, tokenizer train
 
-    assert main(["lm", "eval", str(tmp_path / "run" / "best"), "--rows", "2", "--context-factor", "2",
-                 "--data-dir", str(tmp_path / "data")]) == 0
+    assert (
+        main(
+            [
+                "lm",
+                "eval",
+                str(tmp_path / "run" / "best"),
+                "--rows",
+                "2",
+                "--context-factor",
+                "2",
+                "--data-dir",
+                str(tmp_path / "data"),
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "run" / "best" / "lm_eval.json").read_text())
     assert report["eval_context"] == 32 and [b["from"] for b in report["by_position"]] == [0, 16]
-    assert main(["tokenizer", "train", "--files", str(corpus), "--vocab-size", "300", "--min-frequency", "1",
-                 "--out", str(tmp_path / "tok2")]) == 0
+    assert (
+        main(
+            [
+                "tokenizer",
+                "train",
+                "--files",
+                str(corpus),
+                "--vocab-size",
+                "300",
+                "--min-frequency",
+                "1",
+                "--out",
+                str(tmp_path / "tok2"),
+            ]
+        )
+        == 0
+    )
     assert load_tokenizer(tmp_path / "tok2").encode(DOCS[0]) == tok.encode(DOCS[0])

@@ -61,12 +61,20 @@ def check_float32_step(layer, d_model: int, length: int = 32) -> None:
     torch.testing.assert_close(torch.stack(outs, 1), y, rtol=1e-4, atol=1e-5 * max(scale, 1.0))
 
 
-def train_lm_on(layer: str, layer_kwargs: dict, make_example, *, vocab: int, steps: int, batch: int = 32,
-                d_model: int = 64, lr: float = 3e-3, seed: int = 0) -> float:
+def train_lm_on(
+    layer: str,
+    layer_kwargs: dict,
+    make_example,
+    *,
+    vocab: int,
+    steps: int,
+    batch: int = 32,
+    d_model: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> float:
     """Train a 2-layer CausalLM on a synthetic seq2seq token task; return accuracy on fresh examples
     (scored where targets != -100)."""
-    from torchssm.models.lm import CausalLM, LMConfig
-    from torchssm.train.optim import build_optimizer
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small model: one thread is faster than two contending OpenMP threads

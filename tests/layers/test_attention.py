@@ -2,11 +2,10 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from torchssm.layers.attention import SelfAttention, rope_rotate
 from torchssm.layers.registry import build_layer
-from torchssm.testing import check_layer_contract, check_bad_inputs_raise
+from torchssm.testing import check_bad_inputs_raise, check_layer_contract
 
 
 def _layer(**kw):

@@ -12,9 +12,12 @@ F64 = dict(rtol=1e-10, atol=1e-10)
 
 def _diag_problem(seed=0, n=5):
     gen = torch.Generator().manual_seed(seed)
-    A = torch.complex(-torch.rand(n, generator=gen, dtype=torch.float64) - 0.1,
-                      torch.randn(n, generator=gen, dtype=torch.float64))
-    B = torch.complex(torch.randn(n, generator=gen, dtype=torch.float64), torch.randn(n, generator=gen, dtype=torch.float64))
+    A = torch.complex(
+        -torch.rand(n, generator=gen, dtype=torch.float64) - 0.1, torch.randn(n, generator=gen, dtype=torch.float64)
+    )
+    B = torch.complex(
+        torch.randn(n, generator=gen, dtype=torch.float64), torch.randn(n, generator=gen, dtype=torch.float64)
+    )
     return A, B
 
 

@@ -8,8 +8,12 @@ import torch
 
 from torchssm.layers import DSS, build_layer
 from torchssm.ops.conv import conv_naive
-from torchssm.testing import (assert_values_and_grads_close, check_layer_contract, check_step_matches_forward,
-                              first_token_accuracy)
+from torchssm.testing import (
+    assert_values_and_grads_close,
+    check_layer_contract,
+    check_step_matches_forward,
+    first_token_accuracy,
+)
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 

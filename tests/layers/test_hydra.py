@@ -23,11 +23,14 @@ def _loop_reference(m: Hydra, u: torch.Tensor) -> torch.Tensor:
     b, l, _ = u.shape
     d, G, n, H, P = m.d_inner, m.ngroups, m.d_state, m.nheads, m.headdim
     zxbcdt = u @ m.in_proj.weight.T
-    z, xBC, dt = zxbcdt[..., :d], zxbcdt[..., d:2 * d + 4 * G * n], zxbcdt[..., 2 * d + 4 * G * n:]
-    xBC = F.silu(F.conv1d(xBC.transpose(1, 2), m.conv1d.weight, m.conv1d.bias, padding=m.d_conv // 2,
-                          groups=m.conv_dim).transpose(1, 2))
+    z, xBC, dt = zxbcdt[..., :d], zxbcdt[..., d : 2 * d + 4 * G * n], zxbcdt[..., 2 * d + 4 * G * n :]
+    xBC = F.silu(
+        F.conv1d(
+            xBC.transpose(1, 2), m.conv1d.weight, m.conv1d.bias, padding=m.d_conv // 2, groups=m.conv_dim
+        ).transpose(1, 2)
+    )
     x = xBC[..., :d].reshape(b, l, H, P)
-    Bf, Cf, Bb, Cb = (xBC[..., d + k * G * n: d + (k + 1) * G * n].reshape(b, l, G, n) for k in range(4))
+    Bf, Cf, Bb, Cb = (xBC[..., d + k * G * n : d + (k + 1) * G * n].reshape(b, l, G, n) for k in range(4))
     dtf = F.softplus(dt[..., :H] + m.dt_bias)
     dtb = F.softplus(dt[..., H:] + m.dt_bias)
     A = -torch.exp(m.A_log)
@@ -37,10 +40,10 @@ def _loop_reference(m: Hydra, u: torch.Tensor) -> torch.Tensor:
         for t in range(l):
             for s in range(l):
                 if s < t:  # forward scan read at t-1 (shift), input s <= t-1
-                    decay = torch.exp(A[hd] * dtf[:, s + 1:t, hd].sum(-1))
+                    decay = torch.exp(A[hd] * dtf[:, s + 1 : t, hd].sum(-1))
                     w = (Cf[:, t - 1, g] * Bf[:, s, g]).sum(-1) * decay * dtf[:, s, hd]
                 elif s > t:  # backward scan read at t+1, input s >= t+1
-                    decay = torch.exp(A[hd] * dtb[:, t + 1:s, hd].sum(-1))
+                    decay = torch.exp(A[hd] * dtb[:, t + 1 : s, hd].sum(-1))
                     w = (Cb[:, t + 1, g] * Bb[:, s, g]).sum(-1) * decay * dtb[:, s, hd]
                 else:
                     continue

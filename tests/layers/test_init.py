@@ -6,8 +6,15 @@ import math
 import pytest
 import torch
 
-from torchssm.layers.init import (block_hippo_n_init, diagonal_init, hippo, hippo_dplr, hippo_low_rank,
-                                  log_uniform_dt, normal_eig)
+from torchssm.layers.init import (
+    block_hippo_n_init,
+    diagonal_init,
+    hippo,
+    hippo_dplr,
+    hippo_low_rank,
+    log_uniform_dt,
+    normal_eig,
+)
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 
@@ -59,7 +66,9 @@ def test_plain_legs_eigendecomposition_is_ill_posed_beyond_n30():
 def test_diagonal_inits_follow_their_formulas():
     n = 16
     k = torch.arange(8, dtype=torch.float64)
-    torch.testing.assert_close(diagonal_init("lin", n), torch.complex(-0.5 * torch.ones(8, dtype=torch.float64), math.pi * k))
+    torch.testing.assert_close(
+        diagonal_init("lin", n), torch.complex(-0.5 * torch.ones(8, dtype=torch.float64), math.pi * k)
+    )
     torch.testing.assert_close(diagonal_init("inv", n).imag, n / math.pi * (n / (2 * k + 1) - 1))
     torch.testing.assert_close(diagonal_init("real", n).real, -(k + 1))
     legs = diagonal_init("legs", n)

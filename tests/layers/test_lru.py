@@ -34,7 +34,7 @@ def dense_reference(layer, x, h0=None, reset=None, reverse=False, C=None):
     b, l, _ = x.shape
     h = torch.zeros(b, layer.d_state, dtype=Lam.dtype) if h0 is None else h0
     ys, hs = [None] * l, [None] * l
-    for t in (range(l - 1, -1, -1) if reverse else range(l)):
+    for t in range(l - 1, -1, -1) if reverse else range(l):
         if reset is not None:
             h = torch.where(reset[:, t, None], torch.zeros_like(h), h)
         h = h @ Lam.T + x[:, t].to(Lam.dtype) @ B.T  # (b, n)

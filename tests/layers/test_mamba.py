@@ -6,18 +6,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from _selective_common import (
+    check_backends_agree_with_grads,
+    check_bf16_autocast,
+    check_conv_buffer_is_carried,
+    check_float32_step,
+    check_reset_separates_packed,
+)
 
 from torchssm.layers.mamba import Mamba
 from torchssm.layers.registry import build_layer
 from torchssm.testing import check_layer_contract, check_step_matches_forward
-
-from _selective_common import (
-    check_backends_agree_with_grads,
-    check_conv_buffer_is_carried,
-    check_bf16_autocast,
-    check_float32_step,
-    check_reset_separates_packed,
-)
 
 
 @pytest.fixture
@@ -84,22 +83,28 @@ def test_bad_arguments():
 def test_learns_selective_copying():
     """Mamba, Sec. 3.1 / Table 1 task at a CPU size (L = 32, 4 tokens to recall, vocabulary 8);
     measured 0.99 accuracy after 600 steps (~3 min on a shared 2-core CPU)."""
-    from torchssm.data.synthetic.copying import copying_example
-
     from _selective_common import train_lm_on
 
-    acc = train_lm_on("mamba", {"d_state": 16}, lambda g: copying_example(
-        g, length=32, n_tokens=4, vocab_size=8, selective=True), vocab=8, steps=600)
+    from torchssm.data.synthetic.copying import copying_example
+
+    acc = train_lm_on(
+        "mamba",
+        {"d_state": 16},
+        lambda g: copying_example(g, length=32, n_tokens=4, vocab_size=8, selective=True),
+        vocab=8,
+        steps=600,
+    )
     assert acc > 0.9, acc
 
 
 @pytest.mark.slow
 def test_learns_induction_heads():
     """Mamba, Sec. 4.1.2 task at a CPU size (L = 64, vocabulary 8)."""
-    from torchssm.data.synthetic.recall import induction_example
-
     from _selective_common import train_lm_on
 
-    acc = train_lm_on("mamba", {"d_state": 16}, lambda g: induction_example(g, length=64, vocab_size=8),
-                      vocab=8, steps=400)
+    from torchssm.data.synthetic.recall import induction_example
+
+    acc = train_lm_on(
+        "mamba", {"d_state": 16}, lambda g: induction_example(g, length=64, vocab_size=8), vocab=8, steps=400
+    )
     assert acc > 0.9, acc

@@ -4,18 +4,17 @@ backends, init values, gated RMSNorm grouping."""
 import pytest
 import torch
 import torch.nn.functional as F
+from _selective_common import (
+    check_backends_agree_with_grads,
+    check_bf16_autocast,
+    check_conv_buffer_is_carried,
+    check_float32_step,
+    check_reset_separates_packed,
+)
 
 from torchssm.layers.mamba2 import Mamba2, RMSNormGated
 from torchssm.layers.registry import build_layer
 from torchssm.testing import check_layer_contract, check_step_matches_forward
-
-from _selective_common import (
-    check_backends_agree_with_grads,
-    check_conv_buffer_is_carried,
-    check_bf16_autocast,
-    check_float32_step,
-    check_reset_separates_packed,
-)
 
 
 def _layer(**kw):
@@ -41,7 +40,8 @@ def test_reset_separates_packed_sequences():
 
 def test_naive_and_chunked_agree_with_grads():
     check_backends_agree_with_grads(
-        lambda be: Mamba2(16, d_state=4, headdim=4, ngroups=4, chunk_size=4, backend=be), 16, length=10)
+        lambda be: Mamba2(16, d_state=4, headdim=4, ngroups=4, chunk_size=4, backend=be), 16, length=10
+    )
 
 
 def test_float32_step_matches_forward():

@@ -36,8 +36,10 @@ def _hippo_transfer(A, B, C):
 
 def _rel_err(G, C, lam, V, V_inv, B, conj=False):
     """max over s of |G_diag - G| / max |G|, worst over the rows of C."""
-    errs = [(_transfer(lam, V_inv @ B.to(V.dtype), c.to(V.dtype) @ V, conj=conj) - g).abs().max() / g.abs().max()
-            for c, g in zip(C, G)]
+    errs = [
+        (_transfer(lam, V_inv @ B.to(V.dtype), c.to(V.dtype) @ V, conj=conj) - g).abs().max() / g.abs().max()
+        for c, g in zip(C, G)
+    ]
     return max(e.item() for e in errs)
 
 

@@ -10,8 +10,13 @@ import torch
 from torchssm.layers import S4, build_layer
 from torchssm.layers.discretize import discretize_dense
 from torchssm.layers.init import log_uniform_dt
-from torchssm.testing import (assert_values_and_grads_close, check_bad_inputs_raise, check_layer_contract,
-                              check_step_matches_forward, first_token_accuracy)
+from torchssm.testing import (
+    assert_values_and_grads_close,
+    check_bad_inputs_raise,
+    check_layer_contract,
+    check_step_matches_forward,
+    first_token_accuracy,
+)
 
 F64 = dict(rtol=1e-9, atol=1e-9)
 
@@ -29,7 +34,9 @@ def materialised(layer, readout="C"):
     full = lambda t: torch.cat([t, t.conj()], -1)  # noqa: E731
     P = full(torch.view_as_complex(layer.P))  # (r, H, n)
     A = torch.diag_embed(full(lam)) - torch.einsum("rhi,rhj->hij", P, P.conj())
-    A_bar, B_bar = discretize_dense(torch.exp(layer.log_dt), A, full(torch.view_as_complex(layer.B))[..., None], "bilinear")
+    A_bar, B_bar = discretize_dense(
+        torch.exp(layer.log_dt), A, full(torch.view_as_complex(layer.B))[..., None], "bilinear"
+    )
     n = A.shape[-1]
     A_L = torch.linalg.matrix_power(A_bar, int(layer.kernel_length))
     Ct = full(torch.view_as_complex(getattr(layer, readout)))
@@ -175,6 +182,7 @@ def test_bad_arguments_raise_for_non_positive_dt():
 def test_dt_scale_to_length_draws_dt_from_the_length_range(monkeypatch):
     """S4 draws log dt with log_uniform_dt over dt_range_for_length(l_max) (opt-in) or [dt_min, dt_max]."""
     import torchssm.layers.s4 as s4_module
+
     calls = []
 
     def recording(size, dt_min, dt_max):

@@ -6,8 +6,12 @@ import pytest
 import torch
 
 from torchssm.layers import S4D, build_layer
-from torchssm.testing import (assert_values_and_grads_close, check_bad_inputs_raise, check_layer_contract,
-                              first_token_accuracy)
+from torchssm.testing import (
+    assert_values_and_grads_close,
+    check_bad_inputs_raise,
+    check_layer_contract,
+    first_token_accuracy,
+)
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 
@@ -160,8 +164,9 @@ def test_bidirectional_through_the_config_and_registry():
     from torchssm.presets import preset_path
     from torchssm.train.config import load_config
 
-    cfg = load_config(preset_path("lra/listops_s4d"),
-                      ["model.d_model=8", "model.n_layers=1", "model.layer_kwargs.d_state=4"])
+    cfg = load_config(
+        preset_path("lra/listops_s4d"), ["model.d_model=8", "model.n_layers=1", "model.layer_kwargs.d_state=4"]
+    )
     assert cfg.model.layer_kwargs["bidirectional"] is True  # the state-spaces/s4 LRA configs' setting
     model = build_model(cfg.model)
     assert not model.blocks[0].ssm.causal
@@ -177,6 +182,7 @@ def test_registry_and_optimizer_tags():
     assert set(layer.optim_overrides) == {"log_dt", "log_A_real", "A_imag", "B"}
     assert all(v == {"lr": 1e-3, "weight_decay": 0.0} for v in layer.optim_overrides.values())
     from torchssm.train.optim import param_groups
+
     groups = param_groups(layer, lr=1e-2, weight_decay=0.1)
     ssm = [g for g in groups if g["lr"] == 1e-3][0]
     assert sorted(ssm["names"]) == ["A_imag", "B", "log_A_real", "log_dt"] and ssm["weight_decay"] == 0.0

@@ -9,8 +9,12 @@ import torch
 
 from torchssm.layers import S5, build_layer
 from torchssm.layers.discretize import discretize_dense
-from torchssm.testing import (assert_values_and_grads_close, check_bad_inputs_raise, check_layer_contract,
-                              first_token_accuracy)
+from torchssm.testing import (
+    assert_values_and_grads_close,
+    check_bad_inputs_raise,
+    check_layer_contract,
+    first_token_accuracy,
+)
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 
@@ -50,10 +54,19 @@ def dense_loop(layer, x, h0=None):
     return torch.stack(ys, 1)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(blocks=2), dict(conj_sym=False), dict(init="ptd", conj_sym=False),
-                                dict(init="ptd"), dict(discretization="bilinear"),
-                                dict(dt_global=True, clip_eigs=True, step_rescale=2.0)],
-                         ids=["default", "blocks2", "full", "ptd", "ptd-conj", "bilinear", "global-clip-rescale"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(blocks=2),
+        dict(conj_sym=False),
+        dict(init="ptd", conj_sym=False),
+        dict(init="ptd"),
+        dict(discretization="bilinear"),
+        dict(dt_global=True, clip_eigs=True, step_rescale=2.0),
+    ],
+    ids=["default", "blocks2", "full", "ptd", "ptd-conj", "bilinear", "global-clip-rescale"],
+)
 def test_contract_float64(kw):
     check_layer_contract(make(**kw), length=13, **F64)
 
@@ -64,8 +77,9 @@ def test_contract_float32_relative_to_output_norm():
     check_layer_contract(layer, length=13, rtol=1e-5, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(conj_sym=False), dict(discretization="bilinear")],
-                         ids=["conj_sym", "full", "bilinear"])
+@pytest.mark.parametrize(
+    "kw", [dict(), dict(conj_sym=False), dict(discretization="bilinear")], ids=["conj_sym", "full", "bilinear"]
+)
 def test_equals_dense_matrix_recurrence_outputs_and_gradients(kw):
     layer = make(dt_global=True, **kw)
     x = torch.randn(2, 11, 4, dtype=torch.float64, requires_grad=True)
@@ -133,24 +147,33 @@ def test_bad_arguments_raise():
 
 def test_registry_and_optimizer_group():
     layer = build_layer("s5", 8, d_state=4, ssm_lr=2e-3)
-    assert layer.optim_overrides == {k: {"lr": 2e-3, "weight_decay": 0.0}
-                                     for k in ("B", "Lambda_re", "Lambda_im", "log_step")}
+    assert layer.optim_overrides == {
+        k: {"lr": 2e-3, "weight_decay": 0.0} for k in ("B", "Lambda_re", "Lambda_im", "log_step")
+    }
     assert build_layer("s5", 8, d_state=4, dt_global=True).log_step.shape == (1,)
     assert math.isclose(S5(4, 8).n_complex, 4)
 
 
-@pytest.mark.parametrize("opt_config, log_step_in_group, b_lr, b_wd, step_lr, step_wd", [
-    ("standard", True, 2e-3, 0.0, 2e-3, 0.0),
-    ("BfastandCdecay", True, 1e-2, 0.05, 2e-3, 0.0),
-    ("BandCdecay", True, 2e-3, 0.05, 2e-3, 0.0),
-    ("standard", False, 2e-3, 0.0, 1e-2, 0.05)])
+@pytest.mark.parametrize(
+    "opt_config, log_step_in_group, b_lr, b_wd, step_lr, step_wd",
+    [
+        ("standard", True, 2e-3, 0.0, 2e-3, 0.0),
+        ("BfastandCdecay", True, 1e-2, 0.05, 2e-3, 0.0),
+        ("BandCdecay", True, 2e-3, 0.05, 2e-3, 0.0),
+        ("standard", False, 2e-3, 0.0, 1e-2, 0.05),
+    ],
+)
 def test_opt_configs_give_the_s5_code_groups(opt_config, log_step_in_group, b_lr, b_wd, step_lr, step_wd):
     """The S5 code's create_train_state groups (lindermanlab/S5 s5/train_helpers.py): (lr, weight decay) of B
     and log_step per opt_config; Lambda is always at ssm_lr without decay, C and D always at the default."""
     from torchssm.train.optim import param_groups
+
     layer = S5(8, 4, ssm_lr=2e-3, opt_config=opt_config, ssm_group_log_step=log_step_in_group)
-    where = {name: (g["lr"], g["weight_decay"]) for g in param_groups(layer, lr=1e-2, weight_decay=0.05)
-             for name in g["names"]}
+    where = {
+        name: (g["lr"], g["weight_decay"])
+        for g in param_groups(layer, lr=1e-2, weight_decay=0.05)
+        for name in g["names"]
+    }
     assert where["B"] == (b_lr, b_wd) and where["log_step"] == (step_lr, step_wd)
     assert where["Lambda_re"] == where["Lambda_im"] == (2e-3, 0.0)
     assert where["C"] == where["D"] == (1e-2, 0.05)

@@ -18,8 +18,11 @@ from torchssm.train.optim import param_groups
 def test_mamba_tags_its_dt_bias_through_a_path():
     layer = build_layer("mamba", 8, d_state=4)
     tags = {name: spec for name, spec in parameter_tags(layer).values()}
-    assert tags == {"A_log": {"weight_decay": 0.0}, "D": {"weight_decay": 0.0},
-                    "dt_proj.bias": {"weight_decay": 0.0, "reinit": False}}
+    assert tags == {
+        "A_log": {"weight_decay": 0.0},
+        "D": {"weight_decay": 0.0},
+        "dt_proj.bias": {"weight_decay": 0.0, "reinit": False},
+    }
     assert {name for name, _ in parameter_tags(copy.deepcopy(layer)).values()} == set(tags)  # nothing on params
     by_name = {n: (g["lr"], g["weight_decay"]) for g in param_groups(layer, 1e-3, 0.1) for n in g["names"]}
     assert by_name["dt_proj.bias"] == (1e-3, 0.0) and by_name["A_log"] == (1e-3, 0.0)
@@ -46,12 +49,19 @@ class _Tagged(nn.Module):
         self.optim_overrides = overrides
 
 
-@pytest.mark.parametrize("overrides, error, match", [
-    ({"inner.bogus": {"lr": 1.0}}, ValueError, r"names \['inner.bogus'\].*parameters are \['inner.bias', 'inner.weight', 'w'\]"),
-    ({"w": {"reinit": False, "momentum": 0.9}}, ValueError, r"unknown key.*momentum"),
-    ({"w": {"lr": 1.0, "lr_scale": 2.0}}, ValueError, "both 'lr' and 'lr_scale'"),
-    ({"w": 0.5}, TypeError, "must be a dict"),
-])
+@pytest.mark.parametrize(
+    "overrides, error, match",
+    [
+        (
+            {"inner.bogus": {"lr": 1.0}},
+            ValueError,
+            r"names \['inner.bogus'\].*parameters are \['inner.bias', 'inner.weight', 'w'\]",
+        ),
+        ({"w": {"reinit": False, "momentum": 0.9}}, ValueError, r"unknown key.*momentum"),
+        ({"w": {"lr": 1.0, "lr_scale": 2.0}}, ValueError, "both 'lr' and 'lr_scale'"),
+        ({"w": 0.5}, TypeError, "must be a dict"),
+    ],
+)
 def test_bad_tags_are_refused(overrides, error, match):
     with pytest.raises(error, match=match):
         parameter_tags(_Tagged(overrides))

@@ -11,8 +11,7 @@ from torchssm.models import DeepSSM, MaskedBatchNorm, ModelConfig, build_model
 
 
 def cfg(**kw):
-    base = dict(d_model=8, n_layers=2, layer_kwargs={"d_state": 6, "r_min": 0.5, "r_max": 0.99}, d_input=3,
-                d_output=5)
+    base = dict(d_model=8, n_layers=2, layer_kwargs={"d_state": 6, "r_min": 0.5, "r_max": 0.99}, d_input=3, d_output=5)
     base.update(kw)
     return ModelConfig(**base)
 
@@ -149,8 +148,9 @@ def test_gradients_reach_every_parameter_and_layer_tags_are_visible():
 def test_learns_a_toy_task():
     """Classify the sign of the first step's first feature, read at the end (needs memory)."""
     torch.manual_seed(0)
-    m = build_model(cfg(d_output=2, pooling="last", d_model=16,
-                        layer_kwargs={"d_state": 16, "r_min": 0.9, "r_max": 0.999}))
+    m = build_model(
+        cfg(d_output=2, pooling="last", d_model=16, layer_kwargs={"d_state": 16, "r_min": 0.9, "r_max": 0.999})
+    )
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
     x = torch.randn(64, 10, 3)
     y = (x[:, 0, 0] > 0).long()
@@ -164,8 +164,15 @@ def test_learns_a_toy_task():
 
 
 def test_bad_config_and_inputs():
-    for bad in (dict(pooling="max"), dict(norm="group"), dict(input_kind="image"), dict(d_model=0),
-                dict(paired=True, pooling="none"), dict(layer="nope"), dict(dropout=1.5)):
+    for bad in (
+        dict(pooling="max"),
+        dict(norm="group"),
+        dict(input_kind="image"),
+        dict(d_model=0),
+        dict(paired=True, pooling="none"),
+        dict(layer="nope"),
+        dict(dropout=1.5),
+    ):
         with pytest.raises(ValueError):
             build_model(cfg(**bad))
     with pytest.raises(TypeError, match="bogus"):

@@ -25,42 +25,52 @@ def _rand(gen, *shape, scale=0.3):
 
 def _mamba1_weights(gen, vocab_rows):
     r = math.ceil(H / 16)
-    sd = {"backbone.embedding.weight": _rand(gen, vocab_rows, H, scale=1.0), "backbone.norm_f.weight": 1 + _rand(gen, H)}
+    sd = {
+        "backbone.embedding.weight": _rand(gen, vocab_rows, H, scale=1.0),
+        "backbone.norm_f.weight": 1 + _rand(gen, H),
+    }
     for i in range(NL):
         p = f"backbone.layers.{i}."
-        sd.update({
-            p + "norm.weight": 1 + _rand(gen, H),
-            p + "mixer.in_proj.weight": _rand(gen, 2 * D_INNER, H),
-            p + "mixer.conv1d.weight": _rand(gen, D_INNER, 1, K),
-            p + "mixer.conv1d.bias": _rand(gen, D_INNER),
-            p + "mixer.x_proj.weight": _rand(gen, r + 2 * N, D_INNER),
-            p + "mixer.dt_proj.weight": _rand(gen, D_INNER, r),
-            p + "mixer.dt_proj.bias": _rand(gen, D_INNER) - 2,
-            p + "mixer.A_log": torch.log(torch.rand(D_INNER, N, generator=gen) * 3 + 0.5),
-            p + "mixer.D": _rand(gen, D_INNER, scale=1.0),
-            p + "mixer.out_proj.weight": _rand(gen, H, D_INNER),
-        })
+        sd.update(
+            {
+                p + "norm.weight": 1 + _rand(gen, H),
+                p + "mixer.in_proj.weight": _rand(gen, 2 * D_INNER, H),
+                p + "mixer.conv1d.weight": _rand(gen, D_INNER, 1, K),
+                p + "mixer.conv1d.bias": _rand(gen, D_INNER),
+                p + "mixer.x_proj.weight": _rand(gen, r + 2 * N, D_INNER),
+                p + "mixer.dt_proj.weight": _rand(gen, D_INNER, r),
+                p + "mixer.dt_proj.bias": _rand(gen, D_INNER) - 2,
+                p + "mixer.A_log": torch.log(torch.rand(D_INNER, N, generator=gen) * 3 + 0.5),
+                p + "mixer.D": _rand(gen, D_INNER, scale=1.0),
+                p + "mixer.out_proj.weight": _rand(gen, H, D_INNER),
+            }
+        )
     return sd
 
 
 def _mamba2_weights(gen, vocab_rows, tie):
     conv_dim = D_INNER + 2 * G * N
-    sd = {"backbone.embedding.weight": _rand(gen, vocab_rows, H, scale=1.0), "backbone.norm_f.weight": 1 + _rand(gen, H)}
+    sd = {
+        "backbone.embedding.weight": _rand(gen, vocab_rows, H, scale=1.0),
+        "backbone.norm_f.weight": 1 + _rand(gen, H),
+    }
     if not tie:
         sd["lm_head.weight"] = _rand(gen, vocab_rows, H, scale=1.0)
     for i in range(NL):
         p = f"backbone.layers.{i}."
-        sd.update({
-            p + "norm.weight": 1 + _rand(gen, H),
-            p + "mixer.in_proj.weight": _rand(gen, 2 * D_INNER + 2 * G * N + HEADS, H),
-            p + "mixer.conv1d.weight": _rand(gen, conv_dim, 1, K),
-            p + "mixer.conv1d.bias": _rand(gen, conv_dim),
-            p + "mixer.dt_bias": _rand(gen, HEADS) - 2,
-            p + "mixer.A_log": torch.log(torch.rand(HEADS, generator=gen) * 3 + 0.5),
-            p + "mixer.D": _rand(gen, HEADS, scale=1.0),
-            p + "mixer.norm.weight": 1 + _rand(gen, D_INNER),
-            p + "mixer.out_proj.weight": _rand(gen, H, D_INNER),
-        })
+        sd.update(
+            {
+                p + "norm.weight": 1 + _rand(gen, H),
+                p + "mixer.in_proj.weight": _rand(gen, 2 * D_INNER + 2 * G * N + HEADS, H),
+                p + "mixer.conv1d.weight": _rand(gen, conv_dim, 1, K),
+                p + "mixer.conv1d.bias": _rand(gen, conv_dim),
+                p + "mixer.dt_bias": _rand(gen, HEADS) - 2,
+                p + "mixer.A_log": torch.log(torch.rand(HEADS, generator=gen) * 3 + 0.5),
+                p + "mixer.D": _rand(gen, HEADS, scale=1.0),
+                p + "mixer.norm.weight": 1 + _rand(gen, D_INNER),
+                p + "mixer.out_proj.weight": _rand(gen, H, D_INNER),
+            }
+        )
     return sd
 
 
@@ -72,7 +82,7 @@ def _rms(x, w, eps=1e-5):
 def _conv(x, w, b):  # x (l, c), causal depthwise
     l = x.shape[0]
     xp = torch.cat([torch.zeros(K - 1, x.shape[1], dtype=x.dtype), x])
-    return torch.stack([(xp[t:t + K] * w[:, 0].T).sum(0) for t in range(l)]) + b
+    return torch.stack([(xp[t : t + K] * w[:, 0].T).sum(0) for t in range(l)]) + b
 
 
 def _mamba1_mixer(sd, p, u):  # u (l, H)
@@ -82,7 +92,7 @@ def _mamba1_mixer(sd, p, u):  # u (l, H)
     x = F.silu(_conv(x, sd[p + "conv1d.weight"], sd[p + "conv1d.bias"]))
     dbc = x @ sd[p + "x_proj.weight"].T
     dt = F.softplus(dbc[:, :r] @ sd[p + "dt_proj.weight"].T + sd[p + "dt_proj.bias"])
-    B, C = dbc[:, r:r + N], dbc[:, r + N:]
+    B, C = dbc[:, r : r + N], dbc[:, r + N :]
     A = -torch.exp(sd[p + "A_log"])
     h = torch.zeros(D_INNER, N, dtype=u.dtype)
     ys = []
@@ -94,9 +104,9 @@ def _mamba1_mixer(sd, p, u):  # u (l, H)
 
 def _mamba2_mixer(sd, p, u, grouped_norm):
     zxbcdt = u @ sd[p + "in_proj.weight"].T
-    z, xBC, dt = zxbcdt[:, :D_INNER], zxbcdt[:, D_INNER:2 * D_INNER + 2 * G * N], zxbcdt[:, -HEADS:]
+    z, xBC, dt = zxbcdt[:, :D_INNER], zxbcdt[:, D_INNER : 2 * D_INNER + 2 * G * N], zxbcdt[:, -HEADS:]
     xBC = F.silu(_conv(xBC, sd[p + "conv1d.weight"], sd[p + "conv1d.bias"]))
-    x, B, C = xBC[:, :D_INNER], xBC[:, D_INNER:D_INNER + G * N], xBC[:, D_INNER + G * N:]
+    x, B, C = xBC[:, :D_INNER], xBC[:, D_INNER : D_INNER + G * N], xBC[:, D_INNER + G * N :]
     dt = F.softplus(dt + sd[p + "dt_bias"])
     A = -torch.exp(sd[p + "A_log"])
     y = torch.zeros(u.shape[0], D_INNER, dtype=u.dtype)
@@ -105,8 +115,8 @@ def _mamba2_mixer(sd, p, u, grouped_norm):
         s = torch.zeros(HEADDIM, N, dtype=u.dtype)
         cols = slice(hd * HEADDIM, (hd + 1) * HEADDIM)
         for t in range(u.shape[0]):
-            s = torch.exp(dt[t, hd] * A[hd]) * s + dt[t, hd] * torch.outer(x[t, cols], B[t, g * N:(g + 1) * N])
-            y[t, cols] = s @ C[t, g * N:(g + 1) * N] + sd[p + "D"][hd] * x[t, cols]
+            s = torch.exp(dt[t, hd] * A[hd]) * s + dt[t, hd] * torch.outer(x[t, cols], B[t, g * N : (g + 1) * N])
+            y[t, cols] = s @ C[t, g * N : (g + 1) * N] + sd[p + "D"][hd] * x[t, cols]
     y = y * F.silu(z)
     w = sd[p + "norm.weight"]
     if grouped_norm:
@@ -148,7 +158,7 @@ def _check(path, ref, fmt):
     # the converted model also generates: prompt then steps == parallel logits
     logits, state = model(IDS[None, :5], return_state=True)
     for t in range(5, 8):
-        lt, state = model.step(IDS[t:t + 1], state)
+        lt, state = model.step(IDS[t : t + 1], state)
         torch.testing.assert_close(lt[0], ref[t])
     return model
 
@@ -157,9 +167,21 @@ def test_hf_mamba(tmp_path):
     gen = torch.Generator().manual_seed(0)
     sd = _mamba1_weights(gen, V)
     sd["backbone.embeddings.weight"] = sd.pop("backbone.embedding.weight")
-    cfg = {"model_type": "mamba", "hidden_size": H, "num_hidden_layers": NL, "vocab_size": V, "state_size": N,
-           "expand": 2, "conv_kernel": K, "intermediate_size": D_INNER, "time_step_rank": "auto",
-           "use_bias": False, "use_conv_bias": True, "layer_norm_epsilon": 1e-5, "tie_word_embeddings": True}
+    cfg = {
+        "model_type": "mamba",
+        "hidden_size": H,
+        "num_hidden_layers": NL,
+        "vocab_size": V,
+        "state_size": N,
+        "expand": 2,
+        "conv_kernel": K,
+        "intermediate_size": D_INNER,
+        "time_step_rank": "auto",
+        "use_bias": False,
+        "use_conv_bias": True,
+        "layer_norm_epsilon": 1e-5,
+        "tie_word_embeddings": True,
+    }
     path = _write(tmp_path, "hf_mamba", cfg, sd, "safetensors")
     _check(path, _reference_logits(sd, IDS, _mamba1_mixer), "hf_mamba")
     model = torchssm.from_pretrained(path)  # recognised by the generic loader
@@ -170,8 +192,16 @@ def test_mamba_ssm_mamba1_bin_with_padded_vocab(tmp_path):
     gen = torch.Generator().manual_seed(1)
     sd = _mamba1_weights(gen, 56)  # 50 padded to a multiple of 8
     sd["lm_head.weight"] = sd["backbone.embedding.weight"]  # mamba_ssm saves the tied head too
-    cfg = {"d_model": H, "n_layer": NL, "vocab_size": V, "ssm_cfg": {"d_state": N}, "rms_norm": True,
-           "residual_in_fp32": True, "fused_add_norm": True, "pad_vocab_size_multiple": 8}
+    cfg = {
+        "d_model": H,
+        "n_layer": NL,
+        "vocab_size": V,
+        "ssm_cfg": {"d_state": N},
+        "rms_norm": True,
+        "residual_in_fp32": True,
+        "fused_add_norm": True,
+        "pad_vocab_size_multiple": 8,
+    }
     path = _write(tmp_path, "ssm_mamba", cfg, sd, "bin")
     _check(path, _reference_logits(sd, IDS, _mamba1_mixer), "mamba_ssm")
 
@@ -180,9 +210,23 @@ def test_hf_mamba2_groups_whole_width_norm(tmp_path):
     gen = torch.Generator().manual_seed(2)
     sd = _mamba2_weights(gen, V, tie=False)
     sd["backbone.embeddings.weight"] = sd.pop("backbone.embedding.weight")
-    cfg = {"model_type": "mamba2", "hidden_size": H, "num_hidden_layers": NL, "vocab_size": V, "state_size": N,
-           "expand": 2, "num_heads": HEADS, "head_dim": HEADDIM, "n_groups": G, "conv_kernel": K, "chunk_size": 3,
-           "use_bias": False, "use_conv_bias": True, "tie_word_embeddings": False, "transformers_version": "4.46.0"}
+    cfg = {
+        "model_type": "mamba2",
+        "hidden_size": H,
+        "num_hidden_layers": NL,
+        "vocab_size": V,
+        "state_size": N,
+        "expand": 2,
+        "num_heads": HEADS,
+        "head_dim": HEADDIM,
+        "n_groups": G,
+        "conv_kernel": K,
+        "chunk_size": 3,
+        "use_bias": False,
+        "use_conv_bias": True,
+        "tie_word_embeddings": False,
+        "transformers_version": "4.46.0",
+    }
     path = _write(tmp_path, "hf_mamba2", cfg, sd, "safetensors")
     whole = _reference_logits(sd, IDS, lambda *a: _mamba2_mixer(*a, grouped_norm=False), tie=False)
     grouped = _reference_logits(sd, IDS, lambda *a: _mamba2_mixer(*a, grouped_norm=True), tie=False)
@@ -195,9 +239,18 @@ def test_hf_mamba2_groups_whole_width_norm(tmp_path):
 def test_mamba_ssm_mamba2_grouped_norm(tmp_path):
     gen = torch.Generator().manual_seed(3)
     sd = _mamba2_weights(gen, 56, tie=True)
-    cfg = {"d_model": H, "n_layer": NL, "vocab_size": V, "d_intermediate": 0, "attn_layer_idx": [],
-           "ssm_cfg": {"layer": "Mamba2", "d_state": N, "headdim": HEADDIM, "ngroups": G, "chunk_size": 5},
-           "rms_norm": True, "residual_in_fp32": True, "pad_vocab_size_multiple": 8, "tie_embeddings": True}
+    cfg = {
+        "d_model": H,
+        "n_layer": NL,
+        "vocab_size": V,
+        "d_intermediate": 0,
+        "attn_layer_idx": [],
+        "ssm_cfg": {"layer": "Mamba2", "d_state": N, "headdim": HEADDIM, "ngroups": G, "chunk_size": 5},
+        "rms_norm": True,
+        "residual_in_fp32": True,
+        "pad_vocab_size_multiple": 8,
+        "tie_embeddings": True,
+    }
     path = _write(tmp_path, "ssm_mamba2", cfg, sd, "bin")
     _check(path, _reference_logits(sd, IDS, lambda *a: _mamba2_mixer(*a, grouped_norm=True)), "mamba_ssm")
 

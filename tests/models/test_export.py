@@ -13,8 +13,12 @@ ort = pytest.importorskip("onnxruntime")
 from torchssm.cli import main as cli_main  # noqa: E402
 from torchssm.models import build_model  # noqa: E402
 from torchssm.models.config import ModelConfig  # noqa: E402
-from torchssm.models.export import (StepGraph, compare_with_onnxruntime, export_step,  # noqa: E402
-                                    flatten_state)
+from torchssm.models.export import (  # noqa: E402
+    StepGraph,
+    compare_with_onnxruntime,
+    export_step,  # noqa: E402
+    flatten_state,
+)
 from torchssm.train.config import load_config  # noqa: E402
 from torchssm.train.loop import train  # noqa: E402
 
@@ -30,8 +34,10 @@ def model(layer, **kw):
 
 
 def test_flatten_state_round_trips_nested_structures():
-    state = {"blocks": [torch.zeros(1, 2, dtype=torch.complex64), (torch.ones(1, 3), torch.ones(1, 4))],
-             "count": torch.zeros(1, 1)}
+    state = {
+        "blocks": [torch.zeros(1, 2, dtype=torch.complex64), (torch.ones(1, 3), torch.ones(1, 4))],
+        "count": torch.zeros(1, 1),
+    }
     leaves, rebuild = flatten_state(state)
     assert [t.shape for t in leaves] == [(1, 2), (1, 3), (1, 4), (1, 1)]
     again = rebuild(leaves)
@@ -42,10 +48,11 @@ def test_flatten_state_round_trips_nested_structures():
 
 def test_cli_exports_a_trained_run_and_onnxruntime_matches(tmp_path):
     run = tmp_path / "run"
-    cfg = {"task": {"name": "adding", "length": 12, "n_train": 32, "n_val": 8, "n_test": 8},
-           "model": {"layer": "lru", "d_model": 8, "n_layers": 2, "layer_kwargs": {"d_state": 4}},  # BatchNorm
-           "train": {"epochs": 1, "batch_size": 16, "lr": 1e-2, "progress": False, "device": "cpu",
-                     "out_dir": str(run)}}
+    cfg = {
+        "task": {"name": "adding", "length": 12, "n_train": 32, "n_val": 8, "n_test": 8},
+        "model": {"layer": "lru", "d_model": 8, "n_layers": 2, "layer_kwargs": {"d_state": 4}},  # BatchNorm
+        "train": {"epochs": 1, "batch_size": 16, "lr": 1e-2, "progress": False, "device": "cpu", "out_dir": str(run)},
+    }
     train(load_config(base=cfg), data_dir=tmp_path / "data", log=lambda m: None)
     out = tmp_path / "lru_step.onnx"
     assert cli_main(["export", "--checkpoint", str(run), "--onnx", str(out), "--verify-steps", "20"]) == 0
@@ -102,7 +109,10 @@ def test_language_model_step_exports(tmp_path):
 
 def test_non_causal_and_stateless_models_are_refused(tmp_path):
     with pytest.raises(ValueError, match="streaming needs causal layers"):
-        StepGraph(build_model(
-            ModelConfig(layer="lru", d_model=8, n_layers=1, layer_kwargs={"d_state": 4, "bidirectional": True})))
+        StepGraph(
+            build_model(
+                ModelConfig(layer="lru", d_model=8, n_layers=1, layer_kwargs={"d_state": 4, "bidirectional": True})
+            )
+        )
     with pytest.raises(TypeError, match="no step"):
         StepGraph(torch.nn.Linear(2, 2))

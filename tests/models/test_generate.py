@@ -13,8 +13,12 @@ import torchssm
 from torchssm.models.cli import run_generate
 from torchssm.models.lm import CausalLM, LMConfig, load_generation_config
 
-KW = {"mamba": dict(d_state=4, chunk_size=3), "mamba2": dict(d_state=4, headdim=8, ngroups=2, chunk_size=3),
-      "lru": dict(d_state=8), "transformer": dict(n_heads=2, max_len=32)}
+KW = {
+    "mamba": dict(d_state=4, chunk_size=3),
+    "mamba2": dict(d_state=4, headdim=8, ngroups=2, chunk_size=3),
+    "lru": dict(d_state=8),
+    "transformer": dict(n_heads=2, max_len=32),
+}
 
 
 def _lm(layer="mamba", vocab=37):
@@ -42,10 +46,10 @@ def test_per_row_stopping_pads_finished_rows():
     for r in range(2):
         stop = hit[r] if hit[r] is not None else want_len
         assert out[r, : stop + 1].tolist() == free[r, : min(stop + 1, want_len)].tolist()
-        assert (out[r, stop + 1:] == 0).all()  # finished rows padded
+        assert (out[r, stop + 1 :] == 0).all()  # finished rows padded
     m.eos_token_id = eos  # the model's default (from a checkpoint's config), pad falls back to eos
     default = m.generate(prompt, 8)[:, 3:]
-    assert default.shape == out.shape and (default[0, hit[0] + 1:] == eos).all()
+    assert default.shape == out.shape and (default[0, hit[0] + 1 :] == eos).all()
 
 
 def test_stops_when_every_row_is_done():
@@ -64,7 +68,7 @@ def test_prompts_of_different_lengths_equal_each_row_alone(layer):
     assert out.shape == (3, 6 + 5)
     for r, row in enumerate(rows):
         alone = m.generate([row], 5)[0]
-        assert out[r, 6 - len(row):].tolist() == alone.tolist()
+        assert out[r, 6 - len(row) :].tolist() == alone.tolist()
         assert (out[r, : 6 - len(row)] == 0).all()
 
 
@@ -101,30 +105,39 @@ def _bpe_checkpoint(tmp_path, vocab=300):
     train_bpe([corpus], vocab_size=vocab, min_frequency=1).save(tok_dir)
     tok = load_tokenizer(tok_dir)
     torch.manual_seed(0)
-    m = CausalLM(LMConfig(layer="mamba", d_model=16, n_layer=1, vocab_size=tok.vocab_size,
-                          layer_kwargs={"d_state": 4}))
+    m = CausalLM(LMConfig(layer="mamba", d_model=16, n_layer=1, vocab_size=tok.vocab_size, layer_kwargs={"d_state": 4}))
     m.tokenizer = tok
     m.save_pretrained(tmp_path / "lm")
     return m.eval(), tok
 
 
 def _args(path, prompt, n=6):
-    return argparse.Namespace(checkpoint=str(path), prompt=prompt, max_new_tokens=n, temperature=0.0, top_k=None,
-                              top_p=None, seed=0, device="cpu", ignore_eos=True)
+    return argparse.Namespace(
+        checkpoint=str(path),
+        prompt=prompt,
+        max_new_tokens=n,
+        temperature=0.0,
+        top_k=None,
+        top_p=None,
+        seed=0,
+        device="cpu",
+        ignore_eos=True,
+    )
 
 
 def test_cli_uses_the_checkpoint_tokenizer(tmp_path):
     m, tok = _bpe_checkpoint(tmp_path)
     out = io.StringIO()
     assert run_generate(_args(tmp_path / "lm", "def add"), out) == 0
-    ids = m.generate(torch.tensor([tok.encode("def add")]), 6, ignore_eos=True)[0, len(tok.encode("def add")):]
+    ids = m.generate(torch.tensor([tok.encode("def add")]), 6, ignore_eos=True)[0, len(tok.encode("def add")) :]
     assert out.getvalue() == "def add" + tok.decode(ids.tolist()) + "\n"
 
 
 def test_cli_refuses_bytes_for_a_non_byte_vocabulary(tmp_path):
     torch.manual_seed(0)
-    CausalLM(LMConfig(layer="mamba", d_model=16, n_layer=1, vocab_size=300, layer_kwargs={"d_state": 4})
-             ).save_pretrained(tmp_path / "lm")
+    CausalLM(
+        LMConfig(layer="mamba", d_model=16, n_layer=1, vocab_size=300, layer_kwargs={"d_state": 4})
+    ).save_pretrained(tmp_path / "lm")
     assert torchssm.from_pretrained(tmp_path / "lm").tokenizer is None
     with pytest.raises(ValueError, match="not bytes"):
         run_generate(_args(tmp_path / "lm", "hi"), io.StringIO())
@@ -164,9 +177,32 @@ def test_bench_generate_vs_mambapy_and_contexts(tmp_path):
     from torchssm.cli import main
 
     out = tmp_path / "gen.json"
-    assert main(["bench", "generate", "--lengths", "0", "--vs-mambapy", "--steps", "2", "--repeats", "1",
-                 "--d-model", "16", "--n-layer", "1", "--contexts", "4,12", "--layers", "mamba", "--json",
-                 str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "generate",
+                "--lengths",
+                "0",
+                "--vs-mambapy",
+                "--steps",
+                "2",
+                "--repeats",
+                "1",
+                "--d-model",
+                "16",
+                "--n-layer",
+                "1",
+                "--contexts",
+                "4,12",
+                "--layers",
+                "mamba",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     data = json.loads(out.read_text())
     assert [r["threads"] for r in data["vs_mambapy"]] == [1, 2]
     assert all(r["torchssm_ms_per_step"] > 0 and r["mambapy_ms_per_step"] > 0 for r in data["vs_mambapy"])

@@ -64,21 +64,30 @@ def _fixture_dir(tmp_path, name):
 def test_config_encodings_of_transformers_releases(tmp_path):
     m1 = lm_config_from(_fixture_dir(tmp_path, "mamba_transformers_4.39.json"))  # state-spaces/mamba-130m-hf
     assert (m1.layer, m1.d_model, m1.n_layer, m1.vocab_size) == ("mamba", 768, 24, 50280)
-    assert m1.layer_kwargs == {"d_state": 16, "d_conv": 4, "expand": 2, "dt_rank": 48, "conv_bias": True,
-                               "bias": False}
+    assert m1.layer_kwargs == {"d_state": 16, "d_conv": 4, "expand": 2, "dt_rank": 48, "conv_bias": True, "bias": False}
     m2 = lm_config_from(_fixture_dir(tmp_path, "mamba2_transformers_4.44.json"))  # time_step_limit [0, Infinity]
     assert (m2.layer, m2.d_model, m2.n_layer) == ("mamba2", 4096, 64)
     assert m2.layer_kwargs["ngroups"] == 8 and m2.layer_kwargs["norm_group_size"] == 8192  # before #40861
     m5 = lm_config_from(_fixture_dir(tmp_path, "mamba2_transformers_5.25.json"))  # {"__float__": "Infinity"}
     assert m5.layer == "mamba2" and "norm_group_size" not in m5.layer_kwargs
-    assert json.loads((FIXTURES / "mamba2_transformers_5.25.json").read_text())["time_step_limit"][1] == \
-        {"__float__": "Infinity"}
+    assert json.loads((FIXTURES / "mamba2_transformers_5.25.json").read_text())["time_step_limit"][1] == {
+        "__float__": "Infinity"
+    }
 
 
 def test_a_mamba2_saved_by_todays_transformers_converts_with_the_same_logits(tmp_path):
     torch.manual_seed(0)
-    cfg = transformers.Mamba2Config(vocab_size=48, hidden_size=16, num_hidden_layers=2, num_heads=4, head_dim=8,
-                                    state_size=8, n_groups=2, chunk_size=8, expand=2)
+    cfg = transformers.Mamba2Config(
+        vocab_size=48,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_heads=4,
+        head_dim=8,
+        state_size=8,
+        n_groups=2,
+        chunk_size=8,
+        expand=2,
+    )
     hf = transformers.Mamba2ForCausalLM(cfg).eval()
     hf.save_pretrained(tmp_path / "m2")
     ours = torchssm.from_pretrained(tmp_path / "m2")

@@ -11,8 +11,17 @@ H = 16
 
 
 def _jamba(**kw):
-    base = dict(n_layers=2, attn_every=2, attn_offset=1, ssm="lru", ssm_kwargs={"d_state": 4},  # lru: fast steps
-                attn_kwargs={"n_heads": 2, "max_len": 64}, mlp_expand=1.0, n_experts=3, top_k=2)
+    base = dict(
+        n_layers=2,
+        attn_every=2,
+        attn_offset=1,
+        ssm="lru",
+        ssm_kwargs={"d_state": 4},  # lru: fast steps
+        attn_kwargs={"n_heads": 2, "max_len": 64},
+        mlp_expand=1.0,
+        n_experts=3,
+        top_k=2,
+    )
     base.update(kw)
     return JambaBlock(H, **base).double()
 
@@ -115,11 +124,24 @@ def test_jamba_layout_and_moe_routing():
         MixtureOfExperts(H, 8, n_experts=2, top_k=3)
 
 
-@pytest.mark.parametrize("name,kwargs", [
-    ("jamba", {"n_layers": 2, "attn_every": 2, "attn_offset": 1, "ssm_kwargs": {"d_state": 4},
-               "attn_kwargs": {"n_heads": 2, "max_len": 32}, "n_experts": 2, "top_k": 1}),
-    ("seqboat", {"ssm_kwargs": {"d_state": 4}, "d_qk": 8, "window": 4}),
-])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        (
+            "jamba",
+            {
+                "n_layers": 2,
+                "attn_every": 2,
+                "attn_offset": 1,
+                "ssm_kwargs": {"d_state": 4},
+                "attn_kwargs": {"n_heads": 2, "max_len": 32},
+                "n_experts": 2,
+                "top_k": 1,
+            },
+        ),
+        ("seqboat", {"ssm_kwargs": {"d_state": 4}, "d_qk": 8, "window": 4}),
+    ],
+)
 def test_hybrids_in_the_lm_and_the_deep_model(name, kwargs):
     from torchssm.models import ModelConfig, build_model
     from torchssm.models.lm import CausalLM, LMConfig

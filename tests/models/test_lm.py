@@ -86,7 +86,7 @@ def test_init_and_weight_tying():
     m = CausalLM(LMConfig(layer="mamba", d_model=32, n_layer=4, vocab_size=50, layer_kwargs={"d_state": 4}))
     assert m.backbone.embedding.weight.shape == (56, 32)  # 50 padded to a multiple of 8
     assert m.lm_head.weight is m.backbone.embedding.weight
-    bound = 1 / (2 * 64 ** 0.5)  # kaiming_uniform(a=sqrt(5)) bound 1/sqrt(fan_in), / sqrt(n_layer)
+    bound = 1 / (2 * 64**0.5)  # kaiming_uniform(a=sqrt(5)) bound 1/sqrt(fan_in), / sqrt(n_layer)
     assert m.backbone.layers[0].mixer.out_proj.weight.abs().max() <= bound + 1e-6
 
 
@@ -99,8 +99,16 @@ def test_save_load_and_cli_stream(tmp_path):
     ids = torch.tensor([tok.encode("hello")])
     torch.testing.assert_close(loaded(ids), m.eval()(ids))
     out = io.StringIO()
-    args = argparse.Namespace(checkpoint=str(tmp_path / "lm"), prompt="hé", max_new_tokens=8, temperature=0.0,
-                              top_k=None, top_p=None, seed=0, device="cpu")
+    args = argparse.Namespace(
+        checkpoint=str(tmp_path / "lm"),
+        prompt="hé",
+        max_new_tokens=8,
+        temperature=0.0,
+        top_k=None,
+        top_p=None,
+        seed=0,
+        device="cpu",
+    )
     assert run_generate(args, out) == 0
     want = tok.decode(m.generate(torch.tensor(tok.encode("hé")), 8, temperature=0)[0].tolist())
     assert out.getvalue() == want + "\n"
@@ -129,8 +137,25 @@ def test_bench_generate_runs(tmp_path, capsys):
     from torchssm.cli import main
 
     out = tmp_path / "gen.json"
-    assert main(["bench", "generate", "--layers", "mamba,transformer", "--lengths", "12", "--d-model", "16",
-                 "--n-layer", "1", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "generate",
+                "--layers",
+                "mamba,transformer",
+                "--lengths",
+                "12",
+                "--d-model",
+                "16",
+                "--n-layer",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     import json
 
     rows = json.loads(out.read_text())["results"]

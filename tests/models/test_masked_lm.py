@@ -21,8 +21,15 @@ def test_bert_masking_shares():
 
 def test_hydra_masked_lm_sees_both_sides():
     torch.manual_seed(0)
-    model = MaskedLM(MaskedLMConfig(layer="hydra", d_model=16, n_layer=2, vocab_size=20,
-                                    layer_kwargs={"d_state": 4, "headdim": 8, "chunk_size": 8}))
+    model = MaskedLM(
+        MaskedLMConfig(
+            layer="hydra",
+            d_model=16,
+            n_layer=2,
+            vocab_size=20,
+            layer_kwargs={"d_state": 4, "headdim": 8, "chunk_size": 8},
+        )
+    )
     ids = torch.randint(0, 20, (1, 12))
     later = ids.clone()
     later[0, 9] = (later[0, 9] + 1) % 20
@@ -40,12 +47,32 @@ def test_masked_objective_trains_on_lm_text(tmp_path):
     corpus.mkdir()
     for i in range(5):
         (corpus / f"d{i}.txt").write_text(f"def f{i}(x):\n    return x * {i}\n" * 8)
-    cfg = load_config(base={"task": {"name": "lm_text", "files": str(corpus), "context": 32, "objective": "masked",
-                                     "val_fraction": 0.2, "test_fraction": 0.2},
-                            "model": {"layer": "hydra", "d_model": 16, "n_layers": 1, "pooling": "none",
-                                      "layer_kwargs": {"d_state": 4, "headdim": 8, "chunk_size": 8}},
-                            "train": {"epochs": 1, "batch_size": 2, "out_dir": str(tmp_path / "run"),
-                                      "progress": False, "device": "cpu"}})
+    cfg = load_config(
+        base={
+            "task": {
+                "name": "lm_text",
+                "files": str(corpus),
+                "context": 32,
+                "objective": "masked",
+                "val_fraction": 0.2,
+                "test_fraction": 0.2,
+            },
+            "model": {
+                "layer": "hydra",
+                "d_model": 16,
+                "n_layers": 1,
+                "pooling": "none",
+                "layer_kwargs": {"d_state": 4, "headdim": 8, "chunk_size": 8},
+            },
+            "train": {
+                "epochs": 1,
+                "batch_size": 2,
+                "out_dir": str(tmp_path / "run"),
+                "progress": False,
+                "device": "cpu",
+            },
+        }
+    )
     result = train(cfg, data_dir=tmp_path / "data", log=lambda s: None)
     assert 0 < result.last["val_loss"] < 10
     model = torchssm.from_pretrained(tmp_path / "run" / "last")

@@ -10,8 +10,9 @@ from torch import nn
 import torchssm
 from torchssm.models import ModelConfig, PretrainedMixin, build_model, from_pretrained, register_model_type
 
-CFG = ModelConfig(d_model=8, n_layers=2, layer_kwargs={"d_state": 4, "r_min": 0.5, "r_max": 0.99}, d_input=2,
-                  d_output=3)
+CFG = ModelConfig(
+    d_model=8, n_layers=2, layer_kwargs={"d_state": 4, "r_min": 0.5, "r_max": 0.99}, d_input=2, d_output=3
+)
 
 
 @pytest.fixture
@@ -66,13 +67,16 @@ def test_corrupt_files(saved):
         from_pretrained(path)
 
 
-@pytest.mark.parametrize("change,match", [
-    ({"d_model": 16}, "does not match"),                 # shapes differ
-    ({"n_layers": 3}, "does not match"),                 # missing tensors
-    ({"n_layers": 1}, "does not match"),                 # unexpected tensors
-    ({"model_type": "no_such_model"}, "unknown model_type"),
-    ({"not_a_key": 1}, "unknown model config key"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"d_model": 16}, "does not match"),  # shapes differ
+        ({"n_layers": 3}, "does not match"),  # missing tensors
+        ({"n_layers": 1}, "does not match"),  # unexpected tensors
+        ({"model_type": "no_such_model"}, "unknown model_type"),
+        ({"not_a_key": 1}, "unknown model config key"),
+    ],
+)
 def test_config_that_does_not_match(saved, change, match):
     _, path = saved
     config = json.loads((path / "config.json").read_text())

@@ -57,8 +57,9 @@ def build(fn, consts, ptr_types):
 def ptx_stats(body: str, *argv: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"
-    proc = subprocess.run([sys.executable, "-c", _PRELUDE + body, *argv], env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PRELUDE + body, *argv], env=env, capture_output=True, text=True, timeout=600
+    )
     if proc.returncode != 0 and ("ptxas" in proc.stderr or "nvidia" in proc.stderr.lower()):
         pytest.skip(f"Triton's CUDA toolchain is not usable here: {proc.stderr.strip()[-300:]}")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -7,8 +7,13 @@ import torch
 from torchssm.ops import conv
 from torchssm.ops.cauchy import cauchy, cauchy_naive
 from torchssm.ops.conv import conv_naive, fast_fft_length, fft_conv
-from torchssm.ops.vandermonde import (_split, vandermonde, vandermonde_naive, vandermonde_transpose,
-                                      vandermonde_transpose_naive)
+from torchssm.ops.vandermonde import (
+    _split,
+    vandermonde,
+    vandermonde_naive,
+    vandermonde_transpose,
+    vandermonde_transpose_naive,
+)
 from torchssm.testing import assert_values_and_grads_close
 
 F64 = dict(rtol=1e-10, atol=1e-10)
@@ -67,8 +72,9 @@ def test_fft_conv_with_skip_matches_naive(monkeypatch, chunk, bidirectional):
     if bidirectional:
         kernels.append(torch.randn(5, 13, dtype=torch.float64))  # k_bwd (H, L)
     if bidirectional:
-        _assert_same(lambda u, k, kb, D: fft_conv(u, k, kb, D=D), lambda u, k, kb, D: conv_naive(u, k, kb, D=D),
-                     [u, *kernels, D])
+        _assert_same(
+            lambda u, k, kb, D: fft_conv(u, k, kb, D=D), lambda u, k, kb, D: conv_naive(u, k, kb, D=D), [u, *kernels, D]
+        )
     else:
         _assert_same(lambda u, k, D: fft_conv(u, k, D=D), lambda u, k, D: conv_naive(u, k, D=D), [u, *kernels, D])
 
@@ -91,8 +97,11 @@ def test_fft_conv_gradient_of_one_input_only_with_skip(monkeypatch, which):
     """Only the requested gradient (du, dk or dD) is computed, over several blocks."""
     monkeypatch.setattr(conv, "CHUNK_ELEMENTS", 2 * 27)
     torch.manual_seed(6)
-    inputs = [torch.randn(3, 13, 5, dtype=torch.float64), torch.randn(5, 13, dtype=torch.float64),
-              torch.randn(5, dtype=torch.float64)]
+    inputs = [
+        torch.randn(3, 13, 5, dtype=torch.float64),
+        torch.randn(5, 13, dtype=torch.float64),
+        torch.randn(5, dtype=torch.float64),
+    ]
     inputs[which] = inputs[which].clone().requires_grad_(True)
     g = torch.randn(3, 13, 5, dtype=torch.float64)
     got = torch.autograd.grad((fft_conv(*inputs[:2], D=inputs[2]) * g).sum(), inputs[which])[0]
@@ -134,7 +143,9 @@ def test_conv_naive_is_the_written_sum():
     D = torch.randn(2, dtype=torch.float64)
     y = conv_naive(u, k, kb, D=D)
     t, h = 2, 1
-    want = sum(k[h, t - s] * u[0, s, h] for s in range(t + 1)) + sum(kb[h, s - t - 1] * u[0, s, h] for s in range(t + 1, 5))
+    want = sum(k[h, t - s] * u[0, s, h] for s in range(t + 1)) + sum(
+        kb[h, s - t - 1] * u[0, s, h] for s in range(t + 1, 5)
+    )
     torch.testing.assert_close(y[0, t, h], want + D[h] * u[0, t, h], **F64)
 
 
@@ -202,8 +213,10 @@ def test_vandermonde_is_the_power_sum():
 
 
 # |z| close to 1, several phases up to ~pi: the hardest case for long kernels
-LONG_LOG_Z = torch.complex(torch.tensor([-1e-5, -1e-4, -1e-3, -3e-4], dtype=torch.float64),
-                           torch.tensor([1e-3, 0.7, 2.0, 3.1], dtype=torch.float64))
+LONG_LOG_Z = torch.complex(
+    torch.tensor([-1e-5, -1e-4, -1e-3, -3e-4], dtype=torch.float64),
+    torch.tensor([1e-3, 0.7, 2.0, 3.1], dtype=torch.float64),
+)
 
 
 @pytest.mark.parametrize("dtype", [torch.complex128, torch.complex64])
@@ -229,7 +242,7 @@ def test_vandermonde_long_length_accuracy(dtype):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_vandermonde_transpose_long_length_accuracy(dtype):
     """The same bound for sum_l u_l z_n^l at L = 16384:
-        |fast_n - ref_n| <= eps sum_l |u_l| |z_n|^l (l |log z|_max + T + Q)."""
+    |fast_n - ref_n| <= eps sum_l |u_l| |z_n|^l (l |log z|_max + T + Q)."""
     torch.manual_seed(8)
     length, eps = 16384, torch.finfo(dtype).eps
     cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64

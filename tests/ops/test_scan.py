@@ -20,8 +20,7 @@ BACKENDS = ["chunked", "cpu"]
 DTYPES = [torch.float64, torch.complex128]
 
 
-def make_inputs(batch, length, dim, dtype, *, a_varies=True, with_h0=True, with_reset=False, radius=0.95,
-                seed=0):
+def make_inputs(batch, length, dim, dtype, *, a_varies=True, with_h0=True, with_reset=False, radius=0.95, seed=0):
     """Random (a, b, h0, reset) with |a| <= radius; reset has a True at t=0 and t=L-1 to test both ends."""
     gen = torch.Generator().manual_seed(seed)
     shape = (batch, length, dim) if a_varies else (dim,)
@@ -65,8 +64,9 @@ def assert_matches_naive(a, b, h0, reset, *, reverse, backend):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("a_varies", [True, False], ids=["a_BLD", "a_D"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-@pytest.mark.parametrize("with_h0,with_reset", [(True, False), (False, False), (True, True)],
-                         ids=["h0", "no_h0", "h0_reset"])
+@pytest.mark.parametrize(
+    "with_h0,with_reset", [(True, False), (False, False), (True, True)], ids=["h0", "no_h0", "h0_reset"]
+)
 def test_matches_naive(backend, dtype, a_varies, reverse, with_h0, with_reset):
     # L = 77: not a power of two, and more than two chunks of chunked.CHUNK, so the carry pass runs.
     a, b, h0, reset = make_inputs(3, 77, 5, dtype, a_varies=a_varies, with_h0=with_h0, with_reset=with_reset)
@@ -143,8 +143,9 @@ def test_non_contiguous_and_conj_inputs(backend):
 def test_float32_matches_float64_reference(backend):
     a, b, h0, reset = make_inputs(2, 300, 8, torch.complex128, with_reset=True)
     want = linear_scan_naive(a, b, h0, reset=reset)
-    got = linear_scan(a.to(torch.complex64), b.to(torch.complex64), h0.to(torch.complex64), reset=reset,
-                      backend=backend)
+    got = linear_scan(
+        a.to(torch.complex64), b.to(torch.complex64), h0.to(torch.complex64), reset=reset, backend=backend
+    )
     assert got.dtype == torch.complex64
     torch.testing.assert_close(got.to(torch.complex128), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
 
@@ -175,8 +176,9 @@ def test_opcheck_custom_ops(backend):
     a, b, h0, reset = make_inputs(2, 5, 3, torch.complex128, with_reset=True)
     h = function.linear_scan_fwd(a, b, h0, reset, False, backend)
     torch.library.opcheck(torch.ops.torchssm.linear_scan_fwd.default, (a, b, h0, reset, False, backend))
-    torch.library.opcheck(torch.ops.torchssm.linear_scan_bwd.default,
-                          (a, h, None, torch.randn_like(h), reset, True, backend))
+    torch.library.opcheck(
+        torch.ops.torchssm.linear_scan_bwd.default, (a, h, None, torch.randn_like(h), reset, True, backend)
+    )
 
 
 def test_torch_compile_sees_opaque_ops():
@@ -214,8 +216,9 @@ def test_long_sequence_near_unit_modulus():
     # underflow), so it stays finite and equals the sequential cpu kernel; gradients too.
     length, dim = 16384, 4
     gen = torch.Generator().manual_seed(0)
-    a = torch.polar(torch.full((dim,), 0.9999, dtype=torch.float64),
-                    torch.rand(dim, generator=gen, dtype=torch.float64)).to(torch.complex128)
+    a = torch.polar(
+        torch.full((dim,), 0.9999, dtype=torch.float64), torch.rand(dim, generator=gen, dtype=torch.float64)
+    ).to(torch.complex128)
     a_tv = a.expand(1, length, dim).contiguous()
     b = torch.randn(1, length, dim, generator=gen, dtype=torch.complex128)
     for a_in in (a, a_tv):
@@ -237,15 +240,22 @@ def test_long_sequence_near_unit_modulus():
 
 @settings(max_examples=25, deadline=None)
 @given(
-    batch=st.integers(1, 3), length=st.integers(1, 70), dim=st.integers(1, 9),
-    complex_=st.booleans(), a_varies=st.booleans(), with_h0=st.booleans(), with_reset=st.booleans(),
-    reverse=st.booleans(), backend=st.sampled_from(BACKENDS), seed=st.integers(0, 2**16),
+    batch=st.integers(1, 3),
+    length=st.integers(1, 70),
+    dim=st.integers(1, 9),
+    complex_=st.booleans(),
+    a_varies=st.booleans(),
+    with_h0=st.booleans(),
+    with_reset=st.booleans(),
+    reverse=st.booleans(),
+    backend=st.sampled_from(BACKENDS),
+    seed=st.integers(0, 2**16),
 )
-def test_property_random_shapes(batch, length, dim, complex_, a_varies, with_h0, with_reset, reverse, backend,
-                                seed):
+def test_property_random_shapes(batch, length, dim, complex_, a_varies, with_h0, with_reset, reverse, backend, seed):
     dtype = torch.complex128 if complex_ else torch.float64
-    a, b, h0, reset = make_inputs(batch, length, dim, dtype, a_varies=a_varies, with_h0=with_h0,
-                                  with_reset=with_reset, seed=seed)
+    a, b, h0, reset = make_inputs(
+        batch, length, dim, dtype, a_varies=a_varies, with_h0=with_h0, with_reset=with_reset, seed=seed
+    )
     assert_matches_naive(a, b, h0, reset, reverse=reverse, backend=backend)
 
 
@@ -298,8 +308,13 @@ def test_one_dispatch_table_for_every_op(monkeypatch):
 
     f32, f64 = torch.zeros(1), torch.zeros(1, dtype=torch.float64)
     auto_cpu = {op: (choose_backend(op, "auto", f32), choose_backend(op, "auto", f64)) for op in OPS}
-    assert auto_cpu == {"linear_scan": ("cpu", "cpu"), "lru_scan": ("cpu", "cpu"), "selective_scan": ("cpu", "chunked"),
-                        "ssd": ("chunked", "chunked"), "ssd_chunked": ("chunked", "chunked")}
+    assert auto_cpu == {
+        "linear_scan": ("cpu", "cpu"),
+        "lru_scan": ("cpu", "cpu"),
+        "selective_scan": ("cpu", "chunked"),
+        "ssd": ("chunked", "chunked"),
+        "ssd_chunked": ("chunked", "chunked"),
+    }
     for op in OPS:
         assert choose_backend(op, "naive", f32) == "naive" and choose_backend(op, "chunked", f32) == "chunked"
     with pytest.raises(ValueError, match="ssd has no 'cpu' backend.*'auto', 'naive', 'chunked', 'gpu'"):
@@ -340,8 +355,11 @@ def test_lru_scan_op_matches_reference_outputs_and_every_gradient(backend, rever
     lam = lru_lambda(*params)
     torch.testing.assert_close(lam.abs(), r)  # |lambda| = exp(-exp(nu_log)) = r
     grad_x = torch.randn(ref.shape, generator=gen, dtype=ref.dtype)
-    for name, g, w in zip(("nu_log", "theta_log", "bu", "h0"),
-                          torch.autograd.grad(x, leaves, grad_x), torch.autograd.grad(ref, wide, grad_x)):
+    for name, g, w in zip(
+        ("nu_log", "theta_log", "bu", "h0"),
+        torch.autograd.grad(x, leaves, grad_x),
+        torch.autograd.grad(ref, wide, grad_x),
+    ):
         torch.testing.assert_close(g, w, msg=name)
 
 
@@ -366,7 +384,11 @@ def test_bad_inputs_raise(backend):
         (dict(a=a[:, :, :2]), ValueError, r"a must have shape \(batch, length, dim\)=\(2, 5, 3\) or \(dim,\)=\(3,\)"),
         (dict(a=torch.rand(4, dtype=torch.float64)), ValueError, r"\(dim,\)=\(3,\)"),
         (dict(h0=h0[:, :2]), ValueError, r"h0 must have shape \(batch, dim\)=\(2, 3\)"),
-        (dict(reset=torch.zeros(2, 4, dtype=torch.bool)), ValueError, r"reset must have shape \(batch, length\)=\(2, 5\)"),
+        (
+            dict(reset=torch.zeros(2, 4, dtype=torch.bool)),
+            ValueError,
+            r"reset must have shape \(batch, length\)=\(2, 5\)",
+        ),
         (dict(reset=torch.zeros(2, 5)), TypeError, "reset must be a bool tensor"),
         (dict(b=b.long()), TypeError, "b must be a floating-point or complex tensor"),
     ]

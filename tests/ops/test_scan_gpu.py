@@ -29,8 +29,8 @@ from _triton_common import ptx_stats, triton_device
 DEVICE = triton_device()
 
 from torchssm.ops.scan import gpu  # noqa: E402
-from torchssm.ops.scan.naive import linear_scan_naive  # noqa: E402
 from torchssm.ops.scan.lru import lru_scan_reference  # noqa: E402
+from torchssm.ops.scan.naive import linear_scan_naive  # noqa: E402
 
 TOL = 2e-6  # float32 kernel vs float64 reference, relative to the max of the reference
 # One bf16 rounding of a float32 value (8 significant bits): <= 2^-8 relative on the GPU (round to
@@ -82,8 +82,9 @@ def check_against_naive(a, b, h0, reset, reverse, tol=TOL, chunks=None):
     leaves = [t for t in (aw, bw, h0w) if t is not None]
     want = torch.autograd.grad(ref, leaves, grad_h)
     # the argument order of ops/scan/function.py: (a, h, h0, grad_h)
-    grad_a, grad_b, grad_h0 = gpu.linear_scan_backward(a, h, h0, grad_h.to(h.dtype), reverse=reverse,
-                                                       reset=reset, b=b, chunks=chunks)
+    grad_a, grad_b, grad_h0 = gpu.linear_scan_backward(
+        a, h, h0, grad_h.to(h.dtype), reverse=reverse, reset=reset, b=b, chunks=chunks
+    )
     got = [grad_a, grad_b] + ([grad_h0] if h0 is not None else [])
     for g, w, x in zip(got, want, (a, b, h0)):
         assert g.shape == x.shape and g.dtype == x.dtype
@@ -104,9 +105,11 @@ def test_matches_naive_with_h0_and_reset(complex_, invariant, reverse):
 
 
 # sequence split: 37 steps in 3 chunks of 13 (each one partial tile of the interpreter's 16)
-@pytest.mark.parametrize("complex_,invariant,reverse", [(True, False, False), (True, True, True),
-                                                        (False, False, True), (False, True, False)],
-                         ids=["complex-varies-fwd", "complex-fixed-rev", "real-varies-rev", "real-fixed-fwd"])
+@pytest.mark.parametrize(
+    "complex_,invariant,reverse",
+    [(True, False, False), (True, True, True), (False, False, True), (False, True, False)],
+    ids=["complex-varies-fwd", "complex-fixed-rev", "real-varies-rev", "real-fixed-fwd"],
+)
 def test_sequence_split_matches_naive(complex_, invariant, reverse):
     a, b, h0, reset = make(2, 37, 12, complex_=complex_, invariant=invariant, seed=4)
     check_against_naive(a, b, h0, reset, reverse, chunks=3)
@@ -257,15 +260,15 @@ def _lru_inputs(batch, length, n, seed=0):
     return [t.to(DEVICE) for t in (nu_log, theta_log, gamma_log, bu, h0, reset)]
 
 
-@pytest.mark.parametrize("reverse,chunks", [(False, None), (True, None), (True, 2)],
-                         ids=["fwd", "rev", "rev-split"])
+@pytest.mark.parametrize("reverse,chunks", [(False, None), (True, None), (True, 2)], ids=["fwd", "rev", "rev-split"])
 def test_lru_scan_matches_reference(reverse, chunks):
     nu_log, theta_log, gamma_log, bu, h0, reset = _lru_inputs(2, 29, 12)
     leaves = [t.clone().requires_grad_() for t in (nu_log, theta_log, gamma_log, bu, h0)]
     h = gpu.lru_scan(*leaves, reverse=reverse, reset=reset, chunks=chunks)
     wide = [_wide(t) for t in (nu_log, theta_log, gamma_log, bu, h0)]
-    ref = lru_scan_reference(wide[0], wide[1], torch.exp(wide[2]) * wide[3], wide[4], reverse=reverse,
-                             reset=reset)  # the kernel's in-kernel gamma, applied outside
+    ref = lru_scan_reference(
+        wide[0], wide[1], torch.exp(wide[2]) * wide[3], wide[4], reverse=reverse, reset=reset
+    )  # the kernel's in-kernel gamma, applied outside
     assert_close_rel(h, ref)
     grad_h = torch.randn_like(ref)
     want = torch.autograd.grad(ref, wide, grad_h)
@@ -295,8 +298,7 @@ def test_lru_scan_strided_inputs_equal_contiguous():
     nu_s = torch.stack([nu_log, nu_log], 1)[:, 0]  # stride 2
     assert not (bu_t.is_contiguous() or h0_t.is_contiguous() or nu_s.is_contiguous())
     want = gpu.lru_scan(nu_log, theta_log, gamma_log, bu, h0, reset=reset)
-    torch.testing.assert_close(gpu.lru_scan(nu_s, theta_log, gamma_log, bu_t, h0_t, reset=reset), want,
-                               rtol=0, atol=0)
+    torch.testing.assert_close(gpu.lru_scan(nu_s, theta_log, gamma_log, bu_t, h0_t, reset=reset), want, rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="backend='gpu' dispatches CUDA tensors only")
@@ -322,19 +324,45 @@ def test_bench_kernels_runs(tmp_path, capsys):
 
     parser = argparse.ArgumentParser()
     kernels.add_arguments(parser)
-    args = parser.parse_args(["--device", DEVICE, "--shapes", "1x8x8", "--repeats", "1", "--no-peers",
-                              "--ops", "--selective-shape", "1x4x2x2", "--ssd-shape", "1x4x1x2x2",
-                              "--json", str(tmp_path / "k.json")])
+    args = parser.parse_args(
+        [
+            "--device",
+            DEVICE,
+            "--shapes",
+            "1x8x8",
+            "--repeats",
+            "1",
+            "--no-peers",
+            "--ops",
+            "--selective-shape",
+            "1x4x2x2",
+            "--ssd-shape",
+            "1x4x1x2x2",
+            "--json",
+            str(tmp_path / "k.json"),
+        ]
+    )
     assert kernels.run(args) == 0
     out = capsys.readouterr().out
-    for name in ("copy (b.clone)", "scan fwd", "scan bwd", "lru fused", "lru unfused", "vs copy",
-                 "selective gpu", "selective chunked", "ssd gpu (recurrent)", "ssd chunked (matmul)",
-                 "ssd gpu (chunked matmul, ieee)", "ssd gpu (chunked matmul, tf32)"):
+    for name in (
+        "copy (b.clone)",
+        "scan fwd",
+        "scan bwd",
+        "lru fused",
+        "lru unfused",
+        "vs copy",
+        "selective gpu",
+        "selective chunked",
+        "ssd gpu (recurrent)",
+        "ssd chunked (matmul)",
+        "ssd gpu (chunked matmul, ieee)",
+        "ssd gpu (chunked matmul, tf32)",
+    ):
         assert name in out
     assert (tmp_path / "k.json").exists()
 
 
-_AOT_SCRIPT = r'''
+_AOT_SCRIPT = r"""
 from torchssm.ops.scan import _triton_kernels as K
 
 out = {}
@@ -350,7 +378,7 @@ out["selective-fwd"] = build(S.selective_fwd_kernel, dict(sel, HAS_H0=True), {"r
 out["selective-bwd"] = build(S.selective_bwd_kernel, sel, {"r_ptr": "*u8"})
 print(json.dumps({k: {"v4": v.count("ld.global.v4"), "v2": v.count("ld.global.v2"),
                       "local": v.count("st.local")} for k, v in out.items()}))
-'''
+"""
 
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="on a GPU the kernels are compiled and run by the other tests")

@@ -22,8 +22,15 @@ def _inputs(b=2, l=11, d=6, n=4, groups=None, seed=0, reset=False):
     r = lambda *s: torch.randn(*s, generator=g, dtype=F64)  # noqa: E731
     bc = (b, l, n) if groups is None else (b, l, groups, n)
     args = dict(
-        u=r(b, l, d), delta=r(b, l, d), A=-torch.rand(d, n, generator=g, dtype=F64) * 2 - 0.1,
-        B=r(*bc), C=r(*bc), D=r(d), z=r(b, l, d), delta_bias=r(d), h0=r(b, d, n),
+        u=r(b, l, d),
+        delta=r(b, l, d),
+        A=-torch.rand(d, n, generator=g, dtype=F64) * 2 - 0.1,
+        B=r(*bc),
+        C=r(*bc),
+        D=r(d),
+        z=r(b, l, d),
+        delta_bias=r(d),
+        h0=r(b, d, n),
     )
     for v in args.values():
         v.requires_grad_(True)
@@ -34,7 +41,9 @@ def _inputs(b=2, l=11, d=6, n=4, groups=None, seed=0, reset=False):
 def _run(fn, args, reset, **kw):
     y, h = fn(**args, delta_softplus=True, return_final_state=True, reset=reset, **kw)
     g = torch.Generator().manual_seed(123)
-    loss = (y * torch.randn(y.shape, generator=g, dtype=F64)).sum() + (h * torch.randn(h.shape, generator=g, dtype=F64)).sum()
+    loss = (y * torch.randn(y.shape, generator=g, dtype=F64)).sum() + (
+        h * torch.randn(h.shape, generator=g, dtype=F64)
+    ).sum()
     grads = torch.autograd.grad(loss, list(args.values()))
     return y, h, dict(zip(args, grads))
 
@@ -126,8 +135,27 @@ def _math_ref(x):
 def test_fast_math_float32_accuracy_and_extremes():
     """The bounds of the fast_exp / fast_softplus / fast_dsoftplus docstrings, inside a vectorised
     "reassoc" kernel (``_math_rows``), over a dense grid and the extremes."""
-    special = [-100, -87, 0, 20, 88, 88.5, 88.72, 88.7228, 88.8, 1e30, -1e30, np.inf, -np.inf, np.nan,
-               -0.0, 1e-30, 19.9999, 20.0001, -86.999]
+    special = [
+        -100,
+        -87,
+        0,
+        20,
+        88,
+        88.5,
+        88.72,
+        88.7228,
+        88.8,
+        1e30,
+        -1e30,
+        np.inf,
+        -np.inf,
+        np.nan,
+        -0.0,
+        1e-30,
+        19.9999,
+        20.0001,
+        -86.999,
+    ]
     x = np.concatenate([np.linspace(-100, 100, 400_001, dtype=np.float32), np.array(special, np.float32)])
     out = [np.empty_like(x) for _ in range(3)]
     fused_cpu._math_rows(x, *out)
@@ -160,6 +188,7 @@ def test_fast_math_float64_is_libm_and_float32_vectorises():
     fused_cpu._math_rows(x, *out)
     for got, ref in zip(out, _math_ref(x)):
         np.testing.assert_allclose(got, ref, rtol=1e-14, atol=0)
+
     # the float32 loop is vectorised (no libm call per element): LLVM's IR has float vectors. A fresh
     # (uncached) copy of _math_rows' exp loop, with the kernels' flags: cached code keeps no IR.
     @njit(fastmath={"reassoc", "contract", "nsz"})
@@ -181,8 +210,9 @@ def test_fused_cpu_float32_and_batch_split():
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # rows split over two threads
     try:
-        y32, h32 = selective_scan_cpu(**{k: v.float() for k, v in args.items()}, delta_softplus=True,
-                                      return_final_state=True)
+        y32, h32 = selective_scan_cpu(
+            **{k: v.float() for k, v in args.items()}, delta_softplus=True, return_final_state=True
+        )
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(y32.double(), y64, rtol=1e-4, atol=1e-4)
@@ -197,8 +227,9 @@ def test_length_one_and_dispatch():
     args32 = {k: v.float() for k, v in args.items()}
     if os.environ.get("TRITON_INTERPRET") == "1" and importlib.util.find_spec("triton") is not None:
         # CPU tensors run the Triton kernels in the interpreter (tests/conftest.py sets it without a GPU)
-        torch.testing.assert_close(selective_scan(**args32, backend="gpu"),
-                                   selective_scan(**args32, backend="naive"), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            selective_scan(**args32, backend="gpu"), selective_scan(**args32, backend="naive"), rtol=1e-5, atol=1e-5
+        )
     else:
         with pytest.raises((ValueError, ImportError)):  # the Triton kernels need CUDA (or the interpreter)
             selective_scan(**args32, backend="gpu")
@@ -210,8 +241,10 @@ def test_auto_is_fused_cpu_in_float32_and_chunked_in_float64():
     args, rst = _inputs(b=2, l=40, d=8, reset=True)
     for dtype, want in ((torch.float32, "cpu"), (torch.float64, "chunked")):
         a = {k: v.detach().to(dtype) for k, v in args.items()}
-        out = {be: selective_scan(**a, delta_softplus=True, reset=rst, chunk_size=16, backend=be)
-               for be in ("auto", "cpu", "chunked")}
+        out = {
+            be: selective_scan(**a, delta_softplus=True, reset=rst, chunk_size=16, backend=be)
+            for be in ("auto", "cpu", "chunked")
+        }
         assert not torch.equal(out["cpu"], out["chunked"])  # the two backends round differently
         assert torch.equal(out["auto"], out[want]), dtype
     a = {k: v.detach().float() for k, v in args.items()}

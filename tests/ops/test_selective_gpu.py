@@ -17,7 +17,6 @@ DEVICE = triton_device()
 from torchssm.ops.selective.gpu import selective_scan_gpu  # noqa: E402
 from torchssm.ops.selective.naive import selective_scan_naive  # noqa: E402
 
-
 ORDER = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
@@ -105,8 +104,7 @@ def test_bad_inputs():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("d_shape,h,g", [("h", 4, 2), ("hp", 4, 2), ("h", 1, 1)],
-                         ids=["D-h", "D-hp", "one-head"])
+@pytest.mark.parametrize("d_shape,h,g", [("h", 4, 2), ("hp", 4, 2), ("h", 1, 1)], ids=["D-h", "D-hp", "one-head"])
 def test_ssd_matches_naive_outputs_state_and_all_gradients(d_shape, h, g):
     """One head: dt (b, l, 1) broadcast over p is a stride-0 view, which the wrapper must copy."""
     from torchssm.ops.ssd.gpu import ssd_gpu
@@ -115,8 +113,16 @@ def test_ssd_matches_naive_outputs_state_and_all_gradients(d_shape, h, g):
     b, l, p, n = 2, 13, 2, 3
     gen = torch.Generator().manual_seed(3)
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
-    x = {"x": r(b, l, h, p), "dt": r(b, l, h) - 1.0, "A": -torch.exp(0.5 * r(h)), "B": r(b, l, g, n),
-         "C": r(b, l, g, n), "D": r(h) if d_shape == "h" else r(h, p), "z": r(b, l, h, p), "dt_bias": 0.1 * r(h)}
+    x = {
+        "x": r(b, l, h, p),
+        "dt": r(b, l, h) - 1.0,
+        "A": -torch.exp(0.5 * r(h)),
+        "B": r(b, l, g, n),
+        "C": r(b, l, g, n),
+        "D": r(h) if d_shape == "h" else r(h, p),
+        "z": r(b, l, h, p),
+        "dt_bias": 0.1 * r(h),
+    }
     h0 = r(b, h, p, n)
     reset = torch.rand(b, l, generator=gen) < 0.2
     x = {k: v.to(DEVICE) for k, v in x.items()}
@@ -148,7 +154,7 @@ def test_strided_inputs_are_made_contiguous():
     gen = torch.Generator().manual_seed(7)
     proj = torch.randn(b, l, 2 * d + 2 * n, generator=gen).to(DEVICE)  # (b, l, 2d + 2n)
     u = torch.randn(b, d, l, generator=gen).to(DEVICE).transpose(1, 2)  # (b, l, d), channel stride l
-    delta, B, C = proj[..., :d], proj[..., d:d + n], proj[..., d + n:d + 2 * n]
+    delta, B, C = proj[..., :d], proj[..., d : d + n], proj[..., d + n : d + 2 * n]
     A = -torch.exp(torch.randn(n, d, generator=gen)).to(DEVICE).t()  # (d, n), transposed
     h0 = torch.randn(b, n, d, generator=gen).to(DEVICE).transpose(1, 2)  # (b, d, n)
     strided = [u, delta, A, B, C]
@@ -178,9 +184,7 @@ def test_backend_gpu_without_triton_names_the_gpu_extra(monkeypatch, op):
     tensor gets without Triton is the one raised here (CPU tensors stand in: there is no GPU)."""
     import sys
 
-    from torchssm.ops import selective, ssd
-
-    from torchssm.ops import backend
+    from torchssm.ops import backend, selective, ssd
 
     module = f"torchssm.ops.{op}.gpu"
     monkeypatch.setattr(backend, "_cache", {})  # the dispatcher imports afresh
@@ -188,8 +192,13 @@ def test_backend_gpu_without_triton_names_the_gpu_extra(monkeypatch, op):
     monkeypatch.delitem(sys.modules, module, raising=False)
     if op == "ssd":
         monkeypatch.delitem(sys.modules, "torchssm.ops.selective.gpu")  # ssd.gpu imports it
-        args = [torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2), -torch.ones(2), torch.randn(1, 4, 1, 3),
-                torch.randn(1, 4, 1, 3)]
+        args = [
+            torch.randn(1, 4, 2, 2),
+            torch.randn(1, 4, 2),
+            -torch.ones(2),
+            torch.randn(1, 4, 1, 3),
+            torch.randn(1, 4, 1, 3),
+        ]
         call = lambda: ssd.ssd(*args, backend="gpu")  # noqa: E731
     else:
         x, _ = _inputs(1, 4, 2, 2, None, full=False)

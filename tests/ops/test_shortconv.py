@@ -11,8 +11,12 @@ F64 = torch.float64
 
 def _inputs(b=2, l=9, d=5, w=4, seed=0):
     g = torch.Generator().manual_seed(seed)
-    args = dict(x=torch.randn(b, l, d, generator=g, dtype=F64), weight=torch.randn(d, w, generator=g, dtype=F64),
-                bias=torch.randn(d, generator=g, dtype=F64), state=torch.randn(b, d, w - 1, generator=g, dtype=F64))
+    args = dict(
+        x=torch.randn(b, l, d, generator=g, dtype=F64),
+        weight=torch.randn(d, w, generator=g, dtype=F64),
+        bias=torch.randn(d, generator=g, dtype=F64),
+        state=torch.randn(b, d, w - 1, generator=g, dtype=F64),
+    )
     for v in args.values():
         v.requires_grad_(True)
     return args

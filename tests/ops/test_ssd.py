@@ -12,9 +12,15 @@ def _inputs(b=2, l=13, h=4, p=3, g=2, n=5, seed=0, reset=False, d_per_dim=False)
     gen = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=gen, dtype=F64)  # noqa: E731
     args = dict(
-        x=r(b, l, h, p), dt=r(b, l, h), A=-torch.rand(h, generator=gen, dtype=F64) * 2 - 0.1,
-        B=r(b, l, g, n), C=r(b, l, g, n), D=r(h, p) if d_per_dim else r(h), z=r(b, l, h, p),
-        dt_bias=r(h), h0=r(b, h, p, n),
+        x=r(b, l, h, p),
+        dt=r(b, l, h),
+        A=-torch.rand(h, generator=gen, dtype=F64) * 2 - 0.1,
+        B=r(b, l, g, n),
+        C=r(b, l, g, n),
+        D=r(h, p) if d_per_dim else r(h),
+        z=r(b, l, h, p),
+        dt_bias=r(h),
+        h0=r(b, h, p, n),
     )
     for v in args.values():
         v.requires_grad_(True)
@@ -25,7 +31,9 @@ def _inputs(b=2, l=13, h=4, p=3, g=2, n=5, seed=0, reset=False, d_per_dim=False)
 def _run(fn, args, reset, **kw):
     y, s = fn(**args, dt_softplus=True, return_final_state=True, reset=reset, **kw)
     gen = torch.Generator().manual_seed(7)
-    loss = (y * torch.randn(y.shape, generator=gen, dtype=F64)).sum() + (s * torch.randn(s.shape, generator=gen, dtype=F64)).sum()
+    loss = (y * torch.randn(y.shape, generator=gen, dtype=F64)).sum() + (
+        s * torch.randn(s.shape, generator=gen, dtype=F64)
+    ).sum()
     return y, s, dict(zip(args, torch.autograd.grad(loss, list(args.values()))))
 
 
@@ -57,7 +65,7 @@ def test_segsum_definition():
     S = segsum(a)
     for i in range(6):
         for j in range(6):
-            want = a[j + 1: i + 1].sum() if j <= i else torch.tensor(float("-inf"), dtype=F64)
+            want = a[j + 1 : i + 1].sum() if j <= i else torch.tensor(float("-inf"), dtype=F64)
             torch.testing.assert_close(S[i, j], want)
 
 
@@ -87,8 +95,25 @@ def test_bench_ops_runs(tmp_path):
     from torchssm.cli import main
 
     out = tmp_path / "ops.json"
-    assert main(["bench", "ops", "--sel-shapes", "1x16x4x2", "--ssd-shapes", "1x16x2x4x2", "--chunk-size", "8",
-                 "--repeats", "1", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "ops",
+                "--sel-shapes",
+                "1x16x4x2",
+                "--ssd-shapes",
+                "1x16x2x4x2",
+                "--chunk-size",
+                "8",
+                "--repeats",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())["results"]
     assert {r["op"] for r in rows} == {"selective_scan", "ssd"}
     assert {r["impl"] for r in rows if r["op"] == "ssd"} == {"naive", "chunked"}

@@ -35,8 +35,13 @@ def _close(got, want, tol):
 def _inputs(b, l, h, p, g, n, *, full=True, seed=0):
     gen = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
-    x = {"x": r(b, l, h, p), "dt": r(b, l, h) - 1.0, "A": -torch.exp(0.5 * r(h)), "B": r(b, l, g, n),
-         "C": r(b, l, g, n)}
+    x = {
+        "x": r(b, l, h, p),
+        "dt": r(b, l, h) - 1.0,
+        "A": -torch.exp(0.5 * r(h)),
+        "B": r(b, l, g, n),
+        "C": r(b, l, g, n),
+    }
     if full:
         x.update(D=r(h, p), z=r(b, l, h, p), dt_bias=0.1 * r(h))
     h0 = r(b, h, p, n) if full else None
@@ -63,8 +68,9 @@ def _check(x, h0, reset, chunk_size, method_call=None):
     gen = torch.Generator().manual_seed(1)
     gy, gs = torch.randn(y_ref.shape, generator=gen).double(), torch.randn(s_ref.shape, generator=gen).double()
     names = list(x) + (["h0"] if h0 is not None else [])
-    got = torch.autograd.grad([y, s], [*leaves.values()] + ([h0_l] if h0 is not None else []),
-                              [gy.float().to(DEVICE), gs.float().to(DEVICE)])
+    got = torch.autograd.grad(
+        [y, s], [*leaves.values()] + ([h0_l] if h0 is not None else []), [gy.float().to(DEVICE), gs.float().to(DEVICE)]
+    )
     want = torch.autograd.grad([y_ref, s_ref], [*wide.values()] + ([h0_w] if h0 is not None else []), [gy, gs])
     for name, g_, w in zip(names, got, want):
         assert g_.shape == w.shape, name
@@ -72,8 +78,11 @@ def _check(x, h0, reset, chunk_size, method_call=None):
 
 
 # l = 21 with chunks of 8 (last chunk partial, 5 steps), or of 21 / 32 (one chunk, padded tile)
-@pytest.mark.parametrize("h,g,chunk_size", [(4, 2, 8), (2, 1, 32), (3, 3, 5)],
-                         ids=["grouped-chunk8", "shared-BC-one-chunk", "per-head-BC-chunk5"])
+@pytest.mark.parametrize(
+    "h,g,chunk_size",
+    [(4, 2, 8), (2, 1, 32), (3, 3, 5)],
+    ids=["grouped-chunk8", "shared-BC-one-chunk", "per-head-BC-chunk5"],
+)
 def test_matches_naive_output_state_and_every_gradient(h, g, chunk_size):
     x, h0, reset = _inputs(2, 21, h, 3, g, 5, seed=h)
     _check(x, h0, reset, chunk_size)
@@ -102,12 +111,16 @@ class _OpLog(torch.utils._python_dispatch.TorchDispatchMode):
 
 
 # which inputs require grad, which outputs the loss uses, which Triton backward ops must then run
-@pytest.mark.parametrize("wants,outputs,bwd_ops", [
-    (("x", "h0", "D"), "both", {"state", "scan"}),
-    (("C",), "y", {"scan"}),  # nothing before the chunk-state op needs a gradient
-    (("h0",), "y", {"scan"}),  # h0 reaches y only through the carried state
-    (("A", "dt_bias", "dt", "B"), "state", {"state"}),  # y unused: the chunk-scan backward is skipped
-], ids=["x-h0-D", "C-only", "h0-only", "decay-B-final-state-only"])
+@pytest.mark.parametrize(
+    "wants,outputs,bwd_ops",
+    [
+        (("x", "h0", "D"), "both", {"state", "scan"}),
+        (("C",), "y", {"scan"}),  # nothing before the chunk-state op needs a gradient
+        (("h0",), "y", {"scan"}),  # h0 reaches y only through the carried state
+        (("A", "dt_bias", "dt", "B"), "state", {"state"}),  # y unused: the chunk-scan backward is skipped
+    ],
+    ids=["x-h0-D", "C-only", "h0-only", "decay-B-final-state-only"],
+)
 def test_partial_gradients_run_only_the_needed_triton_backward(wants, outputs, bwd_ops):
     """Gradients of a subset of the inputs (D of shape (h,)) match the float64 loop, the others
     stay None, and the backward runs the Triton backward ops (torchssm::ssd_chunk_*_bwd) of exactly
@@ -249,8 +262,9 @@ def _op_samples():
     b, l, h, p, g, n = 1, 6, 2, 2, 1, 3
     reset = torch.zeros(b, l, dtype=torch.bool, device=DEVICE)
     reset[0, 2] = True
-    _, c, _, _, a_cum, seg = chunk_decays(torch.rand(b, l, h, generator=gen).to(DEVICE), -torch.rand(h).to(DEVICE),
-                                          reset, 4)
+    _, c, _, _, a_cum, seg = chunk_decays(
+        torch.rand(b, l, h, generator=gen).to(DEVICE), -torch.rand(h).to(DEVICE), reset, 4
+    )
     X, B, C, carried = r(b, l, h, p), r(b, l, g, n), r(b, l, g, n), r(b, c, h, p, n)
     a_cum, seg = a_cum.contiguous(), seg.to(torch.int32).contiguous()
     grad = lambda t: t.clone().requires_grad_()  # noqa: E731
@@ -271,7 +285,7 @@ def test_custom_ops_pass_opcheck(name):
     torch.library.opcheck(op, args)
 
 
-_AOT_SCRIPT = r'''
+_AOT_SCRIPT = r"""
 import sys
 from torchssm.ops.ssd import gpu_chunked as K
 
@@ -284,13 +298,18 @@ for prec in sys.argv[2].split(","):  # Mamba-2's sizes: chunk 64, head dim 64, s
         ptx = build(fn, consts, {"seg_ptr": "*i32"})
         out[f"{name}-{prec}"] = {"mma": ptx.count("mma.sync"), "local": ptx.count("st.local")}
 print(json.dumps(out))
-'''
+"""
 
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="on a GPU the kernels are compiled and run by the other tests")
-@pytest.mark.parametrize("which,precisions", [
-    ("fwd", "ieee,bf16"), pytest.param("fwd", "tf32", marks=pytest.mark.slow),
-    pytest.param("bwd", "tf32,bf16", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "which,precisions",
+    [
+        ("fwd", "ieee,bf16"),
+        pytest.param("fwd", "tf32", marks=pytest.mark.slow),
+        pytest.param("bwd", "tf32,bf16", marks=pytest.mark.slow),
+    ],
+)
 def test_kernels_compile_for_ampere_without_a_gpu(which, precisions):
     """The real compiler lowers the kernels to PTX for sm_80 at Mamba-2's tile sizes (backward:
     all of p = 64 in one program) without register spills; with TF32 or bf16 operands the dots
@@ -303,28 +322,51 @@ def test_kernels_compile_for_ampere_without_a_gpu(which, precisions):
 
 
 @pytest.mark.slow
-@settings(max_examples=30, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(b=st.integers(1, 2), l=st.integers(1, 12), heads=st.sampled_from([1, 2, 4]), groups=st.sampled_from([1, 2]),
-       p=st.integers(1, 5), n=st.integers(1, 5), chunk=st.integers(1, 7), with_h0=st.booleans(),
-       with_reset=st.booleans(), seed=st.integers(0, 2**16))
+@settings(max_examples=30, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    b=st.integers(1, 2),
+    l=st.integers(1, 12),
+    heads=st.sampled_from([1, 2, 4]),
+    groups=st.sampled_from([1, 2]),
+    p=st.integers(1, 5),
+    n=st.integers(1, 5),
+    chunk=st.integers(1, 7),
+    with_h0=st.booleans(),
+    with_reset=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_fuzz_shapes_match_naive(b, l, heads, groups, p, n, chunk, with_h0, with_reset, seed):
     """Random small shapes (chunk of 1, p = n = 1, l < chunk, grouped B/C) against the float64 loop:
     output, final state and the gradients of x, dt, A, B, C (and h0)."""
     groups = min(groups, heads)
     gen = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
-    args = [r(b, l, heads, p), r(b, l, heads), -torch.rand(heads, generator=gen) - 0.1, r(b, l, groups, n),
-            r(b, l, groups, n)]
+    args = [
+        r(b, l, heads, p),
+        r(b, l, heads),
+        -torch.rand(heads, generator=gen) - 0.1,
+        r(b, l, groups, n),
+        r(b, l, groups, n),
+    ]
     h0 = r(b, heads, p, n) if with_h0 else None
     reset = (torch.rand(b, l, generator=gen) < 0.3) if with_reset else None
     dev = lambda t: None if t is None else t.to(DEVICE)  # noqa: E731
     wide = [t.double().requires_grad_() for t in args + ([h0] if with_h0 else [])]
     leaves = [t.to(DEVICE).requires_grad_() for t in args + ([h0] if with_h0 else [])]
-    y, s = ssd_chunked_gpu(*leaves[:5], None, None, None, True, leaves[5] if with_h0 else None,
-                           reset=dev(reset), return_final_state=True, chunk_size=chunk)
-    y_ref, s_ref = ssd_naive(*wide[:5], None, None, None, True, wide[5] if with_h0 else None, reset=reset,
-                             return_final_state=True)
+    y, s = ssd_chunked_gpu(
+        *leaves[:5],
+        None,
+        None,
+        None,
+        True,
+        leaves[5] if with_h0 else None,
+        reset=dev(reset),
+        return_final_state=True,
+        chunk_size=chunk,
+    )
+    y_ref, s_ref = ssd_naive(
+        *wide[:5], None, None, None, True, wide[5] if with_h0 else None, reset=reset, return_final_state=True
+    )
     _close(y, y_ref, 2e-6)
     _close(s, s_ref, 2e-6)
     gy, gs = torch.randn(y_ref.shape, generator=gen).double(), torch.randn(s_ref.shape, generator=gen).double()

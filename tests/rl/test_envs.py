@@ -53,7 +53,7 @@ def test_batched_env_auto_reset_and_episode_returns():
         if done.any():
             finished += list(totals[done])
             totals[done] = 0.0
-            np.testing.assert_allclose(sorted(info["episode_returns"]), sorted(finished[-int(done.sum()):]), atol=1e-5)
+            np.testing.assert_allclose(sorted(info["episode_returns"]), sorted(finished[-int(done.sum()) :]), atol=1e-5)
     assert len(finished) == 3
 
 

@@ -10,8 +10,13 @@ from torchssm.rl.memory import LayerMemory, build_memory, packed_forward
 from torchssm.rl.policy import RecurrentActorCritic
 
 MEMORIES = [
-    ("lru", {"d_state": 8}), ("s5", {"d_state": 8}), ("s4d", {"d_state": 8}), ("mamba", {"d_state": 4}),
-    ("mamba2", {"d_state": 8, "headdim": 4}), ("gru", {}), ("lstm", {}),
+    ("lru", {"d_state": 8}),
+    ("s5", {"d_state": 8}),
+    ("s4d", {"d_state": 8}),
+    ("mamba", {"d_state": 4}),
+    ("mamba2", {"d_state": 8, "headdim": 4}),
+    ("gru", {}),
+    ("lstm", {}),
     ("window_transformer", {"n_heads": 2, "window": 5}),
 ]
 
@@ -52,6 +57,7 @@ def test_step_equals_forward_with_resets(name, kwargs):
 
 def _rows(state, start):
     from torchssm.rl.memory import map_state
+
     return map_state(lambda s: s[start:], state)
 
 
@@ -64,13 +70,18 @@ def test_packed_fallback_equals_native_reset():
     state = [torch.randn_like(s) for s in memory.initial_state(2)]
     x.requires_grad_(True)
     native = memory(x, state, reset)
-    packed = packed_forward(lambda xp, sp: memory._forward(xp, sp, None),
-                            lambda n: memory.initial_state(n), x, state, reset)
+    packed = packed_forward(
+        lambda xp, sp: memory._forward(xp, sp, None), lambda n: memory.initial_state(n), x, state, reset
+    )
     torch.testing.assert_close(packed, native, rtol=1e-10, atol=1e-10)
     g = torch.randn_like(native)
     for param in [x] + list(memory.parameters())[:3]:
-        torch.testing.assert_close(torch.autograd.grad(packed, param, g, retain_graph=True)[0],
-                                   torch.autograd.grad(native, param, g, retain_graph=True)[0], rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(
+            torch.autograd.grad(packed, param, g, retain_graph=True)[0],
+            torch.autograd.grad(native, param, g, retain_graph=True)[0],
+            rtol=1e-9,
+            atol=1e-10,
+        )
 
 
 @pytest.mark.parametrize("kind", ["discrete", "continuous"])

@@ -15,8 +15,13 @@ from torchssm.rl.ppo import RolloutCollector  # noqa: E402
 
 
 def _cfg(**kw):
-    base = dict(train_envs=["RepeatFirstEasy", "HigherLowerEasy"], heldout_envs=["RepeatPreviousEasy"],
-                episodes_per_trial=2, obs_dim=16, num_actions=4)
+    base = dict(
+        train_envs=["RepeatFirstEasy", "HigherLowerEasy"],
+        heldout_envs=["RepeatPreviousEasy"],
+        episodes_per_trial=2,
+        obs_dim=16,
+        num_actions=4,
+    )
     return MetaConfig(**{**base, **kw})
 
 
@@ -78,14 +83,59 @@ def test_episode_stats():
 
 def test_meta_train_and_eval_cli(tmp_path, capsys):
     out = tmp_path / "meta"
-    assert main(["rl", "train", "--preset", "meta_popgym", "--model", "gru", "--out", str(out), "--no-progress",
-                 "--iterations", "1", "--set", "ppo.num_envs=4", "--set", "ppo.num_steps=32",
-                 "--set", "ppo.num_minibatches=2", "--set", "ppo.update_epochs=1", "--set", "model.d_model=8",
-                 "--set", "model.hidden=8", "--set", "meta.episodes_per_trial=2",
-                 "--set", "meta.train_envs=[RepeatFirstEasy]"]) == 0
+    assert (
+        main(
+            [
+                "rl",
+                "train",
+                "--preset",
+                "meta_popgym",
+                "--model",
+                "gru",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--iterations",
+                "1",
+                "--set",
+                "ppo.num_envs=4",
+                "--set",
+                "ppo.num_steps=32",
+                "--set",
+                "ppo.num_minibatches=2",
+                "--set",
+                "ppo.update_epochs=1",
+                "--set",
+                "model.d_model=8",
+                "--set",
+                "model.hidden=8",
+                "--set",
+                "meta.episodes_per_trial=2",
+                "--set",
+                "meta.train_envs=[RepeatFirstEasy]",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     plot = tmp_path / "meta.png"
-    assert main(["rl", "meta-eval", "--checkpoint", str(out), "--trials", "4", "--heldout",
-                 "--out", str(tmp_path / "m.json"), "--plot", str(plot)]) == 0
+    assert (
+        main(
+            [
+                "rl",
+                "meta-eval",
+                "--checkpoint",
+                str(out),
+                "--trials",
+                "4",
+                "--heldout",
+                "--out",
+                str(tmp_path / "m.json"),
+                "--plot",
+                str(plot),
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "m.json").read_text())
     assert np.asarray(result["returns"]).shape == (4, 2) and result["heldout"] and plot.is_file()

@@ -55,11 +55,19 @@ def test_ppo_loss_hand_computed():
     #          0.5 * mean(max(1, 1.69), max(0, 0.09)) = 0.445
     #   total: -0.8 + 0.5 * 0.445 - 0.01 * mean(0.3, 0.5) = -0.5815
     f64 = dict(dtype=torch.float64)
-    loss, parts = ppo_loss(torch.log(torch.tensor([1.5, 0.5], **f64)), torch.zeros(2, **f64),
-                           torch.tensor([2.0, -1.0], **f64), torch.tensor([1.0, 0.0], **f64),
-                           torch.tensor([0.5, 0.5], **f64), torch.tensor([2.0, 0.0], **f64),
-                           torch.tensor([0.3, 0.5], **f64), clip_eps=0.2, vf_coef=0.5, ent_coef=0.01,
-                           normalize_advantages=False)
+    loss, parts = ppo_loss(
+        torch.log(torch.tensor([1.5, 0.5], **f64)),
+        torch.zeros(2, **f64),
+        torch.tensor([2.0, -1.0], **f64),
+        torch.tensor([1.0, 0.0], **f64),
+        torch.tensor([0.5, 0.5], **f64),
+        torch.tensor([2.0, 0.0], **f64),
+        torch.tensor([0.3, 0.5], **f64),
+        clip_eps=0.2,
+        vf_coef=0.5,
+        ent_coef=0.01,
+        normalize_advantages=False,
+    )
     assert math.isclose(parts["policy_loss"].item(), -0.8, abs_tol=1e-12)
     assert math.isclose(parts["value_loss"].item(), 0.445, abs_tol=1e-12)
     assert math.isclose(parts["entropy"].item(), 0.4, abs_tol=1e-12)
@@ -91,8 +99,9 @@ def test_tiny_lru_learns_repeat_previous_easy():
 
     torch.manual_seed(0)
     env = BatchedEnv("RepeatPreviousEasy", 16, seed=0)
-    policy = RecurrentActorCritic(env.obs_dim, env.action_spec, "lru", d_model=32, hidden=32,
-                                  memory_kwargs={"d_state": 16})
+    policy = RecurrentActorCritic(
+        env.obs_dim, env.action_spec, "lru", d_model=32, hidden=32, memory_kwargs={"d_state": 16}
+    )
     cfg = PPOConfig(lr=3e-3, num_envs=16, num_steps=64, update_epochs=4, num_minibatches=2, gae_lambda=0.95)
     optimizer, collector = make_optimizer(policy, cfg), RolloutCollector(env, policy)
     returns = []

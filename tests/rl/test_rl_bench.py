@@ -14,16 +14,27 @@ def test_widths_equalise_parameter_counts():
 
 def test_bench_rows_and_table(tmp_path):
     out = tmp_path / "bench.json"
-    result = bench_ppo_update(["gru", "lru"], [16, 32], target_params=5_000, batch=2, repeats=1, episode_length=8,
-                              out=str(out))
+    result = bench_ppo_update(
+        ["gru", "lru"], [16, 32], target_params=5_000, batch=2, repeats=1, episode_length=8, out=str(out)
+    )
     assert out.is_file() and len(result["rows"]) == 4
     assert all(r["cpu_s"] > 0 for r in result["rows"])
     assert "x GRU" in result["markdown"] and "L=32" in result["markdown"]
 
 
 def test_reward_table_markdown():
-    rows = [{"env": "e", "model": "lru", "seed": s, "eval_return": v, "eval_stderr": 0.0, "env_steps": 10,
-             "train_cpu_s": 2.0} for s, v in ((0, 0.5), (1, 0.7))]
+    rows = [
+        {
+            "env": "e",
+            "model": "lru",
+            "seed": s,
+            "eval_return": v,
+            "eval_stderr": 0.0,
+            "env_steps": 10,
+            "train_cpu_s": 2.0,
+        }
+        for s, v in ((0, 0.5), (1, 0.7))
+    ]
     md = _markdown(rows, ["lru", "gru"])
     assert "0.600 ± 0.141 (n=2)" in md and "| - |" in md
     assert md.splitlines()[0].startswith("| env | lru | gru |")

@@ -72,8 +72,12 @@ def test_rank_condition_both_sides():
         "scalar_identity": (0.8 * torch.eye(4, dtype=F64), B, C, True),
         "diagonal_distinct": (torch.diag(torch.tensor([0.9, 0.7, 0.5, 0.3], dtype=F64)), B, C, False),
         "diagonal_two_decays": (torch.diag(torch.tensor([0.9, 0.9, 0.5, 0.5], dtype=F64)), B, C, False),
-        "distinct_but_one_mode_observed": (torch.diag(torch.tensor([0.9, 0.7, 0.5, 0.3], dtype=F64)), B,
-                                           C * torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=F64), True),
+        "distinct_but_one_mode_observed": (
+            torch.diag(torch.tensor([0.9, 0.7, 0.5, 0.3], dtype=F64)),
+            B,
+            C * torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=F64),
+            True,
+        ),
         "repeated_decay_all_observed": (torch.diag(torch.tensor([0.6, 0.6, 0.6, 0.6], dtype=F64)), B, C, True),
         "jordan_block": (torch.tensor([[0.8, 1.0], [0.0, 0.8]], dtype=F64), B[:2], C[:2], False),
     }

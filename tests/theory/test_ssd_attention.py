@@ -13,8 +13,17 @@ F64 = torch.float64
 def _inputs(b=2, l=11, h=4, p=3, g=2, n=5, seed=0, reset=False):
     gen = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=gen, dtype=F64)  # noqa: E731
-    args = dict(x=r(b, l, h, p), dt=r(b, l, h), A=-torch.rand(h, generator=gen, dtype=F64) * 2 - 0.1,
-                B=r(b, l, g, n), C=r(b, l, g, n), D=r(h), z=r(b, l, h, p), dt_bias=r(h), h0=r(b, h, p, n))
+    args = dict(
+        x=r(b, l, h, p),
+        dt=r(b, l, h),
+        A=-torch.rand(h, generator=gen, dtype=F64) * 2 - 0.1,
+        B=r(b, l, g, n),
+        C=r(b, l, g, n),
+        D=r(h),
+        z=r(b, l, h, p),
+        dt_bias=r(h),
+        h0=r(b, h, p, n),
+    )
     for v in args.values():
         v.requires_grad_(True)
     return args, ((torch.rand(b, l, generator=gen) < 0.25) if reset else None)

@@ -21,7 +21,7 @@ def test_hiss_equals_loop_over_chunks(low, high, pool):
     x = torch.randn(2, 20, 3, dtype=torch.float64)
     with torch.no_grad():
         y = model(x)  # (2, 5, 2)
-        feats = torch.stack([model.low(x[:, c * 4:(c + 1) * 4]) for c in range(5)], dim=1)  # each chunk alone
+        feats = torch.stack([model.low(x[:, c * 4 : (c + 1) * 4]) for c in range(5)], dim=1)  # each chunk alone
         want = model.high(feats)
     assert y.shape == (2, 5, 2)
     torch.testing.assert_close(y, want)
@@ -31,7 +31,7 @@ def test_hiss_gradients_match_loop():
     model = _model()
     x = torch.randn(2, 12, 3, dtype=torch.float64, requires_grad=True)
     g1 = torch.autograd.grad(model(x).square().sum(), [x, *model.parameters()])
-    feats = torch.stack([model.low(x[:, c * 4:(c + 1) * 4]) for c in range(3)], dim=1)
+    feats = torch.stack([model.low(x[:, c * 4 : (c + 1) * 4]) for c in range(3)], dim=1)
     g2 = torch.autograd.grad(model.high(feats).square().sum(), [x, *model.parameters()])
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b)

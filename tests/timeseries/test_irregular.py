@@ -61,7 +61,7 @@ def test_kalman_filter_beats_raw_observations():
     t = ds.tensors
     kf = kalman_filter(p, t["values"], t["inputs"][..., 1], t["dt"], 0.3)
     mse_kf = float((kf - t["targets"][..., 0]).square().mean())
-    assert mse_kf < 0.3 ** 2 < float(t["targets"].square().mean())
+    assert mse_kf < 0.3**2 < float(t["targets"].square().mean())
 
 
 def _gap_lru():

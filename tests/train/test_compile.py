@@ -16,8 +16,11 @@ LAYERS = ["lru", "s4d", "s5", "mamba", "mamba2"]
 def model(layer, norm="layer"):
     torch.manual_seed(0)
     kwargs = {"mamba2": {"headdim": 4}, "mamba": {}}.get(layer, {"d_state": 4})
-    return build_model(ModelConfig(layer=layer, d_model=8, n_layers=2, d_input=3, d_output=4, norm=norm,
-                                   pooling="none", layer_kwargs=kwargs))
+    return build_model(
+        ModelConfig(
+            layer=layer, d_model=8, n_layers=2, d_input=3, d_output=4, norm=norm, pooling="none", layer_kwargs=kwargs
+        )
+    )
 
 
 def _leaves(s):
@@ -37,8 +40,9 @@ def test_bf16_autocast_keeps_parameters_and_states_float32(layer):
         y, state = m(x, return_state=True)
         y.float().square().mean().backward()
     assert all(p.dtype == torch.float32 for p in m.parameters())
-    assert all(p.grad is None or (p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all())
-               for p in m.parameters())
+    assert all(
+        p.grad is None or (p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()) for p in m.parameters()
+    )
     for got, want in zip(_leaves(state), _leaves(ref_state)):
         assert got.dtype == want.dtype  # float32 / complex64, never bf16
         scale = want.abs().max().clamp_min(1e-3)
@@ -73,10 +77,11 @@ def test_compiled_with_inductor_equals_eager():
 
 def test_training_loop_bf16_and_compile(tmp_path, monkeypatch):
     torch._dynamo.reset()
-    base = {"task": {"name": "adding", "length": 12, "n_train": 32, "n_val": 8, "n_test": 8},
-            "model": {"layer": "lru", "d_model": 8, "n_layers": 1, "norm": "layer", "layer_kwargs": {"d_state": 4}},
-            "train": {"epochs": 1, "batch_size": 16, "lr": 1e-2, "progress": False, "device": "cpu",
-                      "keep_checkpoints": 0}}
+    base = {
+        "task": {"name": "adding", "length": 12, "n_train": 32, "n_val": 8, "n_test": 8},
+        "model": {"layer": "lru", "d_model": 8, "n_layers": 1, "norm": "layer", "layer_kwargs": {"d_state": 4}},
+        "train": {"epochs": 1, "batch_size": 16, "lr": 1e-2, "progress": False, "device": "cpu", "keep_checkpoints": 0},
+    }
     original = torch.compile  # the default test needs no C++ toolchain: AOT autograd only
     monkeypatch.setattr(torch, "compile", lambda mod, **kw: original(mod, backend="aot_eager"))
     results = {}

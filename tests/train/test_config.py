@@ -13,11 +13,14 @@ def write(tmp_path, text):
 
 
 def test_load_yaml_and_types(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 task: {name: mnist1d, val_fraction: 0.2}
 model: {layer: lru, d_model: 32, layer_kwargs: {d_state: 16, r_min: 0.5}}
 train: {lr: 4e-3, epochs: 3, betas: [0.9, 0.98]}
-""")
+""",
+    )
     cfg = load_config(path)
     assert cfg.task_name == "mnist1d" and cfg.task_options == {"val_fraction": 0.2, "seed": 0}  # data seed 0 by default
     assert cfg.model.d_model == 32 and cfg.model.layer_kwargs == {"d_state": 16, "r_min": 0.5}
@@ -30,8 +33,18 @@ train: {lr: 4e-3, epochs: 3, betas: [0.9, 0.98]}
 
 def test_overrides_are_yaml_typed_and_nested(tmp_path):
     path = write(tmp_path, "task: {name: mnist1d}\nmodel: {layer_kwargs: {d_state: 16}}\n")
-    cfg = load_config(path, ["train.lr=1e-3", "train.grad_clip=1", "model.prenorm=false", "model.norm=layer",
-                             "model.layer_kwargs.r_max=0.9", "task.limit=100", "train.betas=[0.8, 0.9]"])
+    cfg = load_config(
+        path,
+        [
+            "train.lr=1e-3",
+            "train.grad_clip=1",
+            "model.prenorm=false",
+            "model.norm=layer",
+            "model.layer_kwargs.r_max=0.9",
+            "task.limit=100",
+            "train.betas=[0.8, 0.9]",
+        ],
+    )
     assert cfg.train.lr == 1e-3 and cfg.train.grad_clip == 1.0 and isinstance(cfg.train.grad_clip, float)
     assert cfg.model.prenorm is False and cfg.model.norm == "layer"
     assert cfg.model.layer_kwargs == {"d_state": 16, "r_max": 0.9}
@@ -45,19 +58,22 @@ def test_overrides_do_not_mutate_input():
     assert base["train"]["lr"] == 1.0 and out["train"]["lr"] == 2
 
 
-@pytest.mark.parametrize("override, error, match", [
-    ("train.lrr=1", ValueError, r"unknown train config key.*'lrr'.*valid keys: \[.*'lr'"),
-    ("model.depth=3", ValueError, r"unknown model config key.*'depth'.*'n_layers'"),
-    ("optim.lr=3", ValueError, r"unknown config section 'optim'.*'task', 'model', 'train'"),
-    ("lr=3", ValueError, r"section\.key"),
-    ("train.lr", ValueError, r"key\.sub=value"),
-    ("train.lr=abc", TypeError, r"train\.lr expects a value of type float"),
-    ("train.epochs=yes", TypeError, r"train\.epochs expects a value of type int"),
-    ("train.epochs=0", ValueError, r"epochs must be >= 1"),
-    ("model.layer_kwargs=3", TypeError, r"model\.layer_kwargs expects a value of type dict"),
-    ("task.seed=1.5", TypeError, r"task\.seed expects a value of type int"),
-    ("task.seed=true", TypeError, r"task\.seed expects a value of type int"),
-])
+@pytest.mark.parametrize(
+    "override, error, match",
+    [
+        ("train.lrr=1", ValueError, r"unknown train config key.*'lrr'.*valid keys: \[.*'lr'"),
+        ("model.depth=3", ValueError, r"unknown model config key.*'depth'.*'n_layers'"),
+        ("optim.lr=3", ValueError, r"unknown config section 'optim'.*'task', 'model', 'train'"),
+        ("lr=3", ValueError, r"section\.key"),
+        ("train.lr", ValueError, r"key\.sub=value"),
+        ("train.lr=abc", TypeError, r"train\.lr expects a value of type float"),
+        ("train.epochs=yes", TypeError, r"train\.epochs expects a value of type int"),
+        ("train.epochs=0", ValueError, r"epochs must be >= 1"),
+        ("model.layer_kwargs=3", TypeError, r"model\.layer_kwargs expects a value of type dict"),
+        ("task.seed=1.5", TypeError, r"task\.seed expects a value of type int"),
+        ("task.seed=true", TypeError, r"task\.seed expects a value of type int"),
+    ],
+)
 def test_bad_overrides_raise_clearly(override, error, match):
     with pytest.raises(error, match=match):
         load_config(base={"task": {"name": "mnist1d"}}, overrides=[override])

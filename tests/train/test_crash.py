@@ -15,8 +15,16 @@ import torch
 import yaml
 
 from torchssm.cli import main as cli_main
-from torchssm.train.checkpoint import (OPTIMIZER, PAUSE_ENV, SIDECAR, WEIGHTS, find_latest_checkpoint,
-                                       load_checkpoint, read_checkpoint_state, save_checkpoint)
+from torchssm.train.checkpoint import (
+    OPTIMIZER,
+    PAUSE_ENV,
+    SIDECAR,
+    WEIGHTS,
+    find_latest_checkpoint,
+    load_checkpoint,
+    read_checkpoint_state,
+    save_checkpoint,
+)
 from torchssm.train.config import load_config
 from torchssm.train.loop import train
 
@@ -24,8 +32,15 @@ from torchssm.train.loop import train
 CONFIG = {
     "task": {"name": "adding", "length": 12, "n_train": 48, "n_val": 16, "n_test": 16},
     "model": {"layer": "lru", "d_model": 8, "n_layers": 1, "norm": "layer", "layer_kwargs": {"d_state": 4}},
-    "train": {"epochs": 3, "batch_size": 16, "lr": 1e-2, "progress": False, "device": "cpu",
-              "keep_checkpoints": 2, "threads": 1},
+    "train": {
+        "epochs": 3,
+        "batch_size": 16,
+        "lr": 1e-2,
+        "progress": False,
+        "device": "cpu",
+        "keep_checkpoints": 2,
+        "threads": 1,
+    },
 }
 # threads pinned: the reference run happens in the pytest process, whose torch thread count earlier tests may
 # have changed, and the killed run in a fresh subprocess; a different count changes float32 reduction order
@@ -61,8 +76,12 @@ def test_sigkill_during_save_then_resume_gives_identical_losses(tmp_path, point)
     cfg_path = write_config(tmp_path, run)
     marker = tmp_path / "in_save"
     env = {**os.environ, PAUSE_ENV: f"{point}:2:120:{marker}", "TORCHSSM_DATA": str(data_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "torchssm", "train", "--config", str(cfg_path)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torchssm", "train", "--config", str(cfg_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():  # the save of epoch 2's last/ is paused
@@ -125,6 +144,7 @@ def test_loading_never_executes_pickled_code(tmp_path):
     torch.save({"optimizer": _Evil(), "scheduler": None}, path / OPTIMIZER)  # a hostile optimizer.pt ...
     state = json.loads((path / SIDECAR).read_text())
     import hashlib
+
     state["files"][OPTIMIZER] = hashlib.sha256((path / OPTIMIZER).read_bytes()).hexdigest()  # ... with a valid hash
     (path / SIDECAR).write_text(json.dumps(state))
     with pytest.raises(ValueError, match="cannot read optimizer.pt"):

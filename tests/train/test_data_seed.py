@@ -18,11 +18,21 @@ MODEL = {"layer": "lru", "d_model": 8, "n_layers": 1, "layer_kwargs": {"d_state"
 
 
 def config(tmp_path, train_seed, save=False, **task):
-    return ExperimentConfig.from_dict({
-        "task": {**TASK, **task}, "model": MODEL,
-        "train": {"epochs": 2, "batch_size": 8, "seed": train_seed, "out_dir": str(tmp_path / f"run{train_seed}"),
-                  "progress": False, "device": "cpu",
-                  "save_checkpoints": save}})
+    return ExperimentConfig.from_dict(
+        {
+            "task": {**TASK, **task},
+            "model": MODEL,
+            "train": {
+                "epochs": 2,
+                "batch_size": 8,
+                "seed": train_seed,
+                "out_dir": str(tmp_path / f"run{train_seed}"),
+                "progress": False,
+                "device": "cpu",
+                "save_checkpoints": save,
+            },
+        }
+    )
 
 
 def run(cfg, monkeypatch, **kwargs):

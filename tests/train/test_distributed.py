@@ -20,8 +20,15 @@ from torchssm.train.loop import train
 CONFIG = {
     "task": {"name": "adding", "length": 10, "n_train": 40, "n_val": 8, "n_test": 8},
     "model": {"layer": "lru", "d_model": 8, "n_layers": 1, "norm": "layer", "layer_kwargs": {"d_state": 4}},
-    "train": {"epochs": 2, "batch_size": 10, "lr": 1e-2, "progress": False, "device": "cpu", "threads": 1,
-              "keep_checkpoints": 0},
+    "train": {
+        "epochs": 2,
+        "batch_size": 10,
+        "lr": 1e-2,
+        "progress": False,
+        "device": "cpu",
+        "threads": 1,
+        "keep_checkpoints": 0,
+    },
 }
 
 
@@ -78,9 +85,26 @@ def torchrun(tmp_path, data_dir, out_dir, *args, **train_opts):
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(run_config(out_dir, **train_opts)))
     env = {**os.environ, "TORCHSSM_DATA": str(data_dir), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "torchssm", "train", "--config", str(cfg_path), *args],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "torchssm",
+            "train",
+            "--config",
+            str(cfg_path),
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 

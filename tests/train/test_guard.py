@@ -5,11 +5,10 @@ import json
 
 import pytest
 import torch
+from test_loop import Exploding, config, quiet, toy_task
 
 from torchssm.train.guard import NonFiniteGuard, TrainingDiverged
 from torchssm.train.loop import train
-
-from test_loop import Exploding, config, quiet, toy_task
 
 
 def test_guard_counts_streaks_and_raises_past_the_limit():
@@ -19,8 +18,11 @@ def test_guard_counts_streaks_and_raises_past_the_limit():
     assert not g.check("loss", nan, "step 1") and not g.check("gradient norm", torch.tensor(float("inf")), "step 2")
     g.ok()  # a healthy step ends the streak
     assert not g.check("loss", nan, "step 4") and not g.check("loss", nan, "step 5")
-    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 4 and non-finite for the 2 step\(s\) after it "
-                                               r"\(limit train.max_nonfinite_steps=2\)"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"loss is nan at step 4 and non-finite for the 2 step\(s\) after it "
+        r"\(limit train.max_nonfinite_steps=2\)",
+    ):
         g.check("loss", nan, "step 6")
     assert g.skipped == 5
     with pytest.raises(ValueError, match="max_consecutive"):
@@ -50,14 +52,15 @@ class Flaky(Exploding):
 def test_loop_skips_nonfinite_steps_and_keeps_training(tmp_path, mode, monkeypatch):
     monkeypatch.setattr(Flaky, "mode", mode)
     task = toy_task()
-    result = train(config(tmp_path), task=task,
-                   model_builder=Flaky, log=quiet)
+    result = train(config(tmp_path), task=task, model_builder=Flaky, log=quiet)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["skipped_steps"] == 2
     assert records[-1]["step"] == 2 * 6 - 2  # 6 batches per epoch; two updates skipped
-    assert all(torch.isfinite(p).all() for p in torch.load(tmp_path / "last" / "optimizer.pt",
-                                                           weights_only=True)["optimizer"]["state"][0].values()
-               if isinstance(p, torch.Tensor))
+    assert all(
+        torch.isfinite(p).all()
+        for p in torch.load(tmp_path / "last" / "optimizer.pt", weights_only=True)["optimizer"]["state"][0].values()
+        if isinstance(p, torch.Tensor)
+    )
     assert result.epochs_done == 2
 
 

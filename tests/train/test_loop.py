@@ -22,18 +22,29 @@ def toy_task(n=96, length=6):
     y = x.sum(1).argmax(-1)  # (n,)
     ds = TensorDictDataset(inputs=x, targets=y)
     info = TaskInfo(name="toy", d_input=3, d_output=3, length=length)
-    return TaskData(info=info, train=ds.subset(slice(0, n)), val=ds.subset(slice(n, n + 16)),
-                    test=ds.subset(slice(n + 16, n + 32)))
+    return TaskData(
+        info=info, train=ds.subset(slice(0, n)), val=ds.subset(slice(n, n + 16)), test=ds.subset(slice(n + 16, n + 32))
+    )
 
 
 def config(out_dir, *extra):
-    return load_config(base={
-        "task": {"name": "toy"},
-        "model": {"layer": "lru", "d_model": 8, "n_layers": 1, "dropout": 0.1, "layer_kwargs": {"d_state": 4}},
-        "train": {"epochs": 2, "batch_size": 16, "lr": 1e-2, "warmup_steps": 2, "grad_clip": 1.0,
-                  "out_dir": str(out_dir), "progress": False,
-                  "threads": 1},  # tiny tensors: one thread avoids OpenMP overhead on a shared CPU
-    }, overrides=list(extra))
+    return load_config(
+        base={
+            "task": {"name": "toy"},
+            "model": {"layer": "lru", "d_model": 8, "n_layers": 1, "dropout": 0.1, "layer_kwargs": {"d_state": 4}},
+            "train": {
+                "epochs": 2,
+                "batch_size": 16,
+                "lr": 1e-2,
+                "warmup_steps": 2,
+                "grad_clip": 1.0,
+                "out_dir": str(out_dir),
+                "progress": False,
+                "threads": 1,
+            },  # tiny tensors: one thread avoids OpenMP overhead on a shared CPU
+        },
+        overrides=list(extra),
+    )
 
 
 def quiet(msg):
@@ -112,8 +123,12 @@ def test_threads_hold_during_the_run_and_are_restored(tmp_path):
         return model
 
     before = torch.get_num_threads()
-    train(config(tmp_path, "train.epochs=1", f"train.threads={before + 1}"), task=toy_task(), model_builder=builder,
-          log=quiet)
+    train(
+        config(tmp_path, "train.epochs=1", f"train.threads={before + 1}"),
+        task=toy_task(),
+        model_builder=builder,
+        log=quiet,
+    )
     assert seen and set(seen) == {before + 1}
     assert torch.get_num_threads() == before
 

@@ -60,11 +60,14 @@ def test_shared_and_frozen_parameters():
     assert len(params) == len({id(p) for p in params}) == 3  # shared once, frozen left out
 
 
-@pytest.mark.parametrize("overrides, match", [
-    ({"zz": {"lr_scale": 0.5}}, r"names \['zz'\].*parameters are \['a', 'b'\]"),
-    ({"a": {"lr": 1.0, "lr_scale": 0.5}}, "both 'lr' and 'lr_scale'"),
-    ({"a": {"learning_rate": 1.0}}, r"unknown key.*learning_rate"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"zz": {"lr_scale": 0.5}}, r"names \['zz'\].*parameters are \['a', 'b'\]"),
+        ({"a": {"lr": 1.0, "lr_scale": 0.5}}, "both 'lr' and 'lr_scale'"),
+        ({"a": {"learning_rate": 1.0}}, r"unknown key.*learning_rate"),
+    ],
+)
 def test_bad_overrides(overrides, match):
     with pytest.raises(ValueError, match=match):
         build_optimizer(Tagged(overrides), lr=1e-3)

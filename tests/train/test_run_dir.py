@@ -28,8 +28,15 @@ from torchssm.train.run_dir import RunDirBusy, RunDirLock
 CONFIG = {
     "task": {"name": "adding", "length": 8, "n_train": 32, "n_val": 8, "n_test": 8},
     "model": {"layer": "lru", "d_model": 8, "n_layers": 1, "norm": "layer", "layer_kwargs": {"d_state": 4}},
-    "train": {"epochs": 3, "batch_size": 16, "lr": 1e-2, "progress": False, "device": "cpu", "threads": 1,
-              "keep_checkpoints": 2},
+    "train": {
+        "epochs": 3,
+        "batch_size": 16,
+        "lr": 1e-2,
+        "progress": False,
+        "device": "cpu",
+        "threads": 1,
+        "keep_checkpoints": 2,
+    },
 }
 
 
@@ -55,8 +62,10 @@ def test_a_second_run_is_refused_and_overwrite_replaces_the_first(tmp_path):
     run = tmp_path / "run"
     train(config(run), log=quiet)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-000002", "epoch-000003"]
-    refused = (r"run directory .*run is not empty \(config.yaml, metrics.jsonl, result.json, last, \.\.\.\); "
-               r"continue that run with --resume, replace it with --overwrite")
+    refused = (
+        r"run directory .*run is not empty \(config.yaml, metrics.jsonl, result.json, last, \.\.\.\); "
+        r"continue that run with --resume, replace it with --overwrite"
+    )
     with pytest.raises(ValueError, match=refused):
         train(config(run, "train.epochs=1"), log=quiet)
     assert len(read_metrics(run)) == 3  # untouched

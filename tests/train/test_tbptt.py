@@ -19,8 +19,18 @@ B, L, M, C = 3, 10, 2, 4  # batch, length, input channels, classes
 def setup(layer, pooling, kind):
     torch.manual_seed(0)
     kwargs = {"mamba": {}}.get(layer, {"d_state": 4})
-    model = build_model(ModelConfig(layer=layer, d_model=8, n_layers=2, d_input=M, d_output=C, norm="layer",
-                                    pooling=pooling, layer_kwargs=kwargs)).double()
+    model = build_model(
+        ModelConfig(
+            layer=layer,
+            d_model=8,
+            n_layers=2,
+            d_input=M,
+            d_output=C,
+            norm="layer",
+            pooling=pooling,
+            layer_kwargs=kwargs,
+        )
+    ).double()
     info = TaskInfo(name="t", d_input=M, d_output=C, length=L, kind=kind)
     x = torch.randn(B, L, M, dtype=torch.float64, requires_grad=True)
     targets = torch.randint(0, C, (B, L) if kind == "seq2seq" else (B,))
@@ -35,7 +45,7 @@ def full_loss(model, info, batch, upto=None):
     if upto is not None:  # only the targets in steps [upto[0], upto[1]) count, normalised by the batch count
         valid = (tgt != info.ignore_index).sum()
         mask = torch.zeros_like(tgt, dtype=torch.bool)
-        mask[:, upto[0]:upto[1]] = True
+        mask[:, upto[0] : upto[1]] = True
         tgt = tgt.masked_fill(~mask, info.ignore_index)
         loss, _, _ = loss_and_correct(out, tgt, info)
         return loss * (tgt != info.ignore_index).sum() / valid
@@ -74,7 +84,7 @@ def test_per_step_gradients_stop_at_chunk_boundaries(layer):
     x.grad = None
     for s in range(0, L, chunk):  # chunk c's inputs get exactly the gradient of chunk c's own loss
         ref = torch.autograd.grad(full_loss(model, info, batch, upto=(s, s + chunk)), x)[0]
-        torch.testing.assert_close(g_x[:, s:s + chunk], ref[:, s:s + chunk], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(g_x[:, s : s + chunk], ref[:, s : s + chunk], rtol=1e-10, atol=1e-12)
 
 
 def test_pooled_gradient_flows_through_the_last_chunk_only():
@@ -97,10 +107,18 @@ def test_bad_use_raises_clearly():
 
 
 def test_cli_tbptt_chunk(tmp_path):
-    cfg = {"task": {"name": "adding", "length": 12, "n_train": 32, "n_val": 8, "n_test": 8},
-           "model": {"layer": "lru", "d_model": 8, "n_layers": 1, "norm": "layer", "layer_kwargs": {"d_state": 4}},
-           "train": {"epochs": 1, "batch_size": 16, "lr": 1e-2, "progress": False, "device": "cpu",
-                     "out_dir": str(tmp_path / "run")}}
+    cfg = {
+        "task": {"name": "adding", "length": 12, "n_train": 32, "n_val": 8, "n_test": 8},
+        "model": {"layer": "lru", "d_model": 8, "n_layers": 1, "norm": "layer", "layer_kwargs": {"d_state": 4}},
+        "train": {
+            "epochs": 1,
+            "batch_size": 16,
+            "lr": 1e-2,
+            "progress": False,
+            "device": "cpu",
+            "out_dir": str(tmp_path / "run"),
+        },
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert cli_main(["train", "--config", str(path), "--tbptt-chunk", "5", "--data-dir", str(tmp_path / "data")]) == 0

@@ -22,9 +22,14 @@ def test_patch_tokens_are_the_patch_embedding_as_a_linear_map():
         patch_tokens(images, 5)
 
 
-@pytest.mark.parametrize("layer,kwargs", [("cross_scan", {"mixer": "mamba", "share": True,
-                                                          "mixer_kwargs": {"d_state": 4}}),
-                                          ("spatial_mamba", {}), ("s4nd", {"d_state": 4})])
+@pytest.mark.parametrize(
+    "layer,kwargs",
+    [
+        ("cross_scan", {"mixer": "mamba", "share": True, "mixer_kwargs": {"d_state": 4}}),
+        ("spatial_mamba", {}),
+        ("s4nd", {"d_state": 4}),
+    ],
+)
 def test_deep_model_with_2d_layers(layer, kwargs):
     model = build_classifier({"layer": layer, "d_model": 8, "layer_kwargs": kwargs}, 4, 3, (4, 4))
     assert model(torch.randn(2, 16, 4)).shape == (2, 3)
@@ -33,9 +38,16 @@ def test_deep_model_with_2d_layers(layer, kwargs):
 def test_shared_cross_scan_has_the_parameters_of_the_raster_layer():
     spec = {"layer_kwargs": {"d_state": 4}, "d_model": 8}
     raster = build_classifier({"layer": "mamba", **spec}, 4, 3, (4, 4))
-    scan2d = build_classifier({"layer": "cross_scan", "d_model": 8,
-                               "layer_kwargs": {"mixer": "mamba", "share": True, "mixer_kwargs": {"d_state": 4}}},
-                              4, 3, (4, 4))
+    scan2d = build_classifier(
+        {
+            "layer": "cross_scan",
+            "d_model": 8,
+            "layer_kwargs": {"mixer": "mamba", "share": True, "mixer_kwargs": {"d_state": 4}},
+        },
+        4,
+        3,
+        (4, 4),
+    )
     assert sum(p.numel() for p in raster.parameters()) == sum(p.numel() for p in scan2d.parameters())
 
 
@@ -50,8 +62,25 @@ def test_short_run_learns_digits(tmp_path):
 def test_cli_cost_and_restore(tmp_path, capsys):
     from torchssm.cli import main
 
-    assert main(["vision", "cost", "--mixers", "spatial_mamba", "attention", "--resolutions", "8", "16",
-                 "--width", "4", "--out", str(tmp_path / "cost.json")]) == 0
+    assert (
+        main(
+            [
+                "vision",
+                "cost",
+                "--mixers",
+                "spatial_mamba",
+                "attention",
+                "--resolutions",
+                "8",
+                "16",
+                "--width",
+                "4",
+                "--out",
+                str(tmp_path / "cost.json"),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "cost.json").read_text())
     att = [r for r in rows if r["model"] == "attention"]
     assert att[1]["attn_matrix_mib"] == pytest.approx(16 * att[0]["attn_matrix_mib"])  # (4x tokens)^2

@@ -35,7 +35,7 @@ def test_random_patches_are_crops_of_the_images():
     assert p.shape == (5, 1, 8, 8)
     for k in range(5):
         r, c = divmod(int(round(p[k, 0, 0, 0].item() * 600)), 30)
-        torch.testing.assert_close(p[k, 0], torch.from_numpy(imgs[0][r:r + 8, c:c + 8]).float())
+        torch.testing.assert_close(p[k, 0], torch.from_numpy(imgs[0][r : r + 8, c : c + 8]).float())
     with pytest.raises(ValueError, match="at least 32x32"):
         vd.random_patches(imgs, 1, 32, torch.Generator())
 

@@ -18,12 +18,15 @@ D = 8
 
 BLOCKS = {
     "cross_scan/mamba": lambda grid: CrossScan2D(D, "mamba", grid=grid, mixer_kwargs={"d_state": 4}),
-    "cross_scan/lru-shared-linear": lambda grid: CrossScan2D(D, "lru", grid=grid, share=True, merge="linear",
-                                                             mixer_kwargs={"d_state": 4}),
-    "cross_scan/hydra-hilbert": lambda grid: CrossScan2D(D, "hydra", ("hilbert", "snake"), grid=grid,
-                                                         mixer_kwargs={"d_state": 4, "headdim": 4}),
-    "cross_scan/s4d-bidirectional": lambda grid: CrossScan2D(D, "s4d", grid=grid,
-                                                             mixer_kwargs={"d_state": 4, "bidirectional": True}),
+    "cross_scan/lru-shared-linear": lambda grid: CrossScan2D(
+        D, "lru", grid=grid, share=True, merge="linear", mixer_kwargs={"d_state": 4}
+    ),
+    "cross_scan/hydra-hilbert": lambda grid: CrossScan2D(
+        D, "hydra", ("hilbert", "snake"), grid=grid, mixer_kwargs={"d_state": 4, "headdim": 4}
+    ),
+    "cross_scan/s4d-bidirectional": lambda grid: CrossScan2D(
+        D, "s4d", grid=grid, mixer_kwargs={"d_state": 4, "bidirectional": True}
+    ),
     "spatial_mamba": lambda grid: SpatialMamba(D, d_state=2, grid=grid),
     "s4nd": lambda grid: S4ND(D, d_state=4, grid=grid),
 }
@@ -155,10 +158,20 @@ def test_spatial_mamba_fuses_states_before_the_readout():
     fused = _fusion_loop(layer.fusion, hs).permute(0, 2, 3, 1).reshape(b, H * W, d, 2)  # stage 2
     want = ((fused * Cm[:, :, None]).sum(-1) + layer.D * u).reshape(b, H, W, d)  # stage 3
     params = [x] + list(layer.parameters())
-    assert_values_and_grads_close([got], [want], [p for p in params if p is not layer.out_norm.weight
-                                                  and p is not layer.out_norm.bias and p is not layer.out_proj.weight
-                                                  and p is not layer.in_proj.weight and p is not layer.conv2d.weight
-                                                  and p is not layer.conv2d.bias])
+    assert_values_and_grads_close(
+        [got],
+        [want],
+        [
+            p
+            for p in params
+            if p is not layer.out_norm.weight
+            and p is not layer.out_norm.bias
+            and p is not layer.out_proj.weight
+            and p is not layer.in_proj.weight
+            and p is not layer.conv2d.weight
+            and p is not layer.conv2d.bias
+        ],
+    )
 
 
 def test_spatial_mamba_without_fusion_is_the_selective_scan():
@@ -167,8 +180,16 @@ def test_spatial_mamba_without_fusion_is_the_selective_scan():
     x = torch.randn(2, 3, 3, layer.d_inner, dtype=F64)
     u = x.reshape(2, 9, -1)
     dt, B, C = torch.split(layer.x_proj(u), [layer.dt_rank, 3, 3], dim=-1)
-    ref = selective_scan_naive(u, dt @ layer.dt_proj.weight.T, -torch.exp(layer.A_log), B, C, layer.D,
-                               delta_bias=layer.dt_proj.bias, delta_softplus=True)
+    ref = selective_scan_naive(
+        u,
+        dt @ layer.dt_proj.weight.T,
+        -torch.exp(layer.A_log),
+        B,
+        C,
+        layer.D,
+        delta_bias=layer.dt_proj.bias,
+        delta_softplus=True,
+    )
     torch.testing.assert_close(layer.ssm(x).reshape(2, 9, -1), ref)
 
 

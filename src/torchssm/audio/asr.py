@@ -106,8 +106,9 @@ class SpeechEncoder(nn.Module):
         self.sub1 = CausalConv1d(cfg.n_mels, cfg.d_model)
         self.sub2 = CausalConv1d(cfg.d_model, cfg.d_model)
         self.norms = nn.ModuleList(nn.LayerNorm(cfg.d_model) for _ in range(cfg.n_layers))
-        self.layers = nn.ModuleList(build_layer(cfg.layer, cfg.d_model, **cfg.layer_kwargs)
-                                    for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(
+            build_layer(cfg.layer, cfg.d_model, **cfg.layer_kwargs) for _ in range(cfg.n_layers)
+        )
         for layer in self.layers:
             if not getattr(layer, "causal", False):
                 raise ValueError(f"the speech encoder must be causal (streaming); layer {cfg.layer!r} is not")
@@ -156,8 +157,18 @@ class CTCRecognizer(nn.Module):
         """Mean CTC loss per target character (``F.ctc_loss``, blank 0)."""
         log_probs = self(audio)  # (b, t', v)
         frames = torch.clamp(self.encoder.frame_lengths(audio_lengths), max=log_probs.shape[1])
-        return F.ctc_loss(log_probs.transpose(0, 1), targets, frames, target_lengths, blank=BLANK,
-                          reduction="sum", zero_infinity=True) / target_lengths.sum()
+        return (
+            F.ctc_loss(
+                log_probs.transpose(0, 1),
+                targets,
+                frames,
+                target_lengths,
+                blank=BLANK,
+                reduction="sum",
+                zero_infinity=True,
+            )
+            / target_lengths.sum()
+        )
 
     @torch.no_grad()
     def transcribe(self, audio: torch.Tensor, audio_lengths: torch.Tensor, beam: int = 1) -> list[str]:
@@ -284,13 +295,13 @@ class SambaASR(nn.Module):
         return F.log_softmax(self.head(self.out_norm(x)), dim=-1), new_states
 
     @torch.no_grad()
-    def transcribe(self, audio: torch.Tensor, audio_lengths: torch.Tensor, beam: int = 1,
-                   max_tokens: int = 300) -> list[str]:
+    def transcribe(
+        self, audio: torch.Tensor, audio_lengths: torch.Tensor, beam: int = 1, max_tokens: int = 300
+    ) -> list[str]:
         """Greedy (``beam`` 1) or beam-search decoding, one utterance at a time for the beam."""
         if beam == 1:
             return self._greedy(audio, audio_lengths, max_tokens)
-        return [self._beam(audio[i : i + 1], audio_lengths[i : i + 1], beam, max_tokens)
-                for i in range(audio.shape[0])]
+        return [self._beam(audio[i : i + 1], audio_lengths[i : i + 1], beam, max_tokens) for i in range(audio.shape[0])]
 
     def _greedy(self, audio, audio_lengths, max_tokens):
         states = self._start(audio, audio_lengths)

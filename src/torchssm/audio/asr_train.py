@@ -68,8 +68,9 @@ def collate(items: Sequence[dict], vocab: CharVocabulary) -> dict[str, torch.Ten
     return {"audio": audio, "audio_lengths": lengths, "targets": targets, "target_lengths": target_lengths}
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator,
-                   pool: int = 50) -> list[list[int]]:
+def length_batches(
+    lengths: Sequence[int], batch_size: int, generator: torch.Generator, pool: int = 50
+) -> list[list[int]]:
     """Shuffled indices, sorted by length within pools of ``pool`` batches, cut into batches, batches shuffled."""
     order = torch.randperm(len(lengths), generator=generator).tolist()
     batches = []
@@ -81,8 +82,14 @@ def length_batches(lengths: Sequence[int], batch_size: int, generator: torch.Gen
 
 
 @torch.no_grad()
-def evaluate_asr(model: nn.Module, dataset, heldout_words: Sequence[str] = (), beam: int = 1,
-                 batch_size: int = 16, limit: int | None = None) -> dict[str, float]:
+def evaluate_asr(
+    model: nn.Module,
+    dataset,
+    heldout_words: Sequence[str] = (),
+    beam: int = 1,
+    batch_size: int = 16,
+    limit: int | None = None,
+) -> dict[str, float]:
     """{"cer", "wer", "heldout_cer", "heldout_words_n", "n"} of greedy (beam 1) or beam decoding."""
     was_training = model.training
     model.eval()
@@ -123,8 +130,10 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
     if task is None:
         task = build_task(task_cfg.pop("name"), data_dir=data_dir, **task_cfg)
     if task.info.kind != "transcription":
-        raise ValueError(f"task {task.info.name!r} is a {task.info.kind!r} task; speech recognition needs "
-                         "a 'transcription' task (spoken_sentences, librispeech)")
+        raise ValueError(
+            f"task {task.info.name!r} is a {task.info.kind!r} task; speech recognition needs "
+            "a 'transcription' task (spoken_sentences, librispeech)"
+        )
     heldout = task.extra.get("heldout_words", [])
     threads = torch.get_num_threads()
     if tc.threads > 0:
@@ -157,8 +166,12 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
                 if tc.max_minutes and time.perf_counter() - start_wall > 60 * tc.max_minutes:
                     stopped_early = True
                     break
-            record = {"epoch": epoch + 1, "train_loss": total / max(count, 1),
-                      "wall_s": time.perf_counter() - start_wall, "cpu_s": time.process_time() - cpu0}
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": total / max(count, 1),
+                "wall_s": time.perf_counter() - start_wall,
+                "cpu_s": time.process_time() - cpu0,
+            }
             last = stopped_early or epoch + 1 == tc.epochs
             if task.val is not None and ((epoch + 1) % tc.eval_every == 0 or last):
                 metrics = evaluate_asr(model, task.val, heldout, beam=tc.eval_beam)

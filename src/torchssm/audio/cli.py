@@ -1,10 +1,10 @@
 """``torchssm transcribe`` and ``torchssm speech {say, train, kws-baseline, snr-sweep}``.
 
-    torchssm speech say "stop" --voice en-us+m3 --out stop.wav      eSpeak NG speech at 16 kHz
-    torchssm speech train --preset audio/asr_ctc                     train a recogniser (asr_train)
-    torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4]
-    torchssm speech kws-baseline --snr 0 10 20                       log-mel + logistic regression
-    torchssm speech snr-sweep --checkpoint runs/spoken_commands_s4d/best
+torchssm speech say "stop" --voice en-us+m3 --out stop.wav      eSpeak NG speech at 16 kHz
+torchssm speech train --preset audio/asr_ctc                     train a recogniser (asr_train)
+torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4]
+torchssm speech kws-baseline --snr 0 10 20                       log-mel + logistic regression
+torchssm speech snr-sweep --checkpoint runs/spoken_commands_s4d/best
 """
 
 from __future__ import annotations
@@ -48,8 +48,10 @@ def _cmd_transcribe(args) -> int:
             emissions, timing = stream_audio(model, audio, args.chunk_ms)
             text = model.vocab.decode(collapse(emissions.argmax(-1).tolist()))
             print(f"{path}\t{text}")
-            print(f"  chunks of {args.chunk_ms} ms: {timing['mean_chunk_ms']:.2f} ms per chunk (max "
-                  f"{timing['max_chunk_ms']:.2f}), real-time factor {timing['rtf']:.3f} (CPU time)")
+            print(
+                f"  chunks of {args.chunk_ms} ms: {timing['mean_chunk_ms']:.2f} ms per chunk (max "
+                f"{timing['max_chunk_ms']:.2f}), real-time factor {timing['rtf']:.3f} (CPU time)"
+            )
         else:
             text = model.transcribe(audio[None], torch.tensor([len(audio)]), beam=args.beam)[0]
             print(f"{path}\t{text}")
@@ -63,8 +65,13 @@ def _cmd_say(args) -> int:
     from torchssm.audio.espeak import NATIVE_RATE, synthesize
     from torchssm.fileio import atomic_write
 
-    speech = dsp.resample(synthesize(args.text, voice=args.voice, rate=args.rate, pitch=args.pitch,
-                                     pitch_range=args.range, seed=args.seed), NATIVE_RATE, 16000)
+    speech = dsp.resample(
+        synthesize(
+            args.text, voice=args.voice, rate=args.rate, pitch=args.pitch, pitch_range=args.range, seed=args.seed
+        ),
+        NATIVE_RATE,
+        16000,
+    )
     atomic_write(args.out, lambda tmp: soundfile.write(tmp, speech, 16000, format="WAV", subtype="PCM_16"))
     print(f"wrote {args.out} ({len(speech) / 16000:.2f} s at 16 kHz)")
     return 0
@@ -103,8 +110,10 @@ def _cmd_kws_baseline(args) -> int:
 
     for snr in args.snr:
         r = logmel_logistic_baseline(snr_db=snr, data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test)
-        print(f"snr {snr:g} dB: test accuracy {r['test_acc']:.4f} (train {r['train_acc']:.4f}, "
-              f"{r['n_train']} train / {r['n_test']} test clips)")
+        print(
+            f"snr {snr:g} dB: test accuracy {r['test_acc']:.4f} (train {r['train_acc']:.4f}, "
+            f"{r['n_train']} train / {r['n_test']} test clips)"
+        )
     return 0
 
 

@@ -80,8 +80,9 @@ def background_noise(root) -> dict[str, np.ndarray]:
     return {p.stem: read_audio(p) for p in sorted(folder.glob("*.wav"))} if folder.is_dir() else {}
 
 
-@register_task("speech_commands", "Speech Commands v0.02 read from disk (official layout and splits); "
-               "10 words (SC10) or all 35")
+@register_task(
+    "speech_commands", "Speech Commands v0.02 read from disk (official layout and splits); 10 words (SC10) or all 35"
+)
 def build_speech_commands(data_dir=None, seed: int = 0, root: str | None = None, words: str = "10") -> TaskData:
     """Real Speech Commands clips, zero-padded to 1 s: inputs (16000, 1), targets word index."""
     root = Path(root) if root else resolve_data_dir(data_dir) / SPEECH_COMMANDS_DIR
@@ -102,12 +103,24 @@ def build_speech_commands(data_dir=None, seed: int = 0, root: str | None = None,
         for i, (rel, _) in enumerate(items):
             audio = read_audio(root / rel)[:SAMPLE_RATE]
             clips[i, : len(audio)] = audio
-        splits[split] = TensorDictDataset(inputs=torch.from_numpy(clips).unsqueeze(-1),
-                                          targets=torch.tensor([label[w] for _, w in items], dtype=torch.long))
-    info = TaskInfo(name="speech_commands", d_input=1, d_output=len(vocabulary), length=SAMPLE_RATE,
-                    citation="Warden 2018, Speech Commands v0.02")
-    return TaskData(info=info, train=splits["train"], val=splits["val"] if len(splits["val"]) else None,
-                    test=splits["test"], extra={"words": vocabulary})
+        splits[split] = TensorDictDataset(
+            inputs=torch.from_numpy(clips).unsqueeze(-1),
+            targets=torch.tensor([label[w] for _, w in items], dtype=torch.long),
+        )
+    info = TaskInfo(
+        name="speech_commands",
+        d_input=1,
+        d_output=len(vocabulary),
+        length=SAMPLE_RATE,
+        citation="Warden 2018, Speech Commands v0.02",
+    )
+    return TaskData(
+        info=info,
+        train=splits["train"],
+        val=splits["val"] if len(splits["val"]) else None,
+        test=splits["test"],
+        extra={"words": vocabulary},
+    )
 
 
 # --- LibriSpeech ------------------------------------------------------------------------------------
@@ -134,8 +147,15 @@ def librispeech_utterances(subset_dir) -> Iterator[tuple[Path, str]]:
 
 
 @register_task("librispeech", "LibriSpeech read from disk (flac + .trans.txt); items {audio, text}")
-def build_librispeech(data_dir=None, seed: int = 0, root: str | None = None, train: str = "train-clean-100",
-                      val: str | None = "dev-clean", test: str = "test-clean", limit: int | None = None) -> TaskData:
+def build_librispeech(
+    data_dir=None,
+    seed: int = 0,
+    root: str | None = None,
+    train: str = "train-clean-100",
+    val: str | None = "dev-clean",
+    test: str = "test-clean",
+    limit: int | None = None,
+) -> TaskData:
     """Utterances of the named subsets (``limit``: at most that many per subset, in sorted order)."""
     root = Path(root) if root else resolve_data_dir(data_dir) / LIBRISPEECH_DIR
     splits = {}
@@ -144,6 +164,12 @@ def build_librispeech(data_dir=None, seed: int = 0, root: str | None = None, tra
             continue
         items = list(librispeech_utterances(root / subset))[:limit]
         splits[split] = SpeechDataset([read_audio(p) for p, _ in items], [t for _, t in items])
-    info = TaskInfo(name="librispeech", d_input=1, d_output=len(CharVocabulary()), length=0, kind="transcription",
-                    citation="Panayotov et al. 2015, LibriSpeech")
+    info = TaskInfo(
+        name="librispeech",
+        d_input=1,
+        d_output=len(CharVocabulary()),
+        length=0,
+        kind="transcription",
+        citation="Panayotov et al. 2015, LibriSpeech",
+    )
     return TaskData(info=info, train=splits["train"], val=splits.get("val"), test=splits["test"])

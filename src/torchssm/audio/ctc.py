@@ -28,8 +28,10 @@ from torchssm.audio.text import BLANK
 
 def _check_emissions(emissions: torch.Tensor) -> torch.Tensor:
     if not isinstance(emissions, torch.Tensor) or emissions.dim() != 2:
-        raise ValueError(f"expected emissions (frames, vocabulary) as a 2-D tensor, got "
-                         f"{getattr(emissions, 'shape', type(emissions).__name__)}")
+        raise ValueError(
+            f"expected emissions (frames, vocabulary) as a 2-D tensor, got "
+            f"{getattr(emissions, 'shape', type(emissions).__name__)}"
+        )
     return emissions.detach().double().cpu()
 
 
@@ -57,8 +59,9 @@ def _logaddexp(a: float, b: float) -> float:
     return max(a, b) + math.log1p(math.exp(-abs(a - b)))
 
 
-def prefix_beam_search(emissions: torch.Tensor, beam: int = 8, blank: int = BLANK,
-                       prune: float = -12.0) -> list[tuple[tuple[int, ...], float]]:
+def prefix_beam_search(
+    emissions: torch.Tensor, beam: int = 8, blank: int = BLANK, prune: float = -12.0
+) -> list[tuple[tuple[int, ...], float]]:
     """[(labelling, log p(labelling | x))] of the ``beam`` best prefixes, best first.
 
     ``prune``: characters with a frame log-probability below it are not tried at that frame.
@@ -88,8 +91,11 @@ def prefix_beam_search(emissions: torch.Tensor, beam: int = 8, blank: int = BLAN
                     same[1] = _logaddexp(same[1], p_nb + lp)
                 else:
                     entry[1] = _logaddexp(entry[1], total + lp)
-        ranked = sorted(((prefix, p) for prefix, p in nxt.items() if _logaddexp(*p) > -math.inf),
-                        key=lambda kv: _logaddexp(*kv[1]), reverse=True)[:beam] or [((), [-math.inf, -math.inf])]
+        ranked = sorted(
+            ((prefix, p) for prefix, p in nxt.items() if _logaddexp(*p) > -math.inf),
+            key=lambda kv: _logaddexp(*kv[1]),
+            reverse=True,
+        )[:beam] or [((), [-math.inf, -math.inf])]
         beams = {prefix: (p[0], p[1]) for prefix, p in ranked}
     return sorted(((prefix, _logaddexp(*p)) for prefix, p in beams.items()), key=lambda kv: kv[1], reverse=True)
 
@@ -98,9 +104,15 @@ def labelling_log_prob(emissions: torch.Tensor, labels: Sequence[int], blank: in
     """log p(labels | x) by the CTC forward recursion (``torch.nn.functional.ctc_loss``)."""
     logp = _check_emissions(emissions)
     target = torch.tensor([list(labels)], dtype=torch.long)
-    loss = torch.nn.functional.ctc_loss(logp[:, None], target, torch.tensor([logp.shape[0]]),
-                                        torch.tensor([len(labels)]), blank=blank, reduction="sum",
-                                        zero_infinity=False)
+    loss = torch.nn.functional.ctc_loss(
+        logp[:, None],
+        target,
+        torch.tensor([logp.shape[0]]),
+        torch.tensor([len(labels)]),
+        blank=blank,
+        reduction="sum",
+        zero_infinity=False,
+    )
     return -float(loss)
 
 

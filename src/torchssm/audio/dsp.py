@@ -105,8 +105,9 @@ def colored_noise(n: int, rng: np.random.Generator, exponent: float = 0.0) -> np
     return (shaped / (shaped.std() + 1e-12)).astype(np.float32)
 
 
-def synthetic_rir(sample_rate: int, rt60: float, rng: np.random.Generator, predelay: float = 0.005,
-                  direct_to_reverb_db: float = 0.0) -> np.ndarray:
+def synthetic_rir(
+    sample_rate: int, rt60: float, rng: np.random.Generator, predelay: float = 0.005, direct_to_reverb_db: float = 0.0
+) -> np.ndarray:
     """A room impulse response (Polack's statistical model, see the module docstring).
 
     (n,) float32 of length ``predelay + RT60`` seconds: a unit direct path at t = 0, and from

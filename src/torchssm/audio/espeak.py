@@ -80,8 +80,14 @@ class Utterance:
                 raise ValueError(f"{name} must be an int in [{lo}, {hi}], got {value!r}")
 
     def request(self) -> dict:
-        return {"text": self.text, "voice": self.voice, "rate": int(self.rate), "pitch": int(self.pitch),
-                "range": int(self.pitch_range), "seed": int(self.seed)}
+        return {
+            "text": self.text,
+            "voice": self.voice,
+            "rate": int(self.rate),
+            "pitch": int(self.pitch),
+            "range": int(self.pitch_range),
+            "seed": int(self.seed),
+        }
 
 
 class ESpeak:
@@ -152,8 +158,9 @@ def default_engine() -> ESpeak:
         return _DEFAULT
 
 
-def synthesize(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, pitch_range: int = 50,
-               seed: int = 0) -> np.ndarray:
+def synthesize(
+    text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, pitch_range: int = 50, seed: int = 0
+) -> np.ndarray:
     """(n,) float32 speech of ``text`` at :data:`NATIVE_RATE` Hz (see :class:`Utterance` for the arguments)."""
     return default_engine().synthesize(Utterance(text, voice, rate, pitch, pitch_range, seed))
 

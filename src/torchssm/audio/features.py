@@ -36,8 +36,9 @@ def mel_to_hz(m):
     return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
 
 
-def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, f_min: float = 0.0,
-                   f_max: float | None = None, dtype=torch.float32) -> torch.Tensor:
+def mel_filterbank(
+    n_mels: int, n_fft: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None, dtype=torch.float32
+) -> torch.Tensor:
     """(n_mels, n_fft // 2 + 1) triangular filters on the DFT bins, unit peak, HTK mel scale."""
     f_max = sample_rate / 2.0 if f_max is None else float(f_max)
     if not 0.0 <= f_min < f_max <= sample_rate / 2.0:
@@ -53,8 +54,16 @@ def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, f_min: float = 0.0
 class LogMel(nn.Module):
     """Waveform (b, n) or (b, n, 1) -> log-mel frames (b, frames, n_mels); see the module docstring."""
 
-    def __init__(self, sample_rate: int = 16000, n_fft: int = 400, hop: int = 160, n_mels: int = 80,
-                 f_min: float = 0.0, f_max: float | None = None, floor: float = 1e-10):
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_fft: int = 400,
+        hop: int = 160,
+        n_mels: int = 80,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        floor: float = 1e-10,
+    ):
         super().__init__()
         for name, value in (("sample_rate", sample_rate), ("n_fft", n_fft), ("hop", hop), ("n_mels", n_mels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -62,8 +71,9 @@ class LogMel(nn.Module):
         self.sample_rate, self.n_fft, self.hop, self.n_mels, self.floor = sample_rate, n_fft, hop, n_mels, floor
         # float64 constants, cast to the input's dtype in forward (a float64 input gets float64 filters)
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True, dtype=torch.float64), persistent=False)
-        self.register_buffer("filters", mel_filterbank(n_mels, n_fft, sample_rate, f_min, f_max, torch.float64),
-                             persistent=False)
+        self.register_buffer(
+            "filters", mel_filterbank(n_mels, n_fft, sample_rate, f_min, f_max, torch.float64), persistent=False
+        )
 
     def num_frames(self, n_samples: int) -> int:
         return 0 if n_samples < self.n_fft else 1 + (n_samples - self.n_fft) // self.hop
@@ -72,8 +82,10 @@ class LogMel(nn.Module):
         if waveform.dim() == 3 and waveform.shape[-1] == 1:
             waveform = waveform[..., 0]
         if waveform.dim() != 2 or not waveform.is_floating_point():
-            raise ValueError(f"expected a float waveform (batch, samples) or (batch, samples, 1), "
-                             f"got {tuple(waveform.shape)} {waveform.dtype}")
+            raise ValueError(
+                f"expected a float waveform (batch, samples) or (batch, samples, 1), "
+                f"got {tuple(waveform.shape)} {waveform.dtype}"
+            )
         if waveform.shape[1] < self.n_fft:
             raise ValueError(f"waveform of {waveform.shape[1]} samples is shorter than one window ({self.n_fft})")
         frames = waveform.unfold(1, self.n_fft, self.hop)  # (b, t, n_fft)

@@ -28,26 +28,33 @@ def _features(dataset, n_mels: int) -> np.ndarray:
     return mel.reshape(len(waves), -1).numpy()  # (n, 98 * n_mels)
 
 
-def logmel_logistic_baseline(snr_db: float = 10.0, n_mels: int = 40, c: float = 1.0, seed: int = 0,
-                             data_dir=None, **task_options) -> dict[str, float]:
+def logmel_logistic_baseline(
+    snr_db: float = 10.0, n_mels: int = 40, c: float = 1.0, seed: int = 0, data_dir=None, **task_options
+) -> dict[str, float]:
     """{"train_acc", "test_acc", "n_train", "n_test"} of the log-mel + logistic-regression baseline."""
     try:
         from sklearn.linear_model import LogisticRegression
     except ImportError as err:
         raise ImportError("the baseline needs scikit-learn: pip install scikit-learn") from err
-    task = build_task("spoken_commands", data_dir=data_dir, seed=seed, snr_db=snr_db, features="waveform",
-                      **task_options)
+    task = build_task(
+        "spoken_commands", data_dir=data_dir, seed=seed, snr_db=snr_db, features="waveform", **task_options
+    )
     x_train, x_test = _features(task.train, n_mels), _features(task.test, n_mels)
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
     clf = LogisticRegression(C=c, max_iter=300)
     y_train, y_test = task.train.tensors["targets"].numpy(), task.test.tensors["targets"].numpy()
     clf.fit((x_train - mean) / std, y_train)
-    return {"train_acc": float(clf.score((x_train - mean) / std, y_train)),
-            "test_acc": float(clf.score((x_test - mean) / std, y_test)), "n_train": len(y_train), "n_test": len(y_test)}
+    return {
+        "train_acc": float(clf.score((x_train - mean) / std, y_train)),
+        "test_acc": float(clf.score((x_test - mean) / std, y_test)),
+        "n_train": len(y_train),
+        "n_test": len(y_test),
+    }
 
 
-def snr_sweep(checkpoint, snrs: Sequence[float] = (0, 5, 10, 15, 20), data_dir=None,
-              batch_size: int = 64) -> dict[float, float]:
+def snr_sweep(
+    checkpoint, snrs: Sequence[float] = (0, 5, 10, 15, 20), data_dir=None, batch_size: int = 64
+) -> dict[float, float]:
     """{snr: test accuracy} of a ``spoken_commands`` checkpoint, its task rebuilt at each SNR."""
     from torchssm.models import build_model
     from torchssm.train.checkpoint import load_checkpoint, read_checkpoint_state

@@ -28,8 +28,9 @@ class StreamingRecognizer:
 
     def __init__(self, model: CTCRecognizer):
         if not isinstance(model, CTCRecognizer):
-            raise TypeError(f"streaming needs a CTCRecognizer (a causal encoder with a CTC head), got "
-                            f"{type(model).__name__}")
+            raise TypeError(
+                f"streaming needs a CTCRecognizer (a causal encoder with a CTC head), got {type(model).__name__}"
+            )
         self.model = model.eval()
         self.reset()
 
@@ -69,8 +70,9 @@ class StreamingRecognizer:
         return self.model.vocab.decode(collapse(ids))
 
 
-def stream_audio(model: CTCRecognizer, audio: torch.Tensor, chunk_ms: float = 20.0,
-                 sample_rate: int = 16000) -> tuple[torch.Tensor, dict]:
+def stream_audio(
+    model: CTCRecognizer, audio: torch.Tensor, chunk_ms: float = 20.0, sample_rate: int = 16000
+) -> tuple[torch.Tensor, dict]:
     """Run ``audio`` (n,) through a stream in chunks of ``chunk_ms``; returns (emissions (t', n_ctc), timing).
 
     timing: {"chunk_ms", "chunks", "mean_chunk_ms" / "max_chunk_ms" (processing time per chunk, CPU
@@ -94,6 +96,12 @@ def stream_audio(model: CTCRecognizer, audio: torch.Tensor, chunk_ms: float = 20
         cpu_times.append(time.process_time() - t0)
     wall = time.perf_counter() - wall0
     duration = len(audio) / sample_rate
-    timing = {"chunk_ms": chunk_ms, "chunks": len(cpu_times), "mean_chunk_ms": 1000 * sum(cpu_times) / len(cpu_times),
-              "max_chunk_ms": 1000 * max(cpu_times), "rtf": sum(cpu_times) / duration, "rtf_wall": wall / duration}
+    timing = {
+        "chunk_ms": chunk_ms,
+        "chunks": len(cpu_times),
+        "mean_chunk_ms": 1000 * sum(cpu_times) / len(cpu_times),
+        "max_chunk_ms": 1000 * max(cpu_times),
+        "rtf": sum(cpu_times) / duration,
+        "rtf_wall": wall / duration,
+    }
     return torch.cat(stream.emissions, 1)[0], timing

@@ -53,8 +53,11 @@ SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 VOICE_SPLITS: dict[str, list[str]] = {
     "train": [voice_name(a, v) for a in ("en-us", "en", "en-gb-x-rp", "en-029") for v in MALE_VARIANTS],
     "val": [voice_name("en-gb-x-gbclan", v) for v in MALE_VARIANTS + FEMALE_VARIANTS],
-    "test": [voice_name(a, v) for a in ("en-gb-scotland", "en-us-nyc", "en-gb-x-gbcwmd")
-             for v in FEMALE_VARIANTS + ("whisper", "croak")],
+    "test": [
+        voice_name(a, v)
+        for a in ("en-gb-scotland", "en-us-nyc", "en-gb-x-gbcwmd")
+        for v in FEMALE_VARIANTS + ("whisper", "croak")
+    ],
 }
 # Per-utterance parameter ranges (this library's choice: around eSpeak NG's defaults 175 wpm, 50, 50).
 RATE_RANGE, PITCH_RANGE, INTONATION_RANGE = (130, 220), (25, 75), (20, 80)
@@ -67,8 +70,9 @@ _CACHE_VERSION = 1
 def _check_split_sizes(**sizes) -> None:
     for name, n in sizes.items():
         if isinstance(n, bool) or not isinstance(n, int) or n < (0 if name.startswith("n_val") else 1):
-            raise ValueError(f"{name} must be a {'non-negative' if name.startswith('n_val') else 'positive'} int, "
-                             f"got {n!r}")
+            raise ValueError(
+                f"{name} must be a {'non-negative' if name.startswith('n_val') else 'positive'} int, got {n!r}"
+            )
 
 
 def _trim_silence(x: np.ndarray, threshold_db: float = -40.0) -> np.ndarray:
@@ -82,11 +86,14 @@ def _trim_silence(x: np.ndarray, threshold_db: float = -40.0) -> np.ndarray:
 
 def speak(text: str, rng: np.random.Generator, voices: Sequence[str], reverb: float) -> np.ndarray:
     """One utterance of ``text`` (float32 at 16 kHz, peak at -6..-12 dBFS) with parameters drawn from ``rng``."""
-    utterance = Utterance(text, voice=voices[int(rng.integers(len(voices)))],
-                          rate=int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1)),
-                          pitch=int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
-                          pitch_range=int(rng.integers(INTONATION_RANGE[0], INTONATION_RANGE[1] + 1)),
-                          seed=int(rng.integers(1 << 31)))
+    utterance = Utterance(
+        text,
+        voice=voices[int(rng.integers(len(voices)))],
+        rate=int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1)),
+        pitch=int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
+        pitch_range=int(rng.integers(INTONATION_RANGE[0], INTONATION_RANGE[1] + 1)),
+        seed=int(rng.integers(1 << 31)),
+    )
     speech = dsp.resample(_trim_silence(default_engine().synthesize(utterance)), NATIVE_RATE, SAMPLE_RATE)
     if rng.random() < reverb:
         rir = dsp.synthetic_rir(SAMPLE_RATE, float(rng.uniform(*RT60_RANGE)), rng)
@@ -156,8 +163,9 @@ def generate_commands(seed: int, split: str, n: int, reverb: float, data_dir=Non
     if cached is not None:
         return cached
     sid = SPLIT_IDS[split]
-    clips = np.stack([_to_int16(command_clip(seed, sid, i, reverb))
-                      for i in _progress(range(n), n, f"spoken_commands {split}")])
+    clips = np.stack(
+        [_to_int16(command_clip(seed, sid, i, reverb)) for i in _progress(range(n), n, f"spoken_commands {split}")]
+    )
     arrays = {"clips": clips, "labels": np.arange(n, dtype=np.int64) % len(COMMANDS)}
     save_npz_atomic(path, **arrays)
     return arrays
@@ -175,11 +183,24 @@ def _commands_dataset(arrays: dict, snr_db, noise: str, seed: int, split: int, f
     return TensorDictDataset(inputs=inputs, targets=torch.from_numpy(arrays["labels"]))
 
 
-@register_task("spoken_commands", "10 spoken command words synthesised by eSpeak NG, 1 s at 16 kHz; "
-               "test voices unseen in training (needs torchssm[audio])")
-def build_spoken_commands(data_dir=None, seed: int = 0, n_train: int = 3000, n_val: int = 300, n_test: int = 1000,
-                          snr_db: float | None = 10.0, noise: str = "white", reverb: float = 0.0,
-                          features: str = "waveform", n_mels: int = 40, rebuild_cache: bool = False) -> TaskData:
+@register_task(
+    "spoken_commands",
+    "10 spoken command words synthesised by eSpeak NG, 1 s at 16 kHz; "
+    "test voices unseen in training (needs torchssm[audio])",
+)
+def build_spoken_commands(
+    data_dir=None,
+    seed: int = 0,
+    n_train: int = 3000,
+    n_val: int = 300,
+    n_test: int = 1000,
+    snr_db: float | None = 10.0,
+    noise: str = "white",
+    reverb: float = 0.0,
+    features: str = "waveform",
+    n_mels: int = 40,
+    rebuild_cache: bool = False,
+) -> TaskData:
     """Keyword spotting on synthetic speech (see the module docstring)."""
     _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
     if features not in ("waveform", "logmel"):
@@ -194,11 +215,21 @@ def build_spoken_commands(data_dir=None, seed: int = 0, n_train: int = 3000, n_v
             arrays = generate_commands(seed, split, n, reverb, data_dir, rebuild_cache)
             splits[split] = _commands_dataset(arrays, snr_db, noise, seed, SPLIT_IDS[split], features, n_mels)
     length, d_input = (98, n_mels) if features == "logmel" else (SAMPLE_RATE, 1)
-    info = TaskInfo(name="spoken_commands", d_input=d_input, d_output=len(COMMANDS), length=length,
-                    kind="classification", citation="eSpeak NG synthetic speech; words of Warden 2018 (Speech "
-                    "Commands) as in S4's SC10 (Gu et al. 2022)")
-    return TaskData(info=info, train=splits["train"], val=splits.get("val"), test=splits["test"],
-                    extra={"words": COMMANDS, "voices": VOICE_SPLITS})
+    info = TaskInfo(
+        name="spoken_commands",
+        d_input=d_input,
+        d_output=len(COMMANDS),
+        length=length,
+        kind="classification",
+        citation="eSpeak NG synthetic speech; words of Warden 2018 (Speech Commands) as in S4's SC10 (Gu et al. 2022)",
+    )
+    return TaskData(
+        info=info,
+        train=splits["train"],
+        val=splits.get("val"),
+        test=splits["test"],
+        extra={"words": COMMANDS, "voices": VOICE_SPLITS},
+    )
 
 
 # --- spoken_sentences ---------------------------------------------------------------------------------
@@ -232,28 +263,48 @@ def split_sentences(sentences: Sequence[str], seed: int, n_heldout_words: int) -
     return {"heldout": heldout, "train": train, "test_pool": with_heldout}
 
 
-def generate_sentences(seed: int, split: str, texts: list[str], reverb: float, data_dir=None,
-                       rebuild_cache: bool = False) -> dict:
+def generate_sentences(
+    seed: int, split: str, texts: list[str], reverb: float, data_dir=None, rebuild_cache: bool = False
+) -> dict:
     """{"audio": concatenated int16, "offsets": (n + 1,) int64} of ``texts`` spoken by the split's voices."""
-    key = {"seed": seed, "split": split, "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(),
-           "reverb": reverb}
+    key = {
+        "seed": seed,
+        "split": split,
+        "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(),
+        "reverb": reverb,
+    }
     path = _cache_file(data_dir, "spoken_sentences", key)
     cached = _load_cache(path, rebuild_cache)
     if cached is not None:
         return cached
     sid = SPLIT_IDS[split]
-    clips = [_to_int16(speak(t, np.random.default_rng([seed, sid, i]), VOICE_SPLITS[split], reverb))
-             for i, t in _progress(enumerate(texts), len(texts), f"spoken_sentences {split}")]
+    clips = [
+        _to_int16(speak(t, np.random.default_rng([seed, sid, i]), VOICE_SPLITS[split], reverb))
+        for i, t in _progress(enumerate(texts), len(texts), f"spoken_sentences {split}")
+    ]
     arrays = {"audio": np.concatenate(clips), "offsets": np.cumsum([0] + [len(c) for c in clips]).astype(np.int64)}
     save_npz_atomic(path, **arrays)
     return arrays
 
 
-@register_task("spoken_sentences", "English prose sentences synthesised by eSpeak NG with transcripts; unseen "
-               "voices and held-out words in test (needs torchssm[audio]; train with `torchssm speech train`)")
-def build_spoken_sentences(data_dir=None, seed: int = 0, n_train: int = 2000, n_val: int = 100, n_test: int = 200,
-                           max_words: int = 12, n_heldout_words: int = 100, snr_db: float | None = None,
-                           noise: str = "white", reverb: float = 0.0, rebuild_cache: bool = False) -> TaskData:
+@register_task(
+    "spoken_sentences",
+    "English prose sentences synthesised by eSpeak NG with transcripts; unseen "
+    "voices and held-out words in test (needs torchssm[audio]; train with `torchssm speech train`)",
+)
+def build_spoken_sentences(
+    data_dir=None,
+    seed: int = 0,
+    n_train: int = 2000,
+    n_val: int = 100,
+    n_test: int = 200,
+    max_words: int = 12,
+    n_heldout_words: int = 100,
+    snr_db: float | None = None,
+    noise: str = "white",
+    reverb: float = 0.0,
+    rebuild_cache: bool = False,
+) -> TaskData:
     """Speech recognition on synthetic speech (see the module docstring); items are {"audio", "text"}."""
     from torchssm.audio import prose
 
@@ -264,9 +315,12 @@ def build_spoken_sentences(data_dir=None, seed: int = 0, n_train: int = 2000, n_
         raise ValueError(f"asked for {n_train} + {n_val} + {n_test} sentences; only {len(sentences)} are available")
     # test: every sentence with a held-out word (up to half of n_test), the rest unseen ordinary sentences
     n_heldout_test = min(len(parts["test_pool"]), n_test // 2)
-    texts = {"train": parts["train"][:n_train], "val": parts["train"][n_train : n_train + n_val],
-             "test": parts["test_pool"][:n_heldout_test]
-             + parts["train"][n_train + n_val : n_train + n_val + n_test - n_heldout_test]}
+    texts = {
+        "train": parts["train"][:n_train],
+        "val": parts["train"][n_train : n_train + n_val],
+        "test": parts["test_pool"][:n_heldout_test]
+        + parts["train"][n_train + n_val : n_train + n_val + n_test - n_heldout_test],
+    }
     splits = {}
     for split, items in texts.items():
         if not items:
@@ -276,7 +330,18 @@ def build_spoken_sentences(data_dir=None, seed: int = 0, n_train: int = 2000, n_
         clips = [arrays["audio"][offsets[i] : offsets[i + 1]] for i in range(len(items))]
         splits[split] = SpeechDataset(noisy_split(clips, snr_db, noise, seed, SPLIT_IDS[split]), items)
     vocab = sorted({w for s in texts["train"] for w in s.split()})
-    info = TaskInfo(name="spoken_sentences", d_input=1, d_output=len(CharVocabulary()), length=0, kind="transcription",
-                    citation="eSpeak NG synthetic speech of Python standard library docstrings")
-    return TaskData(info=info, train=splits["train"], val=splits.get("val"), test=splits["test"],
-                    extra={"heldout_words": parts["heldout"], "train_vocabulary": vocab})
+    info = TaskInfo(
+        name="spoken_sentences",
+        d_input=1,
+        d_output=len(CharVocabulary()),
+        length=0,
+        kind="transcription",
+        citation="eSpeak NG synthetic speech of Python standard library docstrings",
+    )
+    return TaskData(
+        info=info,
+        train=splits["train"],
+        val=splits.get("val"),
+        test=splits["test"],
+        extra={"heldout_words": parts["heldout"], "train_vocabulary": vocab},
+    )

@@ -40,8 +40,9 @@ class CharVocabulary:
             raise ValueError("empty transcript")
         unknown = sorted(set(text) - set(self.index))
         if unknown:
-            raise ValueError(f"transcript {text[:60]!r} has characters outside the alphabet "
-                             f"{self.alphabet!r}: {unknown}")
+            raise ValueError(
+                f"transcript {text[:60]!r} has characters outside the alphabet {self.alphabet!r}: {unknown}"
+            )
         return [self.index[c] for c in text]
 
     def decode(self, ids: Sequence[int]) -> str:

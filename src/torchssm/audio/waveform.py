@@ -38,10 +38,19 @@ def mulaw_windows(utterances, length: int, n: int, rng: np.random.Generator) -> 
     return TensorDictDataset(inputs=codes[:, :-1].clone(), targets=codes[:, 1:].clone())
 
 
-@register_task("spoken_mulaw", "8-bit mu-law next-sample prediction on synthetic speech (eSpeak NG, 16 kHz); "
-               "loss / ln 2 = bits per sample")
-def build_spoken_mulaw(data_dir=None, seed: int = 0, length: int = 4096, n_train: int = 2000, n_val: int = 100,
-                       n_test: int = 200, n_sentences: int = 2000) -> TaskData:
+@register_task(
+    "spoken_mulaw",
+    "8-bit mu-law next-sample prediction on synthetic speech (eSpeak NG, 16 kHz); loss / ln 2 = bits per sample",
+)
+def build_spoken_mulaw(
+    data_dir=None,
+    seed: int = 0,
+    length: int = 4096,
+    n_train: int = 2000,
+    n_val: int = 100,
+    n_test: int = 200,
+    n_sentences: int = 2000,
+) -> TaskData:
     """Windows of mu-law codes (see the module docstring); the speech is ``spoken_sentences``' (cached)."""
     from torchssm.audio.synthetic import build_spoken_sentences
 
@@ -53,7 +62,13 @@ def build_spoken_mulaw(data_dir=None, seed: int = 0, length: int = 4096, n_train
         source = getattr(speech, name)
         if n:
             splits[name] = mulaw_windows(source.audio, length, n, np.random.default_rng([seed, i, length]))
-    info = TaskInfo(name="spoken_mulaw", d_input=CHANNELS, d_output=CHANNELS, length=length, kind="seq2seq",
-                    input_kind="tokens", citation="mu-law speech modelling as in SaShiMi (Goel et al. 2022) on "
-                    "eSpeak NG synthetic speech")
+    info = TaskInfo(
+        name="spoken_mulaw",
+        d_input=CHANNELS,
+        d_output=CHANNELS,
+        length=length,
+        kind="seq2seq",
+        input_kind="tokens",
+        citation="mu-law speech modelling as in SaShiMi (Goel et al. 2022) on eSpeak NG synthetic speech",
+    )
     return TaskData(info=info, train=splits["train"], val=splits.get("val"), test=splits["test"])

@@ -23,7 +23,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -55,7 +55,7 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device) -> Dict[str, object]:
+def environment(device: torch.device) -> dict[str, object]:
     """Where and with what a number was measured: device name, versions, threads, UTC date."""
     import numpy
 
@@ -104,8 +104,9 @@ def threads(n: int):
         set_cpu_threads(*saved)
 
 
-def time_fn(fn: Callable[[], object], device: torch.device, repeats: int = 5, warmup: int = 1,
-            clock: str = "wall") -> Dict[str, object]:
+def time_fn(
+    fn: Callable[[], object], device: torch.device, repeats: int = 5, warmup: int = 1, clock: str = "wall"
+) -> dict[str, object]:
     """Time of ``fn()`` (seconds): ``warmup`` untimed calls, then ``repeats`` timed ones.
 
     ``clock="wall"``: elapsed time (``time.perf_counter``, device synchronised). ``clock="cpu"``: CPU
@@ -128,8 +129,13 @@ def time_fn(fn: Callable[[], object], device: torch.device, repeats: int = 5, wa
         synchronize(device)
         times.append(now() - t0)
     q = statistics.quantiles(times, n=4) if len(times) >= 4 else [times[0], 0, times[0]]
-    return {"median": statistics.median(times), "min": min(times), "max": max(times),
-            "iqr": q[2] - q[0] if len(times) >= 4 else 0.0, "times": times}
+    return {
+        "median": statistics.median(times),
+        "min": min(times),
+        "max": max(times),
+        "iqr": q[2] - q[0] if len(times) >= 4 else 0.0,
+        "times": times,
+    }
 
 
 @contextlib.contextmanager
@@ -146,7 +152,7 @@ def _quiet_stderr():
         os.close(saved)
 
 
-def peak_memory(fn: Callable[[], object], device: torch.device) -> Tuple[int, str]:
+def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[int, str]:
     """(peak bytes allocated during ``fn()`` above the memory held before it, method name)."""
     if device.type == "cuda":
         synchronize(device)
@@ -159,8 +165,11 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> Tuple[int, st
 
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = [e for e in prof.profiler.kineto_results.events()
-              if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")]
+    events = [
+        e
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")
+    ]
     events.sort(key=lambda e: e.start_ns())
     running = peak = 0
     for e in events:  # nbytes > 0: allocation, < 0: free
@@ -169,7 +178,7 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> Tuple[int, st
     return int(peak), "torch.profiler allocation events (profile_memory=True)"
 
 
-def fit_power_law(xs: Sequence[float], ys: Sequence[float]) -> Optional[Tuple[float, float]]:
+def fit_power_law(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
     """Least-squares fit of y = a x^k in log-log space: returns (k, a), or None with < 2 points."""
     pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if x > 0 and y is not None and y > 0]
     if len(pts) < 2:
@@ -183,8 +192,9 @@ def fit_power_law(xs: Sequence[float], ys: Sequence[float]) -> Optional[Tuple[fl
     return k, math.exp(my - k * mx)
 
 
-def crossover(lengths: Sequence[int], t_model: Sequence[Optional[float]], t_ref: Sequence[Optional[float]]
-              ) -> Dict[str, Optional[float]]:
+def crossover(
+    lengths: Sequence[int], t_model: Sequence[float | None], t_ref: Sequence[float | None]
+) -> dict[str, float | None]:
     """Where ``model`` becomes faster than ``ref`` as the length grows.
 
     "measured": the smallest measured length from which the model is faster at every longer measured
@@ -206,7 +216,7 @@ def crossover(lengths: Sequence[int], t_model: Sequence[Optional[float]], t_ref:
     return {"measured": measured, "fitted": fitted}
 
 
-def format_table(rows: List[Dict[str, object]], columns: Sequence[str]) -> str:
+def format_table(rows: list[dict[str, object]], columns: Sequence[str]) -> str:
     """A plain aligned text table (also valid Markdown)."""
     cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]

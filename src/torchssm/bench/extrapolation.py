@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -30,8 +30,11 @@ def add_arguments(p) -> None:
     p.add_argument("--task", help="task registry name (default: the one recorded by training)")
     p.add_argument("--task-options", help="JSON options of the task builder (default: those recorded by training)")
     p.add_argument("--length-key", default="length", help="the task option that sets the length (default: length)")
-    p.add_argument("--train-length", type=int, help="L the model was trained at (default: the task's length option,"
-                                                    " else its TaskInfo.length)")
+    p.add_argument(
+        "--train-length",
+        type=int,
+        help="L the model was trained at (default: the task's length option, else its TaskInfo.length)",
+    )
     p.add_argument("--factors", default="1,2,4,8,16", help="evaluate at f * L for each f")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto")
@@ -39,9 +42,18 @@ def add_arguments(p) -> None:
     p.add_argument("--json", help="write the results to this JSON file")
 
 
-def evaluate_lengths(model: torch.nn.Module, task: str, train_length: int, factors: Sequence[int], *,
-                     task_options: Optional[dict] = None, length_key: str = "length", batch_size: int = 64,
-                     device="cpu", seed: int = 0) -> List[Dict[str, object]]:
+def evaluate_lengths(
+    model: torch.nn.Module,
+    task: str,
+    train_length: int,
+    factors: Sequence[int],
+    *,
+    task_options: dict | None = None,
+    length_key: str = "length",
+    batch_size: int = 64,
+    device="cpu",
+    seed: int = 0,
+) -> list[dict[str, object]]:
     """One row per factor: {"factor", "length", "status", "loss", "acc", "n"} on the test split."""
     from torchssm.data.registry import build_task
     from torchssm.train.loop import evaluate
@@ -64,7 +76,7 @@ def evaluate_lengths(model: torch.nn.Module, task: str, train_length: int, facto
     return rows
 
 
-def training_record(checkpoint) -> Tuple[str, Optional[dict]]:
+def training_record(checkpoint) -> tuple[str, dict | None]:
     """(checkpoint directory, training's {"task", "task_options", "seed"} or None if not a training run)."""
     from torchssm.train.checkpoint import SIDECAR, read_checkpoint_state
     from torchssm.train.cli import find_checkpoint
@@ -101,15 +113,37 @@ def run(args) -> int:
     device = common.resolve_device(args.device)
     model = torchssm.from_pretrained(path)
     print(f"[bench extrapolation] {path} on {task}, {args.length_key}={base}", file=sys.stderr)
-    rows = evaluate_lengths(model, task, base, factors, task_options=options, length_key=args.length_key,
-                            batch_size=args.batch_size, device=device, seed=seed)
+    rows = evaluate_lengths(
+        model,
+        task,
+        base,
+        factors,
+        task_options=options,
+        length_key=args.length_key,
+        batch_size=args.batch_size,
+        device=device,
+        seed=seed,
+    )
     env = common.environment(device)
-    print(f"# {path} trained at {args.length_key}={base}; task {task}; "
-          f"{env['device_name']}, torch {env['torch']}, {env['date_utc']}")
+    print(
+        f"# {path} trained at {args.length_key}={base}; task {task}; "
+        f"{env['device_name']}, torch {env['torch']}, {env['date_utc']}"
+    )
     print(common.format_table(rows, ["factor", "length", "loss", "acc", "n", "status"]))
     if args.json:
-        common.save_json(args.json, {"benchmark": "length extrapolation", "environment": env,
-                                     "checkpoint": path, "task": task, "task_options": options, "seed": seed,
-                                     "length_key": args.length_key, "train_length": base, "results": rows})
+        common.save_json(
+            args.json,
+            {
+                "benchmark": "length extrapolation",
+                "environment": env,
+                "checkpoint": path,
+                "task": task,
+                "task_options": options,
+                "seed": seed,
+                "length_key": args.length_key,
+                "train_length": base,
+                "results": rows,
+            },
+        )
         print(f"wrote {args.json}")
     return 0

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Dict, List
 
 import torch
 
@@ -59,8 +58,11 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the environment and all results to this JSON file")
-    p.add_argument("--vs-mambapy", action="store_true",
-                   help="per-token time against mambapy's step (same weights, interleaved, 1 and 2 threads)")
+    p.add_argument(
+        "--vs-mambapy",
+        action="store_true",
+        help="per-token time against mambapy's step (same weights, interleaved, 1 and 2 threads)",
+    )
     p.add_argument("--steps", type=int, default=64, help="greedy steps per timed round (--vs-mambapy, --contexts)")
     p.add_argument("--repeats", type=int, default=15, help="interleaved rounds (--vs-mambapy)")
     p.add_argument("--compile", action="store_true", help="--vs-mambapy: also time the torch.compile'd step")
@@ -71,7 +73,7 @@ def _state_bytes(state) -> int:
     return sum(t.numel() * t.element_size() for t in _flatten(state))
 
 
-def measure(layer: str, n_new: int, args, device, dtype) -> Dict[str, object]:
+def measure(layer: str, n_new: int, args, device, dtype) -> dict[str, object]:
     torch.manual_seed(args.seed)
     kw = dict(LAYER_KWARGS.get(layer, {}))
     if layer == "transformer":
@@ -82,7 +84,7 @@ def measure(layer: str, n_new: int, args, device, dtype) -> Dict[str, object]:
     for _ in model.generate_stream(prompt, 8, temperature=0):  # warm-up: first-call costs (JIT, allocator)
         pass
     common.synchronize(device)
-    times: List[float] = []
+    times: list[float] = []
     last = time.perf_counter()
     for _ in model.generate_stream(prompt, n_new, temperature=0):
         common.synchronize(device)
@@ -95,13 +97,22 @@ def measure(layer: str, n_new: int, args, device, dtype) -> Dict[str, object]:
     first_min, final_min = min(steps[:k]), min(steps[-k:])  # robust to other processes on a shared CPU
     with torch.no_grad():
         _, state = model(prompt, return_state=True)
-        for t in range(2):
+        for _ in range(2):
             _, state = model.step(prompt[:, 0], state)
-    return {"layer": layer, "new_tokens": n_new, "batch": args.batch, "tokens_per_s": args.batch * len(steps) / sum(steps),
-            "latency_first_ms": first * 1e3, "latency_last_ms": final * 1e3,
-            "min_first_ms": first_min * 1e3, "min_last_ms": final_min * 1e3, "last_over_first": final_min / first_min,
-            "prompt_ms": times[0] * 1e3, "state_MB": _state_bytes(state) / 2**20,
-            "params_M": sum(p.numel() for p in model.parameters()) / 1e6}
+    return {
+        "layer": layer,
+        "new_tokens": n_new,
+        "batch": args.batch,
+        "tokens_per_s": args.batch * len(steps) / sum(steps),
+        "latency_first_ms": first * 1e3,
+        "latency_last_ms": final * 1e3,
+        "min_first_ms": first_min * 1e3,
+        "min_last_ms": final_min * 1e3,
+        "last_over_first": final_min / first_min,
+        "prompt_ms": times[0] * 1e3,
+        "state_MB": _state_bytes(state) / 2**20,
+        "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
 
 
 class _MambapyLM(torch.nn.Module):
@@ -130,16 +141,27 @@ def _mambapy_twin(model: CausalLM) -> _MambapyLM:
     from mambapy.mamba import MambaConfig
 
     cfg, mixer = model.config, model.backbone.layers[0].mixer
-    twin = _MambapyLM(MambaConfig(d_model=cfg.d_model, n_layers=cfg.n_layer, d_state=mixer.d_state,
-                                  expand_factor=mixer.expand, d_conv=mixer.d_conv, rms_norm_eps=cfg.norm_eps,
-                                  pscan=False), cfg.padded_vocab_size)
-    sd = {k.replace("backbone.layers.", "mamba.layers.").replace("backbone.", ""): v
-          for k, v in model.state_dict().items()}
+    twin = _MambapyLM(
+        MambaConfig(
+            d_model=cfg.d_model,
+            n_layers=cfg.n_layer,
+            d_state=mixer.d_state,
+            expand_factor=mixer.expand,
+            d_conv=mixer.d_conv,
+            rms_norm_eps=cfg.norm_eps,
+            pscan=False,
+        ),
+        cfg.padded_vocab_size,
+    )
+    sd = {
+        k.replace("backbone.layers.", "mamba.layers.").replace("backbone.", ""): v
+        for k, v in model.state_dict().items()
+    }
     twin.load_state_dict(sd)
     return twin.eval()
 
 
-def compare_mambapy(args, device, dtype) -> List[Dict[str, object]]:
+def compare_mambapy(args, device, dtype) -> list[dict[str, object]]:
     """Per-token greedy step time, torchssm vs mambapy (same weights, checked equal first, interleaved)."""
     from torchssm.bench.peers import interleaved
 
@@ -193,20 +215,38 @@ def compare_mambapy(args, device, dtype) -> List[Dict[str, object]]:
         with torch.no_grad():
             fns = {"torchssm": ours_loop, "mambapy": theirs_loop} | ({"compiled": compiled_loop} if compiled else {})
             med = interleaved(fns, repeats=args.repeats, warmup=2)
-        rows.append({"threads": threads, "batch": b, "torchssm_ms_per_step": med["torchssm"] / args.steps * 1e3,
-                     "mambapy_ms_per_step": med["mambapy"] / args.steps * 1e3,
-                     "ratio": med["torchssm"] / med["mambapy"]}
-                    | ({"compiled_ms_per_step": med["compiled"] / args.steps * 1e3,
-                        "compiled_ratio": med["compiled"] / med["mambapy"]} if compiled else {}))
+        rows.append(
+            {
+                "threads": threads,
+                "batch": b,
+                "torchssm_ms_per_step": med["torchssm"] / args.steps * 1e3,
+                "mambapy_ms_per_step": med["mambapy"] / args.steps * 1e3,
+                "ratio": med["torchssm"] / med["mambapy"],
+            }
+            | (
+                {
+                    "compiled_ms_per_step": med["compiled"] / args.steps * 1e3,
+                    "compiled_ratio": med["compiled"] / med["mambapy"],
+                }
+                if compiled
+                else {}
+            )
+        )
     set_cpu_threads(before)
     return rows
 
 
-def per_token_vs_context(layer: str, contexts: List[int], args, device, dtype) -> List[Dict[str, object]]:
+def per_token_vs_context(layer: str, contexts: list[int], args, device, dtype) -> list[dict[str, object]]:
     """Per-token step time (median of --steps greedy steps, CPU time) after a prompt of each length."""
     torch.manual_seed(args.seed)
-    cfg = LMConfig(layer=layer, d_model=args.d_model, n_layer=args.n_layer, vocab_size=256,
-                   layer_kwargs=dict(LAYER_KWARGS.get(layer, {})), max_length=max(contexts) + args.steps + 1)
+    cfg = LMConfig(
+        layer=layer,
+        d_model=args.d_model,
+        n_layer=args.n_layer,
+        vocab_size=256,
+        layer_kwargs=dict(LAYER_KWARGS.get(layer, {})),
+        max_length=max(contexts) + args.steps + 1,
+    )
     model = CausalLM(cfg).to(device=device, dtype=dtype).eval()
     rows = []
     for n in contexts:
@@ -223,8 +263,16 @@ def per_token_vs_context(layer: str, contexts: List[int], args, device, dtype) -
                 tok = out.argmax(-1)
                 common.synchronize(device)
                 times.append(time.process_time() - t0)
-        rows.append({"layer": layer, "context": n, "batch": args.batch, "prefill_s": prefill,
-                     "ms_per_token_median": statistics.median(times) * 1e3, "ms_per_token_min": min(times) * 1e3})
+        rows.append(
+            {
+                "layer": layer,
+                "context": n,
+                "batch": args.batch,
+                "prefill_s": prefill,
+                "ms_per_token_median": statistics.median(times) * 1e3,
+                "ms_per_token_min": min(times) * 1e3,
+            }
+        )
         del prompt, logits, state
     return rows
 
@@ -240,7 +288,7 @@ def run(args) -> int:
     layers = [x.strip() for x in args.layers.split(",") if x.strip()]
     env = common.environment(device)
     print("torchssm bench generate: " + ", ".join(f"{k}={v}" for k, v in env.items()))
-    extra: Dict[str, object] = {}
+    extra: dict[str, object] = {}
     if args.vs_mambapy:
         try:
             import mambapy  # noqa: F401
@@ -248,35 +296,64 @@ def run(args) -> int:
             print("mambapy is not installed (pip install 'torchssm[bench]'): skipping --vs-mambapy")
         else:
             rows = compare_mambapy(args, device, dtype)
-            print(f"\nvs mambapy: Mamba LM d_model={args.d_model}, n_layer={args.n_layer}, batch={args.batch}, "
-                  f"{args.steps} greedy steps x {args.repeats} interleaved rounds, CPU time "
-                  f"(logits checked equal first)")
-            print(common.format_table(rows, ["threads", "batch", "torchssm_ms_per_step", "mambapy_ms_per_step",
-                                             "ratio"] + (["compiled_ms_per_step", "compiled_ratio"]
-                                                         if args.compile else [])))
+            print(
+                f"\nvs mambapy: Mamba LM d_model={args.d_model}, n_layer={args.n_layer}, batch={args.batch}, "
+                f"{args.steps} greedy steps x {args.repeats} interleaved rounds, CPU time "
+                f"(logits checked equal first)"
+            )
+            print(
+                common.format_table(
+                    rows,
+                    ["threads", "batch", "torchssm_ms_per_step", "mambapy_ms_per_step", "ratio"]
+                    + (["compiled_ms_per_step", "compiled_ratio"] if args.compile else []),
+                )
+            )
             extra["vs_mambapy"] = rows
     if args.contexts:
         contexts = [int(x) for x in args.contexts.split(",") if x.strip()]
-        rows = [r for layer in layers if layer != "transformer"
-                for r in per_token_vs_context(layer, contexts, args, device, dtype)]
+        rows = [
+            r
+            for layer in layers
+            if layer != "transformer"
+            for r in per_token_vs_context(layer, contexts, args, device, dtype)
+        ]
         print("\nper-token step time vs context (prompt prefilled in parallel mode; CPU time)")
-        print(common.format_table(rows, ["layer", "context", "batch", "prefill_s", "ms_per_token_median",
-                                         "ms_per_token_min"]))
+        print(
+            common.format_table(
+                rows, ["layer", "context", "batch", "prefill_s", "ms_per_token_median", "ms_per_token_min"]
+            )
+        )
         extra["vs_context"] = rows
     if args.lengths in ("", "0"):
         if args.json:
             common.save_json(args.json, {"environment": env, "args": vars(args).copy() | {"func": None}, **extra})
         return 0
-    print(f"d_model={args.d_model}, n_layer={args.n_layer}, batch={args.batch}, prompt={args.prompt_length}, "
-          f"dtype={args.dtype}, greedy; latency = median (min) step time over the first / last 10% of positions")
+    print(
+        f"d_model={args.d_model}, n_layer={args.n_layer}, batch={args.batch}, prompt={args.prompt_length}, "
+        f"dtype={args.dtype}, greedy; latency = median (min) step time over the first / last 10% of positions"
+    )
     rows = [measure(layer, n, args, device, dtype) for n in lengths for layer in layers]
-    print(common.format_table(rows, ["layer", "new_tokens", "tokens_per_s", "latency_first_ms", "latency_last_ms",
-                                     "min_first_ms", "min_last_ms", "last_over_first", "prompt_ms", "state_MB",
-                                     "params_M"]))
+    print(
+        common.format_table(
+            rows,
+            [
+                "layer",
+                "new_tokens",
+                "tokens_per_s",
+                "latency_first_ms",
+                "latency_last_ms",
+                "min_first_ms",
+                "min_last_ms",
+                "last_over_first",
+                "prompt_ms",
+                "state_MB",
+                "params_M",
+            ],
+        )
+    )
     if args.json:
-        common.save_json(args.json, {"environment": env, "args": vars(args).copy() | {"func": None}, "results": rows,
-                                     **extra})
+        common.save_json(
+            args.json, {"environment": env, "args": vars(args).copy() | {"func": None}, "results": rows, **extra}
+        )
         print(f"\nwrote {args.json}")
     return 0
-
-

@@ -33,7 +33,7 @@ shapes (a smoke test of this code, not a timing).
 from __future__ import annotations
 
 import functools
-from typing import Callable, Dict, List, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -50,8 +50,11 @@ def add_arguments(p) -> None:
     p.add_argument("--repeats", type=int, default=20, help="timed repeats per measurement (default 20)")
     p.add_argument("--a-dim", action="store_true", help="time-invariant a of shape (D,) instead of (B, L, D)")
     p.add_argument("--no-peers", action="store_true", help="skip the chunked / torch.compile peers")
-    p.add_argument("--ops", action="store_true", help="also time the selective scan and SSD kernels "
-                                                       "(forward and forward+backward) against the PyTorch backends")
+    p.add_argument(
+        "--ops",
+        action="store_true",
+        help="also time the selective scan and SSD kernels (forward and forward+backward) against the PyTorch backends",
+    )
     p.add_argument("--selective-shape", default="8x2048x1536x16", help="BxLxDxN for --ops (Mamba-1 sizes)")
     p.add_argument("--ssd-shape", default="8x2048x24x64x128", help="BxLxHxPxN for --ops (Mamba-2 sizes, 1 group)")
     p.add_argument("--json", help="write the environment and all results to this JSON file")
@@ -67,26 +70,42 @@ def _inputs(shape, dtype, device, a_dim: bool):
     return make_inputs(shape, dtype, device, a_dim=a_dim, seed=0)
 
 
-def _nbytes(*ts: Optional[torch.Tensor]) -> int:
+def _nbytes(*ts: torch.Tensor | None) -> int:
     return sum(t.numel() * t.element_size() for t in ts if t is not None)
 
 
 def _row(name: str, fn: Callable[[], object], nbytes: int, device, repeats: int, copy_bw: float):
     t = common.time_fn(fn, device, repeats=repeats)
     bw = nbytes / t["median"]
-    return {"kernel": name, "ms": t["median"] * 1e3, "min_ms": t["min"] * 1e3, "max_ms": t["max"] * 1e3,
-            "MB": nbytes / 1e6, "GB/s": bw / 1e9, "vs copy": bw / copy_bw}
+    return {
+        "kernel": name,
+        "ms": t["median"] * 1e3,
+        "min_ms": t["min"] * 1e3,
+        "max_ms": t["max"] * 1e3,
+        "MB": nbytes / 1e6,
+        "GB/s": bw / 1e9,
+        "vs copy": bw / copy_bw,
+    }
 
 
-def _measure(shape, dtype, device, args) -> List[Dict[str, object]]:
+def _measure(shape, dtype, device, args) -> list[dict[str, object]]:
     from torchssm.ops.scan import chunked, gpu
 
     a, b = _inputs(shape, dtype, device, args.a_dim)
     rows = []
     copy = common.time_fn(lambda: b.clone(), device, repeats=args.repeats)
     copy_bw = 2 * _nbytes(b) / copy["median"]
-    rows.append({"kernel": "copy (b.clone)", "ms": copy["median"] * 1e3, "min_ms": copy["min"] * 1e3,
-                 "max_ms": copy["max"] * 1e3, "MB": 2 * _nbytes(b) / 1e6, "GB/s": copy_bw / 1e9, "vs copy": 1.0})
+    rows.append(
+        {
+            "kernel": "copy (b.clone)",
+            "ms": copy["median"] * 1e3,
+            "min_ms": copy["min"] * 1e3,
+            "max_ms": copy["max"] * 1e3,
+            "MB": 2 * _nbytes(b) / 1e6,
+            "GB/s": copy_bw / 1e9,
+            "vs copy": 1.0,
+        }
+    )
     with torch.no_grad():
         h = gpu.linear_scan_forward(a, b)
         grad_h = torch.randn_like(h)
@@ -94,17 +113,41 @@ def _measure(shape, dtype, device, args) -> List[Dict[str, object]]:
         auto = gpu.auto_chunks(*shape, device)
         for chunks in sorted({auto, 1}, reverse=True):  # the default, and without the split if it differs
             tag = f" (chunks={chunks})" if auto > 1 else ""
-            rows.append(_row("scan fwd" + tag, lambda c=chunks: gpu.linear_scan_forward(a, b, chunks=c),
-                             _nbytes(a, b, h), device, args.repeats, copy_bw))
-            rows.append(_row("scan bwd" + tag, lambda c=chunks: gpu.linear_scan_backward(a, h, None, grad_h, chunks=c),
-                             _nbytes(a, h, grad_h, b) + grad_a_bytes, device, args.repeats, copy_bw))
+            rows.append(
+                _row(
+                    "scan fwd" + tag,
+                    lambda c=chunks: gpu.linear_scan_forward(a, b, chunks=c),
+                    _nbytes(a, b, h),
+                    device,
+                    args.repeats,
+                    copy_bw,
+                )
+            )
+            rows.append(
+                _row(
+                    "scan bwd" + tag,
+                    lambda c=chunks: gpu.linear_scan_backward(a, h, None, grad_h, chunks=c),
+                    _nbytes(a, h, grad_h, b) + grad_a_bytes,
+                    device,
+                    args.repeats,
+                    copy_bw,
+                )
+            )
         if dtype == torch.complex64:
             dim = shape[2]
             r = 0.5 + 0.499 * torch.rand(dim, device=device)
             nu_log, theta_log = torch.log(-torch.log(r)), torch.log(6.28 * torch.rand(dim, device=device))
             gamma_log = 0.5 * torch.log(1 - r**2)
-            rows.append(_row("lru fused", lambda: gpu.lru_scan(nu_log, theta_log, gamma_log, b),
-                             _nbytes(b, h), device, args.repeats, copy_bw))
+            rows.append(
+                _row(
+                    "lru fused",
+                    lambda: gpu.lru_scan(nu_log, theta_log, gamma_log, b),
+                    _nbytes(b, h),
+                    device,
+                    args.repeats,
+                    copy_bw,
+                )
+            )
 
             def lru_unfused():
                 lam = torch.exp(torch.complex(-torch.exp(nu_log), torch.exp(theta_log)))  # (D,)
@@ -112,17 +155,36 @@ def _measure(shape, dtype, device, args) -> List[Dict[str, object]]:
 
             rows.append(_row("lru unfused", lru_unfused, _nbytes(b, h), device, args.repeats, copy_bw))
         if not args.no_peers and dtype != torch.bfloat16:
-            rows.append(_row("chunked (PyTorch)", lambda: chunked.linear_scan_forward(a, b), _nbytes(a, b, h),
-                             device, args.repeats, copy_bw))
+            rows.append(
+                _row(
+                    "chunked (PyTorch)",
+                    lambda: chunked.linear_scan_forward(a, b),
+                    _nbytes(a, b, h),
+                    device,
+                    args.repeats,
+                    copy_bw,
+                )
+            )
             try:
                 compiled = torch.compile(chunked.linear_scan_forward, dynamic=False)
-                rows.append(_row("chunked + torch.compile", lambda: compiled(a, b), _nbytes(a, b, h),
-                                 device, args.repeats, copy_bw))
+                rows.append(
+                    _row(
+                        "chunked + torch.compile",
+                        lambda: compiled(a, b),
+                        _nbytes(a, b, h),
+                        device,
+                        args.repeats,
+                        copy_bw,
+                    )
+                )
             except Exception as err:  # compile support varies by machine: report, do not fail the run
                 rows.append({"kernel": f"chunked + torch.compile: failed ({type(err).__name__})"})
     for r in rows:
-        r.update(shape="x".join(map(str, shape)), dtype=str(dtype).replace("torch.", ""),
-                 a="(D,)" if args.a_dim else "(B,L,D)")
+        r.update(
+            shape="x".join(map(str, shape)),
+            dtype=str(dtype).replace("torch.", ""),
+            a="(D,)" if args.a_dim else "(B,L,D)",
+        )
     return rows
 
 
@@ -135,6 +197,7 @@ def _dims(text: str, n: int, flag: str) -> tuple:
 
 def _time_pair(name: str, fn: Callable[[], torch.Tensor], leaves, device, repeats: int, tokens: int):
     """Forward (no graph) and forward+backward times of fn over the given leaves."""
+
     def forward():
         with torch.no_grad():
             return fn()
@@ -146,11 +209,16 @@ def _time_pair(name: str, fn: Callable[[], torch.Tensor], leaves, device, repeat
 
     fwd = common.time_fn(forward, device, repeats=repeats)
     bwd = common.time_fn(train_step, device, repeats=repeats)
-    return {"kernel": name, "fwd_ms": fwd["median"] * 1e3, "fwdbwd_ms": bwd["median"] * 1e3,
-            "fwd Mtok/s": tokens / fwd["median"] / 1e6, "fwd+bwd Mtok/s": tokens / bwd["median"] / 1e6}
+    return {
+        "kernel": name,
+        "fwd_ms": fwd["median"] * 1e3,
+        "fwdbwd_ms": bwd["median"] * 1e3,
+        "fwd Mtok/s": tokens / fwd["median"] / 1e6,
+        "fwd+bwd Mtok/s": tokens / bwd["median"] / 1e6,
+    }
 
 
-def _measure_ops(args, device) -> List[Dict[str, object]]:
+def _measure_ops(args, device) -> list[dict[str, object]]:
     """Selective scan (Mamba) and SSD (Mamba-2): the Triton kernels vs the chunked PyTorch backend."""
     from torchssm.ops.selective.chunked import selective_scan_chunked
     from torchssm.ops.selective.gpu import selective_scan_gpu
@@ -165,17 +233,32 @@ def _measure_ops(args, device) -> List[Dict[str, object]]:
     sel = [rnd(b, l, d), rnd(b, l, d), rnd(d, n), rnd(b, l, n), rnd(b, l, n), rnd(d)]
     A = lambda: -torch.exp(sel[2])  # noqa: E731
     for name, fn in [("selective gpu", selective_scan_gpu), ("selective chunked", selective_scan_chunked)]:
-        row = _time_pair(name, lambda fn=fn: fn(sel[0], sel[1], A(), sel[3], sel[4], sel[5], None, None, True),
-                         sel, device, args.repeats, b * l)
+        row = _time_pair(
+            name,
+            lambda fn=fn: fn(sel[0], sel[1], A(), sel[3], sel[4], sel[5], None, None, True),
+            sel,
+            device,
+            args.repeats,
+            b * l,
+        )
         rows.append(dict(row, shape=f"b={b} l={l} d={d} n={n}"))
     b, l, h, p, n = _dims(args.ssd_shape, 5, "--ssd-shape")
     ssd = [rnd(b, l, h, p), rnd(b, l, h), rnd(h), rnd(b, l, 1, n), rnd(b, l, 1, n), rnd(h)]
-    ssd_impls = [("ssd gpu (recurrent)", ssd_gpu), ("ssd gpu (chunked matmul, ieee)", ssd_chunked_gpu),
-                 ("ssd gpu (chunked matmul, tf32)", functools.partial(ssd_chunked_gpu, tf32=True)),
-                 ("ssd chunked (matmul)", ssd_chunked)]
+    ssd_impls = [
+        ("ssd gpu (recurrent)", ssd_gpu),
+        ("ssd gpu (chunked matmul, ieee)", ssd_chunked_gpu),
+        ("ssd gpu (chunked matmul, tf32)", functools.partial(ssd_chunked_gpu, tf32=True)),
+        ("ssd chunked (matmul)", ssd_chunked),
+    ]
     for name, fn in ssd_impls:
-        row = _time_pair(name, lambda fn=fn: fn(ssd[0], ssd[1], -torch.exp(ssd[2]), ssd[3], ssd[4], ssd[5],
-                                                 None, None, True), ssd, device, args.repeats, b * l)
+        row = _time_pair(
+            name,
+            lambda fn=fn: fn(ssd[0], ssd[1], -torch.exp(ssd[2]), ssd[3], ssd[4], ssd[5], None, None, True),
+            ssd,
+            device,
+            args.repeats,
+            b * l,
+        )
         rows.append(dict(row, shape=f"b={b} l={l} h={h} p={p} n={n}"))
     return rows
 
@@ -185,8 +268,10 @@ def run(args) -> int:
     from torchssm.ops.scan import gpu  # ImportError with the install hint when Triton is missing
 
     if device.type != "cuda" and not gpu.INTERPRET:
-        raise ValueError(f"torchssm bench kernels needs a CUDA device (got {device}); "
-                         "on the CPU it only runs under TRITON_INTERPRET=1, as a smoke test")
+        raise ValueError(
+            f"torchssm bench kernels needs a CUDA device (got {device}); "
+            "on the CPU it only runs under TRITON_INTERPRET=1, as a smoke test"
+        )
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1; got {args.repeats}")
     from torchssm.bench.scan import _parse_shapes
@@ -199,17 +284,26 @@ def run(args) -> int:
         dtypes.append(KERNEL_DTYPES[name.strip()])
     env = common.environment(device)
     print("torchssm bench kernels: " + ", ".join(f"{k}={v}" for k, v in env.items()))
-    print(f"times in ms: median [min, max] over {args.repeats} repeats after 1 warm-up (autotuning); "
-          "vs copy = achieved bandwidth / b.clone() bandwidth")
+    print(
+        f"times in ms: median [min, max] over {args.repeats} repeats after 1 warm-up (autotuning); "
+        "vs copy = achieved bandwidth / b.clone() bandwidth"
+    )
     rows = []
     for shape in shapes:
         for dtype in dtypes:
             block = _measure(shape, dtype, device, args)
             rows += block
             print(f"\n(B, L, D) = {shape}, {block[0]['dtype']}, a {block[0]['a']}")
-            table = [{"kernel": r["kernel"],
-                      "ms": f"{r['ms']:.3g} [{r['min_ms']:.3g}, {r['max_ms']:.3g}]" if "ms" in r else None,
-                      "MB": r.get("MB"), "GB/s": r.get("GB/s"), "vs copy": r.get("vs copy")} for r in block]
+            table = [
+                {
+                    "kernel": r["kernel"],
+                    "ms": f"{r['ms']:.3g} [{r['min_ms']:.3g}, {r['max_ms']:.3g}]" if "ms" in r else None,
+                    "MB": r.get("MB"),
+                    "GB/s": r.get("GB/s"),
+                    "vs copy": r.get("vs copy"),
+                }
+                for r in block
+            ]
             print(common.format_table(table, list(table[0])))
     if args.ops:
         block = _measure_ops(args, device)

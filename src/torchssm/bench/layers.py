@@ -18,7 +18,6 @@ import inspect
 import json
 import math
 import sys
-from typing import Dict, List, Optional
 
 import torch
 
@@ -34,17 +33,28 @@ def add_arguments(p) -> None:
     p.add_argument("--lengths", "-L", help="comma-separated sequence lengths (default 1024,4096,16384)")
     p.add_argument("--d-model", "-H", type=int, help="width (default 256; --quick 64)")
     p.add_argument("--d-state", "-N", type=int, help="state size, for layers that take d_state (default 64)")
-    p.add_argument("--layer-kwargs", default="{}",
-                   help='JSON {"layer": {kwargs}} for specific layers, e.g. \'{"transformer": {"n_heads": 8}}\'')
+    p.add_argument(
+        "--layer-kwargs",
+        default="{}",
+        help='JSON {"layer": {kwargs}} for specific layers, e.g. \'{"transformer": {"n_heads": 8}}\'',
+    )
     p.add_argument("--repeats", type=int, help="timed repeats (default 5; --quick 3)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (JIT compilation, caches)")
-    p.add_argument("--statistic", default="median", choices=("median", "min"),
-                   help="time reported and fitted: median of the repeats, or min (robust on a shared machine)")
+    p.add_argument(
+        "--statistic",
+        default="median",
+        choices=("median", "min"),
+        help="time reported and fitted: median of the repeats, or min (robust on a shared machine)",
+    )
     p.add_argument("--dtype", default="float32", choices=sorted(common.DTYPES))
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     p.add_argument("--quick", action="store_true", help="CPU-sized shapes: B=2, L=256..2048, H=64, N=16, 3 repeats")
-    p.add_argument("--clock", default="wall", choices=common.CLOCKS,
-                   help="wall time, or the process's CPU time (CPU only; unaffected by other processes)")
+    p.add_argument(
+        "--clock",
+        default="wall",
+        choices=common.CLOCKS,
+        help="wall time, or the process's CPU time (CPU only; unaffected by other processes)",
+    )
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch and numba (0: leave as is)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     p.add_argument("--max-seconds", type=float, default=60.0, help="skip longer L once a step takes this long")
@@ -64,7 +74,7 @@ def _apply_defaults(args) -> None:
             setattr(args, key, value)
 
 
-def layer_kwargs(name: str, d_state: int, extra: Optional[dict] = None) -> dict:
+def layer_kwargs(name: str, d_state: int, extra: dict | None = None) -> dict:
     """Keyword arguments for layer ``name``: ``d_state`` if its constructor takes one, plus ``extra``."""
     params = inspect.signature(get_layer_class(name).__init__).parameters
     kwargs = {"d_state": d_state} if "d_state" in params else {}
@@ -74,10 +84,24 @@ def layer_kwargs(name: str, d_state: int, extra: Optional[dict] = None) -> dict:
     return kwargs
 
 
-def bench_layer(name: str, lengths: List[int], *, batch: int, d_model: int, d_state: int, device, dtype,
-                repeats: int = 5, warmup: int = 2, memory: bool = True, max_seconds: float = 60.0,
-                extra_kwargs: Optional[dict] = None, seed: int = 0, statistic: str = "median",
-                clock: str = "wall") -> List[Dict[str, object]]:
+def bench_layer(
+    name: str,
+    lengths: list[int],
+    *,
+    batch: int,
+    d_model: int,
+    d_state: int,
+    device,
+    dtype,
+    repeats: int = 5,
+    warmup: int = 2,
+    memory: bool = True,
+    max_seconds: float = 60.0,
+    extra_kwargs: dict | None = None,
+    seed: int = 0,
+    statistic: str = "median",
+    clock: str = "wall",
+) -> list[dict[str, object]]:
     """One row per length: {"layer", "L", "status", "time_s" (the ``statistic`` of the repeats),
     "iqr_s", "min_s", "max_s", "tokens_per_s", "peak_mb"}."""
     torch.manual_seed(seed)
@@ -85,8 +109,15 @@ def bench_layer(name: str, lengths: List[int], *, batch: int, d_model: int, d_st
     layer.train()
     rows, skip = [], None  # skip: why the longer lengths are not run
     for length in lengths:
-        row = {"layer": name, "L": length, "status": "ok", "time_s": None, "iqr_s": None, "tokens_per_s": None,
-               "peak_mb": None}
+        row = {
+            "layer": name,
+            "L": length,
+            "status": "ok",
+            "time_s": None,
+            "iqr_s": None,
+            "tokens_per_s": None,
+            "peak_mb": None,
+        }
         rows.append(row)
         if skip:
             row["status"] = f"skipped ({skip} at a shorter L)"
@@ -95,14 +126,19 @@ def bench_layer(name: str, lengths: List[int], *, batch: int, d_model: int, d_st
         g = torch.randn(batch, length, d_model, device=device, dtype=dtype)  # (b, l, h): upstream gradient
 
         def step():
-            x.grad = None
+            x.grad = None  # noqa: B023, F821 (closure called in the iteration that defines it)
             layer.zero_grad(set_to_none=True)
-            layer(x).backward(g)
+            layer(x).backward(g)  # noqa: B023, F821 (closure called in the iteration that defines it)
 
         try:
             t = common.time_fn(step, device, repeats=repeats, warmup=warmup, clock=clock)
-            row.update(time_s=t[statistic], iqr_s=t["iqr"], min_s=t["min"], max_s=t["max"],
-                       tokens_per_s=batch * length / t[statistic])
+            row.update(
+                time_s=t[statistic],
+                iqr_s=t["iqr"],
+                min_s=t["min"],
+                max_s=t["max"],
+                tokens_per_s=batch * length / t[statistic],
+            )
             if memory:
                 row["peak_mb"] = common.peak_memory(step, device)[0] / 2**20
             if t["median"] > max_seconds:
@@ -118,9 +154,9 @@ def bench_layer(name: str, lengths: List[int], *, batch: int, d_model: int, d_st
     return rows
 
 
-def summarize(rows: List[dict], lengths: List[int]) -> List[dict]:
+def summarize(rows: list[dict], lengths: list[int]) -> list[dict]:
     """Per layer: growth exponent k (time ~ L^k) and crossover length vs the Transformer layer."""
-    by_layer: Dict[str, Dict[int, Optional[float]]] = {}
+    by_layer: dict[str, dict[int, float | None]] = {}
     for r in rows:
         by_layer.setdefault(r["layer"], {})[r["L"]] = r["time_s"]
     ref = by_layer.get(REFERENCE)
@@ -128,8 +164,12 @@ def summarize(rows: List[dict], lengths: List[int]) -> List[dict]:
     for name, times in by_layer.items():
         ts = [times.get(l) for l in lengths]
         fit = common.fit_power_law(lengths, ts)
-        entry = {"layer": name, "exponent_k": fit[0] if fit else None, "crossover_measured": None,
-                 "crossover_fitted": None}
+        entry = {
+            "layer": name,
+            "exponent_k": fit[0] if fit else None,
+            "crossover_measured": None,
+            "crossover_fitted": None,
+        }
         if ref is not None and name != REFERENCE:
             cross = common.crossover(lengths, ts, [ref.get(l) for l in lengths])
             entry["crossover_measured"], entry["crossover_fitted"] = cross["measured"], cross["fitted"]
@@ -137,7 +177,7 @@ def summarize(rows: List[dict], lengths: List[int]) -> List[dict]:
     return out
 
 
-def plot(path: str, rows: List[dict], meta: dict) -> str:
+def plot(path: str, rows: list[dict], meta: dict) -> str:
     from torchssm.analysis.plots import new_figure, save_figure
 
     fig, (ax_t, ax_m) = new_figure(2, 1)
@@ -178,29 +218,57 @@ def _run(args) -> int:
     lengths = sorted(int(v) for v in str(args.lengths).split(","))
     names = available_layers() if args.layers == "all" else [n.strip() for n in args.layers.split(",")]
     extra = json.loads(args.layer_kwargs)
-    rows: List[dict] = []
+    rows: list[dict] = []
     for name in names:
         print(f"[bench layers] {name} ...", file=sys.stderr, flush=True)
-        rows += bench_layer(name, lengths, batch=args.batch, d_model=args.d_model, d_state=args.d_state,
-                            device=device, dtype=dtype, repeats=args.repeats, warmup=args.warmup,
-                            memory=not args.no_memory, max_seconds=args.max_seconds,
-                            extra_kwargs=extra.get(name), seed=args.seed, statistic=args.statistic,
-                            clock=args.clock)
+        rows += bench_layer(
+            name,
+            lengths,
+            batch=args.batch,
+            d_model=args.d_model,
+            d_state=args.d_state,
+            device=device,
+            dtype=dtype,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            memory=not args.no_memory,
+            max_seconds=args.max_seconds,
+            extra_kwargs=extra.get(name),
+            seed=args.seed,
+            statistic=args.statistic,
+            clock=args.clock,
+        )
     summary = summarize(rows, lengths)
     memory_method = "cuda max_memory_allocated" if device.type == "cuda" else "torch.profiler allocation events"
-    meta = {"benchmark": "layers (forward+backward)", "environment": common.environment(device), "dtype": args.dtype,
-            "shapes": {"batch": args.batch, "lengths": lengths, "d_model": args.d_model, "d_state": args.d_state},
-            "repeats": args.repeats, "warmup": args.warmup, "statistic": args.statistic, "clock": args.clock,
-            "spread": "min_s..max_s over the repeats; iqr_s = interquartile range (0 below 4 repeats)",
-            "memory_method": "skipped" if args.no_memory else memory_method}
+    meta = {
+        "benchmark": "layers (forward+backward)",
+        "environment": common.environment(device),
+        "dtype": args.dtype,
+        "shapes": {"batch": args.batch, "lengths": lengths, "d_model": args.d_model, "d_state": args.d_state},
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "statistic": args.statistic,
+        "clock": args.clock,
+        "spread": "min_s..max_s over the repeats; iqr_s = interquartile range (0 below 4 repeats)",
+        "memory_method": "skipped" if args.no_memory else memory_method,
+    }
     env = meta["environment"]
-    print(f"# {env['device_name']} ({env['device']}, {env['cpu_threads']} threads, load {env.get('load_avg_1min')}), "
-          f"torch {env['torch']}, {args.dtype}, B={args.batch} H={args.d_model} N={args.d_state}, "
-          f"{args.statistic} {args.clock} time of {args.repeats} (+{args.warmup} warmup), {env['date_utc']}")
-    table = [dict(r, time_ms=_ms(r["time_s"]), min_ms=_ms(r.get("min_s")), max_ms=_ms(r.get("max_s")),
-                  ktok_per_s=r["tokens_per_s"] / 1e3 if r["tokens_per_s"] else None) for r in rows]
-    print(common.format_table(table, ["layer", "L", "time_ms", "min_ms", "max_ms", "ktok_per_s", "peak_mb",
-                                      "status"]))
+    print(
+        f"# {env['device_name']} ({env['device']}, {env['cpu_threads']} threads, load {env.get('load_avg_1min')}), "
+        f"torch {env['torch']}, {args.dtype}, B={args.batch} H={args.d_model} N={args.d_state}, "
+        f"{args.statistic} {args.clock} time of {args.repeats} (+{args.warmup} warmup), {env['date_utc']}"
+    )
+    table = [
+        dict(
+            r,
+            time_ms=_ms(r["time_s"]),
+            min_ms=_ms(r.get("min_s")),
+            max_ms=_ms(r.get("max_s")),
+            ktok_per_s=r["tokens_per_s"] / 1e3 if r["tokens_per_s"] else None,
+        )
+        for r in rows
+    ]
+    print(common.format_table(table, ["layer", "L", "time_ms", "min_ms", "max_ms", "ktok_per_s", "peak_mb", "status"]))
     print()
     print(common.format_table(summary, ["layer", "exponent_k", "crossover_measured", "crossover_fitted"]))
     if args.json:
@@ -211,5 +279,5 @@ def _run(args) -> int:
     return 0
 
 
-def _ms(seconds: Optional[float]) -> Optional[float]:
+def _ms(seconds: float | None) -> float | None:
     return None if seconds is None or math.isnan(seconds) else seconds * 1e3

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-from typing import Dict, List
 
 import torch
 
@@ -42,17 +41,23 @@ def add_arguments(p) -> None:
     p.add_argument("--naive-max-length", type=int, default=4096, help="skip the naive loop above this length")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU; 1 on a shared machine)")
-    p.add_argument("--clock", default="wall", choices=common.CLOCKS,
-                   help="wall: elapsed time; cpu: CPU time of this process (CPU device only; see bench layers)")
+    p.add_argument(
+        "--clock",
+        default="wall",
+        choices=common.CLOCKS,
+        help="wall: elapsed time; cpu: CPU time of this process (CPU device only; see bench layers)",
+    )
     p.add_argument("--json", help="write the environment and all results to this JSON file")
 
 
-def _shapes(text: str, n: int, flag: str) -> List[tuple]:
+def _shapes(text: str, n: int, flag: str) -> list[tuple]:
     out = []
     for item in filter(None, (s.strip() for s in text.split(","))):
         parts = item.lower().split("x")
         if len(parts) != n or not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise ValueError(f"{flag} takes comma-separated shapes of {n} positive integers joined by 'x'; got {item!r}")
+            raise ValueError(
+                f"{flag} takes comma-separated shapes of {n} positive integers joined by 'x'; got {item!r}"
+            )
         out.append(tuple(int(p) for p in parts))
     return out
 
@@ -68,7 +73,7 @@ def _fused_available(kind: str, device: torch.device) -> bool:
     return True
 
 
-def _scan_backends(device: torch.device) -> List[str]:
+def _scan_backends(device: torch.device) -> list[str]:
     probe = torch.empty(0, device=device)
     out = []
     for name in ("chunked", "cpu", "gpu"):
@@ -84,8 +89,16 @@ def selective_inputs(shape, dtype, device, seed):
     b, l, d, n = shape
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    args = dict(u=r(b, l, d), delta=r(b, l, d) - 1, A=-torch.arange(1, n + 1).float().repeat(d, 1),
-                B=r(b, l, n), C=r(b, l, n), D=torch.ones(d), z=r(b, l, d), delta_bias=r(d) * 0.1)
+    args = dict(
+        u=r(b, l, d),
+        delta=r(b, l, d) - 1,
+        A=-torch.arange(1, n + 1).float().repeat(d, 1),
+        B=r(b, l, n),
+        C=r(b, l, n),
+        D=torch.ones(d),
+        z=r(b, l, d),
+        delta_bias=r(d) * 0.1,
+    )
     io = 4 * b * l * d + 2 * b * l * n  # u, delta, z, y + B, C
     return {k: v.to(device=device, dtype=dtype) for k, v in args.items()}, io
 
@@ -94,14 +107,22 @@ def ssd_inputs(shape, dtype, device, seed):
     b, l, h, p, n = shape
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    args = dict(x=r(b, l, h, p), dt=r(b, l, h) - 1, A=-torch.rand(h, generator=g) * 15 - 1, B=r(b, l, 1, n),
-                C=r(b, l, 1, n), D=torch.ones(h), dt_bias=r(h) * 0.1)
+    args = dict(
+        x=r(b, l, h, p),
+        dt=r(b, l, h) - 1,
+        A=-torch.rand(h, generator=g) * 15 - 1,
+        B=r(b, l, 1, n),
+        C=r(b, l, 1, n),
+        D=torch.ones(h),
+        dt_bias=r(h) * 0.1,
+    )
     io = 2 * b * l * h * p + b * l * h + 2 * b * l * n
     return {k: v.to(device=device, dtype=dtype) for k, v in args.items()}, io
 
 
 def _time_pair(call, args, device, repeats, clock="wall"):
     """(forward, forward+backward) timings of ``call(**args)``."""
+
     def forward():
         with torch.no_grad():
             call(**args)
@@ -115,14 +136,25 @@ def _time_pair(call, args, device, repeats, clock="wall"):
             grads["g"] = torch.randn_like(y)
         y.backward(grads["g"])
 
-    return (common.time_fn(forward, device, repeats=repeats, clock=clock),
-            common.time_fn(train_step, device, repeats=repeats, clock=clock))
+    return (
+        common.time_fn(forward, device, repeats=repeats, clock=clock),
+        common.time_fn(train_step, device, repeats=repeats, clock=clock),
+    )
 
 
-def _row(op, shape, name, fwd, bwd, copy) -> Dict[str, object]:
-    return {"op": op, "shape": "x".join(map(str, shape)), "impl": name, "fwd_ms": fwd["median"] * 1e3,
-            "fwd_min_ms": fwd["min"] * 1e3, "fwd_max_ms": fwd["max"] * 1e3, "fwdbwd_ms": bwd["median"] * 1e3,
-            "fwdbwd_min_ms": bwd["min"] * 1e3, "fwdbwd_max_ms": bwd["max"] * 1e3, "copy_ms": copy["median"] * 1e3}
+def _row(op, shape, name, fwd, bwd, copy) -> dict[str, object]:
+    return {
+        "op": op,
+        "shape": "x".join(map(str, shape)),
+        "impl": name,
+        "fwd_ms": fwd["median"] * 1e3,
+        "fwd_min_ms": fwd["min"] * 1e3,
+        "fwd_max_ms": fwd["max"] * 1e3,
+        "fwdbwd_ms": bwd["median"] * 1e3,
+        "fwdbwd_min_ms": bwd["min"] * 1e3,
+        "fwdbwd_max_ms": bwd["max"] * 1e3,
+        "copy_ms": copy["median"] * 1e3,
+    }
 
 
 def _finish(rows):
@@ -137,10 +169,17 @@ def _finish(rows):
 def _print(rows) -> None:
     r0 = rows[0]
     print(f"\n{r0['op']} {r0['shape']}: copy of the op's input+output bytes {r0['copy_ms']:.3g} ms")
-    table = [{"impl": r["impl"], "forward ms": f"{r['fwd_ms']:.3g} [{r['fwd_min_ms']:.3g}, {r['fwd_max_ms']:.3g}]",
-              "fwd x naive": r["fwd_x_naive"], "fwd / copy": r["fwd_per_copy"],
-              "fwd+bwd ms": f"{r['fwdbwd_ms']:.3g} [{r['fwdbwd_min_ms']:.3g}, {r['fwdbwd_max_ms']:.3g}]",
-              "fwd+bwd x naive": r["fwdbwd_x_naive"]} for r in rows]
+    table = [
+        {
+            "impl": r["impl"],
+            "forward ms": f"{r['fwd_ms']:.3g} [{r['fwd_min_ms']:.3g}, {r['fwd_max_ms']:.3g}]",
+            "fwd x naive": r["fwd_x_naive"],
+            "fwd / copy": r["fwd_per_copy"],
+            "fwd+bwd ms": f"{r['fwdbwd_ms']:.3g} [{r['fwdbwd_min_ms']:.3g}, {r['fwdbwd_max_ms']:.3g}]",
+            "fwd+bwd x naive": r["fwdbwd_x_naive"],
+        }
+        for r in rows
+    ]
     print(common.format_table(table, list(table[0])))
 
 
@@ -153,13 +192,15 @@ def run(args) -> int:
         raise ValueError(f"--repeats must be >= 1; got {args.repeats}")
     env = common.environment(device)
     print("torchssm bench ops: " + ", ".join(f"{k}={v}" for k, v in env.items()))
-    print(f"{args.clock} times in ms: median [min, max] over {args.repeats} repeats after 1 warm-up; "
-          f"dtype {args.dtype}, chunk {args.chunk_size}")
+    print(
+        f"{args.clock} times in ms: median [min, max] over {args.repeats} repeats after 1 warm-up; "
+        f"dtype {args.dtype}, chunk {args.chunk_size}"
+    )
     results = []
     for shape in _shapes(args.sel_shapes, 4, "--sel-shapes"):
         inputs, io = selective_inputs(shape, dtype, device, args.seed)
         buf = torch.empty(io // 2, device=device, dtype=dtype)
-        copy = common.time_fn(lambda: buf.clone(), device, repeats=args.repeats, clock=args.clock)
+        copy = common.time_fn(lambda: buf.clone(), device, repeats=args.repeats, clock=args.clock)  # noqa: B023 (closure called in the iteration that defines it)
         impls = {}
         if shape[1] <= args.naive_max_length:
             impls["naive"] = functools.partial(selective_scan, backend="naive")
@@ -170,6 +211,7 @@ def run(args) -> int:
             impls[f"chunked/{b}"] = functools.partial(selective_scan_chunked, scan_backend=b)
         rows = []
         for name, fn in impls.items():
+
             def call(fn=fn, **kw):
                 return fn(**kw, delta_softplus=True, chunk_size=args.chunk_size)
 
@@ -180,11 +222,12 @@ def run(args) -> int:
     for shape in _shapes(args.ssd_shapes, 5, "--ssd-shapes"):
         inputs, io = ssd_inputs(shape, dtype, device, args.seed)
         buf = torch.empty(io // 2, device=device, dtype=dtype)
-        copy = common.time_fn(lambda: buf.clone(), device, repeats=args.repeats, clock=args.clock)
+        copy = common.time_fn(lambda: buf.clone(), device, repeats=args.repeats, clock=args.clock)  # noqa: B023 (closure called in the iteration that defines it)
         rows = []
         names = (["naive"] if shape[1] <= args.naive_max_length else []) + ["chunked"]
         names += ["gpu"] if _fused_available("gpu", device) else []
         for name in names:
+
             def call(name=name, **kw):
                 return ssd(**kw, dt_softplus=True, chunk_size=args.chunk_size, backend=name)
 
@@ -193,7 +236,8 @@ def run(args) -> int:
         _print(_finish(rows))
         results += rows
     if args.json:
-        common.save_json(args.json, {"environment": env, "repeats": args.repeats, "clock": args.clock,
-                                     "results": results})
+        common.save_json(
+            args.json, {"environment": env, "repeats": args.repeats, "clock": args.clock, "results": results}
+        )
         print(f"\nwrote {args.json}")
     return 0

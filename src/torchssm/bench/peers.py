@@ -27,8 +27,9 @@ import torch
 from torchssm.bench import common
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                clock: str = "cpu") -> dict[str, float]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, clock: str = "cpu"
+) -> dict[str, float]:
     """Median seconds of each function, timed round-robin (``repeats`` rounds after ``warmup``);
     ``clock``: "cpu" (``time.process_time``, summed over threads) or "wall" (``time.perf_counter``)."""
     if clock not in ("cpu", "wall"):
@@ -63,9 +64,11 @@ def case_s5(length: int = 4096, width: int = 256) -> tuple[dict[str, Callable[[]
     w_in = torch.randn(width, 2 * m, requires_grad=True)  # (H, 2m)
     w_out = torch.randn(2 * m, width, requires_grad=True)  # (2m, H)
     torch.testing.assert_close(layer(x), complex_path(), rtol=1e-4, atol=1e-3)
-    fns = {"gemm floor": lambda: ((x @ w_in) @ w_out).sum().backward(),
-           "s5": lambda: layer(x).sum().backward(),
-           "s5 complex (before)": lambda: complex_path().sum().backward()}
+    fns = {
+        "gemm floor": lambda: ((x @ w_in) @ w_out).sum().backward(),
+        "s5": lambda: layer(x).sum().backward(),
+        "s5 complex (before)": lambda: complex_path().sum().backward(),
+    }
     return fns, "gemm floor"
 
 
@@ -73,8 +76,9 @@ def case_scan(length: int = 16384, dim: int = 16) -> tuple[dict[str, Callable[[]
     from torchssm.ops.scan import linear_scan
 
     gen = torch.Generator().manual_seed(0)
-    a = torch.polar(torch.rand(1, length, dim, generator=gen) * 0.5 + 0.49,
-                    torch.rand(1, length, dim, generator=gen))  # (1, l, d) complex64, |a| < 1
+    a = torch.polar(
+        torch.rand(1, length, dim, generator=gen) * 0.5 + 0.49, torch.rand(1, length, dim, generator=gen)
+    )  # (1, l, d) complex64, |a| < 1
     b = torch.randn(1, length, dim, dtype=torch.complex64, generator=gen)
     w = torch.randn(1, length, dim, generator=gen)  # loss weights: L = sum(w * Re h)
     a_g, b_g = a.clone().requires_grad_(), b.clone().requires_grad_()
@@ -93,13 +97,15 @@ def case_scan(length: int = 16384, dim: int = 16) -> tuple[dict[str, Callable[[]
         def step(h, ab):  # type: ignore[no-untyped-def]
             h = ab[0] * h + ab[1]
             return h, h
+
         return jax.lax.scan(step, jnp.zeros(aj.shape[1:], aj.dtype), (aj, bj))[1]
 
     aj, bj, wj = (jnp.asarray(t[0].numpy()) for t in (a, b, w))  # (l, d): scan over the leading axis
     fwd = jax.jit(jscan)
     grad = jax.jit(jax.grad(lambda aj, bj: jnp.sum(wj * jnp.real(jscan(aj, bj))), argnums=(0, 1)))
-    torch.testing.assert_close(torch.from_numpy(jax.device_get(fwd(aj, bj)).copy()), linear_scan(a, b)[0],
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        torch.from_numpy(jax.device_get(fwd(aj, bj)).copy()), linear_scan(a, b)[0], rtol=1e-4, atol=1e-4
+    )
     fns["jax.lax.scan fwd"] = lambda: fwd(aj, bj).block_until_ready()
     fns["jax.lax.scan fwd+bwd"] = lambda: jax.block_until_ready(grad(aj, bj))
     return fns, "jax.lax.scan fwd"
@@ -113,6 +119,7 @@ def _with_threads(set_threads: Callable[[int], None], n: int, fn: Callable[[], o
     def run() -> object:
         set_threads(n)
         return fn()
+
     return run
 
 
@@ -154,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"# {env}")
     results = []
     for case in args.cases:
-        for n in ([1] if case == "threads" else args.threads):  # "threads" sets its own counts
+        for n in [1] if case == "threads" else args.threads:  # "threads" sets its own counts
             with common.threads(n):
                 fns, ref = CASES[case]()
                 med = interleaved(fns, args.repeats, clock=args.clock)
@@ -162,5 +169,7 @@ def run(args: argparse.Namespace) -> int:
                 results.append({"case": case, "threads": n, "fn": name, "cpu_ms": t * 1e3, "ratio": t / med[ref]})
                 print(f"{case:7s} {n}t  {name:22s} {t * 1e3:9.2f} ms {args.clock}  {t / med[ref]:5.2f}x {ref}")
     if args.json:
-        common.save_json(args.json, {"environment": env, "repeats": args.repeats, "clock": args.clock, "results": results})
+        common.save_json(
+            args.json, {"environment": env, "repeats": args.repeats, "clock": args.clock, "results": results}
+        )
     return 0

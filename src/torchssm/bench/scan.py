@@ -19,8 +19,6 @@ and float32. Backends: naive, chunked and, where they apply, cpu (numba, CPU) an
 
 from __future__ import annotations
 
-from typing import Dict, List
-
 import torch
 
 from torchssm.bench import common
@@ -28,27 +26,38 @@ from torchssm.ops import linear_scan
 from torchssm.ops.backend import resolve_backend
 
 DEFAULT_SHAPES = "8x4096x256,1x16384x16"
-SCAN_DTYPES = {"float32": torch.float32, "float64": torch.float64, "complex64": torch.complex64,
-               "complex128": torch.complex128}
+SCAN_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "complex64": torch.complex64,
+    "complex128": torch.complex128,
+}
 
 
 def add_arguments(p) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     p.add_argument("--shapes", default=DEFAULT_SHAPES, help=f"comma-separated BxLxD (default {DEFAULT_SHAPES})")
     p.add_argument("--dtypes", default="complex64,float32", help="comma-separated, from " + ", ".join(SCAN_DTYPES))
-    p.add_argument("--backends", default="all", help="comma-separated from naive, chunked, cpu, gpu (default: all "
-                                                    "that run on the device)")
+    p.add_argument(
+        "--backends",
+        default="all",
+        help="comma-separated from naive, chunked, cpu, gpu (default: all that run on the device)",
+    )
     p.add_argument("--repeats", type=int, default=10, help="timed repeats per measurement (default 10)")
-    p.add_argument("--naive-repeats", type=int, default=3,
-                   help="timed repeats of the naive loop, no warm-up (default 3: its backward through "
-                        "L autograd steps takes seconds to minutes)")
+    p.add_argument(
+        "--naive-repeats",
+        type=int,
+        default=3,
+        help="timed repeats of the naive loop, no warm-up (default 3: its backward through "
+        "L autograd steps takes seconds to minutes)",
+    )
     p.add_argument("--a-dim", action="store_true", help="time-invariant a of shape (D,) instead of (B, L, D)")
     p.add_argument("--no-backward", action="store_true", help="forward only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the environment and all results to this JSON file")
 
 
-def _parse_shapes(text: str) -> List[tuple]:
+def _parse_shapes(text: str) -> list[tuple]:
     shapes = []
     for item in text.split(","):
         parts = item.strip().lower().split("x")
@@ -58,7 +67,7 @@ def _parse_shapes(text: str) -> List[tuple]:
     return shapes
 
 
-def _backends(text: str, device: torch.device) -> List[str]:
+def _backends(text: str, device: torch.device) -> list[str]:
     probe = torch.empty(0, device=device)
     wanted = ["naive", "chunked", "cpu", "gpu"] if text == "all" else [n.strip() for n in text.split(",")]
     out = []
@@ -87,7 +96,7 @@ def make_inputs(shape, dtype, device, *, a_dim: bool, seed: int):
     return a.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype)
 
 
-def _measure(shape, dtype, device, backends, args) -> List[Dict[str, object]]:
+def _measure(shape, dtype, device, backends, args) -> list[dict[str, object]]:
     a, b = make_inputs(shape, dtype, device, a_dim=args.a_dim, seed=args.seed)
     grad = torch.randn_like(b)
     copy = common.time_fn(lambda: b.clone(), device, repeats=args.repeats)
@@ -101,36 +110,45 @@ def _measure(shape, dtype, device, backends, args) -> List[Dict[str, object]]:
             torch.set_num_threads(threads)
     rows = []
     for name in backends:
+
         def forward():
             with torch.no_grad():
-                return linear_scan(a, b, backend=name)
+                return linear_scan(a, b, backend=name)  # noqa: B023 (closure called in the iteration that defines it)
 
         def train_step():
             a_, b_ = a.detach().requires_grad_(), b.detach().requires_grad_()
-            linear_scan(a_, b_, backend=name).backward(grad)
+            linear_scan(a_, b_, backend=name).backward(grad)  # noqa: B023 (closure called in the iteration that defines it)
 
         # the naive loop compiles nothing, so it needs no warm-up, and its backward is very slow
         reps, warm = (min(args.repeats, args.naive_repeats), 0) if name == "naive" else (args.repeats, 1)
         fwd = common.time_fn(forward, device, repeats=reps, warmup=warm)
         bwd = None if args.no_backward else common.time_fn(train_step, device, repeats=reps, warmup=warm)
-        rows.append({"shape": "x".join(map(str, shape)), "dtype": str(dtype).replace("torch.", ""),
-                     "a": "(D,)" if args.a_dim else "(B,L,D)", "backend": name,
-                     "fwd_ms": fwd["median"] * 1e3, "fwd_min_ms": fwd["min"] * 1e3, "fwd_max_ms": fwd["max"] * 1e3,
-                     "fwdbwd_ms": bwd["median"] * 1e3 if bwd else None,
-                     "fwdbwd_min_ms": bwd["min"] * 1e3 if bwd else None,
-                     "fwdbwd_max_ms": bwd["max"] * 1e3 if bwd else None,
-                     "copy_ms": copy["median"] * 1e3, "copy_min_ms": copy["min"] * 1e3,
-                     "copy_max_ms": copy["max"] * 1e3,
-                     "copy1_ms": copy1["median"] * 1e3 if copy1 else None,
-                     "copy1_min_ms": copy1["min"] * 1e3 if copy1 else None,
-                     "copy1_max_ms": copy1["max"] * 1e3 if copy1 else None})
+        rows.append(
+            {
+                "shape": "x".join(map(str, shape)),
+                "dtype": str(dtype).replace("torch.", ""),
+                "a": "(D,)" if args.a_dim else "(B,L,D)",
+                "backend": name,
+                "fwd_ms": fwd["median"] * 1e3,
+                "fwd_min_ms": fwd["min"] * 1e3,
+                "fwd_max_ms": fwd["max"] * 1e3,
+                "fwdbwd_ms": bwd["median"] * 1e3 if bwd else None,
+                "fwdbwd_min_ms": bwd["min"] * 1e3 if bwd else None,
+                "fwdbwd_max_ms": bwd["max"] * 1e3 if bwd else None,
+                "copy_ms": copy["median"] * 1e3,
+                "copy_min_ms": copy["min"] * 1e3,
+                "copy_max_ms": copy["max"] * 1e3,
+                "copy1_ms": copy1["median"] * 1e3 if copy1 else None,
+                "copy1_min_ms": copy1["min"] * 1e3 if copy1 else None,
+                "copy1_max_ms": copy1["max"] * 1e3 if copy1 else None,
+            }
+        )
     naive = next((r for r in rows if r["backend"] == "naive"), None)
     for r in rows:
         r["fwd_vs_copy"] = r["fwd_ms"] / r["copy_ms"]
         r["fwd_vs_copy1"] = r["fwd_ms"] / r["copy1_ms"] if r["copy1_ms"] else None
         r["fwd_speedup_vs_naive"] = naive["fwd_ms"] / r["fwd_ms"] if naive else None
-        r["fwdbwd_speedup_vs_naive"] = (naive["fwdbwd_ms"] / r["fwdbwd_ms"]
-                                        if naive and r["fwdbwd_ms"] else None)
+        r["fwdbwd_speedup_vs_naive"] = naive["fwdbwd_ms"] / r["fwdbwd_ms"] if naive and r["fwdbwd_ms"] else None
     return rows
 
 
@@ -159,23 +177,41 @@ def run(args) -> int:
     except ImportError:
         pass
     print("torchssm bench scan: " + ", ".join(f"{k}={v}" for k, v in env.items()))
-    print(f"times in ms: median [min, max] over {args.repeats} repeats after 1 warm-up (naive: "
-          f"{min(args.repeats, args.naive_repeats)}, no warm-up); copy = b.clone()")
+    print(
+        f"times in ms: median [min, max] over {args.repeats} repeats after 1 warm-up (naive: "
+        f"{min(args.repeats, args.naive_repeats)}, no warm-up); copy = b.clone()"
+    )
     rows = []
     for shape in shapes:
         for dtype in dtypes:
             block = _measure(shape, dtype, device, backends, args)
             rows += block
-            print(f"\n(B, L, D) = {shape}, {block[0]['dtype']}, a {block[0]['a']}, "
-                  f"copy {_span(block[0], 'copy_ms')} ms, on 1 thread {_span(block[0], 'copy1_ms')} ms")
-            table = [{"backend": r["backend"], "forward ms": _span(r, "fwd_ms"),
-                      "fwd x naive": r["fwd_speedup_vs_naive"], "fwd / copy": r["fwd_vs_copy"],
-                      "fwd / copy 1t": r["fwd_vs_copy1"],
-                      "fwd+bwd ms": _span(r, "fwdbwd_ms"), "fwd+bwd x naive": r["fwdbwd_speedup_vs_naive"]}
-                     for r in block]
+            print(
+                f"\n(B, L, D) = {shape}, {block[0]['dtype']}, a {block[0]['a']}, "
+                f"copy {_span(block[0], 'copy_ms')} ms, on 1 thread {_span(block[0], 'copy1_ms')} ms"
+            )
+            table = [
+                {
+                    "backend": r["backend"],
+                    "forward ms": _span(r, "fwd_ms"),
+                    "fwd x naive": r["fwd_speedup_vs_naive"],
+                    "fwd / copy": r["fwd_vs_copy"],
+                    "fwd / copy 1t": r["fwd_vs_copy1"],
+                    "fwd+bwd ms": _span(r, "fwdbwd_ms"),
+                    "fwd+bwd x naive": r["fwdbwd_speedup_vs_naive"],
+                }
+                for r in block
+            ]
             print(common.format_table(table, list(table[0])))
     if args.json:
-        common.save_json(args.json, {"environment": env, "repeats": args.repeats,
-                                     "naive_repeats": min(args.repeats, args.naive_repeats), "results": rows})
+        common.save_json(
+            args.json,
+            {
+                "environment": env,
+                "repeats": args.repeats,
+                "naive_repeats": min(args.repeats, args.naive_repeats),
+                "results": rows,
+            },
+        )
         print(f"\nwrote {args.json}")
     return 0

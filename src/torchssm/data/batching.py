@@ -23,8 +23,8 @@ padding at a row's end is a segment of its own, so it never leaks into a real se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -39,11 +39,13 @@ def _check_sequences(seqs: Sequence[torch.Tensor]) -> None:
         if s.shape[0] == 0:
             raise ValueError(f"sequence {i} is empty; expected shape (length>=1, ...)")
         if s.shape[1:] != first.shape[1:] or s.dtype != first.dtype:
-            raise ValueError(f"sequence {i} has shape {tuple(s.shape)} and dtype {s.dtype}; expected "
-                             f"(length, {', '.join(map(str, first.shape[1:]))}) and {first.dtype} like sequence 0")
+            raise ValueError(
+                f"sequence {i} has shape {tuple(s.shape)} and dtype {s.dtype}; expected "
+                f"(length, {', '.join(map(str, first.shape[1:]))}) and {first.dtype} like sequence 0"
+            )
 
 
-def lengths_to_mask(lengths: torch.Tensor, max_length: Optional[int] = None) -> torch.Tensor:
+def lengths_to_mask(lengths: torch.Tensor, max_length: int | None = None) -> torch.Tensor:
     """(b,) lengths -> (b, l) bool mask, True at valid steps."""
     if not isinstance(lengths, torch.Tensor) or lengths.dim() != 1:
         raise ValueError(f"lengths must be a tensor of shape (batch,); got {getattr(lengths, 'shape', lengths)}")
@@ -51,7 +53,7 @@ def lengths_to_mask(lengths: torch.Tensor, max_length: Optional[int] = None) -> 
     return torch.arange(max_length, device=lengths.device) < lengths[:, None]  # (b, l)
 
 
-def pad_sequences(seqs: Sequence[torch.Tensor], pad_value=0, length: Optional[int] = None) -> torch.Tensor:
+def pad_sequences(seqs: Sequence[torch.Tensor], pad_value=0, length: int | None = None) -> torch.Tensor:
     """Right-pad (l_i, ...) tensors to (b, l, ...), l = ``length`` or max l_i."""
     _check_sequences(seqs)
     longest = max(s.shape[0] for s in seqs)
@@ -64,8 +66,9 @@ def pad_sequences(seqs: Sequence[torch.Tensor], pad_value=0, length: Optional[in
     return out
 
 
-def pad_collate(batch: Sequence[Dict[str, torch.Tensor]], pad_value=0, ignore_index: int = -100,
-                length: Optional[int] = None) -> Dict[str, torch.Tensor]:
+def pad_collate(
+    batch: Sequence[dict[str, torch.Tensor]], pad_value=0, ignore_index: int = -100, length: int | None = None
+) -> dict[str, torch.Tensor]:
     """DataLoader ``collate_fn`` for examples with variable-length "inputs" (and "inputs2").
 
     Per-step tensors ("inputs", "inputs2", and "targets" when it has the length of "inputs")
@@ -74,7 +77,7 @@ def pad_collate(batch: Sequence[Dict[str, torch.Tensor]], pad_value=0, ignore_in
     """
     if len(batch) == 0 or "inputs" not in batch[0]:
         raise ValueError("pad_collate expects a non-empty list of dicts with an 'inputs' tensor")
-    out: Dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
     lengths = torch.tensor([ex["inputs"].shape[0] for ex in batch])
     out["inputs"] = pad_sequences([ex["inputs"] for ex in batch], pad_value, length)
     out["lengths"] = lengths
@@ -85,8 +88,9 @@ def pad_collate(batch: Sequence[Dict[str, torch.Tensor]], pad_value=0, ignore_in
         if key in out or key in ("inputs2",):
             continue
         values = [ex[key] for ex in batch]
-        per_step = key == "targets" and values[0].dim() >= 1 and all(
-            v.shape[0] == n for v, n in zip(values, lengths.tolist()))
+        per_step = (
+            key == "targets" and values[0].dim() >= 1 and all(v.shape[0] == n for v, n in zip(values, lengths.tolist()))
+        )
         out[key] = pad_sequences(values, ignore_index, out["inputs"].shape[1]) if per_step else torch.stack(values)
     return out
 
@@ -102,10 +106,10 @@ class Packed:
     reset: torch.Tensor
     valid: torch.Tensor
     cu_seqlens: torch.Tensor
-    index: List[tuple]
+    index: list[tuple]
 
 
-def pack_sequences(seqs: Sequence[torch.Tensor], row_length: Optional[int] = None, pad_value=0) -> Packed:
+def pack_sequences(seqs: Sequence[torch.Tensor], row_length: int | None = None, pad_value=0) -> Packed:
     """Pack (l_i, ...) sequences into rows of ``row_length`` (default: one row holding everything).
 
     First fit in the given order: sequence k goes into the first row with room for it. A
@@ -116,7 +120,7 @@ def pack_sequences(seqs: Sequence[torch.Tensor], row_length: Optional[int] = Non
     row_length = sum(lens) if row_length is None else int(row_length)
     if max(lens) > row_length:
         raise ValueError(f"a sequence of length {max(lens)} does not fit in rows of length {row_length}")
-    fill: List[int] = []  # used length of each row
+    fill: list[int] = []  # used length of each row
     index = []
     for n in lens:
         row = next((r for r, used in enumerate(fill) if used + n <= row_length), None)
@@ -144,19 +148,22 @@ def pack_sequences(seqs: Sequence[torch.Tensor], row_length: Optional[int] = Non
     return Packed(data=data, reset=reset, valid=valid, cu_seqlens=cu_seqlens, index=index)
 
 
-def unpack_sequences(packed_out: torch.Tensor, packed: Packed) -> List[torch.Tensor]:
+def unpack_sequences(packed_out: torch.Tensor, packed: Packed) -> list[torch.Tensor]:
     """Split outputs (b, l, ...) computed on ``packed.data`` back into the original sequences."""
     if packed_out.shape[:2] != packed.data.shape[:2]:
-        raise ValueError(f"packed outputs must have shape (b, l, ...)={tuple(packed.data.shape[:2])} + (...); "
-                         f"got {tuple(packed_out.shape)}")
+        raise ValueError(
+            f"packed outputs must have shape (b, l, ...)={tuple(packed.data.shape[:2])} + (...); "
+            f"got {tuple(packed_out.shape)}"
+        )
     return [packed_out[row, start : start + n] for row, start, n in packed.index]
 
 
 def cu_seqlens_to_reset(cu_seqlens: torch.Tensor, batch: int, length: int) -> torch.Tensor:
     """(segments+1,) cumulative lengths over the flattened (batch, length) -> reset (batch, length) bool."""
     if cu_seqlens.dim() != 1 or int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != batch * length:
-        raise ValueError(f"cu_seqlens must be 1-D, start at 0 and end at batch*length={batch * length}; "
-                         f"got {cu_seqlens.tolist()}")
+        raise ValueError(
+            f"cu_seqlens must be 1-D, start at 0 and end at batch*length={batch * length}; got {cu_seqlens.tolist()}"
+        )
     reset = torch.zeros(batch * length, dtype=torch.bool)
     reset[cu_seqlens[:-1].long()] = True
     return reset.view(batch, length)
@@ -165,8 +172,9 @@ def cu_seqlens_to_reset(cu_seqlens: torch.Tensor, batch: int, length: int) -> to
 def reset_to_cu_seqlens(reset: torch.Tensor) -> torch.Tensor:
     """reset (batch, length) bool -> cumulative segment lengths (segments+1,) int32 (rows always split)."""
     if reset.dim() != 2 or reset.dtype != torch.bool:
-        raise ValueError(f"reset must be a bool tensor of shape (batch, length); "
-                         f"got {tuple(reset.shape)} {reset.dtype}")
+        raise ValueError(
+            f"reset must be a bool tensor of shape (batch, length); got {tuple(reset.shape)} {reset.dtype}"
+        )
     b, l = reset.shape
     starts = reset.clone()
     starts[:, 0] = True

@@ -31,8 +31,10 @@ def digits_file() -> Path:
     try:
         dist = importlib.metadata.distribution("scikit-learn")
     except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError("the 'digits' task reads the copy of the data shipped with scikit-learn, which is "
-                                "not installed: `pip install scikit-learn` (optional, not a torchssm dependency)")
+        raise FileNotFoundError(
+            "the 'digits' task reads the copy of the data shipped with scikit-learn, which is "
+            "not installed: `pip install scikit-learn` (optional, not a torchssm dependency)"
+        ) from None
     path = Path(dist.locate_file("sklearn/datasets/data/digits.csv.gz"))
     if not path.exists():
         raise FileNotFoundError(f"scikit-learn is installed but {path} is missing")
@@ -60,7 +62,9 @@ def build(data_dir=None, seed: int = 0, test_fraction: float = 0.2, val_fraction
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
     n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
     test, val, train = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
-    info = TaskInfo(name="digits", d_input=1, d_output=10, length=64, kind="classification", input_kind="real",
-                    citation=CITATION)
-    return TaskData(info=info, train=full.subset(train), val=full.subset(val) if n_val else None,
-                    test=full.subset(test))
+    info = TaskInfo(
+        name="digits", d_input=1, d_output=10, length=64, kind="classification", input_kind="real", citation=CITATION
+    )
+    return TaskData(
+        info=info, train=full.subset(train), val=full.subset(val) if n_val else None, test=full.subset(test)
+    )

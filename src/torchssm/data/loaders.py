@@ -10,8 +10,8 @@ so a run resumed at an epoch boundary sees exactly the batches an uninterrupted 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Union
 
 import numpy as np
 import torch
@@ -22,14 +22,14 @@ from torchssm.fileio import atomic_write
 ENV_DATA_DIR = "TORCHSSM_DATA"
 
 
-def resolve_data_dir(data_dir: Union[str, os.PathLike, None] = None) -> Path:
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """The data directory: ``data_dir`` if given, else ``$TORCHSSM_DATA``, else ``~/.cache/torchssm``."""
     if data_dir is None or str(data_dir) == "":
         data_dir = os.environ.get(ENV_DATA_DIR) or Path.home() / ".cache" / "torchssm"
     return Path(data_dir).expanduser()
 
 
-def save_npz_atomic(path: Union[str, os.PathLike], **arrays: np.ndarray) -> Path:
+def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     """Write ``arrays`` to ``path`` (.npz) via a temporary file in the same directory + ``os.replace``.
 
     A reader never sees a half-written cache file, and a failed write leaves no temporary file.
@@ -56,16 +56,16 @@ class TensorDictDataset(Dataset):
         sizes = {name: int(t.shape[0]) for name, t in tensors.items()}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"all tensors must have the same first dimension (number of examples); got {sizes}")
-        self.tensors: Dict[str, torch.Tensor] = dict(tensors)
+        self.tensors: dict[str, torch.Tensor] = dict(tensors)
         self._n = next(iter(sizes.values()))
 
     def __len__(self) -> int:
         return self._n
 
-    def __getitem__(self, index) -> Dict[str, torch.Tensor]:
+    def __getitem__(self, index) -> dict[str, torch.Tensor]:
         return {name: t[index] for name, t in self.tensors.items()}
 
-    def subset(self, index: Union[slice, torch.Tensor]) -> "TensorDictDataset":
+    def subset(self, index: slice | torch.Tensor) -> TensorDictDataset:
         """A new dataset of the selected examples (a slice or a 1-D index tensor)."""
         return TensorDictDataset(**{name: t[index] for name, t in self.tensors.items()})
 
@@ -75,8 +75,9 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
 
 
-def batch_indices(n: int, batch_size: int, *, shuffle: bool, generator: Optional[torch.Generator] = None,
-                  min_batch: int = 1) -> List[torch.Tensor]:
+def batch_indices(
+    n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None, min_batch: int = 1
+) -> list[torch.Tensor]:
     """Split ``range(n)`` (shuffled with ``generator`` when ``shuffle``) into batches of ``batch_size``.
 
     A trailing batch smaller than ``min_batch`` is dropped (``min_batch=2`` keeps BatchNorm from
@@ -91,9 +92,15 @@ def batch_indices(n: int, batch_size: int, *, shuffle: bool, generator: Optional
     return batches
 
 
-def iterate_batches(dataset: Dataset, batch_size: int, *, shuffle: bool = False,
-                    generator: Optional[torch.Generator] = None, num_workers: int = 0,
-                    min_batch: int = 1) -> Iterator[Dict[str, torch.Tensor]]:
+def iterate_batches(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    num_workers: int = 0,
+    min_batch: int = 1,
+) -> Iterator[dict[str, torch.Tensor]]:
     """Yield batches (dicts of tensors with a leading batch dimension) of ``dataset``.
 
     A :class:`TensorDictDataset` read in the main process is sliced directly; any other dataset

@@ -20,7 +20,6 @@ import json
 import random
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -77,7 +76,7 @@ def load_mnist1d(data_dir=None, regenerate: bool = False) -> dict:
                 arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
             return arrays
         except (OSError, ValueError, KeyError, EOFError) as err:  # a damaged cache is rebuilt, not fatal
-            warnings.warn(f"MNIST-1D cache {path} is unreadable ({err}); regenerating it")
+            warnings.warn(f"MNIST-1D cache {path} is unreadable ({err}); regenerating it", stacklevel=2)
     arrays = generate_mnist1d()
     save_npz_atomic(path, **arrays)
     return arrays
@@ -90,8 +89,9 @@ def _dataset(x: np.ndarray, y: np.ndarray) -> TensorDictDataset:
 
 
 @register_task("mnist1d", "MNIST-1D (Greydanus 2020): 10 classes, length 40, 4000 train / 1000 test, generated offline")
-def build(data_dir=None, seed: int = 0, val_fraction: float = 0.1, limit: Optional[int] = None,
-          regenerate: bool = False) -> TaskData:
+def build(
+    data_dir=None, seed: int = 0, val_fraction: float = 0.1, limit: int | None = None, regenerate: bool = False
+) -> TaskData:
     """MNIST-1D classification task.
 
     Args:
@@ -116,6 +116,13 @@ def build(data_dir=None, seed: int = 0, val_fraction: float = 0.1, limit: Option
     if limit is not None:
         train, test = train.subset(slice(0, limit)), test.subset(slice(0, limit))
         val = val.subset(slice(0, limit)) if val is not None else None
-    info = TaskInfo(name="mnist1d", d_input=1, d_output=10, length=int(arrays["x_train"].shape[1]),
-                    kind="classification", input_kind="real", citation=CITATION)
+    info = TaskInfo(
+        name="mnist1d",
+        d_input=1,
+        d_output=10,
+        length=int(arrays["x_train"].shape[1]),
+        kind="classification",
+        input_kind="real",
+        citation=CITATION,
+    )
     return TaskData(info=info, train=train, val=val, test=test)

@@ -38,7 +38,6 @@ import sys
 import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -48,7 +47,7 @@ from torchssm.data.loaders import resolve_data_dir
 from torchssm.data.registry import TaskData, TaskInfo, register_task
 from torchssm.fileio import atomic_write
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 SPLITS = ("train", "val", "test")
 EXCLUDED_DIRS = ("test", "tests", "idlelib", "site-packages", "__pycache__")  # default corpus (issue 14)
 CACHE_FORMAT = 1
@@ -71,8 +70,9 @@ def default_corpus_files() -> list[Path]:
     return sorted(out)
 
 
-def find_files(files: PathLike | Sequence[PathLike] | None = None,
-               suffixes: Sequence[str] = (".txt", ".md", ".py", ".rst")) -> tuple[list[Path], Path]:
+def find_files(
+    files: PathLike | Sequence[PathLike] | None = None, suffixes: Sequence[str] = (".txt", ".md", ".py", ".rst")
+) -> tuple[list[Path], Path]:
     """(sorted files, root they are named relative to) for a folder, a glob, a file, or a list of them."""
     if files is None:
         return default_corpus_files(), stdlib_root()
@@ -84,8 +84,11 @@ def find_files(files: PathLike | Sequence[PathLike] | None = None,
         if p.is_dir():
             for folder, dirs, names in os.walk(p):
                 dirs[:] = [d for d in dirs if not d.startswith(".")]
-                found.update(Path(folder) / n for n in names
-                             if not n.startswith(".") and (not suffixes or Path(n).suffix in suffixes))
+                found.update(
+                    Path(folder) / n
+                    for n in names
+                    if not n.startswith(".") and (not suffixes or Path(n).suffix in suffixes)
+                )
         elif p.is_file():
             found.add(p)
         elif any(ch in text for ch in "*?["):
@@ -110,23 +113,30 @@ def read_text(path: PathLike) -> str:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-        bad = data[err.start:err.end]
-        raise ValueError(f"{path}: line {line}, column {column}: invalid UTF-8 byte sequence {bad!r} "
-                         f"({err.reason}); text files must be UTF-8") from None
+        bad = data[err.start : err.end]
+        raise ValueError(
+            f"{path}: line {line}, column {column}: invalid UTF-8 byte sequence {bad!r} "
+            f"({err.reason}); text files must be UTF-8"
+        ) from None
 
 
 def corpus_record(files: Sequence[Path], root: Path, default: bool) -> dict:
     """What a run records about its corpus: Python version, file count, sha256 of the sorted relative paths."""
     names = sorted(str(f.relative_to(root)) for f in files)
-    record = {"file_count": len(names), "files_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
-              "bytes": int(sum(f.stat().st_size for f in files)), "root": str(root)}
+    record = {
+        "file_count": len(names),
+        "files_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
+        "bytes": int(sum(f.stat().st_size for f in files)),
+        "root": str(root),
+    }
     if default:
         record.update(source="python-stdlib", python_version=sys.version.split()[0])
     return record
 
 
-def split_files(files: Sequence[Path], root: Path, val_fraction: float, test_fraction: float,
-                seed: int = 0) -> dict[str, list[Path]]:
+def split_files(
+    files: Sequence[Path], root: Path, val_fraction: float, test_fraction: float, seed: int = 0
+) -> dict[str, list[Path]]:
     """Deterministic split by file (see the module docstring); every split keeps its files in sorted order."""
     for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= frac < 1.0:
@@ -135,15 +145,20 @@ def split_files(files: Sequence[Path], root: Path, val_fraction: float, test_fra
     n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
     n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
     if n - n_test - n_val < 1:
-        raise ValueError(f"{n} file(s) cannot be split into train/val/test with val_fraction={val_fraction}, "
-                         f"test_fraction={test_fraction}: every split needs at least one file")
+        raise ValueError(
+            f"{n} file(s) cannot be split into train/val/test with val_fraction={val_fraction}, "
+            f"test_fraction={test_fraction}: every split needs at least one file"
+        )
 
     def place(f: Path) -> str:
         return hashlib.sha256(f"{seed}:{f.relative_to(root).as_posix()}".encode()).hexdigest()
 
     order = sorted(files, key=place)
-    return {"test": sorted(order[:n_test]), "val": sorted(order[n_test:n_test + n_val]),
-            "train": sorted(order[n_test + n_val:])}
+    return {
+        "test": sorted(order[:n_test]),
+        "val": sorted(order[n_test : n_test + n_val]),
+        "train": sorted(order[n_test + n_val :]),
+    }
 
 
 # --- tokenised, cached splits -------------------------------------------------------------------------
@@ -162,8 +177,11 @@ def tokenize_files(files: Sequence[Path], tokenizer) -> tuple[np.ndarray, np.nda
         if not text:
             continue
         n_bytes += len(text.encode("utf-8"))
-        ids = np.frombuffer(text.encode("utf-8"), np.uint8) if tokenizer.kind == "bytes" else \
-            np.asarray(tokenizer.encode(text))
+        ids = (
+            np.frombuffer(text.encode("utf-8"), np.uint8)
+            if tokenizer.kind == "bytes"
+            else np.asarray(tokenizer.encode(text))
+        )
         starts.append(offset)
         pieces.append(ids.astype(dtype))
         offset += len(ids)
@@ -204,16 +222,21 @@ def load_or_build_splits(splits: dict[str, list[Path]], tokenizer, cache_dir: Pa
             tokens, starts, n_bytes = tokenize_files(splits[split], tokenizer)
             _save_npy(folder / f"{split}.tokens.npy", tokens)
             _save_npy(folder / f"{split}.starts.npy", starts)
-            manifest["splits"][split] = {"tokens": int(tokens.shape[0]), "documents": int(starts.shape[0]),
-                                         "bytes": n_bytes}
+            manifest["splits"][split] = {
+                "tokens": int(tokens.shape[0]),
+                "documents": int(starts.shape[0]),
+                "bytes": n_bytes,
+            }
         text = json.dumps(manifest, indent=1)
         atomic_write(manifest_file, lambda tmp: Path(tmp).write_text(text))  # last: marks the cache complete
     manifest = json.loads(manifest_file.read_text())
     out = {}
     for split in SPLITS:
-        out[split] = {"tokens": np.load(folder / f"{split}.tokens.npy", mmap_mode="r"),
-                      "starts": np.load(folder / f"{split}.starts.npy"),
-                      "bytes": manifest["splits"][split]["bytes"]}
+        out[split] = {
+            "tokens": np.load(folder / f"{split}.tokens.npy", mmap_mode="r"),
+            "starts": np.load(folder / f"{split}.starts.npy"),
+            "bytes": manifest["splits"][split]["bytes"],
+        }
     return out
 
 
@@ -224,8 +247,17 @@ class PackedTokens(Dataset):
     ``rows``: which rows (indices into the ``(len(tokens) - 1) // context`` full rows) to serve; None = all.
     """
 
-    def __init__(self, tokens: np.ndarray, starts: np.ndarray, context: int, rows: np.ndarray | None = None,
-                 n_bytes: int = 0, resets: bool = True, mask_vocab: int = 0, mask_seed: int = 0):
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        starts: np.ndarray,
+        context: int,
+        rows: np.ndarray | None = None,
+        n_bytes: int = 0,
+        resets: bool = True,
+        mask_vocab: int = 0,
+        mask_seed: int = 0,
+    ):
         if not isinstance(context, int) or context < 1:
             raise ValueError(f"context must be a positive int; got {context!r}")
         self.tokens, self.starts, self.context = tokens, np.asarray(starts, dtype=np.int64), context
@@ -241,7 +273,7 @@ class PackedTokens(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         begin = int(self.rows[index]) * self.context
-        chunk = torch.from_numpy(np.asarray(self.tokens[begin:begin + self.context + 1], dtype=np.int64))
+        chunk = torch.from_numpy(np.asarray(self.tokens[begin : begin + self.context + 1], dtype=np.int64))
         if self.mask_vocab:  # masked LM: the row itself, masked once, seeded by (seed, row)
             from torchssm.models.masked_lm import mask_tokens
 
@@ -265,10 +297,22 @@ def _subset(total: int, limit: int, seed: int) -> np.ndarray | None:
 
 
 @register_task("lm_text", "next-token language modelling on text files (default: the Python stdlib source)")
-def build(data_dir=None, seed: int = 0, files=None, suffixes: Sequence[str] = (".txt", ".md", ".py", ".rst"),
-          tokenizer: str = "bytes", tokenizer_path: str | None = None, context: int = 512,
-          eval_context: int = 0, val_fraction: float = 0.05, test_fraction: float = 0.05, train_rows: int = 0,
-          eval_rows: int = 0, document_resets: bool = True, objective: str = "causal") -> TaskData:
+def build(
+    data_dir=None,
+    seed: int = 0,
+    files=None,
+    suffixes: Sequence[str] = (".txt", ".md", ".py", ".rst"),
+    tokenizer: str = "bytes",
+    tokenizer_path: str | None = None,
+    context: int = 512,
+    eval_context: int = 0,
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    train_rows: int = 0,
+    eval_rows: int = 0,
+    document_resets: bool = True,
+    objective: str = "causal",
+) -> TaskData:
     """Build the ``lm_text`` task (see the module docstring).
 
     ``eval_context`` (default: ``context``) is the row length of val/test; ``train_rows`` / ``eval_rows``
@@ -292,21 +336,45 @@ def build(data_dir=None, seed: int = 0, files=None, suffixes: Sequence[str] = ("
         length = context if name == "train" else eval_context
         total = max(0, (len(a["tokens"]) - 1) // length)
         if total == 0:
-            raise ValueError(f"the {name} split ({len(a['tokens'])} tokens in {len(split[name])} file(s)) is shorter "
-                             f"than one row of {length + 1} tokens; use more files or a shorter context")
+            raise ValueError(
+                f"the {name} split ({len(a['tokens'])} tokens in {len(split[name])} file(s)) is shorter "
+                f"than one row of {length + 1} tokens; use more files or a shorter context"
+            )
         rows = _subset(total, train_rows if name == "train" else eval_rows, seed * 7919 + i)
         masked = objective == "masked"
-        datasets[name] = PackedTokens(a["tokens"], a["starts"], length, rows, a["bytes"],
-                                      resets=document_resets and not masked,
-                                      mask_vocab=tok.vocab_size if masked else 0, mask_seed=seed * 31 + i)
+        datasets[name] = PackedTokens(
+            a["tokens"],
+            a["starts"],
+            length,
+            rows,
+            a["bytes"],
+            resets=document_resets and not masked,
+            mask_vocab=tok.vocab_size if masked else 0,
+            mask_seed=seed * 31 + i,
+        )
     vocab = tok.vocab_size
-    info = TaskInfo(name="lm_text", d_input=vocab + (objective == "masked"), d_output=vocab, length=context,
-                    kind="lm", input_kind="tokens",
-                    citation="corpus: the files given (default: the Python standard library of this interpreter)")
+    info = TaskInfo(
+        name="lm_text",
+        d_input=vocab + (objective == "masked"),
+        d_output=vocab,
+        length=context,
+        kind="lm",
+        input_kind="tokens",
+        citation="corpus: the files given (default: the Python standard library of this interpreter)",
+    )
     record = corpus_record(listed, root, default=files is None)
-    record.update(split_files={k: len(v) for k, v in split.items()},
-                  split_tokens={k: int(len(arrays[k]["tokens"])) for k in SPLITS},
-                  bytes_per_token={k: datasets[k].bytes_per_token for k in SPLITS},
-                  tokenizer=tokenizer, vocab_size=vocab, objective=objective)
-    return TaskData(info=info, train=datasets["train"], val=datasets["val"], test=datasets["test"],
-                    extra={"tokenizer": tok, "record": record, "objective": objective})
+    record.update(
+        split_files={k: len(v) for k, v in split.items()},
+        split_tokens={k: int(len(arrays[k]["tokens"])) for k in SPLITS},
+        bytes_per_token={k: datasets[k].bytes_per_token for k in SPLITS},
+        tokenizer=tokenizer,
+        vocab_size=vocab,
+        objective=objective,
+    )
+    return TaskData(
+        info=info,
+        train=datasets["train"],
+        val=datasets["val"],
+        test=datasets["test"],
+        extra={"tokenizer": tok, "record": record, "objective": objective},
+    )

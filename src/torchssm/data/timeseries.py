@@ -56,13 +56,15 @@ def read_ts(path) -> tuple[list[torch.Tensor], list[str], list[str]]:
                     try:
                         series_length = int(line.split()[1])
                     except (IndexError, ValueError):
-                        raise DataFormatError(f"{path}:{lineno}: expected '@seriesLength <integer>', "
-                                              f"got {line[:60]!r}") from None
+                        raise DataFormatError(
+                            f"{path}:{lineno}: expected '@seriesLength <integer>', got {line[:60]!r}"
+                        ) from None
                 elif low.startswith("@classlabel"):
                     parts = line.split()
                     if len(parts) < 2 or parts[1].lower() != "true":
-                        raise DataFormatError(f"{path}:{lineno}: only labelled (@classLabel true ...) files "
-                                              "are supported")
+                        raise DataFormatError(
+                            f"{path}:{lineno}: only labelled (@classLabel true ...) files are supported"
+                        )
                     classes = parts[2:]
                 elif low.startswith("@data"):
                     in_data = True
@@ -84,8 +86,10 @@ def read_ts(path) -> tuple[list[torch.Tensor], list[str], list[str]]:
                 expected = series_length if series_length is not None else (len(series[0]) if series else None)
                 if expected is not None and len(chans[0]) != expected:
                     what = "@seriesLength" if series_length is not None else "the first case"
-                    raise DataFormatError(f"{path}:{lineno}: the file declares @equalLength true but this case has "
-                                          f"{len(chans[0])} values per channel, {what} {expected}")
+                    raise DataFormatError(
+                        f"{path}:{lineno}: the file declares @equalLength true but this case has "
+                        f"{len(chans[0])} values per channel, {what} {expected}"
+                    )
             series.append(torch.tensor(chans, dtype=torch.float32).T.contiguous())  # (l, channels)
             labels.append(label)
     if not series:
@@ -118,7 +122,8 @@ def find_ts(name: str, data_dir=None) -> Path:
         f"UCR/UEA data set {name!r} not found in {root / 'UCR' / name} nor in an installed {' or '.join(PACKAGES)} "
         f"package. Download {name}.zip from {ARCHIVE_URL} and put {name}_TRAIN.ts and {name}_TEST.ts into "
         f"{root / 'UCR' / name} (data root from --data-dir or $TORCHSSM_DATA), or `pip install aeon` "
-        f"(it ships GunPoint, ArrowHead, ItalyPowerDemand, OSULeaf, BasicMotions, JapaneseVowels).")
+        f"(it ships GunPoint, ArrowHead, ItalyPowerDemand, OSULeaf, BasicMotions, JapaneseVowels)."
+    )
 
 
 def _stack(series: list[torch.Tensor], length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,8 +135,9 @@ def _stack(series: list[torch.Tensor], length: int) -> tuple[torch.Tensor, torch
 
 
 @register_task("ucr", "UCR/UEA time-series classification from .ts files (e.g. GunPoint; aeon/sktime copies)")
-def build(data_dir=None, seed: int = 0, dataset: str = "GunPoint", standardize: bool = True,
-          val_fraction: float = 0.0) -> TaskData:
+def build(
+    data_dir=None, seed: int = 0, dataset: str = "GunPoint", standardize: bool = True, val_fraction: float = 0.0
+) -> TaskData:
     """UCR/UEA data set ``dataset`` (train/test as released; ``val_fraction`` of train held out, seeded)."""
     name = str(dataset)
     folder = find_ts(name, data_dir)
@@ -155,7 +161,15 @@ def build(data_dir=None, seed: int = 0, dataset: str = "GunPoint", standardize: 
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
         rest, held = split_off(len(train), val_fraction, seed)
         train, val = train.subset(rest), train.subset(held)
-    info = TaskInfo(name="ucr", d_input=int(x_tr.shape[-1]), d_output=len(classes), length=length,
-                    kind="classification", input_kind="real", citation=CITATION)
-    return TaskData(info=info, train=train, val=val, test=test, extra={"folder": str(folder), "classes": classes,
-                                                                         "dataset": name})
+    info = TaskInfo(
+        name="ucr",
+        d_input=int(x_tr.shape[-1]),
+        d_output=len(classes),
+        length=length,
+        kind="classification",
+        input_kind="real",
+        citation=CITATION,
+    )
+    return TaskData(
+        info=info, train=train, val=val, test=test, extra={"folder": str(folder), "classes": classes, "dataset": name}
+    )

@@ -3,8 +3,17 @@
 from torchssm.layers.base import SSMLayer
 from torchssm.layers.registry import available_layers, build_layer, get_layer_class, register_layer
 
-_CLASS_TO_NAME = {"LRU": "lru", "S4": "s4", "S4D": "s4d", "DSS": "dss", "S5": "s5", "Mamba": "mamba",
-                  "Mamba2": "mamba2", "Hydra": "hydra", "SelfAttention": "transformer"}
+_CLASS_TO_NAME = {
+    "LRU": "lru",
+    "S4": "s4",
+    "S4D": "s4d",
+    "DSS": "dss",
+    "S5": "s5",
+    "Mamba": "mamba",
+    "Mamba2": "mamba2",
+    "Hydra": "hydra",
+    "SelfAttention": "transformer",
+}
 
 
 def __getattr__(attr: str) -> type:

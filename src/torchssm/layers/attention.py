@@ -17,7 +17,8 @@ per token (a Transformer's generation cost grows with the context; an SSM step d
 memory. Because ``step`` is pure (the contract), each call writes the new key/value into a *copy* of
 the cache: O(max_len) extra memory traffic per token, the same order as reading the cache for
 attention; an in-place cache (as in inference engines) would save that copy, so generation
-benchmarks of this layer are an upper bound on a tuned KV-cache implementation. ``forward`` with a state (chunked continuation) uses the same cached path as ``step``
+benchmarks of this layer are an upper bound on a tuned KV-cache implementation. ``forward`` with a state
+(chunked continuation) uses the same cached path as ``step``
 (:meth:`SelfAttention._attend_cached`), so the two cannot drift apart.
 
 Defaults: ``n_heads=4`` and ``max_len=4096`` are this library's choices for the baseline, not a paper's
@@ -26,8 +27,6 @@ Tay et al. 2021, "Long Range Arena", Sec. 2).
 """
 
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -119,8 +118,14 @@ class SelfAttention(SSMLayer):
         return self._merge(o), (k_cache, v_cache, position + l)
 
     # --- contract ---------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, state: Optional[KVState] = None, *, return_state: bool = False,
-                lengths: Optional[torch.Tensor] = None) -> LayerOutput:
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: KVState | None = None,
+        *,
+        return_state: bool = False,
+        lengths: torch.Tensor | None = None,
+    ) -> LayerOutput:
         """x (b, l, h) -> y (b, l, h); with a state, continue the sequences held in the KV cache.
 
         ``lengths`` (b,) long, for right-padded batches: bidirectional attention ignores keys at
@@ -131,8 +136,9 @@ class SelfAttention(SSMLayer):
         y = out_dtype(y, x)
         return (y, new_state) if return_state else y
 
-    def _forward(self, x: torch.Tensor, state: Optional[KVState], return_state: bool,
-                 lengths: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[KVState]]:
+    def _forward(
+        self, x: torch.Tensor, state: KVState | None, return_state: bool, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, KVState | None]:
         """forward() on an input already in the parameters' dtype: (y, final state or None)."""
         if not self.causal:
             if state is not None or return_state:
@@ -158,7 +164,7 @@ class SelfAttention(SSMLayer):
         y, new_state = self._attend_cached(to_param_dtype(self, x_t)[:, None], state)
         return out_dtype(y[:, 0], x_t), new_state
 
-    def init_state(self, batch: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> KVState:
+    def init_state(self, batch: int, device: Device = None, dtype: torch.dtype | None = None) -> KVState:
         """Empty cache: k_cache, v_cache (b, heads, max_len, d_head) zeros, position (b,) zeros (long)."""
         dtype = dtype or self._param_dtype()
         shape = (batch, self.n_heads, self.max_len, self.d_head)

@@ -20,14 +20,14 @@ or the environment variable ``TORCHSSM_DEBUG=1``.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 from torch import nn
 
 State = Any  # a tensor, or a tuple of tensors (e.g. Mamba's (conv_buffer, ssm_state))
-Device = Union[str, torch.device, None]
-LayerOutput = Union[torch.Tensor, tuple[torch.Tensor, Any]]  # y, or (y, final state) with return_state=True
+Device = str | torch.device | None
+LayerOutput = torch.Tensor | tuple[torch.Tensor, Any]  # y, or (y, final state) with return_state=True
 StepOutput = tuple[torch.Tensor, Any]  # (y_t, new state)
 
 DEBUG_ENV = "TORCHSSM_DEBUG"  # TORCHSSM_DEBUG=1 turns the value checks on at import
@@ -81,7 +81,7 @@ def check_token(x_t: torch.Tensor, d_model: int, name: str = "x_t") -> None:
         raise ValueError(f"{name} contains NaN or Inf (debug checks are on)")
 
 
-def check_lengths(lengths: Optional[torch.Tensor], batch: int) -> None:
+def check_lengths(lengths: torch.Tensor | None, batch: int) -> None:
     """Shape/dtype check of a (batch,) integer ``lengths`` tensor (no device sync)."""
     if lengths is None:
         return
@@ -122,7 +122,7 @@ def check_state_like(state: State, expected: State, name: str = "state") -> None
             raise ValueError(f"{label} contains NaN or Inf (debug checks are on)")
 
 
-def to_param_dtype(layer: "SSMLayer", x: torch.Tensor) -> torch.Tensor:
+def to_param_dtype(layer: SSMLayer, x: torch.Tensor) -> torch.Tensor:
     """Inputs in another dtype than the parameters (e.g. float64 or bf16 into a float32 layer, outside
     autocast) are computed in the parameters' dtype; the caller casts the output back (:func:`out_dtype`)."""
     return x if torch.is_autocast_enabled(x.device.type) else x.to(layer._param_dtype())
@@ -154,13 +154,13 @@ class SSMLayer(nn.Module):
         self.d_model = d_model
 
     # --- contract -------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, state: Optional[State] = None, *, return_state: bool = False) -> LayerOutput:
+    def forward(self, x: torch.Tensor, state: State | None = None, *, return_state: bool = False) -> LayerOutput:
         raise NotImplementedError
 
     def step(self, x_t: torch.Tensor, state: State) -> StepOutput:
         raise NotImplementedError(f"{type(self).__name__} is not causal and has no step()")
 
-    def init_state(self, batch: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> State:
+    def init_state(self, batch: int, device: Device = None, dtype: torch.dtype | None = None) -> State:
         raise NotImplementedError
 
     # --- helpers for subclasses -----------------------------------------------------------------
@@ -169,7 +169,7 @@ class SSMLayer(nn.Module):
             return p.dtype
         return torch.get_default_dtype()
 
-    def _check_forward(self, x: torch.Tensor, state: Optional[State]) -> None:
+    def _check_forward(self, x: torch.Tensor, state: State | None) -> None:
         check_sequence(x, self.d_model)
         if state is not None:
             self._check_state(state, x.shape[0])

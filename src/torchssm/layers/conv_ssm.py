@@ -14,7 +14,7 @@ Symbols as in docs/architecture.md (d = d_inner channels, n = d_state, nh heads 
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -51,19 +51,33 @@ class ConvSSMLayer(SSMLayer):
     def _ssm_state_shape(self, batch: int) -> tuple:
         raise NotImplementedError
 
-    def _mix(self, x: torch.Tensor, conv_state: Optional[torch.Tensor], ssm_state: Optional[torch.Tensor], reset: Optional[torch.Tensor],
-             backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _mix(
+        self,
+        x: torch.Tensor,
+        conv_state: torch.Tensor | None,
+        ssm_state: torch.Tensor | None,
+        reset: torch.Tensor | None,
+        backend: str,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def init_state(self, batch: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> MambaState:
+    def init_state(self, batch: int, device: Device = None, dtype: torch.dtype | None = None) -> MambaState:
         """Zeros: conv_buffer (b, conv_dim, d_conv-1) in the parameters' dtype, ssm_state in float32/64."""
         dtype = dtype or self._param_dtype()
         device = device if device is not None else self.in_proj.weight.device
-        return (torch.zeros(batch, self.conv_dim, self.d_conv - 1, device=device, dtype=dtype),
-                torch.zeros(self._ssm_state_shape(batch), device=device, dtype=ssm_state_dtype(dtype)))
+        return (
+            torch.zeros(batch, self.conv_dim, self.d_conv - 1, device=device, dtype=dtype),
+            torch.zeros(self._ssm_state_shape(batch), device=device, dtype=ssm_state_dtype(dtype)),
+        )
 
-    def forward(self, x: torch.Tensor, state: Optional[MambaState] = None, *, return_state: bool = False,
-                reset: Optional[torch.Tensor] = None) -> LayerOutput:
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: MambaState | None = None,
+        *,
+        return_state: bool = False,
+        reset: torch.Tensor | None = None,
+    ) -> LayerOutput:
         """x (b, l, h) -> y (b, l, h) [, final state]. ``reset`` (b, l) bool: a new sequence starts at t
         (packed batches): both the short conv and the scan stop mixing across it."""
         self._check_forward(x, state)
@@ -120,7 +134,7 @@ class RMSNormGated(nn.Module):
     with the mean of squares taken over groups of ``group_size`` channels (default: all of them).
     Computed in float32 (or float64), returned in x's dtype."""
 
-    def __init__(self, d: int, eps: float = 1e-5, *, group_size: Optional[int] = None, norm_before_gate: bool = False):
+    def __init__(self, d: int, eps: float = 1e-5, *, group_size: int | None = None, norm_before_gate: bool = False):
         super().__init__()
         group_size = d if group_size is None else group_size
         if d % group_size:
@@ -128,7 +142,7 @@ class RMSNormGated(nn.Module):
         self.eps, self.group_size, self.norm_before_gate = eps, group_size, norm_before_gate
         self.weight = nn.Parameter(torch.ones(d))
 
-    def forward(self, x: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:  # (..., d)
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:  # (..., d)
         dtype = x.dtype
         wd = torch.float64 if dtype == torch.float64 else torch.float32
         y = x.to(wd)
@@ -141,5 +155,13 @@ class RMSNormGated(nn.Module):
         return y.to(dtype)
 
 
-__all__ = ["ConvSSMLayer", "MambaState", "RMSNormGated", "StepFunction", "decay_rate", "head_layout",
-           "ssm_state_dtype", "transposed_linear"]
+__all__ = [
+    "ConvSSMLayer",
+    "MambaState",
+    "RMSNormGated",
+    "StepFunction",
+    "decay_rate",
+    "head_layout",
+    "ssm_state_dtype",
+    "transposed_linear",
+]

@@ -31,8 +31,6 @@ states per channel. Bracketed references ([S4], [S4D], [DSS], [S5]) are listed i
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -54,8 +52,9 @@ def check_d_state(layer: str, d_state: object, conj_sym: bool = True) -> None:
     if isinstance(d_state, bool) or not isinstance(d_state, int) or d_state < 1:
         raise ValueError(f"{layer} d_state must be a positive int; got {d_state!r}")
     if conj_sym and d_state % 2:
-        raise ValueError(f"{layer} keeps one state of each conjugate pair and needs an even d_state >= 2; "
-                         f"got d_state={d_state}")
+        raise ValueError(
+            f"{layer} keeps one state of each conjugate pair and needs an even d_state >= 2; got d_state={d_state}"
+        )
 
 
 def complex_param(z: torch.Tensor) -> nn.Parameter:
@@ -74,13 +73,13 @@ class ChannelStateSSM(SSMLayer):
         self.n_complex = n_complex
         self.D = nn.Parameter(torch.randn(d_model))  # skip connection, N(0, 1) as in the S4 code
 
-    def init_state(self, batch: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    def init_state(self, batch: int, device: Device = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Zero state (b, H, m): complex64 for float32 parameters, complex128 for float64."""
         cdtype = complex_dtype(self.D.dtype if dtype is None else dtype)
         device = self.D.device if device is None else device
         return torch.zeros(batch, self.d_model, self.n_complex, device=device, dtype=cdtype)
 
-    def _set_readouts(self, name: str, C: torch.Tensor, C2: Optional[torch.Tensor] = None) -> None:
+    def _set_readouts(self, name: str, C: torch.Tensor, C2: torch.Tensor | None = None) -> None:
         """Register the readout ``name`` (H, m, 2) from C (H, m) complex and, if C2 is given, the backward
         readout ``name + "2"``: the layer is then bidirectional (non-causal)."""
         self._readout_name = name
@@ -97,18 +96,23 @@ class ChannelStateSSM(SSMLayer):
             return C
         return torch.stack([C, torch.view_as_complex(getattr(self, self._readout_name + "2"))])
 
-    def _check_call(self, x: torch.Tensor, state: Optional[torch.Tensor], return_state: bool, lengths: Optional[torch.Tensor]) -> None:
+    def _check_call(
+        self, x: torch.Tensor, state: torch.Tensor | None, return_state: bool, lengths: torch.Tensor | None
+    ) -> None:
         """forward's checks: the contract's, ``lengths`` (b,) int, no state for a bidirectional layer."""
         self._check_forward(x, state)
         check_lengths(lengths, x.shape[0])
         if self.bidirectional and (state is not None or return_state):
-            raise ValueError(f"a bidirectional {type(self).__name__} carries no state: "
-                             "call it with state=None, return_state=False")
+            raise ValueError(
+                f"a bidirectional {type(self).__name__} carries no state: call it with state=None, return_state=False"
+            )
         if lengths is not None and return_state:
-            raise ValueError("lengths cannot be combined with return_state (the final state would be the one "
-                             "after the padding); pass x without padding")
+            raise ValueError(
+                "lengths cannot be combined with return_state (the final state would be the one "
+                "after the padding); pass x without padding"
+            )
 
-    def _two_sided(self, x: torch.Tensor, k: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    def _two_sided(self, x: torch.Tensor, k: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         """Bidirectional output K * u + K2 (anti-causal, from lag 1) * u + D u: x (b, L, H), k (2, H, >= L) real.
         ``lengths`` (b,) zeroes the inputs past each sequence's end, so padding never flows backward."""
         k = k.to(torch.promote_types(k.dtype, torch.float32))
@@ -133,8 +137,14 @@ class DiagonalConvSSM(ChannelStateSSM):
         """K (..., H, length) real: s Re(sum_n C_n B_bar_n exp(dtA_n l)); C (..., H, m)."""
         return self.kernel_scale * vandermonde(C * B_bar, dtA, length).real
 
-    def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False,
-                lengths: Optional[torch.Tensor] = None) -> LayerOutput:
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: torch.Tensor | None = None,
+        *,
+        return_state: bool = False,
+        lengths: torch.Tensor | None = None,
+    ) -> LayerOutput:
         """x (b, l, H) -> y (b, l, H). ``lengths`` (b,) int, bidirectional only: valid lengths of a
         right-padded batch (padded inputs are zeroed before the backward kernel reads them; outputs at
         padded steps are meaningless). A causal layer ignores it (its valid outputs never see padding)."""

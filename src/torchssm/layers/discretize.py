@@ -48,8 +48,9 @@ def _check_method(method: str) -> None:
         raise ValueError(f"unknown discretisation {method!r}; expected one of {list(METHODS)}")
 
 
-def discretize_diag(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, method: str = "zoh"
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def discretize_diag(
+    dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, method: str = "zoh"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Diagonal A (..., n), B broadcastable to (..., n); dt broadcastable to (..., n). Returns (A_bar, B_bar)."""
     _check_method(method)
     dtA = dt * A  # (..., n)
@@ -64,8 +65,9 @@ def discretize_diag(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, method: 
     return A_bar, B_bar
 
 
-def discretize_dense(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, method: str = "zoh"
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def discretize_dense(
+    dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, method: str = "zoh"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense A (..., n, n), B (..., n, m); dt broadcastable to A's leading dims (...). Returns
     (A_bar (..., n, n), B_bar (..., n, m))."""
     _check_method(method)

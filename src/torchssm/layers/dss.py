@@ -18,8 +18,6 @@ Bracketed references ([S4], [S4D], [DSS], [S5], [HTTYH], [PTD]) are listed in :m
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -51,14 +49,25 @@ class DSS(DiagonalConvSSM):
 
     kernel_scale = 1.0
 
-    def __init__(self, d_model: int, d_state: int = 64, *, version: str = "exp", l_max: Optional[int] = None,
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, bidirectional: bool = False,
-                 lr: Optional[float] = 1e-3):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        *,
+        version: str = "exp",
+        l_max: int | None = None,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        bidirectional: bool = False,
+        lr: float | None = 1e-3,
+    ):
         if version not in VERSIONS:
             raise ValueError(f"unknown DSS version {version!r}; expected one of {list(VERSIONS)}")
         if version == "softmax" and (isinstance(l_max, bool) or not isinstance(l_max, int) or l_max < 1):
-            raise ValueError("DSS version='softmax' normalises its kernel over a fixed length: pass an int "
-                             f"l_max >= 1; got l_max={l_max!r}")
+            raise ValueError(
+                "DSS version='softmax' normalises its kernel over a fixed length: pass an int "
+                f"l_max >= 1; got l_max={l_max!r}"
+            )
         check_d_state("DSS", d_state)
         super().__init__(d_model, d_state // 2)
         self.d_state, self.version, self.l_max = d_state, version, l_max
@@ -89,13 +98,15 @@ class DSS(DiagonalConvSSM):
             return dtA, (torch.exp(dtA) - 1) / lam, W
         assert self.l_max is not None  # softmax: required, checked in __init__
         z = torch.exp(dtA)
-        return dtA, torch.ones_like(dtA), W / lam * (z - 1) / (z ** self.l_max - 1)  # C = W / (Lambda Z)
+        return dtA, torch.ones_like(dtA), W / lam * (z - 1) / (z**self.l_max - 1)  # C = W / (Lambda Z)
 
-    def _check_forward(self, x: torch.Tensor, state: Optional[torch.Tensor]) -> None:
+    def _check_forward(self, x: torch.Tensor, state: torch.Tensor | None) -> None:
         super()._check_forward(x, state)
         if self.l_max is not None and self.version == "softmax" and x.shape[1] > self.l_max:
-            raise ValueError(f"DSS-softmax kernel length l_max={self.l_max} is shorter than the input length "
-                             f"{x.shape[1]}; expected x of shape (batch, length<={self.l_max}, {self.d_model})")
+            raise ValueError(
+                f"DSS-softmax kernel length l_max={self.l_max} is shorter than the input length "
+                f"{x.shape[1]}; expected x of shape (batch, length<={self.l_max}, {self.d_model})"
+            )
 
     def _kernel(self, length: int, dtA: torch.Tensor, B_bar: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
         if self.version == "exp":
@@ -112,5 +123,7 @@ class DSS(DiagonalConvSSM):
         return k + vandermonde(torch.where(pos, c, zero), a, L).real.flip(-1)  # (H, l_max) or (2, H, l_max)
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, d_state={self.d_state}, version={self.version!r}, l_max={self.l_max}, "
-                f"bidirectional={self.bidirectional}")
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, version={self.version!r}, l_max={self.l_max}, "
+            f"bidirectional={self.bidirectional}"
+        )

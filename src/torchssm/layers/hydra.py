@@ -21,7 +21,7 @@ whole width. No weight decay on A_log, D, dt_bias. Non-causal: no ``step``, no s
 
 from __future__ import annotations
 
-from typing import Optional, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -67,8 +67,9 @@ class Hydra(SSMLayer):
         d, nh, g, n = self.d_inner, self.nheads, ngroups, d_state
         self.conv_dim = d + 4 * g * n
         self.in_proj = nn.Linear(d_model, 2 * d + 4 * g * n + 2 * nh, bias=bias)  # [z, x, B_f, C_f, B_b, C_b, dt]
-        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, kernel_size=d_conv, groups=self.conv_dim,
-                                padding=d_conv // 2, bias=conv_bias)
+        self.conv1d = nn.Conv1d(
+            self.conv_dim, self.conv_dim, kernel_size=d_conv, groups=self.conv_dim, padding=d_conv // 2, bias=conv_bias
+        )
         self.dt_bias = nn.Parameter(dt_bias_init(nh, dt_min, dt_max, dt_init_floor).float())
         self.A_log = nn.Parameter(torch.zeros(nh))  # A = -1 (reference: A = ones, A_log = log(A))
         self.D = nn.Parameter(torch.ones(nh))
@@ -77,15 +78,18 @@ class Hydra(SSMLayer):
         self.out_proj = nn.Linear(d, d_model, bias=bias)
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, d_state={self.d_state}, heads={self.nheads}x{self.headdim}, "
-                f"ngroups={self.ngroups}, d_conv={self.d_conv}")
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, heads={self.nheads}x{self.headdim}, "
+            f"ngroups={self.ngroups}, d_conv={self.d_conv}"
+        )
 
-    def init_state(self, batch: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    def init_state(self, batch: int, device: Device = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Hydra is non-causal and carries no state: an empty (b, 0) tensor, for generic code only."""
-        return torch.zeros(batch, 0, device=device if device is not None else self.D.device,
-                           dtype=dtype or self._param_dtype())
+        return torch.zeros(
+            batch, 0, device=device if device is not None else self.D.device, dtype=dtype or self._param_dtype()
+        )
 
-    def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False) -> LayerOutput:
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None, *, return_state: bool = False) -> LayerOutput:
         """u (b, l, h) -> y (b, l, h)."""
         self._check_forward(x, state)
         if state is not None or return_state:
@@ -102,9 +106,23 @@ class Hydra(SSMLayer):
         dt2 = torch.cat([dt[..., :nh], dt[..., nh:].flip(1)], dim=0)  # (2b, l, nh)
         B2, C2 = BC2.split([g * n, g * n], dim=-1)
         A = decay_rate(self.A_log)  # (nh,)
-        y = cast(torch.Tensor, ssd(x2.reshape(2 * b, l, nh, p), dt2, A, B2.reshape(2 * b, l, g, n), C2.reshape(2 * b, l, g, n),
-                None, None, self.dt_bias, True, None, chunk_size=self.chunk_size,
-                backend=self.backend))  # y only (no final state)
+        y = cast(
+            torch.Tensor,
+            ssd(
+                x2.reshape(2 * b, l, nh, p),
+                dt2,
+                A,
+                B2.reshape(2 * b, l, g, n),
+                C2.reshape(2 * b, l, g, n),
+                None,
+                None,
+                self.dt_bias,
+                True,
+                None,
+                chunk_size=self.chunk_size,
+                backend=self.backend,
+            ),
+        )  # y only (no final state)
         y = F.pad(y.reshape(2 * b, l, d)[:, :-1], (0, 0, 1, 0)).to(xs.dtype)  # shift by one, first row zero
         diag = (self.fc_D(xs) + self.D).repeat_interleave(p, dim=-1)  # (b, l, d): input-dependent diagonal
         y = y[:b] + y[b:].flip(1) + xs * diag

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 
@@ -22,7 +22,7 @@ def lru_ring_init(
     r_max: float = 1.0,
     max_phase: float = 2 * math.pi,
     *,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample n eigenvalues uniformly on the ring r_min <= |lambda| <= r_max, 0 <= arg < max_phase.
@@ -153,7 +153,9 @@ def normal_eig(S: torch.Tensor, conj_sym: bool = True) -> tuple[torch.Tensor, to
     return W, V_pos
 
 
-def hippo_dplr(measure: str, n: int, conj_sym: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def hippo_dplr(
+    measure: str, n: int, conj_sym: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The DPLR form of a HiPPO matrix in its (unitary) normal-part eigenbasis ([S4] Thm. 1, App. C):
 
         A = V (diag(Lambda) - P~ P~^*) V^*,   P~ = V^* P^T,   B~ = V^* B.
@@ -170,7 +172,7 @@ def hippo_dplr(measure: str, n: int, conj_sym: bool = True) -> tuple[torch.Tenso
     return W, P_t, B_t, V
 
 
-def diagonal_init(name: str, n: int, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def diagonal_init(name: str, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """Diagonal state matrix of a complex diagonal SSM, one eigenvalue per conjugate pair: (n // 2,) complex128.
 
     ``n`` is the full (real) state size N; the layer keeps the n/2 eigenvalues with Im >= 0 and takes
@@ -199,8 +201,13 @@ def diagonal_init(name: str, n: int, *, generator: Optional[torch.Generator] = N
     return torch.complex(half, torch.exp(torch.randn(m, generator=generator, dtype=torch.float64)))
 
 
-def dt_bias_init(size: int, dt_min: float = 1e-3, dt_max: float = 1e-1, floor: float = 1e-4,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def dt_bias_init(
+    size: int,
+    dt_min: float = 1e-3,
+    dt_max: float = 1e-1,
+    floor: float = 1e-4,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Bias b with softplus(b) = dt, dt ~ exp(U[log dt_min, log dt_max]) clamped to >= floor (Mamba,
     Mamba-2, Hydra: Gu & Dao 2023 Sec. 3.6 / App. E.2 defaults 1e-3, 1e-1, 1e-4).
 
@@ -212,7 +219,11 @@ def dt_bias_init(size: int, dt_min: float = 1e-3, dt_max: float = 1e-1, floor: f
 
 
 def log_uniform_dt(
-    size: Union[int, Sequence[int]], dt_min: float = 1e-3, dt_max: float = 1e-1, *, generator: Optional[torch.Generator] = None
+    size: int | Sequence[int],
+    dt_min: float = 1e-3,
+    dt_max: float = 1e-1,
+    *,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """log(dt) ~ U[log dt_min, log dt_max], float64 of shape ``size``.
 
@@ -242,7 +253,7 @@ def block_hippo_n_init(p: int, blocks: int = 1, conj_sym: bool = True) -> tuple[
     return W.repeat(blocks), torch.block_diag(*([V] * blocks))
 
 
-def lecun_normal(shape: Sequence[int], fan_in: int, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def lecun_normal(shape: Sequence[int], fan_in: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """Truncated-normal-free LeCun normal: N(0, 1/fan_in) in float64 ([S5] App. B.1.2 samples B this way)."""
     return torch.randn(shape, generator=generator, dtype=torch.float64) / math.sqrt(fan_in)
 
@@ -293,7 +304,7 @@ def ptd_perturbation(
     gamma: float = PTD_GAMMA,
     eps0: float = PTD_EPS0,
     steps: int = PTD_STEPS,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """A real perturbation E (n, n) of A (n, n) that (approximately) minimises Phi(E) = kappa(V_{A+E}) +
     gamma ||E||_2 ([PTD] Sec. 4.2, Eq. (4)) by gradient descent, keeping A + E stable.
@@ -315,7 +326,7 @@ def ptd_perturbation(
     G = torch.randn(n, n, generator=generator, dtype=torch.float64)  # (n, n) real Ginibre
     E = eps0 * norm_a / torch.linalg.matrix_norm(G, ord=2) * G  # (n, n), ||E||_2 = eps0 ||A||_2
 
-    def value_and_grad(E: torch.Tensor) -> tuple[float, bool, Optional[torch.Tensor]]:
+    def value_and_grad(E: torch.Tensor) -> tuple[float, bool, torch.Tensor | None]:
         E = E.detach().requires_grad_(True)
         phi, lam, _ = ptd_objective(A, E, gamma)
         try:
@@ -326,8 +337,10 @@ def ptd_perturbation(
 
     phi, stable, grad = value_and_grad(E)
     if not stable:
-        raise ValueError(f"ptd_perturbation: A + E0 is unstable or its eigenvectors too ill-conditioned; "
-                         f"use another eps0 (got {eps0})")
+        raise ValueError(
+            f"ptd_perturbation: A + E0 is unstable or its eigenvectors too ill-conditioned; "
+            f"use another eps0 (got {eps0})"
+        )
     assert grad is not None  # a stable start has a gradient
     eta = 0.1 * float(torch.linalg.matrix_norm(E))  # Frobenius step length, adapted below
     for _ in range(steps):  # normalised gradient descent with step-size backtracking: Phi never increases
@@ -348,7 +361,7 @@ def ptd_init(
     eps0: float = PTD_EPS0,
     steps: int = PTD_STEPS,
     conj_sym: bool = False,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Perturb-then-diagonalize ([PTD] Sec. 4): diagonalise A~ = A + E instead of the HiPPO matrix A.
 
@@ -398,12 +411,15 @@ def ptd_init(
 
 
 @functools.lru_cache(maxsize=32)
-def _ptd_init_cached(measure: str, n: int, gamma: float, eps0: float, steps: int, conj_sym: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _ptd_init_cached(
+    measure: str, n: int, gamma: float, eps0: float, steps: int, conj_sym: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return _ptd_init(measure, n, gamma, eps0, steps, conj_sym, torch.Generator().manual_seed(0))
 
 
-def _ptd_init(measure: str, n: int, gamma: float, eps0: float, steps: int, conj_sym: bool,
-              generator: Optional[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _ptd_init(
+    measure: str, n: int, gamma: float, eps0: float, steps: int, conj_sym: bool, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     A, _ = hippo(measure, n)  # (n, n)
     threads = torch.get_num_threads()
     set_cpu_threads(1, None)  # small eigendecompositions: extra threads only cost (x10 on a busy 2-core CPU)

@@ -18,7 +18,6 @@ Shapes: b batch, l length, h = d_model, n = d_state (the glossary of docs/archit
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import nn
@@ -110,8 +109,10 @@ class LRU(SSMLayer):
         self.D = nn.Parameter(torch.randn(h))  # (h,)
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, d_state={self.d_state}, r_min={self.r_min}, r_max={self.r_max}, "
-                f"max_phase={self.max_phase:.4g}, bidirectional={self.bidirectional}")
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, r_min={self.r_min}, r_max={self.r_max}, "
+            f"max_phase={self.max_phase:.4g}, bidirectional={self.bidirectional}"
+        )
 
     # --- the one place the normalised B is built (lambda: ops.scan.lru.lru_lambda) --------------------
     def _normalised_B(self) -> torch.Tensor:
@@ -137,7 +138,7 @@ class LRU(SSMLayer):
         return torch.view_as_real(h).flatten(-2) @ w.T
 
     # --- contract --------------------------------------------------------------------------------------
-    def init_state(self, batch: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    def init_state(self, batch: int, device: Device = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Zero state (b, n), complex64 for float32 parameters, complex128 for float64."""
         cdtype = complex_dtype(self.nu_log.dtype if dtype is None else dtype)
         device = self.nu_log.device if device is None else device
@@ -146,11 +147,11 @@ class LRU(SSMLayer):
     def forward(
         self,
         x: torch.Tensor,
-        state: Optional[torch.Tensor] = None,
+        state: torch.Tensor | None = None,
         *,
         return_state: bool = False,
-        reset: Optional[torch.Tensor] = None,
-        lengths: Optional[torch.Tensor] = None,
+        reset: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> LayerOutput:
         """x (b, l, h) -> y (b, l, h); with ``return_state`` also the state after the last valid step.
 
@@ -168,9 +169,10 @@ class LRU(SSMLayer):
         with torch.autocast(device_type=x.device.type, enabled=False):
             bu = self._input(xp, self._normalised_B())  # (b, l, n) complex, gamma folded into B
 
-            def scan(h0: Optional[torch.Tensor], reverse: bool, reset_: Optional[torch.Tensor]) -> torch.Tensor:
-                return lru_scan(self.nu_log, self.theta_log, bu, h0, reverse=reverse, reset=reset_,
-                                backend=self.backend)
+            def scan(h0: torch.Tensor | None, reverse: bool, reset_: torch.Tensor | None) -> torch.Tensor:
+                return lru_scan(
+                    self.nu_log, self.theta_log, bu, h0, reverse=reverse, reset=reset_, backend=self.backend
+                )
 
             h = scan(state, False, reset)  # (b, l, n)
             y = self._readout(h, self.C_re, self.C_im) + self.D * xp  # (b, l, h)

@@ -25,15 +25,20 @@ then h = exp(dt A) h + dt B x, y = C h + D x gated by silu(z)), tested equal to 
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from torchssm.layers.base import StepOutput
-from torchssm.layers.conv_ssm import (ConvSSMLayer, MambaState, StepFunction,  # noqa: F401  (MambaState: re-exported)
-                                      decay_rate, ssm_state_dtype, transposed_linear)
+from torchssm.layers.conv_ssm import (
+    ConvSSMLayer,
+    MambaState,
+    StepFunction,  # noqa: F401  (MambaState: re-exported)
+    decay_rate,
+    ssm_state_dtype,
+    transposed_linear,
+)
 from torchssm.layers.init import dt_bias_init
 from torchssm.ops.selective import selective_scan
 from torchssm.ops.shortconv import causal_conv1d, causal_conv1d_step
@@ -44,8 +49,11 @@ class Mamba(ConvSSMLayer):
 
     # parameter tags (layers/tags.py): no weight decay on A_log, D and the dt bias (the reference's
     # _no_weight_decay), and the LM's init keeps the dt bias (the reference's _no_reinit)
-    optim_overrides = {"A_log": {"weight_decay": 0.0}, "D": {"weight_decay": 0.0},
-                       "dt_proj.bias": {"weight_decay": 0.0, "reinit": False}}
+    optim_overrides = {
+        "A_log": {"weight_decay": 0.0},
+        "D": {"weight_decay": 0.0},
+        "dt_proj.bias": {"weight_decay": 0.0, "reinit": False},
+    }
 
     def __init__(
         self,
@@ -53,7 +61,7 @@ class Mamba(ConvSSMLayer):
         d_state: int = 16,
         d_conv: int = 4,
         expand: int = 2,
-        dt_rank: Union[int, str] = "auto",
+        dt_rank: int | str = "auto",
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         dt_init_floor: float = 1e-4,
@@ -78,7 +86,7 @@ class Mamba(ConvSSMLayer):
         self.conv1d = nn.Conv1d(d, d, kernel_size=d_conv, groups=d, bias=conv_bias)  # weight (d, 1, d_conv)
         self.x_proj = nn.Linear(d, r + 2 * n, bias=False)
         self.dt_proj = nn.Linear(r, d, bias=True)
-        std = r ** -0.5 * dt_scale
+        std = r**-0.5 * dt_scale
         with torch.no_grad():
             nn.init.uniform_(self.dt_proj.weight, -std, std)
             self.dt_proj.bias.copy_(dt_bias_init(d, dt_min, dt_max, dt_init_floor))
@@ -88,8 +96,10 @@ class Mamba(ConvSSMLayer):
         self.out_proj = nn.Linear(d, d_model, bias=bias)
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
-                f"dt_rank={self.dt_rank}")
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
+            f"dt_rank={self.dt_rank}"
+        )
 
     def _ssm_state_shape(self, batch: int) -> tuple:
         return (batch, self.d_inner, self.d_state)
@@ -103,15 +113,34 @@ class Mamba(ConvSSMLayer):
         A = decay_rate(self.A_log)  # (d, n)
         return dt, A, B, C
 
-    def _mix(self, u: torch.Tensor, conv_state: Optional[torch.Tensor], ssm_state: Optional[torch.Tensor], reset: Optional[torch.Tensor],
-             backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _mix(
+        self,
+        u: torch.Tensor,
+        conv_state: torch.Tensor | None,
+        ssm_state: torch.Tensor | None,
+        reset: torch.Tensor | None,
+        backend: str,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, z = self.in_proj(u).chunk(2, dim=-1)  # (b, l, d) each
         x, conv_state = causal_conv1d(x, self.conv1d.weight[:, 0], self.conv1d.bias, conv_state, reset=reset)
         x = F.silu(x)
         dt, A, B, C = self._ssm_params(x)
-        y, ssm_state = selective_scan(x, dt, A, B, C, self.D, z, delta_bias=self.dt_proj.bias, delta_softplus=True,
-                                      h0=ssm_state, return_final_state=True, reset=reset,
-                                      chunk_size=self.chunk_size, backend=backend)  # (b, l, d)
+        y, ssm_state = selective_scan(
+            x,
+            dt,
+            A,
+            B,
+            C,
+            self.D,
+            z,
+            delta_bias=self.dt_proj.bias,
+            delta_softplus=True,
+            h0=ssm_state,
+            return_final_state=True,
+            reset=reset,
+            chunk_size=self.chunk_size,
+            backend=backend,
+        )  # (b, l, d)
         return self.out_proj(y.to(u.dtype)), conv_state, ssm_state
 
     def step_function(self) -> StepFunction:

@@ -22,15 +22,23 @@ update (:meth:`Mamba2.step_function`), tested equal to ``forward`` in float64.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from torchssm.layers.base import StepOutput
-from torchssm.layers.conv_ssm import (ConvSSMLayer, MambaState, RMSNormGated, StepFunction,  # noqa: F401 (re-exported)
-                                      decay_rate, head_layout, ssm_state_dtype, transposed_linear)
+from torchssm.layers.conv_ssm import (
+    ConvSSMLayer,
+    MambaState,
+    RMSNormGated,
+    StepFunction,  # noqa: F401 (re-exported)
+    decay_rate,
+    head_layout,
+    ssm_state_dtype,
+    transposed_linear,
+)
 from torchssm.layers.init import dt_bias_init
 from torchssm.ops.shortconv import causal_conv1d, causal_conv1d_step
 from torchssm.ops.ssd import ssd
@@ -56,7 +64,7 @@ class Mamba2(ConvSSMLayer):
         conv_bias: bool = True,
         bias: bool = False,
         norm_eps: float = 1e-5,
-        norm_group_size: Optional[int] = None,
+        norm_group_size: int | None = None,
         *,
         chunk_size: int = 256,
         backend: str = "auto",
@@ -78,22 +86,43 @@ class Mamba2(ConvSSMLayer):
         self.out_proj = nn.Linear(d, d_model, bias=bias)
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, d_state={self.d_state}, heads={self.nheads}x{self.headdim}, "
-                f"ngroups={self.ngroups}, d_conv={self.d_conv}")
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, heads={self.nheads}x{self.headdim}, "
+            f"ngroups={self.ngroups}, d_conv={self.d_conv}"
+        )
 
     def _ssm_state_shape(self, batch: int) -> tuple:
         return (batch, self.nheads, self.headdim, self.d_state)
 
-    def _mix(self, u: torch.Tensor, conv_state: Optional[torch.Tensor], ssm_state: Optional[torch.Tensor], reset: Optional[torch.Tensor],
-             backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _mix(
+        self,
+        u: torch.Tensor,
+        conv_state: torch.Tensor | None,
+        ssm_state: torch.Tensor | None,
+        reset: torch.Tensor | None,
+        backend: str,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, l, _ = u.shape
         d, g, n, nh, p = self.d_inner, self.ngroups, self.d_state, self.nheads, self.headdim
         z, xBC, dt = torch.split(self.in_proj(u), [d, self.conv_dim, nh], dim=-1)
         xBC, conv_state = causal_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, conv_state, reset=reset)
         x, B, C = torch.split(F.silu(xBC), [d, g * n, g * n], dim=-1)
-        y, ssm_state = ssd(x.reshape(b, l, nh, p), dt, decay_rate(self.A_log), B.reshape(b, l, g, n), C.reshape(b, l, g, n),
-                           self.D, None, self.dt_bias, True, ssm_state, return_final_state=True, reset=reset,
-                           chunk_size=self.chunk_size, backend=backend)  # (b, l, nh, p)
+        y, ssm_state = ssd(
+            x.reshape(b, l, nh, p),
+            dt,
+            decay_rate(self.A_log),
+            B.reshape(b, l, g, n),
+            C.reshape(b, l, g, n),
+            self.D,
+            None,
+            self.dt_bias,
+            True,
+            ssm_state,
+            return_final_state=True,
+            reset=reset,
+            chunk_size=self.chunk_size,
+            backend=backend,
+        )  # (b, l, nh, p)
         y = self.norm(y.reshape(b, l, d).to(u.dtype), z)
         return self.out_proj(y), conv_state, ssm_state
 

@@ -7,13 +7,13 @@ dependency is missing does not break the others.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict
+from typing import Any
 
 from torch import nn
 
 # name -> (module, class name). Causality is a property of the built instance (``layer.causal``):
 # e.g. LRU(bidirectional=True) is not causal.
-_LAYERS: Dict[str, tuple[str, str]] = {
+_LAYERS: dict[str, tuple[str, str]] = {
     "lru": ("torchssm.layers.lru", "LRU"),
     "s4": ("torchssm.layers.s4", "S4"),
     "s4d": ("torchssm.layers.s4d", "S4D"),

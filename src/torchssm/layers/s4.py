@@ -29,7 +29,6 @@ Bracketed references ([S4], [S4D], [DSS], [S5], [HTTYH], [PTD]) are listed in :m
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import nn
@@ -91,9 +90,19 @@ class S4(ChannelStateSSM):
     kernel_length: torch.Tensor  # buffer: the kernel's length L (doubled when an input is longer)
     C: nn.Parameter  # the readout C~ (H, m, 2), registered by _set_readouts
 
-    def __init__(self, d_model: int, d_state: int = 64, *, measure: str = "legs", l_max: int = 1024,
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, dt_scale_to_length: bool = False,
-                 bidirectional: bool = False, lr: Optional[float] = 1e-3):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        *,
+        measure: str = "legs",
+        l_max: int = 1024,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_scale_to_length: bool = False,
+        bidirectional: bool = False,
+        lr: float | None = 1e-3,
+    ):
         if measure not in HIPPO_MEASURES:
             raise ValueError(f"unknown S4 measure {measure!r}; expected one of {list(HIPPO_MEASURES)}")
         check_d_state("S4", d_state)
@@ -198,8 +207,14 @@ class S4(ChannelStateSSM):
         self._kernel_length *= 2
 
     # --- contract ----------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False,
-                lengths: Optional[torch.Tensor] = None) -> LayerOutput:
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: torch.Tensor | None = None,
+        *,
+        return_state: bool = False,
+        lengths: torch.Tensor | None = None,
+    ) -> LayerOutput:
         """x (b, l, H) -> y (b, l, H); ``lengths`` (b,) as in :class:`torchssm.layers.s4d.DiagonalConvSSM`
         (bidirectional: padding is zeroed before the backward kernel; a causal layer ignores it)."""
         self._check_call(x, state, return_state, lengths)
@@ -237,5 +252,7 @@ class S4(ChannelStateSSM):
         return y.to(x_t.dtype), h[..., : self.n_complex].to(state.dtype)
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, d_state={self.d_state}, measure={self.measure!r}, "
-                f"kernel_length={self._kernel_length}, bidirectional={self.bidirectional}")
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, measure={self.measure!r}, "
+            f"kernel_length={self._kernel_length}, bidirectional={self.bidirectional}"
+        )

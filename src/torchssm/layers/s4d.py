@@ -16,8 +16,6 @@ Symbols as in docs/architecture.md; bracketed references ([S4], [S4D]) are liste
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -48,9 +46,18 @@ class S4D(DiagonalConvSSM):
     ``C`` (H, m, 2) (complex as real pairs; C ~ N(0, 1) complex), ``C2`` like C (bidirectional), ``D`` (H,).
     """
 
-    def __init__(self, d_model: int, d_state: int = 64, *, init: str = "legs", discretization: str = "zoh",
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, bidirectional: bool = False,
-                 lr: Optional[float] = 1e-3):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        *,
+        init: str = "legs",
+        discretization: str = "zoh",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        bidirectional: bool = False,
+        lr: float | None = 1e-3,
+    ):
         if init not in DIAGONAL_INITS + ("ptd",):
             raise ValueError(f"unknown S4D init {init!r}; expected one of {list(DIAGONAL_INITS) + ['ptd']}")
         if discretization not in ("zoh", "bilinear"):
@@ -93,8 +100,10 @@ class S4D(DiagonalConvSSM):
         return dtA, B_bar, self._readouts()
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, d_state={self.d_state}, init={self.init!r}, "
-                f"discretization={self.discretization!r}, bidirectional={self.bidirectional}")
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, init={self.init!r}, "
+            f"discretization={self.discretization!r}, bidirectional={self.bidirectional}"
+        )
 
 
 __all__ = ["S4D", "ChannelStateSSM", "DiagonalConvSSM", "check_d_state", "complex_dtype", "complex_param"]

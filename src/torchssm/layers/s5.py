@@ -21,8 +21,6 @@ Bracketed references ([S4], [S4D], [DSS], [S5], [HTTYH], [PTD]) are listed in :m
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -36,8 +34,9 @@ INITS = ("hippo_n", "ptd")
 OPT_CONFIGS = ("standard", "BfastandCdecay", "BandCdecay")
 
 
-def s5_optim_overrides(ssm_lr: float, opt_config: str = "standard",
-                       ssm_group_log_step: bool = True) -> dict[str, dict[str, float]]:
+def s5_optim_overrides(
+    ssm_lr: float, opt_config: str = "standard", ssm_group_log_step: bool = True
+) -> dict[str, dict[str, float]]:
     """Parameter tags (:mod:`torchssm.layers.tags`) of S5's optimizer groups, as the S5 code's
     ``create_train_state`` (lindermanlab/S5 s5/train_helpers.py) builds them for ``--opt_config``:
     the "ssm" group (Adam at ssm_lr, no weight decay) holds Lambda_re, Lambda_im, log_step (left out with
@@ -90,11 +89,25 @@ class S5(SSMLayer):
     ``log_step`` (m,) or (1,).
     """
 
-    def __init__(self, d_model: int, d_state: int = 64, *, blocks: int = 1, init: str = "hippo_n",
-                 conj_sym: bool = True, discretization: str = "zoh", dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 dt_global: bool = False, clip_eigs: bool = False, step_rescale: float = 1.0,
-                 bidirectional: bool = False, ssm_lr: Optional[float] = 1e-3, opt_config: str = "standard",
-                 ssm_group_log_step: bool = True):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        *,
+        blocks: int = 1,
+        init: str = "hippo_n",
+        conj_sym: bool = True,
+        discretization: str = "zoh",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_global: bool = False,
+        clip_eigs: bool = False,
+        step_rescale: float = 1.0,
+        bidirectional: bool = False,
+        ssm_lr: float | None = 1e-3,
+        opt_config: str = "standard",
+        ssm_group_log_step: bool = True,
+    ):
         super().__init__(d_model)
         if opt_config not in OPT_CONFIGS:
             raise ValueError(f"unknown S5 opt_config {opt_config!r}; expected one of {list(OPT_CONFIGS)}")
@@ -138,15 +151,16 @@ class S5(SSMLayer):
         self.opt_config, self.ssm_group_log_step = opt_config, bool(ssm_group_log_step)
         self.optim_overrides = {} if ssm_lr is None else s5_optim_overrides(ssm_lr, opt_config, ssm_group_log_step)
 
-    def _ssm_params(self, timescale: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _ssm_params(self, timescale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(Lambda_bar, B_bar): (m,), (m, H); with ``timescale`` (...,) : (..., m), (..., m, H)."""
         re = self.Lambda_re.clamp(max=-1e-4) if self.clip_eigs else self.Lambda_re
         lam = torch.complex(re, self.Lambda_im)  # (m,)
         dt = self.step_rescale * torch.exp(self.log_step)  # (m,) or (1,)
         if timescale is not None:
             dt = timescale.to(dt.dtype)[..., None] * dt  # (..., m)
-        lam_bar, B_bar = discretize_diag(dt[..., None], lam[:, None], torch.view_as_complex(self.B),
-                                         self.discretization)
+        lam_bar, B_bar = discretize_diag(
+            dt[..., None], lam[:, None], torch.view_as_complex(self.B), self.discretization
+        )
         return lam_bar[..., 0], B_bar  # (..., m), (..., m, H)
 
     @staticmethod
@@ -167,18 +181,26 @@ class S5(SSMLayer):
         w = (C * C.new_tensor([scale, -scale])).flatten(-2)  # (H, 2m), interleaved like view_as_real(h)
         return torch.view_as_real(h).flatten(-2) @ w.T  # (..., H)
 
-    def init_state(self, batch: int, device: Device = None, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    def init_state(self, batch: int, device: Device = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Zero state (b, m): complex64 for float32 parameters, complex128 for float64."""
         cdtype = complex_dtype(self.D.dtype if dtype is None else dtype)
         return torch.zeros(batch, self.n_complex, device=self.D.device if device is None else device, dtype=cdtype)
 
-    def _check_timescale(self, timescale: Optional[torch.Tensor], shape: tuple[int, ...]) -> None:
+    def _check_timescale(self, timescale: torch.Tensor | None, shape: tuple[int, ...]) -> None:
         if timescale is not None and tuple(timescale.shape) != tuple(shape):
-            raise ValueError(f"timescale must have shape {tuple(shape)} (batch{', length' if len(shape) > 1 else ''}); "
-                             f"got {tuple(timescale.shape)}")
+            raise ValueError(
+                f"timescale must have shape {tuple(shape)} (batch{', length' if len(shape) > 1 else ''}); "
+                f"got {tuple(timescale.shape)}"
+            )
 
-    def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, *, return_state: bool = False,
-                timescale: Optional[torch.Tensor] = None) -> LayerOutput:
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: torch.Tensor | None = None,
+        *,
+        return_state: bool = False,
+        timescale: torch.Tensor | None = None,
+    ) -> LayerOutput:
         """x (b, l, H) -> y (b, l, H); ``timescale`` (b, l) > 0 multiplies dt at each step."""
         self._check_forward(x, state)
         self._check_timescale(timescale, x.shape[:2])
@@ -198,18 +220,20 @@ class S5(SSMLayer):
             return y, h[:, -1].to(complex_dtype(self.D.dtype))
         return y
 
-    def step(self, x_t: torch.Tensor, state: torch.Tensor, *, timescale: Optional[torch.Tensor] = None) -> StepOutput:
+    def step(self, x_t: torch.Tensor, state: torch.Tensor, *, timescale: torch.Tensor | None = None) -> StepOutput:
         """One token x_t (b, H) -> (y_t (b, H), new state (b, m)); ``timescale`` (b,) as in forward."""
         self._check_step(x_t, state)
         self._check_timescale(timescale, x_t.shape[:1])
         lam_bar, B_bar = self._ssm_params(timescale)
-        Bu = (self._input(x_t, B_bar) if timescale is None
-              else (B_bar @ x_t.to(B_bar.dtype)[..., None])[..., 0])  # (b, m)
+        Bu = (
+            self._input(x_t, B_bar) if timescale is None else (B_bar @ x_t.to(B_bar.dtype)[..., None])[..., 0]
+        )  # (b, m)
         h = lam_bar * state + Bu
         y = self._readout(h, self.C) + self.D * x_t
         return y.to(x_t.dtype), h.to(state.dtype)
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, d_state={self.d_state}, blocks={self.blocks}, init={self.init!r}, "
-                f"conj_sym={self.conj_sym}, bidirectional={self.bidirectional}")
-
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, blocks={self.blocks}, init={self.init!r}, "
+            f"conj_sym={self.conj_sym}, bidirectional={self.bidirectional}"
+        )

@@ -29,8 +29,10 @@ def _check_spec(module: nn.Module, path: str, spec: Any) -> None:
         raise TypeError(f"optim_overrides[{path!r}] of {type(module).__name__} must be a dict; got {spec!r}")
     unknown = set(spec) - set(TAG_KEYS)
     if unknown:
-        raise ValueError(f"optim_overrides[{path!r}] of {type(module).__name__} has unknown key(s) "
-                         f"{sorted(unknown)}; expected some of {sorted(TAG_KEYS)}")
+        raise ValueError(
+            f"optim_overrides[{path!r}] of {type(module).__name__} has unknown key(s) "
+            f"{sorted(unknown)}; expected some of {sorted(TAG_KEYS)}"
+        )
     if "lr" in spec and "lr_scale" in spec:
         raise ValueError(f"optim_overrides for {type(module).__name__}.{path} sets both 'lr' and 'lr_scale'; use one")
 
@@ -49,15 +51,18 @@ def parameter_tags(model: nn.Module) -> dict[int, tuple[str, dict[str, Any]]]:
         own = dict(module.named_parameters(remove_duplicate=False))
         missing = sorted(set(overrides) - set(own))
         if missing:
-            raise ValueError(f"{type(module).__name__}.optim_overrides names {missing}, which are not parameters "
-                             f"of the module; its parameters are {sorted(own)}")
+            raise ValueError(
+                f"{type(module).__name__}.optim_overrides names {missing}, which are not parameters "
+                f"of the module; its parameters are {sorted(own)}"
+            )
         for path, spec in overrides.items():
             _check_spec(module, path, spec)
             param = own[path]
             name = f"{module_name}.{path}" if module_name else path
             if id(param) in tags and tags[id(param)][1] != spec:
-                raise ValueError(f"parameter {name} is tagged twice with different specs: "
-                                 f"{tags[id(param)][1]} and {spec}")
+                raise ValueError(
+                    f"parameter {name} is tagged twice with different specs: {tags[id(param)][1]} and {spec}"
+                )
             tags.setdefault(id(param), (name, dict(spec)))
     return tags
 

@@ -30,8 +30,13 @@ def lm_config_from_model_config(cfg: ModelConfig) -> LMConfig:
         raise ValueError(f"a language model reads token ids; the task gives input_kind={cfg.input_kind!r}")
     if cfg.dropout:
         raise ValueError(f"model.dropout={cfg.dropout}: the language model's blocks have no dropout; set 0")
-    return LMConfig(layer=cfg.layer, d_model=cfg.d_model, n_layer=cfg.n_layers, vocab_size=cfg.d_output,
-                    layer_kwargs=dict(cfg.layer_kwargs))
+    return LMConfig(
+        layer=cfg.layer,
+        d_model=cfg.d_model,
+        n_layer=cfg.n_layers,
+        vocab_size=cfg.d_output,
+        layer_kwargs=dict(cfg.layer_kwargs),
+    )
 
 
 def causal_lm_builder(task: TaskData) -> Callable[[ModelConfig], nn.Module]:
@@ -44,8 +49,15 @@ def causal_lm_builder(task: TaskData) -> Callable[[ModelConfig], nn.Module]:
             from torchssm.models.masked_lm import MaskedLM, MaskedLMConfig
 
             lm = lm_config_from_model_config(cfg)
-            model = MaskedLM(MaskedLMConfig(layer=lm.layer, d_model=lm.d_model, n_layer=lm.n_layer,
-                                            vocab_size=lm.vocab_size, layer_kwargs=lm.layer_kwargs))
+            model = MaskedLM(
+                MaskedLMConfig(
+                    layer=lm.layer,
+                    d_model=lm.d_model,
+                    n_layer=lm.n_layer,
+                    vocab_size=lm.vocab_size,
+                    layer_kwargs=lm.layer_kwargs,
+                )
+            )
         else:
             model = CausalLM(lm_config_from_model_config(cfg))
         model.tokenizer = tokenizer  # written beside the weights by save_pretrained (tokenizer.json)

@@ -26,8 +26,10 @@ def _run_tokenizer_train(args) -> int:
     files, root = find_files(args.files)
     tok = train_bpe(files, args.vocab_size, min_frequency=args.min_frequency, show_progress=sys.stderr.isatty())
     tok.save(args.out)
-    print(f"trained a byte-level BPE tokenizer of {tok.vocab_size} tokens on {len(files)} files under {root}; "
-          f"wrote {Path(args.out) / 'tokenizer.json'}")
+    print(
+        f"trained a byte-level BPE tokenizer of {tok.vocab_size} tokens on {len(files)} files under {root}; "
+        f"wrote {Path(args.out) / 'tokenizer.json'}"
+    )
     return 0
 
 
@@ -35,8 +37,10 @@ def _run_config(checkpoint: Path) -> dict:
     for folder in (checkpoint, checkpoint.parent, checkpoint.parent.parent):
         if (folder / "config.yaml").is_file():
             return yaml.safe_load((folder / "config.yaml").read_text())
-    raise FileNotFoundError(f"no config.yaml in {checkpoint} or the run directory above it: lm eval needs the run's "
-                            f"task section (written by torchssm train)")
+    raise FileNotFoundError(
+        f"no config.yaml in {checkpoint} or the run directory above it: lm eval needs the run's "
+        f"task section (written by torchssm train)"
+    )
 
 
 def run_lm_eval(args) -> int:
@@ -61,14 +65,15 @@ def run_lm_eval(args) -> int:
     model = torchssm.from_pretrained(checkpoint, device=args.device)
     curve = loss_by_position(model, split, args.batch_size, args.device)
     out = summarize(curve, context, split.bytes_per_token)
-    out.update(split=args.split, rows=len(split), checkpoint=str(checkpoint),
-               activation_rates=activation_rates(model))
+    out.update(split=args.split, rows=len(split), checkpoint=str(checkpoint), activation_rates=activation_rates(model))
     text = json.dumps(out, indent=1)
     from torchssm.fileio import atomic_write
 
     atomic_write(checkpoint / "lm_eval.json", lambda tmp: Path(tmp).write_text(text))
-    print(f"{args.split}: bits/byte {out['bpb']:.4f} within the training context ({context}), "
-          f"{out['bpb_all']:.4f} over {out['eval_context']} positions; perplexity by position:")
+    print(
+        f"{args.split}: bits/byte {out['bpb']:.4f} within the training context ({context}), "
+        f"{out['bpb_all']:.4f} over {out['eval_context']} positions; perplexity by position:"
+    )
     for b in out["by_position"]:
         print(f"  [{b['from']:>6}, {b['to']:>6})  ppl {b['ppl']:8.3f}  bpb {b['bpb']:.4f}")
     for layer, rate in out["activation_rates"].items():
@@ -98,8 +103,9 @@ def register(subparsers) -> None:
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--threads", type=int, default=1)
     ev.set_defaults(func=run_lm_eval)
-    ex = lsub.add_parser("export-hf", help="save a Mamba / Mamba-2 LM as a Hugging Face MambaForCausalLM / "
-                                           "Mamba2ForCausalLM directory")
+    ex = lsub.add_parser(
+        "export-hf", help="save a Mamba / Mamba-2 LM as a Hugging Face MambaForCausalLM / Mamba2ForCausalLM directory"
+    )
     ex.add_argument("checkpoint", help="a torchssm LM directory (save_pretrained / torchssm train checkpoint)")
     ex.add_argument("out", help="the Hugging Face directory to write")
     ex.set_defaults(func=_run_export_hf)

@@ -40,8 +40,7 @@ def loss_by_position(model: nn.Module, dataset, batch_size: int = 4, device="cpu
     return (total / count).cpu()
 
 
-def summarize(per_position: torch.Tensor, train_context: int, bytes_per_token: float = 1.0,
-              n_buckets: int = 0) -> dict:
+def summarize(per_position: torch.Tensor, train_context: int, bytes_per_token: float = 1.0, n_buckets: int = 0) -> dict:
     """Metrics of a loss-by-position curve: loss / bits per byte / perplexity within the training context and
     over the whole row, and perplexity per bucket of ``train_context`` positions (or ``n_buckets`` buckets)."""
     length = per_position.shape[0]
@@ -50,9 +49,23 @@ def summarize(per_position: torch.Tensor, train_context: int, bytes_per_token: f
     whole = float(per_position.mean())
     buckets = []
     for lo in range(0, length, width):
-        loss = float(per_position[lo:lo + width].mean())
-        buckets.append({"from": lo, "to": min(lo + width, length), "loss": loss, "ppl": math.exp(loss),
-                        "bpb": loss / math.log(2) / bytes_per_token})
-    return {"train_context": train_context, "eval_context": length,
-            "loss": inside, "bpb": inside / math.log(2) / bytes_per_token, "ppl": math.exp(inside),
-            "loss_all": whole, "bpb_all": whole / math.log(2) / bytes_per_token, "by_position": buckets}
+        loss = float(per_position[lo : lo + width].mean())
+        buckets.append(
+            {
+                "from": lo,
+                "to": min(lo + width, length),
+                "loss": loss,
+                "ppl": math.exp(loss),
+                "bpb": loss / math.log(2) / bytes_per_token,
+            }
+        )
+    return {
+        "train_context": train_context,
+        "eval_context": length,
+        "loss": inside,
+        "bpb": inside / math.log(2) / bytes_per_token,
+        "ppl": math.exp(inside),
+        "loss_all": whole,
+        "bpb_all": whole / math.log(2) / bytes_per_token,
+        "by_position": buckets,
+    }

@@ -1,8 +1,8 @@
 """Models: the LRU article's deep SSM (encoder, residual blocks, pooling, head) and save/load.
 
-    from torchssm.models import ModelConfig, build_model
-    model = build_model(ModelConfig(layer="lru", d_model=64, layer_kwargs={"d_state": 64}))
-    model.save_pretrained("out/")  ->  torchssm.from_pretrained("out/")
+from torchssm.models import ModelConfig, build_model
+model = build_model(ModelConfig(layer="lru", d_model=64, layer_kwargs={"d_state": 64}))
+model.save_pretrained("out/")  ->  torchssm.from_pretrained("out/")
 """
 
 from torchssm.models import convert as _convert  # noqa: F401  (registers the Mamba checkpoint converter)
@@ -17,5 +17,15 @@ from torchssm.models.pretrained import (
     save_pretrained,
 )
 
-__all__ = ["DeepSSM", "MaskedBatchNorm", "ModelConfig", "PretrainedMixin", "ResidualBlock", "build_model",
-           "from_pretrained", "register_converter", "register_model_type", "save_pretrained"]
+__all__ = [
+    "DeepSSM",
+    "MaskedBatchNorm",
+    "ModelConfig",
+    "PretrainedMixin",
+    "ResidualBlock",
+    "build_model",
+    "from_pretrained",
+    "register_converter",
+    "register_model_type",
+    "save_pretrained",
+]

@@ -22,8 +22,6 @@ pooling averages / picks valid steps only, so logits do not depend on the paddin
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -70,8 +68,15 @@ class DeepSSM(PretrainedMixin, nn.Module):
         else:
             self.encoder = nn.Linear(config.d_input, h)
         self.blocks = nn.ModuleList(
-            ResidualBlock(config.layer, h, config.layer_kwargs, norm=config.norm, prenorm=config.prenorm,
-                          dropout=config.dropout, glu=config.glu)
+            ResidualBlock(
+                config.layer,
+                h,
+                config.layer_kwargs,
+                norm=config.norm,
+                prenorm=config.prenorm,
+                dropout=config.dropout,
+                glu=config.glu,
+            )
             for _ in range(config.n_layers)
         )
         if config.paired:
@@ -86,14 +91,17 @@ class DeepSSM(PretrainedMixin, nn.Module):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(inputs).__name__}")
         if cfg.input_kind == "tokens":
             if inputs.dim() != 2 or inputs.is_floating_point() or inputs.is_complex():
-                raise ValueError(f"{name} must be integer token ids of shape (batch, length); got "
-                                 f"dtype {inputs.dtype}, shape {tuple(inputs.shape)}")
+                raise ValueError(
+                    f"{name} must be integer token ids of shape (batch, length); got "
+                    f"dtype {inputs.dtype}, shape {tuple(inputs.shape)}"
+                )
         else:
             if inputs.dim() == 2 and cfg.d_input == 1:
                 inputs = inputs[..., None]  # (b, l) -> (b, l, 1)
             if inputs.dim() != 3 or inputs.shape[-1] != cfg.d_input:
-                raise ValueError(f"{name} must have shape (batch, length, d_input={cfg.d_input}); got "
-                                 f"{tuple(inputs.shape)}")
+                raise ValueError(
+                    f"{name} must have shape (batch, length, d_input={cfg.d_input}); got {tuple(inputs.shape)}"
+                )
             if not inputs.is_floating_point():
                 raise TypeError(f"{name} must be a floating-point tensor (input_kind='real'); got {inputs.dtype}")
         if inputs.shape[1] == 0:
@@ -107,8 +115,9 @@ class DeepSSM(PretrainedMixin, nn.Module):
         return inputs
 
     # --- model --------------------------------------------------------------------------------------------
-    def features(self, inputs: torch.Tensor, lengths: Optional[torch.Tensor] = None, *,
-                 name: str = "inputs") -> torch.Tensor:
+    def features(
+        self, inputs: torch.Tensor, lengths: torch.Tensor | None = None, *, name: str = "inputs"
+    ) -> torch.Tensor:
         """Encoder + blocks + pooling: (b, h) pooled, or (b, l, h) with pooling "none"."""
         inputs = self._check_inputs(inputs, lengths, name)
         length = inputs.shape[1]
@@ -131,9 +140,16 @@ class DeepSSM(PretrainedMixin, nn.Module):
         idx = (lengths - 1)[:, None, None].expand(-1, 1, x.shape[-1])  # (b, 1, h)
         return x.gather(1, idx)[:, 0]  # (b, h)
 
-    def forward(self, inputs: torch.Tensor, lengths: Optional[torch.Tensor] = None,
-                inputs2: Optional[torch.Tensor] = None, lengths2: Optional[torch.Tensor] = None, *,
-                state: Optional[dict] = None, return_state: bool = False):
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        inputs2: torch.Tensor | None = None,
+        lengths2: torch.Tensor | None = None,
+        *,
+        state: dict | None = None,
+        return_state: bool = False,
+    ):
         """Logits (b, d_output), or (b, l, d_output) with pooling "none".
 
         ``lengths`` (b,) int: valid lengths of right-padded ``inputs``. Paired models also take the
@@ -142,8 +158,9 @@ class DeepSSM(PretrainedMixin, nn.Module):
         """
         if state is not None or return_state:
             if lengths is not None or inputs2 is not None:
-                raise ValueError("streaming (state / return_state) takes unpadded, unpaired inputs: "
-                                 "lengths and inputs2 must be None")
+                raise ValueError(
+                    "streaming (state / return_state) takes unpadded, unpaired inputs: lengths and inputs2 must be None"
+                )
             inputs = self._check_inputs(inputs, None, "inputs")
             state = self._stream_state(state, inputs.shape[0], inputs.device)
             x = self.encoder(inputs)  # (b, l, h)
@@ -166,7 +183,6 @@ class DeepSSM(PretrainedMixin, nn.Module):
             raise ValueError("inputs2 was given but the model is not paired (ModelConfig.paired=False)")
         return self.head(self.features(inputs, lengths))
 
-
     # --- streaming (causal layers) ------------------------------------------------------------------------
     def init_state(self, batch: int, device=None, dtype=None) -> dict:
         """The zero streaming state: each block's SSM state, the running pooled sum (b, h) and count (b, 1)."""
@@ -177,17 +193,21 @@ class DeepSSM(PretrainedMixin, nn.Module):
             raise ValueError("a paired (two-tower) model has no streaming state")
         dtype = dtype or self.head.weight.dtype
         h = self.config.d_model
-        return {"blocks": [block.ssm.init_state(batch, device=device, dtype=dtype) for block in self.blocks],
-                "pool_sum": torch.zeros(batch, h, device=device, dtype=dtype),  # (b, h)
-                "count": torch.zeros(batch, 1, device=device, dtype=dtype)}  # (b, 1)
+        return {
+            "blocks": [block.ssm.init_state(batch, device=device, dtype=dtype) for block in self.blocks],
+            "pool_sum": torch.zeros(batch, h, device=device, dtype=dtype),  # (b, h)
+            "count": torch.zeros(batch, 1, device=device, dtype=dtype),
+        }  # (b, 1)
 
-    def _stream_state(self, state: Optional[dict], batch: int, device) -> dict:
+    def _stream_state(self, state: dict | None, batch: int, device) -> dict:
         template = self.init_state(batch, device="meta")
         if state is None:
             return self.init_state(batch, device=device)
         if not isinstance(state, dict) or set(state) != set(template) or len(state["blocks"]) != len(self.blocks):
-            raise ValueError(f"state must be a dict with keys {sorted(template)} and {len(self.blocks)} block states, "
-                             f"from init_state() or forward(..., return_state=True)")
+            raise ValueError(
+                f"state must be a dict with keys {sorted(template)} and {len(self.blocks)} block states, "
+                f"from init_state() or forward(..., return_state=True)"
+            )
         check_state_like([state["pool_sum"], state["count"]], [template["pool_sum"], template["count"]], "state")
         return state
 
@@ -208,8 +228,10 @@ class DeepSSM(PretrainedMixin, nn.Module):
         (BatchNorm uses its running statistics). Pure, O(1) in the length.
         """
         if not isinstance(x_t, torch.Tensor) or x_t.dim() not in (1, 2):
-            raise ValueError(f"x_t must have shape (batch, d_input={self.config.d_input}) or (batch,) token ids; "
-                             f"got {getattr(x_t, 'shape', type(x_t).__name__)}")
+            raise ValueError(
+                f"x_t must have shape (batch, d_input={self.config.d_input}) or (batch,) token ids; "
+                f"got {getattr(x_t, 'shape', type(x_t).__name__)}"
+            )
         inputs = self._check_inputs(x_t[:, None], None, "x_t")  # (b, 1, m) or (b, 1)
         state = self._stream_state(state, inputs.shape[0], inputs.device)
         x = self.encoder(inputs)[:, 0]  # (b, h)

@@ -11,7 +11,6 @@ Shapes: b batch, l length, h = d_model. ``mask`` (b, l) bool is true at valid (n
 from __future__ import annotations
 
 import inspect
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +19,7 @@ from torch import nn
 from torchssm.layers.registry import build_layer
 
 
-def lengths_to_mask(lengths: Optional[torch.Tensor], length: int) -> Optional[torch.Tensor]:
+def lengths_to_mask(lengths: torch.Tensor | None, length: int) -> torch.Tensor | None:
     """(b,) valid lengths -> (b, l) bool mask, true where t < lengths (None stays None)."""
     if lengths is None:
         return None
@@ -36,7 +35,7 @@ class MaskedBatchNorm(nn.BatchNorm1d):
     then normalised with those statistics. No boolean indexing, so no device sync.
     """
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:  # (b, l, h)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # (b, l, h)
         if mask is None or not self.training:
             return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
         out_dtype = x.dtype
@@ -59,17 +58,17 @@ class MaskedBatchNorm(nn.BatchNorm1d):
 
 
 class _LayerNorm(nn.LayerNorm):
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return super().forward(x)
 
 
 class _NoNorm(nn.Identity):
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return x
 
 
 def build_norm(kind: str, d_model: int) -> nn.Module:
-    """"batch" (masked-aware BatchNorm), "layer" (LayerNorm) or "none"; all take (x, mask)."""
+    """ "batch" (masked-aware BatchNorm), "layer" (LayerNorm) or "none"; all take (x, mask)."""
     if kind == "batch":
         return MaskedBatchNorm(d_model)
     if kind == "layer":
@@ -94,8 +93,17 @@ class ResidualBlock(nn.Module):
     need it so padding does not flow backward); causal layers are padding-invariant on valid steps.
     """
 
-    def __init__(self, layer: str, d_model: int, layer_kwargs: Optional[dict] = None, *, norm: str = "batch",
-                 prenorm: bool = True, dropout: float = 0.0, glu: bool = True):
+    def __init__(
+        self,
+        layer: str,
+        d_model: int,
+        layer_kwargs: dict | None = None,
+        *,
+        norm: str = "batch",
+        prenorm: bool = True,
+        dropout: float = 0.0,
+        glu: bool = True,
+    ):
         super().__init__()
         self.prenorm = prenorm
         self.norm = build_norm(norm, d_model)
@@ -105,8 +113,15 @@ class ResidualBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self._ssm_takes_lengths = _accepts(self.ssm.forward, "lengths")
 
-    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
-                mask: Optional[torch.Tensor] = None, state=None, *, return_state: bool = False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        state=None,
+        *,
+        return_state: bool = False,
+    ):
         """x (b, l, h) -> (b, l, h); ``mask`` (b, l) is ``lengths_to_mask(lengths, l)`` (computed once).
 
         ``state``/``return_state``: the SSM layer's carried state (causal layers), as in the layer
@@ -133,7 +148,7 @@ class ResidualBlock(nn.Module):
         y_t, new_state = self.ssm.step(x_t, state)
         return self._after_ssm(y_t, skip, None), new_state
 
-    def _after_ssm(self, x: torch.Tensor, skip: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def _after_ssm(self, x: torch.Tensor, skip: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """GELU, dropout, GLU (or Linear), dropout, residual add, post-norm: (..., h) -> (..., h)."""
         x = self.dropout(F.gelu(x))
         x = self.out(x)  # (..., 2h) or (..., h)

@@ -44,9 +44,11 @@ def run_generate(args, out=None) -> int:
         raise ValueError("--prompt is empty; give at least one character")
     tok = getattr(model, "tokenizer", None)
     if tok is None:
-        raise ValueError(f"{args.checkpoint} has no tokenizer.json and its vocabulary ({model.config.vocab_size} "
-                         f"tokens) is not bytes (256): put the model's tokenizer.json in the directory to "
-                         f"encode the prompt")
+        raise ValueError(
+            f"{args.checkpoint} has no tokenizer.json and its vocabulary ({model.config.vocab_size} "
+            f"tokens) is not bytes (256): put the model's tokenizer.json in the directory to "
+            f"encode the prompt"
+        )
     for key, value in load_generation_config(args.checkpoint).items():  # eos / pad of a converted checkpoint
         setattr(model, key, value)
     ids = torch.tensor([tok.encode(args.prompt)], dtype=torch.long)
@@ -56,9 +58,16 @@ def run_generate(args, out=None) -> int:
     decode = tok.stream_decoder()
     eos_ids = set(model.special_tokens()[0])
     out.write(args.prompt)
-    for t in model.generate_stream(ids, args.max_new_tokens, args.temperature, args.top_k, args.top_p, generator=gen,
-                                   ignore_eos=getattr(args, "ignore_eos", False),
-                                   compile=getattr(args, "compile", False)):
+    for t in model.generate_stream(
+        ids,
+        args.max_new_tokens,
+        args.temperature,
+        args.top_k,
+        args.top_p,
+        generator=gen,
+        ignore_eos=getattr(args, "ignore_eos", False),
+        compile=getattr(args, "compile", False),
+    ):
         if int(t[0]) in eos_ids:  # the end-of-text token is not printed
             break
         out.write(decode(int(t[0])))

@@ -31,18 +31,17 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Optional, Union
 
 import torch
 
 from torchssm.models.lm import CausalLM, LMConfig
 from torchssm.models.pretrained import register_converter
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 _HF_GROUPED_NORM_SINCE = (4, 57)  # first transformers release assumed to carry PR #40861
 
 
-def _read_config(path: PathLike) -> Optional[dict]:
+def _read_config(path: PathLike) -> dict | None:
     file = Path(path) / "config.json"
     if not file.is_file():
         return None
@@ -53,8 +52,8 @@ def _read_config(path: PathLike) -> Optional[dict]:
     return data if isinstance(data, dict) else None
 
 
-def detect_format(path: PathLike) -> Optional[str]:
-    """"hf_mamba", "hf_mamba2", "mamba_ssm" or None (not a Mamba checkpoint directory)."""
+def detect_format(path: PathLike) -> str | None:
+    """ "hf_mamba", "hf_mamba2", "mamba_ssm" or None (not a Mamba checkpoint directory)."""
     cfg = _read_config(path)
     if cfg is None:
         return None
@@ -117,22 +116,40 @@ def lm_config_from(path: PathLike, mamba2_norm: str = "auto") -> LMConfig:
             if mamba2_norm == "whole":
                 d_inner = ssm.get("expand", 2) * cfg["d_model"]
                 ssm["norm_group_size"] = d_inner
-        return LMConfig(layer=layer, d_model=cfg["d_model"], n_layer=cfg["n_layer"], vocab_size=cfg["vocab_size"],
-                        layer_kwargs=ssm, pad_vocab_size_multiple=cfg.get("pad_vocab_size_multiple", 8),
-                        residual_in_fp32=cfg.get("residual_in_fp32", True),
-                        tie_embeddings=cfg.get("tie_embeddings", True), norm_eps=1e-5)
+        return LMConfig(
+            layer=layer,
+            d_model=cfg["d_model"],
+            n_layer=cfg["n_layer"],
+            vocab_size=cfg["vocab_size"],
+            layer_kwargs=ssm,
+            pad_vocab_size_multiple=cfg.get("pad_vocab_size_multiple", 8),
+            residual_in_fp32=cfg.get("residual_in_fp32", True),
+            tie_embeddings=cfg.get("tie_embeddings", True),
+            norm_eps=1e-5,
+        )
     h = cfg["hidden_size"]
-    common = dict(d_model=h, n_layer=cfg["num_hidden_layers"], vocab_size=cfg["vocab_size"], pad_vocab_size_multiple=1,
-                  norm_eps=cfg.get("layer_norm_epsilon", 1e-5), residual_in_fp32=cfg.get("residual_in_fp32", True),
-                  tie_embeddings=cfg.get("tie_word_embeddings", fmt == "hf_mamba"))
+    common = dict(
+        d_model=h,
+        n_layer=cfg["num_hidden_layers"],
+        vocab_size=cfg["vocab_size"],
+        pad_vocab_size_multiple=1,
+        norm_eps=cfg.get("layer_norm_epsilon", 1e-5),
+        residual_in_fp32=cfg.get("residual_in_fp32", True),
+        tie_embeddings=cfg.get("tie_word_embeddings", fmt == "hf_mamba"),
+    )
     if fmt == "hf_mamba":
         d_inner = cfg.get("intermediate_size", cfg.get("expand", 2) * h)
         if d_inner % h:
             raise ValueError(f"intermediate_size={d_inner} must be a multiple of hidden_size={h}")
         rank = cfg.get("time_step_rank", "auto")
-        kw = dict(d_state=cfg.get("state_size", 16), d_conv=cfg.get("conv_kernel", 4), expand=d_inner // h,
-                  dt_rank=math.ceil(h / 16) if rank == "auto" else int(rank),
-                  conv_bias=cfg.get("use_conv_bias", True), bias=cfg.get("use_bias", False))
+        kw = dict(
+            d_state=cfg.get("state_size", 16),
+            d_conv=cfg.get("conv_kernel", 4),
+            expand=d_inner // h,
+            dt_rank=math.ceil(h / 16) if rank == "auto" else int(rank),
+            conv_bias=cfg.get("use_conv_bias", True),
+            bias=cfg.get("use_bias", False),
+        )
         return LMConfig(layer="mamba", layer_kwargs=kw, **common)
     limit = tuple(_json_float(v) for v in cfg.get("time_step_limit", (0.0, float("inf"))))
     if limit != (0.0, float("inf")):
@@ -143,12 +160,20 @@ def lm_config_from(path: PathLike, mamba2_norm: str = "auto") -> LMConfig:
         raise ValueError(f"num_heads * head_dim = {heads * headdim} must equal expand * hidden_size = {expand * h}")
     if not cfg.get("rms_norm", True):
         raise ValueError("Mamba2 checkpoints without the gated RMSNorm (rms_norm=false) are not supported")
-    kw = dict(d_state=cfg.get("state_size", 128), d_conv=cfg.get("conv_kernel", 4), expand=expand, headdim=headdim,
-              ngroups=cfg.get("n_groups", 1), chunk_size=cfg.get("chunk_size", 256),
-              conv_bias=cfg.get("use_conv_bias", True), bias=cfg.get("use_bias", False),
-              norm_eps=cfg.get("layer_norm_epsilon", 1e-5))
+    kw = dict(
+        d_state=cfg.get("state_size", 128),
+        d_conv=cfg.get("conv_kernel", 4),
+        expand=expand,
+        headdim=headdim,
+        ngroups=cfg.get("n_groups", 1),
+        chunk_size=cfg.get("chunk_size", 256),
+        conv_bias=cfg.get("use_conv_bias", True),
+        bias=cfg.get("use_bias", False),
+        norm_eps=cfg.get("layer_norm_epsilon", 1e-5),
+    )
     grouped = mamba2_norm == "grouped" or (
-        mamba2_norm == "auto" and _version(cfg.get("transformers_version", "0")) >= _HF_GROUPED_NORM_SINCE)
+        mamba2_norm == "auto" and _version(cfg.get("transformers_version", "0")) >= _HF_GROUPED_NORM_SINCE
+    )
     if not grouped:
         kw["norm_group_size"] = expand * h
     return LMConfig(layer="mamba2", layer_kwargs=kw, **common)
@@ -183,8 +208,9 @@ def convert_state_dict(sd: dict, config: LMConfig) -> dict:
     return out
 
 
-def load_converted(path: PathLike, *, device=None, dtype: torch.dtype = torch.float32,
-                   mamba2_norm: str = "auto") -> CausalLM:
+def load_converted(
+    path: PathLike, *, device=None, dtype: torch.dtype = torch.float32, mamba2_norm: str = "auto"
+) -> CausalLM:
     """Build our :class:`CausalLM` from a mamba_ssm / Hugging Face checkpoint directory (eval mode)."""
     config = lm_config_from(path, mamba2_norm)
     with torch.device("meta"):
@@ -195,8 +221,10 @@ def load_converted(path: PathLike, *, device=None, dtype: torch.dtype = torch.fl
         model.lm_head.weight = model.backbone.embedding.weight
         missing = [k for k in missing if k != "lm_head.weight"]
     if missing or unexpected:
-        raise ValueError(f"checkpoint {str(path)!r} does not match the converted config: missing {sorted(missing)}, "
-                         f"unexpected {sorted(unexpected)}")
+        raise ValueError(
+            f"checkpoint {str(path)!r} does not match the converted config: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
     model.eval()
     return model.to(device) if device is not None else model
 

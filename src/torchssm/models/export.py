@@ -26,14 +26,16 @@ The batch size is fixed at export time (``batch``).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, List, Tuple, Union
+from typing import Any
 
 import torch
 from torch import nn
 
+
 # --- state flattening -----------------------------------------------------------------------------------------------
-def flatten_state(state: Any) -> Tuple[List[torch.Tensor], Callable[[List[torch.Tensor]], Any]]:
+def flatten_state(state: Any) -> tuple[list[torch.Tensor], Callable[[list[torch.Tensor]], Any]]:
     """A nested dict/list/tuple of tensors -> (leaves in a fixed order, a function rebuilding the structure)."""
     if isinstance(state, torch.Tensor):
         return [state], lambda leaves: leaves[0]
@@ -47,10 +49,10 @@ def flatten_state(state: Any) -> Tuple[List[torch.Tensor], Callable[[List[torch.
         raise TypeError(f"a state must be tensors in dicts/lists/tuples; got {type(state).__name__}")
     sizes = [len(p[0]) for p in parts]
 
-    def rebuild(leaves: List[torch.Tensor]):
+    def rebuild(leaves: list[torch.Tensor]):
         out, i = [], 0
         for (_, fn), n in zip(parts, sizes):
-            out.append(fn(leaves[i:i + n]))
+            out.append(fn(leaves[i : i + n]))
             i += n
         if keys is not None:
             return dict(zip(keys, out))
@@ -83,12 +85,14 @@ class StepGraph(nn.Module):
         with torch.no_grad():
             after, _ = flatten_state(model.step(example_input(model, batch), template)[1])
         if [t.shape for t in after] != [t.shape for t in leaves]:
-            raise ValueError(f"the state of {type(model).__name__} changes shape from step to step (a growing KV "
-                             f"cache?): a fixed-shape ONNX step graph cannot carry it")
+            raise ValueError(
+                f"the state of {type(model).__name__} changes shape from step to step (a growing KV "
+                f"cache?): a fixed-shape ONNX step graph cannot carry it"
+            )
         self.complex_leaves = [t.is_complex() for t in leaves]
         self.batch = batch
 
-    def initial_state(self) -> List[torch.Tensor]:
+    def initial_state(self) -> list[torch.Tensor]:
         """The zero state as the graph's real tensors."""
         leaves, _ = flatten_state(self.model.init_state(self.batch))
         return [to_planes(t) for t in leaves]
@@ -120,8 +124,11 @@ def fold_constants(graph: StepGraph, args: tuple) -> torch.fx.GraphModule:
                     value = getattr(value, part)
                 values[node] = value
                 continue
-            if (node.op != "call_function" or isinstance(node.target, torch._ops.HigherOrderOperator)
-                    or not all(n in values for n in node.all_input_nodes)):
+            if (
+                node.op != "call_function"
+                or isinstance(node.target, torch._ops.HigherOrderOperator)
+                or not all(n in values for n in node.all_input_nodes)
+            ):
                 continue
             if not node.all_input_nodes and not _deterministic_factory(node.target):
                 continue  # e.g. a random op: evaluated per call, never frozen
@@ -155,7 +162,7 @@ def example_input(model: nn.Module, batch: int, generator: torch.Generator = Non
     return torch.randn(batch, width, generator=g, dtype=dtype)
 
 
-def export_step(model: nn.Module, path: Union[str, Path], batch: int = 1) -> Path:
+def export_step(model: nn.Module, path: str | Path, batch: int = 1) -> Path:
     """Write ``model.step`` as an ONNX graph at ``path`` (see the module docstring); returns ``path``."""
     path = Path(path)
     model = model.eval()
@@ -167,16 +174,25 @@ def export_step(model: nn.Module, path: Union[str, Path], batch: int = 1) -> Pat
     try:
         folded = fold_constants(graph, args)
         with torch.no_grad():
-            torch.onnx.export(folded, args, str(path), input_names=names, output_names=out_names, dynamo=True,
-                              external_data=False, verbose=False)
+            torch.onnx.export(
+                folded,
+                args,
+                str(path),
+                input_names=names,
+                output_names=out_names,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
     except Exception as err:  # torch.export / the ONNX translator fail in many ways; one clear line
         first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise ValueError(f"cannot export the step of {type(model).__name__} to ONNX: {first[:300]}") from err
     return path
 
 
-def compare_with_onnxruntime(model: nn.Module, path: Union[str, Path], steps: int = 300, batch: int = 1,
-                             seed: int = 0) -> float:
+def compare_with_onnxruntime(
+    model: nn.Module, path: str | Path, steps: int = 300, batch: int = 1, seed: int = 0
+) -> float:
     """Run ``steps`` tokens through ``model.step`` and the ONNX graph side by side (states fed back on
     both sides); return the largest absolute difference of the outputs, relative to their scale."""
     import numpy as np
@@ -211,12 +227,16 @@ def _run_export(args) -> int:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as err:
-        raise ValueError(f"torchssm export needs the onnx extras ({err.name} is missing): "
-                         f"pip install 'torchssm[export]'") from None
+        raise ValueError(
+            f"torchssm export needs the onnx extras ({err.name} is missing): pip install 'torchssm[export]'"
+        ) from None
     path = export_step(model, args.onnx, batch=args.batch)
     graph = StepGraph(model, args.batch)
-    print(f"wrote {path}: step of {type(model).__name__} from {checkpoint}; inputs x_t {tuple(example_input(model, args.batch).shape)} "
-          f"+ {len(graph.complex_leaves)} state tensor(s) ({sum(graph.complex_leaves)} complex as re/im planes)")
+    print(
+        f"wrote {path}: step of {type(model).__name__} from {checkpoint}; "
+        f"inputs x_t {tuple(example_input(model, args.batch).shape)} "
+        f"+ {len(graph.complex_leaves)} state tensor(s) ({sum(graph.complex_leaves)} complex as re/im planes)"
+    )
     if args.verify_steps:
         err = compare_with_onnxruntime(model, path, args.verify_steps, args.batch)
         print(f"onnxruntime vs PyTorch over {args.verify_steps} steps: max |diff| / max |y| = {err:.2e}")
@@ -231,6 +251,11 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", required=True, help="a run directory (uses best/, else last/) or checkpoint dir")
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--batch", type=int, default=1, help="batch size of the exported graph (fixed)")
-    p.add_argument("--verify-steps", type=int, default=0, metavar="N",
-                   help="run N random tokens through onnxruntime and PyTorch and compare")
+    p.add_argument(
+        "--verify-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N random tokens through onnxruntime and PyTorch and compare",
+    )
     p.set_defaults(func=_run_export)

@@ -21,14 +21,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Union
 
 import torch
 
 from torchssm.fileio import atomic_write
 from torchssm.models.lm import CausalLM
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 _GROUPED_NORM_VERSION = "4.57.0"  # the first transformers release with the group-wise Mamba-2 norm (convert.py)
 
 
@@ -53,29 +52,58 @@ def hf_config(model: CausalLM) -> dict:
         raise ValueError(f"Hugging Face has Mamba and Mamba-2 language models only; this LM's layer is {cfg.layer!r}")
     mixer = model.backbone.layers[0].mixer
     eos = getattr(getattr(model, "tokenizer", None), "eos_token_id", None)
-    common = {"vocab_size": cfg.padded_vocab_size, "hidden_size": cfg.d_model, "num_hidden_layers": cfg.n_layer,
-              "state_size": mixer.d_state, "expand": mixer.expand, "conv_kernel": mixer.d_conv,
-              "use_bias": mixer.in_proj.bias is not None, "use_conv_bias": mixer.conv1d.bias is not None,
-              "layer_norm_epsilon": cfg.norm_eps, "residual_in_fp32": cfg.residual_in_fp32,
-              "tie_word_embeddings": cfg.tie_embeddings, "hidden_act": "silu", "use_cache": True,
-              "bos_token_id": eos if eos is not None else 0, "eos_token_id": eos if eos is not None else 0,
-              "pad_token_id": eos if eos is not None else 0, "transformers_version": _transformers_version()}
+    common = {
+        "vocab_size": cfg.padded_vocab_size,
+        "hidden_size": cfg.d_model,
+        "num_hidden_layers": cfg.n_layer,
+        "state_size": mixer.d_state,
+        "expand": mixer.expand,
+        "conv_kernel": mixer.d_conv,
+        "use_bias": mixer.in_proj.bias is not None,
+        "use_conv_bias": mixer.conv1d.bias is not None,
+        "layer_norm_epsilon": cfg.norm_eps,
+        "residual_in_fp32": cfg.residual_in_fp32,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "hidden_act": "silu",
+        "use_cache": True,
+        "bos_token_id": eos if eos is not None else 0,
+        "eos_token_id": eos if eos is not None else 0,
+        "pad_token_id": eos if eos is not None else 0,
+        "transformers_version": _transformers_version(),
+    }
     if cfg.layer == "mamba":
-        return {"architectures": ["MambaForCausalLM"], "model_type": "mamba", **common,
-                "intermediate_size": mixer.d_inner, "time_step_rank": mixer.dt_rank}
+        return {
+            "architectures": ["MambaForCausalLM"],
+            "model_type": "mamba",
+            **common,
+            "intermediate_size": mixer.d_inner,
+            "time_step_rank": mixer.dt_rank,
+        }
     norm = mixer.norm
     if norm.eps != cfg.norm_eps:
-        raise ValueError(f"the Mamba-2 gated norm's eps ({norm.eps}) differs from the block norms' ({cfg.norm_eps}); "
-                         f"Hugging Face's Mamba2 uses layer_norm_epsilon for both")
+        raise ValueError(
+            f"the Mamba-2 gated norm's eps ({norm.eps}) differs from the block norms' ({cfg.norm_eps}); "
+            f"Hugging Face's Mamba2 uses layer_norm_epsilon for both"
+        )
     if norm.group_size != mixer.d_inner // mixer.ngroups and mixer.ngroups > 1:
-        raise ValueError(f"a whole-width gated norm with ngroups={mixer.ngroups} > 1 cannot be exported: "
-                         f"transformers >= 4.57 normalises each of the n_groups groups")
+        raise ValueError(
+            f"a whole-width gated norm with ngroups={mixer.ngroups} > 1 cannot be exported: "
+            f"transformers >= 4.57 normalises each of the n_groups groups"
+        )
     if norm.norm_before_gate:
         raise ValueError("norm_before_gate=True has no Hugging Face Mamba2 equivalent")
-    return {"architectures": ["Mamba2ForCausalLM"], "model_type": "mamba2", **common,
-            "num_heads": mixer.nheads, "head_dim": mixer.headdim, "n_groups": mixer.ngroups,
-            "chunk_size": mixer.chunk_size, "rms_norm": True, "time_step_limit": [0.0, float("inf")],
-            "time_step_rank": max(1, cfg.d_model // 16)}  # unused by the Mamba2 mixer, written as transformers does
+    return {
+        "architectures": ["Mamba2ForCausalLM"],
+        "model_type": "mamba2",
+        **common,
+        "num_heads": mixer.nheads,
+        "head_dim": mixer.headdim,
+        "n_groups": mixer.ngroups,
+        "chunk_size": mixer.chunk_size,
+        "rms_norm": True,
+        "time_step_limit": [0.0, float("inf")],
+        "time_step_rank": max(1, cfg.d_model // 16),
+    }  # unused by the Mamba2 mixer, written as transformers does
 
 
 def hf_state_dict(model: CausalLM) -> dict:

@@ -130,10 +130,23 @@ class JambaBlock(SSMLayer):
         norm_eps: RMSNorm epsilon (1e-5 as the LM's, UNVERIFIED for Jamba; its config uses 1e-6).
     """
 
-    def __init__(self, d_model: int, n_layers: int = 8, *, attn_every: int = 8, attn_offset: int = 4,
-                 ssm: str = "mamba", ssm_kwargs: dict | None = None, attn_kwargs: dict | None = None,
-                 mlp_expand: float = 2.0, n_experts: int = 0, top_k: int = 2, moe_every: int = 2,
-                 moe_offset: int = 1, norm_eps: float = 1e-5):
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int = 8,
+        *,
+        attn_every: int = 8,
+        attn_offset: int = 4,
+        ssm: str = "mamba",
+        ssm_kwargs: dict | None = None,
+        attn_kwargs: dict | None = None,
+        mlp_expand: float = 2.0,
+        n_experts: int = 0,
+        top_k: int = 2,
+        moe_every: int = 2,
+        moe_offset: int = 1,
+        norm_eps: float = 1e-5,
+    ):
         super().__init__(d_model)
         if not isinstance(n_layers, int) or n_layers < 1:
             raise ValueError(f"n_layers must be a positive int; got {n_layers!r}")
@@ -166,8 +179,14 @@ class JambaBlock(SSMLayer):
     def _layer_mlp(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return x + self.mlps[i](self.mlp_norms[i](x)) if self._has_mlp else x
 
-    def forward(self, x: torch.Tensor, state: list | None = None, *, return_state: bool = False,
-                reset: torch.Tensor | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: list | None = None,
+        *,
+        return_state: bool = False,
+        reset: torch.Tensor | None = None,
+    ):
         """x (b, l, h) -> y (b, l, h) [, per-layer states]; ``reset`` (b, l) goes to the SSM layers that take it."""
         self._check_forward(x, state)
         h = to_param_dtype(self, x)
@@ -212,8 +231,17 @@ class SeqBoat(SSMLayer):
     (b,) long, steps so far (b,) long); the working memory holds the last w activated steps, oldest first.
     """
 
-    def __init__(self, d_model: int, *, ssm: str = "lru", ssm_kwargs: dict | None = None, d_qk: int = 64,
-                 expand: float = 2.0, window: int = 128, init_temp_scale: float = 1.0):
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        ssm: str = "lru",
+        ssm_kwargs: dict | None = None,
+        d_qk: int = 64,
+        expand: float = 2.0,
+        window: int = 128,
+        init_temp_scale: float = 1.0,
+    ):
         super().__init__(d_model)
         if d_qk < 2 or d_qk % 2:
             raise ValueError(f"d_qk must be an even int >= 2 (rotary positions); got {d_qk!r}")
@@ -239,15 +267,16 @@ class SeqBoat(SSMLayer):
     def init_state(self, batch: int, device=None, dtype=None):
         dtype = dtype or self._param_dtype()
         w = self.window
-        return (self.ssm.init_state(batch, device=device, dtype=dtype),
-                torch.zeros(batch, w, self.d_qk, device=device, dtype=dtype),
-                torch.zeros(batch, w, self.d_v, device=device, dtype=dtype),
-                torch.zeros(batch, w, device=device, dtype=torch.bool),
-                torch.zeros(batch, device=device, dtype=torch.long),
-                torch.zeros(batch, device=device, dtype=torch.long))
+        return (
+            self.ssm.init_state(batch, device=device, dtype=dtype),
+            torch.zeros(batch, w, self.d_qk, device=device, dtype=dtype),
+            torch.zeros(batch, w, self.d_v, device=device, dtype=dtype),
+            torch.zeros(batch, w, device=device, dtype=torch.bool),
+            torch.zeros(batch, device=device, dtype=torch.long),
+            torch.zeros(batch, device=device, dtype=torch.long),
+        )
 
-    def forward(self, x: torch.Tensor, state=None, *, return_state: bool = False,
-                reset: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, state=None, *, return_state: bool = False, reset: torch.Tensor | None = None):
         """x (b, l, h) -> y (b, l, h) [, state]; ``reset`` (b, l) bool: a new document starts at t."""
         self._check_forward(x, state)
         y, new_state = self._forward(to_param_dtype(self, x), state, reset)
@@ -301,19 +330,29 @@ class SeqBoat(SSMLayer):
         keys = torch.cat([k_mem, k], dim=1)  # (b, w + width, d_qk)
         values = torch.cat([v_mem, v], dim=1)  # (b, w + width, e)
         key_valid = torch.cat([valid_mem, valid_new], dim=1)  # (b, w + width)
-        key_rank = torch.cat([n_active[:, None] - w + torch.arange(w, device=x.device),
-                              n_active[:, None] + torch.arange(width, device=x.device)], dim=1)
+        key_rank = torch.cat(
+            [
+                n_active[:, None] - w + torch.arange(w, device=x.device),
+                n_active[:, None] + torch.arange(width, device=x.device),
+            ],
+            dim=1,
+        )
         key_seg = torch.cat([torch.zeros_like(valid_mem, dtype=torch.long), seg_c], dim=1)
         q_rank = n_active[:, None] + torch.arange(width, device=x.device)  # (b, width)
-        visible = (key_valid[:, None, :] & (key_rank[:, None, :] <= q_rank[:, :, None])
-                   & (q_rank[:, :, None] - key_rank[:, None, :] < w)
-                   & (key_seg[:, None, :] == seg_c[:, :, None]))  # (b, width, w + width)
+        visible = (
+            key_valid[:, None, :]
+            & (key_rank[:, None, :] <= q_rank[:, :, None])
+            & (q_rank[:, :, None] - key_rank[:, None, :] < w)
+            & (key_seg[:, None, :] == seg_c[:, :, None])
+        )  # (b, width, w + width)
         visible = visible | ~valid_new[:, :, None]  # padded queries attend anywhere (their output is dropped)
-        o = F.scaled_dot_product_attention(q[:, None], keys[:, None], values[:, None],
-                                           attn_mask=visible[:, None])[:, 0]  # (b, width, e)
+        o = F.scaled_dot_product_attention(q[:, None], keys[:, None], values[:, None], attn_mask=visible[:, None])[
+            :, 0
+        ]  # (b, width, e)
         h_c = self.out_proj(o * r)  # (b, width, h)
-        h = torch.gather(torch.cat([h_c, h_c.new_zeros(b, 1, self.d_model)], dim=1), 1,
-                         slot[..., None].expand(b, l, self.d_model))  # (b, l, h), zero where not activated
+        h = torch.gather(
+            torch.cat([h_c, h_c.new_zeros(b, 1, self.d_model)], dim=1), 1, slot[..., None].expand(b, l, self.d_model)
+        )  # (b, l, h), zero where not activated
         y = hx + h * (conf * active)[..., None]
 
         # the new working memory: the last w valid keys by rank (a document start empties it)
@@ -329,5 +368,8 @@ class SeqBoat(SSMLayer):
 
 def activation_rates(model: nn.Module) -> dict:
     """{module name: fraction of activated steps in its last forward} of every SeqBoat layer in ``model``."""
-    return {name: m.activation_rate for name, m in model.named_modules()
-            if isinstance(m, SeqBoat) and m.activation_rate is not None}
+    return {
+        name: m.activation_rate
+        for name, m in model.named_modules()
+        if isinstance(m, SeqBoat) and m.activation_rate is not None
+    }

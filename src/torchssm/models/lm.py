@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -92,12 +92,13 @@ class CausalLM(PretrainedMixin, nn.Module):
                 raise ValueError(f"LM config {name} must be a positive int, got {v!r}")
         self.config = config
         self.backbone = Backbone(config)
-        for i, block in enumerate(self.backbone.layers):
+        for block in self.backbone.layers:
             if not getattr(block.mixer, "causal", False):
                 raise ValueError(f"layer {config.layer!r} is not causal: a language model needs a causal layer")
         # packed documents (``reset``) need mixers that restart their state (LRU, Mamba, Mamba-2, SeqBoat, Jamba)
-        self._takes_reset = all("reset" in inspect.signature(blk.mixer.forward).parameters
-                                for blk in self.backbone.layers)
+        self._takes_reset = all(
+            "reset" in inspect.signature(blk.mixer.forward).parameters for blk in self.backbone.layers
+        )
         self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
         self._init_weights()
         if config.tie_embeddings:
@@ -128,8 +129,10 @@ class CausalLM(PretrainedMixin, nn.Module):
 
     def _check_ids(self, ids: torch.Tensor, name: str = "input_ids") -> None:
         if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
-            raise ValueError(f"{name} must be a (batch, length) tensor of token ids; got "
-                             f"{tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__}")
+            raise ValueError(
+                f"{name} must be a (batch, length) tensor of token ids; got "
+                f"{tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__}"
+            )
         if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
             raise TypeError(f"{name} must be an integer tensor; got dtype {ids.dtype}")
         if ids.shape[1] == 0:
@@ -141,22 +144,32 @@ class CausalLM(PretrainedMixin, nn.Module):
 
     def _check_state(self, state, batch: int) -> None:
         if not isinstance(state, (list, tuple)) or len(state) != len(self.backbone.layers):
-            raise ValueError(f"state must be a list of {len(self.backbone.layers)} per-layer states (from this "
-                             f"model's init_state or forward(..., return_state=True)); got "
-                             f"{type(state).__name__} of length {len(state) if isinstance(state, (list, tuple)) else '-'}")
+            raise ValueError(
+                f"state must be a list of {len(self.backbone.layers)} per-layer states (from this "
+                f"model's init_state or forward(..., return_state=True)); got "
+                f"{type(state).__name__} of length {len(state) if isinstance(state, (list, tuple)) else '-'}"
+            )
         for i, (s, blk) in enumerate(zip(state, self.backbone.layers)):
             check_state_like(s, blk.mixer.init_state(batch, device="meta"), name=f"state[{i}]")
 
-    def forward(self, input_ids: torch.Tensor, state: Optional[list] = None, *, return_state: bool = False,
-                reset: Optional[torch.Tensor] = None):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        state: list | None = None,
+        *,
+        return_state: bool = False,
+        reset: torch.Tensor | None = None,
+    ):
         """ids (b, l) -> logits (b, l, vocab_size) [, new per-layer states]. ``reset`` (b, l) bool marks
         where a new document starts in a packed row (passed to layers that accept it)."""
         self._check_ids(input_ids)
         if state is not None:
             self._check_state(state, input_ids.shape[0])
         if reset is not None and not self._takes_reset:
-            raise ValueError(f"layer {self.config.layer!r} has no resettable state, so packed documents cannot be "
-                             f"separated: pass no reset (lm_text: task.document_resets=false)")
+            raise ValueError(
+                f"layer {self.config.layer!r} has no resettable state, so packed documents cannot be "
+                f"separated: pass no reset (lm_text: task.document_resets=false)"
+            )
         x = self.backbone.embedding(input_ids)  # (b, l, h)
         residual = self._residual(x)
         new_states = []
@@ -175,8 +188,10 @@ class CausalLM(PretrainedMixin, nn.Module):
     def step(self, token_ids: torch.Tensor, state: list):
         """One token per sequence: ids (b,) -> (logits (b, vocab_size), new_state). Pure, O(1) for SSMs."""
         if not isinstance(token_ids, torch.Tensor) or token_ids.dim() != 1:
-            raise ValueError(f"token_ids must have shape (batch,); got "
-                             f"{tuple(token_ids.shape) if isinstance(token_ids, torch.Tensor) else type(token_ids)}")
+            raise ValueError(
+                f"token_ids must have shape (batch,); got "
+                f"{tuple(token_ids.shape) if isinstance(token_ids, torch.Tensor) else type(token_ids)}"
+            )
         self._check_state(state, token_ids.shape[0])
         x = self.backbone.embedding(token_ids)  # (b, h)
         residual = self._residual(x)
@@ -190,8 +205,13 @@ class CausalLM(PretrainedMixin, nn.Module):
 
     # --- generation ----------------------------------------------------------------------------------
     @staticmethod
-    def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
-               top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def sample(
+        logits: torch.Tensor,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """logits (b, V) -> ids (b,). temperature 0 = greedy; top_k keeps the k largest; top_p keeps the
         smallest set whose probability reaches p (nucleus sampling, Holtzman et al. 2020, Sec. 3.1)."""
         if temperature == 0:
@@ -209,10 +229,10 @@ class CausalLM(PretrainedMixin, nn.Module):
 
     # Decoding defaults (what :meth:`generate` does with no options): greedy (temperature 0), as Hugging
     # Face's ``generate`` without ``do_sample``; stop a row at ``eos_token_id`` (the model's, see below).
-    eos_token_id: Union[int, List[int], None] = None  # set from a checkpoint's config.json (load_generation_config)
-    pad_token_id: Optional[int] = None
+    eos_token_id: int | list[int] | None = None  # set from a checkpoint's config.json (load_generation_config)
+    pad_token_id: int | None = None
 
-    def special_tokens(self, eos_token_id=None, pad_token_id=None) -> tuple[List[int], int]:
+    def special_tokens(self, eos_token_id=None, pad_token_id=None) -> tuple[list[int], int]:
         """(eos ids, pad id) for generation. eos: the argument, else ``self.eos_token_id`` (a checkpoint's
         config.json), else ``self.tokenizer.eos_token_id``, else none. pad: the argument, else
         ``self.pad_token_id``, else the first eos (Hugging Face's fallback), else 0."""
@@ -227,7 +247,7 @@ class CausalLM(PretrainedMixin, nn.Module):
                 raise ValueError(f"{name} must be a token id in [0, {self.config.vocab_size}); got {v}")
         return eos_ids, pad
 
-    def _batch_prompts(self, prompt_ids, attention_mask, pad: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def _batch_prompts(self, prompt_ids, attention_mask, pad: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Prompts -> (ids (b, l) left-padded, mask (b, l) bool or None when every row is full length).
 
         ``prompt_ids``: (l,) / (b, l) tensor or (nested) list; a list of rows of different lengths is
@@ -251,28 +271,34 @@ class CausalLM(PretrainedMixin, nn.Module):
         if attention_mask is not None:
             m = torch.as_tensor(attention_mask)
             if tuple(m.shape) != tuple(prompt_ids.shape):
-                raise ValueError(f"attention_mask must have the prompt's shape {tuple(prompt_ids.shape)}; "
-                                 f"got {tuple(m.shape)}")
+                raise ValueError(
+                    f"attention_mask must have the prompt's shape {tuple(prompt_ids.shape)}; got {tuple(m.shape)}"
+                )
             m = m.to(device=prompt_ids.device).bool()
             if not bool(m[:, -1].all()) or bool((m[:, 1:] < m[:, :-1]).any()):
-                raise ValueError("attention_mask must be left padding: 0s then 1s in each row, "
-                                 "ending with a prompt token")
+                raise ValueError(
+                    "attention_mask must be left padding: 0s then 1s in each row, ending with a prompt token"
+                )
             mask = None if bool(m.all()) else m
         return prompt_ids, mask
 
-    def _check_generate(self, prompt_ids, max_new_tokens, temperature, top_k, top_p, attention_mask=None,
-                        pad: int = 0) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def _check_generate(
+        self, prompt_ids, max_new_tokens, temperature, top_k, top_p, attention_mask=None, pad: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         prompt_ids, mask = self._batch_prompts(prompt_ids, attention_mask, pad)
         if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an int >= 0; got {max_new_tokens!r}")
         total = prompt_ids.shape[1] + max_new_tokens
         if total > self.config.max_length:
-            raise ValueError(f"prompt ({prompt_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) = {total} "
-                             f"exceeds the model's max_length={self.config.max_length}")
+            raise ValueError(
+                f"prompt ({prompt_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) = {total} "
+                f"exceeds the model's max_length={self.config.max_length}"
+            )
         lo, hi = int(prompt_ids.min()), int(prompt_ids.max())  # one sync, before generation starts
         if lo < 0 or hi >= self.config.vocab_size:
-            raise ValueError(f"prompt_ids must be token ids in [0, {self.config.vocab_size}); "
-                             f"got values in [{lo}, {hi}]")
+            raise ValueError(
+                f"prompt_ids must be token ids in [0, {self.config.vocab_size}); got values in [{lo}, {hi}]"
+            )
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0; got {temperature}")
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
@@ -282,25 +308,38 @@ class CausalLM(PretrainedMixin, nn.Module):
         device = self.lm_head.weight.device
         return prompt_ids.to(device), None if mask is None else mask.to(device)
 
-    def _prefill(self, prompt: torch.Tensor, mask: Optional[torch.Tensor]) -> tuple[torch.Tensor, list]:
+    def _prefill(self, prompt: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, list]:
         """Prompt (b, l) in parallel mode -> (last logits (b, V), states). Left-padded rows (mask) restart the
         state at their first prompt token (``reset``), so the padding leaves no trace: exact, one pass."""
         if mask is None:
             logits, state = self(prompt, return_state=True)
             return logits[:, -1], state
         if not self._takes_reset:
-            raise ValueError(f"prompts of different lengths in one batch need a layer with a resettable state "
-                             f"(mamba, mamba2, lru); {self.config.layer!r} has none: call generate(), which runs "
-                             f"such rows one at a time, or batch prompts of equal length")
+            raise ValueError(
+                f"prompts of different lengths in one batch need a layer with a resettable state "
+                f"(mamba, mamba2, lru); {self.config.layer!r} has none: call generate(), which runs "
+                f"such rows one at a time, or batch prompts of equal length"
+            )
         first = mask & ~F.pad(mask[:, :-1], (1, 0))  # (b, l): the first prompt token of each row
         logits, state = self(prompt, return_state=True, reset=first)
         return logits[:, -1], state
 
     @torch.no_grad()
-    def generate_stream(self, prompt_ids, max_new_tokens: int, temperature: float = 0.0, top_k: Optional[int] = None,
-                        top_p: Optional[float] = None, *, generator: Optional[torch.Generator] = None,
-                        eos_token_id=None, pad_token_id: Optional[int] = None, ignore_eos: bool = False,
-                        attention_mask=None, compile: bool = False) -> Iterator[torch.Tensor]:
+    def generate_stream(
+        self,
+        prompt_ids,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        eos_token_id=None,
+        pad_token_id: int | None = None,
+        ignore_eos: bool = False,
+        attention_mask=None,
+        compile: bool = False,
+    ) -> Iterator[torch.Tensor]:
         """Yield the new token ids (b,) one position at a time: the prompt in parallel mode, then ``step``.
 
         Default decoding: greedy (``temperature=0``); ``temperature > 0`` samples (with ``top_k`` /
@@ -330,26 +369,54 @@ class CausalLM(PretrainedMixin, nn.Module):
                 return
             logits, state = step(tok, state)
 
-    def generate(self, prompt_ids, max_new_tokens: int, temperature: float = 0.0, top_k: Optional[int] = None,
-                 top_p: Optional[float] = None, *, generator: Optional[torch.Generator] = None,
-                 eos_token_id=None, pad_token_id: Optional[int] = None, ignore_eos: bool = False,
-                 attention_mask=None, compile: bool = False) -> torch.Tensor:
+    def generate(
+        self,
+        prompt_ids,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        eos_token_id=None,
+        pad_token_id: int | None = None,
+        ignore_eos: bool = False,
+        attention_mask=None,
+        compile: bool = False,
+    ) -> torch.Tensor:
         """prompt_ids (b, l) or (l,) or a list of rows -> (b, l + new) ids: the prompt (left-padded with ``pad``
         when rows differ in length) followed by the generated tokens; finished rows are padded and ``new``
         stops at the last row's eos. Options as :meth:`generate_stream` (default: greedy)."""
-        kw = dict(generator=generator, eos_token_id=eos_token_id, pad_token_id=pad_token_id, ignore_eos=ignore_eos,
-                  compile=compile)
+        kw = dict(
+            generator=generator,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            ignore_eos=ignore_eos,
+            compile=compile,
+        )
         _, pad = self.special_tokens(eos_token_id, pad_token_id)
         prompt, mask = self._check_generate(prompt_ids, max_new_tokens, temperature, top_k, top_p, attention_mask, pad)
         if mask is not None and not self._takes_reset:  # no resettable state: run the rows one at a time
-            rows = [self.generate(prompt[r][mask[r]], max_new_tokens, temperature, top_k, top_p, **kw)[0]
-                    for r in range(prompt.shape[0])]
+            rows = [
+                self.generate(prompt[r][mask[r]], max_new_tokens, temperature, top_k, top_p, **kw)[0]
+                for r in range(prompt.shape[0])
+            ]
             new = max(len(r) - int(m.sum()) for r, m in zip(rows, mask))
-            return torch.stack([torch.cat([torch.full((prompt.shape[1] - int(m.sum()),), pad, device=prompt.device), r,
-                                           torch.full((new - (len(r) - int(m.sum())),), pad, device=prompt.device)])
-                                for r, m in zip(rows, mask)])
-        out: List[torch.Tensor] = list(self.generate_stream(prompt, max_new_tokens, temperature, top_k, top_p,
-                                                            attention_mask=mask, **kw))
+            return torch.stack(
+                [
+                    torch.cat(
+                        [
+                            torch.full((prompt.shape[1] - int(m.sum()),), pad, device=prompt.device),
+                            r,
+                            torch.full((new - (len(r) - int(m.sum())),), pad, device=prompt.device),
+                        ]
+                    )
+                    for r, m in zip(rows, mask)
+                ]
+            )
+        out: list[torch.Tensor] = list(
+            self.generate_stream(prompt, max_new_tokens, temperature, top_k, top_p, attention_mask=mask, **kw)
+        )
         return torch.cat([prompt] + [t[:, None] for t in out], dim=1)
 
     def _step_function(self, batch: int, state: list, compile: bool = False):
@@ -360,15 +427,24 @@ class CausalLM(PretrainedMixin, nn.Module):
         size, device and dtype while no parameter has changed (their in-place version counters)."""
         self._check_state(state, batch)
         if compile:
-            key = (batch, self.lm_head.weight.device, self.lm_head.weight.dtype,
-                   tuple(p._version for p in self.parameters()))
+            key = (
+                batch,
+                self.lm_head.weight.device,
+                self.lm_head.weight.dtype,
+                tuple(p._version for p in self.parameters()),
+            )
             cached = getattr(self, "_compiled_step", None)
             if cached is None or cached[0] != key:
                 self._compiled_step = (key, torch.compile(self._step_function(batch, state), dynamic=False))
             return self._compiled_step[1]
-        layers = [(blk.norm.weight, blk.norm.eps,
-                   blk.mixer.step_function() if hasattr(blk.mixer, "step_function") else blk.mixer.step)
-                  for blk in self.backbone.layers]
+        layers = [
+            (
+                blk.norm.weight,
+                blk.norm.eps,
+                blk.mixer.step_function() if hasattr(blk.mixer, "step_function") else blk.mixer.step,
+            )
+            for blk in self.backbone.layers
+        ]
         emb, head = self.backbone.embedding.weight, self.lm_head.weight
         head_t = head.t().contiguous() if head.numel() <= 1 << 24 else None  # faster at batch 1 (transposed_linear)
         norm_f, vocab, width = self.backbone.norm_f, self.config.vocab_size, (self.config.d_model,)

@@ -54,8 +54,9 @@ class MaskedLM(PretrainedMixin, nn.Module):
         self.mask_id = config.vocab_size
         self.embedding = nn.Embedding(config.vocab_size + 1, config.d_model)
         self.norms = nn.ModuleList(nn.RMSNorm(config.d_model, eps=config.norm_eps) for _ in range(config.n_layer))
-        self.mixers = nn.ModuleList(build_layer(config.layer, config.d_model, **config.layer_kwargs)
-                                    for _ in range(config.n_layer))
+        self.mixers = nn.ModuleList(
+            build_layer(config.layer, config.d_model, **config.layer_kwargs) for _ in range(config.n_layer)
+        )
         self.norm_f = nn.RMSNorm(config.d_model, eps=config.norm_eps)
         nn.init.normal_(self.embedding.weight, std=0.02)  # as the causal LM (mamba_ssm's _init_weights)
         with torch.no_grad():
@@ -73,8 +74,13 @@ class MaskedLM(PretrainedMixin, nn.Module):
         return self.norm_f(x) @ self.embedding.weight[: self.config.vocab_size].T  # (b, l, V)
 
 
-def mask_tokens(ids: torch.Tensor, vocab_size: int, generator: torch.Generator | None = None,
-                mask_prob: float = MASK_PROB, ignore_index: int = -100):
+def mask_tokens(
+    ids: torch.Tensor,
+    vocab_size: int,
+    generator: torch.Generator | None = None,
+    mask_prob: float = MASK_PROB,
+    ignore_index: int = -100,
+):
     """BERT masking of ``ids`` (..., l) -> (inputs with [MASK] = vocab_size, targets: ids at the chosen
     positions, ``ignore_index`` elsewhere). At least one position per row is chosen."""
     u = torch.rand(ids.shape, generator=generator)
@@ -84,8 +90,9 @@ def mask_tokens(ids: torch.Tensor, vocab_size: int, generator: torch.Generator |
     kind = torch.rand(ids.shape, generator=generator)
     random_ids = torch.randint(0, vocab_size, ids.shape, generator=generator, dtype=ids.dtype)
     inputs = torch.where(chosen & (kind < MASK_TOKEN_SHARE), torch.full_like(ids, vocab_size), ids)
-    inputs = torch.where(chosen & (kind >= MASK_TOKEN_SHARE) & (kind < MASK_TOKEN_SHARE + RANDOM_TOKEN_SHARE),
-                         random_ids, inputs)
+    inputs = torch.where(
+        chosen & (kind >= MASK_TOKEN_SHARE) & (kind < MASK_TOKEN_SHARE + RANDOM_TOKEN_SHARE), random_ids, inputs
+    )
     targets = torch.where(chosen, ids, torch.full_like(ids, ignore_index))
     return inputs, targets
 

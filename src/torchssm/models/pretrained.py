@@ -22,14 +22,13 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Union
 
 import torch
 from torch import nn
 
 from torchssm.fileio import atomic_write
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _META_KEYS = ("model_type", "torchssm_version")
@@ -63,8 +62,10 @@ def _get_builder(model_type: str) -> Callable[[dict], nn.Module]:
         except ModuleNotFoundError:
             pass
     if model_type not in _MODEL_TYPES:
-        raise ValueError(f"unknown model_type {model_type!r} in {CONFIG_NAME}; expected one of "
-                         f"{sorted(_MODEL_TYPES)} (register others with register_model_type)")
+        raise ValueError(
+            f"unknown model_type {model_type!r} in {CONFIG_NAME}; expected one of "
+            f"{sorted(_MODEL_TYPES)} (register others with register_model_type)"
+        )
     module, name = _MODEL_TYPES[model_type]
     return getattr(importlib.import_module(module), name)
 
@@ -111,11 +112,13 @@ def load_config(path: str | os.PathLike) -> dict:
     return data
 
 
-LAYOUTS = ("a torchssm directory (config.json with model_type + model.safetensors, written by save_pretrained "
-           "or torchssm train)",
-           "a Hugging Face MambaForCausalLM / Mamba2ForCausalLM directory (config.json with model_type 'mamba' / "
-           "'mamba2' + model.safetensors [.index.json] or pytorch_model.bin)",
-           "a mamba_ssm checkpoint directory (config.json with d_model, n_layer, ssm_cfg + pytorch_model.bin)")
+LAYOUTS = (
+    "a torchssm directory (config.json with model_type + model.safetensors, written by save_pretrained "
+    "or torchssm train)",
+    "a Hugging Face MambaForCausalLM / Mamba2ForCausalLM directory (config.json with model_type 'mamba' / "
+    "'mamba2' + model.safetensors [.index.json] or pytorch_model.bin)",
+    "a mamba_ssm checkpoint directory (config.json with d_model, n_layer, ssm_cfg + pytorch_model.bin)",
+)
 
 
 def _check_directory(path) -> None:
@@ -126,8 +129,10 @@ def _check_directory(path) -> None:
     if p.exists():
         why = f"{str(path)!r} is a file, not a model directory"
     elif re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", str(path)):
-        why = (f"{str(path)!r} is not a local directory (a Hugging Face hub id? torchssm downloads nothing: "
-               f"download it first, e.g. `huggingface-cli download {path} --local-dir DIR`, and pass DIR)")
+        why = (
+            f"{str(path)!r} is not a local directory (a Hugging Face hub id? torchssm downloads nothing: "
+            f"download it first, e.g. `huggingface-cli download {path} --local-dir DIR`, and pass DIR)"
+        )
     else:
         why = f"no directory {str(path)!r}"
     raise FileNotFoundError(why + "; expected one of: " + "; ".join(LAYOUTS))
@@ -142,13 +147,16 @@ def _attach_tokenizer(model: nn.Module, path) -> None:
 
     tokenizer = load_tokenizer(path, vocab)
     if tokenizer is not None and vocab is not None and tokenizer.vocab_size > vocab:
-        raise ValueError(f"{path}/tokenizer.json has {tokenizer.vocab_size} tokens but the model's vocabulary "
-                         f"has {vocab}: the tokenizer does not belong to this model")
+        raise ValueError(
+            f"{path}/tokenizer.json has {tokenizer.vocab_size} tokens but the model's vocabulary "
+            f"has {vocab}: the tokenizer does not belong to this model"
+        )
     model.tokenizer = tokenizer
 
 
-def from_pretrained(path: str | os.PathLike, *, device: str | torch.device | None = None,
-                    dtype: torch.dtype | None = None) -> nn.Module:
+def from_pretrained(
+    path: str | os.PathLike, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> nn.Module:
     """Rebuild the model saved in ``path`` and load its weights (strict: every tensor must match), in eval mode.
 
     ``path``: one of :data:`LAYOUTS` (other libraries' directories go through the registered converters).
@@ -182,8 +190,10 @@ def from_pretrained(path: str | os.PathLike, *, device: str | torch.device | Non
     except RuntimeError as err:  # shape mismatch
         raise ValueError(f"{CONFIG_NAME} does not match the weights in {weights}: {err}") from err
     if missing or unexpected:
-        raise ValueError(f"{CONFIG_NAME} does not match the weights in {weights}: missing {sorted(missing)}, "
-                         f"unexpected {sorted(unexpected)}")
+        raise ValueError(
+            f"{CONFIG_NAME} does not match the weights in {weights}: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
     model.eval()
     _attach_tokenizer(model, path)
     if dtype is not None:

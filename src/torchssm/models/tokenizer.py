@@ -23,11 +23,10 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Union
 
 from torchssm.fileio import atomic_write
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 END_OF_TEXT = "<|endoftext|>"  # GPT-2's document separator, also GPT-NeoX's (Black et al. 2022)
@@ -102,12 +101,15 @@ class BPETokenizer:
         config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 1 << 20}
         if self.eos_token:
             config.update(eos_token=self.eos_token, bos_token=self.eos_token, unk_token=self.eos_token)
-        atomic_write(out / TOKENIZER_CONFIG_FILE,
-                     lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"))
+        atomic_write(
+            out / TOKENIZER_CONFIG_FILE,
+            lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"),
+        )
 
 
-def train_bpe(files: Sequence[PathLike], vocab_size: int = 4096, *, min_frequency: int = 2,
-              show_progress: bool = False) -> BPETokenizer:
+def train_bpe(
+    files: Sequence[PathLike], vocab_size: int = 4096, *, min_frequency: int = 2, show_progress: bool = False
+) -> BPETokenizer:
     """Train a byte-level BPE tokenizer (GPT-2's scheme) on UTF-8 text ``files``.
 
     The vocabulary holds the 256 byte symbols, ``<|endoftext|>`` and ``vocab_size - 257`` merges.
@@ -124,8 +126,13 @@ def train_bpe(files: Sequence[PathLike], vocab_size: int = 4096, *, min_frequenc
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[END_OF_TEXT],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[END_OF_TEXT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=show_progress,
+    )
     tok.train_from_iterator((read_text(f) for f in files), trainer=trainer, length=len(files))
     return BPETokenizer(tok, eos_token=END_OF_TEXT)
 
@@ -169,8 +176,9 @@ def build_tokenizer(kind: str = "bytes", path: PathLike | None = None):
     if kind != "bpe":
         raise ValueError(f"unknown tokenizer {kind!r}; expected 'bytes' or 'bpe'")
     if path is None:
-        raise ValueError("tokenizer 'bpe' needs tokenizer_path: a tokenizer.json (train one with "
-                         "`torchssm tokenizer train`)")
+        raise ValueError(
+            "tokenizer 'bpe' needs tokenizer_path: a tokenizer.json (train one with `torchssm tokenizer train`)"
+        )
     p = Path(path).expanduser()
     directory = p.parent if p.is_file() else p
     if not (directory / TOKENIZER_FILE).is_file():

@@ -35,7 +35,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -55,9 +55,9 @@ class OpKernels:
     """Where one op's compiled kernels live ("module" or "module:function"; None: the op has none)
     and the compute dtypes for which "auto" picks the CPU kernel (None: every dtype)."""
 
-    cpu: Optional[str]
-    gpu: Optional[str]
-    cpu_auto_dtypes: Optional[tuple[torch.dtype, ...]] = None
+    cpu: str | None
+    gpu: str | None
+    cpu_auto_dtypes: tuple[torch.dtype, ...] | None = None
 
 
 # The dispatcher's table: the compiled kernels of every op ("naive" and "chunked" are plain PyTorch
@@ -66,9 +66,11 @@ OPS: dict[str, OpKernels] = {
     # the scan primitive: modules with linear_scan_forward (and, fused, linear_scan_backward)
     "linear_scan": OpKernels(cpu="torchssm.ops.scan.cpu", gpu="torchssm.ops.scan.gpu"),
     "lru_scan": OpKernels(cpu="torchssm.ops.scan.cpu", gpu="torchssm.ops.scan.gpu:lru_scan"),
-    "selective_scan": OpKernels(cpu="torchssm.ops.selective.cpu:selective_scan_cpu",
-                                gpu="torchssm.ops.selective.gpu:selective_scan_gpu",
-                                cpu_auto_dtypes=(torch.float32,)),
+    "selective_scan": OpKernels(
+        cpu="torchssm.ops.selective.cpu:selective_scan_cpu",
+        gpu="torchssm.ops.selective.gpu:selective_scan_gpu",
+        cpu_auto_dtypes=(torch.float32,),
+    ),
     "ssd": OpKernels(cpu=None, gpu="torchssm.ops.ssd.gpu:ssd_gpu"),
     # SSD with method="chunked": the chunked matmul form of the Triton kernels
     "ssd_chunked": OpKernels(cpu=None, gpu="torchssm.ops.ssd.gpu_chunked:ssd_chunked_gpu"),
@@ -126,7 +128,7 @@ def _kernels(op: str) -> OpKernels:
     return OPS[op]
 
 
-def choose_backend(op: str, name: str, like: torch.Tensor, *, dtype: Optional[torch.dtype] = None) -> str:
+def choose_backend(op: str, name: str, like: torch.Tensor, *, dtype: torch.dtype | None = None) -> str:
     """The backend ``op`` runs for ``name`` on ``like``'s device: ``name`` itself after checking that it
     exists for the op and takes that device, or the choice of "auto" (module docstring table).
 
@@ -152,8 +154,10 @@ def choose_backend(op: str, name: str, like: torch.Tensor, *, dtype: Optional[to
         needed_device, library, _ = _REQUIRES[name]
         if device != needed_device and not (name == "gpu" and triton_interpreter()):
             others = "'auto', " + ("'cpu'" if name == "gpu" else "'gpu'") + " or 'chunked'"
-            raise ValueError(f"backend={name!r} ({library}) needs {needed_device.upper()} tensors; got a tensor on "
-                             f"{like.device}. Use backend={others}.")
+            raise ValueError(
+                f"backend={name!r} ({library}) needs {needed_device.upper()} tensors; got a tensor on "
+                f"{like.device}. Use backend={others}."
+            )
     return name
 
 
@@ -167,13 +171,15 @@ def load_kernel(op: str, backend: str) -> Any:
     _, library, install = _REQUIRES[backend]
     if spec is None:
         have = [b for b in BACKENDS if b not in _REQUIRES or getattr(OPS[op], b) is not None]
-        raise ValueError(f"{op} has no {backend!r} backend (no {library} kernel); expected one of "
-                         f"{', '.join(map(repr, have))}")
+        raise ValueError(
+            f"{op} has no {backend!r} backend (no {library} kernel); expected one of {', '.join(map(repr, have))}"
+        )
     try:
         return _load(spec)
     except ImportError as err:
-        raise ImportError(f"backend={backend!r} needs {library}, which failed to import ({err}); "
-                          f"install it with `{install}`") from err
+        raise ImportError(
+            f"backend={backend!r} needs {library}, which failed to import ({err}); install it with `{install}`"
+        ) from err
 
 
 _SCAN_PLAIN = {"naive": "torchssm.ops.scan.naive", "chunked": "torchssm.ops.scan.chunked"}

@@ -32,8 +32,9 @@ def _cauchy_chunk(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor) -> torch.Te
     return (v.unsqueeze(-2) @ (1 / (z - w[..., None]))).squeeze(-2)  # (..., 1, n) @ (..., n, c) -> (..., c)
 
 
-def cauchy(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor, *,
-           max_elements: int = DEFAULT_MAX_ELEMENTS) -> torch.Tensor:
+def cauchy(
+    v: torch.Tensor, z: torch.Tensor, w: torch.Tensor, *, max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> torch.Tensor:
     """v (..., n), z (L,), w (..., n) complex -> (..., L) complex."""
     _check(v, z, w)
     dtype = torch.promote_types(torch.promote_types(v.dtype, w.dtype), z.dtype)
@@ -46,7 +47,7 @@ def cauchy(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor, *,
     grad = torch.is_grad_enabled() and (v.requires_grad or w.requires_grad or z.requires_grad)
     outs = []
     for start in range(0, length, step):
-        zc = z[start:start + step]
+        zc = z[start : start + step]
         outs.append(checkpoint(_cauchy_chunk, v, zc, w, use_reentrant=False) if grad else _cauchy_chunk(v, zc, w))
     return torch.cat(outs, dim=-1)
 

@@ -8,12 +8,13 @@ g groups of channels sharing B and C (SSD: nh heads of p channels each).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, TypeVar, Union
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 
-ScanResult = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]  # y, or (y, final state)
+ScanResult = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # y, or (y, final state)
 
 F_ = TypeVar("F_", bound=Callable[..., Any])
 
@@ -22,6 +23,7 @@ def without_autocast(fn: F_) -> F_:
     """Run an op with autocast off: under ``torch.autocast`` the einsums/matmuls of SSD would otherwise
     run in bf16 and the decays exp(dt A) and states with them (docs/architecture.md, Numerics). Outputs come back in
     the input's dtype, so the surrounding network still runs in bf16."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         first = next((t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)), None)
@@ -31,7 +33,7 @@ def without_autocast(fn: F_) -> F_:
     return wrapper  # type: ignore[return-value]
 
 
-def compute_dtype(*tensors: Optional[torch.Tensor]) -> torch.dtype:
+def compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
     """float64 if any input is float64, else float32: decays and states never run in bf16/fp16
     (docs/architecture.md, Numerics: bf16 rounds exp(dt A) = 0.999 to 1.0)."""
     for t in tensors:
@@ -40,7 +42,7 @@ def compute_dtype(*tensors: Optional[torch.Tensor]) -> torch.dtype:
     return torch.float32
 
 
-def prepare_dt(dt: torch.Tensor, bias: Optional[torch.Tensor], softplus: bool, dtype: torch.dtype) -> torch.Tensor:
+def prepare_dt(dt: torch.Tensor, bias: torch.Tensor | None, softplus: bool, dtype: torch.dtype) -> torch.Tensor:
     """dt <- softplus(dt + bias) as in Mamba's reference ``selective_scan_ref`` (delta_bias, delta_softplus)."""
     dt = dt.to(dtype)
     if bias is not None:
@@ -58,7 +60,7 @@ def expand_groups(M: torch.Tensor, channels: int) -> torch.Tensor:
     return M.repeat_interleave(channels // M.shape[2], dim=2)
 
 
-def skip_and_gate(y: torch.Tensor, x: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor]) -> torch.Tensor:
+def skip_and_gate(y: torch.Tensor, x: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None) -> torch.Tensor:
     """y + D * x, then y * silu(z) (Mamba's reference epilogue). D broadcasts over the last dims of x."""
     if D is not None:
         y = y + x * D.to(y.dtype)
@@ -72,7 +74,7 @@ def shape_str(t: object) -> str:
     return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
 
 
-def check_bc(name: str, M: object, batch: int, length: int, channels: int, n: Optional[int]) -> int:
+def check_bc(name: str, M: object, batch: int, length: int, channels: int, n: int | None) -> int:
     """B or C: (b, l, n) or grouped (b, l, g, n) with channels % g == 0. Returns n."""
     if not isinstance(M, torch.Tensor):
         raise TypeError(f"{name} must be a tensor of shape (batch, length, n) or (batch, length, groups, n)")
@@ -90,7 +92,7 @@ def check_bc(name: str, M: object, batch: int, length: int, channels: int, n: Op
     return M.shape[-1]
 
 
-def check_reset(reset: Optional[torch.Tensor], batch: int, length: int) -> None:
+def check_reset(reset: torch.Tensor | None, batch: int, length: int) -> None:
     """reset: None or a bool (batch, length) tensor."""
     if reset is None:
         return
@@ -100,5 +102,13 @@ def check_reset(reset: Optional[torch.Tensor], batch: int, length: int) -> None:
         raise TypeError(f"reset must be a bool tensor; got dtype {reset.dtype}")
 
 
-__all__ = ["check_bc", "check_reset", "compute_dtype", "expand_groups", "prepare_dt", "shape_str", "skip_and_gate",
-           "without_autocast"]
+__all__ = [
+    "check_bc",
+    "check_reset",
+    "compute_dtype",
+    "expand_groups",
+    "prepare_dt",
+    "shape_str",
+    "skip_and_gate",
+    "without_autocast",
+]

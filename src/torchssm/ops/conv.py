@@ -16,13 +16,14 @@ Low-precision inputs (bf16/fp16) are convolved in float32 and cast back.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
 
 
-def _check(u: torch.Tensor, k: torch.Tensor, k_bwd: Optional[torch.Tensor], D: Optional[torch.Tensor]) -> None:
+def _check(u: torch.Tensor, k: torch.Tensor, k_bwd: torch.Tensor | None, D: torch.Tensor | None) -> None:
     if not isinstance(u, torch.Tensor) or u.dim() != 3:
         raise ValueError(f"u must have shape (batch, length, channels); got {getattr(u, 'shape', type(u))}")
     _, length, h = u.shape
@@ -32,11 +33,14 @@ def _check(u: torch.Tensor, k: torch.Tensor, k_bwd: Optional[torch.Tensor], D: O
         if kern is None:
             continue
         if not isinstance(kern, torch.Tensor) or kern.dim() != 2 or kern.shape[0] != h:
-            raise ValueError(f"{name} must have shape (channels, kernel_length)=({h}, Lk); "
-                             f"got {getattr(kern, 'shape', type(kern))}")
+            raise ValueError(
+                f"{name} must have shape (channels, kernel_length)=({h}, Lk); got {getattr(kern, 'shape', type(kern))}"
+            )
         if kern.shape[1] < length:
-            raise ValueError(f"{name} has kernel length {kern.shape[1]}, shorter than the input length {length}; "
-                             f"expected shape ({h}, Lk >= {length})")
+            raise ValueError(
+                f"{name} has kernel length {kern.shape[1]}, shorter than the input length {length}; "
+                f"expected shape ({h}, Lk >= {length})"
+            )
     if D is not None and (not isinstance(D, torch.Tensor) or D.shape != (h,)):
         raise ValueError(f"D must have shape (channels,)=({h},); got {getattr(D, 'shape', type(D))}")
 
@@ -89,8 +93,13 @@ class _FFTConv(torch.autograd.Function):
     more rfft per line) rather than kept: the saved state is u (B, L, H), K (H, n/2+1) and D."""
 
     @staticmethod
-    def forward(ctx: Any, u: torch.Tensor, kern: torch.Tensor, skip: Optional[torch.Tensor],  # type: ignore[override]
-                n: int) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        u: torch.Tensor,
+        kern: torch.Tensor,
+        skip: torch.Tensor | None,  # type: ignore[override]
+        n: int,
+    ) -> torch.Tensor:
         batch, length, channels = u.shape
         k_f = torch.fft.rfft(kern, n=n)  # (H, n/2+1): one transform of the kernel per call
         y = torch.empty_like(u, memory_format=torch.contiguous_format)  # (B, L, H)
@@ -106,7 +115,7 @@ class _FFTConv(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         u, k_f, skip = ctx.saved_tensors
         n = ctx.n
         batch, length, channels = u.shape
@@ -130,12 +139,13 @@ class _FFTConv(torch.autograd.Function):
                 if skip is not None:
                     gu_c.addcmul_(g_c, skip[hs, None])
                 grad_u[bs, :, hs] = gu_c.transpose(1, 2)
-        grad_k = torch.fft.irfft(acc, n=n)[:, :ctx.klen] if acc is not None else None  # (H, nk)
+        grad_k = torch.fft.irfft(acc, n=n)[:, : ctx.klen] if acc is not None else None  # (H, nk)
         return grad_u, grad_k, grad_d, None
 
 
-def fft_conv(u: torch.Tensor, k: torch.Tensor, k_bwd: Optional[torch.Tensor] = None,
-             D: Optional[torch.Tensor] = None) -> torch.Tensor:
+def fft_conv(
+    u: torch.Tensor, k: torch.Tensor, k_bwd: torch.Tensor | None = None, D: torch.Tensor | None = None
+) -> torch.Tensor:
     """u (B, L, H), k (H, Lk >= L), k_bwd (H, Lk >= L) or None, D (H,) or None -> y (B, L, H) (see module
     docstring), plus the skip term D u when D is given (added blockwise, no extra pass over (B, L, H)).
 
@@ -154,8 +164,9 @@ def fft_conv(u: torch.Tensor, k: torch.Tensor, k_bwd: Optional[torch.Tensor] = N
     return _FFTConv.apply(u.to(work), kern, skip, n).to(out_dtype)
 
 
-def conv_naive(u: torch.Tensor, k: torch.Tensor, k_bwd: Optional[torch.Tensor] = None,
-               D: Optional[torch.Tensor] = None) -> torch.Tensor:
+def conv_naive(
+    u: torch.Tensor, k: torch.Tensor, k_bwd: torch.Tensor | None = None, D: torch.Tensor | None = None
+) -> torch.Tensor:
     """Reference for :func:`fft_conv` (same signature): an explicit (H, L, L) Toeplitz matrix product."""
     _check(u, k, k_bwd, D)
     length = u.shape[1]
@@ -163,7 +174,8 @@ def conv_naive(u: torch.Tensor, k: torch.Tensor, k_bwd: Optional[torch.Tensor] =
     diff = t[:, None] - t[None, :]  # (L, L): t - s
     T = torch.where(diff >= 0, k[:, diff.clamp(min=0)], torch.zeros((), dtype=k.dtype, device=k.device))  # (H, L, L)
     if k_bwd is not None:
-        T = T + torch.where(diff < 0, k_bwd[:, (-diff - 1).clamp(min=0)],
-                            torch.zeros((), dtype=k.dtype, device=k.device))
+        T = T + torch.where(
+            diff < 0, k_bwd[:, (-diff - 1).clamp(min=0)], torch.zeros((), dtype=k.dtype, device=k.device)
+        )
     y = torch.einsum("hts,bsh->bth", T.to(u.dtype), u)  # (B, L, H)
     return y if D is None else y + u * D

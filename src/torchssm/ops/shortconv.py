@@ -17,14 +17,17 @@ the returned buffer holds zeros for inputs older than the last reset.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 
 
-def _check(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], state: Optional[torch.Tensor],
-           reset: Optional[torch.Tensor]) -> None:
+def _check(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    state: torch.Tensor | None,
+    reset: torch.Tensor | None,
+) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 3:
         raise ValueError(f"x must have shape (batch, length, channels); got {getattr(x, 'shape', type(x))}")
     b, l, d = x.shape
@@ -36,7 +39,9 @@ def _check(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], 
     if bias is not None and tuple(bias.shape) != (d,):
         raise ValueError(f"bias must have shape ({d},); got {tuple(bias.shape)}")
     if state is not None and tuple(state.shape) != (b, d, w - 1):
-        raise ValueError(f"state must have shape (batch, channels, width-1)=({b}, {d}, {w - 1}); got {tuple(state.shape)}")
+        raise ValueError(
+            f"state must have shape (batch, channels, width-1)=({b}, {d}, {w - 1}); got {tuple(state.shape)}"
+        )
     if reset is not None:
         if tuple(reset.shape) != (b, l):
             raise ValueError(f"reset must have shape (batch, length)=({b}, {l}); got {tuple(reset.shape)}")
@@ -44,7 +49,7 @@ def _check(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], 
             raise TypeError(f"reset must be a bool tensor; got dtype {reset.dtype}")
 
 
-def _padded(x: torch.Tensor, state: Optional[torch.Tensor], w: int) -> torch.Tensor:
+def _padded(x: torch.Tensor, state: torch.Tensor | None, w: int) -> torch.Tensor:
     """(b, l, d) -> (b, d, W-1+l): the carried inputs then x, channels first."""
     xt = x.transpose(1, 2)  # (b, d, l)
     if state is None:
@@ -57,11 +62,11 @@ def _segments(reset: torch.Tensor, w: int) -> torch.Tensor:
     return F.pad(torch.cumsum(reset.to(torch.int64), dim=1), (w - 1, 0))
 
 
-def _new_state(xp: torch.Tensor, seg: Optional[torch.Tensor], w: int) -> torch.Tensor:
+def _new_state(xp: torch.Tensor, seg: torch.Tensor | None, w: int) -> torch.Tensor:
     """Last W-1 padded inputs (b, d, W-1); entries older than the last reset are zeroed."""
-    buf = xp[..., xp.shape[-1] - (w - 1):]
+    buf = xp[..., xp.shape[-1] - (w - 1) :]
     if seg is not None and w > 1:
-        keep = seg[:, -(w - 1):] == seg[:, -1:]  # (b, W-1)
+        keep = seg[:, -(w - 1) :] == seg[:, -1:]  # (b, W-1)
         buf = buf * keep[:, None, :].to(buf.dtype)
     return buf
 
@@ -69,10 +74,10 @@ def _new_state(xp: torch.Tensor, seg: Optional[torch.Tensor], w: int) -> torch.T
 def causal_conv1d(
     x: torch.Tensor,
     weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    state: Optional[torch.Tensor] = None,
+    bias: torch.Tensor | None = None,
+    state: torch.Tensor | None = None,
     *,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x (b, l, d), weight (d, W), bias (d,), state (b, d, W-1) -> (y (b, l, d), new_state (b, d, W-1))."""
     _check(x, weight, bias, state, reset)
@@ -83,7 +88,7 @@ def causal_conv1d(
         return y.transpose(1, 2), _new_state(xp, None, w)
     seg = _segments(reset, w)  # (b, W-1+l)
     windows = xp.unfold(-1, w, 1)  # (b, d, l, W): windows[..., t, k] = x_{t-(W-1)+k}
-    same = seg.unfold(-1, w, 1) == seg[:, w - 1:, None]  # (b, l, W): same sequence as x_t
+    same = seg.unfold(-1, w, 1) == seg[:, w - 1 :, None]  # (b, l, W): same sequence as x_t
     y = (windows * same[:, None].to(xp.dtype) * weight[:, None, :].to(xp.dtype)).sum(-1)  # (b, d, l)
     if bias is not None:
         y = y + bias.to(y.dtype)[:, None]
@@ -93,10 +98,10 @@ def causal_conv1d(
 def causal_conv1d_naive(
     x: torch.Tensor,
     weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    state: Optional[torch.Tensor] = None,
+    bias: torch.Tensor | None = None,
+    state: torch.Tensor | None = None,
     *,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference with the signature of :func:`causal_conv1d`: loops over time and taps."""
     _check(x, weight, bias, state, reset)
@@ -113,7 +118,7 @@ def causal_conv1d_naive(
 
 
 def causal_conv1d_step(
-    x_t: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], state: torch.Tensor
+    x_t: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, state: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One token: x_t (b, d), state (b, d, W-1) -> (y_t (b, d), new_state (b, d, W-1)). Pure."""
     window = torch.cat([state.to(x_t.dtype), x_t[:, :, None]], dim=-1)  # (b, d, W)

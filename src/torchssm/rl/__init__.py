@@ -15,6 +15,19 @@ from torchssm.rl.memory import Memory, available_memories, build_memory
 from torchssm.rl.policy import RecurrentActorCritic
 from torchssm.rl.ppo import PPOConfig, RolloutCollector, evaluate, gae, ppo_loss, ppo_update
 
-__all__ = ["ActionSpec", "BatchedEnv", "Memory", "PPOConfig", "RecurrentActorCritic", "RolloutCollector",
-           "available_envs", "available_memories", "build_memory", "evaluate", "gae", "make_env", "ppo_loss",
-           "ppo_update"]
+__all__ = [
+    "ActionSpec",
+    "BatchedEnv",
+    "Memory",
+    "PPOConfig",
+    "RecurrentActorCritic",
+    "RolloutCollector",
+    "available_envs",
+    "available_memories",
+    "build_memory",
+    "evaluate",
+    "gae",
+    "make_env",
+    "ppo_loss",
+    "ppo_update",
+]

@@ -30,8 +30,12 @@ from torchssm.rl.memory import build_memory
 from torchssm.rl.policy import RecurrentActorCritic
 from torchssm.rl.ppo import PPOConfig, make_optimizer, ppo_loss
 
-MEMORY_KWARGS = {"lru": {"d_state": 64}, "s5": {"d_state": 64}, "s4d": {"d_state": 64},
-                 "window_transformer": {"n_heads": 4, "window": 64}}
+MEMORY_KWARGS = {
+    "lru": {"d_state": 64},
+    "s5": {"d_state": 64},
+    "s4d": {"d_state": 64},
+    "window_transformer": {"n_heads": 4, "window": 64},
+}
 
 
 def memory_params(name: str, d_model: int) -> int:
@@ -55,17 +59,36 @@ def _update_step(policy, optimizer, batch, cfg: PPOConfig) -> None:
     obs, reset, actions, old_logp, adv, old_v, ret = batch
     head, value = policy(obs, None, reset)
     dist = policy.distribution(head)
-    loss, _ = ppo_loss(dist.log_prob(actions), old_logp, adv, value, old_v, ret, dist.entropy(), cfg.clip_eps,
-                       cfg.vf_coef, cfg.ent_coef)
+    loss, _ = ppo_loss(
+        dist.log_prob(actions),
+        old_logp,
+        adv,
+        value,
+        old_v,
+        ret,
+        dist.entropy(),
+        cfg.clip_eps,
+        cfg.vf_coef,
+        cfg.ent_coef,
+    )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
     optimizer.step()
 
 
-def bench_ppo_update(memories: Sequence[str], lengths: Sequence[int], target_params: int = 100_000, batch: int = 8,
-                     repeats: int = 3, episode_length: int | None = None, obs_dim: int = 16, n_actions: int = 4,
-                     out: str | None = None, seed: int = 0) -> dict:
+def bench_ppo_update(
+    memories: Sequence[str],
+    lengths: Sequence[int],
+    target_params: int = 100_000,
+    batch: int = 8,
+    repeats: int = 3,
+    episode_length: int | None = None,
+    obs_dim: int = 16,
+    n_actions: int = 4,
+    out: str | None = None,
+    seed: int = 0,
+) -> dict:
     """CPU seconds per PPO update step: ``{"rows": [{memory, d_model, params, length, cpu_s}], ...}``.
 
     ``episode_length``: resets every that many steps (None: one episode per trajectory, the in-context
@@ -88,11 +111,15 @@ def bench_ppo_update(memories: Sequence[str], lengths: Sequence[int], target_par
         reset[:, 0] = True
         if episode_length:
             reset[:, ::episode_length] = True
-        data = (torch.randn(batch, length, obs_dim, generator=g), reset,
-                torch.randint(0, n_actions, (batch, length), generator=g),
-                torch.full((batch, length), -float(torch.log(torch.tensor(float(n_actions))))),
-                torch.randn(batch, length, generator=g), torch.randn(batch, length, generator=g),
-                torch.randn(batch, length, generator=g))
+        data = (
+            torch.randn(batch, length, obs_dim, generator=g),
+            reset,
+            torch.randint(0, n_actions, (batch, length), generator=g),
+            torch.full((batch, length), -float(torch.log(torch.tensor(float(n_actions))))),
+            torch.randn(batch, length, generator=g),
+            torch.randn(batch, length, generator=g),
+            torch.randn(batch, length, generator=g),
+        )
         times: dict[str, list[float]] = {name: [] for name in memories}
         for name in memories:  # warm-up (numba compilation, allocator)
             _update_step(models[name][0], models[name][1], data, cfg)
@@ -103,12 +130,28 @@ def bench_ppo_update(memories: Sequence[str], lengths: Sequence[int], target_par
                 times[name].append(time.process_time() - t0)
         for name in memories:
             _, _, d, params = models[name]
-            rows.append({"memory": name, "d_model": d, "params": params, "length": length,
-                         "cpu_s": statistics.median(times[name]), "all_cpu_s": times[name]})
+            rows.append(
+                {
+                    "memory": name,
+                    "d_model": d,
+                    "params": params,
+                    "length": length,
+                    "cpu_s": statistics.median(times[name]),
+                    "all_cpu_s": times[name],
+                }
+            )
             print(f"{name:20s} d={d:4d} params={params:7d} L={length:5d} cpu {rows[-1]['cpu_s']:.3f} s", flush=True)
-    result = {"rows": rows, "batch": batch, "repeats": repeats, "episode_length": episode_length,
-              "target_params": target_params, "threads": 1, "torch": torch.__version__,
-              "date": time.strftime("%Y-%m-%d"), "markdown": markdown(rows)}
+    result = {
+        "rows": rows,
+        "batch": batch,
+        "repeats": repeats,
+        "episode_length": episode_length,
+        "target_params": target_params,
+        "threads": 1,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "markdown": markdown(rows),
+    }
     if out:
         atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
     return result
@@ -120,8 +163,10 @@ def markdown(rows: list[dict]) -> str:
     lengths = sorted({r["length"] for r in rows})
     cpu = {(r["memory"], r["length"]): r["cpu_s"] for r in rows}
     meta = {r["memory"]: (r["d_model"], r["params"]) for r in rows}
-    lines = ["| memory | d_model | params | " + " | ".join(f"L={n}" for n in lengths) + " |",
-             "|---|---|---|" + "---|" * len(lengths)]
+    lines = [
+        "| memory | d_model | params | " + " | ".join(f"L={n}" for n in lengths) + " |",
+        "|---|---|---|" + "---|" * len(lengths),
+    ]
     for m in memories:
         cells = []
         for n in lengths:

@@ -1,10 +1,10 @@
 """``torchssm rl``: envs | presets | train | eval | table | bench | meta-eval.
 
-    torchssm rl envs                                     # the POPGym environments
-    torchssm rl train --preset repeat_previous_easy --model lru --out runs/rl/rpe_lru [--set ppo.lr=1e-3] [--resume]
-    torchssm rl eval --checkpoint runs/rl/rpe_lru [--episodes 100]
-    torchssm rl bench --lengths 256 1024 4096 --out bench.json --plot bench.png
-    torchssm rl meta-eval --checkpoint runs/rl/meta_lru --trials 100 --plot meta.png
+torchssm rl envs                                     # the POPGym environments
+torchssm rl train --preset repeat_previous_easy --model lru --out runs/rl/rpe_lru [--set ppo.lr=1e-3] [--resume]
+torchssm rl eval --checkpoint runs/rl/rpe_lru [--episodes 100]
+torchssm rl bench --lengths 256 1024 4096 --out bench.json --plot bench.png
+torchssm rl meta-eval --checkpoint runs/rl/meta_lru --trials 100 --plot meta.png
 """
 
 from __future__ import annotations
@@ -51,8 +51,16 @@ def _run_eval(args) -> int:
 def _run_table(args) -> int:
     from torchssm.rl.table import run_table
 
-    result = run_table(args.envs, args.models, args.seeds, args.out, iterations=args.iterations,
-                       episodes=args.episodes, overrides=args.set or (), progress=not args.no_progress)
+    result = run_table(
+        args.envs,
+        args.models,
+        args.seeds,
+        args.out,
+        iterations=args.iterations,
+        episodes=args.episodes,
+        overrides=args.set or (),
+        progress=not args.no_progress,
+    )
     print(result["markdown"])
     return 0
 
@@ -60,8 +68,15 @@ def _run_table(args) -> int:
 def _run_bench(args) -> int:
     from torchssm.rl.bench import bench_ppo_update, plot_bench
 
-    result = bench_ppo_update(args.memories, args.lengths, target_params=args.params, batch=args.batch,
-                              repeats=args.repeats, episode_length=args.episode_length, out=args.out)
+    result = bench_ppo_update(
+        args.memories,
+        args.lengths,
+        target_params=args.params,
+        batch=args.batch,
+        repeats=args.repeats,
+        episode_length=args.episode_length,
+        out=args.out,
+    )
     print(result["markdown"])
     if args.plot:
         plot_bench(result, args.plot)
@@ -71,8 +86,14 @@ def _run_bench(args) -> int:
 def _run_meta_eval(args) -> int:
     from torchssm.rl.meta import evaluate_meta, plot_meta
 
-    result = evaluate_meta(args.checkpoint, trials=args.trials, heldout=args.heldout, seed=args.seed,
-                           reset_each_episode=args.reset_each_episode, out=args.out)
+    result = evaluate_meta(
+        args.checkpoint,
+        trials=args.trials,
+        heldout=args.heldout,
+        seed=args.seed,
+        reset_each_episode=args.reset_each_episode,
+        out=args.out,
+    )
     print(json.dumps({k: v for k, v in result.items() if k != "returns"}))
     if args.plot:
         plot_meta([result], args.plot)
@@ -80,8 +101,11 @@ def _run_meta_eval(args) -> int:
 
 
 def register(subparsers) -> None:
-    rl = subparsers.add_parser("rl", help="in-context RL with resettable SSMs on POPGym (PPO)",
-                               description="Recurrent PPO on the POPGym suite and the meta-RL task (Lu et al. 2023).")
+    rl = subparsers.add_parser(
+        "rl",
+        help="in-context RL with resettable SSMs on POPGym (PPO)",
+        description="Recurrent PPO on the POPGym suite and the meta-RL task (Lu et al. 2023).",
+    )
     sub = rl.add_subparsers(dest="rl_command", metavar="RL_COMMAND")
     rl.set_defaults(func=lambda args: (rl.print_help(), 2)[1])
 
@@ -135,8 +159,11 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--heldout", action="store_true", help="the held-out environments")
-    p.add_argument("--reset-each-episode", action="store_true",
-                   help="ablation: reset the memory at every episode (not only between trials)")
+    p.add_argument(
+        "--reset-each-episode",
+        action="store_true",
+        help="ablation: reset the memory at every episode (not only between trials)",
+    )
     p.add_argument("--seed", type=int, default=777)
     p.add_argument("--out", help="JSON results file")
     p.add_argument("--plot", help="figure of return vs episode index")

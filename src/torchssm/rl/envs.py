@@ -30,8 +30,16 @@ import numpy as np
 
 # The environments the issue lists (each in Easy/Medium/Hard): the default set of reward tables.
 ISSUE_ENVS = (
-    "RepeatPrevious", "RepeatFirst", "CountRecall", "Autoencode", "PositionOnlyCartPole",
-    "NoisyPositionOnlyCartPole", "PositionOnlyPendulum", "HigherLower", "Battleship", "MineSweeper",
+    "RepeatPrevious",
+    "RepeatFirst",
+    "CountRecall",
+    "Autoencode",
+    "PositionOnlyCartPole",
+    "NoisyPositionOnlyCartPole",
+    "PositionOnlyPendulum",
+    "HigherLower",
+    "Battleship",
+    "MineSweeper",
     "Concentration",
 )
 LEVELS = ("Easy", "Medium", "Hard")
@@ -41,8 +49,7 @@ def _popgym_envs():
     try:
         import popgym.envs as popgym_envs
     except ImportError as err:  # pragma: no cover - depends on the install
-        raise ImportError("torchssm.rl needs the POPGym suite: pip install 'torchssm[rl]' "
-                          "(gymnasium, popgym)") from err
+        raise ImportError("torchssm.rl needs the POPGym suite: pip install 'torchssm[rl]' (gymnasium, popgym)") from err
     return popgym_envs
 
 
@@ -73,8 +80,12 @@ class ActionSpec:
         if isinstance(space, spaces.Discrete):
             return ActionSpec("discrete", n=int(space.n))
         if isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.floating) and len(space.shape) == 1:
-            return ActionSpec("continuous", dim=int(space.shape[0]), low=tuple(map(float, space.low)),
-                              high=tuple(map(float, space.high)))
+            return ActionSpec(
+                "continuous",
+                dim=int(space.shape[0]),
+                low=tuple(map(float, space.low)),
+                high=tuple(map(float, space.high)),
+            )
         raise TypeError(f"{env_name}: unsupported action space {space}; expected Discrete or a 1-D float Box")
 
 
@@ -147,15 +158,19 @@ class BatchedEnv:
         spec, n = self.action_spec, self.num_envs
         if spec.kind == "discrete":
             if a.shape != (n,) or not np.issubdtype(a.dtype, np.integer):
-                raise ValueError(f"{self.name}: expected ({n},) integer actions in [0, {spec.n}) for "
-                                 f"Discrete({spec.n}); "
-                                 f"got {a.dtype} array of shape {a.shape}")
+                raise ValueError(
+                    f"{self.name}: expected ({n},) integer actions in [0, {spec.n}) for "
+                    f"Discrete({spec.n}); "
+                    f"got {a.dtype} array of shape {a.shape}"
+                )
             if a.size and (a.min() < 0 or a.max() >= spec.n):
                 raise ValueError(f"{self.name}: actions must lie in [0, {spec.n}); got range [{a.min()}, {a.max()}]")
             return a
         if a.shape != (n, spec.dim) or not np.issubdtype(a.dtype, np.floating):
-            raise ValueError(f"{self.name}: expected ({n}, {spec.dim}) float actions for a continuous action space; "
-                             f"got {a.dtype} array of shape {a.shape}")
+            raise ValueError(
+                f"{self.name}: expected ({n}, {spec.dim}) float actions for a continuous action space; "
+                f"got {a.dtype} array of shape {a.shape}"
+            )
         return np.clip(a, spec.low, spec.high).astype(np.float32)
 
     def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, list]]:

@@ -49,9 +49,11 @@ def map_state(fn: Callable, *states: State) -> State:
 
 def reset_state(state: State, fresh: State, reset_t: torch.Tensor) -> State:
     """Rows where ``reset_t`` (b,) is True take ``fresh``'s value; batch is dim 0 of every tensor."""
+
     def pick(s, f):
         mask = reset_t.to(s.device).view(-1, *([1] * (s.dim() - 1)))
         return torch.where(mask, f.to(s.dtype), s)
+
     return map_state(pick, state, fresh)
 
 
@@ -60,8 +62,13 @@ def index_state(state: State, rows: torch.Tensor) -> State:
     return map_state(lambda s: s[rows], state)
 
 
-def packed_forward(run: Callable[[torch.Tensor, State], torch.Tensor], initial_state: Callable[[int], State],
-                   x: torch.Tensor, state: State | None, reset: torch.Tensor) -> torch.Tensor:
+def packed_forward(
+    run: Callable[[torch.Tensor, State], torch.Tensor],
+    initial_state: Callable[[int], State],
+    x: torch.Tensor,
+    state: State | None,
+    reset: torch.Tensor,
+) -> torch.Tensor:
     """Run a causal map ``run(x, state) -> y`` with resets by packing episodes as a padded batch.
 
     x (b, l, h), reset (b, l) bool. Pieces start at t = 0 and at every reset; piece p of row r covers
@@ -88,6 +95,7 @@ def packed_forward(run: Callable[[torch.Tensor, State], torch.Tensor], initial_s
             fresh = fresh.clone()
             fresh[first] = given[carry].to(fresh.dtype)
             return fresh
+
         sp = map_state(put, sp, state)
     yp = run(xp, sp)  # (n_pieces, max_len, h)
     return yp[piece, pos].view(b, l, h)
@@ -116,8 +124,7 @@ class Memory(nn.Module):
     def _device(self):
         return next(self.parameters()).device
 
-    def forward(self, x: torch.Tensor, state: State | None = None,
-                reset: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: State | None = None, reset: torch.Tensor | None = None) -> torch.Tensor:
         """x (b, l, h) -> y (b, l, h); ``reset`` (b, l) bool: zero the memory before step t."""
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must have shape (batch, length, {self.d_model}); got {tuple(x.shape)}")
@@ -125,8 +132,13 @@ class Memory(nn.Module):
             raise ValueError(f"reset must have shape (batch, length)={tuple(x.shape[:2])}; got {tuple(reset.shape)}")
         if reset is None or self.native_reset:
             return self._forward(x, state, None if reset is None else reset.to(torch.bool))
-        return packed_forward(lambda xp, sp: self._forward(xp, sp, None),
-                              lambda n: self.initial_state(n, device=x.device), x, state, reset)
+        return packed_forward(
+            lambda xp, sp: self._forward(xp, sp, None),
+            lambda n: self.initial_state(n, device=x.device),
+            x,
+            state,
+            reset,
+        )
 
     def step(self, x_t: torch.Tensor, state: State, reset_t: torch.Tensor | None = None):
         """x_t (b, h) -> (y_t (b, h), new state); ``reset_t`` (b,) bool: start from the initial state."""
@@ -161,9 +173,11 @@ class LayerMemory(Memory):
         self.layer_name = layer
         self.mixers = nn.ModuleList(build_layer(layer, d_model, **layer_kwargs) for _ in range(n_layers))
         if not all(getattr(m, "causal", False) for m in self.mixers):
-            raise ValueError(f"layer {layer!r} with {layer_kwargs or 'default arguments'} is not causal "
-                             f"(no O(1) step); "
-                             f"a recurrent policy needs a causal layer (e.g. lru, s5, s4d, mamba, mamba2)")
+            raise ValueError(
+                f"layer {layer!r} with {layer_kwargs or 'default arguments'} is not causal "
+                f"(no O(1) step); "
+                f"a recurrent policy needs a causal layer (e.g. lru, s5, s4d, mamba, mamba2)"
+            )
         self.norms = nn.ModuleList((nn.LayerNorm(d_model) if norm else nn.Identity()) for _ in range(n_layers))
         self.glus = nn.ModuleList(GLU(d_model) for _ in range(n_layers))
         self.native_reset = all("reset" in inspect.signature(m.forward).parameters for m in self.mixers)
@@ -299,7 +313,8 @@ class WindowTransformerMemory(Memory):
         self.ln2 = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
         self.mlp = nn.ModuleList(
             nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
-            for _ in range(n_layers))
+            for _ in range(n_layers)
+        )
 
     def initial_state(self, batch: int, device=None) -> list[State]:
         p = next(self.parameters())

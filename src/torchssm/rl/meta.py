@@ -146,8 +146,10 @@ class MetaEnv:
     def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         a = np.asarray(actions.detach().cpu() if hasattr(actions, "detach") else actions)
         if a.shape != (self.num_envs,) or not np.issubdtype(a.dtype, np.integer):
-            raise ValueError(f"meta task: expected ({self.num_envs},) integer actions in [0, {self.cfg.num_actions}); "
-                             f"got {a.dtype} array of shape {a.shape}")
+            raise ValueError(
+                f"meta task: expected ({self.num_envs},) integer actions in [0, {self.cfg.num_actions}); "
+                f"got {a.dtype} array of shape {a.shape}"
+            )
         obs = np.empty((self.num_envs, self.obs_dim), dtype=np.float32)
         reward = np.zeros(self.num_envs, dtype=np.float32)
         trial_done = np.zeros(self.num_envs, dtype=bool)
@@ -203,12 +205,22 @@ def episode_stats(returns: np.ndarray) -> dict:
     mean = returns.mean(0)
     diff = returns[:, -1] - returns[:, 0]
     half = 1.96 * diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-    return {"mean_per_episode": mean.tolist(), "last_minus_first": float(diff.mean()),
-            "ci95": [float(diff.mean() - half), float(diff.mean() + half)]}
+    return {
+        "mean_per_episode": mean.tolist(),
+        "last_minus_first": float(diff.mean()),
+        "ci95": [float(diff.mean() - half), float(diff.mean() + half)],
+    }
 
 
-def evaluate_meta(checkpoint: str, trials: int = 100, heldout: bool = False, seed: int = 777,
-                  reset_each_episode: bool = False, num_envs: int = 16, out: str | None = None) -> dict:
+def evaluate_meta(
+    checkpoint: str,
+    trials: int = 100,
+    heldout: bool = False,
+    seed: int = 777,
+    reset_each_episode: bool = False,
+    num_envs: int = 16,
+    out: str | None = None,
+) -> dict:
     """Return per episode index over ``trials`` fresh trials of a meta-RL run (training or held-out envs)."""
     from torchssm.rl.train import load_policy
 
@@ -218,10 +230,18 @@ def evaluate_meta(checkpoint: str, trials: int = 100, heldout: bool = False, see
     env = MetaEnv(MetaConfig.from_dict(cfg.meta), num_envs, seed=seed, heldout=heldout)
     played = run_trials(policy, env, trials, reset_each_episode=reset_each_episode)
     returns = np.asarray([r for _, r in played])  # (trials, episodes)
-    result = {"checkpoint": str(checkpoint), "memory": cfg.model.memory, "heldout": heldout,
-              "reset_each_episode": reset_each_episode, "trials": trials, "seed": seed,
-              "trained_reset_each_episode": MetaConfig.from_dict(cfg.meta).reset_each_episode,
-              "envs": sorted({n for n, _ in played}), **episode_stats(returns), "returns": returns.tolist()}
+    result = {
+        "checkpoint": str(checkpoint),
+        "memory": cfg.model.memory,
+        "heldout": heldout,
+        "reset_each_episode": reset_each_episode,
+        "trials": trials,
+        "seed": seed,
+        "trained_reset_each_episode": MetaConfig.from_dict(cfg.meta).reset_each_episode,
+        "envs": sorted({n for n, _ in played}),
+        **episode_stats(returns),
+        "returns": returns.tolist(),
+    }
     if out:
         atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(result)))
     return result
@@ -236,8 +256,14 @@ def plot_meta(results: Sequence[dict], path: str, labels: Sequence[str] | None =
         r = np.asarray(res["returns"])
         x = np.arange(1, r.shape[1] + 1)
         half = 1.96 * r.std(0, ddof=1) / np.sqrt(r.shape[0])
-        label = labels[k] if labels else (f"{res['memory']} {'held-out' if res['heldout'] else 'train'} envs"
-                                          f"{', reset every episode' if res['reset_each_episode'] else ''}")
+        label = (
+            labels[k]
+            if labels
+            else (
+                f"{res['memory']} {'held-out' if res['heldout'] else 'train'} envs"
+                f"{', reset every episode' if res['reset_each_episode'] else ''}"
+            )
+        )
         ax.errorbar(x, r.mean(0), yerr=half, marker="o", capsize=3, label=label)
     ax.set_xlabel("episode index within a trial")
     ax.set_ylabel("mean return")

@@ -32,8 +32,13 @@ def _linear(d_in: int, d_out: int, gain: float) -> nn.Linear:
 
 
 def _mlp_head(d_in: int, hidden: int, d_out: int, out_gain: float) -> nn.Sequential:
-    return nn.Sequential(_linear(d_in, hidden, 2.0), nn.LeakyReLU(), _linear(hidden, hidden, 2.0), nn.LeakyReLU(),
-                         _linear(hidden, d_out, out_gain))
+    return nn.Sequential(
+        _linear(d_in, hidden, 2.0),
+        nn.LeakyReLU(),
+        _linear(hidden, hidden, 2.0),
+        nn.LeakyReLU(),
+        _linear(hidden, d_out, out_gain),
+    )
 
 
 class RecurrentActorCritic(nn.Module):
@@ -48,16 +53,29 @@ class RecurrentActorCritic(nn.Module):
         memory_kwargs: passed to ``build_memory`` (e.g. ``{"d_state": 64}``).
     """
 
-    def __init__(self, obs_dim: int, action_spec: ActionSpec, memory="lru", d_model: int = 64, n_layers: int = 1,
-                 hidden: int = 128, memory_kwargs: dict | None = None):
+    def __init__(
+        self,
+        obs_dim: int,
+        action_spec: ActionSpec,
+        memory="lru",
+        d_model: int = 64,
+        n_layers: int = 1,
+        hidden: int = 128,
+        memory_kwargs: dict | None = None,
+    ):
         super().__init__()
         if not isinstance(action_spec, ActionSpec):
             raise TypeError(f"action_spec must be an ActionSpec, got {type(action_spec).__name__}")
         self.obs_dim, self.action_spec = int(obs_dim), action_spec
-        self.encoder = nn.Sequential(_linear(obs_dim, hidden, math.sqrt(2)), nn.LeakyReLU(),
-                                     _linear(hidden, d_model, math.sqrt(2)), nn.LeakyReLU())
-        self.memory = memory if isinstance(memory, Memory) else build_memory(memory, d_model, n_layers,
-                                                                              **(memory_kwargs or {}))
+        self.encoder = nn.Sequential(
+            _linear(obs_dim, hidden, math.sqrt(2)),
+            nn.LeakyReLU(),
+            _linear(hidden, d_model, math.sqrt(2)),
+            nn.LeakyReLU(),
+        )
+        self.memory = (
+            memory if isinstance(memory, Memory) else build_memory(memory, d_model, n_layers, **(memory_kwargs or {}))
+        )
         if self.memory.d_model != d_model:
             raise ValueError(f"memory width {self.memory.d_model} != d_model {d_model}")
         self.actor = _mlp_head(d_model, hidden, action_spec.size, 0.01)

@@ -58,8 +58,10 @@ class PPOConfig:
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"ppo.{name} must be a positive int, got {v!r}")
         if self.num_envs % self.num_minibatches:
-            raise ValueError(f"ppo.num_envs={self.num_envs} must be divisible by ppo.num_minibatches="
-                             f"{self.num_minibatches} (minibatches hold whole trajectories)")
+            raise ValueError(
+                f"ppo.num_envs={self.num_envs} must be divisible by ppo.num_minibatches="
+                f"{self.num_minibatches} (minibatches hold whole trajectories)"
+            )
         if not (0 <= self.gamma <= 1 and 0 <= self.gae_lambda <= 1):
             raise ValueError(f"ppo.gamma and ppo.gae_lambda must lie in [0, 1]; got {self.gamma}, {self.gae_lambda}")
 
@@ -77,8 +79,9 @@ class PPOConfig:
 
 
 # --- the math ---------------------------------------------------------------------------------------
-def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_value: torch.Tensor,
-        gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_value: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over time (dim 0). rewards, values, dones (T, B); last_value (B,)
     = V(s_T). Returns (advantages, returns) (T, B), returns = advantages + values."""
     not_done = 1.0 - dones.to(values.dtype)
@@ -93,10 +96,19 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_v
     return adv, adv + values
 
 
-def ppo_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, value: torch.Tensor,
-             old_value: torch.Tensor, returns: torch.Tensor, entropy: torch.Tensor, clip_eps: float,
-             vf_coef: float, ent_coef: float,
-             normalize_advantages: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def ppo_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    value: torch.Tensor,
+    old_value: torch.Tensor,
+    returns: torch.Tensor,
+    entropy: torch.Tensor,
+    clip_eps: float,
+    vf_coef: float,
+    ent_coef: float,
+    normalize_advantages: bool = True,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped PPO objective of the module docstring; all inputs of one shape. Returns (loss, parts)."""
     if normalize_advantages:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -144,8 +156,9 @@ class RolloutCollector:
     def __init__(self, env, policy: RecurrentActorCritic, also_reset_on: str | None = None):
         self.env, self.policy = env, policy
         if env.action_spec != policy.action_spec:
-            raise ValueError(f"the policy's action space {policy.action_spec} does not match the environment's "
-                             f"{env.action_spec}")
+            raise ValueError(
+                f"the policy's action space {policy.action_spec} does not match the environment's {env.action_spec}"
+            )
         if env.obs_dim != policy.obs_dim:
             raise ValueError(f"the policy expects obs_dim={policy.obs_dim}; the environment gives {env.obs_dim}")
         # memory resets where done (the env's episode / trial ends) or, if given, where info[also_reset_on]
@@ -187,16 +200,34 @@ class RolloutCollector:
 
         def stack(xs):
             return torch.stack(xs, 1)
-        return Rollout(stack(obs), stack(starts), stack(actions), stack(log_probs), stack(values), stack(rewards),
-                       stack(dones), init_state, last_value, ep_returns, ep_lengths)
+
+        return Rollout(
+            stack(obs),
+            stack(starts),
+            stack(actions),
+            stack(log_probs),
+            stack(values),
+            stack(rewards),
+            stack(dones),
+            init_state,
+            last_value,
+            ep_returns,
+            ep_lengths,
+        )
 
 
 # --- the update -------------------------------------------------------------------------------------
-def ppo_update(policy: RecurrentActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout, cfg: PPOConfig,
-               generator: torch.Generator | None = None) -> dict[str, float]:
+def ppo_update(
+    policy: RecurrentActorCritic,
+    optimizer: torch.optim.Optimizer,
+    rollout: Rollout,
+    cfg: PPOConfig,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
     """``cfg.update_epochs`` x ``cfg.num_minibatches`` gradient steps on one rollout (module docstring)."""
-    adv, returns = gae(rollout.rewards.T, rollout.values.T, rollout.dones.T, rollout.last_value,
-                       cfg.gamma, cfg.gae_lambda)
+    adv, returns = gae(
+        rollout.rewards.T, rollout.values.T, rollout.dones.T, rollout.last_value, cfg.gamma, cfg.gae_lambda
+    )
     adv, returns = adv.T, returns.T  # (B, T)
     n = rollout.obs.shape[0]
     if n % cfg.num_minibatches:
@@ -207,12 +238,21 @@ def ppo_update(policy: RecurrentActorCritic, optimizer: torch.optim.Optimizer, r
     for _ in range(cfg.update_epochs):
         perm = torch.randperm(n, generator=generator)
         for k in range(cfg.num_minibatches):
-            rows = perm[k * size:(k + 1) * size]
+            rows = perm[k * size : (k + 1) * size]
             head, value = policy(rollout.obs[rows], index_state(rollout.init_state, rows), rollout.starts[rows])
             dist = policy.distribution(head)
-            loss, parts = ppo_loss(dist.log_prob(rollout.actions[rows]), rollout.log_probs[rows], adv[rows], value,
-                                   rollout.values[rows], returns[rows], dist.entropy(), cfg.clip_eps, cfg.vf_coef,
-                                   cfg.ent_coef)
+            loss, parts = ppo_loss(
+                dist.log_prob(rollout.actions[rows]),
+                rollout.log_probs[rows],
+                adv[rows],
+                value,
+                rollout.values[rows],
+                returns[rows],
+                dist.entropy(),
+                cfg.clip_eps,
+                cfg.vf_coef,
+                cfg.ent_coef,
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
@@ -244,8 +284,12 @@ def evaluate(policy: RecurrentActorCritic, env, episodes: int, greedy: bool = Fa
         obs, starts = torch.as_tensor(obs_np), torch.as_tensor(done)
         returns += info["episode_returns"]
     r = np.asarray(returns[:episodes])
-    return {"mean_return": float(r.mean()), "stderr": float(r.std(ddof=1) / np.sqrt(len(r))) if len(r) > 1 else 0.0,
-            "episodes": int(len(r)), "cpu_s": time.process_time() - t0}
+    return {
+        "mean_return": float(r.mean()),
+        "stderr": float(r.std(ddof=1) / np.sqrt(len(r))) if len(r) > 1 else 0.0,
+        "episodes": int(len(r)),
+        "cpu_s": time.process_time() - t0,
+    }
 
 
 def config_dict(cfg: PPOConfig) -> dict:

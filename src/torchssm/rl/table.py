@@ -17,9 +17,16 @@ from torchssm.fileio import atomic_write
 from torchssm.rl.train import evaluate_run, load_rl_config, train
 
 
-def run_table(envs: Sequence[str], models: Sequence[str], seeds: Sequence[int], out: str,
-              iterations: int | None = None, episodes: int = 100, overrides: Sequence[str] = (),
-              progress: bool = True) -> dict:
+def run_table(
+    envs: Sequence[str],
+    models: Sequence[str],
+    seeds: Sequence[int],
+    out: str,
+    iterations: int | None = None,
+    episodes: int = 100,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+) -> dict:
     root = Path(out)
     rows: list[dict] = []
     for env in envs:
@@ -34,9 +41,17 @@ def run_table(envs: Sequence[str], models: Sequence[str], seeds: Sequence[int], 
                     train(cfg, run, resume=resume, progress=progress, max_iterations=iterations)
                     result = evaluate_run(run, episodes)
                 metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-                rows.append({"env": env, "model": model, "seed": seed, "eval_return": result["mean_return"],
-                             "eval_stderr": result["stderr"], "env_steps": metrics[-1]["env_steps"],
-                             "train_cpu_s": metrics[-1]["cpu_s"]})
+                rows.append(
+                    {
+                        "env": env,
+                        "model": model,
+                        "seed": seed,
+                        "eval_return": result["mean_return"],
+                        "eval_stderr": result["stderr"],
+                        "env_steps": metrics[-1]["env_steps"],
+                        "train_cpu_s": metrics[-1]["cpu_s"],
+                    }
+                )
                 _write(root, rows, models)
     return {"rows": rows, "markdown": _markdown(rows, models)}
 
@@ -44,8 +59,10 @@ def run_table(envs: Sequence[str], models: Sequence[str], seeds: Sequence[int], 
 def _markdown(rows: list[dict], models: Sequence[str]) -> str:
     """env x model: mean eval return over seeds (+- std over seeds when > 1 seed), env steps, CPU s per run."""
     envs = list(dict.fromkeys(r["env"] for r in rows))
-    lines = ["| env | " + " | ".join(models) + " | env steps / run | CPU s / run (mean) |",
-             "|---|" + "---|" * (len(models) + 2)]
+    lines = [
+        "| env | " + " | ".join(models) + " | env steps / run | CPU s / run (mean) |",
+        "|---|" + "---|" * (len(models) + 2),
+    ]
     for env in envs:
         cells, steps, cpu = [], set(), []
         for model in models:
@@ -58,8 +75,11 @@ def _markdown(rows: list[dict], models: Sequence[str]) -> str:
                 cells.append(f"{vals[0]:.3f}")
             else:
                 cells.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f} (n={len(vals)})")
-        lines.append(f"| {env} | " + " | ".join(cells) + f" | {'/'.join(map(str, sorted(steps)))} | "
-                     f"{statistics.mean(cpu):.0f} |" if cpu else f"| {env} | " + " | ".join(cells) + " | - | - |")
+        lines.append(
+            f"| {env} | " + " | ".join(cells) + f" | {'/'.join(map(str, sorted(steps)))} | {statistics.mean(cpu):.0f} |"
+            if cpu
+            else f"| {env} | " + " | ".join(cells) + " | - | - |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -84,10 +84,16 @@ class RLConfig:
             if bad:
                 raise ValueError(f"unknown {name} config key(s) {bad}; valid keys: {sorted(known)}")
             return kind(**raw)
-        cfg = cls(env=data.get("env", cls.env), env_kwargs=dict(data.get("env_kwargs") or {}),
-                  seed=int(data.get("seed", 0)), model=build(ModelSpec, data.get("model"), "model"),
-                  ppo=PPOConfig.from_dict(data.get("ppo") or {}), run=build(RunSpec, data.get("run"), "run"),
-                  meta=data.get("meta"))
+
+        cfg = cls(
+            env=data.get("env", cls.env),
+            env_kwargs=dict(data.get("env_kwargs") or {}),
+            seed=int(data.get("seed", 0)),
+            model=build(ModelSpec, data.get("model"), "model"),
+            ppo=PPOConfig.from_dict(data.get("ppo") or {}),
+            run=build(RunSpec, data.get("run"), "run"),
+            meta=data.get("meta"),
+        )
         if cfg.meta is None and not cfg.env:
             raise ValueError("config needs `env: <POPGym name>` or a `meta:` section")
         return cfg
@@ -137,8 +143,9 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
     return data
 
 
-def load_rl_config(preset: str | None = None, config: str | Path | None = None,
-                   overrides: Iterable[str] = (), model: str | None = None) -> RLConfig:
+def load_rl_config(
+    preset: str | None = None, config: str | Path | None = None, overrides: Iterable[str] = (), model: str | None = None
+) -> RLConfig:
     """An environment preset name or a YAML path, then a model preset's ``model:`` section (``model``),
     then ``--set`` overrides."""
     if preset and config:
@@ -175,8 +182,15 @@ def build_env(cfg: RLConfig, num_envs: int, seed: int, heldout: bool = False):
 
 def build_policy(cfg: RLConfig, env) -> RecurrentActorCritic:
     m = cfg.model
-    return RecurrentActorCritic(env.obs_dim, env.action_spec, m.memory, d_model=m.d_model, n_layers=m.n_layers,
-                                hidden=m.hidden, memory_kwargs=m.memory_kwargs)
+    return RecurrentActorCritic(
+        env.obs_dim,
+        env.action_spec,
+        m.memory,
+        d_model=m.d_model,
+        n_layers=m.n_layers,
+        hidden=m.hidden,
+        memory_kwargs=m.memory_kwargs,
+    )
 
 
 def _write_jsonl(path: Path, rows) -> None:
@@ -189,8 +203,9 @@ def _read_jsonl(path: Path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def train(cfg: RLConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
-          max_iterations: int | None = None) -> dict[str, Any]:
+def train(
+    cfg: RLConfig, out_dir: str | Path, resume: bool = False, progress: bool = True, max_iterations: int | None = None
+) -> dict[str, Any]:
     """Run PPO (``cfg.ppo.num_updates`` iterations, or ``max_iterations``); returns the last metrics row."""
     from torchssm.cpu_threads import set_cpu_threads
     from torchssm.train.checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
@@ -210,8 +225,10 @@ def train(cfg: RLConfig, out_dir: str | Path, resume: bool = False, progress: bo
         state = load_checkpoint(ckpt, policy, optimizer, restore_rng=True)
         saved = {k: v for k, v in (state.get("config") or {}).items() if k != "run"}
         if saved != {k: v for k, v in cfg.to_dict().items() if k != "run"}:
-            raise ValueError(f"--resume: the config (other than run:) differs from the checkpoint's ({ckpt}); "
-                             "resume with the same config")
+            raise ValueError(
+                f"--resume: the config (other than run:) differs from the checkpoint's ({ckpt}); "
+                "resume with the same config"
+            )
         iteration, env_steps, cpu_used = int(state["epoch"]), int(state["step"]), float(state.get("cpu_s", 0.0))
         _write_jsonl(metrics_path, [r for r in _read_jsonl(metrics_path) if r["iteration"] <= iteration])
         env = build_env(cfg, cfg.ppo.num_envs, seed=cfg.seed + 1000 * iteration)  # fresh episodes
@@ -228,13 +245,22 @@ def train(cfg: RLConfig, out_dir: str | Path, resume: bool = False, progress: bo
     bar = None
     if progress:
         from tqdm.auto import tqdm
+
         bar = tqdm(total=total, initial=iteration, desc=f"rl {cfg.model.memory}", unit="it")
     row: dict[str, Any] = {}
     recent: list = []
 
     def checkpoint():
-        save_checkpoint(out / "last", policy, optimizer, epoch=iteration, step=env_steps, cpu_s=cpu_used,
-                        config=cfg.to_dict(), metrics=row)
+        save_checkpoint(
+            out / "last",
+            policy,
+            optimizer,
+            epoch=iteration,
+            step=env_steps,
+            cpu_s=cpu_used,
+            config=cfg.to_dict(),
+            metrics=row,
+        )
 
     while iteration < total:
         t0 = time.process_time()
@@ -247,11 +273,16 @@ def train(cfg: RLConfig, out_dir: str | Path, resume: bool = False, progress: bo
         env_steps += cfg.ppo.num_steps * cfg.ppo.num_envs
         cpu_used += time.process_time() - t0
         recent = (recent + rollout.episode_returns)[-200:]
-        row = {"iteration": iteration, "env_steps": env_steps, "cpu_s": round(cpu_used, 3),
-               "episodes": len(rollout.episode_returns),
-               "mean_return": (sum(rollout.episode_returns) / len(rollout.episode_returns)
-                               if rollout.episode_returns else None),
-               **{k: round(v, 6) for k, v in stats.items()}}
+        row = {
+            "iteration": iteration,
+            "env_steps": env_steps,
+            "cpu_s": round(cpu_used, 3),
+            "episodes": len(rollout.episode_returns),
+            "mean_return": (
+                sum(rollout.episode_returns) / len(rollout.episode_returns) if rollout.episode_returns else None
+            ),
+            **{k: round(v, 6) for k, v in stats.items()},
+        }
         with open(metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
         if iteration % cfg.run.checkpoint_every == 0 or iteration == total:
@@ -286,8 +317,13 @@ def load_policy(run_dir: str | Path):
     return policy, cfg, state
 
 
-def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int = 12345,
-                 greedy: bool = False, env_name: str | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path,
+    episodes: int | None = None,
+    seed: int = 12345,
+    greedy: bool = False,
+    env_name: str | None = None,
+) -> dict[str, Any]:
     """Evaluate a run's checkpoint on fresh episodes (another seed than training); writes eval.json."""
     policy, cfg, state = load_policy(run_dir)
     if env_name is not None:
@@ -297,10 +333,18 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int = 1
     episodes = cfg.run.eval_episodes if episodes is None else episodes
     env = build_env(cfg, cfg.run.eval_envs, seed=seed)
     if env.obs_dim != policy.obs_dim or env.action_spec != policy.action_spec:
-        raise ValueError(f"environment {cfg.env} (obs_dim {env.obs_dim}, {env.action_spec}) does not fit the "
-                         f"policy (obs_dim {policy.obs_dim}, {policy.action_spec})")
-    result = {"env": cfg.env, "memory": cfg.model.memory, "iteration": state.get("epoch"),
-              "env_steps": state.get("step"), "greedy": greedy, **evaluate(policy, env, episodes, greedy)}
+        raise ValueError(
+            f"environment {cfg.env} (obs_dim {env.obs_dim}, {env.action_spec}) does not fit the "
+            f"policy (obs_dim {policy.obs_dim}, {policy.action_spec})"
+        )
+    result = {
+        "env": cfg.env,
+        "memory": cfg.model.memory,
+        "iteration": state.get("epoch"),
+        "env_steps": state.get("step"),
+        "greedy": greedy,
+        **evaluate(policy, env, episodes, greedy),
+    }
     run = Path(run_dir)
     if run.is_dir() and (run / "config.yaml").is_file():
         atomic_write(run / "eval.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))

@@ -25,8 +25,13 @@ def _cpu_seconds(fn: Callable[[], object]) -> float:
 
 
 def ssd_forms_cpu_time(
-    lengths: Sequence[int] = (128, 256, 512, 1024, 2048), heads: int = 4, headdim: int = 32, d_state: int = 32,
-    chunk_size: int = 64, repeats: int = 3, seed: int = 0,
+    lengths: Sequence[int] = (128, 256, 512, 1024, 2048),
+    heads: int = 4,
+    headdim: int = 32,
+    d_state: int = 32,
+    chunk_size: int = 64,
+    repeats: int = 3,
+    seed: int = 0,
 ) -> list[dict]:
     """Rows {"length", "recurrent_s", "chunked_s", "attention_s", "diagonal_chunked_s"} (float32,
     batch 1, forward only). "diagonal_chunked_s" runs :func:`diagonal_ssm_chunked` with per-state

@@ -42,7 +42,11 @@ def _check_diag(x: torch.Tensor, log_a: torch.Tensor, B: torch.Tensor, C: torch.
 
 
 def diagonal_ssm_recurrent(
-    x: torch.Tensor, log_a: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h0: torch.Tensor | None = None,
+    x: torch.Tensor,
+    log_a: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    h0: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference loop. x (b, l, p), log_a (b, l, n) log-decays (<= 0), B, C (b, l, n), h0 (b, p, n).
     Returns y (b, l, p), h_last (b, p, n)."""
@@ -70,8 +74,12 @@ def diagonal_ssm_attention(x: torch.Tensor, log_a: torch.Tensor, B: torch.Tensor
 
 
 def diagonal_ssm_chunked(
-    x: torch.Tensor, log_a: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-    h0: torch.Tensor | None = None, chunk_size: int = 64,
+    x: torch.Tensor,
+    log_a: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked algorithm for per-state decays, the diagonal analogue of Mamba-2's (``ssd_chunked``).
 
@@ -161,13 +169,25 @@ def softmax_rank_growth(lengths: Sequence[int] = (8, 16, 32, 64), d: int = 4, se
     rows = []
     for l in lengths:
         q, k = torch.randn(2, l, d, generator=gen, dtype=torch.float64)
-        rows.append({"length": l, "d": d, "softmax": semiseparable_rank(causal_softmax_matrix(q, k)),
-                     "linear": semiseparable_rank(torch.tril(q @ k.T))})
+        rows.append(
+            {
+                "length": l,
+                "d": d,
+                "softmax": semiseparable_rank(causal_softmax_matrix(q, k)),
+                "linear": semiseparable_rank(torch.tril(q @ k.T)),
+            }
+        )
     return rows
 
 
 __all__ = [
-    "causal_softmax_matrix", "diagonal_ssm_attention", "diagonal_ssm_chunked", "diagonal_ssm_matrix",
-    "diagonal_ssm_recurrent", "equals_one_ss_attention", "lti_hankel_rank", "semiseparable_rank",
+    "causal_softmax_matrix",
+    "diagonal_ssm_attention",
+    "diagonal_ssm_chunked",
+    "diagonal_ssm_matrix",
+    "diagonal_ssm_recurrent",
+    "equals_one_ss_attention",
+    "lti_hankel_rank",
+    "semiseparable_rank",
     "softmax_rank_growth",
 ]

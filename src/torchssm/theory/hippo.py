@@ -123,8 +123,9 @@ def s4d_legs_output_error(n: int, rate: float = 1.0, t_max: float = 8.0, steps: 
 
 def s4d_legs_error_curve(sizes: Sequence[int] = (16, 32, 64, 128, 256, 512)) -> list[dict]:
     """[{"n", "output_error", "impulse_error"}] for the plot / table."""
-    return [{"n": n, "output_error": s4d_legs_output_error(n), "impulse_error": s4d_legs_kernel_error(n)}
-            for n in sizes]
+    return [
+        {"n": n, "output_error": s4d_legs_output_error(n), "impulse_error": s4d_legs_kernel_error(n)} for n in sizes
+    ]
 
 
 def plot_s4d_legs_error(path: str, sizes: Sequence[int] = (16, 32, 64, 128, 256, 512)) -> dict:
@@ -149,6 +150,15 @@ def plot_s4d_legs_error(path: str, sizes: Sequence[int] = (16, 32, 64, 128, 256,
     return {"path": save_figure(fig, path), "rows": rows}
 
 
-__all__ = ["fout_basis", "impulse_response", "legendre", "legs_basis", "plot_s4d_legs_error",
-           "s4d_legs_basis", "s4d_legs_error_curve", "s4d_legs_kernel_error", "s4d_legs_output_error",
-           "smooth_input_response"]
+__all__ = [
+    "fout_basis",
+    "impulse_response",
+    "legendre",
+    "legs_basis",
+    "plot_s4d_legs_error",
+    "s4d_legs_basis",
+    "s4d_legs_error_curve",
+    "s4d_legs_kernel_error",
+    "s4d_legs_output_error",
+    "smooth_input_response",
+]

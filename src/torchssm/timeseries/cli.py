@@ -21,8 +21,18 @@ def _names(text: str) -> tuple:
 def _run_imu(args) -> int:
     from torchssm.timeseries.imu_compare import format_table, run
 
-    r = run(args.models, budget=args.budget, steps=args.steps, lrs=args.lrs, chunk=args.chunk, n_train=args.n_train,
-            seconds=args.seconds, seed=args.seed, out=args.out, progress=not args.quiet)
+    r = run(
+        args.models,
+        budget=args.budget,
+        steps=args.steps,
+        lrs=args.lrs,
+        chunk=args.chunk,
+        n_train=args.n_train,
+        seconds=args.seconds,
+        seed=args.seed,
+        out=args.out,
+        progress=not args.quiet,
+    )
     print(format_table(r))
     return 0
 
@@ -49,9 +59,12 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="timeseries_command", metavar="COMMAND", required=True)
 
     imu = sub.add_parser("imu", help="HiSS vs flat SSMs, LSTM, Transformer on the simulated IMU (velocity)")
-    imu.add_argument("--models", type=_names, default=DEFAULT_MODELS,
-                     help="comma-separated, from lstm, flat:<layer>, hiss:<low>/<high> "
-                          f"(default {','.join(DEFAULT_MODELS)})")
+    imu.add_argument(
+        "--models",
+        type=_names,
+        default=DEFAULT_MODELS,
+        help=f"comma-separated, from lstm, flat:<layer>, hiss:<low>/<high> (default {','.join(DEFAULT_MODELS)})",
+    )
     imu.add_argument("--budget", type=int, default=20000, help="parameter budget per model (default 20000)")
     imu.add_argument("--steps", type=int, default=300, help="optimizer steps per configuration (default 300)")
     imu.add_argument("--lrs", type=_floats, default=(1e-3, 3e-3), help="learning rates tried per model")

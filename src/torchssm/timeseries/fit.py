@@ -50,22 +50,51 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def build_sequence_model(kind: str, width: int, *, d_input: int, d_output: int, length: int, n_layers: int = 2,
-                         chunk: int = 10, state: int = 16) -> nn.Module:
+def build_sequence_model(
+    kind: str,
+    width: int,
+    *,
+    d_input: int,
+    d_output: int,
+    length: int,
+    n_layers: int = 2,
+    chunk: int = 10,
+    state: int = 16,
+) -> nn.Module:
     """One of the compared models (see the module docstring) at width ``width``."""
     if kind == "lstm":
         return SequenceLSTM(d_input, d_output, width, n_layers)
     if kind.startswith("hiss:"):
         low, _, high = kind[5:].partition("/")
-        return HiSS(HiSSConfig(d_input=d_input, d_output=d_output, chunk=chunk, low_layer=low, d_low=width,
-                               n_low=1, low_kwargs=_layer_kwargs(low, width, chunk, state), high_layer=high or low,
-                               d_high=width, n_high=n_layers,
-                               high_kwargs=_layer_kwargs(high or low, width, length // chunk, state)))
+        return HiSS(
+            HiSSConfig(
+                d_input=d_input,
+                d_output=d_output,
+                chunk=chunk,
+                low_layer=low,
+                d_low=width,
+                n_low=1,
+                low_kwargs=_layer_kwargs(low, width, chunk, state),
+                high_layer=high or low,
+                d_high=width,
+                n_high=n_layers,
+                high_kwargs=_layer_kwargs(high or low, width, length // chunk, state),
+            )
+        )
     if kind.startswith("flat:"):
         layer = kind[5:]
-        return DeepSSM(ModelConfig(layer=layer, d_model=width, n_layers=n_layers, norm="layer", pooling="none",
-                                   d_input=d_input, d_output=d_output,
-                                   layer_kwargs=_layer_kwargs(layer, width, length, state)))
+        return DeepSSM(
+            ModelConfig(
+                layer=layer,
+                d_model=width,
+                n_layers=n_layers,
+                norm="layer",
+                pooling="none",
+                d_input=d_input,
+                d_output=d_output,
+                layer_kwargs=_layer_kwargs(layer, width, length, state),
+            )
+        )
     raise ValueError(f"unknown model {kind!r}; expected 'lstm', 'flat:<layer>' or 'hiss:<low>/<high>'")
 
 
@@ -93,9 +122,20 @@ def width_for_budget(kind: str, budget: int, widths=range(8, 257, 2), **kwargs) 
     return best
 
 
-def fit_regression(model: nn.Module, train, val, loss_of: Callable, *, steps: int = 300, batch_size: int = 16,
-                   lr: float = 1e-3, weight_decay: float = 0.01, eval_every: int = 50, seed: int = 0,
-                   progress: bool = False) -> dict:
+def fit_regression(
+    model: nn.Module,
+    train,
+    val,
+    loss_of: Callable,
+    *,
+    steps: int = 300,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    weight_decay: float = 0.01,
+    eval_every: int = 50,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict:
     """Train ``model`` for ``steps`` optimizer steps; ``loss_of(model, batch) -> scalar``. Keeps the weights of
     the best validation loss. Returns {"val": best val loss, "steps": steps, "cpu_s": training CPU seconds}."""
     if steps < 1 or batch_size < 1:
@@ -108,6 +148,7 @@ def fit_regression(model: nn.Module, train, val, loss_of: Callable, *, steps: in
     bar = None
     if progress:
         from tqdm import tqdm
+
         bar = tqdm(total=steps, leave=False, desc=type(model).__name__)
     while step < steps:
         for batch in iterate_batches(train, batch_size, shuffle=True, generator=gen):

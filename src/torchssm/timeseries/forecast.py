@@ -69,8 +69,9 @@ def _bundled_file(package: str, path: str) -> Path:
     try:
         dist = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError(f"the series file {path} ships with the {package!r} package, which is not installed "
-                                f"(pip install {package})") from None
+        raise FileNotFoundError(
+            f"the series file {path} ships with the {package!r} package, which is not installed (pip install {package})"
+        ) from None
     file = Path(dist.locate_file(path))
     if not file.exists():
         raise FileNotFoundError(f"{file} not found in the installed {package} {dist.version}")
@@ -118,9 +119,11 @@ def load_series(name: str) -> torch.Tensor:
     spec = SERIES[name]
     if spec.path == "imu":
         from torchssm.timeseries.imu import IMUConfig, simulate
+
         y = simulate(1, IMUConfig(seconds=60.0), seed=1234)["velocity"][0, ::10, 0]
     elif spec.path == "ou":
         from torchssm.timeseries.irregular import OUProcess
+
         y = OUProcess().sample(torch.full((1, 2000), 0.1, dtype=torch.float64), seed=1234)[0]
     else:
         y = fill_gaps(read_csv_column(_bundled_file(spec.package, spec.path), spec.column))
@@ -140,11 +143,13 @@ def make_windows(y: torch.Tensor, context: int, horizon: int, fractions=(0.7, 0.
         # origins t (index of the last context value): context from max(t - C + 1, 0) >= 0, targets in [lo, hi)
         origins = [t for t in range(max(context - 1, lo - 1), hi - horizon) if t + 1 >= lo]
         if not origins:
-            raise ValueError(f"series of length {n} too short for context {context} and horizon {horizon} in the "
-                             f"{split} part ({hi - lo} values)")
+            raise ValueError(
+                f"series of length {n} too short for context {context} and horizon {horizon} in the "
+                f"{split} part ({hi - lo} values)"
+            )
         idx = torch.tensor(origins)
-        x = torch.stack([z[t - context + 1: t + 1] for t in origins])  # (n_windows, C)
-        target = torch.stack([z[t + 1: t + 1 + horizon] for t in origins])  # (n_windows, H)
+        x = torch.stack([z[t - context + 1 : t + 1] for t in origins])  # (n_windows, C)
+        target = torch.stack([z[t + 1 : t + 1 + horizon] for t in origins])  # (n_windows, H)
         out[split] = (x, target, idx)
     out["scale"] = (mean, std)
     return out
@@ -184,8 +189,17 @@ def errors(pred: torch.Tensor, target: torch.Tensor) -> dict:
 
 
 # --- neural forecasters ----------------------------------------------------------------------------------------
-def neural_forecast(kind: str, windows: dict, horizon: int, *, width: int = 32, steps: int = 300, lr: float = 3e-3,
-                    seed: int = 0, batch_size: int = 32):
+def neural_forecast(
+    kind: str,
+    windows: dict,
+    horizon: int,
+    *,
+    width: int = 32,
+    steps: int = 300,
+    lr: float = 3e-3,
+    seed: int = 0,
+    batch_size: int = 32,
+):
     """Train ``kind`` (see :func:`torchssm.timeseries.fit.build_sequence_model`) on the training windows; the
     test predictions (n, H)."""
     from torchssm.timeseries.fit import build_sequence_model, fit_regression
@@ -201,8 +215,17 @@ def neural_forecast(kind: str, windows: dict, horizon: int, *, width: int = 32, 
     C = windows["train"][0].shape[1]
     torch.manual_seed(seed)
     model = build_sequence_model(kind, width, d_input=1, d_output=horizon, length=C)
-    fit_regression(model, dataset("train"), dataset("val"), loss_of, steps=steps, batch_size=batch_size, lr=lr,
-                   seed=seed, eval_every=25)
+    fit_regression(
+        model,
+        dataset("train"),
+        dataset("val"),
+        loss_of,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        eval_every=25,
+    )
     model.eval()
     x = windows["test"][0]
     with torch.no_grad():
@@ -210,8 +233,9 @@ def neural_forecast(kind: str, windows: dict, horizon: int, *, width: int = 32, 
     return out + x[:, -1:]
 
 
-def run(series=tuple(SERIES), models=("flat:lru", "flat:s5", "lstm"), *, steps: int = 300, seed: int = 0,
-        out=None) -> dict:
+def run(
+    series=tuple(SERIES), models=("flat:lru", "flat:s5", "lstm"), *, steps: int = 300, seed: int = 0, out=None
+) -> dict:
     """Every baseline and model on every series: {"rows": [{series, method, mse, mae, n_test}, ...]}."""
     torch.set_num_threads(1)
     rows = []
@@ -219,15 +243,23 @@ def run(series=tuple(SERIES), models=("flat:lru", "flat:s5", "lstm"), *, steps: 
         spec = SERIES[name]
         w = make_windows(load_series(name), spec.context, spec.horizon)
         x_te, y_te, _ = w["test"]
-        preds = {"last value": last_value(x_te, spec.horizon),
-                 "linear AR (least squares)": LinearAR().fit(*w["train"][:2])(x_te)}
+        preds = {
+            "last value": last_value(x_te, spec.horizon),
+            "linear AR (least squares)": LinearAR().fit(*w["train"][:2])(x_te),
+        }
         if spec.period > 1:
             preds["seasonal naive"] = seasonal_naive(x_te, spec.horizon, spec.period)
         for kind in models:
             preds[kind] = neural_forecast(kind, w, spec.horizon, steps=steps, seed=seed)
         for method, pred in preds.items():
-            row = {"series": name, "method": method, "context": spec.context, "horizon": spec.horizon,
-                   "n_test": len(x_te), **errors(pred, y_te)}
+            row = {
+                "series": name,
+                "method": method,
+                "context": spec.context,
+                "horizon": spec.horizon,
+                "n_test": len(x_te),
+                **errors(pred, y_te),
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
     result = {"rows": rows, "steps": steps, "seed": seed, "splits": "70/10/20 in time, train-standardised"}
@@ -239,6 +271,8 @@ def run(series=tuple(SERIES), models=("flat:lru", "flat:s5", "lstm"), *, steps: 
 def format_table(result: dict) -> str:
     lines = ["| series | C / H | method | test MSE | test MAE | windows |", "|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['series']} | {r['context']} / {r['horizon']} | {r['method']} | {r['mse']:.4f} | "
-                     f"{r['mae']:.4f} | {r['n_test']} |")
+        lines.append(
+            f"| {r['series']} | {r['context']} / {r['horizon']} | {r['method']} | {r['mse']:.4f} | "
+            f"{r['mae']:.4f} | {r['n_test']} |"
+        )
     return "\n".join(lines)

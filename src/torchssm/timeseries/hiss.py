@@ -54,9 +54,11 @@ def chunk_count(length: int, chunk: int, pad: str = "error") -> int:
     if length % chunk == 0:
         return length // chunk
     if pad == "error":
-        raise ValueError(f"chunk size k={chunk} does not divide the length L={length}; pass a length that is a "
-                         f"multiple of {chunk} or a padding rule pad='zeros' (right-pad) or pad='drop' "
-                         f"(drop the last {length % chunk} steps)")
+        raise ValueError(
+            f"chunk size k={chunk} does not divide the length L={length}; pass a length that is a "
+            f"multiple of {chunk} or a padding rule pad='zeros' (right-pad) or pad='drop' "
+            f"(drop the last {length % chunk} steps)"
+        )
     return -(-length // chunk) if pad == "zeros" else length // chunk
 
 
@@ -106,19 +108,39 @@ class HiSS(nn.Module):
         chunk_count(config.chunk, config.chunk, config.pad)  # validates chunk and pad
         self.config = config
         # low level: input features -> one feature vector (d_high) per chunk
-        self.low = DeepSSM(ModelConfig(layer=config.low_layer, layer_kwargs=dict(config.low_kwargs),
-                                       d_model=config.d_low, n_layers=config.n_low, norm=config.norm,
-                                       pooling=config.pool, d_input=config.d_input, d_output=config.d_high))
+        self.low = DeepSSM(
+            ModelConfig(
+                layer=config.low_layer,
+                layer_kwargs=dict(config.low_kwargs),
+                d_model=config.d_low,
+                n_layers=config.n_low,
+                norm=config.norm,
+                pooling=config.pool,
+                d_input=config.d_input,
+                d_output=config.d_high,
+            )
+        )
         # high level: chunk features -> one prediction per chunk
-        self.high = DeepSSM(ModelConfig(layer=config.high_layer, layer_kwargs=dict(config.high_kwargs),
-                                        d_model=config.d_high, n_layers=config.n_high, norm=config.norm,
-                                        pooling="none", d_input=config.d_high, d_output=config.d_output))
+        self.high = DeepSSM(
+            ModelConfig(
+                layer=config.high_layer,
+                layer_kwargs=dict(config.high_kwargs),
+                d_model=config.d_high,
+                n_layers=config.n_high,
+                norm=config.norm,
+                pooling="none",
+                d_input=config.d_high,
+                d_output=config.d_output,
+            )
+        )
 
     def chunk_features(self, x: torch.Tensor) -> torch.Tensor:
         """(b, L, d_input) -> (b, L/k, d_high): every chunk through the low level at once."""
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.config.d_input:
-            raise ValueError(f"inputs must have shape (batch, length, d_input={self.config.d_input}); got "
-                             f"{tuple(getattr(x, 'shape', ()))}")
+            raise ValueError(
+                f"inputs must have shape (batch, length, d_input={self.config.d_input}); got "
+                f"{tuple(getattr(x, 'shape', ()))}"
+            )
         chunks = to_chunks(x, self.config.chunk, self.config.pad)  # (b, n, k, m)
         b, n, k, m = chunks.shape
         return self.low(chunks.reshape(b * n, k, m)).reshape(b, n, -1)  # (b, n, d_high)
@@ -144,8 +166,17 @@ class HiSSLayer(SSMLayer):
     after the last complete chunk, position (b,) long: the steps of the current chunk seen so far).
     """
 
-    def __init__(self, d_model: int, chunk: int = 8, *, low: str = "lru", high: str = "lru",
-                 low_kwargs: dict | None = None, high_kwargs: dict | None = None, tail: str = "error"):
+    def __init__(
+        self,
+        d_model: int,
+        chunk: int = 8,
+        *,
+        low: str = "lru",
+        high: str = "lru",
+        low_kwargs: dict | None = None,
+        high_kwargs: dict | None = None,
+        tail: str = "error",
+    ):
         super().__init__(d_model)
         chunk_count(chunk, chunk)
         if tail not in ("error", "stream"):
@@ -167,10 +198,12 @@ class HiSSLayer(SSMLayer):
     def init_state(self, batch: int, device=None, dtype=None):
         device = next(self.parameters()).device if device is None else device
         dtype = self._param_dtype() if dtype is None else dtype
-        return self._pack(self.low.init_state(batch, device=device, dtype=dtype),
-                          self.high.init_state(batch, device=device, dtype=dtype),
-                          torch.zeros(batch, self.d_model, device=device, dtype=dtype),  # g (b, h)
-                          torch.zeros(batch, device=device, dtype=torch.long))  # position in the chunk (b,)
+        return self._pack(
+            self.low.init_state(batch, device=device, dtype=dtype),
+            self.high.init_state(batch, device=device, dtype=dtype),
+            torch.zeros(batch, self.d_model, device=device, dtype=dtype),  # g (b, h)
+            torch.zeros(batch, device=device, dtype=torch.long),
+        )  # position in the chunk (b,)
 
     def _pack(self, low_s, high_s, g, position) -> tuple:
         """One flat tuple of tensors (torchssm.testing perturbs states one tuple level deep)."""
@@ -179,14 +212,20 @@ class HiSSLayer(SSMLayer):
         return (*low, *high, g, position)
 
     def _unpack(self, state):
-        low, high = state[: self._n_low], state[self._n_low: -2]
-        return (tuple(low) if self._low_tuple else low[0], tuple(high) if self._high_tuple else high[0],
-                state[-2], state[-1])
+        low, high = state[: self._n_low], state[self._n_low : -2]
+        return (
+            tuple(low) if self._low_tuple else low[0],
+            tuple(high) if self._high_tuple else high[0],
+            state[-2],
+            state[-1],
+        )
 
     def _check_tail(self, position: int, length: int) -> None:
         if self.tail == "error" and (position + length) % self.chunk:
-            raise ValueError(f"chunk size k={self.chunk} does not divide the steps seen ({position} + {length}); "
-                             f"pass lengths that end on a chunk boundary or build the layer with tail='stream'")
+            raise ValueError(
+                f"chunk size k={self.chunk} does not divide the steps seen ({position} + {length}); "
+                f"pass lengths that end on a chunk boundary or build the layer with tail='stream'"
+            )
 
     def forward(self, x: torch.Tensor, state=None, *, return_state: bool = False):
         """x (b, L, h) -> y (b, L, h): the head of an open chunk, the complete chunks in parallel, the tail."""
@@ -210,7 +249,7 @@ class HiSSLayer(SSMLayer):
                 low_s, pos = self.low.init_state(b, device=x.device), 0
         n_full = (length - t) // k
         if n_full:  # complete chunks: the low level over all of them at once, the high level over their ends
-            u = self.low(x[:, t: t + n_full * k].reshape(b * n_full, k, h)).reshape(b, n_full, k, h)
+            u = self.low(x[:, t : t + n_full * k].reshape(b * n_full, k, h)).reshape(b, n_full, k, h)
             gs, high_s = self.high(u[:, :, -1], high_s, return_state=True)  # (b, n_full, h)
             g_before = torch.cat([g[:, None], gs[:, :-1]], dim=1)  # (b, n_full, h): output of the previous chunk
             outs.append((u + g_before[:, :, None]).reshape(b, n_full * k, h))
@@ -236,4 +275,3 @@ class HiSSLayer(SSMLayer):
             low_s = self.low.init_state(x_t.shape[0], device=x_t.device)
             position = torch.zeros_like(position)
         return y, self._pack(low_s, high_s, g, position)
-

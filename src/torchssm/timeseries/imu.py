@@ -33,8 +33,10 @@ import torch
 from torchssm.data.loaders import TensorDictDataset
 from torchssm.data.registry import TaskData, TaskInfo, register_task
 
-CITATION = ("Bhirangi et al. 2024 (HiSS, CSP-Bench IMU tasks); Kalibr IMU noise model (ethz-asl/kalibr wiki); "
-            "EuRoC MAV ADIS16448 noise densities (Burri et al. 2016)")
+CITATION = (
+    "Bhirangi et al. 2024 (HiSS, CSP-Bench IMU tasks); Kalibr IMU noise model (ethz-asl/kalibr wiki); "
+    "EuRoC MAV ADIS16448 noise densities (Burri et al. 2016)"
+)
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,14 @@ def body_rate_zyx(angles: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
     """Body angular velocity (..., 3) from ZYX Euler angles and their time derivatives (Diebel 2006, eq. 76)."""
     phi, theta, _ = angles.unbind(-1)
     dphi, dtheta, dpsi = rates.unbind(-1)
-    return torch.stack([dphi - dpsi * theta.sin(),
-                        dtheta * phi.cos() + dpsi * phi.sin() * theta.cos(),
-                        -dtheta * phi.sin() + dpsi * phi.cos() * theta.cos()], dim=-1)
+    return torch.stack(
+        [
+            dphi - dpsi * theta.sin(),
+            dtheta * phi.cos() + dpsi * phi.sin() * theta.cos(),
+            -dtheta * phi.sin() + dpsi * phi.cos() * theta.cos(),
+        ],
+        dim=-1,
+    )
 
 
 def _harmonics(gen, n: int, cfg: IMUConfig, amp, hz):
@@ -134,8 +141,18 @@ def simulate(n: int, cfg: IMUConfig = IMUConfig(), seed: int = 0) -> dict:
 
     gyro = omega_true + b_g + white(cfg.gyro_noise_density)
     acc = f_true + b_a + white(cfg.accel_noise_density)
-    return {"t": t, "acc": acc, "gyro": gyro, "velocity": velocity, "position": position, "R": R,
-            "f_true": f_true, "omega_true": omega_true, "gyro_bias": b_g, "accel_bias": b_a}
+    return {
+        "t": t,
+        "acc": acc,
+        "gyro": gyro,
+        "velocity": velocity,
+        "position": position,
+        "R": R,
+        "f_true": f_true,
+        "omega_true": omega_true,
+        "gyro_bias": b_g,
+        "accel_bias": b_a,
+    }
 
 
 def imu_dataset(n: int, cfg: IMUConfig = IMUConfig(), seed: int = 0, target: str = "velocity") -> TensorDictDataset:
@@ -147,10 +164,19 @@ def imu_dataset(n: int, cfg: IMUConfig = IMUConfig(), seed: int = 0, target: str
     return TensorDictDataset(inputs=inputs, targets=sim[target].float())
 
 
-@register_task("imu", "inertial odometry: simulated IMU (accelerometer, gyroscope, noise, bias drift, gravity) "
-                      "-> velocity per step")
-def build(data_dir=None, seed: int = 0, n_train: int = 512, n_val: int = 128, n_test: int = 256,
-          seconds: float = IMUConfig.seconds, target: str = "velocity") -> TaskData:
+@register_task(
+    "imu",
+    "inertial odometry: simulated IMU (accelerometer, gyroscope, noise, bias drift, gravity) -> velocity per step",
+)
+def build(
+    data_dir=None,
+    seed: int = 0,
+    n_train: int = 512,
+    n_val: int = 128,
+    n_test: int = 256,
+    seconds: float = IMUConfig.seconds,
+    target: str = "velocity",
+) -> TaskData:
     """Train/val/test from disjoint seeds (seed, seed + 1, seed + 2) of :func:`simulate`."""
     cfg = IMUConfig(seconds=float(seconds))
     train = imu_dataset(int(n_train), cfg, 3 * int(seed), target)

@@ -33,18 +33,31 @@ def chunk_end_loss(chunk: int) -> Callable:
     """MSE between the per-chunk predictions and the targets at the chunk ends (steps k-1, 2k-1, ...)."""
 
     def loss_of(model, batch):
-        targets = batch["targets"][:, chunk - 1:: chunk]  # (b, L/k, 3)
+        targets = batch["targets"][:, chunk - 1 :: chunk]  # (b, L/k, 3)
         out = model(batch["inputs"])
         if out.shape[1] != targets.shape[1]:  # a per-step model: read it at the chunk ends
-            out = out[:, chunk - 1:: chunk]
+            out = out[:, chunk - 1 :: chunk]
         return torch.nn.functional.mse_loss(out, targets)
 
     return loss_of
 
 
-def run(models=DEFAULT_MODELS, *, budget: int = 20000, steps: int = 300, lrs=(1e-3, 3e-3), chunk: int = 10,
-        n_train: int = 512, n_val: int = 128, n_test: int = 256, seconds: float = 5.0, batch_size: int = 16,
-        seed: int = 0, out=None, progress: bool = True) -> dict:
+def run(
+    models=DEFAULT_MODELS,
+    *,
+    budget: int = 20000,
+    steps: int = 300,
+    lrs=(1e-3, 3e-3),
+    chunk: int = 10,
+    n_train: int = 512,
+    n_val: int = 128,
+    n_test: int = 256,
+    seconds: float = 5.0,
+    batch_size: int = 16,
+    seed: int = 0,
+    out=None,
+    progress: bool = True,
+) -> dict:
     """Train every model at every learning rate; the result has one row per model (its best configuration)."""
     torch.set_num_threads(1)
     cfg = IMUConfig(seconds=seconds)
@@ -63,10 +76,18 @@ def run(models=DEFAULT_MODELS, *, budget: int = 20000, steps: int = 300, lrs=(1e
             torch.manual_seed(seed)
             model = build_sequence_model(kind, width, **kw)
             t0 = time.time()
-            fit = fit_regression(model, train, val, loss_of, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                                 progress=progress)
-            trial = {"model": kind, "width": width, "params": count_parameters(model), "lr": lr, "val_mse": fit["val"],
-                     "train_cpu_s_per_step": fit["cpu_s"] / steps, "wall_s": time.time() - t0}
+            fit = fit_regression(
+                model, train, val, loss_of, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress
+            )
+            trial = {
+                "model": kind,
+                "width": width,
+                "params": count_parameters(model),
+                "lr": lr,
+                "val_mse": fit["val"],
+                "train_cpu_s_per_step": fit["cpu_s"] / steps,
+                "wall_s": time.time() - t0,
+            }
             print(json.dumps(trial), flush=True)
             if best is None or fit["val"] < best[0]["val_mse"]:
                 best = (trial, model)
@@ -75,20 +96,34 @@ def run(models=DEFAULT_MODELS, *, budget: int = 20000, steps: int = 300, lrs=(1e
         trial["infer_cpu_s_batch16"] = inference_cpu_seconds(model, test.tensors["inputs"][:16])
         rows.append(trial)
         print(json.dumps({"done": trial}), flush=True)  # each model's result as soon as it is known
-    result = {"task": "imu velocity at chunk ends", "imu_config": cfg.__dict__, "chunk": chunk, "budget": budget,
-              "steps": steps, "lrs": list(lrs), "batch_size": batch_size, "n_train": n_train, "seed": seed,
-              "zero_predictor_test_mse": zero, "rows": rows}
+    result = {
+        "task": "imu velocity at chunk ends",
+        "imu_config": cfg.__dict__,
+        "chunk": chunk,
+        "budget": budget,
+        "steps": steps,
+        "lrs": list(lrs),
+        "batch_size": batch_size,
+        "n_train": n_train,
+        "seed": seed,
+        "zero_predictor_test_mse": zero,
+        "rows": rows,
+    }
     if out:
         write_json(out, result)
     return result
 
 
 def format_table(result: dict) -> str:
-    lines = ["| model | width | params | best lr | val MSE | test MSE | train CPU ms/step | infer CPU ms (16 seqs) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | width | params | best lr | val MSE | test MSE | train CPU ms/step | infer CPU ms (16 seqs) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {r['model']} | {r['width']} | {r['params']} | {r['lr']:g} | {r['val_mse']:.4f} | "
-                     f"{r['test_mse']:.4f} | {1e3 * r['train_cpu_s_per_step']:.0f} | "
-                     f"{1e3 * r['infer_cpu_s_batch16']:.0f} |")
+        lines.append(
+            f"| {r['model']} | {r['width']} | {r['params']} | {r['lr']:g} | {r['val_mse']:.4f} | "
+            f"{r['test_mse']:.4f} | {1e3 * r['train_cpu_s_per_step']:.0f} | "
+            f"{1e3 * r['infer_cpu_s_batch16']:.0f} |"
+        )
     lines.append(f"| predict 0 | | 0 | | | {result['zero_predictor_test_mse']:.4f} | | |")
     return "\n".join(lines)

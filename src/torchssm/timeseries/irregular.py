@@ -82,8 +82,9 @@ class LinearSDE:
         b, n = dt.shape
         Fm, Q = self.transition(dt)  # (b, n, d, d)
         chol = torch.linalg.cholesky(Q + 1e-12 * torch.eye(self.dim, dtype=torch.float64))
-        x = torch.linalg.cholesky(self.stationary_cov()) @ torch.randn(b, self.dim, 1, generator=gen,
-                                                                        dtype=torch.float64)
+        x = torch.linalg.cholesky(self.stationary_cov()) @ torch.randn(
+            b, self.dim, 1, generator=gen, dtype=torch.float64
+        )
         eps = torch.randn(b, n, self.dim, 1, generator=gen, dtype=torch.float64)
         out = []
         for t in range(n):
@@ -96,8 +97,9 @@ class OUProcess(LinearSDE):
     """Ornstein-Uhlenbeck dx = -theta x dt + sigma dW (Uhlenbeck & Ornstein 1930); stationary var sigma^2/(2 theta)."""
 
     def __init__(self, theta: float = 1.0, sigma: float = math.sqrt(2.0)):
-        super().__init__(torch.tensor([[-float(theta)]], dtype=torch.float64),
-                         torch.tensor([[float(sigma)]], dtype=torch.float64))
+        super().__init__(
+            torch.tensor([[-float(theta)]], dtype=torch.float64), torch.tensor([[float(sigma)]], dtype=torch.float64)
+        )
 
     def sample(self, dt: torch.Tensor, seed: int = 0) -> torch.Tensor:
         """Values (b, n)."""
@@ -107,22 +109,34 @@ class OUProcess(LinearSDE):
 class DampedOscillator(LinearSDE):
     """x'' = -w^2 x - 2 zeta w x' + sigma white noise: state (position, velocity)."""
 
-    def __init__(self, omega: float = math.pi, zeta: float = 0.1, sigma: float = math.sqrt(0.4 * math.pi ** 3)):
+    def __init__(self, omega: float = math.pi, zeta: float = 0.1, sigma: float = math.sqrt(0.4 * math.pi**3)):
         """Defaults: period 2 (w = pi), light damping zeta = 0.1, and sigma^2 = 4 zeta w^3, which makes the
         stationary position variance sigma^2 / (4 zeta w^3) = 1 (chosen for this benchmark)."""
-        super().__init__(torch.tensor([[0.0, 1.0], [-omega ** 2, -2 * zeta * omega]], dtype=torch.float64),
-                         torch.tensor([[0.0], [float(sigma)]], dtype=torch.float64))
+        super().__init__(
+            torch.tensor([[0.0, 1.0], [-(omega**2), -2 * zeta * omega]], dtype=torch.float64),
+            torch.tensor([[0.0], [float(sigma)]], dtype=torch.float64),
+        )
 
 
 # --- observations ----------------------------------------------------------------------------------------------
-def irregular_dataset(n: int, length: int = 100, *, process: LinearSDE | None = None, mean_gap: float = 0.2,
-                      dropout: float = 0.2, noise: float = 0.1, seed: int = 0) -> TensorDictDataset:
+def irregular_dataset(
+    n: int,
+    length: int = 100,
+    *,
+    process: LinearSDE | None = None,
+    mean_gap: float = 0.2,
+    dropout: float = 0.2,
+    noise: float = 0.1,
+    seed: int = 0,
+) -> TensorDictDataset:
     """{"inputs": (n, length, 2) [value * mask, mask], "dt": (n, length) gaps (the first from t = 0),
     "targets": (n, length, 1) noise-free position, "values": (n, length) noisy observations} (float32)."""
     process = DampedOscillator() if process is None else process
     if n < 1 or length < 1 or mean_gap <= 0 or not 0 <= dropout < 1 or noise < 0:
-        raise ValueError(f"need n, length >= 1, mean_gap > 0, 0 <= dropout < 1, noise >= 0; got {n}, {length}, "
-                         f"{mean_gap}, {dropout}, {noise}")
+        raise ValueError(
+            f"need n, length >= 1, mean_gap > 0, 0 <= dropout < 1, noise >= 0; got {n}, {length}, "
+            f"{mean_gap}, {dropout}, {noise}"
+        )
     gen = torch.Generator().manual_seed(int(seed))
     dt = -mean_gap * torch.log1p(-torch.rand(n, length, generator=gen, dtype=torch.float64))  # Exponential
     states = process.sample(dt, seed=int(seed) + 1)
@@ -130,12 +144,14 @@ def irregular_dataset(n: int, length: int = 100, *, process: LinearSDE | None = 
     values = position + noise * torch.randn(n, length, generator=gen, dtype=torch.float64)
     mask = (torch.rand(n, length, generator=gen) >= dropout).double()
     inputs = torch.stack([values * mask, mask], dim=-1)
-    return TensorDictDataset(inputs=inputs.float(), dt=dt.float(), targets=position[..., None].float(),
-                             values=values.float())
+    return TensorDictDataset(
+        inputs=inputs.float(), dt=dt.float(), targets=position[..., None].float(), values=values.float()
+    )
 
 
-def kalman_filter(process: LinearSDE, values: torch.Tensor, mask: torch.Tensor, dt: torch.Tensor,
-                  noise: float) -> torch.Tensor:
+def kalman_filter(
+    process: LinearSDE, values: torch.Tensor, mask: torch.Tensor, dt: torch.Tensor, noise: float
+) -> torch.Tensor:
     """Filtered position E[x_t | observations <= t] (b, n) of the true model (Kalman 1960): the optimal filter."""
     b, n = values.shape
     d = process.dim
@@ -147,7 +163,7 @@ def kalman_filter(process: LinearSDE, values: torch.Tensor, mask: torch.Tensor, 
     out = []
     for t in range(n):
         m, P = Fm[:, t] @ m, Fm[:, t] @ P @ Fm[:, t].transpose(-1, -2) + Q[:, t]
-        S = (H @ P @ H.T) + noise ** 2  # (b, 1, 1)
+        S = (H @ P @ H.T) + noise**2  # (b, 1, 1)
         K = P @ H.T / S  # (b, d, 1)
         seen = mask[:, t].double()[:, None, None]
         m = m + seen * K * (values[:, t].double()[:, None, None] - H @ m)
@@ -167,8 +183,16 @@ class GapLRU(SSMLayer):
     an LRU's state dict loads here and, with dt = 1 (or ``dt=None``), the outputs are the LRU's.
     """
 
-    def __init__(self, d_model: int, d_state: int = 64, *, r_min: float = 0.0, r_max: float = 1.0,
-                 max_phase: float = 2 * math.pi, lr_factor: float = 0.5):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        *,
+        r_min: float = 0.0,
+        r_max: float = 1.0,
+        max_phase: float = 2 * math.pi,
+        lr_factor: float = 0.5,
+    ):
         super().__init__(d_model)
         h, n = d_model, d_state
         self.d_state = d_state
@@ -182,8 +206,10 @@ class GapLRU(SSMLayer):
         self.C_im = nn.Parameter(torch.randn(h, n) / math.sqrt(n))
         self.D = nn.Parameter(torch.randn(h))
         # the LRU's optimizer convention (App. D.2): recurrent parameters at lr * lr_factor, no weight decay
-        self.optim_overrides = {k: {"lr_scale": float(lr_factor), "weight_decay": 0.0}
-                                for k in ("nu_log", "theta_log", "gamma_log", "B_re", "B_im")}
+        self.optim_overrides = {
+            k: {"lr_scale": float(lr_factor), "weight_decay": 0.0}
+            for k in ("nu_log", "theta_log", "gamma_log", "B_re", "B_im")
+        }
 
     def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
         real = self.nu_log.dtype if dtype is None else dtype
@@ -261,8 +287,17 @@ class GapSSM(nn.Module):
     * ``"timescale"``: dt / mean_gap scales each step's transition (S5: ``timescale``; ``gap_lru``: lambda^dt).
     """
 
-    def __init__(self, layer: str = "gap_lru", d_input: int = 2, d_output: int = 1, d_model: int = 32,
-                 n_layers: int = 2, d_state: int = 16, gap_mode: str = "timescale", mean_gap: float = 1.0):
+    def __init__(
+        self,
+        layer: str = "gap_lru",
+        d_input: int = 2,
+        d_output: int = 1,
+        d_model: int = 32,
+        n_layers: int = 2,
+        d_state: int = 16,
+        gap_mode: str = "timescale",
+        mean_gap: float = 1.0,
+    ):
         super().__init__()
         if gap_mode not in GAP_MODES:
             raise ValueError(f"unknown gap_mode {gap_mode!r}; expected one of {list(GAP_MODES)}")
@@ -271,8 +306,12 @@ class GapSSM(nn.Module):
         self.gap_mode, self.mean_gap, self.layer = gap_mode, float(mean_gap), layer
         self.encoder = nn.Linear(d_input + (gap_mode == "feature"), d_model)
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
-        self.ssms = nn.ModuleList(GapLRU(d_model, d_state, r_min=0.5, r_max=0.99) if layer == "gap_lru"
-                                  else build_layer("s5", d_model, d_state=d_state) for _ in range(n_layers))
+        self.ssms = nn.ModuleList(
+            GapLRU(d_model, d_state, r_min=0.5, r_max=0.99)
+            if layer == "gap_lru"
+            else build_layer("s5", d_model, d_state=d_state)
+            for _ in range(n_layers)
+        )
         self.glus = nn.ModuleList(nn.Linear(d_model, 2 * d_model) for _ in range(n_layers))
         self.head = nn.Linear(d_model, d_output)
 
@@ -292,15 +331,27 @@ class GapSSM(nn.Module):
         return self.head(x)
 
 
-def run(*, steps: int = 400, n_train: int = 512, n_val: int = 128, n_test: int = 256, length: int = 100,
-        width: int = 32, lrs=(1e-3, 3e-3), seed: int = 0, out=None) -> dict:
+def run(
+    *,
+    steps: int = 400,
+    n_train: int = 512,
+    n_val: int = 128,
+    n_test: int = 256,
+    length: int = 100,
+    width: int = 32,
+    lrs=(1e-3, 3e-3),
+    seed: int = 0,
+    out=None,
+) -> dict:
     """Gap-aware vs gap-ignoring vs gap-as-feature (GapLRU and S5) on the damped oscillator; Kalman floor."""
     from torchssm.timeseries.fit import count_parameters, evaluate_loss, fit_regression
 
     torch.set_num_threads(1)
     proc, mean_gap, noise = DampedOscillator(), 0.2, 0.3
-    sets = [irregular_dataset(k, length, process=proc, mean_gap=mean_gap, noise=noise, seed=100 * seed + i)
-            for i, k in enumerate((n_train, n_val, n_test))]
+    sets = [
+        irregular_dataset(k, length, process=proc, mean_gap=mean_gap, noise=noise, seed=100 * seed + i)
+        for i, k in enumerate((n_train, n_val, n_test))
+    ]
     train, val, test = sets
 
     def loss_of(model, batch):
@@ -308,9 +359,14 @@ def run(*, steps: int = 400, n_train: int = 512, n_val: int = 128, n_test: int =
 
     t = test.tensors
     kf = kalman_filter(proc, t["values"], t["inputs"][..., 1], t["dt"], noise)
-    rows = [{"model": "Kalman filter (true model)", "test_mse": float((kf - t["targets"][..., 0].double())
-                                                                       .square().mean()), "params": 0},
-            {"model": "predict 0", "test_mse": float(t["targets"].square().mean()), "params": 0}]
+    rows = [
+        {
+            "model": "Kalman filter (true model)",
+            "test_mse": float((kf - t["targets"][..., 0].double()).square().mean()),
+            "params": 0,
+        },
+        {"model": "predict 0", "test_mse": float(t["targets"].square().mean()), "params": 0},
+    ]
     for layer in ("gap_lru", "s5"):
         for mode in GAP_MODES:
             best = None
@@ -321,14 +377,27 @@ def run(*, steps: int = 400, n_train: int = 512, n_val: int = 128, n_test: int =
                 if best is None or fit["val"] < best[0]["val"]:
                     best = (fit, model, lr)
             fit, model, lr = best
-            row = {"model": f"{layer} ({mode})", "lr": lr, "val_mse": fit["val"],
-                   "test_mse": evaluate_loss(model, test, loss_of), "params": count_parameters(model),
-                   "train_cpu_s_per_step": fit["cpu_s"] / steps}
+            row = {
+                "model": f"{layer} ({mode})",
+                "lr": lr,
+                "val_mse": fit["val"],
+                "test_mse": evaluate_loss(model, test, loss_of),
+                "params": count_parameters(model),
+                "train_cpu_s_per_step": fit["cpu_s"] / steps,
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    result = {"process": "damped oscillator w = pi, zeta = 0.1, unit stationary position variance",
-              "mean_gap": mean_gap, "dropout": 0.2,
-              "noise": noise, "length": length, "steps": steps, "lrs": list(lrs), "seed": seed, "rows": rows}
+    result = {
+        "process": "damped oscillator w = pi, zeta = 0.1, unit stationary position variance",
+        "mean_gap": mean_gap,
+        "dropout": 0.2,
+        "noise": noise,
+        "length": length,
+        "steps": steps,
+        "lrs": list(lrs),
+        "seed": seed,
+        "rows": rows,
+    }
     if out:
         write_json(out, result)
     return result

@@ -32,7 +32,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ OPTIMIZER = "optimizer.pt"
 # can SIGKILL the process inside the save.
 PAUSE_ENV = "TORCHSSM_TEST_CHECKPOINT_PAUSE"
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 # --- RNG states <-> JSON ------------------------------------------------------------------------
@@ -64,7 +64,7 @@ def _unb64(s: str) -> torch.Tensor:
     return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
 
 
-def get_rng_states() -> Dict[str, Any]:
+def get_rng_states() -> dict[str, Any]:
     """Every global RNG state (python, numpy, torch CPU, CUDA) as JSON-serialisable values."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     states = {
@@ -77,7 +77,7 @@ def get_rng_states() -> Dict[str, Any]:
     return states
 
 
-def set_rng_states(states: Dict[str, Any]) -> None:
+def set_rng_states(states: dict[str, Any]) -> None:
     """Restore the states saved by :func:`get_rng_states`."""
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
@@ -122,8 +122,15 @@ def _remove_stale_temps(path: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def save_checkpoint(path: PathLike, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
-                    scheduler: Optional[Any] = None, *, optimizer_state: Optional[dict] = None, **state: Any) -> Path:
+def save_checkpoint(
+    path: PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    *,
+    optimizer_state: dict | None = None,
+    **state: Any,
+) -> Path:
     """Write a checkpoint directory at ``path`` (see the module docstring); returns ``path``.
 
     ``state`` (epoch, step, metrics, config, ...) must be JSON-serialisable; the RNG states are
@@ -141,11 +148,20 @@ def save_checkpoint(path: PathLike, model: nn.Module, optimizer: Optional[torch.
     try:
         _write_weights(model, tmp)
         if optimizer is not None or optimizer_state is not None:
-            torch.save({"optimizer": optimizer_state if optimizer_state is not None else optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict() if scheduler is not None else None}, tmp / OPTIMIZER)
+            torch.save(
+                {
+                    "optimizer": optimizer_state if optimizer_state is not None else optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                },
+                tmp / OPTIMIZER,
+            )
         files = sorted(p.name for p in tmp.iterdir())
-        sidecar = {"format_version": FORMAT_VERSION, **state, "rng": get_rng_states(),
-                   "files": {name: _sha256(tmp / name) for name in files}}
+        sidecar = {
+            "format_version": FORMAT_VERSION,
+            **state,
+            "rng": get_rng_states(),
+            "files": {name: _sha256(tmp / name) for name in files},
+        }
         (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=1, allow_nan=False))
         for name in files + [SIDECAR]:  # fsync before the renames so a crash cannot expose empty files
             with open(tmp / name, "rb") as f:
@@ -168,7 +184,7 @@ def save_checkpoint(path: PathLike, model: nn.Module, optimizer: Optional[torch.
 
 
 # --- load ---------------------------------------------------------------------------------------
-def read_checkpoint_state(path: PathLike, verify: bool = True) -> Dict[str, Any]:
+def read_checkpoint_state(path: PathLike, verify: bool = True) -> dict[str, Any]:
     """The sidecar of checkpoint ``path`` (a directory), after checking that its files are intact."""
     path = Path(path)
     if not path.exists():
@@ -183,20 +199,29 @@ def read_checkpoint_state(path: PathLike, verify: bool = True) -> Dict[str, Any]
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"checkpoint {path} is corrupt: {SIDECAR} is not valid JSON ({err})") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION or "files" not in state:
-        raise ValueError(f"checkpoint {path} is corrupt or of an unknown format: {SIDECAR} lacks "
-                         f"format_version={FORMAT_VERSION} / files")
+        raise ValueError(
+            f"checkpoint {path} is corrupt or of an unknown format: {SIDECAR} lacks "
+            f"format_version={FORMAT_VERSION} / files"
+        )
     if verify:
         for name, digest in state["files"].items():
             if not (path / name).is_file():
                 raise ValueError(f"checkpoint {path} is incomplete: {name} is missing")
             if _sha256(path / name) != digest:
-                raise ValueError(f"checkpoint {path} is corrupt: {name} does not match the sha256 recorded in {SIDECAR}")
+                raise ValueError(
+                    f"checkpoint {path} is corrupt: {name} does not match the sha256 recorded in {SIDECAR}"
+                )
     return state
 
 
-def load_checkpoint(path: PathLike, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
-                    scheduler: Optional[Any] = None, restore_rng: bool = False,
-                    map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+def load_checkpoint(
+    path: PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    restore_rng: bool = False,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
     """Load weights (and optimizer/scheduler state, and the RNG states if asked) into the given objects.
 
     Returns the sidecar dict. A missing or damaged checkpoint raises FileNotFoundError/ValueError.
@@ -212,8 +237,9 @@ def load_checkpoint(path: PathLike, model: nn.Module, optimizer: Optional[torch.
         more = f"; ... ({len(lines) - 3} more)" if len(lines) > 3 else ""
         raise ValueError(f"checkpoint {path} does not fit this model: {'; '.join(lines[:3])}{more}") from None
     if missing or unexpected:
-        raise ValueError(f"checkpoint {path} does not fit this model: missing {sorted(missing)}, "
-                         f"unexpected {sorted(unexpected)}")
+        raise ValueError(
+            f"checkpoint {path} does not fit this model: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+        )
     if optimizer is not None:
         if OPTIMIZER not in state["files"]:
             raise ValueError(f"checkpoint {path} has no optimizer state ({OPTIMIZER}); it cannot be resumed")
@@ -264,14 +290,14 @@ def prune_checkpoints(root: PathLike, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def find_latest_checkpoint(out_dir: PathLike) -> Optional[Path]:
+def find_latest_checkpoint(out_dir: PathLike) -> Path | None:
     """The newest intact checkpoint of a run: ``<out_dir>/last`` or a ``checkpoints/epoch-*`` snapshot.
 
     Candidates are verified (sidecar + sha256 of every file); a torn or corrupt one is skipped
     with a warning naming it. Returns None when the run has no intact checkpoint.
     """
     out_dir = Path(out_dir)
-    candidates: List[Path] = [out_dir / "last"] + sorted((out_dir / SNAPSHOTS).glob("epoch-*"))
+    candidates: list[Path] = [out_dir / "last"] + sorted((out_dir / SNAPSHOTS).glob("epoch-*"))
     best, best_key = None, None
     for path in candidates:
         if not path.exists():

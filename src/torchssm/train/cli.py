@@ -60,15 +60,18 @@ def _run_train(args) -> int:
                 raise ValueError("--resume without a path needs --config or --out-dir to find <out_dir>/last")
             resume = find_latest_checkpoint(out_dir)
             if resume is None:
-                raise FileNotFoundError(f"--resume: no intact checkpoint in {out_dir} "
-                                        f"(looked at last/ and checkpoints/)")
+                raise FileNotFoundError(
+                    f"--resume: no intact checkpoint in {out_dir} (looked at last/ and checkpoints/)"
+                )
         else:
             resume = Path(args.resume)
             if is_run_dir(resume):  # a run directory given for its checkpoint: its newest intact one
                 found = find_latest_checkpoint(resume)
                 if found is None:
-                    raise FileNotFoundError(f"--resume: no intact checkpoint in the run directory {resume} "
-                                            f"(looked at last/ and checkpoints/)")
+                    raise FileNotFoundError(
+                        f"--resume: no intact checkpoint in the run directory {resume} "
+                        f"(looked at last/ and checkpoints/)"
+                    )
                 resume = found
         state = read_checkpoint_state(resume)  # a missing / corrupt checkpoint fails here, clearly
         if cfg is None:
@@ -80,12 +83,15 @@ def _run_train(args) -> int:
     elif resume is not None:
         run_dir = run_dir_of(resume)  # continue where the checkpoint is, not where its config says it was
         if run_dir is None:
-            raise ValueError(f"--resume {resume}: this checkpoint is not inside a run directory (no metrics.jsonl "
-                             f"or config.yaml next to it); say where to write with --out-dir")
+            raise ValueError(
+                f"--resume {resume}: this checkpoint is not inside a run directory (no metrics.jsonl "
+                f"or config.yaml next to it); say where to write with --out-dir"
+            )
         cfg.train.out_dir = str(run_dir)
     try:
-        result = train(cfg, data_dir=args.data_dir, resume=resume, stop_after_epochs=args.stop_after,
-                       overwrite=args.overwrite)
+        result = train(
+            cfg, data_dir=args.data_dir, resume=resume, stop_after_epochs=args.stop_after, overwrite=args.overwrite
+        )
     except (TrainingDiverged, RunWriteError, RunDirBusy) as err:
         print(f"torchssm train: stopped: {err}", file=sys.stderr)
         return 1
@@ -103,8 +109,10 @@ def _run_train(args) -> int:
         line = f"stopped after {done} (not evaluated)"
     print(line)
     # CPU time next to wall time: on a shared machine the wall time also counts other processes' turns
-    print(f"time: {result.train_time_s:.1f} s training + evaluation, {time.perf_counter() - t0:.1f} s in all "
-          f"({time.process_time() - cpu0:.1f} s CPU); outputs in {result.out_dir}")
+    print(
+        f"time: {result.train_time_s:.1f} s training + evaluation, {time.perf_counter() - t0:.1f} s in all "
+        f"({time.process_time() - cpu0:.1f} s CPU); outputs in {result.out_dir}"
+    )
     return 0
 
 
@@ -124,8 +132,10 @@ def _run_eval(args) -> int:
     load_checkpoint(path, model, map_location=device)
     metrics = evaluate(model, dataset, task.info, cfg.train.eval_batch_size, device)
     acc = f"accuracy {_pct(metrics['acc'])}, " if "acc" in metrics else ""
-    print(f"{cfg.task_name} {args.split}: {acc}loss {metrics['loss']:.4f} ({metrics['n']} targets; "
-          f"checkpoint {path}, epoch {state['epoch']})")
+    print(
+        f"{cfg.task_name} {args.split}: {acc}loss {metrics['loss']:.4f} ({metrics['n']} targets; "
+        f"checkpoint {path}, epoch {state['epoch']})"
+    )
     return 0
 
 
@@ -143,23 +153,54 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a model from a YAML experiment config")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--config", help="experiment YAML file (any path)")
-    source.add_argument("--preset", metavar="NAME",
-                        help="a preset shipped with torchssm: mnist1d_lru, lra/listops_s4d, ... (torchssm presets)")
-    p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", default=[],
-                   help="override config entries, e.g. --set train.lr=1e-3 model.n_layers=4 (values are YAML)")
-    p.add_argument("--resume", nargs="?", const=_AUTO, default=None, metavar="CHECKPOINT",
-                   help="continue from a checkpoint (default: <out_dir>/last), bit-for-bit")
+    source.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="a preset shipped with torchssm: mnist1d_lru, lra/listops_s4d, ... (torchssm presets)",
+    )
+    p.add_argument(
+        "--set",
+        action="extend",
+        nargs="+",
+        metavar="KEY=VALUE",
+        default=[],
+        help="override config entries, e.g. --set train.lr=1e-3 model.n_layers=4 (values are YAML)",
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=_AUTO,
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from a checkpoint (default: <out_dir>/last), bit-for-bit",
+    )
     p.add_argument("--data-dir", default=None, help=_DATA_DIR_HELP)
     p.add_argument("--out-dir", default=None, help="where metrics and checkpoints go (overrides train.out_dir)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the run already in the output directory (its metrics and checkpoints are deleted)")
-    p.add_argument("--stop-after", type=_positive_int, default=None, metavar="N",
-                   help="stop after N >= 1 epochs in this invocation (the schedule still spans train.epochs)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in the output directory (its metrics and checkpoints are deleted)",
+    )
+    p.add_argument(
+        "--stop-after",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="stop after N >= 1 epochs in this invocation (the schedule still spans train.epochs)",
+    )
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides train.device)")
-    p.add_argument("--tensorboard", action="store_true",
-                   help="also log the metrics to <out_dir>/tensorboard (needs the tensorboard package)")
-    p.add_argument("--tbptt-chunk", type=int, default=None, metavar="K",
-                   help="truncated back-propagation through time over chunks of K steps (train.tbptt_chunk)")
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log the metrics to <out_dir>/tensorboard (needs the tensorboard package)",
+    )
+    p.add_argument(
+        "--tbptt-chunk",
+        type=int,
+        default=None,
+        metavar="K",
+        help="truncated back-propagation through time over chunks of K steps (train.tbptt_chunk)",
+    )
     p.set_defaults(func=_run_train)
 
     e = subparsers.add_parser("eval", help="evaluate a checkpoint on its task's test set")

@@ -24,9 +24,10 @@ from __future__ import annotations
 import copy
 import math
 import typing
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Union
 
 import yaml
 
@@ -101,7 +102,7 @@ class TrainConfig:
 
 @dataclass
 class ExperimentConfig:
-    task: Dict[str, Any]  # {"name": registry name, **options passed to the task builder}
+    task: dict[str, Any]  # {"name": registry name, **options passed to the task builder}
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -119,7 +120,7 @@ class ExperimentConfig:
         return self.task["seed"]
 
     @property
-    def task_options(self) -> Dict[str, Any]:
+    def task_options(self) -> dict[str, Any]:
         """Keyword arguments of the task builder, ``seed`` (the data seed) included."""
         return {k: v for k, v in self.task.items() if k != "name"}
 
@@ -127,7 +128,7 @@ class ExperimentConfig:
         return {"task": copy.deepcopy(self.task), "model": self.model.to_dict(), "train": _plain(asdict(self.train))}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ExperimentConfig":
+    def from_dict(cls, data: dict) -> ExperimentConfig:
         if not isinstance(data, dict):
             raise ValueError(f"a config must be a mapping with sections {list(SECTIONS)}; got {type(data).__name__}")
         unknown = sorted(set(data) - set(SECTIONS))
@@ -166,8 +167,9 @@ def _coerce(value, annotation, key: str):
         if base is bool:
             ok = isinstance(value, bool)
         elif base is int:
-            ok = not isinstance(value, bool) and (isinstance(value, (int, str))
-                                                 or (isinstance(value, float) and value.is_integer()))
+            ok = not isinstance(value, bool) and (
+                isinstance(value, (int, str)) or (isinstance(value, float) and value.is_integer())
+            )
             value = int(value) if ok else value
         elif base is float:
             ok = not isinstance(value, bool) and isinstance(value, (int, float, str))
@@ -241,8 +243,9 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
     return data
 
 
-def load_config(path: Union[str, Path, None] = None, overrides: Iterable[str] = (),
-                base: Optional[dict] = None) -> ExperimentConfig:
+def load_config(
+    path: str | Path | None = None, overrides: Iterable[str] = (), base: dict | None = None
+) -> ExperimentConfig:
     """Read a YAML experiment config (or start from ``base``), apply ``--set`` overrides, validate."""
     if path is not None:
         path = Path(path)
@@ -276,6 +279,7 @@ def model_config_for_task(model: ModelConfig, info: TaskInfo) -> ModelConfig:
     cfg = copy.deepcopy(model)
     cfg.d_input, cfg.d_output, cfg.input_kind, cfg.paired = info.d_input, info.d_output, info.input_kind, info.paired
     if info.kind in ("seq2seq", "lm") and cfg.pooling != "none":
-        raise ValueError(f"task {info.name!r} has one target per step ({info.kind}); "
-                         f"set model.pooling=none (got {cfg.pooling!r})")
+        raise ValueError(
+            f"task {info.name!r} has one target per step ({info.kind}); set model.pooling=none (got {cfg.pooling!r})"
+        )
     return cfg

@@ -28,13 +28,12 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-Batch = Dict[str, torch.Tensor]
+Batch = dict[str, torch.Tensor]
 
 
 @dataclass
@@ -141,8 +140,13 @@ def load_full_state(model: nn.Module, optimizer, model_state: dict, optimizer_st
     """Load full (unsharded) state dicts into a sharded model and its optimizer (every rank)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state,
-                   options=StateDictOptions(full_state_dict=True))
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=model_state,
+        optim_state_dict=optimizer_state,
+        options=StateDictOptions(full_state_dict=True),
+    )
 
 
 def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
@@ -159,9 +163,11 @@ def rank_shard(batch: Batch, ctx: DistContext) -> Batch:
         return batch
     n = next(iter(batch.values())).shape[0]
     if n < ctx.world_size:
-        raise ValueError(f"a global batch of {n} examples cannot be split over {ctx.world_size} ranks; "
-                         f"use train.batch_size >= {ctx.world_size}")
-    return {k: v[ctx.rank::ctx.world_size] for k, v in batch.items()}
+        raise ValueError(
+            f"a global batch of {n} examples cannot be split over {ctx.world_size} ranks; "
+            f"use train.batch_size >= {ctx.world_size}"
+        )
+    return {k: v[ctx.rank :: ctx.world_size] for k, v in batch.items()}
 
 
 def rank_subset(dataset, ctx: DistContext):
@@ -174,7 +180,7 @@ def rank_subset(dataset, ctx: DistContext):
     return dataset.subset(index) if isinstance(dataset, TensorDictDataset) else Subset(dataset, index.tolist())
 
 
-def micro_batches(batch: Batch, n: int) -> List[Batch]:
+def micro_batches(batch: Batch, n: int) -> list[Batch]:
     """Split a batch into ``n`` nearly equal micro-batches (empty ones dropped) for accumulation."""
     size = next(iter(batch.values())).shape[0]
     if size == 0:
@@ -213,7 +219,7 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def main_only(ctx: Optional[DistContext], fn):
+def main_only(ctx: DistContext | None, fn):
     """``fn`` on rank 0, a no-op elsewhere (for logging callbacks)."""
     if ctx is None or ctx.is_main:
         return fn

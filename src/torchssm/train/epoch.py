@@ -103,8 +103,14 @@ def is_better(record: dict, best: dict | None, kind: str) -> bool:
 
 
 # --- the steps ----------------------------------------------------------------------------------
-def train_step(model: nn.Module, batch: dict[str, torch.Tensor], info: TaskInfo, tc: TrainConfig,
-               ctx: D.DistContext, device: torch.device):
+def train_step(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    info: TaskInfo,
+    tc: TrainConfig,
+    ctx: D.DistContext,
+    device: torch.device,
+):
     """Forward + backward of one global batch (this rank's share, in ``tc.grad_accum`` micro-batches).
 
     Returns (global mean loss, global number of correct predictions, global target count), the
@@ -146,10 +152,22 @@ def train_epoch(run: Run, epoch: int, progress: Progress, guard: NonFiniteGuard)
     tc, info = run.tc, run.info
     run.model.train()
     params = [p for p in run.model.parameters() if p.requires_grad]
-    batches = iterate_batches(run.task.train, tc.batch_size, shuffle=True, generator=epoch_generator(tc.seed, epoch),
-                              num_workers=tc.num_workers, min_batch=2)
-    bar = tqdm(batches, total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False,
-               disable=None if tc.progress and run.main else True, dynamic_ncols=True)
+    batches = iterate_batches(
+        run.task.train,
+        tc.batch_size,
+        shuffle=True,
+        generator=epoch_generator(tc.seed, epoch),
+        num_workers=tc.num_workers,
+        min_batch=2,
+    )
+    bar = tqdm(
+        batches,
+        total=run.steps_per_epoch,
+        desc=f"epoch {epoch + 1}/{tc.epochs}",
+        leave=False,
+        disable=None if tc.progress and run.main else True,
+        dynamic_ncols=True,
+    )
     loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
     correct_sum = torch.zeros((), dtype=torch.long, device=run.device)
     count = 0
@@ -177,8 +195,12 @@ def train_epoch(run: Run, epoch: int, progress: Progress, guard: NonFiniteGuard)
             bar.set_postfix(postfix)
     bar.close()
 
-    record = {"epoch": epoch + 1, "step": progress.step, "lr": run.optimizer.param_groups[0]["lr"],
-              "train_loss": float(loss_sum) / max(count, 1)}
+    record = {
+        "epoch": epoch + 1,
+        "step": progress.step,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "train_loss": float(loss_sum) / max(count, 1),
+    }
     if guard.skipped:
         record["skipped_steps"] = guard.skipped
     if info.kind != "regression":
@@ -195,8 +217,9 @@ def evaluate_epoch(run: Run, record: dict, epoch: int) -> None:
             if dataset is not None:
                 # FSDP: every rank runs every batch (its collectives must match), so no sharding here
                 eval_ctx = None if run.fsdp else run.ctx
-                for key, value in evaluate(run.model, dataset, run.info, tc.eval_batch_size, run.device,
-                                           eval_ctx).items():
+                for key, value in evaluate(
+                    run.model, dataset, run.info, tc.eval_batch_size, run.device, eval_ctx
+                ).items():
                     if key != "n":
                         record[f"{split}_{key}"] = value
                 if run.info.kind == "lm":  # bits per byte (loss in nats/token over bytes/token) and perplexity
@@ -221,12 +244,23 @@ def write_epoch(run: Run, record: dict, progress: Progress, improved: bool, metr
         try:
             metrics_log.append(record)
             if tc.save_checkpoints:
-                state = {"config": run.config_dict, "epoch": record["epoch"], "step": progress.step,
-                         "metrics": record, "best": progress.best}
+                state = {
+                    "config": run.config_dict,
+                    "epoch": record["epoch"],
+                    "step": progress.step,
+                    "metrics": record,
+                    "best": progress.best,
+                }
                 if improved:
                     save_checkpoint(out_dir / BEST, saved, **state)
-                save_checkpoint(out_dir / LAST, saved, run.optimizer if not run.fsdp else None, run.scheduler,
-                                optimizer_state=optimizer_state, **state)
+                save_checkpoint(
+                    out_dir / LAST,
+                    saved,
+                    run.optimizer if not run.fsdp else None,
+                    run.scheduler,
+                    optimizer_state=optimizer_state,
+                    **state,
+                )
                 if tc.keep_checkpoints > 0:
                     snapshot_checkpoint(out_dir / LAST, out_dir / SNAPSHOTS / f"epoch-{record['epoch']:06d}")
                     prune_checkpoints(out_dir / SNAPSHOTS, tc.keep_checkpoints)

@@ -13,8 +13,6 @@ step for the gradient-norm clip, so this is the cost of the loss value only.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 
@@ -36,7 +34,7 @@ class NonFiniteGuard:
         self.max_consecutive = max_consecutive
         self.consecutive = 0
         self.skipped = 0  # total skipped steps in this run
-        self._first: Optional[str] = None  # description of the first bad step of the current streak
+        self._first: str | None = None  # description of the first bad step of the current streak
 
     def check(self, what: str, value: torch.Tensor, where: str) -> bool:
         """True when ``value`` (a 0-d tensor: the loss or the gradient norm) is finite.
@@ -51,11 +49,11 @@ class NonFiniteGuard:
         self.consecutive += 1
         self.skipped += 1
         if self.consecutive > self.max_consecutive:
-            streak = (f" and non-finite for the {self.consecutive - 1} step(s) after it"
-                      if self.consecutive > 1 else "")
+            streak = f" and non-finite for the {self.consecutive - 1} step(s) after it" if self.consecutive > 1 else ""
             raise TrainingDiverged(
                 f"{self._first}{streak} (limit train.max_nonfinite_steps={self.max_consecutive}); training stopped "
-                f"before the update (no checkpoint written for it). Try a lower train.lr or set train.grad_clip")
+                f"before the update (no checkpoint written for it). Try a lower train.lr or set train.grad_clip"
+            )
         return False
 
     def ok(self) -> None:

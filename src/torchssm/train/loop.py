@@ -68,12 +68,33 @@ from torchssm.train.run_dir import RunWriteError, check_run_dir, claim_run_dir, 
 from torchssm.train.schedule import build_scheduler
 
 # Names other modules import from here (kept where they were before the split).
-__all__ = ["METRICS_FILE", "RESULT_FILE", "RunResult", "TrainingDiverged", "_forward", "_to", "evaluate",
-           "loss_and_correct", "resolve_device", "seed_everything", "train"]
+__all__ = [
+    "METRICS_FILE",
+    "RESULT_FILE",
+    "RunResult",
+    "TrainingDiverged",
+    "_forward",
+    "_to",
+    "evaluate",
+    "loss_and_correct",
+    "resolve_device",
+    "seed_everything",
+    "train",
+]
 
 # Entries that may differ between a run and its resumption without changing the result.
-RUNTIME_KEYS = {"out_dir", "device", "num_workers", "progress", "threads", "eval_batch_size", "save_checkpoints",
-                "keep_checkpoints", "compile", "tensorboard"}
+RUNTIME_KEYS = {
+    "out_dir",
+    "device",
+    "num_workers",
+    "progress",
+    "threads",
+    "eval_batch_size",
+    "save_checkpoints",
+    "keep_checkpoints",
+    "compile",
+    "tensorboard",
+}
 
 
 def seed_everything(seed: int) -> None:
@@ -99,8 +120,10 @@ def resolve_device(spec: str) -> torch.device:
             why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
             raise ValueError(f"device {spec!r} asked for, but {why}; use device 'cpu' or 'auto'")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {spec!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
-                             f"device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+            raise ValueError(
+                f"device {spec!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                f"device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
+            )
     return device
 
 
@@ -124,17 +147,28 @@ def _check_resume_config(saved: dict, current: dict) -> None:
             if section == "train" and key in RUNTIME_KEYS:
                 continue
             if saved.get(section, {}).get(key) != current.get(section, {}).get(key):
-                diffs.append(f"{section}.{key}: checkpoint {saved.get(section, {}).get(key)!r} != "
-                             f"now {current.get(section, {}).get(key)!r}")
+                diffs.append(
+                    f"{section}.{key}: checkpoint {saved.get(section, {}).get(key)!r} != "
+                    f"now {current.get(section, {}).get(key)!r}"
+                )
     if diffs:
-        raise ValueError("cannot resume: the config differs from the checkpoint's (" + "; ".join(diffs) + "); "
-                         "resume without --config to use the checkpoint's own")
+        raise ValueError(
+            "cannot resume: the config differs from the checkpoint's (" + "; ".join(diffs) + "); "
+            "resume without --config to use the checkpoint's own"
+        )
 
 
-def train(cfg: ExperimentConfig, *, data_dir=None, resume: str | Path | None = None,
-          stop_after_epochs: int | None = None, task: TaskData | None = None,
-          model_builder: Callable[..., nn.Module] | None = None, overwrite: bool = False,
-          log: Callable[[str], None] = print) -> RunResult:
+def train(
+    cfg: ExperimentConfig,
+    *,
+    data_dir=None,
+    resume: str | Path | None = None,
+    stop_after_epochs: int | None = None,
+    task: TaskData | None = None,
+    model_builder: Callable[..., nn.Module] | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> RunResult:
     """Train ``cfg`` (see the module docstring) and return a :class:`RunResult`.
 
     Args:
@@ -154,8 +188,9 @@ def train(cfg: ExperimentConfig, *, data_dir=None, resume: str | Path | None = N
         TrainingDiverged: when more than ``train.max_nonfinite_steps`` steps in a row have a NaN/Inf
             loss or gradient norm (no checkpoint is written for them).
     """
-    if stop_after_epochs is not None and (isinstance(stop_after_epochs, bool) or not isinstance(stop_after_epochs, int)
-                                          or stop_after_epochs < 1):
+    if stop_after_epochs is not None and (
+        isinstance(stop_after_epochs, bool) or not isinstance(stop_after_epochs, int) or stop_after_epochs < 1
+    ):
         raise ValueError(f"stop_after_epochs (--stop-after) must be an int >= 1, got {stop_after_epochs!r}")
     if cfg.train.tensorboard:
         require_tensorboard()
@@ -168,21 +203,36 @@ def train(cfg: ExperimentConfig, *, data_dir=None, resume: str | Path | None = N
         set_cpu_threads(cfg.train.threads)
     ctx = D.init_distributed(resolve_device(cfg.train.device))
     try:
-        return _train(cfg, data_dir, resume, source_run, resuming_here, overwrite, stop_after_epochs, task,
-                      model_builder, D.main_only(ctx, log), ctx)
+        return _train(
+            cfg,
+            data_dir,
+            resume,
+            source_run,
+            resuming_here,
+            overwrite,
+            stop_after_epochs,
+            task,
+            model_builder,
+            D.main_only(ctx, log),
+            ctx,
+        )
     finally:
         set_cpu_threads(*threads)  # a library call leaves the process as it found it
         D.shutdown(ctx)
 
 
-def _train(cfg, data_dir, resume, source_run, resuming_here, overwrite, stop_after_epochs, task, model_builder,
-           log, ctx) -> RunResult:
+def _train(
+    cfg, data_dir, resume, source_run, resuming_here, overwrite, stop_after_epochs, task, model_builder, log, ctx
+) -> RunResult:
     t_start = time.perf_counter()
     run = set_up(cfg, data_dir, task, model_builder, ctx)
     progress = resume_run(run, resume, source_run, log) if resume is not None else Progress()
     # only now, with config, data, model and checkpoint known good, does the run directory appear (rank 0)
-    claim = claim_run_dir(run.out_dir, resuming_here=resuming_here, overwrite=overwrite, log=log) if run.main \
+    claim = (
+        claim_run_dir(run.out_dir, resuming_here=resuming_here, overwrite=overwrite, log=log)
+        if run.main
         else nullcontext()
+    )
     with claim:
         D.barrier(ctx)  # no rank goes on before the directory is there
         metrics_log = _start_writing(run, progress, source_run if not resuming_here else None)
@@ -197,8 +247,9 @@ def _start_writing(run: Run, progress: Progress, fork_of: Path | None):
     """Rank 0: ``config.yaml`` and ``metrics.jsonl`` holding the history; for a run resumed into
     another directory (``fork_of``: the checkpoint's run), its ``best/`` too. Returns the metrics log."""
     try:
-        metrics_log = open_metrics_log(run.main, run.out_dir, progress.history, run.config_dict,
-                                       tensorboard=run.tc.tensorboard)
+        metrics_log = open_metrics_log(
+            run.main, run.out_dir, progress.history, run.config_dict, tensorboard=run.tc.tensorboard
+        )
         if run.main and fork_of is not None:
             _copy_best(fork_of, run.out_dir, progress)
     except OSError as err:
@@ -254,9 +305,20 @@ def set_up(cfg: ExperimentConfig, data_dir, task: TaskData | None, model_builder
     total_steps = tc.epochs * steps_per_epoch
     warmup = min(total_steps, max(tc.warmup_steps, int(round(tc.warmup_epochs * steps_per_epoch))))
     scheduler = build_scheduler(optimizer, total_steps, warmup, tc.min_lr_ratio)
-    return Run(cfg=cfg, task=task, model_cfg=model_cfg, model=model, optimizer=optimizer, scheduler=scheduler,
-               device=device, ctx=ctx, steps_per_epoch=steps_per_epoch, config_dict=cfg.to_dict(),
-               out_dir=Path(tc.out_dir), plain=plain)
+    return Run(
+        cfg=cfg,
+        task=task,
+        model_cfg=model_cfg,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        device=device,
+        ctx=ctx,
+        steps_per_epoch=steps_per_epoch,
+        config_dict=cfg.to_dict(),
+        out_dir=Path(tc.out_dir),
+        plain=plain,
+    )
 
 
 def resume_run(run: Run, resume, source_run: Path | None, log) -> Progress:
@@ -270,13 +332,16 @@ def resume_run(run: Run, resume, source_run: Path | None, log) -> Progress:
         D.load_full_state(run.model, run.optimizer, run.plain.state_dict(), extra["optimizer"])
         run.scheduler.load_state_dict(extra["scheduler"])
     else:
-        state = load_checkpoint(resume, run.model, run.optimizer, run.scheduler, restore_rng=True,
-                                map_location=run.device)
+        state = load_checkpoint(
+            resume, run.model, run.optimizer, run.scheduler, restore_rng=True, map_location=run.device
+        )
     progress = Progress(start_epoch=state["epoch"], step=state["step"], best=state.get("best"))
     if source_run is not None:
         progress.history = read_metrics(source_run / METRICS_FILE, progress.start_epoch)
-    log(f"resumed from {resume} at epoch {progress.start_epoch} (step {progress.step})"
-        + (f"; writing to {run.out_dir}" if source_run is None or not same_dir(source_run, run.out_dir) else ""))
+    log(
+        f"resumed from {resume} at epoch {progress.start_epoch} (step {progress.step})"
+        + (f"; writing to {run.out_dir}" if source_run is None or not same_dir(source_run, run.out_dir) else "")
+    )
     return progress
 
 
@@ -304,23 +369,36 @@ def _prepare_for_training(run: Run) -> None:
 def _describe(run: Run) -> str:
     task, info, model_cfg, ctx = run.task, run.info, run.model_cfg, run.ctx
     n_params = sum(p.numel() for p in run.model.parameters())
-    return (f"task {info.name}: {len(task.train)} train / {len(task.val) if task.val is not None else 0} val / "
-            f"{len(task.test)} test; model {model_cfg.layer} x{model_cfg.n_layers}, {n_params:,} parameters; "
-            f"device {run.device}; {run.steps_per_epoch} steps/epoch"
-            + (f"; {ctx.world_size} ranks" if ctx.enabled else ""))
+    return (
+        f"task {info.name}: {len(task.train)} train / {len(task.val) if task.val is not None else 0} val / "
+        f"{len(task.test)} test; model {model_cfg.layer} x{model_cfg.n_layers}, {n_params:,} parameters; "
+        f"device {run.device}; {run.steps_per_epoch} steps/epoch" + (f"; {ctx.world_size} ranks" if ctx.enabled else "")
+    )
 
 
 def _finish(run: Run, progress: Progress, record: dict, t_start: float) -> RunResult:
     """The :class:`RunResult`; rank 0 writes ``result.json``."""
     train_time = time.perf_counter() - run.t_loop
-    result = RunResult(out_dir=run.out_dir, epochs_done=record.get("epoch", progress.start_epoch), last=record,
-                       best=progress.best, train_time_s=train_time, wall_time_s=time.perf_counter() - t_start,
-                       history=progress.history)
+    result = RunResult(
+        out_dir=run.out_dir,
+        epochs_done=record.get("epoch", progress.start_epoch),
+        last=record,
+        best=progress.best,
+        train_time_s=train_time,
+        wall_time_s=time.perf_counter() - t_start,
+        history=progress.history,
+    )
     if run.main:
-        summary = {"last": record, "best": progress.best, "train_time_s": round(train_time, 3),
-                   "wall_time_s": round(result.wall_time_s, 3),
-                   "parameters": sum(p.numel() for p in run.model.parameters()), "device": str(run.device),
-                   "torch": torch.__version__, "world_size": run.ctx.world_size}
+        summary = {
+            "last": record,
+            "best": progress.best,
+            "train_time_s": round(train_time, 3),
+            "wall_time_s": round(result.wall_time_s, 3),
+            "parameters": sum(p.numel() for p in run.model.parameters()),
+            "device": str(run.device),
+            "torch": torch.__version__,
+            "world_size": run.ctx.world_size,
+        }
         if run.task.extra.get("record"):  # what the task records about its data (lm_text: the corpus)
             summary["data"] = run.task.extra["record"]
         text = json.dumps(summary, indent=1)

@@ -22,23 +22,27 @@ from torchssm.train import distributed as D
 Batch = dict[str, torch.Tensor]
 
 
-def loss_and_correct(output: torch.Tensor, targets: torch.Tensor,
-                     info: TaskInfo) -> tuple[torch.Tensor, torch.Tensor, int]:
+def loss_and_correct(
+    output: torch.Tensor, targets: torch.Tensor, info: TaskInfo
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(mean loss, number of correct predictions (0 for regression), number of counted targets)."""
     if info.kind == "regression":
         # targets (b, d) like the output, or (b,) for d_output 1; never a reshape of another layout
         # (a transposed (d, b) would pair values with the wrong examples) nor a (b,) vs (b, 1) broadcast
         if targets.shape != output.shape and not (output.shape[-1] == 1 and targets.shape == output.shape[:-1]):
-            raise ValueError(f"regression targets must have the model output's shape {tuple(output.shape)}"
-                             + (f" or {tuple(output.shape[:-1])}" if output.shape[-1] == 1 else "")
-                             + f"; got {tuple(targets.shape)}")
+            raise ValueError(
+                f"regression targets must have the model output's shape {tuple(output.shape)}"
+                + (f" or {tuple(output.shape[:-1])}" if output.shape[-1] == 1 else "")
+                + f"; got {tuple(targets.shape)}"
+            )
         targets = targets.to(output.dtype).reshape(output.shape)
         return F.mse_loss(output, targets), output.new_zeros((), dtype=torch.long), targets.numel()
     logits = output.reshape(-1, output.shape[-1])  # (b, c) or (b*l, c)
     flat = targets.reshape(-1)  # (b,) or (b*l,)
     if flat.shape[0] != logits.shape[0]:
-        raise ValueError(f"model output {tuple(output.shape)} does not match targets {tuple(targets.shape)} "
-                         f"for a {info.kind!r} task")
+        raise ValueError(
+            f"model output {tuple(output.shape)} does not match targets {tuple(targets.shape)} for a {info.kind!r} task"
+        )
     loss = F.cross_entropy(logits, flat, ignore_index=info.ignore_index)
     valid = flat != info.ignore_index
     correct = ((logits.argmax(-1) == flat) & valid).sum()
@@ -62,8 +66,14 @@ def batch_to(batch: Batch, device: torch.device) -> Batch:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, info: TaskInfo, batch_size: int = 512,
-             device: str | torch.device = "cpu", ctx: D.DistContext | None = None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    dataset,
+    info: TaskInfo,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+    ctx: D.DistContext | None = None,
+) -> dict[str, float]:
     """{"loss", "acc" (classification kinds), "n"} of ``model`` on ``dataset`` (eval mode, restored after).
 
     Under ``torchrun`` (``ctx``) each rank evaluates the examples ``rank::world`` and the sums are

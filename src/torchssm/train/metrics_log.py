@@ -24,14 +24,18 @@ from torchssm.runs import CONFIG_FILE, METRICS_FILE, TENSORBOARD_DIR
 def require_tensorboard() -> None:
     """Fail early, in one line, when TensorBoard logging is asked for without the package."""
     if importlib.util.find_spec("tensorboard") is None:
-        raise ValueError("train.tensorboard (--tensorboard) needs the tensorboard package: "
-                         "pip install 'torchssm[tensorboard]'")
+        raise ValueError(
+            "train.tensorboard (--tensorboard) needs the tensorboard package: pip install 'torchssm[tensorboard]'"
+        )
 
 
 def scalars(record: dict) -> dict[str, float]:
     """The numbers of a metrics record, keyed as in ``metrics.jsonl`` (the epoch is the x axis)."""
-    return {k: float(v) for k, v in record.items()
-            if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {
+        k: float(v)
+        for k, v in record.items()
+        if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 class MetricsLog:
@@ -83,7 +87,7 @@ class NoLog:
         pass
 
 
-def open_metrics_log(main: bool, out_dir: Path, history: list[dict], config: dict, *,
-                     tensorboard: bool = False) -> MetricsLog | NoLog:
+def open_metrics_log(
+    main: bool, out_dir: Path, history: list[dict], config: dict, *, tensorboard: bool = False
+) -> MetricsLog | NoLog:
     return MetricsLog(out_dir, history, config, tensorboard=tensorboard) if main else NoLog()
-

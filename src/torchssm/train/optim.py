@@ -18,22 +18,22 @@ its parameters under ``"names"`` (for logging and tests).
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
-
 import torch
 from torch import nn
 
 from torchssm.layers.tags import parameter_tags
 
-NORM_TYPES: Tuple[type, ...] = (
+NORM_TYPES: tuple[type, ...] = (
     nn.modules.batchnorm._NormBase,  # BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm*
     nn.LayerNorm,
     nn.GroupNorm,
     nn.LocalResponseNorm,
 ) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
-def _resolve(module: nn.Module, param_name: str, spec: Optional[dict], lr: float,
-             weight_decay: float) -> Tuple[float, float]:
+
+def _resolve(
+    module: nn.Module, param_name: str, spec: dict | None, lr: float, weight_decay: float
+) -> tuple[float, float]:
     """(lr, weight_decay) of ``module.<param_name>``: its tag ``spec``, else the default rule."""
     default_wd = 0.0 if (isinstance(module, NORM_TYPES) or param_name == "bias") else weight_decay
     if spec is None:
@@ -42,10 +42,10 @@ def _resolve(module: nn.Module, param_name: str, spec: Optional[dict], lr: float
     return p_lr, float(spec.get("weight_decay", default_wd))
 
 
-def param_groups(model: nn.Module, lr: float, weight_decay: float) -> List[Dict]:
+def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
     """Parameter groups for ``torch.optim`` from the parameter tags and the no-decay rule above."""
     tags = parameter_tags(model)  # id(param) -> (name, spec); raises on a bad tag
-    groups: Dict[Tuple[float, float], Dict] = {}
+    groups: dict[tuple[float, float], dict] = {}
     seen = set()
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
@@ -61,8 +61,9 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float) -> List[Dict]
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0,
-                    betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+) -> torch.optim.AdamW:
     """AdamW (Loshchilov & Hutter 2019) over :func:`param_groups`."""
     groups = param_groups(model, lr, weight_decay)
     if not groups:

@@ -46,8 +46,9 @@ class RunWriteError(OSError):
 
     def __init__(self, out_dir: Path, err: OSError):
         what = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
-        super().__init__(err.errno, f"cannot write to the run directory {out_dir} ({what}); "
-                                    f"its last complete checkpoint is kept")
+        super().__init__(
+            err.errno, f"cannot write to the run directory {out_dir} ({what}); its last complete checkpoint is kept"
+        )
 
     def __str__(self) -> str:
         return self.strerror
@@ -73,16 +74,20 @@ def check_run_dir(out_dir: Path, *, resuming_here: bool, overwrite: bool) -> Non
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"the run directory {out_dir} is a file; choose another --out-dir")
     if overwrite and resuming_here:
-        raise ValueError(f"--overwrite would delete the checkpoint being resumed (it is in {out_dir}); "
-                         f"use one of --resume and --overwrite, or resume into another --out-dir")
+        raise ValueError(
+            f"--overwrite would delete the checkpoint being resumed (it is in {out_dir}); "
+            f"use one of --resume and --overwrite, or resume into another --out-dir"
+        )
     if resuming_here or overwrite:
         return
     order = {name: i for i, name in enumerate(RUN_FILES)}  # a run's own files first
     found = sorted(run_files(out_dir), key=lambda name: (order.get(name, len(order)), name))
     if found:
         shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
-        raise ValueError(f"the run directory {out_dir} is not empty ({shown}); continue that run with --resume, "
-                         f"replace it with --overwrite, or choose another --out-dir")
+        raise ValueError(
+            f"the run directory {out_dir} is not empty ({shown}); continue that run with --resume, "
+            f"replace it with --overwrite, or choose another --out-dir"
+        )
 
 
 def _holder(info: dict) -> str:
@@ -131,8 +136,10 @@ class RunDirLock:
                 os.close(fd)
                 if err.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
-                raise RunDirBusy(f"the run directory {self.path.parent} is in use by {_holder(self._read())}; "
-                                 f"wait for that run to end or choose another --out-dir") from None
+                raise RunDirBusy(
+                    f"the run directory {self.path.parent} is in use by {_holder(self._read())}; "
+                    f"wait for that run to end or choose another --out-dir"
+                ) from None
             try:  # the previous holder may have removed the file between our open and flock: lock the new one
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))
             except FileNotFoundError:
@@ -155,8 +162,10 @@ class RunDirLock:
                 previous = self._read()
                 alive = previous.get("host") != me["host"] or _pid_alive(int(previous.get("pid", -1)))
                 if alive and previous:
-                    raise RunDirBusy(f"the run directory {self.path.parent} is in use by {_holder(previous)}; wait "
-                                     f"for that run to end, or delete {self.path} if it is gone") from None
+                    raise RunDirBusy(
+                        f"the run directory {self.path.parent} is in use by {_holder(previous)}; wait "
+                        f"for that run to end, or delete {self.path} if it is gone"
+                    ) from None
                 self.stale = previous
                 self.path.unlink(missing_ok=True)
                 continue
@@ -187,8 +196,9 @@ def _remove_previous_run(out_dir: Path) -> None:
 
 
 @contextmanager
-def claim_run_dir(out_dir: Path, *, resuming_here: bool, overwrite: bool,
-                  log: Callable[[str], None] = print) -> Iterator[RunDirLock]:
+def claim_run_dir(
+    out_dir: Path, *, resuming_here: bool, overwrite: bool, log: Callable[[str], None] = print
+) -> Iterator[RunDirLock]:
     """Create ``out_dir``, hold its lock for the ``with`` block, clear it for ``overwrite``.
 
     OS errors (a read-only parent, a full disk) become :class:`RunWriteError`.

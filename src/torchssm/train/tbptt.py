@@ -20,7 +20,6 @@ causal layers) and unpadded batches (no ``lengths``).
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Dict, Tuple
 
 import torch
 from torch import nn
@@ -39,8 +38,16 @@ def detach_state(state):
     return type(state)(detach_state(v) for v in state)
 
 
-def tbptt_backward(model: nn.Module, batch: Dict[str, torch.Tensor], info: TaskInfo, chunk: int,
-                   weight: torch.Tensor = None, *, sync: bool = True, autocast=nullcontext) -> Tuple[torch.Tensor, torch.Tensor]:
+def tbptt_backward(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    info: TaskInfo,
+    chunk: int,
+    weight: torch.Tensor = None,
+    *,
+    sync: bool = True,
+    autocast=nullcontext,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward + truncated backward of one batch; returns (mean loss (detached), correct count).
 
     Gradients of ``weight * mean loss`` (see the module docstring) are accumulated into the
@@ -50,8 +57,10 @@ def tbptt_backward(model: nn.Module, batch: Dict[str, torch.Tensor], info: TaskI
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"tbptt chunk must be a positive int, got {chunk!r}")
     if batch.get("lengths") is not None or batch.get("inputs2") is not None:
-        raise ValueError("truncated BPTT needs unpadded, unpaired batches (no lengths / inputs2); "
-                         "set train.tbptt_chunk=0 for this task")
+        raise ValueError(
+            "truncated BPTT needs unpadded, unpaired batches (no lengths / inputs2); "
+            "set train.tbptt_chunk=0 for this task"
+        )
     inputs, targets = batch["inputs"], batch["targets"]  # (b, l[, m]), (b[, l])
     length = inputs.shape[1]
     weight = torch.ones((), dtype=torch.float64) if weight is None else weight
@@ -61,9 +70,9 @@ def tbptt_backward(model: nn.Module, batch: Dict[str, torch.Tensor], info: TaskI
     if not per_step:  # the loss is at the end: earlier chunks only build the state
         with torch.no_grad(), autocast():
             for s in starts[:-1]:
-                _, state = model(inputs[:, s:s + chunk], state=state, return_state=True)
+                _, state = model(inputs[:, s : s + chunk], state=state, return_state=True)
         with D.no_sync(model, sync), autocast():
-            out, _ = model(inputs[:, starts[-1]:], state=state, return_state=True)
+            out, _ = model(inputs[:, starts[-1] :], state=state, return_state=True)
             loss, correct, _ = loss_and_correct(out, targets, info)
         (loss * weight.to(loss.dtype)).backward()
         return loss.detach(), correct
@@ -71,10 +80,10 @@ def tbptt_backward(model: nn.Module, batch: Dict[str, torch.Tensor], info: TaskI
     loss_sum = torch.zeros((), dtype=torch.float64, device=inputs.device)
     correct = torch.zeros((), dtype=torch.long, device=inputs.device)
     for i, s in enumerate(starts):
-        tgt = targets[:, s:s + chunk]
+        tgt = targets[:, s : s + chunk]
         n_c = D.count_targets(tgt, info.kind, info.ignore_index)
         with D.no_sync(model, sync and i == len(starts) - 1), autocast():
-            out, state = model(inputs[:, s:s + chunk], state=state, return_state=True)
+            out, state = model(inputs[:, s : s + chunk], state=state, return_state=True)
             if int(n_c) == 0:  # nothing counted in this chunk (all ignore_index): a zero loss keeps DDP in step
                 loss, c = out.float().sum() * 0.0, torch.zeros((), dtype=torch.long, device=out.device)
             else:

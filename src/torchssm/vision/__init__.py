@@ -12,5 +12,4 @@ from torchssm.vision.s4nd import S4ND
 from torchssm.vision.scan_orders import ORDERS, VMAMBA_CROSS_SCAN, inverse, scan_order
 from torchssm.vision.spatial_mamba import SpatialMamba
 
-__all__ = ["CrossScan2D", "PatchEmbed", "S4ND", "SpatialMamba", "ORDERS", "VMAMBA_CROSS_SCAN", "inverse",
-           "scan_order"]
+__all__ = ["CrossScan2D", "PatchEmbed", "S4ND", "SpatialMamba", "ORDERS", "VMAMBA_CROSS_SCAN", "inverse", "scan_order"]

@@ -74,13 +74,34 @@ def build_classifier(spec: dict, d_input: int, classes: int, grid: tuple):
     kwargs = dict(spec.get("layer_kwargs", {}))
     if spec["layer"] in ("cross_scan", "spatial_mamba", "s4nd"):
         kwargs["grid"] = tuple(grid)
-    cfg = ModelConfig(layer=spec["layer"], d_model=spec["d_model"], n_layers=spec.get("n_layers", 2),
-                      layer_kwargs=kwargs, norm="layer", d_input=d_input, d_output=classes, pooling="mean")
+    cfg = ModelConfig(
+        layer=spec["layer"],
+        d_model=spec["d_model"],
+        n_layers=spec.get("n_layers", 2),
+        layer_kwargs=kwargs,
+        norm="layer",
+        d_input=d_input,
+        d_output=classes,
+        pooling="mean",
+    )
     return DeepSSM(cfg)
 
 
-def train_classifier(model, x_train, y_train, x_test, y_test, *, steps: int, batch: int, lr: float,
-                     weight_decay: float = 0.05, seed: int = 0, progress: bool = True, desc: str = "") -> dict:
+def train_classifier(
+    model,
+    x_train,
+    y_train,
+    x_test,
+    y_test,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    weight_decay: float = 0.05,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "",
+) -> dict:
     from tqdm.auto import tqdm
 
     from torchssm.train.optim import build_optimizer
@@ -102,16 +123,30 @@ def train_classifier(model, x_train, y_train, x_test, y_test, *, steps: int, bat
     train_cpu = time.process_time() - t0
     model.eval()
     with torch.no_grad():
-        pred = torch.cat([model(x_test[i:i + 256]).argmax(-1) for i in range(0, len(x_test), 256)])
-        train_pred = torch.cat([model(x_train[i:i + 256]).argmax(-1) for i in range(0, min(len(x_train), 1024), 256)])
-    return {"test_accuracy": (pred == y_test).float().mean().item(),
-            "train_accuracy": (train_pred == y_train[:len(train_pred)]).float().mean().item(),
-            "final_loss": loss.item(), "train_cpu_s": train_cpu}
+        pred = torch.cat([model(x_test[i : i + 256]).argmax(-1) for i in range(0, len(x_test), 256)])
+        train_pred = torch.cat([model(x_train[i : i + 256]).argmax(-1) for i in range(0, min(len(x_train), 1024), 256)])
+    return {
+        "test_accuracy": (pred == y_test).float().mean().item(),
+        "train_accuracy": (train_pred == y_train[: len(train_pred)]).float().mean().item(),
+        "final_loss": loss.item(),
+        "train_cpu_s": train_cpu,
+    }
 
 
-def run_classification(out_dir, specs: dict, *, data: str = "pathfinder", n_images: int = 2000, patch: int = 4,
-                       steps: int = 300, batch: int = 32, lr: float = 2e-3, seed: int = 0,
-                       cache=None, progress: bool = True) -> dict:
+def run_classification(
+    out_dir,
+    specs: dict,
+    *,
+    data: str = "pathfinder",
+    n_images: int = 2000,
+    patch: int = 4,
+    steps: int = 300,
+    batch: int = 32,
+    lr: float = 2e-3,
+    seed: int = 0,
+    cache=None,
+    progress: bool = True,
+) -> dict:
     """Train every model of ``specs`` ({name: spec}) for ``steps`` steps on the same split; write
     ``results.json`` under ``out_dir``; return {name: {parameters, test_accuracy, ...}}."""
     import json
@@ -127,11 +162,32 @@ def run_classification(out_dir, specs: dict, *, data: str = "pathfinder", n_imag
     for name, spec in specs.items():
         torch.manual_seed(seed)
         model = build_classifier(spec, tokens.shape[-1], classes, grid)
-        out = train_classifier(model, tokens[train_idx], labels[train_idx], tokens[test_idx], labels[test_idx],
-                               steps=steps, batch=batch, lr=lr, seed=seed, progress=progress, desc=name)
+        out = train_classifier(
+            model,
+            tokens[train_idx],
+            labels[train_idx],
+            tokens[test_idx],
+            labels[test_idx],
+            steps=steps,
+            batch=batch,
+            lr=lr,
+            seed=seed,
+            progress=progress,
+            desc=name,
+        )
         results[name] = {"spec": spec, "parameters": sum(p.numel() for p in model.parameters()), **out}
-    summary = {"data": data, "n_images": len(tokens), "patch": patch, "grid": list(grid), "steps": steps,
-               "batch": batch, "lr": lr, "seed": seed, "n_train": len(train_idx), "n_test": len(test_idx),
-               "models": results}
+    summary = {
+        "data": data,
+        "n_images": len(tokens),
+        "patch": patch,
+        "grid": list(grid),
+        "steps": steps,
+        "batch": batch,
+        "lr": lr,
+        "seed": seed,
+        "n_train": len(train_idx),
+        "n_test": len(test_idx),
+        "models": results,
+    }
     atomic_write(Path(out_dir) / "results.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2)))
     return summary

@@ -63,8 +63,10 @@ def _run_cost(args) -> int:
     models = {name: RestorationUNet(1, args.width, (1, 1, 1), name) for name in args.mixers}
     rows = cost_table(models, args.resolutions)
     for r in rows:
-        print(f"{r['model']:>14} {r['resolution']:>5}px  {r['gflops']:9.3f} GFLOP  saved {r['saved_mib']:8.1f} MiB  "
-              f"attn matrix {r['attn_matrix_mib']:9.1f} MiB  {r['cpu_s']:7.2f} s CPU")
+        print(
+            f"{r['model']:>14} {r['resolution']:>5}px  {r['gflops']:9.3f} GFLOP  saved {r['saved_mib']:8.1f} MiB  "
+            f"attn matrix {r['attn_matrix_mib']:9.1f} MiB  {r['cpu_s']:7.2f} s CPU"
+        )
     if args.out:
         atomic_write(args.out, lambda p: Path(p).write_text(json.dumps(rows, indent=2)))
     return 0
@@ -83,8 +85,10 @@ def _run_classify(args) -> int:
             cfg[key] = getattr(args, key)
     res = run_classification(args.out, specs, cache=args.cache, **cfg)
     for name, r in res["models"].items():
-        print(f"{name:>26}: {r['parameters']:7d} params  test acc {r['test_accuracy']:.3f}  "
-              f"train acc {r['train_accuracy']:.3f}  {r['train_cpu_s']:.0f} s CPU")
+        print(
+            f"{name:>26}: {r['parameters']:7d} params  test acc {r['test_accuracy']:.3f}  "
+            f"train acc {r['train_accuracy']:.3f}  {r['train_cpu_s']:.0f} s CPU"
+        )
     return 0
 
 
@@ -97,9 +101,16 @@ def register(subparsers) -> None:
     restore.add_argument("--out", required=True, help="run folder (results.json, model.pt, figure.png)")
     restore.add_argument("--task", choices=("denoise", "deblur"))
     restore.add_argument("--mixer", help="cross_scan | spatial_mamba | s4nd | attention")
-    restore.add_argument("--mixer-kwargs", dest="mixer_kwargs", help='JSON, e.g. \'{"d_state": 1}\'')
-    for name, typ in (("width", int), ("steps", int), ("batch", int), ("patch", int), ("lr", float),
-                      ("crop", int), ("seed", int)):
+    restore.add_argument("--mixer-kwargs", dest="mixer_kwargs", help="JSON, e.g. '{\"d_state\": 1}'")
+    for name, typ in (
+        ("width", int),
+        ("steps", int),
+        ("batch", int),
+        ("patch", int),
+        ("lr", float),
+        ("crop", int),
+        ("seed", int),
+    ):
         restore.add_argument(f"--{name}", type=typ)
     restore.add_argument("--sigmas", type=float, nargs="+", help="noise levels on the 0..255 scale")
     restore.add_argument("--threads", type=int, default=1)

@@ -46,10 +46,10 @@ def _scaled_modules(model: RestorationUNet):
     """(downsampling factor, module) for every module inside each level's stages."""
     for i, stage in enumerate(model.encoders):
         for m in stage.modules():
-            yield 2 ** i, m
+            yield 2**i, m
     for i, stage in enumerate(model.decoders):
         for m in stage.modules():
-            yield 2 ** i, m
+            yield 2**i, m
 
 
 def _attention_matrix_bytes(model: RestorationUNet, height: int, width: int) -> float:
@@ -102,8 +102,13 @@ def measure(model: RestorationUNet, resolution: int) -> dict:
     y.square().mean().backward()
     cpu = time.process_time() - t0
     model.zero_grad(set_to_none=True)
-    return {"resolution": resolution, "gflops": flops / 1e9, "saved_mib": sum(storages.values()) / 2 ** 20,
-            "attn_matrix_mib": _attention_matrix_bytes(model, resolution, resolution) / 2 ** 20, "cpu_s": cpu}
+    return {
+        "resolution": resolution,
+        "gflops": flops / 1e9,
+        "saved_mib": sum(storages.values()) / 2**20,
+        "attn_matrix_mib": _attention_matrix_bytes(model, resolution, resolution) / 2**20,
+        "cpu_s": cpu,
+    }
 
 
 def cost_table(models: dict, resolutions, progress: bool = True) -> list:

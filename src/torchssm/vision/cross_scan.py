@@ -44,8 +44,17 @@ class CrossScan2D(Grid2DLayer):
         mixer_kwargs: keyword arguments of the mixer (e.g. ``{"d_state": 16}``).
     """
 
-    def __init__(self, d_model: int, mixer: str = "mamba", orders: Sequence[str] | None = None, *,
-                 share: bool = False, merge: str = "mean", grid=None, mixer_kwargs: dict | None = None):
+    def __init__(
+        self,
+        d_model: int,
+        mixer: str = "mamba",
+        orders: Sequence[str] | None = None,
+        *,
+        share: bool = False,
+        merge: str = "mean",
+        grid=None,
+        mixer_kwargs: dict | None = None,
+    ):
         super().__init__(d_model, grid)
         if merge not in MERGES:
             raise ValueError(f"unknown merge {merge!r}; expected one of {list(MERGES)}")
@@ -64,8 +73,10 @@ class CrossScan2D(Grid2DLayer):
         self.optim_overrides = {}  # the mixers carry their own (optim builder walks submodules)
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, mixer={self.mixer_name!r}, orders={self.orders}, share={self.share}, "
-                f"merge={self.merge!r}")
+        return (
+            f"d_model={self.d_model}, mixer={self.mixer_name!r}, orders={self.orders}, share={self.share}, "
+            f"merge={self.merge!r}"
+        )
 
     def forward_image(self, x: torch.Tensor) -> torch.Tensor:
         """x (b, H, W, d) -> (b, H, W, d)."""

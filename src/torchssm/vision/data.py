@@ -26,11 +26,24 @@ from torchssm.data.lra.common import DataFormatError
 
 # Bundled photographs (file names inside skimage/data). Held out for testing: the four the issue names.
 SKIMAGE_FILES = {
-    "astronaut": "astronaut.png", "camera": "camera.png", "chelsea": "chelsea.png", "coffee": "coffee.png",
-    "rocket": "rocket.jpg", "moon": "moon.png", "coins": "coins.png", "hubble_deep_field": "hubble_deep_field.jpg",
-    "immunohistochemistry": "ihc.png", "motorcycle_left": "motorcycle_left.png",
-    "motorcycle_right": "motorcycle_right.png", "brick": "brick.png", "grass": "grass.png", "gravel": "gravel.png",
-    "page": "page.png", "text": "text.png", "cell": "cell.png", "retina": "retina.jpg",
+    "astronaut": "astronaut.png",
+    "camera": "camera.png",
+    "chelsea": "chelsea.png",
+    "coffee": "coffee.png",
+    "rocket": "rocket.jpg",
+    "moon": "moon.png",
+    "coins": "coins.png",
+    "hubble_deep_field": "hubble_deep_field.jpg",
+    "immunohistochemistry": "ihc.png",
+    "motorcycle_left": "motorcycle_left.png",
+    "motorcycle_right": "motorcycle_right.png",
+    "brick": "brick.png",
+    "grass": "grass.png",
+    "gravel": "gravel.png",
+    "page": "page.png",
+    "text": "text.png",
+    "cell": "cell.png",
+    "retina": "retina.jpg",
 }
 RESTORATION_TEST = ("camera", "astronaut", "chelsea", "coffee")
 RESTORATION_TRAIN = tuple(n for n in SKIMAGE_FILES if n not in RESTORATION_TEST)
@@ -61,8 +74,9 @@ def skimage_folder() -> Path:
     try:
         import skimage
     except ImportError as err:
-        raise FileNotFoundError("the restoration images ship inside scikit-image, which is not installed: "
-                                "`pip install torchssm[vision]`") from err
+        raise FileNotFoundError(
+            "the restoration images ship inside scikit-image, which is not installed: `pip install torchssm[vision]`"
+        ) from err
     return Path(skimage.__file__).parent / "data"
 
 
@@ -99,7 +113,7 @@ def random_patches(images, n: int, size: int, generator: torch.Generator) -> tor
         h, w = images[i].shape
         r = int(torch.randint(h - size + 1, (1,), generator=generator))
         c = int(torch.randint(w - size + 1, (1,), generator=generator))
-        out[k, 0] = torch.from_numpy(images[i][r:r + size, c:c + size])
+        out[k, 0] = torch.from_numpy(images[i][r : r + size, c : c + size])
     return out
 
 
@@ -135,17 +149,19 @@ def read_idx(path) -> np.ndarray:
     ndim = raw[3]
     if len(raw) < 4 + 4 * ndim:
         raise DataFormatError(f"{path}: truncated idx header")
-    dims = [int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim)]
+    dims = [int.from_bytes(raw[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim)]
     dtype = np.dtype(_IDX_TYPES[raw[2]])
-    body = raw[4 + 4 * ndim:]
+    body = raw[4 + 4 * ndim :]
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(body) != expected:
         raise DataFormatError(f"{path}: header says {dims} ({expected} bytes of data); the file holds {len(body)}")
     return np.frombuffer(body, dtype=dtype).reshape(dims)
 
 
-MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def read_mnist(folder, split: str = "train"):
@@ -161,6 +177,7 @@ def read_mnist(folder, split: str = "train"):
         paths.append(found[0])
     images, labels = read_idx(paths[0]), read_idx(paths[1])
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise DataFormatError(f"{folder}: expected images (n, rows, cols) and n labels; got {images.shape}, "
-                              f"{labels.shape}")
+        raise DataFormatError(
+            f"{folder}: expected images (n, rows, cols) and n labels; got {images.shape}, {labels.shape}"
+        )
     return torch.from_numpy(images.copy())[:, None], torch.from_numpy(labels.astype(np.int64))

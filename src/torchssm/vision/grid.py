@@ -24,16 +24,20 @@ def check_grid(grid) -> tuple | None:
         return None
     if isinstance(grid, int) and not isinstance(grid, bool):
         grid = (grid, grid)
-    if not isinstance(grid, (tuple, list)) or len(grid) != 2 or any(
-            isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in grid):
+    if (
+        not isinstance(grid, (tuple, list))
+        or len(grid) != 2
+        or any(isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in grid)
+    ):
         raise ValueError(f"grid must be (height, width) positive ints or None; got {grid!r}")
     return int(grid[0]), int(grid[1])
 
 
 def check_image(x: torch.Tensor, d_model: int) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[-1] != d_model:
-        raise ValueError(f"x must have shape (batch, height, width, d_model={d_model}); "
-                         f"got {tuple(getattr(x, 'shape', ()))}")
+        raise ValueError(
+            f"x must have shape (batch, height, width, d_model={d_model}); got {tuple(getattr(x, 'shape', ()))}"
+        )
     if x.shape[1] == 0 or x.shape[2] == 0:
         raise ValueError(f"x is an empty image {tuple(x.shape)}; expected height, width >= 1")
     if not x.is_floating_point():
@@ -52,13 +56,17 @@ class Grid2DLayer(SSMLayer):
     def grid_of(self, length: int) -> tuple:
         if self.grid is not None:
             if self.grid[0] * self.grid[1] != length:
-                raise ValueError(f"{type(self).__name__} reads a {self.grid[0]}x{self.grid[1]} grid: expected "
-                                 f"sequences of length {self.grid[0] * self.grid[1]}; got length {length}")
+                raise ValueError(
+                    f"{type(self).__name__} reads a {self.grid[0]}x{self.grid[1]} grid: expected "
+                    f"sequences of length {self.grid[0] * self.grid[1]}; got length {length}"
+                )
             return self.grid
         side = math.isqrt(length)
         if side * side != length:
-            raise ValueError(f"{type(self).__name__} without grid= reads a square grid: length {length} is not a "
-                             f"perfect square; pass grid=(height, width)")
+            raise ValueError(
+                f"{type(self).__name__} without grid= reads a square grid: length {length} is not a "
+                f"perfect square; pass grid=(height, width)"
+            )
         return side, side
 
     def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:

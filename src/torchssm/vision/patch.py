@@ -16,8 +16,10 @@ def check_patch_size(patch_size) -> int:
     """A square patch side as a positive int; (p, p) is accepted, (p, q) with p != q is not."""
     if isinstance(patch_size, (tuple, list)):
         if len(patch_size) != 2 or patch_size[0] != patch_size[1]:
-            raise ValueError(f"non-square patches are not supported: patch_size={tuple(patch_size)}; "
-                             f"expected one int p (p x p patches)")
+            raise ValueError(
+                f"non-square patches are not supported: patch_size={tuple(patch_size)}; "
+                f"expected one int p (p x p patches)"
+            )
         patch_size = patch_size[0]
     if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
         raise ValueError(f"patch_size must be a positive int; got {patch_size!r}")
@@ -26,8 +28,10 @@ def check_patch_size(patch_size) -> int:
 
 def check_divisible(height: int, width: int, patch_size: int) -> None:
     if height % patch_size or width % patch_size:
-        raise ValueError(f"image size {height}x{width} is not divisible by the patch size {patch_size}; "
-                         f"expected both sides to be multiples of {patch_size} (crop or pad the image)")
+        raise ValueError(
+            f"image size {height}x{width} is not divisible by the patch size {patch_size}; "
+            f"expected both sides to be multiples of {patch_size} (crop or pad the image)"
+        )
 
 
 class PatchEmbed(nn.Module):
@@ -55,8 +59,10 @@ class PatchEmbed(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != self.in_channels:
-            raise ValueError(f"images must have shape (batch, channels={self.in_channels}, height, width); "
-                             f"got {tuple(getattr(images, 'shape', ()))}")
+            raise ValueError(
+                f"images must have shape (batch, channels={self.in_channels}, height, width); "
+                f"got {tuple(getattr(images, 'shape', ()))}"
+            )
         h, w = images.shape[-2:]
         if self.image_size is not None and (h, w) != self.image_size:
             raise ValueError(f"expected images of size {self.image_size[0]}x{self.image_size[1]}; got {h}x{w}")

@@ -41,8 +41,9 @@ def build_mixer2d(name: str, channels: int, kwargs: dict) -> nn.Module:
         return CrossScan2D(channels, "transformer", ("row",), mixer_kwargs=kw)
     layer = build_layer(name, channels, **kwargs)
     if not hasattr(layer, "forward_image"):
-        raise ValueError(f"mixer {name!r} is not a 2-D mixer; expected 'attention' or one of "
-                         f"'cross_scan', 'spatial_mamba', 's4nd'")
+        raise ValueError(
+            f"mixer {name!r} is not a 2-D mixer; expected 'attention' or one of 'cross_scan', 'spatial_mamba', 's4nd'"
+        )
     return layer
 
 
@@ -85,8 +86,14 @@ class _Stage(nn.Sequential):
 class RestorationUNet(nn.Module):
     """The U-shaped restoration network (module docstring). images (b, C, H, W) -> restored (b, C, H, W)."""
 
-    def __init__(self, in_channels: int = 1, width: int = 16, depths: Sequence[int] = (1, 1, 1),
-                 mixer: str = "cross_scan", mixer_kwargs: dict | None = None):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        width: int = 16,
+        depths: Sequence[int] = (1, 1, 1),
+        mixer: str = "cross_scan",
+        mixer_kwargs: dict | None = None,
+    ):
         super().__init__()
         depths = tuple(depths)
         if not depths or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in depths):
@@ -96,15 +103,17 @@ class RestorationUNet(nn.Module):
         mixer_kwargs = dict(mixer_kwargs or {})
         self.in_channels, self.width, self.depths, self.mixer = in_channels, width, depths, mixer
         levels = len(depths)
-        widths = [width * 2 ** i for i in range(levels)]
+        widths = [width * 2**i for i in range(levels)]
         self.stem = nn.Conv2d(in_channels, width, 3, padding=1)
         self.encoders = nn.ModuleList(
-            _Stage(*[Block2D(widths[i], mixer, mixer_kwargs) for _ in range(depths[i])]) for i in range(levels))
+            _Stage(*[Block2D(widths[i], mixer, mixer_kwargs) for _ in range(depths[i])]) for i in range(levels)
+        )
         self.downs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 2, stride=2) for i in range(levels - 1))
         self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(levels - 1))
         self.fuses = nn.ModuleList(nn.Conv2d(2 * widths[i], widths[i], 1) for i in range(levels - 1))
         self.decoders = nn.ModuleList(
-            _Stage(*[Block2D(widths[i], mixer, mixer_kwargs) for _ in range(depths[i])]) for i in range(levels - 1))
+            _Stage(*[Block2D(widths[i], mixer, mixer_kwargs) for _ in range(depths[i])]) for i in range(levels - 1)
+        )
         self.head = nn.Conv2d(width, in_channels, 3, padding=1)
 
     @property
@@ -114,12 +123,16 @@ class RestorationUNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != self.in_channels:
-            raise ValueError(f"images must have shape (batch, channels={self.in_channels}, height, width); "
-                             f"got {tuple(getattr(images, 'shape', ()))}")
+            raise ValueError(
+                f"images must have shape (batch, channels={self.in_channels}, height, width); "
+                f"got {tuple(getattr(images, 'shape', ()))}"
+            )
         h, w = images.shape[-2:]
         if h % self.multiple or w % self.multiple:
-            raise ValueError(f"image size {h}x{w} is not divisible by {self.multiple} (2^(levels-1) for "
-                             f"{len(self.depths)} levels); crop or pad the image")
+            raise ValueError(
+                f"image size {h}x{w} is not divisible by {self.multiple} (2^(levels-1) for "
+                f"{len(self.depths)} levels); crop or pad the image"
+            )
         x = self.stem(images)
         skips = []
         for i, encoder in enumerate(self.encoders):

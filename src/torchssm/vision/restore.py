@@ -74,9 +74,21 @@ def restore(model: nn.Module, image: np.ndarray) -> np.ndarray:
     return y.clamp(0, 1).double().numpy()
 
 
-def train_restorer(model: nn.Module, images: Sequence[np.ndarray], *, task: str = "denoise", steps: int = 300,
-                   batch: int = 8, patch: int = 48, sigma_range=(5.0, 55.0), blur_sigma: float = 1.6,
-                   lr: float = 2e-3, weight_decay: float = 0.0, seed: int = 0, progress: bool = True) -> list:
+def train_restorer(
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    *,
+    task: str = "denoise",
+    steps: int = 300,
+    batch: int = 8,
+    patch: int = 48,
+    sigma_range=(5.0, 55.0),
+    blur_sigma: float = 1.6,
+    lr: float = 2e-3,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> list:
     """Train on random patches (module docstring); returns the per-step training losses."""
     from tqdm.auto import tqdm
 
@@ -117,8 +129,9 @@ def classical_denoisers(noisy: np.ndarray, sigma: float, tv_weight: float) -> di
     from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, denoise_wavelet
 
     s = sigma / 255.0
-    out = {"nl_means": denoise_nl_means(noisy, h=NL_MEANS_H * s, sigma=s, patch_size=5, patch_distance=6,
-                                        fast_mode=True)}
+    out = {
+        "nl_means": denoise_nl_means(noisy, h=NL_MEANS_H * s, sigma=s, patch_size=5, patch_distance=6, fast_mode=True)
+    }
     if wavelet_available():
         out["wavelet"] = denoise_wavelet(noisy, sigma=s, rescale_sigma=True)
     out["tv"] = denoise_tv_chambolle(noisy, weight=tv_weight)
@@ -138,8 +151,10 @@ def classical_deblurrers(blurred: np.ndarray, blur_sigma: float, balance: float)
     from skimage.restoration import richardson_lucy, wiener
 
     psf = gaussian_psf(blur_sigma)
-    return {"wiener": wiener(blurred, psf, balance), "richardson_lucy": richardson_lucy(np.clip(blurred, 0, 1), psf,
-                                                                                      num_iter=30)}
+    return {
+        "wiener": wiener(blurred, psf, balance),
+        "richardson_lucy": richardson_lucy(np.clip(blurred, 0, 1), psf, num_iter=30),
+    }
 
 
 def _tuning_patches(images, seed: int, n: int = 8, size: int = 96) -> list:
@@ -164,8 +179,9 @@ def tune_wiener_balance(train_images, blur_sigma: float, seed: int = 0, balances
     patches = _tuning_patches(train_images, seed)
     gen = torch.Generator().manual_seed(seed + 2)
     psf = gaussian_psf(blur_sigma)
-    blurred = [degrade(torch.from_numpy(p)[None, None], "deblur", BLUR_NOISE, gen, blur_sigma)[0, 0].numpy()
-               for p in patches]
+    blurred = [
+        degrade(torch.from_numpy(p)[None, None], "deblur", BLUR_NOISE, gen, blur_sigma)[0, 0].numpy() for p in patches
+    ]
     scores = [np.mean([psnr(wiener(y, psf, b), p) for y, p in zip(blurred, patches)]) for b in balances]
     return float(balances[int(np.argmax(scores))])
 
@@ -176,13 +192,27 @@ def center_crop(image: np.ndarray, size) -> np.ndarray:
     h, w = image.shape
     s = min(size, h, w)
     r, c = (h - s) // 2, (w - s) // 2
-    return image[r:r + s, c:c + s]
+    return image[r : r + s, c : c + s]
 
 
-def run_restoration(out_dir, *, task: str = "denoise", mixer: str = "cross_scan", mixer_kwargs: dict | None = None,
-                    width: int = 16, depths=(1, 1, 1), steps: int = 300, batch: int = 8, patch: int = 48,
-                    lr: float = 2e-3, sigmas=(15, 25, 50), blur_sigma: float = 1.6, crop: int | None = 256,
-                    seed: int = 0, progress: bool = True) -> dict:
+def run_restoration(
+    out_dir,
+    *,
+    task: str = "denoise",
+    mixer: str = "cross_scan",
+    mixer_kwargs: dict | None = None,
+    width: int = 16,
+    depths=(1, 1, 1),
+    steps: int = 300,
+    batch: int = 8,
+    patch: int = 48,
+    lr: float = 2e-3,
+    sigmas=(15, 25, 50),
+    blur_sigma: float = 1.6,
+    crop: int | None = 256,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Train the U-Net on the training photographs, evaluate it and the classical methods on the held-out
     ones (center crops of ``crop`` px, None = full images); write ``results.json``, ``model.pt`` and
     ``figure.png`` under ``out_dir``; return the results."""
@@ -200,8 +230,18 @@ def run_restoration(out_dir, *, task: str = "denoise", mixer: str = "cross_scan"
     test_imgs = [center_crop(img, crop) for img in skimage_images(RESTORATION_TEST)]
     model = RestorationUNet(1, width, depths, mixer, mixer_kwargs)
     t0 = time.process_time()
-    losses = train_restorer(model, train_imgs, task=task, steps=steps, batch=batch, patch=patch, lr=lr,
-                            blur_sigma=blur_sigma, seed=seed, progress=progress)
+    losses = train_restorer(
+        model,
+        train_imgs,
+        task=task,
+        steps=steps,
+        batch=batch,
+        patch=patch,
+        lr=lr,
+        blur_sigma=blur_sigma,
+        seed=seed,
+        progress=progress,
+    )
     train_cpu = time.process_time() - t0
     atomic_write(out / "model.pt", lambda p: torch.save(model.state_dict(), p))
     gen = torch.Generator().manual_seed(seed + 100)
@@ -218,19 +258,34 @@ def run_restoration(out_dir, *, task: str = "denoise", mixer: str = "cross_scan"
         for name, clean in zip(RESTORATION_TEST, test_imgs):
             y = degrade(torch.from_numpy(clean)[None, None], task, sigma, gen, blur_sigma)[0, 0].numpy()
             outs = {"degraded": y, "model": restore(model, y)}
-            outs.update(classical_denoisers(y, sigma, tv_w) if task == "denoise"
-                        else classical_deblurrers(y, blur_sigma, bal))
+            outs.update(
+                classical_denoisers(y, sigma, tv_w) if task == "denoise" else classical_deblurrers(y, blur_sigma, bal)
+            )
             rows[name] = {k: psnr(v, clean) for k, v in outs.items()}
             if name == RESTORATION_TEST[0] and (sigma == 25 or len(levels) == 1):
                 examples = {"clean": clean, **outs}
         mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in next(iter(rows.values()))}
         table[str(sigma)] = {"per_image": rows, "mean": mean, "settings": settings}
-    results = {"task": task, "mixer": mixer, "mixer_kwargs": mixer_kwargs, "width": width, "depths": list(depths),
-               "parameters": sum(p.numel() for p in model.parameters()), "steps": steps, "batch": batch,
-               "patch": patch, "lr": lr, "seed": seed, "crop": crop, "train_cpu_s": train_cpu,
-               "final_loss": float(np.mean(losses[-20:])), "test_images": list(RESTORATION_TEST),
-               "train_images": list(RESTORATION_TRAIN), "wavelet_baseline": wavelet_available() or
-               "skipped: PyWavelets (pywt) is not installed", "results": table}
+    results = {
+        "task": task,
+        "mixer": mixer,
+        "mixer_kwargs": mixer_kwargs,
+        "width": width,
+        "depths": list(depths),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "steps": steps,
+        "batch": batch,
+        "patch": patch,
+        "lr": lr,
+        "seed": seed,
+        "crop": crop,
+        "train_cpu_s": train_cpu,
+        "final_loss": float(np.mean(losses[-20:])),
+        "test_images": list(RESTORATION_TEST),
+        "train_images": list(RESTORATION_TRAIN),
+        "wavelet_baseline": wavelet_available() or "skipped: PyWavelets (pywt) is not installed",
+        "results": table,
+    }
     atomic_write(out / "results.json", lambda p: Path(p).write_text(json.dumps(results, indent=2)))
     if examples:
         plot_restoration(out / "figure.png", examples)

@@ -42,7 +42,7 @@ class AxisKernel(nn.Module):
         self.log_A_real = nn.Parameter(torch.log(-A.real).float().repeat(d_model, 1))  # (d, m)
         self.A_imag = nn.Parameter(A.imag.float().repeat(d_model, 1))  # (d, m)
         self.B = nn.Parameter(torch.view_as_real(torch.ones(d_model, m, dtype=torch.complex64)).clone())
-        C = torch.randn(2, d_model, m, dtype=torch.complex64) * 0.5 ** 0.5  # C ~ N(0, 1) complex ([S4D])
+        C = torch.randn(2, d_model, m, dtype=torch.complex64) * 0.5**0.5  # C ~ N(0, 1) complex ([S4D])
         self.C = nn.Parameter(torch.view_as_real(C).clone())  # (2, d, m, 2): causal and anti-causal readouts
 
     def kernel(self, length: int) -> torch.Tensor:
@@ -50,14 +50,23 @@ class AxisKernel(nn.Module):
         dt = torch.exp(self.log_dt)[:, None]  # (d, 1)
         _, B_bar = discretize_diag(dt, A, torch.view_as_complex(self.B), "zoh")  # (d, m)
         k = 2 * vandermonde(torch.view_as_complex(self.C) * B_bar, dt * A, length).real  # (2, d, L)
-        return torch.cat([k[1][:, :length - 1].flip(-1), k[0]], dim=-1)  # (d, 2L-1): lags L-2..0 of k2, then k
+        return torch.cat([k[1][:, : length - 1].flip(-1), k[0]], dim=-1)  # (d, 2L-1): lags L-2..0 of k2, then k
 
 
 class S4ND(Grid2DLayer):
     """Separable 2-D S4D convolution (module docstring). Non-causal; images (b, H, W, d) or raster sequences."""
 
-    def __init__(self, d_model: int, d_state: int = 64, *, init: str = "legs", dt_min: float = 1e-3,
-                 dt_max: float = 1e-1, grid=None, lr: float | None = 1e-3):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        *,
+        init: str = "legs",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        grid=None,
+        lr: float | None = 1e-3,
+    ):
         super().__init__(d_model, grid)
         if isinstance(d_state, bool) or not isinstance(d_state, int) or d_state < 2 or d_state % 2:
             raise ValueError(f"S4ND d_state must be an even int >= 2 (conjugate pairs); got {d_state!r}")
@@ -68,7 +77,11 @@ class S4ND(Grid2DLayer):
         if lr is not None:
             ssm = {"lr": lr, "weight_decay": 0.0}
             self.rows.optim_overrides = self.cols.optim_overrides = {
-                "log_dt": ssm, "log_A_real": ssm, "A_imag": ssm, "B": ssm}
+                "log_dt": ssm,
+                "log_A_real": ssm,
+                "A_imag": ssm,
+                "B": ssm,
+            }
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, d_state={self.d_state}"

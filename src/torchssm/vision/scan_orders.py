@@ -69,8 +69,9 @@ def _gilbert(x: int, y: int, ax: int, ay: int, bx: int, by: int) -> Iterator[tup
             bx2, by2 = bx2 + dbx, by2 + dby
         yield from _gilbert(x, y, bx2, by2, ax2, ay2)
         yield from _gilbert(x + bx2, y + by2, ax, ay, bx - bx2, by - by2)
-        yield from _gilbert(x + (ax - dax) + (bx2 - dbx), y + (ay - day) + (by2 - dby),
-                            -bx2, -by2, -(ax - ax2), -(ay - ay2))
+        yield from _gilbert(
+            x + (ax - dax) + (bx2 - dbx), y + (ay - day) + (by2 - dby), -bx2, -by2, -(ax - ax2), -(ay - ay2)
+        )
 
 
 def hilbert_cells(height: int, width: int) -> list:

@@ -50,8 +50,9 @@ from torchssm.ops import linear_scan
 from torchssm.vision.grid import Grid2DLayer, check_image
 
 
-def selective_hidden_states(u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, *,
-                            backend: str = "auto") -> torch.Tensor:
+def selective_hidden_states(
+    u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, *, backend: str = "auto"
+) -> torch.Tensor:
     """Every hidden state of the S6 recurrence h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t (h_{-1} = 0).
 
     u, dt (b, l, d) (dt after softplus), A (d, n), B (b, l, n) -> h (b, l, d, n). Then
@@ -93,9 +94,21 @@ class SpatialMamba(Grid2DLayer):
 
     optim_overrides = {"A_log": {"weight_decay": 0.0}, "D": {"weight_decay": 0.0}}
 
-    def __init__(self, d_model: int, d_state: int = 1, d_conv: int = 3, expand: int = 2, dt_rank="auto",
-                 dilations: Sequence[int] = (1, 3, 5), dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 dt_init_floor: float = 1e-4, *, grid=None, backend: str = "auto"):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 1,
+        d_conv: int = 3,
+        expand: int = 2,
+        dt_rank="auto",
+        dilations: Sequence[int] = (1, 3, 5),
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+        *,
+        grid=None,
+        backend: str = "auto",
+    ):
         super().__init__(d_model, grid)
         for name, v in (("d_state", d_state), ("d_conv", d_conv), ("expand", expand)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -110,7 +123,7 @@ class SpatialMamba(Grid2DLayer):
         self.conv2d = nn.Conv2d(d, d, d_conv, padding=d_conv // 2, groups=d)
         self.x_proj = nn.Linear(d, r + 2 * n, bias=False)
         self.dt_proj = nn.Linear(r, d, bias=True)
-        std = r ** -0.5
+        std = r**-0.5
         with torch.no_grad():
             nn.init.uniform_(self.dt_proj.weight, -std, std)
             self.dt_proj.bias.copy_(dt_bias_init(d, dt_min, dt_max, dt_init_floor))

@@ -7,8 +7,15 @@ from __future__ import annotations
 def _run_collect(args) -> int:
     from torchssm.worldmodel.envs import collect
 
-    paths = collect(args.out, args.env, episodes=args.episodes, policy=args.policy, seed=args.seed,
-                    max_steps=args.max_steps, progress=True)
+    paths = collect(
+        args.out,
+        args.env,
+        episodes=args.episodes,
+        policy=args.policy,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        progress=True,
+    )
     print(f"wrote {len(paths)} episodes to {args.out}")
     return 0
 
@@ -17,8 +24,20 @@ def _run_eval(args) -> int:
     from torchssm.worldmodel.evaluate import format_tables, run
 
     backbones = tuple(b.strip() for b in args.backbones.split(",") if b.strip())
-    print(format_tables(run(args.data, backbones=backbones, env_name=args.env, steps=args.steps,
-                            context=args.context, d_model=args.d_model, seed=args.seed, out=args.out)))
+    print(
+        format_tables(
+            run(
+                args.data,
+                backbones=backbones,
+                env_name=args.env,
+                steps=args.steps,
+                context=args.context,
+                d_model=args.d_model,
+                seed=args.seed,
+                out=args.out,
+            )
+        )
+    )
     return 0
 
 

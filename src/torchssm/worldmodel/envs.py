@@ -35,8 +35,9 @@ def make_env(name: str = "MiniGrid-MemoryS7-v0", **kwargs):
         import gymnasium as gym
         import minigrid  # noqa: F401  (registers the MiniGrid-* ids)
     except ImportError as err:
-        raise ImportError(f"world-model environments need gymnasium and minigrid: pip install torchssm[world] "
-                          f"({err})") from None
+        raise ImportError(
+            f"world-model environments need gymnasium and minigrid: pip install torchssm[world] ({err})"
+        ) from None
     return gym.make(name, **kwargs)
 
 
@@ -89,12 +90,23 @@ def run_episode(env, policy: str = "random", seed: int = 0, max_steps: int | Non
         rewards.append(reward)
         if terminated or truncated:
             break
-    return {"obs": np.stack(frames), "actions": np.asarray(acts, dtype=np.int64),
-            "rewards": np.asarray(rewards, dtype=np.float32), "terminated": np.asarray(terminated)}
+    return {
+        "obs": np.stack(frames),
+        "actions": np.asarray(acts, dtype=np.int64),
+        "rewards": np.asarray(rewards, dtype=np.float32),
+        "terminated": np.asarray(terminated),
+    }
 
 
-def collect(out_dir, env_name: str = "MiniGrid-MemoryS7-v0", episodes: int = 100, policy: str = "spin",
-            seed: int = 0, max_steps: int | None = None, progress: bool = False) -> list:
+def collect(
+    out_dir,
+    env_name: str = "MiniGrid-MemoryS7-v0",
+    episodes: int = 100,
+    policy: str = "spin",
+    seed: int = 0,
+    max_steps: int | None = None,
+    progress: bool = False,
+) -> list:
     """Write ``episodes`` episodes to ``out_dir/episode_<seed>_<i>.npz`` (atomically); return the paths."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1; got {episodes}")
@@ -104,6 +116,7 @@ def collect(out_dir, env_name: str = "MiniGrid-MemoryS7-v0", episodes: int = 100
     it = range(episodes)
     if progress:
         from tqdm import tqdm
+
         it = tqdm(it, desc=f"collect {env_name}")
     for i in it:
         ep = run_episode(env, policy, seed=seed * 100_003 + i, max_steps=max_steps)
@@ -117,8 +130,10 @@ def load_episodes(folder) -> list:
     folder = Path(folder)
     files = sorted(folder.glob("*.npz"))
     if not files:
-        raise FileNotFoundError(f"no episode .npz files in {folder}; write some with torchssm.worldmodel.envs.collect "
-                                f"or `torchssm world collect`")
+        raise FileNotFoundError(
+            f"no episode .npz files in {folder}; write some with torchssm.worldmodel.envs.collect "
+            f"or `torchssm world collect`"
+        )
     out = []
     for f in files:
         with np.load(f) as z:
@@ -137,11 +152,14 @@ def segments(episodes: list, length: int) -> dict:
     for ep in episodes:
         T = len(ep["actions"])  # obs has T + 1 frames
         for s in range(0, T + 1 - length, length):
-            obs.append(ep["obs"][s: s + length])
-            acts.append(ep["actions"][s: s + length])
-            r = np.concatenate([[0.0], ep["rewards"]])[s: s + length]  # reward that led to obs_t
+            obs.append(ep["obs"][s : s + length])
+            acts.append(ep["actions"][s : s + length])
+            r = np.concatenate([[0.0], ep["rewards"]])[s : s + length]  # reward that led to obs_t
             rews.append(r)
     if not obs:
         raise ValueError(f"no episode has {length} steps; collect longer episodes or use a shorter length")
-    return {"obs": torch.as_tensor(np.stack(obs)).long(), "actions": torch.as_tensor(np.stack(acts)).long(),
-            "rewards": torch.as_tensor(np.stack(rews)).float()}
+    return {
+        "obs": torch.as_tensor(np.stack(obs)).long(),
+        "actions": torch.as_tensor(np.stack(acts)).long(),
+        "rewards": torch.as_tensor(np.stack(rews)).float(),
+    }

@@ -28,8 +28,16 @@ from torchssm.worldmodel.envs import LEFT, check_action_space, make_env, run_epi
 from torchssm.worldmodel.model import WorldModel, WorldModelConfig
 
 
-def train_world_model(model: WorldModel, data: dict, *, steps: int = 500, batch_size: int = 16, lr: float = 1e-3,
-                      seed: int = 0, log_every: int = 100) -> dict:
+def train_world_model(
+    model: WorldModel,
+    data: dict,
+    *,
+    steps: int = 500,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    seed: int = 0,
+    log_every: int = 100,
+) -> dict:
     """AdamW (layer conventions via param_groups), warm-up + cosine, clip 100 (Dreamer's grad clip)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -65,7 +73,7 @@ def imagination_error(model: WorldModel, data: dict, context: int) -> dict:
     obs, actions = data["obs"], data["actions"]
     out = model.imagine(obs[:, :context], actions)
     err = cell_error(out["frames"][:, context:], obs[:, context:]).mean(0)  # (T - C,)
-    copy = cell_error(obs[:, context - 1: context].expand_as(obs[:, context:]), obs[:, context:]).mean(0)
+    copy = cell_error(obs[:, context - 1 : context].expand_as(obs[:, context:]), obs[:, context:]).mean(0)
     recon = cell_error(out["frames"][:, :context], obs[:, :context]).mean()
     return {"horizon_error": err.tolist(), "copy_last_error": copy.tolist(), "context_recon_error": float(recon)}
 
@@ -106,8 +114,11 @@ def reward_error(model: WorldModel, data: dict) -> dict:
     pred = model(data["obs"], data["actions"], sample=False)["reward"]
     r = data["rewards"]
     hit = r != 0
-    return {"reward_mse": float((pred - r).square().mean()), "rewarded_steps": int(hit.sum()),
-            "reward_mse_on_rewarded": float((pred - r)[hit].square().mean()) if hit.any() else None}
+    return {
+        "reward_mse": float((pred - r).square().mean()),
+        "rewarded_steps": int(hit.sum()),
+        "reward_mse_on_rewarded": float((pred - r)[hit].square().mean()) if hit.any() else None,
+    }
 
 
 @torch.no_grad()
@@ -133,8 +144,17 @@ def imagination_speed(config: WorldModelConfig, contexts=(64, 256, 1024), steps:
     return out
 
 
-def run(data_dir, *, backbones=("lru", "s4d", "mamba", "transformer", "gru"), env_name: str = "MiniGrid-MemoryS7-v0",
-        steps: int = 500, context: int = 16, d_model: int = 64, seed: int = 0, out=None) -> dict:
+def run(
+    data_dir,
+    *,
+    backbones=("lru", "s4d", "mamba", "transformer", "gru"),
+    env_name: str = "MiniGrid-MemoryS7-v0",
+    steps: int = 500,
+    context: int = 16,
+    d_model: int = 64,
+    seed: int = 0,
+    out=None,
+) -> dict:
     """Train every backbone on ``data_dir``/train episodes, evaluate on ``data_dir``/test; return the results."""
     from torchssm.worldmodel.envs import load_episodes, segments
 
@@ -151,14 +171,28 @@ def run(data_dir, *, backbones=("lru", "s4d", "mamba", "transformer", "gru"), en
         cfg = WorldModelConfig(**{**cfg0.to_dict(), "backbone": bb})
         model = WorldModel(cfg)
         fit = train_world_model(model, train, steps=steps, seed=seed)
-        row = {"backbone": bb, "params": sum(p.numel() for p in model.parameters()),
-               "train_cpu_s": fit["cpu_s"], "final": fit["history"][-1],
-               **imagination_error(model, test, context), "recall": recall_error(model, env_name, 64, context),
-               **reward_error(model, test), "step_ms": imagination_speed(cfg)}
+        row = {
+            "backbone": bb,
+            "params": sum(p.numel() for p in model.parameters()),
+            "train_cpu_s": fit["cpu_s"],
+            "final": fit["history"][-1],
+            **imagination_error(model, test, context),
+            "recall": recall_error(model, env_name, 64, context),
+            **reward_error(model, test),
+            "step_ms": imagination_speed(cfg),
+        }
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k not in ("horizon_error", "copy_last_error")}), flush=True)
-    result = {"env": env_name, "steps": steps, "context": context, "n_train_segments": int(train["obs"].shape[0]),
-              "n_test_segments": int(test["obs"].shape[0]), "segment": 64, "seed": seed, "rows": rows}
+    result = {
+        "env": env_name,
+        "steps": steps,
+        "context": context,
+        "n_train_segments": int(train["obs"].shape[0]),
+        "n_test_segments": int(test["obs"].shape[0]),
+        "segment": 64,
+        "seed": seed,
+        "rows": rows,
+    }
     if out:
         write_json(out, result)
     return result
@@ -169,20 +203,30 @@ def format_tables(result: dict) -> str:
     hs = [1, 4, 8, 16, 32, 48]
     C = result["context"]
     head = " | ".join(f"err@{h}" for h in hs)
-    lines = [f"| backbone | params | train CPU s | {head} | recall N=4 / 8 / 16 / 32 | reward MSE "
-             "| step ms @ctx 64 / 256 / 1024 |", "|---" * (len(hs) + 6) + "|"]
+    lines = [
+        f"| backbone | params | train CPU s | {head} | recall N=4 / 8 / 16 / 32 | reward MSE "
+        "| step ms @ctx 64 / 256 / 1024 |",
+        "|---" * (len(hs) + 6) + "|",
+    ]
     for r in rows:
         e = r["horizon_error"]
         err = " | ".join(f"{e[h - 1]:.3f}" if h - 1 < len(e) else "" for h in hs)
         rec = " / ".join(f"{r['recall'][k]:.3f}" for k in sorted(r["recall"], key=int))
         sp = " / ".join(f"{r['step_ms'][k]:.2f}" for k in sorted(r["step_ms"], key=int))
-        lines.append(f"| {r['backbone']} | {r['params']} | {r['train_cpu_s']:.0f} | {err} | {rec} | "
-                     f"{r['reward_mse']:.2e} | {sp} |")
+        lines.append(
+            f"| {r['backbone']} | {r['params']} | {r['train_cpu_s']:.0f} | {err} | {rec} | "
+            f"{r['reward_mse']:.2e} | {sp} |"
+        )
     e = rows[0]["copy_last_error"]
-    lines.append("| copy last context frame | | | " + " | ".join(f"{e[h - 1]:.3f}" if h - 1 < len(e) else ""
-                                                            for h in hs) + " | 0 (by construction) | | |")
-    lines.append(f"\nContext C = {C} frames, segments of {result['segment']} steps; err@h = fraction of 7x7 cells with "
-                 f"a wrong object type h steps after the context.")
+    lines.append(
+        "| copy last context frame | | | "
+        + " | ".join(f"{e[h - 1]:.3f}" if h - 1 < len(e) else "" for h in hs)
+        + " | 0 (by construction) | | |"
+    )
+    lines.append(
+        f"\nContext C = {C} frames, segments of {result['segment']} steps; err@h = fraction of 7x7 cells with "
+        f"a wrong object type h steps after the context."
+    )
     return "\n".join(lines)
 
 

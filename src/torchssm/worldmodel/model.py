@@ -86,16 +86,27 @@ def build_backbone(cfg: WorldModelConfig, d_input: int) -> nn.Module:
     if cfg.backbone == "transformer":
         kwargs.setdefault("max_len", cfg.max_len)
         kwargs.setdefault("n_heads", 4)
-    model = DeepSSM(ModelConfig(layer=cfg.backbone, d_model=cfg.d_model, n_layers=cfg.n_layers, layer_kwargs=kwargs,
-                                norm="layer", pooling="none", d_input=d_input, d_output=cfg.d_model))
+    model = DeepSSM(
+        ModelConfig(
+            layer=cfg.backbone,
+            d_model=cfg.d_model,
+            n_layers=cfg.n_layers,
+            layer_kwargs=kwargs,
+            norm="layer",
+            pooling="none",
+            d_input=d_input,
+            d_output=cfg.d_model,
+        )
+    )
     if not all(block.ssm.causal for block in model.blocks):
         raise ValueError(f"the world model's backbone must be causal; {cfg.backbone!r} is not")
     return model
 
 
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.ELU(), nn.Linear(d_hidden, d_hidden), nn.ELU(),
-                         nn.Linear(d_hidden, d_out))
+    return nn.Sequential(
+        nn.Linear(d_in, d_hidden), nn.ELU(), nn.Linear(d_hidden, d_hidden), nn.ELU(), nn.Linear(d_hidden, d_out)
+    )
 
 
 def _gaussian(params: torch.Tensor):
@@ -105,7 +116,7 @@ def _gaussian(params: torch.Tensor):
 
 def gaussian_kl(m1, s1, m2, s2) -> torch.Tensor:
     """KL(N(m1, s1^2) || N(m2, s2^2)) summed over the last dimension."""
-    return (torch.log(s2 / s1) + (s1 ** 2 + (m1 - m2) ** 2) / (2 * s2 ** 2) - 0.5).sum(-1)
+    return (torch.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5).sum(-1)
 
 
 class WorldModel(nn.Module):
@@ -132,8 +143,10 @@ class WorldModel(nn.Module):
         if actions.shape != obs.shape[:2]:
             raise ValueError(f"actions must have shape (batch, T)={tuple(obs.shape[:2])}; got {tuple(actions.shape)}")
         if actions.is_floating_point() or (actions.numel() and (actions.min() < 0 or actions.max() >= c.n_actions)):
-            raise ValueError(f"actions must be integers in [0, {c.n_actions}) (Discrete({c.n_actions})); got "
-                             f"dtype {actions.dtype}, range [{actions.min()}, {actions.max()}]")
+            raise ValueError(
+                f"actions must be integers in [0, {c.n_actions}) (Discrete({c.n_actions})); got "
+                f"dtype {actions.dtype}, range [{actions.min()}, {actions.max()}]"
+            )
 
     def one_hot_frames(self, obs: torch.Tensor) -> torch.Tensor:
         """(..., grid, grid, 3) indices -> (..., grid * grid * 20) one-hot features."""
@@ -166,15 +179,27 @@ class WorldModel(nn.Module):
         h = self.backbone(self.backbone_inputs(z, actions))  # (b, T, d_model)
         p_mean, p_std = _gaussian(self.prior(h))
         frame_logits, reward = self.decode(z, h)
-        return {"z": z, "h": h, "q": (q_mean, q_std), "p": (p_mean, p_std), "frame_logits": frame_logits,
-                "reward": reward}
+        return {
+            "z": z,
+            "h": h,
+            "q": (q_mean, q_std),
+            "p": (p_mean, p_std),
+            "frame_logits": frame_logits,
+            "reward": reward,
+        }
 
     def loss(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor) -> tuple:
         """Negative ELBO per step (+ reward error); returns (loss, metrics dict)."""
         c = self.config
         out = self(obs, actions)
-        nll = sum(F.cross_entropy(lg.flatten(0, -2), obs[..., i].flatten(), reduction="sum")
-                  for i, lg in enumerate(out["frame_logits"])) / obs.shape[0] / obs.shape[1]
+        nll = (
+            sum(
+                F.cross_entropy(lg.flatten(0, -2), obs[..., i].flatten(), reduction="sum")
+                for i, lg in enumerate(out["frame_logits"])
+            )
+            / obs.shape[0]
+            / obs.shape[1]
+        )
         (qm, qs), (pm, ps) = out["q"], out["p"]
         # KL balancing: the prior learns towards the posterior faster than the posterior regularises
         kl_prior = gaussian_kl(qm.detach(), qs.detach(), pm, ps).mean()
@@ -198,8 +223,14 @@ class WorldModel(nn.Module):
         return h, _gaussian(self.prior(h)), state
 
     @torch.no_grad()
-    def imagine(self, context_obs: torch.Tensor, actions: torch.Tensor, *, sample: bool = False,
-                latents: torch.Tensor | None = None) -> dict:
+    def imagine(
+        self,
+        context_obs: torch.Tensor,
+        actions: torch.Tensor,
+        *,
+        sample: bool = False,
+        latents: torch.Tensor | None = None,
+    ) -> dict:
         """Observe C context frames, then imagine the frames for the remaining actions, all in step mode.
 
         context_obs (b, C, grid, grid, 3); actions (b, T) with T >= C (a_t taken after frame t).

@@ -65,15 +65,17 @@ def find_dir(data_dir, names: Sequence[str], required: Sequence[str], what: str,
         return sorted(found, key=is_generated)[0]  # stable: a release first, then the search order
     root = resolve_data_dir(data_dir)
     raise FileNotFoundError(
-        f"{what} not found: looked for {', '.join(required)} in {', '.join(str(c) for c in cands[:len(names)])} "
+        f"{what} not found: looked for {', '.join(required)} in {', '.join(str(c) for c in cands[: len(names)])} "
         f"(and under lra_release/). {how} Put it under the data root {root} (set with --data-dir or "
         f"$TORCHSSM_DATA)."
     )
 
 
 def lra_download_hint(folder: str) -> str:
-    return (f"Download the Long Range Arena release {LRA_URL} (about 7 GB), unpack it with "
-            f"`tar xzf lra_release.gz`, and keep (or move) its folder {folder!r}.")
+    return (
+        f"Download the Long Range Arena release {LRA_URL} (about 7 GB), unpack it with "
+        f"`tar xzf lra_release.gz`, and keep (or move) its folder {folder!r}."
+    )
 
 
 def read_tsv(path: Path, n_fields: int, header: Sequence[str] | None = None) -> Iterator[tuple[int, list[str]]]:
@@ -88,8 +90,10 @@ def read_tsv(path: Path, n_fields: int, header: Sequence[str] | None = None) -> 
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise DataFormatError(f"{path}:{lineno}: invalid UTF-8 at byte {err.start} of the line "
-                                      f"({raw[max(0, err.start - 10):err.start + 10]!r})") from None
+                raise DataFormatError(
+                    f"{path}:{lineno}: invalid UTF-8 at byte {err.start} of the line "
+                    f"({raw[max(0, err.start - 10) : err.start + 10]!r})"
+                ) from None
             line = line.rstrip("\n").rstrip("\r")
             fields = line.split("\t")
             if lineno == 1 and header is not None:
@@ -99,8 +103,9 @@ def read_tsv(path: Path, n_fields: int, header: Sequence[str] | None = None) -> 
             if line == "":
                 continue
             if len(fields) != n_fields:
-                raise DataFormatError(f"{path}:{lineno}: expected {n_fields} tab-separated fields, got "
-                                      f"{len(fields)}: {line[:80]!r}")
+                raise DataFormatError(
+                    f"{path}:{lineno}: expected {n_fields} tab-separated fields, got {len(fields)}: {line[:80]!r}"
+                )
             yield lineno, fields
 
 

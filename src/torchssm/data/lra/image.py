@@ -62,9 +62,14 @@ def read_cifar_batch(path: Path):
 
 
 def _load(data_dir):
-    folder = find_dir(data_dir, ["cifar-10-batches-py", "cifar"], TRAIN_FILES + ["test_batch"], "CIFAR-10 (python)",
-                      f"Download {CIFAR_URL} and unpack it (`tar xzf cifar-10-python.tar.gz`) to get the folder "
-                      f"'cifar-10-batches-py'.")
+    folder = find_dir(
+        data_dir,
+        ["cifar-10-batches-py", "cifar"],
+        TRAIN_FILES + ["test_batch"],
+        "CIFAR-10 (python)",
+        f"Download {CIFAR_URL} and unpack it (`tar xzf cifar-10-python.tar.gz`) to get the folder "
+        f"'cifar-10-batches-py'.",
+    )
     parts = [read_cifar_batch(folder / name) for name in TRAIN_FILES]
     train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     return folder, train, read_cifar_batch(folder / "test_batch")
@@ -111,21 +116,29 @@ def _build(name, data_dir, seed, val_fraction, grey, tokens, normalize, limit) -
         train, test = train.subset(slice(0, int(limit))), test.subset(slice(0, int(limit)))
         val = val.subset(slice(0, int(limit))) if val is not None else None
     d_input = 256 if tokens else (1 if grey else 3)
-    info = TaskInfo(name=name, d_input=d_input, d_output=10, length=1024, kind="classification",
-                    input_kind="tokens" if tokens else "real",
-                    citation=(LRA_CITATION + "; " if grey else "") + CIFAR_CITATION)
+    info = TaskInfo(
+        name=name,
+        d_input=d_input,
+        d_output=10,
+        length=1024,
+        kind="classification",
+        input_kind="tokens" if tokens else "real",
+        citation=(LRA_CITATION + "; " if grey else "") + CIFAR_CITATION,
+    )
     return TaskData(info=info, train=train, val=val, test=test, extra={"folder": str(folder)})
 
 
 @register_task("image", "LRA Image: grey CIFAR-10 pixel by pixel; 10 classes, length 1024 (needs CIFAR-10)")
-def build_image(data_dir=None, seed: int = 0, val_fraction: float = 0.1, tokens: bool = False,
-                normalize: bool = True, limit=None) -> TaskData:
+def build_image(
+    data_dir=None, seed: int = 0, val_fraction: float = 0.1, tokens: bool = False, normalize: bool = True, limit=None
+) -> TaskData:
     """LRA Image: (1024, 1) normalised grey pixels, or (1024,) pixel tokens with ``tokens=True``."""
     return _build("image", data_dir, seed, val_fraction, True, tokens, normalize, limit)
 
 
 @register_task("scifar", "sequential CIFAR-10 in colour; 10 classes, length 1024 x 3 channels (needs CIFAR-10)")
-def build_scifar(data_dir=None, seed: int = 0, val_fraction: float = 0.1, normalize: bool = True,
-                 limit=None) -> TaskData:
+def build_scifar(
+    data_dir=None, seed: int = 0, val_fraction: float = 0.1, normalize: bool = True, limit=None
+) -> TaskData:
     """sCIFAR: (1024, 3) per-channel normalised pixels in raster order."""
     return _build("scifar", data_dir, seed, val_fraction, False, False, normalize, limit)

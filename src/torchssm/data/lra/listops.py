@@ -57,8 +57,15 @@ END = "]"
 VALUE_P = 0.25  # LRA listops.py VALUE_P: a node is a leaf when random() > VALUE_P, i.e. with probability 0.75
 # LRA listops.py flags: num_train_samples, num_valid_samples, num_test_samples, max_depth, max_args,
 # min_length, max_length.
-LRA_DEFAULTS = {"num_train": 96000, "num_val": 2000, "num_test": 2000, "max_depth": 10, "max_args": 10,
-                "min_length": 500, "max_length": 2000}
+LRA_DEFAULTS = {
+    "num_train": 96000,
+    "num_val": 2000,
+    "num_test": 2000,
+    "max_depth": 10,
+    "max_args": 10,
+    "min_length": 500,
+    "max_length": 2000,
+}
 VOCAB = ["<pad>"] + [str(v) for v in range(10)] + list(OPERATORS) + [END]  # ids 0..15
 TOKEN_ID = {tok: i for i, tok in enumerate(VOCAB)}
 SEQ_LENGTH = 2000  # LRA ListOps max_length
@@ -129,8 +136,9 @@ def generate_chunk(args: tuple[int, int, dict]) -> list[tuple[str, int]]:
     return out
 
 
-def generate_listops(seed: int = 0, num_workers: int | None = None, progress: bool = True,
-                     **options) -> dict[str, list[tuple[str, int]]]:
+def generate_listops(
+    seed: int = 0, num_workers: int | None = None, progress: bool = True, **options
+) -> dict[str, list[tuple[str, int]]]:
     """{"train", "val", "test"} lists of (source, target); ``options`` override :data:`LRA_DEFAULTS`."""
     opts = dict(LRA_DEFAULTS)
     unknown = set(options) - set(opts)
@@ -155,8 +163,10 @@ def generate_listops(seed: int = 0, num_workers: int | None = None, progress: bo
                         bar.update(1)
             chunk += step
             if chunk * CHUNK > 50_000_000 and not found:
-                raise RuntimeError(f"no ListOps expression of length in ({opts['min_length']}, {opts['max_length']}) "
-                                   f"after {chunk * CHUNK} candidates; check the options")
+                raise RuntimeError(
+                    f"no ListOps expression of length in ({opts['min_length']}, {opts['max_length']}) "
+                    f"after {chunk * CHUNK} candidates; check the options"
+                )
     finally:
         bar.close()
     examples = sorted(found.items())
@@ -187,8 +197,7 @@ def generated_dir(data_dir, seed: int, options: dict) -> Path:
     return resolve_data_dir(data_dir) / f"listops-gen-{key}"
 
 
-def write_listops(out_dir, seed: int = 0, num_workers: int | None = None, progress: bool = True,
-                  **options) -> Path:
+def write_listops(out_dir, seed: int = 0, num_workers: int | None = None, progress: bool = True, **options) -> Path:
     """Generate and write ``basic_{train,val,test}.tsv`` into ``out_dir`` (marked as generated,
     :func:`~torchssm.data.lra.common.mark_generated`); returns the folder."""
     out_dir = Path(out_dir)
@@ -206,8 +215,9 @@ def tokenize(source: str, path: Path, lineno: int) -> torch.Tensor:
             continue
         i = TOKEN_ID.get(tok)
         if i is None or i == 0:
-            raise DataFormatError(f"{path}:{lineno}: unknown ListOps token {tok!r}; expected digits, "
-                                  f"{', '.join(OPERATORS)} or ']'")
+            raise DataFormatError(
+                f"{path}:{lineno}: unknown ListOps token {tok!r}; expected digits, {', '.join(OPERATORS)} or ']'"
+            )
         ids.append(i)
     return torch.tensor(ids, dtype=torch.long)
 
@@ -229,8 +239,15 @@ def read_listops_tsv(path, max_length: int = SEQ_LENGTH) -> TensorDictDataset:
 
 
 @register_task("listops", "LRA ListOps: evaluate nested MIN/MAX/MED/SM expressions; 10 classes, length 2000")
-def build(data_dir=None, seed: int = 0, generate: bool = False, num_workers: int | None = None,
-          max_length: int = SEQ_LENGTH, limit: int | None = None, **generator_options) -> TaskData:
+def build(
+    data_dir=None,
+    seed: int = 0,
+    generate: bool = False,
+    num_workers: int | None = None,
+    max_length: int = SEQ_LENGTH,
+    limit: int | None = None,
+    **generator_options,
+) -> TaskData:
     """LRA ListOps from ``basic_{train,val,test}.tsv``.
 
     The official release (``listops-1000`` under the data root or its ``lra_release/``) is
@@ -250,21 +267,32 @@ def build(data_dir=None, seed: int = 0, generate: bool = False, num_workers: int
         if gen_opts:
             raise FileNotFoundError  # non-LRA generator settings: only the generated folder fits
         # the release first (find_dir puts generated folders last), then a generated LRA-sized set
-        folder = find_dir(data_dir, ["listops-1000", "listops", generated_dir(data_dir, seed, {}).name], required,
-                          "LRA ListOps", hint)
+        folder = find_dir(
+            data_dir, ["listops-1000", "listops", generated_dir(data_dir, seed, {}).name], required, "LRA ListOps", hint
+        )
     except FileNotFoundError as err:
         folder = generated_dir(data_dir, seed, gen_opts)
         if not all((folder / r).exists() for r in required):
             if not generate:
-                raise FileNotFoundError(str(err) if str(err) else
-                                        f"generated ListOps files not found in {folder}; pass generate=True") from None
+                raise FileNotFoundError(
+                    str(err) if str(err) else f"generated ListOps files not found in {folder}; pass generate=True"
+                ) from None
             write_listops(folder, seed=seed, num_workers=num_workers, **gen_opts)
     source = data_source(folder)
     logger.info("ListOps: reading the %s files in %s", source, folder)
     splits = {s: read_listops_tsv(folder / f"basic_{s}.tsv", max_length) for s in ("train", "val", "test")}
     if limit is not None:
         splits = {s: d.subset(slice(0, int(limit))) for s, d in splits.items()}
-    info = TaskInfo(name="listops", d_input=len(VOCAB), d_output=10, length=max_length, kind="classification",
-                    input_kind="tokens", citation=LRA_CITATION + "; Nangia & Bowman 2018, ListOps", source=source)
-    return TaskData(info=info, train=splits["train"], val=splits["val"], test=splits["test"],
-                    extra={"folder": str(folder)})
+    info = TaskInfo(
+        name="listops",
+        d_input=len(VOCAB),
+        d_output=10,
+        length=max_length,
+        kind="classification",
+        input_kind="tokens",
+        citation=LRA_CITATION + "; Nangia & Bowman 2018, ListOps",
+        source=source,
+    )
+    return TaskData(
+        info=info, train=splits["train"], val=splits["val"], test=splits["test"], extra={"folder": str(folder)}
+    )

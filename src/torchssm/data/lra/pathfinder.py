@@ -108,16 +108,23 @@ def _write_folder(args) -> list[str]:
         label = i % 2
         img, _, margin = draw_snakes(opts, seed, i, label)
         write_png_gray(root / "imgs" / str(k) / f"sample_{i}.png", img)
-        lines.append(f"imgs/{k} sample_{i}.png {i} {label} {opts.continuity} {opts.contour_length} "
-                     f"{opts.distractor_length} {opts.paddle_length} {opts.paddle_thickness} {margin} 1")
+        lines.append(
+            f"imgs/{k} sample_{i}.png {i} {label} {opts.continuity} {opts.contour_length} "
+            f"{opts.distractor_length} {opts.paddle_length} {opts.paddle_thickness} {margin} 1"
+        )
     (root / "metadata").mkdir(parents=True, exist_ok=True)
     (root / "metadata" / f"{k}.npy").write_text("\n".join(lines) + "\n")
     return lines
 
 
 def _marker(n_images: int, seed: int, settings: SnakesSettings) -> dict:
-    return {"task": "pathfinder", "version": GENERATOR, "n_images": int(n_images), "seed": int(seed),
-            "settings": json.loads(json.dumps(dataclasses.asdict(settings)))}
+    return {
+        "task": "pathfinder",
+        "version": GENERATOR,
+        "n_images": int(n_images),
+        "seed": int(seed),
+        "settings": json.loads(json.dumps(dataclasses.asdict(settings))),
+    }
 
 
 def _read_marker(folder: Path) -> dict | None:
@@ -130,8 +137,16 @@ def _read_marker(folder: Path) -> dict | None:
     return marker
 
 
-def write_pathfinder(out_dir, n_images: int, size: int = 32, seed: int = 0, per_folder: int = 1000,
-                     num_workers: int | None = None, progress: bool = True, **options) -> Path:
+def write_pathfinder(
+    out_dir,
+    n_images: int,
+    size: int = 32,
+    seed: int = 0,
+    per_folder: int = 1000,
+    num_workers: int | None = None,
+    progress: bool = True,
+    **options,
+) -> Path:
     """Write ``n_images`` into ``out_dir/pathfinder{size}/curv_contour_length_14``; returns that folder.
 
     ``options`` override fields of :class:`~torchssm.data.lra.snakes.SnakesSettings`. The images
@@ -148,8 +163,9 @@ def write_pathfinder(out_dir, n_images: int, size: int = 32, seed: int = 0, per_
     tmp = root.with_name(f".{root.name}.partial-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    jobs = [(seed, k, s, min(s + per_folder, n_images), settings, tmp)
-            for k, s in enumerate(range(0, n_images, per_folder))]
+    jobs = [
+        (seed, k, s, min(s + per_folder, n_images), settings, tmp) for k, s in enumerate(range(0, n_images, per_folder))
+    ]
     from tqdm import tqdm
 
     tables(settings)  # built (and the numba code compiled) once here, not in every worker
@@ -174,8 +190,14 @@ def _check_chunk(args):
     return np.hypot(*(markers[:, 0] - markers[:, 1]).T), labels
 
 
-def marker_distance_check(n_train: int = 10000, n_test: int = 10000, size: int = 32, seed: int = 0,
-                          num_workers: int | None = None, progress: bool = False) -> dict:
+def marker_distance_check(
+    n_train: int = 10000,
+    n_test: int = 10000,
+    size: int = 32,
+    seed: int = 0,
+    num_workers: int | None = None,
+    progress: bool = False,
+) -> dict:
     """How well the distance between the two markers alone predicts the label.
 
     A scikit-learn ``LogisticRegression`` on the marker distance (and its square, so a band of
@@ -202,15 +224,20 @@ def marker_distance_check(n_train: int = 10000, n_test: int = 10000, size: int =
             bar.update(len(y))
     cpu = time.process_time() - t0
     dist, labels = np.concatenate(dist), np.concatenate(labels)
-    features = np.stack([dist, dist ** 2], -1)  # (n, 2)
+    features = np.stack([dist, dist**2], -1)  # (n, 2)
     features = (features - features[:n_train].mean(0)) / features[:n_train].std(0)
     model = LogisticRegression().fit(features[:n_train], labels[:n_train])
-    return {"size": size, "seed": seed, "n_train": n_train, "n_test": n_test,
-            "train_accuracy": float(model.score(features[:n_train], labels[:n_train])),
-            "test_accuracy": float(model.score(features[n_train:], labels[n_train:])),
-            "mean_distance_label0": float(dist[labels == 0].mean()),
-            "mean_distance_label1": float(dist[labels == 1].mean()),
-            "images_per_s": total / cpu if (num_workers or 1) == 1 and cpu > 0 else None}
+    return {
+        "size": size,
+        "seed": seed,
+        "n_train": n_train,
+        "n_test": n_test,
+        "train_accuracy": float(model.score(features[:n_train], labels[:n_train])),
+        "test_accuracy": float(model.score(features[n_train:], labels[n_train:])),
+        "mean_distance_label0": float(dist[labels == 0].mean()),
+        "mean_distance_label1": float(dist[labels == 1].mean()),
+        "images_per_s": total / cpu if (num_workers or 1) == 1 and cpu > 0 else None,
+    }
 
 
 def plot_examples(path, n: int = 16, size: int = 32, seed: int = 0, columns: int = 8) -> str:
@@ -242,8 +269,9 @@ def read_metadata(folder: Path) -> list[tuple[str, int]]:
                 continue
             f = line.split()
             if len(f) < 4 or f[3] not in ("0", "1"):
-                raise DataFormatError(f"{path}:{lineno}: expected 'imgs/<k> sample_<i>.png <i> <label 0|1> ...', "
-                                      f"got {line[:80]!r}")
+                raise DataFormatError(
+                    f"{path}:{lineno}: expected 'imgs/<k> sample_<i>.png <i> <label 0|1> ...', got {line[:80]!r}"
+                )
             entries.append((f"{f[0]}/{f[1]}", int(f[3])))
     return entries
 
@@ -272,16 +300,31 @@ class PathfinderImages(Dataset):
 
     def materialize(self) -> TensorDictDataset:
         items = [self[i] for i in range(len(self))]
-        return TensorDictDataset(inputs=torch.stack([it["inputs"] for it in items]),
-                                 targets=torch.stack([it["targets"] for it in items]))
+        return TensorDictDataset(
+            inputs=torch.stack([it["inputs"] for it in items]), targets=torch.stack([it["targets"] for it in items])
+        )
 
 
-def _build(name: str, size: int, data_dir, seed: int, generate: bool, n_images: int, tokens: bool,
-           materialize: bool | None, num_workers: int | None) -> TaskData:
+def _build(
+    name: str,
+    size: int,
+    data_dir,
+    seed: int,
+    generate: bool,
+    n_images: int,
+    tokens: bool,
+    materialize: bool | None,
+    num_workers: int | None,
+) -> TaskData:
     names = [f"pathfinder{size}/{DIFFICULTY}"]
     try:
-        folder = find_dir(data_dir, names, ["metadata"], f"Pathfinder-{size} ({DIFFICULTY})",
-                          lra_download_hint(f"pathfinder{size}") + " Or generate images offline with generate=True.")
+        folder = find_dir(
+            data_dir,
+            names,
+            ["metadata"],
+            f"Pathfinder-{size} ({DIFFICULTY})",
+            lra_download_hint(f"pathfinder{size}") + " Or generate images offline with generate=True.",
+        )
     except FileNotFoundError:
         if not generate:
             raise
@@ -295,22 +338,44 @@ def _build(name: str, size: int, data_dir, seed: int, generate: bool, n_images: 
     rest, test_idx = split_off(len(entries), 0.1, seed)
     k = int(round(len(entries) * 0.1))
     val_idx, train_idx = rest[:k], rest[k:]
-    parts = {s: PathfinderImages(folder, [entries[i] for i in idx.tolist()], size, tokens)
-             for s, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
+    parts = {
+        s: PathfinderImages(folder, [entries[i] for i in idx.tolist()], size, tokens)
+        for s, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))
+    }
     if materialize is None:
         materialize = len(entries) * size * size <= 1 << 23
     if materialize:
         parts = {s: d.materialize() if len(d) else d for s, d in parts.items()}
-    info = TaskInfo(name=name, d_input=256 if tokens else 1, d_output=2, length=size * size, kind="classification",
-                    input_kind="tokens" if tokens else "real", citation=PATHFINDER_CITATION, source=source)
-    return TaskData(info=info, train=parts["train"], val=parts["val"] if len(parts["val"]) else None,
-                    test=parts["test"], extra={"folder": str(folder)})
+    info = TaskInfo(
+        name=name,
+        d_input=256 if tokens else 1,
+        d_output=2,
+        length=size * size,
+        kind="classification",
+        input_kind="tokens" if tokens else "real",
+        citation=PATHFINDER_CITATION,
+        source=source,
+    )
+    return TaskData(
+        info=info,
+        train=parts["train"],
+        val=parts["val"] if len(parts["val"]) else None,
+        test=parts["test"],
+        extra={"folder": str(folder)},
+    )
 
 
 @register_task("pathfinder", "LRA Pathfinder: are two markers connected by a dashed contour; 32x32 -> L=1024")
-def build_pathfinder(data_dir=None, seed: int = 0, resolution: int = 32, generate: bool = False,
-                     n_images: int = 2000, tokens: bool = False, materialize: bool | None = None,
-                     num_workers: int | None = None) -> TaskData:
+def build_pathfinder(
+    data_dir=None,
+    seed: int = 0,
+    resolution: int = 32,
+    generate: bool = False,
+    n_images: int = 2000,
+    tokens: bool = False,
+    materialize: bool | None = None,
+    num_workers: int | None = None,
+) -> TaskData:
     """Pathfinder at ``resolution`` (32, 64, 128 or 256). ``generate=True`` writes ``n_images`` images
     (into ``<data root>/pathfinder-gen-seed<seed>/``) when the official folder is missing."""
     if resolution not in (32, 64, 128, 256):
@@ -319,7 +384,14 @@ def build_pathfinder(data_dir=None, seed: int = 0, resolution: int = 32, generat
 
 
 @register_task("pathx", "LRA Path-X: Pathfinder at 128x128 -> L=16384")
-def build_pathx(data_dir=None, seed: int = 0, generate: bool = False, n_images: int = 2000, tokens: bool = False,
-                materialize: bool | None = None, num_workers: int | None = None) -> TaskData:
+def build_pathx(
+    data_dir=None,
+    seed: int = 0,
+    generate: bool = False,
+    n_images: int = 2000,
+    tokens: bool = False,
+    materialize: bool | None = None,
+    num_workers: int | None = None,
+) -> TaskData:
     """Path-X = Pathfinder-128 (``curv_contour_length_14``)."""
     return _build("pathx", 128, data_dir, seed, generate, n_images, tokens, materialize, num_workers)

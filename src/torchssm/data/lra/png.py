@@ -12,7 +12,6 @@ from __future__ import annotations
 import struct
 import zlib
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
@@ -35,7 +34,7 @@ def encode_png_gray(image: np.ndarray) -> bytes:
     return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, 6)) + _chunk(b"IEND", b"")
 
 
-def write_png_gray(path: Union[str, Path], image: np.ndarray) -> None:
+def write_png_gray(path: str | Path, image: np.ndarray) -> None:
     Path(path).write_bytes(encode_png_gray(image))
 
 
@@ -74,7 +73,7 @@ def _unfilter(data: bytes, h: int, w: int, bpp: int) -> np.ndarray:
     return out
 
 
-def read_png_gray(path: Union[str, Path]) -> np.ndarray:
+def read_png_gray(path: str | Path) -> np.ndarray:
     """A PNG file -> (h, w) uint8 grey image (Pillow when installed: its row filters run in C)."""
     try:
         import PIL  # noqa: F401
@@ -83,7 +82,7 @@ def read_png_gray(path: Union[str, Path]) -> np.ndarray:
     return _read_with_pillow(path)
 
 
-def decode_png_gray(path: Union[str, Path]) -> np.ndarray:
+def decode_png_gray(path: str | Path) -> np.ndarray:
     """The built-in decoder (no dependency) behind :func:`read_png_gray`."""
     blob = Path(path).read_bytes()
     if not blob.startswith(_SIGNATURE):

@@ -89,20 +89,57 @@ class SnakesSettings:
 
 
 # snakes2_wrapper.py's Args defaults for what LRA's settings leave unset
-_ARGS_DEFAULTS = {"padding": 22, "paddle_length": 5, "seed_distance": 27, "paddle_contrast": 1.0,
-                  "max_paddle_retrial": 2, "max_distractor_contour_retrial": 4}
+_ARGS_DEFAULTS = {
+    "padding": 22,
+    "paddle_length": 5,
+    "seed_distance": 27,
+    "paddle_contrast": 1.0,
+    "max_paddle_retrial": 2,
+    "max_distractor_contour_retrial": 4,
+}
 _DISTRACTOR_LENGTH = 14 // 3  # args.distractor_length = args.contour_length / 3 (integer division)
 # lra_benchmarks/data/pathfinder.py, the Pathfinder<size> docstrings ("N // distractor_length" distractors)
 _LRA = {
-    32: {"padding": 1, "paddle_length": 2, "paddle_thickness": 0.5, "paddle_margins": (1,), "continuity": 1.0,
-         "seed_distance": 7, "marker_radius": 1.5, "snake_contrast": 2.0, "paddle_contrast": 0.75,
-         "num_distractor_snakes": 20 // _DISTRACTOR_LENGTH},
-    64: {"padding": 1, "paddle_thickness": 1.0, "paddle_margins": (1,), "continuity": 1.8, "seed_distance": 12,
-         "marker_radius": 2.5, "snake_contrast": 0.8, "num_distractor_snakes": 22 // _DISTRACTOR_LENGTH},
-    128: {"padding": 1, "paddle_thickness": 1.5, "paddle_margins": (2, 3), "continuity": 1.8, "seed_distance": 20,
-          "marker_radius": 3.0, "snake_contrast": 0.9, "num_distractor_snakes": 35 // _DISTRACTOR_LENGTH},
-    256: {"paddle_thickness": 2.0, "paddle_margins": (3,), "continuity": 1.8, "marker_radius": 5.0,
-          "snake_contrast": 1.0, "num_distractor_snakes": 30 // _DISTRACTOR_LENGTH},
+    32: {
+        "padding": 1,
+        "paddle_length": 2,
+        "paddle_thickness": 0.5,
+        "paddle_margins": (1,),
+        "continuity": 1.0,
+        "seed_distance": 7,
+        "marker_radius": 1.5,
+        "snake_contrast": 2.0,
+        "paddle_contrast": 0.75,
+        "num_distractor_snakes": 20 // _DISTRACTOR_LENGTH,
+    },
+    64: {
+        "padding": 1,
+        "paddle_thickness": 1.0,
+        "paddle_margins": (1,),
+        "continuity": 1.8,
+        "seed_distance": 12,
+        "marker_radius": 2.5,
+        "snake_contrast": 0.8,
+        "num_distractor_snakes": 22 // _DISTRACTOR_LENGTH,
+    },
+    128: {
+        "padding": 1,
+        "paddle_thickness": 1.5,
+        "paddle_margins": (2, 3),
+        "continuity": 1.8,
+        "seed_distance": 20,
+        "marker_radius": 3.0,
+        "snake_contrast": 0.9,
+        "num_distractor_snakes": 35 // _DISTRACTOR_LENGTH,
+    },
+    256: {
+        "paddle_thickness": 2.0,
+        "paddle_margins": (3,),
+        "continuity": 1.8,
+        "marker_radius": 5.0,
+        "snake_contrast": 1.0,
+        "num_distractor_snakes": 30 // _DISTRACTOR_LENGTH,
+    },
 }
 
 
@@ -121,11 +158,17 @@ def lra_settings(size: int) -> SnakesSettings:
     """
     if size not in _LRA:
         raise ValueError(f"LRA Pathfinder sizes are 32, 64, 128 and 256; got {size!r}")
-    return SnakesSettings(size=size, contour_length=14, distractor_length=_DISTRACTOR_LENGTH, antialias_scale=2,
-                          **{**_ARGS_DEFAULTS, **_LRA[size]})
+    return SnakesSettings(
+        size=size,
+        contour_length=14,
+        distractor_length=_DISTRACTOR_LENGTH,
+        antialias_scale=2,
+        **{**_ARGS_DEFAULTS, **_LRA[size]},
+    )
 
 
 # ----------------------------------------------------------------------------- Pillow-exact drawing
+
 
 def _lanczos(x: float) -> float:
     """Pillow's Lanczos-3 kernel sinc(x) sinc(x / 3) on [-3, 3)."""
@@ -192,10 +235,12 @@ def line_pixels(x0: int, y0: int, x1: int, y1: int, width: int) -> np.ndarray:
         r_max, r_min = _round_half_up(small) / big, _round_half_down(small) / big
         dxmin, dxmax = _round_half_down(r_min * dy), _round_half_down(r_max * dy)
         dymin, dymax = _round_half_down(r_min * dx), _round_half_down(r_max * dx)
-        corners = np.array([(x0 - dxmin, y0 + dymax), (x1 - dxmin, y1 + dymax), (x1 + dxmax, y1 - dymin),
-                            (x0 + dxmax, y0 - dymin)], dtype=np.float64)  # (4, 2) as (x, y)
+        corners = np.array(
+            [(x0 - dxmin, y0 + dymax), (x1 - dxmin, y1 + dymax), (x1 + dxmax, y1 - dymin), (x0 + dxmax, y0 - dymin)],
+            dtype=np.float64,
+        )  # (4, 2) as (x, y)
         lo, hi = corners.min(0).astype(int), corners.max(0).astype(int)
-        ys, xs = np.mgrid[lo[1]: hi[1] + 1, lo[0]: hi[0] + 1]
+        ys, xs = np.mgrid[lo[1] : hi[1] + 1, lo[0] : hi[0] + 1]
         sides = []
         for i in range(4):  # which side of each edge every pixel centre lies on
             (ax, ay), (bx, by) = corners[i], corners[(i + 1) % 4]
@@ -257,8 +302,10 @@ def tables(settings: SnakesSettings) -> _Tables:
     st, aa, L = settings, settings.antialias_scale, settings.paddle_length
     width = int(round(st.paddle_thickness * aa))
     if width != st.paddle_thickness * aa:
-        raise ValueError("paddle_thickness * antialias_scale must be an integer (snakes.py: 'thickness does not "
-                         f"break even'); got {st.paddle_thickness} * {aa}")
+        raise ValueError(
+            "paddle_thickness * antialias_scale must be an integer (snakes.py: 'thickness does not "
+            f"break even'); got {st.paddle_thickness} * {aa}"
+        )
     R = L * aa  # enlarged paddle length: end-point offsets lie in [-R, R]
     n_m = len(st.paddle_margins)
     halves = [L + math.ceil(st.paddle_thickness) + m for m in st.paddle_margins]
@@ -282,8 +329,8 @@ def tables(settings: SnakesSettings) -> _Tables:
                     dilated = np.maximum(dilated, np.roll(np.roll(canvas, dy, 0), dx, 1))
                 lp = resize_lanczos_u8(canvas, (small, small)) / 255.0
                 mp = resize_lanczos_u8(dilated, (small, small)) / 255.0
-                line[mi, hy + R, hx + R, off:off + small, off:off + small] = lp
-                mask[mi, hy + R, hx + R, off:off + small, off:off + small] = mp
+                line[mi, hy + R, hx + R, off : off + small, off : off + small] = lp
+                mask[mi, hy + R, hx + R, off : off + small, off : off + small] = mp
                 # seed_snake: the mask drawn from struct_head = L+m+1 in a (2(L+m)+1)^2 image, kept where it is
                 # exactly 1 (``struct.astype(np.uint8)``), applied by cv2.dilate with the anchor at the centre
                 zs, head = 2 * (L + m) + 1, L + m + 1
@@ -307,18 +354,41 @@ def tables(settings: SnakesSettings) -> _Tables:
     disk_small = np.zeros((n_m, max(len(d) for d in disks), 3), dtype=np.int64)
     for mi, d in enumerate(disks):
         disk_small[mi, : len(d), :2], disk_small[mi, : len(d), 2] = d, 1
-    ints = np.array([st.size, st.padding, st.seed_distance, L, st.contour_length, st.distractor_length,
-                     st.num_distractor_snakes, st.max_paddle_retrial, st.max_distractor_contour_retrial, aa, R],
-                    dtype=np.int64)
+    ints = np.array(
+        [
+            st.size,
+            st.padding,
+            st.seed_distance,
+            L,
+            st.contour_length,
+            st.distractor_length,
+            st.num_distractor_snakes,
+            st.max_paddle_retrial,
+            st.max_distractor_contour_retrial,
+            aa,
+            R,
+        ],
+        dtype=np.int64,
+    )
     floats = np.array([st.continuity, st.snake_contrast * st.paddle_contrast, st.snake_contrast, st.marker_radius])
-    return _Tables(ints=ints, floats=floats, margins=np.array(st.paddle_margins, dtype=np.int64), line=line,
-                   mask=mask, struct=struct, ring_y=ring_y, ring_x=ring_x,
-                   ring_n=np.array([len(r[0]) for r in ring_lists], dtype=np.int64),
-                   kv=resize_coefficients(st.size * aa, st.size), disk_small=disk_small,
-                   centres=np.array([h * aa for h in halves], dtype=np.int64))
+    return _Tables(
+        ints=ints,
+        floats=floats,
+        margins=np.array(st.paddle_margins, dtype=np.int64),
+        line=line,
+        mask=mask,
+        struct=struct,
+        ring_y=ring_y,
+        ring_x=ring_x,
+        ring_n=np.array([len(r[0]) for r in ring_lists], dtype=np.int64),
+        kv=resize_coefficients(st.size * aa, st.size),
+        disk_small=disk_small,
+        centres=np.array([h * aa for h in halves], dtype=np.int64),
+    )
 
 
 # ----------------------------------------------------------------------------- the growth loop (numba)
+
 
 @njit(cache=True)
 def _offset_index(angle, R, c):
@@ -357,8 +427,26 @@ def _overlaps(mask, patch, cy, cx):
 
 
 @njit(cache=True)
-def _extend(image, mask, snake, contrast, mi, margin, cb, T_line, T_mask, ring_y, ring_x, ring_n, disk, ints,
-            continuity, cand, cmf, orient):
+def _extend(
+    image,
+    mask,
+    snake,
+    contrast,
+    mi,
+    margin,
+    cb,
+    T_line,
+    T_mask,
+    ring_y,
+    ring_x,
+    ring_n,
+    disk,
+    ints,
+    continuity,
+    cand,
+    cmf,
+    orient,
+):
     """``extend_snake`` in place. ``snake`` = [pivot y, pivot x, angle, last patch ky, kx, y, x, tip y, x]
     (float64). Returns False on a dead end (the caller restarts the contour or the image)."""
     H, L, retrials, R = ints[0], ints[3], ints[7], ints[10]
@@ -566,8 +654,9 @@ def _draw_markers(image, ys, xs, radius, aa, kv):
 
 
 @njit(cache=True)
-def _draw(seed, label, ints, floats, margins, centres, T_line, T_mask, T_struct, ring_y, ring_x, ring_n, disk_small,
-          kv):
+def _draw(
+    seed, label, ints, floats, margins, centres, T_line, T_mask, T_struct, ring_y, ring_x, ring_n, disk_small, kv
+):
     """One image: (uint8 (H, H), marker rows (2,), marker cols (2,), paddle margin, number of restarts)."""
     np.random.seed(seed)
     H, padding, sd = ints[0], ints[1], ints[2]
@@ -598,8 +687,26 @@ def _draw(seed, label, ints, floats, margins, centres, T_line, T_mask, T_struct,
         ok = True
         for _seg in range(contour - 1):
             for snake in (a, b):
-                if ok and not _extend(image, mask, snake, c_target, mi, margin, cb, T_line, T_mask, ring_y, ring_x,
-                                      ring_n, disk, ints, continuity, cand, cmf, orient):
+                if ok and not _extend(
+                    image,
+                    mask,
+                    snake,
+                    c_target,
+                    mi,
+                    margin,
+                    cb,
+                    T_line,
+                    T_mask,
+                    ring_y,
+                    ring_x,
+                    ring_n,
+                    disk,
+                    ints,
+                    continuity,
+                    cand,
+                    cmf,
+                    orient,
+                ):
                     ok = False
         if ok:
             break
@@ -607,13 +714,33 @@ def _draw(seed, label, ints, floats, margins, centres, T_line, T_mask, T_struct,
     for _k in range(n_dis):  # make_many_snakes: distractors, each retried, left out if it never fits
         for _try in range(dis_retrials + 1):
             img2, mask2 = image.copy(), mask.copy()
-            if _seed(img2, mask2, d, c_distractor, mi, margin, cb, T_line, T_struct, ints, 1, 0.01, avail,
-                     offsets) != 1:
+            if (
+                _seed(img2, mask2, d, c_distractor, mi, margin, cb, T_line, T_struct, ints, 1, 0.01, avail, offsets)
+                != 1
+            ):
                 continue
             grown = True
             for _seg in range(d_len - 1):
-                if grown and not _extend(img2, mask2, d, c_distractor, mi, margin, cb, T_line, T_mask, ring_y, ring_x,
-                                         ring_n, disk, ints, continuity, cand, cmf, orient):
+                if grown and not _extend(
+                    img2,
+                    mask2,
+                    d,
+                    c_distractor,
+                    mi,
+                    margin,
+                    cb,
+                    T_line,
+                    T_mask,
+                    ring_y,
+                    ring_x,
+                    ring_n,
+                    disk,
+                    ints,
+                    continuity,
+                    cand,
+                    cmf,
+                    orient,
+                ):
                     grown = False
             if grown:
                 _stamp(mask2, T_mask[mi, int(d[3]), int(d[4])], int(d[5]), int(d[6]), 1.0)
@@ -643,6 +770,20 @@ def draw_snakes(settings: SnakesSettings, seed: int, index: int, label: int):
     """Image ``index`` of the data set ``seed`` with ``label``: ((H, H) uint8, markers (2, 2) as (y, x),
     the paddle margin drawn for it)."""
     t = tables(settings)
-    img, ys, xs, margin, _ = _draw(image_seed(seed, index), int(label), t.ints, t.floats, t.margins, t.centres, t.line,
-                           t.mask, t.struct, t.ring_y, t.ring_x, t.ring_n, t.disk_small, t.kv)
+    img, ys, xs, margin, _ = _draw(
+        image_seed(seed, index),
+        int(label),
+        t.ints,
+        t.floats,
+        t.margins,
+        t.centres,
+        t.line,
+        t.mask,
+        t.struct,
+        t.ring_y,
+        t.ring_x,
+        t.ring_n,
+        t.disk_small,
+        t.kv,
+    )
     return img, np.stack([ys, xs], -1), int(margin)

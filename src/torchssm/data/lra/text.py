@@ -19,15 +19,24 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 
 from torchssm.data.loaders import TensorDictDataset, resolve_data_dir
-from torchssm.data.lra.common import (BYTE_VOCAB, LRA_CITATION, DataFormatError, encode_bytes, find_dir,
-                                      load_or_build_cache, lra_download_hint, pad_rows, parse_label, read_tsv,
-                                      split_off)
+from torchssm.data.lra.common import (
+    BYTE_VOCAB,
+    LRA_CITATION,
+    DataFormatError,
+    encode_bytes,
+    find_dir,
+    load_or_build_cache,
+    lra_download_hint,
+    pad_rows,
+    parse_label,
+    read_tsv,
+    split_off,
+)
 from torchssm.data.registry import TaskData, TaskInfo, register_task
 
 TEXT_LENGTH = 4096  # LRA Text max_length
@@ -68,19 +77,33 @@ def _hold_out(train: TensorDictDataset, val_fraction: float, seed: int):
 
 
 @register_task("text", "LRA Text: IMDB sentiment from bytes; 2 classes, length 4096 (needs aclImdb/)")
-def build_text(data_dir=None, seed: int = 0, max_length: int = TEXT_LENGTH, val_fraction: float = 0.0,
-               rebuild_cache: bool = False) -> TaskData:
+def build_text(
+    data_dir=None, seed: int = 0, max_length: int = TEXT_LENGTH, val_fraction: float = 0.0, rebuild_cache: bool = False
+) -> TaskData:
     """LRA Text; the parsed reviews are cached as ``lra_text_<hash>.npz`` in the data root."""
-    folder = find_dir(data_dir, ["aclImdb"], ["train/pos", "train/neg", "test/pos", "test/neg"], "IMDB (aclImdb/)",
-                      f"Download {IMDB_URL} and unpack it (`tar xzf aclImdb_v1.tar.gz`) to get the folder 'aclImdb'.")
+    folder = find_dir(
+        data_dir,
+        ["aclImdb"],
+        ["train/pos", "train/neg", "test/pos", "test/neg"],
+        "IMDB (aclImdb/)",
+        f"Download {IMDB_URL} and unpack it (`tar xzf aclImdb_v1.tar.gz`) to get the folder 'aclImdb'.",
+    )
     splits = {}
     for split in ("train", "test"):
         path = _cache_path(data_dir, f"lra_text_{split}", folder, max_length)
-        splits[split] = _to_dataset(load_or_build_cache(path, lambda: read_imdb_split(folder / split, max_length),
-                                                        rebuild_cache))
+        splits[split] = _to_dataset(
+            load_or_build_cache(path, lambda: read_imdb_split(folder / split, max_length), rebuild_cache)  # noqa: B023 (closure called in the iteration that defines it)
+        )
     train, val = _hold_out(splits["train"], val_fraction, seed)
-    info = TaskInfo(name="text", d_input=BYTE_VOCAB, d_output=2, length=max_length, kind="classification",
-                    input_kind="tokens", citation=LRA_CITATION + "; Maas et al. 2011, IMDB")
+    info = TaskInfo(
+        name="text",
+        d_input=BYTE_VOCAB,
+        d_output=2,
+        length=max_length,
+        kind="classification",
+        input_kind="tokens",
+        citation=LRA_CITATION + "; Maas et al. 2011, IMDB",
+    )
     return TaskData(info=info, train=train, val=val, test=splits["test"], extra={"folder": str(folder)})
 
 
@@ -95,23 +118,47 @@ def read_aan_tsv(path: Path, length: int = RETRIEVAL_LENGTH) -> dict:
         raise DataFormatError(f"{path}: no examples")
     x1, l1 = pad_rows(rows1, length)
     x2, l2 = pad_rows(rows2, length)
-    return {"inputs": x1.numpy().astype(np.int16), "lengths": l1.numpy(), "inputs2": x2.numpy().astype(np.int16),
-            "lengths2": l2.numpy(), "targets": np.array(targets)}
+    return {
+        "inputs": x1.numpy().astype(np.int16),
+        "lengths": l1.numpy(),
+        "inputs2": x2.numpy().astype(np.int16),
+        "lengths2": l2.numpy(),
+        "targets": np.array(targets),
+    }
 
 
 @register_task("retrieval", "LRA Retrieval: do two AAN papers cite each other; paired bytes, 2 x 4000")
-def build_retrieval(data_dir=None, seed: int = 0, max_length: int = RETRIEVAL_LENGTH,
-                    limit: Optional[int] = None, rebuild_cache: bool = False) -> TaskData:
+def build_retrieval(
+    data_dir=None,
+    seed: int = 0,
+    max_length: int = RETRIEVAL_LENGTH,
+    limit: int | None = None,
+    rebuild_cache: bool = False,
+) -> TaskData:
     """LRA Retrieval (paired); parsed files cached as ``lra_aan_<split>_<hash>.npz`` in the data root."""
     names = {s: f"new_aan_pairs.{s}.tsv" for s in ("train", "eval", "test")}
-    folder = find_dir(data_dir, ["tsv_data", "aan", "retrieval"], list(names.values()), "LRA Retrieval (AAN)",
-                      lra_download_hint("tsv_data"))
+    folder = find_dir(
+        data_dir,
+        ["tsv_data", "aan", "retrieval"],
+        list(names.values()),
+        "LRA Retrieval (AAN)",
+        lra_download_hint("tsv_data"),
+    )
     splits = {}
     for split, name in names.items():
         path = _cache_path(data_dir, f"lra_aan_{split}", folder, max_length)
-        ds = _to_dataset(load_or_build_cache(path, lambda: read_aan_tsv(folder / name, max_length), rebuild_cache))
+        ds = _to_dataset(load_or_build_cache(path, lambda: read_aan_tsv(folder / name, max_length), rebuild_cache))  # noqa: B023 (closure called in the iteration that defines it)
         splits[split] = ds.subset(slice(0, int(limit))) if limit is not None else ds
-    info = TaskInfo(name="retrieval", d_input=BYTE_VOCAB, d_output=2, length=max_length, kind="classification",
-                    input_kind="tokens", paired=True, citation=LRA_CITATION + "; Radev et al. 2013, AAN")
-    return TaskData(info=info, train=splits["train"], val=splits["eval"], test=splits["test"],
-                    extra={"folder": str(folder)})
+    info = TaskInfo(
+        name="retrieval",
+        d_input=BYTE_VOCAB,
+        d_output=2,
+        length=max_length,
+        kind="classification",
+        input_kind="tokens",
+        paired=True,
+        citation=LRA_CITATION + "; Radev et al. 2013, AAN",
+    )
+    return TaskData(
+        info=info, train=splits["train"], val=splits["eval"], test=splits["test"], extra={"folder": str(folder)}
+    )

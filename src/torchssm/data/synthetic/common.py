@@ -12,7 +12,7 @@ example without a batch dimension, e.g. ``{"inputs": (L,) long, "targets": (L,) 
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from collections.abc import Callable
 
 import torch
 from torch.utils.data import Dataset
@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from torchssm.data.loaders import TensorDictDataset
 from torchssm.data.registry import TaskData, TaskInfo
 
-Example = Dict[str, torch.Tensor]
+Example = dict[str, torch.Tensor]
 MakeExample = Callable[[torch.Generator], Example]
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -74,8 +74,9 @@ class GeneratedDataset(Dataset):
         return TensorDictDataset(**{k: torch.stack([it[k] for it in items]) for k in items[0]})
 
 
-def make_split(make: MakeExample, n: int, seed: int, split: str, length: int,
-               materialize: Optional[bool] = None) -> Dataset:
+def make_split(
+    make: MakeExample, n: int, seed: int, split: str, length: int, materialize: bool | None = None
+) -> Dataset:
     """A split of ``n`` examples; materialised when ``materialize`` (default: if n*length is small)."""
     ds = GeneratedDataset(make, n, seed, SPLITS[split])
     if materialize is None:
@@ -83,15 +84,29 @@ def make_split(make: MakeExample, n: int, seed: int, split: str, length: int,
     return ds.materialize() if materialize else ds
 
 
-def synthetic_task(info: TaskInfo, make: MakeExample, *, seed: int, n_train: int, n_val: int, n_test: int,
-                   materialize: Optional[bool] = None, extra: Optional[dict] = None) -> TaskData:
+def synthetic_task(
+    info: TaskInfo,
+    make: MakeExample,
+    *,
+    seed: int,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    materialize: bool | None = None,
+    extra: dict | None = None,
+) -> TaskData:
     """TaskData with three independently seeded splits (val omitted when ``n_val == 0``)."""
     for name, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         if not isinstance(n, int) or n < (0 if name == "n_val" else 1):
             raise ValueError(f"{name} must be a {'non-negative' if name == 'n_val' else 'positive'} int, got {n!r}")
     split = lambda name, n: make_split(make, n, seed, name, info.length, materialize)  # noqa: E731
-    return TaskData(info=info, train=split("train", n_train), val=split("val", n_val) if n_val else None,
-                    test=split("test", n_test), extra=dict(extra or {}))
+    return TaskData(
+        info=info,
+        train=split("train", n_train),
+        val=split("val", n_val) if n_val else None,
+        test=split("test", n_test),
+        extra=dict(extra or {}),
+    )
 
 
 def check_positive_ints(**values) -> None:

@@ -25,8 +25,6 @@ the markers are included.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from torchssm.data.registry import TaskData, TaskInfo, register_task
@@ -35,12 +33,14 @@ from torchssm.data.synthetic.common import check_positive_ints, randint, synthet
 IGNORE = -100
 
 COPYING_CITATION = "Arjovsky, Shah & Bengio 2016, Unitary Evolution Recurrent Neural Networks, Sec. 4.1"
-SELECTIVE_CITATION = ("Gu & Dao 2023, Mamba: Linear-Time Sequence Modeling with Selective State Spaces, "
-                      "Sec. 3.1, App. E.1")
+SELECTIVE_CITATION = (
+    "Gu & Dao 2023, Mamba: Linear-Time Sequence Modeling with Selective State Spaces, Sec. 3.1, App. E.1"
+)
 
 
-def copying_example(generator: torch.Generator, *, length: int, n_tokens: int, vocab_size: int,
-                    selective: bool) -> dict:
+def copying_example(
+    generator: torch.Generator, *, length: int, n_tokens: int, vocab_size: int, selective: bool
+) -> dict:
     """One example: inputs (length,) long, targets (length,) long (IGNORE except the last n_tokens)."""
     region = length - n_tokens  # data region (tokens + blanks)
     tokens = randint(1, vocab_size - 1, n_tokens, generator)  # (M,) in 1..A-2
@@ -65,27 +65,64 @@ def _check(length: int, n_tokens: int, vocab_size: int, selective: bool) -> None
         raise ValueError(f"length must be >= {need} for n_tokens={n_tokens}; got {length}")
 
 
-def _build(name: str, citation: str, selective: bool, seed: int, length: int, n_tokens: int, vocab_size: int,
-           n_train: int, n_val: int, n_test: int, materialize: Optional[bool]) -> TaskData:
+def _build(
+    name: str,
+    citation: str,
+    selective: bool,
+    seed: int,
+    length: int,
+    n_tokens: int,
+    vocab_size: int,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    materialize: bool | None,
+) -> TaskData:
     _check(length, n_tokens, vocab_size, selective)
-    info = TaskInfo(name=name, d_input=vocab_size, d_output=vocab_size, length=length, kind="seq2seq",
-                    input_kind="tokens", ignore_index=IGNORE, citation=citation)
+    info = TaskInfo(
+        name=name,
+        d_input=vocab_size,
+        d_output=vocab_size,
+        length=length,
+        kind="seq2seq",
+        input_kind="tokens",
+        ignore_index=IGNORE,
+        citation=citation,
+    )
 
     def make(g):
         return copying_example(g, length=length, n_tokens=n_tokens, vocab_size=vocab_size, selective=selective)
 
-    return synthetic_task(info, make, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test,
-                          materialize=materialize)
+    return synthetic_task(info, make, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, materialize=materialize)
 
 
 @register_task("copying", "copying memory (Arjovsky 2016): recall 10 tokens after a delay; seq2seq, tokens")
-def build_copying(data_dir=None, seed: int = 0, delay: int = 100, n_tokens: int = 10, vocab_size: int = 10,
-                  n_train: int = 10000, n_val: int = 1000, n_test: int = 1000,
-                  materialize: Optional[bool] = None) -> TaskData:
+def build_copying(
+    data_dir=None,
+    seed: int = 0,
+    delay: int = 100,
+    n_tokens: int = 10,
+    vocab_size: int = 10,
+    n_train: int = 10000,
+    n_val: int = 1000,
+    n_test: int = 1000,
+    materialize: bool | None = None,
+) -> TaskData:
     """Copying memory task; ``length = delay + 2 * n_tokens`` (defaults: M=10, 8 data symbols, T=100)."""
     check_positive_ints(delay=delay)
-    return _build("copying", COPYING_CITATION, False, seed, delay + 2 * n_tokens, n_tokens, vocab_size,
-                  n_train, n_val, n_test, materialize)
+    return _build(
+        "copying",
+        COPYING_CITATION,
+        False,
+        seed,
+        delay + 2 * n_tokens,
+        n_tokens,
+        vocab_size,
+        n_train,
+        n_val,
+        n_test,
+        materialize,
+    )
 
 
 # Mamba paper, Sec. 3.1 / Table 1: "sequence length 4096, vocabulary size 16, 16 tokens to memorize".
@@ -93,9 +130,18 @@ MAMBA_PRESET = {"length": 4096, "n_tokens": 16, "vocab_size": 16}
 
 
 @register_task("selective_copying", "selective copying (Mamba 2023): recall 16 randomly spaced tokens; seq2seq")
-def build_selective_copying(data_dir=None, seed: int = 0, preset: Optional[str] = None, length: int = 256,
-                            n_tokens: int = 16, vocab_size: int = 16, n_train: int = 10000, n_val: int = 1000,
-                            n_test: int = 1000, materialize: Optional[bool] = None) -> TaskData:
+def build_selective_copying(
+    data_dir=None,
+    seed: int = 0,
+    preset: str | None = None,
+    length: int = 256,
+    n_tokens: int = 16,
+    vocab_size: int = 16,
+    n_train: int = 10000,
+    n_val: int = 1000,
+    n_test: int = 1000,
+    materialize: bool | None = None,
+) -> TaskData:
     """Selective copying; ``preset="mamba"`` sets the paper's L=4096, M=16, A=16 (overrides the others).
 
     The default length 256 is a small CPU setting, not the paper's.
@@ -104,5 +150,16 @@ def build_selective_copying(data_dir=None, seed: int = 0, preset: Optional[str] 
         if preset != "mamba":
             raise ValueError(f"unknown selective copying preset {preset!r}; expected 'mamba' or None")
         length, n_tokens, vocab_size = MAMBA_PRESET["length"], MAMBA_PRESET["n_tokens"], MAMBA_PRESET["vocab_size"]
-    return _build("selective_copying", SELECTIVE_CITATION, True, seed, length, n_tokens, vocab_size,
-                  n_train, n_val, n_test, materialize)
+    return _build(
+        "selective_copying",
+        SELECTIVE_CITATION,
+        True,
+        seed,
+        length,
+        n_tokens,
+        vocab_size,
+        n_train,
+        n_val,
+        n_test,
+        materialize,
+    )

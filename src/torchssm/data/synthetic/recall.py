@@ -23,12 +23,12 @@ and K up to L/4).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from torchssm.data.registry import TaskData, TaskInfo, register_task
-from torchssm.data.synthetic.common import GeneratedDataset, SPLITS, check_positive_ints, randint, synthetic_task
+from torchssm.data.synthetic.common import SPLITS, GeneratedDataset, check_positive_ints, randint, synthetic_task
 
 IGNORE = -100
 
@@ -49,10 +49,18 @@ def induction_example(generator: torch.Generator, *, length: int, vocab_size: in
 
 
 @register_task("induction_heads", "induction heads (Mamba 2023): recall the token after a special token; vocab 16")
-def build_induction_heads(data_dir=None, seed: int = 0, length: int = 256, vocab_size: int = 16,
-                          n_train: int = 10000, n_val: int = 1000, n_test: int = 1000,
-                          test_lengths: Sequence[int] = (64, 256, 1024, 4096, 16384), n_test_lengths: int = 256,
-                          materialize: Optional[bool] = None) -> TaskData:
+def build_induction_heads(
+    data_dir=None,
+    seed: int = 0,
+    length: int = 256,
+    vocab_size: int = 16,
+    n_train: int = 10000,
+    n_val: int = 1000,
+    n_test: int = 1000,
+    test_lengths: Sequence[int] = (64, 256, 1024, 4096, 16384),
+    n_test_lengths: int = 256,
+    materialize: bool | None = None,
+) -> TaskData:
     """Induction heads at ``length``; ``extra["test_lengths"]`` = {L: lazily generated test set}."""
     check_positive_ints(length=length, vocab_size=vocab_size, n_test_lengths=n_test_lengths)
     if length < 3 or vocab_size < 3:
@@ -60,21 +68,47 @@ def build_induction_heads(data_dir=None, seed: int = 0, length: int = 256, vocab
     lengths = [int(n) for n in test_lengths]
     if any(n < 3 for n in lengths):
         raise ValueError(f"test_lengths must all be >= 3; got {lengths}")
-    info = TaskInfo(name="induction_heads", d_input=vocab_size, d_output=vocab_size, length=length, kind="seq2seq",
-                    input_kind="tokens", ignore_index=IGNORE, citation=INDUCTION_CITATION)
+    info = TaskInfo(
+        name="induction_heads",
+        d_input=vocab_size,
+        d_output=vocab_size,
+        length=length,
+        kind="seq2seq",
+        input_kind="tokens",
+        ignore_index=IGNORE,
+        citation=INDUCTION_CITATION,
+    )
 
     def maker(n):
         return lambda g: induction_example(g, length=n, vocab_size=vocab_size)
 
     # Each extrapolation set gets its own stream: split id 3 + index in test_lengths.
-    extra = {"test_lengths": {n: GeneratedDataset(maker(n), n_test_lengths, seed, len(SPLITS) + i)
-                              for i, n in enumerate(lengths)}}
-    return synthetic_task(info, maker(length), seed=seed, n_train=n_train, n_val=n_val, n_test=n_test,
-                          materialize=materialize, extra=extra)
+    extra = {
+        "test_lengths": {
+            n: GeneratedDataset(maker(n), n_test_lengths, seed, len(SPLITS) + i) for i, n in enumerate(lengths)
+        }
+    }
+    return synthetic_task(
+        info,
+        maker(length),
+        seed=seed,
+        n_train=n_train,
+        n_val=n_val,
+        n_test=n_test,
+        materialize=materialize,
+        extra=extra,
+    )
 
 
-def mqar_example(generator: torch.Generator, *, length: int, vocab_size: int, num_kv_pairs: int,
-                 power_a: float = 0.01, random_non_queries: bool = True) -> dict:
+def mqar_example(
+    generator: torch.Generator,
+    *,
+    length: int,
+    vocab_size: int,
+    num_kv_pairs: int,
+    power_a: float = 0.01,
+    random_non_queries: bool = True,
+) -> dict:
     """One MQAR example: inputs (length,) long, targets (length,) long (value at each query, else ignored)."""
     k = num_kv_pairs
     context = 2 * k
@@ -97,24 +131,49 @@ def mqar_example(generator: torch.Generator, *, length: int, vocab_size: int, nu
 
 
 @register_task("mqar", "multi-query associative recall (Zoology 2023): K key-value pairs then K queries; seq2seq")
-def build_mqar(data_dir=None, seed: int = 0, length: int = 256, vocab_size: int = 8192, num_kv_pairs: int = 16,
-               power_a: float = 0.01, random_non_queries: bool = True, n_train: int = 20000, n_val: int = 1000,
-               n_test: int = 1000, materialize: Optional[bool] = None) -> TaskData:
+def build_mqar(
+    data_dir=None,
+    seed: int = 0,
+    length: int = 256,
+    vocab_size: int = 8192,
+    num_kv_pairs: int = 16,
+    power_a: float = 0.01,
+    random_non_queries: bool = True,
+    n_train: int = 20000,
+    n_val: int = 1000,
+    n_test: int = 1000,
+    materialize: bool | None = None,
+) -> TaskData:
     """MQAR; the Zoology constraints hold: even length, vocab_size > length, 4 * num_kv_pairs <= length."""
     check_positive_ints(length=length, vocab_size=vocab_size, num_kv_pairs=num_kv_pairs)
     if length % 2 or vocab_size <= length or 4 * num_kv_pairs > length:
-        raise ValueError(f"MQAR needs an even length, vocab_size > length and 4 * num_kv_pairs <= length; "
-                         f"got length={length}, vocab_size={vocab_size}, num_kv_pairs={num_kv_pairs}")
+        raise ValueError(
+            f"MQAR needs an even length, vocab_size > length and 4 * num_kv_pairs <= length; "
+            f"got length={length}, vocab_size={vocab_size}, num_kv_pairs={num_kv_pairs}"
+        )
     if num_kv_pairs >= vocab_size // 2:
         raise ValueError(f"num_kv_pairs must be < vocab_size // 2 = {vocab_size // 2}; got {num_kv_pairs}")
     if not 0.0 < float(power_a) <= 1.0:
         raise ValueError(f"power_a must be in (0, 1], got {power_a!r}")
-    info = TaskInfo(name="mqar", d_input=vocab_size, d_output=vocab_size, length=length, kind="seq2seq",
-                    input_kind="tokens", ignore_index=IGNORE, citation=MQAR_CITATION)
+    info = TaskInfo(
+        name="mqar",
+        d_input=vocab_size,
+        d_output=vocab_size,
+        length=length,
+        kind="seq2seq",
+        input_kind="tokens",
+        ignore_index=IGNORE,
+        citation=MQAR_CITATION,
+    )
 
     def make(g):
-        return mqar_example(g, length=length, vocab_size=vocab_size, num_kv_pairs=num_kv_pairs,
-                            power_a=float(power_a), random_non_queries=random_non_queries)
+        return mqar_example(
+            g,
+            length=length,
+            vocab_size=vocab_size,
+            num_kv_pairs=num_kv_pairs,
+            power_a=float(power_a),
+            random_non_queries=random_non_queries,
+        )
 
-    return synthetic_task(info, make, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test,
-                          materialize=materialize)
+    return synthetic_task(info, make, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, materialize=materialize)

@@ -20,8 +20,6 @@ which must stay below the pulses).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from torchssm.data.registry import TaskData, TaskInfo, register_task
@@ -44,16 +42,37 @@ def adding_example(generator: torch.Generator, *, length: int) -> dict:
 
 
 @register_task("adding", "adding problem (Hochreiter 1997): sum of two marked values; regression, (L, 2) real")
-def build_adding(data_dir=None, seed: int = 0, length: int = 200, n_train: int = 10000, n_val: int = 1000,
-                 n_test: int = 1000, materialize: Optional[bool] = None) -> TaskData:
+def build_adding(
+    data_dir=None,
+    seed: int = 0,
+    length: int = 200,
+    n_train: int = 10000,
+    n_val: int = 1000,
+    n_test: int = 1000,
+    materialize: bool | None = None,
+) -> TaskData:
     """Adding problem of length ``length`` (default 200, one of Arjovsky et al.'s T)."""
     check_positive_ints(length=length)
     if length < 2:
         raise ValueError(f"adding problem needs length >= 2, got {length}")
-    info = TaskInfo(name="adding", d_input=2, d_output=1, length=length, kind="regression", input_kind="real",
-                    citation=ADDING_CITATION)
-    return synthetic_task(info, lambda g: adding_example(g, length=length), seed=seed, n_train=n_train,
-                          n_val=n_val, n_test=n_test, materialize=materialize)
+    info = TaskInfo(
+        name="adding",
+        d_input=2,
+        d_output=1,
+        length=length,
+        kind="regression",
+        input_kind="real",
+        citation=ADDING_CITATION,
+    )
+    return synthetic_task(
+        info,
+        lambda g: adding_example(g, length=length),
+        seed=seed,
+        n_train=n_train,
+        n_val=n_val,
+        n_test=n_test,
+        materialize=materialize,
+    )
 
 
 def aa_ab_pair(length: int, gap: int = 10, first_differs: bool = False) -> torch.Tensor:
@@ -77,18 +96,33 @@ def aa_ab_example(generator: torch.Generator, *, length: int, gap: int, first_di
 
 
 @register_task("aa_ab", "aa vs ab (LRU article): classify two pulses 'gap' apart after a long silence; real")
-def build_aa_ab(data_dir=None, seed: int = 0, length: int = 1024, gap: int = 10, first_differs: bool = False,
-                noise: float = 0.01, n_train: int = 2000, n_val: int = 200, n_test: int = 1000,
-                materialize: Optional[bool] = None) -> TaskData:
+def build_aa_ab(
+    data_dir=None,
+    seed: int = 0,
+    length: int = 1024,
+    gap: int = 10,
+    first_differs: bool = False,
+    noise: float = 0.01,
+    n_train: int = 2000,
+    n_val: int = 200,
+    n_test: int = 1000,
+    materialize: bool | None = None,
+) -> TaskData:
     """aa-vs-ab classification (gap 10 as in the article; length and noise are this library's choice)."""
     aa_ab_pair(length, gap, first_differs)  # validates length / gap
     if not float(noise) >= 0:
         raise ValueError(f"noise must be >= 0, got {noise!r}")
-    info = TaskInfo(name="aa_ab", d_input=1, d_output=2, length=length, kind="classification", input_kind="real",
-                    citation=AA_AB_CITATION)
+    info = TaskInfo(
+        name="aa_ab",
+        d_input=1,
+        d_output=2,
+        length=length,
+        kind="classification",
+        input_kind="real",
+        citation=AA_AB_CITATION,
+    )
 
     def make(g):
         return aa_ab_example(g, length=length, gap=gap, first_differs=first_differs, noise=float(noise))
 
-    return synthetic_task(info, make, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test,
-                          materialize=materialize)
+    return synthetic_task(info, make, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, materialize=materialize)

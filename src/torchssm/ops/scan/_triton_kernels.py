@@ -109,9 +109,24 @@ def _row(x, rows, edge):  # type: ignore[no-untyped-def]
 
 @triton.jit
 def _decay_tile(  # type: ignore[no-untyped-def]
-    a_ptr, r_ptr, t, tvalid, cols, dmask, pid_b, s_ab, s_al, s_rb, s_rl, inv_re, inv_im,
-    A_MODE: tl.constexpr, A_C: tl.constexpr, HAS_RESET: tl.constexpr,
-    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+    a_ptr,
+    r_ptr,
+    t,
+    tvalid,
+    cols,
+    dmask,
+    pid_b,
+    s_ab,
+    s_al,
+    s_rb,
+    s_rl,
+    inv_re,
+    inv_im,
+    A_MODE: tl.constexpr,
+    A_C: tl.constexpr,
+    HAS_RESET: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """a'_t = a_t (1 - reset_t) for the time indices t (BL,); 0 where tvalid is false."""
     mask = tvalid[:, None] & dmask[None, :]
@@ -139,12 +154,40 @@ def _chunk_rows(pid_c, CL, L, i, n_tiles, rows, BLOCK_L: tl.constexpr, BACKWARDS
 
 @triton.jit
 def scan_fwd_kernel(  # type: ignore[no-untyped-def]
-    a_ptr, a2_ptr, b_ptr, bs_ptr, h0_ptr, r_ptr, h_ptr, se_ptr, sp_ptr,
-    L, D, CL, LB,
-    s_ab, s_al, s_bb, s_bl, s_h0b, s_h0c, s_rb, s_rl, s_hb, s_hl,
-    A_MODE: tl.constexpr, A_C: tl.constexpr, B_C: tl.constexpr, H0_C: tl.constexpr,
-    COMPLEX: tl.constexpr, HAS_H0: tl.constexpr, HAS_RESET: tl.constexpr, REVERSE: tl.constexpr,
-    SUMMARY: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+    a_ptr,
+    a2_ptr,
+    b_ptr,
+    bs_ptr,
+    h0_ptr,
+    r_ptr,
+    h_ptr,
+    se_ptr,
+    sp_ptr,
+    L,
+    D,
+    CL,
+    LB,
+    s_ab,
+    s_al,
+    s_bb,
+    s_bl,
+    s_h0b,
+    s_h0c,
+    s_rb,
+    s_rl,
+    s_hb,
+    s_hl,
+    A_MODE: tl.constexpr,
+    A_C: tl.constexpr,
+    B_C: tl.constexpr,
+    H0_C: tl.constexpr,
+    COMPLEX: tl.constexpr,
+    HAS_H0: tl.constexpr,
+    HAS_RESET: tl.constexpr,
+    REVERSE: tl.constexpr,
+    SUMMARY: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """h (B, L, D) from a, b (B, L, D) [a (D,) / LRU logs (D,)], h0 (B, [C,] D), reset (B, L);
     or, with SUMMARY, the per-chunk maps (E, P) (B, C, D)."""
@@ -169,8 +212,26 @@ def scan_fwd_kernel(  # type: ignore[no-untyped-def]
     for i in range(n_tiles):
         t, tvalid = _chunk_rows(pid_c, CL, L, i, n_tiles, rows, BLOCK_L, REVERSE)  # (BL,)
         mask = tvalid[:, None] & dmask[None, :]  # (BL, BD)
-        ar, ai = _decay_tile(a_ptr, r_ptr, t, tvalid, cols, dmask, pid_b, s_ab, s_al, s_rb, s_rl,
-                             inv_re, inv_im, A_MODE, A_C, HAS_RESET, BLOCK_L, BLOCK_D)
+        ar, ai = _decay_tile(
+            a_ptr,
+            r_ptr,
+            t,
+            tvalid,
+            cols,
+            dmask,
+            pid_b,
+            s_ab,
+            s_al,
+            s_rb,
+            s_rl,
+            inv_re,
+            inv_im,
+            A_MODE,
+            A_C,
+            HAS_RESET,
+            BLOCK_L,
+            BLOCK_D,
+        )
         ar = tl.where(tvalid[:, None], ar, 1.0)  # padding rows: identity
         br, bi = _load2(b_ptr, pid_b * s_bb + t[:, None] * s_bl, cols[None, :], mask, B_C, 0.0)
         if A_MODE == 2:
@@ -204,15 +265,54 @@ def scan_fwd_kernel(  # type: ignore[no-untyped-def]
 
 @triton.jit
 def scan_bwd_kernel(  # type: ignore[no-untyped-def]
-    a_ptr, a2_ptr, b_ptr, bs_ptr, h0_ptr, r_ptr, h_ptr, gh_ptr, g0_ptr,
-    ga_ptr, gb_ptr, gh0_ptr, ggam_ptr, se_ptr, sp_ptr,
-    L, D, CL, LB,
-    s_ab, s_al, s_bb, s_bl, s_h0b, s_rb, s_rl, s_hb, s_hl, s_ghb, s_ghl,
-    s_gab, s_gal, s_gbb, s_gbl, s_gh0b,
-    A_MODE: tl.constexpr, A_C: tl.constexpr, B_C: tl.constexpr, H0_C: tl.constexpr,
-    COMPLEX: tl.constexpr, HAS_H0: tl.constexpr, STORE_GH0: tl.constexpr, HAS_RESET: tl.constexpr,
-    REVERSE: tl.constexpr, HAS_G0: tl.constexpr, SUMMARY: tl.constexpr,
-    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+    a_ptr,
+    a2_ptr,
+    b_ptr,
+    bs_ptr,
+    h0_ptr,
+    r_ptr,
+    h_ptr,
+    gh_ptr,
+    g0_ptr,
+    ga_ptr,
+    gb_ptr,
+    gh0_ptr,
+    ggam_ptr,
+    se_ptr,
+    sp_ptr,
+    L,
+    D,
+    CL,
+    LB,
+    s_ab,
+    s_al,
+    s_bb,
+    s_bl,
+    s_h0b,
+    s_rb,
+    s_rl,
+    s_hb,
+    s_hl,
+    s_ghb,
+    s_ghl,
+    s_gab,
+    s_gal,
+    s_gbb,
+    s_gbl,
+    s_gh0b,
+    A_MODE: tl.constexpr,
+    A_C: tl.constexpr,
+    B_C: tl.constexpr,
+    H0_C: tl.constexpr,
+    COMPLEX: tl.constexpr,
+    HAS_H0: tl.constexpr,
+    STORE_GH0: tl.constexpr,
+    HAS_RESET: tl.constexpr,
+    REVERSE: tl.constexpr,
+    HAS_G0: tl.constexpr,
+    SUMMARY: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """grad_b (B, L, D), grad_a (B, L, D) [or per-(batch, chunk) partial sums (B, C, D) when a is
     (D,)], grad_h0 (B, D), and for LRU the per-(batch, chunk) partial sums of Re(g conj(u))
@@ -253,8 +353,26 @@ def scan_bwd_kernel(  # type: ignore[no-untyped-def]
         # coefficient of g_{t+step} in g_t: conj(a'_{t+step}), 0 outside [0, L), 1 on padding
         tn = t + step
         nvalid = (tn >= 0) & (tn < L)
-        nr, ni = _decay_tile(a_ptr, r_ptr, tn, nvalid, cols, dmask, pid_b, s_ab, s_al, s_rb, s_rl,
-                             inv_re, inv_im, A_MODE, A_C, HAS_RESET, BLOCK_L, BLOCK_D)
+        nr, ni = _decay_tile(
+            a_ptr,
+            r_ptr,
+            tn,
+            nvalid,
+            cols,
+            dmask,
+            pid_b,
+            s_ab,
+            s_al,
+            s_rb,
+            s_rl,
+            inv_re,
+            inv_im,
+            A_MODE,
+            A_C,
+            HAS_RESET,
+            BLOCK_L,
+            BLOCK_D,
+        )
         nr = tl.where(tvalid[:, None], nr, 1.0)
         ni = tl.where(tvalid[:, None], -ni, 0.0)
         ghr, ghi = _load2(gh_ptr, pid_b * s_ghb + t[:, None] * s_ghl, cols[None, :], mask, COMPLEX, 0.0)
@@ -279,8 +397,15 @@ def scan_bwd_kernel(  # type: ignore[no-untyped-def]
         else:
             # grad_b = g (LRU: gamma g)
             if A_MODE == 2:
-                _store2(gb_ptr, pid_b * s_gbb + t[:, None] * s_gbl, cols[None, :], mask,
-                        gr * gamma[None, :], gi * gamma[None, :], B_C)
+                _store2(
+                    gb_ptr,
+                    pid_b * s_gbb + t[:, None] * s_gbl,
+                    cols[None, :],
+                    mask,
+                    gr * gamma[None, :],
+                    gi * gamma[None, :],
+                    B_C,
+                )
                 ur, ui = _load2(b_ptr, pid_b * s_bb + t[:, None] * s_bl, cols[None, :], mask, B_C, 0.0)
                 acc_g += tl.sum(tl.where(mask, gr * ur + gi * ui, 0.0), axis=0)
             else:
@@ -319,8 +444,26 @@ def scan_bwd_kernel(  # type: ignore[no-untyped-def]
             # the chunk holding it stores (also without h0: the gradient for a zero initial state)
             first_t = L - 1 if REVERSE else 0
             ft = first_t + tl.zeros((1,), dtype=tl.int32)  # (1,)
-            fr, fi = _decay_tile(a_ptr, r_ptr, ft, ft < L, cols, dmask, pid_b, s_ab, s_al, s_rb, s_rl,
-                                 inv_re, inv_im, A_MODE, A_C, HAS_RESET, 1, BLOCK_D)
+            fr, fi = _decay_tile(
+                a_ptr,
+                r_ptr,
+                ft,
+                ft < L,
+                cols,
+                dmask,
+                pid_b,
+                s_ab,
+                s_al,
+                s_rb,
+                s_rl,
+                inv_re,
+                inv_im,
+                A_MODE,
+                A_C,
+                HAS_RESET,
+                1,
+                BLOCK_D,
+            )
             fr = tl.sum(fr, axis=0)  # (BD,)
             fi = -tl.sum(fi, axis=0)
             owner = (cols * 0 + pid_c) == (n_chunks - 1 if REVERSE else 0)  # (BD,)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from torchssm.ops.backend import check_backend_name
@@ -11,7 +9,7 @@ from torchssm.ops.scan.function import scan
 from torchssm.ops.scan.naive import linear_scan_naive
 
 
-def check_scan_inputs(a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor], reset: Optional[torch.Tensor]) -> None:
+def check_scan_inputs(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reset: torch.Tensor | None) -> None:
     """Shape/dtype checks only (no device sync)."""
     if not isinstance(b, torch.Tensor) or b.dim() != 3:
         raise ValueError(f"b must have shape (batch, length, dim); got {getattr(b, 'shape', type(b))}")
@@ -41,10 +39,10 @@ def check_scan_inputs(a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tenso
 def linear_scan(
     a: torch.Tensor,
     b: torch.Tensor,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     reverse: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """h_t = a_t * h_{t-1} + b_t for t = 0..L-1 (or L-1..0 with ``reverse``), elementwise.

@@ -21,8 +21,6 @@ exactly what they should be. Work is O(L log CHUNK), depth O(log L).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 CHUNK = 32  # steps per chunk: log2(32) = 5 elementwise passes per level
@@ -68,10 +66,10 @@ def _scan_full(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def linear_scan_forward(
     a: torch.Tensor,
     b: torch.Tensor,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     reverse: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Backend primitive (no autograd of its own): same signature and result as ``linear_scan_naive``.
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,8 +72,22 @@ def _fwd_jobs(a, b, h0, reset, out, a_varies, reverse, has_reset, block, job0, j
 
 
 @njit(cache=True, nogil=True)
-def _bwd_jobs(a, h, h0, g, reset, grad_b, grad_a, grad_h0, a_varies, reverse, has_reset, block, job0,  # type: ignore[no-untyped-def]
-              job1):  # pragma: no cover
+def _bwd_jobs(  # type: ignore[no-untyped-def]
+    a,
+    h,
+    h0,
+    g,
+    reset,
+    grad_b,
+    grad_a,
+    grad_h0,
+    a_varies,
+    reverse,
+    has_reset,
+    block,
+    job0,
+    job1,
+):  # pragma: no cover
     # Reverse-time pass of the forward recurrence (for reverse=False; mirrored for reverse=True):
     #   delta_t = g_t + conj(a_{t+1}) delta_{t+1}   (the carry is cut where reset[t+1])
     #   grad_b_t = delta_t,  grad_a_t = delta_t conj(h_{t-1}),  grad_h0 = conj(a_0) delta_0
@@ -99,7 +113,7 @@ def _bwd_jobs(a, h, h0, g, reset, grad_b, grad_a, grad_h0, a_varies, reverse, ha
         for s in range(length):
             t = s if reverse else length - 1 - s  # walk against the forward direction
             g_row, gb_row = g_i[t, d0:d1], gb_i[t, d0:d1]  # (n,)
-            ga_row = ga_i[t if a_varies else 0, c0:c0 + n]  # (n,)
+            ga_row = ga_i[t if a_varies else 0, c0 : c0 + n]  # (n,)
             if has_reset and reset[i, t]:  # h_t does not depend on h_{t-1}: no grad_a, carry cut
                 for k in range(n):
                     gb_row[k] = g_row[k] + carry[k]
@@ -128,7 +142,7 @@ def _bwd_jobs(a, h, h0, g, reset, grad_b, grad_a, grad_h0, a_varies, reverse, ha
 # costs more than the work there (and much more on a busy machine).
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
-_pool: Optional[ThreadPoolExecutor] = None  # worker threads (the calling thread works too)
+_pool: ThreadPoolExecutor | None = None  # worker threads (the calling thread works too)
 _pool_size = 0
 
 
@@ -219,7 +233,10 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _prepare(
-    a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor], reset: Optional[torch.Tensor],
+    a: torch.Tensor,
+    b: torch.Tensor,
+    h0: torch.Tensor | None,
+    reset: torch.Tensor | None,
 ) -> tuple[torch.dtype, torch.dtype, bool, np.ndarray, np.ndarray, np.ndarray, bool]:
     """Common dtype (no autograd), a as (Ba, La, D), dummy h0/reset when absent."""
     if b.device.type != "cpu":
@@ -239,10 +256,10 @@ def _prepare(
 def linear_scan_forward(
     a: torch.Tensor,
     b: torch.Tensor,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     reverse: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Backend primitive (no autograd of its own): same signature and result as ``linear_scan_naive``.
 
@@ -253,19 +270,18 @@ def linear_scan_forward(
     batch, length, dim = b.shape
     b_c = b.to(dtype)
     out = torch.empty((batch, length, dim), dtype=dtype)  # (B, L, D)
-    _launch(_fwd_jobs, (a_np, _np(b_c), h0_np, reset_np, out.numpy(), a_varies, reverse, has_reset),
-            batch, length, dim)
+    _launch(_fwd_jobs, (a_np, _np(b_c), h0_np, reset_np, out.numpy(), a_varies, reverse, has_reset), batch, length, dim)
     return out.to(result)
 
 
 def linear_scan_backward(
     a: torch.Tensor,
     h: torch.Tensor,
-    h0: Optional[torch.Tensor],
+    h0: torch.Tensor | None,
     grad_h: torch.Tensor,
     *,
     reverse: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fused gradients of h = linear_scan(a, b, h0) given dL/dh (conjugate-Wirtinger, as autograd).
 
@@ -276,8 +292,25 @@ def linear_scan_backward(
     grad_b = torch.empty((batch, length, dim), dtype=dtype)  # (B, L, D)
     grad_a = torch.empty((batch, length if a_varies else 1, dim), dtype=dtype)  # (B, L or 1, D)
     grad_h0 = torch.empty((batch, dim), dtype=dtype)  # (B, D)
-    _launch(_bwd_jobs, (a_np, _np(h.to(dtype)), h0_np, _np(grad_h.to(dtype)), reset_np, grad_b.numpy(),
-                        grad_a.numpy(), grad_h0.numpy(), a_varies, reverse, has_reset), batch, length, dim)
+    _launch(
+        _bwd_jobs,
+        (
+            a_np,
+            _np(h.to(dtype)),
+            h0_np,
+            _np(grad_h.to(dtype)),
+            reset_np,
+            grad_b.numpy(),
+            grad_a.numpy(),
+            grad_h0.numpy(),
+            a_varies,
+            reverse,
+            has_reset,
+        ),
+        batch,
+        length,
+        dim,
+    )
     if not a_varies:
         grad_a = grad_a.sum((0, 1))  # (D,)
     return grad_a.to(result), grad_b.to(result), grad_h0.to(result)

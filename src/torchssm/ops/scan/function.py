@@ -22,7 +22,8 @@ opaque op per direction instead of tracing into numba or Triton.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -39,11 +40,11 @@ def scan_backward_generic(
     scan_forward: Callable[..., torch.Tensor],
     a: torch.Tensor,
     h: torch.Tensor,
-    h0: Optional[torch.Tensor],
+    h0: torch.Tensor | None,
     grad_h: torch.Tensor,
     *,
     reverse: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients (grad_a shaped like a, grad_b (B, L, D), grad_h0 (B, D)) from the primitive ``scan_forward``.
 
@@ -56,20 +57,23 @@ def scan_backward_generic(
     # The backward scan runs against the forward direction; its coefficient at t links delta_t to
     # the delta of the forward-next step: conj(a_{t+1}) (or conj(a_{t-1}) when reverse), cut by its reset.
     if a_varies:
-        a_next = (torch.cat([zero_step, a_conj[:, :-1]], 1) if reverse
-                  else torch.cat([a_conj[:, 1:], zero_step], 1))  # (B, L, D)
+        a_next = (
+            torch.cat([zero_step, a_conj[:, :-1]], 1) if reverse else torch.cat([a_conj[:, 1:], zero_step], 1)
+        )  # (B, L, D)
     else:
         a_next = a_conj  # (D,)
     reset_next = None
     if reset is not None:
         no_reset = reset.new_zeros(batch, 1)  # (B, 1)
-        reset_next = (torch.cat([no_reset, reset[:, :-1]], 1) if reverse
-                      else torch.cat([reset[:, 1:], no_reset], 1))  # (B, L)
+        reset_next = (
+            torch.cat([no_reset, reset[:, :-1]], 1) if reverse else torch.cat([reset[:, 1:], no_reset], 1)
+        )  # (B, L)
     delta = scan_forward(a_next, grad_h, None, reverse=not reverse, reset=reset_next)  # (B, L, D)
 
     start = h.new_zeros(batch, dim) if h0 is None else h0  # (B, D)
-    h_prev = (torch.cat([h[:, 1:], start[:, None]], 1) if reverse
-              else torch.cat([start[:, None], h[:, :-1]], 1))  # (B, L, D): h_{t-1} of the forward direction
+    h_prev = (
+        torch.cat([h[:, 1:], start[:, None]], 1) if reverse else torch.cat([start[:, None], h[:, :-1]], 1)
+    )  # (B, L, D): h_{t-1} of the forward direction
     if reset is not None:
         h_prev = h_prev.masked_fill(reset[:, :, None], 0)
     grad_a = delta * _conj(h_prev)  # (B, L, D)
@@ -85,8 +89,12 @@ def scan_backward_generic(
 
 
 def _scan_fwd(
-    a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor], reset: Optional[torch.Tensor],
-    reverse: bool, backend: str,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    h0: torch.Tensor | None,
+    reset: torch.Tensor | None,
+    reverse: bool,
+    backend: str,
 ) -> torch.Tensor:
     """h (B, L, D) = backend primitive on inputs already promoted to one dtype and made contiguous."""
     return resolve_backend(backend, b).linear_scan_forward(a, b, h0, reverse=reverse, reset=reset)
@@ -96,13 +104,25 @@ linear_scan_fwd = torch.library.custom_op("torchssm::linear_scan_fwd", mutates_a
 
 
 @linear_scan_fwd.register_fake
-def _(a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor], reset: Optional[torch.Tensor], reverse: bool, backend: str) -> torch.Tensor:
+def _(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    h0: torch.Tensor | None,
+    reset: torch.Tensor | None,
+    reverse: bool,
+    backend: str,
+) -> torch.Tensor:
     return torch.empty_like(b)  # (B, L, D)
 
 
 def _scan_bwd(
-    a: torch.Tensor, h: torch.Tensor, h0: Optional[torch.Tensor], grad_h: torch.Tensor,
-    reset: Optional[torch.Tensor], reverse: bool, backend: str,
+    a: torch.Tensor,
+    h: torch.Tensor,
+    h0: torch.Tensor | None,
+    grad_h: torch.Tensor,
+    reset: torch.Tensor | None,
+    reverse: bool,
+    backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(grad_a shaped like a, grad_b (B, L, D), grad_h0 (B, D)): the backend's fused backward if it has one."""
     module = resolve_backend(backend, grad_h)
@@ -116,8 +136,15 @@ linear_scan_bwd = torch.library.custom_op("torchssm::linear_scan_bwd", mutates_a
 
 
 @linear_scan_bwd.register_fake
-def _(a: torch.Tensor, h: torch.Tensor, h0: Optional[torch.Tensor], grad_h: torch.Tensor, reset: Optional[torch.Tensor], reverse: bool,
-      backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _(
+    a: torch.Tensor,
+    h: torch.Tensor,
+    h0: torch.Tensor | None,
+    grad_h: torch.Tensor,
+    reset: torch.Tensor | None,
+    reverse: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return torch.empty_like(a), torch.empty_like(grad_h), grad_h.new_empty(grad_h.shape[0], grad_h.shape[2])
 
 
@@ -125,8 +152,15 @@ class LinearScanFunction(torch.autograd.Function):
     """h = linear_scan(a, b, h0) with a scan backward. Inputs: one dtype, contiguous (see ``scan``)."""
 
     @staticmethod
-    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor], reset: Optional[torch.Tensor], reverse: bool,  # type: ignore[override]
-                backend: str) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        h0: torch.Tensor | None,
+        reset: torch.Tensor | None,
+        reverse: bool,  # type: ignore[override]
+        backend: str,
+    ) -> torch.Tensor:
         # Eager calls skip the custom op's dispatch (tens of microseconds per call, most of a narrow
         # scan's fixed cost); torch.compile traces the opaque custom op.
         fwd = linear_scan_fwd if torch.compiler.is_compiling() else _scan_fwd
@@ -136,22 +170,28 @@ class LinearScanFunction(torch.autograd.Function):
         return h
 
     @staticmethod
-    def backward(ctx: Any, grad_h: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_h: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         a, h, h0, reset = ctx.saved_tensors
         bwd = linear_scan_bwd if torch.compiler.is_compiling() else _scan_bwd
         grad_a, grad_b, grad_h0 = bwd(a, h, h0, grad_h.contiguous(), reset, ctx.reverse, ctx.backend)
         needs_a, needs_b, needs_h0 = ctx.needs_input_grad[:3]
-        return (grad_a if needs_a else None, grad_b if needs_b else None, grad_h0 if needs_h0 else None,
-                None, None, None)
+        return (
+            grad_a if needs_a else None,
+            grad_b if needs_b else None,
+            grad_h0 if needs_h0 else None,
+            None,
+            None,
+            None,
+        )
 
 
 def scan(
     a: torch.Tensor,
     b: torch.Tensor,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     reverse: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Differentiable scan through ``backend``: promotes (a, b, h0) to one dtype (e.g. real a with complex

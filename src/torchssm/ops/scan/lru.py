@@ -21,8 +21,6 @@ and backward; its in-kernel gamma is 1 here); "naive", "chunked" and "cpu" build
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from torchssm.ops.backend import choose_backend, load_kernel
@@ -51,10 +49,10 @@ def lru_scan_reference(
     nu_log: torch.Tensor,
     theta_log: torch.Tensor,
     bu: torch.Tensor,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     reverse: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Plain PyTorch reference of :func:`lru_scan` (same signature; any dtype, autograd): the loop."""
     check_lru_inputs(bu, nu_log=nu_log, theta_log=theta_log)
@@ -66,10 +64,10 @@ def lru_scan(
     nu_log: torch.Tensor,
     theta_log: torch.Tensor,
     bu: torch.Tensor,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     reverse: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """x_t = lambda x_{t-1} + bu_t with lambda from (nu_log, theta_log) (module docstring), differentiable

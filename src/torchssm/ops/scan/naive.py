@@ -9,18 +9,16 @@ or None. Returns h (B, L, D). With ``reverse=True`` the recurrence runs from t =
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 
 def linear_scan_naive(
     a: torch.Tensor,
     b: torch.Tensor,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     reverse: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
 ) -> torch.Tensor:
     batch, length, dim = b.shape
     h = h0 if h0 is not None else b.new_zeros(batch, dim)

@@ -14,8 +14,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from torchssm.ops.backend import choose_backend, load_kernel
@@ -31,14 +29,14 @@ def selective_scan(
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
-    D: Optional[torch.Tensor] = None,
-    z: Optional[torch.Tensor] = None,
-    delta_bias: Optional[torch.Tensor] = None,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     return_final_state: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
     chunk_size: int = 64,
     backend: str = "auto",
 ) -> ScanResult:
@@ -61,8 +59,21 @@ def selective_scan(
         fn = selective_scan_chunked  # with linear_scan's own choice for the inner scan
     else:
         fn = load_kernel("selective_scan", chosen)
-    return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0,
-              return_final_state=return_final_state, reset=reset, chunk_size=chunk_size)
+    return fn(
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        z,
+        delta_bias,
+        delta_softplus,
+        h0,
+        return_final_state=return_final_state,
+        reset=reset,
+        chunk_size=chunk_size,
+    )
 
 
 __all__ = ["reset_from_cu_seqlens", "selective_scan", "selective_scan_chunked", "selective_scan_naive"]

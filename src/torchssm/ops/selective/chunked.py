@@ -11,7 +11,6 @@ chunked PyTorch, compiled CPU, Triton), and gradients (including w.r.t. h0) flow
 from __future__ import annotations
 
 import itertools
-from typing import Optional
 
 import torch
 
@@ -27,14 +26,14 @@ def selective_scan_chunked(
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
-    D: Optional[torch.Tensor] = None,
-    z: Optional[torch.Tensor] = None,
-    delta_bias: Optional[torch.Tensor] = None,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     return_final_state: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
     chunk_size: int = 64,
     scan_backend: str = "auto",
 ) -> ScanResult:
@@ -62,8 +61,9 @@ def selective_scan_chunked(
         T = dt_c.shape[1]
         a = torch.exp(dt_c[..., None] * Ac)  # (b, T, d, n)
         x = (dt_c * u_c)[..., None] * B_c  # (b, T, d, n)
-        hs = linear_scan(a.reshape(b, T, d * n), x.reshape(b, T, d * n), h, reset=reset_c,
-                         backend=scan_backend)  # (b, T, d*n)
+        hs = linear_scan(
+            a.reshape(b, T, d * n), x.reshape(b, T, d * n), h, reset=reset_c, backend=scan_backend
+        )  # (b, T, d*n)
         ys.append((hs.view(b, T, d, n) * C_c).sum(-1))  # (b, T, d)
         h = hs[:, -1]
     y = skip_and_gate(torch.cat(ys, dim=1), uc, D, z).to(u.dtype)  # (b, l, d)

@@ -7,8 +7,6 @@ g groups of channels sharing B and C.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from torchssm.ops.common import (  # noqa: F401  (re-exported: the selective ops import them from here)
@@ -23,9 +21,18 @@ from torchssm.ops.common import (  # noqa: F401  (re-exported: the selective ops
 )
 
 
-def check_selective_inputs(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                           D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-                           h0: Optional[torch.Tensor], reset: Optional[torch.Tensor]) -> None:
+def check_selective_inputs(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    h0: torch.Tensor | None,
+    reset: torch.Tensor | None,
+) -> None:
     """Shapes/dtypes only (no device sync). See :func:`torchssm.ops.selective.selective_scan`."""
     if not isinstance(u, torch.Tensor) or u.dim() != 3:
         raise ValueError(f"u must have shape (batch, length, d); got {shape_str(u)}")
@@ -43,16 +50,27 @@ def check_selective_inputs(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     n = A.shape[1]
     check_bc("B", B, b, l, d, n)
     check_bc("C", C, b, l, d, n)
-    for name, t, shape in (("D", D, (d,)), ("delta_bias", delta_bias, (d,)), ("z", z, (b, l, d)), ("h0", h0, (b, d, n))):
+    for name, t, shape in (
+        ("D", D, (d,)),
+        ("delta_bias", delta_bias, (d,)),
+        ("z", z, (b, l, d)),
+        ("h0", h0, (b, d, n)),
+    ):
         if t is not None and (not isinstance(t, torch.Tensor) or tuple(t.shape) != shape):
             raise ValueError(f"{name} must have shape {shape}; got {shape_str(t)}")
     check_reset(reset, b, l)
 
 
 def prepare_selective(
-    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-    delta_bias: Optional[torch.Tensor], delta_softplus: bool, h0: Optional[torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    h0: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Discretisation inputs shared by the reference and the chunked scan, in the compute dtype:
     dt (b, l, d), u (b, l, d), B and C expanded to (b, l, d or 1, n), A (d, n), h0 or None."""
     d = u.shape[2]
@@ -63,7 +81,7 @@ def prepare_selective(
     return dt, u.to(dtype), Bx, Cx, A.to(dtype), None if h0 is None else h0.to(dtype)
 
 
-def reset_from_cu_seqlens(cu_seqlens: torch.Tensor, length: Optional[int] = None) -> torch.Tensor:
+def reset_from_cu_seqlens(cu_seqlens: torch.Tensor, length: int | None = None) -> torch.Tensor:
     """Packed sequences as in flash-attention / mamba_ssm (``cu_seqlens`` = (0, l_1, l_1 + l_2, ..., total))
     -> the (1, total) bool ``reset`` mask every op and layer here takes (true where a sequence starts)."""
     if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:

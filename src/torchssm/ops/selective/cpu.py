@@ -31,7 +31,7 @@ partial gB/gC (summed afterwards); with one thread there is one split and no ext
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,8 +49,10 @@ from torchssm.ops.selective.common import check_selective_inputs
 _LOG2E = np.float32(1.44269504088896341)
 _LN2_HI = np.float32(0.693359375)
 _LN2_LO = np.float32(-2.12194440e-4)
-_EXP_P = tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
-                                       1.6666665459e-1, 5.0000001201e-1))
+_EXP_P = tuple(
+    np.float32(c)
+    for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
+)
 _EXP_LO = np.float32(-87.0)  # e^-87 = 1.6e-38, the smallest normal float32 is 1.2e-38
 _EXP_INF_AT = np.float32(88.72283905206835)  # ~ log(float32 max): the result is inf above it
 _F32_HALF, _F32_ONE, _F32_TWO = np.float32(0.5), np.float32(1.0), np.float32(2.0)
@@ -185,7 +187,7 @@ def _math_rows(x, out_exp, out_softplus, out_dsoftplus):  # type: ignore[no-unty
 def _dt_row(delta, bias, u, i, t, c0, softplus, dt, x):  # type: ignore[no-untyped-def]  # pragma: no cover (compiled)
     """dt[c] = softplus(delta[i, t, c0 + c] + bias[c0 + c]) (or without softplus), x = dt u."""
     nb = dt.shape[0]
-    d_row, b_row, u_row = delta[i, t, c0:c0 + nb], bias[c0:c0 + nb], u[i, t, c0:c0 + nb]
+    d_row, b_row, u_row = delta[i, t, c0 : c0 + nb], bias[c0 : c0 + nb], u[i, t, c0 : c0 + nb]
     for c in range(nb):
         v = d_row[c] + b_row[c]
         v = fast_softplus(v) if softplus else v
@@ -194,8 +196,26 @@ def _dt_row(delta, bias, u, i, t, c0, softplus, dt, x):  # type: ignore[no-untyp
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
-def _fwd_jobs(delta, bias, u, At, B, C, h0t, reset, y, ck, hlast, softplus, has_reset, gsize, chunk, blk,  # type: ignore[no-untyped-def]
-              job0, job1):  # pragma: no cover (compiled)
+def _fwd_jobs(  # type: ignore[no-untyped-def]
+    delta,
+    bias,
+    u,
+    At,
+    B,
+    C,
+    h0t,
+    reset,
+    y,
+    ck,
+    hlast,
+    softplus,
+    has_reset,
+    gsize,
+    chunk,
+    blk,
+    job0,
+    job1,
+):  # pragma: no cover (compiled)
     # job = (batch row i, channels c0:c1); all of time, sequential.
     # delta, u, y: (b, l, d); bias: (d,); At: (n, d); B, C: (b, l, g, n); h0t, hlast: (b, n, d);
     # reset: (b, l) or (1, 1); ck: (b, ceil(l / chunk), n, d), the state entering each chunk.
@@ -225,7 +245,7 @@ def _fwd_jobs(delta, bias, u, At, B, C, h0t, reset, y, ck, hlast, softplus, has_
                 B_t, C_t = B[i, t, g], C[i, t, g]  # (n,)
                 for k in range(n):
                     bk, ckv = B_t[k], C_t[k]
-                    h_k, a_k = h[k, s0:s1], At[k, c0 + s0:c0 + s1]
+                    h_k, a_k = h[k, s0:s1], At[k, c0 + s0 : c0 + s1]
                     for c in range(s1 - s0):
                         v = fast_exp(dt_s[c] * a_k[c]) * h_k[c] + x_s[c] * bk
                         h_k[c] = v
@@ -235,8 +255,32 @@ def _fwd_jobs(delta, bias, u, At, B, C, h0t, reset, y, ck, hlast, softplus, has_
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
-def _bwd_jobs(delta, bias, u, At, B, C, ck, reset, gy, ghlast_t, gdelta, gu, gA, gB, gC, gh0t, softplus,  # type: ignore[no-untyped-def]
-              has_reset, gsize, chunk, blk, split, job0, job1):  # pragma: no cover (compiled)
+def _bwd_jobs(  # type: ignore[no-untyped-def]
+    delta,
+    bias,
+    u,
+    At,
+    B,
+    C,
+    ck,
+    reset,
+    gy,
+    ghlast_t,
+    gdelta,
+    gu,
+    gA,
+    gB,
+    gC,
+    gh0t,
+    softplus,
+    has_reset,
+    gsize,
+    chunk,
+    blk,
+    split,
+    job0,
+    job1,
+):  # pragma: no cover (compiled)
     # job = (batch row i, channel split s of ``split`` channels), in sub-blocks of ``blk`` channels.
     # gA: (b, n, d) per batch row; gB, gC: (n_splits, b, l, g, n) partial sums, zero on entry.
     length, dim = u.shape[1], u.shape[2]
@@ -275,7 +319,7 @@ def _bwd_jobs(delta, bias, u, At, B, C, ck, reset, gy, ghlast_t, gdelta, gu, gA,
                         dt_s, x_s, B_t = dt[s0:s1], x[s0:s1], B[i, t, g]
                         for k in range(n):
                             bk = B_t[k]
-                            hp, hn, a_k = hs[tt, k, s0:s1], hs[tt + 1, k, s0:s1], At[k, c0 + s0:c0 + s1]
+                            hp, hn, a_k = hs[tt, k, s0:s1], hs[tt + 1, k, s0:s1], At[k, c0 + s0 : c0 + s1]
                             for c in range(s1 - s0):
                                 hn[c] = fast_exp(dt_s[c] * a_k[c]) * (keep * hp[c]) + x_s[c] * bk
                 # reverse time through the chunk
@@ -292,7 +336,7 @@ def _bwd_jobs(delta, bias, u, At, B, C, ck, reset, gy, ghlast_t, gdelta, gu, gA,
                         B_t, C_t, gB_t, gC_t = B[i, t, g], C[i, t, g], gB[s, i, t, g], gC[s, i, t, g]
                         for k in range(n):
                             bk, ckv = B_t[k], C_t[k]
-                            hp, hn, a_k = hs[tt, k, s0:s1], hs[tt + 1, k, s0:s1], At[k, c0 + s0:c0 + s1]
+                            hp, hn, a_k = hs[tt, k, s0:s1], hs[tt + 1, k, s0:s1], At[k, c0 + s0 : c0 + s1]
                             gh_k, ga_k = gh[k, s0:s1], ga[k, s0:s1]
                             sum_c = zero
                             sum_b = zero
@@ -339,7 +383,7 @@ def _backward_blocks(b: int, d: int, n: int, chunk: int, itemsize: int, parallel
     if not parallel or threads == 1 or b >= 2 * threads:
         return blk, d
     wanted = -(-2 * threads // b)  # splits per row for about 2 jobs per thread
-    split = min(d, -(-(-(-d // wanted)) // 16) * 16)  # ceil(d / wanted), rounded up to 16
+    split = min(d, -(-(-(-d // wanted)) // 16) * 16)  # ceil(d / wanted), rounded up to 16  # noqa: B002 (ceiling division idiom)
     return min(blk, split), split
 
 
@@ -352,9 +396,19 @@ class _FusedSelectiveScan(torch.autograd.Function):
     reset (b, l) bool or None) -> (y (b, l, d), h_last (b, d, n)); dt = softplus(delta + bias) inside."""
 
     @staticmethod
-    def forward(ctx: Any, delta: torch.Tensor, bias: torch.Tensor, u: torch.Tensor, A: torch.Tensor,  # type: ignore[override]
-                B: torch.Tensor, C: torch.Tensor, h0: torch.Tensor, reset: Optional[torch.Tensor], softplus: bool,
-                chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        ctx: Any,
+        delta: torch.Tensor,
+        bias: torch.Tensor,
+        u: torch.Tensor,
+        A: torch.Tensor,  # type: ignore[override]
+        B: torch.Tensor,
+        C: torch.Tensor,
+        h0: torch.Tensor,
+        reset: torch.Tensor | None,
+        softplus: bool,
+        chunk: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b, l, d = u.shape
         n = A.shape[1]
         n_chunks = -(-l // chunk)
@@ -366,15 +420,35 @@ class _FusedSelectiveScan(torch.autograd.Function):
         hlast = torch.empty(b, n, d, dtype=u.dtype)
         blk = _forward_block(d, n, u.element_size())
         parallel = b * l * d * n >= PARALLEL_MIN_ELEMENTS
-        run_jobs(_fwd_jobs, (_np(delta), _np(bias), _np(u), _np(At), _np(B), _np(C), _np(h0.transpose(1, 2)),
-                             _np(rst), y.numpy(), ck.numpy(), hlast.numpy(), softplus, has_reset, d // B.shape[2],
-                             chunk, blk), b * -(-d // blk), parallel)
+        run_jobs(
+            _fwd_jobs,
+            (
+                _np(delta),
+                _np(bias),
+                _np(u),
+                _np(At),
+                _np(B),
+                _np(C),
+                _np(h0.transpose(1, 2)),
+                _np(rst),
+                y.numpy(),
+                ck.numpy(),
+                hlast.numpy(),
+                softplus,
+                has_reset,
+                d // B.shape[2],
+                chunk,
+                blk,
+            ),
+            b * -(-d // blk),
+            parallel,
+        )
         ctx.save_for_backward(delta, bias, u, At, B, C, ck, rst)
         ctx.flags = (softplus, has_reset, chunk, parallel)
         return y, hlast.transpose(1, 2).contiguous()
 
     @staticmethod
-    def backward(ctx: Any, gy: Optional[torch.Tensor], ghlast: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+    def backward(ctx: Any, gy: torch.Tensor | None, ghlast: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         delta, bias, u, At, B, C, ck, rst = ctx.saved_tensors
         softplus, has_reset, chunk, parallel = ctx.flags
         b, l, d = u.shape
@@ -388,10 +462,35 @@ class _FusedSelectiveScan(torch.autograd.Function):
         gB = torch.zeros(n_splits, *B.shape, dtype=u.dtype)  # per channel split, summed below
         gC = torch.zeros(n_splits, *C.shape, dtype=u.dtype)
         gh0t = torch.empty(b, n, d, dtype=u.dtype)
-        run_jobs(_bwd_jobs, (_np(delta), _np(bias), _np(u), _np(At), _np(B), _np(C), _np(ck), _np(rst), _np(gy),
-                             _np(ghlast_t), gdelta.numpy(), gu.numpy(), gA.numpy(), gB.numpy(), gC.numpy(),
-                             gh0t.numpy(), softplus, has_reset, d // B.shape[2], chunk, blk, split),
-                 b * n_splits, parallel)
+        run_jobs(
+            _bwd_jobs,
+            (
+                _np(delta),
+                _np(bias),
+                _np(u),
+                _np(At),
+                _np(B),
+                _np(C),
+                _np(ck),
+                _np(rst),
+                _np(gy),
+                _np(ghlast_t),
+                gdelta.numpy(),
+                gu.numpy(),
+                gA.numpy(),
+                gB.numpy(),
+                gC.numpy(),
+                gh0t.numpy(),
+                softplus,
+                has_reset,
+                d // B.shape[2],
+                chunk,
+                blk,
+                split,
+            ),
+            b * n_splits,
+            parallel,
+        )
         gbias = gdelta.sum((0, 1)) if ctx.needs_input_grad[1] else None
         return (gdelta, gbias, gu, gA.sum(0).t(), gB.sum(0), gC.sum(0), gh0t.transpose(1, 2), None, None, None)
 
@@ -403,14 +502,14 @@ def selective_scan_cpu(
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
-    D: Optional[torch.Tensor] = None,
-    z: Optional[torch.Tensor] = None,
-    delta_bias: Optional[torch.Tensor] = None,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     return_final_state: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
     chunk_size: int = 64,
 ) -> ScanResult:
     """Fused CPU kernel with the signature of :func:`selective_scan_naive`; ``chunk_size`` is the
@@ -429,7 +528,8 @@ def selective_scan_cpu(
     B4 = (B if B.dim() == 4 else B[:, :, None]).to(dtype)  # (b, l, g, n)
     C4 = (C if C.dim() == 4 else C[:, :, None]).to(dtype)  # (b, l, g, n)
     h0c = h0.to(dtype) if h0 is not None else uc.new_zeros(b, d, n)  # (b, d, n)
-    y, h_last = _FusedSelectiveScan.apply(delta.to(dtype), bias, uc, A.to(dtype), B4, C4, h0c, reset,
-                                          bool(delta_softplus), min(chunk_size, l))
+    y, h_last = _FusedSelectiveScan.apply(
+        delta.to(dtype), bias, uc, A.to(dtype), B4, C4, h0c, reset, bool(delta_softplus), min(chunk_size, l)
+    )
     y = skip_and_gate(y, uc, D, z).to(u.dtype)
     return (y, h_last) if return_final_state else y

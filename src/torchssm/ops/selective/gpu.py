@@ -24,7 +24,7 @@ Triton; tensors must be on CUDA, or on the CPU under TRITON_INTERPRET=1 (tests).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -32,9 +32,7 @@ try:
     import triton
     import triton.language as tl
 except ImportError as err:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "torchssm.ops.selective.gpu needs Triton: pip install 'torchssm[gpu]' (Linux + CUDA)"
-    ) from err
+    raise ImportError("torchssm.ops.selective.gpu needs Triton: pip install 'torchssm[gpu]' (Linux + CUDA)") from err
 
 from torchssm.ops.common import ScanResult
 from torchssm.ops.scan._triton_kernels import _comb_real, _row
@@ -47,8 +45,21 @@ _TILE_ELEMENTS = 4096  # chunk x BLOCK_D x n_pow2 per tile: bounds registers per
 
 
 @triton.jit
-def _decay(dt_ptr, r_ptr, A, t, tvalid, cols, dmask, pid_b, s_dtb, s_dtl, s_rb, s_rl,  # type: ignore[no-untyped-def]
-           HAS_RESET: tl.constexpr):
+def _decay(  # type: ignore[no-untyped-def]
+    dt_ptr,
+    r_ptr,
+    A,
+    t,
+    tvalid,
+    cols,
+    dmask,
+    pid_b,
+    s_dtb,
+    s_dtl,
+    s_rb,
+    s_rl,
+    HAS_RESET: tl.constexpr,
+):
     """a'_t = exp(dt_t A) (1 - reset_t): (BL, BD, NP), and dt (BL, BD); dt = 0 (a' = 1) off range."""
     mask = tvalid[:, None] & dmask[None, :]
     dt = tl.load(dt_ptr + pid_b * s_dtb + t[:, None] * s_dtl + cols[None, :], mask=mask, other=0.0)
@@ -69,11 +80,39 @@ def _bc(ptr, t, tvalid, ns, nmask, pid_b, grp, s_b, s_l, s_g):  # type: ignore[n
 
 @triton.jit
 def selective_fwd_kernel(  # type: ignore[no-untyped-def]
-    dt_ptr, u_ptr, A_ptr, B_ptr, C_ptr, h0_ptr, r_ptr, y_ptr, hl_ptr, S_ptr,
-    L, D, N, DPG,
-    s_dtb, s_dtl, s_ub, s_ul, s_Bb, s_Bl, s_Bg, s_Cb, s_Cl, s_Cg, s_rb, s_rl, s_yb, s_yl,
-    HAS_H0: tl.constexpr, HAS_RESET: tl.constexpr,
-    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, NP: tl.constexpr,
+    dt_ptr,
+    u_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    h0_ptr,
+    r_ptr,
+    y_ptr,
+    hl_ptr,
+    S_ptr,
+    L,
+    D,
+    N,
+    DPG,
+    s_dtb,
+    s_dtl,
+    s_ub,
+    s_ul,
+    s_Bb,
+    s_Bl,
+    s_Bg,
+    s_Cb,
+    s_Cl,
+    s_Cg,
+    s_rb,
+    s_rl,
+    s_yb,
+    s_yl,
+    HAS_H0: tl.constexpr,
+    HAS_RESET: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    NP: tl.constexpr,
 ):
     """y (B, L, D) = sum_i C h, final state (B, D, N), chunk-entry states S (B, n_chunks, D, N)."""
     pid_b = tl.program_id(0).to(tl.int64)
@@ -97,8 +136,7 @@ def selective_fwd_kernel(  # type: ignore[no-untyped-def]
         t = i * BLOCK_L + rows  # (BL,)
         tvalid = t < L
         mask = tvalid[:, None] & dmask[None, :]  # (BL, BD)
-        alpha, dt = _decay(dt_ptr, r_ptr, A, t, tvalid, cols, dmask, pid_b, s_dtb, s_dtl, s_rb, s_rl,
-                           HAS_RESET)
+        alpha, dt = _decay(dt_ptr, r_ptr, A, t, tvalid, cols, dmask, pid_b, s_dtb, s_dtl, s_rb, s_rl, HAS_RESET)
         u = tl.load(u_ptr + pid_b * s_ub + t[:, None] * s_ul + cols[None, :], mask=mask, other=0.0)
         Bt = _bc(B_ptr, t, tvalid, ns, nmask, pid_b, grp, s_Bb, s_Bl, s_Bg)  # (BL, NP)
         beta = (dt * u.to(tl.float32))[:, :, None] * Bt[:, None, :]  # (BL, BD, NP)
@@ -113,11 +151,44 @@ def selective_fwd_kernel(  # type: ignore[no-untyped-def]
 
 @triton.jit
 def selective_bwd_kernel(  # type: ignore[no-untyped-def]
-    dt_ptr, u_ptr, A_ptr, B_ptr, C_ptr, r_ptr, S_ptr, gy_ptr, ghl_ptr,
-    gdt_ptr, gu_ptr, gA_ptr, gB_ptr, gC_ptr, gh0_ptr,
-    L, D, N, DPG, NDB,
-    s_dtb, s_dtl, s_ub, s_ul, s_Bb, s_Bl, s_Bg, s_Cb, s_Cl, s_Cg, s_rb, s_rl, s_gyb, s_gyl,
-    HAS_RESET: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, NP: tl.constexpr,
+    dt_ptr,
+    u_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    r_ptr,
+    S_ptr,
+    gy_ptr,
+    ghl_ptr,
+    gdt_ptr,
+    gu_ptr,
+    gA_ptr,
+    gB_ptr,
+    gC_ptr,
+    gh0_ptr,
+    L,
+    D,
+    N,
+    DPG,
+    NDB,
+    s_dtb,
+    s_dtl,
+    s_ub,
+    s_ul,
+    s_Bb,
+    s_Bl,
+    s_Bg,
+    s_Cb,
+    s_Cl,
+    s_Cg,
+    s_rb,
+    s_rl,
+    s_gyb,
+    s_gyl,
+    HAS_RESET: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    NP: tl.constexpr,
 ):
     """grad dt, grad u (B, L, D); per-batch grad A (B, D, N); per-channel-block grad B and grad C
     (B, L, NDB, NP); grad h0 (B, D, N). Chunk states are recomputed from S."""
@@ -142,8 +213,7 @@ def selective_bwd_kernel(  # type: ignore[no-untyped-def]
         mask = tvalid[:, None] & dmask[None, :]
         # recompute the chunk's states from its entry state
         S = tl.load(S_ptr + (pid_b * n_tiles + tile) * D * N + dn_off, mask=dn_mask, other=0.0)
-        alpha, dt = _decay(dt_ptr, r_ptr, A, t, tvalid, cols, dmask, pid_b, s_dtb, s_dtl, s_rb, s_rl,
-                           HAS_RESET)
+        alpha, dt = _decay(dt_ptr, r_ptr, A, t, tvalid, cols, dmask, pid_b, s_dtb, s_dtl, s_rb, s_rl, HAS_RESET)
         u = tl.load(u_ptr + pid_b * s_ub + t[:, None] * s_ul + cols[None, :], mask=mask, other=0.0)
         u = u.to(tl.float32)
         dtu = dt * u  # (BL, BD)
@@ -153,13 +223,11 @@ def selective_bwd_kernel(  # type: ignore[no-untyped-def]
         hs = P * S[None, :, :] + Q  # (BL, BD, NP)
         # reverse scan: g_t = C_t gy_t + a'_{t+1} g_{t+1}; a' = 1 past the end (carry enters at L-1)
         tn = t + 1
-        alpha_n, _ = _decay(dt_ptr, r_ptr, A, tn, tn < L, cols, dmask, pid_b, s_dtb, s_dtl, s_rb, s_rl,
-                            HAS_RESET)
+        alpha_n, _ = _decay(dt_ptr, r_ptr, A, tn, tn < L, cols, dmask, pid_b, s_dtb, s_dtl, s_rb, s_rl, HAS_RESET)
         gy = tl.load(gy_ptr + pid_b * s_gyb + t[:, None] * s_gyl + cols[None, :], mask=mask, other=0.0)
         gy = gy.to(tl.float32)
         Ct = _bc(C_ptr, t, tvalid, ns, nmask, pid_b, grp, s_Cb, s_Cl, s_Cg)
-        Pg, Qg = tl.associative_scan((alpha_n, gy[:, :, None] * Ct[:, None, :]), 0, _comb_real,
-                                     reverse=True)
+        Pg, Qg = tl.associative_scan((alpha_n, gy[:, :, None] * Ct[:, None, :]), 0, _comb_real, reverse=True)
         gh = Pg * g[None, :, :] + Qg  # (BL, BD, NP)
         g = _row(gh, rows[:, None], 0)
         gh = tl.where(mask[:, :, None], gh, 0.0)
@@ -195,11 +263,15 @@ def check_kernel_inputs(op: str, tensors: dict) -> None:
         if t is None:
             continue
         if t.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            raise TypeError(f"{name} has dtype {t.dtype}; the Triton {op} takes float32, bfloat16 "
-                            "or float16 (it computes in float32: use backend='chunked' for float64)")
+            raise TypeError(
+                f"{name} has dtype {t.dtype}; the Triton {op} takes float32, bfloat16 "
+                "or float16 (it computes in float32: use backend='chunked' for float64)"
+            )
         if t.device.type != "cuda" and not INTERPRET:
-            raise ValueError(f"{name} is on {t.device}; the Triton {op} needs CUDA tensors "
-                             "(or TRITON_INTERPRET=1 set before importing triton, to test on the CPU)")
+            raise ValueError(
+                f"{name} is on {t.device}; the Triton {op} needs CUDA tensors "
+                "(or TRITON_INTERPRET=1 set before importing triton, to test on the CPU)"
+            )
 
 
 def _block_d(d: int, dpg: int, chunk: int, np_: int) -> int:
@@ -220,9 +292,17 @@ class SelectiveCore(torch.autograd.Function):
     """(dt, u, A, B, C, h0, reset) -> (y (b, l, d) = sum_i C h, h_last (b, d, n)), float32."""
 
     @staticmethod
-    def forward(ctx: Any, dt: torch.Tensor, u: torch.Tensor, A: torch.Tensor, B: torch.Tensor,  # type: ignore[override]
-                C: torch.Tensor, h0: Optional[torch.Tensor], reset: Optional[torch.Tensor],
-                chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        ctx: Any,
+        dt: torch.Tensor,
+        u: torch.Tensor,
+        A: torch.Tensor,
+        B: torch.Tensor,  # type: ignore[override]
+        C: torch.Tensor,
+        h0: torch.Tensor | None,
+        reset: torch.Tensor | None,
+        chunk: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b, l, d = u.shape
         n = A.shape[1]
         B4, C4 = _bc4(B), _bc4(C)  # (b, l, g, n)
@@ -238,20 +318,49 @@ class SelectiveCore(torch.autograd.Function):
         r = reset.contiguous().view(torch.uint8) if reset is not None else None
         h0c = h0.contiguous() if h0 is not None else None
         selective_fwd_kernel[(b, triton.cdiv(d, bd))](
-            dt, u, A, B4, C4, h0c if h0c is not None else y, r if r is not None else y, y, h_last, S,
-            l, d, n, dpg,
-            dt.stride(0), dt.stride(1), u.stride(0), u.stride(1),
-            B4.stride(0), B4.stride(1), B4.stride(2), C4.stride(0), C4.stride(1), C4.stride(2),
-            *(r.stride() if r is not None else (0, 0)), y.stride(0), y.stride(1),
-            HAS_H0=h0 is not None, HAS_RESET=r is not None, BLOCK_L=chunk, BLOCK_D=bd, NP=np_,
+            dt,
+            u,
+            A,
+            B4,
+            C4,
+            h0c if h0c is not None else y,
+            r if r is not None else y,
+            y,
+            h_last,
+            S,
+            l,
+            d,
+            n,
+            dpg,
+            dt.stride(0),
+            dt.stride(1),
+            u.stride(0),
+            u.stride(1),
+            B4.stride(0),
+            B4.stride(1),
+            B4.stride(2),
+            C4.stride(0),
+            C4.stride(1),
+            C4.stride(2),
+            *(r.stride() if r is not None else (0, 0)),
+            y.stride(0),
+            y.stride(1),
+            HAS_H0=h0 is not None,
+            HAS_RESET=r is not None,
+            BLOCK_L=chunk,
+            BLOCK_D=bd,
+            NP=np_,
         )
         ctx.save_for_backward(dt, u, A, B4, C4, h0, r, S)
         ctx.meta = (chunk, bd, np_, dpg, B.dim(), B.dtype, C.dtype)
         return y, h_last
 
     @staticmethod
-    def backward(ctx: Any, grad_y: Optional[torch.Tensor],  # type: ignore[override]
-                 grad_h_last: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], ...]:
+    def backward(
+        ctx: Any,
+        grad_y: torch.Tensor | None,  # type: ignore[override]
+        grad_h_last: torch.Tensor | None,
+    ) -> tuple[torch.Tensor | None, ...]:
         dt, u, A, B4, C4, h0, r, S = ctx.saved_tensors
         chunk, bd, np_, dpg, bc_dim, b_dtype, c_dtype = ctx.meta
         b, l, d = u.shape
@@ -259,8 +368,11 @@ class SelectiveCore(torch.autograd.Function):
         g = B4.shape[2]
         ndb = triton.cdiv(d, bd)
         grad_y = grad_y.contiguous() if grad_y is not None else torch.zeros_like(dt)
-        ghl = (grad_h_last.contiguous() if grad_h_last is not None
-               else torch.zeros(b, d, n, dtype=torch.float32, device=u.device))
+        ghl = (
+            grad_h_last.contiguous()
+            if grad_h_last is not None
+            else torch.zeros(b, d, n, dtype=torch.float32, device=u.device)
+        )
         gdt = torch.empty_like(dt)  # (b, l, d), strides of dt (contiguous)
         gu = torch.empty_like(dt)
         gA = torch.empty(b, d, n, dtype=torch.float32, device=u.device)  # per-batch partial sums
@@ -268,21 +380,59 @@ class SelectiveCore(torch.autograd.Function):
         gC = torch.empty_like(gB)
         gh0 = torch.empty(b, d, n, dtype=torch.float32, device=u.device)
         selective_bwd_kernel[(b, ndb)](
-            dt, u, A, B4, C4, r if r is not None else dt, S, grad_y, ghl,
-            gdt, gu, gA, gB, gC, gh0,
-            l, d, n, dpg, ndb,
-            dt.stride(0), dt.stride(1), u.stride(0), u.stride(1),
-            B4.stride(0), B4.stride(1), B4.stride(2), C4.stride(0), C4.stride(1), C4.stride(2),
-            *(r.stride() if r is not None else (0, 0)), grad_y.stride(0), grad_y.stride(1),
-            HAS_RESET=r is not None, BLOCK_L=chunk, BLOCK_D=bd, NP=np_,
+            dt,
+            u,
+            A,
+            B4,
+            C4,
+            r if r is not None else dt,
+            S,
+            grad_y,
+            ghl,
+            gdt,
+            gu,
+            gA,
+            gB,
+            gC,
+            gh0,
+            l,
+            d,
+            n,
+            dpg,
+            ndb,
+            dt.stride(0),
+            dt.stride(1),
+            u.stride(0),
+            u.stride(1),
+            B4.stride(0),
+            B4.stride(1),
+            B4.stride(2),
+            C4.stride(0),
+            C4.stride(1),
+            C4.stride(2),
+            *(r.stride() if r is not None else (0, 0)),
+            grad_y.stride(0),
+            grad_y.stride(1),
+            HAS_RESET=r is not None,
+            BLOCK_L=chunk,
+            BLOCK_D=bd,
+            NP=np_,
         )
 
         def per_group(part: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # (b, l, ndb, np) -> (b, l, g, n)
             out = part[..., :n].reshape(b, l, g, ndb // g, n).sum(3)
             return (out[:, :, 0] if bc_dim == 3 else out).to(dtype)
 
-        return (gdt, gu.to(u.dtype), gA.sum(0).to(A.dtype), per_group(gB, b_dtype), per_group(gC, c_dtype),
-                gh0.to(h0.dtype) if h0 is not None else None, None, None)
+        return (
+            gdt,
+            gu.to(u.dtype),
+            gA.sum(0).to(A.dtype),
+            per_group(gB, b_dtype),
+            per_group(gC, c_dtype),
+            gh0.to(h0.dtype) if h0 is not None else None,
+            None,
+            None,
+        )
 
 
 def selective_scan_gpu(
@@ -291,14 +441,14 @@ def selective_scan_gpu(
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
-    D: Optional[torch.Tensor] = None,
-    z: Optional[torch.Tensor] = None,
-    delta_bias: Optional[torch.Tensor] = None,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     return_final_state: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
     chunk_size: int = 64,
 ) -> ScanResult:
     """Selective scan by the fused Triton kernels; same signature and result as
@@ -310,8 +460,7 @@ def selective_scan_gpu(
     Returns y (b, l, d) in u's dtype [, h_last (b, d, n) float32].
     """
     check_selective_inputs(u, delta, A, B, C, D, z, delta_bias, h0, reset)
-    check_kernel_inputs("selective scan", dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z,
-                                                delta_bias=delta_bias, h0=h0))
+    check_kernel_inputs("selective scan", dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias, h0=h0))
     dt = prepare_dt(delta, delta_bias, delta_softplus, torch.float32).contiguous()  # (b, l, d)
     chunk = kernel_chunk(chunk_size, A.shape[1])
     y, h_last = SelectiveCore.apply(dt, u, A.float().contiguous(), B, C, h0, reset, chunk)

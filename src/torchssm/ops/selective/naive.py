@@ -14,8 +14,6 @@ B, C are shared by all channels (b, l, n), or by groups of channels (b, l, g, n)
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from torchssm.ops.common import ScanResult
@@ -29,14 +27,14 @@ def selective_scan_naive(
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
-    D: Optional[torch.Tensor] = None,
-    z: Optional[torch.Tensor] = None,
-    delta_bias: Optional[torch.Tensor] = None,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     return_final_state: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
     chunk_size: int = 64,
 ) -> ScanResult:
     """Loop reference; same signature as :func:`selective_scan_chunked` (``chunk_size`` is accepted

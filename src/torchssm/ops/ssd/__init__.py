@@ -12,8 +12,6 @@ Triton forward and backward). SSD has no numba kernel: "cpu" is refused (it used
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from torchssm.ops.backend import check_backend_name, choose_backend, load_kernel
@@ -31,14 +29,14 @@ def ssd(
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
-    D: Optional[torch.Tensor] = None,
-    z: Optional[torch.Tensor] = None,
-    dt_bias: Optional[torch.Tensor] = None,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
     dt_softplus: bool = False,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     return_final_state: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
     chunk_size: int = 64,
     backend: str = "auto",
     method: str = "auto",
@@ -62,20 +60,48 @@ def ssd(
     if method == "attention":
         if backend != "auto":
             raise ValueError(f"method='attention' is plain PyTorch and takes backend='auto'; got backend={backend!r}")
-        return ssd_attention(x, dt, A, B, C, D, z, dt_bias, dt_softplus, h0,
-                             return_final_state=return_final_state, reset=reset, chunk_size=chunk_size)
+        return ssd_attention(
+            x,
+            dt,
+            A,
+            B,
+            C,
+            D,
+            z,
+            dt_bias,
+            dt_softplus,
+            h0,
+            return_final_state=return_final_state,
+            reset=reset,
+            chunk_size=chunk_size,
+        )
     op = "ssd_chunked" if method == "chunked" else "ssd"  # the form of the "gpu" kernels
     chosen = choose_backend(op, backend, x)
     own = {"naive": "recurrent", "chunked": "chunked"}.get(chosen)
     if own is not None and method not in ("auto", own):
-        raise ValueError(f"backend={chosen!r}{' (chosen by auto)' if backend == 'auto' else ''} has only the "
-                         f"{own} form; got method={method!r} (both forms exist for backend='gpu')")
+        raise ValueError(
+            f"backend={chosen!r}{' (chosen by auto)' if backend == 'auto' else ''} has only the "
+            f"{own} form; got method={method!r} (both forms exist for backend='gpu')"
+        )
     if chosen == "gpu":
         fn = load_kernel(op, "gpu")
     else:
         fn = ssd_naive if chosen == "naive" else ssd_chunked
-    return fn(x, dt, A, B, C, D, z, dt_bias, dt_softplus, h0,
-              return_final_state=return_final_state, reset=reset, chunk_size=chunk_size)
+    return fn(
+        x,
+        dt,
+        A,
+        B,
+        C,
+        D,
+        z,
+        dt_bias,
+        dt_softplus,
+        h0,
+        return_final_state=return_final_state,
+        reset=reset,
+        chunk_size=chunk_size,
+    )
 
 
 __all__ = ["segsum", "ssd", "ssd_attention", "ssd_chunked", "ssd_naive"]

@@ -16,8 +16,6 @@ cumulative log-decays a_cum (T,) and segsum S[i, j] = a_cum[i] - a_cum[j] (-inf 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 
@@ -38,8 +36,11 @@ def segsum(a: torch.Tensor) -> torch.Tensor:
 
 
 def chunk_decays(
-    dt: torch.Tensor, A: torch.Tensor, reset: Optional[torch.Tensor], chunk_size: int,
-) -> tuple[int, int, int, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    reset: torch.Tensor | None,
+    chunk_size: int,
+) -> tuple[int, int, int, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The chunk layout shared by ``ssd_chunked`` and the Triton chunked kernels (``gpu_chunked.py``).
 
     dt (b, l, h) prepared steps, A (h,), reset bool (b, l) or None. The sequence is cut into c chunks
@@ -73,14 +74,14 @@ def ssd_chunked(
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
-    D: Optional[torch.Tensor] = None,
-    z: Optional[torch.Tensor] = None,
-    dt_bias: Optional[torch.Tensor] = None,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
     dt_softplus: bool = False,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     return_final_state: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
     chunk_size: int = 64,
 ) -> ScanResult:
     """Same math and signature as :func:`ssd_naive`. Returns y (b, l, h, p) [, h_last (b, h, p, n)]."""

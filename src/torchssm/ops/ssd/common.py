@@ -7,16 +7,23 @@ g groups of B/C each shared by h // g heads.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from torchssm.ops.common import check_bc, check_reset, shape_str
 
 
-def check_ssd_inputs(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                     D: Optional[torch.Tensor], z: Optional[torch.Tensor], dt_bias: Optional[torch.Tensor],
-                     h0: Optional[torch.Tensor], reset: Optional[torch.Tensor]) -> None:
+def check_ssd_inputs(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    dt_bias: torch.Tensor | None,
+    h0: torch.Tensor | None,
+    reset: torch.Tensor | None,
+) -> None:
     """Shapes/dtypes only (no device sync). See :func:`torchssm.ops.ssd.ssd`."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"x must have shape (batch, length, heads, headdim); got {shape_str(x)}")
@@ -43,7 +50,7 @@ def check_ssd_inputs(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torc
     check_reset(reset, b, l)
 
 
-def d_skip(D: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
+def d_skip(D: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
     """D of shape (h,) or (h, p) broadcast against x (b, l, h, p)."""
     if D is None:
         return None

@@ -14,8 +14,6 @@ reaches HBM. This is the recurrent form, not the chunked matmul (tensor-core) al
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from torchssm.ops.common import ScanResult, prepare_dt, skip_and_gate
@@ -31,14 +29,14 @@ def ssd_gpu(
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
-    D: Optional[torch.Tensor] = None,
-    z: Optional[torch.Tensor] = None,
-    dt_bias: Optional[torch.Tensor] = None,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
     dt_softplus: bool = False,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     return_final_state: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
     chunk_size: int = 64,
 ) -> ScanResult:
     """SSD by the fused Triton kernels; same signature and result as ``ssd_naive``, differentiable.

@@ -60,7 +60,7 @@ Needs Triton; CUDA tensors, or CPU tensors under TRITON_INTERPRET=1 (tests).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -68,9 +68,7 @@ try:
     import triton
     import triton.language as tl
 except ImportError as err:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "torchssm.ops.ssd.gpu_chunked needs Triton: pip install 'torchssm[gpu]' (Linux + CUDA)"
-    ) from err
+    raise ImportError("torchssm.ops.ssd.gpu_chunked needs Triton: pip install 'torchssm[gpu]' (Linux + CUDA)") from err
 
 from torchssm.ops.common import ScanResult, prepare_dt, skip_and_gate
 from torchssm.ops.scan.api import linear_scan
@@ -80,14 +78,26 @@ from torchssm.ops.ssd.chunked import chunk_decays
 from torchssm.ops.ssd.common import check_ssd_inputs, d_skip
 
 Tensor = torch.Tensor
-OptTensor = Optional[torch.Tensor]
+OptTensor = torch.Tensor | None
 
 __all__ = ["ssd_chunked_gpu"]
 
 
 @triton.jit
-def _chunk_rows(acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET: tl.constexpr, CHUNK: tl.constexpr,  # type: ignore[no-untyped-def]
-                BLOCK_P: tl.constexpr, NP: tl.constexpr):
+def _chunk_rows(  # type: ignore[no-untyped-def]
+    acum_ptr,
+    seg_ptr,
+    NCH,
+    T,
+    L,
+    H,
+    P,
+    N,
+    HAS_RESET: tl.constexpr,
+    CHUNK: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    NP: tl.constexpr,
+):
     """What every chunk kernel's program (batch x chunk pid_bc, head pid_h, p block) works on:
     (pid_bc, pid_h, batch index, rows (CHUNK,), time t, validity, a_cum (CHUNK,), a_cum of the
     chunk's last row, seg (CHUNK,), seg of the last row, the offset of this (batch, head, chunk)
@@ -115,8 +125,26 @@ def _chunk_rows(acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET: tl.constexpr, 
 
 
 @triton.jit
-def _scan_operands(C_ptr, B_ptr, hp_ptr, pid_bc, pid_h, bi, t, tvalid, ps, pmask, ns, nmask, L, H, P, N, G,  # type: ignore[no-untyped-def]
-                   HPG):
+def _scan_operands(  # type: ignore[no-untyped-def]
+    C_ptr,
+    B_ptr,
+    hp_ptr,
+    pid_bc,
+    pid_h,
+    bi,
+    t,
+    tvalid,
+    ps,
+    pmask,
+    ns,
+    nmask,
+    L,
+    H,
+    P,
+    N,
+    G,
+    HPG,
+):
     """C and B of the head's group for the chunk's rows, (CHUNK, NP) each, and the state carried
     into the chunk, Hp (BLOCK_P, NP), as float32: the inputs shared by both chunk-scan kernels."""
     grp = pid_h // HPG
@@ -198,13 +226,30 @@ def _readout_decay(acum, seg, HAS_RESET: tl.constexpr):  # type: ignore[no-untyp
 
 @triton.jit
 def ssd_chunk_state_kernel(  # type: ignore[no-untyped-def]
-    X_ptr, B_ptr, C_ptr, acum_ptr, seg_ptr, st_ptr, L, T, NCH, H, P, N, G, HPG,
-    HAS_RESET: tl.constexpr, PRECISION: tl.constexpr,
-    CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, NP: tl.constexpr,
+    X_ptr,
+    B_ptr,
+    C_ptr,
+    acum_ptr,
+    seg_ptr,
+    st_ptr,
+    L,
+    T,
+    NCH,
+    H,
+    P,
+    N,
+    G,
+    HPG,
+    HAS_RESET: tl.constexpr,
+    PRECISION: tl.constexpr,
+    CHUNK: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    NP: tl.constexpr,
 ):
     """state_c (b, c, h, p, n) = sum_s w_s X_s B_s^T over the chunk (step 1 of the module docstring)."""
     pid_bc, pid_h, bi, rows, t, tvalid, acum, alast, seg, slast, _, ps, pmask, ns, nmask = _chunk_rows(
-        acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET, CHUNK, BLOCK_P, NP)
+        acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET, CHUNK, BLOCK_P, NP
+    )
     w = _state_weights(acum, alast, seg, slast, tvalid, HAS_RESET)  # (CHUNK,)
     ptr, mask = _rows_p(X_ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P)
     X = _load(ptr, mask)  # (CHUNK, BP)
@@ -217,14 +262,34 @@ def ssd_chunk_state_kernel(  # type: ignore[no-untyped-def]
 
 @triton.jit
 def ssd_chunk_state_bwd_kernel(  # type: ignore[no-untyped-def]
-    X_ptr, B_ptr, C_ptr, acum_ptr, seg_ptr, dst_ptr, dX_ptr, dB_ptr, dacum_ptr, L, T, NCH, H, P, N, G, HPG,
-    HAS_RESET: tl.constexpr, PRECISION: tl.constexpr,
-    CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, NP: tl.constexpr,
+    X_ptr,
+    B_ptr,
+    C_ptr,
+    acum_ptr,
+    seg_ptr,
+    dst_ptr,
+    dX_ptr,
+    dB_ptr,
+    dacum_ptr,
+    L,
+    T,
+    NCH,
+    H,
+    P,
+    N,
+    G,
+    HPG,
+    HAS_RESET: tl.constexpr,
+    PRECISION: tl.constexpr,
+    CHUNK: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    NP: tl.constexpr,
 ):
     """Gradients of step 1 from d state (BLOCK_P covers all of p): with E = B dS^T (CHUNK, p),
     dX = w E, dB (per head) = w X dS, dw_s = sum_p X E, d a_cum[s] = -w dw, d a_cum[T-1] += sum w dw."""
     pid_bc, pid_h, bi, rows, t, tvalid, acum, alast, seg, slast, a_off, ps, pmask, ns, nmask = _chunk_rows(
-        acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET, CHUNK, BLOCK_P, NP)
+        acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET, CHUNK, BLOCK_P, NP
+    )
     w = _state_weights(acum, alast, seg, slast, tvalid, HAS_RESET)
     ptr, mask = _rows_p(X_ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P)
     X = _load(ptr, mask)  # (CHUNK, BP)
@@ -244,16 +309,35 @@ def ssd_chunk_state_bwd_kernel(  # type: ignore[no-untyped-def]
 
 @triton.jit
 def ssd_chunk_scan_kernel(  # type: ignore[no-untyped-def]
-    X_ptr, B_ptr, C_ptr, acum_ptr, seg_ptr, hp_ptr, y_ptr, L, T, NCH, H, P, N, G, HPG,
-    HAS_RESET: tl.constexpr, PRECISION: tl.constexpr,
-    CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, NP: tl.constexpr,
+    X_ptr,
+    B_ptr,
+    C_ptr,
+    acum_ptr,
+    seg_ptr,
+    hp_ptr,
+    y_ptr,
+    L,
+    T,
+    NCH,
+    H,
+    P,
+    N,
+    G,
+    HPG,
+    HAS_RESET: tl.constexpr,
+    PRECISION: tl.constexpr,
+    CHUNK: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    NP: tl.constexpr,
 ):
     """y (b, l, h, p) of one chunk from the state carried in, hp (b, c, h, p, n), and the chunk's
     own inputs (step 3 of the module docstring)."""
     pid_bc, pid_h, bi, rows, t, tvalid, acum, alast, seg, slast, _, ps, pmask, ns, nmask = _chunk_rows(
-        acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET, CHUNK, BLOCK_P, NP)
-    Ct, Bt, Hp = _scan_operands(C_ptr, B_ptr, hp_ptr, pid_bc, pid_h, bi, t, tvalid, ps, pmask, ns, nmask,
-                                L, H, P, N, G, HPG)  # (CHUNK, NP), (CHUNK, NP), (BP, NP)
+        acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET, CHUNK, BLOCK_P, NP
+    )
+    Ct, Bt, Hp = _scan_operands(
+        C_ptr, B_ptr, hp_ptr, pid_bc, pid_h, bi, t, tvalid, ps, pmask, ns, nmask, L, H, P, N, G, HPG
+    )  # (CHUNK, NP), (CHUNK, NP), (BP, NP)
     f = _readout_decay(acum, seg, HAS_RESET)  # (CHUNK,)
     y = _dot(Ct, tl.trans(Hp), PRECISION) * f[:, None]  # (CHUNK, BP): carried-in state read out
     M = _dot(Ct, tl.trans(Bt), PRECISION) * _intra(acum, seg, rows, tvalid, HAS_RESET)  # (CHUNK, CHUNK)
@@ -266,19 +350,42 @@ def ssd_chunk_scan_kernel(  # type: ignore[no-untyped-def]
 
 @triton.jit
 def ssd_chunk_scan_bwd_kernel(  # type: ignore[no-untyped-def]
-    X_ptr, B_ptr, C_ptr, acum_ptr, seg_ptr, hp_ptr, dy_ptr, dX_ptr, dB_ptr, dC_ptr, dacum_ptr, dhp_ptr,
-    L, T, NCH, H, P, N, G, HPG,
-    HAS_RESET: tl.constexpr, PRECISION: tl.constexpr,
-    CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, NP: tl.constexpr,
+    X_ptr,
+    B_ptr,
+    C_ptr,
+    acum_ptr,
+    seg_ptr,
+    hp_ptr,
+    dy_ptr,
+    dX_ptr,
+    dB_ptr,
+    dC_ptr,
+    dacum_ptr,
+    dhp_ptr,
+    L,
+    T,
+    NCH,
+    H,
+    P,
+    N,
+    G,
+    HPG,
+    HAS_RESET: tl.constexpr,
+    PRECISION: tl.constexpr,
+    CHUNK: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    NP: tl.constexpr,
 ):
     """Gradients of step 3 (BLOCK_P covers all of p; math in the module docstring). With K the
     masked decays, M = (C B^T) * K, dM = dy X^T (* elementwise): dHp = (f dy)^T C,
     dC = f (dy Hp) + (dM * K) B, dX = M^T dy, dB (per head) = (dM * K)^T C,
     d a_cum[t] = f_t sum_p dy (C Hp^T) + sum_s Q[t, s] - sum_s Q[s, t], Q = dM * M."""
     pid_bc, pid_h, bi, rows, t, tvalid, acum, alast, seg, slast, a_off, ps, pmask, ns, nmask = _chunk_rows(
-        acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET, CHUNK, BLOCK_P, NP)
-    Ct, Bt, Hp = _scan_operands(C_ptr, B_ptr, hp_ptr, pid_bc, pid_h, bi, t, tvalid, ps, pmask, ns, nmask,
-                                L, H, P, N, G, HPG)  # (CHUNK, NP), (CHUNK, NP), (BP, NP)
+        acum_ptr, seg_ptr, NCH, T, L, H, P, N, HAS_RESET, CHUNK, BLOCK_P, NP
+    )
+    Ct, Bt, Hp = _scan_operands(
+        C_ptr, B_ptr, hp_ptr, pid_bc, pid_h, bi, t, tvalid, ps, pmask, ns, nmask, L, H, P, N, G, HPG
+    )  # (CHUNK, NP), (CHUNK, NP), (BP, NP)
     ptr, mask = _rows_p(X_ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P)
     X = _load(ptr, mask)  # (CHUNK, BP)
     ptr, mask = _rows_p(dy_ptr, bi, pid_h, t, tvalid, ps, pmask, L, H, P)
@@ -304,8 +411,17 @@ def ssd_chunk_scan_bwd_kernel(  # type: ignore[no-untyped-def]
 _HALF = {torch.bfloat16: "bf16", torch.float16: "fp16"}  # dot operands of 16-bit inputs
 
 
-def _launch(kernel: Any, X: Tensor, B: Tensor, C: Tensor, a_cum: Tensor, seg: OptTensor, *tensors: Tensor,
-            precision: str, whole_p: bool) -> None:
+def _launch(
+    kernel: Any,
+    X: Tensor,
+    B: Tensor,
+    C: Tensor,
+    a_cum: Tensor,
+    seg: OptTensor,
+    *tensors: Tensor,
+    precision: str,
+    whole_p: bool,
+) -> None:
     """Run a chunk kernel on the grid (b * c, h, p blocks). X (b, l, h, p) float32, B and C
     (b, l, g, n), a_cum (b, h, c, T) float32 and seg (b, c, T) int32 or None, all contiguous.
     Tiles: powers of two >= 16 (tl.dot's smallest); p in blocks of <= 64, or whole (``whole_p``:
@@ -316,8 +432,26 @@ def _launch(kernel: Any, X: Tensor, B: Tensor, C: Tensor, a_cum: Tensor, seg: Op
     pow2 = lambda v: max(16, triton.next_power_of_2(v))  # noqa: E731
     BP = pow2(p) if whole_p else min(64, pow2(p))
     kernel[(b * c, h, triton.cdiv(p, BP))](
-        X, B, C, a_cum, seg if seg is not None else a_cum, *tensors, l, T, c, h, p, n, g, h // g,
-        HAS_RESET=seg is not None, PRECISION=precision, CHUNK=pow2(T), BLOCK_P=BP, NP=pow2(n))
+        X,
+        B,
+        C,
+        a_cum,
+        seg if seg is not None else a_cum,
+        *tensors,
+        l,
+        T,
+        c,
+        h,
+        p,
+        n,
+        g,
+        h // g,
+        HAS_RESET=seg is not None,
+        PRECISION=precision,
+        CHUNK=pow2(T),
+        BLOCK_P=BP,
+        NP=pow2(n),
+    )
 
 
 def _per_group(d_heads: torch.Tensor, g: int) -> torch.Tensor:
@@ -327,8 +461,9 @@ def _per_group(d_heads: torch.Tensor, g: int) -> torch.Tensor:
 
 
 @torch.library.custom_op("torchssm::ssd_chunk_state", mutates_args=())
-def _chunk_state(X: torch.Tensor, B: torch.Tensor, a_cum: torch.Tensor, seg: Optional[torch.Tensor],
-                 precision: str) -> torch.Tensor:
+def _chunk_state(
+    X: torch.Tensor, B: torch.Tensor, a_cum: torch.Tensor, seg: torch.Tensor | None, precision: str
+) -> torch.Tensor:
     """Step 1: each chunk's own end state (b, c, h, p, n)."""
     b, l, h, p = X.shape
     states = X.new_empty(b, a_cum.shape[2], h, p, B.shape[3])
@@ -342,18 +477,37 @@ def _(X: Tensor, B: Tensor, a_cum: Tensor, seg: OptTensor, precision: str) -> Te
 
 
 @torch.library.custom_op("torchssm::ssd_chunk_state_bwd", mutates_args=())
-def _chunk_state_bwd(X: torch.Tensor, B: torch.Tensor, a_cum: torch.Tensor, seg: Optional[torch.Tensor],
-                     d_states: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _chunk_state_bwd(
+    X: torch.Tensor,
+    B: torch.Tensor,
+    a_cum: torch.Tensor,
+    seg: torch.Tensor | None,
+    d_states: torch.Tensor,
+    precision: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dX (b, l, h, p), dB (b, l, g, n), d a_cum (b, h, c, T)) of step 1."""
     dX, dB, da = torch.empty_like(X), X.new_empty(*X.shape[:3], B.shape[3]), torch.empty_like(a_cum)
-    _launch(ssd_chunk_state_bwd_kernel, X, B, B, a_cum, seg, d_states.contiguous(), dX, dB, da,
-            precision=precision, whole_p=True)
+    _launch(
+        ssd_chunk_state_bwd_kernel,
+        X,
+        B,
+        B,
+        a_cum,
+        seg,
+        d_states.contiguous(),
+        dX,
+        dB,
+        da,
+        precision=precision,
+        whole_p=True,
+    )
     return dX, _per_group(dB, B.shape[2]).to(B.dtype), da
 
 
 @_chunk_state_bwd.register_fake
-def _(X: Tensor, B: Tensor, a_cum: Tensor, seg: OptTensor, d_states: Tensor,
-      precision: str) -> tuple[Tensor, Tensor, Tensor]:
+def _(
+    X: Tensor, B: Tensor, a_cum: Tensor, seg: OptTensor, d_states: Tensor, precision: str
+) -> tuple[Tensor, Tensor, Tensor]:
     return torch.empty_like(X), torch.empty_like(B), torch.empty_like(a_cum)
 
 
@@ -369,13 +523,19 @@ def _chunk_state_backward(ctx: Any, d_states: Tensor) -> tuple[OptTensor, ...]:
     return dX, dB, da, None, None
 
 
-torch.library.register_autograd("torchssm::ssd_chunk_state", _chunk_state_backward,
-                                setup_context=_chunk_state_setup)
+torch.library.register_autograd("torchssm::ssd_chunk_state", _chunk_state_backward, setup_context=_chunk_state_setup)
 
 
 @torch.library.custom_op("torchssm::ssd_chunk_scan", mutates_args=())
-def _chunk_scan(X: torch.Tensor, B: torch.Tensor, C: torch.Tensor, a_cum: torch.Tensor,
-                seg: Optional[torch.Tensor], carried: torch.Tensor, precision: str) -> torch.Tensor:
+def _chunk_scan(
+    X: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    a_cum: torch.Tensor,
+    seg: torch.Tensor | None,
+    carried: torch.Tensor,
+    precision: str,
+) -> torch.Tensor:
     """Step 3: y (b, l, h, p) float32 from each chunk's inputs and the state carried into it."""
     y = torch.empty_like(X)
     _launch(ssd_chunk_scan_kernel, X, B, C, a_cum, seg, carried, y, precision=precision, whole_p=False)
@@ -388,24 +548,52 @@ def _(X: Tensor, B: Tensor, C: Tensor, a_cum: Tensor, seg: OptTensor, carried: T
 
 
 @torch.library.custom_op("torchssm::ssd_chunk_scan_bwd", mutates_args=())
-def _chunk_scan_bwd(X: torch.Tensor, B: torch.Tensor, C: torch.Tensor, a_cum: torch.Tensor,
-                    seg: Optional[torch.Tensor], carried: torch.Tensor, dy: torch.Tensor, precision: str,
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _chunk_scan_bwd(
+    X: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    a_cum: torch.Tensor,
+    seg: torch.Tensor | None,
+    carried: torch.Tensor,
+    dy: torch.Tensor,
+    precision: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dX, dB (b, l, g, n), dC (b, l, g, n), d a_cum, d carried) of step 3."""
     heads = X.new_empty(*X.shape[:3], B.shape[3])  # (b, l, h, n)
     dX, dB, dC = torch.empty_like(X), heads, torch.empty_like(heads)
     da, dcar = torch.empty_like(a_cum), torch.empty_like(carried)
-    _launch(ssd_chunk_scan_bwd_kernel, X, B, C, a_cum, seg, carried, dy.contiguous(), dX, dB, dC, da, dcar,
-            precision=precision, whole_p=True)
+    _launch(
+        ssd_chunk_scan_bwd_kernel,
+        X,
+        B,
+        C,
+        a_cum,
+        seg,
+        carried,
+        dy.contiguous(),
+        dX,
+        dB,
+        dC,
+        da,
+        dcar,
+        precision=precision,
+        whole_p=True,
+    )
     g = B.shape[2]
     return dX, _per_group(dB, g).to(B.dtype), _per_group(dC, g).to(C.dtype), da, dcar
 
 
 @_chunk_scan_bwd.register_fake
-def _(X: Tensor, B: Tensor, C: Tensor, a_cum: Tensor, seg: OptTensor, carried: Tensor, dy: Tensor,
-      precision: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return (torch.empty_like(X), torch.empty_like(B), torch.empty_like(C), torch.empty_like(a_cum),
-            torch.empty_like(carried))
+def _(
+    X: Tensor, B: Tensor, C: Tensor, a_cum: Tensor, seg: OptTensor, carried: Tensor, dy: Tensor, precision: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return (
+        torch.empty_like(X),
+        torch.empty_like(B),
+        torch.empty_like(C),
+        torch.empty_like(a_cum),
+        torch.empty_like(carried),
+    )
 
 
 def _chunk_scan_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -420,12 +608,20 @@ def _chunk_scan_backward(ctx: Any, dy: Tensor) -> tuple[OptTensor, ...]:
     return dX, dB, dC, da, None, dcar, None
 
 
-torch.library.register_autograd("torchssm::ssd_chunk_scan", _chunk_scan_backward,
-                                setup_context=_chunk_scan_setup)
+torch.library.register_autograd("torchssm::ssd_chunk_scan", _chunk_scan_backward, setup_context=_chunk_scan_setup)
 
 
-def _chunked_forward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: OptTensor, reset: OptTensor,
-                     chunk_size: int, precision: str) -> tuple[Tensor, Tensor]:
+def _chunked_forward(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    h0: OptTensor,
+    reset: OptTensor,
+    chunk_size: int,
+    precision: str,
+) -> tuple[Tensor, Tensor]:
     """(y (b, l, h, p) float32 without D/z, final state (b, h, p, n) float32); differentiable: the
     kernels' backward kernels, linear_scan's backward and PyTorch autograd for the glue."""
     b, l, h, p = x.shape
@@ -455,14 +651,14 @@ def ssd_chunked_gpu(
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
-    D: Optional[torch.Tensor] = None,
-    z: Optional[torch.Tensor] = None,
-    dt_bias: Optional[torch.Tensor] = None,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
     dt_softplus: bool = False,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     return_final_state: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
     chunk_size: int = 64,
     tf32: bool = False,
 ) -> ScanResult:

@@ -13,8 +13,6 @@ with g(j) = j // (heads // groups) the group whose B, C head j reads.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from torchssm.ops.common import ScanResult, compute_dtype, expand_groups, prepare_dt, skip_and_gate, without_autocast
@@ -28,14 +26,14 @@ def ssd_naive(
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
-    D: Optional[torch.Tensor] = None,
-    z: Optional[torch.Tensor] = None,
-    dt_bias: Optional[torch.Tensor] = None,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
     dt_softplus: bool = False,
-    h0: Optional[torch.Tensor] = None,
+    h0: torch.Tensor | None = None,
     *,
     return_final_state: bool = False,
-    reset: Optional[torch.Tensor] = None,
+    reset: torch.Tensor | None = None,
     chunk_size: int = 64,
 ) -> ScanResult:
     """Loop reference with the signature of :func:`ssd_chunked` (``chunk_size`` accepted for parity,
