@@ -11,7 +11,8 @@ import torch
 
 import torchssm
 from torchssm.models.cli import run_generate
-from torchssm.models.lm import CausalLM, LMConfig, load_generation_config
+from torchssm.models.lm import CausalLM, LMConfig
+from torchssm.models.pretrained import load_generation_config
 
 KW = {
     "mamba": dict(d_state=4, chunk_size=3),
@@ -94,6 +95,18 @@ def test_load_generation_config(tmp_path):
     assert load_generation_config(tmp_path) == {"eos_token_id": 0}
     (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 3], "pad_token_id": 1}))
     assert load_generation_config(tmp_path) == {"eos_token_id": [2, 3], "pad_token_id": 1}
+
+
+def test_from_pretrained_reads_eos_and_pad_from_the_directory(tmp_path):
+    import torchssm
+
+    _lm().save_pretrained(tmp_path / "lm")
+    plain = torchssm.from_pretrained(tmp_path / "lm")
+    assert (plain.eos_token_id, plain.pad_token_id) == (None, None)
+    (tmp_path / "lm" / "generation_config.json").write_text(json.dumps({"eos_token_id": 5, "pad_token_id": 6}))
+    m = torchssm.from_pretrained(tmp_path / "lm")
+    assert (m.eos_token_id, m.pad_token_id) == (5, 6)
+    assert m.special_tokens() == ([5], 6)
 
 
 def _bpe_checkpoint(tmp_path, vocab=300):

@@ -34,7 +34,6 @@ def add_generate_arguments(p) -> None:
 
 def run_generate(args, out=None) -> int:
     from torchssm import from_pretrained
-    from torchssm.models.lm import load_generation_config
 
     out = out or sys.stdout
     model = from_pretrained(args.checkpoint, device=args.device)
@@ -49,8 +48,6 @@ def run_generate(args, out=None) -> int:
             f"tokens) is not bytes (256): put the model's tokenizer.json in the directory to "
             f"encode the prompt"
         )
-    for key, value in load_generation_config(args.checkpoint).items():  # eos / pad of a converted checkpoint
-        setattr(model, key, value)
     ids = torch.tensor([tok.encode(args.prompt)], dtype=torch.long)
     if ids.shape[1] == 0:
         raise ValueError(f"--prompt {args.prompt!r} encodes to no tokens")

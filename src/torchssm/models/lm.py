@@ -229,7 +229,7 @@ class CausalLM(PretrainedMixin, nn.Module):
 
     # Decoding defaults (what :meth:`generate` does with no options): greedy (temperature 0), as Hugging
     # Face's ``generate`` without ``do_sample``; stop a row at ``eos_token_id`` (the model's, see below).
-    eos_token_id: int | list[int] | None = None  # set from a checkpoint's config.json (load_generation_config)
+    eos_token_id: int | list[int] | None = None  # from_pretrained sets it from the checkpoint (load_generation_config)
     pad_token_id: int | None = None
 
     def special_tokens(self, eos_token_id=None, pad_token_id=None) -> tuple[list[int], int]:
@@ -462,24 +462,6 @@ class CausalLM(PretrainedMixin, nn.Module):
             return (h @ head_t if head_t is not None else F.linear(h, head))[..., :vocab], new_states
 
         return step
-
-
-def load_generation_config(path) -> dict:
-    """``{"eos_token_id": ..., "pad_token_id": ...}`` of a checkpoint directory: ``generation_config.json``
-    (Hugging Face) first, then ``config.json``; keys absent or null are left out."""
-    import json
-    from pathlib import Path
-
-    found: dict = {}
-    for name in ("config.json", "generation_config.json"):  # the latter wins, as in transformers
-        f = Path(path) / name
-        if f.is_file():
-            try:
-                data = json.loads(f.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as err:
-                raise ValueError(f"{f} is not valid JSON: {err}") from None
-            found.update({k: data[k] for k in ("eos_token_id", "pad_token_id") if data.get(k) is not None})
-    return found
 
 
 def build_lm(config: LMConfig) -> CausalLM:

@@ -138,6 +138,21 @@ def _check_directory(path) -> None:
     raise FileNotFoundError(why + "; expected one of: " + "; ".join(LAYOUTS))
 
 
+def load_generation_config(path: str | os.PathLike) -> dict:
+    """``{"eos_token_id": ..., "pad_token_id": ...}`` of a checkpoint directory: ``generation_config.json``
+    (Hugging Face) first, then ``config.json``; keys absent or null are left out."""
+    found: dict = {}
+    for name in ("config.json", "generation_config.json"):  # the latter wins, as in transformers
+        f = Path(path) / name
+        if f.is_file():
+            try:
+                data = json.loads(f.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as err:
+                raise ValueError(f"{f} is not valid JSON: {err}") from None
+            found.update({k: data[k] for k in ("eos_token_id", "pad_token_id") if data.get(k) is not None})
+    return found
+
+
 def _attach_tokenizer(model: nn.Module, path) -> None:
     """``model.tokenizer``: the directory's tokenizer.json (+ tokenizer_config.json), or bytes for vocab 256."""
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
@@ -154,6 +169,13 @@ def _attach_tokenizer(model: nn.Module, path) -> None:
     model.tokenizer = tokenizer
 
 
+def _attach_generation_config(model: nn.Module, path: str | os.PathLike) -> None:
+    """A language model's ``eos_token_id`` / ``pad_token_id`` from the directory (:func:`load_generation_config`)."""
+    if hasattr(model, "special_tokens"):
+        for key, value in load_generation_config(path).items():
+            setattr(model, key, value)
+
+
 def from_pretrained(
     path: str | os.PathLike, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> nn.Module:
@@ -163,7 +185,8 @@ def from_pretrained(
     ``device`` / ``dtype``: where and in which floating dtype the weights end up (default: as saved, on the
     CPU; converted checkpoints default to float32). A language model gets ``model.tokenizer``: the
     directory's ``tokenizer.json`` (with ``tokenizer_config.json``'s eos token) when present, the byte
-    tokenizer for a 256-token vocabulary, else None.
+    tokenizer for a 256-token vocabulary, else None; and ``eos_token_id`` / ``pad_token_id`` from the
+    directory's ``generation_config.json`` / ``config.json`` when they name them.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_model
@@ -175,6 +198,7 @@ def from_pretrained(
         if detect(path) is not None:
             model = load(path, device=device, dtype=dtype or torch.float32)
             _attach_tokenizer(model, path)
+            _attach_generation_config(model, path)
             return model
     data = load_config(path)
     builder = _get_builder(data["model_type"])
@@ -196,6 +220,7 @@ def from_pretrained(
         )
     model.eval()
     _attach_tokenizer(model, path)
+    _attach_generation_config(model, path)
     if dtype is not None:
         model = model.to(dtype)
     return model.to(device) if device is not None else model
