@@ -12,8 +12,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+# What a path argument accepts across torchssm (a str or any os.PathLike, e.g. pathlib.Path).
+PathLike = str | os.PathLike
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, mode: int = 0o644) -> Path:
+
+def atomic_write(path: PathLike, write: Callable[[str], None], *, mode: int = 0o644) -> Path:
     """Call ``write(tmp_path)``, fsync the result, set its permission bits to ``mode`` (mkstemp makes
     0600 files), then rename it over ``path``. Returns ``path``."""
     path = Path(path)

@@ -45,9 +45,8 @@ from torch.utils.data import Dataset
 
 from torchssm.data.loaders import resolve_data_dir
 from torchssm.data.registry import TaskData, TaskInfo, register_task
-from torchssm.fileio import atomic_write
+from torchssm.fileio import PathLike, atomic_write
 
-PathLike = str | os.PathLike
 SPLITS = ("train", "val", "test")
 EXCLUDED_DIRS = ("test", "tests", "idlelib", "site-packages", "__pycache__")  # default corpus (issue 14)
 CACHE_FORMAT = 1

@@ -29,15 +29,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
 
+from torchssm.fileio import PathLike
 from torchssm.models.lm import CausalLM, LMConfig
 from torchssm.models.pretrained import register_converter
 
-PathLike = str | os.PathLike
 _HF_GROUPED_NORM_SINCE = (4, 57)  # first transformers release assumed to carry PR #40861
 
 

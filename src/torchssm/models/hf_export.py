@@ -19,15 +19,13 @@ huggingface/transformers#40861, which the written ``transformers_version`` >= 4.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
-from torchssm.fileio import atomic_write
+from torchssm.fileio import PathLike, atomic_write
 from torchssm.models.lm import CausalLM
 
-PathLike = str | os.PathLike
 _GROUPED_NORM_VERSION = "4.57.0"  # the first transformers release with the group-wise Mamba-2 norm (convert.py)
 
 

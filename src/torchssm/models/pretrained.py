@@ -26,9 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from torchssm.fileio import atomic_write
+from torchssm.fileio import PathLike, atomic_write
 
-PathLike = str | os.PathLike
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _META_KEYS = ("model_type", "torchssm_version")

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from torchssm.fileio import atomic_write
+from torchssm.fileio import PathLike, atomic_write
 
-PathLike = str | os.PathLike
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 END_OF_TEXT = "<|endoftext|>"  # GPT-2's document separator, also GPT-NeoX's (Black et al. 2022)

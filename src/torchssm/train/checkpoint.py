@@ -40,6 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from torchssm.fileio import PathLike
 from torchssm.runs import SIDECAR, SNAPSHOTS  # noqa: F401  (the run layout: torchssm/runs.py)
 
 FORMAT_VERSION = 1
@@ -51,8 +52,6 @@ OPTIMIZER = "optimizer.pt"
 # "mid_rename": sidecar removed, one file moved), after creating the file MARKER, so that a test
 # can SIGKILL the process inside the save.
 PAUSE_ENV = "TORCHSSM_TEST_CHECKPOINT_PAUSE"
-
-PathLike = str | os.PathLike
 
 
 # --- RNG states <-> JSON ------------------------------------------------------------------------
