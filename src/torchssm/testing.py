@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from torchssm.layers.base import _flatten
+from torchssm.layers.base import State, _flatten
 
 
 @contextlib.contextmanager
@@ -68,16 +68,20 @@ def check_chunked_continuation(
     assert_states_close(s2, final, **tol)
 
 
-def _perturb(s: torch.Tensor) -> torch.Tensor:
-    """A non-zero state of the same dtype: +0.1 for float/complex, +1 for integer (e.g. a KV-cache position)."""
-    return s + 0.1 if (s.is_floating_point() or s.is_complex()) else s + 1
+def _perturb(state: State) -> State:
+    """A non-zero state of the same structure and dtypes: +0.1 for float/complex tensors, +1 for integer ones
+    (e.g. a KV-cache position); tuples and lists (nested states of composite layers) are perturbed leaf by leaf."""
+    if isinstance(state, (tuple, list)):
+        perturbed = [_perturb(s) for s in state]
+        return perturbed if isinstance(state, list) else tuple(perturbed)
+    return state + 0.1 if (state.is_floating_point() or state.is_complex()) else state + 1
 
 
 def check_state_is_not_mutated(layer, *, batch: int = 2) -> None:
     """``step`` is pure: it returns a new state and leaves the one passed in unchanged."""
     x_t = _sequence(layer, batch, 1, seed=2)[:, 0]
     state = layer.init_state(batch, device=x_t.device)
-    state = tuple(_perturb(s) for s in state) if isinstance(state, tuple) else _perturb(state)
+    state = _perturb(state)
     before = [s.clone() for s in _flatten(state)]
     with torch.no_grad():
         layer.step(x_t, state)
