@@ -96,3 +96,17 @@ def test_tasks_lists_mnist1d(capsys):
 def test_python_dash_m():
     proc = subprocess.run([sys.executable, "-m", "torchssm", "tasks"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "mnist1d" in proc.stdout
+
+
+def test_cli_shows_the_librarys_info_messages_on_stderr(capsys):
+    import logging
+
+    from torchssm.cli import main
+
+    assert main(["tasks"]) == 0
+    capsys.readouterr()
+    logging.getLogger("torchssm.data.lra.listops").info("ListOps: reading the %s files in %s", "official", "/x")
+    assert "torchssm: ListOps: reading the official files in /x" in capsys.readouterr().err
+    main(["tasks"])  # a second call adds no second handler
+    logging.getLogger("torchssm.data.lra.listops").info("once")
+    assert capsys.readouterr().err.count("once") == 1

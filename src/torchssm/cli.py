@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -45,7 +46,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (so captured or redirected stderr works)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _show_library_messages() -> None:
+    """The CLI shows the library's INFO messages (which data set was read, from where) on stderr, one line each.
+
+    Only the ``torchssm`` logger is configured, once; a program that imports torchssm keeps its own logging setup.
+    """
+    logger = logging.getLogger("torchssm")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("torchssm: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _show_library_messages()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
