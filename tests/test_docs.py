@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -31,12 +32,17 @@ def test_python_blocks_parser():
 
 
 @pytest.mark.parametrize("page", [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md"))], ids=lambda p: p.name)
-def test_doc_examples_run(page, tmp_path, monkeypatch):
+def test_doc_examples_run(page, tmp_path, monkeypatch, request):
     blocks = python_blocks(page.read_text())
     if not blocks:
         pytest.skip(f"{page.name} has no runnable python block")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    # One torch thread while the examples run: the examples are tiny, and torch's intra-op threads fighting the
+    # numba kernels' threads on a loaded machine made small models up to 100x slower (restored afterwards).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     namespace = {"__name__": f"docs_{page.stem}"}
     for line, code in blocks:
         try:
