@@ -1,5 +1,6 @@
 """``torchssm vision``: restore (denoise / deblur vs scikit-image), cost (FLOPs and memory vs resolution),
-classify (2-D scans vs raster, Hydra / 2-D SSM / ViT). Presets: src/torchssm/presets/vision/*.yaml."""
+classify (2-D scans vs raster, Hydra / 2-D SSM / ViT), longvq (LongVQ vs the plain SSM).
+Presets: src/torchssm/presets/vision/*.yaml."""
 
 from __future__ import annotations
 
@@ -92,6 +93,24 @@ def _run_classify(args) -> int:
     return 0
 
 
+def _run_longvq(args) -> int:
+    from torchssm.vision.longvq_task import run_longvq_comparison
+
+    _threads(args)
+    cfg = load_preset(args.preset)
+    for key in ("steps", "seed", "aux_weight"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    res = run_longvq_comparison(args.out, **cfg)
+    for name, r in res["models"].items():
+        print(
+            f"{name:>16}: {r['parameters']:7d} params  test acc {r['test_accuracy']:.3f}  "
+            f"test loss {r['test_loss']:.3f}  VQ loss {r['final_vq_loss']:.3f}  {r['train_cpu_s']:.0f} s CPU"
+        )
+    print(f"wrote {Path(args.out) / 'results.json'}")
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("vision", help="2-D SSMs: restoration, cost vs resolution, classification")
     sub = parser.add_subparsers(dest="vision_command", required=True)
@@ -134,3 +153,12 @@ def register(subparsers) -> None:
     classify.add_argument("--cache", help=".pt file keeping the generated images between runs")
     classify.add_argument("--threads", type=int, default=1)
     classify.set_defaults(func=_run_classify)
+
+    longvq = sub.add_parser("longvq", help="LongVQ (VQ-key attention memory) vs the plain SSM on a long task")
+    longvq.add_argument("--preset", default="longvq_mqar", help="name in presets/vision or a YAML path")
+    longvq.add_argument("--out", required=True, help="run folder (results.json)")
+    longvq.add_argument("--steps", type=int)
+    longvq.add_argument("--seed", type=int)
+    longvq.add_argument("--aux-weight", dest="aux_weight", type=float, help="weight of the VQ loss (default 1)")
+    longvq.add_argument("--threads", type=int, default=1)
+    longvq.set_defaults(func=_run_longvq)

@@ -1,0 +1,140 @@
+"""LongVQ vs the plain SSM on one long task, with the VQ loss in the training loss.
+
+Both models are the deep model of models/backbone.py on a registered task (data/registry.py): the plain
+one with the SSM layer alone (``layer``), the other with ``longvq`` whose embedded SSM is that same layer.
+The training loss is the task loss (train/losses.py) + ``aux_weight`` * the LongVQ layers' codebook +
+commitment loss (:func:`torchssm.vision.longvq.vq_aux_loss`); the shared training loop (train/) has no
+auxiliary-loss hook, so this loop adds it. AdamW + warm-up/cosine (train/optim.py, train/schedule.py),
+random batches, the same steps, seed and data for both; test accuracy at the end (train/losses.evaluate).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from torchssm.vision.longvq import vq_aux_loss
+
+
+def build_task_model(layer: str, layer_kwargs: dict, info, *, d_model: int, n_layers: int):
+    """DeepSSM for a registered task's ``info`` (per-token head for seq2seq tasks)."""
+    from torchssm.models.backbone import DeepSSM
+    from torchssm.models.config import ModelConfig
+    from torchssm.train.config import model_config_for_task
+
+    pooling = "none" if info.kind in ("seq2seq", "lm") else "mean"
+    cfg = ModelConfig(
+        layer=layer, d_model=d_model, n_layers=n_layers, layer_kwargs=layer_kwargs, norm="layer", pooling=pooling
+    )
+    return DeepSSM(model_config_for_task(cfg, info))
+
+
+def train_with_aux(
+    model,
+    task,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    aux_weight: float = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "",
+) -> dict:
+    """Train ``model`` on ``task`` (TaskData) for ``steps`` random batches with loss = task loss +
+    ``aux_weight`` * VQ loss; return test accuracy / loss, the last losses and the CPU seconds."""
+    from tqdm.auto import tqdm
+
+    from torchssm.train.losses import evaluate, forward_batch, loss_and_correct
+    from torchssm.train.optim import build_optimizer
+    from torchssm.train.schedule import build_scheduler
+
+    if steps < 1 or batch < 1:
+        raise ValueError(f"steps and batch must be positive; got steps={steps}, batch={batch}")
+    gen = torch.Generator().manual_seed(seed)
+    opt = build_optimizer(model, lr, 0.01)
+    sched = build_scheduler(opt, steps, warmup_steps=max(1, steps // 10))
+    model.train()
+    t0 = time.process_time()
+    for _ in tqdm(range(steps), desc=desc or "train", disable=not progress):
+        idx = torch.randint(len(task.train), (batch,), generator=gen)
+        items = [task.train[int(i)] for i in idx]
+        data = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        task_loss, _, _ = loss_and_correct(forward_batch(model, data), data["targets"], task.info)
+        aux = vq_aux_loss(model)
+        loss = task_loss + aux_weight * aux
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+    cpu = time.process_time() - t0
+    test = evaluate(model, task.test, task.info, batch_size=64)
+    return {
+        "test_accuracy": test["acc"],
+        "test_loss": test["loss"],
+        "final_task_loss": float(task_loss.detach()),
+        "final_vq_loss": float(aux.detach()),
+        "train_cpu_s": cpu,
+    }
+
+
+def run_longvq_comparison(
+    out_dir,
+    *,
+    task: str = "mqar",
+    task_kwargs: dict | None = None,
+    ssm: str = "s4d",
+    ssm_kwargs: dict | None = None,
+    longvq_kwargs: dict | None = None,
+    d_model: int = 32,
+    n_layers: int = 2,
+    steps: int = 300,
+    batch: int = 16,
+    lr: float = 2e-3,
+    aux_weight: float = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Train the plain ``ssm`` model and the LongVQ model (same embedded ``ssm``) on ``task``; write
+    ``results.json`` under ``out_dir`` (atomically) and return it."""
+    from torchssm.data.registry import build_task
+    from torchssm.fileio import atomic_write
+
+    data = build_task(task, seed=seed, **(task_kwargs or {}))
+    ssm_kwargs = dict(ssm_kwargs or {})
+    specs = {
+        f"{ssm}": (ssm, ssm_kwargs),
+        f"longvq({ssm})": ("longvq", {"ssm": ssm, "ssm_kwargs": ssm_kwargs, **(longvq_kwargs or {})}),
+    }
+    models = {}
+    for name, (layer, kwargs) in specs.items():
+        torch.manual_seed(seed)
+        model = build_task_model(layer, kwargs, data.info, d_model=d_model, n_layers=n_layers)
+        res = train_with_aux(
+            model, data, steps=steps, batch=batch, lr=lr, aux_weight=aux_weight, seed=seed, progress=progress, desc=name
+        )
+        models[name] = {
+            "layer": layer,
+            "layer_kwargs": kwargs,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            **res,
+        }
+    summary = {
+        "task": task,
+        "task_kwargs": task_kwargs or {},
+        "length": data.info.length,
+        "d_model": d_model,
+        "n_layers": n_layers,
+        "steps": steps,
+        "batch": batch,
+        "lr": lr,
+        "aux_weight": aux_weight,
+        "seed": seed,
+        "models": models,
+    }
+    atomic_write(Path(out_dir) / "results.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2)))
+    return summary
