@@ -30,6 +30,7 @@ _LAYERS: dict[str, tuple[str, str]] = {
     "cross_scan": ("torchssm.vision.cross_scan", "CrossScan2D"),
     "spatial_mamba": ("torchssm.vision.spatial_mamba", "SpatialMamba"),
     "s4nd": ("torchssm.vision.s4nd", "S4ND"),
+    "longvq": ("torchssm.vision.longvq", "LongVQ"),  # gated SSM + vector-quantised-key attention memory
 }
 
 
