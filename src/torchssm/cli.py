@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "torchssm.data.cli",  # tasks
     "torchssm.bench.cli",  # bench
     "torchssm.analysis.cli",  # plot
+    "torchssm.analysis.length",  # length-eval (accuracy vs test length)
     "torchssm.models.cli",  # generate
     "torchssm.models.export",  # export (ONNX)
     "torchssm.vision.cli",  # vision (restore, cost, classify)
