@@ -7,6 +7,7 @@ torchssm plot curves runs/a runs/b       loss and accuracy per epoch of runs, ov
 torchssm plot eigs --checkpoint runs/x   eigenvalues of a trained LRU over the run's own initial ones
 torchssm plot impulse --layer lru        impulse responses of a fresh layer, or --checkpoint
 torchssm plot hippo                      HiPPO matrices as heat maps
+torchssm plot length a.json b.json       accuracy vs test length (JSON of `torchssm length-eval`)
 torchssm plot all --out figs/            every figure that needs no checkpoint
 """
 
@@ -16,13 +17,13 @@ import json
 import math
 import os
 
-FIGURES = ("smd", "aa-ab", "ring", "curves", "eigs", "impulse", "hippo", "all")
+FIGURES = ("smd", "aa-ab", "ring", "curves", "eigs", "impulse", "hippo", "length", "all")
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("plot", help="analysis figures (eigenvalues, damping demos, impulse responses)")
     p.add_argument("figure", choices=FIGURES)
-    p.add_argument("runs", nargs="*", metavar="RUN", help="curves: training run directories (or metrics.jsonl files)")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="curves: run dirs (or metrics.jsonl); length: JSON files")
     p.add_argument("--out", default="figures", help="output directory (default: figures/)")
     p.add_argument("--format", default="png", choices=("png", "svg", "pdf"))
     p.add_argument("--r-min", type=float, default=0.4, help="ring init r_min (the article's figure: 0.4)")
@@ -47,6 +48,7 @@ def register(subparsers) -> None:
     p.add_argument("--layer-kwargs", default="{}", help="impulse: JSON keyword arguments of the fresh layer")
     p.add_argument("--length", type=int, default=256, help="impulse: response length")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-length", type=int, help="length: the training length, drawn as a dashed line")
     p.set_defaults(func=run)
 
 
@@ -94,8 +96,8 @@ def run(args) -> int:
 
     ring = {"r_min": args.r_min, "r_max": args.r_max, "max_phase": args.max_phase}
     todo = ["smd", "aa-ab", "ring", "impulse", "hippo"] if args.figure == "all" else [args.figure]
-    if args.runs and args.figure != "curves":
-        raise ValueError(f"plot {args.figure} takes no RUN arguments (only plot curves does); got {args.runs}")
+    if args.runs and args.figure not in ("curves", "length"):
+        raise ValueError(f"plot {args.figure} takes no RUN arguments (only curves and length do); got {args.runs}")
     for fig in todo:
         if fig == "smd":
             res = plots.plot_spring_mass_damper(out("spring_mass_damper"))
@@ -127,6 +129,20 @@ def run(args) -> int:
                     f"  {name}: |lambda| in [{s['min_abs']:.4f}, {s['max_abs']:.4f}]{was}, "
                     f"max |phase| {s['max_abs_phase']:.4f}"
                 )
+        elif fig == "length":
+            records = []
+            for name in args.runs:
+                with open(name) as f:
+                    records.append(json.load(f))
+            if args.labels:
+                if len(args.labels) != len(records):
+                    raise ValueError(f"got {len(args.labels)} labels for {len(records)} JSON files")
+                for rec, label in zip(records, args.labels):
+                    rec["label"] = label
+            res = plots.plot_length_generalisation(out("length_generalisation"), records, args.train_length)
+            for label, pts in res["curves"].items():
+                longest = max((n for n, a in pts if a >= 99.0), default=None)
+                print(f"  {label}: {len(pts)} lengths, >= 99% up to L={longest}")
         elif fig == "impulse":
             res = plots.plot_impulse_responses(out("impulse_response"), _model_for_impulse(args), args.length)
         else:

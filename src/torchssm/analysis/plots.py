@@ -248,6 +248,36 @@ def plot_training_curves(path, runs: Sequence, x: str = "epoch", labels: Sequenc
     return {"path": save_figure(fig, path), "curves": drawn, "labels": labels}
 
 
+def plot_length_generalisation(path, records: Sequence[dict], train_length: int | None = None) -> dict:
+    """Test accuracy against test length (log2 axis), one line per model, as the Mamba paper's
+    induction-heads extrapolation figure (Gu & Dao 2023, Table 2 / Fig. 4 left). ``records`` are the
+    JSON of ``torchssm length-eval`` ({"label", "rows": [{"length", "acc", "status"}, ...]}); lengths not
+    evaluated (skipped) are left out of the line. ``train_length`` draws a dashed vertical line."""
+    records = list(records)
+    if not records:
+        raise ValueError("plot length needs at least one `torchssm length-eval --json` file")
+    fig, (ax,) = new_figure(size=(6.0, 4.0))
+    drawn = {}
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or "rows" not in rec:
+            raise ValueError("each length record must be a dict with 'rows' (from `torchssm length-eval --json`)")
+        pts = [(r["length"], 100.0 * r["acc"]) for r in rec["rows"] if r.get("acc") is not None]
+        label = str(rec.get("label", f"model {i}"))
+        drawn[label] = pts
+        if pts:
+            ax.plot(*zip(*pts), "-o", color=f"C{i % 10}", lw=1.5, ms=4, label=label)
+    if train_length:
+        ax.axvline(train_length, ls="--", color="0.4", lw=1, label=f"train length {train_length}")
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("test sequence length")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("accuracy vs test length")
+    ax.grid(alpha=0.3)
+    legend(ax, loc="lower left")
+    return {"path": save_figure(fig, path), "curves": drawn}
+
+
 def plot_impulse_responses(path, model: torch.nn.Module, length: int = 256, channels: int = 4) -> dict:
     """For every SSM layer in ``model``: K[t, i, i] of the first ``channels`` channels and ||K[t]||_F."""
     layers = list(impulse.sequence_layers(model))
