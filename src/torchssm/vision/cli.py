@@ -1,5 +1,6 @@
 """``torchssm vision``: restore (denoise / deblur vs scikit-image), cost (FLOPs and memory vs resolution),
-classify (2-D scans vs raster, Hydra / 2-D SSM / ViT), longvq (LongVQ vs the plain SSM).
+classify (2-D scans vs raster, Hydra / 2-D SSM / ViT), longvq (LongVQ vs the plain SSM),
+pretrain (MambaMIM masked pretraining, then fine-tuning with few labels).
 Presets: src/torchssm/presets/vision/*.yaml."""
 
 from __future__ import annotations
@@ -111,6 +112,26 @@ def _run_longvq(args) -> int:
     return 0
 
 
+def _run_pretrain(args) -> int:
+    from torchssm.vision.pretrain import run_mim_experiment
+
+    _threads(args)
+    cfg = load_preset(args.preset)
+    model = cfg.pop("model")
+    for key in ("pretrain_steps", "finetune_steps", "label_fraction", "seed", "n_images"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    if args.arms:
+        cfg["arms"] = args.arms
+    res = run_mim_experiment(args.out, model, cache=args.cache, **cfg)
+    for arm, r in res["arms"].items():
+        pre = r.get("pretrain")
+        extra = f"  pretrain MSE {pre['test_reconstruction_mse']:.4f} ({pre['cpu_s']:.0f} s CPU)" if pre else ""
+        print(f"{arm:>10}: test acc {r['test_accuracy']:.3f} with {res['n_labelled']} labels{extra}")
+    print(f"wrote {Path(args.out) / 'results.json'}")
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("vision", help="2-D SSMs: restoration, cost vs resolution, classification")
     sub = parser.add_subparsers(dest="vision_command", required=True)
@@ -162,3 +183,16 @@ def register(subparsers) -> None:
     longvq.add_argument("--aux-weight", dest="aux_weight", type=float, help="weight of the VQ loss (default 1)")
     longvq.add_argument("--threads", type=int, default=1)
     longvq.set_defaults(func=_run_longvq)
+
+    mim = sub.add_parser("pretrain", help="MambaMIM masked pretraining (S6T / mask token), fine-tune with few labels")
+    mim.add_argument("--preset", default="mim_digits", help="name in presets/vision or a YAML path")
+    mim.add_argument("--out", required=True, help="run folder (results.json)")
+    mim.add_argument("--arms", nargs="+", choices=("scratch", "s6t", "mask_token"))
+    mim.add_argument("--pretrain-steps", dest="pretrain_steps", type=int)
+    mim.add_argument("--finetune-steps", dest="finetune_steps", type=int)
+    mim.add_argument("--label-fraction", dest="label_fraction", type=float)
+    mim.add_argument("--n-images", dest="n_images", type=int, help="generated Pathfinder images (data: pathfinder)")
+    mim.add_argument("--seed", type=int)
+    mim.add_argument("--cache", help=".pt file keeping generated Pathfinder images between runs")
+    mim.add_argument("--threads", type=int, default=1)
+    mim.set_defaults(func=_run_pretrain)
