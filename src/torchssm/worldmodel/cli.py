@@ -1,4 +1,4 @@
-"""``torchssm world collect | run``: write MiniGrid episodes, then train and evaluate world models with each
+"""``torchssm world collect | run | speed``: write MiniGrid episodes, then train and evaluate world models with each
 backbone on them (docs/worldmodel.md)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _run_collect(args) -> int:
 def _run_eval(args) -> int:
     from torchssm.worldmodel.evaluate import format_tables, run
 
-    backbones = tuple(b.strip() for b in args.backbones.split(",") if b.strip())
+    backbones = _names(args.backbones)
     print(
         format_tables(
             run(
@@ -33,12 +33,40 @@ def _run_eval(args) -> int:
                 steps=args.steps,
                 context=args.context,
                 d_model=args.d_model,
+                segment=args.segment,
+                speed_contexts=args.speed_contexts,
                 seed=args.seed,
                 out=args.out,
             )
         )
     )
     return 0
+
+
+def _run_speed(args) -> int:
+    import torch
+
+    from torchssm.timeseries.fit import write_json
+    from torchssm.worldmodel.evaluate import imagination_speed
+    from torchssm.worldmodel.model import WorldModelConfig
+
+    torch.set_num_threads(1)
+    rows = {}
+    for bb in args.backbones:
+        cfg = WorldModelConfig(backbone=bb, d_model=args.d_model, d_hidden=2 * args.d_model, d_latent=16)
+        rows[bb] = imagination_speed(cfg, args.contexts, steps=args.steps)
+        print(bb, " ".join(f"ctx {c}: {ms:.2f} ms/step" for c, ms in rows[bb].items()), flush=True)
+    if args.out:
+        write_json(args.out, {"d_model": args.d_model, "steps": args.steps, "ms_per_step": rows})
+    return 0
+
+
+def _ints(text: str) -> tuple:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def _names(text: str) -> tuple:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 def register(subparsers) -> None:
@@ -48,7 +76,7 @@ def register(subparsers) -> None:
     c.add_argument("out", help="folder for the episode files")
     c.add_argument("--env", default="MiniGrid-MemoryS7-v0")
     c.add_argument("--episodes", type=int, default=100)
-    c.add_argument("--policy", default="spin", choices=("random", "spin"))
+    c.add_argument("--policy", default="lookback", choices=("random", "spin", "lookback"))
     c.add_argument("--max-steps", type=int, default=None)
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=_run_collect)
@@ -59,6 +87,17 @@ def register(subparsers) -> None:
     r.add_argument("--steps", type=int, default=500)
     r.add_argument("--context", type=int, default=16)
     r.add_argument("--d-model", type=int, default=64)
+    r.add_argument("--segment", type=int, default=64, help="training / test window length (default 64)")
+    r.add_argument(
+        "--speed-contexts", type=_ints, default=(64, 256, 1024), help="contexts of the per-step timing ('' for none)"
+    )
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", help="write the results as JSON here")
     r.set_defaults(func=_run_eval)
+    sp = sub.add_parser("speed", help="CPU ms per imagined step after long contexts (random weights, 1 thread)")
+    sp.add_argument("--backbones", type=_names, default=("lru", "s4d", "mamba", "transformer", "gru"))
+    sp.add_argument("--contexts", type=_ints, default=(1024, 4096, 16384))
+    sp.add_argument("--d-model", type=int, default=64)
+    sp.add_argument("--steps", type=int, default=16, help="imagined steps timed after each context")
+    sp.add_argument("--out", help="write the results as JSON here")
+    sp.set_defaults(func=_run_speed)

@@ -11,8 +11,11 @@ Collector: a random or scripted exploration policy runs ``n`` episodes; each epi
 ``.npz`` file (obs (T + 1, 7, 7, 3) uint8, actions (T,) int64, rewards (T,) float32, terminated bool) with
 :func:`torchssm.data.loaders.save_npz_atomic`, so a crash never leaves a half-written episode.
 
-The scripted policy ("spin") mixes random moves with full turns in place (four ``left`` actions), after which
-the view repeats: it gives the data the "seen before, asked for again" structure of the recall evaluation.
+Scripted policies: "spin" mixes random moves with full turns in place (four ``left`` actions), after which
+the view repeats. "lookback" adds look-back excursions: turn around (two lefts), wait w steps (the no-op
+``done`` action), turn back (two lefts). The view after the excursion is the one before it, while the frames
+in between face the other way (they share only the agent's row with it), so it is "seen once, asked for
+N = w + 4 steps later": the structure of the recall evaluation (:func:`torchssm.worldmodel.evaluate.recall_error`).
 """
 
 from __future__ import annotations
@@ -25,8 +28,17 @@ import torch
 from torchssm.data.loaders import save_npz_atomic
 
 N_OBJECTS, N_COLORS, N_STATES = 11, 6, 3  # minigrid.core.constants OBJECT_TO_IDX, COLOR_TO_IDX, STATE_TO_IDX
-LEFT = 0  # minigrid Actions.left
-POLICIES = ("random", "spin")
+LEFT, DONE = 0, 6  # minigrid Actions.left, Actions.done (a no-op in MiniGridEnv.step)
+POLICIES = ("random", "spin", "lookback")
+MAX_WAIT = 28  # longest wait of a look-back excursion: N = 4 + 28 = 32, the longest recall gap evaluated
+
+
+def lookback_actions(gap: int) -> list:
+    """A look-back excursion of ``gap`` = N steps (N >= 4): two lefts, N - 4 no-ops, two lefts; afterwards the
+    agent has its pose, and (in a static grid) its view, of N steps before."""
+    if not isinstance(gap, int) or gap < 4:
+        raise ValueError(f"a look-back excursion takes at least 4 steps (two turns each way); got {gap!r}")
+    return [LEFT, LEFT] + [DONE] * (gap - 4) + [LEFT, LEFT]
 
 
 def make_env(name: str = "MiniGrid-MemoryS7-v0", **kwargs):
@@ -62,14 +74,20 @@ def observation_grid(obs) -> np.ndarray:
 
 def _policy_actions(policy: str, n_actions: int, rng: np.random.Generator):
     """An endless stream of actions. "spin": random moves (mostly forward/turns) and, with prob. 0.15 per
-    decision, a full turn in place (four lefts)."""
+    decision, a full turn in place (four lefts). "lookback": the same, and with prob. 0.1 per decision a
+    look-back excursion of N = 4 + w steps, w uniform in 0 .. MAX_WAIT."""
+    spin_p = {"spin": 0.15, "lookback": 0.25}.get(policy)  # lookback: P(excursion) 0.1 + P(full turn) 0.15
     while True:
-        if policy == "spin" and rng.random() < 0.15:
-            yield from (LEFT,) * 4
-        elif policy == "spin":
-            yield int(rng.choice(3, p=[0.25, 0.25, 0.5])) if rng.random() < 0.9 else int(rng.integers(n_actions))
-        else:
+        if spin_p is None:  # "random"
             yield int(rng.integers(n_actions))
+            continue
+        u = rng.random()
+        if policy == "lookback" and u < 0.1:
+            yield from lookback_actions(4 + int(rng.integers(MAX_WAIT + 1)))
+        elif u < spin_p:
+            yield from (LEFT,) * 4
+        else:
+            yield int(rng.choice(3, p=[0.25, 0.25, 0.5])) if rng.random() < 0.9 else int(rng.integers(n_actions))
 
 
 def run_episode(env, policy: str = "random", seed: int = 0, max_steps: int | None = None, actions=None) -> dict:

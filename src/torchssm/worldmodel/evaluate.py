@@ -4,9 +4,12 @@
   actions (prior means, step mode); error = fraction of the 7 x 7 cells whose object type is wrong, per step
   after the context (S4WM reports image MSE on its 3-D tasks; MiniGrid frames are symbolic, so a cell error);
   the "copy the last context frame" forecast is the floor a model must beat;
-* recall: after a random-walk context, the agent turns in place N times (N a multiple of 4), so the true frame
-  after the turns is the one last seen N steps before: the error of the imagined frame at N, for growing N
-  (the frames come from the real environment);
+* recall (a MiniGrid analogue of S4WM's context-dependent recall; the exact protocol of the paper's
+  teleport environments is UNVERIFIED here): after a random-walk context, a look-back excursion of N steps
+  (turn around, wait N - 4 steps, turn back), so the true frame at its end is the last context frame, seen
+  once N steps before while every frame in between faces the other way: the error of the imagined frame at
+  the end, for growing N, beside the best constant frame (no memory); the frames come from the real
+  environment. (A spin of four lefts, the first probe, only needed the last 4 imagined frames at any N.)
 * reward prediction: squared error of the predicted reward, teacher-forced, on all held-out steps and on the
   steps with a reward;
 * imagination speed: CPU seconds per imagined step after contexts of growing length (the Transformer's
@@ -24,7 +27,7 @@ import torch
 from torchssm.timeseries.fit import write_json
 from torchssm.train.optim import build_optimizer
 from torchssm.train.schedule import build_scheduler
-from torchssm.worldmodel.envs import LEFT, check_action_space, make_env, run_episode
+from torchssm.worldmodel.envs import LEFT, check_action_space, lookback_actions, make_env, run_episode
 from torchssm.worldmodel.model import WorldModel, WorldModelConfig
 
 
@@ -78,8 +81,11 @@ def imagination_error(model: WorldModel, data: dict, context: int) -> dict:
     return {"horizon_error": err.tolist(), "copy_last_error": copy.tolist(), "context_recon_error": float(recon)}
 
 
-def recall_episodes(env_name: str, n: int, context: int, turns: int, seed: int = 10_000) -> dict:
-    """Real frames for the recall test: a random walk of ``context`` steps, then ``turns`` left turns."""
+def recall_episodes(env_name: str, n: int, context: int, gap: int, seed: int = 10_000) -> dict:
+    """Real frames for the recall test: a random walk of ``context`` - 1 moves (C frames), then a look-back
+    excursion of ``gap`` = N steps (:func:`torchssm.worldmodel.envs.lookback_actions`: turn around, wait
+    N - 4 steps, turn back). Only walks that do not end the episode are kept; the last frame is checked to
+    equal the last context frame (same pose in a static grid)."""
     env = make_env(env_name)
     obs: list = []
     acts: list = []
@@ -87,25 +93,39 @@ def recall_episodes(env_name: str, n: int, context: int, turns: int, seed: int =
     i = 0
     while len(obs) < n:
         walk = [int(a) for a in rng.choice(3, size=context - 1, p=[0.25, 0.25, 0.5])]  # left/right/forward
-        ep = run_episode(env, "random", seed=seed + i, actions=walk + [LEFT] * turns)
+        ep = run_episode(env, "random", seed=seed + i, actions=walk + lookback_actions(gap))
         i += 1
-        if len(ep["actions"]) == context - 1 + turns:  # did not end early
+        if len(ep["actions"]) == context - 1 + gap:  # did not end early
             obs.append(ep["obs"])
             acts.append(np.concatenate([ep["actions"], [LEFT]]))  # a_T for the last frame (unused)
     env.close()
-    return {"obs": torch.as_tensor(np.stack(obs)).long(), "actions": torch.as_tensor(np.stack(acts)).long()}
+    frames = torch.as_tensor(np.stack(obs)).long()  # (n, C + N, 7, 7, 3)
+    if not bool((frames[:, -1] == frames[:, context - 1]).all()):
+        raise RuntimeError(f"{env_name}: a look-back excursion did not return the view it started from")
+    return {"obs": frames, "actions": torch.as_tensor(np.stack(acts)).long()}
+
+
+def majority_frame(obs: torch.Tensor) -> torch.Tensor:
+    """(n, T, grid, grid, 3) frames -> (grid, grid, 3): the most frequent value per cell and channel (the best
+    constant frame; what a model that remembers nothing of the episode can do at best, cell by cell)."""
+    flat = obs.reshape(-1, *obs.shape[-3:])
+    return torch.mode(flat, dim=0).values
 
 
 @torch.no_grad()
-def recall_error(model: WorldModel, env_name: str, n: int, context: int, turns_list=(4, 8, 16, 32)) -> dict:
-    """Cell error of the imagined frame after N turns in place (= the last context frame) for each N."""
+def recall_error(model: WorldModel, env_name: str, n: int, context: int, gaps=(4, 8, 16, 32), reference=None) -> dict:
+    """Cell error of the imagined frame at the end of a look-back excursion of N steps (the true frame is the
+    last context frame, seen N steps before; the excursion's frames face the other way) for each N.
+    ``reference`` (grid, grid, 3), e.g. :func:`majority_frame` of the training data: its error on the same
+    frames is returned as the memoryless level, ``{N: {"model": err, "memoryless": err}}``."""
     out = {}
-    for turns in turns_list:
-        ep = recall_episodes(env_name, n, context, turns)
+    for gap in gaps:
+        ep = recall_episodes(env_name, n, context, gap)
         obs, actions = ep["obs"], ep["actions"]
-        assert bool((obs[:, -1] == obs[:, context - 1]).all())  # MiniGrid: four lefts give the same view back
         im = model.imagine(obs[:, :context], actions)
-        out[turns] = float(cell_error(im["frames"][:, -1], obs[:, -1]).mean())
+        out[gap] = {"model": float(cell_error(im["frames"][:, -1], obs[:, -1]).mean())}
+        if reference is not None:
+            out[gap]["memoryless"] = float(cell_error(reference.expand_as(obs[:, -1]), obs[:, -1]).mean())
     return out
 
 
@@ -122,18 +142,24 @@ def reward_error(model: WorldModel, data: dict) -> dict:
 
 
 @torch.no_grad()
-def imagination_speed(config: WorldModelConfig, contexts=(64, 256, 1024), steps: int = 32, batch: int = 1) -> dict:
-    """CPU ms per imagined step after a teacher-forced context of each length (random weights)."""
+def imagination_speed(
+    config: WorldModelConfig, contexts=(64, 256, 1024), steps: int = 32, batch: int = 1, prefill_chunk: int = 512
+) -> dict:
+    """CPU ms per imagined step (backbone step, prior, decoder) after a teacher-forced context of each length
+    (random weights: the cost does not depend on them). The context is fed in chunks of ``prefill_chunk``
+    steps with the carried state (chunked continuation), so attention never builds a C x C matrix."""
     torch.manual_seed(0)
     cfg = WorldModelConfig(**{**config.to_dict(), "max_len": max(contexts) + steps + 1})
     model = WorldModel(cfg).eval()
     out = {}
     for C in contexts:
-        obs = torch.randint(0, 3, (batch, C, cfg.grid, cfg.grid, 3))
+        obs = torch.randint(0, 3, (batch, C, cfg.grid, cfg.grid, 3))  # (b, C, 7, 7, 3)
         actions = torch.randint(0, cfg.n_actions, (batch, C))
-        q_mean, _ = model.posterior(obs)
+        q_mean, _ = model.posterior(obs)  # (b, C, d_latent)
+        g = model.backbone_inputs(q_mean, actions)  # (b, C, d_model)
         state = model.init_state(batch)
-        _, state = model.backbone(model.backbone_inputs(q_mean, actions), state=state, return_state=True)
+        for s in range(0, C, prefill_chunk):
+            _, state = model.backbone(g[:, s : s + prefill_chunk], state=state, return_state=True)
         z, a = q_mean[:, -1], actions[:, -1]
         t0 = time.process_time()
         for _ in range(steps):
@@ -152,6 +178,9 @@ def run(
     steps: int = 500,
     context: int = 16,
     d_model: int = 64,
+    segment: int = 64,
+    recall_gaps=(4, 8, 16, 32),
+    speed_contexts=(64, 256, 1024),
     seed: int = 0,
     out=None,
 ) -> dict:
@@ -163,8 +192,12 @@ def run(
     cfg0 = WorldModelConfig(d_model=d_model, d_hidden=2 * d_model, d_latent=16)
     check_action_space(env.action_space, cfg0.n_actions)
     env.close()
-    train = segments(load_episodes(f"{data_dir}/train"), 64)
-    test = segments(load_episodes(f"{data_dir}/test"), 64)
+    if context + max(recall_gaps) > segment:
+        raise ValueError(f"context {context} + longest recall gap {max(recall_gaps)} exceeds the segment {segment}")
+    train = segments(load_episodes(f"{data_dir}/train"), segment)
+    test = segments(load_episodes(f"{data_dir}/test"), segment)
+    reference = majority_frame(train["obs"])  # (7, 7, 3): the best constant frame
+    memoryless = cell_error(reference.expand_as(test["obs"][:, context:]), test["obs"][:, context:]).mean(0)
     rows = []
     for bb in backbones:
         torch.manual_seed(seed)
@@ -176,21 +209,25 @@ def run(
             "params": sum(p.numel() for p in model.parameters()),
             "train_cpu_s": fit["cpu_s"],
             "final": fit["history"][-1],
+            "history": fit["history"],
             **imagination_error(model, test, context),
-            "recall": recall_error(model, env_name, 64, context),
+            "recall": recall_error(model, env_name, 64, context, recall_gaps, reference=reference),
             **reward_error(model, test),
-            "step_ms": imagination_speed(cfg),
+            "step_ms": imagination_speed(cfg, speed_contexts) if speed_contexts else {},
         }
         rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k not in ("horizon_error", "copy_last_error")}), flush=True)
+        skip = ("horizon_error", "copy_last_error", "history")
+        print(json.dumps({k: v for k, v in row.items() if k not in skip}), flush=True)
     result = {
         "env": env_name,
         "steps": steps,
         "context": context,
+        "d_model": d_model,
         "n_train_segments": int(train["obs"].shape[0]),
         "n_test_segments": int(test["obs"].shape[0]),
-        "segment": 64,
+        "segment": segment,
         "seed": seed,
+        "memoryless_horizon_error": memoryless.tolist(),
         "rows": rows,
     }
     if out:
@@ -198,34 +235,53 @@ def run(
     return result
 
 
-def format_tables(result: dict) -> str:
-    rows = result["rows"]
-    hs = [1, 4, 8, 16, 32, 48]
-    C = result["context"]
-    head = " | ".join(f"err@{h}" for h in hs)
+def format_tables(result: dict, horizons=(1, 4, 8, 16, 32, 48)) -> str:
+    """Markdown: the imagination-error table (with the copy-last-frame and best-constant-frame references) and
+    the recall table (with the memoryless level) of :func:`run`'s result (or of several merged runs)."""
+    rows, C = result["rows"], result["context"]
+
+    def cells(e):
+        return " | ".join(f"{e[h - 1]:.3f}" if h - 1 < len(e) else "" for h in horizons)
+
+    head = " | ".join(f"err@{h}" for h in horizons)
     lines = [
-        f"| backbone | params | train CPU s | {head} | recall N=4 / 8 / 16 / 32 | reward MSE "
-        "| step ms @ctx 64 / 256 / 1024 |",
-        "|---" * (len(hs) + 6) + "|",
+        f"| backbone | params | train CPU s | final KL (nats) | context recon err | {head} | reward MSE |",
+        "|---" * (len(horizons) + 6) + "|",
     ]
     for r in rows:
-        e = r["horizon_error"]
-        err = " | ".join(f"{e[h - 1]:.3f}" if h - 1 < len(e) else "" for h in hs)
-        rec = " / ".join(f"{r['recall'][k]:.3f}" for k in sorted(r["recall"], key=int))
-        sp = " / ".join(f"{r['step_ms'][k]:.2f}" for k in sorted(r["step_ms"], key=int))
         lines.append(
-            f"| {r['backbone']} | {r['params']} | {r['train_cpu_s']:.0f} | {err} | {rec} | "
-            f"{r['reward_mse']:.2e} | {sp} |"
+            f"| {r['backbone']} | {r['params']} | {r['train_cpu_s']:.0f} | {r['final']['kl']:.2f} | "
+            f"{r['context_recon_error']:.3f} | {cells(r['horizon_error'])} | {r['reward_mse']:.2e} |"
         )
-    e = rows[0]["copy_last_error"]
+    lines.append(f"| copy last context frame | | | | | {cells(rows[0]['copy_last_error'])} | |")
+    if "memoryless_horizon_error" in result:
+        lines.append(f"| best constant frame | | | | | {cells(result['memoryless_horizon_error'])} | |")
+    gaps = sorted(rows[0]["recall"], key=int)
+    lines += [
+        "",
+        "| backbone | " + " | ".join(f"recall err N={g}" for g in gaps) + " |",
+        "|---" * (len(gaps) + 1) + "|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['backbone']} | " + " | ".join(f"{r['recall'][g]['model']:.3f}" for g in gaps) + " |")
+    rec0 = rows[0]["recall"]
+    if all("memoryless" in rec0[g] for g in gaps):
+        lines.append(
+            "| best constant frame (no memory) | " + " | ".join(f"{rec0[g]['memoryless']:.3f}" for g in gaps) + " |"
+        )
+    if any(r["step_ms"] for r in rows):
+        ctxs = sorted(rows[0]["step_ms"], key=int)
+        lines += [
+            "",
+            "| backbone | " + " | ".join(f"step ms @ctx {c}" for c in ctxs) + " |",
+            "|---" * (len(ctxs) + 1) + "|",
+        ]
+        for r in rows:
+            lines.append(f"| {r['backbone']} | " + " | ".join(f"{r['step_ms'][c]:.2f}" for c in ctxs) + " |")
     lines.append(
-        "| copy last context frame | | | "
-        + " | ".join(f"{e[h - 1]:.3f}" if h - 1 < len(e) else "" for h in hs)
-        + " | 0 (by construction) | | |"
-    )
-    lines.append(
-        f"\nContext C = {C} frames, segments of {result['segment']} steps; err@h = fraction of 7x7 cells with "
-        f"a wrong object type h steps after the context."
+        f"\nContext C = {C} frames, segments of {result['segment']} steps; err@h = fraction of 7x7 cells with a wrong "
+        f"object type h steps after the context; recall err N = the same for the frame at the end of a look-back "
+        f"excursion of N steps (seen once, N steps before)."
     )
     return "\n".join(lines)
 
