@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from torchssm.data.loaders import epoch_generator, iterate_batches
 from torchssm.data.registry import TaskData, TaskInfo
+from torchssm.models.auxiliary import pop_auxiliary_loss
 from torchssm.models.config import ModelConfig
 from torchssm.runs import BEST, LAST, SNAPSHOTS
 from torchssm.train import distributed as D
@@ -113,9 +114,9 @@ def train_step(
 ):
     """Forward + backward of one global batch (this rank's share, in ``tc.grad_accum`` micro-batches).
 
-    Returns (global mean loss, global number of correct predictions, global target count), the
-    gradients accumulated so that they are those of the global mean loss (see
-    :mod:`torchssm.train.distributed`).
+    Returns (global mean loss, global number of correct predictions, global target count, mean auxiliary
+    loss or None), the gradients accumulated so that they are those of the global mean of loss + auxiliary
+    loss (see :mod:`torchssm.train.distributed`; auxiliary losses of layers: :mod:`torchssm.models.auxiliary`).
     """
     # the same number of micro-batches on every rank (FSDP's collectives run per forward)
     n_parts = min(tc.grad_accum, next(iter(batch.values())).shape[0] // ctx.world_size) or 1
@@ -124,6 +125,7 @@ def train_step(
     n_global = D.all_reduce_sum(torch.stack(counts).sum(), ctx).to(torch.float64)  # one sync
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
+    aux_sum = None
 
     def autocast():  # bf16 activations; SSM parameters and states stay float32 (the layers see to it)
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
@@ -134,15 +136,20 @@ def train_step(
         sync = i == len(parts) - 1  # DDP reduces gradients in the last micro-batch's backward
         if tc.tbptt_chunk > 0:
             loss, c = tbptt_backward(model, part, info, tc.tbptt_chunk, weight, sync=sync, autocast=autocast)
+            aux = None  # truncated BPTT adds no auxiliary losses of layers
         else:
             with D.no_sync(model, sync):
                 with autocast():
                     loss, c, _ = loss_and_correct(forward_batch(model, part), part["targets"], info)
-                (loss * weight.to(loss.dtype)).backward()
+                aux = pop_auxiliary_loss(model)  # e.g. a mixture of experts' load balancing
+                ((loss if aux is None else loss + aux) * weight.to(loss.dtype)).backward()
+            if aux is not None:
+                aux_sum = (0.0 if aux_sum is None else aux_sum) + aux.detach().double() * weight
         loss_sum += loss.detach().double() * n_i
         correct += c
     totals = D.all_reduce_sum(torch.stack([loss_sum, correct.double()]), ctx)
-    return totals[0] / n_global, totals[1].long(), int(n_global)
+    aux_mean = None if aux_sum is None else D.all_reduce_sum(aux_sum, ctx) / ctx.world_size
+    return totals[0] / n_global, totals[1].long(), int(n_global), aux_mean
 
 
 def train_epoch(run: Run, epoch: int, progress: Progress, guard: NonFiniteGuard) -> dict:
@@ -171,9 +178,10 @@ def train_epoch(run: Run, epoch: int, progress: Progress, guard: NonFiniteGuard)
     loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
     correct_sum = torch.zeros((), dtype=torch.long, device=run.device)
     count = 0
+    aux_sum, aux_steps = 0.0, 0
     for i, batch in enumerate(bar):
         run.optimizer.zero_grad(set_to_none=True)
-        loss, correct, n = train_step(run.train_model, batch, info, tc, run.ctx, run.device)
+        loss, correct, n, aux = train_step(run.train_model, batch, info, tc, run.ctx, run.device)
         where = f"epoch {epoch + 1}, step {progress.step + 1}"
         if not guard.check("loss", loss, where):
             continue  # skipped: no update, the schedule does not advance
@@ -188,6 +196,8 @@ def train_epoch(run: Run, epoch: int, progress: Progress, guard: NonFiniteGuard)
         loss_sum += loss.detach().double() * n
         correct_sum += correct
         count += n
+        if aux is not None:
+            aux_sum, aux_steps = aux_sum + aux, aux_steps + 1  # a tensor: no host sync per step
         if i % 10 == 0 or i == run.steps_per_epoch - 1:
             postfix = {"loss": f"{float(loss_sum) / max(count, 1):.4f}"}
             if info.kind != "regression":
@@ -201,6 +211,8 @@ def train_epoch(run: Run, epoch: int, progress: Progress, guard: NonFiniteGuard)
         "lr": run.optimizer.param_groups[0]["lr"],
         "train_loss": float(loss_sum) / max(count, 1),
     }
+    if aux_steps:  # the layers' auxiliary losses (torchssm.models.auxiliary), mean over the steps
+        record["train_aux_loss"] = float(aux_sum) / aux_steps
     if guard.skipped:
         record["skipped_steps"] = guard.skipped
     if info.kind != "regression":
