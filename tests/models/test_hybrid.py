@@ -1,6 +1,8 @@
 """Hybrid layers (Jamba block, SeqBoat): step == forward, chunked continuation, resets, MoE routing,
 activation rate, and both used inside the LM and the deep model."""
 
+import json
+
 import pytest
 import torch
 
@@ -159,3 +161,132 @@ def test_hybrids_in_the_lm_and_the_deep_model(name, kwargs):
     deep = build_model(ModelConfig(layer=name, d_model=H, n_layers=1, layer_kwargs=kwargs, d_input=3, d_output=4))
     assert deep(torch.randn(2, 7, 3)).shape == (2, 4)
     assert isinstance(build_layer(name, H, **kwargs), (JambaBlock, SeqBoat))
+
+
+# --- the MoE load-balancing loss (Switch Transformers eq. 4-6, top-K counting) ------------------------------
+def test_load_balancing_loss_hand_example():
+    from torchssm.models.hybrid import expert_load, load_balancing_loss
+
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]], dtype=torch.float64)  # 2 tokens, N = 3
+    # top-1: expert 0, expert 1 -> f = (1/2, 1/2, 0); P = (0.4, 0.4, 0.2); 3 * (0.2 + 0.2 + 0) = 1.2
+    top1 = torch.tensor([[0], [1]])
+    torch.testing.assert_close(expert_load(top1, 3), torch.tensor([0.5, 0.5, 0.0]))
+    torch.testing.assert_close(load_balancing_loss(probs, expert_load(top1, 3)), torch.tensor(1.2, dtype=torch.float64))
+    # top-2: {0, 1}, {1, 2} -> f = (1/2, 1, 1/2) (sums to K = 2); 3 * (0.2 + 0.4 + 0.1) = 2.1
+    top2 = torch.tensor([[0, 1], [1, 2]])
+    torch.testing.assert_close(load_balancing_loss(probs, expert_load(top2, 3)), torch.tensor(2.1, dtype=torch.float64))
+    # uniform probabilities: K whatever the (balanced or not) choice
+    uniform = torch.full((2, 3), 1 / 3, dtype=torch.float64)
+    torch.testing.assert_close(
+        load_balancing_loss(uniform, expert_load(top2, 3)), torch.tensor(2.0, dtype=torch.float64)
+    )
+
+
+def test_moe_sets_the_scaled_aux_loss_in_training_only():
+    from torchssm.models.hybrid import expert_load, load_balancing_loss
+
+    torch.manual_seed(0)
+    moe = MixtureOfExperts(H, 8, n_experts=4, top_k=2, aux_coef=0.05).double()
+    x = torch.randn(3, 5, H, dtype=torch.float64)
+    moe(x)
+    probs = torch.softmax(moe.router(x.reshape(-1, H)), -1)
+    expected = 0.05 * load_balancing_loss(probs, expert_load(torch.topk(probs, 2, -1).indices, 4))
+    torch.testing.assert_close(moe.aux_loss.double(), expected, rtol=1e-6, atol=1e-7)  # router softmax in float32
+    assert float(moe.load.sum()) == pytest.approx(2.0)
+    moe.eval()
+    moe(x)
+    assert moe.aux_loss is None
+    no_aux = MixtureOfExperts(H, 8, n_experts=4, top_k=2, aux_coef=0.0)
+    no_aux(x.float())  # alpha 0: no loss, the load is still recorded
+    assert no_aux.aux_loss is None and float(no_aux.load.sum()) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="aux_coef"):
+        MixtureOfExperts(H, 8, n_experts=4, top_k=2, aux_coef=-1.0)
+
+
+def test_aux_loss_pushes_routing_toward_balance():
+    torch.manual_seed(0)
+    moe = MixtureOfExperts(H, 4, n_experts=4, top_k=2, aux_coef=1.0)
+    with torch.no_grad():  # a collapsed router: experts 0 and 1 get (almost) every token
+        moe.router.weight.zero_()
+        moe.router.weight[:2] = 0.5
+        moe.router.weight[:, :2] += torch.randn(4, 2)  # token-dependent logits
+    x = torch.randn(256, H).abs()
+    moe(x)
+    load0, aux0 = moe.load.clone(), float(moe.aux_loss.detach())
+    opt = torch.optim.SGD(moe.router.parameters(), lr=1.0)
+    for _ in range(100):  # the aux loss alone
+        moe(x)
+        opt.zero_grad()
+        moe.aux_loss.backward()
+        opt.step()
+    moe(x)
+    assert float(load0.max()) > 0.9 and float(moe.load.max()) < 0.75  # balanced top-2 load is 0.5 per expert
+    assert float(moe.aux_loss.detach()) < min(aux0, 2.1)  # -> K = 2 at balance
+
+
+def test_aux_loss_reaches_the_router_through_the_lm_and_torchssm_train(tmp_path):
+    from torchssm.models.auxiliary import pop_auxiliary_loss
+    from torchssm.models.lm import CausalLM, LMConfig
+    from torchssm.train import load_config, train
+
+    kwargs = {
+        "n_layers": 2,
+        "attn_every": 2,
+        "attn_offset": 1,
+        "ssm": "lru",
+        "ssm_kwargs": {"d_state": 4},
+        "attn_kwargs": {"n_heads": 2, "max_len": 32},
+        "mlp_expand": 1.0,
+        "n_experts": 3,
+        "top_k": 2,
+        "moe_every": 1,
+        "moe_offset": 0,
+    }
+    torch.manual_seed(0)
+    lm = CausalLM(LMConfig(layer="jamba", d_model=H, n_layer=2, vocab_size=32, layer_kwargs=kwargs))
+    lm(torch.randint(0, 32, (2, 12)))
+    aux = pop_auxiliary_loss(lm)  # 2 blocks x 2 MoE layers, alpha = 1e-2 each, ~ alpha K each at init
+    assert aux is not None and float(aux) == pytest.approx(4 * 1e-2 * 2, rel=0.2)
+    assert pop_auxiliary_loss(lm) is None  # popped
+    aux.backward()  # the aux loss alone
+    routers = [m.router.weight.grad for m in lm.modules() if isinstance(m, MixtureOfExperts)]
+    assert len(routers) == 4 and all(g is not None and g.abs().sum() > 0 for g in routers)
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(6):
+        (corpus / f"d{i}.py").write_text(f"def f{i}(x):\n    return x * {i}\n" * 8)
+
+    cfg = load_config(
+        base={
+            "task": {
+                "name": "lm_text",
+                "files": str(corpus),
+                "context": 16,
+                "val_fraction": 0.2,
+                "test_fraction": 0.2,
+                "train_rows": 8,
+                "eval_rows": 4,
+            },
+            "model": {
+                "layer": "jamba",
+                "d_model": H,
+                "n_layers": 1,
+                "pooling": "none",
+                "layer_kwargs": {**kwargs, "moe_aux_coef": 0.5},
+            },
+            "train": {
+                "epochs": 1,
+                "batch_size": 4,
+                "out_dir": str(tmp_path / "run"),
+                "progress": False,
+                "device": "cpu",
+                "seed": 0,
+            },
+        }
+    )
+    last = train(cfg, data_dir=tmp_path / "data", log=lambda s: None).last
+    assert last["train_aux_loss"] == pytest.approx(2 * 0.5 * 2, rel=0.2)  # two MoE layers, each ~ alpha K
+    assert "val_aux_loss" not in last and last["val_bpb"] > 0  # evaluation stays the task loss
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["train_aux_loss"] == last["train_aux_loss"]

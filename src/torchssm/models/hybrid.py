@@ -16,11 +16,22 @@ Face's ``JambaConfig`` ``attn_layer_period`` / ``attn_layer_offset``), MoE every
 (``expert_layer_period=2``, ``expert_layer_offset=1``) with n = 16 experts and top K = 2. The MLP is
 SwiGLU, ``W_down (SiLU(W_gate x) * W_up x)`` (as ``JambaMLP``); the router is a linear map to expert logits,
 softmax, then the top-K weights without renormalisation (as ``JambaSparseMoeBlock``; UNVERIFIED against
-the paper's text). Differences, stated: attention keeps :class:`~torchssm.layers.attention.SelfAttention`'s
-rotary positions (Jamba uses no explicit positions, Sec. 6.4, UNVERIFIED section), and no load-balancing
-loss is added (the training loop has no auxiliary-loss hook), so experts may be used unevenly. The block
-returns its last hidden state; inside the LM's own residual ``x + block(RMSNorm(x))`` use ``n_layer`` =
-the number of Jamba blocks.
+the paper's text). In training, each MoE layer adds the Switch Transformer's load-balancing loss (Fedus et
+al. 2022, "Switch Transformers", JMLR, Sec. 2.2, eq. 4-6), generalised to top-K routing as transformers'
+``load_balancing_loss_func`` of Mixtral / Jamba does::
+
+    L_aux = alpha * N * sum_i f_i * P_i,   f_i = (1/T) #{tokens x : i in topK(p(x))},   P_i = (1/T) sum_x p_i(x)
+
+over the T tokens of the batch and N experts (sum_i f_i = K; L_aux = alpha * K when routing is uniform, and
+the paper's argument: it is minimised under uniform routing). f is a count, so the gradient reaches the
+router through P only. ``moe_aux_coef``
+is alpha: default 1e-2, the Switch Transformer's value (Sec. 2.2); transformers' ``JambaConfig`` uses
+``router_aux_loss_coef`` = 1e-3 (with ``output_router_logits`` off by default); that the Jamba paper trains with
+this loss is UNVERIFIED. The loss reaches ``torchssm train`` through :mod:`torchssm.models.auxiliary` (logged
+as ``train_aux_loss``). Differences, stated: attention keeps :class:`~torchssm.layers.attention.SelfAttention`'s
+rotary positions (Jamba uses no explicit positions, Sec. 6.4, UNVERIFIED section). The block returns its
+last hidden state; inside the LM's own residual ``x + block(RMSNorm(x))`` use ``n_layer`` = the number of
+Jamba blocks.
 
 **SeqBoat** (Ren et al. 2023, "Sparse Modular Activation for Efficient Sequence Modeling", NeurIPS,
 arXiv:2306.11197, Sec. 3 and Fig. 2; reference code github.com/renll/SeqBoat ``SeqBoatLayer``). With
@@ -92,21 +103,47 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
-class MixtureOfExperts(nn.Module):
-    """Top-k routed SwiGLU experts: y = sum_{e in topk(p)} p_e SwiGLU_e(x), p = softmax(W_r x) (per token)."""
+def expert_load(chosen: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """f_i of Switch Transformers eq. 5 for top-K routing: chosen (t, K) expert indices -> (N,) the fraction of
+    the t tokens that have expert i among their K (sums to K; a count, so no gradient)."""
+    return F.one_hot(chosen, n_experts).sum(dim=1).float().mean(dim=0)
 
-    def __init__(self, d_model: int, d_hidden: int, n_experts: int, top_k: int):
+
+def load_balancing_loss(probs: torch.Tensor, load: torch.Tensor) -> torch.Tensor:
+    """N * sum_i f_i P_i (Switch Transformers eq. 4 without alpha; eq. 6: P_i = mean_t probs[t, i]):
+    probs (t, N) router softmax, load (N,) :func:`expert_load` -> scalar (K when routing is uniform)."""
+    return probs.shape[-1] * (load.to(probs.dtype) * probs.mean(dim=0)).sum()
+
+
+class MixtureOfExperts(nn.Module):
+    """Top-k routed SwiGLU experts: y = sum_{e in topk(p)} p_e SwiGLU_e(x), p = softmax(W_r x) (per token).
+
+    In training mode the forward sets ``aux_loss`` = ``aux_coef`` * :func:`load_balancing_loss` (read and
+    cleared by :func:`torchssm.models.auxiliary.pop_auxiliary_loss`); ``load`` (N,) is the fraction of
+    tokens routed to each expert in the last forward (sums to top_k).
+    """
+
+    def __init__(self, d_model: int, d_hidden: int, n_experts: int, top_k: int, aux_coef: float = 1e-2):
         super().__init__()
         if not 1 <= top_k <= n_experts:
             raise ValueError(f"MoE top_k must be in [1, n_experts={n_experts}]; got {top_k}")
-        self.top_k = top_k
+        if not aux_coef >= 0:
+            raise ValueError(f"MoE aux_coef (the load-balancing loss weight alpha) must be >= 0; got {aux_coef!r}")
+        self.top_k, self.aux_coef = top_k, float(aux_coef)
         self.router = nn.Linear(d_model, n_experts, bias=False)
         self.experts = nn.ModuleList(SwiGLU(d_model, d_hidden) for _ in range(n_experts))
+        self.aux_loss: torch.Tensor | None = None
+        self.load: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])  # (t, h)
         probs = torch.softmax(self.router(flat).float(), dim=-1)  # (t, n_experts)
         weight, chosen = torch.topk(probs, self.top_k, dim=-1)  # (t, k)
+        if self.training and flat.shape[0] > 0:
+            self.load = expert_load(chosen, probs.shape[-1])  # (N,)
+            self.aux_loss = self.aux_coef * load_balancing_loss(probs, self.load) if self.aux_coef > 0 else None
+        else:
+            self.aux_loss = None
         out = torch.zeros_like(flat)
         for e, expert in enumerate(self.experts):
             token, slot = torch.nonzero(chosen == e, as_tuple=True)  # tokens routed to expert e
@@ -127,6 +164,8 @@ class JambaBlock(SSMLayer):
         attn_kwargs: :class:`~torchssm.layers.attention.SelfAttention` arguments (n_heads, max_len).
         mlp_expand: MLP hidden width / h (0: no MLP). n_experts: 0 = dense MLPs, else MoE on the layers with
             ``i % moe_every == moe_offset`` (Jamba: 16 experts, every 2nd layer from 1), top ``top_k`` (2).
+        moe_aux_coef: alpha of the MoE layers' load-balancing loss (1e-2, Switch Transformers Sec. 2.2;
+            0 = none; see the module docstring).
         norm_eps: RMSNorm epsilon (1e-5 as the LM's, UNVERIFIED for Jamba; its config uses 1e-6).
     """
 
@@ -145,6 +184,7 @@ class JambaBlock(SSMLayer):
         top_k: int = 2,
         moe_every: int = 2,
         moe_offset: int = 1,
+        moe_aux_coef: float = 1e-2,
         norm_eps: float = 1e-5,
     ):
         super().__init__(d_model)
@@ -167,7 +207,7 @@ class JambaBlock(SSMLayer):
             if hidden == 0:
                 self.mlps.append(nn.Identity())
             elif n_experts > 0 and i % moe_every == moe_offset:
-                self.mlps.append(MixtureOfExperts(d_model, hidden, n_experts, top_k))
+                self.mlps.append(MixtureOfExperts(d_model, hidden, n_experts, top_k, aux_coef=moe_aux_coef))
             else:
                 self.mlps.append(SwiGLU(d_model, hidden))
         self.mlp_norms = nn.ModuleList(nn.RMSNorm(d_model, eps=norm_eps) for _ in range(n_layers))
