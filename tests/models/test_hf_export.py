@@ -73,6 +73,9 @@ def test_config_encodings_of_transformers_releases(tmp_path):
     assert json.loads((FIXTURES / "mamba2_transformers_5.25.json").read_text())["time_step_limit"][1] == {
         "__float__": "Infinity"
     }
+    v5 = lm_config_from(_fixture_dir(tmp_path, "mamba_transformers_5.25.json"))  # Mamba (v1) by today's release
+    assert (v5.layer, v5.d_model, v5.n_layer, v5.vocab_size, v5.tie_embeddings) == ("mamba", 32, 2, 64, True)
+    assert v5.layer_kwargs == {"d_state": 8, "d_conv": 4, "expand": 2, "dt_rank": 2, "conv_bias": True, "bias": False}
 
 
 def test_a_mamba2_saved_by_todays_transformers_converts_with_the_same_logits(tmp_path):
