@@ -1,6 +1,6 @@
 """``torchssm vision``: restore (denoise / deblur vs scikit-image), cost (FLOPs and memory vs resolution),
 classify (2-D scans vs raster, Hydra / 2-D SSM / ViT), longvq (LongVQ vs the plain SSM),
-pretrain (MambaMIM masked pretraining, then fine-tuning with few labels).
+pretrain (MambaMIM masked pretraining, then fine-tuning with few labels), video (Selective S5).
 Presets: src/torchssm/presets/vision/*.yaml."""
 
 from __future__ import annotations
@@ -132,6 +132,30 @@ def _run_pretrain(args) -> int:
     return 0
 
 
+def _run_video(args) -> int:
+    from torchssm.vision.video_task import run_video_experiment
+
+    _threads(args)
+    cfg = load_preset(args.preset)
+    for key in ("frames", "steps", "pretrain_steps", "seed", "data_dir"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    if args.arms:
+        cfg["arms"] = args.arms
+    if args.no_throughput:
+        cfg["throughput_frames"] = ()
+    res = run_video_experiment(args.out, **cfg)
+    for arm, r in res["arms"].items():
+        print(
+            f"{arm:>9}: test acc {r['test_accuracy']:.3f}  kept {r['kept_fraction']:.2f} of the frames  "
+            f"event frames kept {r['event_recall']:.2f}"
+        )
+    for r in res["throughput"]:
+        print(f"{r['model']:>26} T={r['frames']:>5}: {r['frames_per_cpu_s']:10.0f} frames per CPU second")
+    print(f"wrote {Path(args.out) / 'results.json'}")
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("vision", help="2-D SSMs: restoration, cost vs resolution, classification")
     sub = parser.add_subparsers(dest="vision_command", required=True)
@@ -196,3 +220,16 @@ def register(subparsers) -> None:
     mim.add_argument("--cache", help=".pt file keeping generated Pathfinder images between runs")
     mim.add_argument("--threads", type=int, default=1)
     mim.set_defaults(func=_run_pretrain)
+
+    video = sub.add_parser("video", help="moving-digits clips: Selective S5 (token selection, LSMCL) vs S4, throughput")
+    video.add_argument("--preset", default="video_moving_digits", help="name in presets/vision or a YAML path")
+    video.add_argument("--out", required=True, help="run folder (results.json)")
+    video.add_argument("--arms", nargs="+", choices=("s5", "s5_lsmcl", "s4_all"))
+    video.add_argument("--frames", type=int, help="frames per clip")
+    video.add_argument("--steps", type=int)
+    video.add_argument("--pretrain-steps", dest="pretrain_steps", type=int)
+    video.add_argument("--seed", type=int)
+    video.add_argument("--data-dir", dest="data_dir", help="where the clip specs are cached")
+    video.add_argument("--no-throughput", dest="no_throughput", action="store_true")
+    video.add_argument("--threads", type=int, default=1)
+    video.set_defaults(func=_run_video)
