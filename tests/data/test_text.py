@@ -215,6 +215,14 @@ def test_train_lm_end_to_end_saves_tokenizer_and_corpus_record(corpus, tmp_path)
     )
     report = json.loads((tmp_path / "run" / "best" / "lm_eval.json").read_text())
     assert report["eval_context"] == 32 and [b["from"] for b in report["by_position"]] == [0, 16]
+    assert len(report["loss_by_position"]) == 32  # the curve `lm plot` draws
+    first = sum(report["loss_by_position"][:16]) / 16
+    assert abs(first - report["loss"]) < 1e-4  # the same numbers as the summary
+    fig = tmp_path / "ppl.png"
+    evals = [str(tmp_path / "run" / "best" / "lm_eval.json")] * 2
+    assert main(["lm", "plot", *evals, "--out", str(fig), "--labels", "a", "b", "--bucket", "8"]) == 0
+    assert fig.stat().st_size > 0
+    assert main(["lm", "plot", str(tmp_path / "missing.json"), "--out", str(fig)]) == 2  # a one-line error
     assert (
         main(
             [

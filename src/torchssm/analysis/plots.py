@@ -278,6 +278,42 @@ def plot_length_generalisation(path, records: Sequence[dict], train_length: int 
     return {"path": save_figure(fig, path), "curves": drawn}
 
 
+def plot_perplexity_by_position(path, records: Sequence[dict], bucket: int = 64) -> dict:
+    """Perplexity against token position (mean over buckets of ``bucket`` positions), one line per model, the
+    training context marked: the length-extrapolation reading of Press et al. 2022 (Sec. 2). ``records`` are
+    ``lm_eval.json`` files of ``torchssm lm eval`` ({"label", "train_context", "loss_by_position": nats per
+    position}); returns the bucket centres and perplexities drawn per label."""
+    records = list(records)
+    if not records:
+        raise ValueError("plot perplexity by position needs at least one lm_eval.json (torchssm lm eval)")
+    if bucket < 1:
+        raise ValueError(f"bucket must be >= 1 position; got {bucket}")
+    fig, (ax,) = new_figure(size=(6.0, 4.0))
+    drawn = {}
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or "loss_by_position" not in rec:
+            raise ValueError("each record must be an lm_eval.json dict with 'loss_by_position' (torchssm lm eval)")
+        loss = torch.tensor(rec["loss_by_position"], dtype=torch.float64)
+        centres, ppl = [], []
+        for lo in range(0, loss.shape[0], bucket):
+            chunk = loss[lo : lo + bucket]
+            centres.append(lo + (chunk.shape[0] - 1) / 2)
+            ppl.append(math.exp(float(chunk.mean())))
+        label = str(rec.get("label", f"model {i}"))
+        drawn[label] = list(zip(centres, ppl))
+        ax.plot(centres, ppl, "-", color=f"C{i % 10}", lw=1.5, label=label)
+    train_context = records[0].get("train_context")
+    if train_context:
+        ax.axvline(train_context, ls="--", color="0.4", lw=1, label=f"training context {train_context}")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"token position (mean over {bucket} positions)")
+    ax.set_ylabel("perplexity")
+    ax.set_title("perplexity by position")
+    ax.grid(alpha=0.3, which="both")
+    legend(ax, loc="upper right")
+    return {"path": save_figure(fig, path), "curves": drawn}
+
+
 def plot_impulse_responses(path, model: torch.nn.Module, length: int = 256, channels: int = 4) -> dict:
     """For every SSM layer in ``model``: K[t, i, i] of the first ``channels`` channels and ||K[t]||_F."""
     layers = list(impulse.sequence_layers(model))

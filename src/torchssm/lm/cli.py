@@ -3,11 +3,12 @@
     torchssm tokenizer train --files "docs/**/*.md" --vocab-size 4096 --out tok/   # default: the stdlib source
     torchssm lm eval runs/lm/stdlib_mamba/best --context-factor 4 --rows 32         # bpb, ppl by position
     torchssm lm export-hf runs/lm/stdlib_mamba/best hf_out/                          # transformers can load it
+    torchssm lm plot runs/a/best/lm_eval.json runs/b/best/lm_eval.json --out ppl.png # perplexity by position
 
 ``lm eval`` rebuilds the run's ``lm_text`` task from the run's ``config.yaml`` (its own corpus, split and
 tokenizer) with validation rows of ``context-factor`` x the training context, scores them in one parallel
-pass per batch, and writes ``lm_eval.json`` beside the checkpoint (atomically); SeqBoat layers add their
-activation rates.
+pass per batch, and writes ``lm_eval.json`` beside the checkpoint (atomically; with the loss at every
+position, which ``lm plot`` draws); SeqBoat layers add their activation rates.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def run_lm_eval(args) -> int:
     curve = loss_by_position(model, split, args.batch_size, args.device)
     out = summarize(curve, context, split.bytes_per_token)
     out.update(split=args.split, rows=len(split), checkpoint=str(checkpoint), activation_rates=activation_rates(model))
+    out["loss_by_position"] = [round(float(v), 5) for v in curve]  # nats, for `torchssm lm plot`
     text = json.dumps(out, indent=1)
     from torchssm.fileio import atomic_write
 
@@ -78,6 +80,22 @@ def run_lm_eval(args) -> int:
         print(f"  [{b['from']:>6}, {b['to']:>6})  ppl {b['ppl']:8.3f}  bpb {b['bpb']:.4f}")
     for layer, rate in out["activation_rates"].items():
         print(f"  SeqBoat {layer}: attention active on {100 * rate:.1f}% of steps")
+    return 0
+
+
+def _run_lm_plot(args) -> int:
+    from torchssm.analysis.plots import plot_perplexity_by_position
+
+    records = []
+    for i, path in enumerate(args.evals):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file; give lm_eval.json files written by `torchssm lm eval`")
+        rec = json.loads(path.read_text())
+        rec["label"] = args.labels[i] if args.labels and i < len(args.labels) else path.parent.parent.name
+        records.append(rec)
+    res = plot_perplexity_by_position(args.out, records, bucket=args.bucket)
+    print(f"wrote {res['path']}")
     return 0
 
 
@@ -103,6 +121,12 @@ def register(subparsers) -> None:
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--threads", type=int, default=1)
     ev.set_defaults(func=run_lm_eval)
+    pl = lsub.add_parser("plot", help="perplexity by position of lm_eval.json files, one line per model")
+    pl.add_argument("evals", nargs="+", help="lm_eval.json files (torchssm lm eval)")
+    pl.add_argument("--out", required=True, help="figure path (.png, .svg or .pdf)")
+    pl.add_argument("--labels", nargs="*", default=None, help="line labels (default: the run folder names)")
+    pl.add_argument("--bucket", type=int, default=64, help="positions averaged per point")
+    pl.set_defaults(func=_run_lm_plot)
     ex = lsub.add_parser(
         "export-hf", help="save a Mamba / Mamba-2 LM as a Hugging Face MambaForCausalLM / Mamba2ForCausalLM directory"
     )
