@@ -302,7 +302,7 @@ def test_gpu_dispatch_without_a_gpu(monkeypatch):
 
 def test_one_dispatch_table_for_every_op(monkeypatch):
     """The same names mean the same thing in every op: the auto table of ops/backend.py on the CPU, a
-    compiled backend the op lacks is refused by name (SSD has no numba kernel), CUDA via a stand-in."""
+    compiled backend the op lacks is refused by name (SSD's chunked form has no numba kernel), CUDA via a stand-in."""
     from torchssm.ops import backend as backend_module
     from torchssm.ops.backend import OPS, choose_backend
 
@@ -312,13 +312,13 @@ def test_one_dispatch_table_for_every_op(monkeypatch):
         "linear_scan": ("cpu", "cpu"),
         "lru_scan": ("cpu", "cpu"),
         "selective_scan": ("cpu", "chunked"),
-        "ssd": ("chunked", "chunked"),
+        "ssd": ("cpu", "cpu"),
         "ssd_chunked": ("chunked", "chunked"),
     }
     for op in OPS:
         assert choose_backend(op, "naive", f32) == "naive" and choose_backend(op, "chunked", f32) == "chunked"
-    with pytest.raises(ValueError, match="ssd has no 'cpu' backend.*'auto', 'naive', 'chunked', 'gpu'"):
-        choose_backend("ssd", "cpu", f32)
+    with pytest.raises(ValueError, match="ssd_chunked has no 'cpu' backend.*'auto', 'naive', 'chunked', 'gpu'"):
+        choose_backend("ssd_chunked", "cpu", f32)
     with pytest.raises(ValueError, match="unknown op"):
         choose_backend("conv", "auto", f32)
     cuda32 = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.float32)

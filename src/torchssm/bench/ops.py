@@ -225,7 +225,7 @@ def run(args) -> int:
         copy = common.time_fn(lambda: buf.clone(), device, repeats=args.repeats, clock=args.clock)  # noqa: B023 (closure called in the iteration that defines it)
         rows = []
         names = (["naive"] if shape[1] <= args.naive_max_length else []) + ["chunked"]
-        names += ["gpu"] if _fused_available("gpu", device) else []
+        names += [k for k in ("cpu", "gpu") if _fused_available(k, device)]
         for name in names:
 
             def call(name=name, **kw):

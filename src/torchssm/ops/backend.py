@@ -15,12 +15,14 @@ Every op takes ``backend=`` with the same five names, meaning the same thing eve
     linear_scan      gpu               chunked         cpu            cpu            chunked
     lru_scan         gpu               chunked         cpu            cpu            chunked
     selective_scan   gpu               chunked         cpu            chunked        chunked
-    ssd              gpu               chunked         chunked        chunked        chunked
+    ssd              gpu               chunked         cpu            cpu            chunked
 
 The Triton kernels accumulate in float32, so no float64/complex128 goes to them. The selective
 scan's fused CPU kernel wins in float32 only (1.4-2.3x faster forward+backward than "chunked" at
-Mamba shapes; 1.2-1.3x slower in float64 with libm exp: docs/selective.md, BENCHMARKS.md). SSD has
-no numba kernel. ``lru_scan``'s "cpu" and "chunked" are the linear scan's, run on lambda.
+Mamba shapes; 1.2-1.3x slower in float64 with libm exp: docs/selective.md, BENCHMARKS.md). SSD's
+fused CPU kernel computes one exp per step and head, and wins in both (forward+backward 0.2-0.7x the
+time of "chunked" in float32 and float64: BENCHMARKS.md). ``lru_scan``'s "cpu" and "chunked" are the
+linear scan's, run on lambda.
 
     choose_backend(op, name, like, dtype=None) -> "naive" | "chunked" | "cpu" | "gpu"
     load_kernel(op, backend)                   -> the op's compiled kernel ("cpu" or "gpu")
@@ -71,7 +73,7 @@ OPS: dict[str, OpKernels] = {
         gpu="torchssm.ops.selective.gpu:selective_scan_gpu",
         cpu_auto_dtypes=(torch.float32,),
     ),
-    "ssd": OpKernels(cpu=None, gpu="torchssm.ops.ssd.gpu:ssd_gpu"),
+    "ssd": OpKernels(cpu="torchssm.ops.ssd.cpu:ssd_cpu", gpu="torchssm.ops.ssd.gpu:ssd_gpu"),
     # SSD with method="chunked": the chunked matmul form of the Triton kernels
     "ssd_chunked": OpKernels(cpu=None, gpu="torchssm.ops.ssd.gpu_chunked:ssd_chunked_gpu"),
 }

@@ -2,10 +2,12 @@
 
 ``ssd(..., backend=...)`` runs, as chosen by :func:`torchssm.ops.backend.choose_backend` (the one
 dispatcher; its table gives "auto"): "naive" the recurrence (:func:`ssd_naive`); "chunked" the
-chunked matmul algorithm (:func:`ssd_chunked`, plain PyTorch, any device); "gpu" the Triton kernels,
-of the recurrent form (``method="recurrent"``, the default: :func:`torchssm.ops.ssd.gpu.ssd_gpu`) or
-of the chunked matmul form (``method="chunked"``: :func:`torchssm.ops.ssd.gpu_chunked.ssd_chunked_gpu`,
-Triton forward and backward). SSD has no numba kernel: "cpu" is refused (it used to mean "chunked").
+chunked matmul algorithm (:func:`ssd_chunked`, plain PyTorch, any device); "cpu" the fused numba
+kernel of the recurrence, states checkpointed every ``chunk_size`` steps (:func:`torchssm.ops.ssd.cpu.ssd_cpu`,
+the CPU "auto" choice); "gpu" the Triton kernels, of the recurrent form (``method="recurrent"``, the
+default: :func:`torchssm.ops.ssd.gpu.ssd_gpu`) or of the chunked matmul form (``method="chunked"``:
+:func:`torchssm.ops.ssd.gpu_chunked.ssd_chunked_gpu`, Triton forward and backward). On CPU,
+``method="chunked"`` with backend "auto" runs "chunked".
 ``method="attention"`` is the quadratic masked-attention (dual) form, plain PyTorch on any device
 (:func:`torchssm.ops.ssd.attention.ssd_attention`; docs/theory.md).
 """
@@ -47,11 +49,12 @@ def ssd(
         x: (b, l, h, p).  dt: (b, l, h) raw steps.  A: (h,) negative scalars (Mamba-2: -exp(A_log)).
         B, C: (b, l, g, n) with g dividing h.  D: (h,) or (h, p).  z: (b, l, h, p).  dt_bias: (h,).
         h0: (b, h, p, n).  reset: bool (b, l), zero the state before step t.
-        chunk_size: chunk of the matmul algorithm (any value; L need not be a multiple).
-        backend: "auto" | "naive" | "chunked" | "gpu" (module docstring; no "cpu": no numba kernel).
+        chunk_size: chunk of the matmul algorithm, or the checkpoint interval of "cpu" (any value;
+            L need not be a multiple).
+        backend: "auto" | "naive" | "chunked" | "cpu" | "gpu" (module docstring).
         method: "auto" | "recurrent" | "chunked": the algorithm of the "gpu" backend ("auto" =
-            "recurrent"); other backends have one form each ("naive" recurrent, "chunked" chunked)
-            and accept "auto" or that form. "attention": the O(l^2) masked-attention form
+            "recurrent"); other backends have one form each ("naive" and "cpu" recurrent, "chunked"
+            chunked) and accept "auto" or that form. "attention": the O(l^2) masked-attention form
             (:func:`ssd_attention`, plain PyTorch), with backend "auto" only.
     """
     check_backend_name(backend)
@@ -77,14 +80,14 @@ def ssd(
         )
     op = "ssd_chunked" if method == "chunked" else "ssd"  # the form of the "gpu" kernels
     chosen = choose_backend(op, backend, x)
-    own = {"naive": "recurrent", "chunked": "chunked"}.get(chosen)
+    own = {"naive": "recurrent", "cpu": "recurrent", "chunked": "chunked"}.get(chosen)
     if own is not None and method not in ("auto", own):
         raise ValueError(
             f"backend={chosen!r}{' (chosen by auto)' if backend == 'auto' else ''} has only the "
             f"{own} form; got method={method!r} (both forms exist for backend='gpu')"
         )
-    if chosen == "gpu":
-        fn = load_kernel(op, "gpu")
+    if chosen in ("cpu", "gpu"):
+        fn = load_kernel(op, chosen)
     else:
         fn = ssd_naive if chosen == "naive" else ssd_chunked
     return fn(
