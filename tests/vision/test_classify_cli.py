@@ -88,3 +88,18 @@ def test_cli_cost_and_restore(tmp_path, capsys):
     capsys.readouterr()
     assert main(["vision", "classify", "--preset", "no_such_preset", "--out", str(tmp_path)]) == 2
     assert "no vision preset 'no_such_preset'" in capsys.readouterr().err
+
+
+def test_pathfinder_cache_from_another_generator_version_is_not_reused(tmp_path):
+    from torchssm.vision.classify import load_images
+
+    cache = tmp_path / "pf.pt"
+    stale = {
+        "key": {"n_images": 2, "seed": 0, "size": 32},
+        "images": torch.zeros(2, 1, 32, 32),
+        "labels": torch.zeros(2),
+    }
+    torch.save(stale, cache)  # what the cache held before the key had the generator version
+    x, y, classes = load_images("pathfinder", 2, 0, cache)
+    assert classes == 2 and x.abs().sum() > 0 and y.tolist() == [0, 1]  # regenerated, and rewritten
+    assert torch.equal(torch.load(cache)["images"], x)

@@ -38,7 +38,7 @@ def patch_tokens(images: torch.Tensor, patch_size: int) -> torch.Tensor:
 def load_images(data: str, n_images: int, seed: int, cache=None):
     """(images (n, C, H, W), labels, classes) for "digits" (all 1797) or "pathfinder" (n generated).
     ``cache``: a .pt file that keeps generated Pathfinder images (written once, atomically; reused only
-    when it holds the same n and seed)."""
+    when it holds the same n, seed and generator version)."""
     from pathlib import Path
 
     from torchssm.fileio import atomic_write
@@ -49,7 +49,10 @@ def load_images(data: str, n_images: int, seed: int, cache=None):
         return x, y, 10
     if data != "pathfinder":
         raise ValueError(f"data must be 'digits' or 'pathfinder'; got {data!r}")
-    key = {"n_images": n_images, "seed": seed, "size": 32}
+    from torchssm.data.lra.pathfinder import GENERATOR
+
+    # the generator's version is part of the key: images cached by an older generator are not reused
+    key = {"n_images": n_images, "seed": seed, "size": 32, "generator": GENERATOR}
     if cache is not None and Path(cache).exists():
         saved = torch.load(cache)
         if saved.get("key") == key:
