@@ -92,3 +92,10 @@ def test_mqar_bad_input():
         mqar_accuracy("lstm", vocab_size=64, length=64, num_kv_pairs=4)
     with pytest.raises(ValueError, match="multiple of 8"):
         mqar_accuracy("mamba", vocab_size=60, length=64, num_kv_pairs=4)
+
+
+def test_compressed_key_codes_degrade_gracefully():
+    full = mqar_accuracy("mamba", vocab_size=64, length=64, num_kv_pairs=16, examples=8, key_dim=None)
+    one = mqar_accuracy("mamba", vocab_size=64, length=64, num_kv_pairs=16, examples=8, key_dim=1)
+    assert full["accuracy"] == 1.0 and one["accuracy"] < 0.8  # one scalar per key cannot tell 16 keys apart
+    assert one["state"] < full["state"]

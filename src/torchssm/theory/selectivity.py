@@ -347,14 +347,31 @@ def _split_vocab(vocab_size: int) -> tuple[int, int]:
     return kv, vocab_size - kv
 
 
+def key_codes(num_keys: int, key_dim: int | None, seed: int = 0) -> torch.Tensor:
+    """(n, num_keys) float64 codes of the keys written into B and read by C: one-hot (n = num_keys + 1,
+    row 0 for the pad token) when ``key_dim`` is None, else unit-norm Gaussian codes in n = key_dim
+    dimensions -- a compressed memory whose crosstalk <k_i, q> != 0 can confuse queries."""
+    if key_dim is None:
+        return torch.eye(num_keys + 1, dtype=torch.float64)[:, 1:]
+    if not isinstance(key_dim, int) or key_dim < 1:
+        raise ValueError(f"key_dim must be a positive int or None; got {key_dim!r}")
+    R = torch.randn(key_dim, num_keys, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return R / R.norm(dim=0, keepdim=True)
+
+
 @torch.no_grad()
-def mqar_mamba(vocab_size: int, dt_bias: float = 0.0, a_log: float = -14.0):
-    """A :class:`torchssm.layers.mamba.Mamba` layer (float64) whose weights solve MQAR (module docstring)."""
+def mqar_mamba(vocab_size: int, dt_bias: float = 0.0, a_log: float = -14.0, key_dim: int | None = None):
+    """A :class:`torchssm.layers.mamba.Mamba` layer (float64) whose weights solve MQAR (module docstring).
+
+    ``key_dim`` None: one-hot keys (d_state = V/2, exact); an int: random key codes of that size
+    (d_state = key_dim), to see how a smaller state degrades (:func:`key_codes`)."""
     from torchssm.layers.mamba import Mamba
 
     kv, nv = _split_vocab(vocab_size)
     dm = _embed_dim(vocab_size)
-    layer = Mamba(dm, d_state=kv, d_conv=2, expand=2, dt_rank=1, backend="naive").double()
+    codes = key_codes(kv - 1, key_dim)  # (n, kv - 1): column i-1 codes key i
+    n = codes.shape[0]
+    layer = Mamba(dm, d_state=n, d_conv=2, expand=2, dt_rank=1, backend="naive").double()
     d = layer.d_inner
     for p in layer.parameters():
         p.zero_()
@@ -370,8 +387,8 @@ def mqar_mamba(vocab_size: int, dt_bias: float = 0.0, a_log: float = -14.0):
     conv[cur, 0, 1] = 1.0
     conv[val, 0, 1] = 1.0
     r = layer.dt_rank
-    layer.x_proj.weight[r + keys, prev] = 1.0  # B_t = one-hot of the previous token's key
-    layer.x_proj.weight[r + kv + keys, cur] = 1.0  # C_t = one-hot of the current token's key
+    layer.x_proj.weight[r : r + n, prev] = codes  # B_t = code of the previous token's key
+    layer.x_proj.weight[r + n : r + 2 * n, cur] = codes  # C_t = code of the current token's key
     layer.dt_proj.bias.fill_(dt_bias)  # Delta = softplus(dt_bias): constant
     layer.A_log.fill_(a_log)  # A = -exp(a_log) ~ 0: no decay over the sequence
     layer.out_proj.weight[kv + vals, val] = 1.0  # value channel -> that value's logit
@@ -474,6 +491,7 @@ def mqar_accuracy(
     random_non_queries: bool = False,
     seed: int = 0,
     backend: str = "naive",
+    key_dim: int | None = None,
 ) -> dict:
     """Query accuracy of a construction on MQAR examples from the library's generator.
 
@@ -484,7 +502,9 @@ def mqar_accuracy(
 
     if kind not in MQAR_CONSTRUCTIONS:
         raise ValueError(f"kind must be one of {sorted(MQAR_CONSTRUCTIONS)}; got {kind!r}")
-    layer = MQAR_CONSTRUCTIONS[kind](vocab_size)
+    if key_dim is not None and kind != "mamba":
+        raise ValueError(f"key_dim (compressed key codes) is implemented for kind='mamba' only; got {kind!r}")
+    layer = MQAR_CONSTRUCTIONS[kind](vocab_size) if key_dim is None else mqar_mamba(vocab_size, key_dim=key_dim)
     layer.backend = backend
     g = torch.Generator().manual_seed(seed)
     correct = total = 0
@@ -513,7 +533,8 @@ def mqar_accuracy(
         "random_non_queries": random_non_queries,
         "queries": total,
         "accuracy": correct / total,
-        "state": state_size(kind, vocab_size),
+        "key_dim": key_dim,
+        "state": state_size(kind, vocab_size) if key_dim is None else 2 * _embed_dim(vocab_size) * key_dim,
         "params": sum(p.numel() for p in layer.parameters()),
     }
 
@@ -523,6 +544,7 @@ __all__ = [
     "embed_tokens",
     "haar_functions",
     "haar_vs_s4d",
+    "key_codes",
     "lti_recall_error",
     "mqar_accuracy",
     "mqar_mamba",
