@@ -25,6 +25,29 @@ def test_cases_small_run_and_name_their_reference():
         peers.interleaved(fns, repeats=1, clock="gpu")
 
 
+@pytest.mark.parametrize(
+    ("case", "peer", "module"),
+    [
+        ("mamba2", "hf Mamba2Mixer", "transformers"),
+        ("mamba", "mambapy MambaBlock", "mambapy"),
+        ("s5_pytorch", "s5-pytorch S5", "s5"),
+    ],
+)
+def test_training_peer_cases_same_weights_equal_outputs(case, peer, module):
+    """Each peer layer gets torchssm's weights; the case asserts equal outputs before returning."""
+    pytest.importorskip(module)
+    fns, ref = peers.CASES[case](batch=1, length=32, width=64 if case == "mamba2" else 16)
+    assert ref == peer and set(fns) == {"torchssm", peer}
+    assert set(peers.interleaved(fns, repeats=1, warmup=0)) == set(fns)
+
+
+def test_missing_peer_is_skipped_with_a_message(monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "mambapy.mamba", None)  # import fails as if not installed
+    args = argparse.Namespace(cases=["mamba"], threads=[1], repeats=1, json=None, clock="cpu")
+    assert peers.run(args) == 0
+    assert "mamba   skipped: mambapy is not installed" in capsys.readouterr().out
+
+
 def test_unknown_case_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown case"):
         peers.run(argparse.Namespace(cases=["nope"], threads=[1], repeats=1, json=None, clock="cpu"))

@@ -13,6 +13,15 @@ Outputs are checked equal before timing. Cases (issue 20):
   read it with ``--clock wall`` (the thread policy in :mod:`torchssm.cpu_threads` comes from it).
 * ``scan``: the narrow linear scan (1, 16384, 16) complex64 (time-varying a) against ``jax.lax.scan``
   (jit-compiled; skipped when jax is not installed), forward and forward+backward.
+* Training (forward+backward of one layer, b=2, l=1024, d_model=256, loss = sum of the output) against the
+  peer's pure-PyTorch layer with the same weights, with each one's peak memory during the step
+  (:func:`torchssm.bench.common.peak_memory`, a separate profiled call after the timings):
+  ``mamba2`` vs Hugging Face transformers' ``Mamba2Mixer`` (its pure-PyTorch path: the chunked SSD
+  algorithm of ``mamba2_chunk_scan``; d_state 128, headdim 64, chunk 256, the Mamba-2 defaults);
+  ``mamba`` vs mambapy's ``MambaBlock`` (its parallel ``pscan``; d_state 16); ``s5`` ... ``s5_pytorch``
+  vs s5-pytorch's ``S5`` (H = P = 256, ZOH, no conjugate symmetry, which torchssm's S5 then matches
+  exactly: ``conj_sym=False``). A peer that is not installed is skipped with a message (the ``bench``
+  extra installs them). Generation against mambapy is ``torchssm bench generate --vs-mambapy``.
 """
 
 from __future__ import annotations
@@ -142,7 +151,87 @@ def case_threads(length: int = 1024, width: int = 128) -> tuple[dict[str, Callab
     return fns, "gemm 1t"
 
 
-CASES = {"s5": case_s5, "scan": case_scan, "threads": case_threads}
+class PeerMissing(Exception):
+    """A peer library is not installed: the case is skipped with this message."""
+
+
+Case = tuple[dict[str, Callable[[], object]], str]  # the functions to time, the name of the reference
+
+
+def _train_pair(ours: torch.nn.Module, theirs: torch.nn.Module, x: torch.Tensor, name: str) -> Case:
+    """Forward+backward of both layers on x (b, l, h), outputs checked equal first (same weights)."""
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-3, atol=1e-3)
+    return {"torchssm": _train_step(ours, x), name: _train_step(theirs, x)}, name
+
+
+def case_mamba2(batch: int = 2, length: int = 1024, width: int = 256) -> Case:
+    try:
+        from transformers import Mamba2Config
+        from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
+    except ImportError as err:
+        raise PeerMissing(f"transformers is not installed ({err}); pip install torchssm[bench]") from None
+    from torchssm.layers.mamba2 import Mamba2
+
+    torch.manual_seed(0)
+    n, p, chunk = 128, 64, 256
+    cfg = Mamba2Config(
+        hidden_size=width, num_heads=2 * width // p, head_dim=p, state_size=n, n_groups=1, expand=2,
+        chunk_size=chunk, conv_kernel=4, layer_norm_epsilon=1e-5,
+    )  # fmt: skip
+    theirs = Mamba2Mixer(cfg, layer_idx=0)
+    ours = Mamba2(width, d_state=n, headdim=p, chunk_size=chunk, norm_eps=1e-5)
+    ours.load_state_dict(theirs.state_dict())  # the same parameter names and shapes
+    x = torch.randn(batch, length, width, requires_grad=True)  # (b, l, h)
+    return _train_pair(ours, theirs, x, "hf Mamba2Mixer")
+
+
+def case_mamba(batch: int = 2, length: int = 1024, width: int = 256) -> Case:
+    try:
+        from mambapy.mamba import MambaBlock, MambaConfig
+    except ImportError as err:
+        raise PeerMissing(f"mambapy is not installed ({err}); pip install torchssm[bench]") from None
+    from torchssm.layers.mamba import Mamba
+
+    torch.manual_seed(0)
+    theirs = MambaBlock(MambaConfig(d_model=width, n_layers=1, d_state=16, expand_factor=2, d_conv=4, pscan=True))
+    ours = Mamba(width, d_state=16, expand=2, d_conv=4)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(batch, length, width, requires_grad=True)  # (b, l, h)
+    return _train_pair(ours, theirs, x, "mambapy MambaBlock")
+
+
+def case_s5_pytorch(batch: int = 2, length: int = 1024, width: int = 256) -> Case:
+    try:
+        from s5 import S5 as PeerS5
+    except ImportError as err:
+        raise PeerMissing(f"s5-pytorch is not installed ({err}); pip install torchssm[bench]") from None
+    from torchssm.layers import S5
+
+    torch.manual_seed(0)
+    theirs = PeerS5(width, width)  # H = P = width, dense B/C, ZOH
+    ours = S5(width, width, conj_sym=False)
+    seq = theirs.seq
+    with torch.no_grad():
+        ours.Lambda_re.copy_(seq.Lambda.real)
+        ours.Lambda_im.copy_(seq.Lambda.imag)
+        ours.B.copy_(seq.B)  # (P, H, 2)
+        ours.C.copy_(torch.view_as_real(seq.C))  # (H, P) complex -> (H, P, 2)
+        ours.D.copy_(seq.D)
+        ours.log_step.copy_(seq.log_step)
+    x = torch.randn(batch, length, width, requires_grad=True)  # (b, l, h)
+    return _train_pair(ours, theirs, x, "s5-pytorch S5")
+
+
+CASES: dict[str, Callable[[], Case]] = {
+    "s5": case_s5,
+    "scan": case_scan,
+    "threads": case_threads,
+    "mamba2": case_mamba2,
+    "mamba": case_mamba,
+    "s5_pytorch": case_s5_pytorch,
+}
+_PEAK_MEMORY = ("mamba2", "mamba", "s5_pytorch")  # training cases: also each function's peak memory
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -163,11 +252,23 @@ def run(args: argparse.Namespace) -> int:
     for case in args.cases:
         for n in [1] if case == "threads" else args.threads:  # "threads" sets its own counts
             with common.threads(n):
-                fns, ref = CASES[case]()
+                try:
+                    fns, ref = CASES[case]()
+                except PeerMissing as err:
+                    print(f"{case:7s} skipped: {err}")
+                    break
                 med = interleaved(fns, args.repeats, clock=args.clock)
+                peak = {}
+                if case in _PEAK_MEMORY:  # one profiled call each, after the timings
+                    peak = {k: common.peak_memory(f, torch.device("cpu"))[0] for k, f in fns.items()}
             for name, t in med.items():
-                results.append({"case": case, "threads": n, "fn": name, "cpu_ms": t * 1e3, "ratio": t / med[ref]})
-                print(f"{case:7s} {n}t  {name:22s} {t * 1e3:9.2f} ms {args.clock}  {t / med[ref]:5.2f}x {ref}")
+                row = {"case": case, "threads": n, "fn": name, "cpu_ms": t * 1e3, "ratio": t / med[ref]}
+                mem = ""
+                if case in _PEAK_MEMORY:
+                    row["peak_mb"] = peak[name] / 2**20
+                    mem = f"  peak {row['peak_mb']:7.1f} MB ({peak[name] / peak[ref]:.2f}x)"
+                results.append(row)
+                print(f"{case:7s} {n}t  {name:22s} {t * 1e3:9.2f} ms {args.clock}  {t / med[ref]:5.2f}x {ref}{mem}")
     if args.json:
         common.save_json(
             args.json, {"environment": env, "repeats": args.repeats, "clock": args.clock, "results": results}
