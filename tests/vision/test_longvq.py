@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from torchssm.layers.registry import build_layer
+from torchssm.models.auxiliary import pop_auxiliary_loss
 from torchssm.testing import assert_values_and_grads_close, check_layer_contract
-from torchssm.vision.longvq import LongVQ, vq_aux_loss
+from torchssm.vision.longvq import LongVQ
 
 F64 = torch.float64
 
@@ -39,6 +40,11 @@ def reference(layer: LongVQ, x: torch.Tensor) -> torch.Tensor:
     scores = scores.masked_fill(lag < 0, float("-inf"))
     o = torch.softmax(scores, -1) @ F.silu(layer.to_v(x))
     return layer.out(F.silu(layer.to_r(xs)) * o)
+
+
+def layer_keys(layer: LongVQ, x: torch.Tensor) -> torch.Tensor:
+    u = F.silu(layer.to_u(F.silu(layer.ssm(x))))
+    return u * layer.qk_scale[1] + layer.qk_offset[1]
 
 
 def test_contract_with_several_blocks():
@@ -74,8 +80,14 @@ def test_vq_losses_and_gradient_to_the_codebook():
     torch.testing.assert_close(loss, (1 + layer.beta) * err)  # codebook + beta * commitment: same value
     (gk,) = torch.autograd.grad(k_st.sum(), k)
     torch.testing.assert_close(gk, torch.ones_like(k))  # straight-through
+    layer(x)  # training mode: the weighted VQ loss is in layer.aux_loss (models/auxiliary.py)
+    aux = pop_auxiliary_loss(layer)
+    torch.testing.assert_close(aux, layer.vq_weight * layer.quantize(layer_keys(layer, x))[2])
+    aux.backward()
+    assert layer.aux_loss is None
+    layer.eval()
     layer(x)
-    vq_aux_loss(layer).backward()
+    assert layer.aux_loss is None  # eval: no auxiliary loss
     assert layer.codebook.grad.abs().sum() > 0 and layer.to_u.weight.grad.abs().sum() > 0
 
 
@@ -95,7 +107,7 @@ def test_vq_loss_reaches_the_training_loss():
     codebooks = [m for m in model.modules() if isinstance(m, LongVQ)]
     before = codebooks[0].codebook.detach().clone()
     out = train_with_aux(model, task, steps=2, batch=4, lr=1e-2, progress=False)
-    assert out["final_vq_loss"] > 0
+    assert out["final_aux_loss"] > 0
     # the codebook gets gradient only from the VQ loss: it moved, so the loss was in the optimised total
     assert not torch.equal(codebooks[0].codebook.detach(), before)
 

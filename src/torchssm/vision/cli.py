@@ -106,7 +106,7 @@ def _run_longvq(args) -> int:
     for name, r in res["models"].items():
         print(
             f"{name:>16}: {r['parameters']:7d} params  test acc {r['test_accuracy']:.3f}  "
-            f"test loss {r['test_loss']:.3f}  VQ loss {r['final_vq_loss']:.3f}  {r['train_cpu_s']:.0f} s CPU"
+            f"test loss {r['test_loss']:.3f}  VQ loss {r['final_aux_loss']:.3f}  {r['train_cpu_s']:.0f} s CPU"
         )
     print(f"wrote {Path(args.out) / 'results.json'}")
     return 0

@@ -32,9 +32,9 @@ is therefore fixed-size: (SSM state, M (b, S, v), N (b, S), the last w-1 codes a
 runs the attention in blocks of w tokens on top of that memory (linear time in l), and ``step`` is the
 same computation on one token, so step == forward and chunked continuation hold exactly.
 
-The VQ loss of the last forward is in ``layer.aux_loss`` (codebook + beta * commitment, a scalar);
-:func:`vq_aux_loss` sums it over a model. The training loop (train/) has no auxiliary-loss hook, so a
-caller adds it to its loss (``torchssm vision longvq`` does).
+In training mode a forward sets ``layer.aux_loss`` = ``vq_weight`` * (codebook + beta * commitment loss),
+a scalar with its graph (None in eval mode): the auxiliary-loss protocol of :mod:`torchssm.models.auxiliary`,
+so ``torchssm train`` (train/epoch.py) adds it to the task loss, and so does ``torchssm vision longvq``.
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ class LongVQ(SSMLayer):
         window: w, tokens seen exactly with a relative bias (and the attention block length). 32.
         beta: commitment loss weight, 0.25 (van den Oord et al. 2017, Sec. 3.2).
         ssm, ssm_kwargs: the embedded causal SSM (any registered causal layer); default "s4d".
+        vq_weight: coefficient of the VQ loss in the training loss (``aux_loss``), 1.0 (VQ-VAE's weight
+            of its codebook term, van den Oord et al. 2017, Eq. 3).
     """
 
     causal = True
@@ -73,6 +75,7 @@ class LongVQ(SSMLayer):
         beta: float = 0.25,
         ssm: str = "s4d",
         ssm_kwargs: dict | None = None,
+        vq_weight: float = 1.0,
     ):
         super().__init__(d_model)
         from torchssm.layers.registry import build_layer
@@ -81,6 +84,7 @@ class LongVQ(SSMLayer):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.codebook_size, self.d_qk, self.window, self.beta = codebook_size, d_qk, window, float(beta)
+        self.vq_weight = float(vq_weight)
         self.d_value = d_value or 2 * d_model
         self.ssm = build_layer(ssm, d_model, **(ssm_kwargs or {}))
         if not getattr(self.ssm, "causal", False):
@@ -168,7 +172,8 @@ class LongVQ(SSMLayer):
         k = u * self.qk_scale[1] + self.qk_offset[1]
         val = F.silu(self.to_v(x))  # (b, l, v)
         r = F.silu(self.to_r(xs))  # (b, l, v)
-        codes, k_st, self.aux_loss = self.quantize(k)
+        codes, k_st, vq_loss = self.quantize(k)
+        self.aux_loss = self.vq_weight * vq_loss if self.training else None  # models/auxiliary.py
         # window keys from an earlier call are codewords (the state keeps codes, not gradients)
         memory = (mem_sum, mem_count, win_codes, self.codebook.detach()[win_codes.clamp(min=0)], win_val)
         outs = []
@@ -189,9 +194,3 @@ class LongVQ(SSMLayer):
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, codebook_size={self.codebook_size}, d_qk={self.d_qk}, window={self.window}"
-
-
-def vq_aux_loss(model: nn.Module) -> torch.Tensor:
-    """Sum of ``aux_loss`` of every LongVQ layer of ``model`` after its last forward (0 if none)."""
-    losses = [m.aux_loss for m in model.modules() if isinstance(m, LongVQ) and m.aux_loss is not None]
-    return torch.stack(losses).sum() if losses else torch.zeros(())

@@ -2,9 +2,9 @@
 
 Both models are the deep model of models/backbone.py on a registered task (data/registry.py): the plain
 one with the SSM layer alone (``layer``), the other with ``longvq`` whose embedded SSM is that same layer.
-The training loss is the task loss (train/losses.py) + ``aux_weight`` * the LongVQ layers' codebook +
-commitment loss (:func:`torchssm.vision.longvq.vq_aux_loss`); the shared training loop (train/) has no
-auxiliary-loss hook, so this loop adds it. AdamW + warm-up/cosine (train/optim.py, train/schedule.py),
+The training loss is the task loss (train/losses.py) + the layers' auxiliary losses (LongVQ's codebook +
+commitment loss times its ``vq_weight``), collected with :func:`torchssm.models.auxiliary.pop_auxiliary_loss`
+as ``torchssm train`` does. AdamW + warm-up/cosine (train/optim.py, train/schedule.py),
 random batches, the same steps, seed and data for both; test accuracy at the end (train/losses.evaluate).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from torchssm.vision.longvq import vq_aux_loss
+from torchssm.models.auxiliary import pop_auxiliary_loss
 
 
 def build_task_model(layer: str, layer_kwargs: dict, info, *, d_model: int, n_layers: int):
@@ -39,13 +39,12 @@ def train_with_aux(
     steps: int,
     batch: int,
     lr: float,
-    aux_weight: float = 1.0,
     seed: int = 0,
     progress: bool = True,
     desc: str = "",
 ) -> dict:
-    """Train ``model`` on ``task`` (TaskData) for ``steps`` random batches with loss = task loss +
-    ``aux_weight`` * VQ loss; return test accuracy / loss, the last losses and the CPU seconds."""
+    """Train ``model`` on ``task`` (TaskData) for ``steps`` random batches with loss = task loss + the
+    layers' auxiliary losses; return test accuracy / loss, the last losses and the CPU seconds."""
     from tqdm.auto import tqdm
 
     from torchssm.train.losses import evaluate, forward_batch, loss_and_correct
@@ -64,8 +63,9 @@ def train_with_aux(
         items = [task.train[int(i)] for i in idx]
         data = {k: torch.stack([it[k] for it in items]) for k in items[0]}
         task_loss, _, _ = loss_and_correct(forward_batch(model, data), data["targets"], task.info)
-        aux = vq_aux_loss(model)
-        loss = task_loss + aux_weight * aux
+        aux = pop_auxiliary_loss(model)  # LongVQ's weighted VQ loss; None for a plain SSM
+        aux = task_loss.new_zeros(()) if aux is None else aux
+        loss = task_loss + aux
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -77,7 +77,7 @@ def train_with_aux(
         "test_accuracy": test["acc"],
         "test_loss": test["loss"],
         "final_task_loss": float(task_loss.detach()),
-        "final_vq_loss": float(aux.detach()),
+        "final_aux_loss": float(aux.detach()),
         "train_cpu_s": cpu,
     }
 
@@ -99,8 +99,8 @@ def run_longvq_comparison(
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Train the plain ``ssm`` model and the LongVQ model (same embedded ``ssm``) on ``task``; write
-    ``results.json`` under ``out_dir`` (atomically) and return it."""
+    """Train the plain ``ssm`` model and the LongVQ model (same embedded ``ssm``, VQ loss weight
+    ``aux_weight``) on ``task``; write ``results.json`` under ``out_dir`` (atomically) and return it."""
     from torchssm.data.registry import build_task
     from torchssm.fileio import atomic_write
 
@@ -108,15 +108,16 @@ def run_longvq_comparison(
     ssm_kwargs = dict(ssm_kwargs or {})
     specs = {
         f"{ssm}": (ssm, ssm_kwargs),
-        f"longvq({ssm})": ("longvq", {"ssm": ssm, "ssm_kwargs": ssm_kwargs, **(longvq_kwargs or {})}),
+        f"longvq({ssm})": (
+            "longvq",
+            {"ssm": ssm, "ssm_kwargs": ssm_kwargs, "vq_weight": aux_weight, **(longvq_kwargs or {})},
+        ),
     }
     models = {}
     for name, (layer, kwargs) in specs.items():
         torch.manual_seed(seed)
         model = build_task_model(layer, kwargs, data.info, d_model=d_model, n_layers=n_layers)
-        res = train_with_aux(
-            model, data, steps=steps, batch=batch, lr=lr, aux_weight=aux_weight, seed=seed, progress=progress, desc=name
-        )
+        res = train_with_aux(model, data, steps=steps, batch=batch, lr=lr, seed=seed, progress=progress, desc=name)
         models[name] = {
             "layer": layer,
             "layer_kwargs": kwargs,
