@@ -76,10 +76,11 @@ def test_fused_cpu_matches_naive_outputs_and_all_grads(groups, reset, chunk_size
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    """Fused kernel with 16-channel blocks (forward and backward) and 2 threads: several blocks and
-    channel splits per batch row, B/C groups of 12 channels straddling the blocks."""
+    """Fused kernel with 16-channel blocks (forward and backward) and 2 threads at any size: several blocks
+    and channel splits per batch row, B/C groups of 12 channels straddling the blocks."""
     monkeypatch.setattr(fused_cpu, "_L1_BYTES", 1)
     monkeypatch.setattr(fused_cpu, "_SCRATCH_BYTES", 1)
+    monkeypatch.setattr(fused_cpu, "PARALLEL_MIN_ELEMENTS", 0)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     yield
@@ -87,9 +88,9 @@ def small_blocks(monkeypatch):
 
 
 def _blocked_case():
-    # b l d n = 2 350 48 4: b l d n >= PARALLEL_MIN_ELEMENTS (threaded), 350 = 21 * 16 + 14 (chunk 16)
-    args, rst = _inputs(b=2, l=350, d=48, n=4, groups=4, seed=3, reset=True)
-    assert fused_cpu._forward_block(48, 4, 4) == 16 and 2 * 350 * 48 * 4 >= fused_cpu.PARALLEL_MIN_ELEMENTS
+    # b l d n = 2 37 48 4, threaded (small_blocks), 37 = 2 * 16 + 5 (chunk 16)
+    args, rst = _inputs(b=2, l=37, d=48, n=4, groups=4, seed=3, reset=True)
+    assert fused_cpu._forward_block(48, 4, 4) == 16
     assert fused_cpu._backward_blocks(2, 48, 4, 16, 4, True) == (16, 32)  # 2 splits per row, 2 sub-blocks
     return args, rst
 
