@@ -95,19 +95,33 @@ def check_against_naive(a, b, h0, reset, reverse, tol=TOL, chunks=None):
         assert_close_rel(grad_h0, torch.autograd.grad(ref0, h0z, grad_h)[0], tol)
 
 
-# L = 37 is not a multiple of the interpreter's 16-step tile, D = 12 not of its 8 channels.
-@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
-@pytest.mark.parametrize("invariant", [False, True], ids=["a_varies", "a_fixed"])
-@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-def test_matches_naive_with_h0_and_reset(complex_, invariant, reverse):
+# L = 37 is not a multiple of the interpreter's 16-step tile, D = 12 not of its 8 channels. The reverse
+# scan with a fixed decay (the fixed-decay and the reverse paths each run by default) is in the slow run.
+@pytest.mark.parametrize(
+    "reverse,invariant,complex_",
+    [
+        pytest.param(rev, inv, cplx, marks=[pytest.mark.slow] if rev and inv else [])
+        for rev in (False, True)
+        for inv in (False, True)
+        for cplx in (False, True)
+    ],
+    ids=[f"{r}-{i}-{c}" for r in ("fwd", "rev") for i in ("a_varies", "a_fixed") for c in ("real", "complex")],
+)
+def test_matches_naive_with_h0_and_reset(reverse, invariant, complex_):
     a, b, h0, reset = make(2, 37, 12, complex_=complex_, invariant=invariant)
     check_against_naive(a, b, h0, reset, reverse)
 
 
-# sequence split: 37 steps in 3 chunks of 13 (each one partial tile of the interpreter's 16)
+# sequence split: 37 steps in 3 chunks of 13 (each one partial tile of the interpreter's 16); the reverse
+# split also runs by default in test_lru_scan_matches_reference[rev-split], so its two cases here are slow
 @pytest.mark.parametrize(
     "complex_,invariant,reverse",
-    [(True, False, False), (True, True, True), (False, False, True), (False, True, False)],
+    [
+        (True, False, False),
+        pytest.param(True, True, True, marks=pytest.mark.slow),
+        pytest.param(False, False, True, marks=pytest.mark.slow),
+        (False, True, False),
+    ],
     ids=["complex-varies-fwd", "complex-fixed-rev", "real-varies-rev", "real-fixed-fwd"],
 )
 def test_sequence_split_matches_naive(complex_, invariant, reverse):
@@ -260,7 +274,11 @@ def _lru_inputs(batch, length, n, seed=0):
     return [t.to(DEVICE) for t in (nu_log, theta_log, gamma_log, bu, h0, reset)]
 
 
-@pytest.mark.parametrize("reverse,chunks", [(False, None), (True, None), (True, 2)], ids=["fwd", "rev", "rev-split"])
+@pytest.mark.parametrize(
+    "reverse,chunks",
+    [(False, None), pytest.param(True, None, marks=pytest.mark.slow), (True, 2)],
+    ids=["fwd", "rev", "rev-split"],
+)  # reverse without a split runs by default in test_matches_naive_with_h0_and_reset
 def test_lru_scan_matches_reference(reverse, chunks):
     nu_log, theta_log, gamma_log, bu, h0, reset = _lru_inputs(2, 29, 12)
     leaves = [t.clone().requires_grad_() for t in (nu_log, theta_log, gamma_log, bu, h0)]
