@@ -8,11 +8,14 @@ Outputs are checked equal before timing. Cases (issue 20):
 * ``s5``: S5 forward+backward at b=1, H = P = 256, L = 4096 against its two real GEMMs alone (the
   "GEMM floor": x (L, H) @ (H, P) and (L, P) @ (P, H), forward+backward) and against the earlier complex
   path (x cast to complex, complex GEMMs, ``.real`` of the readout).
-* ``threads``: forward+backward of the S5, LRU, Mamba and Mamba-2 layers (b=4, l=1024, h=128) and a
-  GEMM, each with 1 and with 2 threads (torch and numba, :func:`torchssm.cpu_threads.set_cpu_threads`);
-  read it with ``--clock wall`` (the thread policy in :mod:`torchssm.cpu_threads` comes from it).
+* ``threads``: forward+backward of the S5, LRU, Mamba and Mamba-2 layers (b=4, l=1024, h=128), a training
+  step (loss, backward) of the deep model of 3 S5 / Mamba / Mamba-2 blocks (b=4, l=512, h=128) and a GEMM,
+  each with 1 and with 2 threads (torch and numba, :func:`torchssm.cpu_threads.set_cpu_threads`), ratios
+  2 threads / 1 thread; read it with ``--clock wall`` (the thread policy in :mod:`torchssm.cpu_threads`
+  comes from it).
 * ``scan``: the narrow linear scan (1, 16384, 16) complex64 (time-varying a) against ``jax.lax.scan``
-  (jit-compiled; skipped when jax is not installed), forward and forward+backward.
+  (jit-compiled; skipped when jax is not installed), forward against jax's forward and forward+backward
+  against ``jax.grad`` of it.
 * Training (forward+backward of one layer, b=2, l=1024, d_model=256, loss = sum of the output) against the
   peer's pure-PyTorch layer with the same weights, with each one's peak memory during the step
   (:func:`torchssm.bench.common.peak_memory`, a separate profiled call after the timings):
@@ -35,6 +38,9 @@ import torch
 
 from torchssm.bench import common
 
+# the functions to time and the reference of their ratios: one name, or one per function
+Case = tuple[dict[str, Callable[[], object]], str | dict[str, str]]
+
 
 def interleaved(
     fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, clock: str = "cpu"
@@ -56,7 +62,7 @@ def interleaved(
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def case_s5(length: int = 4096, width: int = 256) -> tuple[dict[str, Callable[[], object]], str]:
+def case_s5(length: int = 4096, width: int = 256) -> Case:
     from torchssm.layers import S5
     from torchssm.ops.scan import linear_scan
 
@@ -81,7 +87,7 @@ def case_s5(length: int = 4096, width: int = 256) -> tuple[dict[str, Callable[[]
     return fns, "gemm floor"
 
 
-def case_scan(length: int = 16384, dim: int = 16) -> tuple[dict[str, Callable[[], object]], str]:
+def case_scan(length: int = 16384, dim: int = 16) -> Case:
     from torchssm.ops.scan import linear_scan
 
     gen = torch.Generator().manual_seed(0)
@@ -100,7 +106,7 @@ def case_scan(length: int = 16384, dim: int = 16) -> tuple[dict[str, Callable[[]
         import jax
         import jax.numpy as jnp
     except ImportError:
-        return fns, "torchssm fwd"
+        return fns, {name: name for name in fns}  # no peer: each its own reference
 
     def jscan(aj, bj):  # type: ignore[no-untyped-def]
         def step(h, ab):  # type: ignore[no-untyped-def]
@@ -117,11 +123,16 @@ def case_scan(length: int = 16384, dim: int = 16) -> tuple[dict[str, Callable[[]
     )
     fns["jax.lax.scan fwd"] = lambda: fwd(aj, bj).block_until_ready()
     fns["jax.lax.scan fwd+bwd"] = lambda: jax.block_until_ready(grad(aj, bj))
-    return fns, "jax.lax.scan fwd"
+    # each function against jax's same work: forward vs forward, forward+backward vs forward+backward
+    return fns, {name: "jax.lax.scan " + name.split(" ")[-1] for name in fns}
 
 
 def _train_step(layer: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
     return lambda: layer(x).sum().backward()
+
+
+def _classify_step(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) -> Callable[[], object]:
+    return lambda: torch.nn.functional.cross_entropy(model(x), labels).backward()
 
 
 def _with_threads(set_threads: Callable[[int], None], n: int, fn: Callable[[], object]) -> Callable[[], object]:
@@ -132,9 +143,11 @@ def _with_threads(set_threads: Callable[[int], None], n: int, fn: Callable[[], o
     return run
 
 
-def case_threads(length: int = 1024, width: int = 128) -> tuple[dict[str, Callable[[], object]], str]:
+def case_threads(length: int = 1024, width: int = 128) -> Case:
     from torchssm.cpu_threads import set_cpu_threads
     from torchssm.layers import build_layer
+    from torchssm.models.backbone import build_model
+    from torchssm.models.config import ModelConfig
 
     torch.manual_seed(0)
     work: dict[str, Callable[[], object]] = {}
@@ -142,20 +155,21 @@ def case_threads(length: int = 1024, width: int = 128) -> tuple[dict[str, Callab
         layer = build_layer(name, width)
         x = torch.randn(4, length, width, requires_grad=True)  # (b, l, h)
         work[name] = _train_step(layer, x)
+    for name in ("s5", "mamba", "mamba2"):  # a training step of the deep model: 3 residual blocks, loss, backward
+        model = build_model(ModelConfig(layer=name, d_model=width, n_layers=3, d_input=width, d_output=10))
+        x, labels = torch.randn(4, length // 2, width), torch.randint(0, 10, (4,))  # (b, l/2, h), (b,)
+        work[f"{name} 3 layers"] = _classify_step(model, x, labels)
     w, xg = torch.randn(4 * width, 4 * width, requires_grad=True), torch.randn(4 * length, 4 * width)
     work["gemm"] = lambda: (xg @ w).sum().backward()
     fns: dict[str, Callable[[], object]] = {}
     for name, fn in work.items():
         for n in (1, 2):
             fns[f"{name} {n}t"] = _with_threads(set_cpu_threads, n, fn)
-    return fns, "gemm 1t"
+    return fns, {name: name[:-2] + "1t" for name in fns}  # 2 threads against 1
 
 
 class PeerMissing(Exception):
     """A peer library is not installed: the case is skipped with this message."""
-
-
-Case = tuple[dict[str, Callable[[], object]], str]  # the functions to time, the name of the reference
 
 
 def _train_pair(ours: torch.nn.Module, theirs: torch.nn.Module, x: torch.Tensor, name: str) -> Case:
@@ -262,13 +276,14 @@ def run(args: argparse.Namespace) -> int:
                 if case in _PEAK_MEMORY:  # one profiled call each, after the timings
                     peak = {k: common.peak_memory(f, torch.device("cpu"))[0] for k, f in fns.items()}
             for name, t in med.items():
-                row = {"case": case, "threads": n, "fn": name, "cpu_ms": t * 1e3, "ratio": t / med[ref]}
+                r = ref if isinstance(ref, str) else ref[name]
+                row = {"case": case, "threads": n, "fn": name, "ms": t * 1e3, "ratio": t / med[r], "reference": r}
                 mem = ""
                 if case in _PEAK_MEMORY:
                     row["peak_mb"] = peak[name] / 2**20
-                    mem = f"  peak {row['peak_mb']:7.1f} MB ({peak[name] / peak[ref]:.2f}x)"
+                    mem = f"  peak {row['peak_mb']:7.1f} MB ({peak[name] / peak[r]:.2f}x)"
                 results.append(row)
-                print(f"{case:7s} {n}t  {name:22s} {t * 1e3:9.2f} ms {args.clock}  {t / med[ref]:5.2f}x {ref}{mem}")
+                print(f"{case:7s} {n}t  {name:22s} {t * 1e3:9.2f} ms {args.clock}  {t / med[r]:5.2f}x {r}{mem}")
     if args.json:
         common.save_json(
             args.json, {"environment": env, "repeats": args.repeats, "clock": args.clock, "results": results}
