@@ -102,11 +102,14 @@ def evaluate_lengths(
     full_max_length: int = FULL_MAX_LENGTH,
     budget_s: float | None = None,
     progress: bool = True,
+    on_row=None,
 ) -> list[dict]:
     """One row per length: {"length", "acc", "n", "cpu_s", "method", "status"}.
 
     ``method`` is "stream" (chunked, memory linear in ``chunk``) for fixed-state models and "full" for
     models with a KV cache (then lengths above ``full_max_length`` are "skipped (attention limit)").
+    ``on_row(rows)`` is called after each evaluated length (the command line saves its JSON there, so
+    an interrupted sweep keeps the lengths already done).
     """
     if n_sequences < 1 or batch_size < 1 or chunk < 1:
         raise ValueError(f"n_sequences, batch_size and chunk must be >= 1; got {n_sequences}, {batch_size}, {chunk}")
@@ -138,10 +141,18 @@ def evaluate_lengths(
             correct, count = correct + c, count + k
         row.update(acc=correct / max(count, 1), n=count, cpu_s=time.process_time() - t0, status="ok")
         over_budget = budget_s is not None and row["cpu_s"] > budget_s
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 
 # --- command line: torchssm length-eval -------------------------------------------------------------
+def _row_line(r: dict) -> str:
+    acc = "-" if r["acc"] is None else f"{100 * r['acc']:.2f}%"
+    cpu = "-" if r["cpu_s"] is None else f"{r['cpu_s']:.1f}"
+    return f"L={r['length']:>8d}  acc {acc:>8s}  n {r['n'] or '-':>4}  cpu_s {cpu:>7s}  {r['method']}  {r['status']}"
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "length-eval",
@@ -183,6 +194,14 @@ def run(args) -> int:
     lengths = [1 << k for k in range(args.min_log2, args.max_log2 + 1)]
     label = args.label or path.rstrip("/").split("/")[-2 if path.rstrip("/").endswith(("best", "last")) else -1]
     print(f"[length-eval] {label}: {path} on {task}, lengths 2^{args.min_log2}..2^{args.max_log2}", file=sys.stderr)
+
+    def save(rows):
+        print(_row_line(rows[-1]), flush=True)
+        if args.json:
+            record = {"label": label, "checkpoint": path, "task": task, "seed": seed, "rows": rows}
+            text = json.dumps(record, indent=1)
+            atomic_write(args.json, lambda tmp: Path(tmp).write_text(text + "\n"))
+
     rows = evaluate_lengths(
         model,
         task,
@@ -194,14 +213,12 @@ def run(args) -> int:
         task_options=options,
         full_max_length=args.full_max_length,
         budget_s=args.budget_s,
+        on_row=save,
     )
     for r in rows:
-        acc = "-" if r["acc"] is None else f"{100 * r['acc']:.2f}%"
-        cpu = "-" if r["cpu_s"] is None else f"{r['cpu_s']:.1f}"
-        n = r["n"] or "-"
-        print(f"L={r['length']:>8d}  acc {acc:>8s}  n {n:>4}  cpu_s {cpu:>7s}  {r['method']}  {r['status']}")
+        if r["status"] != "ok":
+            print(_row_line(r))
     if args.json:
-        text = json.dumps({"label": label, "checkpoint": path, "task": task, "seed": seed, "rows": rows}, indent=1)
-        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text + "\n"))
+        save(rows)
         print(f"wrote {args.json}")
     return 0
