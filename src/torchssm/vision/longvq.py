@@ -40,6 +40,7 @@ so ``torchssm train`` (train/epoch.py) adds it to the task loss, and so does ``t
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +87,7 @@ class LongVQ(SSMLayer):
         self.codebook_size, self.d_qk, self.window, self.beta = codebook_size, d_qk, window, float(beta)
         self.vq_weight = float(vq_weight)
         self.d_value = d_value or 2 * d_model
-        self.ssm = build_layer(ssm, d_model, **(ssm_kwargs or {}))
+        self.ssm = cast(SSMLayer, build_layer(ssm, d_model, **(ssm_kwargs or {})))
         if not getattr(self.ssm, "causal", False):
             raise ValueError(f"ssm must be a causal layer (LongVQ has step()); {ssm!r} with {ssm_kwargs} is not")
         self.to_u = nn.Linear(d_model, d_qk)

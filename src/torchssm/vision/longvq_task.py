@@ -63,8 +63,8 @@ def train_with_aux(
         items = [task.train[int(i)] for i in idx]
         data = {k: torch.stack([it[k] for it in items]) for k in items[0]}
         task_loss, _, _ = loss_and_correct(forward_batch(model, data), data["targets"], task.info)
-        aux = pop_auxiliary_loss(model)  # LongVQ's weighted VQ loss; None for a plain SSM
-        aux = task_loss.new_zeros(()) if aux is None else aux
+        popped = pop_auxiliary_loss(model)  # LongVQ's weighted VQ loss; None for a plain SSM
+        aux = task_loss.new_zeros(()) if popped is None else popped
         loss = task_loss + aux
         opt.zero_grad()
         loss.backward()

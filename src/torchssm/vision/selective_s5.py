@@ -112,8 +112,8 @@ class SelectiveS5(nn.Module):
         student = nn.ModuleDict({"encoder": self.encoder, "blocks": self.blocks, "projector": self.projector})
         for t, s in zip(self.teacher.parameters(), student.parameters()):
             t.mul_(self.momentum).add_(s.detach(), alpha=1 - self.momentum)
-        for t, s in zip(self.teacher.buffers(), student.buffers()):
-            t.copy_(s)
+        for tb, sb in zip(self.teacher.buffers(), student.buffers()):
+            tb.copy_(sb)
 
     # --- model --------------------------------------------------------------------------------------
     def forward(self, frames: torch.Tensor, *, return_selection: bool = False):
