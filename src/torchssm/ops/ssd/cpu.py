@@ -7,7 +7,7 @@ heads, as in ``ops/ssd/common.py``):
     dt_t  = softplus(dt_t + dt_bias)        (in PyTorch, before the kernel: autograd differentiates it)
     e_t   = exp(dt_t A[j]) keep_t           (one exp per step and head; keep_t = 0 where reset[t])
     h_t   = e_t h_{t-1} + dt_t x_t B_t^T    x_t (p,), B_t = B[i, t, g] (n,)
-    y_t   = h_t C_t                         (then + D x and * silu(z) in PyTorch, ``skip_and_gate``)
+    y_t   = h_t C_t + D[j] * x_t            (D (h, p): the skip, in the kernel; then * silu(z) in PyTorch)
 
 Why a recurrent kernel: A is a scalar per head, so the decay costs one exp per step and head instead of
 one per state element (the selective scan's cost), and a step is about three multiply-adds per element
@@ -22,7 +22,7 @@ one chunk's states at a time for a block of the head's channels (a scratch of (c
 thread) and walks it in reverse time with the adjoint G_t of h_t:
 
     Gfull_t = G_t + gy_t C_t^T          (G_t carried from t + 1; G_{L-1} = grad of the final state)
-    gC_t    = h_t^T gy_t;   gB_t = dt_t Gfull_t^T x_t;   gx_t = dt_t Gfull_t B_t
+    gC_t    = h_t^T gy_t;   gB_t = dt_t Gfull_t^T x_t;   gx_t = dt_t Gfull_t B_t + D gy_t;   gD += gy_t x_t
     gdt_t   = x_t . (Gfull_t B_t) + A e_t <Gfull_t, h_{t-1}>;   gA += dt_t e_t <Gfull_t, h_{t-1}>
     G_{t-1} = e_t Gfull_t               (after step 0: the gradient of h0)
 
@@ -43,15 +43,15 @@ from numba import njit
 from torchssm.ops.common import ScanResult, compute_dtype, prepare_dt, skip_and_gate, without_autocast
 from torchssm.ops.scan.cpu import PARALLEL_MIN_ELEMENTS, run_jobs
 from torchssm.ops.selective.cpu import fast_exp
-from torchssm.ops.ssd.common import check_ssd_inputs, d_skip
+from torchssm.ops.ssd.common import check_ssd_inputs
 
 # --- kernels -------------------------------------------------------------------------------------
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
-def _fwd_jobs(x, dt, A, B, C, h0, reset, y, ck, hlast, has_reset, hpg, chunk, blk, job0, job1):  # type: ignore[no-untyped-def]  # pragma: no cover (compiled)
+def _fwd_jobs(x, dt, A, B, C, D, h0, reset, y, ck, hlast, has_reset, hpg, chunk, blk, job0, job1):  # type: ignore[no-untyped-def]  # pragma: no cover (compiled)
     # job = (batch row i, head j, channels c0:c1 of the head); all of time, sequential.
-    # x, y: (b, l, h, p); dt: (b, l, h) prepared; A: (h,); B, C: (b, l, g, n); h0, hlast: (b, h, p, n);
+    # x, y: (b, l, h, p); dt: (b, l, h) prepared; A: (h,); B, C: (b, l, g, n); D: (h, p); h0, hlast: (b, h, p, n);
     # reset: (b, l) or (1, 1); ck: (b, h, ceil(l / chunk), p, n), the state entering each chunk.
     length, nh, p = x.shape[1], x.shape[2], x.shape[3]
     n = B.shape[3]
@@ -65,7 +65,7 @@ def _fwd_jobs(x, dt, A, B, C, h0, reset, y, ck, hlast, has_reset, hpg, chunk, bl
         nb = min(blk, p - c0)
         c1 = c0 + nb
         g = j // hpg
-        a = A[j]
+        a, D_j = A[j], D[j, c0:c1]
         s[:nb] = h0[i, j, c0:c1]
         for t in range(length):
             if t % chunk == 0:
@@ -81,7 +81,7 @@ def _fwd_jobs(x, dt, A, B, C, h0, reset, y, ck, hlast, has_reset, hpg, chunk, bl
                     v = e * s[c, k] + xdc * B_t[k]
                     s[c, k] = v
                     acc += C_t[k] * v
-                y_row[c] = acc
+                y_row[c] = acc + D_j[c] * x_row[c]
         hlast[i, j, c0:c1] = s[:nb]
 
 
@@ -92,12 +92,14 @@ def _bwd_jobs(  # type: ignore[no-untyped-def]
     A,
     B,
     C,
+    D,
     ck,
     reset,
     gy,
     ghlast,
     gx,
     gdt,
+    gD,
     gA,
     gB,
     gC,
@@ -111,7 +113,7 @@ def _bwd_jobs(  # type: ignore[no-untyped-def]
     job1,
 ):  # pragma: no cover (compiled)
     # job = (batch row i, split sp of ``split`` heads); each head in blocks of ``blk`` channels.
-    # gdt: (b, l, h) zero on entry (summed over blocks); gA: (b, h) per batch row;
+    # gdt: (b, l, h) zero on entry (summed over blocks); gA: (b, h), gD: (b, h, p) per batch row;
     # gB, gC: (n_splits, b, l, g, n) partial sums, zero on entry; ghlast, gh0: (b, h, p, n).
     length, nh, p = x.shape[1], x.shape[2], x.shape[3]
     n = B.shape[3]
@@ -131,6 +133,7 @@ def _bwd_jobs(  # type: ignore[no-untyped-def]
             for c0 in range(0, p, blk):
                 nb = min(blk, p - c0)
                 c1 = c0 + nb
+                D_j, gD_j = D[j, c0:c1], gD[i, j, c0:c1]
                 gs[:nb] = ghlast[i, j, c0:c1]
                 for jc in range(n_chunks - 1, -1, -1):
                     t0 = jc * chunk
@@ -168,7 +171,8 @@ def _bwd_jobs(  # type: ignore[no-untyped-def]
                                 acc_b += gk * B_t[k]
                                 acc_h += gk * hp[c, k]
                                 gs[c, k] = gk * e
-                            gx_row[c] = d * acc_b
+                            gx_row[c] = d * acc_b + D_j[c] * gy_row[c]
+                            gD_j[c] += gy_row[c] * x_row[c]
                             sum_x += x_row[c] * acc_b
                             sum_h += acc_h
                         gdt[i, t, j] += sum_x + a * e * sum_h
@@ -209,8 +213,9 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 class _FusedSSD(torch.autograd.Function):
-    """Core: (x (b, l, h, p), dt (b, l, h) prepared, A (h,), B, C (b, l, g, n), h0 (b, h, p, n),
-    reset (b, l) bool or None, chunk) -> (y (b, l, h, p) without the D skip / z gate, h_last (b, h, p, n))."""
+    """Core: (x (b, l, h, p), dt (b, l, h) prepared, A (h,), B, C (b, l, g, n), D (h, p), h0 (b, h, p, n),
+    reset (b, l) bool or None, chunk) -> (y (b, l, h, p) with the D skip, without the z gate, h_last (b, h, p, n)).
+    The inputs are made contiguous once here and saved so (the backward's kernel reads them as they are)."""
 
     @staticmethod
     def forward(
@@ -220,12 +225,14 @@ class _FusedSSD(torch.autograd.Function):
         A: torch.Tensor,  # type: ignore[override]
         B: torch.Tensor,
         C: torch.Tensor,
+        D: torch.Tensor,
         h0: torch.Tensor,
         reset: torch.Tensor | None,
         chunk: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         b, l, nh, p = x.shape
         g, n = B.shape[2], B.shape[3]
+        x, dt, B, C, D = (t.contiguous() for t in (x, dt, B, C, D))  # e.g. x and B, C: slices of one projection
         has_reset = reset is not None
         rst = reset if reset is not None else torch.zeros(1, 1, dtype=torch.bool)
         y = torch.empty(b, l, nh, p, dtype=x.dtype)
@@ -235,18 +242,18 @@ class _FusedSSD(torch.autograd.Function):
         parallel = b * l * nh * p * n >= PARALLEL_MIN_ELEMENTS
         run_jobs(
             _fwd_jobs,
-            (_np(x), _np(dt), _np(A), _np(B), _np(C), _np(h0), _np(rst), y.numpy(), ck.numpy(), hlast.numpy(),
-             has_reset, nh // g, chunk, blk),
+            (_np(x), _np(dt), _np(A), _np(B), _np(C), _np(D), _np(h0), _np(rst), y.numpy(), ck.numpy(),
+             hlast.numpy(), has_reset, nh // g, chunk, blk),
             b * nh * -(-p // blk),
             parallel,
         )  # fmt: skip
-        ctx.save_for_backward(x, dt, A, B, C, ck, rst)
+        ctx.save_for_backward(x, dt, A, B, C, D, ck, rst)
         ctx.flags = (has_reset, chunk, parallel)
         return y, hlast
 
     @staticmethod
     def backward(ctx: Any, gy: torch.Tensor | None, ghlast: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        x, dt, A, B, C, ck, rst = ctx.saved_tensors
+        x, dt, A, B, C, D, ck, rst = ctx.saved_tensors
         has_reset, chunk, parallel = ctx.flags
         b, l, nh, p = x.shape
         n = B.shape[3]
@@ -258,18 +265,19 @@ class _FusedSSD(torch.autograd.Function):
         gx = torch.empty_like(x)  # (b, l, h, p)
         gdt = torch.zeros_like(dt)  # (b, l, h), summed over channel blocks
         gA = torch.empty(b, nh, dtype=x.dtype)  # per batch row, summed below
+        gD = torch.zeros(b, nh, p, dtype=x.dtype)  # per batch row, summed below
         gB = torch.zeros(n_splits, *B.shape, dtype=x.dtype)  # per head split, summed below
         gC = torch.zeros(n_splits, *C.shape, dtype=x.dtype)
         gh0 = torch.empty(b, nh, p, n, dtype=x.dtype)
         run_jobs(
             _bwd_jobs,
-            (_np(x), _np(dt), _np(A), _np(B), _np(C), _np(ck), _np(rst), _np(gy), _np(ghlast), gx.numpy(),
-             gdt.numpy(), gA.numpy(), gB.numpy(), gC.numpy(), gh0.numpy(), has_reset, nh // B.shape[2], chunk,
-             blk, split),
+            (_np(x), _np(dt), _np(A), _np(B), _np(C), _np(D), _np(ck), _np(rst), _np(gy), _np(ghlast), gx.numpy(),
+             gdt.numpy(), gD.numpy(), gA.numpy(), gB.numpy(), gC.numpy(), gh0.numpy(), has_reset, nh // B.shape[2],
+             chunk, blk, split),
             b * n_splits,
             parallel,
         )  # fmt: skip
-        return gx, gdt, gA.sum(0), gB.sum(0), gC.sum(0), gh0, None, None
+        return gx, gdt, gA.sum(0), gB.sum(0), gC.sum(0), gD.sum(0), gh0, None, None
 
 
 @without_autocast
@@ -303,6 +311,7 @@ def ssd_cpu(
     xc = x.to(dtype)
     dtc = prepare_dt(dt, dt_bias, dt_softplus, dtype)  # (b, l, h)
     h0c = h0.to(dtype) if h0 is not None else xc.new_zeros(b, nh, p, n)  # (b, h, p, n)
-    y, h_last = _FusedSSD.apply(xc, dtc, A.to(dtype), B.to(dtype), C.to(dtype), h0c, reset, min(chunk_size, l))
-    y = skip_and_gate(y, xc, d_skip(D, xc), z).to(x.dtype)
+    Dp = xc.new_zeros(nh, p) if D is None else (D[:, None] if D.dim() == 1 else D).to(dtype).expand(nh, p)  # (h, p)
+    y, h_last = _FusedSSD.apply(xc, dtc, A.to(dtype), B.to(dtype), C.to(dtype), Dp, h0c, reset, min(chunk_size, l))
+    y = skip_and_gate(y, xc, None, z).to(x.dtype)
     return (y, h_last) if return_final_state else y
