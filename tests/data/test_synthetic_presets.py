@@ -13,6 +13,7 @@ from torchssm.train.loop import loss_and_correct
 
 ROOT = PRESET_DIR / "synthetic"
 MAMBA_PRESETS = sorted(ROOT.glob("*_mamba*.yaml"))
+TRANSFORMER_PRESETS = sorted(ROOT.glob("*_transformer.yaml"))  # the attention rows beside them
 FEW = {"n_train": 2, "n_val": 1, "n_test": 1}
 
 
@@ -23,9 +24,21 @@ def _task(cfg, **extra):
 def test_there_are_mamba_presets_for_each_memory_task():
     names = {p.stem for p in MAMBA_PRESETS}
     assert {"selective_copying_mamba", "selective_copying_small_mamba", "induction_heads_mamba", "mqar_mamba"} <= names
+    assert "induction_heads_l64_mamba" in names
 
 
-@pytest.mark.parametrize("path", MAMBA_PRESETS, ids=lambda p: p.name)
+def test_attention_row_differs_from_the_mamba_preset_only_in_the_mixer():
+    """The Transformer row of the length-generalisation comparison trains exactly as the Mamba row."""
+    mamba = load_config(ROOT / "induction_heads_l64_mamba.yaml").to_dict()
+    attn = load_config(ROOT / "induction_heads_l64_transformer.yaml").to_dict()
+    assert attn["task"] == mamba["task"]
+    assert {k: v for k, v in attn["train"].items() if k != "out_dir"} == {
+        k: v for k, v in mamba["train"].items() if k != "out_dir"
+    }
+    assert (attn["model"]["layer"], mamba["model"]["layer"]) == ("transformer", "mamba")
+
+
+@pytest.mark.parametrize("path", MAMBA_PRESETS + TRANSFORMER_PRESETS, ids=lambda p: p.name)
 def test_preset_builds_and_trains_one_step(path):
     cfg = load_config(path)
     extra = {"test_lengths": (64,), "n_test_lengths": 1} if cfg.task_name == "induction_heads" else {}
