@@ -25,6 +25,9 @@ cell. Between consecutive anchors a < b (gap n = b - a, offsets j = 0 .. n-1 at 
 
 and at the last cell m_{L-1} = A f_{L-1}. With A = 0 (the init) the cell just before each anchor gets
 that anchor's features and the others zero; A learns how the interpolated states propagate.
+The authors' code stores the result as (cells, channels) and reshapes it to (channels, cells) without a
+transpose (``mask_token = AX.reshape(B, N, H, L, W)``), which mixes cells and channels; this module
+implements the interpolation as the construction describes it, cell by cell.
 The encoder is the deep model of models/backbone.py (any registered layer, Mamba by default); it is
 fine-tuned as a classifier afterwards (vision/classify.py).
 """
