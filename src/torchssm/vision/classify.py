@@ -18,8 +18,6 @@ of steps for every model (the same budget), test accuracy at the end.
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
@@ -105,25 +103,22 @@ def train_classifier(
     progress: bool = True,
     desc: str = "",
 ) -> dict:
-    from tqdm.auto import tqdm
+    from torchssm.vision.fit import fit
 
-    from torchssm.train.optim import build_optimizer
-    from torchssm.train.schedule import build_scheduler
-
-    gen = torch.Generator().manual_seed(seed)
-    opt = build_optimizer(model, lr, weight_decay)
-    sched = build_scheduler(opt, steps, warmup_steps=max(1, steps // 10))
-    model.train()
-    t0 = time.process_time()
-    for _ in tqdm(range(steps), desc=desc or "train", disable=not progress):
+    def batch_loss(gen: torch.Generator) -> torch.Tensor:
         idx = torch.randint(len(x_train), (batch,), generator=gen)
-        loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-    train_cpu = time.process_time() - t0
+        return F.cross_entropy(model(x_train[idx]), y_train[idx])
+
+    out = fit(
+        model,
+        batch_loss,
+        steps=steps,
+        lr=lr,
+        weight_decay=weight_decay,
+        seed=seed,
+        progress=progress,
+        desc=desc or "train",
+    )
     model.eval()
     with torch.no_grad():
         pred = torch.cat([model(x_test[i : i + 256]).argmax(-1) for i in range(0, len(x_test), 256)])
@@ -131,8 +126,8 @@ def train_classifier(
     return {
         "test_accuracy": (pred == y_test).float().mean().item(),
         "train_accuracy": (train_pred == y_train[: len(train_pred)]).float().mean().item(),
-        "final_loss": loss.item(),
-        "train_cpu_s": train_cpu,
+        "final_loss": out["final_loss"],
+        "train_cpu_s": out["cpu_s"],
     }
 
 

@@ -11,7 +11,6 @@ random batches, the same steps, seed and data for both; test accuracy at the end
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -45,40 +44,32 @@ def train_with_aux(
 ) -> dict:
     """Train ``model`` on ``task`` (TaskData) for ``steps`` random batches with loss = task loss + the
     layers' auxiliary losses; return test accuracy / loss, the last losses and the CPU seconds."""
-    from tqdm.auto import tqdm
-
     from torchssm.train.losses import evaluate, forward_batch, loss_and_correct
-    from torchssm.train.optim import build_optimizer
-    from torchssm.train.schedule import build_scheduler
+    from torchssm.vision.fit import fit
 
-    if steps < 1 or batch < 1:
-        raise ValueError(f"steps and batch must be positive; got steps={steps}, batch={batch}")
-    gen = torch.Generator().manual_seed(seed)
-    opt = build_optimizer(model, lr, 0.01)
-    sched = build_scheduler(opt, steps, warmup_steps=max(1, steps // 10))
-    model.train()
-    t0 = time.process_time()
-    for _ in tqdm(range(steps), desc=desc or "train", disable=not progress):
+    if batch < 1:
+        raise ValueError(f"batch must be positive; got {batch}")
+    last = {}
+
+    def batch_loss(gen: torch.Generator) -> torch.Tensor:
         idx = torch.randint(len(task.train), (batch,), generator=gen)
         items = [task.train[int(i)] for i in idx]
         data = {k: torch.stack([it[k] for it in items]) for k in items[0]}
         task_loss, _, _ = loss_and_correct(forward_batch(model, data), data["targets"], task.info)
-        popped = pop_auxiliary_loss(model)  # LongVQ's weighted VQ loss; None for a plain SSM
-        aux = task_loss.new_zeros(()) if popped is None else popped
-        loss = task_loss + aux
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-    cpu = time.process_time() - t0
+        aux = pop_auxiliary_loss(model)  # LongVQ's weighted VQ loss; None for a plain SSM
+        last["task"], last["aux"] = float(task_loss.detach()), 0.0 if aux is None else float(aux.detach())
+        return task_loss if aux is None else task_loss + aux
+
+    out = fit(
+        model, batch_loss, steps=steps, lr=lr, weight_decay=0.01, seed=seed, progress=progress, desc=desc or "train"
+    )
     test = evaluate(model, task.test, task.info, batch_size=64)
     return {
         "test_accuracy": test["acc"],
         "test_loss": test["loss"],
-        "final_task_loss": float(task_loss.detach()),
-        "final_aux_loss": float(aux.detach()),
-        "train_cpu_s": cpu,
+        "final_task_loss": last["task"],
+        "final_aux_loss": last["aux"],
+        "train_cpu_s": out["cpu_s"],
     }
 
 

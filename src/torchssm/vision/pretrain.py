@@ -13,7 +13,6 @@ Pretraining sees every training image without labels; fine-tuning sees ``label_f
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -32,26 +31,14 @@ def pretrain(
     progress: bool = True,
     desc: str = "pretrain",
 ) -> dict:
-    """AdamW + warm-up/cosine on the masked-reconstruction loss over random batches of ``tokens``."""
-    from tqdm.auto import tqdm
+    """AdamW + warm-up/cosine (vision/fit.py) on the masked-reconstruction loss over random batches."""
+    from torchssm.vision.fit import fit
 
-    from torchssm.train.optim import build_optimizer
-    from torchssm.train.schedule import build_scheduler
-
-    gen = torch.Generator().manual_seed(seed)
-    opt = build_optimizer(mim, lr, 0.05)
-    sched = build_scheduler(opt, steps, warmup_steps=max(1, steps // 10))
-    mim.train()
-    t0 = time.process_time()
-    for _ in tqdm(range(steps), desc=desc, disable=not progress):
+    def batch_loss(gen: torch.Generator) -> torch.Tensor:
         idx = torch.randint(len(tokens), (batch,), generator=gen)
-        loss, _, _ = mim(tokens[idx], generator=gen)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(mim.parameters(), 1.0)
-        opt.step()
-        sched.step()
-    return {"final_loss": float(loss.detach()), "cpu_s": time.process_time() - t0}
+        return mim(tokens[idx], generator=gen)[0]
+
+    return fit(mim, batch_loss, steps=steps, lr=lr, weight_decay=0.05, seed=seed, progress=progress, desc=desc)
 
 
 @torch.no_grad()

@@ -24,57 +24,48 @@ import torch.nn.functional as F
 ARMS = ("s5", "s5_lsmcl", "s4_all")
 
 
-def _batches(n: int, batch: int, steps: int, generator: torch.Generator):
-    for _ in range(steps):
-        yield torch.randint(n, (batch,), generator=generator)
-
-
 def lsmcl_pretrain(model, data, *, steps: int, batch: int, lr: float, seed: int = 0, progress: bool = True) -> dict:
     """LSMCL on unlabelled clips of ``data`` (MovingDigits); the teacher follows by EMA after each step."""
-    from tqdm.auto import tqdm
+    from torchssm.vision.fit import fit
 
-    from torchssm.train.optim import build_optimizer
-    from torchssm.train.schedule import build_scheduler
+    def batch_loss(gen: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(len(data), (batch,), generator=gen)
+        return model.lsmcl_loss(data.render(idx), generator=gen)
 
-    gen = torch.Generator().manual_seed(seed + 1)
-    opt = build_optimizer(model, lr, 0.05)
-    sched = build_scheduler(opt, steps, warmup_steps=max(1, steps // 10))
-    model.train()
-    t0 = time.process_time()
-    for idx in tqdm(_batches(len(data), batch, steps, gen), total=steps, desc="LSMCL", disable=not progress):
-        loss = model.lsmcl_loss(data.render(idx), generator=gen)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        model.update_teacher()
-    return {"final_loss": float(loss.detach()), "cpu_s": time.process_time() - t0}
+    return fit(
+        model,
+        batch_loss,
+        steps=steps,
+        lr=lr,
+        weight_decay=0.05,
+        seed=seed + 1,
+        progress=progress,
+        desc="LSMCL",
+        after_step=model.update_teacher,
+    )
 
 
 def train_supervised(
     model, data, *, steps: int, batch: int, lr: float, seed: int = 0, progress: bool = True, desc: str = "train"
 ) -> dict:
     """Cross-entropy on labelled clips; the teacher follows by EMA after each step."""
-    from tqdm.auto import tqdm
+    from torchssm.vision.fit import fit
 
-    from torchssm.train.optim import build_optimizer
-    from torchssm.train.schedule import build_scheduler
+    def batch_loss(gen: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(len(data), (batch,), generator=gen)
+        return F.cross_entropy(model(data.render(idx)), data.labels[idx])
 
-    gen = torch.Generator().manual_seed(seed)
-    opt = build_optimizer(model, lr, 0.05)
-    sched = build_scheduler(opt, steps, warmup_steps=max(1, steps // 10))
-    model.train()
-    t0 = time.process_time()
-    for idx in tqdm(_batches(len(data), batch, steps, gen), total=steps, desc=desc, disable=not progress):
-        loss = F.cross_entropy(model(data.render(idx)), data.labels[idx])
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        model.update_teacher()
-    return {"final_loss": float(loss.detach()), "cpu_s": time.process_time() - t0}
+    return fit(
+        model,
+        batch_loss,
+        steps=steps,
+        lr=lr,
+        weight_decay=0.05,
+        seed=seed,
+        progress=progress,
+        desc=desc,
+        after_step=model.update_teacher,
+    )
 
 
 @torch.no_grad()
