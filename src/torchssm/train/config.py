@@ -62,7 +62,7 @@ class TrainConfig:
     eval_every: int = 1  # evaluate (val + test) every this many epochs, and after the last one
     num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
     device: str = "auto"  # "auto" (cuda if available, else cpu) | "cpu" | "cuda" | "cuda:1" ...
-    threads: int = 0  # torch.set_num_threads during the run (restored after); 0 keeps torch's default
+    threads: int = 0  # CPU threads of torch and numba during the run (restored after); 0: auto_cpu_threads()
     progress: bool = True  # tqdm bar (hidden automatically when stdout is not a terminal)
     save_checkpoints: bool = True  # write last/ (each evaluation) and best/ (best validation accuracy)
     # Scale and reliability (docs/reliability.md); the values are this library's choices, not a paper's:

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchssm.cpu_threads import get_cpu_threads, set_cpu_threads
+from torchssm.cpu_threads import auto_cpu_threads, get_cpu_threads, set_cpu_threads
 from torchssm.data.loaders import num_batches
 from torchssm.data.registry import TaskData, build_task
 from torchssm.fileio import atomic_write
@@ -199,8 +199,8 @@ def train(
     resuming_here = same_dir(source_run, out_dir)
     check_run_dir(out_dir, resuming_here=resuming_here, overwrite=overwrite)  # before any work, changes nothing
     threads = get_cpu_threads()
-    if cfg.train.threads > 0:
-        set_cpu_threads(cfg.train.threads)
+    # 0: the thread policy, one thread per core other processes leave idle (docs/benchmarks.md, Thread policy)
+    set_cpu_threads(cfg.train.threads if cfg.train.threads > 0 else auto_cpu_threads())
     ctx = D.init_distributed(resolve_device(cfg.train.device))
     try:
         return _train(
