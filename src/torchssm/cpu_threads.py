@@ -4,11 +4,13 @@ On a small CPU both pools compete: after a numba parallel region its idle worker
 ~100x on a shared 2-core machine (BENCHMARKS.md), so training and benchmarks set both.
 
 Thread policy (:func:`auto_cpu_threads`): one thread per core that the other processes leave idle
-(cores usable by this process minus the 1-minute load average), at least 1. Measured (BENCHMARKS.md,
-``torchssm bench peers threads --clock wall``, 2-core machine at load average 17-33): 2 threads ran the
-forward+backward of S5, LRU, Mamba and Mamba-2 layers 2.5-4.7x slower in wall time than 1 thread, and
-even a plain GEMM 1.1x slower; so on a busy machine the policy gives 1. On an idle machine it gives every
-core (torch's own default), which was not measured here (no idle machine).
+(cores usable by this process minus the 1-minute load average), at least 1. Training uses it when
+``train.threads`` is 0 (the default; a number overrides it). Measured (BENCHMARKS.md, ``torchssm bench
+peers threads --clock wall``, 2-core machine at load average 7-33): 2 threads ran the forward+backward of
+S5, LRU, Mamba and Mamba-2 layers 2.2-12x slower in wall time than 1 thread, the training step of
+3-block S5 / Mamba / Mamba-2 models 8-16x slower, and even a plain GEMM 1.15-1.35x slower; so on a busy
+machine the policy gives 1. On an idle machine it gives every core (torch's own default), which was not
+measured here (no idle machine).
 """
 
 from __future__ import annotations
