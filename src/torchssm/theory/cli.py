@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--examples", type=int, default=64, help="mqar: test sequences")
     p.add_argument("--noise", action="store_true", help="mqar: random tokens between queries (Zoology default)")
     p.add_argument("--backend", default="cpu", help="mqar: scan backend of the layer")
+    p.add_argument("--key-dim", type=int, help="mqar (mamba): random key codes of this size instead of one-hot")
     p.add_argument("--steps", type=int, default=3000, help="koopman: Adam steps per model")
     p.add_argument("--snr", type=float, nargs="+", default=[-10.0, -5.0, 0.0, 10.0], help="granger: SNRs (dB)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="granger: instances per SNR")
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
                 batch=4,
                 random_non_queries=args.noise,
                 backend=args.backend,
+                key_dim=args.key_dim,
             )
         ]
     elif args.check == "koopman":
