@@ -196,7 +196,6 @@ def run(args) -> int:
     print(f"[length-eval] {label}: {path} on {task}, lengths 2^{args.min_log2}..2^{args.max_log2}", file=sys.stderr)
 
     def save(rows):
-        print(_row_line(rows[-1]), flush=True)
         if args.json:
             record = {"label": label, "checkpoint": path, "task": task, "seed": seed, "rows": rows}
             text = json.dumps(record, indent=1)
@@ -213,7 +212,7 @@ def run(args) -> int:
         task_options=options,
         full_max_length=args.full_max_length,
         budget_s=args.budget_s,
-        on_row=save,
+        on_row=lambda rows: (print(_row_line(rows[-1]), flush=True), save(rows)),
     )
     for r in rows:
         if r["status"] != "ok":
