@@ -285,9 +285,9 @@ def plot_koopman(path, result: dict) -> dict:
     lam = result["eigenvalues"]
     ax_z.plot(*_np(lam.real, lam.imag), "o", ms=4, mfc="none", label="learned LRU lambda")
     ax_z.plot(*_np(lam.real, -lam.imag), "o", ms=4, mfc="none", color="tab:blue", alpha=0.4)
-    ax_z.set_xlim(0.4, 1.05)  # the learned and linearised eigenvalues sit near z = 1
-    ax_z.set_ylim(-0.65, 0.65)
-    ax_z.set_title("learned eigenvalues (and conjugates), zoomed near z = 1")
+    ax_z.set_xlim(0.2, 1.05)  # the learned and linearised eigenvalues sit near z = 1
+    ax_z.set_ylim(-0.6, 0.6)
+    ax_z.set_title("learned lambda (and conjugates), near z = 1")
     legend(ax_z, loc="lower left")
     return {"path": save_figure(fig, path), "rows": result["rows"]}
 
