@@ -30,9 +30,11 @@ Outputs are checked equal before timing. Cases (issue 20):
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import time
 from collections.abc import Callable
+from types import ModuleType
 
 import torch
 
@@ -172,58 +174,56 @@ class PeerMissing(Exception):
     """A peer library is not installed: the case is skipped with this message."""
 
 
-def _train_pair(ours: torch.nn.Module, theirs: torch.nn.Module, x: torch.Tensor, name: str) -> Case:
-    """Forward+backward of both layers on x (b, l, h), outputs checked equal first (same weights)."""
+def _import_peer(module: str, package: str) -> ModuleType:
+    """The peer's module, or PeerMissing naming the package to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise PeerMissing(f"{package} is not installed ({err}); pip install torchssm[bench]") from None
+
+
+def _train_pair(ours: torch.nn.Module, theirs: torch.nn.Module, shape: tuple[int, int, int], name: str) -> Case:
+    """Forward+backward of both layers (same weights) on one x of ``shape`` (b, l, h), outputs checked equal first."""
+    x = torch.randn(*shape, requires_grad=True)  # (b, l, h)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x), rtol=1e-3, atol=1e-3)
     return {"torchssm": _train_step(ours, x), name: _train_step(theirs, x)}, name
 
 
 def case_mamba2(batch: int = 2, length: int = 1024, width: int = 256) -> Case:
-    try:
-        from transformers import Mamba2Config
-        from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
-    except ImportError as err:
-        raise PeerMissing(f"transformers is not installed ({err}); pip install torchssm[bench]") from None
+    hf = _import_peer("transformers.models.mamba2.modeling_mamba2", "transformers")
     from torchssm.layers.mamba2 import Mamba2
 
     torch.manual_seed(0)
     n, p, chunk = 128, 64, 256
-    cfg = Mamba2Config(
+    cfg = hf.Mamba2Config(
         hidden_size=width, num_heads=2 * width // p, head_dim=p, state_size=n, n_groups=1, expand=2,
         chunk_size=chunk, conv_kernel=4, layer_norm_epsilon=1e-5,
     )  # fmt: skip
-    theirs = Mamba2Mixer(cfg, layer_idx=0)
+    theirs = hf.Mamba2Mixer(cfg, layer_idx=0)
     ours = Mamba2(width, d_state=n, headdim=p, chunk_size=chunk, norm_eps=1e-5)
     ours.load_state_dict(theirs.state_dict())  # the same parameter names and shapes
-    x = torch.randn(batch, length, width, requires_grad=True)  # (b, l, h)
-    return _train_pair(ours, theirs, x, "hf Mamba2Mixer")
+    return _train_pair(ours, theirs, (batch, length, width), "hf Mamba2Mixer")
 
 
 def case_mamba(batch: int = 2, length: int = 1024, width: int = 256) -> Case:
-    try:
-        from mambapy.mamba import MambaBlock, MambaConfig
-    except ImportError as err:
-        raise PeerMissing(f"mambapy is not installed ({err}); pip install torchssm[bench]") from None
+    mambapy = _import_peer("mambapy.mamba", "mambapy")
     from torchssm.layers.mamba import Mamba
 
     torch.manual_seed(0)
-    theirs = MambaBlock(MambaConfig(d_model=width, n_layers=1, d_state=16, expand_factor=2, d_conv=4, pscan=True))
+    cfg = mambapy.MambaConfig(d_model=width, n_layers=1, d_state=16, expand_factor=2, d_conv=4, pscan=True)
+    theirs = mambapy.MambaBlock(cfg)
     ours = Mamba(width, d_state=16, expand=2, d_conv=4)
-    ours.load_state_dict(theirs.state_dict())
-    x = torch.randn(batch, length, width, requires_grad=True)  # (b, l, h)
-    return _train_pair(ours, theirs, x, "mambapy MambaBlock")
+    ours.load_state_dict(theirs.state_dict())  # the same parameter names and shapes
+    return _train_pair(ours, theirs, (batch, length, width), "mambapy MambaBlock")
 
 
 def case_s5_pytorch(batch: int = 2, length: int = 1024, width: int = 256) -> Case:
-    try:
-        from s5 import S5 as PeerS5
-    except ImportError as err:
-        raise PeerMissing(f"s5-pytorch is not installed ({err}); pip install torchssm[bench]") from None
+    s5 = _import_peer("s5", "s5-pytorch")
     from torchssm.layers import S5
 
     torch.manual_seed(0)
-    theirs = PeerS5(width, width)  # H = P = width, dense B/C, ZOH
+    theirs = s5.S5(width, width)  # H = P = width, dense B/C, ZOH
     ours = S5(width, width, conj_sym=False)
     seq = theirs.seq
     with torch.no_grad():
@@ -233,8 +233,7 @@ def case_s5_pytorch(batch: int = 2, length: int = 1024, width: int = 256) -> Cas
         ours.C.copy_(torch.view_as_real(seq.C))  # (H, P) complex -> (H, P, 2)
         ours.D.copy_(seq.D)
         ours.log_step.copy_(seq.log_step)
-    x = torch.randn(batch, length, width, requires_grad=True)  # (b, l, h)
-    return _train_pair(ours, theirs, x, "s5-pytorch S5")
+    return _train_pair(ours, theirs, (batch, length, width), "s5-pytorch S5")
 
 
 CASES: dict[str, Callable[[], Case]] = {
