@@ -142,7 +142,8 @@ def run(args) -> int:
             res = plots.plot_length_generalisation(out("length_generalisation"), records, args.train_length)
             for label, pts in res["curves"].items():
                 longest = max((n for n, a in pts if a >= 99.0), default=None)
-                print(f"  {label}: {len(pts)} lengths, >= 99% up to L={longest}")
+                reach = f"up to L={longest}" if longest else "at no length"
+                print(f"  {label}: {len(pts)} lengths, >= 99% {reach}")
         elif fig == "impulse":
             res = plots.plot_impulse_responses(out("impulse_response"), _model_for_impulse(args), args.length)
         else:

@@ -274,7 +274,7 @@ def plot_length_generalisation(path, records: Sequence[dict], train_length: int 
     ax.set_ylabel("accuracy (%)")
     ax.set_title("accuracy vs test length")
     ax.grid(alpha=0.3)
-    legend(ax, loc="lower left")
+    legend(ax, loc="upper right")  # accuracy falls with length: the upper right is usually free
     return {"path": save_figure(fig, path), "curves": drawn}
 
 
