@@ -112,13 +112,13 @@ def test_matches_naive_with_h0_and_reset(reverse, invariant, complex_):
     check_against_naive(a, b, h0, reset, reverse)
 
 
-# sequence split: 37 steps in 3 chunks of 13 (each one partial tile of the interpreter's 16); the reverse
-# split also runs by default in test_lru_scan_matches_reference[rev-split] and a real split without h0 in
-# test_sequence_split_without_h0_and_auto_chunks, so only complex-varies-fwd runs here by default
+# sequence split: 37 steps in 3 chunks of 13 (each one partial tile of the interpreter's 16), all in the slow
+# run; by default the split runs in test_lru_scan_matches_reference[rev-split] (reverse, h0, reset) and in
+# test_sequence_split_without_h0_and_auto_chunks (complex, 4 chunks)
 @pytest.mark.parametrize(
     "complex_,invariant,reverse",
     [
-        (True, False, False),
+        pytest.param(True, False, False, marks=pytest.mark.slow),
         pytest.param(True, True, True, marks=pytest.mark.slow),
         pytest.param(False, False, True, marks=pytest.mark.slow),
         pytest.param(False, True, False, marks=pytest.mark.slow),
