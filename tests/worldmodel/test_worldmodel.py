@@ -202,3 +202,18 @@ def test_world_speed_cli_writes_ms_per_step(tmp_path, capsys):
     ms = json.loads(out.read_text())["ms_per_step"]
     assert set(ms) == {"lru", "transformer"} and all(v > 0 for row in ms.values() for v in row.values())
     assert set(ms["transformer"]) == {"8", "40"} and "ctx 40" in capsys.readouterr().out
+
+
+def test_end_windows_hold_the_goal_reward():
+    T, length = 30, 8
+    ep = {
+        "obs": np.arange(T + 1)[:, None, None, None] * np.ones((1, 7, 7, 3), dtype=np.int64),
+        "actions": np.ones(T, dtype=np.int64),
+        "rewards": np.r_[np.zeros(T - 1), 0.9].astype(np.float32),  # the goal reward on reaching the last frame
+    }
+    plain, ends = segments([ep], length), segments([ep], length, end_window=True)
+    assert plain["obs"].shape[0] == 3 and float(plain["rewards"].sum()) == 0.0  # starts 0, 8, 16: no final frame
+    assert ends["obs"].shape[0] == 4 and int(ends["obs"][-1, -1, 0, 0, 0]) == T
+    torch.testing.assert_close(ends["rewards"][-1, -1], torch.tensor(0.9))
+    torch.testing.assert_close(ends["obs"][:3], plain["obs"])
+    torch.testing.assert_close(ends["actions"][-1, :-1], torch.ones(length - 1, dtype=torch.long))

@@ -35,6 +35,7 @@ def _run_eval(args) -> int:
                 d_model=args.d_model,
                 segment=args.segment,
                 speed_contexts=args.speed_contexts,
+                end_windows=args.end_windows,
                 seed=args.seed,
                 out=args.out,
             )
@@ -90,6 +91,12 @@ def register(subparsers) -> None:
     r.add_argument("--segment", type=int, default=64, help="training / test window length (default 64)")
     r.add_argument(
         "--speed-contexts", type=_ints, default=(64, 256, 1024), help="contexts of the per-step timing ('' for none)"
+    )
+    r.add_argument(
+        "--end-windows",
+        action="store_true",
+        help="also the window ending on each episode's final frame (where the goal reward is); reward prediction "
+        "is only measured with it",
     )
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", help="write the results as JSON here")

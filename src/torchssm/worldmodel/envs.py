@@ -162,18 +162,27 @@ def load_episodes(folder) -> list:
     return out
 
 
-def segments(episodes: list, length: int) -> dict:
+def segments(episodes: list, length: int, end_window: bool = False) -> dict:
     """Non-overlapping windows of ``length`` steps from every episode at least that long:
     {"obs": (n, length, 7, 7, 3) long, "actions": (n, length) long (a_t taken after obs_t),
-    "rewards": (n, length) float (r_t received on reaching obs_t; 0 at a window's first step)}."""
+    "rewards": (n, length) float (r_t received on reaching obs_t; 0 at a window's first step)}.
+
+    The windows start at 0, length, 2 length, ... and need an action after their last frame, so an episode's
+    final frame (where a goal reward is received) is never in one. ``end_window=True`` adds, per episode, the
+    window that ends on its final frame (overlapping the one before it); its last action, which does not
+    exist, is set to 0 (a window's last action feeds no step of that window)."""
     obs, acts, rews = [], [], []
     for ep in episodes:
         T = len(ep["actions"])  # obs has T + 1 frames
-        for s in range(0, T + 1 - length, length):
+        rewards = np.concatenate([[0.0], ep["rewards"]])  # reward that led to obs_t
+        actions = np.concatenate([ep["actions"], [0]])  # (T + 1,): a padding action after the final frame
+        starts = list(range(0, T + 1 - length, length))
+        if end_window and T + 1 >= length:
+            starts.append(T + 1 - length)
+        for s in starts:
             obs.append(ep["obs"][s : s + length])
-            acts.append(ep["actions"][s : s + length])
-            r = np.concatenate([[0.0], ep["rewards"]])[s : s + length]  # reward that led to obs_t
-            rews.append(r)
+            acts.append(actions[s : s + length])
+            rews.append(rewards[s : s + length])
     if not obs:
         raise ValueError(f"no episode has {length} steps; collect longer episodes or use a shorter length")
     return {

@@ -181,6 +181,7 @@ def run(
     segment: int = 64,
     recall_gaps=(4, 8, 16, 32),
     speed_contexts=(64, 256, 1024),
+    end_windows: bool = False,
     seed: int = 0,
     out=None,
 ) -> dict:
@@ -194,8 +195,9 @@ def run(
     env.close()
     if context + max(recall_gaps) > segment:
         raise ValueError(f"context {context} + longest recall gap {max(recall_gaps)} exceeds the segment {segment}")
-    train = segments(load_episodes(f"{data_dir}/train"), segment)
-    test = segments(load_episodes(f"{data_dir}/test"), segment)
+    # end_windows: also the window ending on each episode's final frame, the only one with a goal reward
+    train = segments(load_episodes(f"{data_dir}/train"), segment, end_window=end_windows)
+    test = segments(load_episodes(f"{data_dir}/test"), segment, end_window=end_windows)
     reference = majority_frame(train["obs"])  # (7, 7, 3): the best constant frame
     memoryless = cell_error(reference.expand_as(test["obs"][:, context:]), test["obs"][:, context:]).mean(0)
     rows = []
@@ -226,6 +228,7 @@ def run(
         "n_train_segments": int(train["obs"].shape[0]),
         "n_test_segments": int(test["obs"].shape[0]),
         "segment": segment,
+        "end_windows": end_windows,
         "seed": seed,
         "memoryless_horizon_error": memoryless.tolist(),
         "rows": rows,
