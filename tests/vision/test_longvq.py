@@ -119,3 +119,39 @@ def test_bad_arguments():
         LongVQ(8, window=0)
     with pytest.raises(ValueError, match="d_model=8"):
         small()(torch.randn(2, 5, 9, dtype=F64))
+
+
+def test_torchssm_train_adds_the_vq_loss(tmp_path):
+    """`torchssm train` with model.layer longvq logs train_aux_loss (models/auxiliary.py protocol)."""
+    from torchssm.train import load_config, train
+
+    cfg = load_config(
+        base={
+            "task": {
+                "name": "mqar",
+                "length": 32,
+                "vocab_size": 40,
+                "num_kv_pairs": 4,
+                "n_train": 16,
+                "n_val": 4,
+                "n_test": 4,
+            },
+            "model": {
+                "layer": "longvq",
+                "d_model": 8,
+                "n_layers": 1,
+                "pooling": "none",
+                "layer_kwargs": {"codebook_size": 4, "d_qk": 4, "window": 8, "ssm_kwargs": {"d_state": 4}},
+            },
+            "train": {
+                "epochs": 1,
+                "batch_size": 8,
+                "out_dir": str(tmp_path / "run"),
+                "progress": False,
+                "device": "cpu",
+                "seed": 0,
+            },
+        }
+    )
+    last = train(cfg, data_dir=tmp_path / "data", log=lambda s: None).last
+    assert last["train_aux_loss"] > 0
