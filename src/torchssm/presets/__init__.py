@@ -27,7 +27,7 @@ SUFFIXES = (".yaml", ".yml")
 OTHER_COMMANDS = {
     "rl/*": "torchssm rl train --preset NAME --model MODEL (names without rl/; torchssm rl presets)",
     "audio/asr_*": "torchssm speech train --preset audio/NAME",
-    "vision/*": "torchssm vision restore|classify --preset NAME (names without vision/)",
+    "vision/*": "torchssm vision restore|classify|pretrain|longvq|video --preset NAME (names without vision/)",
 }
 
 
