@@ -28,5 +28,5 @@ def pop_auxiliary_loss(model: nn.Module) -> torch.Tensor | None:
         value = getattr(module, "aux_loss", None)
         if isinstance(value, torch.Tensor):
             total = value if total is None else total + value
-            setattr(module, "aux_loss", None)  # popped: used once
+            module.aux_loss = None  # popped: used once
     return total
