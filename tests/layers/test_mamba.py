@@ -108,3 +108,8 @@ def test_learns_induction_heads():
         "mamba", {"d_state": 16}, lambda g: induction_example(g, length=64, vocab_size=8), vocab=8, steps=400
     )
     assert acc > 0.9, acc
+
+
+def test_step_without_conv_bias_matches_forward():
+    torch.manual_seed(3)
+    check_step_matches_forward(Mamba(16, d_state=4, conv_bias=False).double(), length=6)

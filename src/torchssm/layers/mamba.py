@@ -41,7 +41,7 @@ from torchssm.layers.conv_ssm import (
 )
 from torchssm.layers.init import dt_bias_init
 from torchssm.ops.selective import selective_scan
-from torchssm.ops.shortconv import causal_conv1d, causal_conv1d_step
+from torchssm.ops.shortconv import causal_conv1d
 
 
 class Mamba(ConvSSMLayer):
@@ -154,24 +154,27 @@ class Mamba(ConvSSMLayer):
 
         the selective scan's recurrence (``selective_scan_naive``) for one step."""
         sdt = ssm_state_dtype(self._param_dtype())
-        w, conv_bias = self.conv1d.weight[:, 0], self.conv1d.bias  # (d, W), (d,)
-        A = decay_rate(self.A_log).to(sdt)  # (d, n)
-        w_dt, b_dt = self.dt_proj.weight.to(sdt), self.dt_proj.bias.to(sdt)  # (d, r), (d,)
-        D = self.D.to(sdt)
         pdt = self.in_proj.weight.dtype
+        w = self.conv1d.weight[:, 0]  # (d, W)
+        conv_bias = self.conv1d.bias if self.conv1d.bias is not None else w.new_zeros(self.d_inner)  # (d,)
+        A = decay_rate(self.A_log).to(sdt)  # (d, n)
+        w_dt_t, b_dt = self.dt_proj.weight.t().to(sdt).contiguous(), self.dt_proj.bias.to(sdt)  # (r, d), (d,)
+        D = self.D.to(sdt)
         in_proj, x_proj, out_proj = (transposed_linear(m) for m in (self.in_proj, self.x_proj, self.out_proj))
         split = [self.dt_rank, self.d_state, self.d_state]
 
+        # Per token: one op per line, no casts beyond the two the dtypes need (a no-op ``.to`` in float32), no
+        # per-token checks (the conv buffer's dtype is the parameters', checked once by the caller).
         def step(x_t: torch.Tensor, state: MambaState) -> StepOutput:
-            conv_state, h = state  # (b, d, W-1), (b, d, n)
+            conv_state, h = state  # (b, d, W-1) parameter dtype, (b, d, n) state dtype
             x, z = in_proj(x_t.to(pdt)).chunk(2, dim=-1)  # (b, d) each
-            x, conv_state = causal_conv1d_step(x, w, conv_bias, conv_state)  # buffer kept in the parameter dtype
-            x = F.silu(x)
-            dt, B, C = torch.split(x_proj(x), split, dim=-1)
-            dt = F.softplus(F.linear(dt.to(sdt), w_dt, b_dt))  # (b, d)
+            window = torch.cat((conv_state, x.unsqueeze(-1)), dim=-1)  # (b, d, W): the conv's causal window
+            x = F.silu(torch.linalg.vecdot(window, w) + conv_bias)  # (b, d): one-token depthwise conv
+            dt, B, C = x_proj(x).to(sdt).split(split, dim=-1)  # (b, r), (b, n), (b, n)
+            dt = F.softplus(torch.addmm(b_dt, dt, w_dt_t))  # (b, d)
             x = x.to(sdt)
-            h = torch.addcmul((dt * x)[:, :, None] * B.to(sdt)[:, None, :], torch.exp(dt[:, :, None] * A), h)
-            y = torch.addcmul(torch.bmm(h, C.to(sdt)[:, :, None])[:, :, 0], x, D) * F.silu(z.to(sdt))  # (b, d)
-            return out_proj(y.to(pdt)).to(x_t.dtype), (conv_state.to(w.dtype), h)
+            h = torch.addcmul((dt * x).unsqueeze(-1) * B.unsqueeze(1), torch.exp(dt.unsqueeze(-1) * A), h)
+            y = torch.addcmul(torch.bmm(h, C.unsqueeze(-1)).squeeze(-1), x, D).mul_(F.silu(z.to(sdt)))  # (b, d)
+            return out_proj(y.to(pdt)).to(x_t.dtype), (window[..., 1:], h)
 
         return step
