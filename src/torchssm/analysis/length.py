@@ -117,9 +117,11 @@ def evaluate_lengths(
 
     model.eval()
     full = has_kv_cache(model)
-    rows, over_budget = [], False
+    rows: list[dict] = []
+    over_budget = False
     for length in lengths:
-        row = {"length": int(length), "acc": None, "n": None, "cpu_s": None, "method": "full" if full else "stream"}
+        method = "full" if full else "stream"
+        row: dict = {"length": int(length), "acc": None, "n": None, "cpu_s": None, "method": method}
         rows.append(row)
         if over_budget:
             row["status"] = "skipped (budget)"
@@ -139,8 +141,9 @@ def evaluate_lengths(
             else:
                 c, k = streaming_correct(model, x, y, chunk=chunk, ignore_index=ignore)
             correct, count = correct + c, count + k
-        row.update(acc=correct / max(count, 1), n=count, cpu_s=time.process_time() - t0, status="ok")
-        over_budget = budget_s is not None and row["cpu_s"] > budget_s
+        cpu_s = time.process_time() - t0
+        row.update(acc=correct / max(count, 1), n=count, cpu_s=cpu_s, status="ok")
+        over_budget = budget_s is not None and cpu_s > budget_s
         if on_row is not None:
             on_row(rows)
     return rows
