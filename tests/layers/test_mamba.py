@@ -113,3 +113,17 @@ def test_learns_induction_heads():
 def test_step_without_conv_bias_matches_forward():
     torch.manual_seed(3)
     check_step_matches_forward(Mamba(16, d_state=4, conv_bias=False).double(), length=6)
+
+
+def test_step_with_gradients_on_uses_differentiable_ops():
+    torch.manual_seed(4)
+    m = Mamba(16, d_state=4).double()
+    x, state = torch.randn(2, 16, dtype=torch.float64), m.init_state(2, dtype=torch.float64)
+    y_grad, (conv_g, h_g) = m.step(x, state)  # gradients on: the PyTorch ops
+    y_grad.sum().backward()
+    assert m.in_proj.weight.grad is not None and m.A_log.grad is not None
+    with torch.no_grad():
+        y_fused, (conv_f, h_f) = m.step(x, state)  # inference: the fused CPU kernel
+    torch.testing.assert_close(y_fused, y_grad.detach())
+    torch.testing.assert_close(h_f, h_g.detach())
+    torch.testing.assert_close(conv_f, conv_g.detach())

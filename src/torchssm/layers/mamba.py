@@ -19,7 +19,8 @@ Defaults and their sources (paper Sec. 3.6 / App. E.2 and the reference module):
 
 State (what ``step`` and chunked ``forward`` carry): ``(conv_buffer (b, d, d_conv-1), ssm_state (b, d, n))``.
 ``step`` is a fused one-token update (:meth:`Mamba.step_function`: the short conv's one-token window sum,
-then h = exp(dt A) h + dt B x, y = C h + D x gated by silu(z)), tested equal to ``forward`` in float64.
+then h = exp(dt A) h + dt B x, y = C h + D x gated by silu(z); one numba call for CPU inference,
+``ops/selective/step.py``), tested equal to ``forward`` in float64.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from torchssm.layers.conv_ssm import (
 )
 from torchssm.layers.init import dt_bias_init
 from torchssm.ops.selective import selective_scan
+from torchssm.ops.selective.step import mamba_step_cpu
 from torchssm.ops.shortconv import causal_conv1d
 
 
@@ -152,7 +154,10 @@ class Mamba(ConvSSMLayer):
             h    = exp(dt A) * h + (dt x) B         (b, d, n), in the state dtype (float32 / float64)
             y    = out_proj((C h + D x) * silu(z))
 
-        the selective scan's recurrence (``selective_scan_naive``) for one step."""
+        the selective scan's recurrence (``selective_scan_naive``) for one step. For CPU inference in float32/64
+        (no gradients, no autocast, not under ``torch.compile``) everything between in_proj and out_proj is one
+        numba call, :func:`torchssm.ops.selective.step.mamba_step_cpu` (same math; a 4-layer d_model-256 LM's
+        token takes ~0.7x the CPU time it takes with the PyTorch ops below, BENCHMARKS.md); else those ops run."""
         sdt = ssm_state_dtype(self._param_dtype())
         pdt = self.in_proj.weight.dtype
         w = self.conv1d.weight[:, 0]  # (d, W)
@@ -162,11 +167,19 @@ class Mamba(ConvSSMLayer):
         D = self.D.to(sdt)
         in_proj, x_proj, out_proj = (transposed_linear(m) for m in (self.in_proj, self.x_proj, self.out_proj))
         split = [self.dt_rank, self.d_state, self.d_state]
+        fused = w.device.type == "cpu" and pdt == sdt and pdt in (torch.float32, torch.float64)
+        weights = (w, conv_bias, self.x_proj.weight.t().contiguous(), w_dt_t, b_dt, A, D) if fused else ()
 
-        # Per token: one op per line, no casts beyond the two the dtypes need (a no-op ``.to`` in float32), no
-        # per-token checks (the conv buffer's dtype is the parameters', checked once by the caller).
+        # Per token: no input checks (the conv buffer's dtype is the parameters', checked once by the caller), one
+        # test of the grad / autocast / compile mode for the fused kernel; else one op per line, no casts beyond
+        # the two the dtypes need (a no-op ``.to`` in float32).
         def step(x_t: torch.Tensor, state: MambaState) -> StepOutput:
             conv_state, h = state  # (b, d, W-1) parameter dtype, (b, d, n) state dtype
+            if fused and not (
+                torch.is_grad_enabled() or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()
+            ):
+                y, conv_state, h = mamba_step_cpu(in_proj(x_t.to(pdt)), conv_state, h, *weights)
+                return out_proj(y).to(x_t.dtype), (conv_state, h)
             x, z = in_proj(x_t.to(pdt)).chunk(2, dim=-1)  # (b, d) each
             window = torch.cat((conv_state, x.unsqueeze(-1)), dim=-1)  # (b, d, W): the conv's causal window
             x = F.silu(torch.linalg.vecdot(window, w) + conv_bias)  # (b, d): one-token depthwise conv

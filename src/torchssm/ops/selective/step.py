@@ -1,0 +1,135 @@
+"""Mamba's one-token step between the two large projections, fused (numba, CPU) and as a plain reference.
+
+Gu & Dao 2023, "Mamba", Sec. 3 / Alg. 2 for one time step (the recurrence of
+:func:`torchssm.ops.selective.naive.selective_scan_naive`); b batch, d channels, W conv width, n state
+size, r dt rank, xz = in_proj(u) (b, 2d):
+
+    x, z     = xz[:, :d], xz[:, d:]
+    x        = silu(sum_k w[c, k] [conv_state, x][c, k] + conv_bias)     conv_state <- last W-1 inputs
+    dt, B, C = split(x @ wx_t, [r, n, n])                                (the x_proj)
+    dt       = softplus(dt @ w_dt_t + b_dt)                              (b, d)
+    h        = exp(dt A) h + (dt x) B                                    (b, d, n)
+    y        = (C h + D x) silu(z)                                       (b, d), out_proj is the caller's
+
+:func:`mamba_step_cpu` runs this as one Python call of two numba kernels (float32 exp / softplus / silu by
+the vectorisable polynomials of ``ops/selective/cpu.py``, float64 by libm), replacing ~25 small PyTorch ops
+per layer and token: at d_model 256, batch 1, 1 thread, a Mamba layer's one-token step took 100 us instead
+of 133 us, and a 4-layer LM's token 0.70x the CPU time (BENCHMARKS.md, 2026-12-05). No autograd: for
+inference only (``Mamba.step_function`` keeps the PyTorch ops when gradients are on).
+:func:`mamba_step_naive` is the reference with the same signature (tests compare both in float64).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numba import njit
+
+from torchssm.ops.selective.cpu import fast_exp, fast_softplus
+
+_FASTMATH = {"reassoc", "contract", "nsz"}
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _conv_and_projections(xz, conv_state, w, conv_bias, wx_t, w_dt_t, b_dt, x_out, dbc_out, dt_out, conv_out):  # type: ignore[no-untyped-def]  # pragma: no cover (compiled)
+    """Short conv + silu -> x_out (b, d), new conv_out (b, d, W-1); x_proj -> dbc_out (b, r+2n); dt_out (b, d)."""
+    b, d = x_out.shape
+    width, r, m = w.shape[1], w_dt_t.shape[0], wx_t.shape[1]
+    for i in range(b):
+        for c in range(d):
+            acc = conv_bias[c] + w[c, width - 1] * xz[i, c]
+            for k in range(width - 1):
+                acc += w[c, k] * conv_state[i, c, k]
+                conv_out[i, c, k] = conv_state[i, c, k + 1] if k + 1 < width - 1 else xz[i, c]
+            x_out[i, c] = acc / (1.0 + fast_exp(-acc))
+        for j in range(m):
+            dbc_out[i, j] = 0.0
+        for c in range(d):
+            xv = x_out[i, c]
+            for j in range(m):
+                dbc_out[i, j] += xv * wx_t[c, j]
+        for c in range(d):
+            dt_out[i, c] = b_dt[c]
+        for k in range(r):
+            v = dbc_out[i, k]
+            for c in range(d):
+                dt_out[i, c] += v * w_dt_t[k, c]
+        for c in range(d):
+            dt_out[i, c] = fast_softplus(dt_out[i, c])
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _state_update(xz, h, x, dbc, dt, A, D, y_out, h_out):  # type: ignore[no-untyped-def]  # pragma: no cover (compiled)
+    """h_out = exp(dt A) h + dt x B (b, d, n); y_out = (C h_out + D x) silu(z) (b, d)."""
+    b, d, n = h.shape
+    r = dbc.shape[1] - 2 * n
+    for i in range(b):
+        for c in range(d):
+            dtc, dtx = dt[i, c], dt[i, c] * x[i, c]
+            s = dtx - dtx  # C h, accumulated in the arrays' dtype
+            for j in range(n):
+                hv = fast_exp(dtc * A[c, j]) * h[i, c, j] + dtx * dbc[i, r + j]
+                h_out[i, c, j] = hv
+                s += hv * dbc[i, r + n + j]
+            zz = xz[i, d + c]
+            y_out[i, c] = (s + D[c] * x[i, c]) * zz / (1.0 + fast_exp(-zz))
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def mamba_step_cpu(
+    xz: torch.Tensor,
+    conv_state: torch.Tensor,
+    h: torch.Tensor,
+    w: torch.Tensor,
+    conv_bias: torch.Tensor,
+    wx_t: torch.Tensor,
+    w_dt_t: torch.Tensor,
+    b_dt: torch.Tensor,
+    A: torch.Tensor,
+    D: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One token on CPU, all tensors in one dtype (float32 or float64), no autograd:
+    xz (b, 2d), conv_state (b, d, W-1), h (b, d, n); weights w (d, W), conv_bias (d,), wx_t (d, r+2n),
+    w_dt_t (r, d), b_dt (d,), A (d, n), D (d,) -> (y (b, d), new conv_state, new h). Pure."""
+    b, d, n = h.shape
+    x, dt = xz.new_empty(b, d), xz.new_empty(b, d)
+    dbc, conv_out = xz.new_empty(b, wx_t.shape[1]), xz.new_empty(conv_state.shape)
+    y, h_out = xz.new_empty(b, d), xz.new_empty(b, d, n)
+    xz_np, x_np, dt_np, dbc_np = _np(xz), x.numpy(), dt.numpy(), dbc.numpy()
+    _conv_and_projections(
+        xz_np, _np(conv_state), _np(w), _np(conv_bias), _np(wx_t), _np(w_dt_t), _np(b_dt), x_np, dbc_np, dt_np,
+        conv_out.numpy(),
+    )  # fmt: skip
+    _state_update(xz_np, _np(h), x_np, dbc_np, dt_np, _np(A), _np(D), y.numpy(), h_out.numpy())
+    return y, conv_out, h_out
+
+
+def mamba_step_naive(
+    xz: torch.Tensor,
+    conv_state: torch.Tensor,
+    h: torch.Tensor,
+    w: torch.Tensor,
+    conv_bias: torch.Tensor,
+    wx_t: torch.Tensor,
+    w_dt_t: torch.Tensor,
+    b_dt: torch.Tensor,
+    A: torch.Tensor,
+    D: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference of :func:`mamba_step_cpu` (same signature and math, plain PyTorch, differentiable)."""
+    n = h.shape[-1]
+    x, z = xz.chunk(2, dim=-1)  # (b, d) each
+    window = torch.cat((conv_state, x.unsqueeze(-1)), dim=-1)  # (b, d, W)
+    x = F.silu((window * w).sum(-1) + conv_bias)
+    dt, B, C = torch.split(x @ wx_t, [w_dt_t.shape[0], n, n], dim=-1)
+    dt = F.softplus(dt @ w_dt_t + b_dt)  # (b, d)
+    h = torch.exp(dt[:, :, None] * A) * h + (dt * x)[:, :, None] * B[:, None, :]  # (b, d, n)
+    y = ((h * C[:, None, :]).sum(-1) + D * x) * F.silu(z)
+    return y, window[..., 1:], h
+
+
+__all__ = ["mamba_step_cpu", "mamba_step_naive"]
