@@ -278,6 +278,29 @@ def plot_length_generalisation(path, records: Sequence[dict], train_length: int 
     return {"path": save_figure(fig, path), "curves": drawn}
 
 
+def plot_robustness(path, result: dict) -> dict:
+    """Accuracy against the Fourier-noise level eps, one panel per frequency band and one line per model:
+    the PTD paper's robustness comparison (Yu et al. 2024, Sec. 5.2). ``result`` is the JSON of
+    ``torchssm robustness`` ({"bands": {name: [k0, k1]}, "models": {label: [{"band", "eps", "acc"}]}})."""
+    if not isinstance(result, dict) or not result.get("models") or not result.get("bands"):
+        raise ValueError("plot_robustness needs the result of `torchssm robustness` (with 'bands' and 'models')")
+    bands = list(result["bands"])
+    fig, axes = new_figure(ncols=len(bands), size=(4.5, 3.8))
+    drawn: dict = {}
+    for ax, band in zip(axes, bands):
+        k0, k1 = result["bands"][band]
+        for i, (label, rows) in enumerate(result["models"].items()):
+            pts = sorted((r["eps"], 100.0 * r["acc"]) for r in rows if r["band"] == band)
+            drawn[(band, label)] = pts
+            ax.plot(*zip(*pts), "-o", color=f"C{i % 10}", lw=1.5, ms=4, label=label)
+        ax.set_xlabel("noise RMS / input RMS (eps)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{band} band: rFFT bins {k0}-{k1 - 1}")
+        ax.grid(alpha=0.3)
+        legend(ax, loc="lower left")  # accuracy falls with eps: the lower left is usually free
+    return {"path": save_figure(fig, path), "curves": drawn}
+
+
 def plot_perplexity_by_position(path, records: Sequence[dict], bucket: int = 64) -> dict:
     """Perplexity against token position (mean over buckets of ``bucket`` positions), one line per model, the
     training context marked: the length-extrapolation reading of Press et al. 2022 (Sec. 2). ``records`` are
