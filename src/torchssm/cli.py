@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "torchssm.bench.cli",  # bench
     "torchssm.analysis.cli",  # plot
     "torchssm.analysis.length",  # length-eval (accuracy vs test length)
+    "torchssm.analysis.robustness",  # robustness (accuracy under Fourier-mode input noise)
     "torchssm.models.cli",  # generate
     "torchssm.models.export",  # export (ONNX)
     "torchssm.vision.cli",  # vision (restore, cost, classify)
