@@ -204,7 +204,7 @@ def run(args) -> int:
         raise ValueError(f"--labels needs one name per run ({len(args.checkpoints)}); got {len(args.labels)}")
     bands = [_parse_band(b) for b in args.bands]
     set_cpu_threads(args.threads)
-    models, reference = {}, None
+    models, paths, reference = {}, {}, None
     for i, ckpt in enumerate(args.checkpoints):
         path, record, inputs, targets = classification_test_set(ckpt)
         key = (record["task"], json.dumps(record["task_options"], sort_keys=True), record["seed"])
@@ -214,12 +214,13 @@ def run(args) -> int:
         parts = Path(path).parts
         label = args.labels[i] if args.labels else parts[-2 if parts[-1] in ("best", "last") else -1]
         models[label] = torchssm.from_pretrained(path)
+        paths[label] = path
     _, _, inputs, targets = reference
     print(f"[robustness] {len(models)} models on {reference[0][0]} test ({len(inputs)} examples)", file=sys.stderr)
     result = evaluate_robustness(
         models, inputs, targets, eps=args.eps, bands=bands, seed=args.seed, batch_size=args.batch_size
     )
-    result.update(task=reference[0][0], seed=args.seed, checkpoints=dict(zip(models, args.checkpoints)))
+    result.update(task=reference[0][0], seed=args.seed, checkpoints=paths)
     print(format_table(result))
     if args.json:
         text = json.dumps(result, indent=1)
