@@ -95,3 +95,12 @@ def test_plot_robustness(tmp_path):
     assert (tmp_path / "r.png").stat().st_size > 0 and len(out["curves"]) == 4
     with pytest.raises(ValueError, match="torchssm robustness"):
         plot_robustness(tmp_path / "s.png", {})
+
+
+def test_cli_rejects_bad_bands_and_labels(capsys, tmp_path):
+    from torchssm.cli import main
+
+    assert main(["robustness", str(tmp_path), "--bands", "mid"]) == 2
+    assert "--bands takes high, low or K0:K1" in capsys.readouterr().err
+    assert main(["robustness", str(tmp_path), "--labels", "a", "b"]) == 2
+    assert "one name per run" in capsys.readouterr().err
