@@ -104,3 +104,5 @@ def test_cli_rejects_bad_bands_and_labels(capsys, tmp_path):
     assert "--bands takes high, low or K0:K1" in capsys.readouterr().err
     assert main(["robustness", str(tmp_path), "--labels", "a", "b"]) == 2
     assert "one name per run" in capsys.readouterr().err
+    assert main(["robustness", str(tmp_path / "missing")]) == 2
+    assert "no training run or checkpoint at" in capsys.readouterr().err

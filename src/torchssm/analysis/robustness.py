@@ -182,17 +182,26 @@ def _parse_band(text: str) -> str | tuple[int, int]:
 
 def classification_test_set(checkpoint: str) -> tuple[str, dict, torch.Tensor, torch.Tensor]:
     """(checkpoint path, training record, test inputs (n, L, d), test targets (n,)) of a training run."""
-    from torchssm.bench.extrapolation import training_record
     from torchssm.data.registry import build_task
 
-    path, record = training_record(checkpoint)
-    if record is None:
-        raise ValueError(f"{checkpoint} holds no training record (task, options): give a `torchssm train` run")
+    path, record = _training_record(checkpoint)
     data = build_task(record["task"], seed=record["seed"], **record["task_options"])
     if data.info.kind != "classification":
         raise ValueError(f"robustness needs a classification task; {record['task']} is {data.info.kind}")
-    items = [data.test[i] for i in range(len(data.test))]
+    test = data.test
+    items = [test[i] for i in range(len(test))]  # type: ignore[arg-type]
     return path, record, torch.stack([it["inputs"] for it in items]), torch.stack([it["targets"] for it in items])
+
+
+def _training_record(checkpoint: str) -> tuple[str, dict]:
+    from torchssm.bench.extrapolation import training_record
+
+    if not Path(checkpoint).exists():
+        raise FileNotFoundError(f"no training run or checkpoint at {checkpoint}")
+    path, record = training_record(checkpoint)
+    if record is None:
+        raise ValueError(f"{checkpoint} holds no training record (task, options): give a `torchssm train` run")
+    return path, record
 
 
 def run(args) -> int:
@@ -204,27 +213,31 @@ def run(args) -> int:
         raise ValueError(f"--labels needs one name per run ({len(args.checkpoints)}); got {len(args.labels)}")
     bands = [_parse_band(b) for b in args.bands]
     set_cpu_threads(args.threads)
-    models, paths, reference = {}, {}, None
+    _, first, inputs, targets = classification_test_set(args.checkpoints[0])  # every run is tested on this set
+    task_key = (first["task"], first["task_options"], first["seed"])
+    models, paths = {}, {}
     for i, ckpt in enumerate(args.checkpoints):
-        path, record, inputs, targets = classification_test_set(ckpt)
-        key = (record["task"], json.dumps(record["task_options"], sort_keys=True), record["seed"])
-        if reference is not None and key != reference[0]:
-            raise ValueError(f"{ckpt} was trained on {key}, not on {reference[0]}: compare runs of one task")
-        reference = reference or (key, path, inputs, targets)
+        path, record = _training_record(ckpt)
+        if (record["task"], record["task_options"], record["seed"]) != task_key:
+            raise ValueError(f"{ckpt} was trained on {record}, {args.checkpoints[0]} on {first}: give runs of one task")
         parts = Path(path).parts
         label = args.labels[i] if args.labels else parts[-2 if parts[-1] in ("best", "last") else -1]
-        models[label] = torchssm.from_pretrained(path)
-        paths[label] = path
-    _, _, inputs, targets = reference
-    print(f"[robustness] {len(models)} models on {reference[0][0]} test ({len(inputs)} examples)", file=sys.stderr)
+        if label in models:
+            raise ValueError(f"two runs are named {label!r}: give --labels")
+        models[label], paths[label] = torchssm.from_pretrained(path), path
+    print(f"[robustness] {len(models)} models on {first['task']} test ({len(inputs)} examples)", file=sys.stderr)
     result = evaluate_robustness(
         models, inputs, targets, eps=args.eps, bands=bands, seed=args.seed, batch_size=args.batch_size
     )
-    result.update(task=reference[0][0], seed=args.seed, checkpoints=paths)
+    result.update(task=first["task"], seed=args.seed, checkpoints=paths)
     print(format_table(result))
     if args.json:
-        text = json.dumps(result, indent=1)
-        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text + "\n"))
+        text = json.dumps(result, indent=1) + "\n"
+
+        def write(tmp: str) -> None:
+            Path(tmp).write_text(text)
+
+        atomic_write(args.json, write)
         print(f"wrote {args.json}")
     if args.plot:
         print(f"wrote {plots.plot_robustness(args.plot, result)['path']}")
