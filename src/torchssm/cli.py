@@ -1,4 +1,5 @@
-"""``torchssm`` command line: train | eval | tasks | bench | plot | generate | export.
+"""``torchssm`` command line: train | eval | presets | tasks | bench | plot | length-eval | robustness | generate |
+export | vision | rl | timeseries | world | speech | transcribe | tokenizer | lm | theory (``torchssm --help``).
 
 Each group of commands lives next to the code it drives and exposes ``register(subparsers)``;
 this module only assembles them (nothing imports ``cli``).
@@ -24,13 +25,13 @@ _COMMAND_MODULES = (
     "torchssm.analysis.robustness",  # robustness (accuracy under Fourier-mode input noise)
     "torchssm.models.cli",  # generate
     "torchssm.models.export",  # export (ONNX)
-    "torchssm.vision.cli",  # vision (restore, cost, classify)
+    "torchssm.vision.cli",  # vision (restore, cost, classify, pretrain, longvq, video)
     "torchssm.rl.cli",  # rl (POPGym PPO, meta-RL)
     "torchssm.timeseries.cli",  # timeseries (HiSS / IMU, forecasting, irregular sampling)
     "torchssm.worldmodel.cli",  # world (S4WM world models on MiniGrid)
     "torchssm.audio.cli",  # transcribe, speech (synthetic speech, ASR, keyword spotting)
     "torchssm.lm.cli",  # tokenizer train, lm eval (language modelling on text)
-    "torchssm.theory.cli",  # theory (SSD duality, HiPPO bases, S4D-LegS convergence)
+    "torchssm.theory.cli",  # theory (SSD duality, HiPPO, S4D-LegS, selectivity, MQAR, Koopman, Granger)
 )
 
 
