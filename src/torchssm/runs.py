@@ -46,6 +46,13 @@ def find_checkpoint(path: PathLike) -> Path:
     return path
 
 
+def run_label(checkpoint: PathLike) -> str:
+    """A short name for a checkpoint in tables and plots: the run directory's name for ``<run>/best`` or
+    ``<run>/last``, else the checkpoint directory's own name."""
+    path = Path(checkpoint)
+    return path.parent.name if path.name in (BEST, LAST) else path.name
+
+
 def is_run_dir(path: PathLike) -> bool:
     """Whether ``path`` is a run directory (it holds ``metrics.jsonl`` or ``config.yaml``) rather
     than a checkpoint directory (which holds ``trainer_state.json``)."""

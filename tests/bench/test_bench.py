@@ -275,3 +275,12 @@ def test_is_oom_recognises_cuda_and_cpu_allocator_failures():
     )
     assert is_oom(MemoryError())
     assert not is_oom(RuntimeError("shape mismatch"))
+
+
+def test_training_record_of_a_missing_path_is_a_clear_error(tmp_path, capsys):
+    from torchssm.bench.extrapolation import training_record
+
+    with pytest.raises(FileNotFoundError, match="no training run or checkpoint at"):
+        training_record(tmp_path / "missing")
+    assert main(["bench", "extrapolation", "--checkpoint", str(tmp_path / "missing"), "--task", "aa_ab"]) == 2
+    assert "no training run or checkpoint at" in capsys.readouterr().err

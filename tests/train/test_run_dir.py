@@ -246,3 +246,12 @@ def test_lock_without_fcntl_uses_an_exclusive_file_and_the_pid(tmp_path, monkeyp
     lock = RunDirLock(tmp_path).acquire()
     assert lock.stale["pid"] == dead.pid and json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
     lock.release()
+
+
+def test_run_label_names_the_run_for_best_and_last():
+    from torchssm.runs import run_label
+
+    assert run_label(Path("runs/s4d/best")) == "s4d"
+    assert run_label("runs/s4d/last") == "s4d"
+    assert run_label("runs/s4d/checkpoints/epoch-000003") == "epoch-000003"
+    assert run_label("exported/lastly") == "lastly"  # only a whole 'best' / 'last' component counts

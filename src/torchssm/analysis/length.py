@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from torchssm.fileio import atomic_write
+from torchssm.runs import run_label
 
 FULL_MAX_LENGTH = 1 << 14  # attention is evaluated up to 2^14 (issue 15: "already hours here" beyond)
 
@@ -195,7 +196,7 @@ def run(args) -> int:
     seed = (record or {}).get("seed", 0)
     model = torchssm.from_pretrained(path)
     lengths = [1 << k for k in range(args.min_log2, args.max_log2 + 1)]
-    label = args.label or path.rstrip("/").split("/")[-2 if path.rstrip("/").endswith(("best", "last")) else -1]
+    label = args.label or run_label(path)
     print(f"[length-eval] {label}: {path} on {task}, lengths 2^{args.min_log2}..2^{args.max_log2}", file=sys.stderr)
 
     def save(rows):

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from torchssm.fileio import atomic_write
+from torchssm.runs import run_label
 
 DEFAULT_EPS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
 NAMED_BANDS = ("high", "low")
@@ -196,9 +197,7 @@ def classification_test_set(checkpoint: str) -> tuple[str, dict, torch.Tensor, t
 def _training_record(checkpoint: str) -> tuple[str, dict]:
     from torchssm.bench.extrapolation import training_record
 
-    if not Path(checkpoint).exists():
-        raise FileNotFoundError(f"no training run or checkpoint at {checkpoint}")
-    path, record = training_record(checkpoint)
+    path, record = training_record(checkpoint)  # a missing path raises FileNotFoundError
     if record is None:
         raise ValueError(f"{checkpoint} holds no training record (task, options): give a `torchssm train` run")
     return path, record
@@ -220,8 +219,7 @@ def run(args) -> int:
         path, record = _training_record(ckpt)
         if (record["task"], record["task_options"], record["seed"]) != task_key:
             raise ValueError(f"{ckpt} was trained on {record}, {args.checkpoints[0]} on {first}: give runs of one task")
-        parts = Path(path).parts
-        label = args.labels[i] if args.labels else parts[-2 if parts[-1] in ("best", "last") else -1]
+        label = args.labels[i] if args.labels else run_label(path)
         if label in models:
             raise ValueError(f"two runs are named {label!r}: give --labels")
         models[label], paths[label] = torchssm.from_pretrained(path), path

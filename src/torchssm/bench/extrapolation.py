@@ -77,10 +77,13 @@ def evaluate_lengths(
 
 
 def training_record(checkpoint) -> tuple[str, dict | None]:
-    """(checkpoint directory, training's {"task", "task_options", "seed"} or None if not a training run)."""
+    """(checkpoint directory, training's {"task", "task_options", "seed"} or None if not a training run).
+    A path that does not exist raises FileNotFoundError."""
     from torchssm.train.checkpoint import SIDECAR, read_checkpoint_state
     from torchssm.train.cli import find_checkpoint
 
+    if not Path(checkpoint).exists():
+        raise FileNotFoundError(f"no training run or checkpoint at {checkpoint}")
     path = find_checkpoint(checkpoint)
     if not (Path(path) / SIDECAR).exists():
         return str(path), None
