@@ -1,5 +1,8 @@
 """The diagonal SSM bases shared by S4, S4D, DSS and S5 (and LRU's complex dtype rule).
 
+    complex_input     B x for real x and complex B, as one real GEMM (S5, LRU)
+    complex_readout   s Re(C h) for complex h and C, as one real GEMM (S5, LRU)
+
     ChannelStateSSM   H single-input single-output SSMs with m complex states each: state (b, H, m),
                       skip D (H,), readout C (and C2 when bidirectional), the two-sided convolution
     DiagonalConvSSM   convolution-mode diagonal SSM (S4D, DSS): a subclass gives (dt A, B_bar, C)
@@ -60,6 +63,29 @@ def check_d_state(layer: str, d_state: object, conj_sym: bool = True) -> None:
 def complex_param(z: torch.Tensor) -> nn.Parameter:
     """A complex tensor stored as a real (..., 2) parameter (optimizers and weight decay see reals)."""
     return nn.Parameter(torch.view_as_real(z.to(torch.complex64)).clone())
+
+
+def complex_input(x: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """B x for x (..., H) real and B (m, H) complex: (..., m) complex, as one real GEMM.
+
+    The weight is B interleaved (re, im) as (H, 2m), so the GEMM's output already has the memory layout
+    of a complex tensor: no complex cast of x, no complex GEMM, no copy to assemble re + i im.
+    """
+    m = B.shape[0]
+    w = torch.view_as_real(B).transpose(0, 1).reshape(-1, 2 * m)  # (H, 2m): [re_0, im_0, re_1, ...]
+    return torch.view_as_complex((x.to(w.dtype) @ w).unflatten(-1, (m, 2)))  # (..., m)
+
+
+def complex_readout(h: torch.Tensor, C_re: torch.Tensor, C_im: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """s Re(C h) = s (C_re h_re - C_im h_im) for h (..., m) complex and C = C_re + i C_im (H, m): (..., H) real.
+
+    One real GEMM of view_as_real(h) (..., 2m) against the interleaved weight s [C_re, -C_im] (H, 2m);
+    the scale s (2 with conjugate symmetry) is folded into the weight, not applied to the output.
+    """
+    w = torch.stack([C_re, -C_im], dim=-1)  # (H, m, 2), interleaved like view_as_real(h)
+    if scale != 1.0:
+        w = w * scale
+    return torch.view_as_real(h).flatten(-2) @ w.flatten(-2).T  # (..., H)
 
 
 class ChannelStateSSM(SSMLayer):
@@ -175,4 +201,12 @@ class DiagonalConvSSM(ChannelStateSSM):
         return y.to(x_t.dtype), h.to(state.dtype)
 
 
-__all__ = ["ChannelStateSSM", "DiagonalConvSSM", "check_d_state", "complex_dtype", "complex_param"]
+__all__ = [
+    "ChannelStateSSM",
+    "DiagonalConvSSM",
+    "check_d_state",
+    "complex_dtype",
+    "complex_input",
+    "complex_param",
+    "complex_readout",
+]

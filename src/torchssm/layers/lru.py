@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepOutput, check_lengths
-from torchssm.layers.diagonal import complex_dtype
+from torchssm.layers.diagonal import complex_dtype, complex_input, complex_readout
 from torchssm.layers.init import lru_ring_init
 from torchssm.ops.backend import check_backend_name
 from torchssm.ops.scan.lru import lru_lambda, lru_scan
@@ -120,23 +120,6 @@ class LRU(SSMLayer):
         gamma = torch.exp(self.gamma_log)[:, None]  # (n, 1)
         return torch.complex(self.B_re * gamma, self.B_im * gamma)  # (n, h)
 
-    @staticmethod
-    def _input(x: torch.Tensor, B_norm: torch.Tensor) -> torch.Tensor:
-        """gamma * B x for x (..., h) real: (..., n) complex.
-
-        One real GEMM against the interleaved (re, im) weight (h, 2n), whose output is already the
-        memory layout of a complex tensor: no complex GEMM, no copy to assemble re + i im.
-        """
-        n = B_norm.shape[0]
-        w = torch.view_as_real(B_norm).transpose(0, 1).reshape(-1, 2 * n)  # (h, 2n): [re_0, im_0, re_1, ...]
-        return torch.view_as_complex((x @ w).unflatten(-1, (n, 2)))  # (..., n)
-
-    @staticmethod
-    def _readout(h: torch.Tensor, C_re: torch.Tensor, C_im: torch.Tensor) -> torch.Tensor:
-        """Re(C h) = C_re h_re - C_im h_im for h (..., n) complex: (..., h) real, as one real GEMM."""
-        w = torch.stack([C_re, -C_im], dim=-1).flatten(-2)  # (h, 2n), interleaved like view_as_real(h)
-        return torch.view_as_real(h).flatten(-2) @ w.T
-
     # --- contract --------------------------------------------------------------------------------------
     def init_state(self, batch: int, device: Device = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Zero state (b, n), complex64 for float32 parameters, complex128 for float64."""
@@ -167,7 +150,7 @@ class LRU(SSMLayer):
             raise ValueError("a bidirectional LRU carries no state: call it with state=None, return_state=False")
         xp = x.to(self.nu_log.dtype)  # (b, l, h): params' dtype (bf16 has no complex type)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            bu = self._input(xp, self._normalised_B())  # (b, l, n) complex, gamma folded into B
+            bu = complex_input(xp, self._normalised_B())  # (b, l, n) complex, gamma folded into B
 
             def scan(h0: torch.Tensor | None, reverse: bool, reset_: torch.Tensor | None) -> torch.Tensor:
                 return lru_scan(
@@ -175,7 +158,7 @@ class LRU(SSMLayer):
                 )
 
             h = scan(state, False, reset)  # (b, l, n)
-            y = self._readout(h, self.C_re, self.C_im) + self.D * xp  # (b, l, h)
+            y = complex_readout(h, self.C_re, self.C_im) + self.D * xp  # (b, l, h)
             if self.bidirectional:
                 # reversed scan: state before step t is zeroed where a new episode starts at t + 1
                 # (reset) and at each sequence's last valid step (lengths), so nothing flows backward
@@ -188,7 +171,7 @@ class LRU(SSMLayer):
                     at_end = lengths_to_reset(lengths.to(x.device), length)
                     rev_reset = at_end if rev_reset is None else rev_reset | at_end
                 g = scan(None, True, rev_reset)  # (b, l, n)
-                y = y + self._readout(g, self.C2_re, self.C2_im)
+                y = y + complex_readout(g, self.C2_re, self.C2_im)
         y = y.to(x.dtype)
         if not return_state:
             return y
@@ -203,8 +186,8 @@ class LRU(SSMLayer):
         lam = lru_lambda(self.nu_log, self.theta_log)  # (n,)
         xp = x_t.to(self.nu_log.dtype)  # (b, h)
         with torch.autocast(device_type=x_t.device.type, enabled=False):
-            new_state = lam * state + self._input(xp, self._normalised_B())  # (b, n)
-            y_t = self._readout(new_state, self.C_re, self.C_im) + self.D * xp  # (b, h)
+            new_state = lam * state + complex_input(xp, self._normalised_B())  # (b, n)
+            y_t = complex_readout(new_state, self.C_re, self.C_im) + self.D * xp  # (b, h)
         return y_t.to(x_t.dtype), new_state
 
     # --- introspection ---------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepOutput
-from torchssm.layers.diagonal import complex_dtype, complex_param
+from torchssm.layers.diagonal import complex_dtype, complex_input, complex_param, complex_readout
 from torchssm.layers.discretize import discretize_diag
 from torchssm.layers.init import block_hippo_n_init, lecun_normal, log_uniform_dt, ptd_init
 from torchssm.ops.scan import linear_scan
@@ -163,23 +163,10 @@ class S5(SSMLayer):
         )
         return lam_bar[..., 0], B_bar  # (..., m), (..., m, H)
 
-    @staticmethod
-    def _input(x: torch.Tensor, B_bar: torch.Tensor) -> torch.Tensor:
-        """B_bar x for x (..., H) real and B_bar (m, H) complex: (..., m) complex, as one real GEMM.
-
-        The weight is B_bar interleaved (re, im) as (H, 2m), so the GEMM's output already has the memory
-        layout of a complex tensor (as ``LRU._input``): no complex cast of x, no complex GEMM.
-        """
-        m = B_bar.shape[0]
-        w = torch.view_as_real(B_bar).transpose(0, 1).reshape(-1, 2 * m)  # (H, 2m): [re_0, im_0, re_1, ...]
-        return torch.view_as_complex((x.to(w.dtype) @ w).unflatten(-1, (m, 2)))  # (..., m)
-
     def _readout(self, h: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-        """s Re(C~ h) = s (C_re h_re - C_im h_im) for h (..., m) complex: (..., H) real, as one real GEMM
-        of view_as_real(h) (..., 2m) against C (H, m, 2) with its imaginary half negated (and s folded in)."""
-        scale = 2.0 if self.conj_sym else 1.0
-        w = (C * C.new_tensor([scale, -scale])).flatten(-2)  # (H, 2m), interleaved like view_as_real(h)
-        return torch.view_as_real(h).flatten(-2) @ w.T  # (..., H)
+        """s Re(C~ h) for h (..., m) complex and the readout C (H, m, 2): (..., H) real, s = 2 with
+        conjugate symmetry (the implied conjugate half of the state, [S5] App. B.1.1), else 1."""
+        return complex_readout(h, C[..., 0], C[..., 1], scale=2.0 if self.conj_sym else 1.0)
 
     def init_state(self, batch: int, device: Device = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Zero state (b, m): complex64 for float32 parameters, complex128 for float64."""
@@ -208,7 +195,7 @@ class S5(SSMLayer):
             raise ValueError("a bidirectional S5 carries no state: call it with state=None, return_state=False")
         lam_bar, B_bar = self._ssm_params(timescale)  # (m,) | (b, l, m);  (m, H) | (b, l, m, H)
         if timescale is None:
-            Bu = self._input(x, B_bar)  # (b, l, m)
+            Bu = complex_input(x, B_bar)  # (b, l, m)
         else:
             Bu = (B_bar @ x.to(B_bar.dtype)[..., None])[..., 0]  # (b, l, m)
         h = linear_scan(lam_bar, Bu, state)  # (b, l, m)
@@ -226,7 +213,7 @@ class S5(SSMLayer):
         self._check_timescale(timescale, x_t.shape[:1])
         lam_bar, B_bar = self._ssm_params(timescale)
         Bu = (
-            self._input(x_t, B_bar) if timescale is None else (B_bar @ x_t.to(B_bar.dtype)[..., None])[..., 0]
+            complex_input(x_t, B_bar) if timescale is None else (B_bar @ x_t.to(B_bar.dtype)[..., None])[..., 0]
         )  # (b, m)
         h = lam_bar * state + Bu
         y = self._readout(h, self.C) + self.D * x_t
