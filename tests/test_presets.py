@@ -31,6 +31,10 @@ def test_preset_lookup_errors(tmp_path):
         preset_path(str(tmp_path / "a" / "x.yaml"), tmp_path / "b")
     with pytest.raises(ValueError, match="non-empty string"):
         preset_path(" ", tmp_path)
+    assert list_presets(tmp_path, recursive=False) == ["top"]  # an area's own presets, not its sub-folders
+    with pytest.raises(ValueError, match=r"unknown preset 'x'"):
+        preset_path("x", tmp_path, recursive=False)  # the unique-file-name match stays within the folder
+    assert preset_path("x", tmp_path / "a") == tmp_path / "a" / "x.yaml"  # an area's root
     assert describe("a/x", tmp_path) == "adding | x"
     assert describe("top", tmp_path).startswith("(not valid YAML")
 

@@ -36,23 +36,26 @@ def other_command(name: str) -> str | None:
     return next((cmd for pattern, cmd in OTHER_COMMANDS.items() if fnmatch.fnmatchcase(name, pattern)), None)
 
 
-def list_presets(root: str | os.PathLike = PRESET_DIR) -> list[str]:
+def list_presets(root: str | os.PathLike = PRESET_DIR, *, recursive: bool = True) -> list[str]:
     """Every preset name under ``root`` (sub-folders included), sorted: ``["lra/image_lru", ..., "mnist1d_lru"]``.
-    Hidden or private files and folders (``.x.yaml``, ``_draft/``) are not presets."""
+    Hidden or private files and folders (``.x.yaml``, ``_draft/``) are not presets. An area's own presets are
+    ``list_presets(PRESET_DIR / "vision")``; ``recursive=False`` leaves out its sub-folders (``rl/models/``)."""
     root = Path(root)
-    found = (p.relative_to(root) for p in root.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+    candidates = root.rglob("*") if recursive else root.glob("*")
+    found = (p.relative_to(root) for p in candidates if p.suffix in SUFFIXES and p.is_file())
     public = (rel for rel in found if not any(part.startswith((".", "_")) for part in rel.parts))
     return sorted(rel.with_suffix("").as_posix() for rel in public)
 
 
-def preset_path(name: str, root: str | os.PathLike = PRESET_DIR) -> Path:
+def preset_path(name: str, root: str | os.PathLike = PRESET_DIR, *, recursive: bool = True) -> Path:
     """The file of preset ``name``: ``"mnist1d_lru"``, ``"lra/listops_s4d"`` (``.yaml`` optional), or a file
-    name found in exactly one sub-folder (``"listops_s4d"``). Unknown or ambiguous names raise ValueError."""
+    name found in exactly one sub-folder (``"listops_s4d"``). Unknown or ambiguous names raise ValueError.
+    ``root`` and ``recursive`` choose the presets searched, as in :func:`list_presets`."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"a preset name must be a non-empty string like 'mnist1d_lru', got {name!r}")
     root = Path(root)
     key = name.strip().removesuffix(".yaml").removesuffix(".yml")
-    names = list_presets(root)
+    names = list_presets(root, recursive=recursive)
     if key in names:
         return _file(root, key)
     by_file = [n for n in names if n.rsplit("/", 1)[-1] == key]

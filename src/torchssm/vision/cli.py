@@ -8,19 +8,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-PRESETS = Path(__file__).resolve().parent.parent / "presets" / "vision"
-
 
 def load_preset(name_or_path) -> dict:
-    """A preset by name (presets/vision/<name>.yaml) or by path."""
+    """A preset by name (presets/vision/<name>.yaml, found by :func:`torchssm.presets.preset_path`) or a YAML path."""
     import yaml
 
+    from torchssm.presets import PRESET_DIR, list_presets, preset_path
+
+    vision = PRESET_DIR / "vision"
     path = Path(name_or_path)
-    if not path.suffix:
-        path = PRESETS / f"{name_or_path}.yaml"
-    if not path.exists():
-        names = sorted(p.stem for p in PRESETS.glob("*.yaml"))
-        raise FileNotFoundError(f"no vision preset {name_or_path!r}; expected a YAML path or one of {names}")
+    if not (path.suffix and path.is_file()):
+        try:
+            path = preset_path(str(name_or_path), vision)
+        except ValueError:
+            names = list_presets(vision)
+            raise FileNotFoundError(
+                f"no vision preset {name_or_path!r}; expected a YAML path or one of {names}"
+            ) from None
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a YAML mapping")
