@@ -1,16 +1,18 @@
-"""``torchssm rl``: envs | presets | train | eval | table | bench | meta-eval.
+"""``torchssm rl``: envs | presets | train | eval | table | bench | meta-eval | meta-plot.
 
 torchssm rl envs                                     # the POPGym environments
 torchssm rl train --preset repeat_previous_easy --model lru --out runs/rl/rpe_lru [--set ppo.lr=1e-3] [--resume]
 torchssm rl eval --checkpoint runs/rl/rpe_lru [--episodes 100]
 torchssm rl bench --lengths 256 1024 4096 --out bench.json --plot bench.png
-torchssm rl meta-eval --checkpoint runs/rl/meta_lru --trials 100 --plot meta.png
+torchssm rl meta-eval --checkpoint runs/rl/meta_s0 runs/rl/meta_s1 --trials 100 --out m.json --plot meta.png
+torchssm rl meta-plot train.json heldout.json ablation.json --labels train held-out ablation --out meta.png
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def _run_envs(args) -> int:
@@ -84,19 +86,31 @@ def _run_bench(args) -> int:
 
 
 def _run_meta_eval(args) -> int:
-    from torchssm.rl.meta import evaluate_meta, plot_meta
+    from torchssm.fileio import atomic_write
+    from torchssm.rl.meta import evaluate_meta, plot_meta, pool_results
 
-    result = evaluate_meta(
-        args.checkpoint,
-        trials=args.trials,
-        heldout=args.heldout,
-        seed=args.seed,
-        reset_each_episode=args.reset_each_episode,
-        out=args.out,
-    )
-    print(json.dumps({k: v for k, v in result.items() if k != "returns"}))
+    kwargs = dict(trials=args.trials, heldout=args.heldout, seed=args.seed, reset_each_episode=args.reset_each_episode)
+    results = [evaluate_meta(ckpt, **kwargs) for ckpt in args.checkpoint]
+    result = results[0] if len(results) == 1 else pool_results(results)
+    for res in results if len(results) > 1 else []:
+        print(json.dumps({k: res[k] for k in ("checkpoint", "mean_per_episode", "last_minus_first", "ci95")}))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("returns", "per_run")}))
+    if args.out:
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(result)))
     if args.plot:
         plot_meta([result], args.plot)
+    return 0
+
+
+def _run_meta_plot(args) -> int:
+    from torchssm.rl.meta import plot_meta
+
+    results = []
+    for path in map(Path, args.results):
+        if not path.is_file():
+            raise FileNotFoundError(f"no meta-eval result at {path} (write one with torchssm rl meta-eval --out)")
+        results.append(json.loads(path.read_text()))
+    print(plot_meta(results, args.out, labels=args.labels))
     return 0
 
 
@@ -156,8 +170,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run_bench)
 
     p = sub.add_parser("meta-eval", help="return per episode index within meta-RL trials")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--trials", type=int, default=100)
+    p.add_argument("--checkpoint", required=True, nargs="+", help="run(s); several (e.g. seeds) are pooled")
+    p.add_argument("--trials", type=int, default=100, help="fresh trials per checkpoint")
     p.add_argument("--heldout", action="store_true", help="the held-out environments")
     p.add_argument(
         "--reset-each-episode",
@@ -168,6 +182,12 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="JSON results file")
     p.add_argument("--plot", help="figure of return vs episode index")
     p.set_defaults(func=_run_meta_eval)
+
+    p = sub.add_parser("meta-plot", help="overlay meta-eval results: return vs episode index within a trial")
+    p.add_argument("results", nargs="+", help="JSON files of torchssm rl meta-eval --out")
+    p.add_argument("--labels", nargs="+", help="one legend label per result")
+    p.add_argument("--out", required=True, help="figure path (.png/.svg)")
+    p.set_defaults(func=_run_meta_plot)
 
 
 def main(argv=None) -> int:  # pragma: no cover - convenience

@@ -92,20 +92,25 @@ class ActionSpec:
 def make_env(name: str, memory_wrappers: bool = True, **kwargs):
     """One POPGym environment by class name, wrapped as in the module docstring (gymnasium API).
 
-    ``kwargs`` go to the environment's constructor (e.g. ``RepeatPrevious(num_decks=1, k=4)``).
-    ``memory_wrappers=False`` leaves out PreviousAction and Antialias (the meta-RL task adds its own).
+    ``name``: a registered level (``RepeatPreviousEasy``) or a base class (``RepeatPrevious``,
+    ``MultiarmedBandit``: ``popgym.envs.ALL_BASE``), whose constructor takes ``kwargs`` (e.g.
+    ``make_env("RepeatPrevious", num_decks=1, k=4)``). ``memory_wrappers=False`` leaves out
+    PreviousAction and Antialias (the meta-RL task adds its own).
     """
     from popgym.wrappers import Antialias, DiscreteAction, Flatten, PreviousAction
 
     popgym_envs = _popgym_envs()
-    classes = {cls.__name__: cls for cls in popgym_envs.ALL}
+    classes = {cls.__name__: cls for cls in (*popgym_envs.ALL, *popgym_envs.ALL_BASE)}
     if not isinstance(name, str) or name not in classes:
         close = difflib.get_close_matches(str(name), list(classes), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ValueError(f"unknown POPGym environment {name!r}{hint}; run `torchssm rl envs` for the list")
     from gymnasium import spaces
 
-    env = classes[name](**kwargs)
+    try:
+        env = classes[name](**kwargs)
+    except TypeError as err:
+        raise TypeError(f"{name}: bad constructor arguments {kwargs}: {err}") from None
     env = Flatten(Antialias(PreviousAction(env)) if memory_wrappers else env)
     if isinstance(env.action_space, spaces.MultiDiscrete):
         env = DiscreteAction(env)
