@@ -57,3 +57,18 @@ def test_fused_step_chained_equals_reference_over_many_tokens():
         y2, *s_ref = mamba_step_naive(xz, *s_ref, *args[3:])
         torch.testing.assert_close(y1, y2)
     torch.testing.assert_close(s_fused[1], s_ref[1])
+
+
+def test_reference_runs_conv_in_the_parameter_dtype_and_the_recurrence_in_the_state_dtype():
+    """Mamba.step_function's path for bf16 parameters: conv / x_proj in bf16, the state update in float32."""
+    args = list(_inputs(torch.float64, seed=3))
+    for i in (0, 1, 3, 4, 5):  # xz, conv_state, w, conv_bias, wx_t: the parameter dtype
+        args[i] = args[i].to(torch.bfloat16)
+    for i in (2, 6, 7, 8, 9):  # h, w_dt_t, b_dt, A, D: the state dtype
+        args[i] = args[i].to(torch.float32)
+    y, conv_state, h = mamba_step_naive(*args)
+    assert (y.dtype, conv_state.dtype, h.dtype) == (torch.float32, torch.bfloat16, torch.float32)
+    y64, conv64, h64 = mamba_step_naive(*(a.double() for a in args))  # the same (rounded) inputs in float64
+    torch.testing.assert_close(conv_state.double(), conv64)
+    torch.testing.assert_close(h.double(), h64, atol=0.05, rtol=0.02)  # bf16 conv / x_proj, float32 after
+    torch.testing.assert_close(y.double(), y64, atol=0.05, rtol=0.02)

@@ -42,7 +42,7 @@ from torchssm.layers.conv_ssm import (
 )
 from torchssm.layers.init import dt_bias_init
 from torchssm.ops.selective import selective_scan
-from torchssm.ops.selective.step import mamba_step_cpu
+from torchssm.ops.selective.step import mamba_step_cpu, mamba_step_naive
 from torchssm.ops.shortconv import causal_conv1d
 
 
@@ -157,7 +157,8 @@ class Mamba(ConvSSMLayer):
         the selective scan's recurrence (``selective_scan_naive``) for one step. For CPU inference in float32/64
         (no gradients, no autocast, not under ``torch.compile``) everything between in_proj and out_proj is one
         numba call, :func:`torchssm.ops.selective.step.mamba_step_cpu` (same math; a 4-layer d_model-256 LM's
-        token takes ~0.7x the CPU time it takes with the PyTorch ops below, BENCHMARKS.md); else those ops run."""
+        token takes ~0.7x the CPU time it takes with PyTorch ops, BENCHMARKS.md); else its differentiable reference
+        :func:`~torchssm.ops.selective.step.mamba_step_naive` (the same PyTorch ops as before that kernel)."""
         sdt = ssm_state_dtype(self._param_dtype())
         pdt = self.in_proj.weight.dtype
         w = self.conv1d.weight[:, 0]  # (d, W)
@@ -165,29 +166,20 @@ class Mamba(ConvSSMLayer):
         A = decay_rate(self.A_log).to(sdt)  # (d, n)
         w_dt_t, b_dt = self.dt_proj.weight.t().to(sdt).contiguous(), self.dt_proj.bias.to(sdt)  # (r, d), (d,)
         D = self.D.to(sdt)
-        in_proj, x_proj, out_proj = (transposed_linear(m) for m in (self.in_proj, self.x_proj, self.out_proj))
-        split = [self.dt_rank, self.d_state, self.d_state]
+        in_proj, out_proj = transposed_linear(self.in_proj), transposed_linear(self.out_proj)
+        weights = (w, conv_bias, self.x_proj.weight.t().contiguous(), w_dt_t, b_dt, A, D)  # x_proj: no bias
         fused = w.device.type == "cpu" and pdt == sdt and pdt in (torch.float32, torch.float64)
-        weights = (w, conv_bias, self.x_proj.weight.t().contiguous(), w_dt_t, b_dt, A, D) if fused else ()
 
         # Per token: no input checks (the conv buffer's dtype is the parameters', checked once by the caller), one
-        # test of the grad / autocast / compile mode for the fused kernel; else one op per line, no casts beyond
-        # the two the dtypes need (a no-op ``.to`` in float32).
+        # test of the grad / autocast / compile mode for the fused kernel, else its differentiable reference
+        # (conv and x_proj in the parameter dtype, the recurrence in the state dtype).
         def step(x_t: torch.Tensor, state: MambaState) -> StepOutput:
             conv_state, h = state  # (b, d, W-1) parameter dtype, (b, d, n) state dtype
-            if fused and not (
+            use_fused = fused and not (
                 torch.is_grad_enabled() or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()
-            ):
-                y, conv_state, h = mamba_step_cpu(in_proj(x_t.to(pdt)), conv_state, h, *weights)
-                return out_proj(y).to(x_t.dtype), (conv_state, h)
-            x, z = in_proj(x_t.to(pdt)).chunk(2, dim=-1)  # (b, d) each
-            window = torch.cat((conv_state, x.unsqueeze(-1)), dim=-1)  # (b, d, W): the conv's causal window
-            x = F.silu(torch.linalg.vecdot(window, w) + conv_bias)  # (b, d): one-token depthwise conv
-            dt, B, C = x_proj(x).to(sdt).split(split, dim=-1)  # (b, r), (b, n), (b, n)
-            dt = F.softplus(torch.addmm(b_dt, dt, w_dt_t))  # (b, d)
-            x = x.to(sdt)
-            h = torch.addcmul((dt * x).unsqueeze(-1) * B.unsqueeze(1), torch.exp(dt.unsqueeze(-1) * A), h)
-            y = torch.addcmul(torch.bmm(h, C.unsqueeze(-1)).squeeze(-1), x, D).mul_(F.silu(z.to(sdt)))  # (b, d)
-            return out_proj(y.to(pdt)).to(x_t.dtype), (window[..., 1:], h)
+            )
+            step_op = mamba_step_cpu if use_fused else mamba_step_naive
+            y, conv_state, h = step_op(in_proj(x_t.to(pdt)), conv_state, h, *weights)  # y (b, d) state dtype
+            return out_proj(y.to(pdt)).to(x_t.dtype), (conv_state, h)
 
         return step

@@ -15,8 +15,8 @@ size, r dt rank, xz = in_proj(u) (b, 2d):
 the vectorisable polynomials of ``ops/selective/cpu.py``, float64 by libm), replacing ~25 small PyTorch ops
 per layer and token: at d_model 256, batch 1, 1 thread, a Mamba layer's one-token step took 100 us instead
 of 133 us, and a 4-layer LM's token 0.70x the CPU time (BENCHMARKS.md, 2026-12-05). No autograd: for
-inference only (``Mamba.step_function`` keeps the PyTorch ops when gradients are on).
-:func:`mamba_step_naive` is the reference with the same signature (tests compare both in float64).
+inference only. :func:`mamba_step_naive` is the reference with the same signature (tests compare both in
+float64), and ``Mamba.step_function`` runs it when gradients, autocast or torch.compile are on.
 """
 
 from __future__ import annotations
@@ -120,15 +120,22 @@ def mamba_step_naive(
     A: torch.Tensor,
     D: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Reference of :func:`mamba_step_cpu` (same signature and math, plain PyTorch, differentiable)."""
+    """Reference of :func:`mamba_step_cpu` (same signature and math, plain PyTorch, differentiable), and the path
+    ``Mamba.step_function`` takes where the fused kernel cannot (gradients, autocast, torch.compile, GPU, bf16).
+
+    Mixed dtypes are allowed here: the short conv and the x_proj run in xz's dtype (the parameters'), the
+    recurrence in h's (the state dtype: float32 for bf16 / fp16 parameters), and y (b, d) comes back in h's.
+    Fused PyTorch ops (addmm, addcmul, bmm) keep a token to few kernels; the comments give the math."""
     n = h.shape[-1]
     x, z = xz.chunk(2, dim=-1)  # (b, d) each
-    window = torch.cat((conv_state, x.unsqueeze(-1)), dim=-1)  # (b, d, W)
-    x = F.silu((window * w).sum(-1) + conv_bias)
-    dt, B, C = torch.split(x @ wx_t, [w_dt_t.shape[0], n, n], dim=-1)
-    dt = F.softplus(dt @ w_dt_t + b_dt)  # (b, d)
-    h = torch.exp(dt[:, :, None] * A) * h + (dt * x)[:, :, None] * B[:, None, :]  # (b, d, n)
-    y = ((h * C[:, None, :]).sum(-1) + D * x) * F.silu(z)
+    window = torch.cat((conv_state, x.unsqueeze(-1)), dim=-1)  # (b, d, W): the conv's causal window
+    x = F.silu(torch.linalg.vecdot(window, w) + conv_bias)  # (b, d): one-token depthwise conv, sum_k w_k window_k
+    dt, B, C = (x @ wx_t).to(h.dtype).split([w_dt_t.shape[0], n, n], dim=-1)  # (b, r), (b, n), (b, n)
+    dt = F.softplus(torch.addmm(b_dt, dt, w_dt_t))  # (b, d): softplus(dt w_dt + b_dt)
+    x = x.to(h.dtype)
+    # h = exp(dt A) h + (dt x) B  (b, d, n);  y = (C h + D x) silu(z)  (b, d)
+    h = torch.addcmul((dt * x).unsqueeze(-1) * B.unsqueeze(1), torch.exp(dt.unsqueeze(-1) * A), h)
+    y = torch.addcmul(torch.bmm(h, C.unsqueeze(-1)).squeeze(-1), x, D).mul_(F.silu(z.to(h.dtype)))
     return y, window[..., 1:], h
 
 
