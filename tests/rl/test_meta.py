@@ -144,6 +144,9 @@ def test_continuous_actions_projected_per_trial():
     assert all(np.array_equal(t.A, b) for t, b in zip(env._trials, before))
     with pytest.raises(ValueError, match=r"expected \(2, 3\) float actions"):
         env.step(np.zeros(2, dtype=np.int64))
+    policy = RecurrentActorCritic(env.obs_dim, env.action_spec, "lru", d_model=4, hidden=4)  # a Normal head
+    rollout = RolloutCollector(env, policy).collect(5)
+    assert rollout.actions.shape == (2, 5, 3) and torch.isfinite(rollout.log_probs).all()
 
 
 def test_heldout_envs_and_bad_configs():
