@@ -8,7 +8,7 @@ A *trial* is ``episodes_per_trial`` episodes in a row of one environment seen th
 * the environment is drawn uniformly from ``train_envs`` (``heldout_envs`` for the out-of-distribution
   evaluation), new per trial. An entry is a POPGym class name (``"PositionOnlyCartPoleEasy"``) or a
   mapping ``{name: <class>, <constructor argument>: <value>, ...}`` (``{name: MultiarmedBandit,
-  num_bandits: 4, episode_length: 8}``), so short episodes can be configured;
+  num_bandits: 4, episode_length: 5}``), so short episodes can be configured;
 * observations: the flattened observation o (d_env,) is mapped to Q o, Q (obs_dim, d_env) with orthonormal
   columns (QR of a Gaussian matrix), new per trial and fixed within it. popjaxrl
   (``envs/environments/meta_cartpole.py`` at commit 12e5d42, ``MetaAugNetwork``) maps o by a Dense layer
@@ -77,10 +77,10 @@ def env_entry(entry: EnvEntry) -> tuple[str, str, dict[str, Any]]:
 @dataclass
 class MetaConfig:
     train_envs: list[EnvEntry] = field(
-        default_factory=lambda: [{"name": "MultiarmedBandit", "num_bandits": 4, "episode_length": 8}]
+        default_factory=lambda: [{"name": "MultiarmedBandit", "num_bandits": 4, "episode_length": 5}]
     )
     heldout_envs: list[EnvEntry] = field(
-        default_factory=lambda: [{"name": "MultiarmedBandit", "num_bandits": 3, "episode_length": 12}]
+        default_factory=lambda: [{"name": "MultiarmedBandit", "num_bandits": 3, "episode_length": 6}]
     )
     episodes_per_trial: int = 4
     obs_dim: int = 16  # projected observation size (>= every env's flattened observation)
