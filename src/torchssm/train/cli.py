@@ -2,6 +2,7 @@
 
     torchssm train --preset mnist1d_lru [--set train.lr=1e-3 model.n_layers=4]   (or --config my.yaml)
                    [--out-dir runs/x] [--data-dir D] [--resume [CHECKPOINT]] [--overwrite] [--stop-after N]
+                   [--init-from CHECKPOINT]
                    [--device cpu|cuda|auto] [--tensorboard]
     torchssm eval --checkpoint runs/x/best [--split test] [--data-dir D]
 
@@ -12,7 +13,9 @@ the config may be omitted (the checkpoint's own is used). ``--resume RUN/last`` 
 another one. A run directory
 that already holds a run is refused unless ``--resume`` or ``--overwrite``; a run that cannot
 write (full disk, read-only directory) or finds its directory in use by another run stops with
-one line and exit status 1. ``eval`` accepts a checkpoint directory or a run directory (then
+one line and exit status 1. ``--init-from CHECKPOINT`` (``train.init_from``) starts a new run from
+another run's weights only (fresh optimizer, schedule and counters; the model config must match:
+:mod:`torchssm.train.init_from`). ``eval`` accepts a checkpoint directory or a run directory (then
 ``best``, else ``last``).
 """
 
@@ -78,6 +81,10 @@ def _run_train(args) -> int:
             cfg = load_config(base=saved_config(state["config"]), overrides=overrides)
     if cfg is None:
         raise ValueError("torchssm train needs --preset NAME or --config PATH (or --resume CHECKPOINT)")
+    if args.init_from is not None:
+        if resume is not None:
+            raise ValueError("--init-from starts a new run from a checkpoint's weights; --resume continues a run")
+        cfg.train.init_from = str(args.init_from)
     if args.out_dir:
         cfg.train.out_dir = str(args.out_dir)
     elif resume is not None:
@@ -173,6 +180,13 @@ def register(subparsers) -> None:
         default=None,
         metavar="CHECKPOINT",
         help="continue from a checkpoint (default: <out_dir>/last), bit-for-bit",
+    )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="CHECKPOINT",
+        help="start from these weights (a checkpoint, or a run directory: its best), with a fresh optimizer "
+        "and schedule; the model config must match (train.init_from)",
     )
     p.add_argument("--data-dir", default=None, help=_DATA_DIR_HELP)
     p.add_argument("--out-dir", default=None, help="where metrics and checkpoints go (overrides train.out_dir)")

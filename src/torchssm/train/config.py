@@ -74,6 +74,8 @@ class TrainConfig:
     tbptt_chunk: int = 0  # truncated BPTT: back-propagate through chunks of this many steps (0: full BPTT)
     fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
     tensorboard: bool = False  # also write metrics.jsonl's scalars to <out_dir>/tensorboard (needs `tensorboard`)
+    # a checkpoint or run directory whose weights (only) start this run: a curriculum's next stage (train/init_from.py)
+    init_from: str = ""
 
     def __post_init__(self):
         if self.epochs < 1:

@@ -3,7 +3,8 @@
 One run (``train(cfg)``):
 
 1. seed python/numpy/torch; build the task (``data.build_task``) and the model
-   (``models.build_model``, d_input/d_output from the task's TaskInfo);
+   (``models.build_model``, d_input/d_output from the task's TaskInfo); with ``train.init_from``
+   its weights are then another run's (:mod:`torchssm.train.init_from`: a curriculum's next stage);
 2. AdamW with the layers' parameter groups (:mod:`torchssm.train.optim`), warm-up + cosine per
    step (:mod:`torchssm.train.schedule`), optional global-norm gradient clipping;
 3. each epoch: batches in a seeded order that depends only on (seed, epoch), a tqdm bar with the
@@ -59,6 +60,7 @@ from torchssm.train.checkpoint import OPTIMIZER, load_checkpoint, read_checkpoin
 from torchssm.train.config import ExperimentConfig, model_config_for_task, saved_config
 from torchssm.train.epoch import Progress, Run, evaluate_epoch, train_epoch, write_epoch
 from torchssm.train.guard import NonFiniteGuard, TrainingDiverged
+from torchssm.train.init_from import load_initial_weights
 from torchssm.train.losses import batch_to as _to
 from torchssm.train.losses import evaluate, loss_and_correct
 from torchssm.train.losses import forward_batch as _forward
@@ -94,6 +96,7 @@ RUNTIME_KEYS = {
     "keep_checkpoints",
     "compile",
     "tensorboard",
+    "init_from",  # only the first start reads it: a resumed run's weights come from its checkpoint
 }
 
 
@@ -225,7 +228,7 @@ def _train(
     cfg, data_dir, resume, source_run, resuming_here, overwrite, stop_after_epochs, task, model_builder, log, ctx
 ) -> RunResult:
     t_start = time.perf_counter()
-    run = set_up(cfg, data_dir, task, model_builder, ctx)
+    run = set_up(cfg, data_dir, task, model_builder, ctx, resuming=resume is not None, log=log)
     progress = resume_run(run, resume, source_run, log) if resume is not None else Progress()
     # only now, with config, data, model and checkpoint known good, does the run directory appear (rank 0)
     claim = (
@@ -276,9 +279,19 @@ def _run_epochs(run: Run, progress: Progress, stop_after_epochs: int | None, met
     return record
 
 
-def set_up(cfg: ExperimentConfig, data_dir, task: TaskData | None, model_builder, ctx: D.DistContext) -> Run:
+def set_up(
+    cfg: ExperimentConfig,
+    data_dir,
+    task: TaskData | None,
+    model_builder,
+    ctx: D.DistContext,
+    *,
+    resuming: bool = False,
+    log: Callable[[str], None] = print,
+) -> Run:
     """Seed, build the task and the model (seeded again, so the initial weights do not depend on
-    how the data was built), the optimizer groups and the warm-up + cosine schedule."""
+    how the data was built; then ``train.init_from``'s weights, unless ``resuming``), the optimizer
+    groups and the warm-up + cosine schedule."""
     tc = cfg.train
     device = D.rank_device(resolve_device(tc.device), ctx)
     seed_everything(tc.seed)
@@ -293,6 +306,8 @@ def set_up(cfg: ExperimentConfig, data_dir, task: TaskData | None, model_builder
         from torchssm.models import build_model as model_builder
     seed_everything(tc.seed)  # the initial weights do not depend on how the data was built
     model = model_builder(model_cfg).to(device)
+    if tc.init_from and not resuming:  # a curriculum's next stage: weights only (train/init_from.py)
+        load_initial_weights(model, tc.init_from, cfg.model.to_dict(), map_location=device, log=log)
     plain = None
     if tc.fsdp and ctx.enabled:
         with torch.random.fork_rng(devices=[]):
