@@ -12,6 +12,7 @@ from torchssm.rl.envs import (  # noqa: E402
     ISSUE_ENVS,
     BatchedEnv,
     available_envs,
+    base_envs,
     expand_env_names,
     make_env,
     random_returns,
@@ -81,6 +82,18 @@ def test_pendulum_is_continuous():
     assert env.action_spec.kind == "continuous" and env.action_spec.dim == 1
     env.reset()
     env.step(np.array([[5.0], [-5.0]], dtype=np.float32))  # clipped to [-2, 2]
+
+
+def test_base_class_with_constructor_arguments(capsys):
+    from torchssm.cli import main
+
+    assert "MultiarmedBandit" in base_envs() and "MultiarmedBandit" not in available_envs()
+    env = BatchedEnv("MultiarmedBandit", 2, num_bandits=3, episode_length=4)
+    assert env.action_spec.n == 3
+    env.reset()
+    dones = [env.step(np.array([0, 2]))[2] for _ in range(4)]
+    assert not np.any(dones[:3]) and dones[3].all()  # episode_length=4 took effect
+    assert main(["rl", "envs"]) == 0 and "MultiarmedBandit," in capsys.readouterr().out
 
 
 def test_unknown_env_is_a_clear_error():

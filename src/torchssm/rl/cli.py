@@ -16,11 +16,12 @@ from pathlib import Path
 
 
 def _run_envs(args) -> int:
-    from torchssm.rl.envs import ISSUE_ENVS, available_envs
+    from torchssm.rl.envs import ISSUE_ENVS, available_envs, base_envs
 
     names = available_envs()
     print("\n".join(names))
     print(f"# {len(names)} POPGym environments; the issue's set: {', '.join(ISSUE_ENVS)} (x Easy/Medium/Hard)")
+    print(f"# base classes taking constructor arguments (env_kwargs, meta entries): {', '.join(base_envs())}")
     return 0
 
 

@@ -58,6 +58,11 @@ def available_envs() -> list[str]:
     return sorted(cls.__name__ for cls in _popgym_envs().ALL)
 
 
+def base_envs() -> list[str]:
+    """POPGym's base classes (e.g. 'MultiarmedBandit'): ``make_env`` passes them constructor arguments."""
+    return sorted(cls.__name__ for cls in _popgym_envs().ALL_BASE)
+
+
 @dataclass(frozen=True)
 class ActionSpec:
     """What a policy must output: ``n`` discrete actions, or a ``dim``-vector in [low, high]."""
