@@ -232,6 +232,7 @@ def test_meta_train_and_eval_cli(tmp_path, capsys):
     assert main([*args, "--out", str(result_path), "--plot", str(plot)]) == 0
     result = json.loads(result_path.read_text())
     assert np.asarray(result["returns"]).shape == (8, 2) and result["heldout"] and plot.is_file()  # 2 runs pooled
+    assert [r["seed"] for r in result["per_run"]] == [777, 778]  # each checkpoint plays its own trials
     assert len(result["per_run"]) == 2 and result["envs"] == ["MultiarmedBandit(episode_length=6, num_bandits=3)"]
     both = tmp_path / "both.png"
     assert main(["rl", "meta-plot", str(result_path), str(result_path), "--labels", "a", "b", "--out", str(both)]) == 0

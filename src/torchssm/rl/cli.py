@@ -90,8 +90,9 @@ def _run_meta_eval(args) -> int:
     from torchssm.fileio import atomic_write
     from torchssm.rl.meta import evaluate_meta, plot_meta, pool_results
 
-    kwargs = dict(trials=args.trials, heldout=args.heldout, seed=args.seed, reset_each_episode=args.reset_each_episode)
-    results = [evaluate_meta(ckpt, **kwargs) for ckpt in args.checkpoint]
+    kwargs = dict(trials=args.trials, heldout=args.heldout, reset_each_episode=args.reset_each_episode)
+    # checkpoint k plays the trials of seed + k: pooled seeds see different tasks, not the same 100 again
+    results = [evaluate_meta(ckpt, seed=args.seed + k, **kwargs) for k, ckpt in enumerate(args.checkpoint)]
     result = results[0] if len(results) == 1 else pool_results(results)
     for res in results if len(results) > 1 else []:
         print(json.dumps({k: res[k] for k in ("checkpoint", "mean_per_episode", "last_minus_first", "ci95")}))
@@ -179,7 +180,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="ablation: reset the memory at every episode (not only between trials)",
     )
-    p.add_argument("--seed", type=int, default=777)
+    p.add_argument("--seed", type=int, default=777, help="evaluation seed of the first checkpoint (k-th: seed + k)")
     p.add_argument("--out", help="JSON results file")
     p.add_argument("--plot", help="figure of return vs episode index")
     p.set_defaults(func=_run_meta_eval)

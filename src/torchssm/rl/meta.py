@@ -379,7 +379,7 @@ def pool_results(results: Sequence[dict]) -> dict:
         "envs": sorted({e for r in results for e in r["envs"]}),
         "trials": int(returns.shape[0]),
         "per_run": [
-            {k: r[k] for k in ("checkpoint", "env_steps", "mean_per_episode", "last_minus_first", "ci95")}
+            {k: r[k] for k in ("checkpoint", "seed", "env_steps", "mean_per_episode", "last_minus_first", "ci95")}
             for r in results
         ],
         **episode_stats(returns),
