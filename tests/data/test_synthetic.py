@@ -105,21 +105,80 @@ def test_induction_heads_answer_and_extrapolation_sets():
     assert {n: ds[0]["inputs"].shape[0] for n, ds in td.extra["test_lengths"].items()} == {16: 16, 64: 64}
 
 
-def test_mqar_queries_recall_their_values():
-    opts = TASKS["mqar"]
-    td = build_task("mqar", **SMALL, **opts)
-    k, vocab = opts["num_kv_pairs"], opts["vocab_size"]
+def test_mqar_layout_matches_zoologys_documented_example():
+    """Zoology's multiquery_ar docstring: vocab 12, 2 pairs (2, 8), (4, 7), queries for 4 then 2, no filler."""
+    from torchssm.data.synthetic.recall import mqar_sequence
+
+    keys, values, gaps = torch.tensor([2, 4]), torch.tensor([8, 7]), torch.tensor([4, 1])
+    x, y = mqar_sequence(keys, values, gaps, 16)
+    assert x.tolist() == [2, 8, 4, 7, 0, 0, 4, 0, 0, 0, 0, 0, 2, 0, 0, 0]
+    assert {i: v for i, v in enumerate(y.tolist()) if v != -100} == {6: 7, 12: 8}
+
+
+@pytest.mark.parametrize("random_non_queries", [False, True])
+def test_mqar_defining_properties(random_non_queries):
+    """Distinct keys in 1..V/2-1, distinct values in V/2..V-1, K queries at even offsets after the pairs,
+    each scored with the value paired with its key; filler 0 (Zoology Fig. 2) or any token."""
+    length, vocab, k = 64, 128, 8
+    td = build_task(
+        "mqar", length=length, vocab_size=vocab, num_kv_pairs=k, **SMALL, random_non_queries=random_non_queries
+    )
+    fillers = []
     for i in range(len(td.train)):
         x, y = td.train[i]["inputs"], td.train[i]["targets"]
         keys, values = x[0 : 2 * k : 2], x[1 : 2 * k : 2]
-        assert len(set(keys.tolist())) == k and bool((keys < vocab // 2).all() and (values >= vocab // 2).all())
-        table = dict(zip(keys.tolist(), values.tolist()))
+        assert len(set(keys.tolist())) == k and len(set(values.tolist())) == k
+        assert bool(((keys >= 1) & (keys < vocab // 2)).all() and ((values >= vocab // 2) & (values < vocab)).all())
         scored = (y != -100).nonzero().flatten()
-        assert scored.numel() == k and bool((scored >= 2 * k).all())
-        for p in scored.tolist():
-            assert table[int(x[p])] == int(y[p])
+        assert scored.numel() == k and bool((scored >= 2 * k).all() and ((scored - 2 * k) % 2 == 0).all())
+        assert sorted(x[scored].tolist()) == sorted(keys.tolist())  # each key queried exactly once
+        table = dict(zip(keys.tolist(), values.tolist()))
+        assert all(table[int(x[p])] == int(y[p]) for p in scored.tolist())
+        rest = torch.ones(length, dtype=torch.bool)
+        rest[: 2 * k], rest[scored] = False, False
+        fillers.append(x[rest])
+    fill = torch.cat(fillers)
+    if random_non_queries:
+        assert int(fill.max()) < vocab and len(set(fill.tolist())) > vocab // 2  # spread over the vocabulary
+    else:
+        assert bool((fill == 0).all())
     with pytest.raises(ValueError, match="4 \\* num_kv_pairs"):
         build_task("mqar", length=64, vocab_size=128, num_kv_pairs=17)
+
+
+def test_mqar_query_gaps_follow_zoologys_power_law():
+    """With one pair the query's gap is one draw from p(i) ~ (i+1)^(a-1), a = 0.01 (Zoology)."""
+    from torchssm.data.synthetic.recall import mqar_example
+
+    length, a, n = 22, 0.01, 4000  # space = (22 - 2) / 2 = 10 gaps
+    gaps = torch.tensor(
+        [
+            int(
+                (
+                    mqar_example(torch.Generator().manual_seed(i), length=length, vocab_size=32, num_kv_pairs=1)[
+                        "targets"
+                    ]
+                    != -100
+                ).nonzero()
+            )
+            - 2
+            for i in range(n)
+        ]
+    )
+    assert bool((gaps % 2 == 0).all())
+    freq = torch.bincount(gaps // 2, minlength=10).double() / n
+    p = torch.arange(1, 11, dtype=torch.float64) ** (a - 1)
+    torch.testing.assert_close(freq, p / p.sum(), atol=0.025, rtol=0)  # binomial s.d. <= 0.008
+    assert float(freq[0]) > 2.5 * float(freq[9])  # the near gaps dominate: not uniform
+
+
+def test_mqar_defaults_are_zoologys_figure2_setting():
+    """vocab 8192, L 256, 16 pairs, filler 0, 100k train / 3k test (zoology iclr24_zoology_figure2/configs.py)."""
+    td = build_task("mqar")
+    assert (td.info.length, td.info.d_input, td.info.d_output) == (256, 8192, 8192)
+    assert (len(td.train), len(td.test)) == (100000, 3000)
+    x, y = td.test[0]["inputs"], td.test[0]["targets"]
+    assert int((y != -100).sum()) == 16 and int((x == 0).sum()) == 256 - 2 * 16 - 16
 
 
 def test_adding_problem_target_is_sum_of_marked_values():

@@ -12,13 +12,24 @@ L = 2^6 .. 2^20 in the Mamba paper; ``test_lengths`` builds one extrapolation te
 length (generated lazily, so 2^14 or 2^20 costs nothing until read), in ``TaskData.extra``.
 
 MQAR (Arora et al. 2023, "Zoology: Measuring and Improving Recall in Efficient Language Models",
-Sec. 3 / App. E.1; generator ``multiquery_ar`` of HazyResearch/zoology): K key-value pairs
-``k_1 v_1 .. k_K v_K`` (keys from the lower half of the vocabulary, values from the upper half,
-no repeats), then the K keys again as queries at positions drawn without replacement with a power
-law p(gap = i) ~ i^(a-1), a = 0.01, the other positions filled with random tokens. The target at a
-query's position is its value; all other positions are ignored. Defaults: vocabulary 8192,
-L = 256, K = 16 (one of the Zoology training settings; the paper sweeps L in {64, 128, 256, 512}
-and K up to L/4).
+Sec. 3; generator ``multiquery_ar`` in HazyResearch/zoology ``zoology/data/multiquery_ar.py``, earlier
+``_mqar`` in ``zoology/data/associative_recall.py``): K key-value pairs ``k_1 v_1 .. k_K v_K`` (keys
+drawn without replacement from 1 .. V/2-1, values from V/2 .. V-1; 0 is the filler), then the K keys
+again as queries, at offsets ``2 * gap`` after the pairs, the K gaps drawn without replacement from
+0 .. (L - 2K)/2 - 1 with a power law p(gap = i) ~ (i+1)^(a-1), a = 0.01 (most queries come soon after
+the pairs). The target at a query's position is its value (the next-token form: Zoology's labels
+shifted by one); every other position is ignored. ``random_non_queries`` replaces the filler 0s by
+tokens uniform over the whole vocabulary (Zoology's function default); Zoology's Figure 2 sweep
+(``zoology/experiments/paper_configs/iclr24_zoology_figure2/configs.py``) sets it False, and so do
+the defaults here, which are that sweep's L = 256 row: vocabulary 8192, L = 256, K = 16, 100 000
+training and 3 000 test sequences (the paper sweeps (L, K) in {(64, 4), (128, 8), (256, 16), (512, 64)}).
+
+Differences from Zoology's generator (none changes the distribution of an example): every example
+is a pure function of (seed, split, index) (``common.example_seed``), where Zoology draws a whole
+split from one numpy seed; the random filler of ``random_non_queries`` is drawn from that same
+per-example generator (Zoology uses the unseeded global torch generator for it); the validation split
+is this library's (Zoology early-stops on its test split); JRT-style repeated passes over the pairs
+(``num_passes``) are not implemented.
 """
 
 from __future__ import annotations
@@ -100,6 +111,23 @@ def build_induction_heads(
     )
 
 
+def mqar_sequence(
+    keys: torch.Tensor, values: torch.Tensor, gaps: torch.Tensor, length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MQAR's layout before any random filler: keys, values, gaps (K,) long -> inputs, targets (length,).
+
+    ``inputs = [k_1 v_1 .. k_K v_K, 0 ..]`` with key ``k_j`` again at position ``2K + 2 gaps[j]``, where
+    ``targets`` holds ``v_j``; everything else is 0 (inputs) or ``IGNORE`` (targets).
+    """
+    context = 2 * keys.shape[0]
+    inputs = torch.zeros(length, dtype=torch.long)  # (L,)
+    inputs[0:context:2], inputs[1:context:2] = keys, values
+    inputs[context + 2 * gaps] = keys
+    targets = torch.full((length,), IGNORE, dtype=torch.long)  # (L,)
+    targets[context + 2 * gaps] = values
+    return inputs, targets
+
+
 def mqar_example(
     generator: torch.Generator,
     *,
@@ -107,23 +135,17 @@ def mqar_example(
     vocab_size: int,
     num_kv_pairs: int,
     power_a: float = 0.01,
-    random_non_queries: bool = True,
+    random_non_queries: bool = False,
 ) -> dict:
     """One MQAR example: inputs (length,) long, targets (length,) long (value at each query, else ignored)."""
     k = num_kv_pairs
-    context = 2 * k
     key_vocab = vocab_size // 2
     keys = torch.randperm(key_vocab - 1, generator=generator)[:k] + 1  # (K,) in 1..key_vocab-1
     values = torch.randperm(vocab_size - key_vocab, generator=generator)[:k] + key_vocab  # (K,)
-    space = (length - context) // 2
+    space = (length - 2 * k) // 2
     p = power_a * torch.arange(1, space + 1, dtype=torch.float64) ** (power_a - 1)  # (space,) power law
     gaps = torch.multinomial(p / p.sum(), k, replacement=False, generator=generator)  # (K,) in 0..space-1
-    seq = torch.zeros(length + 1, dtype=torch.long)  # (L+1,): the sequence before the one-step shift
-    seq[0:context:2], seq[1:context:2] = keys, values
-    seq[context + 2 * gaps] = keys
-    labels = torch.full((length + 1,), IGNORE, dtype=torch.long)
-    labels[context + 2 * gaps + 1] = values
-    inputs, targets = seq[:-1].clone(), labels[1:].clone()  # next-token form: target at the query's position
+    inputs, targets = mqar_sequence(keys, values, gaps, length)
     if random_non_queries:
         fill = inputs == 0
         inputs[fill] = randint(0, vocab_size, (int(fill.sum()),), generator)
@@ -138,10 +160,10 @@ def build_mqar(
     vocab_size: int = 8192,
     num_kv_pairs: int = 16,
     power_a: float = 0.01,
-    random_non_queries: bool = True,
-    n_train: int = 20000,
+    random_non_queries: bool = False,
+    n_train: int = 100000,
     n_val: int = 1000,
-    n_test: int = 1000,
+    n_test: int = 3000,
     materialize: bool | None = None,
 ) -> TaskData:
     """MQAR; the Zoology constraints hold: even length, vocab_size > length, 4 * num_kv_pairs <= length."""
