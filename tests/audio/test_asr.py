@@ -104,3 +104,44 @@ def test_tiny_model_fits_a_few_clips(tmp_path, kind):
     batch = collate([task.test[i] for i in range(2)], model.vocab)
     assert model.transcribe(batch["audio"], batch["audio_lengths"]) == ["a", "b"]
     assert evaluate_asr(model, task.test)["cer"] == 0.0
+
+
+class _Clocks:
+    """Stand-in for asr_train's ``time`` module: CPU and wall clocks that advance by set amounts per reading."""
+
+    def __init__(self, cpu_per_read: float, wall_per_read: float):
+        self.cpu = self.wall = 0.0
+        self.cpu_per_read, self.wall_per_read = cpu_per_read, wall_per_read
+
+    def process_time(self) -> float:
+        self.cpu += self.cpu_per_read
+        return self.cpu
+
+    def perf_counter(self) -> float:
+        self.wall += self.wall_per_read
+        return self.wall
+
+
+@pytest.mark.parametrize("cpu_per_read, wall_per_read, stops", [(20.0, 0.0, True), (1e-3, 3600.0, False)])
+def test_max_cpu_minutes_caps_cpu_time_not_wall_time(tmp_path, monkeypatch, cpu_per_read, wall_per_read, stops):
+    """train.max_cpu_minutes stops on the process's CPU time; hours of wall time (a loaded machine) do not."""
+    from torchssm.audio import asr_train
+
+    monkeypatch.setattr(asr_train, "time", _Clocks(cpu_per_read, wall_per_read))
+    cfg = {
+        "model": {"kind": "ctc", **TINY},
+        "train": {"epochs": 3, "batch_size": 4, "warmup_steps": 0, "out_dir": str(tmp_path), "max_cpu_minutes": 1.0},
+    }
+    cfg["train"].update(test_beam=1, test_limit=1)
+    logs = []
+    result = train_asr(cfg, task=_toy_task(), log=logs.append)
+    assert result["stopped_early"] is stops
+    # 2 steps per epoch; the CPU clock is read at the start, after each step and for each epoch's record:
+    # at 20 s a read, 60 s have passed after the first step of epoch 2
+    assert len(result["history"]) == (2 if stops else 3)
+    assert any("CPU minutes" in line for line in logs) is stops
+
+
+def test_max_minutes_is_refused_with_its_replacement():
+    with pytest.raises(ValueError, match="max_cpu_minutes"):
+        train_asr({"train": {"max_minutes": 5}}, task=_toy_task(), log=lambda s: None)
