@@ -163,3 +163,109 @@ def test_stateful_forward_matches_reference_with_all_gradients():
     for got, want in zip(*results):
         torch.testing.assert_close(got, want)
     assert results[0][2][:, :, p:].abs().max() == 0  # cache slots at and after p are overwritten: no gradient
+
+
+def _steps(layer, x, state):
+    """Unroll ``step`` over x (b, l, h) from ``state``: (outputs (b, l, h), every state along the way)."""
+    outs, states = [], [state]
+    for t in range(x.shape[1]):
+        y, state = layer.step(x[:, t], state)
+        outs.append(y)
+        states.append(state)
+    return torch.stack(outs, dim=1), states
+
+
+def test_step_writes_cache_in_place_after_the_first_copy():
+    """From a state this layer wrote, ``step`` reuses the cache (no per-token copy): same storage, equal outputs."""
+    layer = _layer()
+    x = torch.randn(2, 10, 8, dtype=torch.float64)
+    with torch.no_grad():
+        y_full = layer(x)
+        y0, s = layer(x[:, :3], return_state=True)  # forward copies init_state's zeros once
+        ptrs = (s[0].data_ptr(), s[1].data_ptr())
+        y1, states = _steps(layer, x[:, 3:], s)
+    assert all((st[0].data_ptr(), st[1].data_ptr()) == ptrs for st in states)
+    torch.testing.assert_close(torch.cat([y0, y1], dim=1), y_full, rtol=1e-12, atol=1e-12)
+
+
+def test_older_states_keep_their_meaning_after_in_place_steps():
+    """Branching: continuing an older state (whose cache a later step filled in place) equals continuing a
+    fresh copy of it, and does not disturb the newer branch; both equal plain forward on their sequences."""
+    layer = _layer()
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 9, 8, dtype=torch.float64, generator=gen)
+    alt = torch.randn(2, 4, 8, dtype=torch.float64, generator=gen)
+    with torch.no_grad():
+        _, s = layer(x[:, :5], return_state=True)
+        y_main, states = _steps(layer, x[:, 5:], s)  # fills slots 5..8 of s's cache in place
+        y_alt, alt_states = _steps(layer, alt, states[1])  # branch at position 6: must not write in place
+        y_again, _ = _steps(layer, x[:, 6:], states[1])  # the first branch again from the same state
+        y_tail, _ = _steps(layer, alt[:, :1], states[-1])  # the newest state still continues in place
+        want_main = layer(x)
+        want_alt = layer(torch.cat([x[:, :6], alt], dim=1))
+        want_tail = layer(torch.cat([x, alt[:, :1]], dim=1))
+    assert alt_states[-1][0].data_ptr() != states[1][0].data_ptr()
+    assert states[-1][0].data_ptr() == s[0].data_ptr()
+    tol = dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y_main, want_main[:, 5:], **tol)
+    torch.testing.assert_close(y_alt, want_alt[:, 6:], **tol)
+    torch.testing.assert_close(y_again, want_main[:, 6:], **tol)
+    torch.testing.assert_close(y_tail[:, 0], want_tail[:, -1], **tol)
+
+
+def test_in_place_cache_is_bit_identical_to_copying_cache():
+    """The in-place path gives exactly (bit for bit) the outputs and visible cache of the copying path (float32)."""
+    torch.manual_seed(0)
+    layer = SelfAttention(16, n_heads=4, max_len=40)
+    x = torch.randn(3, 30, 16)
+    with torch.no_grad():
+        _, s = layer(x[:, :7], return_state=True)
+        y_fast, fast = _steps(layer, x[:, 7:], s)
+        outs, slow = [], s
+        for t in range(7, 30):  # a fresh tuple of fresh tensors each step: never owned, always copied
+            y, slow = layer.step(x[:, t], tuple(c.clone() for c in slow))
+            outs.append(y)
+    torch.testing.assert_close(y_fast, torch.stack(outs, dim=1), rtol=0, atol=0)
+    for a, b in zip(fast[-1][:2], slow[:2]):  # the filled slots of k_cache, v_cache
+        torch.testing.assert_close(a[:, :, :30], b[:, :, :30], rtol=0, atol=0)
+    torch.testing.assert_close(fast[-1][2], slow[2], rtol=0, atol=0)
+
+
+def test_rows_at_other_positions_are_copied_not_overwritten():
+    """A state whose per-row positions differ from the cache's fill (one row reset) is written into a copy."""
+    layer = _layer()
+    x = torch.randn(2, 6, 8, dtype=torch.float64)
+    with torch.no_grad():
+        _, s = layer(x[:, :4], return_state=True)
+        k, v, pos = s
+        y, s2 = layer.step(x[:, 4], (k, v, torch.tensor([4, 0])))  # row 1 restarts at position 0
+        y_keep, _ = layer.step(x[:, 4], s)  # the original state is intact
+    assert s2[0].data_ptr() != k.data_ptr()
+    torch.testing.assert_close(y[1], layer(x[1:, 4:5])[0, 0])
+    torch.testing.assert_close(y_keep, layer(x[:, :5])[:, 4])
+
+
+def test_steps_with_gradients_do_not_write_in_place():
+    """Unrolled steps under autograd (backprop through the cache) match forward's gradients."""
+    layer = _layer()
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 5, 8, dtype=torch.float64)
+    grads = []
+    for use_steps in (True, False):
+        layer.zero_grad()
+        x.grad = None
+        if use_steps:
+            y1 = layer.step(x[:, 0], layer.init_state(2))[0][:, None]
+            y_rest, _ = _steps(layer, x[:, 1:], layer(x[:, :1], return_state=True)[1])
+            y = torch.cat([y1, y_rest], dim=1)
+        else:
+            y = layer(x)
+        (y * g).sum().backward()
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in layer.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    with torch.inference_mode():
+        _, s_inf = layer(x[:, :2].detach(), return_state=True)
+    with torch.no_grad():  # an inference-mode cache outside inference mode cannot be written in place: copied
+        y_inf, _ = layer.step(x[:, 2].detach(), s_inf)
+    torch.testing.assert_close(y_inf, layer(x[:, :3]).detach()[:, 2])

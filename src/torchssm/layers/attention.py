@@ -14,12 +14,18 @@ To fit the layer contract, the recurrent "state" of attention is its KV cache, p
 ``k_cache`` holds keys already rotated to their absolute position; ``position[i]`` is how many
 tokens sequence i has seen. ``step`` appends one token and attends over the cache: O(position) work
 per token (a Transformer's generation cost grows with the context; an SSM step does not), O(max_len)
-memory. Because ``step`` is pure (the contract), each call writes the new key/value into a *copy* of
-the cache: O(max_len) extra memory traffic per token, the same order as reading the cache for
-attention; an in-place cache (as in inference engines) would save that copy, so generation
-benchmarks of this layer are an upper bound on a tuned KV-cache implementation. ``forward`` with a state
-(chunked continuation) uses the same cached path as ``step``
+memory. ``forward`` with a state (chunked continuation) uses the same cached path as ``step``
 (:meth:`SelfAttention._attend_cached`), so the two cannot drift apart.
+
+``step`` is pure (the contract) without copying the cache every token: a state only ever reads the slots
+before its ``position``, so the new key/value can be written *in place* at slot ``position`` whenever no
+other state has written there yet. Each cache this layer writes records how far it is filled (per
+sequence); a call whose ``position`` equals that fill writes in place (O(l) memory traffic, plus the
+O(position) read of attention), any other call (a second continuation of the same state, a cache this
+layer did not write, e.g. from ``init_state``, or a cache that autograd or ``torch.compile`` tracks)
+writes into a copy first (O(max_len), as every call did before). Every state keeps its meaning: the
+slots it reads never change. What an older state's tensors hold at and after its own ``position`` may
+change (those slots are unused: masked out and overwritten before they are read).
 
 Defaults: ``n_heads=4`` and ``max_len=4096`` are this library's choices for the baseline, not a paper's
 values (4096 is the Long Range Arena's Text / Retrieval document length, its longest below Path-X;
@@ -52,6 +58,33 @@ def rope_rotate(x: torch.Tensor, positions: torch.Tensor, base: float = ROPE_BAS
     sin = angles.sin().to(x.dtype)[:, None]
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+_FILL = "_torchssm_kv_fill"  # attribute of a KV cache written by SelfAttention: (its v_cache, fill (b,) long)
+
+
+def _mark_filled(k_cache: torch.Tensor, v_cache: torch.Tensor, fill: torch.Tensor) -> None:
+    """Record that slots >= ``fill`` of this (k_cache, v_cache) pair are read by no state yet."""
+    setattr(k_cache, _FILL, (v_cache, fill.clone()))  # a copy: an in-place edit of a returned position must not move it
+
+
+def _owns_tail(
+    k_cache: torch.Tensor, v_cache: torch.Tensor, position: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> bool:
+    """Whether the new keys/values may be written in place at ``position``: the pair was written by this layer,
+    no other state has filled it past ``position`` (one host sync), and neither autograd (a cache or new key
+    it tracks; an in-place write would invalidate saved tensors) nor ``torch.compile`` is involved."""
+    if torch.compiler.is_compiling() or k_cache.requires_grad or v_cache.requires_grad:
+        return False
+    if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+        return False
+    if (k_cache.is_inference() or v_cache.is_inference()) and not torch.is_inference_mode_enabled():
+        return False  # inference tensors cannot be written outside inference mode
+    mark = getattr(k_cache, _FILL, None)
+    if mark is None or mark[0] is not v_cache:
+        return False
+    fill = mark[1]
+    return fill.shape == position.shape and fill.device == position.device and bool(torch.equal(fill, position))
 
 
 class SelfAttention(SSMLayer):
@@ -93,7 +126,8 @@ class SelfAttention(SSMLayer):
         return self.out(o.transpose(1, 2).reshape(b, l, self.d_model))
 
     def _attend_cached(self, x: torch.Tensor, state: KVState) -> tuple[torch.Tensor, KVState]:
-        """Append x (b, l, h) to the KV cache and attend causally over cache + x. Pure (copies the cache).
+        """Append x (b, l, h) to the KV cache and attend causally over cache + x. Pure: writes in place only
+        into a cache that no other state has filled past ``position`` (module docstring), else into a copy.
 
         Reads ``position.max()`` once (a host sync) to attend only over the filled part of the cache.
         """
@@ -108,14 +142,22 @@ class SelfAttention(SSMLayer):
         positions = position[:, None] + torch.arange(l, device=x.device)  # (b, l)
         q, k, v = self._project(x, positions)
         index = positions[:, None, :, None].expand(b, self.n_heads, l, self.d_head)  # (b, heads, l, d_head)
-        k_cache = k_cache.scatter(2, index, k.to(k_cache.dtype))
-        v_cache = v_cache.scatter(2, index, v.to(v_cache.dtype))
+        k, v = k.to(k_cache.dtype), v.to(v_cache.dtype)
+        new_position = position + l
+        if _owns_tail(k_cache, v_cache, position, k, v):
+            k_cache.scatter_(2, index, k)  # slots >= position: read by no state (module docstring)
+            v_cache.scatter_(2, index, v)
+        else:
+            k_cache = k_cache.scatter(2, index, k)
+            v_cache = v_cache.scatter(2, index, v)
+        if not k_cache.requires_grad and not v_cache.requires_grad:
+            _mark_filled(k_cache, v_cache, new_position)
         keys = torch.arange(end, device=x.device)  # (end,)
         mask = keys[None, None, :] <= positions[:, :, None]  # (b, l, end): key j visible to query t
         o = F.scaled_dot_product_attention(
             q, k_cache[:, :, :end].to(q.dtype), v_cache[:, :, :end].to(q.dtype), attn_mask=mask[:, None]
         )  # (b, heads, l, d_head)
-        return self._merge(o), (k_cache, v_cache, position + l)
+        return self._merge(o), (k_cache, v_cache, new_position)
 
     # --- contract ---------------------------------------------------------------------------------
     def forward(
