@@ -14,6 +14,7 @@ from torchssm.train.loop import loss_and_correct
 ROOT = PRESET_DIR / "synthetic"
 MAMBA_PRESETS = sorted(ROOT.glob("*_mamba*.yaml"))
 TRANSFORMER_PRESETS = sorted(ROOT.glob("*_transformer.yaml"))  # the attention rows beside them
+ZOOLOGY_PRESETS = sorted(ROOT.glob("mqar_zoology_*.yaml"))  # MQAR at Zoology's Figure 2 setting, one per mixer
 FEW = {"n_train": 2, "n_val": 1, "n_test": 1}
 
 
@@ -38,7 +39,9 @@ def test_attention_row_differs_from_the_mamba_preset_only_in_the_mixer():
     assert (attn["model"]["layer"], mamba["model"]["layer"]) == ("transformer", "mamba")
 
 
-@pytest.mark.parametrize("path", MAMBA_PRESETS + TRANSFORMER_PRESETS, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(set(MAMBA_PRESETS + TRANSFORMER_PRESETS + ZOOLOGY_PRESETS)), ids=lambda p: p.name
+)
 def test_preset_builds_and_trains_one_step(path):
     cfg = load_config(path)
     extra = {"test_lengths": (64,), "n_test_lengths": 1} if cfg.task_name == "induction_heads" else {}
@@ -47,8 +50,9 @@ def test_preset_builds_and_trains_one_step(path):
     assert ex["inputs"].shape == (task.info.length,) and ex["targets"].shape == (task.info.length,)
     torch.manual_seed(0)
     model = build_model(model_config_for_task(cfg.model, task.info))
-    # the layers are length-agnostic: the last 32 steps hold every scored target of the short presets
-    keep = min(32, task.info.length)
+    # the layers are length-agnostic: the last 32 steps hold every scored target of the short presets;
+    # MQAR's queries follow the pairs (most of them soon after), so it keeps the whole sequence
+    keep = task.info.length if cfg.task_name == "mqar" else min(32, task.info.length)
     x = torch.stack([task.train[i]["inputs"][-keep:] for i in range(2)])  # (2, keep)
     y = torch.stack([task.train[i]["targets"][-keep:] for i in range(2)])  # (2, keep)
     loss, _, n = loss_and_correct(model(x), y, task.info)
@@ -67,3 +71,38 @@ def test_paper_selective_copying_preset_has_the_paper_shape():
     data = ex["inputs"][:-16]
     assert int((data != 0).sum()) == 16  # 16 data tokens among blanks
     torch.testing.assert_close(data[data != 0], ex["targets"][-16:])  # recalled in order
+
+
+def test_zoology_mqar_rows_differ_only_in_the_mixer_and_use_figure2s_setting():
+    """Zoology Fig. 2 (iclr24_zoology_figure2/configs.py): vocab 8192, L 256, 16 pairs, no filler noise,
+    100k/3k sequences, 2 layers, d_model 64, batch 256, 64 epochs; the rows share everything but the mixer."""
+    import inspect
+
+    from torchssm.data.synthetic.recall import build_mqar
+
+    cfgs = {p.stem.removeprefix("mqar_zoology_"): load_config(p).to_dict() for p in ZOOLOGY_PRESETS}
+    assert set(cfgs) == {"mamba", "mamba2", "transformer", "s4d", "lru"}
+    defaults = {k: v.default for k, v in inspect.signature(build_mqar).parameters.items() if k != "data_dir"}
+    ref = cfgs["mamba"]
+    for name, cfg in cfgs.items():
+        assert cfg["model"]["layer"] == name
+        assert cfg["task"] == ref["task"]
+        assert {k: v for k, v in cfg["train"].items() if k != "out_dir"} == {
+            k: v for k, v in ref["train"].items() if k != "out_dir"
+        }
+        assert {k: v for k, v in cfg["model"].items() if k not in ("layer", "layer_kwargs")} == {
+            k: v for k, v in ref["model"].items() if k not in ("layer", "layer_kwargs")
+        }
+    task, model, train = ref["task"], ref["model"], ref["train"]
+    assert (task["length"], task["vocab_size"], task["num_kv_pairs"], task["random_non_queries"]) == (
+        256,
+        8192,
+        16,
+        False,
+    )
+    assert (task["n_train"], task["n_test"], task["power_a"]) == (100000, 3000, 0.01)
+    assert all(
+        task[k] == defaults[k]
+        for k in ("length", "vocab_size", "num_kv_pairs", "random_non_queries", "n_train", "n_test")
+    )
+    assert (model["d_model"], model["n_layers"], train["batch_size"], train["epochs"]) == (64, 2, 256, 64)
