@@ -7,14 +7,16 @@ torchssm theory selectivity --out f.png      Huang et al. (i) Haar vs S4D error 
 torchssm theory mqar --kind mamba            Huang et al. (iii): accuracy of an analytical MQAR solution
 torchssm theory koopman --out f.png          LRU Koopman autoencoder vs frozen-LRU reservoir (pendulum)
 torchssm theory granger                      federated Granger causality vs the centralised oracles (AUROC)
+torchssm theory s4d-ablation --out-dir runs/a   S4D init x discretization grid on a preset (trains 10 runs)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-CHECKS = ("softmax-rank", "s4d-legs", "bench-ssd", "selectivity", "mqar", "koopman", "granger")
+CHECKS = ("softmax-rank", "s4d-legs", "bench-ssd", "selectivity", "mqar", "koopman", "granger", "s4d-ablation")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,12 +33,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--length", type=int, default=256, help="mqar: sequence length")
     p.add_argument("--pairs", type=int, default=16, help="mqar: key-value pairs")
     p.add_argument("--examples", type=int, default=64, help="mqar: test sequences")
-    p.add_argument("--noise", action="store_true", help="mqar: random tokens between queries (Zoology default)")
+    p.add_argument(
+        "--noise", action="store_true", help="mqar: random filler tokens (Zoology's function default; its Fig. 2: none)"
+    )
     p.add_argument("--backend", default="cpu", help="mqar: scan backend of the layer")
     p.add_argument("--key-dim", type=int, help="mqar (mamba): random key codes of this size instead of one-hot")
     p.add_argument("--steps", type=int, default=3000, help="koopman: Adam steps per model")
     p.add_argument("--snr", type=float, nargs="+", default=[-10.0, -5.0, 0.0, 10.0], help="granger: SNRs (dB)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="granger: instances per SNR")
+    p.add_argument("--preset", default="synthetic/copying_s4d", help="s4d-ablation: preset (layer s4d) or YAML path")
+    p.add_argument("--inits", nargs="+", help="s4d-ablation: S4D inits (default legs inv lin real random)")
+    p.add_argument("--discretizations", nargs="+", help="s4d-ablation: zoh and/or bilinear (default both)")
+    p.add_argument("--out-dir", default="runs/s4d_ablation", help="s4d-ablation: one run directory per cell here")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="s4d-ablation: key.sub=value for every run"
+    )
     p.set_defaults(func=run)
 
 
@@ -90,6 +101,17 @@ def run(args: argparse.Namespace) -> int:
         rows = result["rows"] + [
             {"cpu_s": result["cpu_s"], "eigenvalues_abs": lam.abs().tolist(), "eigenvalues_angle": lam.angle().tolist()}
         ]
+    elif args.check == "s4d-ablation":
+        from torchssm.theory.ablation import DISCRETIZATIONS, S4D_INITS, s4d_ablation
+
+        rows = s4d_ablation(
+            args.out_dir,
+            preset=args.preset,
+            inits=args.inits or S4D_INITS,
+            discretizations=args.discretizations or DISCRETIZATIONS,
+            overrides=args.overrides,
+            log=lambda msg: print(msg, file=sys.stderr),
+        )["rows"]
     else:
         from torchssm.analysis.granger import GrangerExperiment, granger_experiment
 
