@@ -49,7 +49,6 @@ def s4d_ablation(
     ``preset`` is a preset name or a YAML path; ``overrides`` are ``--set`` strings applied to every run
     (e.g. ``train.epochs=2``). Raises ValueError when the preset's layer is not ``s4d``.
     """
-    from torchssm.fileio import atomic_write
     from torchssm.presets import preset_path
     from torchssm.train.config import load_config
     from torchssm.train.loop import train
@@ -93,11 +92,19 @@ def s4d_ablation(
                     "run_dir": (out_dir / name).as_posix(),
                 }
             )
-            text = json.dumps(summary, indent=2)
-            atomic_write(out_dir / "ablation.json", lambda p, text=text: Path(p).write_text(text))
+            _write_text(out_dir / "ablation.json", json.dumps(summary, indent=2))
     summary["table"] = ablation_table(summary["rows"])
-    atomic_write(out_dir / "ablation.md", lambda p: Path(p).write_text(summary["table"] + "\n"))
+    _write_text(out_dir / "ablation.md", summary["table"] + "\n")
     return summary
+
+
+def _write_text(path: Path, text: str) -> None:
+    from torchssm.fileio import atomic_write
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text)
+
+    atomic_write(path, write)
 
 
 def ablation_table(rows: Sequence[dict]) -> str:
@@ -110,8 +117,10 @@ def ablation_table(rows: Sequence[dict]) -> str:
         cells = []
         for d in discs:
             r = cell.get((init, d))
-            acc = None if r is None else r["test_acc"]
-            cells.append("-" if acc is None else f"{100 * acc:.1f}% ({r['cpu_s']:.0f})")
+            if r is None or r["test_acc"] is None:
+                cells.append("-")
+            else:
+                cells.append(f"{100 * r['test_acc']:.1f}% ({r['cpu_s']:.0f})")
         lines.append(f"| {init} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
