@@ -16,7 +16,7 @@ from pathlib import Path
 PathLike = str | os.PathLike
 
 
-def atomic_write(path: PathLike, write: Callable[[str], None], *, mode: int = 0o644) -> Path:
+def atomic_write(path: PathLike, write: Callable[[str], object], *, mode: int = 0o644) -> Path:
     """Call ``write(tmp_path)``, fsync the result, set its permission bits to ``mode`` (mkstemp makes
     0600 files), then rename it over ``path``. Returns ``path``."""
     path = Path(path)

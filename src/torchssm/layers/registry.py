@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from torch import nn
+from torchssm.layers.base import SSMLayer
 
 # name -> (module, class name). Causality is a property of the built instance (``layer.causal``):
 # e.g. LRU(bidirectional=True) is not causal.
@@ -35,7 +35,7 @@ _LAYERS: dict[str, tuple[str, str]] = {
 
 
 def register_layer(name: str, module: str, class_name: str) -> None:
-    """Register a layer class under ``name`` (for user extensions)."""
+    """Register a layer class under ``name`` (for user extensions: an :class:`SSMLayer`, the layer contract)."""
     _LAYERS[name] = (module, class_name)
 
 
@@ -58,7 +58,7 @@ def get_layer_class(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
-def build_layer(name: str, d_model: int, **kwargs: Any) -> nn.Module:
+def build_layer(name: str, d_model: int, **kwargs: Any) -> SSMLayer:
     """Instantiate layer ``name`` with width ``d_model`` and its own keyword arguments."""
     cls = get_layer_class(name)
     try:

@@ -28,5 +28,6 @@ def pop_auxiliary_loss(model: nn.Module) -> torch.Tensor | None:
         value = getattr(module, "aux_loss", None)
         if isinstance(value, torch.Tensor):
             total = value if total is None else total + value
-            module.aux_loss = None  # popped: used once
+            # popped: used once (torch types nn.Module.__setattr__'s value Tensor | Module; None is a plain attribute)
+            module.aux_loss = None  # type: ignore[assignment]
     return total

@@ -22,6 +22,8 @@ pooling averages / picks valid steps only, so logits do not depend on the paddin
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -64,7 +66,7 @@ class DeepSSM(PretrainedMixin, nn.Module):
         self.config = config
         h = config.d_model
         if config.input_kind == "tokens":
-            self.encoder = nn.Embedding(config.d_input, h)
+            self.encoder: nn.Module = nn.Embedding(config.d_input, h)
         else:
             self.encoder = nn.Linear(config.d_input, h)
         self.blocks = nn.ModuleList(
@@ -80,9 +82,13 @@ class DeepSSM(PretrainedMixin, nn.Module):
             for _ in range(config.n_layers)
         )
         if config.paired:
-            self.head = nn.Sequential(nn.Linear(4 * h, h), nn.GELU(), nn.Linear(h, config.d_output))
+            self.head: nn.Module = nn.Sequential(nn.Linear(4 * h, h), nn.GELU(), nn.Linear(h, config.d_output))
         else:
             self.head = nn.Linear(h, config.d_output)
+
+    def residual_blocks(self) -> list[ResidualBlock]:
+        """``blocks`` as the type checker should see it (an nn.ModuleList yields nn.Module): the same object."""
+        return cast("list[ResidualBlock]", self.blocks)
 
     # --- input checks (shapes/dtypes only: no device sync) ----------------------------------------------
     def _check_inputs(self, inputs, lengths, name: str) -> torch.Tensor:
@@ -186,7 +192,7 @@ class DeepSSM(PretrainedMixin, nn.Module):
     # --- streaming (causal layers) ------------------------------------------------------------------------
     def init_state(self, batch: int, device=None, dtype=None) -> dict:
         """The zero streaming state: each block's SSM state, the running pooled sum (b, h) and count (b, 1)."""
-        for block in self.blocks:
+        for block in self.residual_blocks():
             if not block.ssm.causal:
                 raise ValueError(f"streaming needs causal layers; {type(block.ssm).__name__} is bidirectional")
         if self.config.paired:
@@ -194,7 +200,7 @@ class DeepSSM(PretrainedMixin, nn.Module):
         dtype = dtype or self.head.weight.dtype
         h = self.config.d_model
         return {
-            "blocks": [block.ssm.init_state(batch, device=device, dtype=dtype) for block in self.blocks],
+            "blocks": [block.ssm.init_state(batch, device=device, dtype=dtype) for block in self.residual_blocks()],
             "pool_sum": torch.zeros(batch, h, device=device, dtype=dtype),  # (b, h)
             "count": torch.zeros(batch, 1, device=device, dtype=dtype),
         }  # (b, 1)
@@ -236,7 +242,7 @@ class DeepSSM(PretrainedMixin, nn.Module):
         state = self._stream_state(state, inputs.shape[0], inputs.device)
         x = self.encoder(inputs)[:, 0]  # (b, h)
         blocks = []
-        for block, s in zip(self.blocks, state["blocks"]):
+        for block, s in zip(self.residual_blocks(), state["blocks"]):
             x, s = block.step(x, s)
             blocks.append(s)
         logits, pool_sum, count = self._stream_head(x[:, None], state)

@@ -44,13 +44,14 @@ class MaskedBatchNorm(nn.BatchNorm1d):
         count = m.sum().clamp_min(1.0)
         mean = (x * m).sum((0, 1)) / count  # (h,)
         var = (((x - mean) ** 2) * m).sum((0, 1)) / count  # (h,)
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-                mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        tracked, r_mean, r_var = self.num_batches_tracked, self.running_mean, self.running_var
+        if self.track_running_stats and tracked is not None and r_mean is not None and r_var is not None:
+            with torch.no_grad():  # (the three buffers exist whenever track_running_stats is set)
+                tracked += 1
+                mom = self.momentum if self.momentum is not None else 1.0 / float(tracked)
                 unbiased = var * count / (count - 1).clamp_min(1.0)
-                self.running_mean.mul_(1 - mom).add_(mom * mean)
-                self.running_var.mul_(1 - mom).add_(mom * unbiased)
+                r_mean.mul_(1 - mom).add_(mom * mean)
+                r_var.mul_(1 - mom).add_(mom * unbiased)
         y = (x - mean) * torch.rsqrt(var + self.eps)
         if self.affine:
             y = y * self.weight + self.bias

@@ -12,13 +12,15 @@ the LRA image/MNIST tasks; the MNIST-1D values in the preset mnist1d_lru
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field, fields
+from typing import Any, ClassVar
 
 
 class ConfigDict:
     """``to_dict`` / ``from_dict`` for a config dataclass; unknown keys are an error naming the valid ones."""
 
     config_name = "model"  # used in error messages
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # subclasses are dataclasses (for the type checker)
 
     def to_dict(self) -> dict:
         return asdict(self)

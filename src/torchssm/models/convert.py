@@ -94,6 +94,8 @@ def lm_config_from(path: PathLike, mamba2_norm: str = "auto") -> LMConfig:
     if mamba2_norm not in ("auto", "grouped", "whole"):
         raise ValueError(f"mamba2_norm must be 'auto', 'grouped' or 'whole'; got {mamba2_norm!r}")
     cfg = _read_config(path)
+    if cfg is None:  # detect_format has just read it
+        raise ValueError(f"{str(path)!r}: config.json could not be read")
     if fmt == "mamba_ssm":
         ssm = dict(cfg.get("ssm_cfg") or {})
         layer = {"Mamba1": "mamba", "Mamba2": "mamba2"}.get(ssm.pop("layer", "Mamba1"))

@@ -28,7 +28,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -67,6 +67,14 @@ def to_planes(t: torch.Tensor) -> torch.Tensor:
 
 
 # --- the exported module --------------------------------------------------------------------------------------------
+class Steppable(Protocol):
+    """What :class:`StepGraph` calls: a causal model's or layer's ``init_state`` and ``step``."""
+
+    def init_state(self, batch: int) -> Any: ...
+
+    def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]: ...
+
+
 class StepGraph(nn.Module):
     """``model.step`` with a flat, real state: ``forward(x_t, *state) -> (y_t, *new_state)``.
 
@@ -80,10 +88,10 @@ class StepGraph(nn.Module):
         if not (callable(getattr(model, "step", None)) and callable(getattr(model, "init_state", None))):
             raise TypeError(f"{type(model).__name__} has no step()/init_state(): only causal models can be exported")
         self.model = model
-        template = model.init_state(batch)
+        template = self.stepper.init_state(batch)
         leaves, self._rebuild = flatten_state(template)
         with torch.no_grad():
-            after, _ = flatten_state(model.step(example_input(model, batch), template)[1])
+            after, _ = flatten_state(self.stepper.step(example_input(model, batch), template)[1])
         if [t.shape for t in after] != [t.shape for t in leaves]:
             raise ValueError(
                 f"the state of {type(model).__name__} changes shape from step to step (a growing KV "
@@ -92,14 +100,19 @@ class StepGraph(nn.Module):
         self.complex_leaves = [t.is_complex() for t in leaves]
         self.batch = batch
 
+    @property
+    def stepper(self) -> Steppable:
+        """``model`` as the type checker should see it (its step / init_state were checked in __init__)."""
+        return cast(Steppable, self.model)
+
     def initial_state(self) -> list[torch.Tensor]:
         """The zero state as the graph's real tensors."""
-        leaves, _ = flatten_state(self.model.init_state(self.batch))
+        leaves, _ = flatten_state(self.stepper.init_state(self.batch))
         return [to_planes(t) for t in leaves]
 
     def forward(self, x_t: torch.Tensor, *state: torch.Tensor):
         leaves = [torch.view_as_complex(s) if c else s for s, c in zip(state, self.complex_leaves)]
-        y_t, new_state = self.model.step(x_t, self._rebuild(leaves))
+        y_t, new_state = self.stepper.step(x_t, self._rebuild(leaves))
         new_leaves, _ = flatten_state(new_state)
         return (y_t, *[to_planes(t) for t in new_leaves])
 
@@ -116,10 +129,10 @@ def fold_constants(graph: StepGraph, args: tuple) -> torch.fx.GraphModule:
     PyTorch and stored as a constant buffer; the result computes the same step."""
     with torch.no_grad():
         gm = torch.export.export(graph, args, strict=False).module()
-        values = {}  # node -> its value, for nodes that depend on constants only
+        values: dict[torch.fx.Node, Any] = {}  # node -> its value, for nodes that depend on constants only
         for node in list(gm.graph.nodes):
             if node.op == "get_attr":
-                value = gm
+                value: Any = gm
                 for part in node.target.split("."):
                     value = getattr(value, part)
                 values[node] = value
@@ -150,14 +163,14 @@ def fold_constants(graph: StepGraph, args: tuple) -> torch.fx.GraphModule:
     return gm
 
 
-def example_input(model: nn.Module, batch: int, generator: torch.Generator = None) -> torch.Tensor:
+def example_input(model: nn.Module, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """A random x_t for ``model.step``: token ids for token models, else (b, d_input) or (b, d_model)."""
     cfg = getattr(model, "config", None)
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     if cfg is not None and (getattr(cfg, "input_kind", None) == "tokens" or hasattr(cfg, "vocab_size")):
         vocab = getattr(cfg, "vocab_size", None) or cfg.d_input
         return torch.randint(0, vocab, (batch,), generator=g)
-    width = getattr(cfg, "d_input", None) or model.d_model
+    width = cast(int, getattr(cfg, "d_input", None) or model.d_model)
     dtype = next(model.parameters()).dtype
     return torch.randn(batch, width, generator=g, dtype=dtype)
 
@@ -238,9 +251,9 @@ def _run_export(args) -> int:
         f"+ {len(graph.complex_leaves)} state tensor(s) ({sum(graph.complex_leaves)} complex as re/im planes)"
     )
     if args.verify_steps:
-        err = compare_with_onnxruntime(model, path, args.verify_steps, args.batch)
-        print(f"onnxruntime vs PyTorch over {args.verify_steps} steps: max |diff| / max |y| = {err:.2e}")
-        if err > 1e-4:
+        rel_err = compare_with_onnxruntime(model, path, args.verify_steps, args.batch)
+        print(f"onnxruntime vs PyTorch over {args.verify_steps} steps: max |diff| / max |y| = {rel_err:.2e}")
+        if rel_err > 1e-4:
             print("torchssm export: warning: the ONNX graph disagrees with PyTorch", file=sys.stderr)
             return 1
     return 0

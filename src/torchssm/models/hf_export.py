@@ -20,11 +20,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 
 from torchssm.fileio import PathLike, atomic_write
 from torchssm.models.lm import CausalLM
+
+if TYPE_CHECKING:
+    from torchssm.layers.mamba import Mamba
+    from torchssm.layers.mamba2 import Mamba2
 
 _GROUPED_NORM_VERSION = "4.57.0"  # the first transformers release with the group-wise Mamba-2 norm (convert.py)
 
@@ -48,7 +53,7 @@ def hf_config(model: CausalLM) -> dict:
     cfg = model.config
     if cfg.layer not in ("mamba", "mamba2"):
         raise ValueError(f"Hugging Face has Mamba and Mamba-2 language models only; this LM's layer is {cfg.layer!r}")
-    mixer = model.backbone.layers[0].mixer
+    mixer = cast("Mamba | Mamba2", model.backbone.blocks()[0].mixer)  # cfg.layer, checked above
     eos = getattr(getattr(model, "tokenizer", None), "eos_token_id", None)
     common = {
         "vocab_size": cfg.padded_vocab_size,
@@ -77,6 +82,7 @@ def hf_config(model: CausalLM) -> dict:
             "intermediate_size": mixer.d_inner,
             "time_step_rank": mixer.dt_rank,
         }
+    mixer = cast("Mamba2", mixer)
     norm = mixer.norm
     if norm.eps != cfg.norm_eps:
         raise ValueError(

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -213,8 +214,12 @@ class JambaBlock(SSMLayer):
         self.mlp_norms = nn.ModuleList(nn.RMSNorm(d_model, eps=norm_eps) for _ in range(n_layers))
         self._has_mlp = hidden > 0
 
+    def _mixer_list(self) -> list[SSMLayer]:
+        """``mixers`` as the type checker should see it (an nn.ModuleList yields nn.Module): the same object."""
+        return cast("list[SSMLayer]", self.mixers)
+
     def init_state(self, batch: int, device=None, dtype=None) -> list:
-        return [m.init_state(batch, device=device, dtype=dtype) for m in self.mixers]
+        return [m.init_state(batch, device=device, dtype=dtype) for m in self._mixer_list()]
 
     def _layer_mlp(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return x + self.mlps[i](self.mlp_norms[i](x)) if self._has_mlp else x
@@ -244,7 +249,7 @@ class JambaBlock(SSMLayer):
         self._check_step(x_t, state)
         h = to_param_dtype(self, x_t)
         new_states = []
-        for i, mixer in enumerate(self.mixers):
+        for i, mixer in enumerate(self._mixer_list()):
             out, s = mixer.step(self.mixer_norms[i](h), state[i])
             new_states.append(s)
             h = self._layer_mlp(i, h + out)

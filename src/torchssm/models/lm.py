@@ -25,12 +25,13 @@ import inspect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.layers.base import check_state_like
+from torchssm.layers.base import SSMLayer, check_state_like
 from torchssm.layers.registry import build_layer
 from torchssm.layers.tags import parameter_tags
 from torchssm.models.config import ConfigDict
@@ -60,7 +61,7 @@ class LMConfig(ConfigDict):
 class Block(nn.Module):
     """x + mixer(norm(x)) (pre-norm residual, as mamba_ssm's ``Block``)."""
 
-    def __init__(self, mixer: nn.Module, d_model: int, eps: float):
+    def __init__(self, mixer: SSMLayer, d_model: int, eps: float):
         super().__init__()
         self.norm = nn.RMSNorm(d_model, eps=eps)
         self.mixer = mixer
@@ -75,6 +76,10 @@ class Backbone(nn.Module):
             for _ in range(cfg.n_layer)
         )
         self.norm_f = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+
+    def blocks(self) -> list[Block]:
+        """``layers`` as the type checker should see it (an nn.ModuleList yields nn.Module): the same object."""
+        return cast("list[Block]", self.layers)
 
 
 class CausalLM(PretrainedMixin, nn.Module):
@@ -92,12 +97,12 @@ class CausalLM(PretrainedMixin, nn.Module):
                 raise ValueError(f"LM config {name} must be a positive int, got {v!r}")
         self.config = config
         self.backbone = Backbone(config)
-        for block in self.backbone.layers:
+        for block in self.backbone.blocks():
             if not getattr(block.mixer, "causal", False):
                 raise ValueError(f"layer {config.layer!r} is not causal: a language model needs a causal layer")
         # packed documents (``reset``) need mixers that restart their state (LRU, Mamba, Mamba-2, SeqBoat, Jamba)
         self._takes_reset = all(
-            "reset" in inspect.signature(blk.mixer.forward).parameters for blk in self.backbone.layers
+            "reset" in inspect.signature(blk.mixer.forward).parameters for blk in self.backbone.blocks()
         )
         self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
         self._init_weights()
@@ -114,7 +119,7 @@ class CausalLM(PretrainedMixin, nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=0.02)
-        for block in self.backbone.layers:
+        for block in self.backbone.blocks():
             for pname in ("out_proj", "out"):
                 proj = getattr(block.mixer, pname, None)
                 if isinstance(proj, nn.Linear):
@@ -140,7 +145,7 @@ class CausalLM(PretrainedMixin, nn.Module):
 
     def init_state(self, batch: int, device=None, dtype=None) -> list:
         """One zero state per layer."""
-        return [blk.mixer.init_state(batch, device=device, dtype=dtype) for blk in self.backbone.layers]
+        return [blk.mixer.init_state(batch, device=device, dtype=dtype) for blk in self.backbone.blocks()]
 
     def _check_state(self, state, batch: int) -> None:
         if not isinstance(state, (list, tuple)) or len(state) != len(self.backbone.layers):
@@ -149,7 +154,7 @@ class CausalLM(PretrainedMixin, nn.Module):
                 f"model's init_state or forward(..., return_state=True)); got "
                 f"{type(state).__name__} of length {len(state) if isinstance(state, (list, tuple)) else '-'}"
             )
-        for i, (s, blk) in enumerate(zip(state, self.backbone.layers)):
+        for i, (s, blk) in enumerate(zip(state, self.backbone.blocks())):
             check_state_like(s, blk.mixer.init_state(batch, device="meta"), name=f"state[{i}]")
 
     def forward(
@@ -173,7 +178,7 @@ class CausalLM(PretrainedMixin, nn.Module):
         x = self.backbone.embedding(input_ids)  # (b, l, h)
         residual = self._residual(x)
         new_states = []
-        for i, blk in enumerate(self.backbone.layers):
+        for i, blk in enumerate(self.backbone.blocks()):
             kw = {} if reset is None else {"reset": reset}
             s = None if state is None else state[i]
             out = blk.mixer(blk.norm(residual.to(x.dtype)), s, return_state=return_state, **kw)
@@ -196,7 +201,7 @@ class CausalLM(PretrainedMixin, nn.Module):
         x = self.backbone.embedding(token_ids)  # (b, h)
         residual = self._residual(x)
         new_states = []
-        for blk, s in zip(self.backbone.layers, state):
+        for blk, s in zip(self.backbone.blocks(), state):
             out, s = blk.mixer.step(blk.norm(residual.to(x.dtype)), s)
             new_states.append(s)
             residual = residual + out.to(residual.dtype)
@@ -438,12 +443,9 @@ class CausalLM(PretrainedMixin, nn.Module):
                 self._compiled_step = (key, torch.compile(self._step_function(batch, state), dynamic=False))
             return self._compiled_step[1]
         layers = [
-            (
-                blk.norm.weight,
-                blk.norm.eps,
-                blk.mixer.step_function() if hasattr(blk.mixer, "step_function") else blk.mixer.step,
-            )
-            for blk in self.backbone.layers
+            (blk.norm.weight, blk.norm.eps, fused() if fused is not None else blk.mixer.step)
+            for blk in self.backbone.blocks()
+            for fused in [getattr(blk.mixer, "step_function", None)]  # a layer's fused one-token step, if any
         ]
         emb, head = self.backbone.embedding.weight, self.lm_head.weight
         head_t = head.t().contiguous() if head.numel() <= 1 << 24 else None  # faster at batch 1 (transposed_linear)

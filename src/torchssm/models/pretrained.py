@@ -22,6 +22,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -78,7 +79,7 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike) -> Path:
 
     model_type = getattr(model, "model_type", None)
     config = getattr(model, "config", None)
-    if model_type is None or not hasattr(config, "to_dict"):
+    if model_type is None or config is None or not hasattr(config, "to_dict"):
         raise TypeError(f"{type(model).__name__} needs a `model_type` and a `config` with to_dict() to be saved")
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
@@ -231,4 +232,4 @@ class PretrainedMixin:
     model_type: str = ""
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
-        return save_pretrained(self, path)
+        return save_pretrained(cast(nn.Module, self), path)  # mixed into nn.Module subclasses only

@@ -32,7 +32,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ def _unb64(s: str) -> torch.Tensor:
 
 def get_rng_states() -> dict[str, Any]:
     """Every global RNG state (python, numpy, torch CPU, CUDA) as JSON-serialisable values."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     states = {
         "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
         "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
@@ -97,8 +97,9 @@ def _sha256(path: Path) -> str:
 
 
 def _write_weights(model: nn.Module, tmp: Path) -> None:
-    if hasattr(model, "save_pretrained"):
-        model.save_pretrained(tmp)  # model.safetensors + config.json
+    save_pretrained = getattr(model, "save_pretrained", None)
+    if save_pretrained is not None:
+        save_pretrained(tmp)  # model.safetensors + config.json
     else:
         save_model(model, str(tmp / WEIGHTS))  # handles shared tensors
     if not (tmp / WEIGHTS).is_file():
@@ -146,10 +147,12 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         _write_weights(model, tmp)
-        if optimizer is not None or optimizer_state is not None:
+        if optimizer_state is None and optimizer is not None:
+            optimizer_state = optimizer.state_dict()
+        if optimizer_state is not None:
             torch.save(
                 {
-                    "optimizer": optimizer_state if optimizer_state is not None else optimizer.state_dict(),
+                    "optimizer": optimizer_state,
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 },
                 tmp / OPTIMIZER,

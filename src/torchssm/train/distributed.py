@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -207,9 +208,9 @@ def unwrap(model: nn.Module) -> nn.Module:
     """The plain module under DDP and/or ``torch.compile`` wrappers."""
     while True:
         if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
+            model = cast(nn.Module, model.module)  # the wrapped module
         elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+            model = cast(nn.Module, model._orig_mod)  # torch.compile's wrapped module
         else:
             return model
 

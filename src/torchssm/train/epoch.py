@@ -57,6 +57,18 @@ class Run:
     train_model: nn.Module | None = None  # what batches go through: `model` under DDP and/or torch.compile
     t_loop: float = 0.0  # perf_counter at the start of the epoch loop (record["time_s"] counts from it)
 
+    def training_model(self) -> nn.Module:
+        """``train_model``, which ``_prepare_for_training`` sets before the first epoch."""
+        if self.train_model is None:
+            raise RuntimeError("Run.train_model is not set: prepare the run for training first")
+        return self.train_model
+
+    def fsdp_plain(self) -> nn.Module:
+        """``plain``, which setup sets whenever FSDP is on."""
+        if self.plain is None:
+            raise RuntimeError("this FSDP run has no unsharded copy of the model (Run.plain)")
+        return self.plain
+
     @property
     def tc(self) -> TrainConfig:
         return self.cfg.train
@@ -181,7 +193,7 @@ def train_epoch(run: Run, epoch: int, progress: Progress, guard: NonFiniteGuard)
     aux_sum, aux_steps = 0.0, 0
     for i, batch in enumerate(bar):
         run.optimizer.zero_grad(set_to_none=True)
-        loss, correct, n, aux = train_step(run.train_model, batch, info, tc, run.ctx, run.device)
+        loss, correct, n, aux = train_step(run.training_model(), batch, info, tc, run.ctx, run.device)
         where = f"epoch {epoch + 1}, step {progress.step + 1}"
         if not guard.check("loss", loss, where):
             continue  # skipped: no update, the schedule does not advance
@@ -250,8 +262,8 @@ def write_epoch(run: Run, record: dict, progress: Progress, improved: bool, metr
     if run.fsdp and tc.save_checkpoints:  # gather the full state (a collective), rank 0 writes it
         model_state, optimizer_state = D.full_state(run.model, run.optimizer)
         if run.main:
-            run.plain.load_state_dict(model_state)
-        saved = run.plain
+            run.fsdp_plain().load_state_dict(model_state)
+        saved = run.fsdp_plain()
     if run.main:
         try:
             metrics_log.append(record)

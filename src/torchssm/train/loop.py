@@ -41,10 +41,11 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -316,7 +317,7 @@ def set_up(
     optimizer = build_optimizer(model, tc.lr, tc.weight_decay, tc.betas)
     steps_per_epoch = num_batches(task.train, tc.batch_size, min_batch=2)
     if steps_per_epoch < 1:
-        raise ValueError(f"the training set ({len(task.train)} examples) is smaller than one batch of 2")
+        raise ValueError(f"the training set ({_size(task.train)} examples) is smaller than one batch of 2")
     total_steps = tc.epochs * steps_per_epoch
     warmup = min(total_steps, max(tc.warmup_steps, int(round(tc.warmup_epochs * steps_per_epoch))))
     scheduler = build_scheduler(optimizer, total_steps, warmup, tc.min_lr_ratio)
@@ -342,9 +343,9 @@ def resume_run(run: Run, resume, source_run: Path | None, log) -> Progress:
     state = read_checkpoint_state(resume)
     _check_resume_config(saved_config(state["config"]), run.config_dict)
     if run.fsdp:  # every rank reads the full checkpoint, then keeps its shard
-        state = load_checkpoint(resume, run.plain, restore_rng=True)
+        state = load_checkpoint(resume, run.fsdp_plain(), restore_rng=True)
         extra = torch.load(Path(resume) / OPTIMIZER, map_location="cpu", weights_only=True)
-        D.load_full_state(run.model, run.optimizer, run.plain.state_dict(), extra["optimizer"])
+        D.load_full_state(run.model, run.optimizer, run.fsdp_plain().state_dict(), extra["optimizer"])
         run.scheduler.load_state_dict(extra["scheduler"])
     else:
         state = load_checkpoint(
@@ -377,16 +378,21 @@ def _prepare_for_training(run: Run) -> None:
     """DDP under torchrun (FSDP shards in place) and torch.compile; weights/checkpoints use ``run.model``."""
     train_model = run.model if run.fsdp else D.wrap_model(run.model, run.ctx, run.device)
     if run.tc.compile:
-        train_model = torch.compile(train_model)
+        train_model = cast(nn.Module, torch.compile(train_model))  # an OptimizedModule (an nn.Module)
     run.train_model = train_model
+
+
+def _size(dataset: object) -> int:
+    """len() of a task's dataset (map-style: sized, though torch's Dataset type does not declare __len__)."""
+    return len(cast(Sized, dataset))
 
 
 def _describe(run: Run) -> str:
     task, info, model_cfg, ctx = run.task, run.info, run.model_cfg, run.ctx
     n_params = sum(p.numel() for p in run.model.parameters())
     return (
-        f"task {info.name}: {len(task.train)} train / {len(task.val) if task.val is not None else 0} val / "
-        f"{len(task.test)} test; model {model_cfg.layer} x{model_cfg.n_layers}, {n_params:,} parameters; "
+        f"task {info.name}: {_size(task.train)} train / {_size(task.val) if task.val is not None else 0} val / "
+        f"{_size(task.test)} test; model {model_cfg.layer} x{model_cfg.n_layers}, {n_params:,} parameters; "
         f"device {run.device}; {run.steps_per_epoch} steps/epoch" + (f"; {ctx.world_size} ranks" if ctx.enabled else "")
     )
 

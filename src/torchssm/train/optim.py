@@ -68,4 +68,5 @@ def build_optimizer(
     groups = param_groups(model, lr, weight_decay)
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+    b1, b2 = betas  # a YAML list or a tuple
+    return torch.optim.AdamW(groups, lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay)

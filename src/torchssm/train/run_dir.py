@@ -34,7 +34,7 @@ from torchssm.runs import LOCK_FILE, RUN_FILES
 try:
     import fcntl
 except ImportError:  # Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # (no fcntl on Windows: callers test for None)
 
 
 class RunDirBusy(RuntimeError):
@@ -51,7 +51,7 @@ class RunWriteError(OSError):
         )
 
     def __str__(self) -> str:
-        return self.strerror
+        return str(self.strerror)  # always set by __init__
 
 
 def run_files(out_dir: Path) -> list:

@@ -43,7 +43,7 @@ def tbptt_backward(
     batch: dict[str, torch.Tensor],
     info: TaskInfo,
     chunk: int,
-    weight: torch.Tensor = None,
+    weight: torch.Tensor | None = None,
     *,
     sync: bool = True,
     autocast=nullcontext,
