@@ -96,3 +96,18 @@ def test_classical_baselines_run_and_beat_the_noise():
     noisy = degrade(torch.from_numpy(clean)[None, None], "denoise", 25.0, gen)[0, 0].numpy()
     for name, out in classical_denoisers(noisy, 25.0, tv_weight=0.1).items():
         assert psnr(out, clean) > psnr(noisy, clean) + 3, name
+
+
+def test_unet_and_patch_embed_share_the_image_check():
+    """RestorationUNet and PatchEmbed refuse a non-image with one and the same message (vision.patch.check_images)."""
+    from torchssm.vision.patch import PatchEmbed
+
+    net = RestorationUNet(1, 4, (1, 1, 1), "s4nd", {"d_state": 4})
+    emb = PatchEmbed(1, 8, patch_size=2)
+    want = "images must have shape (batch, channels=1, height, width); got (1, 8, 8)"
+    for module in (net, emb):
+        with pytest.raises(ValueError) as err:
+            module(torch.rand(1, 8, 8))
+        assert str(err.value) == want
+        with pytest.raises(ValueError, match=r"channels=1, height, width\); got \(\)$"):
+            module([[0.0]])

@@ -26,6 +26,15 @@ def check_patch_size(patch_size) -> int:
     return patch_size
 
 
+def check_images(images: torch.Tensor, in_channels: int) -> None:
+    """``images`` must be a (batch, in_channels, height, width) tensor: else a one-line ValueError."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != in_channels:
+        raise ValueError(
+            f"images must have shape (batch, channels={in_channels}, height, width); "
+            f"got {tuple(getattr(images, 'shape', ()))}"
+        )
+
+
 def check_divisible(height: int, width: int, patch_size: int) -> None:
     if height % patch_size or width % patch_size:
         raise ValueError(
@@ -58,11 +67,7 @@ class PatchEmbed(nn.Module):
         return height // self.patch_size, width // self.patch_size
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != self.in_channels:
-            raise ValueError(
-                f"images must have shape (batch, channels={self.in_channels}, height, width); "
-                f"got {tuple(getattr(images, 'shape', ()))}"
-            )
+        check_images(images, self.in_channels)
         h, w = images.shape[-2:]
         if self.image_size is not None and (h, w) != self.image_size:
             raise ValueError(f"expected images of size {self.image_size[0]}x{self.image_size[1]}; got {h}x{w}")

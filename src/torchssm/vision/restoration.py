@@ -32,6 +32,7 @@ from torch import nn
 
 from torchssm.layers.registry import build_layer
 from torchssm.vision.cross_scan import CrossScan2D
+from torchssm.vision.patch import check_images
 
 
 def build_mixer2d(name: str, channels: int, kwargs: dict) -> nn.Module:
@@ -122,11 +123,7 @@ class RestorationUNet(nn.Module):
         return 2 ** (len(self.depths) - 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != self.in_channels:
-            raise ValueError(
-                f"images must have shape (batch, channels={self.in_channels}, height, width); "
-                f"got {tuple(getattr(images, 'shape', ()))}"
-            )
+        check_images(images, self.in_channels)
         h, w = images.shape[-2:]
         if h % self.multiple or w % self.multiple:
             raise ValueError(
