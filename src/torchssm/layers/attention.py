@@ -150,7 +150,7 @@ class SelfAttention(SSMLayer):
         else:
             k_cache = k_cache.scatter(2, index, k)
             v_cache = v_cache.scatter(2, index, v)
-        if not k_cache.requires_grad and not v_cache.requires_grad:
+        if not (k_cache.requires_grad or v_cache.requires_grad or torch.compiler.is_compiling()):
             _mark_filled(k_cache, v_cache, new_position)
         keys = torch.arange(end, device=x.device)  # (end,)
         mask = keys[None, None, :] <= positions[:, :, None]  # (b, l, end): key j visible to query t
