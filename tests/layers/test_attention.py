@@ -39,19 +39,21 @@ def test_matches_explicit_softmax_attention():
     torch.testing.assert_close(layer(x), want)
 
 
+def _input_and_parameter_grads(layer, x, g, run):
+    """Gradients of sum(run() * g) w.r.t. x and every parameter of layer (fresh: earlier grads cleared)."""
+    layer.zero_grad()
+    x.grad = None
+    (run() * g).sum().backward()
+    return [x.grad.clone()] + [p.grad.clone() for p in layer.parameters()]
+
+
 def test_cached_path_gradients_match_fused_path():
     """The cached path (used by step / stateful forward) and SDPA's causal path: every gradient."""
     layer = _layer()
     x = torch.randn(2, 6, 8, dtype=torch.float64, requires_grad=True)
     g = torch.randn(2, 6, 8, dtype=torch.float64)
-    grads = []
-    for use_cache in (False, True):
-        layer.zero_grad()
-        x.grad = None
-        y = layer(x, return_state=True)[0] if use_cache else layer(x)
-        (y * g).sum().backward()
-        grads.append([x.grad.clone()] + [p.grad.clone() for p in layer.parameters()])
-    for a, b in zip(*grads):
+    cached = _input_and_parameter_grads(layer, x, g, lambda: layer(x, return_state=True)[0])
+    for a, b in zip(cached, _input_and_parameter_grads(layer, x, g, lambda: layer(x))):
         torch.testing.assert_close(a, b)
 
 
@@ -250,19 +252,14 @@ def test_steps_with_gradients_do_not_write_in_place():
     layer = _layer()
     x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
     g = torch.randn(2, 5, 8, dtype=torch.float64)
-    grads = []
-    for use_steps in (True, False):
-        layer.zero_grad()
-        x.grad = None
-        if use_steps:
-            y1 = layer.step(x[:, 0], layer.init_state(2))[0][:, None]
-            y_rest, _ = _steps(layer, x[:, 1:], layer(x[:, :1], return_state=True)[1])
-            y = torch.cat([y1, y_rest], dim=1)
-        else:
-            y = layer(x)
-        (y * g).sum().backward()
-        grads.append([x.grad.clone()] + [p.grad.clone() for p in layer.parameters()])
-    for a, b in zip(*grads):
+
+    def unrolled():
+        y1 = layer.step(x[:, 0], layer.init_state(2))[0][:, None]
+        y_rest, _ = _steps(layer, x[:, 1:], layer(x[:, :1], return_state=True)[1])
+        return torch.cat([y1, y_rest], dim=1)
+
+    stepped = _input_and_parameter_grads(layer, x, g, unrolled)
+    for a, b in zip(stepped, _input_and_parameter_grads(layer, x, g, lambda: layer(x))):
         torch.testing.assert_close(a, b)
     with torch.inference_mode():
         _, s_inf = layer(x[:, :2].detach(), return_state=True)

@@ -48,10 +48,6 @@ class ASRTrainConfig:
 
 def _dataclass_from(cls, data: dict, what: str):
     names = {f.name for f in fields(cls)}
-    if cls is ASRTrainConfig and "max_minutes" in data:
-        raise ValueError(
-            "train.max_minutes (a wall-time cap) is now train.max_cpu_minutes (CPU minutes, time.process_time)"
-        )
     unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"unknown {what} keys {unknown}; expected some of {sorted(names)}")
@@ -129,7 +125,12 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
     if unknown:
         raise ValueError(f"unknown top-level keys {unknown}; expected task, model, train")
     model_cfg = _dataclass_from(ASRConfig, dict(config.get("model") or {}), "model")
-    tc = _dataclass_from(ASRTrainConfig, dict(config.get("train") or {}), "train")
+    train_cfg = dict(config.get("train") or {})
+    if "max_minutes" in train_cfg:
+        raise ValueError(
+            "train.max_minutes (a wall-time cap) is now train.max_cpu_minutes (CPU minutes, time.process_time)"
+        )
+    tc = _dataclass_from(ASRTrainConfig, train_cfg, "train")
     task_cfg = dict(config.get("task") or {"name": "spoken_sentences"})
     if task is None:
         task = build_task(task_cfg.pop("name"), data_dir=data_dir, **task_cfg)

@@ -49,6 +49,7 @@ def s4d_ablation(
     ``preset`` is a preset name or a YAML path; ``overrides`` are ``--set`` strings applied to every run
     (e.g. ``train.epochs=2``). Raises ValueError when the preset's layer is not ``s4d``.
     """
+    from torchssm.fileio import atomic_write
     from torchssm.presets import preset_path
     from torchssm.train.config import load_config
     from torchssm.train.loop import train
@@ -92,19 +93,11 @@ def s4d_ablation(
                     "run_dir": (out_dir / name).as_posix(),
                 }
             )
-            _write_text(out_dir / "ablation.json", json.dumps(summary, indent=2))
-    summary["table"] = ablation_table(summary["rows"])
-    _write_text(out_dir / "ablation.md", summary["table"] + "\n")
+            text = json.dumps(summary, indent=2)
+            atomic_write(out_dir / "ablation.json", lambda tmp, text=text: Path(tmp).write_text(text))
+    table = summary["table"] = ablation_table(summary["rows"])
+    atomic_write(out_dir / "ablation.md", lambda tmp: Path(tmp).write_text(table + "\n"))
     return summary
-
-
-def _write_text(path: Path, text: str) -> None:
-    from torchssm.fileio import atomic_write
-
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(text)
-
-    atomic_write(path, write)
 
 
 def ablation_table(rows: Sequence[dict]) -> str:
