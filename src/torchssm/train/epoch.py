@@ -33,7 +33,7 @@ from torchssm.train import distributed as D
 from torchssm.train.checkpoint import prune_checkpoints, save_checkpoint, snapshot_checkpoint
 from torchssm.train.config import ExperimentConfig, TrainConfig
 from torchssm.train.guard import NonFiniteGuard
-from torchssm.train.losses import batch_to, evaluate, forward_batch, loss_and_correct
+from torchssm.train.losses import batch_to, evaluate, model_loss_and_correct
 from torchssm.train.run_dir import RunWriteError
 from torchssm.train.tbptt import tbptt_backward
 
@@ -152,7 +152,7 @@ def train_step(
         else:
             with D.no_sync(model, sync):
                 with autocast():
-                    loss, c, _ = loss_and_correct(forward_batch(model, part), part["targets"], info)
+                    loss, c, _ = model_loss_and_correct(model, part, info)  # head on scored steps only
                 aux = pop_auxiliary_loss(model)  # e.g. a mixture of experts' load balancing
                 ((loss if aux is None else loss + aux) * weight.to(loss.dtype)).backward()
             if aux is not None:

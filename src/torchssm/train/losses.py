@@ -5,6 +5,10 @@ Loss by task kind (:class:`~torchssm.data.registry.TaskInfo`): cross-entropy for
 (b, l, c), targets (b, l), ``info.ignore_index`` skipped); mean squared error for "regression"
 (output (b, d), targets (b, d), or (b,) when d = 1).
 
+Per-step tasks with few scored positions (MQAR: 16 of 256): :func:`model_loss_and_correct` applies
+the output head of a :class:`~torchssm.models.backbone.DeepSSM` to the scored steps only
+(``DeepSSM.logits_at``), automatically; loss, gradients and accuracy are those of the full output.
+
 Shared by the training loop (:mod:`torchssm.train.epoch`), truncated BPTT
 (:mod:`torchssm.train.tbptt`) and evaluation; it imports neither of them.
 """
@@ -17,6 +21,7 @@ from torch import nn
 
 from torchssm.data.loaders import iterate_batches
 from torchssm.data.registry import TaskInfo
+from torchssm.models.backbone import DeepSSM
 from torchssm.train import distributed as D
 
 Batch = dict[str, torch.Tensor]
@@ -60,6 +65,36 @@ def forward_batch(model: nn.Module, batch: Batch) -> torch.Tensor:
     return model(batch["inputs"], lengths=batch.get("lengths"), inputs2=batch.get("inputs2"), **extra)
 
 
+def model_loss_and_correct(model: nn.Module, batch: Batch, info: TaskInfo) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``loss_and_correct(forward_batch(model, batch), batch["targets"], info)``, the same numbers.
+
+    When some steps of a per-step ("seq2seq" / "lm") batch are not scored (``info.ignore_index``) and
+    ``model`` is an unwrapped per-step :class:`DeepSSM` (not DDP / torch.compile, whose forward must
+    run), the head is applied to the scored steps only (``model.logits_at``): the mean cross-entropy,
+    its gradients and the correct count are those of the full logits, without the (b, l, d_output)
+    tensor. Any other case (every step scored, other models, pooled or paired outputs) is the plain call.
+    """
+    targets = batch["targets"]
+    inputs = batch["inputs"]
+    if (
+        info.kind in ("seq2seq", "lm")
+        and isinstance(model, DeepSSM)
+        and model.config.pooling == "none"
+        and not model.config.paired
+        and batch.get("inputs2") is None
+        and batch.get("reset") is None
+        and targets.shape == inputs.shape[:2]
+    ):
+        scored = targets != info.ignore_index  # (b, l)
+        n = int(scored.sum())
+        if n < targets.numel():
+            logits = model.logits_at(inputs, scored, batch.get("lengths"))  # (n, d_output)
+            flat = targets[scored]  # (n,)
+            loss = F.cross_entropy(logits, flat)  # nan when n == 0, as the ignore_index mean
+            return loss, (logits.argmax(-1) == flat).sum(), n
+    return loss_and_correct(forward_batch(model, batch), targets, info)
+
+
 def batch_to(batch: Batch, device: torch.device) -> Batch:
     """Every tensor of ``batch`` on ``device``."""
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -87,7 +122,7 @@ def evaluate(
     try:
         for batch in iterate_batches(dataset, batch_size) if len(dataset) else ():
             batch = batch_to(batch, torch.device(device))
-            loss, c, n = loss_and_correct(forward_batch(model, batch), batch["targets"], info)
+            loss, c, n = model_loss_and_correct(model, batch, info)
             loss_sum += float(loss) * n
             correct += int(c)
             count += n
