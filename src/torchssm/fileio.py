@@ -3,10 +3,12 @@
 ``atomic_write(path, write)`` lets ``write(tmp_path)`` fill a temporary file in the same directory,
 flushes it to disk (fsync), then renames it over ``path`` (``os.replace``: atomic on POSIX and
 Windows). A failed write leaves the old file as it was and no temporary file behind.
+``atomic_write_text`` and ``atomic_write_json`` are that for a string and for a JSON document.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -34,3 +36,13 @@ def atomic_write(path: PathLike, write: Callable[[str], object], *, mode: int = 
             os.remove(tmp)
         raise
     return path
+
+
+def atomic_write_text(path: PathLike, text: str, *, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (``atomic_write``). Returns ``path``."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding=encoding))
+
+
+def atomic_write_json(path: PathLike, obj: object, *, indent: int | None = None) -> Path:
+    """Write ``json.dumps(obj, indent=indent)`` to ``path`` atomically. Returns ``path``."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent))

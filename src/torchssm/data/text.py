@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 
 from torchssm.data.loaders import resolve_data_dir
 from torchssm.data.registry import TaskData, TaskInfo, register_task
-from torchssm.fileio import PathLike, atomic_write
+from torchssm.fileio import PathLike, atomic_write, atomic_write_text
 
 SPLITS = ("train", "val", "test")
 EXCLUDED_DIRS = ("test", "tests", "idlelib", "site-packages", "__pycache__")  # default corpus (issue 14)
@@ -227,7 +227,7 @@ def load_or_build_splits(splits: dict[str, list[Path]], tokenizer, cache_dir: Pa
                 "bytes": n_bytes,
             }
         text = json.dumps(manifest, indent=1)
-        atomic_write(manifest_file, lambda tmp: Path(tmp).write_text(text))  # last: marks the cache complete
+        atomic_write_text(manifest_file, text)  # last: marks the cache complete
     manifest = json.loads(manifest_file.read_text())
     out = {}
     for split in SPLITS:

@@ -69,9 +69,9 @@ def run_lm_eval(args) -> int:
     out.update(split=args.split, rows=len(split), checkpoint=str(checkpoint), activation_rates=activation_rates(model))
     out["loss_by_position"] = [round(float(v), 5) for v in curve]  # nats, for `torchssm lm plot`
     text = json.dumps(out, indent=1)
-    from torchssm.fileio import atomic_write
+    from torchssm.fileio import atomic_write_text
 
-    atomic_write(checkpoint / "lm_eval.json", lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(checkpoint / "lm_eval.json", text)
     print(
         f"{args.split}: bits/byte {out['bpb']:.4f} within the training context ({context}), "
         f"{out['bpb_all']:.4f} over {out['eval_context']} positions; perplexity by position:"

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 
-from torchssm.fileio import PathLike, atomic_write
+from torchssm.fileio import PathLike, atomic_write, atomic_write_text
 from torchssm.models.lm import CausalLM
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def save_hf(model: CausalLM, path: PathLike) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
     atomic_write(out / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(out / "config.json", text)
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is not None:
         tokenizer.save(out)

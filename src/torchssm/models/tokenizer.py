@@ -23,7 +23,7 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from torchssm.fileio import PathLike, atomic_write
+from torchssm.fileio import PathLike, atomic_write, atomic_write_text
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -95,7 +95,7 @@ class BPETokenizer:
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         text = self.tokenizer.to_str(pretty=True)
-        atomic_write(out / TOKENIZER_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        atomic_write_text(out / TOKENIZER_FILE, text)
         config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 1 << 20}
         if self.eos_token:
             config.update(eos_token=self.eos_token, bos_token=self.eos_token, unk_token=self.eos_token)

@@ -16,15 +16,13 @@ scans run on one CPU thread, where a parallel scan has no parallelism to exploit
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
-from torchssm.fileio import atomic_write
+from torchssm.fileio import atomic_write_json
 from torchssm.rl.envs import ActionSpec
 from torchssm.rl.memory import build_memory
 from torchssm.rl.policy import RecurrentActorCritic
@@ -153,7 +151,7 @@ def bench_ppo_update(
         "markdown": markdown(rows),
     }
     if out:
-        atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+        atomic_write_json(out, result, indent=1)
     return result
 
 

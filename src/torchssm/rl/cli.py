@@ -87,7 +87,7 @@ def _run_bench(args) -> int:
 
 
 def _run_meta_eval(args) -> int:
-    from torchssm.fileio import atomic_write
+    from torchssm.fileio import atomic_write_json
     from torchssm.rl.meta import evaluate_meta, plot_meta, pool_results
 
     kwargs = dict(trials=args.trials, heldout=args.heldout, reset_each_episode=args.reset_each_episode)
@@ -98,7 +98,7 @@ def _run_meta_eval(args) -> int:
         print(json.dumps({k: res[k] for k in ("checkpoint", "mean_per_episode", "last_minus_first", "ci95")}))
     print(json.dumps({k: v for k, v in result.items() if k not in ("returns", "per_run")}))
     if args.out:
-        atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(result)))
+        atomic_write_json(args.out, result)
     if args.plot:
         plot_meta([result], args.plot)
     return 0

@@ -44,17 +44,15 @@ each, a 4-dim projection).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from torchssm.fileio import atomic_write
+from torchssm.fileio import atomic_write_json
 from torchssm.rl.envs import ActionSpec, make_env
 
 EnvEntry = str | dict[str, Any]
@@ -359,7 +357,7 @@ def evaluate_meta(
         "returns": returns.tolist(),
     }
     if out:
-        atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(result)))
+        atomic_write_json(out, result)
     return result
 
 

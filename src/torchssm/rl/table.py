@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from torchssm.fileio import atomic_write
+from torchssm.fileio import atomic_write_json, atomic_write_text
 from torchssm.rl.train import evaluate_run, load_rl_config, train
 
 
@@ -84,5 +84,5 @@ def _markdown(rows: list[dict], models: Sequence[str]) -> str:
 
 
 def _write(root: Path, rows: list[dict], models: Sequence[str]) -> None:
-    atomic_write(root / "table.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
-    atomic_write(root / "table.md", lambda tmp: Path(tmp).write_text(_markdown(rows, models)))
+    atomic_write_json(root / "table.json", rows, indent=1)
+    atomic_write_text(root / "table.md", _markdown(rows, models))

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import yaml
 
-from torchssm.fileio import atomic_write
+from torchssm.fileio import atomic_write_json, atomic_write_text
 from torchssm.rl.envs import BatchedEnv
 from torchssm.rl.policy import RecurrentActorCritic
 from torchssm.rl.ppo import PPOConfig, RolloutCollector, evaluate, make_optimizer, ppo_update
@@ -194,7 +194,7 @@ def build_policy(cfg: RLConfig, env) -> RecurrentActorCritic:
 
 
 def _write_jsonl(path: Path, rows) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in rows)))
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _read_jsonl(path: Path):
@@ -237,7 +237,7 @@ def train(
     else:
         out.mkdir(parents=True, exist_ok=True)
         text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-        atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(text))
+        atomic_write_text(out / "config.yaml", text)
         _write_jsonl(metrics_path, [])
     ablation = cfg.meta is not None and bool(cfg.meta.get("reset_each_episode", False))
     collector = RolloutCollector(env, policy, also_reset_on="episode_done" if ablation else None)
@@ -347,5 +347,5 @@ def evaluate_run(
     }
     run = Path(run_dir)
     if run.is_dir() and (run / "config.yaml").is_file():
-        atomic_write(run / "eval.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+        atomic_write_json(run / "eval.json", result, indent=1)
     return result

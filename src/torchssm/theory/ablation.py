@@ -49,7 +49,7 @@ def s4d_ablation(
     ``preset`` is a preset name or a YAML path; ``overrides`` are ``--set`` strings applied to every run
     (e.g. ``train.epochs=2``). Raises ValueError when the preset's layer is not ``s4d``.
     """
-    from torchssm.fileio import atomic_write
+    from torchssm.fileio import atomic_write_text
     from torchssm.presets import preset_path
     from torchssm.train.config import load_config
     from torchssm.train.loop import train
@@ -94,9 +94,9 @@ def s4d_ablation(
                 }
             )
             text = json.dumps(summary, indent=2)
-            atomic_write(out_dir / "ablation.json", lambda tmp, text=text: Path(tmp).write_text(text))
+            atomic_write_text(out_dir / "ablation.json", text)
     table = summary["table"] = ablation_table(summary["rows"])
-    atomic_write(out_dir / "ablation.md", lambda tmp: Path(tmp).write_text(table + "\n"))
+    atomic_write_text(out_dir / "ablation.md", table + "\n")
     return summary
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from torchssm.fileio import atomic_write
+from torchssm.fileio import atomic_write_text
 from torchssm.runs import CONFIG_FILE, METRICS_FILE, TENSORBOARD_DIR
 
 
@@ -52,9 +52,9 @@ class MetricsLog:
     def __init__(self, out_dir: Path, history: list[dict], config: dict, *, tensorboard: bool = False):
         self.path = Path(out_dir) / METRICS_FILE
         lines = "".join(json.dumps(r) + "\n" for r in history)
-        atomic_write(self.path, lambda tmp: Path(tmp).write_text(lines))
+        atomic_write_text(self.path, lines)
         config_text = yaml.safe_dump(config, sort_keys=False)
-        atomic_write(Path(out_dir) / CONFIG_FILE, lambda tmp: Path(tmp).write_text(config_text))
+        atomic_write_text(Path(out_dir) / CONFIG_FILE, config_text)
         self.writer = None
         if tensorboard:
             require_tensorboard()

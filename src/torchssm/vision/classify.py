@@ -147,10 +147,9 @@ def run_classification(
 ) -> dict:
     """Train every model of ``specs`` ({name: spec}) for ``steps`` steps on the same split; write
     ``results.json`` under ``out_dir``; return {name: {parameters, test_accuracy, ...}}."""
-    import json
     from pathlib import Path
 
-    from torchssm.fileio import atomic_write
+    from torchssm.fileio import atomic_write_json
 
     images, labels, classes = load_images(data, n_images, seed, cache)
     tokens = patch_tokens(images, patch)  # (n, L, C p p)
@@ -187,5 +186,5 @@ def run_classification(
         "n_test": len(test_idx),
         "models": results,
     }
-    atomic_write(Path(out_dir) / "results.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2)))
+    atomic_write_json(Path(out_dir) / "results.json", summary, indent=2)
     return summary

@@ -61,7 +61,7 @@ def _run_restore(args) -> int:
 
 
 def _run_cost(args) -> int:
-    from torchssm.fileio import atomic_write
+    from torchssm.fileio import atomic_write_json
     from torchssm.vision.cost import cost_table
     from torchssm.vision.restoration import RestorationUNet
 
@@ -74,7 +74,7 @@ def _run_cost(args) -> int:
             f"attn matrix {r['attn_matrix_mib']:9.1f} MiB  {r['cpu_s']:7.2f} s CPU"
         )
     if args.out:
-        atomic_write(args.out, lambda p: Path(p).write_text(json.dumps(rows, indent=2)))
+        atomic_write_json(args.out, rows, indent=2)
     return 0
 
 

@@ -10,7 +10,6 @@ random batches, the same steps, seed and data for both; test accuracy at the end
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -93,7 +92,7 @@ def run_longvq_comparison(
     """Train the plain ``ssm`` model and the LongVQ model (same embedded ``ssm``, VQ loss weight
     ``aux_weight``) on ``task``; write ``results.json`` under ``out_dir`` (atomically) and return it."""
     from torchssm.data.registry import build_task
-    from torchssm.fileio import atomic_write
+    from torchssm.fileio import atomic_write_json
 
     data = build_task(task, seed=seed, **(task_kwargs or {}))
     ssm_kwargs = dict(ssm_kwargs or {})
@@ -128,5 +127,5 @@ def run_longvq_comparison(
         "seed": seed,
         "models": models,
     }
-    atomic_write(Path(out_dir) / "results.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2)))
+    atomic_write_json(Path(out_dir) / "results.json", summary, indent=2)
     return summary

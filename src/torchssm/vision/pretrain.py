@@ -12,7 +12,6 @@ Pretraining sees every training image without labels; fine-tuning sees ``label_f
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -70,7 +69,7 @@ def run_mim_experiment(
     progress: bool = True,
 ) -> dict:
     """Run ``arms`` on ``data``; write ``results.json`` under ``out_dir`` (atomically) and return it."""
-    from torchssm.fileio import atomic_write
+    from torchssm.fileio import atomic_write_json
     from torchssm.vision.classify import build_classifier, load_images, patch_tokens, split, train_classifier
     from torchssm.vision.mim import MaskedImageModel
 
@@ -136,5 +135,5 @@ def run_mim_experiment(
         "seed": seed,
         "arms": results,
     }
-    atomic_write(Path(out_dir) / "results.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2)))
+    atomic_write_json(Path(out_dir) / "results.json", summary, indent=2)
     return summary

@@ -216,11 +216,10 @@ def run_restoration(
     """Train the U-Net on the training photographs, evaluate it and the classical methods on the held-out
     ones (center crops of ``crop`` px, None = full images); write ``results.json``, ``model.pt`` and
     ``figure.png`` under ``out_dir``; return the results."""
-    import json
     import time
     from pathlib import Path
 
-    from torchssm.fileio import atomic_write
+    from torchssm.fileio import atomic_write, atomic_write_json
     from torchssm.vision.data import RESTORATION_TEST, RESTORATION_TRAIN, skimage_images
     from torchssm.vision.restoration import RestorationUNet
 
@@ -286,7 +285,7 @@ def run_restoration(
         "wavelet_baseline": wavelet_available() or "skipped: PyWavelets (pywt) is not installed",
         "results": table,
     }
-    atomic_write(out / "results.json", lambda p: Path(p).write_text(json.dumps(results, indent=2)))
+    atomic_write_json(out / "results.json", results, indent=2)
     if examples:
         plot_restoration(out / "figure.png", examples)
     return results

@@ -14,7 +14,6 @@ frames, the informative tokens, that the selection keeps) on the test clips, CPU
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -158,7 +157,7 @@ def run_video_experiment(
     progress: bool = True,
 ) -> dict:
     """Train ``arms`` on moving-digits clips, measure throughput; write ``results.json`` (atomically)."""
-    from torchssm.fileio import atomic_write
+    from torchssm.fileio import atomic_write_json
     from torchssm.vision.selective_s5 import SelectiveS5
     from torchssm.vision.video import MovingDigits
 
@@ -202,5 +201,5 @@ def run_video_experiment(
         if throughput_frames
         else [],
     }
-    atomic_write(Path(out_dir) / "results.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2)))
+    atomic_write_json(Path(out_dir) / "results.json", summary, indent=2)
     return summary

@@ -39,10 +39,10 @@ def mark_generated(folder, **settings) -> None:
     """Mark ``folder`` as written by a torchssm generator (the file records ``settings``)."""
     import json
 
-    from torchssm.fileio import atomic_write
+    from torchssm.fileio import atomic_write_text
 
     text = json.dumps({"generator": "torchssm", **settings}, sort_keys=True) + "\n"
-    atomic_write(Path(folder) / GENERATED_MARKER, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(Path(folder) / GENERATED_MARKER, text)
 
 
 def is_generated(folder) -> bool:
