@@ -23,7 +23,7 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from torchssm.fileio import PathLike, atomic_write, atomic_write_text
+from torchssm.fileio import PathLike, atomic_write_text
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -99,10 +99,7 @@ class BPETokenizer:
         config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 1 << 20}
         if self.eos_token:
             config.update(eos_token=self.eos_token, bos_token=self.eos_token, unk_token=self.eos_token)
-        atomic_write(
-            out / TOKENIZER_CONFIG_FILE,
-            lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"),
-        )
+        atomic_write_text(out / TOKENIZER_CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
 
 def train_bpe(
