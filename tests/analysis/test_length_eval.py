@@ -4,6 +4,7 @@ JSON records the batch size and chunk used."""
 
 import json
 
+import pytest
 import torch
 
 from torchssm.analysis.length import CALL_TOKENS, default_chunk, evaluate_lengths, full_correct, streaming_correct
@@ -61,3 +62,21 @@ def test_cli_records_batch_and_chunk(tmp_path):
     assert (rec["batch_size"], rec["chunk"]) == (2, CALL_TOKENS // 2)
     assert main([*args, "--chunk", "5"]) == 0
     assert json.loads(out.read_text())["chunk"] == 5
+
+
+def test_stop_acc_skips_longer_lengths_after_a_run_of_low_accuracies(monkeypatch):
+    """Only `stop_after` lengths IN A ROW at or below `stop_acc` stop the sweep; a good length resets the count."""
+    import torchssm.analysis.length as length
+
+    accs = iter([1.0, 0.05, 0.5, 0.1, 0.0])  # one batch per length: its (correct, scored) of 20 sequences
+    monkeypatch.setattr(length, "streaming_correct", lambda *a, **k: (round(20 * next(accs)), 20))
+    lengths = [8, 16, 32, 64, 128, 256, 512]
+    rows = evaluate_lengths(_mamba(), "induction_heads", lengths, n_sequences=20, batch_size=20,
+                            task_options={"vocab_size": 8}, stop_acc=0.1, stop_after=2, progress=False)  # fmt: skip
+    assert [r["acc"] for r in rows[:5]] == [1.0, 0.05, 0.5, 0.1, 0.0]
+    assert [r["status"] for r in rows] == ["ok"] * 5 + ["skipped (at or below 0.1)"] * 2
+    assert rows[5]["acc"] is None and rows[6]["cpu_s"] is None
+    with pytest.raises(ValueError, match="stop_acc"):
+        evaluate_lengths(_mamba(), "induction_heads", [8], stop_acc=1.5, progress=False)
+    with pytest.raises(ValueError, match="stop_after"):
+        evaluate_lengths(_mamba(), "induction_heads", [8], stop_acc=0.1, stop_after=0, progress=False)

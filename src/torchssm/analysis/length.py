@@ -23,7 +23,10 @@ chunk 2048 (the previous default) 15.1-15.5 us of CPU per token; batch 16 x 256 
 10.5-11.7: 1.3-1.45x less CPU at any length. (The one-token ``step`` loop is slower: 28 us per token.)
 
 Each length's CPU time (``time.process_time``) is recorded; once one length costs more than
-``budget_s`` the longer ones are skipped (status "skipped (budget)").
+``budget_s`` the longer ones are skipped (status "skipped (budget)"). Once ``stop_acc`` is given and
+``stop_after`` lengths in a row score at or below it (e.g. a little above chance), the longer ones are
+skipped too (status "skipped (at or below ACC)"): a model that has fallen to chance is not read at
+2^20 tokens.
 """
 
 from __future__ import annotations
@@ -114,6 +117,8 @@ def evaluate_lengths(
     task_options: dict | None = None,
     full_max_length: int = FULL_MAX_LENGTH,
     budget_s: float | None = None,
+    stop_acc: float | None = None,
+    stop_after: int = 2,
     progress: bool = True,
     on_row=None,
 ) -> list[dict]:
@@ -122,24 +127,33 @@ def evaluate_lengths(
     ``method`` is "stream" (chunked, memory linear in ``chunk``; default :func:`default_chunk`) for
     fixed-state models and "full" for
     models with a KV cache (then lengths above ``full_max_length`` are "skipped (attention limit)").
+    ``stop_acc`` / ``stop_after``: skip the longer lengths once ``stop_after`` evaluated lengths in a
+    row had accuracy <= ``stop_acc`` (module docstring).
     ``on_row(rows)`` is called after each evaluated length (the command line saves its JSON there, so
     an interrupted sweep keeps the lengths already done).
     """
     chunk = default_chunk(batch_size) if chunk is None else chunk
     if n_sequences < 1 or batch_size < 1 or chunk < 1:
         raise ValueError(f"n_sequences, batch_size and chunk must be >= 1; got {n_sequences}, {batch_size}, {chunk}")
+    if stop_acc is not None and not 0.0 <= stop_acc <= 1.0:
+        raise ValueError(f"stop_acc must be an accuracy in [0, 1]; got {stop_acc}")
+    if stop_after < 1:
+        raise ValueError(f"stop_after must be >= 1; got {stop_after}")
     from tqdm.auto import tqdm
 
     model.eval()
     full = has_kv_cache(model)
     rows: list[dict] = []
-    over_budget = False
+    over_budget, low_in_a_row = False, 0
     for length in lengths:
         method = "full" if full else "stream"
         row: dict = {"length": int(length), "acc": None, "n": None, "cpu_s": None, "method": method}
         rows.append(row)
         if over_budget:
             row["status"] = "skipped (budget)"
+            continue
+        if stop_acc is not None and low_in_a_row >= stop_after:
+            row["status"] = f"skipped (at or below {stop_acc:g})"
             continue
         if full and length > full_max_length:
             row["status"] = f"skipped (attention limit {full_max_length})"
@@ -159,6 +173,7 @@ def evaluate_lengths(
         cpu_s = time.process_time() - t0
         row.update(acc=correct / max(count, 1), n=count, cpu_s=cpu_s, status="ok")
         over_budget = budget_s is not None and cpu_s > budget_s
+        low_in_a_row = low_in_a_row + 1 if stop_acc is not None and row["acc"] <= stop_acc else 0
         if on_row is not None:
             on_row(rows)
     return rows
@@ -193,6 +208,12 @@ def register(subparsers) -> None:
     )
     p.add_argument("--full-max-length", type=int, default=FULL_MAX_LENGTH, help="longest length for attention")
     p.add_argument("--budget-s", type=float, help="skip longer lengths once one length costs more CPU seconds")
+    p.add_argument(
+        "--stop-acc",
+        type=float,
+        help="skip longer lengths once --stop-after lengths in a row score at or below this accuracy (0..1)",
+    )
+    p.add_argument("--stop-after", type=int, default=2, help="lengths in a row for --stop-acc (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--label", help="name of this model in the JSON / plot (default: the checkpoint folder)")
     p.add_argument("--json", help="write {label, rows, ...} to this JSON file (for `torchssm plot length`)")
@@ -236,6 +257,8 @@ def run(args) -> int:
         task_options=options,
         full_max_length=args.full_max_length,
         budget_s=args.budget_s,
+        stop_acc=args.stop_acc,
+        stop_after=args.stop_after,
         on_row=lambda rows: (print(_row_line(rows[-1]), flush=True), save(rows)),
     )
     for r in rows:
