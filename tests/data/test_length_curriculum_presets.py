@@ -65,3 +65,13 @@ def test_time_invariant_rows_build_and_train_one_step(name):
     assert n == 2 and torch.isfinite(loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_selective_copying_stage2_is_the_papers_task_at_256_from_the_l64_preset():
+    """Gu & Dao 2023, Sec. 4.1.1 / Table 1: 16 data tokens, vocabulary 16 (its L = 4096; here 256)."""
+    stage1, stage2 = _cfg("selective_copying_small_mamba"), _cfg("selective_copying_l256_mamba")
+    assert stage2["train"]["init_from"] == stage1["train"]["out_dir"]
+    assert stage2["model"] == stage1["model"]
+    assert stage2["task"]["name"] == stage1["task"]["name"] == "selective_copying"
+    assert (stage2["task"]["length"], stage2["task"]["n_tokens"], stage2["task"]["vocab_size"]) == (256, 16, 16)
+    assert _without(stage2["task"], "length", "n_train") == _without(stage1["task"], "length", "n_train")
