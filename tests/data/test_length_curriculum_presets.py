@@ -67,11 +67,22 @@ def test_time_invariant_rows_build_and_train_one_step(name):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_selective_copying_stage2_is_the_papers_task_at_256_from_the_l64_preset():
-    """Gu & Dao 2023, Sec. 4.1.1 / Table 1: 16 data tokens, vocabulary 16 (its L = 4096; here 256)."""
-    stage1, stage2 = _cfg("selective_copying_small_mamba"), _cfg("selective_copying_l256_mamba")
-    assert stage2["train"]["init_from"] == stage1["train"]["out_dir"]
-    assert stage2["model"] == stage1["model"]
-    assert stage2["task"]["name"] == stage1["task"]["name"] == "selective_copying"
-    assert (stage2["task"]["length"], stage2["task"]["n_tokens"], stage2["task"]["vocab_size"]) == (256, 16, 16)
-    assert _without(stage2["task"], "length", "n_train") == _without(stage1["task"], "length", "n_train")
+SC_STAGES = ("selective_copying_small_mamba", "selective_copying_l256_mamba", "selective_copying_l1024_mamba",
+             "selective_copying_l4096_mamba")  # fmt: skip
+
+
+def test_selective_copying_curriculum_chains_its_stages_up_to_the_papers_setting():
+    """Gu & Dao 2023, Sec. 4.1.1 / Table 1: 16 data tokens, vocabulary 16, L = 4096 (the last stage)."""
+    from torchssm.data.synthetic.copying import MAMBA_PRESET
+
+    cfgs = [_cfg(name) for name in SC_STAGES]
+    assert [c["task"]["length"] for c in cfgs] == [64, 256, 1024, 4096]
+    for prev, cur in zip(cfgs, cfgs[1:]):
+        assert cur["train"]["init_from"] == prev["train"]["out_dir"]
+        assert cur["model"] == prev["model"]  # init_from refuses any other model
+        assert cur["train"]["batch_size"] == prev["train"]["batch_size"] == 32
+        keep = ("length", "n_train", "n_val", "n_test")
+        assert _without(cur["task"], *keep) == _without(prev["task"], *keep)
+    last = cfgs[-1]["task"]
+    assert last["name"] == "selective_copying"
+    assert {k: last[k] for k in MAMBA_PRESET} == MAMBA_PRESET
