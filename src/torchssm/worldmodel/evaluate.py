@@ -60,7 +60,7 @@ def train_world_model(
         sched.step()
         cpu += time.process_time() - t0
         if step % log_every == 0 or step == steps:
-            history.append({"step": step, "loss": float(loss), **metrics})
+            history.append({"step": step, "loss": loss.item(), **metrics})
     model.eval()
     return {"cpu_s": cpu, "history": history}
 
