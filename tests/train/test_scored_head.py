@@ -128,3 +128,45 @@ def test_logits_at_refuses_a_pooled_model_and_a_wrong_mask():
     pooled = build_model(ModelConfig(layer="s4d", d_model=8, n_layers=1, d_input=4, d_output=3, pooling="mean"))
     with pytest.raises(ValueError, match="per-step model"):
         pooled.logits_at(torch.randn(2, 5, 4), torch.ones(2, 5, dtype=torch.bool))
+
+
+def tied_model(**kw):
+    cfg = dict(layer="s4d", d_model=8, n_layers=1, d_input=64, d_output=64, input_kind="tokens", pooling="none")
+    return build_model(ModelConfig(**{**cfg, **kw, "tie_embeddings": True}))
+
+
+def test_tied_head_reads_the_embedding_and_keeps_it_through_save_and_load(tmp_path):
+    from torchssm.models.pretrained import from_pretrained
+
+    torch.manual_seed(0)
+    model = tied_model()
+    assert model.head.weight is model.encoder.weight
+    assert abs(float(model.encoder.weight.std()) - 0.02) < 0.002  # GPT-2 / mamba_ssm's N(0, 0.02), 512 values
+    x = torch.randint(0, 64, (2, 5))
+    feats = model.features(x)
+    torch.testing.assert_close(model(x), feats @ model.encoder.weight.T + model.head.bias)
+    model.save_pretrained(tmp_path / "m")
+    with torch.no_grad():
+        model.encoder.weight.add_(1.0)  # the loaded copy must not come from this one
+    loaded = from_pretrained(tmp_path / "m")
+    assert loaded.head.weight is loaded.encoder.weight
+    torch.testing.assert_close(loaded.encoder.weight, model.encoder.weight - 1.0)
+    assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def test_tied_head_with_the_scored_rows_gives_the_full_gradients():
+    _, task, batch = mqar_setup()
+    torch.manual_seed(0)
+    model = tied_model(d_input=task.info.d_input, d_output=task.info.d_output).double()
+    ref = loss_and_correct(forward_batch(model, batch), batch["targets"], task.info)[0]
+    ref.backward()
+    ref_grads = grads(model)
+    model_loss_and_correct(model, batch, task.info)[0].backward()
+    for g, r in zip(grads(model), ref_grads):
+        torch.testing.assert_close(g, r)
+
+
+@pytest.mark.parametrize("kw", [{"input_kind": "real"}, {"d_output": 10}, {"paired": True, "pooling": "mean"}], ids=str)
+def test_tied_head_needs_one_token_vocabulary_in_and_out(kw):
+    with pytest.raises(ValueError, match="tie_embeddings needs token inputs and outputs over one vocabulary"):
+        tied_model(**kw)

@@ -4,6 +4,7 @@
       -> n_layers x ResidualBlock (norm, SSM layer, GELU, dropout, GLU, dropout, skip)   (b, l, h)
       -> pooling: "mean" over valid steps | "last" valid step  (b, h)  | "none" (b, l, h)
       -> Linear h -> d_output                                  logits (b, d_output) or (b, l, d_output)
+         (``tie_embeddings``: the Linear's weight is the Embedding's, for token outputs over the input vocabulary)
 
 Paired tasks (LRA Retrieval, Tay et al. 2021, Sec. 3; its ``classifier_head_dual``): the same encoder
 and blocks embed both sequences into u and v (b, h), and an MLP reads [u, v, u*v, u-v] (b, 4h):
@@ -51,6 +52,12 @@ def _check_config(cfg: ModelConfig) -> None:
         raise ValueError(f"model config input_kind must be one of {list(_INPUT_KINDS)}, got {cfg.input_kind!r}")
     if cfg.paired and cfg.pooling == "none":
         raise ValueError("a paired (two-tower) model needs pooling 'mean' or 'last', not 'none'")
+    if cfg.tie_embeddings and (cfg.input_kind != "tokens" or cfg.paired or cfg.d_input != cfg.d_output):
+        raise ValueError(
+            "model config tie_embeddings needs token inputs and outputs over one vocabulary (input_kind 'tokens', "
+            f"d_input == d_output, not paired); got input_kind={cfg.input_kind!r}, d_input={cfg.d_input}, "
+            f"d_output={cfg.d_output}, paired={cfg.paired}"
+        )
     if not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"model config dropout must be in [0, 1), got {cfg.dropout!r}")
 
@@ -85,6 +92,11 @@ class DeepSSM(PretrainedMixin, nn.Module):
             self.head: nn.Module = nn.Sequential(nn.Linear(4 * h, h), nn.GELU(), nn.Linear(h, config.d_output))
         else:
             self.head = nn.Linear(h, config.d_output)
+        if config.tie_embeddings:  # one (vocab, h) matrix reads tokens in and scores them out, ~ N(0, 0.02)
+            # as GPT-2 (Radford et al. 2019) / mamba_ssm's _init_weights / Zoology's LanguageModel, whose
+            # tied head has no bias (this one keeps nn.Linear's)
+            self.head.weight = cast(nn.Embedding, self.encoder).weight
+            nn.init.normal_(self.head.weight, std=0.02)
 
     def residual_blocks(self) -> list[ResidualBlock]:
         """``blocks`` as the type checker should see it (an nn.ModuleList yields nn.Module): the same object."""

@@ -50,3 +50,4 @@ class ModelConfig(ConfigDict):
     d_output: int = 10
     input_kind: str = "real"  # "real" (linear encoder) | "tokens" (embedding)
     paired: bool = False  # two-tower model for paired tasks (LRA Retrieval)
+    tie_embeddings: bool = False  # tokens in and out over one vocabulary: the head's weight is the embedding's
