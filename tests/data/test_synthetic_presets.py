@@ -106,3 +106,4 @@ def test_zoology_mqar_rows_differ_only_in_the_mixer_and_use_figure2s_setting():
         for k in ("length", "vocab_size", "num_kv_pairs", "random_non_queries", "n_train", "n_test")
     )
     assert (model["d_model"], model["n_layers"], train["batch_size"], train["epochs"]) == (64, 2, 256, 64)
+    assert model["tie_embeddings"]  # Zoology's LanguageModel ties its head to the word embeddings
