@@ -15,6 +15,7 @@ ROOT = PRESET_DIR / "synthetic"
 MAMBA_PRESETS = sorted(ROOT.glob("*_mamba*.yaml"))
 TRANSFORMER_PRESETS = sorted(ROOT.glob("*_transformer.yaml"))  # the attention rows beside them
 ZOOLOGY_PRESETS = sorted(ROOT.glob("mqar_zoology_*.yaml"))  # MQAR at Zoology's Figure 2 setting, one per mixer
+FIG2_L64_PRESETS = sorted(ROOT.glob("mqar_fig2_l64_*.yaml"))  # MQAR at Figure 2's shortest row, one per mixer
 FEW = {"n_train": 2, "n_val": 1, "n_test": 1}
 
 
@@ -40,7 +41,9 @@ def test_attention_row_differs_from_the_mamba_preset_only_in_the_mixer():
 
 
 @pytest.mark.parametrize(
-    "path", sorted(set(MAMBA_PRESETS + TRANSFORMER_PRESETS + ZOOLOGY_PRESETS)), ids=lambda p: p.name
+    "path",
+    sorted(set(MAMBA_PRESETS + TRANSFORMER_PRESETS + ZOOLOGY_PRESETS + FIG2_L64_PRESETS)),
+    ids=lambda p: p.name,
 )
 def test_preset_builds_and_trains_one_step(path):
     cfg = load_config(path)
@@ -107,3 +110,23 @@ def test_zoology_mqar_rows_differ_only_in_the_mixer_and_use_figure2s_setting():
     )
     assert (model["d_model"], model["n_layers"], train["batch_size"], train["epochs"]) == (64, 2, 256, 64)
     assert model["tie_embeddings"]  # Zoology's LanguageModel ties its head to the word embeddings
+
+
+def test_fig2_shortest_row_presets_differ_only_in_the_mixer():
+    """Zoology Fig. 2's (L, pairs) = (64, 4) row at vocab 8192, d_model 64, tied head; rows equal but the mixer."""
+    cfgs = {p.stem.removeprefix("mqar_fig2_l64_"): load_config(p).to_dict() for p in FIG2_L64_PRESETS}
+    assert set(cfgs) == {"mamba", "mamba2", "transformer", "s4d", "lru"}
+    ref = cfgs["mamba"]
+    for name, cfg in cfgs.items():
+        assert cfg["model"]["layer"] == name and cfg["task"] == ref["task"]
+        assert {k: v for k, v in cfg["train"].items() if k != "out_dir"} == {
+            k: v for k, v in ref["train"].items() if k != "out_dir"
+        }
+        assert {k: v for k, v in cfg["model"].items() if k not in ("layer", "layer_kwargs")} == {
+            k: v for k, v in ref["model"].items() if k not in ("layer", "layer_kwargs")
+        }
+    task, model = ref["task"], ref["model"]
+    shape = (task["length"], task["vocab_size"], task["num_kv_pairs"], task["random_non_queries"])
+    assert shape == (64, 8192, 4, False)
+    assert (task["n_train"], task["n_test"], task["power_a"]) == (100000, 3000, 0.01)
+    assert (model["d_model"], model["n_layers"], model["tie_embeddings"]) == (64, 2, True)
