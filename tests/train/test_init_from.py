@@ -3,6 +3,7 @@ induction heads at L=8, then L=16), with a fresh optimizer, schedule and history
 config, a missing path and a run directory without checkpoints are one-line errors; a resumed run
 ignores init_from; --init-from with --resume is refused."""
 
+import json
 import shutil
 
 import pytest
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 
 from torchssm.cli import main
 from torchssm.runs import read_metrics
-from torchssm.train.checkpoint import WEIGHTS, read_checkpoint_state
+from torchssm.train.checkpoint import SIDECAR, WEIGHTS, read_checkpoint_state
 from torchssm.train.config import load_config
 from torchssm.train.distributed import DistContext
 from torchssm.train.init_from import load_initial_weights, model_config_differences
@@ -116,3 +117,18 @@ def test_the_induction_heads_curriculum_presets_chain():
     assert {k: v for k, v in stage2["task"].items() if k not in ("length", "n_train")} == {
         k: v for k, v in stage1["task"].items() if k not in ("length", "n_train")
     }
+
+
+def test_a_checkpoint_from_before_a_new_model_key_takes_its_default(stage1, tmp_path):
+    """A checkpoint whose model config lacks a key added later (here tie_embeddings) still seeds a run
+    whose config has that key at its default; at another value it is a named difference."""
+    old = tmp_path / "old"
+    shutil.copytree(stage1 / "best", old)
+    state = json.loads((old / SIDECAR).read_text())
+    del state["config"]["model"]["tie_embeddings"]
+    (old / SIDECAR).write_text(json.dumps(state))
+    cfg = config(tmp_path / "next", "task.length=16")
+    run = set_up(cfg, None, None, None, DistContext(), log=quiet)
+    assert load_initial_weights(run.model, old, cfg.model.to_dict(), log=quiet) == old
+    with pytest.raises(ValueError, match=r"model.tie_embeddings: checkpoint False != now True"):
+        load_initial_weights(run.model, old, {**cfg.model.to_dict(), "tie_embeddings": True}, log=quiet)
