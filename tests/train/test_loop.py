@@ -10,7 +10,7 @@ from torch import nn
 
 from torchssm.data.loaders import TensorDictDataset
 from torchssm.data.registry import TaskData, TaskInfo
-from torchssm.train.checkpoint import WEIGHTS, read_checkpoint_state
+from torchssm.train.checkpoint import SIDECAR, WEIGHTS, read_checkpoint_state
 from torchssm.train.config import load_config
 from torchssm.train.loop import TrainingDiverged, train
 
@@ -81,6 +81,21 @@ def test_resume_rejects_a_different_config(tmp_path):
         train(config(tmp_path, "train.lr=0.5"), task=task, resume=tmp_path / "last", log=quiet)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(config(tmp_path), task=task, resume=tmp_path / "missing", log=quiet)
+
+
+def test_resume_of_a_run_saved_before_a_new_config_key(tmp_path):
+    """A checkpoint whose config lacks keys added later (model.tie_embeddings, train.min_lr_ratio) resumes
+    under a config that has them at their defaults; at another value the difference is named."""
+    task = toy_task()
+    train(config(tmp_path), task=task, stop_after_epochs=1, log=quiet)
+    sidecar = tmp_path / "last" / SIDECAR
+    state = json.loads(sidecar.read_text())
+    del state["config"]["model"]["tie_embeddings"], state["config"]["train"]["min_lr_ratio"]
+    sidecar.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match=r"cannot resume.*train\.min_lr_ratio"):
+        train(config(tmp_path, "train.min_lr_ratio=0.5"), task=task, resume=tmp_path / "last", log=quiet)
+    result = train(config(tmp_path), task=task, resume=tmp_path / "last", log=quiet)
+    assert result.epochs_done > 1
 
 
 class Exploding(nn.Module):

@@ -36,12 +36,11 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from torchssm.fileio import atomic_write
+from torchssm.fileio import atomic_write_text
 from torchssm.runs import run_label
 
 FULL_MAX_LENGTH = 1 << 14  # attention is evaluated up to 2^14 (issue 15: "already hours here" beyond)
@@ -244,7 +243,7 @@ def run(args) -> int:
             record = {"label": label, "checkpoint": path, "task": task, "seed": seed, "rows": rows}
             record.update(batch_size=args.batch_size, chunk=args.chunk or default_chunk(args.batch_size))
             text = json.dumps(record, indent=1)
-            atomic_write(args.json, lambda tmp: Path(tmp).write_text(text + "\n"))
+            atomic_write_text(args.json, text + "\n")
 
     rows = evaluate_lengths(
         model,

@@ -264,12 +264,16 @@ def load_config(
 
 def saved_config(data: dict) -> dict:
     """A config dict read back from a run (checkpoint sidecar, ``config.yaml``), ready for
-    :meth:`ExperimentConfig.from_dict`: one saved before ``task.seed`` existed built its data with
-    ``train.seed``, so that becomes its ``task.seed``; any other config is returned unchanged (a copy)."""
+    :meth:`ExperimentConfig.from_dict` and for comparison with a current config: one saved before
+    ``task.seed`` existed built its data with ``train.seed``, so that becomes its ``task.seed``; a
+    ``model`` or ``train`` key added since the run was saved takes its default (a copy; nothing else changes)."""
     data = copy.deepcopy(data)
     task = data.get("task")
     if isinstance(task, dict) and "seed" not in task:
         task["seed"] = (data.get("train") or {}).get("seed", TrainConfig.seed)
+    for section, defaults in (("model", ModelConfig()), ("train", TrainConfig())):
+        if isinstance(data.get(section), dict):
+            data[section] = {**asdict(defaults), **data[section]}
     return data
 
 

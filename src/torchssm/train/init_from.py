@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from torchssm.models.config import ModelConfig
 from torchssm.runs import BEST, LAST, find_checkpoint, is_run_dir
 from torchssm.train.checkpoint import load_checkpoint, read_checkpoint_state
 from torchssm.train.config import saved_config
@@ -62,13 +61,9 @@ def load_initial_weights(
     model config equals ``model_config`` (this run's ``cfg.model.to_dict()``). Returns the checkpoint path."""
     path = resolve_init_checkpoint(spec)
     state = read_checkpoint_state(path)  # a torn or corrupt checkpoint fails here, with its own message
-    saved_model = (saved_config(state.get("config") or {}).get("model")) or None
+    saved_model = (saved_config(state.get("config") or {}).get("model")) or None  # new keys at defaults
     if saved_model is None:
         raise ValueError(f"train.init_from: checkpoint {path} records no model config; it cannot be checked")
-    try:  # a checkpoint saved before a model-config key existed: that key takes its default
-        saved_model = ModelConfig.from_dict(saved_model).to_dict()
-    except (TypeError, ValueError):
-        pass  # a key this version does not know: compared as saved, so the difference names it
     diffs = model_config_differences(saved_model, model_config)
     if diffs:
         raise ValueError(

@@ -38,7 +38,6 @@ records (``metrics.jsonl``, TensorBoard) in :mod:`torchssm.train.metrics_log`.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Sized
@@ -54,7 +53,7 @@ from torch import nn
 from torchssm.cpu_threads import auto_cpu_threads, get_cpu_threads, set_cpu_threads
 from torchssm.data.loaders import num_batches
 from torchssm.data.registry import TaskData, build_task
-from torchssm.fileio import atomic_write
+from torchssm.fileio import atomic_write_json
 from torchssm.runs import BEST, METRICS_FILE, RESULT_FILE, read_metrics, run_dir_of
 from torchssm.train import distributed as D
 from torchssm.train.checkpoint import OPTIMIZER, load_checkpoint, read_checkpoint_state, snapshot_checkpoint
@@ -422,9 +421,8 @@ def _finish(run: Run, progress: Progress, record: dict, t_start: float) -> RunRe
         }
         if run.task.extra.get("record"):  # what the task records about its data (lm_text: the corpus)
             summary["data"] = run.task.extra["record"]
-        text = json.dumps(summary, indent=1)
         try:
-            atomic_write(run.out_dir / RESULT_FILE, lambda tmp: Path(tmp).write_text(text))
+            atomic_write_json(run.out_dir / RESULT_FILE, summary, indent=1)
         except OSError as err:
             raise RunWriteError(run.out_dir, err) from err
     return result
