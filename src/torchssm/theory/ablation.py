@@ -17,7 +17,6 @@ epoch's test accuracy and the CPU seconds of the run (``time.process_time``: all
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,7 +48,7 @@ def s4d_ablation(
     ``preset`` is a preset name or a YAML path; ``overrides`` are ``--set`` strings applied to every run
     (e.g. ``train.epochs=2``). Raises ValueError when the preset's layer is not ``s4d``.
     """
-    from torchssm.fileio import atomic_write_text
+    from torchssm.fileio import atomic_write_json, atomic_write_text
     from torchssm.presets import preset_path
     from torchssm.train.config import load_config
     from torchssm.train.loop import train
@@ -93,8 +92,7 @@ def s4d_ablation(
                     "run_dir": (out_dir / name).as_posix(),
                 }
             )
-            text = json.dumps(summary, indent=2)
-            atomic_write_text(out_dir / "ablation.json", text)
+            atomic_write_json(out_dir / "ablation.json", summary, indent=2)
     table = summary["table"] = ablation_table(summary["rows"])
     atomic_write_text(out_dir / "ablation.md", table + "\n")
     return summary

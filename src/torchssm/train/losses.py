@@ -86,12 +86,9 @@ def model_loss_and_correct(model: nn.Module, batch: Batch, info: TaskInfo) -> tu
         and targets.shape == inputs.shape[:2]
     ):
         scored = targets != info.ignore_index  # (b, l)
-        n = int(scored.sum())
-        if n < targets.numel():
+        if int(scored.sum()) < targets.numel():
             logits = model.logits_at(inputs, scored, batch.get("lengths"))  # (n, d_output)
-            flat = targets[scored]  # (n,)
-            loss = F.cross_entropy(logits, flat)  # nan when n == 0, as the ignore_index mean
-            return loss, (logits.argmax(-1) == flat).sum(), n
+            return loss_and_correct(logits, targets[scored], info)  # the n scored targets (n,)
     return loss_and_correct(forward_batch(model, batch), targets, info)
 
 
