@@ -222,6 +222,25 @@ def test_bench_generate_vs_mambapy_and_contexts(tmp_path):
     assert [r["context"] for r in data["vs_context"]] == [4, 12]
 
 
+def test_pickling_leaves_out_the_compiled_step_cache():
+    """torch.save(model) / deepcopy after generate(compile=True): the cached compiled step (a local function)
+    is not pickled, the copy has no cache and generates the same tokens."""
+    import copy
+    import io
+
+    m = _lm().float()
+    m._step_function(1, m.init_state(1), compile=True)  # torch.compile is lazy: caches without compiling
+    assert hasattr(m, "_compiled_step")
+    buf = io.BytesIO()
+    torch.save(m, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    prompt = torch.tensor([[3, 1, 4, 1, 5]])
+    for other in (loaded, copy.deepcopy(m)):
+        assert not hasattr(other, "_compiled_step")
+        assert torch.equal(other.generate(prompt, 4, ignore_eos=True), m.generate(prompt, 4, ignore_eos=True))
+
+
 @pytest.mark.slow
 def test_compiled_step_generates_the_same_tokens():
     """generate(compile=True) (torch.compile of the step) == eager, and the compiled step is reused."""

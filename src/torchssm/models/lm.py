@@ -109,6 +109,13 @@ class CausalLM(PretrainedMixin, nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.backbone.embedding.weight
 
+    def __getstate__(self) -> dict:
+        """Pickling (``torch.save(model)``, ``copy.deepcopy``) leaves out the compiled-step cache of
+        :meth:`_step_function`: a compiled local function cannot be pickled, and a copy compiles its own."""
+        state = dict(super().__getstate__())
+        state.pop("_compiled_step", None)
+        return state
+
     @torch.no_grad()
     def _init_weights(self) -> None:
         """mamba_ssm ``_init_weights`` (mixer_seq_simple.py), n_residuals_per_layer = 1."""
