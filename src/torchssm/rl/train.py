@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import yaml
 
+from torchssm import presets
 from torchssm.fileio import atomic_write_json, atomic_write_text
 from torchssm.rl.envs import BatchedEnv
 from torchssm.rl.policy import RecurrentActorCritic
@@ -104,8 +105,7 @@ class RLConfig:
 
 def list_presets():
     """Environment presets (``presets/rl/*.yaml``) and model presets (``presets/rl/models/*.yaml``)."""
-    envs = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-    return envs, sorted(p.stem for p in (PRESET_DIR / "models").glob("*.yaml"))
+    return presets.list_presets(PRESET_DIR, recursive=False), presets.list_presets(PRESET_DIR / "models")
 
 
 def _read_yaml(path: Path) -> dict:
@@ -152,9 +152,10 @@ def load_rl_config(
         raise ValueError("give either --preset or --config, not both")
     data: dict = {}
     if preset:
-        path = PRESET_DIR / f"{preset}.yaml"
-        if not path.is_file():
-            raise ValueError(f"unknown RL preset {preset!r}; available: {list_presets()[0]}")
+        try:
+            path = presets.preset_path(preset, PRESET_DIR, recursive=False)
+        except ValueError:
+            raise ValueError(f"unknown RL preset {preset!r}; available: {list_presets()[0]}") from None
         data = _read_yaml(path)
     elif config:
         path = Path(config)
@@ -162,9 +163,10 @@ def load_rl_config(
             raise FileNotFoundError(f"config file not found: {path}")
         data = _read_yaml(path)
     if model:
-        path = PRESET_DIR / "models" / f"{model}.yaml"
-        if not path.is_file():
-            raise ValueError(f"unknown RL model preset {model!r}; available: {list_presets()[1]}")
+        try:
+            path = presets.preset_path(model, PRESET_DIR / "models")
+        except ValueError:
+            raise ValueError(f"unknown RL model preset {model!r}; available: {list_presets()[1]}") from None
         data["model"] = _read_yaml(path)["model"]
     return RLConfig.from_dict(apply_overrides(data, overrides))
 
