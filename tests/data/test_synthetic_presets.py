@@ -2,6 +2,7 @@
 its model, and one forward/backward on a cropped batch gives a finite loss; the paper-size selective
 copying preset has the Mamba paper's shape (Gu & Dao 2023, Sec. 4.1.1: L = 4096, 16 tokens, vocab 16)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,14 +114,17 @@ def test_zoology_mqar_rows_differ_only_in_the_mixer_and_use_figure2s_setting():
 
 
 def test_fig2_shortest_row_presets_differ_only_in_the_mixer():
-    """Zoology Fig. 2's (L, pairs) = (64, 4) row at vocab 8192, d_model 64, tied head; rows equal but the mixer."""
+    """Zoology Fig. 2's (L, pairs) = (64, 4) row at vocab 8192, d_model 64, tied head; rows equal but the mixer
+    (and the lr, a point of Zoology's sweep)."""
     cfgs = {p.stem.removeprefix("mqar_fig2_l64_"): load_config(p).to_dict() for p in FIG2_L64_PRESETS}
     assert set(cfgs) == {"mamba", "mamba2", "transformer", "s4d", "lru"}
     ref = cfgs["mamba"]
+    zoology_lrs = [round(x, 6) for x in np.logspace(-4, -2, 4)]  # each row takes its best lr of Zoology's sweep
     for name, cfg in cfgs.items():
         assert cfg["model"]["layer"] == name and cfg["task"] == ref["task"]
-        assert {k: v for k, v in cfg["train"].items() if k != "out_dir"} == {
-            k: v for k, v in ref["train"].items() if k != "out_dir"
+        assert round(cfg["train"]["lr"], 6) in zoology_lrs
+        assert {k: v for k, v in cfg["train"].items() if k not in ("out_dir", "lr")} == {
+            k: v for k, v in ref["train"].items() if k not in ("out_dir", "lr")
         }
         assert {k: v for k, v in cfg["model"].items() if k not in ("layer", "layer_kwargs")} == {
             k: v for k, v in ref["model"].items() if k not in ("layer", "layer_kwargs")
