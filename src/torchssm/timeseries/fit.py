@@ -8,6 +8,12 @@ Models (all map (b, L, m) -> (b, L, d_output), causal):
 * ``lstm``: :class:`SequenceLSTM` (Hochreiter & Schmidhuber 1997; ``torch.nn.LSTM``), a linear encoder and head;
 * ``hiss:<low>/<high>``: :class:`torchssm.timeseries.hiss.HiSS` (per-chunk outputs).
 
+A name may carry architecture options after ``@`` (each a tuning configuration of its own, so that every model
+can be given the same number of them): ``flat:mamba@n_layers=3``, ``flat:s5@dropout=0.1``,
+``hiss:s5/s5@pool=mean``, ``hiss:s5/s5@n_low=2@pool=mean``, ``lstm@n_layers=3``. Keys: ``n_layers`` (flat /
+LSTM depth; HiSS: high-level depth), ``dropout`` (flat), ``n_low`` and ``pool`` (HiSS, Sec. 4 of the paper:
+low-level depth, chunk feature ``last`` / ``mean``). :func:`split_options` parses them.
+
 The fit loop is the same for every model: AdamW over :func:`torchssm.train.optim.param_groups` (each layer's
 optimizer conventions), warm-up + cosine schedule (:func:`torchssm.train.schedule.build_scheduler`),
 gradient clipping at 1, evaluation on the validation set every ``eval_every`` steps, best weights kept.
@@ -28,7 +34,7 @@ from torchssm.data.loaders import iterate_batches
 from torchssm.fileio import atomic_write
 from torchssm.models.backbone import DeepSSM
 from torchssm.models.config import ModelConfig
-from torchssm.timeseries.hiss import HiSS, HiSSConfig
+from torchssm.timeseries.hiss import POOLS, HiSS, HiSSConfig
 from torchssm.train.optim import build_optimizer
 from torchssm.train.schedule import build_scheduler
 
@@ -50,6 +56,34 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+OPTION_KEYS = {"n_layers": int, "dropout": float, "n_low": int, "pool": str}
+_OPTIONS_FOR = {"lstm": ("n_layers",), "flat": ("n_layers", "dropout"), "hiss": ("n_layers", "n_low", "pool")}
+
+
+def split_options(kind: str) -> tuple[str, dict]:
+    """``"flat:mamba@n_layers=3@dropout=0.1"`` -> ``("flat:mamba", {"n_layers": 3, "dropout": 0.1})``."""
+    base, *parts = kind.split("@")
+    family = "lstm" if base == "lstm" else base.partition(":")[0]
+    options: dict = {}
+    for part in parts:
+        key, eq, value = part.partition("=")
+        if not eq or key not in OPTION_KEYS:
+            raise ValueError(
+                f"bad model option {part!r} in {kind!r}; expected key=value with key in {list(OPTION_KEYS)}"
+            )
+        if key not in _OPTIONS_FOR.get(family, ()):
+            raise ValueError(
+                f"option {key!r} does not apply to {base!r}; it takes {list(_OPTIONS_FOR.get(family, ()))}"
+            )
+        try:
+            options[key] = OPTION_KEYS[key](value)
+        except ValueError:
+            raise ValueError(f"bad value {value!r} for option {key!r} in {kind!r}") from None
+    if options.get("pool", "last") not in POOLS:
+        raise ValueError(f"bad pool {options['pool']!r} in {kind!r}; expected one of {list(POOLS)}")
+    return base, options
+
+
 def build_sequence_model(
     kind: str,
     width: int,
@@ -61,7 +95,10 @@ def build_sequence_model(
     chunk: int = 10,
     state: int = 16,
 ) -> nn.Module:
-    """One of the compared models (see the module docstring) at width ``width``."""
+    """One of the compared models (see the module docstring) at width ``width``; options after ``@`` override
+    ``n_layers`` and set the others (:func:`split_options`)."""
+    kind, options = split_options(kind)
+    n_layers = options.pop("n_layers", n_layers)
     if kind == "lstm":
         return SequenceLSTM(d_input, d_output, width, n_layers)
     if kind.startswith("hiss:"):
@@ -73,7 +110,8 @@ def build_sequence_model(
                 chunk=chunk,
                 low_layer=low,
                 d_low=width,
-                n_low=1,
+                n_low=options.get("n_low", 1),
+                pool=options.get("pool", "last"),
                 low_kwargs=_layer_kwargs(low, width, chunk, state),
                 high_layer=high or low,
                 d_high=width,
@@ -90,6 +128,7 @@ def build_sequence_model(
                 n_layers=n_layers,
                 norm="layer",
                 pooling="none",
+                dropout=options.get("dropout", 0.0),
                 d_input=d_input,
                 d_output=d_output,
                 layer_kwargs=_layer_kwargs(layer, width, length, state),
@@ -109,6 +148,7 @@ def _layer_kwargs(layer: str, width: int, length: int, state: int) -> dict:
 
 def width_for_budget(kind: str, budget: int, widths=range(8, 257, 2), **kwargs) -> int:
     """The width whose parameter count is closest to ``budget`` (equal-parameter comparisons)."""
+    split_options(kind)  # a bad option is named here, not hidden behind "no width builds"
     best, best_gap = None, math.inf
     for w in widths:
         try:
@@ -179,7 +219,7 @@ def fit_regression(
 
 
 @torch.no_grad()
-def evaluate_loss(model: nn.Module, dataset, loss_of: Callable, batch_size: int = 64) -> float:
+def evaluate_loss(model: nn.Module | Callable, dataset, loss_of: Callable, batch_size: int = 64) -> float:
     """Mean of ``loss_of`` over ``dataset`` (weighted by batch size), in eval mode (``model`` may be a plain
     function, e.g. a baseline predictor)."""
     if isinstance(model, nn.Module):

@@ -5,6 +5,10 @@ parameter budget and with the same number of tuned configurations (learning rate
 on the validation set and reported on the test set: MSE (m^2/s^2) and CPU speed.
 
     torchssm timeseries imu --budget 20000 --steps 300 --lrs 1e-3,3e-3
+
+A model name may carry architecture options (``flat:mamba@n_layers=3``, ``hiss:s5/s5@pool=mean``; see
+:func:`torchssm.timeseries.fit.split_options`): each is one more tuning configuration of its model family, and
+:func:`best_per_family` picks a family's best configuration on validation over the rows of several runs.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torchssm.timeseries.fit import (
     evaluate_loss,
     fit_regression,
     inference_cpu_seconds,
+    split_options,
     width_for_budget,
     write_json,
 )
@@ -62,12 +67,14 @@ def run(
     torch.set_num_threads(1)
     cfg = IMUConfig(seconds=seconds)
     L = cfg.length
+    if not lrs:
+        raise ValueError("lrs must name at least one learning rate")
     if L % chunk:
         raise ValueError(f"chunk={chunk} must divide the sequence length {L} (rate_hz * seconds)")
     train, val, test = (imu_dataset(n, cfg, seed=3 * seed + i) for i, n in enumerate((n_train, n_val, n_test)))
     loss_of = chunk_end_loss(chunk)
     zero = evaluate_loss(lambda x: torch.zeros(x.shape[0], L // chunk, 3), test, loss_of)
-    rows = []
+    rows, trials = [], []
     for kind in models:
         kw = dict(d_input=6, d_output=3, length=L, chunk=chunk)
         width = width_for_budget(kind, budget, **kw)
@@ -89,8 +96,10 @@ def run(
                 "wall_s": time.time() - t0,
             }
             print(json.dumps(trial), flush=True)
+            trials.append(dict(trial))
             if best is None or fit["val"] < best[0]["val_mse"]:
                 best = (trial, model)
+        assert best is not None  # lrs is not empty (checked above)
         trial, model = best
         trial["test_mse"] = evaluate_loss(model, test, loss_of)
         trial["infer_cpu_s_batch16"] = inference_cpu_seconds(model, test.tensors["inputs"][:16])
@@ -108,10 +117,25 @@ def run(
         "seed": seed,
         "zero_predictor_test_mse": zero,
         "rows": rows,
+        "trials": trials,  # every configuration's validation MSE (rows: each model's best, with its test MSE)
     }
     if out:
         write_json(out, result)
     return result
+
+
+def best_per_family(rows) -> dict:
+    """{family: the row with the lowest validation MSE among that family's configurations, with "configs": how
+    many there were}; a family is the model name without its ``@`` options (``flat:mamba@n_layers=3`` ->
+    ``flat:mamba``), so each option set counts as one tuned configuration, like a learning rate."""
+    best: dict = {}
+    for row in rows:
+        family = split_options(row["model"])[0]
+        count = best.get(family, {}).get("configs", 0) + 1
+        if family not in best or row["val_mse"] < best[family]["val_mse"]:
+            best[family] = dict(row)
+        best[family]["configs"] = count
+    return best
 
 
 def format_table(result: dict) -> str:
