@@ -217,3 +217,63 @@ def test_end_windows_hold_the_goal_reward():
     torch.testing.assert_close(ends["rewards"][-1, -1], torch.tensor(0.9))
     torch.testing.assert_close(ends["obs"][:3], plain["obs"])
     torch.testing.assert_close(ends["actions"][-1, :-1], torch.ones(length - 1, dtype=torch.long))
+
+
+def test_reward_oversampling_batches():
+    from torchssm.worldmodel.evaluate import rewarded_windows, sample_batch
+
+    rewards = torch.zeros(40, 6)
+    rewards[[3, 17, 29], -1] = 0.5
+    rewarded = rewarded_windows({"rewards": rewards})
+    torch.testing.assert_close(rewarded, torch.tensor([3, 17, 29]))
+    # fraction 0: exactly the plain uniform draw (the default keeps the old batches)
+    plain = torch.randint(40, (16,), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(sample_batch(40, 16, torch.Generator().manual_seed(5), rewarded, 0.0), plain)
+    torch.testing.assert_close(sample_batch(40, 16, torch.Generator().manual_seed(5)), plain)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        idx = sample_batch(40, 16, gen, rewarded, 0.25)
+        assert idx.shape == (16,) and set(idx[:4].tolist()) <= {3, 17, 29}
+        assert int((idx >= 0).sum()) == 16 and int(idx.max()) < 40
+    with pytest.raises(ValueError, match="end_window=True"):
+        sample_batch(40, 16, gen, rewarded[:0], 0.25)
+
+
+def test_reward_weight_and_fraction_in_training(data):
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(backbone="lru", d_model=16, d_hidden=32, d_latent=4))
+    obs, actions, rewards = data["obs"][:2], data["actions"][:2], torch.rand(2, data["obs"].shape[1])
+    losses = {}
+    for w in (1.0, 3.0):
+        model.config.reward_weight = w
+        torch.manual_seed(1)
+        losses[w], metrics = model.loss(obs, actions, rewards)
+    torch.testing.assert_close(losses[3.0] - losses[1.0], torch.tensor(2 * metrics["reward_mse"]))
+    with pytest.raises(ValueError, match="end_window=True"):  # the spin data have no goal reward
+        train_world_model(model, data, steps=1, batch_size=4, reward_fraction=0.5)
+    with pytest.raises(ValueError, match=r"reward_fraction must be in \[0, 1\]"):
+        train_world_model(model, data, steps=1, batch_size=4, reward_fraction=1.5)
+    with_reward = {k: v.clone() for k, v in data.items()}
+    with_reward["rewards"][1, -1] = 0.7
+    fit = train_world_model(model, with_reward, steps=2, batch_size=4, reward_fraction=0.5, log_every=1)
+    assert len(fit["history"]) == 2 and all(np.isfinite(h["loss"]) for h in fit["history"])
+
+
+def test_world_run_cli_passes_the_reward_options(monkeypatch, tmp_path):
+    import torchssm.worldmodel.evaluate as evaluate
+    from torchssm.cli import main
+
+    seen = {}
+
+    def fake_run(data, **kwargs):
+        seen.update(kwargs, data=data)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(evaluate, "run", fake_run)
+    argv = ["world", "run", str(tmp_path), "--end-windows", "--reward-weight", "10", "--reward-fraction", "0.25"]
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert seen["reward_weight"] == 10.0 and seen["reward_fraction"] == 0.25 and seen["end_windows"] is True
+    with pytest.raises(SystemExit):
+        main(argv[:3])
+    assert seen["reward_weight"] == 1.0 and seen["reward_fraction"] == 0.0 and seen["end_windows"] is False

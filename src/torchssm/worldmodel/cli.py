@@ -36,6 +36,8 @@ def _run_eval(args) -> int:
                 segment=args.segment,
                 speed_contexts=args.speed_contexts,
                 end_windows=args.end_windows,
+                reward_weight=args.reward_weight,
+                reward_fraction=args.reward_fraction,
                 seed=args.seed,
                 out=args.out,
             )
@@ -97,6 +99,16 @@ def register(subparsers) -> None:
         action="store_true",
         help="also the window ending on each episode's final frame (where the goal reward is); reward prediction "
         "is only measured with it",
+    )
+    r.add_argument(
+        "--reward-weight", type=float, default=1.0, help="weight of the reward error in the loss (default 1)"
+    )
+    r.add_argument(
+        "--reward-fraction",
+        type=float,
+        default=0.0,
+        help="share of each batch drawn from the windows with a rewarded step (needs --end-windows; default 0: "
+        "every window alike)",
     )
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", help="write the results as JSON here")

@@ -31,6 +31,29 @@ from torchssm.worldmodel.envs import LEFT, check_action_space, lookback_actions,
 from torchssm.worldmodel.model import WorldModel, WorldModelConfig
 
 
+def rewarded_windows(data: dict) -> torch.Tensor:
+    """Indices of the windows with at least one rewarded step (r != 0), (m,) long."""
+    return (data["rewards"] != 0).any(dim=1).nonzero()[:, 0]
+
+
+def sample_batch(
+    n: int, batch_size: int, generator: torch.Generator, rewarded: torch.Tensor | None = None, fraction: float = 0.0
+) -> torch.Tensor:
+    """Window indices of one batch: uniform over the ``n`` windows, except that round(``fraction`` x batch_size)
+    of them are drawn uniformly from ``rewarded`` (oversampling the rare windows with a goal reward).
+    ``fraction`` = 0 draws exactly what a plain ``torch.randint(n, (batch_size,))`` draws."""
+    k = round(fraction * batch_size)
+    if k == 0:
+        return torch.randint(n, (batch_size,), generator=generator)
+    if rewarded is None or rewarded.numel() == 0:
+        raise ValueError(
+            "reward oversampling needs windows with a rewarded step; there are none (the goal reward is on an "
+            "episode's final frame: cut the windows with end_window=True / --end-windows)"
+        )
+    picked = rewarded[torch.randint(rewarded.numel(), (k,), generator=generator)]
+    return torch.cat([picked, torch.randint(n, (batch_size - k,), generator=generator)])
+
+
 def train_world_model(
     model: WorldModel,
     data: dict,
@@ -40,17 +63,26 @@ def train_world_model(
     lr: float = 1e-3,
     seed: int = 0,
     log_every: int = 100,
+    reward_fraction: float = 0.0,
 ) -> dict:
-    """AdamW (layer conventions via param_groups), warm-up + cosine, clip 100 (Dreamer's grad clip)."""
+    """AdamW (layer conventions via param_groups), warm-up + cosine, clip 100 (Dreamer's grad clip).
+    ``reward_fraction``: the share of each batch drawn from the windows with a rewarded step
+    (:func:`sample_batch`; 0, the default, samples every window alike). The reward loss weight is the model
+    config's ``reward_weight``."""
+    if not 0.0 <= reward_fraction <= 1.0:
+        raise ValueError(f"reward_fraction must be in [0, 1], got {reward_fraction}")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     opt = build_optimizer(model, lr, weight_decay=0.0)
     sched = build_scheduler(opt, steps, warmup_steps=max(1, steps // 20))
     n = data["obs"].shape[0]
+    rewarded = rewarded_windows(data) if reward_fraction > 0 else None
+    if rewarded is not None and rewarded.numel() == 0 and round(reward_fraction * batch_size):
+        sample_batch(n, batch_size, torch.Generator(), rewarded, reward_fraction)  # raises: names the cause
     cpu, history = 0.0, []
     model.train()
     for step in range(1, steps + 1):
-        idx = torch.randint(n, (batch_size,), generator=gen)
+        idx = sample_batch(n, batch_size, gen, rewarded, reward_fraction)
         t0 = time.process_time()
         loss, metrics = model.loss(data["obs"][idx], data["actions"][idx], data["rewards"][idx])
         opt.zero_grad(set_to_none=True)
@@ -138,6 +170,9 @@ def reward_error(model: WorldModel, data: dict) -> dict:
         "reward_mse": float((pred - r).square().mean()),
         "rewarded_steps": int(hit.sum()),
         "reward_mse_on_rewarded": float((pred - r)[hit].square().mean()) if hit.any() else None,
+        # a model that predicts the reward everywhere would look good on the rewarded steps alone
+        "reward_mse_on_unrewarded": float(pred[~hit].square().mean()) if (~hit).any() else None,
+        "reward_max_on_unrewarded": float(pred[~hit].abs().max()) if (~hit).any() else None,
     }
 
 
@@ -182,15 +217,19 @@ def run(
     recall_gaps=(4, 8, 16, 32),
     speed_contexts=(64, 256, 1024),
     end_windows: bool = False,
+    reward_weight: float = 1.0,
+    reward_fraction: float = 0.0,
     seed: int = 0,
     out=None,
 ) -> dict:
-    """Train every backbone on ``data_dir``/train episodes, evaluate on ``data_dir``/test; return the results."""
+    """Train every backbone on ``data_dir``/train episodes, evaluate on ``data_dir``/test; return the results.
+    ``reward_weight`` (the reward term's weight in the loss) and ``reward_fraction`` (the share of each batch
+    drawn from windows with a rewarded step) default to the plain ELBO + reward loss with uniform windows."""
     from torchssm.worldmodel.envs import load_episodes, segments
 
     torch.set_num_threads(1)
     env = make_env(env_name)
-    cfg0 = WorldModelConfig(d_model=d_model, d_hidden=2 * d_model, d_latent=16)
+    cfg0 = WorldModelConfig(d_model=d_model, d_hidden=2 * d_model, d_latent=16, reward_weight=reward_weight)
     check_action_space(env.action_space, cfg0.n_actions)
     env.close()
     if context + max(recall_gaps) > segment:
@@ -205,7 +244,7 @@ def run(
         torch.manual_seed(seed)
         cfg = WorldModelConfig(**{**cfg0.to_dict(), "backbone": bb})
         model = WorldModel(cfg)
-        fit = train_world_model(model, train, steps=steps, seed=seed)
+        fit = train_world_model(model, train, steps=steps, seed=seed, reward_fraction=reward_fraction)
         row = {
             "backbone": bb,
             "params": sum(p.numel() for p in model.parameters()),
@@ -229,6 +268,9 @@ def run(
         "n_test_segments": int(test["obs"].shape[0]),
         "segment": segment,
         "end_windows": end_windows,
+        "reward_weight": reward_weight,
+        "reward_fraction": reward_fraction,
+        "n_rewarded_train_windows": int(rewarded_windows(train).numel()),
         "seed": seed,
         "memoryless_horizon_error": memoryless.tolist(),
         "rows": rows,
