@@ -4,6 +4,7 @@ Encoder (shared; causal, so it can stream, see :mod:`torchssm.audio.streaming`):
 
     audio (b, n) 16 kHz -> LogMel (b, t, n_mels)  25 ms / 10 ms frames
       -> LayerNorm over mel channels (per frame)
+      -> [training only, ``spec_augment`` policy: SpecAugment's frequency / time masks, Park et al. 2019]
       -> 2 x causal Conv1d(kernel 3, stride 2) + GELU          (b, ceil(ceil(t/2)/2), d_model)  40 ms frames
       -> n_layers x [x + SSM(LayerNorm(x))]                   (a registered causal layer; Mamba by default)
       -> LayerNorm                                            (b, t', d_model)
@@ -41,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.audio.features import LogMel
+from torchssm.audio.features import SPEC_AUGMENT_POLICIES, LogMel, spec_augment
 from torchssm.audio.text import BLANK, CharVocabulary
 from torchssm.layers import build_layer
 
@@ -58,10 +59,17 @@ class ASRConfig:
     layer: str = "mamba"
     layer_kwargs: dict[str, Any] = field(default_factory=lambda: {"d_state": 16, "expand": 2})
     dropout: float = 0.0
+    # SpecAugment policy of Park et al. 2019, Table 1 ("LB", "LD", "SM", "SS"; no time warping), applied in
+    # training after the input LayerNorm; "none" (default): off
+    spec_augment: str = "none"
 
     def __post_init__(self):
         if self.kind not in ("ctc", "samba"):
             raise ValueError(f"ASR kind must be 'ctc' or 'samba', got {self.kind!r}")
+        if self.spec_augment != "none" and self.spec_augment not in SPEC_AUGMENT_POLICIES:
+            raise ValueError(
+                f"spec_augment must be 'none' or one of {sorted(SPEC_AUGMENT_POLICIES)}, got {self.spec_augment!r}"
+            )
         for name in ("n_mels", "d_model", "n_layers"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
@@ -114,14 +122,23 @@ class SpeechEncoder(nn.Module):
                 raise ValueError(f"the speech encoder must be causal (streaming); layer {cfg.layer!r} is not")
         self.out_norm = nn.LayerNorm(cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.spec_augment = cfg.spec_augment
 
     def frame_lengths(self, n_samples: torch.Tensor) -> torch.Tensor:
         """Encoded frames of utterances of ``n_samples`` samples."""
         frames = torch.clamp(torch.div(n_samples - self.front.n_fft, self.front.hop, rounding_mode="floor") + 1, min=0)
         return self.sub2.out_length(self.sub1.out_length(frames))
 
-    def subsample(self, mel: torch.Tensor) -> torch.Tensor:  # (b, t, n_mels) -> (b, t', d)
-        return F.gelu(self.sub2(F.gelu(self.sub1(self.in_norm(mel)))))
+    def subsample(self, mel: torch.Tensor, n_samples: torch.Tensor | None = None) -> torch.Tensor:
+        """(b, t, n_mels) -> (b, t', d); in training with a SpecAugment policy, masks are drawn within each
+        utterance's frames (``n_samples``: its samples; None: all frames)."""
+        x = self.in_norm(mel)
+        if self.training and self.spec_augment != "none":
+            frames = None
+            if n_samples is not None:
+                frames = torch.div(n_samples - self.front.n_fft, self.front.hop, rounding_mode="floor") + 1
+            x = spec_augment(x, frames, self.spec_augment)
+        return F.gelu(self.sub2(F.gelu(self.sub1(x))))
 
     def blocks(self, x: torch.Tensor, states: list | None = None):
         """(b, t', d) through the SSM blocks; with ``states`` (list per layer, None entries allowed) also
@@ -137,8 +154,8 @@ class SpeechEncoder(nn.Module):
         x = self.out_norm(x)
         return x if states is None else (x, new_states)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.subsample(self.front(audio)))
+    def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.blocks(self.subsample(self.front(audio), audio_lengths))
 
 
 class CTCRecognizer(nn.Module):
@@ -150,12 +167,12 @@ class CTCRecognizer(nn.Module):
         self.encoder = SpeechEncoder(cfg)
         self.head = nn.Linear(cfg.d_model, self.vocab.n_ctc)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(self.head(self.encoder(audio)), dim=-1)
+    def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return F.log_softmax(self.head(self.encoder(audio, audio_lengths)), dim=-1)
 
     def loss(self, audio, audio_lengths, targets, target_lengths) -> torch.Tensor:
         """Mean CTC loss per target character (``F.ctc_loss``, blank 0)."""
-        log_probs = self(audio)  # (b, t', v)
+        log_probs = self(audio, audio_lengths)  # (b, t', v)
         frames = torch.clamp(self.encoder.frame_lengths(audio_lengths), max=log_probs.shape[1])
         return (
             F.ctc_loss(
@@ -248,7 +265,7 @@ class SambaASR(nn.Module):
 
     def memory(self, audio: torch.Tensor, audio_lengths: torch.Tensor):
         """Encoded audio moved to the right end of each row (padding first) and the reset mask (b, t')."""
-        encoded = self.encoder(audio)  # (b, t', d)
+        encoded = self.encoder(audio, audio_lengths)  # (b, t', d)
         frames = torch.clamp(self.encoder.frame_lengths(audio_lengths), min=1, max=encoded.shape[1])
         t = encoded.shape[1]
         shift = t - frames  # (b,)

@@ -11,6 +11,12 @@ the layers' own parameter groups; ``build_scheduler``: linear warm-up then cosin
 ``torchssm.train.checkpoint``'s (written atomically, config in the sidecar). Batches group utterances
 of similar length (sorted within pools of 50 batches, as is usual for speech) in an order that depends
 only on (seed, epoch). Metrics: CER and WER with jiwer, and the CER on held-out words.
+
+Options (off by default): ``train.speed_perturb: [0.9, 1.0, 1.1]`` plays each training utterance, every
+epoch, at a speed drawn uniformly from the list (Ko et al. 2015's factors; :func:`torchssm.audio.dsp.
+speed_perturb`), ``model.spec_augment: LB | LD | SM | SS`` masks its log-mel frames (Park et al. 2019),
+``train.init_encoder_from: <checkpoint>`` starts the encoder from another recogniser's (e.g. a trained
+CTC model's encoder for Samba-ASR).
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import cast
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,6 +52,16 @@ class ASRTrainConfig:
     eval_beam: int = 1  # 1: greedy decoding in the per-epoch evaluation
     test_beam: int = 4  # the final test is decoded greedily and, when > 1, with this beam too
     test_limit: int = 0  # decode only the first N test utterances (0: all)
+    speed_perturb: tuple = ()  # speed factors drawn per utterance and epoch (Ko et al. 2015: 0.9, 1.0, 1.1)
+    init_encoder_from: str = ""  # a recogniser checkpoint whose encoder weights start this model's encoder
+
+    def __post_init__(self):
+        factors = self.speed_perturb
+        if not isinstance(factors, (list, tuple)) or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and 0.5 <= f <= 2.0 for f in factors
+        ):
+            raise ValueError(f"train.speed_perturb must be a list of speed factors in [0.5, 2], got {factors!r}")
+        self.speed_perturb = tuple(float(f) for f in factors)
 
 
 def _dataclass_from(cls, data: dict, what: str):
@@ -52,6 +70,26 @@ def _dataclass_from(cls, data: dict, what: str):
     if unknown:
         raise ValueError(f"unknown {what} keys {unknown}; expected some of {sorted(names)}")
     return cls(**data)
+
+
+def perturb_speed(items: Sequence[dict], factors: Sequence[float], generator: torch.Generator) -> list[dict]:
+    """``items`` with each audio played at a speed drawn uniformly from ``factors`` (text unchanged)."""
+    from torchssm.audio.dsp import speed_perturb
+
+    picks = torch.randint(len(factors), (len(items),), generator=generator).tolist()
+    return [
+        it if factors[k] == 1.0 else {**it, "audio": speed_perturb(np.asarray(it["audio"]), factors[k])}
+        for it, k in zip(items, picks)
+    ]
+
+
+def load_encoder(model: nn.Module, path) -> None:
+    """Copy the encoder weights of the recogniser checkpoint at ``path`` into ``model.encoder``."""
+    encoder = cast(nn.Module, model.encoder)
+    theirs = cast(nn.Module, load_recognizer(path).encoder).state_dict()
+    if {k: v.shape for k, v in encoder.state_dict().items()} != {k: v.shape for k, v in theirs.items()}:
+        raise ValueError(f"the encoder of {path} does not match this model's (d_model, n_layers, n_mels, layer)")
+    encoder.load_state_dict(theirs)
 
 
 def collate(items: Sequence[dict], vocab: CharVocabulary) -> dict[str, torch.Tensor]:
@@ -146,6 +184,9 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
     try:
         torch.manual_seed(tc.seed)
         model = build_recognizer(model_cfg)
+        if tc.init_encoder_from:
+            load_encoder(model, tc.init_encoder_from)
+            log(f"encoder initialised from {tc.init_encoder_from}")
         lengths = [len(task.train[i]["audio"]) for i in range(len(task.train))]
         steps_per_epoch = -(-len(lengths) // tc.batch_size)
         optimizer = build_optimizer(model, tc.lr, tc.weight_decay)
@@ -159,7 +200,10 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
             total, count = 0.0, 0
             order = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
             for batch_index in length_batches(lengths, tc.batch_size, order):
-                batch = collate([task.train[i] for i in batch_index], model.vocab)
+                items = [task.train[i] for i in batch_index]
+                if tc.speed_perturb:
+                    items = perturb_speed(items, tc.speed_perturb, order)
+                batch = collate(items, model.vocab)
                 loss = model.loss(batch["audio"], batch["audio_lengths"], batch["targets"], batch["target_lengths"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

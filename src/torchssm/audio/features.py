@@ -106,3 +106,50 @@ class LogMel(nn.Module):
             return samples.new_zeros(samples.shape[0], 0, self.n_mels), samples
         frames = self.forward(samples[:, : (t - 1) * self.hop + self.n_fft])
         return frames, samples[:, t * self.hop :]
+
+
+# SpecAugment (Park et al. 2019, "SpecAugment: A Simple Data Augmentation Method for Automatic Speech
+# Recognition", Interspeech, Sec. 2 and Table 1): (F, m_F, T, p, m_T) = frequency-mask width bound,
+# number of frequency masks, time-mask width bound, time-mask bound as a fraction of the utterance,
+# number of time masks. The paper's time warping (W) is not implemented (its Sec. 2 and 5 find it the
+# least important of the three, at the highest cost).
+SPEC_AUGMENT_POLICIES: dict[str, tuple[int, int, int, float, int]] = {
+    "LB": (27, 1, 100, 1.0, 1),
+    "LD": (27, 2, 100, 1.0, 2),
+    "SM": (15, 2, 70, 0.2, 2),
+    "SS": (27, 2, 40, 0.2, 2),
+}
+
+
+def spec_augment(
+    features: torch.Tensor, lengths: torch.Tensor | None, policy: str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``features`` (b, t, channels) with SpecAugment's masks set to 0 (Park et al. 2019, Sec. 2).
+
+    Per utterance: ``m_F`` frequency masks [f0, f0 + f) with f ~ U{0..F}, f0 ~ U{0..channels - f}, and
+    ``m_T`` time masks [t0, t0 + w) with w ~ U{0..min(T, floor(p * tau))}, t0 ~ U{0..tau - w}, where tau
+    is the utterance's number of frames (``lengths``; None: all t). The features are expected to be
+    normalised to zero mean (masking to 0 = masking to the mean, as the paper). Returns a new tensor.
+    """
+    if policy not in SPEC_AUGMENT_POLICIES:
+        raise ValueError(f"SpecAugment policy must be one of {sorted(SPEC_AUGMENT_POLICIES)}, got {policy!r}")
+    if features.dim() != 3:
+        raise ValueError(f"expected features (batch, frames, channels), got shape {tuple(features.shape)}")
+    max_f, n_freq, max_t, ratio, n_time = SPEC_AUGMENT_POLICIES[policy]
+    b, t, channels = features.shape
+    taus = [t] * b if lengths is None else torch.clamp(lengths, 0, t).tolist()
+    keep = torch.ones(b, t, channels, dtype=torch.bool, device=features.device)
+
+    def draw(high: int) -> int:  # uniform on {0, ..., high}
+        return int(torch.randint(0, max(high, 0) + 1, (1,), generator=generator))
+
+    for i, tau in enumerate(taus):
+        for _ in range(n_freq):
+            f = draw(min(max_f, channels))
+            f0 = draw(channels - f)
+            keep[i, :, f0 : f0 + f] = False
+        for _ in range(n_time):
+            w = draw(min(max_t, int(ratio * tau)))
+            t0 = draw(tau - w)
+            keep[i, t0 : t0 + w, :] = False
+    return features * keep

@@ -22,6 +22,9 @@ added at build time, so an SNR sweep reuses one cache.
 ``spoken_commands`` (Warden 2018, the 10 command words of Speech Commands used by S4's SC10, Gu et
 al. 2022, Sec. 5.3): 1-second 16 kHz clips, label = word index; inputs (16000, 1) raw samples, or
 ``features="logmel"``: (98, n_mels) log-mel frames (:class:`torchssm.audio.features.LogMel`).
+``speed_perturb=(0.9, 1.1)`` (off by default) adds to the training split one copy of every clip per
+factor, played that much faster (Ko et al. 2015's 3-fold speed perturbation; pitch and formants move
+with the factor), the word re-placed at a random offset in the second and given its own noise.
 
 ``spoken_sentences``: sentences of English prose (:mod:`torchssm.audio.prose`, the standard library's
 docstrings), transcripts in :class:`torchssm.audio.text.CharVocabulary`'s alphabet. ``n_heldout_words``
@@ -171,6 +174,42 @@ def generate_commands(seed: int, split: str, n: int, reverb: float, data_dir=Non
     return arrays
 
 
+def speed_copy(clip: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
+    """int16 1-s ``clip`` played ``factor`` times faster (:func:`dsp.speed_perturb`), the word (its
+    non-silent span, cut to 1 s) placed at a random offset in a new 1-s int16 clip."""
+    fast = dsp.speed_perturb(clip.astype(np.float32) / 32767.0, factor)
+    loud = np.nonzero(np.abs(fast) >= 1.0 / 32767.0)[0]
+    word = fast[loud[0] : loud[-1] + 1][:SAMPLE_RATE] if len(loud) else fast[:0]
+    out = np.zeros(SAMPLE_RATE, np.float32)
+    start = int(rng.integers(SAMPLE_RATE - len(word) + 1))
+    out[start : start + len(word)] = word
+    return _to_int16(out)
+
+
+def _check_speed_factors(factors) -> tuple:
+    if not isinstance(factors, (list, tuple)) or not all(
+        isinstance(f, (int, float)) and not isinstance(f, bool) and 0.5 <= f <= 2.0 and f != 1.0 for f in factors
+    ):
+        raise ValueError(f"speed_perturb must be a list of speed factors in [0.5, 2] other than 1, got {factors!r}")
+    return tuple(float(f) for f in factors)
+
+
+def _with_speed_copies(arrays: dict, factors: tuple, seed: int) -> dict:
+    """``arrays`` plus, per factor k, a copy of every clip at that speed (rng ``[seed, 0, i, 2, k]``)."""
+    clips, labels = [arrays["clips"]], [arrays["labels"]]
+    for k, factor in enumerate(factors):
+        clips.append(
+            np.stack(
+                [
+                    speed_copy(c, factor, np.random.default_rng([seed, 0, i, 2, k]))
+                    for i, c in enumerate(arrays["clips"])
+                ]
+            )
+        )
+        labels.append(arrays["labels"])
+    return {"clips": np.concatenate(clips), "labels": np.concatenate(labels)}
+
+
 def _commands_dataset(arrays: dict, snr_db, noise: str, seed: int, split: int, features: str, n_mels: int):
     waves = torch.from_numpy(np.stack(noisy_split(arrays["clips"], snr_db, noise, seed, split)))  # (n, 16000)
     if features == "logmel":
@@ -199,10 +238,12 @@ def build_spoken_commands(
     reverb: float = 0.0,
     features: str = "waveform",
     n_mels: int = 40,
+    speed_perturb: Sequence[float] = (),
     rebuild_cache: bool = False,
 ) -> TaskData:
     """Keyword spotting on synthetic speech (see the module docstring)."""
     _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
+    speed_perturb = _check_speed_factors(speed_perturb)
     if features not in ("waveform", "logmel"):
         raise ValueError(f"features must be 'waveform' or 'logmel', got {features!r}")
     if not 0.0 <= reverb <= 1.0:
@@ -213,6 +254,8 @@ def build_spoken_commands(
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         if n:
             arrays = generate_commands(seed, split, n, reverb, data_dir, rebuild_cache)
+            if split == "train" and speed_perturb:
+                arrays = _with_speed_copies(arrays, speed_perturb, seed)
             splits[split] = _commands_dataset(arrays, snr_db, noise, seed, SPLIT_IDS[split], features, n_mels)
     length, d_input = (98, n_mels) if features == "logmel" else (SAMPLE_RATE, 1)
     info = TaskInfo(

@@ -1,0 +1,138 @@
+"""Data augmentation for speech: speed perturbation (Ko et al. 2015) and SpecAugment (Park et al. 2019)."""
+
+import numpy as np
+import pytest
+import torch
+
+from torchssm.audio import dsp
+from torchssm.audio.asr import ASRConfig, CTCRecognizer, SambaASR
+from torchssm.audio.asr_train import ASRTrainConfig, load_encoder, load_recognizer, perturb_speed, train_asr
+from torchssm.audio.features import SPEC_AUGMENT_POLICIES, spec_augment
+from torchssm.audio.synthetic import SpeechDataset
+from torchssm.data.registry import TaskData, TaskInfo
+
+TINY = dict(d_model=16, n_layers=2, n_mels=16, n_decoder_layers=1, layer_kwargs={"d_state": 4, "expand": 2})
+
+
+def _peak_hz(x: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1 / 16000)[spectrum.argmax()])
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1, 1.25])
+def test_speed_perturb_scales_duration_and_frequency(factor):
+    t = np.arange(16000) / 16000
+    tone = np.sin(2 * np.pi * 500 * t).astype(np.float32)
+    fast = dsp.speed_perturb(tone, factor)
+    assert fast.dtype == np.float32 and len(fast) == int(np.ceil(16000 / factor))
+    assert abs(_peak_hz(fast) - 500 * factor) < 2.0  # pitch moves with the speed
+    np.testing.assert_array_equal(dsp.speed_perturb(tone, 1.0), tone)
+    with pytest.raises(ValueError, match="speed factor"):
+        dsp.speed_perturb(tone, 3.0)
+
+
+def test_spec_augment_masks_within_bounds():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 200, 80) + 5.0  # no zeros before masking
+    lengths = torch.tensor([200, 30] * 32)
+    y = spec_augment(x, lengths, "LD", generator=gen)
+    masked = y == 0
+    torch.testing.assert_close(y[~masked], x[~masked], rtol=0, atol=0)
+    freq = masked.all(1)  # (b, channels): channels masked at every frame
+    time = masked.all(2)  # (b, t): frames masked in every channel
+    max_f, n_freq, max_t, ratio, n_time = SPEC_AUGMENT_POLICIES["LD"]
+    assert int(freq.sum(1).max()) <= n_freq * max_f and int(freq.sum()) > 0
+    assert int(time.sum(1).max()) <= n_time * max_t and int(time.sum()) > 0
+    short = time[1::2]
+    assert not short[:, 30:].any()  # time masks stay inside the utterance ...
+    assert int(short.sum(1).max()) <= n_time * int(ratio * 30)  # ... and within p * tau per mask
+    # every masked element is in a masked channel or frame (masks are full bands)
+    torch.testing.assert_close(masked, freq[:, None, :] | time[:, :, None], rtol=0, atol=0)
+    again = spec_augment(x, lengths, "LD", generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(again, y, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="policy"):
+        spec_augment(x, lengths, "XL")
+
+
+def test_spec_augment_in_the_recogniser_only_when_training():
+    with pytest.raises(ValueError, match="spec_augment"):
+        ASRConfig(spec_augment="strong")
+    torch.manual_seed(0)
+    plain = CTCRecognizer(ASRConfig(**TINY)).double()
+    augmented = CTCRecognizer(ASRConfig(spec_augment="LB", **TINY)).double()
+    augmented.load_state_dict(plain.state_dict())
+    audio, lengths = torch.randn(2, 8000, dtype=torch.float64), torch.tensor([8000, 5000])
+    targets, target_lengths = torch.tensor([[3, 4, 5], [6, 7, 0]]), torch.tensor([3, 2])
+    plain.eval(), augmented.eval()
+    torch.testing.assert_close(augmented(audio, lengths), plain(audio, lengths), rtol=0, atol=0)
+    plain.train(), augmented.train()
+    torch.manual_seed(1)
+    loss_aug = augmented.loss(audio, lengths, targets, target_lengths)
+    loss_plain = plain.loss(audio, lengths, targets, target_lengths)
+    assert not torch.isclose(loss_aug, loss_plain)
+
+
+def test_speed_perturb_option_of_training():
+    with pytest.raises(ValueError, match="speed_perturb"):
+        ASRTrainConfig(speed_perturb=[0.9, 5.0])
+    items = [{"audio": np.ones(1600, np.float32), "text": "a"} for _ in range(50)]
+    out = perturb_speed(items, (0.9, 1.0, 1.1), torch.Generator().manual_seed(0))
+    assert {len(it["audio"]) for it in out} == {1600, 1455, 1778}
+    assert all(it["text"] == "a" for it in out)
+
+
+def _toy_task():
+    t = torch.arange(4000) / 16000
+    audio = [(0.5 * torch.sin(2 * torch.pi * (300.0 if i % 2 == 0 else 2000.0) * t)).numpy() for i in range(8)]
+    ds = SpeechDataset(audio, ["a" if i % 2 == 0 else "b" for i in range(8)])
+    info = TaskInfo(name="toy", d_input=1, d_output=31, length=0, kind="transcription")
+    return TaskData(info=info, train=ds, val=None, test=ds, extra={"heldout_words": []})
+
+
+def test_augmented_training_and_encoder_init(tmp_path):
+    task = _toy_task()
+    ctc_dir = tmp_path / "ctc"
+    cfg = {
+        "model": {"kind": "ctc", "spec_augment": "SS", **{**TINY, "n_mels": 80}},  # the paper's 80 channels
+        "train": {
+            "epochs": 120,
+            "batch_size": 8,
+            "lr": 1e-2,
+            "warmup_steps": 0,
+            "out_dir": str(ctc_dir),
+            "speed_perturb": [0.9, 1.0, 1.1],
+            "test_beam": 1,
+        },
+    }
+    result = train_asr(cfg, task=task, log=lambda s: None)
+    assert result["test_greedy"]["cer"] == 0.0  # the tones still map to their letters under augmentation
+    ctc = load_recognizer(ctc_dir)
+    samba = SambaASR(ASRConfig(kind="samba", **{**TINY, "n_mels": 80}))
+    load_encoder(samba, ctc_dir)
+    for name, value in ctc.encoder.state_dict().items():
+        torch.testing.assert_close(samba.encoder.state_dict()[name], value, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="encoder"):
+        load_encoder(SambaASR(ASRConfig(kind="samba", **TINY)), ctc_dir)  # 16 mel channels: another encoder
+
+
+def test_spoken_commands_speed_copies(tmp_path):
+    pytest.importorskip("espeakng_loader")
+    from torchssm.data.registry import build_task
+
+    kw = dict(n_train=10, n_val=0, n_test=10, snr_db=None)
+    plain = build_task("spoken_commands", data_dir=tmp_path, **kw)
+    aug = build_task("spoken_commands", data_dir=tmp_path, speed_perturb=[0.8, 1.25], **kw)
+    x, y = aug.train.tensors["inputs"][..., 0], aug.train.tensors["targets"]
+    assert x.shape == (30, 16000) and y.tolist() == list(range(10)) * 3
+    torch.testing.assert_close(x[:10], plain.train.tensors["inputs"][..., 0], rtol=0, atol=0)
+    torch.testing.assert_close(aug.test.tensors["inputs"], plain.test.tensors["inputs"], rtol=0, atol=0)
+
+    def span(clip):
+        loud = torch.nonzero(clip.abs() > 0)[:, 0]
+        return int(loud[-1] - loud[0] + 1)
+
+    for i in range(10):  # the word lasts 1 / factor as long (to a few samples of filter tails)
+        assert abs(span(x[10 + i]) - span(x[i]) / 0.8) < 60 or span(x[10 + i]) == 16000
+        assert abs(span(x[20 + i]) - span(x[i]) / 1.25) < 60
+    with pytest.raises(ValueError, match="speed_perturb"):
+        build_task("spoken_commands", data_dir=tmp_path, speed_perturb=[1.0], **kw)
