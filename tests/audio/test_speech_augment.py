@@ -136,3 +136,13 @@ def test_spoken_commands_speed_copies(tmp_path):
         assert abs(span(x[20 + i]) - span(x[i]) / 1.25) < 60
     with pytest.raises(ValueError, match="speed_perturb"):
         build_task("spoken_commands", data_dir=tmp_path, speed_perturb=[1.0], **kw)
+
+
+def test_kws_baseline_trains_on_the_speed_copies(tmp_path):
+    pytest.importorskip("espeakng_loader")
+    pytest.importorskip("sklearn")
+    from torchssm.audio.kws import logmel_logistic_baseline
+
+    kw = dict(data_dir=tmp_path, n_train=20, n_val=0, n_test=10)
+    r = logmel_logistic_baseline(snr_db=20.0, speed_perturb=(0.9, 1.1), **kw)
+    assert r["n_train"] == 60 and r["n_test"] == 10 and 0.0 <= r["test_acc"] <= 1.0

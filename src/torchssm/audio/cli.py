@@ -109,7 +109,13 @@ def _cmd_kws_baseline(args) -> int:
     from torchssm.audio.kws import logmel_logistic_baseline
 
     for snr in args.snr:
-        r = logmel_logistic_baseline(snr_db=snr, data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test)
+        r = logmel_logistic_baseline(
+            snr_db=snr,
+            data_dir=args.data_dir,
+            n_train=args.n_train,
+            n_test=args.n_test,
+            speed_perturb=tuple(args.speed_perturb),
+        )
         print(
             f"snr {snr:g} dB: test accuracy {r['test_acc']:.4f} (train {r['train_acc']:.4f}, "
             f"{r['n_train']} train / {r['n_test']} test clips)"
@@ -156,6 +162,9 @@ def register(subparsers) -> None:
     b.add_argument("--snr", type=float, nargs="+", default=[10.0])
     b.add_argument("--n-train", type=int, default=3000)
     b.add_argument("--n-test", type=int, default=1000)
+    b.add_argument(
+        "--speed-perturb", type=float, nargs="*", default=[], help="add training copies at these speeds, e.g. 0.9 1.1"
+    )
     b.add_argument("--data-dir")
     b.set_defaults(func=_cmd_kws_baseline)
     w = sub.add_parser("snr-sweep", help="test accuracy of a spoken_commands checkpoint at several SNRs")
