@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepOutput, out_dtype, to_param_dtype
+from torchssm.ops.common import rms_norm_gated
 
 MambaState = tuple[torch.Tensor, torch.Tensor]  # (conv_buffer (b, conv_dim, d_conv-1), ssm_state)
 StepFunction = Callable[[torch.Tensor, MambaState], StepOutput]  # (x_t (b, h), state) -> (y_t (b, h), new_state)
@@ -126,7 +126,7 @@ def head_layout(d_inner: int, headdim: int, ngroups: int) -> int:
 
 
 class RMSNormGated(nn.Module):
-    """Gated RMSNorm of mamba_ssm (``mamba_ssm/ops/triton/layernorm_gated.py``, reference ``rms_norm_ref``):
+    """Gated RMSNorm of mamba_ssm, ``rms_norm_gated`` (torchssm.ops.common) with a learned weight (d,):
 
         norm_before_gate=False:  out = rmsnorm(x * silu(z)) * weight
         norm_before_gate=True:   out = rmsnorm(x) * weight * silu(z)
@@ -143,16 +143,7 @@ class RMSNormGated(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:  # (..., d)
-        dtype = x.dtype
-        wd = torch.float64 if dtype == torch.float64 else torch.float32
-        y = x.to(wd)
-        if z is not None and not self.norm_before_gate:
-            y = y * F.silu(z.to(wd))
-        g = y.unflatten(-1, (-1, self.group_size))  # (..., groups, group_size)
-        y = (g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)).flatten(-2) * self.weight.to(wd)
-        if z is not None and self.norm_before_gate:
-            y = y * F.silu(z.to(wd))
-        return y.to(dtype)
+        return rms_norm_gated(x, z, self.weight, self.eps, self.group_size, self.norm_before_gate)
 
 
 __all__ = [

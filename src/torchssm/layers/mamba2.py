@@ -40,8 +40,9 @@ from torchssm.layers.conv_ssm import (
     transposed_linear,
 )
 from torchssm.layers.init import dt_bias_init
-from torchssm.ops.shortconv import causal_conv1d, causal_conv1d_step
+from torchssm.ops.shortconv import causal_conv1d
 from torchssm.ops.ssd import ssd
+from torchssm.ops.ssd.step import ssd_step_cpu, ssd_step_naive
 
 
 class Mamba2(ConvSSMLayer):
@@ -133,32 +134,30 @@ class Mamba2(ConvSSMLayer):
             z, xBC, dt = in_proj(u);  x, B, C = split(silu(w . [conv_buffer, xBC] + bias))
             dt   = softplus(dt + dt_bias)                          (b, nh)
             s_i  = exp(dt_i A_i) s_i + dt_i x_i B_g(i)^T            (b, nh, p, n), state dtype
-            y_i  = s_i C_g(i) + D_i x_i;  out = out_proj(norm(y, z))"""
-        sdt = ssm_state_dtype(self._param_dtype())
-        d, g, n, nh, p = self.d_inner, self.ngroups, self.d_state, self.nheads, self.headdim
-        w, conv_bias = self.conv1d.weight[:, 0], self.conv1d.bias  # (conv_dim, W), (conv_dim,)
-        A, dt_bias, D = decay_rate(self.A_log).to(sdt), self.dt_bias.to(sdt), self.D.to(sdt)  # (nh,) each
-        D = D[:, None] if D.dim() == 1 else D  # (nh, 1) or (nh, p)
-        pdt = self.in_proj.weight.dtype
-        in_proj, out_proj = transposed_linear(self.in_proj), transposed_linear(self.out_proj)
-        split_in, split_xbc = [d, self.conv_dim, nh], [d, g * n, g * n]
+            y_i  = s_i C_g(i) + D_i x_i;  out = out_proj(norm(y, z))
 
-        def heads(M: torch.Tensor) -> torch.Tensor:  # (b, g*n) -> (b, nh or 1, n): head i reads group i // (nh/g)
-            M = M.to(sdt).view(M.shape[0], g, n)
-            return M if g == 1 else M.repeat_interleave(nh // g, dim=1)
+        For CPU inference in float32/64 (no gradients, no autocast, not under ``torch.compile``) everything
+        between in_proj and out_proj is one numba call, :func:`torchssm.ops.ssd.step.ssd_step_cpu` (same math;
+        BENCHMARKS.md, "Mamba-2's fused one-token step"); else its differentiable reference
+        :func:`~torchssm.ops.ssd.step.ssd_step_naive`."""
+        sdt = ssm_state_dtype(self._param_dtype())
+        pdt = self.in_proj.weight.dtype
+        w = self.conv1d.weight[:, 0]  # (conv_dim, W)
+        conv_bias = self.conv1d.bias if self.conv1d.bias is not None else w.new_zeros(self.conv_dim)  # (conv_dim,)
+        A, dt_bias = decay_rate(self.A_log).to(sdt), self.dt_bias.to(sdt)  # (nh,) each
+        D = self.D.to(sdt)  # (nh,) or (nh, p)
+        D = (D[:, None] if D.dim() == 1 else D).expand(self.nheads, self.headdim).contiguous()  # (nh, p)
+        in_proj, out_proj = transposed_linear(self.in_proj), transposed_linear(self.out_proj)
+        weights = (w, conv_bias, dt_bias, A, D, self.norm.weight, self.norm.eps, self.norm.group_size, self.ngroups)
+        fused = w.device.type == "cpu" and pdt == sdt and pdt in (torch.float32, torch.float64)
 
         def step(x_t: torch.Tensor, state: MambaState) -> StepOutput:
-            conv_state, s = state  # (b, conv_dim, W-1), (b, nh, p, n)
-            b = x_t.shape[0]
-            z, xBC, dt = torch.split(in_proj(x_t.to(pdt)), split_in, dim=-1)
-            xBC, conv_state = causal_conv1d_step(xBC, w, conv_bias, conv_state)
-            x, B, C = torch.split(F.silu(xBC), split_xbc, dim=-1)
-            dt = F.softplus(dt.to(sdt) + dt_bias)  # (b, nh)
-            x = x.to(sdt).view(b, nh, p)
-            dBx = (dt[:, :, None] * x)[..., None] * heads(B)[:, :, None, :]  # (b, nh, p, n)
-            s = torch.addcmul(dBx, torch.exp(dt * A)[:, :, None, None], s)
-            y = torch.addcmul(torch.matmul(s, heads(C)[..., None])[..., 0], x, D)  # (b, nh, p)
-            y = self.norm(y.reshape(b, d).to(pdt), z)
-            return out_proj(y).to(x_t.dtype), (conv_state.to(w.dtype), s)
+            conv_state, s = state  # (b, conv_dim, W-1) parameter dtype, (b, nh, p, n) state dtype
+            use_fused = fused and not (
+                torch.is_grad_enabled() or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()
+            )
+            step_op = ssd_step_cpu if use_fused else ssd_step_naive
+            y, conv_state, s = step_op(in_proj(x_t.to(pdt)), conv_state, s, *weights)  # y (b, d) parameter dtype
+            return out_proj(y).to(x_t.dtype), (conv_state, s)
 
         return step

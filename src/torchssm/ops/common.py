@@ -1,5 +1,6 @@
 """Pieces shared by the input-dependent SSM ops, the selective scan (Mamba's S6) and SSD (Mamba-2):
-input checks, dt preparation, group expansion, the compute dtype and the D-skip / z-gate epilogue.
+input checks, dt preparation, group expansion, the compute dtype, the D-skip / z-gate epilogue and
+Mamba-2's gated RMS norm.
 
 Symbols as in docs/architecture.md: b batch, l length, d channels, n state size per channel,
 g groups of channels sharing B and C (SSD: nh heads of p channels each).
@@ -67,6 +68,34 @@ def skip_and_gate(y: torch.Tensor, x: torch.Tensor, D: torch.Tensor | None, z: t
     if z is not None:
         y = y * F.silu(z.to(y.dtype))
     return y
+
+
+def rms_norm_gated(
+    x: torch.Tensor,
+    z: torch.Tensor | None,
+    weight: torch.Tensor,
+    eps: float,
+    group_size: int,
+    norm_before_gate: bool = False,
+) -> torch.Tensor:
+    """Gated RMSNorm of mamba_ssm (``mamba_ssm/ops/triton/layernorm_gated.py``, reference ``rms_norm_ref``),
+    x, z (..., d), weight (d,):
+
+        norm_before_gate=False:  out = rmsnorm(x * silu(z)) * weight
+        norm_before_gate=True:   out = rmsnorm(x) * weight * silu(z)
+
+    with the mean of squares over groups of ``group_size`` channels; computed in float32 (float64 for
+    float64 x), returned in x's dtype."""
+    dtype = x.dtype
+    wd = torch.float64 if dtype == torch.float64 else torch.float32
+    y = x.to(wd)
+    if z is not None and not norm_before_gate:
+        y = y * F.silu(z.to(wd))
+    g = y.unflatten(-1, (-1, group_size))  # (..., groups, group_size)
+    y = (g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + eps)).flatten(-2) * weight.to(wd)
+    if z is not None and norm_before_gate:
+        y = y * F.silu(z.to(wd))
+    return y.to(dtype)
 
 
 def shape_str(t: object) -> str:
