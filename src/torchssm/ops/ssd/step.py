@@ -37,9 +37,9 @@ _FASTMATH = {"reassoc", "contract", "nsz"}
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _ssd_step(
+def _ssd_step(  # type: ignore[no-untyped-def]  # pragma: no cover (compiled)
     zxbcdt, conv_state, s, w, conv_bias, dt_bias, A, D, norm_w, eps, group_size, ngroups, xbc, conv_out, s_out, y
-):  # type: ignore[no-untyped-def]  # noqa: E501  # pragma: no cover (compiled)
+):
     """Writes xbc (b, d + 2gn) scratch, conv_out (b, d + 2gn, W-1), s_out (b, nh, p, n), y (b, d)."""
     b, nh, p, n = s.shape
     conv_dim, width = w.shape
