@@ -103,3 +103,23 @@ def test_pathfinder_cache_from_another_generator_version_is_not_reused(tmp_path)
     x, y, classes = load_images("pathfinder", 2, 0, cache)
     assert classes == 2 and x.abs().sum() > 0 and y.tolist() == [0, 1]  # regenerated, and rewritten
     assert torch.equal(torch.load(cache)["images"], x)
+
+
+@pytest.mark.slow  # two restore runs with the classical baselines: ~9 s on the loaded machine
+def test_cli_restore_non_blind_stops_and_resumes(tmp_path, capsys):
+    """`vision restore --noise-map --unshuffle 2`: stopped after 1 of 2 steps (--train-until), then resumed
+    from checkpoint.pt; the results name the model, the steps reached and every baseline at the sigma."""
+    pytest.importorskip("skimage")
+    from torchssm.cli import main
+
+    args = ["vision", "restore", "--mixer", "spatial_mamba", "--mixer-kwargs", '{"d_state": 1}', "--noise-map"]
+    args += ["--unshuffle", "2", "--width", "4", "--depths", "1", "1", "--steps", "2", "--batch", "2"]
+    args += ["--patch", "16", "--crop", "32", "--sigmas", "25", "--checkpoint-every", "1", "--out", str(tmp_path)]
+    assert main([*args, "--train-until", "1"]) == 0
+    first = json.loads((tmp_path / "results.json").read_text())
+    assert first["trained_steps"] == 1 and first["noise_map"] and first["unshuffle"] == 2
+    assert main(args) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["trained_steps"] == 2 and res["train_cpu_s"] > first["train_cpu_s"]
+    assert res["depths"] == [1, 1] and "sigma=25.0: degraded" in capsys.readouterr().out
+    assert {"model", "nl_means", "tv"} <= set(res["results"]["25.0"]["mean"])

@@ -111,3 +111,54 @@ def test_unet_and_patch_embed_share_the_image_check():
         assert str(err.value) == want
         with pytest.raises(ValueError, match=r"channels=1, height, width\); got \(\)$"):
             module([[0.0]])
+
+
+def test_noise_map_and_unshuffle_options():
+    """FFDNet's options: the non-blind model needs sigma (and changes with it), the unshuffled one keeps
+    the image shape and its size multiple; bad use is refused with one line."""
+    torch.manual_seed(0)
+    net = RestorationUNet(1, 4, (1, 1), "spatial_mamba", {"d_state": 1}, noise_map=True, unshuffle=2)
+    assert net.multiple == 4
+    x = torch.rand(2, 1, 8, 12, requires_grad=True)
+    y = net(x, torch.tensor([0.1, 0.2]))
+    assert y.shape == x.shape
+    y.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    with torch.no_grad():
+        assert not torch.allclose(net(x, 0.05), net(x, 0.3))  # the noise level reaches the output
+    with pytest.raises(ValueError, match="pass sigma"):
+        net(x)
+    with pytest.raises(ValueError, match="not divisible by 4"):
+        net(torch.rand(1, 1, 8, 10), 0.1)
+    with pytest.raises(ValueError, match="blind model"):
+        RestorationUNet(1, 4, (1,), "s4nd", {"d_state": 4})(torch.rand(1, 1, 8, 8), 0.1)
+    with pytest.raises(ValueError, match="unshuffle"):
+        RestorationUNet(1, 4, (1,), "s4nd", {"d_state": 4}, unshuffle=0)
+    img = np.random.default_rng(0).random((13, 10))
+    assert restore(net, img, 25.0).shape == img.shape
+    with pytest.raises(ValueError, match="non-blind"):
+        restore(net, img)
+
+
+def test_training_resumes_from_its_checkpoint_exactly(tmp_path):
+    """4 steps in one go == 2 steps, stop (train_until), resume for 2: same weights and losses."""
+    from torchssm.vision.restore import train_restorer
+
+    images = [np.random.default_rng(i).random((24, 24)) for i in range(3)]
+
+    def run(ckpt, until=None):
+        torch.manual_seed(0)
+        net = RestorationUNet(1, 4, (1, 1), "spatial_mamba", {"d_state": 1}, noise_map=True)
+        kw = dict(steps=4, batch=2, patch=8, progress=False, checkpoint=ckpt, checkpoint_every=1)
+        losses = train_restorer(net, images, train_until=until, **kw)
+        return net, losses
+
+    ref, ref_losses = run(tmp_path / "a.pt")
+    _, first = run(tmp_path / "b.pt", until=2)
+    assert len(first) == 2 and torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 2
+    net, losses = run(tmp_path / "b.pt")
+    assert losses == ref_losses and net.trained_steps == 4
+    for (name, p), q in zip(ref.state_dict().items(), net.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+    with pytest.raises(ValueError, match="4 steps"):
+        train_restorer(net, images, steps=5, batch=2, patch=8, progress=False, checkpoint=tmp_path / "b.pt")

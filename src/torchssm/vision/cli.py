@@ -46,12 +46,30 @@ def _run_restore(args) -> int:
         cfg.pop("mixer_kwargs", None)  # the preset's kwargs belong to its own mixer
     if args.mixer_kwargs is not None:
         cfg["mixer_kwargs"] = json.loads(args.mixer_kwargs)
-    for key in ("task", "mixer", "width", "steps", "batch", "patch", "lr", "crop", "seed"):
+    for key in (
+        "task",
+        "mixer",
+        "width",
+        "depths",
+        "steps",
+        "batch",
+        "patch",
+        "lr",
+        "crop",
+        "seed",
+        "unshuffle",
+        "checkpoint_every",
+        "train_until",
+    ):
         value = getattr(args, key)
         if value is not None:
             cfg[key] = value
     if args.sigmas:
         cfg["sigmas"] = args.sigmas
+    if args.sigma_range:
+        cfg["sigma_range"] = tuple(args.sigma_range)
+    if args.noise_map:
+        cfg["noise_map"] = True
     cfg.setdefault("task", "denoise")
     res = run_restoration(args.out, **cfg)
     for level, row in res["results"].items():
@@ -178,8 +196,21 @@ def register(subparsers) -> None:
         ("lr", float),
         ("crop", int),
         ("seed", int),
+        ("unshuffle", int),
+        ("checkpoint-every", int),
+        ("train-until", int),
     ):
-        restore.add_argument(f"--{name}", type=typ)
+        restore.add_argument(f"--{name}", type=typ, dest=name.replace("-", "_"))
+    restore.add_argument("--depths", type=int, nargs="+", help="blocks per U-Net level, e.g. 1 1 1")
+    restore.add_argument(
+        "--noise-map",
+        dest="noise_map",
+        action="store_true",
+        help="non-blind: give the model the noise level (FFDNet's noise map), as the classical baselines get it",
+    )
+    restore.add_argument(
+        "--sigma-range", dest="sigma_range", type=float, nargs=2, help="training noise levels, U[lo, hi] (0..255)"
+    )
     restore.add_argument("--sigmas", type=float, nargs="+", help="noise levels on the 0..255 scale")
     restore.add_argument("--threads", type=int, default=1)
     restore.set_defaults(func=_run_restore)

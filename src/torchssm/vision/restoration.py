@@ -13,6 +13,14 @@ below follows Restormer, Zamir et al. 2022, Fig. 2, and Uformer, Wang et al. 202
                    1x1 conv 2c -> c, depth_i x Block
     head   3x3 conv w -> C_in;   output = input + head   (residual learning, DnCNN: Zhang et al. 2017)
 
+Two options of FFDNet (Zhang, Zuo, Zhang 2018, "FFDNet: Toward a Fast and Flexible Solution for CNN based
+Image Denoising", Sec. III-A, Fig. 1):
+    ``noise_map=True``  non-blind: a constant map of the noise level sigma (0..1 scale) is concatenated to
+                        the input of the stem (then ``forward(images, sigma)``; one model for every sigma)
+    ``unshuffle=r``     the stem reads the r x r pixel-unshuffled image (C r^2 channels at 1/r resolution)
+                        and the head is pixel-shuffled back, so every block runs on r^2 times fewer pixels
+                        (FFDNet uses r = 2); the residual is still added at full resolution
+
     Block(x) = x + mixer(LN(x));  x + FFN(LN(x)),  FFN = Linear c -> 2c, depthwise 3x3 conv, GELU, Linear 2c -> c
                (the depthwise conv gives every mixer the same local/positional cue, as Restormer's GDFN)
 
@@ -94,18 +102,25 @@ class RestorationUNet(nn.Module):
         depths: Sequence[int] = (1, 1, 1),
         mixer: str = "cross_scan",
         mixer_kwargs: dict | None = None,
+        *,
+        noise_map: bool = False,
+        unshuffle: int = 1,
     ):
         super().__init__()
         depths = tuple(depths)
+        if isinstance(unshuffle, bool) or not isinstance(unshuffle, int) or unshuffle < 1:
+            raise ValueError(f"unshuffle must be a positive int (the pixel-unshuffle factor); got {unshuffle!r}")
         if not depths or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in depths):
             raise ValueError(f"depths must be a non-empty list of ints >= 0 (blocks per level); got {depths!r}")
         if mixer == "cross_scan" and mixer_kwargs is None:
             mixer_kwargs = {"mixer": "mamba", "mixer_kwargs": {"d_state": 8}}
         mixer_kwargs = dict(mixer_kwargs or {})
         self.in_channels, self.width, self.depths, self.mixer = in_channels, width, depths, mixer
+        self.noise_map, self.unshuffle = bool(noise_map), unshuffle
         levels = len(depths)
         widths = [width * 2**i for i in range(levels)]
-        self.stem = nn.Conv2d(in_channels, width, 3, padding=1)
+        packed = in_channels * unshuffle**2
+        self.stem = nn.Conv2d(packed + int(self.noise_map), width, 3, padding=1)
         self.encoders = nn.ModuleList(
             _Stage(*[Block2D(widths[i], mixer, mixer_kwargs) for _ in range(depths[i])]) for i in range(levels)
         )
@@ -115,22 +130,32 @@ class RestorationUNet(nn.Module):
         self.decoders = nn.ModuleList(
             _Stage(*[Block2D(widths[i], mixer, mixer_kwargs) for _ in range(depths[i])]) for i in range(levels - 1)
         )
-        self.head = nn.Conv2d(width, in_channels, 3, padding=1)
+        self.head = nn.Conv2d(width, packed, 3, padding=1)
 
     @property
     def multiple(self) -> int:
-        """Image sides must be multiples of this (2^(levels-1))."""
-        return 2 ** (len(self.depths) - 1)
+        """Image sides must be multiples of this (unshuffle * 2^(levels-1))."""
+        return self.unshuffle * 2 ** (len(self.depths) - 1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, sigma=None) -> torch.Tensor:
+        """images (b, C, H, W); ``sigma`` (a float or (b,) tensor, noise std on the 0..1 scale) is required
+        with ``noise_map=True`` and refused without it."""
         check_images(images, self.in_channels)
         h, w = images.shape[-2:]
         if h % self.multiple or w % self.multiple:
             raise ValueError(
-                f"image size {h}x{w} is not divisible by {self.multiple} (2^(levels-1) for "
-                f"{len(self.depths)} levels); crop or pad the image"
+                f"image size {h}x{w} is not divisible by {self.multiple} (unshuffle {self.unshuffle} x "
+                f"2^(levels-1) for {len(self.depths)} levels); crop or pad the image"
             )
-        x = self.stem(images)
+        x = F.pixel_unshuffle(images, self.unshuffle) if self.unshuffle > 1 else images
+        if self.noise_map:
+            if sigma is None:
+                raise ValueError("this model has noise_map=True: pass sigma (noise std on the 0..1 scale)")
+            level = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+            x = torch.cat([x, level.expand(x.shape[0], 1, *x.shape[-2:])], dim=1)
+        elif sigma is not None:
+            raise ValueError("sigma was given to a blind model (noise_map=False)")
+        x = self.stem(x)
         skips = []
         for i, encoder in enumerate(self.encoders):
             x = encoder(x)
@@ -140,4 +165,5 @@ class RestorationUNet(nn.Module):
         for i in reversed(range(len(self.decoders))):
             x = self.fuses[i](torch.cat([self.ups[i](x), skips[i]], dim=1))
             x = self.decoders[i](x)
-        return images + self.head(x)
+        out = self.head(x)
+        return images + (F.pixel_shuffle(out, self.unshuffle) if self.unshuffle > 1 else out)

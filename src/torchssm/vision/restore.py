@@ -6,9 +6,12 @@ Degradations (pixels in [0, 1]):
     deblur:   y = g * x + n, g a Gaussian PSF of std ``blur_sigma`` px (reflect padding), n of std 2/255
 
 Training: random size x size patches of the training images, a fresh degradation every step; one
-blind model for every noise level (sigma ~ U[sigma_min, sigma_max] per patch, the blind setting of
+model for every noise level (sigma ~ U[sigma_min, sigma_max] per patch, the blind setting of
 DnCNN-B, Zhang et al. 2017, Sec. 4.1: sigma in [0, 55]); L2 loss, AdamW with warmup-cosine
-(train/optim.py, train/schedule.py).
+(train/optim.py, train/schedule.py). With ``noise_map=True`` the model is non-blind (FFDNet): it is
+given the patch's sigma, as the classical baselines below are. ``checkpoint_every`` writes
+``checkpoint.pt`` (model, optimiser, schedule, generator, losses, CPU seconds) so that a run can be
+resumed, or stopped early and evaluated at its last checkpoint (``train_until``).
 
 Classical baselines, run in the same script on the same noisy images (skimage.restoration):
     nl_means  ``denoise_nl_means(y, h=0.8 sigma, sigma=sigma, patch_size=5, patch_distance=6,
@@ -61,8 +64,9 @@ def degrade(clean: torch.Tensor, task: str, sigma, generator: torch.Generator, b
     return clean + sigma * torch.randn(clean.shape, generator=generator, dtype=clean.dtype)
 
 
-def restore(model: nn.Module, image: np.ndarray) -> np.ndarray:
-    """Run ``model`` on one grey image (H, W), reflect-padded to its size multiple; output clipped to [0, 1]."""
+def restore(model: nn.Module, image: np.ndarray, sigma: float | None = None) -> np.ndarray:
+    """Run ``model`` on one grey image (H, W), reflect-padded to its size multiple; output clipped to [0, 1].
+    ``sigma`` (0..255 scale) is handed to a non-blind model (``noise_map=True``) and ignored by a blind one."""
     m = getattr(model, "multiple", 1)
     h, w = image.shape
     ph, pw = (-h) % m, (-w) % m
@@ -70,8 +74,16 @@ def restore(model: nn.Module, image: np.ndarray) -> np.ndarray:
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="reflect")
     with torch.no_grad():
-        y = model(x)[0, 0, :h, :w]
+        y = (model(x, sigma / 255.0) if _non_blind(model, sigma) else model(x))[0, 0, :h, :w]
     return y.clamp(0, 1).double().numpy()
+
+
+def _non_blind(model: nn.Module, sigma) -> bool:
+    if getattr(model, "noise_map", False):
+        if sigma is None:
+            raise ValueError("this model is non-blind (noise_map=True): pass the noise level sigma")
+        return True
+    return False
 
 
 def train_restorer(
@@ -88,24 +100,64 @@ def train_restorer(
     weight_decay: float = 0.0,
     seed: int = 0,
     progress: bool = True,
+    checkpoint=None,
+    checkpoint_every: int = 0,
+    train_until: int | None = None,
+    log=None,
 ) -> list:
-    """Train on random patches (module docstring); returns the per-step training losses."""
+    """Train on random patches (module docstring); returns the per-step training losses (all steps so far
+    when resumed). ``checkpoint`` (a path): resume from it when it exists, and write it every
+    ``checkpoint_every`` steps and at the end. ``train_until``: stop after this step (the schedule still
+    spans ``steps``); ``log``: a text file that gets one line per 100 steps (step, mean loss, CPU s)."""
+    import time
+    from pathlib import Path
+
     from tqdm.auto import tqdm
 
+    from torchssm.fileio import atomic_write
     from torchssm.train.optim import build_optimizer
     from torchssm.train.schedule import build_scheduler
 
     gen = torch.Generator().manual_seed(seed)
     opt = build_optimizer(model, lr, weight_decay)
     sched = build_scheduler(opt, steps, warmup_steps=max(1, steps // 20))
-    losses = []
+    losses, start, cpu_before = [], 0, 0.0
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, weights_only=False)
+        if state["steps"] != steps:
+            raise ValueError(f"{checkpoint} is a run of {state['steps']} steps; got steps={steps}")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        losses, start, cpu_before = state["losses"], state["step"], state["cpu_s"]
+    stop = steps if train_until is None else max(start, min(steps, train_until))
+    t0 = time.process_time()
+
+    def save(step: int) -> None:
+        if checkpoint is None:
+            return
+        state = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "generator": gen.get_state(),
+            "losses": losses,
+            "step": step,
+            "steps": steps,
+            "cpu_s": cpu_before + time.process_time() - t0,
+        }
+        atomic_write(checkpoint, lambda p: torch.save(state, p))
+
+    non_blind = getattr(model, "noise_map", False)
     model.train()
-    bar = tqdm(range(steps), desc=f"train {task}", disable=not progress)
-    for _ in bar:
+    bar = tqdm(range(start, stop), desc=f"train {task}", disable=not progress)
+    for step in bar:
         clean = random_patches(images, batch, patch, gen)  # (b, 1, p, p)
         lo, hi = sigma_range if task == "denoise" else (BLUR_NOISE, BLUR_NOISE)
         sigma = lo + (hi - lo) * torch.rand(batch, generator=gen)
-        loss = F.mse_loss(model(degrade(clean, task, sigma, gen, blur_sigma)), clean)
+        noisy = degrade(clean, task, sigma, gen, blur_sigma)
+        loss = F.mse_loss(model(noisy, sigma / 255.0) if non_blind else model(noisy), clean)
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -113,7 +165,16 @@ def train_restorer(
         sched.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{loss.item():.2e}")
+        if log is not None and (step + 1) % 100 == 0:
+            cpu = cpu_before + time.process_time() - t0
+            with open(log, "a") as f:
+                f.write(f"step {step + 1} loss {np.mean(losses[-100:]):.4e} cpu_s {cpu:.0f}\n")
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < stop:
+            save(step + 1)
+    if stop > start or (checkpoint is not None and not Path(checkpoint).exists()):
+        save(stop)
     model.eval()
+    model.trained_steps, model.train_cpu_s = stop, cpu_before + time.process_time() - t0
     return losses
 
 
@@ -212,10 +273,16 @@ def run_restoration(
     crop: int | None = 256,
     seed: int = 0,
     progress: bool = True,
+    noise_map: bool = False,
+    unshuffle: int = 1,
+    sigma_range=(5.0, 55.0),
+    checkpoint_every: int = 0,
+    train_until: int | None = None,
 ) -> dict:
     """Train the U-Net on the training photographs, evaluate it and the classical methods on the held-out
     ones (center crops of ``crop`` px, None = full images); write ``results.json``, ``model.pt`` and
-    ``figure.png`` under ``out_dir``; return the results."""
+    ``figure.png`` under ``out_dir``; return the results. With ``checkpoint_every`` the run keeps
+    ``checkpoint.pt`` and ``train.log`` there and resumes from the checkpoint when rerun."""
     import time
     from pathlib import Path
 
@@ -227,8 +294,8 @@ def run_restoration(
     out = Path(out_dir)
     train_imgs = skimage_images(RESTORATION_TRAIN)
     test_imgs = [center_crop(img, crop) for img in skimage_images(RESTORATION_TEST)]
-    model = RestorationUNet(1, width, depths, mixer, mixer_kwargs)
-    t0 = time.process_time()
+    model = RestorationUNet(1, width, depths, mixer, mixer_kwargs, noise_map=noise_map, unshuffle=unshuffle)
+    out.mkdir(parents=True, exist_ok=True)
     losses = train_restorer(
         model,
         train_imgs,
@@ -237,11 +304,17 @@ def run_restoration(
         batch=batch,
         patch=patch,
         lr=lr,
+        sigma_range=sigma_range,
         blur_sigma=blur_sigma,
         seed=seed,
         progress=progress,
+        checkpoint=out / "checkpoint.pt" if checkpoint_every else None,
+        checkpoint_every=checkpoint_every,
+        train_until=train_until,
+        log=out / "train.log" if checkpoint_every else None,
     )
-    train_cpu = time.process_time() - t0
+    train_cpu = model.train_cpu_s
+    t_eval = time.process_time()
     atomic_write(out / "model.pt", lambda p: torch.save(model.state_dict(), p))
     gen = torch.Generator().manual_seed(seed + 100)
     levels = list(sigmas) if task == "denoise" else [BLUR_NOISE]
@@ -256,7 +329,7 @@ def run_restoration(
         rows = {}
         for name, clean in zip(RESTORATION_TEST, test_imgs):
             y = degrade(torch.from_numpy(clean)[None, None], task, sigma, gen, blur_sigma)[0, 0].numpy()
-            outs = {"degraded": y, "model": restore(model, y)}
+            outs = {"degraded": y, "model": restore(model, y, sigma if task == "denoise" else BLUR_NOISE)}
             outs.update(
                 classical_denoisers(y, sigma, tv_w) if task == "denoise" else classical_deblurrers(y, blur_sigma, bal)
             )
@@ -272,13 +345,18 @@ def run_restoration(
         "width": width,
         "depths": list(depths),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "noise_map": noise_map,
+        "unshuffle": unshuffle,
+        "sigma_range": list(sigma_range),
         "steps": steps,
+        "trained_steps": model.trained_steps,
         "batch": batch,
         "patch": patch,
         "lr": lr,
         "seed": seed,
         "crop": crop,
         "train_cpu_s": train_cpu,
+        "eval_cpu_s": time.process_time() - t_eval,
         "final_loss": float(np.mean(losses[-20:])),
         "test_images": list(RESTORATION_TEST),
         "train_images": list(RESTORATION_TRAIN),
