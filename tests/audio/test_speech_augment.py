@@ -146,3 +146,26 @@ def test_kws_baseline_trains_on_the_speed_copies(tmp_path):
     kw = dict(data_dir=tmp_path, n_train=20, n_val=0, n_test=10)
     r = logmel_logistic_baseline(snr_db=20.0, speed_perturb=(0.9, 1.1), **kw)
     assert r["n_train"] == 60 and r["n_test"] == 10 and 0.0 <= r["test_acc"] <= 1.0
+
+
+def test_item_voice_is_the_voice_that_speaks_the_item(monkeypatch):
+    from torchssm.audio import synthetic
+
+    heard = []
+
+    class Engine:
+        def synthesize(self, utterance):
+            heard.append(utterance.voice)
+            return np.sin(np.arange(4000, dtype=np.float32) / 5.0)
+
+    monkeypatch.setattr(synthetic, "default_engine", lambda: Engine())
+    for i in range(12):
+        synthetic.command_clip(3, synthetic.SPLIT_IDS["test"], i, 0.0)
+    assert heard == [synthetic.item_voice("test", i, seed=3) for i in range(12)]
+    families = {synthetic.voice_family(v) for v in synthetic.VOICE_SPLITS["test"]}
+    assert families == {"female", "whisper", "croak"}
+    assert {synthetic.voice_family(v) for v in synthetic.VOICE_SPLITS["train"]} == {"male"}
+    with pytest.raises(ValueError, match="variant"):
+        synthetic.voice_family("en-us")
+    with pytest.raises(ValueError, match="split"):
+        synthetic.item_voice("dev", 0)

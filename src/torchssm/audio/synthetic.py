@@ -70,6 +70,24 @@ NOISES = {"white": 0.0, "pink": 1.0, "brown": 2.0}
 _CACHE_VERSION = 1
 
 
+def item_voice(split: str, index: int, seed: int = 0) -> str:
+    """The voice that speaks item ``index`` of ``split`` (the first draw of its generator in :func:`speak`)."""
+    if split not in SPLIT_IDS:
+        raise ValueError(f"split must be one of {list(SPLIT_IDS)}, got {split!r}")
+    voices = VOICE_SPLITS[split]
+    return voices[int(np.random.default_rng([seed, SPLIT_IDS[split], index]).integers(len(voices)))]
+
+
+def voice_family(voice: str) -> str:
+    """ "male", "female", "whisper" or "croak" from a voice's variant (``en-us+m3`` -> "male")."""
+    variant = voice.partition("+")[2]
+    if variant in ("whisper", "croak"):
+        return variant
+    if variant[:1] in ("m", "f") and variant[1:].isdigit():
+        return "male" if variant[0] == "m" else "female"
+    raise ValueError(f"voice {voice!r} has no known variant (+m1..+m7, +f1..+f5, +whisper, +croak)")
+
+
 def _check_split_sizes(**sizes) -> None:
     for name, n in sizes.items():
         if isinstance(n, bool) or not isinstance(n, int) or n < (0 if name.startswith("n_val") else 1):
