@@ -169,3 +169,34 @@ def test_item_voice_is_the_voice_that_speaks_the_item(monkeypatch):
         synthetic.voice_family("en-us")
     with pytest.raises(ValueError, match="split"):
         synthetic.item_voice("dev", 0)
+
+
+@pytest.mark.slow  # about 5 s on the loaded 2-core machine (a tiny training run and two task builds)
+def test_snr_sweep_by_family(tmp_path):
+    pytest.importorskip("espeakng_loader")
+    from torchssm.audio.kws import snr_sweep, snr_sweep_by_family
+    from torchssm.audio.synthetic import item_voice, voice_family
+    from torchssm.train.config import ExperimentConfig
+    from torchssm.train.loop import train
+
+    task = {"name": "spoken_commands", "n_train": 10, "n_val": 0, "n_test": 30, "features": "logmel", "n_mels": 8}
+    cfg = ExperimentConfig.from_dict(
+        {
+            "task": task,
+            "model": {"layer": "s4d", "d_model": 8, "n_layers": 1, "pooling": "mean"},
+            "train": {"epochs": 1, "batch_size": 10, "out_dir": str(tmp_path / "run"), "progress": False},
+        }
+    )
+    train(cfg, data_dir=tmp_path, log=lambda s: None)
+    sweep = snr_sweep_by_family(tmp_path / "run" / "last", [20.0], data_dir=tmp_path)
+    counts = {}
+    for i in range(30):
+        family = voice_family(item_voice("test", i))
+        counts[family] = counts.get(family, 0) + 1
+    for accs in sweep.values():
+        assert set(accs) == {"all", *counts}
+        pooled = sum(accs[f] * n for f, n in counts.items()) / 30  # the families partition the test set
+        assert abs(pooled - accs["all"]) < 1e-9
+    assert snr_sweep(tmp_path / "run" / "last", [20.0], data_dir=tmp_path) == {
+        snr: accs["all"] for snr, accs in sweep.items()
+    }

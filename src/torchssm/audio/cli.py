@@ -124,8 +124,13 @@ def _cmd_kws_baseline(args) -> int:
 
 
 def _cmd_snr_sweep(args) -> int:
-    from torchssm.audio.kws import snr_sweep
+    from torchssm.audio.kws import snr_sweep, snr_sweep_by_family
 
+    if args.by_family:
+        for snr, accs in snr_sweep_by_family(args.checkpoint, args.snr, data_dir=args.data_dir).items():
+            families = " ".join(f"{k} {v:.4f}" for k, v in accs.items() if k != "all")
+            print(f"snr {snr:g} dB: test accuracy {accs['all']:.4f} ({families})")
+        return 0
     for snr, acc in snr_sweep(args.checkpoint, args.snr, data_dir=args.data_dir).items():
         print(f"snr {snr:g} dB: test accuracy {acc:.4f}")
     return 0
@@ -169,6 +174,7 @@ def register(subparsers) -> None:
     b.set_defaults(func=_cmd_kws_baseline)
     w = sub.add_parser("snr-sweep", help="test accuracy of a spoken_commands checkpoint at several SNRs")
     w.add_argument("--checkpoint", required=True)
+    w.add_argument("--by-family", action="store_true", help="also the accuracy per test voice family")
     w.add_argument("--snr", type=float, nargs="+", default=[0.0, 5.0, 10.0, 15.0, 20.0])
     w.add_argument("--data-dir")
     w.set_defaults(func=_cmd_snr_sweep)

@@ -56,6 +56,16 @@ def snr_sweep(
     checkpoint, snrs: Sequence[float] = (0, 5, 10, 15, 20), data_dir=None, batch_size: int = 64
 ) -> dict[float, float]:
     """{snr: test accuracy} of a ``spoken_commands`` checkpoint, its task rebuilt at each SNR."""
+    return {snr: acc["all"] for snr, acc in snr_sweep_by_family(checkpoint, snrs, data_dir, batch_size).items()}
+
+
+def snr_sweep_by_family(
+    checkpoint, snrs: Sequence[float] = (0, 5, 10, 15, 20), data_dir=None, batch_size: int = 64
+) -> dict[float, dict[str, float]]:
+    """{snr: {"all": accuracy, family: accuracy on that voice family's test clips}} of a checkpoint; a clip's
+    family is :func:`~torchssm.audio.synthetic.voice_family` of its :func:`~torchssm.audio.synthetic.item_voice`."""
+    from torchssm.audio.synthetic import item_voice, voice_family
+    from torchssm.data.loaders import TensorDictDataset
     from torchssm.models import build_model
     from torchssm.train.checkpoint import load_checkpoint, read_checkpoint_state
     from torchssm.train.config import ExperimentConfig, model_config_for_task, saved_config
@@ -65,11 +75,19 @@ def snr_sweep(
     cfg = ExperimentConfig.from_dict(saved_config(state["config"]))
     if cfg.task_name != "spoken_commands":
         raise ValueError(f"{checkpoint} was trained on {cfg.task_name!r}, not spoken_commands")
-    out = {}
+    seed = int(cfg.task_options.get("seed", 0))
+    out: dict[float, dict[str, float]] = {}
     for snr in snrs:
-        options = {**cfg.task_options, "snr_db": float(snr), "n_train": 1, "n_val": 0}
+        options = {**cfg.task_options, "snr_db": float(snr), "n_train": 1, "n_val": 0, "speed_perturb": ()}
         task = build_task("spoken_commands", data_dir=data_dir, **options)
         model = build_model(model_config_for_task(cfg.model, task.info))
         load_checkpoint(checkpoint, model)
-        out[float(snr)] = evaluate(model, task.test, task.info, batch_size=batch_size)["acc"]
+        x, y = task.test.tensors["inputs"], task.test.tensors["targets"]
+        families = [voice_family(item_voice("test", i, seed)) for i in range(len(y))]
+        acc = {"all": evaluate(model, task.test, task.info, batch_size=batch_size)["acc"]}
+        for family in sorted(set(families)):
+            idx = torch.tensor([i for i, f in enumerate(families) if f == family])
+            subset = TensorDictDataset(inputs=x[idx], targets=y[idx])
+            acc[family] = evaluate(model, subset, task.info, batch_size=batch_size)["acc"]
+        out[float(snr)] = acc
     return out
