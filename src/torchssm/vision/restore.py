@@ -70,20 +70,17 @@ def restore(model: nn.Module, image: np.ndarray, sigma: float | None = None) -> 
     m = getattr(model, "multiple", 1)
     h, w = image.shape
     ph, pw = (-h) % m, (-w) % m
+    if sigma is None and getattr(model, "noise_map", False):
+        raise ValueError("this model is non-blind (noise_map=True): pass the noise level sigma")
     x = torch.from_numpy(image).float()[None, None]
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="reflect")
     with torch.no_grad():
-        y = (model(x, sigma / 255.0) if _non_blind(model, sigma) else model(x))[0, 0, :h, :w]
+        if sigma is not None and getattr(model, "noise_map", False):
+            y = model(x, sigma / 255.0)[0, 0, :h, :w]
+        else:
+            y = model(x)[0, 0, :h, :w]
     return y.clamp(0, 1).double().numpy()
-
-
-def _non_blind(model: nn.Module, sigma) -> bool:
-    if getattr(model, "noise_map", False):
-        if sigma is None:
-            raise ValueError("this model is non-blind (noise_map=True): pass the noise level sigma")
-        return True
-    return False
 
 
 def train_restorer(
@@ -104,11 +101,13 @@ def train_restorer(
     checkpoint_every: int = 0,
     train_until: int | None = None,
     log=None,
+    stats: dict | None = None,
 ) -> list:
     """Train on random patches (module docstring); returns the per-step training losses (all steps so far
     when resumed). ``checkpoint`` (a path): resume from it when it exists, and write it every
     ``checkpoint_every`` steps and at the end. ``train_until``: stop after this step (the schedule still
-    spans ``steps``); ``log``: a text file that gets one line per 100 steps (step, mean loss, CPU s)."""
+    spans ``steps``); ``log``: a text file that gets one line per 100 steps (step, mean loss, CPU s);
+    ``stats``: a dict that receives ``trained_steps`` and ``cpu_s`` (training CPU seconds, resumed parts included)."""
     import time
     from pathlib import Path
 
@@ -174,7 +173,8 @@ def train_restorer(
     if stop > start or (checkpoint is not None and not Path(checkpoint).exists()):
         save(stop)
     model.eval()
-    model.trained_steps, model.train_cpu_s = stop, cpu_before + time.process_time() - t0
+    if stats is not None:
+        stats.update(trained_steps=stop, cpu_s=cpu_before + time.process_time() - t0)
     return losses
 
 
@@ -296,6 +296,7 @@ def run_restoration(
     test_imgs = [center_crop(img, crop) for img in skimage_images(RESTORATION_TEST)]
     model = RestorationUNet(1, width, depths, mixer, mixer_kwargs, noise_map=noise_map, unshuffle=unshuffle)
     out.mkdir(parents=True, exist_ok=True)
+    stats: dict = {}
     losses = train_restorer(
         model,
         train_imgs,
@@ -312,8 +313,9 @@ def run_restoration(
         checkpoint_every=checkpoint_every,
         train_until=train_until,
         log=out / "train.log" if checkpoint_every else None,
+        stats=stats,
     )
-    train_cpu = model.train_cpu_s
+    train_cpu = stats["cpu_s"]
     t_eval = time.process_time()
     atomic_write(out / "model.pt", lambda p: torch.save(model.state_dict(), p))
     gen = torch.Generator().manual_seed(seed + 100)
@@ -349,7 +351,7 @@ def run_restoration(
         "unshuffle": unshuffle,
         "sigma_range": list(sigma_range),
         "steps": steps,
-        "trained_steps": model.trained_steps,
+        "trained_steps": stats["trained_steps"],
         "batch": batch,
         "patch": patch,
         "lr": lr,
