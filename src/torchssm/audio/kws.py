@@ -13,6 +13,7 @@ voices at several SNRs.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -82,7 +83,8 @@ def snr_sweep_by_family(
         task = build_task("spoken_commands", data_dir=data_dir, **options)
         model = build_model(model_config_for_task(cfg.model, task.info))
         load_checkpoint(checkpoint, model)
-        x, y = task.test.tensors["inputs"], task.test.tensors["targets"]
+        tensors = cast(TensorDictDataset, task.test).tensors
+        x, y = tensors["inputs"], tensors["targets"]
         families = [voice_family(item_voice("test", i, seed)) for i in range(len(y))]
         acc = {"all": evaluate(model, task.test, task.info, batch_size=batch_size)["acc"]}
         for family in sorted(set(families)):
