@@ -36,6 +36,14 @@ def rewarded_windows(data: dict) -> torch.Tensor:
     return (data["rewards"] != 0).any(dim=1).nonzero()[:, 0]
 
 
+def _check_rewarded(rewarded: torch.Tensor | None) -> None:
+    if rewarded is None or rewarded.numel() == 0:
+        raise ValueError(
+            "reward oversampling needs windows with a rewarded step; there are none (the goal reward is on an "
+            "episode's final frame: cut the windows with end_window=True / --end-windows)"
+        )
+
+
 def sample_batch(
     n: int, batch_size: int, generator: torch.Generator, rewarded: torch.Tensor | None = None, fraction: float = 0.0
 ) -> torch.Tensor:
@@ -45,11 +53,7 @@ def sample_batch(
     k = round(fraction * batch_size)
     if k == 0:
         return torch.randint(n, (batch_size,), generator=generator)
-    if rewarded is None or rewarded.numel() == 0:
-        raise ValueError(
-            "reward oversampling needs windows with a rewarded step; there are none (the goal reward is on an "
-            "episode's final frame: cut the windows with end_window=True / --end-windows)"
-        )
+    _check_rewarded(rewarded)
     picked = rewarded[torch.randint(rewarded.numel(), (k,), generator=generator)]
     return torch.cat([picked, torch.randint(n, (batch_size - k,), generator=generator)])
 
@@ -77,8 +81,8 @@ def train_world_model(
     sched = build_scheduler(opt, steps, warmup_steps=max(1, steps // 20))
     n = data["obs"].shape[0]
     rewarded = rewarded_windows(data) if reward_fraction > 0 else None
-    if rewarded is not None and rewarded.numel() == 0 and round(reward_fraction * batch_size):
-        sample_batch(n, batch_size, torch.Generator(), rewarded, reward_fraction)  # raises: names the cause
+    if round(reward_fraction * batch_size):
+        _check_rewarded(rewarded)  # before training, not at its first batch
     cpu, history = 0.0, []
     model.train()
     for step in range(1, steps + 1):
