@@ -105,7 +105,7 @@ def test_pathfinder_cache_from_another_generator_version_is_not_reused(tmp_path)
     assert torch.equal(torch.load(cache)["images"], x)
 
 
-@pytest.mark.slow  # two restore runs with the classical baselines: ~9 s on the loaded machine
+@pytest.mark.slow  # three restore runs with the classical baselines: ~15 s on the loaded machine
 def test_cli_restore_non_blind_stops_and_resumes(tmp_path, capsys):
     """`vision restore --noise-map --unshuffle 2`: stopped after 1 of 2 steps (--train-until), then resumed
     from checkpoint.pt; the results name the model, the steps reached and every baseline at the sigma."""
@@ -123,3 +123,13 @@ def test_cli_restore_non_blind_stops_and_resumes(tmp_path, capsys):
     assert res["trained_steps"] == 2 and res["train_cpu_s"] > first["train_cpu_s"]
     assert res["depths"] == [1, 1] and "sigma=25.0: degraded" in capsys.readouterr().out
     assert {"model", "nl_means", "tv"} <= set(res["results"]["25.0"]["mean"])
+    # fine-tuning from that model.pt at one noise level for one step: Adam's first step moves every weight
+    # by at most lr (2e-3), so the tuned weights are within that of the loaded ones (seed 1's own init is not)
+    tuned = tmp_path / "tuned"
+    ft = [*args[:-1], str(tuned), "--steps", "1", "--sigma-range", "25", "25", "--seed", "1"]  # another init
+    assert main([*ft, "--init-from", str(tmp_path / "model.pt")]) == 0
+    res_ft = json.loads((tuned / "results.json").read_text())
+    assert res_ft["init_from"] == str(tmp_path / "model.pt") and res_ft["sigma_range"] == [25.0, 25.0]
+    start, end = torch.load(tmp_path / "model.pt"), torch.load(tuned / "model.pt")
+    for name in start:
+        torch.testing.assert_close(end[name], start[name], rtol=0, atol=2.1e-3, msg=name)

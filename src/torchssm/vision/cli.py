@@ -60,6 +60,7 @@ def _run_restore(args) -> int:
         "unshuffle",
         "checkpoint_every",
         "train_until",
+        "init_from",
     ):
         value = getattr(args, key)
         if value is not None:
@@ -202,6 +203,7 @@ def register(subparsers) -> None:
     ):
         restore.add_argument(f"--{name}", type=typ, dest=name.replace("-", "_"))
     restore.add_argument("--depths", type=int, nargs="+", help="blocks per U-Net level, e.g. 1 1 1")
+    restore.add_argument("--init-from", dest="init_from", help="model.pt of a run with the same architecture")
     restore.add_argument(
         "--noise-map",
         dest="noise_map",

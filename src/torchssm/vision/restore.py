@@ -278,11 +278,13 @@ def run_restoration(
     sigma_range=(5.0, 55.0),
     checkpoint_every: int = 0,
     train_until: int | None = None,
+    init_from=None,
 ) -> dict:
     """Train the U-Net on the training photographs, evaluate it and the classical methods on the held-out
     ones (center crops of ``crop`` px, None = full images); write ``results.json``, ``model.pt`` and
     ``figure.png`` under ``out_dir``; return the results. With ``checkpoint_every`` the run keeps
-    ``checkpoint.pt`` and ``train.log`` there and resumes from the checkpoint when rerun."""
+    ``checkpoint.pt`` and ``train.log`` there and resumes from the checkpoint when rerun. ``init_from``: a
+    ``model.pt`` of a run with the same architecture, loaded before training (fine-tuning)."""
     import time
     from pathlib import Path
 
@@ -295,6 +297,8 @@ def run_restoration(
     train_imgs = skimage_images(RESTORATION_TRAIN)
     test_imgs = [center_crop(img, crop) for img in skimage_images(RESTORATION_TEST)]
     model = RestorationUNet(1, width, depths, mixer, mixer_kwargs, noise_map=noise_map, unshuffle=unshuffle)
+    if init_from is not None:
+        model.load_state_dict(torch.load(init_from, weights_only=True))
     out.mkdir(parents=True, exist_ok=True)
     stats: dict = {}
     losses = train_restorer(
@@ -350,6 +354,7 @@ def run_restoration(
         "noise_map": noise_map,
         "unshuffle": unshuffle,
         "sigma_range": list(sigma_range),
+        "init_from": None if init_from is None else str(init_from),
         "steps": steps,
         "trained_steps": stats["trained_steps"],
         "batch": batch,
