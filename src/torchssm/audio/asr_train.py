@@ -56,12 +56,9 @@ class ASRTrainConfig:
     init_encoder_from: str = ""  # a recogniser checkpoint whose encoder weights start this model's encoder
 
     def __post_init__(self):
-        factors = self.speed_perturb
-        if not isinstance(factors, (list, tuple)) or not all(
-            isinstance(f, (int, float)) and not isinstance(f, bool) and 0.5 <= f <= 2.0 for f in factors
-        ):
-            raise ValueError(f"train.speed_perturb must be a list of speed factors in [0.5, 2], got {factors!r}")
-        self.speed_perturb = tuple(float(f) for f in factors)
+        from torchssm.audio.dsp import check_speed_factors
+
+        self.speed_perturb = check_speed_factors(self.speed_perturb, "train.speed_perturb")
 
 
 def _dataclass_from(cls, data: dict, what: str):

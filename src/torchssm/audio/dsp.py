@@ -76,6 +76,19 @@ def _resample_sinc(x: np.ndarray, up: int, down: int, beta: float = 5.0) -> np.n
     return (weights * x[np.clip(idx, 0, len(x) - 1)]).sum(1).astype(x.dtype)
 
 
+def check_speed_factors(factors, what: str = "speed_perturb", allow_one: bool = True) -> tuple[float, ...]:
+    """``factors`` as a tuple of floats, each a speed in [0.5, 2] (and not 1 where ``allow_one`` is False);
+    else a ValueError naming ``what``."""
+    ok = isinstance(factors, (list, tuple)) and all(
+        isinstance(f, (int, float)) and not isinstance(f, bool) and 0.5 <= f <= 2.0 and (allow_one or f != 1.0)
+        for f in factors
+    )
+    if not ok:
+        other = "" if allow_one else " other than 1"
+        raise ValueError(f"{what} must be a list of speed factors in [0.5, 2]{other}, got {factors!r}")
+    return tuple(float(f) for f in factors)
+
+
 def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
     """``x`` played ``factor`` times faster (Ko et al. 2015): (ceil(n / factor),), frequencies times ``factor``.
 
@@ -83,9 +96,8 @@ def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
     from that ratio by :func:`resample` (anti-aliased when ``factor`` > 1).
     """
     x = _as_signal(x)
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0.5 <= factor <= 2.0:
-        raise ValueError(f"speed factor must be a number in [0.5, 2], got {factor!r}")
-    ratio = Fraction(float(factor)).limit_denominator(100)
+    (factor,) = check_speed_factors((factor,), "speed factor")
+    ratio = Fraction(factor).limit_denominator(100)
     return resample(x, ratio.numerator, ratio.denominator)
 
 

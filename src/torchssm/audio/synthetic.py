@@ -204,14 +204,6 @@ def speed_copy(clip: np.ndarray, factor: float, rng: np.random.Generator) -> np.
     return _to_int16(out)
 
 
-def _check_speed_factors(factors) -> tuple:
-    if not isinstance(factors, (list, tuple)) or not all(
-        isinstance(f, (int, float)) and not isinstance(f, bool) and 0.5 <= f <= 2.0 and f != 1.0 for f in factors
-    ):
-        raise ValueError(f"speed_perturb must be a list of speed factors in [0.5, 2] other than 1, got {factors!r}")
-    return tuple(float(f) for f in factors)
-
-
 def _with_speed_copies(arrays: dict, factors: tuple, seed: int) -> dict:
     """``arrays`` plus, per factor k, a copy of every clip at that speed (rng ``[seed, 0, i, 2, k]``)."""
     clips, labels = [arrays["clips"]], [arrays["labels"]]
@@ -261,7 +253,7 @@ def build_spoken_commands(
 ) -> TaskData:
     """Keyword spotting on synthetic speech (see the module docstring)."""
     _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
-    speed_perturb = _check_speed_factors(speed_perturb)
+    speed_perturb = dsp.check_speed_factors(speed_perturb, allow_one=False)
     if features not in ("waveform", "logmel"):
         raise ValueError(f"features must be 'waveform' or 'logmel', got {features!r}")
     if not 0.0 <= reverb <= 1.0:
