@@ -164,3 +164,25 @@ def test_training_resumes_from_its_checkpoint_exactly(tmp_path):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
     with pytest.raises(ValueError, match="4 steps"):
         train_restorer(net, images, steps=5, batch=2, patch=8, progress=False, checkpoint=tmp_path / "b.pt")
+
+
+class _ShiftRight(torch.nn.Module):
+    """Not rotation-equivariant: out[i, j] = x[i, j - 1] (column 0 repeated)."""
+
+    def forward(self, x):
+        return torch.cat([x[..., :1], x[..., :-1]], dim=-1)
+
+
+def test_self_ensemble_turns_each_view_back_and_averages():
+    """x8 self-ensemble: an identity model gives the image back (each inverse transform is right), and a
+    non-equivariant one gives the mean of its 8 views' outputs turned back (here: of 4 shift directions)."""
+    image = np.random.default_rng(0).random((6, 8))
+    identity = torch.nn.Identity()
+    np.testing.assert_allclose(restore(identity, image, self_ensemble=True), image, atol=1e-6)
+    shift = _ShiftRight()
+    got = restore(shift, image, self_ensemble=True)
+    pad = np.pad(image, 1, mode="edge")
+    right, left = pad[1:-1, :-2], pad[1:-1, 2:]  # x[i, j-1], x[i, j+1]
+    down, up = pad[:-2, 1:-1], pad[2:, 1:-1]  # x[i-1, j], x[i+1, j]
+    np.testing.assert_allclose(got, (right + left + down + up) / 4, atol=1e-6)
+    assert not np.allclose(got, restore(shift, image))

@@ -71,6 +71,8 @@ def _run_restore(args) -> int:
         cfg["sigma_range"] = tuple(args.sigma_range)
     if args.noise_map:
         cfg["noise_map"] = True
+    if args.self_ensemble:
+        cfg["self_ensemble"] = True
     cfg.setdefault("task", "denoise")
     res = run_restoration(args.out, **cfg)
     for level, row in res["results"].items():
@@ -214,6 +216,12 @@ def register(subparsers) -> None:
         "--sigma-range", dest="sigma_range", type=float, nargs=2, help="training noise levels, U[lo, hi] (0..255)"
     )
     restore.add_argument("--sigmas", type=float, nargs="+", help="noise levels on the 0..255 scale")
+    restore.add_argument(
+        "--self-ensemble",
+        dest="self_ensemble",
+        action="store_true",
+        help="also report the model's x8 self-ensemble (8 rotations / flips averaged; Timofte et al. 2016)",
+    )
     restore.add_argument("--threads", type=int, default=1)
     restore.set_defaults(func=_run_restore)
 

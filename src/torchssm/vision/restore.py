@@ -21,6 +21,11 @@ Classical baselines, run in the same script on the same noisy images (skimage.re
     deblur:   ``wiener(y, psf, balance)`` (balance grid-searched on training patches) and
               ``richardson_lucy(y, psf, num_iter=30)``
 PSNR by ``skimage.metrics.peak_signal_noise_ratio`` (data_range 1) on the outputs clipped to [0, 1].
+
+Self-ensemble (``self_ensemble=True``, an extra "model_x8" row beside "model"): the network is run on the
+8 rotations / flips of the degraded image, each output turned back and the 8 averaged (the "geometric
+self-ensemble" of Timofte et al. 2016, "Seven ways to improve example-based single image super resolution",
+and Lim et al. 2017, EDSR's "+" results; test-time only, the classical methods are run once as before).
 """
 
 from __future__ import annotations
@@ -64,9 +69,19 @@ def degrade(clean: torch.Tensor, task: str, sigma, generator: torch.Generator, b
     return clean + sigma * torch.randn(clean.shape, generator=generator, dtype=clean.dtype)
 
 
-def restore(model: nn.Module, image: np.ndarray, sigma: float | None = None) -> np.ndarray:
+def restore(model: nn.Module, image: np.ndarray, sigma: float | None = None, self_ensemble: bool = False) -> np.ndarray:
     """Run ``model`` on one grey image (H, W), reflect-padded to its size multiple; output clipped to [0, 1].
-    ``sigma`` (0..255 scale) is handed to a non-blind model (``noise_map=True``) and ignored by a blind one."""
+    ``sigma`` (0..255 scale) is handed to a non-blind model (``noise_map=True``) and ignored by a blind one.
+    ``self_ensemble``: the mean of the outputs on the 8 rotations / flips of ``image``, each turned back
+    (module docstring)."""
+    if self_ensemble:
+        outs = []
+        for flip in (False, True):
+            for k in range(4):
+                view = np.rot90(image[:, ::-1] if flip else image, k)
+                y = np.rot90(restore(model, np.ascontiguousarray(view), sigma), -k)
+                outs.append(y[:, ::-1] if flip else y)
+        return np.mean(outs, axis=0)
     m = getattr(model, "multiple", 1)
     h, w = image.shape
     ph, pw = (-h) % m, (-w) % m
@@ -279,12 +294,15 @@ def run_restoration(
     checkpoint_every: int = 0,
     train_until: int | None = None,
     init_from=None,
+    self_ensemble: bool = False,
 ) -> dict:
     """Train the U-Net on the training photographs, evaluate it and the classical methods on the held-out
     ones (center crops of ``crop`` px, None = full images); write ``results.json``, ``model.pt`` and
     ``figure.png`` under ``out_dir``; return the results. With ``checkpoint_every`` the run keeps
     ``checkpoint.pt`` and ``train.log`` there and resumes from the checkpoint when rerun. ``init_from``: a
-    ``model.pt`` of a run with the same architecture, loaded before training (fine-tuning)."""
+    ``model.pt`` of a run with the same architecture, loaded before training (fine-tuning); with
+    ``train_until=0`` nothing is trained (an evaluation of that model). ``self_ensemble``: also the
+    x8 self-ensemble of the model ("model_x8")."""
     import time
     from pathlib import Path
 
@@ -335,7 +353,10 @@ def run_restoration(
         rows = {}
         for name, clean in zip(RESTORATION_TEST, test_imgs):
             y = degrade(torch.from_numpy(clean)[None, None], task, sigma, gen, blur_sigma)[0, 0].numpy()
-            outs = {"degraded": y, "model": restore(model, y, sigma if task == "denoise" else BLUR_NOISE)}
+            level = sigma if task == "denoise" else BLUR_NOISE
+            outs = {"degraded": y, "model": restore(model, y, level)}
+            if self_ensemble:
+                outs["model_x8"] = restore(model, y, level, self_ensemble=True)
             outs.update(
                 classical_denoisers(y, sigma, tv_w) if task == "denoise" else classical_deblurrers(y, blur_sigma, bal)
             )
@@ -364,7 +385,8 @@ def run_restoration(
         "crop": crop,
         "train_cpu_s": train_cpu,
         "eval_cpu_s": time.process_time() - t_eval,
-        "final_loss": float(np.mean(losses[-20:])),
+        "final_loss": float(np.mean(losses[-20:])) if losses else None,
+        "self_ensemble": self_ensemble,
         "test_images": list(RESTORATION_TEST),
         "train_images": list(RESTORATION_TRAIN),
         "wavelet_baseline": wavelet_available() or "skipped: PyWavelets (pywt) is not installed",
