@@ -40,16 +40,17 @@ from torch import nn
 
 from torchssm.layers.registry import build_layer
 from torchssm.vision.cross_scan import CrossScan2D
+from torchssm.vision.grid import Grid2DLayer
 from torchssm.vision.patch import check_images
 
 
-def build_mixer2d(name: str, channels: int, kwargs: dict) -> nn.Module:
+def build_mixer2d(name: str, channels: int, kwargs: dict) -> Grid2DLayer:
     """A 2-D mixer with ``forward_image`` (b, H, W, c) -> (b, H, W, c)."""
     if name == "attention":  # global attention over the raster sequence: the ViT-style baseline
         kw = {"causal": False, "max_len": 1 << 20, "n_heads": 2, **kwargs}
         return CrossScan2D(channels, "transformer", ("row",), mixer_kwargs=kw)
     layer = build_layer(name, channels, **kwargs)
-    if not hasattr(layer, "forward_image"):
+    if not isinstance(layer, Grid2DLayer):
         raise ValueError(
             f"mixer {name!r} is not a 2-D mixer; expected 'attention' or one of 'cross_scan', 'spatial_mamba', 's4nd'"
         )
