@@ -28,21 +28,31 @@ from numba import njit
 
 from torchssm.ops.selective.cpu import fast_exp, fast_softplus
 
-_FASTMATH = {"reassoc", "contract", "nsz"}
+FASTMATH = {"reassoc", "contract", "nsz"}  # the step kernels' fastmath flags (no "nnan" / "ninf")
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@njit(cache=True, nogil=True, inline="always")
+def conv_silu_token(src, offset, conv_state, w, conv_bias, i, out, conv_out):  # type: ignore[no-untyped-def]  # pragma: no cover (compiled)
+    """Row i of the one-token depthwise short conv, then silu, for the c channels of w (c, W):
+    out[i, c] = silu(sum_k w[c, k] [conv_state[i, c], src[i, offset + c]]_k + conv_bias[c]), and
+    conv_out[i, c] = the last W-1 inputs of that window. Shared by the fused Mamba and Mamba-2 steps."""
+    channels, width = w.shape
+    for c in range(channels):
+        v = src[i, offset + c]
+        acc = conv_bias[c] + w[c, width - 1] * v
+        for k in range(width - 1):
+            acc += w[c, k] * conv_state[i, c, k]
+            conv_out[i, c, k] = conv_state[i, c, k + 1] if k + 1 < width - 1 else v
+        out[i, c] = acc / (1.0 + fast_exp(-acc))
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
 def _conv_and_projections(xz, conv_state, w, conv_bias, wx_t, w_dt_t, b_dt, x_out, dbc_out, dt_out, conv_out):  # type: ignore[no-untyped-def]  # pragma: no cover (compiled)
     """Short conv + silu -> x_out (b, d), new conv_out (b, d, W-1); x_proj -> dbc_out (b, r+2n); dt_out (b, d)."""
     b, d = x_out.shape
-    width, r, m = w.shape[1], w_dt_t.shape[0], wx_t.shape[1]
+    r, m = w_dt_t.shape[0], wx_t.shape[1]
     for i in range(b):
-        for c in range(d):
-            acc = conv_bias[c] + w[c, width - 1] * xz[i, c]
-            for k in range(width - 1):
-                acc += w[c, k] * conv_state[i, c, k]
-                conv_out[i, c, k] = conv_state[i, c, k + 1] if k + 1 < width - 1 else xz[i, c]
-            x_out[i, c] = acc / (1.0 + fast_exp(-acc))
+        conv_silu_token(xz, 0, conv_state, w, conv_bias, i, x_out, conv_out)
         for j in range(m):
             dbc_out[i, j] = 0.0
         for c in range(d):
@@ -59,7 +69,7 @@ def _conv_and_projections(xz, conv_state, w, conv_bias, wx_t, w_dt_t, b_dt, x_ou
             dt_out[i, c] = fast_softplus(dt_out[i, c])
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
 def _state_update(xz, h, x, dbc, dt, A, D, y_out, h_out):  # type: ignore[no-untyped-def]  # pragma: no cover (compiled)
     """h_out = exp(dt A) h + dt x B (b, d, n); y_out = (C h_out + D x) silu(z) (b, d)."""
     b, d, n = h.shape
@@ -139,4 +149,4 @@ def mamba_step_naive(
     return y, window[..., 1:], h
 
 
-__all__ = ["mamba_step_cpu", "mamba_step_naive"]
+__all__ = ["conv_silu_token", "mamba_step_cpu", "mamba_step_naive"]

@@ -32,27 +32,21 @@ from numba import njit
 
 from torchssm.ops.common import rms_norm_gated
 from torchssm.ops.selective.cpu import fast_exp, fast_softplus
+from torchssm.ops.selective.step import FASTMATH, conv_silu_token
+from torchssm.ops.shortconv import causal_conv1d_step
 
-_FASTMATH = {"reassoc", "contract", "nsz"}
 
-
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
 def _ssd_step(  # type: ignore[no-untyped-def]  # pragma: no cover (compiled)
     zxbcdt, conv_state, s, w, conv_bias, dt_bias, A, D, norm_w, eps, group_size, ngroups, xbc, conv_out, s_out, y
 ):
     """Writes xbc (b, d + 2gn) scratch, conv_out (b, d + 2gn, W-1), s_out (b, nh, p, n), y (b, d)."""
     b, nh, p, n = s.shape
-    conv_dim, width = w.shape
+    conv_dim = w.shape[0]
     d = nh * p
     heads_per_group = nh // ngroups
     for i in range(b):
-        for c in range(conv_dim):  # the one-token depthwise conv over [x, B, C], then silu
-            v = zxbcdt[i, d + c]
-            acc = conv_bias[c] + w[c, width - 1] * v
-            for k in range(width - 1):
-                acc += w[c, k] * conv_state[i, c, k]
-                conv_out[i, c, k] = conv_state[i, c, k + 1] if k + 1 < width - 1 else v
-            xbc[i, c] = acc / (1.0 + fast_exp(-acc))
+        conv_silu_token(zxbcdt, d, conv_state, w, conv_bias, i, xbc, conv_out)  # over [x, B, C]
         for hh in range(nh):
             dt = fast_softplus(zxbcdt[i, d + conv_dim + hh] + dt_bias[hh])
             decay = fast_exp(dt * A[hh])
@@ -135,8 +129,8 @@ def ssd_step_naive(
     b, nh, p, n = s.shape
     d, sdt = nh * p, s.dtype
     z, xBC, dt = torch.split(zxbcdt, [d, conv_state.shape[1], nh], dim=-1)
-    window = torch.cat((conv_state, xBC.unsqueeze(-1)), dim=-1)  # (b, d + 2gn, W): the conv's causal window
-    xBC = F.silu(torch.linalg.vecdot(window, w) + conv_bias)  # (b, d + 2gn)
+    xBC, conv_state = causal_conv1d_step(xBC, w, conv_bias, conv_state)  # (b, d + 2gn), (b, d + 2gn, W-1)
+    xBC = F.silu(xBC)
     x, B, C = torch.split(xBC, [d, ngroups * n, ngroups * n], dim=-1)
     dt = F.softplus(dt.to(sdt) + dt_bias)  # (b, nh)
     x = x.to(sdt).view(b, nh, p)
@@ -150,7 +144,7 @@ def ssd_step_naive(
     s = torch.addcmul(dBx, torch.exp(dt * A)[:, :, None, None], s)
     y = torch.addcmul(torch.matmul(s, heads(C)[..., None])[..., 0], x, D)
     y = rms_norm_gated(y.reshape(b, d).to(zxbcdt.dtype), z, norm_weight, eps, group_size)
-    return y, window[..., 1:], s
+    return y, conv_state, s
 
 
 __all__ = ["ssd_step_cpu", "ssd_step_naive"]
