@@ -74,8 +74,12 @@ def item_voice(split: str, index: int, seed: int = 0) -> str:
     """The voice that speaks item ``index`` of ``split`` (the first draw of its generator in :func:`speak`)."""
     if split not in SPLIT_IDS:
         raise ValueError(f"split must be one of {list(SPLIT_IDS)}, got {split!r}")
-    voices = VOICE_SPLITS[split]
-    return voices[int(np.random.default_rng([seed, SPLIT_IDS[split], index]).integers(len(voices)))]
+    return draw_voice(np.random.default_rng([seed, SPLIT_IDS[split], index]), VOICE_SPLITS[split])
+
+
+def draw_voice(rng: np.random.Generator, voices: Sequence[str]) -> str:
+    """The voice of an utterance: the first draw of its generator (:func:`speak`, :func:`item_voice`)."""
+    return voices[int(rng.integers(len(voices)))]
 
 
 def voice_family(voice: str) -> str:
@@ -109,7 +113,7 @@ def speak(text: str, rng: np.random.Generator, voices: Sequence[str], reverb: fl
     """One utterance of ``text`` (float32 at 16 kHz, peak at -6..-12 dBFS) with parameters drawn from ``rng``."""
     utterance = Utterance(
         text,
-        voice=voices[int(rng.integers(len(voices)))],
+        voice=draw_voice(rng, voices),
         rate=int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1)),
         pitch=int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
         pitch_range=int(rng.integers(INTONATION_RANGE[0], INTONATION_RANGE[1] + 1)),
