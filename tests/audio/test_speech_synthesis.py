@@ -11,14 +11,48 @@ from torchssm.audio.espeak import ACCENTS  # noqa: E402
 from torchssm.data.registry import build_task  # noqa: E402
 
 
-def test_voice_families_are_disjoint():
-    split = {name: set(voices) for name, voices in synthetic.VOICE_SPLITS.items()}
+@pytest.mark.parametrize("voice_split", ["families", "speakers"])
+def test_no_test_voice_is_heard_in_training(voice_split):
+    split = {name: set(voices) for name, voices in synthetic.VOICE_SPLITS[voice_split].items()}
     assert not split["train"] & split["test"] and not split["val"] & split["test"] and not split["train"] & split["val"]
     accent = lambda v: v.split("+")[0]  # noqa: E731
     variant = lambda v: v.split("+")[1]  # noqa: E731
     assert not {accent(v) for v in split["train"]} & {accent(v) for v in split["test"]}
-    assert not {variant(v) for v in split["train"]} & {variant(v) for v in split["test"]}
+    assert not {accent(v) for v in split["val"]} & {accent(v) for v in split["train"] | split["test"]}
     assert {accent(v) for s in split.values() for v in s} <= set(ACCENTS)
+    families = {name: {synthetic.voice_family(v) for v in voices} for name, voices in split.items()}
+    if voice_split == "families":  # whole families held out: no test variant is a training variant
+        assert not {variant(v) for v in split["train"]} & {variant(v) for v in split["test"]}
+        assert families["train"] == {"male"} and families["test"] == {"female", "whisper", "croak"}
+    else:  # held-out speakers: every family in training and test, two variants in test only
+        assert families["train"] == families["test"] == {"male", "female", "whisper", "croak"}
+        test_only = {variant(v) for v in split["test"]} - {variant(v) for v in split["train"]}
+        assert test_only == set(synthetic.TEST_ONLY_VARIANTS) == {"m7", "f5"}
+    with pytest.raises(ValueError, match="voice_split must be one of"):
+        synthetic.split_voices("genders", "train")
+
+
+def test_voice_split_changes_the_voices_and_the_cache(tmp_path, monkeypatch):
+    heard = []
+
+    class Engine:
+        def synthesize(self, utterance):
+            heard.append(utterance.voice)
+            return np.sin(np.arange(4000, dtype=np.float32) / 5.0)
+
+    monkeypatch.setattr(synthetic, "default_engine", lambda: Engine())
+    kw = dict(n_train=40, n_val=0, n_test=2, snr_db=None, features="logmel", n_mels=8)
+    build_task("spoken_commands", data_dir=tmp_path, **kw)
+    build_task("spoken_commands", data_dir=tmp_path, voice_split="speakers", **kw)
+    assert len(list(tmp_path.glob("spoken_commands_*.npz"))) == 4  # train + test per split: separate caches
+    train_voices = {"families": set(heard[:40]), "speakers": set(heard[42:82])}
+    assert train_voices["families"] <= set(synthetic.VOICE_SPLITS["families"]["train"])
+    assert train_voices["speakers"] <= set(synthetic.VOICE_SPLITS["speakers"]["train"])
+    assert {synthetic.voice_family(v) for v in train_voices["speakers"]} - {"male"}  # not only male voices
+    with pytest.raises(ValueError, match="voice_split must be one of"):
+        build_task("spoken_commands", data_dir=tmp_path, voice_split="genders", **kw)
+    with pytest.raises(ValueError, match="voice_split must be one of"):
+        build_task("spoken_sentences", data_dir=tmp_path, voice_split="genders")
 
 
 def test_spoken_commands_deterministic_and_cached(tmp_path):

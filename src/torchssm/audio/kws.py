@@ -76,7 +76,7 @@ def snr_sweep_by_family(
     cfg = ExperimentConfig.from_dict(saved_config(state["config"]))
     if cfg.task_name != "spoken_commands":
         raise ValueError(f"{checkpoint} was trained on {cfg.task_name!r}, not spoken_commands")
-    seed = int(cfg.task_options.get("seed", 0))
+    seed, voice_split = int(cfg.task_options.get("seed", 0)), cfg.task_options.get("voice_split", "families")
     out: dict[float, dict[str, float]] = {}
     for snr in snrs:
         options = {**cfg.task_options, "snr_db": float(snr), "n_train": 1, "n_val": 0, "speed_perturb": ()}
@@ -85,7 +85,7 @@ def snr_sweep_by_family(
         load_checkpoint(checkpoint, model)
         tensors = cast(TensorDictDataset, task.test).tensors
         x, y = tensors["inputs"], tensors["targets"]
-        families = [voice_family(item_voice("test", i, seed)) for i in range(len(y))]
+        families = [voice_family(item_voice("test", i, seed, voice_split)) for i in range(len(y))]
         acc = {"all": evaluate(model, task.test, task.info, batch_size=batch_size)["acc"]}
         for family in sorted(set(families)):
             idx = torch.tensor([i for i, f in enumerate(families) if f == family])

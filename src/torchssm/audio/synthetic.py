@@ -7,11 +7,22 @@ and, when the task is built, mixed with noise at ``snr_db``. Synthetic speech is
 than recorded speech: results on these tasks are not results on real corpora (the readers for those
 are in :mod:`torchssm.audio.corpora`).
 
-Voices are split by family, so no test voice is heard in training (nor used for validation):
+Voices are split so that no test voice is heard in training (nor used for validation). Two splits
+(``voice_split``):
+
+``"families"`` (the default): whole voice families are held out.
 
     train: accents en-us, en (British), en-gb-x-rp, en-029 (Caribbean)  x  male variants m1..m7
     val:   accent  en-gb-x-gbclan (Lancastrian)                          x  m1..m7, f1..f5
     test:  accents en-gb-scotland, en-us-nyc, en-gb-x-gbcwmd (West Mids) x  f1..f5, whisper, croak
+
+``"speakers"``: held-out speakers, as Speech Commands (Warden 2018, Sec. 6) and LibriSpeech split by
+speaker rather than by sex; a voice (accent x variant) is a speaker, and every test voice has an accent
+never heard in training; two variants are test-only as well.
+
+    train: the four training accents above  x  m1..m6, f1..f4, whisper, croak
+    val:   en-gb-x-gbclan                   x  m1..m7, f1..f5, whisper, croak
+    test:  the three test accents above     x  m1..m7, f1..f5, whisper, croak (m7 and f5 in no training voice)
 
 Determinism: clip i of split s for seed k is a pure function of (k, s, i) and the options (its
 voice, parameters, eSpeak seed, placement and reverberation come from
@@ -53,14 +64,29 @@ from torchssm.data.registry import TaskData, TaskInfo, register_task
 SAMPLE_RATE = 16000
 COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
-VOICE_SPLITS: dict[str, list[str]] = {
-    "train": [voice_name(a, v) for a in ("en-us", "en", "en-gb-x-rp", "en-029") for v in MALE_VARIANTS],
-    "val": [voice_name("en-gb-x-gbclan", v) for v in MALE_VARIANTS + FEMALE_VARIANTS],
-    "test": [
-        voice_name(a, v)
-        for a in ("en-gb-scotland", "en-us-nyc", "en-gb-x-gbcwmd")
-        for v in FEMALE_VARIANTS + ("whisper", "croak")
-    ],
+TRAIN_ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-029")
+VAL_ACCENTS = ("en-gb-x-gbclan",)
+TEST_ACCENTS = ("en-gb-scotland", "en-us-nyc", "en-gb-x-gbcwmd")
+FAMILY_VARIANTS = MALE_VARIANTS + FEMALE_VARIANTS + ("whisper", "croak")
+TEST_ONLY_VARIANTS = ("m7", "f5")  # voice_split "speakers": variants of no training voice
+
+
+def _voices(accents: Sequence[str], variants: Sequence[str]) -> list[str]:
+    return [voice_name(a, v) for a in accents for v in variants]
+
+
+# {voice_split: {split: voices}}; see the module docstring.
+VOICE_SPLITS: dict[str, dict[str, list[str]]] = {
+    "families": {
+        "train": _voices(TRAIN_ACCENTS, MALE_VARIANTS),
+        "val": _voices(VAL_ACCENTS, MALE_VARIANTS + FEMALE_VARIANTS),
+        "test": _voices(TEST_ACCENTS, FEMALE_VARIANTS + ("whisper", "croak")),
+    },
+    "speakers": {
+        "train": _voices(TRAIN_ACCENTS, [v for v in FAMILY_VARIANTS if v not in TEST_ONLY_VARIANTS]),
+        "val": _voices(VAL_ACCENTS, FAMILY_VARIANTS),
+        "test": _voices(TEST_ACCENTS, FAMILY_VARIANTS),
+    },
 }
 # Per-utterance parameter ranges (this library's choice: around eSpeak NG's defaults 175 wpm, 50, 50).
 RATE_RANGE, PITCH_RANGE, INTONATION_RANGE = (130, 220), (25, 75), (20, 80)
@@ -70,11 +96,19 @@ NOISES = {"white": 0.0, "pink": 1.0, "brown": 2.0}
 _CACHE_VERSION = 1
 
 
-def item_voice(split: str, index: int, seed: int = 0) -> str:
-    """The voice that speaks item ``index`` of ``split`` (the first draw of its generator in :func:`speak`)."""
+def split_voices(voice_split: str, split: str) -> list[str]:
+    """The voices of ``split`` ("train", "val", "test") under ``voice_split`` ("families" or "speakers")."""
+    if voice_split not in VOICE_SPLITS:
+        raise ValueError(f"voice_split must be one of {list(VOICE_SPLITS)}, got {voice_split!r}")
     if split not in SPLIT_IDS:
         raise ValueError(f"split must be one of {list(SPLIT_IDS)}, got {split!r}")
-    return draw_voice(np.random.default_rng([seed, SPLIT_IDS[split], index]), VOICE_SPLITS[split])
+    return VOICE_SPLITS[voice_split][split]
+
+
+def item_voice(split: str, index: int, seed: int = 0, voice_split: str = "families") -> str:
+    """The voice that speaks item ``index`` of ``split`` (the first draw of its generator in :func:`speak`)."""
+    voices = split_voices(voice_split, split)
+    return draw_voice(np.random.default_rng([seed, SPLIT_IDS[split], index]), voices)
 
 
 def draw_voice(rng: np.random.Generator, voices: Sequence[str]) -> str:
@@ -144,6 +178,13 @@ def _cache_file(data_dir, task: str, key: dict):
     return resolve_data_dir(data_dir) / f"{task}_{digest}.npz"
 
 
+def _voice_split_key(voice_split: str) -> dict:
+    """Cache-key entry of a voice split: none for "families", so the caches made before the option stay valid."""
+    if voice_split not in VOICE_SPLITS:
+        raise ValueError(f"voice_split must be one of {list(VOICE_SPLITS)}, got {voice_split!r}")
+    return {} if voice_split == "families" else {"voice_split": voice_split}
+
+
 def _load_cache(path, rebuild: bool) -> dict | None:
     if path.exists() and not rebuild:
         try:
@@ -170,26 +211,39 @@ def noisy_split(clips: Sequence[np.ndarray], snr_db: float | None, noise: str, s
 
 
 # --- spoken_commands ----------------------------------------------------------------------------------
-def command_clip(seed: int, split: int, index: int, reverb: float) -> np.ndarray:
+def command_clip(seed: int, split: int, index: int, reverb: float, voice_split: str = "families") -> np.ndarray:
     """Clip ``index`` of a split: word ``COMMANDS[index % 10]`` placed at a random offset in one second."""
     rng = np.random.default_rng([seed, split, index])
     name = next(k for k, v in SPLIT_IDS.items() if v == split)
-    speech = speak(COMMANDS[index % len(COMMANDS)], rng, VOICE_SPLITS[name], reverb)[:SAMPLE_RATE]
+    voices = split_voices(voice_split, name)
+    speech = speak(COMMANDS[index % len(COMMANDS)], rng, voices, reverb)[:SAMPLE_RATE]
     clip = np.zeros(SAMPLE_RATE, np.float32)
     start = int(rng.integers(SAMPLE_RATE - len(speech) + 1))
     clip[start : start + len(speech)] = speech
     return clip
 
 
-def generate_commands(seed: int, split: str, n: int, reverb: float, data_dir=None, rebuild_cache: bool = False) -> dict:
+def generate_commands(
+    seed: int,
+    split: str,
+    n: int,
+    reverb: float,
+    data_dir=None,
+    rebuild_cache: bool = False,
+    voice_split: str = "families",
+) -> dict:
     """{"clips": (n, 16000) int16, "labels": (n,) int64} of a split, from the cache or generated and cached."""
-    path = _cache_file(data_dir, "spoken_commands", {"seed": seed, "split": split, "n": n, "reverb": reverb})
+    key = {"seed": seed, "split": split, "n": n, "reverb": reverb, **_voice_split_key(voice_split)}
+    path = _cache_file(data_dir, "spoken_commands", key)
     cached = _load_cache(path, rebuild_cache)
     if cached is not None:
         return cached
     sid = SPLIT_IDS[split]
     clips = np.stack(
-        [_to_int16(command_clip(seed, sid, i, reverb)) for i in _progress(range(n), n, f"spoken_commands {split}")]
+        [
+            _to_int16(command_clip(seed, sid, i, reverb, voice_split))
+            for i in _progress(range(n), n, f"spoken_commands {split}")
+        ]
     )
     arrays = {"clips": clips, "labels": np.arange(n, dtype=np.int64) % len(COMMANDS)}
     save_npz_atomic(path, **arrays)
@@ -254,9 +308,11 @@ def build_spoken_commands(
     n_mels: int = 40,
     speed_perturb: Sequence[float] = (),
     rebuild_cache: bool = False,
+    voice_split: str = "families",
 ) -> TaskData:
     """Keyword spotting on synthetic speech (see the module docstring)."""
     _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
+    _voice_split_key(voice_split)
     speed_perturb = dsp.check_speed_factors(speed_perturb, allow_one=False)
     if features not in ("waveform", "logmel"):
         raise ValueError(f"features must be 'waveform' or 'logmel', got {features!r}")
@@ -267,7 +323,7 @@ def build_spoken_commands(
     splits = {}
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         if n:
-            arrays = generate_commands(seed, split, n, reverb, data_dir, rebuild_cache)
+            arrays = generate_commands(seed, split, n, reverb, data_dir, rebuild_cache, voice_split)
             if split == "train" and speed_perturb:
                 arrays = _with_speed_copies(arrays, speed_perturb, seed)
             splits[split] = _commands_dataset(arrays, snr_db, noise, seed, SPLIT_IDS[split], features, n_mels)
@@ -285,7 +341,7 @@ def build_spoken_commands(
         train=splits["train"],
         val=splits.get("val"),
         test=splits["test"],
-        extra={"words": COMMANDS, "voices": VOICE_SPLITS},
+        extra={"words": COMMANDS, "voices": VOICE_SPLITS[voice_split]},
     )
 
 
@@ -321,7 +377,13 @@ def split_sentences(sentences: Sequence[str], seed: int, n_heldout_words: int) -
 
 
 def generate_sentences(
-    seed: int, split: str, texts: list[str], reverb: float, data_dir=None, rebuild_cache: bool = False
+    seed: int,
+    split: str,
+    texts: list[str],
+    reverb: float,
+    data_dir=None,
+    rebuild_cache: bool = False,
+    voice_split: str = "families",
 ) -> dict:
     """{"audio": concatenated int16, "offsets": (n + 1,) int64} of ``texts`` spoken by the split's voices."""
     key = {
@@ -329,14 +391,15 @@ def generate_sentences(
         "split": split,
         "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(),
         "reverb": reverb,
+        **_voice_split_key(voice_split),
     }
     path = _cache_file(data_dir, "spoken_sentences", key)
     cached = _load_cache(path, rebuild_cache)
     if cached is not None:
         return cached
-    sid = SPLIT_IDS[split]
+    sid, voices = SPLIT_IDS[split], split_voices(voice_split, split)
     clips = [
-        _to_int16(speak(t, np.random.default_rng([seed, sid, i]), VOICE_SPLITS[split], reverb))
+        _to_int16(speak(t, np.random.default_rng([seed, sid, i]), voices, reverb))
         for i, t in _progress(enumerate(texts), len(texts), f"spoken_sentences {split}")
     ]
     arrays = {"audio": np.concatenate(clips), "offsets": np.cumsum([0] + [len(c) for c in clips]).astype(np.int64)}
@@ -361,11 +424,13 @@ def build_spoken_sentences(
     noise: str = "white",
     reverb: float = 0.0,
     rebuild_cache: bool = False,
+    voice_split: str = "families",
 ) -> TaskData:
     """Speech recognition on synthetic speech (see the module docstring); items are {"audio", "text"}."""
     from torchssm.audio import prose
 
     _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
+    _voice_split_key(voice_split)
     sentences = prose.cached_stdlib_sentences(max_words, data_dir)
     parts = split_sentences(sentences, seed, n_heldout_words)
     if n_train + n_val + max(0, n_test - len(parts["test_pool"])) > len(parts["train"]):
@@ -382,7 +447,7 @@ def build_spoken_sentences(
     for split, items in texts.items():
         if not items:
             continue
-        arrays = generate_sentences(seed, split, items, reverb, data_dir, rebuild_cache)
+        arrays = generate_sentences(seed, split, items, reverb, data_dir, rebuild_cache, voice_split)
         offsets = arrays["offsets"]
         clips = [arrays["audio"][offsets[i] : offsets[i + 1]] for i in range(len(items))]
         splits[split] = SpeechDataset(noisy_split(clips, snr_db, noise, seed, SPLIT_IDS[split]), items)
