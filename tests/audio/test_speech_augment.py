@@ -173,7 +173,8 @@ def test_item_voice_is_the_voice_that_speaks_the_item(monkeypatch):
 
 
 @pytest.mark.slow  # about 5 s on the loaded 2-core machine (a tiny training run and two task builds)
-def test_snr_sweep_by_family(tmp_path):
+@pytest.mark.parametrize("voice_split", ["families", "speakers"])
+def test_snr_sweep_by_family(tmp_path, voice_split):
     pytest.importorskip("espeakng_loader")
     from torchssm.audio.kws import snr_sweep, snr_sweep_by_family
     from torchssm.audio.synthetic import item_voice, voice_family
@@ -181,6 +182,7 @@ def test_snr_sweep_by_family(tmp_path):
     from torchssm.train.loop import train
 
     task = {"name": "spoken_commands", "n_train": 10, "n_val": 0, "n_test": 30, "features": "logmel", "n_mels": 8}
+    task["voice_split"] = voice_split
     cfg = ExperimentConfig.from_dict(
         {
             "task": task,
@@ -192,10 +194,11 @@ def test_snr_sweep_by_family(tmp_path):
     sweep = snr_sweep_by_family(tmp_path / "run" / "last", [20.0], data_dir=tmp_path)
     counts = {}
     for i in range(30):
-        family = voice_family(item_voice("test", i))
+        family = voice_family(item_voice("test", i, voice_split=voice_split))
         counts[family] = counts.get(family, 0) + 1
+    test_only = {"test_only"} if voice_split == "speakers" else set()  # variants m7 / f5 (30 clips hold some)
     for accs in sweep.values():
-        assert set(accs) == {"all", *counts}
+        assert set(accs) == {"all", *counts, *test_only}
         pooled = sum(accs[f] * n for f, n in counts.items()) / 30  # the families partition the test set
         assert abs(pooled - accs["all"]) < 1e-9
     assert snr_sweep(tmp_path / "run" / "last", [20.0], data_dir=tmp_path) == {

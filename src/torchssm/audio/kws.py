@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from torchssm.audio.features import LogMel
+from torchssm.data.loaders import TensorDictDataset
 from torchssm.data.registry import build_task
 
 
@@ -29,10 +30,28 @@ def _features(dataset, n_mels: int) -> np.ndarray:
     return mel.reshape(len(waves), -1).numpy()  # (n, 98 * n_mels)
 
 
+def test_groups(n: int, seed: int = 0, voice_split: str = "families") -> dict[str, list[int]]:
+    """{group: indices of the first ``n`` test clips}: one group per voice family
+    (:func:`~torchssm.audio.synthetic.voice_family` of :func:`~torchssm.audio.synthetic.item_voice`), and for
+    ``voice_split="speakers"`` also "test_only" (variants m7 / f5, of no training voice), which overlaps them."""
+    from torchssm.audio.synthetic import TEST_ONLY_VARIANTS, item_voice, voice_family
+
+    voices = [item_voice("test", i, seed, voice_split) for i in range(n)]
+    groups: dict[str, list[int]] = {}
+    for i, voice in enumerate(voices):
+        groups.setdefault(voice_family(voice), []).append(i)
+    groups = dict(sorted(groups.items()))
+    test_only = [i for i, v in enumerate(voices) if v.partition("+")[2] in TEST_ONLY_VARIANTS]
+    if voice_split == "speakers" and test_only:
+        groups["test_only"] = test_only
+    return groups
+
+
 def logmel_logistic_baseline(
     snr_db: float = 10.0, n_mels: int = 40, c: float = 1.0, seed: int = 0, data_dir=None, **task_options
-) -> dict[str, float]:
-    """{"train_acc", "test_acc", "n_train", "n_test"} of the log-mel + logistic-regression baseline."""
+) -> dict:
+    """{"train_acc", "test_acc", "n_train", "n_test", "test_acc_by_group"} of the log-mel + logistic-regression
+    baseline; ``test_acc_by_group``: {group: accuracy} over :func:`test_groups`."""
     try:
         from sklearn.linear_model import LogisticRegression
     except ImportError as err:
@@ -43,13 +62,17 @@ def logmel_logistic_baseline(
     x_train, x_test = _features(task.train, n_mels), _features(task.test, n_mels)
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
     clf = LogisticRegression(C=c, max_iter=300)
-    y_train, y_test = task.train.tensors["targets"].numpy(), task.test.tensors["targets"].numpy()
+    train_set, test_set = cast(TensorDictDataset, task.train), cast(TensorDictDataset, task.test)
+    y_train, y_test = train_set.tensors["targets"].numpy(), test_set.tensors["targets"].numpy()
     clf.fit((x_train - mean) / std, y_train)
+    correct = clf.predict((x_test - mean) / std) == y_test
+    groups = test_groups(len(y_test), seed, task_options.get("voice_split", "families"))
     return {
         "train_acc": float(clf.score((x_train - mean) / std, y_train)),
-        "test_acc": float(clf.score((x_test - mean) / std, y_test)),
+        "test_acc": float(correct.mean()),
         "n_train": len(y_train),
         "n_test": len(y_test),
+        "test_acc_by_group": {g: float(correct[idx].mean()) for g, idx in groups.items()},
     }
 
 
@@ -63,10 +86,8 @@ def snr_sweep(
 def snr_sweep_by_family(
     checkpoint, snrs: Sequence[float] = (0, 5, 10, 15, 20), data_dir=None, batch_size: int = 64
 ) -> dict[float, dict[str, float]]:
-    """{snr: {"all": accuracy, family: accuracy on that voice family's test clips}} of a checkpoint; a clip's
-    family is :func:`~torchssm.audio.synthetic.voice_family` of its :func:`~torchssm.audio.synthetic.item_voice`."""
-    from torchssm.audio.synthetic import item_voice, voice_family
-    from torchssm.data.loaders import TensorDictDataset
+    """{snr: {"all": accuracy, group: accuracy on that group's test clips}} of a checkpoint, the groups of
+    :func:`test_groups` (voice families; with the "speakers" split also "test_only", variants m7 / f5)."""
     from torchssm.models import build_model
     from torchssm.train.checkpoint import load_checkpoint, read_checkpoint_state
     from torchssm.train.config import ExperimentConfig, model_config_for_task, saved_config
@@ -85,11 +106,10 @@ def snr_sweep_by_family(
         load_checkpoint(checkpoint, model)
         tensors = cast(TensorDictDataset, task.test).tensors
         x, y = tensors["inputs"], tensors["targets"]
-        families = [voice_family(item_voice("test", i, seed, voice_split)) for i in range(len(y))]
         acc = {"all": evaluate(model, task.test, task.info, batch_size=batch_size)["acc"]}
-        for family in sorted(set(families)):
-            idx = torch.tensor([i for i, f in enumerate(families) if f == family])
+        for group, indices in test_groups(len(y), seed, voice_split).items():
+            idx = torch.tensor(indices)
             subset = TensorDictDataset(inputs=x[idx], targets=y[idx])
-            acc[family] = evaluate(model, subset, task.info, batch_size=batch_size)["acc"]
+            acc[group] = evaluate(model, subset, task.info, batch_size=batch_size)["acc"]
         out[float(snr)] = acc
     return out
