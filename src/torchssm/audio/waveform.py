@@ -5,23 +5,45 @@ quantised to 256 mu-law levels (ITU-T G.711 companding as in WaveNet, van den Oo
 :func:`torchssm.audio.dsp.mu_law_encode`), a causal sequence model predicting sample t+1 from samples
 <= t, scored in bits per sample = cross-entropy / ln 2 (8 bits for a uniform guess).
 
-Task ``spoken_mulaw``: windows of ``length`` + 1 consecutive codes cut from the clean utterances of
-``spoken_sentences`` (same voice split: test windows come from unseen voices); inputs (length,)
-long codes, targets (length,) the next codes, kind "seq2seq" (one target per step), so ``torchssm
-train`` trains the deep model of ``models/backbone.py`` with per-step outputs (pooling none); its
-``loss`` / ln 2 is the bits per sample. Bits per sample vs context length = runs at length 2^12 .. 2^16.
+Task ``spoken_mulaw``: windows of ``length`` + 1 consecutive codes cut from the clean speech of
+``spoken_sentences`` (same voice split, ``voice_split``: test windows come from unseen voices); inputs
+(length,) long codes, targets (length,) the next codes, kind "seq2seq" (one target per step), so
+``torchssm train`` trains the deep model of ``models/backbone.py`` with per-step outputs (pooling none);
+its ``loss`` / ln 2 is the bits per sample.
+
+Recordings (``recordings``): "utterances" (the default) cuts windows from single sentences (2-5 s,
+32k-80k samples, so a window of 2^16 fits in few of them); "voices" first joins, per voice, the
+sentences that voice speaks in the split, in order and without a gap, into one long recording (one
+speaker per recording, as a long recording of one person; the rate, pitch and intonation still change
+from sentence to sentence), so that every window keeps one speaker however long it is. This joining
+is this library's choice (the generator speaks single sentences), not a paper's set-up.
+
+Bits per sample vs context length, two ways:
+* :func:`bits_by_position`: the test bits per sample of one trained model by position in the window,
+  in buckets [0, 2^8), [2^8, 2^9), ..., [L/2, L): the context a prediction has is its position.
+  ``python -m torchssm.audio.waveform positions RUN`` prints it for a run of ``torchssm train``.
+* runs at several ``length`` with a fixed number of samples per batch (batch_size x length constant),
+  as in Gu & Dao 2023, Sec. 4.4 / Fig. 4, each scored at its own length.
 """
 
 from __future__ import annotations
 
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from torchssm.audio.dsp import mu_law_encode
 from torchssm.data.loaders import TensorDictDataset
 from torchssm.data.registry import TaskData, TaskInfo, register_task
 
 CHANNELS = 256
+RECORDINGS = ("utterances", "voices")
+FIRST_BUCKET = 256  # positions [0, 256) form the first bucket of bits_by_position (this library's choice)
 
 
 def mulaw_windows(utterances, length: int, n: int, rng: np.random.Generator) -> TensorDictDataset:
@@ -38,6 +60,19 @@ def mulaw_windows(utterances, length: int, n: int, rng: np.random.Generator) -> 
     return TensorDictDataset(inputs=codes[:, :-1].clone(), targets=codes[:, 1:].clone())
 
 
+def voice_recordings(clips: Sequence[np.ndarray], voices: Sequence[str]) -> list[np.ndarray]:
+    """One recording per voice: the clips of that voice joined in their order, without a gap.
+
+    ``voices[i]`` is the voice of ``clips[i]``; recordings come in the order of each voice's first clip.
+    """
+    if len(clips) != len(voices):
+        raise ValueError(f"got {len(clips)} clips but {len(voices)} voices; expected one voice per clip")
+    by_voice: dict[str, list[np.ndarray]] = {}
+    for clip, voice in zip(clips, voices):
+        by_voice.setdefault(voice, []).append(np.asarray(clip))
+    return [np.concatenate(parts) for parts in by_voice.values()]
+
+
 @register_task(
     "spoken_mulaw",
     "8-bit mu-law next-sample prediction on synthetic speech (eSpeak NG, 16 kHz); loss / ln 2 = bits per sample",
@@ -50,18 +85,33 @@ def build_spoken_mulaw(
     n_val: int = 100,
     n_test: int = 200,
     n_sentences: int = 2000,
+    voice_split: str = "families",
+    recordings: str = "utterances",
 ) -> TaskData:
-    """Windows of mu-law codes (see the module docstring); the speech is ``spoken_sentences``' (cached)."""
-    from torchssm.audio.synthetic import build_spoken_sentences
+    """Windows of mu-law codes (see the module docstring); the speech is ``spoken_sentences``' (cached).
+
+    ``n_sentences`` is the training split of ``spoken_sentences`` (its validation / test splits are its
+    100 / 200 sentences); with the same ``n_sentences`` and ``voice_split`` the recogniser tasks' cache
+    is reused.
+    """
+    from torchssm.audio.synthetic import build_spoken_sentences, item_voice
 
     if isinstance(length, bool) or not isinstance(length, int) or length < 2:
         raise ValueError(f"length must be an int >= 2, got {length!r}")
-    speech = build_spoken_sentences(data_dir, seed=seed, n_train=n_sentences, n_val=100, n_test=200, snr_db=None)
+    if recordings not in RECORDINGS:
+        raise ValueError(f"recordings must be one of {list(RECORDINGS)}, got {recordings!r}")
+    speech = build_spoken_sentences(
+        data_dir, seed=seed, n_train=n_sentences, n_val=100, n_test=200, snr_db=None, voice_split=voice_split
+    )
     splits = {}
     for i, (name, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
         source = getattr(speech, name)
         if n:
-            splits[name] = mulaw_windows(source.audio, length, n, np.random.default_rng([seed, i, length]))
+            audio = list(source.audio)
+            if recordings == "voices":
+                voices = [item_voice(name, j, seed, voice_split) for j in range(len(audio))]
+                audio = voice_recordings(audio, voices)
+            splits[name] = mulaw_windows(audio, length, n, np.random.default_rng([seed, i, length]))
     info = TaskInfo(
         name="spoken_mulaw",
         d_input=CHANNELS,
@@ -72,3 +122,125 @@ def build_spoken_mulaw(
         citation="mu-law speech modelling as in SaShiMi (Goel et al. 2022) on eSpeak NG synthetic speech",
     )
     return TaskData(info=info, train=splits["train"], val=splits.get("val"), test=splits["test"])
+
+
+def position_edges(length: int, first: int = FIRST_BUCKET) -> list[int]:
+    """Bucket edges [0, first, 2 first, 4 first, ..., length] (the last bucket ends at ``length``)."""
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"length must be a positive int, got {length!r}")
+    if isinstance(first, bool) or not isinstance(first, int) or first < 1:
+        raise ValueError(f"first must be a positive int, got {first!r}")
+    edges = [0]
+    edge = first
+    while edge < length:
+        edges.append(edge)
+        edge *= 2
+    return edges + [length]
+
+
+@torch.no_grad()
+def bits_by_position(
+    model: torch.nn.Module,
+    dataset: TensorDictDataset,
+    edges: Sequence[int] | None = None,
+    batch_size: int = 1,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Mean bits per sample of ``model``'s next-code predictions on ``dataset``, by position in the window.
+
+    ``dataset`` holds "inputs" and "targets" (n, L) codes (:func:`mulaw_windows`); ``model`` maps
+    (b, L) codes to (b, L, 256) logits. Returns {"buckets": [{"start", "stop", "bits"}, ...] for the
+    positions [start, stop) of ``edges`` (default :func:`position_edges`), "bits": the mean over every
+    position, "n_windows", "length"}. Bits = cross-entropy in nats / ln 2, averaged over windows.
+    """
+    inputs, targets = dataset.tensors["inputs"], dataset.tensors["targets"]
+    if inputs.ndim != 2 or inputs.shape != targets.shape or len(inputs) == 0:
+        raise ValueError(
+            f"expected inputs and targets of one shape (n, length) with n >= 1, got {tuple(inputs.shape)} "
+            f"and {tuple(targets.shape)}"
+        )
+    length = int(inputs.shape[1])
+    edges = list(position_edges(length) if edges is None else edges)
+    if len(edges) < 2 or edges[0] != 0 or edges[-1] != length or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"edges must rise strictly from 0 to the window length {length}, got {edges}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    was_training = model.training
+    model.eval()
+    try:
+        total = torch.zeros(length, dtype=torch.float64)
+        for start in range(0, len(inputs), batch_size):
+            x = inputs[start : start + batch_size].to(device)
+            y = targets[start : start + batch_size].to(device)
+            logits = model(x)
+            if logits.shape != (*x.shape, CHANNELS):
+                raise ValueError(
+                    f"model returned logits of shape {tuple(logits.shape)}, expected {(*x.shape, CHANNELS)}"
+                )
+            nll = F.cross_entropy(logits.transpose(1, 2).double(), y, reduction="none")  # (b, L)
+            total += nll.sum(0).cpu()
+    finally:
+        model.train(was_training)
+    per_position = total / (len(inputs) * math.log(2.0))
+    buckets = [{"start": a, "stop": b, "bits": float(per_position[a:b].mean())} for a, b in zip(edges[:-1], edges[1:])]
+    return {"buckets": buckets, "bits": float(per_position.mean()), "n_windows": len(inputs), "length": length}
+
+
+def _positions_main(args) -> int:
+    from torchssm.data.registry import build_task
+    from torchssm.models import build_model
+    from torchssm.runs import find_checkpoint
+    from torchssm.train.checkpoint import load_checkpoint, read_checkpoint_state
+    from torchssm.train.config import ExperimentConfig, model_config_for_task, saved_config
+
+    torch.set_num_threads(args.threads)
+    path = find_checkpoint(args.run)
+    state = read_checkpoint_state(path)
+    cfg = ExperimentConfig.from_dict(saved_config(state["config"]))
+    if cfg.task_name != "spoken_mulaw":
+        raise ValueError(f"{path} was trained on task {cfg.task_name!r}; expected 'spoken_mulaw'")
+    task = build_task(cfg.task_name, data_dir=args.data_dir, **cfg.task_options)
+    dataset = {"train": task.train, "val": task.val, "test": task.test}[args.split]
+    if not isinstance(dataset, TensorDictDataset):
+        raise ValueError(f"the task has no {args.split!r} split")
+    if args.n:
+        dataset = dataset.subset(slice(0, args.n))
+    model = build_model(model_config_for_task(cfg.model, task.info))
+    load_checkpoint(path, model)
+    result = bits_by_position(model, dataset, position_edges(task.info.length, args.first), args.batch_size)
+    result.update(checkpoint=str(path), split=args.split, epoch=state.get("epoch"))
+    for b in result["buckets"]:
+        print(f"[{b['start']:>6}, {b['stop']:>6})  {b['bits']:.3f} bits/sample")
+    print(
+        f"all positions: {result['bits']:.3f} bits/sample "
+        f"({result['n_windows']} {args.split} windows of {result['length']})"
+    )
+    if args.out:
+        from torchssm.fileio import atomic_write_json
+
+        atomic_write_json(args.out, result)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m torchssm.audio.waveform", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("positions", help="bits per sample by position in the window for a spoken_mulaw run")
+    p.add_argument("run", help="run directory of `torchssm train` (its best/ or last/ checkpoint) or a checkpoint")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--first", type=int, default=FIRST_BUCKET, help="end of the first bucket (default 256)")
+    p.add_argument("--n", type=int, default=0, help="only the first N windows (default all)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default="", help="also write the result as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        return _positions_main(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

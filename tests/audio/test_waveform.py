@@ -1,0 +1,140 @@
+"""spoken_mulaw: voice recordings, bits per sample by position (float64 reference), the positions CLI."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torchssm.audio import waveform
+from torchssm.audio.waveform import bits_by_position, position_edges, voice_recordings
+from torchssm.data.loaders import TensorDictDataset
+from torchssm.data.registry import TaskData
+from torchssm.models import build_model
+from torchssm.models.config import ModelConfig
+
+
+def test_voice_recordings_join_each_voice_in_order():
+    clips = [np.full(3, i, dtype=np.float32) for i in range(5)]
+    joined = voice_recordings(clips, ["a", "b", "a", "c", "b"])
+    assert [r.tolist() for r in joined] == [[0, 0, 0, 2, 2, 2], [1, 1, 1, 4, 4, 4], [3, 3, 3]]
+    with pytest.raises(ValueError, match="one voice per clip"):
+        voice_recordings(clips, ["a"])
+
+
+def test_position_edges():
+    assert position_edges(4096) == [0, 256, 512, 1024, 2048, 4096]
+    assert position_edges(1000, first=100) == [0, 100, 200, 400, 800, 1000]
+    assert position_edges(100) == [0, 100]
+    with pytest.raises(ValueError, match="length must be a positive int"):
+        position_edges(0)
+    with pytest.raises(ValueError, match="first must be a positive int"):
+        position_edges(64, first=0)
+
+
+class _Uniform(torch.nn.Module):
+    def forward(self, x):
+        return torch.zeros(*x.shape, 256)
+
+
+def _codes(n, length, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, 256, (n, length + 1), generator=g)
+    return TensorDictDataset(inputs=codes[:, :-1].clone(), targets=codes[:, 1:].clone())
+
+
+def test_bits_by_position_uniform_is_eight_bits():
+    result = bits_by_position(_Uniform(), _codes(3, 40), edges=[0, 8, 40])
+    assert [(b["start"], b["stop"]) for b in result["buckets"]] == [(0, 8), (8, 40)]
+    for value in [b["bits"] for b in result["buckets"]] + [result["bits"]]:
+        assert value == pytest.approx(8.0, abs=1e-9)
+    assert result["n_windows"] == 3 and result["length"] == 40
+
+
+def test_bits_by_position_matches_float64_reference():
+    torch.manual_seed(0)
+    cfg = ModelConfig(layer="s4d", d_model=8, n_layers=1, layer_kwargs={"d_state": 4}, norm="layer", pooling="none")
+    cfg.d_input = cfg.d_output = 256
+    cfg.input_kind = "tokens"
+    model = build_model(cfg).train()
+    data = _codes(5, 48, seed=1)
+    edges = position_edges(48, first=6)  # [0, 6, 12, 24, 48]
+    result = bits_by_position(model, data, edges, batch_size=2)
+    assert model.training  # left as it was found
+    ref_model = build_model(cfg).double()
+    ref_model.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        logits = ref_model.eval()(data.tensors["inputs"])
+    nll = F.cross_entropy(logits.transpose(1, 2), data.tensors["targets"], reduction="none") / math.log(2.0)
+    expected = torch.tensor([float(nll[:, a:b].mean()) for a, b in zip(edges[:-1], edges[1:])], dtype=torch.float64)
+    got = torch.tensor([b["bits"] for b in result["buckets"]], dtype=torch.float64)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert result["bits"] == pytest.approx(float(nll.mean()), abs=1e-5)
+    again = bits_by_position(model, data, edges, batch_size=5)  # the batch size does not matter
+    assert again["bits"] == pytest.approx(result["bits"], abs=1e-9)
+
+
+def test_bits_by_position_bad_input():
+    data = _codes(2, 16)
+    with pytest.raises(ValueError, match="edges must rise strictly from 0"):
+        bits_by_position(_Uniform(), data, edges=[0, 8, 12])
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        bits_by_position(_Uniform(), data, batch_size=0)
+    with pytest.raises(ValueError, match=r"expected inputs and targets of one shape \(n, length\)"):
+        bits_by_position(_Uniform(), TensorDictDataset(inputs=torch.zeros(2, 3, 4), targets=torch.zeros(2, 3, 4)))
+    with pytest.raises(ValueError, match="model returned logits of shape"):
+        bits_by_position(torch.nn.Embedding(256, 10), data)
+
+
+def _fake_sentences(monkeypatch, clip_len=100):
+    """spoken_sentences replaced by short clips whose level tells their voice (no eSpeak needed)."""
+    from torchssm.audio import synthetic
+
+    def fake(data_dir=None, seed=0, n_train=2000, n_val=100, n_test=200, voice_split="families", **kwargs):
+        splits = {}
+        for name, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+            voices = [synthetic.item_voice(name, i, seed, voice_split) for i in range(n)]
+            levels = {v: 0.05 * (k + 1) for k, v in enumerate(sorted(set(voices)))}
+            audio = [np.full(clip_len, levels[v], dtype=np.float32) for v in voices]
+            splits[name] = synthetic.SpeechDataset(audio, ["x"] * n)
+        return TaskData(info=None, train=splits["train"], val=splits["val"], test=splits["test"])
+
+    monkeypatch.setattr(synthetic, "build_spoken_sentences", fake)
+
+
+def test_voice_recordings_give_long_single_voice_windows(monkeypatch):
+    _fake_sentences(monkeypatch)
+    kwargs = dict(length=250, n_train=6, n_val=0, n_test=4, n_sentences=40, voice_split="speakers")
+    with pytest.raises(ValueError, match="no utterance is longer than length=250"):
+        waveform.build_spoken_mulaw(**kwargs)
+    task = waveform.build_spoken_mulaw(**kwargs, recordings="voices")
+    assert task.val is None and task.info.length == 250
+    for split in (task.train, task.test):
+        codes = torch.cat([split.tensors["inputs"], split.tensors["targets"][:, -1:]], dim=1)
+        assert codes.shape[1] == 251
+        assert bool((codes == codes[:, :1]).all())  # one level, so one voice, in each 2.5-clip window
+    with pytest.raises(ValueError, match="recordings must be one of"):
+        waveform.build_spoken_mulaw(length=64, recordings="speaker")
+
+
+def test_positions_cli(monkeypatch, tmp_path, capsys):
+    import json
+
+    from torchssm.train.checkpoint import save_checkpoint
+
+    _fake_sentences(monkeypatch, clip_len=300)
+    cfg = ModelConfig(layer="mamba", d_model=8, n_layers=1, layer_kwargs={"d_state": 4}, norm="layer", glu=False)
+    cfg.pooling = "none"
+    task = {"name": "spoken_mulaw", "length": 128, "n_train": 2, "n_val": 0, "n_test": 3, "n_sentences": 8}
+    built = ModelConfig(**{**cfg.to_dict(), "d_input": 256, "d_output": 256, "input_kind": "tokens"})
+    save_checkpoint(tmp_path / "run" / "last", build_model(built), config={"task": task, "model": cfg.to_dict()})
+    out = tmp_path / "positions.json"
+    assert waveform.main(["positions", str(tmp_path / "run"), "--first", "32", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "[    64,    128)" in printed and "3 test windows of 128" in printed
+    result = json.loads(out.read_text())
+    assert [b["start"] for b in result["buckets"]] == [0, 32, 64] and result["n_windows"] == 3
+    assert 4.0 < result["bits"] < 12.0  # an untrained model: near the uniform 8 bits
+    assert waveform.main(["positions", str(tmp_path / "missing")]) == 2
+    assert "error:" in capsys.readouterr().err
