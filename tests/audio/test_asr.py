@@ -36,9 +36,10 @@ def test_vocabulary():
         vocab.encode(" ")
 
 
-def test_samba_padding_and_step():
+@pytest.mark.parametrize("cross_order", ["forward", "reversed"])
+def test_samba_padding_and_step(cross_order):
     torch.manual_seed(0)
-    model = SambaASR(ASRConfig(kind="samba", **TINY)).double().eval()
+    model = SambaASR(ASRConfig(kind="samba", cross_order=cross_order, **TINY)).double().eval()
     audio = torch.randn(2, 6000, dtype=torch.float64)
     lengths = torch.tensor([6000, 3500])
     tokens = torch.tensor([[29, 3, 4], [29, 6, 7]])
@@ -50,6 +51,27 @@ def test_samba_padding_and_step():
         logp, states = model._next_logprobs(tokens[1:, u], states)
         torch.testing.assert_close(logp[0], torch.log_softmax(alone[0, u], -1))
     assert len(model.transcribe(audio, lengths, beam=2, max_tokens=5)) == 2
+
+
+def test_samba_reversed_memory_is_each_utterance_backwards():
+    torch.manual_seed(0)
+    forward = SambaASR(ASRConfig(kind="samba", **TINY)).double().eval()
+    backward = SambaASR(ASRConfig(kind="samba", cross_order="reversed", **TINY)).double().eval()
+    backward.load_state_dict(forward.state_dict())
+    audio = torch.randn(2, 6000, dtype=torch.float64)
+    lengths = torch.tensor([6000, 3500])
+    m_fwd, r_fwd = forward.memory(audio, lengths)
+    m_bwd, r_bwd = backward.memory(audio, lengths)
+    torch.testing.assert_close(r_bwd, r_fwd)  # same padding in front, same reset position
+    frames = backward.encoder.frame_lengths(lengths).tolist()
+    t = m_fwd.shape[1]
+    assert frames[1] < frames[0] == t
+    for i, n in enumerate(frames):
+        torch.testing.assert_close(m_bwd[i, t - n :], m_fwd[i, t - n :].flip(0))
+        assert torch.count_nonzero(m_bwd[i, : t - n]) == 0
+        assert not torch.allclose(m_bwd[i, t - n :], m_fwd[i, t - n :])  # the order did change
+    tokens = torch.tensor([[29, 3, 4], [29, 6, 7]])
+    assert not torch.allclose(forward.logits(audio, lengths, tokens), backward.logits(audio, lengths, tokens))
 
 
 def test_ctc_streaming_equals_offline():
@@ -72,6 +94,8 @@ def test_ctc_streaming_equals_offline():
 def test_bad_config():
     with pytest.raises(ValueError, match="kind"):
         ASRConfig(kind="rnnt")
+    with pytest.raises(ValueError, match="cross_order must be 'forward' or 'reversed'"):
+        ASRConfig(kind="samba", cross_order="backward")
     with pytest.raises(ValueError, match="causal"):
         build_recognizer(
             ASRConfig(layer="lru", layer_kwargs={"bidirectional": True}, d_model=16, n_layers=1, n_mels=16)

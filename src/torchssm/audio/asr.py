@@ -14,8 +14,10 @@ convolutional subsampling) and a Mamba decoder over text tokens joined by the Ma
 trained with cross-entropy". What that paper states and this module follows: log-mel input (80 channels,
 25 ms / 10 ms), convolutional layers then Mamba blocks in the encoder, Mamba blocks in the decoder over
 token embeddings, a Mamba-cross-connection that lets the decoder read the encoded audio, cross-entropy
-training, autoregressive decoding. UNVERIFIED (the paper's equations for the cross-connection were not
-available to us; this is our construction): each decoder block is
+training, autoregressive decoding. UNVERIFIED (this is our construction): the paper describes the
+cross-connection in words only (Fig. 1's caption: the decoder with it generates transcriptions "by
+integrating audio context with text representations"); no equation, state size or scan order of it could
+be found in the copies of the paper we could read (session 9). Each decoder block is
 
     x = x + Mamba_self(LN(x))                               causal over the text            (b, u, d)
     x = x + Mamba_cross([M ; LN(x)])[:, t':]                the cross-connection: one selective scan
@@ -25,7 +27,12 @@ available to us; this is our construction): each decoder block is
     x = x + MLP(LN(x))
 
 so the decoder is attention-free like the paper's: the audio enters through the cross layer's state,
-computed once per utterance (the prefix state) and then stepped token by token when decoding.
+computed once per utterance (the prefix state) and then stepped token by token when decoding. The
+decoder never reads single frames: the whole utterance reaches the text through that one state (d_inner x
+d_state numbers per block), as the source reaches the decoder of an encoder-decoder without attention
+(Sutskever et al. 2014) or of a Mamba decoder-only recogniser with a speech prefix (Masuyama et al. 2024,
+MADEON). ``cross_order="reversed"`` (off by default) scans the frames last to first, so the first
+characters are read from the most recent part of the state (Sutskever et al. 2014, Sec. 3.3).
 Padded audio frames are placed *before* each utterance's frames and the scan is reset at its first
 real frame (Mamba's ``reset``), so padding never leaks into the state.
 
@@ -36,7 +43,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -62,10 +69,17 @@ class ASRConfig:
     # SpecAugment policy of Park et al. 2019, Table 1 ("LB", "LD", "SM", "SS"; no time warping), applied in
     # training after the input LayerNorm; "none" (default): off
     spec_augment: str = "none"
+    # order in which the Samba-ASR cross-connection scans the encoded audio before the text: "forward"
+    # (default) or "reversed" (last frame first, so the state the decoder starts from is freshest for the
+    # start of the utterance; Sutskever et al. 2014, Sec. 3.3, reversed the source for their one-state LSTM
+    # encoder-decoder)
+    cross_order: str = "forward"
 
     def __post_init__(self):
         if self.kind not in ("ctc", "samba"):
             raise ValueError(f"ASR kind must be 'ctc' or 'samba', got {self.kind!r}")
+        if self.cross_order not in ("forward", "reversed"):
+            raise ValueError(f"cross_order must be 'forward' or 'reversed', got {self.cross_order!r}")
         if self.spec_augment != "none" and self.spec_augment not in SPEC_AUGMENT_POLICIES:
             raise ValueError(
                 f"spec_augment must be 'none' or one of {sorted(SPEC_AUGMENT_POLICIES)}, got {self.spec_augment!r}"
@@ -264,13 +278,17 @@ class SambaASR(nn.Module):
         self.head = nn.Linear(cfg.d_model, len(self.vocab))
 
     def memory(self, audio: torch.Tensor, audio_lengths: torch.Tensor):
-        """Encoded audio moved to the right end of each row (padding first) and the reset mask (b, t')."""
+        """Encoded audio moved to the right end of each row (padding first) and the reset mask (b, t');
+        with ``cross_order="reversed"`` each utterance's frames are in reverse time order (last frame first)."""
         encoded = self.encoder(audio, audio_lengths)  # (b, t', d)
         frames = torch.clamp(self.encoder.frame_lengths(audio_lengths), min=1, max=encoded.shape[1])
         t = encoded.shape[1]
         shift = t - frames  # (b,)
-        index = (torch.arange(t, device=audio.device)[None, :] - shift[:, None]) % t  # row j of the output
-        memory = torch.gather(encoded, 1, index[..., None].expand(-1, -1, encoded.shape[2]))
+        if self.cfg.cross_order == "reversed":  # row j >= shift holds frame t - 1 - j: frames - 1, ..., 0
+            memory = encoded.flip(1)
+        else:  # row j >= shift holds frame j - shift: 0, ..., frames - 1
+            index = (torch.arange(t, device=audio.device)[None, :] - shift[:, None]) % t
+            memory = torch.gather(encoded, 1, index[..., None].expand(-1, -1, encoded.shape[2]))
         valid = torch.arange(t, device=audio.device)[None, :] >= shift[:, None]
         memory = memory * valid[..., None]
         reset = torch.arange(t, device=audio.device)[None, :] == shift[:, None]  # first real frame
@@ -306,7 +324,7 @@ class SambaASR(nn.Module):
     def _next_logprobs(self, tokens: torch.Tensor, states: list):
         x = self.embed(tokens)  # (b, d)
         new_states = []
-        for block, state in zip(self.blocks, states):
+        for block, state in zip(cast("list[CrossConnectedBlock]", list(self.blocks)), states):
             x, state = block.step(x, state)
             new_states.append(state)
         return F.log_softmax(self.head(self.out_norm(x)), dim=-1), new_states
