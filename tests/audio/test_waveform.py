@@ -138,3 +138,11 @@ def test_positions_cli(monkeypatch, tmp_path, capsys):
     assert 4.0 < result["bits"] < 12.0  # an untrained model: near the uniform 8 bits
     assert waveform.main(["positions", str(tmp_path / "missing")]) == 2
     assert "error:" in capsys.readouterr().err
+    pytest.importorskip("matplotlib")
+    figure = tmp_path / "fig.png"
+    assert waveform.main(["plot", str(out), str(out), "--labels", "a", "b", "--out", str(figure)]) == 0
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert waveform.main(["plot", str(out), "--labels", "a", "b", "--out", str(figure)]) == 2
+    assert "one label per result" in capsys.readouterr().err
+    assert waveform.main(["plot", str(tmp_path / "nope.json"), "--out", str(figure)]) == 2
+    assert "cannot read" in capsys.readouterr().err

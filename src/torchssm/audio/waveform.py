@@ -21,7 +21,8 @@ is this library's choice (the generator speaks single sentences), not a paper's 
 Bits per sample vs context length, two ways:
 * :func:`bits_by_position`: the test bits per sample of one trained model by position in the window,
   in buckets [0, 2^8), [2^8, 2^9), ..., [L/2, L): the context a prediction has is its position.
-  ``python -m torchssm.audio.waveform positions RUN`` prints it for a run of ``torchssm train``.
+  ``python -m torchssm.audio.waveform positions RUN`` prints it for a run of ``torchssm train``
+  (``--out f.json``), ``... plot f.json g.json --out fig.png`` draws them (:func:`plot_positions`).
 * runs at several ``length`` with a fixed number of samples per batch (batch_size x length constant),
   as in Gu & Dao 2023, Sec. 4.4 / Fig. 4, each scored at its own length.
 """
@@ -29,6 +30,7 @@ Bits per sample vs context length, two ways:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Sequence
@@ -186,6 +188,39 @@ def bits_by_position(
     return {"buckets": buckets, "bits": float(per_position.mean()), "n_windows": len(inputs), "length": length}
 
 
+def plot_positions(results: Sequence[dict], path, labels: Sequence[str]) -> str:
+    """Bits per sample vs position in the window, one line per result of :func:`bits_by_position`, each
+    bucket drawn at its end (log2 axis). Returns the path (.png, .svg or .pdf)."""
+    from torchssm.analysis.plots import legend, new_figure, save_figure
+
+    if not results or len(labels) != len(results):
+        raise ValueError(f"expected one label per result and at least one result; got {len(results)} and {len(labels)}")
+    fig, (ax,) = new_figure(size=(6.0, 4.0))
+    for result, label in zip(results, labels):
+        if not isinstance(result, dict) or "buckets" not in result:
+            raise ValueError(f"{label}: expected a result of bits_by_position (a dict with 'buckets')")
+        stops = [b["stop"] for b in result["buckets"]]
+        ax.plot(stops, [b["bits"] for b in result["buckets"]], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("position in the window (end of each bucket [L/2, L))")
+    ax.set_ylabel("test bits per sample")
+    legend(ax)
+    return save_figure(fig, path)
+
+
+def _plot_main(args) -> int:
+    results = []
+    for name in args.results:
+        try:
+            with open(name, encoding="utf-8") as f:
+                results.append(json.load(f))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot read {name} as JSON ({err})") from None
+    labels = args.labels or [name for name in args.results]
+    print(plot_positions(results, args.out, labels))
+    return 0
+
+
 def _positions_main(args) -> int:
     from torchssm.data.registry import build_task
     from torchssm.models import build_model
@@ -234,9 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="", help="also write the result as JSON here")
+    p = sub.add_parser("plot", help="plot the JSON files of `positions --out` (one line each)")
+    p.add_argument("results", nargs="+", help="JSON files written by `positions --out`")
+    p.add_argument("--labels", nargs="+", default=None, help="one label per file (default: the file names)")
+    p.add_argument("--out", required=True, help="figure path (.png, .svg or .pdf)")
     args = parser.parse_args(argv)
     try:
-        return _positions_main(args)
+        return _plot_main(args) if args.command == "plot" else _positions_main(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
