@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -117,6 +117,45 @@ def length_batches(
 
 
 @torch.no_grad()
+def transcribe_dataset(
+    model: nn.Module, dataset, beam: int = 1, batch_size: int = 16, limit: int | None = None
+) -> tuple[list[str], list[str]]:
+    """(references, hypotheses) of the first ``limit`` items of ``dataset`` (all: None), in dataset order;
+    decoded in batches of similar length, greedily (``beam`` 1) or with a beam."""
+    was_training = model.training
+    model.eval()
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    order = sorted(range(n), key=lambda i: len(dataset[i]["audio"]))
+    hyps: list[str] = [""] * n
+    try:
+        for start in range(0, n, batch_size):
+            index = order[start : start + batch_size]
+            items = [dataset[i] for i in index]
+            batch = collate(items, cast(CharVocabulary, model.vocab))
+            # an autoregressive decoder stops at </s>, or after twice the longest reference of the batch
+            longest = max(len(it["text"]) for it in items)
+            kwargs = {"max_tokens": 2 * longest + 10} if isinstance(model, SambaASR) else {}
+            decoded = cast(Any, model).transcribe(batch["audio"], batch["audio_lengths"], beam=beam, **kwargs)
+            for i, hyp in zip(index, decoded):
+                hyps[i] = hyp
+    finally:
+        model.train(was_training)
+    return [dataset[i]["text"] for i in range(n)], hyps
+
+
+def error_rates_by(references: Sequence[str], hypotheses: Sequence[str], groups: Sequence[str]) -> dict:
+    """{group: {"cer", "wer", "n"}}: the corpus error rates of the utterances of each group."""
+    if not len(references) == len(hypotheses) == len(groups):
+        raise ValueError(f"{len(references)} references, {len(hypotheses)} hypotheses, {len(groups)} groups")
+    out = {}
+    for g in sorted(set(groups)):
+        refs = [r for r, k in zip(references, groups) if k == g]
+        hyps = [h for h, k in zip(hypotheses, groups) if k == g]
+        out[g] = {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps), "n": len(refs)}
+    return out
+
+
+@torch.no_grad()
 def evaluate_asr(
     model: nn.Module,
     dataset,
@@ -126,23 +165,9 @@ def evaluate_asr(
     limit: int | None = None,
 ) -> dict[str, float]:
     """{"cer", "wer", "heldout_cer", "heldout_words_n", "n"} of greedy (beam 1) or beam decoding."""
-    was_training = model.training
-    model.eval()
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    order = sorted(range(n), key=lambda i: len(dataset[i]["audio"]))
-    refs, hyps = [], []
-    try:
-        for start in range(0, n, batch_size):
-            items = [dataset[i] for i in order[start : start + batch_size]]
-            batch = collate(items, model.vocab)
-            # an autoregressive decoder stops at </s>, or after twice the longest reference of the batch
-            longest = max(len(it["text"]) for it in items)
-            kwargs = {"max_tokens": 2 * longest + 10} if isinstance(model, SambaASR) else {}
-            hyps += model.transcribe(batch["audio"], batch["audio_lengths"], beam=beam, **kwargs)
-            refs += [it["text"] for it in items]
-    finally:
-        model.train(was_training)
-    out = {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps), "n": n}
+    refs, hyps = transcribe_dataset(model, dataset, beam, batch_size, limit)
+    n = len(refs)
+    out: dict[str, Any] = {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps), "n": n}
     if heldout_words:
         out["heldout_cer"], out["heldout_words_n"] = heldout_word_cer(refs, hyps, heldout_words)
     out["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]]
@@ -200,8 +225,10 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
                 items = [task.train[i] for i in batch_index]
                 if tc.speed_perturb:
                     items = perturb_speed(items, tc.speed_perturb, order)
-                batch = collate(items, model.vocab)
-                loss = model.loss(batch["audio"], batch["audio_lengths"], batch["targets"], batch["target_lengths"])
+                batch = collate(items, cast(CharVocabulary, model.vocab))
+                loss = cast(Any, model).loss(
+                    batch["audio"], batch["audio_lengths"], batch["targets"], batch["target_lengths"]
+                )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if tc.grad_clip > 0:
@@ -229,7 +256,7 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
                 break
         full_config = {"task": dict(config.get("task") or {}), "model": model_cfg.to_dict(), "train": asdict(tc)}
         save_checkpoint(out_dir / "last", model, config=full_config, epoch=len(history), history=history)
-        result = {"history": history, "stopped_early": stopped_early}
+        result: dict[str, Any] = {"history": history, "stopped_early": stopped_early}
         limit = tc.test_limit or None
         for name, beam in (("test_greedy", 1), ("test_beam", tc.test_beam)):
             if name == "test_greedy" or beam > 1:
@@ -238,6 +265,43 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
         return result
     finally:
         torch.set_num_threads(threads)
+
+
+def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -> dict:
+    """Where the errors of the recogniser saved at ``path`` are, on the task of its config (rebuilt from the
+    cache): CER / WER on the first ``n_train`` training utterances (no augmentation), val and test; on test,
+    by voice family (:func:`torchssm.audio.synthetic.item_voice` of each utterance, ``spoken_sentences``
+    only), the CER on held-out words and, for comparison, on the test words that do occur in training."""
+    from torchssm.audio import synthetic
+    from torchssm.data.registry import build_task
+    from torchssm.train.checkpoint import read_checkpoint_state
+
+    path = Path(path)
+    ckpt = path / "last" if (path / "last").is_dir() else path
+    task_cfg = dict((read_checkpoint_state(ckpt).get("config") or {}).get("task") or {})
+    name = task_cfg.pop("name", "spoken_sentences")
+    model = load_recognizer(ckpt)
+    task = build_task(name, data_dir=data_dir, **task_cfg)
+    out: dict = {"beam": beam}
+    for split, dataset, limit in (("train", task.train, n_train), ("val", task.val, None), ("test", task.test, None)):
+        if dataset is None or (limit is not None and limit < 1):
+            continue
+        refs, hyps = transcribe_dataset(model, dataset, beam=beam, limit=limit)
+        out[split] = {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps), "n": len(refs)}
+    heldout = task.extra.get("heldout_words", [])
+    seen = set(task.extra.get("train_vocabulary", []))
+    out["test"]["heldout_cer"], out["test"]["heldout_words_n"] = heldout_word_cer(refs, hyps, heldout)
+    out["test"]["seen_word_cer"], out["test"]["seen_words_n"] = heldout_word_cer(refs, hyps, seen)
+    if name == "spoken_sentences":
+        seed, split_kind = int(task_cfg.get("seed", 0)), str(task_cfg.get("voice_split", "families"))
+        voices = [synthetic.item_voice("test", i, seed, split_kind) for i in range(len(refs))]
+        out["test_by_family"] = error_rates_by(refs, hyps, [synthetic.voice_family(v) for v in voices])
+        if split_kind == "speakers":  # the variants no training voice has
+            unheard = [v.partition("+")[2] in synthetic.TEST_ONLY_VARIANTS for v in voices]
+            out["test_by_variant_heard"] = error_rates_by(
+                refs, hyps, ["unheard variant" if u else "heard variant" for u in unheard]
+            )
+    return out
 
 
 def _fmt(m: dict) -> str:

@@ -1,0 +1,52 @@
+"""Error analysis of a recogniser: per-item decoding order, error rates by group, the checkpoint report."""
+
+import math
+
+import pytest
+import torch
+
+from torchssm.audio import synthetic
+from torchssm.audio.asr import ASRConfig, CTCRecognizer
+from torchssm.audio.asr_train import analyse_recognizer, error_rates_by, train_asr, transcribe_dataset
+from torchssm.audio.synthetic import SpeechDataset
+
+TINY = dict(d_model=16, n_layers=1, n_mels=16, layer_kwargs={"d_state": 4, "expand": 2})
+
+
+def test_error_rates_by_group():
+    refs = ["ab", "cd", "ef", "gh"]
+    hyps = ["ab", "cx", "", "gh"]
+    out = error_rates_by(refs, hyps, ["m", "f", "f", "m"])
+    assert out["m"] == {"cer": 0.0, "wer": 0.0, "n": 2}
+    assert out["f"]["cer"] == pytest.approx(3 / 4) and out["f"]["wer"] == pytest.approx(1.0) and out["f"]["n"] == 2
+    with pytest.raises(ValueError, match="groups"):
+        error_rates_by(refs, hyps, ["m"])
+
+
+def test_transcribe_dataset_keeps_dataset_order():
+    torch.manual_seed(0)
+    model = CTCRecognizer(ASRConfig(**TINY)).eval()
+    lengths = [9000, 3000, 6000, 4500, 7000]  # decoded in length order, in batches of 2
+    audio = [torch.randn(n).numpy() * 0.1 for n in lengths]
+    ds = SpeechDataset(audio, [f"item {c}" for c in "abcde"])
+    refs, hyps = transcribe_dataset(model, ds, batch_size=2)
+    assert refs == [f"item {c}" for c in "abcde"]
+    alone = [model.transcribe(torch.as_tensor(a)[None], torch.tensor([len(a)]))[0] for a in audio]
+    assert hyps == alone
+    assert transcribe_dataset(model, ds, limit=2)[0] == ["item a", "item b"]
+
+
+@pytest.mark.slow  # about 8 s: eSpeak NG speaks 12 sentences, the stdlib docstrings are parsed
+def test_analyse_recognizer_on_a_tiny_run(tmp_path):
+    pytest.importorskip("espeakng_loader")
+    task = {"name": "spoken_sentences", "n_train": 4, "n_val": 2, "n_test": 6, "voice_split": "speakers"}
+    cfg = {"task": task, "model": {"kind": "ctc", **TINY}, "train": {"epochs": 1, "out_dir": str(tmp_path / "run")}}
+    train_asr(cfg, data_dir=tmp_path, log=lambda s: None)
+    out = analyse_recognizer(tmp_path / "run", n_train=3, data_dir=tmp_path)
+    assert out["train"]["n"] == 3 and out["val"]["n"] == 2 and out["test"]["n"] == 6
+    families = [synthetic.voice_family(synthetic.item_voice("test", i, 0, "speakers")) for i in range(6)]
+    by_family = out["test_by_family"]
+    assert {k: v["n"] for k, v in by_family.items()} == {f: families.count(f) for f in set(families)}
+    assert sum(v["n"] for v in out["test_by_variant_heard"].values()) == 6
+    assert out["test"]["heldout_words_n"] >= 1 and out["test"]["seen_words_n"] >= 1
+    assert 0.0 <= out["test"]["seen_word_cer"] and not math.isnan(out["test"]["heldout_cer"])
