@@ -145,3 +145,25 @@ def test_spoken_mulaw_windows():
     assert np.abs(np.diff(decoded)).max() < 0.2  # a smooth sine, not noise
     with pytest.raises(ValueError, match="longer than length"):
         mulaw_windows(utterances, 1000, 1, rng)
+
+
+def test_frame_groups_raw_samples(tmp_path, monkeypatch):
+    class Engine:
+        def synthesize(self, utterance):
+            return np.sin(np.arange(4000 + 100 * len(utterance.text), dtype=np.float32) / 5.0)
+
+    monkeypatch.setattr(synthetic, "default_engine", lambda: Engine())
+    kw = dict(n_train=4, n_val=0, n_test=2, snr_db=10.0)
+    raw = build_task("spoken_commands", data_dir=tmp_path, **kw)
+    framed = build_task("spoken_commands", data_dir=tmp_path, frame=16, **kw)
+    assert (raw.info.length, raw.info.d_input) == (16000, 1)
+    assert (framed.info.length, framed.info.d_input) == (1000, 16)
+    x, y = raw.train.tensors["inputs"], framed.train.tensors["inputs"]
+    assert y.shape == (4, 1000, 16)
+    torch.testing.assert_close(y[:, 3, 5], x[:, 3 * 16 + 5, 0], rtol=0, atol=0)  # step t holds samples 16t..16t+15
+    torch.testing.assert_close(y.reshape(4, 16000), x[..., 0], rtol=0, atol=0)
+    for bad in (0, 7, 1.5, True):
+        with pytest.raises(ValueError, match="frame must be a positive int dividing 16000"):
+            build_task("spoken_commands", data_dir=tmp_path, frame=bad, **kw)
+    with pytest.raises(ValueError, match="frame groups raw samples"):
+        build_task("spoken_commands", data_dir=tmp_path, frame=16, features="logmel", **kw)

@@ -33,6 +33,10 @@ added at build time, so an SNR sweep reuses one cache.
 ``spoken_commands`` (Warden 2018, the 10 command words of Speech Commands used by S4's SC10, Gu et
 al. 2022, Sec. 5.3): 1-second 16 kHz clips, label = word index; inputs (16000, 1) raw samples, or
 ``features="logmel"``: (98, n_mels) log-mel frames (:class:`torchssm.audio.features.LogMel`).
+``frame=p`` (waveform only; 1, off, by default) gives the raw samples as (16000 / p, p): p consecutive
+samples per step, which the model's linear encoder projects to its width, i.e. SaShiMi's down-pooling
+(Goel et al. 2022, Sec. 3.2: reshape p steps into one, then a linear projection) applied once at the
+input; the model then runs at 16000 / p steps instead of 16000.
 ``speed_perturb=(0.9, 1.1)`` (off by default) adds to the training split one copy of every clip per
 factor, played that much faster (Ko et al. 2015's 3-fold speed perturbation; pitch and formants move
 with the factor), the word re-placed at a random offset in the second and given its own noise.
@@ -278,7 +282,9 @@ def _with_speed_copies(arrays: dict, factors: tuple, seed: int) -> dict:
     return {"clips": np.concatenate(clips), "labels": np.concatenate(labels)}
 
 
-def _commands_dataset(arrays: dict, snr_db, noise: str, seed: int, split: int, features: str, n_mels: int):
+def _commands_dataset(
+    arrays: dict, snr_db, noise: str, seed: int, split: int, features: str, n_mels: int, frame: int = 1
+):
     waves = torch.from_numpy(np.stack(noisy_split(arrays["clips"], snr_db, noise, seed, split)))  # (n, 16000)
     if features == "logmel":
         from torchssm.audio.features import LogMel
@@ -286,7 +292,7 @@ def _commands_dataset(arrays: dict, snr_db, noise: str, seed: int, split: int, f
         with torch.no_grad():
             inputs = LogMel(SAMPLE_RATE, n_mels=n_mels)(waves)  # (n, 98, n_mels)
     else:
-        inputs = waves.unsqueeze(-1)  # (n, 16000, 1)
+        inputs = waves.reshape(len(waves), SAMPLE_RATE // frame, frame)  # (n, 16000 / frame, frame)
     return TensorDictDataset(inputs=inputs, targets=torch.from_numpy(arrays["labels"]))
 
 
@@ -309,6 +315,7 @@ def build_spoken_commands(
     speed_perturb: Sequence[float] = (),
     rebuild_cache: bool = False,
     voice_split: str = "families",
+    frame: int = 1,
 ) -> TaskData:
     """Keyword spotting on synthetic speech (see the module docstring)."""
     _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
@@ -316,6 +323,10 @@ def build_spoken_commands(
     speed_perturb = dsp.check_speed_factors(speed_perturb, allow_one=False)
     if features not in ("waveform", "logmel"):
         raise ValueError(f"features must be 'waveform' or 'logmel', got {features!r}")
+    if isinstance(frame, bool) or not isinstance(frame, int) or frame < 1 or SAMPLE_RATE % frame:
+        raise ValueError(f"frame must be a positive int dividing {SAMPLE_RATE} (samples per step), got {frame!r}")
+    if frame != 1 and features != "waveform":
+        raise ValueError(f"frame groups raw samples: it needs features='waveform', got features={features!r}")
     if not 0.0 <= reverb <= 1.0:
         raise ValueError(f"reverb is the probability of reverberating a clip, in [0, 1]; got {reverb!r}")
     if noise not in NOISES:
@@ -326,8 +337,8 @@ def build_spoken_commands(
             arrays = generate_commands(seed, split, n, reverb, data_dir, rebuild_cache, voice_split)
             if split == "train" and speed_perturb:
                 arrays = _with_speed_copies(arrays, speed_perturb, seed)
-            splits[split] = _commands_dataset(arrays, snr_db, noise, seed, SPLIT_IDS[split], features, n_mels)
-    length, d_input = (98, n_mels) if features == "logmel" else (SAMPLE_RATE, 1)
+            splits[split] = _commands_dataset(arrays, snr_db, noise, seed, SPLIT_IDS[split], features, n_mels, frame)
+    length, d_input = (98, n_mels) if features == "logmel" else (SAMPLE_RATE // frame, frame)
     info = TaskInfo(
         name="spoken_commands",
         d_input=d_input,
