@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from torchssm.audio import waveform
-from torchssm.audio.waveform import bits_by_position, position_edges, voice_recordings
+from torchssm.audio.waveform import (
+    bits_by_context,
+    bits_by_position,
+    default_contexts,
+    position_edges,
+    voice_recordings,
+)
 from torchssm.data.loaders import TensorDictDataset
 from torchssm.data.registry import TaskData
 from torchssm.models import build_model
@@ -75,6 +81,35 @@ def test_bits_by_position_matches_float64_reference():
     assert again["bits"] == pytest.approx(result["bits"], abs=1e-9)
 
 
+def test_bits_by_context_matches_float64_reference():
+    torch.manual_seed(0)
+    cfg = ModelConfig(layer="mamba", d_model=8, n_layers=1, layer_kwargs={"d_state": 4}, norm="layer", glu=False)
+    cfg.pooling, cfg.d_input, cfg.d_output, cfg.input_kind = "none", 256, 256, "tokens"
+    model = build_model(cfg)
+    data = _codes(3, 40, seed=2)
+    result = bits_by_context(model, data, contexts=[0, 10, 30], scored=10)
+    ref_model = build_model(cfg).double()
+    ref_model.load_state_dict(model.state_dict())
+    x, y = data.tensors["inputs"], data.tensors["targets"]
+    expected = []
+    with torch.no_grad():
+        for c in (0, 10, 30):
+            logits = ref_model.eval()(x[:, 30 - c :])[:, -10:]  # the last 10 targets with c inputs before them
+            nll = F.cross_entropy(logits.transpose(1, 2), y[:, -10:], reduction="none")
+            expected.append(float(nll.mean()) / math.log(2.0))
+    got = [row["bits"] for row in result["contexts"]]
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), rtol=1e-5, atol=1e-5)
+    assert [row["context"] for row in result["contexts"]] == [0, 10, 30] and result["scored"] == 10
+    full = bits_by_position(model, data, edges=[0, 30, 40])  # the whole window: the same last 10 samples
+    assert full["buckets"][1]["bits"] == pytest.approx(got[2], abs=1e-5)
+    assert default_contexts(65536, 1024) == [0, 256, 1024, 4096, 16384, 64512]
+    assert default_contexts(4096, 1024) == [0, 256, 1024, 3072]
+    with pytest.raises(ValueError, match=r"contexts must be ints in \[0, 30\]"):
+        bits_by_context(model, data, contexts=[31], scored=10)
+    with pytest.raises(ValueError, match=r"scored must be an int in \[1, 40\]"):
+        bits_by_context(model, data, contexts=[0], scored=0)
+
+
 def test_bits_by_position_bad_input():
     data = _codes(2, 16)
     with pytest.raises(ValueError, match="edges must rise strictly from 0"):
@@ -136,6 +171,14 @@ def test_positions_cli(monkeypatch, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert [b["start"] for b in result["buckets"]] == [0, 32, 64] and result["n_windows"] == 3
     assert 4.0 < result["bits"] < 12.0  # an untrained model: near the uniform 8 bits
+    context_out = tmp_path / "context.json"
+    args = ["context", str(tmp_path / "run"), "--scored", "32", "--n-test", "5", "--out", str(context_out)]
+    assert waveform.main(args) == 0
+    assert "context     96 + [0, 32)" in capsys.readouterr().out
+    context = json.loads(context_out.read_text())
+    assert [r["context"] for r in context["contexts"]] == [0, 96] and context["n_windows"] == 5
+    assert waveform.main(["context", str(tmp_path / "run"), "--split", "val", "--n-test", "5"]) == 2
+    assert "--n-test changes the test split only" in capsys.readouterr().err
     assert waveform.main(["positions", str(tmp_path / "missing")]) == 2
     assert "error:" in capsys.readouterr().err
     pytest.importorskip("matplotlib")

@@ -23,6 +23,8 @@ Bits per sample vs context length, two ways:
   in buckets [0, 2^8), [2^8, 2^9), ..., [L/2, L): the context a prediction has is its position.
   ``python -m torchssm.audio.waveform positions RUN`` prints it for a run of ``torchssm train``
   (``--out f.json``), ``... plot f.json g.json --out fig.png`` draws them (:func:`plot_positions`).
+* :func:`bits_by_context` (``... context RUN``): the last samples of each test window scored with
+  0, 256, 1024, ... samples of context before them: the same samples at every context length (paired).
 * runs at several ``length`` with a fixed number of samples per batch (batch_size x length constant),
   as in Gu & Dao 2023, Sec. 4.4 / Fig. 4, each scored at its own length.
 """
@@ -188,6 +190,54 @@ def bits_by_position(
     return {"buckets": buckets, "bits": float(per_position.mean()), "n_windows": len(inputs), "length": length}
 
 
+@torch.no_grad()
+def bits_by_context(
+    model: torch.nn.Module,
+    dataset: TensorDictDataset,
+    contexts: Sequence[int],
+    scored: int = 1024,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Bits per sample of the same test samples given more or less context: a paired measurement.
+
+    For each window of ``dataset`` ("inputs" / "targets" (n, L) codes) the last ``scored`` targets are
+    scored; for each ``c`` in ``contexts`` the model reads only the ``c + scored`` inputs ending at the
+    window's end, so sample j of the scored part has c + j samples of context. Unlike
+    :func:`bits_by_position`, every context length is scored on the same samples, so the differences
+    between contexts are not blurred by what the windows hold at each position. Returns {"contexts":
+    [{"context", "bits"}, ...], "scored", "n_windows", "length"}.
+    """
+    inputs, targets = dataset.tensors["inputs"], dataset.tensors["targets"]
+    if inputs.ndim != 2 or inputs.shape != targets.shape or len(inputs) == 0:
+        raise ValueError(
+            f"expected inputs and targets of one shape (n, length) with n >= 1, got {tuple(inputs.shape)} "
+            f"and {tuple(targets.shape)}"
+        )
+    length = int(inputs.shape[1])
+    if isinstance(scored, bool) or not isinstance(scored, int) or not 1 <= scored <= length:
+        raise ValueError(f"scored must be an int in [1, {length}] (the window length), got {scored!r}")
+    contexts = list(contexts)
+    if not contexts or any(
+        isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= length - scored for c in contexts
+    ):
+        raise ValueError(f"contexts must be ints in [0, {length - scored}] (window length - scored), got {contexts}")
+    was_training = model.training
+    model.eval()
+    rows = []
+    try:
+        for c in contexts:
+            total = 0.0
+            for i in range(len(inputs)):
+                x = inputs[i : i + 1, length - scored - c :].to(device)
+                logits = model(x)[:, -scored:]
+                y = targets[i : i + 1, -scored:].to(device)
+                total += float(F.cross_entropy(logits.transpose(1, 2).double(), y, reduction="sum"))
+            rows.append({"context": c, "bits": total / (len(inputs) * scored * math.log(2.0))})
+    finally:
+        model.train(was_training)
+    return {"contexts": rows, "scored": scored, "n_windows": len(inputs), "length": length}
+
+
 def plot_positions(results: Sequence[dict], path, labels: Sequence[str]) -> str:
     """Bits per sample vs position in the window, one line per result of :func:`bits_by_position`, each
     bucket drawn at its end (log2 axis). Returns the path (.png, .svg or .pdf)."""
@@ -221,7 +271,8 @@ def _plot_main(args) -> int:
     return 0
 
 
-def _positions_main(args) -> int:
+def _load_run(args):
+    """(model, dataset, info, checkpoint path, sidecar) of the spoken_mulaw run ``args.run``."""
     from torchssm.data.registry import build_task
     from torchssm.models import build_model
     from torchssm.runs import find_checkpoint
@@ -234,7 +285,12 @@ def _positions_main(args) -> int:
     cfg = ExperimentConfig.from_dict(saved_config(state["config"]))
     if cfg.task_name != "spoken_mulaw":
         raise ValueError(f"{path} was trained on task {cfg.task_name!r}; expected 'spoken_mulaw'")
-    task = build_task(cfg.task_name, data_dir=args.data_dir, **cfg.task_options)
+    options = dict(cfg.task_options)
+    if args.n_test:
+        if args.split != "test":
+            raise ValueError("--n-test changes the test split only; use --n for the others")
+        options["n_test"] = args.n_test  # the run's test windows come first (same generator)
+    task = build_task(cfg.task_name, data_dir=args.data_dir, **options)
     dataset = {"train": task.train, "val": task.val, "test": task.test}[args.split]
     if not isinstance(dataset, TensorDictDataset):
         raise ValueError(f"the task has no {args.split!r} split")
@@ -242,14 +298,37 @@ def _positions_main(args) -> int:
         dataset = dataset.subset(slice(0, args.n))
     model = build_model(model_config_for_task(cfg.model, task.info))
     load_checkpoint(path, model)
-    result = bits_by_position(model, dataset, position_edges(task.info.length, args.first), args.batch_size)
+    return model, dataset, task.info, path, state
+
+
+def default_contexts(length: int, scored: int) -> list[int]:
+    """0, 256, 1024, 4096, ... (powers of 4 from 256) below ``length - scored``, and ``length - scored``."""
+    longest = length - scored
+    contexts = [0]
+    c = 256
+    while c < longest:
+        contexts.append(c)
+        c *= 4
+    return contexts + ([longest] if longest > 0 else [])
+
+
+def _positions_main(args) -> int:
+    model, dataset, info, path, state = _load_run(args)
+    if args.command == "context":
+        contexts = args.contexts or default_contexts(info.length, args.scored)
+        result = bits_by_context(model, dataset, contexts, args.scored)
+        for row in result["contexts"]:
+            print(f"context {row['context']:>6} + [0, {args.scored}):  {row['bits']:.3f} bits/sample")
+        print(f"({result['n_windows']} {args.split} windows of {result['length']}; the last {args.scored} scored)")
+    else:
+        result = bits_by_position(model, dataset, position_edges(info.length, args.first), args.batch_size)
+        for b in result["buckets"]:
+            print(f"[{b['start']:>6}, {b['stop']:>6})  {b['bits']:.3f} bits/sample")
+        print(
+            f"all positions: {result['bits']:.3f} bits/sample "
+            f"({result['n_windows']} {args.split} windows of {result['length']})"
+        )
     result.update(checkpoint=str(path), split=args.split, epoch=state.get("epoch"))
-    for b in result["buckets"]:
-        print(f"[{b['start']:>6}, {b['stop']:>6})  {b['bits']:.3f} bits/sample")
-    print(
-        f"all positions: {result['bits']:.3f} bits/sample "
-        f"({result['n_windows']} {args.split} windows of {result['length']})"
-    )
     if args.out:
         from torchssm.fileio import atomic_write_json
 
@@ -260,15 +339,24 @@ def _positions_main(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m torchssm.audio.waveform", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("positions", help="bits per sample by position in the window for a spoken_mulaw run")
-    p.add_argument("run", help="run directory of `torchssm train` (its best/ or last/ checkpoint) or a checkpoint")
-    p.add_argument("--split", choices=("train", "val", "test"), default="test")
-    p.add_argument("--first", type=int, default=FIRST_BUCKET, help="end of the first bucket (default 256)")
-    p.add_argument("--n", type=int, default=0, help="only the first N windows (default all)")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default="", help="also write the result as JSON here")
+    for command, text in (
+        ("positions", "bits per sample by position in the window for a spoken_mulaw run"),
+        ("context", "bits per sample of each window's last samples given more or less context (paired)"),
+    ):
+        p = sub.add_parser(command, help=text)
+        p.add_argument("run", help="run directory of `torchssm train` (its best/ or last/ checkpoint) or a checkpoint")
+        p.add_argument("--split", choices=("train", "val", "test"), default="test")
+        p.add_argument("--n", type=int, default=0, help="only the first N windows (default all)")
+        p.add_argument("--n-test", type=int, default=0, help="draw this many test windows instead of the run's")
+        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--data-dir", default=None)
+        p.add_argument("--out", default="", help="also write the result as JSON here")
+        if command == "positions":
+            p.add_argument("--first", type=int, default=FIRST_BUCKET, help="end of the first bucket (default 256)")
+            p.add_argument("--batch-size", type=int, default=1)
+        else:
+            p.add_argument("--scored", type=int, default=1024, help="scored samples at each window's end")
+            p.add_argument("--contexts", type=int, nargs="+", default=None, help="default: 0, 256, 1024, ...")
     p = sub.add_parser("plot", help="plot the JSON files of `positions --out` (one line each)")
     p.add_argument("results", nargs="+", help="JSON files written by `positions --out`")
     p.add_argument("--labels", nargs="+", default=None, help="one label per file (default: the file names)")
