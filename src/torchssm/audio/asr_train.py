@@ -271,7 +271,8 @@ def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -
     """Where the errors of the recogniser saved at ``path`` are, on the task of its config (rebuilt from the
     cache): CER / WER on the first ``n_train`` training utterances (no augmentation), val and test; on test,
     by voice family (:func:`torchssm.audio.synthetic.item_voice` of each utterance, ``spoken_sentences``
-    only), the CER on held-out words and, for comparison, on the test words that do occur in training."""
+    only) and by accent, the CER on held-out words and, for comparison, on the test words that do occur in
+    training (both per word, aligned by jiwer's word alignment, so a lost word boundary counts against both)."""
     from torchssm.audio import synthetic
     from torchssm.data.registry import build_task
     from torchssm.train.checkpoint import read_checkpoint_state
@@ -296,6 +297,7 @@ def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -
         seed, split_kind = int(task_cfg.get("seed", 0)), str(task_cfg.get("voice_split", "families"))
         voices = [synthetic.item_voice("test", i, seed, split_kind) for i in range(len(refs))]
         out["test_by_family"] = error_rates_by(refs, hyps, [synthetic.voice_family(v) for v in voices])
+        out["test_by_accent"] = error_rates_by(refs, hyps, [v.partition("+")[0] for v in voices])
         if split_kind == "speakers":  # the variants no training voice has
             unheard = [v.partition("+")[2] in synthetic.TEST_ONLY_VARIANTS for v in voices]
             out["test_by_variant_heard"] = error_rates_by(
