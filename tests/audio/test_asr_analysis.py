@@ -48,6 +48,8 @@ def test_analyse_recognizer_on_a_tiny_run(tmp_path):
     by_family = out["test_by_family"]
     assert {k: v["n"] for k, v in by_family.items()} == {f: families.count(f) for f in set(families)}
     assert sum(v["n"] for v in out["test_by_variant_heard"].values()) == 6
+    assert out["test_by_sentence"]["with a held-out word"]["n"] == 3  # half of n_test (synthetic.py)
+    assert out["test_by_sentence"]["seen words only"]["n"] == 3
     accents = {synthetic.item_voice("test", i, 0, "speakers").partition("+")[0] for i in range(6)}
     assert set(out["test_by_accent"]) == accents <= set(synthetic.TEST_ACCENTS)
     assert out["test"]["heldout_words_n"] >= 1 and out["test"]["seen_words_n"] >= 1

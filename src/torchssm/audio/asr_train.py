@@ -271,8 +271,9 @@ def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -
     """Where the errors of the recogniser saved at ``path`` are, on the task of its config (rebuilt from the
     cache): CER / WER on the first ``n_train`` training utterances (no augmentation), val and test; on test,
     by voice family (:func:`torchssm.audio.synthetic.item_voice` of each utterance, ``spoken_sentences``
-    only) and by accent, the CER on held-out words and, for comparison, on the test words that do occur in
-    training (both per word, aligned by jiwer's word alignment, so a lost word boundary counts against both)."""
+    only) and by accent, by sentence (with a held-out word or not), the CER on held-out words and, for
+    comparison, on the test words that do occur in training (both per word, aligned by jiwer's word
+    alignment, so a lost word boundary counts against both)."""
     from torchssm.audio import synthetic
     from torchssm.data.registry import build_task
     from torchssm.train.checkpoint import read_checkpoint_state
@@ -293,6 +294,10 @@ def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -
     seen = set(task.extra.get("train_vocabulary", []))
     out["test"]["heldout_cer"], out["test"]["heldout_words_n"] = heldout_word_cer(refs, hyps, heldout)
     out["test"]["seen_word_cer"], out["test"]["seen_words_n"] = heldout_word_cer(refs, hyps, seen)
+    if heldout:
+        held = set(heldout)
+        kinds = ["with a held-out word" if held & set(r.split()) else "seen words only" for r in refs]
+        out["test_by_sentence"] = error_rates_by(refs, hyps, kinds)
     if name == "spoken_sentences":
         seed, split_kind = int(task_cfg.get("seed", 0)), str(task_cfg.get("voice_split", "families"))
         voices = [synthetic.item_voice("test", i, seed, split_kind) for i in range(len(refs))]
