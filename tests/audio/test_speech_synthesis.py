@@ -162,6 +162,16 @@ def test_frame_groups_raw_samples(tmp_path, monkeypatch):
     assert y.shape == (4, 1000, 16)
     torch.testing.assert_close(y[:, 3, 5], x[:, 3 * 16 + 5, 0], rtol=0, atol=0)  # step t holds samples 16t..16t+15
     torch.testing.assert_close(y.reshape(4, 16000), x[..., 0], rtol=0, atol=0)
+    import yaml
+
+    from torchssm.models import build_model
+    from torchssm.presets import preset_path
+    from torchssm.train.config import ExperimentConfig, model_config_for_task
+
+    cfg = ExperimentConfig.from_dict(yaml.safe_load(preset_path("audio/spoken_commands_s4d_frame16").read_text()))
+    assert cfg.task_options["frame"] == 16 and cfg.task_options["voice_split"] == "speakers"
+    model = build_model(model_config_for_task(cfg.model, framed.info))  # encoder Linear(16, H)
+    assert model(y).shape == (4, 10)
     for bad in (0, 7, 1.5, True):
         with pytest.raises(ValueError, match="frame must be a positive int dividing 16000"):
             build_task("spoken_commands", data_dir=tmp_path, frame=bad, **kw)

@@ -35,8 +35,8 @@ al. 2022, Sec. 5.3): 1-second 16 kHz clips, label = word index; inputs (16000, 1
 ``features="logmel"``: (98, n_mels) log-mel frames (:class:`torchssm.audio.features.LogMel`).
 ``frame=p`` (waveform only; 1, off, by default) gives the raw samples as (16000 / p, p): p consecutive
 samples per step, which the model's linear encoder projects to its width, i.e. SaShiMi's down-pooling
-(Goel et al. 2022, Sec. 3.2: reshape p steps into one, then a linear projection) applied once at the
-input; the model then runs at 16000 / p steps instead of 16000.
+(Goel et al. 2022; DownPool in state-spaces' sashimi.py: p steps reshaped into one, a linear projection)
+applied once at the input; the model then runs at 16000 / p steps instead of 16000.
 ``speed_perturb=(0.9, 1.1)`` (off by default) adds to the training split one copy of every clip per
 factor, played that much faster (Ko et al. 2015's 3-fold speed perturbation; pitch and formants move
 with the factor), the word re-placed at a random offset in the second and given its own noise.
