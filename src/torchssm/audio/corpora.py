@@ -85,8 +85,8 @@ def background_noise(root) -> dict[str, np.ndarray]:
 )
 def build_speech_commands(data_dir=None, seed: int = 0, root: str | None = None, words: str = "10") -> TaskData:
     """Real Speech Commands clips, zero-padded to 1 s: inputs (16000, 1), targets word index."""
-    root = Path(root) if root else resolve_data_dir(data_dir) / SPEECH_COMMANDS_DIR
-    files = speech_commands_files(root)
+    folder = Path(root) if root else resolve_data_dir(data_dir) / SPEECH_COMMANDS_DIR
+    files = speech_commands_files(folder)
     if words == "10":
         vocabulary = list(COMMANDS)
     elif words == "all":
@@ -101,7 +101,7 @@ def build_speech_commands(data_dir=None, seed: int = 0, root: str | None = None,
             raise FileNotFoundError(f"{root}: no {split} clips of the words {vocabulary}")
         clips = np.zeros((len(items), SAMPLE_RATE), np.float32)
         for i, (rel, _) in enumerate(items):
-            audio = read_audio(root / rel)[:SAMPLE_RATE]
+            audio = read_audio(folder / rel)[:SAMPLE_RATE]
             clips[i, : len(audio)] = audio
         splits[split] = TensorDictDataset(
             inputs=torch.from_numpy(clips).unsqueeze(-1),
@@ -157,12 +157,12 @@ def build_librispeech(
     limit: int | None = None,
 ) -> TaskData:
     """Utterances of the named subsets (``limit``: at most that many per subset, in sorted order)."""
-    root = Path(root) if root else resolve_data_dir(data_dir) / LIBRISPEECH_DIR
+    folder = Path(root) if root else resolve_data_dir(data_dir) / LIBRISPEECH_DIR
     splits = {}
     for split, subset in (("train", train), ("val", val), ("test", test)):
         if subset is None:
             continue
-        items = list(librispeech_utterances(root / subset))[:limit]
+        items = list(librispeech_utterances(folder / subset))[:limit]
         splits[split] = SpeechDataset([read_audio(p) for p, _ in items], [t for _, t in items])
     info = TaskInfo(
         name="librispeech",

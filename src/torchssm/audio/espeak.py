@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
+from typing import IO
 
 import numpy as np
 
@@ -111,14 +112,21 @@ class ESpeak:
             raise RuntimeError(f"eSpeak NG server failed to start: {payload.decode(errors='replace')}")
         self.sample_rate = struct.unpack(">i", payload)[0]
 
+    def _pipes(self) -> tuple[subprocess.Popen, IO[bytes], IO[bytes]]:
+        """The running server and its stdin / stdout (started with both piped)."""
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        return proc, proc.stdin, proc.stdout
+
     def _read_reply(self):
-        header = self._proc.stdout.read(8)
+        proc, _, stdout = self._pipes()
+        header = stdout.read(8)
         if len(header) != 8:
-            code = self._proc.poll()
+            code = proc.poll()
             self._proc = None
             raise RuntimeError(f"eSpeak NG server exited unexpectedly (exit code {code})")
         size, status = struct.unpack(">Ii", header)
-        return status, self._proc.stdout.read(size)
+        return status, stdout.read(size)
 
     def synthesize(self, utterance: Utterance) -> np.ndarray:
         """(n,) float32 samples in [-1, 1] at :attr:`sample_rate` (22050 Hz for eSpeak NG)."""
@@ -128,8 +136,9 @@ class ESpeak:
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 self._start()
-            self._proc.stdin.write(struct.pack(">I", len(data)) + data)
-            self._proc.stdin.flush()
+            _, stdin, _ = self._pipes()
+            stdin.write(struct.pack(">I", len(data)) + data)
+            stdin.flush()
             status, payload = self._read_reply()
         if status != 0:
             raise ValueError(payload.decode("utf-8", errors="replace"))
@@ -138,9 +147,10 @@ class ESpeak:
     def close(self) -> None:
         with self._lock:
             if self._proc is not None:
-                self._proc.stdin.close()
-                self._proc.wait(timeout=10)
-                self._proc.stdout.close()
+                proc, stdin, stdout = self._pipes()
+                stdin.close()
+                proc.wait(timeout=10)
+                stdout.close()
                 self._proc = None
 
 
