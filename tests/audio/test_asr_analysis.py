@@ -7,7 +7,13 @@ import torch
 
 from torchssm.audio import synthetic
 from torchssm.audio.asr import ASRConfig, CTCRecognizer
-from torchssm.audio.asr_train import analyse_recognizer, error_rates_by, train_asr, transcribe_dataset
+from torchssm.audio.asr_train import (
+    analyse_recognizer,
+    error_rates_by,
+    train_asr,
+    transcribe_dataset,
+    word_hits_by_position,
+)
 from torchssm.audio.synthetic import SpeechDataset
 
 TINY = dict(d_model=16, n_layers=1, n_mels=16, layer_kwargs={"d_state": 4, "expand": 2})
@@ -21,6 +27,15 @@ def test_error_rates_by_group():
     assert out["f"]["cer"] == pytest.approx(3 / 4) and out["f"]["wer"] == pytest.approx(1.0) and out["f"]["n"] == 2
     with pytest.raises(ValueError, match="groups"):
         error_rates_by(refs, hyps, ["m"])
+
+
+def test_word_hits_by_position():
+    refs = ["a b c d e f", "g h i"]
+    hyps = ["a b c x", "g h z"]  # thirds: (a b, g) (c d, h) (e f, i); d -> x, e f deleted, i -> z
+    assert word_hits_by_position(refs, hyps, 3) == [1.0, pytest.approx(2 / 3), 0.0]
+    assert word_hits_by_position(refs, refs, 2) == [1.0, 1.0]
+    with pytest.raises(ValueError, match="bins"):
+        word_hits_by_position(refs, hyps, 0)
 
 
 def test_transcribe_dataset_keeps_dataset_order():
@@ -48,6 +63,7 @@ def test_analyse_recognizer_on_a_tiny_run(tmp_path):
     by_family = out["test_by_family"]
     assert {k: v["n"] for k, v in by_family.items()} == {f: families.count(f) for f in set(families)}
     assert sum(v["n"] for v in out["test_by_variant_heard"].values()) == 6
+    assert len(out["test_word_hits_by_third"]) == 3
     assert out["test_by_sentence"]["with a held-out word"]["n"] == 3  # half of n_test (synthetic.py)
     assert out["test_by_sentence"]["seen words only"]["n"] == 3
     accents = {synthetic.item_voice("test", i, 0, "speakers").partition("+")[0] for i in range(6)}

@@ -155,6 +155,27 @@ def error_rates_by(references: Sequence[str], hypotheses: Sequence[str], groups:
     return out
 
 
+def word_hits_by_position(references: Sequence[str], hypotheses: Sequence[str], bins: int = 3) -> list[float]:
+    """Fraction of reference words recognised exactly (a hit in jiwer's word alignment) in each of ``bins``
+    equal parts of the sentences (word k of n falls in part ``k * bins // n``): where in an utterance a
+    recogniser loses the audio."""
+    if bins < 1:
+        raise ValueError(f"bins must be a positive int, got {bins!r}")
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    import jiwer
+
+    output = jiwer.process_words(list(references), [h if h.strip() else "" for h in hypotheses])
+    hits, totals = [0] * bins, [0] * bins
+    for ref, chunks in zip(output.references, output.alignments):
+        for chunk in chunks:
+            for k in range(chunk.ref_start_idx, chunk.ref_end_idx):
+                part = k * bins // len(ref)
+                totals[part] += 1
+                hits[part] += chunk.type == "equal"
+    return [h / t if t else float("nan") for h, t in zip(hits, totals)]
+
+
 @torch.no_grad()
 def evaluate_asr(
     model: nn.Module,
@@ -273,7 +294,8 @@ def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -
     by voice family (:func:`torchssm.audio.synthetic.item_voice` of each utterance, ``spoken_sentences``
     only) and by accent, by sentence (with a held-out word or not), the CER on held-out words and, for
     comparison, on the test words that do occur in training (both per word, aligned by jiwer's word
-    alignment, so a lost word boundary counts against both)."""
+    alignment, so a lost word boundary counts against both), and the test words recognised in each third
+    of the sentences (:func:`word_hits_by_position`)."""
     from torchssm.audio import synthetic
     from torchssm.data.registry import build_task
     from torchssm.train.checkpoint import read_checkpoint_state
@@ -290,6 +312,7 @@ def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -
             continue
         refs, hyps = transcribe_dataset(model, dataset, beam=beam, limit=limit)
         out[split] = {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps), "n": len(refs)}
+    out["test_word_hits_by_third"] = word_hits_by_position(refs, hyps, 3)
     heldout = task.extra.get("heldout_words", [])
     seen = set(task.extra.get("train_vocabulary", []))
     out["test"]["heldout_cer"], out["test"]["heldout_words_n"] = heldout_word_cer(refs, hyps, heldout)
