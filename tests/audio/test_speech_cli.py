@@ -27,6 +27,13 @@ def test_say_and_transcribe(tmp_path, capsys):
     assert "no audio file" in capsys.readouterr().err
     assert main(["speech", "say", "go", "--out", str(wav), "--voice", "nope"]) == 2
     assert "no voice" in capsys.readouterr().err
+    from torchssm.audio.asr import SambaASR
+
+    samba = ASRConfig(kind="samba", d_model=16, n_layers=1, n_mels=16, layer_kwargs={"d_state": 4})
+    save_checkpoint(tmp_path / "samba" / "last", SambaASR(samba), config={"model": samba.to_dict()})
+    assert main(["transcribe", "--checkpoint", str(tmp_path / "samba"), str(wav)]) == 0
+    assert main(["transcribe", "--checkpoint", str(tmp_path / "samba"), str(wav), "--stream"]) == 2
+    assert "--stream needs a CTC recogniser" in capsys.readouterr().err
 
 
 def test_train_rejects_bad_overrides(capsys):

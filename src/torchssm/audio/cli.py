@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 
 def _load_wav(path: str):
@@ -35,14 +36,17 @@ def _load_wav(path: str):
 def _cmd_transcribe(args) -> int:
     import torch
 
+    from torchssm.audio.asr import CTCRecognizer, SambaASR
     from torchssm.audio.asr_train import load_recognizer
     from torchssm.audio.ctc import collapse
 
     torch.set_num_threads(args.threads)
-    model = load_recognizer(args.checkpoint)
+    model = cast("CTCRecognizer | SambaASR", load_recognizer(args.checkpoint))
+    if args.stream and not isinstance(model, CTCRecognizer):
+        raise ValueError(f"--stream needs a CTC recogniser checkpoint (causal encoder), got {type(model).__name__}")
     for path in args.files:
         audio = _load_wav(path)
-        if args.stream:
+        if isinstance(model, CTCRecognizer) and args.stream:
             from torchssm.audio.streaming import stream_audio
 
             emissions, timing = stream_audio(model, audio, args.chunk_ms)

@@ -54,6 +54,9 @@ def mel_filterbank(
 class LogMel(nn.Module):
     """Waveform (b, n) or (b, n, 1) -> log-mel frames (b, frames, n_mels); see the module docstring."""
 
+    window: torch.Tensor  # (n_fft,) Hann window, float64 buffer
+    filters: torch.Tensor  # (n_mels, n_fft / 2 + 1) mel filterbank, float64 buffer
+
     def __init__(
         self,
         sample_rate: int = 16000,
