@@ -94,7 +94,7 @@ class Utterance:
 class ESpeak:
     """A connection to one synthesis server (started lazily; calls are serialised by a lock)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self.sample_rate: int | None = None
