@@ -43,14 +43,14 @@ def test_train_rejects_bad_overrides(capsys):
 
 def test_kws_baseline_voice_split(tmp_path, capsys):
     pytest.importorskip("sklearn")
-    from torchssm.audio.kws import logmel_logistic_baseline, test_groups
+    from torchssm.audio.kws import logmel_logistic_baseline, voice_groups
     from torchssm.audio.synthetic import TEST_ONLY_VARIANTS, item_voice
 
     args = ["speech", "kws-baseline", "--snr", "20", "--n-train", "10", "--n-test", "30", "--data-dir", str(tmp_path)]
     assert main([*args, "--voice-split", "speakers"]) == 0
     out = capsys.readouterr().out
     assert "10 train / 30 test clips" in out and "test_only" in out and "whisper" in out
-    groups = test_groups(30, voice_split="speakers")
+    groups = voice_groups(30, voice_split="speakers")
     assert groups["test_only"] == [
         i for i in range(30) if item_voice("test", i, voice_split="speakers").split("+")[1] in TEST_ONLY_VARIANTS
     ]
@@ -59,7 +59,7 @@ def test_kws_baseline_voice_split(tmp_path, capsys):
     assert sorted(i for idx in families.values() for i in idx) == list(range(30))  # the families partition the test
     pooled = sum(r["test_acc_by_group"][k] * len(idx) for k, idx in families.items()) / 30
     assert abs(pooled - r["test_acc"]) < 1e-9
-    assert "test_only" not in test_groups(30)  # the default families split: no test-only variant
+    assert "test_only" not in voice_groups(30)  # the default families split: no test-only variant
     with pytest.raises(SystemExit):
         main([*args, "--voice-split", "genders"])
     assert "invalid choice: 'genders'" in capsys.readouterr().err

@@ -30,7 +30,7 @@ def _features(dataset, n_mels: int) -> np.ndarray:
     return mel.reshape(len(waves), -1).numpy()  # (n, 98 * n_mels)
 
 
-def test_groups(n: int, seed: int = 0, voice_split: str = "families") -> dict[str, list[int]]:
+def voice_groups(n: int, seed: int = 0, voice_split: str = "families") -> dict[str, list[int]]:
     """{group: indices of the first ``n`` test clips}: one group per voice family
     (:func:`~torchssm.audio.synthetic.voice_family` of :func:`~torchssm.audio.synthetic.item_voice`), and for
     ``voice_split="speakers"`` also "test_only" (variants m7 / f5, of no training voice), which overlaps them."""
@@ -51,7 +51,7 @@ def logmel_logistic_baseline(
     snr_db: float = 10.0, n_mels: int = 40, c: float = 1.0, seed: int = 0, data_dir=None, **task_options
 ) -> dict:
     """{"train_acc", "test_acc", "n_train", "n_test", "test_acc_by_group"} of the log-mel + logistic-regression
-    baseline; ``test_acc_by_group``: {group: accuracy} over :func:`test_groups`."""
+    baseline; ``test_acc_by_group``: {group: accuracy} over :func:`voice_groups`."""
     try:
         from sklearn.linear_model import LogisticRegression
     except ImportError as err:
@@ -66,7 +66,7 @@ def logmel_logistic_baseline(
     y_train, y_test = train_set.tensors["targets"].numpy(), test_set.tensors["targets"].numpy()
     clf.fit((x_train - mean) / std, y_train)
     correct = clf.predict((x_test - mean) / std) == y_test
-    groups = test_groups(len(y_test), seed, task_options.get("voice_split", "families"))
+    groups = voice_groups(len(y_test), seed, task_options.get("voice_split", "families"))
     return {
         "train_acc": float(clf.score((x_train - mean) / std, y_train)),
         "test_acc": float(correct.mean()),
@@ -87,7 +87,7 @@ def snr_sweep_by_family(
     checkpoint, snrs: Sequence[float] = (0, 5, 10, 15, 20), data_dir=None, batch_size: int = 64
 ) -> dict[float, dict[str, float]]:
     """{snr: {"all": accuracy, group: accuracy on that group's test clips}} of a checkpoint, the groups of
-    :func:`test_groups` (voice families; with the "speakers" split also "test_only", variants m7 / f5)."""
+    :func:`voice_groups` (voice families; with the "speakers" split also "test_only", variants m7 / f5)."""
     from torchssm.models import build_model
     from torchssm.train.checkpoint import load_checkpoint, read_checkpoint_state
     from torchssm.train.config import ExperimentConfig, model_config_for_task, saved_config
@@ -107,7 +107,7 @@ def snr_sweep_by_family(
         tensors = cast(TensorDictDataset, task.test).tensors
         x, y = tensors["inputs"], tensors["targets"]
         acc = {"all": evaluate(model, task.test, task.info, batch_size=batch_size)["acc"]}
-        for group, indices in test_groups(len(y), seed, voice_split).items():
+        for group, indices in voice_groups(len(y), seed, voice_split).items():
             idx = torch.tensor(indices)
             subset = TensorDictDataset(inputs=x[idx], targets=y[idx])
             acc[group] = evaluate(model, subset, task.info, batch_size=batch_size)["acc"]
