@@ -16,8 +16,9 @@ Voices are split so that no test voice is heard in training (nor used for valida
     val:   accent  en-gb-x-gbclan (Lancastrian)                          x  m1..m7, f1..f5
     test:  accents en-gb-scotland, en-us-nyc, en-gb-x-gbcwmd (West Mids) x  f1..f5, whisper, croak
 
-``"speakers"``: held-out speakers, as Speech Commands (Warden 2018, Sec. 6) and LibriSpeech split by
-speaker rather than by sex; a voice (accent x variant) is a speaker, and every test voice has an accent
+``"speakers"``: held-out speakers, as Speech Commands (Warden 2018; section number UNVERIFIED: its
+validation_list.txt / testing_list.txt keep each speaker's clips in one split) and LibriSpeech (Panayotov
+et al. 2015: disjoint speakers per subset) split by speaker rather than by sex; a voice (accent x variant) is a speaker, and every test voice has an accent
 never heard in training; two variants are test-only as well.
 
     train: the four training accents above  x  m1..m6, f1..f4, whisper, croak
