@@ -327,7 +327,7 @@ def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -
         out["test_by_family"] = error_rates_by(refs, hyps, [synthetic.voice_family(v) for v in voices])
         out["test_by_accent"] = error_rates_by(refs, hyps, [v.partition("+")[0] for v in voices])
         if split_kind == "speakers":  # the variants no training voice has
-            unheard = [v.partition("+")[2] in synthetic.TEST_ONLY_VARIANTS for v in voices]
+            unheard = [synthetic.is_test_only_voice(v) for v in voices]
             out["test_by_variant_heard"] = error_rates_by(
                 refs, hyps, ["unheard variant" if u else "heard variant" for u in unheard]
             )

@@ -34,14 +34,14 @@ def voice_groups(n: int, seed: int = 0, voice_split: str = "families") -> dict[s
     """{group: indices of the first ``n`` test clips}: one group per voice family
     (:func:`~torchssm.audio.synthetic.voice_family` of :func:`~torchssm.audio.synthetic.item_voice`), and for
     ``voice_split="speakers"`` also "test_only" (variants m7 / f5, of no training voice), which overlaps them."""
-    from torchssm.audio.synthetic import TEST_ONLY_VARIANTS, item_voice, voice_family
+    from torchssm.audio.synthetic import is_test_only_voice, item_voice, voice_family
 
     voices = [item_voice("test", i, seed, voice_split) for i in range(n)]
     groups: dict[str, list[int]] = {}
     for i, voice in enumerate(voices):
         groups.setdefault(voice_family(voice), []).append(i)
     groups = dict(sorted(groups.items()))
-    test_only = [i for i, v in enumerate(voices) if v.partition("+")[2] in TEST_ONLY_VARIANTS]
+    test_only = [i for i, v in enumerate(voices) if is_test_only_voice(v)]
     if voice_split == "speakers" and test_only:
         groups["test_only"] = test_only
     return groups

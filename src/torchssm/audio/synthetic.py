@@ -16,10 +16,10 @@ Voices are split so that no test voice is heard in training (nor used for valida
     val:   accent  en-gb-x-gbclan (Lancastrian)                          x  m1..m7, f1..f5
     test:  accents en-gb-scotland, en-us-nyc, en-gb-x-gbcwmd (West Mids) x  f1..f5, whisper, croak
 
-``"speakers"``: held-out speakers, as Speech Commands (Warden 2018; section number UNVERIFIED: its
-validation_list.txt / testing_list.txt keep each speaker's clips in one split) and LibriSpeech (Panayotov
-et al. 2015: disjoint speakers per subset) split by speaker rather than by sex; a voice (accent x variant) is a speaker, and every test voice has an accent
-never heard in training; two variants are test-only as well.
+``"speakers"``: held-out speakers, as Speech Commands (Warden 2018: its validation_list.txt /
+testing_list.txt keep each speaker's clips in one split) and LibriSpeech (Panayotov et al. 2015: disjoint
+speakers per subset) split by speaker rather than by sex. A voice (accent x variant) is a speaker; every
+test voice has an accent never heard in training, and two variants are test-only as well.
 
     train: the four training accents above  x  m1..m6, f1..f4, whisper, croak
     val:   en-gb-x-gbclan                   x  m1..m7, f1..f5, whisper, croak
@@ -129,6 +129,11 @@ def voice_family(voice: str) -> str:
     if variant[:1] in ("m", "f") and variant[1:].isdigit():
         return "male" if variant[0] == "m" else "female"
     raise ValueError(f"voice {voice!r} has no known variant (+m1..+m7, +f1..+f5, +whisper, +croak)")
+
+
+def is_test_only_voice(voice: str) -> bool:
+    """Whether ``voice``'s variant is one of ``TEST_ONLY_VARIANTS`` (of no training voice of the "speakers" split)."""
+    return voice.partition("+")[2] in TEST_ONLY_VARIANTS
 
 
 def _check_split_sizes(**sizes) -> None:
