@@ -148,17 +148,10 @@ def test_kws_baseline_trains_on_the_speed_copies(tmp_path):
     assert r["n_train"] == 60 and r["n_test"] == 10 and 0.0 <= r["test_acc"] <= 1.0
 
 
-def test_item_voice_is_the_voice_that_speaks_the_item(monkeypatch):
+def test_item_voice_is_the_voice_that_speaks_the_item(heard_voices):
     from torchssm.audio import synthetic
 
-    heard = []
-
-    class Engine:
-        def synthesize(self, utterance):
-            heard.append(utterance.voice)
-            return np.sin(np.arange(4000, dtype=np.float32) / 5.0)
-
-    monkeypatch.setattr(synthetic, "default_engine", lambda: Engine())
+    heard = heard_voices
     for i in range(12):
         synthetic.command_clip(3, synthetic.SPLIT_IDS["test"], i, 0.0)
     assert heard == [synthetic.item_voice("test", i, seed=3) for i in range(12)]

@@ -32,15 +32,8 @@ def test_no_test_voice_is_heard_in_training(voice_split):
         synthetic.split_voices("genders", "train")
 
 
-def test_voice_split_changes_the_voices_and_the_cache(tmp_path, monkeypatch):
-    heard = []
-
-    class Engine:
-        def synthesize(self, utterance):
-            heard.append(utterance.voice)
-            return np.sin(np.arange(4000, dtype=np.float32) / 5.0)
-
-    monkeypatch.setattr(synthetic, "default_engine", lambda: Engine())
+def test_voice_split_changes_the_voices_and_the_cache(tmp_path, heard_voices):
+    heard = heard_voices
     kw = dict(n_train=40, n_val=0, n_test=2, snr_db=None, features="logmel", n_mels=8)
     build_task("spoken_commands", data_dir=tmp_path, **kw)
     build_task("spoken_commands", data_dir=tmp_path, voice_split="speakers", **kw)

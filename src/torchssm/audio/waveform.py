@@ -142,6 +142,17 @@ def position_edges(length: int, first: int = FIRST_BUCKET) -> list[int]:
     return edges + [length]
 
 
+def _window_codes(dataset: TensorDictDataset) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(inputs, targets, length) of a dataset of windows (:func:`mulaw_windows`): both (n, length) codes, n >= 1."""
+    inputs, targets = dataset.tensors["inputs"], dataset.tensors["targets"]
+    if inputs.ndim != 2 or inputs.shape != targets.shape or len(inputs) == 0:
+        raise ValueError(
+            f"expected inputs and targets of one shape (n, length) with n >= 1, got {tuple(inputs.shape)} "
+            f"and {tuple(targets.shape)}"
+        )
+    return inputs, targets, int(inputs.shape[1])
+
+
 @torch.no_grad()
 def bits_by_position(
     model: torch.nn.Module,
@@ -157,13 +168,7 @@ def bits_by_position(
     positions [start, stop) of ``edges`` (default :func:`position_edges`), "bits": the mean over every
     position, "n_windows", "length"}. Bits = cross-entropy in nats / ln 2, averaged over windows.
     """
-    inputs, targets = dataset.tensors["inputs"], dataset.tensors["targets"]
-    if inputs.ndim != 2 or inputs.shape != targets.shape or len(inputs) == 0:
-        raise ValueError(
-            f"expected inputs and targets of one shape (n, length) with n >= 1, got {tuple(inputs.shape)} "
-            f"and {tuple(targets.shape)}"
-        )
-    length = int(inputs.shape[1])
+    inputs, targets, length = _window_codes(dataset)
     edges = list(position_edges(length) if edges is None else edges)
     if len(edges) < 2 or edges[0] != 0 or edges[-1] != length or any(b <= a for a, b in zip(edges, edges[1:])):
         raise ValueError(f"edges must rise strictly from 0 to the window length {length}, got {edges}")
@@ -207,13 +212,7 @@ def bits_by_context(
     between contexts are not blurred by what the windows hold at each position. Returns {"contexts":
     [{"context", "bits"}, ...], "scored", "n_windows", "length"}.
     """
-    inputs, targets = dataset.tensors["inputs"], dataset.tensors["targets"]
-    if inputs.ndim != 2 or inputs.shape != targets.shape or len(inputs) == 0:
-        raise ValueError(
-            f"expected inputs and targets of one shape (n, length) with n >= 1, got {tuple(inputs.shape)} "
-            f"and {tuple(targets.shape)}"
-        )
-    length = int(inputs.shape[1])
+    inputs, targets, length = _window_codes(dataset)
     if isinstance(scored, bool) or not isinstance(scored, int) or not 1 <= scored <= length:
         raise ValueError(f"scored must be an int in [1, {length}] (the window length), got {scored!r}")
     contexts = list(contexts)
