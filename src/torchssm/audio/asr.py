@@ -396,5 +396,5 @@ def states_batch(states) -> int:
     return -1
 
 
-def build_recognizer(cfg: ASRConfig) -> nn.Module:
+def build_recognizer(cfg: ASRConfig) -> CTCRecognizer | SambaASR:
     return CTCRecognizer(cfg) if cfg.kind == "ctc" else SambaASR(cfg)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchssm.audio.asr import ASRConfig, SambaASR, build_recognizer
+from torchssm.audio.asr import ASRConfig, CTCRecognizer, SambaASR, build_recognizer
 from torchssm.audio.ctc import char_error_rate, heldout_word_cer, word_error_rate
 from torchssm.audio.text import CharVocabulary
 
@@ -118,7 +118,7 @@ def length_batches(
 
 @torch.no_grad()
 def transcribe_dataset(
-    model: nn.Module, dataset, beam: int = 1, batch_size: int = 16, limit: int | None = None
+    model: CTCRecognizer | SambaASR, dataset, beam: int = 1, batch_size: int = 16, limit: int | None = None
 ) -> tuple[list[str], list[str]]:
     """(references, hypotheses) of the first ``limit`` items of ``dataset`` (all: None), in dataset order;
     decoded in batches of similar length, greedily (``beam`` 1) or with a beam."""
@@ -131,11 +131,11 @@ def transcribe_dataset(
         for start in range(0, n, batch_size):
             index = order[start : start + batch_size]
             items = [dataset[i] for i in index]
-            batch = collate(items, cast(CharVocabulary, model.vocab))
+            batch = collate(items, model.vocab)
             # an autoregressive decoder stops at </s>, or after twice the longest reference of the batch
             longest = max(len(it["text"]) for it in items)
             kwargs = {"max_tokens": 2 * longest + 10} if isinstance(model, SambaASR) else {}
-            decoded = cast(Any, model).transcribe(batch["audio"], batch["audio_lengths"], beam=beam, **kwargs)
+            decoded = model.transcribe(batch["audio"], batch["audio_lengths"], beam=beam, **kwargs)
             for i, hyp in zip(index, decoded):
                 hyps[i] = hyp
     finally:
@@ -178,7 +178,7 @@ def word_hits_by_position(references: Sequence[str], hypotheses: Sequence[str], 
 
 @torch.no_grad()
 def evaluate_asr(
-    model: nn.Module,
+    model: CTCRecognizer | SambaASR,
     dataset,
     heldout_words: Sequence[str] = (),
     beam: int = 1,
@@ -246,10 +246,8 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
                 items = [task.train[i] for i in batch_index]
                 if tc.speed_perturb:
                     items = perturb_speed(items, tc.speed_perturb, order)
-                batch = collate(items, cast(CharVocabulary, model.vocab))
-                loss = cast(Any, model).loss(
-                    batch["audio"], batch["audio_lengths"], batch["targets"], batch["target_lengths"]
-                )
+                batch = collate(items, model.vocab)
+                loss = model.loss(batch["audio"], batch["audio_lengths"], batch["targets"], batch["target_lengths"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if tc.grad_clip > 0:
@@ -338,7 +336,7 @@ def _fmt(m: dict) -> str:
     return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items() if k != "examples")
 
 
-def load_recognizer(path) -> nn.Module:
+def load_recognizer(path) -> CTCRecognizer | SambaASR:
     """The recogniser saved by :func:`train_asr` at ``path`` (a checkpoint directory or its run directory)."""
     from torchssm.train.checkpoint import load_checkpoint, read_checkpoint_state
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import cast
 
 
 def _load_wav(path: str):
@@ -36,12 +35,12 @@ def _load_wav(path: str):
 def _cmd_transcribe(args) -> int:
     import torch
 
-    from torchssm.audio.asr import CTCRecognizer, SambaASR
+    from torchssm.audio.asr import CTCRecognizer
     from torchssm.audio.asr_train import load_recognizer
     from torchssm.audio.ctc import collapse
 
     torch.set_num_threads(args.threads)
-    model = cast("CTCRecognizer | SambaASR", load_recognizer(args.checkpoint))
+    model = load_recognizer(args.checkpoint)
     if args.stream and not isinstance(model, CTCRecognizer):
         raise ValueError(f"--stream needs a CTC recogniser checkpoint (causal encoder), got {type(model).__name__}")
     for path in args.files:
