@@ -28,8 +28,8 @@ from pathlib import Path
 
 from torchssm.presets import preset_path
 from torchssm.runs import find_checkpoint, is_run_dir, run_dir_of
-from torchssm.train.checkpoint import find_latest_checkpoint, load_checkpoint, read_checkpoint_state
-from torchssm.train.config import ExperimentConfig, load_config, model_config_for_task, saved_config
+from torchssm.train.checkpoint import find_latest_checkpoint, read_checkpoint_state
+from torchssm.train.config import load_config, saved_config
 from torchssm.train.distributed import is_main_process
 from torchssm.train.loop import TrainingDiverged, evaluate, resolve_device, train
 from torchssm.train.run_dir import RunDirBusy, RunWriteError
@@ -124,24 +124,18 @@ def _run_train(args) -> int:
 
 
 def _run_eval(args) -> int:
-    from torchssm.data.registry import build_task
-    from torchssm.models import build_model
+    from torchssm.train.reload import load_run
 
-    path = find_checkpoint(args.checkpoint)
-    state = read_checkpoint_state(path)
-    cfg = ExperimentConfig.from_dict(saved_config(state["config"]))
-    task = build_task(cfg.task_name, data_dir=args.data_dir, **cfg.task_options)  # task.seed: the run's data
-    dataset = {"train": task.train, "val": task.val, "test": task.test}[args.split]
-    if dataset is None:
-        raise ValueError(f"task {cfg.task_name!r} has no {args.split!r} split")
     device = resolve_device(args.device)
-    model = build_model(model_config_for_task(cfg.model, task.info)).to(device)
-    load_checkpoint(path, model, map_location=device)
-    metrics = evaluate(model, dataset, task.info, cfg.train.eval_batch_size, device)
+    run = load_run(args.checkpoint, data_dir=args.data_dir, device=device)  # the run's own data (task.seed)
+    dataset = {"train": run.task.train, "val": run.task.val, "test": run.task.test}[args.split]
+    if dataset is None:
+        raise ValueError(f"task {run.config.task_name!r} has no {args.split!r} split")
+    metrics = evaluate(run.model, dataset, run.task.info, run.config.train.eval_batch_size, device)
     acc = f"accuracy {_pct(metrics['acc'])}, " if "acc" in metrics else ""
     print(
-        f"{cfg.task_name} {args.split}: {acc}loss {metrics['loss']:.4f} ({metrics['n']} targets; "
-        f"checkpoint {path}, epoch {state['epoch']})"
+        f"{run.config.task_name} {args.split}: {acc}loss {metrics['loss']:.4f} ({metrics['n']} targets; "
+        f"checkpoint {run.checkpoint}, epoch {run.state['epoch']})"
     )
     return 0
 
