@@ -6,8 +6,28 @@ Encoder (shared; causal, so it can stream, see :mod:`torchssm.audio.streaming`):
       -> LayerNorm over mel channels (per frame)
       -> [training only, ``spec_augment`` policy: SpecAugment's frequency / time masks, Park et al. 2019]
       -> 2 x causal Conv1d(kernel 3, stride 2) + GELU          (b, ceil(ceil(t/2)/2), d_model)  40 ms frames
+                                                              (``subsampling: 2``: the second conv has
+                                                              stride 1, (b, ceil(t/2), d_model), 20 ms frames)
       -> n_layers x [x + SSM(LayerNorm(x))]                   (a registered causal layer; Mamba by default)
+                    [x + SSM(LN(x)) + R(SSM'(R(LN(x))))]       ``bidirectional: true`` (offline only)
       -> LayerNorm                                            (b, t', d_model)
+
+Frame rate (``subsampling``, default 4 = 40 ms). CTC needs at least one frame per target character plus one
+blank between two equal neighbours (Graves et al. 2006, Sec. 3.1: the paths of a labelling, of length
+|l| + repeats at least). eSpeak speaks the docstring sentences at about 18 characters per second
+(RESULTS.md, Speech, session 10): at 40 ms (25 frames per second) the median training utterance needs 0.73
+of its frames, 10% need over 0.9 and 1% cannot be aligned at all (7% when played at speed 1.1), so the
+model must emit a character on almost every frame; at 20 ms the largest need is 0.59. Character CTC
+systems subsample less than word-piece ones: Deep Speech 2 (Amodei et al. 2016, the "Striding" section,
+section number UNVERIFIED) found a time stride of 4 hurt English with character outputs and went to bigram
+outputs to stride further; ``subsampling: 2`` (20 ms) is the option for characters.
+
+Bidirectional encoder (``bidirectional: true``, off by default): each block adds a second instance SSM' of
+the same causal layer run over every utterance reversed *within its own length* (R; padding stays behind
+the valid frames, so it never reaches them in either direction), the two directions summed as in the
+bidirectional RNNs of offline CTC recognisers (Graves, Mohamed & Hinton 2013; Deep Speech 2 sums its
+forward and backward recurrences). Such an encoder sees the future, so it cannot stream
+(:class:`torchssm.audio.streaming.StreamingRecognizer` refuses it).
 
 Samba-ASR (Shakhadri et al. 2025, arXiv:2501.02832): "a Mamba encoder over log-mel frames (with
 convolutional subsampling) and a Mamba decoder over text tokens joined by the Mamba-cross-connection,
@@ -74,6 +94,11 @@ class ASRConfig:
     # start of the utterance; Sutskever et al. 2014, Sec. 3.3, reversed the source for their one-state LSTM
     # encoder-decoder)
     cross_order: str = "forward"
+    # encoder frame period in 10 ms frames: 4 (default; two stride-2 convolutions, 40 ms frames) or 2 (the
+    # second convolution has stride 1: 20 ms frames, the frame rate character CTC needs here; module docstring)
+    subsampling: int = 4
+    # add a backward pass of every encoder block (offline only; module docstring); default False: causal
+    bidirectional: bool = False
 
     def __post_init__(self):
         if self.kind not in ("ctc", "samba"):
@@ -84,6 +109,10 @@ class ASRConfig:
             raise ValueError(
                 f"spec_augment must be 'none' or one of {sorted(SPEC_AUGMENT_POLICIES)}, got {self.spec_augment!r}"
             )
+        if self.subsampling not in (2, 4) or isinstance(self.subsampling, bool):
+            raise ValueError(f"subsampling must be 2 (20 ms frames) or 4 (40 ms frames), got {self.subsampling!r}")
+        if not isinstance(self.bidirectional, bool):
+            raise ValueError(f"bidirectional must be true or false, got {self.bidirectional!r}")
         for name in ("n_mels", "d_model", "n_layers"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
@@ -126,14 +155,23 @@ class SpeechEncoder(nn.Module):
         self.front = LogMel(16000, n_fft=400, hop=160, n_mels=cfg.n_mels)
         self.in_norm = nn.LayerNorm(cfg.n_mels)
         self.sub1 = CausalConv1d(cfg.n_mels, cfg.d_model)
-        self.sub2 = CausalConv1d(cfg.d_model, cfg.d_model)
+        self.sub2 = CausalConv1d(cfg.d_model, cfg.d_model, stride=cfg.subsampling // 2)
         self.norms = nn.ModuleList(nn.LayerNorm(cfg.d_model) for _ in range(cfg.n_layers))
         self.layers = nn.ModuleList(
             build_layer(cfg.layer, cfg.d_model, **cfg.layer_kwargs) for _ in range(cfg.n_layers)
         )
-        for layer in self.layers:
+        # the backward direction of a bidirectional encoder: the same causal layer over reversed utterances
+        self.backward_layers = nn.ModuleList(
+            build_layer(cfg.layer, cfg.d_model, **cfg.layer_kwargs)
+            for _ in range(cfg.n_layers if cfg.bidirectional else 0)
+        )
+        for layer in [*self.layers, *self.backward_layers]:
             if not getattr(layer, "causal", False):
-                raise ValueError(f"the speech encoder must be causal (streaming); layer {cfg.layer!r} is not")
+                raise ValueError(
+                    f"the speech encoder's layers must be causal (streaming; model.bidirectional=true adds the "
+                    f"backward pass itself); layer {cfg.layer!r} is not"
+                )
+        self.causal = not cfg.bidirectional
         self.out_norm = nn.LayerNorm(cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
         self.spec_augment = cfg.spec_augment
@@ -154,13 +192,24 @@ class SpeechEncoder(nn.Module):
             x = spec_augment(x, frames, self.spec_augment)
         return F.gelu(self.sub2(F.gelu(self.sub1(x))))
 
-    def blocks(self, x: torch.Tensor, states: list | None = None):
+    def blocks(self, x: torch.Tensor, states: list | None = None, frames: torch.Tensor | None = None):
         """(b, t', d) through the SSM blocks; with ``states`` (list per layer, None entries allowed) also
-        returns the new states."""
+        returns the new states (causal encoders only). ``frames`` (b,): each utterance's valid frames, which
+        a bidirectional encoder reverses (None: all t')."""
+        if states is not None and not self.causal:
+            raise ValueError("a bidirectional encoder (model.bidirectional=true) has no state: it cannot stream")
+        reverse = None
+        if not self.causal:
+            reverse = _reversal_index(x.shape[1], frames, x.device)[..., None].expand(-1, -1, x.shape[2])
         new_states = []
         for i, (norm, layer) in enumerate(zip(self.norms, self.layers)):
             if states is None:
-                x = x + self.dropout(layer(norm(x)))
+                h = norm(x)
+                y = layer(h)
+                if reverse is not None:
+                    back = self.backward_layers[i](torch.gather(h, 1, reverse))
+                    y = y + torch.gather(back, 1, reverse)  # the reversal is its own inverse
+                x = x + self.dropout(y)
             else:
                 y, s = layer(norm(x), states[i], return_state=True)
                 x = x + y
@@ -169,7 +218,21 @@ class SpeechEncoder(nn.Module):
         return x if states is None else (x, new_states)
 
     def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.blocks(self.subsample(self.front(audio), audio_lengths))
+        x = self.subsample(self.front(audio), audio_lengths)
+        frames = None
+        if audio_lengths is not None and not self.causal:
+            frames = torch.clamp(self.frame_lengths(audio_lengths), min=0, max=x.shape[1])
+        return self.blocks(x, frames=frames)
+
+
+def _reversal_index(t: int, frames: torch.Tensor | None, device) -> torch.Tensor:
+    """(b, t) time index that reverses each row's first ``frames`` positions and keeps the rest (padding)
+    in place; ``frames`` None: the whole row, (1, t)."""
+    j = torch.arange(t, device=device)[None, :]
+    if frames is None:
+        return t - 1 - j
+    n = frames.to(device)[:, None]
+    return torch.where(j < n, n - 1 - j, j)
 
 
 class CTCRecognizer(nn.Module):
@@ -205,7 +268,7 @@ class CTCRecognizer(nn.Module):
     def transcribe(self, audio: torch.Tensor, audio_lengths: torch.Tensor, beam: int = 1) -> list[str]:
         from torchssm.audio.ctc import greedy_decode, prefix_beam_search
 
-        log_probs = self(audio)
+        log_probs = self(audio, audio_lengths)  # the lengths matter to a bidirectional encoder only
         frames = self.encoder.frame_lengths(audio_lengths)
         out = []
         for lp, n in zip(log_probs, frames.tolist()):

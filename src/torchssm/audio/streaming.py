@@ -8,9 +8,10 @@ Every stage of :class:`torchssm.audio.asr.CTCRecognizer` is causal, so audio can
     SSM layers           their recurrent state (``forward(x, state, return_state=True)``)
 
 so the emissions of a stream, concatenated, equal those of one offline pass over the whole utterance
-(tested). A chunk yields an encoder frame every 40 ms (4 x 10 ms hops); the latency of the result for a
-frame is the chunk size plus the time to process the chunk. The real-time factor is processing time /
-audio duration.
+(tested). A chunk yields an encoder frame every 40 ms (4 x 10 ms hops; 20 ms with ``model.subsampling: 2``);
+a bidirectional encoder (``model.bidirectional``) is refused: it needs the whole utterance. The latency
+of the result for a frame is the chunk size plus the time to process the chunk. The real-time factor is
+processing time / audio duration.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class StreamingRecognizer:
         if not isinstance(model, CTCRecognizer):
             raise TypeError(
                 f"streaming needs a CTCRecognizer (a causal encoder with a CTC head), got {type(model).__name__}"
+            )
+        if not model.encoder.causal:
+            raise ValueError(
+                "streaming needs a causal encoder; this recogniser's is bidirectional (model.bidirectional)"
             )
         self.model = model.eval()
         self.reset()

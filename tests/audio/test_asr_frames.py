@@ -1,0 +1,94 @@
+"""Encoder options of session 10: 20 ms frames (``subsampling: 2``) and the bidirectional encoder."""
+
+import pytest
+import torch
+
+from torchssm.audio.asr import ASRConfig, CTCRecognizer, SambaASR
+from torchssm.audio.streaming import StreamingRecognizer, stream_audio
+
+TINY = dict(d_model=16, n_layers=2, n_mels=16, n_decoder_layers=1, layer_kwargs={"d_state": 4, "expand": 2})
+
+
+def test_subsampling_2_gives_20ms_frames_and_streams():
+    torch.manual_seed(0)
+    model = CTCRecognizer(ASRConfig(subsampling=2, **TINY)).double().eval()
+    audio = torch.randn(7000, dtype=torch.float64)
+    offline = model(audio[None])[0]
+    mel_frames = (7000 - 400) // 160 + 1  # 42 frames of 10 ms
+    assert mel_frames == 42 and offline.shape[0] == 21 == int(model.encoder.frame_lengths(torch.tensor([7000])))
+    default = CTCRecognizer(ASRConfig(**TINY)).eval()
+    assert default(audio[None].float()).shape[1] == 11  # 40 ms: ceil(ceil(42 / 2) / 2)
+    for chunk_ms in (10.0, 13.7):  # the causal 20 ms encoder still streams exactly
+        emissions, _ = stream_audio(model, audio, chunk_ms)
+        torch.testing.assert_close(emissions, offline, rtol=1e-10, atol=1e-10)
+
+
+def _batched_equals_alone(model):
+    audio = torch.randn(2, 6000, dtype=torch.float64)
+    lengths = torch.tensor([6000, 3700])
+    batched = model(audio, lengths)
+    alone = model(audio[1:, :3700], lengths[1:])
+    n = int(model.encoder.frame_lengths(lengths[1:]))
+    assert alone.shape[1] == n < batched.shape[1]
+    torch.testing.assert_close(batched[1, :n], alone[0], rtol=1e-10, atol=1e-10)  # padding never leaks
+    return audio, lengths, batched
+
+
+@pytest.mark.parametrize("subsampling", [2, 4])
+def test_bidirectional_encoder_reads_the_future_but_not_the_padding(subsampling):
+    torch.manual_seed(0)
+    model = CTCRecognizer(ASRConfig(bidirectional=True, subsampling=subsampling, **TINY)).double().eval()
+    audio, lengths, batched = _batched_equals_alone(model)
+    # the backward direction: changing the end of the audio changes the first frames' emissions
+    later = audio.clone()
+    later[0, 4000:] = torch.randn(2000, dtype=torch.float64)
+    assert not torch.allclose(model(later, lengths)[0, :3], batched[0, :3])
+    # the backward layers are each utterance's own reversal: a causal copy of the forward layers reproduces a
+    # time-reversed pass when the forward layers are silenced
+    for layer in model.encoder.layers:
+        for p in layer.parameters():
+            p.data.zero_()
+    back_only = model(audio[:1], lengths[:1])
+    flipped = model.encoder
+    x = flipped.subsample(flipped.front(audio[:1]))
+    h = x.flip(1)
+    for norm, layer in zip(flipped.norms, flipped.backward_layers):
+        h = h + layer(norm(h))
+    expected = torch.log_softmax(model.head(flipped.out_norm(h.flip(1))), -1)
+    torch.testing.assert_close(back_only, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_causal_encoder_is_unchanged_by_lengths_and_samba_accepts_bidirectional():
+    torch.manual_seed(0)
+    model = CTCRecognizer(ASRConfig(**TINY)).double().eval()
+    audio = torch.randn(2, 6000, dtype=torch.float64)
+    lengths = torch.tensor([6000, 3700])
+    torch.testing.assert_close(model(audio, lengths), model(audio))
+    samba = SambaASR(ASRConfig(kind="samba", bidirectional=True, subsampling=2, **TINY)).double().eval()
+    tokens = torch.tensor([[29, 3, 4], [29, 6, 7]])
+    batched = samba.logits(audio, lengths, tokens)
+    alone = samba.logits(audio[1:, :3700], lengths[1:], tokens[1:])
+    torch.testing.assert_close(batched[1], alone[0])
+
+
+def test_bidirectional_refuses_streaming_and_bad_options():
+    model = CTCRecognizer(ASRConfig(bidirectional=True, **TINY))
+    with pytest.raises(ValueError, match="streaming needs a causal encoder"):
+        StreamingRecognizer(model)
+    with pytest.raises(ValueError, match="no state: it cannot stream"):
+        model.encoder.blocks(torch.zeros(1, 3, 16), states=[None, None])
+    with pytest.raises(ValueError, match="subsampling must be 2 .20 ms frames. or 4"):
+        ASRConfig(subsampling=3)
+    with pytest.raises(ValueError, match="subsampling must be"):
+        ASRConfig(subsampling=True)
+    with pytest.raises(ValueError, match="bidirectional must be true or false"):
+        ASRConfig(bidirectional="yes")
+    with pytest.raises(ValueError, match="must be causal"):
+        CTCRecognizer(
+            ASRConfig(
+                bidirectional=True,
+                layer="lru",
+                layer_kwargs={"bidirectional": True},
+                **{k: v for k, v in TINY.items() if k != "layer_kwargs"},
+            )
+        )
