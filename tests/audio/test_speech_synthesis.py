@@ -161,10 +161,13 @@ def test_frame_groups_raw_samples(tmp_path, monkeypatch):
     from torchssm.presets import preset_path
     from torchssm.train.config import ExperimentConfig, model_config_for_task
 
-    cfg = ExperimentConfig.from_dict(yaml.safe_load(preset_path("audio/spoken_commands_s4d_frame16").read_text()))
-    assert cfg.task_options["frame"] == 16 and cfg.task_options["voice_split"] == "speakers"
-    model = build_model(model_config_for_task(cfg.model, framed.info))  # encoder Linear(16, H)
-    assert model(y).shape == (4, 10)
+    for name, bidirectional in (("s4d_frame16", False), ("s4d_bidir", True)):
+        text = preset_path(f"audio/spoken_commands_{name}").read_text()
+        cfg = ExperimentConfig.from_dict(yaml.safe_load(text))
+        assert cfg.task_options["frame"] == 16 and cfg.task_options["voice_split"] == "speakers"
+        model = build_model(model_config_for_task(cfg.model, framed.info))  # encoder Linear(16, H)
+        assert [block.ssm.bidirectional for block in model.blocks] == [bidirectional] * 4
+        assert model(y).shape == (4, 10)
     for bad in (0, 7, 1.5, True):
         with pytest.raises(ValueError, match="frame must be a positive int dividing 16000"):
             build_task("spoken_commands", data_dir=tmp_path, frame=bad, **kw)
