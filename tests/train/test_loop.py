@@ -74,6 +74,24 @@ def test_resume_is_bit_for_bit(tmp_path):
     assert straight.last["train_loss"] < a[0]["train_loss"] * 1.5  # sanity: it trained
 
 
+def test_cpu_cap_stops_after_an_evaluated_epoch_and_resume_finishes(tmp_path):
+    """train.max_cpu_minutes: past the cap the run stops after the current epoch, evaluates it (even off the
+    eval_every grid) and saves it; resuming with no cap ends where a straight run ends."""
+    task = toy_task()
+    lines = []
+    capped = train(
+        config(tmp_path / "b", "train.max_cpu_minutes=1e-9", "train.eval_every=2"), task=task, log=lines.append
+    )
+    assert capped.epochs_done == 1 and "val_acc" in capped.last and "test_acc" in capped.last
+    assert any("train.max_cpu_minutes" in line for line in lines)
+    assert read_checkpoint_state(tmp_path / "b" / "last")["epoch"] == 1
+    resumed = train(config(tmp_path / "b", "train.eval_every=2"), task=task, resume=tmp_path / "b" / "last", log=quiet)
+    straight = train(config(tmp_path / "a", "train.eval_every=2"), task=task, log=quiet)
+    assert resumed.epochs_done == 2 and resumed.last["train_loss"] == straight.last["train_loss"]
+    with pytest.raises(ValueError, match="max_cpu_minutes must be >= 0"):
+        config(tmp_path / "c", "train.max_cpu_minutes=-1")
+
+
 def test_resume_rejects_a_different_config(tmp_path):
     task = toy_task()
     train(config(tmp_path), task=task, stop_after_epochs=1, log=quiet)

@@ -74,6 +74,9 @@ class TrainConfig:
     tbptt_chunk: int = 0  # truncated BPTT: back-propagate through chunks of this many steps (0: full BPTT)
     fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
     tensorboard: bool = False  # also write metrics.jsonl's scalars to <out_dir>/tensorboard (needs `tensorboard`)
+    # stop after the epoch that brings this call's CPU time (time.process_time) past this many minutes; that
+    # epoch is evaluated and saved, so --resume continues (0: no limit; a shared machine's budget is CPU time)
+    max_cpu_minutes: float = 0.0
     # a checkpoint or run directory whose weights (only) start this run: a curriculum's next stage (train/init_from.py)
     init_from: str = ""
 
@@ -90,7 +93,7 @@ class TrainConfig:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.eval_every < 1:
             raise ValueError(f"train.eval_every must be >= 1, got {self.eval_every}")
-        for name in ("keep_checkpoints", "max_nonfinite_steps", "tbptt_chunk"):
+        for name in ("keep_checkpoints", "max_nonfinite_steps", "tbptt_chunk", "max_cpu_minutes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.grad_accum < 1 or self.grad_accum > self.batch_size:

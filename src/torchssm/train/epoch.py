@@ -232,11 +232,11 @@ def train_epoch(run: Run, epoch: int, progress: Progress, guard: NonFiniteGuard)
     return record
 
 
-def evaluate_epoch(run: Run, record: dict, epoch: int) -> None:
-    """Add ``val_*`` / ``test_*`` metrics to ``record`` every ``train.eval_every`` epochs and after
-    the last one, then ``time_s`` (seconds since the epoch loop started)."""
+def evaluate_epoch(run: Run, record: dict, epoch: int, force: bool = False) -> None:
+    """Add ``val_*`` / ``test_*`` metrics to ``record`` every ``train.eval_every`` epochs, after the
+    last one and when ``force`` (a run stopping early), then ``time_s`` (seconds since the epoch loop started)."""
     tc = run.tc
-    if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
+    if force or (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
         for split, dataset in (("val", run.task.val), ("test", run.task.test)):
             if dataset is not None:
                 # FSDP: every rank runs every batch (its collectives must match), so no sharding here

@@ -97,6 +97,7 @@ RUNTIME_KEYS = {
     "compile",
     "tensorboard",
     "init_from",  # only the first start reads it: a resumed run's weights come from its checkpoint
+    "max_cpu_minutes",  # a budget of one call: a resumed run may be given more
 }
 
 
@@ -270,12 +271,20 @@ def _run_epochs(run: Run, progress: Progress, stop_after_epochs: int | None, met
     run.t_loop = time.perf_counter()
     record: dict = progress.history[-1] if progress.history else {}
     end_epoch = tc.epochs if stop_after_epochs is None else min(tc.epochs, progress.start_epoch + stop_after_epochs)
+    cpu0 = time.process_time()
     for epoch in range(progress.start_epoch, end_epoch):
         record = train_epoch(run, epoch, progress, guard)
-        evaluate_epoch(run, record, epoch)
+        over_budget = bool(tc.max_cpu_minutes) and time.process_time() - cpu0 > 60 * tc.max_cpu_minutes
+        evaluate_epoch(run, record, epoch, force=over_budget)
         improved = progress.add(record, run.info.kind)
         write_epoch(run, record, progress, improved, metrics_log)
         log(_format_record(record))
+        if over_budget and epoch + 1 < end_epoch:
+            log(
+                f"stopped after epoch {epoch + 1}/{tc.epochs}: {tc.max_cpu_minutes:g} CPU minutes used "
+                f"(train.max_cpu_minutes); --resume continues"
+            )
+            break
     return record
 
 
@@ -293,6 +302,8 @@ def set_up(
     how the data was built; then ``train.init_from``'s weights, unless ``resuming``), the optimizer
     groups and the warm-up + cosine schedule."""
     tc = cfg.train
+    if tc.max_cpu_minutes and ctx.enabled:
+        raise ValueError("train.max_cpu_minutes counts one process's CPU time; under torchrun the ranks would disagree")
     device = D.rank_device(resolve_device(tc.device), ctx)
     seed_everything(tc.seed)
     if task is None:
