@@ -255,6 +255,26 @@ def test_plot_checkpoint_eigenvalues(tmp_path):
         plots.plot_lru_ring(tmp_path / "x.jpg")
 
 
+def test_save_figure_writes_each_format_atomically(tmp_path):
+    pytest.importorskip("matplotlib")
+    from torchssm.analysis import plots
+
+    fig, axes = plots.new_figure(size=(2.0, 2.0))
+    axes[0].plot([0, 1], [1, 0])
+    for suffix, magic in ((".png", b"\x89PNG"), (".svg", b"<?xml"), (".pdf", b"%PDF")):
+        path = plots.save_figure(fig, tmp_path / "sub" / f"f{suffix}")  # the temporary name has no suffix
+        assert open(path, "rb").read(5).startswith(magic)
+    (tmp_path / "old.png").write_bytes(b"old")
+
+    class Broken:
+        def savefig(self, *args, **kwargs):
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        plots.save_figure(Broken(), tmp_path / "old.png")
+    assert (tmp_path / "old.png").read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["old.png", "sub"]
+
+
 def test_hippo_plot_skips_cleanly_without_provider(tmp_path, monkeypatch):
     import torchssm.layers.init as init
     from torchssm.analysis import plots

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from torchssm.analysis import curves, dynamics, eigen, impulse
+from torchssm.fileio import atomic_write
 
 LEGEND_FONTSIZE = 8  # the smallest size that stays legible at dpi 120 (figures are viewed at ~100%)
 
@@ -33,12 +34,14 @@ def new_figure(ncols: int = 1, nrows: int = 1, size=(5.0, 4.0)):
 
 
 def save_figure(fig, path) -> str:
-    """Write ``fig`` to ``path`` (.png, .svg or .pdf, parent directories created); returns the path."""
+    """Write ``fig`` to ``path`` (.png, .svg or .pdf, parent directories created) atomically (a temporary
+    file renamed over it, :func:`torchssm.fileio.atomic_write`: a failed save leaves no half-written image);
+    returns the path."""
     path = os.fspath(path)
-    if os.path.splitext(path)[1].lower() not in {".png", ".svg", ".pdf"}:
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in {".png", ".svg", ".pdf"}:
         raise ValueError(f"figure path must end in .png, .svg or .pdf; got {path!r}")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=suffix[1:]))
     return path
 
 
