@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from torchssm.audio import waveform
+from torchssm.audio.dsp import mu_law_encode
 from torchssm.audio.waveform import (
     bits_by_context,
     bits_by_position,
@@ -189,3 +190,142 @@ def test_positions_cli(monkeypatch, tmp_path, capsys):
     assert "one label per result" in capsys.readouterr().err
     assert waveform.main(["plot", str(tmp_path / "nope.json"), "--out", str(figure)]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_window_sources_place_the_windows_of_the_task(monkeypatch):
+    _fake_sentences(monkeypatch, clip_len=120)
+    rng_noise = np.random.default_rng(3)
+    clips = [rng_noise.uniform(-1, 1, size).astype(np.float32) for size in (50, 300, 90, 400)]
+    sources = waveform.window_sources(clips, 64, 20, np.random.default_rng(7))
+    assert set(sources[:, 0].tolist()) == {1, 2, 3} and (sources[:, 1] >= 0).all()  # clip 0 is too short
+    assert all(start + 65 <= len(clips[k]) for k, start in sources.tolist())
+    windows = waveform.mulaw_windows(clips, 64, 20, np.random.default_rng(7))
+    for i, (k, start) in enumerate(sources.tolist()):
+        codes = mu_law_encode(clips[k][start : start + 65])
+        assert windows.tensors["inputs"][i].tolist() == codes[:-1].tolist()
+        assert windows.tensors["targets"][i].tolist() == codes[1:].tolist()
+    options = dict(seed=0, n_sentences=40, voice_split="speakers", recordings="voices")
+    task = waveform.build_spoken_mulaw(length=200, n_train=3, n_val=0, n_test=5, **options)
+    recordings = waveform.spoken_mulaw_recordings("test", length=200, **options)
+    rebuilt = waveform.mulaw_windows(recordings, 200, 5, waveform.window_rng(0, "test", 200))
+    assert torch.equal(rebuilt.tensors["inputs"], task.test.tensors["inputs"])
+    with pytest.raises(ValueError, match="split must be one of"):
+        waveform.spoken_mulaw_recordings("dev")
+
+
+def _find(recording, codes):
+    """Every start at which ``recording``'s codes equal ``codes``."""
+    full = mu_law_encode(recording)
+    n = len(codes)
+    return [t for t in range(len(full) - n + 1) if np.array_equal(full[t : t + n], codes)]
+
+
+def test_far_context_inputs_swap_only_the_far_context():
+    rng = np.random.default_rng(0)
+    recordings = [rng.uniform(-1, 1, size).astype(np.float32) for size in (300, 90, 500, 40, 200)]
+    length, near, scored = 64, 8, 8
+    far = length - near - scored
+    sources = waveform.window_sources(recordings, length, 12, np.random.default_rng(1))
+    out = waveform.far_context_inputs(recordings, sources, length, near, scored, seed=2)
+    assert out["far"] == far and out["skipped"] == int((sources[:, 0] == 1).sum())  # 90 samples: no room outside
+    assert out["skipped"] > 0 and len(out["kept"]) == 12 - out["skipped"]
+    assert out["own"].shape == (len(out["kept"]), length) and out["none"].shape == (len(out["kept"]), near + scored)
+    for row, (i, j) in enumerate(zip(out["kept"], out["other"])):
+        k, start = sources[i].tolist()
+        window = mu_law_encode(recordings[k][start : start + length + 1])
+        assert out["own"][row].tolist() == window[:length].tolist()
+        assert out["targets"][row].tolist() == window[-scored:].tolist()
+        for name in ("same_voice", "other_voice", "none"):  # the same near context and scored inputs
+            assert out[name][row, -(near + scored) :].tolist() == window[far:length].tolist()
+        (same_at,) = _find(recordings[k], out["same_voice"][row, :far].numpy())
+        assert same_at + far <= start or same_at >= start + length + 1  # outside the window
+        assert j != k and len(_find(recordings[j], out["other_voice"][row, :far].numpy())) == 1
+        assert j != 3  # 40 samples: too short for a far context of 48
+    with pytest.raises(ValueError, match="near \\+ scored must be below the window length 64"):
+        waveform.far_context_inputs(recordings, sources, length, 40, 24)
+    with pytest.raises(ValueError, match=r"sources must be \(n, 2\) rows"):
+        waveform.far_context_inputs(recordings, sources[:, 0], length, near, scored)
+    with pytest.raises(ValueError, match="does not fit recording"):
+        waveform.far_context_inputs(recordings, np.array([[1, 80]]), length, near, scored)
+    with pytest.raises(ValueError, match="no window's recording holds 48 samples outside it"):
+        waveform.far_context_inputs(recordings, np.array([[1, 0]]), length, near, scored)
+
+
+def test_bits_by_far_context_matches_float64_reference():
+    torch.manual_seed(0)
+    cfg = ModelConfig(layer="mamba", d_model=8, n_layers=1, layer_kwargs={"d_state": 4}, norm="layer", glu=False)
+    cfg.pooling, cfg.d_input, cfg.d_output, cfg.input_kind = "none", 256, 256, "tokens"
+    model = build_model(cfg).train()
+    rng = np.random.default_rng(4)
+    recordings = [0.3 * rng.standard_normal(size).astype(np.float32) for size in (200, 260, 180)]
+    sources = waveform.window_sources(recordings, 48, 4, np.random.default_rng(5))
+    inputs = waveform.far_context_inputs(recordings, sources, 48, near=6, scored=10, seed=6)
+    result = waveform.bits_by_far_context(model, inputs)
+    assert model.training and result["near"] == 6 and result["far"] == 32 and result["scored"] == 10
+    ref_model = build_model(cfg).double()
+    ref_model.load_state_dict(model.state_dict())
+    rows = {row["far_context"]: row for row in result["conditions"]}
+    expected = {}
+    with torch.no_grad():
+        for name in waveform.FAR_CONTEXTS:
+            logits = ref_model.eval()(inputs[name])[:, -10:]
+            nll = F.cross_entropy(logits.transpose(1, 2), inputs["targets"], reduction="none").mean(1) / math.log(2.0)
+            expected[name] = nll
+            torch.testing.assert_close(
+                torch.tensor(result["per_window"][name], dtype=torch.float64), nll, rtol=1e-5, atol=1e-5
+            )
+            assert rows[name]["bits"] == pytest.approx(float(nll.mean()), abs=1e-5)
+    diff = expected["other_voice"] - expected["none"]
+    assert rows["other_voice"]["minus_none"] == pytest.approx(float(diff.mean()), abs=1e-5)
+    assert rows["other_voice"]["se"] == pytest.approx(float(diff.std() / 2.0), abs=1e-5)  # 4 windows
+    assert rows["none"]["minus_none"] == 0.0
+    # "own" is the whole window: the same number as bits_by_context with the longest context
+    windows = waveform.mulaw_windows(recordings, 48, 4, np.random.default_rng(5))
+    kept = TensorDictDataset(**{k: v[inputs["kept"]] for k, v in windows.tensors.items()})
+    by_context = bits_by_context(model, kept, contexts=[6, 38], scored=10)["contexts"]
+    assert by_context[0]["bits"] == pytest.approx(rows["none"]["bits"], abs=1e-5)
+    assert by_context[1]["bits"] == pytest.approx(rows["own"]["bits"], abs=1e-5)
+
+
+def test_swap_cli_and_context_plot(monkeypatch, tmp_path, capsys):
+    import json
+
+    from torchssm.train.checkpoint import save_checkpoint
+
+    _fake_sentences(monkeypatch, clip_len=300)
+    cfg = ModelConfig(layer="mamba", d_model=8, n_layers=1, layer_kwargs={"d_state": 4}, norm="layer", glu=False)
+    cfg.pooling = "none"
+    task = {
+        "name": "spoken_mulaw",
+        "length": 128,
+        "n_train": 2,
+        "n_val": 0,
+        "n_test": 3,
+        "n_sentences": 8,
+        "voice_split": "speakers",
+        "recordings": "voices",
+    }
+    built = ModelConfig(**{**cfg.to_dict(), "d_input": 256, "d_output": 256, "input_kind": "tokens"})
+    save_checkpoint(tmp_path / "run" / "last", build_model(built), config={"task": task, "model": cfg.to_dict()})
+    out = tmp_path / "swap.json"
+    args = ["swap", str(tmp_path / "run"), "--near", "16", "--scored", "16", "--n-test", "6", "--out", str(out)]
+    assert waveform.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "far context other_voice" in printed and "far context 96" in printed
+    result = json.loads(out.read_text())
+    assert [r["far_context"] for r in result["conditions"]] == list(waveform.FAR_CONTEXTS)
+    assert result["n_windows"] + result["skipped"] == 6 and result["near"] == 16
+    assert waveform.main(["swap", str(tmp_path / "run"), "--near", "100", "--scored", "28"]) == 2
+    assert "near + scored must be below the window length 128" in capsys.readouterr().err
+    context_out = tmp_path / "context.json"
+    assert waveform.main(["context", str(tmp_path / "run"), "--scored", "32", "--out", str(context_out)]) == 0
+    pytest.importorskip("matplotlib")
+    figure = tmp_path / "context.png"
+    argv = ["plot", str(context_out), str(context_out), "--labels", "a", "b", "--out", str(figure)]
+    assert waveform.main(argv) == 0
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    positions_out = tmp_path / "positions.json"
+    assert waveform.main(["positions", str(tmp_path / "run"), "--out", str(positions_out)]) == 0
+    capsys.readouterr()
+    assert waveform.main(["plot", str(context_out), str(positions_out), "--out", str(figure)]) == 2
+    assert "results of one kind" in capsys.readouterr().err

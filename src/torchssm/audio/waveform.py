@@ -24,7 +24,12 @@ Bits per sample vs context length, two ways:
   ``python -m torchssm.audio.waveform positions RUN`` prints it for a run of ``torchssm train``
   (``--out f.json``), ``... plot f.json g.json --out fig.png`` draws them (:func:`plot_positions`).
 * :func:`bits_by_context` (``... context RUN``): the last samples of each test window scored with
-  0, 256, 1024, ... samples of context before them: the same samples at every context length (paired).
+  0, 256, 1024, ... samples of context before them: the same samples at every context length (paired);
+  ``... plot`` draws these too (bits vs context, one line per run or checkpoint).
+* :func:`bits_by_far_context` (``... swap RUN``): the same scored samples after the same ``near``
+  samples, with the far context before those swapped: the window's own, another place of the same
+  recording (same voice), another recording (another voice), or none. What the far context's speaker
+  buys (same vs other voice) and what its continuity buys (own vs same voice), measured on one model.
 * runs at several ``length`` with a fixed number of samples per batch (batch_size x length constant),
   as in Gu & Dao 2023, Sec. 4.4 / Fig. 4, each scored at its own length.
 """
@@ -47,19 +52,29 @@ from torchssm.data.registry import TaskData, TaskInfo, register_task
 
 CHANNELS = 256
 RECORDINGS = ("utterances", "voices")
+SPLITS = ("train", "val", "test")  # the splits of spoken_mulaw, in the order of their window generators
 FIRST_BUCKET = 256  # positions [0, 256) form the first bucket of bits_by_position (this library's choice)
 
 
-def mulaw_windows(utterances, length: int, n: int, rng: np.random.Generator) -> TensorDictDataset:
-    """``n`` windows of ``length + 1`` codes at random positions of utterances long enough to hold one."""
-    usable = [u for u in utterances if len(u) > length]
+def window_sources(utterances, length: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 2) int64 rows (utterance index, start) of :func:`mulaw_windows`' windows: a uniform draw among the
+    utterances longer than ``length`` samples, then a uniform start that leaves ``length + 1`` samples."""
+    usable = [i for i, u in enumerate(utterances) if len(u) > length]
     if not usable:
         raise ValueError(f"no utterance is longer than length={length} samples; use a shorter length")
-    windows = np.empty((n, length + 1), dtype=np.int64)
+    sources = np.empty((n, 2), dtype=np.int64)
     for i in range(n):
-        u = usable[int(rng.integers(len(usable)))]
-        start = int(rng.integers(len(u) - length))
-        windows[i] = mu_law_encode(u[start : start + length + 1], CHANNELS)
+        k = usable[int(rng.integers(len(usable)))]
+        sources[i] = k, int(rng.integers(len(utterances[k]) - length))
+    return sources
+
+
+def mulaw_windows(utterances, length: int, n: int, rng: np.random.Generator) -> TensorDictDataset:
+    """``n`` windows of ``length + 1`` codes at random positions of utterances long enough to hold one
+    (where :func:`window_sources` puts them)."""
+    windows = np.empty((n, length + 1), dtype=np.int64)
+    for i, (k, start) in enumerate(window_sources(utterances, length, n, rng)):
+        windows[i] = mu_law_encode(utterances[k][start : start + length + 1], CHANNELS)
     codes = torch.from_numpy(windows)
     return TensorDictDataset(inputs=codes[:, :-1].clone(), targets=codes[:, 1:].clone())
 
@@ -98,7 +113,7 @@ def build_spoken_mulaw(
     100 / 200 sentences); with the same ``n_sentences`` and ``voice_split`` the recogniser tasks' cache
     is reused.
     """
-    from torchssm.audio.synthetic import build_spoken_sentences, item_voice
+    from torchssm.audio.synthetic import build_spoken_sentences
 
     if isinstance(length, bool) or not isinstance(length, int) or length < 2:
         raise ValueError(f"length must be an int >= 2, got {length!r}")
@@ -108,14 +123,10 @@ def build_spoken_mulaw(
         data_dir, seed=seed, n_train=n_sentences, n_val=100, n_test=200, snr_db=None, voice_split=voice_split
     )
     splits = {}
-    for i, (name, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
-        source = getattr(speech, name)
+    for name, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         if n:
-            audio = list(source.audio)
-            if recordings == "voices":
-                voices = [item_voice(name, j, seed, voice_split) for j in range(len(audio))]
-                audio = voice_recordings(audio, voices)
-            splits[name] = mulaw_windows(audio, length, n, np.random.default_rng([seed, i, length]))
+            audio = _split_recordings(speech, name, seed, voice_split, recordings)
+            splits[name] = mulaw_windows(audio, length, n, window_rng(seed, name, length))
     info = TaskInfo(
         name="spoken_mulaw",
         d_input=CHANNELS,
@@ -126,6 +137,45 @@ def build_spoken_mulaw(
         citation="mu-law speech modelling as in SaShiMi (Goel et al. 2022) on eSpeak NG synthetic speech",
     )
     return TaskData(info=info, train=splits["train"], val=splits.get("val"), test=splits["test"])
+
+
+def window_rng(seed: int, split: str, length: int) -> np.random.Generator:
+    """The generator of a split's windows in :func:`build_spoken_mulaw` (one per seed, split and length)."""
+    return np.random.default_rng([seed, SPLITS.index(split), length])
+
+
+def _split_recordings(speech: TaskData, split: str, seed: int, voice_split: str, recordings: str) -> list[np.ndarray]:
+    """The recordings windows of ``split`` are cut from: its utterances, or one per voice (``recordings``)."""
+    from torchssm.audio.synthetic import item_voice
+
+    audio = list(getattr(speech, split).audio)
+    if recordings == "voices":
+        voices = [item_voice(split, j, seed, voice_split) for j in range(len(audio))]
+        audio = voice_recordings(audio, voices)
+    return audio
+
+
+def spoken_mulaw_recordings(
+    split: str,
+    data_dir=None,
+    seed: int = 0,
+    n_sentences: int = 2000,
+    voice_split: str = "families",
+    recordings: str = "utterances",
+    **_window_options,
+) -> list[np.ndarray]:
+    """The recordings of ``split`` that :func:`build_spoken_mulaw` with these options cuts its windows from
+    (the window options, ``length`` / ``n_train`` / ..., are accepted and ignored)."""
+    from torchssm.audio.synthetic import build_spoken_sentences
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if recordings not in RECORDINGS:
+        raise ValueError(f"recordings must be one of {list(RECORDINGS)}, got {recordings!r}")
+    speech = build_spoken_sentences(
+        data_dir, seed=seed, n_train=n_sentences, n_val=100, n_test=200, snr_db=None, voice_split=voice_split
+    )
+    return _split_recordings(speech, split, seed, voice_split, recordings)
 
 
 def position_edges(length: int, first: int = FIRST_BUCKET) -> list[int]:
@@ -237,21 +287,150 @@ def bits_by_context(
     return {"contexts": rows, "scored": scored, "n_windows": len(inputs), "length": length}
 
 
+FAR_CONTEXTS = ("own", "same_voice", "other_voice", "none")
+
+
+def far_context_inputs(
+    recordings: Sequence[np.ndarray],
+    sources: np.ndarray,
+    length: int,
+    near: int,
+    scored: int,
+    seed: int = 0,
+) -> dict:
+    """Inputs that score the same samples after the same near context but a different far context.
+
+    Window i is ``recordings[k][start : start + length + 1]`` (``sources[i] = (k, start)``,
+    :func:`window_sources`); its last ``scored`` targets are scored, after the ``near`` inputs before them;
+    the ``far = length - near - scored`` inputs before those are, by condition: "own" (the window itself),
+    "same_voice" (``far`` samples of the same recording, outside the window), "other_voice" (``far``
+    samples of another recording, so another voice with ``recordings="voices"``), "none" (no far
+    context: ``near + scored`` inputs). Places are drawn uniformly with ``numpy.random.default_rng(seed)``;
+    a window whose recording holds no ``far`` samples outside it is left out (``skipped``). Returns
+    {condition: (m, length) codes ("none": (m, near + scored)), "targets": (m, scored) codes,
+    "kept": the m window indices, "other": the recording of each "other_voice" far context, "skipped",
+    "far"}.
+    """
+    if isinstance(near, bool) or not isinstance(near, int) or near < 0:
+        raise ValueError(f"near must be an int >= 0, got {near!r}")
+    if isinstance(scored, bool) or not isinstance(scored, int) or scored < 1:
+        raise ValueError(f"scored must be an int >= 1, got {scored!r}")
+    far = length - near - scored
+    if far < 1:
+        raise ValueError(f"near + scored must be below the window length {length}, got {near} + {scored}")
+    sources = np.asarray(sources, dtype=np.int64)
+    if sources.ndim != 2 or sources.shape[1] != 2 or len(sources) == 0:
+        raise ValueError(f"sources must be (n, 2) rows (recording, start) with n >= 1, got shape {sources.shape}")
+    others = [k for k, r in enumerate(recordings) if len(r) >= far]
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list[np.ndarray]] = {name: [] for name in (*FAR_CONTEXTS, "targets")}
+    kept, other_ids, skipped = [], [], 0
+    for i, (k, start) in enumerate(sources.tolist()):
+        recording = recordings[k]
+        if start < 0 or start + length + 1 > len(recording):
+            raise ValueError(f"window {i}: [{start}, {start + length + 1}) does not fit recording {k}")
+        before, after = max(0, start - far + 1), max(0, len(recording) - far - (start + length + 1) + 1)
+        candidates = [j for j in others if j != k]
+        if before + after == 0 or not candidates:
+            skipped += 1
+            continue
+        u = int(rng.integers(before + after))
+        same_at = u if u < before else start + length + 1 + (u - before)
+        j = candidates[int(rng.integers(len(candidates)))]
+        other_at = int(rng.integers(len(recordings[j]) - far + 1))
+        window = mu_law_encode(recording[start : start + length + 1], CHANNELS).astype(np.int64)
+        tail = window[far:length]  # near + scored inputs
+        rows["own"].append(window[:length])
+        rows["same_voice"].append(np.concatenate([mu_law_encode(recording[same_at : same_at + far], CHANNELS), tail]))
+        rows["other_voice"].append(
+            np.concatenate([mu_law_encode(recordings[j][other_at : other_at + far], CHANNELS), tail])
+        )
+        rows["none"].append(tail)
+        rows["targets"].append(window[length + 1 - scored :])
+        kept.append(i)
+        other_ids.append(j)
+    if not kept:
+        raise ValueError(f"no window's recording holds {far} samples outside it (far context); use a larger near")
+    out: dict = {name: torch.from_numpy(np.stack(v).astype(np.int64)) for name, v in rows.items()}
+    out.update(kept=kept, other=other_ids, skipped=skipped, far=far)
+    return out
+
+
+@torch.no_grad()
+def bits_by_far_context(model: torch.nn.Module, inputs: dict, device: str | torch.device = "cpu") -> dict:
+    """Bits per sample of the scored samples of :func:`far_context_inputs` under each far context.
+
+    Returns {"conditions": [{"far_context", "bits", "minus_none", "se"}, ...], "per_window": {condition:
+    [bits of each window]}, "scored", "near", "far", "n_windows", "skipped"}; ``minus_none`` is the mean
+    paired difference from the "none" condition and ``se`` its standard error over windows.
+    """
+    targets = inputs["targets"]
+    scored = int(targets.shape[1])
+    was_training = model.training
+    model.eval()
+    per_window: dict[str, list[float]] = {}
+    try:
+        for name in FAR_CONTEXTS:
+            bits = []
+            for i in range(len(targets)):
+                logits = model(inputs[name][i : i + 1].to(device))[:, -scored:]
+                nll = F.cross_entropy(logits.transpose(1, 2).double(), targets[i : i + 1].to(device), reduction="sum")
+                bits.append(float(nll) / (scored * math.log(2.0)))
+            per_window[name] = bits
+    finally:
+        model.train(was_training)
+    none = np.asarray(per_window["none"])
+    conditions = []
+    for name in FAR_CONTEXTS:
+        diff = np.asarray(per_window[name]) - none
+        se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+        conditions.append(
+            {"far_context": name, "bits": float(np.mean(per_window[name])), "minus_none": float(diff.mean()), "se": se}
+        )
+    near = int(inputs["none"].shape[1]) - scored
+    return {
+        "conditions": conditions,
+        "per_window": per_window,
+        "scored": scored,
+        "near": near,
+        "far": int(inputs["far"]),
+        "n_windows": len(targets),
+        "skipped": int(inputs["skipped"]),
+    }
+
+
 def plot_positions(results: Sequence[dict], path, labels: Sequence[str]) -> str:
     """Bits per sample vs position in the window, one line per result of :func:`bits_by_position`, each
-    bucket drawn at its end (log2 axis). Returns the path (.png, .svg or .pdf)."""
+    bucket drawn at its end (log2 axis); or, for results of :func:`bits_by_context`, bits per sample of
+    the scored samples vs their context (symlog axis, 0 drawn at 0). Returns the path (.png, .svg or .pdf)."""
     from torchssm.analysis.plots import legend, new_figure, save_figure
 
     if not results or len(labels) != len(results):
         raise ValueError(f"expected one label per result and at least one result; got {len(results)} and {len(labels)}")
+    kinds = {"buckets" if isinstance(r, dict) and "buckets" in r else "contexts" for r in results}
+    for result, label in zip(results, labels):
+        if not isinstance(result, dict) or not ("buckets" in result or "contexts" in result):
+            raise ValueError(
+                f"{label}: expected a result of bits_by_position or bits_by_context (with 'buckets' or 'contexts')"
+            )
+    if len(kinds) > 1:
+        raise ValueError("expected results of one kind: all of `positions` or all of `context`")
     fig, (ax,) = new_figure(size=(6.0, 4.0))
     for result, label in zip(results, labels):
-        if not isinstance(result, dict) or "buckets" not in result:
-            raise ValueError(f"{label}: expected a result of bits_by_position (a dict with 'buckets')")
-        stops = [b["stop"] for b in result["buckets"]]
-        ax.plot(stops, [b["bits"] for b in result["buckets"]], marker="o", label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("position in the window (end of each bucket [L/2, L))")
+        if "buckets" in result:
+            xs = [b["stop"] for b in result["buckets"]]
+            ys = [b["bits"] for b in result["buckets"]]
+        else:
+            xs = [row["context"] for row in result["contexts"]]
+            ys = [row["bits"] for row in result["contexts"]]
+        ax.plot(xs, ys, marker="o", label=label)
+    if kinds == {"buckets"}:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("position in the window (end of each bucket [L/2, L))")
+    else:
+        ax.set_xscale("symlog", base=2, linthresh=256)
+        scored = results[0].get("scored", "?")
+        ax.set_xlabel(f"context before the scored {scored} samples")
     ax.set_ylabel("test bits per sample")
     legend(ax)
     return save_figure(fig, path)
@@ -335,12 +514,48 @@ def _positions_main(args) -> int:
     return 0
 
 
+def _swap_main(args) -> int:
+    from torchssm.train.config import ExperimentConfig, saved_config
+
+    model, dataset, info, path, state = _load_run(args)
+    options = dict(ExperimentConfig.from_dict(saved_config(state["config"])).task_options)
+    options.pop("data_dir", None)
+    recordings = spoken_mulaw_recordings(args.split, data_dir=args.data_dir, **options)
+    inputs_of_run = dataset.tensors["inputs"]
+    sources = window_sources(
+        recordings, info.length, len(inputs_of_run), window_rng(options.get("seed", 0), args.split, info.length)
+    )
+    inputs = far_context_inputs(recordings, sources, info.length, args.near, args.scored, args.seed)
+    if not torch.equal(inputs["own"], inputs_of_run[inputs["kept"]]):
+        raise ValueError(f"the {args.split} windows rebuilt from the recordings differ from the run's")
+    result = bits_by_far_context(model, inputs)
+    for row in result["conditions"]:
+        print(
+            f"far context {row['far_context']:<12} {row['bits']:.4f} bits/sample  "
+            f"({row['minus_none']:+.4f} +- {row['se']:.4f} vs none)"
+        )
+    print(
+        f"({result['n_windows']} {args.split} windows of {info.length}, {result['skipped']} left out; the last "
+        f"{result['scored']} scored after {result['near']} samples of near context; far context {result['far']})"
+    )
+    result.update(checkpoint=str(path), split=args.split, epoch=state.get("epoch"), step=state.get("step"))
+    if args.out:
+        from torchssm.fileio import atomic_write_json
+
+        atomic_write_json(args.out, result)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m torchssm.audio.waveform", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for command, text in (
         ("positions", "bits per sample by position in the window for a spoken_mulaw run"),
         ("context", "bits per sample of each window's last samples given more or less context (paired)"),
+        (
+            "swap",
+            "bits per sample of each window's last samples with the far context swapped (own / same / other voice)",
+        ),
     ):
         p = sub.add_parser(command, help=text)
         p.add_argument("run", help="run directory of `torchssm train` (its best/ or last/ checkpoint) or a checkpoint")
@@ -355,14 +570,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument("--batch-size", type=int, default=1)
         else:
             p.add_argument("--scored", type=int, default=1024, help="scored samples at each window's end")
+        if command == "context":
             p.add_argument("--contexts", type=int, nargs="+", default=None, help="default: 0, 256, 1024, ...")
-    p = sub.add_parser("plot", help="plot the JSON files of `positions --out` (one line each)")
-    p.add_argument("results", nargs="+", help="JSON files written by `positions --out`")
+        if command == "swap":
+            p.add_argument("--near", type=int, default=1024, help="own samples before the scored ones (default 1024)")
+            p.add_argument("--seed", type=int, default=0, help="seed of the far contexts' places (default 0)")
+    p = sub.add_parser("plot", help="plot the JSON files of `positions --out` or of `context --out` (one line each)")
+    p.add_argument("results", nargs="+", help="JSON files written by `positions --out` or `context --out`")
     p.add_argument("--labels", nargs="+", default=None, help="one label per file (default: the file names)")
     p.add_argument("--out", required=True, help="figure path (.png, .svg or .pdf)")
     args = parser.parse_args(argv)
     try:
-        return _plot_main(args) if args.command == "plot" else _positions_main(args)
+        if args.command == "plot":
+            return _plot_main(args)
+        return _swap_main(args) if args.command == "swap" else _positions_main(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
