@@ -92,3 +92,19 @@ def test_bidirectional_refuses_streaming_and_bad_options():
                 **{k: v for k, v in TINY.items() if k != "layer_kwargs"},
             )
         )
+
+
+def test_transcribe_cli_refuses_to_stream_a_bidirectional_checkpoint(tmp_path, capsys):
+    soundfile = pytest.importorskip("soundfile")
+    from torchssm.cli import main
+    from torchssm.train.checkpoint import save_checkpoint
+
+    wav = tmp_path / "noise.wav"
+    soundfile.write(wav, (0.1 * torch.randn(8000)).numpy(), 16000)
+    cfg = ASRConfig(bidirectional=True, subsampling=2, **TINY)
+    save_checkpoint(tmp_path / "run" / "last", CTCRecognizer(cfg), config={"model": cfg.to_dict()})
+    assert main(["transcribe", "--checkpoint", str(tmp_path / "run"), str(wav)]) == 0  # offline: fine
+    capsys.readouterr()
+    assert main(["transcribe", "--checkpoint", str(tmp_path / "run"), str(wav), "--stream"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "streaming needs a causal encoder" in err and len(err.splitlines()) == 1
