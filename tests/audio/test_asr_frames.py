@@ -108,3 +108,37 @@ def test_transcribe_cli_refuses_to_stream_a_bidirectional_checkpoint(tmp_path, c
     assert main(["transcribe", "--checkpoint", str(tmp_path / "run"), str(wav), "--stream"]) == 2
     err = capsys.readouterr().err.strip()
     assert "streaming needs a causal encoder" in err and len(err.splitlines()) == 1
+
+
+def test_min_frames_is_where_ctc_becomes_possible():
+    from torchssm.audio.ctc import labelling_log_prob, min_frames
+
+    torch.manual_seed(0)
+    for labels in ([1, 2, 3], [1, 1, 2], [2, 2, 2], [1, 2, 1]):
+        t = min_frames(labels)
+        assert t == {0: 3, 1: 4, 2: 5}[sum(a == b for a, b in zip(labels, labels[1:]))]
+        short = torch.log_softmax(torch.randn(t - 1, 4, dtype=torch.float64), -1)
+        enough = torch.log_softmax(torch.randn(t, 4, dtype=torch.float64), -1)
+        assert labelling_log_prob(short, labels) == -float("inf")
+        assert labelling_log_prob(enough, labels) > -float("inf")
+
+
+def test_encoder_frames_and_ctc_frame_need():
+    from torchssm.audio.asr import encoder_frames
+    from torchssm.audio.asr_train import ctc_frame_need
+    from torchssm.audio.synthetic import SpeechDataset
+
+    n = torch.tensor([400, 3000, 6000, 7001, 16000])
+    for s in (2, 4):
+        enc = CTCRecognizer(ASRConfig(subsampling=s, **TINY)).encoder
+        assert torch.equal(encoder_frames(n, s), enc.frame_lengths(n))
+    ds = SpeechDataset([torch.zeros(7000).numpy(), torch.zeros(16000).numpy()], ["ab", "too fast speech"])
+    need40, need20 = ctc_frame_need(ds, 4), ctc_frame_need(ds, 2)
+    # "ab": 2 frames of 11 (40 ms); "too fast speech": 15 characters + 2 repeats (oo, ee) of 25 frames (49 at 20 ms)
+    assert need40.tolist() == pytest.approx([2 / 11, 17 / 25])
+    assert need20.tolist() == pytest.approx([2 / 21, 17 / 49])
+    assert ctc_frame_need(ds, 4, speed=1.1)[1] == pytest.approx(17 / 23)  # ceil(16000 / 1.1) samples: 89 mel frames
+    with pytest.raises(ValueError, match="subsampling must be"):
+        encoder_frames(n, 8)
+    with pytest.raises(ValueError, match="speed must be positive"):
+        ctc_frame_need(ds, 4, speed=0)

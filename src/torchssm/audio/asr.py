@@ -225,6 +225,17 @@ class SpeechEncoder(nn.Module):
         return self.blocks(x, frames=frames)
 
 
+def encoder_frames(n_samples: torch.Tensor, subsampling: int = 4) -> torch.Tensor:
+    """Encoded frames of utterances of ``n_samples`` 16 kHz samples (as :meth:`SpeechEncoder.frame_lengths`,
+    without building a model): 25 ms / 10 ms log-mel frames, then ceil(t / 2) per stride-2 convolution."""
+    if subsampling not in (2, 4):
+        raise ValueError(f"subsampling must be 2 (20 ms frames) or 4 (40 ms frames), got {subsampling!r}")
+    frames = torch.clamp(torch.div(torch.as_tensor(n_samples) - 400, 160, rounding_mode="floor") + 1, min=0)
+    for _ in range(subsampling // 2):
+        frames = torch.div(frames + 1, 2, rounding_mode="floor")
+    return frames
+
+
 def _reversal_index(t: int, frames: torch.Tensor | None, device) -> torch.Tensor:
     """(b, t) time index that reverses each row's first ``frames`` positions and keeps the rest (padding)
     in place; ``frames`` None: the whole row, (1, t)."""

@@ -21,6 +21,7 @@ CTC model's encoder for Samba-ASR).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -284,6 +285,24 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
         return result
     finally:
         torch.set_num_threads(threads)
+
+
+def ctc_frame_need(dataset, subsampling: int = 4, speed: float = 1.0, vocab: CharVocabulary | None = None):
+    """Per utterance of ``dataset``: CTC's fewest frames for its transcript (:func:`torchssm.audio.ctc.
+    min_frames`) / the encoder frames of its audio played at ``speed`` (``subsampling`` 4: 40 ms frames, 2:
+    20 ms); a numpy array, over 1 where the transcript cannot be aligned at all (``F.ctc_loss`` gives inf,
+    zeroed by ``zero_infinity``: the utterance teaches nothing)."""
+    from torchssm.audio.asr import encoder_frames
+    from torchssm.audio.ctc import min_frames
+
+    if speed <= 0:
+        raise ValueError(f"speed must be positive, got {speed!r}")
+    vocab = vocab or CharVocabulary()
+    n = len(dataset)
+    samples = torch.tensor([math.ceil(len(dataset[i]["audio"]) / speed) for i in range(n)])  # as dsp.speed_perturb
+    frames = encoder_frames(samples, subsampling).numpy()
+    need = np.array([min_frames(vocab.encode(dataset[i]["text"])) for i in range(n)])
+    return need / np.maximum(frames, 1)
 
 
 def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -> dict:

@@ -5,6 +5,7 @@ y is the collapse B(pi) of frame paths pi (merge repeats, then drop blanks); its
 over all paths: p(y | x) = sum_{pi in B^-1(y)} prod_t p_t(pi_t).
 
 * :func:`greedy_decode`: B(argmax path), the best path (not always the best labelling).
+* :func:`min_frames`: the shortest path of a labelling (its length plus its repeated neighbours).
 * :func:`prefix_beam_search`: CTC prefix beam search (Hannun et al. 2014, arXiv:1408.2873, Alg. 1,
   without a language model): for each prefix it keeps the probabilities of the paths so far that end
   in a blank (p_b) and in its last character (p_nb), so repeated characters are merged exactly; with a
@@ -114,6 +115,13 @@ def labelling_log_prob(emissions: torch.Tensor, labels: Sequence[int], blank: in
         zero_infinity=False,
     )
     return -float(loss)
+
+
+def min_frames(labels: Sequence[int]) -> int:
+    """The fewest frames a CTC path of ``labels`` needs: one per label plus a blank between two equal
+    neighbours (Graves et al. 2006, Sec. 3.1), so ``p(labels | x) = 0`` on fewer frames."""
+    labels = list(labels)
+    return len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
 
 
 # --- error rates ------------------------------------------------------------------------------------------
