@@ -142,3 +142,10 @@ def test_encoder_frames_and_ctc_frame_need():
         encoder_frames(n, 8)
     with pytest.raises(ValueError, match="speed must be positive"):
         ctc_frame_need(ds, 4, speed=0)
+
+
+def test_need_buckets():
+    from torchssm.audio.asr_train import _need_bucket
+
+    got = [_need_bucket(r) for r in (0.3, 0.6, 0.75, 0.89, 0.9, 1.0, 1.01)]
+    assert got == ["< 0.6", "0.6-0.7", "0.7-0.8", "0.8-0.9", "0.9-1", "0.9-1", "> 1 (cannot align)"]

@@ -311,8 +311,9 @@ def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -
     by voice family (:func:`torchssm.audio.synthetic.item_voice` of each utterance, ``spoken_sentences``
     only) and by accent, by sentence (with a held-out word or not), the CER on held-out words and, for
     comparison, on the test words that do occur in training (both per word, aligned by jiwer's word
-    alignment, so a lost word boundary counts against both), and the test words recognised in each third
-    of the sentences (:func:`word_hits_by_position`)."""
+    alignment, so a lost word boundary counts against both), the test words recognised in each third
+    of the sentences (:func:`word_hits_by_position`) and, for CTC models, train and test CER by the share
+    of its frames an utterance's transcript needs (:func:`ctc_frame_need`, at the model's frame rate)."""
     from torchssm.audio import synthetic
     from torchssm.data.registry import build_task
     from torchssm.train.checkpoint import read_checkpoint_state
@@ -329,6 +330,9 @@ def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -
             continue
         refs, hyps = transcribe_dataset(model, dataset, beam=beam, limit=limit)
         out[split] = {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps), "n": len(refs)}
+        if isinstance(model, CTCRecognizer) and split != "val":  # CER by how many of its frames CTC needs
+            need = ctc_frame_need([dataset[i] for i in range(len(refs))], model.cfg.subsampling, vocab=model.vocab)
+            out[f"{split}_by_frame_need"] = error_rates_by(refs, hyps, [_need_bucket(r) for r in need])
     out["test_word_hits_by_third"] = word_hits_by_position(refs, hyps, 3)
     heldout = task.extra.get("heldout_words", [])
     seen = set(task.extra.get("train_vocabulary", []))
@@ -349,6 +353,14 @@ def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -
                 refs, hyps, ["unheard variant" if u else "heard variant" for u in unheard]
             )
     return out
+
+
+def _need_bucket(ratio: float) -> str:
+    """The bucket of a :func:`ctc_frame_need` ratio in :func:`analyse_recognizer`."""
+    for edge, name in ((0.6, "< 0.6"), (0.7, "0.6-0.7"), (0.8, "0.7-0.8"), (0.9, "0.8-0.9"), (1.0, "0.9-1")):
+        if ratio < edge:
+            return name
+    return "> 1 (cannot align)" if ratio > 1 else "0.9-1"
 
 
 def _fmt(m: dict) -> str:
