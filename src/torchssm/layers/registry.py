@@ -25,6 +25,7 @@ _LAYERS: dict[str, tuple[str, str]] = {
     "transformer": ("torchssm.layers.attention", "SelfAttention"),
     "jamba": ("torchssm.models.hybrid", "JambaBlock"),  # hybrid: attention every k SSM layers (+ MoE)
     "seqboat": ("torchssm.models.hybrid", "SeqBoat"),  # hybrid: SSM gating a sparse local attention
+    "sashimi": ("torchssm.models.sashimi", "SaShiMi"),  # multi-scale U-Net of SSM blocks (Goel et al. 2022)
     "hiss": ("torchssm.timeseries.hiss", "HiSSLayer"),  # two-level (chunk / sequence) HiSS layer
     # 2-D mixers over raster-ordered H x W grids (grid=(H, W)); docs/vision.md
     "cross_scan": ("torchssm.vision.cross_scan", "CrossScan2D"),
