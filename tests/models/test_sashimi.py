@@ -112,3 +112,16 @@ def test_paper_defaults_and_bad_arguments():
     ):
         with pytest.raises(ValueError, match=match):
             build_layer("sashimi", 8, **bad)
+
+
+def test_the_mulaw_preset_builds_at_the_stated_size():
+    import dataclasses
+
+    from torchssm.presets import preset_path
+    from torchssm.train.config import load_config
+
+    cfg = load_config(preset_path("audio/mulaw_sashimi"))
+    model_cfg = dataclasses.replace(cfg.model, d_input=256, d_output=256, input_kind="tokens")  # spoken_mulaw's
+    model = build_model(model_cfg)
+    assert sum(p.numel() for p in model.parameters()) == 107_328  # the preset's comment
+    assert model(torch.randint(0, 256, (1, 37))).shape == (1, 37, 256)
