@@ -88,22 +88,15 @@ def snr_sweep_by_family(
 ) -> dict[float, dict[str, float]]:
     """{snr: {"all": accuracy, group: accuracy on that group's test clips}} of a checkpoint, the groups of
     :func:`voice_groups` (voice families; with the "speakers" split also "test_only", variants m7 / f5)."""
-    from torchssm.models import build_model
-    from torchssm.train.checkpoint import load_checkpoint, read_checkpoint_state
-    from torchssm.train.config import ExperimentConfig, model_config_for_task, saved_config
     from torchssm.train.loop import evaluate
+    from torchssm.train.reload import load_run
 
-    state = read_checkpoint_state(checkpoint)
-    cfg = ExperimentConfig.from_dict(saved_config(state["config"]))
-    if cfg.task_name != "spoken_commands":
-        raise ValueError(f"{checkpoint} was trained on {cfg.task_name!r}, not spoken_commands")
-    seed, voice_split = int(cfg.task_options.get("seed", 0)), cfg.task_options.get("voice_split", "families")
     out: dict[float, dict[str, float]] = {}
-    for snr in snrs:
-        options = {**cfg.task_options, "snr_db": float(snr), "n_train": 1, "n_val": 0, "speed_perturb": ()}
-        task = build_task("spoken_commands", data_dir=data_dir, **options)
-        model = build_model(model_config_for_task(cfg.model, task.info))
-        load_checkpoint(checkpoint, model)
+    for snr in snrs:  # the run's own test clips (its task options and data seed), noise at each SNR
+        only_test = {"n_train": 1, "n_val": 0, "speed_perturb": ()}
+        run = load_run(checkpoint, task="spoken_commands", data_dir=data_dir, snr_db=float(snr), **only_test)
+        model, task = run.model, run.task
+        seed, voice_split = run.config.data_seed, run.config.task_options.get("voice_split", "families")
         tensors = cast(TensorDictDataset, task.test).tensors
         x, y = tensors["inputs"], tensors["targets"]
         acc = {"all": evaluate(model, task.test, task.info, batch_size=batch_size)["acc"]}
