@@ -450,33 +450,23 @@ def _plot_main(args) -> int:
 
 
 def _load_run(args):
-    """(model, dataset, info, checkpoint path, sidecar) of the spoken_mulaw run ``args.run``."""
-    from torchssm.data.registry import build_task
-    from torchssm.models import build_model
-    from torchssm.runs import find_checkpoint
-    from torchssm.train.checkpoint import load_checkpoint, read_checkpoint_state
-    from torchssm.train.config import ExperimentConfig, model_config_for_task, saved_config
+    """(the spoken_mulaw run ``args.run`` rebuilt by :func:`torchssm.train.reload.load_run`, its ``args.split``
+    windows, the first ``args.n`` of them when given)."""
+    from torchssm.train.reload import load_run
 
     torch.set_num_threads(args.threads)
-    path = find_checkpoint(args.run)
-    state = read_checkpoint_state(path)
-    cfg = ExperimentConfig.from_dict(saved_config(state["config"]))
-    if cfg.task_name != "spoken_mulaw":
-        raise ValueError(f"{path} was trained on task {cfg.task_name!r}; expected 'spoken_mulaw'")
-    options = dict(cfg.task_options)
+    overrides = {}
     if args.n_test:
         if args.split != "test":
             raise ValueError("--n-test changes the test split only; use --n for the others")
-        options["n_test"] = args.n_test  # the run's test windows come first (same generator)
-    task = build_task(cfg.task_name, data_dir=args.data_dir, **options)
-    dataset = {"train": task.train, "val": task.val, "test": task.test}[args.split]
+        overrides["n_test"] = args.n_test  # the run's test windows come first (same generator)
+    run = load_run(args.run, task="spoken_mulaw", data_dir=args.data_dir, **overrides)
+    dataset = {"train": run.task.train, "val": run.task.val, "test": run.task.test}[args.split]
     if not isinstance(dataset, TensorDictDataset):
         raise ValueError(f"the task has no {args.split!r} split")
     if args.n:
         dataset = dataset.subset(slice(0, args.n))
-    model = build_model(model_config_for_task(cfg.model, task.info))
-    load_checkpoint(path, model)
-    return model, dataset, task.info, path, state
+    return run, dataset
 
 
 def default_contexts(length: int, scored: int) -> list[int]:
@@ -491,7 +481,8 @@ def default_contexts(length: int, scored: int) -> list[int]:
 
 
 def _positions_main(args) -> int:
-    model, dataset, info, path, state = _load_run(args)
+    run, dataset = _load_run(args)
+    model, info = run.model, run.task.info
     if args.command == "context":
         contexts = args.contexts or default_contexts(info.length, args.scored)
         result = bits_by_context(model, dataset, contexts, args.scored)
@@ -506,7 +497,7 @@ def _positions_main(args) -> int:
             f"all positions: {result['bits']:.3f} bits/sample "
             f"({result['n_windows']} {args.split} windows of {result['length']})"
         )
-    result.update(checkpoint=str(path), split=args.split, epoch=state.get("epoch"))
+    result.update(checkpoint=str(run.checkpoint), split=args.split, epoch=run.state.get("epoch"))
     if args.out:
         from torchssm.fileio import atomic_write_json
 
@@ -515,10 +506,9 @@ def _positions_main(args) -> int:
 
 
 def _swap_main(args) -> int:
-    from torchssm.train.config import ExperimentConfig, saved_config
-
-    model, dataset, info, path, state = _load_run(args)
-    options = dict(ExperimentConfig.from_dict(saved_config(state["config"])).task_options)
+    run, dataset = _load_run(args)
+    model, info, state = run.model, run.task.info, run.state
+    options = dict(run.config.task_options)
     options.pop("data_dir", None)
     recordings = spoken_mulaw_recordings(args.split, data_dir=args.data_dir, **options)
     inputs_of_run = dataset.tensors["inputs"]
@@ -538,7 +528,7 @@ def _swap_main(args) -> int:
         f"({result['n_windows']} {args.split} windows of {info.length}, {result['skipped']} left out; the last "
         f"{result['scored']} scored after {result['near']} samples of near context; far context {result['far']})"
     )
-    result.update(checkpoint=str(path), split=args.split, epoch=state.get("epoch"), step=state.get("step"))
+    result.update(checkpoint=str(run.checkpoint), split=args.split, epoch=state.get("epoch"), step=state.get("step"))
     if args.out:
         from torchssm.fileio import atomic_write_json
 
