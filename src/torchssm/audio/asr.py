@@ -73,6 +73,8 @@ from torchssm.audio.features import SPEC_AUGMENT_POLICIES, LogMel, spec_augment
 from torchssm.audio.text import BLANK, CharVocabulary
 from torchssm.layers import build_layer
 
+MEL_WINDOW, MEL_HOP = 400, 160  # log-mel frames of 25 ms every 10 ms at 16 kHz (module docstring)
+
 
 @dataclass
 class ASRConfig:
@@ -132,9 +134,6 @@ class CausalConv1d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, t, c) -> (b, ceil(t / stride), d_out)
         return self.conv(F.pad(x.transpose(1, 2), (self.kernel - 1, 0))).transpose(1, 2)
 
-    def out_length(self, t: torch.Tensor) -> torch.Tensor:
-        return torch.div(t + self.stride - 1, self.stride, rounding_mode="floor")
-
     def stream(self, x: torch.Tensor, buffer: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Outputs completed by ``x`` (b, c_in frames); ``buffer``: the unconsumed inputs (None at the start)."""
         if buffer is None:
@@ -152,7 +151,7 @@ class SpeechEncoder(nn.Module):
 
     def __init__(self, cfg: ASRConfig):
         super().__init__()
-        self.front = LogMel(16000, n_fft=400, hop=160, n_mels=cfg.n_mels)
+        self.front = LogMel(16000, n_fft=MEL_WINDOW, hop=MEL_HOP, n_mels=cfg.n_mels)
         self.in_norm = nn.LayerNorm(cfg.n_mels)
         self.sub1 = CausalConv1d(cfg.n_mels, cfg.d_model)
         self.sub2 = CausalConv1d(cfg.d_model, cfg.d_model, stride=cfg.subsampling // 2)
@@ -175,11 +174,11 @@ class SpeechEncoder(nn.Module):
         self.out_norm = nn.LayerNorm(cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
         self.spec_augment = cfg.spec_augment
+        self.subsampling = cfg.subsampling
 
     def frame_lengths(self, n_samples: torch.Tensor) -> torch.Tensor:
-        """Encoded frames of utterances of ``n_samples`` samples."""
-        frames = torch.clamp(torch.div(n_samples - self.front.n_fft, self.front.hop, rounding_mode="floor") + 1, min=0)
-        return self.sub2.out_length(self.sub1.out_length(frames))
+        """Encoded frames of utterances of ``n_samples`` samples (:func:`encoder_frames`)."""
+        return encoder_frames(n_samples, self.subsampling)
 
     def subsample(self, mel: torch.Tensor, n_samples: torch.Tensor | None = None) -> torch.Tensor:
         """(b, t, n_mels) -> (b, t', d); in training with a SpecAugment policy, masks are drawn within each
@@ -226,12 +225,13 @@ class SpeechEncoder(nn.Module):
 
 
 def encoder_frames(n_samples: torch.Tensor, subsampling: int = 4) -> torch.Tensor:
-    """Encoded frames of utterances of ``n_samples`` 16 kHz samples (as :meth:`SpeechEncoder.frame_lengths`,
-    without building a model): 25 ms / 10 ms log-mel frames, then ceil(t / 2) per stride-2 convolution."""
+    """Encoded frames of utterances of ``n_samples`` 16 kHz samples (:meth:`SpeechEncoder.frame_lengths`, also
+    without a model): 25 ms / 10 ms log-mel frames, then ceil(t / 2) per stride-2 convolution."""
     if subsampling not in (2, 4):
         raise ValueError(f"subsampling must be 2 (20 ms frames) or 4 (40 ms frames), got {subsampling!r}")
-    frames = torch.clamp(torch.div(torch.as_tensor(n_samples) - 400, 160, rounding_mode="floor") + 1, min=0)
-    for _ in range(subsampling // 2):
+    mel_frames = torch.div(torch.as_tensor(n_samples) - MEL_WINDOW, MEL_HOP, rounding_mode="floor") + 1
+    frames = torch.clamp(mel_frames, min=0)
+    for _ in range(subsampling // 2):  # each causal stride-2 convolution: ceil(t / 2)
         frames = torch.div(frames + 1, 2, rounding_mode="floor")
     return frames
 
