@@ -113,15 +113,9 @@ def build_spoken_mulaw(
     100 / 200 sentences); with the same ``n_sentences`` and ``voice_split`` the recogniser tasks' cache
     is reused.
     """
-    from torchssm.audio.synthetic import build_spoken_sentences
-
     if isinstance(length, bool) or not isinstance(length, int) or length < 2:
         raise ValueError(f"length must be an int >= 2, got {length!r}")
-    if recordings not in RECORDINGS:
-        raise ValueError(f"recordings must be one of {list(RECORDINGS)}, got {recordings!r}")
-    speech = build_spoken_sentences(
-        data_dir, seed=seed, n_train=n_sentences, n_val=100, n_test=200, snr_db=None, voice_split=voice_split
-    )
+    speech = _clean_sentences(data_dir, seed, n_sentences, voice_split, recordings)
     splits = {}
     for name, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         if n:
@@ -142,6 +136,17 @@ def build_spoken_mulaw(
 def window_rng(seed: int, split: str, length: int) -> np.random.Generator:
     """The generator of a split's windows in :func:`build_spoken_mulaw` (one per seed, split and length)."""
     return np.random.default_rng([seed, SPLITS.index(split), length])
+
+
+def _clean_sentences(data_dir, seed: int, n_sentences: int, voice_split: str, recordings: str) -> TaskData:
+    """The noiseless ``spoken_sentences`` (``n_sentences`` / 100 / 200, cached) that the windows are cut from."""
+    from torchssm.audio.synthetic import build_spoken_sentences
+
+    if recordings not in RECORDINGS:
+        raise ValueError(f"recordings must be one of {list(RECORDINGS)}, got {recordings!r}")
+    return build_spoken_sentences(
+        data_dir, seed=seed, n_train=n_sentences, n_val=100, n_test=200, snr_db=None, voice_split=voice_split
+    )
 
 
 def _split_recordings(speech: TaskData, split: str, seed: int, voice_split: str, recordings: str) -> list[np.ndarray]:
@@ -166,15 +171,9 @@ def spoken_mulaw_recordings(
 ) -> list[np.ndarray]:
     """The recordings of ``split`` that :func:`build_spoken_mulaw` with these options cuts its windows from
     (the window options, ``length`` / ``n_train`` / ..., are accepted and ignored)."""
-    from torchssm.audio.synthetic import build_spoken_sentences
-
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    if recordings not in RECORDINGS:
-        raise ValueError(f"recordings must be one of {list(RECORDINGS)}, got {recordings!r}")
-    speech = build_spoken_sentences(
-        data_dir, seed=seed, n_train=n_sentences, n_val=100, n_test=200, snr_db=None, voice_split=voice_split
-    )
+    speech = _clean_sentences(data_dir, seed, n_sentences, voice_split, recordings)
     return _split_recordings(speech, split, seed, voice_split, recordings)
 
 
@@ -498,6 +497,11 @@ def _positions_main(args) -> int:
             f"({result['n_windows']} {args.split} windows of {result['length']})"
         )
     result.update(checkpoint=str(run.checkpoint), split=args.split, epoch=run.state.get("epoch"))
+    return _write_result(args, result)
+
+
+def _write_result(args, result: dict) -> int:
+    """Write a command's result to ``args.out`` (JSON, atomically) when given; exit status 0."""
     if args.out:
         from torchssm.fileio import atomic_write_json
 
@@ -529,11 +533,7 @@ def _swap_main(args) -> int:
         f"{result['scored']} scored after {result['near']} samples of near context; far context {result['far']})"
     )
     result.update(checkpoint=str(run.checkpoint), split=args.split, epoch=state.get("epoch"), step=state.get("step"))
-    if args.out:
-        from torchssm.fileio import atomic_write_json
-
-        atomic_write_json(args.out, result)
-    return 0
+    return _write_result(args, result)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
