@@ -165,14 +165,18 @@ def test_item_voice_is_the_voice_that_speaks_the_item(heard_voices):
         synthetic.item_voice("dev", 0)
 
 
-@pytest.mark.slow  # about 5 s on the loaded 2-core machine (a tiny training run and two task builds)
+@pytest.mark.slow  # 3-5 s on the loaded 2-core machine (a tiny training run, the sweep, the runs it is checked on)
 @pytest.mark.parametrize("voice_split", ["families", "speakers"])
-def test_snr_sweep_by_family(tmp_path, voice_split):
+def test_snr_sweep_by_family(tmp_path, monkeypatch, voice_split):
     pytest.importorskip("espeakng_loader")
-    from torchssm.audio.kws import snr_sweep, snr_sweep_by_family
+    from torchssm.audio.kws import snr_sweep, snr_sweep_by_family, voice_groups
     from torchssm.audio.synthetic import item_voice, voice_family
+    from torchssm.data.loaders import TensorDictDataset
+    from torchssm.train import reload
     from torchssm.train.config import ExperimentConfig
     from torchssm.train.loop import train
+    from torchssm.train.losses import evaluate
+    from torchssm.train.reload import load_run
 
     task = {"name": "spoken_commands", "n_train": 10, "n_val": 0, "n_test": 30, "features": "logmel", "n_mels": 8}
     task["voice_split"] = voice_split
@@ -184,7 +188,17 @@ def test_snr_sweep_by_family(tmp_path, voice_split):
         }
     )
     train(cfg, data_dir=tmp_path, log=lambda s: None)
-    sweep = snr_sweep_by_family(tmp_path / "run" / "last", [20.0], data_dir=tmp_path)
+    loads = []
+    monkeypatch.setattr(reload, "load_run", lambda *a, **k: loads.append(k["snr_db"]) or load_run(*a, **k))
+    sweep = snr_sweep_by_family(tmp_path / "run" / "last", [0.0, 20.0], data_dir=tmp_path)
+    assert loads == [0.0]  # the run is loaded once, its test clips rebuilt at each SNR
+    for snr, accs in sweep.items():  # the numbers of a run rebuilt at that SNR and evaluated group by group
+        run = load_run(tmp_path / "run" / "last", data_dir=tmp_path, snr_db=snr, n_train=1, n_val=0)
+        x, y = (run.task.test.tensors[k] for k in ("inputs", "targets"))
+        assert accs["all"] == evaluate(run.model, run.task.test, run.task.info)["acc"]
+        for group, idx in voice_groups(30, voice_split=voice_split).items():
+            subset = TensorDictDataset(inputs=x[torch.tensor(idx)], targets=y[torch.tensor(idx)])
+            assert accs[group] == evaluate(run.model, subset, run.task.info, batch_size=7)["acc"]
     counts = {}
     for i in range(30):
         family = voice_family(item_voice("test", i, voice_split=voice_split))
@@ -194,6 +208,6 @@ def test_snr_sweep_by_family(tmp_path, voice_split):
         assert set(accs) == {"all", *counts, *test_only}
         pooled = sum(accs[f] * n for f, n in counts.items()) / 30  # the families partition the test set
         assert abs(pooled - accs["all"]) < 1e-9
-    assert snr_sweep(tmp_path / "run" / "last", [20.0], data_dir=tmp_path) == {
+    assert snr_sweep(tmp_path / "run" / "last", [0.0, 20.0], data_dir=tmp_path) == {
         snr: accs["all"] for snr, accs in sweep.items()
     }
