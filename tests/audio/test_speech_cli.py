@@ -47,9 +47,12 @@ def test_kws_baseline_voice_split(tmp_path, capsys):
     from torchssm.audio.synthetic import TEST_ONLY_VARIANTS, item_voice
 
     args = ["speech", "kws-baseline", "--snr", "20", "--n-train", "10", "--n-test", "30", "--data-dir", str(tmp_path)]
-    assert main([*args, "--voice-split", "speakers"]) == 0
+    assert main(args) == 0  # the default: the presets' held-out speakers, with the test-only variants m7 / f5
     out = capsys.readouterr().out
     assert "10 train / 30 test clips" in out and "test_only" in out and "whisper" in out
+    assert main([*args, "--voice-split", "families"]) == 0  # whole families held out, whisper among them
+    out = capsys.readouterr().out
+    assert "10 train / 30 test clips" in out and "test_only" not in out and "whisper" in out
     groups = voice_groups(30, voice_split="speakers")
     assert groups["test_only"] == [
         i for i in range(30) if item_voice("test", i, voice_split="speakers").split("+")[1] in TEST_ONLY_VARIANTS
