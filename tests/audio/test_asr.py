@@ -169,3 +169,18 @@ def test_max_cpu_minutes_caps_cpu_time_not_wall_time(tmp_path, monkeypatch, cpu_
 def test_max_minutes_is_refused_with_its_replacement():
     with pytest.raises(ValueError, match="max_cpu_minutes"):
         train_asr({"train": {"max_minutes": 5}}, task=_toy_task(), log=lambda s: None)
+
+
+def test_ctc_training_counts_the_utterances_it_cannot_align(tmp_path):
+    """One toy utterance gets a transcript longer than its encoder frames: each epoch's record says 1."""
+    from torchssm.audio.asr import encoder_frames
+
+    task = _toy_task()
+    frames = int(encoder_frames(torch.tensor([4000]))[0])
+    task.train.texts[0] = "ab" * (frames // 2 + 1)  # frames + 1 or + 2 labels, no repeats
+    cfg = {
+        "model": {"kind": "ctc", **TINY},
+        "train": {"epochs": 2, "batch_size": 4, "warmup_steps": 0, "out_dir": str(tmp_path), "test_beam": 1},
+    }
+    result = train_asr(cfg, task=task, log=lambda s: None)
+    assert [r["ctc_dropped"] for r in result["history"]] == [1, 1]

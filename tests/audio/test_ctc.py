@@ -73,3 +73,22 @@ def test_error_rates_and_heldout_words():
         prefix_beam_search(torch.zeros(2, 3), beam=0)
     with pytest.raises(ValueError, match="2-D"):
         greedy_decode(torch.zeros(2, 3, 4))
+
+
+def test_unalignable_matches_infinite_ctc_loss():
+    """asr.ctc_unalignable marks exactly the utterances where F.ctc_loss is infinite (fewer frames than
+    labels plus repeated neighbours), which zero_infinity would drop silently."""
+    from torchssm.audio.asr import ctc_unalignable
+
+    torch.manual_seed(0)
+    b, t_max, u_max = 64, 9, 7
+    targets = torch.randint(1, 4, (b, u_max))  # 3 characters: many repeated neighbours
+    target_lengths = torch.randint(1, u_max + 1, (b,))
+    frames = torch.randint(1, t_max + 1, (b,))
+    log_probs = torch.log_softmax(torch.randn(t_max, b, 5, dtype=torch.float64), -1)
+    loss = torch.nn.functional.ctc_loss(
+        log_probs, targets, frames, target_lengths, blank=0, reduction="none", zero_infinity=False
+    )
+    mask = ctc_unalignable(frames, targets, target_lengths)
+    assert 0 < int(mask.sum()) < b
+    assert torch.equal(mask, torch.isinf(loss))

@@ -275,17 +275,48 @@ class CTCRecognizer(nn.Module):
             / target_lengths.sum()
         )
 
+    def count_unalignable(self, audio_lengths: torch.Tensor, targets: torch.Tensor, target_lengths) -> int:
+        """How many utterances of a batch CTC cannot align (:func:`ctc_unalignable`): ``F.ctc_loss`` is
+        infinite there and ``zero_infinity`` in :meth:`loss` silently drops them."""
+        frames = self.encoder.frame_lengths(audio_lengths)
+        return int(ctc_unalignable(frames, targets, target_lengths).sum())
+
     @torch.no_grad()
-    def transcribe(self, audio: torch.Tensor, audio_lengths: torch.Tensor, beam: int = 1) -> list[str]:
+    def transcribe(
+        self,
+        audio: torch.Tensor,
+        audio_lengths: torch.Tensor,
+        beam: int = 1,
+        lm=None,
+        alpha: float = 0.0,
+        beta: float = 0.0,
+    ) -> list[str]:
+        """Greedy (``beam`` 1, no ``lm``) or prefix-beam-search transcripts; with ``lm`` (a
+        :class:`torchssm.audio.lm.CharNGramLM`) the search fuses it with weight ``alpha`` and a word bonus
+        ``beta`` (:func:`torchssm.audio.ctc.prefix_beam_search`)."""
         from torchssm.audio.ctc import greedy_decode, prefix_beam_search
 
         log_probs = self(audio, audio_lengths)  # the lengths matter to a bidirectional encoder only
         frames = self.encoder.frame_lengths(audio_lengths)
         out = []
         for lp, n in zip(log_probs, frames.tolist()):
-            ids = greedy_decode(lp[:n]) if beam == 1 else list(prefix_beam_search(lp[:n], beam)[0][0])
+            if beam == 1 and lm is None:
+                ids = greedy_decode(lp[:n])
+            else:
+                ids = list(prefix_beam_search(lp[:n], beam, lm=lm, alpha=alpha, beta=beta)[0][0])
             out.append(self.vocab.decode(ids))
         return out
+
+
+def ctc_unalignable(frames: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+    """(b,) bool: the utterances whose ``frames`` are fewer than CTC's shortest path of their target
+    (one frame per label plus a blank between equal neighbours, :func:`torchssm.audio.ctc.min_frames`);
+    ``targets`` (b, u) padded, ``target_lengths`` (b,)."""
+    u = targets.shape[1]
+    same = targets[:, 1:] == targets[:, :-1]  # (b, u - 1): label j + 1 repeats label j
+    inside = torch.arange(1, u, device=targets.device)[None, :] < target_lengths[:, None]
+    need = target_lengths + (same & inside).sum(1)
+    return frames.to(need.device) < need
 
 
 def _accepts_reset(layer: nn.Module) -> bool:

@@ -17,6 +17,12 @@ epoch, at a speed drawn uniformly from the list (Ko et al. 2015's factors; :func
 speed_perturb`), ``model.spec_augment: LB | LD | SM | SS`` masks its log-mel frames (Park et al. 2019),
 ``train.init_encoder_from: <checkpoint>`` starts the encoder from another recogniser's (e.g. a trained
 CTC model's encoder for Samba-ASR).
+
+A CTC run's history records per epoch ``ctc_dropped``: the training utterances (after speed
+perturbation) whose transcripts need more frames than their audio gives (:func:`torchssm.audio.asr.
+ctc_unalignable`); ``F.ctc_loss(zero_infinity=True)`` gives them a zero loss, so they teach nothing.
+:func:`lm_grid` and :func:`evaluate_checkpoint` decode a CTC run with a character language model
+(:mod:`torchssm.audio.lm`) built from its training transcripts.
 """
 
 from __future__ import annotations
@@ -119,10 +125,23 @@ def length_batches(
 
 @torch.no_grad()
 def transcribe_dataset(
-    model: CTCRecognizer | SambaASR, dataset, beam: int = 1, batch_size: int = 16, limit: int | None = None
+    model: CTCRecognizer | SambaASR,
+    dataset,
+    beam: int = 1,
+    batch_size: int = 16,
+    limit: int | None = None,
+    lm=None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
 ) -> tuple[list[str], list[str]]:
     """(references, hypotheses) of the first ``limit`` items of ``dataset`` (all: None), in dataset order;
-    decoded in batches of similar length, greedily (``beam`` 1) or with a beam."""
+    decoded in batches of similar length, greedily (``beam`` 1) or with a beam; a CTC model can fuse a
+    character language model ``lm`` (weight ``alpha``, word bonus ``beta``; :mod:`torchssm.audio.lm`)."""
+    fusion: dict[str, Any] = {}
+    if lm is not None:
+        if not isinstance(model, CTCRecognizer):
+            raise ValueError(f"a language model is fused with CTC recognisers only, got {type(model).__name__}")
+        fusion = {"lm": lm, "alpha": alpha, "beta": beta}
     was_training = model.training
     model.eval()
     n = len(dataset) if limit is None else min(limit, len(dataset))
@@ -136,7 +155,7 @@ def transcribe_dataset(
             # an autoregressive decoder stops at </s>, or after twice the longest reference of the batch
             longest = max(len(it["text"]) for it in items)
             kwargs = {"max_tokens": 2 * longest + 10} if isinstance(model, SambaASR) else {}
-            decoded = model.transcribe(batch["audio"], batch["audio_lengths"], beam=beam, **kwargs)
+            decoded = model.transcribe(batch["audio"], batch["audio_lengths"], beam=beam, **kwargs, **fusion)
             for i, hyp in zip(index, decoded):
                 hyps[i] = hyp
     finally:
@@ -185,9 +204,13 @@ def evaluate_asr(
     beam: int = 1,
     batch_size: int = 16,
     limit: int | None = None,
+    lm=None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
 ) -> dict[str, float]:
-    """{"cer", "wer", "heldout_cer", "heldout_words_n", "n"} of greedy (beam 1) or beam decoding."""
-    refs, hyps = transcribe_dataset(model, dataset, beam, batch_size, limit)
+    """{"cer", "wer", "heldout_cer", "heldout_words_n", "n"} of greedy (beam 1) or beam decoding (CTC: with
+    the character language model ``lm`` fused when given, :func:`transcribe_dataset`)."""
+    refs, hyps = transcribe_dataset(model, dataset, beam, batch_size, limit, lm, alpha, beta)
     n = len(refs)
     out: dict[str, Any] = {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps), "n": n}
     if heldout_words:
@@ -241,13 +264,17 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
         history, stopped_early = [], False
         for epoch in range(tc.epochs):
             model.train()
-            total, count = 0.0, 0
+            total, count, dropped = 0.0, 0, 0
             order = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
             for batch_index in length_batches(lengths, tc.batch_size, order):
                 items = [task.train[i] for i in batch_index]
                 if tc.speed_perturb:
                     items = perturb_speed(items, tc.speed_perturb, order)
                 batch = collate(items, model.vocab)
+                if isinstance(model, CTCRecognizer):  # zero_infinity drops these from the loss: count them
+                    dropped += model.count_unalignable(
+                        batch["audio_lengths"], batch["targets"], batch["target_lengths"]
+                    )
                 loss = model.loss(batch["audio"], batch["audio_lengths"], batch["targets"], batch["target_lengths"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -265,6 +292,8 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
                 "wall_s": time.perf_counter() - start_wall,
                 "cpu_s": time.process_time() - cpu0,
             }
+            if isinstance(model, CTCRecognizer):
+                record["ctc_dropped"] = dropped  # training utterances CTC could not align this epoch
             last = stopped_early or epoch + 1 == tc.epochs
             if task.val is not None and ((epoch + 1) % tc.eval_every == 0 or last):
                 metrics = evaluate_asr(model, task.val, heldout, beam=tc.eval_beam)
@@ -352,6 +381,114 @@ def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -
             out["test_by_variant_heard"] = error_rates_by(
                 refs, hyps, ["unheard variant" if u else "heard variant" for u in unheard]
             )
+    return out
+
+
+def checkpoint_task(path, data_dir=None):
+    """(checkpoint directory, the task of its config rebuilt from the data cache) of a recogniser run."""
+    from torchssm.data.registry import build_task
+    from torchssm.train.checkpoint import read_checkpoint_state
+
+    path = Path(path)
+    ckpt = path / "last" if (path / "last").is_dir() else path
+    task_cfg = dict((read_checkpoint_state(ckpt).get("config") or {}).get("task") or {})
+    if not task_cfg:
+        raise ValueError(f"{ckpt} has no task in its config: cannot rebuild its data")
+    name = task_cfg.pop("name", "spoken_sentences")
+    return ckpt, build_task(name, data_dir=data_dir, **task_cfg)
+
+
+@torch.no_grad()
+def ctc_emissions(model: CTCRecognizer, dataset, batch_size: int = 8) -> list[torch.Tensor]:
+    """Per item of ``dataset``: the CTC model's log-probabilities over its own frames (t_i, n_ctc)."""
+    was_training = model.training
+    model.eval()
+    out: list[torch.Tensor] = []
+    try:
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            batch = collate(items, model.vocab)
+            log_probs = model(batch["audio"], batch["audio_lengths"])
+            frames = model.encoder.frame_lengths(batch["audio_lengths"]).tolist()
+            out += [log_probs[j, : frames[j]].clone() for j in range(len(items))]
+    finally:
+        model.train(was_training)
+    return out
+
+
+def lm_grid(
+    path,
+    orders: Sequence[int] = (3, 4, 6, 8, 10),
+    alphas: Sequence[float] = (0.3, 0.6, 1.0, 1.5),
+    betas: Sequence[float] = (0.0, 1.0, 2.0, 3.0),
+    beam: int = 8,
+    split: str = "val",
+    data_dir=None,
+    log=print,
+) -> dict:
+    """Shallow-fusion settings of the CTC recogniser at ``path`` tried on one split (tune on ``val``):
+    for every (order, alpha, beta), the CER / WER of the prefix beam search (``beam``) with the character
+    language model of that order built from the run's TRAINING transcripts (:mod:`torchssm.audio.lm`);
+    also the same beam without the model. Returns {"rows", "best" (lowest CER, then WER), "no_lm",
+    "cpu_s"}; the emissions are computed once."""
+    from torchssm.audio.ctc import prefix_beam_search
+    from torchssm.audio.lm import lm_from_task
+
+    if split not in ("val", "test", "train"):
+        raise ValueError(f"split must be val, test or train, got {split!r}")
+    cpu0 = time.process_time()
+    ckpt, task = checkpoint_task(path, data_dir)
+    model = load_recognizer(ckpt)
+    if not isinstance(model, CTCRecognizer):
+        raise ValueError(f"lm_grid needs a CTC recogniser, got {type(model).__name__} at {ckpt}")
+    dataset = getattr(task, split)
+    if dataset is None or len(dataset) == 0:
+        raise ValueError(f"the task of {ckpt} has no {split} split")
+    emissions = ctc_emissions(model, dataset)
+    refs = [dataset[i]["text"] for i in range(len(dataset))]
+
+    def score(lm=None, alpha=0.0, beta=0.0) -> dict:
+        hyps = [model.vocab.decode(prefix_beam_search(e, beam, lm=lm, alpha=alpha, beta=beta)[0][0]) for e in emissions]
+        return {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps)}
+
+    out: dict[str, Any] = {"split": split, "beam": beam, "no_lm": score(), "rows": []}
+    log(f"{split}, beam {beam}, no language model: {_fmt(out['no_lm'])}")
+    for order in orders:
+        lm = lm_from_task(task, order)
+        bits = lm.bits_per_char(refs)
+        for alpha in alphas:
+            for beta in betas:
+                row = {"order": order, "alpha": alpha, "beta": beta, **score(lm, alpha, beta), "bits_per_char": bits}
+                out["rows"].append(row)
+                log(_fmt(row))
+    out["best"] = min(out["rows"], key=lambda r: (r["cer"], r["wer"])) if out["rows"] else None
+    out["cpu_s"] = time.process_time() - cpu0
+    return out
+
+
+def evaluate_checkpoint(
+    path,
+    split: str = "test",
+    beam: int = 1,
+    lm_order: int = 0,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+    data_dir=None,
+) -> dict:
+    """:func:`evaluate_asr` of the recogniser at ``path`` on a split of its task, with a character
+    language model of ``lm_order`` (0: none) from the run's training transcripts fused (CTC only)."""
+    from torchssm.audio.lm import lm_from_task
+
+    if split not in ("val", "test", "train"):
+        raise ValueError(f"split must be val, test or train, got {split!r}")
+    cpu0 = time.process_time()
+    ckpt, task = checkpoint_task(path, data_dir)
+    model = load_recognizer(ckpt)
+    lm = lm_from_task(task, lm_order) if lm_order else None
+    out = evaluate_asr(
+        model, getattr(task, split), task.extra.get("heldout_words", []), beam, lm=lm, alpha=alpha, beta=beta
+    )
+    out["cpu_s"] = time.process_time() - cpu0
     return out
 
 

@@ -6,10 +6,11 @@ over all paths: p(y | x) = sum_{pi in B^-1(y)} prod_t p_t(pi_t).
 
 * :func:`greedy_decode`: B(argmax path), the best path (not always the best labelling).
 * :func:`min_frames`: the shortest path of a labelling (its length plus its repeated neighbours).
-* :func:`prefix_beam_search`: CTC prefix beam search (Hannun et al. 2014, arXiv:1408.2873, Alg. 1,
-  without a language model): for each prefix it keeps the probabilities of the paths so far that end
-  in a blank (p_b) and in its last character (p_nb), so repeated characters are merged exactly; with a
-  beam as wide as the number of prefixes it returns the most probable labelling.
+* :func:`prefix_beam_search`: CTC prefix beam search (Hannun et al. 2014, arXiv:1408.2873, Alg. 1):
+  for each prefix it keeps the probabilities of the paths so far that end in a blank (p_b) and in its
+  last character (p_nb), so repeated characters are merged exactly; with a beam as wide as the number
+  of prefixes it returns the most probable labelling. With ``lm=`` (a character n-gram model,
+  :mod:`torchssm.audio.lm`) it ranks prefixes by the shallow-fusion score of that module's docstring.
 
 Error rates use ``jiwer`` (word and character error rate: edit distance / reference length, summed
 over the utterances); :func:`heldout_word_cer` is the character error rate restricted to chosen
@@ -61,15 +62,42 @@ def _logaddexp(a: float, b: float) -> float:
 
 
 def prefix_beam_search(
-    emissions: torch.Tensor, beam: int = 8, blank: int = BLANK, prune: float = -12.0
+    emissions: torch.Tensor,
+    beam: int = 8,
+    blank: int = BLANK,
+    prune: float = -12.0,
+    lm=None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
 ) -> list[tuple[tuple[int, ...], float]]:
-    """[(labelling, log p(labelling | x))] of the ``beam`` best prefixes, best first.
+    """[(labelling, score)] of the ``beam`` best prefixes, best first; without ``lm`` the score is
+    log p(labelling | x).
 
     ``prune``: characters with a frame log-probability below it are not tried at that frame.
+    ``lm``: a :class:`torchssm.audio.lm.CharNGramLM` over the characters of the emissions (ids 1.. with
+    blank 0) for shallow fusion: prefixes are ranked by ``log p_ctc + alpha log p_lm + beta |W|``
+    (|W|: words in the prefix) and the final score adds ``alpha log p_lm(</s> | labelling)``
+    (Hannun et al. 2014, Alg. 1; Deep Speech 2's objective; :mod:`torchssm.audio.lm`). With
+    ``alpha = beta = 0`` the labellings and scores are exactly those without ``lm``.
     """
     if not isinstance(beam, int) or beam < 1:
         raise ValueError(f"beam must be a positive int, got {beam!r}")
     logp = _check_emissions(emissions)
+    fusion = None
+    if lm is not None:
+        if blank != 0 or logp.shape[1] != lm.n_symbols:
+            raise ValueError(
+                f"the language model predicts {lm.n_symbols - 1} characters: expected emissions over blank 0 "
+                f"and those characters ({lm.n_symbols} outputs), got {logp.shape[1]} with blank {blank}"
+            )
+        fusion = _Fusion(lm, float(alpha), float(beta))
+    elif alpha or beta:
+        raise ValueError("alpha and beta weigh a language model: pass lm= (torchssm.audio.lm.CharNGramLM)")
+
+    def rank(prefix: tuple[int, ...], p) -> float:
+        total = _logaddexp(*p)
+        return total if fusion is None else total + fusion.score(prefix)
+
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (log p_b, log p_nb)
     for t in range(logp.shape[0]):
         frame = logp[t].tolist()
@@ -94,11 +122,43 @@ def prefix_beam_search(
                     entry[1] = _logaddexp(entry[1], total + lp)
         ranked = sorted(
             ((prefix, p) for prefix, p in nxt.items() if _logaddexp(*p) > -math.inf),
-            key=lambda kv: _logaddexp(*kv[1]),
+            key=lambda kv: rank(*kv),
             reverse=True,
         )[:beam] or [((), [-math.inf, -math.inf])]
         beams = {prefix: (p[0], p[1]) for prefix, p in ranked}
-    return sorted(((prefix, _logaddexp(*p)) for prefix, p in beams.items()), key=lambda kv: kv[1], reverse=True)
+    final = [(prefix, rank(prefix, p) + (0.0 if fusion is None else fusion.end(prefix))) for prefix, p in beams.items()]
+    return sorted(final, key=lambda kv: kv[1], reverse=True)
+
+
+class _Fusion:
+    """``alpha log p_lm(prefix) + beta |W(prefix)|`` of CTC prefixes (ids 1.. = the LM's characters 0..),
+    memoised per prefix."""
+
+    def __init__(self, lm, alpha: float, beta: float):
+        self.lm, self.alpha, self.beta = lm, alpha, beta
+        self.space = lm.index.get(" ", -1) + 1  # the CTC id of the space (0: none)
+        self.memo: dict[tuple[int, ...], tuple[float, int]] = {(): (0.0, 0)}  # prefix -> (log p_lm, words)
+
+    def _get(self, prefix: tuple[int, ...]) -> tuple[float, int]:
+        got = self.memo.get(prefix)
+        if got is None:
+            head, c = prefix[:-1], prefix[-1]
+            lp, words = self._get(head)
+            lp += float(self.lm.next_log_probs(self._context(head))[c - 1])
+            words += c != self.space and (not head or head[-1] == self.space)
+            got = self.memo[prefix] = (lp, words)
+        return got
+
+    def score(self, prefix: tuple[int, ...]) -> float:
+        lp, words = self._get(prefix)
+        return self.alpha * lp + self.beta * words
+
+    def end(self, prefix: tuple[int, ...]) -> float:
+        return self.alpha * float(self.lm.next_log_probs(self._context(prefix))[self.lm.eos])
+
+    def _context(self, prefix: tuple[int, ...]) -> list[int]:
+        k = self.lm.order - 1
+        return [i - 1 for i in prefix[max(0, len(prefix) - k) :]] if k else []
 
 
 def labelling_log_prob(emissions: torch.Tensor, labels: Sequence[int], blank: int = BLANK) -> float:
