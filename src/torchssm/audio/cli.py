@@ -2,7 +2,7 @@
 
 torchssm speech say "stop" --voice en-us+m3 --out stop.wav      eSpeak NG speech at 16 kHz
 torchssm speech train --preset audio/asr_ctc                     train a recogniser (asr_train)
-torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4]
+torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4] [--beam 8 --lm 8]
 torchssm speech kws-baseline --snr 0 10 20                       log-mel + logistic regression
 torchssm speech snr-sweep --checkpoint runs/spoken_commands_s4d/best
 """
@@ -43,6 +43,13 @@ def _cmd_transcribe(args) -> int:
     model = load_recognizer(args.checkpoint)
     if args.stream and not isinstance(model, CTCRecognizer):
         raise ValueError(f"--stream needs a CTC recogniser checkpoint (causal encoder), got {type(model).__name__}")
+    lm = None
+    if args.lm:
+        if args.stream or not isinstance(model, CTCRecognizer):
+            raise ValueError("--lm decodes a CTC recogniser offline (not with --stream)")
+        from torchssm.audio.lm import lm_from_checkpoint
+
+        lm = lm_from_checkpoint(args.checkpoint, args.lm, data_dir=args.data_dir)  # its training transcripts
     for path in args.files:
         audio = _load_wav(path)
         if isinstance(model, CTCRecognizer) and args.stream:
@@ -55,6 +62,11 @@ def _cmd_transcribe(args) -> int:
                 f"  chunks of {args.chunk_ms} ms: {timing['mean_chunk_ms']:.2f} ms per chunk (max "
                 f"{timing['max_chunk_ms']:.2f}), real-time factor {timing['rtf']:.3f} (CPU time)"
             )
+        elif lm is not None:
+            text = model.transcribe(
+                audio[None], torch.tensor([len(audio)]), beam=args.beam, lm=lm, alpha=args.lm_alpha, beta=args.lm_beta
+            )[0]
+            print(f"{path}\t{text}")
         else:
             text = model.transcribe(audio[None], torch.tensor([len(audio)]), beam=args.beam)[0]
             print(f"{path}\t{text}")
@@ -148,6 +160,23 @@ def register(subparsers) -> None:
     p.add_argument("--stream", action="store_true", help="run the causal encoder chunk by chunk (CTC models)")
     p.add_argument("--chunk-ms", type=float, default=20.0, help="chunk length for --stream (default 20 ms)")
     p.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
+    p.add_argument(
+        "--lm",
+        type=int,
+        default=0,
+        metavar="ORDER",
+        help="fuse a character n-gram model of this order built from the run's training transcripts (CTC; "
+        "audio.lm; the run's data cache must exist)",
+    )
+    p.add_argument("--lm-alpha", type=float, default=1.0, help="language-model weight alpha (default 1.0)")
+    p.add_argument(
+        "--lm-beta",
+        type=float,
+        default=3.0,
+        help="bonus per word beta (default 3.0; both defaults: the val-tuned setting of the offline preset "
+        "with --beam 8 --lm 10, RESULTS.md Speech)",
+    )
+    p.add_argument("--data-dir", help="data cache of the run's task (for --lm)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_cmd_transcribe)
 

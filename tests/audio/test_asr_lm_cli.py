@@ -1,0 +1,51 @@
+"""torchssm transcribe --lm: the character language model fused into a CTC checkpoint's decoding."""
+
+import numpy as np
+import pytest
+import torch
+
+from torchssm.cli import main
+
+soundfile = pytest.importorskip("soundfile")
+
+
+def _checkpoints(tmp_path):
+    from torchssm.audio.asr import ASRConfig, CTCRecognizer, SambaASR
+    from torchssm.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = ASRConfig(d_model=16, n_layers=1, n_mels=16, layer_kwargs={"d_state": 4})
+    ctc = CTCRecognizer(cfg)
+    save_checkpoint(tmp_path / "ctc" / "last", ctc, config={"model": cfg.to_dict()})
+    samba = ASRConfig(kind="samba", d_model=16, n_layers=1, n_mels=16, layer_kwargs={"d_state": 4})
+    save_checkpoint(tmp_path / "samba" / "last", SambaASR(samba), config={"model": samba.to_dict()})
+    wav = tmp_path / "noise.wav"
+    audio = (0.1 * np.random.default_rng(0).standard_normal(12000)).astype(np.float32)
+    soundfile.write(wav, audio, 16000, subtype="FLOAT")
+    return ctc.eval(), torch.from_numpy(audio), wav
+
+
+def test_transcribe_lm_flag(tmp_path, capsys, monkeypatch):
+    from torchssm.audio import lm as lm_module
+
+    model, audio, wav = _checkpoints(tmp_path)
+    lm = lm_module.CharNGramLM(["the cat sat on the mat", "a cat"], 3)
+    calls = []
+    monkeypatch.setattr(lm_module, "lm_from_checkpoint", lambda path, order, data_dir=None: calls.append(order) or lm)
+    capsys.readouterr()
+    args = ["transcribe", "--checkpoint", str(tmp_path / "ctc"), str(wav), "--beam", "4", "--lm", "3"]
+    assert main([*args, "--lm-alpha", "2.0", "--lm-beta", "0.5"]) == 0
+    expected = model.transcribe(audio[None], torch.tensor([len(audio)]), beam=4, lm=lm, alpha=2.0, beta=0.5)[0]
+    assert capsys.readouterr().out == f"{wav}\t{expected}\n" and calls == [3]
+    assert main([*args, "--stream"]) == 2
+    assert "--lm decodes a CTC recogniser offline" in capsys.readouterr().err
+    samba = ["transcribe", "--checkpoint", str(tmp_path / "samba"), str(wav), "--lm", "3"]
+    assert main(samba) == 2
+    assert "--lm decodes a CTC recogniser" in capsys.readouterr().err
+
+
+def test_transcribe_lm_needs_the_runs_task(tmp_path, capsys):
+    _, _, wav = _checkpoints(tmp_path)  # saved without a task in the config
+    capsys.readouterr()
+    assert main(["transcribe", "--checkpoint", str(tmp_path / "ctc"), str(wav), "--lm", "5"]) == 2
+    assert "no task in its config" in capsys.readouterr().err
