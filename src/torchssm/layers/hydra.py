@@ -17,6 +17,11 @@ input-dependent diagonal ``fc_D(x) + D`` (paper Sec. 4.2). Defaults from the ref
 d_state = 64, d_conv = 7, expand = 2, headdim = 64, ngroups = 1, A_log = log(1) (A = -1), dt ~ log-uniform
 [1e-3, 1e-1] with floor 1e-4 through ``dt_bias``, D = 1, chunk_size = 256, RMSNorm eps 1e-5 over the
 whole width. No weight decay on A_log, D, dt_bias. Non-causal: no ``step``, no state.
+
+Padding (``lengths`` (b,) int, right-padded batches): xBC is zeroed past each sequence's end before the
+centred conv (the zeros its "same" padding would put there) and x after it, so no padded step reaches a
+valid one through the conv or the backward scan; the outputs at valid steps equal those of each sequence
+called alone (outputs at padded steps are unspecified).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.layers.base import Device, LayerOutput, SSMLayer, out_dtype, to_param_dtype
+from torchssm.layers.base import Device, LayerOutput, SSMLayer, check_lengths, out_dtype, to_param_dtype
 from torchssm.layers.conv_ssm import RMSNormGated, decay_rate, head_layout
 from torchssm.layers.init import dt_bias_init
 from torchssm.ops.ssd import ssd
@@ -89,17 +94,32 @@ class Hydra(SSMLayer):
             batch, 0, device=device if device is not None else self.D.device, dtype=dtype or self._param_dtype()
         )
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None, *, return_state: bool = False) -> LayerOutput:
-        """u (b, l, h) -> y (b, l, h)."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: torch.Tensor | None = None,
+        *,
+        return_state: bool = False,
+        lengths: torch.Tensor | None = None,
+    ) -> LayerOutput:
+        """u (b, l, h) -> y (b, l, h); ``lengths`` (b,) int: valid lengths of a right-padded batch."""
         self._check_forward(x, state)
+        check_lengths(lengths, x.shape[0])
         if state is not None or return_state:
             raise ValueError("Hydra is bidirectional (non-causal) and has no state: call forward(x)")
         b, l, _ = x.shape
         d, g, n, nh, p = self.d_inner, self.ngroups, self.d_state, self.nheads, self.headdim
+        valid = None  # (b, l, 1) bool: t < lengths
+        if lengths is not None:
+            valid = (torch.arange(l, device=x.device) < lengths.to(x.device)[:, None])[..., None]
         u = to_param_dtype(self, x)
         z, xBC, dt = torch.split(self.in_proj(u), [d, self.conv_dim, 2 * nh], dim=-1)
+        if valid is not None:
+            xBC = xBC * valid  # (b, l, d + 4gn): zero past the end, as the conv's own padding
         xBC = F.silu(self.conv1d(xBC.transpose(1, 2)).transpose(1, 2))  # (b, l, d + 4gn), non-causal
         xs, BC_f, BC_b = torch.split(xBC, [d, 2 * g * n, 2 * g * n], dim=-1)
+        if valid is not None:
+            xs = xs * valid  # (b, l, d): padded steps add nothing to the backward scan
         # both directions as one batch of 2b sequences: [forward; time-reversed]
         x2 = torch.cat([xs, xs.flip(1)], dim=0)  # (2b, l, d)
         BC2 = torch.cat([BC_f, BC_b.flip(1)], dim=0)  # (2b, l, 2gn)
