@@ -130,3 +130,20 @@ def test_transcribe_with_a_language_model():
         for lp, n in zip(log_probs, frames)
     ]
     assert fused == expected
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_samba_shallow_fusion(beam):
+    """Samba-ASR's decoder: zero weights change nothing; a huge weight makes the language model spell."""
+    from torchssm.audio.asr import ASRConfig, SambaASR
+
+    torch.manual_seed(0)
+    cfg = ASRConfig(kind="samba", d_model=16, n_layers=1, n_decoder_layers=1, n_mels=16, layer_kwargs={"d_state": 4})
+    model = SambaASR(cfg).eval()
+    audio, lengths = 0.1 * torch.randn(2, 6000), torch.tensor([6000, 4000])
+    lm = CharNGramLM(["go on", "go on"], 6)
+    plain = model.transcribe(audio, lengths, beam=beam, max_tokens=12)
+    assert model.transcribe(audio, lengths, beam=beam, max_tokens=12, lm=lm) == plain
+    assert model.transcribe(audio, lengths, beam=beam, max_tokens=12, lm=lm, alpha=100.0) == ["go on", "go on"]
+    with pytest.raises(ValueError, match="pass lm="):
+        model.transcribe(audio, lengths, alpha=1.0)

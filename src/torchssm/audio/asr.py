@@ -436,20 +436,59 @@ class SambaASR(nn.Module):
 
     @torch.no_grad()
     def transcribe(
-        self, audio: torch.Tensor, audio_lengths: torch.Tensor, beam: int = 1, max_tokens: int = 300
+        self,
+        audio: torch.Tensor,
+        audio_lengths: torch.Tensor,
+        beam: int = 1,
+        max_tokens: int = 300,
+        lm=None,
+        alpha: float = 0.0,
+        beta: float = 0.0,
     ) -> list[str]:
-        """Greedy (``beam`` 1) or beam-search decoding, one utterance at a time for the beam."""
+        """Greedy (``beam`` 1) or beam-search decoding, one utterance at a time for the beam. With ``lm`` (a
+        :class:`torchssm.audio.lm.CharNGramLM` over this vocabulary's characters) each next token scores
+        ``log p_dec + alpha log p_lm + beta`` (the bonus for a character that starts a word): shallow fusion
+        (Gulcehre et al. 2015; the CTC search's objective, :mod:`torchssm.audio.lm`)."""
+        fusion = None
+        if lm is not None:
+            if lm.alphabet != self.vocab.alphabet:
+                raise ValueError(f"the language model's alphabet {lm.alphabet!r} is not {self.vocab.alphabet!r}")
+            fusion = (lm, float(alpha), float(beta))
+        elif alpha or beta:
+            raise ValueError("alpha and beta weigh a language model: pass lm= (torchssm.audio.lm.CharNGramLM)")
         if beam == 1:
-            return self._greedy(audio, audio_lengths, max_tokens)
-        return [self._beam(audio[i : i + 1], audio_lengths[i : i + 1], beam, max_tokens) for i in range(audio.shape[0])]
+            return self._greedy(audio, audio_lengths, max_tokens, fusion)
+        return [
+            self._beam(audio[i : i + 1], audio_lengths[i : i + 1], beam, max_tokens, fusion)
+            for i in range(audio.shape[0])
+        ]
 
-    def _greedy(self, audio, audio_lengths, max_tokens):
+    def _fused(self, logp: torch.Tensor, prefixes: list[list[int]], fusion) -> torch.Tensor:
+        """``logp`` (k, vocabulary) plus alpha log p_lm(token | prefix) + beta for tokens starting a word."""
+        if fusion is None:
+            return logp
+        lm, alpha, beta = fusion
+        n = len(self.vocab.alphabet)
+        space = self.vocab.index.get(" ", -1)
+        extra = torch.zeros_like(logp)
+        for row, prefix in enumerate(prefixes):
+            lp = torch.from_numpy(lm.next_log_probs([i - 1 for i in prefix[max(0, len(prefix) - lm.order + 1) :]]))
+            extra[row, 1 : n + 1] = alpha * lp[:n].to(logp.dtype)
+            extra[row, self.vocab.eos] = alpha * float(lp[n])
+            if not prefix or prefix[-1] == space:  # a character other than the space starts a word here
+                extra[row, 1 : n + 1] += beta
+                if space > 0:
+                    extra[row, space] -= beta
+        return logp + extra
+
+    def _greedy(self, audio, audio_lengths, max_tokens, fusion=None):
         states = self._start(audio, audio_lengths)
         b = audio.shape[0]
         token = torch.full((b,), self.vocab.bos, dtype=torch.long, device=audio.device)
         out, done = [[] for _ in range(b)], torch.zeros(b, dtype=torch.bool, device=audio.device)
         for _ in range(max_tokens):
             logp, states = self._next_logprobs(token, states)
+            logp = self._fused(logp, out, fusion)
             logp[:, [BLANK, self.vocab.bos]] = -float("inf")
             token = logp.argmax(-1)
             done |= token == self.vocab.eos
@@ -460,7 +499,7 @@ class SambaASR(nn.Module):
                 break
         return [self.vocab.decode(ids) for ids in out]
 
-    def _beam(self, audio, audio_lengths, beam, max_tokens) -> str:
+    def _beam(self, audio, audio_lengths, beam, max_tokens, fusion=None) -> str:
         """Beam search over character sequences, hypotheses ranked by total log-probability / length."""
         states = self._start(audio, audio_lengths)
         hyps: list[tuple[list[int], float]] = [([], 0.0)]
@@ -470,6 +509,7 @@ class SambaASR(nn.Module):
             if len(hyps) != states_batch(states):
                 states = _select_state(states, torch.zeros(len(hyps), dtype=torch.long, device=audio.device))
             logp, states = self._next_logprobs(tokens, states)
+            logp = self._fused(logp, [h for h, _ in hyps], fusion)
             logp[:, [BLANK, self.vocab.bos]] = -float("inf")
             scores = torch.tensor([s for _, s in hyps], device=audio.device)[:, None] + logp  # (k, v)
             top = scores.flatten().topk(min(beam, scores.numel()))

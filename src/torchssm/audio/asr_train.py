@@ -135,13 +135,9 @@ def transcribe_dataset(
     beta: float = 0.0,
 ) -> tuple[list[str], list[str]]:
     """(references, hypotheses) of the first ``limit`` items of ``dataset`` (all: None), in dataset order;
-    decoded in batches of similar length, greedily (``beam`` 1) or with a beam; a CTC model can fuse a
-    character language model ``lm`` (weight ``alpha``, word bonus ``beta``; :mod:`torchssm.audio.lm`)."""
-    fusion: dict[str, Any] = {}
-    if lm is not None:
-        if not isinstance(model, CTCRecognizer):
-            raise ValueError(f"a language model is fused with CTC recognisers only, got {type(model).__name__}")
-        fusion = {"lm": lm, "alpha": alpha, "beta": beta}
+    decoded in batches of similar length, greedily (``beam`` 1) or with a beam, fusing the character
+    language model ``lm`` when given (weight ``alpha``, word bonus ``beta``; :mod:`torchssm.audio.lm`)."""
+    fusion: dict[str, Any] = {} if lm is None else {"lm": lm, "alpha": alpha, "beta": beta}
     was_training = model.training
     model.eval()
     n = len(dataset) if limit is None else min(limit, len(dataset))
@@ -208,8 +204,8 @@ def evaluate_asr(
     alpha: float = 0.0,
     beta: float = 0.0,
 ) -> dict[str, float]:
-    """{"cer", "wer", "heldout_cer", "heldout_words_n", "n"} of greedy (beam 1) or beam decoding (CTC: with
-    the character language model ``lm`` fused when given, :func:`transcribe_dataset`)."""
+    """{"cer", "wer", "heldout_cer", "heldout_words_n", "n"} of greedy (beam 1) or beam decoding (with the
+    character language model ``lm`` fused when given, :func:`transcribe_dataset`)."""
     refs, hyps = transcribe_dataset(model, dataset, beam, batch_size, limit, lm, alpha, beta)
     n = len(refs)
     out: dict[str, Any] = {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps), "n": n}
@@ -476,7 +472,7 @@ def evaluate_checkpoint(
     data_dir=None,
 ) -> dict:
     """:func:`evaluate_asr` of the recogniser at ``path`` on a split of its task, with a character
-    language model of ``lm_order`` (0: none) from the run's training transcripts fused (CTC only)."""
+    language model of ``lm_order`` (0: none) from the run's training transcripts fused."""
     from torchssm.audio.lm import lm_from_task
 
     if split not in ("val", "test", "train"):

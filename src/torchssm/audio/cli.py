@@ -45,8 +45,8 @@ def _cmd_transcribe(args) -> int:
         raise ValueError(f"--stream needs a CTC recogniser checkpoint (causal encoder), got {type(model).__name__}")
     lm = None
     if args.lm:
-        if args.stream or not isinstance(model, CTCRecognizer):
-            raise ValueError("--lm decodes a CTC recogniser offline (not with --stream)")
+        if args.stream:
+            raise ValueError("--lm decodes offline (the prefix beam search), not with --stream")
         from torchssm.audio.lm import lm_from_checkpoint
 
         lm = lm_from_checkpoint(args.checkpoint, args.lm, data_dir=args.data_dir)  # its training transcripts
@@ -63,9 +63,8 @@ def _cmd_transcribe(args) -> int:
                 f"{timing['max_chunk_ms']:.2f}), real-time factor {timing['rtf']:.3f} (CPU time)"
             )
         elif lm is not None:
-            text = model.transcribe(
-                audio[None], torch.tensor([len(audio)]), beam=args.beam, lm=lm, alpha=args.lm_alpha, beta=args.lm_beta
-            )[0]
+            fusion = {"lm": lm, "alpha": args.lm_alpha, "beta": args.lm_beta}
+            text = model.transcribe(audio[None], torch.tensor([len(audio)]), beam=args.beam, **fusion)[0]
             print(f"{path}\t{text}")
         else:
             text = model.transcribe(audio[None], torch.tensor([len(audio)]), beam=args.beam)[0]
@@ -165,8 +164,8 @@ def register(subparsers) -> None:
         type=int,
         default=0,
         metavar="ORDER",
-        help="fuse a character n-gram model of this order built from the run's training transcripts (CTC; "
-        "audio.lm; the run's data cache must exist)",
+        help="fuse a character n-gram model of this order built from the run's training transcripts "
+        "(audio.lm; the run's data cache must exist)",
     )
     p.add_argument("--lm-alpha", type=float, default=1.0, help="language-model weight alpha (default 1.0)")
     p.add_argument(
