@@ -62,3 +62,17 @@ def test_bad_inputs():
         simulate(0, CFG)
     with pytest.raises(ValueError, match="'velocity' or 'position'"):
         imu_dataset(1, CFG, target="speed")
+
+
+def test_comparison_seed_keeps_the_data_and_data_seed_changes_it(tmp_path):
+    """``timeseries imu``: --seed seeds weights and batches only; the trajectories follow --data-seed."""
+    from torchssm.timeseries.imu_compare import run
+
+    kw = dict(budget=300, steps=2, lrs=(1e-3,), n_train=8, n_val=4, n_test=4, seconds=0.5, batch_size=4, progress=False)
+    a = run(["lstm"], seed=0, **kw)
+    b = run(["lstm"], seed=1, out=tmp_path / "b.json", **kw)
+    c = run(["lstm"], seed=0, data_seed=1, **kw)
+    assert a["zero_predictor_test_mse"] == b["zero_predictor_test_mse"]  # same test trajectories
+    assert a["zero_predictor_test_mse"] != c["zero_predictor_test_mse"]
+    assert a["rows"][0]["val_mse"] != b["rows"][0]["val_mse"]  # another initialisation
+    assert (b["seed"], b["data_seed"]) == (1, 0) and (tmp_path / "b.json").exists()

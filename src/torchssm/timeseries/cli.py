@@ -30,6 +30,7 @@ def _run_imu(args) -> int:
         n_train=args.n_train,
         seconds=args.seconds,
         seed=args.seed,
+        data_seed=args.data_seed,
         out=args.out,
         progress=not args.quiet,
     )
@@ -71,7 +72,10 @@ def register(subparsers) -> None:
     imu.add_argument("--chunk", type=int, default=10, help="HiSS chunk size k; targets at chunk ends (default 10)")
     imu.add_argument("--n-train", type=int, default=512)
     imu.add_argument("--seconds", type=float, default=5.0, help="sequence duration at 200 Hz (default 5 s)")
-    imu.add_argument("--seed", type=int, default=0)
+    imu.add_argument("--seed", type=int, default=0, help="seeds the weights and batch order (default 0)")
+    imu.add_argument(
+        "--data-seed", type=int, default=0, help="seeds the simulated trajectories, shared by every --seed (default 0)"
+    )
     imu.add_argument("--out", help="write the results as JSON here")
     imu.add_argument("--quiet", action="store_true", help="no progress bars")
     imu.set_defaults(func=_run_imu)

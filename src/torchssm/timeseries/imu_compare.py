@@ -62,8 +62,11 @@ def run(
     seed: int = 0,
     out=None,
     progress: bool = True,
+    data_seed: int = 0,
 ) -> dict:
-    """Train every model at every learning rate; the result has one row per model (its best configuration)."""
+    """Train every model at every learning rate; the result has one row per model (its best configuration).
+    ``seed`` seeds the weights and the batch order, ``data_seed`` the simulated trajectories (train / val / test
+    from :func:`simulate` seeds 3 data_seed + 0 / 1 / 2), so runs of several seeds share their data."""
     torch.set_num_threads(1)
     cfg = IMUConfig(seconds=seconds)
     L = cfg.length
@@ -71,7 +74,7 @@ def run(
         raise ValueError("lrs must name at least one learning rate")
     if L % chunk:
         raise ValueError(f"chunk={chunk} must divide the sequence length {L} (rate_hz * seconds)")
-    train, val, test = (imu_dataset(n, cfg, seed=3 * seed + i) for i, n in enumerate((n_train, n_val, n_test)))
+    train, val, test = (imu_dataset(n, cfg, seed=3 * data_seed + i) for i, n in enumerate((n_train, n_val, n_test)))
     loss_of = chunk_end_loss(chunk)
     zero = evaluate_loss(lambda x: torch.zeros(x.shape[0], L // chunk, 3), test, loss_of)
     rows, trials = [], []
@@ -115,6 +118,7 @@ def run(
         "batch_size": batch_size,
         "n_train": n_train,
         "seed": seed,
+        "data_seed": data_seed,
         "zero_predictor_test_mse": zero,
         "rows": rows,
         "trials": trials,  # every configuration's validation MSE (rows: each model's best, with its test MSE)
