@@ -204,3 +204,33 @@ def test_masked_batchnorm_bf16_activations_use_float32_statistics():
     y = bn(x.bfloat16(), mask)
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), MaskedBatchNorm(8)(x.bfloat16().float(), mask), rtol=0.01, atol=0.02)
+
+
+@pytest.mark.parametrize("final_norm", ["layer", "batch"])
+def test_final_norm_in_every_path(final_norm):
+    """``final_norm`` normalises the residual stream after the last block, in forward, in chunked
+    streaming and in ``step`` alike; padding still does not reach the logits; "none" adds no parameters."""
+    m = model(final_norm=final_norm, pooling="none").eval()
+    assert type(m.final_norm).__name__ != "_NoNorm"
+    x, lengths = padded_batch([10, 6])
+    feats = m.features(x)  # (b, l, h): the head's input
+    if final_norm == "layer":  # LayerNorm at init: zero mean, unit variance per step
+        torch.testing.assert_close(feats.mean(-1), torch.zeros(2, 10, dtype=torch.float64), atol=1e-9, rtol=0)
+        torch.testing.assert_close(
+            feats.var(-1, unbiased=False), torch.ones(2, 10, dtype=torch.float64), atol=1e-4, rtol=0
+        )
+    full = m(x)
+    first, state = m(x[:, :4], return_state=True)
+    rest, state = m(x[:, 4:], state=state, return_state=True)
+    torch.testing.assert_close(torch.cat([first, rest], 1), full)
+    state = m.init_state(2, dtype=torch.float64)
+    for t in range(10):
+        logits, state = m.step(x[:, t], state)
+        torch.testing.assert_close(logits, full[:, t])
+    out = m(x, lengths)
+    torch.testing.assert_close(out[1, :6], m(x[1:, :6])[0])
+    plain = model(pooling="none")
+    assert set(plain.state_dict()) < set(m.state_dict())  # "none" (the default): old checkpoints still load
+    assert not any(k.startswith("final_norm") for k in plain.state_dict())
+    with pytest.raises(ValueError, match="final_norm"):
+        build_model(cfg(final_norm="group"))

@@ -2,6 +2,7 @@
 
     inputs (b, l, d_input) float  -> Linear d_input -> h         (or (b, l) token ids -> Embedding)
       -> n_layers x ResidualBlock (norm, SSM layer, GELU, dropout, GLU, dropout, skip)   (b, l, h)
+      -> final norm (``final_norm``: "none" by default, as the article; "layer" | "batch")   (b, l, h)
       -> pooling: "mean" over valid steps | "last" valid step  (b, h)  | "none" (b, l, h)
       -> Linear h -> d_output                                  logits (b, d_output) or (b, l, d_output)
          (``tie_embeddings``: the Linear's weight is the Embedding's, for token outputs over the input vocabulary)
@@ -29,11 +30,12 @@ import torch
 from torch import nn
 
 from torchssm.layers.base import check_state_like
-from torchssm.models.blocks import ResidualBlock, lengths_to_mask
+from torchssm.models.blocks import ResidualBlock, build_norm, lengths_to_mask
 from torchssm.models.config import ModelConfig
 from torchssm.models.pretrained import PretrainedMixin
 
 _POOLINGS = ("mean", "last", "none")
+_NORMS = ("batch", "layer", "none")
 _INPUT_KINDS = ("real", "tokens")
 
 
@@ -48,6 +50,9 @@ def _check_config(cfg: ModelConfig) -> None:
         raise ValueError(f"model config n_layers must be an int >= 0, got {cfg.n_layers!r}")
     if cfg.pooling not in _POOLINGS:
         raise ValueError(f"model config pooling must be one of {list(_POOLINGS)}, got {cfg.pooling!r}")
+    for name in ("norm", "final_norm"):
+        if getattr(cfg, name) not in _NORMS:
+            raise ValueError(f"model config {name} must be one of {list(_NORMS)}, got {getattr(cfg, name)!r}")
     if cfg.input_kind not in _INPUT_KINDS:
         raise ValueError(f"model config input_kind must be one of {list(_INPUT_KINDS)}, got {cfg.input_kind!r}")
     if cfg.paired and cfg.pooling == "none":
@@ -88,6 +93,7 @@ class DeepSSM(PretrainedMixin, nn.Module):
             )
             for _ in range(config.n_layers)
         )
+        self.final_norm = build_norm(config.final_norm, h)  # "none": no parameters (old checkpoints load)
         if config.paired:
             self.head: nn.Module = nn.Sequential(nn.Linear(4 * h, h), nn.GELU(), nn.Linear(h, config.d_output))
         else:
@@ -145,6 +151,7 @@ class DeepSSM(PretrainedMixin, nn.Module):
         x = self.encoder(inputs)  # (b, l, h)
         for block in self.blocks:
             x = block(x, lengths, mask)
+        x = self.final_norm(x, mask)  # (b, l, h)
         pooling = self.config.pooling
         if pooling == "none":
             return x
@@ -186,6 +193,7 @@ class DeepSSM(PretrainedMixin, nn.Module):
             for block, s in zip(self.blocks, state["blocks"]):
                 x, s = block(x, state=s, return_state=True)
                 blocks.append(s)
+            x = self.final_norm(x)  # (b, l, h)
             logits, pool_sum, count = self._stream_head(x, state)
             out = logits, {"blocks": blocks, "pool_sum": pool_sum, "count": count}
             return out if return_state else out[0]
@@ -275,6 +283,7 @@ class DeepSSM(PretrainedMixin, nn.Module):
         for block, s in zip(self.residual_blocks(), state["blocks"]):
             x, s = block.step(x, s)
             blocks.append(s)
+        x = self.final_norm(x[:, None])[:, 0]  # (b, h)
         logits, pool_sum, count = self._stream_head(x[:, None], state)
         logits = logits[:, 0] if self.config.pooling == "none" else logits  # (b, d_output)
         return logits, {"blocks": blocks, "pool_sum": pool_sum, "count": count}

@@ -2,6 +2,7 @@
 
     inputs (b, l, d_input) -> encoder (linear M -> H, or embedding for tokens)
       -> n_layers x [norm -> SSM layer -> GELU -> dropout -> GLU -> dropout -> + skip]
+      -> final_norm (none by default)
       -> pooling (mean over valid steps, or last) -> linear head -> logits
 
 Defaults follow the LRU paper (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks for
@@ -45,6 +46,10 @@ class ModelConfig(ConfigDict):
     dropout: float = 0.0
     glu: bool = True  # GLU after the SSM's GELU, as in the LRU/S5 blocks
     pooling: str = "mean"  # "mean" (masked by lengths) | "last" | "none" (per-token head)
+    # norm after the last block, before pooling and head: "none" (the LRU article's model, Fig. 1) | "layer" |
+    # "batch". A pre-norm stack leaves its residual stream unnormalised; GPT-2 (Radford et al. 2019, Sec. 2.3)
+    # and Mamba's reference model (mamba_ssm MixerModel.norm_f) add a final norm there
+    final_norm: str = "none"
     # Filled from the task (TaskInfo) when the model is built for one:
     d_input: int = 1
     d_output: int = 10
