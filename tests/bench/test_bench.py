@@ -284,3 +284,15 @@ def test_training_record_of_a_missing_path_is_a_clear_error(tmp_path, capsys):
         training_record(tmp_path / "missing")
     assert main(["bench", "extrapolation", "--checkpoint", str(tmp_path / "missing"), "--task", "aa_ab"]) == 2
     assert "no training run or checkpoint at" in capsys.readouterr().err
+
+
+def test_training_record_of_a_checkpoint_without_training_config(tmp_path):
+    """A trainer checkpoint whose sidecar holds no config (not written by torchssm train) is no record."""
+    from torchssm.bench.extrapolation import training_record
+    from torchssm.models.backbone import build_model
+    from torchssm.models.config import ModelConfig
+    from torchssm.train.checkpoint import save_checkpoint
+
+    mcfg = ModelConfig(layer="lru", d_model=8, n_layers=1, layer_kwargs={"d_state": 4}, d_input=1, d_output=2)
+    save_checkpoint(tmp_path / "c", build_model(mcfg), epoch=1)
+    assert training_record(tmp_path / "c") == (str(tmp_path / "c"), None)

@@ -77,22 +77,21 @@ def evaluate_lengths(
 
 
 def training_record(checkpoint) -> tuple[str, dict | None]:
-    """(checkpoint directory, training's {"task", "task_options", "seed"} or None if not a training run).
-    A path that does not exist raises FileNotFoundError."""
-    from torchssm.train.checkpoint import SIDECAR, read_checkpoint_state
+    """(checkpoint directory, training's {"task", "task_options", "seed"} or None if not a training run, e.g.
+    a ``save_pretrained`` directory). A path that does not exist raises FileNotFoundError."""
+    from torchssm.train.checkpoint import SIDECAR
     from torchssm.train.cli import find_checkpoint
+    from torchssm.train.reload import read_run_config
 
     if not Path(checkpoint).exists():
         raise FileNotFoundError(f"no training run or checkpoint at {checkpoint}")
     path = find_checkpoint(checkpoint)
     if not (Path(path) / SIDECAR).exists():
         return str(path), None
-    cfg = read_checkpoint_state(path).get("config") or {}
-    if "task" not in cfg:
+    try:
+        path, _, exp = read_run_config(path)  # the config reader torchssm eval and load_run use
+    except ValueError:  # a checkpoint without a training config
         return str(path), None
-    from torchssm.train.config import ExperimentConfig, saved_config
-
-    exp = ExperimentConfig.from_dict(saved_config(cfg))
     options = {k: v for k, v in exp.task_options.items() if k != "seed"}
     return str(path), {"task": exp.task_name, "task_options": options, "seed": exp.data_seed}  # the data's seed
 
