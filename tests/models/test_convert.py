@@ -132,6 +132,9 @@ def _reference_logits(sd, ids, mixer, tie=True):
     for i in range(NL):
         p = f"backbone.layers.{i}."
         x = x + mixer(sd, p + "mixer.", _rms(x, sd[p + "norm.weight"]))
+        if p + "mlp.fc1.weight" in sd:  # mamba_ssm's GatedMLP: fc2(y * silu(g)), [y, g] = fc1(norm2(x))
+            y, g = (_rms(x, sd[p + "norm2.weight"]) @ sd[p + "mlp.fc1.weight"].T).chunk(2, dim=-1)
+            x = x + (y * g * torch.sigmoid(g)) @ sd[p + "mlp.fc2.weight"].T
     head = sd["backbone.embedding.weight"] if tie else sd["lm_head.weight"]
     return (_rms(x, sd["backbone.norm_f.weight"]) @ head.T)[:, :V]
 
@@ -206,6 +209,21 @@ def test_mamba_ssm_mamba1_bin_with_padded_vocab(tmp_path):
     _check(path, _reference_logits(sd, IDS, _mamba1_mixer), "mamba_ssm")
 
 
+def test_mamba_ssm_with_gated_mlp_rounds_its_width_to_128(tmp_path):
+    """d_intermediate = 100 in config.json: mamba_ssm's GatedMLP is 128 wide (multiple_of 128)."""
+    gen = torch.Generator().manual_seed(5)
+    sd = _mamba1_weights(gen, 56)
+    for i in range(NL):
+        p = f"backbone.layers.{i}."
+        sd[p + "norm2.weight"] = 1 + _rand(gen, H)
+        sd[p + "mlp.fc1.weight"] = _rand(gen, 2 * 128, H)
+        sd[p + "mlp.fc2.weight"] = _rand(gen, H, 128, scale=0.1)
+    cfg = {"d_model": H, "n_layer": NL, "vocab_size": V, "ssm_cfg": {"d_state": N}, "d_intermediate": 100}
+    path = _write(tmp_path, "ssm_mlp", cfg, sd, "bin")
+    model = _check(path, _reference_logits(sd, IDS, _mamba1_mixer), "mamba_ssm")
+    assert model.config.d_intermediate == 128
+
+
 def test_hf_mamba2_groups_whole_width_norm(tmp_path):
     gen = torch.Generator().manual_seed(2)
     sd = _mamba2_weights(gen, V, tie=False)
@@ -258,7 +276,7 @@ def test_mamba_ssm_mamba2_grouped_norm(tmp_path):
 def test_unsupported_and_mismatched(tmp_path):
     gen = torch.Generator().manual_seed(4)
     sd = _mamba1_weights(gen, 56)
-    cfg = {"d_model": H, "n_layer": NL, "vocab_size": V, "ssm_cfg": {}, "d_intermediate": 4 * H}
+    cfg = {"d_model": H, "n_layer": NL, "vocab_size": V, "ssm_cfg": {}, "attn_layer_idx": [1]}
     with pytest.raises(ValueError, match="hybrid"):
         load_converted(_write(tmp_path, "hybrid", cfg, sd, "bin"))
     cfg = {"d_model": H, "n_layer": NL + 1, "vocab_size": V, "ssm_cfg": {"d_state": N}}

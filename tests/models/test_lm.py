@@ -90,6 +90,56 @@ def test_init_and_weight_tying():
     assert m.backbone.layers[0].mixer.out_proj.weight.abs().max() <= bound + 1e-6
 
 
+@pytest.mark.parametrize("layer", ["transformer", "mamba"])
+def test_gated_mlp_blocks_in_every_path(layer, tmp_path):
+    """d_intermediate > 0: each block adds x + fc2(y * silu(g)), [y, g] = fc1(norm2(x)), after its mixer, in
+    forward, step and the fused generation step alike; fc2 is scaled as a second residual branch; it
+    saves and loads; Hugging Face export refuses it (their Mamba models have no MLP)."""
+    m = _lm(layer, d_intermediate=24)
+    blk = m.backbone.layers[0]
+    assert blk.mlp.fc1.weight.shape == (48, 16) and blk.mlp.fc2.weight.shape == (16, 24)
+    assert blk.mlp.fc2.weight.abs().max() <= 1 / (24**0.5 * (2 * 2) ** 0.5) + 1e-9  # 1/sqrt(fan_in)/sqrt(2 n_layer)
+    x = torch.randn(2, 16, dtype=torch.float64)
+    expected = x + blk.mlp.fc2(
+        torch.nn.functional.silu(blk.mlp.fc1(blk.norm2(x))[:, 24:]) * blk.mlp.fc1(blk.norm2(x))[:, :24]
+    )
+    torch.testing.assert_close(blk.add_mlp(x, torch.float64), expected)
+    ids = torch.randint(0, 37, (2, 7), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = m(ids)
+        assert not torch.allclose(full, _lm(layer)(ids))  # the MLP changes the logits
+        state = m.init_state(2, dtype=torch.float64)
+        fused = m._step_function(2, state)
+        state2 = m.init_state(2, dtype=torch.float64)
+        for t in range(7):
+            lt, state = m.step(ids[:, t], state)
+            torch.testing.assert_close(lt, full[:, t])
+            lf, state2 = fused(ids[:, t], state2)
+            torch.testing.assert_close(lf, full[:, t])
+    m.save_pretrained(tmp_path / "mlp")
+    again = torchssm.from_pretrained(tmp_path / "mlp").double().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids), full)
+    if layer == "mamba":
+        from torchssm.models.hf_export import hf_config
+
+        with pytest.raises(ValueError, match="no MLP"):
+            hf_config(m)
+    with pytest.raises(ValueError, match="d_intermediate"):
+        _lm(layer, d_intermediate=-1)
+
+
+def test_d_intermediate_reaches_the_lm_from_a_model_config_and_the_deep_model_refuses_it():
+    """``torchssm train`` on an lm task: model.d_intermediate becomes the CausalLM's MLP width."""
+    from torchssm.lm.build import lm_config_from_model_config
+    from torchssm.models import ModelConfig, build_model
+
+    cfg = ModelConfig(layer="mamba", d_model=16, input_kind="tokens", d_input=37, d_output=37, d_intermediate=8)
+    assert lm_config_from_model_config(cfg).d_intermediate == 8
+    with pytest.raises(ValueError, match="d_intermediate=8 is for language models"):
+        build_model(cfg)
+
+
 def test_save_load_and_cli_stream(tmp_path):
     tok = ByteTokenizer()
     torch.manual_seed(0)

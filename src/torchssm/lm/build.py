@@ -36,6 +36,7 @@ def lm_config_from_model_config(cfg: ModelConfig) -> LMConfig:
         n_layer=cfg.n_layers,
         vocab_size=cfg.d_output,
         layer_kwargs=dict(cfg.layer_kwargs),
+        d_intermediate=cfg.d_intermediate,
     )
 
 
@@ -49,6 +50,8 @@ def causal_lm_builder(task: TaskData) -> Callable[[ModelConfig], nn.Module]:
             from torchssm.models.masked_lm import MaskedLM, MaskedLMConfig
 
             lm = lm_config_from_model_config(cfg)
+            if lm.d_intermediate:
+                raise ValueError("model.d_intermediate: the masked LM's blocks have no MLP; leave it 0")
             model = MaskedLM(
                 MaskedLMConfig(
                     layer=lm.layer,

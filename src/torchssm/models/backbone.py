@@ -63,6 +63,11 @@ def _check_config(cfg: ModelConfig) -> None:
             f"d_input == d_output, not paired); got input_kind={cfg.input_kind!r}, d_input={cfg.d_input}, "
             f"d_output={cfg.d_output}, paired={cfg.paired}"
         )
+    if cfg.d_intermediate:
+        raise ValueError(
+            f"model config d_intermediate={cfg.d_intermediate} is for language models (lm tasks); the deep "
+            "model's blocks have their GELU + GLU channel mixing: leave it 0"
+        )
     if not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"model config dropout must be in [0, 1), got {cfg.dropout!r}")
 

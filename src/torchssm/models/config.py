@@ -50,6 +50,9 @@ class ModelConfig(ConfigDict):
     # "batch". A pre-norm stack leaves its residual stream unnormalised; GPT-2 (Radford et al. 2019, Sec. 2.3)
     # and Mamba's reference model (mamba_ssm MixerModel.norm_f) add a final norm there
     final_norm: str = "none"
+    # language models only (lm tasks, torchssm.lm.build): a gated MLP of this width after each mixer of the
+    # CausalLM (LMConfig.d_intermediate, mamba_ssm's); 0: none. The deep model refuses it (its blocks have a GLU)
+    d_intermediate: int = 0
     # Filled from the task (TaskInfo) when the model is built for one:
     d_input: int = 1
     d_output: int = 10

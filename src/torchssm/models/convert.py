@@ -101,8 +101,11 @@ def lm_config_from(path: PathLike, mamba2_norm: str = "auto") -> LMConfig:
         layer = {"Mamba1": "mamba", "Mamba2": "mamba2"}.get(ssm.pop("layer", "Mamba1"))
         if layer is None:
             raise ValueError(f"unsupported ssm_cfg.layer in {path}/config.json (expected Mamba1 or Mamba2)")
-        if cfg.get("d_intermediate", 0) or cfg.get("attn_layer_idx"):
-            raise ValueError("hybrid checkpoints (d_intermediate > 0 MLPs or attention layers) are not supported")
+        if cfg.get("attn_layer_idx"):
+            raise ValueError("hybrid checkpoints (attention layers, attn_layer_idx) are not supported")
+        d_intermediate = int(cfg.get("d_intermediate", 0) or 0)
+        if d_intermediate:  # mamba_ssm's GatedMLP rounds its width up to a multiple of 128 (modules/mlp.py)
+            d_intermediate = -(-d_intermediate // 128) * 128
         if not cfg.get("rms_norm", True):
             raise ValueError("checkpoints with LayerNorm (rms_norm=false) are not supported; Mamba models use RMSNorm")
         for key, ok in (("D_has_hdim", False), ("norm_before_gate", False), ("rmsnorm", True), ("d_ssm", None)):
@@ -127,6 +130,7 @@ def lm_config_from(path: PathLike, mamba2_norm: str = "auto") -> LMConfig:
             residual_in_fp32=cfg.get("residual_in_fp32", True),
             tie_embeddings=cfg.get("tie_embeddings", True),
             norm_eps=1e-5,
+            d_intermediate=d_intermediate,
         )
     h = cfg["hidden_size"]
     common = dict(

@@ -53,6 +53,10 @@ def hf_config(model: CausalLM) -> dict:
     cfg = model.config
     if cfg.layer not in ("mamba", "mamba2"):
         raise ValueError(f"Hugging Face has Mamba and Mamba-2 language models only; this LM's layer is {cfg.layer!r}")
+    if cfg.d_intermediate:
+        raise ValueError(
+            f"Hugging Face's Mamba / Mamba-2 models have no MLP; this LM has one (d_intermediate={cfg.d_intermediate})"
+        )
     mixer = cast("Mamba | Mamba2", model.backbone.blocks()[0].mixer)  # cfg.layer, checked above
     eos = getattr(getattr(model, "tokenizer", None), "eos_token_id", None)
     common = {

@@ -5,14 +5,22 @@ Architecture (Mamba's ``MambaLMHeadModel``: Gu & Dao 2023, Sec. 4.2 / App. E.2; 
 
     x_0 = Embedding(ids)                                      (b, l, h), vocab padded to a multiple of 8
     x_{i+1} = x_i + Mixer_i(RMSNorm_i(x_i))                   pre-norm residual blocks, i < n_layer
+             [+ MLP_i(RMSNorm2_i(.)) with d_intermediate > 0: a second residual branch]
     logits = RMSNorm_f(x_N) @ Embedding.weight^T              tied head, (b, l, V)
+
+MLP (``d_intermediate`` = d > 0; mamba_ssm's ``create_block`` / ``GatedMLP``, modules/mlp.py, the channel
+mixer a Transformer block has after attention): [y, g] = fc1(x) (h -> 2d), MLP(x) = fc2(y * silu(g))
+(d -> h), no biases. mamba_ssm rounds d up to a multiple of 128 (GatedMLP's ``multiple_of``); here d is
+taken as given (the converter passes the rounded width). Off by default (the Mamba LM has none).
 
 Defaults and their sources (mamba_ssm ``MambaConfig`` and ``_init_weights``): RMSNorm eps 1e-5, the
 residual stream kept in float32 (``residual_in_fp32``), ``pad_vocab_size_multiple=8``, tied embeddings,
 embedding ~ N(0, 0.02), Linear biases zero, and each mixer's output projection (``out_proj``, or ``out``
-for attention) re-initialised kaiming-uniform and scaled by 1/sqrt(n_layer) (GPT-2's scheme, Radford et
-al. 2019, Sec. 2.3). Module names follow mamba_ssm (``backbone.embedding``, ``backbone.layers.i.norm``,
-``backbone.layers.i.mixer``, ``backbone.norm_f``, ``lm_head``), so its checkpoints map one to one.
+for attention) and each MLP's ``fc2`` re-initialised kaiming-uniform and scaled by 1/sqrt(r n_layer), r = 1
+residual branch per block, 2 with an MLP (GPT-2's scheme, Radford et al. 2019, Sec. 2.3). Module names
+follow mamba_ssm (``backbone.embedding``, ``backbone.layers.i.norm``, ``backbone.layers.i.mixer``,
+``backbone.layers.i.norm2`` / ``mlp.fc1`` / ``mlp.fc2``, ``backbone.norm_f``, ``lm_head``), so its
+checkpoints map one to one.
 
 Generation (:meth:`CausalLM.generate`): the prompt runs once in parallel mode (``forward`` with
 ``return_state=True``), then each new token is one ``step`` of every layer with the carried states:
@@ -51,6 +59,7 @@ class LMConfig(ConfigDict):
     residual_in_fp32: bool = True  # mamba_ssm MambaConfig (the pretrained checkpoints use True)
     tie_embeddings: bool = True
     max_length: int = 1 << 20  # longest prompt + generation accepted by ``generate``
+    d_intermediate: int = 0  # hidden width of a gated MLP after each mixer (mamba_ssm MambaConfig); 0: none
 
     @property
     def padded_vocab_size(self) -> int:
@@ -58,13 +67,40 @@ class LMConfig(ConfigDict):
         return self.vocab_size if m <= 1 else m * math.ceil(self.vocab_size / m)
 
 
-class Block(nn.Module):
-    """x + mixer(norm(x)) (pre-norm residual, as mamba_ssm's ``Block``)."""
+def gated_mlp(x: torch.Tensor, fc1: torch.Tensor, fc2: torch.Tensor) -> torch.Tensor:
+    """fc2(y * silu(g)) with [y, g] = fc1(x): x (..., h), fc1 (2d, h), fc2 (h, d) -> (..., h)."""
+    y, gate = F.linear(x, fc1).chunk(2, dim=-1)  # (..., d) each
+    return F.linear(y * F.silu(gate), fc2)
 
-    def __init__(self, mixer: SSMLayer, d_model: int, eps: float):
+
+class GatedMLP(nn.Module):
+    """mamba_ssm's GatedMLP without biases (module docstring): h -> 2d -> d -> h."""
+
+    def __init__(self, d_model: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, 2 * hidden, bias=False)
+        self.fc2 = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gated_mlp(x, self.fc1.weight, self.fc2.weight)
+
+
+class Block(nn.Module):
+    """x + mixer(norm(x)), then x + mlp(norm2(x)) when the block has an MLP (pre-norm residuals, as
+    mamba_ssm's ``Block``)."""
+
+    def __init__(self, mixer: SSMLayer, d_model: int, eps: float, d_intermediate: int = 0):
         super().__init__()
         self.norm = nn.RMSNorm(d_model, eps=eps)
         self.mixer = mixer
+        self.norm2 = nn.RMSNorm(d_model, eps=eps) if d_intermediate else None
+        self.mlp = GatedMLP(d_model, d_intermediate) if d_intermediate else None
+
+    def add_mlp(self, residual: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """residual + mlp(norm2(residual)) (the MLP in ``dtype``); the residual itself without an MLP."""
+        if self.mlp is None or self.norm2 is None:
+            return residual
+        return residual + self.mlp(self.norm2(residual.to(dtype))).to(residual.dtype)
 
 
 class Backbone(nn.Module):
@@ -72,7 +108,9 @@ class Backbone(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
         self.layers = nn.ModuleList(
-            Block(build_layer(cfg.layer, cfg.d_model, **cfg.layer_kwargs), cfg.d_model, cfg.norm_eps)
+            Block(
+                build_layer(cfg.layer, cfg.d_model, **cfg.layer_kwargs), cfg.d_model, cfg.norm_eps, cfg.d_intermediate
+            )
             for _ in range(cfg.n_layer)
         )
         self.norm_f = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
@@ -95,6 +133,12 @@ class CausalLM(PretrainedMixin, nn.Module):
             v = getattr(config, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"LM config {name} must be a positive int, got {v!r}")
+        if (
+            isinstance(config.d_intermediate, bool)
+            or not isinstance(config.d_intermediate, int)
+            or config.d_intermediate < 0
+        ):
+            raise ValueError(f"LM config d_intermediate must be an int >= 0 (0: no MLP), got {config.d_intermediate!r}")
         self.config = config
         self.backbone = Backbone(config)
         for block in self.backbone.blocks():
@@ -118,7 +162,7 @@ class CausalLM(PretrainedMixin, nn.Module):
 
     @torch.no_grad()
     def _init_weights(self) -> None:
-        """mamba_ssm ``_init_weights`` (mixer_seq_simple.py), n_residuals_per_layer = 1."""
+        """mamba_ssm ``_init_weights`` (mixer_seq_simple.py), n_residuals_per_layer = 1, or 2 with an MLP."""
         tags = parameter_tags(self)  # a layer's "reinit": False keeps its own init (Mamba's dt bias)
         for module in self.modules():
             if isinstance(module, nn.Linear) and module.bias is not None:
@@ -126,13 +170,14 @@ class CausalLM(PretrainedMixin, nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=0.02)
+        residual_branches = (2 if self.config.d_intermediate else 1) * self.config.n_layer
         for block in self.backbone.blocks():
-            for pname in ("out_proj", "out"):
-                proj = getattr(block.mixer, pname, None)
-                if isinstance(proj, nn.Linear):
-                    nn.init.kaiming_uniform_(proj.weight, a=math.sqrt(5))
-                    proj.weight /= math.sqrt(self.config.n_layer)
-                    break
+            projections = [getattr(block.mixer, name, None) for name in ("out_proj", "out")]
+            proj = next((p for p in projections if isinstance(p, nn.Linear)), None)
+            for out in (proj, None if block.mlp is None else block.mlp.fc2):
+                if out is not None:
+                    nn.init.kaiming_uniform_(out.weight, a=math.sqrt(5))
+                    out.weight /= math.sqrt(residual_branches)
 
     # --- parallel mode -------------------------------------------------------------------------------
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
@@ -192,7 +237,7 @@ class CausalLM(PretrainedMixin, nn.Module):
             if return_state:
                 out, s = out
                 new_states.append(s)
-            residual = residual + out.to(residual.dtype)
+            residual = blk.add_mlp(residual + out.to(residual.dtype), x.dtype)
         logits = self.lm_head(self.backbone.norm_f(residual.to(x.dtype)))[..., : self.config.vocab_size]
         return (logits, new_states) if return_state else logits
 
@@ -211,7 +256,7 @@ class CausalLM(PretrainedMixin, nn.Module):
         for blk, s in zip(self.backbone.blocks(), state):
             out, s = blk.mixer.step(blk.norm(residual.to(x.dtype)), s)
             new_states.append(s)
-            residual = residual + out.to(residual.dtype)
+            residual = blk.add_mlp(residual + out.to(residual.dtype), x.dtype)
         logits = self.lm_head(self.backbone.norm_f(residual.to(x.dtype)))[..., : self.config.vocab_size]
         return logits, new_states
 
@@ -450,7 +495,7 @@ class CausalLM(PretrainedMixin, nn.Module):
                 self._compiled_step = (key, torch.compile(self._step_function(batch, state), dynamic=False))
             return self._compiled_step[1]
         layers = [
-            (blk.norm.weight, blk.norm.eps, fused() if fused is not None else blk.mixer.step)
+            (blk.norm.weight, blk.norm.eps, fused() if fused is not None else blk.mixer.step, _mlp_weights(blk))
             for blk in self.backbone.blocks()
             for fused in [getattr(blk.mixer, "step_function", None)]  # a layer's fused one-token step, if any
         ]
@@ -463,14 +508,25 @@ class CausalLM(PretrainedMixin, nn.Module):
             x = F.embedding(token_ids, emb)  # (b, h)
             residual = x.to(torch.promote_types(x.dtype, torch.float32)) if fp32_residual else x
             new_states = []
-            for (w, eps, mix), s in zip(layers, state):
+            for (w, eps, mix, mlp), s in zip(layers, state):
                 out, s = mix(F.rms_norm(residual.to(x.dtype), width, w, eps), s)
                 new_states.append(s)
                 residual = residual + out.to(residual.dtype)
+                if mlp is not None:
+                    w2, eps2, fc1, fc2 = mlp
+                    h2 = F.rms_norm(residual.to(x.dtype), width, w2, eps2)
+                    residual = residual + gated_mlp(h2, fc1, fc2).to(residual.dtype)
             h = F.rms_norm(residual.to(x.dtype), width, norm_f.weight, norm_f.eps)
             return (h @ head_t if head_t is not None else F.linear(h, head))[..., :vocab], new_states
 
         return step
+
+
+def _mlp_weights(block: Block) -> tuple | None:
+    """(norm2 weight, norm2 eps, fc1, fc2) of a block's MLP, for the fused step; None without one."""
+    if block.mlp is None or block.norm2 is None:
+        return None
+    return block.norm2.weight, block.norm2.eps, block.mlp.fc1.weight, block.mlp.fc2.weight
 
 
 def build_lm(config: LMConfig) -> CausalLM:
