@@ -122,3 +122,35 @@ def check_bf16_autocast(layer, d_model: int, length: int = 40) -> None:
             _, state = layer.step(x[:, 0], state)
     assert y.dtype == torch.bfloat16 and state[1].dtype == torch.float32
     assert ((y.float() - ref).norm() / ref.norm()).item() < 3e-2
+
+
+def check_one_token_chunks_take_the_step(layer, d_model: int, length: int = 7) -> None:
+    """Chunks of one token with a carried state (no gradients) run the cached fused step: the outputs and
+    states equal those of the chunked scan (grad mode, which keeps the scan) and of one call; the cache is
+    rebuilt after an in-place parameter change; the layer still deep-copies."""
+    import copy
+
+    x = torch.randn(2, length, d_model, dtype=torch.float64)
+    with torch.no_grad():
+        full = layer(x)
+    state, scan_state, outs, scan_outs = layer.init_state(2), layer.init_state(2), [], []
+    for t in range(length):
+        with torch.no_grad():
+            y, state = layer(x[:, t : t + 1], state, return_state=True)  # the step
+        y_scan, scan_state = layer(x[:, t : t + 1], scan_state, return_state=True)  # grad on: the scan
+        outs.append(y)
+        scan_outs.append(y_scan.detach())
+        scan_state = tuple(s.detach() for s in scan_state)
+    assert "_step_cache" in layer.__dict__
+    torch.testing.assert_close(torch.cat(outs, 1), full)
+    torch.testing.assert_close(torch.cat(scan_outs, 1), full)
+    for a, b in zip(state, scan_state):
+        torch.testing.assert_close(a, b)
+    clone = copy.deepcopy(layer)  # the cached closure is not copied
+    assert "_step_cache" not in clone.__dict__
+    with torch.no_grad():
+        before = layer(x[:, :1], layer.init_state(2))
+        layer.out_proj.weight.mul_(2.0)  # in place: the version counter moves
+        after = layer(x[:, :1], layer.init_state(2))
+        layer.out_proj.weight.div_(2.0)
+    torch.testing.assert_close(after, 2.0 * before)

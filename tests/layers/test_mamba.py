@@ -11,6 +11,7 @@ from _selective_common import (
     check_bf16_autocast,
     check_conv_buffer_is_carried,
     check_float32_step,
+    check_one_token_chunks_take_the_step,
     check_reset_separates_packed,
 )
 
@@ -39,6 +40,10 @@ def test_conv_buffer_carried(layer):
 
 def test_reset_separates_packed_sequences(layer):
     check_reset_separates_packed(layer, 16)
+
+
+def test_one_token_chunks_take_the_cached_step(layer):
+    check_one_token_chunks_take_the_step(layer, 16)
 
 
 def test_naive_and_fast_backends_agree_with_grads():

@@ -9,6 +9,7 @@ from _selective_common import (
     check_bf16_autocast,
     check_conv_buffer_is_carried,
     check_float32_step,
+    check_one_token_chunks_take_the_step,
     check_reset_separates_packed,
 )
 
@@ -36,6 +37,10 @@ def test_conv_buffer_carried():
 
 def test_reset_separates_packed_sequences():
     check_reset_separates_packed(_layer(), 16)
+
+
+def test_one_token_chunks_take_the_cached_step():
+    check_one_token_chunks_take_the_step(_layer(), 16)
 
 
 def test_naive_and_chunked_agree_with_grads():
