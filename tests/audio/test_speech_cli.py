@@ -41,6 +41,29 @@ def test_train_rejects_bad_overrides(capsys):
     assert "section.key=value" in capsys.readouterr().err
 
 
+def test_train_writes_its_result_and_flushes_its_log(tmp_path, monkeypatch):
+    """speech train: the training log is flushed line by line (progress in a redirected log) and result.json is
+    written in out_dir (through a temporary file: no half-written result)."""
+    import json
+
+    from torchssm.audio import asr_train
+
+    seen = {}
+
+    def fake_train(config, data_dir=None, log=print):
+        seen["flush"] = getattr(log, "keywords", {}).get("flush")
+        log("epoch=1")
+        return {"test_greedy": {"cer": 0.5}}
+
+    monkeypatch.setattr(asr_train, "train_asr", fake_train)
+    out = tmp_path / "run"
+    out.mkdir()
+    assert main(["speech", "train", "--preset", "audio/asr_ctc", "--set", f"train.out_dir={out}"]) == 0
+    assert seen["flush"] is True
+    assert json.loads((out / "result.json").read_text()) == {"test_greedy": {"cer": 0.5}}
+    assert [p.name for p in out.iterdir()] == ["result.json"]  # no temporary file left behind
+
+
 def test_kws_baseline_voice_split(tmp_path, capsys):
     pytest.importorskip("sklearn")
     from torchssm.audio.kws import logmel_logistic_baseline, voice_groups

@@ -9,8 +9,11 @@ torchssm speech snr-sweep --checkpoint runs/spoken_commands_s4d/best
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
+
+from torchssm.fileio import atomic_write_text
 
 
 def _load_wav(path: str):
@@ -113,9 +116,9 @@ def _cmd_train(args) -> int:
         if not sep or not dot or section not in ("task", "model", "train"):
             raise ValueError(f"--set expects section.key=value with section task|model|train, got {item!r}")
         config.setdefault(section, {})[name] = yaml.safe_load(value)
-    result = train_asr(config, data_dir=args.data_dir)
+    result = train_asr(config, data_dir=args.data_dir, log=functools.partial(print, flush=True))  # progress in logs
     out = Path(config.get("train", {}).get("out_dir", "runs/asr")) / "result.json"
-    out.write_text(json.dumps(result, indent=1, default=str))
+    atomic_write_text(out, json.dumps(result, indent=1, default=str))  # never a half-written result
     return 0
 
 
