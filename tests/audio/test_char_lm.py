@@ -147,3 +147,17 @@ def test_samba_shallow_fusion(beam):
     assert model.transcribe(audio, lengths, beam=beam, max_tokens=12, lm=lm, alpha=100.0) == ["go on", "go on"]
     with pytest.raises(ValueError, match="pass lm="):
         model.transcribe(audio, lengths, alpha=1.0)
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_log_probs_after_recogniser_labels(order):
+    """Recogniser label ids (blank 0, character i at id i + 1) read as the model's context: the last order - 1."""
+    lm = CharNGramLM(["the cat sat", "a cat ran"], order=order)
+    vocab = CharVocabulary()
+    for text in ("", "c", "the ca"):
+        labels = vocab.encode(text) if text else []
+        assert all(lab == ALPHABET.index(ch) + 1 for lab, ch in zip(labels, text))
+        torch.testing.assert_close(
+            torch.from_numpy(lm.next_log_probs_after_labels(labels)),
+            torch.from_numpy(lm.next_log_probs(lm.encode(text))),
+        )

@@ -472,7 +472,7 @@ class SambaASR(nn.Module):
         space = self.vocab.index.get(" ", -1)
         extra = torch.zeros_like(logp)
         for row, prefix in enumerate(prefixes):
-            lp = torch.from_numpy(lm.next_log_probs([i - 1 for i in prefix[max(0, len(prefix) - lm.order + 1) :]]))
+            lp = torch.from_numpy(lm.next_log_probs_after_labels(prefix))
             extra[row, 1 : n + 1] = alpha * lp[:n].to(logp.dtype)
             extra[row, self.vocab.eos] = alpha * float(lp[n])
             if not prefix or prefix[-1] == space:  # a character other than the space starts a word here

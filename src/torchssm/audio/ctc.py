@@ -144,7 +144,7 @@ class _Fusion:
         if got is None:
             head, c = prefix[:-1], prefix[-1]
             lp, words = self._get(head)
-            lp += float(self.lm.next_log_probs(self._context(head))[c - 1])
+            lp += float(self.lm.next_log_probs_after_labels(head)[c - 1])
             words += c != self.space and (not head or head[-1] == self.space)
             got = self.memo[prefix] = (lp, words)
         return got
@@ -154,11 +154,7 @@ class _Fusion:
         return self.alpha * lp + self.beta * words
 
     def end(self, prefix: tuple[int, ...]) -> float:
-        return self.alpha * float(self.lm.next_log_probs(self._context(prefix))[self.lm.eos])
-
-    def _context(self, prefix: tuple[int, ...]) -> list[int]:
-        k = self.lm.order - 1
-        return [i - 1 for i in prefix[max(0, len(prefix) - k) :]] if k else []
+        return self.alpha * float(self.lm.next_log_probs_after_labels(prefix)[self.lm.eos])
 
 
 def labelling_log_prob(emissions: torch.Tensor, labels: Sequence[int], blank: int = BLANK) -> float:

@@ -145,6 +145,12 @@ class CharNGramLM:
             self._cache[context] = out
         return out
 
+    def next_log_probs_after_labels(self, labels: Sequence[int]) -> np.ndarray:
+        """:meth:`next_log_probs` after a recogniser's label ids, where id i + 1 is this alphabet's character i
+        (the CTC and decoder vocabularies keep id 0 for the blank): the fusion in the CTC and Samba-ASR searches."""
+        k = self.order - 1
+        return self.next_log_probs([i - 1 for i in labels[max(0, len(labels) - k) :]] if k else [])
+
     def distribution(self, text: str = "") -> dict[str, float]:
         """{character or ``</s>``: p(it | text)}: the next-symbol distribution after ``text``."""
         probs = self._probs(self.context_ids(self.encode(text)))
