@@ -1,6 +1,6 @@
 """Bits per sample vs context length of waveform models (task ``spoken_mulaw``: :mod:`torchssm.audio.waveform`).
 
-Bits per sample vs context length, two ways:
+Bits per sample vs context length, four ways (the first three are functions of one trained model):
 * :func:`bits_by_position`: the test bits per sample of one trained model by position in the window,
   in buckets [0, 2^8), [2^8, 2^9), ..., [L/2, L): the context a prediction has is its position.
   ``python -m torchssm.audio.waveform positions RUN`` prints it for a run of ``torchssm train``
@@ -13,7 +13,8 @@ Bits per sample vs context length, two ways:
   recording (same voice), another recording (another voice), or none. What the far context's speaker
   buys (same vs other voice) and what its continuity buys (own vs same voice), measured on one model.
 * runs at several ``length`` with a fixed number of samples per batch (batch_size x length constant),
-  as in Gu & Dao 2023, Sec. 4.4 / Fig. 4, each scored at its own length.
+  as in Gu & Dao 2023, Sec. 4.4 / Fig. 4, each scored at its own length (``torchssm train`` runs, compared
+  in RESULTS.md; no code here).
 """
 
 from __future__ import annotations
