@@ -341,11 +341,8 @@ def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -
     of its frames an utterance's transcript needs (:func:`ctc_frame_need`, at the model's frame rate)."""
     from torchssm.audio import synthetic
     from torchssm.data.registry import build_task
-    from torchssm.train.checkpoint import read_checkpoint_state
 
-    path = Path(path)
-    ckpt = path / "last" if (path / "last").is_dir() else path
-    task_cfg = dict((read_checkpoint_state(ckpt).get("config") or {}).get("task") or {})
+    ckpt, task_cfg = _saved_task_config(path)
     name = task_cfg.pop("name", "spoken_sentences")
     model = load_recognizer(ckpt)
     task = build_task(name, data_dir=data_dir, **task_cfg)
@@ -380,14 +377,25 @@ def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -
     return out
 
 
+def _checkpoint_dir(path) -> Path:
+    """A recogniser's checkpoint directory: ``path``, or its ``last`` when ``path`` is a run directory."""
+    path = Path(path)
+    return path / "last" if (path / "last").is_dir() else path
+
+
+def _saved_task_config(path) -> tuple[Path, dict]:
+    """(checkpoint directory, a copy of the ``task`` section of its config, {} without one)."""
+    from torchssm.train.checkpoint import read_checkpoint_state
+
+    ckpt = _checkpoint_dir(path)
+    return ckpt, dict((read_checkpoint_state(ckpt).get("config") or {}).get("task") or {})
+
+
 def checkpoint_task(path, data_dir=None):
     """(checkpoint directory, the task of its config rebuilt from the data cache) of a recogniser run."""
     from torchssm.data.registry import build_task
-    from torchssm.train.checkpoint import read_checkpoint_state
 
-    path = Path(path)
-    ckpt = path / "last" if (path / "last").is_dir() else path
-    task_cfg = dict((read_checkpoint_state(ckpt).get("config") or {}).get("task") or {})
+    ckpt, task_cfg = _saved_task_config(path)
     if not task_cfg:
         raise ValueError(f"{ckpt} has no task in its config: cannot rebuild its data")
     name = task_cfg.pop("name", "spoken_sentences")
@@ -504,9 +512,7 @@ def load_recognizer(path) -> CTCRecognizer | SambaASR:
     """The recogniser saved by :func:`train_asr` at ``path`` (a checkpoint directory or its run directory)."""
     from torchssm.train.checkpoint import load_checkpoint, read_checkpoint_state
 
-    path = Path(path)
-    if (path / "last").is_dir():
-        path = path / "last"
+    path = _checkpoint_dir(path)
     state = read_checkpoint_state(path)
     config = state.get("config") or {}
     if "model" not in config or "kind" not in config["model"]:
