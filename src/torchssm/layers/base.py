@@ -92,6 +92,13 @@ def check_lengths(lengths: torch.Tensor | None, batch: int) -> None:
         raise TypeError(f"lengths must be an integer tensor; got dtype {lengths.dtype}")
 
 
+def valid_steps(lengths: torch.Tensor, length: int, device: Device = None) -> torch.Tensor:
+    """(b,) valid lengths of a right-padded batch -> (b, length) bool, True where t < lengths (on ``device``,
+    by default the lengths' own)."""
+    lengths = lengths.to(device) if device is not None else lengths
+    return torch.arange(length, device=lengths.device)[None, :] < lengths[:, None]
+
+
 def _flatten(state: State) -> list:
     if isinstance(state, (tuple, list)):
         out = []

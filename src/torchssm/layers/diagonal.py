@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepOutput, check_lengths
+from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepOutput, check_lengths, valid_steps
 from torchssm.ops.conv import fft_conv
 from torchssm.ops.vandermonde import vandermonde, vandermonde_transpose
 
@@ -144,7 +144,7 @@ class ChannelStateSSM(SSMLayer):
         k = k.to(torch.promote_types(k.dtype, torch.float32))
         if lengths is None:
             return fft_conv(x, k[0], k[1], D=self.D).to(x.dtype)  # (b, L, H)
-        valid = torch.arange(x.shape[1], device=x.device) < lengths.to(x.device)[:, None]  # (b, L)
+        valid = valid_steps(lengths, x.shape[1], x.device)  # (b, L)
         u = x * valid[..., None]  # (b, L, H)
         return (fft_conv(u, k[0], k[1]) + x * self.D).to(x.dtype)  # the skip term reads the unmasked x
 

@@ -32,7 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.layers.base import Device, LayerOutput, SSMLayer, check_lengths, out_dtype, to_param_dtype
+from torchssm.layers.base import (
+    Device,
+    LayerOutput,
+    SSMLayer,
+    check_lengths,
+    out_dtype,
+    to_param_dtype,
+    valid_steps,
+)
 from torchssm.layers.conv_ssm import RMSNormGated, decay_rate, head_layout
 from torchssm.layers.init import dt_bias_init
 from torchssm.ops.ssd import ssd
@@ -109,9 +117,7 @@ class Hydra(SSMLayer):
             raise ValueError("Hydra is bidirectional (non-causal) and has no state: call forward(x)")
         b, l, _ = x.shape
         d, g, n, nh, p = self.d_inner, self.ngroups, self.d_state, self.nheads, self.headdim
-        valid = None  # (b, l, 1) bool: t < lengths
-        if lengths is not None:
-            valid = (torch.arange(l, device=x.device) < lengths.to(x.device)[:, None])[..., None]
+        valid = None if lengths is None else valid_steps(lengths, l, x.device)[..., None]  # (b, l, 1)
         u = to_param_dtype(self, x)
         z, xBC, dt = torch.split(self.in_proj(u), [d, self.conv_dim, 2 * nh], dim=-1)
         if valid is not None:

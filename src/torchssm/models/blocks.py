@@ -16,14 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchssm.layers.base import valid_steps
 from torchssm.layers.registry import build_layer
 
 
 def lengths_to_mask(lengths: torch.Tensor | None, length: int) -> torch.Tensor | None:
     """(b,) valid lengths -> (b, l) bool mask, true where t < lengths (None stays None)."""
-    if lengths is None:
-        return None
-    return torch.arange(length, device=lengths.device)[None, :] < lengths[:, None]
+    return None if lengths is None else valid_steps(lengths, length)
 
 
 class MaskedBatchNorm(nn.BatchNorm1d):
