@@ -94,9 +94,10 @@ class ConvSSMLayer(SSMLayer):
     @staticmethod
     def _one_token_fast_path() -> bool:
         """A one-token chunk with a carried state runs :meth:`step_function` instead of the chunked scan (the
-        same update, tested equal in float64; ~0.1 of the CPU time at d_model 128, measured) when no gradient is
-        recorded (the cached function holds weights derived once) and not under ``torch.compile``: streaming
-        frame by frame (the speech encoder's 20 ms frames, DeepSSM's streaming forward) pays a step, not a scan."""
+        same update, tested equal in float64; about a fifth of the CPU time at d_model 128, BENCHMARKS.md) when
+        no gradient is recorded (the cached function holds weights derived once) and not under
+        ``torch.compile``: streaming frame by frame (the speech encoder's 20 ms frames, DeepSSM's streaming
+        forward) pays a step, not a scan."""
         return not (torch.is_grad_enabled() or torch.compiler.is_compiling())
 
     def _cached_step_function(self) -> StepFunction:
