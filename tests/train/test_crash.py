@@ -112,8 +112,12 @@ def test_sigkill_during_save_then_resume_gives_identical_losses(tmp_path, point)
 
 def test_keeps_last_k_and_skips_a_corrupt_checkpoint(tmp_path):
     run = tmp_path / "run"
-    train(load_config(write_config(tmp_path, run)), data_dir=tmp_path / "data", log=quiet)
+    lines: list[str] = []
+    train(load_config(write_config(tmp_path, run)), data_dir=tmp_path / "data", log=lines.append)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-000002", "epoch-000003"]
+    assert [line for line in lines if line.startswith("removed")] == [
+        "removed checkpoints/epoch-000001 (train.keep_checkpoints=2)"
+    ]  # pruning is logged, not silent
     assert find_latest_checkpoint(run) == run / "last"
     # flip one byte of the weights: last/ and its hard-linked snapshot epoch-3 both fail their sha256
     weights = run / "last" / WEIGHTS

@@ -285,11 +285,13 @@ def snapshot_checkpoint(src: PathLike, dst: PathLike) -> Path:
     return dst
 
 
-def prune_checkpoints(root: PathLike, keep: int) -> None:
-    """Delete all but the ``keep`` newest ``epoch-*`` directories under ``root``."""
+def prune_checkpoints(root: PathLike, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest ``epoch-*`` directories under ``root``; returns the deleted ones."""
     dirs = sorted(Path(root).glob("epoch-*")) if Path(root).is_dir() else []
-    for old in dirs[: max(len(dirs) - keep, 0)]:
+    removed = dirs[: max(len(dirs) - keep, 0)]
+    for old in removed:
         shutil.rmtree(old, ignore_errors=True)
+    return removed
 
 
 def find_latest_checkpoint(out_dir: PathLike) -> Path | None:

@@ -5,7 +5,7 @@ The training loop (:mod:`torchssm.train.loop`) sets a :class:`Run` up, then for 
     record = train_epoch(run, epoch, progress, guard)  # the seeded batches; train loss/accuracy
     evaluate_epoch(run, record, epoch)                 # val_* and test_* when this epoch evaluates
     progress.add(record, run.info.kind)                # history and best record
-    write_epoch(run, record, progress, metrics_log)    # metrics.jsonl, last/ best/ checkpoints/epoch-N
+    write_epoch(run, record, progress, improved, metrics_log, log)  # metrics.jsonl, last/ best/ checkpoints/epoch-N
 
 A step of one global batch (:func:`train_step`) runs this rank's share in ``train.grad_accum``
 micro-batches so that the gradients are those of the global mean loss
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -253,10 +254,13 @@ def evaluate_epoch(run: Run, record: dict, epoch: int, force: bool = False) -> N
     record["time_s"] = round(time.perf_counter() - run.t_loop, 3)
 
 
-def write_epoch(run: Run, record: dict, progress: Progress, improved: bool, metrics_log) -> None:
+def write_epoch(
+    run: Run, record: dict, progress: Progress, improved: bool, metrics_log, log: Callable[[str], None] = print
+) -> None:
     """Rank 0 appends ``record`` to the metrics and saves ``last/`` (and ``best/`` when ``improved``,
-    and the ``checkpoints/epoch-N`` snapshot); every rank waits for it. A failed write (full disk,
-    read-only directory) raises :class:`~torchssm.train.run_dir.RunWriteError`."""
+    and the ``checkpoints/epoch-N`` snapshot, logging each older snapshot ``train.keep_checkpoints``
+    removes); every rank waits for it. A failed write (full disk, read-only directory) raises
+    :class:`~torchssm.train.run_dir.RunWriteError`."""
     tc, out_dir = run.tc, run.out_dir
     saved, optimizer_state = run.model, None
     if run.fsdp and tc.save_checkpoints:  # gather the full state (a collective), rank 0 writes it
@@ -287,7 +291,8 @@ def write_epoch(run: Run, record: dict, progress: Progress, improved: bool, metr
                 )
                 if tc.keep_checkpoints > 0:
                     snapshot_checkpoint(out_dir / LAST, out_dir / SNAPSHOTS / f"epoch-{record['epoch']:06d}")
-                    prune_checkpoints(out_dir / SNAPSHOTS, tc.keep_checkpoints)
+                    for removed in prune_checkpoints(out_dir / SNAPSHOTS, tc.keep_checkpoints):
+                        log(f"removed {SNAPSHOTS}/{removed.name} (train.keep_checkpoints={tc.keep_checkpoints})")
         except OSError as err:
             raise RunWriteError(out_dir, err) from err
     D.barrier(run.ctx)  # no rank runs ahead of rank 0's checkpoint

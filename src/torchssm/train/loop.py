@@ -277,7 +277,7 @@ def _run_epochs(run: Run, progress: Progress, stop_after_epochs: int | None, met
         over_budget = bool(tc.max_cpu_minutes) and time.process_time() - cpu0 > 60 * tc.max_cpu_minutes
         evaluate_epoch(run, record, epoch, force=over_budget)
         improved = progress.add(record, run.info.kind)
-        write_epoch(run, record, progress, improved, metrics_log)
+        write_epoch(run, record, progress, improved, metrics_log, log)
         log(_format_record(record))
         if over_budget and epoch + 1 < end_epoch:
             log(
