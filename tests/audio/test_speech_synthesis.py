@@ -173,3 +173,56 @@ def test_frame_groups_raw_samples(tmp_path, monkeypatch):
             build_task("spoken_commands", data_dir=tmp_path, frame=bad, **kw)
     with pytest.raises(ValueError, match="frame groups raw samples"):
         build_task("spoken_commands", data_dir=tmp_path, frame=16, features="logmel", **kw)
+
+
+def _tiny_sentences(monkeypatch):
+    from torchssm.audio import prose
+
+    words = "alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega".split()
+    rng = np.random.default_rng(1)
+    sentences = sorted({" ".join(rng.choice(words, 3)) for _ in range(200)})
+    monkeypatch.setattr(prose, "cached_stdlib_sentences", lambda max_words, data_dir: sentences)
+
+
+def test_voices_per_sentence_one_is_the_task_of_before(tmp_path, monkeypatch):
+    _tiny_sentences(monkeypatch)
+    kw = dict(n_train=3, n_val=1, n_test=1, n_heldout_words=0, snr_db=None)
+    one = build_task("spoken_sentences", data_dir=tmp_path, **kw)
+    files = sorted(tmp_path.glob("spoken_sentences_*.npz"))
+    voices = synthetic.split_voices("families", "train")
+    for i in range(3):  # the formula of every task built before the option: rng [seed, split, i], all voices
+        before = synthetic._to_int16(
+            synthetic.speak(one.train[i]["text"], np.random.default_rng([0, 0, i]), voices, 0.0)
+        )
+        np.testing.assert_array_equal(np.round(one.train[i]["audio"] * 32767.0).astype(np.int16), before)
+    two = build_task("spoken_sentences", data_dir=tmp_path, voices_per_sentence=2, **kw)
+    assert (
+        len(two.train) == 6 and [two.train[i]["text"] for i in range(6)] == [one.train[i]["text"] for i in range(3)] * 2
+    )
+    for i in range(3):  # copy 0 is the k = 1 audio, from the same cache; copy 1 is another rendering
+        np.testing.assert_array_equal(two.train[i]["audio"], one.train[i]["audio"])
+        assert not np.array_equal(two.train[3 + i]["audio"][:1000], one.train[i]["audio"][:1000])
+    for split in ("val", "test"):
+        np.testing.assert_array_equal(getattr(two, split)[0]["audio"], getattr(one, split)[0]["audio"])
+    new = sorted(set(tmp_path.glob("spoken_sentences_*.npz")) - set(files))
+    assert len(new) == 1  # only the training split's second copy was synthesised
+    again = build_task("spoken_sentences", data_dir=tmp_path, voices_per_sentence=2, **kw)
+    np.testing.assert_array_equal(again.train[4]["audio"], two.train[4]["audio"])  # deterministic, cached
+
+
+def test_voices_per_sentence_voices_differ(tmp_path, monkeypatch, heard_voices):
+    _tiny_sentences(monkeypatch)
+    n, k = 12, 3
+    build_task(
+        "spoken_sentences", data_dir=tmp_path, n_train=n, n_val=0, n_test=1, n_heldout_words=0, voices_per_sentence=k
+    )
+    train = synthetic.split_voices("families", "train")
+    by_copy = [heard_voices[c * n : (c + 1) * n] for c in range(k)]  # train copy 0, 1, 2 (then test)
+    assert by_copy[0] == [synthetic.item_voice("train", i) for i in range(n)]
+    for i in range(n):
+        spoken = [by_copy[c][i] for c in range(k)]
+        assert len(set(spoken)) == k and set(spoken) <= set(train)  # k different training voices
+        assert spoken == [v for v, _ in synthetic.sentence_voices("train", i, k)]
+    for bad in (0, 2.0, True, len(train) + 1):
+        with pytest.raises(ValueError, match="voices_per_sentence must be an int from 1 to 28"):
+            build_task("spoken_sentences", data_dir=tmp_path, n_train=n, n_test=1, voices_per_sentence=bad)

@@ -46,6 +46,9 @@ with the factor), the word re-placed at a random offset in the second and given 
 docstrings), transcripts in :class:`torchssm.audio.text.CharVocabulary`'s alphabet. ``n_heldout_words``
 words (drawn among those used 2 to 5 times) never occur in a training or validation sentence: every
 sentence containing one goes to the test pool, which therefore measures recognition of unseen words.
+``voices_per_sentence=k`` (1 by default) has every training sentence spoken by k different training
+voices (copy c > 0 from ``default_rng([seed, 0, i, 3, c])``, its voice drawn among those copies 0..c - 1 did
+not use; each copy cached in a file of its own, copy 0 in the file of before); val and test unchanged.
 """
 
 from __future__ import annotations
@@ -393,6 +396,29 @@ def split_sentences(sentences: Sequence[str], seed: int, n_heldout_words: int) -
     return {"heldout": heldout, "train": train, "test_pool": with_heldout}
 
 
+def _copy_rng(seed: int, sid: int, index: int, copy: int) -> np.random.Generator:
+    """Generator of copy ``copy`` of sentence ``index``: copy 0 is the one of every task built before
+    ``voices_per_sentence`` (``[seed, split, i]``); copy c > 0 draws afresh from ``[seed, split, i, 3, c]``."""
+    return np.random.default_rng([seed, sid, index] if copy == 0 else [seed, sid, index, 3, copy])
+
+
+def sentence_voices(split: str, index: int, copies: int, seed: int = 0, voice_split: str = "families") -> list:
+    """[(voice, voices drawn from)] of copies 0..``copies`` - 1 of sentence ``index`` of ``split``: copy c's voice
+    is the first draw of its generator (:func:`_copy_rng`) among the split's voices not used by copies 0..c - 1,
+    so the copies of a sentence have ``copies`` different voices (copy 0's is :func:`item_voice`'s)."""
+    voices, sid, out = split_voices(voice_split, split), SPLIT_IDS[split], []
+    _check_voices_per_sentence(copies, len(voices))
+    for copy in range(copies):
+        pool = [v for v in voices if v not in {u for u, _ in out}]
+        out.append((draw_voice(_copy_rng(seed, sid, index, copy), pool), pool))
+    return out
+
+
+def _check_voices_per_sentence(k, n_voices: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_voices:
+        raise ValueError(f"voices_per_sentence must be an int from 1 to {n_voices} (the training voices), got {k!r}")
+
+
 def generate_sentences(
     seed: int,
     split: str,
@@ -401,23 +427,32 @@ def generate_sentences(
     data_dir=None,
     rebuild_cache: bool = False,
     voice_split: str = "families",
+    copy: int = 0,
 ) -> dict:
-    """{"audio": concatenated int16, "offsets": (n + 1,) int64} of ``texts`` spoken by the split's voices."""
+    """{"audio": concatenated int16, "offsets": (n + 1,) int64} of ``texts`` spoken by the split's voices;
+    ``copy`` c > 0: their c-th extra rendering (``voices_per_sentence``; each text by a voice none of
+    copies 0..c - 1 used, :func:`sentence_voices`), cached in a file of its own."""
     key = {
         "seed": seed,
         "split": split,
         "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(),
         "reverb": reverb,
         **_voice_split_key(voice_split),
+        **({"copy": copy} if copy else {}),  # none for copy 0: the caches made before the option stay valid
     }
     path = _cache_file(data_dir, "spoken_sentences", key)
     cached = _load_cache(path, rebuild_cache)
     if cached is not None:
         return cached
-    sid, voices = SPLIT_IDS[split], split_voices(voice_split, split)
+    sid = SPLIT_IDS[split]
+    desc = f"spoken_sentences {split}" + (f" copy {copy}" if copy else "")
     clips = [
-        _to_int16(speak(t, np.random.default_rng([seed, sid, i]), voices, reverb))
-        for i, t in _progress(enumerate(texts), len(texts), f"spoken_sentences {split}")
+        _to_int16(
+            speak(
+                t, _copy_rng(seed, sid, i, copy), sentence_voices(split, i, copy + 1, seed, voice_split)[-1][1], reverb
+            )
+        )
+        for i, t in _progress(enumerate(texts), len(texts), desc)
     ]
     arrays = {"audio": np.concatenate(clips), "offsets": np.cumsum([0] + [len(c) for c in clips]).astype(np.int64)}
     save_npz_atomic(path, **arrays)
@@ -442,12 +477,19 @@ def build_spoken_sentences(
     reverb: float = 0.0,
     rebuild_cache: bool = False,
     voice_split: str = "families",
+    voices_per_sentence: int = 1,
 ) -> TaskData:
-    """Speech recognition on synthetic speech (see the module docstring); items are {"audio", "text"}."""
+    """Speech recognition on synthetic speech (see the module docstring); items are {"audio", "text"}.
+
+    ``voices_per_sentence`` k: every training sentence spoken by k different training voices (fresh voice,
+    rate, pitch and range draws per copy, :func:`sentence_voices`): k * n_train training items, copy c of
+    sentence i at index c * n_train + i, the transcripts repeated k times; val and test unchanged. k = 1
+    (default) is the task of before, the same audio and cache."""
     from torchssm.audio import prose
 
     _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
     _voice_split_key(voice_split)
+    _check_voices_per_sentence(voices_per_sentence, len(split_voices(voice_split, "train")))
     sentences = prose.cached_stdlib_sentences(max_words, data_dir)
     parts = split_sentences(sentences, seed, n_heldout_words)
     if n_train + n_val + max(0, n_test - len(parts["test_pool"])) > len(parts["train"]):
@@ -464,10 +506,13 @@ def build_spoken_sentences(
     for split, items in texts.items():
         if not items:
             continue
-        arrays = generate_sentences(seed, split, items, reverb, data_dir, rebuild_cache, voice_split)
-        offsets = arrays["offsets"]
-        clips = [arrays["audio"][offsets[i] : offsets[i + 1]] for i in range(len(items))]
-        splits[split] = SpeechDataset(noisy_split(clips, snr_db, noise, seed, SPLIT_IDS[split]), items)
+        clips = []
+        for copy in range(voices_per_sentence if split == "train" else 1):
+            arrays = generate_sentences(seed, split, items, reverb, data_dir, rebuild_cache, voice_split, copy)
+            offsets = arrays["offsets"]
+            clips += [arrays["audio"][offsets[i] : offsets[i + 1]] for i in range(len(items))]
+        spoken = items * (len(clips) // len(items))
+        splits[split] = SpeechDataset(noisy_split(clips, snr_db, noise, seed, SPLIT_IDS[split]), spoken)
     vocab = sorted({w for s in texts["train"] for w in s.split()})
     info = TaskInfo(
         name="spoken_sentences",
