@@ -256,6 +256,7 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
         total_steps = tc.epochs * steps_per_epoch
         scheduler = build_scheduler(optimizer, total_steps, min(tc.warmup_steps, total_steps))
         out_dir = Path(tc.out_dir)
+        full_config = {"task": dict(config.get("task") or {}), "model": model_cfg.to_dict(), "train": asdict(tc)}
         start_wall, cpu0 = time.perf_counter(), time.process_time()
         history, stopped_early = [], False
         for epoch in range(tc.epochs):
@@ -296,11 +297,11 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
                 record.update(val_cer=metrics["cer"], val_wer=metrics["wer"])
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
             history.append(record)
+            # saved every epoch, so that a run stopped from outside keeps its last finished epoch
+            save_checkpoint(out_dir / "last", model, config=full_config, epoch=len(history), history=history)
             if stopped_early:
                 log(f"stopped after {tc.max_cpu_minutes} CPU minutes (train.max_cpu_minutes) in epoch {epoch + 1}")
                 break
-        full_config = {"task": dict(config.get("task") or {}), "model": model_cfg.to_dict(), "train": asdict(tc)}
-        save_checkpoint(out_dir / "last", model, config=full_config, epoch=len(history), history=history)
         result: dict[str, Any] = {"history": history, "stopped_early": stopped_early}
         limit = tc.test_limit or None
         for name, beam in (("test_greedy", 1), ("test_beam", tc.test_beam)):
