@@ -84,14 +84,24 @@ def test_bits_by_context_matches_float64_reference():
     ref_model = build_model(cfg).double()
     ref_model.load_state_dict(model.state_dict())
     x, y = data.tensors["inputs"], data.tensors["targets"]
-    expected = []
+    expected, per_window = [], []
     with torch.no_grad():
         for c in (0, 10, 30):
             logits = ref_model.eval()(x[:, 30 - c :])[:, -10:]  # the last 10 targets with c inputs before them
             nll = F.cross_entropy(logits.transpose(1, 2), y[:, -10:], reduction="none")
             expected.append(float(nll.mean()) / math.log(2.0))
+            per_window.append(nll.mean(1) / math.log(2.0))  # (3,) bits of each window
     got = [row["bits"] for row in result["contexts"]]
     torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(result["per_window"], dtype=torch.float64), torch.stack(per_window))
+    # paired gains between consecutive contexts: mean and standard error of the per-window differences
+    assert [(g["from"], g["to"]) for g in result["gains"]] == [(0, 10), (10, 30)]
+    for g, a, b in zip(result["gains"], per_window, per_window[1:]):
+        diff = a - b
+        assert g["gain"] == pytest.approx(float(diff.mean()), abs=1e-6)
+        assert g["se"] == pytest.approx(float(diff.std(correction=1)) / math.sqrt(3), abs=1e-6)
+    one = bits_by_context(model, data.subset(slice(0, 1)), contexts=[0, 10], scored=10)
+    assert math.isnan(one["gains"][0]["se"])  # one window: no standard error
     assert [row["context"] for row in result["contexts"]] == [0, 10, 30] and result["scored"] == 10
     full = bits_by_position(model, data, edges=[0, 30, 40])  # the whole window: the same last 10 samples
     assert full["buckets"][1]["bits"] == pytest.approx(got[2], abs=1e-5)
@@ -136,9 +146,11 @@ def test_positions_cli(monkeypatch, tmp_path, capsys):
     context_out = tmp_path / "context.json"
     args = ["context", str(tmp_path / "run"), "--scored", "32", "--n-test", "5", "--out", str(context_out)]
     assert waveform.main(args) == 0
-    assert "context     96 + [0, 32)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "context     96 + [0, 32)" in printed and "gain      0 ->     96:" in printed
     context = json.loads(context_out.read_text())
     assert [r["context"] for r in context["contexts"]] == [0, 96] and context["n_windows"] == 5
+    assert [(g["from"], g["to"]) for g in context["gains"]] == [(0, 96)] and len(context["per_window"][1]) == 5
     assert waveform.main(["context", str(tmp_path / "run"), "--split", "val", "--n-test", "5"]) == 2
     assert "--n-test changes the test split only" in capsys.readouterr().err
     assert waveform.main(["positions", str(tmp_path / "missing")]) == 2
@@ -269,3 +281,53 @@ def test_swap_cli_and_context_plot(monkeypatch, tmp_path, capsys):
     capsys.readouterr()
     assert waveform.main(["plot", str(context_out), str(positions_out), "--out", str(figure)]) == 2
     assert "results of one kind" in capsys.readouterr().err
+
+
+def _fake_run(root, layer, length, n_train, batch_size, test_loss, steps_run, task="spoken_mulaw"):
+    import json
+
+    import yaml
+
+    root.mkdir(parents=True)
+    config = {
+        "task": {"name": task, "length": length, "n_train": n_train},
+        "model": {"layer": layer},
+        "train": {"epochs": 1, "batch_size": batch_size},
+    }
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    last = {"step": steps_run, "val_loss": 4.0, "test_loss": test_loss}
+    (root / "result.json").write_text(json.dumps({"last": last, "best": last}))
+    return str(root)
+
+
+def test_lengths_cli(tmp_path, capsys):
+    import json
+
+    runs = [
+        _fake_run(tmp_path / "a", "mamba", 4096, 2400, 16, 3.0 * math.log(2.0), 150),
+        _fake_run(tmp_path / "b", "mamba", 65536, 150, 1, 4.0 * math.log(2.0), 149),  # merged last batch
+        _fake_run(tmp_path / "c", "sashimi", 4096, 14400, 16, 5.0 * math.log(2.0), 900),
+    ]
+    out = tmp_path / "lengths.json"
+    assert waveform.main(["lengths", *runs, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "SaShiMi        900 steps (900 run)  length   4096" in printed
+    rows = json.loads(out.read_text())["runs"]
+    assert [(r["layer"], r["length"], r["steps"], r["steps_run"]) for r in rows] == [
+        ("mamba", 4096, 150, 150),
+        ("mamba", 65536, 150, 149),
+        ("sashimi", 4096, 900, 900),
+    ]
+    assert [r["test_bits"] for r in rows] == pytest.approx([3.0, 4.0, 5.0])
+    assert rows[0]["val_bits"] == pytest.approx(4.0 / math.log(2.0))
+    other = _fake_run(tmp_path / "d", "mamba", 4096, 10, 1, 1.0, 10, task="spoken_commands")
+    assert waveform.main(["lengths", other]) == 2
+    assert "a run of task 'spoken_commands', expected spoken_mulaw" in capsys.readouterr().err
+    assert waveform.main(["lengths", str(tmp_path / "missing")]) == 2
+    assert "expected a finished `torchssm train` run directory" in capsys.readouterr().err
+    pytest.importorskip("matplotlib")
+    figure = tmp_path / "lengths.png"
+    assert waveform.main(["lengths", *runs, "--figure", str(figure)]) == 0
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="at least one run summary"):
+        waveform_analysis.plot_by_length([], figure)

@@ -13,8 +13,9 @@ Bits per sample vs context length, four ways (the first three are functions of o
   recording (same voice), another recording (another voice), or none. What the far context's speaker
   buys (same vs other voice) and what its continuity buys (own vs same voice), measured on one model.
 * runs at several ``length`` with a fixed number of samples per batch (batch_size x length constant),
-  as in Gu & Dao 2023, Sec. 4.4 / Fig. 4, each scored at its own length (``torchssm train`` runs, compared
-  in RESULTS.md; no code here).
+  as in Gu & Dao 2023, Sec. 4.4 / Fig. 4, each scored at its own length (``torchssm train`` runs);
+  ``... lengths RUN [RUN ...] --figure fig.png`` tabulates their test bits (:func:`run_summary`) and
+  draws them vs training length (:func:`plot_by_length`).
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
 from torchssm.audio.dsp import mu_law_encode
 from torchssm.audio.waveform import CHANNELS, spoken_mulaw_recordings, window_rng, window_sources
@@ -118,7 +121,10 @@ def bits_by_context(
     window's end, so sample j of the scored part has c + j samples of context. Unlike
     :func:`bits_by_position`, every context length is scored on the same samples, so the differences
     between contexts are not blurred by what the windows hold at each position. Returns {"contexts":
-    [{"context", "bits"}, ...], "scored", "n_windows", "length"}.
+    [{"context", "bits"}, ...], "gains": [{"from", "to", "gain", "se"}, ...] (for each pair of
+    consecutive contexts, the mean over windows of bits(from) - bits(to), so positive = fewer bits with
+    more context, and its standard error over windows; nan with one window), "per_window": [[bits of each
+    window] for each context], "scored", "n_windows", "length"}.
     """
     inputs, targets, length = _window_codes(dataset)
     if isinstance(scored, bool) or not isinstance(scored, int) or not 1 <= scored <= length:
@@ -130,19 +136,33 @@ def bits_by_context(
         raise ValueError(f"contexts must be ints in [0, {length - scored}] (window length - scored), got {contexts}")
     was_training = model.training
     model.eval()
-    rows = []
+    per_window = []
     try:
         for c in contexts:
-            total = 0.0
+            bits = []
             for i in range(len(inputs)):
                 x = inputs[i : i + 1, length - scored - c :].to(device)
                 logits = model(x)[:, -scored:]
                 y = targets[i : i + 1, -scored:].to(device)
-                total += float(F.cross_entropy(logits.transpose(1, 2).double(), y, reduction="sum"))
-            rows.append({"context": c, "bits": total / (len(inputs) * scored * math.log(2.0))})
+                nll = float(F.cross_entropy(logits.transpose(1, 2).double(), y, reduction="sum"))
+                bits.append(nll / (scored * math.log(2.0)))
+            per_window.append(bits)
     finally:
         model.train(was_training)
-    return {"contexts": rows, "scored": scored, "n_windows": len(inputs), "length": length}
+    rows = [{"context": c, "bits": float(np.mean(bits))} for c, bits in zip(contexts, per_window)]
+    gains = []
+    for (a, bits_a), (b, bits_b) in zip(zip(contexts, per_window), list(zip(contexts, per_window))[1:]):
+        diff = np.asarray(bits_a) - np.asarray(bits_b)
+        se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+        gains.append({"from": a, "to": b, "gain": float(diff.mean()), "se": se})
+    return {
+        "contexts": rows,
+        "gains": gains,
+        "per_window": per_window,
+        "scored": scored,
+        "n_windows": len(inputs),
+        "length": length,
+    }
 
 
 FAR_CONTEXTS = ("own", "same_voice", "other_voice", "none")
@@ -294,6 +314,71 @@ def plot_positions(results: Sequence[dict], path, labels: Sequence[str]) -> str:
     return save_figure(fig, path)
 
 
+LAYER_NAMES = {"mamba": "Mamba", "s4d": "S4D", "transformer": "Transformer", "sashimi": "SaShiMi"}
+
+
+def run_summary(run) -> dict:
+    """{"run", "layer", "length", "steps", "steps_run", "val_bits", "test_bits"} of a finished ``torchssm
+    train`` run of ``spoken_mulaw`` (its directory's config.yaml and result.json, the "last" record):
+    ``steps`` is the planned schedule (epochs x batches per epoch), ``steps_run`` the optimizer steps taken."""
+    run = Path(run)
+    try:
+        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+        last = json.loads((run / "result.json").read_text(encoding="utf-8"))["last"]
+        task, model, train = config["task"], config["model"], config["train"]
+        if task["name"] != "spoken_mulaw":
+            raise ValueError(f"{run}: a run of task {task['name']!r}, expected spoken_mulaw")
+        steps = int(train["epochs"]) * math.ceil(int(task["n_train"]) / int(train["batch_size"]))
+        return {
+            "run": str(run),
+            "layer": model["layer"],
+            "length": int(task["length"]),
+            "steps": steps,
+            "steps_run": int(last["step"]),
+            "val_bits": float(last["val_loss"]) / math.log(2.0) if "val_loss" in last else float("nan"),
+            "test_bits": float(last["test_loss"]) / math.log(2.0),
+        }
+    except (OSError, json.JSONDecodeError, yaml.YAMLError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"{run}: expected a finished `torchssm train` run directory (config.yaml, result.json with a test "
+            f"loss), got {type(err).__name__}: {err}"
+        ) from None
+
+
+def plot_by_length(summaries: Sequence[dict], path) -> str:
+    """Test bits per sample vs training length (log2 axis), one line per (layer, planned steps) of
+    :func:`run_summary` rows, as in Gu & Dao 2023, Fig. 4. Returns the path (.png, .svg or .pdf)."""
+    from torchssm.analysis.plots import legend, new_figure, save_figure
+
+    if not summaries:
+        raise ValueError("expected at least one run summary")
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for row in summaries:
+        groups.setdefault((row["layer"], row["steps"]), []).append(row)
+    fig, (ax,) = new_figure(size=(6.0, 4.0))
+    for (layer, steps), rows in groups.items():
+        rows = sorted(rows, key=lambda r: r["length"])
+        label = f"{LAYER_NAMES.get(layer, layer)}, {steps} steps"
+        ax.plot([r["length"] for r in rows], [r["test_bits"] for r in rows], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training length (samples per window; samples per step fixed)")
+    ax.set_ylabel("test bits per sample")
+    legend(ax)
+    return save_figure(fig, path)
+
+
+def _lengths_main(args) -> int:
+    summaries = [run_summary(run) for run in args.runs]
+    for r in sorted(summaries, key=lambda r: (r["layer"], r["steps"], r["length"])):
+        print(
+            f"{LAYER_NAMES.get(r['layer'], r['layer']):<12} {r['steps']:>5} steps ({r['steps_run']} run)  length "
+            f"{r['length']:>6}  val {r['val_bits']:.3f}  test {r['test_bits']:.3f} bits/sample  {r['run']}"
+        )
+    if args.figure:
+        print(plot_by_length(summaries, args.figure))
+    return _write_result(args, {"runs": summaries})
+
+
 def _plot_main(args) -> int:
     results = []
     for name in args.results:
@@ -346,6 +431,8 @@ def _positions_main(args) -> int:
         result = bits_by_context(model, dataset, contexts, args.scored)
         for row in result["contexts"]:
             print(f"context {row['context']:>6} + [0, {args.scored}):  {row['bits']:.3f} bits/sample")
+        for g in result["gains"]:
+            print(f"gain {g['from']:>6} -> {g['to']:>6}:  {g['gain']:+.4f} +- {g['se']:.4f} bits/sample (paired)")
         print(f"({result['n_windows']} {args.split} windows of {result['length']}; the last {args.scored} scored)")
     else:
         result = bits_by_position(model, dataset, position_edges(info.length, args.first), args.batch_size)
@@ -424,6 +511,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "swap":
             p.add_argument("--near", type=int, default=1024, help="own samples before the scored ones (default 1024)")
             p.add_argument("--seed", type=int, default=0, help="seed of the far contexts' places (default 0)")
+    p = sub.add_parser("lengths", help="test bits vs training length of finished runs (a table; --figure draws it)")
+    p.add_argument("runs", nargs="+", help="run directories of `torchssm train` on spoken_mulaw")
+    p.add_argument("--figure", default="", help="figure path (.png, .svg or .pdf): one line per layer and steps")
+    p.add_argument("--out", default="", help="also write the table as JSON here")
     p = sub.add_parser("plot", help="plot the JSON files of `positions --out` or of `context --out` (one line each)")
     p.add_argument("results", nargs="+", help="JSON files written by `positions --out` or `context --out`")
     p.add_argument("--labels", nargs="+", default=None, help="one label per file (default: the file names)")
@@ -432,6 +523,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "plot":
             return _plot_main(args)
+        if args.command == "lengths":
+            return _lengths_main(args)
         return _swap_main(args) if args.command == "swap" else _positions_main(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
