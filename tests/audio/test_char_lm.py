@@ -161,3 +161,23 @@ def test_log_probs_after_recogniser_labels(order):
             torch.from_numpy(lm.next_log_probs_after_labels(labels)),
             torch.from_numpy(lm.next_log_probs(lm.encode(text))),
         )
+
+
+def test_lm_from_task_counts_each_distinct_transcript_once():
+    from types import SimpleNamespace
+
+    from torchssm.audio.lm import lm_from_task
+
+    texts = ["the cat sat", "a cat ran", "the dog sat on the mat", "a dog ran"]
+    once = SimpleNamespace(train=[{"text": t} for t in texts])
+    twice = SimpleNamespace(train=[{"text": t} for t in texts * 2])  # voices_per_sentence=2's training split
+    doubled = CharNGramLM(texts * 2, 3)
+    for prefix in ("", "the c", "a d", "xq"):
+        ids = lm_from_task(once, 3).encode(prefix)
+        torch.testing.assert_close(
+            torch.from_numpy(lm_from_task(twice, 3).next_log_probs(ids)),
+            torch.from_numpy(lm_from_task(once, 3).next_log_probs(ids)),
+            rtol=0,
+            atol=0,
+        )
+    assert doubled.discounts != lm_from_task(twice, 3).discounts  # what counting the repeats would change

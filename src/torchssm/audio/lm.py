@@ -171,8 +171,10 @@ class CharNGramLM:
 
 
 def lm_from_task(task, order: int = 5) -> CharNGramLM:
-    """The character model of ``order`` built from the TRAINING transcripts of a transcription task."""
-    return CharNGramLM((task.train[i]["text"] for i in range(len(task.train))), order)
+    """The character model of ``order`` built from the TRAINING transcripts of a transcription task, each
+    distinct transcript once: ``spoken_sentences``' ``voices_per_sentence=k`` repeats every sentence k times,
+    which would multiply the counts by k and leave Kneser-Ney no count-1 n-grams to set its discounts from."""
+    return CharNGramLM(dict.fromkeys(task.train[i]["text"] for i in range(len(task.train))), order)
 
 
 def lm_from_checkpoint(path, order: int = 5, data_dir=None) -> CharNGramLM:
