@@ -81,6 +81,9 @@ def test_kws_baseline_voice_split(tmp_path, capsys):
         i for i in range(30) if item_voice("test", i, voice_split="speakers").split("+")[1] in TEST_ONLY_VARIANTS
     ]
     r = logmel_logistic_baseline(snr_db=20.0, data_dir=tmp_path, n_train=10, n_test=30, voice_split="speakers")
+    assert logmel_logistic_baseline(snr_db=20.0, data_dir=tmp_path, n_train=10, n_test=30) == r  # default: speakers
+    families_r = logmel_logistic_baseline(snr_db=20.0, data_dir=tmp_path, n_train=10, n_test=30, voice_split="families")
+    assert set(families_r["test_acc_by_group"]) == set(voice_groups(30)) and "test_only" in r["test_acc_by_group"]
     families = {k: v for k, v in groups.items() if k != "test_only"}
     assert sorted(i for idx in families.values() for i in idx) == list(range(30))  # the families partition the test
     pooled = sum(r["test_acc_by_group"][k] * len(idx) for k, idx in families.items()) / 30

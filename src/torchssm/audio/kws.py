@@ -7,11 +7,12 @@ L2, C = ``c``). It shows how separable the synthetic words are without any seque
 gap between it and an SSM is what the SSM adds on this data, not on real speech.
 
 :func:`snr_sweep` evaluates a model trained with ``torchssm train`` (a checkpoint) on the same test
-voices at several SNRs.
+voices at several SNRs; :func:`ensemble_accuracy` scores the mean of several such models' logits.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import cast
 
@@ -48,16 +49,32 @@ def voice_groups(n: int, seed: int = 0, voice_split: str = "families") -> dict[s
 
 
 def logmel_logistic_baseline(
-    snr_db: float = 10.0, n_mels: int = 40, c: float = 1.0, seed: int = 0, data_dir=None, **task_options
+    snr_db: float = 10.0,
+    n_mels: int = 40,
+    c: float = 1.0,
+    seed: int = 0,
+    data_dir=None,
+    voice_split: str = "speakers",
+    **task_options,
 ) -> dict:
     """{"train_acc", "test_acc", "n_train", "n_test", "test_acc_by_group"} of the log-mel + logistic-regression
-    baseline; ``test_acc_by_group``: {group: accuracy} over :func:`voice_groups`."""
+    baseline; ``test_acc_by_group``: {group: accuracy} over :func:`voice_groups`.
+
+    ``voice_split`` defaults to "speakers", the split of every ``audio/spoken_commands_*`` preset and of
+    ``torchssm speech kws-baseline`` (not the ``spoken_commands`` task's own default, "families"), so the
+    baseline is computed on the presets' test clips unless asked otherwise."""
     try:
         from sklearn.linear_model import LogisticRegression
     except ImportError as err:
         raise ImportError("the baseline needs scikit-learn: pip install scikit-learn") from err
     task = build_task(
-        "spoken_commands", data_dir=data_dir, seed=seed, snr_db=snr_db, features="waveform", **task_options
+        "spoken_commands",
+        data_dir=data_dir,
+        seed=seed,
+        snr_db=snr_db,
+        features="waveform",
+        voice_split=voice_split,
+        **task_options,
     )
     x_train, x_test = _features(task.train, n_mels), _features(task.test, n_mels)
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
@@ -66,7 +83,7 @@ def logmel_logistic_baseline(
     y_train, y_test = train_set.tensors["targets"].numpy(), test_set.tensors["targets"].numpy()
     clf.fit((x_train - mean) / std, y_train)
     correct = clf.predict((x_test - mean) / std) == y_test
-    groups = voice_groups(len(y_test), seed, task_options.get("voice_split", "families"))
+    groups = voice_groups(len(y_test), seed, voice_split)
     return {
         "train_acc": float(clf.score((x_train - mean) / std, y_train)),
         "test_acc": float(correct.mean()),
@@ -106,25 +123,95 @@ def snr_sweep_by_family(
             test = build_task(run.config.task_name, data_dir=data_dir, **options).test
         correct = _correct_per_clip(run.model, cast(TensorDictDataset, test), batch_size)
         seed, voice_split = run.config.data_seed, run.config.task_options.get("voice_split", "families")
-        acc = {"all": int(correct.sum()) / max(len(correct), 1)}  # count / n, as train.losses.evaluate gives it
-        for group, indices in voice_groups(len(correct), seed, voice_split).items():
-            acc[group] = int(correct[torch.tensor(indices)].sum()) / len(indices)
-        out[float(snr)] = acc
+        out[float(snr)] = _accuracies(correct, voice_groups(len(correct), seed, voice_split))
     return out
 
 
+_TRAIN_ONLY_OPTIONS = ("n_train", "n_val", "speed_perturb", "rebuild_cache")  # task options the test clips ignore
+ENSEMBLE_AVERAGES = ("logits", "probs")
+
+
+def ensemble_accuracy(
+    checkpoints: Sequence, snr_db: float | None = None, average: str = "logits", data_dir=None, batch_size: int = 64
+) -> dict:
+    """{"ensemble": accuracies, "members": [accuracies of each model]} of ``spoken_commands`` checkpoints
+    evaluated on the same test clips; accuracies as :func:`snr_sweep_by_family` gives them ({"all": ..., group:
+    ...} over :func:`voice_groups`).
+
+    The ensemble's class is the argmax of the mean over the models of their logits (``average="logits"``,
+    the default: the normalised geometric mean of the members' class probabilities; the one pre-registered
+    in RESULTS.md, Speech, session 12) or of their softmax probabilities (``"probs"``: the arithmetic mean, as
+    deep ensembles average, Lakshminarayanan et al. 2017). Both use the members' outputs as they are (no
+    temperature); they differ only where the members disagree. ``snr_db``: the test clips' SNR (None: the
+    runs' own). Every run must have been trained on the same test clips (task options other than n_train,
+    n_val, speed_perturb and rebuild_cache equal, data seed included): the test set is built once. An
+    ensemble of m models costs m times one model's inference."""
+    from torchssm.models import build_model
+    from torchssm.train.checkpoint import load_checkpoint
+    from torchssm.train.config import model_config_for_task
+    from torchssm.train.reload import read_run_config
+
+    if average not in ENSEMBLE_AVERAGES:
+        raise ValueError(f"average must be one of {list(ENSEMBLE_AVERAGES)}, got {average!r}")
+    if isinstance(checkpoints, (str, bytes, os.PathLike)) or not len(checkpoints):
+        raise ValueError(f"checkpoints must be a non-empty list of checkpoints or run directories, got {checkpoints!r}")
+    runs = [read_run_config(c) for c in checkpoints]
+
+    def test_options(config) -> dict:
+        options = {k: v for k, v in config.task_options.items() if k not in _TRAIN_ONLY_OPTIONS}
+        return options if snr_db is None else {**options, "snr_db": float(snr_db)}
+
+    first_path, _, first = runs[0]
+    options = test_options(first)
+    for path, _, config in runs:
+        if config.task_name != "spoken_commands":
+            raise ValueError(f"{path} was trained on task {config.task_name!r}; expected 'spoken_commands'")
+        if test_options(config) != options:
+            raise ValueError(
+                f"{path} was tested on other clips than {first_path}: task options {test_options(config)} vs {options}"
+            )
+    task = build_task("spoken_commands", data_dir=data_dir, **options, n_train=1, n_val=0, speed_perturb=())
+    test = cast(TensorDictDataset, task.test)
+    targets = test.tensors["targets"]
+    groups = voice_groups(len(targets), first.data_seed, options.get("voice_split", "families"))
+    logits = []
+    for path, _, config in runs:
+        model = build_model(model_config_for_task(config.model, task.info))
+        load_checkpoint(path, model, map_location="cpu")
+        logits.append(_logits_per_clip(model, test, batch_size).double())
+    stacked = torch.stack(logits)  # (models, clips, classes)
+    scores = stacked.mean(0) if average == "logits" else stacked.softmax(-1).mean(0)
+    return {
+        "ensemble": _accuracies(scores.argmax(-1) == targets, groups),
+        "members": [_accuracies(x.argmax(-1) == targets, groups) for x in logits],
+    }
+
+
+def _accuracies(correct: torch.Tensor, groups: dict[str, list[int]]) -> dict[str, float]:
+    acc = {"all": int(correct.sum()) / max(len(correct), 1)}  # count / n, as train.losses.evaluate gives it
+    for group, indices in groups.items():
+        acc[group] = int(correct[torch.tensor(indices)].sum()) / len(indices)
+    return acc
+
+
 @torch.no_grad()
-def _correct_per_clip(model: torch.nn.Module, dataset: TensorDictDataset, batch_size: int) -> torch.Tensor:
-    """(n,) bool: whether the model's class (argmax of its logits, in eval mode) is each clip's target."""
+def _logits_per_clip(model: torch.nn.Module, dataset: TensorDictDataset, batch_size: int) -> torch.Tensor:
+    """(n, classes): the model's logits for each clip, in eval mode (its mode restored after)."""
     from torchssm.data.loaders import iterate_batches
     from torchssm.train.losses import forward_batch
 
     was_training = model.training
     model.eval()
     try:
-        hits = [
-            forward_batch(model, batch).argmax(-1) == batch["targets"] for batch in iterate_batches(dataset, batch_size)
-        ]
+        out = [forward_batch(model, batch) for batch in iterate_batches(dataset, batch_size)]
     finally:
         model.train(was_training)
-    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def _correct_per_clip(model: torch.nn.Module, dataset: TensorDictDataset, batch_size: int) -> torch.Tensor:
+    """(n,) bool: whether the model's class (argmax of its logits, in eval mode) is each clip's target."""
+    logits = _logits_per_clip(model, dataset, batch_size)
+    if not len(logits):
+        return torch.zeros(0, dtype=torch.bool)
+    return logits.argmax(-1) == dataset.tensors["targets"]

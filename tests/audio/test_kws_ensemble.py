@@ -1,0 +1,71 @@
+"""audio.kws.ensemble_accuracy: the mean of several keyword-spotting checkpoints' logits (or probabilities)."""
+
+import pytest
+import torch
+
+TASK = {"name": "spoken_commands", "n_train": 10, "n_val": 0, "n_test": 30, "features": "logmel", "n_mels": 8}
+
+
+def _train(tmp_path, name: str, seed: int, **task) -> str:
+    from torchssm.train.config import ExperimentConfig
+    from torchssm.train.loop import train
+
+    cfg = ExperimentConfig.from_dict(
+        {
+            "task": {**TASK, "voice_split": "speakers", **task},
+            "model": {"layer": "s4d", "d_model": 8, "n_layers": 1, "pooling": "mean"},
+            "train": {"epochs": 1, "batch_size": 10, "seed": seed, "out_dir": str(tmp_path / name), "progress": False},
+        }
+    )
+    train(cfg, data_dir=tmp_path, log=lambda s: None)
+    return str(tmp_path / name / "last")
+
+
+def _reference(checkpoints, data_dir, average: str, snr_db=None) -> dict:
+    """The ensemble's accuracies computed here: each run rebuilt by load_run, its float64 logits, their mean."""
+    from torchssm.audio.kws import voice_groups
+    from torchssm.train.reload import load_run
+
+    overrides = {"n_train": 1, "n_val": 0} | ({} if snr_db is None else {"snr_db": snr_db})
+    runs = [load_run(c, data_dir=data_dir, **overrides) for c in checkpoints]
+    x, y = (runs[0].task.test.tensors[k] for k in ("inputs", "targets"))
+    with torch.no_grad():
+        logits = torch.stack([run.model.double()(x.double()) for run in runs])
+    scores = logits.mean(0) if average == "logits" else logits.softmax(-1).mean(0)
+    correct = scores.argmax(-1) == y
+    out = {"all": correct.double().mean().item()}
+    for group, idx in voice_groups(len(y), voice_split="speakers").items():
+        out[group] = correct[idx].double().mean().item()
+    return out
+
+
+@pytest.mark.slow  # three tiny training runs (1 epoch of 10 clips) and their evaluations: about 5-10 s
+def test_ensemble_accuracy(tmp_path, heard_voices):
+    from torchssm.audio.kws import ensemble_accuracy, snr_sweep_by_family
+    from torchssm.train.losses import evaluate
+    from torchssm.train.reload import load_run
+
+    a, b = _train(tmp_path, "a", seed=0), _train(tmp_path, "b", seed=1)
+    c = _train(tmp_path, "c", seed=2, n_train=20, speed_perturb=[1.1])  # other training clips, the same test clips
+    for average in ("logits", "probs"):
+        r = ensemble_accuracy([a, b, c], average=average, data_dir=tmp_path)
+        ref = _reference([a, b, c], tmp_path, average)
+        assert r["ensemble"].keys() == ref.keys() and "test_only" in ref
+        for group, acc in ref.items():
+            assert r["ensemble"][group] == pytest.approx(acc, abs=1e-12)
+        for checkpoint, member in zip([a, b, c], r["members"]):  # each member as the training loop scores it
+            run = load_run(checkpoint, data_dir=tmp_path, n_train=1, n_val=0)
+            assert member["all"] == evaluate(run.model, run.task.test, run.task.info)["acc"]
+    one = ensemble_accuracy([a], snr_db=0.0, data_dir=tmp_path)  # an ensemble of one model is that model
+    assert one["ensemble"] == one["members"][0] == snr_sweep_by_family(a, [0.0], data_dir=tmp_path)[0.0]
+    assert one["ensemble"]["all"] == pytest.approx(_reference([a], tmp_path, "logits", snr_db=0.0)["all"], abs=1e-12)
+
+    other = _train(tmp_path, "d", seed=0, n_test=20)  # other test clips: no common test set
+    with pytest.raises(ValueError, match="tested on other clips"):
+        ensemble_accuracy([a, other], data_dir=tmp_path)
+    with pytest.raises(ValueError, match="average must be one of"):
+        ensemble_accuracy([a], average="median", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="non-empty list"):
+        ensemble_accuracy([], data_dir=tmp_path)
+    with pytest.raises(ValueError, match="non-empty list"):
+        ensemble_accuracy(a, data_dir=tmp_path)  # one path, not a list of them
