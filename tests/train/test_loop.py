@@ -74,20 +74,33 @@ def test_resume_is_bit_for_bit(tmp_path):
     assert straight.last["train_loss"] < a[0]["train_loss"] * 1.5  # sanity: it trained
 
 
-def test_cpu_cap_stops_after_an_evaluated_epoch_and_resume_finishes(tmp_path):
-    """train.max_cpu_minutes: past the cap the run stops after the current epoch, evaluates it (even off the
-    eval_every grid) and saves it; resuming with no cap ends where a straight run ends."""
+def test_cpu_cap_stops_mid_epoch_evaluated_and_resume_is_bit_for_bit(tmp_path):
+    """train.max_cpu_minutes: past the cap the run stops at the next batch boundary, even inside an epoch,
+    evaluates (even off the eval_every grid) and saves; resuming with no cap continues with the next batch of
+    the same order and ends with a straight run's weights, bit for bit (dropout's RNG included)."""
     task = toy_task()
     lines = []
     capped = train(
         config(tmp_path / "b", "train.max_cpu_minutes=1e-9", "train.eval_every=2"), task=task, log=lines.append
     )
-    assert capped.epochs_done == 1 and "val_acc" in capped.last and "test_acc" in capped.last
-    assert any("train.max_cpu_minutes" in line for line in lines)
-    assert read_checkpoint_state(tmp_path / "b" / "last")["epoch"] == 1
-    resumed = train(config(tmp_path / "b", "train.eval_every=2"), task=task, resume=tmp_path / "b" / "last", log=quiet)
+    assert capped.epochs_done == 0 and capped.last["epoch_batches"] == 1  # 6 batches per epoch; stopped after 1
+    assert "val_acc" in capped.last and "test_acc" in capped.last
+    assert any("stopped in epoch 1/2 after 1/6 batches" in line for line in lines)
+    state = read_checkpoint_state(tmp_path / "b" / "last")
+    assert (state["epoch"], state["epoch_batches"], state["step"]) == (0, 1, 1)
+    assert not (tmp_path / "b" / "checkpoints").exists()  # no whole-epoch snapshot of a part-epoch
+    lines.clear()
+    resumed = train(
+        config(tmp_path / "b", "train.eval_every=2"), task=task, resume=tmp_path / "b" / "last", log=lines.append
+    )
+    assert any("at epoch 0 + 1 batches (step 1)" in line for line in lines)
     straight = train(config(tmp_path / "a", "train.eval_every=2"), task=task, log=quiet)
     assert resumed.epochs_done == 2 and resumed.last["train_loss"] == straight.last["train_loss"]
+    wa, wb = load_file(tmp_path / "a" / "last" / WEIGHTS), load_file(tmp_path / "b" / "last" / WEIGHTS)
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=k)
+    history = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2] and "epoch_batches" not in history[0]  # the part-record replaced
     with pytest.raises(ValueError, match="max_cpu_minutes must be >= 0"):
         config(tmp_path / "c", "train.max_cpu_minutes=-1")
 

@@ -100,13 +100,16 @@ def iterate_batches(
     generator: torch.Generator | None = None,
     num_workers: int = 0,
     min_batch: int = 1,
+    skip: int = 0,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Yield batches (dicts of tensors with a leading batch dimension) of ``dataset``.
+    """Yield batches (dicts of tensors with a leading batch dimension) of ``dataset``, leaving out the
+    first ``skip`` (an epoch resumed part-way: the order is drawn whole, then the rest is read).
 
     A :class:`TensorDictDataset` read in the main process is sliced directly; any other dataset
     goes through a ``DataLoader`` with the same batches (same order), so both paths agree.
     """
     batches = batch_indices(len(dataset), batch_size, shuffle=shuffle, generator=generator, min_batch=min_batch)
+    batches = batches[skip:]
     if isinstance(dataset, TensorDictDataset) and num_workers == 0:
         for idx in batches:
             yield dataset[idx]

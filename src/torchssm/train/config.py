@@ -74,8 +74,9 @@ class TrainConfig:
     tbptt_chunk: int = 0  # truncated BPTT: back-propagate through chunks of this many steps (0: full BPTT)
     fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
     tensorboard: bool = False  # also write metrics.jsonl's scalars to <out_dir>/tensorboard (needs `tensorboard`)
-    # stop after the epoch that brings this call's CPU time (time.process_time) past this many minutes; that
-    # epoch is evaluated and saved, so --resume continues (0: no limit; a shared machine's budget is CPU time)
+    # stop at the first batch boundary after this call's CPU time (time.process_time) passes this many minutes;
+    # the model is evaluated and saved there (mid-epoch too), so --resume continues (0: no limit; a shared
+    # machine's budget is CPU time)
     max_cpu_minutes: float = 0.0
     # a checkpoint or run directory whose weights (only) start this run: a curriculum's next stage (train/init_from.py)
     init_from: str = ""

@@ -89,10 +89,12 @@ class Run:
 
 @dataclass
 class Progress:
-    """Where a run stands: epochs done, optimizer steps, the best record and every record so far."""
+    """Where a run stands: epochs done, optimizer steps, the best record and every record so far;
+    ``epoch_batches``: batches of epoch ``start_epoch`` already trained (a run stopped part-way through it)."""
 
     start_epoch: int = 0
     step: int = 0
+    epoch_batches: int = 0
     best: dict | None = None
     history: list[dict] = field(default_factory=list)
 
@@ -165,13 +167,19 @@ def train_step(
     return totals[0] / n_global, totals[1].long(), int(n_global), aux_mean
 
 
-def train_epoch(run: Run, epoch: int, progress: Progress, guard: NonFiniteGuard) -> dict:
+def train_epoch(
+    run: Run, epoch: int, progress: Progress, guard: NonFiniteGuard, stop: Callable[[], bool] | None = None
+) -> dict:
     """The optimizer steps of epoch ``epoch`` (0-based) over batches in the order fixed by
-    (train.seed, epoch); returns the record {"epoch", "step", "lr", "train_loss"[, "train_acc",
-    "skipped_steps"]}. Advances ``progress.step``."""
+    (train.seed, epoch), from batch ``progress.epoch_batches`` when the run resumes part-way through it;
+    returns the record {"epoch", "step", "lr", "train_loss"[, "train_acc", "skipped_steps"]}. Advances
+    ``progress.step``. When ``stop()`` turns true after a batch that is not the epoch's last, the epoch ends
+    there and the record also holds ``"epoch_batches"``, the batches trained so far (``train_loss`` and
+    ``train_acc`` are means over the batches of this call)."""
     tc, info = run.tc, run.info
     run.model.train()
     params = [p for p in run.model.parameters() if p.requires_grad]
+    skip = progress.epoch_batches if epoch == progress.start_epoch else 0
     batches = iterate_batches(
         run.task.train,
         tc.batch_size,
@@ -179,9 +187,11 @@ def train_epoch(run: Run, epoch: int, progress: Progress, guard: NonFiniteGuard)
         generator=epoch_generator(tc.seed, epoch),
         num_workers=tc.num_workers,
         min_batch=2,
+        skip=skip,
     )
     bar = tqdm(
         batches,
+        initial=skip,
         total=run.steps_per_epoch,
         desc=f"epoch {epoch + 1}/{tc.epochs}",
         leave=False,
@@ -192,7 +202,11 @@ def train_epoch(run: Run, epoch: int, progress: Progress, guard: NonFiniteGuard)
     correct_sum = torch.zeros((), dtype=torch.long, device=run.device)
     count = 0
     aux_sum, aux_steps = 0.0, 0
-    for i, batch in enumerate(bar):
+    stopped_at = None
+    for i, batch in enumerate(bar, start=skip):
+        if stop is not None and i > skip and stop():
+            stopped_at = i  # batches 0 .. i-1 of this epoch are trained
+            break
         run.optimizer.zero_grad(set_to_none=True)
         loss, correct, n, aux = train_step(run.training_model(), batch, info, tc, run.ctx, run.device)
         where = f"epoch {epoch + 1}, step {progress.step + 1}"
@@ -224,6 +238,8 @@ def train_epoch(run: Run, epoch: int, progress: Progress, guard: NonFiniteGuard)
         "lr": run.optimizer.param_groups[0]["lr"],
         "train_loss": float(loss_sum) / max(count, 1),
     }
+    if stopped_at is not None:
+        record["epoch_batches"] = stopped_at
     if aux_steps:  # the layers' auxiliary losses (torchssm.models.auxiliary), mean over the steps
         record["train_aux_loss"] = float(aux_sum) / aux_steps
     if guard.skipped:
@@ -272,13 +288,16 @@ def write_epoch(
         try:
             metrics_log.append(record)
             if tc.save_checkpoints:
+                partial = "epoch_batches" in record  # resume goes on inside the epoch, after those batches
                 state = {
                     "config": run.config_dict,
-                    "epoch": record["epoch"],
+                    "epoch": record["epoch"] - 1 if partial else record["epoch"],  # epochs completed
                     "step": progress.step,
                     "metrics": record,
                     "best": progress.best,
                 }
+                if partial:
+                    state["epoch_batches"] = record["epoch_batches"]
                 if improved:
                     save_checkpoint(out_dir / BEST, saved, **state)
                 save_checkpoint(
@@ -289,7 +308,7 @@ def write_epoch(
                     optimizer_state=optimizer_state,
                     **state,
                 )
-                if tc.keep_checkpoints > 0:
+                if tc.keep_checkpoints > 0 and not partial:  # snapshots are of whole epochs
                     snapshot_checkpoint(out_dir / LAST, out_dir / SNAPSHOTS / f"epoch-{record['epoch']:06d}")
                     for removed in prune_checkpoints(out_dir / SNAPSHOTS, tc.keep_checkpoints):
                         log(f"removed {SNAPSHOTS}/{removed.name} (train.keep_checkpoints={tc.keep_checkpoints})")

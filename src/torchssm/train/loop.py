@@ -13,8 +13,9 @@ One run (``train(cfg)``):
    ``<out_dir>/last`` (always) and ``<out_dir>/best`` (best validation accuracy, or lowest
    validation loss for regression);
 4. ``resume=...`` reloads weights, optimizer, scheduler and RNG states from a checkpoint and
-   continues at the next epoch; with the data order fixed by (seed, epoch) the result equals an
-   uninterrupted run exactly. The history (``metrics.jsonl`` up to the checkpoint's epoch, and
+   continues at the next epoch (or, for a checkpoint taken part-way through one by
+   ``train.max_cpu_minutes``, with that epoch's next batch); with the data order fixed by (seed, epoch)
+   the result equals an uninterrupted run exactly. The history (``metrics.jsonl`` up to the checkpoint's epoch, and
    ``best/``) comes from the run directory that holds the checkpoint, so a moved or copied run
    keeps it, and a run resumed into another ``out_dir`` starts with it.
 
@@ -272,18 +273,24 @@ def _run_epochs(run: Run, progress: Progress, stop_after_epochs: int | None, met
     record: dict = progress.history[-1] if progress.history else {}
     end_epoch = tc.epochs if stop_after_epochs is None else min(tc.epochs, progress.start_epoch + stop_after_epochs)
     cpu0 = time.process_time()
+
+    def over_budget() -> bool:  # checked after every batch: a one-epoch run can be capped too
+        return bool(tc.max_cpu_minutes) and time.process_time() - cpu0 > 60 * tc.max_cpu_minutes
+
     for epoch in range(progress.start_epoch, end_epoch):
-        record = train_epoch(run, epoch, progress, guard)
-        over_budget = bool(tc.max_cpu_minutes) and time.process_time() - cpu0 > 60 * tc.max_cpu_minutes
-        evaluate_epoch(run, record, epoch, force=over_budget)
+        record = train_epoch(run, epoch, progress, guard, stop=over_budget)
+        stopping = over_budget()
+        evaluate_epoch(run, record, epoch, force=stopping)
         improved = progress.add(record, run.info.kind)
         write_epoch(run, record, progress, improved, metrics_log, log)
         log(_format_record(record))
-        if over_budget and epoch + 1 < end_epoch:
-            log(
-                f"stopped after epoch {epoch + 1}/{tc.epochs}: {tc.max_cpu_minutes:g} CPU minutes used "
-                f"(train.max_cpu_minutes); --resume continues"
+        if stopping and (epoch + 1 < end_epoch or "epoch_batches" in record):
+            where = (
+                f"in epoch {epoch + 1}/{tc.epochs} after {record['epoch_batches']}/{run.steps_per_epoch} batches"
+                if "epoch_batches" in record
+                else f"after epoch {epoch + 1}/{tc.epochs}"
             )
+            log(f"stopped {where}: {tc.max_cpu_minutes:g} CPU minutes used (train.max_cpu_minutes); --resume continues")
             break
     return record
 
@@ -361,11 +368,18 @@ def resume_run(run: Run, resume, source_run: Path | None, log) -> Progress:
         state = load_checkpoint(
             resume, run.model, run.optimizer, run.scheduler, restore_rng=True, map_location=run.device
         )
-    progress = Progress(start_epoch=state["epoch"], step=state["step"], best=state.get("best"))
+    progress = Progress(
+        start_epoch=state["epoch"],
+        step=state["step"],
+        best=state.get("best"),
+        epoch_batches=state.get("epoch_batches", 0),
+    )
     if source_run is not None:
         progress.history = read_metrics(source_run / METRICS_FILE, progress.start_epoch)
     log(
-        f"resumed from {resume} at epoch {progress.start_epoch} (step {progress.step})"
+        f"resumed from {resume} at epoch {progress.start_epoch}"
+        + (f" + {progress.epoch_batches} batches" if progress.epoch_batches else "")
+        + f" (step {progress.step})"
         + (f"; writing to {run.out_dir}" if source_run is None or not same_dir(source_run, run.out_dir) else "")
     )
     return progress
@@ -412,7 +426,7 @@ def _finish(run: Run, progress: Progress, record: dict, t_start: float) -> RunRe
     train_time = time.perf_counter() - run.t_loop
     result = RunResult(
         out_dir=run.out_dir,
-        epochs_done=record.get("epoch", progress.start_epoch),
+        epochs_done=record["epoch"] - ("epoch_batches" in record) if record else progress.start_epoch,
         last=record,
         best=progress.best,
         train_time_s=train_time,
@@ -440,7 +454,8 @@ def _finish(run: Run, progress: Progress, record: dict, t_start: float) -> RunRe
 
 
 def _format_record(r: dict) -> str:
-    parts = [f"epoch {r['epoch']:>3}", f"train loss {r['train_loss']:.4f}"]
+    epoch = f"epoch {r['epoch']:>3}" + (f" (first {r['epoch_batches']} batches)" if "epoch_batches" in r else "")
+    parts = [epoch, f"train loss {r['train_loss']:.4f}"]
     for split in ("train", "val", "test"):
         if f"{split}_acc" in r:
             parts.append(f"{split} acc {100 * r[f'{split}_acc']:.2f}%")
