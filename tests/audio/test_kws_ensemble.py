@@ -39,8 +39,8 @@ def _reference(checkpoints, data_dir, average: str, snr_db=None) -> dict:
     return out
 
 
-@pytest.mark.slow  # three tiny training runs (1 epoch of 10 clips) and their evaluations: about 5-10 s
-def test_ensemble_accuracy(tmp_path, heard_voices):
+@pytest.mark.slow  # four tiny training runs (1 epoch of 10 clips) and their evaluations: 4-12 s (load 0.5-5)
+def test_ensemble_accuracy(tmp_path, heard_voices, capsys):
     from torchssm.audio.kws import ensemble_accuracy, snr_sweep_by_family
     from torchssm.train.losses import evaluate
     from torchssm.train.reload import load_run
@@ -60,9 +60,19 @@ def test_ensemble_accuracy(tmp_path, heard_voices):
     assert one["ensemble"] == one["members"][0] == snr_sweep_by_family(a, [0.0], data_dir=tmp_path)[0.0]
     assert one["ensemble"]["all"] == pytest.approx(_reference([a], tmp_path, "logits", snr_db=0.0)["all"], abs=1e-12)
 
+    from torchssm.cli import main
+
+    assert main(["speech", "kws-ensemble", "--checkpoints", a, b, c, "--data-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    r = ensemble_accuracy([a, b, c], data_dir=tmp_path)
+    assert lines[0].startswith(f"ensemble: test accuracy {r['ensemble']['all']:.4f} (")
+    assert [line.split(": test accuracy")[0] for line in lines[1:]] == [a, b, c] and "test_only" in lines[0]
+
     other = _train(tmp_path, "d", seed=0, n_test=20)  # other test clips: no common test set
     with pytest.raises(ValueError, match="tested on other clips"):
         ensemble_accuracy([a, other], data_dir=tmp_path)
+    assert main(["speech", "kws-ensemble", "--checkpoints", a, other, "--data-dir", str(tmp_path)]) == 2
+    assert "tested on other clips" in capsys.readouterr().err  # one line, no traceback
     with pytest.raises(ValueError, match="average must be one of"):
         ensemble_accuracy([a], average="median", data_dir=tmp_path)
     with pytest.raises(ValueError, match="non-empty list"):

@@ -1,10 +1,11 @@
-"""``torchssm transcribe`` and ``torchssm speech {say, train, kws-baseline, snr-sweep}``.
+"""``torchssm transcribe`` and ``torchssm speech {say, train, kws-baseline, snr-sweep, kws-ensemble}``.
 
 torchssm speech say "stop" --voice en-us+m3 --out stop.wav      eSpeak NG speech at 16 kHz
 torchssm speech train --preset audio/asr_ctc                     train a recogniser (asr_train)
 torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4] [--beam 8 --lm 8]
 torchssm speech kws-baseline --snr 0 10 20                       log-mel + logistic regression
 torchssm speech snr-sweep --checkpoint runs/spoken_commands_s4d/best
+torchssm speech kws-ensemble --checkpoints runs/a/last runs/b/last   mean of the models' logits (kws.ensemble_accuracy)
 """
 
 from __future__ import annotations
@@ -155,6 +156,16 @@ def _cmd_snr_sweep(args) -> int:
     return 0
 
 
+def _cmd_kws_ensemble(args) -> int:
+    from torchssm.audio.kws import ensemble_accuracy
+
+    r = ensemble_accuracy(args.checkpoints, snr_db=args.snr, average=args.average, data_dir=args.data_dir)
+    for name, accs in [("ensemble", r["ensemble"]), *((c, m) for c, m in zip(args.checkpoints, r["members"]))]:
+        groups = " ".join(f"{k} {v:.4f}" for k, v in accs.items() if k != "all")
+        print(f"{name}: test accuracy {accs['all']:.4f} ({groups})")
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("transcribe", help="transcribe audio files with a speech recogniser checkpoint")
     p.add_argument("files", nargs="+", help="audio files (any rate: resampled to 16 kHz; channels averaged)")
@@ -225,3 +236,9 @@ def register(subparsers) -> None:
     w.add_argument("--snr", type=float, nargs="+", default=[0.0, 5.0, 10.0, 15.0, 20.0])
     w.add_argument("--data-dir")
     w.set_defaults(func=_cmd_snr_sweep)
+    e = sub.add_parser("kws-ensemble", help="test accuracy of the mean of several spoken_commands checkpoints")
+    e.add_argument("--checkpoints", nargs="+", required=True, help="checkpoints or run directories, same test clips")
+    e.add_argument("--average", choices=["logits", "probs"], default="logits", help="what is averaged (default logits)")
+    e.add_argument("--snr", type=float, help="test SNR in dB (default: the runs' own)")
+    e.add_argument("--data-dir")
+    e.set_defaults(func=_cmd_kws_ensemble)
