@@ -211,3 +211,41 @@ def test_snr_sweep_by_family(tmp_path, monkeypatch, voice_split):
     assert snr_sweep(tmp_path / "run" / "last", [0.0, 20.0], data_dir=tmp_path) == {
         snr: accs["all"] for snr, accs in sweep.items()
     }
+
+
+def _spec_augment_80(features, policy, generator):  # the masks of before the scaling (F for any channels)
+    max_f, n_freq, max_t, ratio, n_time = SPEC_AUGMENT_POLICIES[policy]
+    b, t, channels = features.shape
+    keep = torch.ones(b, t, channels, dtype=torch.bool)
+
+    def draw(high):
+        return int(torch.randint(0, max(high, 0) + 1, (1,), generator=generator))
+
+    for i in range(b):
+        for _ in range(n_freq):
+            f = draw(min(max_f, channels))
+            f0 = draw(channels - f)
+            keep[i, :, f0 : f0 + f] = False
+        for _ in range(n_time):
+            w = draw(min(max_t, int(ratio * t)))
+            t0 = draw(t - w)
+            keep[i, t0 : t0 + w, :] = False
+    return features * keep
+
+
+@pytest.mark.parametrize("policy", ["LB", "SM"])
+def test_spec_augment_frequency_bound_scales_with_channels(policy):
+    from torchssm.audio.features import spec_augment_freq_bound
+
+    x = torch.randn(300, 50, 80) + 5.0
+    torch.testing.assert_close(  # 80 channels (the paper's): the masks of before, draw for draw
+        spec_augment(x, None, policy, generator=torch.Generator().manual_seed(3)),
+        _spec_augment_80(x, policy, torch.Generator().manual_seed(3)),
+        rtol=0,
+        atol=0,
+    )
+    max_f, n_freq = SPEC_AUGMENT_POLICIES[policy][:2]
+    assert [spec_augment_freq_bound(max_f, c) for c in (80, 40, 160)] == [max_f, round(max_f / 2 + 0.01), 2 * max_f]
+    small = torch.randn(1000, 200, 40) + 5.0  # time masks at most 100 of the 200 frames
+    widths = (spec_augment(small, None, "LB", generator=torch.Generator().manual_seed(0)) == 0).all(1).sum(1)
+    assert int(widths.max()) == spec_augment_freq_bound(27, 40) == 14  # 27 * 40 / 80 = 13.5 -> 14, not 27

@@ -122,6 +122,15 @@ SPEC_AUGMENT_POLICIES: dict[str, tuple[int, int, int, float, int]] = {
     "SM": (15, 2, 70, 0.2, 2),
     "SS": (27, 2, 40, 0.2, 2),
 }
+# The policies' F is for the paper's 80-dimensional log-mel filterbanks (Park et al. 2019, Sec. 4: LibriSpeech
+# and Switchboard both with 80 filterbank channels; section number UNVERIFIED). With c channels this library
+# scales it to round(F * c / 80) (half up), the same fraction of the band; at 80 channels F is unchanged.
+SPEC_AUGMENT_CHANNELS = 80
+
+
+def spec_augment_freq_bound(max_f: int, channels: int) -> int:
+    """A policy's frequency-mask bound ``max_f`` (for 80 channels) scaled to ``channels``: round(max_f * c / 80)."""
+    return (2 * max_f * channels + SPEC_AUGMENT_CHANNELS) // (2 * SPEC_AUGMENT_CHANNELS)
 
 
 def spec_augment(
@@ -129,7 +138,8 @@ def spec_augment(
 ) -> torch.Tensor:
     """``features`` (b, t, channels) with SpecAugment's masks set to 0 (Park et al. 2019, Sec. 2).
 
-    Per utterance: ``m_F`` frequency masks [f0, f0 + f) with f ~ U{0..F}, f0 ~ U{0..channels - f}, and
+    Per utterance: ``m_F`` frequency masks [f0, f0 + f) with f ~ U{0..F'}, f0 ~ U{0..channels - f} (F' = F
+    scaled from the paper's 80 channels to ``channels``, :func:`spec_augment_freq_bound`), and
     ``m_T`` time masks [t0, t0 + w) with w ~ U{0..min(T, floor(p * tau))}, t0 ~ U{0..tau - w}, where tau
     is the utterance's number of frames (``lengths``; None: all t). The features are expected to be
     normalised to zero mean (masking to 0 = masking to the mean, as the paper). Returns a new tensor.
@@ -148,7 +158,7 @@ def spec_augment(
 
     for i, tau in enumerate(taus):
         for _ in range(n_freq):
-            f = draw(min(max_f, channels))
+            f = draw(min(spec_augment_freq_bound(max_f, channels), channels))
             f0 = draw(channels - f)
             keep[i, :, f0 : f0 + f] = False
         for _ in range(n_time):
