@@ -163,3 +163,17 @@ def test_need_buckets():
 
     got = [_need_bucket(r) for r in (0.3, 0.6, 0.75, 0.89, 0.9, 1.0, 1.01)]
     assert got == ["< 0.6", "0.6-0.7", "0.7-0.8", "0.8-0.9", "0.9-1", "0.9-1", "> 1 (cannot align)"]
+
+
+def test_spec_augment_frames_are_the_log_mel_frames(monkeypatch):
+    from torchssm.audio import asr
+    from torchssm.audio.features import LogMel
+
+    seen = []
+    monkeypatch.setattr(asr, "spec_augment", lambda x, frames, policy: seen.append(frames) or x)
+    n = torch.tensor([399, 400, 3000, 7001, 16000])
+    enc = CTCRecognizer(ASRConfig(spec_augment="LB", **TINY)).encoder.train()
+    enc.subsample(enc.front(torch.zeros(5, 16000)), n)
+    mel = LogMel(16000, n_fft=asr.MEL_WINDOW, hop=asr.MEL_HOP, n_mels=8)
+    actual = [0] + [mel(torch.zeros(1, int(k))).shape[1] for k in n[1:]]  # LogMel of each alone (399: none)
+    assert seen[0].tolist() == actual == asr.log_mel_frames(n).tolist() == [0, 1, 17, 42, 98]

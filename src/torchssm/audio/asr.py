@@ -185,9 +185,7 @@ class SpeechEncoder(nn.Module):
         utterance's frames (``n_samples``: its samples; None: all frames)."""
         x = self.in_norm(mel)
         if self.training and self.spec_augment != "none":
-            frames = None
-            if n_samples is not None:
-                frames = torch.div(n_samples - self.front.n_fft, self.front.hop, rounding_mode="floor") + 1
+            frames = None if n_samples is None else log_mel_frames(n_samples, self.front.n_fft, self.front.hop)
             x = spec_augment(x, frames, self.spec_augment)
         return F.gelu(self.sub2(F.gelu(self.sub1(x))))
 
@@ -224,13 +222,19 @@ class SpeechEncoder(nn.Module):
         return self.blocks(x, frames=frames)
 
 
+def log_mel_frames(n_samples, window: int = MEL_WINDOW, hop: int = MEL_HOP) -> torch.Tensor:
+    """Log-mel frames of utterances of ``n_samples`` samples: floor((n - window) / hop) + 1, at least 0 (the
+    frames :class:`torchssm.audio.features.LogMel` gives; used by :func:`encoder_frames` and by
+    :meth:`SpeechEncoder.subsample` for SpecAugment's per-utterance time masks)."""
+    return torch.clamp(torch.div(torch.as_tensor(n_samples) - window, hop, rounding_mode="floor") + 1, min=0)
+
+
 def encoder_frames(n_samples: torch.Tensor, subsampling: int = 4) -> torch.Tensor:
     """Encoded frames of utterances of ``n_samples`` 16 kHz samples (:meth:`SpeechEncoder.frame_lengths`, also
     without a model): 25 ms / 10 ms log-mel frames, then ceil(t / 2) per stride-2 convolution."""
     if subsampling not in (2, 4):
         raise ValueError(f"subsampling must be 2 (20 ms frames) or 4 (40 ms frames), got {subsampling!r}")
-    mel_frames = torch.div(torch.as_tensor(n_samples) - MEL_WINDOW, MEL_HOP, rounding_mode="floor") + 1
-    frames = torch.clamp(mel_frames, min=0)
+    frames = log_mel_frames(n_samples)
     for _ in range(subsampling // 2):  # each causal stride-2 convolution: ceil(t / 2)
         frames = torch.div(frames + 1, 2, rounding_mode="floor")
     return frames
