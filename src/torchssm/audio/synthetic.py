@@ -402,11 +402,14 @@ def _copy_rng(seed: int, sid: int, index: int, copy: int) -> np.random.Generator
     return np.random.default_rng([seed, sid, index] if copy == 0 else [seed, sid, index, 3, copy])
 
 
-def sentence_voices(split: str, index: int, copies: int, seed: int = 0, voice_split: str = "families") -> list:
+def sentence_voices(
+    split: str, index: int, copies: int, seed: int = 0, voice_split: str = "families"
+) -> list[tuple[str, list[str]]]:
     """[(voice, voices drawn from)] of copies 0..``copies`` - 1 of sentence ``index`` of ``split``: copy c's voice
     is the first draw of its generator (:func:`_copy_rng`) among the split's voices not used by copies 0..c - 1,
     so the copies of a sentence have ``copies`` different voices (copy 0's is :func:`item_voice`'s)."""
-    voices, sid, out = split_voices(voice_split, split), SPLIT_IDS[split], []
+    voices, sid = split_voices(voice_split, split), SPLIT_IDS[split]
+    out: list[tuple[str, list[str]]] = []
     _check_voices_per_sentence(copies, len(voices))
     for copy in range(copies):
         pool = [v for v in voices if v not in {u for u, _ in out}]
