@@ -68,6 +68,41 @@ def check_chunked_continuation(
     assert_states_close(s2, final, **tol)
 
 
+def check_one_token_chunks(layer, x: torch.Tensor | None = None, *, length: int = 7, **tol) -> None:
+    """Streaming: ``forward`` on one-token chunks with the carried state equals one call (outputs and final
+    state), without gradients (where a layer may take its kept one-token step, SSMLayer._derived_once) and with
+    them; after an in-place change to every parameter the no-gradient path follows the new weights."""
+    layer.eval()
+    x = _sequence(layer, 2, length, seed=3) if x is None else x
+
+    def chunks() -> tuple[torch.Tensor, State]:
+        state, outs = layer.init_state(x.shape[0], device=x.device), []
+        for t in range(x.shape[1]):
+            y_t, state = layer(x[:, t : t + 1], state, return_state=True)
+            outs.append(y_t)
+        return torch.cat(outs, dim=1), state
+
+    with torch.no_grad():
+        y, final = layer(x, return_state=True)
+        y_fast, s_fast = chunks()
+    torch.testing.assert_close(y_fast, y, **tol)
+    assert_states_close(s_fast, final, **tol)
+    y_grad, s_grad = chunks()  # gradients on: the chunked forward itself
+    torch.testing.assert_close(y_grad.detach(), y, **tol)
+    assert_states_close(tuple(s.detach() for s in _flatten(s_grad)), tuple(_flatten(final)), **tol)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.mul_(1.25)  # in place: the parameters' version counters move
+        try:
+            y, final = layer(x, return_state=True)
+            y_fast, s_fast = chunks()
+        finally:
+            for p in layer.parameters():
+                p.div_(1.25)
+    torch.testing.assert_close(y_fast, y, **tol)
+    assert_states_close(s_fast, final, **tol)
+
+
 def _perturb(state: State) -> State:
     """A non-zero state of the same structure and dtypes: +0.1 for float/complex tensors, +1 for integer ones
     (e.g. a KV-cache position); tuples and lists (nested states of composite layers) are perturbed leaf by leaf."""
@@ -119,6 +154,7 @@ def check_layer_contract(layer, *, length: int = 12, **tol) -> None:
     if layer.causal:
         check_step_matches_forward(layer, length=length, **tol)
         check_chunked_continuation(layer, length=length, **tol)
+        check_one_token_chunks(layer, length=min(length, 7), **tol)
         check_state_is_not_mutated(layer)
 
 

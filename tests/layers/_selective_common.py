@@ -141,13 +141,13 @@ def check_one_token_chunks_take_the_step(layer, d_model: int, length: int = 7) -
         outs.append(y)
         scan_outs.append(y_scan.detach())
         scan_state = tuple(s.detach() for s in scan_state)
-    assert "_step_cache" in layer.__dict__
+    assert "step_function" in layer.__dict__["_derived"]
     torch.testing.assert_close(torch.cat(outs, 1), full)
     torch.testing.assert_close(torch.cat(scan_outs, 1), full)
     for a, b in zip(state, scan_state):
         torch.testing.assert_close(a, b)
     clone = copy.deepcopy(layer)  # the cached closure is not copied
-    assert "_step_cache" not in clone.__dict__
+    assert "_derived" not in clone.__dict__
     with torch.no_grad():
         before = layer(x[:, :1], layer.init_state(2))
         layer.out_proj.weight.mul_(2.0)  # in place: the version counter moves

@@ -260,6 +260,6 @@ def test_step_traces_with_torch_export():
     x_t, state = torch.randn(2, 3, dtype=torch.float64), layer.init_state(2) + 0.1  # (b, H), (b, H, m)
     with torch.no_grad():
         traced = torch.export.export(Step(), (x_t, state), strict=False).module()
-        assert "_dense_cache" not in layer.__dict__
+        assert "_derived" not in layer.__dict__
         for got, want in zip(traced(x_t, state), layer.step(x_t, state)):
             torch.testing.assert_close(got, want, **F64)

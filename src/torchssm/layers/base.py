@@ -12,6 +12,11 @@ Every layer:
   in the length. Only causal layers (``self.causal``) have it.
 * ``init_state(batch, device=None, dtype=None)``: the zero state.
 
+Inference without autograd: ``step_function()`` returns the one-token update with the weights derived from
+the parameters (discretisation, A = exp(dt A), normalised B, ...) computed once; ``step`` and a causal
+``forward`` on a one-token chunk with a carried state (streaming frame by frame) reuse it while no parameter
+changes (:meth:`SSMLayer._derived_once`), so each call pays the update, not the derivation or a scan.
+
 The checks below cost no device synchronisation (shapes and dtypes only), so ``torch.compile``
 and CUDA graphs keep working; value checks (NaN/Inf) are opt-in via :func:`torchssm.set_debug`
 or the environment variable ``TORCHSSM_DEBUG=1``.
@@ -20,7 +25,8 @@ or the environment variable ``TORCHSSM_DEBUG=1``.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -29,6 +35,8 @@ State = Any  # a tensor, or a tuple of tensors (e.g. Mamba's (conv_buffer, ssm_s
 Device = str | torch.device | None
 LayerOutput = torch.Tensor | tuple[torch.Tensor, Any]  # y, or (y, final state) with return_state=True
 StepOutput = tuple[torch.Tensor, Any]  # (y_t, new state)
+StepFunction = Callable[[torch.Tensor, Any], StepOutput]  # (x_t (b, h), state) -> (y_t (b, h), new_state)
+T = TypeVar("T")
 
 DEBUG_ENV = "TORCHSSM_DEBUG"  # TORCHSSM_DEBUG=1 turns the value checks on at import
 
@@ -170,7 +178,44 @@ class SSMLayer(nn.Module):
     def init_state(self, batch: int, device: Device = None, dtype: torch.dtype | None = None) -> State:
         raise NotImplementedError
 
+    def step_function(self) -> StepFunction:
+        """The one-token update ``(x_t, state) -> (y_t, new_state)`` without input checks, with the weights
+        derived from the parameters computed when it is built: valid while the parameters do not change.
+        Default: :meth:`step` itself (a layer whose step derives weights overrides this)."""
+        return self.step
+
     # --- helpers for subclasses -----------------------------------------------------------------
+    def _derived_once(self, name: str, build: Callable[[], T], *key: Any) -> T:
+        """``build()``, kept under ``name`` and built again only when a parameter changed (its storage, dtype,
+        device or in-place version counter: an optimizer step, ``load_state_dict``, ``.to()``) or ``key`` did.
+        Only for inference: under autograd, ``torch.compile`` / ``torch.export`` or a JIT trace it is
+        ``build()`` every call (gradients flow through it; a traced graph computes it). Pickles and deep
+        copies leave the kept values out (:meth:`__getstate__`)."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return build()
+        version = key + tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+        kept = self.__dict__.setdefault("_derived", {})
+        if name not in kept or kept[name][0] != version:
+            kept[name] = (version, build())
+        return kept[name][1]
+
+    def __getstate__(self) -> dict:
+        """Pickling (``torch.save``, ``copy.deepcopy``) leaves out what :meth:`_derived_once` kept."""
+        state = dict(super().__getstate__())
+        state.pop("_derived", None)
+        return state
+
+    def _one_token_forward(self, x: torch.Tensor, state: State | None, return_state: bool) -> LayerOutput | None:
+        """A causal ``forward``'s fast path: a one-token chunk ``x`` (b, 1, h) with a carried ``state``, outside
+        autograd and compilation, runs the kept :meth:`step_function` (the same update, tested equal to the
+        chunked path in float64). Returns forward's output, or None when the call does not qualify."""
+        if x.shape[1] != 1 or state is None:
+            return None
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return None
+        y_t, new_state = self._derived_once("step_function", self.step_function)(x[:, 0], state)
+        return (y_t[:, None], new_state) if return_state else y_t[:, None]
+
     def _param_dtype(self) -> torch.dtype:
         for p in self.parameters():
             return p.dtype

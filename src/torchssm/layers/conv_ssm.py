@@ -19,11 +19,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepOutput, out_dtype, to_param_dtype
+from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepFunction, StepOutput, out_dtype, to_param_dtype
 from torchssm.ops.common import rms_norm_gated
 
 MambaState = tuple[torch.Tensor, torch.Tensor]  # (conv_buffer (b, conv_dim, d_conv-1), ssm_state)
-StepFunction = Callable[[torch.Tensor, MambaState], StepOutput]  # (x_t (b, h), state) -> (y_t (b, h), new_state)
 
 
 def decay_rate(A_log: torch.Tensor) -> torch.Tensor:
@@ -81,9 +80,8 @@ class ConvSSMLayer(SSMLayer):
         """x (b, l, h) -> y (b, l, h) [, final state]. ``reset`` (b, l) bool: a new sequence starts at t
         (packed batches): both the short conv and the scan stop mixing across it."""
         self._check_forward(x, state)
-        if x.shape[1] == 1 and state is not None and reset is None and self._one_token_fast_path():
-            y_t, new_state = self._cached_step_function()(x[:, 0], state)  # the fused one-token update
-            return (y_t[:, None], new_state) if return_state else y_t[:, None]
+        if reset is None and (fast := self._one_token_forward(x, state, return_state)) is not None:
+            return fast  # streaming: the kept fused one-token update (about a fifth of the scan's CPU, BENCHMARKS.md)
         conv_state, ssm_state = state if state is not None else (None, None)
         y, conv_state, ssm_state = self._mix(to_param_dtype(self, x), conv_state, ssm_state, reset, self.backend)
         y = out_dtype(y, x)
@@ -91,34 +89,10 @@ class ConvSSMLayer(SSMLayer):
             return y
         return y, (conv_state.to(self._param_dtype()), ssm_state)
 
-    @staticmethod
-    def _one_token_fast_path() -> bool:
-        """A one-token chunk with a carried state runs :meth:`step_function` instead of the chunked scan (the
-        same update, tested equal in float64; about a fifth of the CPU time at d_model 128, BENCHMARKS.md) when
-        no gradient is recorded (the cached function holds weights derived once) and not under
-        ``torch.compile``: streaming frame by frame (the speech encoder's 20 ms frames, DeepSSM's streaming
-        forward) pays a step, not a scan."""
-        return not (torch.is_grad_enabled() or torch.compiler.is_compiling())
-
-    def _cached_step_function(self) -> StepFunction:
-        """:meth:`step_function`, built again only when a parameter changed (its storage, dtype, device or
-        in-place version counter: an optimizer step, ``load_state_dict``, ``.to()``)."""
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
-        cached = self.__dict__.get("_step_cache")
-        if cached is None or cached[0] != key:
-            cached = self.__dict__["_step_cache"] = (key, self.step_function())
-        return cached[1]
-
-    def __getstate__(self) -> dict:
-        """Pickling (``torch.save``, ``copy.deepcopy``) leaves out the cached step function (a closure)."""
-        state = dict(super().__getstate__())
-        state.pop("_step_cache", None)
-        return state
-
     def step(self, x_t: torch.Tensor, state: MambaState) -> StepOutput:
         """x_t (b, h) -> (y_t (b, h), new_state): one token, O(1) (:meth:`step_function`). Pure."""
         self._check_step(x_t, state)
-        return self.step_function()(x_t, state)
+        return self._derived_once("step_function", self.step_function)(x_t, state)
 
     def step_function(self) -> StepFunction:
         """The one-token step without input checks, for a generation loop that checked the state once.

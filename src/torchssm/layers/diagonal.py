@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepOutput, check_lengths, valid_steps
+from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepFunction, StepOutput, check_lengths, valid_steps
 from torchssm.ops.conv import fft_conv
 from torchssm.ops.vandermonde import vandermonde, vandermonde_transpose
 
@@ -175,6 +175,8 @@ class DiagonalConvSSM(ChannelStateSSM):
         right-padded batch (padded inputs are zeroed before the backward kernel reads them; outputs at
         padded steps are meaningless). A causal layer ignores it (its valid outputs never see padding)."""
         self._check_call(x, state, return_state, lengths)
+        if (fast := self._one_token_forward(x, state, return_state)) is not None:
+            return fast  # streaming one token at a time: the kept step, not a length-1 kernel and FFT
         length = x.shape[1]
         dtA, B_bar, C = self._ssm_params()  # (H, m), (H, m), (H, m) or (2, H, m)
         k = self._kernel(length, dtA, B_bar, C)  # (H, L) or (2, H, L)
@@ -194,11 +196,21 @@ class DiagonalConvSSM(ChannelStateSSM):
         return y, h.to(complex_dtype(self.D.dtype))
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> StepOutput:
+        """One token x_t (b, H), state (b, H, m) -> (y_t (b, H), new state); pure, O(1)."""
         self._check_step(x_t, state)
-        dtA, B_bar, C = self._ssm_params()
-        h = torch.exp(dtA) * state + B_bar * x_t.unsqueeze(-1).to(B_bar.dtype)  # (b, H, m)
-        y = self.kernel_scale * (C * h).sum(-1).real + x_t * self.D  # (b, H)
-        return y.to(x_t.dtype), h.to(state.dtype)
+        return self._derived_once("step_function", self.step_function)(x_t, state)
+
+    def step_function(self) -> StepFunction:
+        """h' = A_bar h + B_bar x_t, y = s Re(sum_m C h') + D x_t with A_bar = exp(dt A), B_bar, C derived once."""
+        dtA, B_bar, C = self._ssm_params()  # (H, m) each
+        A_bar, scale, D = torch.exp(dtA), self.kernel_scale, self.D
+
+        def step(x_t: torch.Tensor, state: torch.Tensor) -> StepOutput:
+            h = A_bar * state + B_bar * x_t.unsqueeze(-1).to(B_bar.dtype)  # (b, H, m)
+            y = scale * (C * h).sum(-1).real + x_t * D  # (b, H)
+            return y.to(x_t.dtype), h.to(state.dtype)
+
+        return step
 
 
 __all__ = [

@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepOutput, check_lengths
+from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepFunction, StepOutput, check_lengths
 from torchssm.layers.diagonal import complex_dtype, complex_input, complex_readout
 from torchssm.layers.init import lru_ring_init
 from torchssm.ops.backend import check_backend_name
@@ -148,6 +148,8 @@ class LRU(SSMLayer):
         check_lengths(lengths, batch)
         if self.bidirectional and (state is not None or return_state):
             raise ValueError("a bidirectional LRU carries no state: call it with state=None, return_state=False")
+        if reset is None and lengths is None and (fast := self._one_token_forward(x, state, return_state)) is not None:
+            return fast  # streaming one token at a time: the kept step, not a scan
         xp = x.to(self.nu_log.dtype)  # (b, l, h): params' dtype (bf16 has no complex type)
         with torch.autocast(device_type=x.device.type, enabled=False):
             bu = complex_input(xp, self._normalised_B())  # (b, l, n) complex, gamma folded into B
@@ -183,12 +185,23 @@ class LRU(SSMLayer):
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> StepOutput:
         """One token: x_t (b, h), state (b, n) complex -> (y_t (b, h), new_state (b, n)). Pure, O(1)."""
         self._check_step(x_t, state)
-        lam = lru_lambda(self.nu_log, self.theta_log)  # (n,)
-        xp = x_t.to(self.nu_log.dtype)  # (b, h)
-        with torch.autocast(device_type=x_t.device.type, enabled=False):
-            new_state = lam * state + complex_input(xp, self._normalised_B())  # (b, n)
-            y_t = complex_readout(new_state, self.C_re, self.C_im) + self.D * xp  # (b, h)
-        return y_t.to(x_t.dtype), new_state
+        return self._derived_once("step_function", self.step_function)(x_t, state)
+
+    def step_function(self) -> StepFunction:
+        """h' = lambda h + (gamma B) x_t, y = Re(C h') + D x_t, with lambda and gamma B derived once."""
+        lam = lru_lambda(self.nu_log, self.theta_log)  # (n,), outside the autocast block: an export folds it
+        with torch.autocast(device_type=self.nu_log.device.type, enabled=False):
+            B = self._normalised_B()  # (n, h) complex
+        dtype, C_re, C_im, D = self.nu_log.dtype, self.C_re, self.C_im, self.D
+
+        def step(x_t: torch.Tensor, state: torch.Tensor) -> StepOutput:
+            xp = x_t.to(dtype)  # (b, h)
+            with torch.autocast(device_type=x_t.device.type, enabled=False):
+                new_state = lam * state + complex_input(xp, B)  # (b, n)
+                y_t = complex_readout(new_state, C_re, C_im) + D * xp  # (b, h)
+            return y_t.to(x_t.dtype), new_state
+
+        return step
 
     # --- introspection ---------------------------------------------------------------------------------
     @torch.no_grad()

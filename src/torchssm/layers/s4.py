@@ -138,19 +138,6 @@ class S4(ChannelStateSSM):
         c = torch.view_as_complex
         return torch.exp(self.log_dt), lam, c(self.P), c(self.B), c(self.C)
 
-    def _dense_cached(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``_dense()``, reused across ``step`` calls while no parameter changed (inference: the N^3 log L
-        conversion runs once, then each step is O(N^2) per channel). Only without autograd, and not while
-        torch.export/torch.compile trace the step (the graph recomputes it, or folds it into constants)."""
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return self._dense()
-        key = (self._kernel_length,) + tuple((p.data_ptr(), p._version, p.dtype) for p in self.parameters())
-        cache = self.__dict__.get("_dense_cache")
-        if cache is None or cache[0] != key:
-            cache = (key, self._dense())
-            self.__dict__["_dense_cache"] = cache
-        return cache[1]
-
     def _dense(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Dense discrete SSM on the full n states: A_bar (H, n, n), B_bar (H, n), C (H, n) with
         C = C~ (I - A_bar^L)^-1 (row vectors), from the same ``_ssm_params``."""
@@ -218,6 +205,8 @@ class S4(ChannelStateSSM):
         """x (b, l, H) -> y (b, l, H); ``lengths`` (b,) as in :class:`torchssm.layers.s4d.DiagonalConvSSM`
         (bidirectional: padding is zeroed before the backward kernel; a causal layer ignores it)."""
         self._check_call(x, state, return_state, lengths)
+        if (fast := self._one_token_forward(x, state, return_state)) is not None:
+            return fast  # streaming one token at a time: the step on the kept dense SSM, not a kernel and FFT
         length = x.shape[1]
         while length > self._kernel_length:
             self._double_kernel_length()
@@ -243,7 +232,8 @@ class S4(ChannelStateSSM):
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> StepOutput:
         self._check_step(x_t, state)
-        _, A_bar, B_bar, C = self._dense_cached()
+        # the N^3 log L conversion to a dense SSM runs once for inference, then each step is O(N^2) per channel
+        _, A_bar, B_bar, C = self._derived_once("dense", self._dense, self._kernel_length)
         hf = _full(state.to(A_bar.dtype))  # (b, H, n)
         # A_bar h as a matmul between views (not [..., None] / [..., 0]): the ONNX exporter lowers complex
         # matmul, view, cat and conj to real arithmetic, but not complex unsqueeze/select (models/export.py)

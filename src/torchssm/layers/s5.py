@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepOutput
+from torchssm.layers.base import Device, LayerOutput, SSMLayer, StepFunction, StepOutput
 from torchssm.layers.diagonal import complex_dtype, complex_input, complex_param, complex_readout
 from torchssm.layers.discretize import discretize_diag
 from torchssm.layers.init import block_hippo_n_init, lecun_normal, log_uniform_dt, ptd_init
@@ -193,6 +193,8 @@ class S5(SSMLayer):
         self._check_timescale(timescale, x.shape[:2])
         if self.bidirectional and (state is not None or return_state):
             raise ValueError("a bidirectional S5 carries no state: call it with state=None, return_state=False")
+        if timescale is None and (fast := self._one_token_forward(x, state, return_state)) is not None:
+            return fast  # streaming one token at a time: the kept step, not a scan
         lam_bar, B_bar = self._ssm_params(timescale)  # (m,) | (b, l, m);  (m, H) | (b, l, m, H)
         if timescale is None:
             Bu = complex_input(x, B_bar)  # (b, l, m)
@@ -211,13 +213,23 @@ class S5(SSMLayer):
         """One token x_t (b, H) -> (y_t (b, H), new state (b, m)); ``timescale`` (b,) as in forward."""
         self._check_step(x_t, state)
         self._check_timescale(timescale, x_t.shape[:1])
-        lam_bar, B_bar = self._ssm_params(timescale)
-        Bu = (
-            complex_input(x_t, B_bar) if timescale is None else (B_bar @ x_t.to(B_bar.dtype)[..., None])[..., 0]
-        )  # (b, m)
-        h = lam_bar * state + Bu
+        if timescale is None:
+            return self._derived_once("step_function", self.step_function)(x_t, state)
+        lam_bar, B_bar = self._ssm_params(timescale)  # (b, m), (b, m, H)
+        h = lam_bar * state + (B_bar @ x_t.to(B_bar.dtype)[..., None])[..., 0]  # (b, m)
         y = self._readout(h, self.C) + self.D * x_t
         return y.to(x_t.dtype), h.to(state.dtype)
+
+    def step_function(self) -> StepFunction:
+        """h' = lambda_bar h + B_bar x_t, y = Re(C h') + D x_t (no timescale), lambda_bar and B_bar derived once."""
+        lam_bar, B_bar = self._ssm_params(None)  # (m,), (m, H)
+
+        def step(x_t: torch.Tensor, state: torch.Tensor) -> StepOutput:
+            h = lam_bar * state + complex_input(x_t, B_bar)  # (b, m)
+            y = self._readout(h, self.C) + self.D * x_t  # (b, H)
+            return y.to(x_t.dtype), h.to(state.dtype)
+
+        return step
 
     def extra_repr(self) -> str:
         return (

@@ -478,8 +478,8 @@ class CausalLM(PretrainedMixin, nn.Module):
 
     def _step_function(self, batch: int, state: list, compile: bool = False):
         """The per-token step of a generation loop, ``(ids (b,), state) -> (logits (b, V), state)``, equal to
-        :meth:`step`: the state is checked once here, and each layer's ``step_function`` (fused, derived
-        weights prepared once; else its checked ``step``) runs without per-token checks or module calls.
+        :meth:`step`: the state is checked once here, and each layer's ``step_function`` (derived weights
+        prepared once; fused for Mamba / Mamba-2; the checked ``step`` by default) runs without per-token checks.
         ``compile``: the function through ``torch.compile(dynamic=False)``, cached on the model for this batch
         size, device and dtype while no parameter has changed (their in-place version counters)."""
         self._check_state(state, batch)
@@ -494,10 +494,9 @@ class CausalLM(PretrainedMixin, nn.Module):
             if cached is None or cached[0] != key:
                 self._compiled_step = (key, torch.compile(self._step_function(batch, state), dynamic=False))
             return self._compiled_step[1]
-        layers = [
-            (blk.norm.weight, blk.norm.eps, fused() if fused is not None else blk.mixer.step, _mlp_weights(blk))
+        layers = [  # each mixer's step_function: its one-token update with derived weights (or its checked step)
+            (blk.norm.weight, blk.norm.eps, blk.mixer.step_function(), _mlp_weights(blk))
             for blk in self.backbone.blocks()
-            for fused in [getattr(blk.mixer, "step_function", None)]  # a layer's fused one-token step, if any
         ]
         emb, head = self.backbone.embedding.weight, self.lm_head.weight
         head_t = head.t().contiguous() if head.numel() <= 1 << 24 else None  # faster at batch 1 (transposed_linear)
