@@ -148,6 +148,12 @@ def out_dtype(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return y if torch.is_autocast_enabled(x.device.type) else y.to(x.dtype)
 
 
+def parameters_version(module: nn.Module) -> tuple:
+    """A key that changes whenever a parameter of ``module`` does: its storage, in-place version counter (an
+    optimizer step, ``load_state_dict``), dtype or device (``.to()``); for values derived from the weights."""
+    return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in module.parameters())
+
+
 class SSMLayer(nn.Module):
     """Base class of every sequence-mixing layer; subclasses implement the contract above.
 
@@ -193,7 +199,7 @@ class SSMLayer(nn.Module):
         copies leave the kept values out (:meth:`__getstate__`)."""
         if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
             return build()
-        version = key + tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+        version = key + parameters_version(self)
         kept = self.__dict__.setdefault("_derived", {})
         if name not in kept or kept[name][0] != version:
             kept[name] = (version, build())

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.layers.base import SSMLayer, check_state_like
+from torchssm.layers.base import SSMLayer, check_state_like, parameters_version
 from torchssm.layers.registry import build_layer
 from torchssm.layers.tags import parameter_tags
 from torchssm.models.config import ConfigDict
@@ -481,15 +481,10 @@ class CausalLM(PretrainedMixin, nn.Module):
         :meth:`step`: the state is checked once here, and each layer's ``step_function`` (derived weights
         prepared once; fused for Mamba / Mamba-2; the checked ``step`` by default) runs without per-token checks.
         ``compile``: the function through ``torch.compile(dynamic=False)``, cached on the model for this batch
-        size, device and dtype while no parameter has changed (their in-place version counters)."""
+        size while no parameter has changed (:func:`~torchssm.layers.base.parameters_version`)."""
         self._check_state(state, batch)
         if compile:
-            key = (
-                batch,
-                self.lm_head.weight.device,
-                self.lm_head.weight.dtype,
-                tuple(p._version for p in self.parameters()),
-            )
+            key = (batch, *parameters_version(self))
             cached = getattr(self, "_compiled_step", None)
             if cached is None or cached[0] != key:
                 self._compiled_step = (key, torch.compile(self._step_function(batch, state), dynamic=False))
