@@ -151,6 +151,12 @@ def test_positions_cli(monkeypatch, tmp_path, capsys):
     context = json.loads(context_out.read_text())
     assert [r["context"] for r in context["contexts"]] == [0, 96] and context["n_windows"] == 5
     assert [(g["from"], g["to"]) for g in context["gains"]] == [(0, 96)] and len(context["per_window"][1]) == 5
+    other_length = tmp_path / "context64.json"
+    args = ["context", str(tmp_path / "run"), "--length", "64", "--contexts", "0", "16", "--scored", "16"]
+    assert waveform.main([*args, "--out", str(other_length)]) == 0
+    capsys.readouterr()
+    other = json.loads(other_length.read_text())
+    assert other["length"] == 64 and other["n_windows"] == 3 and [r["context"] for r in other["contexts"]] == [0, 16]
     assert waveform.main(["context", str(tmp_path / "run"), "--split", "val", "--n-test", "5"]) == 2
     assert "--n-test changes the test split only" in capsys.readouterr().err
     assert waveform.main(["positions", str(tmp_path / "missing")]) == 2

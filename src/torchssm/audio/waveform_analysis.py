@@ -398,7 +398,9 @@ def _load_run(args):
     from torchssm.train.reload import load_run
 
     torch.set_num_threads(args.threads)
-    overrides = {}
+    overrides = {} if args.split == "train" else {"n_train": 1}  # the other splits' windows do not depend on it
+    if getattr(args, "length", 0):
+        overrides["length"] = args.length  # another length's windows (same generator per split and length)
     if args.n_test:
         if args.split != "test":
             raise ValueError("--n-test changes the test split only; use --n for the others")
@@ -508,6 +510,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument("--scored", type=int, default=1024, help="scored samples at each window's end")
         if command == "context":
             p.add_argument("--contexts", type=int, nargs="+", default=None, help="default: 0, 256, 1024, ...")
+            p.add_argument(
+                "--length",
+                type=int,
+                default=0,
+                help="score the windows of this length instead of the run's (the windows of runs trained at "
+                "that length), to compare models trained at different lengths on the same samples",
+            )
         if command == "swap":
             p.add_argument("--near", type=int, default=1024, help="own samples before the scored ones (default 1024)")
             p.add_argument("--seed", type=int, default=0, help="seed of the far contexts' places (default 0)")
