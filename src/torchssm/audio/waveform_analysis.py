@@ -355,15 +355,15 @@ def plot_by_length(summaries: Sequence[dict], path) -> str:
     groups: dict[tuple[str, int], list[dict]] = {}
     for row in summaries:
         groups.setdefault((row["layer"], row["steps"]), []).append(row)
-    fig, (ax,) = new_figure(size=(6.0, 4.0))
+    fig, (ax,) = new_figure(size=(7.5, 4.0))
     for (layer, steps), rows in groups.items():
         rows = sorted(rows, key=lambda r: r["length"])
         label = f"{LAYER_NAMES.get(layer, layer)}, {steps} steps"
         ax.plot([r["length"] for r in rows], [r["test_bits"] for r in rows], marker="o", label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("training length (samples per window; samples per step fixed)")
-    ax.set_ylabel("test bits per sample")
-    legend(ax)
+    ax.set_ylabel("test bits per sample (own test windows)")
+    legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the axes: the lines fill them
     return save_figure(fig, path)
 
 
