@@ -312,20 +312,6 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
         torch.set_num_threads(threads)
 
 
-def speed_perturbed_length(n: int, factor: float) -> int:
-    """``len(dsp.speed_perturb(x, factor))`` for ``len(x) == n``, without resampling: dsp checks ``factor``
-    (:func:`torchssm.audio.dsp.check_speed_factors`, [0.5, 2]), rounds it to p / q =
-    ``Fraction(factor).limit_denominator(100)`` and resamples from rate p to rate q: ceil(n q / p) samples
-    (:func:`torchssm.audio.dsp.resample`; 1.1 -> 11/10, not exactly ceil(n / factor) for every factor)."""
-    from fractions import Fraction
-
-    from torchssm.audio import dsp
-
-    (factor,) = dsp.check_speed_factors((factor,), "speed")
-    ratio = Fraction(factor).limit_denominator(100)
-    return -(-int(n) * ratio.denominator // ratio.numerator)
-
-
 def ctc_frame_need(dataset, subsampling: int = 4, speed: float = 1.0, vocab: CharVocabulary | None = None):
     """Per utterance of ``dataset``: CTC's fewest frames for its transcript (:func:`torchssm.audio.ctc.
     min_frames`) / the encoder frames of its audio played at ``speed`` (``subsampling`` 4: 40 ms frames, 2:
@@ -333,6 +319,7 @@ def ctc_frame_need(dataset, subsampling: int = 4, speed: float = 1.0, vocab: Cha
     zeroed by ``zero_infinity``: the utterance teaches nothing)."""
     from torchssm.audio.asr import encoder_frames
     from torchssm.audio.ctc import min_frames
+    from torchssm.audio.dsp import speed_perturbed_length
 
     vocab = vocab or CharVocabulary()
     n = len(dataset)

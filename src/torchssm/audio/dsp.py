@@ -90,15 +90,28 @@ def check_speed_factors(factors, what: str = "speed_perturb", allow_one: bool = 
 
 
 def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
-    """``x`` played ``factor`` times faster (Ko et al. 2015): (ceil(n / factor),), frequencies times ``factor``.
+    """``x`` played ``factor`` times faster (Ko et al. 2015): (:func:`speed_perturbed_length`,), frequencies
+    times ``factor``.
 
     ``factor`` is rounded to a ratio with a denominator <= 100 (1.1 -> 11/10) and the signal resampled
     from that ratio by :func:`resample` (anti-aliased when ``factor`` > 1).
     """
     x = _as_signal(x)
-    (factor,) = check_speed_factors((factor,), "speed factor")
-    ratio = Fraction(factor).limit_denominator(100)
+    ratio = _speed_ratio(factor)
     return resample(x, ratio.numerator, ratio.denominator)
+
+
+def speed_perturbed_length(n: int, factor: float) -> int:
+    """``len(speed_perturb(x, factor))`` for ``len(x) == n``, without resampling: ceil(n q / p) for the
+    rounded ratio p / q of :func:`speed_perturb` (1.1 -> 11/10; about ceil(n / factor), not always equal)."""
+    ratio = _speed_ratio(factor)
+    return -(-int(n) * ratio.denominator // ratio.numerator)
+
+
+def _speed_ratio(factor: float) -> Fraction:
+    """``factor`` checked (:func:`check_speed_factors`) and rounded to a ratio with a denominator <= 100."""
+    (factor,) = check_speed_factors((factor,), "speed factor")
+    return Fraction(factor).limit_denominator(100)
 
 
 def power(x: np.ndarray) -> float:
