@@ -90,6 +90,7 @@ def check_one_token_chunks(layer, x: torch.Tensor | None = None, *, length: int 
     y_grad, s_grad = chunks()  # gradients on: the chunked forward itself
     torch.testing.assert_close(y_grad.detach(), y, **tol)
     assert_states_close(tuple(s.detach() for s in _flatten(s_grad)), tuple(_flatten(final)), **tol)
+    saved = [p.detach().clone() for p in layer.parameters()]
     with torch.no_grad():
         for p in layer.parameters():
             p.mul_(1.25)  # in place: the parameters' version counters move
@@ -97,8 +98,8 @@ def check_one_token_chunks(layer, x: torch.Tensor | None = None, *, length: int 
             y, final = layer(x, return_state=True)
             y_fast, s_fast = chunks()
         finally:
-            for p in layer.parameters():
-                p.div_(1.25)
+            for p, old in zip(layer.parameters(), saved):
+                p.copy_(old)  # the layer is left exactly as it was given
     torch.testing.assert_close(y_fast, y, **tol)
     assert_states_close(s_fast, final, **tol)
 

@@ -38,3 +38,16 @@ class _MutatesNestedState(nn.Module):
 def test_state_mutation_check_sees_inside_nested_states():
     with pytest.raises(AssertionError):
         check_state_is_not_mutated(_MutatesNestedState())
+
+
+def test_one_token_check_leaves_the_layer_as_it_was():
+    """check_one_token_chunks changes every parameter in place to test the kept step weights; it restores them."""
+    from torchssm.layers import build_layer
+    from torchssm.testing import check_one_token_chunks
+
+    torch.manual_seed(0)
+    layer = build_layer("s4d", d_model=4, d_state=4).double()
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    check_one_token_chunks(layer, length=5)
+    for k, v in layer.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0, msg=k)
