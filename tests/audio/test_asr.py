@@ -184,3 +184,42 @@ def test_ctc_training_counts_the_utterances_it_cannot_align(tmp_path):
     }
     result = train_asr(cfg, task=task, log=lambda s: None)
     assert [r["ctc_dropped"] for r in result["history"]] == [1, 1]
+
+
+def test_resume_after_a_mid_epoch_cpu_stop_ends_where_a_straight_run_ends(tmp_path, monkeypatch):
+    """train.max_cpu_minutes stops inside epoch 2 and saves there; resume=True (no cap) replays the epoch's
+    order and speed draws and continues with its next batch: the weights equal a straight run's, bit for bit."""
+    from safetensors.torch import load_file
+
+    from torchssm.audio import asr_train
+    from torchssm.train.checkpoint import WEIGHTS, read_checkpoint_state
+
+    def config(out, cap=0.0):
+        train = {"epochs": 3, "batch_size": 4, "warmup_steps": 0, "out_dir": str(out), "max_cpu_minutes": cap}
+        train.update(test_beam=1, test_limit=1, speed_perturb=[0.9, 1.0, 1.1])
+        return {"model": {"kind": "ctc", **TINY}, "train": train}
+
+    straight = train_asr(config(tmp_path / "a"), task=_toy_task(), log=lambda s: None)
+    with monkeypatch.context() as m:
+        m.setattr(asr_train, "time", _Clocks(20.0, 0.0))  # past 60 s after the first step of epoch 2
+        first = train_asr(config(tmp_path / "b", cap=1.0), task=_toy_task(), log=lambda s: None)
+    assert first["stopped_early"] and first["history"][-1]["epoch_batches"] == 1  # 2 batches per epoch
+    state = read_checkpoint_state(tmp_path / "b" / "last")
+    assert (state["epoch"], state["epoch_batches"]) == (1, 1)
+    logs = []
+    resumed = train_asr(config(tmp_path / "b"), task=_toy_task(), log=logs.append, resume=True)
+    assert "resumed from" in logs[0] and "at epoch 1 + 1 batches" in logs[0]
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3] and not resumed["stopped_early"]
+    wa, wb = load_file(tmp_path / "a" / "last" / WEIGHTS), load_file(tmp_path / "b" / "last" / WEIGHTS)
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=k)
+    assert resumed["history"][-1]["train_loss"] == straight["history"][-1]["train_loss"]
+    with pytest.raises(ValueError, match=r"config differs from the run's \(train.lr\)"):
+        train_asr(
+            {**config(tmp_path / "b"), "train": {**config(tmp_path / "b")["train"], "lr": 0.5}},
+            task=_toy_task(),
+            log=lambda s: None,
+            resume=True,
+        )
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume"):
+        train_asr(config(tmp_path / "c"), task=_toy_task(), log=lambda s: None, resume=True)

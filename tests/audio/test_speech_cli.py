@@ -50,8 +50,8 @@ def test_train_writes_its_result_and_flushes_its_log(tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake_train(config, data_dir=None, log=print):
-        seen["flush"] = getattr(log, "keywords", {}).get("flush")
+    def fake_train(config, data_dir=None, log=print, resume=False):
+        seen["flush"], seen["resume"] = getattr(log, "keywords", {}).get("flush"), resume
         log("epoch=1")
         return {"test_greedy": {"cer": 0.5}}
 
@@ -59,9 +59,11 @@ def test_train_writes_its_result_and_flushes_its_log(tmp_path, monkeypatch):
     out = tmp_path / "run"
     out.mkdir()
     assert main(["speech", "train", "--preset", "audio/asr_ctc", "--set", f"train.out_dir={out}"]) == 0
-    assert seen["flush"] is True
+    assert seen["flush"] is True and seen["resume"] is False
     assert json.loads((out / "result.json").read_text()) == {"test_greedy": {"cer": 0.5}}
     assert [p.name for p in out.iterdir()] == ["result.json"]  # no temporary file left behind
+    assert main(["speech", "train", "--preset", "audio/asr_ctc", "--set", f"train.out_dir={out}", "--resume"]) == 0
+    assert seen["resume"] is True
 
 
 def test_kws_baseline_voice_split(tmp_path, capsys):

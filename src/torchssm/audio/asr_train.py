@@ -16,7 +16,8 @@ Options (off by default): ``train.speed_perturb: [0.9, 1.0, 1.1]`` plays each tr
 epoch, at a speed drawn uniformly from the list (Ko et al. 2015's factors; :func:`torchssm.audio.dsp.
 speed_perturb`), ``model.spec_augment: LB | LD | SM | SS`` masks its log-mel frames (Park et al. 2019),
 ``train.init_encoder_from: <checkpoint>`` starts the encoder from another recogniser's (e.g. a trained
-CTC model's encoder for Samba-ASR).
+CTC model's encoder for Samba-ASR). ``train.max_cpu_minutes`` stops a run after the step that crosses it;
+``train_asr(..., resume=True)`` (``torchssm speech train --resume``) continues it exactly.
 
 A CTC run's history records per epoch ``ctc_dropped``: the training utterances (after speed
 perturbation) whose transcripts need more frames than their audio gives (:func:`torchssm.audio.asr.
@@ -27,6 +28,7 @@ ctc_unalignable`); ``F.ctc_loss(zero_infinity=True)`` gives them a zero loss, so
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -75,11 +77,16 @@ def _dataclass_from(cls, data: dict, what: str):
     return cls(**data)
 
 
+def speed_picks(n: int, factors: Sequence[float], generator: torch.Generator) -> list[int]:
+    """Indices into ``factors`` for ``n`` utterances, uniform (the draws :func:`perturb_speed` makes)."""
+    return torch.randint(len(factors), (n,), generator=generator).tolist()
+
+
 def perturb_speed(items: Sequence[dict], factors: Sequence[float], generator: torch.Generator) -> list[dict]:
     """``items`` with each audio played at a speed drawn uniformly from ``factors`` (text unchanged)."""
     from torchssm.audio.dsp import speed_perturb
 
-    picks = torch.randint(len(factors), (len(items),), generator=generator).tolist()
+    picks = speed_picks(len(items), factors, generator)
     return [
         it if factors[k] == 1.0 else {**it, "audio": speed_perturb(np.asarray(it["audio"]), factors[k])}
         for it, k in zip(items, picks)
@@ -214,8 +221,15 @@ def evaluate_asr(
     return out
 
 
-def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
-    """Train the recogniser of ``config`` ({task, model, train}); returns the final metrics."""
+def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = False) -> dict:
+    """Train the recogniser of ``config`` ({task, model, train}); returns the final metrics.
+
+    ``train.out_dir``/last is saved after every epoch with the optimizer, schedule and RNG states; a run
+    stopped by ``train.max_cpu_minutes`` saves where it stopped, part-way through an epoch too.
+    ``resume=True`` continues that run (the same config; only ``train.max_cpu_minutes`` may differ): its
+    weights, optimizer, schedule, RNG states and history, and, inside a part-done epoch, the next batch of
+    the epoch's order (with the speed draws of the batches done replayed), so that it ends where a run
+    that was never stopped ends."""
     from torchssm.data.registry import build_task
     from torchssm.train.checkpoint import save_checkpoint
     from torchssm.train.optim import build_optimizer
@@ -257,12 +271,23 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
         out_dir = Path(tc.out_dir)
         full_config = {"task": dict(config.get("task") or {}), "model": model_cfg.to_dict(), "train": asdict(tc)}
         start_wall, cpu0 = time.perf_counter(), time.process_time()
-        history, stopped_early = [], False
-        for epoch in range(tc.epochs):
+        history: list[dict] = []
+        start_epoch, done_batches, stopped_early = 0, 0, False
+        if resume:
+            history, start_epoch, done_batches = _resume_asr(out_dir / "last", model, optimizer, scheduler, full_config)
+            where = f"epoch {start_epoch}" + (f" + {done_batches} batches" if done_batches else "")
+            log(f"resumed from {out_dir / 'last'} at {where}")
+        for epoch in range(start_epoch, tc.epochs):
             model.train()
             total, count, dropped = 0.0, 0, 0
             order = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
-            for batch_index in length_batches(lengths, tc.batch_size, order):
+            batches = length_batches(lengths, tc.batch_size, order)
+            skip = done_batches if epoch == start_epoch else 0
+            for batch_index in batches[:skip]:  # trained before the resume: replay their speed draws only
+                if tc.speed_perturb:
+                    speed_picks(len(batch_index), tc.speed_perturb, order)
+            trained = skip
+            for batch_index in batches[skip:]:
                 items = [task.train[i] for i in batch_index]
                 if tc.speed_perturb:
                     items = perturb_speed(items, tc.speed_perturb, order)
@@ -278,16 +303,18 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
                     nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                 optimizer.step()
                 scheduler.step()
-                total, count = total + float(loss.detach()), count + 1
+                total, count, trained = total + float(loss.detach()), count + 1, trained + 1
                 if tc.max_cpu_minutes and time.process_time() - cpu0 > 60 * tc.max_cpu_minutes:
                     stopped_early = True
                     break
             record = {
                 "epoch": epoch + 1,
-                "train_loss": total / max(count, 1),
+                "train_loss": total / max(count, 1),  # over the batches of this call
                 "wall_s": time.perf_counter() - start_wall,
                 "cpu_s": time.process_time() - cpu0,
             }
+            if trained < len(batches):
+                record["epoch_batches"] = trained  # a part-done epoch: --resume goes on from its next batch
             if isinstance(model, CTCRecognizer):
                 record["ctc_dropped"] = dropped  # training utterances CTC could not align this epoch
             last = stopped_early or epoch + 1 == tc.epochs
@@ -296,8 +323,18 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
                 record.update(val_cer=metrics["cer"], val_wer=metrics["wer"])
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
             history.append(record)
-            # saved every epoch, so that a run stopped from outside keeps its last finished epoch
-            save_checkpoint(out_dir / "last", model, config=full_config, epoch=len(history), history=history)
+            # saved every epoch, so that a run stopped from outside keeps its last finished epoch, with what
+            # --resume needs (optimizer, schedule; the RNG states are added by save_checkpoint)
+            save_checkpoint(
+                out_dir / "last",
+                model,
+                optimizer,
+                scheduler,
+                config=full_config,
+                epoch=epoch + ("epoch_batches" not in record),  # epochs completed
+                epoch_batches=record.get("epoch_batches", 0),
+                history=history,
+            )
             if stopped_early:
                 log(f"stopped after {tc.max_cpu_minutes} CPU minutes (train.max_cpu_minutes) in epoch {epoch + 1}")
                 break
@@ -310,6 +347,37 @@ def train_asr(config: dict, data_dir=None, task=None, log=print) -> dict:
         return result
     finally:
         torch.set_num_threads(threads)
+
+
+def _resume_asr(path: Path, model, optimizer, scheduler, config: dict) -> tuple[list, int, int]:
+    """Load the run saved at ``path`` (``train_asr``'s ``last``) into model, optimizer and scheduler, with its
+    RNG states; returns (history, epochs completed, batches of the next epoch done). The config must be the
+    run's own, apart from ``train.max_cpu_minutes`` (a budget of one call)."""
+    from torchssm.train.checkpoint import load_checkpoint, read_checkpoint_state
+
+    if not path.is_dir():
+        raise FileNotFoundError(f"no checkpoint to resume at {path} (train.out_dir/last of a speech train run)")
+    saved = read_checkpoint_state(path)
+    if "epoch_batches" not in saved:
+        raise ValueError(f"{path} was saved without its optimizer and schedule (before --resume existed)")
+
+    def comparable(c: dict) -> dict:
+        return {**c, "train": {k: v for k, v in c["train"].items() if k != "max_cpu_minutes"}}
+
+    ours, theirs = comparable(json.loads(json.dumps(config))), comparable(saved["config"])
+    if ours != theirs:
+        diffs = sorted(
+            f"{section}.{k}"
+            for section in ("task", "model", "train")
+            for k in set(ours[section]) | set(theirs[section])
+            if ours[section].get(k) != theirs[section].get(k)
+        )
+        raise ValueError(f"cannot resume {path}: the config differs from the run's ({', '.join(diffs)})")
+    state = load_checkpoint(path, model, optimizer, scheduler, restore_rng=True)
+    history = list(state["history"])
+    if state["epoch_batches"]:
+        history = history[:-1]  # the part-done epoch is recorded again when it ends
+    return history, int(state["epoch"]), int(state["epoch_batches"])
 
 
 def ctc_frame_need(dataset, subsampling: int = 4, speed: float = 1.0, vocab: CharVocabulary | None = None):

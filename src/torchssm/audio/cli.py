@@ -1,7 +1,7 @@
 """``torchssm transcribe`` and ``torchssm speech {say, train, kws-baseline, snr-sweep, kws-ensemble}``.
 
 torchssm speech say "stop" --voice en-us+m3 --out stop.wav      eSpeak NG speech at 16 kHz
-torchssm speech train --preset audio/asr_ctc                     train a recogniser (asr_train)
+torchssm speech train --preset audio/asr_ctc [--resume]          train a recogniser (asr_train)
 torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4] [--beam 8 --lm 8]
 torchssm speech kws-baseline --snr 0 10 20                       log-mel + logistic regression
 torchssm speech snr-sweep --checkpoint runs/spoken_commands_s4d/best
@@ -117,7 +117,8 @@ def _cmd_train(args) -> int:
         if not sep or not dot or section not in ("task", "model", "train"):
             raise ValueError(f"--set expects section.key=value with section task|model|train, got {item!r}")
         config.setdefault(section, {})[name] = yaml.safe_load(value)
-    result = train_asr(config, data_dir=args.data_dir, log=functools.partial(print, flush=True))  # progress in logs
+    log = functools.partial(print, flush=True)  # progress in logs
+    result = train_asr(config, data_dir=args.data_dir, log=log, resume=args.resume)
     out = Path(config.get("train", {}).get("out_dir", "runs/asr")) / "result.json"
     atomic_write_text(out, json.dumps(result, indent=1, default=str))  # never a half-written result
     return 0
@@ -209,6 +210,11 @@ def register(subparsers) -> None:
     t.add_argument("--preset", help="e.g. audio/asr_ctc, audio/asr_samba")
     t.add_argument("--set", action="append", help="override, e.g. train.epochs=2 (repeatable)")
     t.add_argument("--data-dir")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in train.out_dir (same config; train.max_cpu_minutes may differ)",
+    )
     t.set_defaults(func=_cmd_train)
     b = sub.add_parser("kws-baseline", help="log-mel + logistic regression on spoken_commands")
     b.add_argument("--snr", type=float, nargs="+", default=[10.0])
