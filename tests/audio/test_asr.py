@@ -214,7 +214,7 @@ def test_resume_after_a_mid_epoch_cpu_stop_ends_where_a_straight_run_ends(tmp_pa
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=k)
     assert resumed["history"][-1]["train_loss"] == straight["history"][-1]["train_loss"]
-    with pytest.raises(ValueError, match=r"config differs from the run's \(train.lr\)"):
+    with pytest.raises(ValueError, match=r"config differs from the run's \(train.lr: checkpoint 0.002 != now 0.5\)"):
         train_asr(
             {**config(tmp_path / "b"), "train": {**config(tmp_path / "b")["train"], "lr": 0.5}},
             task=_toy_task(),

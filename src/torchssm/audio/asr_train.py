@@ -352,8 +352,10 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
 def _resume_asr(path: Path, model, optimizer, scheduler, config: dict) -> tuple[list, int, int]:
     """Load the run saved at ``path`` (``train_asr``'s ``last``) into model, optimizer and scheduler, with its
     RNG states; returns (history, epochs completed, batches of the next epoch done). The config must be the
-    run's own, apart from ``train.max_cpu_minutes`` (a budget of one call)."""
+    run's own, apart from what a resumed run may change (``torchssm.train.loop.RUNTIME_KEYS``: out_dir,
+    threads, max_cpu_minutes, init_encoder_from, ...)."""
     from torchssm.train.checkpoint import load_checkpoint, read_checkpoint_state
+    from torchssm.train.loop import config_differences
 
     if not path.is_dir():
         raise FileNotFoundError(f"no checkpoint to resume at {path} (train.out_dir/last of a speech train run)")
@@ -361,18 +363,9 @@ def _resume_asr(path: Path, model, optimizer, scheduler, config: dict) -> tuple[
     if "epoch_batches" not in saved:
         raise ValueError(f"{path} was saved without its optimizer and schedule (before --resume existed)")
 
-    def comparable(c: dict) -> dict:
-        return {**c, "train": {k: v for k, v in c["train"].items() if k != "max_cpu_minutes"}}
-
-    ours, theirs = comparable(json.loads(json.dumps(config))), comparable(saved["config"])
-    if ours != theirs:
-        diffs = sorted(
-            f"{section}.{k}"
-            for section in ("task", "model", "train")
-            for k in set(ours[section]) | set(theirs[section])
-            if ours[section].get(k) != theirs[section].get(k)
-        )
-        raise ValueError(f"cannot resume {path}: the config differs from the run's ({', '.join(diffs)})")
+    diffs = config_differences(saved["config"], json.loads(json.dumps(config)))  # tuples as the sidecar's lists
+    if diffs:
+        raise ValueError(f"cannot resume {path}: the config differs from the run's ({'; '.join(diffs)})")
     state = load_checkpoint(path, model, optimizer, scheduler, restore_rng=True)
     history = list(state["history"])
     if state["epoch_batches"]:

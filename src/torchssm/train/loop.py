@@ -98,6 +98,7 @@ RUNTIME_KEYS = {
     "compile",
     "tensorboard",
     "init_from",  # only the first start reads it: a resumed run's weights come from its checkpoint
+    "init_encoder_from",  # likewise, for `torchssm speech train` (audio.asr_train)
     "max_cpu_minutes",  # a budget of one call: a resumed run may be given more
 }
 
@@ -144,7 +145,10 @@ class RunResult:
     history: list = field(default_factory=list)
 
 
-def _check_resume_config(saved: dict, current: dict) -> None:
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """The entries of two {task, model, train} configs that differ, as "section.key: checkpoint a != now b",
+    leaving out the ``train`` entries of :data:`RUNTIME_KEYS` (what a resumed run may change); also used by
+    ``torchssm speech train --resume``."""
     diffs = []
     for section in ("task", "model", "train"):
         keys = set(saved.get(section, {})) | set(current.get(section, {}))
@@ -156,6 +160,11 @@ def _check_resume_config(saved: dict, current: dict) -> None:
                     f"{section}.{key}: checkpoint {saved.get(section, {}).get(key)!r} != "
                     f"now {current.get(section, {}).get(key)!r}"
                 )
+    return diffs
+
+
+def _check_resume_config(saved: dict, current: dict) -> None:
+    diffs = config_differences(saved, current)
     if diffs:
         raise ValueError(
             "cannot resume: the config differs from the checkpoint's (" + "; ".join(diffs) + "); "
