@@ -2,13 +2,12 @@
 
 import pytest
 import torch
+from _speech_common import toy_asr_task
 
 from torchssm.audio.asr import ASRConfig, CausalConv1d, CTCRecognizer, SambaASR, build_recognizer
 from torchssm.audio.asr_train import collate, evaluate_asr, load_recognizer, train_asr
 from torchssm.audio.streaming import StreamingRecognizer, stream_audio
-from torchssm.audio.synthetic import SpeechDataset
 from torchssm.audio.text import CharVocabulary
-from torchssm.data.registry import TaskData, TaskInfo
 
 TINY = dict(d_model=16, n_layers=2, n_mels=16, n_decoder_layers=1, layer_kwargs={"d_state": 4, "expand": 2})
 
@@ -102,22 +101,9 @@ def test_bad_config():
         )
 
 
-def _toy_task():
-    """Two 'words' as tones of different pitch: a recogniser must map them to their letters."""
-    t = torch.arange(4000) / 16000
-    tone = lambda f: (0.5 * torch.sin(2 * torch.pi * f * t)).numpy()  # noqa: E731
-    audio, texts = [], []
-    for i in range(8):
-        audio.append(tone(300.0) if i % 2 == 0 else tone(2000.0))
-        texts.append("a" if i % 2 == 0 else "b")
-    ds = SpeechDataset(audio, texts)
-    info = TaskInfo(name="toy", d_input=1, d_output=31, length=0, kind="transcription")
-    return TaskData(info=info, train=ds, val=None, test=ds, extra={"heldout_words": ["b"]})
-
-
 @pytest.mark.parametrize("kind", ["ctc", pytest.param("samba", marks=pytest.mark.slow)])
 def test_tiny_model_fits_a_few_clips(tmp_path, kind):
-    task = _toy_task()
+    task = toy_asr_task()
     cfg = {
         "model": {"kind": kind, **TINY},
         "train": {"epochs": 40, "batch_size": 8, "lr": 1e-2, "warmup_steps": 0, "out_dir": str(tmp_path)},
@@ -158,7 +144,7 @@ def test_max_cpu_minutes_caps_cpu_time_not_wall_time(tmp_path, monkeypatch, cpu_
     }
     cfg["train"].update(test_beam=1, test_limit=1)
     logs = []
-    result = train_asr(cfg, task=_toy_task(), log=logs.append)
+    result = train_asr(cfg, task=toy_asr_task(), log=logs.append)
     assert result["stopped_early"] is stops
     # 2 steps per epoch; the CPU clock is read at the start, after each step and for each epoch's record:
     # at 20 s a read, 60 s have passed after the first step of epoch 2
@@ -168,14 +154,14 @@ def test_max_cpu_minutes_caps_cpu_time_not_wall_time(tmp_path, monkeypatch, cpu_
 
 def test_max_minutes_is_refused_with_its_replacement():
     with pytest.raises(ValueError, match="max_cpu_minutes"):
-        train_asr({"train": {"max_minutes": 5}}, task=_toy_task(), log=lambda s: None)
+        train_asr({"train": {"max_minutes": 5}}, task=toy_asr_task(), log=lambda s: None)
 
 
 def test_ctc_training_counts_the_utterances_it_cannot_align(tmp_path):
     """One toy utterance gets a transcript longer than its encoder frames: each epoch's record says 1."""
     from torchssm.audio.asr import encoder_frames
 
-    task = _toy_task()
+    task = toy_asr_task()
     frames = int(encoder_frames(torch.tensor([4000]))[0])
     task.train.texts[0] = "ab" * (frames // 2 + 1)  # frames + 1 or + 2 labels, no repeats
     cfg = {
@@ -199,15 +185,15 @@ def test_resume_after_a_mid_epoch_cpu_stop_ends_where_a_straight_run_ends(tmp_pa
         train.update(test_beam=1, test_limit=1, speed_perturb=[0.9, 1.0, 1.1])
         return {"model": {"kind": "ctc", **TINY}, "train": train}
 
-    straight = train_asr(config(tmp_path / "a"), task=_toy_task(), log=lambda s: None)
+    straight = train_asr(config(tmp_path / "a"), task=toy_asr_task(), log=lambda s: None)
     with monkeypatch.context() as m:
         m.setattr(asr_train, "time", _Clocks(20.0, 0.0))  # past 60 s after the first step of epoch 2
-        first = train_asr(config(tmp_path / "b", cap=1.0), task=_toy_task(), log=lambda s: None)
+        first = train_asr(config(tmp_path / "b", cap=1.0), task=toy_asr_task(), log=lambda s: None)
     assert first["stopped_early"] and first["history"][-1]["epoch_batches"] == 1  # 2 batches per epoch
     state = read_checkpoint_state(tmp_path / "b" / "last")
     assert (state["epoch"], state["epoch_batches"]) == (1, 1)
     logs = []
-    resumed = train_asr(config(tmp_path / "b"), task=_toy_task(), log=logs.append, resume=True)
+    resumed = train_asr(config(tmp_path / "b"), task=toy_asr_task(), log=logs.append, resume=True)
     assert "resumed from" in logs[0] and "at epoch 1 + 1 batches" in logs[0]
     assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3] and not resumed["stopped_early"]
     wa, wb = load_file(tmp_path / "a" / "last" / WEIGHTS), load_file(tmp_path / "b" / "last" / WEIGHTS)
@@ -217,9 +203,9 @@ def test_resume_after_a_mid_epoch_cpu_stop_ends_where_a_straight_run_ends(tmp_pa
     with pytest.raises(ValueError, match=r"config differs from the run's \(train.lr: checkpoint 0.002 != now 0.5\)"):
         train_asr(
             {**config(tmp_path / "b"), "train": {**config(tmp_path / "b")["train"], "lr": 0.5}},
-            task=_toy_task(),
+            task=toy_asr_task(),
             log=lambda s: None,
             resume=True,
         )
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume"):
-        train_asr(config(tmp_path / "c"), task=_toy_task(), log=lambda s: None, resume=True)
+        train_asr(config(tmp_path / "c"), task=toy_asr_task(), log=lambda s: None, resume=True)

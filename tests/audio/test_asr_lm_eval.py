@@ -1,6 +1,7 @@
 """asr_train.lm_grid / evaluate_checkpoint on a tiny trained CTC run (the task stands in for the cache)."""
 
 import pytest
+from _speech_common import toy_asr_task
 
 from torchssm.audio import asr_train
 from torchssm.audio.asr_train import evaluate_asr, evaluate_checkpoint, lm_grid, load_recognizer, train_asr
@@ -9,9 +10,7 @@ TINY = {"d_model": 16, "n_layers": 1, "n_mels": 16, "layer_kwargs": {"d_state": 
 
 
 def test_lm_grid_and_evaluate_checkpoint(tmp_path, monkeypatch):
-    from test_asr import _toy_task
-
-    task = _toy_task()
+    task = toy_asr_task()
     cfg = {
         "model": {"kind": "ctc", **TINY},
         "train": {"epochs": 3, "batch_size": 8, "lr": 1e-2, "warmup_steps": 0, "out_dir": str(tmp_path)},

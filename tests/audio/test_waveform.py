@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from _speech_common import fake_sentences
 
 from torchssm.audio import waveform
 from torchssm.audio.dsp import mu_law_encode
 from torchssm.audio.waveform import voice_recordings
-from torchssm.data.registry import TaskData
 
 
 def test_voice_recordings_join_each_voice_in_order():
@@ -18,24 +18,8 @@ def test_voice_recordings_join_each_voice_in_order():
         voice_recordings(clips, ["a"])
 
 
-def _fake_sentences(monkeypatch, clip_len=100):
-    """spoken_sentences replaced by short clips whose level tells their voice (no eSpeak needed)."""
-    from torchssm.audio import synthetic
-
-    def fake(data_dir=None, seed=0, n_train=2000, n_val=100, n_test=200, voice_split="families", **kwargs):
-        splits = {}
-        for name, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-            voices = [synthetic.item_voice(name, i, seed, voice_split) for i in range(n)]
-            levels = {v: 0.05 * (k + 1) for k, v in enumerate(sorted(set(voices)))}
-            audio = [np.full(clip_len, levels[v], dtype=np.float32) for v in voices]
-            splits[name] = synthetic.SpeechDataset(audio, ["x"] * n)
-        return TaskData(info=None, train=splits["train"], val=splits["val"], test=splits["test"])
-
-    monkeypatch.setattr(synthetic, "build_spoken_sentences", fake)
-
-
 def test_voice_recordings_give_long_single_voice_windows(monkeypatch):
-    _fake_sentences(monkeypatch)
+    fake_sentences(monkeypatch)
     kwargs = dict(length=250, n_train=6, n_val=0, n_test=4, n_sentences=40, voice_split="speakers")
     with pytest.raises(ValueError, match="no utterance is longer than length=250"):
         waveform.build_spoken_mulaw(**kwargs)
@@ -50,7 +34,7 @@ def test_voice_recordings_give_long_single_voice_windows(monkeypatch):
 
 
 def test_window_sources_place_the_windows_of_the_task(monkeypatch):
-    _fake_sentences(monkeypatch, clip_len=120)
+    fake_sentences(monkeypatch, clip_len=120)
     rng_noise = np.random.default_rng(3)
     clips = [rng_noise.uniform(-1, 1, size).astype(np.float32) for size in (50, 300, 90, 400)]
     sources = waveform.window_sources(clips, 64, 20, np.random.default_rng(7))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_waveform import _fake_sentences
+from _speech_common import fake_sentences
 
 from torchssm.audio import waveform, waveform_analysis
 from torchssm.audio.dsp import mu_law_encode
@@ -130,7 +130,7 @@ def test_positions_cli(monkeypatch, tmp_path, capsys):
 
     from torchssm.train.checkpoint import save_checkpoint
 
-    _fake_sentences(monkeypatch, clip_len=300)
+    fake_sentences(monkeypatch, clip_len=300)
     cfg = ModelConfig(layer="mamba", d_model=8, n_layers=1, layer_kwargs={"d_state": 4}, norm="layer", glu=False)
     cfg.pooling = "none"
     task = {"name": "spoken_mulaw", "length": 128, "n_train": 2, "n_val": 0, "n_test": 3, "n_sentences": 8}
@@ -250,7 +250,7 @@ def test_swap_cli_and_context_plot(monkeypatch, tmp_path, capsys):
 
     from torchssm.train.checkpoint import save_checkpoint
 
-    _fake_sentences(monkeypatch, clip_len=300)
+    fake_sentences(monkeypatch, clip_len=300)
     cfg = ModelConfig(layer="mamba", d_model=8, n_layers=1, layer_kwargs={"d_state": 4}, norm="layer", glu=False)
     cfg.pooling = "none"
     task = {

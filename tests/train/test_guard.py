@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from test_loop import Exploding, config, quiet, toy_task
+from _loop_common import Exploding, config, quiet, toy_task
 
 from torchssm.train.guard import NonFiniteGuard, TrainingDiverged
 from torchssm.train.loop import train

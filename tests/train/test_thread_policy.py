@@ -2,7 +2,7 @@
 (docs/benchmarks.md, "Thread policy"), and restores the caller's threads afterwards."""
 
 import torch
-from test_loop import config, quiet, toy_task  # tests/train/test_loop.py: the toy task and its config
+from _loop_common import config, quiet, toy_task  # the toy task and its config
 
 from torchssm.models import build_model
 from torchssm.train.config import TrainConfig

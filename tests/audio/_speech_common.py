@@ -1,0 +1,37 @@
+"""Helpers shared by the speech tests (imported as ``from _speech_common import ...``, as tests/layers does
+with its ``_selective_common``)."""
+
+import numpy as np
+import torch
+
+from torchssm.audio.synthetic import SpeechDataset
+from torchssm.data.registry import TaskData, TaskInfo
+
+
+def toy_asr_task():
+    """Two 'words' as tones of different pitch: a recogniser must map them to their letters."""
+    t = torch.arange(4000) / 16000
+    tone = lambda f: (0.5 * torch.sin(2 * torch.pi * f * t)).numpy()  # noqa: E731
+    audio, texts = [], []
+    for i in range(8):
+        audio.append(tone(300.0) if i % 2 == 0 else tone(2000.0))
+        texts.append("a" if i % 2 == 0 else "b")
+    ds = SpeechDataset(audio, texts)
+    info = TaskInfo(name="toy", d_input=1, d_output=31, length=0, kind="transcription")
+    return TaskData(info=info, train=ds, val=None, test=ds, extra={"heldout_words": ["b"]})
+
+
+def fake_sentences(monkeypatch, clip_len=100):
+    """spoken_sentences replaced by short clips whose level tells their voice (no eSpeak needed)."""
+    from torchssm.audio import synthetic
+
+    def fake(data_dir=None, seed=0, n_train=2000, n_val=100, n_test=200, voice_split="families", **kwargs):
+        splits = {}
+        for name, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+            voices = [synthetic.item_voice(name, i, seed, voice_split) for i in range(n)]
+            levels = {v: 0.05 * (k + 1) for k, v in enumerate(sorted(set(voices)))}
+            audio = [np.full(clip_len, levels[v], dtype=np.float32) for v in voices]
+            splits[name] = synthetic.SpeechDataset(audio, ["x"] * n)
+        return TaskData(info=None, train=splits["train"], val=splits["val"], test=splits["test"])
+
+    monkeypatch.setattr(synthetic, "build_spoken_sentences", fake)
