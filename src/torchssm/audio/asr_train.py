@@ -283,8 +283,8 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
             order = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
             batches = length_batches(lengths, tc.batch_size, order)
             skip = done_batches if epoch == start_epoch else 0
-            for batch_index in batches[:skip]:  # trained before the resume: replay their speed draws only
-                if tc.speed_perturb:
+            if tc.speed_perturb:  # the batches trained before a resume: replay their speed draws only
+                for batch_index in batches[:skip]:
                     speed_picks(len(batch_index), tc.speed_perturb, order)
             trained = skip
             for batch_index in batches[skip:]:

@@ -154,6 +154,12 @@ def parameters_version(module: nn.Module) -> tuple:
     return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in module.parameters())
 
 
+def _recomputes_derived() -> bool:
+    """Whether values derived from the weights must be computed in the call itself: under autograd (gradients
+    flow through them), ``torch.compile`` / ``torch.export`` or a JIT trace (the graph computes them)."""
+    return torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 class SSMLayer(nn.Module):
     """Base class of every sequence-mixing layer; subclasses implement the contract above.
 
@@ -197,7 +203,7 @@ class SSMLayer(nn.Module):
         Only for inference: under autograd, ``torch.compile`` / ``torch.export`` or a JIT trace it is
         ``build()`` every call (gradients flow through it; a traced graph computes it). Pickles and deep
         copies leave the kept values out (:meth:`__getstate__`)."""
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        if _recomputes_derived():
             return build()
         version = key + parameters_version(self)
         kept = self.__dict__.setdefault("_derived", {})
@@ -215,9 +221,7 @@ class SSMLayer(nn.Module):
         """A causal ``forward``'s fast path: a one-token chunk ``x`` (b, 1, h) with a carried ``state``, outside
         autograd and compilation, runs the kept :meth:`step_function` (the same update, tested equal to the
         chunked path in float64). Returns forward's output, or None when the call does not qualify."""
-        if x.shape[1] != 1 or state is None:
-            return None
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        if x.shape[1] != 1 or state is None or _recomputes_derived():
             return None
         y_t, new_state = self._derived_once("step_function", self.step_function)(x[:, 0], state)
         return (y_t[:, None], new_state) if return_state else y_t[:, None]
