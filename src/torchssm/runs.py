@@ -96,3 +96,40 @@ def read_metrics(path: PathLike, upto_epoch: int | None = None) -> list[dict]:
     if upto_epoch is not None:
         records = [r for r in records if r.get("epoch", 0) <= upto_epoch]
     return records
+
+
+def _run_file(run: PathLike, name: str) -> Path:
+    """``<run>/name`` for a run directory or a checkpoint directory inside one."""
+    run = Path(run)
+    folder = run if is_run_dir(run) else run_dir_of(run)
+    if folder is None or not (folder / name).is_file():
+        raise FileNotFoundError(f"no {name} in {run} or the run directory above it (expected a torchssm train run)")
+    return folder / name
+
+
+def read_config(run: PathLike) -> dict:
+    """The experiment config dict a run saved (``<run>/config.yaml``); ``run``: the run directory or a
+    checkpoint directory in it. As saved: ``train.config.saved_config`` fills keys added since."""
+    import yaml
+
+    path = _run_file(run, CONFIG_FILE)
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not YAML ({err})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("task"), dict):
+        raise ValueError(f"{path}: expected an experiment config with a task section")
+    return config
+
+
+def read_result(run: PathLike) -> dict:
+    """``<run>/result.json`` of a finished run: its "last" and "best" records and times (``run``: the run
+    directory or a checkpoint directory in it)."""
+    path = _run_file(run, RESULT_FILE)
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ValueError(f"{path} is not JSON ({err})") from None
+    if not isinstance(result, dict) or not isinstance(result.get("last"), dict):
+        raise ValueError(f"{path}: expected a result with a 'last' record (written when a run ends)")
+    return result

@@ -330,7 +330,12 @@ def test_lengths_cli(tmp_path, capsys):
     assert waveform.main(["lengths", other]) == 2
     assert "a run of task 'spoken_commands', expected spoken_mulaw" in capsys.readouterr().err
     assert waveform.main(["lengths", str(tmp_path / "missing")]) == 2
-    assert "expected a finished `torchssm train` run directory" in capsys.readouterr().err
+    assert "no config.yaml in" in capsys.readouterr().err
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "config.yaml").write_text("task: {name: spoken_mulaw}\n")
+    (tmp_path / "e" / "result.json").write_text('{"last": {"step": 3}}')
+    assert waveform.main(["lengths", str(tmp_path / "e")]) == 2
+    assert "lack 'layer' (expected a spoken_mulaw run)" in capsys.readouterr().err
     pytest.importorskip("matplotlib")
     figure = tmp_path / "lengths.png"
     assert waveform.main(["lengths", *runs, "--figure", str(figure)]) == 0

@@ -255,3 +255,26 @@ def test_run_label_names_the_run_for_best_and_last():
     assert run_label("runs/s4d/last") == "s4d"
     assert run_label("runs/s4d/checkpoints/epoch-000003") == "epoch-000003"
     assert run_label("exported/lastly") == "lastly"  # only a whole 'best' / 'last' component counts
+
+
+def test_read_config_and_result_find_the_run_from_any_of_its_checkpoints(tmp_path):
+    from torchssm.runs import read_config, read_result
+
+    train(config(tmp_path / "run"), log=quiet)
+    run = tmp_path / "run"
+    for where in (run, run / "last", run / "best", run / "checkpoints" / "epoch-000003"):
+        saved = read_config(where)
+        assert saved == yaml.safe_load((run / "config.yaml").read_text())
+        assert saved["task"]["n_train"] == 32 and saved["train"]["epochs"] == 3
+        result = read_result(where)
+        assert result["last"]["epoch"] == 3 and result["last"] == records(run)[-1] | {
+            "time_s": result["last"]["time_s"]
+        }
+    with pytest.raises(FileNotFoundError, match=r"no result.json in .*\(expected a torchssm train run\)"):
+        read_result(tmp_path)
+    (run / "result.json").write_text('{"best": {}}')
+    with pytest.raises(ValueError, match="expected a result with a 'last' record"):
+        read_result(run)
+    (run / "config.yaml").write_text("task: [unclosed")
+    with pytest.raises(ValueError, match="config.yaml is not YAML"):
+        read_config(run / "last")

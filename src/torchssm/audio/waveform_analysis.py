@@ -25,16 +25,15 @@ import json
 import math
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from torchssm.audio.dsp import mu_law_encode
 from torchssm.audio.waveform import CHANNELS, spoken_mulaw_recordings, window_rng, window_sources
 from torchssm.data.loaders import TensorDictDataset
+from torchssm.runs import read_config, read_result
 
 FIRST_BUCKET = 256  # positions [0, 256) form the first bucket of bits_by_position (this library's choice)
 
@@ -319,30 +318,24 @@ LAYER_NAMES = {"mamba": "Mamba", "s4d": "S4D", "transformer": "Transformer", "sa
 
 def run_summary(run) -> dict:
     """{"run", "layer", "length", "steps", "steps_run", "val_bits", "test_bits"} of a finished ``torchssm
-    train`` run of ``spoken_mulaw`` (its directory's config.yaml and result.json, the "last" record):
+    train`` run of ``spoken_mulaw`` (its config.yaml and result.json's "last" record, :mod:`torchssm.runs`):
     ``steps`` is the planned schedule (epochs x batches per epoch), ``steps_run`` the optimizer steps taken."""
-    run = Path(run)
+    config, last = read_config(run), read_result(run)["last"]
+    task, model, train = config["task"], config.get("model", {}), config.get("train", {})
+    if task.get("name") != "spoken_mulaw":
+        raise ValueError(f"{run}: a run of task {task.get('name')!r}, expected spoken_mulaw")
     try:
-        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-        last = json.loads((run / "result.json").read_text(encoding="utf-8"))["last"]
-        task, model, train = config["task"], config["model"], config["train"]
-        if task["name"] != "spoken_mulaw":
-            raise ValueError(f"{run}: a run of task {task['name']!r}, expected spoken_mulaw")
-        steps = int(train["epochs"]) * math.ceil(int(task["n_train"]) / int(train["batch_size"]))
         return {
             "run": str(run),
             "layer": model["layer"],
             "length": int(task["length"]),
-            "steps": steps,
+            "steps": int(train["epochs"]) * math.ceil(int(task["n_train"]) / int(train["batch_size"])),
             "steps_run": int(last["step"]),
             "val_bits": float(last["val_loss"]) / math.log(2.0) if "val_loss" in last else float("nan"),
             "test_bits": float(last["test_loss"]) / math.log(2.0),
         }
-    except (OSError, json.JSONDecodeError, yaml.YAMLError, KeyError, TypeError) as err:
-        raise ValueError(
-            f"{run}: expected a finished `torchssm train` run directory (config.yaml, result.json with a test "
-            f"loss), got {type(err).__name__}: {err}"
-        ) from None
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{run}: config.yaml / result.json lack {err} (expected a spoken_mulaw run)") from None
 
 
 def plot_by_length(summaries: Sequence[dict], path) -> str:

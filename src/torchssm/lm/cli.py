@@ -5,7 +5,7 @@
     torchssm lm export-hf runs/lm/stdlib_mamba/best hf_out/                          # transformers can load it
     torchssm lm plot runs/a/best/lm_eval.json runs/b/best/lm_eval.json --out ppl.png # perplexity by position
 
-``lm eval`` rebuilds the run's ``lm_text`` task from the run's ``config.yaml`` (its own corpus, split and
+``lm eval`` rebuilds the run's ``lm_text`` task from the config in its checkpoint (its own corpus, split and
 tokenizer) with validation rows of ``context-factor`` x the training context, scores them in one parallel
 pass per batch, and writes ``lm_eval.json`` beside the checkpoint (atomically; with the loss at every
 position, which ``lm plot`` draws); SeqBoat layers add their activation rates.
@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-
-import yaml
 
 
 def _run_tokenizer_train(args) -> int:
@@ -34,16 +32,6 @@ def _run_tokenizer_train(args) -> int:
     return 0
 
 
-def _run_config(checkpoint: Path) -> dict:
-    for folder in (checkpoint, checkpoint.parent, checkpoint.parent.parent):
-        if (folder / "config.yaml").is_file():
-            return yaml.safe_load((folder / "config.yaml").read_text())
-    raise FileNotFoundError(
-        f"no config.yaml in {checkpoint} or the run directory above it: lm eval needs the run's "
-        f"task section (written by torchssm train)"
-    )
-
-
 def run_lm_eval(args) -> int:
     import torch
 
@@ -51,17 +39,16 @@ def run_lm_eval(args) -> int:
     from torchssm.data.registry import build_task
     from torchssm.lm.evaluate import loss_by_position, summarize
     from torchssm.models.hybrid import activation_rates
+    from torchssm.train.reload import read_run_config
 
     torch.set_num_threads(args.threads)
-    checkpoint = Path(args.checkpoint)
-    config = _run_config(checkpoint)
-    task_cfg = dict(config["task"])
-    if task_cfg.get("name") != "lm_text":
-        raise ValueError(f"lm eval needs an lm_text run; {checkpoint} trained task {task_cfg.get('name')!r}")
+    checkpoint, _, config = read_run_config(args.checkpoint)  # the config in the checkpoint's sidecar
+    if config.task_name != "lm_text":
+        raise ValueError(f"lm eval needs an lm_text run; {checkpoint} trained task {config.task_name!r}")
+    task_cfg = dict(config.task_options)
     context = int(task_cfg.get("context", 512))
     task_cfg.update(eval_context=context * args.context_factor, eval_rows=args.rows)
-    name = task_cfg.pop("name")
-    task = build_task(name, data_dir=args.data_dir, **task_cfg)
+    task = build_task(config.task_name, data_dir=args.data_dir, **task_cfg)
     split = task.val if args.split == "val" else task.test
     model = torchssm.from_pretrained(checkpoint, device=args.device)
     curve = loss_by_position(model, split, args.batch_size, args.device)
