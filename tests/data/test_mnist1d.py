@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from torchssm.data import build_task, list_tasks, mnist1d
-from torchssm.data.loaders import ENV_DATA_DIR, batch_indices, iterate_batches, resolve_data_dir
+from torchssm.data.loaders import (
+    ENV_DATA_DIR,
+    TensorDictDataset,
+    batch_indices,
+    iterate_batches,
+    num_batches,
+    resolve_data_dir,
+)
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +127,13 @@ def test_batches_are_seeded_and_both_paths_agree(data_dir):
         assert torch.equal(f["inputs"], s["inputs"]) and torch.equal(f["targets"], s["targets"])
     idx = torch.cat(batch_indices(70, 32, shuffle=True, generator=gen()))
     assert sorted(idx.tolist()) == list(range(70))
+
+
+@pytest.mark.parametrize("n,batch_size,sizes", [(5, 1, [1] * 5), (5, 2, [2, 2]), (6, 2, [2, 2, 2]), (7, 3, [3, 3])])
+def test_min_batch_drops_only_a_short_leftover_and_num_batches_counts_what_is_yielded(n, batch_size, sizes):
+    """min_batch=2 (the trainer's) drops a lone leftover example; batch_size=1 keeps every example."""
+    dataset = TensorDictDataset(x=torch.arange(n))
+    batches = batch_indices(n, batch_size, shuffle=False, min_batch=2)
+    assert [len(b) for b in batches] == sizes
+    assert num_batches(dataset, batch_size, min_batch=2) == len(sizes)
+    assert [len(b["x"]) for b in iterate_batches(dataset, batch_size, min_batch=2)] == sizes

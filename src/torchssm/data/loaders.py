@@ -80,14 +80,15 @@ def batch_indices(
 ) -> list[torch.Tensor]:
     """Split ``range(n)`` (shuffled with ``generator`` when ``shuffle``) into batches of ``batch_size``.
 
-    A trailing batch smaller than ``min_batch`` is dropped (``min_batch=2`` keeps BatchNorm from
-    seeing a batch of one example in training).
+    A trailing batch shorter than the others and than ``min_batch`` is dropped (``min_batch=2`` keeps
+    BatchNorm from seeing a lone leftover example in training); with ``batch_size=1`` every batch is a
+    whole one and all ``n`` are kept, as :func:`num_batches` counts.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     batches = list(order.split(batch_size))
-    if batches and len(batches[-1]) < min_batch:
+    if batches and len(batches[-1]) < min(min_batch, batch_size):
         batches.pop()
     return batches
 
