@@ -50,3 +50,65 @@ def test_transcribe_lm_needs_the_runs_task(tmp_path, capsys):
     capsys.readouterr()
     assert main(["transcribe", "--checkpoint", str(tmp_path / "ctc"), str(wav), "--lm", "5"]) == 2
     assert "no task in its config" in capsys.readouterr().err
+
+
+def _transcribe_args(*flags):
+    from torchssm.cli import build_parser
+
+    return build_parser().parse_args(["transcribe", "--checkpoint", "run", "my.wav", *flags])
+
+
+def test_transcribe_defaults_are_the_documented_val_choice():
+    """`transcribe --lm` alone decodes with the setting docs/speech.md shows and RESULTS.md records as chosen on val."""
+    import shlex
+    from pathlib import Path
+
+    from torchssm.audio.cli import LM_DEFAULTS, decoding_settings
+
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "speech.md").read_text()
+    [line] = [x for x in doc.splitlines() if x.startswith("torchssm transcribe") and " --lm " in x + " "]
+    command, _, comment = line.partition("#")
+    assert shlex.split(command)[-1] == "--lm"  # the documented command gives --lm alone ...
+    flags = shlex.split(comment.split(":", 1)[1])  # ... and says what that means
+    documented = decoding_settings(_transcribe_args(*flags))
+    assert decoding_settings(_transcribe_args("--lm")) == documented == (16, 10, 1.2, 3.0)
+    assert documented == (LM_DEFAULTS["beam"], LM_DEFAULTS["order"], LM_DEFAULTS["alpha"], LM_DEFAULTS["beta"])
+    # RESULTS.md: session 12's grid (2) on val for the offline preset chose this setting
+    assert "Test with the chosen setting (beam 16, order 10, alpha 1.2, beta 3)" in (root / "RESULTS.md").read_text()
+    # without --lm: greedy, no fusion; given flags win over the defaults
+    assert decoding_settings(_transcribe_args()) == (1, 0, 0.0, 0.0)
+    assert decoding_settings(_transcribe_args("--beam", "4")) == (4, 0, 0.0, 0.0)
+    assert decoding_settings(_transcribe_args("--lm", "6", "--beam", "8", "--lm-beta", "2")) == (8, 6, 1.2, 2.0)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--lm-alpha", "1.0"], "--lm-alpha / --lm-beta weigh a language model"),
+        (["--lm-beta", "3"], "--lm-alpha / --lm-beta weigh a language model"),
+        (["--lm", "-2"], "--lm ORDER must be >= 1"),
+        (["--beam", "0"], "--beam must be >= 1"),
+        (["--lm", "--stream"], "--lm decodes offline"),
+        (["--stream", "--beam", "4"], "--stream decodes greedily"),
+    ],
+)
+def test_transcribe_rejects_settings_it_would_ignore(tmp_path, capsys, flags, message):
+    _, _, wav = _checkpoints(tmp_path)
+    capsys.readouterr()
+    assert main(["transcribe", "--checkpoint", str(tmp_path / "ctc"), str(wav), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_transcribe_lm_alone_decodes_with_the_defaults(tmp_path, capsys, monkeypatch):
+    from torchssm.audio import lm as lm_module
+
+    model, audio, wav = _checkpoints(tmp_path)
+    lm = lm_module.CharNGramLM(["the cat sat on the mat", "a cat"], 3)
+    calls = []
+    monkeypatch.setattr(lm_module, "lm_from_checkpoint", lambda path, order, data_dir=None: calls.append(order) or lm)
+    capsys.readouterr()
+    assert main(["transcribe", "--checkpoint", str(tmp_path / "ctc"), "--lm", "--", str(wav)]) == 0
+    expected = model.transcribe(audio[None], torch.tensor([len(audio)]), beam=16, lm=lm, alpha=1.2, beta=3.0)[0]
+    assert capsys.readouterr().out == f"{wav}\t{expected}\n" and calls == [10]

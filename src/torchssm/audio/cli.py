@@ -2,7 +2,7 @@
 
 torchssm speech say "stop" --voice en-us+m3 --out stop.wav      eSpeak NG speech at 16 kHz
 torchssm speech train --preset audio/asr_ctc [--resume]          train a recogniser (asr_train)
-torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4] [--beam 8 --lm 8]
+torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4] [--lm [ORDER]]
 torchssm speech kws-baseline --snr 0 10 20                       log-mel + logistic regression
 torchssm speech snr-sweep --checkpoint runs/spoken_commands_s4d/best
 torchssm speech kws-ensemble --checkpoints runs/a/last runs/b/last   mean of the models' logits (kws.ensemble_accuracy)
@@ -36,6 +36,32 @@ def _load_wav(path: str):
     return torch.from_numpy(dsp.resample(mono, int(rate), 16000) if rate != 16000 else mono)
 
 
+# `transcribe --lm`'s defaults: the setting that grid (2) chose on val for the offline CTC preset
+# (audio/asr_ctc_offline, session 10's run /tmp/asr/bi20; grid: beam 8 / 16 x order 10 / 12 / 16 x alpha 0.6-1.2 x
+# beta 3-6; RESULTS.md, Speech, session 12; test CER 8.5%). Chosen for that model on its val accent only: for another
+# checkpoint choose them on its val split with torchssm.audio.asr_train.lm_grid.
+LM_DEFAULTS = {"beam": 16, "order": 10, "alpha": 1.2, "beta": 3.0}
+
+
+def decoding_settings(args) -> tuple[int, int, float, float]:
+    """(beam, language-model order (0: none), alpha, beta) of parsed ``transcribe`` arguments: without ``--lm``
+    greedy unless ``--beam``; with it, :data:`LM_DEFAULTS` for whatever is not given."""
+    if args.lm < 0:
+        raise ValueError(f"--lm ORDER must be >= 1 (0: no language model), got {args.lm}")
+    if args.beam is not None and args.beam < 1:
+        raise ValueError(f"--beam must be >= 1 (1: greedy), got {args.beam}")
+    if not args.lm:
+        if args.lm_alpha is not None or args.lm_beta is not None:
+            raise ValueError("--lm-alpha / --lm-beta weigh a language model: add --lm [ORDER]")
+        return (1 if args.beam is None else args.beam), 0, 0.0, 0.0
+    if args.stream:
+        raise ValueError("--lm decodes offline (the prefix beam search), not with --stream")
+    beam = LM_DEFAULTS["beam"] if args.beam is None else args.beam
+    alpha = LM_DEFAULTS["alpha"] if args.lm_alpha is None else args.lm_alpha
+    beta = LM_DEFAULTS["beta"] if args.lm_beta is None else args.lm_beta
+    return int(beam), args.lm, float(alpha), float(beta)
+
+
 def _cmd_transcribe(args) -> int:
     import torch
 
@@ -43,17 +69,18 @@ def _cmd_transcribe(args) -> int:
     from torchssm.audio.asr_train import load_recognizer
     from torchssm.audio.ctc import collapse
 
+    beam, order, alpha, beta = decoding_settings(args)
+    if args.stream and beam != 1:
+        raise ValueError(f"--stream decodes greedily; --beam {beam} needs the offline pass (drop --stream)")
     torch.set_num_threads(args.threads)
     model = load_recognizer(args.checkpoint)
     if args.stream and not isinstance(model, CTCRecognizer):
         raise ValueError(f"--stream needs a CTC recogniser checkpoint (causal encoder), got {type(model).__name__}")
     lm = None
-    if args.lm:
-        if args.stream:
-            raise ValueError("--lm decodes offline (the prefix beam search), not with --stream")
+    if order:
         from torchssm.audio.lm import lm_from_checkpoint
 
-        lm = lm_from_checkpoint(args.checkpoint, args.lm, data_dir=args.data_dir)  # its training transcripts
+        lm = lm_from_checkpoint(args.checkpoint, order, data_dir=args.data_dir)  # its training transcripts
     for path in args.files:
         audio = _load_wav(path)
         if isinstance(model, CTCRecognizer) and args.stream:
@@ -67,11 +94,11 @@ def _cmd_transcribe(args) -> int:
                 f"{timing['max_chunk_ms']:.2f}), real-time factor {timing['rtf']:.3f} (CPU time)"
             )
         elif lm is not None:
-            fusion = {"lm": lm, "alpha": args.lm_alpha, "beta": args.lm_beta}
-            text = model.transcribe(audio[None], torch.tensor([len(audio)]), beam=args.beam, **fusion)[0]
+            lengths = torch.tensor([len(audio)])
+            text = model.transcribe(audio[None], lengths, beam=beam, lm=lm, alpha=alpha, beta=beta)[0]
             print(f"{path}\t{text}")
         else:
-            text = model.transcribe(audio[None], torch.tensor([len(audio)]), beam=args.beam)[0]
+            text = model.transcribe(audio[None], torch.tensor([len(audio)]), beam=beam)[0]
             print(f"{path}\t{text}")
     return 0
 
@@ -173,22 +200,29 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", required=True, help="run directory or checkpoint of `torchssm speech train`")
     p.add_argument("--stream", action="store_true", help="run the causal encoder chunk by chunk (CTC models)")
     p.add_argument("--chunk-ms", type=float, default=20.0, help="chunk length for --stream (default 20 ms)")
-    p.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
+    p.add_argument(
+        "--beam",
+        type=int,
+        default=None,
+        help=f"beam width (default 1, greedy; with --lm {LM_DEFAULTS['beam']}, see --lm-beta)",
+    )
     p.add_argument(
         "--lm",
         type=int,
+        nargs="?",
+        const=LM_DEFAULTS["order"],
         default=0,
         metavar="ORDER",
-        help="fuse a character n-gram model of this order built from the run's training transcripts "
-        "(audio.lm; the run's data cache must exist)",
+        help=f"fuse a character n-gram model of this order (--lm alone: {LM_DEFAULTS['order']}) built from the run's "
+        "training transcripts (audio.lm; the run's data cache must exist)",
     )
-    p.add_argument("--lm-alpha", type=float, default=1.0, help="language-model weight alpha (default 1.0)")
+    p.add_argument("--lm-alpha", type=float, help=f"language-model weight alpha (default {LM_DEFAULTS['alpha']})")
     p.add_argument(
         "--lm-beta",
         type=float,
-        default=3.0,
-        help="bonus per word beta (default 3.0; both defaults: the val-tuned setting of the offline preset "
-        "with --beam 8 --lm 10, RESULTS.md Speech)",
+        help=f"bonus per word beta (default {LM_DEFAULTS['beta']}; the defaults of --beam, --lm, --lm-alpha and "
+        "--lm-beta with --lm: the val-chosen setting of the offline CTC preset audio/asr_ctc_offline, RESULTS.md "
+        "Speech, session 12; for another model choose it on val with asr_train.lm_grid)",
     )
     p.add_argument("--data-dir", help="data cache of the run's task (for --lm)")
     p.add_argument("--threads", type=int, default=1)
