@@ -1,5 +1,6 @@
-"""``torchssm`` command line: train | eval | presets | tasks | bench | plot | length-eval | robustness | generate |
-export | vision | rl | timeseries | world | speech | transcribe | tokenizer | lm | theory (``torchssm --help``).
+"""``torchssm`` command line: train | eval | average | presets | tasks | bench | plot | length-eval |
+robustness | generate | export | vision | rl | timeseries | world | speech | transcribe | tokenizer | lm | theory
+(``torchssm --help``).
 
 Each group of commands lives next to the code it drives and exposes ``register(subparsers)``;
 this module only assembles them (nothing imports ``cli``).
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 # dependency absent) simply contributes no command.
 _COMMAND_MODULES = (
     "torchssm.train.cli",  # train, eval
+    "torchssm.train.averaging",  # average (weight averaging of one run's checkpoints)
     "torchssm.presets.cli",  # presets
     "torchssm.data.cli",  # tasks
     "torchssm.bench.cli",  # bench
