@@ -494,7 +494,8 @@ def lm_grid(
     for every (order, alpha, beta), the CER / WER of the prefix beam search (``beam``) with the character
     language model of that order built from the run's TRAINING transcripts (:mod:`torchssm.audio.lm`);
     also the same beam without the model. Returns {"rows", "best" (lowest CER, then WER), "no_lm",
-    "cpu_s"}; the emissions are computed once."""
+    "cpu_s"}; the emissions are computed once. The default grid is session 11's (RESULTS.md, Speech); session 12's
+    larger one: ``orders=(10, 12, 16), alphas=(0.6, 0.8, 1.0, 1.2), betas=(3.0, 4.0, 5.0, 6.0)``, beam 8 and 16."""
     from torchssm.audio.ctc import prefix_beam_search
     from torchssm.audio.lm import lm_from_task
 

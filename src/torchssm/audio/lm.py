@@ -45,7 +45,9 @@ from torchssm.audio.text import ALPHABET
 
 
 class CharNGramLM:
-    """Character n-gram model of ``order`` (>= 1) with interpolated Kneser-Ney, from ``texts``."""
+    """Character n-gram model of ``order`` (>= 1) with interpolated Kneser-Ney, from ``texts``. The default order
+    5 is our choice (UNVERIFIED); for the offline CTC recogniser on ``spoken_sentences``, val chose order 10
+    (RESULTS.md, Speech, sessions 11 and 12; ``torchssm transcribe --lm``'s default)."""
 
     def __init__(self, texts: Iterable[str], order: int = 5, alphabet: str = ALPHABET):
         if isinstance(order, bool) or not isinstance(order, int) or order < 1:
@@ -171,9 +173,10 @@ class CharNGramLM:
 
 
 def lm_from_task(task, order: int = 5) -> CharNGramLM:
-    """The character model of ``order`` built from the TRAINING transcripts of a transcription task, each
-    distinct transcript once: ``spoken_sentences``' ``voices_per_sentence=k`` repeats every sentence k times,
-    which would multiply the counts by k and leave Kneser-Ney no count-1 n-grams to set its discounts from."""
+    """The character model of ``order`` (default 5: :class:`CharNGramLM`'s) built from the TRAINING transcripts of
+    a transcription task, each distinct transcript once: ``spoken_sentences``' ``voices_per_sentence=k`` repeats
+    every sentence k times, which would multiply the counts by k and leave Kneser-Ney no count-1 n-grams to set its
+    discounts from."""
     return CharNGramLM(dict.fromkeys(task.train[i]["text"] for i in range(len(task.train))), order)
 
 
