@@ -80,6 +80,13 @@ class TrainConfig:
     max_cpu_minutes: float = 0.0
     # a checkpoint or run directory whose weights (only) start this run: a curriculum's next stage (train/init_from.py)
     init_from: str = ""
+    # knowledge distillation (train/distill.py; Hinton, Vinyals & Dean 2015, Sec. 2): checkpoint or run directories of
+    # teachers trained on this (classification) task; their mean logits are soft targets at temperature T, weighted w
+    # against the labels' (1 - w). T = 4 is UNVERIFIED (the paper reports T from 2 to 20 and no single default);
+    # w = 0.9: "a considerably lower weight on the second objective function" (the hard targets), Sec. 2.
+    distill_from: list = field(default_factory=list)
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.9
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -101,9 +108,23 @@ class TrainConfig:
             raise ValueError(f"train.grad_accum must be in [1, batch_size={self.batch_size}], got {self.grad_accum}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if isinstance(self.distill_from, str):
+            self.distill_from = [self.distill_from] if self.distill_from else []
+        self.distill_from = [str(p) for p in self.distill_from]
+        if not (self.distill_temperature > 0 and math.isfinite(self.distill_temperature)):
+            raise ValueError(f"train.distill_temperature must be a positive number, got {self.distill_temperature}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"train.distill_weight must be in [0, 1], got {self.distill_weight}")
+        if self.distill_from and self.tbptt_chunk > 0:
+            raise ValueError("train.distill_from does not combine with train.tbptt_chunk (per-step tasks)")
         self.betas = tuple(float(b) for b in self.betas)
         if len(self.betas) != 2:
             raise ValueError(f"train.betas must be two numbers, got {self.betas}")
+
+    @property
+    def distillation(self) -> tuple[float, float] | None:
+        """(temperature, weight) when ``distill_from`` names teachers, else None."""
+        return (self.distill_temperature, self.distill_weight) if self.distill_from else None
 
 
 @dataclass

@@ -154,8 +154,8 @@ def train_step(
             aux = None  # truncated BPTT adds no auxiliary losses of layers
         else:
             with D.no_sync(model, sync):
-                with autocast():
-                    loss, c, _ = model_loss_and_correct(model, part, info)  # head on scored steps only
+                with autocast():  # head on scored steps only; the teachers' soft targets under distillation
+                    loss, c, _ = model_loss_and_correct(model, part, info, tc.distillation)
                 aux = pop_auxiliary_loss(model)  # e.g. a mixture of experts' load balancing
                 ((loss if aux is None else loss + aux) * weight.to(loss.dtype)).backward()
             if aux is not None:

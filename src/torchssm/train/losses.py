@@ -23,6 +23,7 @@ from torchssm.data.loaders import iterate_batches
 from torchssm.data.registry import TaskInfo
 from torchssm.models.backbone import DeepSSM
 from torchssm.train import distributed as D
+from torchssm.train.distill import TEACHER_KEY, distillation_loss
 
 Batch = dict[str, torch.Tensor]
 
@@ -65,8 +66,14 @@ def forward_batch(model: nn.Module, batch: Batch) -> torch.Tensor:
     return model(batch["inputs"], lengths=batch.get("lengths"), inputs2=batch.get("inputs2"), **extra)
 
 
-def model_loss_and_correct(model: nn.Module, batch: Batch, info: TaskInfo) -> tuple[torch.Tensor, torch.Tensor, int]:
+def model_loss_and_correct(
+    model: nn.Module, batch: Batch, info: TaskInfo, distill: tuple[float, float] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``loss_and_correct(forward_batch(model, batch), batch["targets"], info)``, the same numbers.
+
+    ``distill`` = (temperature T, weight w) and a batch with ``teacher_logits`` (training under
+    ``train.distill_from``, :mod:`torchssm.train.distill`): the loss is (1 - w) * cross-entropy + w *
+    the distillation loss; the correct count is the labels'.
 
     When some steps of a per-step ("seq2seq" / "lm") batch are not scored (``info.ignore_index``) and
     ``model`` is an unwrapped per-step :class:`DeepSSM` (not DDP / torch.compile, whose forward must
@@ -76,6 +83,12 @@ def model_loss_and_correct(model: nn.Module, batch: Batch, info: TaskInfo) -> tu
     """
     targets = batch["targets"]
     inputs = batch["inputs"]
+    if distill is not None and batch.get(TEACHER_KEY) is not None:
+        temperature, weight = distill
+        output = forward_batch(model, batch)  # (b, c)
+        hard, correct, n = loss_and_correct(output, targets, info)
+        soft = distillation_loss(output, batch[TEACHER_KEY], temperature)
+        return (1.0 - weight) * hard + weight * soft, correct, n
     if (
         info.kind in ("seq2seq", "lm")
         and isinstance(model, DeepSSM)
