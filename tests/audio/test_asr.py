@@ -209,3 +209,23 @@ def test_resume_after_a_mid_epoch_cpu_stop_ends_where_a_straight_run_ends(tmp_pa
         )
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume"):
         train_asr(config(tmp_path / "c"), task=toy_asr_task(), log=lambda s: None, resume=True)
+
+
+def test_max_cpu_minutes_is_a_budget_of_one_call(tmp_path, monkeypatch):
+    """docs/speech.md: a resumed call gets train.max_cpu_minutes afresh, and its history's cpu_s count from its
+    own start (one clock running through both calls, as in one process: a cumulative count would stop at once)."""
+    from torchssm.audio import asr_train
+
+    train = {"epochs": 3, "batch_size": 4, "warmup_steps": 0, "out_dir": str(tmp_path), "max_cpu_minutes": 1.0}
+    cfg = {"model": {"kind": "ctc", **TINY}, "train": {**train, "test_beam": 1, "test_limit": 1}}
+    clock = _Clocks(20.0, 0.0)
+    monkeypatch.setattr(asr_train, "time", clock)
+    first = train_asr(cfg, task=toy_asr_task(), log=lambda s: None)
+    assert first["stopped_early"] and first["history"][-1]["epoch_batches"] == 1  # stopped inside epoch 2
+    cpu_of_first_call = clock.cpu
+    resumed = train_asr(cfg, task=toy_asr_task(), log=lambda s: None, resume=True)
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3]  # the part-done epoch 2's record replaced
+    new = resumed["history"][1:]  # the records of the resumed call
+    assert [r["epoch"] for r in new] == [2, 3] and all("epoch_batches" not in r for r in new)
+    assert all(0 < r["cpu_s"] < cpu_of_first_call for r in new)
+    assert clock.cpu - cpu_of_first_call > 60.0  # it used more than the cap's 60 s on top of the first call's
