@@ -175,7 +175,7 @@ def test_torchssm_average_writes_a_checkpoint_that_reloads(finished, tmp_path, c
     out = tmp_path / "avg"
     assert main(["average", str(finished), "--epochs", "2", "3", "--out", str(out)]) == 0
     line = capsys.readouterr().out
-    assert "averaged 2 checkpoints" in line and "re-estimated on 3 training batches (40 clips, dropout on)" in line
+    assert "averaged 2 checkpoints" in line and "re-estimated on 3 training batches (40 examples, dropout on)" in line
     state = read_checkpoint_state(out)
     assert state["epoch"] == 3 and state["batch_norm"]["batches"] == 3 and len(state["averaged_from"]) == 2
     assert "optimizer.pt" not in state["files"]

@@ -223,7 +223,7 @@ def average_run(
     """Average ``checkpoints`` (a list of checkpoint directories, or a run directory: its kept epochs
     ``epochs``, default all) into a checkpoint directory ``out`` (see the module docstring) and return ``out``.
     The config, epoch and step written are the last checkpoint's; the sidecar adds ``averaged_from`` and
-    ``batch_norm`` ({"batches", "clips", "dropout", "seed"})."""
+    ``batch_norm`` ({"batches", "examples", "dropout", "seed"})."""
     from torchssm.data.loaders import epoch_generator, iterate_batches, num_batches
     from torchssm.train.reload import load_run
 
@@ -247,8 +247,8 @@ def average_run(
     seen = reestimate_batch_norm(run.model, batches, seed=tc.seed, total=n_batches, progress=progress) if has_bn else 0
     run.model.eval()
     state = run.state
-    clips = len(cast(Sized, train_set)) if seen else 0
-    bn = {"batches": seen, "clips": clips, "dropout": "on (training mode)", "seed": tc.seed}
+    examples = len(cast(Sized, train_set)) if seen else 0
+    bn = {"batches": seen, "examples": examples, "dropout": "on (training mode)", "seed": tc.seed}
     save_checkpoint(
         out,
         run.model,
@@ -288,7 +288,8 @@ def _run_average(args) -> int:
     state = read_checkpoint_state(out)
     bn = state.get("batch_norm")
     bn_text = (
-        f"batch-norm statistics re-estimated on {bn['batches']} training batches ({bn['clips']} clips, dropout on)"
+        f"batch-norm statistics re-estimated on {bn['batches']} training batches "
+        f"({bn['examples']} examples, dropout on)"
         if bn
         else "no batch norm"
     )

@@ -82,7 +82,7 @@ class TrainConfig:
     init_from: str = ""
     # knowledge distillation (train/distill.py; Hinton, Vinyals & Dean 2015, Sec. 2): checkpoint or run directories of
     # teachers trained on this (classification) task; their mean logits are soft targets at temperature T, weighted w
-    # against the labels' (1 - w). T = 4 is UNVERIFIED (the paper reports T from 2 to 20 and no single default);
+    # against the labels' (1 - w). T = 4 is UNVERIFIED (our choice; the paper fixes no single temperature);
     # w = 0.9: "a considerably lower weight on the second objective function" (the hard targets), Sec. 2.
     distill_from: list = field(default_factory=list)
     distill_temperature: float = 4.0
