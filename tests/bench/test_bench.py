@@ -52,7 +52,7 @@ def test_time_fn_and_table():
     table = common.format_table([{"a": 1.23456, "b": None}], ["a", "b"])
     assert "1.23" in table and "-" in table.splitlines()[-1]
     env = common.environment(torch.device("cpu"))
-    assert {"torch", "device_name", "date_utc", "cpu_threads"} <= set(env)
+    assert {"torch", "device_name", "date_utc", "cpu_threads", "cpu_capability"} <= set(env)
     with pytest.raises(ValueError, match="float32"):
         common.resolve_dtype("float31")
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from torchssm.cli import main
@@ -270,6 +271,9 @@ def test_read_config_and_result_find_the_run_from_any_of_its_checkpoints(tmp_pat
         assert result["last"]["epoch"] == 3 and result["last"] == records(run)[-1] | {
             "time_s": result["last"]["time_s"]
         }
+        # the host a seeded run's numbers belong to (float kernels differ with the CPU's vector instructions)
+        assert result["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+        assert result["environment"]["torch"] == torch.__version__ and result["environment"]["device"] == "cpu"
     with pytest.raises(FileNotFoundError, match=r"no result.json in .*\(expected a torchssm train run\)"):
         read_result(tmp_path)
     (run / "result.json").write_text('{"best": {}}')

@@ -44,19 +44,32 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def _cpu_name() -> str:
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ({} where there is none)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
+
+
+def _cpu_name() -> str:
+    """The CPU's model name, with its family / model numbers (a virtual machine may report only "AMD EPYC")."""
+    info = _cpuinfo()
+    name = info.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in info and "model" in info:
+        name += f" (family {info['cpu family']}, model {info['model']})"
+    return name
 
 
 def environment(device: torch.device) -> dict[str, object]:
-    """Where and with what a number was measured: device name, versions, threads, UTC date."""
+    """Where and with what a number was measured: device name, CPU vector capability, versions, threads, UTC date."""
     import numpy
 
     import torchssm
@@ -66,6 +79,9 @@ def environment(device: torch.device) -> dict[str, object]:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "cpu_threads": torch.get_num_threads(),
+        # the vector instructions PyTorch's CPU kernels dispatch to (e.g. AVX2, AVX512): float results, and so a
+        # seeded run's numbers, can differ between hosts that differ here
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "torchssm": torchssm.__version__,
         "python": platform.python_version(),

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from torchssm.bench.common import environment
 from torchssm.cpu_threads import auto_cpu_threads, get_cpu_threads, set_cpu_threads
 from torchssm.data.loaders import num_batches
 from torchssm.data.registry import TaskData, build_task
@@ -458,6 +459,7 @@ def _finish(run: Run, progress: Progress, record: dict, t_start: float) -> RunRe
             "device": str(run.device),
             "torch": torch.__version__,
             "world_size": run.ctx.world_size,
+            "environment": environment(run.device),  # host and versions: a seeded run reproduces on like hosts
         }
         if run.task.extra.get("record"):  # what the task records about its data (lm_text: the corpus)
             summary["data"] = run.task.extra["record"]
