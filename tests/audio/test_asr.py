@@ -192,6 +192,7 @@ def test_resume_after_a_mid_epoch_cpu_stop_ends_where_a_straight_run_ends(tmp_pa
     assert first["stopped_early"] and first["history"][-1]["epoch_batches"] == 1  # 2 batches per epoch
     state = read_checkpoint_state(tmp_path / "b" / "last")
     assert (state["epoch"], state["epoch_batches"]) == (1, 1)
+    assert state["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # the host
     logs = []
     resumed = train_asr(config(tmp_path / "b"), task=toy_asr_task(), log=logs.append, resume=True)
     assert "resumed from" in logs[0] and "at epoch 1 + 1 batches" in logs[0]

@@ -230,6 +230,7 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
     weights, optimizer, schedule, RNG states and history, and, inside a part-done epoch, the next batch of
     the epoch's order (with the speed draws of the batches done replayed), so that it ends where a run
     that was never stopped ends."""
+    from torchssm.bench.common import environment
     from torchssm.data.registry import build_task
     from torchssm.train.checkpoint import save_checkpoint
     from torchssm.train.optim import build_optimizer
@@ -334,6 +335,7 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
                 epoch=epoch + ("epoch_batches" not in record),  # epochs completed
                 epoch_batches=record.get("epoch_batches", 0),
                 history=history,
+                environment=environment(torch.device("cpu")),  # the host (docs/training.md, "What a run does")
             )
             if stopped_early:
                 log(f"stopped after {tc.max_cpu_minutes} CPU minutes (train.max_cpu_minutes) in epoch {epoch + 1}")
