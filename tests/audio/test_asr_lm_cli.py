@@ -25,13 +25,19 @@ def _checkpoints(tmp_path):
     return ctc.eval(), torch.from_numpy(audio), wav
 
 
-def test_transcribe_lm_flag(tmp_path, capsys, monkeypatch):
+def _fake_lm(monkeypatch):
+    """A small character LM that ``lm_from_checkpoint`` returns, and the list of the orders it was asked for."""
     from torchssm.audio import lm as lm_module
 
-    model, audio, wav = _checkpoints(tmp_path)
     lm = lm_module.CharNGramLM(["the cat sat on the mat", "a cat"], 3)
-    calls = []
+    calls: list[int] = []
     monkeypatch.setattr(lm_module, "lm_from_checkpoint", lambda path, order, data_dir=None: calls.append(order) or lm)
+    return lm, calls
+
+
+def test_transcribe_lm_flag(tmp_path, capsys, monkeypatch):
+    model, audio, wav = _checkpoints(tmp_path)
+    lm, calls = _fake_lm(monkeypatch)
     capsys.readouterr()
     args = ["transcribe", "--checkpoint", str(tmp_path / "ctc"), str(wav), "--beam", "4", "--lm", "3"]
     assert main([*args, "--lm-alpha", "2.0", "--lm-beta", "0.5"]) == 0
@@ -102,12 +108,8 @@ def test_transcribe_rejects_settings_it_would_ignore(tmp_path, capsys, flags, me
 
 
 def test_transcribe_lm_alone_decodes_with_the_defaults(tmp_path, capsys, monkeypatch):
-    from torchssm.audio import lm as lm_module
-
     model, audio, wav = _checkpoints(tmp_path)
-    lm = lm_module.CharNGramLM(["the cat sat on the mat", "a cat"], 3)
-    calls = []
-    monkeypatch.setattr(lm_module, "lm_from_checkpoint", lambda path, order, data_dir=None: calls.append(order) or lm)
+    lm, calls = _fake_lm(monkeypatch)
     capsys.readouterr()
     assert main(["transcribe", "--checkpoint", str(tmp_path / "ctc"), "--lm", "--", str(wav)]) == 0
     expected = model.transcribe(audio[None], torch.tensor([len(audio)]), beam=16, lm=lm, alpha=1.2, beta=3.0)[0]

@@ -21,6 +21,13 @@ def toy_task(n=96, length=6):
     )
 
 
+def tiny_train(**changes) -> dict:
+    """The ``train`` section of the tiny runs several test files write out: a few epochs of batch 16 at lr 1e-2 on
+    one CPU thread (tiny tensors: one thread avoids OpenMP overhead and keeps float32 reductions in one order),
+    no progress bar; ``changes`` add or replace entries."""
+    return {"epochs": 3, "batch_size": 16, "lr": 1e-2, "progress": False, "device": "cpu", "threads": 1, **changes}
+
+
 def config(out_dir, *extra):
     return load_config(
         base={

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from _loop_common import tiny_train
 from safetensors.torch import load_file
 from torch import nn
 
@@ -34,15 +35,7 @@ CONFIG = {  # induction heads (vocab 6), one small S4D block with batch norm and
         "dropout": 0.2,
         "layer_kwargs": {"d_state": 4},
     },
-    "train": {
-        "epochs": 3,
-        "batch_size": 16,
-        "lr": 1e-2,
-        "progress": False,
-        "device": "cpu",
-        "threads": 1,
-        "keep_checkpoints": 3,
-    },
+    "train": tiny_train(keep_checkpoints=3),
 }
 
 

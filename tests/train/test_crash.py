@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from _loop_common import tiny_train
 
 from torchssm.cli import main as cli_main
 from torchssm.train.checkpoint import (
@@ -32,15 +33,7 @@ from torchssm.train.loop import train
 CONFIG = {
     "task": {"name": "adding", "length": 12, "n_train": 48, "n_val": 16, "n_test": 16},
     "model": {"layer": "lru", "d_model": 8, "n_layers": 1, "norm": "layer", "layer_kwargs": {"d_state": 4}},
-    "train": {
-        "epochs": 3,
-        "batch_size": 16,
-        "lr": 1e-2,
-        "progress": False,
-        "device": "cpu",
-        "keep_checkpoints": 2,
-        "threads": 1,
-    },
+    "train": tiny_train(keep_checkpoints=2),
 }
 # threads pinned: the reference run happens in the pytest process, whose torch thread count earlier tests may
 # have changed, and the killed run in a fresh subprocess; a different count changes float32 reduction order

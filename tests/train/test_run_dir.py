@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from _loop_common import tiny_train
 
 from torchssm.cli import main
 from torchssm.runs import LOCK_FILE, read_metrics, run_dir_of
@@ -29,15 +30,7 @@ from torchssm.train.run_dir import RunDirBusy, RunDirLock
 CONFIG = {
     "task": {"name": "adding", "length": 8, "n_train": 32, "n_val": 8, "n_test": 8},
     "model": {"layer": "lru", "d_model": 8, "n_layers": 1, "norm": "layer", "layer_kwargs": {"d_state": 4}},
-    "train": {
-        "epochs": 3,
-        "batch_size": 16,
-        "lr": 1e-2,
-        "progress": False,
-        "device": "cpu",
-        "threads": 1,
-        "keep_checkpoints": 2,
-    },
+    "train": tiny_train(keep_checkpoints=2),
 }
 
 
