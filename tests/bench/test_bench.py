@@ -296,3 +296,12 @@ def test_training_record_of_a_checkpoint_without_training_config(tmp_path):
     mcfg = ModelConfig(layer="lru", d_model=8, n_layers=1, layer_kwargs={"d_state": 4}, d_input=1, d_output=2)
     save_checkpoint(tmp_path / "c", build_model(mcfg), epoch=1)
     assert training_record(tmp_path / "c") == (str(tmp_path / "c"), None)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_bench_device_without_cuda_is_one_line(capsys):
+    # the benchmarks resolve --device as torchssm train does (torchssm.devices)
+    assert main(["bench", "scan", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "device 'cuda' asked for, but" in err
+    assert common.resolve_device("cpu") == torch.device("cpu")

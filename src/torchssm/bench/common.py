@@ -28,14 +28,9 @@ from collections.abc import Callable, Sequence
 import torch
 
 from torchssm.cpu_threads import get_cpu_threads, set_cpu_threads
+from torchssm.devices import resolve_device  # noqa: F401  (the benchmarks' common.resolve_device)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def resolve_dtype(name: str) -> torch.dtype:

@@ -55,6 +55,7 @@ from torchssm.bench.common import environment
 from torchssm.cpu_threads import auto_cpu_threads, get_cpu_threads, set_cpu_threads
 from torchssm.data.loaders import num_batches
 from torchssm.data.registry import TaskData, build_task
+from torchssm.devices import resolve_device
 from torchssm.fileio import atomic_write_json
 from torchssm.runs import BEST, METRICS_FILE, RESULT_FILE, read_metrics, run_dir_of
 from torchssm.train import distributed as D
@@ -110,29 +111,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; anything else is passed to ``torch.device``.
-
-    A CUDA device that this machine does not have is a one-line ValueError, not a traceback from
-    the first tensor moved there."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError as err:
-        raise ValueError(f"device {spec!r}: {err}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise ValueError(f"device {spec!r} asked for, but {why}; use device 'cpu' or 'auto'")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device {spec!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
-                f"device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
-            )
-    return device
 
 
 # --- the run ------------------------------------------------------------------------------------
