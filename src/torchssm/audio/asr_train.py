@@ -273,6 +273,7 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
         full_config = {"task": dict(config.get("task") or {}), "model": model_cfg.to_dict(), "train": asdict(tc)}
         start_wall, cpu0 = time.perf_counter(), time.process_time()
         history: list[dict] = []
+        host = environment(torch.device("cpu"))  # recorded in every checkpoint (docs/training.md, "What a run does")
         start_epoch, done_batches, stopped_early = 0, 0, False
         if resume:
             history, start_epoch, done_batches = _resume_asr(out_dir / "last", model, optimizer, scheduler, full_config)
@@ -335,7 +336,7 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
                 epoch=epoch + ("epoch_batches" not in record),  # epochs completed
                 epoch_batches=record.get("epoch_batches", 0),
                 history=history,
-                environment=environment(torch.device("cpu")),  # the host (docs/training.md, "What a run does")
+                environment=host,
             )
             if stopped_early:
                 log(f"stopped after {tc.max_cpu_minutes} CPU minutes (train.max_cpu_minutes) in epoch {epoch + 1}")
