@@ -243,8 +243,7 @@ def average_run(
     batches = iterate_batches(
         train_set, tc.batch_size, shuffle=True, generator=epoch_generator(tc.seed, tc.epochs), min_batch=2
     )
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in run.model.modules())
-    seen = reestimate_batch_norm(run.model, batches, seed=tc.seed, total=n_batches, progress=progress) if has_bn else 0
+    seen = reestimate_batch_norm(run.model, batches, seed=tc.seed, total=n_batches, progress=progress)  # 0: no BN
     run.model.eval()
     state = run.state
     examples = len(cast(Sized, train_set)) if seen else 0
@@ -256,7 +255,7 @@ def average_run(
         epoch=state.get("epoch"),
         step=state.get("step"),
         averaged_from=[str(p) for p in paths],
-        batch_norm=bn if has_bn else None,
+        batch_norm=bn if seen else None,
     )
     return out
 
