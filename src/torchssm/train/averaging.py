@@ -32,6 +32,10 @@ seeds) lie in different basins and their mean is not a trained model; only the a
   ``train.batch_size`` in a shuffled order of ``train.seed``, the loop's ``min_batch=2``), and the run's config,
   so ``load_run``, ``torchssm eval``, ``torchssm speech snr-sweep --checkpoint`` and ``kws-ensemble`` read it as
   any checkpoint. It has no optimizer state (it cannot be resumed) and no metrics (it was not evaluated).
+  Given ONE checkpoint it keeps its weights and only re-estimates the batch norms: "PreciseBN" (Wu & Johnson
+  2021, "Rethinking 'Batch' in BatchNorm", arXiv 2105.07576, its section on population statistics; section
+  number UNVERIFIED), population statistics of the final weights in place of the exponential moving averages
+  gathered while the weights were still moving.
 """
 
 from __future__ import annotations
@@ -222,8 +226,9 @@ def average_run(
 ) -> Path:
     """Average ``checkpoints`` (a list of checkpoint directories, or a run directory: its kept epochs
     ``epochs``, default all) into a checkpoint directory ``out`` (see the module docstring) and return ``out``.
-    The config, epoch and step written are the last checkpoint's; the sidecar adds ``averaged_from`` and
-    ``batch_norm`` ({"batches", "examples", "dropout", "seed"})."""
+    One checkpoint: its weights unchanged, only the batch norms re-estimated. The config, epoch and step
+    written are the last checkpoint's; the sidecar adds ``averaged_from`` and ``batch_norm`` ({"batches",
+    "examples", "dropout", "seed"})."""
     from torchssm.data.loaders import epoch_generator, iterate_batches, num_batches
     from torchssm.train.reload import load_run
 
@@ -231,11 +236,14 @@ def average_run(
     out = Path(out)
     if (out / SIDECAR).exists() and not overwrite:
         raise ValueError(f"{out} already holds a checkpoint (overwrite=True / --overwrite replaces it)")
+    if not paths:
+        raise ValueError("average_run got no checkpoints")
     if out.resolve() in {Path(p).resolve() for p in paths}:
         raise ValueError(f"the output {out} is one of the checkpoints averaged")
-    weights = average_checkpoints(paths)
+    weights = average_checkpoints(paths) if len(paths) > 1 else None  # one checkpoint: its own weights (PreciseBN)
     run = load_run(paths[-1], data_dir=data_dir)  # the last checkpoint's config, task (training set included) and model
-    run.model.load_state_dict(weights)
+    if weights is not None:
+        run.model.load_state_dict(weights)
     tc = run.config.train
     train_set = run.task.train
     n_batches = num_batches(train_set, tc.batch_size, min_batch=2)
@@ -275,8 +283,6 @@ def _run_average(args) -> int:
         if args.run is None:
             raise ValueError("torchssm average needs RUN (a run directory) or --checkpoints A B ...")
         source, paths = Path(args.run), snapshot_paths(args.run, args.epochs)
-    if len(paths) < 2:
-        raise ValueError(f"averaging needs at least 2 checkpoints, got {[str(p) for p in paths]}")
     if args.out is not None:
         out = Path(args.out)
     else:
@@ -292,10 +298,8 @@ def _run_average(args) -> int:
         if bn
         else "no batch norm"
     )
-    print(
-        f"averaged {len(paths)} checkpoints ({', '.join(str(p) for p in paths)}) -> {out}; {bn_text}; "
-        f"{time.process_time() - cpu0:.1f} s CPU"
-    )
+    what = f"averaged {len(paths)} checkpoints" if len(paths) > 1 else "kept the weights of 1 checkpoint"
+    print(f"{what} ({', '.join(str(p) for p in paths)}) -> {out}; {bn_text}; {time.process_time() - cpu0:.1f} s CPU")
     return 0
 
 
@@ -304,7 +308,8 @@ def register(subparsers) -> None:
         "average",
         help="average the weights of one run's checkpoints into one checkpoint (SWA's averaging, after training)",
         description="The uniform mean of one run's epoch checkpoints, batch-norm statistics re-estimated in one "
-        "pass over the run's training set (dropout on), written as a checkpoint directory.",
+        "pass over the run's training set (dropout on), written as a checkpoint directory. Given one checkpoint, "
+        "its weights are kept and only the batch norms are re-estimated (PreciseBN).",
     )
     p.add_argument("run", nargs="?", default=None, help="a run directory (the out_dir of torchssm train)")
     p.add_argument(
@@ -316,7 +321,11 @@ def register(subparsers) -> None:
         help="which kept epoch checkpoints (RUN/checkpoints/epoch-E) to average (default: all kept)",
     )
     p.add_argument(
-        "--checkpoints", nargs="+", default=None, metavar="DIR", help="checkpoint directories instead of RUN"
+        "--checkpoints",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="checkpoint directories instead of RUN (one: its batch norms re-estimated only)",
     )
     p.add_argument("--out", default=None, help="output checkpoint directory (default: RUN/averaged-epochs-E1-E2-...)")
     p.add_argument(
