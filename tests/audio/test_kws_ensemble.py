@@ -1,4 +1,7 @@
-"""audio.kws.ensemble_accuracy: the mean of several keyword-spotting checkpoints' logits (or probabilities)."""
+"""audio.kws.ensemble_accuracy: the mean of several keyword-spotting checkpoints' logits (or probabilities);
+accuracy_by_ensemble_size: every ensemble of k of them."""
+
+import itertools
 
 import pytest
 import torch
@@ -64,9 +67,24 @@ def test_ensemble_accuracy(tmp_path, heard_voices, capsys):
 
     assert main(["speech", "kws-ensemble", "--checkpoints", a, b, c, "--data-dir", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    r = ensemble_accuracy([a, b, c], data_dir=tmp_path)
+    r = ensemble_accuracy([a, b, c], data_dir=tmp_path, by_size=True)
     assert lines[0].startswith(f"ensemble: test accuracy {r['ensemble']['all']:.4f} (")
     assert [line.split(": test accuracy")[0] for line in lines[1:]] == [a, b, c] and "test_only" in lines[0]
+    # by size: ensembles of one are the members, the ensemble of all three is the ensemble
+    assert r["by_size"][1]["mean"] == pytest.approx(sum(m["all"] for m in r["members"]) / 3, abs=1e-12)
+    assert r["by_size"][3] == {
+        "mean": r["ensemble"]["all"],
+        "min": r["ensemble"]["all"],
+        "max": r["ensemble"]["all"],
+        "ensembles": 1,
+    }
+    figure = tmp_path / "by_size.png"
+    args = ["speech", "kws-ensemble", "--checkpoints", a, b, c, "--by-size", "--figure", str(figure)]
+    assert main([*args, "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"2 model(s), 3 ensemble(s): mean {r['by_size'][2]['mean']:.4f}" in out and figure.stat().st_size > 0
+    assert main(["speech", "kws-ensemble", "--checkpoints", a, "--figure", str(figure)]) == 2
+    assert "give --by-size too" in capsys.readouterr().err
 
     other = _train(tmp_path, "d", seed=0, n_test=20)  # other test clips: no common test set
     with pytest.raises(ValueError, match="tested on other clips"):
@@ -79,3 +97,37 @@ def test_ensemble_accuracy(tmp_path, heard_voices, capsys):
         ensemble_accuracy([], data_dir=tmp_path)
     with pytest.raises(ValueError, match="non-empty list"):
         ensemble_accuracy(a, data_dir=tmp_path)  # one path, not a list of them
+
+
+def test_accuracy_by_ensemble_size_on_hand_made_logits(tmp_path):
+    """Three members, four clips of two classes: each subset's accuracy worked out by hand."""
+    from torchssm.audio.kws import accuracy_by_ensemble_size, plot_accuracy_by_ensemble_size
+
+    targets = torch.tensor([0, 0, 1, 1])
+    logits = torch.tensor(  # (members, clips, classes); right: member 0 on clips 0-1, member 1 on 0-2, member 2 on 1-3
+        [
+            [[1.5, 0.0], [1.5, 0.0], [1.5, 0.0], [1.5, 0.0]],
+            [[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [1.0, 0.0]],
+            [[0.0, 4.0], [1.0, 0.0], [0.0, 1.0], [0.0, 2.0]],
+        ]
+    )
+    by_size = accuracy_by_ensemble_size(logits, targets)
+    # summed logits of the pairs: {0,1} classes 0,0,1,0 -> 3/4; {0,2} 1,0,0,1 -> 2/4; {1,2} 1,0,1,1 -> 3/4
+    # all three: (2.5, 4) (3.5, 0) (1.5, 3) (2.5, 2) -> 1,0,1,0 -> 2/4 (no ties anywhere)
+    assert by_size[1] == {"mean": pytest.approx(2 / 3), "min": 0.5, "max": 0.75, "ensembles": 3}
+    assert by_size[2] == {"mean": pytest.approx(2 / 3), "min": 0.5, "max": 0.75, "ensembles": 3}
+    assert by_size[3] == {"mean": 0.5, "min": 0.5, "max": 0.5, "ensembles": 1}
+    for members in itertools.combinations(range(3), 2):  # the probability average is its own rule
+        probs = accuracy_by_ensemble_size(logits[list(members)], targets, average="probs")
+        manual = (logits[list(members)].softmax(-1).mean(0).argmax(-1) == targets).double().mean().item()
+        assert probs[2]["mean"] == pytest.approx(manual)
+    path = plot_accuracy_by_ensemble_size(by_size, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 0 and path.endswith("curve.png")
+    with pytest.raises(ValueError, match="expected logits"):
+        accuracy_by_ensemble_size(logits, targets[:3])
+    with pytest.raises(ValueError, match="expected 1 to 16 members"):
+        accuracy_by_ensemble_size(torch.zeros(17, 4, 2), targets)
+    with pytest.raises(ValueError, match="average must be one of"):
+        accuracy_by_ensemble_size(logits, targets, average="median")
+    with pytest.raises(ValueError, match="must end in"):
+        plot_accuracy_by_ensemble_size(by_size, tmp_path / "curve.txt")

@@ -6,6 +6,7 @@ torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] 
 torchssm speech kws-baseline --snr 0 10 20                       log-mel + logistic regression
 torchssm speech snr-sweep --checkpoint runs/spoken_commands_s4d/best
 torchssm speech kws-ensemble --checkpoints runs/a/last runs/b/last   mean of the models' logits (kws.ensemble_accuracy)
+    [--by-size [--figure ensembles.png]]                           every ensemble of k of them, k = 1..m
 """
 
 from __future__ import annotations
@@ -187,10 +188,23 @@ def _cmd_snr_sweep(args) -> int:
 def _cmd_kws_ensemble(args) -> int:
     from torchssm.audio.kws import ensemble_accuracy
 
-    r = ensemble_accuracy(args.checkpoints, snr_db=args.snr, average=args.average, data_dir=args.data_dir)
+    if args.figure is not None and not args.by_size:
+        raise ValueError("--figure draws the --by-size curve: give --by-size too")
+    r = ensemble_accuracy(
+        args.checkpoints, snr_db=args.snr, average=args.average, data_dir=args.data_dir, by_size=args.by_size
+    )
     for name, accs in [("ensemble", r["ensemble"]), *((c, m) for c, m in zip(args.checkpoints, r["members"]))]:
         groups = " ".join(f"{k} {v:.4f}" for k, v in accs.items() if k != "all")
         print(f"{name}: test accuracy {accs['all']:.4f} ({groups})")
+    for k, row in r.get("by_size", {}).items():
+        print(
+            f"{k} model(s), {row['ensembles']} ensemble(s): mean {row['mean']:.4f} "
+            f"(lowest {row['min']:.4f}, highest {row['max']:.4f})"
+        )
+    if args.figure is not None:
+        from torchssm.audio.kws import plot_accuracy_by_ensemble_size
+
+        print(f"figure: {plot_accuracy_by_ensemble_size(r['by_size'], args.figure)}")
     return 0
 
 
@@ -280,5 +294,11 @@ def register(subparsers) -> None:
     e.add_argument("--checkpoints", nargs="+", required=True, help="checkpoints or run directories, same test clips")
     e.add_argument("--average", choices=["logits", "probs"], default="logits", help="what is averaged (default logits)")
     e.add_argument("--snr", type=float, help="test SNR in dB (default: the runs' own)")
+    e.add_argument(
+        "--by-size",
+        action="store_true",
+        help="also every ensemble of k of the models, k = 1..m (mean, lowest, highest)",
+    )
+    e.add_argument("--figure", help="with --by-size: draw that curve to this .png / .svg / .pdf")
     e.add_argument("--data-dir")
     e.set_defaults(func=_cmd_kws_ensemble)

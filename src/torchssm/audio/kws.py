@@ -7,11 +7,13 @@ L2, C = ``c``). It shows how separable the synthetic words are without any seque
 gap between it and an SSM is what the SSM adds on this data, not on real speech.
 
 :func:`snr_sweep` evaluates a model trained with ``torchssm train`` (a checkpoint) on the same test
-voices at several SNRs; :func:`ensemble_accuracy` scores the mean of several such models' logits.
+voices at several SNRs; :func:`ensemble_accuracy` scores the mean of several such models' logits, and
+:func:`accuracy_by_ensemble_size` every ensemble of k of them, k = 1..m.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from typing import cast
@@ -129,14 +131,21 @@ def snr_sweep_by_family(
 
 _TRAIN_ONLY_OPTIONS = ("n_train", "n_val", "speed_perturb", "rebuild_cache")  # task options the test clips ignore
 ENSEMBLE_AVERAGES = ("logits", "probs")
+ENSEMBLE_BY_SIZE_MAX = 16  # members: at most 2^16 - 1 ensembles are scored by accuracy_by_ensemble_size
 
 
 def ensemble_accuracy(
-    checkpoints: Sequence, snr_db: float | None = None, average: str = "logits", data_dir=None, batch_size: int = 64
+    checkpoints: Sequence,
+    snr_db: float | None = None,
+    average: str = "logits",
+    data_dir=None,
+    batch_size: int = 64,
+    by_size: bool = False,
 ) -> dict:
     """{"ensemble": accuracies, "members": [accuracies of each model]} of ``spoken_commands`` checkpoints
     evaluated on the same test clips; accuracies as :func:`snr_sweep_by_family` gives them ({"all": ..., group:
-    ...} over :func:`voice_groups`).
+    ...} over :func:`voice_groups`). ``by_size``: also "by_size", :func:`accuracy_by_ensemble_size` of the
+    members (each model's logits computed once).
 
     The ensemble's class is the argmax of the mean over the models of their logits (``average="logits"``,
     the default: the normalised geometric mean of the members' class probabilities; the one pre-registered
@@ -155,6 +164,10 @@ def ensemble_accuracy(
         raise ValueError(f"average must be one of {list(ENSEMBLE_AVERAGES)}, got {average!r}")
     if isinstance(checkpoints, (str, bytes, os.PathLike)) or not len(checkpoints):
         raise ValueError(f"checkpoints must be a non-empty list of checkpoints or run directories, got {checkpoints!r}")
+    if by_size and len(checkpoints) > ENSEMBLE_BY_SIZE_MAX:
+        raise ValueError(
+            f"by_size scores every subset: at most {ENSEMBLE_BY_SIZE_MAX} checkpoints, got {len(checkpoints)}"
+        )
     runs = [read_run_config(c) for c in checkpoints]
 
     def test_options(config) -> dict:
@@ -180,11 +193,66 @@ def ensemble_accuracy(
         load_checkpoint(path, model, map_location="cpu")
         logits.append(_logits_per_clip(model, test, batch_size).double())
     stacked = torch.stack(logits)  # (models, clips, classes)
-    scores = stacked.mean(0) if average == "logits" else stacked.softmax(-1).mean(0)
-    return {
-        "ensemble": _accuracies(scores.argmax(-1) == targets, groups),
+    out = {
+        "ensemble": _accuracies(_ensemble_scores(stacked, average).argmax(-1) == targets, groups),
         "members": [_accuracies(x.argmax(-1) == targets, groups) for x in logits],
     }
+    if by_size:
+        out["by_size"] = accuracy_by_ensemble_size(stacked, targets, average)
+    return out
+
+
+def _ensemble_scores(stacked: torch.Tensor, average: str) -> torch.Tensor:
+    """(models, clips, classes) member logits -> (clips, classes) the ensemble's scores (argmax = its class)."""
+    return stacked.mean(0) if average == "logits" else stacked.softmax(-1).mean(0)
+
+
+def accuracy_by_ensemble_size(logits: torch.Tensor, targets: torch.Tensor, average: str = "logits") -> dict:
+    """{k: {"mean", "min", "max", "ensembles"}} for k = 1..m: the test accuracy of every ensemble of k of the m
+    members (all C(m, k) subsets, scored as :func:`ensemble_accuracy` scores one), its mean, lowest and highest.
+
+    logits: (m, n, c) the members' logits on the same n clips; targets: (n,) class indices. How many seeds an
+    ensemble needs for an accuracy is read off the means; the spread shows how much rides on which seeds."""
+    if average not in ENSEMBLE_AVERAGES:
+        raise ValueError(f"average must be one of {list(ENSEMBLE_AVERAGES)}, got {average!r}")
+    if logits.dim() != 3 or targets.shape != logits.shape[1:2]:
+        raise ValueError(
+            f"expected logits (m, n, c) and targets (n,), got {tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
+    m = logits.shape[0]
+    if not 1 <= m <= ENSEMBLE_BY_SIZE_MAX:
+        raise ValueError(f"expected 1 to {ENSEMBLE_BY_SIZE_MAX} members, got {m}")
+    n = max(len(targets), 1)
+    out = {}
+    for k in range(1, m + 1):
+        accs = [
+            int((_ensemble_scores(logits[list(members)], average).argmax(-1) == targets).sum()) / n  # as _accuracies
+            for members in itertools.combinations(range(m), k)
+        ]
+        out[k] = {"mean": sum(accs) / len(accs), "min": min(accs), "max": max(accs), "ensembles": len(accs)}
+    return out
+
+
+def plot_accuracy_by_ensemble_size(by_size: dict, path, title: str = "") -> str:
+    """Figure of :func:`accuracy_by_ensemble_size`'s result: the mean accuracy (%) of the ensembles of each size
+    and the band from the lowest to the highest, written atomically to ``path`` (.png / .svg / .pdf)."""
+    from torchssm.analysis.plots import legend, new_figure, save_figure
+
+    sizes = sorted(int(k) for k in by_size)
+    if not sizes:
+        raise ValueError("no ensemble sizes to plot")
+    row = {int(k): v for k, v in by_size.items()}
+    mean, low, high = ([100 * row[k][key] for k in sizes] for key in ("mean", "min", "max"))
+    fig, (ax,) = new_figure()
+    ax.fill_between(sizes, low, high, alpha=0.25, label="lowest to highest ensemble")
+    ax.plot(sizes, mean, marker="o", label="mean over the ensembles of that size")
+    ax.set_xlabel("models in the ensemble (mean of their logits)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xticks(sizes)
+    if title:
+        ax.set_title(title, fontsize=9)
+    legend(ax, loc="lower right")
+    return save_figure(fig, path)
 
 
 def _accuracies(correct: torch.Tensor, groups: dict[str, list[int]]) -> dict[str, float]:
