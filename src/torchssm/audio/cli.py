@@ -204,7 +204,8 @@ def _cmd_kws_ensemble(args) -> int:
     if args.figure is not None:
         from torchssm.audio.kws import plot_accuracy_by_ensemble_size
 
-        print(f"figure: {plot_accuracy_by_ensemble_size(r['by_size'], args.figure)}")
+        title = f"every ensemble of k of {len(args.checkpoints)} runs (mean of their {args.average})"
+        print(f"figure: {plot_accuracy_by_ensemble_size(r['by_size'], args.figure, title=title)}")
     return 0
 
 

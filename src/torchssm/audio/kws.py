@@ -246,7 +246,7 @@ def plot_accuracy_by_ensemble_size(by_size: dict, path, title: str = "") -> str:
     fig, (ax,) = new_figure()
     ax.fill_between(sizes, low, high, alpha=0.25, label="lowest to highest ensemble")
     ax.plot(sizes, mean, marker="o", label="mean over the ensembles of that size")
-    ax.set_xlabel("models in the ensemble (mean of their logits)")
+    ax.set_xlabel("models in the ensemble")
     ax.set_ylabel("test accuracy (%)")
     ax.set_xticks(sizes)
     if title:
