@@ -194,7 +194,7 @@ def ensemble_accuracy(
         logits.append(_logits_per_clip(model, test, batch_size).double())
     stacked = torch.stack(logits)  # (models, clips, classes)
     out = {
-        "ensemble": _accuracies(_ensemble_scores(stacked, average).argmax(-1) == targets, groups),
+        "ensemble": _accuracies(_member_scores(stacked, average).mean(0).argmax(-1) == targets, groups),
         "members": [_accuracies(x.argmax(-1) == targets, groups) for x in logits],
     }
     if by_size:
@@ -202,9 +202,10 @@ def ensemble_accuracy(
     return out
 
 
-def _ensemble_scores(stacked: torch.Tensor, average: str) -> torch.Tensor:
-    """(models, clips, classes) member logits -> (clips, classes) the ensemble's scores (argmax = its class)."""
-    return stacked.mean(0) if average == "logits" else stacked.softmax(-1).mean(0)
+def _member_scores(stacked: torch.Tensor, average: str) -> torch.Tensor:
+    """(models, clips, classes) member logits -> the members' scores (same shape) whose mean over the models is
+    an ensemble's score (argmax = its class): the logits themselves, or their softmax probabilities."""
+    return stacked if average == "logits" else stacked.softmax(-1)
 
 
 def accuracy_by_ensemble_size(logits: torch.Tensor, targets: torch.Tensor, average: str = "logits") -> dict:
@@ -223,10 +224,11 @@ def accuracy_by_ensemble_size(logits: torch.Tensor, targets: torch.Tensor, avera
     if not 1 <= m <= ENSEMBLE_BY_SIZE_MAX:
         raise ValueError(f"expected 1 to {ENSEMBLE_BY_SIZE_MAX} members, got {m}")
     n = max(len(targets), 1)
+    scores = _member_scores(logits, average)  # (m, n, c) once; an ensemble is the mean of its members' rows
     out = {}
     for k in range(1, m + 1):
         accs = [
-            int((_ensemble_scores(logits[list(members)], average).argmax(-1) == targets).sum()) / n  # as _accuracies
+            int((scores[list(members)].mean(0).argmax(-1) == targets).sum()) / n  # count / n, as _accuracies
             for members in itertools.combinations(range(m), k)
         ]
         out[k] = {"mean": sum(accs) / len(accs), "min": min(accs), "max": max(accs), "ensembles": len(accs)}
