@@ -5,11 +5,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _loop_common import config, quiet, toy_task
+from safetensors.torch import save_file
 
 import torchssm
 from torchssm.data.loaders import TensorDictDataset, iterate_batches
 from torchssm.data.registry import TaskInfo
-from torchssm.train.distill import TEACHER_KEY, distillation_loss, teacher_logits, with_teacher_logits
+from torchssm.train import distill
+from torchssm.train.distill import (
+    TEACHER_KEY,
+    cached_teacher_logits,
+    distillation_loss,
+    soft_target_key,
+    teacher_logits,
+    with_teacher_logits,
+)
 from torchssm.train.loop import train
 from torchssm.train.losses import evaluate, model_loss_and_correct
 from torchssm.train.reload import read_run_config
@@ -100,6 +109,63 @@ def test_a_distilled_run(tmp_path):
     assert evaluate(model, task.val, task.info)["loss"] == pytest.approx(distilled.history[-1]["val_loss"], rel=1e-5)
 
 
+def test_cached_teacher_logits_are_scored_once(tmp_path, monkeypatch):
+    """The first call scores and keeps the logits; the same teachers and data read them back to the bit;
+    other data or other teachers get another key; damaged or misshapen files are one-line errors."""
+    task = toy_task()
+    teachers = []
+    for seed in (0, 1):
+        teachers.append(str(tmp_path / f"teacher{seed}"))
+        train(config(teachers[-1], f"train.seed={seed}", "train.epochs=1"), task=task, log=quiet)
+    cache, lines = tmp_path / "cache", []
+    first = cached_teacher_logits(teachers, task.train, task.info, cache, batch_size=32, log=lines.append)
+    torch.testing.assert_close(first, teacher_logits(teachers, task.train, task.info, batch_size=32, log=quiet))
+    (kept,) = cache.glob("teacher_logits_*.safetensors")
+    assert kept.name == f"teacher_logits_{soft_target_key(teachers, task.train, task.info)}.safetensors"
+    assert f"kept at {kept}" in lines[-1]
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("the teachers were scored again")
+
+    monkeypatch.setattr(distill, "teacher_logits", no_scoring)
+    lines.clear()
+    again = cached_teacher_logits(teachers, task.train, task.info, cache, log=lines.append)
+    assert torch.equal(again, first) and f"logits of 96 training examples read from {kept}" in lines[-1]
+
+    key = soft_target_key(teachers, task.train, task.info)
+    assert soft_target_key(teachers[:1], task.train, task.info) != key  # other teachers
+    assert soft_target_key(teachers[::-1], task.train, task.info) != key  # their order (the float sum's)
+    assert soft_target_key(teachers, task.train.subset(slice(0, 95)), task.info) != key  # other data
+    moved = TensorDictDataset(**{**task.train.tensors, "inputs": task.train.tensors["inputs"] + 1e-6})
+    assert soft_target_key(teachers, moved, task.info) != key
+    with pytest.raises(ValueError, match="needs a training set held in tensors; list is not"):
+        soft_target_key(teachers, [task.train[0]], task.info)
+    save_file({"logits": torch.zeros(3, 3)}, str(kept))
+    with pytest.raises(ValueError, match=r"holds logits \(3, 3\), expected \(96, 3\); delete it"):
+        cached_teacher_logits(teachers, task.train, task.info, cache)
+    kept.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="cannot read cached teacher logits .*; delete it"):
+        cached_teacher_logits(teachers, task.train, task.info, cache)
+
+
+def test_students_sharing_teachers_score_them_once(tmp_path):
+    """train.distill_cache: the second student reads the first one's logits and, with the same seed,
+    trains exactly as the first."""
+    task = toy_task()
+    teacher = tmp_path / "teacher"
+    train(config(teacher, "train.seed=5", "train.epochs=1"), task=task, log=quiet)
+    runs, logs = [], []
+    for name in ("first", "second"):
+        lines: list[str] = []
+        cfg = config(tmp_path / name, f"train.distill_from=[{teacher}]", f"train.distill_cache={tmp_path / 'cache'}")
+        runs.append(train(cfg, task=task, log=lines.append))
+        logs.append(lines)
+    assert any("1 teacher(s) scored 96 training examples" in line for line in logs[0])
+    assert not any("scored" in line for line in logs[1]) and any("read from" in line for line in logs[1])
+    strip = lambda r: {k: v for k, v in r.items() if k != "time_s"}  # noqa: E731
+    assert [strip(r) for r in runs[1].history] == [strip(r) for r in runs[0].history]
+
+
 @pytest.mark.parametrize(
     "override,message",
     [
@@ -112,3 +178,5 @@ def test_bad_distillation_settings_are_one_line(tmp_path, override, message):
         config(tmp_path, override)
     with pytest.raises(ValueError, match="does not combine with train.tbptt_chunk"):
         config(tmp_path, "train.distill_from=[a]", "train.tbptt_chunk=4")
+    with pytest.raises(ValueError, match="train.distill_cache needs train.distill_from"):
+        config(tmp_path, "train.distill_cache=cache")

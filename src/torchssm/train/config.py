@@ -87,6 +87,9 @@ class TrainConfig:
     distill_from: list = field(default_factory=list)
     distill_temperature: float = 4.0
     distill_weight: float = 0.9
+    # a directory where the teachers' mean logits on the training set are kept, keyed by the teachers' weights and
+    # the training tensors, so that students sharing teachers and data score them once ("": not kept)
+    distill_cache: str = ""
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -115,6 +118,8 @@ class TrainConfig:
             raise ValueError(f"train.distill_temperature must be a positive number, got {self.distill_temperature}")
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ValueError(f"train.distill_weight must be in [0, 1], got {self.distill_weight}")
+        if self.distill_cache and not self.distill_from:
+            raise ValueError("train.distill_cache needs train.distill_from (the teachers whose logits it keeps)")
         if self.distill_from and self.tbptt_chunk > 0:
             raise ValueError("train.distill_from does not combine with train.tbptt_chunk (per-step tasks)")
         self.betas = tuple(float(b) for b in self.betas)

@@ -16,12 +16,21 @@ logits is also what ``audio.kws.ensemble_accuracy`` scores).
 the same task) score every training example once, in eval mode, and the mean logits travel with the
 examples as ``batch["teacher_logits"]`` (b, c); validation and test losses stay the plain
 cross-entropy, so they compare with any run's. Classification tasks only.
+
+``train.distill_cache=DIR`` keeps those mean logits in ``DIR/teacher_logits_<key>.safetensors``, the key
+a digest of the teachers' weights (in order) and the training tensors, so that several students of the
+same teachers and data score them once (:func:`cached_teacher_logits`). The transfer set of Sec. 2 is
+the student's training set: a task option that adds examples the teachers never saw (e.g. more clips)
+gives one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +39,7 @@ from tqdm.auto import tqdm
 
 from torchssm.data.loaders import TensorDictDataset, iterate_batches
 from torchssm.data.registry import TaskInfo
+from torchssm.fileio import atomic_write
 
 TEACHER_KEY = "teacher_logits"
 
@@ -119,3 +129,58 @@ def teacher_logits(
         f"({time.process_time() - started:.0f} CPU-s)"
     )
     return total / len(teachers)
+
+
+def soft_target_key(teachers: Sequence[str], dataset: Dataset, info: TaskInfo) -> str:
+    """The first 16 hex digits of a sha256 over what the teachers' mean logits depend on: the task's name,
+    each teacher's weights (the sha256 its checkpoint records, verified when read), in order, and every
+    tensor of ``dataset`` (name, dtype, shape, bytes). ``dataset`` must hold its examples in tensors."""
+    from torchssm.train.checkpoint import WEIGHTS
+    from torchssm.train.reload import read_run_config
+
+    if not isinstance(dataset, TensorDictDataset):
+        raise ValueError(f"train.distill_cache needs a training set held in tensors; {type(dataset).__name__} is not")
+    weights = []
+    for teacher in teachers:
+        path, state, _ = read_run_config(teacher)
+        digest = state.get("files", {}).get(WEIGHTS)
+        if not digest:
+            raise ValueError(f"{path} records no sha256 of its weights; train.distill_cache cannot key it")
+        weights.append(digest)
+    h = hashlib.sha256(json.dumps({"task": info.name, "teachers": weights}).encode())
+    for name in sorted(dataset.tensors):
+        t = dataset.tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)  # the raw bytes, without a copy
+    return h.hexdigest()[:16]
+
+
+def cached_teacher_logits(
+    teachers: Sequence[str],
+    dataset: Dataset,
+    info: TaskInfo,
+    cache_dir: str | Path,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    log: Callable[[str], None] = print,
+) -> torch.Tensor:
+    """:func:`teacher_logits`, read from ``cache_dir`` when an earlier call kept them for the same teachers
+    and data (:func:`soft_target_key`), else computed and kept there (written atomically)."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(cache_dir) / f"teacher_logits_{soft_target_key(teachers, dataset, info)}.safetensors"
+    expected = (len(dataset), info.d_output)  # type: ignore[arg-type]
+    if path.is_file():
+        try:
+            logits = load_file(str(path))["logits"]
+        except Exception as err:  # a foreign or damaged file: say which, do not guess
+            raise ValueError(f"cannot read cached teacher logits {path} ({err}); delete it") from None
+        if tuple(logits.shape) != expected:
+            raise ValueError(f"{path} holds logits {tuple(logits.shape)}, expected {expected}; delete it")
+        log(f"distillation: {len(teachers)} teacher(s)' logits of {len(logits)} training examples read from {path}")
+        return logits
+    logits = teacher_logits(teachers, dataset, info, batch_size=batch_size, device=device, log=log)
+    atomic_write(path, lambda tmp: save_file({"logits": logits.contiguous()}, tmp))
+    log(f"distillation: teacher logits kept at {path}")
+    return logits

@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable, Sized
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -61,7 +62,7 @@ from torchssm.runs import BEST, METRICS_FILE, RESULT_FILE, read_metrics, run_dir
 from torchssm.train import distributed as D
 from torchssm.train.checkpoint import OPTIMIZER, load_checkpoint, read_checkpoint_state, snapshot_checkpoint
 from torchssm.train.config import ExperimentConfig, model_config_for_task, saved_config
-from torchssm.train.distill import teacher_logits, with_teacher_logits
+from torchssm.train.distill import cached_teacher_logits, teacher_logits, with_teacher_logits
 from torchssm.train.epoch import Progress, Run, evaluate_epoch, train_epoch, write_epoch
 from torchssm.train.guard import NonFiniteGuard, TrainingDiverged
 from torchssm.train.init_from import load_initial_weights
@@ -305,9 +306,8 @@ def set_up(
     if task is None:
         task = build_task(cfg.task_name, data_dir=data_dir, **cfg.task_options)  # seeded by task.seed, not train.seed
     if tc.distill_from:  # the teachers' mean logits travel with the training examples (train/distill.py)
-        scores = teacher_logits(
-            tc.distill_from, task.train, task.info, batch_size=tc.eval_batch_size, device=device, log=log
-        )
+        score = partial(cached_teacher_logits, cache_dir=tc.distill_cache) if tc.distill_cache else teacher_logits
+        scores = score(tc.distill_from, task.train, task.info, batch_size=tc.eval_batch_size, device=device, log=log)
         task = replace(task, train=with_teacher_logits(task.train, scores))
     model_cfg = model_config_for_task(cfg.model, task.info)
     if model_builder is None and task.info.kind == "lm":  # language modelling: a CausalLM (torchssm.lm.build)
