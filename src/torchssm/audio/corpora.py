@@ -80,19 +80,40 @@ def background_noise(root) -> dict[str, np.ndarray]:
     return {p.stem: read_audio(p) for p in sorted(folder.glob("*.wav"))} if folder.is_dir() else {}
 
 
+def speech_commands_root(data_dir=None, root: str | None = None) -> Path:
+    """The corpus folder: ``root``, else ``<data_dir>/speech_commands_v0.02``."""
+    return Path(root) if root else resolve_data_dir(data_dir) / SPEECH_COMMANDS_DIR
+
+
+def speech_commands_words(files: dict[str, list[tuple[str, str]]], words: str = "10") -> list[str]:
+    """The class names, label i = word i: the 10 command words (``words="10"``) or every word of the
+    corpus' files (``"all"``), sorted."""
+    if words == "10":
+        return list(COMMANDS)
+    if words == "all":
+        return sorted({w for items in files.values() for _, w in items})
+    raise ValueError(f"words must be '10' or 'all', got {words!r}")
+
+
+def speech_commands_info(n_words: int) -> TaskInfo:
+    """The ``speech_commands`` task's shapes: raw 16 kHz samples (16000, 1), ``n_words`` classes."""
+    return TaskInfo(
+        name="speech_commands",
+        d_input=1,
+        d_output=n_words,
+        length=SAMPLE_RATE,
+        citation="Warden 2018, Speech Commands v0.02",
+    )
+
+
 @register_task(
     "speech_commands", "Speech Commands v0.02 read from disk (official layout and splits); 10 words (SC10) or all 35"
 )
 def build_speech_commands(data_dir=None, seed: int = 0, root: str | None = None, words: str = "10") -> TaskData:
     """Real Speech Commands clips, zero-padded to 1 s: inputs (16000, 1), targets word index."""
-    folder = Path(root) if root else resolve_data_dir(data_dir) / SPEECH_COMMANDS_DIR
+    folder = speech_commands_root(data_dir, root)
     files = speech_commands_files(folder)
-    if words == "10":
-        vocabulary = list(COMMANDS)
-    elif words == "all":
-        vocabulary = sorted({w for items in files.values() for _, w in items})
-    else:
-        raise ValueError(f"words must be '10' or 'all', got {words!r}")
+    vocabulary = speech_commands_words(files, words)
     label = {w: i for i, w in enumerate(vocabulary)}
     splits = {}
     for split, items in files.items():
@@ -107,15 +128,8 @@ def build_speech_commands(data_dir=None, seed: int = 0, root: str | None = None,
             inputs=torch.from_numpy(clips).unsqueeze(-1),
             targets=torch.tensor([label[w] for _, w in items], dtype=torch.long),
         )
-    info = TaskInfo(
-        name="speech_commands",
-        d_input=1,
-        d_output=len(vocabulary),
-        length=SAMPLE_RATE,
-        citation="Warden 2018, Speech Commands v0.02",
-    )
     return TaskData(
-        info=info,
+        info=speech_commands_info(len(vocabulary)),
         train=splits["train"],
         val=splits["val"] if len(splits["val"]) else None,
         test=splits["test"],

@@ -291,17 +291,35 @@ def _with_speed_copies(arrays: dict, factors: tuple, seed: int) -> dict:
     return {"clips": np.concatenate(clips), "labels": np.concatenate(labels)}
 
 
-def _commands_dataset(
-    arrays: dict, snr_db, noise: str, seed: int, split: int, features: str, n_mels: int, frame: int = 1
-):
-    waves = torch.from_numpy(np.stack(noisy_split(arrays["clips"], snr_db, noise, seed, split)))  # (n, 16000)
+def clip_inputs(waves: torch.Tensor, features: str = "waveform", n_mels: int = 40, frame: int = 1) -> torch.Tensor:
+    """Model inputs of 1-s 16 kHz clips ``waves`` (n, 16000), as ``spoken_commands`` gives them: (n, 16000 / frame,
+    frame) raw samples, or (n, 98, n_mels) log-mel frames for ``features="logmel"``."""
     if features == "logmel":
         from torchssm.audio.features import LogMel
 
         with torch.no_grad():
-            inputs = LogMel(SAMPLE_RATE, n_mels=n_mels)(waves)  # (n, 98, n_mels)
-    else:
-        inputs = waves.reshape(len(waves), SAMPLE_RATE // frame, frame)  # (n, 16000 / frame, frame)
+            return LogMel(SAMPLE_RATE, n_mels=n_mels)(waves)  # (n, 98, n_mels)
+    return waves.reshape(len(waves), SAMPLE_RATE // frame, frame)  # (n, 16000 / frame, frame)
+
+
+def commands_info(features: str = "waveform", n_mels: int = 40, frame: int = 1) -> TaskInfo:
+    """The ``spoken_commands`` task's shapes for these options (what :func:`clip_inputs` gives, 10 classes)."""
+    length, d_input = (98, n_mels) if features == "logmel" else (SAMPLE_RATE // frame, frame)
+    return TaskInfo(
+        name="spoken_commands",
+        d_input=d_input,
+        d_output=len(COMMANDS),
+        length=length,
+        kind="classification",
+        citation="eSpeak NG synthetic speech; words of Warden 2018 (Speech Commands) as in S4's SC10 (Gu et al. 2022)",
+    )
+
+
+def _commands_dataset(
+    arrays: dict, snr_db, noise: str, seed: int, split: int, features: str, n_mels: int, frame: int = 1
+):
+    waves = torch.from_numpy(np.stack(noisy_split(arrays["clips"], snr_db, noise, seed, split)))  # (n, 16000)
+    inputs = clip_inputs(waves, features, n_mels, frame)
     return TensorDictDataset(inputs=inputs, targets=torch.from_numpy(arrays["labels"]))
 
 
@@ -347,17 +365,8 @@ def build_spoken_commands(
             if split == "train" and speed_perturb:
                 arrays = _with_speed_copies(arrays, speed_perturb, seed)
             splits[split] = _commands_dataset(arrays, snr_db, noise, seed, SPLIT_IDS[split], features, n_mels, frame)
-    length, d_input = (98, n_mels) if features == "logmel" else (SAMPLE_RATE // frame, frame)
-    info = TaskInfo(
-        name="spoken_commands",
-        d_input=d_input,
-        d_output=len(COMMANDS),
-        length=length,
-        kind="classification",
-        citation="eSpeak NG synthetic speech; words of Warden 2018 (Speech Commands) as in S4's SC10 (Gu et al. 2022)",
-    )
     return TaskData(
-        info=info,
+        info=commands_info(features, n_mels, frame),
         train=splits["train"],
         val=splits.get("val"),
         test=splits["test"],

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from torchssm.data.registry import TaskData, build_task
+from torchssm.data.registry import TaskData, TaskInfo, build_task
 from torchssm.models import build_model
 from torchssm.runs import find_checkpoint
 from torchssm.train.checkpoint import load_checkpoint, read_checkpoint_state
@@ -60,7 +60,13 @@ def load_run(checkpoint, *, task: str | None = None, data_dir=None, device="cpu"
         raise ValueError(f"{path} was trained on task {config.task_name!r}; expected {task!r}")
     options = {**config.task_options, **task_overrides}
     data = build_task(config.task_name, data_dir=data_dir, **options)
-    model = build_model(model_config_for_task(config.model, data.info)).to(device)
-    load_checkpoint(path, model, map_location=device)
-    model.eval()
+    model = trained_model(path, config, data.info, device)
     return LoadedRun(checkpoint=path, state=state, config=config, task=data, model=model)
+
+
+def trained_model(path: Path, config: ExperimentConfig, info: TaskInfo, device="cpu") -> nn.Module:
+    """The model of ``config`` for a task of shapes ``info``, the weights of checkpoint ``path`` loaded, in eval mode
+    (for callers that know the task's shapes without rebuilding its data)."""
+    model = build_model(model_config_for_task(config.model, info)).to(device)
+    load_checkpoint(path, model, map_location=device)
+    return model.eval()
