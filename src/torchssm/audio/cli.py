@@ -1,4 +1,4 @@
-"""``torchssm transcribe`` and ``torchssm speech {say, train, kws-baseline, snr-sweep, kws-ensemble}``.
+"""``torchssm transcribe`` and ``torchssm speech {say, train, kws-baseline, snr-sweep, kws-ensemble, spot}``.
 
 torchssm speech say "stop" --voice en-us+m3 --out stop.wav      eSpeak NG speech at 16 kHz
 torchssm speech train --preset audio/asr_ctc [--resume]          train a recogniser (asr_train)
@@ -7,6 +7,8 @@ torchssm speech kws-baseline --snr 0 10 20                       log-mel + logis
 torchssm speech snr-sweep --checkpoint runs/spoken_commands_s4d/best
 torchssm speech kws-ensemble --checkpoints runs/a/last runs/b/last   mean of the models' logits (kws.ensemble_accuracy)
     [--by-size [--figure ensembles.png]]                           every ensemble of k of them, k = 1..m
+torchssm speech spot --checkpoint runs/spoken_commands_s4d/last rec.wav [--hop-ms 250] [--threshold 0.9]
+    [--top 3] [--figure spots.png] [--json]                        the words in 1-s windows of a recording (spotting)
 """
 
 from __future__ import annotations
@@ -209,6 +211,38 @@ def _cmd_kws_ensemble(args) -> int:
     return 0
 
 
+def _cmd_spot(args) -> int:
+    import torch
+
+    from torchssm.audio.spotting import load_spotter, plot_spots, spot
+
+    if not 0.0 <= args.threshold <= 1.0:
+        raise ValueError(f"--threshold is a probability in [0, 1], got {args.threshold}")
+    if args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
+    if args.figure is not None and len(args.files) != 1:
+        raise ValueError(f"--figure draws one recording; got {len(args.files)} files")
+    torch.set_num_threads(args.threads)
+    spotter = load_spotter(args.checkpoint, data_dir=args.data_dir)
+    for path in args.files:
+        windows = spot(spotter, _load_wav(path), hop_s=args.hop_ms / 1000.0)
+        shown = [w for w in windows if w["prob"] >= args.threshold]
+        if args.json:
+            rows = [{k: (w[k] if k != "probs" else w[k].tolist()) for k in w} for w in shown]
+            print(json.dumps({"file": path, "words": list(spotter.words), "windows": rows}))
+        for w in [] if args.json else shown:
+            p, order = w["probs"].sort(descending=True)
+            others = ", ".join(f"{spotter.words[int(k)]} {float(q):.3f}" for q, k in zip(p[1 : args.top], order[1:]))
+            line = f"{path}\t{w['start_s']:.2f}-{w['end_s']:.2f} s\t{w['word']} {w['prob']:.3f}"
+            print(line + (f"\t({others})" if others else ""))
+        if not args.json and not shown:
+            print(f"{path}\tno window of the {len(windows)} reaches probability {args.threshold:g}")
+        if args.figure is not None:
+            title = f"{Path(path).name}: word probabilities in 1-s windows every {args.hop_ms:g} ms"
+            print(f"figure: {plot_spots(windows, spotter.words, args.figure, title=title)}")
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("transcribe", help="transcribe audio files with a speech recogniser checkpoint")
     p.add_argument("files", nargs="+", help="audio files (any rate: resampled to 16 kHz; channels averaged)")
@@ -303,3 +337,23 @@ def register(subparsers) -> None:
     e.add_argument("--figure", help="with --by-size: draw that curve to this .png / .svg / .pdf")
     e.add_argument("--data-dir")
     e.set_defaults(func=_cmd_kws_ensemble)
+    k = sub.add_parser(
+        "spot",
+        help="the command words in 1-s windows of recordings, with a spoken_commands / speech_commands classifier",
+    )
+    k.add_argument("files", nargs="+", help="audio files (any rate: resampled to 16 kHz; channels averaged)")
+    k.add_argument("--checkpoint", required=True, help="checkpoint or run directory of `torchssm train`")
+    k.add_argument("--hop-ms", type=float, default=250.0, help="start a 1-s window every this many ms (default 250)")
+    k.add_argument(
+        "--threshold",
+        type=float,
+        default=0.0,
+        help="show only windows whose top word has at least this probability (default 0: all; the ten-word "
+        "models have no silence class, so every window gets a word)",
+    )
+    k.add_argument("--top", type=int, default=3, help="words shown per window, most probable first (default 3)")
+    k.add_argument("--figure", help="draw every window's word probabilities to this .png / .svg / .pdf (one file)")
+    k.add_argument("--json", action="store_true", help="one JSON object per file instead of lines")
+    k.add_argument("--data-dir", help="data directory (speech_commands runs with words=all: the corpus' word list)")
+    k.add_argument("--threads", type=int, default=1)
+    k.set_defaults(func=_cmd_spot)
