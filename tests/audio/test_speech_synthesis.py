@@ -226,3 +226,31 @@ def test_voices_per_sentence_voices_differ(tmp_path, monkeypatch, heard_voices):
     for bad in (0, 2.0, True, len(train) + 1):
         with pytest.raises(ValueError, match="voices_per_sentence must be an int from 1 to 28"):
             build_task("spoken_sentences", data_dir=tmp_path, n_train=n, n_test=1, voices_per_sentence=bad)
+
+
+def test_extra_train_variants_add_training_voices_only(tmp_path, heard_voices):
+    """extra_train_variants: more training voices (training accents x those variants), val and test unchanged."""
+    heard = heard_voices
+    kw = dict(n_train=60, n_val=5, n_test=5, snr_db=None, features="logmel", n_mels=8, voice_split="speakers")
+    plain = build_task("spoken_commands", data_dir=tmp_path, **kw)
+    n_plain = len(heard)
+    more = build_task("spoken_commands", data_dir=tmp_path, extra_train_variants=["klatt", "steph"], **kw)
+    train = synthetic.split_voices("speakers", "train", ("klatt", "steph"))
+    added = set(train) - set(synthetic.VOICE_SPLITS["speakers"]["train"])
+    assert added == {f"{a}+{v}" for a in synthetic.TRAIN_ACCENTS for v in ("klatt", "steph")}
+    assert more.extra["voices"]["train"] == train and more.extra["voices"]["test"] == plain.extra["voices"]["test"]
+    assert heard[n_plain:] == [synthetic.item_voice("train", i, 0, "speakers", ("klatt", "steph")) for i in range(60)]
+    assert set(heard[n_plain:]) & added  # the new voices speak some of the 60 clips
+    assert len(heard) == n_plain + 60  # only the training clips were made again: val and test read their caches
+    for split in ("val", "test"):
+        torch.testing.assert_close(getattr(more, split).tensors["inputs"], getattr(plain, split).tensors["inputs"])
+    assert len(list(tmp_path.glob("spoken_commands_*.npz"))) == 4  # a training cache of its own beside the three
+    for bad, match in [
+        (["m7"], "'m7' is not an extra variant"),
+        (["whisper"], "'whisper' is not an extra variant"),
+        (["robot"], "'robot' is not an extra variant"),
+        (["klatt", "klatt"], "names a variant twice"),
+        ("klatt", "must be a list of variant names"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            build_task("spoken_commands", data_dir=tmp_path, extra_train_variants=bad, **kw)

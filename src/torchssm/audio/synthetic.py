@@ -41,6 +41,10 @@ applied once at the input; the model then runs at 16000 / p steps instead of 160
 ``speed_perturb=(0.9, 1.1)`` (off by default) adds to the training split one copy of every clip per
 factor, played that much faster (Ko et al. 2015's 3-fold speed perturbation; pitch and formants move
 with the factor), the word re-placed at a random offset in the second and given its own noise.
+``extra_train_variants=("klatt", "steph", ...)`` (none by default) adds training voices: the training accents x
+these eSpeak NG variants (among ``espeak.OTHER_VARIANTS``: klatt, klatt2, klatt3, grandpa, grandma, aunty, steph,
+edward), drawn among the split's own training voices for every training clip (so every training clip changes);
+validation and test voices are unchanged and never heard in training.
 
 ``spoken_sentences``: sentences of English prose (:mod:`torchssm.audio.prose`, the standard library's
 docstrings), transcripts in :class:`torchssm.audio.text.CharVocabulary`'s alphabet. ``n_heldout_words``
@@ -64,7 +68,15 @@ import torch
 from torch.utils.data import Dataset
 
 from torchssm.audio import dsp
-from torchssm.audio.espeak import FEMALE_VARIANTS, MALE_VARIANTS, NATIVE_RATE, Utterance, default_engine, voice_name
+from torchssm.audio.espeak import (
+    FEMALE_VARIANTS,
+    MALE_VARIANTS,
+    NATIVE_RATE,
+    OTHER_VARIANTS,
+    Utterance,
+    default_engine,
+    voice_name,
+)
 from torchssm.audio.text import CharVocabulary
 from torchssm.data.loaders import TensorDictDataset, resolve_data_dir, save_npz_atomic
 from torchssm.data.registry import TaskData, TaskInfo, register_task
@@ -104,18 +116,38 @@ NOISES = {"white": 0.0, "pink": 1.0, "brown": 2.0}
 _CACHE_VERSION = 1
 
 
-def split_voices(voice_split: str, split: str) -> list[str]:
-    """The voices of ``split`` ("train", "val", "test") under ``voice_split`` ("families" or "speakers")."""
+def split_voices(voice_split: str, split: str, extra_train_variants: Sequence[str] = ()) -> list[str]:
+    """The voices of ``split`` ("train", "val", "test") under ``voice_split`` ("families" or "speakers"); the
+    training voices followed by the training accents x ``extra_train_variants`` (:func:`check_extra_train_variants`)."""
     if voice_split not in VOICE_SPLITS:
         raise ValueError(f"voice_split must be one of {list(VOICE_SPLITS)}, got {voice_split!r}")
     if split not in SPLIT_IDS:
         raise ValueError(f"split must be one of {list(SPLIT_IDS)}, got {split!r}")
-    return VOICE_SPLITS[voice_split][split]
+    extra = check_extra_train_variants(extra_train_variants, voice_split)
+    return VOICE_SPLITS[voice_split][split] + (_voices(TRAIN_ACCENTS, extra) if split == "train" else [])
 
 
-def item_voice(split: str, index: int, seed: int = 0, voice_split: str = "families") -> str:
+def check_extra_train_variants(variants: Sequence[str], voice_split: str = "families") -> tuple[str, ...]:
+    """``variants`` as a tuple, checked: eSpeak NG variants of :data:`~torchssm.audio.espeak.OTHER_VARIANTS` (the
+    male / female / whisper / croak families are the split's own), each once. They add training voices only, of
+    the training accents, so no test or validation voice is ever heard in training."""
+    if isinstance(variants, str) or not isinstance(variants, Sequence):
+        raise ValueError(f"extra_train_variants must be a list of variant names, got {variants!r}")
+    taken = {v.partition("+")[2] for v in VOICE_SPLITS[voice_split]["train"]} | set(FAMILY_VARIANTS)
+    for v in variants:
+        if v not in OTHER_VARIANTS or v in taken:
+            choices = [o for o in OTHER_VARIANTS if o not in taken]
+            raise ValueError(f"extra_train_variants: {v!r} is not an extra variant; expected some of {choices}")
+    if len(set(variants)) != len(variants):
+        raise ValueError(f"extra_train_variants names a variant twice: {list(variants)}")
+    return tuple(variants)
+
+
+def item_voice(
+    split: str, index: int, seed: int = 0, voice_split: str = "families", extra_train_variants: Sequence[str] = ()
+) -> str:
     """The voice that speaks item ``index`` of ``split`` (the first draw of its generator in :func:`speak`)."""
-    voices = split_voices(voice_split, split)
+    voices = split_voices(voice_split, split, extra_train_variants)
     return draw_voice(np.random.default_rng([seed, SPLIT_IDS[split], index]), voices)
 
 
@@ -224,11 +256,18 @@ def noisy_split(clips: Sequence[np.ndarray], snr_db: float | None, noise: str, s
 
 
 # --- spoken_commands ----------------------------------------------------------------------------------
-def command_clip(seed: int, split: int, index: int, reverb: float, voice_split: str = "families") -> np.ndarray:
+def command_clip(
+    seed: int,
+    split: int,
+    index: int,
+    reverb: float,
+    voice_split: str = "families",
+    extra_train_variants: Sequence[str] = (),
+) -> np.ndarray:
     """Clip ``index`` of a split: word ``COMMANDS[index % 10]`` placed at a random offset in one second."""
     rng = np.random.default_rng([seed, split, index])
     name = next(k for k, v in SPLIT_IDS.items() if v == split)
-    voices = split_voices(voice_split, name)
+    voices = split_voices(voice_split, name, extra_train_variants)
     speech = speak(COMMANDS[index % len(COMMANDS)], rng, voices, reverb)[:SAMPLE_RATE]
     clip = np.zeros(SAMPLE_RATE, np.float32)
     start = int(rng.integers(SAMPLE_RATE - len(speech) + 1))
@@ -244,9 +283,14 @@ def generate_commands(
     data_dir=None,
     rebuild_cache: bool = False,
     voice_split: str = "families",
+    extra_train_variants: Sequence[str] = (),
 ) -> dict:
-    """{"clips": (n, 16000) int16, "labels": (n,) int64} of a split, from the cache or generated and cached."""
+    """{"clips": (n, 16000) int16, "labels": (n,) int64} of a split, from the cache or generated and cached
+    (``extra_train_variants``: of the training split only; the other splits ignore it)."""
+    extra = tuple(extra_train_variants) if split == "train" else ()
     key = {"seed": seed, "split": split, "n": n, "reverb": reverb, **_voice_split_key(voice_split)}
+    if extra:  # no entry without them: the caches made before the option stay valid
+        key["extra_train_variants"] = list(extra)
     path = _cache_file(data_dir, "spoken_commands", key)
     cached = _load_cache(path, rebuild_cache)
     if cached is not None:
@@ -254,7 +298,7 @@ def generate_commands(
     sid = SPLIT_IDS[split]
     clips = np.stack(
         [
-            _to_int16(command_clip(seed, sid, i, reverb, voice_split))
+            _to_int16(command_clip(seed, sid, i, reverb, voice_split, extra))
             for i in _progress(range(n), n, f"spoken_commands {split}")
         ]
     )
@@ -343,10 +387,12 @@ def build_spoken_commands(
     rebuild_cache: bool = False,
     voice_split: str = "families",
     frame: int = 1,
+    extra_train_variants: Sequence[str] = (),
 ) -> TaskData:
     """Keyword spotting on synthetic speech (see the module docstring)."""
     _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
     _voice_split_key(voice_split)
+    extra_train_variants = check_extra_train_variants(extra_train_variants, voice_split)
     speed_perturb = dsp.check_speed_factors(speed_perturb, allow_one=False)
     if features not in ("waveform", "logmel"):
         raise ValueError(f"features must be 'waveform' or 'logmel', got {features!r}")
@@ -361,7 +407,9 @@ def build_spoken_commands(
     splits = {}
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         if n:
-            arrays = generate_commands(seed, split, n, reverb, data_dir, rebuild_cache, voice_split)
+            arrays = generate_commands(
+                seed, split, n, reverb, data_dir, rebuild_cache, voice_split, extra_train_variants
+            )
             if split == "train" and speed_perturb:
                 arrays = _with_speed_copies(arrays, speed_perturb, seed)
             splits[split] = _commands_dataset(arrays, snr_db, noise, seed, SPLIT_IDS[split], features, n_mels, frame)
@@ -370,7 +418,7 @@ def build_spoken_commands(
         train=splits["train"],
         val=splits.get("val"),
         test=splits["test"],
-        extra={"words": COMMANDS, "voices": VOICE_SPLITS[voice_split]},
+        extra={"words": COMMANDS, "voices": {k: split_voices(voice_split, k, extra_train_variants) for k in SPLIT_IDS}},
     )
 
 
