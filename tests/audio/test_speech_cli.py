@@ -94,3 +94,12 @@ def test_kws_baseline_voice_split(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*args, "--voice-split", "genders"])
     assert "invalid choice: 'genders'" in capsys.readouterr().err
+    extra = logmel_logistic_baseline(
+        snr_db=20.0, data_dir=tmp_path, n_train=10, n_test=30, extra_train_variants=["klatt"]
+    )
+    assert main([*args, "--extra-train-variants", "klatt"]) == 0  # other training voices, the same test clips
+    assert f"test accuracy {extra['test_acc']:.4f} (train {extra['train_acc']:.4f}, 10 train / 30 test" in (
+        capsys.readouterr().out
+    )
+    assert main([*args, "--extra-train-variants", "whisper"]) == 2
+    assert "'whisper' is not an extra variant" in capsys.readouterr().err

@@ -165,6 +165,7 @@ def _cmd_kws_baseline(args) -> int:
             n_test=args.n_test,
             speed_perturb=tuple(args.speed_perturb),
             voice_split=args.voice_split,
+            extra_train_variants=tuple(args.extra_train_variants),
         )
         groups = " ".join(f"{k} {v:.4f}" for k, v in r["test_acc_by_group"].items())
         print(
@@ -312,6 +313,14 @@ def register(subparsers) -> None:
         default="speakers",
         help="held-out speakers (default: the split of every audio/spoken_commands_* preset) or held-out voice "
         "families (the spoken_commands task's own default); audio.synthetic's docstring",
+    )
+    b.add_argument(
+        "--extra-train-variants",
+        nargs="*",
+        default=[],
+        metavar="VARIANT",
+        help="more training voices: the training accents with these eSpeak NG variants, e.g. klatt steph "
+        "(the spoken_commands task's extra_train_variants)",
     )
     b.add_argument("--data-dir")
     b.set_defaults(func=_cmd_kws_baseline)
