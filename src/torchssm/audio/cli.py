@@ -231,13 +231,16 @@ def _cmd_spot(args) -> int:
         if args.json:
             rows = [{k: (w[k] if k != "probs" else w[k].tolist()) for k in w} for w in shown]
             print(json.dumps({"file": path, "words": list(spotter.words), "windows": rows}))
-        for w in [] if args.json else shown:
-            p, order = w["probs"].sort(descending=True)
-            others = ", ".join(f"{spotter.words[int(k)]} {float(q):.3f}" for q, k in zip(p[1 : args.top], order[1:]))
-            line = f"{path}\t{w['start_s']:.2f}-{w['end_s']:.2f} s\t{w['word']} {w['prob']:.3f}"
-            print(line + (f"\t({others})" if others else ""))
-        if not args.json and not shown:
-            print(f"{path}\tno window of the {len(windows)} reaches probability {args.threshold:g}")
+        else:
+            for w in shown:
+                p, order = w["probs"].sort(descending=True)
+                others = ", ".join(
+                    f"{spotter.words[int(k)]} {float(q):.3f}" for q, k in zip(p[1 : args.top], order[1:])
+                )
+                line = f"{path}\t{w['start_s']:.2f}-{w['end_s']:.2f} s\t{w['word']} {w['prob']:.3f}"
+                print(line + (f"\t({others})" if others else ""))
+            if not shown:
+                print(f"{path}\tno window of the {len(windows)} reaches probability {args.threshold:g}")
         if args.figure is not None:
             title = f"{Path(path).name}: word probabilities in 1-s windows every {args.hop_ms:g} ms"
             print(f"figure: {plot_spots(windows, spotter.words, args.figure, title=title)}")
