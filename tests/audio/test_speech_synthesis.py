@@ -228,6 +228,30 @@ def test_voices_per_sentence_voices_differ(tmp_path, monkeypatch, heard_voices):
             build_task("spoken_sentences", data_dir=tmp_path, n_train=n, n_test=1, voices_per_sentence=bad)
 
 
+def test_sentences_extra_train_variants_add_training_voices_only(tmp_path, monkeypatch, heard_voices):
+    """spoken_sentences' extra_train_variants: every copy's voice drawn among the larger training set, the copies of
+    a sentence still different voices; val and test unchanged, read from their caches."""
+    _tiny_sentences(monkeypatch)
+    extra, n = ("klatt", "grandma"), 12
+    kw = dict(n_train=n, n_val=1, n_test=1, n_heldout_words=0, snr_db=None, voice_split="speakers")
+    plain = build_task("spoken_sentences", data_dir=tmp_path, **kw)
+    n_plain = len(heard_voices)
+    more = build_task("spoken_sentences", data_dir=tmp_path, voices_per_sentence=2, extra_train_variants=extra, **kw)
+    train = synthetic.split_voices("speakers", "train", extra)
+    by_copy = [heard_voices[n_plain + c * n : n_plain + (c + 1) * n] for c in range(2)]
+    assert len(heard_voices) == n_plain + 2 * n  # only the two training copies were synthesised
+    assert by_copy[0] == [synthetic.item_voice("train", i, 0, "speakers", extra) for i in range(n)]
+    for i in range(n):
+        spoken = [by_copy[c][i] for c in range(2)]
+        assert spoken == [v for v, _ in synthetic.sentence_voices("train", i, 2, 0, "speakers", extra)]
+        assert len(set(spoken)) == 2 and set(spoken) <= set(train)
+    assert {v.partition("+")[2] for c in by_copy for v in c} & set(extra)  # the new voices speak some utterances
+    for split in ("val", "test"):
+        np.testing.assert_array_equal(getattr(more, split)[0]["audio"], getattr(plain, split)[0]["audio"])
+    with pytest.raises(ValueError, match="'m7' is not an extra variant"):
+        build_task("spoken_sentences", data_dir=tmp_path, extra_train_variants=["m7"], **kw)
+
+
 def test_extra_train_variants_add_training_voices_only(tmp_path, heard_voices):
     """extra_train_variants: more training voices (training accents x those variants), val and test unchanged."""
     heard = heard_voices

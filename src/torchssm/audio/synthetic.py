@@ -41,10 +41,10 @@ applied once at the input; the model then runs at 16000 / p steps instead of 160
 ``speed_perturb=(0.9, 1.1)`` (off by default) adds to the training split one copy of every clip per
 factor, played that much faster (Ko et al. 2015's 3-fold speed perturbation; pitch and formants move
 with the factor), the word re-placed at a random offset in the second and given its own noise.
-``extra_train_variants=("klatt", "steph", ...)`` (none by default) adds training voices: the training accents x
-these eSpeak NG variants (among ``espeak.OTHER_VARIANTS``: klatt, klatt2, klatt3, grandpa, grandma, aunty, steph,
-edward), drawn among the split's own training voices for every training clip (so every training clip changes);
-validation and test voices are unchanged and never heard in training.
+``extra_train_variants=("klatt", "steph", ...)`` (none by default; ``spoken_sentences`` has it too) adds training
+voices: the training accents x these eSpeak NG variants (among ``espeak.OTHER_VARIANTS``: klatt, klatt2, klatt3,
+grandpa, grandma, aunty, steph, edward), drawn among the split's own training voices for every training clip (so
+every training clip changes); validation and test voices are unchanged and never heard in training.
 
 ``spoken_sentences``: sentences of English prose (:mod:`torchssm.audio.prose`, the standard library's
 docstrings), transcripts in :class:`torchssm.audio.text.CharVocabulary`'s alphabet. ``n_heldout_words``
@@ -460,12 +460,18 @@ def _copy_rng(seed: int, sid: int, index: int, copy: int) -> np.random.Generator
 
 
 def sentence_voices(
-    split: str, index: int, copies: int, seed: int = 0, voice_split: str = "families"
+    split: str,
+    index: int,
+    copies: int,
+    seed: int = 0,
+    voice_split: str = "families",
+    extra_train_variants: Sequence[str] = (),
 ) -> list[tuple[str, list[str]]]:
     """[(voice, voices drawn from)] of copies 0..``copies`` - 1 of sentence ``index`` of ``split``: copy c's voice
-    is the first draw of its generator (:func:`_copy_rng`) among the split's voices not used by copies 0..c - 1,
-    so the copies of a sentence have ``copies`` different voices (copy 0's is :func:`item_voice`'s)."""
-    voices, sid = split_voices(voice_split, split), SPLIT_IDS[split]
+    is the first draw of its generator (:func:`_copy_rng`) among the split's voices (:func:`split_voices`) not used
+    by copies 0..c - 1, so the copies of a sentence have ``copies`` different voices (copy 0's is
+    :func:`item_voice`'s)."""
+    voices, sid = split_voices(voice_split, split, extra_train_variants), SPLIT_IDS[split]
     out: list[tuple[str, list[str]]] = []
     _check_voices_per_sentence(copies, len(voices))
     for copy in range(copies):
@@ -488,17 +494,22 @@ def generate_sentences(
     rebuild_cache: bool = False,
     voice_split: str = "families",
     copy: int = 0,
+    extra_train_variants: Sequence[str] = (),
 ) -> dict:
     """{"audio": concatenated int16, "offsets": (n + 1,) int64} of ``texts`` spoken by the split's voices;
     ``copy`` c > 0: their c-th extra rendering (``voices_per_sentence``; each text by a voice none of
-    copies 0..c - 1 used, :func:`sentence_voices`), cached in a file of its own."""
+    copies 0..c - 1 used, :func:`sentence_voices`), cached in a file of its own (``extra_train_variants``: of
+    the training split only; the other splits ignore it)."""
+    extra = tuple(extra_train_variants) if split == "train" else ()
     key = {
         "seed": seed,
         "split": split,
         "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(),
         "reverb": reverb,
         **_voice_split_key(voice_split),
-        **({"copy": copy} if copy else {}),  # none for copy 0: the caches made before the option stay valid
+        # none for copy 0 or without extra variants: the caches made before these options stay valid
+        **({"copy": copy} if copy else {}),
+        **({"extra_train_variants": list(extra)} if extra else {}),
     }
     path = _cache_file(data_dir, "spoken_sentences", key)
     cached = _load_cache(path, rebuild_cache)
@@ -509,7 +520,10 @@ def generate_sentences(
     clips = [
         _to_int16(
             speak(
-                t, _copy_rng(seed, sid, i, copy), sentence_voices(split, i, copy + 1, seed, voice_split)[-1][1], reverb
+                t,
+                _copy_rng(seed, sid, i, copy),
+                sentence_voices(split, i, copy + 1, seed, voice_split, extra)[-1][1],
+                reverb,
             )
         )
         for i, t in _progress(enumerate(texts), len(texts), desc)
@@ -538,18 +552,22 @@ def build_spoken_sentences(
     rebuild_cache: bool = False,
     voice_split: str = "families",
     voices_per_sentence: int = 1,
+    extra_train_variants: Sequence[str] = (),
 ) -> TaskData:
     """Speech recognition on synthetic speech (see the module docstring); items are {"audio", "text"}.
 
     ``voices_per_sentence`` k: every training sentence spoken by k different training voices (fresh voice,
     rate, pitch and range draws per copy, :func:`sentence_voices`): k * n_train training items, copy c of
     sentence i at index c * n_train + i, the transcripts repeated k times; val and test unchanged. k = 1
-    (default) is the task of before, the same audio and cache."""
+    (default) is the task of before, the same audio and cache. ``extra_train_variants``: more training voices,
+    as ``spoken_commands``' (:func:`check_extra_train_variants`; every training utterance's voice is then drawn
+    among the larger set, so every training utterance changes; val and test unchanged)."""
     from torchssm.audio import prose
 
     _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
     _voice_split_key(voice_split)
-    _check_voices_per_sentence(voices_per_sentence, len(split_voices(voice_split, "train")))
+    extra_train_variants = check_extra_train_variants(extra_train_variants, voice_split)
+    _check_voices_per_sentence(voices_per_sentence, len(split_voices(voice_split, "train", extra_train_variants)))
     sentences = prose.cached_stdlib_sentences(max_words, data_dir)
     parts = split_sentences(sentences, seed, n_heldout_words)
     if n_train + n_val + max(0, n_test - len(parts["test_pool"])) > len(parts["train"]):
@@ -568,7 +586,9 @@ def build_spoken_sentences(
             continue
         clips = []
         for copy in range(voices_per_sentence if split == "train" else 1):
-            arrays = generate_sentences(seed, split, items, reverb, data_dir, rebuild_cache, voice_split, copy)
+            arrays = generate_sentences(
+                seed, split, items, reverb, data_dir, rebuild_cache, voice_split, copy, extra_train_variants
+            )
             offsets = arrays["offsets"]
             clips += [arrays["audio"][offsets[i] : offsets[i + 1]] for i in range(len(items))]
         spoken = items * (len(clips) // len(items))
