@@ -210,6 +210,26 @@ def test_voices_per_sentence_one_is_the_task_of_before(tmp_path, monkeypatch):
     np.testing.assert_array_equal(again.train[4]["audio"], two.train[4]["audio"])  # deterministic, cached
 
 
+def test_lm_from_checkpoint_reads_the_texts_without_synthesis(tmp_path, monkeypatch, heard_voices):
+    """A spoken_sentences run's language model comes from its transcripts alone (no clip synthesised) and equals
+    the model of the built task's training split."""
+    from torchssm.audio import asr_train
+    from torchssm.audio.lm import lm_from_checkpoint, lm_from_task
+
+    _tiny_sentences(monkeypatch)
+    cfg = dict(n_train=20, n_val=2, n_test=3, n_heldout_words=0, snr_db=None, voices_per_sentence=2, seed=3)
+    monkeypatch.setattr(asr_train, "saved_task_config", lambda path: (tmp_path, {"name": "spoken_sentences", **cfg}))
+    lm = lm_from_checkpoint(tmp_path, order=3, data_dir=tmp_path)
+    assert heard_voices == []
+    task = build_task("spoken_sentences", data_dir=tmp_path, **cfg)
+    reference = lm_from_task(task, 3)
+    assert (lm.n_sentences, lm.n_chars) == (reference.n_sentences, reference.n_chars) == (20, lm.n_chars)
+    for item in [task.val[0], task.test[0], task.train[0]]:
+        assert lm.log_prob(item["text"]) == pytest.approx(reference.log_prob(item["text"]), rel=1e-12)
+    texts = synthetic.sentence_texts(tmp_path, 3, 20, 2, 3, n_heldout_words=0)
+    assert [task.test[i]["text"] for i in range(3)] == texts["test"] and texts["train"][0] == task.train[0]["text"]
+
+
 def test_voices_per_sentence_voices_differ(tmp_path, monkeypatch, heard_voices):
     _tiny_sentences(monkeypatch)
     n, k = 12, 3

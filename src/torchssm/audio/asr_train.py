@@ -405,7 +405,7 @@ def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -
     from torchssm.audio import synthetic
     from torchssm.data.registry import build_task
 
-    ckpt, task_cfg = _saved_task_config(path)
+    ckpt, task_cfg = saved_task_config(path)
     name = task_cfg.pop("name", "spoken_sentences")
     model = load_recognizer(ckpt)
     task = build_task(name, data_dir=data_dir, **task_cfg)
@@ -446,7 +446,7 @@ def _checkpoint_dir(path) -> Path:
     return path / "last" if (path / "last").is_dir() else path
 
 
-def _saved_task_config(path) -> tuple[Path, dict]:
+def saved_task_config(path) -> tuple[Path, dict]:
     """(checkpoint directory, a copy of the ``task`` section of its config, {} without one)."""
     from torchssm.train.checkpoint import read_checkpoint_state
 
@@ -458,7 +458,7 @@ def checkpoint_task(path, data_dir=None):
     """(checkpoint directory, the task of its config rebuilt from the data cache) of a recogniser run."""
     from torchssm.data.registry import build_task
 
-    ckpt, task_cfg = _saved_task_config(path)
+    ckpt, task_cfg = saved_task_config(path)
     if not task_cfg:
         raise ValueError(f"{ckpt} has no task in its config: cannot rebuild its data")
     name = task_cfg.pop("name", "spoken_sentences")

@@ -267,7 +267,8 @@ def register(subparsers) -> None:
         default=0,
         metavar="ORDER",
         help=f"fuse a character n-gram model of this order (--lm alone: {LM_DEFAULTS['order']}) built from the run's "
-        "training transcripts (audio.lm; the run's data cache must exist)",
+        "training transcripts (audio.lm.lm_from_checkpoint: spoken_sentences' texts need no audio; another task "
+        "is rebuilt from its data cache)",
     )
     p.add_argument("--lm-alpha", type=float, help=f"language-model weight alpha (default {LM_DEFAULTS['alpha']})")
     p.add_argument(

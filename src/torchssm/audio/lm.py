@@ -182,7 +182,17 @@ def lm_from_task(task, order: int = 5) -> CharNGramLM:
 
 def lm_from_checkpoint(path, order: int = 5, data_dir=None) -> CharNGramLM:
     """The character model built from the training transcripts of the task the recogniser at ``path``
-    was trained on (its config; the task is rebuilt from the data cache)."""
-    from torchssm.audio.asr_train import checkpoint_task
+    was trained on (its config): for ``spoken_sentences`` from its texts alone
+    (:func:`~torchssm.audio.synthetic.sentence_texts`, no audio synthesised); for another task, the task is
+    rebuilt from the data cache."""
+    import inspect
 
+    from torchssm.audio.asr_train import checkpoint_task, saved_task_config
+    from torchssm.audio.synthetic import sentence_texts
+
+    _, task_cfg = saved_task_config(path)
+    if task_cfg.get("name") == "spoken_sentences":
+        text_args = set(inspect.signature(sentence_texts).parameters) - {"data_dir"}
+        texts = sentence_texts(data_dir, **{k: v for k, v in task_cfg.items() if k in text_args})
+        return CharNGramLM(dict.fromkeys(texts["train"]), order)
     return lm_from_task(checkpoint_task(path, data_dir)[1], order)

@@ -562,26 +562,13 @@ def build_spoken_sentences(
     (default) is the task of before, the same audio and cache. ``extra_train_variants``: more training voices,
     as ``spoken_commands``' (:func:`check_extra_train_variants`; every training utterance's voice is then drawn
     among the larger set, so every training utterance changes; val and test unchanged)."""
-    from torchssm.audio import prose
-
     _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
     _voice_split_key(voice_split)
     extra_train_variants = check_extra_train_variants(extra_train_variants, voice_split)
     _check_voices_per_sentence(voices_per_sentence, len(split_voices(voice_split, "train", extra_train_variants)))
-    sentences = prose.cached_stdlib_sentences(max_words, data_dir)
-    parts = split_sentences(sentences, seed, n_heldout_words)
-    if n_train + n_val + max(0, n_test - len(parts["test_pool"])) > len(parts["train"]):
-        raise ValueError(f"asked for {n_train} + {n_val} + {n_test} sentences; only {len(sentences)} are available")
-    # test: every sentence with a held-out word (up to half of n_test), the rest unseen ordinary sentences
-    n_heldout_test = min(len(parts["test_pool"]), n_test // 2)
-    texts = {
-        "train": parts["train"][:n_train],
-        "val": parts["train"][n_train : n_train + n_val],
-        "test": parts["test_pool"][:n_heldout_test]
-        + parts["train"][n_train + n_val : n_train + n_val + n_test - n_heldout_test],
-    }
+    texts = sentence_texts(data_dir, seed, n_train, n_val, n_test, max_words, n_heldout_words)
     splits = {}
-    for split, items in texts.items():
+    for split, items in ((k, texts[k]) for k in SPLIT_IDS):
         if not items:
             continue
         clips = []
@@ -607,5 +594,35 @@ def build_spoken_sentences(
         train=splits["train"],
         val=splits.get("val"),
         test=splits["test"],
-        extra={"heldout_words": parts["heldout"], "train_vocabulary": vocab},
+        extra={"heldout_words": texts["heldout"], "train_vocabulary": vocab},
     )
+
+
+def sentence_texts(
+    data_dir=None,
+    seed: int = 0,
+    n_train: int = 2000,
+    n_val: int = 100,
+    n_test: int = 200,
+    max_words: int = 12,
+    n_heldout_words: int = 100,
+) -> dict:
+    """The transcripts of ``spoken_sentences`` without its audio: {"train", "val", "test": [sentences],
+    "heldout": [words]} (the arguments as the task's; the test split: every sentence with a held-out word, up to
+    half of ``n_test``, then unseen ordinary sentences). ``audio.lm.lm_from_checkpoint`` builds a run's language
+    model from them without synthesising a clip."""
+    from torchssm.audio import prose
+
+    _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
+    sentences = prose.cached_stdlib_sentences(max_words, data_dir)
+    parts = split_sentences(sentences, seed, n_heldout_words)
+    if n_train + n_val + max(0, n_test - len(parts["test_pool"])) > len(parts["train"]):
+        raise ValueError(f"asked for {n_train} + {n_val} + {n_test} sentences; only {len(sentences)} are available")
+    n_heldout_test = min(len(parts["test_pool"]), n_test // 2)
+    return {
+        "train": parts["train"][:n_train],
+        "val": parts["train"][n_train : n_train + n_val],
+        "test": parts["test_pool"][:n_heldout_test]
+        + parts["train"][n_train + n_val : n_train + n_val + n_test - n_heldout_test],
+        "heldout": parts["heldout"],
+    }
