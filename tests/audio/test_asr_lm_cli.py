@@ -30,8 +30,13 @@ def _fake_lm(monkeypatch):
     from torchssm.audio import lm as lm_module
 
     lm = lm_module.CharNGramLM(["the cat sat on the mat", "a cat"], 3)
-    calls: list[int] = []
-    monkeypatch.setattr(lm_module, "lm_from_checkpoint", lambda path, order, data_dir=None: calls.append(order) or lm)
+    calls: list = []
+
+    def fake(path, order, data_dir=None, extra_texts=()):
+        calls.append(order if not extra_texts else (order, list(extra_texts)))
+        return lm
+
+    monkeypatch.setattr(lm_module, "lm_from_checkpoint", fake)
     return lm, calls
 
 
@@ -49,6 +54,33 @@ def test_transcribe_lm_flag(tmp_path, capsys, monkeypatch):
     assert main(samba) == 0  # the language model spells with so large a weight
     words = capsys.readouterr().out.split("\t")[1].split()
     assert len(words) > 1 and set(words[:-1]) <= {"the", "cat", "sat", "on", "mat", "a"}  # the last: cut at max_tokens
+
+
+def test_transcribe_lm_text(tmp_path, capsys, monkeypatch):
+    """--lm-text: the files' sentences (read_lm_text) go to the language model with the run's transcripts."""
+    _, _, wav = _checkpoints(tmp_path)
+    _, calls = _fake_lm(monkeypatch)
+    (tmp_path / "a.txt").write_text("THE CAT  SAT\n\nA MAT\n")
+    (tmp_path / "b.txt").write_text("on the mat\n")
+    capsys.readouterr()
+    args = ["transcribe", "--checkpoint", str(tmp_path / "ctc"), str(wav)]
+    assert main([*args, "--lm", "3", "--lm-text", str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]) == 0
+    assert calls == [(3, ["the cat sat", "a mat", "on the mat"])]
+    assert main([*args, "--lm-text", str(tmp_path / "a.txt")]) == 2
+    assert "--lm-text adds sentences to a language model: add --lm" in capsys.readouterr().err
+    (tmp_path / "bad.txt").write_text("fine\nnot 4 this\n")
+    assert main([*args, "--lm", "3", "--lm-text", str(tmp_path / "bad.txt")]) == 2
+    assert "bad.txt:2: characters ['4'] outside the alphabet" in capsys.readouterr().err
+
+
+def test_read_lm_text_errors(tmp_path):
+    from torchssm.audio.lm import read_lm_text
+
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    with pytest.raises(ValueError, match="holds no sentence"):
+        read_lm_text(tmp_path / "empty.txt")
+    (tmp_path / "ok.txt").write_text("It's  Fine\n")
+    assert read_lm_text(tmp_path / "ok.txt") == ["it's fine"]
 
 
 def test_transcribe_lm_needs_the_runs_task(tmp_path, capsys):

@@ -226,6 +226,10 @@ def test_lm_from_checkpoint_reads_the_texts_without_synthesis(tmp_path, monkeypa
     assert (lm.n_sentences, lm.n_chars) == (reference.n_sentences, reference.n_chars) == (20, lm.n_chars)
     for item in [task.val[0], task.test[0], task.train[0]]:
         assert lm.log_prob(item["text"]) == pytest.approx(reference.log_prob(item["text"]), rel=1e-12)
+    extra = ["alpha omega", task.train[0]["text"]]  # a new sentence and one of the transcripts (counted once)
+    with_extra = lm_from_checkpoint(tmp_path, order=3, data_dir=tmp_path, extra_texts=extra)
+    assert (with_extra.n_sentences, with_extra.n_chars) == (21, lm.n_chars + len("alpha omega"))
+    assert with_extra.log_prob("alpha omega") > lm.log_prob("alpha omega")
     texts = synthetic.sentence_texts(tmp_path, 3, 20, 2, 3, n_heldout_words=0)
     assert [task.test[i]["text"] for i in range(3)] == texts["test"] and texts["train"][0] == task.train[0]["text"]
 

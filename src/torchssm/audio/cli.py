@@ -56,6 +56,8 @@ def decoding_settings(args) -> tuple[int, int, float, float]:
     if not args.lm:
         if args.lm_alpha is not None or args.lm_beta is not None:
             raise ValueError("--lm-alpha / --lm-beta weigh a language model: add --lm [ORDER]")
+        if getattr(args, "lm_text", None):
+            raise ValueError("--lm-text adds sentences to a language model: add --lm [ORDER]")
         return (1 if args.beam is None else args.beam), 0, 0.0, 0.0
     if args.stream:
         raise ValueError("--lm decodes offline (the prefix beam search), not with --stream")
@@ -81,9 +83,10 @@ def _cmd_transcribe(args) -> int:
         raise ValueError(f"--stream needs a CTC recogniser checkpoint (causal encoder), got {type(model).__name__}")
     lm = None
     if order:
-        from torchssm.audio.lm import lm_from_checkpoint
+        from torchssm.audio.lm import lm_from_checkpoint, read_lm_text
 
-        lm = lm_from_checkpoint(args.checkpoint, order, data_dir=args.data_dir)  # its training transcripts
+        extra = [line for path in args.lm_text or () for line in read_lm_text(path)]
+        lm = lm_from_checkpoint(args.checkpoint, order, data_dir=args.data_dir, extra_texts=extra)
     for path in args.files:
         audio = _load_wav(path)
         if isinstance(model, CTCRecognizer) and args.stream:
@@ -277,6 +280,13 @@ def register(subparsers) -> None:
         help=f"bonus per word beta (default {LM_DEFAULTS['beta']}; the defaults of --beam, --lm, --lm-alpha and "
         "--lm-beta with --lm: the val-chosen setting of the offline CTC preset audio/asr_ctc_offline, RESULTS.md "
         "Speech, session 12; for another model choose it on val with asr_train.lm_grid)",
+    )
+    p.add_argument(
+        "--lm-text",
+        nargs="+",
+        metavar="FILE",
+        help="text files of more sentences for the language model, one per line (e.g. LibriSpeech's LM corpus; "
+        "lower-cased; the letters, space and apostrophe only), counted with the run's training transcripts",
     )
     p.add_argument("--data-dir", help="data cache of the run's task (for --lm)")
     p.add_argument("--threads", type=int, default=1)

@@ -30,7 +30,9 @@ UNVERIFIED here: we could read only secondary descriptions). A character languag
 every character instead of at word ends, so it also scores partial and unseen words.
 
 The model is built from the training transcripts only (:func:`lm_from_task`): the val and test
-sentences and the held-out words of ``spoken_sentences`` never reach it.
+sentences and the held-out words of ``spoken_sentences`` never reach it. Text added to it
+(:func:`lm_from_checkpoint`'s ``extra_texts``, ``torchssm transcribe --lm-text``, as LibriSpeech's separate LM corpus,
+Panayotov et al. 2015) is the user's to keep free of test sentences.
 """
 
 from __future__ import annotations
@@ -180,11 +182,12 @@ def lm_from_task(task, order: int = 5) -> CharNGramLM:
     return CharNGramLM(dict.fromkeys(task.train[i]["text"] for i in range(len(task.train))), order)
 
 
-def lm_from_checkpoint(path, order: int = 5, data_dir=None) -> CharNGramLM:
+def lm_from_checkpoint(path, order: int = 5, data_dir=None, extra_texts: Sequence[str] = ()) -> CharNGramLM:
     """The character model built from the training transcripts of the task the recogniser at ``path``
     was trained on (its config): for ``spoken_sentences`` from its texts alone
     (:func:`~torchssm.audio.synthetic.sentence_texts`, no audio synthesised); for another task, the task is
-    rebuilt from the data cache."""
+    rebuilt from the data cache. ``extra_texts`` (e.g. :func:`read_lm_text`'s) are counted with them, each
+    distinct sentence once."""
     import inspect
 
     from torchssm.audio.asr_train import checkpoint_task, saved_task_config
@@ -193,6 +196,31 @@ def lm_from_checkpoint(path, order: int = 5, data_dir=None) -> CharNGramLM:
     _, task_cfg = saved_task_config(path)
     if task_cfg.get("name") == "spoken_sentences":
         text_args = set(inspect.signature(sentence_texts).parameters) - {"data_dir"}
-        texts = sentence_texts(data_dir, **{k: v for k, v in task_cfg.items() if k in text_args})
-        return CharNGramLM(dict.fromkeys(texts["train"]), order)
-    return lm_from_task(checkpoint_task(path, data_dir)[1], order)
+        train = sentence_texts(data_dir, **{k: v for k, v in task_cfg.items() if k in text_args})["train"]
+    else:
+        task = checkpoint_task(path, data_dir)[1]
+        train = [task.train[i]["text"] for i in range(len(task.train))]
+    return CharNGramLM(dict.fromkeys([*train, *extra_texts]), order)
+
+
+def read_lm_text(path, alphabet: str = ALPHABET) -> list[str]:
+    """The sentences of a UTF-8 text file for a language model: one per line, lower-cased with white space runs
+    made one space (:func:`~torchssm.audio.text.normalize_transcript`, as LibriSpeech's upper-case transcripts and
+    LM corpus are read), empty lines skipped; a line with a character outside ``alphabet``: ValueError naming the
+    file, the line and the characters."""
+    from pathlib import Path
+
+    from torchssm.audio.text import normalize_transcript
+
+    out = []
+    with Path(path).open(encoding="utf-8") as f:
+        for number, raw in enumerate(f, 1):
+            line = normalize_transcript(raw)
+            unknown = sorted(set(line) - set(alphabet))
+            if unknown:
+                raise ValueError(f"{path}:{number}: characters {unknown} outside the alphabet {alphabet!r}")
+            if line:
+                out.append(line)
+    if not out:
+        raise ValueError(f"{path} holds no sentence")
+    return out
