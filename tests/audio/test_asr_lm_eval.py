@@ -31,6 +31,12 @@ def test_lm_grid_and_evaluate_checkpoint(tmp_path, monkeypatch):
     assert len(logs) == 1 + len(grid["rows"]) and grid["cpu_s"] > 0
     fused = evaluate_checkpoint(tmp_path, "test", beam=2, lm_order=2, alpha=0.0)
     assert fused["cer"] == pytest.approx(plain["cer"]) and fused["heldout_words_n"] == plain["heldout_words_n"]
+    more = lm_grid(tmp_path, orders=(2,), alphas=(0.5,), betas=(0.0,), beam=2, split="test", extra_texts=["zzz zzz"])
+    [row] = [r for r in grid["rows"] if (r["order"], r["alpha"], r["beta"]) == (2, 0.5, 0.0)]
+    assert more["rows"][0]["bits_per_char"] != row["bits_per_char"]  # the extra sentence reached the model
+    assert evaluate_checkpoint(tmp_path, "test", beam=2, lm_order=2, alpha=0.0, extra_texts=["zzz"])["cer"] == (
+        pytest.approx(plain["cer"])
+    )
     with pytest.raises(ValueError, match="split must be"):
         lm_grid(tmp_path, split="dev")
     with pytest.raises(ValueError, match="no val split"):

@@ -492,12 +492,14 @@ def lm_grid(
     split: str = "val",
     data_dir=None,
     log=print,
+    extra_texts: Sequence[str] = (),
 ) -> dict:
     """Shallow-fusion settings of the CTC recogniser at ``path`` tried on one split (tune on ``val``):
     for every (order, alpha, beta), the CER / WER of the prefix beam search (``beam``) with the character
     language model of that order built from the run's TRAINING transcripts (:mod:`torchssm.audio.lm`);
     also the same beam without the model. Returns {"rows", "best" (lowest CER, then WER), "no_lm",
-    "cpu_s"}; the emissions are computed once. The default grid is session 11's (RESULTS.md, Speech); session 12's
+    "cpu_s"}; the emissions are computed once; ``extra_texts``: more sentences for the language model
+    (:func:`~torchssm.audio.lm.lm_from_task`). The default grid is session 11's (RESULTS.md, Speech); session 12's
     larger one: ``orders=(10, 12, 16), alphas=(0.6, 0.8, 1.0, 1.2), betas=(3.0, 4.0, 5.0, 6.0)``, beam 8 and 16."""
     from torchssm.audio.ctc import prefix_beam_search
     from torchssm.audio.lm import lm_from_task
@@ -522,7 +524,7 @@ def lm_grid(
     out: dict[str, Any] = {"split": split, "beam": beam, "no_lm": score(), "rows": []}
     log(f"{split}, beam {beam}, no language model: {_fmt(out['no_lm'])}")
     for order in orders:
-        lm = lm_from_task(task, order)
+        lm = lm_from_task(task, order, extra_texts)
         bits = lm.bits_per_char(refs)
         for alpha in alphas:
             for beta in betas:
@@ -542,9 +544,10 @@ def evaluate_checkpoint(
     alpha: float = 0.0,
     beta: float = 0.0,
     data_dir=None,
+    extra_texts: Sequence[str] = (),
 ) -> dict:
     """:func:`evaluate_asr` of the recogniser at ``path`` on a split of its task, with a character
-    language model of ``lm_order`` (0: none) from the run's training transcripts fused."""
+    language model of ``lm_order`` (0: none) from the run's training transcripts (and ``extra_texts``) fused."""
     from torchssm.audio.lm import lm_from_task
 
     if split not in ("val", "test", "train"):
@@ -552,7 +555,7 @@ def evaluate_checkpoint(
     cpu0 = time.process_time()
     ckpt, task = checkpoint_task(path, data_dir)
     model = load_recognizer(ckpt)
-    lm = lm_from_task(task, lm_order) if lm_order else None
+    lm = lm_from_task(task, lm_order, extra_texts) if lm_order else None
     out = evaluate_asr(
         model, getattr(task, split), task.extra.get("heldout_words", []), beam, lm=lm, alpha=alpha, beta=beta
     )

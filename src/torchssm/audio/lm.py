@@ -174,12 +174,13 @@ class CharNGramLM:
         return -sum(self.log_prob(t) for t in texts) / sum(len(t) + 1 for t in texts) / math.log(2)
 
 
-def lm_from_task(task, order: int = 5) -> CharNGramLM:
+def lm_from_task(task, order: int = 5, extra_texts: Sequence[str] = ()) -> CharNGramLM:
     """The character model of ``order`` (default 5: :class:`CharNGramLM`'s) built from the TRAINING transcripts of
     a transcription task, each distinct transcript once: ``spoken_sentences``' ``voices_per_sentence=k`` repeats
     every sentence k times, which would multiply the counts by k and leave Kneser-Ney no count-1 n-grams to set its
     discounts from."""
-    return CharNGramLM(dict.fromkeys(task.train[i]["text"] for i in range(len(task.train))), order)
+    train = [task.train[i]["text"] for i in range(len(task.train))]
+    return CharNGramLM(dict.fromkeys([*train, *extra_texts]), order)
 
 
 def lm_from_checkpoint(path, order: int = 5, data_dir=None, extra_texts: Sequence[str] = ()) -> CharNGramLM:
@@ -197,10 +198,8 @@ def lm_from_checkpoint(path, order: int = 5, data_dir=None, extra_texts: Sequenc
     if task_cfg.get("name") == "spoken_sentences":
         text_args = set(inspect.signature(sentence_texts).parameters) - {"data_dir"}
         train = sentence_texts(data_dir, **{k: v for k, v in task_cfg.items() if k in text_args})["train"]
-    else:
-        task = checkpoint_task(path, data_dir)[1]
-        train = [task.train[i]["text"] for i in range(len(task.train))]
-    return CharNGramLM(dict.fromkeys([*train, *extra_texts]), order)
+        return CharNGramLM(dict.fromkeys([*train, *extra_texts]), order)
+    return lm_from_task(checkpoint_task(path, data_dir)[1], order, extra_texts)
 
 
 def read_lm_text(path, alphabet: str = ALPHABET) -> list[str]:
