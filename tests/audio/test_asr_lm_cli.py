@@ -64,7 +64,7 @@ def test_transcribe_lm_text(tmp_path, capsys, monkeypatch):
     (tmp_path / "b.txt").write_text("on the mat\n")
     capsys.readouterr()
     args = ["transcribe", "--checkpoint", str(tmp_path / "ctc"), str(wav)]
-    assert main([*args, "--lm", "3", "--lm-text", str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]) == 0
+    assert main([*args, "--lm", "3", "--lm-text", str(tmp_path / "a.txt"), "--lm-text", str(tmp_path / "b.txt")]) == 0
     assert calls == [(3, ["the cat sat", "a mat", "on the mat"])]
     assert main([*args, "--lm-text", str(tmp_path / "a.txt")]) == 2
     assert "--lm-text adds sentences to a language model: add --lm" in capsys.readouterr().err

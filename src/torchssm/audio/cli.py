@@ -56,7 +56,7 @@ def decoding_settings(args) -> tuple[int, int, float, float]:
     if not args.lm:
         if args.lm_alpha is not None or args.lm_beta is not None:
             raise ValueError("--lm-alpha / --lm-beta weigh a language model: add --lm [ORDER]")
-        if getattr(args, "lm_text", None):
+        if args.lm_text:
             raise ValueError("--lm-text adds sentences to a language model: add --lm [ORDER]")
         return (1 if args.beam is None else args.beam), 0, 0.0, 0.0
     if args.stream:
@@ -283,10 +283,11 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--lm-text",
-        nargs="+",
+        action="append",
         metavar="FILE",
-        help="text files of more sentences for the language model, one per line (e.g. LibriSpeech's LM corpus; "
-        "lower-cased; the letters, space and apostrophe only), counted with the run's training transcripts",
+        help="a text file of more sentences for the language model, one per line (e.g. LibriSpeech's LM corpus; "
+        "lower-cased; the letters, space and apostrophe only), counted with the run's training transcripts; "
+        "repeat for more files",
     )
     p.add_argument("--data-dir", help="data cache of the run's task (for --lm)")
     p.add_argument("--threads", type=int, default=1)
