@@ -179,8 +179,12 @@ def lm_from_task(task, order: int = 5, extra_texts: Sequence[str] = ()) -> CharN
     a transcription task, each distinct transcript once: ``spoken_sentences``' ``voices_per_sentence=k`` repeats
     every sentence k times, which would multiply the counts by k and leave Kneser-Ney no count-1 n-grams to set its
     discounts from."""
-    train = [task.train[i]["text"] for i in range(len(task.train))]
-    return CharNGramLM(dict.fromkeys([*train, *extra_texts]), order)
+    return _lm_of_distinct([task.train[i]["text"] for i in range(len(task.train))], extra_texts, order)
+
+
+def _lm_of_distinct(transcripts: Sequence[str], extra_texts: Sequence[str], order: int) -> CharNGramLM:
+    """The model of ``order`` from the transcripts and ``extra_texts``, each distinct sentence counted once."""
+    return CharNGramLM(dict.fromkeys([*transcripts, *extra_texts]), order)
 
 
 def lm_from_checkpoint(path, order: int = 5, data_dir=None, extra_texts: Sequence[str] = ()) -> CharNGramLM:
@@ -198,7 +202,7 @@ def lm_from_checkpoint(path, order: int = 5, data_dir=None, extra_texts: Sequenc
     if task_cfg.get("name") == "spoken_sentences":
         text_args = set(inspect.signature(sentence_texts).parameters) - {"data_dir"}
         train = sentence_texts(data_dir, **{k: v for k, v in task_cfg.items() if k in text_args})["train"]
-        return CharNGramLM(dict.fromkeys([*train, *extra_texts]), order)
+        return _lm_of_distinct(train, extra_texts, order)
     return lm_from_task(checkpoint_task(path, data_dir)[1], order, extra_texts)
 
 

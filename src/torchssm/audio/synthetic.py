@@ -143,6 +143,13 @@ def check_extra_train_variants(variants: Sequence[str], voice_split: str = "fami
     return tuple(variants)
 
 
+def _split_extra_variants(split: str, variants: Sequence[str]) -> tuple[tuple[str, ...], dict]:
+    """(the extra training variants ``split`` is spoken with: ``variants`` for "train", none for val and test; their
+    cache-key entry: none without them, so that the caches made before the option stay valid)."""
+    extra = tuple(variants) if split == "train" else ()
+    return extra, ({"extra_train_variants": list(extra)} if extra else {})
+
+
 def item_voice(
     split: str, index: int, seed: int = 0, voice_split: str = "families", extra_train_variants: Sequence[str] = ()
 ) -> str:
@@ -287,10 +294,8 @@ def generate_commands(
 ) -> dict:
     """{"clips": (n, 16000) int16, "labels": (n,) int64} of a split, from the cache or generated and cached
     (``extra_train_variants``: of the training split only; the other splits ignore it)."""
-    extra = tuple(extra_train_variants) if split == "train" else ()
-    key = {"seed": seed, "split": split, "n": n, "reverb": reverb, **_voice_split_key(voice_split)}
-    if extra:  # no entry without them: the caches made before the option stay valid
-        key["extra_train_variants"] = list(extra)
+    extra, extra_key = _split_extra_variants(split, extra_train_variants)
+    key = {"seed": seed, "split": split, "n": n, "reverb": reverb, **_voice_split_key(voice_split), **extra_key}
     path = _cache_file(data_dir, "spoken_commands", key)
     cached = _load_cache(path, rebuild_cache)
     if cached is not None:
@@ -500,16 +505,15 @@ def generate_sentences(
     ``copy`` c > 0: their c-th extra rendering (``voices_per_sentence``; each text by a voice none of
     copies 0..c - 1 used, :func:`sentence_voices`), cached in a file of its own (``extra_train_variants``: of
     the training split only; the other splits ignore it)."""
-    extra = tuple(extra_train_variants) if split == "train" else ()
+    extra, extra_key = _split_extra_variants(split, extra_train_variants)
     key = {
         "seed": seed,
         "split": split,
         "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(),
         "reverb": reverb,
         **_voice_split_key(voice_split),
-        # none for copy 0 or without extra variants: the caches made before these options stay valid
-        **({"copy": copy} if copy else {}),
-        **({"extra_train_variants": list(extra)} if extra else {}),
+        **({"copy": copy} if copy else {}),  # none for copy 0: the caches made before the option stay valid
+        **extra_key,
     }
     path = _cache_file(data_dir, "spoken_sentences", key)
     cached = _load_cache(path, rebuild_cache)
@@ -562,13 +566,13 @@ def build_spoken_sentences(
     (default) is the task of before, the same audio and cache. ``extra_train_variants``: more training voices,
     as ``spoken_commands``' (:func:`check_extra_train_variants`; every training utterance's voice is then drawn
     among the larger set, so every training utterance changes; val and test unchanged)."""
-    _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
     _voice_split_key(voice_split)
     extra_train_variants = check_extra_train_variants(extra_train_variants, voice_split)
     _check_voices_per_sentence(voices_per_sentence, len(split_voices(voice_split, "train", extra_train_variants)))
-    texts = sentence_texts(data_dir, seed, n_train, n_val, n_test, max_words, n_heldout_words)
+    texts = sentence_texts(data_dir, seed, n_train, n_val, n_test, max_words, n_heldout_words)  # checks the sizes
     splits = {}
-    for split, items in ((k, texts[k]) for k in SPLIT_IDS):
+    for split in SPLIT_IDS:
+        items = texts[split]
         if not items:
             continue
         clips = []
