@@ -57,6 +57,7 @@ Padded audio frames are placed *before* each utterance's frames and the scan is 
 real frame (Mamba's ``reset``), so padding never leaks into the state.
 
 CTC baseline (Graves et al. 2006) on the same encoder: Linear d_model -> blank + characters.
+Several trained CTC recognisers decode as one through :class:`CTCEnsemble` (their frame posteriors combined).
 """
 
 from __future__ import annotations
@@ -250,7 +251,29 @@ def _reversal_index(t: int, frames: torch.Tensor | None, device) -> torch.Tensor
     return torch.where(j < n, n - 1 - j, j)
 
 
-class CTCRecognizer(nn.Module):
+class CTCTranscription:
+    """``transcribe`` of a module whose ``forward(audio, audio_lengths)`` gives CTC log-probabilities (b, t', n_ctc)
+    and that has ``frame_lengths`` and ``vocab``: :class:`CTCRecognizer` and :class:`CTCEnsemble`."""
+
+    vocab: CharVocabulary
+
+    @torch.no_grad()
+    def transcribe(
+        self,
+        audio: torch.Tensor,
+        audio_lengths: torch.Tensor,
+        beam: int = 1,
+        lm=None,
+        alpha: float = 0.0,
+        beta: float = 0.0,
+    ) -> list[str]:
+        """Greedy (``beam`` 1, no ``lm``) or prefix-beam-search transcripts (:func:`decode_ctc`)."""
+        log_probs = self(audio, audio_lengths)  # type: ignore[operator]  # the lengths matter to a bidirectional encoder only
+        frames = self.frame_lengths(audio_lengths)  # type: ignore[attr-defined]
+        return decode_ctc(log_probs, frames, self.vocab, beam, lm, alpha, beta)
+
+
+class CTCRecognizer(CTCTranscription, nn.Module):
     """Encoder + Linear to blank and characters; ``forward`` returns log-probabilities (b, t', n_ctc)."""
 
     def __init__(self, cfg: ASRConfig, vocab: CharVocabulary | None = None):
@@ -265,7 +288,7 @@ class CTCRecognizer(nn.Module):
     def loss(self, audio, audio_lengths, targets, target_lengths) -> torch.Tensor:
         """Mean CTC loss per target character (``F.ctc_loss``, blank 0)."""
         log_probs = self(audio, audio_lengths)  # (b, t', v)
-        frames = torch.clamp(self.encoder.frame_lengths(audio_lengths), max=log_probs.shape[1])
+        frames = torch.clamp(self.frame_lengths(audio_lengths), max=log_probs.shape[1])
         return (
             F.ctc_loss(
                 log_probs.transpose(0, 1),
@@ -285,31 +308,71 @@ class CTCRecognizer(nn.Module):
         frames = self.encoder.frame_lengths(audio_lengths)
         return int(ctc_unalignable(frames, targets, target_lengths).sum())
 
-    @torch.no_grad()
-    def transcribe(
-        self,
-        audio: torch.Tensor,
-        audio_lengths: torch.Tensor,
-        beam: int = 1,
-        lm=None,
-        alpha: float = 0.0,
-        beta: float = 0.0,
-    ) -> list[str]:
-        """Greedy (``beam`` 1, no ``lm``) or prefix-beam-search transcripts; with ``lm`` (a
-        :class:`torchssm.audio.lm.CharNGramLM`) the search fuses it with weight ``alpha`` and a word bonus
-        ``beta`` (:func:`torchssm.audio.ctc.prefix_beam_search`)."""
-        from torchssm.audio.ctc import greedy_decode, prefix_beam_search
+    def frame_lengths(self, audio_lengths: torch.Tensor) -> torch.Tensor:
+        """(b,) the number of valid output frames of each utterance of ``audio_lengths`` samples."""
+        return self.encoder.frame_lengths(audio_lengths)
 
-        log_probs = self(audio, audio_lengths)  # the lengths matter to a bidirectional encoder only
-        frames = self.encoder.frame_lengths(audio_lengths)
-        out = []
-        for lp, n in zip(log_probs, frames.tolist()):
-            if beam == 1 and lm is None:
-                ids = greedy_decode(lp[:n])
-            else:
-                ids = list(prefix_beam_search(lp[:n], beam, lm=lm, alpha=alpha, beta=beta)[0][0])
-            out.append(self.vocab.decode(ids))
-        return out
+
+def decode_ctc(
+    log_probs: torch.Tensor,
+    frames: torch.Tensor,
+    vocab: CharVocabulary,
+    beam: int = 1,
+    lm=None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+) -> list[str]:
+    """Transcripts of a batch of emissions ``log_probs`` (b, t', n_ctc), the first ``frames`` (b,) of each
+    valid: greedy (``beam`` 1, no ``lm``) or the prefix beam search; with ``lm`` (a :class:`torchssm.audio.lm.
+    CharNGramLM`) the search fuses it with weight ``alpha`` and a word bonus ``beta``
+    (:func:`torchssm.audio.ctc.prefix_beam_search`)."""
+    from torchssm.audio.ctc import greedy_decode, prefix_beam_search
+
+    out = []
+    for lp, n in zip(log_probs, frames.tolist()):
+        if beam == 1 and lm is None:
+            ids = greedy_decode(lp[:n])
+        else:
+            ids = list(prefix_beam_search(lp[:n], beam, lm=lm, alpha=alpha, beta=beta)[0][0])
+        out.append(vocab.decode(ids))
+    return out
+
+
+class CTCEnsemble(CTCTranscription, nn.Module):
+    """K trained CTC recognisers of one alphabet and one frame rate decoded as one model: ``forward`` combines
+    their log-probabilities frame by frame (:func:`torchssm.audio.ctc.combine_emissions`; ``combine="prob"``:
+    log (1/K) sum_k p_t^k, the mean of the posteriors; ``"logprob"``: their renormalised geometric mean), and
+    ``transcribe`` decodes that (:func:`decode_ctc`). Each member runs every whole utterance, so an ensemble
+    decodes offline only (no streaming). Same interface as :class:`CTCRecognizer` for decoding."""
+
+    def __init__(self, members, combine: str = "prob"):
+        super().__init__()
+        from torchssm.audio.ctc import COMBINE_RULES
+
+        members = list(members)
+        if not members:
+            raise ValueError("CTCEnsemble needs at least one CTC recogniser, got none")
+        for m in members:
+            if not isinstance(m, CTCRecognizer):
+                raise ValueError(f"CTCEnsemble combines CTC recognisers only, got {type(m).__name__}")
+        alphabets = sorted({m.vocab.alphabet for m in members})
+        if len(alphabets) > 1:
+            raise ValueError(f"the ensemble's recognisers must share one alphabet, got {alphabets}")
+        rates = sorted({m.cfg.subsampling for m in members})
+        if len(rates) > 1:
+            raise ValueError(f"the ensemble's recognisers must share one frame rate, got model.subsampling {rates}")
+        if combine not in COMBINE_RULES:
+            raise ValueError(f"combine must be one of {list(COMBINE_RULES)}, got {combine!r}")
+        self.members = nn.ModuleList(members)
+        self.vocab, self.combine = members[0].vocab, combine
+
+    def frame_lengths(self, audio_lengths: torch.Tensor) -> torch.Tensor:
+        return cast(CTCRecognizer, self.members[0]).frame_lengths(audio_lengths)
+
+    def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        from torchssm.audio.ctc import combine_emissions
+
+        return combine_emissions([m(audio, audio_lengths) for m in self.members], self.combine)  # (b, t', n_ctc)
 
 
 def ctc_unalignable(frames: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:

@@ -23,12 +23,14 @@ A CTC run's history records per epoch ``ctc_dropped``: the training utterances (
 perturbation) whose transcripts need more frames than their audio gives (:func:`torchssm.audio.asr.
 ctc_unalignable`); ``F.ctc_loss(zero_infinity=True)`` gives them a zero loss, so they teach nothing.
 :func:`lm_grid` and :func:`evaluate_checkpoint` decode a CTC run with a character language model
-(:mod:`torchssm.audio.lm`) built from its training transcripts.
+(:mod:`torchssm.audio.lm`) built from its training transcripts; given several CTC runs they decode their
+ensemble (:class:`torchssm.audio.asr.CTCEnsemble`, frame posteriors combined).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -39,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchssm.audio.asr import ASRConfig, CTCRecognizer, SambaASR, build_recognizer
+from torchssm.audio.asr import ASRConfig, CTCEnsemble, CTCRecognizer, SambaASR, build_recognizer
 from torchssm.audio.ctc import char_error_rate, heldout_word_cer, word_error_rate
 from torchssm.audio.text import CharVocabulary
 
@@ -131,7 +133,7 @@ def length_batches(
 
 @torch.no_grad()
 def transcribe_dataset(
-    model: CTCRecognizer | SambaASR,
+    model: CTCRecognizer | CTCEnsemble | SambaASR,
     dataset,
     beam: int = 1,
     batch_size: int = 16,
@@ -200,7 +202,7 @@ def word_hits_by_position(references: Sequence[str], hypotheses: Sequence[str], 
 
 @torch.no_grad()
 def evaluate_asr(
-    model: CTCRecognizer | SambaASR,
+    model: CTCRecognizer | CTCEnsemble | SambaASR,
     dataset,
     heldout_words: Sequence[str] = (),
     beam: int = 1,
@@ -466,7 +468,7 @@ def checkpoint_task(path, data_dir=None):
 
 
 @torch.no_grad()
-def ctc_emissions(model: CTCRecognizer, dataset, batch_size: int = 8) -> list[torch.Tensor]:
+def ctc_emissions(model: CTCRecognizer | CTCEnsemble, dataset, batch_size: int = 8) -> list[torch.Tensor]:
     """Per item of ``dataset``: the CTC model's log-probabilities over its own frames (t_i, n_ctc)."""
     was_training = model.training
     model.eval()
@@ -476,7 +478,7 @@ def ctc_emissions(model: CTCRecognizer, dataset, batch_size: int = 8) -> list[to
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             batch = collate(items, model.vocab)
             log_probs = model(batch["audio"], batch["audio_lengths"])
-            frames = model.encoder.frame_lengths(batch["audio_lengths"]).tolist()
+            frames = model.frame_lengths(batch["audio_lengths"]).tolist()
             out += [log_probs[j, : frames[j]].clone() for j in range(len(items))]
     finally:
         model.train(was_training)
@@ -493,9 +495,11 @@ def lm_grid(
     data_dir=None,
     log=print,
     extra_texts: Sequence[str] = (),
+    combine: str = "prob",
 ) -> dict:
-    """Shallow-fusion settings of the CTC recogniser at ``path`` tried on one split (tune on ``val``):
-    for every (order, alpha, beta), the CER / WER of the prefix beam search (``beam``) with the character
+    """Shallow-fusion settings of the CTC recogniser at ``path`` (or of the ensemble of a list of them, with
+    ``combine``, :func:`load_for_decoding`) tried on one split (tune on ``val``): for every (order, alpha,
+    beta), the CER / WER of the prefix beam search (``beam``) with the character
     language model of that order built from the run's TRAINING transcripts (:mod:`torchssm.audio.lm`);
     also the same beam without the model. Returns {"rows", "best" (lowest CER, then WER), "no_lm",
     "cpu_s"}; the emissions are computed once; ``extra_texts``: more sentences for the language model
@@ -507,9 +511,8 @@ def lm_grid(
     if split not in ("val", "test", "train"):
         raise ValueError(f"split must be val, test or train, got {split!r}")
     cpu0 = time.process_time()
-    ckpt, task = checkpoint_task(path, data_dir)
-    model = load_recognizer(ckpt)
-    if not isinstance(model, CTCRecognizer):
+    ckpt, task, model = load_for_decoding(path, data_dir, combine)
+    if not isinstance(model, (CTCRecognizer, CTCEnsemble)):
         raise ValueError(f"lm_grid needs a CTC recogniser, got {type(model).__name__} at {ckpt}")
     dataset = getattr(task, split)
     if dataset is None or len(dataset) == 0:
@@ -545,16 +548,17 @@ def evaluate_checkpoint(
     beta: float = 0.0,
     data_dir=None,
     extra_texts: Sequence[str] = (),
+    combine: str = "prob",
 ) -> dict:
-    """:func:`evaluate_asr` of the recogniser at ``path`` on a split of its task, with a character
-    language model of ``lm_order`` (0: none) from the run's training transcripts (and ``extra_texts``) fused."""
+    """:func:`evaluate_asr` of the recogniser at ``path`` (or the ensemble of a list of CTC ones,
+    :func:`load_for_decoding`) on a split of its task, with a character language model of ``lm_order``
+    (0: none) from the run's training transcripts (and ``extra_texts``) fused."""
     from torchssm.audio.lm import lm_from_task
 
     if split not in ("val", "test", "train"):
         raise ValueError(f"split must be val, test or train, got {split!r}")
     cpu0 = time.process_time()
-    ckpt, task = checkpoint_task(path, data_dir)
-    model = load_recognizer(ckpt)
+    _, task, model = load_for_decoding(path, data_dir, combine)
     lm = lm_from_task(task, lm_order, extra_texts) if lm_order else None
     out = evaluate_asr(
         model, getattr(task, split), task.extra.get("heldout_words", []), beam, lm=lm, alpha=alpha, beta=beta
@@ -573,6 +577,26 @@ def _need_bucket(ratio: float) -> str:
 
 def _fmt(m: dict) -> str:
     return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items() if k != "examples")
+
+
+def load_for_decoding(path, data_dir=None, combine: str = "prob"):
+    """(checkpoint directory, task rebuilt from the data cache, model) for decoding ``path``: a run directory or
+    checkpoint, or a list of CTC ones decoded as their :class:`~torchssm.audio.asr.CTCEnsemble` (``combine``) on
+    the task of the first (its split and its training transcripts for the language model; the members should
+    have been trained on the same sentences)."""
+    if isinstance(path, (str, os.PathLike)):
+        ckpt, task = checkpoint_task(path, data_dir)
+        return ckpt, task, load_recognizer(ckpt)
+    paths = list(path)
+    if not paths:
+        raise ValueError("expected a checkpoint or a list of CTC checkpoints, got an empty list")
+    ckpt, task = checkpoint_task(paths[0], data_dir)
+    return ckpt, task, load_ctc_ensemble(paths, combine)
+
+
+def load_ctc_ensemble(paths: Sequence, combine: str = "prob") -> CTCEnsemble:
+    """The CTC recognisers saved at ``paths`` decoded as one (:class:`~torchssm.audio.asr.CTCEnsemble`)."""
+    return CTCEnsemble([load_recognizer(p) for p in paths], combine).eval()
 
 
 def load_recognizer(path) -> CTCRecognizer | SambaASR:

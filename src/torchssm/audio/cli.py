@@ -3,6 +3,7 @@
 torchssm speech say "stop" --voice en-us+m3 --out stop.wav      eSpeak NG speech at 16 kHz
 torchssm speech train --preset audio/asr_ctc [--resume]          train a recogniser (asr_train)
 torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4] [--lm [ORDER]]
+torchssm transcribe --checkpoint runs/a --checkpoint runs/b file.wav [--combine prob]   a CTC ensemble
 torchssm speech kws-baseline --snr 0 10 20                       log-mel + logistic regression
 torchssm speech snr-sweep --checkpoint runs/spoken_commands_s4d/best
 torchssm speech kws-ensemble --checkpoints runs/a/last runs/b/last   mean of the models' logits (kws.ensemble_accuracy)
@@ -71,14 +72,17 @@ def _cmd_transcribe(args) -> int:
     import torch
 
     from torchssm.audio.asr import CTCRecognizer
-    from torchssm.audio.asr_train import load_recognizer
+    from torchssm.audio.asr_train import load_ctc_ensemble, load_recognizer
     from torchssm.audio.ctc import collapse
 
     beam, order, alpha, beta = decoding_settings(args)
     if args.stream and beam != 1:
         raise ValueError(f"--stream decodes greedily; --beam {beam} needs the offline pass (drop --stream)")
+    if len(args.checkpoint) > 1 and args.stream:
+        raise ValueError("--stream runs one causal recogniser; an ensemble (several --checkpoint) decodes offline")
     torch.set_num_threads(args.threads)
-    model = load_recognizer(args.checkpoint)
+    several = len(args.checkpoint) > 1
+    model = load_ctc_ensemble(args.checkpoint, args.combine) if several else load_recognizer(args.checkpoint[0])
     if args.stream and not isinstance(model, CTCRecognizer):
         raise ValueError(f"--stream needs a CTC recogniser checkpoint (causal encoder), got {type(model).__name__}")
     lm = None
@@ -86,7 +90,7 @@ def _cmd_transcribe(args) -> int:
         from torchssm.audio.lm import lm_from_checkpoint, read_lm_text
 
         extra = [line for path in args.lm_text or () for line in read_lm_text(path)]
-        lm = lm_from_checkpoint(args.checkpoint, order, data_dir=args.data_dir, extra_texts=extra)
+        lm = lm_from_checkpoint(args.checkpoint[0], order, data_dir=args.data_dir, extra_texts=extra)
     for path in args.files:
         audio = _load_wav(path)
         if isinstance(model, CTCRecognizer) and args.stream:
@@ -251,9 +255,24 @@ def _cmd_spot(args) -> int:
 
 
 def register(subparsers) -> None:
+    from torchssm.audio.ctc import COMBINE_RULES
+
     p = subparsers.add_parser("transcribe", help="transcribe audio files with a speech recogniser checkpoint")
     p.add_argument("files", nargs="+", help="audio files (any rate: resampled to 16 kHz; channels averaged)")
-    p.add_argument("--checkpoint", required=True, help="run directory or checkpoint of `torchssm speech train`")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        action="append",
+        help="run directory or checkpoint of `torchssm speech train`; repeat it to decode several CTC recognisers as "
+        "one ensemble (asr.CTCEnsemble; the language model of --lm from the first's training transcripts)",
+    )
+    p.add_argument(
+        "--combine",
+        choices=COMBINE_RULES,
+        default="prob",
+        help="how an ensemble combines its frame posteriors: prob, their mean (default); logprob, their "
+        "renormalised geometric mean (audio.ctc.combine_emissions)",
+    )
     p.add_argument("--stream", action="store_true", help="run the causal encoder chunk by chunk (CTC models)")
     p.add_argument("--chunk-ms", type=float, default=20.0, help="chunk length for --stream (default 20 ms)")
     p.add_argument(

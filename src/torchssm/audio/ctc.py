@@ -6,6 +6,9 @@ over all paths: p(y | x) = sum_{pi in B^-1(y)} prod_t p_t(pi_t).
 
 * :func:`greedy_decode`: B(argmax path), the best path (not always the best labelling).
 * :func:`min_frames`: the shortest path of a labelling (its length plus its repeated neighbours).
+* :func:`combine_emissions`: the emissions of several models of one alphabet and frame rate, frame by
+  frame: ``prob``, log (1/K) sum_k p_t^k (the mean of the posteriors), or ``logprob``, the renormalised
+  geometric mean log p_t = (1/K) sum_k log p_t^k - log sum_v exp((1/K) sum_k log p_t^k(v)).
 * :func:`prefix_beam_search`: CTC prefix beam search (Hannun et al. 2014, arXiv:1408.2873, Alg. 1):
   for each prefix it keeps the probabilities of the paths so far that end in a blank (p_b) and in its
   last character (p_nb), so repeated characters are merged exactly; with a beam as wide as the number
@@ -35,6 +38,28 @@ def _check_emissions(emissions: torch.Tensor) -> torch.Tensor:
             f"{getattr(emissions, 'shape', type(emissions).__name__)}"
         )
     return emissions.detach().double().cpu()
+
+
+COMBINE_RULES = ("prob", "logprob")
+
+
+def combine_emissions(emissions: Sequence[torch.Tensor], combine: str = "prob") -> torch.Tensor:
+    """One model's emissions (..., T, V) from K models' log-probabilities over the same frames and outputs:
+    ``prob`` the log of the mean probability, ``logprob`` the renormalised mean log-probability (module
+    docstring); either is a log-distribution over V at every frame again. One model: returned unchanged."""
+    if combine not in COMBINE_RULES:
+        raise ValueError(f"combine must be one of {list(COMBINE_RULES)}, got {combine!r}")
+    if not emissions:
+        raise ValueError("combine_emissions needs at least one model's emissions, got none")
+    shapes = {tuple(e.shape) for e in emissions}
+    if len(shapes) != 1:
+        raise ValueError(f"the models' emissions must have one shape (same frames, same outputs), got {sorted(shapes)}")
+    if len(emissions) == 1:
+        return emissions[0]
+    stacked = torch.stack(list(emissions))  # (K, ..., T, V)
+    if combine == "prob":
+        return torch.logsumexp(stacked, dim=0) - math.log(len(emissions))
+    return torch.log_softmax(stacked.mean(0), dim=-1)
 
 
 def collapse(path: Iterable[int], blank: int = BLANK) -> list[int]:

@@ -1,0 +1,137 @@
+"""CTC ensembles: ctc.combine_emissions, asr.CTCEnsemble, lm_grid / evaluate_checkpoint / transcribe with several
+checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+from _speech_common import toy_asr_task
+
+from torchssm.audio import asr_train
+from torchssm.audio.asr import ASRConfig, CTCEnsemble, CTCRecognizer, SambaASR
+from torchssm.audio.asr_train import evaluate_asr, evaluate_checkpoint, lm_grid, load_ctc_ensemble
+from torchssm.audio.ctc import combine_emissions, greedy_decode
+from torchssm.cli import main
+from torchssm.train.checkpoint import save_checkpoint
+
+TINY = {"d_model": 16, "n_layers": 1, "n_mels": 16, "layer_kwargs": {"d_state": 4}}
+
+
+def _emissions(k, *shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.log_softmax(3 * torch.randn(*shape, generator=g, dtype=torch.float64), -1) for _ in range(k)]
+
+
+def test_combine_emissions_is_the_stated_mean():
+    e = _emissions(3, 2, 7, 5)  # three models, (b, t, v)
+    p = torch.stack([x.exp() for x in e])
+    torch.testing.assert_close(combine_emissions(e, "prob"), (p.mean(0)).log())
+    geometric = torch.stack(e).mean(0).exp()
+    torch.testing.assert_close(combine_emissions(e, "logprob"), (geometric / geometric.sum(-1, keepdim=True)).log())
+    for rule in ("prob", "logprob"):
+        out = combine_emissions(e, rule)
+        torch.testing.assert_close(out.exp().sum(-1), torch.ones(2, 7, dtype=torch.float64))  # distributions again
+        torch.testing.assert_close(combine_emissions([e[0], e[0]], rule), e[0])  # a model with itself: itself
+        assert combine_emissions(e[:1], rule) is e[0]
+
+
+def test_combine_emissions_errors():
+    e = _emissions(2, 4, 5)
+    with pytest.raises(ValueError, match="combine must be one of"):
+        combine_emissions(e, "max")
+    with pytest.raises(ValueError, match="at least one model"):
+        combine_emissions([])
+    with pytest.raises(ValueError, match="one shape"):
+        combine_emissions([e[0], e[1][:3]])
+
+
+def _recognizers(n=2, **cfg):
+    out = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        out.append(CTCRecognizer(ASRConfig(**{**TINY, **cfg})).eval())
+    return out
+
+
+def test_ensemble_forward_and_transcribe():
+    a, b = _recognizers()
+    audio = 0.1 * torch.randn(3, 6000, generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([6000, 4000, 2500])
+    with torch.no_grad():
+        for rule in ("prob", "logprob"):
+            ens = CTCEnsemble([a, b], combine=rule)
+            combined = ens(audio, lengths)
+            torch.testing.assert_close(combined, combine_emissions([a(audio, lengths), b(audio, lengths)], rule))
+            frames = ens.frame_lengths(lengths).tolist()
+            expected = [ens.vocab.decode(greedy_decode(c[:n])) for c, n in zip(combined, frames)]
+            assert ens.transcribe(audio, lengths) == expected
+            assert CTCEnsemble([a, a], rule).transcribe(audio, lengths, beam=3) == a.transcribe(audio, lengths, beam=3)
+
+
+def test_ensemble_rejects_what_it_cannot_combine():
+    a, b = _recognizers()
+    (slow,) = _recognizers(1, subsampling=2)
+    with pytest.raises(ValueError, match="one frame rate"):
+        CTCEnsemble([a, slow])
+    with pytest.raises(ValueError, match="CTC recognisers only, got SambaASR"):
+        CTCEnsemble([a, SambaASR(ASRConfig(kind="samba", **TINY))])
+    with pytest.raises(ValueError, match="at least one"):
+        CTCEnsemble([])
+    with pytest.raises(ValueError, match="combine must be one of"):
+        CTCEnsemble([a, b], combine="vote")
+
+
+def _saved_pair(tmp_path):
+    a, b = _recognizers()
+    for name, model in (("a", a), ("b", b)):
+        save_checkpoint(tmp_path / name / "last", model, config={"model": model.cfg.to_dict()})
+    return a, b
+
+
+def test_lm_grid_and_evaluate_checkpoint_take_several_runs(tmp_path, monkeypatch):
+    a, b = _saved_pair(tmp_path)
+    task = toy_asr_task()
+    asked: list = []
+
+    def fake_task(path, data_dir=None):
+        asked.append(path)
+        return path, task
+
+    monkeypatch.setattr(asr_train, "checkpoint_task", fake_task)
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for rule in ("prob", "logprob"):
+        plain = evaluate_asr(CTCEnsemble([a, b], rule), task.test, ["b"], beam=2)
+        got = evaluate_checkpoint(runs, "test", beam=2, combine=rule)
+        assert got["cer"] == plain["cer"] and got["examples"] == plain["examples"]
+        grid = lm_grid(runs, orders=(2,), alphas=(0.0,), betas=(0.0,), beam=2, split="test", combine=rule, log=str)
+        assert grid["no_lm"]["cer"] == pytest.approx(plain["cer"]) and grid["rows"][0]["cer"] == pytest.approx(
+            plain["cer"]
+        )
+    assert set(asked) == {runs[0]}  # the data (and the language model's texts) come from the first run
+    self_pair = evaluate_checkpoint([runs[0], runs[0]], "test", beam=2)
+    assert self_pair["examples"] == evaluate_checkpoint(runs[0], "test", beam=2)["examples"]
+    assert isinstance(load_ctc_ensemble(runs), CTCEnsemble)
+    with pytest.raises(ValueError, match="empty list"):
+        evaluate_checkpoint([], "test")
+
+
+soundfile = pytest.importorskip("soundfile")
+
+
+def test_transcribe_several_checkpoints(tmp_path, capsys):
+    a, b = _saved_pair(tmp_path)
+    samba = ASRConfig(kind="samba", **TINY)
+    save_checkpoint(tmp_path / "samba" / "last", SambaASR(samba), config={"model": samba.to_dict()})
+    audio = (0.1 * np.random.default_rng(0).standard_normal(12000)).astype(np.float32)
+    wav = tmp_path / "noise.wav"
+    soundfile.write(wav, audio, 16000, subtype="FLOAT")
+    x, n = torch.from_numpy(audio)[None], torch.tensor([len(audio)])
+    capsys.readouterr()
+    args = ["transcribe", "--checkpoint", str(tmp_path / "a"), "--checkpoint", str(tmp_path / "b"), str(wav)]
+    for rule in ("prob", "logprob"):
+        assert main([*args, "--combine", rule, "--beam", "3"]) == 0
+        expected = CTCEnsemble([a, b], rule).transcribe(x, n, beam=3)[0]
+        assert capsys.readouterr().out == f"{wav}\t{expected}\n"
+    assert main([*args, "--stream"]) == 2
+    assert "an ensemble (several --checkpoint) decodes offline" in capsys.readouterr().err
+    assert main([*args[:3], "--checkpoint", str(tmp_path / "samba"), str(wav)]) == 2
+    assert "CTC recognisers only, got SambaASR" in capsys.readouterr().err
