@@ -133,5 +133,9 @@ def test_transcribe_several_checkpoints(tmp_path, capsys):
         assert capsys.readouterr().out == f"{wav}\t{expected}\n"
     assert main([*args, "--stream"]) == 2
     assert "an ensemble (several --checkpoint) decodes offline" in capsys.readouterr().err
+    assert main([*args[:3], str(wav), "--combine", "prob"]) == 2
+    assert "--combine says how an ensemble combines its models" in capsys.readouterr().err
+    assert main([*args, "--beam", "3"]) == 0  # the mean of the posteriors by default
+    assert capsys.readouterr().out == f"{wav}\t{CTCEnsemble([a, b], 'prob').transcribe(x, n, beam=3)[0]}\n"
     assert main([*args[:3], "--checkpoint", str(tmp_path / "samba"), str(wav)]) == 2
     assert "CTC recognisers only, got SambaASR" in capsys.readouterr().err

@@ -78,11 +78,15 @@ def _cmd_transcribe(args) -> int:
     beam, order, alpha, beta = decoding_settings(args)
     if args.stream and beam != 1:
         raise ValueError(f"--stream decodes greedily; --beam {beam} needs the offline pass (drop --stream)")
-    if len(args.checkpoint) > 1 and args.stream:
-        raise ValueError("--stream runs one causal recogniser; an ensemble (several --checkpoint) decodes offline")
-    torch.set_num_threads(args.threads)
     several = len(args.checkpoint) > 1
-    model = load_ctc_ensemble(args.checkpoint, args.combine) if several else load_recognizer(args.checkpoint[0])
+    if several and args.stream:
+        raise ValueError("--stream runs one causal recogniser; an ensemble (several --checkpoint) decodes offline")
+    if not several and args.combine is not None:
+        raise ValueError("--combine says how an ensemble combines its models: give several --checkpoint")
+    torch.set_num_threads(args.threads)
+    model = (
+        load_ctc_ensemble(args.checkpoint, args.combine or "prob") if several else load_recognizer(args.checkpoint[0])
+    )
     if args.stream and not isinstance(model, CTCRecognizer):
         raise ValueError(f"--stream needs a CTC recogniser checkpoint (causal encoder), got {type(model).__name__}")
     lm = None
@@ -269,7 +273,6 @@ def register(subparsers) -> None:
     p.add_argument(
         "--combine",
         choices=COMBINE_RULES,
-        default="prob",
         help="how an ensemble combines its frame posteriors: prob, their mean (default); logprob, their "
         "renormalised geometric mean (audio.ctc.combine_emissions)",
     )
