@@ -114,6 +114,21 @@ def test_lm_grid_and_evaluate_checkpoint_take_several_runs(tmp_path, monkeypatch
         evaluate_checkpoint([], "test")
 
 
+def test_analyse_recognizer_decodes_an_ensemble_with_the_language_model(tmp_path, monkeypatch):
+    a, b = _recognizers()
+    for name, model in (("a", a), ("b", b)):
+        save_checkpoint(tmp_path / name / "last", model, config={"model": model.cfg.to_dict(), "task": {"name": "toy"}})
+    task = toy_asr_task()
+    monkeypatch.setattr(asr_train, "checkpoint_task", lambda path, data_dir=None: (path, task))
+    runs = [tmp_path / "a", tmp_path / "b"]
+    fused = {"beam": 2, "lm_order": 2, "alpha": 0.5, "beta": 1.0}
+    out = asr_train.analyse_recognizer(runs, n_train=3, combine="logprob", **fused)
+    assert {k: out[k] for k in fused} == fused and out["train"]["n"] == 3
+    assert out["test"]["cer"] == evaluate_checkpoint(runs, "test", combine="logprob", **fused)["cer"]
+    assert out["test"]["cer"] != evaluate_checkpoint(runs, "test", combine="logprob", beam=2)["cer"]  # the LM acts
+    assert sum(v["n"] for v in out["test_by_frame_need"].values()) == len(task.test)
+
+
 soundfile = pytest.importorskip("soundfile")
 
 

@@ -305,7 +305,7 @@ class CTCRecognizer(CTCTranscription, nn.Module):
     def count_unalignable(self, audio_lengths: torch.Tensor, targets: torch.Tensor, target_lengths) -> int:
         """How many utterances of a batch CTC cannot align (:func:`ctc_unalignable`): ``F.ctc_loss`` is
         infinite there and ``zero_infinity`` in :meth:`loss` silently drops them."""
-        frames = self.encoder.frame_lengths(audio_lengths)
+        frames = self.frame_lengths(audio_lengths)
         return int(ctc_unalignable(frames, targets, target_lengths).sum())
 
     def frame_lengths(self, audio_lengths: torch.Tensor) -> torch.Tensor:

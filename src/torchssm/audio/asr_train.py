@@ -395,30 +395,44 @@ def ctc_frame_need(dataset, subsampling: int = 4, speed: float = 1.0, vocab: Cha
     return need / np.maximum(frames, 1)
 
 
-def analyse_recognizer(path, beam: int = 1, n_train: int = 200, data_dir=None) -> dict:
-    """Where the errors of the recogniser saved at ``path`` are, on the task of its config (rebuilt from the
-    cache): CER / WER on the first ``n_train`` training utterances (no augmentation), val and test; on test,
-    by voice family (:func:`torchssm.audio.synthetic.item_voice` of each utterance, ``spoken_sentences``
-    only) and by accent, by sentence (with a held-out word or not), the CER on held-out words and, for
-    comparison, on the test words that do occur in training (both per word, aligned by jiwer's word
-    alignment, so a lost word boundary counts against both), the test words recognised in each third
-    of the sentences (:func:`word_hits_by_position`) and, for CTC models, train and test CER by the share
-    of its frames an utterance's transcript needs (:func:`ctc_frame_need`, at the model's frame rate)."""
+def analyse_recognizer(
+    path,
+    beam: int = 1,
+    n_train: int = 200,
+    data_dir=None,
+    lm_order: int = 0,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+    extra_texts: Sequence[str] = (),
+    combine: str = "prob",
+) -> dict:
+    """Where the errors of the recogniser saved at ``path`` (or of the ensemble of a list of CTC ones,
+    :func:`load_for_decoding`) are, decoded as :func:`evaluate_checkpoint` decodes (``beam``, and the
+    character language model of ``lm_order`` from the training transcripts and ``extra_texts`` fused with
+    ``alpha``, ``beta``), on the task of its config (rebuilt from the cache): CER / WER on the first
+    ``n_train`` training utterances (no augmentation), val and test; on test, by voice family
+    (:func:`torchssm.audio.synthetic.item_voice` of each utterance, ``spoken_sentences`` only) and by
+    accent, by sentence (with a held-out word or not), the CER on held-out words and, for comparison, on
+    the test words that do occur in training (both per word, aligned by jiwer's word alignment, so a lost
+    word boundary counts against both), the test words recognised in each third of the sentences
+    (:func:`word_hits_by_position`) and, for CTC models, train and test CER by the share of its frames an
+    utterance's transcript needs (:func:`ctc_frame_need`, at the model's frame rate)."""
     from torchssm.audio import synthetic
-    from torchssm.data.registry import build_task
+    from torchssm.audio.lm import lm_from_task
 
-    ckpt, task_cfg = saved_task_config(path)
-    name = task_cfg.pop("name", "spoken_sentences")
-    model = load_recognizer(ckpt)
-    task = build_task(name, data_dir=data_dir, **task_cfg)
-    out: dict = {"beam": beam}
+    _, task_cfg = saved_task_config(path if isinstance(path, (str, os.PathLike)) else list(path)[0])
+    name = task_cfg.get("name", "spoken_sentences")
+    _, task, model = load_for_decoding(path, data_dir, combine)
+    lm = lm_from_task(task, lm_order, extra_texts) if lm_order else None
+    ctc = model.members[0] if isinstance(model, CTCEnsemble) else model  # its frame rate is the ensemble's
+    out: dict = {"beam": beam, "lm_order": lm_order, "alpha": alpha, "beta": beta}
     for split, dataset, limit in (("train", task.train, n_train), ("val", task.val, None), ("test", task.test, None)):
         if dataset is None or (limit is not None and limit < 1):
             continue
-        refs, hyps = transcribe_dataset(model, dataset, beam=beam, limit=limit)
+        refs, hyps = transcribe_dataset(model, dataset, beam=beam, limit=limit, lm=lm, alpha=alpha, beta=beta)
         out[split] = {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps), "n": len(refs)}
-        if isinstance(model, CTCRecognizer) and split != "val":  # CER by how many of its frames CTC needs
-            need = ctc_frame_need([dataset[i] for i in range(len(refs))], model.cfg.subsampling, vocab=model.vocab)
+        if isinstance(ctc, CTCRecognizer) and split != "val":  # CER by how many of its frames CTC needs
+            need = ctc_frame_need([dataset[i] for i in range(len(refs))], ctc.cfg.subsampling, vocab=ctc.vocab)
             out[f"{split}_by_frame_need"] = error_rates_by(refs, hyps, [_need_bucket(r) for r in need])
     out["test_word_hits_by_third"] = word_hits_by_position(refs, hyps, 3)
     heldout = task.extra.get("heldout_words", [])
