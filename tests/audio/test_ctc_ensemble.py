@@ -114,6 +114,23 @@ def test_lm_grid_and_evaluate_checkpoint_take_several_runs(tmp_path, monkeypatch
         evaluate_checkpoint([], "test")
 
 
+def test_an_ensemble_needs_runs_of_one_task(tmp_path):
+    a, _ = _recognizers()
+    tasks = {
+        "v1": {"name": "spoken_sentences", "n_train": 4200, "seed": 0},
+        "v2": {"name": "spoken_sentences", "n_train": 4200, "seed": 0, "voices_per_sentence": 2},
+        "more_voices": {"name": "spoken_sentences", "n_train": 4200, "seed": 0, "extra_train_variants": ["klatt"]},
+        "other_seed": {"name": "spoken_sentences", "n_train": 4200, "seed": 1},
+    }
+    for name, task in tasks.items():
+        save_checkpoint(tmp_path / name / "last", a, config={"model": a.cfg.to_dict(), "task": task})
+    asr_train.check_same_sentences([tmp_path / "v1", tmp_path / "v2", tmp_path / "more_voices"])  # the voices only
+    with pytest.raises(ValueError, match=r"must share one task: task.seed is 0 in .*v1 but 1 in .*other_seed"):
+        asr_train.check_same_sentences([tmp_path / "v1", tmp_path / "other_seed"])
+    with pytest.raises(ValueError, match="must share one task"):
+        evaluate_checkpoint([tmp_path / "v2", tmp_path / "other_seed"], "test")
+
+
 def test_analyse_recognizer_decodes_an_ensemble_with_the_language_model(tmp_path, monkeypatch):
     a, b = _recognizers()
     for name, model in (("a", a), ("b", b)):

@@ -604,8 +604,28 @@ def load_for_decoding(path, data_dir=None, combine: str = "prob"):
     paths = list(path)
     if not paths:
         raise ValueError("expected a checkpoint or a list of CTC checkpoints, got an empty list")
+    check_same_sentences(paths)
     ckpt, task = checkpoint_task(paths[0], data_dir)
     return ckpt, task, load_ctc_ensemble(paths, combine)
+
+
+# task options that change only which voices speak the training sentences, not the sentences, val or test
+TRAINING_VOICE_OPTIONS = ("voices_per_sentence", "extra_train_variants")
+
+
+def check_same_sentences(paths: Sequence) -> None:
+    """ValueError unless the runs at ``paths`` were trained on one task: their saved task configs equal but for
+    :data:`TRAINING_VOICE_OPTIONS` (an ensemble is decoded on the first run's val / test with a language model of
+    its training transcripts, :func:`load_for_decoding`)."""
+    first, first_cfg = paths[0], saved_task_config(paths[0])[1]
+    for other in paths[1:]:
+        other_cfg = saved_task_config(other)[1]
+        for key in sorted(set(first_cfg) | set(other_cfg)):
+            if key not in TRAINING_VOICE_OPTIONS and first_cfg.get(key) != other_cfg.get(key):
+                raise ValueError(
+                    f"the runs of an ensemble must share one task: task.{key} is {first_cfg.get(key)!r} in {first} "
+                    f"but {other_cfg.get(key)!r} in {other}"
+                )
 
 
 def load_ctc_ensemble(paths: Sequence, combine: str = "prob") -> CTCEnsemble:
