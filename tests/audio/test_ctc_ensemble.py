@@ -129,6 +129,11 @@ def test_an_ensemble_needs_runs_of_one_task(tmp_path):
         asr_train.check_same_sentences([tmp_path / "v1", tmp_path / "other_seed"])
     with pytest.raises(ValueError, match="must share one task"):
         evaluate_checkpoint([tmp_path / "v2", tmp_path / "other_seed"], "test")
+    wav = tmp_path / "x.wav"
+    soundfile.write(wav, np.zeros(4000, dtype=np.float32), 16000)
+    args = ["transcribe", "--checkpoint", str(tmp_path / "v1"), "--checkpoint", str(tmp_path / "other_seed"), str(wav)]
+    assert main([*args, "--lm", "3"]) == 2  # its language model would be the first run's
+    assert main(args) == 0  # without one, the models' own posteriors only
 
 
 def test_analyse_recognizer_decodes_an_ensemble_with_the_language_model(tmp_path, monkeypatch):

@@ -72,7 +72,7 @@ def _cmd_transcribe(args) -> int:
     import torch
 
     from torchssm.audio.asr import CTCRecognizer
-    from torchssm.audio.asr_train import load_ctc_ensemble, load_recognizer
+    from torchssm.audio.asr_train import check_same_sentences, load_ctc_ensemble, load_recognizer
     from torchssm.audio.ctc import collapse
 
     beam, order, alpha, beta = decoding_settings(args)
@@ -83,6 +83,8 @@ def _cmd_transcribe(args) -> int:
         raise ValueError("--stream runs one causal recogniser; an ensemble (several --checkpoint) decodes offline")
     if not several and args.combine is not None:
         raise ValueError("--combine says how an ensemble combines its models: give several --checkpoint")
+    if several and order:  # the language model comes from the first run's training transcripts
+        check_same_sentences(args.checkpoint)
     torch.set_num_threads(args.threads)
     model = (
         load_ctc_ensemble(args.checkpoint, args.combine or "prob") if several else load_recognizer(args.checkpoint[0])
