@@ -347,7 +347,7 @@ class CTCEnsemble(CTCTranscription, nn.Module):
 
     def __init__(self, members, combine: str = "prob"):
         super().__init__()
-        from torchssm.audio.ctc import COMBINE_RULES
+        from torchssm.audio.ctc import check_combine
 
         members = list(members)
         if not members:
@@ -361,10 +361,8 @@ class CTCEnsemble(CTCTranscription, nn.Module):
         rates = sorted({m.cfg.subsampling for m in members})
         if len(rates) > 1:
             raise ValueError(f"the ensemble's recognisers must share one frame rate, got model.subsampling {rates}")
-        if combine not in COMBINE_RULES:
-            raise ValueError(f"combine must be one of {list(COMBINE_RULES)}, got {combine!r}")
         self.members = nn.ModuleList(members)
-        self.vocab, self.combine = members[0].vocab, combine
+        self.vocab, self.combine = members[0].vocab, check_combine(combine)
 
     def frame_lengths(self, audio_lengths: torch.Tensor) -> torch.Tensor:
         return cast(CTCRecognizer, self.members[0]).frame_lengths(audio_lengths)

@@ -420,7 +420,7 @@ def analyse_recognizer(
     from torchssm.audio import synthetic
     from torchssm.audio.lm import lm_from_task
 
-    _, task_cfg = saved_task_config(path if isinstance(path, (str, os.PathLike)) else list(path)[0])
+    _, task_cfg = saved_task_config(_runs(path)[0])
     name = task_cfg.get("name", "spoken_sentences")
     _, task, model = load_for_decoding(path, data_dir, combine)
     lm = lm_from_task(task, lm_order, extra_texts) if lm_order else None
@@ -601,12 +601,20 @@ def load_for_decoding(path, data_dir=None, combine: str = "prob"):
     if isinstance(path, (str, os.PathLike)):
         ckpt, task = checkpoint_task(path, data_dir)
         return ckpt, task, load_recognizer(ckpt)
-    paths = list(path)
-    if not paths:
-        raise ValueError("expected a checkpoint or a list of CTC checkpoints, got an empty list")
+    paths = _runs(path)
     check_same_sentences(paths)
     ckpt, task = checkpoint_task(paths[0], data_dir)
     return ckpt, task, load_ctc_ensemble(paths, combine)
+
+
+def _runs(path) -> list:
+    """``[path]`` for one run directory or checkpoint, else the list of them ``path`` holds (ValueError if empty)."""
+    if isinstance(path, (str, os.PathLike)):
+        return [path]
+    paths = list(path)
+    if not paths:
+        raise ValueError("expected a checkpoint or a list of CTC checkpoints, got an empty list")
+    return paths
 
 
 # task options that change only which voices speak the training sentences, not the sentences, val or test

@@ -43,12 +43,18 @@ def _check_emissions(emissions: torch.Tensor) -> torch.Tensor:
 COMBINE_RULES = ("prob", "logprob")
 
 
+def check_combine(combine: str) -> str:
+    """``combine`` if it names one of :data:`COMBINE_RULES`, else a one-line ValueError."""
+    if combine not in COMBINE_RULES:
+        raise ValueError(f"combine must be one of {list(COMBINE_RULES)}, got {combine!r}")
+    return combine
+
+
 def combine_emissions(emissions: Sequence[torch.Tensor], combine: str = "prob") -> torch.Tensor:
     """One model's emissions (..., T, V) from K models' log-probabilities over the same frames and outputs:
     ``prob`` the log of the mean probability, ``logprob`` the renormalised mean log-probability (module
     docstring); either is a log-distribution over V at every frame again. One model: returned unchanged."""
-    if combine not in COMBINE_RULES:
-        raise ValueError(f"combine must be one of {list(COMBINE_RULES)}, got {combine!r}")
+    check_combine(combine)
     if not emissions:
         raise ValueError("combine_emissions needs at least one model's emissions, got none")
     shapes = {tuple(e.shape) for e in emissions}
