@@ -618,7 +618,7 @@ def _runs(path) -> list:
 
 
 # task options that change only which voices speak the training sentences, not the sentences, val or test
-TRAINING_VOICE_OPTIONS = ("voices_per_sentence", "extra_train_variants")
+TRAINING_VOICE_OPTIONS = ("voices_per_sentence", "extra_train_variants", "extra_train_accents")
 
 
 def check_same_sentences(paths: Sequence) -> None:

@@ -11,8 +11,9 @@ is the client::
 An utterance is a pure function of its arguments (text, voice, rate, pitch, range, seed): the same
 call always returns the same samples, whatever was synthesised before.
 
-Voices are ``<accent>+<variant>``: the English accents eSpeak NG ships (``ACCENTS``) and its voice
-variants (``VARIANTS``: m1..m7 male, f1..f5 female, and character voices such as whisper, croak).
+Voices are ``<accent>+<variant>``: the English accents eSpeak NG ships (``ACCENTS``) or the voices of the other
+West Germanic languages (``OTHER_LANGUAGE_ACCENTS``, reading English text), and its voice variants
+(``VARIANTS``: m1..m7 male, f1..f5 female, and character voices such as whisper, croak).
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ ACCENTS = {
     "en-us-nyc": "New York City",
     "en-029": "Caribbean",
 }
+# The voices of the other West Germanic languages of eSpeak NG 1.52 (espeak-ng-data/lang/gmw: af, de, lb, nl). Given
+# English text they read it by their own letter-to-sound rules, switching to English pronunciation for the words
+# their dictionaries list as English (af and de switch often, lb and nl seldom: "high" is hˈaɪ in de, hˈɪx in nl,
+# hˈigh in lb); a crude foreign accent, for training-voice augmentation (audio.synthetic's extra_train_accents).
+OTHER_LANGUAGE_ACCENTS = {"af": "Afrikaans", "de": "German", "lb": "Luxembourgish", "nl": "Dutch"}
 MALE_VARIANTS = tuple(f"m{i}" for i in range(1, 8))
 FEMALE_VARIANTS = tuple(f"f{i}" for i in range(1, 6))
 OTHER_VARIANTS = ("whisper", "croak", "klatt", "klatt2", "klatt3", "grandpa", "grandma", "aunty", "steph", "edward")
@@ -54,8 +60,10 @@ _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "espeak_worke
 
 def voice_name(accent: str, variant: str | None = None) -> str:
     """``"en-us+m3"`` from ``("en-us", "m3")``; ``variant`` None or "" is the accent's default voice."""
-    if accent not in ACCENTS:
-        raise ValueError(f"unknown accent {accent!r}; expected one of {sorted(ACCENTS)}")
+    if accent not in ACCENTS and accent not in OTHER_LANGUAGE_ACCENTS:
+        raise ValueError(
+            f"unknown accent {accent!r}; expected one of {sorted(ACCENTS) + sorted(OTHER_LANGUAGE_ACCENTS)}"
+        )
     if variant and variant not in VARIANTS:
         raise ValueError(f"unknown voice variant {variant!r}; expected one of {list(VARIANTS)}")
     return f"{accent}+{variant}" if variant else accent

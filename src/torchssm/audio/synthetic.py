@@ -45,6 +45,9 @@ with the factor), the word re-placed at a random offset in the second and given 
 voices: the training accents x these eSpeak NG variants (among ``espeak.OTHER_VARIANTS``: klatt, klatt2, klatt3,
 grandpa, grandma, aunty, steph, edward), drawn among the split's own training voices for every training clip (so
 every training clip changes); validation and test voices are unchanged and never heard in training.
+``extra_train_accents=("de", "nl", ...)`` (none by default; both tasks) adds training voices the same way: these
+other languages' eSpeak NG voices (``espeak.OTHER_LANGUAGE_ACCENTS``: af, de, lb, nl) reading the English text, x the
+split's training variants (m1..m6, f1..f4, whisper, croak for "speakers"): a crude foreign-accent augmentation.
 
 ``spoken_sentences``: sentences of English prose (:mod:`torchssm.audio.prose`, the standard library's
 docstrings), transcripts in :class:`torchssm.audio.text.CharVocabulary`'s alphabet. ``n_heldout_words``
@@ -72,6 +75,7 @@ from torchssm.audio.espeak import (
     FEMALE_VARIANTS,
     MALE_VARIANTS,
     NATIVE_RATE,
+    OTHER_LANGUAGE_ACCENTS,
     OTHER_VARIANTS,
     Utterance,
     default_engine,
@@ -116,15 +120,30 @@ NOISES = {"white": 0.0, "pink": 1.0, "brown": 2.0}
 _CACHE_VERSION = 1
 
 
-def split_voices(voice_split: str, split: str, extra_train_variants: Sequence[str] = ()) -> list[str]:
+def split_voices(
+    voice_split: str, split: str, extra_train_variants: Sequence[str] = (), extra_train_accents: Sequence[str] = ()
+) -> list[str]:
     """The voices of ``split`` ("train", "val", "test") under ``voice_split`` ("families" or "speakers"); the
-    training voices followed by the training accents x ``extra_train_variants`` (:func:`check_extra_train_variants`)."""
+    training voices followed by the training accents x ``extra_train_variants`` (:func:`check_extra_train_variants`),
+    then ``extra_train_accents`` x the split's training variants (:func:`check_extra_train_accents`)."""
     if voice_split not in VOICE_SPLITS:
         raise ValueError(f"voice_split must be one of {list(VOICE_SPLITS)}, got {voice_split!r}")
     if split not in SPLIT_IDS:
         raise ValueError(f"split must be one of {list(SPLIT_IDS)}, got {split!r}")
-    extra = check_extra_train_variants(extra_train_variants, voice_split)
-    return VOICE_SPLITS[voice_split][split] + (_voices(TRAIN_ACCENTS, extra) if split == "train" else [])
+    variants = check_extra_train_variants(extra_train_variants, voice_split)
+    accents = check_extra_train_accents(extra_train_accents)
+    if split != "train":
+        return VOICE_SPLITS[voice_split][split]
+    return (
+        VOICE_SPLITS[voice_split]["train"]
+        + _voices(TRAIN_ACCENTS, variants)
+        + _voices(accents, _train_variants(voice_split))
+    )
+
+
+def _train_variants(voice_split: str) -> list[str]:
+    """The variants of ``voice_split``'s training voices, in order (m1..m6, f1..f4, whisper, croak for "speakers")."""
+    return list(dict.fromkeys(v.partition("+")[2] for v in VOICE_SPLITS[voice_split]["train"]))
 
 
 def check_extra_train_variants(variants: Sequence[str], voice_split: str = "families") -> tuple[str, ...]:
@@ -143,18 +162,44 @@ def check_extra_train_variants(variants: Sequence[str], voice_split: str = "fami
     return tuple(variants)
 
 
-def _split_extra_variants(split: str, variants: Sequence[str]) -> tuple[tuple[str, ...], dict]:
-    """(the extra training variants ``split`` is spoken with: ``variants`` for "train", none for val and test; their
-    cache-key entry: none without them, so that the caches made before the option stay valid)."""
-    extra = tuple(variants) if split == "train" else ()
-    return extra, ({"extra_train_variants": list(extra)} if extra else {})
+def check_extra_train_accents(accents: Sequence[str]) -> tuple[str, ...]:
+    """``accents`` as a tuple, checked: voices of :data:`~torchssm.audio.espeak.OTHER_LANGUAGE_ACCENTS` (other
+    languages' voices reading the English text), each once. They add training voices only (x the split's training
+    variants); no validation or test accent is among them, so no test or validation voice is ever heard in training."""
+    if isinstance(accents, str) or not isinstance(accents, Sequence):
+        raise ValueError(f"extra_train_accents must be a list of accent names, got {accents!r}")
+    for a in accents:
+        if a not in OTHER_LANGUAGE_ACCENTS:
+            raise ValueError(
+                f"extra_train_accents: {a!r} is not an extra accent; expected some of {list(OTHER_LANGUAGE_ACCENTS)}"
+            )
+    if len(set(accents)) != len(accents):
+        raise ValueError(f"extra_train_accents names an accent twice: {list(accents)}")
+    return tuple(accents)
+
+
+def _split_extra_voices(
+    split: str, variants: Sequence[str], accents: Sequence[str]
+) -> tuple[tuple[str, ...], tuple[str, ...], dict]:
+    """(the extra training variants and accents ``split`` is spoken with: ``variants`` and ``accents`` for "train",
+    none for val and test; their cache-key entries: none without them, so the caches made before the options stay
+    valid)."""
+    if split != "train":
+        return (), (), {}
+    key = {"extra_train_variants": list(variants)} if variants else {}
+    return tuple(variants), tuple(accents), {**key, **({"extra_train_accents": list(accents)} if accents else {})}
 
 
 def item_voice(
-    split: str, index: int, seed: int = 0, voice_split: str = "families", extra_train_variants: Sequence[str] = ()
+    split: str,
+    index: int,
+    seed: int = 0,
+    voice_split: str = "families",
+    extra_train_variants: Sequence[str] = (),
+    extra_train_accents: Sequence[str] = (),
 ) -> str:
     """The voice that speaks item ``index`` of ``split`` (the first draw of its generator in :func:`speak`)."""
-    voices = split_voices(voice_split, split, extra_train_variants)
+    voices = split_voices(voice_split, split, extra_train_variants, extra_train_accents)
     return draw_voice(np.random.default_rng([seed, SPLIT_IDS[split], index]), voices)
 
 
@@ -270,11 +315,12 @@ def command_clip(
     reverb: float,
     voice_split: str = "families",
     extra_train_variants: Sequence[str] = (),
+    extra_train_accents: Sequence[str] = (),
 ) -> np.ndarray:
     """Clip ``index`` of a split: word ``COMMANDS[index % 10]`` placed at a random offset in one second."""
     rng = np.random.default_rng([seed, split, index])
     name = next(k for k, v in SPLIT_IDS.items() if v == split)
-    voices = split_voices(voice_split, name, extra_train_variants)
+    voices = split_voices(voice_split, name, extra_train_variants, extra_train_accents)
     speech = speak(COMMANDS[index % len(COMMANDS)], rng, voices, reverb)[:SAMPLE_RATE]
     clip = np.zeros(SAMPLE_RATE, np.float32)
     start = int(rng.integers(SAMPLE_RATE - len(speech) + 1))
@@ -291,10 +337,11 @@ def generate_commands(
     rebuild_cache: bool = False,
     voice_split: str = "families",
     extra_train_variants: Sequence[str] = (),
+    extra_train_accents: Sequence[str] = (),
 ) -> dict:
     """{"clips": (n, 16000) int16, "labels": (n,) int64} of a split, from the cache or generated and cached
-    (``extra_train_variants``: of the training split only; the other splits ignore it)."""
-    extra, extra_key = _split_extra_variants(split, extra_train_variants)
+    (``extra_train_variants`` / ``extra_train_accents``: of the training split only; the other splits ignore them)."""
+    variants, accents, extra_key = _split_extra_voices(split, extra_train_variants, extra_train_accents)
     key = {"seed": seed, "split": split, "n": n, "reverb": reverb, **_voice_split_key(voice_split), **extra_key}
     path = _cache_file(data_dir, "spoken_commands", key)
     cached = _load_cache(path, rebuild_cache)
@@ -303,7 +350,7 @@ def generate_commands(
     sid = SPLIT_IDS[split]
     clips = np.stack(
         [
-            _to_int16(command_clip(seed, sid, i, reverb, voice_split, extra))
+            _to_int16(command_clip(seed, sid, i, reverb, voice_split, variants, accents))
             for i in _progress(range(n), n, f"spoken_commands {split}")
         ]
     )
@@ -393,11 +440,13 @@ def build_spoken_commands(
     voice_split: str = "families",
     frame: int = 1,
     extra_train_variants: Sequence[str] = (),
+    extra_train_accents: Sequence[str] = (),
 ) -> TaskData:
     """Keyword spotting on synthetic speech (see the module docstring)."""
     _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
     _voice_split_key(voice_split)
     extra_train_variants = check_extra_train_variants(extra_train_variants, voice_split)
+    extra_train_accents = check_extra_train_accents(extra_train_accents)
     speed_perturb = dsp.check_speed_factors(speed_perturb, allow_one=False)
     if features not in ("waveform", "logmel"):
         raise ValueError(f"features must be 'waveform' or 'logmel', got {features!r}")
@@ -413,7 +462,7 @@ def build_spoken_commands(
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         if n:
             arrays = generate_commands(
-                seed, split, n, reverb, data_dir, rebuild_cache, voice_split, extra_train_variants
+                seed, split, n, reverb, data_dir, rebuild_cache, voice_split, extra_train_variants, extra_train_accents
             )
             if split == "train" and speed_perturb:
                 arrays = _with_speed_copies(arrays, speed_perturb, seed)
@@ -423,7 +472,10 @@ def build_spoken_commands(
         train=splits["train"],
         val=splits.get("val"),
         test=splits["test"],
-        extra={"words": COMMANDS, "voices": {k: split_voices(voice_split, k, extra_train_variants) for k in SPLIT_IDS}},
+        extra={
+            "words": COMMANDS,
+            "voices": {k: split_voices(voice_split, k, extra_train_variants, extra_train_accents) for k in SPLIT_IDS},
+        },
     )
 
 
@@ -471,12 +523,13 @@ def sentence_voices(
     seed: int = 0,
     voice_split: str = "families",
     extra_train_variants: Sequence[str] = (),
+    extra_train_accents: Sequence[str] = (),
 ) -> list[tuple[str, list[str]]]:
     """[(voice, voices drawn from)] of copies 0..``copies`` - 1 of sentence ``index`` of ``split``: copy c's voice
     is the first draw of its generator (:func:`_copy_rng`) among the split's voices (:func:`split_voices`) not used
     by copies 0..c - 1, so the copies of a sentence have ``copies`` different voices (copy 0's is
     :func:`item_voice`'s)."""
-    voices, sid = split_voices(voice_split, split, extra_train_variants), SPLIT_IDS[split]
+    voices, sid = split_voices(voice_split, split, extra_train_variants, extra_train_accents), SPLIT_IDS[split]
     out: list[tuple[str, list[str]]] = []
     _check_voices_per_sentence(copies, len(voices))
     for copy in range(copies):
@@ -500,12 +553,13 @@ def generate_sentences(
     voice_split: str = "families",
     copy: int = 0,
     extra_train_variants: Sequence[str] = (),
+    extra_train_accents: Sequence[str] = (),
 ) -> dict:
     """{"audio": concatenated int16, "offsets": (n + 1,) int64} of ``texts`` spoken by the split's voices;
     ``copy`` c > 0: their c-th extra rendering (``voices_per_sentence``; each text by a voice none of
-    copies 0..c - 1 used, :func:`sentence_voices`), cached in a file of its own (``extra_train_variants``: of
-    the training split only; the other splits ignore it)."""
-    extra, extra_key = _split_extra_variants(split, extra_train_variants)
+    copies 0..c - 1 used, :func:`sentence_voices`), cached in a file of its own (``extra_train_variants`` /
+    ``extra_train_accents``: of the training split only; the other splits ignore them)."""
+    variants, accents, extra_key = _split_extra_voices(split, extra_train_variants, extra_train_accents)
     key = {
         "seed": seed,
         "split": split,
@@ -526,7 +580,7 @@ def generate_sentences(
             speak(
                 t,
                 _copy_rng(seed, sid, i, copy),
-                sentence_voices(split, i, copy + 1, seed, voice_split, extra)[-1][1],
+                sentence_voices(split, i, copy + 1, seed, voice_split, variants, accents)[-1][1],
                 reverb,
             )
         )
@@ -557,6 +611,7 @@ def build_spoken_sentences(
     voice_split: str = "families",
     voices_per_sentence: int = 1,
     extra_train_variants: Sequence[str] = (),
+    extra_train_accents: Sequence[str] = (),
 ) -> TaskData:
     """Speech recognition on synthetic speech (see the module docstring); items are {"audio", "text"}.
 
@@ -565,10 +620,13 @@ def build_spoken_sentences(
     sentence i at index c * n_train + i, the transcripts repeated k times; val and test unchanged. k = 1
     (default) is the task of before, the same audio and cache. ``extra_train_variants``: more training voices,
     as ``spoken_commands``' (:func:`check_extra_train_variants`; every training utterance's voice is then drawn
-    among the larger set, so every training utterance changes; val and test unchanged)."""
+    among the larger set, so every training utterance changes; val and test unchanged); ``extra_train_accents``
+    likewise (other languages' voices reading the English sentences, :func:`check_extra_train_accents`)."""
     _voice_split_key(voice_split)
     extra_train_variants = check_extra_train_variants(extra_train_variants, voice_split)
-    _check_voices_per_sentence(voices_per_sentence, len(split_voices(voice_split, "train", extra_train_variants)))
+    extra_train_accents = check_extra_train_accents(extra_train_accents)
+    n_voices = len(split_voices(voice_split, "train", extra_train_variants, extra_train_accents))
+    _check_voices_per_sentence(voices_per_sentence, n_voices)
     texts = sentence_texts(data_dir, seed, n_train, n_val, n_test, max_words, n_heldout_words)  # checks the sizes
     splits = {}
     for split in SPLIT_IDS:
@@ -578,7 +636,16 @@ def build_spoken_sentences(
         clips = []
         for copy in range(voices_per_sentence if split == "train" else 1):
             arrays = generate_sentences(
-                seed, split, items, reverb, data_dir, rebuild_cache, voice_split, copy, extra_train_variants
+                seed,
+                split,
+                items,
+                reverb,
+                data_dir,
+                rebuild_cache,
+                voice_split,
+                copy,
+                extra_train_variants,
+                extra_train_accents,
             )
             offsets = arrays["offsets"]
             clips += [arrays["audio"][offsets[i] : offsets[i + 1]] for i in range(len(items))]
