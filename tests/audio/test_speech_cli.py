@@ -103,3 +103,10 @@ def test_kws_baseline_voice_split(tmp_path, capsys):
     )
     assert main([*args, "--extra-train-variants", "whisper"]) == 2
     assert "'whisper' is not an extra variant" in capsys.readouterr().err
+    accented = logmel_logistic_baseline(
+        snr_db=20.0, data_dir=tmp_path, n_train=10, n_test=30, extra_train_accents=["de"]
+    )
+    assert main([*args, "--extra-train-accents", "de"]) == 0
+    assert f"test accuracy {accented['test_acc']:.4f} (train {accented['train_acc']:.4f}" in capsys.readouterr().out
+    assert main([*args, "--extra-train-accents", "en-us-nyc"]) == 2
+    assert "'en-us-nyc' is not an extra accent" in capsys.readouterr().err

@@ -302,3 +302,63 @@ def test_extra_train_variants_add_training_voices_only(tmp_path, heard_voices):
     ]:
         with pytest.raises(ValueError, match=match):
             build_task("spoken_commands", data_dir=tmp_path, extra_train_variants=bad, **kw)
+
+
+def test_extra_train_accents_add_training_voices_only(tmp_path, monkeypatch, heard_voices):
+    """extra_train_accents: other languages' voices x the split's training variants, after the extra variants;
+    training split only (val and test read their caches), a cache of its own; both tasks; one-line errors."""
+    variants, accents = ("klatt",), ("de", "nl")
+    train = synthetic.split_voices("speakers", "train", variants, accents)
+    base = synthetic.VOICE_SPLITS["speakers"]["train"]
+    own_variants = list(dict.fromkeys(v.partition("+")[2] for v in base))  # m1..m6, f1..f4, whisper, croak
+    assert train == base + [f"{a}+klatt" for a in synthetic.TRAIN_ACCENTS] + [
+        f"{a}+{v}" for a in accents for v in own_variants
+    ]
+    assert len(train) == 48 + 4 + 24
+    for split in ("val", "test"):
+        assert synthetic.split_voices("speakers", split, variants, accents) == synthetic.VOICE_SPLITS["speakers"][split]
+        assert not {v.partition("+")[0] for v in synthetic.split_voices("speakers", split)} & set(accents)
+    kw = dict(n_train=60, n_val=5, n_test=5, snr_db=None, features="logmel", n_mels=8, voice_split="speakers")
+    plain = build_task("spoken_commands", data_dir=tmp_path, **kw)
+    n_plain = len(heard_voices)
+    more = build_task("spoken_commands", data_dir=tmp_path, extra_train_accents=accents, **kw)
+    assert heard_voices[n_plain:] == [synthetic.item_voice("train", i, 0, "speakers", (), accents) for i in range(60)]
+    assert {v.partition("+")[0] for v in heard_voices[n_plain:]} & set(accents)  # the new voices speak some clips
+    assert more.extra["voices"]["train"] == synthetic.split_voices("speakers", "train", (), accents)
+    for split in ("val", "test"):
+        torch.testing.assert_close(getattr(more, split).tensors["inputs"], getattr(plain, split).tensors["inputs"])
+    assert len(list(tmp_path.glob("spoken_commands_*.npz"))) == 4  # a training cache of its own beside the three
+    _tiny_sentences(monkeypatch)
+    skw = dict(n_train=12, n_val=1, n_test=1, n_heldout_words=0, snr_db=None, voice_split="speakers")
+    n_before = len(heard_voices)
+    build_task("spoken_sentences", data_dir=tmp_path, voices_per_sentence=2, extra_train_accents=accents, **skw)
+    spoken = heard_voices[n_before : n_before + 24]
+    assert spoken == [
+        v
+        for c in range(2)
+        for i in range(12)
+        for v in [synthetic.sentence_voices("train", i, 2, 0, "speakers", (), accents)[c][0]]
+    ]
+    assert {v.partition("+")[0] for v in spoken} & set(accents)
+    for bad, match in [
+        (["en-us"], "'en-us' is not an extra accent; expected some of \\['af', 'de', 'lb', 'nl'\\]"),
+        (["en-us-nyc"], "'en-us-nyc' is not an extra accent"),
+        (["de", "de"], "names an accent twice"),
+        ("de", "must be a list of accent names"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            build_task("spoken_sentences", data_dir=tmp_path, extra_train_accents=bad, **skw)
+
+
+def test_other_language_voices_read_english():
+    """Each extra accent is a voice the wheel's eSpeak NG has, speaking English text with the training variants,
+    and not the English voice's samples."""
+    from torchssm.audio.espeak import OTHER_LANGUAGE_ACCENTS, synthesize, voice_name
+
+    english = synthesize("return the high median of data", voice="en-us+m1")
+    for accent in OTHER_LANGUAGE_ACCENTS:
+        speech = synthesize("return the high median of data", voice=voice_name(accent, "m1"))
+        assert len(speech) > 0.5 * 22050 and np.abs(speech).max() > 0.05
+        assert len(speech) != len(english) or not np.array_equal(speech, english)
+    with pytest.raises(ValueError, match="unknown accent 'xx'"):
+        voice_name("xx", "m1")

@@ -179,6 +179,7 @@ def _cmd_kws_baseline(args) -> int:
             speed_perturb=tuple(args.speed_perturb),
             voice_split=args.voice_split,
             extra_train_variants=tuple(args.extra_train_variants),
+            extra_train_accents=tuple(args.extra_train_accents),
         )
         groups = " ".join(f"{k} {v:.4f}" for k, v in r["test_acc_by_group"].items())
         print(
@@ -360,6 +361,14 @@ def register(subparsers) -> None:
         metavar="VARIANT",
         help="more training voices: the training accents with these eSpeak NG variants, e.g. klatt steph "
         "(the spoken_commands task's extra_train_variants)",
+    )
+    b.add_argument(
+        "--extra-train-accents",
+        nargs="*",
+        default=[],
+        metavar="ACCENT",
+        help="more training voices: these other languages' eSpeak NG voices (af de lb nl) reading the words, with "
+        "the training variants (the spoken_commands task's extra_train_accents)",
     )
     b.add_argument("--data-dir")
     b.set_defaults(func=_cmd_kws_baseline)
