@@ -122,13 +122,17 @@ def test_an_ensemble_needs_runs_of_one_task(tmp_path):
         "more_voices": {"name": "spoken_sentences", "n_train": 4200, "seed": 0, "extra_train_variants": ["klatt"]},
         "accents": {"name": "spoken_sentences", "n_train": 4200, "seed": 0, "extra_train_accents": ["de", "nl"]},
         "other_seed": {"name": "spoken_sentences", "n_train": 4200, "seed": 1},
+        "defaults_written": {"name": "spoken_sentences", "n_train": 4200, "seed": 0, "n_val": 100, "snr_db": None},
+        "other_val": {"name": "spoken_sentences", "n_train": 4200, "seed": 0, "n_val": 50},
     }
     for name, task in tasks.items():
         save_checkpoint(tmp_path / name / "last", a, config={"model": a.cfg.to_dict(), "task": task})
-    same_sentences = [tmp_path / name for name in ("v1", "v2", "more_voices", "accents")]
+    same_sentences = [tmp_path / name for name in ("v1", "v2", "more_voices", "accents", "defaults_written")]
     asr_train.check_same_sentences(same_sentences)  # they differ in the training voices only
     with pytest.raises(ValueError, match=r"must share one task: task.seed is 0 in .*v1 but 1 in .*other_seed"):
         asr_train.check_same_sentences([tmp_path / "v1", tmp_path / "other_seed"])
+    with pytest.raises(ValueError, match=r"task.n_val is 100 in .*v1 but 50 in .*other_val"):  # the default, filled in
+        asr_train.check_same_sentences([tmp_path / "v1", tmp_path / "other_val"])
     with pytest.raises(ValueError, match="must share one task"):
         evaluate_checkpoint([tmp_path / "v2", tmp_path / "other_seed"], "test")
     wav = tmp_path / "x.wav"

@@ -216,3 +216,15 @@ def test_aa_ab_pair_and_labels():
 def test_bad_options_raise(name, bad):
     with pytest.raises(ValueError):
         build_task(name, **bad)
+
+
+def test_task_defaults_are_the_builders_keyword_defaults():
+    from torchssm.data.registry import task_defaults
+
+    defaults = task_defaults("copying")
+    assert "seed" in defaults and "data_dir" in defaults
+    with pytest.raises(ValueError, match="unknown task 'no_such_task'"):
+        task_defaults("no_such_task")
+    pytest.importorskip("espeakng_loader")
+    sentences = task_defaults("spoken_sentences")
+    assert sentences["n_val"] == 100 and sentences["extra_train_accents"] == [] and sentences["snr_db"] is None

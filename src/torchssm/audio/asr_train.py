@@ -621,13 +621,27 @@ def _runs(path) -> list:
 TRAINING_VOICE_OPTIONS = ("voices_per_sentence", "extra_train_variants", "extra_train_accents")
 
 
+def _completed_task_config(path) -> dict:
+    """The saved task section of the run at ``path`` with every option it leaves out at the builder's default."""
+    from torchssm.data.registry import task_defaults
+
+    cfg = saved_task_config(path)[1]
+    name = cfg.get("name", "spoken_sentences")  # as checkpoint_task reads it
+    try:
+        defaults = task_defaults(name)
+    except ValueError:  # a task this install does not know: compare the saved sections as they are
+        defaults = {}
+    return {**defaults, **cfg, "name": name}
+
+
 def check_same_sentences(paths: Sequence) -> None:
-    """ValueError unless the runs at ``paths`` were trained on one task: their saved task configs equal but for
+    """ValueError unless the runs at ``paths`` were trained on one task: their saved task configs, completed with the
+    task builder's defaults (:func:`~torchssm.data.registry.task_defaults`), equal but for
     :data:`TRAINING_VOICE_OPTIONS` (an ensemble is decoded on the first run's val / test with a language model of
     its training transcripts, :func:`load_for_decoding`)."""
-    first, first_cfg = paths[0], saved_task_config(paths[0])[1]
+    first, first_cfg = paths[0], _completed_task_config(paths[0])
     for other in paths[1:]:
-        other_cfg = saved_task_config(other)[1]
+        other_cfg = _completed_task_config(other)
         for key in sorted(set(first_cfg) | set(other_cfg)):
             if key not in TRAINING_VOICE_OPTIONS and first_cfg.get(key) != other_cfg.get(key):
                 raise ValueError(

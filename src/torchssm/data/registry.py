@@ -13,6 +13,7 @@ Batches are dicts of tensors (default collate):
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -108,6 +109,18 @@ def _load(name: str) -> None:
     importlib.import_module(_TASK_MODULES[name])
     if name not in _BUILDERS:
         raise RuntimeError(f"module {_TASK_MODULES[name]} did not register task {name!r}")
+
+
+def task_defaults(name: str) -> dict:
+    """{option: default} of task ``name``'s builder (its keyword arguments with defaults; tuples as lists, as a
+    saved YAML config holds them): a config that leaves an option out and one that writes its default compare equal."""
+    _load(name)
+    params = inspect.signature(_BUILDERS[name]).parameters.values()
+    return {
+        p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for p in params
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 def list_tasks() -> dict[str, str]:
