@@ -10,6 +10,7 @@ from torchssm.audio.asr import ASRConfig, CTCRecognizer
 from torchssm.audio.asr_train import (
     analyse_recognizer,
     error_rates_by,
+    plot_error_rates_by,
     train_asr,
     transcribe_dataset,
     word_hits_by_position,
@@ -27,6 +28,24 @@ def test_error_rates_by_group():
     assert out["f"]["cer"] == pytest.approx(3 / 4) and out["f"]["wer"] == pytest.approx(1.0) and out["f"]["n"] == 2
     with pytest.raises(ValueError, match="groups"):
         error_rates_by(refs, hyps, ["m"])
+
+
+def test_plot_error_rates_by(tmp_path):
+    refs, hyps, groups = ["ab", "cd", "ef", "gh"], ["ab", "cx", "", "gh"], ["m", "f", "f", "m"]
+    settings = {"one": error_rates_by(refs, hyps, groups), "perfect": error_rates_by(refs, refs, groups)}
+    out = plot_error_rates_by(tmp_path / "by.png", settings, group_names={"f": "female"})
+    assert out["values"] == {"one": {"f": 75.0, "m": 0.0}, "perfect": {"f": 0.0, "m": 0.0}}
+    assert (tmp_path / "by.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_error_rates_by(tmp_path / "w.svg", settings, metric="wer")["values"]["one"]["f"] == 100.0
+    bad = {"one": settings["one"], "other": error_rates_by(refs, hyps, ["x", "f", "f", "x"])}
+    for kwargs, match in [
+        (dict(settings=bad), r"setting 'other' has groups \['f', 'x'\]; expected the first setting's \['f', 'm'\]"),
+        (dict(settings={}), "at least one setting"),
+        (dict(settings=settings, metric="ser"), "metric must be 'cer' or 'wer'"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            plot_error_rates_by(tmp_path / "bad.png", **kwargs)
+    assert not (tmp_path / "bad.png").exists()
 
 
 def test_word_hits_by_position():

@@ -179,6 +179,37 @@ def error_rates_by(references: Sequence[str], hypotheses: Sequence[str], groups:
     return out
 
 
+def plot_error_rates_by(
+    path, settings: dict, metric: str = "cer", group_names: dict | None = None, ylabel: str | None = None
+) -> dict:
+    """A bar chart of :func:`error_rates_by` results side by side: ``settings`` {label: {group: {"cer", "wer", "n"}}}
+    (e.g. one recogniser or ensemble per label, the test accents as groups), one cluster of bars per group with one
+    bar per setting, in percent; every setting must have the same groups. ``group_names`` relabels the groups on the
+    axis (e.g. {"en-us-nyc": "New York"}). Returns {"path", "values": {label: {group: percent}}}."""
+    from torchssm.analysis.plots import legend, new_figure, save_figure
+
+    if metric not in ("cer", "wer"):
+        raise ValueError(f"metric must be 'cer' or 'wer', got {metric!r}")
+    if not settings:
+        raise ValueError("plot_error_rates_by needs at least one setting ({label: error_rates_by(...)})")
+    groups = list(next(iter(settings.values())))
+    for label, rates in settings.items():
+        if list(rates) != groups:
+            raise ValueError(f"setting {label!r} has groups {list(rates)}; expected the first setting's {groups}")
+    values = {label: {g: 100.0 * float(rates[g][metric]) for g in groups} for label, rates in settings.items()}
+    fig, (ax,) = new_figure(size=(1.6 + 1.4 * len(groups), 3.6))
+    width = 0.8 / len(values)
+    for i, (label, by_group) in enumerate(values.items()):
+        xs = [k + (i - (len(values) - 1) / 2) * width for k in range(len(groups))]
+        bars = ax.bar(xs, list(by_group.values()), width, color=f"C{i % 10}", label=label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(groups)), [(group_names or {}).get(g, g) for g in groups])
+    ax.set_ylabel(ylabel or f"{metric.upper()} (%)")
+    ax.grid(axis="y", alpha=0.3)
+    legend(ax, loc="upper left")
+    return {"path": save_figure(fig, path), "values": values}
+
+
 def word_hits_by_position(references: Sequence[str], hypotheses: Sequence[str], bins: int = 3) -> list[float]:
     """Fraction of reference words recognised exactly (a hit in jiwer's word alignment) in each of ``bins``
     equal parts of the sentences (word k of n falls in part ``k * bins // n``): where in an utterance a
