@@ -251,11 +251,15 @@ def _reversal_index(t: int, frames: torch.Tensor | None, device) -> torch.Tensor
     return torch.where(j < n, n - 1 - j, j)
 
 
-class CTCTranscription:
-    """``transcribe`` of a module whose ``forward(audio, audio_lengths)`` gives CTC log-probabilities (b, t', n_ctc)
-    and that has ``frame_lengths`` and ``vocab``: :class:`CTCRecognizer` and :class:`CTCEnsemble`."""
+class CTCTranscription(nn.Module):
+    """A module whose ``forward(audio, audio_lengths)`` gives CTC log-probabilities (b, t', n_ctc), with its
+    ``frame_lengths`` and ``vocab``, and their shared ``transcribe``: :class:`CTCRecognizer`, :class:`CTCEnsemble`."""
 
     vocab: CharVocabulary
+
+    def frame_lengths(self, audio_lengths: torch.Tensor) -> torch.Tensor:
+        """(b,) the number of valid output frames of each utterance of ``audio_lengths`` samples."""
+        raise NotImplementedError
 
     @torch.no_grad()
     def transcribe(
@@ -268,12 +272,12 @@ class CTCTranscription:
         beta: float = 0.0,
     ) -> list[str]:
         """Greedy (``beam`` 1, no ``lm``) or prefix-beam-search transcripts (:func:`decode_ctc`)."""
-        log_probs = self(audio, audio_lengths)  # type: ignore[operator]  # the lengths matter to a bidirectional encoder only
-        frames = self.frame_lengths(audio_lengths)  # type: ignore[attr-defined]
+        log_probs = self(audio, audio_lengths)  # the lengths matter to a bidirectional encoder only
+        frames = self.frame_lengths(audio_lengths)
         return decode_ctc(log_probs, frames, self.vocab, beam, lm, alpha, beta)
 
 
-class CTCRecognizer(CTCTranscription, nn.Module):
+class CTCRecognizer(CTCTranscription):
     """Encoder + Linear to blank and characters; ``forward`` returns log-probabilities (b, t', n_ctc)."""
 
     def __init__(self, cfg: ASRConfig, vocab: CharVocabulary | None = None):
@@ -309,7 +313,6 @@ class CTCRecognizer(CTCTranscription, nn.Module):
         return int(ctc_unalignable(frames, targets, target_lengths).sum())
 
     def frame_lengths(self, audio_lengths: torch.Tensor) -> torch.Tensor:
-        """(b,) the number of valid output frames of each utterance of ``audio_lengths`` samples."""
         return self.encoder.frame_lengths(audio_lengths)
 
 
@@ -338,7 +341,7 @@ def decode_ctc(
     return out
 
 
-class CTCEnsemble(CTCTranscription, nn.Module):
+class CTCEnsemble(CTCTranscription):
     """K trained CTC recognisers of one alphabet and one frame rate decoded as one model: ``forward`` combines
     their log-probabilities frame by frame (:func:`torchssm.audio.ctc.combine_emissions`; ``combine="prob"``:
     log (1/K) sum_k p_t^k, the mean of the posteriors; ``"logprob"``: their renormalised geometric mean), and
