@@ -43,8 +43,9 @@ ACCENTS = {
 }
 # The voices of the other West Germanic languages of eSpeak NG 1.52 (espeak-ng-data/lang/gmw: af, de, lb, nl). Given
 # English text they read it by their own letter-to-sound rules, switching to English pronunciation for the words
-# their dictionaries list as English (af and de switch often, lb and nl seldom: "high" is hˈaɪ in de, hˈɪx in nl,
-# hˈigh in lb); a crude foreign accent, for training-voice augmentation (audio.synthetic's extra_train_accents).
+# their dictionaries list as English (espeak_TextToPhonemes of a 12-word docstring sentence: de read 6 of its words
+# in English, af 4, nl and lb none; "high" is hˈaɪ in de, hˈɪx in nl, hˈigh in lb); a crude foreign accent, for
+# training-voice augmentation (audio.synthetic's extra_train_accents).
 OTHER_LANGUAGE_ACCENTS = {"af": "Afrikaans", "de": "German", "lb": "Luxembourgish", "nl": "Dutch"}
 MALE_VARIANTS = tuple(f"m{i}" for i in range(1, 8))
 FEMALE_VARIANTS = tuple(f"f{i}" for i in range(1, 6))
