@@ -197,7 +197,7 @@ def plot_error_rates_by(
         if list(rates) != groups:
             raise ValueError(f"setting {label!r} has groups {list(rates)}; expected the first setting's {groups}")
     values = {label: {g: 100.0 * float(rates[g][metric]) for g in groups} for label, rates in settings.items()}
-    fig, (ax,) = new_figure(size=(1.6 + 1.4 * len(groups), 3.6))
+    fig, (ax,) = new_figure(size=(3.6 + 1.4 * len(groups), 3.6))  # room on the right for the legend
     width = 0.8 / len(values)
     for i, (label, by_group) in enumerate(values.items()):
         xs = [k + (i - (len(values) - 1) / 2) * width for k in range(len(groups))]
@@ -205,8 +205,9 @@ def plot_error_rates_by(
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(range(len(groups)), [(group_names or {}).get(g, g) for g in groups])
     ax.set_ylabel(ylabel or f"{metric.upper()} (%)")
+    ax.set_ylim(0, 1.1 * max([v for by_group in values.values() for v in by_group.values()] + [1e-9]))
     ax.grid(axis="y", alpha=0.3)
-    legend(ax, loc="upper left")
+    legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     return {"path": save_figure(fig, path), "values": values}
 
 
