@@ -453,7 +453,7 @@ def analyse_recognizer(
     from torchssm.audio.lm import lm_from_task
 
     _, task_cfg = saved_task_config(_runs(path)[0])
-    name = task_cfg.get("name", "spoken_sentences")
+    name = task_cfg.get("name", UNNAMED_TASK)
     _, task, model = load_for_decoding(path, data_dir, combine)
     lm = lm_from_task(task, lm_order, extra_texts) if lm_order else None
     ctc = model.members[0] if isinstance(model, CTCEnsemble) else model  # its frame rate is the ensemble's
@@ -494,6 +494,9 @@ def _checkpoint_dir(path) -> Path:
     return path / "last" if (path / "last").is_dir() else path
 
 
+UNNAMED_TASK = "spoken_sentences"  # the task of a saved task section that names none
+
+
 def saved_task_config(path) -> tuple[Path, dict]:
     """(checkpoint directory, a copy of the ``task`` section of its config, {} without one)."""
     from torchssm.train.checkpoint import read_checkpoint_state
@@ -509,7 +512,7 @@ def checkpoint_task(path, data_dir=None):
     ckpt, task_cfg = saved_task_config(path)
     if not task_cfg:
         raise ValueError(f"{ckpt} has no task in its config: cannot rebuild its data")
-    name = task_cfg.pop("name", "spoken_sentences")
+    name = task_cfg.pop("name", UNNAMED_TASK)
     return ckpt, build_task(name, data_dir=data_dir, **task_cfg)
 
 
@@ -658,7 +661,7 @@ def _completed_task_config(path) -> dict:
     from torchssm.data.registry import task_defaults
 
     cfg = saved_task_config(path)[1]
-    name = cfg.get("name", "spoken_sentences")  # as checkpoint_task reads it
+    name = cfg.get("name", UNNAMED_TASK)
     try:
         defaults = task_defaults(name)
     except ValueError:  # a task this install does not know: compare the saved sections as they are

@@ -263,6 +263,7 @@ def _cmd_spot(args) -> int:
 
 def register(subparsers) -> None:
     from torchssm.audio.ctc import COMBINE_RULES
+    from torchssm.audio.espeak import OTHER_LANGUAGE_ACCENTS
 
     p = subparsers.add_parser("transcribe", help="transcribe audio files with a speech recogniser checkpoint")
     p.add_argument("files", nargs="+", help="audio files (any rate: resampled to 16 kHz; channels averaged)")
@@ -367,8 +368,8 @@ def register(subparsers) -> None:
         nargs="*",
         default=[],
         metavar="ACCENT",
-        help="more training voices: these other languages' eSpeak NG voices (af de lb nl) reading the words, with "
-        "the training variants (the spoken_commands task's extra_train_accents)",
+        help=f"more training voices: these other languages' eSpeak NG voices ({' '.join(OTHER_LANGUAGE_ACCENTS)}) "
+        "reading the words, with the training variants (the spoken_commands task's extra_train_accents)",
     )
     b.add_argument("--data-dir")
     b.set_defaults(func=_cmd_kws_baseline)
