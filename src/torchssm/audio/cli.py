@@ -180,6 +180,7 @@ def _cmd_kws_baseline(args) -> int:
             voice_split=args.voice_split,
             extra_train_variants=tuple(args.extra_train_variants),
             extra_train_accents=tuple(args.extra_train_accents),
+            words=args.words,
         )
         groups = " ".join(f"{k} {v:.4f}" for k, v in r["test_acc_by_group"].items())
         print(
@@ -230,6 +231,7 @@ def _cmd_spot(args) -> int:
     import torch
 
     from torchssm.audio.spotting import load_spotter, plot_spots, spot
+    from torchssm.audio.synthetic import SILENCE, UNKNOWN
 
     if not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f"--threshold is a probability in [0, 1], got {args.threshold}")
@@ -241,7 +243,11 @@ def _cmd_spot(args) -> int:
     spotter = load_spotter(args.checkpoint, data_dir=args.data_dir)
     for path in args.files:
         windows = spot(spotter, _load_wav(path), hop_s=args.hop_ms / 1000.0)
-        shown = [w for w in windows if w["prob"] >= args.threshold]
+        shown = [
+            w
+            for w in windows
+            if w["prob"] >= args.threshold and not (args.keywords_only and w["word"] in (SILENCE, UNKNOWN))
+        ]
         if args.json:
             rows = [{k: (w[k] if k != "probs" else w[k].tolist()) for k in w} for w in shown]
             print(json.dumps({"file": path, "words": list(spotter.words), "windows": rows}))
@@ -254,7 +260,8 @@ def _cmd_spot(args) -> int:
                 line = f"{path}\t{w['start_s']:.2f}-{w['end_s']:.2f} s\t{w['word']} {w['prob']:.3f}"
                 print(line + (f"\t({others})" if others else ""))
             if not shown:
-                print(f"{path}\tno window of the {len(windows)} reaches probability {args.threshold:g}")
+                words = " with a command word" if args.keywords_only else ""
+                print(f"{path}\tno window of the {len(windows)} reaches probability {args.threshold:g}{words}")
         if args.figure is not None:
             title = f"{Path(path).name}: word probabilities in 1-s windows every {args.hop_ms:g} ms"
             print(f"figure: {plot_spots(windows, spotter.words, args.figure, title=title)}")
@@ -346,6 +353,12 @@ def register(subparsers) -> None:
     b.add_argument("--n-train", type=int, default=3000)
     b.add_argument("--n-test", type=int, default=1000)
     b.add_argument(
+        "--words",
+        choices=["10", "12"],
+        default="10",
+        help="the ten commands, or Speech Commands' twelve labels (with _silence_ and _unknown_; task.words)",
+    )
+    b.add_argument(
         "--speed-perturb", type=float, nargs="*", default=[], help="add training copies at these speeds, e.g. 0.9 1.1"
     )
     b.add_argument(
@@ -407,7 +420,13 @@ def register(subparsers) -> None:
         type=float,
         default=0.0,
         help="show only windows whose top word has at least this probability (default 0: all; the ten-word "
-        "models have no silence class, so every window gets a word)",
+        "models have no silence class, so every window gets a word; models trained with task.words=12 have "
+        "_silence_ and _unknown_)",
+    )
+    k.add_argument(
+        "--keywords-only",
+        action="store_true",
+        help="hide the windows whose top class is _silence_ or _unknown_ (models trained with task.words=12)",
     )
     k.add_argument("--top", type=int, default=3, help="words shown per window, most probable first (default 3)")
     k.add_argument("--figure", help="draw every window's word probabilities to this .png / .svg / .pdf (one file)")

@@ -3,8 +3,10 @@
 Speech Commands v0.02 (Warden 2018, arXiv:1804.03209, Sec. 6): ``<root>/<word>/<speaker>_nohash_<n>.wav``
 (16 kHz mono, at most 1 s), ``validation_list.txt`` and ``testing_list.txt`` listing the validation and
 test files as ``<word>/<file>.wav`` (every other file is training), and ``_background_noise_/*.wav``.
-The task ``speech_commands`` keeps the 10 command words (S4's SC10, Gu et al. 2022, Sec. 5.3) or all 35
-(``words="all"``), zero-pads each clip to 16000 samples.
+The task ``speech_commands`` keeps the 10 command words (S4's SC10, Gu et al. 2022, Sec. 5.3), all 35
+(``words="all"``) or the twelve labels of the corpus' standard evaluation (``words="12"``: the commands,
+``_silence_`` and ``_unknown_``, built as TensorFlow's speech_commands example builds them, :func:`twelve_class_items`),
+and zero-pads each clip to 16000 samples.
 
 LibriSpeech (Panayotov et al. 2015): ``<root>/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac``
 with one ``<speaker>-<chapter>.trans.txt`` per chapter, lines ``<utterance id> <TRANSCRIPT>`` in upper
@@ -16,18 +18,34 @@ and ``<data_dir>/LibriSpeech/`` (or pass ``root=``). Nothing is downloaded.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from torchssm.audio.synthetic import COMMANDS, SAMPLE_RATE, SpeechDataset
+from torchssm.audio.synthetic import (
+    COMMAND_CLASSES,
+    COMMANDS,
+    SAMPLE_RATE,
+    SILENCE,
+    SPLIT_IDS,
+    UNKNOWN,
+    SpeechDataset,
+    command_classes,
+)
 from torchssm.audio.text import CharVocabulary, normalize_transcript
 from torchssm.data.loaders import TensorDictDataset, resolve_data_dir
 from torchssm.data.registry import TaskData, TaskInfo, register_task
 
 BACKGROUND = "_background_noise_"
+# words="12" (TensorFlow's speech_commands example, input_data.py and train.py defaults): per split, "_unknown_" and
+# "_silence_" clips each ceil(10%) of the split's command clips; the example's silence is zeros, with background noise
+# at a volume up to 0.1 mixed in during training only; here every split's silence is a background cut at such a
+# volume, so val and test silence is not all zeros.
+EXTRA_CLASS_PERCENT = 10.0
+BACKGROUND_VOLUME = 0.1
 SPEECH_COMMANDS_DIR = "speech_commands_v0.02"
 LIBRISPEECH_DIR = "LibriSpeech"
 
@@ -85,14 +103,37 @@ def speech_commands_root(data_dir=None, root: str | None = None) -> Path:
     return Path(root) if root else resolve_data_dir(data_dir) / SPEECH_COMMANDS_DIR
 
 
-def speech_commands_words(files: dict[str, list[tuple[str, str]]], words: str = "10") -> list[str]:
-    """The class names, label i = word i: the 10 command words (``words="10"``) or every word of the
-    corpus' files (``"all"``), sorted."""
-    if words == "10":
-        return list(COMMANDS)
+def speech_commands_words(files: dict[str, list[tuple[str, str]]], words: str | int = "10") -> list[str]:
+    """The class names, label i = name i: the 10 command words (``words="10"``), with ``_silence_`` and
+    ``_unknown_`` (``"12"``), or every word of the corpus' files (``"all"``), sorted."""
     if words == "all":
         return sorted({w for items in files.values() for _, w in items})
-    raise ValueError(f"words must be '10' or 'all', got {words!r}")
+    if str(words) not in COMMAND_CLASSES:
+        raise ValueError(f"words must be '10', '12' or 'all', got {words!r}")
+    return list(command_classes(words))
+
+
+def twelve_class_items(items: list[tuple[str, str]], split: str, seed: int = 0) -> list[tuple[str | None, str]]:
+    """A split's (relative path, word) items as the twelve-label task's (path, label): the command clips, then
+    ceil(10%) of their count of ``_unknown_`` clips drawn without replacement from the other words' clips
+    (``default_rng([seed, split id])``), then as many ``_silence_`` items (path None: :func:`silence_clip`)."""
+    commands = [(rel, w) for rel, w in items if w in COMMANDS]
+    others = [rel for rel, w in items if w not in COMMANDS]
+    n_extra = math.ceil(len(commands) * EXTRA_CLASS_PERCENT / 100)
+    rng = np.random.default_rng([seed, SPLIT_IDS[split]])
+    unknown = [others[int(k)] for k in sorted(rng.choice(len(others), min(n_extra, len(others)), replace=False))]
+    return [*commands, *((rel, UNKNOWN) for rel in unknown), *((None, SILENCE) for _ in range(n_extra))]
+
+
+def silence_clip(background: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """A 1-s ``_silence_`` clip: a random 1-s cut of a random background recording (zero-padded when shorter)
+    times a volume drawn uniformly in [0, ``BACKGROUND_VOLUME``]."""
+    noise = background[sorted(background)[int(rng.integers(len(background)))]]
+    start = int(rng.integers(max(1, len(noise) - SAMPLE_RATE + 1)))
+    cut = noise[start : start + SAMPLE_RATE]
+    clip = np.zeros(SAMPLE_RATE, np.float32)
+    clip[: len(cut)] = cut * rng.uniform(0.0, BACKGROUND_VOLUME)
+    return clip
 
 
 def speech_commands_info(n_words: int) -> TaskInfo:
@@ -107,21 +148,35 @@ def speech_commands_info(n_words: int) -> TaskInfo:
 
 
 @register_task(
-    "speech_commands", "Speech Commands v0.02 read from disk (official layout and splits); 10 words (SC10) or all 35"
+    "speech_commands",
+    "Speech Commands v0.02 read from disk (official layout and splits); 10 words (SC10), 12 labels or all 35",
 )
-def build_speech_commands(data_dir=None, seed: int = 0, root: str | None = None, words: str = "10") -> TaskData:
-    """Real Speech Commands clips, zero-padded to 1 s: inputs (16000, 1), targets word index."""
+def build_speech_commands(data_dir=None, seed: int = 0, root: str | None = None, words: str | int = "10") -> TaskData:
+    """Real Speech Commands clips, zero-padded to 1 s: inputs (16000, 1), targets word index (``words="12"``: the
+    ``_unknown_`` and ``_silence_`` clips of :func:`twelve_class_items`, silence cut by ``default_rng([seed, split id,
+    i, 1])`` for item i)."""
     folder = speech_commands_root(data_dir, root)
     files = speech_commands_files(folder)
     vocabulary = speech_commands_words(files, words)
     label = {w: i for i, w in enumerate(vocabulary)}
+    twelve = SILENCE in label
+    background = background_noise(folder) if twelve else {}
+    if twelve and not background:
+        raise FileNotFoundError(
+            f"{folder / BACKGROUND} has no .wav files: words='12' cuts its {SILENCE} clips from them"
+        )
     splits = {}
-    for split, items in files.items():
-        items = [(rel, w) for rel, w in items if w in label]
+    for split, split_items in files.items():
+        items: list[tuple[str | None, str]] = [(rel, w) for rel, w in split_items if w in label]
         if not items and split != "val":
-            raise FileNotFoundError(f"{root}: no {split} clips of the words {vocabulary}")
+            raise FileNotFoundError(f"{folder}: no {split} clips of the words {vocabulary}")
+        if twelve:
+            items = twelve_class_items(split_items, split, seed)
         clips = np.zeros((len(items), SAMPLE_RATE), np.float32)
         for i, (rel, _) in enumerate(items):
+            if rel is None:
+                clips[i] = silence_clip(background, np.random.default_rng([seed, SPLIT_IDS[split], i, 1]))
+                continue
             audio = read_audio(folder / rel)[:SAMPLE_RATE]
             clips[i, : len(audio)] = audio
         splits[split] = TensorDictDataset(

@@ -33,20 +33,28 @@ def _features(dataset, n_mels: int) -> np.ndarray:
     return mel.reshape(len(waves), -1).numpy()  # (n, 98 * n_mels)
 
 
-def voice_groups(n: int, seed: int = 0, voice_split: str = "families") -> dict[str, list[int]]:
+def voice_groups(n: int, seed: int = 0, voice_split: str = "families", words: str | int = "10") -> dict[str, list[int]]:
     """{group: indices of the first ``n`` test clips}: one group per voice family
     (:func:`~torchssm.audio.synthetic.voice_family` of :func:`~torchssm.audio.synthetic.item_voice`), and for
-    ``voice_split="speakers"`` also "test_only" (variants m7 / f5, of no training voice), which overlaps them."""
-    from torchssm.audio.synthetic import is_test_only_voice, item_voice, voice_family
+    ``voice_split="speakers"`` also "test_only" (variants m7 / f5, of no training voice), which overlaps them.
+    With ``words="12"`` the ``_silence_`` clips (no voice) form a group of their own, outside the families, and
+    the ``_unknown_`` clips one that overlaps them: their accuracies are the rates at which no command is heard."""
+    from torchssm.audio.synthetic import SILENCE, UNKNOWN, command_classes, is_test_only_voice, item_voice, voice_family
 
-    voices = [item_voice("test", i, seed, voice_split) for i in range(n)]
+    classes = command_classes(words)
+    labels = [classes[i % len(classes)] for i in range(n)]
+    spoken = [i for i in range(n) if labels[i] != SILENCE]
+    voices = {i: item_voice("test", i, seed, voice_split) for i in spoken}
     groups: dict[str, list[int]] = {}
-    for i, voice in enumerate(voices):
+    for i, voice in voices.items():
         groups.setdefault(voice_family(voice), []).append(i)
     groups = dict(sorted(groups.items()))
-    test_only = [i for i, v in enumerate(voices) if is_test_only_voice(v)]
+    test_only = [i for i, v in voices.items() if is_test_only_voice(v)]
     if voice_split == "speakers" and test_only:
         groups["test_only"] = test_only
+    for name in (SILENCE, UNKNOWN):
+        if name in classes:
+            groups[name] = [i for i in range(n) if labels[i] == name]
     return groups
 
 
@@ -85,7 +93,7 @@ def logmel_logistic_baseline(
     y_train, y_test = train_set.tensors["targets"].numpy(), test_set.tensors["targets"].numpy()
     clf.fit((x_train - mean) / std, y_train)
     correct = clf.predict((x_test - mean) / std) == y_test
-    groups = voice_groups(len(y_test), seed, voice_split)
+    groups = voice_groups(len(y_test), seed, voice_split, task_options.get("words", "10"))
     return {
         "train_acc": float(clf.score((x_train - mean) / std, y_train)),
         "test_acc": float(correct.mean()),
@@ -124,8 +132,9 @@ def snr_sweep_by_family(
             options = {**run.config.task_options, **only_test, "snr_db": float(snr)}
             test = build_task(run.config.task_name, data_dir=data_dir, **options).test
         correct = _correct_per_clip(run.model, cast(TensorDictDataset, test), batch_size)
-        seed, voice_split = run.config.data_seed, run.config.task_options.get("voice_split", "families")
-        out[float(snr)] = _accuracies(correct, voice_groups(len(correct), seed, voice_split))
+        seed, options = run.config.data_seed, run.config.task_options
+        groups = voice_groups(len(correct), seed, options.get("voice_split", "families"), options.get("words", "10"))
+        out[float(snr)] = _accuracies(correct, groups)
     return out
 
 
@@ -186,7 +195,9 @@ def ensemble_accuracy(
     task = build_task("spoken_commands", data_dir=data_dir, **options, n_train=1, n_val=0, speed_perturb=())
     test = cast(TensorDictDataset, task.test)
     targets = test.tensors["targets"]
-    groups = voice_groups(len(targets), first.data_seed, options.get("voice_split", "families"))
+    groups = voice_groups(
+        len(targets), first.data_seed, options.get("voice_split", "families"), options.get("words", "10")
+    )
     logits = []
     for path, _, config in runs:
         model = build_model(model_config_for_task(config.model, task.info))

@@ -10,7 +10,9 @@ softmax gives each window's word probabilities:
     p(word | window k) = softmax(f(x[k * hop : k * hop + 16000]))
 
 The ten-word classifiers have no "silence" or "unknown" class: every window gets one of their words, and the
-probability says how sure the model is (``torchssm speech spot --threshold`` hides the unsure windows).
+probability says how sure the model is (``torchssm speech spot --threshold`` hides the unsure windows). A
+classifier trained with ``task.words=12`` (Speech Commands' twelve labels) has ``_silence_`` and ``_unknown_``
+classes, so a window without a command can say so (``spot --keywords-only`` then hides those windows).
 
     spotter = load_spotter("runs/spoken_commands_s4d_bidir/last")
     for window in spot(spotter, audio_16k):  # (n,) float tensor at 16 kHz
@@ -50,15 +52,15 @@ def load_spotter(checkpoint, data_dir=None) -> KeywordSpotter:
         speech_commands_root,
         speech_commands_words,
     )
-    from torchssm.audio.synthetic import COMMANDS, clip_inputs, commands_info
+    from torchssm.audio.synthetic import clip_inputs, command_classes, commands_info
     from torchssm.train.reload import read_run_config, trained_model
 
     path, _, config = read_run_config(checkpoint)
     options = config.task_options
     if config.task_name == "spoken_commands":
         shape = {k: options[k] for k in ("features", "n_mels", "frame") if k in options}
-        words: Sequence[str] = COMMANDS
-        info = commands_info(**shape)
+        words: Sequence[str] = command_classes(options.get("words", "10"))
+        info = commands_info(**shape, words=options.get("words", "10"))
         featurize: Callable[[torch.Tensor], torch.Tensor] = partial(clip_inputs, **shape)
     elif config.task_name == "speech_commands":
         which = options.get("words", "10")

@@ -38,6 +38,11 @@ al. 2022, Sec. 5.3): 1-second 16 kHz clips, label = word index; inputs (16000, 1
 samples per step, which the model's linear encoder projects to its width, i.e. SaShiMi's down-pooling
 (Goel et al. 2022; DownPool in state-spaces' sashimi.py: p steps reshaped into one, a linear projection)
 applied once at the input; the model then runs at 16000 / p steps instead of 16000.
+``words="12"`` (``"10"`` by default) gives Speech Commands' twelve labels (:data:`COMMAND_CLASSES`; Warden 2018's
+evaluation, TensorFlow's speech_commands example): the ten commands, ``"_silence_"`` (no speech: the task's noise
+alone, at the level of the split's average word clip; silent with ``snr_db=None``) and ``"_unknown_"`` (one of the
+corpus' 25 other words, :data:`OTHER_WORDS`, in the split's voices). Clip i has class i mod 12, so each class is
+1/12 of the clips (TensorFlow's example adds silence and unknown at 10% of the command clips each: the same share).
 ``speed_perturb=(0.9, 1.1)`` (off by default) adds to the training split one copy of every clip per
 factor, played that much faster (Ko et al. 2015's 3-fold speed perturbation; pitch and formants move
 with the factor), the word re-placed at a random offset in the second and given its own noise.
@@ -62,6 +67,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -87,6 +93,19 @@ from torchssm.data.registry import TaskData, TaskInfo, register_task
 
 SAMPLE_RATE = 16000
 COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+# The other 25 words of Speech Commands v0.02 (Warden 2018): the digits, core words beside the commands, and the
+# auxiliary words; the "_unknown_" class is spoken from them.
+OTHER_WORDS = (
+    *("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
+    *("bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow"),
+    *("backward", "forward", "follow", "learn", "visual"),
+)
+SILENCE, UNKNOWN = "_silence_", "_unknown_"
+# words -> class names, label i = name i: the ten commands (S4's SC10, Gu et al. 2022), or Speech Commands' twelve
+# labels, the commands with "_silence_" (no speech) and "_unknown_" (another word): the standard evaluation of
+# Warden 2018 (its Evaluation section) and of TensorFlow's speech_commands example (input_data.py, which puts the two
+# first; here they follow the commands, so label i < 10 is the same word either way).
+COMMAND_CLASSES = {"10": COMMANDS, "12": (*COMMANDS, SILENCE, UNKNOWN)}
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 TRAIN_ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-029")
 VAL_ACCENTS = ("en-gb-x-gbclan",)
@@ -292,22 +311,46 @@ def _load_cache(path, rebuild: bool) -> dict | None:
     return None
 
 
-def noisy(clip: np.ndarray, snr_db: float | None, noise: str, rng: np.random.Generator) -> np.ndarray:
-    """float32 copy of the int16 ``clip`` with noise of colour ``noise`` at ``snr_db`` dB (None: clean)."""
+def noisy(
+    clip: np.ndarray, snr_db: float | None, noise: str, rng: np.random.Generator, silence_power: float | None = None
+) -> np.ndarray:
+    """float32 copy of the int16 ``clip`` with noise of colour ``noise`` at ``snr_db`` dB (None: clean). A silent
+    clip (all zeros, the "_silence_" class) has no power to set an SNR against: its noise gets the power
+    ``silence_power / 10^(snr_db / 10)``, i.e. the noise of a clip of power ``silence_power``."""
     if noise not in NOISES:
         raise ValueError(f"noise must be one of {list(NOISES)}, got {noise!r}")
     out = clip.astype(np.float32) / 32767.0
     if snr_db is None:
         return out
-    return dsp.mix_at_snr(out, dsp.colored_noise(len(out), rng, NOISES[noise]), float(snr_db))
+    hiss = dsp.colored_noise(len(out), rng, NOISES[noise])
+    if out.any():
+        return dsp.mix_at_snr(out, hiss, float(snr_db))
+    if silence_power is None or not silence_power > 0.0:
+        raise ValueError(f"a silent clip needs silence_power > 0 to set its noise level, got {silence_power!r}")
+    gain = math.sqrt(silence_power / (dsp.power(hiss) * 10.0 ** (float(snr_db) / 10.0)))
+    return (gain * hiss).astype(np.float32)
 
 
 def noisy_split(clips: Sequence[np.ndarray], snr_db: float | None, noise: str, seed: int, split: int) -> list:
-    """:func:`noisy` on clip i of a split with ``numpy.random.default_rng([seed, split, i, 1])``."""
-    return [noisy(c, snr_db, noise, np.random.default_rng([seed, split, i, 1])) for i, c in enumerate(clips)]
+    """:func:`noisy` on clip i of a split with ``numpy.random.default_rng([seed, split, i, 1])``; the split's silent
+    clips (the "_silence_" class) get the noise of a clip of the mean power of its other clips."""
+    spoken = [dsp.power(c.astype(np.float32) / 32767.0) for c in clips if c.any()]
+    silence_power = float(np.mean(spoken)) if spoken else None
+    return [
+        noisy(c, snr_db, noise, np.random.default_rng([seed, split, i, 1]), silence_power) for i, c in enumerate(clips)
+    ]
 
 
 # --- spoken_commands ----------------------------------------------------------------------------------
+def command_classes(words: str | int = "10") -> tuple[str, ...]:
+    """The class names of ``spoken_commands`` (and ``speech_commands``) with ``words`` "10" or "12" (ints too):
+    :data:`COMMAND_CLASSES`, label i = name i."""
+    key = str(words) if isinstance(words, int) and not isinstance(words, bool) else words
+    if key not in COMMAND_CLASSES:
+        raise ValueError(f"words must be '10' (the commands) or '12' (with {SILENCE!r} and {UNKNOWN!r}), got {words!r}")
+    return COMMAND_CLASSES[key]
+
+
 def command_clip(
     seed: int,
     split: int,
@@ -316,12 +359,22 @@ def command_clip(
     voice_split: str = "families",
     extra_train_variants: Sequence[str] = (),
     extra_train_accents: Sequence[str] = (),
+    words: str | int = "10",
 ) -> np.ndarray:
-    """Clip ``index`` of a split: word ``COMMANDS[index % 10]`` placed at a random offset in one second."""
+    """Clip ``index`` of a split, class ``classes[index % len(classes)]`` of :func:`command_classes` ``(words)``:
+    its word placed at a random offset in one second; "_unknown_": one of :data:`OTHER_WORDS` (drawn from
+    ``default_rng([seed, split, index, 3])``, so the voice is still the first draw of ``[seed, split, index]``);
+    "_silence_": all zeros (the task's noise is added when it is built, :func:`noisy_split`)."""
+    classes = command_classes(words)
+    label = classes[index % len(classes)]
+    if label == SILENCE:
+        return np.zeros(SAMPLE_RATE, np.float32)
+    if label == UNKNOWN:
+        label = OTHER_WORDS[int(np.random.default_rng([seed, split, index, 3]).integers(len(OTHER_WORDS)))]
     rng = np.random.default_rng([seed, split, index])
     name = next(k for k, v in SPLIT_IDS.items() if v == split)
     voices = split_voices(voice_split, name, extra_train_variants, extra_train_accents)
-    speech = speak(COMMANDS[index % len(COMMANDS)], rng, voices, reverb)[:SAMPLE_RATE]
+    speech = speak(label, rng, voices, reverb)[:SAMPLE_RATE]
     clip = np.zeros(SAMPLE_RATE, np.float32)
     start = int(rng.integers(SAMPLE_RATE - len(speech) + 1))
     clip[start : start + len(speech)] = speech
@@ -338,11 +391,16 @@ def generate_commands(
     voice_split: str = "families",
     extra_train_variants: Sequence[str] = (),
     extra_train_accents: Sequence[str] = (),
+    words: str | int = "10",
 ) -> dict:
     """{"clips": (n, 16000) int16, "labels": (n,) int64} of a split, from the cache or generated and cached
-    (``extra_train_variants`` / ``extra_train_accents``: of the training split only; the other splits ignore them)."""
+    (``extra_train_variants`` / ``extra_train_accents``: of the training split only; the other splits ignore them;
+    ``words``: :func:`command_clip`'s, "12" with a cache of its own)."""
+    classes = command_classes(words)
     variants, accents, extra_key = _split_extra_voices(split, extra_train_variants, extra_train_accents)
     key = {"seed": seed, "split": split, "n": n, "reverb": reverb, **_voice_split_key(voice_split), **extra_key}
+    if classes != COMMANDS:  # the ten-word caches made before the option stay valid
+        key["words"] = str(len(classes))
     path = _cache_file(data_dir, "spoken_commands", key)
     cached = _load_cache(path, rebuild_cache)
     if cached is not None:
@@ -350,11 +408,11 @@ def generate_commands(
     sid = SPLIT_IDS[split]
     clips = np.stack(
         [
-            _to_int16(command_clip(seed, sid, i, reverb, voice_split, variants, accents))
+            _to_int16(command_clip(seed, sid, i, reverb, voice_split, variants, accents, words))
             for i in _progress(range(n), n, f"spoken_commands {split}")
         ]
     )
-    arrays = {"clips": clips, "labels": np.arange(n, dtype=np.int64) % len(COMMANDS)}
+    arrays = {"clips": clips, "labels": np.arange(n, dtype=np.int64) % len(classes)}
     save_npz_atomic(path, **arrays)
     return arrays
 
@@ -398,13 +456,13 @@ def clip_inputs(waves: torch.Tensor, features: str = "waveform", n_mels: int = 4
     return waves.reshape(len(waves), SAMPLE_RATE // frame, frame)  # (n, 16000 / frame, frame)
 
 
-def commands_info(features: str = "waveform", n_mels: int = 40, frame: int = 1) -> TaskInfo:
-    """The ``spoken_commands`` task's shapes for these options (what :func:`clip_inputs` gives, 10 classes)."""
+def commands_info(features: str = "waveform", n_mels: int = 40, frame: int = 1, words: str | int = "10") -> TaskInfo:
+    """The ``spoken_commands`` task's shapes for these options (what :func:`clip_inputs` gives; 10 or 12 classes)."""
     length, d_input = (98, n_mels) if features == "logmel" else (SAMPLE_RATE // frame, frame)
     return TaskInfo(
         name="spoken_commands",
         d_input=d_input,
-        d_output=len(COMMANDS),
+        d_output=len(command_classes(words)),
         length=length,
         kind="classification",
         citation="eSpeak NG synthetic speech; words of Warden 2018 (Speech Commands) as in S4's SC10 (Gu et al. 2022)",
@@ -421,7 +479,7 @@ def _commands_dataset(
 
 @register_task(
     "spoken_commands",
-    "10 spoken command words synthesised by eSpeak NG, 1 s at 16 kHz; "
+    "10 spoken command words synthesised by eSpeak NG (words=12: with _silence_ and _unknown_), 1 s at 16 kHz; "
     "test voices unseen in training (needs torchssm[audio])",
 )
 def build_spoken_commands(
@@ -441,8 +499,10 @@ def build_spoken_commands(
     frame: int = 1,
     extra_train_variants: Sequence[str] = (),
     extra_train_accents: Sequence[str] = (),
+    words: str | int = "10",
 ) -> TaskData:
     """Keyword spotting on synthetic speech (see the module docstring)."""
+    classes = command_classes(words)
     _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
     _voice_split_key(voice_split)
     extra_train_variants = check_extra_train_variants(extra_train_variants, voice_split)
@@ -462,18 +522,27 @@ def build_spoken_commands(
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         if n:
             arrays = generate_commands(
-                seed, split, n, reverb, data_dir, rebuild_cache, voice_split, extra_train_variants, extra_train_accents
+                seed,
+                split,
+                n,
+                reverb,
+                data_dir,
+                rebuild_cache,
+                voice_split,
+                extra_train_variants,
+                extra_train_accents,
+                words,
             )
             if split == "train" and speed_perturb:
                 arrays = _with_speed_copies(arrays, speed_perturb, seed)
             splits[split] = _commands_dataset(arrays, snr_db, noise, seed, SPLIT_IDS[split], features, n_mels, frame)
     return TaskData(
-        info=commands_info(features, n_mels, frame),
+        info=commands_info(features, n_mels, frame, words),
         train=splits["train"],
         val=splits.get("val"),
         test=splits["test"],
         extra={
-            "words": COMMANDS,
+            "words": classes,
             "voices": {k: split_voices(voice_split, k, extra_train_variants, extra_train_accents) for k in SPLIT_IDS},
         },
     )
