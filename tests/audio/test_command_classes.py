@@ -82,6 +82,7 @@ def test_voice_groups_twelve_labels():
     in_families = sorted(i for g in families for i in groups[g])
     assert in_families == [i for i in range(24) if i % 12 != 10]  # silence has no voice
     assert SILENCE not in voice_groups(24, voice_split="speakers")
+    assert SILENCE not in voice_groups(10, voice_split="speakers", words="12")  # no silence clip among the first 10
 
 
 def test_kws_baseline_twelve_labels(tmp_path, heard, capsys):
@@ -136,12 +137,15 @@ def test_spotter_and_cli_with_twelve_labels(tmp_path, heard, monkeypatch, capsys
     from test_spotting import _train
 
     from torchssm.audio import spotting
+    from torchssm.audio.kws import snr_sweep_by_family
     from torchssm.cli import main
 
-    checkpoint = _train(tmp_path, "run", {"name": "spoken_commands", "n_train": 12, "n_val": 0, "n_test": 4,
+    checkpoint = _train(tmp_path, "run", {"name": "spoken_commands", "n_train": 12, "n_val": 0, "n_test": 12,
                                           "voice_split": "speakers", "frame": 16, "words": 12})  # fmt: skip
     spotter = spotting.load_spotter(checkpoint)
     assert spotter.words == TWELVE
+    by_group = snr_sweep_by_family(checkpoint, [10.0])[10.0]  # silence and unknown as groups of their own
+    assert {SILENCE, UNKNOWN} <= set(by_group) and "male" in by_group
     windows = spotting.spot(spotter, torch.zeros(32000), hop_s=1.0)
     assert len(windows) == 2 and windows[0]["probs"].shape == (12,)
     wav = tmp_path / "two.wav"

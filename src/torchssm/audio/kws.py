@@ -53,8 +53,9 @@ def voice_groups(n: int, seed: int = 0, voice_split: str = "families", words: st
     if voice_split == "speakers" and test_only:
         groups["test_only"] = test_only
     for name in (SILENCE, UNKNOWN):
-        if name in classes:
-            groups[name] = [i for i in range(n) if labels[i] == name]
+        members = [i for i in range(n) if labels[i] == name]
+        if members:  # none among the first n < 11 clips
+            groups[name] = members
     return groups
 
 
