@@ -131,6 +131,12 @@ def test_speech_commands_reader_twelve_labels(tmp_path):
     torch.testing.assert_close(again.train.tensors["inputs"], task.train.tensors["inputs"])  # deterministic
     with pytest.raises(ValueError, match="words must be '10', '12' or 'all'"):
         build_task("speech_commands", data_dir=tmp_path, words="11")
+    from test_spotting import _train
+
+    from torchssm.audio.spotting import load_spotter
+
+    checkpoint = _train(tmp_path, "sc12", {"name": "speech_commands", "words": "12"})
+    assert load_spotter(checkpoint, data_dir=tmp_path).words == TWELVE  # its class names without reading the corpus
 
 
 def test_spotter_and_cli_with_twelve_labels(tmp_path, heard, monkeypatch, capsys):
