@@ -167,3 +167,74 @@ def test_spotter_and_cli_with_twelve_labels(tmp_path, heard, monkeypatch, capsys
     monkeypatch.setattr(spotting, "spot", lambda *a, **k: fake[1:3])
     assert main(["speech", "spot", "--checkpoint", checkpoint, str(wav), "--keywords-only"]) == 0
     assert "no window of the 2 reaches probability 0 with a command word" in capsys.readouterr().out
+
+
+def test_detection_rates_by_hand():
+    from torchssm.audio.kws import detection_rates
+
+    probs = torch.zeros(5, 12)
+    probs[0, 3] = 0.95  # command 3, heard right and sure
+    probs[1, 4] = 0.6  # command 3 clip heard as command 4, unsure
+    probs[2, 10] = 0.9  # command 5 clip called silence: a false reject at every threshold
+    probs[3, 11] = 0.99  # unknown clip called unknown
+    probs[4, 7] = 0.7  # silence clip heard as command 7: a false alarm below 0.7
+    targets = torch.tensor([3, 3, 5, 11, 10])
+    r = detection_rates(probs, targets, thresholds=(0.0, 0.65, 0.99))
+    assert r["threshold"] == [0.0, 0.65, 0.99]
+    assert r["command_accuracy"] == pytest.approx([1 / 3, 1 / 3, 0.0])
+    assert r["false_reject"] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert r["false_alarm"] == pytest.approx([0.5, 0.5, 0.0])
+    assert r["false_alarm_silence"] == pytest.approx([1.0, 1.0, 0.0]) and r["false_alarm_unknown"] == [0.0] * 3
+    ten = detection_rates(probs[:, :10], targets, thresholds=(0.0,))  # a ten-word model always hears a command
+    assert ten["false_alarm"] == [1.0] and ten["false_reject"] == [0.0]
+    for bad_probs, bad_targets, match in [
+        (probs[:, :11], targets, r"probs \(n, 10 or 12\)"),
+        (probs, targets[:4], "targets"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            detection_rates(bad_probs, bad_targets)
+    with pytest.raises(ValueError, match="thresholds must be probabilities"):
+        detection_rates(probs, targets, thresholds=(1.5,))
+
+
+def test_detection_curves_and_cli(tmp_path, heard, capsys):
+    from test_spotting import _train
+
+    from torchssm.audio.kws import detection_curves, detection_rates
+    from torchssm.cli import main
+    from torchssm.train.reload import load_run
+
+    task = {"name": "spoken_commands", "n_train": 12, "n_val": 0, "n_test": 24, "voice_split": "speakers"}
+    twelve = _train(tmp_path, "twelve", {**task, "frame": 16, "words": 12})
+    ten = _train(tmp_path, "ten", {**task, "frame": 16}, seed=1)
+    curves = detection_curves([twelve, ten], thresholds=(0.0, 0.5), data_dir=tmp_path)
+    run = load_run(twelve, data_dir=tmp_path)  # its own test clips are the twelve-label ones
+    with torch.no_grad():
+        probs = run.model(run.task.test.tensors["inputs"]).softmax(-1)
+    expected = detection_rates(probs, run.task.test.tensors["targets"], (0.0, 0.5))
+    assert set(curves[twelve]) == set(expected)
+    for key, values in expected.items():
+        assert curves[twelve][key] == pytest.approx(values, nan_ok=True)
+    assert curves[ten]["false_alarm"][0] == 1.0  # the ten-word model hears a command in every clip at threshold 0
+    figure = tmp_path / "det.png"
+    argv = [
+        "speech",
+        "kws-detection",
+        "--checkpoints",
+        twelve,
+        ten,
+        "--labels",
+        "12",
+        "10",
+        "--data-dir",
+        str(tmp_path),
+    ]
+    assert main([*argv, "--thresholds", "0", "0.5", "--figure", str(figure)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "12" and f"false alarms {expected['false_alarm'][0]:.4f}" in out
+    assert figure.stat().st_size > 0
+    assert main(["speech", "kws-detection", "--checkpoints", twelve, ten, "--labels", "one"]) == 2
+    assert "--labels: one per checkpoint, got 1 for 2" in capsys.readouterr().err
+    other = _train(tmp_path, "other_voices", {**task, "frame": 16, "voice_split": "families"})
+    with pytest.raises(ValueError, match="other test options"):
+        detection_curves([twelve, other], data_dir=tmp_path)

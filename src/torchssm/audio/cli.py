@@ -1,4 +1,5 @@
-"""``torchssm transcribe`` and ``torchssm speech {say, train, kws-baseline, snr-sweep, kws-ensemble, spot}``.
+"""``torchssm transcribe`` and ``torchssm speech {say, train, kws-baseline, snr-sweep, kws-ensemble, kws-detection,
+spot}``.
 
 torchssm speech say "stop" --voice en-us+m3 --out stop.wav      eSpeak NG speech at 16 kHz
 torchssm speech train --preset audio/asr_ctc [--resume]          train a recogniser (asr_train)
@@ -8,6 +9,7 @@ torchssm speech kws-baseline --snr 0 10 20                       log-mel + logis
 torchssm speech snr-sweep --checkpoint runs/spoken_commands_s4d/best
 torchssm speech kws-ensemble --checkpoints runs/a/last runs/b/last   mean of the models' logits (kws.ensemble_accuracy)
     [--by-size [--figure ensembles.png]]                           every ensemble of k of them, k = 1..m
+torchssm speech kws-detection --checkpoints A B [--figure det.png]  false alarms / rejects on the 12-label clips
 torchssm speech spot --checkpoint runs/spoken_commands_s4d/last rec.wav [--hop-ms 250] [--threshold 0.9]
     [--top 3] [--figure spots.png] [--json]                        the words in 1-s windows of a recording (spotting)
 """
@@ -227,6 +229,27 @@ def _cmd_kws_ensemble(args) -> int:
     return 0
 
 
+def _cmd_kws_detection(args) -> int:
+    from torchssm.audio.kws import detection_curves, plot_detection_curves
+
+    if args.labels is not None and len(args.labels) != len(args.checkpoints):
+        raise ValueError(f"--labels: one per checkpoint, got {len(args.labels)} for {len(args.checkpoints)}")
+    curves = detection_curves(args.checkpoints, args.thresholds, snr_db=args.snr, data_dir=args.data_dir)
+    named = dict(zip(args.labels or args.checkpoints, curves.values()))
+    for name, rates in named.items():
+        print(name)
+        for k, t in enumerate(rates["threshold"]):
+            print(
+                f"  threshold {t:g}: command accuracy {rates['command_accuracy'][k]:.4f}, false rejects "
+                f"{rates['false_reject'][k]:.4f}, false alarms {rates['false_alarm'][k]:.4f} (silence "
+                f"{rates['false_alarm_silence'][k]:.4f}, unknown {rates['false_alarm_unknown'][k]:.4f})"
+            )
+    if args.figure is not None:
+        title = "on the twelve-label test clips, thresholds " + ", ".join(f"{t:g}" for t in args.thresholds)
+        print(f"figure: {plot_detection_curves(named, args.figure, title=title)}")
+    return 0
+
+
 def _cmd_spot(args) -> int:
     import torch
 
@@ -408,6 +431,23 @@ def register(subparsers) -> None:
     e.add_argument("--figure", help="with --by-size: draw that curve to this .png / .svg / .pdf")
     e.add_argument("--data-dir")
     e.set_defaults(func=_cmd_kws_ensemble)
+    d = sub.add_parser(
+        "kws-detection",
+        help="false alarms and false rejects of spoken_commands classifiers on the twelve-label test clips",
+    )
+    d.add_argument("--checkpoints", nargs="+", required=True, help="checkpoints or run directories (10 or 12 labels)")
+    d.add_argument("--labels", nargs="+", help="a name per checkpoint for the printout and figure")
+    d.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.5, 0.9, 0.95, 0.99, 0.999],
+        help="a command is heard when it is the top class with at least this probability",
+    )
+    d.add_argument("--snr", type=float, help="test SNR in dB (default: the runs' own)")
+    d.add_argument("--figure", help="false alarms against false rejects, one line per checkpoint (.png / .svg / .pdf)")
+    d.add_argument("--data-dir")
+    d.set_defaults(func=_cmd_kws_detection)
     k = sub.add_parser(
         "spot",
         help="the command words in 1-s windows of recordings, with a spoken_commands / speech_commands classifier",

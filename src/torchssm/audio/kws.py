@@ -9,6 +9,18 @@ gap between it and an SSM is what the SSM adds on this data, not on real speech.
 :func:`snr_sweep` evaluates a model trained with ``torchssm train`` (a checkpoint) on the same test
 voices at several SNRs; :func:`ensemble_accuracy` scores the mean of several such models' logits, and
 :func:`accuracy_by_ensemble_size` every ensemble of k of them, k = 1..m.
+
+Detection (:func:`detection_rates`, :func:`detection_curves`): on the twelve-label test clips (``words="12"``: the
+commands, ``_silence_``, ``_unknown_``) a classifier *hears* command c in a clip when its most probable class is c
+and that probability is at least a threshold t; then
+
+    false alarm rate(t)   = P(a command heard | the clip is _silence_ or _unknown_)
+    false reject rate(t)  = P(no command heard | the clip is a command)
+    command accuracy(t)   = P(its own command heard | the clip is a command)
+
+and sweeping t traces a detection error trade-off (DET) curve (Martin et al. 1997; drawn here on linear axes).
+A ten-word classifier can only stay silent through t; a twelve-label one also through its ``_silence_`` and
+``_unknown_`` classes. Both are scored on the same clips.
 """
 
 from __future__ import annotations
@@ -266,6 +278,103 @@ def plot_accuracy_by_ensemble_size(by_size: dict, path, title: str = "") -> str:
     if title:
         ax.set_title(title, fontsize=9)
     legend(ax, loc="lower right")
+    return save_figure(fig, path)
+
+
+DETECTION_THRESHOLDS = (0.0, 0.5, 0.9, 0.99)
+
+
+def detection_rates(
+    probs: torch.Tensor, targets: torch.Tensor, thresholds: Sequence[float] = DETECTION_THRESHOLDS
+) -> dict[str, list[float]]:
+    """{"threshold", "command_accuracy", "false_reject", "false_alarm", "false_alarm_silence",
+    "false_alarm_unknown"}: one value per threshold (module docstring). probs: (n, 10 or 12) class probabilities;
+    targets: (n,) twelve-label targets (0-9 the commands, 10 ``_silence_``, 11 ``_unknown_``)."""
+    from torchssm.audio.synthetic import COMMANDS
+
+    n_commands = len(COMMANDS)
+    if probs.dim() != 2 or probs.shape[1] not in (n_commands, n_commands + 2) or targets.shape != probs.shape[:1]:
+        raise ValueError(
+            f"expected probs (n, 10 or 12) and targets (n,), got {tuple(probs.shape)} and {tuple(targets.shape)}"
+        )
+    if any(not 0.0 <= t <= 1.0 for t in thresholds) or not len(thresholds):
+        raise ValueError(f"thresholds must be probabilities in [0, 1], got {list(thresholds)}")
+    top, best = probs.max(-1)  # (n,), (n,)
+    command = targets < n_commands
+    out: dict[str, list[float]] = {k: [] for k in ("threshold", "command_accuracy", "false_reject", "false_alarm")}
+    out |= {"false_alarm_silence": [], "false_alarm_unknown": []}
+
+    def rate(hit: torch.Tensor, among: torch.Tensor) -> float:
+        return float(hit[among].float().mean()) if bool(among.any()) else float("nan")
+
+    for t in thresholds:
+        heard = (best < n_commands) & (top >= t)  # (n,) a command is heard
+        out["threshold"].append(float(t))
+        out["command_accuracy"].append(rate(heard & (best == targets), command))
+        out["false_reject"].append(rate(~heard, command))
+        out["false_alarm"].append(rate(heard, ~command))
+        out["false_alarm_silence"].append(rate(heard, targets == n_commands))
+        out["false_alarm_unknown"].append(rate(heard, targets == n_commands + 1))
+    return out
+
+
+def detection_curves(
+    checkpoints: Sequence,
+    thresholds: Sequence[float] = DETECTION_THRESHOLDS,
+    snr_db: float | None = None,
+    data_dir=None,
+    batch_size: int = 64,
+) -> dict[str, dict[str, list[float]]]:
+    """{checkpoint: :func:`detection_rates`} of ``spoken_commands`` classifiers (ten-word or twelve-label) on the
+    twelve-label test clips of the first run's task options (``words="12"``; ``snr_db``: None, the runs' own).
+    Every run must have the same test options apart from ``words``."""
+    from torchssm.audio.synthetic import commands_info
+    from torchssm.train.reload import read_run_config, trained_model
+
+    if isinstance(checkpoints, (str, bytes, os.PathLike)) or not len(checkpoints):
+        raise ValueError(f"checkpoints must be a non-empty list of checkpoints or run directories, got {checkpoints!r}")
+    runs = [read_run_config(c) for c in checkpoints]
+
+    def test_options(config) -> dict:
+        ignored = (*_TRAIN_ONLY_OPTIONS, "words")
+        options = {k: v for k, v in config.task_options.items() if k not in ignored}
+        return options if snr_db is None else {**options, "snr_db": float(snr_db)}
+
+    first_path, _, first = runs[0]
+    options = test_options(first)
+    for path, _, config in runs:
+        if config.task_name != "spoken_commands":
+            raise ValueError(f"{path} was trained on task {config.task_name!r}; expected 'spoken_commands'")
+        if test_options(config) != options:
+            raise ValueError(f"{path} has other test options than {first_path}: {test_options(config)} vs {options}")
+    task = build_task("spoken_commands", data_dir=data_dir, **options, words="12", n_train=1, n_val=0, speed_perturb=())
+    test = cast(TensorDictDataset, task.test)
+    out = {}
+    for checkpoint, (path, _, config) in zip(checkpoints, runs):
+        shape = {k: config.task_options[k] for k in ("features", "n_mels", "frame") if k in config.task_options}
+        info = commands_info(**shape, words=config.task_options.get("words", "10"))
+        probs = _logits_per_clip(trained_model(path, config, info), test, batch_size).softmax(-1)  # (n, 10 or 12)
+        out[str(checkpoint)] = detection_rates(probs, test.tensors["targets"], thresholds)
+    return out
+
+
+def plot_detection_curves(curves: dict[str, dict[str, list[float]]], path, title: str = "") -> str:
+    """Figure of :func:`detection_curves`' result: false alarms (%) against false rejects (%) over the thresholds,
+    one line per classifier (its label: the dict key), written atomically to ``path`` (.png / .svg / .pdf)."""
+    from torchssm.analysis.plots import legend, new_figure, save_figure
+
+    if not curves:
+        raise ValueError("no detection curves to plot")
+    fig, (ax,) = new_figure()
+    for name, rates in curves.items():
+        ax.plot(
+            [100 * r for r in rates["false_reject"]], [100 * a for a in rates["false_alarm"]], marker="o", label=name
+        )
+    ax.set_xlabel("false rejects (% of command clips)")
+    ax.set_ylabel("false alarms (% of silence and unknown clips)")
+    if title:
+        ax.set_title(title, fontsize=9)
+    legend(ax, loc="upper right")
     return save_figure(fig, path)
 
 
