@@ -245,7 +245,8 @@ def _cmd_kws_detection(args) -> int:
                 f"{rates['false_alarm_silence'][k]:.4f}, unknown {rates['false_alarm_unknown'][k]:.4f})"
             )
     if args.figure is not None:
-        title = "on the twelve-label test clips, thresholds " + ", ".join(f"{t:g}" for t in args.thresholds)
+        low, high = min(args.thresholds), max(args.thresholds)
+        title = f"twelve-label test clips; {len(args.thresholds)} thresholds, {low:g} to {high:g}"
         print(f"figure: {plot_detection_curves(named, args.figure, title=title)}")
     return 0
 
