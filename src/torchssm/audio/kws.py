@@ -180,31 +180,13 @@ def ensemble_accuracy(
     from torchssm.models import build_model
     from torchssm.train.checkpoint import load_checkpoint
     from torchssm.train.config import model_config_for_task
-    from torchssm.train.reload import read_run_config
 
     if average not in ENSEMBLE_AVERAGES:
         raise ValueError(f"average must be one of {list(ENSEMBLE_AVERAGES)}, got {average!r}")
-    if isinstance(checkpoints, (str, bytes, os.PathLike)) or not len(checkpoints):
-        raise ValueError(f"checkpoints must be a non-empty list of checkpoints or run directories, got {checkpoints!r}")
-    if by_size and len(checkpoints) > ENSEMBLE_BY_SIZE_MAX:
-        raise ValueError(
-            f"by_size scores every subset: at most {ENSEMBLE_BY_SIZE_MAX} checkpoints, got {len(checkpoints)}"
-        )
-    runs = [read_run_config(c) for c in checkpoints]
-
-    def test_options(config) -> dict:
-        options = {k: v for k, v in config.task_options.items() if k not in _TRAIN_ONLY_OPTIONS}
-        return options if snr_db is None else {**options, "snr_db": float(snr_db)}
-
-    first_path, _, first = runs[0]
-    options = test_options(first)
-    for path, _, config in runs:
-        if config.task_name != "spoken_commands":
-            raise ValueError(f"{path} was trained on task {config.task_name!r}; expected 'spoken_commands'")
-        if test_options(config) != options:
-            raise ValueError(
-                f"{path} was tested on other clips than {first_path}: task options {test_options(config)} vs {options}"
-            )
+    runs, options = _same_test_clips(checkpoints, snr_db)
+    if by_size and len(runs) > ENSEMBLE_BY_SIZE_MAX:
+        raise ValueError(f"by_size scores every subset: at most {ENSEMBLE_BY_SIZE_MAX} checkpoints, got {len(runs)}")
+    first = runs[0][2]
     task = build_task("spoken_commands", data_dir=data_dir, **options, n_train=1, n_val=0, speed_perturb=())
     test = cast(TensorDictDataset, task.test)
     targets = test.tensors["targets"]
@@ -329,24 +311,9 @@ def detection_curves(
     twelve-label test clips of the first run's task options (``words="12"``; ``snr_db``: None, the runs' own).
     Every run must have the same test options apart from ``words``."""
     from torchssm.audio.synthetic import commands_info
-    from torchssm.train.reload import read_run_config, trained_model
+    from torchssm.train.reload import trained_model
 
-    if isinstance(checkpoints, (str, bytes, os.PathLike)) or not len(checkpoints):
-        raise ValueError(f"checkpoints must be a non-empty list of checkpoints or run directories, got {checkpoints!r}")
-    runs = [read_run_config(c) for c in checkpoints]
-
-    def test_options(config) -> dict:
-        ignored = (*_TRAIN_ONLY_OPTIONS, "words")
-        options = {k: v for k, v in config.task_options.items() if k not in ignored}
-        return options if snr_db is None else {**options, "snr_db": float(snr_db)}
-
-    first_path, _, first = runs[0]
-    options = test_options(first)
-    for path, _, config in runs:
-        if config.task_name != "spoken_commands":
-            raise ValueError(f"{path} was trained on task {config.task_name!r}; expected 'spoken_commands'")
-        if test_options(config) != options:
-            raise ValueError(f"{path} has other test options than {first_path}: {test_options(config)} vs {options}")
+    runs, options = _same_test_clips(checkpoints, snr_db, ignore=("words",))
     task = build_task("spoken_commands", data_dir=data_dir, **options, words="12", n_train=1, n_val=0, speed_perturb=())
     test = cast(TensorDictDataset, task.test)
     out = {}
@@ -376,6 +343,32 @@ def plot_detection_curves(curves: dict[str, dict[str, list[float]]], path, title
         ax.set_title(title, fontsize=9)
     legend(ax, loc="upper right")
     return save_figure(fig, path)
+
+
+def _same_test_clips(checkpoints: Sequence, snr_db: float | None, ignore: Sequence[str] = ()) -> tuple[list, dict]:
+    """([read_run_config of each checkpoint], their shared test options): the task options but the training-only
+    ones and ``ignore``, ``snr_db`` set unless None; a ValueError unless every run is a ``spoken_commands`` run
+    with the same test options."""
+    from torchssm.train.reload import read_run_config
+
+    if isinstance(checkpoints, (str, bytes, os.PathLike)) or not len(checkpoints):
+        raise ValueError(f"checkpoints must be a non-empty list of checkpoints or run directories, got {checkpoints!r}")
+    runs = [read_run_config(c) for c in checkpoints]
+
+    def test_options(config) -> dict:
+        options = {k: v for k, v in config.task_options.items() if k not in (*_TRAIN_ONLY_OPTIONS, *ignore)}
+        return options if snr_db is None else {**options, "snr_db": float(snr_db)}
+
+    first_path, _, first = runs[0]
+    options = test_options(first)
+    for path, _, config in runs:
+        if config.task_name != "spoken_commands":
+            raise ValueError(f"{path} was trained on task {config.task_name!r}; expected 'spoken_commands'")
+        if test_options(config) != options:
+            raise ValueError(
+                f"{path} was tested on other clips than {first_path}: task options {test_options(config)} vs {options}"
+            )
+    return runs, options
 
 
 def _accuracies(correct: torch.Tensor, groups: dict[str, list[int]]) -> dict[str, float]:
