@@ -97,6 +97,8 @@ def test_ensemble_accuracy(tmp_path, heard_voices, capsys):
         ensemble_accuracy([], data_dir=tmp_path)
     with pytest.raises(ValueError, match="non-empty list"):
         ensemble_accuracy(a, data_dir=tmp_path)  # one path, not a list of them
+    with pytest.raises(ValueError, match="by_size scores every subset: at most 16 checkpoints, got 17"):
+        ensemble_accuracy([a] * 17, by_size=True, data_dir=tmp_path)
 
 
 def test_accuracy_by_ensemble_size_on_hand_made_logits(tmp_path):
