@@ -27,8 +27,9 @@ test voice has an accent never heard in training, and two variants are test-only
 
 Determinism: clip i of split s for seed k is a pure function of (k, s, i) and the options (its
 voice, parameters, eSpeak seed, placement and reverberation come from
-``numpy.random.default_rng([k, s, i])``; the noise from ``default_rng([k, s, i, 1])``). The clean
-clips are cached as int16 in ``<data_dir>/<task>_<hash>.npz`` (written atomically); the noise is
+``numpy.random.default_rng([k, s, i])``; the noise from ``default_rng([k, s, i, 1])``; an ``_unknown_`` clip's word
+from ``default_rng([k, s, i, 3])``; a ``_silence_`` clip's noise level from the mean power of its split's clips).
+The clean clips are cached as int16 in ``<data_dir>/<task>_<hash>.npz`` (written atomically); the noise is
 added at build time, so an SNR sweep reuses one cache.
 
 ``spoken_commands`` (Warden 2018, the 10 command words of Speech Commands used by S4's SC10, Gu et
