@@ -238,3 +238,5 @@ def test_detection_curves_and_cli(tmp_path, heard, capsys):
     other = _train(tmp_path, "other_voices", {**task, "frame": 16, "voice_split": "families"})
     with pytest.raises(ValueError, match="tested on other clips"):
         detection_curves([twelve, other], data_dir=tmp_path)
+    with pytest.raises(ValueError, match="checkpoints repeat"):
+        detection_curves([twelve, twelve], data_dir=tmp_path)

@@ -314,6 +314,8 @@ def detection_curves(
     from torchssm.train.reload import trained_model
 
     runs, options = _same_test_clips(checkpoints, snr_db, ignore=("words",))
+    if len({str(c) for c in checkpoints}) != len(checkpoints):
+        raise ValueError(f"checkpoints repeat: {[str(c) for c in checkpoints]}")
     task = build_task("spoken_commands", data_dir=data_dir, **options, words="12", n_train=1, n_val=0, speed_perturb=())
     test = cast(TensorDictDataset, task.test)
     out = {}
