@@ -51,10 +51,9 @@ def voice_groups(n: int, seed: int = 0, voice_split: str = "families", words: st
     ``voice_split="speakers"`` also "test_only" (variants m7 / f5, of no training voice), which overlaps them.
     With ``words="12"`` the ``_silence_`` clips (no voice) form a group of their own, outside the families, and
     the ``_unknown_`` clips one that overlaps them: their accuracies are the rates at which no command is heard."""
-    from torchssm.audio.synthetic import SILENCE, UNKNOWN, command_classes, is_test_only_voice, item_voice, voice_family
+    from torchssm.audio.synthetic import SILENCE, UNKNOWN, command_class, is_test_only_voice, item_voice, voice_family
 
-    classes = command_classes(words)
-    labels = [classes[i % len(classes)] for i in range(n)]
+    labels = [command_class(i, words) for i in range(n)]
     spoken = [i for i in range(n) if labels[i] != SILENCE]
     voices = {i: item_voice("test", i, seed, voice_split) for i in spoken}
     groups: dict[str, list[int]] = {}
@@ -310,8 +309,7 @@ def detection_curves(
     """{checkpoint: :func:`detection_rates`} of ``spoken_commands`` classifiers (ten-word or twelve-label) on the
     twelve-label test clips of the first run's task options (``words="12"``; ``snr_db``: None, the runs' own).
     Every run must have the same test options apart from ``words``."""
-    from torchssm.audio.synthetic import commands_info
-    from torchssm.train.reload import trained_model
+    from torchssm.audio.spotting import load_spotter
 
     runs, options = _same_test_clips(checkpoints, snr_db, ignore=("words",))
     if len({str(c) for c in checkpoints}) != len(checkpoints):
@@ -319,10 +317,9 @@ def detection_curves(
     task = build_task("spoken_commands", data_dir=data_dir, **options, words="12", n_train=1, n_val=0, speed_perturb=())
     test = cast(TensorDictDataset, task.test)
     out = {}
-    for checkpoint, (path, _, config) in zip(checkpoints, runs):
-        shape = {k: config.task_options[k] for k in ("features", "n_mels", "frame") if k in config.task_options}
-        info = commands_info(**shape, words=config.task_options.get("words", "10"))
-        probs = _logits_per_clip(trained_model(path, config, info), test, batch_size).softmax(-1)  # (n, 10 or 12)
+    for checkpoint, (path, _, _) in zip(checkpoints, runs):
+        model = load_spotter(path).model  # its own classes (10 or 12) and input shape, from its config
+        probs = _logits_per_clip(model, test, batch_size).softmax(-1)  # (n, 10 or 12)
         out[str(checkpoint)] = detection_rates(probs, test.tensors["targets"], thresholds)
     return out
 

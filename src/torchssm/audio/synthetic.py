@@ -335,8 +335,10 @@ def noisy(
 def noisy_split(clips: Sequence[np.ndarray], snr_db: float | None, noise: str, seed: int, split: int) -> list:
     """:func:`noisy` on clip i of a split with ``numpy.random.default_rng([seed, split, i, 1])``; the split's silent
     clips (the "_silence_" class) get the noise of a clip of the mean power of its other clips."""
-    spoken = [dsp.power(c.astype(np.float32) / 32767.0) for c in clips if c.any()]
-    silence_power = float(np.mean(spoken)) if spoken else None
+    silence_power = None
+    if snr_db is not None and not all(c.any() for c in clips):  # the mean power only where a silent clip needs it
+        spoken = [dsp.power(c.astype(np.float32) / 32767.0) for c in clips if c.any()]
+        silence_power = float(np.mean(spoken)) if spoken else None
     return [
         noisy(c, snr_db, noise, np.random.default_rng([seed, split, i, 1]), silence_power) for i, c in enumerate(clips)
     ]
@@ -350,6 +352,13 @@ def command_classes(words: str | int = "10") -> tuple[str, ...]:
     if key not in COMMAND_CLASSES:
         raise ValueError(f"words must be '10' (the commands) or '12' (with {SILENCE!r} and {UNKNOWN!r}), got {words!r}")
     return COMMAND_CLASSES[key]
+
+
+def command_class(index: int, words: str | int = "10") -> str:
+    """The class of clip ``index`` of a ``spoken_commands`` split: ``classes[index % len(classes)]`` of
+    :func:`command_classes` ``(words)``."""
+    classes = command_classes(words)
+    return classes[index % len(classes)]
 
 
 def command_clip(
@@ -366,8 +375,7 @@ def command_clip(
     its word placed at a random offset in one second; "_unknown_": one of :data:`OTHER_WORDS` (drawn from
     ``default_rng([seed, split, index, 3])``, so the voice is still the first draw of ``[seed, split, index]``);
     "_silence_": all zeros (the task's noise is added when it is built, :func:`noisy_split`)."""
-    classes = command_classes(words)
-    label = classes[index % len(classes)]
+    label = command_class(index, words)
     if label == SILENCE:
         return np.zeros(SAMPLE_RATE, np.float32)
     if label == UNKNOWN:
