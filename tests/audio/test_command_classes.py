@@ -235,6 +235,8 @@ def test_detection_curves_and_cli(tmp_path, heard, capsys):
     assert figure.stat().st_size > 0
     assert main(["speech", "kws-detection", "--checkpoints", twelve, ten, "--labels", "one"]) == 2
     assert "--labels: one per checkpoint, got 1 for 2" in capsys.readouterr().err
+    assert main(["speech", "kws-detection", "--checkpoints", twelve, ten, "--labels", "a", "a"]) == 2
+    assert "--labels repeat" in capsys.readouterr().err
     other = _train(tmp_path, "other_voices", {**task, "frame": 16, "voice_split": "families"})
     with pytest.raises(ValueError, match="tested on other clips"):
         detection_curves([twelve, other], data_dir=tmp_path)

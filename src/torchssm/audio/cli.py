@@ -234,6 +234,8 @@ def _cmd_kws_detection(args) -> int:
 
     if args.labels is not None and len(args.labels) != len(args.checkpoints):
         raise ValueError(f"--labels: one per checkpoint, got {len(args.labels)} for {len(args.checkpoints)}")
+    if args.labels is not None and len(set(args.labels)) != len(args.labels):
+        raise ValueError(f"--labels repeat: {args.labels}")
     curves = detection_curves(args.checkpoints, args.thresholds, snr_db=args.snr, data_dir=args.data_dir)
     named = dict(zip(args.labels or args.checkpoints, curves.values()))
     for name, rates in named.items():
