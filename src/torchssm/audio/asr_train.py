@@ -652,8 +652,8 @@ def _runs(path) -> list:
     return paths
 
 
-# task options that change only which voices speak the training sentences, not the sentences, val or test
-TRAINING_VOICE_OPTIONS = ("voices_per_sentence", "extra_train_variants", "extra_train_accents")
+# task options that change only how the training sentences are spoken (voices, accents), not the sentences, val or test
+TRAINING_VOICE_OPTIONS = ("voices_per_sentence", "extra_train_variants", "extra_train_accents", "accent_augment")
 
 
 def _completed_task_config(path) -> dict:

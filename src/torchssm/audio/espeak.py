@@ -11,6 +11,10 @@ is the client::
 An utterance is a pure function of its arguments (text, voice, rate, pitch, range, seed): the same
 call always returns the same samples, whatever was synthesised before.
 
+``text_to_phonemes(text, voice)`` gives a voice's phoneme mnemonics of a text, clause by clause (eSpeak NG's ascii
+names, e.g. ``"D|@ k|'A@ p|'A@|k"`` for "the car park" in en); an :class:`Utterance` with ``phoneme_input=True``
+speaks ``[[...]]`` in its text as such mnemonics (``torchssm.audio.accents`` rewrites them).
+
 Voices are ``<accent>+<variant>``: the English accents eSpeak NG ships (``ACCENTS``) or the voices of the other
 West Germanic languages (``OTHER_LANGUAGE_ACCENTS``, reading English text), and its voice variants
 (``VARIANTS``: m1..m7 male, f1..f5 female, and character voices such as whisper, croak).
@@ -80,6 +84,7 @@ class Utterance:
     pitch: int = 50  # 0-100 (default 50)
     pitch_range: int = 50  # 0-100, intonation range (default 50; 0 is monotone)
     seed: int = 0
+    phoneme_input: bool = False  # [[...]] in the text are phoneme mnemonics (eSpeak NG's espeakPHONEMES flag)
 
     def __post_init__(self):
         if not isinstance(self.text, str) or not self.text.strip():
@@ -97,6 +102,7 @@ class Utterance:
             "pitch": int(self.pitch),
             "range": int(self.pitch_range),
             "seed": int(self.seed),
+            **({"phoneme_input": True} if self.phoneme_input else {}),
         }
 
 
@@ -141,7 +147,22 @@ class ESpeak:
         """(n,) float32 samples in [-1, 1] at :attr:`sample_rate` (22050 Hz for eSpeak NG)."""
         if not isinstance(utterance, Utterance):
             raise TypeError(f"expected an Utterance, got {type(utterance).__name__}")
-        data = json.dumps(utterance.request()).encode("utf-8")
+        payload = self._ask(utterance.request())
+        return np.frombuffer(payload, dtype="<i2").astype(np.float32) / 32768.0
+
+    def text_to_phonemes(self, text: str, voice: str = "en-us") -> list[tuple[str, str]]:
+        """[(clause text, phonemes)]: ``voice``'s phoneme mnemonics of each clause of ``text``, one ``|`` between
+        phonemes and one space between words (``espeak_TextToPhonemes``; stress marks ``'`` / ``,`` lead a
+        stressed vowel's phoneme). The clause texts are the pieces of ``text`` eSpeak NG read for each clause; they
+        run a few characters past the clause's punctuation, into the next clause, and together make ``text``."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"text to transcribe into phonemes must be a non-empty string, got {text!r}")
+        clauses = json.loads(self._ask({"op": "phonemes", "text": text, "voice": voice}).decode("utf-8"))
+        return [(str(clause), str(phonemes)) for clause, phonemes in clauses]
+
+    def _ask(self, request: dict) -> bytes:
+        """The server's payload for ``request``; a ValueError with its message if it refused."""
+        data = json.dumps(request).encode("utf-8")
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 self._start()
@@ -151,7 +172,7 @@ class ESpeak:
             status, payload = self._read_reply()
         if status != 0:
             raise ValueError(payload.decode("utf-8", errors="replace"))
-        return np.frombuffer(payload, dtype="<i2").astype(np.float32) / 32768.0
+        return payload
 
     def close(self) -> None:
         with self._lock:
@@ -182,6 +203,11 @@ def synthesize(
 ) -> np.ndarray:
     """(n,) float32 speech of ``text`` at :data:`NATIVE_RATE` Hz (see :class:`Utterance` for the arguments)."""
     return default_engine().synthesize(Utterance(text, voice, rate, pitch, pitch_range, seed))
+
+
+def text_to_phonemes(text: str, voice: str = "en-us") -> list[tuple[str, str]]:
+    """[(clause text, phonemes)] of ``text`` in ``voice`` (:meth:`ESpeak.text_to_phonemes`)."""
+    return default_engine().text_to_phonemes(text, voice)
 
 
 NATIVE_RATE = 22050  # eSpeak NG's output rate (espeak_Initialize's return value; checked by the tests)

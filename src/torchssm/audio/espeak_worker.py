@@ -17,15 +17,18 @@ Why a separate process that forks per utterance:
   (``espeak_ng_SetRandSeed``) and from the C library's ``rand`` (``srand``); the child seeds both.
 
 Protocol over stdin / stdout, every message prefixed by its byte length (``>I``):
-request: UTF-8 JSON ``{"text", "voice", "rate", "pitch", "range", "seed"}``;
-reply: ``>i`` status (0 ok, 1 error), then the payload: little-endian int16 samples at the native
-rate (reported once, at start-up, as the first reply), or a UTF-8 error message.
+request: UTF-8 JSON ``{"text", "voice", "rate", "pitch", "range", "seed"}`` (optionally ``"phoneme_input": true``:
+``[[...]]`` in the text are eSpeak NG phoneme mnemonics, the espeakPHONEMES flag), or ``{"op": "phonemes", "text",
+"voice"}``; reply: ``>i`` status (0 ok, 1 error), then the payload: little-endian int16 samples at the native rate
+(reported once, at start-up, as the first reply), for "phonemes" UTF-8 JSON ``[[clause text, phonemes], ...]``
+(the voice's phoneme mnemonics of each clause, one ``|`` between phonemes, one space between words), or a UTF-8
+error message.
 
 The C API used (``speak_lib.h`` / ``espeak_ng.h`` of eSpeak NG): ``espeak_Initialize`` in
 AUDIO_OUTPUT_SYNCHRONOUS mode with a synth callback that collects the samples,
 ``espeak_SetVoiceByName`` (``"en-us+m3"``: language voice + variant), ``espeak_SetParameter``
 (espeakRATE words per minute, espeakPITCH 0-100, espeakRANGE 0-100), ``espeak_Synth``,
-``espeak_Synchronize``.
+``espeak_Synchronize``; ``espeak_TextToPhonemes`` (phonememode: bits 8-23 the separator between phonemes).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ AUDIO_OUTPUT_SYNCHRONOUS = 2
 ESPEAK_INITIALIZE_DONT_EXIT = 0x8000
 POS_CHARACTER = 1
 ESPEAK_CHARS_UTF8 = 1
+ESPEAK_PHONEMES = 0x100  # speak_lib.h espeakPHONEMES: [[...]] in the text are phoneme mnemonics
+PHONEME_SEPARATOR = "|"
 PARAMETERS = {"rate": 1, "pitch": 3, "range": 4}  # espeak_PARAMETER: espeakRATE, espeakPITCH, espeakRANGE
 ERRORS = {-1: "EE_INTERNAL_ERROR", 1: "EE_BUFFER_FULL", 2: "EE_NOT_FOUND"}
 
@@ -65,6 +70,8 @@ def load_library():
         ctypes.c_void_p,
     ]
     lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+    lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+    lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
     rate = lib.espeak_Initialize(
         AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), ESPEAK_INITIALIZE_DONT_EXIT
     )
@@ -87,18 +94,46 @@ def synthesize(lib, request: dict) -> bytes:
     ctypes.CDLL(None).srand(ctypes.c_uint(seed))
     lib.espeak_ng_SetRandSeed(seed)
     lib.espeak_SetSynthCallback(collect)
-    status = lib.espeak_SetVoiceByName(str(request["voice"]).encode())
-    if status != 0:
-        raise ValueError(f"eSpeak NG has no voice {request['voice']!r} ({ERRORS.get(status, status)})")
+    _set_voice(lib, request["voice"])
     for name, code in PARAMETERS.items():
         if lib.espeak_SetParameter(code, int(request[name]), 0) != 0:
             raise ValueError(f"eSpeak NG rejected {name}={request[name]!r}")
     text = str(request["text"]).encode("utf-8")
-    status = lib.espeak_Synth(text, len(text) + 1, 0, POS_CHARACTER, 0, ESPEAK_CHARS_UTF8, None, None)
+    flags = ESPEAK_CHARS_UTF8 | (ESPEAK_PHONEMES if request.get("phoneme_input") else 0)
+    status = lib.espeak_Synth(text, len(text) + 1, 0, POS_CHARACTER, 0, flags, None, None)
     if status != 0:
         raise RuntimeError(f"espeak_Synth failed ({ERRORS.get(status, status)})")
     lib.espeak_Synchronize()
     return b"".join(chunks)
+
+
+def _set_voice(lib, voice) -> None:
+    status = lib.espeak_SetVoiceByName(str(voice).encode())
+    if status != 0:
+        raise ValueError(f"eSpeak NG has no voice {voice!r} ({ERRORS.get(status, status)})")
+
+
+def phonemes(lib, request: dict) -> bytes:
+    """UTF-8 JSON [[clause text, phoneme mnemonics], ...] of ``request["text"]`` in ``request["voice"]`` (the clause
+    text as eSpeak NG read it: its end pointer runs a few characters past the clause's punctuation, into the next)."""
+    _set_voice(lib, request["voice"])
+    raw = str(request["text"]).encode("utf-8")
+    text = ctypes.c_char_p(raw)
+    start = base = ctypes.cast(text, ctypes.c_void_p).value or 0
+    mode = ord(PHONEME_SEPARATOR) << 8  # eSpeak's ascii mnemonics, the separator between phonemes
+    clauses = []
+    while text.value:
+        result = lib.espeak_TextToPhonemes(ctypes.byref(text), ESPEAK_CHARS_UTF8, mode)
+        end = ctypes.cast(text, ctypes.c_void_p).value  # None once the whole text is read
+        stop = len(raw) if end is None else end - base
+        clauses.append([raw[start - base : stop].decode("utf-8", errors="replace"), (result or b"").decode()])
+        start = base + stop
+    return json.dumps(clauses).encode("utf-8")
+
+
+def handle(lib, request: dict) -> bytes:
+    """The reply payload of one request (synthesis, or ``"op": "phonemes"``)."""
+    return phonemes(lib, request) if request.get("op") == "phonemes" else synthesize(lib, request)
 
 
 def _read_exact(stream, n: int) -> bytes:
@@ -114,13 +149,13 @@ def _reply(out, status: int, payload: bytes) -> None:
 
 
 def _forked_synthesis(lib, request: dict):
-    """(status, payload) of ``request`` synthesised in a child forked from the pristine state."""
+    """(status, payload) of ``request`` answered in a child forked from the pristine state."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: synthesise, send the result, exit without running any Python clean-up
         os.close(read_fd)
         try:
-            status, payload = 0, synthesize(lib, request)
+            status, payload = 0, handle(lib, request)
         except Exception as err:  # reported to the parent, which raises it in the client
             status, payload = 1, str(err).encode()
         with os.fdopen(write_fd, "wb") as pipe:

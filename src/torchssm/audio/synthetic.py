@@ -78,6 +78,7 @@ import torch
 from torch.utils.data import Dataset
 
 from torchssm.audio import dsp
+from torchssm.audio.accents import accented_text, sample_accent
 from torchssm.audio.espeak import (
     FEMALE_VARIANTS,
     MALE_VARIANTS,
@@ -260,15 +261,20 @@ def _trim_silence(x: np.ndarray, threshold_db: float = -40.0) -> np.ndarray:
     return x[loud[0] : loud[-1] + 1]
 
 
-def speak(text: str, rng: np.random.Generator, voices: Sequence[str], reverb: float) -> np.ndarray:
-    """One utterance of ``text`` (float32 at 16 kHz, peak at -6..-12 dBFS) with parameters drawn from ``rng``."""
+def speak(
+    text: str, rng: np.random.Generator, voices: Sequence[str], reverb: float, accent: dict | None = None
+) -> np.ndarray:
+    """One utterance of ``text`` (float32 at 16 kHz, peak at -6..-12 dBFS) with parameters drawn from ``rng``;
+    ``accent`` (:func:`torchssm.audio.accents.sample_accent`): its phonemes rewritten by that virtual accent."""
+    voice = draw_voice(rng, voices)
     utterance = Utterance(
-        text,
-        voice=draw_voice(rng, voices),
+        text if accent is None else accented_text(text, voice, accent),
+        voice=voice,
         rate=int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1)),
         pitch=int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
         pitch_range=int(rng.integers(INTONATION_RANGE[0], INTONATION_RANGE[1] + 1)),
         seed=int(rng.integers(1 << 31)),
+        phoneme_input=accent is not None,
     )
     speech = dsp.resample(_trim_silence(default_engine().synthesize(utterance)), NATIVE_RATE, SAMPLE_RATE)
     if rng.random() < reverb:
@@ -616,6 +622,22 @@ def sentence_voices(
     return out
 
 
+def utterance_accent(seed: int, sid: int, index: int, copy: int, accent_augment: float) -> dict | None:
+    """The virtual accent of copy ``copy`` of training sentence ``index`` (:mod:`torchssm.audio.accents`), or None
+    (its voice's own): with probability ``accent_augment``, from a generator of its own (``[seed, split, i, 5, copy]``),
+    so the voice, rate and pitch draws, and every utterance without an accent, are the task's without the option."""
+    if not accent_augment:
+        return None
+    rng = np.random.default_rng([seed, sid, index, 5, copy])
+    return sample_accent(rng) if rng.random() < accent_augment else None
+
+
+def _check_accent_augment(p) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"accent_augment must be a probability in [0, 1], got {p!r}")
+    return float(p)
+
+
 def _check_voices_per_sentence(k, n_voices: int) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_voices:
         raise ValueError(f"voices_per_sentence must be an int from 1 to {n_voices} (the training voices), got {k!r}")
@@ -632,12 +654,15 @@ def generate_sentences(
     copy: int = 0,
     extra_train_variants: Sequence[str] = (),
     extra_train_accents: Sequence[str] = (),
+    accent_augment: float = 0.0,
 ) -> dict:
     """{"audio": concatenated int16, "offsets": (n + 1,) int64} of ``texts`` spoken by the split's voices;
     ``copy`` c > 0: their c-th extra rendering (``voices_per_sentence``; each text by a voice none of
     copies 0..c - 1 used, :func:`sentence_voices`), cached in a file of its own (``extra_train_variants`` /
-    ``extra_train_accents``: of the training split only; the other splits ignore them)."""
-    variants, accents, extra_key = _split_extra_voices(split, extra_train_variants, extra_train_accents)
+    ``extra_train_accents`` / ``accent_augment`` (:func:`utterance_accent`): of the training split only; the other
+    splits ignore them)."""
+    variants, other_accents, extra_key = _split_extra_voices(split, extra_train_variants, extra_train_accents)
+    accent_augment = _check_accent_augment(accent_augment) if split == "train" else 0.0
     key = {
         "seed": seed,
         "split": split,
@@ -646,6 +671,7 @@ def generate_sentences(
         **_voice_split_key(voice_split),
         **({"copy": copy} if copy else {}),  # none for copy 0: the caches made before the option stay valid
         **extra_key,
+        **({"accent_augment": accent_augment} if accent_augment else {}),
     }
     path = _cache_file(data_dir, "spoken_sentences", key)
     cached = _load_cache(path, rebuild_cache)
@@ -658,8 +684,9 @@ def generate_sentences(
             speak(
                 t,
                 _copy_rng(seed, sid, i, copy),
-                sentence_voices(split, i, copy + 1, seed, voice_split, variants, accents)[-1][1],
+                sentence_voices(split, i, copy + 1, seed, voice_split, variants, other_accents)[-1][1],
                 reverb,
+                utterance_accent(seed, sid, i, copy, accent_augment),
             )
         )
         for i, t in _progress(enumerate(texts), len(texts), desc)
@@ -690,6 +717,7 @@ def build_spoken_sentences(
     voices_per_sentence: int = 1,
     extra_train_variants: Sequence[str] = (),
     extra_train_accents: Sequence[str] = (),
+    accent_augment: float = 0.0,
 ) -> TaskData:
     """Speech recognition on synthetic speech (see the module docstring); items are {"audio", "text"}.
 
@@ -699,8 +727,14 @@ def build_spoken_sentences(
     (default) is the task of before, the same audio and cache. ``extra_train_variants``: more training voices,
     as ``spoken_commands``' (:func:`check_extra_train_variants`; every training utterance's voice is then drawn
     among the larger set, so every training utterance changes; val and test unchanged); ``extra_train_accents``
-    likewise (other languages' voices reading the English sentences, :func:`check_extra_train_accents`)."""
+    likewise (other languages' voices reading the English sentences, :func:`check_extra_train_accents`).
+    ``accent_augment`` p: each training utterance, with probability p, spoken in a virtual accent of its own
+    (:mod:`torchssm.audio.accents`: its voice's phonemes rewritten by English accents' lexical-set alternations;
+    the transcript unchanged; :func:`utterance_accent`); 0 (default) is the task without it."""
     _voice_split_key(voice_split)
+    accent_augment = _check_accent_augment(accent_augment)
+    if accent_augment and extra_train_accents:
+        raise ValueError("accent_augment rewrites English phonemes; it cannot be combined with extra_train_accents")
     extra_train_variants = check_extra_train_variants(extra_train_variants, voice_split)
     extra_train_accents = check_extra_train_accents(extra_train_accents)
     n_voices = len(split_voices(voice_split, "train", extra_train_variants, extra_train_accents))
@@ -724,6 +758,7 @@ def build_spoken_sentences(
                 copy,
                 extra_train_variants,
                 extra_train_accents,
+                accent_augment,
             )
             offsets = arrays["offsets"]
             clips += [arrays["audio"][offsets[i] : offsets[i + 1]] for i in range(len(items))]
