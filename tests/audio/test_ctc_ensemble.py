@@ -121,13 +121,16 @@ def test_an_ensemble_needs_runs_of_one_task(tmp_path):
         "v2": {"name": "spoken_sentences", "n_train": 4200, "seed": 0, "voices_per_sentence": 2},
         "more_voices": {"name": "spoken_sentences", "n_train": 4200, "seed": 0, "extra_train_variants": ["klatt"]},
         "accents": {"name": "spoken_sentences", "n_train": 4200, "seed": 0, "extra_train_accents": ["de", "nl"]},
+        "virtual_accents": {"name": "spoken_sentences", "n_train": 4200, "seed": 0, "accent_augment": 0.5},
         "other_seed": {"name": "spoken_sentences", "n_train": 4200, "seed": 1},
         "defaults_written": {"name": "spoken_sentences", "n_train": 4200, "seed": 0, "n_val": 100, "snr_db": None},
         "other_val": {"name": "spoken_sentences", "n_train": 4200, "seed": 0, "n_val": 50},
     }
     for name, task in tasks.items():
         save_checkpoint(tmp_path / name / "last", a, config={"model": a.cfg.to_dict(), "task": task})
-    same_sentences = [tmp_path / name for name in ("v1", "v2", "more_voices", "accents", "defaults_written")]
+    same_sentences = [
+        tmp_path / name for name in ("v1", "v2", "more_voices", "accents", "virtual_accents", "defaults_written")
+    ]
     asr_train.check_same_sentences(same_sentences)  # they differ in the training voices only
     with pytest.raises(ValueError, match=r"must share one task: task.seed is 0 in .*v1 but 1 in .*other_seed"):
         asr_train.check_same_sentences([tmp_path / "v1", tmp_path / "other_seed"])
