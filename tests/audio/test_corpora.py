@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 soundfile = pytest.importorskip("soundfile")
 
@@ -46,6 +47,32 @@ def test_speech_commands_layout(tmp_path):
     (root / "testing_list.txt").unlink()
     with pytest.raises(FileNotFoundError, match="testing_list"):
         build_speech_commands(root=str(root))
+
+
+def test_speech_commands_separate_test_archive(tmp_path):
+    """test_root: the unpacked speech_commands_test_set_v0.02 (a folder per twelve-label class, no lists) is the
+    test split; training and validation still come from the corpus and its lists."""
+    write_speech_commands(tmp_path / "speech_commands_v0.02")
+    archive = tmp_path / "speech_commands_test_set_v0.02"
+    for k, (label, n) in enumerate({"yes": 2, "no": 1, "_silence_": 1, "_unknown_": 2}.items()):
+        (archive / label).mkdir(parents=True)
+        for i in range(n):
+            soundfile.write(archive / label / f"t{i}.wav", _tone(16000, 500 + 100 * k), 16000, subtype="PCM_16")
+    listed = build_task("speech_commands", data_dir=tmp_path)
+    task = build_task("speech_commands", data_dir=tmp_path, test_root=str(archive))
+    assert task.test.tensors["targets"].tolist() == [1, 0, 0]  # no, yes, yes: the archive's command clips
+    np.testing.assert_allclose(task.test.tensors["inputs"][0, :, 0].numpy(), _tone(16000, 600), atol=1e-4)
+    torch.testing.assert_close(task.train.tensors["inputs"], listed.train.tensors["inputs"])  # training unchanged
+    twelve = build_task("speech_commands", data_dir=tmp_path, words="12", test_root="default")
+    assert twelve.test.tensors["targets"].tolist() == [10, 11, 11, 1, 0, 0]  # the archive's folders, sorted
+    np.testing.assert_allclose(twelve.test.tensors["inputs"][0, :, 0].numpy(), _tone(16000, 700), atol=1e-4)
+    with pytest.raises(ValueError, match="needs words='10' or '12', not 'all'"):
+        build_task("speech_commands", data_dir=tmp_path, words="all", test_root="default")
+    with pytest.raises(FileNotFoundError, match="no Speech Commands test set directory"):
+        build_task("speech_commands", data_dir=tmp_path, test_root=str(tmp_path / "missing"))
+    (archive / "marvin").mkdir()
+    with pytest.raises(ValueError, match=r"folders \['marvin'\] are not test set classes; expected some of"):
+        build_task("speech_commands", data_dir=tmp_path, test_root="default")
 
 
 def write_librispeech(root, lines):

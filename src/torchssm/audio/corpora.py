@@ -6,7 +6,9 @@ test files as ``<word>/<file>.wav`` (every other file is training), and ``_backg
 The task ``speech_commands`` keeps the 10 command words (S4's SC10, Gu et al. 2022, Sec. 5.3), all 35
 (``words="all"``) or the twelve labels of the corpus' standard evaluation (``words="12"``: the commands,
 ``_silence_`` and ``_unknown_``, built as TensorFlow's speech_commands example builds them, :func:`twelve_class_items`),
-and zero-pads each clip to 16000 samples.
+and zero-pads each clip to 16000 samples. The corpus' separate test archive (``speech_commands_test_set_v0.02``:
+one folder per twelve-label class, ``_silence_`` and ``_unknown_`` included, no lists) replaces the listed test split
+with ``test_root=`` (:func:`speech_commands_test_set_files`).
 
 LibriSpeech (Panayotov et al. 2015): ``<root>/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac``
 with one ``<speaker>-<chapter>.trans.txt`` per chapter, lines ``<utterance id> <TRANSCRIPT>`` in upper
@@ -47,6 +49,7 @@ BACKGROUND = "_background_noise_"
 EXTRA_CLASS_PERCENT = 10.0
 BACKGROUND_VOLUME = 0.1
 SPEECH_COMMANDS_DIR = "speech_commands_v0.02"
+SPEECH_COMMANDS_TEST_DIR = "speech_commands_test_set_v0.02"  # the separate test archive, unpacked
 LIBRISPEECH_DIR = "LibriSpeech"
 
 
@@ -90,6 +93,24 @@ def speech_commands_files(root) -> dict[str, list[tuple[str, str]]]:
             rel = f"{word}/{wav.name}"
             splits["test" if rel in test else "val" if rel in val else "train"].append((rel, word))
     return splits
+
+
+def speech_commands_test_set_files(root) -> list[tuple[str, str]]:
+    """[(relative path "label/file.wav", label)] of the separate test archive ``speech_commands_test_set_v0.02``:
+    one folder per class of the twelve-label evaluation (the ten commands, ``_silence_``, ``_unknown_``; Warden
+    2018, TensorFlow's speech_commands example), its silence clips recorded noise rather than cut at load time."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no Speech Commands test set directory {root}")
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    expected = command_classes("12")
+    strange = [f for f in folders if f not in expected]
+    if strange:
+        raise ValueError(f"{root}: folders {strange} are not test set classes; expected some of {list(expected)}")
+    files = [(f"{label}/{wav.name}", label) for label in folders for wav in sorted((root / label).glob("*.wav"))]
+    if not files:
+        raise FileNotFoundError(f"{root} has no <label>/*.wav files")
+    return files
 
 
 def background_noise(root) -> dict[str, np.ndarray]:
@@ -151,15 +172,27 @@ def speech_commands_info(n_words: int) -> TaskInfo:
     "speech_commands",
     "Speech Commands v0.02 read from disk (official layout and splits); 10 words (SC10), 12 labels or all 35",
 )
-def build_speech_commands(data_dir=None, seed: int = 0, root: str | None = None, words: str | int = "10") -> TaskData:
+def build_speech_commands(
+    data_dir=None, seed: int = 0, root: str | None = None, words: str | int = "10", test_root: str | None = None
+) -> TaskData:
     """Real Speech Commands clips, zero-padded to 1 s: inputs (16000, 1), targets word index (``words="12"``: the
     ``_unknown_`` and ``_silence_`` clips of :func:`twelve_class_items`, silence cut by ``default_rng([seed, split id,
-    i, 1])`` for item i)."""
+    i, 1])`` for item i). ``test_root``: the unpacked separate test archive (or "default":
+    ``<data_dir>/speech_commands_test_set_v0.02``) is the test split instead of ``testing_list.txt``'s clips (which
+    stay out of training): its clips of the twelve labels for ``words="12"``, of the ten commands for "10"."""
     folder = speech_commands_root(data_dir, root)
     files = speech_commands_files(folder)
     vocabulary = speech_commands_words(files, words)
     label = {w: i for i, w in enumerate(vocabulary)}
     twelve = SILENCE in label
+    test_folder = None
+    if test_root is not None:
+        if words == "all":
+            raise ValueError("test_root (the twelve-label test archive) needs words='10' or '12', not 'all'")
+        test_folder = (
+            resolve_data_dir(data_dir) / SPEECH_COMMANDS_TEST_DIR if test_root == "default" else Path(test_root)
+        )
+        files["test"] = speech_commands_test_set_files(test_folder)
     background = background_noise(folder) if twelve else {}
     if twelve and not background:
         raise FileNotFoundError(
@@ -167,17 +200,19 @@ def build_speech_commands(data_dir=None, seed: int = 0, root: str | None = None,
         )
     splits = {}
     for split, split_items in files.items():
+        split_folder = test_folder if split == "test" and test_folder is not None else folder
+        from_archive = split_folder is not folder
         items: list[tuple[str | None, str]] = [(rel, w) for rel, w in split_items if w in label]
         if not items and split != "val":
-            raise FileNotFoundError(f"{folder}: no {split} clips of the words {vocabulary}")
-        if twelve:
+            raise FileNotFoundError(f"{split_folder}: no {split} clips of the words {vocabulary}")
+        if twelve and not from_archive:
             items = twelve_class_items(split_items, split, seed)
         clips = np.zeros((len(items), SAMPLE_RATE), np.float32)
         for i, (rel, _) in enumerate(items):
             if rel is None:
                 clips[i] = silence_clip(background, np.random.default_rng([seed, SPLIT_IDS[split], i, 1]))
                 continue
-            audio = read_audio(folder / rel)[:SAMPLE_RATE]
+            audio = read_audio(split_folder / rel)[:SAMPLE_RATE]
             clips[i, : len(audio)] = audio
         splits[split] = TensorDictDataset(
             inputs=torch.from_numpy(clips).unsqueeze(-1),
