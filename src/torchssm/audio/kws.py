@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 import numpy as np
@@ -70,6 +70,14 @@ def voice_groups(n: int, seed: int = 0, voice_split: str = "families", words: st
     return groups
 
 
+def run_voice_groups(n: int, seed: int, task_options: Mapping) -> dict[str, list[int]]:
+    """:func:`voice_groups` of a run's saved task options (its ``voice_split`` and ``words``, their defaults where
+    they are left out)."""
+    from torchssm.audio.synthetic import words_option
+
+    return voice_groups(n, seed, task_options.get("voice_split", "families"), words_option(task_options))
+
+
 def logmel_logistic_baseline(
     snr_db: float = 10.0,
     n_mels: int = 40,
@@ -89,6 +97,8 @@ def logmel_logistic_baseline(
         from sklearn.linear_model import LogisticRegression
     except ImportError as err:
         raise ImportError("the baseline needs scikit-learn: pip install scikit-learn") from err
+    from torchssm.audio.synthetic import words_option
+
     task = build_task(
         "spoken_commands",
         data_dir=data_dir,
@@ -105,7 +115,7 @@ def logmel_logistic_baseline(
     y_train, y_test = train_set.tensors["targets"].numpy(), test_set.tensors["targets"].numpy()
     clf.fit((x_train - mean) / std, y_train)
     correct = clf.predict((x_test - mean) / std) == y_test
-    groups = voice_groups(len(y_test), seed, voice_split, task_options.get("words", "10"))
+    groups = voice_groups(len(y_test), seed, voice_split, words_option(task_options))
     return {
         "train_acc": float(clf.score((x_train - mean) / std, y_train)),
         "test_acc": float(correct.mean()),
@@ -144,8 +154,7 @@ def snr_sweep_by_family(
             options = {**run.config.task_options, **only_test, "snr_db": float(snr)}
             test = build_task(run.config.task_name, data_dir=data_dir, **options).test
         correct = _correct_per_clip(run.model, cast(TensorDictDataset, test), batch_size)
-        seed, options = run.config.data_seed, run.config.task_options
-        groups = voice_groups(len(correct), seed, options.get("voice_split", "families"), options.get("words", "10"))
+        groups = run_voice_groups(len(correct), run.config.data_seed, run.config.task_options)
         out[float(snr)] = _accuracies(correct, groups)
     return out
 
@@ -189,9 +198,7 @@ def ensemble_accuracy(
     task = build_task("spoken_commands", data_dir=data_dir, **options, n_train=1, n_val=0, speed_perturb=())
     test = cast(TensorDictDataset, task.test)
     targets = test.tensors["targets"]
-    groups = voice_groups(
-        len(targets), first.data_seed, options.get("voice_split", "families"), options.get("words", "10")
-    )
+    groups = run_voice_groups(len(targets), first.data_seed, options)
     logits = []
     for path, _, config in runs:
         model = build_model(model_config_for_task(config.model, task.info))

@@ -52,18 +52,18 @@ def load_spotter(checkpoint, data_dir=None) -> KeywordSpotter:
         speech_commands_root,
         speech_commands_words,
     )
-    from torchssm.audio.synthetic import clip_inputs, command_classes, commands_info
+    from torchssm.audio.synthetic import clip_inputs, command_classes, commands_info, words_option
     from torchssm.train.reload import read_run_config, trained_model
 
     path, _, config = read_run_config(checkpoint)
     options = config.task_options
+    which = words_option(options)
     if config.task_name == "spoken_commands":
         shape = {k: options[k] for k in ("features", "n_mels", "frame") if k in options}
-        words: Sequence[str] = command_classes(options.get("words", "10"))
-        info = commands_info(**shape, words=options.get("words", "10"))
+        words: Sequence[str] = command_classes(which)
+        info = commands_info(**shape, words=which)
         featurize: Callable[[torch.Tensor], torch.Tensor] = partial(clip_inputs, **shape)
     elif config.task_name == "speech_commands":
-        which = options.get("words", "10")
         files = speech_commands_files(speech_commands_root(data_dir, options.get("root"))) if which == "all" else {}
         words = speech_commands_words(files, which)
         info = speech_commands_info(len(words))

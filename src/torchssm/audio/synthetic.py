@@ -71,7 +71,7 @@ import json
 import math
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -108,6 +108,7 @@ SILENCE, UNKNOWN = "_silence_", "_unknown_"
 # Warden 2018 (its Evaluation section) and of TensorFlow's speech_commands example (input_data.py, which puts the two
 # first; here they follow the commands, so label i < 10 is the same word either way).
 COMMAND_CLASSES = {"10": COMMANDS, "12": (*COMMANDS, SILENCE, UNKNOWN)}
+DEFAULT_WORDS = "10"
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 TRAIN_ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-029")
 VAL_ACCENTS = ("en-gb-x-gbclan",)
@@ -358,6 +359,12 @@ def command_classes(words: str | int = "10") -> tuple[str, ...]:
     if key not in COMMAND_CLASSES:
         raise ValueError(f"words must be '10' (the commands) or '12' (with {SILENCE!r} and {UNKNOWN!r}), got {words!r}")
     return COMMAND_CLASSES[key]
+
+
+def words_option(task_options: Mapping) -> str | int:
+    """The ``words`` option of a saved ``spoken_commands`` / ``speech_commands`` task config (:data:`DEFAULT_WORDS`
+    where it leaves it out, as every run before the option does)."""
+    return task_options.get("words", DEFAULT_WORDS)
 
 
 def command_class(index: int, words: str | int = "10") -> str:
