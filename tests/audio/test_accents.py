@@ -105,3 +105,28 @@ def test_accent_augment_rewrites_some_training_utterances_only(tmp_path, monkeyp
             build_task("spoken_sentences", data_dir=tmp_path, accent_augment=bad, **kw)
     with pytest.raises(ValueError, match="cannot be combined with extra_train_accents"):
         build_task("spoken_sentences", data_dir=tmp_path, accent_augment=0.5, extra_train_accents=["de"], **kw)
+
+
+def test_say_speaks_a_virtual_accent(tmp_path, capsys):
+    """speech say --accent-seed / --accent: prints the accent and the phonemes spoken, writes the WAV; one-line
+    errors for a malformed or unknown alternation and a non-English voice."""
+    soundfile = pytest.importorskip("soundfile")
+    from torchssm.cli import main
+
+    wav = tmp_path / "hot.wav"
+    args = ["speech", "say", "the bath is hot", "--voice", "en-us+m3", "--out", str(wav)]
+    assert main([*args, "--accent-seed", "4", "--accent", "LOT=O:"]) == 0
+    out = capsys.readouterr().out
+    assert "BATH=A:" in out and "LOT=O:" in out and "phonemes: [[D@2 b'A:T Iz h'O:t]]" in out
+    accented, rate = soundfile.read(wav)
+    assert main(args) == 0 and "phonemes" not in capsys.readouterr().out
+    plain, _ = soundfile.read(wav)
+    assert rate == 16000 and len(accented) != len(plain)
+    for bad, message in [
+        (["--accent", "TRAP"], "an accent alternation is NAME=PHONEMES"),
+        (["--accent", "TRAP=Q"], "TRAP: ('Q',) is not one of its variants"),
+        (["--accent", "NYC=E"], "unknown accent alternation 'NYC'"),
+        (["--accent", "TRAP=E", "--voice", "de+m1"], "virtual accents rewrite English phonemes"),
+    ]:
+        assert main([*args, *bad]) == 2
+        assert message in capsys.readouterr().err

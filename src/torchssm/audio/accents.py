@@ -22,7 +22,7 @@ The transcript stays the original text: the model learns to hear the words throu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +78,19 @@ def sample_accent(rng: np.random.Generator, p_change: float = 0.5) -> dict[str, 
         k = int(rng.integers(len(alternation.variants)))  # drawn either way: one accent's draws don't shift the next
         if change:
             accent[alternation.name] = alternation.variants[k]
+    return accent
+
+
+def parse_accent(specs: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """A virtual accent from ``NAME=PHONEMES`` strings (``TRAP=E``, ``GOAT=o:,o:``, ``H-dropping=``), the phonemes
+    those of one of the alternation's variants, comma-separated; checked by :func:`phoneme_map`."""
+    accent = {}
+    for spec in specs:
+        name, eq, phonemes = spec.partition("=")
+        if not eq:
+            raise ValueError(f"an accent alternation is NAME=PHONEMES (e.g. TRAP=E, GOAT=o:,o:), got {spec!r}")
+        accent[name] = tuple(phonemes.split(","))
+    phoneme_map(accent)
     return accent
 
 

@@ -2,6 +2,7 @@
 spot}``.
 
 torchssm speech say "stop" --voice en-us+m3 --out stop.wav      eSpeak NG speech at 16 kHz
+    [--accent-seed 4] [--accent TRAP=E ...]                        in a virtual accent (audio.accents)
 torchssm speech train --preset audio/asr_ctc [--resume]          train a recogniser (asr_train)
 torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4] [--lm [ORDER]]
 torchssm transcribe --checkpoint runs/a --checkpoint runs/b file.wav [--combine prob]   a CTC ensemble
@@ -122,15 +123,30 @@ def _cmd_transcribe(args) -> int:
 
 
 def _cmd_say(args) -> int:
+    import numpy as np
     import soundfile
 
     from torchssm.audio import dsp
+    from torchssm.audio.accents import accented_text, parse_accent, sample_accent
     from torchssm.audio.espeak import NATIVE_RATE, synthesize
     from torchssm.fileio import atomic_write
 
+    text, virtual = args.text, args.accent_seed is not None or bool(args.accent)
+    if virtual:
+        accent = {} if args.accent_seed is None else sample_accent(np.random.default_rng(args.accent_seed))
+        accent.update(parse_accent(args.accent))
+        text = accented_text(args.text, args.voice, accent)
+        print("accent: " + (" ".join(f"{k}={','.join(v)}" for k, v in accent.items()) or "the voice's own"))
+        print(f"phonemes: {text}")
     speech = dsp.resample(
         synthesize(
-            args.text, voice=args.voice, rate=args.rate, pitch=args.pitch, pitch_range=args.range, seed=args.seed
+            text,
+            voice=args.voice,
+            rate=args.rate,
+            pitch=args.pitch,
+            pitch_range=args.range,
+            seed=args.seed,
+            phoneme_input=virtual,
         ),
         NATIVE_RATE,
         16000,
@@ -362,6 +378,18 @@ def register(subparsers) -> None:
     s.add_argument("--pitch", type=int, default=50, help="0-100")
     s.add_argument("--range", type=int, default=50, help="pitch range 0-100")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--accent-seed",
+        type=int,
+        help="speak in the virtual accent this seed draws (audio.accents.sample_accent; English voices only)",
+    )
+    s.add_argument(
+        "--accent",
+        action="append",
+        default=[],
+        metavar="NAME=PHONEMES",
+        help="a virtual accent's alternation, e.g. TRAP=E, GOAT=o:,o:, H-dropping= (repeatable; audio.accents)",
+    )
     s.set_defaults(func=_cmd_say)
     t = sub.add_parser("train", help="train a CTC or Samba-ASR recogniser")
     t.add_argument("--config")

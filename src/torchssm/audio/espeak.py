@@ -199,10 +199,16 @@ def default_engine() -> ESpeak:
 
 
 def synthesize(
-    text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, pitch_range: int = 50, seed: int = 0
+    text: str,
+    voice: str = "en-us",
+    rate: int = 175,
+    pitch: int = 50,
+    pitch_range: int = 50,
+    seed: int = 0,
+    phoneme_input: bool = False,
 ) -> np.ndarray:
     """(n,) float32 speech of ``text`` at :data:`NATIVE_RATE` Hz (see :class:`Utterance` for the arguments)."""
-    return default_engine().synthesize(Utterance(text, voice, rate, pitch, pitch_range, seed))
+    return default_engine().synthesize(Utterance(text, voice, rate, pitch, pitch_range, seed, phoneme_input))
 
 
 def text_to_phonemes(text: str, voice: str = "en-us") -> list[tuple[str, str]]:
