@@ -35,3 +35,13 @@ def fake_sentences(monkeypatch, clip_len=100):
         return TaskData(info=None, train=splits["train"], val=splits["val"], test=splits["test"])
 
     monkeypatch.setattr(synthetic, "build_spoken_sentences", fake)
+
+
+def tiny_sentences(monkeypatch):
+    """spoken_sentences' prose replaced by ~200 three-word sentences of eleven words (eSpeak still speaks them)."""
+    from torchssm.audio import prose
+
+    words = "alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega".split()
+    rng = np.random.default_rng(1)
+    sentences = sorted({" ".join(rng.choice(words, 3)) for _ in range(200)})
+    monkeypatch.setattr(prose, "cached_stdlib_sentences", lambda max_words, data_dir: sentences)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _speech_common import tiny_sentences
 
 pytest.importorskip("espeakng_loader")
 
@@ -71,19 +72,10 @@ def test_phoneme_input_speaks_the_text_and_an_accent_changes_it():
         accents.accented_text(TEXT, "de+m1", {})
 
 
-def _tiny_sentences(monkeypatch):
-    from torchssm.audio import prose
-
-    words = "alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega".split()
-    rng = np.random.default_rng(1)
-    sentences = sorted({" ".join(rng.choice(words, 3)) for _ in range(200)})
-    monkeypatch.setattr(prose, "cached_stdlib_sentences", lambda max_words, data_dir: sentences)
-
-
 def test_accent_augment_rewrites_some_training_utterances_only(tmp_path, monkeypatch):
     """accent_augment p: about p of the training utterances get an accent (the others keep their samples); val, test and
     the transcripts are unchanged; a training cache of its own; one-line errors."""
-    _tiny_sentences(monkeypatch)
+    tiny_sentences(monkeypatch)
     kw = dict(n_train=16, n_val=2, n_test=2, n_heldout_words=0, snr_db=None, voice_split="speakers")
     plain = build_task("spoken_sentences", data_dir=tmp_path, **kw)
     shifted = build_task("spoken_sentences", data_dir=tmp_path, accent_augment=0.5, **kw)

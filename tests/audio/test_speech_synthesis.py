@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from _speech_common import tiny_sentences
 
 pytest.importorskip("espeakng_loader")
 
@@ -175,17 +176,8 @@ def test_frame_groups_raw_samples(tmp_path, monkeypatch):
         build_task("spoken_commands", data_dir=tmp_path, frame=16, features="logmel", **kw)
 
 
-def _tiny_sentences(monkeypatch):
-    from torchssm.audio import prose
-
-    words = "alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega".split()
-    rng = np.random.default_rng(1)
-    sentences = sorted({" ".join(rng.choice(words, 3)) for _ in range(200)})
-    monkeypatch.setattr(prose, "cached_stdlib_sentences", lambda max_words, data_dir: sentences)
-
-
 def test_voices_per_sentence_one_is_the_task_of_before(tmp_path, monkeypatch):
-    _tiny_sentences(monkeypatch)
+    tiny_sentences(monkeypatch)
     kw = dict(n_train=3, n_val=1, n_test=1, n_heldout_words=0, snr_db=None)
     one = build_task("spoken_sentences", data_dir=tmp_path, **kw)
     files = sorted(tmp_path.glob("spoken_sentences_*.npz"))
@@ -216,7 +208,7 @@ def test_lm_from_checkpoint_reads_the_texts_without_synthesis(tmp_path, monkeypa
     from torchssm.audio import asr_train
     from torchssm.audio.lm import lm_from_checkpoint, lm_from_task
 
-    _tiny_sentences(monkeypatch)
+    tiny_sentences(monkeypatch)
     cfg = dict(n_train=20, n_val=2, n_test=3, n_heldout_words=0, snr_db=None, voices_per_sentence=2, seed=3)
     monkeypatch.setattr(asr_train, "saved_task_config", lambda path: (tmp_path, {"name": "spoken_sentences", **cfg}))
     lm = lm_from_checkpoint(tmp_path, order=3, data_dir=tmp_path)
@@ -235,7 +227,7 @@ def test_lm_from_checkpoint_reads_the_texts_without_synthesis(tmp_path, monkeypa
 
 
 def test_voices_per_sentence_voices_differ(tmp_path, monkeypatch, heard_voices):
-    _tiny_sentences(monkeypatch)
+    tiny_sentences(monkeypatch)
     n, k = 12, 3
     build_task(
         "spoken_sentences", data_dir=tmp_path, n_train=n, n_val=0, n_test=1, n_heldout_words=0, voices_per_sentence=k
@@ -255,7 +247,7 @@ def test_voices_per_sentence_voices_differ(tmp_path, monkeypatch, heard_voices):
 def test_sentences_extra_train_variants_add_training_voices_only(tmp_path, monkeypatch, heard_voices):
     """spoken_sentences' extra_train_variants: every copy's voice drawn among the larger training set, the copies of
     a sentence still different voices; val and test unchanged, read from their caches."""
-    _tiny_sentences(monkeypatch)
+    tiny_sentences(monkeypatch)
     extra, n = ("klatt", "grandma"), 12
     kw = dict(n_train=n, n_val=1, n_test=1, n_heldout_words=0, snr_db=None, voice_split="speakers")
     plain = build_task("spoken_sentences", data_dir=tmp_path, **kw)
@@ -328,7 +320,7 @@ def test_extra_train_accents_add_training_voices_only(tmp_path, monkeypatch, hea
     for split in ("val", "test"):
         torch.testing.assert_close(getattr(more, split).tensors["inputs"], getattr(plain, split).tensors["inputs"])
     assert len(list(tmp_path.glob("spoken_commands_*.npz"))) == 4  # a training cache of its own beside the three
-    _tiny_sentences(monkeypatch)
+    tiny_sentences(monkeypatch)
     skw = dict(n_train=12, n_val=1, n_test=1, n_heldout_words=0, snr_db=None, voice_split="speakers")
     n_before = len(heard_voices)
     build_task("spoken_sentences", data_dir=tmp_path, voices_per_sentence=2, extra_train_accents=accents, **skw)
