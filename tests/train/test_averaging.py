@@ -229,6 +229,21 @@ def test_one_checkpoint_keeps_its_weights_and_reestimates_batch_norm(finished, t
         average_run([], tmp_path / "none")
 
 
+def test_one_checkpoint_without_batch_norm_is_refused(tmp_path, capsys):
+    """One checkpoint of a model with no batch norm would be written back unchanged: a one-line error instead."""
+    out = tmp_path / "layer_norm"
+    model = {**CONFIG["model"], "norm": "layer"}
+    train(load_config(base={**CONFIG, "model": model, "train": {**CONFIG["train"], "out_dir": str(out)}}), log=print)
+    capsys.readouterr()
+    last = out / "checkpoints" / "epoch-000003"
+    assert main(["average", "--checkpoints", str(last), "--out", str(tmp_path / "copy")]) == 2
+    assert "one checkpoint of a model without batch norm" in capsys.readouterr().err
+    assert not (tmp_path / "copy").exists()
+    assert main(["average", str(out), "--out", str(tmp_path / "mean")]) == 0  # three checkpoints: averaged
+    line = capsys.readouterr().out
+    assert "averaged 3 checkpoints" in line and "no batch norm" in line
+
+
 def test_cli_bad_input_is_one_line(finished, tmp_path, capsys):
     assert main(["average", str(finished), "--epochs", "1", "7", "--out", str(tmp_path / "x")]) == 2
     assert "kept no checkpoint of epoch(s) [7] (kept: [1, 2, 3]" in capsys.readouterr().err

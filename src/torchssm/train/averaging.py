@@ -244,6 +244,10 @@ def average_run(
     run = load_run(paths[-1], data_dir=data_dir)  # the last checkpoint's config, task (training set included) and model
     if weights is not None:
         run.model.load_state_dict(weights)
+    elif not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in run.model.modules()):
+        raise ValueError(
+            f"one checkpoint of a model without batch norm ({paths[0]}): nothing to average or re-estimate"
+        )
     tc = run.config.train
     train_set = run.task.train
     n_batches = num_batches(train_set, tc.batch_size, min_batch=2)
@@ -309,7 +313,8 @@ def register(subparsers) -> None:
         help="average the weights of one run's checkpoints into one checkpoint (SWA's averaging, after training)",
         description="The uniform mean of one run's epoch checkpoints, batch-norm statistics re-estimated in one "
         "pass over the run's training set (dropout on), written as a checkpoint directory. Given one checkpoint, "
-        "its weights are kept and only the batch norms are re-estimated (PreciseBN).",
+        "its weights are kept and only the batch norms are re-estimated (PreciseBN); one checkpoint of a model "
+        "without batch norm is refused (nothing to do).",
     )
     p.add_argument("run", nargs="?", default=None, help="a run directory (the out_dir of torchssm train)")
     p.add_argument(
