@@ -129,9 +129,9 @@ def speech_commands_words(files: dict[str, list[tuple[str, str]]], words: str | 
     ``_unknown_`` (``"12"``), or every word of the corpus' files (``"all"``), sorted."""
     if words == "all":
         return sorted({w for items in files.values() for _, w in items})
-    if str(words) not in COMMAND_CLASSES:
+    if isinstance(words, bool) or str(words) not in COMMAND_CLASSES:
         raise ValueError(f"words must be '10', '12' or 'all', got {words!r}")
-    return list(command_classes(words))
+    return list(COMMAND_CLASSES[str(words)])
 
 
 def twelve_class_items(items: list[tuple[str, str]], split: str, seed: int = 0) -> list[tuple[str | None, str]]:
