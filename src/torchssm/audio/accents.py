@@ -13,8 +13,8 @@ other accents have; the examples are well-known instances (Wells 1982 vol. 2-3; 
 UNVERIFIED). The catalogue is general English accent variation, written down once before any run with it and not
 tuned to this project's test accents (some of which show some of these features; none of their audio is used)::
 
-    accent = sample_accent(np.random.default_rng(0))          # {"TRAP": ("E",), "H-dropping": ("",), ...}
-    text = accented_text("The car park is far.", "en-us", accent)  # "[[D|@ k|'A@ ...]]. " for phoneme input
+    accent = sample_accent(np.random.default_rng(0))  # {"DRESS": ("e",), "TRAP": ("E",), ..., "TH": ("t", "d"), ...}
+    text = accented_text("The car park is far.", "en-us", accent)  # "[[d@2 k'A@r p'A@rk Iz f'A@r]]."
     Utterance(text, "en-us+m3", phoneme_input=True)
 
 The transcript stays the original text: the model learns to hear the words through the accent.

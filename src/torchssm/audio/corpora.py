@@ -185,13 +185,14 @@ def build_speech_commands(
     vocabulary = speech_commands_words(files, words)
     label = {w: i for i, w in enumerate(vocabulary)}
     twelve = SILENCE in label
-    test_folder = None
+    test_folder: Path | None = None
     if test_root is not None:
         if words == "all":
             raise ValueError("test_root (the twelve-label test archive) needs words='10' or '12', not 'all'")
-        test_folder = (
-            resolve_data_dir(data_dir) / SPEECH_COMMANDS_TEST_DIR if test_root == "default" else Path(test_root)
-        )
+        if test_root == "default":
+            test_folder = resolve_data_dir(data_dir) / SPEECH_COMMANDS_TEST_DIR
+        else:
+            test_folder = Path(test_root).expanduser()
         files["test"] = speech_commands_test_set_files(test_folder)
     background = background_noise(folder) if twelve else {}
     if twelve and not background:

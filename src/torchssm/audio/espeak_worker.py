@@ -148,11 +148,11 @@ def _reply(out, status: int, payload: bytes) -> None:
     out.flush()
 
 
-def _forked_synthesis(lib, request: dict):
+def _forked_reply(lib, request: dict):
     """(status, payload) of ``request`` answered in a child forked from the pristine state."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: synthesise, send the result, exit without running any Python clean-up
+    if pid == 0:  # child: answer, send the result, exit without running any Python clean-up
         os.close(read_fd)
         try:
             status, payload = 0, handle(lib, request)
@@ -180,7 +180,7 @@ def main() -> None:
             request = json.loads(_read_exact(stdin, size).decode("utf-8"))
         except EOFError:
             return  # the client closed the pipe
-        _reply(stdout, *_forked_synthesis(lib, request))
+        _reply(stdout, *_forked_reply(lib, request))
 
 
 if __name__ == "__main__":

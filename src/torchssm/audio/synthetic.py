@@ -62,6 +62,9 @@ sentence containing one goes to the test pool, which therefore measures recognit
 ``voices_per_sentence=k`` (1 by default) has every training sentence spoken by k different training
 voices (copy c > 0 from ``default_rng([seed, 0, i, 3, c])``, its voice drawn among those copies 0..c - 1 did
 not use; each copy cached in a file of its own, copy 0 in the file of before); val and test unchanged.
+``accent_augment=p`` (0 by default) speaks each training utterance, with probability p (``default_rng([seed, 0, i, 5,
+c])``), in a virtual accent: its voice's phonemes rewritten by English accents' lexical-set alternations
+(:mod:`torchssm.audio.accents`), the transcript unchanged; the other utterances, val and test are as without it.
 """
 
 from __future__ import annotations

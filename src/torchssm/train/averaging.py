@@ -149,6 +149,11 @@ class _BatchCaller(nn.Module):
         return forward_batch(self.model, dict(batch)) if isinstance(batch, Mapping) else self.model(batch)
 
 
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether any module of ``model`` is a batch norm (whose running statistics averaging must re-estimate)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def reestimate_batch_norm(
     model: nn.Module,
     batches: Iterable,
@@ -166,7 +171,7 @@ def reestimate_batch_norm(
     number of batches seen (0 and nothing done when the model has no batch norm)."""
     from torch.optim.swa_utils import update_bn
 
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    if not has_batch_norm(model):
         return 0
     count = 0
     source = iter(batches)
@@ -244,7 +249,7 @@ def average_run(
     run = load_run(paths[-1], data_dir=data_dir)  # the last checkpoint's config, task (training set included) and model
     if weights is not None:
         run.model.load_state_dict(weights)
-    elif not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in run.model.modules()):
+    elif not has_batch_norm(run.model):
         raise ValueError(
             f"one checkpoint of a model without batch norm ({paths[0]}): nothing to average or re-estimate"
         )
