@@ -381,6 +381,7 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
             if name == "test_greedy" or beam > 1:
                 result[name] = evaluate_asr(model, task.test, heldout, beam=beam, limit=limit)
                 log(f"{name} (beam {beam}): {_fmt(result[name])}")
+        log("(decoded without a language model: asr_train.lm_grid chooses one on val; docs/speech.md)")
         return result
     finally:
         torch.set_num_threads(threads)
