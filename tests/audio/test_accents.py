@@ -122,3 +122,17 @@ def test_say_speaks_a_virtual_accent(tmp_path, capsys):
     ]:
         assert main([*args, *bad]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_phonemes_command_shows_voices_side_by_side(capsys):
+    """speech phonemes: one line per voice, eSpeak's mnemonics (shared by the accents) or, with --ipa, each voice's
+    realisation (New York's "bath" is not American's); an unknown voice is a one-line error."""
+    from torchssm.cli import main
+
+    assert main(["speech", "phonemes", "bath", "--voice", "en-us", "en-us-nyc"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["en-us      b'aaT", "en-us-nyc  b'aaT"]
+    assert main(["speech", "phonemes", "bath", "--voice", "en-us", "en-us-nyc", "--ipa"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["en-us      bˈæθ", "en-us-nyc  bˈɛəθ"]
+    assert text_to_phonemes("go far", "en-gb-scotland", ipa=True) == [("go far", "ɡ|ˌoː f|ˈaː|r")]
+    assert main(["speech", "phonemes", "bath", "--voice", "xx"]) == 2
+    assert "no voice 'xx'" in capsys.readouterr().err

@@ -1,8 +1,9 @@
-"""``torchssm transcribe`` and ``torchssm speech {say, train, kws-baseline, snr-sweep, kws-ensemble, kws-detection,
-spot}``.
+"""``torchssm transcribe`` and ``torchssm speech {say, phonemes, train, kws-baseline, snr-sweep, kws-ensemble,
+kws-detection, spot}``.
 
 torchssm speech say "stop" --voice en-us+m3 --out stop.wav      eSpeak NG speech at 16 kHz
     [--accent-seed 4] [--accent TRAP=E ...]                        in a virtual accent (audio.accents)
+torchssm speech phonemes "the bath" --voice en-us en-us-nyc [--ipa]  eSpeak NG's phonemes, voice by voice
 torchssm speech train --preset audio/asr_ctc [--resume]          train a recogniser (asr_train)
 torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4] [--lm [ORDER]]
 torchssm transcribe --checkpoint runs/a --checkpoint runs/b file.wav [--combine prob]   a CTC ensemble
@@ -153,6 +154,16 @@ def _cmd_say(args) -> int:
     )
     atomic_write(args.out, lambda tmp: soundfile.write(tmp, speech, 16000, format="WAV", subtype="PCM_16"))
     print(f"wrote {args.out} ({len(speech) / 16000:.2f} s at 16 kHz)")
+    return 0
+
+
+def _cmd_phonemes(args) -> int:
+    from torchssm.audio.espeak import text_to_phonemes
+
+    width = max(len(v) for v in args.voice)
+    for voice in args.voice:
+        clauses = text_to_phonemes(args.text, voice, ipa=args.ipa)
+        print(f"{voice:<{width}}  " + " / ".join(phonemes.replace("|", "") for _, phonemes in clauses))
     return 0
 
 
@@ -391,6 +402,11 @@ def register(subparsers) -> None:
         help="a virtual accent's alternation, e.g. TRAP=E, GOAT=o:,o:, H-dropping= (repeatable; audio.accents)",
     )
     s.set_defaults(func=_cmd_say)
+    p = sub.add_parser("phonemes", help="eSpeak NG's phonemes of a text in one or more voices (accents side by side)")
+    p.add_argument("text")
+    p.add_argument("--voice", nargs="+", default=["en-us"], help="e.g. en-us en-us-nyc en-gb-scotland")
+    p.add_argument("--ipa", action="store_true", help="IPA (the voices' realisations) instead of eSpeak's mnemonics")
+    p.set_defaults(func=_cmd_phonemes)
     t = sub.add_parser("train", help="train a CTC or Samba-ASR recogniser")
     t.add_argument("--config")
     t.add_argument("--preset", help="e.g. audio/asr_ctc, audio/asr_samba")

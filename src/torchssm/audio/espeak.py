@@ -150,14 +150,16 @@ class ESpeak:
         payload = self._ask(utterance.request())
         return np.frombuffer(payload, dtype="<i2").astype(np.float32) / 32768.0
 
-    def text_to_phonemes(self, text: str, voice: str = "en-us") -> list[tuple[str, str]]:
+    def text_to_phonemes(self, text: str, voice: str = "en-us", ipa: bool = False) -> list[tuple[str, str]]:
         """[(clause text, phonemes)]: ``voice``'s phoneme mnemonics of each clause of ``text``, one ``|`` between
         phonemes and one space between words (``espeak_TextToPhonemes``; stress marks ``'`` / ``,`` lead a
         stressed vowel's phoneme). The clause texts are the pieces of ``text`` eSpeak NG read for each clause; they
-        run a few characters past the clause's punctuation, into the next clause, and together make ``text``."""
+        run a few characters past the clause's punctuation, into the next clause, and together make ``text``.
+        ``ipa``: the phonemes in the International Phonetic Alphabet (how the voice realises them) instead."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"text to transcribe into phonemes must be a non-empty string, got {text!r}")
-        clauses = json.loads(self._ask({"op": "phonemes", "text": text, "voice": voice}).decode("utf-8"))
+        request = {"op": "phonemes", "text": text, "voice": voice, **({"ipa": True} if ipa else {})}
+        clauses = json.loads(self._ask(request).decode("utf-8"))
         return [(str(clause), str(phonemes)) for clause, phonemes in clauses]
 
     def _ask(self, request: dict) -> bytes:
@@ -211,9 +213,9 @@ def synthesize(
     return default_engine().synthesize(Utterance(text, voice, rate, pitch, pitch_range, seed, phoneme_input))
 
 
-def text_to_phonemes(text: str, voice: str = "en-us") -> list[tuple[str, str]]:
+def text_to_phonemes(text: str, voice: str = "en-us", ipa: bool = False) -> list[tuple[str, str]]:
     """[(clause text, phonemes)] of ``text`` in ``voice`` (:meth:`ESpeak.text_to_phonemes`)."""
-    return default_engine().text_to_phonemes(text, voice)
+    return default_engine().text_to_phonemes(text, voice, ipa)
 
 
 NATIVE_RATE = 22050  # eSpeak NG's output rate (espeak_Initialize's return value; checked by the tests)

@@ -19,10 +19,10 @@ Why a separate process that forks per utterance:
 Protocol over stdin / stdout, every message prefixed by its byte length (``>I``):
 request: UTF-8 JSON ``{"text", "voice", "rate", "pitch", "range", "seed"}`` (optionally ``"phoneme_input": true``:
 ``[[...]]`` in the text are eSpeak NG phoneme mnemonics, the espeakPHONEMES flag), or ``{"op": "phonemes", "text",
-"voice"}``; reply: ``>i`` status (0 ok, 1 error), then the payload: little-endian int16 samples at the native rate
-(reported once, at start-up, as the first reply), for "phonemes" UTF-8 JSON ``[[clause text, phonemes], ...]``
-(the voice's phoneme mnemonics of each clause, one ``|`` between phonemes, one space between words), or a UTF-8
-error message.
+"voice"}`` (``"ipa": true``: IPA instead of eSpeak's ascii names); reply: ``>i`` status (0 ok, 1 error), then
+the payload: little-endian int16 samples at the native rate (reported once, at start-up, as the first reply), for
+"phonemes" UTF-8 JSON ``[[clause text, phonemes], ...]`` (the voice's phonemes of each clause, one ``|`` between
+phonemes, one space between words), or a UTF-8 error message.
 
 The C API used (``speak_lib.h`` / ``espeak_ng.h`` of eSpeak NG): ``espeak_Initialize`` in
 AUDIO_OUTPUT_SYNCHRONOUS mode with a synth callback that collects the samples,
@@ -45,6 +45,7 @@ POS_CHARACTER = 1
 ESPEAK_CHARS_UTF8 = 1
 ESPEAK_PHONEMES = 0x100  # speak_lib.h espeakPHONEMES: [[...]] in the text are phoneme mnemonics
 PHONEME_SEPARATOR = "|"
+PHONEMES_IPA = 0x02  # espeak_TextToPhonemes phonememode: IPA (UTF-8) instead of eSpeak's ascii phoneme names
 PARAMETERS = {"rate": 1, "pitch": 3, "range": 4}  # espeak_PARAMETER: espeakRATE, espeakPITCH, espeakRANGE
 ERRORS = {-1: "EE_INTERNAL_ERROR", 1: "EE_BUFFER_FULL", 2: "EE_NOT_FOUND"}
 
@@ -120,7 +121,7 @@ def phonemes(lib, request: dict) -> bytes:
     raw = str(request["text"]).encode("utf-8")
     text = ctypes.c_char_p(raw)
     start = base = ctypes.cast(text, ctypes.c_void_p).value or 0
-    mode = ord(PHONEME_SEPARATOR) << 8  # eSpeak's ascii mnemonics, the separator between phonemes
+    mode = ord(PHONEME_SEPARATOR) << 8 | (PHONEMES_IPA if request.get("ipa") else 0)  # separator between phonemes
     clauses = []
     while text.value:
         result = lib.espeak_TextToPhonemes(ctypes.byref(text), ESPEAK_CHARS_UTF8, mode)
