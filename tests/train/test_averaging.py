@@ -13,10 +13,12 @@ from torch import nn
 
 from torchssm.cli import main
 from torchssm.data.loaders import epoch_generator, iterate_batches
+from torchssm.train import reload
 from torchssm.train.averaging import (
     average_checkpoints,
     average_run,
     average_state_dicts,
+    checkpoint_has_batch_norm,
     reestimate_batch_norm,
 )
 from torchssm.train.checkpoint import SIDECAR, WEIGHTS, read_checkpoint_state
@@ -205,6 +207,7 @@ def test_one_checkpoint_keeps_its_weights_and_reestimates_batch_norm(finished, t
     (a pass by hand over the same batches gives them to the bit)."""
     last = finished / "checkpoints" / "epoch-000003"
     out = tmp_path / "precise"
+    assert checkpoint_has_batch_norm(last)
     assert main(["average", "--checkpoints", str(last), "--out", str(out)]) == 0
     line = capsys.readouterr().out
     assert "kept the weights of 1 checkpoint" in line and "re-estimated on 3 training batches" in line
@@ -229,14 +232,21 @@ def test_one_checkpoint_keeps_its_weights_and_reestimates_batch_norm(finished, t
         average_run([], tmp_path / "none")
 
 
-def test_one_checkpoint_without_batch_norm_is_refused(tmp_path, capsys):
+def test_one_checkpoint_without_batch_norm_is_refused(tmp_path, capsys, monkeypatch):
     """One checkpoint of a model with no batch norm would be written back unchanged: a one-line error instead."""
     out = tmp_path / "layer_norm"
     model = {**CONFIG["model"], "norm": "layer"}
     train(load_config(base={**CONFIG, "model": model, "train": {**CONFIG["train"], "out_dir": str(out)}}), log=print)
     capsys.readouterr()
     last = out / "checkpoints" / "epoch-000003"
+    assert not checkpoint_has_batch_norm(last)
+
+    def no_task(*args, **kwargs):
+        raise AssertionError("the refusal built the run's task")
+
+    monkeypatch.setattr(reload, "load_run", no_task)  # refused from the weights' keys, before any data is built
     assert main(["average", "--checkpoints", str(last), "--out", str(tmp_path / "copy")]) == 2
+    monkeypatch.undo()
     assert "one checkpoint of a model without batch norm" in capsys.readouterr().err
     assert not (tmp_path / "copy").exists()
     assert main(["average", str(out), "--out", str(tmp_path / "mean")]) == 0  # three checkpoints: averaged

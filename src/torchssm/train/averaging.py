@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -154,6 +154,16 @@ def has_batch_norm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+def checkpoint_has_batch_norm(path) -> bool:
+    """Whether checkpoint directory ``path`` holds batch-norm running statistics, read from its weights' keys
+    alone (no model built, no data): a ``_BatchNorm`` module that tracks them saves a ``num_batches_tracked``
+    buffer, which no other module of PyTorch or of this library has (the state-dict face of
+    :func:`has_batch_norm`)."""
+    read_checkpoint_state(path)  # a missing or corrupt checkpoint fails here with its own message
+    with safe_open(str(Path(path) / WEIGHTS), framework="pt") as f:
+        return any(key.endswith(".num_batches_tracked") for key in f.keys())
+
+
 def reestimate_batch_norm(
     model: nn.Module,
     batches: Iterable,
@@ -245,14 +255,14 @@ def average_run(
         raise ValueError("average_run got no checkpoints")
     if out.resolve() in {Path(p).resolve() for p in paths}:
         raise ValueError(f"the output {out} is one of the checkpoints averaged")
+    if len(paths) == 1 and not checkpoint_has_batch_norm(paths[0]):  # refused before the task's data is built
+        raise ValueError(
+            f"one checkpoint of a model without batch norm ({paths[0]}): nothing to average or re-estimate"
+        )
     weights = average_checkpoints(paths) if len(paths) > 1 else None  # one checkpoint: its own weights (PreciseBN)
     run = load_run(paths[-1], data_dir=data_dir)  # the last checkpoint's config, task (training set included) and model
     if weights is not None:
         run.model.load_state_dict(weights)
-    elif not has_batch_norm(run.model):
-        raise ValueError(
-            f"one checkpoint of a model without batch norm ({paths[0]}): nothing to average or re-estimate"
-        )
     tc = run.config.train
     train_set = run.task.train
     n_batches = num_batches(train_set, tc.batch_size, min_batch=2)
