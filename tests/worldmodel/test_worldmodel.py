@@ -251,7 +251,7 @@ def test_reward_weight_and_fraction_in_training(data):
     torch.testing.assert_close(losses[3.0] - losses[1.0], torch.tensor(2 * metrics["reward_mse"]))
     with pytest.raises(ValueError, match="end_window=True"):  # the spin data have no goal reward
         train_world_model(model, data, steps=1, batch_size=4, reward_fraction=0.5)
-    with pytest.raises(ValueError, match=r"reward_fraction must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"reward_fraction must be a fraction of the windows in \[0, 1\]"):
         train_world_model(model, data, steps=1, batch_size=4, reward_fraction=1.5)
     with_reward = {k: v.clone() for k, v in data.items()}
     with_reward["rewards"][1, -1] = 0.7

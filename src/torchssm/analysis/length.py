@@ -40,6 +40,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from torchssm.checks import unit_interval
 from torchssm.fileio import atomic_write_text
 from torchssm.runs import run_label
 
@@ -134,8 +135,8 @@ def evaluate_lengths(
     chunk = default_chunk(batch_size) if chunk is None else chunk
     if n_sequences < 1 or batch_size < 1 or chunk < 1:
         raise ValueError(f"n_sequences, batch_size and chunk must be >= 1; got {n_sequences}, {batch_size}, {chunk}")
-    if stop_acc is not None and not 0.0 <= stop_acc <= 1.0:
-        raise ValueError(f"stop_acc must be an accuracy in [0, 1]; got {stop_acc}")
+    if stop_acc is not None:
+        unit_interval("stop_acc", stop_acc, "an accuracy")
     if stop_after < 1:
         raise ValueError(f"stop_after must be >= 1; got {stop_after}")
     from tqdm.auto import tqdm

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from torchssm.audio.espeak import ACCENTS, text_to_phonemes
+from torchssm.checks import unit_interval
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,7 @@ CLAUSE_PUNCTUATION = ".,?!;:"
 def sample_accent(rng: np.random.Generator, p_change: float = 0.5) -> dict[str, tuple[str, ...]]:
     """A virtual accent: {alternation name: its replacement phonemes} for each of :data:`ALTERNATIONS` that changes
     (each independently with probability ``p_change``, then one of its variants uniformly); {} is the voice's own."""
-    if not 0.0 <= p_change <= 1.0:
-        raise ValueError(f"p_change must be a probability in [0, 1], got {p_change!r}")
+    unit_interval("p_change", p_change, "a probability")
     accent = {}
     for alternation in ALTERNATIONS:
         change = rng.random() < p_change

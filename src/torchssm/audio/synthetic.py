@@ -93,6 +93,7 @@ from torchssm.audio.espeak import (
     voice_name,
 )
 from torchssm.audio.text import CharVocabulary
+from torchssm.checks import unit_interval
 from torchssm.data.loaders import TensorDictDataset, resolve_data_dir, save_npz_atomic
 from torchssm.data.registry import TaskData, TaskInfo, register_task
 
@@ -539,8 +540,7 @@ def build_spoken_commands(
         raise ValueError(f"frame must be a positive int dividing {SAMPLE_RATE} (samples per step), got {frame!r}")
     if frame != 1 and features != "waveform":
         raise ValueError(f"frame groups raw samples: it needs features='waveform', got features={features!r}")
-    if not 0.0 <= reverb <= 1.0:
-        raise ValueError(f"reverb is the probability of reverberating a clip, in [0, 1]; got {reverb!r}")
+    unit_interval("reverb", reverb, "the probability of reverberating a clip")
     if noise not in NOISES:
         raise ValueError(f"noise must be one of {list(NOISES)}, got {noise!r}")
     splits = {}
@@ -643,9 +643,7 @@ def utterance_accent(seed: int, sid: int, index: int, copy: int, accent_augment:
 
 
 def _check_accent_augment(p) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"accent_augment must be a probability in [0, 1], got {p!r}")
-    return float(p)
+    return unit_interval("accent_augment", p, "a probability")
 
 
 def _check_voices_per_sentence(k, n_voices: int) -> None:

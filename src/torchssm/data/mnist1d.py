@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from torchssm.checks import unit_interval
 from torchssm.data.loaders import TensorDictDataset, resolve_data_dir, save_npz_atomic
 from torchssm.data.registry import TaskData, TaskInfo, register_task
 
@@ -101,8 +102,7 @@ def build(
         limit: keep at most this many examples per split (quick tests / smoke runs).
         regenerate: ignore the cache and run the generator again.
     """
-    if not 0.0 <= float(val_fraction) < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    unit_interval("val_fraction", val_fraction, "a fraction", include_one=False)
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive int or null, got {limit!r}")
     arrays = load_mnist1d(data_dir, regenerate=regenerate)

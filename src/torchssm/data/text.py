@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from torchssm.checks import unit_interval
 from torchssm.data.loaders import resolve_data_dir
 from torchssm.data.registry import TaskData, TaskInfo, register_task
 from torchssm.fileio import PathLike, atomic_write, atomic_write_text
@@ -138,8 +139,7 @@ def split_files(
 ) -> dict[str, list[Path]]:
     """Deterministic split by file (see the module docstring); every split keeps its files in sorted order."""
     for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= frac < 1.0:
-            raise ValueError(f"{name} must be in [0, 1); got {frac}")
+        unit_interval(name, frac, "a fraction", include_one=False)
     n = len(files)
     n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
     n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0

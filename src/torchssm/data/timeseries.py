@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from torchssm.checks import unit_interval
 from torchssm.data.loaders import TensorDictDataset, resolve_data_dir
 from torchssm.data.lra.common import DataFormatError, split_off
 from torchssm.data.registry import TaskData, TaskInfo, register_task
@@ -157,8 +158,7 @@ def build(
     test = TensorDictDataset(inputs=x_te, targets=torch.tensor([index[c] for c in te_labels]), lengths=l_te)
     val = None
     if val_fraction:
-        if not 0.0 < float(val_fraction) < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+        unit_interval("val_fraction", val_fraction, "a fraction", include_one=False)
         rest, held = split_off(len(train), val_fraction, seed)
         train, val = train.subset(rest), train.subset(held)
     info = TaskInfo(

@@ -29,6 +29,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from torchssm.checks import unit_interval
 from torchssm.layers.base import check_state_like
 from torchssm.models.blocks import ResidualBlock, build_norm, lengths_to_mask
 from torchssm.models.config import ModelConfig
@@ -68,8 +69,7 @@ def _check_config(cfg: ModelConfig) -> None:
             f"model config d_intermediate={cfg.d_intermediate} is for language models (lm tasks); the deep "
             "model's blocks have their GELU + GLU channel mixing: leave it 0"
         )
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ValueError(f"model config dropout must be in [0, 1), got {cfg.dropout!r}")
+    unit_interval("model config dropout", cfg.dropout, "a probability", include_one=False)
 
 
 class DeepSSM(PretrainedMixin, nn.Module):

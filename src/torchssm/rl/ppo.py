@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 import torch
 
+from torchssm.checks import unit_interval
 from torchssm.rl.memory import State, index_state, map_state
 from torchssm.rl.policy import RecurrentActorCritic
 
@@ -62,8 +63,8 @@ class PPOConfig:
                 f"ppo.num_envs={self.num_envs} must be divisible by ppo.num_minibatches="
                 f"{self.num_minibatches} (minibatches hold whole trajectories)"
             )
-        if not (0 <= self.gamma <= 1 and 0 <= self.gae_lambda <= 1):
-            raise ValueError(f"ppo.gamma and ppo.gae_lambda must lie in [0, 1]; got {self.gamma}, {self.gae_lambda}")
+        unit_interval("ppo.gamma", self.gamma, "a discount")
+        unit_interval("ppo.gae_lambda", self.gae_lambda, "a trace decay")
 
     @property
     def num_updates(self) -> int:

@@ -31,6 +31,7 @@ from typing import Any, Union
 
 import yaml
 
+from torchssm.checks import unit_interval
 from torchssm.data.registry import TaskInfo
 from torchssm.models.config import ModelConfig
 
@@ -100,8 +101,7 @@ class TrainConfig:
             raise ValueError(f"train.lr must be a positive finite number, got {self.lr}")
         if self.weight_decay < 0 or self.grad_clip < 0 or self.warmup_epochs < 0 or self.warmup_steps < 0:
             raise ValueError("train.weight_decay, grad_clip, warmup_epochs and warmup_steps must be >= 0")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        unit_interval("train.min_lr_ratio", self.min_lr_ratio, "a ratio")
         if self.eval_every < 1:
             raise ValueError(f"train.eval_every must be >= 1, got {self.eval_every}")
         for name in ("keep_checkpoints", "max_nonfinite_steps", "tbptt_chunk", "max_cpu_minutes"):
@@ -116,8 +116,7 @@ class TrainConfig:
         self.distill_from = [str(p) for p in self.distill_from]
         if not (self.distill_temperature > 0 and math.isfinite(self.distill_temperature)):
             raise ValueError(f"train.distill_temperature must be a positive number, got {self.distill_temperature}")
-        if not 0.0 <= self.distill_weight <= 1.0:
-            raise ValueError(f"train.distill_weight must be in [0, 1], got {self.distill_weight}")
+        unit_interval("train.distill_weight", self.distill_weight, "a weight")
         if self.distill_cache and not self.distill_from:
             raise ValueError("train.distill_cache needs train.distill_from (the teachers whose logits it keeps)")
         if self.distill_from and self.tbptt_chunk > 0:

@@ -17,6 +17,8 @@ import math
 
 import torch
 
+from torchssm.checks import unit_interval
+
 
 class WarmupCosine:
     """Picklable multiplier ``f(step)`` (see the module docstring) for ``torch.optim.lr_scheduler.LambdaLR``."""
@@ -26,8 +28,7 @@ class WarmupCosine:
             raise ValueError(f"total_steps must be >= 1, got {total_steps}")
         if not 0 <= warmup_steps <= total_steps:
             raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}], got {warmup_steps}")
-        if not 0.0 <= min_ratio <= 1.0:
-            raise ValueError(f"min_ratio must be in [0, 1], got {min_ratio}")
+        unit_interval("min_ratio", min_ratio, "a ratio")
         self.total_steps, self.warmup_steps, self.min_ratio = int(total_steps), int(warmup_steps), float(min_ratio)
 
     def __call__(self, step: int) -> float:

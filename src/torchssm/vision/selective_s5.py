@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchssm.checks import unit_interval
+
 
 class SelectiveS5(nn.Module):
     """Frame encoder (MLP on the pixels), token selection, residual SSM blocks, mean pool, head.
@@ -58,8 +60,7 @@ class SelectiveS5(nn.Module):
 
         if not 0.0 < keep <= 1.0:
             raise ValueError(f"keep must be in (0, 1]; got {keep}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1); got {momentum}")
+        unit_interval("momentum", momentum, "a momentum", include_one=False)
         self.pixels, self.keep, self.tau, self.momentum = pixels, keep, tau, momentum
         h = d_model
         self.encoder = nn.Sequential(nn.Linear(pixels, h), nn.GELU(), nn.Linear(h, h))

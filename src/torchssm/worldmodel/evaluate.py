@@ -24,6 +24,7 @@ import time
 import numpy as np
 import torch
 
+from torchssm.checks import unit_interval
 from torchssm.timeseries.fit import write_json
 from torchssm.train.optim import build_optimizer
 from torchssm.train.schedule import build_scheduler
@@ -73,8 +74,7 @@ def train_world_model(
     ``reward_fraction``: the share of each batch drawn from the windows with a rewarded step
     (:func:`sample_batch`; 0, the default, samples every window alike). The reward loss weight is the model
     config's ``reward_weight``."""
-    if not 0.0 <= reward_fraction <= 1.0:
-        raise ValueError(f"reward_fraction must be in [0, 1], got {reward_fraction}")
+    unit_interval("reward_fraction", reward_fraction, "a fraction of the windows")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     opt = build_optimizer(model, lr, weight_decay=0.0)

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from torchssm.checks import unit_interval
 from torchssm.data.loaders import TensorDictDataset
 from torchssm.data.lra.common import LRA_CITATION, DataFormatError, find_dir, split_off
 from torchssm.data.registry import TaskData, TaskInfo, register_task
@@ -100,8 +101,7 @@ def to_sequences(pixels: np.ndarray, grey: bool, tokens: bool = False, normalize
 
 
 def _build(name, data_dir, seed, val_fraction, grey, tokens, normalize, limit) -> TaskData:
-    if not 0.0 <= float(val_fraction) < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    unit_interval("val_fraction", val_fraction, "a fraction", include_one=False)
     folder, (xtr, ytr), (xte, yte) = _load(data_dir)
 
     def ds(x, y):

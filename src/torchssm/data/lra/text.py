@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from torchssm.checks import unit_interval
 from torchssm.data.loaders import TensorDictDataset, resolve_data_dir
 from torchssm.data.lra.common import (
     BYTE_VOCAB,
@@ -68,8 +69,7 @@ def _to_dataset(arrays: dict) -> TensorDictDataset:
 
 
 def _hold_out(train: TensorDictDataset, val_fraction: float, seed: int):
-    if not 0.0 <= float(val_fraction) < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    unit_interval("val_fraction", val_fraction, "a fraction", include_one=False)
     if val_fraction == 0:
         return train, None
     rest, held = split_off(len(train), val_fraction, seed)
