@@ -146,3 +146,31 @@ def test_transcribe_lm_alone_decodes_with_the_defaults(tmp_path, capsys, monkeyp
     assert main(["transcribe", "--checkpoint", str(tmp_path / "ctc"), "--lm", "--", str(wav)]) == 0
     expected = model.transcribe(audio[None], torch.tensor([len(audio)]), beam=16, lm=lm, alpha=1.2, beta=3.0)[0]
     assert capsys.readouterr().out == f"{wav}\t{expected}\n" and calls == [10]
+
+
+def test_speech_lm_text_writes_the_runs_extra_text(tmp_path, capsys, monkeypatch):
+    from _speech_common import tiny_sentences
+
+    from torchssm.audio import prose
+    from torchssm.audio.lm import read_lm_text
+    from torchssm.audio.synthetic import sentence_texts
+    from torchssm.train.checkpoint import save_checkpoint
+
+    tiny_sentences(monkeypatch)
+    docs = ["Alpha beta gamma. Delta kappa.", "Omega sigma theta zeta. Lambda."]
+    monkeypatch.setattr(prose, "stdlib_docstrings", lambda: iter(docs))
+    ctc, _, _ = _checkpoints(tmp_path)
+    task = {"name": "spoken_sentences", "n_train": 60, "n_val": 10, "n_test": 20, "n_heldout_words": 0, "seed": 0}
+    save_checkpoint(tmp_path / "run" / "last", ctc, config={"model": ctc.cfg.to_dict(), "task": task})
+    out = tmp_path / "lm.txt"
+    assert (
+        main(
+            ["speech", "lm-text", "--checkpoint", str(tmp_path / "run"), "--out", str(out), "--data-dir", str(tmp_path)]
+        )
+        == 0
+    )
+    texts = sentence_texts(tmp_path, seed=0, n_train=60, n_val=10, n_test=20, n_heldout_words=0)
+    expected = prose.language_model_text(texts)
+    assert expected and read_lm_text(out) == expected and f"{len(expected)} sentences" in capsys.readouterr().out
+    assert main(["speech", "lm-text", "--checkpoint", str(tmp_path / "ctc"), "--out", str(tmp_path / "x.txt")]) == 2
+    assert "was not trained on spoken_sentences" in capsys.readouterr().err and not (tmp_path / "x.txt").exists()

@@ -185,3 +185,57 @@ def test_transcribe_several_checkpoints(tmp_path, capsys):
     assert capsys.readouterr().out == f"{wav}\t{CTCEnsemble([a, b], 'prob').transcribe(x, n, beam=3)[0]}\n"
     assert main([*args[:3], "--checkpoint", str(tmp_path / "samba"), str(wav)]) == 2
     assert "CTC recognisers only, got SambaASR" in capsys.readouterr().err
+
+
+def _tuned_pair(tmp_path, monkeypatch):
+    """Two saved untrained recognisers of a toy task with val = test (the tones), its loading patched in."""
+    from torchssm.data.registry import TaskData
+
+    a, b = _recognizers()
+    for name, model in (("a", a), ("b", b)):
+        save_checkpoint(tmp_path / name / "last", model, config={"model": model.cfg.to_dict(), "task": {"name": "toy"}})
+    toy = toy_asr_task()
+    task = TaskData(info=toy.info, train=toy.train, val=toy.test, test=toy.test, extra=toy.extra)
+    monkeypatch.setattr(asr_train, "checkpoint_task", lambda path, data_dir=None: (path, task))
+    return [tmp_path / "a", tmp_path / "b"]
+
+
+GRID = {"orders": (2,), "alphas": (0.0, 0.5), "betas": (1.0,), "beam": 2}
+
+
+def test_tuned_decoding_chooses_on_val_and_decodes_test_once_with_it(tmp_path, monkeypatch):
+    runs = _tuned_pair(tmp_path, monkeypatch)
+    out = asr_train.tuned_decoding(runs, log=str, **GRID)
+    assert set(out["val"]) == {"prob", "logprob"} and out["runs"] == [str(r) for r in runs]
+    grids = {rule: lm_grid(runs, **GRID, split="val", combine=rule, log=str) for rule in ("prob", "logprob")}
+    rule = min(grids, key=lambda r: (grids[r]["best"]["cer"], grids[r]["best"]["wer"]))
+    best = grids[rule]["best"]
+    assert out["chosen_rule"] == rule and out["val"][rule]["best"] == best
+    setting = {"beam": 2, "lm_order": best["order"], "alpha": best["alpha"], "beta": best["beta"]}
+    assert out["setting"] == setting
+    test = evaluate_checkpoint(runs, "test", combine=rule, **setting)
+    assert out["test"]["cer"] == test["cer"] and out["test"]["wer"] == test["wer"]
+    assert out["test_greedy"]["cer"] == evaluate_checkpoint(runs, "test", beam=1, combine=rule)["cer"]
+    assert {k: out["analysis"][k] for k in setting} == setting
+    alone = asr_train.tuned_decoding(runs[0], log=str, **GRID)  # one run: no combine rule to choose
+    assert set(alone["val"]) == {"prob"} and alone["runs"] == [str(runs[0])]
+
+
+def test_speech_decode_cli(tmp_path, monkeypatch, capsys):
+    import json
+
+    runs = [str(r) for r in _tuned_pair(tmp_path, monkeypatch)]
+    lm_text = tmp_path / "lm.txt"
+    lm_text.write_text("a b a\nb a b\n")
+    grid = ["--orders", "2", "--alphas", "0", "0.5", "--betas", "1", "--beam", "2"]
+    out = tmp_path / "decode.json"
+    assert main(["speech", "decode", *runs, *grid, "--lm-text", str(lm_text), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    expected = asr_train.tuned_decoding(runs, extra_texts=["a b a", "b a b"], log=str, **GRID)
+    assert saved["chosen_rule"] == expected["chosen_rule"] and saved["setting"] == expected["setting"]
+    assert saved["test"]["cer"] == expected["test"]["cer"]
+    assert f"chosen: combine {expected['chosen_rule']}, order {expected['setting']['lm_order']}" in printed
+    assert f"test (decoded once): CER {expected['test']['cer']:.4f}" in printed
+    assert main(["speech", "decode", runs[0], runs[0], *grid]) == 2
+    assert "runs repeat" in capsys.readouterr().err

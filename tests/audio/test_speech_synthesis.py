@@ -125,6 +125,29 @@ def test_stdlib_prose_vocabulary(tmp_path):
     assert clean_sentence("Call f(x) twice.") is None and clean_sentence("lower case start.") is None
 
 
+def test_language_model_text_leaves_out_what_is_evaluated(monkeypatch):
+    """Docstrings holding a val / test sentence are dropped whole, sentences with a held-out word one by one, and
+    the training transcripts (the model has them already)."""
+    from torchssm.audio import prose
+
+    docs = [
+        "Open the file. Read the val sentence here.",  # holds a val sentence: none of it
+        "Close the door. Write it. Speak secretword now.",  # "secretword" is held out
+        "Train this sentence. New text for the model. Call f(x) twice.",  # a training transcript; code
+    ]
+    texts = {
+        "train": ["train this sentence"],
+        "val": ["read the val sentence here"],
+        "test": [],
+        "heldout": ["secretword"],
+    }
+    monkeypatch.setattr(prose, "stdlib_docstrings", lambda: iter(docs))
+    assert prose.language_model_text(texts) == ["close the door", "new text for the model", "write it"]
+    assert prose.language_model_text(texts, max_words=3) == ["close the door", "write it"]
+    with pytest.raises(ValueError, match=r"missing \['heldout', 'test'\]"):
+        prose.language_model_text({"train": [], "val": []})
+
+
 def test_spoken_mulaw_windows():
     from torchssm.audio.dsp import mu_law_decode
     from torchssm.audio.waveform import mulaw_windows

@@ -129,7 +129,7 @@ def test_spot_cli(tmp_path, heard_voices, capsys):
     assert main(["speech", "spot", "--checkpoint", checkpoint, str(wav), "--figure", str(figure)]) == 0
     assert figure.stat().st_size > 0 and f"figure: {figure}" in capsys.readouterr().out
     for bad, message in [
-        ([str(wav), "--threshold", "1.5"], "--threshold is a probability in [0, 1]"),
+        ([str(wav), "--threshold", "1.5"], "--threshold must be a probability in [0, 1]"),
         ([str(wav), "--top", "0"], "--top must be >= 1"),
         ([str(wav), "--hop-ms", "0"], "hop_s must be > 0"),
         ([str(wav), str(wav), "--figure", str(figure)], "--figure draws one recording; got 2 files"),

@@ -1,10 +1,12 @@
-"""``torchssm transcribe`` and ``torchssm speech {say, phonemes, train, kws-baseline, snr-sweep, kws-ensemble,
-kws-detection, spot}``.
+"""``torchssm transcribe`` and ``torchssm speech {say, phonemes, train, lm-text, decode, kws-baseline, snr-sweep,
+kws-ensemble, kws-detection, spot}``.
 
 torchssm speech say "stop" --voice en-us+m3 --out stop.wav      eSpeak NG speech at 16 kHz
     [--accent-seed 4] [--accent TRAP=E ...]                        in a virtual accent (audio.accents)
 torchssm speech phonemes "the bath" --voice en-us en-us-nyc [--ipa]  eSpeak NG's phonemes, voice by voice
 torchssm speech train --preset audio/asr_ctc [--resume]          train a recogniser (asr_train)
+torchssm speech lm-text --checkpoint runs/asr_ctc --out lm.txt   more LM text, none of the run's val / test (prose)
+torchssm speech decode runs/a [runs/b ...] --lm-text lm.txt      LM tuned on val, test decoded once (tuned_decoding)
 torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4] [--lm [ORDER]]
 torchssm transcribe --checkpoint runs/a --checkpoint runs/b file.wav [--combine prob]   a CTC ensemble
 torchssm speech kws-baseline --snr 0 10 20                       log-mel + logistic regression
@@ -22,6 +24,7 @@ import functools
 import json
 from pathlib import Path
 
+from torchssm.checks import unit_interval
 from torchssm.fileio import atomic_write_text
 
 
@@ -47,7 +50,7 @@ def _load_wav(path: str):
 # `transcribe --lm`'s defaults: the setting that grid (2) chose on val for the offline CTC preset
 # (audio/asr_ctc_offline, session 10's run /tmp/asr/bi20; grid: beam 8 / 16 x order 10 / 12 / 16 x alpha 0.6-1.2 x
 # beta 3-6; RESULTS.md, Speech, session 12; test CER 8.5%). Chosen for that model on its val accent only: for another
-# checkpoint choose them on its val split with torchssm.audio.asr_train.lm_grid.
+# checkpoint choose them on its val split: `torchssm speech decode` (asr_train.tuned_decoding, lm_grid).
 LM_DEFAULTS = {"beam": 16, "order": 10, "alpha": 1.2, "beta": 3.0}
 
 
@@ -232,6 +235,50 @@ def _cmd_snr_sweep(args) -> int:
     return 0
 
 
+def _cmd_lm_text(args) -> int:
+    from torchssm.audio.lm import checkpoint_sentence_texts
+    from torchssm.audio.prose import language_model_text
+
+    texts = checkpoint_sentence_texts(args.checkpoint, args.data_dir)
+    if texts is None:
+        raise ValueError(f"{args.checkpoint} was not trained on spoken_sentences: its sentences are not docstrings")
+    sentences = language_model_text(texts, max_words=args.max_words)
+    atomic_write_text(args.out, "".join(s + "\n" for s in sentences))
+    chars = sum(len(s) + 1 for s in sentences)
+    print(f"{len(sentences)} sentences, {chars} characters -> {args.out} (transcribe --lm-text / speech decode)")
+    return 0
+
+
+def _cmd_decode(args) -> int:
+    from torchssm.audio.asr_train import tuned_decoding
+    from torchssm.audio.lm import read_lm_text
+
+    if len(set(args.runs)) != len(args.runs):
+        raise ValueError(f"runs repeat: {args.runs}")
+    extra = [line for path in args.lm_text or () for line in read_lm_text(path)]
+    grid = {"orders": args.orders, "alphas": args.alphas, "betas": args.betas, "beam": args.beam}
+    log = print if args.verbose else (lambda line: None)
+    runs = args.runs if len(args.runs) > 1 else args.runs[0]
+    r = tuned_decoding(runs, extra, data_dir=args.data_dir, log=log, **grid)
+    for rule, v in r["val"].items():
+        print(f"val, combine {rule}: best {_metrics(v['best'])}; beam {args.beam} without LM {_metrics(v['no_lm'])}")
+    s = r["setting"]
+    print(f"chosen: combine {r['chosen_rule']}, order {s['lm_order']}, alpha {s['alpha']}, beta {s['beta']}")
+    print(f"test (decoded once): {_metrics(r['test'])}; greedy {_metrics(r['test_greedy'])}")
+    for group in ("test_by_accent", "test_by_sentence"):
+        if group in r["analysis"]:
+            rates = ", ".join(f"{k} {v['cer']:.4f}" for k, v in r["analysis"][group].items())
+            print(f"{group.replace('_', ' ')}: CER {rates}")
+    if args.out:
+        print(f"written: {atomic_write_text(args.out, json.dumps(r, indent=1, default=str))}")
+    return 0
+
+
+def _metrics(m: dict) -> str:
+    held = f", held-out words {m['heldout_cer']:.4f}" if "heldout_cer" in m else ""
+    return f"CER {m['cer']:.4f}, WER {m['wer']:.4f}{held}"
+
+
 def _cmd_kws_ensemble(args) -> int:
     from torchssm.audio.kws import ensemble_accuracy
 
@@ -286,8 +333,7 @@ def _cmd_spot(args) -> int:
     from torchssm.audio.spotting import load_spotter, plot_spots, spot
     from torchssm.audio.synthetic import SILENCE, UNKNOWN
 
-    if not 0.0 <= args.threshold <= 1.0:
-        raise ValueError(f"--threshold is a probability in [0, 1], got {args.threshold}")
+    unit_interval("--threshold", args.threshold, "a probability")
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
     if args.figure is not None and len(args.files) != 1:
@@ -324,6 +370,7 @@ def _cmd_spot(args) -> int:
 def register(subparsers) -> None:
     from torchssm.audio.ctc import COMBINE_RULES
     from torchssm.audio.espeak import OTHER_LANGUAGE_ACCENTS
+    from torchssm.audio.lm import GRID_ALPHAS, GRID_BEAM, GRID_BETAS, GRID_ORDERS
 
     p = subparsers.add_parser("transcribe", help="transcribe audio files with a speech recogniser checkpoint")
     p.add_argument("files", nargs="+", help="audio files (any rate: resampled to 16 kHz; channels averaged)")
@@ -466,6 +513,28 @@ def register(subparsers) -> None:
     w.add_argument("--snr", type=float, nargs="+", default=[0.0, 5.0, 10.0, 15.0, 20.0])
     w.add_argument("--data-dir")
     w.set_defaults(func=_cmd_snr_sweep)
+    m = sub.add_parser(
+        "lm-text", help="more language-model text for a spoken_sentences recogniser, without its val / test sentences"
+    )
+    m.add_argument("--checkpoint", required=True, help="a recogniser's checkpoint or run directory (its sentences)")
+    m.add_argument("--out", required=True, help="text file, one sentence per line (for --lm-text)")
+    m.add_argument("--max-words", type=int, default=60, help="longest sentence kept, in words (default 60)")
+    m.add_argument("--data-dir")
+    m.set_defaults(func=_cmd_lm_text)
+    g = sub.add_parser(
+        "decode",
+        help="CTC recogniser(s): the language model tuned on val, test decoded once (the decoding of record)",
+    )
+    g.add_argument("runs", nargs="+", help="a CTC run or checkpoint; several: their ensemble (same sentences)")
+    g.add_argument("--lm-text", action="append", help="more language-model text, one sentence per line (repeatable)")
+    g.add_argument("--orders", type=int, nargs="+", default=list(GRID_ORDERS))
+    g.add_argument("--alphas", type=float, nargs="+", default=list(GRID_ALPHAS))
+    g.add_argument("--betas", type=float, nargs="+", default=list(GRID_BETAS))
+    g.add_argument("--beam", type=int, default=GRID_BEAM)
+    g.add_argument("--out", help="write everything (val grids, choice, test breakdowns) to this JSON file")
+    g.add_argument("--verbose", action="store_true", help="print every setting of the val grid as it is scored")
+    g.add_argument("--data-dir")
+    g.set_defaults(func=_cmd_decode)
     e = sub.add_parser("kws-ensemble", help="test accuracy of the mean of several spoken_commands checkpoints")
     e.add_argument("--checkpoints", nargs="+", required=True, help="checkpoints or run directories, same test clips")
     e.add_argument("--average", choices=["logits", "probs"], default="logits", help="what is averaged (default logits)")

@@ -45,6 +45,10 @@ import numpy as np
 
 from torchssm.audio.text import ALPHABET
 
+# the shallow-fusion grid of record: grid (2) of RESULTS.md, Speech (session 12), at beam 16, which every offline CTC
+# result since chose its setting on val from (asr_train.tuned_decoding, `torchssm speech decode`)
+GRID_ORDERS, GRID_ALPHAS, GRID_BETAS, GRID_BEAM = (10, 12, 16), (0.6, 0.8, 1.0, 1.2), (3.0, 4.0, 5.0, 6.0), 16
+
 
 class CharNGramLM:
     """Character n-gram model of ``order`` (>= 1) with interpolated Kneser-Ney, from ``texts``. The default order
@@ -193,17 +197,27 @@ def lm_from_checkpoint(path, order: int = 5, data_dir=None, extra_texts: Sequenc
     (:func:`~torchssm.audio.synthetic.sentence_texts`, no audio synthesised); for another task, the task is
     rebuilt from the data cache. ``extra_texts`` (e.g. :func:`read_lm_text`'s) are counted with them, each
     distinct sentence once."""
+    from torchssm.audio.asr_train import checkpoint_task
+
+    texts = checkpoint_sentence_texts(path, data_dir)
+    if texts is not None:
+        return _lm_of_distinct(texts["train"], extra_texts, order)
+    return lm_from_task(checkpoint_task(path, data_dir)[1], order, extra_texts)
+
+
+def checkpoint_sentence_texts(path, data_dir=None) -> dict[str, list[str]] | None:
+    """The sentences of the ``spoken_sentences`` task a recogniser at ``path`` was trained on (its saved options;
+    :func:`~torchssm.audio.synthetic.sentence_texts`' dict, no audio synthesised), or None for another task."""
     import inspect
 
-    from torchssm.audio.asr_train import checkpoint_task, saved_task_config
+    from torchssm.audio.asr_train import saved_task_config
     from torchssm.audio.synthetic import sentence_texts
 
     _, task_cfg = saved_task_config(path)
-    if task_cfg.get("name") == "spoken_sentences":
-        text_args = set(inspect.signature(sentence_texts).parameters) - {"data_dir"}
-        train = sentence_texts(data_dir, **{k: v for k, v in task_cfg.items() if k in text_args})["train"]
-        return _lm_of_distinct(train, extra_texts, order)
-    return lm_from_task(checkpoint_task(path, data_dir)[1], order, extra_texts)
+    if task_cfg.get("name") != "spoken_sentences":
+        return None
+    text_args = set(inspect.signature(sentence_texts).parameters) - {"data_dir"}
+    return sentence_texts(data_dir, **{k: v for k, v in task_cfg.items() if k in text_args})
 
 
 def read_lm_text(path, alphabet: str = ALPHABET) -> list[str]:

@@ -16,6 +16,7 @@ import json
 import re
 import sys
 import sysconfig
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 _SKIP_DIRS = {"test", "tests", "site-packages", "idlelib", "lib2to3", "dist-packages", "__pycache__", "turtledemo"}
@@ -44,21 +45,50 @@ def clean_sentence(raw: str, min_words: int = 4, max_words: int = 16):
     return " ".join(words)
 
 
+def stdlib_docstrings() -> Iterator[str]:
+    """Every module, class and function docstring of the standard library's ``.py`` files (the module docstring's
+    exclusions), file by file in sorted path order."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(root.rglob("*.py")):
+        if not _SKIP_DIRS & set(path.relative_to(root).parts[:-1]):
+            yield from _docstrings(path)
+
+
+def docstring_sentences(doc: str, min_words: int = 4, max_words: int = 16) -> list[str]:
+    """The sentences of one docstring that :func:`clean_sentence` keeps, normalised, in order."""
+    cleaned = (clean_sentence(raw, min_words, max_words) for raw in _SENTENCE_END.split(doc))
+    return [sentence for sentence in cleaned if sentence]
+
+
 def stdlib_sentences(max_words: int = 12) -> list[str]:
     """Sorted unique sentences from the standard library's docstrings (see the module docstring)."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    sentences = set()
-    for path in sorted(root.rglob("*.py")):
-        if _SKIP_DIRS & set(path.relative_to(root).parts[:-1]):
-            continue
-        for doc in _docstrings(path):
-            for raw in _SENTENCE_END.split(doc):
-                sentence = clean_sentence(raw, max_words=max_words)
-                if sentence:
-                    sentences.add(sentence)
+    sentences = {s for doc in stdlib_docstrings() for s in docstring_sentences(doc, max_words=max_words)}
     if not sentences:
+        root = sysconfig.get_paths()["stdlib"]
         raise FileNotFoundError(f"no usable docstring sentences under the standard library at {root}")
     return sorted(sentences)
+
+
+def language_model_text(texts: Mapping[str, Sequence[str]], max_words: int = 60) -> list[str]:
+    """More text for a ``spoken_sentences`` task's character language model, from the same source without leaking
+    its evaluation: every standard-library docstring sentence of 1 to ``max_words`` plain words, except those of a
+    docstring that holds a val or test sentence of ``texts`` (:func:`~torchssm.audio.synthetic.sentence_texts`'
+    dict), those holding a held-out word, and the training transcripts (the model counts them already); sorted.
+    This is the text of session 18's pre-registered test and of every decoding of record since (RESULTS.md,
+    Speech): Python 3.11 and the offline preset's texts give 1826 sentences, 161k characters."""
+    missing = {"train", "val", "test", "heldout"} - set(texts)
+    if missing:
+        raise ValueError(
+            f"texts must hold the train, val, test and heldout lists of sentence_texts; missing {sorted(missing)}"
+        )
+    evaluated = set(texts["val"]) | set(texts["test"])
+    held = set(texts["heldout"])
+    extra: set[str] = set()
+    for doc in stdlib_docstrings():
+        sentences = docstring_sentences(doc, min_words=1, max_words=max_words)
+        if not evaluated & set(sentences):
+            extra |= {s for s in sentences if not held & set(s.split())}
+    return sorted(extra - set(texts["train"]))
 
 
 def cached_stdlib_sentences(max_words: int = 12, data_dir=None) -> list[str]:
