@@ -237,5 +237,6 @@ def test_speech_decode_cli(tmp_path, monkeypatch, capsys):
     assert saved["test"]["cer"] == expected["test"]["cer"]
     assert f"chosen: combine {expected['chosen_rule']}, order {expected['setting']['lm_order']}" in printed
     assert f"test (decoded once): CER {expected['test']['cer']:.4f}" in printed
+    assert "val grid: 2 settings at beam 2, combine logprob ..." in printed and "cer=" not in printed  # rows: --verbose
     assert main(["speech", "decode", runs[0], runs[0], *grid]) == 2
     assert "runs repeat" in capsys.readouterr().err

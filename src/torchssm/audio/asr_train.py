@@ -627,6 +627,7 @@ def tuned_decoding(
     beam: int = GRID_BEAM,
     data_dir=None,
     log=print,
+    log_rows: bool = False,
 ) -> dict:
     """The decoding of record of a CTC recogniser (or of the ensemble of a list of them) with its language model
     tuned on val and test decoded once: :func:`lm_grid` on val for every (order, alpha, beta) of the grid at
@@ -634,20 +635,22 @@ def tuned_decoding(
     the rule and the setting; with them test is decoded once and broken down by :func:`analyse_recognizer` (by
     accent, voice family, held-out words, ...), and greedily (:func:`evaluate_checkpoint`). Returns {"runs",
     "val": {rule: {"best", "no_lm", "cpu_s"}}, "chosen_rule", "setting", "test", "test_greedy", "analysis",
-    "cpu_s"}. ``extra_texts``: more language-model text (e.g. :func:`~torchssm.audio.prose.language_model_text`'s)."""
+    "cpu_s"}. ``extra_texts``: more language-model text (e.g. :func:`~torchssm.audio.prose.language_model_text`'s).
+    ``log`` gets a line per stage, and with ``log_rows`` one per setting of the grid."""
     cpu0 = time.process_time()
     runs = [str(p) for p in _runs(path)]
     one = runs[0] if len(runs) == 1 else runs
     rules = ("prob", "logprob") if len(runs) > 1 else ("prob",)  # one model: the rules agree
     val = {}
     for rule in rules:
-        log(f"val grid: {len(orders) * len(alphas) * len(betas)} settings at beam {beam}, combine {rule}")
-        grid = lm_grid(one, orders, alphas, betas, beam, "val", data_dir, log, extra_texts, rule)
+        log(f"val grid: {len(orders) * len(alphas) * len(betas)} settings at beam {beam}, combine {rule} ...")
+        rows_log = log if log_rows else (lambda line: None)
+        grid = lm_grid(one, orders, alphas, betas, beam, "val", data_dir, rows_log, extra_texts, rule)
         val[rule] = {key: grid[key] for key in ("best", "no_lm", "cpu_s")}
     rule = min(rules, key=lambda r: (val[r]["best"]["cer"], val[r]["best"]["wer"]))
     best = val[rule]["best"]
     setting = {"beam": beam, "lm_order": best["order"], "alpha": best["alpha"], "beta": best["beta"]}
-    log(f"chosen on val: combine {rule}, {_fmt(setting)}; decoding test once")
+    log(f"chosen on val: combine {rule}, {_fmt(setting)}; decoding test once ...")
     analysis = analyse_recognizer(one, n_train=0, data_dir=data_dir, extra_texts=extra_texts, combine=rule, **setting)
     greedy = evaluate_checkpoint(one, "test", beam=1, data_dir=data_dir, combine=rule)
     out = {"runs": runs, "val": val, "chosen_rule": rule, "setting": setting, "test": analysis["test"]}
