@@ -170,7 +170,7 @@ def test_students_sharing_teachers_score_them_once(tmp_path):
     "override,message",
     [
         ("train.distill_temperature=0", "distill_temperature must be a positive number"),
-        ("train.distill_weight=1.5", r"distill_weight must be in \[0, 1\]"),
+        ("train.distill_weight=1.5", r"distill_weight must be a weight in \[0, 1\]"),
     ],
 )
 def test_bad_distillation_settings_are_one_line(tmp_path, override, message):

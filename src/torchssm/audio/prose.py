@@ -85,9 +85,9 @@ def language_model_text(texts: Mapping[str, Sequence[str]], max_words: int = 60)
     held = set(texts["heldout"])
     extra: set[str] = set()
     for doc in stdlib_docstrings():
-        sentences = docstring_sentences(doc, min_words=1, max_words=max_words)
+        sentences = docstring_sentences(doc, min_words=1, max_words=sys.maxsize)  # every length: finds val / test
         if not evaluated & set(sentences):
-            extra |= {s for s in sentences if not held & set(s.split())}
+            extra |= {s for s in sentences if len(s.split()) <= max_words and not held & set(s.split())}
     return sorted(extra - set(texts["train"]))
 
 
