@@ -174,3 +174,7 @@ def test_speech_lm_text_writes_the_runs_extra_text(tmp_path, capsys, monkeypatch
     assert expected and read_lm_text(out) == expected and f"{len(expected)} sentences" in capsys.readouterr().out
     assert main(["speech", "lm-text", "--checkpoint", str(tmp_path / "ctc"), "--out", str(tmp_path / "x.txt")]) == 2
     assert "was not trained on spoken_sentences" in capsys.readouterr().err and not (tmp_path / "x.txt").exists()
+    monkeypatch.setattr(prose, "stdlib_docstrings", lambda: iter(["Call f(x) twice."]))  # nothing plain left
+    run = ["speech", "lm-text", "--checkpoint", str(tmp_path / "run"), "--data-dir", str(tmp_path)]
+    assert main([*run, "--out", str(tmp_path / "y.txt")]) == 2
+    assert "no docstring sentence of at most 60 words" in capsys.readouterr().err and not (tmp_path / "y.txt").exists()

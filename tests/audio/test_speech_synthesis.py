@@ -146,6 +146,8 @@ def test_language_model_text_leaves_out_what_is_evaluated(monkeypatch):
     assert prose.language_model_text(texts, max_words=3) == ["close the door", "write it"]  # val docstring still out
     with pytest.raises(ValueError, match=r"missing \['heldout', 'test'\]"):
         prose.language_model_text({"train": [], "val": []})
+    with pytest.raises(ValueError, match="max_words must be an int >= 1, got 0"):
+        prose.language_model_text(texts, max_words=0)
 
 
 def test_spoken_mulaw_windows():

@@ -243,6 +243,8 @@ def _cmd_lm_text(args) -> int:
     if texts is None:
         raise ValueError(f"{args.checkpoint} was not trained on spoken_sentences: its sentences are not docstrings")
     sentences = language_model_text(texts, max_words=args.max_words)
+    if not sentences:
+        raise ValueError(f"no docstring sentence of at most {args.max_words} words is left for {args.checkpoint}")
     atomic_write_text(args.out, "".join(s + "\n" for s in sentences))
     chars = sum(len(s) + 1 for s in sentences)
     print(f"{len(sentences)} sentences, {chars} characters -> {args.out} (transcribe --lm-text / speech decode)")

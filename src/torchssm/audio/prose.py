@@ -81,6 +81,8 @@ def language_model_text(texts: Mapping[str, Sequence[str]], max_words: int = 60)
         raise ValueError(
             f"texts must hold the train, val, test and heldout lists of sentence_texts; missing {sorted(missing)}"
         )
+    if isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1:
+        raise ValueError(f"max_words must be an int >= 1, got {max_words!r}")
     evaluated = set(texts["val"]) | set(texts["test"])
     held = set(texts["heldout"])
     extra: set[str] = set()
