@@ -156,9 +156,10 @@ def has_batch_norm(model: nn.Module) -> bool:
 
 def checkpoint_has_batch_norm(path) -> bool:
     """Whether checkpoint directory ``path`` holds batch-norm running statistics, read from its weights' keys
-    alone (no model built, no data): a ``_BatchNorm`` module that tracks them saves a ``num_batches_tracked``
-    buffer, which no other module of PyTorch or of this library has (the state-dict face of
-    :func:`has_batch_norm`)."""
+    alone (no model built, no data): a batch norm that tracks them saves a ``num_batches_tracked`` buffer, which
+    among PyTorch's modules only its other norms with ``track_running_stats=True`` (instance norms, which this
+    library does not use) also save. A batch norm without running statistics has nothing to re-estimate, so it
+    counts as none here (unlike :func:`has_batch_norm`, which looks at the modules)."""
     read_checkpoint_state(path)  # a missing or corrupt checkpoint fails here with its own message
     with safe_open(str(Path(path) / WEIGHTS), framework="pt") as f:
         return any(key.endswith(".num_batches_tracked") for key in f.keys())
