@@ -240,3 +240,6 @@ def test_speech_decode_cli(tmp_path, monkeypatch, capsys):
     assert "val grid: 2 settings at beam 2, combine logprob ..." in printed and "cer=" not in printed  # rows: --verbose
     assert main(["speech", "decode", runs[0], runs[0], *grid]) == 2
     assert "runs repeat" in capsys.readouterr().err
+    assert main(["speech", "decode", runs[0], str(tmp_path / "absent"), *grid]) == 2
+    missing = capsys.readouterr()
+    assert "no checkpoint at" in missing.err and "val grid" not in missing.out  # checked before any decoding

@@ -639,6 +639,8 @@ def tuned_decoding(
     ``log`` gets a line per stage, and with ``log_rows`` one per setting of the grid."""
     cpu0 = time.process_time()
     runs = [str(p) for p in _runs(path)]
+    for run in runs:
+        saved_task_config(run)  # a missing or corrupt checkpoint fails here, before any decoding
     one = runs[0] if len(runs) == 1 else runs
     rules = ("prob", "logprob") if len(runs) > 1 else ("prob",)  # one model: the rules agree
     val = {}

@@ -528,10 +528,14 @@ def register(subparsers) -> None:
     )
     g.add_argument("runs", nargs="+", help="a CTC run or checkpoint; several: their ensemble (same sentences)")
     g.add_argument("--lm-text", action="append", help="more language-model text, one sentence per line (repeatable)")
-    g.add_argument("--orders", type=int, nargs="+", default=list(GRID_ORDERS))
-    g.add_argument("--alphas", type=float, nargs="+", default=list(GRID_ALPHAS))
-    g.add_argument("--betas", type=float, nargs="+", default=list(GRID_BETAS))
-    g.add_argument("--beam", type=int, default=GRID_BEAM)
+    for flag, values, kind, what in (
+        ("--orders", GRID_ORDERS, int, "language-model orders"),
+        ("--alphas", GRID_ALPHAS, float, "language-model weights"),
+        ("--betas", GRID_BETAS, float, "word bonuses"),
+    ):
+        tried = f"{what} tried on val (default {' '.join(map(str, values))})"
+        g.add_argument(flag, type=kind, nargs="+", default=list(values), help=tried)
+    g.add_argument("--beam", type=int, default=GRID_BEAM, help=f"prefix beam width (default {GRID_BEAM})")
     g.add_argument("--out", help="write everything (val grids, choice, test breakdowns) to this JSON file")
     g.add_argument("--verbose", action="store_true", help="print every setting of the val grid as it is scored")
     g.add_argument("--data-dir")
