@@ -382,7 +382,7 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
             if name == "test_greedy" or beam > 1:
                 result[name] = evaluate_asr(model, task.test, heldout, beam=beam, limit=limit)
                 log(f"{name} (beam {beam}): {_fmt(result[name])}")
-        log("(decoded without a language model: asr_train.lm_grid chooses one on val; docs/speech.md)")
+        log("(decoded without a language model: `torchssm speech decode` chooses one on val; docs/speech.md)")
         return result
     finally:
         torch.set_num_threads(threads)
@@ -555,7 +555,8 @@ def lm_grid(
     also the same beam without the model. Returns {"rows", "best" (lowest CER, then WER), "no_lm",
     "cpu_s"}; the emissions are computed once; ``extra_texts``: more sentences for the language model
     (:func:`~torchssm.audio.lm.lm_from_task`). The default grid is session 11's (RESULTS.md, Speech); session 12's
-    larger one: ``orders=(10, 12, 16), alphas=(0.6, 0.8, 1.0, 1.2), betas=(3.0, 4.0, 5.0, 6.0)``, beam 8 and 16."""
+    larger one, at beam 8 and 16, is :mod:`~torchssm.audio.lm`'s ``GRID_ORDERS`` / ``GRID_ALPHAS`` / ``GRID_BETAS``
+    (:func:`tuned_decoding`'s)."""
     from torchssm.audio.ctc import prefix_beam_search
     from torchssm.audio.lm import lm_from_task
 

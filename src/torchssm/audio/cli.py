@@ -259,8 +259,7 @@ def _cmd_decode(args) -> int:
         raise ValueError(f"runs repeat: {args.runs}")
     extra = [line for path in args.lm_text or () for line in read_lm_text(path)]
     grid = {"orders": args.orders, "alphas": args.alphas, "betas": args.betas, "beam": args.beam}
-    runs = args.runs if len(args.runs) > 1 else args.runs[0]
-    r = tuned_decoding(runs, extra, data_dir=args.data_dir, log=print, log_rows=args.verbose, **grid)
+    r = tuned_decoding(args.runs, extra, data_dir=args.data_dir, log=print, log_rows=args.verbose, **grid)
     for rule, v in r["val"].items():
         print(f"val, combine {rule}: best {_metrics(v['best'])}; beam {args.beam} without LM {_metrics(v['no_lm'])}")
     s = r["setting"]
