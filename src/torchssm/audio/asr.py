@@ -56,6 +56,18 @@ characters are read from the most recent part of the state (Sutskever et al. 201
 Padded audio frames are placed *before* each utterance's frames and the scan is reset at its first
 real frame (Mamba's ``reset``), so padding never leaks into the state.
 
+Hybrid CTC / decoder (``ctc_weight`` > 0, off by default; our addition, not in the Samba-ASR paper): a CTC head
+(Linear d_model -> blank + characters) on the same encoded frames, trained jointly,
+``loss = ctc_weight * CTC + (1 - ctc_weight) * CE`` (the multi-task objective of Kim, Hori & Watanabe 2017,
+"Joint CTC-attention based end-to-end speech recognition using multi-task learning"; Watanabe et al. 2017's hybrid
+CTC/attention): CTC's monotonic alignment trains the encoder, the decoder learns the text given the audio. It decodes
+by attention rescoring (:meth:`SambaASR.rescore`; WeNet's two-pass decoding, Zhang et al. 2020, arXiv:2012.05481):
+the CTC prefix beam search (with the character language model fused, if any) proposes its ``beam`` best
+transcripts y, each scored ``search score(y) + decoder_weight * log p_dec(y </s> | x)`` (teacher-forced through the
+decoder), the best kept. WeNet weighs the CTC score instead (decoder + ctc_weight * CTC); with the weight on the
+decoder, ``decoder_weight`` 0 is the CTC search itself. Greedy / beam decoding by the decoder alone (the paper's)
+stays :meth:`SambaASR.transcribe`.
+
 CTC baseline (Graves et al. 2006) on the same encoder: Linear d_model -> blank + characters.
 Several trained CTC recognisers decode as one through :class:`CTCEnsemble` (their frame posteriors combined).
 """
@@ -72,6 +84,7 @@ from torch import nn
 
 from torchssm.audio.features import SPEC_AUGMENT_POLICIES, LogMel, spec_augment
 from torchssm.audio.text import BLANK, CharVocabulary
+from torchssm.checks import unit_interval
 from torchssm.layers import build_layer
 
 MEL_WINDOW, MEL_HOP = 400, 160  # log-mel frames of 25 ms every 10 ms at 16 kHz (module docstring)
@@ -102,6 +115,9 @@ class ASRConfig:
     subsampling: int = 4
     # add a backward pass of every encoder block (offline only; module docstring); default False: causal
     bidirectional: bool = False
+    # Samba-ASR only: weight of a CTC head's loss trained beside the decoder's cross-entropy, in [0, 1) (module
+    # docstring, "Hybrid CTC / decoder"); 0 (default): no CTC head, the paper's model
+    ctc_weight: float = 0.0
 
     def __post_init__(self):
         if self.kind not in ("ctc", "samba"):
@@ -116,6 +132,11 @@ class ASRConfig:
             raise ValueError(f"subsampling must be 2 (20 ms frames) or 4 (40 ms frames), got {self.subsampling!r}")
         if not isinstance(self.bidirectional, bool):
             raise ValueError(f"bidirectional must be true or false, got {self.bidirectional!r}")
+        self.ctc_weight = unit_interval("ctc_weight", self.ctc_weight, "a loss weight", include_one=False)
+        if self.ctc_weight and self.kind != "samba":
+            raise ValueError(
+                f"ctc_weight weighs a CTC head beside Samba-ASR's decoder: kind must be 'samba', got {self.kind!r}"
+            )
         for name in ("n_mels", "d_model", "n_layers"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
@@ -290,21 +311,9 @@ class CTCRecognizer(CTCTranscription):
         return F.log_softmax(self.head(self.encoder(audio, audio_lengths)), dim=-1)
 
     def loss(self, audio, audio_lengths, targets, target_lengths) -> torch.Tensor:
-        """Mean CTC loss per target character (``F.ctc_loss``, blank 0)."""
+        """Mean CTC loss per target character (:func:`ctc_loss`)."""
         log_probs = self(audio, audio_lengths)  # (b, t', v)
-        frames = torch.clamp(self.frame_lengths(audio_lengths), max=log_probs.shape[1])
-        return (
-            F.ctc_loss(
-                log_probs.transpose(0, 1),
-                targets,
-                frames,
-                target_lengths,
-                blank=BLANK,
-                reduction="sum",
-                zero_infinity=True,
-            )
-            / target_lengths.sum()
-        )
+        return ctc_loss(log_probs, self.frame_lengths(audio_lengths), targets, target_lengths)
 
     def count_unalignable(self, audio_lengths: torch.Tensor, targets: torch.Tensor, target_lengths) -> int:
         """How many utterances of a batch CTC cannot align (:func:`ctc_unalignable`): ``F.ctc_loss`` is
@@ -314,6 +323,17 @@ class CTCRecognizer(CTCTranscription):
 
     def frame_lengths(self, audio_lengths: torch.Tensor) -> torch.Tensor:
         return self.encoder.frame_lengths(audio_lengths)
+
+
+def ctc_loss(log_probs: torch.Tensor, frames: torch.Tensor, targets: torch.Tensor, target_lengths) -> torch.Tensor:
+    """Mean CTC loss per target character (``F.ctc_loss``, blank 0, summed then divided by the characters) of
+    log-probabilities (b, t', n_ctc) whose first ``frames`` (b,) are valid; an utterance CTC cannot align
+    (:func:`ctc_unalignable`) adds zero (``zero_infinity``)."""
+    frames = torch.clamp(frames, max=log_probs.shape[1])
+    total = F.ctc_loss(
+        log_probs.transpose(0, 1), targets, frames, target_lengths, blank=BLANK, reduction="sum", zero_infinity=True
+    )
+    return total / target_lengths.sum()
 
 
 def decode_ctc(
@@ -356,7 +376,7 @@ class CTCEnsemble(CTCTranscription):
         if not members:
             raise ValueError("CTCEnsemble needs at least one CTC recogniser, got none")
         for m in members:
-            if not isinstance(m, CTCRecognizer):
+            if not isinstance(m, (CTCRecognizer, SambaCTCHead)):
                 raise ValueError(f"CTCEnsemble combines CTC recognisers only, got {type(m).__name__}")
         alphabets = sorted({m.vocab.alphabet for m in members})
         if len(alphabets) > 1:
@@ -368,12 +388,30 @@ class CTCEnsemble(CTCTranscription):
         self.vocab, self.combine = members[0].vocab, check_combine(combine)
 
     def frame_lengths(self, audio_lengths: torch.Tensor) -> torch.Tensor:
-        return cast(CTCRecognizer, self.members[0]).frame_lengths(audio_lengths)
+        return cast(CTCTranscription, self.members[0]).frame_lengths(audio_lengths)
 
     def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
         from torchssm.audio.ctc import combine_emissions
 
         return combine_emissions([m(audio, audio_lengths) for m in self.members], self.combine)  # (b, t', n_ctc)
+
+
+class SambaCTCHead(CTCTranscription):
+    """The CTC head of a hybrid :class:`SambaASR` (``has_ctc``) as a CTC recogniser: ``forward`` gives its
+    log-probabilities (b, t', n_ctc), so CTC decoding, language-model grids and ensembles take it as they take a
+    :class:`CTCRecognizer` (its decoder is not used)."""
+
+    def __init__(self, samba: SambaASR):
+        super().__init__()
+        if not isinstance(samba, SambaASR) or not samba.has_ctc:
+            raise ValueError("SambaCTCHead needs a Samba-ASR model with a CTC head (model.ctc_weight > 0)")
+        self.samba, self.vocab, self.cfg = samba, samba.vocab, samba.cfg
+
+    def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.samba.ctc_log_probs(audio, audio_lengths)
+
+    def frame_lengths(self, audio_lengths: torch.Tensor) -> torch.Tensor:
+        return self.samba.frame_lengths(audio_lengths)
 
 
 def ctc_unalignable(frames: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
@@ -439,7 +477,8 @@ class CrossConnectedBlock(nn.Module):
 
 
 class SambaASR(nn.Module):
-    """Mamba encoder + cross-connected Mamba decoder over characters, cross-entropy (module docstring)."""
+    """Mamba encoder + cross-connected Mamba decoder over characters, cross-entropy; with ``cfg.ctc_weight`` > 0
+    also a CTC head on the encoder, trained jointly and decoded by attention rescoring (module docstring)."""
 
     def __init__(self, cfg: ASRConfig, vocab: CharVocabulary | None = None):
         super().__init__()
@@ -449,42 +488,140 @@ class SambaASR(nn.Module):
         self.blocks = nn.ModuleList(CrossConnectedBlock(cfg) for _ in range(cfg.n_decoder_layers))
         self.out_norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, len(self.vocab))
+        self.ctc_head = nn.Linear(cfg.d_model, self.vocab.n_ctc) if cfg.ctc_weight else None
+
+    @property
+    def has_ctc(self) -> bool:
+        """Whether this model has a CTC head (``cfg.ctc_weight`` > 0)."""
+        return self.ctc_head is not None
+
+    def frame_lengths(self, audio_lengths: torch.Tensor) -> torch.Tensor:
+        """(b,) encoded frames of utterances of ``audio_lengths`` samples."""
+        return self.encoder.frame_lengths(audio_lengths)
+
+    def ctc_log_probs(self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The CTC head's log-probabilities (b, t', n_ctc) over the encoded frames (a model with ``has_ctc``)."""
+        return self._ctc_head_log_probs(self.encoder(audio, audio_lengths))
+
+    def _ctc_head_log_probs(self, encoded: torch.Tensor) -> torch.Tensor:
+        if self.ctc_head is None:
+            raise ValueError("this Samba-ASR model has no CTC head: train it with model.ctc_weight > 0")
+        return F.log_softmax(self.ctc_head(encoded), dim=-1)
 
     def memory(self, audio: torch.Tensor, audio_lengths: torch.Tensor):
         """Encoded audio moved to the right end of each row (padding first) and the reset mask (b, t');
         with ``cross_order="reversed"`` each utterance's frames are in reverse time order (last frame first)."""
-        encoded = self.encoder(audio, audio_lengths)  # (b, t', d)
+        return self._memory_of(self.encoder(audio, audio_lengths), audio_lengths)
+
+    def _memory_of(self, encoded: torch.Tensor, audio_lengths: torch.Tensor):
+        """:meth:`memory` of already encoded audio (b, t', d)."""
         frames = torch.clamp(self.encoder.frame_lengths(audio_lengths), min=1, max=encoded.shape[1])
         t = encoded.shape[1]
         shift = t - frames  # (b,)
         if self.cfg.cross_order == "reversed":  # row j >= shift holds frame t - 1 - j: frames - 1, ..., 0
             memory = encoded.flip(1)
         else:  # row j >= shift holds frame j - shift: 0, ..., frames - 1
-            index = (torch.arange(t, device=audio.device)[None, :] - shift[:, None]) % t
+            index = (torch.arange(t, device=encoded.device)[None, :] - shift[:, None]) % t
             memory = torch.gather(encoded, 1, index[..., None].expand(-1, -1, encoded.shape[2]))
-        valid = torch.arange(t, device=audio.device)[None, :] >= shift[:, None]
+        valid = torch.arange(t, device=encoded.device)[None, :] >= shift[:, None]
         memory = memory * valid[..., None]
-        reset = torch.arange(t, device=audio.device)[None, :] == shift[:, None]  # first real frame
+        reset = torch.arange(t, device=encoded.device)[None, :] == shift[:, None]  # first real frame
         return memory, reset
 
     def logits(self, audio, audio_lengths, tokens) -> torch.Tensor:
         """Teacher-forced next-token logits (b, u, vocabulary) for input ``tokens`` (b, u) (``<s>`` first)."""
-        memory, reset = self.memory(audio, audio_lengths)
-        x = self.embed(tokens)
+        return self._decode(self.memory(audio, audio_lengths), tokens)
+
+    def _decode(self, memory_and_reset, tokens: torch.Tensor) -> torch.Tensor:
+        memory, reset = memory_and_reset
+        x = self.embed(tokens)  # (b, u, d)
         for block in self.blocks:
             x = block(x, memory, reset)
-        return self.head(self.out_norm(x))
+        return self.head(self.out_norm(x))  # (b, u, vocabulary)
 
-    def loss(self, audio, audio_lengths, targets, target_lengths) -> torch.Tensor:
-        """Cross-entropy of ``<s> y`` -> ``y </s>`` per predicted token (targets (b, u) padded with 0)."""
+    def _teacher_forcing(self, targets: torch.Tensor, target_lengths: torch.Tensor):
+        """(inputs ``<s> y`` (b, u + 1), outputs ``y </s>`` with -100 after the end (b, u + 1)) of targets (b, u)."""
         b, u = targets.shape
-        inputs = torch.cat([targets.new_full((b, 1), self.vocab.bos), targets], 1)  # (b, u + 1)
+        inputs = torch.cat([targets.new_full((b, 1), self.vocab.bos), targets], 1)
         outputs = torch.cat([targets, targets.new_zeros(b, 1)], 1)
         outputs[torch.arange(b), target_lengths] = self.vocab.eos
         mask = torch.arange(u + 1, device=targets.device)[None, :] <= target_lengths[:, None]
-        outputs = outputs.masked_fill(~mask, -100)
-        logits = self.logits(audio, audio_lengths, inputs)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), outputs.reshape(-1), ignore_index=-100)
+        return inputs, outputs.masked_fill(~mask, -100)
+
+    def loss(self, audio, audio_lengths, targets, target_lengths) -> torch.Tensor:
+        """Cross-entropy of ``<s> y`` -> ``y </s>`` per predicted token (targets (b, u) padded with 0); with a CTC
+        head, ``ctc_weight * CTC + (1 - ctc_weight) * CE`` (CTC per target character, :func:`ctc_loss`)."""
+        encoded = self.encoder(audio, audio_lengths)  # (b, t', d)
+        inputs, outputs = self._teacher_forcing(targets, target_lengths)
+        logits = self._decode(self._memory_of(encoded, audio_lengths), inputs)
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), outputs.reshape(-1), ignore_index=-100)
+        if self.ctc_head is None:
+            return ce
+        ctc = ctc_loss(self._ctc_head_log_probs(encoded), self.frame_lengths(audio_lengths), targets, target_lengths)
+        return self.cfg.ctc_weight * ctc + (1.0 - self.cfg.ctc_weight) * ce
+
+    def count_unalignable(self, audio_lengths: torch.Tensor, targets: torch.Tensor, target_lengths) -> int:
+        """How many utterances of a batch the CTC head cannot align (:meth:`CTCRecognizer.count_unalignable`)."""
+        return int(ctc_unalignable(self.frame_lengths(audio_lengths), targets, target_lengths).sum())
+
+    @torch.no_grad()
+    def transcript_log_probs(self, audio: torch.Tensor, audio_lengths: torch.Tensor, transcripts) -> torch.Tensor:
+        """(k,) the decoder's log p(y </s> | x) of k transcripts ``transcripts`` (lists of character ids) of the
+        one utterance ``audio`` (1, n), teacher-forced in one batch."""
+        if audio.shape[0] != 1:
+            raise ValueError(f"transcript_log_probs scores one utterance, got a batch of {audio.shape[0]}")
+        return self._transcript_log_probs(self.encoder(audio, audio_lengths), audio_lengths, transcripts)
+
+    def _transcript_log_probs(self, encoded: torch.Tensor, audio_lengths: torch.Tensor, transcripts) -> torch.Tensor:
+        k = len(transcripts)
+        lengths = torch.tensor([len(y) for y in transcripts], dtype=torch.long)
+        targets = torch.zeros(k, max(1, int(lengths.max())), dtype=torch.long)
+        for row, y in enumerate(transcripts):
+            targets[row, : len(y)] = torch.as_tensor(list(y), dtype=torch.long)
+        inputs, outputs = self._teacher_forcing(targets.to(encoded.device), lengths.to(encoded.device))
+        memory, reset = self._memory_of(encoded.expand(k, -1, -1), audio_lengths.expand(k))
+        logp = F.log_softmax(self._decode((memory, reset), inputs), dim=-1)  # (k, u + 1, vocabulary)
+        picked = logp.gather(2, outputs.clamp(min=0)[..., None])[..., 0]  # (k, u + 1)
+        return (picked * (outputs >= 0)).sum(1)
+
+    @torch.no_grad()
+    def rescore(
+        self,
+        audio: torch.Tensor,
+        audio_lengths: torch.Tensor,
+        beam: int = 8,
+        decoder_weight: float = 1.0,
+        lm=None,
+        alpha: float = 0.0,
+        beta: float = 0.0,
+    ) -> list[str]:
+        """Attention rescoring (module docstring): per utterance, the ``beam`` best transcripts of the CTC head's
+        prefix beam search (fusing ``lm`` with ``alpha``, ``beta`` when given, :func:`torchssm.audio.ctc.
+        prefix_beam_search`), the best by ``search score + decoder_weight * log p_dec(y </s> | x)``."""
+        encoded = self.encoder(audio, audio_lengths)  # (b, t', d)
+        log_probs = self._ctc_head_log_probs(encoded)
+        frames = self.frame_lengths(audio_lengths).tolist()
+        return [
+            self.vocab.decode(
+                self.best_rescored(
+                    ctc_nbest(log_probs[i, : frames[i]], beam, lm, alpha, beta),
+                    encoded[i : i + 1],
+                    audio_lengths[i : i + 1],
+                    decoder_weight,
+                )
+            )
+            for i in range(audio.shape[0])
+        ]
+
+    def best_rescored(self, nbest, encoded, audio_lengths, decoder_weight: float) -> list[int]:
+        """The labelling of ``nbest`` ([(labelling, search score)], :func:`ctc_nbest`) with the highest
+        ``search score + decoder_weight * log p_dec`` for the one utterance encoded as ``encoded`` (1, t', d)."""
+        scored = rescored(nbest, self.decoder_scores(nbest, encoded, audio_lengths), decoder_weight)
+        return max(scored, key=lambda pair: pair[0])[1]  # the first of equal scores: the search's order
+
+    def decoder_scores(self, nbest, encoded, audio_lengths) -> list[float]:
+        """log p_dec(y </s> | x) of each labelling of ``nbest`` (CTC ids: character id c is CTC id c)."""
+        return self._transcript_log_probs(encoded, audio_lengths, [list(y) for y, _ in nbest]).tolist()
 
     def _start(self, audio, audio_lengths):
         memory, reset = self.memory(audio, audio_lengths)
@@ -596,6 +733,19 @@ class SambaASR(nn.Module):
         pool = finished or hyps
         best = max(pool, key=lambda h: h[1] / (len(h[0]) + 1))
         return self.vocab.decode(best[0])
+
+
+def ctc_nbest(log_probs: torch.Tensor, beam: int, lm=None, alpha: float = 0.0, beta: float = 0.0):
+    """[(labelling, score)] of one utterance's CTC log-probabilities (t, n_ctc): the ``beam`` best of the prefix beam
+    search (:func:`torchssm.audio.ctc.prefix_beam_search`, ``lm`` fused with ``alpha``, ``beta``)."""
+    from torchssm.audio.ctc import prefix_beam_search
+
+    return prefix_beam_search(log_probs, beam, lm=lm, alpha=alpha, beta=beta)
+
+
+def rescored(nbest, decoder_log_probs, decoder_weight: float) -> list[tuple[float, list[int]]]:
+    """[(search score + decoder_weight * decoder log-probability, labelling)] of an n-best list, in its order."""
+    return [(score + decoder_weight * d, list(y)) for (y, score), d in zip(nbest, decoder_log_probs)]
 
 
 def states_batch(states) -> int:

@@ -41,10 +41,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchssm.audio.asr import ASRConfig, CTCEnsemble, CTCRecognizer, SambaASR, build_recognizer
+from torchssm.audio.asr import (
+    ASRConfig,
+    CTCEnsemble,
+    CTCRecognizer,
+    CTCTranscription,
+    SambaASR,
+    SambaCTCHead,
+    build_recognizer,
+)
 from torchssm.audio.ctc import char_error_rate, heldout_word_cer, word_error_rate
 from torchssm.audio.lm import GRID_ALPHAS, GRID_BEAM, GRID_BETAS, GRID_ORDERS
 from torchssm.audio.text import CharVocabulary
+
+# the decoder weights of attention rescoring tried on val (:func:`rescoring_decoding`; 0: the CTC search alone):
+# our grid, fixed before its first use (session 24)
+DECODER_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5)
 
 
 @dataclass
@@ -134,7 +146,7 @@ def length_batches(
 
 @torch.no_grad()
 def transcribe_dataset(
-    model: CTCRecognizer | CTCEnsemble | SambaASR,
+    model: CTCTranscription | SambaASR,
     dataset,
     beam: int = 1,
     batch_size: int = 16,
@@ -235,7 +247,7 @@ def word_hits_by_position(references: Sequence[str], hypotheses: Sequence[str], 
 
 @torch.no_grad()
 def evaluate_asr(
-    model: CTCRecognizer | CTCEnsemble | SambaASR,
+    model: CTCTranscription | SambaASR,
     dataset,
     heldout_words: Sequence[str] = (),
     beam: int = 1,
@@ -329,7 +341,7 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
                 if tc.speed_perturb:
                     items = perturb_speed(items, tc.speed_perturb, order)
                 batch = collate(items, model.vocab)
-                if isinstance(model, CTCRecognizer):  # zero_infinity drops these from the loss: count them
+                if _has_ctc_loss(model):  # zero_infinity drops these from the loss: count them
                     dropped += model.count_unalignable(
                         batch["audio_lengths"], batch["targets"], batch["target_lengths"]
                     )
@@ -352,12 +364,14 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
             }
             if trained < len(batches):
                 record["epoch_batches"] = trained  # a part-done epoch: --resume goes on from its next batch
-            if isinstance(model, CTCRecognizer):
+            if _has_ctc_loss(model):
                 record["ctc_dropped"] = dropped  # training utterances CTC could not align this epoch
             last = stopped_early or epoch + 1 == tc.epochs
             if task.val is not None and ((epoch + 1) % tc.eval_every == 0 or last):
                 metrics = evaluate_asr(model, task.val, heldout, beam=tc.eval_beam)
                 record.update(val_cer=metrics["cer"], val_wer=metrics["wer"])
+                if isinstance(model, SambaASR) and model.has_ctc:  # the hybrid's CTC head, greedy
+                    record["val_ctc_cer"] = evaluate_asr(SambaCTCHead(model), task.val, beam=1)["cer"]
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
             history.append(record)
             # saved every epoch, so that a run stopped from outside keeps its last finished epoch, with what
@@ -382,10 +396,18 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
             if name == "test_greedy" or beam > 1:
                 result[name] = evaluate_asr(model, task.test, heldout, beam=beam, limit=limit)
                 log(f"{name} (beam {beam}): {_fmt(result[name])}")
+        if isinstance(model, SambaASR) and model.has_ctc:
+            result["test_ctc_greedy"] = evaluate_asr(SambaCTCHead(model), task.test, heldout, beam=1, limit=limit)
+            log(f"test_ctc_greedy (the CTC head, beam 1): {_fmt(result['test_ctc_greedy'])}")
         log("(decoded without a language model: `torchssm speech decode` chooses one on val; docs/speech.md)")
         return result
     finally:
         torch.set_num_threads(threads)
+
+
+def _has_ctc_loss(model) -> bool:
+    """Whether ``model`` is trained with a CTC loss: a CTC recogniser or a hybrid Samba-ASR."""
+    return isinstance(model, CTCRecognizer) or (isinstance(model, SambaASR) and model.has_ctc)
 
 
 def _resume_asr(path: Path, model, optimizer, scheduler, config: dict) -> tuple[list, int, int]:
@@ -451,11 +473,9 @@ def analyse_recognizer(
     word boundary counts against both), the test words recognised in each third of the sentences
     (:func:`word_hits_by_position`) and, for CTC models, train and test CER by the share of its frames an
     utterance's transcript needs (:func:`ctc_frame_need`, at the model's frame rate)."""
-    from torchssm.audio import synthetic
     from torchssm.audio.lm import lm_from_task
 
     _, task_cfg = saved_task_config(_runs(path)[0])
-    name = task_cfg.get("name", UNNAMED_TASK)
     _, task, model = load_for_decoding(path, data_dir, combine)
     lm = lm_from_task(task, lm_order, extra_texts) if lm_order else None
     ctc = model.members[0] if isinstance(model, CTCEnsemble) else model  # its frame rate is the ensemble's
@@ -473,11 +493,20 @@ def analyse_recognizer(
     seen = set(task.extra.get("train_vocabulary", []))
     out["test"]["heldout_cer"], out["test"]["heldout_words_n"] = heldout_word_cer(refs, hyps, heldout)
     out["test"]["seen_word_cer"], out["test"]["seen_words_n"] = heldout_word_cer(refs, hyps, seen)
+    return out | test_breakdowns(task_cfg, refs, hyps, heldout)
+
+
+def test_breakdowns(task_cfg: dict, refs: Sequence[str], hyps: Sequence[str], heldout: Sequence[str] = ()) -> dict:
+    """Test CER / WER by sentence (with a held-out word or not) and, for ``spoken_sentences`` (``task_cfg``: the
+    run's saved task section), by voice family, accent and heard / unheard variant (:func:`error_rates_by`)."""
+    from torchssm.audio import synthetic
+
+    out = {}
     if heldout:
         held = set(heldout)
         kinds = ["with a held-out word" if held & set(r.split()) else "seen words only" for r in refs]
         out["test_by_sentence"] = error_rates_by(refs, hyps, kinds)
-    if name == "spoken_sentences":
+    if task_cfg.get("name", UNNAMED_TASK) == "spoken_sentences":
         seed, split_kind = int(task_cfg.get("seed", 0)), str(task_cfg.get("voice_split", "families"))
         voices = [synthetic.item_voice("test", i, seed, split_kind) for i in range(len(refs))]
         out["test_by_family"] = error_rates_by(refs, hyps, [synthetic.voice_family(v) for v in voices])
@@ -519,7 +548,7 @@ def checkpoint_task(path, data_dir=None):
 
 
 @torch.no_grad()
-def ctc_emissions(model: CTCRecognizer | CTCEnsemble, dataset, batch_size: int = 8) -> list[torch.Tensor]:
+def ctc_emissions(model: CTCTranscription, dataset, batch_size: int = 8) -> list[torch.Tensor]:
     """Per item of ``dataset``: the CTC model's log-probabilities over its own frames (t_i, n_ctc)."""
     was_training = model.training
     model.eval()
@@ -564,8 +593,12 @@ def lm_grid(
         raise ValueError(f"split must be val, test or train, got {split!r}")
     cpu0 = time.process_time()
     ckpt, task, model = load_for_decoding(path, data_dir, combine)
-    if not isinstance(model, (CTCRecognizer, CTCEnsemble)):
-        raise ValueError(f"lm_grid needs a CTC recogniser, got {type(model).__name__} at {ckpt}")
+    if isinstance(model, SambaASR) and model.has_ctc:  # a hybrid: its CTC head
+        model = SambaCTCHead(model)
+    if not isinstance(model, (CTCRecognizer, CTCEnsemble, SambaCTCHead)):
+        raise ValueError(
+            f"lm_grid needs a CTC recogniser (or a Samba-ASR one with a CTC head), got {type(model).__name__} at {ckpt}"
+        )
     dataset = getattr(task, split)
     if dataset is None or len(dataset) == 0:
         raise ValueError(f"the task of {ckpt} has no {split} split")
@@ -629,6 +662,7 @@ def tuned_decoding(
     data_dir=None,
     log=print,
     log_rows: bool = False,
+    decoder_weights: Sequence[float] = DECODER_WEIGHTS,
 ) -> dict:
     """The decoding of record of a CTC recogniser (or of the ensemble of a list of them) with its language model
     tuned on val and test decoded once: :func:`lm_grid` on val for every (order, alpha, beta) of the grid at
@@ -637,11 +671,22 @@ def tuned_decoding(
     accent, voice family, held-out words, ...), and greedily (:func:`evaluate_checkpoint`). Returns {"runs",
     "val": {rule: {"best", "no_lm", "cpu_s"}}, "chosen_rule", "setting", "test", "test_greedy", "analysis",
     "cpu_s"}. ``extra_texts``: more language-model text (e.g. :func:`~torchssm.audio.prose.language_model_text`'s).
-    ``log`` gets a line per stage, and with ``log_rows`` one per setting of the grid."""
+    ``log`` gets a line per stage, and with ``log_rows`` one per setting of the grid.
+
+    A hybrid Samba-ASR run (``model.ctc_weight`` > 0; one run, no ensemble) is decoded by attention rescoring: the
+    grid above on its CTC head, then :func:`rescoring_decoding` at the chosen setting (the decoder's weight chosen on
+    val from ``decoder_weights``); its result adds "rescoring" and the test of the CTC head with the language model
+    alone ("test_ctc_lm") and of the decoder alone ("test_decoder_greedy")."""
     cpu0 = time.process_time()
     runs = [str(p) for p in _runs(path)]
-    for run in runs:
-        saved_task_config(run)  # a missing or corrupt checkpoint fails here, before any decoding
+    kinds = [_recognizer_kind(run) for run in runs]  # a missing or corrupt checkpoint fails here, before decoding
+    if "samba" in kinds and len(runs) > 1:
+        raise ValueError("speech decode ensembles CTC recognisers only: decode a hybrid Samba-ASR run on its own")
+    if kinds == ["samba"]:
+        raise ValueError(
+            f"{runs[0]} is a Samba-ASR run without a CTC head (model.ctc_weight 0): its decoder decodes alone "
+            "(torchssm transcribe, evaluate_checkpoint); speech decode needs a CTC head"
+        )
     one = runs[0] if len(runs) == 1 else runs
     rules = ("prob", "logprob") if len(runs) > 1 else ("prob",)  # one model: the rules agree
     val = {}
@@ -654,10 +699,117 @@ def tuned_decoding(
     best = val[rule]["best"]
     setting = {"beam": beam, "lm_order": best["order"], "alpha": best["alpha"], "beta": best["beta"]}
     log(f"chosen on val: combine {rule}, {_fmt(setting)}; decoding test once ...")
+    if kinds == ["hybrid"]:
+        hybrid = rescoring_decoding(runs[0], setting, decoder_weights, extra_texts, data_dir, log)
+        out = {"runs": runs, "val": val, "chosen_rule": rule, "setting": setting, **hybrid}
+        return out | {"cpu_s": time.process_time() - cpu0}
     analysis = analyse_recognizer(one, n_train=0, data_dir=data_dir, extra_texts=extra_texts, combine=rule, **setting)
     greedy = evaluate_checkpoint(one, "test", beam=1, data_dir=data_dir, combine=rule)
     out = {"runs": runs, "val": val, "chosen_rule": rule, "setting": setting, "test": analysis["test"]}
     return out | {"test_greedy": greedy, "analysis": analysis, "cpu_s": time.process_time() - cpu0}
+
+
+def _recognizer_kind(path) -> str:
+    """ "ctc", "samba" or "hybrid" (Samba-ASR with a CTC head) of the recogniser checkpoint at ``path``, from its
+    saved config (FileNotFoundError / ValueError for a missing or foreign checkpoint)."""
+    from torchssm.train.checkpoint import read_checkpoint_state
+
+    ckpt = _checkpoint_dir(path)
+    model = (read_checkpoint_state(ckpt).get("config") or {}).get("model") or {}
+    if "kind" not in model:
+        raise ValueError(f"{ckpt} is not a speech recogniser checkpoint (no model.kind in its config)")
+    if model["kind"] == "samba":
+        return "hybrid" if model.get("ctc_weight") else "samba"
+    return str(model["kind"])
+
+
+@torch.no_grad()
+def rescoring_lists(model: SambaASR, dataset, beam: int, lm=None, alpha: float = 0.0, beta: float = 0.0) -> list:
+    """Per item of ``dataset``: [(labelling, search score, decoder log-probability)] of the hybrid ``model``'s CTC
+    prefix beam search (``beam`` best, ``lm`` fused with ``alpha`` / ``beta``) and its decoder's log p(y </s> | x)
+    (:meth:`~torchssm.audio.asr.SambaASR.rescore` without the choice, so any decoder weight is then a sum)."""
+    from torchssm.audio.asr import ctc_nbest
+
+    model.eval()
+    out = []
+    for i in range(len(dataset)):
+        batch = collate([dataset[i]], model.vocab)
+        encoded = model.encoder(batch["audio"], batch["audio_lengths"])  # (1, t', d)
+        log_probs = model._ctc_head_log_probs(encoded)[0]  # (t', n_ctc)
+        nbest = ctc_nbest(log_probs, beam, lm, alpha, beta)
+        scores = model.decoder_scores(nbest, encoded, batch["audio_lengths"])
+        out.append([(list(y), score, d) for (y, score), d in zip(nbest, scores)])
+    return out
+
+
+def rescored_transcripts(lists: list, vocab: CharVocabulary, decoder_weight: float) -> list[str]:
+    """The transcript of each :func:`rescoring_lists` entry with the highest search score + ``decoder_weight`` x
+    decoder log-probability (the first of equal scores)."""
+    from torchssm.audio.asr import rescored
+
+    out = []
+    for entries in lists:
+        scored = rescored([(y, s) for y, s, _ in entries], [d for _, _, d in entries], decoder_weight)
+        out.append(vocab.decode(max(scored, key=lambda pair: pair[0])[1]))
+    return out
+
+
+def rescoring_decoding(
+    path,
+    setting: dict,
+    decoder_weights: Sequence[float] = DECODER_WEIGHTS,
+    extra_texts: Sequence[str] = (),
+    data_dir=None,
+    log=print,
+) -> dict:
+    """Attention rescoring of the hybrid Samba-ASR run at ``path`` with the CTC search ``setting`` ({"beam",
+    "lm_order", "alpha", "beta"}, e.g. :func:`lm_grid`'s choice on val): on val, the CER / WER of every weight of
+    ``decoder_weights`` (the n-best lists and decoder scores computed once, :func:`rescoring_lists`), the lowest CER
+    (then WER, then the smaller weight) chosen; test decoded once, read at that weight and at 0 (the CTC head with
+    the language model alone). Returns {"rescoring": {"rows", "decoder_weight"}, "test", "test_ctc_lm",
+    "test_greedy" (the CTC head), "test_decoder_greedy", "analysis" (test by accent / family / sentence)}."""
+    from torchssm.audio.lm import lm_from_task
+
+    ckpt, task, model = load_for_decoding(path, data_dir)
+    if not (isinstance(model, SambaASR) and model.has_ctc):
+        raise ValueError(f"rescoring needs a Samba-ASR run with a CTC head (model.ctc_weight > 0), got {ckpt}")
+    order = int(setting["lm_order"])
+    lm = lm_from_task(task, order, extra_texts) if order else None
+    beam, alpha, beta = int(setting["beam"]), float(setting["alpha"]), float(setting["beta"])
+    heldout = task.extra.get("heldout_words", [])
+
+    def rates(refs, hyps) -> dict:
+        out = {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps), "n": len(refs)}
+        if heldout:
+            out["heldout_cer"], out["heldout_words_n"] = heldout_word_cer(refs, hyps, heldout)
+        return out
+
+    log(f"rescoring on val: n-best {beam} of the CTC head, decoder weights {list(decoder_weights)} ...")
+    val_refs = [task.val[i]["text"] for i in range(len(task.val))]
+    val_lists = rescoring_lists(model, task.val, beam, lm, alpha, beta)
+    rows = [
+        {"decoder_weight": w, **rates(val_refs, rescored_transcripts(val_lists, model.vocab, w))}
+        for w in decoder_weights
+    ]
+    chosen = min(rows, key=lambda r: (r["cer"], r["wer"], r["decoder_weight"]))
+    weight = float(chosen["decoder_weight"])
+    log(f"chosen on val: decoder weight {weight} ({_fmt(chosen)}); decoding test once ...")
+    refs = [task.test[i]["text"] for i in range(len(task.test))]
+    test_lists = rescoring_lists(model, task.test, beam, lm, alpha, beta)
+    hyps = rescored_transcripts(test_lists, model.vocab, weight)
+    ctc_lm_hyps = rescored_transcripts(test_lists, model.vocab, 0.0)
+    task_cfg = saved_task_config(ckpt)[1]
+    analysis = {"test": rates(refs, hyps), **test_breakdowns(task_cfg, refs, hyps, heldout)}
+    analysis["test_ctc_lm"] = test_breakdowns(task_cfg, refs, ctc_lm_hyps, heldout)
+    return {
+        "rescoring": {"rows": rows, "decoder_weight": weight},
+        "test": analysis["test"],
+        "test_ctc_lm": rates(refs, ctc_lm_hyps),
+        "test_greedy": evaluate_asr(SambaCTCHead(model), task.test, heldout, beam=1),
+        "test_decoder_greedy": evaluate_asr(model, task.test, heldout, beam=1),
+        "per_utterance": [{"ref": r, "hybrid": h, "ctc_lm": c} for r, h, c in zip(refs, hyps, ctc_lm_hyps)],
+        "analysis": analysis,
+    }
 
 
 def _need_bucket(ratio: float) -> str:
