@@ -376,7 +376,7 @@ class CTCEnsemble(CTCTranscription):
         if not members:
             raise ValueError("CTCEnsemble needs at least one CTC recogniser, got none")
         for m in members:
-            if not isinstance(m, (CTCRecognizer, SambaCTCHead)):
+            if not isinstance(m, CTCRecognizer):
                 raise ValueError(f"CTCEnsemble combines CTC recognisers only, got {type(m).__name__}")
         alphabets = sorted({m.vocab.alphabet for m in members})
         if len(alphabets) > 1:
@@ -388,7 +388,7 @@ class CTCEnsemble(CTCTranscription):
         self.vocab, self.combine = members[0].vocab, check_combine(combine)
 
     def frame_lengths(self, audio_lengths: torch.Tensor) -> torch.Tensor:
-        return cast(CTCTranscription, self.members[0]).frame_lengths(audio_lengths)
+        return cast(CTCRecognizer, self.members[0]).frame_lengths(audio_lengths)
 
     def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
         from torchssm.audio.ctc import combine_emissions
@@ -598,26 +598,30 @@ class SambaASR(nn.Module):
         """Attention rescoring (module docstring): per utterance, the ``beam`` best transcripts of the CTC head's
         prefix beam search (fusing ``lm`` with ``alpha``, ``beta`` when given, :func:`torchssm.audio.ctc.
         prefix_beam_search`), the best by ``search score + decoder_weight * log p_dec(y </s> | x)``."""
-        encoded = self.encoder(audio, audio_lengths)  # (b, t', d)
-        log_probs = self._ctc_head_log_probs(encoded)
-        frames = self.frame_lengths(audio_lengths).tolist()
-        return [
-            self.vocab.decode(
-                self.best_rescored(
-                    ctc_nbest(log_probs[i, : frames[i]], beam, lm, alpha, beta),
-                    encoded[i : i + 1],
-                    audio_lengths[i : i + 1],
-                    decoder_weight,
-                )
-            )
-            for i in range(audio.shape[0])
-        ]
+        lists = self.scored_nbest(audio, audio_lengths, beam, lm, alpha, beta)
+        return [self.vocab.decode(best_rescored(entries, decoder_weight)) for entries in lists]
 
-    def best_rescored(self, nbest, encoded, audio_lengths, decoder_weight: float) -> list[int]:
-        """The labelling of ``nbest`` ([(labelling, search score)], :func:`ctc_nbest`) with the highest
-        ``search score + decoder_weight * log p_dec`` for the one utterance encoded as ``encoded`` (1, t', d)."""
-        scored = rescored(nbest, self.decoder_scores(nbest, encoded, audio_lengths), decoder_weight)
-        return max(scored, key=lambda pair: pair[0])[1]  # the first of equal scores: the search's order
+    @torch.no_grad()
+    def scored_nbest(
+        self,
+        audio: torch.Tensor,
+        audio_lengths: torch.Tensor,
+        beam: int = 8,
+        lm=None,
+        alpha: float = 0.0,
+        beta: float = 0.0,
+    ) -> list[list[tuple[list[int], float, float]]]:
+        """Per utterance, [(labelling, search score, decoder log p(y </s> | x))] of the CTC head's ``beam`` best
+        (:meth:`rescore` before its choice, so that any decoder weight is then a sum, :func:`best_rescored`)."""
+        encoded = self.encoder(audio, audio_lengths)  # (b, t', d)
+        log_probs = self._ctc_head_log_probs(encoded)  # (b, t', n_ctc)
+        frames = self.frame_lengths(audio_lengths).tolist()
+        out = []
+        for i in range(audio.shape[0]):
+            nbest = ctc_nbest(log_probs[i, : frames[i]], beam, lm, alpha, beta)
+            scores = self.decoder_scores(nbest, encoded[i : i + 1], audio_lengths[i : i + 1])
+            out.append([(list(y), score, d) for (y, score), d in zip(nbest, scores)])
+        return out
 
     def decoder_scores(self, nbest, encoded, audio_lengths) -> list[float]:
         """log p_dec(y </s> | x) of each labelling of ``nbest`` (CTC ids: character id c is CTC id c)."""
@@ -743,9 +747,11 @@ def ctc_nbest(log_probs: torch.Tensor, beam: int, lm=None, alpha: float = 0.0, b
     return prefix_beam_search(log_probs, beam, lm=lm, alpha=alpha, beta=beta)
 
 
-def rescored(nbest, decoder_log_probs, decoder_weight: float) -> list[tuple[float, list[int]]]:
-    """[(search score + decoder_weight * decoder log-probability, labelling)] of an n-best list, in its order."""
-    return [(score + decoder_weight * d, list(y)) for (y, score), d in zip(nbest, decoder_log_probs)]
+def best_rescored(entries, decoder_weight: float) -> list[int]:
+    """The labelling of ``entries`` ([(labelling, search score, decoder log-probability)], :meth:`SambaASR.
+    scored_nbest`) with the highest search score + ``decoder_weight`` x decoder log-probability; of equal scores the
+    first (the search's order)."""
+    return list(max(entries, key=lambda entry: entry[1] + decoder_weight * entry[2])[0])
 
 
 def states_batch(states) -> int:

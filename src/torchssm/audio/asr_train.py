@@ -471,8 +471,9 @@ def analyse_recognizer(
     accent, by sentence (with a held-out word or not), the CER on held-out words and, for comparison, on
     the test words that do occur in training (both per word, aligned by jiwer's word alignment, so a lost
     word boundary counts against both), the test words recognised in each third of the sentences
-    (:func:`word_hits_by_position`) and, for CTC models, train and test CER by the share of its frames an
-    utterance's transcript needs (:func:`ctc_frame_need`, at the model's frame rate)."""
+    (:func:`word_hits_by_position`), every test transcript ("test_transcripts": [{"ref", "hyp"}], for paired
+    comparisons, :func:`~torchssm.audio.ctc.paired_cer_difference`) and, for CTC models, train and test CER by the
+    share of its frames an utterance's transcript needs (:func:`ctc_frame_need`, at the model's frame rate)."""
     from torchssm.audio.lm import lm_from_task
 
     _, task_cfg = saved_task_config(_runs(path)[0])
@@ -489,6 +490,7 @@ def analyse_recognizer(
             need = ctc_frame_need([dataset[i] for i in range(len(refs))], ctc.cfg.subsampling, vocab=ctc.vocab)
             out[f"{split}_by_frame_need"] = error_rates_by(refs, hyps, [_need_bucket(r) for r in need])
     out["test_word_hits_by_third"] = word_hits_by_position(refs, hyps, 3)
+    out["test_transcripts"] = [{"ref": r, "hyp": h} for r, h in zip(refs, hyps)]
     heldout = task.extra.get("heldout_words", [])
     seen = set(task.extra.get("train_vocabulary", []))
     out["test"]["heldout_cer"], out["test"]["heldout_words_n"] = heldout_word_cer(refs, hyps, heldout)
@@ -670,8 +672,9 @@ def tuned_decoding(
     the rule and the setting; with them test is decoded once and broken down by :func:`analyse_recognizer` (by
     accent, voice family, held-out words, ...), and greedily (:func:`evaluate_checkpoint`). Returns {"runs",
     "val": {rule: {"best", "no_lm", "cpu_s"}}, "chosen_rule", "setting", "test", "test_greedy", "analysis",
-    "cpu_s"}. ``extra_texts``: more language-model text (e.g. :func:`~torchssm.audio.prose.language_model_text`'s).
-    ``log`` gets a line per stage, and with ``log_rows`` one per setting of the grid.
+    "test_transcripts", "cpu_s"}. ``extra_texts``: more language-model text (e.g.
+    :func:`~torchssm.audio.prose.language_model_text`'s). ``log`` gets a line per stage, and with ``log_rows`` one
+    per setting of the grid.
 
     A hybrid Samba-ASR run (``model.ctc_weight`` > 0; one run, no ensemble) is decoded by attention rescoring: the
     grid above on its CTC head, then :func:`rescoring_decoding` at the chosen setting (the decoder's weight chosen on
@@ -680,7 +683,7 @@ def tuned_decoding(
     cpu0 = time.process_time()
     runs = [str(p) for p in _runs(path)]
     kinds = [_recognizer_kind(run) for run in runs]  # a missing or corrupt checkpoint fails here, before decoding
-    if "samba" in kinds and len(runs) > 1:
+    if len(runs) > 1 and set(kinds) != {"ctc"}:
         raise ValueError("speech decode ensembles CTC recognisers only: decode a hybrid Samba-ASR run on its own")
     if kinds == ["samba"]:
         raise ValueError(
@@ -706,7 +709,13 @@ def tuned_decoding(
     analysis = analyse_recognizer(one, n_train=0, data_dir=data_dir, extra_texts=extra_texts, combine=rule, **setting)
     greedy = evaluate_checkpoint(one, "test", beam=1, data_dir=data_dir, combine=rule)
     out = {"runs": runs, "val": val, "chosen_rule": rule, "setting": setting, "test": analysis["test"]}
-    return out | {"test_greedy": greedy, "analysis": analysis, "cpu_s": time.process_time() - cpu0}
+    transcripts = analysis.pop("test_transcripts")
+    return out | {
+        "test_greedy": greedy,
+        "analysis": analysis,
+        "test_transcripts": transcripts,
+        "cpu_s": time.process_time() - cpu0,
+    }
 
 
 def _recognizer_kind(path) -> str:
@@ -723,35 +732,23 @@ def _recognizer_kind(path) -> str:
     return str(model["kind"])
 
 
-@torch.no_grad()
 def rescoring_lists(model: SambaASR, dataset, beam: int, lm=None, alpha: float = 0.0, beta: float = 0.0) -> list:
-    """Per item of ``dataset``: [(labelling, search score, decoder log-probability)] of the hybrid ``model``'s CTC
-    prefix beam search (``beam`` best, ``lm`` fused with ``alpha`` / ``beta``) and its decoder's log p(y </s> | x)
-    (:meth:`~torchssm.audio.asr.SambaASR.rescore` without the choice, so any decoder weight is then a sum)."""
-    from torchssm.audio.asr import ctc_nbest
-
+    """Per item of ``dataset``, one utterance at a time (as ``transcribe --rescore`` decodes a file): the hybrid
+    ``model``'s :meth:`~torchssm.audio.asr.SambaASR.scored_nbest` (``beam`` best of its CTC head, ``lm`` fused with
+    ``alpha`` / ``beta``, each with its decoder log-probability)."""
     model.eval()
     out = []
     for i in range(len(dataset)):
         batch = collate([dataset[i]], model.vocab)
-        encoded = model.encoder(batch["audio"], batch["audio_lengths"])  # (1, t', d)
-        log_probs = model._ctc_head_log_probs(encoded)[0]  # (t', n_ctc)
-        nbest = ctc_nbest(log_probs, beam, lm, alpha, beta)
-        scores = model.decoder_scores(nbest, encoded, batch["audio_lengths"])
-        out.append([(list(y), score, d) for (y, score), d in zip(nbest, scores)])
+        out += model.scored_nbest(batch["audio"], batch["audio_lengths"], beam, lm, alpha, beta)
     return out
 
 
 def rescored_transcripts(lists: list, vocab: CharVocabulary, decoder_weight: float) -> list[str]:
-    """The transcript of each :func:`rescoring_lists` entry with the highest search score + ``decoder_weight`` x
-    decoder log-probability (the first of equal scores)."""
-    from torchssm.audio.asr import rescored
+    """The transcript of each :func:`rescoring_lists` entry chosen by :func:`~torchssm.audio.asr.best_rescored`."""
+    from torchssm.audio.asr import best_rescored
 
-    out = []
-    for entries in lists:
-        scored = rescored([(y, s) for y, s, _ in entries], [d for _, _, d in entries], decoder_weight)
-        out.append(vocab.decode(max(scored, key=lambda pair: pair[0])[1]))
-    return out
+    return [vocab.decode(best_rescored(entries, decoder_weight)) for entries in lists]
 
 
 def rescoring_decoding(
@@ -807,7 +804,7 @@ def rescoring_decoding(
         "test_ctc_lm": rates(refs, ctc_lm_hyps),
         "test_greedy": evaluate_asr(SambaCTCHead(model), task.test, heldout, beam=1),
         "test_decoder_greedy": evaluate_asr(model, task.test, heldout, beam=1),
-        "per_utterance": [{"ref": r, "hybrid": h, "ctc_lm": c} for r, h, c in zip(refs, hyps, ctc_lm_hyps)],
+        "test_transcripts": [{"ref": r, "hyp": h, "ctc_lm": c} for r, h, c in zip(refs, hyps, ctc_lm_hyps)],
         "analysis": analysis,
     }
 

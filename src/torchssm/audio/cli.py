@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import cast
 
 from torchssm.checks import unit_interval
 from torchssm.fileio import atomic_write_text
@@ -78,7 +79,7 @@ def decoding_settings(args) -> tuple[int, int, float, float]:
 def _cmd_transcribe(args) -> int:
     import torch
 
-    from torchssm.audio.asr import CTCRecognizer
+    from torchssm.audio.asr import CTCRecognizer, SambaASR
     from torchssm.audio.asr_train import check_same_sentences, load_ctc_ensemble, load_recognizer
     from torchssm.audio.ctc import collapse
 
@@ -98,6 +99,16 @@ def _cmd_transcribe(args) -> int:
     )
     if args.stream and not isinstance(model, CTCRecognizer):
         raise ValueError(f"--stream needs a CTC recogniser checkpoint (causal encoder), got {type(model).__name__}")
+    if args.rescore is not None:
+        if not (isinstance(model, SambaASR) and model.has_ctc):
+            raise ValueError(
+                "--rescore needs one hybrid Samba-ASR checkpoint (model.ctc_weight > 0): a CTC head to "
+                f"propose and a decoder to rescore, got {type(model).__name__}"
+            )
+        if args.rescore < 0:
+            raise ValueError(f"--rescore WEIGHT must be >= 0 (0: the CTC head's search alone), got {args.rescore}")
+        if args.beam is None:
+            beam = int(LM_DEFAULTS["beam"])
     lm = None
     if order:
         from torchssm.audio.lm import lm_from_checkpoint, read_lm_text
@@ -116,6 +127,10 @@ def _cmd_transcribe(args) -> int:
                 f"  chunks of {args.chunk_ms} ms: {timing['mean_chunk_ms']:.2f} ms per chunk (max "
                 f"{timing['max_chunk_ms']:.2f}), real-time factor {timing['rtf']:.3f} (CPU time)"
             )
+        elif args.rescore is not None:
+            lengths = torch.tensor([len(audio)])
+            text = cast(SambaASR, model).rescore(audio[None], lengths, beam, args.rescore, lm, alpha, beta)[0]
+            print(f"{path}\t{text}")
         elif lm is not None:
             lengths = torch.tensor([len(audio)])
             text = model.transcribe(audio[None], lengths, beam=beam, lm=lm, alpha=alpha, beta=beta)[0]
@@ -264,7 +279,14 @@ def _cmd_decode(args) -> int:
         print(f"val, combine {rule}: best {_metrics(v['best'])}; beam {args.beam} without LM {_metrics(v['no_lm'])}")
     s = r["setting"]
     print(f"chosen: combine {r['chosen_rule']}, order {s['lm_order']}, alpha {s['alpha']}, beta {s['beta']}")
-    print(f"test (decoded once): {_metrics(r['test'])}; greedy {_metrics(r['test_greedy'])}")
+    if "rescoring" in r:  # a hybrid Samba-ASR run: its CTC head proposes, its decoder rescores
+        print(
+            f"chosen: decoder weight {r['rescoring']['decoder_weight']} (attention rescoring of the CTC head's n-best)"
+        )
+        print(f"test (decoded once): {_metrics(r['test'])}; the CTC head + LM alone {_metrics(r['test_ctc_lm'])}")
+        print(f"greedy: the CTC head {_metrics(r['test_greedy'])}; the decoder {_metrics(r['test_decoder_greedy'])}")
+    else:
+        print(f"test (decoded once): {_metrics(r['test'])}; greedy {_metrics(r['test_greedy'])}")
     for group in ("test_by_accent", "test_by_sentence"):
         if group in r["analysis"]:
             rates = ", ".join(f"{k} {v['cer']:.4f}" for k, v in r["analysis"][group].items())
@@ -388,6 +410,14 @@ def register(subparsers) -> None:
         "renormalised geometric mean (audio.ctc.combine_emissions)",
     )
     p.add_argument("--stream", action="store_true", help="run the causal encoder chunk by chunk (CTC models)")
+    p.add_argument(
+        "--rescore",
+        type=float,
+        metavar="WEIGHT",
+        help="a hybrid Samba-ASR checkpoint (model.ctc_weight > 0): its CTC head's --beam best (default "
+        f"{LM_DEFAULTS['beam']}; with --lm fused) rescored by its decoder with this weight (SambaASR.rescore; "
+        "`speech decode` chooses it on val)",
+    )
     p.add_argument("--chunk-ms", type=float, default=20.0, help="chunk length for --stream (default 20 ms)")
     p.add_argument(
         "--beam",
@@ -525,7 +555,12 @@ def register(subparsers) -> None:
         "decode",
         help="CTC recogniser(s): the language model tuned on val, test decoded once (the decoding of record)",
     )
-    g.add_argument("runs", nargs="+", help="a CTC run or checkpoint; several: their ensemble (same sentences)")
+    g.add_argument(
+        "runs",
+        nargs="+",
+        help="a CTC run or checkpoint (several: their ensemble, same sentences), or one hybrid Samba-ASR run "
+        "(model.ctc_weight > 0: its CTC head, then the decoder's rescoring weight, tuned on val)",
+    )
     g.add_argument("--lm-text", action="append", help="more language-model text, one sentence per line (repeatable)")
     for flag, values, kind, what in (
         ("--orders", GRID_ORDERS, int, "language-model orders"),

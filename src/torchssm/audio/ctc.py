@@ -239,6 +239,23 @@ def char_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> flo
     return float(_jiwer().cer(list(references), list(hypotheses)))
 
 
+def paired_cer_difference(
+    references: Sequence[str], hypotheses_a: Sequence[str], hypotheses_b: Sequence[str]
+) -> tuple[float, float]:
+    """(CER of ``hypotheses_a`` - CER of ``hypotheses_b``, its standard error) on the same utterances, paired:
+    d_i = edits_i(a) - edits_i(b) (character Levenshtein distances to reference i), the difference sum_i d_i / C and its
+    standard error sqrt(n) sd(d) / C (C: the reference characters, held fixed; the utterances as independent draws)."""
+    _check_pairs(references, hypotheses_a)
+    _check_pairs(references, hypotheses_b)
+    if len(references) < 2:
+        raise ValueError(f"a paired standard error needs at least 2 utterances, got {len(references)}")
+    d = [_edit_distance(r, a) - _edit_distance(r, b) for r, a, b in zip(references, hypotheses_a, hypotheses_b)]
+    chars, n = sum(len(r) for r in references), len(d)
+    mean = sum(d) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    return sum(d) / chars, math.sqrt(n) * sd / chars
+
+
 def heldout_word_cer(references: Sequence[str], hypotheses: Sequence[str], words: Iterable[str]) -> tuple[float, int]:
     """(CER over the reference occurrences of ``words``, number of occurrences); NaN when there are none.
 

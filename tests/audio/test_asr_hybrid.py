@@ -1,0 +1,221 @@
+"""Hybrid Samba-ASR: a CTC head trained beside the decoder (model.ctc_weight) and attention rescoring
+(SambaASR.rescore, asr_train.rescoring_decoding, speech decode / transcribe --rescore)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from _speech_common import toy_asr_task
+
+from torchssm.audio import asr_train
+from torchssm.audio.asr import ASRConfig, SambaASR, SambaCTCHead, best_rescored, ctc_loss, ctc_nbest
+from torchssm.audio.ctc import char_error_rate, paired_cer_difference, prefix_beam_search
+from torchssm.cli import main
+from torchssm.data.registry import TaskData
+from torchssm.train.checkpoint import save_checkpoint
+
+TINY = {"d_model": 16, "n_layers": 1, "n_mels": 16, "layer_kwargs": {"d_state": 4}}
+
+
+def _hybrid(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    cfg = ASRConfig(kind="samba", ctc_weight=0.3, cross_order="reversed", **TINY, **kwargs)
+    return SambaASR(cfg).double().eval()
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    audio = 0.1 * torch.randn(2, 4000, generator=g, dtype=torch.float64)
+    lengths = torch.tensor([4000, 3000])
+    targets = torch.tensor([[1, 2, 3], [4, 5, 0]])
+    return audio, lengths, targets, torch.tensor([3, 2])
+
+
+def test_config_checks_the_ctc_weight():
+    assert ASRConfig(kind="samba").ctc_weight == 0.0 and SambaASR(ASRConfig(kind="samba", **TINY)).ctc_head is None
+    with pytest.raises(ValueError, match=r"ctc_weight must be a loss weight in \[0, 1\), got 1.0"):
+        ASRConfig(kind="samba", ctc_weight=1.0)  # the decoder would learn nothing
+    with pytest.raises(ValueError, match="ctc_weight must be a loss weight"):
+        ASRConfig(kind="samba", ctc_weight=True)
+    with pytest.raises(ValueError, match="kind must be 'samba', got 'ctc'"):
+        ASRConfig(kind="ctc", ctc_weight=0.3)
+
+
+def test_joint_loss_is_the_weighted_sum_and_trains_both_heads():
+    model = _hybrid().train()
+    audio, lengths, targets, target_lengths = _batch()
+    torch.manual_seed(3)
+    loss = model.loss(audio, lengths, targets, target_lengths)
+    ctc = ctc_loss(model.ctc_log_probs(audio, lengths), model.frame_lengths(lengths), targets, target_lengths)
+    inputs = torch.tensor([[model.vocab.bos, 1, 2, 3], [model.vocab.bos, 4, 5, 0]])
+    outputs = torch.tensor([[1, 2, 3, model.vocab.eos], [4, 5, model.vocab.eos, -100]])
+    logits = model.logits(audio, lengths, inputs)
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), outputs.reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(loss, 0.3 * ctc + 0.7 * ce)
+    loss.backward()
+    assert model.ctc_head.weight.grad.abs().sum() > 0 and model.head.weight.grad.abs().sum() > 0
+    plain = SambaASR(ASRConfig(kind="samba", cross_order="reversed", **TINY)).double()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("ctc_head")})
+    torch.testing.assert_close(plain.eval().loss(audio, lengths, targets, target_lengths), ce)  # no head: CE alone
+    with pytest.raises(ValueError, match="no CTC head: train it with model.ctc_weight > 0"):
+        plain.ctc_log_probs(audio, lengths)
+
+
+def test_transcript_log_probs_equal_stepwise_decoding():
+    """The teacher-forced score of a transcript is the sum of the decoder's step-by-step log-probabilities."""
+    model = _hybrid()
+    audio, lengths, _, _ = _batch()
+    x, n = audio[1:], lengths[1:]
+    transcripts = [[3, 1, 4], [], [2, 2]]
+    got = model.transcript_log_probs(x, n, transcripts)
+    for y, score in zip(transcripts, got):
+        torch.set_grad_enabled(False)
+        states = model._start(x, n)
+        total, token = 0.0, torch.tensor([model.vocab.bos])
+        for c in [*y, model.vocab.eos]:
+            logp, states = model._next_logprobs(token, states)
+            total += float(logp[0, c])
+            token = torch.tensor([c])
+        torch.set_grad_enabled(True)
+        assert float(score) == pytest.approx(total, abs=1e-9)
+    with pytest.raises(ValueError, match="scores one utterance, got a batch of 2"):
+        model.transcript_log_probs(audio, lengths, transcripts)
+
+
+def test_rescore_weight_zero_is_the_ctc_search_and_a_large_weight_follows_the_decoder():
+    model = _hybrid()
+    audio, lengths, _, _ = _batch()
+    log_probs = model.ctc_log_probs(audio, lengths)
+    frames = model.frame_lengths(lengths).tolist()
+    search = [prefix_beam_search(log_probs[i, : frames[i]], 4) for i in range(2)]
+    assert model.rescore(audio, lengths, beam=4, decoder_weight=0.0) == [model.vocab.decode(s[0][0]) for s in search]
+    encoded = model.encoder(audio, lengths)
+    for i in range(2):
+        nbest = ctc_nbest(log_probs[i, : frames[i]], 4)
+        decoder = model.decoder_scores(nbest, encoded[i : i + 1], lengths[i : i + 1])
+        assert len(decoder) == len(nbest) == len(search[i])
+        favourite = nbest[int(np.argmax(decoder))][0]
+        got = model.rescore(audio[i : i + 1], lengths[i : i + 1], beam=4, decoder_weight=1e6)
+        assert got == [model.vocab.decode(favourite)]
+
+
+def test_best_rescored_adds_the_weighted_decoder_score_and_keeps_the_search_order_on_ties():
+    entries = [([1], 0.0, -3.0), ([2], -1.0, -1.0), ([3], -2.0, 0.0)]
+    assert best_rescored(entries, 0.0) == [1]  # the search's best
+    assert best_rescored(entries, 1.0) == [2]  # -3 / -2 / -2: the first of the two best
+    assert best_rescored(entries, 10.0) == [3]
+
+
+def test_ctc_head_view():
+    model = _hybrid()
+    audio, lengths, _, _ = _batch()
+    head = SambaCTCHead(model)
+    torch.testing.assert_close(head(audio, lengths), model.ctc_log_probs(audio, lengths))
+    assert head.frame_lengths(lengths).tolist() == model.frame_lengths(lengths).tolist()
+    with pytest.raises(ValueError, match="needs a Samba-ASR model with a CTC head"):
+        SambaCTCHead(SambaASR(ASRConfig(kind="samba", **TINY)))
+
+
+def test_paired_cer_difference():
+    refs = ["abcd", "abcd", "ab"]
+    a, b = ["abcd", "abxx", "b"], ["abcx", "abcd", "ab"]
+    diff, se = paired_cer_difference(refs, a, b)
+    assert diff == pytest.approx(char_error_rate(refs, a) - char_error_rate(refs, b))
+    d = np.array([0 - 1, 2 - 0, 1 - 0])
+    assert se == pytest.approx(np.sqrt(3) * d.std(ddof=1) / 10)
+    assert paired_cer_difference(refs, a, a) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="at least 2 utterances"):
+        paired_cer_difference(["a"], ["a"], ["b"])
+
+
+def _toy_runs(tmp_path, monkeypatch):
+    toy = toy_asr_task()
+    task = TaskData(info=toy.info, train=toy.train, val=toy.test, test=toy.test, extra=toy.extra)
+    monkeypatch.setattr(asr_train, "checkpoint_task", lambda path, data_dir=None: (path, task))
+    config = {
+        "task": {"name": "toy"},
+        "model": {"kind": "samba", "ctc_weight": 0.3, "cross_order": "reversed", "subsampling": 2, **TINY},
+        "train": {"epochs": 2, "batch_size": 4, "out_dir": str(tmp_path / "hybrid"), "test_beam": 1},
+    }
+    result = asr_train.train_asr(config, task=task, log=str)
+    plain = ASRConfig(kind="samba", **TINY)
+    save_checkpoint(tmp_path / "plain" / "last", SambaASR(plain), config={"model": plain.to_dict(), "task": {}})
+    return task, result
+
+
+GRID = {"orders": (2,), "alphas": (0.0, 0.5), "betas": (1.0,), "beam": 3}
+
+
+def test_training_records_the_ctc_head_and_decode_rescores_on_val(tmp_path, monkeypatch):
+    task, result = _toy_runs(tmp_path, monkeypatch)
+    assert all("val_ctc_cer" in r and r["ctc_dropped"] == 0 for r in result["history"])
+    head = SambaCTCHead(asr_train.load_recognizer(tmp_path / "hybrid"))
+    assert result["test_ctc_greedy"]["cer"] == asr_train.evaluate_asr(head, task.test, beam=1)["cer"]
+    run = str(tmp_path / "hybrid")
+    weights = (0.0, 0.5, 100.0)
+    out = asr_train.tuned_decoding(run, log=str, decoder_weights=weights, **GRID)
+    best = asr_train.lm_grid(run, **GRID, split="val", log=str)["best"]  # the grid runs on the CTC head
+    setting = {"beam": 3, "lm_order": 2, "alpha": best["alpha"], "beta": best["beta"]}
+    assert out["setting"] == setting
+    by_hand = asr_train.rescoring_decoding(run, setting, weights, log=str)
+    rows = by_hand["rescoring"]["rows"]
+    assert [r["decoder_weight"] for r in rows] == list(weights) and out["rescoring"] == by_hand["rescoring"]
+    chosen = min(rows, key=lambda r: (r["cer"], r["wer"], r["decoder_weight"]))
+    assert out["rescoring"]["decoder_weight"] == chosen["decoder_weight"]
+    model = asr_train.load_recognizer(run)
+    from torchssm.audio.lm import lm_from_task
+
+    lm = lm_from_task(task, 2)
+    refs, hyps = [], []
+    for i in range(len(task.test)):
+        x, n = torch.from_numpy(task.test[i]["audio"])[None], torch.tensor([len(task.test[i]["audio"])])
+        w = chosen["decoder_weight"]
+        hyps += model.rescore(x, n, 3, w, lm=lm, alpha=setting["alpha"], beta=setting["beta"])
+        refs.append(task.test[i]["text"])
+    assert [t["hyp"] for t in out["test_transcripts"]] == hyps and out["test"]["cer"] == char_error_rate(refs, hyps)
+    zero = [
+        model.rescore(
+            torch.from_numpy(task.test[i]["audio"])[None],
+            torch.tensor([4000]),
+            3,
+            0.0,
+            lm,
+            setting["alpha"],
+            setting["beta"],
+        )[0]
+        for i in range(len(task.test))
+    ]
+    assert [t["ctc_lm"] for t in out["test_transcripts"]] == zero
+    assert out["test_decoder_greedy"]["cer"] == asr_train.evaluate_asr(model, task.test, beam=1)["cer"]
+    with pytest.raises(ValueError, match="without a CTC head"):
+        asr_train.tuned_decoding(str(tmp_path / "plain"), log=str, **GRID)
+    with pytest.raises(ValueError, match="ensembles CTC recognisers only"):
+        asr_train.tuned_decoding([run, run], log=str, **GRID)
+
+
+def test_speech_decode_and_transcribe_rescore_a_hybrid(tmp_path, monkeypatch, capsys):
+    soundfile = pytest.importorskip("soundfile")
+    task, _ = _toy_runs(tmp_path, monkeypatch)
+    run = str(tmp_path / "hybrid")
+    out = tmp_path / "decode.json"
+    grid = ["--orders", "2", "--alphas", "0", "0.5", "--betas", "1", "--beam", "3"]
+    capsys.readouterr()
+    assert main(["speech", "decode", run, *grid, "--out", str(out)]) == 0
+    printed, saved = capsys.readouterr().out, json.loads(out.read_text())
+    weight = saved["rescoring"]["decoder_weight"]
+    assert f"chosen: decoder weight {weight} (attention rescoring" in printed
+    assert f"the CTC head + LM alone CER {saved['test_ctc_lm']['cer']:.4f}" in printed
+    assert "greedy: the CTC head CER" in printed and "the decoder CER" in printed
+    wav = tmp_path / "tone.wav"
+    soundfile.write(wav, task.test[1]["audio"], 16000, subtype="FLOAT")
+    model = asr_train.load_recognizer(run)
+    x = torch.from_numpy(soundfile.read(wav, dtype="float32")[0])[None]
+    expected = model.rescore(x, torch.tensor([x.shape[1]]), 16, 0.7)[0]
+    assert main(["transcribe", "--checkpoint", run, str(wav), "--rescore", "0.7"]) == 0
+    assert capsys.readouterr().out == f"{wav}\t{expected}\n"
+    assert main(["transcribe", "--checkpoint", str(tmp_path / "plain"), str(wav), "--rescore", "1"]) == 2
+    assert "--rescore needs one hybrid Samba-ASR checkpoint" in capsys.readouterr().err
+    assert main(["transcribe", "--checkpoint", run, str(wav), "--rescore", "-1"]) == 2
+    assert "--rescore WEIGHT must be >= 0" in capsys.readouterr().err
