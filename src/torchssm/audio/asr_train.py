@@ -580,8 +580,8 @@ def lm_grid(
     combine: str = "prob",
 ) -> dict:
     """Shallow-fusion settings of the CTC recogniser at ``path`` (or of the ensemble of a list of them, with
-    ``combine``, :func:`load_for_decoding`) tried on one split (tune on ``val``): for every (order, alpha,
-    beta), the CER / WER of the prefix beam search (``beam``) with the character
+    ``combine``, :func:`load_for_decoding`; or of the CTC head of a hybrid Samba-ASR run) tried on one split (tune
+    on ``val``): for every (order, alpha, beta), the CER / WER of the prefix beam search (``beam``) with the character
     language model of that order built from the run's TRAINING transcripts (:mod:`torchssm.audio.lm`);
     also the same beam without the model. Returns {"rows", "best" (lowest CER, then WER), "no_lm",
     "cpu_s"}; the emissions are computed once; ``extra_texts``: more sentences for the language model
