@@ -495,10 +495,10 @@ def analyse_recognizer(
     seen = set(task.extra.get("train_vocabulary", []))
     out["test"]["heldout_cer"], out["test"]["heldout_words_n"] = heldout_word_cer(refs, hyps, heldout)
     out["test"]["seen_word_cer"], out["test"]["seen_words_n"] = heldout_word_cer(refs, hyps, seen)
-    return out | test_breakdowns(task_cfg, refs, hyps, heldout)
+    return out | breakdowns_of_test(task_cfg, refs, hyps, heldout)
 
 
-def test_breakdowns(task_cfg: dict, refs: Sequence[str], hyps: Sequence[str], heldout: Sequence[str] = ()) -> dict:
+def breakdowns_of_test(task_cfg: dict, refs: Sequence[str], hyps: Sequence[str], heldout: Sequence[str] = ()) -> dict:
     """Test CER / WER by sentence (with a held-out word or not) and, for ``spoken_sentences`` (``task_cfg``: the
     run's saved task section), by voice family, accent and heard / unheard variant (:func:`error_rates_by`)."""
     from torchssm.audio import synthetic
@@ -796,8 +796,8 @@ def rescoring_decoding(
     hyps = rescored_transcripts(test_lists, model.vocab, weight)
     ctc_lm_hyps = rescored_transcripts(test_lists, model.vocab, 0.0)
     task_cfg = saved_task_config(ckpt)[1]
-    analysis = {"test": rates(refs, hyps), **test_breakdowns(task_cfg, refs, hyps, heldout)}
-    analysis["test_ctc_lm"] = test_breakdowns(task_cfg, refs, ctc_lm_hyps, heldout)
+    analysis = {"test": rates(refs, hyps), **breakdowns_of_test(task_cfg, refs, hyps, heldout)}
+    analysis["test_ctc_lm"] = breakdowns_of_test(task_cfg, refs, ctc_lm_hyps, heldout)
     return {
         "rescoring": {"rows": rows, "decoder_weight": weight},
         "test": analysis["test"],
