@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from _speech_common import toy_asr_task
 
 from torchssm.audio import asr_train
-from torchssm.audio.asr import ASRConfig, SambaASR, SambaCTCHead, best_rescored, ctc_loss, ctc_nbest
+from torchssm.audio.asr import ASRConfig, SambaASR, SambaCTCHead, best_rescored, ctc_loss
 from torchssm.audio.ctc import char_error_rate, paired_cer_difference, prefix_beam_search
 from torchssm.cli import main
 from torchssm.data.registry import TaskData
@@ -91,11 +91,12 @@ def test_rescore_weight_zero_is_the_ctc_search_and_a_large_weight_follows_the_de
     frames = model.frame_lengths(lengths).tolist()
     search = [prefix_beam_search(log_probs[i, : frames[i]], 4) for i in range(2)]
     assert model.rescore(audio, lengths, beam=4, decoder_weight=0.0) == [model.vocab.decode(s[0][0]) for s in search]
-    encoded = model.encoder(audio, lengths)
     for i in range(2):
-        nbest = ctc_nbest(log_probs[i, : frames[i]], 4)
-        decoder = model.decoder_scores(nbest, encoded[i : i + 1], lengths[i : i + 1])
-        assert len(decoder) == len(nbest) == len(search[i])
+        nbest = search[i]
+        decoder = model.transcript_log_probs(audio[i : i + 1], lengths[i : i + 1], [list(y) for y, _ in nbest])
+        entries = model.scored_nbest(audio[i : i + 1], lengths[i : i + 1], beam=4)[0]
+        assert [(tuple(y), s) for y, s, _ in entries] == nbest and len(decoder) == len(nbest)
+        torch.testing.assert_close(torch.tensor([d for _, _, d in entries], dtype=torch.float64), decoder)
         favourite = nbest[int(np.argmax(decoder))][0]
         got = model.rescore(audio[i : i + 1], lengths[i : i + 1], beam=4, decoder_weight=1e6)
         assert got == [model.vocab.decode(favourite)]

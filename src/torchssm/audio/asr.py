@@ -76,7 +76,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 
 import torch
 import torch.nn.functional as F
@@ -315,12 +315,6 @@ class CTCRecognizer(CTCTranscription):
         log_probs = self(audio, audio_lengths)  # (b, t', v)
         return ctc_loss(log_probs, self.frame_lengths(audio_lengths), targets, target_lengths)
 
-    def count_unalignable(self, audio_lengths: torch.Tensor, targets: torch.Tensor, target_lengths) -> int:
-        """How many utterances of a batch CTC cannot align (:func:`ctc_unalignable`): ``F.ctc_loss`` is
-        infinite there and ``zero_infinity`` in :meth:`loss` silently drops them."""
-        frames = self.frame_lengths(audio_lengths)
-        return int(ctc_unalignable(frames, targets, target_lengths).sum())
-
     def frame_lengths(self, audio_lengths: torch.Tensor) -> torch.Tensor:
         return self.encoder.frame_lengths(audio_lengths)
 
@@ -403,7 +397,7 @@ class SambaCTCHead(CTCTranscription):
 
     def __init__(self, samba: SambaASR):
         super().__init__()
-        if not isinstance(samba, SambaASR) or not samba.has_ctc:
+        if not is_hybrid(samba):
             raise ValueError("SambaCTCHead needs a Samba-ASR model with a CTC head (model.ctc_weight > 0)")
         self.samba, self.vocab, self.cfg = samba, samba.vocab, samba.cfg
 
@@ -423,6 +417,18 @@ def ctc_unalignable(frames: torch.Tensor, targets: torch.Tensor, target_lengths:
     inside = torch.arange(1, u, device=targets.device)[None, :] < target_lengths[:, None]
     need = target_lengths + (same & inside).sum(1)
     return frames.to(need.device) < need
+
+
+def count_unalignable(model, audio_lengths: torch.Tensor, targets: torch.Tensor, target_lengths) -> int:
+    """How many utterances of a batch the CTC loss of ``model`` (a :class:`CTCRecognizer` or a hybrid
+    :class:`SambaASR`, :func:`is_hybrid`) cannot align (:func:`ctc_unalignable` at its frame rate): ``F.ctc_loss`` is
+    infinite there and ``zero_infinity`` in :func:`ctc_loss` silently drops them."""
+    return int(ctc_unalignable(model.frame_lengths(audio_lengths), targets, target_lengths).sum())
+
+
+def is_hybrid(model) -> TypeGuard[SambaASR]:
+    """Whether ``model`` is a hybrid Samba-ASR recogniser: a :class:`SambaASR` with a CTC head (``ctc_weight`` > 0)."""
+    return isinstance(model, SambaASR) and model.has_ctc
 
 
 def _accepts_reset(layer: nn.Module) -> bool:
@@ -560,10 +566,6 @@ class SambaASR(nn.Module):
         ctc = ctc_loss(self._ctc_head_log_probs(encoded), self.frame_lengths(audio_lengths), targets, target_lengths)
         return self.cfg.ctc_weight * ctc + (1.0 - self.cfg.ctc_weight) * ce
 
-    def count_unalignable(self, audio_lengths: torch.Tensor, targets: torch.Tensor, target_lengths) -> int:
-        """How many utterances of a batch the CTC head cannot align (:meth:`CTCRecognizer.count_unalignable`)."""
-        return int(ctc_unalignable(self.frame_lengths(audio_lengths), targets, target_lengths).sum())
-
     @torch.no_grad()
     def transcript_log_probs(self, audio: torch.Tensor, audio_lengths: torch.Tensor, transcripts) -> torch.Tensor:
         """(k,) the decoder's log p(y </s> | x) of k transcripts ``transcripts`` (lists of character ids) of the
@@ -613,19 +615,18 @@ class SambaASR(nn.Module):
     ) -> list[list[tuple[list[int], float, float]]]:
         """Per utterance, [(labelling, search score, decoder log p(y </s> | x))] of the CTC head's ``beam`` best
         (:meth:`rescore` before its choice, so that any decoder weight is then a sum, :func:`best_rescored`)."""
+        from torchssm.audio.ctc import prefix_beam_search
+
         encoded = self.encoder(audio, audio_lengths)  # (b, t', d)
         log_probs = self._ctc_head_log_probs(encoded)  # (b, t', n_ctc)
         frames = self.frame_lengths(audio_lengths).tolist()
         out = []
         for i in range(audio.shape[0]):
-            nbest = ctc_nbest(log_probs[i, : frames[i]], beam, lm, alpha, beta)
-            scores = self.decoder_scores(nbest, encoded[i : i + 1], audio_lengths[i : i + 1])
-            out.append([(list(y), score, d) for (y, score), d in zip(nbest, scores)])
+            nbest = prefix_beam_search(log_probs[i, : frames[i]], beam, lm=lm, alpha=alpha, beta=beta)
+            labellings = [list(y) for y, _ in nbest]  # CTC ids: character id c is CTC id c
+            scores = self._transcript_log_probs(encoded[i : i + 1], audio_lengths[i : i + 1], labellings).tolist()
+            out.append([(y, score, d) for y, (_, score), d in zip(labellings, nbest, scores)])
         return out
-
-    def decoder_scores(self, nbest, encoded, audio_lengths) -> list[float]:
-        """log p_dec(y </s> | x) of each labelling of ``nbest`` (CTC ids: character id c is CTC id c)."""
-        return self._transcript_log_probs(encoded, audio_lengths, [list(y) for y, _ in nbest]).tolist()
 
     def _start(self, audio, audio_lengths):
         memory, reset = self.memory(audio, audio_lengths)
@@ -737,14 +738,6 @@ class SambaASR(nn.Module):
         pool = finished or hyps
         best = max(pool, key=lambda h: h[1] / (len(h[0]) + 1))
         return self.vocab.decode(best[0])
-
-
-def ctc_nbest(log_probs: torch.Tensor, beam: int, lm=None, alpha: float = 0.0, beta: float = 0.0):
-    """[(labelling, score)] of one utterance's CTC log-probabilities (t, n_ctc): the ``beam`` best of the prefix beam
-    search (:func:`torchssm.audio.ctc.prefix_beam_search`, ``lm`` fused with ``alpha``, ``beta``)."""
-    from torchssm.audio.ctc import prefix_beam_search
-
-    return prefix_beam_search(log_probs, beam, lm=lm, alpha=alpha, beta=beta)
 
 
 def best_rescored(entries, decoder_weight: float) -> list[int]:

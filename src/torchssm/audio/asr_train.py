@@ -49,6 +49,8 @@ from torchssm.audio.asr import (
     SambaASR,
     SambaCTCHead,
     build_recognizer,
+    count_unalignable,
+    is_hybrid,
 )
 from torchssm.audio.ctc import char_error_rate, heldout_word_cer, word_error_rate
 from torchssm.audio.lm import GRID_ALPHAS, GRID_BEAM, GRID_BETAS, GRID_ORDERS
@@ -260,11 +262,17 @@ def evaluate_asr(
     """{"cer", "wer", "heldout_cer", "heldout_words_n", "n"} of greedy (beam 1) or beam decoding (with the
     character language model ``lm`` fused when given, :func:`transcribe_dataset`)."""
     refs, hyps = transcribe_dataset(model, dataset, beam, batch_size, limit, lm, alpha, beta)
-    n = len(refs)
-    out: dict[str, Any] = {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps), "n": n}
+    out: dict[str, Any] = error_rates(refs, hyps, heldout_words)
+    out["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]]
+    return out
+
+
+def error_rates(refs: Sequence[str], hyps: Sequence[str], heldout_words: Sequence[str] = ()) -> dict:
+    """{"cer", "wer", "n"} of transcripts ``hyps`` against ``refs``, with {"heldout_cer", "heldout_words_n"} (the CER on
+    the occurrences of ``heldout_words``, :func:`~torchssm.audio.ctc.heldout_word_cer`) when any are given."""
+    out: dict[str, Any] = {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps), "n": len(refs)}
     if heldout_words:
         out["heldout_cer"], out["heldout_words_n"] = heldout_word_cer(refs, hyps, heldout_words)
-    out["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]]
     return out
 
 
@@ -342,8 +350,8 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
                     items = perturb_speed(items, tc.speed_perturb, order)
                 batch = collate(items, model.vocab)
                 if _has_ctc_loss(model):  # zero_infinity drops these from the loss: count them
-                    dropped += model.count_unalignable(
-                        batch["audio_lengths"], batch["targets"], batch["target_lengths"]
+                    dropped += count_unalignable(
+                        model, batch["audio_lengths"], batch["targets"], batch["target_lengths"]
                     )
                 loss = model.loss(batch["audio"], batch["audio_lengths"], batch["targets"], batch["target_lengths"])
                 optimizer.zero_grad(set_to_none=True)
@@ -370,7 +378,7 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
             if task.val is not None and ((epoch + 1) % tc.eval_every == 0 or last):
                 metrics = evaluate_asr(model, task.val, heldout, beam=tc.eval_beam)
                 record.update(val_cer=metrics["cer"], val_wer=metrics["wer"])
-                if isinstance(model, SambaASR) and model.has_ctc:  # the hybrid's CTC head, greedy
+                if is_hybrid(model):  # the hybrid's CTC head, greedy
                     record["val_ctc_cer"] = evaluate_asr(SambaCTCHead(model), task.val, beam=1)["cer"]
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
             history.append(record)
@@ -396,7 +404,7 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
             if name == "test_greedy" or beam > 1:
                 result[name] = evaluate_asr(model, task.test, heldout, beam=beam, limit=limit)
                 log(f"{name} (beam {beam}): {_fmt(result[name])}")
-        if isinstance(model, SambaASR) and model.has_ctc:
+        if is_hybrid(model):
             result["test_ctc_greedy"] = evaluate_asr(SambaCTCHead(model), task.test, heldout, beam=1, limit=limit)
             log(f"test_ctc_greedy (the CTC head, beam 1): {_fmt(result['test_ctc_greedy'])}")
         log("(decoded without a language model: `torchssm speech decode` chooses one on val; docs/speech.md)")
@@ -407,7 +415,7 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
 
 def _has_ctc_loss(model) -> bool:
     """Whether ``model`` is trained with a CTC loss: a CTC recogniser or a hybrid Samba-ASR."""
-    return isinstance(model, CTCRecognizer) or (isinstance(model, SambaASR) and model.has_ctc)
+    return isinstance(model, CTCRecognizer) or is_hybrid(model)
 
 
 def _resume_asr(path: Path, model, optimizer, scheduler, config: dict) -> tuple[list, int, int]:
@@ -485,7 +493,7 @@ def analyse_recognizer(
         if dataset is None or (limit is not None and limit < 1):
             continue
         refs, hyps = transcribe_dataset(model, dataset, beam=beam, limit=limit, lm=lm, alpha=alpha, beta=beta)
-        out[split] = {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps), "n": len(refs)}
+        out[split] = error_rates(refs, hyps)
         if isinstance(ctc, CTCRecognizer) and split != "val":  # CER by how many of its frames CTC needs
             need = ctc_frame_need([dataset[i] for i in range(len(refs))], ctc.cfg.subsampling, vocab=ctc.vocab)
             out[f"{split}_by_frame_need"] = error_rates_by(refs, hyps, [_need_bucket(r) for r in need])
@@ -595,7 +603,7 @@ def lm_grid(
         raise ValueError(f"split must be val, test or train, got {split!r}")
     cpu0 = time.process_time()
     ckpt, task, model = load_for_decoding(path, data_dir, combine)
-    if isinstance(model, SambaASR) and model.has_ctc:  # a hybrid: its CTC head
+    if is_hybrid(model):  # a hybrid: its CTC head
         model = SambaCTCHead(model)
     if not isinstance(model, (CTCRecognizer, CTCEnsemble, SambaCTCHead)):
         raise ValueError(
@@ -768,24 +776,18 @@ def rescoring_decoding(
     from torchssm.audio.lm import lm_from_task
 
     ckpt, task, model = load_for_decoding(path, data_dir)
-    if not (isinstance(model, SambaASR) and model.has_ctc):
+    if not is_hybrid(model):
         raise ValueError(f"rescoring needs a Samba-ASR run with a CTC head (model.ctc_weight > 0), got {ckpt}")
     order = int(setting["lm_order"])
     lm = lm_from_task(task, order, extra_texts) if order else None
     beam, alpha, beta = int(setting["beam"]), float(setting["alpha"]), float(setting["beta"])
     heldout = task.extra.get("heldout_words", [])
 
-    def rates(refs, hyps) -> dict:
-        out = {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps), "n": len(refs)}
-        if heldout:
-            out["heldout_cer"], out["heldout_words_n"] = heldout_word_cer(refs, hyps, heldout)
-        return out
-
     log(f"rescoring on val: n-best {beam} of the CTC head, decoder weights {list(decoder_weights)} ...")
     val_refs = [task.val[i]["text"] for i in range(len(task.val))]
     val_lists = rescoring_lists(model, task.val, beam, lm, alpha, beta)
     rows = [
-        {"decoder_weight": w, **rates(val_refs, rescored_transcripts(val_lists, model.vocab, w))}
+        {"decoder_weight": w, **error_rates(val_refs, rescored_transcripts(val_lists, model.vocab, w), heldout)}
         for w in decoder_weights
     ]
     chosen = min(rows, key=lambda r: (r["cer"], r["wer"], r["decoder_weight"]))
@@ -796,12 +798,12 @@ def rescoring_decoding(
     hyps = rescored_transcripts(test_lists, model.vocab, weight)
     ctc_lm_hyps = rescored_transcripts(test_lists, model.vocab, 0.0)
     task_cfg = saved_task_config(ckpt)[1]
-    analysis = {"test": rates(refs, hyps), **breakdowns_of_test(task_cfg, refs, hyps, heldout)}
+    analysis = {"test": error_rates(refs, hyps, heldout), **breakdowns_of_test(task_cfg, refs, hyps, heldout)}
     analysis["test_ctc_lm"] = breakdowns_of_test(task_cfg, refs, ctc_lm_hyps, heldout)
     return {
         "rescoring": {"rows": rows, "decoder_weight": weight},
         "test": analysis["test"],
-        "test_ctc_lm": rates(refs, ctc_lm_hyps),
+        "test_ctc_lm": error_rates(refs, ctc_lm_hyps, heldout),
         "test_greedy": evaluate_asr(SambaCTCHead(model), task.test, heldout, beam=1),
         "test_decoder_greedy": evaluate_asr(model, task.test, heldout, beam=1),
         "test_transcripts": [{"ref": r, "hyp": h, "ctc_lm": c} for r, h, c in zip(refs, hyps, ctc_lm_hyps)],

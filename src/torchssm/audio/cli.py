@@ -79,7 +79,7 @@ def decoding_settings(args) -> tuple[int, int, float, float]:
 def _cmd_transcribe(args) -> int:
     import torch
 
-    from torchssm.audio.asr import CTCRecognizer, SambaASR
+    from torchssm.audio.asr import CTCRecognizer, SambaASR, is_hybrid
     from torchssm.audio.asr_train import check_same_sentences, load_ctc_ensemble, load_recognizer
     from torchssm.audio.ctc import collapse
 
@@ -100,7 +100,7 @@ def _cmd_transcribe(args) -> int:
     if args.stream and not isinstance(model, CTCRecognizer):
         raise ValueError(f"--stream needs a CTC recogniser checkpoint (causal encoder), got {type(model).__name__}")
     if args.rescore is not None:
-        if not (isinstance(model, SambaASR) and model.has_ctc):
+        if not is_hybrid(model):
             raise ValueError(
                 "--rescore needs one hybrid Samba-ASR checkpoint (model.ctc_weight > 0): a CTC head to "
                 f"propose and a decoder to rescore, got {type(model).__name__}"
