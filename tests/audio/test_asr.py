@@ -4,7 +4,14 @@ import pytest
 import torch
 from _speech_common import toy_asr_task
 
-from torchssm.audio.asr import ASRConfig, CausalConv1d, CTCRecognizer, SambaASR, build_recognizer
+from torchssm.audio.asr import (
+    ASRConfig,
+    CausalConv1d,
+    CTCRecognizer,
+    SambaASR,
+    build_recognizer,
+    sinusoidal_positions,
+)
 from torchssm.audio.asr_train import collate, evaluate_asr, load_recognizer, train_asr
 from torchssm.audio.streaming import StreamingRecognizer, stream_audio
 from torchssm.audio.text import CharVocabulary
@@ -35,10 +42,13 @@ def test_vocabulary():
         vocab.encode(" ")
 
 
-@pytest.mark.parametrize("cross_order", ["forward", "reversed"])
-def test_samba_padding_and_step(cross_order):
+@pytest.mark.parametrize(
+    "cross_order, cross_connection", [("forward", "mamba"), ("reversed", "mamba"), ("forward", "attention")]
+)
+def test_samba_padding_and_step(cross_order, cross_connection):
     torch.manual_seed(0)
-    model = SambaASR(ASRConfig(kind="samba", cross_order=cross_order, **TINY)).double().eval()
+    cfg = ASRConfig(kind="samba", cross_order=cross_order, cross_connection=cross_connection, **TINY)
+    model = SambaASR(cfg).double().eval()
     audio = torch.randn(2, 6000, dtype=torch.float64)
     lengths = torch.tensor([6000, 3500])
     tokens = torch.tensor([[29, 3, 4], [29, 6, 7]])
@@ -73,6 +83,31 @@ def test_samba_reversed_memory_is_each_utterance_backwards():
     assert not torch.allclose(forward.logits(audio, lengths, tokens), backward.logits(audio, lengths, tokens))
 
 
+def test_cross_attention_reads_single_frames():
+    """cross_connection "attention": each decoder position sees every frame; the memory is the encoded frames plus
+    Vaswani et al.'s sinusoidal positions, and a change to one frame reaches the very first text position."""
+    pe = sinusoidal_positions(50, 6, dtype=torch.float64)
+    torch.testing.assert_close(pe[0], torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 1.0], dtype=torch.float64))
+    p, i = 37, 1  # PE(p, 2i) = sin(p / 10000^(2i/d)), PE(p, 2i+1) = cos(p / 10000^(2i/d))
+    angle = torch.tensor(p / 10000 ** (2 * i / 6), dtype=torch.float64)
+    torch.testing.assert_close(pe[p, 2 * i : 2 * i + 2], torch.stack([angle.sin(), angle.cos()]))
+    assert sinusoidal_positions(4, 5).shape == (4, 5)
+    torch.manual_seed(0)
+    model = SambaASR(ASRConfig(kind="samba", cross_connection="attention", **TINY)).double().eval()
+    audio, lengths = torch.randn(1, 6000, dtype=torch.float64), torch.tensor([6000])
+    encoded = model.encoder(audio, lengths)
+    memory, padding = model._memory_of(encoded, lengths)
+    torch.testing.assert_close(memory, encoded + sinusoidal_positions(encoded.shape[1], 16, dtype=torch.float64))
+    assert not padding.any()
+    tokens = torch.tensor([[model.vocab.bos]])
+    first = model._decode((memory, padding), tokens)
+    moved = memory.clone()
+    moved[0, -1] += 1.0  # the last frame only
+    assert not torch.allclose(model._decode((moved, padding), tokens), first)
+    padding[0, -1] = True  # ... unless it is masked out as padding
+    torch.testing.assert_close(model._decode((moved, padding), tokens), model._decode((memory, padding), tokens))
+
+
 def test_ctc_streaming_equals_offline():
     torch.manual_seed(0)
     model = CTCRecognizer(ASRConfig(**TINY)).double().eval()
@@ -95,6 +130,14 @@ def test_bad_config():
         ASRConfig(kind="rnnt")
     with pytest.raises(ValueError, match="cross_order must be 'forward' or 'reversed'"):
         ASRConfig(kind="samba", cross_order="backward")
+    with pytest.raises(ValueError, match="cross_connection must be 'mamba' or 'attention', got 'lstm'"):
+        ASRConfig(kind="samba", cross_connection="lstm")
+    with pytest.raises(ValueError, match="leave cross_order 'forward' with cross_connection 'attention'"):
+        ASRConfig(kind="samba", cross_connection="attention", cross_order="reversed")
+    with pytest.raises(ValueError, match="kind must be 'samba', got 'ctc'"):
+        ASRConfig(kind="ctc", cross_connection="attention")
+    with pytest.raises(ValueError, match="cross_heads must be a positive divisor of d_model=16, got 3"):
+        ASRConfig(kind="samba", cross_connection="attention", cross_heads=3, d_model=16)
     with pytest.raises(ValueError, match="causal"):
         build_recognizer(
             ASRConfig(layer="lru", layer_kwargs={"bidirectional": True}, d_model=16, n_layers=1, n_mels=16)

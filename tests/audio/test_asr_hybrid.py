@@ -19,9 +19,12 @@ from torchssm.train.checkpoint import save_checkpoint
 TINY = {"d_model": 16, "n_layers": 1, "n_mels": 16, "layer_kwargs": {"d_state": 4}}
 
 
-def _hybrid(seed=0, **kwargs):
+def _hybrid(seed=0, cross_connection="mamba", **kwargs):
     torch.manual_seed(seed)
-    cfg = ASRConfig(kind="samba", ctc_weight=0.3, cross_order="reversed", **TINY, **kwargs)
+    order = "reversed" if cross_connection == "mamba" else "forward"  # the preset's order; attention has none
+    cfg = ASRConfig(
+        kind="samba", ctc_weight=0.3, cross_order=order, cross_connection=cross_connection, **TINY, **kwargs
+    )
     return SambaASR(cfg).double().eval()
 
 
@@ -63,9 +66,10 @@ def test_joint_loss_is_the_weighted_sum_and_trains_both_heads():
         plain.ctc_log_probs(audio, lengths)
 
 
-def test_transcript_log_probs_equal_stepwise_decoding():
+@pytest.mark.parametrize("cross_connection", ["mamba", "attention"])
+def test_transcript_log_probs_equal_stepwise_decoding(cross_connection):
     """The teacher-forced score of a transcript is the sum of the decoder's step-by-step log-probabilities."""
-    model = _hybrid()
+    model = _hybrid(cross_connection=cross_connection)
     audio, lengths, _, _ = _batch()
     x, n = audio[1:], lengths[1:]
     transcripts = [[3, 1, 4], [], [2, 2]]

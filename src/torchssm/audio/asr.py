@@ -115,6 +115,10 @@ class ASRConfig:
     subsampling: int = 4
     # add a backward pass of every encoder block (offline only; module docstring); default False: causal
     bidirectional: bool = False
+    # Samba-ASR only: how the decoder reads the encoded audio: "mamba" (default: the Mamba-cross-connection, one scan
+    # state) or "attention" (multi-head cross-attention to every frame; our addition, module docstring)
+    cross_connection: str = "mamba"
+    cross_heads: int = 4  # heads of cross_connection "attention" (this library's choice, as layers.attention's)
     # Samba-ASR only: weight of a CTC head's loss trained beside the decoder's cross-entropy, in [0, 1) (module
     # docstring, "Hybrid CTC / decoder"); 0 (default): no CTC head, the paper's model
     ctc_weight: float = 0.0
@@ -128,6 +132,13 @@ class ASRConfig:
             raise ValueError(
                 f"spec_augment must be 'none' or one of {sorted(SPEC_AUGMENT_POLICIES)}, got {self.spec_augment!r}"
             )
+        if self.cross_connection not in ("mamba", "attention"):
+            raise ValueError(f"cross_connection must be 'mamba' or 'attention', got {self.cross_connection!r}")
+        if self.cross_connection == "attention" and self.cross_order != "forward":
+            raise ValueError(
+                "cross_order orders the Mamba cross-connection's scan; cross-attention reads frames by position: "
+                f"leave cross_order 'forward' with cross_connection 'attention', got {self.cross_order!r}"
+            )
         if self.subsampling not in (2, 4) or isinstance(self.subsampling, bool):
             raise ValueError(f"subsampling must be 2 (20 ms frames) or 4 (40 ms frames), got {self.subsampling!r}")
         if not isinstance(self.bidirectional, bool):
@@ -140,6 +151,14 @@ class ASRConfig:
         for name in ("n_mels", "d_model", "n_layers"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        if self.cross_connection != "mamba" and self.kind != "samba":
+            raise ValueError(
+                f"cross_connection is how Samba-ASR's decoder reads the audio: kind must be 'samba', got {self.kind!r}"
+            )
+        if not isinstance(self.cross_heads, int) or self.cross_heads < 1 or self.d_model % self.cross_heads:
+            raise ValueError(
+                f"cross_heads must be a positive divisor of d_model={self.d_model}, got {self.cross_heads!r}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -447,29 +466,43 @@ def _select_state(state, index: torch.Tensor):
 
 
 class CrossConnectedBlock(nn.Module):
-    """Decoder block: Mamba over the text, the Mamba-cross-connection, MLP (see the module docstring)."""
+    """Decoder block: Mamba over the text, the Mamba-cross-connection, MLP (see the module docstring)::
+
+    x = x + Mamba_self(LN(x));  x = x + read_audio(LN(x), memory);  x = x + MLP(LN(x))
+    """
 
     def __init__(self, cfg: ASRConfig):
         super().__init__()
         d = cfg.d_model
         self.norm_self, self.norm_cross, self.norm_mlp = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.self_mixer = build_layer(cfg.layer, d, **cfg.layer_kwargs)
-        self.cross = build_layer(cfg.layer, d, **cfg.layer_kwargs)
+        self.cross = self._cross_layer(cfg)
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
 
-    def prefix_state(self, memory: torch.Tensor, reset: torch.Tensor | None):
-        """The cross layer's state after scanning the encoded audio ``memory`` (b, t', d)."""
-        kwargs = {"reset": reset} if reset is not None and _accepts_reset(self.cross) else {}
+    def _cross_layer(self, cfg: ASRConfig) -> nn.Module:
+        return build_layer(cfg.layer, cfg.d_model, **cfg.layer_kwargs)
+
+    def prefix_state(self, memory: torch.Tensor, mask: torch.Tensor | None):
+        """The cross layer's state after scanning the encoded audio ``memory`` (b, t', d) (``mask``: the reset)."""
+        kwargs = {"reset": mask} if mask is not None and _accepts_reset(self.cross) else {}
         return self.cross(memory, return_state=True, **kwargs)[1]
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, reset: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.self_mixer(self.norm_self(x))
+    def read_audio(self, queries: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(b, u, d): one scan over [memory ; queries], the text positions' outputs (``mask``: the reset)."""
         t = memory.shape[1]
-        joined = torch.cat([memory, self.norm_cross(x)], 1)  # (b, t' + u, d)
+        joined = torch.cat([memory, queries], 1)  # (b, t' + u, d)
         kwargs = {}
-        if reset is not None and _accepts_reset(self.cross):
-            kwargs["reset"] = torch.cat([reset, reset.new_zeros(x.shape[0], x.shape[1])], 1)
-        x = x + self.cross(joined, **kwargs)[:, t:]
+        if mask is not None and _accepts_reset(self.cross):
+            kwargs["reset"] = torch.cat([mask, mask.new_zeros(queries.shape[0], queries.shape[1])], 1)
+        return self.cross(joined, **kwargs)[:, t:]
+
+    def read_audio_step(self, query_t: torch.Tensor, state):
+        """(y (b, d), next state) of one query (b, d) given the state of :meth:`prefix_state` or of the last step."""
+        return self.cross.step(query_t, state)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.self_mixer(self.norm_self(x))
+        x = x + self.read_audio(self.norm_cross(x), memory, mask)
         return x + self.mlp(self.norm_mlp(x))
 
     def step(self, x_t: torch.Tensor, state: tuple):
@@ -477,9 +510,41 @@ class CrossConnectedBlock(nn.Module):
         s_self, s_cross = state
         y, s_self = self.self_mixer.step(self.norm_self(x_t), s_self)
         x_t = x_t + y
-        y, s_cross = self.cross.step(self.norm_cross(x_t), s_cross)
+        y, s_cross = self.read_audio_step(self.norm_cross(x_t), s_cross)
         x_t = x_t + y
         return x_t + self.mlp(self.norm_mlp(x_t)), (s_self, s_cross)
+
+
+class CrossAttentionBlock(CrossConnectedBlock):
+    """Decoder block reading every encoded frame by multi-head cross-attention (``cross_connection: attention``;
+    module docstring): ``read_audio(q, M) = MHA(q, M + P, M + P)`` with padded frames masked out, P sinusoidal
+    positions (:func:`sinusoidal_positions`, added in :meth:`SambaASR.memory`). Its "state" is the memory itself."""
+
+    def _cross_layer(self, cfg: ASRConfig) -> nn.Module:
+        return nn.MultiheadAttention(cfg.d_model, cfg.cross_heads, batch_first=True)
+
+    def prefix_state(self, memory: torch.Tensor, mask: torch.Tensor | None):
+        """(memory (b, t', d), padding mask (b, t')): all a step needs (nothing is scanned)."""
+        return memory, mask
+
+    def read_audio(self, queries: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(b, u, d): each query attends over the frames of ``memory`` where ``mask`` (True = padding) is False."""
+        return self.cross(queries, memory, memory, key_padding_mask=mask, need_weights=False)[0]
+
+    def read_audio_step(self, query_t: torch.Tensor, state):
+        memory, mask = state
+        return self.read_audio(query_t[:, None], memory, mask)[:, 0], state
+
+
+def sinusoidal_positions(t: int, d: int, device=None, dtype=None) -> torch.Tensor:
+    """(t, d) fixed positions (Vaswani et al. 2017, Sec. 3.5): PE(p, 2i) = sin(p / 10000^(2i/d)), PE(p, 2i+1) =
+    cos(p / 10000^(2i/d))."""
+    position = torch.arange(t, dtype=torch.float64)[:, None]  # (t, 1)
+    inv_freq = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)  # (ceil(d / 2),)
+    out = torch.zeros(t, d, dtype=torch.float64)
+    out[:, 0::2] = torch.sin(position * inv_freq)
+    out[:, 1::2] = torch.cos(position * inv_freq[: d // 2])
+    return out.to(device=device, dtype=dtype)
 
 
 class SambaASR(nn.Module):
@@ -491,7 +556,8 @@ class SambaASR(nn.Module):
         self.cfg, self.vocab = cfg, vocab or CharVocabulary()
         self.encoder = SpeechEncoder(cfg)
         self.embed = nn.Embedding(len(self.vocab), cfg.d_model)
-        self.blocks = nn.ModuleList(CrossConnectedBlock(cfg) for _ in range(cfg.n_decoder_layers))
+        block = CrossAttentionBlock if cfg.cross_connection == "attention" else CrossConnectedBlock
+        self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg.n_decoder_layers))
         self.out_norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, len(self.vocab))
         self.ctc_head = nn.Linear(cfg.d_model, self.vocab.n_ctc) if cfg.ctc_weight else None
@@ -515,14 +581,20 @@ class SambaASR(nn.Module):
         return F.log_softmax(self.ctc_head(encoded), dim=-1)
 
     def memory(self, audio: torch.Tensor, audio_lengths: torch.Tensor):
-        """Encoded audio moved to the right end of each row (padding first) and the reset mask (b, t');
-        with ``cross_order="reversed"`` each utterance's frames are in reverse time order (last frame first)."""
+        """What the decoder reads, (memory (b, t', d), mask (b, t')). Mamba cross-connection: the encoded audio
+        moved to the right end of each row (padding first) and the reset mask (its first real frame); with
+        ``cross_order="reversed"`` each utterance's frames are in reverse time order (last frame first).
+        Cross-attention: the encoded frames in time order plus sinusoidal positions, and the padding mask."""
         return self._memory_of(self.encoder(audio, audio_lengths), audio_lengths)
 
     def _memory_of(self, encoded: torch.Tensor, audio_lengths: torch.Tensor):
         """:meth:`memory` of already encoded audio (b, t', d)."""
         frames = torch.clamp(self.encoder.frame_lengths(audio_lengths), min=1, max=encoded.shape[1])
         t = encoded.shape[1]
+        if self.cfg.cross_connection == "attention":
+            padding = torch.arange(t, device=encoded.device)[None, :] >= frames[:, None]  # (b, t')
+            positions = sinusoidal_positions(t, encoded.shape[2], encoded.device, encoded.dtype)
+            return encoded + positions, padding
         shift = t - frames  # (b,)
         if self.cfg.cross_order == "reversed":  # row j >= shift holds frame t - 1 - j: frames - 1, ..., 0
             memory = encoded.flip(1)
