@@ -86,6 +86,7 @@ from torchssm.audio.features import SPEC_AUGMENT_POLICIES, LogMel, spec_augment
 from torchssm.audio.text import BLANK, CharVocabulary
 from torchssm.checks import unit_interval
 from torchssm.layers import build_layer
+from torchssm.layers.base import SSMLayer
 
 MEL_WINDOW, MEL_HOP = 400, 160  # log-mel frames of 25 ms every 10 ms at 16 kHz (module docstring)
 
@@ -498,7 +499,7 @@ class CrossConnectedBlock(nn.Module):
 
     def read_audio_step(self, query_t: torch.Tensor, state):
         """(y (b, d), next state) of one query (b, d) given the state of :meth:`prefix_state` or of the last step."""
-        return self.cross.step(query_t, state)
+        return cast(SSMLayer, self.cross).step(query_t, state)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.self_mixer(self.norm_self(x))
