@@ -56,6 +56,19 @@ characters are read from the most recent part of the state (Sutskever et al. 201
 Padded audio frames are placed *before* each utterance's frames and the scan is reset at its first
 real frame (Mamba's ``reset``), so padding never leaks into the state.
 
+Cross-attention decoder (``cross_connection: attention``, off by default; our addition, it departs from the
+paper's attention-free design): each block's cross-connection is replaced by multi-head attention from the text
+positions to every encoded frame, the encoder-decoder attention of Vaswani et al. 2017 (Sec. 3.2.3) and of attention
+recognisers (Chan et al. 2016, "Listen, Attend and Spell"):
+
+    x = x + MHA(LN(x), M + P, M + P)                        queries: the text (b, u, d); keys / values: the
+                                                            encoded frames M (b, t', d) in time order plus the
+                                                            fixed sinusoidal positions P (Sec. 3.5); padded
+                                                            frames masked out; ``cross_heads`` heads (4)
+
+so every text position can read single frames; the self-mixer over the text stays Mamba. Decoding keeps the
+encoded frames as the cross "state" (O(t') work per token instead of the scan's O(1)).
+
 Hybrid CTC / decoder (``ctc_weight`` > 0, off by default; our addition, not in the Samba-ASR paper): a CTC head
 (Linear d_model -> blank + characters) on the same encoded frames, trained jointly,
 ``loss = ctc_weight * CTC + (1 - ctc_weight) * CE`` (the multi-task objective of Kim, Hori & Watanabe 2017,
