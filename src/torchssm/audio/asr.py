@@ -562,7 +562,8 @@ def sinusoidal_positions(t: int, d: int, device=None, dtype=None) -> torch.Tenso
 
 
 class SambaASR(nn.Module):
-    """Mamba encoder + cross-connected Mamba decoder over characters, cross-entropy; with ``cfg.ctc_weight`` > 0
+    """Mamba encoder + cross-connected Mamba decoder over characters (``cfg.cross_connection`` "attention": reading
+    the frames by cross-attention instead), cross-entropy; with ``cfg.ctc_weight`` > 0
     also a CTC head on the encoder, trained jointly and decoded by attention rescoring (module docstring)."""
 
     def __init__(self, cfg: ASRConfig, vocab: CharVocabulary | None = None):
