@@ -138,6 +138,7 @@ def test_bad_config():
         ASRConfig(kind="ctc", cross_connection="attention")
     with pytest.raises(ValueError, match="cross_heads must be a positive divisor of d_model=16, got 3"):
         ASRConfig(kind="samba", cross_connection="attention", cross_heads=3, d_model=16)
+    ASRConfig(d_model=30), ASRConfig(kind="samba", d_model=30)  # cross_heads only matters to cross-attention
     with pytest.raises(ValueError, match="causal"):
         build_recognizer(
             ASRConfig(layer="lru", layer_kwargs={"bidirectional": True}, d_model=16, n_layers=1, n_mels=16)

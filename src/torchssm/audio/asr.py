@@ -169,7 +169,8 @@ class ASRConfig:
             raise ValueError(
                 f"cross_connection is how Samba-ASR's decoder reads the audio: kind must be 'samba', got {self.kind!r}"
             )
-        if not isinstance(self.cross_heads, int) or self.cross_heads < 1 or self.d_model % self.cross_heads:
+        heads = self.cross_heads
+        if self.cross_connection == "attention" and (not isinstance(heads, int) or heads < 1 or self.d_model % heads):
             raise ValueError(
                 f"cross_heads must be a positive divisor of d_model={self.d_model}, got {self.cross_heads!r}"
             )
