@@ -10,8 +10,17 @@ import torch.nn.functional as F
 from _speech_common import toy_asr_task
 
 from torchssm.audio import asr_train
-from torchssm.audio.asr import ASRConfig, SambaASR, SambaCTCHead, best_rescored, ctc_loss
-from torchssm.audio.ctc import char_error_rate, paired_cer_difference, prefix_beam_search
+from torchssm.audio.asr import (
+    ASRConfig,
+    CTCEnsemble,
+    CTCRecognizer,
+    SambaASR,
+    SambaCTCHead,
+    best_rescored,
+    can_rescore,
+    ctc_loss,
+)
+from torchssm.audio.ctc import char_error_rate, combine_emissions, paired_cer_difference, prefix_beam_search
 from torchssm.cli import main
 from torchssm.data.registry import TaskData
 from torchssm.train.checkpoint import save_checkpoint
@@ -99,9 +108,11 @@ def test_rescore_weight_zero_is_the_ctc_search_and_a_large_weight_follows_the_de
         nbest = search[i]
         decoder = model.transcript_log_probs(audio[i : i + 1], lengths[i : i + 1], [list(y) for y, _ in nbest])
         entries = model.scored_nbest(audio[i : i + 1], lengths[i : i + 1], beam=4)[0]
-        assert [(tuple(y), s) for y, s, _ in entries] == nbest and len(decoder) == len(nbest)
+        assert [tuple(y) for y, _, _ in entries] == [y for y, _ in nbest] and len(decoder) == len(nbest)
+        # the search ran on the pair's encoding, the entries on one utterance's: equal up to rounding
+        torch.testing.assert_close(torch.tensor([s for _, s, _ in entries]), torch.tensor([s for _, s in nbest]))
         torch.testing.assert_close(torch.tensor([d for _, _, d in entries], dtype=torch.float64), decoder)
-        favourite = nbest[int(np.argmax(decoder))][0]
+        favourite = nbest[int(decoder.argmax())][0]
         got = model.rescore(audio[i : i + 1], lengths[i : i + 1], beam=4, decoder_weight=1e6)
         assert got == [model.vocab.decode(favourite)]
 
@@ -196,8 +207,8 @@ def test_training_records_the_ctc_head_and_decode_rescores_on_val(tmp_path, monk
     assert out["test_decoder_greedy"]["cer"] == asr_train.evaluate_asr(model, task.test, beam=1)["cer"]
     with pytest.raises(ValueError, match="without a CTC head"):
         asr_train.tuned_decoding(str(tmp_path / "plain"), log=str, **GRID)
-    with pytest.raises(ValueError, match="ensembles CTC recognisers only"):
-        asr_train.tuned_decoding([run, run], log=str, **GRID)
+    with pytest.raises(ValueError, match="plain is a Samba-ASR run without a CTC head"):
+        asr_train.tuned_decoding([run, str(tmp_path / "plain")], log=str, **GRID)
 
 
 def test_speech_decode_and_transcribe_rescore_a_hybrid(tmp_path, monkeypatch, capsys):
@@ -221,6 +232,87 @@ def test_speech_decode_and_transcribe_rescore_a_hybrid(tmp_path, monkeypatch, ca
     assert main(["transcribe", "--checkpoint", run, str(wav), "--rescore", "0.7"]) == 0
     assert capsys.readouterr().out == f"{wav}\t{expected}\n"
     assert main(["transcribe", "--checkpoint", str(tmp_path / "plain"), str(wav), "--rescore", "1"]) == 2
-    assert "--rescore needs one hybrid Samba-ASR checkpoint" in capsys.readouterr().err
+    assert "--rescore needs a hybrid Samba-ASR checkpoint" in capsys.readouterr().err
     assert main(["transcribe", "--checkpoint", run, str(wav), "--rescore", "-1"]) == 2
     assert "--rescore WEIGHT must be >= 0" in capsys.readouterr().err
+
+
+def test_an_ensemble_with_hybrid_members_rescores_with_the_mean_of_their_decoders():
+    torch.manual_seed(2)
+    ctc = CTCRecognizer(ASRConfig(**TINY)).double().eval()
+    first, second = _hybrid(cross_connection="attention"), _hybrid(seed=1)
+    audio, lengths, _, _ = _batch()
+    x, n = audio[:1], lengths[:1]
+    for rule in ("prob", "logprob"):
+        ens = CTCEnsemble([ctc, SambaCTCHead(first), SambaCTCHead(second)], rule)
+        assert can_rescore(ens) and ens.decoders == [first, second]
+        emissions = [ctc(audio, lengths), first.ctc_log_probs(audio, lengths), second.ctc_log_probs(audio, lengths)]
+        torch.testing.assert_close(ens(audio, lengths), combine_emissions(emissions, rule))
+        nbest = prefix_beam_search(ens(x, n)[0, : int(ens.frame_lengths(n))], 4)
+        entries = ens.scored_nbest(x, n, beam=4)[0]
+        labellings = [list(y) for y, _ in nbest]
+        assert [y for y, _, _ in entries] == labellings
+        torch.testing.assert_close(torch.tensor([s for _, s, _ in entries]), torch.tensor([s for _, s in nbest]))
+        mean = (first.transcript_log_probs(x, n, labellings) + second.transcript_log_probs(x, n, labellings)) / 2
+        torch.testing.assert_close(torch.tensor([d for _, _, d in entries], dtype=torch.float64), mean)
+        assert ens.rescore(audio, lengths, beam=4, decoder_weight=0.0) == ens.transcribe(audio, lengths, beam=4)
+    alone = CTCEnsemble([SambaCTCHead(first)]).scored_nbest(audio, lengths, beam=3)  # one member: the hybrid's own
+    for got, want in zip(alone, first.scored_nbest(audio, lengths, beam=3)):
+        assert [y for y, _, _ in got] == [y for y, _, _ in want]
+        torch.testing.assert_close(torch.tensor([e[1:] for e in got]), torch.tensor([e[1:] for e in want]))
+    plain = CTCEnsemble([ctc, ctc])
+    assert not can_rescore(plain) and not can_rescore(ctc) and can_rescore(first)
+    with pytest.raises(ValueError, match="needs a hybrid Samba-ASR member"):
+        plain.scored_nbest(x, n)
+
+
+def _toy_ensemble(tmp_path, monkeypatch):
+    """The hybrid of :func:`_toy_runs` and a CTC run of the same toy task: [ctc run, hybrid run]."""
+    task, _ = _toy_runs(tmp_path, monkeypatch)
+    config = {
+        "task": {"name": "toy"},
+        "model": {"kind": "ctc", "subsampling": 2, **TINY},
+        "train": {"epochs": 1, "batch_size": 4, "out_dir": str(tmp_path / "ctc"), "test_beam": 1},
+    }
+    asr_train.train_asr(config, task=task, log=str)
+    return task, [str(tmp_path / "ctc"), str(tmp_path / "hybrid")]
+
+
+def test_speech_decode_rescores_an_ensemble_with_its_hybrid_member(tmp_path, monkeypatch, capsys):
+    task, runs = _toy_ensemble(tmp_path, monkeypatch)
+    weights = (0.0, 0.5, 100.0)
+    out = asr_train.tuned_decoding(runs, log=str, decoder_weights=weights, **GRID)
+    assert set(out["val"]) == {"prob", "logprob"}
+    setting, rule = out["setting"], out["chosen_rule"]
+    by_hand = asr_train.rescoring_decoding(runs, setting, weights, log=str, combine=rule)
+    assert out["rescoring"] == by_hand["rescoring"]
+    ens = asr_train.load_ctc_ensemble(runs, rule)
+    from torchssm.audio.lm import lm_from_task
+
+    lm, w = lm_from_task(task, 2), out["rescoring"]["decoder_weight"]
+    hyps = []
+    for i in range(len(task.test)):
+        x, n = torch.from_numpy(task.test[i]["audio"])[None], torch.tensor([len(task.test[i]["audio"])])
+        hyps += ens.rescore(x, n, 3, w, lm=lm, alpha=setting["alpha"], beta=setting["beta"])
+    assert [t["hyp"] for t in out["test_transcripts"]] == hyps
+    heldout = task.extra["heldout_words"]
+    assert out["test_greedy"] == asr_train.evaluate_asr(ens, task.test, heldout, beam=1)
+    hybrid = asr_train.load_recognizer(runs[1])
+    assert out["test_decoder_greedy"] == [asr_train.evaluate_asr(hybrid, task.test, heldout, beam=1)]
+    grid = ["--orders", "2", "--alphas", "0", "0.5", "--betas", "1", "--beam", "3"]
+    capsys.readouterr()
+    assert main(["speech", "decode", *runs, *grid]) == 0
+    printed = capsys.readouterr().out
+    assert "(attention rescoring of the ensemble's n-best)" in printed and "greedy: the ensemble CER" in printed
+    soundfile = pytest.importorskip("soundfile")
+    wav = tmp_path / "tone.wav"
+    soundfile.write(wav, task.test[1]["audio"], 16000, subtype="FLOAT")
+    x = torch.from_numpy(soundfile.read(wav, dtype="float32")[0])[None]
+    expected = asr_train.load_ctc_ensemble(runs).rescore(x, torch.tensor([x.shape[1]]), 16, 0.7)[0]
+    assert main(["transcribe", "--checkpoint", runs[0], "--checkpoint", runs[1], str(wav), "--rescore", "0.7"]) == 0
+    assert capsys.readouterr().out == f"{wav}\t{expected}\n"
+    assert main(["transcribe", "--checkpoint", runs[0], "--checkpoint", runs[0], str(wav), "--rescore", "1"]) == 2
+    assert (
+        "--rescore needs a hybrid Samba-ASR checkpoint (model.ctc_weight > 0), alone or among"
+        in capsys.readouterr().err
+    )

@@ -72,8 +72,10 @@ def test_ensemble_rejects_what_it_cannot_combine():
     (slow,) = _recognizers(1, subsampling=2)
     with pytest.raises(ValueError, match="one frame rate"):
         CTCEnsemble([a, slow])
-    with pytest.raises(ValueError, match="CTC recognisers only, got SambaASR"):
-        CTCEnsemble([a, SambaASR(ASRConfig(kind="samba", **TINY))])
+    with pytest.raises(
+        ValueError, match=r"CTC recognisers and hybrid Samba-ASR CTC heads \(SambaCTCHead\) only, got Sam"
+    ):
+        CTCEnsemble([a, SambaASR(ASRConfig(kind="samba", **TINY))])  # a hybrid joins by its SambaCTCHead
     with pytest.raises(ValueError, match="at least one"):
         CTCEnsemble([])
     with pytest.raises(ValueError, match="combine must be one of"):
@@ -184,7 +186,7 @@ def test_transcribe_several_checkpoints(tmp_path, capsys):
     assert main([*args, "--beam", "3"]) == 0  # the mean of the posteriors by default
     assert capsys.readouterr().out == f"{wav}\t{CTCEnsemble([a, b], 'prob').transcribe(x, n, beam=3)[0]}\n"
     assert main([*args[:3], "--checkpoint", str(tmp_path / "samba"), str(wav)]) == 2
-    assert "CTC recognisers only, got SambaASR" in capsys.readouterr().err
+    assert "is a Samba-ASR run without a CTC head (model.ctc_weight 0)" in capsys.readouterr().err
 
 
 def _tuned_pair(tmp_path, monkeypatch):

@@ -82,7 +82,9 @@ decoder, ``decoder_weight`` 0 is the CTC search itself. Greedy / beam decoding b
 stays :meth:`SambaASR.transcribe`.
 
 CTC baseline (Graves et al. 2006) on the same encoder: Linear d_model -> blank + characters.
-Several trained CTC recognisers decode as one through :class:`CTCEnsemble` (their frame posteriors combined).
+Several trained CTC recognisers decode as one through :class:`CTCEnsemble` (their frame posteriors combined); hybrid
+Samba-ASR models join it by their CTC heads, and their decoders then rescore the ensemble's n-best lists
+(:meth:`CTCEnsemble.scored_nbest`: the mean of the decoders' log p_dec(y </s> | x) in place of one decoder's).
 """
 
 from __future__ import annotations
@@ -389,12 +391,61 @@ def decode_ctc(
     return out
 
 
-class CTCEnsemble(CTCTranscription):
+class AttentionRescoring:
+    """``rescore`` for a model whose ``scored_nbest`` gives attention rescoring's n-best lists (module docstring):
+    :class:`SambaASR` with a CTC head, :class:`CTCEnsemble` with hybrid members (``decoders``)."""
+
+    vocab: CharVocabulary
+
+    def scored_nbest(
+        self, audio: torch.Tensor, audio_lengths: torch.Tensor, beam: int = 8, lm=None, alpha=0.0, beta=0.0
+    ) -> list[list[tuple[list[int], float, float]]]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def rescore(
+        self,
+        audio: torch.Tensor,
+        audio_lengths: torch.Tensor,
+        beam: int = 8,
+        decoder_weight: float = 1.0,
+        lm=None,
+        alpha: float = 0.0,
+        beta: float = 0.0,
+    ) -> list[str]:
+        """Attention rescoring (module docstring): per utterance, the ``beam`` best transcripts of the CTC prefix beam
+        search (fusing ``lm`` with ``alpha``, ``beta`` when given, :func:`torchssm.audio.ctc.prefix_beam_search`),
+        the best by ``search score + decoder_weight * log p_dec(y </s> | x)``."""
+        lists = self.scored_nbest(audio, audio_lengths, beam, lm, alpha, beta)
+        return [self.vocab.decode(best_rescored(entries, decoder_weight)) for entries in lists]
+
+
+def scored_nbest_of(
+    log_probs: torch.Tensor, frames: list[int], beam: int, lm, alpha: float, beta: float, decoder_log_probs
+) -> list[list[tuple[list[int], float, float]]]:
+    """Per utterance i of the CTC log-probabilities ``log_probs`` (b, t', n_ctc): [(labelling, search score,
+    decoder log-probability)] of the ``beam`` best of the prefix beam search over its ``frames[i]`` frames (``lm``
+    fused with ``alpha`` / ``beta``), the decoder's from ``decoder_log_probs(i, labellings)`` ((k,) tensor)."""
+    from torchssm.audio.ctc import prefix_beam_search
+
+    out = []
+    for i in range(log_probs.shape[0]):
+        nbest = prefix_beam_search(log_probs[i, : frames[i]], beam, lm=lm, alpha=alpha, beta=beta)
+        labellings = [list(y) for y, _ in nbest]  # CTC ids: character id c is CTC id c
+        scores = decoder_log_probs(i, labellings).tolist()
+        out.append([(y, score, d) for y, (_, score), d in zip(labellings, nbest, scores)])
+    return out
+
+
+class CTCEnsemble(CTCTranscription, AttentionRescoring):
     """K trained CTC recognisers of one alphabet and one frame rate decoded as one model: ``forward`` combines
     their log-probabilities frame by frame (:func:`torchssm.audio.ctc.combine_emissions`; ``combine="prob"``:
     log (1/K) sum_k p_t^k, the mean of the posteriors; ``"logprob"``: their renormalised geometric mean), and
     ``transcribe`` decodes that (:func:`decode_ctc`). Each member runs every whole utterance, so an ensemble
-    decodes offline only (no streaming). Same interface as :class:`CTCRecognizer` for decoding."""
+    decodes offline only (no streaming). Same interface as :class:`CTCRecognizer` for decoding.
+
+    Members are :class:`CTCRecognizer` s or the CTC heads of hybrid Samba-ASR models (:class:`SambaCTCHead`); the
+    hybrids' decoders (``decoders``) then rescore the ensemble's n-best lists (:meth:`scored_nbest`, ``rescore``)."""
 
     def __init__(self, members, combine: str = "prob"):
         super().__init__()
@@ -404,8 +455,11 @@ class CTCEnsemble(CTCTranscription):
         if not members:
             raise ValueError("CTCEnsemble needs at least one CTC recogniser, got none")
         for m in members:
-            if not isinstance(m, CTCRecognizer):
-                raise ValueError(f"CTCEnsemble combines CTC recognisers only, got {type(m).__name__}")
+            if not isinstance(m, (CTCRecognizer, SambaCTCHead)):
+                raise ValueError(
+                    f"CTCEnsemble combines CTC recognisers and hybrid Samba-ASR CTC heads (SambaCTCHead) only, got "
+                    f"{type(m).__name__}"
+                )
         alphabets = sorted({m.vocab.alphabet for m in members})
         if len(alphabets) > 1:
             raise ValueError(f"the ensemble's recognisers must share one alphabet, got {alphabets}")
@@ -416,12 +470,52 @@ class CTCEnsemble(CTCTranscription):
         self.vocab, self.combine = members[0].vocab, check_combine(combine)
 
     def frame_lengths(self, audio_lengths: torch.Tensor) -> torch.Tensor:
-        return cast(CTCRecognizer, self.members[0]).frame_lengths(audio_lengths)
+        return cast(CTCTranscription, self.members[0]).frame_lengths(audio_lengths)
 
     def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
         from torchssm.audio.ctc import combine_emissions
 
         return combine_emissions([m(audio, audio_lengths) for m in self.members], self.combine)  # (b, t', n_ctc)
+
+    @property
+    def decoders(self) -> list[SambaASR]:
+        """The hybrid Samba-ASR members (their CTC heads are members; their decoders rescore)."""
+        return [m.samba for m in self.members if isinstance(m, SambaCTCHead)]
+
+    @torch.no_grad()
+    def scored_nbest(
+        self,
+        audio: torch.Tensor,
+        audio_lengths: torch.Tensor,
+        beam: int = 8,
+        lm=None,
+        alpha: float = 0.0,
+        beta: float = 0.0,
+    ) -> list[list[tuple[list[int], float, float]]]:
+        """Per utterance, [(labelling, search score, decoder log-probability)] of the ``beam`` best of the prefix
+        beam search over the combined emissions (``lm`` fused), the decoder's the mean of the hybrid members'
+        log p_dec(y </s> | x), each decoder reading its own encoder's frames (encoded once for head and decoder)."""
+        from torchssm.audio.ctc import combine_emissions
+
+        if not self.decoders:
+            raise ValueError("attention rescoring needs a hybrid Samba-ASR member (model.ctc_weight > 0): none here")
+        hybrids: list[tuple[SambaASR, torch.Tensor]] = []  # (a hybrid member, its encoded frames (b, t', d))
+        emissions = []
+        for member in self.members:
+            if isinstance(member, SambaCTCHead):
+                hybrids.append((member.samba, member.samba.encoder(audio, audio_lengths)))
+                emissions.append(member.samba._ctc_head_log_probs(hybrids[-1][1]))
+            else:
+                emissions.append(member(audio, audio_lengths))
+        log_probs = combine_emissions(emissions, self.combine)  # (b, t', n_ctc)
+
+        def decoder_log_probs(i: int, labellings: list[list[int]]) -> torch.Tensor:
+            one = audio_lengths[i : i + 1]
+            scores = [samba._transcript_log_probs(enc[i : i + 1], one, labellings) for samba, enc in hybrids]
+            return torch.stack(scores).mean(0)  # (k,)
+
+        frames = self.frame_lengths(audio_lengths).tolist()
+        return scored_nbest_of(log_probs, frames, beam, lm, alpha, beta, decoder_log_probs)
 
 
 class SambaCTCHead(CTCTranscription):
@@ -463,6 +557,12 @@ def count_unalignable(model, audio_lengths: torch.Tensor, targets: torch.Tensor,
 def is_hybrid(model) -> TypeGuard[SambaASR]:
     """Whether ``model`` is a hybrid Samba-ASR recogniser: a :class:`SambaASR` with a CTC head (``ctc_weight`` > 0)."""
     return isinstance(model, SambaASR) and model.has_ctc
+
+
+def can_rescore(model) -> TypeGuard[AttentionRescoring]:
+    """Whether ``model`` decodes by attention rescoring: a hybrid Samba-ASR model, or a :class:`CTCEnsemble` with at
+    least one hybrid member."""
+    return is_hybrid(model) or (isinstance(model, CTCEnsemble) and bool(model.decoders))
 
 
 def _accepts_reset(layer: nn.Module) -> bool:
@@ -562,7 +662,7 @@ def sinusoidal_positions(t: int, d: int, device=None, dtype=None) -> torch.Tenso
     return out.to(device=device, dtype=dtype)
 
 
-class SambaASR(nn.Module):
+class SambaASR(AttentionRescoring, nn.Module):
     """Mamba encoder + cross-connected Mamba decoder over characters (``cfg.cross_connection`` "attention": reading
     the frames by cross-attention instead), cross-entropy; with ``cfg.ctc_weight`` > 0
     also a CTC head on the encoder, trained jointly and decoded by attention rescoring (module docstring)."""
@@ -675,23 +775,6 @@ class SambaASR(nn.Module):
         return (picked * (outputs >= 0)).sum(1)
 
     @torch.no_grad()
-    def rescore(
-        self,
-        audio: torch.Tensor,
-        audio_lengths: torch.Tensor,
-        beam: int = 8,
-        decoder_weight: float = 1.0,
-        lm=None,
-        alpha: float = 0.0,
-        beta: float = 0.0,
-    ) -> list[str]:
-        """Attention rescoring (module docstring): per utterance, the ``beam`` best transcripts of the CTC head's
-        prefix beam search (fusing ``lm`` with ``alpha``, ``beta`` when given, :func:`torchssm.audio.ctc.
-        prefix_beam_search`), the best by ``search score + decoder_weight * log p_dec(y </s> | x)``."""
-        lists = self.scored_nbest(audio, audio_lengths, beam, lm, alpha, beta)
-        return [self.vocab.decode(best_rescored(entries, decoder_weight)) for entries in lists]
-
-    @torch.no_grad()
     def scored_nbest(
         self,
         audio: torch.Tensor,
@@ -702,19 +785,15 @@ class SambaASR(nn.Module):
         beta: float = 0.0,
     ) -> list[list[tuple[list[int], float, float]]]:
         """Per utterance, [(labelling, search score, decoder log p(y </s> | x))] of the CTC head's ``beam`` best
-        (:meth:`rescore` before its choice, so that any decoder weight is then a sum, :func:`best_rescored`)."""
-        from torchssm.audio.ctc import prefix_beam_search
-
+        (``rescore`` before its choice, so that any decoder weight is then a sum, :func:`best_rescored`)."""
         encoded = self.encoder(audio, audio_lengths)  # (b, t', d)
         log_probs = self._ctc_head_log_probs(encoded)  # (b, t', n_ctc)
+
+        def decoder_log_probs(i: int, labellings: list[list[int]]) -> torch.Tensor:
+            return self._transcript_log_probs(encoded[i : i + 1], audio_lengths[i : i + 1], labellings)
+
         frames = self.frame_lengths(audio_lengths).tolist()
-        out = []
-        for i in range(audio.shape[0]):
-            nbest = prefix_beam_search(log_probs[i, : frames[i]], beam, lm=lm, alpha=alpha, beta=beta)
-            labellings = [list(y) for y, _ in nbest]  # CTC ids: character id c is CTC id c
-            scores = self._transcript_log_probs(encoded[i : i + 1], audio_lengths[i : i + 1], labellings).tolist()
-            out.append([(y, score, d) for y, (_, score), d in zip(labellings, nbest, scores)])
-        return out
+        return scored_nbest_of(log_probs, frames, beam, lm, alpha, beta, decoder_log_probs)
 
     def _start(self, audio, audio_lengths):
         memory, reset = self.memory(audio, audio_lengths)

@@ -43,12 +43,14 @@ from torch import nn
 
 from torchssm.audio.asr import (
     ASRConfig,
+    AttentionRescoring,
     CTCEnsemble,
     CTCRecognizer,
     CTCTranscription,
     SambaASR,
     SambaCTCHead,
     build_recognizer,
+    can_rescore,
     count_unalignable,
     is_hybrid,
 )
@@ -684,20 +686,20 @@ def tuned_decoding(
     :func:`~torchssm.audio.prose.language_model_text`'s). ``log`` gets a line per stage, and with ``log_rows`` one
     per setting of the grid.
 
-    A hybrid Samba-ASR run (``model.ctc_weight`` > 0; one run, no ensemble) is decoded by attention rescoring: the
-    grid above on its CTC head, then :func:`rescoring_decoding` at the chosen setting (the decoder's weight chosen on
-    val from ``decoder_weights``); its result adds "rescoring" and the test of the CTC head with the language model
-    alone ("test_ctc_lm") and of the decoder alone ("test_decoder_greedy")."""
+    A hybrid Samba-ASR run (``model.ctc_weight`` > 0), alone or among the runs of an ensemble (its CTC head a member),
+    is decoded by attention rescoring: the grid above on the CTC head(s), then :func:`rescoring_decoding` at the
+    chosen rule and setting (the decoder's weight chosen on val from ``decoder_weights``; several hybrids: the mean
+    of their decoders' scores); its result adds "rescoring", the test with the language model alone ("test_ctc_lm")
+    and of each decoder alone ("test_decoder_greedy", a list for an ensemble)."""
     cpu0 = time.process_time()
     runs = [str(p) for p in _runs(path)]
     kinds = [_recognizer_kind(run) for run in runs]  # a missing or corrupt checkpoint fails here, before decoding
-    if len(runs) > 1 and set(kinds) != {"ctc"}:
-        raise ValueError("speech decode ensembles CTC recognisers only: decode a hybrid Samba-ASR run on its own")
-    if kinds == ["samba"]:
-        raise ValueError(
-            f"{runs[0]} is a Samba-ASR run without a CTC head (model.ctc_weight 0): its decoder decodes alone "
-            "(torchssm transcribe, evaluate_checkpoint); speech decode needs a CTC head"
-        )
+    for run, kind in zip(runs, kinds):
+        if kind == "samba":
+            raise ValueError(
+                f"{run} is a Samba-ASR run without a CTC head (model.ctc_weight 0): its decoder decodes alone "
+                "(torchssm transcribe, evaluate_checkpoint); speech decode needs a CTC head"
+            )
     one = runs[0] if len(runs) == 1 else runs
     rules = ("prob", "logprob") if len(runs) > 1 else ("prob",)  # one model: the rules agree
     val = {}
@@ -710,8 +712,8 @@ def tuned_decoding(
     best = val[rule]["best"]
     setting = {"beam": beam, "lm_order": best["order"], "alpha": best["alpha"], "beta": best["beta"]}
     log(f"chosen on val: combine {rule}, {_fmt(setting)}; decoding test once ...")
-    if kinds == ["hybrid"]:
-        hybrid = rescoring_decoding(runs[0], setting, decoder_weights, extra_texts, data_dir, log)
+    if "hybrid" in kinds:
+        hybrid = rescoring_decoding(one, setting, decoder_weights, extra_texts, data_dir, log, combine=rule)
         out = {"runs": runs, "val": val, "chosen_rule": rule, "setting": setting, **hybrid}
         return out | {"cpu_s": time.process_time() - cpu0}
     analysis = analyse_recognizer(one, n_train=0, data_dir=data_dir, extra_texts=extra_texts, combine=rule, **setting)
@@ -740,11 +742,14 @@ def _recognizer_kind(path) -> str:
     return str(model["kind"])
 
 
-def rescoring_lists(model: SambaASR, dataset, beam: int, lm=None, alpha: float = 0.0, beta: float = 0.0) -> list:
-    """Per item of ``dataset``, one utterance at a time (as ``transcribe --rescore`` decodes a file): the hybrid
-    ``model``'s :meth:`~torchssm.audio.asr.SambaASR.scored_nbest` (``beam`` best of its CTC head, ``lm`` fused with
-    ``alpha`` / ``beta``, each with its decoder log-probability)."""
-    model.eval()
+def rescoring_lists(
+    model: AttentionRescoring, dataset, beam: int, lm=None, alpha: float = 0.0, beta: float = 0.0
+) -> list:
+    """Per item of ``dataset``, one utterance at a time (as ``transcribe --rescore`` decodes a file): ``model``'s
+    ``scored_nbest`` (a hybrid :class:`~torchssm.audio.asr.SambaASR` or a :class:`~torchssm.audio.asr.CTCEnsemble`
+    with hybrid members: the ``beam`` best of the CTC search, ``lm`` fused with ``alpha`` / ``beta``, each with its
+    decoder log-probability)."""
+    cast(nn.Module, model).eval()
     out = []
     for i in range(len(dataset)):
         batch = collate([dataset[i]], model.vocab)
@@ -766,17 +771,20 @@ def rescoring_decoding(
     extra_texts: Sequence[str] = (),
     data_dir=None,
     log=print,
+    combine: str = "prob",
 ) -> dict:
-    """Attention rescoring of the hybrid Samba-ASR run at ``path`` with the CTC search ``setting`` ({"beam",
+    """Attention rescoring of the hybrid Samba-ASR run at ``path`` (or of the ensemble of a list of runs with at least
+    one hybrid among them, ``combine``: :func:`load_for_decoding`) with the CTC search ``setting`` ({"beam",
     "lm_order", "alpha", "beta"}, e.g. :func:`lm_grid`'s choice on val): on val, the CER / WER of every weight of
     ``decoder_weights`` (the n-best lists and decoder scores computed once, :func:`rescoring_lists`), the lowest CER
-    (then WER, then the smaller weight) chosen; test decoded once, read at that weight and at 0 (the CTC head with
+    (then WER, then the smaller weight) chosen; test decoded once, read at that weight and at 0 (the CTC search with
     the language model alone). Returns {"rescoring": {"rows", "decoder_weight"}, "test", "test_ctc_lm",
-    "test_greedy" (the CTC head), "test_decoder_greedy", "analysis" (test by accent / family / sentence)}."""
+    "test_greedy" (the CTC head or the ensemble), "test_decoder_greedy" (one hybrid: its decoder alone; an
+    ensemble: a list, one per hybrid member), "analysis" (test by accent / family / sentence)}."""
     from torchssm.audio.lm import lm_from_task
 
-    ckpt, task, model = load_for_decoding(path, data_dir)
-    if not is_hybrid(model):
+    ckpt, task, model = load_for_decoding(path, data_dir, combine)
+    if not can_rescore(model):
         raise ValueError(f"rescoring needs a Samba-ASR run with a CTC head (model.ctc_weight > 0), got {ckpt}")
     order = int(setting["lm_order"])
     lm = lm_from_task(task, order, extra_texts) if order else None
@@ -800,12 +808,18 @@ def rescoring_decoding(
     task_cfg = saved_task_config(ckpt)[1]
     analysis = {"test": error_rates(refs, hyps, heldout), **breakdowns_of_test(task_cfg, refs, hyps, heldout)}
     analysis["test_ctc_lm"] = breakdowns_of_test(task_cfg, refs, ctc_lm_hyps, heldout)
+    if isinstance(model, CTCEnsemble):
+        greedy = evaluate_asr(model, task.test, heldout, beam=1)
+        decoders: dict | list = [evaluate_asr(decoder, task.test, heldout, beam=1) for decoder in model.decoders]
+    else:
+        greedy = evaluate_asr(SambaCTCHead(cast(SambaASR, model)), task.test, heldout, beam=1)
+        decoders = evaluate_asr(cast(SambaASR, model), task.test, heldout, beam=1)
     return {
         "rescoring": {"rows": rows, "decoder_weight": weight},
         "test": analysis["test"],
         "test_ctc_lm": error_rates(refs, ctc_lm_hyps, heldout),
-        "test_greedy": evaluate_asr(SambaCTCHead(model), task.test, heldout, beam=1),
-        "test_decoder_greedy": evaluate_asr(model, task.test, heldout, beam=1),
+        "test_greedy": greedy,
+        "test_decoder_greedy": decoders,
         "test_transcripts": [{"ref": r, "hyp": h, "ctc_lm": c} for r, h, c in zip(refs, hyps, ctc_lm_hyps)],
         "analysis": analysis,
     }
@@ -825,9 +839,9 @@ def _fmt(m: dict) -> str:
 
 def load_for_decoding(path, data_dir=None, combine: str = "prob"):
     """(checkpoint directory, task rebuilt from the data cache, model) for decoding ``path``: a run directory or
-    checkpoint, or a list of CTC ones decoded as their :class:`~torchssm.audio.asr.CTCEnsemble` (``combine``) on
-    the task of the first (its split and its training transcripts for the language model; the members should
-    have been trained on the same sentences)."""
+    checkpoint, or a list of CTC or hybrid Samba-ASR ones decoded as their :class:`~torchssm.audio.asr.CTCEnsemble`
+    (``combine``, :func:`load_ctc_ensemble`) on the task of the first (its split and its training transcripts for
+    the language model; the members should have been trained on the same sentences)."""
     if isinstance(path, (str, os.PathLike)):
         ckpt, task = checkpoint_task(path, data_dir)
         return ckpt, task, load_recognizer(ckpt)
@@ -881,8 +895,18 @@ def check_same_sentences(paths: Sequence) -> None:
 
 
 def load_ctc_ensemble(paths: Sequence, combine: str = "prob") -> CTCEnsemble:
-    """The CTC recognisers saved at ``paths`` decoded as one (:class:`~torchssm.audio.asr.CTCEnsemble`)."""
-    return CTCEnsemble([load_recognizer(p) for p in paths], combine).eval()
+    """The CTC recognisers saved at ``paths`` decoded as one (:class:`~torchssm.audio.asr.CTCEnsemble`); a hybrid
+    Samba-ASR run joins by its CTC head (:class:`~torchssm.audio.asr.SambaCTCHead`), its decoder then rescores."""
+    members: list[CTCRecognizer | SambaCTCHead] = []
+    for path in paths:
+        model = load_recognizer(path)
+        if isinstance(model, SambaASR) and not model.has_ctc:
+            raise ValueError(
+                f"{path} is a Samba-ASR run without a CTC head (model.ctc_weight 0): an ensemble combines CTC "
+                "recognisers and hybrid Samba-ASR runs"
+            )
+        members.append(SambaCTCHead(model) if isinstance(model, SambaASR) else model)
+    return CTCEnsemble(members, combine).eval()
 
 
 def load_recognizer(path) -> CTCRecognizer | SambaASR:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import cast
 
 from torchssm.checks import unit_interval
 from torchssm.fileio import atomic_write_text
@@ -79,7 +78,7 @@ def decoding_settings(args) -> tuple[int, int, float, float]:
 def _cmd_transcribe(args) -> int:
     import torch
 
-    from torchssm.audio.asr import CTCRecognizer, SambaASR, is_hybrid
+    from torchssm.audio.asr import CTCRecognizer, can_rescore
     from torchssm.audio.asr_train import check_same_sentences, load_ctc_ensemble, load_recognizer
     from torchssm.audio.ctc import collapse
 
@@ -100,10 +99,10 @@ def _cmd_transcribe(args) -> int:
     if args.stream and not isinstance(model, CTCRecognizer):
         raise ValueError(f"--stream needs a CTC recogniser checkpoint (causal encoder), got {type(model).__name__}")
     if args.rescore is not None:
-        if not is_hybrid(model):
+        if not can_rescore(model):
             raise ValueError(
-                "--rescore needs one hybrid Samba-ASR checkpoint (model.ctc_weight > 0): a CTC head to "
-                f"propose and a decoder to rescore, got {type(model).__name__}"
+                "--rescore needs a hybrid Samba-ASR checkpoint (model.ctc_weight > 0), alone or among several "
+                f"--checkpoint: a CTC head to propose and a decoder to rescore, got {type(model).__name__}"
             )
         if args.rescore < 0:
             raise ValueError(f"--rescore WEIGHT must be >= 0 (0: the CTC head's search alone), got {args.rescore}")
@@ -127,9 +126,9 @@ def _cmd_transcribe(args) -> int:
                 f"  chunks of {args.chunk_ms} ms: {timing['mean_chunk_ms']:.2f} ms per chunk (max "
                 f"{timing['max_chunk_ms']:.2f}), real-time factor {timing['rtf']:.3f} (CPU time)"
             )
-        elif args.rescore is not None:
+        elif args.rescore is not None and can_rescore(model):  # checked above
             lengths = torch.tensor([len(audio)])
-            text = cast(SambaASR, model).rescore(audio[None], lengths, beam, args.rescore, lm, alpha, beta)[0]
+            text = model.rescore(audio[None], lengths, beam, args.rescore, lm, alpha, beta)[0]
             print(f"{path}\t{text}")
         elif lm is not None:
             lengths = torch.tensor([len(audio)])
@@ -279,12 +278,14 @@ def _cmd_decode(args) -> int:
         print(f"val, combine {rule}: best {_metrics(v['best'])}; beam {args.beam} without LM {_metrics(v['no_lm'])}")
     s = r["setting"]
     print(f"chosen: combine {r['chosen_rule']}, order {s['lm_order']}, alpha {s['alpha']}, beta {s['beta']}")
-    if "rescoring" in r:  # a hybrid Samba-ASR run: its CTC head proposes, its decoder rescores
-        print(
-            f"chosen: decoder weight {r['rescoring']['decoder_weight']} (attention rescoring of the CTC head's n-best)"
-        )
-        print(f"test (decoded once): {_metrics(r['test'])}; the CTC head + LM alone {_metrics(r['test_ctc_lm'])}")
-        print(f"greedy: the CTC head {_metrics(r['test_greedy'])}; the decoder {_metrics(r['test_decoder_greedy'])}")
+    if "rescoring" in r:  # a hybrid Samba-ASR run (or an ensemble with one): CTC proposes, the decoder(s) rescore
+        ctc = "the CTC head" if len(r["runs"]) == 1 else "the ensemble"
+        print(f"chosen: decoder weight {r['rescoring']['decoder_weight']} (attention rescoring of {ctc}'s n-best)")
+        print(f"test (decoded once): {_metrics(r['test'])}; {ctc} + LM alone {_metrics(r['test_ctc_lm'])}")
+        decoders = r["test_decoder_greedy"]
+        decoders = [decoders] if isinstance(decoders, dict) else decoders
+        alone = "; ".join(f"the decoder {_metrics(m)}" for m in decoders)
+        print(f"greedy: {ctc} {_metrics(r['test_greedy'])}; {alone}")
     else:
         print(f"test (decoded once): {_metrics(r['test'])}; greedy {_metrics(r['test_greedy'])}")
     for group in ("test_by_accent", "test_by_sentence"):
@@ -401,7 +402,8 @@ def register(subparsers) -> None:
         required=True,
         action="append",
         help="run directory or checkpoint of `torchssm speech train`; repeat it to decode several CTC recognisers as "
-        "one ensemble (asr.CTCEnsemble; the language model of --lm from the first's training transcripts)",
+        "one ensemble (asr.CTCEnsemble; a hybrid Samba-ASR run joins by its CTC head; the language model of --lm "
+        "from the first's training transcripts)",
     )
     p.add_argument(
         "--combine",
@@ -414,9 +416,9 @@ def register(subparsers) -> None:
         "--rescore",
         type=float,
         metavar="WEIGHT",
-        help="a hybrid Samba-ASR checkpoint (model.ctc_weight > 0): its CTC head's --beam best (default "
-        f"{LM_DEFAULTS['beam']}; with --lm fused) rescored by its decoder with this weight (SambaASR.rescore; "
-        "`speech decode` chooses it on val)",
+        help="a hybrid Samba-ASR checkpoint (model.ctc_weight > 0), alone or in an ensemble: the CTC search's --beam "
+        f"best (default {LM_DEFAULTS['beam']}; with --lm fused) rescored by the decoder(s) with this weight "
+        "(SambaASR.rescore, CTCEnsemble.rescore; `speech decode` chooses it on val)",
     )
     p.add_argument("--chunk-ms", type=float, default=20.0, help="chunk length for --stream (default 20 ms)")
     p.add_argument(
@@ -558,8 +560,8 @@ def register(subparsers) -> None:
     g.add_argument(
         "runs",
         nargs="+",
-        help="a CTC run or checkpoint (several: their ensemble, same sentences), or one hybrid Samba-ASR run "
-        "(model.ctc_weight > 0: its CTC head, then the decoder's rescoring weight, tuned on val)",
+        help="a CTC run or checkpoint (several: their ensemble, same sentences), or a hybrid Samba-ASR run, alone or "
+        "among them (model.ctc_weight > 0: its CTC head, then the decoder's rescoring weight, tuned on val)",
     )
     g.add_argument("--lm-text", action="append", help="more language-model text, one sentence per line (repeatable)")
     for flag, values, kind, what in (
