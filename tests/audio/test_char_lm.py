@@ -181,3 +181,25 @@ def test_lm_from_task_counts_each_distinct_transcript_once():
             atol=0,
         )
     assert doubled.discounts != lm_from_task(twice, 3).discounts  # what counting the repeats would change
+
+
+@pytest.mark.parametrize("order", [1, 3, 6])
+def test_prefix_beam_search_equals_its_plain_reference(order):
+    """The trie search and the tuple-keyed reference: the same labellings and scores, to the bit, on flat and peaky
+    emissions with repeats, with and without the language model, at several beams and prunings."""
+    from torchssm.audio.ctc import prefix_beam_search_reference
+
+    g = torch.Generator().manual_seed(order)
+    lm = CharNGramLM(TEXTS, order)
+    for trial in range(12):
+        t = int(torch.randint(1, 40, (1,), generator=g))
+        sharp = 1.0 + 6.0 * (trial % 3)  # flat ... peaky: few characters above the pruning
+        emissions = torch.log_softmax(sharp * torch.randn(t, 29, generator=g, dtype=torch.float64), -1)
+        emissions[t // 2 :, 5] += 3.0  # a character held over frames: repeats and merges
+        emissions = torch.log_softmax(emissions, -1)
+        for beam, prune in ((1, -12.0), (4, -12.0), (16, -8.0), (8, -math.inf)):
+            for fusion in ({}, {"lm": lm, "alpha": 0.7, "beta": 1.5}, {"lm": lm, "alpha": 0.0, "beta": 0.0}):
+                got = prefix_beam_search(emissions, beam, prune=prune, **fusion)
+                assert got == prefix_beam_search_reference(emissions, beam, prune=prune, **fusion)
+    with pytest.raises(ValueError, match="beam must be a positive int"):
+        prefix_beam_search_reference(emissions, 0)

@@ -14,6 +14,8 @@ over all paths: p(y | x) = sum_{pi in B^-1(y)} prod_t p_t(pi_t).
   last character (p_nb), so repeated characters are merged exactly; with a beam as wide as the number
   of prefixes it returns the most probable labelling. With ``lm=`` (a character n-gram model,
   :mod:`torchssm.audio.lm`) it ranks prefixes by the shallow-fusion score of that module's docstring.
+  Its prefixes are int nodes of a trie; :func:`prefix_beam_search_reference` is the plain version, every
+  prefix a tuple, with the same signature and result (tests compare them to the bit).
 
 Error rates use ``jiwer`` (word and character error rate: edit distance / reference length, summed
 over the utterances); :func:`heldout_word_cer` is the character error rate restricted to chosen
@@ -110,7 +112,128 @@ def prefix_beam_search(
     (|W|: words in the prefix) and the final score adds ``alpha log p_lm(</s> | labelling)``
     (Hannun et al. 2014, Alg. 1; Deep Speech 2's objective; :mod:`torchssm.audio.lm`). With
     ``alpha = beta = 0`` the labellings and scores are exactly those without ``lm``.
+
+    The prefixes are nodes of a trie (:class:`_PrefixTrie`), so a prefix is an int and extending, looking
+    up and scoring one costs O(1) instead of hashing its whole tuple; the arithmetic and the order of
+    every operation are those of :func:`prefix_beam_search_reference`, which gives the same result.
     """
+    logp, fusion = _search_inputs(emissions, beam, blank, lm, alpha, beta)
+    trie = _PrefixTrie(0 if lm is None else lm.order - 1)
+    fused = None if fusion is None else _TrieFusion(fusion, trie)
+    inf, logaddexp, children = math.inf, _logaddexp, trie.children
+
+    def rank(node: int, p) -> float:
+        total = logaddexp(*p)
+        return total if fused is None else total + fused.score(node)
+
+    beams: dict[int, tuple[float, float]] = {ROOT: (0.0, -inf)}  # prefix node -> (log p_b, log p_nb)
+    for t in range(logp.shape[0]):
+        frame = logp[t].tolist()
+        candidates = [c for c, lp in enumerate(frame) if lp >= prune or c == blank]
+        nxt: dict[int, list[float]] = {}
+        for node, (p_b, p_nb) in beams.items():
+            total = logaddexp(p_b, p_nb)
+            last = trie.last[node]
+            for c in candidates:
+                lp = frame[c]
+                if c == blank:  # the prefix stays, now ending in a blank
+                    entry = nxt.get(node) or nxt.setdefault(node, [-inf, -inf])
+                    entry[0] = logaddexp(entry[0], total + lp)
+                    continue
+                child = children.get((node, c))
+                if child is None:
+                    child = trie.child(node, c)
+                entry = nxt.get(child) or nxt.setdefault(child, [-inf, -inf])
+                if last == c:
+                    # a repeat only extends after a blank; without one it merges into the same prefix
+                    entry[1] = logaddexp(entry[1], p_b + lp)
+                    same = nxt.get(node) or nxt.setdefault(node, [-inf, -inf])
+                    same[1] = logaddexp(same[1], p_nb + lp)
+                else:
+                    entry[1] = logaddexp(entry[1], total + lp)
+        ranked = []  # (rank, node, p) of the live prefixes, in the order they were reached
+        for node, p in nxt.items():
+            total = logaddexp(p[0], p[1])
+            if total > -inf:
+                ranked.append((total if fused is None else total + fused.score(node), node, p))
+        ranked.sort(key=_first, reverse=True)  # stable: equal ranks keep that order, as the reference's sort
+        beams = {node: (p[0], p[1]) for _, node, p in ranked[:beam]} or {ROOT: (-inf, -inf)}
+    final = [(node, rank(node, p) + (0.0 if fused is None else fused.end(node))) for node, p in beams.items()]
+    return [(trie.labelling(node), score) for node, score in sorted(final, key=lambda kv: kv[1], reverse=True)]
+
+
+ROOT = 0  # the empty prefix's node in a :class:`_PrefixTrie`
+
+
+def _first(item):
+    return item[0]
+
+
+class _PrefixTrie:
+    """The prefixes of one search as int nodes: node 0 the empty prefix, each other node (its parent, its last
+    id); ``tail[node]`` the last ``context`` ids of the prefix (what a language model of that context reads)."""
+
+    def __init__(self, context: int):
+        self.context = context
+        self.parent, self.last = [-1], [-1]  # the empty prefix ends in no id
+        self.tail: list[tuple[int, ...]] = [()]
+        self.children: dict[tuple[int, int], int] = {}
+
+    def child(self, node: int, c: int) -> int:
+        """The node of prefix(node) + (c,), made on first use."""
+        key = (node, c)
+        got = self.children.get(key)
+        if got is None:
+            got = self.children[key] = len(self.parent)
+            self.parent.append(node)
+            self.last.append(c)
+            tail = self.tail[node] + (c,)
+            self.tail.append(tail[max(0, len(tail) - self.context) :] if self.context else ())
+        return got
+
+    def labelling(self, node: int) -> tuple[int, ...]:
+        out = []
+        while node != ROOT:
+            out.append(self.last[node])
+            node = self.parent[node]
+        return tuple(reversed(out))
+
+
+class _TrieFusion:
+    """:class:`_Fusion`'s scores of trie nodes, memoised per node; the language model's next-symbol log-probabilities
+    read once per parent node, through its ``tail`` (its last order - 1 ids, all that
+    ``next_log_probs_after_labels`` reads)."""
+
+    def __init__(self, fusion: _Fusion, trie: _PrefixTrie):
+        self.fusion, self.trie = fusion, trie
+        self.memo: dict[int, tuple[float, int]] = {ROOT: (0.0, 0)}  # node -> (log p_lm, words)
+        self.next_log_probs: dict[int, list[float]] = {}  # node -> log p_lm(. | its prefix), as Python floats
+
+    def _get(self, node: int) -> tuple[float, int]:
+        got = self.memo.get(node)
+        if got is None:
+            trie, f = self.trie, self.fusion
+            head, c = trie.parent[node], trie.last[node]
+            lp, words = self._get(head)
+            after = self.next_log_probs.get(head)
+            if after is None:
+                after = self.next_log_probs[head] = f.lm.next_log_probs_after_labels(trie.tail[head]).tolist()
+            lp += after[c - 1]
+            words += c != f.space and (head == ROOT or trie.last[head] == f.space)
+            got = self.memo[node] = (lp, words)
+        return got
+
+    def score(self, node: int) -> float:
+        lp, words = self._get(node)
+        return self.fusion.alpha * lp + self.fusion.beta * words
+
+    def end(self, node: int) -> float:
+        f = self.fusion
+        return f.alpha * float(f.lm.next_log_probs_after_labels(self.trie.tail[node])[f.lm.eos])
+
+
+def _search_inputs(emissions, beam, blank, lm, alpha, beta) -> tuple[torch.Tensor, _Fusion | None]:
+    """The checked emissions and fusion of a prefix beam search (its arguments' one-line errors)."""
     if not isinstance(beam, int) or beam < 1:
         raise ValueError(f"beam must be a positive int, got {beam!r}")
     logp = _check_emissions(emissions)
@@ -124,6 +247,30 @@ def prefix_beam_search(
         fusion = _Fusion(lm, float(alpha), float(beta))
     elif alpha or beta:
         raise ValueError("alpha and beta weigh a language model: pass lm= (torchssm.audio.lm.CharNGramLM)")
+    return logp, fusion
+
+
+def prefix_beam_search_reference(
+    emissions: torch.Tensor,
+    beam: int = 8,
+    blank: int = BLANK,
+    prune: float = -12.0,
+    lm=None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+) -> list[tuple[tuple[int, ...], float]]:
+    """The plain reference of :func:`prefix_beam_search` (same signature and result, labellings and scores): every
+    prefix a tuple of ids, the language model's memo keyed by it. [(labelling, score)] of the ``beam`` best
+    prefixes, best first; without ``lm`` the score is log p(labelling | x).
+
+    ``prune``: characters with a frame log-probability below it are not tried at that frame.
+    ``lm``: a :class:`torchssm.audio.lm.CharNGramLM` over the characters of the emissions (ids 1.. with
+    blank 0) for shallow fusion: prefixes are ranked by ``log p_ctc + alpha log p_lm + beta |W|``
+    (|W|: words in the prefix) and the final score adds ``alpha log p_lm(</s> | labelling)``
+    (Hannun et al. 2014, Alg. 1; Deep Speech 2's objective; :mod:`torchssm.audio.lm`). With
+    ``alpha = beta = 0`` the labellings and scores are exactly those without ``lm``.
+    """
+    logp, fusion = _search_inputs(emissions, beam, blank, lm, alpha, beta)
 
     def rank(prefix: tuple[int, ...], p) -> float:
         total = _logaddexp(*p)
