@@ -20,7 +20,13 @@ from torchssm.audio.asr import (
     can_rescore,
     ctc_loss,
 )
-from torchssm.audio.ctc import char_error_rate, combine_emissions, paired_cer_difference, prefix_beam_search
+from torchssm.audio.ctc import (
+    char_error_rate,
+    combine_emissions,
+    oracle_transcripts,
+    paired_cer_difference,
+    prefix_beam_search,
+)
 from torchssm.cli import main
 from torchssm.data.registry import TaskData
 from torchssm.train.checkpoint import save_checkpoint
@@ -146,6 +152,25 @@ def test_paired_cer_difference():
         paired_cer_difference(["a"], ["a"], ["b"])
 
 
+def _edits(a: str, b: str) -> int:
+    """Character Levenshtein distance, by the textbook table."""
+    table = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            table[i][j] = min(table[i - 1][j] + 1, table[i][j - 1] + 1, table[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+    return table[-1][-1]
+
+
+def test_oracle_transcripts_pick_the_closest_hypothesis():
+    refs = ["the cat", "a dog"]
+    nbest = [["the bat", "the cat", "he cat"], ["a fog", "a dot"]]
+    assert oracle_transcripts(refs, nbest) == ["the cat", "a fog"]  # a tie keeps the first
+    with pytest.raises(ValueError, match="2 references but 1 n-best lists"):
+        oracle_transcripts(refs, nbest[:1])
+    with pytest.raises(ValueError, match="at least one hypothesis"):
+        oracle_transcripts(refs, [["x"], []])
+
+
 def _toy_runs(tmp_path, monkeypatch):
     toy = toy_asr_task()
     task = TaskData(info=toy.info, train=toy.train, val=toy.test, test=toy.test, extra=toy.extra)
@@ -205,6 +230,16 @@ def test_training_records_the_ctc_head_and_decode_rescores_on_val(tmp_path, monk
     ]
     assert [t["ctc_lm"] for t in out["test_transcripts"]] == zero
     assert out["test_decoder_greedy"]["cer"] == asr_train.evaluate_asr(model, task.test, beam=1)["cer"]
+    lists = asr_train.rescoring_lists(model, task.test, 3, lm, setting["alpha"], setting["beta"])
+    closest = [
+        min((model.vocab.decode(y) for y, _, _ in entries), key=lambda h: _edits(ref, h))
+        for ref, entries in zip(refs, lists)
+    ]
+    assert (
+        out["test_oracle"]["cer"]
+        == char_error_rate(refs, closest)
+        <= min(out["test"]["cer"], out["test_ctc_lm"]["cer"])
+    )
     with pytest.raises(ValueError, match="without a CTC head"):
         asr_train.tuned_decoding(str(tmp_path / "plain"), log=str, **GRID)
     with pytest.raises(ValueError, match="plain is a Samba-ASR run without a CTC head"):
@@ -303,6 +338,7 @@ def test_speech_decode_rescores_an_ensemble_with_its_hybrid_member(tmp_path, mon
     capsys.readouterr()
     assert main(["speech", "decode", *runs, *grid]) == 0
     printed = capsys.readouterr().out
+    assert "n-best oracle (the floor of any rescoring of these lists): CER" in printed
     assert "(attention rescoring of the ensemble's n-best)" in printed and "greedy: the ensemble CER" in printed
     soundfile = pytest.importorskip("soundfile")
     wav = tmp_path / "tone.wav"

@@ -54,7 +54,7 @@ from torchssm.audio.asr import (
     count_unalignable,
     is_hybrid,
 )
-from torchssm.audio.ctc import char_error_rate, heldout_word_cer, word_error_rate
+from torchssm.audio.ctc import char_error_rate, heldout_word_cer, oracle_transcripts, word_error_rate
 from torchssm.audio.lm import GRID_ALPHAS, GRID_BEAM, GRID_BETAS, GRID_ORDERS
 from torchssm.audio.text import CharVocabulary
 
@@ -779,8 +779,9 @@ def rescoring_decoding(
     ``decoder_weights`` (the n-best lists and decoder scores computed once, :func:`rescoring_lists`), the lowest CER
     (then WER, then the smaller weight) chosen; test decoded once, read at that weight and at 0 (the CTC search with
     the language model alone). Returns {"rescoring": {"rows", "decoder_weight"}, "test", "test_ctc_lm",
-    "test_greedy" (the CTC head or the ensemble), "test_decoder_greedy" (one hybrid: its decoder alone; an
-    ensemble: a list, one per hybrid member), "analysis" (test by accent / family / sentence)}."""
+    "test_oracle" (the n-best oracle: per utterance the list's hypothesis closest to the reference, the floor of
+    any rescoring), "test_greedy" (the CTC head or the ensemble), "test_decoder_greedy" (one hybrid: its decoder
+    alone; an ensemble: a list, one per hybrid member), "analysis" (test by accent / family / sentence)}."""
     from torchssm.audio.lm import lm_from_task
 
     ckpt, task, model = load_for_decoding(path, data_dir, combine)
@@ -805,6 +806,7 @@ def rescoring_decoding(
     test_lists = rescoring_lists(model, task.test, beam, lm, alpha, beta)
     hyps = rescored_transcripts(test_lists, model.vocab, weight)
     ctc_lm_hyps = rescored_transcripts(test_lists, model.vocab, 0.0)
+    nbest = [[model.vocab.decode(y) for y, _, _ in entries] for entries in test_lists]
     task_cfg = saved_task_config(ckpt)[1]
     analysis = {"test": error_rates(refs, hyps, heldout), **breakdowns_of_test(task_cfg, refs, hyps, heldout)}
     analysis["test_ctc_lm"] = breakdowns_of_test(task_cfg, refs, ctc_lm_hyps, heldout)
@@ -818,6 +820,7 @@ def rescoring_decoding(
         "rescoring": {"rows": rows, "decoder_weight": weight},
         "test": analysis["test"],
         "test_ctc_lm": error_rates(refs, ctc_lm_hyps, heldout),
+        "test_oracle": error_rates(refs, oracle_transcripts(refs, nbest), heldout),
         "test_greedy": greedy,
         "test_decoder_greedy": decoders,
         "test_transcripts": [{"ref": r, "hyp": h, "ctc_lm": c} for r, h, c in zip(refs, hyps, ctc_lm_hyps)],

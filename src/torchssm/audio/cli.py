@@ -282,6 +282,7 @@ def _cmd_decode(args) -> int:
         ctc = "the CTC head" if len(r["runs"]) == 1 else "the ensemble"
         print(f"chosen: decoder weight {r['rescoring']['decoder_weight']} (attention rescoring of {ctc}'s n-best)")
         print(f"test (decoded once): {_metrics(r['test'])}; {ctc} + LM alone {_metrics(r['test_ctc_lm'])}")
+        print(f"n-best oracle (the floor of any rescoring of these lists): {_metrics(r['test_oracle'])}")
         decoders = r["test_decoder_greedy"]
         decoders = [decoders] if isinstance(decoders, dict) else decoders
         alone = "; ".join(f"the decoder {_metrics(m)}" for m in decoders)

@@ -403,6 +403,16 @@ def paired_cer_difference(
     return sum(d) / chars, math.sqrt(n) * sd / chars
 
 
+def oracle_transcripts(references: Sequence[str], nbest: Sequence[Sequence[str]]) -> list[str]:
+    """Per reference, the hypothesis of its n-best list ``nbest[i]`` with the fewest character edits to it (the first
+    of ties): the n-best oracle, whose CER is the lowest that any rescoring of these lists can reach."""
+    if len(references) != len(nbest):
+        raise ValueError(f"{len(references)} references but {len(nbest)} n-best lists")
+    if any(not hyps for hyps in nbest):
+        raise ValueError("every n-best list needs at least one hypothesis")
+    return [min(hyps, key=lambda h: _edit_distance(ref, h)) for ref, hyps in zip(references, nbest)]
+
+
 def heldout_word_cer(references: Sequence[str], hypotheses: Sequence[str], words: Iterable[str]) -> tuple[float, int]:
     """(CER over the reference occurrences of ``words``, number of occurrences); NaN when there are none.
 
