@@ -10,6 +10,7 @@ from torchssm.audio import asr_train
 from torchssm.audio.asr import ASRConfig, CTCEnsemble, CTCRecognizer, SambaASR
 from torchssm.audio.asr_train import evaluate_asr, evaluate_checkpoint, lm_grid, load_ctc_ensemble
 from torchssm.audio.ctc import combine_emissions, greedy_decode
+from torchssm.audio.lm import CharNGramLM
 from torchssm.cli import main
 from torchssm.train.checkpoint import save_checkpoint
 
@@ -245,3 +246,27 @@ def test_speech_decode_cli(tmp_path, monkeypatch, capsys):
     assert main(["speech", "decode", runs[0], str(tmp_path / "absent"), *grid]) == 2
     missing = capsys.readouterr()
     assert "no checkpoint at" in missing.err and "val grid" not in missing.out  # checked before any decoding
+
+
+def test_the_grid_shared_among_workers_gives_the_same_rows(tmp_path, monkeypatch, capsys):
+    runs = _tuned_pair(tmp_path, monkeypatch)
+    grid = {"orders": (2, 3), "alphas": (0.0, 0.5, 1.0), "betas": (0.0, 2.0), "beam": 2}
+    one = lm_grid(runs, **grid, split="val", log=str)
+    two = lm_grid(runs, **grid, split="val", log=str, workers=2)
+    assert two["rows"] == one["rows"] and two["no_lm"] == one["no_lm"] and two["best"] == one["best"]
+    assert len(one["rows"]) == 12 and two["cpu_s"] > 0
+    a, b = (load_ctc_ensemble(runs).members[i] for i in range(2))
+    emissions = [e[0] for e in (a(torch.zeros(1, 4000)), b(torch.zeros(1, 4000)))]
+    settings = [(0.0, 0.0), (0.5, 1.0)]
+    lm = CharNGramLM(["a b a", "b a b"], 2)
+    serial = asr_train.grid_transcripts(emissions, a.vocab, 3, lm, settings)
+    assert asr_train.grid_transcripts(emissions, a.vocab, 3, lm, settings, workers=3) == serial  # 2 processes
+    assert len(serial) == 2 and all(len(hyps) == 2 for hyps in serial)
+    with pytest.raises(ValueError, match="workers must be an int >= 1"):
+        lm_grid(runs, **grid, split="val", log=str, workers=0)
+    capsys.readouterr()
+    cli = ["speech", "decode", *map(str, runs), "--orders", "2", "--alphas", "0", "0.5", "--betas", "1", "--beam", "2"]
+    assert main(cli) == 0
+    alone = capsys.readouterr().out
+    assert main([*cli, "--workers", "2"]) == 0
+    assert capsys.readouterr().out == alone

@@ -30,6 +30,7 @@ ensemble (:class:`torchssm.audio.asr.CTCEnsemble`, frame posteriors combined).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 from collections.abc import Sequence
@@ -588,6 +589,7 @@ def lm_grid(
     log=print,
     extra_texts: Sequence[str] = (),
     combine: str = "prob",
+    workers: int = 1,
 ) -> dict:
     """Shallow-fusion settings of the CTC recogniser at ``path`` (or of the ensemble of a list of them, with
     ``combine``, :func:`load_for_decoding`; or of the CTC head of a hybrid Samba-ASR run) tried on one split (tune
@@ -597,13 +599,14 @@ def lm_grid(
     "cpu_s"}; the emissions are computed once; ``extra_texts``: more sentences for the language model
     (:func:`~torchssm.audio.lm.lm_from_task`). The default grid is session 11's (RESULTS.md, Speech); session 12's
     larger one, at beam 8 and 16, is :mod:`~torchssm.audio.lm`'s ``GRID_ORDERS`` / ``GRID_ALPHAS`` / ``GRID_BETAS``
-    (:func:`tuned_decoding`'s)."""
-    from torchssm.audio.ctc import prefix_beam_search
+    (:func:`tuned_decoding`'s). ``workers`` > 1: each order's settings shared among that many forked processes
+    (:func:`grid_transcripts`; the same rows; "cpu_s" counts theirs too)."""
     from torchssm.audio.lm import lm_from_task
 
     if split not in ("val", "test", "train"):
         raise ValueError(f"split must be val, test or train, got {split!r}")
-    cpu0 = time.process_time()
+    _check_workers(workers)
+    cpu0 = _cpu_with_children()
     ckpt, task, model = load_for_decoding(path, data_dir, combine)
     if is_hybrid(model):  # a hybrid: its CTC head
         model = SambaCTCHead(model)
@@ -617,23 +620,73 @@ def lm_grid(
     emissions = ctc_emissions(model, dataset)
     refs = [dataset[i]["text"] for i in range(len(dataset))]
 
-    def score(lm=None, alpha=0.0, beta=0.0) -> dict:
-        hyps = [model.vocab.decode(prefix_beam_search(e, beam, lm=lm, alpha=alpha, beta=beta)[0][0]) for e in emissions]
+    def rates(hyps: list[str]) -> dict:
         return {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps)}
 
-    out: dict[str, Any] = {"split": split, "beam": beam, "no_lm": score(), "rows": []}
+    (plain,) = grid_transcripts(emissions, model.vocab, beam, None, [(0.0, 0.0)])
+    out: dict[str, Any] = {"split": split, "beam": beam, "no_lm": rates(plain), "rows": []}
     log(f"{split}, beam {beam}, no language model: {_fmt(out['no_lm'])}")
     for order in orders:
         lm = lm_from_task(task, order, extra_texts)
         bits = lm.bits_per_char(refs)
-        for alpha in alphas:
-            for beta in betas:
-                row = {"order": order, "alpha": alpha, "beta": beta, **score(lm, alpha, beta), "bits_per_char": bits}
-                out["rows"].append(row)
-                log(_fmt(row))
+        settings = [(alpha, beta) for alpha in alphas for beta in betas]
+        for (alpha, beta), hyps in zip(settings, grid_transcripts(emissions, model.vocab, beam, lm, settings, workers)):
+            row = {"order": order, "alpha": alpha, "beta": beta, **rates(hyps), "bits_per_char": bits}
+            out["rows"].append(row)
+            log(_fmt(row))
     out["best"] = min(out["rows"], key=lambda r: (r["cer"], r["wer"])) if out["rows"] else None
-    out["cpu_s"] = time.process_time() - cpu0
+    out["cpu_s"] = _cpu_with_children() - cpu0
     return out
+
+
+_GRID_INPUTS: tuple | None = None  # (emissions, vocab, beam, lm) of grid_transcripts: forked workers inherit it
+
+
+def _grid_setting(setting: tuple[float, float]) -> list[str]:
+    from torchssm.audio.ctc import prefix_beam_search
+
+    assert _GRID_INPUTS is not None, "grid_transcripts sets the inputs"
+    emissions, vocab, beam, lm = _GRID_INPUTS
+    alpha, beta = setting
+    return [vocab.decode(prefix_beam_search(e, beam, lm=lm, alpha=alpha, beta=beta)[0][0]) for e in emissions]
+
+
+def grid_transcripts(
+    emissions: Sequence[torch.Tensor], vocab: CharVocabulary, beam: int, lm, settings: Sequence, workers: int = 1
+) -> list[list[str]]:
+    """Per (alpha, beta) of ``settings``: the best transcript of the prefix beam search (``beam``, ``lm`` fused with
+    that weight and word bonus) of each of ``emissions`` ((t_i, n_ctc) log-probabilities). ``workers`` > 1: the
+    settings shared among that many processes forked from this one (they inherit the inputs; nothing is pickled
+    but the settings and the transcripts), the same transcripts in the same order; the fork start method (Linux)."""
+    global _GRID_INPUTS
+    _check_workers(workers)
+    n = min(workers, len(settings))
+    if n > 1 and "fork" not in multiprocessing.get_all_start_methods():
+        raise ValueError("workers > 1 needs the fork start method (Linux); use workers=1")
+    _GRID_INPUTS = (emissions, vocab, beam, lm)
+    try:
+        if n <= 1:
+            return [_grid_setting(setting) for setting in settings]
+        with multiprocessing.get_context("fork").Pool(n) as pool:
+            return pool.map(_grid_setting, list(settings), chunksize=1)
+    finally:
+        _GRID_INPUTS = None
+
+
+def _check_workers(workers) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1 (processes for the language-model grid), got {workers!r}")
+
+
+def _cpu_with_children() -> float:
+    """CPU seconds of this process and of its finished children (the grid's workers; this process alone where the
+    ``resource`` module is missing, as on Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def evaluate_checkpoint(
@@ -675,6 +728,7 @@ def tuned_decoding(
     log=print,
     log_rows: bool = False,
     decoder_weights: Sequence[float] = DECODER_WEIGHTS,
+    workers: int = 1,
 ) -> dict:
     """The decoding of record of a CTC recogniser (or of the ensemble of a list of them) with its language model
     tuned on val and test decoded once: :func:`lm_grid` on val for every (order, alpha, beta) of the grid at
@@ -684,14 +738,15 @@ def tuned_decoding(
     "val": {rule: {"best", "no_lm", "cpu_s"}}, "chosen_rule", "setting", "test", "test_greedy", "analysis",
     "test_transcripts", "cpu_s"}. ``extra_texts``: more language-model text (e.g.
     :func:`~torchssm.audio.prose.language_model_text`'s). ``log`` gets a line per stage, and with ``log_rows`` one
-    per setting of the grid.
+    per setting of the grid. ``workers`` > 1: the grid's settings shared among forked processes (:func:`lm_grid`;
+    the same choice and result, less wall time where cores are free).
 
     A hybrid Samba-ASR run (``model.ctc_weight`` > 0), alone or among the runs of an ensemble (its CTC head a member),
     is decoded by attention rescoring: the grid above on the CTC head(s), then :func:`rescoring_decoding` at the
     chosen rule and setting (the decoder's weight chosen on val from ``decoder_weights``; several hybrids: the mean
     of their decoders' scores); its result adds "rescoring", the test with the language model alone ("test_ctc_lm")
     and of each decoder alone ("test_decoder_greedy", a list for an ensemble)."""
-    cpu0 = time.process_time()
+    cpu0 = _cpu_with_children()
     runs = [str(p) for p in _runs(path)]
     kinds = [_recognizer_kind(run) for run in runs]  # a missing or corrupt checkpoint fails here, before decoding
     for run, kind in zip(runs, kinds):
@@ -706,7 +761,7 @@ def tuned_decoding(
     for rule in rules:
         log(f"val grid: {len(orders) * len(alphas) * len(betas)} settings at beam {beam}, combine {rule} ...")
         rows_log = log if log_rows else (lambda line: None)
-        grid = lm_grid(one, orders, alphas, betas, beam, "val", data_dir, rows_log, extra_texts, rule)
+        grid = lm_grid(one, orders, alphas, betas, beam, "val", data_dir, rows_log, extra_texts, rule, workers)
         val[rule] = {key: grid[key] for key in ("best", "no_lm", "cpu_s")}
     rule = min(rules, key=lambda r: (val[r]["best"]["cer"], val[r]["best"]["wer"]))
     best = val[rule]["best"]
@@ -715,7 +770,7 @@ def tuned_decoding(
     if "hybrid" in kinds:
         hybrid = rescoring_decoding(one, setting, decoder_weights, extra_texts, data_dir, log, combine=rule)
         out = {"runs": runs, "val": val, "chosen_rule": rule, "setting": setting, **hybrid}
-        return out | {"cpu_s": time.process_time() - cpu0}
+        return out | {"cpu_s": _cpu_with_children() - cpu0}
     analysis = analyse_recognizer(one, n_train=0, data_dir=data_dir, extra_texts=extra_texts, combine=rule, **setting)
     greedy = evaluate_checkpoint(one, "test", beam=1, data_dir=data_dir, combine=rule)
     out = {"runs": runs, "val": val, "chosen_rule": rule, "setting": setting, "test": analysis["test"]}
@@ -724,7 +779,7 @@ def tuned_decoding(
         "test_greedy": greedy,
         "analysis": analysis,
         "test_transcripts": transcripts,
-        "cpu_s": time.process_time() - cpu0,
+        "cpu_s": _cpu_with_children() - cpu0,
     }
 
 

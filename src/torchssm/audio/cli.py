@@ -273,7 +273,9 @@ def _cmd_decode(args) -> int:
         raise ValueError(f"runs repeat: {args.runs}")
     extra = [line for path in args.lm_text or () for line in read_lm_text(path)]
     grid = {"orders": args.orders, "alphas": args.alphas, "betas": args.betas, "beam": args.beam}
-    r = tuned_decoding(args.runs, extra, data_dir=args.data_dir, log=print, log_rows=args.verbose, **grid)
+    r = tuned_decoding(
+        args.runs, extra, data_dir=args.data_dir, log=print, log_rows=args.verbose, workers=args.workers, **grid
+    )
     for rule, v in r["val"].items():
         print(f"val, combine {rule}: best {_metrics(v['best'])}; beam {args.beam} without LM {_metrics(v['no_lm'])}")
     s = r["setting"]
@@ -575,6 +577,12 @@ def register(subparsers) -> None:
     g.add_argument("--beam", type=int, default=GRID_BEAM, help=f"prefix beam width (default {GRID_BEAM})")
     g.add_argument("--out", help="write everything (val grids, choice, test breakdowns) to this JSON file")
     g.add_argument("--verbose", action="store_true", help="print every setting of the val grid as it is scored")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the val grid's settings (default 1; the same result, less wall time on free cores)",
+    )
     g.add_argument("--data-dir")
     g.set_defaults(func=_cmd_decode)
     e = sub.add_parser("kws-ensemble", help="test accuracy of the mean of several spoken_commands checkpoints")
