@@ -521,7 +521,7 @@ class CTCEnsemble(CTCTranscription, AttentionRescoring):
 class SambaCTCHead(CTCTranscription):
     """The CTC head of a hybrid :class:`SambaASR` (``has_ctc``) as a CTC recogniser: ``forward`` gives its
     log-probabilities (b, t', n_ctc), so CTC decoding, language-model grids and ensembles take it as they take a
-    :class:`CTCRecognizer` (its decoder is not used)."""
+    :class:`CTCRecognizer` (CTC decoding leaves its decoder unused; in a :class:`CTCEnsemble` the decoder rescores)."""
 
     def __init__(self, samba: SambaASR):
         super().__init__()
