@@ -847,7 +847,8 @@ def rescoring_decoding(
     beam, alpha, beta = int(setting["beam"]), float(setting["alpha"]), float(setting["beta"])
     heldout = task.extra.get("heldout_words", [])
 
-    log(f"rescoring on val: n-best {beam} of the CTC head, decoder weights {list(decoder_weights)} ...")
+    proposer = "the ensemble" if isinstance(model, CTCEnsemble) else "the CTC head"
+    log(f"rescoring on val: n-best {beam} of {proposer}, decoder weights {list(decoder_weights)} ...")
     val_refs = [task.val[i]["text"] for i in range(len(task.val))]
     val_lists = rescoring_lists(model, task.val, beam, lm, alpha, beta)
     rows = [
