@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 
 import torch
 
@@ -130,7 +131,7 @@ def prefix_beam_search(
     for t in range(logp.shape[0]):
         frame = logp[t].tolist()
         candidates = [c for c, lp in enumerate(frame) if lp >= prune or c == blank]
-        nxt: dict[int, list[float]] = {}
+        nxt: dict[int, list[float]] = {}  # get-or-setdefault below: faster here than a defaultdict (measured)
         for node, (p_b, p_nb) in beams.items():
             total = logaddexp(p_b, p_nb)
             last = trie.last[node]
@@ -156,17 +157,13 @@ def prefix_beam_search(
             total = logaddexp(p[0], p[1])
             if total > -inf:
                 ranked.append((total if fused is None else total + fused.score(node), node, p))
-        ranked.sort(key=_first, reverse=True)  # stable: equal ranks keep that order, as the reference's sort
+        ranked.sort(key=itemgetter(0), reverse=True)  # stable: equal ranks keep that order, as the reference's sort
         beams = {node: (p[0], p[1]) for _, node, p in ranked[:beam]} or {ROOT: (-inf, -inf)}
     final = [(node, rank(node, p) + (0.0 if fused is None else fused.end(node))) for node, p in beams.items()]
     return [(trie.labelling(node), score) for node, score in sorted(final, key=lambda kv: kv[1], reverse=True)]
 
 
 ROOT = 0  # the empty prefix's node in a :class:`_PrefixTrie`
-
-
-def _first(item):
-    return item[0]
 
 
 class _PrefixTrie:
