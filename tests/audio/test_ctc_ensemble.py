@@ -224,6 +224,48 @@ def test_tuned_decoding_chooses_on_val_and_decodes_test_once_with_it(tmp_path, m
     assert set(alone["val"]) == {"prob"} and alone["runs"] == [str(runs[0])]
 
 
+def test_tuned_decoding_chooses_the_beam_on_val_and_reads_the_oracle(tmp_path, monkeypatch):
+    from torchssm.audio.ctc import char_error_rate, oracle_transcripts, prefix_beam_search
+
+    runs = _tuned_pair(tmp_path, monkeypatch)
+    out = asr_train.tuned_decoding(runs, log=str, beams=(4, 2, 1), **GRID)  # 2 is the grid's beam: tried once
+    rule, setting = out["chosen_rule"], out["setting"]
+    assert [r["beam"] for r in out["beam_rows"]] == [2, 4, 1]
+    for row in out["beam_rows"]:
+        at = {k: setting[k] for k in ("lm_order", "alpha", "beta")} | {"beam": row["beam"]}
+        assert row["cer"] == evaluate_checkpoint(runs, "val", combine=rule, **at)["cer"]
+    chosen = min(out["beam_rows"], key=lambda r: (r["cer"], r["wer"], r["beam"]))
+    assert setting["beam"] == chosen["beam"] and out["analysis"]["beam"] == chosen["beam"]
+    assert out["test"]["cer"] == evaluate_checkpoint(runs, "test", combine=rule, **setting)["cer"]
+    ens, lm = load_ctc_ensemble(runs, rule), CharNGramLM(dict.fromkeys(t["text"] for t in toy_asr_task().train), 2)
+    refs, nbest = [], []
+    for item in toy_asr_task().test:
+        x, n = torch.from_numpy(item["audio"])[None], torch.tensor([len(item["audio"])])
+        e = ens(x, n)[0, : int(ens.frame_lengths(n))]
+        found = prefix_beam_search(e, setting["beam"], lm=lm, alpha=setting["alpha"], beta=setting["beta"])
+        refs.append(item["text"])
+        nbest.append([ens.vocab.decode(y) for y, _ in found])
+    assert out["test_oracle"]["cer"] == char_error_rate(refs, oracle_transcripts(refs, nbest)) <= out["test"]["cer"]
+    assert asr_train.tuned_decoding(runs, log=str, **GRID)["beam_rows"] == []  # no more widths: none tried
+    with pytest.raises(ValueError, match="beam widths must be ints >= 1, got 0"):
+        asr_train.tuned_decoding(runs, log=str, beams=(0,), **GRID)
+
+
+def test_tuned_decoding_loads_each_run_once(tmp_path, monkeypatch):
+    runs = _tuned_pair(tmp_path, monkeypatch)
+    loads, tasks = [], []
+    load, task_of = asr_train.load_recognizer, asr_train.checkpoint_task
+    monkeypatch.setattr(asr_train, "load_recognizer", lambda path: loads.append(path) or load(path))
+    monkeypatch.setattr(asr_train, "checkpoint_task", lambda path, data_dir=None: tasks.append(path) or task_of(path))
+    encoded = []
+    emissions = asr_train.ctc_emissions
+    monkeypatch.setattr(asr_train, "ctc_emissions", lambda m, d: encoded.append(len(d)) or emissions(m, d))
+    asr_train.tuned_decoding(runs, log=str, beams=(3,), **GRID)  # two rules, two beams, test, greedy
+    assert list(map(str, loads)) == list(map(str, runs)) and list(map(str, tasks)) == [str(runs[0])]
+    n_val, n_test = len(toy_asr_task().test), len(toy_asr_task().test)
+    assert encoded == [n_val, n_val, n_test, n_test]  # each member encodes val and test once
+
+
 def test_speech_decode_cli(tmp_path, monkeypatch, capsys):
     import json
 
@@ -241,6 +283,13 @@ def test_speech_decode_cli(tmp_path, monkeypatch, capsys):
     assert f"chosen: combine {expected['chosen_rule']}, order {expected['setting']['lm_order']}" in printed
     assert f"test (decoded once): CER {expected['test']['cer']:.4f}" in printed
     assert "val grid: 2 settings at beam 2, combine logprob ..." in printed and "cer=" not in printed  # rows: --verbose
+    assert "chosen: beam 2\n" in printed and "2-best oracle (the floor" in printed
+    assert main(["speech", "decode", *runs, *grid, "--beams", "3", "--out", str(out)]) == 0
+    printed, saved = capsys.readouterr().out, json.loads(out.read_text())
+    assert [r["beam"] for r in saved["beam_rows"]] == [2, 3] and "val, beam 3: CER" in printed
+    assert f"chosen: beam {saved['setting']['beam']}\n" in printed
+    assert main(["speech", "decode", *runs, *grid, "--beams", "0"]) == 2
+    assert "beam widths must be ints >= 1, got 0" in capsys.readouterr().err
     assert main(["speech", "decode", runs[0], runs[0], *grid]) == 2
     assert "runs repeat" in capsys.readouterr().err
     assert main(["speech", "decode", runs[0], str(tmp_path / "absent"), *grid]) == 2

@@ -491,15 +491,28 @@ def analyse_recognizer(
     _, task, model = load_for_decoding(path, data_dir, combine)
     lm = lm_from_task(task, lm_order, extra_texts) if lm_order else None
     ctc = model.members[0] if isinstance(model, CTCEnsemble) else model  # its frame rate is the ensemble's
-    out: dict = {"beam": beam, "lm_order": lm_order, "alpha": alpha, "beta": beta}
+    transcripts = {}
     for split, dataset, limit in (("train", task.train, n_train), ("val", task.val, None), ("test", task.test, None)):
         if dataset is None or (limit is not None and limit < 1):
             continue
-        refs, hyps = transcribe_dataset(model, dataset, beam=beam, limit=limit, lm=lm, alpha=alpha, beta=beta)
+        transcripts[split] = transcribe_dataset(model, dataset, beam=beam, limit=limit, lm=lm, alpha=alpha, beta=beta)
+    setting = {"beam": beam, "lm_order": lm_order, "alpha": alpha, "beta": beta}
+    return setting | transcript_analysis(task, task_cfg, ctc, transcripts)
+
+
+def transcript_analysis(task, task_cfg: dict, ctc, transcripts: dict) -> dict:
+    """:func:`analyse_recognizer`'s breakdowns of the (references, hypotheses) of each split in ``transcripts``
+    ({"train" (its first items), "val", "test"}; test required) of ``task`` (``task_cfg``: the run's saved task
+    section; ``ctc``: the recogniser, or an ensemble's first member, whose frame rate buckets the CER by frame need
+    when it is a :class:`~torchssm.audio.asr.CTCRecognizer`)."""
+    out: dict = {}
+    for split, (refs, hyps) in transcripts.items():
         out[split] = error_rates(refs, hyps)
         if isinstance(ctc, CTCRecognizer) and split != "val":  # CER by how many of its frames CTC needs
+            dataset = getattr(task, split)
             need = ctc_frame_need([dataset[i] for i in range(len(refs))], ctc.cfg.subsampling, vocab=ctc.vocab)
             out[f"{split}_by_frame_need"] = error_rates_by(refs, hyps, [_need_bucket(r) for r in need])
+    refs, hyps = transcripts["test"]
     out["test_word_hits_by_third"] = word_hits_by_position(refs, hyps, 3)
     out["test_transcripts"] = [{"ref": r, "hyp": h} for r, h in zip(refs, hyps)]
     heldout = task.extra.get("heldout_words", [])
@@ -601,42 +614,130 @@ def lm_grid(
     larger one, at beam 8 and 16, is :mod:`~torchssm.audio.lm`'s ``GRID_ORDERS`` / ``GRID_ALPHAS`` / ``GRID_BETAS``
     (:func:`tuned_decoding`'s). ``workers`` > 1: each order's settings shared among that many forked processes
     (:func:`grid_transcripts`; the same rows; "cpu_s" counts theirs too)."""
-    from torchssm.audio.lm import lm_from_task
-
     if split not in ("val", "test", "train"):
         raise ValueError(f"split must be val, test or train, got {split!r}")
     _check_workers(workers)
     cpu0 = _cpu_with_children()
-    ckpt, task, model = load_for_decoding(path, data_dir, combine)
-    if is_hybrid(model):  # a hybrid: its CTC head
-        model = SambaCTCHead(model)
-    if not isinstance(model, (CTCRecognizer, CTCEnsemble, SambaCTCHead)):
-        raise ValueError(
-            f"lm_grid needs a CTC recogniser (or a Samba-ASR one with a CTC head), got {type(model).__name__} at {ckpt}"
-        )
-    dataset = getattr(task, split)
-    if dataset is None or len(dataset) == 0:
-        raise ValueError(f"the task of {ckpt} has no {split} split")
-    emissions = ctc_emissions(model, dataset)
-    refs = [dataset[i]["text"] for i in range(len(dataset))]
+    loaded = LoadedRuns(path, data_dir, extra_texts)
+    out = loaded.grid(split, combine, orders, alphas, betas, beam, log, workers)
+    return out | {"cpu_s": _cpu_with_children() - cpu0}
 
-    def rates(hyps: list[str]) -> dict:
-        return {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps)}
 
-    (plain,) = grid_transcripts(emissions, model.vocab, beam, None, [(0.0, 0.0)])
-    out: dict[str, Any] = {"split": split, "beam": beam, "no_lm": rates(plain), "rows": []}
-    log(f"{split}, beam {beam}, no language model: {_fmt(out['no_lm'])}")
-    for order in orders:
-        lm = lm_from_task(task, order, extra_texts)
-        bits = lm.bits_per_char(refs)
-        settings = [(alpha, beta) for alpha in alphas for beta in betas]
-        for (alpha, beta), hyps in zip(settings, grid_transcripts(emissions, model.vocab, beam, lm, settings, workers)):
-            row = {"order": order, "alpha": alpha, "beta": beta, **rates(hyps), "bits_per_char": bits}
-            out["rows"].append(row)
-            log(_fmt(row))
-    out["best"] = min(out["rows"], key=lambda r: (r["cer"], r["wer"])) if out["rows"] else None
-    out["cpu_s"] = _cpu_with_children() - cpu0
-    return out
+class LoadedRuns:
+    """The run(s) of one decoding loaded once (:func:`load_for_decoding`): ``runs``, ``ckpt`` (the first's checkpoint
+    directory), ``task`` (rebuilt from the data cache), ``members`` (CTC recognisers; a hybrid Samba-ASR run by its
+    CTC head, :class:`~torchssm.audio.asr.SambaCTCHead`) and ``model`` (the recogniser, or the
+    :class:`~torchssm.audio.asr.CTCEnsemble` of several). Each member's emissions on a split are computed once
+    (:func:`ctc_emissions`) and combined under either rule on demand (:meth:`emissions`), as are the language models
+    (:meth:`lm`): the val grids of both rules, the beams and the test decoding of :func:`tuned_decoding` share them."""
+
+    def __init__(self, path, data_dir=None, extra_texts: Sequence[str] = ()):
+        self.runs = [str(p) for p in _runs(path)]
+        self.ckpt, self.task, self.model = load_for_decoding(path, data_dir)
+        model = self.model
+        self.members: list[CTCRecognizer | SambaCTCHead] = []
+        for m in list(model.members) if isinstance(model, CTCEnsemble) else [model]:
+            m = SambaCTCHead(m) if is_hybrid(m) else m
+            if not isinstance(m, (CTCRecognizer, SambaCTCHead)):
+                raise ValueError(
+                    f"decoding with a language-model grid needs a CTC recogniser (or a Samba-ASR one with a CTC "
+                    f"head), got {type(m).__name__} at {self.ckpt}"
+                )
+            self.members.append(m)
+        self.vocab: CharVocabulary = self.members[0].vocab
+        self.extra_texts = list(extra_texts)
+        self._member_emissions: dict[str, list[list[torch.Tensor]]] = {}  # split -> per member, per item (t_i, n_ctc)
+        self._lms: dict[int, Any] = {}  # order -> CharNGramLM
+
+    def dataset(self, split: str):
+        dataset = getattr(self.task, split)
+        if dataset is None or len(dataset) == 0:
+            raise ValueError(f"the task of {self.ckpt} has no {split} split")
+        return dataset
+
+    def references(self, split: str) -> list[str]:
+        dataset = self.dataset(split)
+        return [dataset[i]["text"] for i in range(len(dataset))]
+
+    def emissions(self, split: str, combine: str = "prob") -> list[torch.Tensor]:
+        """Per item of ``split``: the (t_i, n_ctc) log-probabilities of the recogniser, or of the ensemble under
+        ``combine`` (:func:`~torchssm.audio.ctc.combine_emissions` of its members', each member's computed once)."""
+        from torchssm.audio.ctc import check_combine, combine_emissions
+
+        check_combine(combine)
+        if split not in self._member_emissions:
+            self._member_emissions[split] = [ctc_emissions(m, self.dataset(split)) for m in self.members]
+        per_member = self._member_emissions[split]
+        if len(per_member) == 1:
+            return per_member[0]
+        return [combine_emissions(list(items), combine) for items in zip(*per_member)]
+
+    def lm(self, order: int):
+        """The character language model of ``order`` from the training transcripts and ``extra_texts`` (None for 0)."""
+        from torchssm.audio.lm import lm_from_task
+
+        if not order:
+            return None
+        if order not in self._lms:
+            self._lms[order] = lm_from_task(self.task, order, self.extra_texts)
+        return self._lms[order]
+
+    def decoding_model(self, combine: str = "prob"):
+        """The recogniser to decode audio with: the run's own model, or the ensemble of the members under ``combine``
+        (the same modules)."""
+        if isinstance(self.model, CTCEnsemble):
+            return CTCEnsemble(list(self.model.members), combine).eval()
+        return self.model
+
+    def grid(
+        self,
+        split: str,
+        combine: str,
+        orders: Sequence[int],
+        alphas: Sequence[float],
+        betas: Sequence[float],
+        beam: int,
+        log=print,
+        workers: int = 1,
+    ) -> dict:
+        """:func:`lm_grid`'s {"split", "beam", "no_lm", "rows", "best"} on these emissions."""
+        emissions, refs = self.emissions(split, combine), self.references(split)
+
+        def rates(hyps: list[str]) -> dict:
+            return {"cer": char_error_rate(refs, hyps), "wer": word_error_rate(refs, hyps)}
+
+        (plain,) = grid_transcripts(emissions, self.vocab, beam, None, [(0.0, 0.0)])
+        out: dict[str, Any] = {"split": split, "beam": beam, "no_lm": rates(plain), "rows": []}
+        log(f"{split}, beam {beam}, no language model: {_fmt(out['no_lm'])}")
+        for order in orders:
+            lm = self.lm(order)
+            bits = lm.bits_per_char(refs)
+            settings = [(alpha, beta) for alpha in alphas for beta in betas]
+            grid = grid_transcripts(emissions, self.vocab, beam, lm, settings, workers)
+            for (alpha, beta), hyps in zip(settings, grid):
+                row = {"order": order, "alpha": alpha, "beta": beta, **rates(hyps), "bits_per_char": bits}
+                out["rows"].append(row)
+                log(_fmt(row))
+        out["best"] = min(out["rows"], key=lambda r: (r["cer"], r["wer"])) if out["rows"] else None
+        return out
+
+    def nbest(self, split: str, combine: str, setting: dict) -> list[list[str]]:
+        """Per item of ``split``: the transcripts of the prefix beam search's n-best at ``setting`` ({"beam",
+        "lm_order", "alpha", "beta"}), best first (the first is the decoding's transcript)."""
+        from torchssm.audio.ctc import prefix_beam_search
+
+        lm = self.lm(int(setting["lm_order"]))
+        beam, alpha, beta = int(setting["beam"]), float(setting["alpha"]), float(setting["beta"])
+        return [
+            [self.vocab.decode(y) for y, _ in prefix_beam_search(e, beam, lm=lm, alpha=alpha, beta=beta)]
+            for e in self.emissions(split, combine)
+        ]
+
+    def greedy(self, split: str, combine: str = "prob") -> list[str]:
+        """Per item of ``split``: the greedy CTC transcript (best path, collapsed)."""
+        from torchssm.audio.ctc import greedy_decode
+
+        return [self.vocab.decode(greedy_decode(e)) for e in self.emissions(split, combine)]
 
 
 _GRID_INPUTS: tuple | None = None  # (emissions, vocab, beam, lm) of grid_transcripts: forked workers inherit it
@@ -729,23 +830,29 @@ def tuned_decoding(
     log_rows: bool = False,
     decoder_weights: Sequence[float] = DECODER_WEIGHTS,
     workers: int = 1,
+    beams: Sequence[int] = (),
 ) -> dict:
     """The decoding of record of a CTC recogniser (or of the ensemble of a list of them) with its language model
     tuned on val and test decoded once: :func:`lm_grid` on val for every (order, alpha, beta) of the grid at
     ``beam``, for an ensemble under both combine rules ("prob", "logprob"); the lowest val CER (then WER) chooses
-    the rule and the setting; with them test is decoded once and broken down by :func:`analyse_recognizer` (by
-    accent, voice family, held-out words, ...), and greedily (:func:`evaluate_checkpoint`). Returns {"runs",
-    "val": {rule: {"best", "no_lm", "cpu_s"}}, "chosen_rule", "setting", "test", "test_greedy", "analysis",
-    "test_transcripts", "cpu_s"}. ``extra_texts``: more language-model text (e.g.
+    the rule and the setting; with ``beams`` (more widths), val is decoded at that setting with ``beam`` and each of
+    them and the lowest CER (then WER, then the narrower beam) chooses the width ("beam_rows"); with them test is
+    decoded once, broken down by :func:`transcript_analysis` (by accent, voice family, held-out words, ...), read
+    greedily ("test_greedy") and for its n-best oracle ("test_oracle": per utterance the list's transcript closest
+    to the reference, the floor of any rescoring of the lists). Returns {"runs", "val": {rule: {"best", "no_lm",
+    "cpu_s"}}, "chosen_rule", "setting", "beam_rows", "test", "test_greedy", "test_oracle", "analysis",
+    "test_transcripts", "cpu_s"}. Each checkpoint is loaded once and each member encodes val and test once
+    (:class:`LoadedRuns`). ``extra_texts``: more language-model text (e.g.
     :func:`~torchssm.audio.prose.language_model_text`'s). ``log`` gets a line per stage, and with ``log_rows`` one
-    per setting of the grid. ``workers`` > 1: the grid's settings shared among forked processes (:func:`lm_grid`;
-    the same choice and result, less wall time where cores are free).
+    per setting of the grid. ``workers`` > 1: the grid's settings shared among forked processes
+    (:func:`grid_transcripts`; the same choice and result, less wall time where cores are free).
 
     A hybrid Samba-ASR run (``model.ctc_weight`` > 0), alone or among the runs of an ensemble (its CTC head a member),
     is decoded by attention rescoring: the grid above on the CTC head(s), then :func:`rescoring_decoding` at the
-    chosen rule and setting (the decoder's weight chosen on val from ``decoder_weights``; several hybrids: the mean
-    of their decoders' scores); its result adds "rescoring", the test with the language model alone ("test_ctc_lm")
-    and of each decoder alone ("test_decoder_greedy", a list for an ensemble)."""
+    chosen rule and setting (the decoder's weight, and with ``beams`` the width of the n-best lists, chosen on val from
+    ``decoder_weights``; several hybrids: the mean of their decoders' scores); its result adds "rescoring", the test
+    with the language model alone ("test_ctc_lm") and of each decoder alone ("test_decoder_greedy", a list for an
+    ensemble)."""
     cpu0 = _cpu_with_children()
     runs = [str(p) for p in _runs(path)]
     kinds = [_recognizer_kind(run) for run in runs]  # a missing or corrupt checkpoint fails here, before decoding
@@ -755,32 +862,75 @@ def tuned_decoding(
                 f"{run} is a Samba-ASR run without a CTC head (model.ctc_weight 0): its decoder decodes alone "
                 "(torchssm transcribe, evaluate_checkpoint); speech decode needs a CTC head"
             )
-    one = runs[0] if len(runs) == 1 else runs
+    widths = _check_beams(beam, beams)
+    loaded = LoadedRuns(runs[0] if len(runs) == 1 else runs, data_dir, extra_texts)
     rules = ("prob", "logprob") if len(runs) > 1 else ("prob",)  # one model: the rules agree
     val = {}
     for rule in rules:
         log(f"val grid: {len(orders) * len(alphas) * len(betas)} settings at beam {beam}, combine {rule} ...")
         rows_log = log if log_rows else (lambda line: None)
-        grid = lm_grid(one, orders, alphas, betas, beam, "val", data_dir, rows_log, extra_texts, rule, workers)
-        val[rule] = {key: grid[key] for key in ("best", "no_lm", "cpu_s")}
+        rule_cpu0 = _cpu_with_children()
+        grid = loaded.grid("val", rule, orders, alphas, betas, beam, rows_log, workers)
+        val[rule] = {"best": grid["best"], "no_lm": grid["no_lm"], "cpu_s": _cpu_with_children() - rule_cpu0}
     rule = min(rules, key=lambda r: (val[r]["best"]["cer"], val[r]["best"]["wer"]))
     best = val[rule]["best"]
     setting = {"beam": beam, "lm_order": best["order"], "alpha": best["alpha"], "beta": best["beta"]}
-    log(f"chosen on val: combine {rule}, {_fmt(setting)}; decoding test once ...")
     if "hybrid" in kinds:
-        hybrid = rescoring_decoding(one, setting, decoder_weights, extra_texts, data_dir, log, combine=rule)
-        out = {"runs": runs, "val": val, "chosen_rule": rule, "setting": setting, **hybrid}
+        log(f"chosen on val: combine {rule}, {_fmt(setting)}; rescoring ...")
+        hybrid = rescoring_decoding(
+            runs[0] if len(runs) == 1 else runs,
+            setting,
+            decoder_weights,
+            log=log,
+            combine=rule,
+            beams=widths,
+            loaded=loaded,
+        )
+        out = {"runs": runs, "val": val, "chosen_rule": rule, **hybrid}
         return out | {"cpu_s": _cpu_with_children() - cpu0}
-    analysis = analyse_recognizer(one, n_train=0, data_dir=data_dir, extra_texts=extra_texts, combine=rule, **setting)
-    greedy = evaluate_checkpoint(one, "test", beam=1, data_dir=data_dir, combine=rule)
-    out = {"runs": runs, "val": val, "chosen_rule": rule, "setting": setting, "test": analysis["test"]}
+    val_refs, val_hyps, beam_rows = loaded.references("val"), {}, []
+    if len(widths) > 1:
+        log(f"beams on val at that setting: {list(widths)} ...")
+        for width in widths:
+            val_hyps[width] = [hyps[0] for hyps in loaded.nbest("val", rule, setting | {"beam": width})]
+            beam_rows.append({"beam": width, **error_rates(val_refs, val_hyps[width])})
+            log(_fmt(beam_rows[-1]))
+        setting["beam"] = min(beam_rows, key=lambda r: (r["cer"], r["wer"], r["beam"]))["beam"]
+    else:
+        val_hyps[beam] = [hyps[0] for hyps in loaded.nbest("val", rule, setting)]
+    log(f"chosen on val: combine {rule}, {_fmt(setting)}; decoding test once ...")
+    refs, heldout = loaded.references("test"), loaded.task.extra.get("heldout_words", [])
+    nbest = loaded.nbest("test", rule, setting)
+    hyps = [h[0] for h in nbest]
+    analysis = setting | transcript_analysis(
+        loaded.task,
+        saved_task_config(loaded.ckpt)[1],
+        loaded.members[0],
+        {"val": (val_refs, val_hyps[setting["beam"]]), "test": (refs, hyps)},
+    )
     transcripts = analysis.pop("test_transcripts")
-    return out | {
-        "test_greedy": greedy,
+    return {
+        "runs": runs,
+        "val": val,
+        "chosen_rule": rule,
+        "setting": setting,
+        "beam_rows": beam_rows,
+        "test": analysis["test"],
+        "test_greedy": error_rates(refs, loaded.greedy("test", rule), heldout),
+        "test_oracle": error_rates(refs, oracle_transcripts(refs, nbest), heldout),
         "analysis": analysis,
         "test_transcripts": transcripts,
         "cpu_s": _cpu_with_children() - cpu0,
     }
+
+
+def _check_beams(beam: int, beams: Sequence[int]) -> tuple[int, ...]:
+    """(``beam``, then each width of ``beams`` not equal to it), in order; ValueError for a width below 1."""
+    widths = tuple(dict.fromkeys([beam, *beams]))
+    for width in widths:
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"beam widths must be ints >= 1, got {width!r}")
+    return widths
 
 
 def _recognizer_kind(path) -> str:
@@ -827,38 +977,44 @@ def rescoring_decoding(
     data_dir=None,
     log=print,
     combine: str = "prob",
+    beams: Sequence[int] = (),
+    loaded: LoadedRuns | None = None,
 ) -> dict:
     """Attention rescoring of the hybrid Samba-ASR run at ``path`` (or of the ensemble of a list of runs with at least
     one hybrid among them, ``combine``: :func:`load_for_decoding`) with the CTC search ``setting`` ({"beam",
     "lm_order", "alpha", "beta"}, e.g. :func:`lm_grid`'s choice on val): on val, the CER / WER of every weight of
     ``decoder_weights`` (the n-best lists and decoder scores computed once, :func:`rescoring_lists`), the lowest CER
-    (then WER, then the smaller weight) chosen; test decoded once, read at that weight and at 0 (the CTC search with
-    the language model alone). Returns {"rescoring": {"rows", "decoder_weight"}, "test", "test_ctc_lm",
+    (then WER, then the smaller weight) chosen; with ``beams`` (more widths than the setting's), the lists of each
+    width are scored so and the width chosen with the weight (lowest CER, then WER, then the narrower beam, then the
+    smaller weight); test decoded once, read at that weight and at 0 (the CTC search with the language model alone).
+    Returns {"setting" (with the chosen beam), "rescoring": {"rows", "decoder_weight"}, "test", "test_ctc_lm",
     "test_oracle" (the n-best oracle: per utterance the list's hypothesis closest to the reference, the floor of
     any rescoring), "test_greedy" (the CTC head or the ensemble), "test_decoder_greedy" (one hybrid: its decoder
-    alone; an ensemble: a list, one per hybrid member), "analysis" (test by accent / family / sentence)}."""
-    from torchssm.audio.lm import lm_from_task
-
-    ckpt, task, model = load_for_decoding(path, data_dir, combine)
+    alone; an ensemble: a list, one per hybrid member), "analysis" (test by accent / family / sentence)}.
+    ``loaded``: the runs already loaded (:class:`LoadedRuns`, :func:`tuned_decoding`'s; ``path``, ``extra_texts`` and
+    ``data_dir`` are then its)."""
+    loaded = loaded or LoadedRuns(path, data_dir, extra_texts)
+    ckpt, task, model = loaded.ckpt, loaded.task, loaded.decoding_model(combine)
     if not can_rescore(model):
         raise ValueError(f"rescoring needs a Samba-ASR run with a CTC head (model.ctc_weight > 0), got {ckpt}")
-    order = int(setting["lm_order"])
-    lm = lm_from_task(task, order, extra_texts) if order else None
-    beam, alpha, beta = int(setting["beam"]), float(setting["alpha"]), float(setting["beta"])
+    lm = loaded.lm(int(setting["lm_order"]))
+    alpha, beta = float(setting["alpha"]), float(setting["beta"])
+    widths = _check_beams(int(setting["beam"]), beams)
     heldout = task.extra.get("heldout_words", [])
 
     proposer = "the ensemble" if isinstance(model, CTCEnsemble) else "the CTC head"
-    log(f"rescoring on val: n-best {beam} of {proposer}, decoder weights {list(decoder_weights)} ...")
-    val_refs = [task.val[i]["text"] for i in range(len(task.val))]
-    val_lists = rescoring_lists(model, task.val, beam, lm, alpha, beta)
-    rows = [
-        {"decoder_weight": w, **error_rates(val_refs, rescored_transcripts(val_lists, model.vocab, w), heldout)}
-        for w in decoder_weights
-    ]
-    chosen = min(rows, key=lambda r: (r["cer"], r["wer"], r["decoder_weight"]))
-    weight = float(chosen["decoder_weight"])
-    log(f"chosen on val: decoder weight {weight} ({_fmt(chosen)}); decoding test once ...")
-    refs = [task.test[i]["text"] for i in range(len(task.test))]
+    log(f"rescoring on val: n-best {list(widths)} of {proposer}, decoder weights {list(decoder_weights)} ...")
+    val_refs = loaded.references("val")
+    rows = []
+    for width in widths:
+        val_lists = rescoring_lists(model, task.val, width, lm, alpha, beta)
+        for w in decoder_weights:
+            hyps = rescored_transcripts(val_lists, model.vocab, w)
+            rows.append({"beam": width, "decoder_weight": w, **error_rates(val_refs, hyps, heldout)})
+    chosen = min(rows, key=lambda r: (r["cer"], r["wer"], r["beam"], r["decoder_weight"]))
+    weight, beam = float(chosen["decoder_weight"]), int(chosen["beam"])
+    log(f"chosen on val: beam {beam}, decoder weight {weight} ({_fmt(chosen)}); decoding test once ...")
+    refs = loaded.references("test")
     test_lists = rescoring_lists(model, task.test, beam, lm, alpha, beta)
     hyps = rescored_transcripts(test_lists, model.vocab, weight)
     ctc_lm_hyps = rescored_transcripts(test_lists, model.vocab, 0.0)
@@ -867,17 +1023,16 @@ def rescoring_decoding(
     analysis = {"test": error_rates(refs, hyps, heldout), **breakdowns_of_test(task_cfg, refs, hyps, heldout)}
     analysis["test_ctc_lm"] = breakdowns_of_test(task_cfg, refs, ctc_lm_hyps, heldout)
     if isinstance(model, CTCEnsemble):
-        greedy = evaluate_asr(model, task.test, heldout, beam=1)
         decoders: dict | list = [evaluate_asr(decoder, task.test, heldout, beam=1) for decoder in model.decoders]
     else:
-        greedy = evaluate_asr(SambaCTCHead(cast(SambaASR, model)), task.test, heldout, beam=1)
         decoders = evaluate_asr(cast(SambaASR, model), task.test, heldout, beam=1)
     return {
+        "setting": setting | {"beam": beam},
         "rescoring": {"rows": rows, "decoder_weight": weight},
         "test": analysis["test"],
         "test_ctc_lm": error_rates(refs, ctc_lm_hyps, heldout),
         "test_oracle": error_rates(refs, oracle_transcripts(refs, nbest), heldout),
-        "test_greedy": greedy,
+        "test_greedy": error_rates(refs, loaded.greedy("test", combine), heldout),
         "test_decoder_greedy": decoders,
         "test_transcripts": [{"ref": r, "hyp": h, "ctc_lm": c} for r, h, c in zip(refs, hyps, ctc_lm_hyps)],
         "analysis": analysis,

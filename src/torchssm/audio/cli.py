@@ -274,7 +274,14 @@ def _cmd_decode(args) -> int:
     extra = [line for path in args.lm_text or () for line in read_lm_text(path)]
     grid = {"orders": args.orders, "alphas": args.alphas, "betas": args.betas, "beam": args.beam}
     r = tuned_decoding(
-        args.runs, extra, data_dir=args.data_dir, log=print, log_rows=args.verbose, workers=args.workers, **grid
+        args.runs,
+        extra,
+        data_dir=args.data_dir,
+        log=print,
+        log_rows=args.verbose,
+        workers=args.workers,
+        beams=args.beams or (),
+        **grid,
     )
     for rule, v in r["val"].items():
         print(f"val, combine {rule}: best {_metrics(v['best'])}; beam {args.beam} without LM {_metrics(v['no_lm'])}")
@@ -282,7 +289,8 @@ def _cmd_decode(args) -> int:
     print(f"chosen: combine {r['chosen_rule']}, order {s['lm_order']}, alpha {s['alpha']}, beta {s['beta']}")
     if "rescoring" in r:  # a hybrid Samba-ASR run (or an ensemble with one): CTC proposes, the decoder(s) rescore
         ctc = "the CTC head" if len(r["runs"]) == 1 else "the ensemble"
-        print(f"chosen: decoder weight {r['rescoring']['decoder_weight']} (attention rescoring of {ctc}'s n-best)")
+        weight = r["rescoring"]["decoder_weight"]
+        print(f"chosen: beam {s['beam']}, decoder weight {weight} (attention rescoring of {ctc}'s n-best)")
         print(f"test (decoded once): {_metrics(r['test'])}; {ctc} + LM alone {_metrics(r['test_ctc_lm'])}")
         print(f"n-best oracle (the floor of any rescoring of these lists): {_metrics(r['test_oracle'])}")
         decoders = r["test_decoder_greedy"]
@@ -290,7 +298,11 @@ def _cmd_decode(args) -> int:
         alone = "; ".join(f"the decoder {_metrics(m)}" for m in decoders)
         print(f"greedy: {ctc} {_metrics(r['test_greedy'])}; {alone}")
     else:
+        for row in r["beam_rows"]:
+            print(f"val, beam {row['beam']}: {_metrics(row)}")
+        print(f"chosen: beam {s['beam']}")
         print(f"test (decoded once): {_metrics(r['test'])}; greedy {_metrics(r['test_greedy'])}")
+        print(f"{s['beam']}-best oracle (the floor of any rescoring of these lists): {_metrics(r['test_oracle'])}")
     for group in ("test_by_accent", "test_by_sentence"):
         if group in r["analysis"]:
             rates = ", ".join(f"{k} {v['cer']:.4f}" for k, v in r["analysis"][group].items())
@@ -575,6 +587,13 @@ def register(subparsers) -> None:
         tried = f"{what} tried on val (default {' '.join(map(str, values))})"
         g.add_argument(flag, type=kind, nargs="+", default=list(values), help=tried)
     g.add_argument("--beam", type=int, default=GRID_BEAM, help=f"prefix beam width (default {GRID_BEAM})")
+    g.add_argument(
+        "--beams",
+        type=int,
+        nargs="+",
+        help="more beam widths tried on val at the chosen language-model setting (e.g. 32 64; a hybrid: with the "
+        "decoder weight); the lowest val CER chooses the width (default: --beam only)",
+    )
     g.add_argument("--out", help="write everything (val grids, choice, test breakdowns) to this JSON file")
     g.add_argument("--verbose", action="store_true", help="print every setting of the val grid as it is scored")
     g.add_argument(
