@@ -57,6 +57,7 @@ from torchssm.audio.asr import (
 )
 from torchssm.audio.ctc import char_error_rate, heldout_word_cer, oracle_transcripts, word_error_rate
 from torchssm.audio.lm import GRID_ALPHAS, GRID_BEAM, GRID_BETAS, GRID_ORDERS
+from torchssm.audio.progress import progress
 from torchssm.audio.text import CharVocabulary
 
 # the decoder weights of attention rescoring tried on val (:func:`rescoring_decoding`; 0: the CTC search alone):
@@ -580,7 +581,8 @@ def ctc_emissions(model: CTCTranscription, dataset, batch_size: int = 8) -> list
     model.eval()
     out: list[torch.Tensor] = []
     try:
-        for start in range(0, len(dataset), batch_size):
+        starts = range(0, len(dataset), batch_size)
+        for start in progress(starts, len(starts), f"encoding {len(dataset)} utterances"):
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             batch = collate(items, model.vocab)
             log_probs = model(batch["audio"], batch["audio_lengths"])
@@ -728,9 +730,10 @@ class LoadedRuns:
 
         lm = self.lm(int(setting["lm_order"]))
         beam, alpha, beta = int(setting["beam"]), float(setting["alpha"]), float(setting["beta"])
+        emissions = self.emissions(split, combine)
         return [
             [self.vocab.decode(y) for y, _ in prefix_beam_search(e, beam, lm=lm, alpha=alpha, beta=beta)]
-            for e in self.emissions(split, combine)
+            for e in progress(emissions, len(emissions), f"{split}, beam {beam}")
         ]
 
     def greedy(self, split: str, combine: str = "prob") -> list[str]:
@@ -765,11 +768,13 @@ def grid_transcripts(
     if n > 1 and "fork" not in multiprocessing.get_all_start_methods():
         raise ValueError("workers > 1 needs the fork start method (Linux); use workers=1")
     _GRID_INPUTS = (emissions, vocab, beam, lm)
+    desc = f"beam {beam}, {'no LM' if lm is None else f'LM order {lm.order}'}: settings"
     try:
         if n <= 1:
-            return [_grid_setting(setting) for setting in settings]
+            return [_grid_setting(setting) for setting in progress(settings, len(settings), desc)]
         with multiprocessing.get_context("fork").Pool(n) as pool:
-            return pool.map(_grid_setting, list(settings), chunksize=1)
+            results = pool.imap(_grid_setting, list(settings), chunksize=1)  # in order
+            return list(progress(results, len(settings), desc))
     finally:
         _GRID_INPUTS = None
 
@@ -956,7 +961,7 @@ def rescoring_lists(
     decoder log-probability)."""
     cast(nn.Module, model).eval()
     out = []
-    for i in range(len(dataset)):
+    for i in progress(range(len(dataset)), len(dataset), f"n-best {beam} and decoder scores"):
         batch = collate([dataset[i]], model.vocab)
         out += model.scored_nbest(batch["audio"], batch["audio_lengths"], beam, lm, alpha, beta)
     return out

@@ -72,7 +72,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
@@ -92,6 +91,7 @@ from torchssm.audio.espeak import (
     default_engine,
     voice_name,
 )
+from torchssm.audio.progress import progress
 from torchssm.audio.text import CharVocabulary
 from torchssm.checks import unit_interval
 from torchssm.data.loaders import TensorDictDataset, resolve_data_dir, save_npz_atomic
@@ -289,14 +289,6 @@ def speak(
     return (speech * (peak / np.abs(speech).max())).astype(np.float32)
 
 
-def _progress(iterable, total: int, desc: str):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, leave=False, disable=total < 50 or not sys.stderr.isatty())
-
-
 def _to_int16(x: np.ndarray) -> np.ndarray:
     return np.round(np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
 
@@ -435,7 +427,7 @@ def generate_commands(
     clips = np.stack(
         [
             _to_int16(command_clip(seed, sid, i, reverb, voice_split, variants, accents, words))
-            for i in _progress(range(n), n, f"spoken_commands {split}")
+            for i in progress(range(n), n, f"spoken_commands {split}", least=50)
         ]
     )
     arrays = {"clips": clips, "labels": np.arange(n, dtype=np.int64) % len(classes)}
@@ -697,7 +689,7 @@ def generate_sentences(
                 utterance_accent(seed, sid, i, copy, accent_augment),
             )
         )
-        for i, t in _progress(enumerate(texts), len(texts), desc)
+        for i, t in progress(enumerate(texts), len(texts), desc, least=50)
     ]
     arrays = {"audio": np.concatenate(clips), "offsets": np.cumsum([0] + [len(c) for c in clips]).astype(np.int64)}
     save_npz_atomic(path, **arrays)
