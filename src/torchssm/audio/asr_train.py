@@ -83,11 +83,15 @@ class ASRTrainConfig:
     test_limit: int = 0  # decode only the first N test utterances (0: all)
     speed_perturb: tuple = ()  # speed factors drawn per utterance and epoch (Ko et al. 2015: 0.9, 1.0, 1.1)
     init_encoder_from: str = ""  # a recogniser checkpoint whose encoder weights start this model's encoder
+    keep_checkpoints: int = 3  # also keep the last K epochs in checkpoints/epoch-N (torchssm speech average)
 
     def __post_init__(self):
         from torchssm.audio.dsp import check_speed_factors
 
         self.speed_perturb = check_speed_factors(self.speed_perturb, "train.speed_perturb")
+        k = self.keep_checkpoints
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"train.keep_checkpoints must be an int >= 0 (epochs kept), got {k!r}")
 
 
 def _dataclass_from(cls, data: dict, what: str):
@@ -291,7 +295,8 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
     that was never stopped ends."""
     from torchssm.bench.common import environment
     from torchssm.data.registry import build_task
-    from torchssm.train.checkpoint import save_checkpoint
+    from torchssm.runs import SNAPSHOTS
+    from torchssm.train.checkpoint import prune_checkpoints, save_checkpoint, snapshot_checkpoint
     from torchssm.train.optim import build_optimizer
     from torchssm.train.schedule import build_scheduler
 
@@ -399,6 +404,9 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
                 history=history,
                 environment=host,
             )
+            if tc.keep_checkpoints > 0 and "epoch_batches" not in record:  # snapshots are of whole epochs
+                snapshot_checkpoint(out_dir / "last", out_dir / SNAPSHOTS / f"epoch-{epoch + 1:06d}")
+                prune_checkpoints(out_dir / SNAPSHOTS, tc.keep_checkpoints)
             if stopped_early:
                 log(f"stopped after {tc.max_cpu_minutes} CPU minutes (train.max_cpu_minutes) in epoch {epoch + 1}")
                 break
@@ -415,6 +423,63 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
         return result
     finally:
         torch.set_num_threads(threads)
+
+
+def asr_snapshots(run_dir, epochs: Sequence[int] | None = None) -> list[Path]:
+    """The epoch checkpoints ``<run_dir>/checkpoints/epoch-NNNNNN`` a recogniser run kept (``train.keep_checkpoints``)
+    of ``epochs`` (default: all kept), oldest first."""
+    from torchssm.runs import SNAPSHOTS
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "last").is_dir():
+        raise ValueError(f"{run_dir} is not a recogniser run directory (no last/ checkpoint in it)")
+    kept = {int(p.name.split("-", 1)[1]): p for p in sorted((run_dir / SNAPSHOTS).glob("epoch-*")) if p.is_dir()}
+    wanted = sorted(kept) if epochs is None else list(epochs)
+    absent = [e for e in wanted if e not in kept]
+    if absent:
+        raise ValueError(
+            f"{run_dir} kept no checkpoint of epoch(s) {absent} (kept: {sorted(kept) or 'none'}; "
+            "train.keep_checkpoints sets how many)"
+        )
+    return [kept[e] for e in wanted]
+
+
+def average_asr_checkpoints(checkpoints, out, epochs: Sequence[int] | None = None, overwrite: bool = False) -> Path:
+    """Checkpoint averaging of one recogniser run: the uniform mean of the weights of ``checkpoints`` (a run directory:
+    its kept epochs ``epochs``, default all; or a list of checkpoint directories of one run, at least two) written
+    as a checkpoint directory ``out`` (the last one's config, epoch and history; ``averaged_from`` in its sidecar)
+    that ``speech decode``, ``transcribe`` and ensembles read as any. The mean of points of one training
+    trajectory, SWA's averaging step (Izmailov et al. 2018, Sec. 3.2), as ASR recipes average their last epochs
+    (e.g. ESPnet's ``average_nbest_models``; the number of epochs is the user's choice). The recognisers normalise
+    by LayerNorm only, so there are no batch-norm statistics to re-estimate
+    (:func:`torchssm.train.averaging.average_checkpoints` checks the weights and the model configs)."""
+    from torchssm.train.averaging import average_checkpoints, has_batch_norm
+    from torchssm.train.checkpoint import SIDECAR, read_checkpoint_state, save_checkpoint
+
+    paths = asr_snapshots(checkpoints, epochs) if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints)
+    paths = [Path(p) for p in paths]
+    out = Path(out)
+    if len(paths) < 2:
+        raise ValueError(f"checkpoint averaging needs at least 2 checkpoints, got {[str(p) for p in paths]}")
+    if (out / SIDECAR).exists() and not overwrite:
+        raise ValueError(f"{out} already holds a checkpoint (overwrite=True / --overwrite replaces it)")
+    if out.resolve() in {p.resolve() for p in paths}:
+        raise ValueError(f"the output {out} is one of the checkpoints averaged")
+    weights = average_checkpoints(paths)  # equal model configs, intact files
+    model = load_recognizer(paths[-1])
+    if has_batch_norm(model):
+        raise ValueError(f"{paths[-1]} has batch norms, whose statistics averaging would leave stale")
+    model.load_state_dict(weights)
+    state = read_checkpoint_state(paths[-1])
+    save_checkpoint(
+        out,
+        model,
+        config=state["config"],
+        epoch=state.get("epoch"),
+        history=state.get("history"),
+        averaged_from=[str(p) for p in paths],
+    )
+    return out
 
 
 def _has_ctc_loss(model) -> bool:

@@ -1,10 +1,11 @@
-"""``torchssm transcribe`` and ``torchssm speech {say, phonemes, train, lm-text, decode, kws-baseline, snr-sweep,
-kws-ensemble, kws-detection, spot}``.
+"""``torchssm transcribe`` and ``torchssm speech {say, phonemes, train, average, lm-text, decode, kws-baseline,
+snr-sweep, kws-ensemble, kws-detection, spot}``.
 
 torchssm speech say "stop" --voice en-us+m3 --out stop.wav      eSpeak NG speech at 16 kHz
     [--accent-seed 4] [--accent TRAP=E ...]                        in a virtual accent (audio.accents)
 torchssm speech phonemes "the bath" --voice en-us en-us-nyc [--ipa]  eSpeak NG's phonemes, voice by voice
 torchssm speech train --preset audio/asr_ctc [--resume]          train a recogniser (asr_train)
+torchssm speech average runs/asr_ctc [--epochs 5 6]             one recogniser: the mean of its kept epochs' weights
 torchssm speech lm-text --checkpoint runs/asr_ctc --out lm.txt   more LM text, none of the run's val / test (prose)
 torchssm speech decode runs/a [runs/b ...] --lm-text lm.txt      LM tuned on val, test decoded once (tuned_decoding)
 torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4] [--lm [ORDER]]
@@ -246,6 +247,17 @@ def _cmd_snr_sweep(args) -> int:
         return 0
     for snr, acc in snr_sweep(args.checkpoint, args.snr, data_dir=args.data_dir).items():
         print(f"snr {snr:g} dB: test accuracy {acc:.4f}")
+    return 0
+
+
+def _cmd_average(args) -> int:
+    from torchssm.audio.asr_train import asr_snapshots, average_asr_checkpoints
+
+    paths = asr_snapshots(args.run, args.epochs)
+    epochs = [int(p.name.split("-", 1)[1]) for p in paths]
+    out = Path(args.out) if args.out else Path(args.run) / f"averaged-epochs-{'-'.join(map(str, epochs))}"
+    average_asr_checkpoints(paths, out, overwrite=args.overwrite)
+    print(f"averaged the weights of epochs {epochs} of {args.run} -> {out} (speech decode / transcribe read it)")
     return 0
 
 
@@ -560,6 +572,14 @@ def register(subparsers) -> None:
     w.add_argument("--snr", type=float, nargs="+", default=[0.0, 5.0, 10.0, 15.0, 20.0])
     w.add_argument("--data-dir")
     w.set_defaults(func=_cmd_snr_sweep)
+    a = sub.add_parser(
+        "average", help="checkpoint averaging: one recogniser whose weights are the mean of a run's kept epochs"
+    )
+    a.add_argument("run", help="a recogniser run directory (its checkpoints/epoch-N, train.keep_checkpoints)")
+    a.add_argument("--epochs", type=int, nargs="+", help="the epochs to average (default: every one kept)")
+    a.add_argument("--out", help="the checkpoint directory to write (default RUN/averaged-epochs-...)")
+    a.add_argument("--overwrite", action="store_true", help="replace a checkpoint already at --out")
+    a.set_defaults(func=_cmd_average)
     m = sub.add_parser(
         "lm-text", help="more language-model text for a spoken_sentences recogniser, without its val / test sentences"
     )
