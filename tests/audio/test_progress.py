@@ -33,3 +33,17 @@ def test_the_decoding_grid_draws_its_settings(monkeypatch):
     emissions = [torch.log_softmax(torch.randn(6, len(CharVocabulary().alphabet) + 1), -1)]
     hyps = asr_train.grid_transcripts(emissions, CharVocabulary(), 2, None, [(0.0, 0.0), (0.0, 0.0)])
     assert len(hyps) == 2 and "beam 2, no LM: settings" in terminal.getvalue()
+
+
+def test_training_a_recogniser_draws_its_epochs(tmp_path, monkeypatch):
+    from _speech_common import toy_asr_task
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    config = {
+        "task": {"name": "toy"},
+        "model": {"kind": "ctc", "d_model": 16, "n_layers": 1, "n_mels": 16, "layer_kwargs": {"d_state": 4}},
+        "train": {"epochs": 1, "batch_size": 4, "out_dir": str(tmp_path / "run"), "test_beam": 1},
+    }
+    asr_train.train_asr(config, task=toy_asr_task(), log=str)
+    assert "epoch 1/1" in terminal.getvalue()

@@ -353,7 +353,7 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
                 for batch_index in batches[:skip]:
                     speed_picks(len(batch_index), tc.speed_perturb, order)
             trained = skip
-            for batch_index in batches[skip:]:
+            for batch_index in progress(batches[skip:], len(batches) - skip, f"epoch {epoch + 1}/{tc.epochs}"):
                 items = [task.train[i] for i in batch_index]
                 if tc.speed_perturb:
                     items = perturb_speed(items, tc.speed_perturb, order)
