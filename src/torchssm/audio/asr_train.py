@@ -428,20 +428,12 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
 def asr_snapshots(run_dir, epochs: Sequence[int] | None = None) -> list[Path]:
     """The epoch checkpoints ``<run_dir>/checkpoints/epoch-NNNNNN`` a recogniser run kept (``train.keep_checkpoints``)
     of ``epochs`` (default: all kept), oldest first."""
-    from torchssm.runs import SNAPSHOTS
+    from torchssm.train.averaging import kept_snapshots
 
     run_dir = Path(run_dir)
     if not (run_dir / "last").is_dir():
         raise ValueError(f"{run_dir} is not a recogniser run directory (no last/ checkpoint in it)")
-    kept = {int(p.name.split("-", 1)[1]): p for p in sorted((run_dir / SNAPSHOTS).glob("epoch-*")) if p.is_dir()}
-    wanted = sorted(kept) if epochs is None else list(epochs)
-    absent = [e for e in wanted if e not in kept]
-    if absent:
-        raise ValueError(
-            f"{run_dir} kept no checkpoint of epoch(s) {absent} (kept: {sorted(kept) or 'none'}; "
-            "train.keep_checkpoints sets how many)"
-        )
-    return [kept[e] for e in wanted]
+    return kept_snapshots(run_dir, epochs)
 
 
 def average_asr_checkpoints(checkpoints, out, epochs: Sequence[int] | None = None, overwrite: bool = False) -> Path:
@@ -453,18 +445,15 @@ def average_asr_checkpoints(checkpoints, out, epochs: Sequence[int] | None = Non
     (e.g. ESPnet's ``average_nbest_models``; the number of epochs is the user's choice). The recognisers normalise
     by LayerNorm only, so there are no batch-norm statistics to re-estimate
     (:func:`torchssm.train.averaging.average_checkpoints` checks the weights and the model configs)."""
-    from torchssm.train.averaging import average_checkpoints, has_batch_norm
-    from torchssm.train.checkpoint import SIDECAR, read_checkpoint_state, save_checkpoint
+    from torchssm.train.averaging import average_checkpoints, check_average_output, has_batch_norm
+    from torchssm.train.checkpoint import read_checkpoint_state, save_checkpoint
 
     paths = asr_snapshots(checkpoints, epochs) if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints)
     paths = [Path(p) for p in paths]
     out = Path(out)
     if len(paths) < 2:
         raise ValueError(f"checkpoint averaging needs at least 2 checkpoints, got {[str(p) for p in paths]}")
-    if (out / SIDECAR).exists() and not overwrite:
-        raise ValueError(f"{out} already holds a checkpoint (overwrite=True / --overwrite replaces it)")
-    if out.resolve() in {p.resolve() for p in paths}:
-        raise ValueError(f"the output {out} is one of the checkpoints averaged")
+    check_average_output(out, paths, overwrite)
     weights = average_checkpoints(paths)  # equal model configs, intact files
     model = load_recognizer(paths[-1])
     if has_batch_norm(model):
@@ -675,7 +664,7 @@ def lm_grid(
     ``combine``, :func:`load_for_decoding`; or of the CTC head of a hybrid Samba-ASR run) tried on one split (tune
     on ``val``): for every (order, alpha, beta), the CER / WER of the prefix beam search (``beam``) with the character
     language model of that order built from the run's TRAINING transcripts (:mod:`torchssm.audio.lm`);
-    also the same beam without the model. Returns {"rows", "best" (lowest CER, then WER), "no_lm",
+    also the same beam without the model. Returns {"rows", "best" (lowest CER, then WER), "best_transcripts", "no_lm",
     "cpu_s"}; the emissions are computed once; ``extra_texts``: more sentences for the language model
     (:func:`~torchssm.audio.lm.lm_from_task`). The default grid is session 11's (RESULTS.md, Speech); session 12's
     larger one, at beam 8 and 16, is :mod:`~torchssm.audio.lm`'s ``GRID_ORDERS`` / ``GRID_ALPHAS`` / ``GRID_BETAS``
@@ -691,7 +680,7 @@ def lm_grid(
 
 
 class LoadedRuns:
-    """The run(s) of one decoding loaded once (:func:`load_for_decoding`): ``runs``, ``ckpt`` (the first's checkpoint
+    """The run(s) of one decoding loaded once (:func:`load_for_decoding`): ``ckpt`` (the first's checkpoint
     directory), ``task`` (rebuilt from the data cache), ``members`` (CTC recognisers; a hybrid Samba-ASR run by its
     CTC head, :class:`~torchssm.audio.asr.SambaCTCHead`) and ``model`` (the recogniser, or the
     :class:`~torchssm.audio.asr.CTCEnsemble` of several). Each member's emissions on a split are computed once
@@ -699,7 +688,6 @@ class LoadedRuns:
     (:meth:`lm`): the val grids of both rules, the beams and the test decoding of :func:`tuned_decoding` share them."""
 
     def __init__(self, path, data_dir=None, extra_texts: Sequence[str] = ()):
-        self.runs = [str(p) for p in _runs(path)]
         self.ckpt, self.task, self.model = load_for_decoding(path, data_dir)
         model = self.model
         self.members: list[CTCRecognizer | SambaCTCHead] = []
@@ -767,7 +755,8 @@ class LoadedRuns:
         log=print,
         workers: int = 1,
     ) -> dict:
-        """:func:`lm_grid`'s {"split", "beam", "no_lm", "rows", "best"} on these emissions."""
+        """:func:`lm_grid`'s {"split", "beam", "no_lm", "rows", "best"} on these emissions, with "best_transcripts"
+        (those of the best row, for its caller to reuse instead of decoding them again)."""
         emissions, refs = self.emissions(split, combine), self.references(split)
 
         def rates(hyps: list[str]) -> dict:
@@ -776,6 +765,7 @@ class LoadedRuns:
         (plain,) = grid_transcripts(emissions, self.vocab, beam, None, [(0.0, 0.0)])
         out: dict[str, Any] = {"split": split, "beam": beam, "no_lm": rates(plain), "rows": []}
         log(f"{split}, beam {beam}, no language model: {_fmt(out['no_lm'])}")
+        transcripts = []  # per row
         for order in orders:
             lm = self.lm(order)
             bits = lm.bits_per_char(refs)
@@ -784,8 +774,11 @@ class LoadedRuns:
             for (alpha, beta), hyps in zip(settings, grid):
                 row = {"order": order, "alpha": alpha, "beta": beta, **rates(hyps), "bits_per_char": bits}
                 out["rows"].append(row)
+                transcripts.append(hyps)
                 log(_fmt(row))
-        out["best"] = min(out["rows"], key=lambda r: (r["cer"], r["wer"])) if out["rows"] else None
+        best = min(range(len(out["rows"])), key=lambda i: (out["rows"][i]["cer"], out["rows"][i]["wer"]), default=None)
+        out["best"] = None if best is None else out["rows"][best]
+        out["best_transcripts"] = None if best is None else transcripts[best]
         return out
 
     def nbest(self, split: str, combine: str, setting: dict) -> list[list[str]]:
@@ -935,13 +928,14 @@ def tuned_decoding(
     widths = _check_beams(beam, beams)
     loaded = LoadedRuns(runs[0] if len(runs) == 1 else runs, data_dir, extra_texts)
     rules = ("prob", "logprob") if len(runs) > 1 else ("prob",)  # one model: the rules agree
-    val = {}
+    val, val_best_hyps = {}, {}
     for rule in rules:
         log(f"val grid: {len(orders) * len(alphas) * len(betas)} settings at beam {beam}, combine {rule} ...")
         rows_log = log if log_rows else (lambda line: None)
         rule_cpu0 = _cpu_with_children()
         grid = loaded.grid("val", rule, orders, alphas, betas, beam, rows_log, workers)
         val[rule] = {"best": grid["best"], "no_lm": grid["no_lm"], "cpu_s": _cpu_with_children() - rule_cpu0}
+        val_best_hyps[rule] = grid["best_transcripts"]
     rule = min(rules, key=lambda r: (val[r]["best"]["cer"], val[r]["best"]["wer"]))
     best = val[rule]["best"]
     setting = {"beam": beam, "lm_order": best["order"], "alpha": best["alpha"], "beta": best["beta"]}
@@ -958,16 +952,15 @@ def tuned_decoding(
         )
         out = {"runs": runs, "val": val, "chosen_rule": rule, **hybrid}
         return out | {"cpu_s": _cpu_with_children() - cpu0}
-    val_refs, val_hyps, beam_rows = loaded.references("val"), {}, []
+    val_refs, val_hyps, beam_rows = loaded.references("val"), {beam: val_best_hyps[rule]}, []
     if len(widths) > 1:
         log(f"beams on val at that setting: {list(widths)} ...")
         for width in widths:
-            val_hyps[width] = [hyps[0] for hyps in loaded.nbest("val", rule, setting | {"beam": width})]
+            if width not in val_hyps:
+                val_hyps[width] = [hyps[0] for hyps in loaded.nbest("val", rule, setting | {"beam": width})]
             beam_rows.append({"beam": width, **error_rates(val_refs, val_hyps[width])})
             log(_fmt(beam_rows[-1]))
         setting["beam"] = min(beam_rows, key=lambda r: (r["cer"], r["wer"], r["beam"]))["beam"]
-    else:
-        val_hyps[beam] = [hyps[0] for hyps in loaded.nbest("val", rule, setting)]
     log(f"chosen on val: combine {rule}, {_fmt(setting)}; decoding test once ...")
     refs, heldout = loaded.references("test"), loaded.task.extra.get("heldout_words", [])
     nbest = loaded.nbest("test", rule, setting)

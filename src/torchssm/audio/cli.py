@@ -252,10 +252,11 @@ def _cmd_snr_sweep(args) -> int:
 
 def _cmd_average(args) -> int:
     from torchssm.audio.asr_train import asr_snapshots, average_asr_checkpoints
+    from torchssm.train.averaging import averaged_dir
 
     paths = asr_snapshots(args.run, args.epochs)
     epochs = [int(p.name.split("-", 1)[1]) for p in paths]
-    out = Path(args.out) if args.out else Path(args.run) / f"averaged-epochs-{'-'.join(map(str, epochs))}"
+    out = Path(args.out) if args.out else averaged_dir(args.run, paths)
     average_asr_checkpoints(paths, out, overwrite=args.overwrite)
     print(f"averaged the weights of epochs {epochs} of {args.run} -> {out} (speech decode / transcribe read it)")
     return 0

@@ -219,6 +219,12 @@ def snapshot_paths(run_dir, epochs: Sequence[int] | None = None) -> list[Path]:
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):
         raise ValueError(f"{run_dir} is not a run directory (expected the out_dir of torchssm train)")
+    return kept_snapshots(run_dir, epochs)
+
+
+def kept_snapshots(run_dir: Path, epochs: Sequence[int] | None = None) -> list[Path]:
+    """:func:`snapshot_paths` without its check that ``run_dir`` is a ``torchssm train`` run (a speech recogniser's
+    run keeps its snapshots the same way, ``torchssm speech average``)."""
     kept = {int(p.name.split("-", 1)[1]): p for p in sorted((run_dir / SNAPSHOTS).glob("epoch-*"))}
     if epochs is None:
         return [kept[e] for e in sorted(kept)]
@@ -229,6 +235,23 @@ def snapshot_paths(run_dir, epochs: Sequence[int] | None = None) -> list[Path]:
             f"train.keep_checkpoints sets how many)"
         )
     return [kept[e] for e in epochs]
+
+
+def check_average_output(out: Path, paths: Sequence, overwrite: bool) -> None:
+    """ValueError unless ``out`` may receive the average of checkpoints ``paths``: it holds no checkpoint (or
+    ``overwrite``), there is at least one path, and it is none of them."""
+    if (out / SIDECAR).exists() and not overwrite:
+        raise ValueError(f"{out} already holds a checkpoint (overwrite=True / --overwrite replaces it)")
+    if not paths:
+        raise ValueError("average_run got no checkpoints")
+    if out.resolve() in {Path(p).resolve() for p in paths}:
+        raise ValueError(f"the output {out} is one of the checkpoints averaged")
+
+
+def averaged_dir(run_dir, paths: Sequence[Path]) -> Path:
+    """The default output of averaging ``paths`` (epoch snapshots of ``run_dir``): ``<run_dir>/averaged-epochs-A-B``."""
+    epochs = [int(Path(p).name.split("-", 1)[1]) for p in paths]
+    return Path(run_dir) / f"averaged-epochs-{'-'.join(str(e) for e in epochs)}"
 
 
 def average_run(
@@ -250,12 +273,7 @@ def average_run(
 
     paths = snapshot_paths(checkpoints, epochs) if isinstance(checkpoints, (str, Path)) else list(checkpoints)
     out = Path(out)
-    if (out / SIDECAR).exists() and not overwrite:
-        raise ValueError(f"{out} already holds a checkpoint (overwrite=True / --overwrite replaces it)")
-    if not paths:
-        raise ValueError("average_run got no checkpoints")
-    if out.resolve() in {Path(p).resolve() for p in paths}:
-        raise ValueError(f"the output {out} is one of the checkpoints averaged")
+    check_average_output(out, paths, overwrite)
     if len(paths) == 1 and not checkpoint_has_batch_norm(paths[0]):  # refused before the task's data is built
         raise ValueError(
             f"one checkpoint of a model without batch norm ({paths[0]}): nothing to average or re-estimate"
@@ -307,8 +325,7 @@ def _run_average(args) -> int:
         out = Path(args.out)
     else:
         assert source is not None
-        epochs = [int(p.name.split("-", 1)[1]) for p in paths]
-        out = source / f"averaged-epochs-{'-'.join(str(e) for e in epochs)}"
+        out = averaged_dir(source, paths)
     average_run(paths, out, data_dir=args.data_dir, overwrite=args.overwrite, progress=True)
     state = read_checkpoint_state(out)
     bn = state.get("batch_norm")
