@@ -12,7 +12,10 @@ from torchssm.audio.asr import (
     build_recognizer,
     sinusoidal_positions,
 )
-from torchssm.audio.asr_train import collate, evaluate_asr, load_recognizer, train_asr
+from torchssm.audio.asr_eval import evaluate_asr
+from torchssm.audio.asr_runs import load_recognizer
+from torchssm.audio.asr_train import train_asr
+from torchssm.audio.batches import collate
 from torchssm.audio.streaming import StreamingRecognizer, stream_audio
 from torchssm.audio.text import CharVocabulary
 

@@ -7,14 +7,9 @@ import torch
 
 from torchssm.audio import synthetic
 from torchssm.audio.asr import ASRConfig, CTCRecognizer
-from torchssm.audio.asr_train import (
-    analyse_recognizer,
-    error_rates_by,
-    plot_error_rates_by,
-    train_asr,
-    transcribe_dataset,
-    word_hits_by_position,
-)
+from torchssm.audio.asr_eval import error_rates_by, plot_error_rates_by, transcribe_dataset, word_hits_by_position
+from torchssm.audio.asr_train import train_asr
+from torchssm.audio.decoding import analyse_recognizer
 from torchssm.audio.synthetic import SpeechDataset
 
 TINY = dict(d_model=16, n_layers=1, n_mels=16, layer_kwargs={"d_state": 4, "expand": 2})

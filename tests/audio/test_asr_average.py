@@ -6,7 +6,7 @@ import torch
 from _speech_common import toy_asr_task
 from safetensors.torch import load_file
 
-from torchssm.audio import asr_train
+from torchssm.audio import asr_runs, asr_train, decoding
 from torchssm.cli import main
 from torchssm.data.registry import TaskData
 from torchssm.train.checkpoint import WEIGHTS, read_checkpoint_state
@@ -17,7 +17,7 @@ TINY = {"d_model": 16, "n_layers": 1, "n_mels": 16, "layer_kwargs": {"d_state": 
 def _run(tmp_path, monkeypatch, keep=2):
     toy = toy_asr_task()
     task = TaskData(info=toy.info, train=toy.train, val=toy.test, test=toy.test, extra=toy.extra)
-    monkeypatch.setattr(asr_train, "checkpoint_task", lambda path, data_dir=None: (path, task))
+    monkeypatch.setattr(asr_runs, "checkpoint_task", lambda path, data_dir=None: (path, task))
     config = {
         "task": {"name": "toy"},
         "model": {"kind": "ctc", "subsampling": 2, **TINY},
@@ -40,7 +40,7 @@ def test_a_run_keeps_its_last_epochs_and_averages_them(tmp_path, monkeypatch, ca
     for k in last:
         torch.testing.assert_close(averaged[k], ((second[k].double() + third[k].double()) / 2).to(last[k].dtype))
     assert read_checkpoint_state(out)["averaged_from"] == [str(p) for p in kept]
-    decoded = asr_train.evaluate_checkpoint(out, "test", beam=2)  # read as any recogniser checkpoint
+    decoded = decoding.evaluate_checkpoint(out, "test", beam=2)  # read as any recogniser checkpoint
     assert 0.0 <= decoded["cer"] and decoded["n"] == len(toy_asr_task().test)
     capsys.readouterr()
     assert main(["speech", "average", str(run), "--epochs", "2", "3"]) == 0

@@ -126,7 +126,7 @@ def test_min_frames_is_where_ctc_becomes_possible():
 
 def test_encoder_frames_and_ctc_frame_need():
     from torchssm.audio.asr import encoder_frames
-    from torchssm.audio.asr_train import ctc_frame_need
+    from torchssm.audio.asr_eval import ctc_frame_need
     from torchssm.audio.synthetic import SpeechDataset
 
     n = torch.tensor([400, 3000, 6000, 7001, 16000])
@@ -159,7 +159,7 @@ def test_speed_perturbed_length_is_dsp_speed_perturb_length():
 
 
 def test_need_buckets():
-    from torchssm.audio.asr_train import _need_bucket
+    from torchssm.audio.asr_eval import _need_bucket
 
     got = [_need_bucket(r) for r in (0.3, 0.6, 0.75, 0.89, 0.9, 1.0, 1.01)]
     assert got == ["< 0.6", "0.6-0.7", "0.7-0.8", "0.8-0.9", "0.9-1", "0.9-1", "> 1 (cannot align)"]

@@ -1,5 +1,5 @@
 """Hybrid Samba-ASR: a CTC head trained beside the decoder (model.ctc_weight) and attention rescoring
-(SambaASR.rescore, asr_train.rescoring_decoding, speech decode / transcribe --rescore)."""
+(SambaASR.rescore, decoding.rescoring_decoding, speech decode / transcribe --rescore)."""
 
 import json
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from _speech_common import toy_asr_task
 
-from torchssm.audio import asr_train
+from torchssm.audio import asr_eval, asr_runs, asr_train, decoding
 from torchssm.audio.asr import (
     ASRConfig,
     CTCEnsemble,
@@ -174,7 +174,7 @@ def test_oracle_transcripts_pick_the_closest_hypothesis():
 def _toy_runs(tmp_path, monkeypatch):
     toy = toy_asr_task()
     task = TaskData(info=toy.info, train=toy.train, val=toy.test, test=toy.test, extra=toy.extra)
-    monkeypatch.setattr(asr_train, "checkpoint_task", lambda path, data_dir=None: (path, task))
+    monkeypatch.setattr(asr_runs, "checkpoint_task", lambda path, data_dir=None: (path, task))
     config = {
         "task": {"name": "toy"},
         "model": {"kind": "samba", "ctc_weight": 0.3, "cross_order": "reversed", "subsampling": 2, **TINY},
@@ -192,20 +192,20 @@ GRID = {"orders": (2,), "alphas": (0.0, 0.5), "betas": (1.0,), "beam": 3}
 def test_training_records_the_ctc_head_and_decode_rescores_on_val(tmp_path, monkeypatch):
     task, result = _toy_runs(tmp_path, monkeypatch)
     assert all("val_ctc_cer" in r and r["ctc_dropped"] == 0 for r in result["history"])
-    head = SambaCTCHead(asr_train.load_recognizer(tmp_path / "hybrid"))
-    assert result["test_ctc_greedy"]["cer"] == asr_train.evaluate_asr(head, task.test, beam=1)["cer"]
+    head = SambaCTCHead(asr_runs.load_recognizer(tmp_path / "hybrid"))
+    assert result["test_ctc_greedy"]["cer"] == asr_eval.evaluate_asr(head, task.test, beam=1)["cer"]
     run = str(tmp_path / "hybrid")
     weights = (0.0, 0.5, 100.0)
-    out = asr_train.tuned_decoding(run, log=str, decoder_weights=weights, **GRID)
-    best = asr_train.lm_grid(run, **GRID, split="val", log=str)["best"]  # the grid runs on the CTC head
+    out = decoding.tuned_decoding(run, log=str, decoder_weights=weights, **GRID)
+    best = decoding.lm_grid(run, **GRID, split="val", log=str)["best"]  # the grid runs on the CTC head
     setting = {"beam": 3, "lm_order": 2, "alpha": best["alpha"], "beta": best["beta"]}
     assert out["setting"] == setting
-    by_hand = asr_train.rescoring_decoding(run, setting, weights, log=str)
+    by_hand = decoding.rescoring_decoding(run, setting, weights, log=str)
     rows = by_hand["rescoring"]["rows"]
     assert [r["decoder_weight"] for r in rows] == list(weights) and out["rescoring"] == by_hand["rescoring"]
     chosen = min(rows, key=lambda r: (r["cer"], r["wer"], r["decoder_weight"]))
     assert out["rescoring"]["decoder_weight"] == chosen["decoder_weight"]
-    model = asr_train.load_recognizer(run)
+    model = asr_runs.load_recognizer(run)
     from torchssm.audio.lm import lm_from_task
 
     lm = lm_from_task(task, 2)
@@ -229,8 +229,8 @@ def test_training_records_the_ctc_head_and_decode_rescores_on_val(tmp_path, monk
         for i in range(len(task.test))
     ]
     assert [t["ctc_lm"] for t in out["test_transcripts"]] == zero
-    assert out["test_decoder_greedy"]["cer"] == asr_train.evaluate_asr(model, task.test, beam=1)["cer"]
-    lists = asr_train.rescoring_lists(model, task.test, 3, lm, setting["alpha"], setting["beta"])
+    assert out["test_decoder_greedy"]["cer"] == asr_eval.evaluate_asr(model, task.test, beam=1)["cer"]
+    lists = decoding.rescoring_lists(model, task.test, 3, lm, setting["alpha"], setting["beta"])
     closest = [
         min((model.vocab.decode(y) for y, _, _ in entries), key=lambda h: _edits(ref, h))
         for ref, entries in zip(refs, lists)
@@ -240,7 +240,7 @@ def test_training_records_the_ctc_head_and_decode_rescores_on_val(tmp_path, monk
         == char_error_rate(refs, closest)
         <= min(out["test"]["cer"], out["test_ctc_lm"]["cer"])
     )
-    wider = asr_train.tuned_decoding(run, log=str, decoder_weights=weights, beams=(5,), **GRID)
+    wider = decoding.tuned_decoding(run, log=str, decoder_weights=weights, beams=(5,), **GRID)
     rows = wider["rescoring"]["rows"]
     assert [(r["beam"], r["decoder_weight"]) for r in rows] == [(b, w) for b in (3, 5) for w in weights]
     assert rows[: len(weights)] == out["rescoring"]["rows"]  # the grid's width: the lists of before
@@ -249,12 +249,12 @@ def test_training_records_the_ctc_head_and_decode_rescores_on_val(tmp_path, monk
         wider["setting"]["beam"] == best_row["beam"]
         and wider["rescoring"]["decoder_weight"] == best_row["decoder_weight"]
     )
-    at = asr_train.rescoring_decoding(run, wider["setting"], (best_row["decoder_weight"],), log=str)
+    at = decoding.rescoring_decoding(run, wider["setting"], (best_row["decoder_weight"],), log=str)
     assert wider["test"] == at["test"]  # test read once at the chosen width and weight
     with pytest.raises(ValueError, match="without a CTC head"):
-        asr_train.tuned_decoding(str(tmp_path / "plain"), log=str, **GRID)
+        decoding.tuned_decoding(str(tmp_path / "plain"), log=str, **GRID)
     with pytest.raises(ValueError, match="plain is a Samba-ASR run without a CTC head"):
-        asr_train.tuned_decoding([run, str(tmp_path / "plain")], log=str, **GRID)
+        decoding.tuned_decoding([run, str(tmp_path / "plain")], log=str, **GRID)
 
 
 def test_speech_decode_and_transcribe_rescore_a_hybrid(tmp_path, monkeypatch, capsys):
@@ -272,7 +272,7 @@ def test_speech_decode_and_transcribe_rescore_a_hybrid(tmp_path, monkeypatch, ca
     assert "greedy: the CTC head CER" in printed and "the decoder CER" in printed
     wav = tmp_path / "tone.wav"
     soundfile.write(wav, task.test[1]["audio"], 16000, subtype="FLOAT")
-    model = asr_train.load_recognizer(run)
+    model = asr_runs.load_recognizer(run)
     x = torch.from_numpy(soundfile.read(wav, dtype="float32")[0])[None]
     expected = model.rescore(x, torch.tensor([x.shape[1]]), 16, 0.7)[0]
     assert main(["transcribe", "--checkpoint", run, str(wav), "--rescore", "0.7"]) == 0
@@ -327,12 +327,12 @@ def _toy_ensemble(tmp_path, monkeypatch):
 def test_speech_decode_rescores_an_ensemble_with_its_hybrid_member(tmp_path, monkeypatch, capsys):
     task, runs = _toy_ensemble(tmp_path, monkeypatch)
     weights = (0.0, 0.5, 100.0)
-    out = asr_train.tuned_decoding(runs, log=str, decoder_weights=weights, **GRID)
+    out = decoding.tuned_decoding(runs, log=str, decoder_weights=weights, **GRID)
     assert set(out["val"]) == {"prob", "logprob"}
     setting, rule = out["setting"], out["chosen_rule"]
-    by_hand = asr_train.rescoring_decoding(runs, setting, weights, log=str, combine=rule)
+    by_hand = decoding.rescoring_decoding(runs, setting, weights, log=str, combine=rule)
     assert out["rescoring"] == by_hand["rescoring"]
-    ens = asr_train.load_ctc_ensemble(runs, rule)
+    ens = asr_runs.load_ctc_ensemble(runs, rule)
     from torchssm.audio.lm import lm_from_task
 
     lm, w = lm_from_task(task, 2), out["rescoring"]["decoder_weight"]
@@ -342,10 +342,10 @@ def test_speech_decode_rescores_an_ensemble_with_its_hybrid_member(tmp_path, mon
         hyps += ens.rescore(x, n, 3, w, lm=lm, alpha=setting["alpha"], beta=setting["beta"])
     assert [t["hyp"] for t in out["test_transcripts"]] == hyps
     heldout = task.extra["heldout_words"]
-    greedy = asr_train.evaluate_asr(ens, task.test, heldout, beam=1)  # from the cached emissions: the same rates
+    greedy = asr_eval.evaluate_asr(ens, task.test, heldout, beam=1)  # from the cached emissions: the same rates
     assert out["test_greedy"] == {k: v for k, v in greedy.items() if k != "examples"}
-    hybrid = asr_train.load_recognizer(runs[1])
-    assert out["test_decoder_greedy"] == [asr_train.evaluate_asr(hybrid, task.test, heldout, beam=1)]
+    hybrid = asr_runs.load_recognizer(runs[1])
+    assert out["test_decoder_greedy"] == [asr_eval.evaluate_asr(hybrid, task.test, heldout, beam=1)]
     grid = ["--orders", "2", "--alphas", "0", "0.5", "--betas", "1", "--beam", "3"]
     capsys.readouterr()
     assert main(["speech", "decode", *runs, *grid]) == 0
@@ -356,7 +356,7 @@ def test_speech_decode_rescores_an_ensemble_with_its_hybrid_member(tmp_path, mon
     wav = tmp_path / "tone.wav"
     soundfile.write(wav, task.test[1]["audio"], 16000, subtype="FLOAT")
     x = torch.from_numpy(soundfile.read(wav, dtype="float32")[0])[None]
-    expected = asr_train.load_ctc_ensemble(runs).rescore(x, torch.tensor([x.shape[1]]), 16, 0.7)[0]
+    expected = asr_runs.load_ctc_ensemble(runs).rescore(x, torch.tensor([x.shape[1]]), 16, 0.7)[0]
     assert main(["transcribe", "--checkpoint", runs[0], "--checkpoint", runs[1], str(wav), "--rescore", "0.7"]) == 0
     assert capsys.readouterr().out == f"{wav}\t{expected}\n"
     assert main(["transcribe", "--checkpoint", runs[0], "--checkpoint", runs[0], str(wav), "--rescore", "1"]) == 2

@@ -1,10 +1,13 @@
-"""asr_train.lm_grid / evaluate_checkpoint on a tiny trained CTC run (the task stands in for the cache)."""
+"""decoding.lm_grid / evaluate_checkpoint on a tiny trained CTC run (the task stands in for the cache)."""
 
 import pytest
 from _speech_common import toy_asr_task
 
-from torchssm.audio import asr_train
-from torchssm.audio.asr_train import evaluate_asr, evaluate_checkpoint, lm_grid, load_recognizer, train_asr
+from torchssm.audio import asr_runs
+from torchssm.audio.asr_eval import evaluate_asr
+from torchssm.audio.asr_runs import load_recognizer
+from torchssm.audio.asr_train import train_asr
+from torchssm.audio.decoding import evaluate_checkpoint, lm_grid
 
 TINY = {"d_model": 16, "n_layers": 1, "n_mels": 16, "layer_kwargs": {"d_state": 4}}
 
@@ -16,7 +19,7 @@ def test_lm_grid_and_evaluate_checkpoint(tmp_path, monkeypatch):
         "train": {"epochs": 3, "batch_size": 8, "lr": 1e-2, "warmup_steps": 0, "out_dir": str(tmp_path)},
     }
     train_asr(cfg, task=task, log=lambda s: None)
-    monkeypatch.setattr(asr_train, "checkpoint_task", lambda path, data_dir=None: (tmp_path / "last", task))
+    monkeypatch.setattr(asr_runs, "checkpoint_task", lambda path, data_dir=None: (tmp_path / "last", task))
     model = load_recognizer(tmp_path)
     plain = evaluate_asr(model, task.test, ["b"], beam=2)
     logs = []

@@ -6,10 +6,12 @@ import pytest
 import torch
 from _speech_common import toy_asr_task
 
-from torchssm.audio import asr_train
+from torchssm.audio import asr_runs, decoding
 from torchssm.audio.asr import ASRConfig, CTCEnsemble, CTCRecognizer, SambaASR
-from torchssm.audio.asr_train import evaluate_asr, evaluate_checkpoint, lm_grid, load_ctc_ensemble
+from torchssm.audio.asr_eval import evaluate_asr
+from torchssm.audio.asr_runs import load_ctc_ensemble
 from torchssm.audio.ctc import combine_emissions, greedy_decode
+from torchssm.audio.decoding import evaluate_checkpoint, lm_grid
 from torchssm.audio.lm import CharNGramLM
 from torchssm.cli import main
 from torchssm.train.checkpoint import save_checkpoint
@@ -99,7 +101,7 @@ def test_lm_grid_and_evaluate_checkpoint_take_several_runs(tmp_path, monkeypatch
         asked.append(path)
         return path, task
 
-    monkeypatch.setattr(asr_train, "checkpoint_task", fake_task)
+    monkeypatch.setattr(asr_runs, "checkpoint_task", fake_task)
     runs = [tmp_path / "a", tmp_path / "b"]
     for rule in ("prob", "logprob"):
         plain = evaluate_asr(CTCEnsemble([a, b], rule), task.test, ["b"], beam=2)
@@ -134,11 +136,11 @@ def test_an_ensemble_needs_runs_of_one_task(tmp_path):
     same_sentences = [
         tmp_path / name for name in ("v1", "v2", "more_voices", "accents", "virtual_accents", "defaults_written")
     ]
-    asr_train.check_same_sentences(same_sentences)  # they differ in the training voices only
+    asr_runs.check_same_sentences(same_sentences)  # they differ in the training voices only
     with pytest.raises(ValueError, match=r"must share one task: task.seed is 0 in .*v1 but 1 in .*other_seed"):
-        asr_train.check_same_sentences([tmp_path / "v1", tmp_path / "other_seed"])
+        asr_runs.check_same_sentences([tmp_path / "v1", tmp_path / "other_seed"])
     with pytest.raises(ValueError, match=r"task.n_val is 100 in .*v1 but 50 in .*other_val"):  # the default, filled in
-        asr_train.check_same_sentences([tmp_path / "v1", tmp_path / "other_val"])
+        asr_runs.check_same_sentences([tmp_path / "v1", tmp_path / "other_val"])
     with pytest.raises(ValueError, match="must share one task"):
         evaluate_checkpoint([tmp_path / "v2", tmp_path / "other_seed"], "test")
     wav = tmp_path / "x.wav"
@@ -153,10 +155,10 @@ def test_analyse_recognizer_decodes_an_ensemble_with_the_language_model(tmp_path
     for name, model in (("a", a), ("b", b)):
         save_checkpoint(tmp_path / name / "last", model, config={"model": model.cfg.to_dict(), "task": {"name": "toy"}})
     task = toy_asr_task()
-    monkeypatch.setattr(asr_train, "checkpoint_task", lambda path, data_dir=None: (path, task))
+    monkeypatch.setattr(asr_runs, "checkpoint_task", lambda path, data_dir=None: (path, task))
     runs = [tmp_path / "a", tmp_path / "b"]
     fused = {"beam": 2, "lm_order": 2, "alpha": 0.5, "beta": 1.0}
-    out = asr_train.analyse_recognizer(runs, n_train=3, combine="logprob", **fused)
+    out = decoding.analyse_recognizer(runs, n_train=3, combine="logprob", **fused)
     assert {k: out[k] for k in fused} == fused and out["train"]["n"] == 3
     assert out["test"]["cer"] == evaluate_checkpoint(runs, "test", combine="logprob", **fused)["cer"]
     assert out["test"]["cer"] != evaluate_checkpoint(runs, "test", combine="logprob", beam=2)["cer"]  # the LM acts
@@ -199,7 +201,7 @@ def _tuned_pair(tmp_path, monkeypatch):
         save_checkpoint(tmp_path / name / "last", model, config={"model": model.cfg.to_dict(), "task": {"name": "toy"}})
     toy = toy_asr_task()
     task = TaskData(info=toy.info, train=toy.train, val=toy.test, test=toy.test, extra=toy.extra)
-    monkeypatch.setattr(asr_train, "checkpoint_task", lambda path, data_dir=None: (path, task))
+    monkeypatch.setattr(asr_runs, "checkpoint_task", lambda path, data_dir=None: (path, task))
     return [tmp_path / "a", tmp_path / "b"]
 
 
@@ -208,7 +210,7 @@ GRID = {"orders": (2,), "alphas": (0.0, 0.5), "betas": (1.0,), "beam": 2}
 
 def test_tuned_decoding_chooses_on_val_and_decodes_test_once_with_it(tmp_path, monkeypatch):
     runs = _tuned_pair(tmp_path, monkeypatch)
-    out = asr_train.tuned_decoding(runs, log=str, **GRID)
+    out = decoding.tuned_decoding(runs, log=str, **GRID)
     assert set(out["val"]) == {"prob", "logprob"} and out["runs"] == [str(r) for r in runs]
     grids = {rule: lm_grid(runs, **GRID, split="val", combine=rule, log=str) for rule in ("prob", "logprob")}
     rule = min(grids, key=lambda r: (grids[r]["best"]["cer"], grids[r]["best"]["wer"]))
@@ -220,7 +222,7 @@ def test_tuned_decoding_chooses_on_val_and_decodes_test_once_with_it(tmp_path, m
     assert out["test"]["cer"] == test["cer"] and out["test"]["wer"] == test["wer"]
     assert out["test_greedy"]["cer"] == evaluate_checkpoint(runs, "test", beam=1, combine=rule)["cer"]
     assert {k: out["analysis"][k] for k in setting} == setting
-    alone = asr_train.tuned_decoding(runs[0], log=str, **GRID)  # one run: no combine rule to choose
+    alone = decoding.tuned_decoding(runs[0], log=str, **GRID)  # one run: no combine rule to choose
     assert set(alone["val"]) == {"prob"} and alone["runs"] == [str(runs[0])]
 
 
@@ -228,7 +230,7 @@ def test_tuned_decoding_chooses_the_beam_on_val_and_reads_the_oracle(tmp_path, m
     from torchssm.audio.ctc import char_error_rate, oracle_transcripts, prefix_beam_search
 
     runs = _tuned_pair(tmp_path, monkeypatch)
-    out = asr_train.tuned_decoding(runs, log=str, beams=(4, 2, 1), **GRID)  # 2 is the grid's beam: tried once
+    out = decoding.tuned_decoding(runs, log=str, beams=(4, 2, 1), **GRID)  # 2 is the grid's beam: tried once
     rule, setting = out["chosen_rule"], out["setting"]
     assert [r["beam"] for r in out["beam_rows"]] == [2, 4, 1]
     for row in out["beam_rows"]:
@@ -246,21 +248,21 @@ def test_tuned_decoding_chooses_the_beam_on_val_and_reads_the_oracle(tmp_path, m
         refs.append(item["text"])
         nbest.append([ens.vocab.decode(y) for y, _ in found])
     assert out["test_oracle"]["cer"] == char_error_rate(refs, oracle_transcripts(refs, nbest)) <= out["test"]["cer"]
-    assert asr_train.tuned_decoding(runs, log=str, **GRID)["beam_rows"] == []  # no more widths: none tried
+    assert decoding.tuned_decoding(runs, log=str, **GRID)["beam_rows"] == []  # no more widths: none tried
     with pytest.raises(ValueError, match="beam widths must be ints >= 1, got 0"):
-        asr_train.tuned_decoding(runs, log=str, beams=(0,), **GRID)
+        decoding.tuned_decoding(runs, log=str, beams=(0,), **GRID)
 
 
 def test_tuned_decoding_loads_each_run_once(tmp_path, monkeypatch):
     runs = _tuned_pair(tmp_path, monkeypatch)
     loads, tasks = [], []
-    load, task_of = asr_train.load_recognizer, asr_train.checkpoint_task
-    monkeypatch.setattr(asr_train, "load_recognizer", lambda path: loads.append(path) or load(path))
-    monkeypatch.setattr(asr_train, "checkpoint_task", lambda path, data_dir=None: tasks.append(path) or task_of(path))
+    load, task_of = asr_runs.load_recognizer, asr_runs.checkpoint_task
+    monkeypatch.setattr(asr_runs, "load_recognizer", lambda path: loads.append(path) or load(path))
+    monkeypatch.setattr(asr_runs, "checkpoint_task", lambda path, data_dir=None: tasks.append(path) or task_of(path))
     encoded = []
-    emissions = asr_train.ctc_emissions
-    monkeypatch.setattr(asr_train, "ctc_emissions", lambda m, d: encoded.append(len(d)) or emissions(m, d))
-    asr_train.tuned_decoding(runs, log=str, beams=(3,), **GRID)  # two rules, two beams, test, greedy
+    emissions = decoding.ctc_emissions
+    monkeypatch.setattr(decoding, "ctc_emissions", lambda m, d: encoded.append(len(d)) or emissions(m, d))
+    decoding.tuned_decoding(runs, log=str, beams=(3,), **GRID)  # two rules, two beams, test, greedy
     assert list(map(str, loads)) == list(map(str, runs)) and list(map(str, tasks)) == [str(runs[0])]
     n_val, n_test = len(toy_asr_task().test), len(toy_asr_task().test)
     assert encoded == [n_val, n_val, n_test, n_test]  # each member encodes val and test once
@@ -277,7 +279,7 @@ def test_speech_decode_cli(tmp_path, monkeypatch, capsys):
     assert main(["speech", "decode", *runs, *grid, "--lm-text", str(lm_text), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     saved = json.loads(out.read_text())
-    expected = asr_train.tuned_decoding(runs, extra_texts=["a b a", "b a b"], log=str, **GRID)
+    expected = decoding.tuned_decoding(runs, extra_texts=["a b a", "b a b"], log=str, **GRID)
     assert saved["chosen_rule"] == expected["chosen_rule"] and saved["setting"] == expected["setting"]
     assert saved["test"]["cer"] == expected["test"]["cer"]
     assert f"chosen: combine {expected['chosen_rule']}, order {expected['setting']['lm_order']}" in printed
@@ -308,8 +310,8 @@ def test_the_grid_shared_among_workers_gives_the_same_rows(tmp_path, monkeypatch
     emissions = [e[0] for e in (a(torch.zeros(1, 4000)), b(torch.zeros(1, 4000)))]
     settings = [(0.0, 0.0), (0.5, 1.0)]
     lm = CharNGramLM(["a b a", "b a b"], 2)
-    serial = asr_train.grid_transcripts(emissions, a.vocab, 3, lm, settings)
-    assert asr_train.grid_transcripts(emissions, a.vocab, 3, lm, settings, workers=3) == serial  # 2 processes
+    serial = decoding.grid_transcripts(emissions, a.vocab, 3, lm, settings)
+    assert decoding.grid_transcripts(emissions, a.vocab, 3, lm, settings, workers=3) == serial  # 2 processes
     assert len(serial) == 2 and all(len(hyps) == 2 for hyps in serial)
     with pytest.raises(ValueError, match="workers must be an int >= 1"):
         lm_grid(runs, **grid, split="val", log=str, workers=0)

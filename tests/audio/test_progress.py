@@ -3,7 +3,7 @@
 import io
 import sys
 
-from torchssm.audio import asr_train
+from torchssm.audio import asr_train, decoding
 from torchssm.audio.progress import progress
 
 
@@ -31,7 +31,7 @@ def test_the_decoding_grid_draws_its_settings(monkeypatch):
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     emissions = [torch.log_softmax(torch.randn(6, len(CharVocabulary().alphabet) + 1), -1)]
-    hyps = asr_train.grid_transcripts(emissions, CharVocabulary(), 2, None, [(0.0, 0.0), (0.0, 0.0)])
+    hyps = decoding.grid_transcripts(emissions, CharVocabulary(), 2, None, [(0.0, 0.0), (0.0, 0.0)])
     assert len(hyps) == 2 and "beam 2, no LM: settings" in terminal.getvalue()
 
 

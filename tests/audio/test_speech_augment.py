@@ -6,7 +6,8 @@ import torch
 
 from torchssm.audio import dsp
 from torchssm.audio.asr import ASRConfig, CTCRecognizer, SambaASR
-from torchssm.audio.asr_train import ASRTrainConfig, load_encoder, load_recognizer, perturb_speed, train_asr
+from torchssm.audio.asr_runs import load_recognizer
+from torchssm.audio.asr_train import ASRTrainConfig, load_encoder, perturb_speed, train_asr
 from torchssm.audio.features import SPEC_AUGMENT_POLICIES, spec_augment
 from torchssm.audio.synthetic import SpeechDataset
 from torchssm.data.registry import TaskData, TaskInfo

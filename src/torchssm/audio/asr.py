@@ -90,7 +90,7 @@ Samba-ASR models join it by their CTC heads, and their decoders then rescore the
 from __future__ import annotations
 
 import inspect
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard, cast
 
 import torch
@@ -102,13 +102,16 @@ from torchssm.audio.text import BLANK, CharVocabulary
 from torchssm.checks import unit_interval
 from torchssm.layers import build_layer
 from torchssm.layers.base import SSMLayer
+from torchssm.models.config import ConfigDict
 
 MEL_WINDOW, MEL_HOP = 400, 160  # log-mel frames of 25 ms every 10 ms at 16 kHz (module docstring)
 
 
 @dataclass
-class ASRConfig:
+class ASRConfig(ConfigDict):
     """Architecture of a recogniser (saved with its checkpoint)."""
+
+    config_name = "model"  # class attribute (no annotation): not a dataclass field
 
     kind: str = "ctc"  # "ctc" | "samba"
     n_mels: int = 80  # Samba-ASR's front end (Sec. 3), as Whisper's
@@ -176,9 +179,6 @@ class ASRConfig:
             raise ValueError(
                 f"cross_heads must be a positive divisor of d_model={self.d_model}, got {self.cross_heads!r}"
             )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class CausalConv1d(nn.Module):

@@ -4,7 +4,7 @@ snr-sweep, kws-ensemble, kws-detection, spot}``.
 torchssm speech say "stop" --voice en-us+m3 --out stop.wav      eSpeak NG speech at 16 kHz
     [--accent-seed 4] [--accent TRAP=E ...]                        in a virtual accent (audio.accents)
 torchssm speech phonemes "the bath" --voice en-us en-us-nyc [--ipa]  eSpeak NG's phonemes, voice by voice
-torchssm speech train --preset audio/asr_ctc [--resume]          train a recogniser (asr_train)
+torchssm speech train --preset audio/asr_ctc [--resume]          train a recogniser (audio.asr_train)
 torchssm speech average runs/asr_ctc [--epochs 5 6]             one recogniser: the mean of its kept epochs' weights
 torchssm speech lm-text --checkpoint runs/asr_ctc --out lm.txt   more LM text, none of the run's val / test (prose)
 torchssm speech decode runs/a [runs/b ...] --lm-text lm.txt      LM tuned on val, test decoded once (tuned_decoding)
@@ -51,7 +51,7 @@ def _load_wav(path: str):
 # `transcribe --lm`'s defaults: the setting that grid (2) chose on val for the offline CTC preset
 # (audio/asr_ctc_offline, session 10's run /tmp/asr/bi20; grid: beam 8 / 16 x order 10 / 12 / 16 x alpha 0.6-1.2 x
 # beta 3-6; RESULTS.md, Speech, session 12; test CER 8.5%). Chosen for that model on its val accent only: for another
-# checkpoint choose them on its val split: `torchssm speech decode` (asr_train.tuned_decoding, lm_grid).
+# checkpoint choose them on its val split: `torchssm speech decode` (decoding.tuned_decoding, lm_grid).
 LM_DEFAULTS = {"beam": 16, "order": 10, "alpha": 1.2, "beta": 3.0}
 
 
@@ -80,7 +80,7 @@ def _cmd_transcribe(args) -> int:
     import torch
 
     from torchssm.audio.asr import CTCRecognizer, can_rescore
-    from torchssm.audio.asr_train import check_same_sentences, load_ctc_ensemble, load_recognizer
+    from torchssm.audio.asr_runs import check_same_sentences, load_ctc_ensemble, load_recognizer
     from torchssm.audio.ctc import collapse
 
     beam, order, alpha, beta = decoding_settings(args)
@@ -279,7 +279,7 @@ def _cmd_lm_text(args) -> int:
 
 
 def _cmd_decode(args) -> int:
-    from torchssm.audio.asr_train import tuned_decoding
+    from torchssm.audio.decoding import tuned_decoding
     from torchssm.audio.lm import read_lm_text
 
     if len(set(args.runs)) != len(args.runs):
@@ -472,7 +472,7 @@ def register(subparsers) -> None:
         type=float,
         help=f"bonus per word beta (default {LM_DEFAULTS['beta']}; the defaults of --beam, --lm, --lm-alpha and "
         "--lm-beta with --lm: the val-chosen setting of the offline CTC preset audio/asr_ctc_offline, RESULTS.md "
-        "Speech, session 12; for another model choose it on val with asr_train.lm_grid)",
+        "Speech, session 12; for another model choose it on val with decoding.lm_grid)",
     )
     p.add_argument(
         "--lm-text",

@@ -46,7 +46,7 @@ import numpy as np
 from torchssm.audio.text import ALPHABET
 
 # the shallow-fusion grid of record: grid (2) of RESULTS.md, Speech (session 12), at beam 16, which every offline CTC
-# result since chose its setting on val from (asr_train.tuned_decoding, `torchssm speech decode`)
+# result since chose its setting on val from (decoding.tuned_decoding, `torchssm speech decode`)
 GRID_ORDERS, GRID_ALPHAS, GRID_BETAS, GRID_BEAM = (10, 12, 16), (0.6, 0.8, 1.0, 1.2), (3.0, 4.0, 5.0, 6.0), 16
 
 
@@ -197,7 +197,7 @@ def lm_from_checkpoint(path, order: int = 5, data_dir=None, extra_texts: Sequenc
     (:func:`~torchssm.audio.synthetic.sentence_texts`, no audio synthesised); for another task, the task is
     rebuilt from the data cache. ``extra_texts`` (e.g. :func:`read_lm_text`'s) are counted with them, each
     distinct sentence once."""
-    from torchssm.audio.asr_train import checkpoint_task
+    from torchssm.audio.asr_runs import checkpoint_task
 
     texts = checkpoint_sentence_texts(path, data_dir)
     if texts is not None:
@@ -210,7 +210,7 @@ def checkpoint_sentence_texts(path, data_dir=None) -> dict[str, list[str]] | Non
     :func:`~torchssm.audio.synthetic.sentence_texts`' dict, no audio synthesised), or None for another task."""
     import inspect
 
-    from torchssm.audio.asr_train import saved_task_config
+    from torchssm.audio.asr_runs import saved_task_config
     from torchssm.audio.synthetic import sentence_texts
 
     _, task_cfg = saved_task_config(path)
