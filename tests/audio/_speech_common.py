@@ -4,8 +4,11 @@ with its ``_selective_common``)."""
 import numpy as np
 import torch
 
+from torchssm.audio.asr import ASRConfig, CTCRecognizer
 from torchssm.audio.synthetic import SpeechDataset
 from torchssm.data.registry import TaskData, TaskInfo
+
+TINY_CTC = {"d_model": 16, "n_layers": 1, "n_mels": 16, "layer_kwargs": {"d_state": 4}}
 
 
 def toy_asr_task():
@@ -45,3 +48,27 @@ def tiny_sentences(monkeypatch):
     rng = np.random.default_rng(1)
     sentences = sorted({" ".join(rng.choice(words, 3)) for _ in range(200)})
     monkeypatch.setattr(prose, "cached_stdlib_sentences", lambda max_words, data_dir: sentences)
+
+
+def tiny_ctc_recognizers(n=2, **cfg):
+    """``n`` untrained tiny CTC recognisers (seeds 0 .. n - 1), in eval mode."""
+    out = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        out.append(CTCRecognizer(ASRConfig(**{**TINY_CTC, **cfg})).eval())
+    return out
+
+
+def saved_toy_runs(tmp_path, monkeypatch):
+    """Two saved untrained recognisers (``tiny_ctc_recognizers``) of a toy task with val = test (the tones), its
+    loading patched in; their run directories."""
+    from torchssm.audio import asr_runs
+    from torchssm.train.checkpoint import save_checkpoint
+
+    a, b = tiny_ctc_recognizers()
+    for name, model in (("a", a), ("b", b)):
+        save_checkpoint(tmp_path / name / "last", model, config={"model": model.cfg.to_dict(), "task": {"name": "toy"}})
+    toy = toy_asr_task()
+    task = TaskData(info=toy.info, train=toy.train, val=toy.test, test=toy.test, extra=toy.extra)
+    monkeypatch.setattr(asr_runs, "checkpoint_task", lambda path, data_dir=None: (path, task))
+    return [tmp_path / "a", tmp_path / "b"]

@@ -4,10 +4,10 @@ checkpoints."""
 import numpy as np
 import pytest
 import torch
-from _speech_common import toy_asr_task
+from _speech_common import TINY_CTC, saved_toy_runs, tiny_ctc_recognizers, toy_asr_task
 
 from torchssm.audio import asr_runs, decoding
-from torchssm.audio.asr import ASRConfig, CTCEnsemble, CTCRecognizer, SambaASR
+from torchssm.audio.asr import ASRConfig, CTCEnsemble, SambaASR
 from torchssm.audio.asr_eval import evaluate_asr
 from torchssm.audio.asr_runs import load_ctc_ensemble
 from torchssm.audio.ctc import combine_emissions, greedy_decode
@@ -15,8 +15,6 @@ from torchssm.audio.decoding import evaluate_checkpoint, lm_grid
 from torchssm.audio.lm import CharNGramLM
 from torchssm.cli import main
 from torchssm.train.checkpoint import save_checkpoint
-
-TINY = {"d_model": 16, "n_layers": 1, "n_mels": 16, "layer_kwargs": {"d_state": 4}}
 
 
 def _emissions(k, *shape, seed=0):
@@ -47,16 +45,8 @@ def test_combine_emissions_errors():
         combine_emissions([e[0], e[1][:3]])
 
 
-def _recognizers(n=2, **cfg):
-    out = []
-    for seed in range(n):
-        torch.manual_seed(seed)
-        out.append(CTCRecognizer(ASRConfig(**{**TINY, **cfg})).eval())
-    return out
-
-
 def test_ensemble_forward_and_transcribe():
-    a, b = _recognizers()
+    a, b = tiny_ctc_recognizers()
     audio = 0.1 * torch.randn(3, 6000, generator=torch.Generator().manual_seed(1))
     lengths = torch.tensor([6000, 4000, 2500])
     with torch.no_grad():
@@ -71,14 +61,14 @@ def test_ensemble_forward_and_transcribe():
 
 
 def test_ensemble_rejects_what_it_cannot_combine():
-    a, b = _recognizers()
-    (slow,) = _recognizers(1, subsampling=2)
+    a, b = tiny_ctc_recognizers()
+    (slow,) = tiny_ctc_recognizers(1, subsampling=2)
     with pytest.raises(ValueError, match="one frame rate"):
         CTCEnsemble([a, slow])
     with pytest.raises(
         ValueError, match=r"CTC recognisers and hybrid Samba-ASR CTC heads \(SambaCTCHead\) only, got Sam"
     ):
-        CTCEnsemble([a, SambaASR(ASRConfig(kind="samba", **TINY))])  # a hybrid joins by its SambaCTCHead
+        CTCEnsemble([a, SambaASR(ASRConfig(kind="samba", **TINY_CTC))])  # a hybrid joins by its SambaCTCHead
     with pytest.raises(ValueError, match="at least one"):
         CTCEnsemble([])
     with pytest.raises(ValueError, match="combine must be one of"):
@@ -86,7 +76,7 @@ def test_ensemble_rejects_what_it_cannot_combine():
 
 
 def _saved_pair(tmp_path):
-    a, b = _recognizers()
+    a, b = tiny_ctc_recognizers()
     for name, model in (("a", a), ("b", b)):
         save_checkpoint(tmp_path / name / "last", model, config={"model": model.cfg.to_dict()})
     return a, b
@@ -120,7 +110,7 @@ def test_lm_grid_and_evaluate_checkpoint_take_several_runs(tmp_path, monkeypatch
 
 
 def test_an_ensemble_needs_runs_of_one_task(tmp_path):
-    a, _ = _recognizers()
+    a, _ = tiny_ctc_recognizers()
     tasks = {
         "v1": {"name": "spoken_sentences", "n_train": 4200, "seed": 0},
         "v2": {"name": "spoken_sentences", "n_train": 4200, "seed": 0, "voices_per_sentence": 2},
@@ -151,7 +141,7 @@ def test_an_ensemble_needs_runs_of_one_task(tmp_path):
 
 
 def test_analyse_recognizer_decodes_an_ensemble_with_the_language_model(tmp_path, monkeypatch):
-    a, b = _recognizers()
+    a, b = tiny_ctc_recognizers()
     for name, model in (("a", a), ("b", b)):
         save_checkpoint(tmp_path / name / "last", model, config={"model": model.cfg.to_dict(), "task": {"name": "toy"}})
     task = toy_asr_task()
@@ -170,7 +160,7 @@ soundfile = pytest.importorskip("soundfile")
 
 def test_transcribe_several_checkpoints(tmp_path, capsys):
     a, b = _saved_pair(tmp_path)
-    samba = ASRConfig(kind="samba", **TINY)
+    samba = ASRConfig(kind="samba", **TINY_CTC)
     save_checkpoint(tmp_path / "samba" / "last", SambaASR(samba), config={"model": samba.to_dict()})
     audio = (0.1 * np.random.default_rng(0).standard_normal(12000)).astype(np.float32)
     wav = tmp_path / "noise.wav"
@@ -192,24 +182,11 @@ def test_transcribe_several_checkpoints(tmp_path, capsys):
     assert "is a Samba-ASR run without a CTC head (model.ctc_weight 0)" in capsys.readouterr().err
 
 
-def _tuned_pair(tmp_path, monkeypatch):
-    """Two saved untrained recognisers of a toy task with val = test (the tones), its loading patched in."""
-    from torchssm.data.registry import TaskData
-
-    a, b = _recognizers()
-    for name, model in (("a", a), ("b", b)):
-        save_checkpoint(tmp_path / name / "last", model, config={"model": model.cfg.to_dict(), "task": {"name": "toy"}})
-    toy = toy_asr_task()
-    task = TaskData(info=toy.info, train=toy.train, val=toy.test, test=toy.test, extra=toy.extra)
-    monkeypatch.setattr(asr_runs, "checkpoint_task", lambda path, data_dir=None: (path, task))
-    return [tmp_path / "a", tmp_path / "b"]
-
-
 GRID = {"orders": (2,), "alphas": (0.0, 0.5), "betas": (1.0,), "beam": 2}
 
 
 def test_tuned_decoding_chooses_on_val_and_decodes_test_once_with_it(tmp_path, monkeypatch):
-    runs = _tuned_pair(tmp_path, monkeypatch)
+    runs = saved_toy_runs(tmp_path, monkeypatch)
     out = decoding.tuned_decoding(runs, log=str, **GRID)
     assert set(out["val"]) == {"prob", "logprob"} and out["runs"] == [str(r) for r in runs]
     grids = {rule: lm_grid(runs, **GRID, split="val", combine=rule, log=str) for rule in ("prob", "logprob")}
@@ -229,7 +206,7 @@ def test_tuned_decoding_chooses_on_val_and_decodes_test_once_with_it(tmp_path, m
 def test_tuned_decoding_chooses_the_beam_on_val_and_reads_the_oracle(tmp_path, monkeypatch):
     from torchssm.audio.ctc import char_error_rate, oracle_transcripts, prefix_beam_search
 
-    runs = _tuned_pair(tmp_path, monkeypatch)
+    runs = saved_toy_runs(tmp_path, monkeypatch)
     out = decoding.tuned_decoding(runs, log=str, beams=(4, 2, 1), **GRID)  # 2 is the grid's beam: tried once
     rule, setting = out["chosen_rule"], out["setting"]
     assert [r["beam"] for r in out["beam_rows"]] == [2, 4, 1]
@@ -254,7 +231,7 @@ def test_tuned_decoding_chooses_the_beam_on_val_and_reads_the_oracle(tmp_path, m
 
 
 def test_tuned_decoding_loads_each_run_once(tmp_path, monkeypatch):
-    runs = _tuned_pair(tmp_path, monkeypatch)
+    runs = saved_toy_runs(tmp_path, monkeypatch)
     loads, tasks = [], []
     load, task_of = asr_runs.load_recognizer, asr_runs.checkpoint_task
     monkeypatch.setattr(asr_runs, "load_recognizer", lambda path: loads.append(path) or load(path))
@@ -271,7 +248,7 @@ def test_tuned_decoding_loads_each_run_once(tmp_path, monkeypatch):
 def test_speech_decode_cli(tmp_path, monkeypatch, capsys):
     import json
 
-    runs = [str(r) for r in _tuned_pair(tmp_path, monkeypatch)]
+    runs = [str(r) for r in saved_toy_runs(tmp_path, monkeypatch)]
     lm_text = tmp_path / "lm.txt"
     lm_text.write_text("a b a\nb a b\n")
     grid = ["--orders", "2", "--alphas", "0", "0.5", "--betas", "1", "--beam", "2"]
@@ -300,7 +277,7 @@ def test_speech_decode_cli(tmp_path, monkeypatch, capsys):
 
 
 def test_the_grid_shared_among_workers_gives_the_same_rows(tmp_path, monkeypatch, capsys):
-    runs = _tuned_pair(tmp_path, monkeypatch)
+    runs = saved_toy_runs(tmp_path, monkeypatch)
     grid = {"orders": (2, 3), "alphas": (0.0, 0.5, 1.0), "betas": (0.0, 2.0), "beam": 2}
     one = lm_grid(runs, **grid, split="val", log=str)
     two = lm_grid(runs, **grid, split="val", log=str, workers=2)

@@ -1,5 +1,5 @@
-"""``torchssm transcribe`` and ``torchssm speech {say, phonemes, train, average, lm-text, decode, kws-baseline,
-snr-sweep, kws-ensemble, kws-detection, spot}``.
+"""``torchssm transcribe`` and ``torchssm speech {say, phonemes, train, average, lm-text, lm-corpus, decode,
+kws-baseline, snr-sweep, kws-ensemble, kws-detection, spot}``.
 
 torchssm speech say "stop" --voice en-us+m3 --out stop.wav      eSpeak NG speech at 16 kHz
     [--accent-seed 4] [--accent TRAP=E ...]                        in a virtual accent (audio.accents)
@@ -8,6 +8,8 @@ torchssm speech train --preset audio/asr_ctc [--resume]          train a recogni
 torchssm speech average runs/asr_ctc [--epochs 5 6]             one recogniser: the mean of its kept epochs' weights
 torchssm speech lm-text --checkpoint runs/asr_ctc --out lm.txt   more LM text, none of the run's val / test (prose)
 torchssm speech decode runs/a [runs/b ...] --lm-text lm.txt      LM tuned on val, test decoded once (tuned_decoding)
+    [--beams 32 64] [--rescore-lm runs/rescoring_lm]               more widths; a neural LM rescores the n-best
+torchssm speech lm-corpus --checkpoint runs/a --lm-text lm.txt --out corpus   the LM's text as shards (neural_lm)
 torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4] [--lm [ORDER]]
 torchssm transcribe --checkpoint runs/a --checkpoint runs/b file.wav [--combine prob]   a CTC ensemble
 torchssm speech kws-baseline --snr 0 10 20                       log-mel + logistic regression
@@ -278,6 +280,21 @@ def _cmd_lm_text(args) -> int:
     return 0
 
 
+def _cmd_lm_corpus(args) -> int:
+    from torchssm.audio.lm import checkpoint_lm_sentences, read_lm_text
+    from torchssm.audio.neural_lm import write_lm_corpus
+
+    extra = [line for path in args.lm_text or () for line in read_lm_text(path)]
+    sentences = checkpoint_lm_sentences(args.checkpoint, args.data_dir, extra)
+    paths = write_lm_corpus(sentences, args.out, args.shards, args.seed)
+    chars = sum(len(t) + 1 for t in sentences)
+    print(
+        f"{len(sentences)} distinct sentences ({chars} characters) in {len(paths)} shards -> {args.out} "
+        f"(torchssm train --preset audio/rescoring_lm --set task.files={args.out})"
+    )
+    return 0
+
+
 def _cmd_decode(args) -> int:
     from torchssm.audio.decoding import tuned_decoding
     from torchssm.audio.lm import read_lm_text
@@ -294,6 +311,7 @@ def _cmd_decode(args) -> int:
         log_rows=args.verbose,
         workers=args.workers,
         beams=args.beams or (),
+        rescore_lm=args.rescore_lm,
         **grid,
     )
     for rule, v in r["val"].items():
@@ -314,6 +332,11 @@ def _cmd_decode(args) -> int:
         for row in r["beam_rows"]:
             print(f"val, beam {row['beam']}: {_metrics(row)}")
         print(f"chosen: beam {s['beam']}")
+        if "neural_lm" in r:
+            for row in r["neural_lm"]["rows"]:
+                print(f"val, neural LM weight {row['weight']}: {_metrics(row)}")
+            print(f"chosen: neural LM weight {r['neural_lm']['weight']}")
+            print(f"test, the search alone (decoded once): {_metrics(r['test_search'])}")
         print(f"test (decoded once): {_metrics(r['test'])}; greedy {_metrics(r['test_greedy'])}")
         print(f"{s['beam']}-best oracle (the floor of any rescoring of these lists): {_metrics(r['test_oracle'])}")
     for group in ("test_by_accent", "test_by_sentence"):
@@ -589,6 +612,17 @@ def register(subparsers) -> None:
     m.add_argument("--max-words", type=int, default=60, help="longest sentence kept, in words (default 60)")
     m.add_argument("--data-dir")
     m.set_defaults(func=_cmd_lm_text)
+    c = sub.add_parser(
+        "lm-corpus",
+        help="the text of a recogniser's language model (training transcripts + --lm-text) as shards for lm_text",
+    )
+    c.add_argument("--checkpoint", required=True, help="a recogniser's checkpoint or run directory (its sentences)")
+    c.add_argument("--lm-text", action="append", help="more language-model text, one sentence per line (repeatable)")
+    c.add_argument("--out", required=True, help="a folder for the shards lm-corpus-NNN.txt (none there yet)")
+    c.add_argument("--shards", type=int, default=20, help="files, split by lm_text into train / val / test (20)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the sentences' order (default 0)")
+    c.add_argument("--data-dir")
+    c.set_defaults(func=_cmd_lm_corpus)
     g = sub.add_parser(
         "decode",
         help="CTC recogniser(s): the language model tuned on val, test decoded once (the decoding of record)",
@@ -614,6 +648,11 @@ def register(subparsers) -> None:
         nargs="+",
         help="more beam widths tried on val at the chosen language-model setting (e.g. 32 64; a hybrid: with the "
         "decoder weight); the lowest val CER chooses the width (default: --beam only)",
+    )
+    g.add_argument(
+        "--rescore-lm",
+        help="a byte-level causal LM (torchssm train on speech lm-corpus's text) that rescores the chosen n-best "
+        "lists, its weight chosen on val (CTC runs only; docs/speech.md)",
     )
     g.add_argument("--out", help="write everything (val grids, choice, test breakdowns) to this JSON file")
     g.add_argument("--verbose", action="store_true", help="print every setting of the val grid as it is scored")

@@ -10,6 +10,7 @@ given setting."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -39,6 +40,7 @@ from torchssm.audio.asr_runs import load_for_decoding, recognizer_kind, run_path
 from torchssm.audio.batches import collate
 from torchssm.audio.ctc import char_error_rate, oracle_transcripts, word_error_rate
 from torchssm.audio.lm import GRID_ALPHAS, GRID_BEAM, GRID_BETAS, GRID_ORDERS
+from torchssm.audio.neural_lm import NEURAL_LM_WEIGHTS, lm_scored_lists, load_rescoring_lm
 from torchssm.audio.progress import progress
 from torchssm.audio.text import CharVocabulary
 
@@ -200,18 +202,22 @@ class LoadedRuns:
         out["best_transcripts"] = None if best is None else transcripts[best]
         return out
 
-    def nbest(self, split: str, combine: str, setting: dict) -> list[list[str]]:
-        """Per item of ``split``: the transcripts of the prefix beam search's n-best at ``setting`` ({"beam",
-        "lm_order", "alpha", "beta"}), best first (the first is the decoding's transcript)."""
+    def scored_nbest(self, split: str, combine: str, setting: dict) -> list[list[tuple[tuple[int, ...], float]]]:
+        """Per item of ``split``: the prefix beam search's n-best at ``setting`` ({"beam", "lm_order", "alpha",
+        "beta"}), [(labelling, search score)] best first (the first is the decoding's transcript)."""
         from torchssm.audio.ctc import prefix_beam_search
 
         lm = self.lm(int(setting["lm_order"]))
         beam, alpha, beta = int(setting["beam"]), float(setting["alpha"]), float(setting["beta"])
         emissions = self.emissions(split, combine)
         return [
-            [self.vocab.decode(y) for y, _ in prefix_beam_search(e, beam, lm=lm, alpha=alpha, beta=beta)]
+            prefix_beam_search(e, beam, lm=lm, alpha=alpha, beta=beta)
             for e in progress(emissions, len(emissions), f"{split}, beam {beam}")
         ]
+
+    def nbest(self, split: str, combine: str, setting: dict) -> list[list[str]]:
+        """Per item of ``split``: the transcripts of :meth:`scored_nbest`, best first."""
+        return [[self.vocab.decode(y) for y, _ in items] for items in self.scored_nbest(split, combine, setting)]
 
     def greedy(self, split: str, combine: str = "prob") -> list[str]:
         """Per item of ``split``: the greedy CTC transcript (best path, collapsed)."""
@@ -352,6 +358,8 @@ def tuned_decoding(
     decoder_weights: Sequence[float] = DECODER_WEIGHTS,
     workers: int = 1,
     beams: Sequence[int] = (),
+    rescore_lm=None,
+    lm_weights: Sequence[float] = NEURAL_LM_WEIGHTS,
 ) -> dict:
     """The decoding of record of a CTC recogniser (or of the ensemble of a list of them) with its language model
     tuned on val and test decoded once: :func:`lm_grid` on val for every (order, alpha, beta) of the grid at
@@ -373,7 +381,13 @@ def tuned_decoding(
     chosen rule and setting (the decoder's weight, and with ``beams`` the width of the n-best lists, chosen on val from
     ``decoder_weights``; several hybrids: the mean of their decoders' scores); its result adds "rescoring", the test
     with the language model alone ("test_ctc_lm") and of each decoder alone ("test_decoder_greedy", a list for an
-    ensemble)."""
+    ensemble).
+
+    ``rescore_lm`` (a byte-level causal LM, or the path of one: :mod:`torchssm.audio.neural_lm`; CTC decodings only):
+    once the setting and the width are chosen, the n-best lists of val at them are rescored with the neural LM's
+    log-probability at each weight of ``lm_weights`` and the lowest val CER (then WER, then the smaller weight)
+    chooses the weight; test's lists are read at it. "test" is then the rescored result, "test_search" the search's
+    own, "neural_lm" holds {"lm", "rows", "weight", "cpu_s"} and each test transcript its "search" one too."""
     cpu0 = _cpu_with_children()
     runs = [str(p) for p in run_paths(path)]
     kinds = [recognizer_kind(run) for run in runs]  # a missing or corrupt checkpoint fails here, before decoding
@@ -384,6 +398,9 @@ def tuned_decoding(
                 "(torchssm transcribe, evaluate_checkpoint); speech decode needs a CTC head"
             )
     widths = _check_beams(beam, beams)
+    if rescore_lm is not None and "hybrid" in kinds:
+        raise ValueError("rescore_lm rescores a CTC decoding's n-best lists; a hybrid's decoder already rescores them")
+    neural = load_rescoring_lm(rescore_lm) if isinstance(rescore_lm, (str, os.PathLike)) else rescore_lm
     loaded = LoadedRuns(runs[0] if len(runs) == 1 else runs, data_dir, extra_texts)
     rules = ("prob", "logprob") if len(runs) > 1 else ("prob",)  # one model: the rules agree
     val, val_best_hyps = {}, {}
@@ -419,10 +436,28 @@ def tuned_decoding(
             beam_rows.append({"beam": width, **error_rates(val_refs, val_hyps[width])})
             log(format_rates(beam_rows[-1]))
         setting["beam"] = min(beam_rows, key=lambda r: (r["cer"], r["wer"], r["beam"]))["beam"]
+    rescoring: dict[str, Any] = {}
+    if neural is not None:
+        nlm_cpu0 = _cpu_with_children()
+        log(f"neural LM rescoring on val: n-best {setting['beam']}, weights {list(lm_weights)} ...")
+        val_lists = lm_scored_lists(neural, loaded.scored_nbest("val", rule, setting), loaded.vocab)
+        rows = []
+        for w in lm_weights:
+            rows.append({"weight": w, **error_rates(val_refs, rescored_transcripts(val_lists, loaded.vocab, w))})
+            log(format_rates(rows[-1]))
+        weight = float(min(rows, key=lambda r: (r["cer"], r["wer"], r["weight"]))["weight"])
+        val_hyps[setting["beam"]] = rescored_transcripts(val_lists, loaded.vocab, weight)
+        rescoring = {"lm": str(rescore_lm) if neural is not rescore_lm else type(neural).__name__}
+        rescoring |= {"rows": rows, "weight": weight}
     log(f"chosen on val: combine {rule}, {format_rates(setting)}; decoding test once ...")
     refs, heldout = loaded.references("test"), loaded.task.extra.get("heldout_words", [])
-    nbest = loaded.nbest("test", rule, setting)
-    hyps = [h[0] for h in nbest]
+    scored = loaded.scored_nbest("test", rule, setting)
+    nbest = [[loaded.vocab.decode(y) for y, _ in items] for items in scored]
+    search_hyps = [h[0] for h in nbest]
+    hyps = search_hyps
+    if neural is not None:
+        hyps = rescored_transcripts(lm_scored_lists(neural, scored, loaded.vocab), loaded.vocab, rescoring["weight"])
+        rescoring["cpu_s"] = _cpu_with_children() - nlm_cpu0
     analysis = setting | transcript_analysis(
         loaded.task,
         saved_task_config(loaded.ckpt)[1],
@@ -430,7 +465,7 @@ def tuned_decoding(
         {"val": (val_refs, val_hyps[setting["beam"]]), "test": (refs, hyps)},
     )
     transcripts = analysis.pop("test_transcripts")
-    return {
+    out = {
         "runs": runs,
         "val": val,
         "chosen_rule": rule,
@@ -441,8 +476,13 @@ def tuned_decoding(
         "test_oracle": error_rates(refs, oracle_transcripts(refs, nbest), heldout),
         "analysis": analysis,
         "test_transcripts": transcripts,
-        "cpu_s": _cpu_with_children() - cpu0,
     }
+    if neural is not None:
+        out["neural_lm"] = rescoring
+        out["test_search"] = error_rates(refs, search_hyps, heldout)
+        for entry, search in zip(transcripts, search_hyps):
+            entry["search"] = search
+    return out | {"cpu_s": _cpu_with_children() - cpu0}
 
 
 def _check_beams(beam: int, beams: Sequence[int]) -> tuple[int, ...]:

@@ -183,12 +183,25 @@ def lm_from_task(task, order: int = 5, extra_texts: Sequence[str] = ()) -> CharN
     a transcription task, each distinct transcript once: ``spoken_sentences``' ``voices_per_sentence=k`` repeats
     every sentence k times, which would multiply the counts by k and leave Kneser-Ney no count-1 n-grams to set its
     discounts from."""
-    return _lm_of_distinct([task.train[i]["text"] for i in range(len(task.train))], extra_texts, order)
+    return CharNGramLM(distinct_sentences([task.train[i]["text"] for i in range(len(task.train))], extra_texts), order)
 
 
-def _lm_of_distinct(transcripts: Sequence[str], extra_texts: Sequence[str], order: int) -> CharNGramLM:
-    """The model of ``order`` from the transcripts and ``extra_texts``, each distinct sentence counted once."""
-    return CharNGramLM(dict.fromkeys([*transcripts, *extra_texts]), order)
+def distinct_sentences(transcripts: Sequence[str], extra_texts: Sequence[str] = ()) -> list[str]:
+    """The text a recogniser's language model learns from: its training ``transcripts`` and ``extra_texts``, each
+    distinct sentence once, in first-seen order (the n-gram's counts; the neural LM's corpus,
+    :func:`torchssm.audio.neural_lm.write_lm_corpus`)."""
+    return list(dict.fromkeys([*transcripts, *extra_texts]))
+
+
+def checkpoint_lm_sentences(path, data_dir=None, extra_texts: Sequence[str] = ()) -> list[str]:
+    """:func:`distinct_sentences` of the recogniser at ``path`` (as :func:`lm_from_checkpoint` counts them)."""
+    from torchssm.audio.asr_runs import checkpoint_task
+
+    texts = checkpoint_sentence_texts(path, data_dir)
+    if texts is not None:
+        return distinct_sentences(texts["train"], extra_texts)
+    task = checkpoint_task(path, data_dir)[1]
+    return distinct_sentences([task.train[i]["text"] for i in range(len(task.train))], extra_texts)
 
 
 def lm_from_checkpoint(path, order: int = 5, data_dir=None, extra_texts: Sequence[str] = ()) -> CharNGramLM:
@@ -197,12 +210,7 @@ def lm_from_checkpoint(path, order: int = 5, data_dir=None, extra_texts: Sequenc
     (:func:`~torchssm.audio.synthetic.sentence_texts`, no audio synthesised); for another task, the task is
     rebuilt from the data cache. ``extra_texts`` (e.g. :func:`read_lm_text`'s) are counted with them, each
     distinct sentence once."""
-    from torchssm.audio.asr_runs import checkpoint_task
-
-    texts = checkpoint_sentence_texts(path, data_dir)
-    if texts is not None:
-        return _lm_of_distinct(texts["train"], extra_texts, order)
-    return lm_from_task(checkpoint_task(path, data_dir)[1], order, extra_texts)
+    return CharNGramLM(checkpoint_lm_sentences(path, data_dir, extra_texts), order)
 
 
 def checkpoint_sentence_texts(path, data_dir=None) -> dict[str, list[str]] | None:
