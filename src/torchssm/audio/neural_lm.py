@@ -69,7 +69,7 @@ def load_rescoring_lm(path) -> nn.Module:
     from torchssm.models.pretrained import CONFIG_NAME
 
     path = Path(path)
-    for sub in ("best", "last"):  # a run directory: its best checkpoint (the lowest validation loss)
+    for sub in ("best", "last"):  # a run directory: its best checkpoint (torchssm train's best/)
         if (path / sub).is_dir():
             path = path / sub
             break
