@@ -24,7 +24,11 @@ def _run(tmp_path, monkeypatch, keep=2):
         "train": {"epochs": 3, "batch_size": 4, "out_dir": str(tmp_path / "run"), "test_beam": 1},
     }
     config["train"]["keep_checkpoints"] = keep
-    asr_train.train_asr(config, task=task, log=str)
+    lines: list[str] = []
+    asr_train.train_asr(config, task=task, log=lines.append)
+    removed = [line for line in lines if line.startswith("removed")]
+    pruned = range(1, 4 - keep) if keep else ()  # keep 0: no snapshot is taken, so none is removed
+    assert removed == [f"removed checkpoints/epoch-{e:06d} (train.keep_checkpoints={keep})" for e in pruned]
     return tmp_path / "run"
 
 

@@ -235,7 +235,8 @@ def train_asr(config: dict, data_dir=None, task=None, log=print, resume: bool = 
             )
             if tc.keep_checkpoints > 0 and "epoch_batches" not in record:  # snapshots are of whole epochs
                 snapshot_checkpoint(out_dir / "last", out_dir / SNAPSHOTS / f"epoch-{epoch + 1:06d}")
-                prune_checkpoints(out_dir / SNAPSHOTS, tc.keep_checkpoints)
+                for removed in prune_checkpoints(out_dir / SNAPSHOTS, tc.keep_checkpoints):
+                    log(f"removed {SNAPSHOTS}/{removed.name} (train.keep_checkpoints={tc.keep_checkpoints})")
             if stopped_early:
                 log(f"stopped after {tc.max_cpu_minutes} CPU minutes (train.max_cpu_minutes) in epoch {epoch + 1}")
                 break
