@@ -143,3 +143,38 @@ def test_speech_lm_corpus_and_decode_rescore_lm_cli(tmp_path, monkeypatch, capsy
     assert "val, neural LM weight 1.5: CER" in printed
     assert main(["speech", "decode", *runs, *grid, "--rescore-lm", runs[0]]) == 2
     assert "is not a saved language model (no config.json)" in capsys.readouterr().err
+
+
+def test_transcribe_rescore_lm(tmp_path, monkeypatch, capsys):
+    from torchssm.audio.asr_runs import load_recognizer
+    from torchssm.audio.ctc import prefix_beam_search
+    from torchssm.audio.neural_lm import rescore_with_lm
+    from torchssm.models.pretrained import save_pretrained
+
+    soundfile = pytest.importorskip("soundfile")
+    runs = [str(r) for r in saved_toy_runs(tmp_path, monkeypatch)]
+    save_pretrained(_byte_lm(seed=2), tmp_path / "nlm")
+    wav = tmp_path / "tone.wav"
+    soundfile.write(wav, toy_asr_task().test[1]["audio"], 16000, subtype="FLOAT")
+    x = torch.from_numpy(soundfile.read(wav, dtype="float32")[0])[None]
+    n = torch.tensor([x.shape[1]])
+    model, neural = load_recognizer(runs[0]), load_rescoring_lm(tmp_path / "nlm")
+    assert rescore_with_lm(model, x, n, neural, 0.0, beam=3) == model.transcribe(x, n, beam=3)  # the search alone
+    with torch.no_grad():
+        e = model(x, n)[0, : int(model.frame_lengths(n))]
+    found = prefix_beam_search(e, 3)
+    scores = sentence_log_probs(neural, [model.vocab.decode(y) for y, _ in found])
+    by_hand = model.vocab.decode(max(zip(found, scores.tolist()), key=lambda f: f[0][1] + 50.0 * f[1])[0][0])
+    assert rescore_with_lm(model, x, n, neural, 50.0, beam=3) == [by_hand]
+    args = ["transcribe", "--checkpoint", runs[0], str(wav), "--beam", "3", "--rescore-lm", str(tmp_path / "nlm")]
+    assert main([*args, "--rescore-lm-weight", "50"]) == 0
+    assert capsys.readouterr().out == f"{wav}\t{by_hand}\n"
+    for extra, message in (
+        ([], "--rescore-lm needs --rescore-lm-weight W"),
+        (["--rescore-lm-weight", "-1"], "the neural LM's weight must be >= 0"),
+        (["--rescore-lm-weight", "1", "--stream", "--beam", "1"], "not with --stream or --rescore"),
+    ):
+        assert main([*args, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["transcribe", "--checkpoint", runs[0], str(wav), "--rescore-lm-weight", "1"]) == 2
+    assert "--rescore-lm-weight weighs a neural LM: add --rescore-lm LM" in capsys.readouterr().err

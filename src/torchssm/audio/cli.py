@@ -12,6 +12,7 @@ torchssm speech decode runs/a [runs/b ...] --lm-text lm.txt      LM tuned on val
 torchssm speech lm-corpus --checkpoint runs/a --lm-text lm.txt --out corpus   the LM's text as shards (neural_lm)
 torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4] [--lm [ORDER]]
 torchssm transcribe --checkpoint runs/a --checkpoint runs/b file.wav [--combine prob]   a CTC ensemble
+torchssm transcribe --checkpoint runs/a file.wav --lm --rescore-lm runs/rescoring_lm --rescore-lm-weight 0.3
 torchssm speech kws-baseline --snr 0 10 20                       log-mel + logistic regression
 torchssm speech snr-sweep --checkpoint runs/spoken_commands_s4d/best
 torchssm speech kws-ensemble --checkpoints runs/a/last runs/b/last   mean of the models' logits (kws.ensemble_accuracy)
@@ -111,6 +112,9 @@ def _cmd_transcribe(args) -> int:
             raise ValueError(f"--rescore WEIGHT must be >= 0 (0: the CTC head's search alone), got {args.rescore}")
         if args.beam is None:
             beam = int(LM_DEFAULTS["beam"])
+    neural = _rescoring_lm_of(args, model)
+    if neural is not None and args.beam is None:
+        beam = int(LM_DEFAULTS["beam"])
     lm = None
     if order:
         from torchssm.audio.lm import lm_from_checkpoint, read_lm_text
@@ -129,6 +133,13 @@ def _cmd_transcribe(args) -> int:
                 f"  chunks of {args.chunk_ms} ms: {timing['mean_chunk_ms']:.2f} ms per chunk (max "
                 f"{timing['max_chunk_ms']:.2f}), real-time factor {timing['rtf']:.3f} (CPU time)"
             )
+        elif neural is not None:
+            from torchssm.audio.neural_lm import rescore_with_lm
+
+            lengths = torch.tensor([len(audio)])
+            weight = args.rescore_lm_weight
+            text = rescore_with_lm(model, audio[None], lengths, neural, weight, beam, lm, alpha, beta)[0]
+            print(f"{path}\t{text}")
         elif args.rescore is not None and can_rescore(model):  # checked above
             lengths = torch.tensor([len(audio)])
             text = model.rescore(audio[None], lengths, beam, args.rescore, lm, alpha, beta)[0]
@@ -141,6 +152,25 @@ def _cmd_transcribe(args) -> int:
             text = model.transcribe(audio[None], torch.tensor([len(audio)]), beam=beam)[0]
             print(f"{path}\t{text}")
     return 0
+
+
+def _rescoring_lm_of(args, model):
+    """The neural LM of ``transcribe --rescore-lm`` (None without it), its options checked against the others."""
+    from torchssm.audio.asr import CTCTranscription
+
+    if args.rescore_lm is None:
+        if args.rescore_lm_weight is not None:
+            raise ValueError("--rescore-lm-weight weighs a neural LM: add --rescore-lm LM")
+        return None
+    if args.rescore_lm_weight is None:
+        raise ValueError("--rescore-lm needs --rescore-lm-weight W (`speech decode --rescore-lm` chooses it on val)")
+    if args.stream or args.rescore is not None:
+        raise ValueError("--rescore-lm rescores the offline CTC search's n-best: not with --stream or --rescore")
+    if not isinstance(model, CTCTranscription):
+        raise ValueError(f"--rescore-lm needs a CTC recogniser or ensemble, got {type(model).__name__}")
+    from torchssm.audio.neural_lm import load_rescoring_lm
+
+    return load_rescoring_lm(args.rescore_lm)
 
 
 def _cmd_say(args) -> int:
@@ -471,6 +501,13 @@ def register(subparsers) -> None:
         f"best (default {LM_DEFAULTS['beam']}; with --lm fused) rescored by the decoder(s) with this weight "
         "(SambaASR.rescore, CTCEnsemble.rescore; `speech decode` chooses it on val)",
     )
+    p.add_argument(
+        "--rescore-lm",
+        metavar="LM",
+        help="a byte-level causal LM (audio.neural_lm) that rescores the CTC search's --beam best (default "
+        f"{LM_DEFAULTS['beam']}; with --lm fused) with --rescore-lm-weight (`speech decode --rescore-lm` chooses it)",
+    )
+    p.add_argument("--rescore-lm-weight", type=float, metavar="W", help="the weight of --rescore-lm's log-probability")
     p.add_argument("--chunk-ms", type=float, default=20.0, help="chunk length for --stream (default 20 ms)")
     p.add_argument(
         "--beam",

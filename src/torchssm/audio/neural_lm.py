@@ -119,3 +119,31 @@ def lm_scored_lists(model: nn.Module, lists: Sequence[Sequence], vocab) -> list[
         out.append(entries[start : start + len(items)])
         start += len(items)
     return out
+
+
+@torch.no_grad()
+def rescore_with_lm(
+    recognizer,
+    audio: torch.Tensor,
+    audio_lengths: torch.Tensor,
+    model: nn.Module,
+    weight: float,
+    beam: int = 16,
+    lm=None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+) -> list[str]:
+    """Transcripts of a batch of audio (b, n) by a CTC ``recognizer`` (a :class:`~torchssm.audio.asr.CTCRecognizer`
+    or :class:`~torchssm.audio.asr.CTCEnsemble`): per utterance the ``beam`` best of the prefix beam search (``lm``
+    fused with ``alpha`` / ``beta``), the best by search score + ``weight`` x log p_nlm under the byte-level LM
+    ``model`` (``transcribe --rescore-lm``; weight 0: the search's own transcript)."""
+    from torchssm.audio.asr import best_rescored
+    from torchssm.audio.ctc import prefix_beam_search
+
+    if weight < 0:
+        raise ValueError(f"the neural LM's weight must be >= 0 (0: the search alone), got {weight}")
+    log_probs = recognizer(audio, audio_lengths)  # (b, t', n_ctc)
+    frames = recognizer.frame_lengths(audio_lengths).tolist()
+    lists = [prefix_beam_search(lp[:n], beam, lm=lm, alpha=alpha, beta=beta) for lp, n in zip(log_probs, frames)]
+    vocab = recognizer.vocab
+    return [vocab.decode(best_rescored(entries, weight)) for entries in lm_scored_lists(model, lists, vocab)]
