@@ -910,8 +910,14 @@ class SambaASR(AttentionRescoring, nn.Module):
 def best_rescored(entries, decoder_weight: float) -> list[int]:
     """The labelling of ``entries`` ([(labelling, search score, decoder log-probability)], :meth:`SambaASR.
     scored_nbest`) with the highest search score + ``decoder_weight`` x decoder log-probability; of equal scores the
-    first (the search's order)."""
+    first (the search's order). The second score may also be a neural LM's (:mod:`torchssm.audio.neural_lm`)."""
     return list(max(entries, key=lambda entry: entry[1] + decoder_weight * entry[2])[0])
+
+
+def rescored_transcripts(lists, vocab: CharVocabulary, decoder_weight: float) -> list[str]:
+    """The transcript :func:`best_rescored` chooses in each n-best list of ``lists`` (entries [(labelling, search
+    score, second score)]: :meth:`SambaASR.scored_nbest`'s, or :func:`torchssm.audio.neural_lm.lm_scored_lists`')."""
+    return [vocab.decode(best_rescored(entries, decoder_weight)) for entries in lists]
 
 
 def states_batch(states) -> int:

@@ -27,6 +27,7 @@ from torchssm.audio.asr import (
     SambaCTCHead,
     can_rescore,
     is_hybrid,
+    rescored_transcripts,
 )
 from torchssm.audio.asr_eval import (
     breakdowns_of_test,
@@ -507,13 +508,6 @@ def rescoring_lists(
         batch = collate([dataset[i]], model.vocab)
         out += model.scored_nbest(batch["audio"], batch["audio_lengths"], beam, lm, alpha, beta)
     return out
-
-
-def rescored_transcripts(lists: list, vocab: CharVocabulary, decoder_weight: float) -> list[str]:
-    """The transcript of each :func:`rescoring_lists` entry chosen by :func:`~torchssm.audio.asr.best_rescored`."""
-    from torchssm.audio.asr import best_rescored
-
-    return [vocab.decode(best_rescored(entries, decoder_weight)) for entries in lists]
 
 
 def rescoring_decoding(

@@ -137,7 +137,7 @@ def rescore_with_lm(
     or :class:`~torchssm.audio.asr.CTCEnsemble`): per utterance the ``beam`` best of the prefix beam search (``lm``
     fused with ``alpha`` / ``beta``), the best by search score + ``weight`` x log p_nlm under the byte-level LM
     ``model`` (``transcribe --rescore-lm``; weight 0: the search's own transcript)."""
-    from torchssm.audio.asr import best_rescored
+    from torchssm.audio.asr import rescored_transcripts
     from torchssm.audio.ctc import prefix_beam_search
 
     if weight < 0:
@@ -145,5 +145,4 @@ def rescore_with_lm(
     log_probs = recognizer(audio, audio_lengths)  # (b, t', n_ctc)
     frames = recognizer.frame_lengths(audio_lengths).tolist()
     lists = [prefix_beam_search(lp[:n], beam, lm=lm, alpha=alpha, beta=beta) for lp, n in zip(log_probs, frames)]
-    vocab = recognizer.vocab
-    return [vocab.decode(best_rescored(entries, weight)) for entries in lm_scored_lists(model, lists, vocab)]
+    return rescored_transcripts(lm_scored_lists(model, lists, recognizer.vocab), recognizer.vocab, weight)
