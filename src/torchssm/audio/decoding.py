@@ -388,7 +388,8 @@ def tuned_decoding(
     once the setting and the width are chosen, the n-best lists of val at them are rescored with the neural LM's
     log-probability at each weight of ``lm_weights`` and the lowest val CER (then WER, then the smaller weight)
     chooses the weight; test's lists are read at it. "test" is then the rescored result, "test_search" the search's
-    own, "neural_lm" holds {"lm", "rows", "weight", "cpu_s"} and each test transcript its "search" one too."""
+    own, "neural_lm" holds {"lm", "rows", "weight", "cpu_s" (what rescoring adds: val's lists searched again with their
+    scores, the LM scores of val's and test's)} and each test transcript its "search" one too."""
     cpu0 = _cpu_with_children()
     runs = [str(p) for p in run_paths(path)]
     kinds = [recognizer_kind(run) for run in runs]  # a missing or corrupt checkpoint fails here, before decoding
@@ -449,7 +450,7 @@ def tuned_decoding(
         weight = float(min(rows, key=lambda r: (r["cer"], r["wer"], r["weight"]))["weight"])
         val_hyps[setting["beam"]] = rescored_transcripts(val_lists, loaded.vocab, weight)
         rescoring = {"lm": str(rescore_lm) if neural is not rescore_lm else type(neural).__name__}
-        rescoring |= {"rows": rows, "weight": weight}
+        rescoring |= {"rows": rows, "weight": weight, "cpu_s": _cpu_with_children() - nlm_cpu0}
     log(f"chosen on val: combine {rule}, {format_rates(setting)}; decoding test once ...")
     refs, heldout = loaded.references("test"), loaded.task.extra.get("heldout_words", [])
     scored = loaded.scored_nbest("test", rule, setting)
@@ -457,8 +458,9 @@ def tuned_decoding(
     search_hyps = [h[0] for h in nbest]
     hyps = search_hyps
     if neural is not None:
+        test_cpu0 = _cpu_with_children()
         hyps = rescored_transcripts(lm_scored_lists(neural, scored, loaded.vocab), loaded.vocab, rescoring["weight"])
-        rescoring["cpu_s"] = _cpu_with_children() - nlm_cpu0
+        rescoring["cpu_s"] += _cpu_with_children() - test_cpu0  # val's second search and LM scores, test's LM scores
     analysis = setting | transcript_analysis(
         loaded.task,
         saved_task_config(loaded.ckpt)[1],
