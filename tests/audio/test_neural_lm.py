@@ -117,6 +117,13 @@ def test_tuned_decoding_rescores_the_chosen_lists_with_the_neural_lm(tmp_path, m
     assert [t["hyp"] for t in forced["test_transcripts"]] == by_lm  # the weight is applied as stated
     assert by_lm != [t["search"] for t in forced["test_transcripts"]]  # and it changes the choice
     assert forced["neural_lm"]["lm"] == "CausalLM"
+    wide = decoding.tuned_decoding(runs, log=str, rescore_lm=model, beams=(4,), **grid)  # val's lists kept per width
+    at = wide["setting"]
+    chosen_row = next(r for r in wide["beam_rows"] if r["beam"] == at["beam"])
+    assert wide["neural_lm"]["rows"][0]["cer"] == chosen_row["cer"]  # weight 0: the search at the chosen width
+    lists = lm_scored_lists(model, loaded.scored_nbest("test", wide["chosen_rule"], at), vocab)
+    w = wide["neural_lm"]["weight"]
+    assert [t["hyp"] for t in wide["test_transcripts"]] == [vocab.decode(best_rescored(e, w)) for e in lists]
 
 
 def test_speech_lm_corpus_and_decode_rescore_lm_cli(tmp_path, monkeypatch, capsys):

@@ -388,8 +388,9 @@ def tuned_decoding(
     once the setting and the width are chosen, the n-best lists of val at them are rescored with the neural LM's
     log-probability at each weight of ``lm_weights`` and the lowest val CER (then WER, then the smaller weight)
     chooses the weight; test's lists are read at it. "test" is then the rescored result, "test_search" the search's
-    own, "neural_lm" holds {"lm", "rows", "weight", "cpu_s" (what rescoring adds: val's lists searched again with their
-    scores, the LM scores of val's and test's)} and each test transcript its "search" one too."""
+    own, "neural_lm" holds {"lm", "rows", "weight", "cpu_s" (what rescoring adds: the LM scores of val's and test's
+    lists, and val's search at the grid's own width when that width is chosen)} and each test transcript its "search"
+    one too."""
     cpu0 = _cpu_with_children()
     runs = [str(p) for p in run_paths(path)]
     kinds = [recognizer_kind(run) for run in runs]  # a missing or corrupt checkpoint fails here, before decoding
@@ -430,11 +431,13 @@ def tuned_decoding(
         out = {"runs": runs, "val": val, "chosen_rule": rule, **hybrid}
         return out | {"cpu_s": _cpu_with_children() - cpu0}
     val_refs, val_hyps, beam_rows = loaded.references("val"), {beam: val_best_hyps[rule]}, []
+    val_lists: dict[int, list] = {}  # width -> val's scored n-best lists, kept for the neural LM
     if len(widths) > 1:
         log(f"beams on val at that setting: {list(widths)} ...")
         for width in widths:
             if width not in val_hyps:
-                val_hyps[width] = [hyps[0] for hyps in loaded.nbest("val", rule, setting | {"beam": width})]
+                val_lists[width] = loaded.scored_nbest("val", rule, setting | {"beam": width})
+                val_hyps[width] = [loaded.vocab.decode(items[0][0]) for items in val_lists[width]]
             beam_rows.append({"beam": width, **error_rates(val_refs, val_hyps[width])})
             log(format_rates(beam_rows[-1]))
         setting["beam"] = min(beam_rows, key=lambda r: (r["cer"], r["wer"], r["beam"]))["beam"]
@@ -442,13 +445,14 @@ def tuned_decoding(
     if neural is not None:
         nlm_cpu0 = _cpu_with_children()
         log(f"neural LM rescoring on val: n-best {setting['beam']}, weights {list(lm_weights)} ...")
-        val_lists = lm_scored_lists(neural, loaded.scored_nbest("val", rule, setting), loaded.vocab)
+        searched = val_lists.get(setting["beam"]) or loaded.scored_nbest("val", rule, setting)  # the grid's width: none
+        val_scored = lm_scored_lists(neural, searched, loaded.vocab)
         rows = []
         for w in lm_weights:
-            rows.append({"weight": w, **error_rates(val_refs, rescored_transcripts(val_lists, loaded.vocab, w))})
+            rows.append({"weight": w, **error_rates(val_refs, rescored_transcripts(val_scored, loaded.vocab, w))})
             log(format_rates(rows[-1]))
         weight = float(min(rows, key=lambda r: (r["cer"], r["wer"], r["weight"]))["weight"])
-        val_hyps[setting["beam"]] = rescored_transcripts(val_lists, loaded.vocab, weight)
+        val_hyps[setting["beam"]] = rescored_transcripts(val_scored, loaded.vocab, weight)
         rescoring = {"lm": str(rescore_lm) if neural is not rescore_lm else type(neural).__name__}
         rescoring |= {"rows": rows, "weight": weight, "cpu_s": _cpu_with_children() - nlm_cpu0}
     log(f"chosen on val: combine {rule}, {format_rates(setting)}; decoding test once ...")
@@ -460,7 +464,7 @@ def tuned_decoding(
     if neural is not None:
         test_cpu0 = _cpu_with_children()
         hyps = rescored_transcripts(lm_scored_lists(neural, scored, loaded.vocab), loaded.vocab, rescoring["weight"])
-        rescoring["cpu_s"] += _cpu_with_children() - test_cpu0  # val's second search and LM scores, test's LM scores
+        rescoring["cpu_s"] += _cpu_with_children() - test_cpu0  # with val's: what rescoring adds
     analysis = setting | transcript_analysis(
         loaded.task,
         saved_task_config(loaded.ckpt)[1],
