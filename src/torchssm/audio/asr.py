@@ -425,7 +425,8 @@ def scored_nbest_of(
 ) -> list[list[tuple[list[int], float, float]]]:
     """Per utterance i of the CTC log-probabilities ``log_probs`` (b, t', n_ctc): [(labelling, search score,
     decoder log-probability)] of the ``beam`` best of the prefix beam search over its ``frames[i]`` frames (``lm``
-    fused with ``alpha`` / ``beta``), the decoder's from ``decoder_log_probs(i, labellings)`` ((k,) tensor)."""
+    fused with ``alpha`` / ``beta``), the decoder's from ``decoder_log_probs(i, labellings)`` ((k,) tensor; a neural
+    LM's in :func:`torchssm.audio.neural_lm.rescore_with_lm`)."""
     from torchssm.audio.ctc import prefix_beam_search
 
     out = []

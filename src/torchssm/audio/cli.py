@@ -110,17 +110,14 @@ def _cmd_transcribe(args) -> int:
             )
         if args.rescore < 0:
             raise ValueError(f"--rescore WEIGHT must be >= 0 (0: the CTC head's search alone), got {args.rescore}")
-        if args.beam is None:
-            beam = int(LM_DEFAULTS["beam"])
     neural = _rescoring_lm_of(args, model)
-    if neural is not None and args.beam is None:
+    if (args.rescore is not None or neural is not None) and args.beam is None:  # n-best lists to rescore
         beam = int(LM_DEFAULTS["beam"])
     lm = None
     if order:
-        from torchssm.audio.lm import lm_from_checkpoint, read_lm_text
+        from torchssm.audio.lm import lm_from_checkpoint
 
-        extra = [line for path in args.lm_text or () for line in read_lm_text(path)]
-        lm = lm_from_checkpoint(args.checkpoint[0], order, data_dir=args.data_dir, extra_texts=extra)
+        lm = lm_from_checkpoint(args.checkpoint[0], order, data_dir=args.data_dir, extra_texts=_lm_text_lines(args))
     for path in args.files:
         audio = _load_wav(path)
         if isinstance(model, CTCRecognizer) and args.stream:
@@ -152,6 +149,13 @@ def _cmd_transcribe(args) -> int:
             text = model.transcribe(audio[None], torch.tensor([len(audio)]), beam=beam)[0]
             print(f"{path}\t{text}")
     return 0
+
+
+def _lm_text_lines(args) -> list[str]:
+    """The sentences of every ``--lm-text`` file, in order (:func:`~torchssm.audio.lm.read_lm_text`)."""
+    from torchssm.audio.lm import read_lm_text
+
+    return [line for path in args.lm_text or () for line in read_lm_text(path)]
 
 
 def _rescoring_lm_of(args, model):
@@ -311,11 +315,10 @@ def _cmd_lm_text(args) -> int:
 
 
 def _cmd_lm_corpus(args) -> int:
-    from torchssm.audio.lm import checkpoint_lm_sentences, read_lm_text
+    from torchssm.audio.lm import checkpoint_lm_sentences
     from torchssm.audio.neural_lm import write_lm_corpus
 
-    extra = [line for path in args.lm_text or () for line in read_lm_text(path)]
-    sentences = checkpoint_lm_sentences(args.checkpoint, args.data_dir, extra)
+    sentences = checkpoint_lm_sentences(args.checkpoint, args.data_dir, _lm_text_lines(args))
     paths = write_lm_corpus(sentences, args.out, args.shards, args.seed)
     chars = sum(len(t) + 1 for t in sentences)
     print(
@@ -327,11 +330,10 @@ def _cmd_lm_corpus(args) -> int:
 
 def _cmd_decode(args) -> int:
     from torchssm.audio.decoding import tuned_decoding
-    from torchssm.audio.lm import read_lm_text
 
     if len(set(args.runs)) != len(args.runs):
         raise ValueError(f"runs repeat: {args.runs}")
-    extra = [line for path in args.lm_text or () for line in read_lm_text(path)]
+    extra = _lm_text_lines(args)
     grid = {"orders": args.orders, "alphas": args.alphas, "betas": args.betas, "beam": args.beam}
     r = tuned_decoding(
         args.runs,

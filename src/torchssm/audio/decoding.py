@@ -216,10 +216,6 @@ class LoadedRuns:
             for e in progress(emissions, len(emissions), f"{split}, beam {beam}")
         ]
 
-    def nbest(self, split: str, combine: str, setting: dict) -> list[list[str]]:
-        """Per item of ``split``: the transcripts of :meth:`scored_nbest`, best first."""
-        return [[self.vocab.decode(y) for y, _ in items] for items in self.scored_nbest(split, combine, setting)]
-
     def greedy(self, split: str, combine: str = "prob") -> list[str]:
         """Per item of ``split``: the greedy CTC transcript (best path, collapsed)."""
         from torchssm.audio.ctc import greedy_decode

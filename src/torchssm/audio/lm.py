@@ -183,7 +183,12 @@ def lm_from_task(task, order: int = 5, extra_texts: Sequence[str] = ()) -> CharN
     a transcription task, each distinct transcript once: ``spoken_sentences``' ``voices_per_sentence=k`` repeats
     every sentence k times, which would multiply the counts by k and leave Kneser-Ney no count-1 n-grams to set its
     discounts from."""
-    return CharNGramLM(distinct_sentences([task.train[i]["text"] for i in range(len(task.train))], extra_texts), order)
+    return CharNGramLM(task_lm_sentences(task, extra_texts), order)
+
+
+def task_lm_sentences(task, extra_texts: Sequence[str] = ()) -> list[str]:
+    """:func:`distinct_sentences` of the TRAINING transcripts of a transcription task and ``extra_texts``."""
+    return distinct_sentences([task.train[i]["text"] for i in range(len(task.train))], extra_texts)
 
 
 def distinct_sentences(transcripts: Sequence[str], extra_texts: Sequence[str] = ()) -> list[str]:
@@ -200,8 +205,7 @@ def checkpoint_lm_sentences(path, data_dir=None, extra_texts: Sequence[str] = ()
     texts = checkpoint_sentence_texts(path, data_dir)
     if texts is not None:
         return distinct_sentences(texts["train"], extra_texts)
-    task = checkpoint_task(path, data_dir)[1]
-    return distinct_sentences([task.train[i]["text"] for i in range(len(task.train))], extra_texts)
+    return task_lm_sentences(checkpoint_task(path, data_dir)[1], extra_texts)
 
 
 def lm_from_checkpoint(path, order: int = 5, data_dir=None, extra_texts: Sequence[str] = ()) -> CharNGramLM:

@@ -137,12 +137,16 @@ def rescore_with_lm(
     or :class:`~torchssm.audio.asr.CTCEnsemble`): per utterance the ``beam`` best of the prefix beam search (``lm``
     fused with ``alpha`` / ``beta``), the best by search score + ``weight`` x log p_nlm under the byte-level LM
     ``model`` (``transcribe --rescore-lm``; weight 0: the search's own transcript)."""
-    from torchssm.audio.asr import rescored_transcripts
-    from torchssm.audio.ctc import prefix_beam_search
+    from torchssm.audio.asr import rescored_transcripts, scored_nbest_of
 
     if weight < 0:
         raise ValueError(f"the neural LM's weight must be >= 0 (0: the search alone), got {weight}")
+    vocab = recognizer.vocab
     log_probs = recognizer(audio, audio_lengths)  # (b, t', n_ctc)
     frames = recognizer.frame_lengths(audio_lengths).tolist()
-    lists = [prefix_beam_search(lp[:n], beam, lm=lm, alpha=alpha, beta=beta) for lp, n in zip(log_probs, frames)]
-    return rescored_transcripts(lm_scored_lists(model, lists, recognizer.vocab), recognizer.vocab, weight)
+
+    def lm_log_probs(i: int, labellings: list) -> torch.Tensor:  # the second score of attention rescoring's lists
+        return sentence_log_probs(model, [vocab.decode(y) for y in labellings])
+
+    lists = scored_nbest_of(log_probs, frames, beam, lm, alpha, beta, lm_log_probs)
+    return rescored_transcripts(lists, vocab, weight)
