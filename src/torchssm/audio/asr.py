@@ -85,6 +85,8 @@ CTC baseline (Graves et al. 2006) on the same encoder: Linear d_model -> blank +
 Several trained CTC recognisers decode as one through :class:`CTCEnsemble` (their frame posteriors combined); hybrid
 Samba-ASR models join it by their CTC heads, and their decoders then rescore the ensemble's n-best lists
 (:meth:`CTCEnsemble.scored_nbest`: the mean of the decoders' log p_dec(y </s> | x) in place of one decoder's).
+Test-time warping: a CTC recogniser read through VTLP-warped mel filters (:class:`FrequencyWarped`) joins an
+ensemble as one more member (:func:`warped_members`), so one recogniser at several warps decodes as an ensemble.
 """
 
 from __future__ import annotations
@@ -273,7 +275,11 @@ class SpeechEncoder(nn.Module):
         return x if states is None else (x, new_states)
 
     def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.subsample(self.front(audio), audio_lengths)
+        return self.encode_mel(self.front(audio), audio_lengths)
+
+    def encode_mel(self, mel: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-mel frames (b, t, n_mels) of utterances of ``audio_lengths`` samples -> encoded frames (b, t', d)."""
+        x = self.subsample(mel, audio_lengths)
         frames = None
         if audio_lengths is not None and not self.causal:
             frames = torch.clamp(self.frame_lengths(audio_lengths), min=0, max=x.shape[1])
@@ -344,7 +350,11 @@ class CTCRecognizer(CTCTranscription):
         self.head = nn.Linear(cfg.d_model, self.vocab.n_ctc)
 
     def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return F.log_softmax(self.head(self.encoder(audio, audio_lengths)), dim=-1)
+        return self.mel_log_probs(self.encoder.front(audio), audio_lengths)
+
+    def mel_log_probs(self, mel: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """CTC log-probabilities (b, t', n_ctc) of log-mel frames (b, t, n_mels), the front end's output."""
+        return F.log_softmax(self.head(self.encoder.encode_mel(mel, audio_lengths)), dim=-1)
 
     def loss(self, audio, audio_lengths, targets, target_lengths) -> torch.Tensor:
         """Mean CTC loss per target character (:func:`ctc_loss`)."""
@@ -353,6 +363,47 @@ class CTCRecognizer(CTCTranscription):
 
     def frame_lengths(self, audio_lengths: torch.Tensor) -> torch.Tensor:
         return self.encoder.frame_lengths(audio_lengths)
+
+
+class FrequencyWarped(CTCTranscription):
+    """A :class:`CTCRecognizer` that reads audio through its front end with the mel filters warped by ``warp``
+    (VTLP, :mod:`torchssm.audio.features`): test-time warping, as if the speaker's vocal tract were longer or
+    shorter. The recogniser's weights are shared, not copied. Several warps combine as a :class:`CTCEnsemble`
+    (:func:`warped_members`)."""
+
+    def __init__(self, recognizer: CTCRecognizer, warp: float):
+        super().__init__()
+        if not isinstance(recognizer, CTCRecognizer):
+            raise ValueError(
+                f"test-time warping reads a CTCRecognizer's log-mel front end, got {type(recognizer).__name__}"
+            )
+        self.recognizer, self.vocab, self.cfg = recognizer, recognizer.vocab, recognizer.cfg
+        self.front = recognizer.encoder.front.warped(warp)
+        self.warp = self.front.warp
+
+    def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.recognizer.mel_log_probs(self.front(audio), audio_lengths)
+
+    def frame_lengths(self, audio_lengths: torch.Tensor) -> torch.Tensor:
+        return self.recognizer.frame_lengths(audio_lengths)
+
+
+def check_warps(warps) -> tuple[float, ...]:
+    """``warps`` as a tuple of floats: one or more distinct VTLP warp factors (:func:`~torchssm.audio.features.
+    check_warp`), or ValueError."""
+    from torchssm.audio.features import check_warp
+
+    out = tuple(check_warp(a) for a in warps)
+    if not out or len(set(out)) != len(out):
+        raise ValueError(f"warps must be one or more distinct warp factors, got {list(warps)}")
+    return out
+
+
+def warped_members(members, warps=(1.0,)) -> list:
+    """Each of ``members`` read at each of ``warps``, member by member (warp 1: the member itself; any other:
+    :class:`FrequencyWarped`, so a CTC recogniser only): the members of a test-time-warped :class:`CTCEnsemble`."""
+    warps = check_warps(warps)
+    return [m if a == 1.0 else FrequencyWarped(m, a) for m in members for a in warps]
 
 
 def ctc_loss(log_probs: torch.Tensor, frames: torch.Tensor, targets: torch.Tensor, target_lengths) -> torch.Tensor:
@@ -456,10 +507,10 @@ class CTCEnsemble(CTCTranscription, AttentionRescoring):
         if not members:
             raise ValueError("CTCEnsemble needs at least one CTC recogniser, got none")
         for m in members:
-            if not isinstance(m, (CTCRecognizer, SambaCTCHead)):
+            if not isinstance(m, (CTCRecognizer, SambaCTCHead, FrequencyWarped)):
                 raise ValueError(
                     f"CTCEnsemble combines CTC recognisers and hybrid Samba-ASR CTC heads (SambaCTCHead) only, got "
-                    f"{type(m).__name__}"
+                    f"{type(m).__name__} (a FrequencyWarped recogniser counts as a CTC recogniser)"
                 )
         alphabets = sorted({m.vocab.alphabet for m in members})
         if len(alphabets) > 1:

@@ -16,6 +16,7 @@ import torch
 from torchssm.audio.asr import (
     CTCRecognizer,
     CTCTranscription,
+    FrequencyWarped,
     SambaASR,
 )
 from torchssm.audio.asr_runs import UNNAMED_TASK
@@ -175,11 +176,11 @@ def transcript_analysis(task, task_cfg: dict, ctc, transcripts: dict) -> dict:
     """:func:`~torchssm.audio.decoding.analyse_recognizer`'s breakdowns of the (references, hypotheses) of each
     split in ``transcripts`` ({"train" (its first items), "val", "test"}; test required) of ``task`` (``task_cfg``:
     the run's saved task section; ``ctc``: the recogniser, or an ensemble's first member, whose frame rate buckets
-    the CER by frame need when it is a :class:`~torchssm.audio.asr.CTCRecognizer`)."""
+    the CER by frame need when it is a :class:`~torchssm.audio.asr.CTCRecognizer`, warped or not)."""
     out: dict = {}
     for split, (refs, hyps) in transcripts.items():
         out[split] = error_rates(refs, hyps)
-        if isinstance(ctc, CTCRecognizer) and split != "val":  # CER by how many of its frames CTC needs
+        if isinstance(ctc, (CTCRecognizer, FrequencyWarped)) and split != "val":  # CER by the frames CTC needs
             dataset = getattr(task, split)
             need = ctc_frame_need([dataset[i] for i in range(len(refs))], ctc.cfg.subsampling, vocab=ctc.vocab)
             out[f"{split}_by_frame_need"] = error_rates_by(refs, hyps, [_need_bucket(r) for r in need])

@@ -17,6 +17,8 @@ from torchssm.audio.asr import (
     SambaASR,
     SambaCTCHead,
     build_recognizer,
+    check_warps,
+    warped_members,
 )
 
 
@@ -86,18 +88,20 @@ def run_paths(path) -> list:
     return paths
 
 
-def load_for_decoding(path, data_dir=None, combine: str = "prob"):
+def load_for_decoding(path, data_dir=None, combine: str = "prob", warps: Sequence[float] = (1.0,)):
     """(checkpoint directory, task rebuilt from the data cache, model) for decoding ``path``: a run directory or
     checkpoint, or a list of CTC or hybrid Samba-ASR ones decoded as their :class:`~torchssm.audio.asr.CTCEnsemble`
     (``combine``, :func:`load_ctc_ensemble`) on the task of the first (its split and its training transcripts for
-    the language model; the members should have been trained on the same sentences)."""
-    if isinstance(path, (str, os.PathLike)):
+    the language model; the members should have been trained on the same sentences). ``warps`` other than (1,):
+    each CTC recogniser read at each VTLP warp, the copies decoded as one ensemble (test-time warping,
+    :func:`~torchssm.audio.asr.warped_members`), one run too."""
+    if isinstance(path, (str, os.PathLike)) and check_warps(warps) == (1.0,):
         ckpt, task = checkpoint_task(path, data_dir)
         return ckpt, task, load_recognizer(ckpt)
     paths = run_paths(path)
     check_same_sentences(paths)
     ckpt, task = checkpoint_task(paths[0], data_dir)
-    return ckpt, task, load_ctc_ensemble(paths, combine)
+    return ckpt, task, load_ctc_ensemble(paths, combine, warps)
 
 
 # task options that change only how the training sentences are spoken (voices, accents), not the sentences, val or test
@@ -133,9 +137,11 @@ def check_same_sentences(paths: Sequence) -> None:
                 )
 
 
-def load_ctc_ensemble(paths: Sequence, combine: str = "prob") -> CTCEnsemble:
+def load_ctc_ensemble(paths: Sequence, combine: str = "prob", warps: Sequence[float] = (1.0,)) -> CTCEnsemble:
     """The CTC recognisers saved at ``paths`` decoded as one (:class:`~torchssm.audio.asr.CTCEnsemble`); a hybrid
-    Samba-ASR run joins by its CTC head (:class:`~torchssm.audio.asr.SambaCTCHead`), its decoder then rescores."""
+    Samba-ASR run joins by its CTC head (:class:`~torchssm.audio.asr.SambaCTCHead`), its decoder then rescores.
+    ``warps``: each CTC recogniser read at each of these VTLP warps (:func:`~torchssm.audio.asr.warped_members`;
+    a hybrid takes none but 1)."""
     members: list[CTCRecognizer | SambaCTCHead] = []
     for path in paths:
         model = load_recognizer(path)
@@ -144,5 +150,7 @@ def load_ctc_ensemble(paths: Sequence, combine: str = "prob") -> CTCEnsemble:
                 f"{path} is a Samba-ASR run without a CTC head (model.ctc_weight 0): an ensemble combines CTC "
                 "recognisers and hybrid Samba-ASR runs"
             )
+        if isinstance(model, SambaASR) and check_warps(warps) != (1.0,):
+            raise ValueError(f"{path} is a hybrid Samba-ASR run: test-time warps read CTC recognisers only")
         members.append(SambaCTCHead(model) if isinstance(model, SambaASR) else model)
-    return CTCEnsemble(members, combine).eval()
+    return CTCEnsemble(warped_members(members, warps), combine).eval()

@@ -9,9 +9,11 @@ torchssm speech average runs/asr_ctc [--epochs 5 6]             one recogniser: 
 torchssm speech lm-text --checkpoint runs/asr_ctc --out lm.txt   more LM text, none of the run's val / test (prose)
 torchssm speech decode runs/a [runs/b ...] --lm-text lm.txt      LM tuned on val, test decoded once (tuned_decoding)
     [--beams 32 64] [--rescore-lm runs/rescoring_lm]               more widths; a neural LM rescores the n-best
+    [--warps 0.9 0.95 1.0 1.05 1.1]                                test-time warping (asr.FrequencyWarped)
 torchssm speech lm-corpus --checkpoint runs/a --lm-text lm.txt --out corpus   the LM's text as shards (neural_lm)
 torchssm transcribe --checkpoint runs/asr_ctc file.wav [--stream --chunk-ms 20] [--beam 4] [--lm [ORDER]]
 torchssm transcribe --checkpoint runs/a --checkpoint runs/b file.wav [--combine prob]   a CTC ensemble
+torchssm transcribe --checkpoint runs/a --warps 0.9 1.0 1.1 file.wav     test-time warping (VTLP copies as an ensemble)
 torchssm transcribe --checkpoint runs/a file.wav --lm --rescore-lm runs/rescoring_lm --rescore-lm-weight 0.3
 torchssm speech kws-baseline --snr 0 10 20                       log-mel + logistic regression
 torchssm speech snr-sweep --checkpoint runs/spoken_commands_s4d/best
@@ -90,16 +92,18 @@ def _cmd_transcribe(args) -> int:
     if args.stream and beam != 1:
         raise ValueError(f"--stream decodes greedily; --beam {beam} needs the offline pass (drop --stream)")
     several = len(args.checkpoint) > 1
-    if several and args.stream:
-        raise ValueError("--stream runs one causal recogniser; an ensemble (several --checkpoint) decodes offline")
-    if not several and args.combine is not None:
-        raise ValueError("--combine says how an ensemble combines its models: give several --checkpoint")
+    ensemble = several or args.warps is not None  # test-time warps: one recogniser's copies are an ensemble too
+    if ensemble and args.stream:
+        raise ValueError(
+            "--stream runs one causal recogniser; an ensemble (several --checkpoint) decodes offline, and so do --warps"
+        )
+    if not ensemble and args.combine is not None:
+        raise ValueError("--combine says how an ensemble combines its models: give several --checkpoint or --warps")
     if several and order:  # the language model comes from the first run's training transcripts
         check_same_sentences(args.checkpoint)
     torch.set_num_threads(args.threads)
-    model = (
-        load_ctc_ensemble(args.checkpoint, args.combine or "prob") if several else load_recognizer(args.checkpoint[0])
-    )
+    combine, warps = args.combine or "prob", args.warps or (1.0,)
+    model = load_ctc_ensemble(args.checkpoint, combine, warps) if ensemble else load_recognizer(args.checkpoint[0])
     if args.stream and not isinstance(model, CTCRecognizer):
         raise ValueError(f"--stream needs a CTC recogniser checkpoint (causal encoder), got {type(model).__name__}")
     if args.rescore is not None:
@@ -344,11 +348,14 @@ def _cmd_decode(args) -> int:
         workers=args.workers,
         beams=args.beams or (),
         rescore_lm=args.rescore_lm,
+        warps=args.warps or (1.0,),
         **grid,
     )
     for rule, v in r["val"].items():
         print(f"val, combine {rule}: best {_metrics(v['best'])}; beam {args.beam} without LM {_metrics(v['no_lm'])}")
     s = r["setting"]
+    if r.get("warps", [1.0]) != [1.0]:
+        print(f"test-time warps (VTLP): {' '.join(f'{a:g}' for a in r['warps'])}")
     print(f"chosen: combine {r['chosen_rule']}, order {s['lm_order']}, alpha {s['alpha']}, beta {s['beta']}")
     if "rescoring" in r:  # a hybrid Samba-ASR run (or an ensemble with one): CTC proposes, the decoder(s) rescore
         ctc = "the CTC head" if len(r["runs"]) == 1 else "the ensemble"
@@ -493,6 +500,14 @@ def register(subparsers) -> None:
         choices=COMBINE_RULES,
         help="how an ensemble combines its frame posteriors: prob, their mean (default); logprob, their "
         "renormalised geometric mean (audio.ctc.combine_emissions)",
+    )
+    p.add_argument(
+        "--warps",
+        type=float,
+        nargs="+",
+        metavar="ALPHA",
+        help="test-time warping: each CTC recogniser reads the audio through its mel filters warped by each of these "
+        "VTLP factors (e.g. 0.9 1.0 1.1), the copies decoded as one ensemble (--combine; docs/speech.md)",
     )
     p.add_argument("--stream", action="store_true", help="run the causal encoder chunk by chunk (CTC models)")
     p.add_argument(
@@ -692,6 +707,14 @@ def register(subparsers) -> None:
         "--rescore-lm",
         help="a byte-level causal LM (torchssm train on speech lm-corpus's text) that rescores the chosen n-best "
         "lists, its weight chosen on val (CTC runs only; docs/speech.md)",
+    )
+    g.add_argument(
+        "--warps",
+        type=float,
+        nargs="+",
+        metavar="ALPHA",
+        help="test-time warping: each CTC run read through its mel filters warped by each of these VTLP factors "
+        "(e.g. 0.9 0.95 1.0 1.05 1.1), the copies decoded as one ensemble (default: none)",
     )
     g.add_argument("--out", help="write everything (val grids, choice, test breakdowns) to this JSON file")
     g.add_argument("--verbose", action="store_true", help="print every setting of the val grid as it is scored")

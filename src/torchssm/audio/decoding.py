@@ -23,9 +23,11 @@ from torchssm.audio.asr import (
     CTCEnsemble,
     CTCRecognizer,
     CTCTranscription,
+    FrequencyWarped,
     SambaASR,
     SambaCTCHead,
     can_rescore,
+    check_warps,
     is_hybrid,
     rescored_transcripts,
 )
@@ -104,18 +106,19 @@ def lm_grid(
 class LoadedRuns:
     """The run(s) of one decoding loaded once (:func:`load_for_decoding`): ``ckpt`` (the first's checkpoint
     directory), ``task`` (rebuilt from the data cache), ``members`` (CTC recognisers; a hybrid Samba-ASR run by its
-    CTC head, :class:`~torchssm.audio.asr.SambaCTCHead`) and ``model`` (the recogniser, or the
+    CTC head, :class:`~torchssm.audio.asr.SambaCTCHead`; with ``warps``, each recogniser at each warp,
+    :class:`~torchssm.audio.asr.FrequencyWarped`) and ``model`` (the recogniser, or the
     :class:`~torchssm.audio.asr.CTCEnsemble` of several). Each member's emissions on a split are computed once
     (:func:`ctc_emissions`) and combined under either rule on demand (:meth:`emissions`), as are the language models
     (:meth:`lm`): the val grids of both rules, the beams and the test decoding of :func:`tuned_decoding` share them."""
 
-    def __init__(self, path, data_dir=None, extra_texts: Sequence[str] = ()):
-        self.ckpt, self.task, self.model = load_for_decoding(path, data_dir)
+    def __init__(self, path, data_dir=None, extra_texts: Sequence[str] = (), warps: Sequence[float] = (1.0,)):
+        self.ckpt, self.task, self.model = load_for_decoding(path, data_dir, warps=warps)
         model = self.model
-        self.members: list[CTCRecognizer | SambaCTCHead] = []
+        self.members: list[CTCRecognizer | SambaCTCHead | FrequencyWarped] = []
         for m in list(model.members) if isinstance(model, CTCEnsemble) else [model]:
             m = SambaCTCHead(m) if is_hybrid(m) else m
-            if not isinstance(m, (CTCRecognizer, SambaCTCHead)):
+            if not isinstance(m, (CTCRecognizer, SambaCTCHead, FrequencyWarped)):
                 raise ValueError(
                     f"decoding with a language-model grid needs a CTC recogniser (or a Samba-ASR one with a CTC "
                     f"head), got {type(m).__name__} at {self.ckpt}"
@@ -285,16 +288,17 @@ def evaluate_checkpoint(
     data_dir=None,
     extra_texts: Sequence[str] = (),
     combine: str = "prob",
+    warps: Sequence[float] = (1.0,),
 ) -> dict:
-    """:func:`evaluate_asr` of the recogniser at ``path`` (or the ensemble of a list of CTC ones,
-    :func:`load_for_decoding`) on a split of its task, with a character language model of ``lm_order``
-    (0: none) from the run's training transcripts (and ``extra_texts``) fused."""
+    """:func:`evaluate_asr` of the recogniser at ``path`` (or the ensemble of a list of CTC ones, or of their
+    test-time ``warps``, :func:`load_for_decoding`) on a split of its task, with a character language model of
+    ``lm_order`` (0: none) from the run's training transcripts (and ``extra_texts``) fused."""
     from torchssm.audio.lm import lm_from_task
 
     if split not in ("val", "test", "train"):
         raise ValueError(f"split must be val, test or train, got {split!r}")
     cpu0 = time.process_time()
-    _, task, model = load_for_decoding(path, data_dir, combine)
+    _, task, model = load_for_decoding(path, data_dir, combine, warps)
     lm = lm_from_task(task, lm_order, extra_texts) if lm_order else None
     out = evaluate_asr(
         model, getattr(task, split), task.extra.get("heldout_words", []), beam, lm=lm, alpha=alpha, beta=beta
@@ -357,6 +361,7 @@ def tuned_decoding(
     beams: Sequence[int] = (),
     rescore_lm=None,
     lm_weights: Sequence[float] = NEURAL_LM_WEIGHTS,
+    warps: Sequence[float] = (1.0,),
 ) -> dict:
     """The decoding of record of a CTC recogniser (or of the ensemble of a list of them) with its language model
     tuned on val and test decoded once: :func:`lm_grid` on val for every (order, alpha, beta) of the grid at
@@ -386,7 +391,11 @@ def tuned_decoding(
     chooses the weight; test's lists are read at it. "test" is then the rescored result, "test_search" the search's
     own, "neural_lm" holds {"lm", "rows", "weight", "cpu_s" (what rescoring adds: the LM scores of val's and test's
     lists, and val's search at the grid's own width when that width is chosen)} and each test transcript its "search"
-    one too."""
+    one too.
+
+    ``warps`` other than (1,) (CTC runs only): test-time warping, each recogniser read at each of these VTLP warps
+    (:func:`~torchssm.audio.asr.warped_members`) and the copies decoded as one ensemble, under both combine rules;
+    the result records "warps"."""
     cpu0 = _cpu_with_children()
     runs = [str(p) for p in run_paths(path)]
     kinds = [recognizer_kind(run) for run in runs]  # a missing or corrupt checkpoint fails here, before decoding
@@ -399,9 +408,12 @@ def tuned_decoding(
     widths = _check_beams(beam, beams)
     if rescore_lm is not None and "hybrid" in kinds:
         raise ValueError("rescore_lm rescores a CTC decoding's n-best lists; a hybrid's decoder already rescores them")
+    warps = check_warps(warps)
+    if warps != (1.0,) and "hybrid" in kinds:
+        raise ValueError("test-time warps read CTC recognisers only; a hybrid Samba-ASR run takes none")
     neural = load_rescoring_lm(rescore_lm) if isinstance(rescore_lm, (str, os.PathLike)) else rescore_lm
-    loaded = LoadedRuns(runs[0] if len(runs) == 1 else runs, data_dir, extra_texts)
-    rules = ("prob", "logprob") if len(runs) > 1 else ("prob",)  # one model: the rules agree
+    loaded = LoadedRuns(runs[0] if len(runs) == 1 else runs, data_dir, extra_texts, warps)
+    rules = ("prob", "logprob") if len(loaded.members) > 1 else ("prob",)  # one model: the rules agree
     val, val_best_hyps = {}, {}
     for rule in rules:
         log(f"val grid: {len(orders) * len(alphas) * len(betas)} settings at beam {beam}, combine {rule} ...")
@@ -470,6 +482,7 @@ def tuned_decoding(
     transcripts = analysis.pop("test_transcripts")
     out = {
         "runs": runs,
+        "warps": list(warps),
         "val": val,
         "chosen_rule": rule,
         "setting": setting,

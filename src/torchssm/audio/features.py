@@ -15,6 +15,19 @@ Samba-ASR (Shakhadri et al. 2025, Sec. 3: "80-channel log-mel spectrogram with a
 stride of 10 ms", as Whisper, Radford et al. 2022, Sec. 2.2), 40 channels for keyword spotting (the
 Speech Commands front end of Warden 2018, Sec. 4, is 40 MFCC-like channels; UNVERIFIED which exact
 filterbank it uses).
+
+``warp`` alpha (1: none) moves the filters along the frequency axis by vocal tract length perturbation (VTLP,
+Jaitly & Hinton 2013, "Vocal Tract Length Perturbation (VTLP) improves speech recognition", ICML Workshop on Deep
+Learning for Audio, Speech and Language; its warp of the filterbank frequencies), :func:`vtlp_warp`: each filter
+edge f becomes
+
+    f' = alpha f                                                         f <= f_hi min(alpha, 1) / alpha
+    f' = S/2 - (S/2 - f_hi min(alpha, 1)) / (S/2 - f_hi min(alpha, 1) / alpha) (S/2 - f)      otherwise
+
+(S the sample rate, f_hi = 4800 Hz), a piecewise-linear map of [0, S/2] onto itself: the spectrum a speaker of
+another vocal tract length would give, read by the same filters. Jaitly & Hinton draw alpha from [0.9, 1.1] per
+utterance in training; :class:`torchssm.audio.asr.FrequencyWarped` reads test audio at fixed warps (test-time
+warping).
 """
 
 from __future__ import annotations
@@ -36,14 +49,50 @@ def mel_to_hz(m):
     return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
 
 
+# VTLP's upper boundary frequency f_hi (Jaitly & Hinton 2013, Sec. 2: 4800 Hz; section number UNVERIFIED) and the
+# range of its warp factors (the same paper: alpha uniform on [0.9, 1.1] in training)
+VTLP_F_HI = 4800.0
+VTLP_RANGE = (0.9, 1.1)
+
+
+def check_warp(alpha) -> float:
+    """``alpha`` as a float, or ValueError unless it is a number in ``VTLP_RANGE`` widened to [0.5, 2]."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.5 <= alpha <= 2.0:
+        raise ValueError(f"a VTLP warp factor must be a number in [0.5, 2] (VTLP draws [0.9, 1.1]), got {alpha!r}")
+    return float(alpha)
+
+
+def vtlp_warp(freqs: torch.Tensor, alpha: float, sample_rate: int, f_hi: float = VTLP_F_HI) -> torch.Tensor:
+    """Frequencies ``freqs`` (Hz, any shape) under VTLP's piecewise-linear warp by ``alpha`` (module docstring):
+    alpha f up to the boundary f_hi min(alpha, 1) / alpha, then the line through there and (S/2, S/2); 0 and S/2 are
+    fixed, and alpha 1 is the identity."""
+    alpha = check_warp(alpha)
+    half = sample_rate / 2.0
+    if not 0.0 < f_hi < half:
+        raise ValueError(f"VTLP's f_hi must lie in (0, sample_rate / 2 = {half:g}), got {f_hi!r}")
+    scaled = f_hi * min(alpha, 1.0)  # where the boundary lands
+    boundary = scaled / alpha
+    upper = half - (half - scaled) / (half - boundary) * (half - freqs)
+    return torch.where(freqs <= boundary, alpha * freqs, upper)
+
+
 def mel_filterbank(
-    n_mels: int, n_fft: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None, dtype=torch.float32
+    n_mels: int,
+    n_fft: int,
+    sample_rate: int,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    dtype=torch.float32,
+    warp: float = 1.0,
 ) -> torch.Tensor:
-    """(n_mels, n_fft // 2 + 1) triangular filters on the DFT bins, unit peak, HTK mel scale."""
+    """(n_mels, n_fft // 2 + 1) triangular filters on the DFT bins, unit peak, HTK mel scale; ``warp`` != 1: each
+    filter's edges moved by :func:`vtlp_warp`."""
     f_max = sample_rate / 2.0 if f_max is None else float(f_max)
     if not 0.0 <= f_min < f_max <= sample_rate / 2.0:
         raise ValueError(f"need 0 <= f_min < f_max <= sample_rate / 2, got {f_min}, {f_max}, {sample_rate}")
     edges = mel_to_hz(torch.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2, dtype=torch.float64))
+    if check_warp(warp) != 1.0:
+        edges = vtlp_warp(edges, warp, sample_rate)
     bins = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * sample_rate / n_fft  # (k,) Hz
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # (n_mels, 1)
     rising = (bins - lower) / (centre - lower)
@@ -52,7 +101,7 @@ def mel_filterbank(
 
 
 class LogMel(nn.Module):
-    """Waveform (b, n) or (b, n, 1) -> log-mel frames (b, frames, n_mels); see the module docstring."""
+    """Waveform (b, n) or (b, n, 1) -> log-mel frames (b, frames, n_mels); see the module docstring (``warp``: VTLP)."""
 
     window: torch.Tensor  # (n_fft,) Hann window, float64 buffer
     filters: torch.Tensor  # (n_mels, n_fft / 2 + 1) mel filterbank, float64 buffer
@@ -66,17 +115,23 @@ class LogMel(nn.Module):
         f_min: float = 0.0,
         f_max: float | None = None,
         floor: float = 1e-10,
+        warp: float = 1.0,
     ):
         super().__init__()
         for name, value in (("sample_rate", sample_rate), ("n_fft", n_fft), ("hop", hop), ("n_mels", n_mels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.sample_rate, self.n_fft, self.hop, self.n_mels, self.floor = sample_rate, n_fft, hop, n_mels, floor
+        self.f_min, self.f_max, self.warp = f_min, f_max, check_warp(warp)
         # float64 constants, cast to the input's dtype in forward (a float64 input gets float64 filters)
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True, dtype=torch.float64), persistent=False)
         self.register_buffer(
-            "filters", mel_filterbank(n_mels, n_fft, sample_rate, f_min, f_max, torch.float64), persistent=False
+            "filters", mel_filterbank(n_mels, n_fft, sample_rate, f_min, f_max, torch.float64, warp), persistent=False
         )
+
+    def warped(self, alpha: float) -> LogMel:
+        """The same front end with its filters warped by ``alpha`` (:func:`vtlp_warp`; from the unwarped filters)."""
+        return LogMel(self.sample_rate, self.n_fft, self.hop, self.n_mels, self.f_min, self.f_max, self.floor, alpha)
 
     def num_frames(self, n_samples: int) -> int:
         return 0 if n_samples < self.n_fft else 1 + (n_samples - self.n_fft) // self.hop

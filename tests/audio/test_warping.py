@@ -1,0 +1,152 @@
+"""Test-time warping: features.vtlp_warp, warped mel filterbanks, asr.FrequencyWarped and its ensembles, and
+--warps in speech decode / transcribe."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from _speech_common import TINY_CTC, saved_toy_runs, tiny_ctc_recognizers, toy_asr_task
+
+from torchssm.audio import decoding
+from torchssm.audio.asr import ASRConfig, CTCEnsemble, FrequencyWarped, SambaASR, SambaCTCHead, warped_members
+from torchssm.audio.asr_eval import evaluate_asr
+from torchssm.audio.asr_runs import load_ctc_ensemble
+from torchssm.audio.ctc import combine_emissions
+from torchssm.audio.features import LogMel, mel_filterbank, vtlp_warp
+from torchssm.audio.lm import CharNGramLM
+from torchssm.cli import main
+from torchssm.train.checkpoint import save_checkpoint
+
+
+def _vtlp_reference(f: float, alpha: float, rate: float, f_hi: float = 4800.0) -> float:
+    """Jaitly & Hinton's warp written out for one frequency."""
+    half = rate / 2
+    if f <= f_hi * min(alpha, 1) / alpha:
+        return f * alpha
+    return half - (half - f_hi * min(alpha, 1)) / (half - f_hi * min(alpha, 1) / alpha) * (half - f)
+
+
+@pytest.mark.parametrize("alpha", [0.9, 0.95, 1.0, 1.05, 1.1])
+def test_vtlp_warp_is_the_piecewise_line(alpha):
+    freqs = torch.linspace(0, 8000, 161, dtype=torch.float64)
+    got = vtlp_warp(freqs, alpha, 16000)
+    expected = torch.tensor([_vtlp_reference(float(f), alpha, 16000) for f in freqs], dtype=torch.float64)
+    torch.testing.assert_close(got, expected)
+    assert got[0] == 0 and abs(float(got[-1]) - 8000) < 1e-9  # the band's ends stay put
+    assert (got[1:] > got[:-1]).all()  # monotone
+    boundary = torch.tensor([4800 * min(alpha, 1) / alpha], dtype=torch.float64)
+    below, above = boundary - 1e-6, boundary + 1e-6  # continuous at the bend
+    assert abs(float(vtlp_warp(below, alpha, 16000) - vtlp_warp(above, alpha, 16000))) < 1e-4
+    if alpha == 1.0:
+        torch.testing.assert_close(got, freqs)
+
+
+def test_vtlp_warp_errors():
+    f = torch.tensor([100.0])
+    for bad in (0.3, 2.5, True, "1.1", None):
+        with pytest.raises(ValueError, match="a VTLP warp factor must be a number in"):
+            vtlp_warp(f, bad, 16000)
+    with pytest.raises(ValueError, match="VTLP's f_hi must lie in"):
+        vtlp_warp(f, 1.1, 8000, f_hi=4800.0)
+    with pytest.raises(ValueError, match="a VTLP warp factor"):
+        LogMel(warp=0.1)
+
+
+def test_a_warped_filterbank_reads_a_scaled_tone_as_the_plain_one_reads_the_tone():
+    torch.testing.assert_close(mel_filterbank(40, 400, 16000, warp=1.0), mel_filterbank(40, 400, 16000))
+    t = torch.arange(8000, dtype=torch.float64) / 16000
+    plain, warped = LogMel(n_mels=40).double(), LogMel(n_mels=40, warp=1.1).double()
+    assert warped.warp == 1.1 and plain.warped(1.1).filters.equal(warped.filters)
+    for f in (700.0, 1500.0, 3000.0):
+        a = plain(torch.sin(2 * torch.pi * f * t)[None])[0].mean(0)  # (n_mels,)
+        b = warped(torch.sin(2 * torch.pi * 1.1 * f * t)[None])[0].mean(0)
+        assert int(a.argmax()) == int(b.argmax())  # the same channel hears it
+        c = plain(torch.sin(2 * torch.pi * 1.1 * f * t)[None])[0].mean(0)
+        assert int(c.argmax()) != int(a.argmax())  # and without the warp another one does
+
+
+@pytest.mark.parametrize("alpha", [0.9, 1.1])
+def test_a_warped_filter_weighs_alpha_f_as_the_plain_one_weighs_f(alpha):
+    plain, warped = mel_filterbank(40, 400, 16000), mel_filterbank(40, 400, 16000, warp=alpha)
+    for f in (400, 1200, 2000):  # bins of 40 Hz: f and alpha f both bins, the filters there under the bend
+        torch.testing.assert_close(warped[:, round(alpha * f / 40)], plain[:, f // 40])
+
+
+def test_frequency_warped_shares_the_recognizer_and_reads_warped_frames():
+    (model,) = tiny_ctc_recognizers(1)
+    x = 0.1 * torch.randn(2, 6000)
+    n = torch.tensor([6000, 4500])
+    torch.testing.assert_close(FrequencyWarped(model, 1.0)(x, n), model(x, n))
+    warped = FrequencyWarped(model, 0.9)
+    expected = model.mel_log_probs(model.encoder.front.warped(0.9)(x), n)
+    torch.testing.assert_close(warped(x, n), expected)
+    assert not torch.allclose(warped(x, n), model(x, n))
+    assert warped.recognizer is model and warped.frame_lengths(n).equal(model.frame_lengths(n))
+    assert {id(p) for p in warped.parameters()} == {id(p) for p in model.parameters()}  # no copy of the weights
+
+
+def test_warped_members_make_one_ensemble():
+    a, b = tiny_ctc_recognizers(2)
+    members = warped_members([a, b], (0.9, 1.0, 1.1))
+    assert [m.warp if isinstance(m, FrequencyWarped) else 1.0 for m in members] == [0.9, 1.0, 1.1] * 2
+    assert members[1] is a and members[4] is b
+    x, n = 0.1 * torch.randn(1, 6000), torch.tensor([6000])
+    ens = CTCEnsemble(members, "logprob")
+    torch.testing.assert_close(ens(x, n), combine_emissions([m(x, n) for m in members], "logprob"))
+    for bad in ((), (1.0, 1.0), (0.2,)):
+        with pytest.raises(ValueError, match="warp"):
+            warped_members([a], bad)
+    hybrid = SambaCTCHead(SambaASR(ASRConfig(kind="samba", ctc_weight=0.3, **TINY_CTC)))
+    assert warped_members([hybrid], (1.0,)) == [hybrid]
+    with pytest.raises(ValueError, match="test-time warping reads a CTCRecognizer's log-mel front end"):
+        warped_members([hybrid], (0.9, 1.0))
+
+
+GRID = {"orders": (2,), "alphas": (0.0, 0.5), "betas": (1.0,), "beam": 2}
+
+
+def test_tuned_decoding_with_warps_decodes_the_warped_ensemble(tmp_path, monkeypatch):
+    runs = saved_toy_runs(tmp_path, monkeypatch)
+    warps = (0.9, 1.0, 1.1)
+    out = decoding.tuned_decoding(runs[0], log=str, warps=warps, **GRID)  # one run's copies: both rules tried
+    assert out["warps"] == list(warps) and set(out["val"]) == {"prob", "logprob"}
+    rule, setting = out["chosen_rule"], out["setting"]
+    ens = load_ctc_ensemble(runs[:1], rule, warps)
+    assert len(ens.members) == 3
+    lm = CharNGramLM(dict.fromkeys(t["text"] for t in toy_asr_task().train), 2)
+    at = {"beam": setting["beam"], "lm": lm, "alpha": setting["alpha"], "beta": setting["beta"]}
+    test = evaluate_asr(ens, toy_asr_task().test, ["b"], **at)
+    assert out["test"]["cer"] == test["cer"]
+    at = {k: setting[k] for k in ("beam", "lm_order", "alpha", "beta")}
+    assert decoding.evaluate_checkpoint(runs[0], "test", combine=rule, warps=warps, **at)["cer"] == test["cer"]
+    assert decoding.tuned_decoding(runs, log=str, **GRID)["warps"] == [1.0]
+
+
+def test_warps_in_the_cli(tmp_path, monkeypatch, capsys):
+    runs = [str(r) for r in saved_toy_runs(tmp_path, monkeypatch)]
+    grid = ["--orders", "2", "--alphas", "0", "0.5", "--betas", "1", "--beam", "2"]
+    out = tmp_path / "decode.json"
+    assert main(["speech", "decode", runs[0], *grid, "--warps", "0.9", "1.1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads(out.read_text())["warps"] == [0.9, 1.1] and "test-time warps (VTLP): 0.9 1.1\n" in printed
+    assert main(["speech", "decode", runs[0], *grid, "--warps", "1.1", "1.1"]) == 2
+    assert "warps must be one or more distinct warp factors" in capsys.readouterr().err
+    audio = (0.1 * np.random.default_rng(0).standard_normal(12000)).astype(np.float32)
+    wav = tmp_path / "noise.wav"
+    soundfile.write(wav, audio, 16000, subtype="FLOAT")
+    x, n = torch.from_numpy(audio)[None], torch.tensor([len(audio)])
+    (a,) = tiny_ctc_recognizers(1)
+    for rule in ("prob", "logprob"):
+        assert main(["transcribe", "--checkpoint", runs[0], str(wav), "--warps", "0.9", "1.1", "--combine", rule]) == 0
+        expected = CTCEnsemble(warped_members([a], (0.9, 1.1)), rule).transcribe(x, n)[0]
+        assert capsys.readouterr().out == f"{wav}\t{expected}\n"
+    assert main(["transcribe", "--checkpoint", runs[0], str(wav), "--warps", "0.9", "--stream"]) == 2
+    assert "decodes offline, and so do --warps" in capsys.readouterr().err
+    assert main(["transcribe", "--checkpoint", runs[0], str(wav), "--warps", "3"]) == 2
+    assert "a VTLP warp factor must be a number in [0.5, 2]" in capsys.readouterr().err
+    hybrid = ASRConfig(kind="samba", ctc_weight=0.3, **TINY_CTC)
+    save_checkpoint(tmp_path / "hybrid" / "last", SambaASR(hybrid), config={"model": hybrid.to_dict()})
+    assert main(["transcribe", "--checkpoint", str(tmp_path / "hybrid"), str(wav), "--warps", "0.9"]) == 2
+    assert "test-time warps read CTC recognisers only" in capsys.readouterr().err
