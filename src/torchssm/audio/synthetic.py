@@ -634,10 +634,6 @@ def utterance_accent(seed: int, sid: int, index: int, copy: int, accent_augment:
     return sample_accent(rng) if rng.random() < accent_augment else None
 
 
-def _check_accent_augment(p) -> float:
-    return unit_interval("accent_augment", p, "a probability")
-
-
 def _check_voices_per_sentence(k, n_voices: int) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_voices:
         raise ValueError(f"voices_per_sentence must be an int from 1 to {n_voices} (the training voices), got {k!r}")
@@ -662,7 +658,7 @@ def generate_sentences(
     ``extra_train_accents`` / ``accent_augment`` (:func:`utterance_accent`): of the training split only; the other
     splits ignore them)."""
     variants, other_accents, extra_key = _split_extra_voices(split, extra_train_variants, extra_train_accents)
-    accent_augment = _check_accent_augment(accent_augment) if split == "train" else 0.0
+    accent_augment = unit_interval("accent_augment", accent_augment, "a probability") if split == "train" else 0.0
     key = {
         "seed": seed,
         "split": split,
@@ -732,7 +728,7 @@ def build_spoken_sentences(
     (:mod:`torchssm.audio.accents`: its voice's phonemes rewritten by English accents' lexical-set alternations;
     the transcript unchanged; :func:`utterance_accent`); 0 (default) is the task without it."""
     _voice_split_key(voice_split)
-    accent_augment = _check_accent_augment(accent_augment)
+    accent_augment = unit_interval("accent_augment", accent_augment, "a probability")
     if accent_augment and extra_train_accents:
         raise ValueError("accent_augment rewrites English phonemes; it cannot be combined with extra_train_accents")
     extra_train_variants = check_extra_train_variants(extra_train_variants, voice_split)
