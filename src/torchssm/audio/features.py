@@ -24,10 +24,13 @@ edge f becomes
     f' = alpha f                                                         f <= f_hi min(alpha, 1) / alpha
     f' = S/2 - (S/2 - f_hi min(alpha, 1)) / (S/2 - f_hi min(alpha, 1) / alpha) (S/2 - f)      otherwise
 
-(S the sample rate, f_hi = 4800 Hz), a piecewise-linear map of [0, S/2] onto itself: the spectrum a speaker of
-another vocal tract length would give, read by the same filters. Jaitly & Hinton draw alpha from [0.9, 1.1] per
-utterance in training; :class:`torchssm.audio.asr.FrequencyWarped` reads test audio at fixed warps (test-time
-warping).
+(S the sample rate, f_hi = 4800 Hz), a piecewise-linear map of [0, S/2] onto itself. The warp acts on the power
+spectrum: P'(f_k) = P(f'(f_k)), P read between DFT bins by linear interpolation (:func:`spectrum_warp`), and the same
+filters read P', so a tone at alpha f (below the bend) reaches the filters that a tone at f reaches unwarped. Moving
+the filters' edges instead (the other way to apply it) fails here: 80 filters on 40 Hz bins make the lowest ones
+narrower than a bin, so their weights swing with the warp and at alpha 0.85 the lowest filter is empty (log of the
+floor; measured in RESULTS.md, Speech, session 29). Jaitly & Hinton draw alpha from [0.9, 1.1] per utterance in
+training; :class:`torchssm.audio.asr.FrequencyWarped` reads test audio at fixed warps (test-time warping).
 """
 
 from __future__ import annotations
@@ -76,6 +79,21 @@ def vtlp_warp(freqs: torch.Tensor, alpha: float, sample_rate: int, f_hi: float =
     return torch.where(freqs <= boundary, alpha * freqs, upper)
 
 
+def spectrum_warp(n_fft: int, sample_rate: int, alpha: float) -> torch.Tensor:
+    """(k, k) float64 matrix W, k = n_fft // 2 + 1, with (W P)(f_k) = P(vtlp_warp(f_k)) for a power spectrum P on the
+    DFT bins, read between bins by linear interpolation (module docstring); alpha 1 gives the identity."""
+    k = n_fft // 2 + 1
+    hz_per_bin = sample_rate / n_fft
+    source = vtlp_warp(torch.arange(k, dtype=torch.float64) * hz_per_bin, alpha, sample_rate) / hz_per_bin  # (k,)
+    lower = torch.clamp(torch.floor(source), max=k - 2).long()  # the bin at or below, the last pair at the top
+    frac = source - lower  # (k,) in [0, 1]
+    rows = torch.arange(k)
+    warp = torch.zeros(k, k, dtype=torch.float64)
+    warp[rows, lower] = 1.0 - frac
+    warp[rows, lower + 1] += frac
+    return warp
+
+
 def mel_filterbank(
     n_mels: int,
     n_fft: int,
@@ -85,19 +103,20 @@ def mel_filterbank(
     dtype=torch.float32,
     warp: float = 1.0,
 ) -> torch.Tensor:
-    """(n_mels, n_fft // 2 + 1) triangular filters on the DFT bins, unit peak, HTK mel scale; ``warp`` != 1: each
-    filter's edges moved by :func:`vtlp_warp`."""
+    """(n_mels, n_fft // 2 + 1) triangular filters on the DFT bins, unit peak, HTK mel scale; ``warp`` != 1: the
+    filters reading the VTLP-warped spectrum (filters @ :func:`spectrum_warp`)."""
     f_max = sample_rate / 2.0 if f_max is None else float(f_max)
     if not 0.0 <= f_min < f_max <= sample_rate / 2.0:
         raise ValueError(f"need 0 <= f_min < f_max <= sample_rate / 2, got {f_min}, {f_max}, {sample_rate}")
     edges = mel_to_hz(torch.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2, dtype=torch.float64))
-    if check_warp(warp) != 1.0:
-        edges = vtlp_warp(edges, warp, sample_rate)
     bins = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * sample_rate / n_fft  # (k,) Hz
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # (n_mels, 1)
     rising = (bins - lower) / (centre - lower)
     falling = (upper - bins) / (upper - centre)
-    return torch.clamp(torch.minimum(rising, falling), min=0.0).to(dtype)
+    filters = torch.clamp(torch.minimum(rising, falling), min=0.0)  # (n_mels, k)
+    if check_warp(warp) != 1.0:
+        filters = filters @ spectrum_warp(n_fft, sample_rate, warp)
+    return filters.to(dtype)
 
 
 class LogMel(nn.Module):
