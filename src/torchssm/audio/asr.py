@@ -85,7 +85,7 @@ CTC baseline (Graves et al. 2006) on the same encoder: Linear d_model -> blank +
 Several trained CTC recognisers decode as one through :class:`CTCEnsemble` (their frame posteriors combined); hybrid
 Samba-ASR models join it by their CTC heads, and their decoders then rescore the ensemble's n-best lists
 (:meth:`CTCEnsemble.scored_nbest`: the mean of the decoders' log p_dec(y </s> | x) in place of one decoder's).
-Test-time warping: a CTC recogniser read through VTLP-warped mel filters (:class:`FrequencyWarped`) joins an
+Test-time warping: a CTC recogniser reading a VTLP-warped spectrum (:class:`FrequencyWarped`) joins an
 ensemble as one more member (:func:`warped_members`), so one recogniser at several warps decodes as an ensemble.
 """
 
@@ -366,10 +366,10 @@ class CTCRecognizer(CTCTranscription):
 
 
 class FrequencyWarped(CTCTranscription):
-    """A :class:`CTCRecognizer` that reads audio through its front end with the mel filters warped by ``warp``
-    (VTLP, :mod:`torchssm.audio.features`): test-time warping, as if the speaker's vocal tract were longer or
-    shorter. The recogniser's weights are shared, not copied. Several warps combine as a :class:`CTCEnsemble`
-    (:func:`warped_members`)."""
+    """A :class:`CTCRecognizer` that reads audio through its front end with the spectrum warped by ``warp``
+    (VTLP, :mod:`torchssm.audio.features`, ``LogMel.warped``): test-time warping, as if the speaker's vocal tract
+    were longer or shorter. The recogniser's weights are shared, not copied. Several warps combine as a
+    :class:`CTCEnsemble` (:func:`warped_members`)."""
 
     def __init__(self, recognizer: CTCRecognizer, warp: float):
         super().__init__()

@@ -506,8 +506,8 @@ def register(subparsers) -> None:
         type=float,
         nargs="+",
         metavar="ALPHA",
-        help="test-time warping: each CTC recogniser reads the audio through its mel filters warped by each of these "
-        "VTLP factors (e.g. 0.9 1.0 1.1), the copies decoded as one ensemble (--combine; docs/speech.md)",
+        help="test-time warping: each CTC recogniser reads the audio with its spectrum warped by each of these VTLP "
+        "factors (e.g. 0.9 1.0 1.1), the copies decoded as one ensemble (--combine; docs/speech.md)",
     )
     p.add_argument("--stream", action="store_true", help="run the causal encoder chunk by chunk (CTC models)")
     p.add_argument(
@@ -713,7 +713,7 @@ def register(subparsers) -> None:
         type=float,
         nargs="+",
         metavar="ALPHA",
-        help="test-time warping: each CTC run read through its mel filters warped by each of these VTLP factors "
+        help="test-time warping: each CTC run reads the audio with its spectrum warped by each of these VTLP factors "
         "(e.g. 0.9 0.95 1.0 1.05 1.1), the copies decoded as one ensemble (default: none)",
     )
     g.add_argument("--out", help="write everything (val grids, choice, test breakdowns) to this JSON file")

@@ -16,10 +16,9 @@ stride of 10 ms", as Whisper, Radford et al. 2022, Sec. 2.2), 40 channels for ke
 Speech Commands front end of Warden 2018, Sec. 4, is 40 MFCC-like channels; UNVERIFIED which exact
 filterbank it uses).
 
-``warp`` alpha (1: none) moves the filters along the frequency axis by vocal tract length perturbation (VTLP,
-Jaitly & Hinton 2013, "Vocal Tract Length Perturbation (VTLP) improves speech recognition", ICML Workshop on Deep
-Learning for Audio, Speech and Language; its warp of the filterbank frequencies), :func:`vtlp_warp`: each filter
-edge f becomes
+``warp`` alpha (1: none) warps the frequency axis by vocal tract length perturbation (VTLP, Jaitly & Hinton 2013,
+"Vocal Tract Length Perturbation (VTLP) improves speech recognition", ICML Workshop on Deep Learning for Audio,
+Speech and Language), :func:`vtlp_warp`: frequency f maps to
 
     f' = alpha f                                                         f <= f_hi min(alpha, 1) / alpha
     f' = S/2 - (S/2 - f_hi min(alpha, 1)) / (S/2 - f_hi min(alpha, 1) / alpha) (S/2 - f)      otherwise
