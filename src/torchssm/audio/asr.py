@@ -379,7 +379,11 @@ class FrequencyWarped(CTCTranscription):
             )
         self.recognizer, self.vocab, self.cfg = recognizer, recognizer.vocab, recognizer.cfg
         self.front = recognizer.encoder.front.warped(warp)
-        self.warp = self.front.warp
+
+    @property
+    def warp(self) -> float:
+        """The VTLP factor its front end reads the spectrum at."""
+        return self.front.warp
 
     def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.recognizer.mel_log_probs(self.front(audio), audio_lengths)

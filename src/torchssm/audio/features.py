@@ -60,7 +60,10 @@ VTLP_RANGE = (0.9, 1.1)
 def check_warp(alpha) -> float:
     """``alpha`` as a float, or ValueError unless it is a number in ``VTLP_RANGE`` widened to [0.5, 2]."""
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.5 <= alpha <= 2.0:
-        raise ValueError(f"a VTLP warp factor must be a number in [0.5, 2] (VTLP draws [0.9, 1.1]), got {alpha!r}")
+        low, high = VTLP_RANGE
+        raise ValueError(
+            f"a VTLP warp factor must be a number in [0.5, 2] (VTLP draws [{low:g}, {high:g}]), got {alpha!r}"
+        )
     return float(alpha)
 
 
@@ -148,7 +151,8 @@ class LogMel(nn.Module):
         )
 
     def warped(self, alpha: float) -> LogMel:
-        """The same front end with its filters warped by ``alpha`` (:func:`vtlp_warp`; from the unwarped filters)."""
+        """The same front end reading the spectrum warped by ``alpha`` (:func:`spectrum_warp`; built from the unwarped
+        filters, whatever this one's warp)."""
         return LogMel(self.sample_rate, self.n_fft, self.hop, self.n_mels, self.f_min, self.f_max, self.floor, alpha)
 
     def num_frames(self, n_samples: int) -> int:
