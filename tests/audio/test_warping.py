@@ -157,3 +157,79 @@ def test_warps_in_the_cli(tmp_path, monkeypatch, capsys):
     save_checkpoint(tmp_path / "hybrid" / "last", SambaASR(hybrid), config={"model": hybrid.to_dict()})
     assert main(["transcribe", "--checkpoint", str(tmp_path / "hybrid"), str(wav), "--warps", "0.9"]) == 2
     assert "test-time warps read CTC recognisers only" in capsys.readouterr().err
+
+
+# --- VTLP in training (model.vtlp): each utterance's spectrum warped by its own factor
+
+
+def test_per_utterance_warps_equal_each_utterance_warped_alone():
+    torch.manual_seed(0)
+    front = LogMel(n_mels=16)
+    audio = torch.randn(3, 2400, dtype=torch.float64)
+    warps = torch.tensor([0.9, 1.0, 1.07], dtype=torch.float64)
+    got = front(audio, warps)  # (3, t, 16)
+    for i, alpha in enumerate(warps.tolist()):
+        torch.testing.assert_close(got[i], front.warped(alpha)(audio[i : i + 1])[0])
+    torch.testing.assert_close(front(audio, torch.ones(3, dtype=torch.float64)), front(audio))
+    with pytest.raises(ValueError, match=r"one factor per utterance, shape \(3,\), got \(2,\)"):
+        front(audio, warps[:2])
+
+
+def test_warp_ranges_and_draws():
+    from torchssm.audio.features import check_warp_range, draw_warps
+
+    assert check_warp_range([]) == () and check_warp_range([0.9, 1.1]) == (0.9, 1.1)
+    for bad, match in (([1.1, 0.9], "low <= high"), ([0.9], r"\[\] \(off\) or \[low, high\]"), ("0.9", "off")):
+        with pytest.raises(ValueError, match=match):
+            check_warp_range(bad)
+    with pytest.raises(ValueError, match=r"in \[0.5, 2\]"):
+        check_warp_range([0.3, 1.0])
+    draws = draw_warps(1000, (0.9, 1.1), torch.Generator().manual_seed(1))
+    assert draws.shape == (1000,) and 0.9 <= draws.min() and draws.max() <= 1.1
+    assert draws.min() < 0.91 and draws.max() > 1.09  # spread over the range, not one factor
+    torch.testing.assert_close(draws, draw_warps(1000, (0.9, 1.1), torch.Generator().manual_seed(1)))
+    with pytest.raises(ValueError, match=r"vtlp must be \[\] \(off\) or \[low, high\]"):
+        ASRConfig(**TINY_CTC, vtlp=[1.0])
+
+
+def test_vtlp_warps_in_training_only():
+    """model.vtlp: in train mode each utterance is read at its drawn factor (global RNG); in eval mode, unwarped."""
+    from torchssm.audio.asr import CTCRecognizer
+    from torchssm.audio.features import draw_warps
+
+    torch.manual_seed(0)
+    model = CTCRecognizer(ASRConfig(**TINY_CTC, vtlp=(0.9, 1.1))).double()
+    audio = torch.randn(2, 3200, dtype=torch.float64)
+    front = model.encoder.front
+    model.train()
+    torch.manual_seed(5)
+    train_mel = model.encoder.log_mel(audio)
+    torch.manual_seed(5)
+    torch.testing.assert_close(train_mel, front(audio, draw_warps(2, (0.9, 1.1))))
+    assert not torch.allclose(train_mel, front(audio))
+    model.eval()
+    torch.testing.assert_close(model.encoder.log_mel(audio), front(audio))
+    torch.testing.assert_close(model(audio), model.mel_log_probs(front(audio)))
+
+
+def test_a_vtlp_run_trains_and_an_older_run_still_resumes(tmp_path):
+    """train_asr with model.vtlp saves it in the run's config; a run saved before the key existed (no ``vtlp`` in its
+    sidecar) resumes, the missing key read as its default."""
+    from torchssm.audio.asr_train import train_asr
+    from torchssm.train.checkpoint import read_checkpoint_state
+
+    train = {"epochs": 1, "batch_size": 4, "warmup_steps": 0, "test_beam": 1, "test_limit": 1}
+    run = {"model": {"kind": "ctc", **TINY_CTC, "vtlp": [0.9, 1.1]}, "train": {**train, "out_dir": str(tmp_path / "v")}}
+    result = train_asr(run, task=toy_asr_task(), log=lambda s: None)
+    assert np.isfinite(result["history"][0]["train_loss"])
+    assert read_checkpoint_state(tmp_path / "v" / "last")["config"]["model"]["vtlp"] == [0.9, 1.1]
+
+    plain = {"model": {"kind": "ctc", **TINY_CTC}, "train": {**train, "out_dir": str(tmp_path / "p")}}
+    train_asr(plain, task=toy_asr_task(), log=lambda s: None)
+    sidecar = next(p for p in (tmp_path / "p" / "last").iterdir() if p.suffix == ".json" and "vtlp" in p.read_text())
+    saved = json.loads(sidecar.read_text())
+    del saved["config"]["model"]["vtlp"]  # as a run of the library before model.vtlp
+    sidecar.write_text(json.dumps(saved))
+    logs: list = []
+    train_asr(plain, task=toy_asr_task(), log=logs.append, resume=True)  # a finished run: nothing left to train
+    assert "resumed from" in logs[0] and "at epoch 1" in logs[0]

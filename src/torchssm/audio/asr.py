@@ -3,6 +3,7 @@
 Encoder (shared; causal, so it can stream, see :mod:`torchssm.audio.streaming`)::
 
     audio (b, n) 16 kHz -> LogMel (b, t, n_mels)  25 ms / 10 ms frames
+      [training only, ``vtlp: [low, high]``: each utterance's spectrum warped by alpha ~ U[low, high], VTLP]
       -> LayerNorm over mel channels (per frame)
       -> [training only, ``spec_augment`` policy: SpecAugment's frequency / time masks, Park et al. 2019]
       -> 2 x causal Conv1d(kernel 3, stride 2) + GELU          (b, ceil(ceil(t/2)/2), d_model)  40 ms frames
@@ -99,7 +100,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchssm.audio.features import SPEC_AUGMENT_POLICIES, LogMel, spec_augment
+from torchssm.audio.features import SPEC_AUGMENT_POLICIES, LogMel, check_warp_range, draw_warps, spec_augment
 from torchssm.audio.text import BLANK, CharVocabulary
 from torchssm.checks import unit_interval
 from torchssm.layers import build_layer
@@ -126,6 +127,10 @@ class ASRConfig(ConfigDict):
     # SpecAugment policy of Park et al. 2019, Table 1 ("LB", "LD", "SM", "SS"; no time warping), applied in
     # training after the input LayerNorm; "none" (default): off
     spec_augment: str = "none"
+    # vocal tract length perturbation in training: each utterance's power spectrum warped by its own alpha, uniform
+    # on [low, high] (Jaitly & Hinton 2013 draw [0.9, 1.1] per utterance; audio.features.spectrum_warp, f_hi 4800 Hz),
+    # before the log; () (default): off. Evaluation and decoding never warp (test-time warping: FrequencyWarped)
+    vtlp: tuple = ()
     # order in which the Samba-ASR cross-connection scans the encoded audio before the text: "forward"
     # (default) or "reversed" (last frame first, so the state the decoder starts from is freshest for the
     # start of the utterance; Sutskever et al. 2014, Sec. 3.3, reversed the source for their one-state LSTM
@@ -153,6 +158,7 @@ class ASRConfig(ConfigDict):
             raise ValueError(
                 f"spec_augment must be 'none' or one of {sorted(SPEC_AUGMENT_POLICIES)}, got {self.spec_augment!r}"
             )
+        self.vtlp = check_warp_range(self.vtlp, "vtlp")
         if self.cross_connection not in ("mamba", "attention"):
             raise ValueError(f"cross_connection must be 'mamba' or 'attention', got {self.cross_connection!r}")
         if self.cross_connection == "attention" and self.cross_order != "forward":
@@ -233,8 +239,14 @@ class SpeechEncoder(nn.Module):
         self.causal = not cfg.bidirectional
         self.out_norm = nn.LayerNorm(cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.spec_augment = cfg.spec_augment
+        self.spec_augment, self.vtlp = cfg.spec_augment, cfg.vtlp
         self.subsampling = cfg.subsampling
+
+    def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio (b, n) -> log-mel frames (b, t, n_mels); in training with ``vtlp`` bounds, each utterance's
+        spectrum is warped by a factor drawn uniformly between them (global RNG, as SpecAugment's masks)."""
+        warps = draw_warps(len(audio), self.vtlp) if self.training and self.vtlp else None
+        return self.front(audio, warps)
 
     def frame_lengths(self, n_samples: torch.Tensor) -> torch.Tensor:
         """Encoded frames of utterances of ``n_samples`` samples (:func:`encoder_frames`)."""
@@ -275,7 +287,7 @@ class SpeechEncoder(nn.Module):
         return x if states is None else (x, new_states)
 
     def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.encode_mel(self.front(audio), audio_lengths)
+        return self.encode_mel(self.log_mel(audio), audio_lengths)
 
     def encode_mel(self, mel: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Log-mel frames (b, t, n_mels) of utterances of ``audio_lengths`` samples -> encoded frames (b, t', d)."""
@@ -350,7 +362,7 @@ class CTCRecognizer(CTCTranscription):
         self.head = nn.Linear(cfg.d_model, self.vocab.n_ctc)
 
     def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.mel_log_probs(self.encoder.front(audio), audio_lengths)
+        return self.mel_log_probs(self.encoder.log_mel(audio), audio_lengths)
 
     def mel_log_probs(self, mel: torch.Tensor, audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """CTC log-probabilities (b, t', n_ctc) of log-mel frames (b, t, n_mels), the front end's output."""

@@ -15,6 +15,8 @@ only on (seed, epoch). Metrics: CER and WER with jiwer, and the CER on held-out 
 Options (off by default): ``train.speed_perturb: [0.9, 1.0, 1.1]`` plays each training utterance, every
 epoch, at a speed drawn uniformly from the list (Ko et al. 2015's factors; :func:`torchssm.audio.dsp.
 speed_perturb`), ``model.spec_augment: LB | LD | SM | SS`` masks its log-mel frames (Park et al. 2019),
+``model.vtlp: [0.9, 1.1]`` warps each utterance's spectrum by its own factor (Jaitly & Hinton 2013; :class:`torchssm.
+audio.asr.ASRConfig`),
 ``train.init_encoder_from: <checkpoint>`` starts the encoder from another recogniser's (e.g. a trained
 CTC model's encoder for Samba-ASR). ``train.max_cpu_minutes`` stops a run after the step that crosses it;
 ``train_asr(..., resume=True)`` (``torchssm speech train --resume``) continues it exactly.
@@ -274,7 +276,12 @@ def _resume_asr(path: Path, model, optimizer, scheduler, config: dict) -> tuple[
     if "epoch_batches" not in saved:
         raise ValueError(f"{path} was saved without its optimizer and schedule (before --resume existed)")
 
-    diffs = config_differences(saved["config"], json.loads(json.dumps(config)))  # tuples as the sidecar's lists
+    # the saved model and train sections with the defaults of keys added since (a run older than model.vtlp resumes)
+    saved_config = dict(saved["config"])
+    for section, kind in (("model", ASRConfig), ("train", ASRTrainConfig)):
+        saved_config[section] = asdict(kind.from_dict(dict(saved_config.get(section) or {})))
+    as_saved = json.loads(json.dumps(saved_config))  # tuples as the sidecar's lists, on both sides
+    diffs = config_differences(as_saved, json.loads(json.dumps(config)))
     if diffs:
         raise ValueError(f"cannot resume {path}: the config differs from the run's ({'; '.join(diffs)})")
     state = load_checkpoint(path, model, optimizer, scheduler, restore_rng=True)

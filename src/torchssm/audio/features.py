@@ -29,7 +29,9 @@ filters read P', so a tone at alpha f (below the bend) reaches the filters that 
 the filters' edges instead (the other way to apply it) fails here: 80 filters on 40 Hz bins make the lowest ones
 narrower than a bin, so their weights swing with the warp and at alpha 0.85 the lowest filter is empty (log of the
 floor; measured in RESULTS.md, Speech, session 29). Jaitly & Hinton draw alpha from [0.9, 1.1] per utterance in
-training; :class:`torchssm.audio.asr.FrequencyWarped` reads test audio at fixed warps (test-time warping).
+training: ``LogMel.forward(waveform, warps)`` warps each utterance by its own factor (:func:`draw_warps`; the
+recognisers' ``model.vtlp``), and :class:`torchssm.audio.asr.FrequencyWarped` reads test audio at fixed warps
+(test-time warping).
 """
 
 from __future__ import annotations
@@ -79,6 +81,22 @@ def vtlp_warp(freqs: torch.Tensor, alpha: float, sample_rate: int, f_hi: float =
     boundary = scaled / alpha
     upper = half - (half - scaled) / (half - boundary) * (half - freqs)
     return torch.where(freqs <= boundary, alpha * freqs, upper)
+
+
+def check_warp_range(bounds, name: str = "vtlp") -> tuple[float, ...]:
+    """``bounds`` as () (no warping) or (low, high) with 0.5 <= low <= high <= 2 (:func:`check_warp`), or ValueError."""
+    if not isinstance(bounds, (list, tuple)) or len(bounds) not in (0, 2):
+        raise ValueError(f"{name} must be [] (off) or [low, high], e.g. {list(VTLP_RANGE)}, got {bounds!r}")
+    values = tuple(check_warp(a) for a in bounds)
+    if values and values[0] > values[1]:
+        raise ValueError(f"{name} must be [low, high] with low <= high, got {list(bounds)}")
+    return values
+
+
+def draw_warps(n: int, bounds: tuple[float, float], generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n,) float64 warp factors uniform on [low, high] = ``bounds``, one per utterance (VTLP in training)."""
+    low, high = bounds
+    return low + (high - low) * torch.rand(n, dtype=torch.float64, generator=generator)
 
 
 def spectrum_warp(n_fft: int, sample_rate: int, alpha: float) -> torch.Tensor:
@@ -158,7 +176,9 @@ class LogMel(nn.Module):
     def num_frames(self, n_samples: int) -> int:
         return 0 if n_samples < self.n_fft else 1 + (n_samples - self.n_fft) // self.hop
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+    def forward(self, waveform: torch.Tensor, warps: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-mel frames (b, frames, n_mels); ``warps`` (b,): each utterance's spectrum warped by its own factor
+        (:func:`spectrum_warp`, built from the unwarped filters, whatever this front end's ``warp``)."""
         if waveform.dim() == 3 and waveform.shape[-1] == 1:
             waveform = waveform[..., 0]
         if waveform.dim() != 2 or not waveform.is_floating_point():
@@ -171,8 +191,22 @@ class LogMel(nn.Module):
         frames = waveform.unfold(1, self.n_fft, self.hop)  # (b, t, n_fft)
         spectrum = torch.fft.rfft(frames * self.window.to(waveform.dtype), dim=-1)  # (b, t, n_fft/2+1)
         power = spectrum.real**2 + spectrum.imag**2
-        mel = power @ self.filters.to(power.dtype).T  # (b, t, n_mels)
+        if warps is None:
+            mel = power @ self.filters.to(power.dtype).T  # (b, t, n_mels)
+        else:
+            mel = torch.einsum("btk,bmk->btm", power, self.utterance_filters(warps, len(power)).to(power))
         return torch.log(torch.clamp(mel, min=self.floor))
+
+    def utterance_filters(self, warps: torch.Tensor, batch: int) -> torch.Tensor:
+        """(batch, n_mels, k) float64 filters, utterance i's reading the spectrum warped by ``warps[i]``."""
+        if warps.shape != (batch,):
+            raise ValueError(f"warps must hold one factor per utterance, shape ({batch},), got {tuple(warps.shape)}")
+        return torch.stack(
+            [
+                mel_filterbank(self.n_mels, self.n_fft, self.sample_rate, self.f_min, self.f_max, torch.float64, a)
+                for a in warps.tolist()
+            ]
+        )
 
     def stream(self, chunk: torch.Tensor, buffer: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames completed by ``chunk`` (b, c) given the unconsumed ``buffer`` (b, r) from the last call.
