@@ -65,6 +65,18 @@ def test_samba_padding_and_step(cross_order, cross_connection):
     assert len(model.transcribe(audio, lengths, beam=2, max_tokens=5)) == 2
 
 
+def test_both_kinds_of_recogniser_take_transcribe_arguments_in_one_order():
+    """audio, lengths, beam, lm, alpha, beta positionally for CTC and Samba-ASR alike; Samba's max_tokens by name."""
+    import inspect
+
+    from torchssm.audio.asr import CTCTranscription
+
+    ctc = list(inspect.signature(CTCTranscription.transcribe).parameters.values())
+    samba = list(inspect.signature(SambaASR.transcribe).parameters.values())
+    assert [(p.name, p.default) for p in samba[: len(ctc)]] == [(p.name, p.default) for p in ctc]
+    assert [(p.name, p.kind) for p in samba[len(ctc) :]] == [("max_tokens", inspect.Parameter.KEYWORD_ONLY)]
+
+
 def test_samba_reversed_memory_is_each_utterance_backwards():
     torch.manual_seed(0)
     forward = SambaASR(ASRConfig(kind="samba", **TINY)).double().eval()

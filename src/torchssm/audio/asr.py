@@ -885,13 +885,16 @@ class SambaASR(AttentionRescoring, nn.Module):
         audio: torch.Tensor,
         audio_lengths: torch.Tensor,
         beam: int = 1,
-        max_tokens: int = 300,
         lm=None,
         alpha: float = 0.0,
         beta: float = 0.0,
+        *,
+        max_tokens: int = 300,
     ) -> list[str]:
-        """Greedy (``beam`` 1) or beam-search decoding, one utterance at a time for the beam. With ``lm`` (a
-        :class:`torchssm.audio.lm.CharNGramLM` over this vocabulary's characters) each next token scores
+        """Greedy (``beam`` 1) or beam-search decoding, one utterance at a time for the beam, of at most
+        ``max_tokens`` characters (keyword-only: the other arguments sit where the CTC recognisers' ``transcribe``
+        has them). With ``lm`` (a :class:`torchssm.audio.lm.CharNGramLM` over this vocabulary's characters) each next
+        token scores
         ``log p_dec + alpha log p_lm + beta`` (the bonus for a character that starts a word): shallow fusion
         (Gulcehre et al. 2015; the CTC search's objective, :mod:`torchssm.audio.lm`)."""
         fusion = None
