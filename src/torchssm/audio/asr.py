@@ -894,9 +894,8 @@ class SambaASR(AttentionRescoring, nn.Module):
         """Greedy (``beam`` 1) or beam-search decoding, one utterance at a time for the beam, of at most
         ``max_tokens`` characters (keyword-only: the other arguments sit where the CTC recognisers' ``transcribe``
         has them). With ``lm`` (a :class:`torchssm.audio.lm.CharNGramLM` over this vocabulary's characters) each next
-        token scores
-        ``log p_dec + alpha log p_lm + beta`` (the bonus for a character that starts a word): shallow fusion
-        (Gulcehre et al. 2015; the CTC search's objective, :mod:`torchssm.audio.lm`)."""
+        token scores ``log p_dec + alpha log p_lm + beta`` (the bonus for a character that starts a word): shallow
+        fusion (Gulcehre et al. 2015; the CTC search's objective, :mod:`torchssm.audio.lm`)."""
         fusion = None
         if lm is not None:
             if lm.alphabet != self.vocab.alphabet:

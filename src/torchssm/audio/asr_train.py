@@ -279,7 +279,7 @@ def _resume_asr(path: Path, model, optimizer, scheduler, config: dict) -> tuple[
     # the saved model and train sections with the defaults of keys added since (a run older than model.vtlp resumes)
     saved_config = dict(saved["config"])
     for section, kind in (("model", ASRConfig), ("train", ASRTrainConfig)):
-        saved_config[section] = asdict(kind.from_dict(dict(saved_config.get(section) or {})))
+        saved_config[section] = kind.from_dict(dict(saved_config.get(section) or {})).to_dict()
     as_saved = json.loads(json.dumps(saved_config))  # tuples as the sidecar's lists, on both sides
     diffs = config_differences(as_saved, json.loads(json.dumps(config)))
     if diffs:

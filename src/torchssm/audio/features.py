@@ -198,15 +198,12 @@ class LogMel(nn.Module):
         return torch.log(torch.clamp(mel, min=self.floor))
 
     def utterance_filters(self, warps: torch.Tensor, batch: int) -> torch.Tensor:
-        """(batch, n_mels, k) float64 filters, utterance i's reading the spectrum warped by ``warps[i]``."""
+        """(batch, n_mels, k) float64 filters, utterance i's reading the spectrum warped by ``warps[i]``: the unwarped
+        filters (built once) @ :func:`spectrum_warp` of each factor, as :func:`mel_filterbank` warps them."""
         if warps.shape != (batch,):
             raise ValueError(f"warps must hold one factor per utterance, shape ({batch},), got {tuple(warps.shape)}")
-        return torch.stack(
-            [
-                mel_filterbank(self.n_mels, self.n_fft, self.sample_rate, self.f_min, self.f_max, torch.float64, a)
-                for a in warps.tolist()
-            ]
-        )
+        unwarped = mel_filterbank(self.n_mels, self.n_fft, self.sample_rate, self.f_min, self.f_max, torch.float64)
+        return torch.stack([unwarped @ spectrum_warp(self.n_fft, self.sample_rate, a) for a in warps.tolist()])
 
     def stream(self, chunk: torch.Tensor, buffer: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames completed by ``chunk`` (b, c) given the unconsumed ``buffer`` (b, r) from the last call.
