@@ -17,7 +17,7 @@ TINY = {"d_model": 16, "n_layers": 1, "n_mels": 16, "layer_kwargs": {"d_state": 
 def _run(tmp_path, monkeypatch, keep=2):
     toy = toy_asr_task()
     task = TaskData(info=toy.info, train=toy.train, val=toy.test, test=toy.test, extra=toy.extra)
-    monkeypatch.setattr(asr_runs, "checkpoint_task", lambda path, data_dir=None: (path, task))
+    monkeypatch.setattr(asr_runs, "checkpoint_task", lambda path, data_dir=None, val_heldout=None: (path, task))
     config = {
         "task": {"name": "toy"},
         "model": {"kind": "ctc", "subsampling": 2, **TINY},

@@ -174,7 +174,7 @@ def test_oracle_transcripts_pick_the_closest_hypothesis():
 def _toy_runs(tmp_path, monkeypatch):
     toy = toy_asr_task()
     task = TaskData(info=toy.info, train=toy.train, val=toy.test, test=toy.test, extra=toy.extra)
-    monkeypatch.setattr(asr_runs, "checkpoint_task", lambda path, data_dir=None: (path, task))
+    monkeypatch.setattr(asr_runs, "checkpoint_task", lambda path, data_dir=None, val_heldout=None: (path, task))
     config = {
         "task": {"name": "toy"},
         "model": {"kind": "samba", "ctc_weight": 0.3, "cross_order": "reversed", "subsampling": 2, **TINY},

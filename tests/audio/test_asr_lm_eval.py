@@ -19,7 +19,9 @@ def test_lm_grid_and_evaluate_checkpoint(tmp_path, monkeypatch):
         "train": {"epochs": 3, "batch_size": 8, "lr": 1e-2, "warmup_steps": 0, "out_dir": str(tmp_path)},
     }
     train_asr(cfg, task=task, log=lambda s: None)
-    monkeypatch.setattr(asr_runs, "checkpoint_task", lambda path, data_dir=None: (tmp_path / "last", task))
+    monkeypatch.setattr(
+        asr_runs, "checkpoint_task", lambda path, data_dir=None, val_heldout=None: (tmp_path / "last", task)
+    )
     model = load_recognizer(tmp_path)
     plain = evaluate_asr(model, task.test, ["b"], beam=2)
     logs = []

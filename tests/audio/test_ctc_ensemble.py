@@ -87,7 +87,7 @@ def test_lm_grid_and_evaluate_checkpoint_take_several_runs(tmp_path, monkeypatch
     task = toy_asr_task()
     asked: list = []
 
-    def fake_task(path, data_dir=None):
+    def fake_task(path, data_dir=None, val_heldout=None):
         asked.append(path)
         return path, task
 
@@ -145,7 +145,7 @@ def test_analyse_recognizer_decodes_an_ensemble_with_the_language_model(tmp_path
     for name, model in (("a", a), ("b", b)):
         save_checkpoint(tmp_path / name / "last", model, config={"model": model.cfg.to_dict(), "task": {"name": "toy"}})
     task = toy_asr_task()
-    monkeypatch.setattr(asr_runs, "checkpoint_task", lambda path, data_dir=None: (path, task))
+    monkeypatch.setattr(asr_runs, "checkpoint_task", lambda path, data_dir=None, val_heldout=None: (path, task))
     runs = [tmp_path / "a", tmp_path / "b"]
     fused = {"beam": 2, "lm_order": 2, "alpha": 0.5, "beta": 1.0}
     out = decoding.analyse_recognizer(runs, n_train=3, combine="logprob", **fused)
@@ -189,6 +189,7 @@ def test_tuned_decoding_chooses_on_val_and_decodes_test_once_with_it(tmp_path, m
     runs = saved_toy_runs(tmp_path, monkeypatch)
     out = decoding.tuned_decoding(runs, log=str, **GRID)
     assert set(out["val"]) == {"prob", "logprob"} and out["runs"] == [str(r) for r in runs]
+    assert (out["val_heldout"], out["val_size"]) == (None, len(toy_asr_task().test))  # the runs' own val
     grids = {rule: lm_grid(runs, **GRID, split="val", combine=rule, log=str) for rule in ("prob", "logprob")}
     rule = min(grids, key=lambda r: (grids[r]["best"]["cer"], grids[r]["best"]["wer"]))
     best = grids[rule]["best"]
@@ -235,7 +236,9 @@ def test_tuned_decoding_loads_each_run_once(tmp_path, monkeypatch):
     loads, tasks = [], []
     load, task_of = asr_runs.load_recognizer, asr_runs.checkpoint_task
     monkeypatch.setattr(asr_runs, "load_recognizer", lambda path: loads.append(path) or load(path))
-    monkeypatch.setattr(asr_runs, "checkpoint_task", lambda path, data_dir=None: tasks.append(path) or task_of(path))
+    monkeypatch.setattr(
+        asr_runs, "checkpoint_task", lambda path, data_dir=None, val_heldout=None: tasks.append(path) or task_of(path)
+    )
     encoded = []
     emissions = decoding.ctc_emissions
     monkeypatch.setattr(decoding, "ctc_emissions", lambda m, d: encoded.append(len(d)) or emissions(m, d))

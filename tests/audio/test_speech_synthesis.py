@@ -235,7 +235,9 @@ def test_lm_from_checkpoint_reads_the_texts_without_synthesis(tmp_path, monkeypa
 
     tiny_sentences(monkeypatch)
     cfg = dict(n_train=20, n_val=2, n_test=3, n_heldout_words=0, snr_db=None, voices_per_sentence=2, seed=3)
-    monkeypatch.setattr(asr_runs, "saved_task_config", lambda path: (tmp_path, {"name": "spoken_sentences", **cfg}))
+    monkeypatch.setattr(
+        asr_runs, "saved_task_config", lambda path, val_heldout=None: (tmp_path, {"name": "spoken_sentences", **cfg})
+    )
     lm = lm_from_checkpoint(tmp_path, order=3, data_dir=tmp_path)
     assert heard_voices == []
     task = build_task("spoken_sentences", data_dir=tmp_path, **cfg)

@@ -31,19 +31,28 @@ def _checkpoint_dir(path) -> Path:
 UNNAMED_TASK = "spoken_sentences"  # the task of a saved task section that names none
 
 
-def saved_task_config(path) -> tuple[Path, dict]:
-    """(checkpoint directory, a copy of the ``task`` section of its config, {} without one)."""
+def saved_task_config(path, val_heldout: int | None = None) -> tuple[Path, dict]:
+    """(checkpoint directory, a copy of the ``task`` section of its config, {} without one). ``val_heldout`` m (None:
+    the run's own): its ``n_val_heldout`` set to m, a decoding's val with m sentences of held-out words for a run of
+    ``spoken_sentences`` trained with another (val alone changes: :func:`~torchssm.audio.synthetic.sentence_texts`)."""
     from torchssm.train.checkpoint import read_checkpoint_state
 
     ckpt = _checkpoint_dir(path)
-    return ckpt, dict((read_checkpoint_state(ckpt).get("config") or {}).get("task") or {})
+    task_cfg = dict((read_checkpoint_state(ckpt).get("config") or {}).get("task") or {})
+    if val_heldout is None:
+        return ckpt, task_cfg
+    name = task_cfg.get("name", UNNAMED_TASK)
+    if name != "spoken_sentences":
+        raise ValueError(f"val_heldout re-draws the val split of spoken_sentences; {ckpt} was trained on {name}")
+    return ckpt, task_cfg | {"n_val_heldout": val_heldout}
 
 
-def checkpoint_task(path, data_dir=None):
-    """(checkpoint directory, the task of its config rebuilt from the data cache) of a recogniser run."""
+def checkpoint_task(path, data_dir=None, val_heldout: int | None = None):
+    """(checkpoint directory, the task of its config rebuilt from the data cache) of a recogniser run
+    (``val_heldout``: :func:`saved_task_config`'s)."""
     from torchssm.data.registry import build_task
 
-    ckpt, task_cfg = saved_task_config(path)
+    ckpt, task_cfg = saved_task_config(path, val_heldout)
     if not task_cfg:
         raise ValueError(f"{ckpt} has no task in its config: cannot rebuild its data")
     name = task_cfg.pop("name", UNNAMED_TASK)
@@ -88,19 +97,22 @@ def run_paths(path) -> list:
     return paths
 
 
-def load_for_decoding(path, data_dir=None, combine: str = "prob", warps: Sequence[float] = (1.0,)):
+def load_for_decoding(
+    path, data_dir=None, combine: str = "prob", warps: Sequence[float] = (1.0,), val_heldout: int | None = None
+):
     """(checkpoint directory, task rebuilt from the data cache, model) for decoding ``path``: a run directory or
     checkpoint, or a list of CTC or hybrid Samba-ASR ones decoded as their :class:`~torchssm.audio.asr.CTCEnsemble`
     (``combine``, :func:`load_ctc_ensemble`) on the task of the first (its split and its training transcripts for
     the language model; the members should have been trained on the same sentences). ``warps`` other than (1,):
     each CTC recogniser read at each VTLP warp, the copies decoded as one ensemble (test-time warping,
-    :func:`~torchssm.audio.asr.warped_members`), one run too."""
+    :func:`~torchssm.audio.asr.warped_members`), one run too. ``val_heldout``: the task's val re-drawn with that
+    many sentences of held-out words (:func:`saved_task_config`)."""
     if isinstance(path, (str, os.PathLike)) and check_warps(warps) == (1.0,):
-        ckpt, task = checkpoint_task(path, data_dir)
+        ckpt, task = checkpoint_task(path, data_dir, val_heldout)
         return ckpt, task, load_recognizer(ckpt)
     paths = run_paths(path)
     check_same_sentences(paths)
-    ckpt, task = checkpoint_task(paths[0], data_dir)
+    ckpt, task = checkpoint_task(paths[0], data_dir, val_heldout)
     return ckpt, task, load_ctc_ensemble(paths, combine, warps)
 
 

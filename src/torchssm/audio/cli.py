@@ -306,7 +306,7 @@ def _cmd_lm_text(args) -> int:
     from torchssm.audio.lm import checkpoint_sentence_texts
     from torchssm.audio.prose import language_model_text
 
-    texts = checkpoint_sentence_texts(args.checkpoint, args.data_dir)
+    texts = checkpoint_sentence_texts(args.checkpoint, args.data_dir, args.val_heldout)
     if texts is None:
         raise ValueError(f"{args.checkpoint} was not trained on spoken_sentences: its sentences are not docstrings")
     sentences = language_model_text(texts, max_words=args.max_words)
@@ -349,8 +349,11 @@ def _cmd_decode(args) -> int:
         beams=args.beams or (),
         rescore_lm=args.rescore_lm,
         warps=args.warps or (1.0,),
+        val_heldout=args.val_heldout,
         **grid,
     )
+    if r["val_heldout"] is not None:
+        print(f"val: {r['val_size']} sentences, {r['val_heldout']} of them with held-out words (--val-heldout)")
     for rule, v in r["val"].items():
         print(f"val, combine {rule}: best {_metrics(v['best'])}; beam {args.beam} without LM {_metrics(v['no_lm'])}")
     s = r["setting"]
@@ -390,6 +393,16 @@ def _cmd_decode(args) -> int:
 def _metrics(m: dict) -> str:
     held = f", held-out words {m['heldout_cer']:.4f}" if "heldout_cer" in m else ""
     return f"CER {m['cer']:.4f}, WER {m['wer']:.4f}{held}"
+
+
+def _add_val_heldout(parser, what: str) -> None:
+    parser.add_argument(
+        "--val-heldout",
+        type=int,
+        metavar="N",
+        help=f"a spoken_sentences run's val with N sentences of held-out words (task.n_val_heldout; default: the "
+        f"run's own): {what}",
+    )
 
 
 def _cmd_kws_ensemble(args) -> int:
@@ -664,6 +677,7 @@ def register(subparsers) -> None:
     m.add_argument("--checkpoint", required=True, help="a recogniser's checkpoint or run directory (its sentences)")
     m.add_argument("--out", required=True, help="text file, one sentence per line (for --lm-text)")
     m.add_argument("--max-words", type=int, default=60, help="longest sentence kept, in words (default 60)")
+    _add_val_heldout(m, "leave out the docstrings of a val re-drawn so too (for speech decode --val-heldout)")
     m.add_argument("--data-dir")
     m.set_defaults(func=_cmd_lm_text)
     c = sub.add_parser(
@@ -715,6 +729,10 @@ def register(subparsers) -> None:
         metavar="ALPHA",
         help="test-time warping: each CTC run reads the audio with its spectrum warped by each of these VTLP factors "
         "(e.g. 0.9 0.95 1.0 1.05 1.1), the copies decoded as one ensemble (default: none)",
+    )
+    _add_val_heldout(
+        g,
+        "every choice made on a val re-drawn so: its ordinary sentences and N with held-out words, as test holds them",
     )
     g.add_argument("--out", help="write everything (val grids, choice, test breakdowns) to this JSON file")
     g.add_argument("--verbose", action="store_true", help="print every setting of the val grid as it is scored")

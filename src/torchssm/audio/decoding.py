@@ -110,10 +110,19 @@ class LoadedRuns:
     :class:`~torchssm.audio.asr.FrequencyWarped`) and ``model`` (the recogniser, or the
     :class:`~torchssm.audio.asr.CTCEnsemble` of several). Each member's emissions on a split are computed once
     (:func:`ctc_emissions`) and combined under either rule on demand (:meth:`emissions`), as are the language models
-    (:meth:`lm`): the val grids of both rules, the beams and the test decoding of :func:`tuned_decoding` share them."""
+    (:meth:`lm`): the val grids of both rules, the beams and the test decoding of :func:`tuned_decoding` share them.
+    ``val_heldout``: the task's val re-drawn with that many sentences of held-out words
+    (:func:`~torchssm.audio.asr_runs.saved_task_config`; None: the run's own)."""
 
-    def __init__(self, path, data_dir=None, extra_texts: Sequence[str] = (), warps: Sequence[float] = (1.0,)):
-        self.ckpt, self.task, self.model = load_for_decoding(path, data_dir, warps=warps)
+    def __init__(
+        self,
+        path,
+        data_dir=None,
+        extra_texts: Sequence[str] = (),
+        warps: Sequence[float] = (1.0,),
+        val_heldout: int | None = None,
+    ):
+        self.ckpt, self.task, self.model = load_for_decoding(path, data_dir, warps=warps, val_heldout=val_heldout)
         model = self.model
         self.members: list[CTCRecognizer | SambaCTCHead | FrequencyWarped] = []
         for m in list(model.members) if isinstance(model, CTCEnsemble) else [model]:
@@ -362,6 +371,7 @@ def tuned_decoding(
     rescore_lm=None,
     lm_weights: Sequence[float] = NEURAL_LM_WEIGHTS,
     warps: Sequence[float] = (1.0,),
+    val_heldout: int | None = None,
 ) -> dict:
     """The decoding of record of a CTC recogniser (or of the ensemble of a list of them) with its language model
     tuned on val and test decoded once: :func:`lm_grid` on val for every (order, alpha, beta) of the grid at
@@ -395,7 +405,13 @@ def tuned_decoding(
 
     ``warps`` other than (1,) (CTC runs only): test-time warping, each recogniser read at each of these VTLP warps
     (:func:`~torchssm.audio.asr.warped_members`) and the copies decoded as one ensemble, under both combine rules;
-    the result records "warps"."""
+    the result records "warps".
+
+    ``val_heldout`` m (None: the runs' own val): every choice above made on a val of the task's ``n_val`` ordinary
+    sentences and m with a held-out word (:func:`~torchssm.audio.synthetic.sentence_texts`), test-like when test
+    holds them too; train, test and the language model are the runs'. The result records "val_heldout" and "val_size".
+    The ``extra_texts`` should then leave out the new val sentences' docstrings too (``speech lm-text --val-heldout``:
+    :func:`~torchssm.audio.prose.language_model_text` of the same texts)."""
     cpu0 = _cpu_with_children()
     runs = [str(p) for p in run_paths(path)]
     kinds = [recognizer_kind(run) for run in runs]  # a missing or corrupt checkpoint fails here, before decoding
@@ -412,7 +428,7 @@ def tuned_decoding(
     if warps != (1.0,) and "hybrid" in kinds:
         raise ValueError("test-time warps read CTC recognisers only; a hybrid Samba-ASR run takes none")
     neural = load_rescoring_lm(rescore_lm) if isinstance(rescore_lm, (str, os.PathLike)) else rescore_lm
-    loaded = LoadedRuns(runs[0] if len(runs) == 1 else runs, data_dir, extra_texts, warps)
+    loaded = LoadedRuns(runs[0] if len(runs) == 1 else runs, data_dir, extra_texts, warps, val_heldout)
     rules = ("prob", "logprob") if len(loaded.members) > 1 else ("prob",)  # one model: the rules agree
     val, val_best_hyps = {}, {}
     for rule in rules:
@@ -436,8 +452,8 @@ def tuned_decoding(
             beams=widths,
             loaded=loaded,
         )
-        out = {"runs": runs, "val": val, "chosen_rule": rule, **hybrid}
-        return out | {"cpu_s": _cpu_with_children() - cpu0}
+        out: dict[str, Any] = {"runs": runs, "val_heldout": val_heldout, "val_size": len(loaded.references("val"))}
+        return out | {"val": val, "chosen_rule": rule, **hybrid, "cpu_s": _cpu_with_children() - cpu0}
     val_refs, val_hyps, beam_rows = loaded.references("val"), {beam: val_best_hyps[rule]}, []
     val_lists: dict[int, list] = {}  # width -> val's scored n-best lists, kept for the neural LM
     if len(widths) > 1:
@@ -483,6 +499,8 @@ def tuned_decoding(
     out = {
         "runs": runs,
         "warps": list(warps),
+        "val_heldout": val_heldout,
+        "val_size": len(val_refs),
         "val": val,
         "chosen_rule": rule,
         "setting": setting,

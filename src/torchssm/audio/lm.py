@@ -217,15 +217,16 @@ def lm_from_checkpoint(path, order: int = 5, data_dir=None, extra_texts: Sequenc
     return CharNGramLM(checkpoint_lm_sentences(path, data_dir, extra_texts), order)
 
 
-def checkpoint_sentence_texts(path, data_dir=None) -> dict[str, list[str]] | None:
+def checkpoint_sentence_texts(path, data_dir=None, val_heldout: int | None = None) -> dict[str, list[str]] | None:
     """The sentences of the ``spoken_sentences`` task a recogniser at ``path`` was trained on (its saved options;
-    :func:`~torchssm.audio.synthetic.sentence_texts`' dict, no audio synthesised), or None for another task."""
+    :func:`~torchssm.audio.synthetic.sentence_texts`' dict, no audio synthesised), or None for another task;
+    ``val_heldout``: with val re-drawn so (:func:`~torchssm.audio.asr_runs.saved_task_config`)."""
     import inspect
 
     from torchssm.audio.asr_runs import saved_task_config
     from torchssm.audio.synthetic import sentence_texts
 
-    _, task_cfg = saved_task_config(path)
+    _, task_cfg = saved_task_config(path, val_heldout)
     if task_cfg.get("name") != "spoken_sentences":
         return None
     text_args = set(inspect.signature(sentence_texts).parameters) - {"data_dir"}

@@ -59,6 +59,9 @@ split's training variants (m1..m6, f1..f4, whisper, croak for "speakers"): a cru
 docstrings), transcripts in :class:`torchssm.audio.text.CharVocabulary`'s alphabet. ``n_heldout_words``
 words (drawn among those used 2 to 5 times) never occur in a training or validation sentence: every
 sentence containing one goes to the test pool, which therefore measures recognition of unseen words.
+The test split takes up to half its sentences from that pool; ``n_val_heldout=m`` (0 by default) gives val, after its
+``n_val`` ordinary sentences, the next m of the pool (none in test), so that val, like test, holds sentences with
+unseen words (a val that the language-model weight is chosen on as test will be read; train and test unchanged).
 ``voices_per_sentence=k`` (1 by default) has every training sentence spoken by k different training
 voices (copy c > 0 from ``default_rng([seed, 0, i, 3, c])``, its voice drawn among those copies 0..c - 1 did
 not use; each copy cached in a file of its own, copy 0 in the file of before); val and test unchanged.
@@ -714,6 +717,7 @@ def build_spoken_sentences(
     extra_train_variants: Sequence[str] = (),
     extra_train_accents: Sequence[str] = (),
     accent_augment: float = 0.0,
+    n_val_heldout: int = 0,
 ) -> TaskData:
     """Speech recognition on synthetic speech (see the module docstring); items are {"audio", "text"}.
 
@@ -726,7 +730,9 @@ def build_spoken_sentences(
     likewise (other languages' voices reading the English sentences, :func:`check_extra_train_accents`).
     ``accent_augment`` p: each training utterance, with probability p, spoken in a virtual accent of its own
     (:mod:`torchssm.audio.accents`: its voice's phonemes rewritten by English accents' lexical-set alternations;
-    the transcript unchanged; :func:`utterance_accent`); 0 (default) is the task without it."""
+    the transcript unchanged; :func:`utterance_accent`); 0 (default) is the task without it. ``n_val_heldout`` m:
+    val's ``n_val`` sentences followed by m with a held-out word (:func:`sentence_texts`); 0 (default) is the task
+    without it."""
     _voice_split_key(voice_split)
     accent_augment = unit_interval("accent_augment", accent_augment, "a probability")
     if accent_augment and extra_train_accents:
@@ -735,7 +741,7 @@ def build_spoken_sentences(
     extra_train_accents = check_extra_train_accents(extra_train_accents)
     n_voices = len(split_voices(voice_split, "train", extra_train_variants, extra_train_accents))
     _check_voices_per_sentence(voices_per_sentence, n_voices)
-    texts = sentence_texts(data_dir, seed, n_train, n_val, n_test, max_words, n_heldout_words)  # checks the sizes
+    texts = sentence_texts(data_dir, seed, n_train, n_val, n_test, max_words, n_heldout_words, n_val_heldout)
     splits = {}
     for split in SPLIT_IDS:
         items = texts[split]
@@ -786,22 +792,30 @@ def sentence_texts(
     n_test: int = 200,
     max_words: int = 12,
     n_heldout_words: int = 100,
+    n_val_heldout: int = 0,
 ) -> dict:
     """The transcripts of ``spoken_sentences`` without its audio: {"train", "val", "test": [sentences],
     "heldout": [words]} (the arguments as the task's; the test split: every sentence with a held-out word, up to
-    half of ``n_test``, then unseen ordinary sentences). ``audio.lm.lm_from_checkpoint`` builds a run's language
-    model from them without synthesising a clip."""
+    half of ``n_test``, then unseen ordinary sentences; val: ``n_val`` ordinary sentences, then the
+    ``n_val_heldout`` sentences with a held-out word that follow the test's in the pool).
+    ``audio.lm.lm_from_checkpoint`` builds a run's language model from them without synthesising a clip."""
     from torchssm.audio import prose
 
-    _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
+    _check_split_sizes(n_train=n_train, n_val=n_val, n_test=n_test, n_val_heldout=n_val_heldout)
     sentences = prose.cached_stdlib_sentences(max_words, data_dir)
     parts = split_sentences(sentences, seed, n_heldout_words)
     if n_train + n_val + max(0, n_test - len(parts["test_pool"])) > len(parts["train"]):
         raise ValueError(f"asked for {n_train} + {n_val} + {n_test} sentences; only {len(sentences)} are available")
     n_heldout_test = min(len(parts["test_pool"]), n_test // 2)
+    pool_left = parts["test_pool"][n_heldout_test:]
+    if n_val_heldout > len(pool_left):
+        raise ValueError(
+            f"n_val_heldout={n_val_heldout} but only {len(pool_left)} sentences with a held-out word are left "
+            f"after the test's {n_heldout_test}"
+        )
     return {
         "train": parts["train"][:n_train],
-        "val": parts["train"][n_train : n_train + n_val],
+        "val": parts["train"][n_train : n_train + n_val] + pool_left[:n_val_heldout],
         "test": parts["test_pool"][:n_heldout_test]
         + parts["train"][n_train + n_val : n_train + n_val + n_test - n_heldout_test],
         "heldout": parts["heldout"],
