@@ -71,40 +71,40 @@ def test_kws_baseline_voice_split(tmp_path, capsys):
     from torchssm.audio.kws import logmel_logistic_baseline, voice_groups
     from torchssm.audio.synthetic import TEST_ONLY_VARIANTS, item_voice
 
-    args = ["speech", "kws-baseline", "--snr", "20", "--n-train", "10", "--n-test", "30", "--data-dir", str(tmp_path)]
+    args = ["speech", "kws-baseline", "--snr", "20", "--n-train", "10", "--n-test", "10", "--data-dir", str(tmp_path)]
     assert main(args) == 0  # the default: the presets' held-out speakers, with the test-only variants m7 / f5
     out = capsys.readouterr().out
-    assert "10 train / 30 test clips" in out and "test_only" in out and "whisper" in out
+    assert "10 train / 10 test clips" in out and "test_only" in out and "whisper" in out
     assert main([*args, "--voice-split", "families"]) == 0  # whole families held out, whisper among them
     out = capsys.readouterr().out
-    assert "10 train / 30 test clips" in out and "test_only" not in out and "whisper" in out
-    groups = voice_groups(30, voice_split="speakers")
+    assert "10 train / 10 test clips" in out and "test_only" not in out and "whisper" in out
+    groups = voice_groups(10, voice_split="speakers")
     assert groups["test_only"] == [
-        i for i in range(30) if item_voice("test", i, voice_split="speakers").split("+")[1] in TEST_ONLY_VARIANTS
+        i for i in range(10) if item_voice("test", i, voice_split="speakers").split("+")[1] in TEST_ONLY_VARIANTS
     ]
-    r = logmel_logistic_baseline(snr_db=20.0, data_dir=tmp_path, n_train=10, n_test=30, voice_split="speakers")
-    assert logmel_logistic_baseline(snr_db=20.0, data_dir=tmp_path, n_train=10, n_test=30) == r  # default: speakers
-    families_r = logmel_logistic_baseline(snr_db=20.0, data_dir=tmp_path, n_train=10, n_test=30, voice_split="families")
-    assert set(families_r["test_acc_by_group"]) == set(voice_groups(30)) and "test_only" in r["test_acc_by_group"]
+    r = logmel_logistic_baseline(snr_db=20.0, data_dir=tmp_path, n_train=10, n_test=10, voice_split="speakers")
+    assert logmel_logistic_baseline(snr_db=20.0, data_dir=tmp_path, n_train=10, n_test=10) == r  # default: speakers
+    families_r = logmel_logistic_baseline(snr_db=20.0, data_dir=tmp_path, n_train=10, n_test=10, voice_split="families")
+    assert set(families_r["test_acc_by_group"]) == set(voice_groups(10)) and "test_only" in r["test_acc_by_group"]
     families = {k: v for k, v in groups.items() if k != "test_only"}
-    assert sorted(i for idx in families.values() for i in idx) == list(range(30))  # the families partition the test
-    pooled = sum(r["test_acc_by_group"][k] * len(idx) for k, idx in families.items()) / 30
+    assert sorted(i for idx in families.values() for i in idx) == list(range(10))  # the families partition the test
+    pooled = sum(r["test_acc_by_group"][k] * len(idx) for k, idx in families.items()) / 10
     assert abs(pooled - r["test_acc"]) < 1e-9
-    assert "test_only" not in voice_groups(30)  # the default families split: no test-only variant
+    assert "test_only" not in voice_groups(10)  # the default families split: no test-only variant
     with pytest.raises(SystemExit):
         main([*args, "--voice-split", "genders"])
     assert "invalid choice: 'genders'" in capsys.readouterr().err
     extra = logmel_logistic_baseline(
-        snr_db=20.0, data_dir=tmp_path, n_train=10, n_test=30, extra_train_variants=["klatt"]
+        snr_db=20.0, data_dir=tmp_path, n_train=10, n_test=10, extra_train_variants=["klatt"]
     )
     assert main([*args, "--extra-train-variants", "klatt"]) == 0  # other training voices, the same test clips
-    assert f"test accuracy {extra['test_acc']:.4f} (train {extra['train_acc']:.4f}, 10 train / 30 test" in (
+    assert f"test accuracy {extra['test_acc']:.4f} (train {extra['train_acc']:.4f}, 10 train / 10 test" in (
         capsys.readouterr().out
     )
     assert main([*args, "--extra-train-variants", "whisper"]) == 2
     assert "'whisper' is not an extra variant" in capsys.readouterr().err
     accented = logmel_logistic_baseline(
-        snr_db=20.0, data_dir=tmp_path, n_train=10, n_test=30, extra_train_accents=["de"]
+        snr_db=20.0, data_dir=tmp_path, n_train=10, n_test=10, extra_train_accents=["de"]
     )
     assert main([*args, "--extra-train-accents", "de"]) == 0
     assert f"test accuracy {accented['test_acc']:.4f} (train {accented['train_acc']:.4f}" in capsys.readouterr().out
