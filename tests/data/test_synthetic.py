@@ -228,3 +228,20 @@ def test_task_defaults_are_the_builders_keyword_defaults():
     pytest.importorskip("espeakng_loader")
     sentences = task_defaults("spoken_sentences")
     assert sentences["n_val"] == 100 and sentences["extra_train_accents"] == [] and sentences["snr_db"] is None
+
+
+def test_a_task_option_left_out_counts_as_its_default_when_resuming():
+    from torchssm.data.registry import task_defaults, with_task_defaults
+    from torchssm.train.loop import config_differences
+
+    assert task_defaults("copying")["delay"] == 100
+    old = {"task": {"name": "copying", "seed": 0}, "model": {}, "train": {}}  # saved before the option existed
+    same = {"task": {"name": "copying", "seed": 0, "delay": 100}, "model": {}, "train": {}}  # writes its default
+    assert config_differences(old, same) == [] and config_differences(same, old) == []
+    other = {"task": {"name": "copying", "seed": 0, "delay": 50}, "model": {}, "train": {}}
+    assert config_differences(old, other) == ["task.delay: checkpoint 100 != now 50"]
+    assert with_task_defaults({"name": "no_such_task", "a": 1}) == {"name": "no_such_task", "a": 1}  # as it is
+    assert with_task_defaults({"a": 1}) == {"a": 1}
+    unknown = {"task": {"name": "no_such_task"}, "model": {}, "train": {}}
+    differs = config_differences(unknown, {**unknown, "task": {"name": "no_such_task", "a": 1}})
+    assert differs == ["task.a: checkpoint None != now 1"]

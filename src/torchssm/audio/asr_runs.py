@@ -122,15 +122,10 @@ TRAINING_VOICE_OPTIONS = ("voices_per_sentence", "extra_train_variants", "extra_
 
 def _completed_task_config(path) -> dict:
     """The saved task section of the run at ``path`` with every option it leaves out at the builder's default."""
-    from torchssm.data.registry import task_defaults
+    from torchssm.data.registry import with_task_defaults
 
     cfg = saved_task_config(path)[1]
-    name = cfg.get("name", UNNAMED_TASK)
-    try:
-        defaults = task_defaults(name)
-    except ValueError:  # a task this install does not know: compare the saved sections as they are
-        defaults = {}
-    return {**defaults, **cfg, "name": name}
+    return with_task_defaults({**cfg, "name": cfg.get("name", UNNAMED_TASK)})
 
 
 def check_same_sentences(paths: Sequence) -> None:

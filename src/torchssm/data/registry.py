@@ -123,6 +123,17 @@ def task_defaults(name: str) -> dict:
     }
 
 
+def with_task_defaults(task: dict) -> dict:
+    """A copy of a task section ({"name", **options}) with each option of its builder that it leaves out at the
+    builder's default (:func:`task_defaults`): a run saved before an option existed then compares equal to a config
+    that writes the option's default. A section without a name, or of a task this install does not know, as it is."""
+    try:
+        defaults = task_defaults(task["name"])
+    except (KeyError, ValueError):
+        return dict(task)
+    return {**defaults, **task}
+
+
 def list_tasks() -> dict[str, str]:
     """{name: one-line description} of every known task."""
     for name in list(_TASK_MODULES):

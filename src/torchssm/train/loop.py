@@ -55,7 +55,7 @@ from torch import nn
 from torchssm.bench.common import environment
 from torchssm.cpu_threads import auto_cpu_threads, get_cpu_threads, set_cpu_threads
 from torchssm.data.loaders import num_batches
-from torchssm.data.registry import TaskData, build_task
+from torchssm.data.registry import TaskData, build_task, with_task_defaults
 from torchssm.devices import resolve_device
 from torchssm.fileio import atomic_write_json
 from torchssm.runs import BEST, METRICS_FILE, RESULT_FILE, read_metrics, run_dir_of
@@ -128,8 +128,12 @@ class RunResult:
 
 def config_differences(saved: dict, current: dict) -> list[str]:
     """The entries of two {task, model, train} configs that differ, as "section.key: checkpoint a != now b",
-    leaving out the ``train`` entries of :data:`RUNTIME_KEYS` (what a resumed run may change); also used by
-    ``torchssm speech train --resume``."""
+    leaving out the ``train`` entries of :data:`RUNTIME_KEYS` (what a resumed run may change); a task option that
+    one side leaves out counts as its builder's default (:func:`~torchssm.data.registry.with_task_defaults`, so a run
+    saved before the option existed resumes); also used by ``torchssm speech train --resume``."""
+    saved, current = dict(saved), dict(current)
+    if "task" in saved and "task" in current:
+        saved["task"], current["task"] = with_task_defaults(saved["task"]), with_task_defaults(current["task"])
     diffs = []
     for section in ("task", "model", "train"):
         keys = set(saved.get(section, {})) | set(current.get(section, {}))
