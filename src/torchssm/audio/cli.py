@@ -350,6 +350,7 @@ def _cmd_decode(args) -> int:
         rescore_lm=args.rescore_lm,
         warps=args.warps or (1.0,),
         val_heldout=args.val_heldout,
+        mbr_scales=args.mbr_scales or (),
         **grid,
     )
     if r["val_heldout"] is not None:
@@ -378,6 +379,13 @@ def _cmd_decode(args) -> int:
             for row in r["neural_lm"]["rows"]:
                 print(f"val, neural LM weight {row['weight']}: {_metrics(row)}")
             print(f"chosen: neural LM weight {r['neural_lm']['weight']}")
+        if "mbr" in r:
+            for row in r["mbr"]["rows"]:
+                scale = "off (the search's own)" if row["scale"] is None else row["scale"]
+                print(f"val, MBR scale {scale}: {_metrics(row)}")
+            chosen = r["mbr"]["scale"]
+            print(f"chosen: {'the search' if chosen is None else f'MBR at scale {chosen}'}")
+        if "test_search" in r:
             print(f"test, the search alone (decoded once): {_metrics(r['test_search'])}")
         print(f"test (decoded once): {_metrics(r['test'])}; greedy {_metrics(r['test_greedy'])}")
         print(f"{s['beam']}-best oracle (the floor of any rescoring of these lists): {_metrics(r['test_oracle'])}")
@@ -721,6 +729,15 @@ def register(subparsers) -> None:
         "--rescore-lm",
         help="a byte-level causal LM (torchssm train on speech lm-corpus's text) that rescores the chosen n-best "
         "lists, its weight chosen on val (CTC runs only; docs/speech.md)",
+    )
+    g.add_argument(
+        "--mbr-scales",
+        type=float,
+        nargs="+",
+        metavar="SCALE",
+        help="minimum-Bayes-risk choice from the chosen n-best lists (least expected character edits under the "
+        "list's posterior, sharpened by SCALE), the scale or the search's own choice chosen on val, e.g. 0.3 1 3 "
+        "(CTC runs, not with --rescore-lm; audio.mbr)",
     )
     g.add_argument(
         "--warps",

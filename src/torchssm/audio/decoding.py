@@ -43,6 +43,7 @@ from torchssm.audio.asr_runs import load_for_decoding, recognizer_kind, run_path
 from torchssm.audio.batches import collate
 from torchssm.audio.ctc import char_error_rate, oracle_transcripts, word_error_rate
 from torchssm.audio.lm import GRID_ALPHAS, GRID_BEAM, GRID_BETAS, GRID_ORDERS
+from torchssm.audio.mbr import check_scale, list_distances, mbr_transcripts
 from torchssm.audio.neural_lm import NEURAL_LM_WEIGHTS, lm_scored_lists, load_rescoring_lm
 from torchssm.audio.progress import progress
 from torchssm.audio.text import CharVocabulary
@@ -372,6 +373,7 @@ def tuned_decoding(
     lm_weights: Sequence[float] = NEURAL_LM_WEIGHTS,
     warps: Sequence[float] = (1.0,),
     val_heldout: int | None = None,
+    mbr_scales: Sequence[float] = (),
 ) -> dict:
     """The decoding of record of a CTC recogniser (or of the ensemble of a list of them) with its language model
     tuned on val and test decoded once: :func:`lm_grid` on val for every (order, alpha, beta) of the grid at
@@ -411,7 +413,14 @@ def tuned_decoding(
     sentences and m with a held-out word (:func:`~torchssm.audio.synthetic.sentence_texts`), test-like when test
     holds them too; train, test and the language model are the runs'. The result records "val_heldout" and "val_size".
     The ``extra_texts`` should then leave out the new val sentences' docstrings too (``speech lm-text --val-heldout``:
-    :func:`~torchssm.audio.prose.language_model_text` of the same texts)."""
+    :func:`~torchssm.audio.prose.language_model_text` of the same texts).
+
+    ``mbr_scales`` (CTC decodings without ``rescore_lm`` only): once the setting and the width are chosen, each val
+    n-best list at them gives its minimum-Bayes-risk transcript (:mod:`torchssm.audio.mbr`: least expected character
+    edit distance under the list's posterior sharpened by the scale) at each scale; the lowest val CER (then WER) among
+    these and the search's own transcripts chooses (the search's on ties), and test's lists are read so. "mbr" holds
+    {"rows" (the search's first, scale None), "scale" (None: the search's kept), "cpu_s"}; "test_search" the search's
+    own test result, and each test transcript its "search" one."""
     cpu0 = _cpu_with_children()
     runs = [str(p) for p in run_paths(path)]
     kinds = [recognizer_kind(run) for run in runs]  # a missing or corrupt checkpoint fails here, before decoding
@@ -427,6 +436,9 @@ def tuned_decoding(
     warps = check_warps(warps)
     if warps != (1.0,) and "hybrid" in kinds:
         raise ValueError("test-time warps read CTC recognisers only; a hybrid Samba-ASR run takes none")
+    mbr_scales = tuple(check_scale(scale) for scale in mbr_scales)
+    if mbr_scales and ("hybrid" in kinds or rescore_lm is not None):
+        raise ValueError("MBR chooses from a CTC search's n-best lists: not with a hybrid's decoder or rescore_lm")
     neural = load_rescoring_lm(rescore_lm) if isinstance(rescore_lm, (str, os.PathLike)) else rescore_lm
     loaded = LoadedRuns(runs[0] if len(runs) == 1 else runs, data_dir, extra_texts, warps, val_heldout)
     rules = ("prob", "logprob") if len(loaded.members) > 1 else ("prob",)  # one model: the rules agree
@@ -479,6 +491,19 @@ def tuned_decoding(
         val_hyps[setting["beam"]] = rescored_transcripts(val_scored, loaded.vocab, weight)
         rescoring = {"lm": str(rescore_lm) if neural is not rescore_lm else type(neural).__name__}
         rescoring |= {"rows": rows, "weight": weight, "cpu_s": _cpu_with_children() - nlm_cpu0}
+    mbr: dict[str, Any] = {}
+    if mbr_scales:
+        mbr_cpu0 = _cpu_with_children()
+        log(f"minimum Bayes risk on val: n-best {setting['beam']}, scales {list(mbr_scales)} ...")
+        searched = val_lists.get(setting["beam"]) or loaded.scored_nbest("val", rule, setting)
+        distances = list_distances(searched)
+        rows = [{"scale": None, **error_rates(val_refs, val_hyps[setting["beam"]])}]  # the search's own
+        for scale in mbr_scales:
+            chosen_hyps = mbr_transcripts(searched, loaded.vocab, scale, distances)
+            rows.append({"scale": scale, **error_rates(val_refs, chosen_hyps)})
+            log(format_rates(rows[-1]))
+        best_row = min(range(len(rows)), key=lambda i: (rows[i]["cer"], rows[i]["wer"], i))
+        mbr = {"rows": rows, "scale": rows[best_row]["scale"], "cpu_s": _cpu_with_children() - mbr_cpu0}
     log(f"chosen on val: combine {rule}, {format_rates(setting)}; decoding test once ...")
     refs, heldout = loaded.references("test"), loaded.task.extra.get("heldout_words", [])
     scored = loaded.scored_nbest("test", rule, setting)
@@ -489,6 +514,10 @@ def tuned_decoding(
         test_cpu0 = _cpu_with_children()
         hyps = rescored_transcripts(lm_scored_lists(neural, scored, loaded.vocab), loaded.vocab, rescoring["weight"])
         rescoring["cpu_s"] += _cpu_with_children() - test_cpu0  # with val's: what rescoring adds
+    if mbr.get("scale") is not None:
+        test_cpu0 = _cpu_with_children()
+        hyps = mbr_transcripts(scored, loaded.vocab, mbr["scale"])
+        mbr["cpu_s"] += _cpu_with_children() - test_cpu0
     analysis = setting | transcript_analysis(
         loaded.task,
         saved_task_config(loaded.ckpt)[1],
@@ -511,8 +540,11 @@ def tuned_decoding(
         "analysis": analysis,
         "test_transcripts": transcripts,
     }
+    if mbr:
+        out["mbr"] = mbr
     if neural is not None:
         out["neural_lm"] = rescoring
+    if neural is not None or mbr:
         out["test_search"] = error_rates(refs, search_hyps, heldout)
         for entry, search in zip(transcripts, search_hyps):
             entry["search"] = search
