@@ -393,7 +393,7 @@ def paired_cer_difference(
     _check_pairs(references, hypotheses_b)
     if len(references) < 2:
         raise ValueError(f"a paired standard error needs at least 2 utterances, got {len(references)}")
-    d = [_edit_distance(r, a) - _edit_distance(r, b) for r, a, b in zip(references, hypotheses_a, hypotheses_b)]
+    d = [edit_distance(r, a) - edit_distance(r, b) for r, a, b in zip(references, hypotheses_a, hypotheses_b)]
     chars, n = sum(len(r) for r in references), len(d)
     mean = sum(d) / n
     sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
@@ -407,7 +407,7 @@ def oracle_transcripts(references: Sequence[str], nbest: Sequence[Sequence[str]]
         raise ValueError(f"{len(references)} references but {len(nbest)} n-best lists")
     if any(not hyps for hyps in nbest):
         raise ValueError("every n-best list needs at least one hypothesis")
-    return [min(hyps, key=lambda h: _edit_distance(ref, h)) for ref, hyps in zip(references, nbest)]
+    return [min(hyps, key=lambda h: edit_distance(ref, h)) for ref, hyps in zip(references, nbest)]
 
 
 def heldout_word_cer(references: Sequence[str], hypotheses: Sequence[str], words: Iterable[str]) -> tuple[float, int]:
@@ -429,11 +429,13 @@ def heldout_word_cer(references: Sequence[str], hypotheses: Sequence[str], words
                     pairs.append((word, aligned))
     if not pairs:
         return float("nan"), 0
-    errors = sum(_edit_distance(r, h) for r, h in pairs)
+    errors = sum(edit_distance(r, h) for r, h in pairs)
     return errors / sum(len(r) for r, _ in pairs), len(pairs)
 
 
-def _edit_distance(a: str, b: str) -> int:
+def edit_distance(a: Sequence, b: Sequence) -> int:
+    """The Levenshtein distance between two sequences (strings, labellings): the fewest unit insertions, deletions
+    and substitutions that turn ``a`` into ``b``, one row of the dynamic programme at a time."""
     row = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         prev, row[0] = row[0], i

@@ -23,21 +23,17 @@ from collections.abc import Sequence
 import numpy as np
 from numba import njit
 
+from torchssm.audio.ctc import edit_distance
+
 
 def edit_distances_reference(labellings: Sequence[Sequence[int]]) -> np.ndarray:
-    """(n, n) int64: the Levenshtein distance (unit insertions, deletions and substitutions) between every two of
-    ``labellings`` (sequences of ints), one row of the dynamic programme at a time."""
+    """(n, n) int64: the Levenshtein distance (:func:`~torchssm.audio.ctc.edit_distance`) between every two of
+    ``labellings`` (sequences of ints)."""
     n = len(labellings)
     out = np.zeros((n, n), dtype=np.int64)
-    for i, a in enumerate(labellings):
+    for i in range(n):
         for j in range(i + 1, n):
-            b = labellings[j]
-            row = list(range(len(b) + 1))
-            for p, x in enumerate(a, 1):
-                diagonal, row[0] = row[0], p
-                for q, y in enumerate(b, 1):
-                    diagonal, row[q] = row[q], min(row[q] + 1, row[q - 1] + 1, diagonal + (x != y))
-            out[i, j] = out[j, i] = row[-1]
+            out[i, j] = out[j, i] = edit_distance(labellings[i], labellings[j])
     return out
 
 
