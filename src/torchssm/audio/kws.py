@@ -92,7 +92,8 @@ def logmel_logistic_baseline(
 
     ``voice_split`` defaults to "speakers", the split of every ``audio/spoken_commands_*`` preset and of
     ``torchssm speech kws-baseline`` (not the ``spoken_commands`` task's own default, "families"), so the
-    baseline is computed on the presets' test clips unless asked otherwise."""
+    baseline is computed on the presets' test clips unless asked otherwise. It uses no val split, so none is
+    synthesised (``n_val=0`` unless ``task_options`` say otherwise; the train and test clips are the same)."""
     try:
         from sklearn.linear_model import LogisticRegression
     except ImportError as err:
@@ -106,7 +107,7 @@ def logmel_logistic_baseline(
         snr_db=snr_db,
         features="waveform",
         voice_split=voice_split,
-        **task_options,
+        **{"n_val": 0, **task_options},
     )
     x_train, x_test = _features(task.train, n_mels), _features(task.test, n_mels)
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
