@@ -61,7 +61,8 @@ words (drawn among those used 2 to 5 times) never occur in a training or validat
 sentence containing one goes to the test pool, which therefore measures recognition of unseen words.
 The test split takes up to half its sentences from that pool; ``n_val_heldout=m`` (0 by default) gives val, after its
 ``n_val`` ordinary sentences, the next m of the pool (none in test), so that val, like test, holds sentences with
-unseen words (a val that the language-model weight is chosen on as test will be read; train and test unchanged).
+unseen words, and a decoding's choices (language-model weight, beam) are made on sentences like test's; train and
+test are unchanged.
 ``voices_per_sentence=k`` (1 by default) has every training sentence spoken by k different training
 voices (copy c > 0 from ``default_rng([seed, 0, i, 3, c])``, its voice drawn among those copies 0..c - 1 did
 not use; each copy cached in a file of its own, copy 0 in the file of before); val and test unchanged.
