@@ -37,7 +37,7 @@ def test_val_heldout_adds_unseen_word_sentences_to_val_alone(tmp_path, rare_word
     added = after["val"][5:]
     assert len(added) == 3 and all(held & set(s.split()) for s in added)  # each has a held-out word
     assert not set(added) & set(before["test"]) and not set(added) & set(before["train"])
-    pool = [s for s in synthetic.split_sentences(prose.cached_stdlib_sentences(12, None), 0, 4)["test_pool"]]
+    pool = synthetic.split_sentences(prose.cached_stdlib_sentences(12, None), 0, 4)["test_pool"]
     n_test_heldout = sum(bool(held & set(s.split())) for s in before["test"])
     assert n_test_heldout == 5 and added == pool[5:8]  # the pool's next sentences after the test's
     left = len(pool) - n_test_heldout

@@ -130,7 +130,7 @@ def _completed_task_config(path) -> dict:
 
 def check_same_sentences(paths: Sequence) -> None:
     """ValueError unless the runs at ``paths`` were trained on one task: their saved task configs, completed with the
-    task builder's defaults (:func:`~torchssm.data.registry.task_defaults`), equal but for
+    task builder's defaults (:func:`~torchssm.data.registry.with_task_defaults`), equal but for
     :data:`TRAINING_VOICE_OPTIONS` (an ensemble is decoded on the first run's val / test with a language model of
     its training transcripts, :func:`load_for_decoding`)."""
     first, first_cfg = paths[0], _completed_task_config(paths[0])

@@ -464,10 +464,10 @@ def tuned_decoding(
             beams=widths,
             loaded=loaded,
         )
-        out: dict[str, Any] = {"runs": runs, "val_heldout": val_heldout, "val_size": len(loaded.references("val"))}
+        out: dict[str, Any] = {"runs": runs, "val_heldout": val_heldout, "val_size": len(loaded.dataset("val"))}
         return out | {"val": val, "chosen_rule": rule, **hybrid, "cpu_s": _cpu_with_children() - cpu0}
     val_refs, val_hyps, beam_rows = loaded.references("val"), {beam: val_best_hyps[rule]}, []
-    val_lists: dict[int, list] = {}  # width -> val's scored n-best lists, kept for the neural LM
+    val_lists: dict[int, list] = {}  # width -> val's scored n-best lists, kept for the neural LM and MBR
     if len(widths) > 1:
         log(f"beams on val at that setting: {list(widths)} ...")
         for width in widths:
