@@ -309,7 +309,7 @@ def _cmd_lm_text(args) -> int:
     texts = checkpoint_sentence_texts(args.checkpoint, args.data_dir, args.val_heldout)
     if texts is None:
         raise ValueError(f"{args.checkpoint} was not trained on spoken_sentences: its sentences are not docstrings")
-    sentences = language_model_text(texts, max_words=args.max_words)
+    sentences = language_model_text(texts, max_words=args.max_words, packages=args.packages or ())
     if not sentences:
         raise ValueError(f"no docstring sentence of at most {args.max_words} words is left for {args.checkpoint}")
     atomic_write_text(args.out, "".join(s + "\n" for s in sentences))
@@ -685,6 +685,12 @@ def register(subparsers) -> None:
     m.add_argument("--checkpoint", required=True, help="a recogniser's checkpoint or run directory (its sentences)")
     m.add_argument("--out", required=True, help="text file, one sentence per line (for --lm-text)")
     m.add_argument("--max-words", type=int, default=60, help="longest sentence kept, in words (default 60)")
+    m.add_argument(
+        "--packages",
+        nargs="+",
+        metavar="NAME",
+        help="also the docstrings of these installed packages (import names, e.g. torch numpy matplotlib)",
+    )
     _add_val_heldout(m, "leave out the docstrings of a val re-drawn so too (for speech decode --val-heldout)")
     m.add_argument("--data-dir")
     m.set_defaults(func=_cmd_lm_text)

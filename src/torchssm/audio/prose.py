@@ -12,6 +12,8 @@ only on the Python version (3.11, ``max_words=12``: 4693 sentences, a vocabulary
 from __future__ import annotations
 
 import ast
+import importlib.util
+import itertools
 import json
 import re
 import sys
@@ -31,6 +33,21 @@ def _docstrings(path: Path) -> list[str]:
         return []
     nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
     return [doc for doc in (ast.get_docstring(n) for n in nodes) if doc]
+
+
+def _package_dirs(name: str) -> list[Path]:
+    """The directories (or the single file) of the installed top-level package ``name``, found without importing it;
+    ValueError naming the package when it is not installed."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"a package must be a top-level import name such as 'numpy', got {name!r}")
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        raise ValueError(f"package {name!r} is not installed (an import name, e.g. 'numpy' or 'torch')")
+    if spec.submodule_search_locations:
+        return [Path(d) for d in spec.submodule_search_locations]
+    if spec.origin and spec.origin.endswith(".py"):
+        return [Path(spec.origin)]
+    raise ValueError(f"package {name!r} has no Python source to read docstrings from (origin {spec.origin!r})")
 
 
 def clean_sentence(raw: str, min_words: int = 4, max_words: int = 16):
@@ -54,6 +71,18 @@ def stdlib_docstrings() -> Iterator[str]:
             yield from _docstrings(path)
 
 
+def package_docstrings(packages: Sequence[str]) -> Iterator[str]:
+    """Every module, class and function docstring of the ``.py`` files of the installed packages ``packages``
+    (top-level import names, e.g. ``["torch", "numpy"]``; their test directories excluded), package by package, file
+    by file in sorted path order. The text depends on the installed versions."""
+    for name in packages:
+        for place in _package_dirs(name):
+            paths = [place] if place.is_file() else sorted(place.rglob("*.py"))
+            for path in paths:
+                if place.is_file() or not _SKIP_DIRS & set(path.relative_to(place).parts[:-1]):
+                    yield from _docstrings(path)
+
+
 def docstring_sentences(doc: str, min_words: int = 4, max_words: int = 16) -> list[str]:
     """The sentences of one docstring that :func:`clean_sentence` keeps, normalised, in order."""
     cleaned = (clean_sentence(raw, min_words, max_words) for raw in _SENTENCE_END.split(doc))
@@ -69,13 +98,20 @@ def stdlib_sentences(max_words: int = 12) -> list[str]:
     return sorted(sentences)
 
 
-def language_model_text(texts: Mapping[str, Sequence[str]], max_words: int = 60) -> list[str]:
+def language_model_text(
+    texts: Mapping[str, Sequence[str]], max_words: int = 60, packages: Sequence[str] = ()
+) -> list[str]:
     """More text for a ``spoken_sentences`` task's character language model, from the same source without leaking
     its evaluation: every standard-library docstring sentence of 1 to ``max_words`` plain words, except those of a
     docstring that holds a val or test sentence of ``texts`` (:func:`~torchssm.audio.synthetic.sentence_texts`'
     dict), those holding a held-out word, and the training transcripts (the model counts them already); sorted.
     This is the text of session 18's pre-registered test and of every decoding of record since (RESULTS.md,
-    Speech): Python 3.11 and the offline preset's texts give 1826 sentences, 161k characters."""
+    Speech): Python 3.11 and the offline preset's texts give 1826 sentences, 161k characters. ``packages`` adds the
+    docstrings of those installed packages (:func:`package_docstrings`) under the same rules."""
+    if isinstance(packages, str):
+        raise ValueError(f"packages must be a list of import names, got the string {packages!r}")
+    for name in packages:
+        _package_dirs(name)  # fails before the standard library is read
     missing = {"train", "val", "test", "heldout"} - set(texts)
     if missing:
         raise ValueError(
@@ -86,7 +122,7 @@ def language_model_text(texts: Mapping[str, Sequence[str]], max_words: int = 60)
     evaluated = set(texts["val"]) | set(texts["test"])
     held = set(texts["heldout"])
     extra: set[str] = set()
-    for doc in stdlib_docstrings():
+    for doc in itertools.chain(stdlib_docstrings(), package_docstrings(packages)):
         sentences = docstring_sentences(doc, min_words=1, max_words=sys.maxsize)  # every length: finds val / test
         if not evaluated & set(sentences):
             extra |= {s for s in sentences if len(s.split()) <= max_words and not held & set(s.split())}
