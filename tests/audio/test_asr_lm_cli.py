@@ -174,7 +174,18 @@ def test_speech_lm_text_writes_the_runs_extra_text(tmp_path, capsys, monkeypatch
     assert expected and read_lm_text(out) == expected and f"{len(expected)} sentences" in capsys.readouterr().out
     assert main(["speech", "lm-text", "--checkpoint", str(tmp_path / "ctc"), "--out", str(tmp_path / "x.txt")]) == 2
     assert "was not trained on spoken_sentences" in capsys.readouterr().err and not (tmp_path / "x.txt").exists()
-    monkeypatch.setattr(prose, "stdlib_docstrings", lambda: iter(["Call f(x) twice."]))  # nothing plain left
+    package = tmp_path / "pkgs" / "tsm_cli_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('"""Package prose for the model. Another plain line."""\n')
+    monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
+    out_pk = tmp_path / "lm_pk.txt"
     run = ["speech", "lm-text", "--checkpoint", str(tmp_path / "run"), "--data-dir", str(tmp_path)]
+    assert main([*run, "--packages", "tsm_cli_pkg", "--out", str(out_pk)]) == 0
+    assert read_lm_text(out_pk) == sorted(expected + ["package prose for the model", "another plain line"])
+    capsys.readouterr()
+    assert main([*run, "--packages", "tsm_no_such_pkg", "--out", str(tmp_path / "z.txt")]) == 2
+    assert "package 'tsm_no_such_pkg' is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "z.txt").exists()
+    monkeypatch.setattr(prose, "stdlib_docstrings", lambda: iter(["Call f(x) twice."]))  # nothing plain left
     assert main([*run, "--out", str(tmp_path / "y.txt")]) == 2
     assert "no docstring sentence of at most 60 words" in capsys.readouterr().err and not (tmp_path / "y.txt").exists()

@@ -150,6 +150,40 @@ def test_language_model_text_leaves_out_what_is_evaluated(monkeypatch):
         prose.language_model_text(texts, max_words=0)
 
 
+def _write_package(root, name: str) -> None:
+    """A tiny installed-looking package: a module and a subpackage with docstrings, and a tests folder."""
+    (root / name / "sub").mkdir(parents=True)
+    (root / name / "tests").mkdir()
+    (root / name / "__init__.py").write_text('"""Package text here. Read the val sentence here."""\n')
+    (root / name / "sub" / "__init__.py").write_text("")
+    (root / name / "sub" / "core.py").write_text(
+        'class Thing:\n    """Make a thing. It holds secretword too."""\n\n    def go(self):\n        """Go now."""\n'
+    )
+    (root / name / "tests" / "test_core.py").write_text('"""Never this text."""\n')
+
+
+def test_package_docstrings_add_installed_packages_text(tmp_path, monkeypatch):
+    """``packages`` reads an installed package's docstrings (not its tests) under the same rules as the standard
+    library's; a package that is not installed, or a bare string, is a one-line error."""
+    from torchssm.audio import prose
+
+    _write_package(tmp_path, "tsm_fake_pkg")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    docs = list(prose.package_docstrings(["tsm_fake_pkg"]))
+    expected_docs = ["Package text here. Read the val sentence here.", "Make a thing. It holds secretword too."]
+    assert docs == [*expected_docs, "Go now."]  # the tests folder is left out
+    texts = {"train": ["go now"], "val": ["read the val sentence here"], "test": [], "heldout": ["secretword"]}
+    monkeypatch.setattr(prose, "stdlib_docstrings", lambda: iter(["Close the door."]))
+    assert prose.language_model_text(texts) == ["close the door"]
+    assert prose.language_model_text(texts, packages=["tsm_fake_pkg"]) == ["close the door", "make a thing"]
+    with pytest.raises(ValueError, match="package 'tsm_not_installed' is not installed"):
+        prose.language_model_text(texts, packages=["tsm_not_installed"])
+    with pytest.raises(ValueError, match="a list of import names, got the string 'tsm_fake_pkg'"):
+        prose.language_model_text(texts, packages="tsm_fake_pkg")
+    with pytest.raises(ValueError, match="a top-level import name such as 'numpy', got 'a.b'"):
+        list(prose.package_docstrings(["a.b"]))
+
+
 def test_spoken_mulaw_windows():
     from torchssm.audio.dsp import mu_law_decode
     from torchssm.audio.waveform import mulaw_windows
