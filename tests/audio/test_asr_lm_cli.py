@@ -182,6 +182,8 @@ def test_speech_lm_text_writes_the_runs_extra_text(tmp_path, capsys, monkeypatch
     run = ["speech", "lm-text", "--checkpoint", str(tmp_path / "run"), "--data-dir", str(tmp_path)]
     assert main([*run, "--packages", "tsm_cli_pkg", "--out", str(out_pk)]) == 0
     assert read_lm_text(out_pk) == sorted(expected + ["package prose for the model", "another plain line"])
+    assert main([*run, "--packages", "tsm_cli_pkg", "--no-stdlib", "--out", str(out_pk)]) == 0
+    assert read_lm_text(out_pk) == ["another plain line", "package prose for the model"]
     capsys.readouterr()
     assert main([*run, "--packages", "tsm_no_such_pkg", "--out", str(tmp_path / "z.txt")]) == 2
     assert "package 'tsm_no_such_pkg' is not installed" in capsys.readouterr().err

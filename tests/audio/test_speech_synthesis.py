@@ -176,6 +176,9 @@ def test_package_docstrings_add_installed_packages_text(tmp_path, monkeypatch):
     monkeypatch.setattr(prose, "stdlib_docstrings", lambda: iter(["Close the door."]))
     assert prose.language_model_text(texts) == ["close the door"]
     assert prose.language_model_text(texts, packages=["tsm_fake_pkg"]) == ["close the door", "make a thing"]
+    assert prose.language_model_text(texts, packages=["tsm_fake_pkg"], stdlib=False) == ["make a thing"]
+    with pytest.raises(ValueError, match="stdlib=False leaves no text: name packages too"):
+        prose.language_model_text(texts, stdlib=False)
     with pytest.raises(ValueError, match="package 'tsm_not_installed' is not installed"):
         prose.language_model_text(texts, packages=["tsm_not_installed"])
     with pytest.raises(ValueError, match="a list of import names, got the string 'tsm_fake_pkg'"):

@@ -309,7 +309,7 @@ def _cmd_lm_text(args) -> int:
     texts = checkpoint_sentence_texts(args.checkpoint, args.data_dir, args.val_heldout)
     if texts is None:
         raise ValueError(f"{args.checkpoint} was not trained on spoken_sentences: its sentences are not docstrings")
-    sentences = language_model_text(texts, max_words=args.max_words, packages=args.packages or ())
+    sentences = language_model_text(texts, args.max_words, args.packages or (), stdlib=not args.no_stdlib)
     if not sentences:
         raise ValueError(f"no docstring sentence of at most {args.max_words} words is left for {args.checkpoint}")
     atomic_write_text(args.out, "".join(s + "\n" for s in sentences))
@@ -334,6 +334,7 @@ def _cmd_lm_corpus(args) -> int:
 
 def _cmd_decode(args) -> int:
     from torchssm.audio.decoding import tuned_decoding
+    from torchssm.audio.lm import read_lm_text
 
     if len(set(args.runs)) != len(args.runs):
         raise ValueError(f"runs repeat: {args.runs}")
@@ -351,6 +352,7 @@ def _cmd_decode(args) -> int:
         warps=args.warps or (1.0,),
         val_heldout=args.val_heldout,
         mbr_scales=args.mbr_scales or (),
+        mix_texts=[line for path in args.lm_mix_text or () for line in read_lm_text(path)],
         **grid,
     )
     if r["val_heldout"] is not None:
@@ -360,6 +362,8 @@ def _cmd_decode(args) -> int:
     s = r["setting"]
     if r.get("warps", [1.0]) != [1.0]:
         print(f"test-time warps (VTLP): {' '.join(f'{a:g}' for a in r['warps'])}")
+    for order, mix in r.get("lm_mix", {}).items():
+        print(f"order {order}: in-domain weight {mix['weight']} against the --lm-mix-text model (val bits per char)")
     print(f"chosen: combine {r['chosen_rule']}, order {s['lm_order']}, alpha {s['alpha']}, beta {s['beta']}")
     if "rescoring" in r:  # a hybrid Samba-ASR run (or an ensemble with one): CTC proposes, the decoder(s) rescore
         ctc = "the CTC head" if len(r["runs"]) == 1 else "the ensemble"
@@ -691,6 +695,11 @@ def register(subparsers) -> None:
         metavar="NAME",
         help="also the docstrings of these installed packages (import names, e.g. torch numpy matplotlib)",
     )
+    m.add_argument(
+        "--no-stdlib",
+        action="store_true",
+        help="only the --packages' text (another domain: for speech decode --lm-mix-text)",
+    )
     _add_val_heldout(m, "leave out the docstrings of a val re-drawn so too (for speech decode --val-heldout)")
     m.add_argument("--data-dir")
     m.set_defaults(func=_cmd_lm_text)
@@ -716,6 +725,12 @@ def register(subparsers) -> None:
         "among them (model.ctc_weight > 0: its CTC head, then the decoder's rescoring weight, tuned on val)",
     )
     g.add_argument("--lm-text", action="append", help="more language-model text, one sentence per line (repeatable)")
+    g.add_argument(
+        "--lm-mix-text",
+        action="append",
+        help="text of another domain (e.g. speech lm-text --packages ... --no-stdlib): its own model, interpolated "
+        "with the language model at the weight that gives val the fewest bits per character (repeatable)",
+    )
     for flag, values, kind, what in (
         ("--orders", GRID_ORDERS, int, "language-model orders"),
         ("--alphas", GRID_ALPHAS, float, "language-model weights"),

@@ -122,6 +122,7 @@ class LoadedRuns:
         extra_texts: Sequence[str] = (),
         warps: Sequence[float] = (1.0,),
         val_heldout: int | None = None,
+        mix_texts: Sequence[str] = (),
     ):
         self.ckpt, self.task, self.model = load_for_decoding(path, data_dir, warps=warps, val_heldout=val_heldout)
         model = self.model
@@ -135,7 +136,8 @@ class LoadedRuns:
                 )
             self.members.append(m)
         self.vocab: CharVocabulary = self.members[0].vocab
-        self.extra_texts = list(extra_texts)
+        self.extra_texts, self.mix_texts = list(extra_texts), list(mix_texts)
+        self.mix: dict[int, dict] = {}  # order -> {"weight", "rows"}: the interpolation chosen on val (mix_texts)
         self._member_emissions: dict[str, list[list[torch.Tensor]]] = {}  # split -> per member, per item (t_i, n_ctc)
         self._lms: dict[int, Any] = {}  # order -> CharNGramLM
 
@@ -163,13 +165,22 @@ class LoadedRuns:
         return [combine_emissions(list(items), combine) for items in zip(*per_member)]
 
     def lm(self, order: int):
-        """The character language model of ``order`` from the training transcripts and ``extra_texts`` (None for 0)."""
-        from torchssm.audio.lm import lm_from_task
+        """The character language model of ``order`` from the training transcripts and ``extra_texts`` (None for 0);
+        with ``mix_texts``, interpolated with a model of those at the weight that gives val's transcripts the fewest
+        bits per character (:func:`~torchssm.audio.lm.best_mix_weight`, recorded in ``mix``)."""
+        from torchssm.audio.lm import CharModel, CharNGramLM, best_mix_weight, interpolated, lm_from_task
 
         if not order:
             return None
         if order not in self._lms:
-            self._lms[order] = lm_from_task(self.task, order, self.extra_texts)
+            ngram = lm_from_task(self.task, order, self.extra_texts)
+            lm: CharModel = ngram
+            if self.mix_texts:
+                other = CharNGramLM(self.mix_texts, order)
+                weight, rows = best_mix_weight(ngram, other, self.references("val"))
+                self.mix[order] = {"weight": weight, "rows": rows}
+                lm = interpolated(ngram, other, weight)
+            self._lms[order] = lm
         return self._lms[order]
 
     def decoding_model(self, combine: str = "prob"):
@@ -374,6 +385,7 @@ def tuned_decoding(
     warps: Sequence[float] = (1.0,),
     val_heldout: int | None = None,
     mbr_scales: Sequence[float] = (),
+    mix_texts: Sequence[str] = (),
 ) -> dict:
     """The decoding of record of a CTC recogniser (or of the ensemble of a list of them) with its language model
     tuned on val and test decoded once: :func:`lm_grid` on val for every (order, alpha, beta) of the grid at
@@ -420,7 +432,12 @@ def tuned_decoding(
     edit distance under the list's posterior sharpened by the scale) at each scale; the lowest val CER (then WER) among
     these and the search's own transcripts chooses (the search's on ties), and test's lists are read so. "mbr" holds
     {"rows" (the search's first, scale None), "scale" (None: the search's kept), "cpu_s"}; "test_search" the search's
-    own test result, and each test transcript its "search" one."""
+    own test result, and each test transcript its "search" one.
+
+    ``mix_texts`` (text of another domain, e.g. other packages' docstrings: ``speech lm-text --packages ...
+    --no-stdlib``): each order's language model is interpolated with a model of them, at the in-domain weight of
+    :data:`~torchssm.audio.lm.MIX_WEIGHTS` that gives val's transcripts the fewest bits per character
+    (:class:`LoadedRuns`' ``lm``); the result records "lm_mix" {order: {"weight", "rows"}}."""
     cpu0 = _cpu_with_children()
     runs = [str(p) for p in run_paths(path)]
     kinds = [recognizer_kind(run) for run in runs]  # a missing or corrupt checkpoint fails here, before decoding
@@ -440,7 +457,7 @@ def tuned_decoding(
     if mbr_scales and ("hybrid" in kinds or rescore_lm is not None):
         raise ValueError("MBR chooses from a CTC search's n-best lists: not with a hybrid's decoder or rescore_lm")
     neural = load_rescoring_lm(rescore_lm) if isinstance(rescore_lm, (str, os.PathLike)) else rescore_lm
-    loaded = LoadedRuns(runs[0] if len(runs) == 1 else runs, data_dir, extra_texts, warps, val_heldout)
+    loaded = LoadedRuns(runs[0] if len(runs) == 1 else runs, data_dir, extra_texts, warps, val_heldout, mix_texts)
     rules = ("prob", "logprob") if len(loaded.members) > 1 else ("prob",)  # one model: the rules agree
     val, val_best_hyps = {}, {}
     for rule in rules:
@@ -465,6 +482,8 @@ def tuned_decoding(
             loaded=loaded,
         )
         out: dict[str, Any] = {"runs": runs, "val_heldout": val_heldout, "val_size": len(loaded.dataset("val"))}
+        if mix_texts:
+            out["lm_mix"] = loaded.mix
         return out | {"val": val, "chosen_rule": rule, **hybrid, "cpu_s": _cpu_with_children() - cpu0}
     val_refs, val_hyps, beam_rows = loaded.references("val"), {beam: val_best_hyps[rule]}, []
     val_lists: dict[int, list] = {}  # width -> val's scored n-best lists, kept for the neural LM and MBR
@@ -540,6 +559,8 @@ def tuned_decoding(
         "analysis": analysis,
         "test_transcripts": transcripts,
     }
+    if mix_texts:
+        out["lm_mix"] = loaded.mix
     if mbr:
         out["mbr"] = mbr
     if neural is not None:

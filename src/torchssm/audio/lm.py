@@ -29,6 +29,12 @@ in the log domain: we use the linear word count of Deep Speech 2; the exact word
 UNVERIFIED here: we could read only secondary descriptions). A character language model applies at
 every character instead of at word ends, so it also scores partial and unseen words.
 
+Text of another domain is better mixed in than pooled (:class:`InterpolatedLM`): linear interpolation of the
+models, ``p(w | h) = lambda p_in(w | h) + (1 - lambda) p_out(w | h)`` (Jelinek & Mercer 1980, "Interpolated
+estimation of Markov source parameters from sparse data"), with lambda chosen on held-out text by bits per character
+(:func:`best_mix_weight`; as SRILM's ``compute-best-mix`` chooses ``ngram -mix-lm``'s weight by perplexity). Pooled
+into the counts, a large text outweighs the in-domain one (RESULTS.md, Speech, sessions 18 and 32).
+
 The model is built from the training transcripts only (:func:`lm_from_task`): the val and test
 sentences and the held-out words of ``spoken_sentences`` never reach it. Text added to it
 (:func:`lm_from_checkpoint`'s ``extra_texts``, ``torchssm transcribe --lm-text``, as LibriSpeech's separate LM corpus,
@@ -48,9 +54,50 @@ from torchssm.audio.text import ALPHABET
 # the shallow-fusion grid of record: grid (2) of RESULTS.md, Speech (session 12), at beam 16, which every offline CTC
 # result since chose its setting on val from (decoding.tuned_decoding, `torchssm speech decode`)
 GRID_ORDERS, GRID_ALPHAS, GRID_BETAS, GRID_BEAM = (10, 12, 16), (0.6, 0.8, 1.0, 1.2), (3.0, 4.0, 5.0, 6.0), 16
+# the in-domain weights best_mix_weight tries (our grid, UNVERIFIED as a choice; 1.0 keeps the in-domain model alone)
+MIX_WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
+_CACHE_LIMIT = 500_000  # next-symbol distributions kept per model before its cache is emptied
 
 
-class CharNGramLM:
+class CharModel:
+    """What every character model here offers once it has ``order``, ``eos``, ``encode`` and ``next_log_probs``: the
+    readings the searches and the evaluations use."""
+
+    order: int
+    eos: int
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def next_log_probs(self, prefix: Sequence[int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def next_log_probs_after_labels(self, labels: Sequence[int]) -> np.ndarray:
+        """:meth:`next_log_probs` after a recogniser's label ids, where id i + 1 is this alphabet's character i
+        (the CTC and decoder vocabularies keep id 0 for the blank): the fusion in the CTC and Samba-ASR searches."""
+        k = self.order - 1
+        return self.next_log_probs([i - 1 for i in labels[max(0, len(labels) - k) :]] if k else [])
+
+    def symbol_log_probs(self, text: str) -> np.ndarray:
+        """log p of each symbol of ``text`` and of its ``</s>`` given what precedes it (len(text) + 1 values)."""
+        ids = self.encode(text)
+        return np.array([self.next_log_probs(ids[:i])[w] for i, w in enumerate([*ids, self.eos])])
+
+    def log_prob(self, text: str, eos: bool = True) -> float:
+        """Natural-log probability of ``text`` as a whole sentence (with its ``</s>`` when ``eos``)."""
+        ids = self.encode(text)
+        total = sum(self.next_log_probs(ids[:i])[w] for i, w in enumerate(ids))
+        return float(total + (self.next_log_probs(ids)[self.eos] if eos else 0.0))
+
+    def bits_per_char(self, texts: Iterable[str]) -> float:
+        """Cross-entropy in bits per predicted symbol (characters and one ``</s>`` per sentence)."""
+        texts = list(texts)
+        if not texts:
+            raise ValueError("bits_per_char needs at least one text")
+        return -sum(self.log_prob(t) for t in texts) / sum(len(t) + 1 for t in texts) / math.log(2)
+
+
+class CharNGramLM(CharModel):
     """Character n-gram model of ``order`` (>= 1) with interpolated Kneser-Ney, from ``texts``. The default order
     5 is our choice (UNVERIFIED); for the offline CTC recogniser on ``spoken_sentences``, val chose order 10
     (RESULTS.md, Speech, sessions 11 and 12; ``torchssm transcribe --lm``'s default)."""
@@ -147,35 +194,79 @@ class CharNGramLM:
         context = self.context_ids(prefix)
         out = self._cache.get(context)
         if out is None:
-            if len(self._cache) > 500_000:
+            if len(self._cache) > _CACHE_LIMIT:
                 self._cache.clear()
             out = np.log(self._probs(context))
             self._cache[context] = out
         return out
-
-    def next_log_probs_after_labels(self, labels: Sequence[int]) -> np.ndarray:
-        """:meth:`next_log_probs` after a recogniser's label ids, where id i + 1 is this alphabet's character i
-        (the CTC and decoder vocabularies keep id 0 for the blank): the fusion in the CTC and Samba-ASR searches."""
-        k = self.order - 1
-        return self.next_log_probs([i - 1 for i in labels[max(0, len(labels) - k) :]] if k else [])
 
     def distribution(self, text: str = "") -> dict[str, float]:
         """{character or ``</s>``: p(it | text)}: the next-symbol distribution after ``text``."""
         probs = self._probs(self.context_ids(self.encode(text)))
         return {**{c: float(probs[i]) for i, c in enumerate(self.alphabet)}, "</s>": float(probs[self.eos])}
 
-    def log_prob(self, text: str, eos: bool = True) -> float:
-        """Natural-log probability of ``text`` as a whole sentence (with its ``</s>`` when ``eos``)."""
-        ids = self.encode(text)
-        total = sum(self.next_log_probs(ids[:i])[w] for i, w in enumerate(ids))
-        return float(total + (self.next_log_probs(ids)[self.eos] if eos else 0.0))
 
-    def bits_per_char(self, texts: Iterable[str]) -> float:
-        """Cross-entropy in bits per predicted symbol (characters and one ``</s>`` per sentence)."""
-        texts = list(texts)
-        if not texts:
-            raise ValueError("bits_per_char needs at least one text")
-        return -sum(self.log_prob(t) for t in texts) / sum(len(t) + 1 for t in texts) / math.log(2)
+class InterpolatedLM(CharModel):
+    """``p(w | h) = sum_i weights[i] p_i(w | h)``: the linear interpolation of character ``models`` over one alphabet
+    (Jelinek & Mercer 1980; the module docstring), a drop-in for :class:`CharNGramLM` in the searches. ``weights``:
+    one per model, >= 0, summing to 1. Its order is the largest of the models'."""
+
+    def __init__(self, models: Sequence[CharNGramLM], weights: Sequence[float]):
+        models, weights = list(models), [float(w) for w in weights]
+        if not models or len(weights) != len(models):
+            raise ValueError(
+                f"InterpolatedLM needs one weight per model, got {len(models)} models, {len(weights)} weights"
+            )
+        if any(m.alphabet != models[0].alphabet for m in models):
+            raise ValueError("the interpolated models must share one alphabet")
+        if any(not w >= 0.0 for w in weights) or not math.isclose(sum(weights), 1.0, abs_tol=1e-9):
+            raise ValueError(f"interpolation weights must be >= 0 and sum to 1, got {weights}")
+        self.models, self.weights = models, weights
+        with np.errstate(divide="ignore"):
+            self.log_weights = np.log(np.array(weights))[:, None]  # (m, 1); log 0 = -inf drops a model
+        first = models[0]
+        self.order, self.alphabet, self.index = max(m.order for m in models), first.alphabet, first.index
+        self.eos, self.n_symbols = first.eos, first.n_symbols
+        self._cache: dict[tuple[int, ...], np.ndarray] = {}
+
+    def encode(self, text: str) -> list[int]:
+        """Symbol ids of ``text`` (:meth:`CharNGramLM.encode`)."""
+        return self.models[0].encode(text)
+
+    def next_log_probs(self, prefix: Sequence[int]) -> np.ndarray:
+        """log of the weighted sum of the models' p(next symbol | prefix) (float64)."""
+        key = tuple(prefix[len(prefix) - (self.order - 1) :]) if self.order > 1 and prefix else ()
+        out = self._cache.get(key)
+        if out is None:
+            if len(self._cache) > _CACHE_LIMIT:
+                self._cache.clear()
+            per_model = np.stack([m.next_log_probs(prefix) for m in self.models])  # (m, symbols)
+            out = np.logaddexp.reduce(per_model + self.log_weights, axis=0)
+            self._cache[key] = out
+        return out
+
+
+def best_mix_weight(
+    in_domain: CharModel, other: CharModel, texts: Sequence[str], weights: Sequence[float] = MIX_WEIGHTS
+) -> tuple[float, list[dict]]:
+    """The weight lambda of ``weights`` (each in [0, 1]) whose interpolation ``lambda in_domain + (1 - lambda) other``
+    has the lowest bits per character on held-out ``texts`` (ties: the larger lambda), and a row {"weight",
+    "bits_per_char"} per weight. Each model reads the texts once."""
+    texts, weights = list(texts), [float(w) for w in weights]
+    if not texts or not weights:
+        raise ValueError("best_mix_weight needs held-out texts and at least one weight")
+    if any(not 0.0 <= w <= 1.0 for w in weights):
+        raise ValueError(f"mixture weights must lie in [0, 1], got {weights}")
+    p_in = np.exp(np.concatenate([in_domain.symbol_log_probs(t) for t in texts]))  # (symbols of all texts,)
+    p_other = np.exp(np.concatenate([other.symbol_log_probs(t) for t in texts]))
+    rows = [{"weight": w, "bits_per_char": float(-np.log2(w * p_in + (1 - w) * p_other).mean())} for w in weights]
+    best = min(rows, key=lambda row: (row["bits_per_char"], -row["weight"]))
+    return best["weight"], rows
+
+
+def interpolated(in_domain: CharNGramLM, other: CharNGramLM, weight: float) -> CharModel:
+    """``weight in_domain + (1 - weight) other`` as an :class:`InterpolatedLM`, or ``in_domain`` itself at weight 1."""
+    return in_domain if weight == 1.0 else InterpolatedLM([in_domain, other], [weight, 1.0 - weight])
 
 
 def lm_from_task(task, order: int = 5, extra_texts: Sequence[str] = ()) -> CharNGramLM:

@@ -99,7 +99,7 @@ def stdlib_sentences(max_words: int = 12) -> list[str]:
 
 
 def language_model_text(
-    texts: Mapping[str, Sequence[str]], max_words: int = 60, packages: Sequence[str] = ()
+    texts: Mapping[str, Sequence[str]], max_words: int = 60, packages: Sequence[str] = (), stdlib: bool = True
 ) -> list[str]:
     """More text for a ``spoken_sentences`` task's character language model, from the same source without leaking
     its evaluation: every standard-library docstring sentence of 1 to ``max_words`` plain words, except those of a
@@ -107,9 +107,12 @@ def language_model_text(
     dict), those holding a held-out word, and the training transcripts (the model counts them already); sorted.
     This is the text of session 18's pre-registered test and of every decoding of record since (RESULTS.md,
     Speech): Python 3.11 and the offline preset's texts give 1826 sentences, 161k characters. ``packages`` adds the
-    docstrings of those installed packages (:func:`package_docstrings`) under the same rules."""
+    docstrings of those installed packages (:func:`package_docstrings`) under the same rules; ``stdlib=False`` leaves
+    the standard library's out (text of another domain, for :class:`~torchssm.audio.lm.InterpolatedLM`)."""
     if isinstance(packages, str):
         raise ValueError(f"packages must be a list of import names, got the string {packages!r}")
+    if not stdlib and not packages:
+        raise ValueError("stdlib=False leaves no text: name packages too")
     for name in packages:
         _package_dirs(name)  # fails before the standard library is read
     missing = {"train", "val", "test", "heldout"} - set(texts)
@@ -122,7 +125,7 @@ def language_model_text(
     evaluated = set(texts["val"]) | set(texts["test"])
     held = set(texts["heldout"])
     extra: set[str] = set()
-    for doc in itertools.chain(stdlib_docstrings(), package_docstrings(packages)):
+    for doc in itertools.chain(stdlib_docstrings() if stdlib else (), package_docstrings(packages)):
         sentences = docstring_sentences(doc, min_words=1, max_words=sys.maxsize)  # every length: finds val / test
         if not evaluated & set(sentences):
             extra |= {s for s in sentences if len(s.split()) <= max_words and not held & set(s.split())}
