@@ -216,6 +216,9 @@ def test_tuned_decoding_chooses_the_beam_on_val_and_reads_the_oracle(tmp_path, m
         assert row["cer"] == evaluate_checkpoint(runs, "val", combine=rule, **at)["cer"]
     chosen = min(out["beam_rows"], key=lambda r: (r["cer"], r["wer"], r["beam"]))
     assert setting["beam"] == chosen["beam"] and out["analysis"]["beam"] == chosen["beam"]
+    val_pairs = [(t["ref"], t["hyp"]) for t in out["val_transcripts"]]  # val read at the chosen setting
+    assert [r for r, _ in val_pairs] == [t["text"] for t in toy_asr_task().test]
+    assert char_error_rate(*map(list, zip(*val_pairs))) == chosen["cer"]
     assert out["test"]["cer"] == evaluate_checkpoint(runs, "test", combine=rule, **setting)["cer"]
     ens, lm = load_ctc_ensemble(runs, rule), CharNGramLM(dict.fromkeys(t["text"] for t in toy_asr_task().train), 2)
     refs, nbest = [], []

@@ -396,11 +396,11 @@ def tuned_decoding(
     greedily ("test_greedy") and for its n-best oracle ("test_oracle": per utterance the list's transcript closest
     to the reference, the floor of any rescoring of the lists). Returns {"runs", "val": {rule: {"best", "no_lm",
     "cpu_s"}}, "chosen_rule", "setting", "beam_rows", "test", "test_greedy", "test_oracle", "analysis",
-    "test_transcripts", "cpu_s"}. Each checkpoint is loaded once and each member encodes val and test once
-    (:class:`LoadedRuns`). ``extra_texts``: more language-model text (e.g.
-    :func:`~torchssm.audio.prose.language_model_text`'s). ``log`` gets a line per stage, and with ``log_rows`` one
-    per setting of the grid. ``workers`` > 1: the grid's settings shared among forked processes
-    (:func:`grid_transcripts`; the same choice and result, less wall time where cores are free).
+    "test_transcripts", "val_transcripts" (at the chosen setting, as "analysis" reads val), "cpu_s"}. Each
+    checkpoint is loaded once and each member encodes val and test once (:class:`LoadedRuns`). ``extra_texts``: more
+    language-model text (e.g. :func:`~torchssm.audio.prose.language_model_text`'s). ``log`` gets a line per stage,
+    and with ``log_rows`` one per setting of the grid. ``workers`` > 1: the grid's settings shared among forked
+    processes (:func:`grid_transcripts`; the same choice and result, less wall time where cores are free).
 
     A hybrid Samba-ASR run (``model.ctc_weight`` > 0), alone or among the runs of an ensemble (its CTC head a member),
     is decoded by attention rescoring: the grid above on the CTC head(s), then :func:`rescoring_decoding` at the
@@ -558,6 +558,7 @@ def tuned_decoding(
         "test_oracle": error_rates(refs, oracle_transcripts(refs, nbest), heldout),
         "analysis": analysis,
         "test_transcripts": transcripts,
+        "val_transcripts": [{"ref": r, "hyp": h} for r, h in zip(val_refs, val_hyps[setting["beam"]])],
     }
     if mix_texts:
         out["lm_mix"] = loaded.mix
