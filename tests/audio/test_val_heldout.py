@@ -7,7 +7,7 @@ import json
 import pytest
 from _speech_common import saved_toy_runs, toy_asr_task
 
-from torchssm.audio import asr_runs, prose, synthetic
+from torchssm.audio import asr_runs, decoding, prose, synthetic
 from torchssm.cli import main
 from torchssm.data.registry import TaskData, build_task
 from torchssm.train.checkpoint import save_checkpoint
@@ -116,3 +116,25 @@ def test_speech_lm_text_leaves_out_the_redrawn_vals_docstrings(tmp_path, capsys,
     assert out[1].read_text() == "sigma omega tau\n"  # and the new val sentence's
     assert main([*cmd, "--out", str(tmp_path / "x.txt"), "--val-heldout", "99"]) == 2
     assert "n_val_heldout=99 but only" in capsys.readouterr().err and not (tmp_path / "x.txt").exists()
+
+
+def test_the_standalone_readings_take_val_heldout_too(tmp_path, monkeypatch):
+    """lm_grid and evaluate_checkpoint read the re-drawn val; analyse_recognizer re-draws it through the run's saved
+    task, so a run of another task is refused as the decoding of record refuses it."""
+    runs = saved_toy_runs(tmp_path, monkeypatch)
+    toy = toy_asr_task()
+    asked = []
+
+    def task_with_val(path, data_dir=None, val_heldout=None):
+        asked.append(val_heldout)
+        items = [toy.test[i] for i in range(2 + (val_heldout or 0))]
+        val = synthetic.SpeechDataset([x["audio"] for x in items], [x["text"] for x in items])
+        return path, TaskData(info=toy.info, train=toy.train, val=val, test=toy.test, extra=toy.extra)
+
+    monkeypatch.setattr(asr_runs, "checkpoint_task", task_with_val)
+    grid = decoding.lm_grid(runs[0], orders=(2,), alphas=(0.5,), betas=(1.0,), beam=2, log=str, val_heldout=3)
+    direct = decoding.evaluate_checkpoint(runs[0], "val", beam=2, lm_order=2, alpha=0.5, beta=1.0, val_heldout=3)
+    assert asked == [3, 3] and grid["rows"][0]["cer"] == direct["cer"]
+    assert decoding.evaluate_checkpoint(runs[0], "val", val_heldout=1)["n"] == 3  # 2 + 1 items
+    with pytest.raises(ValueError, match="val_heldout re-draws the val split of spoken_sentences"):
+        decoding.analyse_recognizer(runs[0], val_heldout=3)

@@ -84,6 +84,7 @@ def lm_grid(
     extra_texts: Sequence[str] = (),
     combine: str = "prob",
     workers: int = 1,
+    val_heldout: int | None = None,
 ) -> dict:
     """Shallow-fusion settings of the CTC recogniser at ``path`` (or of the ensemble of a list of them, with
     ``combine``, :func:`load_for_decoding`; or of the CTC head of a hybrid Samba-ASR run) tried on one split (tune
@@ -94,12 +95,13 @@ def lm_grid(
     (:func:`~torchssm.audio.lm.lm_from_task`). The default grid is session 11's (RESULTS.md, Speech); session 12's
     larger one, at beam 8 and 16, is :mod:`~torchssm.audio.lm`'s ``GRID_ORDERS`` / ``GRID_ALPHAS`` / ``GRID_BETAS``
     (:func:`tuned_decoding`'s). ``workers`` > 1: each order's settings shared among that many forked processes
-    (:func:`grid_transcripts`; the same rows; "cpu_s" counts theirs too)."""
+    (:func:`grid_transcripts`; the same rows; "cpu_s" counts theirs too). ``val_heldout``: val re-drawn with that
+    many sentences of held-out words (:class:`LoadedRuns`)."""
     if split not in ("val", "test", "train"):
         raise ValueError(f"split must be val, test or train, got {split!r}")
     _check_workers(workers)
     cpu0 = _cpu_with_children()
-    loaded = LoadedRuns(path, data_dir, extra_texts)
+    loaded = LoadedRuns(path, data_dir, extra_texts, val_heldout=val_heldout)
     out = loaded.grid(split, combine, orders, alphas, betas, beam, log, workers)
     return out | {"cpu_s": _cpu_with_children() - cpu0}
 
@@ -310,16 +312,18 @@ def evaluate_checkpoint(
     extra_texts: Sequence[str] = (),
     combine: str = "prob",
     warps: Sequence[float] = (1.0,),
+    val_heldout: int | None = None,
 ) -> dict:
     """:func:`evaluate_asr` of the recogniser at ``path`` (or the ensemble of a list of CTC ones, or of their
     test-time ``warps``, :func:`load_for_decoding`) on a split of its task, with a character language model of
-    ``lm_order`` (0: none) from the run's training transcripts (and ``extra_texts``) fused."""
+    ``lm_order`` (0: none) from the run's training transcripts (and ``extra_texts``) fused; ``val_heldout``: val
+    re-drawn with that many sentences of held-out words."""
     from torchssm.audio.lm import lm_from_task
 
     if split not in ("val", "test", "train"):
         raise ValueError(f"split must be val, test or train, got {split!r}")
     cpu0 = time.process_time()
-    _, task, model = load_for_decoding(path, data_dir, combine, warps)
+    _, task, model = load_for_decoding(path, data_dir, combine, warps, val_heldout)
     lm = lm_from_task(task, lm_order, extra_texts) if lm_order else None
     out = evaluate_asr(
         model, getattr(task, split), task.extra.get("heldout_words", []), beam, lm=lm, alpha=alpha, beta=beta
@@ -338,6 +342,7 @@ def analyse_recognizer(
     beta: float = 0.0,
     extra_texts: Sequence[str] = (),
     combine: str = "prob",
+    val_heldout: int | None = None,
 ) -> dict:
     """Where the errors of the recogniser saved at ``path`` (or of the ensemble of a list of CTC ones,
     :func:`load_for_decoding`) are, decoded as :func:`evaluate_checkpoint` decodes (``beam``, and the
@@ -351,11 +356,12 @@ def analyse_recognizer(
     (:func:`~torchssm.audio.asr_eval.word_hits_by_position`), every test transcript ("test_transcripts": [{"ref",
     "hyp"}], for paired comparisons, :func:`~torchssm.audio.ctc.paired_cer_difference`) and, for CTC models, train
     and test CER by the share of its frames an utterance's transcript needs
-    (:func:`~torchssm.audio.asr_eval.ctc_frame_need`, at the model's frame rate)."""
+    (:func:`~torchssm.audio.asr_eval.ctc_frame_need`, at the model's frame rate). ``val_heldout``: val re-drawn with
+    that many sentences of held-out words."""
     from torchssm.audio.lm import lm_from_task
 
-    _, task_cfg = saved_task_config(run_paths(path)[0])
-    _, task, model = load_for_decoding(path, data_dir, combine)
+    _, task_cfg = saved_task_config(run_paths(path)[0], val_heldout)
+    _, task, model = load_for_decoding(path, data_dir, combine, val_heldout=val_heldout)
     lm = lm_from_task(task, lm_order, extra_texts) if lm_order else None
     ctc = model.members[0] if isinstance(model, CTCEnsemble) else model  # its frame rate is the ensemble's
     transcripts = {}
