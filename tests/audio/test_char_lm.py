@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -203,3 +204,57 @@ def test_prefix_beam_search_equals_its_plain_reference(order):
                 assert got == prefix_beam_search_reference(emissions, beam, prune=prune, **fusion)
     with pytest.raises(ValueError, match="beam must be a positive int"):
         prefix_beam_search_reference(emissions, 0)
+
+
+def _reference_counts(sentences, order, bos, eos):
+    """The counts of interpolated Kneser-Ney written plainly with dicts: {k: {context: {symbol: count}}}, raw counts
+    at k = order, continuation counts (distinct predecessors) below."""
+    raw = {}
+    for s in sentences:
+        seq = [bos] * (order - 1) + s + [eos]
+        for i in range(order - 1, len(seq)):
+            gram = tuple(seq[i - order + 1 : i + 1])
+            raw[gram] = raw.get(gram, 0) + 1
+    counts, grams = {order: raw}, set(raw)
+    for k in range(order - 1, 0, -1):
+        cont = {}
+        for gram in grams:
+            cont[gram[1:]] = cont.get(gram[1:], 0) + 1
+        counts[k], grams = cont, set(cont)
+    return {k: _by_context(c) for k, c in counts.items()}
+
+
+def _by_context(grams):
+    rows = {}
+    for gram, c in grams.items():
+        rows.setdefault(gram[:-1], {})[gram[-1]] = c
+    return rows
+
+
+@pytest.mark.parametrize("order", [1, 2, 4, 7, 16])
+def test_compressed_counts_equal_the_plain_dict_counts(order):
+    """The model's byte-string rows hold exactly the plain counts, so its discounts and every distribution follow."""
+    import random
+
+    rng = random.Random(order)
+    texts = TEXTS + ["".join(rng.choice("ab c'") for _ in range(rng.randrange(0, 30))) for _ in range(40)]
+    lm = CharNGramLM(texts, order)
+    plain = _reference_counts([lm.encode(t) for t in texts], order, lm.bos, lm.eos)
+    for k in range(1, order + 1):
+        for context, row in plain[k].items():
+            counts, total, types = lm._table(k, context)
+            expected = np.zeros(lm.n_symbols)
+            expected[list(row)] = list(row.values())
+            assert np.array_equal(counts, expected) and total == sum(row.values()) and types == len(row)
+        n1 = sum(c == 1 for row in plain[k].values() for c in row.values())
+        n2 = sum(c == 2 for row in plain[k].values() for c in row.values())
+        d = n1 / (n1 + 2 * n2) if n1 + 2 * n2 else 0.0
+        assert lm.discounts[k] == (d if 0.0 < d <= 1.0 else 0.5)
+        assert sum(len(row) for row in plain[k].values()) == len(lm._symbols[k])  # no other row
+    unseen = (lm.eos,) * (order - 1)  # </s> never precedes anything: no order >= 2 holds this context
+    assert order == 1 or all(lm._table(k, unseen[len(unseen) - (k - 1) :]) is None for k in range(2, order + 1))
+
+
+def test_an_alphabet_too_large_for_bytes_is_refused():
+    with pytest.raises(ValueError, match="alphabet must be 1-254 characters without repeats"):
+        CharNGramLM(["a"], 2, alphabet="".join(map(chr, range(300, 600))))

@@ -44,7 +44,6 @@ Panayotov et al. 2015) is the user's to keep free of test sentences.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -97,6 +96,16 @@ class CharModel:
         return -sum(self.log_prob(t) for t in texts) / sum(len(t) + 1 for t in texts) / math.log(2)
 
 
+def _padded_ngrams(sentences: Sequence[Sequence[int]], order: int, bos: int, eos: int) -> np.ndarray:
+    """(symbols predicted, order) uint8: for each symbol of each sentence and its ``</s>``, the order-gram ending in
+    it, the sentence padded in front with ``order - 1`` ``<s>``."""
+    lengths = np.array([len(s) + 1 for s in sentences])  # symbols predicted per sentence
+    flat = np.concatenate([np.array([bos] * (order - 1) + [*s, eos], dtype=np.uint8) for s in sentences])
+    starts = np.concatenate([[0], np.cumsum(lengths + order - 1)[:-1]])  # each padded sentence in ``flat``
+    first = np.repeat(starts, lengths) + np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.lib.stride_tricks.sliding_window_view(flat, order)[first]
+
+
 class CharNGramLM(CharModel):
     """Character n-gram model of ``order`` (>= 1) with interpolated Kneser-Ney, from ``texts``. The default order
     5 is our choice (UNVERIFIED); for the offline CTC recogniser on ``spoken_sentences``, val chose order 10
@@ -105,8 +114,10 @@ class CharNGramLM(CharModel):
     def __init__(self, texts: Iterable[str], order: int = 5, alphabet: str = ALPHABET):
         if isinstance(order, bool) or not isinstance(order, int) or order < 1:
             raise ValueError(f"order must be an int >= 1, got {order!r}")
-        if len(set(alphabet)) != len(alphabet) or not alphabet:
-            raise ValueError(f"alphabet must be non-empty without repeated characters, got {alphabet!r}")
+        if len(set(alphabet)) != len(alphabet) or not alphabet or len(alphabet) > 254:
+            raise ValueError(
+                f"alphabet must be 1-254 characters without repeats (symbols are stored as bytes), got {alphabet!r}"
+            )
         self.order, self.alphabet = order, alphabet
         self.index = {c: i for i, c in enumerate(alphabet)}
         self.eos = len(alphabet)  # symbol ids: the characters, then </s>
@@ -116,35 +127,45 @@ class CharNGramLM(CharModel):
         if not sentences:
             raise ValueError("a language model needs at least one training transcript")
         self.n_sentences, self.n_chars = len(sentences), sum(len(s) for s in sentences)
-        # ngrams[k]: the distinct k-grams (k = 1..order) with their raw counts, from padded sentences
-        pad = [self.bos] * (order - 1)
-        raw: dict[tuple[int, ...], int] = defaultdict(int)
-        for s in sentences:
-            seq = pad + s + [self.eos]
-            for i in range(order - 1, len(seq)):
-                raw[tuple(seq[i - order + 1 : i + 1])] += 1
-        # counts[k][context (k - 1 symbols)][w]: raw counts at k = order, continuation counts below
-        self._counts: list[dict[tuple[int, ...], dict[int, int]]] = [{} for _ in range(order + 1)]
-        for gram, c in raw.items():
-            self._counts[order].setdefault(gram[:-1], {})[gram[-1]] = c
-        grams = set(raw)
+        # every order-gram of the padded sentences, one row per predicted symbol: (n_chars + n_sentences, order)
+        grams = _padded_ngrams(sentences, order, self.bos, self.eos)
+        # per order k, the distinct k-grams sorted as byte strings with their counts: raw counts at k = order,
+        # continuation counts below (the number of distinct (k + 1)-grams that end in the k-gram)
+        levels = {order: np.unique(grams, axis=0, return_counts=True)}
         for k in range(order - 1, 0, -1):
-            cont: dict[tuple[int, ...], int] = defaultdict(int)
-            for gram in grams:  # the distinct (k + 1)-grams: one continuation per distinct predecessor
-                cont[gram[1:]] += 1
-            for gram, c in cont.items():
-                self._counts[k].setdefault(gram[:-1], {})[gram[-1]] = c
-            grams = set(cont)
+            levels[k] = np.unique(levels[k + 1][0][:, 1:], axis=0, return_counts=True)
+        # counts of order k in compressed rows: the sorted distinct contexts (k - 1 symbols, one byte string each),
+        # where each context's row starts in the symbols / counts arrays, and those arrays
+        self._contexts: list[np.ndarray] = [np.empty(0)] * (order + 1)
+        self._row_starts: list[np.ndarray] = [np.empty(0)] * (order + 1)
+        self._symbols: list[np.ndarray] = [np.empty(0)] * (order + 1)
+        self._counts: list[np.ndarray] = [np.empty(0)] * (order + 1)
+        for k, (kgrams, counts) in levels.items():
+            contexts = np.ascontiguousarray(kgrams[:, :-1])  # (distinct k-grams, k - 1), sorted: contexts in runs
+            new_row = np.ones(len(kgrams), dtype=bool)
+            new_row[1:] = (contexts[1:] != contexts[:-1]).any(axis=1)
+            starts = np.flatnonzero(new_row)
+            self._contexts[k] = contexts[starts].view(f"V{k - 1}").ravel() if k > 1 else np.empty(0)
+            self._row_starts[k] = np.append(starts, len(kgrams))
+            self._symbols[k], self._counts[k] = kgrams[:, -1].copy(), counts
         self.discounts = [0.0] + [self._discount(self._counts[k]) for k in range(1, order + 1)]
         self._tables: list[dict[tuple[int, ...], tuple[np.ndarray, float, int]]] = [{} for _ in range(order + 1)]
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
 
     @staticmethod
-    def _discount(counts: dict[tuple[int, ...], dict[int, int]]) -> float:
-        n1 = sum(1 for row in counts.values() for c in row.values() if c == 1)
-        n2 = sum(1 for row in counts.values() for c in row.values() if c == 2)
+    def _discount(counts: np.ndarray) -> float:
+        n1, n2 = int((counts == 1).sum()), int((counts == 2).sum())
         d = n1 / (n1 + 2 * n2) if n1 + 2 * n2 else 0.0
         return d if 0.0 < d <= 1.0 else 0.5
+
+    def _row(self, k: int, context: tuple[int, ...]) -> int | None:
+        """The row of an order-k context (k - 1 symbols) in the compressed counts, or None if never seen."""
+        if k == 1:
+            return 0
+        contexts = self._contexts[k]
+        key = bytes(context)
+        i = int(np.searchsorted(contexts, np.frombuffer(key, dtype=contexts.dtype)[0]))
+        return i if i < len(contexts) and contexts[i].tobytes() == key else None
 
     def encode(self, text: str) -> list[int]:
         """Symbol ids of ``text``; ValueError naming any character outside the alphabet."""
@@ -157,15 +178,15 @@ class CharNGramLM(CharModel):
 
     def _table(self, k: int, context: tuple[int, ...]):
         """(counts over the symbols, their sum, number of nonzero) of an order-k context, or None."""
-        row = self._counts[k].get(context)
-        if row is None:
-            return None
         table = self._tables[k].get(context)
         if table is None:
+            row = self._row(k, context)
+            if row is None:
+                return None
+            first, last = self._row_starts[k][row], self._row_starts[k][row + 1]
             counts = np.zeros(self.n_symbols)
-            for w, c in row.items():
-                counts[w] = c
-            table = (counts, float(counts.sum()), len(row))
+            counts[self._symbols[k][first:last]] = self._counts[k][first:last]
+            table = (counts, float(counts.sum()), int(last - first))
             self._tables[k][context] = table
         return table
 
@@ -174,8 +195,8 @@ class CharNGramLM(CharModel):
         probs = np.full(self.n_symbols, 1.0 / self.n_symbols)
         for k in range(1, self.order + 1):
             table = self._table(k, context[len(context) - (k - 1) :] if k > 1 else ())
-            if table is None:  # context unseen at this order: the lower order's distribution
-                continue
+            if table is None:  # unseen here, so at every higher order (whose contexts end in it): the lower ones'
+                break
             counts, total, types = table
             d = self.discounts[k]
             probs = (np.maximum(counts - d, 0.0) + d * types * probs) / total
