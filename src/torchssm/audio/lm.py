@@ -109,7 +109,9 @@ def _padded_ngrams(sentences: Sequence[Sequence[int]], order: int, bos: int, eos
 class CharNGramLM(CharModel):
     """Character n-gram model of ``order`` (>= 1) with interpolated Kneser-Ney, from ``texts``. The default order
     5 is our choice (UNVERIFIED); for the offline CTC recogniser on ``spoken_sentences``, val chose order 10
-    (RESULTS.md, Speech, sessions 11 and 12; ``torchssm transcribe --lm``'s default)."""
+    (RESULTS.md, Speech, sessions 11 and 12; ``torchssm transcribe --lm``'s default). The counts of each order are
+    compressed rows: the sorted distinct contexts as byte strings, the next symbols and their counts (numpy arrays),
+    so the grid's three orders of 5M characters of text take 1.5 GB (BENCHMARKS.md, session 32)."""
 
     def __init__(self, texts: Iterable[str], order: int = 5, alphabet: str = ALPHABET):
         if isinstance(order, bool) or not isinstance(order, int) or order < 1:
