@@ -7,6 +7,10 @@ consists of 4 to ``max_words`` plain words of letters (with inner apostrophes) s
 commas, semicolons or colons (dropped), and ends with a full stop: no digits, code, URLs or symbols,
 so eSpeak NG reads it exactly as written. The result is sorted and de-duplicated, so it depends
 only on the Python version (3.11, ``max_words=12``: 4693 sentences, a vocabulary of 3646 words).
+
+A recogniser's language model can read more of the same kind of text (:func:`language_model_text`): the standard
+library's other docstring sentences and, by name, the docstrings of installed packages (:func:`package_docstrings`),
+always without the task's val and test docstrings and held-out words.
 """
 
 from __future__ import annotations
