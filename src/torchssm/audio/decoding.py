@@ -115,7 +115,8 @@ class LoadedRuns:
     (:func:`ctc_emissions`) and combined under either rule on demand (:meth:`emissions`), as are the language models
     (:meth:`lm`): the val grids of both rules, the beams and the test decoding of :func:`tuned_decoding` share them.
     ``val_heldout``: the task's val re-drawn with that many sentences of held-out words
-    (:func:`~torchssm.audio.asr_runs.saved_task_config`; None: the run's own)."""
+    (:func:`~torchssm.audio.asr_runs.saved_task_config`; None: the run's own). ``mix_texts``: text of another domain
+    whose model each language model is interpolated with (:meth:`lm`)."""
 
     def __init__(
         self,
@@ -141,7 +142,7 @@ class LoadedRuns:
         self.extra_texts, self.mix_texts = list(extra_texts), list(mix_texts)
         self.mix: dict[int, dict] = {}  # order -> {"weight", "rows"}: the interpolation chosen on val (mix_texts)
         self._member_emissions: dict[str, list[list[torch.Tensor]]] = {}  # split -> per member, per item (t_i, n_ctc)
-        self._lms: dict[int, Any] = {}  # order -> CharNGramLM
+        self._lms: dict[int, Any] = {}  # order -> CharNGramLM (InterpolatedLM with mix_texts)
 
     def dataset(self, split: str):
         dataset = getattr(self.task, split)
