@@ -60,17 +60,40 @@ _CACHE_LIMIT = 500_000  # next-symbol distributions kept per model before its ca
 
 
 class CharModel:
-    """What every character model here offers once it has ``order``, ``eos``, ``encode`` and ``next_log_probs``: the
-    readings the searches and the evaluations use."""
+    """What every character model here offers once it has ``order``, ``eos``, ``bos``, ``encode`` and
+    ``_log_probs(context)``: the next-symbol distribution cached per context, and the readings the searches and the
+    evaluations use."""
 
     order: int
     eos: int
+    bos: int
+    _cache: dict[tuple[int, ...], np.ndarray]
 
     def encode(self, text: str) -> list[int]:
         raise NotImplementedError
 
-    def next_log_probs(self, prefix: Sequence[int]) -> np.ndarray:
+    def _log_probs(self, context: tuple[int, ...]) -> np.ndarray:
+        """log p(next symbol | ``context``), ``context`` as :meth:`context_ids` gives it (uncached)."""
         raise NotImplementedError
+
+    def context_ids(self, prefix: Sequence[int]) -> tuple[int, ...]:
+        """The model's context after the symbol ids ``prefix`` (padded with ``<s>`` at the start)."""
+        n = self.order - 1
+        if n == 0:
+            return ()
+        tail = tuple(prefix[-n:]) if prefix else ()
+        return (self.bos,) * (n - len(tail)) + tail
+
+    def next_log_probs(self, prefix: Sequence[int]) -> np.ndarray:
+        """log p(next symbol | prefix) over the characters then ``</s>`` (float64), for symbol ids."""
+        context = self.context_ids(prefix)
+        out = self._cache.get(context)
+        if out is None:
+            if len(self._cache) > _CACHE_LIMIT:
+                self._cache.clear()
+            out = self._log_probs(context)
+            self._cache[context] = out
+        return out
 
     def next_log_probs_after_labels(self, labels: Sequence[int]) -> np.ndarray:
         """:meth:`next_log_probs` after a recogniser's label ids, where id i + 1 is this alphabet's character i
@@ -154,7 +177,7 @@ class CharNGramLM(CharModel):
             self._symbols[k], self._counts[k] = kgrams[:, -1].copy(), counts
         self.discounts = [0.0] + [self._discount(self._counts[k]) for k in range(1, order + 1)]
         self._tables: list[dict[tuple[int, ...], tuple[np.ndarray, float, int]]] = [{} for _ in range(order + 1)]
-        self._cache: dict[tuple[int, ...], np.ndarray] = {}
+        self._cache = {}
 
     @staticmethod
     def _discount(counts: np.ndarray) -> float:
@@ -206,24 +229,8 @@ class CharNGramLM(CharModel):
             probs = (np.maximum(counts - d, 0.0) + d * types * probs) / total
         return probs
 
-    def context_ids(self, prefix: Sequence[int]) -> tuple[int, ...]:
-        """The model's context after the symbol ids ``prefix`` (padded with ``<s>`` at the start)."""
-        n = self.order - 1
-        if n == 0:
-            return ()
-        tail = tuple(prefix[-n:]) if prefix else ()
-        return (self.bos,) * (n - len(tail)) + tail
-
-    def next_log_probs(self, prefix: Sequence[int]) -> np.ndarray:
-        """log p(next symbol | prefix) over the characters then ``</s>`` (float64), for symbol ids."""
-        context = self.context_ids(prefix)
-        out = self._cache.get(context)
-        if out is None:
-            if len(self._cache) > _CACHE_LIMIT:
-                self._cache.clear()
-            out = np.log(self._probs(context))
-            self._cache[context] = out
-        return out
+    def _log_probs(self, context: tuple[int, ...]) -> np.ndarray:
+        return np.log(self._probs(context))
 
     def distribution(self, text: str = "") -> dict[str, float]:
         """{character or ``</s>``: p(it | text)}: the next-symbol distribution after ``text``."""
@@ -251,24 +258,18 @@ class InterpolatedLM(CharModel):
             self.log_weights = np.log(np.array(weights))[:, None]  # (m, 1); log 0 = -inf drops a model
         first = models[0]
         self.order, self.alphabet, self.index = max(m.order for m in models), first.alphabet, first.index
-        self.eos, self.n_symbols = first.eos, first.n_symbols
-        self._cache: dict[tuple[int, ...], np.ndarray] = {}
+        self.eos, self.bos, self.n_symbols = first.eos, first.bos, first.n_symbols
+        self._cache = {}
 
     def encode(self, text: str) -> list[int]:
         """Symbol ids of ``text`` (:meth:`CharNGramLM.encode`)."""
         return self.models[0].encode(text)
 
-    def next_log_probs(self, prefix: Sequence[int]) -> np.ndarray:
-        """log of the weighted sum of the models' p(next symbol | prefix) (float64)."""
-        key = tuple(prefix[len(prefix) - (self.order - 1) :]) if self.order > 1 and prefix else ()
-        out = self._cache.get(key)
-        if out is None:
-            if len(self._cache) > _CACHE_LIMIT:
-                self._cache.clear()
-            per_model = np.stack([m.next_log_probs(prefix) for m in self.models])  # (m, symbols)
-            out = np.logaddexp.reduce(per_model + self.log_weights, axis=0)
-            self._cache[key] = out
-        return out
+    def _log_probs(self, context: tuple[int, ...]) -> np.ndarray:
+        """log of the weighted sum of the models' p(next symbol | context): the padded context is a prefix whose
+        last symbols are each model's own (padded) context, as the models share ``<s>``."""
+        per_model = np.stack([m.next_log_probs(context) for m in self.models])  # (m, symbols)
+        return np.logaddexp.reduce(per_model + self.log_weights, axis=0)
 
 
 def best_mix_weight(
