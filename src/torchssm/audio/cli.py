@@ -121,7 +121,9 @@ def _cmd_transcribe(args) -> int:
     if order:
         from torchssm.audio.lm import lm_from_checkpoint
 
-        lm = lm_from_checkpoint(args.checkpoint[0], order, data_dir=args.data_dir, extra_texts=_lm_text_lines(args))
+        lm = lm_from_checkpoint(
+            args.checkpoint[0], order, data_dir=args.data_dir, extra_texts=_lm_text_lines(args.lm_text)
+        )
     for path in args.files:
         audio = _load_wav(path)
         if isinstance(model, CTCRecognizer) and args.stream:
@@ -155,11 +157,12 @@ def _cmd_transcribe(args) -> int:
     return 0
 
 
-def _lm_text_lines(args) -> list[str]:
-    """The sentences of every ``--lm-text`` file, in order (:func:`~torchssm.audio.lm.read_lm_text`)."""
+def _lm_text_lines(paths) -> list[str]:
+    """The sentences of every file of ``paths`` (``--lm-text``, ``--lm-mix-text``; None: none), in order
+    (:func:`~torchssm.audio.lm.read_lm_text`)."""
     from torchssm.audio.lm import read_lm_text
 
-    return [line for path in args.lm_text or () for line in read_lm_text(path)]
+    return [line for path in paths or () for line in read_lm_text(path)]
 
 
 def _rescoring_lm_of(args, model):
@@ -322,7 +325,7 @@ def _cmd_lm_corpus(args) -> int:
     from torchssm.audio.lm import checkpoint_lm_sentences
     from torchssm.audio.neural_lm import write_lm_corpus
 
-    sentences = checkpoint_lm_sentences(args.checkpoint, args.data_dir, _lm_text_lines(args))
+    sentences = checkpoint_lm_sentences(args.checkpoint, args.data_dir, _lm_text_lines(args.lm_text))
     paths = write_lm_corpus(sentences, args.out, args.shards, args.seed)
     chars = sum(len(t) + 1 for t in sentences)
     print(
@@ -334,11 +337,10 @@ def _cmd_lm_corpus(args) -> int:
 
 def _cmd_decode(args) -> int:
     from torchssm.audio.decoding import tuned_decoding
-    from torchssm.audio.lm import read_lm_text
 
     if len(set(args.runs)) != len(args.runs):
         raise ValueError(f"runs repeat: {args.runs}")
-    extra = _lm_text_lines(args)
+    extra = _lm_text_lines(args.lm_text)
     grid = {"orders": args.orders, "alphas": args.alphas, "betas": args.betas, "beam": args.beam}
     r = tuned_decoding(
         args.runs,
@@ -352,7 +354,7 @@ def _cmd_decode(args) -> int:
         warps=args.warps or (1.0,),
         val_heldout=args.val_heldout,
         mbr_scales=args.mbr_scales or (),
-        mix_texts=[line for path in args.lm_mix_text or () for line in read_lm_text(path)],
+        mix_texts=_lm_text_lines(args.lm_mix_text),
         **grid,
     )
     if r["val_heldout"] is not None:
